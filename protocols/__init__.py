@@ -1,0 +1,1 @@
+"""Pure protocol codecs (no I/O): DL/T 645 and Modbus register maps."""
