@@ -1,0 +1,1 @@
+"""Suite-wide fixtures. Area fixtures live in tests/support/ and are imported here."""
