@@ -1,1 +1,3 @@
 """Suite-wide fixtures. Area fixtures live in tests/support/ and are imported here."""
+
+from tests.support.postgres import pg_dsn, pg_server  # noqa: F401

@@ -1,0 +1,1 @@
+"""Storage: the embedded PostgreSQL server, migrations, the reading writer and its on-disk spool."""

@@ -1,0 +1,120 @@
+"""Migrations against a real PostgreSQL server: from empty, re-run, tampering, roles, status."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from headend.store.migrate import MIGRATIONS_DIR, MigrationError, discover, migrate, status
+from tests.support.postgres import PgServer
+
+EXPECTED_TABLES = {
+    "channels", "meters", "quantities", "reading_sources", "readings", "events", "accounts", "tariffs",
+    "tariff_prices", "payments", "ledger", "balances", "bills", "commands", "audit_log", "read_cycles",
+    "headend_settings", "headend_migrations",
+}
+
+
+@pytest.fixture
+async def empty_dsn(pg_server: PgServer):
+    """A brand-new database with no schema at all."""
+    conn = await asyncpg.connect(pg_server.admin_dsn)
+    name = "headend_empty_migrations"
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    yield pg_server.dsn(name)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.close()
+
+
+async def test_migrate_from_empty_then_rerun_is_noop(empty_dsn: str) -> None:
+    labels = [m.label for m in discover()]
+    assert await migrate(empty_dsn) == labels
+    assert await migrate(empty_dsn) == []
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p')"
+        )
+        tables = {r["relname"] for r in rows}
+        assert tables >= EXPECTED_TABLES
+        assert await conn.fetchval("SELECT count(*) FROM headend_migrations") == len(labels)
+        rows = await conn.fetch("SELECT rolname FROM pg_roles WHERE rolname LIKE 'headend_%'")
+        roles = {r["rolname"] for r in rows}
+        assert roles >= {"headend_daemon", "headend_billing", "headend_reporting"}
+    finally:
+        await conn.close()
+    report = await status(empty_dsn)
+    assert report.pending == [] and report.problems == []
+    assert report.mode in ("native", "timescale")
+
+
+async def test_status_before_migrating_lists_everything_pending(empty_dsn: str) -> None:
+    report = await status(empty_dsn)
+    assert report.mode is None
+    assert report.pending == [m.label for m in discover()]
+    assert "would use" in report.mode_reason
+
+
+async def test_tampered_migration_is_detected(empty_dsn: str, tmp_path: Path) -> None:
+    directory = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, directory)
+    await migrate(empty_dsn, directory=directory)
+    core = directory / "0001_core.sql"
+    core.write_text(core.read_text() + "\n-- a harmless-looking edit\n")
+    with pytest.raises(MigrationError, match="0001_core was edited after it was applied"):
+        await migrate(empty_dsn, directory=directory)
+    report = await status(empty_dsn, directory=directory)
+    assert any("0001_core" in p for p in report.problems)
+
+
+async def test_new_migration_applies_alone_and_missing_file_is_reported(empty_dsn: str, tmp_path: Path):
+    directory = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, directory)
+    await migrate(empty_dsn, directory=directory)
+    (directory / "0900_extra.sql").write_text("CREATE TABLE extra_things (id int PRIMARY KEY);")
+    assert await migrate(empty_dsn, directory=directory) == ["0900_extra"]
+    (directory / "0900_extra.sql").unlink()
+    with pytest.raises(MigrationError, match=r"0900_extra .*file is missing"):
+        await migrate(empty_dsn, directory=directory)
+
+
+async def test_failing_migration_rolls_back_and_is_not_recorded(empty_dsn: str, tmp_path: Path) -> None:
+    directory = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, directory)
+    (directory / "0900_broken.sql").write_text("CREATE TABLE half_done (id int); SELECT 1/0;")
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        await migrate(empty_dsn, directory=directory)
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        assert await conn.fetchval("SELECT to_regclass('half_done')") is None
+        assert await conn.fetchval("SELECT count(*) FROM headend_migrations WHERE version = 900") == 0
+    finally:
+        await conn.close()
+
+
+def test_discover_rejects_half_a_mode_pair(tmp_path: Path) -> None:
+    (tmp_path / "0001_a.sql").write_text("SELECT 1;")
+    (tmp_path / "0002_b.native.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match="needs both"):
+        discover(tmp_path)
+    (tmp_path / "0002_b.native.sql").unlink()
+    (tmp_path / "2_bad.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match="expected NNNN_name"):
+        discover(tmp_path)
+
+
+async def test_audit_log_rejects_update_delete_truncate(pg_dsn: str) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("INSERT INTO audit_log (actor, action) VALUES ('op1', 'test.entry')")
+        changes = ("UPDATE audit_log SET actor = 'someone else'", "DELETE FROM audit_log", "TRUNCATE audit_log")
+        for sql in changes:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+                await conn.execute(sql)
+        assert await conn.fetchval("SELECT actor FROM audit_log") == "op1"
+    finally:
+        await conn.close()
