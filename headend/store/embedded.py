@@ -93,7 +93,7 @@ def find_bindir() -> Path:
         if all((bindir / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
             return bindir
     if explicit:
-        raise EmbeddedPostgresError(f"HEADEND_PG_BINDIR={explicit} lacks initdb/pg_ctl/postgres. {INSTALL_HINT}")
+        raise EmbeddedPostgresError(f"HEADEND_PG_BINDIR={explicit} lacks initdb or pg_ctl. {INSTALL_HINT}")
     raise EmbeddedPostgresError(INSTALL_HINT)
 
 

@@ -37,7 +37,8 @@ async def test_migrate_from_empty_then_rerun_is_noop(empty_dsn: str) -> None:
     conn = await asyncpg.connect(empty_dsn)
     try:
         rows = await conn.fetch(
-            "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p')"
+            "SELECT relname FROM pg_class"
+            " WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p')"
         )
         tables = {r["relname"] for r in rows}
         assert tables >= EXPECTED_TABLES
@@ -111,7 +112,7 @@ async def test_audit_log_rejects_update_delete_truncate(pg_dsn: str) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
         await conn.execute("INSERT INTO audit_log (actor, action) VALUES ('op1', 'test.entry')")
-        changes = ("UPDATE audit_log SET actor = 'someone else'", "DELETE FROM audit_log", "TRUNCATE audit_log")
+        changes = ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log", "TRUNCATE audit_log")
         for sql in changes:
             with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
                 await conn.execute(sql)
