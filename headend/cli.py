@@ -27,6 +27,10 @@ def version() -> None:
 
 def _register_commands() -> None:
     """Attach every command module to the application (one line per module)."""
+    from headend.commands import inventory as inventory_commands
+    inventory_commands.register(app)
+    from headend.commands import run as run_commands
+    run_commands.register(app)
 
 
 _register_commands()

@@ -1,0 +1,208 @@
+"""The daemon's configuration: a TOML file validated by pydantic.
+
+``load_config(path)`` returns a :class:`HeadendConfig` or raises :class:`ConfigError` whose message
+names the file, the key and the reason (``headend.toml: polling.interval: must be ...``).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string such as ``"15m"``, ``"2.5s"``, ``"1h"``, ``"1d"``, ``"300ms"``."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 15m, 30s or 1d")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION_RE.match(value)
+        if match:
+            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    raise ValueError(f"must be a duration such as 15m, 30s or 1d, got {value!r}")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(_Section):
+    """Empty ``dsn``: ``$HEADEND_DSN``, else the embedded server."""
+
+    dsn: str = ""
+    spool_dir: str = ""
+    spool_max_mb: int = Field(1024, gt=0)
+
+
+class PollingConfig(_Section):
+    interval: Duration = 900.0
+    offset: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = 5.0
+    inventory_reload: Duration = 30.0
+
+    @field_validator("offset")
+    @classmethod
+    def _offset_inside_interval(cls, value: float, info: Any) -> float:
+        interval = info.data.get("interval")
+        if interval is not None and value >= interval:
+            raise ValueError(f"must be shorter than the interval ({interval:g} s)")
+        return value
+
+
+class ReadPlan(_Section):
+    """What a scheduled read asks a meter for; ``gap_quantity`` decides whether an interval is missing."""
+
+    quantities: list[str] = Field(min_length=1)
+    gap_quantity: str = ""
+
+    @field_validator("quantities")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.match(r"^[a-z][a-z0-9_]*$", name):
+                raise ValueError(f"quantity names are lower_snake_case, got {name!r}")
+        return value
+
+    @property
+    def gap_key(self) -> str:
+        """The quantity whose absence marks an interval as a gap."""
+        return self.gap_quantity or self.quantities[0]
+
+
+class TimeoutConfig(_Section):
+    """Adaptive per-meter timeout: ``rtt + 4 * deviation`` clamped to [minimum, maximum]."""
+
+    initial: Duration = 2.0
+    minimum: Duration = 0.2
+    maximum: Duration = 10.0
+
+    @field_validator("maximum")
+    @classmethod
+    def _ordered(cls, value: float, info: Any) -> float:
+        minimum = info.data.get("minimum")
+        if minimum is not None and value < minimum:
+            raise ValueError(f"must be at least timeouts.minimum ({minimum:g} s)")
+        return value
+
+
+class HealthConfig(_Section):
+    quarantine_after: int = Field(3, ge=1)
+    backoff: Duration = 60.0
+    backoff_max: Duration = 3600.0
+
+
+class BackfillConfig(_Section):
+    enabled: bool = True
+    lookback: Duration = 3 * 86400.0
+    max_intervals_per_meter: int = Field(96, ge=1)
+
+
+class ClockConfig(_Section):
+    enabled: bool = True
+    check_every: Duration = 86400.0
+    max_drift: Duration = 30.0
+    flag_after: int = Field(2, ge=1)
+
+
+class EventsConfig(_Section):
+    enabled: bool = True
+    collect_every: Duration = 3600.0
+    kinds: list[str] = Field(default_factory=lambda: ["power_down", "relay_trip", "relay_close"])
+
+
+class MetricsConfig(_Section):
+    """``port = 0`` disables the HTTP endpoint."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535)
+
+
+class LoggingConfig(_Section):
+    level: str = "INFO"
+    format: str = Field("json", pattern="^(json|text)$")
+
+
+class SecretsConfig(_Section):
+    """Meter passwords: a TOML file readable only by the daemon, or ``$HEADEND_SECRETS_FILE``."""
+
+    file: str = ""
+
+
+class EngineConfig(_Section):
+    """Extra services run inside the daemon, as ``module:function`` taking the engine (see docs)."""
+
+    services: list[str] = Field(default_factory=list)
+
+
+class HeadendConfig(_Section):
+    database: DatabaseConfig = DatabaseConfig()
+    polling: PollingConfig = PollingConfig()
+    read_plans: dict[str, ReadPlan] = Field(
+        default_factory=lambda: {"default": ReadPlan(quantities=["energy_import_kwh"])}
+    )
+    timeouts: TimeoutConfig = TimeoutConfig()
+    health: HealthConfig = HealthConfig()
+    backfill: BackfillConfig = BackfillConfig()
+    clock: ClockConfig = ClockConfig()
+    events: EventsConfig = EventsConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    secrets: SecretsConfig = SecretsConfig()
+    engine: EngineConfig = EngineConfig()
+
+    @field_validator("read_plans")
+    @classmethod
+    def _has_default(cls, value: dict[str, ReadPlan]) -> dict[str, ReadPlan]:
+        if "default" not in value:
+            raise ValueError("needs a [read_plans.default] entry for meters whose model has no plan")
+        return value
+
+    def plan_for(self, model: str) -> ReadPlan:
+        """The read plan of a meter model (falls back to ``default``)."""
+        return self.read_plans.get(model) or self.read_plans["default"]
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; ``str()`` is ``file: key: reason`` lines."""
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def validate_config(data: dict[str, Any], source: str) -> HeadendConfig:
+    """Validate parsed TOML; ``source`` names the file in error messages."""
+    try:
+        return HeadendConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            reason = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                reason = "unknown key"
+            lines.append(f"{source}: {_location(error['loc'])}: {reason}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(path: str | Path | None) -> HeadendConfig:
+    """Read and validate a config file; ``None`` gives the defaults."""
+    if path is None:
+        return HeadendConfig()
+    file = Path(path)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    return validate_config(data, str(file))

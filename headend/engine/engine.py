@@ -1,0 +1,487 @@
+"""The polling engine: channel workers, the interval scheduler, gap backfill, clocks and events.
+
+Hooks for other services running in the daemon (e.g. fee control):
+
+* ``await engine.control(meter_id, body)`` runs ``body(driver)`` on the meter's bus at top
+  priority (ahead of every read) and returns its result or raises its error. ``body`` is an async
+  callable taking the meter's driver, e.g. ``lambda d: d.switch("off", operator="ops1")``.
+* ``await engine.read_now(meter_id, quantities)`` reads at on-demand priority and returns
+  ``{quantity: value}`` (``store=True`` also stores them, quality ``actual``, source ``on_demand``).
+* Services named in ``[engine] services`` (``"module:function"``) are called as
+  ``function(engine)`` after start-up; a returned coroutine runs as a task until shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from headend.config import HeadendConfig, ReadPlan
+from headend.engine.backfill import find_gaps, gap_readings
+from headend.engine.clock import check_clock
+from headend.engine.cycle import CycleStats
+from headend.engine.events import store_events
+from headend.engine.health import HealthBook
+from headend.engine.jobs import Job, JobBody, Priority, Quarantined
+from headend.engine.model import InventorySnapshot, MeterSpec, inventory_version, load_inventory
+from headend.engine.ports import DriverPort, values_of
+from headend.engine.timing import floor_boundary, next_boundary
+from headend.engine.worker import ChannelWorker
+from headend.metrics import EngineMetrics
+from headend.store.reading import Reading
+from headend.store.writer import ReadingWriter
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """Runs the daemon's work; ``start`` and ``stop`` bracket its life (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: HeadendConfig,
+        dsn: str,
+        writer: ReadingWriter,
+        port: DriverPort,
+        metrics: EngineMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self.dsn = dsn
+        self.writer = writer
+        self.port = port
+        self.metrics = metrics or EngineMetrics()
+        self.health = HealthBook(config.timeouts, config.health)
+        self.interval = config.polling.interval
+        self.workers: dict[int, ChannelWorker] = {}
+        self.inventory = InventorySnapshot({}, {})
+        self.pool: asyncpg.Pool | None = None
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self._version: tuple | None = None
+        self._cycles: dict[int, tuple[CycleStats, list[Job], asyncio.Task[None]]] = {}
+        self._backfilling: dict[int, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._services: list[asyncio.Task[Any]] = []
+        self._meter_channel: dict[int, int] = {}
+        self._clock_flags: dict[int, int] = {}
+        self._gappy: set[int] = set()  # meters that may have gaps: all at start, then after failures
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, load the inventory, start workers and the schedule, backfill what is missing."""
+        self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)
+        await self.writer.start()
+        await self.reload_inventory()
+        polling = self.config.polling
+        now = datetime.now(UTC)
+        first = next_boundary(now, self.interval) + timedelta(seconds=polling.offset)
+        trigger = dict(trigger="interval", coalesce=True, max_instances=1, misfire_grace_time=None)
+        self.scheduler.add_job(
+            self._fire_cycle, seconds=self.interval, start_date=first, id="cycle", **trigger
+        )
+        self.scheduler.add_job(
+            self.reload_inventory,
+            seconds=polling.inventory_reload,
+            id="inventory",
+            next_run_time=now + timedelta(seconds=polling.inventory_reload),
+            **trigger,
+        )
+        self.scheduler.add_job(self._refresh_gauges, seconds=min(5.0, self.interval), id="gauges", **trigger)
+        half = timedelta(seconds=self.interval / 2)  # mid-interval: never near a boundary
+        if self.config.clock.enabled:
+            self.scheduler.add_job(
+                self._spawn_all,
+                args=["clock"],
+                seconds=self.config.clock.check_every,
+                start_date=first + half,
+                id="clock",
+                **trigger,
+            )
+        if self.config.events.enabled:
+            self.scheduler.add_job(
+                self._spawn_all,
+                args=["events"],
+                seconds=self.config.events.collect_every,
+                start_date=first + half,
+                id="events",
+                **trigger,
+            )
+        self.scheduler.start()
+        if self.config.backfill.enabled:
+            upto = floor_boundary(now - timedelta(seconds=polling.offset), self.interval)
+            for worker in self.workers.values():
+                self._start_backfill(worker, upto)
+        for target in self.config.engine.services:
+            self._start_service(target)
+        log.info(
+            "engine started",
+            extra={
+                "channels": len(self.workers),
+                "interval_s": self.interval,
+                "first_cycle": first.isoformat(),
+            },
+        )
+
+    async def stop(self) -> None:
+        """Stop scheduling, let each bus finish its exchange in flight, flush the writer."""
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        for task in self._services:
+            task.cancel()
+        await asyncio.gather(*self._services, return_exceptions=True)
+        await asyncio.gather(*(w.stop() for w in self.workers.values()))
+        pending = [t for t in self._tasks if not t.done()]
+        await asyncio.gather(*pending, return_exceptions=True)
+        await self.writer.close()
+        if self.pool is not None:
+            await self.pool.close()
+        log.info("engine stopped", extra={"written": self.writer.written, "spooled": self.writer.spooled})
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("engine task failed", exc_info=task.exception(), extra={"task": task.get_name()})
+
+    def _start_service(self, target: str) -> None:
+        module_name, _, func_name = target.partition(":")
+        func = getattr(importlib.import_module(module_name), func_name)
+        result = func(self)
+        if asyncio.iscoroutine(result):
+            self._services.append(asyncio.create_task(result, name=f"service-{target}"))
+
+    # -- inventory ----------------------------------------------------------------------------
+
+    async def reload_inventory(self) -> None:
+        """Re-read channels and meters if they changed; add, update and retire workers."""
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            version = await inventory_version(conn)
+            if version == self._version:
+                return
+            snapshot = await load_inventory(conn)
+        self._version = version
+        for channel_id in set(self.workers) - set(snapshot.channels):
+            worker = self.workers.pop(channel_id)
+            self._spawn(worker.stop(), f"retire-{worker.spec.name}")
+        for channel_id, spec in snapshot.channels.items():
+            meters = snapshot.meters_by_channel.get(channel_id, [])
+            worker = self.workers.get(channel_id)
+            if worker is not None and worker.spec != spec:
+                self.workers.pop(channel_id)
+                self._spawn(worker.stop(), f"retire-{worker.spec.name}")
+                worker = None
+            if worker is None:
+                worker = ChannelWorker(
+                    spec, meters, self.port.open_channel, self.port.make_driver, self.health, self.metrics
+                )
+                worker.start()
+                self.workers[channel_id] = worker
+            else:
+                worker.update_meters(meters)
+        self.inventory = snapshot
+        meter_channel = {m.id: cid for cid, ms in snapshot.meters_by_channel.items() for m in ms}
+        self._gappy |= set(meter_channel) - set(self._meter_channel)
+        self._meter_channel = meter_channel
+        log.info(
+            "inventory loaded", extra={"channels": len(snapshot.channels), "meters": len(self._meter_channel)}
+        )
+
+    # -- hooks for other services -------------------------------------------------------------
+
+    def _worker_of(self, meter_id: int) -> ChannelWorker:
+        channel_id = self._meter_channel.get(meter_id)
+        if channel_id is None or channel_id not in self.workers:
+            raise LookupError(f"meter {meter_id} is not in the enabled inventory")
+        return self.workers[channel_id]
+
+    async def control(self, meter_id: int, body: JobBody, *, exchanges: int = 8) -> Any:
+        """Run ``body(driver)`` for a meter at top priority (relay commands); returns its result."""
+        job = Job(
+            Priority.CONTROL,
+            meter_id=meter_id,
+            kind="control",
+            body=body,
+            exchanges=exchanges,
+            skip_if_quarantined=False,
+        )
+        return await self._worker_of(meter_id).submit(job)
+
+    async def read_now(
+        self, meter_id: int, quantities: list[str], *, store: bool = False
+    ) -> dict[str, float]:
+        """Read quantities now at on-demand priority; optionally store them at the current interval."""
+        job = Job(
+            Priority.ON_DEMAND,
+            meter_id=meter_id,
+            kind="on_demand",
+            body=lambda d: d.read(list(quantities)),
+            exchanges=len(quantities),
+            skip_if_quarantined=False,
+        )
+        values = values_of(await self._worker_of(meter_id).submit(job))
+        if store:
+            ts = floor_boundary(datetime.now(UTC), self.interval)
+            await self._submit(
+                [Reading(meter_id, q, ts, v, "actual", "on_demand") for q, v in values.items()]
+            )
+        return values
+
+    # -- scheduled reads ----------------------------------------------------------------------
+
+    def plan_for(self, meter: MeterSpec) -> ReadPlan:
+        return self.config.plan_for(meter.model)
+
+    async def _fire_cycle(self) -> None:
+        ts = floor_boundary(datetime.now(UTC) - timedelta(seconds=self.config.polling.offset), self.interval)
+        self.run_cycle(ts)
+
+    def run_cycle(self, ts: datetime) -> None:
+        """Queue every due meter's read plan for interval ``ts`` on every channel."""
+        for channel_id, worker in list(self.workers.items()):
+            previous = self._cycles.get(channel_id)
+            if previous is not None and not previous[2].done():
+                self._overrun(worker, *previous)
+            stats = CycleStats(channel_id, worker.spec.name, ts, self.interval, worker.busy_seconds)
+            jobs = [self._read_job(m) for m in worker.meters.values()]
+            stats.due = len(jobs)
+            for job in jobs:
+                worker.submit(job)
+            task = self._spawn(self._channel_cycle(worker, stats, jobs), f"cycle-{worker.spec.name}")
+            self._cycles[channel_id] = (stats, jobs, task)
+
+    def _read_job(self, meter: MeterSpec) -> Job:
+        quantities = self.plan_for(meter).quantities
+        return Job(
+            Priority.SCHEDULED,
+            meter_id=meter.id,
+            kind="read",
+            body=lambda d: d.read(list(quantities)),
+            exchanges=len(quantities),
+        )
+
+    def _overrun(self, worker: ChannelWorker, stats: CycleStats, jobs: list[Job], _task: Any) -> None:
+        """The previous cycle is still running at the next boundary: say so and drop its leftovers."""
+        load = stats.projected_utilisation(worker.busy_seconds)
+        left = sum(1 for j in jobs if not j.future.done())
+        log.warning(
+            f"bus {worker.spec.name} at {load:.0%} of capacity",
+            extra={
+                "channel": worker.spec.name,
+                "utilisation": round(load, 3),
+                "unread": left,
+                "cycle_at": stats.cycle_at.isoformat(),
+            },
+        )
+        self.metrics.capacity_warnings.labels(worker.spec.name).inc()
+        for job in jobs:
+            if not job.future.done():
+                job.future.cancel()
+
+    async def _channel_cycle(self, worker: ChannelWorker, stats: CycleStats, jobs: list[Job]) -> None:
+        await asyncio.gather(*(self._finish_read(worker, stats, job) for job in jobs))
+        stats.finish(worker.busy_seconds)
+        self.metrics.utilisation.labels(worker.spec.name).set(stats.utilisation)
+        if stats.success_rate is not None:
+            self.metrics.success_rate.labels(worker.spec.name).set(stats.success_rate)
+        self._update_overall_success(stats.cycle_at)
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            await stats.store(conn)
+        self._start_backfill(worker, stats.cycle_at)
+
+    async def _finish_read(self, worker: ChannelWorker, stats: CycleStats, job: Job) -> None:
+        try:
+            result = await job.future
+        except (asyncio.CancelledError, Exception):
+            self._note_failure(job.meter_id)
+            stats.done += 1
+            return
+        meter = worker.meters.get(job.meter_id)
+        stats.done += 1
+        if meter is None:
+            return
+        values = values_of(result)
+        readings = [Reading(meter.id, q, stats.cycle_at, v, "actual", "poll") for q, v in values.items()]
+        try:
+            await self._submit(readings)
+        except Exception:
+            log.exception("readings not stored", extra={"meter_id": meter.id})
+            return
+        stats.succeeded += 1
+        stats.readings += len(readings)
+
+    async def _submit(self, readings: list[Reading]) -> None:
+        if not readings:
+            return
+        await self.writer.submit(readings)
+        for reading in readings:
+            self.metrics.readings.labels(reading.quality).inc()
+
+    def _note_failure(self, meter_id: int) -> None:
+        self._gappy.add(meter_id)
+
+    def _update_overall_success(self, ts: datetime) -> None:
+        due = succeeded = 0
+        for stats, _jobs, _task in self._cycles.values():
+            if stats.cycle_at == ts:
+                due += stats.due
+                succeeded += stats.succeeded
+        if due:
+            self.metrics.overall_success.set(succeeded / due)
+
+    def _refresh_gauges(self) -> None:
+        self.metrics.writer_lag.set(self.writer.lag)
+        self.metrics.writer_pending.set(self.writer.pending)
+        self.metrics.spool_bytes.set(self.writer.spool_bytes)
+        self.metrics.quarantined.set(self.health.quarantined_count())
+
+    # -- gaps and backfill --------------------------------------------------------------------
+
+    def _start_backfill(self, worker: ChannelWorker, upto: datetime) -> None:
+        """Backfill the channel's possibly gappy meters up to ``upto`` unless a pass is running."""
+        if not self.config.backfill.enabled:
+            return
+        running = self._backfilling.get(worker.spec.id)
+        if running is not None and not running.done():
+            return
+        meters = [
+            m for m in worker.meters.values() if m.id in self._gappy and not self.health.quarantined(m.id)
+        ]
+        if meters:
+            task = self._spawn(self._backfill(worker, meters, upto), f"backfill-{worker.spec.name}")
+            self._backfilling[worker.spec.id] = task
+
+    async def _backfill(self, worker: ChannelWorker, meters: list[MeterSpec], upto: datetime) -> None:
+        since = upto - timedelta(seconds=self.config.backfill.lookback)
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            gaps = await find_gaps(
+                conn,
+                meters,
+                self.plan_for,
+                since,
+                upto,
+                self.interval,
+                self.config.backfill.max_intervals_per_meter,
+            )
+        for meter in meters:
+            if not gaps.get(meter.id):
+                self._gappy.discard(meter.id)
+        await asyncio.gather(
+            *(
+                self._backfill_meter(worker, worker.meters[mid], stamps)
+                for mid, stamps in gaps.items()
+                if stamps and mid in worker.meters
+            )
+        )
+
+    async def _backfill_meter(self, worker: ChannelWorker, meter: MeterSpec, stamps: list[datetime]) -> None:
+        plan = self.plan_for(meter)
+        if not self.port.has_memory(meter):
+            readings = gap_readings(meter.id, plan, stamps, None)
+        else:
+            end = max(stamps) + timedelta(seconds=self.interval)
+            job = Job(
+                Priority.BACKFILL,
+                meter_id=meter.id,
+                kind="backfill",
+                body=lambda d: d.read_profile(min(stamps), end),
+                exchanges=4 + len(stamps),
+            )
+            try:
+                records = await worker.submit(job)
+            except (Quarantined, Exception) as exc:
+                log.info(
+                    "backfill deferred", extra={"meter_id": meter.id, "gaps": len(stamps), "error": str(exc)}
+                )
+                return
+            readings = gap_readings(meter.id, plan, stamps, self.port.profile_records(records))
+        await self._submit(readings)
+        self._gappy.discard(meter.id)
+        log.info(
+            "backfilled",
+            extra={
+                "meter_id": meter.id,
+                "gaps": len(stamps),
+                "readings": len(readings),
+                "missing": sum(1 for r in readings if r.quality == "missing"),
+            },
+        )
+
+    # -- clocks and events --------------------------------------------------------------------
+
+    async def _spawn_all(self, what: str) -> None:
+        for worker in list(self.workers.values()):
+            for meter in list(worker.meters.values()):
+                body = self._clock_job if what == "clock" else self._events_job
+                self._spawn(body(worker, meter), f"{what}-{meter.id}")
+
+    async def _clock_job(self, worker: ChannelWorker, meter: MeterSpec) -> None:
+        max_drift = self.config.clock.max_drift
+        job = Job(
+            Priority.BACKFILL,
+            meter_id=meter.id,
+            kind="clock",
+            body=lambda d: check_clock(d, max_drift),
+            exchanges=4,
+        )
+        try:
+            result = await worker.submit(job)
+        except Exception as exc:
+            log.info("clock check failed", extra={"meter_id": meter.id, "error": str(exc)})
+            return
+        streak = self._clock_flags[meter.id] = (
+            self._clock_flags.get(meter.id, 0) + 1 if result.off_after else 0
+        )
+        if result.corrected:
+            self.metrics.clock_corrections.inc()
+        if result.corrected or result.off_after:
+            kind = "clock_off" if streak >= self.config.clock.flag_after else "clock_corrected"
+            assert self.pool is not None
+            async with self.pool.acquire() as conn:
+                await conn.execute(
+                    "INSERT INTO events (category, kind, meter_id, channel_id, occurred_at, details)"
+                    " VALUES ('comm', $1, $2, $3, $4, $5::jsonb)",
+                    kind,
+                    meter.id,
+                    meter.channel_id,
+                    result.checked_at,
+                    result.details_json(),
+                )
+            log.log(
+                logging.WARNING if kind == "clock_off" else logging.INFO,
+                kind,
+                extra={"meter_id": meter.id, "drift_s": result.drift_before, "after_s": result.drift_after},
+            )
+
+    async def _events_job(self, worker: ChannelWorker, meter: MeterSpec) -> None:
+        kinds = list(self.config.events.kinds)
+        if not self.port.has_events(meter):
+            return
+        job = Job(
+            Priority.BACKFILL,
+            meter_id=meter.id,
+            kind="events",
+            body=lambda d: self.port.read_events(d, kinds),
+            exchanges=2 * len(kinds),
+        )
+        try:
+            records = await worker.submit(job)
+        except Exception as exc:
+            log.info("event collection failed", extra={"meter_id": meter.id, "error": str(exc)})
+            return
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            await store_events(conn, meter, records)

@@ -1,0 +1,57 @@
+"""Work items of a channel worker, ordered by priority then arrival."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+
+class Priority(IntEnum):
+    """Lower runs first: relay commands, on-demand reads, scheduled reads, backfill (and housekeeping)."""
+
+    CONTROL = 0
+    ON_DEMAND = 1
+    SCHEDULED = 2
+    BACKFILL = 3
+
+
+_sequence = itertools.count()
+
+# A job's body: given the meter's driver, do the exchanges and return a result.
+JobBody = Callable[[Any], Awaitable[Any]]
+
+
+@dataclass(order=True, slots=True)
+class Job:
+    """One unit of bus work for one meter; ``future`` resolves with the body's result or error.
+
+    ``kind`` names the work for logs and metrics (``read``, ``backfill``, ``clock``, ``events``,
+    ``control`` ...). ``exchanges`` estimates how many request/reply pairs the body needs; the worker
+    multiplies it by the meter's adaptive timeout to bound the job. ``skip_if_quarantined`` drops the
+    job for a quarantined meter instead of trying it.
+    """
+
+    priority: Priority
+    seq: int = field(init=False, default_factory=lambda: next(_sequence))
+    meter_id: int = field(compare=False, default=0)
+    kind: str = field(compare=False, default="read")
+    body: JobBody | None = field(compare=False, default=None)
+    exchanges: int = field(compare=False, default=1)
+    skip_if_quarantined: bool = field(compare=False, default=True)
+    future: asyncio.Future[Any] = field(compare=False, default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.future is None:
+            self.future = asyncio.get_running_loop().create_future()
+
+
+class Quarantined(RuntimeError):
+    """The job was dropped because its meter is quarantined after consecutive failures."""
+
+
+class WorkerStopped(RuntimeError):
+    """The job was dropped because the daemon is shutting down."""

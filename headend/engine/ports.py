@@ -1,0 +1,76 @@
+"""The engine's boundary to the transport and driver layers (``headend.transport``, ``headend.drivers``).
+
+Everything the engine needs from a bus or a meter goes through :class:`DriverPort`, so the
+worker, scheduler and backfill code never depend on a driver's concrete types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from headend.engine.backfill import ProfileRecord
+from headend.engine.events import MeterEvent
+from headend.engine.model import ChannelSpec, MeterSpec
+
+
+def values_of(result: Any) -> dict[str, float]:
+    """``{quantity: value}`` from a driver's read result (a mapping of numbers or of value objects)."""
+    if not isinstance(result, Mapping):
+        raise TypeError(f"driver read returned {type(result).__name__}, expected a mapping")
+    out: dict[str, float] = {}
+    for name, item in result.items():
+        value = getattr(item, "value", item)
+        if isinstance(value, bool):
+            value = int(value)
+        if isinstance(value, int | float):
+            out[name] = float(value)
+    return out
+
+
+class DriverPort:
+    """Opens channels and builds meter drivers with the real transport and driver packages."""
+
+    def __init__(self, secrets: Any = None) -> None:
+        self.secrets = secrets
+
+    async def open_channel(self, spec: ChannelSpec) -> Any:
+        from headend.transport import open_channel
+
+        channel = open_channel(spec.url)
+        opener = getattr(channel, "open", None)
+        if opener is not None:
+            await opener()
+        return channel
+
+    def make_driver(self, channel: Any, meter: MeterSpec) -> Any:
+        from headend.drivers import make_driver
+
+        address: Any = meter.unit_id if meter.protocol == "modbus" else meter.address
+        return make_driver(meter.protocol, channel, address, meter.model, self.secrets)
+
+    def has_memory(self, meter: MeterSpec) -> bool:
+        """Whether the meter keeps a load profile / daily freeze to backfill from."""
+        return meter.protocol.startswith("dlt645")
+
+    def has_events(self, meter: MeterSpec) -> bool:
+        return meter.protocol.startswith("dlt645")
+
+    def profile_records(self, records: Iterable[Any]) -> list[ProfileRecord]:
+        """Normalise a driver's ``read_profile`` result."""
+        out = []
+        for record in records:
+            quality = (
+                "freeze"
+                if getattr(record, "kind", getattr(record, "source", "")) == "freeze"
+                else "backfilled"
+            )
+            out.append(ProfileRecord(record.ts, values_of(record.values), quality))
+        return out
+
+    async def read_events(self, driver: Any, kinds: list[str]) -> list[MeterEvent]:
+        records = await driver.read_events(kinds)
+        return [
+            MeterEvent(r.kind, r.occurred_at, getattr(r, "ended_at", None), dict(getattr(r, "details", {})))
+            for r in records
+        ]

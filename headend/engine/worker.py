@@ -1,0 +1,176 @@
+"""One worker per channel: a priority queue of meter jobs, run one at a time on the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from headend.engine.health import HealthBook
+from headend.engine.jobs import Job, Priority, Quarantined, WorkerStopped
+from headend.engine.model import ChannelSpec, MeterSpec
+from headend.metrics import EngineMetrics
+
+log = logging.getLogger(__name__)
+
+# (channel spec) -> an open channel; (channel, meter spec) -> the meter's driver.
+ChannelOpener = Callable[[ChannelSpec], Awaitable[Any]]
+DriverMaker = Callable[[Any, MeterSpec], Any]
+
+
+def _reason(exc: BaseException) -> str:
+    return "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+
+
+class ChannelWorker:
+    """Owns one bus: exactly one job (hence one exchange) in flight at a time.
+
+    ``submit`` queues a job and returns its future. ``busy_seconds`` accumulates time spent running
+    jobs (for capacity accounting). ``stop`` lets the job in flight finish, then fails the rest with
+    :class:`WorkerStopped`.
+    """
+
+    def __init__(
+        self,
+        spec: ChannelSpec,
+        meters: list[MeterSpec],
+        open_channel: ChannelOpener,
+        make_driver: DriverMaker,
+        health: HealthBook,
+        metrics: EngineMetrics,
+    ) -> None:
+        self.spec = spec
+        self.meters = {m.id: m for m in meters}
+        self._open_channel = open_channel
+        self._make_driver = make_driver
+        self.health = health
+        self.metrics = metrics
+        self.queue: asyncio.PriorityQueue[Job] = asyncio.PriorityQueue()
+        self.busy_seconds = 0.0
+        self.channel: Any = None
+        self._drivers: dict[int, Any] = {}
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._depth = metrics.queue_depth.labels(spec.name)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"channel-{self.spec.name}")
+
+    def update_meters(self, meters: list[MeterSpec]) -> None:
+        """Replace the meter list (inventory reload); drivers of changed meters are rebuilt."""
+        new = {m.id: m for m in meters}
+        for meter_id, old in self.meters.items():
+            if new.get(meter_id) != old:
+                self._drivers.pop(meter_id, None)
+        self.meters = new
+
+    def submit(self, job: Job) -> asyncio.Future[Any]:
+        if self._stopping:
+            job.future.set_exception(WorkerStopped(f"channel {self.spec.name} is stopping"))
+        else:
+            self.queue.put_nowait(job)
+            self._depth.set(self.queue.qsize())
+        return job.future
+
+    async def stop(self) -> None:
+        """Finish the job in flight, drop the queued ones, close the channel."""
+        self._stopping = True
+        self.queue.put_nowait(Job(Priority.CONTROL, kind="stop"))
+        if self._task is not None:
+            await self._task
+        while not self.queue.empty():
+            job = self.queue.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(WorkerStopped(f"channel {self.spec.name} stopped"))
+        await self._close_channel()
+
+    async def _close_channel(self) -> None:
+        channel, self.channel = self.channel, None
+        self._drivers.clear()
+        close = getattr(channel, "close", None)
+        if close is not None:
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+
+    async def _driver(self, meter: MeterSpec) -> Any:
+        if self.channel is None:
+            self.channel = await self._open_channel(self.spec)
+        driver = self._drivers.get(meter.id)
+        if driver is None:
+            driver = self._drivers[meter.id] = self._make_driver(self.channel, meter)
+        return driver
+
+    async def _run(self) -> None:
+        while True:
+            job = await self.queue.get()
+            self._depth.set(self.queue.qsize())
+            if job.kind == "stop" and self._stopping:
+                return
+            if job.future.done():  # cancelled by its owner (e.g. a stale cycle)
+                continue
+            await self._execute(job)
+
+    async def _execute(self, job: Job) -> None:
+        meter = self.meters.get(job.meter_id)
+        if meter is None:
+            job.future.set_exception(LookupError(f"meter {job.meter_id} is not on channel {self.spec.name}"))
+            return
+        if job.skip_if_quarantined and self.health.quarantined(meter.id):
+            job.future.set_exception(Quarantined(f"meter {meter.id} is quarantined"))
+            return
+        assert job.body is not None
+        timeout = self.health.timeout(meter.id) * max(1, job.exchanges)
+        started = time.monotonic()
+        try:
+            driver = await self._driver(meter)
+            result = await asyncio.wait_for(job.body(driver), timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a meter error must never stop the worker
+            elapsed = time.monotonic() - started
+            self.busy_seconds += elapsed
+            self._failed(job, meter, exc)
+            if isinstance(exc, OSError):  # the channel itself broke: reopen on the next job
+                await self._close_channel()
+            if not job.future.done():
+                job.future.set_exception(exc)
+            return
+        elapsed = time.monotonic() - started
+        self.busy_seconds += elapsed
+        self.health.succeeded(meter.id, elapsed / max(1, job.exchanges))
+        self.metrics.reads.labels(self.spec.name, job.kind).inc()
+        self.metrics.job_seconds.labels(job.kind).observe(elapsed)
+        if not job.future.done():
+            job.future.set_result(result)
+
+    def _failed(self, job: Job, meter: MeterSpec, exc: BaseException) -> None:
+        reason = _reason(exc)
+        self.metrics.failures.labels(self.spec.name, job.kind, reason).inc()
+        if reason == "timeout":
+            self.metrics.timeouts.labels(self.spec.name).inc()
+        if self.health.failed(meter.id, f"{reason}: {exc}"):
+            state = self.health.of(meter.id)
+            log.warning(
+                "meter quarantined",
+                extra={
+                    "meter_id": meter.id,
+                    "channel": self.spec.name,
+                    "failures": state.failures,
+                    "backoff_s": round(state.quarantined_until - time.monotonic(), 1),
+                    "error": str(exc),
+                },
+            )
+        else:
+            log.info(
+                "meter job failed",
+                extra={
+                    "meter_id": meter.id,
+                    "channel": self.spec.name,
+                    "kind": job.kind,
+                    "reason": reason,
+                    "error": str(exc),
+                },
+            )

@@ -1,0 +1,52 @@
+"""Prometheus metrics of the polling engine, in a registry of their own (one per engine)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+class EngineMetrics:
+    """Counters and gauges the engine updates; ``serve`` exposes them on ``/metrics``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.reads = Counter("headend_reads", "Successful meter jobs", ["channel", "kind"], registry=r)
+        self.failures = Counter(
+            "headend_read_failures", "Failed meter jobs", ["channel", "kind", "reason"], registry=r
+        )
+        self.timeouts = Counter("headend_timeouts", "Meter jobs that timed out", ["channel"], registry=r)
+        self.readings = Counter(
+            "headend_readings_stored", "Readings acknowledged by the writer", ["quality"], registry=r
+        )
+        self.job_seconds = Histogram(
+            "headend_job_seconds",
+            "Bus time per meter job",
+            ["kind"],
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+        )
+        self.utilisation = Gauge(
+            "headend_bus_utilisation", "Bus busy time of the last cycle / interval", ["channel"], registry=r
+        )
+        self.queue_depth = Gauge("headend_queue_depth", "Jobs waiting per channel", ["channel"], registry=r)
+        self.success_rate = Gauge(
+            "headend_cycle_success_ratio", "Read success rate of the last cycle", ["channel"], registry=r
+        )
+        self.overall_success = Gauge(
+            "headend_cycle_success_ratio_overall", "Read success rate of the last cycle", registry=r
+        )
+        self.quarantined = Gauge("headend_meters_quarantined", "Meters in quarantine", registry=r)
+        self.writer_lag = Gauge(
+            "headend_writer_lag_seconds", "Age of the oldest unwritten reading", registry=r
+        )
+        self.writer_pending = Gauge("headend_writer_pending", "Readings not yet durable", registry=r)
+        self.spool_bytes = Gauge("headend_spool_bytes", "Bytes held in the on-disk spool", registry=r)
+        self.capacity_warnings = Counter(
+            "headend_capacity_warnings", "Cycles a bus could not finish in time", ["channel"], registry=r
+        )
+        self.clock_corrections = Counter("headend_clock_corrections", "Meter clocks set", registry=r)
+
+    def serve(self, host: str, port: int) -> None:
+        """Start the ``/metrics`` HTTP endpoint in a background thread."""
+        start_http_server(port, addr=host, registry=self.registry)
