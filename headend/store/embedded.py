@@ -212,8 +212,22 @@ class EmbeddedPostgres:
         """Run one SQL string through ``psql`` as the superuser; return its unaligned output."""
         result = self._run(
             [
-                self.bindir / "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-                "-h", self.socket_dir, "-p", str(PORT), "-U", SUPERUSER, "-d", database, "-c", sql,
+                self.bindir / "psql",
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                self.socket_dir,
+                "-p",
+                str(PORT),
+                "-U",
+                SUPERUSER,
+                "-d",
+                database,
+                "-c",
+                sql,
             ],
             check=False,
         )
@@ -266,8 +280,16 @@ class EmbeddedPostgres:
                 )
         result = self._run(
             [
-                self.bindir / "initdb", "-D", self.data_dir, "-U", SUPERUSER, "-E", "UTF8", "--no-locale",
-                "--auth-local=trust", "--auth-host=reject",
+                self.bindir / "initdb",
+                "-D",
+                self.data_dir,
+                "-U",
+                SUPERUSER,
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--auth-local=trust",
+                "--auth-host=reject",
             ],
             check=False,
         )

@@ -192,7 +192,10 @@ async def migrate(
                     await conn.execute(
                         "INSERT INTO headend_migrations (version, name, variant, checksum)"
                         " VALUES ($1, $2, $3, $4)",
-                        migration.version, migration.name, variant, checksum(path),
+                        migration.version,
+                        migration.name,
+                        variant,
+                        checksum(path),
                     )
                 applied.append(migration.label)
             return applied

@@ -1,0 +1,447 @@
+"""The reading writer: batches readings into PostgreSQL idempotently, spools them while it is down.
+
+``submit`` returns once its readings are durable: committed in the database, or fsync'd in the
+spool when the database is unreachable. That return is the acknowledgement the engine relies on.
+Batches are written by a few connections ("lanes") at once: COPY straight into ``readings`` (the
+fast path) and, when a batch holds an already stored reading, COPY into a temporary staging table +
+``INSERT ... ON CONFLICT DO NOTHING``. While the spool holds anything, new batches are appended
+to it too; a recovery task replays it oldest first and switches back to direct writes when empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+from headend.config_paths import state_dir
+from headend.store.reading import InvalidReading, Reading, validate
+from headend.store.spool import CorruptSegmentError, Spool, SpoolFullError
+
+__all__ = ["InvalidReading", "Reading", "ReadingWriter", "StorageError"]
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("meter_id", "quantity_id", "ts", "value", "quality", "source_id")
+_COLS = ", ".join(COLUMNS)
+_STAGE_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS readings_stage (meter_id integer, quantity_id smallint, ts timestamptz,"
+    " value double precision, quality reading_quality, source_id smallint) ON COMMIT DELETE ROWS"
+)
+_MERGE_SQL = (
+    f"INSERT INTO readings ({_COLS}) SELECT {_COLS} FROM readings_stage"
+    " ORDER BY meter_id, quantity_id, ts ON CONFLICT DO NOTHING"
+)
+
+# The database is unreachable or refusing work for now: spool and retry later.
+UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+)
+# Concurrency conflicts between lanes: retry the same batch.
+RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+
+class StorageError(RuntimeError):
+    """The database rejected a batch for a reason other than being unreachable; nothing was stored."""
+
+
+@dataclass(slots=True)
+class _Submission:
+    readings: list[Reading]
+    future: asyncio.Future[None]
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+class _NameIds:
+    """Cache of a name -> small id lookup table (quantities, reading_sources), filled on demand."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.ids: dict[str, int] = {}
+
+    async def resolve(self, conn: asyncpg.Connection, names: set[str]) -> None:
+        unknown = [n for n in names if n not in self.ids]
+        if not unknown:
+            return
+        await conn.execute(
+            f"INSERT INTO {self.table} (name) SELECT unnest($1::text[]) ON CONFLICT (name) DO NOTHING",
+            unknown,
+        )
+        for row in await conn.fetch(
+            f"SELECT id, name FROM {self.table} WHERE name = ANY($1::text[])", unknown
+        ):
+            self.ids[row["name"]] = row["id"]
+
+
+class _Partitions:
+    """Native mode: makes sure the partitions a batch needs exist, remembering those that do."""
+
+    def __init__(self, width: timedelta, origin: datetime) -> None:
+        self.width = width
+        self.origin = origin
+        self.known: set[datetime] = set()
+
+    def start_of(self, ts: datetime) -> datetime:
+        return self.origin + ((ts - self.origin) // self.width) * self.width
+
+    async def ensure(self, conn: asyncpg.Connection, readings: list[Reading]) -> set[datetime]:
+        """Create missing partitions in the caller's transaction; return their starts, to
+        :meth:`remember` once that transaction committed (other lanes must not rely on them sooner)."""
+        first = self.start_of(min(r.ts for r in readings))
+        if first == self.start_of(max(r.ts for r in readings)) and first in self.known:
+            return set()
+        starts = {self.start_of(r.ts) for r in readings} - self.known
+        if starts:
+            await conn.execute("SELECT headend_ensure_partitions($1::timestamptz[])", sorted(starts))
+        return starts
+
+    def remember(self, starts: set[datetime]) -> None:
+        self.known |= starts
+
+
+class ReadingWriter:
+    """Writes readings to ``readings``; see the module docstring for the durability contract.
+
+    Counters: ``written`` (rows inserted), ``duplicates`` (already stored, skipped), ``spooled``
+    (readings appended to the spool), ``replayed`` (spooled readings later committed), ``rejected``
+    (readings refused with an error). Gauges: ``pending``, ``lag``, ``spool_bytes``, ``spool_full``,
+    ``mode`` (``direct`` or ``spooling``).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        spool_dir: Path | None = None,
+        batch_size: int = 20_000,
+        lanes: int = 2,
+        max_pending: int = 200_000,
+        spool_max_bytes: int = 1 << 30,
+        retry_interval: float = 2.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.dsn = dsn
+        self.batch_size = batch_size
+        self.lane_count = lanes
+        self.max_pending = max_pending
+        self.retry_interval = retry_interval
+        self.connect_timeout = connect_timeout
+        self.spool = Spool(spool_dir or state_dir() / "spool", max_bytes=spool_max_bytes)
+        self.mode = "direct"
+        self.written = 0
+        self.duplicates = 0
+        self.spooled = 0
+        self.replayed = 0
+        self.rejected = 0
+        self.spool_full = False
+        self.last_error: str | None = None
+        self._queue: deque[_Submission] = deque()
+        self._queued = 0
+        self._in_flight = 0
+        self._changed = asyncio.Condition()
+        self._spool_lock = asyncio.Lock()
+        self._quantities = _NameIds("quantities")
+        self._sources = _NameIds("reading_sources")
+        self._partitions: _Partitions | None = None
+        self._schema_known = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._recovery: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- gauges -------------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Readings submitted but not yet durable."""
+        return self._queued + self._in_flight
+
+    @property
+    def lag(self) -> float:
+        """Seconds the oldest queued submission has waited."""
+        return time.monotonic() - self._queue[0].enqueued if self._queue else 0.0
+
+    @property
+    def spool_bytes(self) -> int:
+        return self.spool.size_bytes
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the spool (replaying what a previous run left) and start the writing lanes."""
+        await asyncio.to_thread(self.spool.open)
+        if not self.spool.is_empty():
+            log.warning("spool holds %d bytes from a previous run; replaying", self.spool.size_bytes)
+            self._enter_spooling()
+        self._tasks = [
+            asyncio.create_task(self._lane(i), name=f"reading-writer-{i}") for i in range(self.lane_count)
+        ]
+
+    async def submit(self, readings: Iterable[Reading]) -> None:
+        """Return once every reading is durable (database or spool).
+
+        Raises :class:`InvalidReading` (nothing queued), :class:`SpoolFullError` or
+        :class:`StorageError` (nothing acknowledged: the caller still owns the readings).
+        """
+        if self._closing:
+            raise RuntimeError("the reading writer is closed")
+        batch = list(readings)
+        for reading in batch:
+            validate(reading)
+        if not batch:
+            return
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: self.pending == 0 or self.pending + len(batch) <= self.max_pending
+            )
+            submission = _Submission(batch, asyncio.get_running_loop().create_future())
+            self._queue.append(submission)
+            self._queued += len(batch)
+            self._changed.notify_all()
+        await submission.future
+
+    async def flush(self) -> None:
+        """Wait until everything submitted so far is durable."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.pending == 0)
+
+    async def wait_replayed(self) -> None:
+        """Wait until the spool has been replayed into the database (used at shutdown and in tests)."""
+        while self.mode != "direct":
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        """Flush, stop the lanes and the recovery task, release the spool."""
+        await self.flush()
+        self._closing = True
+        async with self._changed:
+            self._changed.notify_all()
+        for task in [*self._tasks, *([self._recovery] if self._recovery else [])]:
+            task.cancel()
+        await asyncio.gather(
+            *self._tasks, *([self._recovery] if self._recovery else []), return_exceptions=True
+        )
+        self.spool.close()
+
+    # -- lanes --------------------------------------------------------------------------------
+
+    async def _take(self) -> list[_Submission] | None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: bool(self._queue) or self._closing)
+            if not self._queue:
+                return None
+            taken, count = [], 0
+            while self._queue and (not taken or count + len(self._queue[0].readings) <= self.batch_size):
+                submission = self._queue.popleft()
+                taken.append(submission)
+                count += len(submission.readings)
+            self._queued -= count
+            self._in_flight += count
+            return taken
+
+    async def _done(self, taken: list[_Submission], error: BaseException | None) -> None:
+        async with self._changed:
+            self._in_flight -= sum(len(s.readings) for s in taken)
+            self._changed.notify_all()
+        for submission in taken:
+            if submission.future.done():
+                continue
+            if error is None:
+                submission.future.set_result(None)
+            else:
+                submission.future.set_exception(error)
+
+    async def _lane(self, index: int) -> None:
+        conn: asyncpg.Connection | None = None
+        try:
+            while True:
+                taken = await self._take()
+                if taken is None:
+                    return
+                readings = [r for s in taken for r in s.readings]
+                error: BaseException | None = None
+                try:
+                    conn = await self._deliver(conn, readings)
+                except (SpoolFullError, StorageError) as exc:
+                    self.rejected += len(readings)
+                    error = exc
+                except Exception as exc:  # a bug must fail these submissions, never kill the lane
+                    log.exception("reading writer lane %d: unexpected error", index)
+                    self.rejected += len(readings)
+                    error = StorageError(f"unexpected error writing {len(readings)} readings: {exc!r}")
+                await self._done(taken, error)
+        finally:
+            if conn is not None:
+                conn.terminate()
+
+    async def _deliver(
+        self, conn: asyncpg.Connection | None, readings: list[Reading]
+    ) -> asyncpg.Connection | None:
+        """Write one batch to the database or the spool; return the lane's connection for reuse."""
+        if self.mode == "direct":
+            # A reused connection may have died quietly (server restart): one retry on a fresh one.
+            for fresh in (False, True) if conn is not None else (True,):
+                try:
+                    conn = await self._connect() if fresh else conn
+                    await self._write(conn, readings)
+                    return conn
+                except UNAVAILABLE as exc:
+                    failure = exc
+                    if conn is not None:
+                        conn.terminate()
+                    conn = None
+            self._note_unavailable(failure)
+        await self._spool_or_write(readings)
+        return conn
+
+    async def _spool_or_write(self, readings: list[Reading]) -> None:
+        async with self._spool_lock:
+            if self.mode == "direct":  # the spool drained while we waited for the lock
+                conn = await self._connect()
+                try:
+                    await self._write(conn, readings)
+                    return
+                except UNAVAILABLE as exc:
+                    self._note_unavailable(exc)
+                finally:
+                    conn.terminate()
+            try:
+                await asyncio.to_thread(self.spool.append, readings)
+            except SpoolFullError as exc:
+                if not self.spool_full:
+                    log.error("ALARM: %s", exc)
+                self.spool_full = True
+                raise
+            self.spool_full = False
+            self.spooled += len(readings)
+            self._enter_spooling()
+
+    def _note_unavailable(self, exc: BaseException) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if self.mode == "direct":
+            log.warning("database unavailable (%s); spooling readings", self.last_error)
+
+    def _enter_spooling(self) -> None:
+        self.mode = "spooling"
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.create_task(self._recover(), name="reading-writer-recovery")
+
+    # -- database -----------------------------------------------------------------------------
+
+    async def _connect(self) -> asyncpg.Connection:
+        conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
+        try:
+            await conn.execute(_STAGE_DDL)
+            if not self._schema_known:
+                await self._load_schema(conn)
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
+
+    async def _load_schema(self, conn: asyncpg.Connection) -> None:
+        rows = dict(await conn.fetch("SELECT key, value FROM headend_settings"))
+        if rows.get("storage_mode") == "native":
+            width = await conn.fetchval("SELECT $1::text::interval", rows["partition_interval"])
+            origin = await conn.fetchval("SELECT $1::text::timestamptz", rows["partition_origin"])
+            self._partitions = _Partitions(width, origin.astimezone(UTC))
+        self._schema_known = True
+
+    async def _write(self, conn: asyncpg.Connection, readings: list[Reading]) -> None:
+        """Store one batch idempotently in one transaction; counts inserted and duplicate rows."""
+        for attempt in range(5):
+            try:
+                inserted = await self._write_once(conn, readings)
+                break
+            except RETRYABLE:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
+            except UNAVAILABLE:
+                raise
+            except asyncpg.PostgresError as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                raise StorageError(f"database rejected {len(readings)} readings: {exc}") from exc
+        self.written += inserted
+        self.duplicates += len(readings) - inserted
+
+    async def _write_once(self, conn: asyncpg.Connection, readings: list[Reading]) -> int:
+        await self._quantities.resolve(conn, {r.quantity for r in readings})
+        await self._sources.resolve(conn, {r.source for r in readings})
+        qids, sids = self._quantities.ids, self._sources.ids
+        rows = [(r.meter_id, qids[r.quantity], r.ts, r.value, r.quality, sids[r.source]) for r in readings]
+        created: set[datetime] = set()
+        async with conn.transaction():
+            if self._partitions is not None:
+                created = await self._partitions.ensure(conn, readings)
+            inserted = await self._insert(conn, rows)
+        if self._partitions is not None:
+            self._partitions.remember(created)
+        return inserted
+
+    @staticmethod
+    async def _insert(conn: asyncpg.Connection, rows: list[tuple[object, ...]]) -> int:
+        try:
+            async with conn.transaction():  # savepoint: the fast path fails whole on any duplicate
+                await conn.copy_records_to_table("readings", records=rows, columns=COLUMNS)
+            return len(rows)
+        except asyncpg.UniqueViolationError:
+            pass
+        await conn.copy_records_to_table("readings_stage", records=rows, columns=COLUMNS)
+        status = await conn.execute(_MERGE_SQL)
+        return int(status.rsplit(" ", 1)[1])
+
+    # -- recovery -----------------------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        """Replay the spool oldest first whenever the database answers; then switch back to direct."""
+        while True:
+            try:
+                conn = await self._connect()
+            except UNAVAILABLE as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                await asyncio.sleep(self.retry_interval)
+                continue
+            try:
+                if await self._replay(conn):
+                    log.info("spool replayed; writing directly again")
+                    return
+            except UNAVAILABLE as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            finally:
+                conn.terminate()
+            await asyncio.sleep(self.retry_interval)
+
+    async def _replay(self, conn: asyncpg.Connection) -> bool:
+        """Replay sealed segments; True once the spool is empty and the mode is direct again."""
+        while True:
+            async with self._spool_lock:
+                segments = self.spool.segments()
+                if not segments:
+                    self.mode = "direct"
+                    return True
+                segment = segments[0]
+                self.spool.seal()
+            try:
+                for batch in await asyncio.to_thread(lambda s=segment: list(self.spool.read(s))):
+                    await self._write(conn, batch)
+                    self.replayed += len(batch)
+            except (CorruptSegmentError, StorageError) as exc:
+                self.last_error = str(exc)
+                async with self._spool_lock:
+                    target = self.spool.reject(segment)
+                log.error("ALARM: spool segment moved to %s, it cannot be replayed: %s", target, exc)
+                continue
+            async with self._spool_lock:
+                self.spool.remove(segment)
