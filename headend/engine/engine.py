@@ -39,6 +39,8 @@ from headend.store.writer import ReadingWriter
 
 log = logging.getLogger(__name__)
 
+MAINTENANCE_EVERY = 3600.0  # storage upkeep (partitions ahead, daily aggregate) on the native layout
+
 
 class Engine:
     """Runs the daemon's work; ``start`` and ``stop`` bracket its life (see the module docstring)."""
@@ -69,6 +71,7 @@ class Engine:
         self._services: list[asyncio.Task[Any]] = []
         self._meter_channel: dict[int, int] = {}
         self._clock_flags: dict[int, int] = {}
+        self._stopping = False
         self._gappy: set[int] = set()  # meters that may have gaps: all at start, then after failures
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -81,37 +84,15 @@ class Engine:
         polling = self.config.polling
         now = datetime.now(UTC)
         first = next_boundary(now, self.interval) + timedelta(seconds=polling.offset)
-        trigger = dict(trigger="interval", coalesce=True, max_instances=1, misfire_grace_time=None)
-        self.scheduler.add_job(
-            self._fire_cycle, seconds=self.interval, start_date=first, id="cycle", **trigger
-        )
-        self.scheduler.add_job(
-            self.reload_inventory,
-            seconds=polling.inventory_reload,
-            id="inventory",
-            next_run_time=now + timedelta(seconds=polling.inventory_reload),
-            **trigger,
-        )
-        self.scheduler.add_job(self._refresh_gauges, seconds=min(5.0, self.interval), id="gauges", **trigger)
         half = timedelta(seconds=self.interval / 2)  # mid-interval: never near a boundary
+        self._every("cycle", self.interval, first)
+        self._every("inventory", polling.inventory_reload, now + timedelta(seconds=polling.inventory_reload))
+        self._every("gauges", min(5.0, self.interval), now)
+        self._every("maintenance", MAINTENANCE_EVERY, now + half)
         if self.config.clock.enabled:
-            self.scheduler.add_job(
-                self._spawn_all,
-                args=["clock"],
-                seconds=self.config.clock.check_every,
-                start_date=first + half,
-                id="clock",
-                **trigger,
-            )
+            self._every("clock", self.config.clock.check_every, first + half)
         if self.config.events.enabled:
-            self.scheduler.add_job(
-                self._spawn_all,
-                args=["events"],
-                seconds=self.config.events.collect_every,
-                start_date=first + half,
-                id="events",
-                **trigger,
-            )
+            self._every("events", self.config.events.collect_every, first + half)
         self.scheduler.start()
         if self.config.backfill.enabled:
             upto = floor_boundary(now - timedelta(seconds=polling.offset), self.interval)
@@ -130,20 +111,54 @@ class Engine:
 
     async def stop(self) -> None:
         """Stop scheduling, let each bus finish its exchange in flight, flush the writer."""
+        self._stopping = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         for task in self._services:
             task.cancel()
         await asyncio.gather(*self._services, return_exceptions=True)
         await asyncio.gather(*(w.stop() for w in self.workers.values()))
-        pending = [t for t in self._tasks if not t.done()]
-        await asyncio.gather(*pending, return_exceptions=True)
+        while self._tasks:  # cycles, backfills and checks end quickly once their jobs are refused
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.writer.close()
         if self.pool is not None:
             await self.pool.close()
         log.info("engine stopped", extra={"written": self.writer.written, "spooled": self.writer.spooled})
 
+    def _every(self, what: str, seconds: float, first: datetime) -> None:
+        """Schedule ``_tick(what)`` every ``seconds`` from ``first`` (late runs coalesce, never pile up)."""
+        self.scheduler.add_job(
+            self._tick,
+            "interval",
+            args=[what],
+            seconds=seconds,
+            next_run_time=first,
+            id=what,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,
+        )
+
+    async def _tick(self, what: str) -> None:
+        """Scheduler entry point: start the work as an engine task (so shutdown can wait for it)."""
+        if self._stopping:
+            return
+        if what == "cycle":
+            offset = timedelta(seconds=self.config.polling.offset)
+            self.run_cycle(floor_boundary(datetime.now(UTC) - offset, self.interval))
+        elif what == "inventory":
+            self._spawn(self.reload_inventory(), "inventory")
+        elif what == "gauges":
+            self._refresh_gauges()
+        elif what == "maintenance":
+            self._spawn(self._maintenance(), "maintenance")
+        else:
+            self._spawn_all(what)
+
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        if self._stopping and not name.startswith("retire-"):
+            coro.close()
+            raise RuntimeError("engine is stopping")
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -243,10 +258,6 @@ class Engine:
     def plan_for(self, meter: MeterSpec) -> ReadPlan:
         return self.config.plan_for(meter.model)
 
-    async def _fire_cycle(self) -> None:
-        ts = floor_boundary(datetime.now(UTC) - timedelta(seconds=self.config.polling.offset), self.interval)
-        self.run_cycle(ts)
-
     def run_cycle(self, ts: datetime) -> None:
         """Queue every due meter's read plan for interval ``ts`` on every channel."""
         for channel_id, worker in list(self.workers.items()):
@@ -341,6 +352,13 @@ class Engine:
         if due:
             self.metrics.overall_success.set(succeeded / due)
 
+    async def _maintenance(self) -> None:
+        from headend.store.maintenance import run_maintenance
+
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            await run_maintenance(conn, datetime.now(UTC))
+
     def _refresh_gauges(self) -> None:
         self.metrics.writer_lag.set(self.writer.lag)
         self.metrics.writer_pending.set(self.writer.pending)
@@ -351,7 +369,7 @@ class Engine:
 
     def _start_backfill(self, worker: ChannelWorker, upto: datetime) -> None:
         """Backfill the channel's possibly gappy meters up to ``upto`` unless a pass is running."""
-        if not self.config.backfill.enabled:
+        if not self.config.backfill.enabled or self._stopping:
             return
         running = self._backfilling.get(worker.spec.id)
         if running is not None and not running.done():
@@ -422,7 +440,7 @@ class Engine:
 
     # -- clocks and events --------------------------------------------------------------------
 
-    async def _spawn_all(self, what: str) -> None:
+    def _spawn_all(self, what: str) -> None:
         for worker in list(self.workers.values()):
             for meter in list(worker.meters.values()):
                 body = self._clock_job if what == "clock" else self._events_job

@@ -133,7 +133,7 @@ class ChannelWorker:
             elapsed = time.monotonic() - started
             self.busy_seconds += elapsed
             self._failed(job, meter, exc)
-            if isinstance(exc, OSError):  # the channel itself broke: reopen on the next job
+            if isinstance(exc, ConnectionError):  # the channel itself broke: reopen on the next job
                 await self._close_channel()
             if not job.future.done():
                 job.future.set_exception(exc)

@@ -22,8 +22,9 @@ def test_example_config_loads_with_its_values() -> None:
     assert config.plan_for("unknown-model").quantities == ["energy_import_kwh"]
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("15m", 900.0), ("2.5s", 2.5), ("300ms", 0.3), ("1d", 86400.0),
-                                                (42, 42.0)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("15m", 900.0), ("2.5s", 2.5), ("300ms", 0.3), ("1d", 86400.0), (42, 42.0)]
+)
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
@@ -61,7 +62,11 @@ def test_broken_toml_and_missing_file(tmp_path: Path) -> None:
 def test_run_command_exits_2_with_the_reason(tmp_path: Path) -> None:
     path = tmp_path / "headend.toml"
     path.write_text("[clock]\nmax_drift = -5\n")
-    out = subprocess.run([sys.executable, "-m", "headend.cli", "run", "--config", str(path)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "headend.cli", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2
     assert f"{path}: clock.max_drift: Input should be greater than 0" in out.stderr

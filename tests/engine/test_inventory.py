@@ -26,8 +26,9 @@ async def test_toml_example_imports_and_lists(pg_dsn: str) -> None:
         ]
         modbus = await conn.fetchrow("SELECT unit_id, address FROM meters WHERE protocol = 'modbus'")
         assert (modbus["unit_id"], modbus["address"]) == (7, "7")
-        channel = await conn.fetchrow("SELECT kind, address, settings->>'url' AS url FROM channels "
-                                      "WHERE name = 'feeder-12-dtu'")
+        channel = await conn.fetchrow(
+            "SELECT kind, address, settings->>'url' AS url FROM channels WHERE name = 'feeder-12-dtu'"
+        )
         assert tuple(channel) == ("tcp", "192.0.2.10:8899", "tcp://192.0.2.10:8899")
         clinic = await conn.fetchrow("SELECT protected, protected_reason FROM meters WHERE name = 'Clinic'")
         assert tuple(clinic) == (True, "medical equipment")
@@ -49,8 +50,9 @@ async def test_reimport_updates_in_place_and_csv_merges(pg_dsn: str, tmp_path: P
         result = await import_inventory(conn, read_inventory(csv_path))
         assert (result.channels, result.meters) == (2, 2)
         assert await conn.fetchval("SELECT count(*) FROM meters") == 5
-        row = await conn.fetchrow("SELECT name, model, has_relay, updated_at FROM meters "
-                                  "WHERE address = '000012345678'")
+        row = await conn.fetchrow(
+            "SELECT name, model, has_relay, updated_at FROM meters WHERE address = '000012345678'"
+        )
         assert (row["name"], row["model"], row["has_relay"]) == ("Renamed", "m2", False)
         assert row["updated_at"] > before
     finally:
@@ -62,17 +64,27 @@ async def test_reimport_updates_in_place_and_csv_merges(pg_dsn: str, tmp_path: P
     [
         ('[[channels]]\nname = "a"\nurl = "http://x:1"\n', "channels[0]: url: scheme must be one of"),
         ('[[channels]]\nname = "a"\nurl = "tcp://host"\n', "channels[0]: url: a TCP channel needs host:port"),
-        ('[[meters]]\nchannel = "a"\nprotocol = "dlt645-2007"\naddress = "12AB"\nmodel = "m"\n',
-         "meters[0]: (row): DL/T 645 address must be up to 12 decimal digits"),
-        ('[[meters]]\nchannel = "a"\nprotocol = "modbus"\nmodel = "m"\n',
-         "meters[0]: (row): a Modbus meter needs unit_id"),
-        ('[[meters]]\nchannel = "a"\nprotocol = "iec62056"\naddress = "1"\nmodel = "m"\n',
-         "meters[0]: protocol:"),
-        ('[[meters]]\nchannel = "a"\nprotocol = "modbus"\nunit_id = 1\nmodel = "m"\nbaud = 2400\n',
-         "meters[0]: baud: unknown field"),
-        ('[[meters]]\nchannel = "a"\nprotocol = "modbus"\nunit_id = 1\nmodel = "m"\n'
-         '[[meters]]\nchannel = "a"\nprotocol = "modbus"\nunit_id = 1\nmodel = "m"\n',
-         "meters[1]: address: duplicate of meters[0]"),
+        (
+            '[[meters]]\nchannel = "a"\nprotocol = "dlt645-2007"\naddress = "12AB"\nmodel = "m"\n',
+            "meters[0]: (row): DL/T 645 address must be up to 12 decimal digits",
+        ),
+        (
+            '[[meters]]\nchannel = "a"\nprotocol = "modbus"\nmodel = "m"\n',
+            "meters[0]: (row): a Modbus meter needs unit_id",
+        ),
+        (
+            '[[meters]]\nchannel = "a"\nprotocol = "iec62056"\naddress = "1"\nmodel = "m"\n',
+            "meters[0]: protocol:",
+        ),
+        (
+            '[[meters]]\nchannel = "a"\nprotocol = "modbus"\nunit_id = 1\nmodel = "m"\nbaud = 2400\n',
+            "meters[0]: baud: unknown field",
+        ),
+        (
+            '[[meters]]\nchannel = "a"\nprotocol = "modbus"\nunit_id = 1\nmodel = "m"\n'
+            '[[meters]]\nchannel = "a"\nprotocol = "modbus"\nunit_id = 1\nmodel = "m"\n',
+            "meters[1]: address: duplicate of meters[0]",
+        ),
     ],
 )
 def test_bad_files_are_refused_with_location(tmp_path: Path, body: str, expected: str) -> None:
@@ -85,18 +97,22 @@ def test_bad_files_are_refused_with_location(tmp_path: Path, body: str, expected
 
 def test_csv_errors_name_the_line(tmp_path: Path) -> None:
     path = tmp_path / "inv.csv"
-    path.write_text("channel,channel_url,protocol,address,model\nb,tcp://127.0.0.1:1,dlt645-2007,1,m\n"
-                    "b,tcp://127.0.0.1:1,modbus,,m\n")
+    path.write_text(
+        "channel,channel_url,protocol,address,model\nb,tcp://127.0.0.1:1,dlt645-2007,1,m\n"
+        "b,tcp://127.0.0.1:1,modbus,,m\n"
+    )
     with pytest.raises(InventoryError, match=r"inv.csv: line 3: \(row\): a Modbus meter needs unit_id"):
         read_inventory(path)
 
 
 async def test_unknown_channel_or_account_rolls_back(pg_dsn: str, tmp_path: Path) -> None:
     path = tmp_path / "inv.toml"
-    path.write_text('[[channels]]\nname = "a"\nurl = "tcp://127.0.0.1:1"\n'
-                    '[[meters]]\nchannel = "zz"\nprotocol = "modbus"\nunit_id = 1\nmodel = "m"\n'
-                    '[[meters]]\nchannel = "a"\nprotocol = "modbus"\nunit_id = 2\nmodel = "m"\n'
-                    'account = "A-9"\n')
+    path.write_text(
+        '[[channels]]\nname = "a"\nurl = "tcp://127.0.0.1:1"\n'
+        '[[meters]]\nchannel = "zz"\nprotocol = "modbus"\nunit_id = 1\nmodel = "m"\n'
+        '[[meters]]\nchannel = "a"\nprotocol = "modbus"\nunit_id = 2\nmodel = "m"\n'
+        'account = "A-9"\n'
+    )
     conn = await asyncpg.connect(pg_dsn)
     try:
         with pytest.raises(InventoryError) as info:
