@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
+from typing import Any
 
 import asyncpg
+
+from headend.engine.jobs import Job
+from headend.engine.ports import values_of
+from headend.store.reading import Reading
+
+log = logging.getLogger(__name__)
 
 _UPSERT = """
 INSERT INTO read_cycles (channel_id, cycle_at, due, succeeded, readings, started_at, finished_at, utilisation)
@@ -61,3 +72,77 @@ class CycleStats:
             self.finished_at,
             self.utilisation,
         )
+
+
+class CycleRun:
+    """Collects one channel cycle's job results as they finish and stores them in chunks.
+
+    ``succeeded`` counts a meter only once its readings are durable (the writer acknowledged them).
+    ``on_failure(meter_id)`` is told about every meter whose read failed or was dropped.
+    """
+
+    CHUNK = 1000  # readings per writer submission
+
+    def __init__(
+        self,
+        stats: CycleStats,
+        jobs: list[Job],
+        submit: Callable[[list[Reading]], Awaitable[None]],
+        on_failure: Callable[[int], None],
+    ) -> None:
+        self.stats = stats
+        self.jobs = jobs
+        self._submit = submit
+        self._on_failure = on_failure
+        self._buffer: list[Reading] = []
+        self._buffer_meters = 0
+        self._writes: list[asyncio.Task[None]] = []
+        self._all_done = asyncio.Event()
+        stats.due = len(jobs)
+        for job in jobs:
+            job.future.add_done_callback(partial(self._job_done, job.meter_id))
+        if not jobs:
+            self._all_done.set()
+
+    def _job_done(self, meter_id: int, future: asyncio.Future[Any]) -> None:
+        stats = self.stats
+        stats.done += 1
+        values = None
+        if not future.cancelled() and future.exception() is None:
+            try:
+                values = values_of(future.result())
+            except TypeError as exc:
+                log.warning("unusable read result", extra={"meter_id": meter_id, "error": str(exc)})
+        if values is None:
+            self._on_failure(meter_id)
+        else:
+            ts = stats.cycle_at
+            self._buffer += [Reading(meter_id, q, ts, v, "actual", "poll") for q, v in values.items()]
+            self._buffer_meters += 1
+            if len(self._buffer) >= self.CHUNK:
+                self._flush()
+        if stats.done >= stats.due:
+            self._flush()
+            self._all_done.set()
+
+    def _flush(self) -> None:
+        if self._buffer_meters:
+            readings, meters = self._buffer, self._buffer_meters
+            self._buffer, self._buffer_meters = [], 0
+            self._writes.append(asyncio.create_task(self._write(readings, meters)))
+
+    async def _write(self, readings: list[Reading], meters: int) -> None:
+        try:
+            await self._submit(readings)
+        except Exception:
+            log.exception(
+                "readings not stored", extra={"channel": self.stats.channel, "readings": len(readings)}
+            )
+            return
+        self.stats.succeeded += meters
+        self.stats.readings += len(readings)
+
+    async def wait(self) -> None:
+        """Return once every job has finished and every reading is durable (or failed to store)."""
+        await self._all_done.wait()
+        await asyncio.gather(*self._writes)

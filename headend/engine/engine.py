@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +26,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from headend.config import HeadendConfig, ReadPlan
 from headend.engine.backfill import find_gaps, gap_readings
 from headend.engine.clock import check_clock
-from headend.engine.cycle import CycleStats
+from headend.engine.cycle import CycleRun, CycleStats
 from headend.engine.events import store_events
 from headend.engine.health import HealthBook
 from headend.engine.jobs import Job, JobBody, Priority, Quarantined
@@ -266,10 +267,10 @@ class Engine:
                 self._overrun(worker, *previous)
             stats = CycleStats(channel_id, worker.spec.name, ts, self.interval, worker.busy_seconds)
             jobs = [self._read_job(m) for m in worker.meters.values()]
-            stats.due = len(jobs)
+            run = CycleRun(stats, jobs, self._submit, self._gappy.add)
             for job in jobs:
                 worker.submit(job)
-            task = self._spawn(self._channel_cycle(worker, stats, jobs), f"cycle-{worker.spec.name}")
+            task = self._spawn(self._channel_cycle(worker, run), f"cycle-{worker.spec.name}")
             self._cycles[channel_id] = (stats, jobs, task)
 
     def _read_job(self, meter: MeterSpec) -> Job:
@@ -300,8 +301,9 @@ class Engine:
             if not job.future.done():
                 job.future.cancel()
 
-    async def _channel_cycle(self, worker: ChannelWorker, stats: CycleStats, jobs: list[Job]) -> None:
-        await asyncio.gather(*(self._finish_read(worker, stats, job) for job in jobs))
+    async def _channel_cycle(self, worker: ChannelWorker, run: CycleRun) -> None:
+        await run.wait()
+        stats = run.stats
         stats.finish(worker.busy_seconds)
         self.metrics.utilisation.labels(worker.spec.name).set(stats.utilisation)
         if stats.success_rate is not None:
@@ -312,36 +314,12 @@ class Engine:
             await stats.store(conn)
         self._start_backfill(worker, stats.cycle_at)
 
-    async def _finish_read(self, worker: ChannelWorker, stats: CycleStats, job: Job) -> None:
-        try:
-            result = await job.future
-        except (asyncio.CancelledError, Exception):
-            self._note_failure(job.meter_id)
-            stats.done += 1
-            return
-        meter = worker.meters.get(job.meter_id)
-        stats.done += 1
-        if meter is None:
-            return
-        values = values_of(result)
-        readings = [Reading(meter.id, q, stats.cycle_at, v, "actual", "poll") for q, v in values.items()]
-        try:
-            await self._submit(readings)
-        except Exception:
-            log.exception("readings not stored", extra={"meter_id": meter.id})
-            return
-        stats.succeeded += 1
-        stats.readings += len(readings)
-
     async def _submit(self, readings: list[Reading]) -> None:
         if not readings:
             return
         await self.writer.submit(readings)
-        for reading in readings:
-            self.metrics.readings.labels(reading.quality).inc()
-
-    def _note_failure(self, meter_id: int) -> None:
-        self._gappy.add(meter_id)
+        for quality, count in Counter(r.quality for r in readings).items():
+            self.metrics.readings.labels(quality).inc(count)
 
     def _update_overall_success(self, ts: datetime) -> None:
         due = succeeded = 0

@@ -54,6 +54,7 @@ class ChannelWorker:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._depth = metrics.queue_depth.labels(spec.name)
+        self._counters: dict[str, tuple[Any, Any]] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"channel-{self.spec.name}")
@@ -126,7 +127,8 @@ class ChannelWorker:
         started = time.monotonic()
         try:
             driver = await self._driver(meter)
-            result = await asyncio.wait_for(job.body(driver), timeout)
+            async with asyncio.timeout(timeout):
+                result = await job.body(driver)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a meter error must never stop the worker
@@ -141,8 +143,14 @@ class ChannelWorker:
         elapsed = time.monotonic() - started
         self.busy_seconds += elapsed
         self.health.succeeded(meter.id, elapsed / max(1, job.exchanges))
-        self.metrics.reads.labels(self.spec.name, job.kind).inc()
-        self.metrics.job_seconds.labels(job.kind).observe(elapsed)
+        counters = self._counters.get(job.kind)
+        if counters is None:
+            counters = self._counters[job.kind] = (
+                self.metrics.reads.labels(self.spec.name, job.kind),
+                self.metrics.job_seconds.labels(job.kind),
+            )
+        counters[0].inc()
+        counters[1].observe(elapsed)
         if not job.future.done():
             job.future.set_result(result)
 
