@@ -40,12 +40,14 @@ _MERGE_SQL = (
     " ORDER BY meter_id, quantity_id, ts ON CONFLICT DO NOTHING"
 )
 
-# The database is unreachable or refusing work for now: spool and retry later.
+# The database is unreachable or refusing work for now: spool and retry later. InternalClientError
+# covers a connection that received the server's shutdown notice while it sat idle.
 UNAVAILABLE = (
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     asyncpg.OperatorInterventionError,
     asyncpg.InsufficientResourcesError,
 )
@@ -308,14 +310,16 @@ class ReadingWriter:
     async def _spool_or_write(self, readings: list[Reading]) -> None:
         async with self._spool_lock:
             if self.mode == "direct":  # the spool drained while we waited for the lock
-                conn = await self._connect()
+                conn = None
                 try:
+                    conn = await self._connect()
                     await self._write(conn, readings)
                     return
                 except UNAVAILABLE as exc:
                     self._note_unavailable(exc)
                 finally:
-                    conn.terminate()
+                    if conn is not None:
+                        conn.terminate()
             try:
                 await asyncio.to_thread(self.spool.append, readings)
             except SpoolFullError as exc:

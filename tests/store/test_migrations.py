@@ -12,9 +12,24 @@ from headend.store.migrate import MIGRATIONS_DIR, MigrationError, discover, migr
 from tests.support.postgres import PgServer
 
 EXPECTED_TABLES = {
-    "channels", "meters", "quantities", "reading_sources", "readings", "events", "accounts", "tariffs",
-    "tariff_prices", "payments", "ledger", "balances", "bills", "commands", "audit_log", "read_cycles",
-    "headend_settings", "headend_migrations",
+    "channels",
+    "meters",
+    "quantities",
+    "reading_sources",
+    "readings",
+    "events",
+    "accounts",
+    "tariffs",
+    "tariff_prices",
+    "payments",
+    "ledger",
+    "balances",
+    "bills",
+    "commands",
+    "audit_log",
+    "read_cycles",
+    "headend_settings",
+    "headend_migrations",
 }
 
 

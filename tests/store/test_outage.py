@@ -1,0 +1,153 @@
+"""The database goes away mid-stream, and the writer process is killed: nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from headend.store.embedded import EmbeddedPostgres
+from headend.store.migrate import migrate
+from headend.store.spool import SpoolFullError
+from headend.store.writer import Reading, ReadingWriter
+from tests.store import writer_child
+from tests.support.postgres import throwaway_cluster, with_database
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A private cluster this module may stop and start at will."""
+    pg, base = throwaway_cluster("headend-outage-")
+    pg.start()
+    yield pg
+    pg.stop("immediate")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+async def outage_dsn(cluster: EmbeddedPostgres, request: pytest.FixtureRequest) -> str:
+    await asyncio.to_thread(cluster.start)
+    name = f"outage_{request.node.name.replace('-', '_')[:40]}"
+    admin = await asyncpg.connect(cluster.dsn("postgres"))
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    dsn = with_database(cluster.dsn("postgres"), name)
+    await migrate(dsn)
+    return dsn
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+async def stored_keys(dsn: str) -> list[tuple[int, object, float]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [
+            tuple(r)
+            for r in await conn.fetch("SELECT meter_id, ts, value FROM readings ORDER BY meter_id, ts")
+        ]
+    finally:
+        await conn.close()
+
+
+async def test_server_stopped_mid_stream_then_restarted_keeps_every_reading_once(
+    cluster: EmbeddedPostgres, outage_dsn: str, tmp_path: Path
+) -> None:
+    writer = ReadingWriter(outage_dsn, spool_dir=tmp_path / "spool", retry_interval=0.2, connect_timeout=1.0)
+    await writer.start()
+    submitted: list[Reading] = []
+
+    async def produce() -> None:
+        for n in range(300):
+            batch = writer_child.batch(n)
+            await writer.submit(batch)
+            submitted.extend(batch)
+            await asyncio.sleep(0.005)
+
+    producer = asyncio.create_task(produce())
+    await wait_until(lambda: writer.written >= 3_000)
+    await asyncio.to_thread(cluster.stop, "fast")
+    await wait_until(lambda: writer.spooled >= 3_000)
+    assert writer.mode == "spooling" and writer.spool_bytes > 0
+    await asyncio.to_thread(cluster.start)
+    await producer
+    await writer.flush()
+    await asyncio.wait_for(writer.wait_replayed(), 30)
+    await writer.close()
+
+    expected = sorted((r.meter_id, r.ts, r.value) for r in submitted)
+    assert len(expected) == 30_000
+    assert await stored_keys(outage_dsn) == expected
+    assert writer.replayed == writer.spooled
+    assert writer.written == 30_000 and writer.spool_bytes == 0
+
+
+async def test_killed_writer_loses_nothing_acknowledged(
+    cluster: EmbeddedPostgres, outage_dsn: str, tmp_path: Path
+) -> None:
+    spool_dir = tmp_path / "spool"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.store.writer_child", outage_dsn, str(spool_dir)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    acked: list[int] = []
+    try:
+        for phase_end, action in ((20, lambda: cluster.stop("fast")), (60, None)):
+            while len(acked) < phase_end:
+                line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 30)
+                assert line.startswith("ACK "), line
+                acked.append(int(line.split()[1]))
+            if action is not None:
+                await asyncio.to_thread(action)
+        child.send_signal(signal.SIGKILL)  # mid-stream, possibly mid-append
+    finally:
+        child.kill()
+        child.wait()
+    assert any(spool_dir.glob("*.seg")), "the child should have spooled while the server was down"
+
+    await asyncio.to_thread(cluster.start)
+    writer = ReadingWriter(outage_dsn, spool_dir=spool_dir, retry_interval=0.2)
+    await writer.start()
+    await asyncio.wait_for(writer.wait_replayed(), 30)
+    await writer.close()
+
+    stored = await stored_keys(outage_dsn)
+    stored_set = {(m, ts) for m, ts, _ in stored}
+    assert len(stored_set) == len(stored)  # never a duplicate
+    for n in acked:
+        assert all((r.meter_id, r.ts) in stored_set for r in writer_child.batch(n)), f"batch {n} lost"
+    # Nothing unacknowledged beyond the one batch in flight when the kill landed.
+    assert len(stored) <= (len(acked) + 1) * len(writer_child.METERS)
+
+
+async def test_full_spool_refuses_and_raises_the_alarm(tmp_path: Path) -> None:
+    unreachable = f"postgresql://postgres@/headend?host={tmp_path / 'no-server'}&port=5432"
+    writer = ReadingWriter(
+        unreachable, spool_dir=tmp_path / "spool", spool_max_bytes=20_000, retry_interval=10
+    )
+    await writer.start()
+    await writer.submit(writer_child.batch(0))  # ~6 kB: fits
+    await writer.submit(writer_child.batch(1))
+    with pytest.raises(SpoolFullError, match=r"spool .* is full"):
+        for n in range(2, 10):
+            await writer.submit(writer_child.batch(n))
+    assert writer.spool_full and writer.rejected == 100
+    assert writer.spooled >= 200 and writer.spool_bytes <= 20_000
+    await writer.close()
