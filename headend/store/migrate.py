@@ -13,6 +13,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -51,7 +52,7 @@ class AppliedMigration:
     name: str
     variant: str | None
     checksum: str
-    applied_at: object
+    applied_at: datetime
 
 
 @dataclass(slots=True)

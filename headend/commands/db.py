@@ -1,0 +1,95 @@
+"""``headend db``: migrate and inspect the database; start/stop the embedded server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from headend.store.dsn import redact, resolve_dsn
+from headend.store.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from headend.store.migrate import MigrationError, migrate, status
+
+console = Console()
+db_app = typer.Typer(help="Database: migrations, status, the embedded server.", no_args_is_help=True)
+
+DsnOption = typer.Option(None, "--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server).")
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+def _dsn(explicit: str | None) -> str:
+    try:
+        return resolve_dsn(explicit)
+    except EmbeddedPostgresError as exc:
+        _fail(str(exc))
+        raise AssertionError("unreachable") from exc
+
+
+@db_app.command("migrate")
+def migrate_command(
+    dsn: str | None = DsnOption,
+    mode: str | None = typer.Option(None, help="Force 'native' or 'timescale' (default: detect)."),
+) -> None:
+    """Apply pending migrations."""
+    target = _dsn(dsn)
+    try:
+        applied = asyncio.run(migrate(target, mode=mode))
+    except MigrationError as exc:
+        _fail(str(exc))
+    if applied:
+        for label in applied:
+            console.print(f"applied {label}")
+    else:
+        console.print("up to date")
+
+
+@db_app.command("status")
+def status_command(dsn: str | None = DsnOption) -> None:
+    """Show the storage mode and applied/pending migrations; exit 1 on edited or missing files."""
+    target = _dsn(dsn)
+    report = asyncio.run(status(target))
+    console.print(f"database: {redact(target)}")
+    console.print(f"storage mode: [bold]{report.mode or 'not migrated'}[/bold] — {report.mode_reason}")
+    if report.timescaledb_version:
+        console.print(f"timescaledb: {report.timescaledb_version}")
+    table = Table("migration", "variant", "applied at", "checksum")
+    for m in report.applied:
+        applied_at = m.applied_at.strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(f"{m.version:04d}_{m.name}", m.variant or "shared", applied_at, m.checksum[:12])
+    for label in report.pending:
+        table.add_row(label, "", "[yellow]pending[/yellow]", "")
+    console.print(table)
+    for problem in report.problems:
+        console.print(f"[red]problem:[/red] {problem}")
+    if report.problems:
+        raise typer.Exit(1)
+
+
+@db_app.command("start")
+def start_command() -> None:
+    """Start the embedded PostgreSQL server (no-op if it runs) and print its DSN."""
+    try:
+        console.print(EmbeddedPostgres().start())
+    except EmbeddedPostgresError as exc:
+        _fail(str(exc))
+
+
+@db_app.command("stop")
+def stop_command() -> None:
+    """Stop the embedded PostgreSQL server."""
+    try:
+        EmbeddedPostgres().stop()
+    except EmbeddedPostgresError as exc:
+        _fail(str(exc))
+    console.print("stopped")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``headend db`` to the application."""
+    app.add_typer(db_app, name="db")
