@@ -35,10 +35,7 @@ _STAGE_DDL = (
     "CREATE TEMP TABLE IF NOT EXISTS readings_stage (meter_id integer, quantity_id smallint, ts timestamptz,"
     " value double precision, quality reading_quality, source_id smallint) ON COMMIT DELETE ROWS"
 )
-_MERGE_SQL = (
-    f"INSERT INTO readings ({_COLS}) SELECT {_COLS} FROM readings_stage"
-    " ORDER BY meter_id, quantity_id, ts ON CONFLICT DO NOTHING"
-)
+_MERGE_SQL = f"INSERT INTO readings ({_COLS}) SELECT {_COLS} FROM readings_stage ON CONFLICT DO NOTHING"
 
 # The database is unreachable or refusing work for now: spool and retry later. InternalClientError
 # covers a connection that received the server's shutdown notice while it sat idle.
@@ -158,6 +155,7 @@ class ReadingWriter:
         self._sources = _NameIds("reading_sources")
         self._partitions: _Partitions | None = None
         self._schema_known = False
+        self._merging = False  # the last batch had stored readings: skip the fast path
         self._tasks: list[asyncio.Task[None]] = []
         self._recovery: asyncio.Task[None] | None = None
         self._closing = False
@@ -394,17 +392,20 @@ class ReadingWriter:
             self._partitions.remember(created)
         return inserted
 
-    @staticmethod
-    async def _insert(conn: asyncpg.Connection, rows: list[tuple[object, ...]]) -> int:
-        try:
-            async with conn.transaction():  # savepoint: the fast path fails whole on any duplicate
-                await conn.copy_records_to_table("readings", records=rows, columns=COLUMNS)
-            return len(rows)
-        except asyncpg.UniqueViolationError:
-            pass
+    async def _insert(self, conn: asyncpg.Connection, rows: list[tuple[object, ...]]) -> int:
+        """COPY straight into readings; if the batch holds a stored reading, stage and merge instead
+        (and keep merging, as replays and backfills come in runs, until a batch is duplicate-free)."""
+        if not self._merging:
+            try:
+                async with conn.transaction():  # savepoint: the fast path fails whole on any duplicate
+                    await conn.copy_records_to_table("readings", records=rows, columns=COLUMNS)
+                return len(rows)
+            except asyncpg.UniqueViolationError:
+                self._merging = True
         await conn.copy_records_to_table("readings_stage", records=rows, columns=COLUMNS)
-        status = await conn.execute(_MERGE_SQL)
-        return int(status.rsplit(" ", 1)[1])
+        inserted = int((await conn.execute(_MERGE_SQL)).rsplit(" ", 1)[1])
+        self._merging = inserted != len(rows)
+        return inserted
 
     # -- recovery -----------------------------------------------------------------------------
 
