@@ -71,10 +71,12 @@ class ServerUser:
 def find_bindir() -> Path:
     """Locate PostgreSQL server binaries: ``$HEADEND_PG_BINDIR``, the newest Debian-style
     ``/usr/lib/postgresql/*/bin``, ``pg_config --bindir``, or ``initdb`` on ``PATH``."""
-    candidates: list[Path] = []
     explicit = os.environ.get("HEADEND_PG_BINDIR")
     if explicit:
-        candidates.append(Path(explicit))
+        if all((Path(explicit) / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
+            return Path(explicit)
+        raise EmbeddedPostgresError(f"HEADEND_PG_BINDIR={explicit} lacks initdb or pg_ctl. {INSTALL_HINT}")
+    candidates: list[Path] = []
     versioned = sorted(
         Path("/usr/lib/postgresql").glob("*/bin"),
         key=lambda p: [int(x) for x in re.findall(r"\d+", p.parent.name)] or [0],
@@ -92,8 +94,6 @@ def find_bindir() -> Path:
     for bindir in candidates:
         if all((bindir / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
             return bindir
-    if explicit:
-        raise EmbeddedPostgresError(f"HEADEND_PG_BINDIR={explicit} lacks initdb or pg_ctl. {INSTALL_HINT}")
     raise EmbeddedPostgresError(INSTALL_HINT)
 
 

@@ -1,0 +1,108 @@
+"""The on-disk spool: round trip, torn tails, corruption, size bound, single owner."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from headend.store.spool import CorruptSegmentError, Spool, SpoolError, SpoolFullError
+from headend.store.writer import Reading
+
+T0 = datetime(2026, 5, 4, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def batch(n: int, size: int = 10) -> list[Reading]:
+    return [Reading(m, "power_kw", T0 + timedelta(minutes=15 * n), m + n / 3) for m in range(1, size + 1)]
+
+
+def test_round_trip_preserves_every_field(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.open()
+    readings = [
+        Reading(
+            1,
+            "energy_import_kwh",
+            datetime(2026, 5, 4, 8, 15, tzinfo=timezone(timedelta(hours=8))),
+            0.1 + 0.2,
+        ),
+        Reading(2, "relay", T0, 1, "actual", "poll"),
+        Reading(3, "voltage_a_v", T0, None, "missing", "gap_scan"),
+    ]
+    spool.append(readings)
+    spool.append(batch(1))
+    spool.close()
+    reopened = Spool(tmp_path)
+    reopened.open()
+    [segment] = reopened.segments()
+    first, second = list(reopened.read(segment))
+    assert first == readings and second == batch(1)
+    assert first[0].ts.utcoffset() == timedelta(0)
+    assert reopened.size_bytes == segment.stat().st_size > 0
+
+
+def test_torn_tail_record_is_cut_on_open(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.open()
+    spool.append(batch(0))
+    spool.append(batch(1))
+    spool.close()
+    [segment] = spool.segments()
+    intact = segment.stat().st_size
+    with segment.open("ab") as f:  # a crash in the middle of the third append
+        f.write(b"HS\x00\x10\x00\x00garbage")
+    reopened = Spool(tmp_path)
+    reopened.open()
+    assert segment.stat().st_size == intact
+    assert list(reopened.read(segment)) == [batch(0), batch(1)]
+
+
+def test_damage_inside_a_segment_is_reported(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.open()
+    spool.append(batch(0))
+    spool.append(batch(1))
+    spool.close()
+    [segment] = spool.segments()
+    data = bytearray(segment.read_bytes())
+    data[20] ^= 0xFF  # flip a byte in the first payload
+    segment.write_bytes(bytes(data))
+    with pytest.raises(CorruptSegmentError, match="damaged record at byte 0"):
+        list(Spool(tmp_path).read(segment))
+
+
+def test_size_bound_refuses_without_writing(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1_500)
+    spool.open()
+    spool.append(batch(0))
+    used = spool.size_bytes
+    with pytest.raises(SpoolFullError, match="full"):
+        for n in range(1, 10):
+            spool.append(batch(n))
+    assert spool.size_bytes <= 1_500
+    assert sum(p.stat().st_size for p in spool.segments()) == spool.size_bytes >= used
+
+
+def test_segments_rotate_and_remove_frees_space(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, segment_bytes=1_000)
+    spool.open()
+    for n in range(6):
+        spool.append(batch(n))
+    segments = spool.segments()
+    assert len(segments) >= 3
+    spool.remove(segments[0])
+    assert spool.size_bytes == sum(p.stat().st_size for p in spool.segments())
+    moved = spool.reject(segments[1])
+    assert moved.parent.name == "rejected" and moved.exists()
+
+
+def test_second_owner_is_refused(tmp_path: Path) -> None:
+    first = Spool(tmp_path)
+    first.open()
+    with pytest.raises(SpoolError, match="in use by another headend process"):
+        Spool(tmp_path).open()
+    first.close()
+    second = Spool(tmp_path)
+    second.open()
+    second.close()
