@@ -40,6 +40,7 @@ from headend.store.writer import ReadingWriter
 
 log = logging.getLogger(__name__)
 
+NEAR_CAPACITY = 0.9  # a cycle using this share of its interval is logged as a warning
 MAINTENANCE_EVERY = 3600.0  # storage upkeep (partitions ahead, daily aggregate) on the native layout
 
 
@@ -306,6 +307,11 @@ class Engine:
         stats = run.stats
         stats.finish(worker.busy_seconds)
         self.metrics.utilisation.labels(worker.spec.name).set(stats.utilisation)
+        if stats.utilisation >= NEAR_CAPACITY:
+            log.warning(
+                f"bus {worker.spec.name} at {stats.utilisation:.0%} of capacity",
+                extra={"channel": worker.spec.name, "utilisation": round(stats.utilisation, 3)},
+            )
         if stats.success_rate is not None:
             self.metrics.success_rate.labels(worker.spec.name).set(stats.success_rate)
         self._update_overall_success(stats.cycle_at)
@@ -398,12 +404,15 @@ class Engine:
             )
             try:
                 records = await worker.submit(job)
+            except NotImplementedError:  # this meter (model/edition) keeps no profile after all
+                records = None
             except (Quarantined, Exception) as exc:
                 log.info(
                     "backfill deferred", extra={"meter_id": meter.id, "gaps": len(stamps), "error": str(exc)}
                 )
                 return
-            readings = gap_readings(meter.id, plan, stamps, self.port.profile_records(records))
+            history = None if records is None else self.port.profile_records(records)
+            readings = gap_readings(meter.id, plan, stamps, history)
         await self._submit(readings)
         self._gappy.discard(meter.id)
         log.info(

@@ -28,6 +28,11 @@ def values_of(result: Any) -> dict[str, float]:
     return out
 
 
+def answered_errors() -> tuple[type[BaseException], ...]:
+    """Errors meaning the meter answered (refusal, unsupported request): no mark against its health."""
+    return (NotImplementedError,)
+
+
 class DriverPort:
     """Opens channels and builds meter drivers with the real transport and driver packages."""
 

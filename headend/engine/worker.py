@@ -11,6 +11,7 @@ from typing import Any
 from headend.engine.health import HealthBook
 from headend.engine.jobs import Job, Priority, Quarantined, WorkerStopped
 from headend.engine.model import ChannelSpec, MeterSpec
+from headend.engine.ports import answered_errors
 from headend.metrics import EngineMetrics
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,8 @@ class ChannelWorker:
         self.metrics.failures.labels(self.spec.name, job.kind, reason).inc()
         if reason == "timeout":
             self.metrics.timeouts.labels(self.spec.name).inc()
+        if isinstance(exc, answered_errors()):  # the meter answered: healthy, just not able or willing
+            return
         if self.health.failed(meter.id, f"{reason}: {exc}"):
             state = self.health.of(meter.id)
             log.warning(
