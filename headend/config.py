@@ -102,8 +102,11 @@ class HealthConfig(_Section):
 
 
 class BackfillConfig(_Section):
+    """Gaps are looked for after each cycle, at start-up and every ``retry_every`` (meters that were down)."""
+
     enabled: bool = True
     lookback: Duration = 3 * 86400.0
+    retry_every: Duration = 300.0
     max_intervals_per_meter: int = Field(96, ge=1)
 
 

@@ -91,6 +91,12 @@ class Engine:
         self._every("inventory", polling.inventory_reload, now + timedelta(seconds=polling.inventory_reload))
         self._every("gauges", min(5.0, self.interval), now)
         self._every("maintenance", MAINTENANCE_EVERY, now + half)
+        if self.config.backfill.enabled:
+            self._every(
+                "backfill",
+                self.config.backfill.retry_every,
+                now + timedelta(seconds=self.config.backfill.retry_every),
+            )
         if self.config.clock.enabled:
             self._every("clock", self.config.clock.check_every, first + half)
         if self.config.events.enabled:
@@ -145,13 +151,19 @@ class Engine:
         """Scheduler entry point: start the work as an engine task (so shutdown can wait for it)."""
         if self._stopping:
             return
+        offset = timedelta(seconds=self.config.polling.offset)
         if what == "cycle":
-            offset = timedelta(seconds=self.config.polling.offset)
             self.run_cycle(floor_boundary(datetime.now(UTC) - offset, self.interval))
         elif what == "inventory":
             self._spawn(self.reload_inventory(), "inventory")
         elif what == "gauges":
             self._refresh_gauges()
+        elif what == "backfill":  # one interval behind: the current cycle may still be reading
+            upto = floor_boundary(datetime.now(UTC) - offset, self.interval) - timedelta(
+                seconds=self.interval
+            )
+            for worker in list(self.workers.values()):
+                self._start_backfill(worker, upto)
         elif what == "maintenance":
             self._spawn(self._maintenance(), "maintenance")
         else:
