@@ -77,7 +77,11 @@ async def refresh_daily(conn: asyncpg.Connection, start: datetime, end: datetime
     TimescaleDB refuses this inside a transaction block; call it on a connection without one.
     """
     if await storage_mode(conn) == "timescale":
-        await conn.execute("CALL refresh_continuous_aggregate('readings_daily', $1, $2)", start, end)
+        await conn.execute(
+            "CALL refresh_continuous_aggregate('readings_daily', $1::timestamptz, $2::timestamptz)",
+            start,
+            end,
+        )
     else:
         await conn.execute("SELECT headend_refresh_daily($1, $2)", start, end)
 

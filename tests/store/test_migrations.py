@@ -112,6 +112,27 @@ async def test_failing_migration_rolls_back_and_is_not_recorded(empty_dsn: str, 
         await conn.close()
 
 
+async def test_readings_layout_matches_the_servers_capabilities(pg_dsn: str) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        mode = await conn.fetchval("SELECT value FROM headend_settings WHERE key = 'storage_mode'")
+        preloaded = "timescaledb" in await conn.fetchval("SHOW shared_preload_libraries")
+        assert mode == ("timescale" if preloaded else "native")
+        if mode == "timescale":
+            hypertables = await conn.fetch(
+                "SELECT hypertable_name, compression_enabled FROM timescaledb_information.hypertables"
+            )
+            assert [tuple(h) for h in hypertables] == [("readings", True)]
+            caggs = await conn.fetch("SELECT view_name FROM timescaledb_information.continuous_aggregates")
+            assert [c["view_name"] for c in caggs] == ["readings_daily"]
+        else:
+            assert await conn.fetchval("SELECT relkind FROM pg_class WHERE relname='readings'") == b"p"
+            assert await conn.fetchval("SELECT count(*) FROM readings_partitions") >= 7
+            assert await conn.fetchval("SELECT relkind FROM pg_class WHERE relname='readings_daily'") == b"v"
+    finally:
+        await conn.close()
+
+
 def test_discover_rejects_half_a_mode_pair(tmp_path: Path) -> None:
     (tmp_path / "0001_a.sql").write_text("SELECT 1;")
     (tmp_path / "0002_b.native.sql").write_text("SELECT 1;")
