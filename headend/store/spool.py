@@ -15,7 +15,6 @@ import logging
 import os
 import struct
 import zlib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -36,10 +35,6 @@ class SpoolError(RuntimeError):
 
 class SpoolFullError(SpoolError):
     """Appending would exceed the spool's size bound; the readings were NOT stored."""
-
-
-class CorruptSegmentError(SpoolError):
-    """A record in the middle of a segment fails its checksum."""
 
 
 def encode_batch(readings: list[Reading]) -> bytes:
@@ -163,14 +158,13 @@ class Spool:
             self._tail = None
             self._tail_path = None
 
-    def read(self, segment: Path) -> Iterator[list[Reading]]:
-        """The batches of a sealed segment, in order; raises :class:`CorruptSegmentError` on damage."""
+    def load(self, segment: Path) -> tuple[list[list[Reading]], str | None]:
+        """The intact batches of a sealed segment, in order, and a description of any damage after them."""
         data = segment.read_bytes()
         payloads, end = _scan(data)
-        for start, length in payloads:
-            yield decode_payload(data[start : start + length])
-        if end != len(data):
-            raise CorruptSegmentError(f"{segment}: damaged record at byte {end} of {len(data)}")
+        batches = [decode_payload(data[start : start + length]) for start, length in payloads]
+        damage = None if end == len(data) else f"{segment}: damaged record at byte {end} of {len(data)}"
+        return batches, damage
 
     def remove(self, segment: Path) -> None:
         """Delete a replayed segment."""

@@ -23,7 +23,7 @@ import asyncpg
 
 from headend.config_paths import state_dir
 from headend.store.reading import InvalidReading, Reading, validate
-from headend.store.spool import CorruptSegmentError, Spool, SpoolFullError
+from headend.store.spool import Spool, SpoolFullError
 
 __all__ = ["InvalidReading", "Reading", "ReadingWriter", "StorageError"]
 
@@ -412,20 +412,20 @@ class ReadingWriter:
     async def _recover(self) -> None:
         """Replay the spool oldest first whenever the database answers; then switch back to direct."""
         while True:
+            conn = None
             try:
                 conn = await self._connect()
-            except UNAVAILABLE as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                await asyncio.sleep(self.retry_interval)
-                continue
-            try:
                 if await self._replay(conn):
                     log.info("spool replayed; writing directly again")
                     return
             except UNAVAILABLE as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # e.g. an unmigrated database: keep the spool, keep trying
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("spool replay failed; retrying")
             finally:
-                conn.terminate()
+                if conn is not None:
+                    conn.terminate()
             await asyncio.sleep(self.retry_interval)
 
     async def _replay(self, conn: asyncpg.Connection) -> bool:
@@ -438,15 +438,17 @@ class ReadingWriter:
                     return True
                 segment = segments[0]
                 self.spool.seal()
+            batches, damage = await asyncio.to_thread(self.spool.load, segment)
             try:
-                for batch in await asyncio.to_thread(lambda s=segment: list(self.spool.read(s))):
+                for batch in batches:
                     await self._write(conn, batch)
                     self.replayed += len(batch)
-            except (CorruptSegmentError, StorageError) as exc:
-                self.last_error = str(exc)
-                async with self._spool_lock:
-                    target = self.spool.reject(segment)
-                log.error("ALARM: spool segment moved to %s, it cannot be replayed: %s", target, exc)
-                continue
+            except StorageError as exc:
+                damage = str(exc)
             async with self._spool_lock:
-                self.spool.remove(segment)
+                if damage is None:
+                    self.spool.remove(segment)
+                    continue
+                target = self.spool.reject(segment)
+            self.last_error = damage
+            log.error("ALARM: spool segment kept in %s, it cannot be replayed fully: %s", target, damage)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from headend.store.spool import CorruptSegmentError, Spool, SpoolError, SpoolFullError
+from headend.store.spool import Spool, SpoolError, SpoolFullError
 from headend.store.writer import Reading
 
 T0 = datetime(2026, 5, 4, 12, 0, 0, 123456, tzinfo=UTC)
@@ -36,7 +36,8 @@ def test_round_trip_preserves_every_field(tmp_path: Path) -> None:
     reopened = Spool(tmp_path)
     reopened.open()
     [segment] = reopened.segments()
-    first, second = list(reopened.read(segment))
+    (first, second), damage = reopened.load(segment)
+    assert damage is None
     assert first == readings and second == batch(1)
     assert first[0].ts.utcoffset() == timedelta(0)
     assert reopened.size_bytes == segment.stat().st_size > 0
@@ -55,21 +56,24 @@ def test_torn_tail_record_is_cut_on_open(tmp_path: Path) -> None:
     reopened = Spool(tmp_path)
     reopened.open()
     assert segment.stat().st_size == intact
-    assert list(reopened.read(segment)) == [batch(0), batch(1)]
+    assert reopened.load(segment) == ([batch(0), batch(1)], None)
 
 
-def test_damage_inside_a_segment_is_reported(tmp_path: Path) -> None:
+def test_damage_inside_a_segment_keeps_the_intact_prefix(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     spool.open()
     spool.append(batch(0))
+    second_record = spool.size_bytes
     spool.append(batch(1))
+    spool.append(batch(2))
     spool.close()
     [segment] = spool.segments()
     data = bytearray(segment.read_bytes())
-    data[20] ^= 0xFF  # flip a byte in the first payload
+    data[second_record + 20] ^= 0xFF  # flip a byte in the second payload
     segment.write_bytes(bytes(data))
-    with pytest.raises(CorruptSegmentError, match="damaged record at byte 0"):
-        list(Spool(tmp_path).read(segment))
+    batches, damage = Spool(tmp_path).load(segment)
+    assert batches == [batch(0)]
+    assert damage is not None and f"damaged record at byte {second_record} of {len(data)}" in damage
 
 
 def test_size_bound_refuses_without_writing(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from headend.store.spool import Spool
 from headend.store.writer import InvalidReading, Reading, ReadingWriter
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -156,3 +157,30 @@ async def test_submit_after_close_is_refused(pg_dsn: str, tmp_path: Path) -> Non
     await writer.close()
     with pytest.raises(RuntimeError, match="closed"):
         await writer.submit(grid(range(1, 2), 1))
+
+
+async def test_spool_left_by_a_previous_run_is_replayed_and_damage_is_kept_aside(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    spool.append(grid(range(1, 11), 2))
+    second_record = spool.size_bytes
+    spool.append(grid(range(11, 21), 2))
+    spool.seal()
+    spool.append(grid(range(21, 31), 2))  # a second, intact segment
+    spool.close()
+    first = spool.segments()[0]
+    data = bytearray(first.read_bytes())
+    data[second_record + 30] ^= 0xFF
+    first.write_bytes(bytes(data))
+
+    writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool", retry_interval=0.1)
+    await writer.start()
+    assert writer.mode == "spooling"
+    await asyncio.wait_for(writer.wait_replayed(), 30)
+    await writer.close()
+    meters = sorted({r["meter_id"] for r in await fetch_all(pg_dsn)})
+    assert meters == [*range(1, 11), *range(21, 31)]
+    assert [p.name for p in (tmp_path / "spool" / "rejected").iterdir()] == [first.name]
+    assert writer.replayed == 40 and writer.spool_bytes == 0 and "damaged record" in (writer.last_error or "")
