@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from headend.store import maintenance
 from headend.store.dsn import redact, resolve_dsn
 from headend.store.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from headend.store.migrate import MigrationError, migrate, status
@@ -69,6 +72,52 @@ def status_command(dsn: str | None = DsnOption) -> None:
         console.print(f"[red]problem:[/red] {problem}")
     if report.problems:
         raise typer.Exit(1)
+
+
+@db_app.command("policy")
+def policy_command(
+    dsn: str | None = DsnOption,
+    retention_days: int | None = typer.Option(None, help="Keep raw readings this many days (0: forever)."),
+    compress_after_days: int | None = typer.Option(
+        None, help="TimescaleDB: compress chunks older than this."
+    ),
+) -> None:
+    """Set the raw-reading retention and (TimescaleDB) the compression age."""
+    target = _dsn(dsn)
+
+    async def apply() -> None:
+        conn = await asyncpg.connect(target)
+        try:
+            if retention_days is not None:
+                keep = timedelta(days=retention_days) if retention_days > 0 else None
+                await maintenance.set_retention(conn, keep)
+                console.print(f"retention: {f'{retention_days} days' if keep else 'forever'}")
+            if compress_after_days is not None:
+                await maintenance.set_compression_after(conn, timedelta(days=compress_after_days))
+                console.print(f"compression after {compress_after_days} days")
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(apply())
+    except RuntimeError as exc:
+        _fail(str(exc))
+
+
+@db_app.command("maintain")
+def maintain_command(dsn: str | None = DsnOption) -> None:
+    """Native-mode upkeep now: partitions ahead, daily aggregate, retention (the daemon does it too)."""
+    target = _dsn(dsn)
+
+    async def run() -> None:
+        conn = await asyncpg.connect(target)
+        try:
+            await maintenance.run_maintenance(conn, datetime.now(UTC))
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+    console.print("done")
 
 
 @db_app.command("start")
