@@ -462,26 +462,27 @@ class Engine:
         streak = self._clock_flags[meter.id] = (
             self._clock_flags.get(meter.id, 0) + 1 if result.off_after else 0
         )
-        if result.corrected:
-            self.metrics.clock_corrections.inc()
-        if result.corrected or result.off_after:
-            kind = "clock_off" if streak >= self.config.clock.flag_after else "clock_corrected"
-            assert self.pool is not None
-            async with self.pool.acquire() as conn:
-                await conn.execute(
-                    "INSERT INTO events (category, kind, meter_id, channel_id, occurred_at, details)"
-                    " VALUES ('comm', $1, $2, $3, $4, $5::jsonb)",
-                    kind,
-                    meter.id,
-                    meter.channel_id,
-                    result.checked_at,
-                    result.details_json(),
-                )
-            log.log(
-                logging.WARNING if kind == "clock_off" else logging.INFO,
+        if not result.corrected:
+            return
+        self.metrics.clock_corrections.inc()
+        flagged = streak >= self.config.clock.flag_after
+        kind = "clock_corrected" if not result.off_after else "clock_off" if flagged else "clock_still_off"
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO events (category, kind, meter_id, channel_id, occurred_at, details)"
+                " VALUES ('comm', $1, $2, $3, $4, $5::jsonb)",
                 kind,
-                extra={"meter_id": meter.id, "drift_s": result.drift_before, "after_s": result.drift_after},
+                meter.id,
+                meter.channel_id,
+                result.checked_at,
+                result.details_json(),
             )
+        log.log(
+            logging.WARNING if result.off_after else logging.INFO,
+            kind,
+            extra={"meter_id": meter.id, "drift_s": result.drift_before, "after_s": result.drift_after},
+        )
 
     async def _events_job(self, worker: ChannelWorker, meter: MeterSpec) -> None:
         kinds = list(self.config.events.kinds)

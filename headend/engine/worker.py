@@ -113,7 +113,12 @@ class ChannelWorker:
                 return
             if job.future.done():  # cancelled by its owner (e.g. a stale cycle)
                 continue
-            await self._execute(job)
+            try:
+                await self._execute(job)
+            except Exception as exc:  # a bug must cost one job, never the bus
+                log.exception("worker error", extra={"channel": self.spec.name, "meter_id": job.meter_id})
+                if not job.future.done():
+                    job.future.set_exception(exc)
 
     async def _execute(self, job: Job) -> None:
         meter = self.meters.get(job.meter_id)
