@@ -154,8 +154,8 @@ class Timestamp(Scalar):
     """Date/time as BCD fields, written in standard order (e.g. ``YYMMDDhhmmss``) and sent reversed.
 
     Decodes to ``datetime`` (date and time present), ``date`` (YYMMDD[WW]), ``time`` (hhmmss[..]) or,
-    without a year (1997 ``MMDDhhmm``), a string ``MM-DD hh:mm``. All-zero fields mean "no record"
-    and decode to ``None``. The weekday ``WW`` (0 = Sunday) is computed when encoding.
+    without a year (1997 ``MMDDhhmm``), a string ``MM-DD hh:mm``. An all-zero date (no month) means
+    "no record" and decodes to ``None``. The weekday ``WW`` (0 = Sunday) is computed when encoding.
     """
 
     def __init__(self, pattern: str) -> None:
@@ -168,7 +168,7 @@ class Timestamp(Scalar):
 
     def decode_bytes(self, raw: bytes) -> Any:
         digits = bcd_digits(raw)
-        if int(digits) == 0:
+        if "MM" in self.fields and int(digits) == 0:
             return None
         parts = {name: int(digits[2 * i : 2 * i + 2]) for i, name in enumerate(self.fields)}
         try:

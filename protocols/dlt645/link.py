@@ -105,9 +105,10 @@ def parse_link(raw: bytes) -> LinkFrame:
     length = frame[9]
     total = MIN_FRAME + length
     if n < total:
-        raise TruncatedFrame(
-            f"frame truncated: length byte says {length} data bytes, {max(n - MIN_FRAME, 0)} present"
-        )
+        present = n - HEADER_LEN
+        if present < length:
+            raise TruncatedFrame(f"frame truncated: length byte says {length} data bytes, {present} present")
+        raise TruncatedFrame("frame truncated: checksum and end byte 0x16 missing after the data")
     computed = sum(frame[: HEADER_LEN + length]) & 0xFF
     received = frame[HEADER_LEN + length]
     if computed != received:
