@@ -88,9 +88,12 @@ async def run(args: argparse.Namespace, dsn: str, spool: Path) -> None:
         "writer mixed (10% duplicates)": await through_writer(dsn, spool, mixed, args.batch, args.lanes),
     }
     base = await naive_executemany(dsn, baseline)
-    print(
-        f"embedded PostgreSQL, durable settings; {len(new):,} readings per writer phase, batch {args.batch}"
-    )
+    conn = await asyncpg.connect(dsn)
+    mode = await conn.fetchval("SELECT value FROM headend_settings WHERE key = 'storage_mode'")
+    version = await conn.fetchval("SHOW server_version")
+    await conn.close()
+    print(f"embedded PostgreSQL {version} (durable settings), storage mode {mode}")
+    print(f"{len(new):,} readings per writer phase, batch {args.batch}, {args.lanes} lanes")
     print(f"{'baseline executemany ON CONFLICT':36s} {base:>12,.0f} readings/s  ({len(baseline):,} readings)")
     for name, rate in results.items():
         print(f"{name:36s} {rate:>12,.0f} readings/s  {rate / base:5.1f}x baseline")
