@@ -96,6 +96,7 @@ def normalize_di(di: str, edition: int = 2007) -> str:
     return text
 
 
+@lru_cache(maxsize=4096)
 def di_to_wire(di: str, edition: int = 2007) -> bytes:
     """DI bytes in wire order (DI0 first), before +0x33."""
     return bytes.fromhex(normalize_di(di, edition))[::-1]

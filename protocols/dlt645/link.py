@@ -8,6 +8,7 @@ Frames are delimited by the length byte, never by scanning for 0x16.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from protocols.dlt645.errors import ChecksumError, EncodeError, FramingError, TruncatedFrame
 
@@ -38,6 +39,7 @@ def unscramble(data: bytes) -> bytes:
     return data.translate(UNSCRAMBLE)
 
 
+@lru_cache(maxsize=65536)
 def address_to_wire(address: str) -> bytes:
     """Turn a 12-digit address (digits, or AA wildcard bytes) into its 6 wire bytes, low byte first."""
     text = address.strip().upper()
