@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 QUALITIES = ("actual", "backfilled", "freeze", "estimated", "suspect", "missing")
 _QUALITY_SET = frozenset(QUALITIES)
@@ -33,43 +33,59 @@ class Reading:
     source: str = "poll"
 
 
+_known_names: set[str] = set()  # names already found valid: skips the regex on the hot path
+
+
+def _is_name(name: object) -> bool:
+    if type(name) is not str:
+        return False
+    if name in _known_names:
+        return True
+    if not _NAME_RE.match(name):
+        return False
+    if len(_known_names) < 10_000:
+        _known_names.add(name)
+    return True
+
+
 def validate(reading: Reading) -> None:
     """Raise :class:`InvalidReading` unless the reading can be stored as it is."""
     meter_id = reading.meter_id
     if type(meter_id) is not int or not 0 < meter_id <= _INT4_MAX:
         raise InvalidReading(f"meter_id must be a positive 32-bit integer, got {meter_id!r}")
-    if not isinstance(reading.quantity, str) or not _NAME_RE.match(reading.quantity):
-        raise InvalidReading(
-            f"meter {meter_id}: quantity must be a lower_snake_case name, got {reading.quantity!r}"
-        )
+    quantity = reading.quantity
+    if not _is_name(quantity):
+        raise InvalidReading(f"meter {meter_id}: quantity must be a lower_snake_case name, got {quantity!r}")
     ts = reading.ts
-    if not isinstance(ts, datetime) or ts.tzinfo is None or ts.utcoffset() is None:
-        raise InvalidReading(
-            f"meter {meter_id} {reading.quantity}: ts must be a timezone-aware datetime, got {ts!r}"
-        )
-    if reading.quality not in _QUALITY_SET:
-        raise InvalidReading(
-            f"meter {meter_id} {reading.quantity} {ts.isoformat()}: quality must be one of "
-            f"{', '.join(QUALITIES)}, got {reading.quality!r}"
-        )
+    if not isinstance(ts, datetime) or (
+        ts.tzinfo is not UTC and (ts.tzinfo is None or ts.utcoffset() is None)
+    ):
+        raise InvalidReading(f"meter {meter_id} {quantity}: ts must be a timezone-aware datetime, got {ts!r}")
+    quality = reading.quality
     value = reading.value
-    if value is None:
-        if reading.quality != "missing":
-            raise InvalidReading(
-                f"meter {meter_id} {reading.quantity} {ts.isoformat()}: value is None but "
-                f"quality is {reading.quality!r} (only 'missing' has no value)"
-            )
-    elif reading.quality == "missing":
+    if quality == "actual" and type(value) is float and math.isfinite(value):
+        pass  # the common case
+    elif quality not in _QUALITY_SET:
         raise InvalidReading(
-            f"meter {meter_id} {reading.quantity} {ts.isoformat()}: quality 'missing' "
+            f"meter {meter_id} {quantity} {ts.isoformat()}: quality must be one of "
+            f"{', '.join(QUALITIES)}, got {quality!r}"
+        )
+    elif value is None:
+        if quality != "missing":
+            raise InvalidReading(
+                f"meter {meter_id} {quantity} {ts.isoformat()}: value is None but "
+                f"quality is {quality!r} (only 'missing' has no value)"
+            )
+    elif quality == "missing":
+        raise InvalidReading(
+            f"meter {meter_id} {quantity} {ts.isoformat()}: quality 'missing' "
             f"must not carry a value, got {value!r}"
         )
     elif type(value) not in (float, int) or not math.isfinite(value):
         raise InvalidReading(
-            f"meter {meter_id} {reading.quantity} {ts.isoformat()}: value must be a finite "
-            f"number, got {value!r}"
+            f"meter {meter_id} {quantity} {ts.isoformat()}: value must be a finite number, got {value!r}"
         )
-    if not isinstance(reading.source, str) or not _NAME_RE.match(reading.source):
+    if not _is_name(reading.source):
         raise InvalidReading(
             f"meter {meter_id}: source must be a lower_snake_case name, got {reading.source!r}"
         )
