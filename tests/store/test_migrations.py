@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
@@ -155,3 +156,9 @@ async def test_audit_log_rejects_update_delete_truncate(pg_dsn: str) -> None:
         assert await conn.fetchval("SELECT actor FROM audit_log") == "op1"
     finally:
         await conn.close()
+
+
+async def test_concurrent_migrate_runs_apply_each_migration_once(empty_dsn: str) -> None:
+    first, second = await asyncio.gather(migrate(empty_dsn), migrate(empty_dsn))
+    labels = [m.label for m in discover()]
+    assert sorted([first, second], key=len) == [[], labels]

@@ -184,3 +184,14 @@ async def test_spool_left_by_a_previous_run_is_replayed_and_damage_is_kept_aside
     assert meters == [*range(1, 11), *range(21, 31)]
     assert [p.name for p in (tmp_path / "spool" / "rejected").iterdir()] == [first.name]
     assert writer.replayed == 40 and writer.spool_bytes == 0 and "damaged record" in (writer.last_error or "")
+
+
+async def test_lanes_creating_the_same_new_partition_concurrently(pg_dsn: str, tmp_path: Path) -> None:
+    writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool", lanes=4, batch_size=100)
+    await writer.start()
+    week = datetime(2040, 1, 2, tzinfo=UTC)
+    batches = [grid(range(100 * k + 1, 100 * k + 101), 1, week + timedelta(hours=k)) for k in range(8)]
+    await asyncio.gather(*(writer.submit(b) for b in batches))
+    await writer.close()
+    assert writer.rejected == 0 and writer.written == 800
+    assert len(await fetch_all(pg_dsn)) == 800
