@@ -13,6 +13,7 @@ import pytest
 
 from headend.store.dsn import redact, resolve_dsn
 from headend.store.embedded import THROWAWAY_SETTINGS, EmbeddedPostgres, EmbeddedPostgresError, find_bindir
+from tests.support.postgres import OWNER_FILE, reap_orphaned_clusters, throwaway_cluster
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,6 +67,17 @@ def test_works_for_an_unprivileged_user(base_dir: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "headend"
     assert (state / "postgres" / "data").stat().st_uid == (65534 if os.geteuid() == 0 else os.getuid())
+
+
+def test_clusters_of_dead_sessions_are_reaped() -> None:
+    pg, base = throwaway_cluster("headend-reap-")
+    pg.start()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (base / OWNER_FILE).write_text(str(dead.pid))  # as if the session had been killed
+    reap_orphaned_clusters()
+    assert not base.exists()
+    assert not pg.is_initialized()
 
 
 def test_missing_binaries_give_install_instructions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from headend.store.embedded import THROWAWAY_SETTINGS, EmbeddedPostgres
+from headend.store.embedded import THROWAWAY_SETTINGS, EmbeddedPostgres, EmbeddedPostgresError
 from headend.store.migrate import migrate
 
 T = TypeVar("T")
@@ -105,11 +105,51 @@ class PgServer:
             await self.drop_database(self.template)
 
 
+OWNER_FILE = "owner.pid"
+
+
+def _cluster(base: Path) -> EmbeddedPostgres:
+    return EmbeddedPostgres(base / "pg", settings=THROWAWAY_SETTINGS | {"shared_buffers": "128MB"})
+
+
 def throwaway_cluster(prefix: str = "headend-pg-") -> tuple[EmbeddedPostgres, Path]:
-    """A fast, non-durable embedded cluster in a new temp directory (reachable by the server user)."""
+    """A fast, non-durable embedded cluster in a new temp directory (reachable by the server user).
+
+    The directory records the creating process, so a later session can reap it if that process
+    died without its teardown (e.g. killed by a timeout).
+    """
+    reap_orphaned_clusters()
     base = Path(tempfile.mkdtemp(prefix=prefix))
     base.chmod(0o755)
-    return EmbeddedPostgres(base / "pg", settings=THROWAWAY_SETTINGS | {"shared_buffers": "128MB"}), base
+    (base / OWNER_FILE).write_text(str(os.getpid()))
+    return _cluster(base), base
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_orphaned_clusters() -> None:
+    """Stop and delete throwaway clusters whose creating process no longer exists."""
+    for owner in Path(tempfile.gettempdir()).glob(f"headend-*/{OWNER_FILE}"):
+        try:
+            pid = int(owner.read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(pid):
+            continue
+        base = owner.parent
+        try:
+            _cluster(base).stop("immediate")
+        except (EmbeddedPostgresError, OSError):  # a broken leftover must not fail this session
+            continue
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
