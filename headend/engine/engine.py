@@ -286,6 +286,10 @@ class Engine:
             task = self._spawn(self._channel_cycle(worker, run), f"cycle-{worker.spec.name}")
             self._cycles[channel_id] = (stats, jobs, task)
 
+    async def wait_cycles(self) -> None:
+        """Wait until every channel's latest cycle has finished and been recorded (benchmarks, tests)."""
+        await asyncio.gather(*(task for _stats, _jobs, task in self._cycles.values()), return_exceptions=True)
+
     def _read_job(self, meter: MeterSpec) -> Job:
         quantities = self.plan_for(meter).quantities
         return Job(

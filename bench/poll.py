@@ -1,0 +1,249 @@
+"""Polling benchmark: the engine against simulated meters in other processes, with same-run baselines.
+
+(a) ``fleet``: N meters on C TCP channels (one ``headend sim dlt645 --tcp`` process per channel, no
+    line timing). One full cycle through the engine (drivers, codec, scheduling, writer, embedded
+    PostgreSQL): wall time, readings/s and CPU microseconds of this process per stored reading.
+    Baseline: one channel read meter by meter with the same drivers and a per-reading INSERT.
+    Targets: <= 100 us CPU per reading, cycle < 30 s for 10,000 meters.
+(b) ``bus``: one line-timed 2400 baud 8E1 pty bus with 32 meters answering after 100 ms. Achieved
+    reads/s vs the theoretical maximum from the frame sizes (request + reply characters x 11 bits /
+    2400 baud + turnaround). Target >= 90 %.
+
+Usage: python bench/poll.py [--part fleet|bus|all] [--meters 10000] [--channels 100]
+Needs the simulators (``headend sim``) and the drivers (``headend.drivers``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+from headend.config import validate_config
+from headend.engine.engine import Engine
+from headend.engine.model import ChannelSpec, MeterSpec
+from headend.engine.ports import DriverPort, values_of
+from headend.inventory import ChannelEntry, Inventory, MeterEntry, import_inventory
+from headend.store.embedded import EmbeddedPostgres
+from headend.store.migrate import migrate
+from headend.store.writer import ReadingWriter
+from protocols.dlt645 import build_read, build_read_response
+
+ENERGY_DI = "00010000"
+BITS_PER_CHAR = 11  # 8E1: start + 8 data + parity + stop
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_sim(args: list[str]) -> tuple[subprocess.Popen[str], dict]:
+    """Start ``headend sim dlt645 ... --json`` and return it with the JSON line it prints when ready."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "headend.cli", "sim", "dlt645", *args, "--json"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise SystemExit(f"simulator exited: headend sim dlt645 {' '.join(args)}")
+    return proc, json.loads(line)
+
+
+def fresh_database(server: EmbeddedPostgres, name: str) -> str:
+    """A new migrated database on the benchmark server; returns its DSN."""
+    server.psql(f"CREATE DATABASE {name}")
+    dsn = server.dsn(name)
+    asyncio.run(migrate(dsn))
+    return dsn
+
+
+def meter_addresses(info: dict) -> list[str]:
+    return [m["address"] if isinstance(m, dict) else str(m) for m in info["meters"]]
+
+
+def engine_config(quantities: list[str]) -> object:
+    return validate_config(
+        {
+            "polling": {"interval": "1h"},
+            "read_plans": {"default": {"quantities": quantities}},
+            "backfill": {"enabled": False},
+            "clock": {"enabled": False},
+            "events": {"enabled": False},
+            "metrics": {"port": 0},
+            "timeouts": {"initial": "1s", "maximum": "3s"},
+        },
+        "bench",
+    )
+
+
+async def run_cycles(
+    dsn: str, spool: Path, inventory: Inventory, quantities: list[str], cycles: int
+) -> list[tuple[float, float, int, float]]:
+    """Import the inventory, run ``cycles`` cycles; per cycle (wall s, cpu s, readings, bus busy s)."""
+    conn = await asyncpg.connect(dsn)
+    await import_inventory(conn, inventory)
+    engine = Engine(engine_config(quantities), dsn, ReadingWriter(dsn, spool_dir=spool), DriverPort())
+    await engine.start()
+    results = []
+    try:
+        for k in range(cycles):
+            ts = T0 + timedelta(hours=k)
+            busy0 = sum(w.busy_seconds for w in engine.workers.values())
+            cpu0, wall0 = cpu_seconds(), time.perf_counter()
+            engine.run_cycle(ts)
+            await engine.wait_cycles()
+            await engine.writer.flush()
+            wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
+            busy = sum(w.busy_seconds for w in engine.workers.values()) - busy0
+            stored = await conn.fetchval("SELECT count(*) FROM readings WHERE ts = $1", ts)
+            results.append((wall, cpu, stored, busy))
+    finally:
+        await engine.stop()
+        await conn.close()
+    return results
+
+
+async def naive_baseline(dsn: str, url: str, addresses: list[str]) -> float:
+    """Readings/s reading one channel meter by meter with the same drivers, one INSERT per reading."""
+    port = DriverPort()
+    conn = await asyncpg.connect(dsn)
+    channel = await port.open_channel(ChannelSpec(0, "baseline", url))
+    meter_ids = {r["address"]: r["id"] for r in await conn.fetch("SELECT id, address FROM meters")}
+    qid = await conn.fetchval("SELECT id FROM quantities WHERE name = 'energy_import_kwh'")
+    sid = await conn.fetchval("SELECT id FROM reading_sources WHERE name = 'poll'")
+    started = time.perf_counter()
+    for address in addresses:
+        meter = MeterSpec(meter_ids[address], 0, "dlt645-2007", address, None, "bench", T0)
+        value = values_of(await port.make_driver(channel, meter).read(["energy_import_kwh"]))[
+            "energy_import_kwh"
+        ]
+        await conn.execute(
+            "INSERT INTO readings (meter_id, quantity_id, ts, value, source_id) VALUES "
+            "($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            meter.id,
+            qid,
+            T0 - timedelta(days=1),
+            value,
+            sid,
+        )
+    elapsed = time.perf_counter() - started
+    await conn.close()
+    close = getattr(channel, "close", None)
+    if close is not None and asyncio.iscoroutine(result := close()):
+        await result
+    return len(addresses) / elapsed
+
+
+def part_fleet(dsn: str, base: Path, meters: int, channels: int) -> None:
+    per_channel = meters // channels
+    sims = []
+    try:
+        for c in range(channels):
+            port = free_port()
+            proc, info = start_sim(
+                ["--meters", str(per_channel), "--tcp", f"127.0.0.1:{port}", "--seed", str(c)]
+            )
+            sims.append((proc, f"tcp://127.0.0.1:{port}", meter_addresses(info)))
+        inventory = Inventory(
+            [ChannelEntry(name=f"bus-{c}", url=url) for c, (_p, url, _a) in enumerate(sims)],
+            [
+                MeterEntry(channel=f"bus-{c}", protocol="dlt645-2007", address=a, model="bench")
+                for c, (_p, _u, addrs) in enumerate(sims)
+                for a in addrs
+            ],
+        )
+        results = asyncio.run(run_cycles(dsn, base / "spool-a", inventory, ["energy_import_kwh"], 2))
+        baseline = asyncio.run(naive_baseline(dsn, sims[0][1], sims[0][2]))
+    finally:
+        for proc, _url, _addrs in sims:
+            proc.terminate()
+        for proc, _url, _addrs in sims:
+            proc.wait(timeout=30)
+    wall, cpu, stored, _busy = results[-1]  # the first cycle also connects every channel
+    print(f"(a) {stored} readings from {meters} meters on {channels} TCP channels")
+    print(
+        f"    cycle {wall:.2f} s (target < 30 s), {stored / wall:,.0f} readings/s, "
+        f"{cpu / stored * 1e6:.1f} us CPU per reading (target <= 100 us) [first cycle {results[0][0]:.2f} s]"
+    )
+    print(
+        f"    baseline (one channel, sequential, INSERT per reading): {baseline:,.0f} readings/s; "
+        f"engine/baseline = {stored / wall / baseline:.1f}x"
+    )
+
+
+def part_bus(dsn: str, base: Path) -> None:
+    proc, info = start_sim(
+        ["--meters", "32", "--pty", "--baud", "2400", "--line-timing", "--turnaround", "0.1"]
+    )
+    try:
+        addresses = meter_addresses(info)
+        url = f"serial://{info['endpoint']}?baud=2400&parity=E"
+        inventory = Inventory(
+            [ChannelEntry(name="bus-2400", url=url)],
+            [
+                MeterEntry(channel="bus-2400", protocol="dlt645-2007", address=a, model="bench")
+                for a in addresses
+            ],
+        )
+        results = asyncio.run(run_cycles(dsn, base / "spool-b", inventory, ["energy_import_kwh"], 3))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    chars = len(build_read(addresses[0], ENERGY_DI)) + len(build_read_response(addresses[0], ENERGY_DI, 0.0))
+    per_read = chars * BITS_PER_CHAR / 2400 + 0.1
+    theoretical = 1 / per_read
+    reads = sum(r[2] for r in results[1:])
+    busy = sum(r[3] for r in results[1:])
+    achieved = reads / busy
+    print(
+        f"(b) 2400 8E1, 32 meters, 100 ms turnaround: {chars} chars per read -> theoretical "
+        f"{theoretical:.2f} reads/s; achieved {achieved:.2f} reads/s = {achieved / theoretical:.0%}"
+        " (target >= 90%)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--part", choices=["fleet", "bus", "all"], default="all")
+    parser.add_argument("--meters", type=int, default=10_000)
+    parser.add_argument("--channels", type=int, default=100)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="headend-bench-"))
+    base.chmod(0o755)
+    server = EmbeddedPostgres(base / "pg")
+    try:
+        server.start()
+        if args.part in ("fleet", "all"):
+            part_fleet(fresh_database(server, "bench_fleet"), base, args.meters, args.channels)
+        if args.part in ("bus", "all"):
+            part_bus(fresh_database(server, "bench_bus"), base)
+    finally:
+        server.stop("fast")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
