@@ -121,6 +121,11 @@ class Engine:
         """Stop scheduling, let each bus finish its exchange in flight, flush the writer."""
         self._stopping = True
         if self.scheduler.running:
+            self.scheduler.pause()
+            for _ in range(
+                3
+            ):  # let already-fired ticks (which return at once now) complete, not be cancelled
+                await asyncio.sleep(0)
             self.scheduler.shutdown(wait=False)
         for task in self._services:
             task.cancel()
