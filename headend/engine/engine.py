@@ -74,6 +74,7 @@ class Engine:
         self._meter_channel: dict[int, int] = {}
         self._clock_flags: dict[int, int] = {}
         self._stopping = False
+        self._reload_lock = asyncio.Lock()
         self._gappy: set[int] = set()  # meters that may have gaps: all at start, then after failures
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -199,6 +200,10 @@ class Engine:
 
     async def reload_inventory(self) -> None:
         """Re-read channels and meters if they changed; add, update and retire workers."""
+        async with self._reload_lock:  # two overlapping reloads could give one bus two workers
+            await self._reload_inventory()
+
+    async def _reload_inventory(self) -> None:
         assert self.pool is not None
         async with self.pool.acquire() as conn:
             version = await inventory_version(conn)
