@@ -219,7 +219,7 @@ class Engine:
             worker = self.workers.get(channel_id)
             if worker is not None and worker.spec != spec:
                 self.workers.pop(channel_id)
-                self._spawn(worker.stop(), f"retire-{worker.spec.name}")
+                await worker.stop()  # the same bus may be reopened below: never two owners at once
                 worker = None
             if worker is None:
                 worker = ChannelWorker(
