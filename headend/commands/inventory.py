@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import asyncpg
@@ -51,15 +52,27 @@ async def _list(dsn: str, channel: str | None) -> list[asyncpg.Record]:
 @inventory_app.command("list")
 def list_command(
     channel: str = typer.Option("", "--channel", help="Only this channel"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON array of meters"),
     dsn: str = typer.Option("", "--dsn", help="Database (default: $HEADEND_DSN or the embedded server)"),
 ) -> None:
     """Show channels and their meters."""
     rows = asyncio.run(_list(resolve_dsn(dsn or None), channel or None))
+    if as_json:
+        typer.echo(json.dumps([dict(r) for r in rows]))
+        return
     table = Table("channel", "url", "meter", "protocol", "address", "model", "relay", "protected", "enabled")
     for r in rows:
-        table.add_row(r["channel"], r["url"] or "", str(r["id"]), r["protocol"], r["address"], r["model"],
-                      "yes" if r["has_relay"] else "", "yes" if r["protected"] else "",
-                      "yes" if r["enabled"] and r["channel_enabled"] else "no")
+        table.add_row(
+            r["channel"],
+            r["url"] or "",
+            str(r["id"]),
+            r["protocol"],
+            r["address"],
+            r["model"],
+            "yes" if r["has_relay"] else "",
+            "yes" if r["protected"] else "",
+            "yes" if r["enabled"] and r["channel_enabled"] else "no",
+        )
     Console().print(table)
     typer.echo(f"{len(rows)} meter(s)")
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import asyncpg
@@ -122,3 +125,31 @@ async def test_unknown_channel_or_account_rolls_back(pg_dsn: str, tmp_path: Path
         assert await conn.fetchval("SELECT count(*) FROM channels") == 0
     finally:
         await conn.close()
+
+
+def test_cli_import_and_list(pg_dsn: str, tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "headend.cli", "inventory"]
+    out = subprocess.run(
+        [*cli, "import", str(REPO / "config" / "inventory.example.csv"), "--dsn", pg_dsn],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "imported 2 channel(s) and 3 meter(s)" in out.stdout
+    listed = subprocess.run(
+        [*cli, "list", "--dsn", pg_dsn, "--json"], capture_output=True, text=True, timeout=60
+    )
+    meters = json.loads(listed.stdout)
+    assert [(m["channel"], m["address"], m["protected"]) for m in meters] == [
+        ("plant-gateway", "7", False),
+        ("substation-3-bus-a", "000012345678", False),
+        ("substation-3-bus-a", "000012345679", True),
+    ]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("channel,channel_url,protocol,address,model\nx,tcp://127.0.0.1:1,dlt645-2007,,m\n")
+    refused = subprocess.run(
+        [*cli, "import", str(bad), "--dsn", pg_dsn], capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2
+    assert f"{bad}: line 2: (row): DL/T 645 address must be up to 12 decimal digits" in refused.stderr
