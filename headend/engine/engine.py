@@ -86,7 +86,8 @@ class Engine:
         await self.reload_inventory()
         polling = self.config.polling
         now = datetime.now(UTC)
-        first = next_boundary(now, self.interval) + timedelta(seconds=polling.offset)
+        offset = timedelta(seconds=polling.offset)
+        first = next_boundary(now - offset, self.interval) + offset  # the next boundary's read time
         half = timedelta(seconds=self.interval / 2)  # mid-interval: never near a boundary
         self._every("cycle", self.interval, first)
         self._every("inventory", polling.inventory_reload, now + timedelta(seconds=polling.inventory_reload))
@@ -123,9 +124,8 @@ class Engine:
         self._stopping = True
         if self.scheduler.running:
             self.scheduler.pause()
-            for _ in range(
-                3
-            ):  # let already-fired ticks (which return at once now) complete, not be cancelled
+            # let ticks that already fired (they return at once now) complete instead of being cancelled
+            for _ in range(3):
                 await asyncio.sleep(0)
             self.scheduler.shutdown(wait=False)
         for task in self._services:
