@@ -384,8 +384,9 @@ class Engine:
         running = self._backfilling.get(worker.spec.id)
         if running is not None and not running.done():
             return
+        # a meter that is failing now is left alone until a read succeeds again ("when it returns")
         meters = [
-            m for m in worker.meters.values() if m.id in self._gappy and not self.health.quarantined(m.id)
+            m for m in worker.meters.values() if m.id in self._gappy and self.health.of(m.id).failures == 0
         ]
         if meters:
             task = self._spawn(self._backfill(worker, meters, upto), f"backfill-{worker.spec.name}")
