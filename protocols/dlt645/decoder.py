@@ -202,7 +202,7 @@ def _change_baud(frame: Frame) -> None:
     try:
         frame.value = BAUD.decode_bytes(word)
     except PayloadError as exc:
-        frame.value = word[0]
+        frame.value, frame.unit = word[0], None
         frame.fields["value_error"] = str(exc)
 
 

@@ -147,6 +147,7 @@ def test_error_words_are_decoded_after_unscrambling() -> None:
 def test_negative_baud_word_is_reported_not_crashed() -> None:
     frame = _entry("baud code 0xD5")
     assert frame.value == 0xD5
+    assert frame.unit is None  # the raw word is not a rate in bit/s
     assert "0xD5" in frame.fields["value_error"]
 
 
