@@ -1,0 +1,147 @@
+"""``headend sim``: run simulated meter buses in the foreground (for testers, demos and benchmarks)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from simulators import BusSpec, SimBus, start_bus
+from simulators.faults import FaultSpecError
+
+sim_app = typer.Typer(
+    help="Run simulated meters on a TCP serial server or a virtual serial port.", no_args_is_help=True
+)
+
+BUS_FIELDS = set(BusSpec.__dataclass_fields__)
+
+
+def _endpoint(tcp: str | None, pty: bool) -> dict[str, Any]:
+    if pty == bool(tcp):
+        raise typer.BadParameter("give exactly one of --tcp HOST:PORT or --pty")
+    if pty:
+        return {"transport": "pty"}
+    host, _, port = (tcp or "").rpartition(":")
+    if not host or not port.isdigit():
+        raise typer.BadParameter(f"--tcp wants HOST:PORT, got {tcp!r}")
+    return {"transport": "tcp", "host": host, "port": int(port)}
+
+
+async def _run_buses(specs: list[BusSpec], as_json: bool) -> None:
+    buses: list[SimBus] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        for spec in specs:
+            buses.append(await start_bus(spec))
+        descriptions = [bus.describe() for bus in buses]
+        if as_json:
+            typer.echo(
+                json.dumps(descriptions[0] if len(descriptions) == 1 else {"buses": descriptions}), nl=True
+            )
+        else:
+            for item in descriptions:
+                typer.echo(
+                    f"{item['protocol']} {item['edition']} bus at {item['url']}: {len(item['meters'])} meters"
+                )
+                for address in item["meters"]:
+                    typer.echo(f"  {address}")
+        await stop.wait()
+    finally:
+        for bus in buses:
+            await bus.stop()
+        if not as_json:
+            for bus in buses:
+                typer.echo(
+                    f"{bus.url}: requests {dict(bus.requests)}, faults {dict(bus.fault_counts)}", err=True
+                )
+
+
+def _start(specs: list[BusSpec], as_json: bool) -> None:
+    try:
+        asyncio.run(_run_buses(specs, as_json))
+    except (FaultSpecError, ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+@sim_app.command("dlt645")
+def sim_dlt645(
+    meters: Annotated[int, typer.Option(min=1, help="Meters on the bus.")] = 1,
+    tcp: Annotated[
+        str | None, typer.Option(help="Listen as a transparent serial server on HOST:PORT.")
+    ] = None,
+    pty: Annotated[
+        bool, typer.Option("--pty", help="Expose a virtual serial port (prints its path).")
+    ] = False,
+    edition: Annotated[int, typer.Option(help="2007 or 1997.")] = 2007,
+    baud: Annotated[int, typer.Option(help="Line speed for --line-timing.")] = 2400,
+    frame_format: Annotated[str, typer.Option("--format", help="Character format, e.g. 8E1.")] = "8E1",
+    line_timing: Annotated[
+        bool, typer.Option("--line-timing", help="Release bytes at the baud rate.")
+    ] = False,
+    echo: Annotated[bool, typer.Option("--echo", help="Echo requests like an RS-485 adapter.")] = False,
+    faults: Annotated[str, typer.Option(help="Fault spec, e.g. no_reply=0.05,offline=#0@10+30.")] = "",
+    seed: Annotated[int, typer.Option(help="Seed for addresses, loads and faults.")] = 1,
+    phases: Annotated[int, typer.Option(help="1 or 3.")] = 1,
+    turnaround: Annotated[float, typer.Option(help="Meter response delay in seconds.")] = 0.02,
+    load_scale: Annotated[
+        float, typer.Option(help="Multiply consumption (make it visible in short runs).")
+    ] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object once listening.")] = False,
+) -> None:
+    """Run one DL/T 645 bus in the foreground until Ctrl-C / SIGTERM."""
+    if edition not in (2007, 1997):
+        raise typer.BadParameter("--edition must be 2007 or 1997")
+    spec = BusSpec(
+        protocol="dlt645",
+        edition=edition,
+        meters=meters,
+        baud=baud,
+        frame_format=frame_format,
+        line_timing=line_timing,
+        echo=echo,
+        faults=faults,
+        seed=seed,
+        phases=phases,
+        turnaround_s=turnaround,
+        load_scale=load_scale,
+        **_endpoint(tcp, pty),
+    )
+    _start([spec], as_json)
+
+
+@sim_app.command("fleet")
+def sim_fleet(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="TOML file with [[bus]] tables.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object once listening.")] = False,
+) -> None:
+    """Start many buses from a TOML file (each ``[[bus]]`` table takes BusSpec fields)."""
+    try:
+        document = tomllib.loads(file.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        typer.echo(f"error: {file}: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    specs = []
+    for index, table in enumerate(document.get("bus", [])):
+        unknown = set(table) - BUS_FIELDS
+        if unknown:
+            typer.echo(f"error: {file}: bus[{index}]: unknown keys {sorted(unknown)}", err=True)
+            raise typer.Exit(code=2)
+        specs.append(BusSpec(**table))
+    if not specs:
+        typer.echo(f"error: {file}: no [[bus]] tables", err=True)
+        raise typer.Exit(code=2)
+    _start(specs, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``sim`` to the CLI."""
+    app.add_typer(sim_app, name="sim")
