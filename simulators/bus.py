@@ -143,9 +143,7 @@ class SimBus:
     async def start(self) -> SimBus:
         await self.endpoint.start()
         for fault in self.faults.spec.schedule:
-            self._tasks.append(
-                asyncio.create_task(self._scheduled(fault.kind, fault.meter, fault.at_s, fault.amount))
-            )
+            self._tasks.append(asyncio.create_task(self._scheduled(fault)))
         return self
 
     async def stop(self) -> None:

@@ -122,8 +122,8 @@ class FaultInjector:
         if kind == "garbage":
             noise = bytes(rng.choice((0x00, 0x16, 0x68, 0xAA, 0xFF, rng.randrange(256))) for _ in range(5))
             return ReplyFault(noise + reply)
+        start = len(reply) - len(reply.lstrip(b"\xfe"))  # damage the frame itself, not its preamble
+        cut = rng.randrange(start + 1, len(reply))
         if kind == "garbage_inside":
-            cut = rng.randrange(1, len(reply))
             return ReplyFault(reply[:cut] + bytes(rng.randrange(256) for _ in range(3)) + reply[cut:])
-        cut = rng.randrange(1, len(reply))
         return ReplyFault(reply[:cut])
