@@ -55,7 +55,7 @@ class ChannelEntry(BaseModel):
             raise ValueError(f"scheme must be one of {', '.join(CHANNEL_SCHEMES)}, got {parts.scheme!r}")
         if not (parts.netloc or parts.path):
             raise ValueError("has no host or device")
-        if CHANNEL_SCHEMES[parts.scheme] == "tcp" and parts.port is None:
+        if CHANNEL_SCHEMES[parts.scheme] == "tcp" and parts.port is None and parts.scheme != "modbus-tcp":
             raise ValueError("a TCP channel needs host:port")
         return value
 
