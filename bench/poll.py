@@ -20,7 +20,6 @@ import asyncio
 import json
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,12 +47,6 @@ T0 = datetime(2026, 6, 1, tzinfo=UTC)
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_sim(args: list[str]) -> tuple[subprocess.Popen[str], dict]:
@@ -160,11 +153,10 @@ def part_fleet(dsn: str, base: Path, meters: int, channels: int) -> None:
     sims = []
     try:
         for c in range(channels):
-            port = free_port()
             proc, info = start_sim(
-                ["--meters", str(per_channel), "--tcp", f"127.0.0.1:{port}", "--seed", str(c)]
+                ["--meters", str(per_channel), "--tcp", "127.0.0.1:0", "--seed", str(c + 1)]
             )
-            sims.append((proc, f"tcp://127.0.0.1:{port}", meter_addresses(info)))
+            sims.append((proc, info["url"], meter_addresses(info)))
         inventory = Inventory(
             [ChannelEntry(name=f"bus-{c}", url=url) for c, (_p, url, _a) in enumerate(sims)],
             [
@@ -198,7 +190,7 @@ def part_bus(dsn: str, base: Path) -> None:
     )
     try:
         addresses = meter_addresses(info)
-        url = f"serial://{info['endpoint']}?baud=2400&parity=E"
+        url = info["url"] if "?" in info["url"] else f"{info['url']}?baud=2400&parity=E"
         inventory = Inventory(
             [ChannelEntry(name="bus-2400", url=url)],
             [
