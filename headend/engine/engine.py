@@ -31,7 +31,7 @@ from headend.engine.events import store_events
 from headend.engine.health import HealthBook
 from headend.engine.jobs import Job, JobBody, Priority, Quarantined
 from headend.engine.model import InventorySnapshot, MeterSpec, inventory_version, load_inventory
-from headend.engine.ports import DriverPort, values_of
+from headend.engine.ports import DriverPort, unsupported_errors, values_of
 from headend.engine.timing import floor_boundary, next_boundary
 from headend.engine.worker import ChannelWorker
 from headend.metrics import EngineMetrics
@@ -431,7 +431,7 @@ class Engine:
             )
             try:
                 records = await worker.submit(job)
-            except NotImplementedError:  # this meter (model/edition) keeps no profile after all
+            except unsupported_errors():  # this meter (model/edition) keeps no profile after all
                 records = None
             except (Quarantined, Exception) as exc:
                 log.info(

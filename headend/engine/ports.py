@@ -7,6 +7,7 @@ worker, scheduler and backfill code never depend on a driver's concrete types.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import cache
 from typing import Any
 
 from headend.engine.backfill import ProfileRecord
@@ -30,7 +31,21 @@ def values_of(result: Any) -> dict[str, float]:
 
 def answered_errors() -> tuple[type[BaseException], ...]:
     """Errors meaning the meter answered (refusal, unsupported request): no mark against its health."""
-    return (NotImplementedError,)
+    return (NotImplementedError, *_driver_errors("MeterRefused", "NotSupported"))
+
+
+def unsupported_errors() -> tuple[type[BaseException], ...]:
+    """Errors meaning the meter or model cannot do the request at all (e.g. keeps no load profile)."""
+    return (NotImplementedError, *_driver_errors("NotSupported"))
+
+
+@cache
+def _driver_errors(*names: str) -> tuple[type[BaseException], ...]:
+    try:
+        from headend.drivers import base
+    except ImportError:  # the engine also runs (e.g. inventory-only) without the drivers package
+        return ()
+    return tuple(getattr(base, name) for name in names if hasattr(base, name))
 
 
 class DriverPort:
@@ -65,11 +80,7 @@ class DriverPort:
         """Normalise a driver's ``read_profile`` result."""
         out = []
         for record in records:
-            quality = (
-                "freeze"
-                if getattr(record, "kind", getattr(record, "source", "")) == "freeze"
-                else "backfilled"
-            )
+            quality = "freeze" if record.source in ("freeze", "daily_freeze") else "backfilled"
             out.append(ProfileRecord(record.ts, values_of(record.values), quality))
         return out
 
