@@ -1,0 +1,65 @@
+"""Meter drivers: one interface over DL/T 645 (2007, 1997) and Modbus meters.
+
+``make_driver(protocol, channel, address, model, secrets)`` builds the driver the engine and the CLI
+use: ``read(quantities)``, ``read_profile(start, end)``, ``read_clock()``, ``sync_clock(now)``,
+``relay_state()``, ``switch(action, operator=...)``. ``secrets`` is a ``Credentials``, an object
+with ``credentials_for(address)``, or None.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from headend.drivers.base import (
+    ClockResult,
+    Credentials,
+    DriverError,
+    LineError,
+    MeterRefused,
+    MeterTimeout,
+    NotSupported,
+    ProfileRecord,
+    RelayState,
+    SwitchResult,
+)
+from headend.drivers.dlt645 import Dlt645Driver
+
+EDITIONS = {"dlt645": 2007, "dlt645-2007": 2007, "dlt645-1997": 1997}
+
+
+def _credentials(secrets: Any, address: str) -> Credentials | None:
+    if secrets is None or isinstance(secrets, Credentials):
+        return secrets
+    return secrets.credentials_for(address)
+
+
+def make_driver(
+    protocol: str, channel: Any, address: Any, model: str | None = None, secrets: Any = None, **options: Any
+) -> Dlt645Driver:
+    """The driver for one meter on ``channel``."""
+    if protocol in EDITIONS:
+        return Dlt645Driver(
+            channel,
+            str(address),
+            edition=EDITIONS[protocol],
+            model=model,
+            credentials=_credentials(secrets, str(address)),
+            **options,
+        )
+    raise NotSupported(f"no driver for protocol {protocol!r} yet (supported: {', '.join(EDITIONS)})")
+
+
+__all__ = [
+    "ClockResult",
+    "Credentials",
+    "Dlt645Driver",
+    "DriverError",
+    "LineError",
+    "MeterRefused",
+    "MeterTimeout",
+    "NotSupported",
+    "ProfileRecord",
+    "RelayState",
+    "SwitchResult",
+    "make_driver",
+]

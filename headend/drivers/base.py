@@ -1,0 +1,125 @@
+"""The meter driver interface shared by DL/T 645 and Modbus meters: results and errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+MODELS_DIR = Path(__file__).resolve().parents[2] / "config" / "models"
+
+
+class DriverError(Exception):
+    """Base of the errors a driver raises; the message is one line for operators."""
+
+
+class MeterTimeout(DriverError):
+    """The meter did not answer (after the channel's retries)."""
+
+
+class MeterRefused(DriverError):
+    """The meter answered with an abnormal reply (its error flags are kept)."""
+
+    FLAG_TEXT: ClassVar[dict[str, str]] = {
+        "password": "password error",
+        "no_data": "no requested data",
+        "di_error": "data identifier error",
+        "other": "not allowed now",
+        "illegal_data": "illegal data",
+        "baud": "baud rate cannot be changed",
+    }
+
+    def __init__(self, flags: list[str]) -> None:
+        self.flags = flags
+        super().__init__("meter refused: " + ", ".join(self.FLAG_TEXT.get(f, f) for f in flags))
+
+
+class LineError(DriverError):
+    """Only damaged frames came back (checksum errors, garbage)."""
+
+
+class NotSupported(DriverError):
+    """The meter or its model does not offer this quantity or function."""
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Meter password and level for writes and relay control; never printed."""
+
+    level: int
+    password: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"level {self.level:02d} password ******"
+
+
+@dataclass(slots=True)
+class ProfileRecord:
+    """An interval read from the meter's memory: interval end (UTC), values, and where it came from."""
+
+    ts: datetime
+    values: dict[str, float]
+    source: str  # "load_profile" | "daily_freeze"
+
+
+@dataclass(slots=True)
+class RelayState:
+    """The relay as the meter reports it."""
+
+    open: bool
+    command_open: bool | None = None
+    keep_power: bool = False
+    pre_trip_alarm: bool = False
+    raw: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "open": self.open,
+            "command_open": self.command_open,
+            "keep_power": self.keep_power,
+            "pre_trip_alarm": self.pre_trip_alarm,
+            "raw": self.raw,
+        }
+
+
+@dataclass(slots=True)
+class SwitchResult:
+    """The outcome of a relay command: confirmed only by reading the state back."""
+
+    status: str  # confirmed | refused | unconfirmed | failed
+    action: str
+    state: RelayState | None = None
+    reason: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "action": self.action,
+            "reason": self.reason,
+            "state": self.state.to_json() if self.state else None,
+            "evidence": self.evidence,
+        }
+
+
+@dataclass(slots=True)
+class ClockResult:
+    """A clock check (and correction) of one meter."""
+
+    meter_time: datetime  # UTC
+    drift: timedelta  # meter minus true time
+    action: str  # none | broadcast | write | skipped
+    reason: str = ""
+    drift_after: timedelta | None = None
+
+
+def load_model(name: str) -> dict[str, Any]:
+    """A meter model data file from config/models (``<name>.json``)."""
+    path = MODELS_DIR / f"{name}.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        known = sorted(p.stem for p in MODELS_DIR.glob("*.json"))
+        raise NotSupported(f"unknown meter model {name!r}; known: {', '.join(known)}") from None

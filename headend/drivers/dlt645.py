@@ -1,0 +1,318 @@
+"""The DL/T 645 meter driver (2007 and 1997 editions) on a raw channel.
+
+Every request goes through the channel's exchange (one at a time per bus, timeouts, retries, echo
+suppression). Multi-frame replies are read to the end. Relay switching is confirmed only by
+reading status word 3 back; the trip/close event record is kept as evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from headend.drivers.base import (
+    ClockResult,
+    Credentials,
+    DriverError,
+    LineError,
+    MeterRefused,
+    MeterTimeout,
+    NotSupported,
+    ProfileRecord,
+    RelayState,
+    SwitchResult,
+    load_model,
+)
+from headend.transport import Channel, ExchangeTimeout
+from protocols.dlt645 import (
+    BROADCAST_ADDRESS,
+    Deframer,
+    Frame,
+    assemble_read,
+    build_control,
+    build_read,
+    build_read_followup,
+    build_read_profile,
+    build_time_sync,
+    build_write,
+    decode,
+)
+from protocols.dlt645.link import address_to_wire
+
+ACTIONS = {"off": "trip", "on": "close", "close_allowed": "close_allowed"}
+BROADCAST_LIMIT = timedelta(minutes=5)
+PROFILE_BATCH = 8
+CLOCK_OPERATOR = "00000000"
+
+
+class Dlt645Driver:
+    """One DL/T 645 meter behind a channel (see the module docstring)."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        address: str,
+        *,
+        edition: int = 2007,
+        model: str | None = None,
+        credentials: Credentials | None = None,
+        utc_offset: timedelta = timedelta(hours=8),
+        turnaround_s: float | None = None,
+    ) -> None:
+        self.channel = channel
+        self.address = address
+        self.edition = edition
+        self.plan: dict[str, str] = load_model(model or f"dlt645-{edition}")["quantities"]
+        self.credentials = credentials
+        self.utc_offset = utc_offset
+        self.turnaround_s = turnaround_s
+        self.last_rtt_s: float | None = None
+        self.unsupported: dict[str, str] = {}
+        self._wire_address = address_to_wire(address)
+
+    # -- exchanges ----------------------------------------------------------------------------
+
+    def _accept(self, raw: bytes) -> bool:
+        """A reply from this meter (responses only; our echo and other meters are ignored)."""
+        return bool(raw[8] & 0x80) and raw[1:7] == self._wire_address
+
+    async def _request(self, request: bytes, reply_size: int = 64) -> Frame:
+        try:
+            raw, rtt = await self.channel.exchange(
+                request, Deframer(), self._accept, reply_size=reply_size, turnaround_s=self.turnaround_s
+            )
+        except ExchangeTimeout as exc:
+            if exc.noise:
+                raise LineError(f"checksum error or garbage on the line: {exc}") from None
+            raise MeterTimeout(str(exc)) from None
+        self.last_rtt_s = rtt
+        frame = decode(raw, edition=self.edition)
+        if frame.is_abnormal:
+            raise MeterRefused(frame.error_flags or [])
+        return frame
+
+    async def read_di(self, di: str, *, request: bytes | None = None) -> Any:
+        """Read one data identifier, following multi-frame replies to the end."""
+        first = await self._request(request or build_read(self.address, di, self.edition), reply_size=220)
+        frames = [first]
+        seq = 1
+        while frames[-1].has_followup:
+            frames.append(await self._request(build_read_followup(self.address, di, seq, self.edition), 220))
+            seq += 1
+        if len(frames) == 1:
+            if "value_error" in first.fields:
+                raise DriverError(f"{di}: {first.fields['value_error']}")
+            return first.value
+        return assemble_read(frames)[1]
+
+    # -- the driver interface -----------------------------------------------------------------
+
+    async def read(self, quantities: list[str]) -> dict[str, float]:
+        """Read canonical quantities; unsupported ones land in ``self.unsupported``, not in the result."""
+        values: dict[str, float] = {}
+        self.unsupported = {}
+        for quantity in quantities:
+            di = self.plan.get(quantity)
+            if di is None:
+                self.unsupported[quantity] = "not in the meter model"
+                continue
+            try:
+                value = await self.read_di(di)
+            except MeterRefused as exc:
+                self.unsupported[quantity] = str(exc)
+                continue
+            values[quantity] = self._canonical(quantity, value)
+        return values
+
+    @staticmethod
+    def _canonical(quantity: str, value: Any) -> float:
+        if quantity == "relay":
+            return 0.0 if value["relay_open"] else 1.0  # 1 = closed (supply on), as Modbus relay registers
+        return float(value)
+
+    def _local(self, utc: datetime) -> datetime:
+        return (utc.astimezone(UTC) + self.utc_offset).replace(tzinfo=None)
+
+    def _utc(self, local: datetime) -> datetime:
+        return (local - self.utc_offset).replace(tzinfo=UTC)
+
+    async def read_profile(self, start: datetime, end: datetime) -> list[ProfileRecord]:
+        """Interval energy from the load profile (06 records), else the daily freeze (05 06)."""
+        if self.edition != 2007:
+            raise NotSupported("1997 meters have no load profile")
+        try:
+            return await self._load_profile(start, end)
+        except MeterRefused:
+            return await self._daily_freeze(start, end)
+
+    async def _load_profile(self, start: datetime, end: datetime) -> list[ProfileRecord]:
+        records: list[ProfileRecord] = []
+        cursor = self._local(start)
+        stop = self._local(end)
+        while cursor <= stop:
+            request = build_read_profile(self.address, "06000001", PROFILE_BATCH, cursor)
+            try:
+                batch = await self.read_di("06000001", request=request)
+            except MeterRefused:
+                if records:
+                    break
+                raise
+            fresh = [r for r in batch if cursor <= r["time"] <= stop and "energy_import_kwh" in r]
+            for record in fresh:
+                values = {"energy_import_kwh": record["energy_import_kwh"]}
+                if "energy_export_kwh" in record:
+                    values["energy_export_kwh"] = record["energy_export_kwh"]
+                records.append(ProfileRecord(self._utc(record["time"]), values, "load_profile"))
+            if not fresh or len(batch) < PROFILE_BATCH:
+                break
+            cursor = fresh[-1]["time"] + timedelta(minutes=1)
+        return records
+
+    async def _daily_freeze(self, start: datetime, end: datetime) -> list[ProfileRecord]:
+        records = []
+        for occurrence in range(1, 63):
+            try:
+                when = await self.read_di(f"050600{occurrence:02X}")
+            except MeterRefused:
+                break
+            ts = self._utc(when)
+            if ts < start:
+                break
+            if ts <= end:
+                energies = await self.read_di(f"050601{occurrence:02X}")
+                records.append(ProfileRecord(ts, {"energy_import_kwh": float(energies[0])}, "daily_freeze"))
+        return sorted(records, key=lambda r: r.ts)
+
+    async def read_clock(self) -> datetime:
+        """The meter's clock as a UTC time."""
+        date_di, time_di = ("04000101", "04000102") if self.edition == 2007 else ("C010", "C011")
+        day: date = await self.read_di(date_di)
+        clock: time = await self.read_di(time_di)
+        return self._utc(datetime.combine(day, clock))
+
+    async def sync_clock(
+        self,
+        now: datetime | None = None,
+        *,
+        threshold: timedelta = timedelta(seconds=30),
+        interval: timedelta = timedelta(minutes=15),
+        guard: timedelta = timedelta(seconds=60),
+    ) -> ClockResult:
+        """Correct the clock if it is off by more than ``threshold``: broadcast 0x08 within ±5 min,
+        else an addressed write with the password; never near midnight or an interval boundary."""
+        meter_time = await self.read_clock()
+        true = (now or datetime.now(UTC)).astimezone(UTC)
+        drift = meter_time - true
+        if abs(drift) <= threshold:
+            return ClockResult(meter_time, drift, "none")
+        local = self._local(true)
+        since_boundary = (local - datetime.min) % interval
+        if local.time() >= time(23, 55) or local.time() < time(0, 5):
+            return ClockResult(meter_time, drift, "skipped", "too close to midnight")
+        if since_boundary < guard or interval - since_boundary < guard:
+            return ClockResult(meter_time, drift, "skipped", "too close to an interval boundary")
+        if abs(drift) <= BROADCAST_LIMIT:
+            await self.channel.send_only(build_time_sync(self._local(datetime.now(UTC)), BROADCAST_ADDRESS))
+            action = "broadcast"
+        else:
+            credentials = self._require_credentials()
+            current = self._local(datetime.now(UTC))
+            for di, value in (
+                ("04000101", current.date()),
+                ("04000102", (current + timedelta(seconds=1)).time()),
+            ):
+                await self._request(
+                    build_write(
+                        self.address,
+                        di,
+                        value,
+                        password_level=credentials.level,
+                        password=credentials.password,
+                        operator=CLOCK_OPERATOR,
+                    )
+                )
+            action = "write"
+        after = await self.read_clock()
+        return ClockResult(meter_time, drift, action, drift_after=after - datetime.now(UTC))
+
+    def _require_credentials(self) -> Credentials:
+        if self.credentials is None:
+            raise NotSupported(f"no password configured for meter {self.address}")
+        return self.credentials
+
+    async def relay_state(self) -> RelayState:
+        """Status word 3: bit 4 relay open, bit 6 commanded open, bit 7 pre-trip alarm, bit 12 keep-power."""
+        if self.edition != 2007:
+            raise NotSupported("1997 meters have no standard relay status word")
+        word = await self.read_di("04000503")
+        return RelayState(
+            open=word["relay_open"],
+            command_open=word["relay_command_open"],
+            keep_power=word["keep_power"],
+            pre_trip_alarm=word["pre_trip_alarm"],
+            raw=word["raw"],
+        )
+
+    async def switch(
+        self, action: str, *, operator: str, confirm_timeout_s: float = 30.0, poll_s: float = 1.0
+    ) -> SwitchResult:
+        """Send 0x1C (off = trip, on = direct close, close_allowed) and confirm by reading the relay back."""
+        if action not in ACTIONS:
+            raise ValueError(f"unknown relay action {action!r}; use {', '.join(ACTIONS)}")
+        if self.edition != 2007:
+            return SwitchResult("failed", action, reason="1997 meters have no standard remote control")
+        if self.credentials is None:
+            return SwitchResult("failed", action, reason=f"no password configured for meter {self.address}")
+        expiry = self._local(datetime.now(UTC)) + timedelta(minutes=5)
+        request = build_control(
+            self.address,
+            ACTIONS[action],
+            password_level=self.credentials.level,
+            password=self.credentials.password,
+            operator=operator,
+            expiry=expiry,
+        )
+        evidence: dict[str, Any] = {"operator": operator, "expiry": expiry.isoformat()}
+        try:
+            await self._request(request)
+            evidence["ack"] = True
+        except MeterRefused as exc:
+            state = await self.relay_state()
+            reason = "keep-power active" if state.keep_power and action == "off" else str(exc)
+            return SwitchResult("refused", action, state, reason, evidence)
+        except MeterTimeout:
+            evidence["ack"] = False  # the command may still have arrived: the read-back decides
+        return await self._confirm(action, evidence, confirm_timeout_s, poll_s)
+
+    async def _confirm(
+        self, action: str, evidence: dict[str, Any], timeout_s: float, poll_s: float
+    ) -> SwitchResult:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        state: RelayState | None = None
+        while True:
+            try:
+                state = await self.relay_state()
+            except (MeterTimeout, LineError):
+                state = None
+            if state is not None and self._reached(action, state):
+                record_di = "1D00FF01" if action == "off" else "1E00FF01"
+                if action != "close_allowed":
+                    try:
+                        evidence["event_record"] = await self.read_di(record_di)
+                    except DriverError as exc:
+                        evidence["event_record_error"] = str(exc)
+                return SwitchResult("confirmed", action, state, "", evidence)
+            if asyncio.get_running_loop().time() >= deadline:
+                reason = "relay state not reached before the confirmation timeout"
+                status = "unconfirmed" if evidence.get("ack") else "failed"
+                return SwitchResult(status, action, state, reason, evidence)
+            await asyncio.sleep(poll_s)
+
+    @staticmethod
+    def _reached(action: str, state: RelayState) -> bool:
+        if action == "off":
+            return state.open
+        if action == "on":
+            return not state.open
+        return state.command_open is False

@@ -1,0 +1,191 @@
+"""The DL/T 645 driver and channels against the simulators over real TCP sockets and ptys."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from headend.drivers import (
+    Credentials,
+    LineError,
+    MeterRefused,
+    MeterTimeout,
+    make_driver,
+)
+from headend.transport import ChannelUnavailable, ChannelUrlError, open_channel, parse_channel_url
+from simulators import BusSpec, SimBus, start_bus
+
+GOOD = Credentials(2, "000000")
+
+
+@asynccontextmanager
+async def meter_on_bus(**spec: object) -> AsyncIterator[tuple[SimBus, object]]:
+    """A simulated bus and a driver for its first meter, through a real channel."""
+    bus = await start_bus(BusSpec(**spec))  # type: ignore[arg-type]
+    edition = spec.get("edition", 2007)
+    url = bus.url + (
+        "?baud=2400&parity=N&retries=1&turnaround_ms=300"
+        if bus.url.startswith("serial")
+        else "?retries=1&turnaround_ms=300"
+    )
+    channel = open_channel(url)
+    driver = make_driver(f"dlt645-{edition}", channel, bus.meters[0].address, None, GOOD)
+    try:
+        yield bus, driver
+    finally:
+        await channel.close()
+        await bus.stop()
+
+
+@pytest.mark.parametrize("transport", ["tcp", "pty"])
+async def test_read_quantities(transport: str) -> None:
+    async with meter_on_bus(transport=transport, meters=3, seed=40) as (bus, driver):
+        values = await driver.read(
+            ["energy_import_kwh", "voltage_a_v", "relay", "energy_import_t1_kwh", "bogus"]
+        )
+        model = bus.meters[0].model
+        assert values["energy_import_kwh"] == pytest.approx(model.registers.import_kwh, abs=0.02)
+        assert 220 < values["voltage_a_v"] < 240 and values["relay"] == 1.0
+        assert driver.unsupported == {"bogus": "not in the meter model"}
+        assert driver.last_rtt_s is not None and driver.channel.stats.frames_in >= 4
+
+
+async def test_1997_meter_reads_and_has_no_relay_word() -> None:
+    async with meter_on_bus(edition=1997, seed=41) as (_, driver):
+        values = await driver.read(["energy_import_kwh", "voltage_a_v"])
+        assert values["energy_import_kwh"] > 0 and isinstance(values["voltage_a_v"], float)
+        clock = await driver.read_clock()
+        assert abs(clock - dt.datetime.now(dt.UTC)) < dt.timedelta(seconds=5)
+
+
+async def test_load_profile_backfill_records_in_utc() -> None:
+    async with meter_on_bus(seed=42) as (bus, driver):
+        model = bus.meters[0].model
+        wanted = list(model.profile)[-30:-10]
+        start = (wanted[0].time - dt.timedelta(hours=8)).replace(tzinfo=dt.UTC)
+        end = (wanted[-1].time - dt.timedelta(hours=8)).replace(tzinfo=dt.UTC)
+        records = await driver.read_profile(start, end)
+        assert [r.ts for r in records] == [start + dt.timedelta(minutes=15 * i) for i in range(20)]
+        assert [r.values["energy_import_kwh"] for r in records] == [w.import_kwh for w in wanted]
+        assert {r.source for r in records} == {"load_profile"}
+
+
+async def test_profile_falls_back_to_daily_freeze() -> None:
+    async with meter_on_bus(seed=43, history_days=0) as (bus, driver):
+        model = bus.meters[0].model
+        end = dt.datetime.now(dt.UTC)
+        records = await driver.read_profile(end - dt.timedelta(days=3, hours=1), end)
+        assert 3 <= len(records) <= 4 and {r.source for r in records} == {"daily_freeze"}
+        assert records[-1].values["energy_import_kwh"] == model.daily[-1].import_values[0]
+
+
+async def test_switch_off_on_is_confirmed_by_read_back_with_evidence() -> None:
+    async with meter_on_bus(seed=44) as (bus, driver):
+        model = bus.meters[0].model
+        off = await driver.switch("off", operator="00001234", poll_s=0.1)
+        assert off.status == "confirmed" and off.state.open and model.relay.open
+        assert off.evidence["event_record"]["operator"] == "00001234"
+        on = await driver.switch("on", operator="00001234", poll_s=0.1)
+        assert on.status == "confirmed" and not on.state.open and not model.relay.open
+        assert bus.requests[0x1C] == 2
+
+
+async def test_close_allowed_waits_for_the_customer() -> None:
+    async with meter_on_bus(seed=45) as (bus, driver):
+        await driver.switch("off", operator="1", poll_s=0.1)
+        allowed = await driver.switch("close_allowed", operator="1", poll_s=0.1)
+        assert allowed.status == "confirmed" and allowed.state.open and allowed.state.command_open is False
+        assert bus.meters[0].model.press_button()
+        assert not (await driver.relay_state()).open
+
+
+async def test_delayed_trip_is_polled_until_confirmed() -> None:
+    async with meter_on_bus(seed=46, trip_delay_s=0.8) as (_, driver):
+        result = await driver.switch("off", operator="1", poll_s=0.2, confirm_timeout_s=5)
+        assert result.status == "confirmed" and result.state.open
+
+
+async def test_keep_power_and_wrong_password_are_refused() -> None:
+    async with meter_on_bus(seed=47) as (bus, driver):
+        bus.meters[0].model.relay.keep_power = True
+        refused = await driver.switch("off", operator="1", poll_s=0.1)
+        assert refused.status == "refused" and refused.reason == "keep-power active"
+        assert not bus.meters[0].model.relay.open
+        bus.meters[0].model.relay.keep_power = False
+        driver.credentials = Credentials(2, "999999")
+        wrong = await driver.switch("off", operator="1", poll_s=0.1)
+        assert wrong.status == "refused" and wrong.reason == "meter refused: password error"
+        driver.credentials = None
+        assert (await driver.switch("off", operator="1")).status == "failed"
+        assert "******" in str(GOOD) and "000000" not in repr(GOOD)
+
+
+async def test_clock_sync_broadcast_and_write() -> None:
+    async with meter_on_bus(meters=2, seed=48, clock_offsets_s={0: 120.0}) as (bus, driver):
+        now = dt.datetime.now(dt.UTC)
+        boundary_safe = now.replace(minute=(now.minute // 15) * 15 + 7, second=0, microsecond=0)
+        result = await driver.sync_clock(boundary_safe + (now - now))
+        if result.action == "skipped":  # local midnight window: nothing may be sent
+            assert "midnight" in result.reason
+            return
+        assert result.action == "broadcast" and abs(result.drift_after) < dt.timedelta(seconds=5)
+        bus.meters[0].model.clock.jump(3600)
+        result = await driver.sync_clock(boundary_safe)
+        assert result.action == "write" and abs(result.drift_after) < dt.timedelta(seconds=5)
+        near_boundary = now.replace(minute=(now.minute // 15) * 15, second=10, microsecond=0)
+        bus.meters[0].model.clock.jump(120)
+        assert (await driver.sync_clock(near_boundary)).action == "skipped"
+
+
+@pytest.mark.parametrize(
+    ("faults", "error", "message"),
+    [
+        ("no_reply=1", MeterTimeout, "timeout after 2 tries"),
+        ("corrupt=1", LineError, "checksum error or garbage on the line"),
+    ],
+)
+async def test_line_faults_become_precise_errors(faults: str, error: type, message: str) -> None:
+    async with meter_on_bus(seed=49, faults=faults) as (bus, driver):
+        with pytest.raises(error, match=message):
+            await driver.read(["energy_import_kwh"])
+        assert driver.channel.stats.retries == 1 and bus.requests[0x11] == 2
+
+
+async def test_garbage_before_replies_is_tolerated() -> None:
+    async with meter_on_bus(seed=50, faults="garbage=1") as (_, driver):
+        assert (await driver.read(["energy_import_kwh"]))["energy_import_kwh"] > 0
+        assert driver.channel.stats.noise_bytes > 0
+
+
+async def test_unknown_di_is_reported_per_quantity() -> None:
+    async with meter_on_bus(seed=51) as (_, driver):
+        driver.plan["bogus"] = "7F000000"
+        values = await driver.read(["bogus", "energy_import_kwh"])
+        assert (
+            "energy_import_kwh" in values
+            and driver.unsupported["bogus"] == "meter refused: no requested data"
+        )
+        with pytest.raises(MeterRefused):
+            await driver.read_di("7F000000")
+
+
+async def test_channel_errors_are_one_line() -> None:
+    channel = open_channel("tcp://127.0.0.1:1")
+    with pytest.raises(ChannelUnavailable, match="cannot connect"):
+        await channel.open()
+    serial_channel = open_channel("serial:///dev/does-not-exist?baud=2400")
+    with pytest.raises(ChannelUnavailable, match="port busy or missing"):
+        await serial_channel.open()
+    for url, message in [
+        ("ftp://x", "unsupported channel scheme"),
+        ("tcp://host", "needs host and port"),
+        ("serial:///dev/x?baud=fast", "bad number"),
+        ("serial:///dev/x?speed=1", "unknown"),
+    ]:
+        with pytest.raises(ChannelUrlError, match=message):
+            parse_channel_url(url)
+    config = parse_channel_url("serial:///dev/ttyUSB0?baud=1200&parity=E&gap_ms=80")
+    assert (config.baud, config.bits_per_char, config.gap_s) == (1200, 11, 0.08)
