@@ -8,6 +8,7 @@ with ``credentials_for(address)``, or None.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from headend.drivers.base import (
@@ -23,13 +24,17 @@ from headend.drivers.base import (
     SwitchResult,
 )
 from headend.drivers.dlt645 import Dlt645Driver
+from headend.secrets import MeterSecrets
 
 EDITIONS = {"dlt645": 2007, "dlt645-2007": 2007, "dlt645-1997": 1997}
 
 
 def _credentials(secrets: Any, address: str) -> Credentials | None:
-    if secrets is None or isinstance(secrets, Credentials):
+    """``secrets`` may be Credentials, a MeterSecrets, a secrets file path, or None (environment only)."""
+    if isinstance(secrets, Credentials):
         return secrets
+    if secrets is None or isinstance(secrets, str | Path):
+        secrets = MeterSecrets.load(secrets)
     return secrets.credentials_for(address)
 
 

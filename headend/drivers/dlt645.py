@@ -63,7 +63,10 @@ class Dlt645Driver:
         self.channel = channel
         self.address = address
         self.edition = edition
-        self.plan: dict[str, str] = load_model(model or f"dlt645-{edition}")["quantities"]
+        editions = load_model(model or "dlt645-generic").get("editions", {})
+        if str(edition) not in editions:
+            raise NotSupported(f"meter model {model!r} has no DL/T 645-{edition} read plan")
+        self.plan: dict[str, str] = dict(editions[str(edition)])
         self.credentials = credentials
         self.utc_offset = utc_offset
         self.turnaround_s = turnaround_s

@@ -124,20 +124,28 @@ async def test_keep_power_and_wrong_password_are_refused() -> None:
 
 
 async def test_clock_sync_broadcast_and_write() -> None:
-    async with meter_on_bus(meters=2, seed=48, clock_offsets_s={0: 120.0}) as (bus, driver):
-        now = dt.datetime.now(dt.UTC)
-        boundary_safe = now.replace(minute=(now.minute // 15) * 15 + 7, second=0, microsecond=0)
-        result = await driver.sync_clock(boundary_safe + (now - now))
-        if result.action == "skipped":  # local midnight window: nothing may be sent
-            assert "midnight" in result.reason
-            return
-        assert result.action == "broadcast" and abs(result.drift_after) < dt.timedelta(seconds=5)
+    now = dt.datetime.now(dt.UTC)
+    noon = 12 - now.hour - now.minute / 60  # meters and driver agree on a zone where it is noon now
+    bus = await start_bus(BusSpec(meters=2, seed=48, clock_offsets_s={0: 120.0}, utc_offset_h=noon))
+    channel = open_channel(bus.url + "?retries=1")
+    driver = make_driver(
+        "dlt645-2007", channel, bus.meters[0].address, None, GOOD, utc_offset=dt.timedelta(hours=noon)
+    )
+    daily = {"interval": dt.timedelta(days=1)}  # boundaries only at local midnight, hours away
+    try:
+        result = await driver.sync_clock(**daily)
+        assert result.action == "broadcast" and result.drift > dt.timedelta(seconds=100)
+        assert abs(result.drift_after) < dt.timedelta(seconds=5)
         bus.meters[0].model.clock.jump(3600)
-        result = await driver.sync_clock(boundary_safe)
+        result = await driver.sync_clock(**daily)
         assert result.action == "write" and abs(result.drift_after) < dt.timedelta(seconds=5)
-        near_boundary = now.replace(minute=(now.minute // 15) * 15, second=10, microsecond=0)
         bus.meters[0].model.clock.jump(120)
-        assert (await driver.sync_clock(near_boundary)).action == "skipped"
+        guarded = await driver.sync_clock(interval=dt.timedelta(minutes=15), guard=dt.timedelta(minutes=8))
+        assert guarded.action == "skipped" and "boundary" in guarded.reason
+        assert bus.requests[0x14] == 2 and bus.requests[0x08] == 1
+    finally:
+        await channel.close()
+        await bus.stop()
 
 
 @pytest.mark.parametrize(
