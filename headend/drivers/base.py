@@ -65,6 +65,16 @@ class ProfileRecord:
 
 
 @dataclass(slots=True)
+class EventRecord:
+    """A meter event record (power down, relay trip or close), times in UTC."""
+
+    kind: str  # power_down | relay_trip | relay_close
+    occurred_at: datetime
+    ended_at: datetime | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class RelayState:
     """The relay as the meter reports it."""
 

@@ -15,6 +15,7 @@ from headend.drivers.base import (
     ClockResult,
     Credentials,
     DriverError,
+    EventRecord,
     LineError,
     MeterRefused,
     MeterTimeout,
@@ -41,6 +42,12 @@ from protocols.dlt645 import (
 from protocols.dlt645.link import address_to_wire
 
 ACTIONS = {"off": "trip", "on": "close", "close_allowed": "close_allowed"}
+# event kind -> (count DI, record DI without the occurrence byte)
+EVENT_SOURCES = {
+    "power_down": ("03110000", "031100"),
+    "relay_trip": ("1D000001", "1D00FF"),
+    "relay_close": ("1E000001", "1E00FF"),
+}
 BROADCAST_LIMIT = timedelta(minutes=5)
 PROFILE_BATCH = 8
 CLOCK_OPERATOR = "00000000"
@@ -243,6 +250,28 @@ class Dlt645Driver:
         if self.credentials is None:
             raise NotSupported(f"no password configured for meter {self.address}")
         return self.credentials
+
+    async def read_events(self, kinds: list[str], *, last: int = 3) -> list[EventRecord]:
+        """The latest ``last`` records of each event kind the meter keeps (2007 only)."""
+        if self.edition != 2007:
+            raise NotSupported("1997 meters keep no standard event records")
+        events: list[EventRecord] = []
+        for kind in kinds:
+            if kind not in EVENT_SOURCES:
+                continue
+            count_di, record_di = EVENT_SOURCES[kind]
+            count = int(await self.read_di(count_di))
+            for occurrence in range(1, min(count, last, 10) + 1):
+                record = await self.read_di(f"{record_di}{occurrence:02X}")
+                if kind == "power_down":
+                    end = record["end"]
+                    events.append(
+                        EventRecord(kind, self._utc(record["start"]), self._utc(end) if end else None)
+                    )
+                else:
+                    details = {k: v for k, v in record.items() if k != "time"}
+                    events.append(EventRecord(kind, self._utc(record["time"]), details=details))
+        return events
 
     async def relay_state(self) -> RelayState:
         """Status word 3: bit 4 relay open, bit 6 commanded open, bit 7 pre-trip alarm, bit 12 keep-power."""

@@ -91,6 +91,9 @@ async def test_switch_off_on_is_confirmed_by_read_back_with_evidence() -> None:
         on = await driver.switch("on", operator="00001234", poll_s=0.1)
         assert on.status == "confirmed" and not on.state.open and not model.relay.open
         assert bus.requests[0x1C] == 2
+        events = await driver.read_events(["relay_trip", "relay_close", "power_down"])
+        assert [e.kind for e in events] == ["relay_trip", "relay_close"]
+        assert events[0].details["operator"] == "00001234" and events[0].occurred_at.tzinfo is dt.UTC
 
 
 async def test_close_allowed_waits_for_the_customer() -> None:
