@@ -1,0 +1,110 @@
+"""The engine against simulated DL/T 645 buses over real TCP and pty, storing into real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+from headend.config import validate_config
+from headend.engine.engine import Engine
+from headend.engine.ports import DriverPort
+from headend.inventory import import_inventory, read_inventory
+from headend.store.writer import ReadingWriter
+from simulators import BusSpec, SimBus, start_bus
+
+QUANTITIES = ["energy_import_kwh", "voltage_a_v", "power_kw"]
+
+
+def engine_config() -> object:
+    return validate_config(
+        {
+            "polling": {"interval": "1h", "inventory_reload": "1h"},
+            "read_plans": {"default": {"quantities": QUANTITIES}},
+            "backfill": {"enabled": False},
+            "clock": {"enabled": False},
+            "events": {"enabled": False},
+            "metrics": {"port": 0},
+            "timeouts": {"initial": "500ms", "maximum": "1s"},
+            "health": {"quarantine_after": 2, "backoff": "1h"},
+        },
+        "test",
+    )
+
+
+def inventory_file(path: Path, buses: dict[str, SimBus]) -> Path:
+    lines = []
+    for name, bus in buses.items():
+        url = bus.url + ("?parity=N" if bus.url.startswith("serial") else "")
+        lines += ["[[channels]]", f'name = "{name}"', f'url = "{url}"', ""]
+        for meter in bus.meters:
+            lines += [
+                "[[meters]]",
+                f'channel = "{name}"',
+                'protocol = "dlt645-2007"',
+                f'address = "{meter.address}"',
+                'model = "dlt645-generic"',
+                "",
+            ]
+    path.write_text("\n".join(lines))
+    return path
+
+
+async def test_every_reading_is_stored_once_at_its_interval_and_a_dead_meter_is_isolated(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    tcp_bus = await start_bus(BusSpec(meters=4, seed=60, faults="offline=#3@0+3600"))
+    pty_bus = await start_bus(BusSpec(meters=3, seed=61, transport="pty"))
+    conn = await asyncpg.connect(pg_dsn)
+    await import_inventory(
+        conn, read_inventory(inventory_file(tmp_path / "inv.toml", {"tcp": tcp_bus, "pty": pty_bus}))
+    )
+    engine = Engine(
+        engine_config(), pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort()
+    )
+    await engine.start()
+    base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=6)
+    stamps = [base + timedelta(hours=k) for k in range(4)]
+    try:
+        for ts in stamps:
+            engine.run_cycle(ts)
+            await engine.wait_cycles()
+        engine.run_cycle(stamps[-1])  # a repeated cycle must not duplicate anything
+        await engine.wait_cycles()
+        await engine.writer.flush()
+        rows = await conn.fetch(
+            "SELECT m.address, r.ts, count(*) AS n FROM readings r JOIN meters m ON m.id = r.meter_id "
+            "WHERE r.quality = 'actual' GROUP BY 1, 2"
+        )
+        dead = tcp_bus.meters[3].address
+        healthy = {m.address for m in tcp_bus.meters[:3]} | {m.address for m in pty_bus.meters}
+        per_meter: dict[str, list[datetime]] = {}
+        for row in rows:
+            assert row["n"] == len(QUANTITIES)  # one row per quantity: nothing duplicated
+            per_meter.setdefault(row["address"], []).append(row["ts"])
+        assert set(per_meter) == healthy and dead not in per_meter
+        assert all(sorted(ts_list) == stamps for ts_list in per_meter.values())
+        stored = await conn.fetchval(
+            "SELECT value FROM readings r JOIN meters m ON m.id = r.meter_id JOIN quantities q "
+            "ON q.id = r.quantity_id WHERE m.address = $1 AND q.name = 'energy_import_kwh' AND r.ts = $2",
+            pty_bus.meters[0].address,
+            stamps[-1],
+        )
+        assert 0 < stored <= pty_bus.meters[0].model.registers.import_kwh + 0.01
+        cycles = await conn.fetch(
+            "SELECT c.name, rc.cycle_at, rc.due, rc.succeeded FROM read_cycles rc "
+            "JOIN channels c ON c.id = rc.channel_id ORDER BY rc.cycle_at"
+        )
+        tcp_cycles = [r for r in cycles if r["name"] == "tcp"]
+        assert all(r["succeeded"] == 3 for r in tcp_cycles)
+        assert all(r["due"] == r["succeeded"] for r in cycles if r["name"] == "pty")
+        # healthy meters: 5 cycles x 3 quantities; the dead meter is tried (at most 2 cycles x 2 tries)
+        # and then quarantined instead of costing every cycle a timeout
+        healthy_requests = 3 * len(QUANTITIES) * 5
+        assert healthy_requests < tcp_bus.requests[0x11] <= healthy_requests + 4
+    finally:
+        await engine.stop()
+        await conn.close()
+        await tcp_bus.stop()
+        await pty_bus.stop()
