@@ -127,7 +127,7 @@ async def naive_baseline(dsn: str, url: str, addresses: list[str]) -> float:
     sid = await conn.fetchval("SELECT id FROM reading_sources WHERE name = 'poll'")
     started = time.perf_counter()
     for address in addresses:
-        meter = MeterSpec(meter_ids[address], 0, "dlt645-2007", address, None, "bench", T0)
+        meter = MeterSpec(meter_ids[address], 0, "dlt645-2007", address, None, "dlt645-generic", T0)
         value = values_of(await port.make_driver(channel, meter).read(["energy_import_kwh"]))[
             "energy_import_kwh"
         ]
@@ -136,7 +136,7 @@ async def naive_baseline(dsn: str, url: str, addresses: list[str]) -> float:
             "($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             meter.id,
             qid,
-            T0 - timedelta(days=1),
+            T0 + timedelta(days=1),  # same partition week as the cycles, a distinct interval
             value,
             sid,
         )
@@ -154,13 +154,22 @@ def part_fleet(dsn: str, base: Path, meters: int, channels: int) -> None:
     try:
         for c in range(channels):
             proc, info = start_sim(
-                ["--meters", str(per_channel), "--tcp", "127.0.0.1:0", "--seed", str(c + 1)]
+                [
+                    "--meters",
+                    str(per_channel),
+                    "--tcp",
+                    "127.0.0.1:0",
+                    "--seed",
+                    str(c + 1),
+                    "--history-days",
+                    "1",
+                ]
             )
             sims.append((proc, info["url"], meter_addresses(info)))
         inventory = Inventory(
             [ChannelEntry(name=f"bus-{c}", url=url) for c, (_p, url, _a) in enumerate(sims)],
             [
-                MeterEntry(channel=f"bus-{c}", protocol="dlt645-2007", address=a, model="bench")
+                MeterEntry(channel=f"bus-{c}", protocol="dlt645-2007", address=a, model="dlt645-generic")
                 for c, (_p, _u, addrs) in enumerate(sims)
                 for a in addrs
             ],
@@ -190,11 +199,12 @@ def part_bus(dsn: str, base: Path) -> None:
     )
     try:
         addresses = meter_addresses(info)
-        url = info["url"] if "?" in info["url"] else f"{info['url']}?baud=2400&parity=E"
+        # a pty cannot take parity E here (termios EINVAL): the simulator's line timing models 8E1
+        url = f"{info['url']}?baud=2400&parity=N&gap_ms=5"
         inventory = Inventory(
             [ChannelEntry(name="bus-2400", url=url)],
             [
-                MeterEntry(channel="bus-2400", protocol="dlt645-2007", address=a, model="bench")
+                MeterEntry(channel="bus-2400", protocol="dlt645-2007", address=a, model="dlt645-generic")
                 for a in addresses
             ],
         )

@@ -95,6 +95,7 @@ def sim_dlt645(
     load_scale: Annotated[
         float, typer.Option(help="Multiply consumption (make it visible in short runs).")
     ] = 1.0,
+    history_days: Annotated[int, typer.Option(min=0, help="Days of 15-minute load profile in memory.")] = 7,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object once listening.")] = False,
 ) -> None:
     """Run one DL/T 645 bus in the foreground until Ctrl-C / SIGTERM."""
@@ -113,6 +114,7 @@ def sim_dlt645(
         phases=phases,
         turnaround_s=turnaround,
         load_scale=load_scale,
+        history_days=history_days,
         **_endpoint(tcp, pty),
     )
     _start([spec], as_json)

@@ -236,7 +236,8 @@ class Channel:
         try:
             while (remaining := deadline - time.monotonic()) > 0:
                 try:
-                    chunk = await asyncio.wait_for(self._incoming.get(), remaining)
+                    async with asyncio.timeout(remaining):
+                        chunk = await self._incoming.get()
                 except TimeoutError:
                     break
                 if not chunk:
