@@ -40,6 +40,14 @@ def _auth(password_level: int, password: str, operator: str | None = None) -> by
     return data
 
 
+def encode_value(di: str, value: Any, edition: int = 2007) -> bytes:
+    """The data bytes of ``value`` for ``di``, encoded with the DI catalogue."""
+    item = lookup(di, edition)
+    if item is None:
+        raise EncodeError(f"DI {di} is not in the {edition} catalogue; pass raw=bytes")
+    return item.encode(value)
+
+
 def build_read(address: str, di: str, edition: int = 2007) -> bytes:
     """A read request for one data identifier (2007: 0x11, 1997: 0x01), with 4×FE preamble."""
     function = fc.READ if _edition(edition) == 2007 else fc.READ_1997
@@ -86,10 +94,7 @@ def build_write(
     ``value`` is encoded with the DI table; pass ``raw`` for items the table lacks.
     """
     if raw is None:
-        item = lookup(di, edition)
-        if item is None:
-            raise EncodeError(f"DI {di} is not in the {edition} catalogue; pass raw=bytes")
-        raw = item.encode(value)
+        raw = encode_value(di, value, edition)
     if _edition(edition) == 2007:
         if operator is None:
             raise EncodeError("a 2007 write needs an operator code")
@@ -225,10 +230,7 @@ def build_read_response(
 ) -> bytes:
     """A read reply: DI + value encoded with the DI table (or ``raw``); with ``seq`` a follow-up reply."""
     if raw is None:
-        item = lookup(di, edition)
-        if item is None:
-            raise EncodeError(f"DI {di} is not in the {edition} catalogue; pass raw=bytes")
-        raw = item.encode(value)
+        raw = encode_value(di, value, edition)
     if _edition(edition) == 2007:
         function = fc.READ if seq is None else fc.READ_FOLLOWUP
         tail = b"" if seq is None else bytes((seq,))
@@ -257,10 +259,7 @@ def build_read_reply_frames(
     follow-up flag (2007: B1, B2…, 92; 1997: A1, A2…, 82).
     """
     if raw is None:
-        item = lookup(di, edition)
-        if item is None:
-            raise EncodeError(f"DI {di} is not in the {edition} catalogue; pass raw=bytes")
-        raw = item.encode(value)
+        raw = encode_value(di, value, edition)
     overhead = 5 if edition == 2007 else 2
     chunk = max(1, max_data - overhead)
     pieces = [raw[i : i + chunk] for i in range(0, len(raw), chunk)] or [b""]
