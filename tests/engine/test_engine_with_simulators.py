@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -108,3 +109,66 @@ async def test_every_reading_is_stored_once_at_its_interval_and_a_dead_meter_is_
         await conn.close()
         await tcp_bus.stop()
         await pty_bus.stop()
+
+
+async def test_meter_back_from_an_outage_is_backfilled_from_its_load_profile(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    bus = await start_bus(BusSpec(meters=2, seed=62))
+    conn = await asyncpg.connect(pg_dsn)
+    inventory = inventory_file(tmp_path / "inv.toml", {"bus": bus})
+    installed = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    inventory.write_text(
+        inventory.read_text().replace(
+            'model = "dlt645-generic"', f'model = "dlt645-generic"\ninstalled_at = "{installed}"'
+        )
+    )
+    await import_inventory(conn, read_inventory(inventory))
+    config = validate_config(
+        {
+            "polling": {"interval": "15m", "inventory_reload": "1h"},
+            "read_plans": {"default": {"quantities": ["energy_import_kwh"]}},
+            "backfill": {"enabled": True, "lookback": "2h", "retry_every": "1h"},
+            "clock": {"enabled": False},
+            "events": {"enabled": False},
+            "metrics": {"port": 0},
+            "timeouts": {"initial": "300ms", "maximum": "1s"},
+            "health": {"quarantine_after": 10},
+        },
+        "test",
+    )
+    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    returning = bus.meters[0]
+    now = datetime.now(UTC)
+    last = now.replace(minute=(now.minute // 15) * 15, second=0, microsecond=0)
+    stamps = [last - timedelta(minutes=15 * k) for k in (4, 3, 2, 1)]
+    try:
+        returning.model.offline = True
+        await engine.start()
+        for ts in stamps[:3]:
+            engine.run_cycle(ts)
+            await engine.wait_cycles()
+        returning.model.offline = False
+        engine.run_cycle(stamps[3])
+        await engine.wait_cycles()
+        deadline = asyncio.get_running_loop().time() + 20
+        query = (
+            "SELECT r.ts, r.value, r.quality FROM readings r JOIN meters m ON m.id = r.meter_id "
+            "WHERE m.address = $1 AND r.ts = ANY($2::timestamptz[]) ORDER BY r.ts"
+        )
+        while True:
+            await engine.writer.flush()
+            rows = await conn.fetch(query, returning.address, stamps)
+            if len(rows) == 4 or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert [r["ts"] for r in rows] == stamps
+        assert [r["quality"] for r in rows] == ["backfilled"] * 3 + ["actual"]
+        profile = {
+            (p.time - timedelta(hours=8)).replace(tzinfo=UTC): p.import_kwh for p in returning.model.profile
+        }
+        assert [r["value"] for r in rows[:3]] == [profile[ts] for ts in stamps[:3]]
+    finally:
+        await engine.stop()
+        await conn.close()
+        await bus.stop()
