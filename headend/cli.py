@@ -27,6 +27,8 @@ def version() -> None:
 
 def _register_commands() -> None:
     """Attach every command module to the application (one line per module)."""
+    from headend.commands import field as field_commands
+    field_commands.register(app)
     from headend.commands import sim as sim_commands
     sim_commands.register(app)
     from headend.commands import decode as decode_commands

@@ -1,0 +1,107 @@
+"""The field-engineer CLI (`headend read|switch|clock|profile|scan`) as a real process against simulators."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+
+from simulators import BusSpec, start_bus
+
+PASSWORD = "271828"
+
+
+async def headend(*args: str) -> tuple[int, str, str]:
+    """Run the CLI in a subprocess while this event loop keeps serving the simulated bus."""
+    env = os.environ | {"HEADEND_METER_PASSWORD": PASSWORD}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "headend.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_read_quantities_and_dis_as_json() -> None:
+    async with await start_bus(BusSpec(meters=2, seed=70)) as bus:
+        meter = bus.meters[1]
+        code, out, err = await headend(
+            "read", bus.url, "-a", meter.address, "energy_import_kwh", "04000503", "bogus", "--json"
+        )
+        assert code == 0, err
+        result = json.loads(out)
+        assert abs(result["values"]["energy_import_kwh"] - meter.model.registers.import_kwh) < 0.05
+        assert result["values"]["04000503"]["relay_open"] is False
+        assert result["unsupported"] == {"bogus": "not in the meter model"}
+
+
+async def test_switch_dry_run_sends_nothing_then_real_switch_is_confirmed() -> None:
+    async with await start_bus(BusSpec(meters=1, seed=71, password=PASSWORD)) as bus:
+        address = bus.meters[0].address
+        code, out, _ = await headend(
+            "switch", bus.url, "off", "-a", address, "--operator", "42", "--dry-run", "--json"
+        )
+        assert code == 0 and json.loads(out)["sent"] is False
+        assert sum(bus.requests.values()) == 0
+        code, out, err = await headend("switch", bus.url, "off", "-a", address, "--operator", "42", "--json")
+        assert code == 0, err
+        result = json.loads(out)
+        assert result["status"] == "confirmed" and result["state"]["open"] is True
+        assert result["evidence"]["event_record"]["operator"] == "00000042"
+        assert PASSWORD not in out + err  # the password is never printed
+        bus.meters[0].model.relay.keep_power = True
+        code, out, _ = await headend("switch", bus.url, "on", "-a", address, "--operator", "42", "--json")
+        assert code == 0 and json.loads(out)["status"] == "confirmed"
+        code, out, err = await headend("switch", bus.url, "off", "-a", address, "--operator", "42", "--json")
+        assert PASSWORD not in out + err
+        assert code == 1 and json.loads(out) | {"state": None} == json.loads(out) | {
+            "status": "refused",
+            "reason": "keep-power active",
+            "state": None,
+        }
+
+
+async def test_clock_and_profile() -> None:
+    async with await start_bus(BusSpec(meters=1, seed=72, clock_offsets_s={0: 90.0})) as bus:
+        address = bus.meters[0].address
+        code, out, err = await headend("clock", bus.url, "-a", address, "--json")
+        assert code == 0, err
+        assert 80 < json.loads(out)["drift_s"] < 100
+        end = datetime.now(UTC).replace(second=0, microsecond=0, tzinfo=None)
+        start = end - timedelta(hours=1)
+        code, out, err = await headend(
+            "profile", bus.url, "-a", address, "--from", start.isoformat(), "--to", end.isoformat(), "--json"
+        )
+        assert code == 0, err
+        records = json.loads(out)["records"]
+        assert 3 <= len(records) <= 4 and {r["source"] for r in records} == {"load_profile"}
+
+
+async def test_scan_one_meter_line_and_candidates() -> None:
+    async with await start_bus(BusSpec(meters=1, seed=73)) as bus:
+        code, out, _ = await headend("scan", bus.url, "--json")
+        assert code == 0 and json.loads(out)["meters"] == [bus.meters[0].address]
+    async with await start_bus(BusSpec(meters=3, seed=74)) as bus:
+        wanted = [m.address for m in bus.meters[:2]] + ["000000000009"]
+        code, out, _ = await headend("scan", bus.url, "--candidates", ",".join(wanted), "--json")
+        assert code == 0 and json.loads(out)["meters"] == sorted(wanted[:2])
+    async with await start_bus(BusSpec(meters=1, seed=75, edition=1997)) as bus:
+        code, out, _ = await headend("scan", bus.url, "-p", "dlt645-1997", "--json")
+        assert code == 0 and json.loads(out)["meters"] == [bus.meters[0].address]
+
+
+async def test_errors_are_one_line_with_non_zero_exit() -> None:
+    async with await start_bus(BusSpec(meters=1, seed=76, faults="no_reply=1")) as bus:
+        code, out, err = await headend("read", bus.url, "-a", bus.meters[0].address, "energy_import_kwh")
+        assert code == 1 and out == "" and err.strip() == "error: timeout after 2 tries"
+    code, _, err = await headend("read", "ftp://nowhere", "-a", "1")
+    assert code == 1 and err.startswith("error: unsupported channel scheme")
+    code, _, err = await headend("read", "tcp://127.0.0.1:1", "-a", "1")
+    assert code == 1 and "cannot connect" in err
