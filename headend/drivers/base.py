@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -125,8 +126,9 @@ class ClockResult:
     drift_after: timedelta | None = None
 
 
+@lru_cache(maxsize=256)
 def load_model(name: str) -> dict[str, Any]:
-    """A meter model data file from config/models (``<name>.json``)."""
+    """A meter model data file from config/models (``<name>.json``), read once per process."""
     path = MODELS_DIR / f"{name}.json"
     try:
         return json.loads(path.read_text())
