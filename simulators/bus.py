@@ -30,6 +30,7 @@ from simulators.dlt645_server import Dlt645Meter, Dlt645Responder
 from simulators.endpoints import LinePacer, PtyEndpoint, TcpEndpoint, Write
 from simulators.faults import FaultInjector, FaultSpec, ScheduledFault
 from simulators.meter import SimMeter
+from simulators.modbus_server import ModbusBus
 
 DEFAULT_PASSWORD = "000000"
 
@@ -63,6 +64,7 @@ class BusSpec:
     prepaid_balance: float | None = None
     clock_offsets_s: dict[int, float] = field(default_factory=dict)  # meter index -> clock error
     addresses: list[str] | None = None
+    model: str = ""  # Modbus register map from config/models (protocol="modbus")
 
 
 def meter_addresses(seed: int, count: int) -> list[str]:
@@ -217,6 +219,8 @@ class SimBus:
         return [self.meter(selector)]
 
 
-async def start_bus(spec: BusSpec) -> SimBus:
+async def start_bus(spec: BusSpec) -> SimBus | ModbusBus:
     """Create and start a bus; use it as an async context manager or call ``stop()``."""
+    if spec.protocol == "modbus":
+        return await ModbusBus(spec).start()
     return await SimBus(spec).start()

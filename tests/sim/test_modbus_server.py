@@ -1,0 +1,139 @@
+"""Modbus simulator: pymodbus clients against every bundled model over TCP, RTU-over-TCP and a pty."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusIOException
+
+from protocols.modbus import load_modbus_model
+from simulators import BusSpec, start_bus
+from simulators.faults import FaultSpecError
+from simulators.modbus_server import ModbusBus
+
+MODELS = ["eastron_sdm630", "eastron_sdm120", "chint_dtsu666", "hiking_dds238_2_znsr"]
+
+
+@asynccontextmanager
+async def modbus_bus(**spec: object) -> AsyncIterator[tuple[ModbusBus, AsyncModbusTcpClient]]:
+    bus = await start_bus(BusSpec(protocol="modbus", **spec))  # type: ignore[arg-type]
+    assert isinstance(bus, ModbusBus)
+    scheme, rest = bus.url.split("://")
+    if scheme == "serial":
+        client = AsyncModbusSerialClient(rest, baudrate=9600, parity="N", timeout=0.5, retries=0)
+    else:
+        host, port = rest.rsplit(":", 1)
+        framer = FramerType.SOCKET if scheme == "modbus-tcp" else FramerType.RTU
+        client = AsyncModbusTcpClient(host, port=int(port), framer=framer, timeout=0.5, retries=0)
+    await client.connect()
+    try:
+        yield bus, client
+    finally:
+        client.close()
+        await bus.stop()
+
+
+async def read_all(client: AsyncModbusTcpClient, model_name: str, unit: int) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for block in load_modbus_model(model_name).reads():
+        read = client.read_holding_registers if block.function == 3 else client.read_input_registers
+        reply = await read(block.address, count=block.count, device_id=unit)
+        assert not reply.isError(), reply
+        values.update(block.decode(reply.registers))
+    return values
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_each_model_reads_values_consistent_with_the_meter(model: str) -> None:
+    async with modbus_bus(model=model, transport="modbus-tcp", meters=2) as (bus, client):
+        values = await read_all(client, model, 2)
+        meter = bus.meter(2).model
+        assert values["energy_import_kwh"] == pytest.approx(meter.registers.import_kwh, abs=0.05)
+        assert values["energy_import_kwh"] > 0
+        assert 220 < values["voltage_a_v"] < 240
+        assert 49.9 <= values["frequency_hz"] <= 50.1
+        assert 0 < values["power_kw"] < 10
+        other = await read_all(client, model, 1)
+        assert other["energy_import_kwh"] != values["energy_import_kwh"]
+        assert bus.requests[3] + bus.requests[4] == 2 * len(load_modbus_model(model).reads())
+
+
+async def test_hiking_relay_fc16_write_and_read_back_fc06_refused() -> None:
+    async with modbus_bus(model="hiking_dds238_2_znsr", transport="rtu-over-tcp", meters=3) as (bus, client):
+        meter = bus.meter(3).model
+        reply = await client.write_registers(0x1A, [0], device_id=3)
+        assert not reply.isError()
+        assert meter.relay.open and not bus.meter(2).model.relay.open
+        assert (await client.read_holding_registers(0x1A, count=1, device_id=3)).registers == [0]
+        refused = await client.write_register(0x1A, 1, device_id=3)
+        assert refused.isError() and refused.exception_code == 1
+        assert meter.relay.open
+        await client.write_registers(0x1A, [1], device_id=3)
+        assert not meter.relay.open
+        assert (await client.read_holding_registers(0x1A, count=1, device_id=3)).registers == [1]
+        bad = await client.write_registers(0x0A, [5, 5], device_id=3)
+        assert bad.isError() and bad.exception_code == 2
+
+
+async def test_meters_without_relay_refuse_writes() -> None:
+    async with modbus_bus(model="eastron_sdm630", transport="modbus-tcp") as (_bus, client):
+        reply = await client.write_registers(0, [1], device_id=1)
+        assert reply.isError() and reply.exception_code == 2
+
+
+async def test_absent_and_offline_units_are_silent() -> None:
+    async with modbus_bus(model="eastron_sdm120", transport="rtu-over-tcp", meters=2) as (bus, client):
+        with pytest.raises(ModbusIOException):
+            await client.read_input_registers(0, count=2, device_id=9)
+        bus.meter(1).model.offline = True
+        with pytest.raises(ModbusIOException):
+            await client.read_input_registers(0, count=2, device_id=1)
+        assert not (await client.read_input_registers(0, count=2, device_id=2)).isError()
+
+
+async def test_energy_grows_with_load_scale() -> None:
+    async with modbus_bus(model="eastron_sdm120", transport="modbus-tcp", load_scale=5000.0) as (
+        _bus,
+        client,
+    ):
+        first = (await read_all(client, "eastron_sdm120", 1))["energy_import_kwh"]
+        await asyncio.sleep(0.5)
+        second = (await read_all(client, "eastron_sdm120", 1))["energy_import_kwh"]
+        assert second > first
+
+
+async def test_pty_rtu_conversation() -> None:
+    async with modbus_bus(model="chint_dtsu666", transport="pty", meters=2) as (bus, client):
+        assert bus.url.startswith("serial:///dev/pts/")
+        values = await read_all(client, "chint_dtsu666", 2)
+        assert 220 < values["voltage_c_v"] < 240
+
+
+async def test_corrupt_and_no_reply_faults_are_deterministic_and_counted() -> None:
+    outcomes = []
+    for _ in range(2):
+        async with modbus_bus(
+            model="eastron_sdm120", transport="rtu-over-tcp", faults="no_reply=0.3,corrupt=0.3", seed=4
+        ) as (bus, client):
+            run = []
+            for _ in range(12):
+                try:
+                    reply = await client.read_input_registers(0, count=2, device_id=1)
+                    run.append("ok" if not reply.isError() else "error")
+                except ModbusIOException:
+                    run.append("lost")
+            outcomes.append((run, dict(bus.fault_counts)))
+    assert outcomes[0] == outcomes[1]
+    run, counts = outcomes[0]
+    assert counts["no_reply"] > 0 and counts["corrupt"] > 0
+    assert run.count("ok") == 12 - counts["no_reply"] - counts["corrupt"]
+
+
+async def test_late_fault_is_rejected_for_modbus() -> None:
+    with pytest.raises(FaultSpecError, match="late"):
+        await start_bus(BusSpec(protocol="modbus", transport="modbus-tcp", faults="late=0.1"))
