@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from protocols.models import UnknownModel
 from simulators import BusSpec, SimBus, start_bus
 from simulators.faults import FaultSpecError
 
@@ -49,7 +50,8 @@ async def _run_buses(specs: list[BusSpec], as_json: bool) -> None:
         else:
             for item in descriptions:
                 typer.echo(
-                    f"{item['protocol']} {item['edition']} bus at {item['url']}: {len(item['meters'])} meters"
+                    f"{item['protocol']} {item.get('edition', item.get('model'))} bus at {item['url']}: "
+                    f"{len(item['meters'])} meters"
                 )
                 for address in item["meters"]:
                     typer.echo(f"  {address}")
@@ -67,7 +69,7 @@ async def _run_buses(specs: list[BusSpec], as_json: bool) -> None:
 def _start(specs: list[BusSpec], as_json: bool) -> None:
     try:
         asyncio.run(_run_buses(specs, as_json))
-    except (FaultSpecError, ValueError, OSError) as exc:
+    except (FaultSpecError, ValueError, OSError, UnknownModel) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
 
@@ -116,6 +118,42 @@ def sim_dlt645(
         load_scale=load_scale,
         history_days=history_days,
         **_endpoint(tcp, pty),
+    )
+    _start([spec], as_json)
+
+
+@sim_app.command("modbus")
+def sim_modbus(
+    model: Annotated[str, typer.Option(help="Register map in config/models, e.g. eastron_sdm630.")],
+    meters: Annotated[int, typer.Option(min=1, max=247, help="Meters (unit ids 1..N) on the bus.")] = 1,
+    tcp: Annotated[str | None, typer.Option(help="Listen on HOST:PORT.")] = None,
+    pty: Annotated[
+        bool, typer.Option("--pty", help="Expose a virtual serial port (RTU; prints its path).")
+    ] = False,
+    rtu_over_tcp: Annotated[
+        bool, typer.Option("--rtu-over-tcp", help="With --tcp: RTU frames instead of MBAP.")
+    ] = False,
+    baud: Annotated[int, typer.Option(help="Serial speed (pty).")] = 9600,
+    faults: Annotated[str, typer.Option(help="Fault spec, e.g. no_reply=0.05,corrupt=0.01.")] = "",
+    seed: Annotated[int, typer.Option(help="Seed for loads and faults.")] = 1,
+    load_scale: Annotated[
+        float, typer.Option(help="Multiply consumption (make it visible in short runs).")
+    ] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object once listening.")] = False,
+) -> None:
+    """Run one Modbus bus in the foreground until Ctrl-C / SIGTERM."""
+    endpoint = _endpoint(tcp, pty)
+    if endpoint["transport"] == "tcp":
+        endpoint["transport"] = "rtu-over-tcp" if rtu_over_tcp else "modbus-tcp"
+    spec = BusSpec(
+        protocol="modbus",
+        model=model,
+        meters=meters,
+        baud=baud,
+        faults=faults,
+        seed=seed,
+        load_scale=load_scale,
+        **endpoint,
     )
     _start([spec], as_json)
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -137,3 +140,32 @@ async def test_corrupt_and_no_reply_faults_are_deterministic_and_counted() -> No
 async def test_late_fault_is_rejected_for_modbus() -> None:
     with pytest.raises(FaultSpecError, match="late"):
         await start_bus(BusSpec(protocol="modbus", transport="modbus-tcp", faults="late=0.1"))
+
+
+async def test_headend_sim_modbus_command_serves_and_stops_on_sigterm() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "headend.cli", "sim", "modbus", "--model", "hiking_dds238_2_znsr",
+        "--meters", "2", "--tcp", "127.0.0.1:0", "--json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        info = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))
+        assert info["meters"] == [1, 2] and info["url"].startswith("modbus-tcp://127.0.0.1:")
+        host, port = info["url"].split("://")[1].rsplit(":", 1)
+        async with AsyncModbusTcpClient(host, port=int(port), timeout=0.5, retries=0) as client:
+            assert not (await client.write_registers(0x1A, [0], device_id=2)).isError()
+            assert (await client.read_holding_registers(0x1A, count=1, device_id=2)).registers == [0]
+            assert (await client.read_holding_registers(0x1A, count=1, device_id=1)).registers == [1]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 15) == 0
+
+
+async def test_headend_sim_modbus_unknown_model_is_a_precise_error() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "headend.cli", "sim", "modbus", "--model", "nope", "--tcp", "127.0.0.1:0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 2 and b"unknown meter model 'nope'" in err
