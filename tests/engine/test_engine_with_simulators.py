@@ -172,3 +172,39 @@ async def test_meter_back_from_an_outage_is_backfilled_from_its_load_profile(
         await engine.stop()
         await conn.close()
         await bus.stop()
+
+
+async def test_daemon_corrects_a_drifting_meter_clock(pg_dsn: str, tmp_path: Path) -> None:
+    bus = await start_bus(BusSpec(meters=2, seed=63, clock_offsets_s={0: 150.0}))
+    conn = await asyncpg.connect(pg_dsn)
+    await import_inventory(conn, read_inventory(inventory_file(tmp_path / "inv.toml", {"bus": bus})))
+    config = validate_config(
+        {
+            "polling": {"interval": "2s", "inventory_reload": "1h"},
+            "read_plans": {"default": {"quantities": ["energy_import_kwh"]}},
+            "backfill": {"enabled": False},
+            "clock": {"enabled": True, "check_every": "1s", "max_drift": "30s"},
+            "events": {"enabled": False},
+            "metrics": {"port": 0},
+        },
+        "test",
+    )
+    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    drifting = bus.meters[0].model
+    try:
+        await engine.start()
+        # The driver never corrects within a minute of a 15-minute boundary (or near local midnight):
+        # then the daemon keeps checking every second until the window has passed.
+        deadline = asyncio.get_running_loop().time() + 600
+        query = "SELECT kind FROM events WHERE category = 'comm' AND meter_id = (SELECT id FROM meters "
+        query += "WHERE address = $1)"
+        kinds: list[str] = []
+        while abs(drifting.clock.error().total_seconds()) > 5 or "clock_corrected" not in kinds:
+            assert asyncio.get_running_loop().time() < deadline, f"clock never corrected (events: {kinds})"
+            await asyncio.sleep(0.5)
+            kinds = [r["kind"] for r in await conn.fetch(query, drifting.address)]
+        assert abs(bus.meters[1].model.clock.error().total_seconds()) < 5
+    finally:
+        await engine.stop()
+        await conn.close()
+        await bus.stop()
