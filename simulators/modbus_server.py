@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import tty
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +31,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from protocols.modbus import ModbusModel, load_modbus_model
 from simulators.clock import TimeSource
-from simulators.faults import FaultInjector, FaultSpec, FaultSpecError, ScheduledFault
+from simulators.faults import FaultInjector, FaultSpec, ScheduledFault
 from simulators.meter import RelayRefused, SimMeter
 
 if TYPE_CHECKING:
@@ -42,8 +44,15 @@ OPERATOR = "MODBUS00"
 class ModbusMeter:
     """One meter on a Modbus bus: unit id, register map and the live meter model."""
 
-    def __init__(self, unit_id: int, regmap: ModbusModel, model: SimMeter) -> None:
+    def __init__(
+        self,
+        unit_id: int,
+        regmap: ModbusModel,
+        model: SimMeter,
+        before_reply: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.unit_id = unit_id
+        self.before_reply = before_reply
         self.address = str(unit_id)
         self.regmap = regmap
         self.model = model
@@ -86,6 +95,8 @@ class ModbusMeter:
     ) -> ExcCodes | None:
         """Refresh registers on reads; emulate the relay on writes."""
         self.requests[function] += 1
+        if self.before_reply is not None:
+            await self.before_reply()
         if set_values is not None:
             return self._write(function, address, count, [int(v) for v in set_values])
         read_fc = 3 if function in (3, 6, 16) else 4
@@ -125,8 +136,9 @@ class ModbusBus:
                 f"unsupported Modbus transport {spec.transport!r} ({', '.join(MODBUS_TRANSPORTS)})"
             )
         fault_spec = FaultSpec.parse(spec.faults)
-        if "late" in fault_spec.rates:
-            raise FaultSpecError("late replies are not simulated on Modbus buses")
+        self._late_rate = fault_spec.rates.pop("late", 0.0)  # delayed in the device action, not on the wire
+        self._late_delay_s = fault_spec.late_delay_s
+        self._late_rng = random.Random(spec.seed + 2)
         self.spec = spec
         self.regmap = load_modbus_model(spec.model or "eastron_sdm120")
         self.source = TimeSource(speed=spec.speed)
@@ -144,7 +156,7 @@ class ModbusBus:
                 prepaid_balance=spec.prepaid_balance,
                 history_days=spec.history_days,
             )
-            self.meters.append(ModbusMeter(index + 1, self.regmap, model))
+            self.meters.append(ModbusMeter(index + 1, self.regmap, model, self._maybe_late))
         self._by_unit = {m.unit_id: m for m in self.meters}
         self.faults = FaultInjector(fault_spec, seed=spec.seed + 1)
         self._tasks: list[asyncio.Task[None]] = []
@@ -170,6 +182,12 @@ class ModbusBus:
 
     def meter(self, unit_id: int) -> ModbusMeter:
         return self._by_unit[unit_id]
+
+    async def _maybe_late(self) -> None:
+        """The ``late`` fault: hold the reply back by ``late_delay`` seconds (counted)."""
+        if self._late_rate and self._late_rng.random() < self._late_rate:
+            self.faults.counts["late"] += 1
+            await asyncio.sleep(self._late_delay_s)
 
     def _filter(self, sending: bool, data: bytes) -> bytes:
         """Silence absent/offline units and apply reply faults (pymodbus trace_packet hook)."""

@@ -16,7 +16,6 @@ from pymodbus.exceptions import ModbusIOException
 
 from protocols.modbus import load_modbus_model
 from simulators import BusSpec, start_bus
-from simulators.faults import FaultSpecError
 from simulators.modbus_server import ModbusBus
 
 MODELS = ["eastron_sdm630", "eastron_sdm120", "chint_dtsu666", "hiking_dds238_2_znsr"]
@@ -137,9 +136,15 @@ async def test_corrupt_and_no_reply_faults_are_deterministic_and_counted() -> No
     assert run.count("ok") == 12 - counts["no_reply"] - counts["corrupt"]
 
 
-async def test_late_fault_is_rejected_for_modbus() -> None:
-    with pytest.raises(FaultSpecError, match="late"):
-        await start_bus(BusSpec(protocol="modbus", transport="modbus-tcp", faults="late=0.1"))
+async def test_late_fault_delays_replies_past_the_client_timeout() -> None:
+    spec = {"model": "eastron_sdm120", "transport": "modbus-tcp", "faults": "late=1,late_delay=0.8"}
+    async with modbus_bus(**spec) as (bus, client):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(ModbusIOException):
+            await client.read_input_registers(0, count=2, device_id=1)
+        assert loop.time() - started < 0.8
+        assert bus.fault_counts["late"] == 1
 
 
 async def test_headend_sim_modbus_command_serves_and_stops_on_sigterm() -> None:
