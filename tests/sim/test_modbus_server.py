@@ -6,38 +6,15 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
-from pymodbus import FramerType
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
 from protocols.modbus import load_modbus_model
-from simulators import BusSpec, start_bus
-from simulators.modbus_server import ModbusBus
+from tests.support.sim import running_modbus_bus
 
 MODELS = ["eastron_sdm630", "eastron_sdm120", "chint_dtsu666", "hiking_dds238_2_znsr"]
-
-
-@asynccontextmanager
-async def modbus_bus(**spec: object) -> AsyncIterator[tuple[ModbusBus, AsyncModbusTcpClient]]:
-    bus = await start_bus(BusSpec(protocol="modbus", **spec))  # type: ignore[arg-type]
-    assert isinstance(bus, ModbusBus)
-    scheme, rest = bus.url.split("://")
-    if scheme == "serial":
-        client = AsyncModbusSerialClient(rest, baudrate=9600, parity="N", timeout=0.5, retries=0)
-    else:
-        host, port = rest.rsplit(":", 1)
-        framer = FramerType.SOCKET if scheme == "modbus-tcp" else FramerType.RTU
-        client = AsyncModbusTcpClient(host, port=int(port), framer=framer, timeout=0.5, retries=0)
-    await client.connect()
-    try:
-        yield bus, client
-    finally:
-        client.close()
-        await bus.stop()
 
 
 async def read_all(client: AsyncModbusTcpClient, model_name: str, unit: int) -> dict[str, float]:
@@ -52,7 +29,7 @@ async def read_all(client: AsyncModbusTcpClient, model_name: str, unit: int) -> 
 
 @pytest.mark.parametrize("model", MODELS)
 async def test_each_model_reads_values_consistent_with_the_meter(model: str) -> None:
-    async with modbus_bus(model=model, transport="modbus-tcp", meters=2) as (bus, client):
+    async with running_modbus_bus(model=model, transport="modbus-tcp", meters=2) as (bus, client):
         values = await read_all(client, model, 2)
         meter = bus.meter(2).model
         assert values["energy_import_kwh"] == pytest.approx(meter.registers.import_kwh, abs=0.05)
@@ -66,7 +43,10 @@ async def test_each_model_reads_values_consistent_with_the_meter(model: str) -> 
 
 
 async def test_hiking_relay_fc16_write_and_read_back_fc06_refused() -> None:
-    async with modbus_bus(model="hiking_dds238_2_znsr", transport="rtu-over-tcp", meters=3) as (bus, client):
+    async with running_modbus_bus(model="hiking_dds238_2_znsr", transport="rtu-over-tcp", meters=3) as (
+        bus,
+        client,
+    ):
         meter = bus.meter(3).model
         reply = await client.write_registers(0x1A, [0], device_id=3)
         assert not reply.isError()
@@ -83,13 +63,16 @@ async def test_hiking_relay_fc16_write_and_read_back_fc06_refused() -> None:
 
 
 async def test_meters_without_relay_refuse_writes() -> None:
-    async with modbus_bus(model="eastron_sdm630", transport="modbus-tcp") as (_bus, client):
+    async with running_modbus_bus(model="eastron_sdm630", transport="modbus-tcp") as (_bus, client):
         reply = await client.write_registers(0, [1], device_id=1)
         assert reply.isError() and reply.exception_code == 2
 
 
 async def test_absent_and_offline_units_are_silent() -> None:
-    async with modbus_bus(model="eastron_sdm120", transport="rtu-over-tcp", meters=2) as (bus, client):
+    async with running_modbus_bus(model="eastron_sdm120", transport="rtu-over-tcp", meters=2) as (
+        bus,
+        client,
+    ):
         with pytest.raises(ModbusIOException):
             await client.read_input_registers(0, count=2, device_id=9)
         bus.meter(1).model.offline = True
@@ -99,7 +82,7 @@ async def test_absent_and_offline_units_are_silent() -> None:
 
 
 async def test_energy_grows_with_load_scale() -> None:
-    async with modbus_bus(model="eastron_sdm120", transport="modbus-tcp", load_scale=5000.0) as (
+    async with running_modbus_bus(model="eastron_sdm120", transport="modbus-tcp", load_scale=5000.0) as (
         _bus,
         client,
     ):
@@ -110,7 +93,7 @@ async def test_energy_grows_with_load_scale() -> None:
 
 
 async def test_pty_rtu_conversation() -> None:
-    async with modbus_bus(model="chint_dtsu666", transport="pty", meters=2) as (bus, client):
+    async with running_modbus_bus(model="chint_dtsu666", transport="pty", meters=2) as (bus, client):
         assert bus.url.startswith("serial:///dev/pts/")
         values = await read_all(client, "chint_dtsu666", 2)
         assert 220 < values["voltage_c_v"] < 240
@@ -119,7 +102,7 @@ async def test_pty_rtu_conversation() -> None:
 async def test_corrupt_and_no_reply_faults_are_deterministic_and_counted() -> None:
     outcomes = []
     for _ in range(2):
-        async with modbus_bus(
+        async with running_modbus_bus(
             model="eastron_sdm120", transport="rtu-over-tcp", faults="no_reply=0.3,corrupt=0.3", seed=4
         ) as (bus, client):
             run = []
@@ -138,7 +121,7 @@ async def test_corrupt_and_no_reply_faults_are_deterministic_and_counted() -> No
 
 async def test_late_fault_delays_replies_past_the_client_timeout() -> None:
     spec = {"model": "eastron_sdm120", "transport": "modbus-tcp", "faults": "late=1,late_delay=0.8"}
-    async with modbus_bus(**spec) as (bus, client):
+    async with running_modbus_bus(**spec) as (bus, client):
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(ModbusIOException):

@@ -1,4 +1,4 @@
-"""Test helpers for simulated buses: a raw byte client over TCP or pty (no head-end code involved)."""
+"""Test helpers for simulated buses: a raw byte client over TCP or pty, a pymodbus client for Modbus buses."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+
 from protocols.dlt645 import Deframer, Frame, decode
 from simulators import BusSpec, SimBus, start_bus
+from simulators.modbus_server import ModbusBus
 
 
 class RawClient:
@@ -87,4 +91,28 @@ async def running_bus(**spec: object) -> AsyncIterator[tuple[SimBus, RawClient]]
         yield bus, client
     finally:
         await client.close()
+        await bus.stop()
+
+
+def modbus_client(url: str, timeout: float = 0.5) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+    """A pymodbus client (not connected) for a Modbus bus url: modbus-tcp://, rtu-over-tcp:// or serial://."""
+    scheme, rest = url.split("://", 1)
+    if scheme == "serial":
+        return AsyncModbusSerialClient(rest, baudrate=9600, parity="N", timeout=timeout, retries=0)
+    host, port = rest.rsplit(":", 1)
+    framer = FramerType.SOCKET if scheme == "modbus-tcp" else FramerType.RTU
+    return AsyncModbusTcpClient(host, port=int(port), framer=framer, timeout=timeout, retries=0)
+
+
+@asynccontextmanager
+async def running_modbus_bus(**spec: object) -> AsyncIterator[tuple[ModbusBus, AsyncModbusTcpClient]]:
+    """A started Modbus bus (``BusSpec`` fields, protocol="modbus") and a connected pymodbus client."""
+    bus = await start_bus(BusSpec(protocol="modbus", **spec))  # type: ignore[arg-type]
+    assert isinstance(bus, ModbusBus)
+    client = modbus_client(bus.url)
+    await client.connect()
+    try:
+        yield bus, client  # type: ignore[misc]
+    finally:
+        client.close()
         await bus.stop()
