@@ -6,13 +6,14 @@ import asyncio
 import json
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
 from protocols.modbus import load_modbus_model
-from tests.support.sim import running_modbus_bus
+from tests.support.sim import modbus_client, running_modbus_bus
 
 MODELS = ["eastron_sdm630", "eastron_sdm120", "chint_dtsu666", "hiking_dds238_2_znsr"]
 
@@ -157,3 +158,36 @@ async def test_headend_sim_modbus_unknown_model_is_a_precise_error() -> None:
     )  # fmt: skip
     _out, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 2 and b"unknown meter model 'nope'" in err
+
+
+async def test_keep_power_refuses_a_trip_with_device_failure() -> None:
+    async with running_modbus_bus(model="hiking_dds238_2_znsr", transport="modbus-tcp") as (bus, client):
+        bus.meter(1).model.relay.keep_power = True
+        reply = await client.write_registers(0x1A, [0], device_id=1)
+        assert reply.isError() and reply.exception_code == 4
+        assert not bus.meter(1).model.relay.open
+
+
+async def test_headend_sim_fleet_runs_modbus_buses(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(
+        '[[bus]]\nprotocol = "modbus"\nmodel = "eastron_sdm630"\ntransport = "modbus-tcp"\nmeters = 2\n\n'
+        '[[bus]]\nprotocol = "modbus"\nmodel = "chint_dtsu666"\ntransport = "rtu-over-tcp"\nmeters = 1\n'
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "headend.cli", "sim", "fleet", str(fleet), "--json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        buses = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))["buses"]
+        assert [b["model"] for b in buses] == ["eastron_sdm630", "chint_dtsu666"]
+        for bus in buses:
+            client = modbus_client(bus["url"])
+            await client.connect()
+            values = await read_all(client, bus["model"], bus["meters"][-1])
+            client.close()
+            assert 220 < values["voltage_b_v"] < 240
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 15) == 0
