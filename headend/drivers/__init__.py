@@ -25,6 +25,7 @@ from headend.drivers.base import (
     SwitchResult,
 )
 from headend.drivers.dlt645 import Dlt645Driver
+from headend.drivers.modbus import ModbusDriver
 from headend.secrets import MeterSecrets
 
 EDITIONS = {"dlt645": 2007, "dlt645-2007": 2007, "dlt645-1997": 1997}
@@ -41,8 +42,10 @@ def _credentials(secrets: Any, address: str) -> Credentials | None:
 
 def make_driver(
     protocol: str, channel: Any, address: Any, model: str | None = None, secrets: Any = None, **options: Any
-) -> Dlt645Driver:
+) -> Dlt645Driver | ModbusDriver:
     """The driver for one meter on ``channel``."""
+    if protocol == "modbus":
+        return ModbusDriver(channel, int(address), model=model or "eastron_sdm120")
     if protocol in EDITIONS:
         return Dlt645Driver(
             channel,
@@ -64,6 +67,7 @@ __all__ = [
     "LineError",
     "MeterRefused",
     "MeterTimeout",
+    "ModbusDriver",
     "NotSupported",
     "ProfileRecord",
     "RelayState",

@@ -11,14 +11,19 @@ from headend.transport.channel import (
     ChannelUnavailable,
     ExchangeTimeout,
 )
+from headend.transport.modbus import ModbusChannel, ModbusError
 from headend.transport.url import ChannelConfig, ChannelUrlError, parse_channel_url
 
 
-def open_channel(url: str) -> Channel:
-    """A channel for ``url`` (not yet connected: it opens on first use or with ``await channel.open()``)."""
+def open_channel(url: str) -> Channel | ModbusChannel:
+    """A channel for ``url`` (not yet connected: it opens on first use or with ``await channel.open()``).
+
+    ``serial://`` and ``tcp://`` carry raw frames (DL/T 645); ``modbus-tcp://`` and ``rtu-over-tcp://``
+    are Modbus gateways served by pymodbus.
+    """
     config = parse_channel_url(url)
-    if config.scheme not in ("serial", "tcp"):
-        raise ChannelUrlError(f"{config.scheme} channels are not supported yet (serial and tcp are)")
+    if config.scheme in ("modbus-tcp", "rtu-over-tcp"):
+        return ModbusChannel(config)
     return Channel(config)
 
 
@@ -30,6 +35,8 @@ __all__ = [
     "ChannelUnavailable",
     "ChannelUrlError",
     "ExchangeTimeout",
+    "ModbusChannel",
+    "ModbusError",
     "open_channel",
     "parse_channel_url",
 ]

@@ -1,0 +1,132 @@
+"""The Modbus meter driver: register maps from config/models, batched reads, relay write + read-back."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from headend.drivers.base import (
+    ClockResult,
+    EventRecord,
+    MeterRefused,
+    MeterTimeout,
+    NotSupported,
+    ProfileRecord,
+    RelayState,
+    SwitchResult,
+)
+from headend.transport import ExchangeTimeout, ModbusChannel, ModbusError
+from protocols.modbus import load_modbus_model
+
+EXCEPTION_TEXT = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "device failure",
+}
+
+
+class ModbusDriver:
+    """One Modbus meter (unit id) behind a Modbus channel."""
+
+    def __init__(self, channel: ModbusChannel, unit_id: int, *, model: str) -> None:
+        self.channel = channel
+        self.unit_id = unit_id
+        self.address = str(unit_id)
+        self.model = load_modbus_model(model)
+        self.unsupported: dict[str, str] = {}
+        self.last_rtt_s: float | None = None
+
+    async def _call(
+        self, function: int, address: int, count: int = 1, values: list[int] | None = None
+    ) -> list[int]:
+        try:
+            return await self.channel.call(function, address, unit=self.unit_id, count=count, values=values)
+        except ExchangeTimeout as exc:
+            raise MeterTimeout(str(exc)) from None
+        except ModbusError as exc:
+            raise MeterRefused([EXCEPTION_TEXT.get(exc.code, f"exception {exc.code}")]) from None
+
+    async def read(self, quantities: list[str]) -> dict[str, float]:
+        """Read canonical quantities; adjacent registers are read in one request."""
+        self.unsupported = {q: "not in the meter model" for q in quantities if q not in self.model.points}
+        known = [q for q in quantities if q in self.model.points]
+        values: dict[str, float] = {}
+        for block in self.model.reads(known):
+            try:
+                registers = await self._call(block.function, block.address, block.count)
+            except MeterRefused as exc:
+                for point in block.points:
+                    self.unsupported[point.name] = str(exc)
+                continue
+            values.update(block.decode(registers))
+        if "relay" in values and self.model.relay is not None:
+            closed = self.model.relay.is_closed(int(values["relay"]))
+            values["relay"] = 1.0 if closed else 0.0
+        return values
+
+    async def read_profile(self, start: datetime, end: datetime) -> list[ProfileRecord]:
+        raise NotSupported(f"{self.model.name} keeps no load profile")
+
+    async def read_clock(self) -> datetime:
+        raise NotSupported(f"{self.model.name} has no readable clock")
+
+    async def sync_clock(self, now: datetime | None = None, **_: Any) -> ClockResult:
+        raise NotSupported(f"{self.model.name} has no settable clock")
+
+    async def read_events(self, kinds: list[str]) -> list[EventRecord]:
+        raise NotSupported(f"{self.model.name} keeps no event records")
+
+    async def relay_state(self) -> RelayState:
+        """The relay register read back."""
+        relay = self._relay()
+        (value,) = await self._call(relay.readback_function, relay.readback, 1)
+        closed = relay.is_closed(value)
+        if closed is None:
+            raise MeterRefused([f"unexpected relay register value {value}"])
+        return RelayState(open=not closed, raw=value)
+
+    def _relay(self) -> Any:
+        if self.model.relay is None:
+            raise NotSupported(f"{self.model.name} has no relay")
+        return self.model.relay
+
+    async def switch(
+        self, action: str, *, operator: str, confirm_timeout_s: float = 10.0, poll_s: float = 0.5
+    ) -> SwitchResult:
+        """Write the relay register (the model's function, e.g. FC16 for Hiking) and read it back."""
+        if action not in ("off", "on"):
+            return SwitchResult("failed", action, reason=f"{action} is not available on Modbus relays")
+        try:
+            relay = self._relay()
+        except NotSupported as exc:
+            return SwitchResult("failed", action, reason=str(exc))
+        value = relay.value_for(action == "on")
+        evidence: dict[str, Any] = {
+            "operator": operator,
+            "register": relay.address,
+            "written": value,
+            "function": relay.write_function,
+        }
+        try:
+            await self._call(relay.write_function, relay.address, 1, [value])
+            evidence["ack"] = True
+        except MeterRefused as exc:
+            return SwitchResult("refused", action, None, str(exc), evidence)
+        except MeterTimeout:
+            evidence["ack"] = False
+        deadline = asyncio.get_running_loop().time() + confirm_timeout_s
+        state = None
+        while True:
+            try:
+                state = await self.relay_state()
+            except MeterTimeout:
+                state = None
+            if state is not None and state.open == (action == "off"):
+                evidence["read_back"] = state.raw
+                return SwitchResult("confirmed", action, state, "", evidence)
+            if asyncio.get_running_loop().time() >= deadline:
+                status = "unconfirmed" if evidence.get("ack") else "failed"
+                return SwitchResult(status, action, state, "relay register did not reach the state", evidence)
+            await asyncio.sleep(poll_s)
