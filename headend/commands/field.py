@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -17,9 +18,16 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from headend.drivers import Dlt645Driver, DriverError, make_driver
+from headend.drivers import DriverError, make_driver
 from headend.secrets import MeterSecrets, SecretsError
-from headend.transport import Channel, ChannelError, ChannelUrlError, open_channel
+from headend.transport import (
+    Channel,
+    ChannelError,
+    ChannelUrlError,
+    ModbusChannel,
+    open_channel,
+    parse_channel_url,
+)
 from protocols.dlt645 import BROADCAST_ADDRESS, Deframer, DLT645Error, build_read, build_read_address, decode
 from protocols.dlt645.frame import jsonable
 
@@ -41,14 +49,18 @@ class FieldError(Exception):
 
 def _driver(
     url: str, protocol: str, address: str | None, unit: int | None, model: str | None, secrets: str | None
-) -> tuple[Channel, Dlt645Driver]:
+) -> tuple[Any, Any]:
     if protocol not in PROTOCOLS:
         raise FieldError(f"--protocol must be one of {', '.join(PROTOCOLS)}")
+    channel = open_channel(url)
     if protocol == "modbus":
-        raise FieldError("Modbus meters are not supported by this build yet")
+        if unit is None:
+            raise FieldError("--unit is required for Modbus meters")
+        if not isinstance(channel, ModbusChannel):
+            raise FieldError("Modbus meters need a modbus-tcp:// or rtu-over-tcp:// channel URL")
+        return channel, make_driver("modbus", channel, unit, model)
     if not address:
         raise FieldError("--address is required for DL/T 645 meters")
-    channel = open_channel(url)
     return channel, make_driver(protocol, channel, address.rjust(12, "0"), model, MeterSecrets.load(secrets))
 
 
@@ -93,11 +105,12 @@ def read_command(
     async def work() -> dict[str, Any]:
         channel, driver = _driver(url, protocol, address, unit, model, secrets)
         try:
-            names = items or list(driver.plan)
+            names = items or list(driver.model.points if protocol == "modbus" else driver.plan)
             values: dict[str, Any] = {}
             unsupported: dict[str, str] = {}
             for name in names:
-                if name in driver.plan or not all(c in "0123456789abcdefABCDEF" for c in name):
+                is_di = protocol != "modbus" and all(c in "0123456789abcdefABCDEF" for c in name)
+                if not is_di:
                     got = await driver.read([name])
                     values.update(got)
                     unsupported.update(driver.unsupported)
@@ -148,6 +161,14 @@ def switch_command(
         if action not in ("off", "on", "close_allowed"):
             raise FieldError("action must be off, on or close-allowed")
         if dry_run:
+            if protocol == "modbus":
+                return {
+                    "status": "dry-run",
+                    "action": action,
+                    "unit": driver.unit_id,
+                    "operator": operator,
+                    "sent": False,
+                }
             if driver.credentials is None:
                 raise FieldError(f"no password configured for meter {driver.address}")
             return {
@@ -249,13 +270,18 @@ def scan_command(
     url: Url,
     protocol: Protocol = "dlt645-2007",
     candidates: Annotated[str | None, typer.Option(help="Comma-separated addresses to probe.")] = None,
+    model: Model = None,
+    units: Annotated[str, typer.Option(help="Modbus unit ids to sweep, e.g. 1-32.")] = "1-32",
     as_json: Json = False,
 ) -> None:
     """Find meters on a bus: 0x13 on a one-meter line, a candidate list, or a 1997 read on 99..99."""
 
     async def work() -> dict[str, Any]:
         if protocol == "modbus":
-            raise FieldError("Modbus unit-id sweeps are not supported by this build yet")
+            return {
+                "protocol": protocol,
+                "units": await _sweep(url, model or "eastron_sdm120", units, as_json),
+            }
         if protocol not in PROTOCOLS:
             raise FieldError(f"--protocol must be one of {', '.join(PROTOCOLS)}")
         edition = 1997 if protocol == "dlt645-1997" else 2007
@@ -284,10 +310,38 @@ def scan_command(
 
     result = _run(work)
     table = Table(title="meters found")
-    table.add_column("address")
-    for address in result["meters"]:
-        table.add_row(address)
+    table.add_column("address / unit")
+    for found in result.get("meters", result.get("units", [])):
+        table.add_row(str(found))
     _print(result, as_json, table)
+
+
+async def _sweep(url: str, model: str, units: str, quiet: bool) -> list[int]:
+    """Modbus unit ids that answer a read of the model's first point."""
+    first, _, last = units.partition("-")
+    try:
+        ids = range(int(first), int(last or first) + 1)
+    except ValueError:
+        raise FieldError(f"--units wants a range like 1-32, got {units!r}") from None
+    config = parse_channel_url(url)
+    if config.scheme not in ("modbus-tcp", "rtu-over-tcp"):
+        raise FieldError("Modbus sweeps need a modbus-tcp:// or rtu-over-tcp:// channel URL")
+    channel = ModbusChannel(replace(config, retries=0))  # an absent unit id is silent: do not retry it
+    found = []
+    try:
+        with Progress(transient=True, disable=quiet) as progress:
+            task = progress.add_task("sweeping unit ids", total=len(ids))
+            for unit in ids:
+                driver = make_driver("modbus", channel, unit, model)
+                try:
+                    await driver.read([next(iter(driver.model.points))])
+                    found.append(unit)
+                except DriverError:
+                    pass
+                progress.advance(task)
+    finally:
+        await channel.close()
+    return found
 
 
 async def _probe(channel: Channel, request: bytes) -> list[str]:

@@ -105,3 +105,20 @@ async def test_errors_are_one_line_with_non_zero_exit() -> None:
     assert code == 1 and err.startswith("error: unsupported channel scheme")
     code, _, err = await headend("read", "tcp://127.0.0.1:1", "-a", "1")
     assert code == 1 and "cannot connect" in err
+
+
+async def test_modbus_read_switch_and_unit_sweep() -> None:
+    spec = BusSpec(protocol="modbus", model="hiking_dds238_2_znsr", transport="modbus-tcp", meters=2, seed=77)
+    async with await start_bus(spec) as bus:
+        args = ("-p", "modbus", "--model", "hiking_dds238_2_znsr")
+        code, out, err = await headend("read", bus.url, *args, "--unit", "2", "energy_import_kwh", "--json")
+        assert code == 0, err
+        assert json.loads(out)["values"]["energy_import_kwh"] > 0
+        code, out, err = await headend(
+            "switch", bus.url, "off", *args, "--unit", "1", "--operator", "7", "--json"
+        )
+        assert code == 0, err
+        assert json.loads(out)["status"] == "confirmed" and bus.meters[0].model.relay.open
+        code, out, err = await headend("scan", bus.url, *args, "--units", "1-4", "--json")
+        assert code == 0, err
+        assert json.loads(out)["units"] == [1, 2]
