@@ -159,6 +159,7 @@ class ModbusBus:
             self.meters.append(ModbusMeter(index + 1, self.regmap, model, self._maybe_late))
         self._by_unit = {m.unit_id: m for m in self.meters}
         self.faults = FaultInjector(fault_spec, seed=spec.seed + 1)
+        self.packets_received = 0  # every request packet on the wire, including ones for absent units
         self._tasks: list[asyncio.Task[None]] = []
         self._ptys: list[int] = []
         self._url = ""
@@ -191,7 +192,10 @@ class ModbusBus:
 
     def _filter(self, sending: bool, data: bytes) -> bytes:
         """Silence absent/offline units and apply reply faults (pymodbus trace_packet hook)."""
-        if not sending or not data:
+        if not sending:
+            self.packets_received += 1 if data else 0
+            return data
+        if not data:
             return data
         unit = data[6] if self.spec.transport == "modbus-tcp" and len(data) > 6 else data[0]
         meter = self._by_unit.get(unit)

@@ -74,8 +74,10 @@ async def test_absent_and_offline_units_are_silent() -> None:
         bus,
         client,
     ):
+        assert bus.packets_received == 0
         with pytest.raises(ModbusIOException):
             await client.read_input_registers(0, count=2, device_id=9)
+        assert bus.packets_received == 1 and sum(bus.requests.values()) == 0
         bus.meter(1).model.offline = True
         with pytest.raises(ModbusIOException):
             await client.read_input_registers(0, count=2, device_id=1)
