@@ -193,3 +193,13 @@ async def test_headend_sim_fleet_runs_modbus_buses(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 15) == 0
+
+
+async def test_three_phase_values_are_consistent() -> None:
+    async with running_modbus_bus(model="eastron_sdm630", transport="modbus-tcp", seed=3) as (_bus, client):
+        values = await read_all(client, "eastron_sdm630", 1)
+        phases = values["power_a_kw"] + values["power_b_kw"] + values["power_c_kw"]
+        assert values["power_kw"] == pytest.approx(phases, rel=1e-3)
+        for label in "abc":
+            apparent = values[f"voltage_{label}_v"] * values[f"current_{label}_a"] / 1000
+            assert values[f"power_{label}_kw"] == pytest.approx(apparent * values["pf"], rel=0.01)
