@@ -9,6 +9,7 @@ from typing import Any
 from headend.drivers.base import (
     ClockResult,
     EventRecord,
+    LineError,
     MeterRefused,
     MeterTimeout,
     NotSupported,
@@ -16,7 +17,8 @@ from headend.drivers.base import (
     RelayState,
     SwitchResult,
 )
-from headend.transport import ExchangeTimeout, ModbusChannel, ModbusError
+from headend.transport import Channel, ExchangeTimeout, ModbusChannel, ModbusError
+from headend.transport.modbus import RtuLink
 from protocols.modbus import load_modbus_model
 
 EXCEPTION_TEXT = {
@@ -30,8 +32,9 @@ EXCEPTION_TEXT = {
 class ModbusDriver:
     """One Modbus meter (unit id) behind a Modbus channel."""
 
-    def __init__(self, channel: ModbusChannel, unit_id: int, *, model: str) -> None:
+    def __init__(self, channel: ModbusChannel | Channel, unit_id: int, *, model: str) -> None:
         self.channel = channel
+        self.link = channel if isinstance(channel, ModbusChannel) else RtuLink(channel)
         self.unit_id = unit_id
         self.address = str(unit_id)
         self.model = load_modbus_model(model)
@@ -42,8 +45,10 @@ class ModbusDriver:
         self, function: int, address: int, count: int = 1, values: list[int] | None = None
     ) -> list[int]:
         try:
-            return await self.channel.call(function, address, unit=self.unit_id, count=count, values=values)
+            return await self.link.call(function, address, unit=self.unit_id, count=count, values=values)
         except ExchangeTimeout as exc:
+            if exc.noise:
+                raise LineError(f"checksum error or garbage on the line: {exc}") from None
             raise MeterTimeout(str(exc)) from None
         except ModbusError as exc:
             raise MeterRefused([EXCEPTION_TEXT.get(exc.code, f"exception {exc.code}")]) from None

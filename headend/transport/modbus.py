@@ -13,8 +13,9 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 
-from headend.transport.channel import ChannelStats, ChannelUnavailable, ExchangeTimeout
+from headend.transport.channel import Channel, ChannelStats, ChannelUnavailable, ExchangeTimeout
 from headend.transport.url import ChannelConfig
+from protocols.modbus import rtu
 
 
 class ModbusError(Exception):
@@ -116,3 +117,25 @@ class ModbusChannel:
         if function == 5:
             return await client.write_coil(address, bool((values or [0])[0]), device_id=unit)
         raise ValueError(f"unsupported Modbus function {function}")
+
+
+class RtuLink:
+    """Modbus RTU on a raw channel (serial port or transparent serial server) shared with DL/T 645."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.label = channel.label
+
+    async def call(
+        self, function: int, address: int, *, unit: int, count: int = 1, values: list[int] | None = None
+    ) -> list[int]:
+        """Same contract as ``ModbusChannel.call``, framed with protocols.modbus.rtu on the raw channel."""
+        request = rtu.build_request(unit, function, address, count, values)
+        framer = rtu.RtuDeframer(unit, function, count)
+        frame, _ = await self.channel.exchange(
+            request, framer, lambda _frame: True, reply_size=rtu.reply_size(function, count)
+        )
+        result = rtu.parse_reply(frame)
+        if isinstance(result, int):
+            raise ModbusError(-result)
+        return result

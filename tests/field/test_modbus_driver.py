@@ -7,7 +7,8 @@ import datetime as dt
 import pytest
 
 from headend.drivers import MeterTimeout, NotSupported, make_driver
-from headend.transport import open_channel
+from headend.transport import ModbusChannel, open_channel
+from protocols.modbus.rtu import RtuDeframer, build_request, crc16, parse_reply
 from simulators import BusSpec, start_bus
 
 MODELS = ["eastron_sdm630", "eastron_sdm120", "chint_dtsu666", "hiking_dds238_2_znsr"]
@@ -70,3 +71,37 @@ async def test_absent_unit_times_out_and_meter_without_relay_fails_cleanly() -> 
             assert result.status == "failed" and "has no relay" in result.reason
         finally:
             await channel.close()
+
+
+@pytest.mark.parametrize("transport", ["pty", "rtu-over-tcp"])
+async def test_rtu_on_a_raw_channel_shared_with_dlt645(transport: str) -> None:
+    """RTU framed by headend on a serial port / transparent serial server (the DL/T 645 channel type)."""
+    spec = BusSpec(protocol="modbus", model="hiking_dds238_2_znsr", transport=transport, meters=2, seed=83)
+    async with await start_bus(spec) as bus:
+        url = bus.url.replace("rtu-over-tcp://", "tcp://") + ("?parity=N" if transport == "pty" else "")
+        channel = open_channel(url)
+        assert not isinstance(channel, ModbusChannel)
+        driver = make_driver("modbus", channel, 2, "hiking_dds238_2_znsr")
+        try:
+            values = await driver.read(["energy_import_kwh", "voltage_a_v"])
+            assert values["energy_import_kwh"] == pytest.approx(
+                bus.meters[1].model.registers.import_kwh, abs=0.02
+            )
+            off = await driver.switch("off", operator="ops1", poll_s=0.1)
+            assert off.status == "confirmed" and bus.meters[1].model.relay.open
+            absent = make_driver("modbus", channel, 7, "hiking_dds238_2_znsr")
+            with pytest.raises(MeterTimeout):
+                await absent.read(["energy_import_kwh"])
+        finally:
+            await channel.close()
+
+
+def test_rtu_request_matches_the_wire_capture() -> None:
+    assert build_request(5, 4, 0, 4).hex() == "050400000004f04d"  # pymodbus capture in the reference notes
+    damaged = bytes.fromhex("050408436600003fc0000000ff")  # wrong CRC: counted, never returned
+    framer = RtuDeframer(5, 4, 4)
+    assert framer.feed(damaged) == [] and framer.checksum_errors == 1
+    good = bytes.fromhex("050408436600003fc00000")
+    good += crc16(good).to_bytes(2, "little")
+    assert RtuDeframer(5, 4, 4).feed(b"\x00" + good) == [good]
+    assert parse_reply(good) == [0x4366, 0x0000, 0x3FC0, 0x0000]
