@@ -26,19 +26,11 @@ def version() -> None:
 
 
 def _register_commands() -> None:
-    """Attach every command module to the application (one line per module)."""
-    from headend.commands import field as field_commands
-    field_commands.register(app)
-    from headend.commands import sim as sim_commands
-    sim_commands.register(app)
-    from headend.commands import decode as decode_commands
-    decode_commands.register(app)
-    from headend.commands import db as db_commands
-    db_commands.register(app)
-    from headend.commands import inventory as inventory_commands
-    inventory_commands.register(app)
-    from headend.commands import run as run_commands
-    run_commands.register(app)
+    """Attach every command module to the application."""
+    from headend.commands import db, decode, field, inventory, run, sim
+
+    for module in (field, sim, decode, db, inventory, run):
+        module.register(app)
 
 
 _register_commands()
