@@ -1,0 +1,1 @@
+"""Billing: consumption from register differences, tariff pricing, balances and bills."""

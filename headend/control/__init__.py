@@ -1,0 +1,1 @@
+"""Remote fee control: relay commands as database rows, guarded by one safety policy."""

@@ -1,0 +1,50 @@
+"""Safety policy rules with a controlled clock (the wall clock is outside the system)."""
+
+from datetime import date, datetime
+
+import pytest
+
+from headend.control.safety import Candidate, CapExceeded, SafetySettings, evaluate_run, window_rule
+
+WEDNESDAY_NOON = datetime(2026, 11, 18, 12, 0)
+
+
+def test_windows_night_weekend_holiday_and_day_before() -> None:
+    settings = SafetySettings(holidays=frozenset({date(2026, 11, 20)}))
+    assert window_rule(settings, datetime(2026, 11, 17, 12, 0)) is None
+    assert window_rule(settings, datetime(2026, 11, 17, 23, 0)) == "window.night"
+    assert window_rule(settings, datetime(2026, 11, 17, 7, 59)) == "window.night"
+    assert window_rule(settings, datetime(2026, 11, 21, 12, 0)) == "window.weekend"
+    assert window_rule(settings, datetime(2026, 11, 20, 12, 0)) == "window.holiday"
+    assert window_rule(settings, datetime(2026, 11, 19, 12, 0)) == "window.day_before_holiday"
+
+
+def test_protected_refused_and_reconnect_never_blocked_by_window() -> None:
+    night = datetime(2026, 11, 18, 22, 0)
+    decisions = evaluate_run(
+        SafetySettings(),
+        [Candidate(1, "disconnect", protected=True), Candidate(2, "disconnect"), Candidate(3, "reconnect")],
+        night,
+        sent_last_hour=0,
+    )
+    assert [(d.allowed, d.rule) for d in decisions] == [
+        (False, "protected"), (False, "window.night"), (True, None)
+    ]
+
+
+def test_caps_halt_the_run() -> None:
+    settings = SafetySettings(max_per_run=2, max_per_hour=5)
+    with pytest.raises(CapExceeded) as run_cap:
+        evaluate_run(settings, [Candidate(i, "disconnect") for i in range(3)], WEDNESDAY_NOON, 0)
+    assert run_cap.value.rule == "cap.per_run"
+    with pytest.raises(CapExceeded) as hour_cap:
+        evaluate_run(settings, [Candidate(i, "disconnect") for i in range(2)], WEDNESDAY_NOON, 4)
+    assert hour_cap.value.rule == "cap.per_hour"
+
+
+def test_bulk_run_needs_approval_and_dry_run_is_carried() -> None:
+    settings = SafetySettings(approval_above=2, dry_run=True)
+    decisions = evaluate_run(settings, [Candidate(i, "disconnect") for i in range(3)], WEDNESDAY_NOON, 0)
+    assert all(d.allowed and d.needs_approval and d.dry_run for d in decisions)
+    small = evaluate_run(settings, [Candidate(1, "disconnect")], WEDNESDAY_NOON, 0)
+    assert not small[0].needs_approval
