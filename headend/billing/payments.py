@@ -1,0 +1,94 @@
+"""Payments: recorded once per reference, credited to the ledger and balance, optionally clearing arrears."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+import asyncpg
+
+
+class PaymentError(ValueError):
+    """A payment that cannot be recorded (unknown account, bad amount, bad CSV row)."""
+
+
+@dataclass(frozen=True)
+class PaymentOutcome:
+    """``recorded`` is False when the reference was already paid (nothing changed)."""
+
+    account: str
+    reference: str
+    recorded: bool
+    balance: Decimal
+
+
+def parse_amount(text: str) -> Decimal:
+    """A positive money amount with at most two decimals, from text (never via float)."""
+    try:
+        amount = Decimal(text.strip())
+    except InvalidOperation:
+        raise PaymentError(f"amount {text!r} is not a number") from None
+    if not amount.is_finite() or amount <= 0 or amount != amount.quantize(Decimal("0.01")):
+        raise PaymentError(f"amount {text!r} must be positive with at most two decimals")
+    return amount
+
+
+async def record_payment(
+    conn: asyncpg.Connection, account: str, amount: Decimal, reference: str, *,
+    operator: str, source: str = "cli", paid_at: datetime | None = None,
+) -> PaymentOutcome:
+    """Record a payment idempotently on ``reference``; credits the balance and audits the change."""
+    async with conn.transaction():
+        acc = await conn.fetchrow("SELECT id FROM accounts WHERE number = $1", account)
+        if acc is None:
+            raise PaymentError(f"unknown account {account!r}")
+        paid = await conn.fetchval(
+            """INSERT INTO payments (account_id, amount, reference, source, operator, paid_at)
+               VALUES ($1, $2, $3, $4, $5, coalesce($6, now())) ON CONFLICT (reference) DO NOTHING
+               RETURNING id""",
+            acc["id"], amount, reference, source, operator, paid_at,
+        )
+        if paid is not None:
+            await conn.execute(
+                """INSERT INTO ledger (account_id, kind, amount, idempotency_key, details)
+                   VALUES ($1, 'payment', $2, $3, jsonb_build_object('payment_id', $4::bigint))""",
+                acc["id"], amount, f"payment:{reference}", paid,
+            )
+            await conn.execute(
+                """INSERT INTO balances (account_id, balance) VALUES ($1, $2)
+                   ON CONFLICT (account_id) DO UPDATE
+                   SET balance = balances.balance + EXCLUDED.balance, updated_at = now()""",
+                acc["id"], amount,
+            )
+            await conn.execute(
+                """INSERT INTO audit_log (actor, action, entity, entity_id, reason, details)
+                   VALUES ($1, 'payment.recorded', 'account', $2, $3,
+                           jsonb_build_object('amount', $4::text, 'source', $5::text))""",
+                operator, account, reference, str(amount), source,
+            )
+        balance = await conn.fetchval(
+            "SELECT coalesce((SELECT balance FROM balances WHERE account_id = $1), 0)", acc["id"])
+    return PaymentOutcome(account, reference, paid is not None, Decimal(balance))
+
+
+async def import_csv(
+    conn: asyncpg.Connection, text: str, *, operator: str, source: str
+) -> list[PaymentOutcome]:
+    """Import a payment file (columns account,amount,reference); every row is checked before any is stored."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    parsed: list[tuple[str, Decimal, str]] = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            parsed.append((row["account"].strip(), parse_amount(row["amount"]), row["reference"].strip()))
+        except (KeyError, AttributeError):
+            raise PaymentError(f"line {line}: columns account,amount,reference are required") from None
+        except PaymentError as exc:
+            raise PaymentError(f"line {line}: {exc}") from None
+    async with conn.transaction():
+        return [
+            await record_payment(conn, account, amount, ref, operator=operator, source=source)
+            for account, amount, ref in parsed
+        ]
