@@ -8,6 +8,7 @@ reading status word 3 back; the trip/close event record is kept as evidence.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -49,6 +50,7 @@ EVENT_SOURCES = {
     "relay_close": ("1E000001", "1E00FF"),
 }
 BROADCAST_LIMIT = timedelta(minutes=5)
+READ_FUNCTIONS = (0x11, 0x12, 0x01, 0x02)  # replies carry the DI of the request
 PROFILE_BATCH = 8
 CLOCK_OPERATOR = "00000000"
 
@@ -83,14 +85,33 @@ class Dlt645Driver:
 
     # -- exchanges ----------------------------------------------------------------------------
 
-    def _accept(self, raw: bytes) -> bool:
-        """A reply from this meter (responses only; our echo and other meters are ignored)."""
-        return bool(raw[8] & 0x80) and raw[1:7] == self._wire_address
+    def _acceptor(self, request: bytes) -> Callable[[bytes], bool]:
+        """Accept only this meter's reply to *this* request: same function and, for reads, same DI.
+
+        A late reply to an earlier request (e.g. another quantity) is ignored, never mis-attributed.
+        """
+        frame = request.lstrip(b"\xfe")
+        function = frame[8] & 0x1F
+        di_size = (4 if self.edition == 2007 else 2) if function in READ_FUNCTIONS else 0
+        di_wire = frame[10 : 10 + di_size]
+        address = self._wire_address
+
+        def accept(raw: bytes) -> bool:
+            control = raw[8]
+            if not control & 0x80 or raw[1:7] != address or control & 0x1F != function:
+                return False
+            return bool(control & 0x40) or raw[10 : 10 + di_size] == di_wire
+
+        return accept
 
     async def _request(self, request: bytes, reply_size: int = 64) -> Frame:
         try:
             raw, rtt = await self.channel.exchange(
-                request, Deframer(), self._accept, reply_size=reply_size, turnaround_s=self.turnaround_s
+                request,
+                Deframer(),
+                self._acceptor(request),
+                reply_size=reply_size,
+                turnaround_s=self.turnaround_s,
             )
         except ExchangeTimeout as exc:
             if exc.noise:

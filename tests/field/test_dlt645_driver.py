@@ -200,3 +200,18 @@ async def test_channel_errors_are_one_line() -> None:
             parse_channel_url(url)
     config = parse_channel_url("serial:///dev/ttyUSB0?baud=1200&parity=E&gap_ms=80")
     assert (config.baud, config.bits_per_char, config.gap_s) == (1200, 11, 0.08)
+
+
+async def test_a_late_reply_to_an_earlier_request_is_never_taken_for_the_next_one() -> None:
+    bus = await start_bus(BusSpec(meters=1, seed=52, faults="late=1,late_delay=2.5"))
+    channel = open_channel(bus.url + "?retries=0&turnaround_ms=250&gap_ms=0")
+    driver = make_driver("dlt645-2007", channel, bus.meters[0].address, None, GOOD)
+    try:
+        with pytest.raises(MeterTimeout):
+            await driver.read_di("00010000")  # its reply comes 2.5 s later, after the timeout (1.6 s)
+        with pytest.raises(MeterTimeout):
+            await driver.read_di("02010100")  # the late energy reply arrives now: it must be ignored
+        assert channel.stats.unexpected_frames >= 1
+    finally:
+        await channel.close()
+        await bus.stop()
