@@ -1,4 +1,4 @@
-"""Payments: recorded once per reference, credited to the ledger and balance, optionally clearing arrears."""
+"""Payments: recorded once per reference, credited to the ledger and balance, audited."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 import asyncpg
+
+CENT = Decimal("0.01")
+MAX_AMOUNT = Decimal("1e12")  # numeric(14, 2)
 
 
 class PaymentError(ValueError):
@@ -31,8 +34,8 @@ def parse_amount(text: str) -> Decimal:
         amount = Decimal(text.strip())
     except InvalidOperation:
         raise PaymentError(f"amount {text!r} is not a number") from None
-    if not amount.is_finite() or amount <= 0 or amount != amount.quantize(Decimal("0.01")):
-        raise PaymentError(f"amount {text!r} must be positive with at most two decimals")
+    if not amount.is_finite() or not 0 < amount < MAX_AMOUNT or amount != amount.quantize(CENT):
+        raise PaymentError(f"amount {text!r} must be positive, below {MAX_AMOUNT}, with at most two decimals")
     return amount
 
 

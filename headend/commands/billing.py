@@ -1,0 +1,91 @@
+"""``headend billing``: payments (one-off and CSV file) and account status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import asyncpg
+import typer
+
+from headend.billing.payments import PaymentError, import_csv, parse_amount, record_payment
+from headend.store.dsn import resolve_dsn
+
+billing_app = typer.Typer(help="Billing: payments and account status.", no_args_is_help=True)
+DsnOption = typer.Option(None, "--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server).")
+OperatorOption = typer.Option(..., "--operator", help="Operator id recorded in the audit log.")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@billing_app.command("pay")
+def pay(
+    account: str, amount: str, ref: str = typer.Option(..., "--ref", help="Payment reference (idempotent)."),
+    operator: str = OperatorOption, dsn: str | None = DsnOption,
+) -> None:
+    """Record a payment once per reference."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(resolve_dsn(dsn))
+        try:
+            outcome = await record_payment(conn, account, parse_amount(amount), ref, operator=operator)
+        finally:
+            await conn.close()
+        word = "recorded" if outcome.recorded else "already recorded"
+        typer.echo(f"{account}: payment {ref} {word}; balance {outcome.balance}")
+
+    try:
+        asyncio.run(run())
+    except PaymentError as exc:
+        _fail(str(exc))
+
+
+@billing_app.command("import")
+def import_file(path: Path, operator: str = OperatorOption, dsn: str | None = DsnOption) -> None:
+    """Import a CSV payment file (account,amount,reference); nothing is stored if any row is bad."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(resolve_dsn(dsn))
+        try:
+            done = await import_csv(conn, path.read_text(encoding="utf-8"), operator=operator,
+                                    source=f"import:{path.name}")
+        finally:
+            await conn.close()
+        recorded = sum(o.recorded for o in done)
+        typer.echo(f"{recorded} recorded, {len(done) - recorded} duplicates")
+
+    try:
+        asyncio.run(run())
+    except (PaymentError, OSError) as exc:
+        _fail(str(exc))
+
+
+@billing_app.command("status")
+def status(account: str | None = typer.Argument(None), dsn: str | None = DsnOption) -> None:
+    """Balance, arrears flag and notice of one account or all accounts, as JSON lines."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(resolve_dsn(dsn))
+        try:
+            rows = await conn.fetch(
+                """SELECT a.number, a.kind, coalesce(b.balance, 0)::text AS balance, a.credit_limit::text,
+                          a.arrears, a.arrears_since, a.notice_sent_at, a.protected
+                   FROM accounts a LEFT JOIN balances b ON b.account_id = a.id
+                   WHERE $1::text IS NULL OR a.number = $1 ORDER BY a.number""", account)
+        finally:
+            await conn.close()
+        if account is not None and not rows:
+            _fail(f"unknown account {account!r}")
+        for row in rows:
+            typer.echo(json.dumps(dict(row), default=str))
+
+    asyncio.run(run())
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``headend billing``."""
+    app.add_typer(billing_app, name="billing")

@@ -1,0 +1,103 @@
+"""``headend commands``: list, show, cancel and approve relay commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import asyncpg
+import typer
+
+from headend.control.store import set_state
+from headend.store.dsn import resolve_dsn
+
+commands_app = typer.Typer(help="Relay commands: list, show, cancel, approve.", no_args_is_help=True)
+DsnOption = typer.Option(None, "--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server).")
+OperatorOption = typer.Option(..., "--operator", help="Operator id recorded in the audit log.")
+_COLUMNS = (
+    "id, meter_id, action, state::text, cause, operator, approved_by, requires_approval, dry_run, attempts"
+)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+async def _with_conn(dsn: str | None, work: Any) -> Any:
+    conn = await asyncpg.connect(resolve_dsn(dsn))
+    try:
+        return await work(conn)
+    finally:
+        await conn.close()
+
+
+@commands_app.command("list")
+def list_commands(state: str | None = typer.Option(None, help="Only this state."),
+                  dsn: str | None = DsnOption) -> None:
+    """Commands, newest first, as JSON lines."""
+    rows = asyncio.run(_with_conn(dsn, lambda c: c.fetch(
+        f"SELECT {_COLUMNS} FROM commands WHERE $1::text IS NULL OR state::text = $1 ORDER BY id DESC",
+        state)))
+    for row in rows:
+        typer.echo(json.dumps(dict(row), default=str))
+
+
+@commands_app.command("show")
+def show(command_id: int, dsn: str | None = DsnOption) -> None:
+    """One command with its evidence and audit trail."""
+
+    async def work(conn: asyncpg.Connection) -> tuple[Any, Any]:
+        row = await conn.fetchrow(f"SELECT {_COLUMNS}, evidence, last_error FROM commands WHERE id = $1",
+                                  command_id)
+        trail = await conn.fetch("SELECT at, actor, action, reason FROM audit_log "
+                                 "WHERE entity = 'command' AND entity_id = $1 ORDER BY id", str(command_id))
+        return row, trail
+
+    row, trail = asyncio.run(_with_conn(dsn, work))
+    if row is None:
+        _fail(f"no command {command_id}")
+    typer.echo(json.dumps({**dict(row), "audit": [dict(t) for t in trail]}, default=str, indent=2))
+
+
+@commands_app.command("cancel")
+def cancel(command_id: int, operator: str = OperatorOption, dsn: str | None = DsnOption) -> None:
+    """Cancel a pending or sent command."""
+    try:
+        asyncio.run(_with_conn(dsn, lambda c: set_state(c, command_id, "cancelled", actor=operator,
+                                                        error=f"cancelled by {operator}")))
+    except asyncpg.PostgresError as exc:
+        _fail(str(exc))
+    typer.echo(f"command {command_id} cancelled")
+
+
+@commands_app.command("approve")
+def approve(command_id: int, operator: str = OperatorOption, dsn: str | None = DsnOption) -> None:
+    """Approve a bulk command as the second operator (must differ from the one who created it)."""
+
+    async def work(conn: asyncpg.Connection) -> str:
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('headend.actor', $1, true)", operator)
+            done = await conn.execute(
+                "UPDATE commands SET approved_by = $2 WHERE id = $1 AND requires_approval "
+                "AND approved_by IS NULL AND state = 'pending'", command_id, operator)
+            if done == "UPDATE 1":
+                await conn.execute(
+                    "INSERT INTO audit_log (actor, action, entity, entity_id, reason) "
+                    "VALUES ($1, 'command.approved', 'command', $2, 'second operator')",
+                    operator, str(command_id))
+        return done
+
+    try:
+        done = asyncio.run(_with_conn(dsn, work))
+    except asyncpg.CheckViolationError:
+        _fail("the approving operator must differ from the operator who created the command")
+    if done != "UPDATE 1":
+        _fail(f"command {command_id} is not a pending command awaiting approval")
+    typer.echo(f"command {command_id} approved by {operator}")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``headend commands``."""
+    app.add_typer(commands_app, name="commands")

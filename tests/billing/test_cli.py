@@ -1,0 +1,48 @@
+"""``headend billing`` and ``headend commands`` as real processes against PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+
+
+def headend(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "headend.cli", *args, "--dsn", dsn],
+                          capture_output=True, text=True, timeout=60)
+
+
+async def test_pay_import_status_and_second_operator_approval(pg_dsn: str, tmp_path: Path) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("INSERT INTO accounts (number, kind) VALUES ('A1', 'prepaid')")
+        channel = await conn.fetchval(
+            "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id")
+        meter = await conn.fetchval(
+            "INSERT INTO meters (protocol, address, model, channel_id, has_relay) "
+            "VALUES ('dlt645-2007', '000000000001', 'm', $1, true) RETURNING id", channel)
+        command = await conn.fetchval(
+            "INSERT INTO commands (meter_id, action, cause, operator, requires_approval, expires_at) "
+            "VALUES ($1, 'disconnect', 'bulk', 'op1', true, now() + interval '1 day') RETURNING id", meter)
+    finally:
+        await conn.close()
+    first = headend(pg_dsn, "billing", "pay", "A1", "10.50", "--ref", "R1", "--operator", "op1")
+    again = headend(pg_dsn, "billing", "pay", "A1", "10.50", "--ref", "R1", "--operator", "op1")
+    assert "recorded; balance 10.50" in first.stdout and "already recorded" in again.stdout
+    bad = headend(pg_dsn, "billing", "pay", "A1", "1.5e400", "--ref", "R2", "--operator", "op1")
+    assert bad.returncode == 1 and "error:" in bad.stderr and "Traceback" not in bad.stderr
+    csv_file = tmp_path / "pay.csv"
+    csv_file.write_text("account,amount,reference\nA1,4.50,F1\nA1,10.50,R1\n", encoding="utf-8")
+    imported = headend(pg_dsn, "billing", "import", str(csv_file), "--operator", "op2")
+    assert "1 recorded, 1 duplicates" in imported.stdout
+    status = json.loads(headend(pg_dsn, "billing", "status", "A1").stdout)
+    assert status["balance"] == "15.00" and status["arrears"] is False
+    same = headend(pg_dsn, "commands", "approve", str(command), "--operator", "op1")
+    assert same.returncode == 1 and "must differ" in same.stderr
+    other = headend(pg_dsn, "commands", "approve", str(command), "--operator", "op2")
+    assert other.returncode == 0, other.stderr
+    shown = json.loads(headend(pg_dsn, "commands", "show", str(command)).stdout)
+    assert shown["approved_by"] == "op2"
