@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from datetime import date, time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -147,6 +148,26 @@ class EngineConfig(_Section):
     services: list[str] = Field(default_factory=list)
 
 
+class SafetyConfig(_Section):
+    """Automatic disconnection limits (see headend.control.safety): quiet windows, caps, approval."""
+
+    night_start: time = time(18, 0)
+    night_end: time = time(8, 0)
+    no_weekends: bool = True
+    holidays: list[date] = Field(default_factory=list)
+    max_per_hour: int = Field(50, ge=0)
+    max_per_run: int = Field(20, ge=0)
+    approval_above: int = Field(10, ge=0)
+    dry_run: bool = False
+
+
+class BillingConfig(_Section):
+    """Arrears notice period and postpaid bill due days."""
+
+    notice_period: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = 0.0
+    due_days: int = Field(15, ge=0)
+
+
 class HeadendConfig(_Section):
     database: DatabaseConfig = DatabaseConfig()
     polling: PollingConfig = PollingConfig()
@@ -162,6 +183,8 @@ class HeadendConfig(_Section):
     logging: LoggingConfig = LoggingConfig()
     secrets: SecretsConfig = SecretsConfig()
     engine: EngineConfig = EngineConfig()
+    safety: SafetyConfig = SafetyConfig()
+    billing: BillingConfig = BillingConfig()
 
     @field_validator("read_plans")
     @classmethod

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
+from headend.config import SafetyConfig
+
 
 @dataclass(frozen=True)
 class SafetySettings:
@@ -18,6 +20,20 @@ class SafetySettings:
     max_per_run: int = 20
     approval_above: int = 10
     dry_run: bool = False
+
+
+def settings_from_config(config: SafetyConfig) -> SafetySettings:
+    """SafetySettings from the ``[safety]`` section of headend.toml."""
+    return SafetySettings(
+        night_start=config.night_start,
+        night_end=config.night_end,
+        no_weekends=config.no_weekends,
+        holidays=frozenset(config.holidays),
+        max_per_hour=config.max_per_hour,
+        max_per_run=config.max_per_run,
+        approval_above=config.approval_above,
+        dry_run=config.dry_run,
+    )
 
 
 @dataclass(frozen=True)

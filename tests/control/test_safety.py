@@ -48,3 +48,15 @@ def test_bulk_run_needs_approval_and_dry_run_is_carried() -> None:
     assert all(d.allowed and d.needs_approval and d.dry_run for d in decisions)
     small = evaluate_run(settings, [Candidate(1, "disconnect")], WEDNESDAY_NOON, 0)
     assert not small[0].needs_approval
+
+
+def test_settings_come_from_the_example_config() -> None:
+    from pathlib import Path
+
+    from headend.config import load_config
+    from headend.control.safety import settings_from_config
+
+    config = load_config(Path(__file__).parents[2] / "config" / "headend.example.toml")
+    settings = settings_from_config(config.safety)
+    assert settings.max_per_run == 20 and settings.night_start.hour == 18 and not settings.dry_run
+    assert config.billing.due_days == 15
