@@ -1,0 +1,58 @@
+"""Fee control inside the daemon (``[engine] services = ["headend.control.service:run"]``): every pass
+runs the arrears automation, then executes due commands on the meters' channel workers at top priority."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from headend.control.automation import run_once
+from headend.control.executor import execute
+from headend.control.safety import settings_from_config
+
+log = logging.getLogger(__name__)
+PASS_INTERVAL_S = 30.0
+
+
+class EngineRelay:
+    """A meter's relay reached through ``engine.control`` (the meter's bus worker, control priority)."""
+
+    def __init__(self, engine: Any, meter_id: int) -> None:
+        self.engine = engine
+        self.meter_id = meter_id
+
+    async def switch(self, action: str, *, operator: str) -> Any:
+        return await self.engine.control(self.meter_id, lambda d: d.switch(action, operator=operator))
+
+    async def relay_state(self) -> Any:
+        return await self.engine.control(self.meter_id, lambda d: d.relay_state())
+
+
+async def run_pass(engine: Any, now: datetime) -> list[tuple[int, str]]:
+    """One automation run plus one execution of every due command; returns (command id, end state)."""
+    settings = settings_from_config(engine.config.safety)
+    notice = timedelta(seconds=engine.config.billing.notice_period)
+    async with engine.pool.acquire() as conn:
+        report = await run_once(conn, settings, now, notice=notice)
+        if report.halted:
+            log.error("fee control halted by %s: automation stopped, alarm raised", report.halted)
+        due = await conn.fetch(
+            """SELECT id FROM commands WHERE state IN ('pending', 'sent') AND next_attempt_at <= $1
+               AND (NOT requires_approval OR approved_by IS NOT NULL) ORDER BY id""", now)
+        outcomes = []
+        for row in due:
+            state = await execute(conn, row["id"], lambda meter_id: EngineRelay(engine, meter_id))
+            outcomes.append((row["id"], state))
+    return outcomes
+
+
+async def run(engine: Any) -> None:
+    """Run passes until the daemon stops; a failing pass is logged and retried next time."""
+    while True:
+        try:
+            await run_pass(engine, datetime.now(UTC))
+        except Exception:
+            log.exception("fee control pass failed")
+        await asyncio.sleep(PASS_INTERVAL_S)

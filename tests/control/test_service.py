@@ -1,0 +1,52 @@
+"""Fee control in the daemon's engine: an account in arrears is disconnected through the channel worker."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+
+from headend.config import validate_config
+from headend.control.service import run_pass
+from headend.drivers import Credentials
+from headend.engine.engine import Engine
+from headend.engine.ports import DriverPort
+from headend.inventory import import_inventory, read_inventory
+from headend.secrets import MeterSecrets
+from headend.store.writer import ReadingWriter
+from simulators import BusSpec, start_bus
+
+
+async def test_arrears_disconnects_and_payment_reconnects_via_engine(pg_dsn: str, tmp_path: Path) -> None:
+    bus = await start_bus(BusSpec(meters=1, seed=81))
+    meter = bus.meters[0]
+    inventory = tmp_path / "inv.toml"
+    inventory.write_text(
+        f'[[channels]]\nname = "b"\nurl = "{bus.url}"\n\n[[meters]]\nchannel = "b"\n'
+        f'protocol = "dlt645-2007"\naddress = "{meter.address}"\nmodel = "dlt645-generic"\n')
+    conn = await asyncpg.connect(pg_dsn)
+    await import_inventory(conn, read_inventory(inventory))
+    await conn.execute("INSERT INTO accounts (number, kind, credit_limit) VALUES ('A', 'prepaid', 0)")
+    await conn.execute("INSERT INTO balances (account_id, balance) SELECT id, -5 FROM accounts")
+    await conn.execute("UPDATE meters SET has_relay = true, account_id = (SELECT id FROM accounts)")
+    config = validate_config({"polling": {"interval": "1h"}, "backfill": {"enabled": False},
+                              "clock": {"enabled": False}, "events": {"enabled": False},
+                              "metrics": {"port": 0}, "safety": {"no_weekends": False,
+                                                                 "night_start": "00:00",
+                                                                 "night_end": "00:00"}}, "test")
+    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
+                    DriverPort(MeterSecrets(Credentials(2, "000000"))))
+    await engine.start()
+    try:
+        now = datetime.now(UTC)
+        assert [state for _, state in await run_pass(engine, now)] == ["confirmed"]
+        assert meter.model.relay.open and bus.requests[0x1C] == 1
+        assert await run_pass(engine, now) == []  # the flag never creates a second command
+        await conn.execute("UPDATE balances SET balance = 10")
+        assert [state for _, state in await run_pass(engine, now)] == ["confirmed"]
+        assert not meter.model.relay.open and bus.requests[0x1C] == 2
+    finally:
+        await engine.stop()
+        await conn.close()
+        await bus.stop()
