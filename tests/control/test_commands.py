@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -104,3 +104,24 @@ async def test_crash_before_bytes_went_out_retries_exactly_once(pg_dsn: str) -> 
         # read back: relay still closed, so the command goes back to pending and is sent once
         assert await execute(conn, cid, lambda _: driver) == "confirmed"
         assert bus.requests[0x1C] == 1 and bus.meters[0].model.relay.open
+
+
+async def test_keep_power_refusal_fails_the_command_with_the_reason(pg_dsn: str) -> None:
+    async with meter_with_db(pg_dsn) as (conn, bus, driver, meter_id):
+        bus.meters[0].model.relay.keep_power = True
+        cid = await create_command(conn, meter_id=meter_id, action="disconnect", cause="arrears",
+                                   operator="system", idempotency_key="arrears:11", now=NOW)
+        assert await execute(conn, cid, lambda _: driver) == "failed"
+        row = await conn.fetchrow("SELECT last_error, evidence FROM commands WHERE id = $1", cid)
+        assert row["last_error"] == "refused: keep-power active" and not bus.meters[0].model.relay.open
+        assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE entity_id = $1 "
+                                   "AND details->>'to' = 'failed'", str(cid)) == 1
+
+
+async def test_expired_command_is_never_sent(pg_dsn: str) -> None:
+    async with meter_with_db(pg_dsn) as (conn, bus, driver, meter_id):
+        cid = await create_command(conn, meter_id=meter_id, action="disconnect", cause="arrears",
+                                   operator="system", idempotency_key="arrears:12", now=NOW)
+        later = NOW + timedelta(days=2)
+        assert await execute(conn, cid, lambda _: driver, now=lambda: later) == "expired"
+        assert bus.requests[0x1C] == 0
