@@ -17,6 +17,10 @@ REGISTER_QUANTITY = {
 _KWH = Decimal("0.01")
 
 
+class BillingError(ValueError):
+    """A period cannot be billed yet (missing readings); nothing was charged."""
+
+
 async def _register_value(
     conn: asyncpg.Connection, meter_id: int, quantity: str, at: datetime
 ) -> Decimal | None:
@@ -45,7 +49,8 @@ async def bill_account(
             before = await _register_value(conn, meter["id"], quantity, start)
             after = await _register_value(conn, meter["id"], quantity, end)
             if before is None or after is None:
-                continue
+                raise BillingError(f"meter {meter['id']}: no {quantity} reading at or before "
+                                   f"{(start if before is None else end).isoformat()}; not billed")
             serial = str(meter["id"])
             delta = register_delta(RegisterReading(serial, before), RegisterReading(serial, after),
                                    rollover_at=ROLLOVER_AT)

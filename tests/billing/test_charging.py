@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
+import pytest
 
-from headend.billing.charging import bill_account
+from headend.billing.charging import BillingError, bill_account
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 T1 = T0 + timedelta(days=7)
@@ -62,5 +63,16 @@ async def test_postpaid_gets_a_bill_with_due_date(pg_dsn: str) -> None:
         bill = await conn.fetchrow("SELECT amount, due_at FROM bills WHERE account_id = $1", account)
         assert bill["amount"] == Decimal("10.00") and bill["due_at"] == T1 + timedelta(days=10)
         assert await conn.fetchval("SELECT count(*) FROM balances") == 0
+    finally:
+        await conn.close()
+
+
+async def test_missing_reading_charges_nothing(pg_dsn: str) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        account = await _setup(conn, "prepaid", {"energy_import_t1_kwh": (10, 15)})  # no t2 readings
+        with pytest.raises(BillingError, match="energy_import_t2_kwh"):
+            await bill_account(conn, account, T0, T1)
+        assert await conn.fetchval("SELECT count(*) FROM ledger") == 0
     finally:
         await conn.close()
