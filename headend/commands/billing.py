@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import typer
 
+from headend.billing.charging import BillingError, bill_account
 from headend.billing.payments import PaymentError, import_csv, parse_amount, record_payment
+from headend.billing.tariff import TariffError
 from headend.store.dsn import resolve_dsn
 
 billing_app = typer.Typer(help="Billing: payments and account status.", no_args_is_help=True)
@@ -84,6 +87,36 @@ def status(account: str | None = typer.Argument(None), dsn: str | None = DsnOpti
             typer.echo(json.dumps(dict(row), default=str))
 
     asyncio.run(run())
+
+
+@billing_app.command("bill")
+def bill(
+    start: datetime = typer.Option(..., "--from", help="Period start (ISO, UTC if no offset)."),
+    end: datetime = typer.Option(..., "--to", help="Period end."),
+    due_days: int = typer.Option(15, help="Postpaid bills are due this many days after --to."),
+    dsn: str | None = DsnOption,
+) -> None:
+    """Bill every active account with a tariff for one period (once per period); exit 1 if any failed."""
+    start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
+
+    async def run() -> int:
+        conn = await asyncpg.connect(resolve_dsn(dsn))
+        failed = 0
+        try:
+            for acc in await conn.fetch(
+                    "SELECT id, number FROM accounts WHERE active AND tariff_id IS NOT NULL ORDER BY number"):
+                try:
+                    amount = await bill_account(conn, acc["id"], start, end, due_days=due_days)
+                    typer.echo(f"{acc['number']}: {amount}")
+                except (BillingError, TariffError) as exc:
+                    failed += 1
+                    typer.echo(f"{acc['number']}: not billed: {exc}", err=True)
+        finally:
+            await conn.close()
+        return failed
+
+    if asyncio.run(run()):
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

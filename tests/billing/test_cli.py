@@ -46,3 +46,20 @@ async def test_pay_import_status_and_second_operator_approval(pg_dsn: str, tmp_p
     assert other.returncode == 0, other.stderr
     shown = json.loads(headend(pg_dsn, "commands", "show", str(command)).stdout)
     assert shown["approved_by"] == "op2"
+
+
+async def test_bill_reports_accounts_it_cannot_bill(pg_dsn: str) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        tariff = await conn.fetchval("INSERT INTO tariffs (name, kind) VALUES ('f', 'flat') RETURNING id")
+        await conn.execute("INSERT INTO tariff_prices VALUES ($1, 'total', 1.0, '2026-01-01')", tariff)
+        account = await conn.fetchval(
+            "INSERT INTO accounts (number, kind, tariff_id) VALUES ('B', 'prepaid', $1) RETURNING id", tariff)
+        channel = await conn.fetchval(
+            "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id")
+        await conn.execute("INSERT INTO meters (protocol, address, model, channel_id, account_id) "
+                           "VALUES ('dlt645-2007', '2', 'm', $1, $2)", channel, account)
+    finally:
+        await conn.close()
+    done = headend(pg_dsn, "billing", "bill", "--from", "2026-11-01", "--to", "2026-11-08")
+    assert done.returncode == 1 and "B: not billed: meter" in done.stderr
