@@ -11,6 +11,7 @@ import tomllib
 from datetime import date, time
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
@@ -151,6 +152,7 @@ class EngineConfig(_Section):
 class SafetyConfig(_Section):
     """Automatic disconnection limits (see headend.control.safety): quiet windows, caps, approval."""
 
+    timezone: str = "UTC"  # the quiet windows and holidays are in this zone's local time
     night_start: time = time(18, 0)
     night_end: time = time(8, 0)
     no_weekends: bool = True
@@ -159,6 +161,16 @@ class SafetyConfig(_Section):
     max_per_run: int = Field(20, ge=0)
     approval_above: int = Field(10, ge=0)
     dry_run: bool = False
+
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
 
 
 class BillingConfig(_Section):

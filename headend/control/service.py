@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from headend.control.automation import run_once
 from headend.control.executor import execute
@@ -31,7 +32,9 @@ class EngineRelay:
 
 
 async def run_pass(engine: Any, now: datetime) -> list[tuple[int, str]]:
-    """One automation run plus one execution of every due command; returns (command id, end state)."""
+    """One automation run plus one execution of every due command; returns (command id, end state).
+
+    ``now`` carries the safety time zone: the quiet windows are judged on its local time."""
     settings = settings_from_config(engine.config.safety)
     notice = timedelta(seconds=engine.config.billing.notice_period)
     async with engine.pool.acquire() as conn:
@@ -52,7 +55,7 @@ async def run(engine: Any) -> None:
     """Run passes until the daemon stops; a failing pass is logged and retried next time."""
     while True:
         try:
-            await run_pass(engine, datetime.now(UTC))
+            await run_pass(engine, datetime.now(ZoneInfo(engine.config.safety.timezone)))
         except Exception:
             log.exception("fee control pass failed")
         await asyncio.sleep(PASS_INTERVAL_S)

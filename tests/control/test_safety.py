@@ -60,3 +60,17 @@ def test_settings_come_from_the_example_config() -> None:
     settings = settings_from_config(config.safety)
     assert settings.max_per_run == 20 and settings.night_start.hour == 18 and not settings.dry_run
     assert config.billing.due_days == 15
+
+
+def test_windows_are_judged_in_the_configured_time_zone() -> None:
+    from zoneinfo import ZoneInfo
+
+    from headend.config import ConfigError, validate_config
+
+    config = validate_config({"safety": {"timezone": "Asia/Shanghai"}}, "t.toml")
+    utc_noon = datetime(2026, 11, 18, 12, 0, tzinfo=ZoneInfo("UTC"))  # 20:00 in Shanghai
+    local = utc_noon.astimezone(ZoneInfo(config.safety.timezone))
+    assert window_rule(SafetySettings(), utc_noon) is None
+    assert window_rule(SafetySettings(), local) == "window.night"
+    with pytest.raises(ConfigError, match="unknown time zone"):
+        validate_config({"safety": {"timezone": "Mars/Olympus"}}, "t.toml")
