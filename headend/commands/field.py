@@ -81,6 +81,16 @@ def _run(work: Callable[[], Awaitable[Any]]) -> Any:
         raise typer.Exit(code=1) from None
 
 
+def _field_table(title: str, data: dict[str, Any]) -> Table:
+    """A two-column table of a result object (nested objects shown as JSON)."""
+    table = Table(title=title)
+    table.add_column("field")
+    table.add_column("value")
+    for key, value in data.items():
+        table.add_row(key, json.dumps(jsonable(value)) if isinstance(value, dict | list) else str(value))
+    return table
+
+
 def _print(data: dict[str, Any], as_json: bool, table: Table) -> None:
     if as_json:
         typer.echo(json.dumps(jsonable(data), ensure_ascii=False))
@@ -185,12 +195,7 @@ def switch_command(
             await channel.close()
 
     result = _run(work)
-    table = Table(title=f"switch {action}")
-    table.add_column("field")
-    table.add_column("value")
-    for key, value in result.items():
-        table.add_row(key, json.dumps(jsonable(value)) if isinstance(value, dict) else str(value))
-    _print(result, as_json, table)
+    _print(result, as_json, _field_table(f"switch {action}", result))
     if result["status"] not in ("confirmed", "dry-run"):
         raise typer.Exit(code=1)
 
@@ -225,12 +230,7 @@ def clock_command(
             await channel.close()
 
     result = _run(work)
-    table = Table(title="meter clock")
-    table.add_column("field")
-    table.add_column("value")
-    for key, value in result.items():
-        table.add_row(key, str(value))
-    _print(result, as_json, table)
+    _print(result, as_json, _field_table("meter clock", result))
 
 
 def profile_command(
