@@ -26,7 +26,6 @@ from headend.drivers.base import (
 )
 from headend.drivers.dlt645 import Dlt645Driver
 from headend.drivers.modbus import ModbusDriver
-from headend.secrets import MeterSecrets
 
 EDITIONS = {"dlt645": 2007, "dlt645-2007": 2007, "dlt645-1997": 1997}
 
@@ -36,6 +35,8 @@ def _credentials(secrets: Any, address: str) -> Credentials | None:
     if isinstance(secrets, Credentials):
         return secrets
     if secrets is None or isinstance(secrets, str | Path):
+        from headend.secrets import MeterSecrets  # headend.secrets imports drivers.base: load it lazily
+
         secrets = MeterSecrets.load(secrets)
     return secrets.credentials_for(address)
 
