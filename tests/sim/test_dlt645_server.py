@@ -81,7 +81,8 @@ async def test_read_address_write_address_and_single_meter_rules() -> None:
 
 
 async def test_clock_write_needs_the_password() -> None:
-    async with running_bus(meters=1, seed=7, password="314159") as (bus, client):
+    spec = {"utc_offset_h": _noon_offset_hours()}  # a time-only write must not cross midnight
+    async with running_bus(meters=1, seed=7, password="314159", **spec) as (bus, client):
         model = bus.meters[0].model
         target = model.clock.local().replace(microsecond=0) + dt.timedelta(hours=2)
         refused = await client.ask(
