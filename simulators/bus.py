@@ -60,6 +60,7 @@ class BusSpec:
     speed: float = 1.0
     utc_offset_h: float = 8.0
     history_days: int = 7
+    profile_period_s: int = 900  # load-profile record interval
     trip_delay_s: float = 0.0
     prepaid_balance: float | None = None
     clock_offsets_s: dict[int, float] = field(default_factory=dict)  # meter index -> clock error
@@ -99,6 +100,7 @@ class SimBus:
                 trip_delay_s=spec.trip_delay_s,
                 prepaid_balance=spec.prepaid_balance,
                 history_days=spec.history_days,
+                profile_period_s=spec.profile_period_s,
             )
             self.meters.append(
                 Dlt645Meter(

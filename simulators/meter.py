@@ -2,10 +2,10 @@
 
 Energy registers grow from a daily load shape with per-meter, per-interval noise (deterministic from
 the seed), split into four tariff registers by a time-of-use table; reactive energy follows the
-power factor. The meter keeps 15-minute load-profile records and daily freeze records in memory
-(pre-filled at start-up, so a head-end can backfill at once), a relay with the DL/T 645 remote
-control semantics, event records, a drifting clock, power-down periods and an optional prepaid
-balance. All times in records are the meter's local time (naive).
+power factor. The meter keeps load-profile records (every 15 minutes unless configured) and daily
+freeze records in memory (pre-filled at start-up, so a head-end can backfill at once), a relay
+with the DL/T 645 remote control semantics, event records, a drifting clock, power-down periods and
+an optional prepaid balance. All times in records are the meter's local time (naive).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any
 
 from simulators.clock import MeterClock, TimeSource
 
-SLOT = timedelta(minutes=15)
 # Tariff per local hour: 1 sharp, 2 peak, 3 flat, 4 valley.
 TOU_BY_HOUR = [4, 4, 4, 4, 4, 4, 4, 3, 2, 2, 2, 1, 3, 3, 3, 3, 3, 2, 2, 1, 1, 2, 3, 4]
 NOMINAL_VOLTAGE = 230.0
@@ -83,7 +82,7 @@ class SwitchRecord:
 
 @dataclass(slots=True)
 class ProfileRecord:
-    """A 15-minute load-profile record (local interval end time)."""
+    """A load-profile record (local interval end time)."""
 
     time: datetime
     import_kwh: float
@@ -125,7 +124,11 @@ class SimMeter:
         price_per_kwh: float = 0.5,
         history_days: int = 7,
         freeze_days: int = 62,
+        profile_period_s: int = 900,
     ) -> None:
+        if profile_period_s <= 0 or profile_period_s % 60 or 86400 % profile_period_s:
+            # DL/T 645 profile records carry minutes, not seconds
+            raise ValueError(f"profile period {profile_period_s} s must be whole minutes dividing a day")
         self.address = address
         self.seed = seed
         self.source = source
@@ -153,7 +156,8 @@ class SimMeter:
         self.last_broadcast_sync: datetime | None = None
         self.max_demand_kw = 0.0
         self.max_demand_time: datetime | None = None
-        self.profile: deque[ProfileRecord] = deque(maxlen=history_days * 96)
+        self.profile_period_s = profile_period_s
+        self.profile: deque[ProfileRecord] = deque(maxlen=history_days * 86400 // profile_period_s)
         self.daily: deque[DailyFreeze] = deque(maxlen=freeze_days)
         self._noise = random.Random(seed ^ 0x5EED)
         self._power_down_start: datetime | None = None
@@ -196,7 +200,7 @@ class SimMeter:
         return self.powered and not self.relay.open
 
     def _prefill(self, now: datetime, history_days: int) -> None:
-        """Run the model from ``freeze_days`` ago: whole days first, then 15-minute steps."""
+        """Run the model from ``freeze_days`` ago: whole days first, then profile-period steps."""
         detailed_from = now - timedelta(days=history_days)
         while self._t + timedelta(days=1) <= detailed_from:
             self._integrate_day()
@@ -232,7 +236,8 @@ class SimMeter:
         while self._t < now:
             if self.relay.open_at is not None and self.relay.open_at <= self._t:
                 self._apply_open(self.relay.open_at)
-            slot_end = datetime.fromtimestamp((self._t.timestamp() // 900 + 1) * 900, self._t.tzinfo)
+            period = self.profile_period_s
+            slot_end = datetime.fromtimestamp((self._t.timestamp() // period + 1) * period, self._t.tzinfo)
             end = min(slot_end, now)
             if self.relay.open_at is not None and self._t < self.relay.open_at < end:
                 end = self.relay.open_at
@@ -245,7 +250,7 @@ class SimMeter:
                 self._maybe_freeze(previous, end)
 
     def _track_demand(self, start: datetime, energy: float, hours: float) -> None:
-        if hours >= 0.25 - 1e-9 and energy / hours > self.max_demand_kw:
+        if hours >= self.profile_period_s / 3600 - 1e-9 and energy / hours > self.max_demand_kw:
             self.max_demand_kw = energy / hours
             self.max_demand_time = self.clock.local(start)
 

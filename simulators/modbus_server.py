@@ -155,6 +155,7 @@ class ModbusBus:
                 trip_delay_s=spec.trip_delay_s,
                 prepaid_balance=spec.prepaid_balance,
                 history_days=spec.history_days,
+                profile_period_s=spec.profile_period_s,
             )
             self.meters.append(ModbusMeter(index + 1, self.regmap, model, self._maybe_late))
         self._by_unit = {m.unit_id: m for m in self.meters}

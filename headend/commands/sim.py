@@ -97,12 +97,18 @@ def sim_dlt645(
     load_scale: Annotated[
         float, typer.Option(help="Multiply consumption (make it visible in short runs).")
     ] = 1.0,
-    history_days: Annotated[int, typer.Option(min=0, help="Days of 15-minute load profile in memory.")] = 7,
+    history_days: Annotated[int, typer.Option(min=0, help="Days of load profile in memory.")] = 7,
+    profile_period: Annotated[
+        int, typer.Option(min=60, help="Seconds between load-profile records (whole minutes).")
+    ] = 900,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object once listening.")] = False,
 ) -> None:
     """Run one DL/T 645 bus in the foreground until Ctrl-C / SIGTERM."""
     if edition not in (2007, 1997):
         raise typer.BadParameter("--edition must be 2007 or 1997")
+    if profile_period % 60 or 86400 % profile_period:
+        raise typer.BadParameter(
+            f"--profile-period {profile_period}: whole minutes dividing a day, e.g. 60, 900")
     spec = BusSpec(
         protocol="dlt645",
         edition=edition,
@@ -117,6 +123,7 @@ def sim_dlt645(
         turnaround_s=turnaround,
         load_scale=load_scale,
         history_days=history_days,
+        profile_period_s=profile_period,
         **_endpoint(tcp, pty),
     )
     _start([spec], as_json)

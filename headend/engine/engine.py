@@ -73,6 +73,7 @@ class Engine:
         self._services: list[asyncio.Task[Any]] = []
         self._meter_channel: dict[int, int] = {}
         self._clock_flags: dict[int, int] = {}
+        self._clockless: set[int] = set()  # meters whose model keeps no readable clock: not checked again
         self._stopping = False
         self._reload_lock = asyncio.Lock()
         self._gappy: set[int] = set()  # meters that may have gaps: all at start, then after failures
@@ -457,6 +458,8 @@ class Engine:
     def _spawn_all(self, what: str) -> None:
         for worker in list(self.workers.values()):
             for meter in list(worker.meters.values()):
+                if what == "clock" and meter.id in self._clockless:
+                    continue
                 body = self._clock_job if what == "clock" else self._events_job
                 self._spawn(body(worker, meter), f"{what}-{meter.id}")
 
@@ -471,6 +474,10 @@ class Engine:
         )
         try:
             result = await worker.submit(job)
+        except unsupported_errors() as exc:
+            self._clockless.add(meter.id)
+            log.info("meter has no clock to check", extra={"meter_id": meter.id, "error": str(exc)})
+            return
         except Exception as exc:
             log.info("clock check failed", extra={"meter_id": meter.id, "error": str(exc)})
             return

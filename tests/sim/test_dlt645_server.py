@@ -69,6 +69,28 @@ async def test_load_profile_is_read_with_followup_frames() -> None:
         assert len(model.daily) >= 62 and len(model.profile) == 7 * 96
 
 
+async def test_profile_period_sets_the_load_profile_interval() -> None:
+    async with running_bus(meters=1, seed=4, profile_period_s=60, history_days=1) as (bus, client):
+        model = bus.meters[0].model
+        assert len(model.profile) == 1440
+        start = model.profile[-6].time
+        first = await client.ask(build_read_profile(model.address, "06000001", 5, start))
+        frames = [first]
+        while frames[-1].has_followup:
+            frames.append(await client.ask(build_read_followup(model.address, "06000001", len(frames))))
+        _, records = assemble_read(frames)
+        assert [r["time"] for r in records] == [start + dt.timedelta(minutes=i) for i in range(5)]
+
+
+def test_profile_period_must_divide_a_day() -> None:
+    from simulators.clock import TimeSource
+    from simulators.meter import SimMeter
+
+    for period in (7 * 60, 90):  # 7 minutes do not divide a day; records carry no seconds
+        with pytest.raises(ValueError, match="whole minutes dividing a day"):
+            SimMeter("000000000001", seed=1, source=TimeSource(), profile_period_s=period)
+
+
 async def test_read_address_write_address_and_single_meter_rules() -> None:
     async with running_bus(meters=1, seed=6) as (bus, client):
         reply = await client.ask(build_read_address())

@@ -1,0 +1,139 @@
+"""The demo's simulated field: four buses of meters and the inventory that points the daemon at them."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from headend.inventory import ChannelEntry, Inventory, MeterEntry
+from simulators import BusSpec, start_bus
+
+STORY_ACCOUNT = "DEMO-0001"
+STORY_KWH_PER_INTERVAL = 0.3  # the story customer's load: about 1.5 x the opening balance per interval
+_RATE = re.compile(r"(no_reply|late|corrupt|garbage|garbage_inside|truncate)=([0-9.]+)")
+
+
+@dataclass(frozen=True, slots=True)
+class DemoBus:
+    """One simulated bus as the demo wires it: its channel name, protocol and simulator spec."""
+
+    channel: str
+    protocol: str  # inventory protocol: dlt645-2007 | dlt645-1997 | modbus
+    model: str
+    spec: BusSpec
+    url_options: str = ""  # channel URL query the daemon uses (e.g. the pty's line settings)
+
+
+def demo_buses(meters: int, interval_s: int, seed: int, password: str) -> list[DemoBus]:
+    """The demo's buses: DL/T 645-2007 over a TCP serial server, 1997 and Modbus RTU on ptys, Modbus TCP.
+
+    ``interval_s`` becomes the DL/T 645 meters' load-profile period (at least a minute: records carry
+    no seconds), so missed intervals can be backfilled from the meters' memory. Meter #1 of the 2007
+    bus drops off the bus for one interval after the first cycle; meter #2's clock is 95 s fast
+    (corrected by the clock check). The DL/T 645 meters take ``password`` (level 02) for relay control
+    and clock setting.
+    """
+    offline_at = interval_s + 5  # misses the second cycle
+    return [
+        DemoBus(
+            "dtu-2007",
+            "dlt645-2007",
+            "dlt645-generic",
+            BusSpec(edition=2007, meters=meters, transport="tcp", line_timing=True, baud=9600,
+                    faults=f"no_reply=0.01,garbage=0.005,offline=#1@{offline_at}+{interval_s}",
+                    seed=seed, profile_period_s=profile_period(interval_s), history_days=1,
+                    clock_offsets_s={2: 95.0}, password=password),
+        ),
+        DemoBus(
+            "rs485-1997",
+            "dlt645-1997",
+            "dlt645-generic",
+            BusSpec(edition=1997, meters=4, transport="pty", line_timing=True, baud=2400,
+                    faults="no_reply=0.02", seed=seed + 1, history_days=1, password=password),
+            "?baud=2400&parity=N",
+        ),
+        DemoBus(
+            "rs485-modbus",
+            "modbus",
+            "eastron_sdm630",
+            BusSpec(protocol="modbus", model="eastron_sdm630", meters=3, transport="pty", phases=3,
+                    seed=seed + 2, history_days=1),
+            "?baud=9600&parity=N",
+        ),
+        DemoBus(
+            "gw-modbus-tcp",
+            "modbus",
+            "hiking_dds238_2_znsr",
+            BusSpec(protocol="modbus", model="hiking_dds238_2_znsr", meters=1, transport="modbus-tcp",
+                    seed=seed + 3, history_days=1),
+        ),
+    ]
+
+
+def profile_period(interval_s: int) -> int:
+    """The meters' load-profile period for a read interval: the interval in whole minutes, else 1 minute."""
+    return interval_s if interval_s % 60 == 0 else 60
+
+
+def backlog_s(interval_s: int) -> int:
+    """How long before the demo its meters were installed: five intervals and two profile records."""
+    return max(5 * interval_s, 2 * profile_period(interval_s))
+
+
+def fault_rates(faults: str) -> dict[str, float]:
+    """The per-exchange fault rates of a simulator fault spec (scheduled faults left out)."""
+    return {kind: float(rate) for kind, rate in _RATE.findall(faults)}
+
+
+class DemoFleet:
+    """The running simulators of the demo and the inventory describing them."""
+
+    def __init__(self, buses: list[DemoBus], interval_s: int) -> None:
+        self.buses = buses
+        self.interval_s = interval_s
+        self.running: dict[str, Any] = {}
+
+    async def start(self) -> None:
+        """Start every bus (all or none: a failure stops the ones already started)."""
+        try:
+            for bus in self.buses:
+                self.running[bus.channel] = await start_bus(bus.spec)
+            model = self.story_meter.model
+            target_kw = STORY_KWH_PER_INTERVAL * 3600 / self.interval_s
+            model.load_scale = target_kw / max(model.power_at(model.source.now()), 0.05)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop every running bus."""
+        running, self.running = self.running, {}
+        await asyncio.gather(*(bus.stop() for bus in running.values()), return_exceptions=True)
+
+    @property
+    def story_meter(self) -> Any:
+        """The simulated meter of the fee-control story (first meter of the DL/T 645-2007 bus)."""
+        return self.running[self.buses[0].channel].meters[0]
+
+    def inventory(self, installed_at: datetime) -> Inventory:
+        """Channels and meters for ``import_inventory``; the story meter belongs to the story account.
+
+        ``installed_at`` before now means the head-end takes over meters already in the field: the
+        intervals since then are gaps, backfilled from the meters' load profiles where they keep one.
+        """
+        channels, meters = [], []
+        for bus in self.buses:
+            sim = self.running[bus.channel]
+            channels.append(ChannelEntry(name=bus.channel, url=sim.url + bus.url_options))
+            for index, meter in enumerate(sim.meters):
+                story = bus is self.buses[0] and index == 0
+                address = str(meter.unit_id) if bus.protocol == "modbus" else meter.address
+                meters.append(MeterEntry(
+                    channel=bus.channel, protocol=bus.protocol, address=address, model=bus.model,
+                    name=f"{bus.channel}/{index + 1}", account=STORY_ACCOUNT if story else None,
+                    has_relay=story or bus.model == "hiking_dds238_2_znsr", installed_at=installed_at,
+                ))
+        return Inventory(channels, meters)

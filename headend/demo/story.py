@@ -1,0 +1,136 @@
+"""The demo's fee-control story: a prepaid customer runs out of credit, is cut off, pays, is reconnected.
+
+Nothing here switches a relay itself: the story bills the account from the readings the daemon stored
+(``headend.billing``), then runs the fee-control service's pass (``headend.control.service``), which
+flags arrears, creates the command under the safety policy, and executes it on the meter's bus with a
+read-back of the relay. The payment goes through ``headend.billing.payments`` like a cashier's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from headend.billing.charging import BillingError, bill_account
+from headend.billing.payments import record_payment
+from headend.control.service import run_pass
+
+TARIFF = "demo-flat"
+PRICE_PER_KWH = Decimal("1.00")
+OPENING_BALANCE = Decimal("0.20")
+PAYMENT = Decimal("100.00")
+CASHIER = "demo-cashier"
+
+
+async def create_story_account(conn: asyncpg.Connection, account: str) -> None:
+    """A flat tariff and a prepaid account with a small opening balance (before the inventory import)."""
+    async with conn.transaction():
+        tariff_id = await conn.fetchval(
+            "INSERT INTO tariffs (name, kind) VALUES ($1, 'flat') RETURNING id", TARIFF)
+        await conn.execute(
+            "INSERT INTO tariff_prices (tariff_id, register, price, effective_from)"
+            " VALUES ($1, 'total', $2, '2000-01-01T00:00:00Z')", tariff_id, PRICE_PER_KWH)
+        account_id = await conn.fetchval(
+            "INSERT INTO accounts (number, name, kind, tariff_id, credit_limit)"
+            " VALUES ($1, 'Demo customer', 'prepaid', $2, 0) RETURNING id", account, tariff_id)
+        await conn.execute(
+            "INSERT INTO ledger (account_id, kind, amount, idempotency_key, details)"
+            " VALUES ($1, 'adjustment', $2, $3, '{\"opening\": true}'::jsonb)",
+            account_id, OPENING_BALANCE, f"opening:{account}")
+        await conn.execute(
+            "INSERT INTO balances (account_id, balance) VALUES ($1, $2)", account_id, OPENING_BALANCE)
+
+
+@dataclass
+class StoryState:
+    """What the story has reached so far (the dashboard and the summary show it)."""
+
+    balance: Decimal = OPENING_BALANCE
+    billed_kwh: Decimal = Decimal(0)
+    disconnect: str | None = None  # end state of the disconnect command
+    reconnect: str | None = None
+    payment_reference: str | None = None
+    timeline: list[tuple[datetime, str]] = field(default_factory=list)
+
+
+class FeeControlStory:
+    """Advances the story one ``step`` at a time (call it every few seconds while the daemon runs)."""
+
+    def __init__(self, engine: Any, account: str, *, pay_after_s: float) -> None:
+        self.engine = engine
+        self.account = account
+        self.pay_after_s = pay_after_s
+        self.state = StoryState()
+        self._disconnected_at: float | None = None
+        self._account_id: int | None = None
+
+    def _say(self, text: str) -> None:
+        self.state.timeline.append((datetime.now(UTC), text))
+
+    async def step(self) -> None:
+        """Bill new readings, run one fee-control pass, and pay once the disconnection has been seen."""
+        async with self.engine.pool.acquire() as conn:
+            await self._bill(conn)
+        zone = ZoneInfo(self.engine.config.safety.timezone)
+        for command_id, end_state in await run_pass(self.engine, datetime.now(zone)):
+            await self._record_outcome(command_id, end_state)
+        if self._due_to_pay():
+            async with self.engine.pool.acquire() as conn:
+                await self._pay(conn)
+
+    async def _bill(self, conn: asyncpg.Connection) -> None:
+        if self._account_id is None:
+            self._account_id = await conn.fetchval("SELECT id FROM accounts WHERE number = $1", self.account)
+        row = await conn.fetchrow(
+            """SELECT b.billed_until, min(r.ts) AS first_ts, max(r.ts) AS last_ts
+               FROM balances b JOIN meters m ON m.account_id = b.account_id
+               JOIN readings r ON r.meter_id = m.id
+               JOIN quantities q ON q.id = r.quantity_id AND q.name = 'energy_import_kwh'
+               WHERE b.account_id = $1 AND r.value IS NOT NULL GROUP BY b.billed_until""",
+            self._account_id)
+        if row is None:
+            return
+        start = row["billed_until"] or row["first_ts"]
+        if row["last_ts"] <= start:
+            return
+        try:
+            amount = await bill_account(conn, self._account_id, start, row["last_ts"])
+        except BillingError as exc:
+            self._say(f"billing deferred: {exc}")
+            return
+        balance = await conn.fetchval("SELECT balance FROM balances WHERE account_id = $1", self._account_id)
+        self.state.balance = Decimal(balance)
+        self.state.billed_kwh += amount / PRICE_PER_KWH
+        self._say(f"billed {amount:.2f} CNY up to {row['last_ts']:%H:%M:%S}; balance {balance:.2f}")
+
+    async def _record_outcome(self, command_id: int, end_state: str) -> None:
+        async with self.engine.pool.acquire() as conn:
+            action = await conn.fetchval("SELECT action FROM commands WHERE id = $1", command_id)
+        self._say(f"command {command_id} ({action}): {end_state}")
+        if action == "disconnect":
+            self.state.disconnect = end_state
+            if end_state == "confirmed":
+                self._disconnected_at = time.monotonic()
+        elif action == "reconnect":
+            self.state.reconnect = end_state
+
+    def _due_to_pay(self) -> bool:
+        return (
+            self.state.payment_reference is None
+            and self._disconnected_at is not None
+            and time.monotonic() - self._disconnected_at >= self.pay_after_s
+        )
+
+    async def _pay(self, conn: asyncpg.Connection) -> None:
+        reference = f"DEMO-PAY-{int(time.time())}"
+        outcome = await record_payment(
+            conn, self.account, PAYMENT, reference, operator=CASHIER, source="demo")
+        self.state.payment_reference = reference
+        self.state.balance = outcome.balance
+        self._say(f"payment {PAYMENT:.2f} CNY ({reference}); balance {outcome.balance:.2f}")
