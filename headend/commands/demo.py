@@ -36,6 +36,7 @@ def demo_command(
     """Run simulated buses, the daemon on an embedded database, a live dashboard and a fee-control story."""
     from headend.demo.runner import DemoOptions, run_demo
     from headend.demo.summary import summary_text
+    from headend.store.embedded import EmbeddedPostgresError
 
     if interval > 0 and 86400 % interval:
         raise typer.BadParameter(f"--interval {interval} must divide a day (e.g. 10, 15, 20, 30, 60)")
@@ -46,7 +47,7 @@ def demo_command(
     )
     try:
         summary = asyncio.run(run_demo(options, console))
-    except ValueError as exc:
+    except (ValueError, EmbeddedPostgresError) as exc:
         typer.echo(f"headend demo: {exc}", err=True)
         raise typer.Exit(2) from None
     console.print(summary_text(summary), highlight=False)

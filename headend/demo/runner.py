@@ -60,7 +60,7 @@ def demo_config(options: DemoOptions) -> HeadendConfig:
     return validate_config({
         "polling": {"interval": f"{i}s", "offset": "1s", "inventory_reload": "1h"},
         "read_plans": {"default": {"quantities": plan, "gap_quantity": "energy_import_kwh"}},
-        "timeouts": {"initial": "1s", "minimum": "300ms", "maximum": "3s"},
+        "timeouts": {"initial": "2s", "minimum": "1s", "maximum": "5s"},  # job budget per exchange
         "health": {"quarantine_after": 3, "backoff": f"{i}s", "backoff_max": f"{4 * i}s"},
         "backfill": {"enabled": True, "lookback": f"{backlog_s(i) + 5 * i}s", "retry_every": f"{i}s",
                      "max_intervals_per_meter": 20},

@@ -73,7 +73,8 @@ class Engine:
         self._services: list[asyncio.Task[Any]] = []
         self._meter_channel: dict[int, int] = {}
         self._clock_flags: dict[int, int] = {}
-        self._clockless: set[int] = set()  # meters whose model keeps no readable clock: not checked again
+        # meters whose model or edition cannot do "clock" / "events" at all: not asked again
+        self._unsupported: dict[str, set[int]] = {"clock": set(), "events": set()}
         self._stopping = False
         self._reload_lock = asyncio.Lock()
         self._gappy: set[int] = set()  # meters that may have gaps: all at start, then after failures
@@ -458,10 +459,17 @@ class Engine:
     def _spawn_all(self, what: str) -> None:
         for worker in list(self.workers.values()):
             for meter in list(worker.meters.values()):
-                if what == "clock" and meter.id in self._clockless:
+                if meter.id in self._unsupported[what]:
                     continue
                 body = self._clock_job if what == "clock" else self._events_job
                 self._spawn(body(worker, meter), f"{what}-{meter.id}")
+
+    def _not_supported(self, what: str, meter: MeterSpec, exc: BaseException) -> None:
+        """Remember that a meter cannot do ``what`` (its model or edition lacks it); say so once."""
+        self._unsupported[what].add(meter.id)
+        log.info(
+            f"meter does not support {what}; not asked again", extra={"meter_id": meter.id, "error": str(exc)}
+        )
 
     async def _clock_job(self, worker: ChannelWorker, meter: MeterSpec) -> None:
         max_drift = self.config.clock.max_drift
@@ -475,8 +483,7 @@ class Engine:
         try:
             result = await worker.submit(job)
         except unsupported_errors() as exc:
-            self._clockless.add(meter.id)
-            log.info("meter has no clock to check", extra={"meter_id": meter.id, "error": str(exc)})
+            self._not_supported("clock", meter, exc)
             return
         except Exception as exc:
             log.info("clock check failed", extra={"meter_id": meter.id, "error": str(exc)})
@@ -519,6 +526,9 @@ class Engine:
         )
         try:
             records = await worker.submit(job)
+        except unsupported_errors() as exc:
+            self._not_supported("events", meter, exc)
+            return
         except Exception as exc:
             log.info("event collection failed", extra={"meter_id": meter.id, "error": str(exc)})
             return

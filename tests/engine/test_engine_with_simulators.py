@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from headend.config import validate_config
 from headend.engine.engine import Engine
@@ -208,3 +209,37 @@ async def test_daemon_corrects_a_drifting_meter_clock(pg_dsn: str, tmp_path: Pat
         await engine.stop()
         await conn.close()
         await bus.stop()
+
+
+
+async def test_meters_without_event_records_are_not_asked_again(
+    pg_dsn: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = await start_bus(BusSpec(meters=2, seed=64, edition=1997))
+    inventory = inventory_file(tmp_path / "inv.toml", {"bus": bus})
+    inventory.write_text(inventory.read_text().replace("dlt645-2007", "dlt645-1997"))
+    conn = await asyncpg.connect(pg_dsn)
+    await import_inventory(conn, read_inventory(inventory))
+    config = validate_config(
+        {
+            "polling": {"interval": "2s", "inventory_reload": "1h"},
+            "read_plans": {"default": {"quantities": ["energy_import_kwh"]}},
+            "backfill": {"enabled": False},
+            "clock": {"enabled": False},
+            "events": {"enabled": True, "collect_every": "1s"},
+            "metrics": {"port": 0},
+        },
+        "test",
+    )
+    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    caplog.set_level("INFO", logger="headend.engine.engine")
+    try:
+        await engine.start()
+        await asyncio.sleep(5)  # the first collection at the first boundary + 1 s, then every second
+    finally:
+        await engine.stop()
+        await conn.close()
+        await bus.stop()
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("meter does not support events; not asked again") == 2  # once per meter
+    assert "event collection failed" not in messages
