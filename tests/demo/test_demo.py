@@ -69,3 +69,18 @@ def test_demo_reads_every_meter_backfills_and_plays_the_fee_control_story(tmp_pa
     assert "headend-demo-" in output
     workdir = output.split("starting the embedded database in ", 1)[1].split()[0]
     assert not Path(workdir).exists()
+
+
+def test_demo_refuses_bad_options_before_starting_anything(tmp_path: Path) -> None:
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "something").write_text("x")
+    for extra, message in (
+        (["--interval", "7"], "must divide a day"),
+        (["--data-dir", str(used)], "is not empty"),
+    ):
+        result = subprocess.run([sys.executable, "-m", "headend.cli", "demo", "--no-dashboard", *extra],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, result
+        assert message in result.stderr + result.stdout
+    assert (used / "something").read_text() == "x"
