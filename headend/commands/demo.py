@@ -50,6 +50,9 @@ def demo_command(
     except (ValueError, EmbeddedPostgresError) as exc:
         typer.echo(f"headend demo: {exc}", err=True)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C before the daemon was up: everything started has been stopped
+        typer.echo("headend demo: interrupted during start-up", err=True)
+        raise typer.Exit(130) from None
     console.print(summary_text(summary), highlight=False)
     if json_summary is not None:
         json_summary.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")

@@ -60,6 +60,16 @@ def _storage(snap: Snapshot) -> Text:
     )
 
 
+def _backfills(snap: Snapshot) -> Table:
+    table = Table(title="Gaps backfilled from meter memory (latest)", expand=True, title_justify="left")
+    for column in ("meter", "intervals", "from", "to"):
+        table.add_column(column)
+    for row in snap.backfills:
+        table.add_row(row["meter"], str(row["intervals"]), f"{row['first_ts'].astimezone(UTC):%H:%M:%S}Z",
+                      f"{row['last_ts'].astimezone(UTC):%H:%M:%S}Z")
+    return table
+
+
 def _relay_read_back(evidence: str | dict | None) -> bool | None:
     """Whether the read-back found the relay open, from a command's stored evidence (None: no read-back)."""
     data = json.loads(evidence) if isinstance(evidence, str) else evidence or {}
@@ -89,7 +99,7 @@ def _story(story: StoryState) -> Panel:
 def render(header: str, snap: Snapshot, story: StoryState, warnings: list[str]) -> RenderableType:
     """The whole dashboard for one refresh."""
     parts: list[RenderableType] = [Text(header, style="bold"), _channels(snap), _storage(snap), _latest(snap),
-                                   _commands(snap), _story(story)]
+                                   _backfills(snap), _commands(snap), _story(story)]
     if warnings:
         parts.append(Panel("\n".join(warnings[-4:]), title="Warnings", title_align="left", style="yellow"))
     return Group(*parts)

@@ -46,6 +46,7 @@ def demo_buses(meters: int, interval_s: int, seed: int, password: str) -> list[D
                     faults=f"no_reply=0.01,garbage=0.005,offline=#1@{offline_at}+{interval_s}",
                     seed=seed, profile_period_s=profile_period(interval_s), history_days=1,
                     clock_offsets_s={2: 95.0}, password=password),
+            "?baud=9600",  # the serial side of the TCP serial server: timeouts follow its line time
         ),
         DemoBus(
             "rs485-1997",

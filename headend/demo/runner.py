@@ -170,9 +170,9 @@ async def _run(
         config = demo_config(options)
         writer = ReadingWriter(dsn, spool_dir=workdir / "spool")
         engine = Engine(config, dsn, writer, DriverPort(_write_secrets(workdir, password)))
+        since = datetime.now(UTC)
         await engine.start()
         started = time.monotonic()
-        since = datetime.now(UTC)
         story = FeeControlStory(engine, STORY_ACCOUNT, pay_after_s=max(10.0, options.interval_s / 2))
         try:
             await _show(options, console, engine, story, fleet, since, started, warnings, workdir)

@@ -38,6 +38,7 @@ class Snapshot:
     meters_with_actual: int = 0
     meters_without_actual: list[str] = field(default_factory=list)
     latest: list[asyncpg.Record] = field(default_factory=list)
+    backfills: list[asyncpg.Record] = field(default_factory=list)
     commands: list[asyncpg.Record] = field(default_factory=list)
     clock_corrections: int = 0
     quarantined: int = 0
@@ -78,6 +79,13 @@ FROM readings r JOIN meters m ON m.id = r.meter_id JOIN quantities q ON q.id = r
 WHERE r.received_at > $1 ORDER BY r.received_at DESC, r.ts DESC LIMIT $2
 """
 
+_BACKFILLS = """
+SELECT m.name AS meter, count(DISTINCT r.ts) AS intervals, min(r.ts) AS first_ts, max(r.ts) AS last_ts
+FROM readings r JOIN meters m ON m.id = r.meter_id
+WHERE r.quality IN ('backfilled', 'freeze') AND r.received_at > $1
+GROUP BY m.name ORDER BY max(r.received_at) DESC, m.name LIMIT $2
+"""
+
 _COMMANDS = """
 SELECT c.id, m.name AS meter, c.action, c.state::text AS state, c.cause, c.operator, c.attempts,
        c.created_at, c.finished_at, c.evidence
@@ -97,7 +105,7 @@ def _line_counters(engine: Any) -> dict[str, tuple[int, int, int]]:
 
 
 async def take_snapshot(
-    conn: asyncpg.Connection, engine: Any, *, since: datetime, latest: int = 8
+    conn: asyncpg.Connection, engine: Any, *, since: datetime, latest: int = 6
 ) -> Snapshot:
     """Read the figures of this demo run (``since``: its start) from the database and the engine."""
     snap = Snapshot()
@@ -116,6 +124,7 @@ async def take_snapshot(
         else:
             snap.meters_without_actual.append(row["name"])
     snap.latest = await conn.fetch(_LATEST, since, latest)
+    snap.backfills = await conn.fetch(_BACKFILLS, since, 4)
     snap.commands = await conn.fetch(_COMMANDS)
     snap.clock_corrections = await conn.fetchval(
         "SELECT count(*) FROM events WHERE category = 'comm' AND kind LIKE 'clock%'")

@@ -68,6 +68,7 @@ class Engine:
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._version: tuple | None = None
         self._cycles: dict[int, tuple[CycleStats, list[Job], asyncio.Task[None]]] = {}
+        self._unread: dict[int, list[int]] = {}  # channel -> meters an overrun cycle never reached
         self._backfilling: dict[int, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._services: list[asyncio.Task[Any]] = []
@@ -291,12 +292,19 @@ class Engine:
             if previous is not None and not previous[2].done():
                 self._overrun(worker, *previous)
             stats = CycleStats(channel_id, worker.spec.name, ts, self.interval, worker.busy_seconds)
-            jobs = [self._read_job(m) for m in worker.meters.values()]
+            jobs = [self._read_job(m) for m in self._cycle_order(channel_id, worker)]
             run = CycleRun(stats, jobs, self._submit, self._gappy.add)
             for job in jobs:
                 worker.submit(job)
             task = self._spawn(self._channel_cycle(worker, run), f"cycle-{worker.spec.name}")
             self._cycles[channel_id] = (stats, jobs, task)
+
+    def _cycle_order(self, channel_id: int, worker: ChannelWorker) -> list[MeterSpec]:
+        """The channel's meters, those an overrun cycle left unread first: on a bus that cannot read
+        every meter in one interval, no meter is starved for good."""
+        unread = [worker.meters[m] for m in self._unread.pop(channel_id, []) if m in worker.meters]
+        first = {m.id for m in unread}
+        return unread + [m for m in worker.meters.values() if m.id not in first]
 
     async def wait_cycles(self) -> None:
         """Wait until every channel's latest cycle has finished and been recorded (benchmarks, tests)."""
@@ -326,6 +334,7 @@ class Engine:
             },
         )
         self.metrics.capacity_warnings.labels(worker.spec.name).inc()
+        self._unread[worker.spec.id] = [job.meter_id for job in jobs if not job.future.done()]
         for job in jobs:
             if not job.future.done():
                 job.future.cancel()

@@ -243,3 +243,37 @@ async def test_meters_without_event_records_are_not_asked_again(
     messages = [r.getMessage() for r in caplog.records]
     assert messages.count("meter does not support events; not asked again") == 2  # once per meter
     assert "event collection failed" not in messages
+
+
+async def test_a_bus_too_slow_for_its_interval_starves_no_meter(pg_dsn: str, tmp_path: Path) -> None:
+    # 1200 baud with line timing: about four reads fit in a 2 s interval, so every cycle overruns
+    bus = await start_bus(BusSpec(meters=6, seed=65, line_timing=True, baud=1200, turnaround_s=0.05))
+    conn = await asyncpg.connect(pg_dsn)
+    inventory = inventory_file(tmp_path / "inv.toml", {"bus": bus})
+    inventory.write_text(inventory.read_text().replace(bus.url, bus.url + "?baud=1200"))
+    await import_inventory(conn, read_inventory(inventory))
+    config = validate_config(
+        {
+            "polling": {"interval": "2s", "offset": "0s", "inventory_reload": "1h"},
+            "read_plans": {"default": {"quantities": ["energy_import_kwh"]}},
+            "backfill": {"enabled": False},
+            "clock": {"enabled": False},
+            "events": {"enabled": False},
+            "metrics": {"port": 0},
+        },
+        "test",
+    )
+    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    try:
+        await engine.start()
+        await asyncio.sleep(9)
+    finally:
+        await engine.stop()
+    try:
+        overruns = await conn.fetchval("SELECT count(*) FROM read_cycles WHERE succeeded < due")
+        read = await conn.fetchval("SELECT count(DISTINCT meter_id) FROM readings WHERE quality = 'actual'")
+    finally:
+        await conn.close()
+        await bus.stop()
+    assert overruns >= 2  # the bus really was too slow
+    assert read == 6  # yet every meter was read: the unread ones go first in the next cycle
