@@ -234,6 +234,7 @@ async def _show(
     finally:
         if live is not None:
             live.stop()
+            console.print()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     console.print("stopping: finishing the exchanges in flight and flushing the writer")

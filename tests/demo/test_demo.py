@@ -84,3 +84,18 @@ def test_demo_refuses_bad_options_before_starting_anything(tmp_path: Path) -> No
         assert result.returncode == 2, result
         assert message in result.stderr + result.stdout
     assert (used / "something").read_text() == "x"
+
+
+def test_dashboard_shows_channels_storage_commands_and_story(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "headend.cli", "demo", "--dashboard", "--duration", "5", "--meters", "2",
+            "--interval", "5"]
+    env = {**os.environ, "COLUMNS": "160", "HEADEND_STATE_DIR": str(tmp_path / "state")}
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    screen = result.stdout
+    for title in ("Channels", "Latest readings", "Gaps backfilled from meter memory", "Relay commands",
+                  "Fee-control story: account balance"):
+        assert title in screen, screen
+    for channel in ("dtu-2007", "rs485-1997", "rs485-modbus", "gw-modbus-tcp"):
+        assert f"│ {channel} " in screen, screen
+    assert "dtu-2007/1" in screen  # a latest reading or a backfilled gap of the first meter
