@@ -49,18 +49,28 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def start_sim(args: list[str]) -> tuple[subprocess.Popen[str], dict]:
-    """Start ``headend sim dlt645 ... --json`` and return it with the JSON line it prints when ready."""
-    proc = subprocess.Popen(
+def spawn_sim(args: list[str]) -> subprocess.Popen[str]:
+    """Start ``headend sim dlt645 ... --json`` (it prints one JSON line when ready)."""
+    return subprocess.Popen(
         [sys.executable, "-m", "headend.cli", "sim", "dlt645", *args, "--json"],
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+def sim_ready(proc: subprocess.Popen[str]) -> dict:
+    """Wait for a simulator's JSON line."""
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
-        raise SystemExit(f"simulator exited: headend sim dlt645 {' '.join(args)}")
-    return proc, json.loads(line)
+        raise SystemExit(f"simulator exited: {' '.join(map(str, proc.args))}")
+    return json.loads(line)
+
+
+def start_sim(args: list[str]) -> tuple[subprocess.Popen[str], dict]:
+    """Start a simulator and return it with its JSON line."""
+    proc = spawn_sim(args)
+    return proc, sim_ready(proc)
 
 
 def fresh_database(server: EmbeddedPostgres, name: str) -> str:
@@ -151,20 +161,13 @@ async def naive_baseline(dsn: str, url: str, addresses: list[str]) -> float:
 def part_fleet(dsn: str, base: Path, meters: int, channels: int) -> None:
     per_channel = meters // channels
     sims = []
+    procs: list[subprocess.Popen[str]] = []
     try:
-        for c in range(channels):
-            proc, info = start_sim(
-                [
-                    "--meters",
-                    str(per_channel),
-                    "--tcp",
-                    "127.0.0.1:0",
-                    "--seed",
-                    str(c + 1),
-                    "--history-days",
-                    "1",
-                ]
-            )
+        for c in range(channels):  # all start at once; then collect their addresses
+            args = ["--meters", str(per_channel), "--tcp", "127.0.0.1:0", "--seed", str(c + 1)]
+            procs.append(spawn_sim([*args, "--history-days", "1"]))
+        for proc in procs:
+            info = sim_ready(proc)
             sims.append((proc, info["url"], meter_addresses(info)))
         inventory = Inventory(
             [ChannelEntry(name=f"bus-{c}", url=url) for c, (_p, url, _a) in enumerate(sims)],
@@ -177,9 +180,9 @@ def part_fleet(dsn: str, base: Path, meters: int, channels: int) -> None:
         results = asyncio.run(run_cycles(dsn, base / "spool-a", inventory, ["energy_import_kwh"], 2))
         baseline = asyncio.run(naive_baseline(dsn, sims[0][1], sims[0][2]))
     finally:
-        for proc, _url, _addrs in sims:
+        for proc in procs:
             proc.terminate()
-        for proc, _url, _addrs in sims:
+        for proc in procs:
             proc.wait(timeout=30)
     wall, cpu, stored, _busy = results[-1]  # the first cycle also connects every channel
     print(f"(a) {stored} readings from {meters} meters on {channels} TCP channels")
