@@ -1,18 +1,20 @@
-"""``headend commands``: list, show, cancel and approve relay commands."""
+"""``headend commands``: create, list, show, cancel and approve relay commands."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import typer
 
+from headend.control.manual import ManualCommandError, request_command
 from headend.control.store import set_state
 from headend.store.dsn import resolve_dsn
 
-commands_app = typer.Typer(help="Relay commands: list, show, cancel, approve.", no_args_is_help=True)
+commands_app = typer.Typer(help="Relay commands: create, list, show, cancel, approve.", no_args_is_help=True)
 DsnOption = typer.Option(None, "--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server).")
 OperatorOption = typer.Option(..., "--operator", help="Operator id recorded in the audit log.")
 _COLUMNS = (
@@ -31,6 +33,28 @@ async def _with_conn(dsn: str | None, work: Any) -> Any:
         return await work(conn)
     finally:
         await conn.close()
+
+
+@commands_app.command("create")
+def create(
+    meter: str = typer.Argument(..., help="Meter name or address."),
+    action: str = typer.Argument(..., help="disconnect or reconnect."),
+    operator: str = OperatorOption,
+    reason: str = typer.Option(..., "--reason", help="Why (recorded in the audit log)."),
+    dsn: str | None = DsnOption,
+) -> None:
+    """Ask the daemon to switch one meter: a persisted command it executes and confirms by read-back."""
+
+    async def work(conn: asyncpg.Connection) -> int:
+        return await request_command(conn, meter, action, operator=operator, reason=reason,
+                                     now=datetime.now(UTC))
+
+    try:
+        command_id = asyncio.run(_with_conn(dsn, work))
+    except ManualCommandError as exc:
+        _fail(str(exc))
+    typer.echo(f"command {command_id} created ({action} {meter}); the daemon executes it and confirms it by "
+               f"read-back: headend commands show {command_id}")
 
 
 @commands_app.command("list")
@@ -63,12 +87,28 @@ def show(command_id: int, dsn: str | None = DsnOption) -> None:
 
 @commands_app.command("cancel")
 def cancel(command_id: int, operator: str = OperatorOption, dsn: str | None = DsnOption) -> None:
-    """Cancel a pending or sent command."""
+    """Cancel a pending command (a sent one is settled by the daemon's read-back, never cancelled blind)."""
+
+    async def work(conn: asyncpg.Connection) -> str | None:
+        async with conn.transaction():
+            state = await conn.fetchval(
+                "SELECT state::text FROM commands WHERE id = $1 FOR UPDATE", command_id)
+            if state == "pending":
+                await set_state(conn, command_id, "cancelled", actor=operator,
+                                error=f"cancelled by {operator}")
+        return state
+
     try:
-        asyncio.run(_with_conn(dsn, lambda c: set_state(c, command_id, "cancelled", actor=operator,
-                                                        error=f"cancelled by {operator}")))
+        state = asyncio.run(_with_conn(dsn, work))
     except asyncpg.PostgresError as exc:
         _fail(str(exc))
+    if state is None:
+        _fail(f"no command {command_id}")
+    if state == "sent":
+        _fail(f"command {command_id} was sent to the meter; the daemon settles it by reading the relay back "
+              "(confirmed, or retried) and it cannot be cancelled before that")
+    if state != "pending":
+        _fail(f"command {command_id} is {state}, not pending")
     typer.echo(f"command {command_id} cancelled")
 
 

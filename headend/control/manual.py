@@ -1,0 +1,78 @@
+"""Manual relay commands: an operator asks, the daemon's fee-control service switches and reads back.
+
+The request only creates the persisted command (cause ``manual``, the operator's id, the reason in the
+audit log); nothing is sent from here. The daemon executes it at top priority on the meter's bus and
+confirms it by reading the relay back, exactly like an automatic command.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+from headend.control.store import create_command
+
+ACTIONS = ("disconnect", "reconnect")
+
+
+class ManualCommandError(ValueError):
+    """A manual command that cannot be created; the message says why."""
+
+
+async def _meter(conn: asyncpg.Connection, meter: str) -> asyncpg.Record:
+    rows = await conn.fetch(
+        """SELECT m.id, coalesce(m.name, m.address) AS label, m.has_relay, m.enabled,
+                  m.protected OR coalesce(a.protected, false) AS protected,
+                  coalesce(m.protected_reason, a.protected_reason) AS protected_reason
+           FROM meters m LEFT JOIN accounts a ON a.id = m.account_id
+           WHERE m.name = $1 OR m.address = $1 ORDER BY m.id""", meter)
+    if not rows:
+        raise ManualCommandError(f"no meter named or addressed {meter!r}")
+    if len(rows) > 1:
+        names = ", ".join(r["label"] for r in rows)
+        raise ManualCommandError(f"{meter!r} matches {len(rows)} meters ({names}); give the meter's name")
+    return rows[0]
+
+
+async def request_command(
+    conn: asyncpg.Connection, meter: str, action: str, *, operator: str, reason: str, now: datetime
+) -> int:
+    """Create a pending manual command for ``meter`` (name or address); returns its id.
+
+    Refused (``ManualCommandError``): unknown or ambiguous meter, no relay, disabled meter, a
+    disconnect of a protected customer, a meter that already has an open command, no operator or
+    no reason."""
+    if action not in ACTIONS:
+        raise ManualCommandError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
+    if not operator.strip() or not reason.strip():
+        raise ManualCommandError("a manual command needs an operator id and a reason")
+    row = await _meter(conn, meter)
+    if not row["has_relay"]:
+        raise ManualCommandError(f"meter {row['label']} has no relay")
+    if not row["enabled"]:
+        raise ManualCommandError(f"meter {row['label']} is disabled")
+    if action == "disconnect" and row["protected"]:
+        why = f" ({row['protected_reason']})" if row["protected_reason"] else ""
+        raise ManualCommandError(f"meter {row['label']} is protected{why}: it is not disconnected remotely")
+    open_command = await conn.fetchrow(
+        "SELECT id, action FROM commands WHERE meter_id = $1 AND state IN ('pending', 'sent')", row["id"])
+    if open_command is not None:
+        raise ManualCommandError(
+            f"meter {row['label']} already has open command {open_command['id']} ({open_command['action']});"
+            " cancel it or let it finish first")
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('headend.actor', $1, true)", operator)
+            command_id = await create_command(
+                conn, meter_id=row["id"], action=action, cause="manual", operator=operator,
+                idempotency_key=f"manual:{uuid.uuid4()}", now=now)
+            await conn.execute(
+                """INSERT INTO audit_log (actor, action, entity, entity_id, reason, details)
+                   VALUES ($1, 'command.requested', 'command', $2, $3,
+                           jsonb_build_object('meter', $4::text, 'action', $5::text))""",
+                operator, str(command_id), reason.strip(), row["label"], action)
+    except asyncpg.UniqueViolationError:  # another command for this meter was created meanwhile
+        raise ManualCommandError(f"meter {row['label']} already has an open command") from None
+    return command_id
