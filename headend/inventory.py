@@ -309,3 +309,16 @@ async def list_inventory(conn: asyncpg.Connection, channel: str | None = None) -
         """,
         channel,
     )
+
+
+async def find_meter(conn: asyncpg.Connection, ref: str) -> tuple[int, str]:
+    """``(id, label)`` of the one meter named or addressed ``ref``; InventoryError if none or several."""
+    rows = await conn.fetch(
+        "SELECT id, coalesce(name, address) AS label FROM meters WHERE name = $1 OR address = $1 ORDER BY id",
+        ref)
+    if not rows:
+        raise InventoryError(f"no meter named or addressed {ref!r}")
+    if len(rows) > 1:
+        names = ", ".join(r["label"] for r in rows)
+        raise InventoryError(f"{ref!r} matches {len(rows)} meters ({names}); give the meter's name")
+    return int(rows[0]["id"]), str(rows[0]["label"])

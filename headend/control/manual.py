@@ -13,6 +13,7 @@ from datetime import datetime
 import asyncpg
 
 from headend.control.store import create_command
+from headend.inventory import InventoryError, find_meter
 
 ACTIONS = ("disconnect", "reconnect")
 
@@ -22,18 +23,15 @@ class ManualCommandError(ValueError):
 
 
 async def _meter(conn: asyncpg.Connection, meter: str) -> asyncpg.Record:
-    rows = await conn.fetch(
+    try:
+        meter_id, _ = await find_meter(conn, meter)
+    except InventoryError as exc:
+        raise ManualCommandError(str(exc)) from None
+    return await conn.fetchrow(
         """SELECT m.id, coalesce(m.name, m.address) AS label, m.has_relay, m.enabled,
                   m.protected OR coalesce(a.protected, false) AS protected,
                   coalesce(m.protected_reason, a.protected_reason) AS protected_reason
-           FROM meters m LEFT JOIN accounts a ON a.id = m.account_id
-           WHERE m.name = $1 OR m.address = $1 ORDER BY m.id""", meter)
-    if not rows:
-        raise ManualCommandError(f"no meter named or addressed {meter!r}")
-    if len(rows) > 1:
-        names = ", ".join(r["label"] for r in rows)
-        raise ManualCommandError(f"{meter!r} matches {len(rows)} meters ({names}); give the meter's name")
-    return rows[0]
+           FROM meters m LEFT JOIN accounts a ON a.id = m.account_id WHERE m.id = $1""", meter_id)
 
 
 async def request_command(

@@ -76,3 +76,40 @@ async def test_missing_reading_charges_nothing(pg_dsn: str) -> None:
         assert await conn.fetchval("SELECT count(*) FROM ledger") == 0
     finally:
         await conn.close()
+
+
+async def test_a_period_across_a_meter_replacement_splits_at_final_and_initial(pg_dsn: str) -> None:
+    from headend.billing.replacement import record_replacement
+
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        # old meter (multiplier 2): t1 500.0 at T0; removed mid-week reading 520.0 (20 kWh x 2 = 40)
+        account = await _setup(conn, "prepaid", {"energy_import_t1_kwh": (500.0, 999.0),
+                                                 "energy_import_t2_kwh": (100.0, 999.0)})
+        old = await conn.fetchval("SELECT id FROM meters WHERE account_id = $1", account)
+        await conn.execute("DELETE FROM readings WHERE meter_id = $1 AND ts = $2", old, T1)
+        new = await conn.fetchval(
+            "INSERT INTO meters (protocol, address, model, channel_id, multiplier) "
+            "SELECT 'dlt645-2007', '2', 'm', channel_id, 1 FROM meters WHERE id = $1 RETURNING id", old)
+        # the new meter (multiplier 1) starts at t1 3.0 / t2 2.0 and reads 13.5 / 7.0 at T1
+        for name, value in (("energy_import_t1_kwh", 13.5), ("energy_import_t2_kwh", 7.0)):
+            await conn.execute(
+                "INSERT INTO readings (meter_id, quantity_id, ts, value, source_id) SELECT $1, q.id, $2, $3,"
+                " (SELECT id FROM reading_sources LIMIT 1) FROM quantities q WHERE q.name = $4",
+                new, T1, value, name)
+        swap_at = T0 + timedelta(days=3)
+        final = {"energy_import_t1_kwh": Decimal("520.0"), "energy_import_t2_kwh": Decimal("110.0")}
+        initial = {"energy_import_t1_kwh": Decimal("3.0"), "energy_import_t2_kwh": Decimal("2.0")}
+        await record_replacement(conn, "1", "2", at=swap_at, final=final, initial=initial, operator="tech9")
+        assert await conn.fetchval("SELECT account_id FROM meters WHERE id = $1", new) == account
+        retired = await conn.fetchrow("SELECT account_id, enabled FROM meters WHERE id = $1", old)
+        assert tuple(retired) == (None, False)
+        # t1: ((520 - 500) x 2 + (13.5 - 3.0)) x 1.00 = 50.50; t2: ((110 - 100) x 2 + (7 - 2)) x 0.50 = 12.50
+        # (never the raw register jump 500 -> 13.5 of two different devices)
+        assert await bill_account(conn, account, T0, T1) == Decimal("63.00")
+        audit = await conn.fetchrow("SELECT actor, reason FROM audit_log WHERE action = 'meter.replaced'")
+        assert tuple(audit) == ("tech9", "replaced by 2")
+        with pytest.raises(asyncpg.UniqueViolationError):  # a meter is taken out once
+            await record_replacement(conn, "1", "2", at=swap_at, final=final, initial=initial, operator="t9")
+    finally:
+        await conn.close()

@@ -1,0 +1,45 @@
+"""Meter replacement: the old meter's final and the new meter's initial registers, so billing is exact."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+
+import asyncpg
+
+from headend.inventory import find_meter
+
+
+async def record_replacement(
+    conn: asyncpg.Connection, old: str, new: str, *, at: datetime, final: dict[str, Decimal],
+    initial: dict[str, Decimal], operator: str,
+) -> int:
+    """Record that meter ``new`` (name or address) replaced ``old`` at ``at``; returns the record id.
+
+    The new meter takes over the old one's account; the old one leaves the account and the polling
+    inventory. Billing splits any period containing ``at`` at these register values. Audited."""
+    if at.tzinfo is None:
+        raise ValueError("the replacement time needs a UTC offset")
+    if not final or set(final) != set(initial):
+        raise ValueError("give the same register quantities for the final and the initial readings")
+    old_id, old_label = await find_meter(conn, old)
+    new_id, new_label = await find_meter(conn, new)
+    async with conn.transaction():
+        record_id = await conn.fetchval(
+            """INSERT INTO meter_replacements
+                   (old_meter_id, new_meter_id, replaced_at, final_kwh, initial_kwh, operator)
+               VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6) RETURNING id""",
+            old_id, new_id, at, json.dumps({k: str(v) for k, v in final.items()}),
+            json.dumps({k: str(v) for k, v in initial.items()}), operator)
+        account = await conn.fetchval("SELECT account_id FROM meters WHERE id = $1", old_id)
+        await conn.execute(
+            "UPDATE meters SET account_id = coalesce(account_id, $2) WHERE id = $1", new_id, account)
+        await conn.execute("UPDATE meters SET account_id = NULL, enabled = false WHERE id = $1", old_id)
+        await conn.execute(
+            """INSERT INTO audit_log (actor, action, entity, entity_id, reason, details)
+               VALUES ($1, 'meter.replaced', 'meter', $2, $3, $4::jsonb)""",
+            operator, old_label, f"replaced by {new_label}",
+            json.dumps({"at": at.isoformat(), "final": {k: str(v) for k, v in final.items()},
+                        "initial": {k: str(v) for k, v in initial.items()}}))
+    return int(record_id)
