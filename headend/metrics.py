@@ -46,6 +46,9 @@ class EngineMetrics:
             "headend_capacity_warnings", "Cycles a bus could not finish in time", ["channel"], registry=r
         )
         self.clock_corrections = Counter("headend_clock_corrections", "Meter clocks set", registry=r)
+        self.fee_control_halted = Gauge(
+            "headend_fee_control_halted", "1 while a cap halts automatic disconnection", registry=r
+        )
 
     def serve(self, host: str, port: int) -> None:
         """Start the ``/metrics`` HTTP endpoint in a background thread."""

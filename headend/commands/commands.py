@@ -10,11 +10,15 @@ from typing import Any
 import asyncpg
 import typer
 
+from headend.control.automation import resume
 from headend.control.manual import ManualCommandError, request_command
 from headend.control.store import set_state
 from headend.store.dsn import resolve_dsn
 
-commands_app = typer.Typer(help="Relay commands: create, list, show, cancel, approve.", no_args_is_help=True)
+commands_app = typer.Typer(
+    help="Relay commands: create, list, show, cancel, approve; resume after a cap halt.",
+    no_args_is_help=True,
+)
 DsnOption = typer.Option(None, "--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server).")
 OperatorOption = typer.Option(..., "--operator", help="Operator id recorded in the audit log.")
 _COLUMNS = (
@@ -55,6 +59,19 @@ def create(
         _fail(str(exc))
     typer.echo(f"command {command_id} created ({action} {meter}); the daemon executes it and confirms it by "
                f"read-back: headend commands show {command_id}")
+
+
+@commands_app.command("resume")
+def resume_automation(
+    operator: str = OperatorOption,
+    reason: str = typer.Option(..., "--reason", help="Why it is safe to resume (audited)."),
+    dsn: str | None = DsnOption,
+) -> None:
+    """Lift a cap halt of automatic disconnection (after checking why so many were due)."""
+    rule = asyncio.run(_with_conn(dsn, lambda c: resume(c, operator, reason)))
+    if rule is None:
+        _fail("automatic disconnection is not halted")
+    typer.echo(f"automatic disconnection resumed (was halted by {rule})")
 
 
 @commands_app.command("list")

@@ -16,6 +16,7 @@ from headend.control.safety import Candidate, CapExceeded, SafetySettings, evalu
 from headend.control.store import create_command
 
 SYSTEM = "system"
+HALT_KEY = "fee_control_halted"  # headend_settings row present while automation is halted by a cap
 
 _ACCOUNTS = """
 SELECT a.id, a.number, a.kind, a.credit_limit, a.grace_days, a.arrears, a.arrears_since, a.notice_sent_at,
@@ -91,10 +92,30 @@ async def _candidates(conn: asyncpg.Connection) -> list[tuple[Candidate, str]]:
     return wanted
 
 
+async def halted_by(conn: asyncpg.Connection) -> str | None:
+    """The cap rule that halted automatic disconnection, or None; it stays until ``resume``."""
+    return await conn.fetchval("SELECT value FROM headend_settings WHERE key = $1", HALT_KEY)
+
+
+async def resume(conn: asyncpg.Connection, operator: str, reason: str) -> str | None:
+    """Lift a cap halt (audited with the operator and reason); returns the rule lifted, or None."""
+    async with conn.transaction():
+        rule = await conn.fetchval("DELETE FROM headend_settings WHERE key = $1 RETURNING value", HALT_KEY)
+        if rule is not None:
+            await conn.execute(
+                "INSERT INTO audit_log (actor, action, entity, entity_id, reason, details) "
+                "VALUES ($1, 'automation.resumed', 'automation', 'arrears', $2, $3::jsonb)",
+                operator, reason, json.dumps({"halted_by": rule}))
+    return rule
+
+
 async def run_once(
     conn: asyncpg.Connection, settings: SafetySettings, now: datetime, *, notice: timedelta = timedelta(0)
 ) -> RunReport:
-    """Update arrears flags and create the commands they call for, all under the safety policy."""
+    """Update arrears flags and create the commands they call for, all under the safety policy.
+
+    A cap that would be passed halts automatic disconnection and latches: later runs create
+    reconnects only until an operator calls ``resume``; ``report.halted`` names the rule."""
     report = RunReport()
     async with conn.transaction():
         await _update_flags(conn, now, notice, report)
@@ -102,12 +123,19 @@ async def run_once(
         sent_last_hour = await conn.fetchval(
             "SELECT count(*) FROM commands WHERE operator = $1 AND action = 'disconnect' AND created_at > $2",
             SYSTEM, now - timedelta(hours=1))
+        report.halted = await halted_by(conn)
+        if report.halted is not None:  # latched: reconnects only, until an operator resumes
+            wanted = [w for w in wanted if w[0].action == "reconnect"]
         try:
             decisions = evaluate_run(settings, [c for c, _ in wanted], now, sent_last_hour)
         except CapExceeded as exc:
+            await conn.execute(
+                "INSERT INTO headend_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                HALT_KEY, exc.rule)
             await _audit(conn, "automation.halted", "automation", "arrears", exc.rule, {"alarm": str(exc)})
             report.halted = exc.rule
-            return report
+            wanted = [w for w in wanted if w[0].action == "reconnect"]
+            decisions = evaluate_run(settings, [c for c, _ in wanted], now, sent_last_hour)
         for (candidate, key), decision in zip(wanted, decisions, strict=True):
             if not decision.allowed:
                 await _audit(conn, "command.refused", "meter", candidate.meter_id, decision.rule or "",

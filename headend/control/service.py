@@ -39,8 +39,9 @@ async def run_pass(engine: Any, now: datetime) -> list[tuple[int, str]]:
     notice = timedelta(seconds=engine.config.billing.notice_period)
     async with engine.pool.acquire() as conn:
         report = await run_once(conn, settings, now, notice=notice)
+        engine.metrics.fee_control_halted.set(1 if report.halted else 0)
         if report.halted:
-            log.error("fee control halted by %s: automation stopped, alarm raised", report.halted)
+            log.error("automatic disconnection halted by %s until `headend commands resume`", report.halted)
         due = await conn.fetch(
             """SELECT id FROM commands WHERE state IN ('pending', 'sent') AND next_attempt_at <= $1
                AND (NOT requires_approval OR approved_by IS NOT NULL) ORDER BY id""", now)

@@ -8,7 +8,7 @@ from decimal import Decimal
 import asyncpg
 
 from headend.billing.payments import record_payment
-from headend.control.automation import run_once
+from headend.control.automation import HALT_KEY, resume, run_once
 from headend.control.safety import SafetySettings
 
 WEDNESDAY_NOON = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
@@ -41,8 +41,9 @@ async def test_flag_creates_one_disconnect_and_payment_reconnects(pg_dsn: str) -
         assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'command.refused' "
                                    "AND reason = 'protected'") == 2
         await record_payment(conn, "A1", Decimal("100.00"), "PAY-1", operator="op1")
-        third = await run_once(conn, SafetySettings(), WEDNESDAY_NIGHT)  # reconnects ignore windows
-        assert third.cleared == ["A1"] and len(third.commands) == 1
+        await conn.execute("INSERT INTO headend_settings (key, value) VALUES ($1, 'cap.per_hour')", HALT_KEY)
+        third = await run_once(conn, SafetySettings(), WEDNESDAY_NIGHT)  # reconnects ignore windows and halts
+        assert third.cleared == ["A1"] and len(third.commands) == 1 and third.halted == "cap.per_hour"
         states = dict(await conn.fetch("SELECT action, state::text FROM commands"))
         assert states == {"disconnect": "cancelled", "reconnect": "pending"}
     finally:
@@ -60,6 +61,12 @@ async def test_window_refusal_and_cap_halt(pg_dsn: str) -> None:
         assert await conn.fetchval("SELECT count(*) FROM commands") == 0
         assert await conn.fetchval("SELECT reason FROM audit_log WHERE action = 'automation.halted'") \
             == "cap.per_run"
+        # the halt is latched: a later run within the caps still disconnects nobody until resumed
+        latched = await run_once(conn, SafetySettings(approval_above=2), WEDNESDAY_NOON)
+        assert latched.halted == "cap.per_run" and latched.commands == []
+        assert await resume(conn, "op1", "checked the arrears list") == "cap.per_run"
+        assert await resume(conn, "op1", "again") is None
+        assert await conn.fetchval("SELECT actor FROM audit_log WHERE action = 'automation.resumed'") == "op1"
         bulk = await run_once(conn, SafetySettings(approval_above=2), WEDNESDAY_NOON)
         assert len(bulk.commands) == 3
         assert await conn.fetchval("SELECT bool_and(requires_approval) FROM commands")

@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 
 from headend.config import validate_config
+from headend.control.automation import HALT_KEY
 from headend.control.service import run_pass
 from headend.drivers import Credentials
 from headend.engine.engine import Engine
@@ -95,5 +96,20 @@ async def test_a_sent_command_cannot_be_cancelled_blind(pg_dsn: str) -> None:
         cancelled = headend(pg_dsn, "cancel", str(sent), "--operator", "op2")
         assert cancelled.returncode == 0, cancelled.stderr
         assert await conn.fetchval("SELECT state::text FROM commands WHERE id = $1", sent) == "cancelled"
+    finally:
+        await conn.close()
+
+
+async def test_resume_lifts_a_latched_cap_halt_and_says_when_there_is_none(pg_dsn: str) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        idle = headend(pg_dsn, "resume", "--operator", "op1", "--reason", "x")
+        assert idle.returncode == 1 and "not halted" in idle.stderr
+        await conn.execute("INSERT INTO headend_settings (key, value) VALUES ($1, 'cap.per_run')", HALT_KEY)
+        lifted = headend(pg_dsn, "resume", "--operator", "op1", "--reason", "list checked with billing")
+        assert lifted.returncode == 0 and "was halted by cap.per_run" in lifted.stdout
+        assert await conn.fetchval("SELECT count(*) FROM headend_settings WHERE key = $1", HALT_KEY) == 0
+        assert await conn.fetchval("SELECT reason FROM audit_log WHERE action = 'automation.resumed'") \
+            == "list checked with billing"
     finally:
         await conn.close()
