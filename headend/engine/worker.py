@@ -165,7 +165,16 @@ class ChannelWorker:
             driver = self._drivers.get(meter.id)
             if driver is None:
                 driver = await self._driver(meter)
-            result = await self._guarded(job.body(driver), started + timeout)
+            self._arm(loop, started + timeout)
+            try:
+                result = await job.body(driver)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._expired and task is not None and task.uncancel() == 0:
+                    raise TimeoutError from None  # the job's time limit, not a shutdown
+                raise
+            finally:
+                self._deadline = math.inf
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a meter error must never stop the worker
@@ -191,23 +200,14 @@ class ChannelWorker:
         if not job.future.done():
             job.future.set_result(result)
 
-    async def _guarded(self, body: Awaitable[Any], deadline: float) -> Any:
-        """Await ``body``; raise TimeoutError (and cancel it) if it is still running at ``deadline``."""
+    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Make the worker's timer cancel the running body at ``deadline`` (re-armed lazily)."""
         self._deadline, self._expired = deadline, False
         guard = self._guard
         if guard is None or guard.when() > deadline:
             if guard is not None:
                 guard.cancel()
-            self._guard = asyncio.get_running_loop().call_at(deadline, self._check_deadline)
-        try:
-            return await body
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if self._expired and task is not None and task.uncancel() == 0:
-                raise TimeoutError from None
-            raise
-        finally:
-            self._deadline = math.inf
+            self._guard = loop.call_at(deadline, self._check_deadline)
 
     def _check_deadline(self) -> None:
         """The worker's timer fired: cancel the running body if its deadline passed, else re-arm."""

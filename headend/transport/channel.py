@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
@@ -156,6 +157,38 @@ class _Link(asyncio.Protocol):
             raise ConnectionResetError("connection lost")
 
 
+_REOPEN: Any = object()  # a waiter's result: the link closed before the request went out
+
+
+class _Slots:
+    """Callbacks due at the same grid time share one loop timer (one heap entry per slot, not per bus)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.due: dict[float, list[tuple[Callable[..., None], tuple[Any, ...]]]] = {}
+
+    def call_at(self, when: float, callback: Callable[..., None], *args: Any) -> None:
+        batch = self.due.get(when)
+        if batch is None:
+            batch = self.due[when] = []
+            self.loop.call_at(when, self._run, when)
+        batch.append((callback, args))
+
+    def _run(self, when: float) -> None:
+        for callback, args in self.due.pop(when):
+            callback(*args)
+
+
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Slots] = weakref.WeakKeyDictionary()
+
+
+def _slots_of(loop: asyncio.AbstractEventLoop) -> _Slots:
+    slots = _slots.get(loop)
+    if slots is None:
+        slots = _slots[loop] = _Slots(loop)
+    return slots
+
+
 def _release(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -172,6 +205,7 @@ class Channel:
         self._link: _Link | None = None
         self._last_activity = 0.0
         self._sent_at = 0.0
+        self._counted = (0, 0)  # the framer's error and noise counts already added to the stats
         self._waiter: asyncio.Future[Any] | None = None  # the attempt listening for its reply
         self._deadline = 0.0  # when that attempt gives up
         self._expiry: asyncio.TimerHandle | None = None  # armed at or before the deadline
@@ -338,33 +372,86 @@ class Channel:
         accept: Callable[[bytes], bool],
         timeout: float,
     ) -> bytes | None:
-        if self._last_activity + self.config.gap_s > loop.time():
-            await self._wait_gap(loop)
+        """One try: the request goes out at the end of the gap (from a timer callback, so this task
+        wakes only for the outcome), then the reply, a timeout or a lost link resolves the waiter."""
+        gap_end = self._last_activity + self.config.gap_s
         link = self._link
-        if link is None or link.closed:
-            link = await self._ensure_open()
+        while True:
+            waiter: asyncio.Future[Any] = loop.create_future()
+            self._counted = (framer.checksum_errors, framer.noise_bytes)
+            if link is not None and not link.closed and gap_end > loop.time():
+                when = math.ceil(gap_end / TIMER_SLACK_S) * TIMER_SLACK_S
+                _slots_of(loop).call_at(
+                    when, self._send, loop, link, request, framer, accept, timeout, waiter
+                )
+            else:
+                if gap_end > loop.time():
+                    await self._wait_gap(loop)
+                link = await self._ensure_open()
+                self._send(loop, link, request, framer, accept, timeout, waiter)
+            try:
+                frame = await waiter
+            except ChannelUnavailable:
+                if self._link is link:
+                    self._drop()
+                raise
+            finally:
+                self._waiter = None
+                if link.waiter is waiter:
+                    link.unlisten()
+                errors_before, noise_before = self._counted
+                self.stats.checksum_errors += framer.checksum_errors - errors_before
+                self.stats.noise_bytes += framer.noise_bytes - noise_before
+            if frame is not _REOPEN:
+                return frame
+            link = None  # the link closed during the gap: reconnect and send now
+
+    def _send(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        link: _Link,
+        request: bytes,
+        framer: Framer,
+        accept: Callable[[bytes], bool],
+        timeout: float,
+        waiter: asyncio.Future[Any],
+    ) -> None:
+        """Drop stale input, send the request and listen for the reply until ``timeout``."""
+        if waiter.done():  # the exchange was cancelled during the gap
+            return
+        try:
+            self._send_now(loop, link, request, framer, accept, timeout, waiter)
+        except Exception as exc:  # a bug fails this exchange only, never the other buses in the slot
+            if not waiter.done():
+                waiter.set_exception(exc)
+
+    def _send_now(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        link: _Link,
+        request: bytes,
+        framer: Framer,
+        accept: Callable[[bytes], bool],
+        timeout: float,
+        waiter: asyncio.Future[Any],
+    ) -> None:
+        if link.closed:
+            waiter.set_result(_REOPEN)
+            return
         self._discard_stale(link)
         framer.reset()
         framer.expect_echo(request)
-        self._write(link, request)
-        if link.paused:
-            await self._drain(link)
-        waiter: asyncio.Future[Any] = loop.create_future()
+        try:
+            link.transport.write(request)  # type: ignore[union-attr]
+        except (OSError, ConnectionError) as exc:
+            waiter.set_exception(ChannelUnavailable(f"{self.label}: connection lost: {exc}"))
+            return
+        self.stats.bytes_out += len(request)
+        self.stats.frames_out += 1
+        self._counted = (framer.checksum_errors, framer.noise_bytes)
         self._sent_at = loop.time()
         self._listen(loop, waiter, self._sent_at + timeout)
         link.listen(waiter, framer, accept)
-        errors_before, noise_before = framer.checksum_errors, framer.noise_bytes
-        try:
-            return await waiter
-        except ChannelUnavailable:
-            if self._link is link:
-                self._drop()
-            raise
-        finally:
-            self._waiter = None
-            link.unlisten()
-            self.stats.checksum_errors += framer.checksum_errors - errors_before
-            self.stats.noise_bytes += framer.noise_bytes - noise_before
 
     def _listen(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[Any], deadline: float) -> None:
         """Make ``waiter`` resolve with None at ``deadline`` unless a reply comes first."""
