@@ -174,10 +174,11 @@ class SafetyConfig(_Section):
 
 
 class BillingConfig(_Section):
-    """Arrears notice period and postpaid bill due days."""
+    """Arrears notice period, postpaid bill due days, how often prepaid balances are billed."""
 
     notice_period: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = 0.0
     due_days: int = Field(15, ge=0)
+    run_every: Duration = 900.0  # scheduled prepaid billing (service headend.billing.service:run)
 
 
 class HeadendConfig(_Section):

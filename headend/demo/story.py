@@ -1,9 +1,10 @@
 """The demo's fee-control story: a prepaid customer runs out of credit, is cut off, pays, is reconnected.
 
-Nothing here switches a relay itself: the story bills the account from the readings the daemon stored
-(``headend.billing``), then runs the fee-control service's pass (``headend.control.service``), which
-flags arrears, creates the command under the safety policy, and executes it on the meter's bus with a
-read-back of the relay. The payment goes through ``headend.billing.payments`` like a cashier's.
+Nothing here switches a relay itself: the story runs the daemon's billing pass over the stored
+readings (``headend.billing.service``), then the fee-control service's pass
+(``headend.control.service``), which flags arrears, creates the command under the safety policy, and
+executes it on the meter's bus with a read-back of the relay. The payment goes through
+``headend.billing.payments`` like a cashier's.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from headend.billing.charging import BillingError, bill_account
 from headend.billing.payments import record_payment
+from headend.billing.service import bill_due_prepaid
 from headend.control.service import run_pass
 
 TARIFF = "demo-flat"
@@ -52,7 +53,6 @@ class StoryState:
     """What the story has reached so far (the dashboard and the summary show it)."""
 
     balance: Decimal = OPENING_BALANCE
-    billed_kwh: Decimal = Decimal(0)
     disconnect: str | None = None  # end state of the disconnect command
     reconnect: str | None = None
     payment_reference: str | None = None
@@ -68,7 +68,6 @@ class FeeControlStory:
         self.pay_after_s = pay_after_s
         self.state = StoryState()
         self._disconnected_at: float | None = None
-        self._account_id: int | None = None
 
     def _say(self, text: str) -> None:
         self.state.timeline.append((datetime.now(UTC), text))
@@ -85,29 +84,17 @@ class FeeControlStory:
                 await self._pay(conn)
 
     async def _bill(self, conn: asyncpg.Connection) -> None:
-        if self._account_id is None:
-            self._account_id = await conn.fetchval("SELECT id FROM accounts WHERE number = $1", self.account)
-        row = await conn.fetchrow(
-            """SELECT b.billed_until, min(r.ts) AS first_ts, max(r.ts) AS last_ts
-               FROM balances b JOIN meters m ON m.account_id = b.account_id
-               JOIN readings r ON r.meter_id = m.id
-               JOIN quantities q ON q.id = r.quantity_id AND q.name = 'energy_import_kwh'
-               WHERE b.account_id = $1 AND r.value IS NOT NULL GROUP BY b.billed_until""",
-            self._account_id)
-        if row is None:
-            return
-        start = row["billed_until"] or row["first_ts"]
-        if row["last_ts"] <= start:
-            return
-        try:
-            amount = await bill_account(conn, self._account_id, start, row["last_ts"])
-        except BillingError as exc:
-            self._say(f"billing deferred: {exc}")
-            return
-        balance = await conn.fetchval("SELECT balance FROM balances WHERE account_id = $1", self._account_id)
-        self.state.balance = Decimal(balance)
-        self.state.billed_kwh += amount / PRICE_PER_KWH
-        self._say(f"billed {amount:.2f} CNY up to {row['last_ts']:%H:%M:%S}; balance {balance:.2f}")
+        for period in await bill_due_prepaid(conn):  # the daemon's billing pass (only this account here)
+            if period.account != self.account:
+                continue
+            if period.amount is None:
+                self._say(f"billing deferred: {period.error}")
+                continue
+            balance = await conn.fetchval(
+                "SELECT balance FROM balances b JOIN accounts a ON a.id = b.account_id WHERE a.number = $1",
+                self.account)
+            self.state.balance = Decimal(balance)
+            self._say(f"billed {period.amount:.2f} CNY up to {period.end:%H:%M:%S}; balance {balance:.2f}")
 
     async def _record_outcome(self, command_id: int, end_state: str) -> None:
         async with self.engine.pool.acquire() as conn:

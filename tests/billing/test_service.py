@@ -1,0 +1,120 @@
+"""Scheduled prepaid billing from stored readings, as the daemon's billing service runs it."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import asyncpg
+
+from headend.billing.service import bill_due_prepaid
+
+T0 = datetime(2026, 11, 2, tzinfo=UTC)
+
+
+async def _reading(conn: asyncpg.Connection, meter: int, ts: datetime, value: float) -> None:
+    await conn.execute(
+        "INSERT INTO readings (meter_id, quantity_id, ts, value, source_id) SELECT $1, q.id, $2, $3, s.id"
+        " FROM quantities q, reading_sources s WHERE q.name = 'energy_import_kwh' AND s.name = 'test'",
+        meter, ts, value)
+
+
+async def test_each_pass_bills_new_readings_once_and_defers_incomplete_accounts(pg_dsn: str) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("SELECT headend_ensure_partitions_between($1, $2)", T0, T0 + timedelta(days=1))
+        await conn.execute("INSERT INTO quantities (name) VALUES ('energy_import_kwh')"
+                           " ON CONFLICT DO NOTHING")
+        await conn.execute("INSERT INTO reading_sources (name) VALUES ('test')")
+        tariff = await conn.fetchval("INSERT INTO tariffs (name, kind) VALUES ('flat', 'flat') RETURNING id")
+        await conn.execute("INSERT INTO tariff_prices (tariff_id, register, price, effective_from)"
+                           " VALUES ($1, 'total', 0.60, '2000-01-01Z')", tariff)
+        channel = await conn.fetchval(
+            "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id")
+        meters = {}
+        for number in ("P-1", "P-2"):  # P-2 has two meters, one of which has not been read yet
+            account = await conn.fetchval(
+                "INSERT INTO accounts (number, kind, tariff_id) VALUES ($1, 'prepaid', $2) RETURNING id",
+                number, tariff)
+            for suffix in ("a", "b") if number == "P-2" else ("a",):
+                meters[number + suffix] = await conn.fetchval(
+                    "INSERT INTO meters (protocol, address, model, channel_id, account_id) VALUES "
+                    "('dlt645-2007', $1, 'm', $2, $3) RETURNING id", f"{len(meters) + 1}", channel, account)
+        await conn.execute("INSERT INTO accounts (number, kind) VALUES ('POST', 'postpaid')")
+        await _reading(conn, meters["P-1a"], T0, 100.0)
+        await _reading(conn, meters["P-1a"], T0 + timedelta(minutes=15), 102.5)
+        await _reading(conn, meters["P-2a"], T0, 50.0)
+        await _reading(conn, meters["P-2a"], T0 + timedelta(minutes=15), 51.0)
+
+        first = await bill_due_prepaid(conn)
+        assert [(p.account, p.amount) for p in first] == [("P-1", Decimal("1.50"))]  # 2.5 kWh x 0.60
+        assert await bill_due_prepaid(conn) == []  # nothing new: never charged twice
+        await _reading(conn, meters["P-1a"], T0 + timedelta(minutes=30), 103.5)
+        second = await bill_due_prepaid(conn)
+        assert [(p.account, p.start, p.amount) for p in second] == [
+            ("P-1", T0 + timedelta(minutes=15), Decimal("0.60"))]
+        assert await conn.fetchval(
+            "SELECT balance FROM balances b JOIN accounts a ON a.id = b.account_id WHERE a.number = 'P-1'"
+        ) == Decimal("-2.10")
+        # P-2 is billed once its second meter has readings covering the period
+        await _reading(conn, meters["P-2b"], T0, 10.0)
+        await _reading(conn, meters["P-2b"], T0 + timedelta(minutes=15), 11.0)
+        third = await bill_due_prepaid(conn)
+        assert [(p.account, p.amount) for p in third] == [("P-2", Decimal("1.20"))]  # (1 + 1) kWh x 0.60
+    finally:
+        await conn.close()
+
+
+async def test_the_daemon_runs_the_billing_service(pg_dsn: str, tmp_path: object) -> None:
+    from pathlib import Path
+
+    from headend.config import validate_config
+    from headend.engine.engine import Engine
+    from headend.engine.ports import DriverPort
+    from headend.store.writer import ReadingWriter
+
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("SELECT headend_ensure_partitions_between($1, $2)", T0, T0 + timedelta(days=1))
+        await conn.execute("INSERT INTO quantities (name) VALUES ('energy_import_kwh')"
+                           " ON CONFLICT DO NOTHING")
+        await conn.execute("INSERT INTO reading_sources (name) VALUES ('test')")
+        tariff = await conn.fetchval("INSERT INTO tariffs (name, kind) VALUES ('flat', 'flat') RETURNING id")
+        await conn.execute("INSERT INTO tariff_prices (tariff_id, register, price, effective_from)"
+                           " VALUES ($1, 'total', 1.00, '2000-01-01Z')", tariff)
+        channel = await conn.fetchval(
+            "INSERT INTO channels (name, kind, address, enabled) VALUES ('c', 'tcp', '127.0.0.1:1', false)"
+            " RETURNING id")
+        account = await conn.fetchval(
+            "INSERT INTO accounts (number, kind, tariff_id) VALUES ('D-1', 'prepaid', $1) RETURNING id",
+            tariff)
+        meter = await conn.fetchval(
+            "INSERT INTO meters (protocol, address, model, channel_id, account_id) VALUES "
+            "('dlt645-2007', '1', 'm', $1, $2) RETURNING id", channel, account)
+        await _reading(conn, meter, T0, 10.0)
+        await _reading(conn, meter, T0 + timedelta(minutes=15), 14.0)
+        config = validate_config({"engine": {"services": ["headend.billing.service:run"]},
+                                  "billing": {"run_every": "200ms"}, "metrics": {"port": 0},
+                                  "backfill": {"enabled": False}}, "test")
+        spool = Path(str(tmp_path)) / "spool"
+        engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=spool), DriverPort())
+
+        async def balance_becomes(expected: str) -> Decimal:
+            for _ in range(50):
+                balance = await conn.fetchval("SELECT balance FROM balances WHERE account_id = $1", account)
+                if balance == Decimal(expected):
+                    break
+                await asyncio.sleep(0.1)
+            return balance
+
+        await engine.start()
+        try:
+            assert await balance_becomes("-4.00") == Decimal("-4.00")
+            await _reading(conn, meter, T0 + timedelta(minutes=30), 15.0)  # arrives while the daemon runs
+            assert await balance_becomes("-5.00") == Decimal("-5.00")
+        finally:
+            await engine.stop()
+        assert await conn.fetchval("SELECT count(*) FROM ledger WHERE kind = 'charge'") == 2
+    finally:
+        await conn.close()
