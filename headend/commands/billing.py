@@ -1,10 +1,11 @@
-"""``headend billing``: payments (one-off and CSV file) and account status."""
+"""``headend billing``: payments (one-off and CSV file), account status, billing runs, meter replacement."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import asyncpg
@@ -15,7 +16,9 @@ from headend.billing.payments import PaymentError, import_csv, parse_amount, rec
 from headend.billing.tariff import TariffError
 from headend.store.dsn import resolve_dsn
 
-billing_app = typer.Typer(help="Billing: payments and account status.", no_args_is_help=True)
+billing_app = typer.Typer(
+    help="Billing: payments, account status, billing runs, meter replacement.", no_args_is_help=True
+)
 DsnOption = typer.Option(None, "--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server).")
 OperatorOption = typer.Option(..., "--operator", help="Operator id recorded in the audit log.")
 
@@ -65,6 +68,51 @@ def import_file(path: Path, operator: str = OperatorOption, dsn: str | None = Ds
         asyncio.run(run())
     except (PaymentError, OSError) as exc:
         _fail(str(exc))
+
+
+def _registers(pairs: list[str], option: str) -> dict[str, Decimal]:
+    values = {}
+    for pair in pairs:
+        quantity, _, text = pair.partition("=")
+        try:
+            values[quantity.strip()] = Decimal(text)
+        except InvalidOperation:
+            _fail(f"{option} {pair!r}: expected QUANTITY=KWH, e.g. energy_import_kwh=1234.56")
+    return values
+
+
+@billing_app.command("replace")
+def replace(
+    old: str = typer.Argument(..., help="Meter taken out (name or address)."),
+    new: str = typer.Argument(..., help="Meter put in (name or address), already in the inventory."),
+    at: str = typer.Option(..., "--at", help="When, with a UTC offset, e.g. 2026-11-20T10:30:00+08:00."),
+    final: list[str] = typer.Option(..., "--final", help="Old meter's register at removal: QUANTITY=KWH."),
+    initial: list[str] = typer.Option(..., "--initial", help="New meter's register: QUANTITY=KWH."),
+    operator: str = OperatorOption, dsn: str | None = DsnOption,
+) -> None:
+    """Record a meter replacement: billing splits the period at these register readings."""
+    from headend.billing.replacement import record_replacement
+    from headend.inventory import InventoryError
+
+    try:
+        when = datetime.fromisoformat(at)
+    except ValueError:
+        _fail(f"--at {at!r} is not an ISO date-time, e.g. 2026-11-20T10:30:00+08:00")
+
+    async def run() -> int:
+        conn = await asyncpg.connect(resolve_dsn(dsn))
+        try:
+            return await record_replacement(conn, old, new, at=when, final=_registers(final, "--final"),
+                                            initial=_registers(initial, "--initial"), operator=operator)
+        finally:
+            await conn.close()
+
+    try:
+        record = asyncio.run(run())
+    except (ValueError, InventoryError, asyncpg.UniqueViolationError) as exc:
+        _fail(str(exc) if not isinstance(exc, asyncpg.UniqueViolationError)
+              else f"meter {old} or {new} already has a replacement record")
+    typer.echo(f"replacement {record} recorded: {new} replaces {old} at {when.isoformat()}")
 
 
 @billing_app.command("status")

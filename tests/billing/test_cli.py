@@ -63,3 +63,32 @@ async def test_bill_reports_accounts_it_cannot_bill(pg_dsn: str) -> None:
         await conn.close()
     done = headend(pg_dsn, "billing", "bill", "--from", "2026-11-01", "--to", "2026-11-08")
     assert done.returncode == 1 and "B: not billed: meter" in done.stderr
+
+
+async def test_meter_replacement_is_recorded_with_precise_refusals(pg_dsn: str) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        account = await conn.fetchval(
+            "INSERT INTO accounts (number, kind) VALUES ('R1', 'prepaid') RETURNING id")
+        channel = await conn.fetchval(
+            "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id")
+        for address, owner in (("000000000011", account), ("000000000012", None)):
+            await conn.execute("INSERT INTO meters (protocol, address, model, channel_id, account_id) "
+                               "VALUES ('dlt645-2007', $1, 'm', $2, $3)", address, channel, owner)
+        args = ["billing", "replace", "000000000011", "000000000012", "--operator", "tech1"]
+        naive = headend(pg_dsn, *args, "--at", "2026-11-20T10:30:00", "--final", "energy_import_kwh=520.4",
+                        "--initial", "energy_import_kwh=0.1")
+        assert naive.returncode == 1 and "needs a UTC offset" in naive.stderr
+        garbled = headend(pg_dsn, *args, "--at", "2026-11-20T10:30:00+08:00", "--final", "energy_import_kwh",
+                          "--initial", "energy_import_kwh=0.1")
+        assert garbled.returncode == 1 and "expected QUANTITY=KWH" in garbled.stderr
+        done = headend(pg_dsn, *args, "--at", "2026-11-20T10:30:00+08:00",
+                       "--final", "energy_import_kwh=520.4", "--initial", "energy_import_kwh=0.1")
+        assert done.returncode == 0, done.stderr
+        moved = await conn.fetchval("SELECT address FROM meters WHERE account_id = $1", account)
+        assert moved == "000000000012"
+        row = await conn.fetchrow("SELECT final_kwh::text, replaced_at FROM meter_replacements")
+        assert row["final_kwh"] == '{"energy_import_kwh": "520.4"}'
+        assert row["replaced_at"].isoformat() == "2026-11-20T02:30:00+00:00"
+    finally:
+        await conn.close()
