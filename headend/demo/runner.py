@@ -140,7 +140,7 @@ async def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
                 await asyncio.to_thread(database.stop)
     finally:
         if keep:
-            console.print(f"database, log and secrets kept in {workdir}")
+            console.print(f"database, log and secrets kept in {workdir}", soft_wrap=True)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
