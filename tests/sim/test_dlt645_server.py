@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import pytest
@@ -183,6 +184,7 @@ async def test_open_relay_stops_consumption() -> None:
         model = bus.meters[0].model
         expiry = model.clock.local() + dt.timedelta(minutes=5)
         before = (await client.ask(build_read(model.address, "00010000"))).value
+        await asyncio.sleep(0.5)  # >= 0.02 kWh at the lowest night load x 3600: visible at 0.01 kWh
         await client.ask(build_control(model.address, "trip", **PW, operator="1", expiry=expiry))
         tripped = (await client.ask(build_read(model.address, "00010000"))).value
         assert tripped > before
