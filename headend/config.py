@@ -161,7 +161,7 @@ class SafetyConfig(_Section):
     max_per_run: int = Field(20, ge=0)
     approval_above: int = Field(10, ge=0)
     dry_run: bool = False
-
+    run_every: Duration = 30.0  # fee-control pass (service headend.control.service:run)
 
     @field_validator("timezone")
     @classmethod

@@ -67,16 +67,23 @@ async def bill_due_prepaid(conn: asyncpg.Connection) -> list[BilledPeriod]:
     return periods
 
 
+async def run_pass(engine: Any) -> list[BilledPeriod]:
+    """One scheduled billing pass on the engine's pool, each attempt logged; returns the attempts."""
+    async with engine.pool.acquire() as conn:
+        periods = await bill_due_prepaid(conn)
+    for period in periods:
+        log.log(logging.INFO if period.error is None else logging.WARNING,
+                "billed" if period.error is None else "billing deferred",
+                extra={"account": period.account, "end": period.end.isoformat(),
+                       "amount": str(period.amount), "error": period.error})
+    return periods
+
+
 async def run(engine: Any) -> None:
-    """Bill due prepaid accounts every ``[billing] run_every`` until the daemon stops."""
+    """Run a billing pass every ``[billing] run_every`` until the daemon stops."""
     while True:
         try:
-            async with engine.pool.acquire() as conn:
-                for period in await bill_due_prepaid(conn):
-                    log.log(logging.INFO if period.error is None else logging.WARNING,
-                            "billed" if period.error is None else "billing deferred",
-                            extra={"account": period.account, "end": period.end.isoformat(),
-                                   "amount": str(period.amount), "error": period.error})
+            await run_pass(engine)
         except Exception:
             log.exception("billing pass failed")
         await asyncio.sleep(engine.config.billing.run_every)

@@ -14,7 +14,6 @@ from headend.control.executor import execute
 from headend.control.safety import settings_from_config
 
 log = logging.getLogger(__name__)
-PASS_INTERVAL_S = 30.0
 
 
 class EngineRelay:
@@ -53,10 +52,10 @@ async def run_pass(engine: Any, now: datetime) -> list[tuple[int, str]]:
 
 
 async def run(engine: Any) -> None:
-    """Run passes until the daemon stops; a failing pass is logged and retried next time."""
+    """Run a pass every ``[safety] run_every`` until the daemon stops; a failing pass is retried next time."""
     while True:
         try:
             await run_pass(engine, datetime.now(ZoneInfo(engine.config.safety.timezone)))
         except Exception:
             log.exception("fee control pass failed")
-        await asyncio.sleep(PASS_INTERVAL_S)
+        await asyncio.sleep(engine.config.safety.run_every)

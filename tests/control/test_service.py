@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,6 +47,48 @@ async def test_arrears_disconnects_and_payment_reconnects_via_engine(pg_dsn: str
         await conn.execute("UPDATE balances SET balance = 10")
         assert [state for _, state in await run_pass(engine, now)] == ["confirmed"]
         assert not meter.model.relay.open and bus.requests[0x1C] == 2
+    finally:
+        await engine.stop()
+        await conn.close()
+        await bus.stop()
+
+
+async def test_daemon_service_runs_a_pass_every_configured_interval(pg_dsn: str, tmp_path: Path) -> None:
+    bus = await start_bus(BusSpec(meters=1, seed=82))
+    meter = bus.meters[0]
+    inventory = tmp_path / "inv.toml"
+    inventory.write_text(
+        f'[[channels]]\nname = "b"\nurl = "{bus.url}"\n\n[[meters]]\nchannel = "b"\n'
+        f'protocol = "dlt645-2007"\naddress = "{meter.address}"\nmodel = "dlt645-generic"\n')
+    conn = await asyncpg.connect(pg_dsn)
+    await import_inventory(conn, read_inventory(inventory))
+    await conn.execute("INSERT INTO accounts (number, kind, credit_limit) VALUES ('A', 'prepaid', 0)")
+    await conn.execute("INSERT INTO balances (account_id, balance) SELECT id, -5 FROM accounts")
+    await conn.execute("UPDATE meters SET has_relay = true, account_id = (SELECT id FROM accounts)")
+    config = validate_config({"engine": {"services": ["headend.control.service:run"]},
+                              "polling": {"interval": "1h"}, "backfill": {"enabled": False},
+                              "clock": {"enabled": False}, "events": {"enabled": False},
+                              "metrics": {"port": 0},
+                              "safety": {"no_weekends": False, "night_start": "00:00", "night_end": "00:00",
+                                         "run_every": "200ms"}}, "test")
+    assert validate_config({}, "default").safety.run_every == 30.0
+    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
+                    DriverPort(MeterSecrets(Credentials(2, "000000"))))
+
+    async def confirmed(action: str) -> bool:
+        for _ in range(50):  # 10 s: many passes at 200 ms, none at the 30 s default after the first
+            if await conn.fetchval("SELECT count(*) FROM commands WHERE action = $1 AND state = 'confirmed'",
+                                   action):
+                return True
+            await asyncio.sleep(0.2)
+        return False
+
+    await engine.start()
+    try:
+        assert await confirmed("disconnect") and meter.model.relay.open
+        await conn.execute("UPDATE balances SET balance = 10")  # paid while the daemon runs
+        assert await confirmed("reconnect") and not meter.model.relay.open
+        assert bus.requests[0x1C] == 2
     finally:
         await engine.stop()
         await conn.close()
