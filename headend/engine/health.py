@@ -42,6 +42,11 @@ class HealthBook:
         value = state.srtt + 4 * state.rttvar
         return min(self.timeouts.maximum, max(self.timeouts.minimum, value))
 
+    def job_limit(self, meter_id: int, exchanges: int) -> float:
+        """Seconds a job of ``exchanges`` exchanges may take: the adaptive timeout for each, plus one
+        maximum timeout, so a lost reply and the channel's retry never use up the job's time."""
+        return self.timeout(meter_id) * max(1, exchanges) + self.timeouts.maximum
+
     def succeeded(self, meter_id: int, seconds_per_exchange: float) -> None:
         """Record a successful job and its measured time per exchange; ends any quarantine."""
         state = self.of(meter_id)

@@ -129,7 +129,7 @@ class ChannelWorker:
             job.future.set_exception(Quarantined(f"meter {meter.id} is quarantined"))
             return
         assert job.body is not None
-        timeout = self.health.timeout(meter.id) * max(1, job.exchanges)
+        timeout = self.health.job_limit(meter.id, job.exchanges)
         started = time.monotonic()
         try:
             driver = await self._driver(meter)

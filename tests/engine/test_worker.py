@@ -108,3 +108,25 @@ async def test_stop_fails_queued_jobs_and_a_cancelled_job_is_skipped() -> None:
             await late
     finally:
         await bus.stop()
+
+
+async def test_a_lost_reply_and_the_channels_retry_fit_in_the_job_time_limit() -> None:
+    # the meter misses the first request; the channel's retry (after its ~1 s reply timeout at the
+    # default 2400 baud) gets the answer, although 5 x the 0.2 s adaptive timeout is only 1 s
+    bus = await start_bus(BusSpec(meters=1, seed=73, faults="offline=#0@0+0.3"))
+    spec = ChannelSpec(1, "bus-r", bus.url + "?gap_ms=0")
+    meter = MeterSpec(1, 1, "dlt645-2007", bus.meters[0].address, None, "dlt645-generic", datetime.now(UTC))
+    health = HealthBook(TimeoutConfig(initial=0.2, minimum=0.2, maximum=2.0), HealthConfig())
+    port = DriverPort()
+    worker = ChannelWorker(spec, [meter], port.open_channel, port.make_driver, health, EngineMetrics())
+    worker.start()
+    quantities = ["energy_import_kwh", "energy_export_kwh", "voltage_a_v", "current_a_a", "power_kw"]
+    try:
+        job = Job(Priority.SCHEDULED, meter_id=1, body=lambda d: d.read(quantities), exchanges=5)
+        values = await worker.submit(job)
+        assert set(values) == set(quantities)
+        assert bus.requests[0x11] == 6  # five reads, one of them sent twice
+        assert health.of(1).failures == 0
+    finally:
+        await worker.stop()
+        await bus.stop()
