@@ -20,18 +20,23 @@ async def _reading(conn: asyncpg.Connection, meter: int, ts: datetime, value: fl
         meter, ts, value)
 
 
+async def _flat_tariff_and_channel(conn: asyncpg.Connection, price: str) -> tuple[int, int]:
+    """Partitions, names, a flat tariff at ``price`` and a (disabled) channel: ``(tariff, channel)``."""
+    await conn.execute("SELECT headend_ensure_partitions_between($1, $2)", T0, T0 + timedelta(days=1))
+    await conn.execute("INSERT INTO quantities (name) VALUES ('energy_import_kwh') ON CONFLICT DO NOTHING")
+    await conn.execute("INSERT INTO reading_sources (name) VALUES ('test')")
+    tariff = await conn.fetchval("INSERT INTO tariffs (name, kind) VALUES ('flat', 'flat') RETURNING id")
+    await conn.execute("INSERT INTO tariff_prices (tariff_id, register, price, effective_from)"
+                       " VALUES ($1, 'total', $2::numeric, '2000-01-01Z')", tariff, price)
+    channel = await conn.fetchval("INSERT INTO channels (name, kind, address, enabled)"
+                                  " VALUES ('c', 'tcp', '127.0.0.1:1', false) RETURNING id")
+    return tariff, channel
+
+
 async def test_each_pass_bills_new_readings_once_and_defers_incomplete_accounts(pg_dsn: str) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
-        await conn.execute("SELECT headend_ensure_partitions_between($1, $2)", T0, T0 + timedelta(days=1))
-        await conn.execute("INSERT INTO quantities (name) VALUES ('energy_import_kwh')"
-                           " ON CONFLICT DO NOTHING")
-        await conn.execute("INSERT INTO reading_sources (name) VALUES ('test')")
-        tariff = await conn.fetchval("INSERT INTO tariffs (name, kind) VALUES ('flat', 'flat') RETURNING id")
-        await conn.execute("INSERT INTO tariff_prices (tariff_id, register, price, effective_from)"
-                           " VALUES ($1, 'total', 0.60, '2000-01-01Z')", tariff)
-        channel = await conn.fetchval(
-            "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id")
+        tariff, channel = await _flat_tariff_and_channel(conn, "0.60")
         meters = {}
         for number in ("P-1", "P-2"):  # P-2 has two meters, one of which has not been read yet
             account = await conn.fetchval(
@@ -76,16 +81,7 @@ async def test_the_daemon_runs_the_billing_service(pg_dsn: str, tmp_path: object
 
     conn = await asyncpg.connect(pg_dsn)
     try:
-        await conn.execute("SELECT headend_ensure_partitions_between($1, $2)", T0, T0 + timedelta(days=1))
-        await conn.execute("INSERT INTO quantities (name) VALUES ('energy_import_kwh')"
-                           " ON CONFLICT DO NOTHING")
-        await conn.execute("INSERT INTO reading_sources (name) VALUES ('test')")
-        tariff = await conn.fetchval("INSERT INTO tariffs (name, kind) VALUES ('flat', 'flat') RETURNING id")
-        await conn.execute("INSERT INTO tariff_prices (tariff_id, register, price, effective_from)"
-                           " VALUES ($1, 'total', 1.00, '2000-01-01Z')", tariff)
-        channel = await conn.fetchval(
-            "INSERT INTO channels (name, kind, address, enabled) VALUES ('c', 'tcp', '127.0.0.1:1', false)"
-            " RETURNING id")
+        tariff, channel = await _flat_tariff_and_channel(conn, "1.00")
         account = await conn.fetchval(
             "INSERT INTO accounts (number, kind, tariff_id) VALUES ('D-1', 'prepaid', $1) RETURNING id",
             tariff)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -16,11 +17,14 @@ from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
 from headend.secrets import MeterSecrets
 from headend.store.writer import ReadingWriter
-from simulators import BusSpec, start_bus
+from simulators import BusSpec, SimBus, start_bus
 
 
-async def test_arrears_disconnects_and_payment_reconnects_via_engine(pg_dsn: str, tmp_path: Path) -> None:
-    bus = await start_bus(BusSpec(meters=1, seed=81))
+async def _relay_meter_in_arrears(
+    pg_dsn: str, tmp_path: Path, seed: int
+) -> tuple[SimBus, Any, asyncpg.Connection]:
+    """One simulated meter with a relay, in the inventory, on a prepaid account 5 in debt."""
+    bus = await start_bus(BusSpec(meters=1, seed=seed))
     meter = bus.meters[0]
     inventory = tmp_path / "inv.toml"
     inventory.write_text(
@@ -31,6 +35,10 @@ async def test_arrears_disconnects_and_payment_reconnects_via_engine(pg_dsn: str
     await conn.execute("INSERT INTO accounts (number, kind, credit_limit) VALUES ('A', 'prepaid', 0)")
     await conn.execute("INSERT INTO balances (account_id, balance) SELECT id, -5 FROM accounts")
     await conn.execute("UPDATE meters SET has_relay = true, account_id = (SELECT id FROM accounts)")
+    return bus, meter, conn
+
+async def test_arrears_disconnects_and_payment_reconnects_via_engine(pg_dsn: str, tmp_path: Path) -> None:
+    bus, meter, conn = await _relay_meter_in_arrears(pg_dsn, tmp_path, seed=81)
     config = validate_config({"polling": {"interval": "1h"}, "backfill": {"enabled": False},
                               "clock": {"enabled": False}, "events": {"enabled": False},
                               "metrics": {"port": 0}, "safety": {"no_weekends": False,
@@ -54,17 +62,7 @@ async def test_arrears_disconnects_and_payment_reconnects_via_engine(pg_dsn: str
 
 
 async def test_daemon_service_runs_a_pass_every_configured_interval(pg_dsn: str, tmp_path: Path) -> None:
-    bus = await start_bus(BusSpec(meters=1, seed=82))
-    meter = bus.meters[0]
-    inventory = tmp_path / "inv.toml"
-    inventory.write_text(
-        f'[[channels]]\nname = "b"\nurl = "{bus.url}"\n\n[[meters]]\nchannel = "b"\n'
-        f'protocol = "dlt645-2007"\naddress = "{meter.address}"\nmodel = "dlt645-generic"\n')
-    conn = await asyncpg.connect(pg_dsn)
-    await import_inventory(conn, read_inventory(inventory))
-    await conn.execute("INSERT INTO accounts (number, kind, credit_limit) VALUES ('A', 'prepaid', 0)")
-    await conn.execute("INSERT INTO balances (account_id, balance) SELECT id, -5 FROM accounts")
-    await conn.execute("UPDATE meters SET has_relay = true, account_id = (SELECT id FROM accounts)")
+    bus, meter, conn = await _relay_meter_in_arrears(pg_dsn, tmp_path, seed=82)
     config = validate_config({"engine": {"services": ["headend.control.service:run"]},
                               "polling": {"interval": "1h"}, "backfill": {"enabled": False},
                               "clock": {"enabled": False}, "events": {"enabled": False},
