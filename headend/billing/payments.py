@@ -10,6 +10,8 @@ from decimal import Decimal, InvalidOperation
 
 import asyncpg
 
+from headend.audit import audit
+
 CENT = Decimal("0.01")
 MAX_AMOUNT = Decimal("1e12")  # numeric(14, 2)
 
@@ -66,12 +68,8 @@ async def record_payment(
                    SET balance = balances.balance + EXCLUDED.balance, updated_at = now()""",
                 acc["id"], amount,
             )
-            await conn.execute(
-                """INSERT INTO audit_log (actor, action, entity, entity_id, reason, details)
-                   VALUES ($1, 'payment.recorded', 'account', $2, $3,
-                           jsonb_build_object('amount', $4::text, 'source', $5::text))""",
-                operator, account, reference, str(amount), source,
-            )
+            await audit(conn, operator, "payment.recorded", "account", account, reference,
+                        {"amount": str(amount), "source": source})
         balance = await conn.fetchval(
             "SELECT coalesce((SELECT balance FROM balances WHERE account_id = $1), 0)", acc["id"])
     return PaymentOutcome(account, reference, paid is not None, Decimal(balance))

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import asyncpg
 
+from headend.audit import audit
 from headend.inventory import find_meter
 
 
@@ -25,21 +26,18 @@ async def record_replacement(
         raise ValueError("give the same register quantities for the final and the initial readings")
     old_id, old_label = await find_meter(conn, old)
     new_id, new_label = await find_meter(conn, new)
+    final_text = {k: str(v) for k, v in final.items()}
+    initial_text = {k: str(v) for k, v in initial.items()}
     async with conn.transaction():
         record_id = await conn.fetchval(
             """INSERT INTO meter_replacements
                    (old_meter_id, new_meter_id, replaced_at, final_kwh, initial_kwh, operator)
                VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6) RETURNING id""",
-            old_id, new_id, at, json.dumps({k: str(v) for k, v in final.items()}),
-            json.dumps({k: str(v) for k, v in initial.items()}), operator)
+            old_id, new_id, at, json.dumps(final_text), json.dumps(initial_text), operator)
         account = await conn.fetchval("SELECT account_id FROM meters WHERE id = $1", old_id)
         await conn.execute(
             "UPDATE meters SET account_id = coalesce(account_id, $2) WHERE id = $1", new_id, account)
         await conn.execute("UPDATE meters SET account_id = NULL, enabled = false WHERE id = $1", old_id)
-        await conn.execute(
-            """INSERT INTO audit_log (actor, action, entity, entity_id, reason, details)
-               VALUES ($1, 'meter.replaced', 'meter', $2, $3, $4::jsonb)""",
-            operator, old_label, f"replaced by {new_label}",
-            json.dumps({"at": at.isoformat(), "final": {k: str(v) for k, v in final.items()},
-                        "initial": {k: str(v) for k, v in initial.items()}}))
+        await audit(conn, operator, "meter.replaced", "meter", old_label, f"replaced by {new_label}",
+                    {"at": at.isoformat(), "final": final_text, "initial": initial_text})
     return int(record_id)

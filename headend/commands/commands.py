@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import typer
 
+from headend.audit import audit
 from headend.control.automation import resume
 from headend.control.manual import ManualCommandError, request_command
 from headend.control.store import set_state
@@ -140,10 +141,7 @@ def approve(command_id: int, operator: str = OperatorOption, dsn: str | None = D
                 "UPDATE commands SET approved_by = $2 WHERE id = $1 AND requires_approval "
                 "AND approved_by IS NULL AND state = 'pending'", command_id, operator)
             if done == "UPDATE 1":
-                await conn.execute(
-                    "INSERT INTO audit_log (actor, action, entity, entity_id, reason) "
-                    "VALUES ($1, 'command.approved', 'command', $2, 'second operator')",
-                    operator, str(command_id))
+                await audit(conn, operator, "command.approved", "command", command_id, "second operator")
         return done
 
     try:

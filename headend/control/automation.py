@@ -3,7 +3,6 @@ the safety policy; refusals and halts are written to the audit log with their ru
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -11,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from headend.audit import audit
 from headend.billing.arrears import AccountPosition, arrears_state
 from headend.control.safety import Candidate, CapExceeded, SafetySettings, evaluate_run
 from headend.control.store import create_command
@@ -40,11 +40,7 @@ class RunReport:
 
 async def _audit(conn: asyncpg.Connection, action: str, entity: str, entity_id: Any, reason: str,
                  details: dict[str, Any]) -> None:
-    await conn.execute(
-        "INSERT INTO audit_log (actor, action, entity, entity_id, reason, details) "
-        "VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
-        SYSTEM, action, entity, str(entity_id), reason, json.dumps(details, default=str),
-    )
+    await audit(conn, SYSTEM, action, entity, entity_id, reason, details)
 
 
 async def _update_flags(
@@ -102,10 +98,8 @@ async def resume(conn: asyncpg.Connection, operator: str, reason: str) -> str | 
     async with conn.transaction():
         rule = await conn.fetchval("DELETE FROM headend_settings WHERE key = $1 RETURNING value", HALT_KEY)
         if rule is not None:
-            await conn.execute(
-                "INSERT INTO audit_log (actor, action, entity, entity_id, reason, details) "
-                "VALUES ($1, 'automation.resumed', 'automation', 'arrears', $2, $3::jsonb)",
-                operator, reason, json.dumps({"halted_by": rule}))
+            await audit(conn, operator, "automation.resumed", "automation", "arrears", reason,
+                        {"halted_by": rule})
     return rule
 
 

@@ -12,6 +12,7 @@ from datetime import datetime
 
 import asyncpg
 
+from headend.audit import audit
 from headend.control.store import create_command
 from headend.inventory import InventoryError, find_meter
 
@@ -66,11 +67,8 @@ async def request_command(
             command_id = await create_command(
                 conn, meter_id=row["id"], action=action, cause="manual", operator=operator,
                 idempotency_key=f"manual:{uuid.uuid4()}", now=now)
-            await conn.execute(
-                """INSERT INTO audit_log (actor, action, entity, entity_id, reason, details)
-                   VALUES ($1, 'command.requested', 'command', $2, $3,
-                           jsonb_build_object('meter', $4::text, 'action', $5::text))""",
-                operator, str(command_id), reason.strip(), row["label"], action)
+            await audit(conn, operator, "command.requested", "command", command_id, reason.strip(),
+                        {"meter": row["label"], "action": action})
     except asyncpg.UniqueViolationError:  # another command for this meter was created meanwhile
         raise ManualCommandError(f"meter {row['label']} already has an open command") from None
     return command_id
