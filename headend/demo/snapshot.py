@@ -54,17 +54,14 @@ class Snapshot:
 
 
 _CHANNEL_CYCLES = """
-SELECT c.name, count(m.id) AS meters,
-       (SELECT count(*) FROM read_cycles rc WHERE rc.channel_id = c.id
-            AND rc.finished_at IS NOT NULL) AS cycles,
-       (SELECT coalesce(sum(due), 0) FROM read_cycles rc WHERE rc.channel_id = c.id
-            AND rc.finished_at IS NOT NULL) AS due,
-       (SELECT coalesce(sum(succeeded), 0) FROM read_cycles rc WHERE rc.channel_id = c.id
-            AND rc.finished_at IS NOT NULL) AS succeeded,
-       (SELECT coalesce(sum(readings), 0) FROM read_cycles rc WHERE rc.channel_id = c.id) AS readings,
-       (SELECT utilisation FROM read_cycles rc WHERE rc.channel_id = c.id AND rc.finished_at IS NOT NULL
-            ORDER BY cycle_at DESC LIMIT 1) AS utilisation
-FROM channels c LEFT JOIN meters m ON m.channel_id = c.id AND m.enabled
+SELECT c.name, (SELECT count(*) FROM meters m WHERE m.channel_id = c.id AND m.enabled) AS meters,
+       count(rc.cycle_at) FILTER (WHERE rc.finished_at IS NOT NULL) AS cycles,
+       coalesce(sum(rc.due) FILTER (WHERE rc.finished_at IS NOT NULL), 0) AS due,
+       coalesce(sum(rc.succeeded) FILTER (WHERE rc.finished_at IS NOT NULL), 0) AS succeeded,
+       coalesce(sum(rc.readings), 0) AS readings,
+       (array_agg(rc.utilisation ORDER BY rc.cycle_at DESC)
+            FILTER (WHERE rc.finished_at IS NOT NULL))[1] AS utilisation
+FROM channels c LEFT JOIN read_cycles rc ON rc.channel_id = c.id
 GROUP BY c.id ORDER BY c.id
 """
 
