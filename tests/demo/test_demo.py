@@ -37,7 +37,9 @@ def _run_until_story_done(tmp_path: Path, run_dir: Path) -> tuple[int, str, dict
         for line in proc.stdout:
             output.append(line)
             status_lines += line.startswith("[")
-            if "reconnect confirmed" in line and status_lines >= 4:
+            # a status line every 10 s: 6 lines span three 15 s cycles, so two whole cycles of every
+            # meter are stored even with the one that is offline for a cycle
+            if "reconnect confirmed" in line and status_lines >= 6:
                 proc.send_signal(signal.SIGINT)
                 break
             assert time.monotonic() < deadline, "".join(output)
