@@ -82,6 +82,8 @@ class Dlt645Driver:
         self.last_rtt_s: float | None = None
         self.unsupported: dict[str, str] = {}
         self._wire_address = address_to_wire(address)
+        # DI -> (read request, its acceptor): a meter is asked the same few DIs every cycle
+        self._reads: dict[str, tuple[bytes, Callable[[bytes], bool]]] = {}
 
     # -- exchanges ----------------------------------------------------------------------------
 
@@ -104,12 +106,14 @@ class Dlt645Driver:
 
         return accept
 
-    async def _request(self, request: bytes, reply_size: int = 64) -> Frame:
+    async def _request(
+        self, request: bytes, reply_size: int = 64, accept: Callable[[bytes], bool] | None = None
+    ) -> Frame:
         try:
             raw, rtt = await self.channel.exchange(
                 request,
                 Deframer(),
-                self._acceptor(request),
+                accept or self._acceptor(request),
                 reply_size=reply_size,
                 turnaround_s=self.turnaround_s,
             )
@@ -125,7 +129,14 @@ class Dlt645Driver:
 
     async def read_di(self, di: str, *, request: bytes | None = None) -> Any:
         """Read one data identifier, following multi-frame replies to the end."""
-        first = await self._request(request or build_read(self.address, di, self.edition), reply_size=220)
+        if request is None:
+            cached = self._reads.get(di)
+            if cached is None:
+                request = build_read(self.address, di, self.edition)
+                cached = self._reads[di] = (request, self._acceptor(request))
+            first = await self._request(cached[0], 220, cached[1])
+        else:
+            first = await self._request(request, 220)
         frames = [first]
         seq = 1
         while frames[-1].has_followup:

@@ -36,7 +36,7 @@ class Job:
     """
 
     priority: Priority
-    seq: int = field(init=False, default_factory=lambda: next(_sequence))
+    seq: int = field(init=False, default_factory=_sequence.__next__)
     meter_id: int = field(compare=False, default=0)
     kind: str = field(compare=False, default="read")
     body: JobBody | None = field(compare=False, default=None)

@@ -1,9 +1,17 @@
-"""One worker per channel: a priority queue of meter jobs, run one at a time on the bus."""
+"""One worker per channel: a priority queue of meter jobs, run one at a time on the bus.
+
+The queue is a heap of ``(priority, seq, job)`` tuples (compared in C). A job's time limit is one
+timer per worker, re-armed lazily: it cancels the job's body once the job's deadline has passed and
+the body's cancellation becomes a TimeoutError, as with ``asyncio.timeout`` but without a new timer
+per job.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -48,13 +56,17 @@ class ChannelWorker:
         self._make_driver = make_driver
         self.health = health
         self.metrics = metrics
-        self.queue: asyncio.PriorityQueue[Job] = asyncio.PriorityQueue()
+        self._heap: list[tuple[int, int, Job]] = []
+        self._wakeup: asyncio.Future[None] | None = None  # set while the worker waits for a job
         self.busy_seconds = 0.0
         self.channel: Any = None
         self._drivers: dict[int, Any] = {}
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self._depth = metrics.queue_depth.labels(spec.name)
+        self._deadline = math.inf  # when the running job's body must have finished
+        self._guard: asyncio.TimerHandle | None = None  # armed at or before the deadline
+        self._expired = False  # the guard cancelled the running body
+        metrics.queue_depth.labels(spec.name).set_function(self.queue_size)
         self._counters: dict[str, tuple[Any, Any]] = {}
 
     def start(self) -> None:
@@ -68,24 +80,44 @@ class ChannelWorker:
                 self._drivers.pop(meter_id, None)
         self.meters = new
 
+    def queue_size(self) -> int:
+        """Jobs waiting (the ``headend_queue_depth`` gauge reads it when scraped)."""
+        return len(self._heap)
+
     def submit(self, job: Job) -> asyncio.Future[Any]:
         if self._stopping:
             job.future.set_exception(WorkerStopped(f"channel {self.spec.name} is stopping"))
         else:
-            self.queue.put_nowait(job)
-            self._depth.set(self.queue.qsize())
+            self._put(job)
         return job.future
+
+    def _put(self, job: Job) -> None:
+        heapq.heappush(self._heap, (job.priority, job.seq, job))
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    async def _get(self) -> Job:
+        while not self._heap:
+            self._wakeup = asyncio.get_running_loop().create_future()
+            try:
+                await self._wakeup
+            finally:
+                self._wakeup = None
+        return heapq.heappop(self._heap)[2]
 
     async def stop(self) -> None:
         """Finish the job in flight, drop the queued ones, close the channel."""
         self._stopping = True
-        self.queue.put_nowait(Job(Priority.CONTROL, kind="stop"))
+        self._put(Job(Priority.CONTROL, kind="stop"))
         if self._task is not None:
             await self._task
-        while not self.queue.empty():
-            job = self.queue.get_nowait()
+        while self._heap:
+            job = heapq.heappop(self._heap)[2]
             if not job.future.done():
                 job.future.set_exception(WorkerStopped(f"channel {self.spec.name} stopped"))
+        if self._guard is not None:
+            self._guard.cancel()
         await self._close_channel()
 
     async def _close_channel(self) -> None:
@@ -100,15 +132,12 @@ class ChannelWorker:
     async def _driver(self, meter: MeterSpec) -> Any:
         if self.channel is None:
             self.channel = await self._open_channel(self.spec)
-        driver = self._drivers.get(meter.id)
-        if driver is None:
-            driver = self._drivers[meter.id] = self._make_driver(self.channel, meter)
+        driver = self._drivers[meter.id] = self._make_driver(self.channel, meter)
         return driver
 
     async def _run(self) -> None:
         while True:
-            job = await self.queue.get()
-            self._depth.set(self.queue.qsize())
+            job = heapq.heappop(self._heap)[2] if self._heap else await self._get()
             if job.kind == "stop" and self._stopping:
                 return
             if job.future.done():  # cancelled by its owner (e.g. a stale cycle)
@@ -130,15 +159,26 @@ class ChannelWorker:
             return
         assert job.body is not None
         timeout = self.health.job_limit(meter.id, job.exchanges)
-        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
-            driver = await self._driver(meter)
-            async with asyncio.timeout(timeout):
+            driver = self._drivers.get(meter.id)
+            if driver is None:
+                driver = await self._driver(meter)
+            self._arm(loop, started + timeout)
+            try:
                 result = await job.body(driver)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._expired and task is not None and task.uncancel() == 0:
+                    raise TimeoutError from None  # the job's time limit, not a shutdown
+                raise
+            finally:
+                self._deadline = math.inf
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a meter error must never stop the worker
-            elapsed = time.monotonic() - started
+            elapsed = loop.time() - started
             self.busy_seconds += elapsed
             self._failed(job, meter, exc)
             if isinstance(exc, ConnectionError):  # the channel itself broke: reopen on the next job
@@ -146,7 +186,7 @@ class ChannelWorker:
             if not job.future.done():
                 job.future.set_exception(exc)
             return
-        elapsed = time.monotonic() - started
+        elapsed = loop.time() - started
         self.busy_seconds += elapsed
         self.health.succeeded(meter.id, elapsed / max(1, job.exchanges))
         counters = self._counters.get(job.kind)
@@ -159,6 +199,28 @@ class ChannelWorker:
         counters[1].observe(elapsed)
         if not job.future.done():
             job.future.set_result(result)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Make the worker's timer cancel the running body at ``deadline`` (re-armed lazily)."""
+        self._deadline, self._expired = deadline, False
+        guard = self._guard
+        if guard is None or guard.when() > deadline:
+            if guard is not None:
+                guard.cancel()
+            self._guard = loop.call_at(deadline, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        """The worker's timer fired: cancel the running body if its deadline passed, else re-arm."""
+        self._guard = None
+        deadline = self._deadline
+        if deadline == math.inf or self._task is None:
+            return
+        loop = asyncio.get_running_loop()
+        if deadline - loop.time() <= 0.001:
+            self._expired = True
+            self._task.cancel()
+        else:
+            self._guard = loop.call_at(deadline, self._check_deadline)
 
     def _failed(self, job: Job, meter: MeterSpec, exc: BaseException) -> None:
         reason = _reason(exc)

@@ -4,19 +4,28 @@ An exchange: wait out the inter-frame gap, drop stale input, send the request, a
 with the caller's deframer until one is accepted or the timeout (turnaround + line time of request
 and expected reply) expires; then retry. The channel reconnects a dropped TCP link with backoff and
 counts bytes, frames, timeouts, checksum errors, noise and round-trip times.
+
+Received bytes go straight from the event loop's protocol callback into the deframer of the
+exchange waiting for them (no reader task, no queue): one wake-up of the caller per reply. Gap waits
+end on a shared grid of ``TIMER_SLACK_S`` (channels due in the same slot wake the loop once; the gap
+is a minimum, so waiting up to one slot longer is safe), and the reply timeout is one timer per
+channel, re-armed lazily, instead of a new timer per exchange.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, NoReturn, Protocol
 
 from headend.transport.url import ChannelConfig
 
 MAX_BACKOFF_S = 30.0
+TIMER_SLACK_S = 0.005
 
 
 class ChannelError(Exception):
@@ -74,6 +83,117 @@ class ChannelStats:
         return self.rtt_total_s / self.rtt_count if self.rtt_count else 0.0
 
 
+class _Link(asyncio.Protocol):
+    """The receiving end of one connection: feeds the waiting exchange's deframer, else counts stale bytes."""
+
+    def __init__(self, stats: ChannelStats, label: str) -> None:
+        self.stats = stats
+        self.label = label
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.stale = 0  # bytes received while no exchange was listening (late replies, noise)
+        self.waiter: asyncio.Future[bytes | None] | None = None
+        self.framer: Framer | None = None
+        self.accept: Callable[[bytes], bool] | None = None
+        self.paused = False
+        self._drained: asyncio.Future[None] | None = None
+
+    def listen(
+        self, waiter: asyncio.Future[bytes | None], framer: Framer, accept: Callable[[bytes], bool]
+    ) -> None:
+        self.waiter, self.framer, self.accept = waiter, framer, accept
+
+    def unlisten(self) -> None:
+        self.waiter = self.framer = self.accept = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            self.stale += len(data)
+            return
+        stats = self.stats
+        stats.bytes_in += len(data)
+        try:
+            for frame in self.framer.feed(data):  # type: ignore[union-attr]
+                stats.frames_in += 1
+                if self.accept(frame):  # type: ignore[misc]
+                    waiter.set_result(frame)
+                    return
+                stats.unexpected_frames += 1
+        except Exception as exc:  # a codec bug fails this exchange, never the connection
+            waiter.set_exception(exc)
+
+    def eof_received(self) -> bool:
+        return False  # close our side too: the next exchange reconnects
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(
+                ChannelUnavailable(f"{self.label}: connection closed by the serial server")
+            )
+        self._wake_writer()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is above its high-water mark."""
+        while self.paused and not self.closed:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+        if self.closed:
+            raise ConnectionResetError("connection lost")
+
+
+_REOPEN: Any = object()  # a waiter's result: the link closed before the request went out
+
+
+class _Slots:
+    """Callbacks due at the same grid time share one loop timer (one heap entry per slot, not per bus)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.due: dict[float, list[tuple[Callable[..., None], tuple[Any, ...]]]] = {}
+
+    def call_at(self, when: float, callback: Callable[..., None], *args: Any) -> None:
+        batch = self.due.get(when)
+        if batch is None:
+            batch = self.due[when] = []
+            self.loop.call_at(when, self._run, when)
+        batch.append((callback, args))
+
+    def _run(self, when: float) -> None:
+        for callback, args in self.due.pop(when):
+            callback(*args)
+
+
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Slots] = weakref.WeakKeyDictionary()
+
+
+def _slots_of(loop: asyncio.AbstractEventLoop) -> _Slots:
+    slots = _slots.get(loop)
+    if slots is None:
+        slots = _slots[loop] = _Slots(loop)
+    return slots
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class Channel:
     """A raw byte channel over serial or TCP (see the module docstring)."""
 
@@ -82,10 +202,13 @@ class Channel:
         self.stats = ChannelStats()
         self.connect_timeout_s = connect_timeout_s
         self._lock = asyncio.Lock()
-        self._writer: asyncio.StreamWriter | None = None
-        self._incoming: asyncio.Queue[bytes] = asyncio.Queue()
-        self._pump: asyncio.Task[None] | None = None
+        self._link: _Link | None = None
         self._last_activity = 0.0
+        self._sent_at = 0.0
+        self._counted = (0, 0)  # the framer's error and noise counts already added to the stats
+        self._waiter: asyncio.Future[Any] | None = None  # the attempt listening for its reply
+        self._deadline = 0.0  # when that attempt gives up
+        self._expiry: asyncio.TimerHandle | None = None  # armed at or before the deadline
         self._failures = 0
         self._next_attempt = 0.0
 
@@ -102,59 +225,61 @@ class Channel:
         """Close the port or connection."""
         async with self._lock:
             self._drop()
+            if self._expiry is not None:
+                self._expiry.cancel()
+                self._expiry = None
 
     def _drop(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        if self._pump is not None:
-            self._pump.cancel()
-        self._writer = None
-        self._pump = None
+        link, self._link = self._link, None
+        if link is not None:
+            self._discard_stale(link)
+            if link.transport is not None:
+                link.transport.close()
 
-    async def _read_forever(self, reader: asyncio.StreamReader) -> None:
-        """Move received bytes into the queue; an empty chunk marks a closed link."""
-        try:
-            while chunk := await reader.read(4096):
-                self._incoming.put_nowait(chunk)
-        except (OSError, ConnectionError):
-            pass
-        self._incoming.put_nowait(b"")
-
-    async def _ensure_open(self) -> None:
-        if self._writer is not None and not self._writer.is_closing():
-            return
+    async def _ensure_open(self) -> _Link:
+        link = self._link
+        if link is not None and not link.closed:
+            return link
+        if link is not None:
+            self._drop()
         now = time.monotonic()
         if now < self._next_attempt:
             raise ChannelUnavailable(
                 f"{self.label}: reconnect backoff, next try in {self._next_attempt - now:.1f} s"
             )
         try:
-            reader, self._writer = await asyncio.wait_for(self._connect(), self.connect_timeout_s)
+            link = await asyncio.wait_for(self._connect(), self.connect_timeout_s)
         except (OSError, TimeoutError) as exc:
             self._failures += 1
             self._next_attempt = time.monotonic() + min(MAX_BACKOFF_S, 0.5 * 2 ** (self._failures - 1))
             reason = "port busy or missing" if self.config.scheme == "serial" else "cannot connect"
             raise ChannelUnavailable(f"{self.label}: {reason}: {exc or type(exc).__name__}") from None
-        self._discard_stale()
-        self._pump = asyncio.create_task(self._read_forever(reader))
+        self._link = link
         if self._failures:
             self.stats.reconnects += 1
         self._failures = 0
+        return link
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _connect(self) -> _Link:
         config = self.config
+        loop = asyncio.get_running_loop()
+        link = _Link(self.stats, self.label)
         if config.scheme == "serial":
             import serial_asyncio_fast
 
-            return await serial_asyncio_fast.open_serial_connection(
-                url=config.path,
+            await serial_asyncio_fast.create_serial_connection(
+                loop,
+                lambda: link,
+                config.path,
                 baudrate=config.baud,
                 bytesize=config.bytesize,
                 parity=config.parity,  # pyserial uses "N", "E", "O" too
                 stopbits=config.stopbits,
                 exclusive=True,
             )
-        return await asyncio.open_connection(config.host, config.port)
+        else:
+            await loop.create_connection(lambda: link, config.host, config.port)
+        return link
 
     def timeout_for(self, request_size: int, reply_size: int, turnaround_s: float | None = None) -> float:
         """Turnaround plus the line time of request and reply, with a 20 % margin."""
@@ -177,87 +302,179 @@ class Channel:
         """
         tries = 1 + (self.config.retries if retries is None else retries)
         timeout = self.timeout_for(len(request), reply_size, turnaround_s)
+        stats = self.stats
+        loop = asyncio.get_running_loop()
         async with self._lock:
-            started = time.monotonic()
+            started = loop.time()
             try:
                 for attempt in range(tries):
                     if attempt:
-                        self.stats.retries += 1
-                    frame = await self._attempt(request, framer, accept, timeout)
+                        stats.retries += 1
+                    frame = await self._attempt(loop, request, framer, accept, timeout)
                     if frame is not None:
-                        rtt = time.monotonic() - self._sent_at
-                        self.stats.rtt_count += 1
-                        self.stats.rtt_total_s += rtt
-                        self.stats.rtt_max_s = max(self.stats.rtt_max_s, rtt)
+                        rtt = loop.time() - self._sent_at
+                        stats.rtt_count += 1
+                        stats.rtt_total_s += rtt
+                        if rtt > stats.rtt_max_s:
+                            stats.rtt_max_s = rtt
                         return frame, rtt
-                self.stats.timeouts += 1
+                stats.timeouts += 1
                 raise ExchangeTimeout(tries, noise=framer.noise_bytes > 0 or framer.checksum_errors > 0)
             finally:
-                self._last_activity = time.monotonic()
-                self.stats.busy_s += self._last_activity - started
+                self._last_activity = loop.time()
+                stats.busy_s += self._last_activity - started
 
     async def send_only(self, request: bytes) -> None:
         """Send a frame that gets no reply (broadcast), then keep the bus quiet for one frame time."""
+        loop = asyncio.get_running_loop()
         async with self._lock:
-            await self._wait_gap()
-            await self._ensure_open()
-            await self._write(request)
+            await self._wait_gap(loop)
+            link = await self._ensure_open()
+            self._write(link, request)
+            await self._drain(link)
             await asyncio.sleep(len(request) * self.config.char_time + self.config.gap_s)
-            self._last_activity = time.monotonic()
+            self._last_activity = loop.time()
 
-    async def _wait_gap(self) -> None:
-        wait = self._last_activity + self.config.gap_s - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
+    async def _wait_gap(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Keep the line quiet for the gap after the last exchange, ending on the shared slack grid."""
+        ready = self._last_activity + self.config.gap_s
+        if ready > loop.time():
+            waiter: asyncio.Future[None] = loop.create_future()
+            loop.call_at(math.ceil(ready / TIMER_SLACK_S) * TIMER_SLACK_S, _release, waiter)
+            await waiter
 
-    async def _write(self, data: bytes) -> None:
-        assert self._writer is not None
+    def _write(self, link: _Link, data: bytes) -> None:
         try:
-            self._writer.write(data)
-            await self._writer.drain()
+            if link.closed:
+                raise ConnectionResetError("connection lost")
+            link.transport.write(data)  # type: ignore[union-attr]
         except (OSError, ConnectionError) as exc:
-            self._drop()
-            raise ChannelUnavailable(f"{self.label}: connection lost: {exc}") from None
+            self._lost(exc)
         self.stats.bytes_out += len(data)
         self.stats.frames_out += 1
 
+    async def _drain(self, link: _Link) -> None:
+        """Wait while the transport holds more than its high-water mark (a stalled serial server)."""
+        try:
+            await link.drain()
+        except (OSError, ConnectionError) as exc:
+            self._lost(exc)
+
+    def _lost(self, exc: BaseException) -> NoReturn:
+        self._drop()
+        raise ChannelUnavailable(f"{self.label}: connection lost: {exc}") from None
+
     async def _attempt(
-        self, request: bytes, framer: Framer, accept: Callable[[bytes], bool], timeout: float
+        self,
+        loop: asyncio.AbstractEventLoop,
+        request: bytes,
+        framer: Framer,
+        accept: Callable[[bytes], bool],
+        timeout: float,
     ) -> bytes | None:
-        await self._wait_gap()
-        await self._ensure_open()
-        self._discard_stale()
+        """One try: the request goes out at the end of the gap (from a timer callback, so this task
+        wakes only for the outcome), then the reply, a timeout or a lost link resolves the waiter."""
+        gap_end = self._last_activity + self.config.gap_s
+        link = self._link
+        while True:
+            waiter: asyncio.Future[Any] = loop.create_future()
+            self._counted = (framer.checksum_errors, framer.noise_bytes)
+            if link is not None and not link.closed and gap_end > loop.time():
+                when = math.ceil(gap_end / TIMER_SLACK_S) * TIMER_SLACK_S
+                _slots_of(loop).call_at(
+                    when, self._send, loop, link, request, framer, accept, timeout, waiter
+                )
+            else:
+                if gap_end > loop.time():
+                    await self._wait_gap(loop)
+                link = await self._ensure_open()
+                self._send(loop, link, request, framer, accept, timeout, waiter)
+            try:
+                frame = await waiter
+            except ChannelUnavailable:
+                if self._link is link:
+                    self._drop()
+                raise
+            finally:
+                self._waiter = None
+                if link.waiter is waiter:
+                    link.unlisten()
+                errors_before, noise_before = self._counted
+                self.stats.checksum_errors += framer.checksum_errors - errors_before
+                self.stats.noise_bytes += framer.noise_bytes - noise_before
+            if frame is not _REOPEN:
+                return frame
+            link = None  # the link closed during the gap: reconnect and send now
+
+    def _send(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        link: _Link,
+        request: bytes,
+        framer: Framer,
+        accept: Callable[[bytes], bool],
+        timeout: float,
+        waiter: asyncio.Future[Any],
+    ) -> None:
+        """Drop stale input, send the request and listen for the reply until ``timeout``."""
+        if waiter.done():  # the exchange was cancelled during the gap
+            return
+        try:
+            self._send_now(loop, link, request, framer, accept, timeout, waiter)
+        except Exception as exc:  # a bug fails this exchange only, never the other buses in the slot
+            if not waiter.done():
+                waiter.set_exception(exc)
+
+    def _send_now(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        link: _Link,
+        request: bytes,
+        framer: Framer,
+        accept: Callable[[bytes], bool],
+        timeout: float,
+        waiter: asyncio.Future[Any],
+    ) -> None:
+        if link.closed:
+            waiter.set_result(_REOPEN)
+            return
+        self._discard_stale(link)
         framer.reset()
         framer.expect_echo(request)
-        await self._write(request)
-        self._sent_at = time.monotonic()
-        deadline = self._sent_at + timeout
-        errors_before, noise_before = framer.checksum_errors, framer.noise_bytes
         try:
-            while (remaining := deadline - time.monotonic()) > 0:
-                try:
-                    async with asyncio.timeout(remaining):
-                        chunk = await self._incoming.get()
-                except TimeoutError:
-                    break
-                if not chunk:
-                    self._drop()
-                    raise ChannelUnavailable(f"{self.label}: connection closed by the serial server")
-                self.stats.bytes_in += len(chunk)
-                for frame in framer.feed(chunk):
-                    self.stats.frames_in += 1
-                    if accept(frame):
-                        return frame
-                    self.stats.unexpected_frames += 1
-            return None
-        finally:
-            self.stats.checksum_errors += framer.checksum_errors - errors_before
-            self.stats.noise_bytes += framer.noise_bytes - noise_before
+            link.transport.write(request)  # type: ignore[union-attr]
+        except (OSError, ConnectionError) as exc:
+            waiter.set_exception(ChannelUnavailable(f"{self.label}: connection lost: {exc}"))
+            return
+        self.stats.bytes_out += len(request)
+        self.stats.frames_out += 1
+        self._counted = (framer.checksum_errors, framer.noise_bytes)
+        self._sent_at = loop.time()
+        self._listen(loop, waiter, self._sent_at + timeout)
+        link.listen(waiter, framer, accept)
 
-    def _discard_stale(self) -> None:
-        """Drop late replies and noise that arrived between exchanges."""
-        while not self._incoming.empty():
-            chunk = self._incoming.get_nowait()
-            if not chunk:
-                continue
-            self.stats.noise_bytes += len(chunk)
+    def _listen(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[Any], deadline: float) -> None:
+        """Make ``waiter`` resolve with None at ``deadline`` unless a reply comes first."""
+        self._waiter, self._deadline = waiter, deadline
+        expiry = self._expiry
+        if expiry is None or expiry.when() > deadline:
+            if expiry is not None:
+                expiry.cancel()
+            self._expiry = loop.call_at(deadline, self._expire, loop)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The channel's timer fired: time out the listening attempt, or re-arm for its later deadline."""
+        self._expiry = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self._deadline - loop.time() <= 0.001:
+            waiter.set_result(None)
+        else:
+            self._expiry = loop.call_at(self._deadline, self._expire, loop)
+
+    def _discard_stale(self, link: _Link) -> None:
+        """Drop late replies and noise that arrived between exchanges (counted as noise)."""
+        if link.stale:
+            self.stats.noise_bytes += link.stale
+            link.stale = 0
