@@ -66,6 +66,7 @@ class BusSpec:
     clock_offsets_s: dict[int, float] = field(default_factory=dict)  # meter index -> clock error
     addresses: list[str] | None = None
     model: str = ""  # Modbus register map from config/models (protocol="modbus")
+    block_reads: bool = True  # False: the DL/T 645 meters refuse FF block reads (older meters)
 
 
 def meter_addresses(seed: int, count: int) -> list[str]:
@@ -110,6 +111,7 @@ class SimBus:
                     preamble=rng.choice((0, 2, 4)),
                     turnaround_s=spec.turnaround_s,
                     jitter_s=spec.jitter_s,
+                    block_reads=spec.block_reads,
                 )
             )
         self.responder = Dlt645Responder(self.meters, seed=spec.seed)

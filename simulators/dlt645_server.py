@@ -44,10 +44,19 @@ class Dlt645Meter:
     preamble: int = 0
     turnaround_s: float = 0.05
     jitter_s: float = 0.0
+    block_reads: bool = True  # False: an older meter that refuses FF block DIs of energy and variables
 
     @property
     def address(self) -> str:
         return self.model.address
+
+    def refuses(self, di: str, edition: int) -> bool:
+        """Whether this meter answers ``di`` with an error although it holds the data (a block read)."""
+        if self.block_reads:
+            return False
+        if edition == 2007:
+            return di[:2] in ("00", "01", "02") and di[4:6].upper() == "FF"
+        return di[3:].upper() == "F"
 
     def password_ok(self, frame: Frame) -> bool:
         level = frame.fields.get("password_level")
@@ -141,6 +150,8 @@ class Dlt645Responder:
 
     def read(self, meter: Dlt645Meter, frame: Frame) -> bytes:
         di = frame.di or ""
+        if meter.refuses(di, frame.edition):
+            return self._no_data(meter, frame)
         try:
             if frame.edition == 2007:
                 value = value_2007(meter.model, di, frame.fields.get("count", 1), frame.fields.get("start"))

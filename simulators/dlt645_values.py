@@ -269,6 +269,8 @@ def _fixed_1997() -> dict[str, Callable[[SimMeter], Any]]:
         items[f"B62{index}"] = lambda m, p=phase: round(_phase(m, "current", p), 2)
         items[f"B63{index}"] = lambda m, p=phase: m.instantaneous().get(f"power_{p}_kw", 0.0)
         items[f"B65{index}"] = lambda m: m.instantaneous()["pf"]
+    items["B61F"] = lambda m: [round(_phase(m, "voltage", p)) for p in "abc"]
+    items["B62F"] = lambda m: [round(_phase(m, "current", p), 2) for p in "abc"]
     return items
 
 

@@ -101,6 +101,9 @@ def sim_dlt645(
     profile_period: Annotated[
         int, typer.Option(min=60, help="Seconds between load-profile records (whole minutes).")
     ] = 900,
+    block_reads: Annotated[
+        bool, typer.Option(help="Answer FF block reads (--no-block-reads: an older meter refusing them).")
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object once listening.")] = False,
 ) -> None:
     """Run one DL/T 645 bus in the foreground until Ctrl-C / SIGTERM."""
@@ -124,6 +127,7 @@ def sim_dlt645(
         load_scale=load_scale,
         history_days=history_days,
         profile_period_s=profile_period,
+        block_reads=block_reads,
         **_endpoint(tcp, pty),
     )
     _start([spec], as_json)

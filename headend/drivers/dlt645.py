@@ -72,10 +72,15 @@ class Dlt645Driver:
         self.channel = channel
         self.address = address
         self.edition = edition
-        editions = load_model(model or "dlt645-generic").get("editions", {})
+        description = load_model(model or "dlt645-generic")
+        editions = description.get("editions", {})
         if str(edition) not in editions:
             raise NotSupported(f"meter model {model!r} has no DL/T 645-{edition} read plan")
         self.plan: dict[str, str] = dict(editions[str(edition)])
+        # block DI -> the quantity at each position of its value list (None: a position not read)
+        self.blocks: dict[str, list[str | None]] = description.get("blocks", {}).get(str(edition), {})
+        self.refused_blocks: set[str] = set()  # block reads this meter answered with an error
+        self._steps: dict[tuple[str, ...], list[tuple[str | None, list[tuple[int, str]]]]] = {}
         self.credentials = credentials
         self.utc_offset = utc_offset
         self.turnaround_s = turnaround_s
@@ -151,21 +156,68 @@ class Dlt645Driver:
     # -- the driver interface -----------------------------------------------------------------
 
     async def read(self, quantities: list[str]) -> dict[str, float]:
-        """Read canonical quantities; unsupported ones land in ``self.unsupported``, not in the result."""
+        """Read canonical quantities; unsupported ones land in ``self.unsupported``, not in the result.
+
+        Two or more quantities of one block (e.g. total and tariff energy, 00 01 FF 00) are read with
+        one block request; a meter that refuses the block, or returns fewer items than asked, gets the
+        missing quantities read one by one.
+        """
         values: dict[str, float] = {}
         self.unsupported = {}
-        for quantity in quantities:
-            di = self.plan.get(quantity)
-            if di is None:
-                self.unsupported[quantity] = "not in the meter model"
-                continue
-            try:
-                value = await self.read_di(di)
-            except MeterRefused as exc:
-                self.unsupported[quantity] = str(exc)
-                continue
-            values[quantity] = self._canonical(quantity, value)
+        for block, positions in self._plan_steps(quantities):
+            if block is None:
+                await self._read_item(positions[0][1], values)
+            else:
+                await self._read_block(block, positions, values)
         return values
+
+    async def _read_item(self, quantity: str, values: dict[str, float]) -> None:
+        """Read one quantity into ``values``, or note why it cannot be read."""
+        di = self.plan.get(quantity)
+        if di is None:
+            self.unsupported[quantity] = "not in the meter model"
+            return
+        try:
+            values[quantity] = self._canonical(quantity, await self.read_di(di))
+        except MeterRefused as exc:
+            self.unsupported[quantity] = str(exc)
+
+    def _plan_steps(self, quantities: list[str]) -> list[tuple[str | None, list[tuple[int, str]]]]:
+        """The requests for ``quantities``, cached: (block DI, [(position in its value list, quantity)])
+        for a block read, (None, [(0, quantity)]) for a single item."""
+        key = tuple(quantities)
+        cached = self._steps.get(key)
+        if cached is not None:
+            return cached
+        steps: list[tuple[str | None, list[tuple[int, str]]]] = []
+        left = list(dict.fromkeys(quantities))
+        for block, members in self.blocks.items():
+            positions = [(i, q) for i, q in enumerate(members) if q in left]
+            if len(positions) > 1 and block not in self.refused_blocks:
+                steps.append((block, positions))
+                left = [q for q in left if q not in members]
+        steps.extend((None, [(0, q)]) for q in left)
+        self._steps[key] = steps
+        return steps
+
+    async def _read_block(self, di: str, positions: list[tuple[int, str]], values: dict[str, float]) -> None:
+        """Read one block into ``values``; what it does not deliver is read item by item."""
+        missing = positions
+        try:
+            items = await self.read_di(di)
+        except MeterRefused:
+            self.refused_blocks.add(di)  # this meter has no such block: single items from now on
+            self._steps.clear()
+        except DriverError:
+            pass  # an undecodable block this time: the items may still read
+        else:
+            if isinstance(items, list):
+                missing = [(i, q) for i, q in positions if i >= len(items)]
+                for index, quantity in positions:
+                    if index < len(items):
+                        values[quantity] = self._canonical(quantity, items[index])
+        for _index, quantity in missing:
+            await self._read_item(quantity, values)
 
     @staticmethod
     def _canonical(quantity: str, value: Any) -> float:

@@ -50,7 +50,8 @@ async def test_read_quantities(transport: str) -> None:
         assert values["energy_import_kwh"] == pytest.approx(model.registers.import_kwh, abs=0.02)
         assert 220 < values["voltage_a_v"] < 240 and values["relay"] == 1.0
         assert driver.unsupported == {"bogus": "not in the meter model"}
-        assert driver.last_rtt_s is not None and driver.channel.stats.frames_in >= 4
+        # total and t1 come in one block read
+        assert driver.last_rtt_s is not None and driver.channel.stats.frames_in == 3
 
 
 async def test_1997_meter_reads_and_has_no_relay_word() -> None:
@@ -215,3 +216,49 @@ async def test_a_late_reply_to_an_earlier_request_is_never_taken_for_the_next_on
     finally:
         await channel.close()
         await bus.stop()
+
+
+TOU_AND_PHASES = [
+    "energy_import_kwh",
+    "energy_import_t1_kwh",
+    "energy_import_t2_kwh",
+    "energy_import_t3_kwh",
+    "energy_import_t4_kwh",
+    "voltage_a_v",
+    "voltage_b_v",
+    "voltage_c_v",
+    "power_kw",
+]
+
+
+@pytest.mark.parametrize("edition", [2007, 1997])
+async def test_block_reads_take_one_request_per_block(edition: int) -> None:
+    async with meter_on_bus(edition=edition, seed=46, phases=3) as (bus, driver):
+        stats = driver.channel.stats
+        values = await driver.read(TOU_AND_PHASES)
+        assert stats.frames_out == 3  # energy block, voltage block, power
+        registers = bus.meters[0].model.registers
+        assert values["energy_import_kwh"] == pytest.approx(registers.import_kwh, abs=0.02)
+        for tariff in range(1, 5):
+            assert values[f"energy_import_t{tariff}_kwh"] == pytest.approx(
+                registers.import_tariffs[tariff], abs=0.02
+            )
+        assert all(200 < values[f"voltage_{p}_v"] < 260 for p in "abc")
+        singles = {q: (await driver.read([q]))[q] for q in TOU_AND_PHASES[:5]}
+        assert singles == pytest.approx({q: values[q] for q in singles}, abs=0.02)
+        assert driver.unsupported == {} and driver.refused_blocks == set()
+
+
+@pytest.mark.parametrize("edition", [2007, 1997])
+async def test_meter_refusing_blocks_is_read_item_by_item(edition: int) -> None:
+    async with meter_on_bus(edition=edition, seed=47, phases=3, block_reads=False) as (bus, driver):
+        stats = driver.channel.stats
+        first = await driver.read(TOU_AND_PHASES)
+        assert set(first) == set(TOU_AND_PHASES) and driver.unsupported == {}
+        assert len(driver.refused_blocks) == 2
+        assert stats.frames_out == 2 + len(TOU_AND_PHASES)  # two refused blocks, then every item
+        await driver.read(TOU_AND_PHASES)
+        assert stats.frames_out == 2 + 2 * len(TOU_AND_PHASES)  # the refused blocks are not asked again
+        assert first["energy_import_kwh"] == pytest.approx(
+            bus.meters[0].model.registers.import_kwh, abs=0.02
+        )

@@ -131,6 +131,7 @@ async def test_headend_sim_command_prints_json_serves_and_stops_on_sigterm() -> 
         "127.0.0.1:0",
         "--seed",
         "30",
+        "--no-block-reads",
         "--json",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -146,6 +147,8 @@ async def test_headend_sim_command_prints_json_serves_and_stops_on_sigterm() -> 
         client = await RawClient.connect(Endpoint)  # type: ignore[arg-type]
         reply = await client.ask(build_read(info["meters"][1], READ))
         assert reply is not None and reply.address == info["meters"][1]
+        refused = await client.ask(build_read(info["meters"][1], "0001FF00"))  # --no-block-reads
+        assert refused is not None and refused.is_abnormal
         await client.close()
     finally:
         process.send_signal(signal.SIGTERM)
