@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -50,9 +51,26 @@ T0 = datetime(2026, 6, 1, tzinfo=UTC)
 STEADY_CYCLES = 3  # fleet cycles measured after the first (CPU time on a shared machine is noisy)
 
 
-def cpu_seconds() -> float:
+@dataclass(frozen=True)
+class CycleFigures:
+    """One measured cycle: wall and CPU seconds of this process (CPU = user + kernel), readings
+    stored and bus busy seconds summed over the channels."""
+
+    wall: float
+    cpu: float
+    kernel: float
+    stored: int
+    busy: float
+
+    @property
+    def cpu_us_per_reading(self) -> float:
+        return self.cpu / self.stored * 1e6
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(user + kernel, kernel) CPU seconds of this process so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime + usage.ru_stime, usage.ru_stime
 
 
 def spawn_sim(args: list[str]) -> subprocess.Popen[str]:
@@ -108,9 +126,8 @@ def engine_config(quantities: list[str]) -> object:
 
 async def run_cycles(
     dsn: str, spool: Path, inventory: Inventory, quantities: list[str], cycles: int, first: datetime = T0
-) -> list[tuple[float, float, int, float]]:
-    """Import the inventory, run ``cycles`` hourly cycles from ``first``; per cycle (wall s, cpu s,
-    readings, bus busy s)."""
+) -> list[CycleFigures]:
+    """Import the inventory, run ``cycles`` hourly cycles from ``first``; the figures of each."""
     conn = await asyncpg.connect(dsn)
     await import_inventory(conn, inventory)
     engine = Engine(engine_config(quantities), dsn, ReadingWriter(dsn, spool_dir=spool), DriverPort())
@@ -120,14 +137,14 @@ async def run_cycles(
         for k in range(cycles):
             ts = first + timedelta(hours=k)
             busy0 = sum(w.busy_seconds for w in engine.workers.values())
-            cpu0, wall0 = cpu_seconds(), time.perf_counter()
+            (cpu0, kernel0), wall0 = cpu_seconds(), time.perf_counter()
             engine.run_cycle(ts)
             await engine.wait_cycles()
             await engine.writer.flush()
-            wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
+            wall, (cpu, kernel) = time.perf_counter() - wall0, cpu_seconds()
             busy = sum(w.busy_seconds for w in engine.workers.values()) - busy0
             stored = await conn.fetchval("SELECT count(*) FROM readings WHERE ts = $1", ts)
-            results.append((wall, cpu, stored, busy))
+            results.append(CycleFigures(wall, cpu - cpu0, kernel - kernel0, stored, busy))
     finally:
         await engine.stop()
         await conn.close()
@@ -204,16 +221,18 @@ def part_fleet(dsn: str, base: Path, meters: int, channels: int) -> None:
         report_fleet(label, results, baseline)
 
 
-def report_fleet(label: str, results: list[tuple[float, float, int, float]], baseline: float) -> None:
+def report_fleet(label: str, results: list[CycleFigures], baseline: float) -> None:
     """Print one read plan's figures: the median steady cycle (the first also connects every channel)."""
-    steady = sorted(results[1:], key=lambda r: r[1] / r[2])
-    wall, cpu, stored, _busy = steady[len(steady) // 2]
-    spread = ", ".join(f"{r[1] / r[2] * 1e6:.0f}" for r in results[1:])
-    print(f"    plan {label}: {stored} readings per cycle")
+    steady = sorted(results[1:], key=lambda r: r.cpu_us_per_reading)
+    median = steady[len(steady) // 2]
+    spread = ", ".join(f"{r.cpu_us_per_reading:.0f}" for r in results[1:])
+    rate = median.stored / median.wall
+    print(f"    plan {label}: {median.stored} readings per cycle")
     print(
-        f"      cycle {wall:.2f} s (target < 30 s), {stored / wall:,.0f} readings/s "
-        f"({stored / wall / baseline:.1f}x baseline), {cpu / stored * 1e6:.1f} us CPU per reading "
-        f"(target <= 100 us) [first cycle {results[0][0]:.2f} s]"
+        f"      cycle {median.wall:.2f} s (target < 30 s), {rate:,.0f} readings/s "
+        f"({rate / baseline:.1f}x baseline), {median.cpu_us_per_reading:.1f} us CPU per reading "
+        f"(target <= 100 us), of which kernel {median.kernel / median.stored * 1e6:.1f} us "
+        f"[first cycle {results[0].wall:.2f} s]"
     )
     print(f"      median of {len(steady)} steady cycles; CPU us per reading per cycle: {spread}")
 
@@ -240,8 +259,8 @@ def part_bus(dsn: str, base: Path) -> None:
     chars = len(build_read(addresses[0], ENERGY_DI)) + len(build_read_response(addresses[0], ENERGY_DI, 0.0))
     per_read = chars * BITS_PER_CHAR / 2400 + 0.1
     theoretical = 1 / per_read
-    reads = sum(r[2] for r in results[1:])
-    busy = sum(r[3] for r in results[1:])
+    reads = sum(r.stored for r in results[1:])
+    busy = sum(r.busy for r in results[1:])
     achieved = reads / busy
     print(
         f"(b) 2400 8E1, 32 meters, 100 ms turnaround: {chars} chars per read -> theoretical "

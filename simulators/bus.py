@@ -67,6 +67,7 @@ class BusSpec:
     addresses: list[str] | None = None
     model: str = ""  # Modbus register map from config/models (protocol="modbus")
     block_reads: bool = True  # False: the DL/T 645 meters refuse FF block reads (older meters)
+    tariffs: int = 4  # DL/T 645 tariffs in use: energy blocks carry the total and this many
 
 
 def meter_addresses(seed: int, count: int) -> list[str]:
@@ -112,6 +113,7 @@ class SimBus:
                     turnaround_s=spec.turnaround_s,
                     jitter_s=spec.jitter_s,
                     block_reads=spec.block_reads,
+                    tariffs=spec.tariffs,
                 )
             )
         self.responder = Dlt645Responder(self.meters, seed=spec.seed)

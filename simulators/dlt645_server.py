@@ -45,22 +45,46 @@ class Dlt645Meter:
     turnaround_s: float = 0.05
     jitter_s: float = 0.0
     block_reads: bool = True  # False: an older meter that refuses FF block DIs of energy and variables
+    tariffs: int = 4  # tariffs in use: energy blocks carry the total and this many; higher ones refused
 
     @property
     def address(self) -> str:
         return self.model.address
 
     def refuses(self, di: str, edition: int) -> bool:
-        """Whether this meter answers ``di`` with an error although it holds the data (a block read)."""
-        if self.block_reads:
-            return False
-        if edition == 2007:
-            return di[:2] in ("00", "01", "02") and di[4:6].upper() == "FF"
-        return di[3:].upper() == "F"
+        """Whether this meter answers ``di`` with an error: a block read on a meter without block
+        reads, or a tariff above the tariffs in use."""
+        if not self.block_reads and _is_block(di, edition):
+            return True
+        tariff = _energy_tariff(di, edition)
+        return tariff is not None and tariff not in _BLOCK_POSITIONS and tariff > self.tariffs
+
+    def trim(self, di: str, edition: int, value: Any) -> Any:
+        """An active-energy block holds the total and the tariffs in use only."""
+        if _energy_tariff(di, edition) in _BLOCK_POSITIONS and isinstance(value, list):
+            return value[: 1 + self.tariffs]
+        return value
 
     def password_ok(self, frame: Frame) -> bool:
         level = frame.fields.get("password_level")
         return level is not None and self.passwords.get(level) == frame.fields.get("password")
+
+
+_BLOCK_POSITIONS = (0xF, 0xFF)  # the "tariff" of a block DI (1997 nibble, 2007 byte)
+
+
+def _energy_tariff(di: str, edition: int) -> int | None:
+    """The tariff of a current forward/reverse active-energy DI (0 total), None for other DIs."""
+    if edition == 2007:
+        return int(di[4:6], 16) if di[:4] in ("0001", "0002") and di[6:] == "00" else None
+    return int(di[3], 16) if di[:3] in ("901", "902") else None
+
+
+def _is_block(di: str, edition: int) -> bool:
+    """A block DI of energy, demand or instantaneous variables."""
+    if edition == 2007:
+        return di[:2] in ("00", "01", "02") and di[4:6].upper() == "FF"
+    return di[3:].upper() == "F"
 
 
 @dataclass(slots=True)
@@ -157,6 +181,7 @@ class Dlt645Responder:
                 value = value_2007(meter.model, di, frame.fields.get("count", 1), frame.fields.get("start"))
             else:
                 value = value_1997(meter.model, di)
+            value = meter.trim(di, frame.edition, value)
             frames = build_read_reply_frames(
                 meter.address, di, value, edition=frame.edition, max_data=MAX_READ_DATA
             )

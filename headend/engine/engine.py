@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +30,7 @@ from headend.engine.clock import check_clock
 from headend.engine.cycle import CycleRun, CycleStats
 from headend.engine.events import store_events
 from headend.engine.health import HealthBook
+from headend.engine.heap import HeapKeeper
 from headend.engine.jobs import Job, JobBody, Priority, Quarantined
 from headend.engine.model import InventorySnapshot, MeterSpec, inventory_version, load_inventory
 from headend.engine.ports import DriverPort, unsupported_errors, values_of
@@ -79,6 +81,7 @@ class Engine:
         self._stopping = False
         self._reload_lock = asyncio.Lock()
         self._gappy: set[int] = set()  # meters that may have gaps: all at start, then after failures
+        self.heap = HeapKeeper()
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -287,6 +290,7 @@ class Engine:
 
     def run_cycle(self, ts: datetime) -> None:
         """Queue every due meter's read plan for interval ``ts`` on every channel."""
+        self.heap.settle(time.monotonic())
         for channel_id, worker in list(self.workers.items()):
             previous = self._cycles.get(channel_id)
             if previous is not None and not previous[2].done():

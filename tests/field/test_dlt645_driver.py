@@ -262,3 +262,15 @@ async def test_meter_refusing_blocks_is_read_item_by_item(edition: int) -> None:
         assert first["energy_import_kwh"] == pytest.approx(
             bus.meters[0].model.registers.import_kwh, abs=0.02
         )
+
+
+@pytest.mark.parametrize("edition", [2007, 1997])
+async def test_short_block_from_a_two_tariff_meter(edition: int) -> None:
+    async with meter_on_bus(edition=edition, seed=48, tariffs=2) as (bus, driver):
+        values = await driver.read(TOU_AND_PHASES[:5])
+        registers = bus.meters[0].model.registers
+        assert values["energy_import_t2_kwh"] == pytest.approx(registers.import_tariffs[2], abs=0.02)
+        assert set(values) == {"energy_import_kwh", "energy_import_t1_kwh", "energy_import_t2_kwh"}
+        # the block carried total, t1 and t2; t3 and t4 were asked singly and refused
+        assert set(driver.unsupported) == {"energy_import_t3_kwh", "energy_import_t4_kwh"}
+        assert driver.channel.stats.frames_out == 3 and driver.refused_blocks == set()
