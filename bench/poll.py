@@ -7,7 +7,8 @@
     Targets: <= 100 us CPU per reading, cycle < 30 s for 10,000 meters. Figures: the median of three
     cycles after the first (which also connects every channel), for two read plans: the total energy
     register alone (one exchange per reading) and a time-of-use plan, total + 4 tariffs (one block
-    read, 00 01 FF 00, per meter: five readings per exchange).
+    read, 00 01 FF 00, per meter: five readings per exchange). The floor: a bare asyncio client doing
+    only the exchanges on the same channels (no driver, codec, queue or database).
 (b) ``bus``: one line-timed 2400 baud 8E1 pty bus with 32 meters answering after 100 ms. Achieved
     reads/s vs the theoretical maximum from the frame sizes (request + reply characters x 11 bits /
     2400 baud + turnaround). Target >= 90 %.
@@ -45,6 +46,7 @@ from protocols.dlt645 import build_read, build_read_response
 
 ENERGY_DI = "00010000"
 ENERGY = "energy_import_kwh"
+GAP_S = 0.05  # the channels' default inter-frame gap
 TOU = [ENERGY, *(f"energy_import_t{t}_kwh" for t in range(1, 5))]
 BITS_PER_CHAR = 11  # 8E1: start + 8 data + parity + stop
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
@@ -188,6 +190,44 @@ async def naive_baseline(dsn: str, url: str, addresses: list[str]) -> Baseline:
     return Baseline(len(addresses) / elapsed, cpu / len(addresses) * 1e6)
 
 
+class _ReplyWaiter(asyncio.Protocol):
+    """The least a client can do per exchange: resolve a future once a whole frame is in."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.reply: asyncio.Future[bytes] | None = None
+        self.buffer = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.buffer.endswith(b"\x16") and len(self.buffer) >= 16 and self.reply and not self.reply.done():
+            self.reply.set_result(self.buffer)
+            self.buffer = b""
+
+
+async def bare_exchanges(sims: list[tuple[str, list[str]]], gap_s: float) -> float:
+    """CPU microseconds per exchange of a bare asyncio client (sleep the gap, send a prebuilt read,
+    await the reply; no driver, codec, queue, bookkeeping or database): the floor under (a)."""
+    loop = asyncio.get_running_loop()
+
+    async def one_channel(url: str, addresses: list[str]) -> None:
+        host, port = url.removeprefix("tcp://").split(":")
+        transport, link = await loop.create_connection(_ReplyWaiter, host, int(port))
+        for request in [build_read(a, ENERGY_DI) for a in addresses]:
+            await asyncio.sleep(gap_s)
+            link.reply = loop.create_future()
+            transport.write(request)
+            await link.reply
+        transport.close()
+
+    cpu0, _kernel = cpu_seconds()
+    await asyncio.gather(*(one_channel(url, addresses) for url, addresses in sims))
+    return (cpu_seconds()[0] - cpu0) / sum(len(a) for _u, a in sims) * 1e6
+
+
 def part_fleet(dsn: str, base: Path, meters: int, channels: int) -> None:
     per_channel = meters // channels
     sims = []
@@ -216,6 +256,7 @@ def part_fleet(dsn: str, base: Path, meters: int, channels: int) -> None:
             ),
         }
         baseline = asyncio.run(naive_baseline(dsn, sims[0][1], sims[0][2]))
+        floor = asyncio.run(bare_exchanges([(url, addrs) for _p, url, addrs in sims], GAP_S))
     finally:
         for proc in procs:
             proc.terminate()
@@ -225,6 +266,10 @@ def part_fleet(dsn: str, base: Path, meters: int, channels: int) -> None:
     print(
         f"    baseline (one channel, sequential, INSERT per reading): {baseline.rate:,.0f} readings/s, "
         f"{baseline.cpu_us:.0f} us CPU per reading"
+    )
+    print(
+        f"    floor (bare asyncio exchange on the same channels: gap sleep, send, await the reply): "
+        f"{floor:.1f} us CPU per exchange"
     )
     for label, results in plans.items():
         report_fleet(label, results, baseline)
