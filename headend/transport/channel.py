@@ -419,39 +419,27 @@ class Channel:
         """Drop stale input, send the request and listen for the reply until ``timeout``."""
         if waiter.done():  # the exchange was cancelled during the gap
             return
-        try:
-            self._send_now(loop, link, request, framer, accept, timeout, waiter)
-        except Exception as exc:  # a bug fails this exchange only, never the other buses in the slot
-            if not waiter.done():
-                waiter.set_exception(exc)
-
-    def _send_now(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        link: _Link,
-        request: bytes,
-        framer: Framer,
-        accept: Callable[[bytes], bool],
-        timeout: float,
-        waiter: asyncio.Future[Any],
-    ) -> None:
         if link.closed:
             waiter.set_result(_REOPEN)
             return
-        self._discard_stale(link)
-        framer.reset()
-        framer.expect_echo(request)
         try:
-            link.transport.write(request)  # type: ignore[union-attr]
-        except (OSError, ConnectionError) as exc:
-            waiter.set_exception(ChannelUnavailable(f"{self.label}: connection lost: {exc}"))
-            return
-        self.stats.bytes_out += len(request)
-        self.stats.frames_out += 1
-        self._counted = (framer.checksum_errors, framer.noise_bytes)
-        self._sent_at = loop.time()
-        self._listen(loop, waiter, self._sent_at + timeout)
-        link.listen(waiter, framer, accept)
+            self._discard_stale(link)
+            framer.reset()
+            framer.expect_echo(request)
+            try:
+                link.transport.write(request)  # type: ignore[union-attr]
+            except (OSError, ConnectionError) as exc:
+                waiter.set_exception(ChannelUnavailable(f"{self.label}: connection lost: {exc}"))
+                return
+            self.stats.bytes_out += len(request)
+            self.stats.frames_out += 1
+            self._counted = (framer.checksum_errors, framer.noise_bytes)
+            self._sent_at = loop.time()
+            self._listen(loop, waiter, self._sent_at + timeout)
+            link.listen(waiter, framer, accept)
+        except Exception as exc:  # a bug fails this exchange only, never the other buses in the slot
+            if not waiter.done():
+                waiter.set_exception(exc)
 
     def _listen(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[Any], deadline: float) -> None:
         """Make ``waiter`` resolve with None at ``deadline`` unless a reply comes first."""
