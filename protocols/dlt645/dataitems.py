@@ -8,7 +8,7 @@ load-profile classes) are described by rules. ``lookup`` resolves a DI string to
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from construct import Construct, ConstructError, GreedyRange, Struct
@@ -41,6 +41,9 @@ class DataItem:
         if isinstance(fmt, Scalar):
             object.__setattr__(self, "_parse", fmt.decode_bytes)
             object.__setattr__(self, "_build", fmt.encode_value)
+        elif isinstance(fmt, GreedyRange) and isinstance(fmt.subcon, Scalar):
+            object.__setattr__(self, "_parse", partial(_decode_block, fmt.subcon))
+            object.__setattr__(self, "_build", _compiled(fmt).build)
         else:
             compiled = _compiled(fmt)
             object.__setattr__(self, "_parse", lambda raw: plain(compiled.parse(raw)))
@@ -70,6 +73,15 @@ class DataItem:
                 f"{self.di} ({self.name}) takes {self.length} data bytes, value gives {len(data)}"
             )
         return data
+
+
+def _decode_block(item: Scalar, raw: bytes) -> list[Any]:
+    """A block of fixed-size items (an FF data identifier): every item must decode, none is dropped."""
+    size = item.nbytes
+    if len(raw) % size:
+        raise PayloadError(f"a block of {size}-byte items cannot hold {len(raw)} bytes")
+    decode = item.decode_bytes
+    return [decode(raw[i : i + size]) for i in range(0, len(raw), size)]
 
 
 _COMPILED: dict[int, Any] = {}

@@ -102,6 +102,20 @@ def test_unknown_di_decodes_as_raw_bytes() -> None:
     assert frame.di == "7F7F7F7F" and frame.value == b"\x01\x02\x03" and frame.name is None
 
 
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (bytes.fromhex("56341200AB563412"), "non-BCD digits 123456AB"),  # a damaged second item
+        (bytes.fromhex("5634120078"), "a block of 4-byte items cannot hold 5 bytes"),
+    ],
+)
+def test_a_damaged_block_is_an_error_not_a_shorter_list(raw: bytes, error: str) -> None:
+    frame = decode(build_read_response("000000000001", "0001FF00", raw=raw))
+    assert frame.fields["value_error"].endswith(error)
+    good = decode(build_read_response("000000000001", "0001FF00", raw=raw[:4] + bytes.fromhex("78563412")))
+    assert good.value == [1234.56, 123456.78]
+
+
 @pytest.mark.parametrize(("edition", "dis"), [(2007, DIS_2007), (1997, DIS_1997)])
 @settings(max_examples=1500, deadline=None)
 @given(data=st.data())
