@@ -19,11 +19,11 @@ from simulators import BusSpec, SimBus, start_bus
 QUANTITIES = ["energy_import_kwh", "voltage_a_v", "power_kw"]
 
 
-def engine_config() -> object:
+def engine_config(quantities: list[str] = QUANTITIES) -> object:
     return validate_config(
         {
             "polling": {"interval": "1h", "inventory_reload": "1h"},
-            "read_plans": {"default": {"quantities": QUANTITIES}},
+            "read_plans": {"default": {"quantities": quantities}},
             "backfill": {"enabled": False},
             "clock": {"enabled": False},
             "events": {"enabled": False},
@@ -277,3 +277,40 @@ async def test_a_bus_too_slow_for_its_interval_starves_no_meter(pg_dsn: str, tmp
         await bus.stop()
     assert overruns >= 2  # the bus really was too slow
     assert read == 6  # yet every meter was read: the unread ones go first in the next cycle
+
+
+async def test_time_of_use_plan_uses_block_reads_where_the_meter_allows(pg_dsn: str, tmp_path: Path) -> None:
+    tou = ["energy_import_kwh", *(f"energy_import_t{t}_kwh" for t in range(1, 5))]
+    modern = await start_bus(BusSpec(meters=2, seed=64))
+    older = await start_bus(BusSpec(meters=2, seed=65, block_reads=False))
+    conn = await asyncpg.connect(pg_dsn)
+    await import_inventory(
+        conn, read_inventory(inventory_file(tmp_path / "inv.toml", {"modern": modern, "older": older}))
+    )
+    writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool")
+    engine = Engine(engine_config(tou), pg_dsn, writer, DriverPort())
+    await engine.start()
+    stamps = [datetime(2026, 6, 1, hour, tzinfo=UTC) for hour in (1, 2)]
+    try:
+        for ts in stamps:
+            engine.run_cycle(ts)
+            await engine.wait_cycles()
+        await engine.writer.flush()
+        rows = await conn.fetch(
+            "SELECT m.address, q.name, r.value FROM readings r JOIN meters m ON m.id = r.meter_id "
+            "JOIN quantities q ON q.id = r.quantity_id WHERE r.ts = $1",
+            stamps[-1],
+        )
+        stored = {(r["address"], r["name"]): r["value"] for r in rows}
+        for meter in [*modern.meters, *older.meters]:
+            tariffs = meter.model.registers.import_tariffs  # they grow far less than 0.01 kWh meanwhile
+            for t in range(1, 5):
+                value = stored[(meter.address, f"energy_import_t{t}_kwh")]
+                assert value == pytest.approx(tariffs[t], abs=0.01)
+            assert (meter.address, "energy_import_kwh") in stored
+        assert modern.requests[0x11] == 2 * 2  # one block read per meter per cycle
+        # the older meters refuse the block once, then each tariff is read on its own
+        assert older.requests[0x11] == 2 * (1 + 5) + 2 * 5
+    finally:
+        await engine.stop()
+        await conn.close()
