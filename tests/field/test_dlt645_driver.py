@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from headend.drivers import (
     make_driver,
 )
 from headend.transport import ChannelUnavailable, ChannelUrlError, open_channel, parse_channel_url
+from protocols.dlt645 import Deframer, build_read_response, decode
 from simulators import BusSpec, SimBus, start_bus
 
 GOOD = Credentials(2, "000000")
@@ -274,3 +276,37 @@ async def test_short_block_from_a_two_tariff_meter(edition: int) -> None:
         # the block carried total, t1 and t2; t3 and t4 were asked singly and refused
         assert set(driver.unsupported) == {"energy_import_t3_kwh", "energy_import_t4_kwh"}
         assert driver.channel.stats.frames_out == 3 and driver.refused_blocks == set()
+
+
+async def test_undecodable_block_falls_back_to_single_items() -> None:
+    """A meter (scripted on a real socket) whose energy block carries a non-BCD item this time."""
+    address = "000000000042"
+    singles = {"00010000": 150.0, "00010100": 40.0, "00010200": 60.0}
+    asked: list[str] = []
+
+    async def meter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        deframer = Deframer()
+        while data := await reader.read(256):
+            for raw in deframer.feed(data):
+                di = decode(raw).di
+                asked.append(di)
+                if di == "0001FF00":
+                    reply = build_read_response(address, di, raw=bytes.fromhex("00501500AB000400"))
+                else:
+                    reply = build_read_response(address, di, singles[di])
+                writer.write(reply)
+
+    server = await asyncio.start_server(meter, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    channel = open_channel(f"tcp://127.0.0.1:{port}?retries=0&turnaround_ms=300")
+    driver = make_driver("dlt645-2007", channel, address, None, GOOD)
+    try:
+        quantities = ["energy_import_kwh", "energy_import_t1_kwh", "energy_import_t2_kwh"]
+        values = await driver.read(quantities)
+        assert values == dict(zip(quantities, singles.values(), strict=True))
+        assert asked == ["0001FF00", "00010000", "00010100", "00010200"]
+        assert driver.refused_blocks == set()  # damaged this time, not refused: asked again next time
+    finally:
+        await channel.close()
+        server.close()
+        await server.wait_closed()
