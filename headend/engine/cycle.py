@@ -109,21 +109,15 @@ class CycleRun:
         stats.done += 1
         values = None
         if not future.cancelled() and future.exception() is None:
-            result = future.result()
-            if type(result) is dict and all(type(v) is float for v in result.values()):
-                values = result  # what drivers return: already {quantity: float}
-            else:
-                try:
-                    values = values_of(result)
-                except TypeError as exc:
-                    log.warning("unusable read result", extra={"meter_id": meter_id, "error": str(exc)})
+            try:
+                values = values_of(future.result())
+            except TypeError as exc:
+                log.warning("unusable read result", extra={"meter_id": meter_id, "error": str(exc)})
         if values is None:
             self._on_failure(meter_id)
         else:
             ts = stats.cycle_at
-            buffer = self._buffer
-            for quantity, value in values.items():
-                buffer.append(Reading(meter_id, quantity, ts, value, "actual", "poll"))
+            self._buffer += [Reading(meter_id, q, ts, v, "actual", "poll") for q, v in values.items()]
             self._buffer_meters += 1
             if len(self._buffer) >= self.CHUNK:
                 self._flush()

@@ -17,6 +17,8 @@ from headend.engine.model import ChannelSpec, MeterSpec
 
 def values_of(result: Any) -> dict[str, float]:
     """``{quantity: value}`` from a driver's read result (a mapping of numbers or of value objects)."""
+    if type(result) is dict and all(type(v) is float for v in result.values()):
+        return dict(result)  # what the drivers return: already {quantity: float}
     if not isinstance(result, Mapping):
         raise TypeError(f"driver read returned {type(result).__name__}, expected a mapping")
     out: dict[str, float] = {}

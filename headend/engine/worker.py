@@ -137,7 +137,7 @@ class ChannelWorker:
 
     async def _run(self) -> None:
         while True:
-            job = heapq.heappop(self._heap)[2] if self._heap else await self._get()
+            job = await self._get()
             if job.kind == "stop" and self._stopping:
                 return
             if job.future.done():  # cancelled by its owner (e.g. a stale cycle)

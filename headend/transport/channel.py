@@ -189,6 +189,11 @@ def _slots_of(loop: asyncio.AbstractEventLoop) -> _Slots:
     return slots
 
 
+def _on_grid(when: float) -> float:
+    """The first slot of the shared timer grid at or after ``when``."""
+    return math.ceil(when / TIMER_SLACK_S) * TIMER_SLACK_S
+
+
 def _release(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -340,7 +345,7 @@ class Channel:
         ready = self._last_activity + self.config.gap_s
         if ready > loop.time():
             waiter: asyncio.Future[None] = loop.create_future()
-            loop.call_at(math.ceil(ready / TIMER_SLACK_S) * TIMER_SLACK_S, _release, waiter)
+            _slots_of(loop).call_at(_on_grid(ready), _release, waiter)
             await waiter
 
     def _write(self, link: _Link, data: bytes) -> None:
@@ -380,9 +385,8 @@ class Channel:
             waiter: asyncio.Future[Any] = loop.create_future()
             self._counted = (framer.checksum_errors, framer.noise_bytes)
             if link is not None and not link.closed and gap_end > loop.time():
-                when = math.ceil(gap_end / TIMER_SLACK_S) * TIMER_SLACK_S
                 _slots_of(loop).call_at(
-                    when, self._send, loop, link, request, framer, accept, timeout, waiter
+                    _on_grid(gap_end), self._send, loop, link, request, framer, accept, timeout, waiter
                 )
             else:
                 if gap_end > loop.time():
