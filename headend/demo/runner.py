@@ -205,6 +205,14 @@ async def _show(
                   soft_wrap=True)
     live = Live(console=console, refresh_per_second=4, transient=False) if options.dashboard else None
     last_status = 0.0
+
+    async def show_dashboard(live: Live) -> None:
+        async with engine.pool.acquire() as conn:
+            snap = await take_snapshot(conn, engine, since=since)
+        header = (f"headend demo: t+{time.monotonic() - started:.0f}s, interval {options.interval_s}s, "
+                  f"until {until}.  Daemon log: {workdir / 'headend.log'}")
+        live.update(render(header, snap, story.state, list(warnings.lines)))
+
     try:
         if live is not None:
             live.start()
@@ -214,20 +222,20 @@ async def _show(
             except Exception as exc:  # the story must not stop the daemon; the log has the details
                 log.exception("demo story step failed")
                 warnings.lines.append(f"story step failed: {exc}")
-            async with engine.pool.acquire() as conn:
-                snap = await take_snapshot(conn, engine, since=since)
             elapsed = time.monotonic() - started
             if live is not None:
-                header = (f"headend demo: t+{elapsed:.0f}s, interval {options.interval_s}s, until {until}."
-                          f"  Daemon log: {workdir / 'headend.log'}")
-                live.update(render(header, snap, story.state, list(warnings.lines)))
+                await show_dashboard(live)
             elif elapsed - last_status >= STATUS_EVERY_S:
                 last_status = elapsed
+                async with engine.pool.acquire() as conn:
+                    snap = await take_snapshot(conn, engine, since=since)
                 console.print(status_line(elapsed, snap, story.state), highlight=False, soft_wrap=True)
             if deadline is not None and time.monotonic() >= deadline:
                 # end on a whole cycle: the one in flight finishes (a signal cuts it short)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(engine.wait_cycles(), options.interval_s)
+                if live is not None:
+                    await show_dashboard(live)  # the screen left behind shows the finished cycle
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), REFRESH_S)
