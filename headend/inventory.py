@@ -315,7 +315,8 @@ async def find_meter(conn: asyncpg.Connection, ref: str) -> tuple[int, str]:
     """``(id, label)`` of the one meter named or addressed ``ref``; InventoryError if none or several."""
     rows = await conn.fetch(
         "SELECT id, coalesce(name, address) AS label FROM meters WHERE name = $1 OR address = $1 ORDER BY id",
-        ref)
+        ref,
+    )
     if not rows:
         raise InventoryError(f"no meter named or addressed {ref!r}")
     if len(rows) > 1:

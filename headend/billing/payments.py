@@ -42,8 +42,14 @@ def parse_amount(text: str) -> Decimal:
 
 
 async def record_payment(
-    conn: asyncpg.Connection, account: str, amount: Decimal, reference: str, *,
-    operator: str, source: str = "cli", paid_at: datetime | None = None,
+    conn: asyncpg.Connection,
+    account: str,
+    amount: Decimal,
+    reference: str,
+    *,
+    operator: str,
+    source: str = "cli",
+    paid_at: datetime | None = None,
 ) -> PaymentOutcome:
     """Record a payment idempotently on ``reference``; credits the balance and audits the change."""
     async with conn.transaction():
@@ -54,24 +60,41 @@ async def record_payment(
             """INSERT INTO payments (account_id, amount, reference, source, operator, paid_at)
                VALUES ($1, $2, $3, $4, $5, coalesce($6, now())) ON CONFLICT (reference) DO NOTHING
                RETURNING id""",
-            acc["id"], amount, reference, source, operator, paid_at,
+            acc["id"],
+            amount,
+            reference,
+            source,
+            operator,
+            paid_at,
         )
         if paid is not None:
             await conn.execute(
                 """INSERT INTO ledger (account_id, kind, amount, idempotency_key, details)
                    VALUES ($1, 'payment', $2, $3, jsonb_build_object('payment_id', $4::bigint))""",
-                acc["id"], amount, f"payment:{reference}", paid,
+                acc["id"],
+                amount,
+                f"payment:{reference}",
+                paid,
             )
             await conn.execute(
                 """INSERT INTO balances (account_id, balance) VALUES ($1, $2)
                    ON CONFLICT (account_id) DO UPDATE
                    SET balance = balances.balance + EXCLUDED.balance, updated_at = now()""",
-                acc["id"], amount,
+                acc["id"],
+                amount,
             )
-            await audit(conn, operator, "payment.recorded", "account", account, reference,
-                        {"amount": str(amount), "source": source})
+            await audit(
+                conn,
+                operator,
+                "payment.recorded",
+                "account",
+                account,
+                reference,
+                {"amount": str(amount), "source": source},
+            )
         balance = await conn.fetchval(
-            "SELECT coalesce((SELECT balance FROM balances WHERE account_id = $1), 0)", acc["id"])
+            "SELECT coalesce((SELECT balance FROM balances WHERE account_id = $1), 0)", acc["id"]
+        )
     return PaymentOutcome(account, reference, paid is not None, Decimal(balance))
 
 

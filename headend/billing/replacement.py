@@ -13,8 +13,14 @@ from headend.inventory import find_meter
 
 
 async def record_replacement(
-    conn: asyncpg.Connection, old: str, new: str, *, at: datetime, final: dict[str, Decimal],
-    initial: dict[str, Decimal], operator: str,
+    conn: asyncpg.Connection,
+    old: str,
+    new: str,
+    *,
+    at: datetime,
+    final: dict[str, Decimal],
+    initial: dict[str, Decimal],
+    operator: str,
 ) -> int:
     """Record that meter ``new`` (name or address) replaced ``old`` at ``at``; returns the record id.
 
@@ -33,11 +39,25 @@ async def record_replacement(
             """INSERT INTO meter_replacements
                    (old_meter_id, new_meter_id, replaced_at, final_kwh, initial_kwh, operator)
                VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6) RETURNING id""",
-            old_id, new_id, at, json.dumps(final_text), json.dumps(initial_text), operator)
+            old_id,
+            new_id,
+            at,
+            json.dumps(final_text),
+            json.dumps(initial_text),
+            operator,
+        )
         account = await conn.fetchval("SELECT account_id FROM meters WHERE id = $1", old_id)
         await conn.execute(
-            "UPDATE meters SET account_id = coalesce(account_id, $2) WHERE id = $1", new_id, account)
+            "UPDATE meters SET account_id = coalesce(account_id, $2) WHERE id = $1", new_id, account
+        )
         await conn.execute("UPDATE meters SET account_id = NULL, enabled = false WHERE id = $1", old_id)
-        await audit(conn, operator, "meter.replaced", "meter", old_label, f"replaced by {new_label}",
-                    {"at": at.isoformat(), "final": final_text, "initial": initial_text})
+        await audit(
+            conn,
+            operator,
+            "meter.replaced",
+            "meter",
+            old_label,
+            f"replaced by {new_label}",
+            {"at": at.isoformat(), "final": final_text, "initial": initial_text},
+        )
     return int(record_id)

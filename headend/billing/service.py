@@ -72,10 +72,16 @@ async def run_pass(engine: Any) -> list[BilledPeriod]:
     async with engine.pool.acquire() as conn:
         periods = await bill_due_prepaid(conn)
     for period in periods:
-        log.log(logging.INFO if period.error is None else logging.WARNING,
-                "billed" if period.error is None else "billing deferred",
-                extra={"account": period.account, "end": period.end.isoformat(),
-                       "amount": str(period.amount), "error": period.error})
+        log.log(
+            logging.INFO if period.error is None else logging.WARNING,
+            "billed" if period.error is None else "billing deferred",
+            extra={
+                "account": period.account,
+                "end": period.end.isoformat(),
+                "amount": str(period.amount),
+                "error": period.error,
+            },
+        )
     return periods
 
 

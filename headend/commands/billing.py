@@ -30,8 +30,11 @@ def _fail(message: str) -> None:
 
 @billing_app.command("pay")
 def pay(
-    account: str, amount: str, ref: str = typer.Option(..., "--ref", help="Payment reference (idempotent)."),
-    operator: str = OperatorOption, dsn: str | None = DsnOption,
+    account: str,
+    amount: str,
+    ref: str = typer.Option(..., "--ref", help="Payment reference (idempotent)."),
+    operator: str = OperatorOption,
+    dsn: str | None = DsnOption,
 ) -> None:
     """Record a payment once per reference."""
 
@@ -57,8 +60,9 @@ def import_file(path: Path, operator: str = OperatorOption, dsn: str | None = Ds
     async def run() -> None:
         conn = await asyncpg.connect(resolve_dsn(dsn))
         try:
-            done = await import_csv(conn, path.read_text(encoding="utf-8"), operator=operator,
-                                    source=f"import:{path.name}")
+            done = await import_csv(
+                conn, path.read_text(encoding="utf-8"), operator=operator, source=f"import:{path.name}"
+            )
         finally:
             await conn.close()
         recorded = sum(o.recorded for o in done)
@@ -88,7 +92,8 @@ def replace(
     at: str = typer.Option(..., "--at", help="When, with a UTC offset, e.g. 2026-11-20T10:30:00+08:00."),
     final: list[str] = typer.Option(..., "--final", help="Old meter's register at removal: QUANTITY=KWH."),
     initial: list[str] = typer.Option(..., "--initial", help="New meter's register: QUANTITY=KWH."),
-    operator: str = OperatorOption, dsn: str | None = DsnOption,
+    operator: str = OperatorOption,
+    dsn: str | None = DsnOption,
 ) -> None:
     """Record a meter replacement: billing splits the period at these register readings."""
     from headend.billing.replacement import record_replacement
@@ -102,16 +107,26 @@ def replace(
     async def run() -> int:
         conn = await asyncpg.connect(resolve_dsn(dsn))
         try:
-            return await record_replacement(conn, old, new, at=when, final=_registers(final, "--final"),
-                                            initial=_registers(initial, "--initial"), operator=operator)
+            return await record_replacement(
+                conn,
+                old,
+                new,
+                at=when,
+                final=_registers(final, "--final"),
+                initial=_registers(initial, "--initial"),
+                operator=operator,
+            )
         finally:
             await conn.close()
 
     try:
         record = asyncio.run(run())
     except (ValueError, InventoryError, asyncpg.UniqueViolationError) as exc:
-        _fail(str(exc) if not isinstance(exc, asyncpg.UniqueViolationError)
-              else f"meter {old} or {new} already has a replacement record")
+        _fail(
+            str(exc)
+            if not isinstance(exc, asyncpg.UniqueViolationError)
+            else f"meter {old} or {new} already has a replacement record"
+        )
     typer.echo(f"replacement {record} recorded: {new} replaces {old} at {when.isoformat()}")
 
 
@@ -126,7 +141,9 @@ def status(account: str | None = typer.Argument(None), dsn: str | None = DsnOpti
                 """SELECT a.number, a.kind, coalesce(b.balance, 0)::text AS balance, a.credit_limit::text,
                           a.arrears, a.arrears_since, a.notice_sent_at, a.protected
                    FROM accounts a LEFT JOIN balances b ON b.account_id = a.id
-                   WHERE $1::text IS NULL OR a.number = $1 ORDER BY a.number""", account)
+                   WHERE $1::text IS NULL OR a.number = $1 ORDER BY a.number""",
+                account,
+            )
         finally:
             await conn.close()
         if account is not None and not rows:
@@ -152,7 +169,8 @@ def bill(
         failed = 0
         try:
             for acc in await conn.fetch(
-                    "SELECT id, number FROM accounts WHERE active AND tariff_id IS NOT NULL ORDER BY number"):
+                "SELECT id, number FROM accounts WHERE active AND tariff_id IS NOT NULL ORDER BY number"
+            ):
                 try:
                     amount = await bill_account(conn, acc["id"], start, end, due_days=due_days)
                     typer.echo(f"{acc['number']}: {amount}")

@@ -51,15 +51,18 @@ def create(
     """Ask the daemon to switch one meter: a persisted command it executes and confirms by read-back."""
 
     async def work(conn: asyncpg.Connection) -> int:
-        return await request_command(conn, meter, action, operator=operator, reason=reason,
-                                     now=datetime.now(UTC))
+        return await request_command(
+            conn, meter, action, operator=operator, reason=reason, now=datetime.now(UTC)
+        )
 
     try:
         command_id = asyncio.run(_with_conn(dsn, work))
     except ManualCommandError as exc:
         _fail(str(exc))
-    typer.echo(f"command {command_id} created ({action} {meter}); the daemon executes it and confirms it by "
-               f"read-back: headend commands show {command_id}")
+    typer.echo(
+        f"command {command_id} created ({action} {meter}); the daemon executes it and confirms it by "
+        f"read-back: headend commands show {command_id}"
+    )
 
 
 @commands_app.command("resume")
@@ -76,12 +79,20 @@ def resume_automation(
 
 
 @commands_app.command("list")
-def list_commands(state: str | None = typer.Option(None, help="Only this state."),
-                  dsn: str | None = DsnOption) -> None:
+def list_commands(
+    state: str | None = typer.Option(None, help="Only this state."), dsn: str | None = DsnOption
+) -> None:
     """Commands, newest first, as JSON lines."""
-    rows = asyncio.run(_with_conn(dsn, lambda c: c.fetch(
-        f"SELECT {_COLUMNS} FROM commands WHERE $1::text IS NULL OR state::text = $1 ORDER BY id DESC",
-        state)))
+    rows = asyncio.run(
+        _with_conn(
+            dsn,
+            lambda c: c.fetch(
+                f"SELECT {_COLUMNS} FROM commands"
+                " WHERE $1::text IS NULL OR state::text = $1 ORDER BY id DESC",
+                state,
+            ),
+        )
+    )
     for row in rows:
         typer.echo(json.dumps(dict(row), default=str))
 
@@ -91,10 +102,14 @@ def show(command_id: int, dsn: str | None = DsnOption) -> None:
     """One command with its evidence and audit trail."""
 
     async def work(conn: asyncpg.Connection) -> tuple[Any, Any]:
-        row = await conn.fetchrow(f"SELECT {_COLUMNS}, evidence, last_error FROM commands WHERE id = $1",
-                                  command_id)
-        trail = await conn.fetch("SELECT at, actor, action, reason FROM audit_log "
-                                 "WHERE entity = 'command' AND entity_id = $1 ORDER BY id", str(command_id))
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS}, evidence, last_error FROM commands WHERE id = $1", command_id
+        )
+        trail = await conn.fetch(
+            "SELECT at, actor, action, reason FROM audit_log "
+            "WHERE entity = 'command' AND entity_id = $1 ORDER BY id",
+            str(command_id),
+        )
         return row, trail
 
     row, trail = asyncio.run(_with_conn(dsn, work))
@@ -110,10 +125,12 @@ def cancel(command_id: int, operator: str = OperatorOption, dsn: str | None = Ds
     async def work(conn: asyncpg.Connection) -> str | None:
         async with conn.transaction():
             state = await conn.fetchval(
-                "SELECT state::text FROM commands WHERE id = $1 FOR UPDATE", command_id)
+                "SELECT state::text FROM commands WHERE id = $1 FOR UPDATE", command_id
+            )
             if state == "pending":
-                await set_state(conn, command_id, "cancelled", actor=operator,
-                                error=f"cancelled by {operator}")
+                await set_state(
+                    conn, command_id, "cancelled", actor=operator, error=f"cancelled by {operator}"
+                )
         return state
 
     try:
@@ -123,8 +140,10 @@ def cancel(command_id: int, operator: str = OperatorOption, dsn: str | None = Ds
     if state is None:
         _fail(f"no command {command_id}")
     if state == "sent":
-        _fail(f"command {command_id} was sent to the meter; the daemon settles it by reading the relay back "
-              "(confirmed, or retried) and it cannot be cancelled before that")
+        _fail(
+            f"command {command_id} was sent to the meter; the daemon settles it by reading the relay back "
+            "(confirmed, or retried) and it cannot be cancelled before that"
+        )
     if state != "pending":
         _fail(f"command {command_id} is {state}, not pending")
     typer.echo(f"command {command_id} cancelled")
@@ -139,7 +158,10 @@ def approve(command_id: int, operator: str = OperatorOption, dsn: str | None = D
             await conn.execute("SELECT set_config('headend.actor', $1, true)", operator)
             done = await conn.execute(
                 "UPDATE commands SET approved_by = $2 WHERE id = $1 AND requires_approval "
-                "AND approved_by IS NULL AND state = 'pending'", command_id, operator)
+                "AND approved_by IS NULL AND state = 'pending'",
+                command_id,
+                operator,
+            )
             if done == "UPDATE 1":
                 await audit(conn, operator, "command.approved", "command", command_id, "second operator")
         return done

@@ -42,8 +42,13 @@ def demo_command(
         raise typer.BadParameter(f"--interval {interval} must divide a day (e.g. 10, 15, 20, 30, 60)")
     console = Console()
     options = DemoOptions(
-        meters=meters, duration_s=duration, interval_s=interval, seed=seed, data_dir=data_dir,
-        metrics_port=metrics_port, dashboard=console.is_terminal if dashboard is None else dashboard,
+        meters=meters,
+        duration_s=duration,
+        interval_s=interval,
+        seed=seed,
+        data_dir=data_dir,
+        metrics_port=metrics_port,
+        dashboard=console.is_terminal if dashboard is None else dashboard,
     )
     try:
         summary = asyncio.run(run_demo(options, console))

@@ -111,7 +111,8 @@ def sim_dlt645(
         raise typer.BadParameter("--edition must be 2007 or 1997")
     if profile_period % 60 or 86400 % profile_period:
         raise typer.BadParameter(
-            f"--profile-period {profile_period}: whole minutes dividing a day, e.g. 60, 900")
+            f"--profile-period {profile_period}: whole minutes dividing a day, e.g. 60, 900"
+        )
     spec = BusSpec(
         protocol="dlt645",
         edition=edition,

@@ -52,11 +52,22 @@ async def execute(
     if row["state"] == "sent":
         state = await driver.relay_state()
         if _reached(row["action"], state.open):
-            await set_state(conn, command_id, "confirmed", actor=actor,
-                            evidence={"resumed": True, "state": state.to_json()})
+            await set_state(
+                conn,
+                command_id,
+                "confirmed",
+                actor=actor,
+                evidence={"resumed": True, "state": state.to_json()},
+            )
             return "confirmed"
-        await set_state(conn, command_id, "pending", actor=actor, error="not confirmed after restart",
-                        evidence={"resumed": True, "state": state.to_json()})
+        await set_state(
+            conn,
+            command_id,
+            "pending",
+            actor=actor,
+            error="not confirmed after restart",
+            evidence={"resumed": True, "state": state.to_json()},
+        )
         row = await conn.fetchrow("SELECT * FROM commands WHERE id = $1", command_id)
     if row["state"] != "pending":
         return str(row["state"])
@@ -69,17 +80,31 @@ async def execute(
     try:
         result = await driver.switch(DRIVER_ACTION[row["action"]], operator=operator_code(row["operator"]))
     except Exception as exc:  # a driver error must not lose the command: retry after backoff
-        await set_state(conn, command_id, "pending", actor=actor, error=f"{type(exc).__name__}: {exc}",
-                        next_attempt_at=now() + RETRY_BACKOFF * (row["attempts"] + 1))
+        await set_state(
+            conn,
+            command_id,
+            "pending",
+            actor=actor,
+            error=f"{type(exc).__name__}: {exc}",
+            next_attempt_at=now() + RETRY_BACKOFF * (row["attempts"] + 1),
+        )
         return "pending"
     evidence = result.to_json()
     if result.status == "confirmed":
         await set_state(conn, command_id, "confirmed", actor=actor, evidence=evidence)
         return "confirmed"
     if result.status == "refused":
-        await set_state(conn, command_id, "failed", actor=actor, error=f"refused: {result.reason}",
-                        evidence=evidence)
+        await set_state(
+            conn, command_id, "failed", actor=actor, error=f"refused: {result.reason}", evidence=evidence
+        )
         return "failed"
-    await set_state(conn, command_id, "pending", actor=actor, error=result.reason or result.status,
-                    evidence=evidence, next_attempt_at=now() + RETRY_BACKOFF * (row["attempts"] + 1))
+    await set_state(
+        conn,
+        command_id,
+        "pending",
+        actor=actor,
+        error=result.reason or result.status,
+        evidence=evidence,
+        next_attempt_at=now() + RETRY_BACKOFF * (row["attempts"] + 1),
+    )
     return "pending"

@@ -32,7 +32,9 @@ async def _meter(conn: asyncpg.Connection, meter: str) -> asyncpg.Record:
         """SELECT m.id, coalesce(m.name, m.address) AS label, m.has_relay, m.enabled,
                   m.protected OR coalesce(a.protected, false) AS protected,
                   coalesce(m.protected_reason, a.protected_reason) AS protected_reason
-           FROM meters m LEFT JOIN accounts a ON a.id = m.account_id WHERE m.id = $1""", meter_id)
+           FROM meters m LEFT JOIN accounts a ON a.id = m.account_id WHERE m.id = $1""",
+        meter_id,
+    )
 
 
 async def request_command(
@@ -56,19 +58,34 @@ async def request_command(
         why = f" ({row['protected_reason']})" if row["protected_reason"] else ""
         raise ManualCommandError(f"meter {row['label']} is protected{why}: it is not disconnected remotely")
     open_command = await conn.fetchrow(
-        "SELECT id, action FROM commands WHERE meter_id = $1 AND state IN ('pending', 'sent')", row["id"])
+        "SELECT id, action FROM commands WHERE meter_id = $1 AND state IN ('pending', 'sent')", row["id"]
+    )
     if open_command is not None:
         raise ManualCommandError(
             f"meter {row['label']} already has open command {open_command['id']} ({open_command['action']});"
-            " cancel it or let it finish first")
+            " cancel it or let it finish first"
+        )
     try:
         async with conn.transaction():
             await conn.execute("SELECT set_config('headend.actor', $1, true)", operator)
             command_id = await create_command(
-                conn, meter_id=row["id"], action=action, cause="manual", operator=operator,
-                idempotency_key=f"manual:{uuid.uuid4()}", now=now)
-            await audit(conn, operator, "command.requested", "command", command_id, reason.strip(),
-                        {"meter": row["label"], "action": action})
+                conn,
+                meter_id=row["id"],
+                action=action,
+                cause="manual",
+                operator=operator,
+                idempotency_key=f"manual:{uuid.uuid4()}",
+                now=now,
+            )
+            await audit(
+                conn,
+                operator,
+                "command.requested",
+                "command",
+                command_id,
+                reason.strip(),
+                {"meter": row["label"], "action": action},
+            )
     except asyncpg.UniqueViolationError:  # another command for this meter was created meanwhile
         raise ManualCommandError(f"meter {row['label']} already has an open command") from None
     return command_id

@@ -43,7 +43,9 @@ async def run_pass(engine: Any, now: datetime) -> list[tuple[int, str]]:
             log.error("automatic disconnection halted by %s until `headend commands resume`", report.halted)
         due = await conn.fetch(
             """SELECT id FROM commands WHERE state IN ('pending', 'sent') AND next_attempt_at <= $1
-               AND (NOT requires_approval OR approved_by IS NOT NULL) ORDER BY id""", now)
+               AND (NOT requires_approval OR approved_by IS NOT NULL) ORDER BY id""",
+            now,
+        )
         outcomes = []
         for row in due:
             state = await execute(conn, row["id"], lambda meter_id: EngineRelay(engine, meter_id))

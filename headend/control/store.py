@@ -29,7 +29,14 @@ async def create_command(
                                  dry_run, next_attempt_at, expires_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
            ON CONFLICT (idempotency_key) DO NOTHING RETURNING id""",
-        meter_id, action, cause, operator, idempotency_key, requires_approval, dry_run, now,
+        meter_id,
+        action,
+        cause,
+        operator,
+        idempotency_key,
+        requires_approval,
+        dry_run,
+        now,
         now + COMMAND_LIFETIME,
     )
     if row is not None:
@@ -56,6 +63,10 @@ async def set_state(
                       evidence = evidence || $4::jsonb, attempts = attempts + $5,
                       next_attempt_at = coalesce($6, next_attempt_at)
                WHERE id = $1""",
-            command_id, state, error, json.dumps(evidence or {}, default=str), attempts_delta,
+            command_id,
+            state,
+            error,
+            json.dumps(evidence or {}, default=str),
+            attempts_delta,
             next_attempt_at,
         )

@@ -42,34 +42,65 @@ def demo_buses(meters: int, interval_s: int, seed: int, password: str) -> list[D
             "dtu-2007",
             "dlt645-2007",
             "dlt645-generic",
-            BusSpec(edition=2007, meters=meters, transport="tcp", line_timing=True, baud=9600,
-                    faults=f"no_reply=0.01,garbage=0.005,offline=#1@{offline_at}+{interval_s}",
-                    seed=seed, profile_period_s=profile_period(interval_s), history_days=1,
-                    clock_offsets_s={2: 95.0}, password=password),
+            BusSpec(
+                edition=2007,
+                meters=meters,
+                transport="tcp",
+                line_timing=True,
+                baud=9600,
+                faults=f"no_reply=0.01,garbage=0.005,offline=#1@{offline_at}+{interval_s}",
+                seed=seed,
+                profile_period_s=profile_period(interval_s),
+                history_days=1,
+                clock_offsets_s={2: 95.0},
+                password=password,
+            ),
             "?baud=9600",  # the serial side of the TCP serial server: timeouts follow its line time
         ),
         DemoBus(
             "rs485-1997",
             "dlt645-1997",
             "dlt645-generic",
-            BusSpec(edition=1997, meters=4, transport="pty", line_timing=True, baud=2400,
-                    faults="no_reply=0.02", seed=seed + 1, history_days=1, password=password),
+            BusSpec(
+                edition=1997,
+                meters=4,
+                transport="pty",
+                line_timing=True,
+                baud=2400,
+                faults="no_reply=0.02",
+                seed=seed + 1,
+                history_days=1,
+                password=password,
+            ),
             "?baud=2400&parity=N",
         ),
         DemoBus(
             "rs485-modbus",
             "modbus",
             "eastron_sdm630",
-            BusSpec(protocol="modbus", model="eastron_sdm630", meters=3, transport="pty", phases=3,
-                    seed=seed + 2, history_days=1),
+            BusSpec(
+                protocol="modbus",
+                model="eastron_sdm630",
+                meters=3,
+                transport="pty",
+                phases=3,
+                seed=seed + 2,
+                history_days=1,
+            ),
             "?baud=9600&parity=N",
         ),
         DemoBus(
             "gw-modbus-tcp",
             "modbus",
             "hiking_dds238_2_znsr",
-            BusSpec(protocol="modbus", model="hiking_dds238_2_znsr", meters=1, transport="modbus-tcp",
-                    seed=seed + 3, history_days=1),
+            BusSpec(
+                protocol="modbus",
+                model="hiking_dds238_2_znsr",
+                meters=1,
+                transport="modbus-tcp",
+                seed=seed + 3,
+                history_days=1,
+            ),
         ),
     ]
 
@@ -132,9 +163,16 @@ class DemoFleet:
             for index, meter in enumerate(sim.meters):
                 story = bus is self.buses[0] and index == 0
                 address = str(meter.unit_id) if bus.protocol == "modbus" else meter.address
-                meters.append(MeterEntry(
-                    channel=bus.channel, protocol=bus.protocol, address=address, model=bus.model,
-                    name=f"{bus.channel}/{index + 1}", account=STORY_ACCOUNT if story else None,
-                    has_relay=story or bus.model == "hiking_dds238_2_znsr", installed_at=installed_at,
-                ))
+                meters.append(
+                    MeterEntry(
+                        channel=bus.channel,
+                        protocol=bus.protocol,
+                        address=address,
+                        model=bus.model,
+                        name=f"{bus.channel}/{index + 1}",
+                        account=STORY_ACCOUNT if story else None,
+                        has_relay=story or bus.model == "hiking_dds238_2_znsr",
+                        installed_at=installed_at,
+                    )
+                )
         return Inventory(channels, meters)

@@ -57,20 +57,31 @@ def demo_config(options: DemoOptions) -> HeadendConfig:
     """The daemon's configuration for the demo: short intervals, quick backfill and clock checks."""
     i = options.interval_s
     plan = ["energy_import_kwh", "energy_export_kwh", "voltage_a_v", "current_a_a", "power_kw"]
-    return validate_config({
-        "polling": {"interval": f"{i}s", "offset": "1s", "inventory_reload": "1h"},
-        "read_plans": {"default": {"quantities": plan, "gap_quantity": "energy_import_kwh"}},
-        "timeouts": {"initial": "2s", "minimum": "1s", "maximum": "5s"},  # job budget per exchange
-        "health": {"quarantine_after": 3, "backoff": f"{i}s", "backoff_max": f"{4 * i}s"},
-        "backfill": {"enabled": True, "lookback": f"{backlog_s(i) + 5 * i}s", "retry_every": f"{i}s",
-                     "max_intervals_per_meter": 20},
-        "clock": {"enabled": True, "check_every": f"{2 * i}s", "max_drift": "30s"},
-        "events": {"enabled": True, "collect_every": f"{4 * i}s"},
-        "metrics": {"port": options.metrics_port},
-        # the story must be able to play at any hour of any day: no quiet windows in the demo
-        "safety": {"timezone": "Asia/Shanghai", "night_start": "00:00", "night_end": "00:00",
-                   "no_weekends": False},
-    }, "demo")
+    return validate_config(
+        {
+            "polling": {"interval": f"{i}s", "offset": "1s", "inventory_reload": "1h"},
+            "read_plans": {"default": {"quantities": plan, "gap_quantity": "energy_import_kwh"}},
+            "timeouts": {"initial": "2s", "minimum": "1s", "maximum": "5s"},  # job budget per exchange
+            "health": {"quarantine_after": 3, "backoff": f"{i}s", "backoff_max": f"{4 * i}s"},
+            "backfill": {
+                "enabled": True,
+                "lookback": f"{backlog_s(i) + 5 * i}s",
+                "retry_every": f"{i}s",
+                "max_intervals_per_meter": 20,
+            },
+            "clock": {"enabled": True, "check_every": f"{2 * i}s", "max_drift": "30s"},
+            "events": {"enabled": True, "collect_every": f"{4 * i}s"},
+            "metrics": {"port": options.metrics_port},
+            # the story must be able to play at any hour of any day: no quiet windows in the demo
+            "safety": {
+                "timezone": "Asia/Shanghai",
+                "night_start": "00:00",
+                "night_end": "00:00",
+                "no_weekends": False,
+            },
+        },
+        "demo",
+    )
 
 
 class WarningBuffer(logging.Handler):
@@ -131,8 +142,9 @@ async def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
     warnings = WarningBuffer()
     try:
         with demo_logging(workdir / "headend.log", warnings):
-            console.print(f"[bold]headend demo[/]: starting the embedded database in {workdir}",
-                          soft_wrap=True)
+            console.print(
+                f"[bold]headend demo[/]: starting the embedded database in {workdir}", soft_wrap=True
+            )
             dsn = await asyncio.to_thread(database.start)
             try:
                 return await _run(options, console, dsn, workdir, warnings)
@@ -189,8 +201,15 @@ async def _run(
 
 
 async def _show(
-    options: DemoOptions, console: Console, engine: Any, story: FeeControlStory, fleet: DemoFleet,
-    since: datetime, started: float, warnings: WarningBuffer, workdir: Path,
+    options: DemoOptions,
+    console: Console,
+    engine: Any,
+    story: FeeControlStory,
+    fleet: DemoFleet,
+    since: datetime,
+    started: float,
+    warnings: WarningBuffer,
+    workdir: Path,
 ) -> None:
     """Advance the story and refresh the dashboard until the duration ends or a signal arrives."""
     stop = asyncio.Event()
@@ -199,18 +218,22 @@ async def _show(
         loop.add_signal_handler(sig, stop.set)
     deadline = None if options.duration_s is None else started + options.duration_s
     until = "Ctrl-C" if deadline is None else f"{options.duration_s:.0f} s or Ctrl-C"
-    channels = ", ".join(f"{bus.channel} ({bus.protocol}, {len(fleet.running[bus.channel].meters)})"
-                         for bus in fleet.buses)
-    console.print(f"daemon running, interval {options.interval_s} s, until {until}; buses: {channels}",
-                  soft_wrap=True)
+    channels = ", ".join(
+        f"{bus.channel} ({bus.protocol}, {len(fleet.running[bus.channel].meters)})" for bus in fleet.buses
+    )
+    console.print(
+        f"daemon running, interval {options.interval_s} s, until {until}; buses: {channels}", soft_wrap=True
+    )
     live = Live(console=console, refresh_per_second=4, transient=False) if options.dashboard else None
     last_status = 0.0
 
     async def show_dashboard(live: Live) -> None:
         async with engine.pool.acquire() as conn:
             snap = await take_snapshot(conn, engine, since=since)
-        header = (f"headend demo: t+{time.monotonic() - started:.0f}s, interval {options.interval_s}s, "
-                  f"until {until}.  Daemon log: {workdir / 'headend.log'}")
+        header = (
+            f"headend demo: t+{time.monotonic() - started:.0f}s, interval {options.interval_s}s, "
+            f"until {until}.  Daemon log: {workdir / 'headend.log'}"
+        )
         live.update(render(header, snap, story.state, list(warnings.lines)))
 
     try:
@@ -246,4 +269,3 @@ async def _show(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     console.print("stopping: finishing the exchanges in flight and flushing the writer")
-

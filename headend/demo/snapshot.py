@@ -108,9 +108,18 @@ async def take_snapshot(
     snap = Snapshot()
     lines = _line_counters(engine)
     for row in await conn.fetch(_CHANNEL_CYCLES):
-        snap.channels.append(ChannelFigures(
-            row["name"], row["meters"], row["cycles"], row["due"], row["succeeded"], row["readings"],
-            row["utilisation"], *lines.get(row["name"], (0, 0, 0))))
+        snap.channels.append(
+            ChannelFigures(
+                row["name"],
+                row["meters"],
+                row["cycles"],
+                row["due"],
+                row["succeeded"],
+                row["readings"],
+                row["utilisation"],
+                *lines.get(row["name"], (0, 0, 0)),
+            )
+        )
     snap.readings_by_quality = {
         r["quality"]: r["n"]
         for r in await conn.fetch("SELECT quality::text AS quality, count(*) AS n FROM readings GROUP BY 1")
@@ -124,7 +133,8 @@ async def take_snapshot(
     snap.backfills = await conn.fetch(_BACKFILLS, since, 4)
     snap.commands = await conn.fetch(_COMMANDS)
     snap.clock_corrections = await conn.fetchval(
-        "SELECT count(*) FROM events WHERE category = 'comm' AND kind LIKE 'clock%'")
+        "SELECT count(*) FROM events WHERE category = 'comm' AND kind LIKE 'clock%'"
+    )
     health = getattr(engine, "health", None)
     snap.quarantined = health.quarantined_count() if health is not None else 0
     return snap

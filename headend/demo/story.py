@@ -33,19 +33,30 @@ async def create_story_account(conn: asyncpg.Connection, account: str) -> None:
     """A flat tariff and a prepaid account with a small opening balance (before the inventory import)."""
     async with conn.transaction():
         tariff_id = await conn.fetchval(
-            "INSERT INTO tariffs (name, kind) VALUES ($1, 'flat') RETURNING id", TARIFF)
+            "INSERT INTO tariffs (name, kind) VALUES ($1, 'flat') RETURNING id", TARIFF
+        )
         await conn.execute(
             "INSERT INTO tariff_prices (tariff_id, register, price, effective_from)"
-            " VALUES ($1, 'total', $2, '2000-01-01T00:00:00Z')", tariff_id, PRICE_PER_KWH)
+            " VALUES ($1, 'total', $2, '2000-01-01T00:00:00Z')",
+            tariff_id,
+            PRICE_PER_KWH,
+        )
         account_id = await conn.fetchval(
             "INSERT INTO accounts (number, name, kind, tariff_id, credit_limit)"
-            " VALUES ($1, 'Demo customer', 'prepaid', $2, 0) RETURNING id", account, tariff_id)
+            " VALUES ($1, 'Demo customer', 'prepaid', $2, 0) RETURNING id",
+            account,
+            tariff_id,
+        )
         await conn.execute(
             "INSERT INTO ledger (account_id, kind, amount, idempotency_key, details)"
             " VALUES ($1, 'adjustment', $2, $3, '{\"opening\": true}'::jsonb)",
-            account_id, OPENING_BALANCE, f"opening:{account}")
+            account_id,
+            OPENING_BALANCE,
+            f"opening:{account}",
+        )
         await conn.execute(
-            "INSERT INTO balances (account_id, balance) VALUES ($1, $2)", account_id, OPENING_BALANCE)
+            "INSERT INTO balances (account_id, balance) VALUES ($1, $2)", account_id, OPENING_BALANCE
+        )
 
 
 @dataclass
@@ -92,7 +103,8 @@ class FeeControlStory:
                 continue
             balance = await conn.fetchval(
                 "SELECT balance FROM balances b JOIN accounts a ON a.id = b.account_id WHERE a.number = $1",
-                self.account)
+                self.account,
+            )
             self.state.balance = Decimal(balance)
             self._say(f"billed {period.amount:.2f} CNY up to {period.end:%H:%M:%S}; balance {balance:.2f}")
 
@@ -117,7 +129,8 @@ class FeeControlStory:
     async def _pay(self, conn: asyncpg.Connection) -> None:
         reference = f"DEMO-PAY-{int(time.time())}"
         outcome = await record_payment(
-            conn, self.account, PAYMENT, reference, operator=CASHIER, source="demo")
+            conn, self.account, PAYMENT, reference, operator=CASHIER, source="demo"
+        )
         self.state.payment_reference = reference
         self.state.balance = outcome.balance
         self._say(f"payment {PAYMENT:.2f} CNY ({reference}); balance {outcome.balance:.2f}")

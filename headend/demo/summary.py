@@ -30,15 +30,30 @@ def summarise(
         "cycles": max((ch.cycles for ch in snap.channels), default=0),
         "clock_corrections": snap.clock_corrections,
         "channels": [
-            {"name": ch.name, "meters": ch.meters, "cycles": ch.cycles, "due": ch.due,
-             "succeeded": ch.succeeded, "success_rate": ch.success_rate, "utilisation": ch.utilisation,
-             "readings": ch.readings, "faults": faults.get(ch.name, ""),
-             "fault_rates": fault_rates(faults.get(ch.name, ""))}
+            {
+                "name": ch.name,
+                "meters": ch.meters,
+                "cycles": ch.cycles,
+                "due": ch.due,
+                "succeeded": ch.succeeded,
+                "success_rate": ch.success_rate,
+                "utilisation": ch.utilisation,
+                "readings": ch.readings,
+                "faults": faults.get(ch.name, ""),
+                "fault_rates": fault_rates(faults.get(ch.name, "")),
+            }
             for ch in snap.channels
         ],
         "commands": [
-            {"id": row["id"], "meter": row["meter"], "action": row["action"], "cause": row["cause"],
-             "operator": row["operator"], "state": row["state"], "attempts": row["attempts"]}
+            {
+                "id": row["id"],
+                "meter": row["meter"],
+                "action": row["action"],
+                "cause": row["cause"],
+                "operator": row["operator"],
+                "state": row["state"],
+                "attempts": row["attempts"],
+            }
             for row in snap.commands
         ],
         "story": {

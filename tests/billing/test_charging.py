@@ -19,36 +19,49 @@ async def _setup(conn: asyncpg.Connection, kind: str, registers: dict[str, tuple
     tariff = await conn.fetchval("INSERT INTO tariffs (name, kind) VALUES ('tou', 'tou') RETURNING id")
     await conn.execute(
         "INSERT INTO tariff_prices (tariff_id, register, price, effective_from) VALUES "
-        "($1, 't1', 1.00, $2), ($1, 't2', 0.50, $2), ($1, 't1', 9.99, $3)", tariff, T0 - timedelta(days=30),
-        T1 + timedelta(days=1))
+        "($1, 't1', 1.00, $2), ($1, 't2', 0.50, $2), ($1, 't1', 9.99, $3)",
+        tariff,
+        T0 - timedelta(days=30),
+        T1 + timedelta(days=1),
+    )
     account = await conn.fetchval(
-        "INSERT INTO accounts (number, kind, tariff_id) VALUES ('A', $1, $2) RETURNING id", kind, tariff)
+        "INSERT INTO accounts (number, kind, tariff_id) VALUES ('A', $1, $2) RETURNING id", kind, tariff
+    )
     channel = await conn.fetchval(
-        "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id")
+        "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id"
+    )
     meter = await conn.fetchval(
         "INSERT INTO meters (protocol, address, model, channel_id, account_id, multiplier) "
-        "VALUES ('dlt645-2007', '1', 'm', $1, $2, 2) RETURNING id", channel, account)
+        "VALUES ('dlt645-2007', '1', 'm', $1, $2, 2) RETURNING id",
+        channel,
+        account,
+    )
     source = await conn.fetchval("INSERT INTO reading_sources (name) VALUES ('test') RETURNING id")
     for name, (before, after) in registers.items():
         quantity = await conn.fetchval(
             "INSERT INTO quantities (name) VALUES ($1) "
-            "ON CONFLICT (name) DO UPDATE SET name = $1 RETURNING id", name)
+            "ON CONFLICT (name) DO UPDATE SET name = $1 RETURNING id",
+            name,
+        )
         await conn.executemany(
             "INSERT INTO readings (meter_id, quantity_id, ts, value, source_id) VALUES ($1, $2, $3, $4, $5)",
-            [(meter, quantity, T0, before, source), (meter, quantity, T1, after, source)])
+            [(meter, quantity, T0, before, source), (meter, quantity, T1, after, source)],
+        )
     return account
 
 
 async def test_prepaid_tou_with_rollover_is_charged_once(pg_dsn: str) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
-        account = await _setup(conn, "prepaid", {"energy_import_t1_kwh": (999990.5, 4.5),
-                                                 "energy_import_t2_kwh": (100.1, 110.2)})
+        account = await _setup(
+            conn, "prepaid", {"energy_import_t1_kwh": (999990.5, 4.5), "energy_import_t2_kwh": (100.1, 110.2)}
+        )
         # t1: 14 kWh (rollover) x2 = 28 -> 28.00; t2: 10.1 x2 = 20.2 kWh x 0.50 = 10.10
         assert await bill_account(conn, account, T0, T1) == Decimal("38.10")
         await bill_account(conn, account, T0, T1)
-        assert await conn.fetchval("SELECT balance FROM balances WHERE account_id = $1", account) \
-            == Decimal("-38.10")
+        assert await conn.fetchval("SELECT balance FROM balances WHERE account_id = $1", account) == Decimal(
+            "-38.10"
+        )
         assert await conn.fetchval("SELECT count(*) FROM ledger WHERE kind = 'charge'") == 1
     finally:
         await conn.close()
@@ -57,8 +70,9 @@ async def test_prepaid_tou_with_rollover_is_charged_once(pg_dsn: str) -> None:
 async def test_postpaid_gets_a_bill_with_due_date(pg_dsn: str) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
-        account = await _setup(conn, "postpaid", {"energy_import_t1_kwh": (10, 15),
-                                                  "energy_import_t2_kwh": (0, 0)})
+        account = await _setup(
+            conn, "postpaid", {"energy_import_t1_kwh": (10, 15), "energy_import_t2_kwh": (0, 0)}
+        )
         assert await bill_account(conn, account, T0, T1, due_days=10) == Decimal("10.00")
         bill = await conn.fetchrow("SELECT amount, due_at FROM bills WHERE account_id = $1", account)
         assert bill["amount"] == Decimal("10.00") and bill["due_at"] == T1 + timedelta(days=10)
@@ -84,19 +98,26 @@ async def test_a_period_across_a_meter_replacement_splits_at_final_and_initial(p
     conn = await asyncpg.connect(pg_dsn)
     try:
         # old meter (multiplier 2): t1 500.0 at T0; removed mid-week reading 520.0 (20 kWh x 2 = 40)
-        account = await _setup(conn, "prepaid", {"energy_import_t1_kwh": (500.0, 999.0),
-                                                 "energy_import_t2_kwh": (100.0, 999.0)})
+        account = await _setup(
+            conn, "prepaid", {"energy_import_t1_kwh": (500.0, 999.0), "energy_import_t2_kwh": (100.0, 999.0)}
+        )
         old = await conn.fetchval("SELECT id FROM meters WHERE account_id = $1", account)
         await conn.execute("DELETE FROM readings WHERE meter_id = $1 AND ts = $2", old, T1)
         new = await conn.fetchval(
             "INSERT INTO meters (protocol, address, model, channel_id, multiplier) "
-            "SELECT 'dlt645-2007', '2', 'm', channel_id, 1 FROM meters WHERE id = $1 RETURNING id", old)
+            "SELECT 'dlt645-2007', '2', 'm', channel_id, 1 FROM meters WHERE id = $1 RETURNING id",
+            old,
+        )
         # the new meter (multiplier 1) starts at t1 3.0 / t2 2.0 and reads 13.5 / 7.0 at T1
         for name, value in (("energy_import_t1_kwh", 13.5), ("energy_import_t2_kwh", 7.0)):
             await conn.execute(
                 "INSERT INTO readings (meter_id, quantity_id, ts, value, source_id) SELECT $1, q.id, $2, $3,"
                 " (SELECT id FROM reading_sources LIMIT 1) FROM quantities q WHERE q.name = $4",
-                new, T1, value, name)
+                new,
+                T1,
+                value,
+                name,
+            )
         swap_at = T0 + timedelta(days=3)
         final = {"energy_import_t1_kwh": Decimal("520.0"), "energy_import_t2_kwh": Decimal("110.0")}
         initial = {"energy_import_t1_kwh": Decimal("3.0"), "energy_import_t2_kwh": Decimal("2.0")}

@@ -11,8 +11,9 @@ import asyncpg
 
 
 def headend(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "headend.cli", *args, "--dsn", dsn],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "headend.cli", *args, "--dsn", dsn], capture_output=True, text=True, timeout=60
+    )
 
 
 async def test_pay_import_status_and_second_operator_approval(pg_dsn: str, tmp_path: Path) -> None:
@@ -20,13 +21,18 @@ async def test_pay_import_status_and_second_operator_approval(pg_dsn: str, tmp_p
     try:
         await conn.execute("INSERT INTO accounts (number, kind) VALUES ('A1', 'prepaid')")
         channel = await conn.fetchval(
-            "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id")
+            "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id"
+        )
         meter = await conn.fetchval(
             "INSERT INTO meters (protocol, address, model, channel_id, has_relay) "
-            "VALUES ('dlt645-2007', '000000000001', 'm', $1, true) RETURNING id", channel)
+            "VALUES ('dlt645-2007', '000000000001', 'm', $1, true) RETURNING id",
+            channel,
+        )
         command = await conn.fetchval(
             "INSERT INTO commands (meter_id, action, cause, operator, requires_approval, expires_at) "
-            "VALUES ($1, 'disconnect', 'bulk', 'op1', true, now() + interval '1 day') RETURNING id", meter)
+            "VALUES ($1, 'disconnect', 'bulk', 'op1', true, now() + interval '1 day') RETURNING id",
+            meter,
+        )
     finally:
         await conn.close()
     first = headend(pg_dsn, "billing", "pay", "A1", "10.50", "--ref", "R1", "--operator", "op1")
@@ -54,11 +60,17 @@ async def test_bill_reports_accounts_it_cannot_bill(pg_dsn: str) -> None:
         tariff = await conn.fetchval("INSERT INTO tariffs (name, kind) VALUES ('f', 'flat') RETURNING id")
         await conn.execute("INSERT INTO tariff_prices VALUES ($1, 'total', 1.0, '2026-01-01')", tariff)
         account = await conn.fetchval(
-            "INSERT INTO accounts (number, kind, tariff_id) VALUES ('B', 'prepaid', $1) RETURNING id", tariff)
+            "INSERT INTO accounts (number, kind, tariff_id) VALUES ('B', 'prepaid', $1) RETURNING id", tariff
+        )
         channel = await conn.fetchval(
-            "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id")
-        await conn.execute("INSERT INTO meters (protocol, address, model, channel_id, account_id) "
-                           "VALUES ('dlt645-2007', '2', 'm', $1, $2)", channel, account)
+            "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id"
+        )
+        await conn.execute(
+            "INSERT INTO meters (protocol, address, model, channel_id, account_id) "
+            "VALUES ('dlt645-2007', '2', 'm', $1, $2)",
+            channel,
+            account,
+        )
     finally:
         await conn.close()
     done = headend(pg_dsn, "billing", "bill", "--from", "2026-11-01", "--to", "2026-11-08")
@@ -69,21 +81,52 @@ async def test_meter_replacement_is_recorded_with_precise_refusals(pg_dsn: str) 
     conn = await asyncpg.connect(pg_dsn)
     try:
         account = await conn.fetchval(
-            "INSERT INTO accounts (number, kind) VALUES ('R1', 'prepaid') RETURNING id")
+            "INSERT INTO accounts (number, kind) VALUES ('R1', 'prepaid') RETURNING id"
+        )
         channel = await conn.fetchval(
-            "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id")
+            "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id"
+        )
         for address, owner in (("000000000011", account), ("000000000012", None)):
-            await conn.execute("INSERT INTO meters (protocol, address, model, channel_id, account_id) "
-                               "VALUES ('dlt645-2007', $1, 'm', $2, $3)", address, channel, owner)
+            await conn.execute(
+                "INSERT INTO meters (protocol, address, model, channel_id, account_id) "
+                "VALUES ('dlt645-2007', $1, 'm', $2, $3)",
+                address,
+                channel,
+                owner,
+            )
         args = ["billing", "replace", "000000000011", "000000000012", "--operator", "tech1"]
-        naive = headend(pg_dsn, *args, "--at", "2026-11-20T10:30:00", "--final", "energy_import_kwh=520.4",
-                        "--initial", "energy_import_kwh=0.1")
+        naive = headend(
+            pg_dsn,
+            *args,
+            "--at",
+            "2026-11-20T10:30:00",
+            "--final",
+            "energy_import_kwh=520.4",
+            "--initial",
+            "energy_import_kwh=0.1",
+        )
         assert naive.returncode == 1 and "needs a UTC offset" in naive.stderr
-        garbled = headend(pg_dsn, *args, "--at", "2026-11-20T10:30:00+08:00", "--final", "energy_import_kwh",
-                          "--initial", "energy_import_kwh=0.1")
+        garbled = headend(
+            pg_dsn,
+            *args,
+            "--at",
+            "2026-11-20T10:30:00+08:00",
+            "--final",
+            "energy_import_kwh",
+            "--initial",
+            "energy_import_kwh=0.1",
+        )
         assert garbled.returncode == 1 and "expected QUANTITY=KWH" in garbled.stderr
-        done = headend(pg_dsn, *args, "--at", "2026-11-20T10:30:00+08:00",
-                       "--final", "energy_import_kwh=520.4", "--initial", "energy_import_kwh=0.1")
+        done = headend(
+            pg_dsn,
+            *args,
+            "--at",
+            "2026-11-20T10:30:00+08:00",
+            "--final",
+            "energy_import_kwh=520.4",
+            "--initial",
+            "energy_import_kwh=0.1",
+        )
         assert done.returncode == 0, done.stderr
         moved = await conn.fetchval("SELECT address FROM meters WHERE account_id = $1", account)
         assert moved == "000000000012"

@@ -32,11 +32,19 @@ async def test_csv_import_checks_every_row_first(pg_dsn: str) -> None:
     conn = await _db(pg_dsn)
     try:
         with pytest.raises(PaymentError, match="line 3"):
-            await import_csv(conn, "account,amount,reference\nA1,5.00,F1\nA2,1.234,F2\n",
-                             operator="op1", source="import:f.csv")
+            await import_csv(
+                conn,
+                "account,amount,reference\nA1,5.00,F1\nA2,1.234,F2\n",
+                operator="op1",
+                source="import:f.csv",
+            )
         assert await conn.fetchval("SELECT count(*) FROM payments") == 0
-        done = await import_csv(conn, "account,amount,reference\nA1,5.00,F1\nA2,7.5,F2\nA1,5.00,F1\n",
-                                operator="op1", source="import:f.csv")
+        done = await import_csv(
+            conn,
+            "account,amount,reference\nA1,5.00,F1\nA2,7.5,F2\nA1,5.00,F1\n",
+            operator="op1",
+            source="import:f.csv",
+        )
         assert [o.recorded for o in done] == [True, True, False]
         assert await conn.fetchval("SELECT sum(amount) FROM payments") == Decimal("12.50")
     finally:

@@ -17,7 +17,10 @@ async def _reading(conn: asyncpg.Connection, meter: int, ts: datetime, value: fl
     await conn.execute(
         "INSERT INTO readings (meter_id, quantity_id, ts, value, source_id) SELECT $1, q.id, $2, $3, s.id"
         " FROM quantities q, reading_sources s WHERE q.name = 'energy_import_kwh' AND s.name = 'test'",
-        meter, ts, value)
+        meter,
+        ts,
+        value,
+    )
 
 
 async def _flat_tariff_and_channel(conn: asyncpg.Connection, price: str) -> tuple[int, int]:
@@ -26,10 +29,16 @@ async def _flat_tariff_and_channel(conn: asyncpg.Connection, price: str) -> tupl
     await conn.execute("INSERT INTO quantities (name) VALUES ('energy_import_kwh') ON CONFLICT DO NOTHING")
     await conn.execute("INSERT INTO reading_sources (name) VALUES ('test')")
     tariff = await conn.fetchval("INSERT INTO tariffs (name, kind) VALUES ('flat', 'flat') RETURNING id")
-    await conn.execute("INSERT INTO tariff_prices (tariff_id, register, price, effective_from)"
-                       " VALUES ($1, 'total', $2::numeric, '2000-01-01Z')", tariff, price)
-    channel = await conn.fetchval("INSERT INTO channels (name, kind, address, enabled)"
-                                  " VALUES ('c', 'tcp', '127.0.0.1:1', false) RETURNING id")
+    await conn.execute(
+        "INSERT INTO tariff_prices (tariff_id, register, price, effective_from)"
+        " VALUES ($1, 'total', $2::numeric, '2000-01-01Z')",
+        tariff,
+        price,
+    )
+    channel = await conn.fetchval(
+        "INSERT INTO channels (name, kind, address, enabled)"
+        " VALUES ('c', 'tcp', '127.0.0.1:1', false) RETURNING id"
+    )
     return tariff, channel
 
 
@@ -41,11 +50,17 @@ async def test_each_pass_bills_new_readings_once_and_defers_incomplete_accounts(
         for number in ("P-1", "P-2"):  # P-2 has two meters, one of which has not been read yet
             account = await conn.fetchval(
                 "INSERT INTO accounts (number, kind, tariff_id) VALUES ($1, 'prepaid', $2) RETURNING id",
-                number, tariff)
+                number,
+                tariff,
+            )
             for suffix in ("a", "b") if number == "P-2" else ("a",):
                 meters[number + suffix] = await conn.fetchval(
                     "INSERT INTO meters (protocol, address, model, channel_id, account_id) VALUES "
-                    "('dlt645-2007', $1, 'm', $2, $3) RETURNING id", f"{len(meters) + 1}", channel, account)
+                    "('dlt645-2007', $1, 'm', $2, $3) RETURNING id",
+                    f"{len(meters) + 1}",
+                    channel,
+                    account,
+                )
         await conn.execute("INSERT INTO accounts (number, kind) VALUES ('POST', 'postpaid')")
         await _reading(conn, meters["P-1a"], T0, 100.0)
         await _reading(conn, meters["P-1a"], T0 + timedelta(minutes=15), 102.5)
@@ -58,7 +73,8 @@ async def test_each_pass_bills_new_readings_once_and_defers_incomplete_accounts(
         await _reading(conn, meters["P-1a"], T0 + timedelta(minutes=30), 103.5)
         second = await bill_due_prepaid(conn)
         assert [(p.account, p.start, p.amount) for p in second] == [
-            ("P-1", T0 + timedelta(minutes=15), Decimal("0.60"))]
+            ("P-1", T0 + timedelta(minutes=15), Decimal("0.60"))
+        ]
         assert await conn.fetchval(
             "SELECT balance FROM balances b JOIN accounts a ON a.id = b.account_id WHERE a.number = 'P-1'"
         ) == Decimal("-2.10")
@@ -84,15 +100,25 @@ async def test_the_daemon_runs_the_billing_service(pg_dsn: str, tmp_path: object
         tariff, channel = await _flat_tariff_and_channel(conn, "1.00")
         account = await conn.fetchval(
             "INSERT INTO accounts (number, kind, tariff_id) VALUES ('D-1', 'prepaid', $1) RETURNING id",
-            tariff)
+            tariff,
+        )
         meter = await conn.fetchval(
             "INSERT INTO meters (protocol, address, model, channel_id, account_id) VALUES "
-            "('dlt645-2007', '1', 'm', $1, $2) RETURNING id", channel, account)
+            "('dlt645-2007', '1', 'm', $1, $2) RETURNING id",
+            channel,
+            account,
+        )
         await _reading(conn, meter, T0, 10.0)
         await _reading(conn, meter, T0 + timedelta(minutes=15), 14.0)
-        config = validate_config({"engine": {"services": ["headend.billing.service:run"]},
-                                  "billing": {"run_every": "200ms"}, "metrics": {"port": 0},
-                                  "backfill": {"enabled": False}}, "test")
+        config = validate_config(
+            {
+                "engine": {"services": ["headend.billing.service:run"]},
+                "billing": {"run_every": "200ms"},
+                "metrics": {"port": 0},
+                "backfill": {"enabled": False},
+            },
+            "test",
+        )
         spool = Path(str(tmp_path)) / "spool"
         engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=spool), DriverPort())
 

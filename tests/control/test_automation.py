@@ -18,15 +18,23 @@ WEDNESDAY_NIGHT = datetime(2026, 11, 18, 23, 0, tzinfo=UTC)
 async def _fleet(dsn: str, accounts: int) -> asyncpg.Connection:
     conn = await asyncpg.connect(dsn)
     channel = await conn.fetchval(
-        "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id")
+        "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id"
+    )
     for n in range(accounts):
         acc = await conn.fetchval(
             "INSERT INTO accounts (number, kind, credit_limit, protected) VALUES ($1, 'prepaid', 10, $2) "
-            "RETURNING id", f"A{n}", n == 0)
+            "RETURNING id",
+            f"A{n}",
+            n == 0,
+        )
         await conn.execute("INSERT INTO balances (account_id, balance) VALUES ($1, -50)", acc)
         await conn.execute(
             "INSERT INTO meters (protocol, address, model, channel_id, account_id, has_relay) "
-            "VALUES ('dlt645-2007', $1, 'dlt645-generic', $2, $3, true)", f"{n:012d}", channel, acc)
+            "VALUES ('dlt645-2007', $1, 'dlt645-generic', $2, $3, true)",
+            f"{n:012d}",
+            channel,
+            acc,
+        )
     return conn
 
 
@@ -38,8 +46,12 @@ async def test_flag_creates_one_disconnect_and_payment_reconnects(pg_dsn: str) -
         assert first.refused == [(1, "protected")]
         second = await run_once(conn, SafetySettings(), WEDNESDAY_NOON)
         assert second.commands == [] and await conn.fetchval("SELECT count(*) FROM commands") == 1
-        assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'command.refused' "
-                                   "AND reason = 'protected'") == 2
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM audit_log WHERE action = 'command.refused' AND reason = 'protected'"
+            )
+            == 2
+        )
         await record_payment(conn, "A1", Decimal("100.00"), "PAY-1", operator="op1")
         await conn.execute("INSERT INTO headend_settings (key, value) VALUES ($1, 'cap.per_hour')", HALT_KEY)
         third = await run_once(conn, SafetySettings(), WEDNESDAY_NIGHT)  # reconnects ignore windows and halts
@@ -54,13 +66,19 @@ async def test_window_refusal_and_cap_halt(pg_dsn: str) -> None:
     conn = await _fleet(pg_dsn, 4)
     try:
         night = await run_once(conn, SafetySettings(), WEDNESDAY_NIGHT)
-        assert [rule for _, rule in night.refused] == ["protected", "window.night", "window.night",
-                                                       "window.night"]
+        assert [rule for _, rule in night.refused] == [
+            "protected",
+            "window.night",
+            "window.night",
+            "window.night",
+        ]
         halted = await run_once(conn, SafetySettings(max_per_run=2), WEDNESDAY_NOON)
         assert halted.halted == "cap.per_run" and halted.commands == []
         assert await conn.fetchval("SELECT count(*) FROM commands") == 0
-        assert await conn.fetchval("SELECT reason FROM audit_log WHERE action = 'automation.halted'") \
+        assert (
+            await conn.fetchval("SELECT reason FROM audit_log WHERE action = 'automation.halted'")
             == "cap.per_run"
+        )
         # the halt is latched: a later run within the caps still disconnects nobody until resumed
         latched = await run_once(conn, SafetySettings(approval_above=2), WEDNESDAY_NOON)
         assert latched.halted == "cap.per_run" and latched.commands == []

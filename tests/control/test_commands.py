@@ -31,10 +31,14 @@ async def meter_with_db(dsn: str) -> AsyncIterator[tuple[asyncpg.Connection, Sim
     conn = await asyncpg.connect(dsn)
     try:
         channel_id = await conn.fetchval(
-            "INSERT INTO channels (name, kind, address) VALUES ('bus1', 'tcp', '127.0.0.1:1') RETURNING id")
+            "INSERT INTO channels (name, kind, address) VALUES ('bus1', 'tcp', '127.0.0.1:1') RETURNING id"
+        )
         meter_id = await conn.fetchval(
             """INSERT INTO meters (protocol, address, model, channel_id, has_relay)
-               VALUES ('dlt645-2007', $1, 'dlt645-generic', $2, true) RETURNING id""", address, channel_id)
+               VALUES ('dlt645-2007', $1, 'dlt645-generic', $2, true) RETURNING id""",
+            address,
+            channel_id,
+        )
         yield conn, bus, driver, meter_id
     finally:
         await conn.close()
@@ -44,13 +48,29 @@ async def meter_with_db(dsn: str) -> AsyncIterator[tuple[asyncpg.Connection, Sim
 
 async def test_creation_is_idempotent_and_audited(pg_dsn: str) -> None:
     async with meter_with_db(pg_dsn) as (conn, _, _, meter_id):
-        first = await create_command(conn, meter_id=meter_id, action="disconnect", cause="arrears",
-                                     operator="system", idempotency_key="arrears:1:flag", now=NOW)
-        again = await create_command(conn, meter_id=meter_id, action="disconnect", cause="arrears",
-                                     operator="system", idempotency_key="arrears:1:flag", now=NOW)
+        first = await create_command(
+            conn,
+            meter_id=meter_id,
+            action="disconnect",
+            cause="arrears",
+            operator="system",
+            idempotency_key="arrears:1:flag",
+            now=NOW,
+        )
+        again = await create_command(
+            conn,
+            meter_id=meter_id,
+            action="disconnect",
+            cause="arrears",
+            operator="system",
+            idempotency_key="arrears:1:flag",
+            now=NOW,
+        )
         assert first == again and await conn.fetchval("SELECT count(*) FROM commands") == 1
-        assert await conn.fetchval("SELECT action FROM audit_log WHERE entity_id = $1", str(first)) \
+        assert (
+            await conn.fetchval("SELECT action FROM audit_log WHERE entity_id = $1", str(first))
             == "command.pending"
+        )
         with pytest.raises(asyncpg.PostgresError, match="append-only"):
             await conn.execute("UPDATE audit_log SET actor = 'x'")
         with pytest.raises(asyncpg.PostgresError, match="not allowed"):
@@ -59,21 +79,36 @@ async def test_creation_is_idempotent_and_audited(pg_dsn: str) -> None:
 
 async def test_disconnect_confirmed_with_evidence(pg_dsn: str) -> None:
     async with meter_with_db(pg_dsn) as (conn, bus, driver, meter_id):
-        cid = await create_command(conn, meter_id=meter_id, action="disconnect", cause="manual",
-                                   operator="00000007", idempotency_key="manual:1", now=NOW)
+        cid = await create_command(
+            conn,
+            meter_id=meter_id,
+            action="disconnect",
+            cause="manual",
+            operator="00000007",
+            idempotency_key="manual:1",
+            now=NOW,
+        )
         assert await execute(conn, cid, lambda _: driver) == "confirmed"
         row = await conn.fetchrow("SELECT * FROM commands WHERE id = $1", cid)
         assert row["sent_at"] is not None and bus.meters[0].model.relay.open
         assert bus.requests[0x1C] == 1
         states = await conn.fetch(
-            "SELECT details->>'to' AS s FROM audit_log WHERE entity_id = $1 ORDER BY id", str(cid))
+            "SELECT details->>'to' AS s FROM audit_log WHERE entity_id = $1 ORDER BY id", str(cid)
+        )
         assert [r["s"] for r in states] == ["pending", "sent", "confirmed"]
 
 
 async def test_crash_between_sent_and_confirmed_resumes_without_resending(pg_dsn: str) -> None:
     async with meter_with_db(pg_dsn) as (conn, bus, driver, meter_id):
-        cid = await create_command(conn, meter_id=meter_id, action="disconnect", cause="arrears",
-                                   operator="system", idempotency_key="arrears:9", now=NOW)
+        cid = await create_command(
+            conn,
+            meter_id=meter_id,
+            action="disconnect",
+            cause="arrears",
+            operator="system",
+            idempotency_key="arrears:9",
+            now=NOW,
+        )
 
         class DiesAfterSend:
             async def switch(self, action: str, *, operator: str) -> object:
@@ -91,8 +126,15 @@ async def test_crash_between_sent_and_confirmed_resumes_without_resending(pg_dsn
 
 async def test_crash_before_bytes_went_out_retries_exactly_once(pg_dsn: str) -> None:
     async with meter_with_db(pg_dsn) as (conn, bus, driver, meter_id):
-        cid = await create_command(conn, meter_id=meter_id, action="disconnect", cause="arrears",
-                                   operator="system", idempotency_key="arrears:10", now=NOW)
+        cid = await create_command(
+            conn,
+            meter_id=meter_id,
+            action="disconnect",
+            cause="arrears",
+            operator="system",
+            idempotency_key="arrears:10",
+            now=NOW,
+        )
 
         class DiesBeforeSend:
             async def switch(self, action: str, *, operator: str) -> object:
@@ -109,19 +151,37 @@ async def test_crash_before_bytes_went_out_retries_exactly_once(pg_dsn: str) -> 
 async def test_keep_power_refusal_fails_the_command_with_the_reason(pg_dsn: str) -> None:
     async with meter_with_db(pg_dsn) as (conn, bus, driver, meter_id):
         bus.meters[0].model.relay.keep_power = True
-        cid = await create_command(conn, meter_id=meter_id, action="disconnect", cause="arrears",
-                                   operator="system", idempotency_key="arrears:11", now=NOW)
+        cid = await create_command(
+            conn,
+            meter_id=meter_id,
+            action="disconnect",
+            cause="arrears",
+            operator="system",
+            idempotency_key="arrears:11",
+            now=NOW,
+        )
         assert await execute(conn, cid, lambda _: driver) == "failed"
         row = await conn.fetchrow("SELECT last_error, evidence FROM commands WHERE id = $1", cid)
         assert row["last_error"] == "refused: keep-power active" and not bus.meters[0].model.relay.open
-        assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE entity_id = $1 "
-                                   "AND details->>'to' = 'failed'", str(cid)) == 1
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM audit_log WHERE entity_id = $1 AND details->>'to' = 'failed'", str(cid)
+            )
+            == 1
+        )
 
 
 async def test_expired_command_is_never_sent(pg_dsn: str) -> None:
     async with meter_with_db(pg_dsn) as (conn, bus, driver, meter_id):
-        cid = await create_command(conn, meter_id=meter_id, action="disconnect", cause="arrears",
-                                   operator="system", idempotency_key="arrears:12", now=NOW)
+        cid = await create_command(
+            conn,
+            meter_id=meter_id,
+            action="disconnect",
+            cause="arrears",
+            operator="system",
+            idempotency_key="arrears:12",
+            now=NOW,
+        )
         later = NOW + timedelta(days=2)
         assert await execute(conn, cid, lambda _: driver, now=lambda: later) == "expired"
         assert bus.requests[0x1C] == 0

@@ -22,8 +22,12 @@ from simulators import BusSpec, start_bus
 
 
 def headend(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "headend.cli", "commands", *args, "--dsn", dsn],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "headend.cli", "commands", *args, "--dsn", dsn],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def test_operator_command_is_executed_by_the_daemon_and_refusals_are_precise(
@@ -37,18 +41,31 @@ async def test_operator_command_is_executed_by_the_daemon_and_refusals_are_preci
         f'[[meters]]\nchannel = "b"\nprotocol = "dlt645-2007"\naddress = "{served.address}"\n'
         'model = "dlt645-generic"\nname = "flat-12"\nhas_relay = true\n\n'
         f'[[meters]]\nchannel = "b"\nprotocol = "dlt645-2007"\naddress = "{protected.address}"\n'
-        'model = "dlt645-generic"\nhas_relay = true\nprotected = true\nprotected_reason = "dialysis"\n')
+        'model = "dlt645-generic"\nhas_relay = true\nprotected = true\nprotected_reason = "dialysis"\n'
+    )
     conn = await asyncpg.connect(pg_dsn)
     await import_inventory(conn, read_inventory(inventory))
-    config = validate_config({"polling": {"interval": "1h"}, "backfill": {"enabled": False},
-                              "clock": {"enabled": False}, "events": {"enabled": False},
-                              "metrics": {"port": 0}}, "test")
-    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
-                    DriverPort(MeterSecrets(Credentials(2, "000000"))))
+    config = validate_config(
+        {
+            "polling": {"interval": "1h"},
+            "backfill": {"enabled": False},
+            "clock": {"enabled": False},
+            "events": {"enabled": False},
+            "metrics": {"port": 0},
+        },
+        "test",
+    )
+    engine = Engine(
+        config,
+        pg_dsn,
+        ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
+        DriverPort(MeterSecrets(Credentials(2, "000000"))),
+    )
     await engine.start()
     try:
-        created = headend(pg_dsn, "create", "flat-12", "disconnect", "--operator", "op7",
-                          "--reason", "tamper found on site")
+        created = headend(
+            pg_dsn, "create", "flat-12", "disconnect", "--operator", "op7", "--reason", "tamper found on site"
+        )
         assert created.returncode == 0, created.stderr
         command_id = int(created.stdout.split()[1])
         # nothing is switched by the request itself: the daemon does it, confirmed by read-back
@@ -57,16 +74,21 @@ async def test_operator_command_is_executed_by_the_daemon_and_refusals_are_preci
         assert again.returncode == 1 and f"already has open command {command_id}" in again.stderr
         assert [state for _, state in await run_pass(engine, datetime.now(UTC))] == ["confirmed"]
         assert served.model.relay.open and bus.requests[0x1C] == 1
-        row = await conn.fetchrow("SELECT cause, operator, state::text AS state, evidence FROM commands "
-                                  "WHERE id = $1", command_id)
+        row = await conn.fetchrow(
+            "SELECT cause, operator, state::text AS state, evidence FROM commands WHERE id = $1", command_id
+        )
         assert (row["cause"], row["operator"], row["state"]) == ("manual", "op7", "confirmed")
-        trail = await conn.fetch("SELECT actor, action, reason FROM audit_log WHERE entity = 'command' "
-                                 "AND entity_id = $1 ORDER BY id", str(command_id))
+        trail = await conn.fetch(
+            "SELECT actor, action, reason FROM audit_log WHERE entity = 'command' "
+            "AND entity_id = $1 ORDER BY id",
+            str(command_id),
+        )
         assert ("op7", "command.requested", "tamper found on site") in [tuple(r) for r in trail]
         assert [r["action"] for r in trail][-1] == "command.confirmed"
 
-        refused = headend(pg_dsn, "create", protected.address, "disconnect", "--operator", "op7",
-                          "--reason", "test")
+        refused = headend(
+            pg_dsn, "create", protected.address, "disconnect", "--operator", "op7", "--reason", "test"
+        )
         assert refused.returncode == 1 and "is protected (dialysis)" in refused.stderr
         unknown = headend(pg_dsn, "create", "nobody", "disconnect", "--operator", "op7", "--reason", "r")
         assert unknown.returncode == 1 and "no meter named or addressed 'nobody'" in unknown.stderr
@@ -81,13 +103,18 @@ async def test_a_sent_command_cannot_be_cancelled_blind(pg_dsn: str) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
         channel = await conn.fetchval(
-            "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id")
+            "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id"
+        )
         meter = await conn.fetchval(
             "INSERT INTO meters (protocol, address, model, channel_id, has_relay) "
-            "VALUES ('dlt645-2007', '000000000001', 'm', $1, true) RETURNING id", channel)
+            "VALUES ('dlt645-2007', '000000000001', 'm', $1, true) RETURNING id",
+            channel,
+        )
         sent = await conn.fetchval(
             "INSERT INTO commands (meter_id, action, cause, operator, expires_at) "
-            "VALUES ($1, 'disconnect', 'manual', 'op1', now() + interval '1 day') RETURNING id", meter)
+            "VALUES ($1, 'disconnect', 'manual', 'op1', now() + interval '1 day') RETURNING id",
+            meter,
+        )
         await conn.execute("UPDATE commands SET state = 'sent' WHERE id = $1", sent)
         refused = headend(pg_dsn, "cancel", str(sent), "--operator", "op2")
         assert refused.returncode == 1 and "settles it by reading the relay back" in refused.stderr
@@ -109,7 +136,9 @@ async def test_resume_lifts_a_latched_cap_halt_and_says_when_there_is_none(pg_ds
         lifted = headend(pg_dsn, "resume", "--operator", "op1", "--reason", "list checked with billing")
         assert lifted.returncode == 0 and "was halted by cap.per_run" in lifted.stdout
         assert await conn.fetchval("SELECT count(*) FROM headend_settings WHERE key = $1", HALT_KEY) == 0
-        assert await conn.fetchval("SELECT reason FROM audit_log WHERE action = 'automation.resumed'") \
+        assert (
+            await conn.fetchval("SELECT reason FROM audit_log WHERE action = 'automation.resumed'")
             == "list checked with billing"
+        )
     finally:
         await conn.close()

@@ -17,8 +17,9 @@ from simulators import BusSpec, start_bus
 
 
 async def test_arrears_and_payment_switch_a_modbus_relay(pg_dsn: str, tmp_path: Path) -> None:
-    bus = await start_bus(BusSpec(protocol="modbus", model="hiking_dds238_2_znsr", meters=2,
-                                  transport="modbus-tcp", seed=85))
+    bus = await start_bus(
+        BusSpec(protocol="modbus", model="hiking_dds238_2_znsr", meters=2, transport="modbus-tcp", seed=85)
+    )
     target, neighbour = bus.meters
     inventory = tmp_path / "inv.toml"
     inventory.write_text(
@@ -26,16 +27,23 @@ async def test_arrears_and_payment_switch_a_modbus_relay(pg_dsn: str, tmp_path: 
         f'[[meters]]\nchannel = "gw"\nprotocol = "modbus"\nunit_id = {target.unit_id}\n'
         'model = "hiking_dds238_2_znsr"\naccount = "M-1"\nhas_relay = true\n\n'
         f'[[meters]]\nchannel = "gw"\nprotocol = "modbus"\nunit_id = {neighbour.unit_id}\n'
-        'model = "hiking_dds238_2_znsr"\nhas_relay = true\n')
+        'model = "hiking_dds238_2_znsr"\nhas_relay = true\n'
+    )
     conn = await asyncpg.connect(pg_dsn)
     await conn.execute("INSERT INTO accounts (number, kind, credit_limit) VALUES ('M-1', 'prepaid', 0)")
     await conn.execute("INSERT INTO balances (account_id, balance) SELECT id, -3 FROM accounts")
     await import_inventory(conn, read_inventory(inventory))
-    config = validate_config({"polling": {"interval": "1h"}, "backfill": {"enabled": False},
-                              "clock": {"enabled": False}, "events": {"enabled": False},
-                              "metrics": {"port": 0},
-                              "safety": {"no_weekends": False, "night_start": "00:00", "night_end": "00:00"}},
-                             "test")
+    config = validate_config(
+        {
+            "polling": {"interval": "1h"},
+            "backfill": {"enabled": False},
+            "clock": {"enabled": False},
+            "events": {"enabled": False},
+            "metrics": {"port": 0},
+            "safety": {"no_weekends": False, "night_start": "00:00", "night_end": "00:00"},
+        },
+        "test",
+    )
     engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
     await engine.start()
     try:

@@ -28,7 +28,9 @@ def test_protected_refused_and_reconnect_never_blocked_by_window() -> None:
         sent_last_hour=0,
     )
     assert [(d.allowed, d.rule) for d in decisions] == [
-        (False, "protected"), (False, "window.night"), (True, None)
+        (False, "protected"),
+        (False, "window.night"),
+        (True, None),
     ]
 
 

@@ -29,7 +29,8 @@ async def _relay_meter_in_arrears(
     inventory = tmp_path / "inv.toml"
     inventory.write_text(
         f'[[channels]]\nname = "b"\nurl = "{bus.url}"\n\n[[meters]]\nchannel = "b"\n'
-        f'protocol = "dlt645-2007"\naddress = "{meter.address}"\nmodel = "dlt645-generic"\n')
+        f'protocol = "dlt645-2007"\naddress = "{meter.address}"\nmodel = "dlt645-generic"\n'
+    )
     conn = await asyncpg.connect(pg_dsn)
     await import_inventory(conn, read_inventory(inventory))
     await conn.execute("INSERT INTO accounts (number, kind, credit_limit) VALUES ('A', 'prepaid', 0)")
@@ -37,15 +38,26 @@ async def _relay_meter_in_arrears(
     await conn.execute("UPDATE meters SET has_relay = true, account_id = (SELECT id FROM accounts)")
     return bus, meter, conn
 
+
 async def test_arrears_disconnects_and_payment_reconnects_via_engine(pg_dsn: str, tmp_path: Path) -> None:
     bus, meter, conn = await _relay_meter_in_arrears(pg_dsn, tmp_path, seed=81)
-    config = validate_config({"polling": {"interval": "1h"}, "backfill": {"enabled": False},
-                              "clock": {"enabled": False}, "events": {"enabled": False},
-                              "metrics": {"port": 0}, "safety": {"no_weekends": False,
-                                                                 "night_start": "00:00",
-                                                                 "night_end": "00:00"}}, "test")
-    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
-                    DriverPort(MeterSecrets(Credentials(2, "000000"))))
+    config = validate_config(
+        {
+            "polling": {"interval": "1h"},
+            "backfill": {"enabled": False},
+            "clock": {"enabled": False},
+            "events": {"enabled": False},
+            "metrics": {"port": 0},
+            "safety": {"no_weekends": False, "night_start": "00:00", "night_end": "00:00"},
+        },
+        "test",
+    )
+    engine = Engine(
+        config,
+        pg_dsn,
+        ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
+        DriverPort(MeterSecrets(Credentials(2, "000000"))),
+    )
     await engine.start()
     try:
         now = datetime.now(UTC)
@@ -63,20 +75,36 @@ async def test_arrears_disconnects_and_payment_reconnects_via_engine(pg_dsn: str
 
 async def test_daemon_service_runs_a_pass_every_configured_interval(pg_dsn: str, tmp_path: Path) -> None:
     bus, meter, conn = await _relay_meter_in_arrears(pg_dsn, tmp_path, seed=82)
-    config = validate_config({"engine": {"services": ["headend.control.service:run"]},
-                              "polling": {"interval": "1h"}, "backfill": {"enabled": False},
-                              "clock": {"enabled": False}, "events": {"enabled": False},
-                              "metrics": {"port": 0},
-                              "safety": {"no_weekends": False, "night_start": "00:00", "night_end": "00:00",
-                                         "run_every": "200ms"}}, "test")
+    config = validate_config(
+        {
+            "engine": {"services": ["headend.control.service:run"]},
+            "polling": {"interval": "1h"},
+            "backfill": {"enabled": False},
+            "clock": {"enabled": False},
+            "events": {"enabled": False},
+            "metrics": {"port": 0},
+            "safety": {
+                "no_weekends": False,
+                "night_start": "00:00",
+                "night_end": "00:00",
+                "run_every": "200ms",
+            },
+        },
+        "test",
+    )
     assert validate_config({}, "default").safety.run_every == 30.0
-    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
-                    DriverPort(MeterSecrets(Credentials(2, "000000"))))
+    engine = Engine(
+        config,
+        pg_dsn,
+        ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
+        DriverPort(MeterSecrets(Credentials(2, "000000"))),
+    )
 
     async def confirmed(action: str) -> bool:
         for _ in range(50):  # 10 s: many passes at 200 ms, none at the 30 s default after the first
-            if await conn.fetchval("SELECT count(*) FROM commands WHERE action = $1 AND state = 'confirmed'",
-                                   action):
+            if await conn.fetchval(
+                "SELECT count(*) FROM commands WHERE action = $1 AND state = 'confirmed'", action
+            ):
                 return True
             await asyncio.sleep(0.2)
         return False

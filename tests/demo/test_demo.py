@@ -25,8 +25,21 @@ def _failures(log: Path) -> str:
 def _run_until_story_done(tmp_path: Path, run_dir: Path) -> tuple[int, str, dict]:
     """Start the demo without a duration, wait for the reconnection, then stop it with Ctrl-C (SIGINT)."""
     summary_file = tmp_path / "summary.json"
-    args = [sys.executable, "-m", "headend.cli", "demo", "--meters", "4", "--interval", "15",
-            "--json-summary", str(summary_file), "--no-dashboard", "--data-dir", str(run_dir)]
+    args = [
+        sys.executable,
+        "-m",
+        "headend.cli",
+        "demo",
+        "--meters",
+        "4",
+        "--interval",
+        "15",
+        "--json-summary",
+        str(summary_file),
+        "--no-dashboard",
+        "--data-dir",
+        str(run_dir),
+    ]
     env = {**os.environ, "HEADEND_STATE_DIR": str(tmp_path / "state")}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     assert proc.stdout is not None
@@ -74,8 +87,10 @@ def _check_demo_run(tmp_path: Path, run_dir: Path) -> None:
         assert channel["cycles"] >= 2, channel
         failure = sum(channel["fault_rates"].values()) * PLAN_EXCHANGES  # per read, before any retry
         offline_share = 1 / channel["due"] if "offline=" in channel["faults"] else 0.0
-        assert channel["success_rate"] >= 1 - failure - offline_share, (channel, _failures(
-            run_dir / "headend.log"))
+        assert channel["success_rate"] >= 1 - failure - offline_share, (
+            channel,
+            _failures(run_dir / "headend.log"),
+        )
     # gaps since installation were filled from the DL/T 645-2007 meters' load profiles
     assert summary["backfilled"] > 0
     assert summary["clock_corrections"] >= 1
@@ -84,7 +99,9 @@ def _check_demo_run(tmp_path: Path, run_dir: Path) -> None:
     assert (story["disconnect"], story["reconnect"]) == ("confirmed", "confirmed"), story["timeline"]
     assert story["payment_reference"] and float(story["balance"]) > 0
     assert [(c["action"], c["cause"], c["state"], c["attempts"]) for c in summary["commands"]] == [
-        ("disconnect", "arrears", "confirmed", 1), ("reconnect", "payment", "confirmed", 1)]
+        ("disconnect", "arrears", "confirmed", 1),
+        ("reconnect", "payment", "confirmed", 1),
+    ]
     assert "fee control: disconnect confirmed, reconnect confirmed" in output
     assert f"database, log and secrets kept in {run_dir}" in output
 
@@ -97,22 +114,42 @@ def test_demo_refuses_bad_options_before_starting_anything(tmp_path: Path) -> No
         (["--interval", "7"], "must divide a day"),
         (["--data-dir", str(used)], "is not empty"),
     ):
-        result = subprocess.run([sys.executable, "-m", "headend.cli", "demo", "--no-dashboard", *extra],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "headend.cli", "demo", "--no-dashboard", *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 2, result
         assert message in result.stderr + result.stdout
     assert (used / "something").read_text() == "x"
 
 
 def test_dashboard_shows_channels_storage_commands_and_story(tmp_path: Path) -> None:
-    args = [sys.executable, "-m", "headend.cli", "demo", "--dashboard", "--duration", "5", "--meters", "2",
-            "--interval", "5"]
+    args = [
+        sys.executable,
+        "-m",
+        "headend.cli",
+        "demo",
+        "--dashboard",
+        "--duration",
+        "5",
+        "--meters",
+        "2",
+        "--interval",
+        "5",
+    ]
     env = {**os.environ, "COLUMNS": "160", "HEADEND_STATE_DIR": str(tmp_path / "state")}
     result = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     screen = result.stdout
-    for title in ("Channels", "Latest readings", "Gaps backfilled from meter memory", "Relay commands",
-                  "Fee-control story: account balance"):
+    for title in (
+        "Channels",
+        "Latest readings",
+        "Gaps backfilled from meter memory",
+        "Relay commands",
+        "Fee-control story: account balance",
+    ):
         assert title in screen, screen
     for channel in ("dtu-2007", "rs485-1997", "rs485-modbus", "gw-modbus-tcp"):
         assert f"│ {channel} " in screen, screen

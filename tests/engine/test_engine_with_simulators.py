@@ -211,7 +211,6 @@ async def test_daemon_corrects_a_drifting_meter_clock(pg_dsn: str, tmp_path: Pat
         await bus.stop()
 
 
-
 async def test_meters_without_event_records_are_not_asked_again(
     pg_dsn: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

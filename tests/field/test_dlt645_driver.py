@@ -261,9 +261,7 @@ async def test_meter_refusing_blocks_is_read_item_by_item(edition: int) -> None:
         assert stats.frames_out == 2 + len(TOU_AND_PHASES)  # two refused blocks, then every item
         await driver.read(TOU_AND_PHASES)
         assert stats.frames_out == 2 + 2 * len(TOU_AND_PHASES)  # the refused blocks are not asked again
-        assert first["energy_import_kwh"] == pytest.approx(
-            bus.meters[0].model.registers.import_kwh, abs=0.02
-        )
+        assert first["energy_import_kwh"] == pytest.approx(bus.meters[0].model.registers.import_kwh, abs=0.02)
 
 
 @pytest.mark.parametrize("edition", [2007, 1997])
