@@ -1,4 +1,9 @@
-"""``headend decode``: explain a DL/T 645 frame captured by a serial sniffer."""
+"""``headend decode``: explain a DL/T 645 or Q/GDW 1376.1 frame captured by a sniffer.
+
+The protocol is detected from the bytes: a 1376.1 frame starts ``68 L L 68`` with the two length
+copies equal and a valid protocol id; anything else goes to the DL/T 645 decoder. A DL/T 645 frame
+forwarded inside a 1376.1 AFN 10 F1 unit is decoded too and shown underneath.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from protocols import gdw1376
 from protocols.dlt645 import DLT645Error, Frame, decode
 
 HEX_SEPARATORS = re.compile(r"[\s:,\-]|0x", re.IGNORECASE)
@@ -45,16 +51,74 @@ def _table(frame: Frame) -> Table:
     return table
 
 
+def _forwarded(frame: gdw1376.Frame) -> list[dict[str, Any]]:
+    """The DL/T 645 frames carried by AFN 10 F1 units, decoded (or the error, if they do not decode)."""
+    out: list[dict[str, Any]] = []
+    for pn, fn, value in frame.items():
+        if isinstance(value, gdw1376.ForwardRequest | gdw1376.ForwardReply) and value.content:
+            entry: dict[str, Any] = {"pn": pn, "fn": fn, "port": value.port}
+            try:
+                entry["dlt645"] = decode(value.content).to_json()
+            except DLT645Error as exc:
+                entry["error"] = str(exc)
+            out.append(entry)
+    return out
+
+
+def _gdw_table(data: dict[str, Any]) -> Table:
+    table = Table(title=f"Q/GDW {data['protocol']} frame", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key in ("direction", "prm", "function", "acd", "fcb", "address", "msa", "afn_name", "seq"):
+        if key in data:
+            table.add_row(key, json.dumps(data[key]) if isinstance(data[key], dict) else str(data[key]))
+    for item in data["units"]:
+        table.add_row(f"p{item['pn']} F{item['fn']}", json.dumps(item["value"], ensure_ascii=False))
+    for key in ("pw", "ec", "tp"):
+        if data[key] is not None:
+            table.add_row(key, json.dumps(data[key]))
+    return table
+
+
+def _print_gdw(raw: bytes, as_json: bool) -> None:
+    frame = gdw1376.decode(raw)
+    data = frame.to_json()
+    forwarded = _forwarded(frame)
+    if as_json:
+        data["forwarded"] = forwarded
+        typer.echo(json.dumps(data, ensure_ascii=False))
+        return
+    console = Console()
+    console.print(_gdw_table(data))
+    for entry in forwarded:
+        if "dlt645" in entry:
+            console.print(f"forwarded on port {entry['port']}:")
+            console.print(_table(decode(_content(frame, entry["pn"]))))
+        else:
+            console.print(f"forwarded on port {entry['port']}: not a DL/T 645 frame ({entry['error']})")
+
+
+def _content(frame: gdw1376.Frame, pn: int) -> bytes:
+    for p, _fn, value in frame.items():
+        if p == pn and isinstance(value, gdw1376.ForwardRequest | gdw1376.ForwardReply):
+            return value.content
+    raise KeyError(pn)
+
+
 def decode_command(
     frame_hex: Annotated[
         list[str], typer.Argument(help="Frame bytes in hex; spaces allowed, FE preamble optional.")
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Decode a DL/T 645 frame (2007 or 1997) and print what it means."""
+    """Decode a DL/T 645 (2007 or 1997) or Q/GDW 1376.1 frame and print what it means."""
     try:
-        frame = decode(parse_hex(" ".join(frame_hex)))
-    except (DLT645Error, ValueError) as exc:
+        raw = parse_hex(" ".join(frame_hex))
+        if gdw1376.looks_like_frame(raw):
+            _print_gdw(raw, as_json)
+            return
+        frame = decode(raw)
+    except (DLT645Error, gdw1376.GDW1376Error, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
     if as_json:

@@ -1,0 +1,631 @@
+"""1376.1 data units: typed records and their construct declarations (one declaration both ways).
+
+Each (AFN, direction, Fn) that the head-end uses has a ``Codec`` in ``CODECS``; unknown ones decode
+to ``RawData`` (the rest of the unit area, undivided). Layouts, and the public code each was checked
+against with the search tools (facts only; the code here is our own):
+
+- AFN 00 F3 (AFN, then DA DT ERR repeated): Q/GDW 376.1 Kaitai description, ``afn0_f3``.
+- AFN 04 / 0A F10 archive record, 27 bytes (serial, Pn, baud|port, protocol, address, password,
+  tariffs, digits, collector, user class): the dl_3761 Wireshark dissector (AFN 04 branch, offsets
+  18..46 and the D7..D5 baud / D4..D0 port split with 1..7 = 600..19200).
+- AFN 0C F2 / AFN 05 F31 (A.1): dl_3761 dissector AFN 05 branch (6-byte time before PW).
+- AFN 0C F129, AFN 0D F161 (Td_d, A.15 read time, M, (M+1) × A.14): Kaitai ``afn12_f129`` and
+  ``positive_indication`` with ``td_d: a20``.
+- AFN 0D F101..F104 (Td_c = A.15 start, density, points; A.11 points): reference note, not confirmed
+  by a second source ("verify" there).
+- AFN 0E F1/F2 (EC1, EC2, Pm, Pn, then ERC, Le, data): reference note; ERC 14 = off time, on time
+  (two A.15).
+- AFN 10 F1 (port, control word, frame timeout, byte timeout, k, content / port, k, content): Kaitai
+  ``afn16_f1`` (uplink) and the JS frame notes' AFN 10 request/answer pair (downlink: ``1F 6B BC 0A
+  10 00`` + a 16-byte DL/T 645 frame).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from construct import (
+    Adapter,
+    Array,
+    BitsInteger,
+    BitStruct,
+    Bytes,
+    Construct,
+    ConstructError,
+    Flag,
+    GreedyBytes,
+    Int8ul,
+    Int16ul,
+    Nibble,
+    Padding,
+    Prefixed,
+    PrefixedArray,
+    Struct,
+    Tell,
+    this,
+)
+
+from protocols.gdw1376.errors import EncodeError, PayloadError
+from protocols.gdw1376.fields import da_bytes, dt_bytes, fn_set, pn_set
+from protocols.gdw1376.formats import A1, A11, A14, A15, A20, Digits
+
+# --- records -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmItem:
+    """One data unit confirmed (ok) or denied in an AFN 00 F3 answer."""
+
+    pn: int
+    fn: int
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UnitConfirmation:
+    """AFN 00 F3: per-unit confirmation of the frame with ``afn``."""
+
+    afn: int
+    items: tuple[ConfirmItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyReading:
+    """Forward active energy (kWh): total and tariffs 1..M; None = no data (``EE``)."""
+
+    read_at: dt.datetime | None
+    total: float | None
+    tariffs: tuple[float | None, ...]
+
+    @property
+    def collected(self) -> bool:
+        """False when the concentrator has no value (all EE)."""
+        return self.total is not None
+
+
+@dataclass(frozen=True, slots=True)
+class DailyReading:
+    """AFN 0D F161: the midnight freeze of ``day`` (Td_d) and its energy reading."""
+
+    day: dt.date
+    reading: EnergyReading
+
+
+@dataclass(frozen=True, slots=True)
+class CurveRequest:
+    """Td_c: first point, density code (1 = 15 min, 2 = 30, 3 = 60, 254 = 5, 255 = 1) and count."""
+
+    start: dt.datetime
+    density: int
+    points: int
+
+    @property
+    def step(self) -> dt.timedelta:
+        """Interval between points; raises PayloadError on an unknown density code."""
+        minutes = DENSITY_MINUTES.get(self.density)
+        if minutes is None:
+            raise PayloadError(f"curve density code {self.density} is not 1, 2, 3, 254 or 255")
+        return dt.timedelta(minutes=minutes)
+
+
+DENSITY_MINUTES = {1: 15, 2: 30, 3: 60, 254: 5, 255: 1}
+
+
+@dataclass(frozen=True, slots=True)
+class Curve:
+    """AFN 0D F101..F104 uplink: the Td_c and one A.11 value per point (None = no data)."""
+
+    start: dt.datetime
+    density: int
+    values: tuple[float | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EventRequest:
+    """AFN 0E F1/F2 downlink: event pointer range Pm..Pn (Pn exclusive)."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class PowerEvent:
+    """ERC 14: terminal power off / power on times (None when not yet known)."""
+
+    erc: ClassVar[int] = 14
+    off: dt.datetime | None
+    on: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RawEvent:
+    """An event record this codec does not interpret: ERC and its data bytes."""
+
+    erc: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecords:
+    """AFN 0E F1/F2 uplink: event counters EC1/EC2, the pointer range and its records."""
+
+    ec1: int
+    ec2: int
+    start: int
+    end: int
+    records: tuple[PowerEvent | RawEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """The AFN 10 F1 frame timeout byte: ``value`` in seconds (``seconds``) or in 10 ms steps."""
+
+    value: int
+    seconds: bool = True
+
+    @property
+    def ms(self) -> int:
+        return self.value * (1000 if self.seconds else 10)
+
+    @classmethod
+    def of_ms(cls, ms: int) -> Timeout:
+        """The finest representation of ``ms`` (10 ms steps up to 1.27 s, else whole seconds)."""
+        if ms <= 1270:
+            return cls(max(1, round(ms / 10)), seconds=False)
+        return cls(min(127, round(ms / 1000)), seconds=True)
+
+
+FORWARD_BAUDS = (300, 600, 1200, 2400, 4800, 7200, 9600, 19200)  # control word D7..D5
+ARCHIVE_BAUDS = (0, 600, 1200, 2400, 4800, 7200, 9600, 19200)  # archive D7..D5 (0 = default)
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardRequest:
+    """AFN 10 F1 downlink: what to send on which port, with which line settings and timeouts."""
+
+    port: int
+    content: bytes
+    baud: int = 2400
+    parity: str = "E"  # N, E or O
+    stop_bits: int = 1
+    data_bits: int = 8
+    frame_timeout: Timeout = Timeout(5)
+    byte_timeout_ms: int = 100
+
+    @property
+    def line_format(self) -> str:
+        """The character format, e.g. ``8E1``."""
+        return f"{self.data_bits}{self.parity}{self.stop_bits}"
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardReply:
+    """AFN 10 F1 uplink: the port and the meter's raw answer (empty: no answer within the timeout)."""
+
+    port: int
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveRecord:
+    """One meter of the concentrator's archive (AFN 04 / 0A F10)."""
+
+    serial: int
+    pn: int
+    port: int
+    address: str
+    protocol: int = 30  # 1 = DL/T 645-1997, 30 = DL/T 645-2007, 2 = AC sampling, 31 = carrier module
+    baud: int = 0  # 0 = the port's default
+    password: bytes = bytes(6)
+    tariffs: int = 4
+    integer_digits: int = 6
+    decimal_digits: int = 2
+    collector: str = "000000000000"
+    user_major: int = 0
+    user_minor: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveQuery:
+    """AFN 0A F10 downlink: the archive serial numbers wanted."""
+
+    serials: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RawData:
+    """Data of a unit this codec does not know (the rest of the unit area, undivided)."""
+
+    data: bytes
+
+
+# --- construct declarations ----------------------------------------------------------------------
+
+
+class RecordAdapter(Adapter):
+    """Map a construct ``Struct`` to a record and back with two small functions."""
+
+    def __init__(self, subcon: Construct, decode: Any, encode: Any) -> None:
+        super().__init__(subcon)
+        self._to_record = decode
+        self._from_record = encode
+
+    def _decode(self, obj: Any, context: Any, path: str) -> Any:
+        return self._to_record(obj)
+
+    def _encode(self, obj: Any, context: Any, path: str) -> Any:
+        return self._from_record(obj)
+
+
+def _index(table: tuple[int, ...], value: int, what: str) -> int:
+    try:
+        return table.index(value)
+    except ValueError:
+        raise EncodeError(f"{what} {value} not one of {list(table)}") from None
+
+
+ENERGY = RecordAdapter(
+    Struct("read_at" / A15, "m" / Int8ul, "values" / Array(this.m + 1, A14)),
+    lambda c: EnergyReading(c.read_at, c["values"][0], tuple(c["values"][1:])),
+    lambda r: {"read_at": r.read_at, "m": len(r.tariffs), "values": [r.total, *r.tariffs]},
+)
+
+DAILY = RecordAdapter(
+    Struct("day" / A20, "reading" / ENERGY),
+    lambda c: DailyReading(c.day, c.reading),
+    lambda r: {"day": r.day, "reading": r.reading},
+)
+
+TD_C = Struct("start" / A15, "density" / Int8ul, "points" / Int8ul)
+
+CURVE_REQUEST = RecordAdapter(
+    TD_C,
+    lambda c: CurveRequest(c.start, c.density, c.points),
+    lambda r: {"start": r.start, "density": r.density, "points": r.points},
+)
+
+CURVE = RecordAdapter(
+    Struct("start" / A15, "density" / Int8ul, "points" / Int8ul, "values" / Array(this.points, A11)),
+    lambda c: Curve(c.start, c.density, tuple(c["values"])),
+    lambda r: {"start": r.start, "density": r.density, "points": len(r.values), "values": list(r.values)},
+)
+
+EVENT_REQUEST = RecordAdapter(
+    Struct("start" / Int8ul, "end" / Int8ul),
+    lambda c: EventRequest(c.start, c.end),
+    lambda r: {"start": r.start, "end": r.end},
+)
+
+POWER_EVENT = Struct("off" / A15, "on" / A15)
+POWER_EVENT_LEN = 10
+
+
+def _event(c: Any) -> PowerEvent | RawEvent:
+    if c.erc == PowerEvent.erc and len(c.data) == POWER_EVENT_LEN:
+        times = POWER_EVENT.parse(c.data)
+        return PowerEvent(times.off, times.on)
+    return RawEvent(c.erc, c.data)
+
+
+def _event_fields(r: PowerEvent | RawEvent) -> dict[str, Any]:
+    if isinstance(r, PowerEvent):
+        return {"erc": PowerEvent.erc, "data": POWER_EVENT.build({"off": r.off, "on": r.on})}
+    return {"erc": r.erc, "data": r.data}
+
+
+EVENT = RecordAdapter(Struct("erc" / Int8ul, "data" / Prefixed(Int8ul, GreedyBytes)), _event, _event_fields)
+
+EVENTS = RecordAdapter(
+    Struct(
+        "ec1" / Int8ul,
+        "ec2" / Int8ul,
+        "start" / Int8ul,
+        "end" / Int8ul,
+        "records" / Array((this.end - this.start) % 256, EVENT),
+    ),
+    lambda c: EventRecords(c.ec1, c.ec2, c.start, c.end, tuple(c.records)),
+    lambda r: {"ec1": r.ec1, "ec2": r.ec2, "start": r.start, "end": r.end, "records": list(r.records)},
+)
+
+
+def _check_events(r: EventRecords) -> EventRecords:
+    if (r.end - r.start) % 256 != len(r.records):
+        raise EncodeError(
+            f"pointers {r.start}..{r.end} span {(r.end - r.start) % 256} records, not {len(r.records)}"
+        )
+    return r
+
+
+LINE_WORD = BitStruct(
+    "baud" / BitsInteger(3),
+    "two_stop" / Flag,
+    "parity_on" / Flag,
+    "odd" / Flag,
+    "data_bits" / BitsInteger(2),
+)
+TIMEOUT_BYTE = BitStruct("seconds" / Flag, "value" / BitsInteger(7))
+
+
+def _forward_request(c: Any) -> ForwardRequest:
+    line = c.line
+    return ForwardRequest(
+        port=c.port,
+        content=c.content,
+        baud=FORWARD_BAUDS[line.baud],
+        parity=("O" if line.odd else "E") if line.parity_on else "N",
+        stop_bits=2 if line.two_stop else 1,
+        data_bits=5 + line.data_bits,
+        frame_timeout=Timeout(c.frame_timeout.value, c.frame_timeout.seconds),
+        byte_timeout_ms=c.byte_timeout * 10,
+    )
+
+
+def _forward_request_fields(r: ForwardRequest) -> dict[str, Any]:
+    if r.parity not in ("N", "E", "O"):
+        raise EncodeError(f"parity {r.parity!r} is not N, E or O")
+    if r.stop_bits not in (1, 2) or not 5 <= r.data_bits <= 8:
+        raise EncodeError(f"line format {r.line_format} unsupported (5..8 data bits, 1 or 2 stop bits)")
+    if not 0 <= r.frame_timeout.value <= 127:
+        raise EncodeError(f"frame timeout value {r.frame_timeout.value} out of range 0..127")
+    if r.byte_timeout_ms % 10 or not 0 <= r.byte_timeout_ms <= 2550:
+        raise EncodeError(f"byte timeout {r.byte_timeout_ms} ms: a multiple of 10 ms up to 2550")
+    return {
+        "port": r.port,
+        "line": {
+            "baud": _index(FORWARD_BAUDS, r.baud, "forwarding baud"),
+            "two_stop": r.stop_bits == 2,
+            "parity_on": r.parity != "N",
+            "odd": r.parity == "O",
+            "data_bits": r.data_bits - 5,
+        },
+        "frame_timeout": {"seconds": r.frame_timeout.seconds, "value": r.frame_timeout.value},
+        "byte_timeout": r.byte_timeout_ms // 10,
+        "content": r.content,
+    }
+
+
+FORWARD_REQUEST = RecordAdapter(
+    Struct(
+        "port" / Int8ul,
+        "line" / LINE_WORD,
+        "frame_timeout" / TIMEOUT_BYTE,
+        "byte_timeout" / Int8ul,
+        "content" / Prefixed(Int16ul, GreedyBytes),
+    ),
+    _forward_request,
+    _forward_request_fields,
+)
+
+FORWARD_REPLY = RecordAdapter(
+    Struct("port" / Int8ul, "content" / Prefixed(Int16ul, GreedyBytes)),
+    lambda c: ForwardReply(c.port, c.content),
+    lambda r: {"port": r.port, "content": r.content},
+)
+
+ARCHIVE_RECORD = RecordAdapter(
+    Struct(
+        "serial" / Int16ul,
+        "pn" / Int16ul,
+        "link" / BitStruct("baud" / BitsInteger(3), "port" / BitsInteger(5)),
+        "protocol" / Int8ul,
+        "address" / Digits(6),
+        "password" / Bytes(6),
+        "tariffs" / BitStruct(Padding(2), "count" / BitsInteger(6)),
+        "digits" / BitStruct(Padding(4), "integer" / BitsInteger(2), "decimal" / BitsInteger(2)),
+        "collector" / Digits(6),
+        "user" / BitStruct("major" / Nibble, "minor" / Nibble),
+    ),
+    lambda c: ArchiveRecord(
+        serial=c.serial,
+        pn=c.pn,
+        port=c.link.port,
+        address=c.address,
+        protocol=c.protocol,
+        baud=ARCHIVE_BAUDS[c.link.baud],
+        password=c.password,
+        tariffs=c.tariffs.count,
+        integer_digits=4 + c.digits.integer,
+        decimal_digits=1 + c.digits.decimal,
+        collector=c.collector,
+        user_major=c.user.major,
+        user_minor=c.user.minor,
+    ),
+    lambda r: {
+        "serial": r.serial,
+        "pn": r.pn,
+        "link": {"baud": _index(ARCHIVE_BAUDS, r.baud, "archive baud"), "port": r.port},
+        "protocol": r.protocol,
+        "address": r.address,
+        "password": r.password,
+        "tariffs": {"count": r.tariffs},
+        "digits": {"integer": r.integer_digits - 4, "decimal": r.decimal_digits - 1},
+        "collector": r.collector,
+        "user": {"major": r.user_major, "minor": r.user_minor},
+    },
+)
+ARCHIVE_RECORD_LEN = 27
+
+ARCHIVE = RecordAdapter(
+    PrefixedArray(Int16ul, ARCHIVE_RECORD),
+    tuple,
+    list,
+)
+
+ARCHIVE_QUERY = RecordAdapter(
+    PrefixedArray(Int16ul, Int16ul),
+    lambda c: ArchiveQuery(tuple(c)),
+    lambda r: list(r.serials),
+)
+
+CONFIRM_ITEM = Struct("da" / Bytes(2), "dt" / Bytes(2), "err" / Int8ul)
+
+
+# --- codecs --------------------------------------------------------------------------------------
+
+
+class Codec:
+    """How one kind of data unit is read from / written to the unit area."""
+
+    greedy = False  # takes the rest of the unit area
+
+    def decode(self, buf: bytes, pos: int, end: int) -> tuple[Any, int]:
+        raise NotImplementedError
+
+    def encode(self, value: Any) -> bytes:
+        raise NotImplementedError
+
+
+class Empty(Codec):
+    """A unit without data (requests, AFN 00 F1/F2)."""
+
+    def decode(self, buf: bytes, pos: int, end: int) -> tuple[Any, int]:
+        return None, pos
+
+    def encode(self, value: Any) -> bytes:
+        if value is not None:
+            raise EncodeError(f"this data unit carries no data, got {value!r}")
+        return b""
+
+
+class Declared(Codec):
+    """A unit whose data is one construct declaration (its length follows from the declaration)."""
+
+    def __init__(self, declaration: Construct, kind: type | tuple[type, ...]) -> None:
+        self.measured = Struct("value" / declaration, "end" / Tell)
+        self.declaration = declaration
+        self.kind = kind
+
+    def decode(self, buf: bytes, pos: int, end: int) -> tuple[Any, int]:
+        try:
+            parsed = self.measured.parse(buf[pos:end])
+        except ConstructError as exc:
+            raise PayloadError(f"data unit truncated or malformed: {_reason(exc)}") from None
+        return parsed.value, pos + parsed.end
+
+    def encode(self, value: Any) -> bytes:
+        if not isinstance(value, self.kind):
+            raise EncodeError(f"data unit wants {self.kind}, got {type(value).__name__}")
+        if isinstance(value, EventRecords):
+            _check_events(value)
+        try:
+            return bytes(self.declaration.build(value))
+        except ConstructError as exc:
+            raise EncodeError(f"cannot encode {value!r}: {_reason(exc)}") from None
+
+
+def _reason(exc: ConstructError) -> str:
+    return str(exc).splitlines()[-1] if str(exc) else type(exc).__name__
+
+
+class Rest(Codec):
+    """The rest of the unit area as bytes (unknown Fn), or None when empty if ``optional``."""
+
+    greedy = True
+
+    def decode(self, buf: bytes, pos: int, end: int) -> tuple[Any, int]:
+        return RawData(bytes(buf[pos:end])), end
+
+    def encode(self, value: Any) -> bytes:
+        if not isinstance(value, RawData):
+            raise EncodeError(f"unknown data unit wants RawData, got {type(value).__name__}")
+        return value.data
+
+
+class LinkData(Codec):
+    """AFN 02 F1/F2/F3 uplink: no data, a clock (A.1, 6 bytes) or other bytes (version, password)."""
+
+    greedy = True
+
+    def decode(self, buf: bytes, pos: int, end: int) -> tuple[Any, int]:
+        data = bytes(buf[pos:end])
+        if not data:
+            return None, end
+        if len(data) == A1.nbytes:
+            try:
+                return A1.parse(data), end
+            except PayloadError:
+                pass
+        return RawData(data), end
+
+    def encode(self, value: Any) -> bytes:
+        if value is None:
+            return b""
+        if isinstance(value, dt.datetime):
+            return bytes(A1.build(value))
+        if isinstance(value, RawData):
+            return value.data
+        raise EncodeError(f"link-test data wants None, a datetime or RawData, got {value!r}")
+
+
+class Confirmations(Codec):
+    """AFN 00 F3: the confirmed AFN, then DA DT ERR to the end of the unit area."""
+
+    greedy = True
+
+    def decode(self, buf: bytes, pos: int, end: int) -> tuple[Any, int]:
+        if pos >= end:
+            raise PayloadError("AFN 00 F3 without the confirmed AFN")
+        afn = buf[pos]
+        body = buf[pos + 1 : end]
+        if len(body) % CONFIRM_ITEM.sizeof():
+            raise PayloadError(f"AFN 00 F3: {len(body)} bytes are no whole number of DA DT ERR items")
+        items: list[ConfirmItem] = []
+        for i in range(0, len(body), 5):
+            item = body[i : i + 5]
+            for pn in pn_set(item[0:2]):
+                items.extend(ConfirmItem(pn, fn, item[4] == 0) for fn in fn_set(item[2:4]))
+        return UnitConfirmation(afn, tuple(items)), end
+
+    def encode(self, value: Any) -> bytes:
+        if not isinstance(value, UnitConfirmation) or not 0 <= value.afn <= 255:
+            raise EncodeError(f"AFN 00 F3 wants a UnitConfirmation, got {value!r}")
+        out = bytearray((value.afn,))
+        for item in value.items:
+            out += da_bytes((item.pn,)) + dt_bytes((item.fn,)) + bytes((0 if item.ok else 1,))
+        return bytes(out)
+
+
+EMPTY = Empty()
+REST = Rest()
+CLOCK = Declared(A1, dt.datetime)
+ENERGY_CODEC = Declared(ENERGY, EnergyReading)
+DAY_CODEC = Declared(A20, dt.date)
+CURVE_FNS = (101, 102, 103, 104)
+
+CODECS: dict[tuple[int, bool, int], Codec] = {
+    (0x00, False, 1): EMPTY,
+    (0x00, True, 1): EMPTY,
+    (0x00, False, 2): EMPTY,
+    (0x00, True, 2): EMPTY,
+    (0x00, False, 3): Confirmations(),
+    (0x00, True, 3): Confirmations(),
+    (0x02, True, 1): LinkData(),
+    (0x02, True, 2): LinkData(),
+    (0x02, True, 3): LinkData(),
+    (0x04, False, 10): Declared(ARCHIVE, tuple),
+    (0x05, False, 31): CLOCK,
+    (0x0A, False, 10): Declared(ARCHIVE_QUERY, ArchiveQuery),
+    (0x0A, True, 10): Declared(ARCHIVE, tuple),
+    (0x0C, False, 2): EMPTY,
+    (0x0C, True, 2): CLOCK,
+    (0x0C, False, 129): EMPTY,
+    (0x0C, True, 129): ENERGY_CODEC,
+    (0x0D, False, 161): DAY_CODEC,
+    (0x0D, True, 161): Declared(DAILY, DailyReading),
+    (0x0E, False, 1): Declared(EVENT_REQUEST, EventRequest),
+    (0x0E, False, 2): Declared(EVENT_REQUEST, EventRequest),
+    (0x0E, True, 1): Declared(EVENTS, EventRecords),
+    (0x0E, True, 2): Declared(EVENTS, EventRecords),
+    (0x10, False, 1): Declared(FORWARD_REQUEST, ForwardRequest),
+    (0x10, True, 1): Declared(FORWARD_REPLY, ForwardReply),
+}
+for _fn in CURVE_FNS:
+    CODECS[(0x0D, False, _fn)] = Declared(CURVE_REQUEST, CurveRequest)
+    CODECS[(0x0D, True, _fn)] = Declared(CURVE, Curve)
+
+
+def codec_for(afn: int, up: bool, fn: int) -> Codec:
+    """The codec of one data unit kind (``REST`` for kinds this codec does not know)."""
+    return CODECS.get((afn, up, fn), REST)
