@@ -1,0 +1,183 @@
+"""The meters behind a simulated concentrator: their ports, the archive, and the data it collected.
+
+Meters are the bus simulator's DL/T 645 meters (``SimMeter`` models behind a ``Dlt645Responder`` per
+port). The concentrator collects them itself over DL/T 645 (a block read of 0001FF00 through the
+port's responder) for AFN 0C F129; daily freezes (AFN 0D F161) and energy curves (F101..F104) come
+from each meter's own freeze and load-profile records, so past days are deterministic from the seed.
+
+Daily freeze convention: Td_d = D is the meter's freeze taken at local 00:00 that ends day D
+(i.e. 00:00 of D + 1), read by the concentrator a few minutes later (verify against a vendor).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from protocols import dlt645
+from protocols.gdw1376 import ArchiveRecord, Curve, CurveRequest, DailyReading, EnergyReading, PayloadError
+from simulators.bus import meter_addresses
+from simulators.clock import MeterClock, TimeSource
+from simulators.dlt645_server import Dlt645Meter, Dlt645Responder, Reply
+from simulators.meter import SimMeter
+
+ENERGY_BLOCK = "0001FF00"  # forward active energy, total and tariffs
+CURVE_FIELDS = {101: ("import_kwh",), 102: ("q1", "q2"), 103: ("export_kwh",), 104: ("q3", "q4")}
+
+
+@dataclass(slots=True)
+class MeterSetup:
+    """How the meters behind one concentrator are made."""
+
+    count: int = 32
+    ports: int = 2
+    seed: int = 1
+    baud: int = 2400
+    tariffs: int = 4
+    turnaround_s: float = 0.05
+    utc_offset_h: float = 8.0
+    history_days: int = 7
+    ee_meters: set[int] = field(default_factory=set)  # never collected
+    absent_meters: set[int] = field(default_factory=set)  # not in the initial archive
+
+
+class MeterPool:
+    """Meters on ports, the archive (serial → record) and the last collected readings."""
+
+    def __init__(self, setup: MeterSetup, source: TimeSource, clock: MeterClock) -> None:
+        self.setup = setup
+        self.clock = clock
+        rng = random.Random(setup.seed)
+        self.meters: list[Dlt645Meter] = []
+        self.port_of: dict[str, int] = {}
+        for index, address in enumerate(meter_addresses(setup.seed, setup.count)):
+            model = SimMeter(
+                address,
+                seed=setup.seed * 100_003 + index,
+                source=source,
+                utc_offset=timedelta(hours=setup.utc_offset_h),
+                history_days=setup.history_days,
+            )
+            meter = Dlt645Meter(model, preamble=rng.choice((0, 2, 4)), turnaround_s=setup.turnaround_s)
+            meter.tariffs = setup.tariffs
+            self.meters.append(meter)
+            self.port_of[address] = index % setup.ports + 1
+        self.responders = {
+            port: Dlt645Responder(
+                [m for m in self.meters if self.port_of[m.address] == port], seed=setup.seed
+            )
+            for port in range(1, setup.ports + 1)
+        }
+        self.never_collected = {self.meters[i].address for i in setup.ee_meters if i < len(self.meters)}
+        self.archive: dict[int, ArchiveRecord] = {}
+        for index, meter in enumerate(self.meters):
+            if index not in setup.absent_meters:
+                self.archive[index + 1] = ArchiveRecord(
+                    serial=index + 1,
+                    pn=index + 1,
+                    port=self.port_of[meter.address],
+                    address=meter.address,
+                    baud=setup.baud,
+                    tariffs=setup.tariffs,
+                )
+        self.collected: dict[str, EnergyReading] = {}
+
+    # -- archive ---------------------------------------------------------------------------------
+
+    def store_archive(self, records: tuple[ArchiveRecord, ...]) -> None:
+        """AFN 04 F10: add or replace records by serial; a record with Pn 0 deletes its serial."""
+        for record in records:
+            if record.pn == 0:
+                self.archive.pop(record.serial, None)
+            else:
+                self.archive[record.serial] = record
+
+    def record_of(self, pn: int) -> ArchiveRecord | None:
+        """The archive record of measurement point ``pn`` (None if no meter has that Pn)."""
+        return next((r for r in self.archive.values() if r.pn == pn), None)
+
+    def archived_pns(self) -> list[int]:
+        return sorted(r.pn for r in self.archive.values())
+
+    # -- collection ------------------------------------------------------------------------------
+
+    def collect(self) -> int:
+        """Read every archived meter over DL/T 645 (its port's responder); returns meters read."""
+        read = 0
+        now = self.clock.local().replace(second=0)
+        for record in list(self.archive.values()):
+            responder = self.responders.get(record.port)
+            if responder is None or record.address in self.never_collected:
+                continue
+            replies = responder.handle(dlt645.build_read(record.address, ENERGY_BLOCK))
+            values = _block_values(replies)
+            if values is not None:
+                self.collected[record.address] = EnergyReading(now, values[0], tuple(values[1:]))
+                read += 1
+        return read
+
+    def no_data(self) -> EnergyReading:
+        return EnergyReading(None, None, (None,) * self.setup.tariffs)
+
+    def current(self, pn: int) -> EnergyReading | None:
+        """AFN 0C F129 of ``pn``: the last collected reading, all-EE if never collected, None if no Pn."""
+        record = self.record_of(pn)
+        if record is None:
+            return None
+        return self.collected.get(record.address) or self.no_data()
+
+    def _model(self, pn: int) -> tuple[ArchiveRecord, SimMeter | None] | None:
+        record = self.record_of(pn)
+        if record is None:
+            return None
+        meter = next((m for m in self.meters if m.address == record.address), None)
+        if meter is None or record.address in self.never_collected:
+            return record, None
+        meter.model.advance()
+        return record, meter.model
+
+    def daily(self, pn: int, day: dt.date) -> DailyReading | None:
+        """AFN 0D F161 of ``pn`` for ``day`` (all-EE when the meter has no such freeze)."""
+        found = self._model(pn)
+        if found is None:
+            return None
+        record, model = found
+        if model is not None:
+            midnight = dt.datetime.combine(day + timedelta(days=1), dt.time())
+            freeze = next((f for f in model.daily if f.time == midnight), None)
+            if freeze is not None:
+                values = freeze.import_values[: 1 + self.setup.tariffs]
+                read_at = midnight + timedelta(minutes=5 + record.pn % 30)
+                return DailyReading(day, EnergyReading(read_at, values[0], tuple(values[1:])))
+        return DailyReading(day, self.no_data())
+
+    def curve(self, pn: int, fn: int, request: CurveRequest) -> Curve | None:
+        """AFN 0D F101..F104 of ``pn``: one point per step from the meter's load profile (None = EE)."""
+        found = self._model(pn)
+        if found is None:
+            return None
+        try:
+            step = request.step
+        except PayloadError:
+            return Curve(request.start, request.density, (None,) * request.points)
+        _record, model = found
+        by_time = {r.time: r for r in model.profile} if model is not None else {}
+        names = CURVE_FIELDS[fn]
+        values: list[float | None] = []
+        for i in range(request.points):
+            point = by_time.get(request.start + i * step)
+            values.append(None if point is None else round(sum(getattr(point, n) for n in names), 2))
+        return Curve(request.start, request.density, tuple(values))
+
+
+def _block_values(replies: list[Reply]) -> list[float] | None:
+    for reply in replies:
+        try:
+            frame = dlt645.decode(reply.data)
+        except dlt645.DLT645Error:
+            continue
+        if frame.is_response and not frame.is_abnormal and isinstance(frame.value, list):
+            return [float(v) for v in frame.value]
+    return None
