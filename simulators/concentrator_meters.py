@@ -1,7 +1,8 @@
 """The meters behind a simulated concentrator: their ports, the archive, and the data it collected.
 
-Meters are the bus simulator's DL/T 645 meters (``SimMeter`` models behind a ``Dlt645Responder`` per
-port). The concentrator collects them itself over DL/T 645 (a block read of 0001FF00 through the
+Meters are the bus simulator's DL/T 645 meters (``SimMeter`` models behind a ``Dlt645Responder``
+per port; addresses from the seed, level-02 password ``HEADEND_SIM_PASSWORD`` or the simulator
+default). The concentrator collects them itself over DL/T 645 (a block read of 0001FF00 through the
 port's responder) for AFN 0C F129; daily freezes (AFN 0D F161) and energy curves (F101..F104) come
 from each meter's own freeze and load-profile records, so past days are deterministic from the seed.
 
@@ -12,13 +13,14 @@ Daily freeze convention: Td_d = D is the meter's freeze taken at local 00:00 tha
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from protocols import dlt645
 from protocols.gdw1376 import ArchiveRecord, Curve, CurveRequest, DailyReading, EnergyReading, PayloadError
-from simulators.bus import meter_addresses
+from simulators.bus import DEFAULT_PASSWORD, meter_addresses
 from simulators.clock import MeterClock, TimeSource
 from simulators.dlt645_server import Dlt645Meter, Dlt645Responder, Reply
 from simulators.meter import SimMeter
@@ -50,6 +52,7 @@ class MeterPool:
         self.setup = setup
         self.clock = clock
         rng = random.Random(setup.seed)
+        password = os.environ.get("HEADEND_SIM_PASSWORD") or DEFAULT_PASSWORD
         self.meters: list[Dlt645Meter] = []
         self.port_of: dict[str, int] = {}
         for index, address in enumerate(meter_addresses(setup.seed, setup.count)):
@@ -60,7 +63,12 @@ class MeterPool:
                 utc_offset=timedelta(hours=setup.utc_offset_h),
                 history_days=setup.history_days,
             )
-            meter = Dlt645Meter(model, preamble=rng.choice((0, 2, 4)), turnaround_s=setup.turnaround_s)
+            meter = Dlt645Meter(
+                model,
+                passwords={2: password},
+                preamble=rng.choice((0, 2, 4)),
+                turnaround_s=setup.turnaround_s,
+            )
             meter.tariffs = setup.tariffs
             self.meters.append(meter)
             self.port_of[address] = index % setup.ports + 1
