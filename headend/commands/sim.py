@@ -11,9 +11,13 @@ from typing import Annotated, Any
 
 import typer
 
+from protocols.gdw1376 import Address, GDW1376Error
 from protocols.models import UnknownModel
 from simulators import BusSpec, SimBus, start_bus
+from simulators.concentrator import ConcentratorSpec, SimConcentrator
+from simulators.concentrator_faults import ConcentratorFaultError
 from simulators.faults import FaultSpecError
+from simulators.modbus_server import ModbusBus
 
 sim_app = typer.Typer(
     help="Run simulated meters on a TCP serial server or a virtual serial port.", no_args_is_help=True
@@ -34,7 +38,7 @@ def _endpoint(tcp: str | None, pty: bool) -> dict[str, Any]:
 
 
 async def _run_buses(specs: list[BusSpec], as_json: bool) -> None:
-    buses: list[SimBus] = []
+    buses: list[SimBus | ModbusBus] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -192,6 +196,92 @@ def sim_fleet(
         typer.echo(f"error: {file}: no [[bus]] tables", err=True)
         raise typer.Exit(code=2)
     _start(specs, as_json)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise typer.BadParameter(f"--connect wants HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+async def _run_concentrators(specs: list[ConcentratorSpec], as_json: bool) -> None:
+    sims = [SimConcentrator(spec) for spec in specs]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        for sim in sims:
+            await sim.start()
+        descriptions = [sim.describe() for sim in sims]
+        if as_json:
+            typer.echo(json.dumps(descriptions[0] if len(sims) == 1 else {"concentrators": descriptions}))
+        else:
+            for item in descriptions:
+                typer.echo(
+                    f"concentrator {item['address']} dialling {item['connect']}: "
+                    f"{len(item['meters'])} meters on {item['ports']} ports"
+                )
+                for meter in item["meters"]:
+                    typer.echo(f"  p{meter['pn']} port {meter['port']} {meter['address']}")
+        await stop.wait()
+    finally:
+        for sim in sims:
+            await sim.stop()
+        if not as_json:
+            for sim in sims:
+                typer.echo(f"{sim.address}: {dict(sim.counts)}, faults {dict(sim.faults.counts)}", err=True)
+
+
+@sim_app.command("concentrator")
+def sim_concentrator(
+    connect: Annotated[str, typer.Option(help="Master station to dial, HOST:PORT.")],
+    address: Annotated[
+        str, typer.Option(help="Region-terminal (0314-25394) or 8 hex digits.")
+    ] = "0314-25394",
+    meters: Annotated[int, typer.Option(min=1, max=2040, help="DL/T 645 meters behind it.")] = 32,
+    ports: Annotated[int, typer.Option(min=1, max=31, help="RS-485 ports the meters are spread over.")] = 2,
+    heartbeat: Annotated[float, typer.Option(min=0.1, help="Seconds between heartbeats.")] = 60.0,
+    latency_ms: Annotated[float, typer.Option(min=0, help="Delay before every answer (network).")] = 300.0,
+    faults: Annotated[
+        str,
+        typer.Option(
+            help="Faults, e.g. lost=0.1,late=0.05,drop=30,relogin=20,power_cut=10+20,ee=#3,absent=#5."
+        ),
+    ] = "",
+    seed: Annotated[int, typer.Option(help="Seed for meter addresses, loads and faults.")] = 1,
+    baud: Annotated[int, typer.Option(help="The meters' line speed.")] = 2400,
+    count: Annotated[
+        int, typer.Option(min=1, help="Run this many concentrators (consecutive terminal addresses).")
+    ] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object once started.")] = False,
+) -> None:
+    """Run simulated Q/GDW 1376.1 concentrators that dial in to a master station, until Ctrl-C / SIGTERM."""
+    host, port = _host_port(connect)
+    try:
+        first = Address.parse(address)
+        if first.terminal + count - 1 > 0xFFFF:
+            raise typer.BadParameter(f"--count {count} runs past terminal address 65535")
+        specs = [
+            ConcentratorSpec(
+                host=host,
+                port=port,
+                address=f"{first.region}-{first.terminal + i}",
+                meters=meters,
+                ports=ports,
+                heartbeat_s=heartbeat,
+                latency_ms=latency_ms,
+                faults=faults,
+                seed=seed + i,
+                baud=baud,
+            )
+            for i in range(count)
+        ]
+        asyncio.run(_run_concentrators(specs, as_json))
+    except (ConcentratorFaultError, GDW1376Error) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 def register(app: typer.Typer) -> None:

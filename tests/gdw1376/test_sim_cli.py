@@ -1,0 +1,72 @@
+"""`headend sim concentrator` as a subprocess dialling a codec-built master on a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+
+import pytest
+
+from protocols.gdw1376 import Afn, EnergyReading, unit
+from tests.gdw1376.master import MasterStation
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_cli_concentrator_dials_logs_in_and_answers() -> None:
+    master = await MasterStation().start()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "headend.cli",
+        "sim",
+        "concentrator",
+        "--connect",
+        f"127.0.0.1:{master.port}",
+        "--address",
+        "03146332",
+        "--meters",
+        "4",
+        "--heartbeat",
+        "0.3",
+        "--latency-ms",
+        "10",
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        described = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))
+        assert described["address"] == "0314-25394"
+        assert [m["pn"] for m in described["meters"]] == [1, 2, 3, 4]
+        connection = await master.next_connection(30)
+        tests = await connection.wait_link_tests(2)  # login, then a heartbeat
+        assert tests[0].address.hex_name == "03146332" and tests[1].units[0].fns == (3,)
+        (answer,) = await connection.ask(Afn.CLASS1_DATA, [unit((1, 2, 3, 4), 129)])
+        values = [v for _pn, _fn, v in answer.items()]
+        assert len(values) == 4 and all(isinstance(v, EnergyReading) and v.collected for v in values)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+        await master.stop()
+
+
+async def test_cli_rejects_a_bad_fault_spec_in_one_line() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "headend.cli",
+        "sim",
+        "concentrator",
+        "--connect",
+        "127.0.0.1:9",
+        "--faults",
+        "ee=3",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 2
+    assert err.decode().strip() == "error: bad value in fault item 'ee=3'"
