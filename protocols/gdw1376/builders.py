@@ -13,7 +13,7 @@ from protocols.gdw1376.address import Address
 from protocols.gdw1376.data import UnitConfirmation
 from protocols.gdw1376.errors import EncodeError
 from protocols.gdw1376.fields import PW_AFNS, PW_LEN, Afn, Control, Function, Seq
-from protocols.gdw1376.frame import FIXED_LEN, Frame, Unit, encode, unit
+from protocols.gdw1376.frame import FIXED_LEN, Frame, Unit, assemble, encode, encode_unit, unit
 from protocols.gdw1376.link import MAX_USER_DATA
 
 LOGIN, LOGOUT, HEARTBEAT = 1, 2, 3
@@ -89,27 +89,22 @@ def response_frames(
     """
     if not 64 <= max_user_data <= MAX_USER_DATA:
         raise EncodeError(f"frame budget {max_user_data} outside 64..{MAX_USER_DATA}")
-    address = requested.address
     control = Control(up=True, prm=False, function=Function.RESPONSE, acd_fcb=events is not None)
     answer_afn = requested.afn if afn is None else afn
     overhead = FIXED_LEN + (2 if events is not None else 0)
-    groups: list[list[Unit]] = [[]]
+    groups: list[list[bytes]] = [[]]
     used = overhead
     for u in units:
-        size = len(_unit_bytes(address, answer_afn, u))
-        if groups[-1] and used + size > max_user_data:
+        encoded = encode_unit(answer_afn, True, u)
+        if groups[-1] and used + len(encoded) > max_user_data:
             groups.append([])
             used = overhead
-        groups[-1].append(u)
-        used += size
+        groups[-1].append(encoded)
+        used += len(encoded)
     frames = []
     last = len(groups) - 1
     for index, group in enumerate(groups):
         seq = Seq((requested.seq.seq + index) & 0x0F, fir=index == 0, fin=index == last)
-        frames.append(encode(Frame(control, address, answer_afn, seq, group, ec=events)))
+        header = Frame(control, requested.address, answer_afn, seq, ec=events)
+        frames.append(assemble(header, b"".join(group)))
     return frames
-
-
-def _unit_bytes(address: Address, afn: int, u: Unit) -> bytes:
-    control = Control(up=True, prm=False, function=Function.RESPONSE)
-    return encode(Frame(control, address, afn, Seq(0), [u]))[6 + FIXED_LEN : -2]

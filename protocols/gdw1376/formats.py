@@ -50,15 +50,19 @@ class Field(Adapter):
     def encode_value(self, value: Any) -> bytes:
         raise NotImplementedError
 
+    def value_of(self, raw: bytes) -> Any:
+        """The value of ``raw`` (exactly ``nbytes``), None for all-EE; the hot-path entry point."""
+        return None if raw.count(NO_DATA) == self.nbytes else self.decode_bytes(raw)
+
+    def bytes_of(self, value: Any) -> bytes:
+        """The bytes of ``value`` (None gives all-EE); the hot-path entry point."""
+        return bytes((NO_DATA,)) * self.nbytes if value is None else self.encode_value(value)
+
     def _decode(self, obj: bytes, context: Any, path: str) -> Any:
-        if is_no_data(obj):
-            return None
-        return self.decode_bytes(obj)
+        return self.value_of(obj)
 
     def _encode(self, obj: Any, context: Any, path: str) -> bytes:
-        if obj is None:
-            return bytes((NO_DATA,)) * self.nbytes
-        return self.encode_value(obj)
+        return self.bytes_of(obj)
 
 
 class Reading(Field):

@@ -186,20 +186,28 @@ def decode_units(data: bytes, pos: int, end: int, afn: int, up: bool) -> list[Un
     return units
 
 
+def encode_unit(afn: int, up: bool, u: Unit) -> bytes:
+    """DA, DT and the data of one unit."""
+    if len(u.values) != len(u.pns) * len(u.fns):
+        raise EncodeError(f"unit p{list(u.pns)} F{list(u.fns)} needs {len(u.pns) * len(u.fns)} values")
+    out = bytearray(da_bytes(u.pns) + dt_bytes(u.fns))
+    for (_pn, fn), value in zip(itertools.product(u.pns, u.fns), u.values, strict=True):
+        out += codec_for(afn, up, fn).encode(value)
+    return bytes(out)
+
+
 def encode(frame: Frame) -> bytes:
     """Build the complete frame; raises ``EncodeError`` on inconsistent fields or values."""
+    up = frame.control.up
+    units = b"".join(encode_unit(frame.afn, up, u) for u in frame.units)
+    return assemble(frame, units)
+
+
+def assemble(frame: Frame, units: bytes) -> bytes:
+    """The frame with these already-encoded units in place of ``frame.units`` (checks the AUX)."""
     control, afn, seq = frame.control, frame.afn, frame.seq
     if not 0 <= afn <= 255:
         raise EncodeError(f"AFN {afn} out of range")
-    out = bytearray((control.to_byte(),))
-    out += frame.address.to_wire()
-    out += bytes((afn, seq.to_byte()))
-    for u in frame.units:
-        if len(u.values) != len(u.pns) * len(u.fns):
-            raise EncodeError(f"unit p{list(u.pns)} F{list(u.fns)} needs {len(u.pns) * len(u.fns)} values")
-        out += da_bytes(u.pns) + dt_bytes(u.fns)
-        for (_pn, fn), value in zip(itertools.product(u.pns, u.fns), u.values, strict=True):
-            out += codec_for(afn, control.up, fn).encode(value)
     pw_len, ec_len, tp_len = aux_lengths(control, afn, seq)
     if bool(pw_len) != (frame.pw is not None) or (frame.pw is not None and len(frame.pw) != PW_LEN):
         need = "needs a 16-byte PW" if pw_len else "carries no PW"
@@ -208,6 +216,10 @@ def encode(frame: Frame) -> bytes:
         raise EncodeError("EC must be present exactly when the uplink control field has ACD set")
     if bool(tp_len) != (frame.tp is not None):
         raise EncodeError("Tp must be present exactly when SEQ.TpV is set")
+    out = bytearray((control.to_byte(),))
+    out += frame.address.to_wire()
+    out += bytes((afn, seq.to_byte()))
+    out += units
     if frame.pw is not None:
         out += frame.pw
     if frame.ec is not None:
