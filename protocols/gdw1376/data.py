@@ -7,14 +7,17 @@ against with the search tools (facts only; the code here is our own):
 - AFN 00 F3 (AFN, then DA DT ERR repeated): Q/GDW 376.1 Kaitai description, ``afn0_f3``.
 - AFN 04 / 0A F10 archive record, 27 bytes (serial, Pn, baud|port, protocol, address, password,
   tariffs, digits, collector, user class): the dl_3761 Wireshark dissector (AFN 04 branch, offsets
-  18..46 and the D7..D5 baud / D4..D0 port split with 1..7 = 600..19200).
+  18..46 and the D7..D5 baud / D4..D0 port split with 1..7 = 600..19200), and the concentrator
+  firmware gdgly/NUC97X_JS STM32F4xx/Terminal/Terminal_AFN0E_Event.c (Pn at record offset 2, port
+  = offset 4 & 0x1F).
 - AFN 0C F2 / AFN 05 F31 (A.1): dl_3761 dissector AFN 05 branch (6-byte time before PW).
 - AFN 0C F129, AFN 0D F161 (Td_d, A.15 read time, M, (M+1) × A.14): Kaitai ``afn12_f129`` and
   ``positive_indication`` with ``td_d: a20``.
 - AFN 0D F101..F104 (Td_c = A.15 start, density, points; A.11 points): reference note, not confirmed
   by a second source ("verify" there).
 - AFN 0E F1/F2 (EC1, EC2, Pm, Pn, then ERC, Le, data): reference note; ERC 14 = off time, on time
-  (two A.15).
+  (two A.15, Le 10), or the 2014 layout with an attribute byte first (Le 11): gdgly/NUC97X_JS
+  Terminal_AFN0E_Event.c reads the power-on time at record offset 8 (ERC, Le, flags, off, on).
 - AFN 10 F1 (port, control word, frame timeout, byte timeout, k, content / port, k, content): Kaitai
   ``afn16_f1`` (uplink) and the JS frame notes' AFN 10 request/answer pair (downlink: ``1F 6B BC 0A
   10 00`` + a 16-byte DL/T 645 frame).
@@ -133,11 +136,16 @@ class EventRequest:
 
 @dataclass(frozen=True, slots=True)
 class PowerEvent:
-    """ERC 14: terminal power off / power on times (None when not yet known)."""
+    """ERC 14: terminal power off / power on times (None when not yet known).
+
+    ``flags`` is the event attribute byte of the 2014 layout (Le 11: flags, off, on); None for the
+    original layout (Le 10: off, on).
+    """
 
     erc: ClassVar[int] = 14
     off: dt.datetime | None
     on: dt.datetime | None
+    flags: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,19 +308,24 @@ EVENT_REQUEST = RecordAdapter(
 )
 
 POWER_EVENT = Struct("off" / A15, "on" / A15)
-POWER_EVENT_LEN = 10
+POWER_EVENT_FLAGGED = Struct("flags" / Int8ul, "off" / A15, "on" / A15)
+POWER_EVENT_LENS = {POWER_EVENT.sizeof(): POWER_EVENT, POWER_EVENT_FLAGGED.sizeof(): POWER_EVENT_FLAGGED}
 
 
 def _event(c: Any) -> PowerEvent | RawEvent:
-    if c.erc == PowerEvent.erc and len(c.data) == POWER_EVENT_LEN:
-        times = POWER_EVENT.parse(c.data)
-        return PowerEvent(times.off, times.on)
-    return RawEvent(c.erc, c.data)
+    layout = POWER_EVENT_LENS.get(len(c.data)) if c.erc == PowerEvent.erc else None
+    if layout is None:
+        return RawEvent(c.erc, c.data)
+    times = layout.parse(c.data)
+    return PowerEvent(times.off, times.on, times.get("flags"))
 
 
 def _event_fields(r: PowerEvent | RawEvent) -> dict[str, Any]:
     if isinstance(r, PowerEvent):
-        return {"erc": PowerEvent.erc, "data": POWER_EVENT.build({"off": r.off, "on": r.on})}
+        if r.flags is None:
+            return {"erc": PowerEvent.erc, "data": POWER_EVENT.build({"off": r.off, "on": r.on})}
+        data = POWER_EVENT_FLAGGED.build({"flags": r.flags, "off": r.off, "on": r.on})
+        return {"erc": PowerEvent.erc, "data": data}
     return {"erc": r.erc, "data": r.data}
 
 

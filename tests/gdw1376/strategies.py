@@ -80,9 +80,9 @@ ARCHIVE_RECORD = st.builds(
     user_major=st.integers(0, 15),
     user_minor=st.integers(0, 15),
 )
-EVENT = st.builds(PowerEvent, off=st.none() | MINUTES, on=st.none() | MINUTES) | st.builds(
-    RawEvent, erc=st.integers(0, 255).filter(lambda e: e != 14), data=st.binary(max_size=20)
-)
+EVENT = st.builds(
+    PowerEvent, off=st.none() | MINUTES, on=st.none() | MINUTES, flags=st.none() | st.integers(0, 255)
+) | st.builds(RawEvent, erc=st.integers(0, 255).filter(lambda e: e != 14), data=st.binary(max_size=20))
 
 
 def _events(ec1: int, ec2: int, start: int, records: list[Any]) -> EventRecords:
