@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from protocols import dlt645
-from protocols.gdw1376 import ForwardReply, ForwardRequest, decode, encode, looks_like_frame, parse_link
+from protocols.gdw1376 import (
+    ForwardReply,
+    ForwardRequest,
+    RawData,
+    decode,
+    encode,
+    looks_like_frame,
+    parse_link,
+)
 
 CORPUS = json.loads((Path(__file__).with_name("data") / "gdw1376_frames_public.json").read_text())
 
@@ -27,6 +35,9 @@ def test_public_frame_decodes_as_documented(entry: dict[str, object]) -> None:
     assert frame.address.group == entry.get("group", False)
     assert (frame.tp is not None) == entry.get("tpv", False)
     assert (list(frame.ec) if frame.ec else None) == entry.get("ec")
+    if "raw_data" in entry:  # a unit kind the codec keeps raw: the bytes the source annotates
+        (value,) = [v for _pn, _fn, v in frame.items()]
+        assert value == RawData(bytes.fromhex(str(entry["raw_data"])))
     assert encode(frame) == raw.lstrip(b"\xfe")
 
 
