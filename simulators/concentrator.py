@@ -12,8 +12,9 @@ It answers AFN 0C F2 / F129, AFN 0D F161 / F101..F104, AFN 0E F1/F2 (ERC 14 afte
 with ACD and EC on every uplink answer until the master has read the events), AFN 0A F10, AFN 04
 F10 (kept archive), AFN 05 F31 (its clock), and AFN 10 F1 (the DL/T 645 frame goes to the meter on
 that port with line timing at the requested baud; the meter's reply, or nothing after the frame
-timeout, comes back). Answers larger than ``max_frame_bytes`` go out as multi-frame replies.
-Everything else is denied (AFN 00 F2). One request is served at a time, each after ``latency_ms``.
+timeout, comes back; a frame sent at another baud than the meters' or not 8E1 is not understood).
+Answers larger than ``max_frame_bytes`` go out as multi-frame replies. Everything else is denied
+(AFN 00 F2). One request is served at a time, each after ``latency_ms``.
 Faults: see ``simulators.concentrator_faults``.
 """
 
@@ -59,6 +60,7 @@ from simulators.concentrator_meters import MeterPool, MeterSetup
 from simulators.endpoints import bits_per_char
 
 UNCONFIRMED_HEARTBEATS_LIMIT = 3
+METER_LINE_FORMAT = "8E1"  # DL/T 645 meters; a forward at another baud or format is not understood
 EVENT_RING = 256
 
 
@@ -430,7 +432,10 @@ class SimConcentrator:
         char_time = bits_per_char(request.line_format) / request.baud if self.spec.line_timing else 0.0
         await asyncio.sleep(len(request.content) * char_time)
         timeout = request.frame_timeout.ms / 1000
-        replies = responder.handle(request.content) if responder is not None else []
+        understood = request.baud == self.spec.baud and request.line_format == METER_LINE_FORMAT
+        if not understood:
+            self.counts["forward_line_mismatch"] += 1
+        replies = responder.handle(request.content) if responder is not None and understood else []
         if replies:
             reply = replies[0]
             took = reply.delay + len(reply.data) * char_time

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from protocols import gdw1376
-from protocols.dlt645 import DLT645Error, Frame, decode
+from protocols.dlt645 import DLT645Error, Frame, decode, parse_link
 
 HEX_SEPARATORS = re.compile(r"[\s:,\-]|0x", re.IGNORECASE)
 
@@ -49,6 +49,20 @@ def _table(frame: Frame) -> Table:
     for key, item in data["fields"].items():
         table.add_row(key, str(item))
     return table
+
+
+def _is_dlt645(raw: bytes) -> bool:
+    """A valid DL/T 645 frame whose address bytes happen to look like a 1376.1 header
+    (e.g. address 686801010101: ``68 01 01 01 01 68 68 68``) and which is no valid 1376.1 frame."""
+    try:
+        gdw1376.parse_link(raw)
+    except gdw1376.GDW1376Error:
+        try:
+            parse_link(raw)
+        except DLT645Error:
+            return False
+        return True
+    return False
 
 
 def _forwarded(frame: gdw1376.Frame) -> list[dict[str, Any]]:
@@ -114,7 +128,7 @@ def decode_command(
     """Decode a DL/T 645 (2007 or 1997) or Q/GDW 1376.1 frame and print what it means."""
     try:
         raw = parse_hex(" ".join(frame_hex))
-        if gdw1376.looks_like_frame(raw):
+        if gdw1376.looks_like_frame(raw) and not _is_dlt645(raw):
             _print_gdw(raw, as_json)
             return
         frame = decode(raw)

@@ -141,7 +141,7 @@ async def test_energy_curve_points_come_from_the_load_profile() -> None:
 
 
 async def test_forwarded_dlt645_read_takes_line_time_and_returns_the_meter_reply() -> None:
-    async with running(turnaround_s=0.05) as (sim, _master, connection):
+    async with running(turnaround_s=0.05, baud=1200) as (sim, _master, connection):
         meter = sim.pool.meters[1]  # on port 2
         request = dlt645.build_read(meter.address, "00010000")
         forward = ForwardRequest(port=2, content=request, baud=1200, frame_timeout=Timeout(3))
@@ -164,6 +164,19 @@ async def test_forward_to_a_meter_not_on_the_port_times_out_with_empty_content()
         frames = await connection.ask(Afn.FORWARD, [unit(0, 1, forward)])
         assert frames[0].value(1) == ForwardReply(1, b"")
         assert sim.counts["forward_timeouts"] == 1
+
+
+async def test_forward_at_a_baud_the_meters_do_not_use_gets_no_answer() -> None:
+    async with running() as (sim, _master, connection):  # meters at 2400 8E1
+        meter = sim.pool.meters[0]
+        request = dlt645.build_read(meter.address, "00010000")
+        forward = ForwardRequest(port=1, content=request, baud=9600, frame_timeout=Timeout(20, seconds=False))
+        frames = await connection.ask(Afn.FORWARD, [unit(0, 1, forward)])
+        assert frames[0].value(1) == ForwardReply(1, b"")
+        assert sim.counts["forward_line_mismatch"] == 1
+        ok = ForwardRequest(port=1, content=request, baud=2400)
+        frames = await connection.ask(Afn.FORWARD, [unit(0, 1, ok)])
+        assert dlt645.decode(frames[0].value(1).content).address == meter.address
 
 
 async def test_forwarded_trip_opens_the_meter_relay() -> None:

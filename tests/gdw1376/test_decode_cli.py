@@ -55,3 +55,9 @@ def test_a_bad_checksum_is_a_one_line_error() -> None:
 def test_dlt645_frames_still_go_to_the_dlt645_decoder() -> None:
     out = json.loads(run_decode("--json", "6861010000000068910833333433593333338A16").stdout)
     assert out["edition"] == "2007" and out["value"] == 0.26
+
+
+def test_a_dlt645_frame_whose_address_looks_like_a_1376_header_stays_dlt645() -> None:
+    # address 686801010101 puts 68 01 01 01 01 68 at the start: doubled L, protocol id 01, second 68
+    out = json.loads(run_decode("--json", "68010101016868681104333334338616").stdout)
+    assert out["address"] == "686801010101" and out["di"] == "00010000"
