@@ -35,6 +35,7 @@ from protocols.gdw1376 import (
     ALL_POINTS,
     HEARTBEAT,
     LOGIN,
+    PER_UNIT,
     Address,
     Afn,
     ArchiveQuery,
@@ -117,7 +118,6 @@ class SimConcentrator:
         self.events: list[PowerEvent] = []  # important events; pointer = index mod 256
         self.events_read = 0  # events the master has read (ACD clears when all are read)
         self.logged_in = asyncio.Event()
-        self.powered = True
         self._rng = random.Random(spec.seed + 7)
         self._pseq = itertools.count()
         self._pending: dict[int, asyncio.Future[bool]] = {}
@@ -232,7 +232,7 @@ class SimConcentrator:
         if frame.afn == Afn.CONFIRM and not frame.control.prm:
             future = self._pending.pop(frame.seq.seq, None)
             if future is not None and not future.done():
-                future.set_result(any(fn == ALL_CONFIRMED or fn == 3 for _pn, fn, _v in frame.items()))
+                future.set_result(any(fn in (ALL_CONFIRMED, PER_UNIT) for _pn, fn, _v in frame.items()))
             return
         requests.put_nowait(frame)
 
