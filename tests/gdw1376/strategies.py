@@ -99,6 +99,11 @@ CURVE = st.builds(
     values=st.lists(A11, max_size=24).map(tuple),
 )
 
+# AFN 02 data: none, a clock, or other bytes (not 6 long: 6 bytes that form a valid A.1 are a clock)
+LINK_DATA = (
+    st.none() | SECONDS | st.binary(min_size=1, max_size=20).filter(lambda b: len(b) != 6).map(RawData)
+)
+
 # (afn, up) -> Fn -> strategy of one value; units may repeat a value per Pn.
 VALUES: dict[tuple[int, bool], dict[int, st.SearchStrategy[Any]]] = {
     (0x04, False): {10: st.lists(ARCHIVE_RECORD, max_size=3).map(tuple)},
@@ -127,7 +132,11 @@ VALUES: dict[tuple[int, bool], dict[int, st.SearchStrategy[Any]]] = {
     (0x0E, True): {1: EVENTS, 2: EVENTS},
     (0x10, False): {1: FORWARD_REQUEST},
     (0x10, True): {1: st.builds(ForwardReply, port=st.integers(0, 255), content=BYTES)},
+    (0x00, False): {1: st.none(), 2: st.none()},
+    (0x00, True): {1: st.none(), 2: st.none()},
+    (0x02, True): {fn: LINK_DATA for fn in (1, 2, 3)},
 }
+GREEDY = {(0x02, True)}  # the unit takes the rest of the unit area: alone in its frame
 
 
 @st.composite
@@ -135,7 +144,7 @@ def units_for(draw: st.DrawFn, afn: int, up: bool) -> list[Unit]:
     """One to three units of known kinds; units of multi-Pn groups where the Fn is per point."""
     table = VALUES[(afn, up)]
     units = []
-    for _ in range(draw(st.integers(1, 3))):
+    for _ in range(1 if (afn, up) in GREEDY else draw(st.integers(1, 3))):
         fn = draw(st.sampled_from(sorted(table)))
         if afn in (0x0C, 0x0D):
             group = draw(st.integers(0, 254))
