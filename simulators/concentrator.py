@@ -54,7 +54,7 @@ from protocols.gdw1376 import (
     link_test,
     response_frames,
 )
-from protocols.gdw1376.data import CURVE_FNS
+from protocols.gdw1376.data import ARCHIVE_BAUDS, CURVE_FNS
 from simulators.clock import MeterClock, TimeSource
 from simulators.concentrator_faults import ConcentratorFaults
 from simulators.concentrator_meters import MeterPool, MeterSetup
@@ -96,6 +96,8 @@ class SimConcentrator:
     """A running concentrator (see the module docstring)."""
 
     def __init__(self, spec: ConcentratorSpec) -> None:
+        if spec.baud not in ARCHIVE_BAUDS[1:]:
+            raise ValueError(f"meter baud {spec.baud} is not one of {list(ARCHIVE_BAUDS[1:])}")
         self.spec = spec
         self.address = Address.parse(spec.address)
         self.faults = ConcentratorFaults.parse(spec.faults)
@@ -316,7 +318,11 @@ class SimConcentrator:
         while True:
             request = await requests.get()
             self.counts[f"afn_{request.afn:02X}"] += 1
-            replies = await self._answer(request)
+            try:
+                replies = await self._answer(request)
+            except GDW1376Error:  # a value this concentrator cannot put in a frame
+                self.counts["answer_errors"] += 1
+                replies = self._deny(request)
             fault = self.faults.reply_fault(self._rng)
             if fault == "lost":
                 continue

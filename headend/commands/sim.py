@@ -279,7 +279,7 @@ def sim_concentrator(
             for i in range(count)
         ]
         asyncio.run(_run_concentrators(specs, as_json))
-    except (ConcentratorFaultError, GDW1376Error) as exc:
+    except (ConcentratorFaultError, GDW1376Error, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
 

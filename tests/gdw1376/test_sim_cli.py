@@ -54,7 +54,19 @@ async def test_cli_concentrator_dials_logs_in_and_answers() -> None:
         await master.stop()
 
 
-async def test_cli_rejects_a_bad_fault_spec_in_one_line() -> None:
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--faults", "ee=3", "error: bad value in fault item 'ee=3'"),
+        ("--baud", "300", "error: meter baud 300 is not one of [600, 1200, 2400, 4800, 7200, 9600, 19200]"),
+        (
+            "--address",
+            "0314",
+            "error: concentrator address '0314': want REGION-TERMINAL (0314-25394) or 8 hex digits",
+        ),
+    ],
+)
+async def test_cli_rejects_bad_options_in_one_line(option: str, value: str, message: str) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -63,10 +75,10 @@ async def test_cli_rejects_a_bad_fault_spec_in_one_line() -> None:
         "concentrator",
         "--connect",
         "127.0.0.1:9",
-        "--faults",
-        "ee=3",
+        option,
+        value,
         stderr=asyncio.subprocess.PIPE,
     )
     _, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 2
-    assert err.decode().strip() == "error: bad value in fault item 'ee=3'"
+    assert err.decode().strip() == message
