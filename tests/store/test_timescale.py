@@ -49,10 +49,8 @@ def headend(*args: str) -> subprocess.CompletedProcess[str]:
 async def _policies(conn: asyncpg.Connection) -> dict[str, dict[str, str]]:
     """Background jobs on readings and readings_daily: ``{proc_name: config}``."""
     rows = await conn.fetch(
-        "SELECT j.proc_name, j.config FROM timescaledb_information.jobs j"
-        " WHERE j.hypertable_name = 'readings'"
-        " OR j.hypertable_name = (SELECT materialization_hypertable_name"
-        "   FROM timescaledb_information.continuous_aggregates WHERE view_name = 'readings_daily')"
+        "SELECT proc_name, config FROM timescaledb_information.jobs"
+        " WHERE hypertable_name IN ('readings', 'readings_daily')"
     )
     return {r["proc_name"]: json.loads(r["config"]) for r in rows}
 
