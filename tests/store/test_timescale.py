@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 
 from headend.store import maintenance
+from headend.store.embedded import TIMESCALEDB_ENV, timescaledb_choice
 from headend.store.migrate import detect_mode
 from headend.store.writer import Reading, ReadingWriter
 
@@ -30,7 +31,12 @@ async def timescale_dsn(pg_dsn: str) -> str:
         if await maintenance.storage_mode(conn) == "timescale":
             return pg_dsn
         forced = os.environ.get("HEADEND_STORAGE_MODE")
-        reason = f"HEADEND_STORAGE_MODE={forced}" if forced else (await detect_mode(conn))[1]
+        if forced:
+            reason = f"HEADEND_STORAGE_MODE={forced}"
+        elif not os.environ.get("HEADEND_TEST_DSN") and timescaledb_choice() == "off":
+            reason = f"{TIMESCALEDB_ENV}=off"
+        else:
+            reason = (await detect_mode(conn))[1]
     finally:
         await conn.close()
     pytest.skip(f"needs TimescaleDB: {reason} (see README, Tests)")
