@@ -4,6 +4,10 @@ The server listens only on a unix socket in a directory private to the server's 
 local ``trust`` authentication reaches nobody else. Run as root, ``initdb`` and ``postgres`` run as
 the unprivileged ``postgres`` system user (or a created ``headend`` system user); the data directory
 belongs to that user.
+
+TimescaleDB is preloaded when it is installed for these binaries, unless
+``$HEADEND_EMBEDDED_TIMESCALEDB`` says otherwise: ``auto`` (default), ``on`` (required: refuse to
+start without it) or ``off`` (never: the migrations then choose the native layout).
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ INSTALL_HINT = (
     "HEADEND_DSN to use an existing PostgreSQL/TimescaleDB server."
 )
 
+TIMESCALEDB_ENV = "HEADEND_EMBEDDED_TIMESCALEDB"
+TIMESCALEDB_CHOICES = ("auto", "on", "off")
+
 # Server settings for the embedded cluster: sized for a head-end on a small machine. Durability
 # settings (fsync, synchronous_commit, full_page_writes) stay at their safe defaults.
 DEFAULT_SETTINGS: dict[str, str] = {
@@ -66,6 +73,16 @@ class ServerUser:
     name: str
     uid: int
     gid: int
+
+
+def timescaledb_choice() -> str:
+    """``$HEADEND_EMBEDDED_TIMESCALEDB`` validated: ``auto`` (the default), ``on`` or ``off``."""
+    choice = os.environ.get(TIMESCALEDB_ENV, "").strip().lower() or "auto"
+    if choice not in TIMESCALEDB_CHOICES:
+        raise EmbeddedPostgresError(
+            f"{TIMESCALEDB_ENV} must be one of {', '.join(TIMESCALEDB_CHOICES)}, not {choice!r}"
+        )
+    return choice
 
 
 def find_bindir() -> Path:
@@ -161,6 +178,23 @@ class EmbeddedPostgres:
         digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"headend-pg-{os.geteuid()}-{digest}"
 
+    def timescaledb_installed(self) -> bool:
+        """True if the TimescaleDB library is installed for these PostgreSQL binaries."""
+        return (self.bindir.parent / "lib" / "timescaledb.so").is_file()
+
+    def preloads_timescaledb(self) -> bool:
+        """Whether a (re)start preloads TimescaleDB, as ``$HEADEND_EMBEDDED_TIMESCALEDB`` decides."""
+        choice = timescaledb_choice()
+        if choice == "off":
+            return False
+        installed = self.timescaledb_installed()
+        if choice == "on" and not installed:
+            raise EmbeddedPostgresError(
+                f"{TIMESCALEDB_ENV}=on but TimescaleDB is not installed for the PostgreSQL in {self.bindir} "
+                f"(no {self.bindir.parent / 'lib' / 'timescaledb.so'})"
+            )
+        return installed
+
     def dsn(self, database: str = DATABASE) -> str:
         """Connection string for asyncpg/psql over the unix socket."""
         return f"postgresql://{SUPERUSER}@/{quote(database)}?host={quote(str(self.socket_dir))}&port={PORT}"
@@ -180,9 +214,10 @@ class EmbeddedPostgres:
         """Initialise if needed, start unless running, ensure the ``headend`` database; return its DSN."""
         with self._lock():
             if not self.is_running():
+                settings = self._server_settings()  # a bad TimescaleDB choice fails before initdb
                 if not self.is_initialized():
                     self._initdb()
-                self._write_config()
+                self._write_config(settings)
                 self._prepare_socket_dir()
                 self.log_file.touch(exist_ok=True)
                 self._chown(self.log_file)
@@ -247,11 +282,19 @@ class EmbeddedPostgres:
     def _run(self, args: list[object], *, check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = [str(a) for a in args]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
-        kwargs: dict[str, object] = {}
-        if self.user is not None:
-            kwargs = {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
+        user = self.user
         cwd = self.root if self.root.is_dir() else "/"
-        return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, check=check, **kwargs)
+        return subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=cwd,
+            check=check,
+            user=user.uid if user else None,
+            group=user.gid if user else None,
+            extra_groups=[] if user else None,
+        )
 
     def _chown(self, path: Path) -> None:
         if self.user is not None:
@@ -299,11 +342,7 @@ class EmbeddedPostgres:
         with conf.open("a") as handle:
             handle.write("\ninclude_if_exists = 'headend.conf'\n")
 
-    def _timescaledb_available(self) -> bool:
-        pkglibdir = self.bindir.parent / "lib"
-        return (pkglibdir / "timescaledb.so").is_file()
-
-    def _write_config(self) -> None:
+    def _server_settings(self) -> dict[str, str]:
         settings = {
             "listen_addresses": "",
             "port": str(PORT),
@@ -311,8 +350,11 @@ class EmbeddedPostgres:
             "unix_socket_permissions": "0700",
             **self.settings,
         }
-        if self._timescaledb_available() and "shared_preload_libraries" not in settings:
+        if "shared_preload_libraries" not in settings and self.preloads_timescaledb():
             settings["shared_preload_libraries"] = "timescaledb"
+        return settings
+
+    def _write_config(self, settings: Mapping[str, str]) -> None:
         lines = ["# Written by headend on every start; edit headend.store.embedded instead."]
         lines += [f"{key} = '{value}'" for key, value in settings.items()]
         path = self.data_dir / "headend.conf"

@@ -9,13 +9,14 @@ import asyncpg
 import pytest
 
 from headend.billing.charging import BillingError, bill_account
+from headend.store import maintenance
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 T1 = T0 + timedelta(days=7)
 
 
 async def _setup(conn: asyncpg.Connection, kind: str, registers: dict[str, tuple[float, float]]) -> int:
-    await conn.execute("SELECT headend_ensure_partitions_between($1, $2)", T0 - timedelta(days=1), T1)
+    await maintenance.ensure_partitions(conn, T0 - timedelta(days=1), T1)  # a no-op on TimescaleDB
     tariff = await conn.fetchval("INSERT INTO tariffs (name, kind) VALUES ('tou', 'tou') RETURNING id")
     await conn.execute(
         "INSERT INTO tariff_prices (tariff_id, register, price, effective_from) VALUES "

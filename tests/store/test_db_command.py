@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import timedelta
 
 import asyncpg
 
@@ -45,4 +46,36 @@ async def test_db_migrate_then_status_then_rerun(pg_server: PgServer) -> None:
         assert "pending" not in after.stdout
     finally:
         await admin.execute('DROP DATABASE IF EXISTS "headend_cli" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_db_policy_on_native_partitions(pg_server: PgServer) -> None:
+    """Forced native even where TimescaleDB is preloaded: retention is recorded, compression refused."""
+    admin = await asyncpg.connect(pg_server.admin_dsn)
+    await admin.execute('DROP DATABASE IF EXISTS "headend_cli_native" WITH (FORCE)')
+    await admin.execute('CREATE DATABASE "headend_cli_native"')
+    dsn = pg_server.dsn("headend_cli_native")
+    try:
+        migrated = headend("db", "migrate", "--dsn", dsn, "--mode", "native")
+        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        status = headend("db", "status", "--dsn", dsn)
+        assert "storage mode: native" in status.stdout
+
+        kept = headend("db", "policy", "--dsn", dsn, "--retention-days", "400")
+        assert kept.returncode == 0 and "retention: 400 days" in kept.stdout, kept.stdout + kept.stderr
+        conn = await asyncpg.connect(dsn)
+        try:
+            keep = await conn.fetchval("SELECT value::interval FROM headend_settings WHERE key = 'retention'")
+            assert keep == timedelta(days=400)
+        finally:
+            await conn.close()
+
+        refused = headend("db", "policy", "--dsn", dsn, "--compress-after-days", "10")
+        assert refused.returncode == 1
+        assert refused.stdout.strip() == (
+            "error: compression needs TimescaleDB; this database uses native partitions"
+        )
+        assert "Traceback" not in refused.stderr
+    finally:
+        await admin.execute('DROP DATABASE IF EXISTS "headend_cli_native" WITH (FORCE)')
         await admin.close()

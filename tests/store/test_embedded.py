@@ -9,10 +9,19 @@ import sys
 import tempfile
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from headend.store import maintenance
 from headend.store.dsn import redact, resolve_dsn
-from headend.store.embedded import THROWAWAY_SETTINGS, EmbeddedPostgres, EmbeddedPostgresError, find_bindir
+from headend.store.embedded import (
+    THROWAWAY_SETTINGS,
+    TIMESCALEDB_ENV,
+    EmbeddedPostgres,
+    EmbeddedPostgresError,
+    find_bindir,
+)
+from headend.store.migrate import migrate
 from tests.support.postgres import OWNER_FILE, reap_orphaned_clusters, throwaway_cluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,6 +93,47 @@ def test_missing_binaries_give_install_instructions(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("HEADEND_PG_BINDIR", str(tmp_path))
     with pytest.raises(EmbeddedPostgresError, match="apt-get install postgresql"):
         find_bindir()
+
+
+@pytest.mark.parametrize("choice", ["off", "auto"])
+async def test_timescaledb_switch_decides_the_preload_and_the_storage_layout(
+    choice: str, monkeypatch: pytest.MonkeyPatch, base_dir: Path
+) -> None:
+    """``off`` gives the native layout even where TimescaleDB is installed; ``auto`` uses it if installed."""
+    monkeypatch.setenv(TIMESCALEDB_ENV, choice)
+    monkeypatch.delenv("HEADEND_STORAGE_MODE", raising=False)
+    pg = EmbeddedPostgres(base_dir / "pg", settings=THROWAWAY_SETTINGS)
+    expected = choice == "auto" and pg.timescaledb_installed()
+    try:
+        dsn = pg.start()
+        assert pg.psql("SHOW shared_preload_libraries") == ("timescaledb" if expected else "")
+        await migrate(dsn)
+        conn = await asyncpg.connect(dsn)
+        try:
+            assert await maintenance.storage_mode(conn) == ("timescale" if expected else "native")
+        finally:
+            await conn.close()
+    finally:
+        pg.stop("immediate")
+
+
+def test_timescaledb_required_but_missing_fails_before_initdb(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    real = find_bindir()
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (tmp_path / "lib").mkdir()  # a PostgreSQL install without timescaledb.so
+    for tool in ("initdb", "pg_ctl", "postgres"):
+        (bindir / tool).symlink_to(real / tool)
+    monkeypatch.setenv(TIMESCALEDB_ENV, "on")
+    pg = EmbeddedPostgres(tmp_path / "pg", bindir=bindir)
+    with pytest.raises(EmbeddedPostgresError, match=f"{TIMESCALEDB_ENV}=on but TimescaleDB is not installed"):
+        pg.start()
+    assert not pg.is_initialized()
+    monkeypatch.setenv(TIMESCALEDB_ENV, "maybe")
+    with pytest.raises(EmbeddedPostgresError, match=f"{TIMESCALEDB_ENV} must be one of auto, on, off"):
+        pg.start()
 
 
 def test_dsn_precedence(monkeypatch: pytest.MonkeyPatch, base_dir: Path) -> None:

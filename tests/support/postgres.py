@@ -1,7 +1,8 @@
 """Real-PostgreSQL fixtures shared by every area.
 
-``pg_server`` (session): a throwaway cluster run by ``headend.store.embedded`` in a temp directory,
-or the server ``$HEADEND_TEST_DSN`` points at (e.g. a TimescaleDB server). ``pg_dsn`` (function): a
+``pg_server`` (session): a throwaway cluster run by ``headend.store.embedded`` in a temp directory
+(with TimescaleDB when it is installed, unless ``HEADEND_EMBEDDED_TIMESCALEDB=off``), or the server
+``$HEADEND_TEST_DSN`` points at. ``pg_dsn`` (function): a
 fresh database cloned from a migrated template, dropped after the test.
 """
 
