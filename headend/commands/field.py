@@ -28,7 +28,16 @@ from headend.transport import (
     open_channel,
     parse_channel_url,
 )
-from protocols.dlt645 import BROADCAST_ADDRESS, Deframer, DLT645Error, build_read, build_read_address, decode
+from protocols.dlt645 import (
+    BROADCAST_ADDRESS,
+    Deframer,
+    DLT645Error,
+    EncodeError,
+    build_read,
+    build_read_address,
+    decode,
+    unicast_address,
+)
 from protocols.dlt645.frame import jsonable
 
 PROTOCOLS = ("dlt645-2007", "dlt645-1997", "modbus")
@@ -62,6 +71,20 @@ def _driver(
     if not address:
         raise FieldError("--address is required for DL/T 645 meters")
     return channel, make_driver(protocol, channel, address.rjust(12, "0"), model, MeterSecrets.load(secrets))
+
+
+def check_write_target(protocol: str, address: str | None, unit: int | None) -> None:
+    """Refuse a write whose target is not exactly one meter: DL/T 645 wildcard (AA), broadcast
+    (99..99), non-BCD or short addresses; Modbus unit 0 (broadcast)."""
+    if protocol == "modbus":
+        if unit == 0:
+            raise FieldError("--unit 0 is the Modbus broadcast: a write must name exactly one meter")
+        return
+    if address:
+        try:
+            unicast_address(address)
+        except EncodeError as exc:
+            raise FieldError(f"--address: {exc}") from None
 
 
 def _run(work: Callable[[], Awaitable[Any]]) -> Any:
@@ -213,6 +236,8 @@ def clock_command(
     """Read (and with --sync correct) the meter clock."""
 
     async def work() -> dict[str, Any]:
+        if sync:
+            check_write_target(protocol, address, unit)
         channel, driver = _driver(url, protocol, address, unit, model, secrets)
         try:
             if sync:
