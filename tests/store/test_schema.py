@@ -90,7 +90,9 @@ async def test_one_open_command_per_meter_and_four_eyes_approval(conn: asyncpg.C
     with pytest.raises(asyncpg.InsufficientPrivilegeError, match="given once"):
         await conn.execute(approve, other, "1")
     with pytest.raises(asyncpg.CheckViolationError, match="commands_operator_is_actor"):
-        await conn.execute(insert.replace("'1'", "'op1'"), await add_meter(conn, "000000000003"), "disconnect")
+        await conn.execute(
+            insert.replace("'1'", "'op1'"), await add_meter(conn, "000000000003"), "disconnect"
+        )
 
 
 async def test_role_privileges(conn: asyncpg.Connection) -> None:
