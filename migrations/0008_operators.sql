@@ -236,8 +236,9 @@ BEGIN
     END IF;
     IF (NEW.state IS DISTINCT FROM OLD.state AND NEW.state <> 'cancelled'
         OR (NEW.evidence, NEW.attempts, NEW.sent_at) IS DISTINCT FROM (OLD.evidence, OLD.attempts, OLD.sent_at))
-       AND NOT headend_is_owner() AND NOT headend_is_daemon() THEN
-        RAISE EXCEPTION 'command %: only the daemon sends, confirms or fails a command', OLD.id
+       AND NOT headend_is_owner() AND NOT headend_is_daemon()
+       AND NOT (OLD.cause = 'field' AND OLD.operator IS NOT DISTINCT FROM headend_current_operator()) THEN
+        RAISE EXCEPTION 'command %: only the daemon (or, for a field switch, its engineer) sends, confirms or fails a command', OLD.id
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     RETURN NEW;
