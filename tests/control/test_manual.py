@@ -120,6 +120,9 @@ async def test_a_sent_command_cannot_be_cancelled_blind(pg_dsn: str) -> None:
             meter,
         )
         await conn.execute("UPDATE commands SET state = 'sent' WHERE id = $1", sent)
+        for nobody, why in (("", "is required"), (" ", "is required"), ("op2", "1-8 digits")):
+            blank = headend(pg_dsn, "cancel", str(sent), "--operator", nobody)
+            assert blank.returncode == 1 and why in blank.stderr and "Traceback" not in blank.stderr
         refused = headend(pg_dsn, "cancel", str(sent), "--operator", "2")
         assert refused.returncode == 1 and "settles it by reading the relay back" in refused.stderr
         assert await conn.fetchval("SELECT state::text FROM commands WHERE id = $1", sent) == "sent"
