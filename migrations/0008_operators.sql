@@ -312,6 +312,18 @@ END $$;
 CREATE CONSTRAINT TRIGGER balances_match_ledger AFTER INSERT OR UPDATE ON balances
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION balances_match_ledger();
 
+-- Settings (e.g. the latched cap halt): the operators' desk login may lift a halt as an authenticated admin.
+CREATE FUNCTION settings_guard() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, public AS $$
+BEGIN
+    IF NOT headend_is_owner() AND NOT headend_is_daemon() THEN
+        PERFORM headend_require_role('admin', format('changing setting %s', OLD.key));
+    END IF;
+    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+END $$;
+CREATE TRIGGER settings_guard BEFORE UPDATE OR DELETE ON headend_settings
+    FOR EACH ROW EXECUTE FUNCTION settings_guard();
+GRANT DELETE ON headend_settings TO headend_billing;
+
 -- The daemon runs fee control (arrears flags, commands, the cap halt) and prepaid billing (charges).
 GRANT UPDATE (arrears, arrears_since, notice_sent_at, updated_at) ON accounts TO headend_daemon;
 GRANT INSERT ON ledger, bills TO headend_daemon;

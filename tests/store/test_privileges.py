@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from headend.billing.payments import record_payment
-from headend.control.automation import run_once
+from headend.control.automation import HALT_KEY, resume, run_once
 from headend.control.executor import execute
 from headend.control.safety import SafetySettings
 from headend.drivers import Credentials, make_driver
@@ -201,8 +201,12 @@ async def test_billing_and_reporting_logins_cannot_forge(pg_dsn: str, logins: di
         # an approver approves another's command once; an admin may clear protection
         await authenticate(billing, "1002", PASSWORD, "approver")
         await billing.execute("UPDATE commands SET approved_by = '1002' WHERE id = $1", command)
+        await owner.execute("INSERT INTO headend_settings (key, value) VALUES ($1, 'cap.per_run')", HALT_KEY)
+        with pytest.raises(DENIED, match="needs an authenticated operator with the admin role"):
+            await resume(billing, "1002", "not mine to lift")
         await authenticate(billing, "1003", PASSWORD, "admin")
         await billing.execute("UPDATE accounts SET protected = false")
+        assert await resume(billing, "1003", "arrears list checked") == "cap.per_run"
         assert await owner.fetchval("SELECT approved_by FROM commands WHERE id = $1", command) == "1002"
 
         assert await reporting.fetchval("SELECT count(*) FROM payments") == 1
