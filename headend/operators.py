@@ -4,8 +4,8 @@ A human actor is an operator id of 1 to 8 digits (it is also the operator code a
 password is hashed with argon2id (argon2-cffi); to act, a connection proves it knows the password by
 sending the hash derived with the stored salt and parameters to ``headend_authenticate`` (migration
 0008), which binds the connection to the operator. The database then refuses rows written under any
-other human actor on that connection. Automation acts as ``SYSTEM``, a machine actor only the
-daemon's database login may write.
+other human actor on that connection. Automation acts as ``system``, a machine actor only the
+daemon's database login may write (and never an operator id, which is all digits).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from argon2.low_level import Type, hash_secret
 from headend.store import operators as store
 
 ROLES = ("viewer", "operator", "approver", "cashier", "admin")
-SYSTEM = "system"  # automation's machine actor: never an operator id, never typed by a person
 _ID = re.compile(r"[0-9]{1,8}")
 _PARAMS = re.compile(r"\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$([A-Za-z0-9+/]+)")
 _HASH_LEN = 32
@@ -38,9 +37,6 @@ class Operator:
 
     id: str
     roles: tuple[str, ...]
-
-    def holds(self, role: str) -> bool:
-        return role in self.roles
 
 
 def check_operator_id(text: str | None) -> str:

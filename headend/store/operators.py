@@ -32,12 +32,6 @@ async def authenticate(conn: asyncpg.Connection, operator_id: str, proof: str) -
     return roles
 
 
-async def current_operator(conn: asyncpg.Connection) -> str | None:
-    """The operator authenticated on ``conn`` (None if none)."""
-    operator: str | None = await conn.fetchval("SELECT headend_current_operator()")
-    return operator
-
-
 async def operator_count(conn: asyncpg.Connection) -> int:
     """How many operators exist (active or not)."""
     return int(await conn.fetchval("SELECT count(*) FROM operators"))
