@@ -14,11 +14,18 @@ import asyncpg
 import pytest
 
 from headend.billing.payments import record_payment
+from headend.config import validate_config
 from headend.control.automation import HALT_KEY, resume, run_once
 from headend.control.executor import execute
+from headend.control.manual import request_command
 from headend.control.safety import SafetySettings
+from headend.control.service import run_pass
 from headend.drivers import Credentials, make_driver
+from headend.engine.engine import Engine
+from headend.engine.ports import DriverPort
+from headend.inventory import import_inventory, read_inventory
 from headend.operators import authenticate, hash_password
+from headend.secrets import MeterSecrets
 from headend.store import migrate as migrations
 from headend.store import operators as operator_store
 from headend.store.maintenance import run_maintenance
@@ -221,3 +228,78 @@ async def test_billing_and_reporting_logins_cannot_forge(pg_dsn: str, logins: di
     finally:
         for conn in (billing, reporting, owner):
             await conn.close()
+
+
+async def test_the_daemon_engine_runs_fee_control_under_its_login(
+    pg_dsn: str, logins: dict[str, str], tmp_path: Path
+) -> None:
+    """`headend run`'s engine as a login in headend_daemon: automation and a desk operator's command."""
+    bus = await start_bus(BusSpec(meters=2, seed=91))
+    owner = await asyncpg.connect(pg_dsn)
+    desk = await asyncpg.connect(logins["billing"])
+    inventory = tmp_path / "inv.toml"
+    inventory.write_text(
+        f'[[channels]]\nname = "b"\nurl = "{bus.url}"\n'
+        + "".join(
+            f'\n[[meters]]\nchannel = "b"\nprotocol = "dlt645-2007"\naddress = "{m.address}"\n'
+            'model = "dlt645-generic"\nhas_relay = true\n'
+            for m in bus.meters
+        )
+    )
+    config = validate_config(
+        {
+            "polling": {"interval": "1h"},
+            "backfill": {"enabled": False},
+            "clock": {"enabled": False},
+            "events": {"enabled": False},
+            "metrics": {"port": 0},
+            "safety": {"no_weekends": False, "night_start": "00:00", "night_end": "00:00"},
+        },
+        "test",
+    )
+    engine = Engine(
+        config,
+        logins["daemon"],
+        ReadingWriter(logins["daemon"], spool_dir=tmp_path / "spool"),
+        DriverPort(MeterSecrets(Credentials(2, "000000"))),
+    )
+    try:
+        await import_inventory(owner, read_inventory(inventory))
+        await add_operators(owner, o1007="operator")
+        account = await owner.fetchval(
+            "INSERT INTO accounts (number, kind, credit_limit) VALUES ('A', 'prepaid', 0) RETURNING id"
+        )
+        await owner.execute(
+            "INSERT INTO ledger (account_id, kind, amount, idempotency_key) VALUES ($1, 'charge', -5, 's')",
+            account,
+        )
+        await owner.execute("INSERT INTO balances (account_id, balance) VALUES ($1, -5)", account)
+        await owner.execute(
+            "UPDATE meters SET account_id = $1 WHERE address = $2", account, bus.meters[0].address
+        )
+        await engine.start()
+        now = datetime.now(UTC)
+        assert [state for _, state in await run_pass(engine, now)] == ["confirmed"]
+        assert bus.meters[0].model.relay.open
+
+        await authenticate(desk, "1007", PASSWORD, "operator")
+        command = await request_command(
+            desk, bus.meters[1].address, "disconnect", operator="1007", reason="site visit", now=now
+        )
+        assert await run_pass(engine, datetime.now(UTC)) == [(command, "confirmed")]
+        assert bus.meters[1].model.relay.open
+        trail = await owner.fetch(
+            "SELECT actor, action FROM audit_log WHERE entity = 'command' AND entity_id = $1 ORDER BY id",
+            str(command),
+        )
+        assert [tuple(t) for t in trail] == [
+            ("1007", "command.pending"),
+            ("1007", "command.requested"),
+            ("executor", "command.sent"),
+            ("executor", "command.confirmed"),
+        ]
+    finally:
+        await engine.stop()
+        await desk.close()
+        await owner.close()
+        await bus.stop()
