@@ -7,7 +7,10 @@ import subprocess
 import sys
 
 import asyncpg
+import pytest
+from typer.testing import CliRunner
 
+from headend.cli import app
 from tests.support.operators import PASSWORD, add_operators, operator_env
 
 
@@ -246,3 +249,19 @@ async def _commands_more(conn: asyncpg.Connection, operator: str, address: str =
         meter,
         operator,
     )
+
+
+def test_passwords_are_prompted_hidden_and_never_echoed(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HEADEND_OPERATOR_PASSWORD", raising=False)
+    monkeypatch.delenv("HEADEND_NEW_OPERATOR_PASSWORD", raising=False)
+    runner = CliRunner()
+    add = ["operators", "add", "1", "--name", "Wang Li", "--roles", "admin", "--bootstrap", "--dsn", pg_dsn]
+    mismatch = runner.invoke(app, add, input="first-secret\nother-secret\nfirst-secret\nfirst-secret\n")
+    assert mismatch.exit_code == 0, mismatch.output
+    assert "do not match" in mismatch.output and "secret" not in mismatch.output
+    add2 = ["operators", "add", "2", "--name", "Li", "--roles", "cashier", "--operator", "1", "--dsn", pg_dsn]
+    wrong = runner.invoke(app, add2, input="other-secret\nsecond-secret\nsecond-secret\n")
+    assert wrong.exit_code == 1 and "operator 1: unknown, disabled or wrong password" in wrong.output
+    right = runner.invoke(app, add2, input="first-secret\nsecond-secret\nsecond-secret\n")
+    assert right.exit_code == 0 and "operator 2 (Li) added" in right.output
+    assert "secret" not in wrong.output + right.output
