@@ -14,13 +14,14 @@ import typer
 from headend.billing.charging import BillingError, bill_account
 from headend.billing.payments import PaymentError, import_csv, parse_amount, record_payment
 from headend.billing.tariff import TariffError
+from headend.commands.auth import OperatorOption, login
+from headend.operators import OperatorError
 from headend.store.dsn import resolve_dsn
 
 billing_app = typer.Typer(
     help="Billing: payments, account status, billing runs, meter replacement.", no_args_is_help=True
 )
 DsnOption = typer.Option(None, "--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server).")
-OperatorOption = typer.Option(..., "--operator", help="Operator id recorded in the audit log.")
 
 
 def _fail(message: str) -> None:
@@ -36,12 +37,16 @@ def pay(
     operator: str = OperatorOption,
     dsn: str | None = DsnOption,
 ) -> None:
-    """Record a payment once per reference."""
+    """Record a payment once per reference (an operator with the cashier role)."""
+    cashier = login(operator)
 
     async def run() -> None:
         conn = await asyncpg.connect(resolve_dsn(dsn))
         try:
-            outcome = await record_payment(conn, account, parse_amount(amount), ref, operator=operator)
+            await cashier.sign_in(conn, "cashier")
+            outcome = await record_payment(
+                conn, account, parse_amount(amount), ref, operator=cashier.operator_id
+            )
         finally:
             await conn.close()
         word = "recorded" if outcome.recorded else "already recorded"
@@ -49,19 +54,24 @@ def pay(
 
     try:
         asyncio.run(run())
-    except PaymentError as exc:
+    except (PaymentError, OperatorError) as exc:
         _fail(str(exc))
 
 
 @billing_app.command("import")
 def import_file(path: Path, operator: str = OperatorOption, dsn: str | None = DsnOption) -> None:
     """Import a CSV payment file (account,amount,reference); nothing is stored if any row is bad."""
+    cashier = login(operator)
 
     async def run() -> None:
         conn = await asyncpg.connect(resolve_dsn(dsn))
         try:
+            await cashier.sign_in(conn, "cashier")
             done = await import_csv(
-                conn, path.read_text(encoding="utf-8"), operator=operator, source=f"import:{path.name}"
+                conn,
+                path.read_text(encoding="utf-8"),
+                operator=cashier.operator_id,
+                source=f"import:{path.name}",
             )
         finally:
             await conn.close()
@@ -70,7 +80,7 @@ def import_file(path: Path, operator: str = OperatorOption, dsn: str | None = Ds
 
     try:
         asyncio.run(run())
-    except (PaymentError, OSError) as exc:
+    except (PaymentError, OperatorError, OSError) as exc:
         _fail(str(exc))
 
 
@@ -95,7 +105,8 @@ def replace(
     operator: str = OperatorOption,
     dsn: str | None = DsnOption,
 ) -> None:
-    """Record a meter replacement: billing splits the period at these register readings."""
+    """Record a meter replacement: billing splits the period at these register readings (admin)."""
+    admin = login(operator)
     from headend.billing.replacement import record_replacement
     from headend.inventory import InventoryError
 
@@ -107,6 +118,7 @@ def replace(
     async def run() -> int:
         conn = await asyncpg.connect(resolve_dsn(dsn))
         try:
+            await admin.sign_in(conn, "admin")
             return await record_replacement(
                 conn,
                 old,
@@ -114,7 +126,7 @@ def replace(
                 at=when,
                 final=_registers(final, "--final"),
                 initial=_registers(initial, "--initial"),
-                operator=operator,
+                operator=admin.operator_id,
             )
         finally:
             await conn.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -10,10 +11,12 @@ from typing import Any
 import asyncpg
 import typer
 
-from headend.audit import audit
+from headend.commands.auth import OperatorOption, login
 from headend.control.automation import resume
 from headend.control.manual import ManualCommandError, request_command
 from headend.control.store import set_state
+from headend.operators import OperatorError
+from headend.store import approvals
 from headend.store.dsn import resolve_dsn
 
 commands_app = typer.Typer(
@@ -21,7 +24,6 @@ commands_app = typer.Typer(
     no_args_is_help=True,
 )
 DsnOption = typer.Option(None, "--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server).")
-OperatorOption = typer.Option(..., "--operator", help="Operator id recorded in the audit log.")
 _COLUMNS = (
     "id, meter_id, action, state::text, cause, operator, approved_by, requires_approval, dry_run, attempts"
 )
@@ -49,15 +51,17 @@ def create(
     dsn: str | None = DsnOption,
 ) -> None:
     """Ask the daemon to switch one meter: a persisted command it executes and confirms by read-back."""
+    me = login(operator)
 
     async def work(conn: asyncpg.Connection) -> int:
+        await me.sign_in(conn, "operator")
         return await request_command(
-            conn, meter, action, operator=operator, reason=reason, now=datetime.now(UTC)
+            conn, meter, action, operator=me.operator_id, reason=reason, now=datetime.now(UTC)
         )
 
     try:
         command_id = asyncio.run(_with_conn(dsn, work))
-    except ManualCommandError as exc:
+    except (ManualCommandError, OperatorError) as exc:
         _fail(str(exc))
     typer.echo(
         f"command {command_id} created ({action} {meter}); the daemon executes it and confirms it by "
@@ -71,8 +75,17 @@ def resume_automation(
     reason: str = typer.Option(..., "--reason", help="Why it is safe to resume (audited)."),
     dsn: str | None = DsnOption,
 ) -> None:
-    """Lift a cap halt of automatic disconnection (after checking why so many were due)."""
-    rule = asyncio.run(_with_conn(dsn, lambda c: resume(c, operator, reason)))
+    """Lift a cap halt of automatic disconnection (after checking why so many were due); admin only."""
+    me = login(operator)
+
+    async def work(conn: asyncpg.Connection) -> str | None:
+        await me.sign_in(conn, "admin")
+        return await resume(conn, me.operator_id, reason)
+
+    try:
+        rule = asyncio.run(_with_conn(dsn, work))
+    except OperatorError as exc:
+        _fail(str(exc))
     if rule is None:
         _fail("automatic disconnection is not halted")
     typer.echo(f"automatic disconnection resumed (was halted by {rule})")
@@ -121,8 +134,11 @@ def show(command_id: int, dsn: str | None = DsnOption) -> None:
 @commands_app.command("cancel")
 def cancel(command_id: int, operator: str = OperatorOption, dsn: str | None = DsnOption) -> None:
     """Cancel a pending command (a sent one is settled by the daemon's read-back, never cancelled blind)."""
+    me = login(operator)
+    operator = me.operator_id
 
     async def work(conn: asyncpg.Connection) -> str | None:
+        await me.sign_in(conn, "operator")
         async with conn.transaction():
             state = await conn.fetchval(
                 "SELECT state::text FROM commands WHERE id = $1 FOR UPDATE", command_id
@@ -135,6 +151,8 @@ def cancel(command_id: int, operator: str = OperatorOption, dsn: str | None = Ds
 
     try:
         state = asyncio.run(_with_conn(dsn, work))
+    except OperatorError as exc:
+        _fail(str(exc))
     except asyncpg.PostgresError as exc:
         _fail(str(exc))
     if state is None:
@@ -149,30 +167,60 @@ def cancel(command_id: int, operator: str = OperatorOption, dsn: str | None = Ds
     typer.echo(f"command {command_id} cancelled")
 
 
-@commands_app.command("approve")
-def approve(command_id: int, operator: str = OperatorOption, dsn: str | None = DsnOption) -> None:
-    """Approve a bulk command as the second operator (must differ from the one who created it)."""
+def _batch_token(rows: list[asyncpg.Record]) -> str:
+    """A short digest naming exactly these commands (id, meter, action): what a reviewer approves."""
+    text = ";".join(f"{r['id']}:{r['meter_id']}:{r['action']}" for r in rows)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
-    async def work(conn: asyncpg.Connection) -> str:
-        async with conn.transaction():
-            await conn.execute("SELECT set_config('headend.actor', $1, true)", operator)
-            done = await conn.execute(
-                "UPDATE commands SET approved_by = $2 WHERE id = $1 AND requires_approval "
-                "AND approved_by IS NULL AND state = 'pending'",
-                command_id,
-                operator,
+
+@commands_app.command("review")
+def review(dsn: str | None = DsnOption) -> None:
+    """Commands awaiting a second operator, as JSON lines, then the batch token to approve them all."""
+    rows = asyncio.run(_with_conn(dsn, approvals.awaiting_approval))
+    for row in rows:
+        typer.echo(json.dumps(dict(row), default=str, ensure_ascii=False))
+    if not rows:
+        typer.echo("no command awaits approval")
+        return
+    token = _batch_token(rows)
+    typer.echo(f"batch {token}: headend commands approve --batch {token} --operator ID")
+
+
+@commands_app.command("approve")
+def approve(
+    command_ids: list[int] = typer.Argument(None, metavar="[ID]...", help="Commands to approve."),
+    batch: str | None = typer.Option(
+        None, "--batch", help="Approve the whole batch shown by `headend commands review` (its token)."
+    ),
+    operator: str = OperatorOption,
+    dsn: str | None = DsnOption,
+) -> None:
+    """Approve commands as the second operator: an approver who did not create them."""
+    if bool(command_ids) == (batch is not None):
+        _fail("give command ids or --batch TOKEN (from `headend commands review`), not both")
+    me = login(operator)
+
+    async def work(conn: asyncpg.Connection) -> list[int]:
+        await me.sign_in(conn, "approver")
+        if batch is None:
+            return await approvals.approve(conn, sorted(set(command_ids)), me.operator_id, "second operator")
+        rows = await approvals.awaiting_approval(conn)
+        if not rows or _batch_token(rows) != batch.strip():
+            raise approvals.BatchChanged(
+                f"batch {batch} is not the batch awaiting approval now: run `headend commands review` again"
             )
-            if done == "UPDATE 1":
-                await audit(conn, operator, "command.approved", "command", command_id, "second operator")
-        return done
+        ids = [int(r["id"]) for r in rows]
+        return await approvals.approve(conn, ids, me.operator_id, f"batch {batch.strip()} reviewed")
 
     try:
         done = asyncio.run(_with_conn(dsn, work))
+    except (OperatorError, approvals.BatchChanged) as exc:
+        _fail(str(exc))
     except asyncpg.CheckViolationError:
         _fail("the approving operator must differ from the operator who created the command")
-    if done != "UPDATE 1":
-        _fail(f"command {command_id} is not a pending command awaiting approval")
-    typer.echo(f"command {command_id} approved by {operator}")
+    except asyncpg.InsufficientPrivilegeError as exc:
+        _fail(str(exc))
+    typer.echo(f"approved by {me.operator_id}: commands {', '.join(map(str, done))}")
 
 
 def register(app: typer.Typer) -> None:

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import asyncpg
 import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from headend.drivers import DriverError, make_driver
+from headend.commands.auth import login
+from headend.control.field_switch import field_switch
+from headend.drivers import DriverError, ModbusDriver, make_driver
+from headend.operators import OperatorError, check_operator_id
 from headend.secrets import MeterSecrets, SecretsError
 from headend.transport import (
     Channel,
@@ -28,7 +33,16 @@ from headend.transport import (
     open_channel,
     parse_channel_url,
 )
-from protocols.dlt645 import BROADCAST_ADDRESS, Deframer, DLT645Error, build_read, build_read_address, decode
+from protocols.dlt645 import (
+    BROADCAST_ADDRESS,
+    Deframer,
+    DLT645Error,
+    EncodeError,
+    build_read,
+    build_read_address,
+    decode,
+    unicast_address,
+)
 from protocols.dlt645.frame import jsonable
 
 PROTOCOLS = ("dlt645-2007", "dlt645-1997", "modbus")
@@ -64,7 +78,21 @@ def _driver(
     return channel, make_driver(protocol, channel, address.rjust(12, "0"), model, MeterSecrets.load(secrets))
 
 
-def _run(work: Callable[[], Awaitable[Any]]) -> Any:
+def check_write_target(protocol: str, address: str | None, unit: int | None) -> None:
+    """Refuse a write whose target is not exactly one meter: DL/T 645 wildcard (AA), broadcast
+    (99..99), non-BCD or short addresses; Modbus unit 0 (broadcast)."""
+    if protocol == "modbus":
+        if unit == 0:
+            raise FieldError("--unit 0 is the Modbus broadcast: a write must name exactly one meter")
+        return
+    if address:
+        try:
+            unicast_address(address)
+        except EncodeError as exc:
+            raise FieldError(f"--address: {exc}") from None
+
+
+def _run(work: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     """Run the command's coroutine; turn every expected failure into one line and exit code 1."""
     try:
         return asyncio.run(work())
@@ -153,23 +181,62 @@ def switch_command(
     url: Url,
     action: Annotated[str, typer.Argument(help="off, on or close-allowed")],
     operator: Annotated[
-        str, typer.Option("--operator", help="Operator code recorded by the meter (8 digits).")
+        str, typer.Option("--operator", help="Your operator id (工号, 1-8 digits; the meter records it).")
     ],
     protocol: Protocol = "dlt645-2007",
     address: Address = None,
     unit: Unit = None,
     model: Model = None,
     secrets: Secrets = None,
+    meter: Annotated[
+        str | None, typer.Option("--meter", help="Inventory name of the meter (default: its address/unit).")
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why (audited; needed with a database).")
+    ] = None,
+    dsn: Annotated[
+        str | None, typer.Option("--dsn", help="Database that records the command (default: $HEADEND_DSN).")
+    ] = None,
+    no_record: Annotated[
+        bool, typer.Option("--no-record", help="No database: switch without a command record or audit.")
+    ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the command; send nothing.")] = False,
     as_json: Json = False,
 ) -> None:
-    """Switch the relay and confirm it by reading the state back."""
+    """Switch one meter's relay and confirm it by reading the state back.
+
+    With a database (--dsn or $HEADEND_DSN) the switch is a persisted command under the same safety
+    gates and audit as the daemon's, run by an authenticated operator; without one, --no-record is
+    required. Wildcard, broadcast and malformed addresses are always refused."""
     action = action.replace("-", "_")
+    database = dsn or os.environ.get("HEADEND_DSN")
+    try:
+        if action not in ("off", "on", "close_allowed"):
+            raise FieldError("action must be off, on or close-allowed")
+        operator = check_operator_id(operator)
+        check_write_target(protocol, address, unit)
+        if database and no_record:
+            raise FieldError(
+                "--no-record: a database is configured, so the switch is recorded; drop the flag"
+            )
+        if not database and not no_record and not dry_run:
+            raise FieldError(
+                "no database configured (--dsn or $HEADEND_DSN) to record the switch;"
+                " give --no-record to switch without a command record"
+            )
+        if database and not dry_run and not (reason or "").strip():
+            raise FieldError("--reason is required: it is recorded with the command")
+    except (FieldError, OperatorError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    if database and not dry_run:
+        _recorded_switch(
+            url, action, operator, protocol, address, unit, model, secrets, meter, reason, database
+        )
+        return
 
     async def work() -> dict[str, Any]:
         channel, driver = _driver(url, protocol, address, unit, model, secrets)
-        if action not in ("off", "on", "close_allowed"):
-            raise FieldError("action must be off, on or close-allowed")
         if dry_run:
             if protocol == "modbus":
                 return {
@@ -200,6 +267,56 @@ def switch_command(
         raise typer.Exit(code=1)
 
 
+def _recorded_switch(
+    url: str,
+    action: str,
+    operator: str,
+    protocol: str,
+    address: str | None,
+    unit: int | None,
+    model: str | None,
+    secrets: str | None,
+    meter: str | None,
+    reason: str | None,
+    database: str,
+) -> None:
+    """The switch as a persisted, audited command run by the signed-in operator (field_switch)."""
+    me = login(operator)
+    meter_ref = meter or (str(unit) if protocol == "modbus" else str(address))
+
+    async def work() -> dict[str, Any]:
+        try:
+            conn = await asyncpg.connect(database)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise FieldError(f"database: {exc}") from None
+        try:
+            await me.sign_in(conn, "operator")
+            channel, driver = _driver(url, protocol, address, unit, model, secrets)
+            try:
+                outcome = await field_switch(
+                    conn, meter_ref, action, operator=me.operator_id, reason=str(reason), driver=driver
+                )
+            finally:
+                await channel.close()
+        except asyncpg.PostgresError as exc:
+            raise FieldError(str(exc)) from None
+        finally:
+            await conn.close()
+        return {
+            "command": outcome.command_id,
+            "state": outcome.state,
+            "error": outcome.last_error,
+            "evidence": outcome.evidence,
+        }
+
+    result = _run(work)
+    _print(result, False, _field_table(f"switch {action}: command {result['command']}", result))
+    if result["state"] != "confirmed":
+        command = result["command"]
+        typer.echo(f"command {command} is {result['state']}: see `headend commands show {command}`", err=True)
+        raise typer.Exit(code=1)
+
+
 def clock_command(
     url: Url,
     protocol: Protocol = "dlt645-2007",
@@ -213,6 +330,8 @@ def clock_command(
     """Read (and with --sync correct) the meter clock."""
 
     async def work() -> dict[str, Any]:
+        if sync:
+            check_write_target(protocol, address, unit)
         channel, driver = _driver(url, protocol, address, unit, model, secrets)
         try:
             if sync:
@@ -286,6 +405,8 @@ def scan_command(
             raise FieldError(f"--protocol must be one of {', '.join(PROTOCOLS)}")
         edition = 1997 if protocol == "dlt645-1997" else 2007
         channel = open_channel(url)
+        if isinstance(channel, ModbusChannel):
+            raise FieldError("DL/T 645 scans need a serial:// or tcp:// channel URL")
         found: list[str] = []
         try:
             probes = [a.strip().rjust(12, "0") for a in candidates.split(",")] if candidates else []
@@ -332,7 +453,7 @@ async def _sweep(url: str, model: str, units: str, quiet: bool) -> list[int]:
         with Progress(transient=True, disable=quiet) as progress:
             task = progress.add_task("sweeping unit ids", total=len(ids))
             for unit in ids:
-                driver = make_driver("modbus", channel, unit, model)
+                driver = ModbusDriver(channel, unit, model=model)
                 try:
                     await driver.read([next(iter(driver.model.points))])
                     found.append(unit)

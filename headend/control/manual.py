@@ -38,9 +38,19 @@ async def _meter(conn: asyncpg.Connection, meter: str) -> asyncpg.Record:
 
 
 async def request_command(
-    conn: asyncpg.Connection, meter: str, action: str, *, operator: str, reason: str, now: datetime
+    conn: asyncpg.Connection,
+    meter: str,
+    action: str,
+    *,
+    operator: str,
+    reason: str,
+    now: datetime,
+    cause: str = "manual",
+    due_at: datetime | None = None,
 ) -> int:
     """Create a pending manual command for ``meter`` (name or address); returns its id.
+
+    ``cause`` ``field`` with a late ``due_at`` is a field switch the engineer's process executes itself.
 
     Refused (``ManualCommandError``): unknown or ambiguous meter, no relay, disabled meter, a
     disconnect of a protected customer, a meter that already has an open command, no operator or
@@ -72,10 +82,11 @@ async def request_command(
                 conn,
                 meter_id=row["id"],
                 action=action,
-                cause="manual",
+                cause=cause,
                 operator=operator,
-                idempotency_key=f"manual:{uuid.uuid4()}",
+                idempotency_key=f"{cause}:{uuid.uuid4()}",
                 now=now,
+                due_at=due_at,
             )
             await audit(
                 conn,

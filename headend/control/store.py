@@ -22,8 +22,11 @@ async def create_command(
     now: datetime,
     requires_approval: bool = False,
     dry_run: bool = False,
+    due_at: datetime | None = None,
 ) -> int:
-    """Insert a pending command once per ``idempotency_key``; returns the id of the (existing) row."""
+    """Insert a pending command once per ``idempotency_key``; returns the id of the (existing) row.
+
+    ``due_at`` (default ``now``) is when the daemon may pick it up."""
     row = await conn.fetchrow(
         """INSERT INTO commands (meter_id, action, cause, operator, idempotency_key, requires_approval,
                                  dry_run, next_attempt_at, expires_at)
@@ -36,7 +39,7 @@ async def create_command(
         idempotency_key,
         requires_approval,
         dry_run,
-        now,
+        due_at or now,
         now + COMMAND_LIFETIME,
     )
     if row is not None:

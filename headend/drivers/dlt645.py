@@ -40,7 +40,8 @@ from protocols.dlt645 import (
     build_write,
     decode,
 )
-from protocols.dlt645.link import address_to_wire
+from protocols.dlt645.errors import EncodeError
+from protocols.dlt645.link import address_to_wire, unicast_address
 
 ACTIONS = {"off": "trip", "on": "close", "close_allowed": "close_allowed"}
 # event kind -> (count DI, record DI without the occurrence byte)
@@ -376,6 +377,10 @@ class Dlt645Driver:
         """Send 0x1C (off = trip, on = direct close, close_allowed) and confirm by reading the relay back."""
         if action not in ACTIONS:
             raise ValueError(f"unknown relay action {action!r}; use {', '.join(ACTIONS)}")
+        try:
+            unicast_address(self.address)
+        except EncodeError as exc:  # a wildcard or broadcast would switch every meter it reaches
+            return SwitchResult("refused", action, reason=str(exc))
         if self.edition != 2007:
             return SwitchResult("failed", action, reason="1997 meters have no standard remote control")
         if self.credentials is None:

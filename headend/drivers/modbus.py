@@ -103,6 +103,8 @@ class ModbusDriver:
         """Write the relay register (the model's function, e.g. FC16 for Hiking) and read it back."""
         if action not in ("off", "on"):
             return SwitchResult("failed", action, reason=f"{action} is not available on Modbus relays")
+        if self.unit_id == 0:  # Modbus unit 0 is the broadcast: every slave on the line would act
+            return SwitchResult("refused", action, reason="unit id 0 is the Modbus broadcast: name one unit")
         try:
             relay = self._relay()
         except NotSupported as exc:

@@ -167,18 +167,25 @@ async def migrate(
     async with _connection(target) as conn:
         await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
         try:
-            await conn.execute(
-                """CREATE TABLE IF NOT EXISTS headend_migrations (
-                       version    integer PRIMARY KEY,
-                       name       text NOT NULL,
-                       variant    text,
-                       checksum   text NOT NULL,
-                       applied_at timestamptz NOT NULL DEFAULT now())"""
-            )
+            if await conn.fetchval("SELECT to_regclass('headend_migrations')") is None:
+                await conn.execute(
+                    """CREATE TABLE headend_migrations (
+                           version    integer PRIMARY KEY,
+                           name       text NOT NULL,
+                           variant    text,
+                           checksum   text NOT NULL,
+                           applied_at timestamptz NOT NULL DEFAULT now())"""
+                )
             history = await _history(conn)
             problems = _verify(history, migrations)
             if problems:
                 raise MigrationError("; ".join(problems))
+            pending = [m.label for m in migrations if m.version not in history]
+            if pending and not await conn.fetchval("SELECT has_schema_privilege('public', 'CREATE')"):
+                raise MigrationError(
+                    f"{len(pending)} migration(s) pending ({', '.join(pending)}) and this login may not"
+                    " change the schema: run `headend db migrate` as the schema owner"
+                )
             recorded = await _recorded_mode(conn)
             if recorded and forced and recorded != forced:
                 raise MigrationError(f"database is in {recorded} mode; cannot migrate it as {forced}")

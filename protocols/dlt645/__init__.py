@@ -47,6 +47,7 @@ from protocols.dlt645.link import (
     encode_frame,
     parse_link,
     scramble,
+    unicast_address,
     unscramble,
 )
 
@@ -92,5 +93,6 @@ __all__ = [
     "normalize_di",
     "parse_link",
     "scramble",
+    "unicast_address",
     "unscramble",
 ]

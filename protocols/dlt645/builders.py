@@ -1,6 +1,9 @@
 """Request builders (master side) and reply builders (meter side) for both editions.
 
-Requests carry the 4×FE preamble by default. Passwords are 6 digits (P2 P1 P0 as written on the
+Requests carry the 4×FE preamble by default. Every write (control, clock and parameter writes,
+passwords, demand/meter/event clear, baud, freeze, multi-function output) is addressed to exactly one
+meter (``unicast_address``); the time broadcast and the one-meter-line address commands are the only
+requests built for a wildcard or broadcast address. Passwords are 6 digits (P2 P1 P0 as written on the
 meter's label), operator codes 8 digits; both are arguments, never defaults.
 """
 
@@ -14,7 +17,13 @@ from protocols.dlt645 import functions as fc
 from protocols.dlt645.dataitems import di_to_wire, lookup
 from protocols.dlt645.errors import EncodeError
 from protocols.dlt645.formats import BaudWord, Digits, Timestamp
-from protocols.dlt645.link import BROADCAST_ADDRESS, WILDCARD_ADDRESS, address_to_wire, encode_frame
+from protocols.dlt645.link import (
+    BROADCAST_ADDRESS,
+    WILDCARD_ADDRESS,
+    address_to_wire,
+    encode_frame,
+    unicast_address,
+)
 
 DATETIME6 = Timestamp("YYMMDDhhmmss")
 PROFILE_START = Timestamp("YYMMDDhhmm")
@@ -93,6 +102,7 @@ def build_write(
 
     ``value`` is encoded with the DI table; pass ``raw`` for items the table lacks.
     """
+    address = unicast_address(address)
     if raw is None:
         raw = encode_value(di, value, edition)
     if _edition(edition) == 2007:
@@ -118,6 +128,7 @@ def build_time_sync(when: dt.datetime, address: str = BROADCAST_ADDRESS) -> byte
 
 def build_freeze(address: str, when: str = "99999999") -> bytes:
     """Freeze (0x16): ``when`` is MMDDhhmm with 99 as wildcard (99999999 = freeze now)."""
+    address = unicast_address(address)
     text = when.strip()
     if len(text) != 8 or not text.isdigit():
         raise EncodeError(f"freeze time must be 8 digits MMDDhhmm (99 = any), got {when!r}")
@@ -126,6 +137,7 @@ def build_freeze(address: str, when: str = "99999999") -> bytes:
 
 def build_change_baud(address: str, baud: int, edition: int = 2007) -> bytes:
     """Change the baud rate (2007 0x17 / 1997 0x0C) with the bitmap feature word."""
+    address = unicast_address(address)
     function = fc.CHANGE_BAUD if _edition(edition) == 2007 else fc.CHANGE_BAUD_1997
     return encode_frame(address, function, BAUD.encode_value(baud))
 
@@ -140,6 +152,7 @@ def build_change_password(
     edition: int = 2007,
 ) -> bytes:
     """Change a password (2007 0x18 with DI 04000C(level+1); 1997 0x0F)."""
+    address = unicast_address(address)
     data = _auth(old_level, old_password) + _auth(new_level, new_password)
     if _edition(edition) == 2007:
         if not 0 <= new_level <= 9:
@@ -152,6 +165,7 @@ def build_demand_reset(
     address: str, *, password_level: int, password: str, operator: str | None = None, edition: int = 2007
 ) -> bytes:
     """Maximum-demand reset (2007 0x19 with operator; 1997 0x10)."""
+    address = unicast_address(address)
     if _edition(edition) == 2007:
         if operator is None:
             raise EncodeError("a 2007 demand reset needs an operator code")
@@ -161,6 +175,7 @@ def build_demand_reset(
 
 def build_meter_clear(address: str, *, password_level: int, password: str, operator: str) -> bytes:
     """Meter clear (0x1A): destructive, programming mode on most meters."""
+    address = unicast_address(address)
     return encode_frame(address, fc.METER_CLEAR, _auth(password_level, password, operator))
 
 
@@ -168,6 +183,7 @@ def build_event_clear(
     address: str, *, password_level: int, password: str, operator: str, event_di: str = "FFFFFFFF"
 ) -> bytes:
     """Event clear (0x1B); ``FFFFFFFF`` clears all events, DI0 = FF one event type."""
+    address = unicast_address(address)
     return encode_frame(
         address, fc.EVENT_CLEAR, _auth(password_level, password, operator) + di_to_wire(event_di)
     )
@@ -177,6 +193,7 @@ def build_control(
     address: str, action: str, *, password_level: int, password: str, operator: str, expiry: dt.datetime
 ) -> bytes:
     """Plaintext remote control (0x1C): trip, close_allowed, close, alarm, keep_power, ... with expiry."""
+    address = unicast_address(address)
     try:
         code = fc.CONTROL_ACTIONS[action]
     except KeyError:
@@ -189,6 +206,7 @@ def build_control(
 
 def build_multifunction_output(address: str, mode: int) -> bytes:
     """Multi-function terminal output (0x1D): 0 second pulse, 1 demand period, 2 time-slot switch."""
+    address = unicast_address(address)
     if mode not in fc.MULTIFUNCTION_MODES:
         raise EncodeError(f"multi-function output mode must be one of {sorted(fc.MULTIFUNCTION_MODES)}")
     return encode_frame(address, fc.MULTIFUNCTION_OUTPUT, bytes((mode,)))

@@ -54,6 +54,26 @@ def address_to_wire(address: str) -> bytes:
     return raw[::-1]
 
 
+def unicast_address(address: str) -> str:
+    """The 12-digit address of exactly one meter, for writes; refuses wildcards, broadcasts, non-BCD.
+
+    A write (relay control, clock, parameter, password) must reach one meter: ``AA`` wildcard digits
+    (``AAAAAAAAAAAA`` reaches every meter on the bus), the broadcast ``999999999999``, hex digits and a
+    wrong length are refused with an ``EncodeError`` saying why. The only broadcast the head-end sends
+    is the time broadcast (``build_time_sync``).
+    """
+    text = address.strip().upper()
+    if len(text) != 12:
+        raise EncodeError(f"address {address!r} must have exactly 12 decimal digits, has {len(text)}")
+    if not all(c in "0123456789A" for c in text):
+        raise EncodeError(f"address {address!r} is not 12 decimal (BCD) digits")
+    if "A" in text:
+        raise EncodeError(f"address {address!r} has AA wildcard digits: a write must name exactly one meter")
+    if text == BROADCAST_ADDRESS:
+        raise EncodeError(f"address {address!r} is the broadcast address: a write must name one meter")
+    return text
+
+
 def address_from_wire(raw: bytes) -> str:
     """Turn 6 wire bytes (low byte first) into the 12-character address as written on the meter."""
     return raw[::-1].hex().upper()

@@ -9,16 +9,23 @@ from pathlib import Path
 
 import asyncpg
 
+from tests.support.operators import PASSWORD, add_operators, operator_env
 
-def headend(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+
+def headend(dsn: str, *args: str, password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "headend.cli", *args, "--dsn", dsn], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "headend.cli", *args, "--dsn", dsn],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=operator_env(password),
     )
 
 
 async def test_pay_import_status_and_second_operator_approval(pg_dsn: str, tmp_path: Path) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
+        await add_operators(conn, o1="cashier,approver", o2="cashier,approver", o3="operator")
         await conn.execute("INSERT INTO accounts (number, kind) VALUES ('A1', 'prepaid')")
         channel = await conn.fetchval(
             "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id"
@@ -30,28 +37,46 @@ async def test_pay_import_status_and_second_operator_approval(pg_dsn: str, tmp_p
         )
         command = await conn.fetchval(
             "INSERT INTO commands (meter_id, action, cause, operator, requires_approval, expires_at) "
-            "VALUES ($1, 'disconnect', 'bulk', 'op1', true, now() + interval '1 day') RETURNING id",
+            "VALUES ($1, 'disconnect', 'bulk', '1', true, now() + interval '1 day') RETURNING id",
             meter,
         )
     finally:
         await conn.close()
-    first = headend(pg_dsn, "billing", "pay", "A1", "10.50", "--ref", "R1", "--operator", "op1")
-    again = headend(pg_dsn, "billing", "pay", "A1", "10.50", "--ref", "R1", "--operator", "op1")
+    for nobody in ("", "  ", "op1", "System"):
+        refused = headend(pg_dsn, "billing", "pay", "A1", "10.50", "--ref", "R1", "--operator", nobody)
+        assert (
+            refused.returncode == 1 and "operator id" in refused.stderr and "Traceback" not in refused.stderr
+        )
+    wrong = headend(
+        pg_dsn, "billing", "pay", "A1", "10.50", "--ref", "R1", "--operator", "1", password="guess"
+    )
+    assert wrong.returncode == 1 and "operator 1: unknown, disabled or wrong password" in wrong.stderr
+    no_role = headend(pg_dsn, "billing", "pay", "A1", "10.50", "--ref", "R1", "--operator", "3")
+    assert no_role.returncode == 1 and "does not hold the cashier role" in no_role.stderr
+    first = headend(pg_dsn, "billing", "pay", "A1", "10.50", "--ref", "R1", "--operator", "1")
+    again = headend(pg_dsn, "billing", "pay", "A1", "10.50", "--ref", "R1", "--operator", "1")
     assert "recorded; balance 10.50" in first.stdout and "already recorded" in again.stdout
-    bad = headend(pg_dsn, "billing", "pay", "A1", "1.5e400", "--ref", "R2", "--operator", "op1")
+    bad = headend(pg_dsn, "billing", "pay", "A1", "1.5e400", "--ref", "R2", "--operator", "1")
     assert bad.returncode == 1 and "error:" in bad.stderr and "Traceback" not in bad.stderr
     csv_file = tmp_path / "pay.csv"
     csv_file.write_text("account,amount,reference\nA1,4.50,F1\nA1,10.50,R1\n", encoding="utf-8")
-    imported = headend(pg_dsn, "billing", "import", str(csv_file), "--operator", "op2")
+    imported = headend(pg_dsn, "billing", "import", str(csv_file), "--operator", "2")
     assert "1 recorded, 1 duplicates" in imported.stdout
     status = json.loads(headend(pg_dsn, "billing", "status", "A1").stdout)
     assert status["balance"] == "15.00" and status["arrears"] is False
-    same = headend(pg_dsn, "commands", "approve", str(command), "--operator", "op1")
+    same = headend(pg_dsn, "commands", "approve", str(command), "--operator", "1")
     assert same.returncode == 1 and "must differ" in same.stderr
-    other = headend(pg_dsn, "commands", "approve", str(command), "--operator", "op2")
+    other = headend(pg_dsn, "commands", "approve", str(command), "--operator", "2")
     assert other.returncode == 0, other.stderr
     shown = json.loads(headend(pg_dsn, "commands", "show", str(command)).stdout)
-    assert shown["approved_by"] == "op2"
+    assert shown["approved_by"] == "2"
+    assert [a["actor"] for a in shown["audit"] if a["action"] == "command.approved"] == ["2"]
+    payer = await asyncpg.connect(pg_dsn)
+    try:
+        assert await payer.fetchval("SELECT operator FROM payments WHERE reference = 'R1'") == "1"
+        assert await payer.fetchval("SELECT actor FROM audit_log WHERE reason = 'F1'") == "2"
+    finally:
+        await payer.close()
 
 
 async def test_bill_reports_accounts_it_cannot_bill(pg_dsn: str) -> None:
@@ -80,6 +105,7 @@ async def test_bill_reports_accounts_it_cannot_bill(pg_dsn: str) -> None:
 async def test_meter_replacement_is_recorded_with_precise_refusals(pg_dsn: str) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
+        await add_operators(conn, o51="admin")
         account = await conn.fetchval(
             "INSERT INTO accounts (number, kind) VALUES ('R1', 'prepaid') RETURNING id"
         )
@@ -94,7 +120,7 @@ async def test_meter_replacement_is_recorded_with_precise_refusals(pg_dsn: str) 
                 channel,
                 owner,
             )
-        args = ["billing", "replace", "000000000011", "000000000012", "--operator", "tech1"]
+        args = ["billing", "replace", "000000000011", "000000000012", "--operator", "51"]
         naive = headend(
             pg_dsn,
             *args,

@@ -19,6 +19,7 @@ from headend.inventory import import_inventory, read_inventory
 from headend.secrets import MeterSecrets
 from headend.store.writer import ReadingWriter
 from simulators import BusSpec, start_bus
+from tests.support.operators import add_operators, operator_env
 
 
 def headend(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -27,6 +28,7 @@ def headend(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=60,
+        env=operator_env(),
     )
 
 
@@ -44,6 +46,7 @@ async def test_operator_command_is_executed_by_the_daemon_and_refusals_are_preci
         'model = "dlt645-generic"\nhas_relay = true\nprotected = true\nprotected_reason = "dialysis"\n'
     )
     conn = await asyncpg.connect(pg_dsn)
+    await add_operators(conn, o7="operator")
     await import_inventory(conn, read_inventory(inventory))
     config = validate_config(
         {
@@ -64,33 +67,33 @@ async def test_operator_command_is_executed_by_the_daemon_and_refusals_are_preci
     await engine.start()
     try:
         created = headend(
-            pg_dsn, "create", "flat-12", "disconnect", "--operator", "op7", "--reason", "tamper found on site"
+            pg_dsn, "create", "flat-12", "disconnect", "--operator", "7", "--reason", "tamper found on site"
         )
         assert created.returncode == 0, created.stderr
         command_id = int(created.stdout.split()[1])
         # nothing is switched by the request itself: the daemon does it, confirmed by read-back
         assert not served.model.relay.open and bus.requests[0x1C] == 0
-        again = headend(pg_dsn, "create", served.address, "reconnect", "--operator", "op7", "--reason", "x")
+        again = headend(pg_dsn, "create", served.address, "reconnect", "--operator", "7", "--reason", "x")
         assert again.returncode == 1 and f"already has open command {command_id}" in again.stderr
         assert [state for _, state in await run_pass(engine, datetime.now(UTC))] == ["confirmed"]
         assert served.model.relay.open and bus.requests[0x1C] == 1
         row = await conn.fetchrow(
             "SELECT cause, operator, state::text AS state, evidence FROM commands WHERE id = $1", command_id
         )
-        assert (row["cause"], row["operator"], row["state"]) == ("manual", "op7", "confirmed")
+        assert (row["cause"], row["operator"], row["state"]) == ("manual", "7", "confirmed")
         trail = await conn.fetch(
             "SELECT actor, action, reason FROM audit_log WHERE entity = 'command' "
             "AND entity_id = $1 ORDER BY id",
             str(command_id),
         )
-        assert ("op7", "command.requested", "tamper found on site") in [tuple(r) for r in trail]
+        assert ("7", "command.requested", "tamper found on site") in [tuple(r) for r in trail]
         assert [r["action"] for r in trail][-1] == "command.confirmed"
 
         refused = headend(
-            pg_dsn, "create", protected.address, "disconnect", "--operator", "op7", "--reason", "test"
+            pg_dsn, "create", protected.address, "disconnect", "--operator", "7", "--reason", "test"
         )
         assert refused.returncode == 1 and "is protected (dialysis)" in refused.stderr
-        unknown = headend(pg_dsn, "create", "nobody", "disconnect", "--operator", "op7", "--reason", "r")
+        unknown = headend(pg_dsn, "create", "nobody", "disconnect", "--operator", "7", "--reason", "r")
         assert unknown.returncode == 1 and "no meter named or addressed 'nobody'" in unknown.stderr
         assert await conn.fetchval("SELECT count(*) FROM commands") == 1
     finally:
@@ -102,6 +105,7 @@ async def test_operator_command_is_executed_by_the_daemon_and_refusals_are_preci
 async def test_a_sent_command_cannot_be_cancelled_blind(pg_dsn: str) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
+        await add_operators(conn, o1="operator", o2="operator")
         channel = await conn.fetchval(
             "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id"
         )
@@ -112,15 +116,18 @@ async def test_a_sent_command_cannot_be_cancelled_blind(pg_dsn: str) -> None:
         )
         sent = await conn.fetchval(
             "INSERT INTO commands (meter_id, action, cause, operator, expires_at) "
-            "VALUES ($1, 'disconnect', 'manual', 'op1', now() + interval '1 day') RETURNING id",
+            "VALUES ($1, 'disconnect', 'manual', '1', now() + interval '1 day') RETURNING id",
             meter,
         )
         await conn.execute("UPDATE commands SET state = 'sent' WHERE id = $1", sent)
-        refused = headend(pg_dsn, "cancel", str(sent), "--operator", "op2")
+        for nobody, why in (("", "is required"), (" ", "is required"), ("op2", "1-8 digits")):
+            blank = headend(pg_dsn, "cancel", str(sent), "--operator", nobody)
+            assert blank.returncode == 1 and why in blank.stderr and "Traceback" not in blank.stderr
+        refused = headend(pg_dsn, "cancel", str(sent), "--operator", "2")
         assert refused.returncode == 1 and "settles it by reading the relay back" in refused.stderr
         assert await conn.fetchval("SELECT state::text FROM commands WHERE id = $1", sent) == "sent"
         await conn.execute("UPDATE commands SET state = 'pending' WHERE id = $1", sent)
-        cancelled = headend(pg_dsn, "cancel", str(sent), "--operator", "op2")
+        cancelled = headend(pg_dsn, "cancel", str(sent), "--operator", "2")
         assert cancelled.returncode == 0, cancelled.stderr
         assert await conn.fetchval("SELECT state::text FROM commands WHERE id = $1", sent) == "cancelled"
     finally:
@@ -130,10 +137,13 @@ async def test_a_sent_command_cannot_be_cancelled_blind(pg_dsn: str) -> None:
 async def test_resume_lifts_a_latched_cap_halt_and_says_when_there_is_none(pg_dsn: str) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
-        idle = headend(pg_dsn, "resume", "--operator", "op1", "--reason", "x")
+        await add_operators(conn, o1="admin", o2="operator")
+        not_admin = headend(pg_dsn, "resume", "--operator", "2", "--reason", "x")
+        assert not_admin.returncode == 1 and "does not hold the admin role" in not_admin.stderr
+        idle = headend(pg_dsn, "resume", "--operator", "1", "--reason", "x")
         assert idle.returncode == 1 and "not halted" in idle.stderr
         await conn.execute("INSERT INTO headend_settings (key, value) VALUES ($1, 'cap.per_run')", HALT_KEY)
-        lifted = headend(pg_dsn, "resume", "--operator", "op1", "--reason", "list checked with billing")
+        lifted = headend(pg_dsn, "resume", "--operator", "1", "--reason", "list checked with billing")
         assert lifted.returncode == 0 and "was halted by cap.per_run" in lifted.stdout
         assert await conn.fetchval("SELECT count(*) FROM headend_settings WHERE key = $1", HALT_KEY) == 0
         assert (

@@ -30,6 +30,7 @@ from protocols.dlt645.formats import (
 from protocols.dlt645.profile import CLASS_FIELDS, ProfileRecords
 
 ADDRESSES = st.text("0123456789", min_size=12, max_size=12)
+UNICAST_ADDRESSES = ADDRESSES.filter(lambda a: a != "999999999999")  # writes never go to the broadcast
 PASSWORDS = st.text("0123456789", min_size=6, max_size=6)
 OPERATORS = st.text("0123456789", min_size=8, max_size=8)
 DATETIMES = st.datetimes(

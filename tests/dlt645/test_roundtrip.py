@@ -41,6 +41,7 @@ from tests.dlt645.strategies import (
     DATETIMES,
     OPERATORS,
     PASSWORDS,
+    UNICAST_ADDRESSES,
     catalogue_1997,
     catalogue_2007,
     values_for,
@@ -176,7 +177,7 @@ def test_read_address_uses_the_wildcard() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(address=ADDRESSES, level=LEVELS, password=PASSWORDS, operator=OPERATORS, when=DATETIMES)
+@given(address=UNICAST_ADDRESSES, level=LEVELS, password=PASSWORDS, operator=OPERATORS, when=DATETIMES)
 def test_writes_carry_password_operator_and_value(
     address: str, level: int, password: str, operator: str, when: dt.datetime
 ) -> None:
@@ -192,6 +193,40 @@ def test_writes_carry_password_operator_and_value(
     )
     assert old.edition == 1997 and old.function == 0x04 and old.value == when.date()
     assert "operator" not in old.fields
+
+
+NOT_ONE_METER = {
+    "AAAAAAAAAAAA": "wildcard",
+    "0000000000AA": "wildcard",
+    "A00000000001": "wildcard",
+    "999999999999": "broadcast",
+    "ABCDEF": "12 decimal digits",
+    "00000000000F": "not 12 decimal",
+    "0000000001": "12 decimal digits",
+    "0000000000001": "12 decimal digits",
+    "": "12 decimal digits",
+}
+
+
+@pytest.mark.parametrize(("address", "why"), NOT_ONE_METER.items())
+def test_every_write_builder_refuses_addresses_that_are_not_one_meter(address: str, why: str) -> None:
+    auth = {"password_level": 2, "password": "000000"}
+    writes = [
+        lambda: build_control(address, "trip", **auth, operator="1", expiry=dt.datetime(2026, 1, 1)),
+        lambda: build_write(address, "04000102", dt.time(1, 2, 3), **auth, operator="1"),
+        lambda: build_write(address, "C011", dt.time(1, 2, 3), **auth, edition=1997),
+        lambda: build_change_password(address, old_level=2, old_password="0", new_level=2, new_password="1"),
+        lambda: build_demand_reset(address, **auth, operator="1"),
+        lambda: build_meter_clear(address, **auth, operator="1"),
+        lambda: build_event_clear(address, **auth, operator="1"),
+        lambda: build_change_baud(address, 9600),
+        lambda: build_freeze(address),
+        lambda: build_multifunction_output(address, 0),
+    ]
+    for build in writes:
+        with pytest.raises(EncodeError, match=why):
+            build()
+    assert decode(build_time_sync(dt.datetime(2026, 1, 1))).address == "999999999999"  # the one broadcast
 
 
 def test_write_without_operator_or_unknown_di_is_refused() -> None:

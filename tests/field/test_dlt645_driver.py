@@ -308,3 +308,17 @@ async def test_undecodable_block_falls_back_to_single_items() -> None:
         await channel.close()
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("address", ["AAAAAAAAAAAA", "99999999AAAA", "999999999999"])
+async def test_driver_refuses_to_switch_a_wildcard_or_broadcast_address(address: str) -> None:
+    bus = await start_bus(BusSpec(meters=3, seed=49))
+    channel = open_channel(bus.url)
+    try:
+        driver = make_driver("dlt645-2007", channel, address, secrets=GOOD)
+        result = await driver.switch("off", operator="1", poll_s=0.1)
+        assert result.status == "refused" and "name" in result.reason and "one meter" in result.reason
+        assert bus.requests[0x1C] == 0 and not any(m.model.relay.open for m in bus.meters)
+    finally:
+        await channel.close()
+        await bus.stop()

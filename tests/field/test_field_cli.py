@@ -8,6 +8,8 @@ import os
 import sys
 from datetime import UTC, datetime, timedelta
 
+from headend.drivers import make_driver
+from headend.transport import open_channel
 from simulators import BusSpec, start_bus
 
 PASSWORD = "271828"
@@ -15,7 +17,7 @@ PASSWORD = "271828"
 
 async def headend(*args: str) -> tuple[int, str, str]:
     """Run the CLI in a subprocess while this event loop keeps serving the simulated bus."""
-    env = os.environ | {"HEADEND_METER_PASSWORD": PASSWORD}
+    env = {k: v for k, v in os.environ.items() if k != "HEADEND_DSN"} | {"HEADEND_METER_PASSWORD": PASSWORD}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -50,16 +52,22 @@ async def test_switch_dry_run_sends_nothing_then_real_switch_is_confirmed() -> N
         )
         assert code == 0 and json.loads(out)["sent"] is False
         assert sum(bus.requests.values()) == 0
-        code, out, err = await headend("switch", bus.url, "off", "-a", address, "--operator", "42", "--json")
+        code, out, err = await headend(
+            "switch", bus.url, "off", "-a", address, "--operator", "42", "--no-record", "--json"
+        )
         assert code == 0, err
         result = json.loads(out)
         assert result["status"] == "confirmed" and result["state"]["open"] is True
         assert result["evidence"]["event_record"]["operator"] == "00000042"
         assert PASSWORD not in out + err  # the password is never printed
         bus.meters[0].model.relay.keep_power = True
-        code, out, _ = await headend("switch", bus.url, "on", "-a", address, "--operator", "42", "--json")
+        code, out, _ = await headend(
+            "switch", bus.url, "on", "-a", address, "--operator", "42", "--no-record", "--json"
+        )
         assert code == 0 and json.loads(out)["status"] == "confirmed"
-        code, out, err = await headend("switch", bus.url, "off", "-a", address, "--operator", "42", "--json")
+        code, out, err = await headend(
+            "switch", bus.url, "off", "-a", address, "--operator", "42", "--no-record", "--json"
+        )
         assert PASSWORD not in out + err
         assert code == 1 and json.loads(out) | {"state": None} == json.loads(out) | {
             "status": "refused",
@@ -115,10 +123,56 @@ async def test_modbus_read_switch_and_unit_sweep() -> None:
         assert code == 0, err
         assert json.loads(out)["values"]["energy_import_kwh"] > 0
         code, out, err = await headend(
-            "switch", bus.url, "off", *args, "--unit", "1", "--operator", "7", "--json"
+            "switch", bus.url, "off", *args, "--unit", "1", "--operator", "7", "--no-record", "--json"
         )
         assert code == 0, err
         assert json.loads(out)["status"] == "confirmed" and bus.meters[0].model.relay.open
         code, out, err = await headend("scan", bus.url, *args, "--units", "1-4", "--json")
         assert code == 0, err
         assert json.loads(out)["units"] == [1, 2]
+
+
+NOT_ONE_METER = {
+    "AAAAAAAAAAAA": "AA wildcard digits",
+    "0000000000AA": "AA wildcard digits",
+    "999999999999": "the broadcast address",
+    "ABCDEF": "exactly 12 decimal digits",
+    "00000000ABCD": "not 12 decimal (BCD) digits",
+    "1": "exactly 12 decimal digits",
+}
+
+
+async def test_switch_and_clock_writes_to_a_wildcard_or_broadcast_switch_nothing() -> None:
+    async with await start_bus(BusSpec(meters=3, seed=78, password=PASSWORD)) as bus:
+        for address, why in NOT_ONE_METER.items():
+            for action in ("off", "on"):
+                code, out, err = await headend(
+                    "switch", bus.url, action, "-a", address, "--operator", "1001", "--no-record"
+                )
+                assert code == 1 and out == "" and why in err and "Traceback" not in err, (address, err)
+            code, _, err = await headend("clock", bus.url, "-a", address, "--sync")
+            assert code == 1 and why in err
+        code, _, err = await headend(
+            "switch", bus.url, "off", "-p", "modbus", "--unit", "0", "--operator", "1001", "--no-record"
+        )
+        assert code == 1 and "Modbus broadcast" in err
+        assert bus.requests[0x1C] == 0 and bus.requests[0x14] == 0 and bus.requests[0x08] == 0
+        # read every meter's relay back over the bus: all still closed
+        channel = open_channel(bus.url)
+        try:
+            for meter in bus.meters:
+                state = await make_driver("dlt645-2007", channel, meter.address).relay_state()
+                assert state.open is False and meter.model.relay.open is False
+        finally:
+            await channel.close()
+
+
+async def test_switch_refuses_bad_operator_ids_and_an_unrecorded_switch_without_no_record() -> None:
+    async with await start_bus(BusSpec(meters=1, seed=79, password=PASSWORD)) as bus:
+        address = bus.meters[0].address
+        for operator, why in (("", "is required"), ("  ", "is required"), ("ops1", "must be 1-8 digits")):
+            code, _, err = await headend("switch", bus.url, "off", "-a", address, "--operator", operator)
+            assert code == 1 and why in err
+        code, _, err = await headend("switch", bus.url, "off", "-a", address, "--operator", "1001")
+        assert code == 1 and "give --no-record" in err
+        assert bus.requests[0x1C] == 0 and not bus.meters[0].model.relay.open

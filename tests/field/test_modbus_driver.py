@@ -52,6 +52,11 @@ async def test_hiking_relay_is_switched_with_fc16_and_read_back() -> None:
             on = await driver.switch("on", operator="ops1", poll_s=0.1)
             assert on.status == "confirmed" and not bus.meters[0].model.relay.open
             assert (await driver.switch("close_allowed", operator="ops1")).status == "failed"
+            broadcast = await make_driver("modbus", channel, 0, "hiking_dds238_2_znsr").switch(
+                "off", operator="1"
+            )
+            assert broadcast.status == "refused" and "Modbus broadcast" in broadcast.reason
+            assert not bus.meters[0].model.relay.open
         finally:
             await channel.close()
 

@@ -10,6 +10,7 @@ import pytest
 
 from headend.store import maintenance
 from headend.store.writer import Reading, ReadingWriter
+from tests.support.operators import add_operators
 
 DAY = datetime(2026, 3, 2, tzinfo=UTC)
 
@@ -68,18 +69,30 @@ async def test_command_state_machine_and_its_audit_trail(conn: asyncpg.Connectio
 
 
 async def test_one_open_command_per_meter_and_four_eyes_approval(conn: asyncpg.Connection) -> None:
+    await add_operators(conn, o1="operator,approver", o2="approver", o3="operator")
     meter = await add_meter(conn)
     insert = (
-        "INSERT INTO commands (meter_id, action, cause, operator, approved_by, expires_at)"
-        " VALUES ($1, $2, 'manual', 'op1', $3, now() + interval '1 hour')"
+        "INSERT INTO commands (meter_id, action, cause, operator, expires_at)"
+        " VALUES ($1, $2, 'manual', '1', now() + interval '1 hour') RETURNING id"
     )
-    await conn.execute(insert, meter, "disconnect", None)
+    await conn.execute(insert, meter, "disconnect")
     with pytest.raises(asyncpg.UniqueViolationError, match="commands_one_open_per_meter"):
-        await conn.execute(insert, meter, "reconnect", None)
-    other = await add_meter(conn, "000000000002")
+        await conn.execute(insert, meter, "reconnect")
+    other = await conn.fetchval(insert, await add_meter(conn, "000000000002"), "disconnect")
+    approve = "UPDATE commands SET approved_by = $2 WHERE id = $1"
     with pytest.raises(asyncpg.CheckViolationError):
-        await conn.execute(insert, other, "disconnect", "op1")  # approving one's own bulk run
-    await conn.execute(insert, other, "disconnect", "op2")
+        await conn.execute(approve, other, "1")  # approving one's own command
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="not an active operator with the approver"):
+        await conn.execute(approve, other, "3")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="not an active operator with the approver"):
+        await conn.execute(approve, other, "System")  # free text is nobody
+    await conn.execute(approve, other, "2")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="given once"):
+        await conn.execute(approve, other, "1")
+    with pytest.raises(asyncpg.CheckViolationError, match="commands_operator_is_actor"):
+        await conn.execute(
+            insert.replace("'1'", "'op1'"), await add_meter(conn, "000000000003"), "disconnect"
+        )
 
 
 async def test_role_privileges(conn: asyncpg.Connection) -> None:
@@ -96,8 +109,9 @@ async def test_role_privileges(conn: asyncpg.Connection) -> None:
             " SELECT channel_id, now(), 1, 1, now() FROM meters WHERE id = $1",
             meter,
         )
+        await conn.execute("UPDATE accounts SET arrears = true")  # fee control flags arrears
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await conn.execute("UPDATE accounts SET arrears = true")
+            await conn.execute("UPDATE accounts SET credit_limit = 1000")
     async with conn.transaction():
         await conn.execute("SET LOCAL ROLE headend_billing")
         await conn.execute("INSERT INTO accounts (number, kind) VALUES ('A-1', 'prepaid')")

@@ -1,0 +1,174 @@
+"""``headend operators``: add, disable, passwd and list the operators who may act on the head-end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+import typer
+
+from headend.commands.auth import Login, OperatorOption, login
+from headend.operators import OperatorError, check_operator_id, check_roles, hash_password
+from headend.store import operators as store
+from headend.store.dsn import resolve_dsn
+
+NEW_PASSWORD_ENV = "HEADEND_NEW_OPERATOR_PASSWORD"
+operators_app = typer.Typer(help="Operators (工号), their roles and passwords.", no_args_is_help=True)
+DsnOption = typer.Option(None, "--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server).")
+T = TypeVar("T")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _run(dsn: str | None, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """Run ``work`` on a fresh connection; refusals (ours or the database's) are one line, exit 1."""
+
+    async def main() -> T:
+        conn = await asyncpg.connect(resolve_dsn(dsn))
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(main())
+    except OperatorError as exc:
+        _fail(str(exc))
+    except (asyncpg.InsufficientPrivilegeError, asyncpg.CheckViolationError) as exc:
+        _fail(exc.args[0] if exc.args else str(exc))
+    except asyncpg.UniqueViolationError:
+        _fail("an operator with this id already exists")
+    raise AssertionError("unreachable")
+
+
+def _new_password(operator_id: str) -> str:
+    """The new password: ``$HEADEND_NEW_OPERATOR_PASSWORD`` or a hidden prompt typed twice; hashed here."""
+    password = os.environ.get(NEW_PASSWORD_ENV)
+    if password is None:
+        password = typer.prompt(
+            f"new password of operator {operator_id}", hide_input=True, confirmation_prompt=True
+        )
+    try:
+        return hash_password(password)
+    except OperatorError as exc:
+        _fail(str(exc))
+    raise AssertionError("unreachable")
+
+
+def _checked_id(text: str) -> str:
+    try:
+        return check_operator_id(text)
+    except OperatorError as exc:
+        _fail(str(exc))
+    raise AssertionError("unreachable")
+
+
+@operators_app.command("add")
+def add(
+    operator_id: str = typer.Argument(..., metavar="ID", help="The new operator's id (工号, 1-8 digits)."),
+    name: str = typer.Option(..., "--name", help="Full name."),
+    roles: str = typer.Option(..., "--roles", help="Of viewer,operator,approver,cashier,admin."),
+    operator: str | None = typer.Option(None, "--operator", help="Your operator id (an admin)."),
+    bootstrap: bool = typer.Option(
+        False, "--bootstrap", help="Create the first admin (no operator exists yet; schema owner's DSN only)."
+    ),
+    dsn: str | None = DsnOption,
+) -> None:
+    """Add an operator (an authenticated admin; the first admin with --bootstrap)."""
+    new_id = _checked_id(operator_id)
+    if not name.strip():
+        _fail("--name must not be blank")
+    try:
+        role_list = check_roles(roles)
+    except OperatorError as exc:
+        _fail(str(exc))
+    if bootstrap == (operator is not None):
+        _fail("give --operator (an admin) or, for the very first operator, --bootstrap")
+    if bootstrap and "admin" not in role_list:
+        _fail("the first operator (--bootstrap) must hold the admin role")
+    admin: Login | None = None if bootstrap else login(operator)
+    password_hash = _new_password(new_id)
+
+    async def work(conn: asyncpg.Connection) -> None:
+        if admin is None:
+            if await store.operator_count(conn):
+                raise OperatorError("operators exist already: --bootstrap only creates the first admin")
+        else:
+            await admin.sign_in(conn, "admin")
+        await store.add_operator(conn, new_id, name.strip(), role_list, password_hash)
+
+    _run(dsn, work)
+    typer.echo(f"operator {new_id} ({name.strip()}) added with roles {', '.join(role_list)}")
+
+
+@operators_app.command("disable")
+def disable(
+    operator_id: str = typer.Argument(..., metavar="ID"),
+    reason: str = typer.Option(..., "--reason", help="Why (audited)."),
+    operator: str = OperatorOption,
+    dsn: str | None = DsnOption,
+) -> None:
+    """Disable an operator: they can no longer sign in, and their open session ends."""
+    target = _checked_id(operator_id)
+    if not reason.strip():
+        _fail("--reason must not be blank")
+    admin = login(operator)
+
+    async def work(conn: asyncpg.Connection) -> bool:
+        await admin.sign_in(conn, "admin")
+        return await store.set_active(conn, target, False, reason.strip())
+
+    if not _run(dsn, work):
+        _fail(f"no operator {target}")
+    typer.echo(f"operator {target} disabled")
+
+
+@operators_app.command("passwd")
+def passwd(
+    operator_id: str = typer.Argument(..., metavar="ID", help="Whose password (yours, or any as an admin)."),
+    operator: str = OperatorOption,
+    dsn: str | None = DsnOption,
+) -> None:
+    """Set a new password: your own (any role), or another operator's as an admin."""
+    target = _checked_id(operator_id)
+    me = login(operator)
+    password_hash = _new_password(target)
+
+    async def work(conn: asyncpg.Connection) -> bool:
+        await me.sign_in(conn, "admin" if me.operator_id != target else None)
+        return await store.set_password(conn, target, password_hash)
+
+    if not _run(dsn, work):
+        _fail(f"no operator {target}")
+    typer.echo(f"password of operator {target} changed")
+
+
+@operators_app.command("list")
+def list_operators(dsn: str | None = DsnOption) -> None:
+    """Operators as JSON lines (never their password hashes)."""
+    for record in _run(dsn, store.list_operators):
+        typer.echo(
+            json.dumps(
+                {
+                    "id": record.id,
+                    "name": record.name,
+                    "roles": record.roles,
+                    "active": record.active,
+                    "created_by": record.created_by,
+                    "created_at": record.created_at.isoformat(),
+                },
+                ensure_ascii=False,
+            )
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``headend operators``."""
+    app.add_typer(operators_app, name="operators")

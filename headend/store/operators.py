@@ -1,0 +1,67 @@
+"""Operator records and connection authentication (SQL of migration 0008's functions and tables)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorRecord:
+    """One operator as listed (never with the password hash)."""
+
+    id: str
+    name: str
+    roles: list[str]
+    active: bool
+    created_by: str
+    created_at: datetime
+
+
+async def password_params(conn: asyncpg.Connection, operator_id: str) -> str | None:
+    """The argon2 parameters and salt of an active operator (PHC string without the hash), or None."""
+    params: str | None = await conn.fetchval("SELECT headend_password_params($1)", operator_id)
+    return params
+
+
+async def authenticate(conn: asyncpg.Connection, operator_id: str, proof: str) -> list[str]:
+    """Bind ``conn`` to the operator; returns their roles. Raises ``InvalidPasswordError`` when refused."""
+    roles: list[str] = await conn.fetchval("SELECT headend_authenticate($1, $2)", operator_id, proof)
+    return roles
+
+
+async def operator_count(conn: asyncpg.Connection) -> int:
+    """How many operators exist (active or not)."""
+    return int(await conn.fetchval("SELECT count(*) FROM operators"))
+
+
+async def add_operator(
+    conn: asyncpg.Connection, operator_id: str, name: str, roles: list[str], password_hash: str
+) -> None:
+    """Create an operator (the database checks who may)."""
+    await conn.execute(
+        "SELECT headend_operator_add($1, $2, $3::text[], $4)", operator_id, name, roles, password_hash
+    )
+
+
+async def set_active(conn: asyncpg.Connection, operator_id: str, active: bool, reason: str) -> bool:
+    """Enable or disable an operator; False if there is no such operator."""
+    return bool(
+        await conn.fetchval("SELECT headend_operator_set_active($1, $2, $3)", operator_id, active, reason)
+    )
+
+
+async def set_password(conn: asyncpg.Connection, operator_id: str, password_hash: str) -> bool:
+    """Replace an operator's password hash; False if there is no such operator."""
+    changed = await conn.fetchval("SELECT headend_operator_set_password($1, $2)", operator_id, password_hash)
+    return bool(changed)
+
+
+async def list_operators(conn: asyncpg.Connection) -> list[OperatorRecord]:
+    """Every operator, by id."""
+    rows = await conn.fetch(
+        "SELECT id, name, roles, active, created_by, created_at FROM operators ORDER BY id::bigint"
+    )
+    return [OperatorRecord(**dict(r)) for r in rows]

@@ -1,0 +1,88 @@
+"""`headend switch` with a database: a persisted command under the safety gates, run by the signed-in
+operator on the field channel, confirmed by read-back and audited (real process, bus and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import asyncpg
+
+from headend.inventory import import_inventory, read_inventory
+from simulators import BusSpec, start_bus
+from tests.support.operators import add_operators, operator_env
+
+METER_PASSWORD = "271828"
+
+
+async def headend(*args: str, password: str | None = None) -> tuple[int, str, str]:
+    """The CLI in a subprocess while this loop serves the simulated bus."""
+    env = operator_env(password) if password else operator_env()
+    env["HEADEND_METER_PASSWORD"] = METER_PASSWORD
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "headend.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 90)
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def test_field_switch_is_recorded_gated_and_audited(pg_dsn: str, tmp_path: Path) -> None:
+    async with await start_bus(BusSpec(meters=2, seed=84, password=METER_PASSWORD)) as bus:
+        served, protected = bus.meters
+        inventory = tmp_path / "inv.toml"
+        inventory.write_text(
+            f'[[channels]]\nname = "b"\nurl = "{bus.url}"\n\n'
+            f'[[meters]]\nchannel = "b"\nprotocol = "dlt645-2007"\naddress = "{served.address}"\n'
+            'model = "dlt645-generic"\nname = "flat-3"\nhas_relay = true\n\n'
+            f'[[meters]]\nchannel = "b"\nprotocol = "dlt645-2007"\naddress = "{protected.address}"\n'
+            'model = "dlt645-generic"\nhas_relay = true\nprotected = true\nprotected_reason = "oxygen"\n'
+        )
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await import_inventory(conn, read_inventory(inventory))
+            await add_operators(conn, o1007="operator", o1008="viewer")
+            switch = ("switch", bus.url, "off", "--dsn", pg_dsn, "--reason", "meter tampered")
+
+            code, _, err = await headend(*switch, "-a", protected.address, "--operator", "1007")
+            assert code == 1 and "is protected (oxygen)" in err
+            code, _, err = await headend(*switch, "-a", served.address, "--operator", "1008")
+            assert code == 1 and "does not hold the operator role" in err
+            code, _, err = await headend(*switch, "-a", served.address, "--operator", "1007", password="nope")
+            assert code == 1 and "wrong password" in err
+            code, _, err = await headend(*switch, "-a", served.address, "--operator", "1007", "--no-record")
+            assert code == 1 and "a database is configured" in err
+            code, _, err = await headend(*switch, "-a", "AAAAAAAAAAAA", "--operator", "1007")
+            assert code == 1 and "wildcard" in err
+            assert bus.requests[0x1C] == 0 and await conn.fetchval("SELECT count(*) FROM commands") == 0
+
+            code, out, err = await headend(*switch, "-a", served.address, "--operator", "1007")
+            assert code == 0, err
+            assert served.model.relay.open and not protected.model.relay.open and bus.requests[0x1C] == 1
+            row = await conn.fetchrow(
+                "SELECT id, cause, operator, state::text AS state, evidence::text AS evidence FROM commands"
+            )
+            assert (row["cause"], row["operator"], row["state"]) == ("field", "1007", "confirmed")
+            evidence = json.loads(row["evidence"])
+            assert evidence["state"]["open"] is True
+            assert evidence["evidence"]["event_record"]["operator"] == "00001007"
+            trail = await conn.fetch(
+                "SELECT actor, action FROM audit_log WHERE entity = 'command' AND entity_id = $1 ORDER BY id",
+                str(row["id"]),
+            )
+            assert [tuple(t) for t in trail] == [
+                ("1007", "command.pending"),
+                ("1007", "command.requested"),
+                ("1007", "command.sent"),
+                ("1007", "command.confirmed"),
+            ]
+            assert METER_PASSWORD not in out + err
+        finally:
+            await conn.close()

@@ -1,0 +1,267 @@
+"""`headend operators` and two-person approval as real processes against PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import asyncpg
+import pytest
+from typer.testing import CliRunner
+
+from headend.cli import app
+from tests.support.operators import PASSWORD, add_operators, operator_env
+
+
+def headend(
+    dsn: str, *args: str, password: str = PASSWORD, new: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = operator_env(password)
+    if new is not None:
+        env["HEADEND_NEW_OPERATOR_PASSWORD"] = new
+    return subprocess.run(
+        [sys.executable, "-m", "headend.cli", *args, "--dsn", dsn],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+async def test_bootstrap_add_list_passwd_disable(pg_dsn: str) -> None:
+    admin_pw, ops_pw = "first-admin-pw", "operator-pw-2"
+    not_admin = headend(
+        pg_dsn, "operators", "add", "1", "--name", "A", "--roles", "cashier", "--bootstrap", new=admin_pw
+    )
+    assert not_admin.returncode == 1 and "must hold the admin role" in not_admin.stderr
+    first = headend(
+        pg_dsn, "operators", "add", "1", "--name", "Wang Li", "--roles", "admin", "--bootstrap", new=admin_pw
+    )
+    assert first.returncode == 0, first.stderr
+    again = headend(
+        pg_dsn, "operators", "add", "9", "--name", "X", "--roles", "admin", "--bootstrap", new=admin_pw
+    )
+    assert again.returncode == 1 and "--bootstrap only creates the first admin" in again.stderr
+    for bad_id, why in (("", "is required"), ("abc", "1-8 digits"), ("123456789", "1-8 digits")):
+        refused = headend(
+            pg_dsn,
+            "operators",
+            "add",
+            bad_id,
+            "--name",
+            "X",
+            "--roles",
+            "viewer",
+            "--operator",
+            "1",
+            password=admin_pw,
+            new=ops_pw,
+        )
+        assert refused.returncode == 1 and why in refused.stderr
+    bad_roles = headend(
+        pg_dsn,
+        "operators",
+        "add",
+        "2",
+        "--name",
+        "Li",
+        "--roles",
+        "operator,root",
+        "--operator",
+        "1",
+        password=admin_pw,
+        new=ops_pw,
+    )
+    assert bad_roles.returncode == 1 and "roles must be" in bad_roles.stderr
+    short = headend(
+        pg_dsn,
+        "operators",
+        "add",
+        "2",
+        "--name",
+        "Li",
+        "--roles",
+        "operator",
+        "--operator",
+        "1",
+        password=admin_pw,
+        new="short",
+    )
+    assert short.returncode == 1 and "at least 8 characters" in short.stderr
+    added = headend(
+        pg_dsn,
+        "operators",
+        "add",
+        "2",
+        "--name",
+        "Zhao Min",
+        "--roles",
+        "operator,approver",
+        "--operator",
+        "1",
+        password=admin_pw,
+        new=ops_pw,
+    )
+    assert added.returncode == 0, added.stderr
+    by_operator = headend(
+        pg_dsn,
+        "operators",
+        "add",
+        "3",
+        "--name",
+        "Q",
+        "--roles",
+        "admin",
+        "--operator",
+        "2",
+        password=ops_pw,
+        new=ops_pw,
+    )
+    assert by_operator.returncode == 1 and "does not hold the admin role" in by_operator.stderr
+
+    listed = [json.loads(line) for line in headend(pg_dsn, "operators", "list").stdout.splitlines()]
+    assert [(o["id"], o["roles"], o["active"], o["created_by"]) for o in listed] == [
+        ("1", ["admin"], True, listed[0]["created_by"]),  # the schema owner's login bootstrapped it
+        ("2", ["operator", "approver"], True, "1"),
+    ]
+    assert listed[0]["created_by"] and not listed[0]["created_by"].isdigit()
+    assert "argon2" not in headend(pg_dsn, "operators", "list").stdout
+
+    changed = headend(
+        pg_dsn, "operators", "passwd", "2", "--operator", "2", password=ops_pw, new="new-operator-pw"
+    )
+    assert changed.returncode == 0, changed.stderr
+    stale = headend(
+        pg_dsn, "operators", "passwd", "2", "--operator", "2", password=ops_pw, new="another-pw-123"
+    )
+    assert stale.returncode == 1 and "operator 2: unknown, disabled or wrong password" in stale.stderr
+    other = headend(
+        pg_dsn, "operators", "passwd", "1", "--operator", "2", password="new-operator-pw", new="hijacked-pw"
+    )
+    assert other.returncode == 1 and "does not hold the admin role" in other.stderr
+
+    disabled = headend(
+        pg_dsn,
+        "operators",
+        "disable",
+        "2",
+        "--reason",
+        "left the company",
+        "--operator",
+        "1",
+        password=admin_pw,
+    )
+    assert disabled.returncode == 0, disabled.stderr
+    gone = headend(
+        pg_dsn, "operators", "passwd", "2", "--operator", "2", password="new-operator-pw", new="x-pw-12345"
+    )
+    assert gone.returncode == 1 and "unknown, disabled or wrong password" in gone.stderr
+
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        trail = await conn.fetch(
+            "SELECT actor, action, entity_id FROM audit_log WHERE entity = 'operator' ORDER BY id"
+        )
+        assert [tuple(t) for t in trail][1:] == [
+            ("1", "operator.added", "2"),
+            ("2", "operator.password_changed", "2"),
+            ("1", "operator.disabled", "2"),
+        ]
+        assert await conn.fetchval("SELECT password_hash LIKE '$argon2id$%' FROM operators WHERE id = '2'")
+    finally:
+        await conn.close()
+
+
+async def _commands(conn: asyncpg.Connection, operators: list[str]) -> list[int]:
+    channel = await conn.fetchval(
+        "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id"
+    )
+    ids = []
+    for n, operator in enumerate(operators, 1):
+        meter = await conn.fetchval(
+            "INSERT INTO meters (protocol, address, model, channel_id, has_relay) "
+            "VALUES ('dlt645-2007', $1, 'm', $2, true) RETURNING id",
+            f"{n:012d}",
+            channel,
+        )
+        ids.append(
+            await conn.fetchval(
+                "INSERT INTO commands (meter_id, action, cause, operator, requires_approval, expires_at) "
+                "VALUES ($1, 'disconnect', 'arrears', $2, true, now() + interval '1 day') RETURNING id",
+                meter,
+                operator,
+            )
+        )
+    return ids
+
+
+async def test_a_reviewed_batch_is_approved_in_one_step_by_a_human_approver(pg_dsn: str) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await add_operators(conn, o5="approver", o6="operator", o7="approver,operator")
+        ids = await _commands(conn, ["system", "system", "system"])
+        review = headend(pg_dsn, "commands", "review")
+        assert review.returncode == 0, review.stderr
+        lines = review.stdout.splitlines()
+        assert [json.loads(line)["id"] for line in lines[:-1]] == ids
+        token = lines[-1].split()[1].rstrip(":")
+        typo = headend(pg_dsn, "commands", "approve", "--batch", "0" * 12, "--operator", "5")
+        assert typo.returncode == 1 and "not the batch awaiting approval now" in typo.stderr
+        no_role = headend(pg_dsn, "commands", "approve", "--batch", token, "--operator", "6")
+        assert no_role.returncode == 1 and "does not hold the approver role" in no_role.stderr
+        for forged in ("System", "system", "op5"):
+            refused = headend(pg_dsn, "commands", "approve", "--batch", token, "--operator", forged)
+            assert refused.returncode == 1 and "1-8 digits" in refused.stderr
+        assert await conn.fetchval("SELECT count(*) FROM commands WHERE approved_by IS NOT NULL") == 0
+
+        done = headend(pg_dsn, "commands", "approve", "--batch", token, "--operator", "5")
+        assert done.returncode == 0, done.stderr
+        rows = await conn.fetch("SELECT approved_by FROM commands ORDER BY id")
+        assert [r["approved_by"] for r in rows] == ["5", "5", "5"]
+        audited = await conn.fetch("SELECT actor, entity_id FROM audit_log WHERE action = 'command.approved'")
+        assert sorted((a["actor"], int(a["entity_id"])) for a in audited) == [("5", i) for i in ids]
+
+        # a batch holding one's own command is refused whole; a changed batch needs a new review
+        mine = await _commands_more(conn, "7")
+        token = headend(pg_dsn, "commands", "review").stdout.splitlines()[-1].split()[1].rstrip(":")
+        own = headend(pg_dsn, "commands", "approve", "--batch", token, "--operator", "7")
+        assert own.returncode == 1 and "must differ" in own.stderr
+        await _commands_more(conn, "system", address="000000000099")
+        stale = headend(pg_dsn, "commands", "approve", "--batch", token, "--operator", "5")
+        assert stale.returncode == 1 and "review` again" in stale.stderr
+        assert await conn.fetchval("SELECT approved_by FROM commands WHERE id = $1", mine) is None
+    finally:
+        await conn.close()
+
+
+async def _commands_more(conn: asyncpg.Connection, operator: str, address: str = "000000000098") -> int:
+    channel = await conn.fetchval("SELECT id FROM channels WHERE name = 'c'")
+    meter = await conn.fetchval(
+        "INSERT INTO meters (protocol, address, model, channel_id, has_relay) "
+        "VALUES ('dlt645-2007', $1, 'm', $2, true) RETURNING id",
+        address,
+        channel,
+    )
+    return await conn.fetchval(
+        "INSERT INTO commands (meter_id, action, cause, operator, requires_approval, expires_at) "
+        "VALUES ($1, 'disconnect', 'manual', $2, true, now() + interval '1 day') RETURNING id",
+        meter,
+        operator,
+    )
+
+
+def test_passwords_are_prompted_hidden_and_never_echoed(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HEADEND_OPERATOR_PASSWORD", raising=False)
+    monkeypatch.delenv("HEADEND_NEW_OPERATOR_PASSWORD", raising=False)
+    runner = CliRunner()
+    add = ["operators", "add", "1", "--name", "Wang Li", "--roles", "admin", "--bootstrap", "--dsn", pg_dsn]
+    mismatch = runner.invoke(app, add, input="first-secret\nother-secret\nfirst-secret\nfirst-secret\n")
+    assert mismatch.exit_code == 0, mismatch.output
+    assert "do not match" in mismatch.output and "secret" not in mismatch.output
+    add2 = ["operators", "add", "2", "--name", "Li", "--roles", "cashier", "--operator", "1", "--dsn", pg_dsn]
+    wrong = runner.invoke(app, add2, input="other-secret\nsecond-secret\nsecond-secret\n")
+    assert wrong.exit_code == 1 and "operator 1: unknown, disabled or wrong password" in wrong.output
+    right = runner.invoke(app, add2, input="first-secret\nsecond-secret\nsecond-secret\n")
+    assert right.exit_code == 0 and "operator 2 (Li) added" in right.output
+    assert "secret" not in wrong.output + right.output

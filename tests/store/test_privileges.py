@@ -1,0 +1,305 @@
+"""Least privilege with real logins: each group role connects as its own login and does its job, and
+none can forge readings, audit rows, approvals, protection or balances."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from headend.billing.payments import record_payment
+from headend.config import validate_config
+from headend.control.automation import HALT_KEY, resume, run_once
+from headend.control.executor import execute
+from headend.control.manual import request_command
+from headend.control.safety import SafetySettings
+from headend.control.service import run_pass
+from headend.drivers import Credentials, make_driver
+from headend.engine.engine import Engine
+from headend.engine.ports import DriverPort
+from headend.inventory import import_inventory, read_inventory
+from headend.operators import authenticate, hash_password
+from headend.secrets import MeterSecrets
+from headend.store import migrate as migrations
+from headend.store import operators as operator_store
+from headend.store.maintenance import run_maintenance
+from headend.store.writer import Reading, ReadingWriter
+from headend.transport import open_channel
+from simulators import BusSpec, start_bus
+from tests.support.operators import PASSWORD, add_operators
+
+WEDNESDAY_NOON = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
+DENIED = (asyncpg.InsufficientPrivilegeError,)
+
+
+def as_login(dsn: str, user: str) -> str:
+    """``dsn`` with another user (the test server trusts local connections)."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, f"{user}@{host}", parts.path, parts.query, parts.fragment))
+
+
+@pytest.fixture
+async def logins(pg_dsn: str) -> AsyncIterator[dict[str, str]]:
+    """One login per group role, as docs/operations.md says to create them; dropped afterwards."""
+    owner = await asyncpg.connect(pg_dsn)
+    suffix = uuid.uuid4().hex[:8]
+    names = {
+        group: f"{group}_{suffix}" for group in ("headend_daemon", "headend_billing", "headend_reporting")
+    }
+    for group, name in names.items():
+        await owner.execute(f'CREATE ROLE "{name}" LOGIN IN ROLE {group}')
+    try:
+        yield {group.removeprefix("headend_"): as_login(pg_dsn, name) for group, name in names.items()}
+    finally:
+        for name in names.values():
+            await owner.execute(f'DROP OWNED BY "{name}"')
+            await owner.execute(f'DROP ROLE "{name}"')
+        await owner.close()
+
+
+async def _fleet(owner: asyncpg.Connection, address: str) -> tuple[int, int]:
+    """One prepaid account in arrears (balance -50 from its ledger) with one relay meter; (account, meter)."""
+    channel = await owner.fetchval(
+        "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id"
+    )
+    account = await owner.fetchval(
+        "INSERT INTO accounts (number, kind, credit_limit) VALUES ('A1', 'prepaid', 10) RETURNING id"
+    )
+    await owner.execute(
+        "INSERT INTO ledger (account_id, kind, amount, idempotency_key) VALUES ($1, 'charge', -50, 'seed')",
+        account,
+    )
+    await owner.execute("INSERT INTO balances (account_id, balance) VALUES ($1, -50)", account)
+    meter = await owner.fetchval(
+        "INSERT INTO meters (protocol, address, model, channel_id, account_id, has_relay) "
+        "VALUES ('dlt645-2007', $1, 'dlt645-generic', $2, $3, true) RETURNING id",
+        address,
+        channel,
+        account,
+    )
+    return account, meter
+
+
+async def test_the_daemon_login_migrates_nothing_runs_fee_control_and_writes_readings(
+    pg_dsn: str, logins: dict[str, str], tmp_path: Path
+) -> None:
+    assert await migrations.migrate(logins["daemon"]) == []  # up to date: no CREATE needed
+    extra = tmp_path / "migrations"
+    extra.mkdir()
+    for path in migrations.MIGRATIONS_DIR.glob("*.sql"):
+        (extra / path.name).write_bytes(path.read_bytes())
+    (extra / "0999_more.sql").write_text("CREATE TABLE more (id int);")
+    with pytest.raises(migrations.MigrationError, match="run `headend db migrate` as the schema owner"):
+        await migrations.migrate(logins["daemon"], directory=extra)
+
+    bus = await start_bus(BusSpec(meters=1, seed=90))
+    owner = await asyncpg.connect(pg_dsn)
+    daemon = await asyncpg.connect(logins["daemon"])
+    channel = open_channel(bus.url)
+    try:
+        _, meter = await _fleet(owner, bus.meters[0].address)
+        report = await run_once(daemon, SafetySettings(), WEDNESDAY_NOON)
+        assert report.flagged == ["A1"] and len(report.commands) == 1
+        driver = make_driver("dlt645-2007", channel, bus.meters[0].address, secrets=Credentials(2, "000000"))
+        state = await execute(daemon, report.commands[0], lambda _m: driver, now=lambda: WEDNESDAY_NOON)
+        assert state == "confirmed"
+        assert bus.meters[0].model.relay.open
+        actors = await owner.fetch("SELECT DISTINCT actor FROM audit_log ORDER BY actor")
+        assert [a["actor"] for a in actors] == ["executor", "system"]
+        await run_maintenance(daemon, WEDNESDAY_NOON)
+
+        writer = ReadingWriter(logins["daemon"], spool_dir=tmp_path / "spool")
+        await writer.start()
+        await writer.submit([Reading(meter, "energy_import_kwh", WEDNESDAY_NOON, 12.5)])
+        await writer.close()
+        assert writer.written == 1
+        async with daemon.transaction():  # charges come from the daemon's billing service
+            await daemon.execute(
+                "INSERT INTO ledger (account_id, kind, amount, idempotency_key)"
+                " SELECT id, 'charge', -1, 'c1' FROM accounts"
+            )
+            await daemon.execute("UPDATE balances SET balance = balance - 1")
+
+        with pytest.raises(DENIED):
+            await daemon.execute("UPDATE readings SET value = 0")
+        with pytest.raises(DENIED):
+            await daemon.execute("DELETE FROM readings")
+        with pytest.raises(DENIED, match="operator authenticated on this connection"):
+            await daemon.execute("INSERT INTO audit_log (actor, action) VALUES ('1001', 'payment.recorded')")
+        with pytest.raises(DENIED, match="not an active operator with the approver role"):
+            await daemon.execute("UPDATE commands SET approved_by = '1001'")
+        await owner.execute("UPDATE meters SET protected = true")
+        with pytest.raises(DENIED, match="clearing protected"):
+            await daemon.execute("UPDATE meters SET protected = false")
+        with pytest.raises(DENIED, match="not the sum of its ledger"):
+            await daemon.execute("UPDATE balances SET balance = 1000")
+        with pytest.raises(DENIED):
+            await daemon.execute("SELECT password_hash FROM operators")
+    finally:
+        await channel.close()
+        await daemon.close()
+        await owner.close()
+        await bus.stop()
+
+
+async def test_billing_and_reporting_logins_cannot_forge(pg_dsn: str, logins: dict[str, str]) -> None:
+    owner = await asyncpg.connect(pg_dsn)
+    billing = await asyncpg.connect(logins["billing"])
+    reporting = await asyncpg.connect(logins["reporting"])
+    try:
+        with pytest.raises(DENIED, match="the first one is created with the schema owner's login"):
+            await operator_store.add_operator(billing, "77", "me", ["admin"], hash_password("eight-chars"))
+        await add_operators(owner, o1001="cashier", o1002="approver,operator", o1003="admin")
+        _, meter = await _fleet(owner, "000000000001")
+        command = await owner.fetchval(
+            "INSERT INTO commands (meter_id, action, cause, operator, requires_approval, expires_at)"
+            " VALUES ($1, 'disconnect', 'arrears', 'system', true, now() + interval '1 day') RETURNING id",
+            meter,
+        )
+        # nothing without an authenticated operator
+        with pytest.raises(DENIED, match="needs an authenticated operator with the cashier role"):
+            await record_payment(billing, "A1", Decimal("5"), "R0", operator="1001")
+        with pytest.raises(DENIED):
+            await billing.execute(
+                "INSERT INTO readings (meter_id, quantity_id, ts, value)"
+                " SELECT $1, id, now(), 1 FROM quantities LIMIT 1",
+                meter,
+            )
+        with pytest.raises(DENIED, match="only the daemon writes as a machine actor"):
+            await billing.execute(
+                "INSERT INTO audit_log (actor, action) VALUES ('system', 'command.approved')"
+            )
+        with pytest.raises(DENIED, match="operator authenticated on this connection"):
+            await billing.execute("SELECT set_config('headend.actor', '1002', false)")
+            await billing.execute("UPDATE commands SET state = 'cancelled' WHERE id = $1", command)
+        await billing.execute("SELECT set_config('headend.actor', '', false)")
+        with pytest.raises(DENIED, match="needs an authenticated operator with the admin role"):
+            await operator_store.add_operator(billing, "77", "me", ["admin"], hash_password("eight-chars"))
+
+        # a cashier pays; the rows carry the cashier and nobody else
+        await authenticate(billing, "1001", PASSWORD, "cashier")
+        outcome = await record_payment(billing, "A1", Decimal("70"), "R1", operator="1001")
+        assert outcome.recorded and outcome.balance == Decimal("20")
+        with pytest.raises(DENIED, match="operator authenticated on this connection"):
+            await record_payment(billing, "A1", Decimal("5"), "R2", operator="1003")
+        with pytest.raises(DENIED, match="not the sum of its ledger"):
+            await billing.execute("UPDATE balances SET balance = 1000000")
+        with pytest.raises(DENIED):
+            await billing.execute("UPDATE ledger SET amount = 1000000")
+        with pytest.raises(DENIED, match="clearing protected"):
+            await owner.execute("UPDATE accounts SET protected = true")
+            await billing.execute("UPDATE accounts SET protected = false")
+        with pytest.raises(DENIED, match="not an active operator with the approver role"):
+            await billing.execute("UPDATE commands SET approved_by = '1001' WHERE id = $1", command)
+        with pytest.raises(DENIED, match="operator authenticated on this connection"):
+            await billing.execute("UPDATE commands SET approved_by = '1002' WHERE id = $1", command)
+        with pytest.raises(DENIED, match="only the daemon"):
+            await billing.execute("UPDATE commands SET state = 'sent' WHERE id = $1", command)
+        with pytest.raises(DENIED, match="fixed at creation"):
+            await billing.execute("UPDATE commands SET requires_approval = false WHERE id = $1", command)
+
+        # an approver approves another's command once; an admin may clear protection
+        await authenticate(billing, "1002", PASSWORD, "approver")
+        await billing.execute("UPDATE commands SET approved_by = '1002' WHERE id = $1", command)
+        await owner.execute("INSERT INTO headend_settings (key, value) VALUES ($1, 'cap.per_run')", HALT_KEY)
+        with pytest.raises(DENIED, match="needs an authenticated operator with the admin role"):
+            await resume(billing, "1002", "not mine to lift")
+        await authenticate(billing, "1003", PASSWORD, "admin")
+        await billing.execute("UPDATE accounts SET protected = false")
+        assert await resume(billing, "1003", "arrears list checked") == "cap.per_run"
+        assert await owner.fetchval("SELECT approved_by FROM commands WHERE id = $1", command) == "1002"
+
+        assert await reporting.fetchval("SELECT count(*) FROM payments") == 1
+        for statement in (
+            "INSERT INTO audit_log (actor, action) VALUES ('system', 'x')",
+            "UPDATE balances SET balance = 0",
+            "SELECT password_hash FROM operators",
+            "SELECT headend_authenticate('1001', 'x')",
+        ):
+            with pytest.raises(DENIED):
+                await reporting.execute(statement)
+    finally:
+        for conn in (billing, reporting, owner):
+            await conn.close()
+
+
+async def test_the_daemon_engine_runs_fee_control_under_its_login(
+    pg_dsn: str, logins: dict[str, str], tmp_path: Path
+) -> None:
+    """`headend run`'s engine as a login in headend_daemon: automation and a desk operator's command."""
+    bus = await start_bus(BusSpec(meters=2, seed=91))
+    owner = await asyncpg.connect(pg_dsn)
+    desk = await asyncpg.connect(logins["billing"])
+    inventory = tmp_path / "inv.toml"
+    inventory.write_text(
+        f'[[channels]]\nname = "b"\nurl = "{bus.url}"\n'
+        + "".join(
+            f'\n[[meters]]\nchannel = "b"\nprotocol = "dlt645-2007"\naddress = "{m.address}"\n'
+            'model = "dlt645-generic"\nhas_relay = true\n'
+            for m in bus.meters
+        )
+    )
+    config = validate_config(
+        {
+            "polling": {"interval": "1h"},
+            "backfill": {"enabled": False},
+            "clock": {"enabled": False},
+            "events": {"enabled": False},
+            "metrics": {"port": 0},
+            "safety": {"no_weekends": False, "night_start": "00:00", "night_end": "00:00"},
+        },
+        "test",
+    )
+    engine = Engine(
+        config,
+        logins["daemon"],
+        ReadingWriter(logins["daemon"], spool_dir=tmp_path / "spool"),
+        DriverPort(MeterSecrets(Credentials(2, "000000"))),
+    )
+    try:
+        await import_inventory(owner, read_inventory(inventory))
+        await add_operators(owner, o1007="operator")
+        account = await owner.fetchval(
+            "INSERT INTO accounts (number, kind, credit_limit) VALUES ('A', 'prepaid', 0) RETURNING id"
+        )
+        await owner.execute(
+            "INSERT INTO ledger (account_id, kind, amount, idempotency_key) VALUES ($1, 'charge', -5, 's')",
+            account,
+        )
+        await owner.execute("INSERT INTO balances (account_id, balance) VALUES ($1, -5)", account)
+        await owner.execute(
+            "UPDATE meters SET account_id = $1 WHERE address = $2", account, bus.meters[0].address
+        )
+        await engine.start()
+        now = datetime.now(UTC)
+        assert [state for _, state in await run_pass(engine, now)] == ["confirmed"]
+        assert bus.meters[0].model.relay.open
+
+        await authenticate(desk, "1007", PASSWORD, "operator")
+        command = await request_command(
+            desk, bus.meters[1].address, "disconnect", operator="1007", reason="site visit", now=now
+        )
+        assert await run_pass(engine, datetime.now(UTC)) == [(command, "confirmed")]
+        assert bus.meters[1].model.relay.open
+        trail = await owner.fetch(
+            "SELECT actor, action FROM audit_log WHERE entity = 'command' AND entity_id = $1 ORDER BY id",
+            str(command),
+        )
+        assert [tuple(t) for t in trail] == [
+            ("1007", "command.pending"),
+            ("1007", "command.requested"),
+            ("executor", "command.sent"),
+            ("executor", "command.confirmed"),
+        ]
+    finally:
+        await engine.stop()
+        await desk.close()
+        await owner.close()
+        await bus.stop()
