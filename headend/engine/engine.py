@@ -26,7 +26,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from headend.config import HeadendConfig, ReadPlan
 from headend.engine.backfill import find_gaps, gap_readings
-from headend.engine.clock import check_clock
+from headend.engine.clock import ClockPolicy, check_clock
 from headend.engine.cycle import CycleRun, CycleStats
 from headend.engine.events import store_events
 from headend.engine.health import HealthBook
@@ -37,6 +37,7 @@ from headend.engine.ports import DriverPort, unsupported_errors, values_of
 from headend.engine.timing import floor_boundary, next_boundary
 from headend.engine.worker import ChannelWorker
 from headend.metrics import EngineMetrics
+from headend.store.events import insert_comm_event
 from headend.store.reading import Reading
 from headend.store.writer import ReadingWriter
 
@@ -252,7 +253,13 @@ class Engine:
         return self.workers[channel_id]
 
     async def control(self, meter_id: int, body: JobBody, *, exchanges: int = 8) -> Any:
-        """Run ``body(driver)`` for a meter at top priority (relay commands); returns its result."""
+        """Run ``body(driver)`` for a meter at top priority (relay commands); returns its result.
+
+        Its time limit is the drivers' relay confirmation window (``[relay]``, the one the port gives
+        every driver) plus one poll, on top of the exchanges' own margins: a slow relay is confirmed,
+        never abandoned and retried.
+        """
+        relay = self.port.relay
         job = Job(
             Priority.CONTROL,
             meter_id=meter_id,
@@ -260,6 +267,7 @@ class Engine:
             body=body,
             exchanges=exchanges,
             skip_if_quarantined=False,
+            wait_s=relay.confirm_timeout + relay.confirm_poll,
         )
         return await self._worker_of(meter_id).submit(job)
 
@@ -485,13 +493,13 @@ class Engine:
         )
 
     async def _clock_job(self, worker: ChannelWorker, meter: MeterSpec) -> None:
-        max_drift = self.config.clock.max_drift
+        policy = ClockPolicy.from_config(self.config.clock)
         job = Job(
             Priority.BACKFILL,
             meter_id=meter.id,
             kind="clock",
-            body=lambda d: check_clock(d, max_drift),
-            exchanges=4,
+            body=lambda d: check_clock(d, policy),
+            exchanges=5,
         )
         try:
             result = await worker.submit(job)
@@ -501,24 +509,20 @@ class Engine:
         except Exception as exc:
             log.info("clock check failed", extra={"meter_id": meter.id, "error": str(exc)})
             return
+        if result.action == "skipped":
+            log.info("clock correction deferred", extra={"meter_id": meter.id, "reason": result.reason})
+        if not result.corrected:
+            return
         streak = self._clock_flags[meter.id] = (
             self._clock_flags.get(meter.id, 0) + 1 if result.off_after else 0
         )
-        if not result.corrected:
-            return
         self.metrics.clock_corrections.inc()
         flagged = streak >= self.config.clock.flag_after
         kind = "clock_corrected" if not result.off_after else "clock_off" if flagged else "clock_still_off"
         assert self.pool is not None
         async with self.pool.acquire() as conn:
-            await conn.execute(
-                "INSERT INTO events (category, kind, meter_id, channel_id, occurred_at, details)"
-                " VALUES ('comm', $1, $2, $3, $4, $5::jsonb)",
-                kind,
-                meter.id,
-                meter.channel_id,
-                result.checked_at,
-                result.details_json(),
+            await insert_comm_event(
+                conn, kind, meter.id, meter.channel_id, result.checked_at, result.details_json()
             )
         log.log(
             logging.WARNING if result.off_after else logging.INFO,
