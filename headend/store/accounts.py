@@ -1,8 +1,10 @@
-"""Queries on accounts for the operators' CLI: status listings and the accounts a billing run covers.
+"""Queries on accounts: status listings, the accounts a billing run covers, a new prepaid account.
 
 (Balances, charges and payments are queried by the billing package.)"""
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 import asyncpg
 
@@ -23,3 +25,42 @@ async def billable_accounts(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT id, number FROM accounts WHERE active AND tariff_id IS NOT NULL ORDER BY number"
     )
+
+
+async def create_prepaid_account(
+    conn: asyncpg.Connection,
+    number: str,
+    name: str,
+    *,
+    tariff: str,
+    price_per_kwh: Decimal,
+    opening: Decimal,
+) -> int:
+    """A flat ``tariff`` and a prepaid account on it with an ``opening`` balance (ledger and balance
+    in step), in one transaction; returns the account id."""
+    async with conn.transaction():
+        tariff_id = await conn.fetchval(
+            "INSERT INTO tariffs (name, kind) VALUES ($1, 'flat') RETURNING id", tariff
+        )
+        await conn.execute(
+            "INSERT INTO tariff_prices (tariff_id, register, price, effective_from)"
+            " VALUES ($1, 'total', $2, '2000-01-01T00:00:00Z')",
+            tariff_id,
+            price_per_kwh,
+        )
+        account_id: int = await conn.fetchval(
+            "INSERT INTO accounts (number, name, kind, tariff_id, credit_limit)"
+            " VALUES ($1, $2, 'prepaid', $3, 0) RETURNING id",
+            number,
+            name,
+            tariff_id,
+        )
+        await conn.execute(
+            "INSERT INTO ledger (account_id, kind, amount, idempotency_key, details)"
+            " VALUES ($1, 'adjustment', $2, $3, '{\"opening\": true}'::jsonb)",
+            account_id,
+            opening,
+            f"opening:{number}",
+        )
+        await conn.execute("INSERT INTO balances (account_id, balance) VALUES ($1, $2)", account_id, opening)
+    return account_id
