@@ -69,6 +69,8 @@ async def execute(
             evidence={"resumed": True, "state": state.to_json()},
         )
         row = await get_command(conn, command_id)
+        if row is None:
+            raise LookupError(f"no command {command_id}")
     if row["state"] != "pending":
         return str(row["state"])
     if row["requires_approval"] and row["approved_by"] is None:

@@ -80,8 +80,8 @@ class FeeControlStory:
             if period.amount is None:
                 self._say(f"billing deferred: {period.error}")
                 continue
-            balance = await reports.account_balance(conn, self.account)
-            self.state.balance = Decimal(balance)
+            balance = await reports.account_balance(conn, self.account) or Decimal(0)
+            self.state.balance = balance
             self._say(f"billed {period.amount:.2f} CNY up to {period.end:%H:%M:%S}; balance {balance:.2f}")
 
     async def _record_outcome(self, command_id: int, end_state: str) -> None:

@@ -44,7 +44,7 @@ class Job:
     exchanges: int = field(compare=False, default=1)
     wait_s: float = field(compare=False, default=0.0)
     skip_if_quarantined: bool = field(compare=False, default=True)
-    future: asyncio.Future[Any] = field(compare=False, default=None)  # type: ignore[assignment]
+    future: asyncio.Future[Any] = field(compare=False, default=None)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
         if self.future is None:

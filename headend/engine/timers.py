@@ -16,7 +16,7 @@ class Timers:
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._stopping = False
 
-    def every(self, name: str, seconds: float, first: datetime, callback: Callable[[], None]) -> None:
+    def every(self, name: str, seconds: float, first: datetime, callback: Callable[[], object]) -> None:
         """Call ``callback`` every ``seconds`` from ``first`` until ``stop``."""
 
         async def tick() -> None:

@@ -4,6 +4,7 @@ backfilled readings, commands and clock corrections (the demo's dashboard and su
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 import asyncpg
 
@@ -83,11 +84,12 @@ async def clock_corrections(conn: asyncpg.Connection) -> int:
     return count
 
 
-async def account_balance(conn: asyncpg.Connection, number: str) -> object:
+async def account_balance(conn: asyncpg.Connection, number: str) -> Decimal | None:
     """The account's current balance (None if it has none)."""
-    return await conn.fetchval(
+    balance: Decimal | None = await conn.fetchval(
         "SELECT balance FROM balances b JOIN accounts a ON a.id = b.account_id WHERE a.number = $1", number
     )
+    return balance
 
 
 async def command_action(conn: asyncpg.Connection, command_id: int) -> str | None:
