@@ -113,10 +113,35 @@ class BackfillConfig(_Section):
 
 
 class ClockConfig(_Section):
+    """Clock checks and the correction policy (applied by headend.engine.clock, never by a driver)."""
+
     enabled: bool = True
     check_every: Duration = 86400.0
-    max_drift: Duration = 30.0
+    max_drift: Duration = 30.0  # corrected only beyond this
+    broadcast_limit: Duration = 300.0  # up to this a broadcast (0x08), beyond an addressed write
+    boundary_interval: Duration = 900.0  # the meters' load-profile period ...
+    boundary_guard: Duration = 60.0  # ... whose boundaries a correction keeps this far from
+    midnight_guard: Duration = 300.0  # and as far from the meter's local midnight
     flag_after: int = Field(2, ge=1)
+
+    @field_validator("boundary_guard")
+    @classmethod
+    def _window_left(cls, value: float, info: Any) -> float:
+        interval = info.data.get("boundary_interval")
+        if interval is not None and 2 * value >= interval:
+            raise ValueError(f"must be under half of clock.boundary_interval ({interval:g} s)")
+        return value
+
+
+class RelayConfig(_Section):
+    """Relay switching: how long a driver polls the status word to confirm a trip or close.
+
+    The engine derives a control job's time limit from it (confirmation window + the exchanges'
+    margins), so a slow relay is never abandoned while its driver is still confirming.
+    """
+
+    confirm_timeout: Duration = 30.0
+    confirm_poll: Duration = 1.0
 
 
 class EventsConfig(_Section):
@@ -191,6 +216,7 @@ class HeadendConfig(_Section):
     health: HealthConfig = HealthConfig()
     backfill: BackfillConfig = BackfillConfig()
     clock: ClockConfig = ClockConfig()
+    relay: RelayConfig = RelayConfig()
     events: EventsConfig = EventsConfig()
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()

@@ -12,7 +12,6 @@ running daemon picks the change up.
 from __future__ import annotations
 
 import csv
-import json
 import re
 import tomllib
 from dataclasses import dataclass
@@ -23,6 +22,24 @@ from urllib.parse import urlsplit
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from headend.store.inventory import (
+    account_ids,
+    channel_ids,
+    list_inventory,
+    meters_named,
+    upsert_channel,
+    upsert_meters,
+)
+
+__all__ = [
+    "Inventory",
+    "InventoryError",
+    "find_meter",
+    "import_inventory",
+    "list_inventory",
+    "read_inventory",
+]
 
 CHANNEL_SCHEMES = {"serial": "serial", "tcp": "tcp", "modbus-tcp": "tcp", "rtu-over-tcp": "tcp"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -232,49 +249,26 @@ def read_inventory(path: str | Path) -> Inventory:
     raise InventoryError(f"{file}: unknown format (use .toml or .csv)")
 
 
-_UPSERT_CHANNEL = """
-INSERT INTO channels (name, kind, address, settings, enabled) VALUES ($1, $2, $3, $4::jsonb, $5)
-ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, address = EXCLUDED.address,
-    settings = EXCLUDED.settings, enabled = EXCLUDED.enabled, updated_at = now()
-RETURNING id
-"""
-
-_UPSERT_METER = """
-INSERT INTO meters (name, protocol, address, unit_id, model, channel_id, account_id, protected,
-                    protected_reason, has_relay, multiplier, enabled, installed_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($13, now()))
-ON CONFLICT (channel_id, protocol, address, coalesce(unit_id, -1)) DO UPDATE SET
-    name = EXCLUDED.name, model = EXCLUDED.model, account_id = EXCLUDED.account_id,
-    protected = EXCLUDED.protected, protected_reason = EXCLUDED.protected_reason,
-    has_relay = EXCLUDED.has_relay, multiplier = EXCLUDED.multiplier, enabled = EXCLUDED.enabled,
-    installed_at = coalesce($13, meters.installed_at), removed_at = NULL, updated_at = now()
-"""
-
-
 async def import_inventory(
     conn: asyncpg.Connection, inventory: Inventory, source: str = "inventory"
 ) -> ImportResult:
     """Upsert the channels and meters in one transaction; unknown channels or accounts are errors."""
     async with conn.transaction():
-        channel_ids: dict[str, int] = {
-            r["name"]: r["id"] for r in await conn.fetch("SELECT id, name FROM channels")
-        }
+        channels = await channel_ids(conn)
         for ch in inventory.channels:
             settings = {**ch.settings, "url": ch.url}
-            channel_ids[ch.name] = await conn.fetchval(
-                _UPSERT_CHANNEL, ch.name, ch.kind, ch.address, json.dumps(settings), ch.enabled
-            )
-        accounts = {r["number"]: r["id"] for r in await conn.fetch("SELECT id, number FROM accounts")}
+            channels[ch.name] = await upsert_channel(conn, ch.name, ch.kind, ch.address, settings, ch.enabled)
+        accounts = await account_ids(conn)
         problems = []
         for i, m in enumerate(inventory.meters):
-            if m.channel not in channel_ids:
+            if m.channel not in channels:
                 problems.append(f"{source}: meters[{i}]: channel: no channel named {m.channel!r}")
             if m.account is not None and m.account not in accounts:
                 problems.append(f"{source}: meters[{i}]: account: no account numbered {m.account!r}")
         if problems:
             raise InventoryError("\n".join(problems))
-        await conn.executemany(
-            _UPSERT_METER,
+        await upsert_meters(
+            conn,
             [
                 (
                     m.name,
@@ -282,7 +276,7 @@ async def import_inventory(
                     m.address,
                     m.unit_id,
                     m.model,
-                    channel_ids[m.channel],
+                    channels[m.channel],
                     accounts.get(m.account) if m.account else None,
                     m.protected,
                     m.protected_reason,
@@ -297,26 +291,9 @@ async def import_inventory(
     return ImportResult(len(inventory.channels), len(inventory.meters))
 
 
-async def list_inventory(conn: asyncpg.Connection, channel: str | None = None) -> list[asyncpg.Record]:
-    """Meters with their channel, in channel then address order (optionally one channel only)."""
-    return await conn.fetch(
-        """
-        SELECT c.name AS channel, c.settings->>'url' AS url, c.enabled AS channel_enabled, m.id, m.name,
-               m.protocol, m.address, m.unit_id, m.model, m.protected, m.has_relay, m.enabled
-        FROM meters m JOIN channels c ON c.id = m.channel_id
-        WHERE m.removed_at IS NULL AND ($1::text IS NULL OR c.name = $1)
-        ORDER BY c.name, m.protocol, m.address
-        """,
-        channel,
-    )
-
-
 async def find_meter(conn: asyncpg.Connection, ref: str) -> tuple[int, str]:
     """``(id, label)`` of the one meter named or addressed ``ref``; InventoryError if none or several."""
-    rows = await conn.fetch(
-        "SELECT id, coalesce(name, address) AS label FROM meters WHERE name = $1 OR address = $1 ORDER BY id",
-        ref,
-    )
+    rows = await meters_named(conn, ref)
     if not rows:
         raise InventoryError(f"no meter named or addressed {ref!r}")
     if len(rows) > 1:

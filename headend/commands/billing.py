@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -12,21 +11,16 @@ import asyncpg
 import typer
 
 from headend.billing.charging import BillingError, bill_account
-from headend.billing.payments import PaymentError, import_csv, parse_amount, record_payment
+from headend.billing.payments import PaymentError, PaymentOutcome, import_csv, parse_amount, record_payment
 from headend.billing.tariff import TariffError
 from headend.commands.auth import OperatorOption, login
+from headend.commands.common import DsnOption, fail, run_with_conn
 from headend.operators import OperatorError
-from headend.store.dsn import resolve_dsn
+from headend.store.accounts import account_statuses, billable_accounts
 
 billing_app = typer.Typer(
     help="Billing: payments, account status, billing runs, meter replacement.", no_args_is_help=True
 )
-DsnOption = typer.Option(None, "--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server).")
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 @billing_app.command("pay")
@@ -40,22 +34,16 @@ def pay(
     """Record a payment once per reference (an operator with the cashier role)."""
     cashier = login(operator)
 
-    async def run() -> None:
-        conn = await asyncpg.connect(resolve_dsn(dsn))
-        try:
-            await cashier.sign_in(conn, "cashier")
-            outcome = await record_payment(
-                conn, account, parse_amount(amount), ref, operator=cashier.operator_id
-            )
-        finally:
-            await conn.close()
-        word = "recorded" if outcome.recorded else "already recorded"
-        typer.echo(f"{account}: payment {ref} {word}; balance {outcome.balance}")
+    async def work(conn: asyncpg.Connection) -> PaymentOutcome:
+        await cashier.sign_in(conn, "cashier")
+        return await record_payment(conn, account, parse_amount(amount), ref, operator=cashier.operator_id)
 
     try:
-        asyncio.run(run())
+        outcome = run_with_conn(dsn, work)
     except (PaymentError, OperatorError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
+    word = "recorded" if outcome.recorded else "already recorded"
+    typer.echo(f"{account}: payment {ref} {word}; balance {outcome.balance}")
 
 
 @billing_app.command("import")
@@ -63,25 +51,17 @@ def import_file(path: Path, operator: str = OperatorOption, dsn: str | None = Ds
     """Import a CSV payment file (account,amount,reference); nothing is stored if any row is bad."""
     cashier = login(operator)
 
-    async def run() -> None:
-        conn = await asyncpg.connect(resolve_dsn(dsn))
-        try:
-            await cashier.sign_in(conn, "cashier")
-            done = await import_csv(
-                conn,
-                path.read_text(encoding="utf-8"),
-                operator=cashier.operator_id,
-                source=f"import:{path.name}",
-            )
-        finally:
-            await conn.close()
-        recorded = sum(o.recorded for o in done)
-        typer.echo(f"{recorded} recorded, {len(done) - recorded} duplicates")
+    async def work(conn: asyncpg.Connection) -> list[PaymentOutcome]:
+        await cashier.sign_in(conn, "cashier")
+        return await import_csv(conn, text, operator=cashier.operator_id, source=f"import:{path.name}")
 
     try:
-        asyncio.run(run())
+        text = path.read_text(encoding="utf-8")
+        done = run_with_conn(dsn, work)
     except (PaymentError, OperatorError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
+    recorded = sum(o.recorded for o in done)
+    typer.echo(f"{recorded} recorded, {len(done) - recorded} duplicates")
 
 
 def _registers(pairs: list[str], option: str) -> dict[str, Decimal]:
@@ -91,7 +71,7 @@ def _registers(pairs: list[str], option: str) -> dict[str, Decimal]:
         try:
             values[quantity.strip()] = Decimal(text)
         except InvalidOperation:
-            _fail(f"{option} {pair!r}: expected QUANTITY=KWH, e.g. energy_import_kwh=1234.56")
+            fail(f"{option} {pair!r}: expected QUANTITY=KWH, e.g. energy_import_kwh=1234.56")
     return values
 
 
@@ -113,28 +93,20 @@ def replace(
     try:
         when = datetime.fromisoformat(at)
     except ValueError:
-        _fail(f"--at {at!r} is not an ISO date-time, e.g. 2026-11-20T10:30:00+08:00")
+        fail(f"--at {at!r} is not an ISO date-time, e.g. 2026-11-20T10:30:00+08:00")
 
-    async def run() -> int:
-        conn = await asyncpg.connect(resolve_dsn(dsn))
-        try:
-            await admin.sign_in(conn, "admin")
-            return await record_replacement(
-                conn,
-                old,
-                new,
-                at=when,
-                final=_registers(final, "--final"),
-                initial=_registers(initial, "--initial"),
-                operator=admin.operator_id,
-            )
-        finally:
-            await conn.close()
+    registers = _registers(final, "--final"), _registers(initial, "--initial")
+
+    async def work(conn: asyncpg.Connection) -> int:
+        await admin.sign_in(conn, "admin")
+        return await record_replacement(
+            conn, old, new, at=when, final=registers[0], initial=registers[1], operator=admin.operator_id
+        )
 
     try:
-        record = asyncio.run(run())
-    except (ValueError, InventoryError, asyncpg.UniqueViolationError) as exc:
-        _fail(
+        record = run_with_conn(dsn, work)
+    except (ValueError, InventoryError, OperatorError, asyncpg.UniqueViolationError) as exc:
+        fail(
             str(exc)
             if not isinstance(exc, asyncpg.UniqueViolationError)
             else f"meter {old} or {new} already has a replacement record"
@@ -146,24 +118,11 @@ def replace(
 def status(account: str | None = typer.Argument(None), dsn: str | None = DsnOption) -> None:
     """Balance, arrears flag and notice of one account or all accounts, as JSON lines."""
 
-    async def run() -> None:
-        conn = await asyncpg.connect(resolve_dsn(dsn))
-        try:
-            rows = await conn.fetch(
-                """SELECT a.number, a.kind, coalesce(b.balance, 0)::text AS balance, a.credit_limit::text,
-                          a.arrears, a.arrears_since, a.notice_sent_at, a.protected
-                   FROM accounts a LEFT JOIN balances b ON b.account_id = a.id
-                   WHERE $1::text IS NULL OR a.number = $1 ORDER BY a.number""",
-                account,
-            )
-        finally:
-            await conn.close()
-        if account is not None and not rows:
-            _fail(f"unknown account {account!r}")
-        for row in rows:
-            typer.echo(json.dumps(dict(row), default=str))
-
-    asyncio.run(run())
+    rows = run_with_conn(dsn, lambda c: account_statuses(c, account))
+    if account is not None and not rows:
+        fail(f"unknown account {account!r}")
+    for row in rows:
+        typer.echo(json.dumps(dict(row), default=str))
 
 
 @billing_app.command("bill")
@@ -176,24 +135,18 @@ def bill(
     """Bill every active account with a tariff for one period (once per period); exit 1 if any failed."""
     start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
 
-    async def run() -> int:
-        conn = await asyncpg.connect(resolve_dsn(dsn))
+    async def run(conn: asyncpg.Connection) -> int:
         failed = 0
-        try:
-            for acc in await conn.fetch(
-                "SELECT id, number FROM accounts WHERE active AND tariff_id IS NOT NULL ORDER BY number"
-            ):
-                try:
-                    amount = await bill_account(conn, acc["id"], start, end, due_days=due_days)
-                    typer.echo(f"{acc['number']}: {amount}")
-                except (BillingError, TariffError) as exc:
-                    failed += 1
-                    typer.echo(f"{acc['number']}: not billed: {exc}", err=True)
-        finally:
-            await conn.close()
+        for acc in await billable_accounts(conn):
+            try:
+                amount = await bill_account(conn, acc["id"], start, end, due_days=due_days)
+                typer.echo(f"{acc['number']}: {amount}")
+            except (BillingError, TariffError) as exc:
+                failed += 1
+                typer.echo(f"{acc['number']}: not billed: {exc}", err=True)
         return failed
 
-    if asyncio.run(run()):
+    if run_with_conn(dsn, run):
         raise typer.Exit(1)
 
 

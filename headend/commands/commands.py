@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from datetime import UTC, datetime
@@ -12,34 +11,18 @@ import asyncpg
 import typer
 
 from headend.commands.auth import OperatorOption, login
+from headend.commands.common import DsnOption, fail, run_with_conn
 from headend.control.automation import resume
-from headend.control.manual import ManualCommandError, request_command
-from headend.control.store import set_state
+from headend.control.manual import ManualCommandError, cancel_command, request_command
 from headend.operators import OperatorError
 from headend.store import approvals
-from headend.store.dsn import resolve_dsn
+from headend.store import commands as command_store
+from headend.store.audit import audit_trail
 
 commands_app = typer.Typer(
     help="Relay commands: create, list, show, cancel, approve; resume after a cap halt.",
     no_args_is_help=True,
 )
-DsnOption = typer.Option(None, "--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server).")
-_COLUMNS = (
-    "id, meter_id, action, state::text, cause, operator, approved_by, requires_approval, dry_run, attempts"
-)
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-async def _with_conn(dsn: str | None, work: Any) -> Any:
-    conn = await asyncpg.connect(resolve_dsn(dsn))
-    try:
-        return await work(conn)
-    finally:
-        await conn.close()
 
 
 @commands_app.command("create")
@@ -60,9 +43,9 @@ def create(
         )
 
     try:
-        command_id = asyncio.run(_with_conn(dsn, work))
+        command_id = run_with_conn(dsn, work)
     except (ManualCommandError, OperatorError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(
         f"command {command_id} created ({action} {meter}); the daemon executes it and confirms it by "
         f"read-back: headend commands show {command_id}"
@@ -83,11 +66,11 @@ def resume_automation(
         return await resume(conn, me.operator_id, reason)
 
     try:
-        rule = asyncio.run(_with_conn(dsn, work))
+        rule = run_with_conn(dsn, work)
     except OperatorError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if rule is None:
-        _fail("automatic disconnection is not halted")
+        fail("automatic disconnection is not halted")
     typer.echo(f"automatic disconnection resumed (was halted by {rule})")
 
 
@@ -96,17 +79,7 @@ def list_commands(
     state: str | None = typer.Option(None, help="Only this state."), dsn: str | None = DsnOption
 ) -> None:
     """Commands, newest first, as JSON lines."""
-    rows = asyncio.run(
-        _with_conn(
-            dsn,
-            lambda c: c.fetch(
-                f"SELECT {_COLUMNS} FROM commands"
-                " WHERE $1::text IS NULL OR state::text = $1 ORDER BY id DESC",
-                state,
-            ),
-        )
-    )
-    for row in rows:
+    for row in run_with_conn(dsn, lambda c: command_store.list_commands(c, state)):
         typer.echo(json.dumps(dict(row), default=str))
 
 
@@ -114,20 +87,13 @@ def list_commands(
 def show(command_id: int, dsn: str | None = DsnOption) -> None:
     """One command with its evidence and audit trail."""
 
-    async def work(conn: asyncpg.Connection) -> tuple[Any, Any]:
-        row = await conn.fetchrow(
-            f"SELECT {_COLUMNS}, evidence, last_error FROM commands WHERE id = $1", command_id
-        )
-        trail = await conn.fetch(
-            "SELECT at, actor, action, reason FROM audit_log "
-            "WHERE entity = 'command' AND entity_id = $1 ORDER BY id",
-            str(command_id),
-        )
-        return row, trail
+    async def work(conn: asyncpg.Connection) -> tuple[Any, list[asyncpg.Record]]:
+        row = await command_store.command_details(conn, command_id)
+        return row, await audit_trail(conn, "command", command_id)
 
-    row, trail = asyncio.run(_with_conn(dsn, work))
+    row, trail = run_with_conn(dsn, work)
     if row is None:
-        _fail(f"no command {command_id}")
+        fail(f"no command {command_id}")
     typer.echo(json.dumps({**dict(row), "audit": [dict(t) for t in trail]}, default=str, indent=2))
 
 
@@ -135,35 +101,15 @@ def show(command_id: int, dsn: str | None = DsnOption) -> None:
 def cancel(command_id: int, operator: str = OperatorOption, dsn: str | None = DsnOption) -> None:
     """Cancel a pending command (a sent one is settled by the daemon's read-back, never cancelled blind)."""
     me = login(operator)
-    operator = me.operator_id
 
-    async def work(conn: asyncpg.Connection) -> str | None:
+    async def work(conn: asyncpg.Connection) -> None:
         await me.sign_in(conn, "operator")
-        async with conn.transaction():
-            state = await conn.fetchval(
-                "SELECT state::text FROM commands WHERE id = $1 FOR UPDATE", command_id
-            )
-            if state == "pending":
-                await set_state(
-                    conn, command_id, "cancelled", actor=operator, error=f"cancelled by {operator}"
-                )
-        return state
+        await cancel_command(conn, command_id, me.operator_id)
 
     try:
-        state = asyncio.run(_with_conn(dsn, work))
-    except OperatorError as exc:
-        _fail(str(exc))
-    except asyncpg.PostgresError as exc:
-        _fail(str(exc))
-    if state is None:
-        _fail(f"no command {command_id}")
-    if state == "sent":
-        _fail(
-            f"command {command_id} was sent to the meter; the daemon settles it by reading the relay back "
-            "(confirmed, or retried) and it cannot be cancelled before that"
-        )
-    if state != "pending":
-        _fail(f"command {command_id} is {state}, not pending")
+        run_with_conn(dsn, work)
+    except (ManualCommandError, OperatorError, asyncpg.PostgresError) as exc:
+        fail(str(exc))
     typer.echo(f"command {command_id} cancelled")
 
 
@@ -176,7 +122,7 @@ def _batch_token(rows: list[asyncpg.Record]) -> str:
 @commands_app.command("review")
 def review(dsn: str | None = DsnOption) -> None:
     """Commands awaiting a second operator, as JSON lines, then the batch token to approve them all."""
-    rows = asyncio.run(_with_conn(dsn, approvals.awaiting_approval))
+    rows = run_with_conn(dsn, approvals.awaiting_approval)
     for row in rows:
         typer.echo(json.dumps(dict(row), default=str, ensure_ascii=False))
     if not rows:
@@ -197,7 +143,7 @@ def approve(
 ) -> None:
     """Approve commands as the second operator: an approver who did not create them."""
     if bool(command_ids) == (batch is not None):
-        _fail("give command ids or --batch TOKEN (from `headend commands review`), not both")
+        fail("give command ids or --batch TOKEN (from `headend commands review`), not both")
     me = login(operator)
 
     async def work(conn: asyncpg.Connection) -> list[int]:
@@ -213,13 +159,13 @@ def approve(
         return await approvals.approve(conn, ids, me.operator_id, f"batch {batch.strip()} reviewed")
 
     try:
-        done = asyncio.run(_with_conn(dsn, work))
+        done = run_with_conn(dsn, work)
     except (OperatorError, approvals.BatchChanged) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except asyncpg.CheckViolationError:
-        _fail("the approving operator must differ from the operator who created the command")
+        fail("the approving operator must differ from the operator who created the command")
     except asyncpg.InsufficientPrivilegeError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"approved by {me.operator_id}: commands {', '.join(map(str, done))}")
 
 

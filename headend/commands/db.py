@@ -10,28 +10,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from headend.commands.common import DsnOption, fail, run_with_conn, target_dsn
 from headend.store import maintenance
-from headend.store.dsn import redact, resolve_dsn
+from headend.store.dsn import redact
 from headend.store.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from headend.store.migrate import MigrationError, migrate, status
 
 console = Console()
 db_app = typer.Typer(help="Database: migrations, status, the embedded server.", no_args_is_help=True)
-
-DsnOption = typer.Option(None, "--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server).")
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(1)
-
-
-def _dsn(explicit: str | None) -> str:
-    try:
-        return resolve_dsn(explicit)
-    except EmbeddedPostgresError as exc:
-        _fail(str(exc))
-        raise AssertionError("unreachable") from exc
 
 
 @db_app.command("migrate")
@@ -40,11 +26,11 @@ def migrate_command(
     mode: str | None = typer.Option(None, help="Force 'native' or 'timescale' (default: detect)."),
 ) -> None:
     """Apply pending migrations."""
-    target = _dsn(dsn)
+    target = target_dsn(dsn)
     try:
         applied = asyncio.run(migrate(target, mode=mode))
     except MigrationError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if applied:
         for label in applied:
             console.print(f"applied {label}")
@@ -55,7 +41,7 @@ def migrate_command(
 @db_app.command("status")
 def status_command(dsn: str | None = DsnOption) -> None:
     """Show the storage mode and applied/pending migrations; exit 1 on edited or missing files."""
-    target = _dsn(dsn)
+    target = target_dsn(dsn)
     report = asyncio.run(status(target))
     console.print(f"database: {redact(target)}")
     console.print(f"storage mode: [bold]{report.mode or 'not migrated'}[/bold] — {report.mode_reason}")
@@ -83,40 +69,27 @@ def policy_command(
     ),
 ) -> None:
     """Set the raw-reading retention and (TimescaleDB) the compression age."""
-    target = _dsn(dsn)
+    target = target_dsn(dsn)
 
-    async def apply() -> None:
-        conn = await asyncpg.connect(target)
-        try:
-            if retention_days is not None:
-                keep = timedelta(days=retention_days) if retention_days > 0 else None
-                await maintenance.set_retention(conn, keep)
-                console.print(f"retention: {f'{retention_days} days' if keep else 'forever'}")
-            if compress_after_days is not None:
-                await maintenance.set_compression_after(conn, timedelta(days=compress_after_days))
-                console.print(f"compression after {compress_after_days} days")
-        finally:
-            await conn.close()
+    async def apply(conn: asyncpg.Connection) -> None:
+        if retention_days is not None:
+            keep = timedelta(days=retention_days) if retention_days > 0 else None
+            await maintenance.set_retention(conn, keep)
+            console.print(f"retention: {f'{retention_days} days' if keep else 'forever'}")
+        if compress_after_days is not None:
+            await maintenance.set_compression_after(conn, timedelta(days=compress_after_days))
+            console.print(f"compression after {compress_after_days} days")
 
     try:
-        asyncio.run(apply())
+        run_with_conn(target, apply)
     except RuntimeError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @db_app.command("maintain")
 def maintain_command(dsn: str | None = DsnOption) -> None:
     """Native-mode upkeep now: partitions ahead, daily aggregate, retention (the daemon does it too)."""
-    target = _dsn(dsn)
-
-    async def run() -> None:
-        conn = await asyncpg.connect(target)
-        try:
-            await maintenance.run_maintenance(conn, datetime.now(UTC))
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
+    run_with_conn(dsn, lambda c: maintenance.run_maintenance(c, datetime.now(UTC)))
     console.print("done")
 
 
@@ -126,7 +99,7 @@ def start_command() -> None:
     try:
         console.print(EmbeddedPostgres().start())
     except EmbeddedPostgresError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @db_app.command("stop")
@@ -135,7 +108,7 @@ def stop_command() -> None:
     try:
         EmbeddedPostgres().stop()
     except EmbeddedPostgresError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print("stopped")
 
 

@@ -21,8 +21,10 @@ from rich.progress import Progress
 from rich.table import Table
 
 from headend.commands.auth import login
+from headend.config import ClockConfig
 from headend.control.field_switch import field_switch
 from headend.drivers import DriverError, ModbusDriver, make_driver
+from headend.engine.clock import ClockPolicy, check_clock
 from headend.operators import OperatorError, check_operator_id
 from headend.secrets import MeterSecrets, SecretsError
 from headend.transport import (
@@ -335,13 +337,13 @@ def clock_command(
         channel, driver = _driver(url, protocol, address, unit, model, secrets)
         try:
             if sync:
-                result = await driver.sync_clock()
+                result = await check_clock(driver, ClockPolicy.from_config(ClockConfig()))
                 return {
                     "meter_time": result.meter_time,
-                    "drift_s": result.drift.total_seconds(),
+                    "drift_s": result.drift_before,
                     "action": result.action,
                     "reason": result.reason,
-                    "drift_after_s": result.drift_after.total_seconds() if result.drift_after else None,
+                    "drift_after_s": result.drift_after,
                 }
             meter_time = await driver.read_clock()
             return {"meter_time": meter_time, "drift_s": (meter_time - datetime.now(UTC)).total_seconds()}

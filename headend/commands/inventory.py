@@ -2,61 +2,41 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
-import asyncpg
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from headend.commands.common import DsnOption, fail, run_with_conn
 from headend.inventory import InventoryError, import_inventory, list_inventory, read_inventory
-from headend.store.dsn import resolve_dsn
 
 inventory_app = typer.Typer(help="Channels and meters in the database.", no_args_is_help=True)
-
-
-async def _import(dsn: str, path: Path) -> str:
-    inventory = read_inventory(path)
-    conn = await asyncpg.connect(dsn)
-    try:
-        result = await import_inventory(conn, inventory, str(path))
-    finally:
-        await conn.close()
-    return f"imported {result.channels} channel(s) and {result.meters} meter(s) from {path}"
 
 
 @inventory_app.command("import")
 def import_command(
     file: Path = typer.Argument(..., help="Inventory file (.toml or .csv)"),
-    dsn: str = typer.Option("", "--dsn", help="Database (default: $HEADEND_DSN or the embedded server)"),
+    dsn: str | None = DsnOption,
 ) -> None:
     """Add or update channels and meters from a TOML or CSV file (a running daemon picks them up)."""
     try:
-        message = asyncio.run(_import(resolve_dsn(dsn or None), file))
+        inventory = read_inventory(file)
+        result = run_with_conn(dsn, lambda c: import_inventory(c, inventory, str(file)))
     except InventoryError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-    typer.echo(message)
-
-
-async def _list(dsn: str, channel: str | None) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await list_inventory(conn, channel)
-    finally:
-        await conn.close()
+        fail(str(exc), code=2, prefix="")
+    typer.echo(f"imported {result.channels} channel(s) and {result.meters} meter(s) from {file}")
 
 
 @inventory_app.command("list")
 def list_command(
     channel: str = typer.Option("", "--channel", help="Only this channel"),
     as_json: bool = typer.Option(False, "--json", help="One JSON array of meters"),
-    dsn: str = typer.Option("", "--dsn", help="Database (default: $HEADEND_DSN or the embedded server)"),
+    dsn: str | None = DsnOption,
 ) -> None:
     """Show channels and their meters."""
-    rows = asyncio.run(_list(resolve_dsn(dsn or None), channel or None))
+    rows = run_with_conn(dsn, lambda c: list_inventory(c, channel or None))
     if as_json:
         typer.echo(json.dumps([dict(r) for r in rows]))
         return

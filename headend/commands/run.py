@@ -18,22 +18,14 @@ log = logging.getLogger("headend.run")
 
 async def run_daemon(config: HeadendConfig) -> None:
     """Run the engine until SIGTERM or SIGINT, then shut down cleanly."""
-    from headend.engine.engine import Engine
-    from headend.engine.ports import DriverPort
-    from headend.metrics import EngineMetrics
+    from headend.daemon import build_daemon
     from headend.store.dsn import redact, resolve_dsn
     from headend.store.migrate import migrate
-    from headend.store.writer import ReadingWriter
 
     dsn = resolve_dsn(config.database.dsn or None)
     log.info("database", extra={"dsn": redact(dsn)})
     await migrate(dsn)
-    spool_dir = Path(config.database.spool_dir) if config.database.spool_dir else None
-    writer = ReadingWriter(dsn, spool_dir=spool_dir, spool_max_bytes=config.database.spool_max_mb << 20)
-    metrics = EngineMetrics()
-    if config.metrics.port:
-        metrics.serve(config.metrics.host, config.metrics.port)
-    engine = Engine(config, dsn, writer, DriverPort(config.secrets.file or None), metrics)
+    engine = build_daemon(config, dsn)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from headend.control.store import set_state
+from headend.store.commands import get_command, set_state
 
 DRIVER_ACTION = {"disconnect": "off", "reconnect": "on"}
 RETRY_BACKOFF = timedelta(seconds=30)
@@ -42,7 +42,7 @@ async def execute(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> str:
     """Drive one command to its next state; returns the state it ends in."""
-    row = await conn.fetchrow("SELECT * FROM commands WHERE id = $1", command_id)
+    row = await get_command(conn, command_id)
     if row is None:
         raise LookupError(f"no command {command_id}")
     if row["expires_at"] <= now() and row["state"] in ("pending", "sent"):
@@ -68,7 +68,9 @@ async def execute(
             error="not confirmed after restart",
             evidence={"resumed": True, "state": state.to_json()},
         )
-        row = await conn.fetchrow("SELECT * FROM commands WHERE id = $1", command_id)
+        row = await get_command(conn, command_id)
+        if row is None:
+            raise LookupError(f"no command {command_id}")
     if row["state"] != "pending":
         return str(row["state"])
     if row["requires_approval"] and row["approved_by"] is None:

@@ -1,4 +1,5 @@
-"""Manual relay commands: an operator asks, the daemon's fee-control service switches and reads back.
+"""Manual relay commands: an operator asks, cancels or approves; the daemon's fee-control service
+switches and reads back.
 
 The request only creates the persisted command (cause ``manual``, the operator's id, the reason in the
 audit log); nothing is sent from here. The daemon executes it at top priority on the meter's bus and
@@ -12,9 +13,10 @@ from datetime import datetime
 
 import asyncpg
 
-from headend.audit import audit
-from headend.control.store import create_command
 from headend.inventory import InventoryError, find_meter
+from headend.store import commands
+from headend.store.audit import audit, set_actor
+from headend.store.commands import create_command, open_command_of, relay_meter
 
 ACTIONS = ("disconnect", "reconnect")
 
@@ -28,13 +30,10 @@ async def _meter(conn: asyncpg.Connection, meter: str) -> asyncpg.Record:
         meter_id, _ = await find_meter(conn, meter)
     except InventoryError as exc:
         raise ManualCommandError(str(exc)) from None
-    return await conn.fetchrow(
-        """SELECT m.id, coalesce(m.name, m.address) AS label, m.has_relay, m.enabled,
-                  m.protected OR coalesce(a.protected, false) AS protected,
-                  coalesce(m.protected_reason, a.protected_reason) AS protected_reason
-           FROM meters m LEFT JOIN accounts a ON a.id = m.account_id WHERE m.id = $1""",
-        meter_id,
-    )
+    row = await relay_meter(conn, meter_id)
+    if row is None:  # removed between the two look-ups
+        raise ManualCommandError(f"no meter named or addressed {meter!r}")
+    return row
 
 
 async def request_command(
@@ -67,9 +66,7 @@ async def request_command(
     if action == "disconnect" and row["protected"]:
         why = f" ({row['protected_reason']})" if row["protected_reason"] else ""
         raise ManualCommandError(f"meter {row['label']} is protected{why}: it is not disconnected remotely")
-    open_command = await conn.fetchrow(
-        "SELECT id, action FROM commands WHERE meter_id = $1 AND state IN ('pending', 'sent')", row["id"]
-    )
+    open_command = await open_command_of(conn, row["id"])
     if open_command is not None:
         raise ManualCommandError(
             f"meter {row['label']} already has open command {open_command['id']} ({open_command['action']});"
@@ -77,7 +74,7 @@ async def request_command(
         )
     try:
         async with conn.transaction():
-            await conn.execute("SELECT set_config('headend.actor', $1, true)", operator)
+            await set_actor(conn, operator)
             command_id = await create_command(
                 conn,
                 meter_id=row["id"],
@@ -100,3 +97,23 @@ async def request_command(
     except asyncpg.UniqueViolationError:  # another command for this meter was created meanwhile
         raise ManualCommandError(f"meter {row['label']} already has an open command") from None
     return command_id
+
+
+async def cancel_command(conn: asyncpg.Connection, command_id: int, operator: str) -> None:
+    """Cancel a pending command; ManualCommandError if there is none or it is past pending (a sent
+    command is settled by the daemon's read-back, never cancelled blind)."""
+    async with conn.transaction():
+        state = await commands.lock_state(conn, command_id)
+        if state == "pending":
+            await commands.set_state(
+                conn, command_id, "cancelled", actor=operator, error=f"cancelled by {operator}"
+            )
+    if state is None:
+        raise ManualCommandError(f"no command {command_id}")
+    if state == "sent":
+        raise ManualCommandError(
+            f"command {command_id} was sent to the meter; the daemon settles it by reading the relay back "
+            "(confirmed, or retried) and it cannot be cancelled before that"
+        )
+    if state != "pending":
+        raise ManualCommandError(f"command {command_id} is {state}, not pending")

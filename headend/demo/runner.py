@@ -38,6 +38,7 @@ from headend.engine.logs import JsonFormatter
 log = logging.getLogger("headend.demo")
 REFRESH_S = 2.0
 STATUS_EVERY_S = 10.0
+SECRETS_FILE = "secrets.toml"  # in the demo's work directory
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,15 @@ class DemoOptions:
     dashboard: bool = True
 
 
-def demo_config(options: DemoOptions) -> HeadendConfig:
-    """The daemon's configuration for the demo: short intervals, quick backfill and clock checks."""
+def demo_config(options: DemoOptions, workdir: Path) -> HeadendConfig:
+    """The daemon's configuration for the demo: short intervals, quick backfill and clock checks; the
+    spool and the meter secrets in ``workdir``."""
     i = options.interval_s
     plan = ["energy_import_kwh", "energy_export_kwh", "voltage_a_v", "current_a_a", "power_kw"]
     return validate_config(
         {
+            "database": {"spool_dir": str(workdir / "spool")},
+            "secrets": {"file": str(workdir / SECRETS_FILE)},
             "polling": {"interval": f"{i}s", "offset": "1s", "inventory_reload": "1h"},
             "read_plans": {"default": {"quantities": plan, "gap_quantity": "energy_import_kwh"}},
             "timeouts": {"initial": "2s", "minimum": "1s", "maximum": "5s"},  # job budget per exchange
@@ -126,7 +130,7 @@ def _workdir(options: DemoOptions) -> Path:
 
 
 def _write_secrets(workdir: Path, password: str) -> Path:
-    path = workdir / "secrets.toml"
+    path = workdir / SECRETS_FILE
     path.touch(mode=0o600)
     path.write_text(f'[default]\npassword_level = 2\npassword = "{password}"\n', encoding="utf-8")
     return path
@@ -160,11 +164,9 @@ async def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
 async def _run(
     options: DemoOptions, console: Console, dsn: str, workdir: Path, warnings: WarningBuffer
 ) -> dict[str, Any]:
-    from headend.engine.engine import Engine
-    from headend.engine.ports import DriverPort
+    from headend.daemon import build_daemon
     from headend.inventory import import_inventory
     from headend.store.migrate import migrate
-    from headend.store.writer import ReadingWriter
 
     await migrate(dsn)
     password = f"{secrets.randbelow(10**6):06d}"  # this run's meter password, known to meters and head-end
@@ -179,9 +181,8 @@ async def _run(
             await import_inventory(conn, fleet.inventory(datetime.now(UTC) - backlog), "demo")
         finally:
             await conn.close()
-        config = demo_config(options)
-        writer = ReadingWriter(dsn, spool_dir=workdir / "spool")
-        engine = Engine(config, dsn, writer, DriverPort(_write_secrets(workdir, password)))
+        _write_secrets(workdir, password)
+        engine = build_daemon(demo_config(options, workdir), dsn)
         since = datetime.now(UTC)
         await engine.start()
         started = time.monotonic()

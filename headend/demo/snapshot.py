@@ -8,6 +8,8 @@ from typing import Any
 
 import asyncpg
 
+from headend.store import reports
+
 
 @dataclass
 class ChannelFigures:
@@ -53,43 +55,6 @@ class Snapshot:
         return sum(c.succeeded for c in self.channels) / due if due else None
 
 
-_CHANNEL_CYCLES = """
-SELECT c.name, (SELECT count(*) FROM meters m WHERE m.channel_id = c.id AND m.enabled) AS meters,
-       count(rc.cycle_at) FILTER (WHERE rc.finished_at IS NOT NULL) AS cycles,
-       coalesce(sum(rc.due) FILTER (WHERE rc.finished_at IS NOT NULL), 0) AS due,
-       coalesce(sum(rc.succeeded) FILTER (WHERE rc.finished_at IS NOT NULL), 0) AS succeeded,
-       coalesce(sum(rc.readings), 0) AS readings,
-       (array_agg(rc.utilisation ORDER BY rc.cycle_at DESC)
-            FILTER (WHERE rc.finished_at IS NOT NULL))[1] AS utilisation
-FROM channels c LEFT JOIN read_cycles rc ON rc.channel_id = c.id
-GROUP BY c.id ORDER BY c.id
-"""
-
-_METER_ACTUALS = """
-SELECT m.name, EXISTS (SELECT 1 FROM readings r WHERE r.meter_id = m.id AND r.quality = 'actual') AS answered
-FROM meters m WHERE m.enabled ORDER BY m.id
-"""
-
-_LATEST = """
-SELECT m.name AS meter, q.name AS quantity, r.ts, r.value, r.quality::text AS quality
-FROM readings r JOIN meters m ON m.id = r.meter_id JOIN quantities q ON q.id = r.quantity_id
-WHERE r.received_at > $1 ORDER BY r.received_at DESC, r.ts DESC LIMIT $2
-"""
-
-_BACKFILLS = """
-SELECT m.name AS meter, count(DISTINCT r.ts) AS intervals, min(r.ts) AS first_ts, max(r.ts) AS last_ts
-FROM readings r JOIN meters m ON m.id = r.meter_id
-WHERE r.quality IN ('backfilled', 'freeze') AND r.received_at > $1
-GROUP BY m.name ORDER BY max(r.received_at) DESC, m.name LIMIT $2
-"""
-
-_COMMANDS = """
-SELECT c.id, m.name AS meter, c.action, c.state::text AS state, c.cause, c.operator, c.attempts,
-       c.created_at, c.finished_at, c.evidence
-FROM commands c JOIN meters m ON m.id = c.meter_id ORDER BY c.id
-"""
-
-
 def _line_counters(engine: Any) -> dict[str, tuple[int, int, int]]:
     """``{channel name: (timeouts, bad frames, noise bytes)}`` from the workers' open channels."""
     out = {}
@@ -107,7 +72,7 @@ async def take_snapshot(
     """Read the figures of this demo run (``since``: its start) from the database and the engine."""
     snap = Snapshot()
     lines = _line_counters(engine)
-    for row in await conn.fetch(_CHANNEL_CYCLES):
+    for row in await reports.channel_cycles(conn):
         snap.channels.append(
             ChannelFigures(
                 row["name"],
@@ -120,21 +85,16 @@ async def take_snapshot(
                 *lines.get(row["name"], (0, 0, 0)),
             )
         )
-    snap.readings_by_quality = {
-        r["quality"]: r["n"]
-        for r in await conn.fetch("SELECT quality::text AS quality, count(*) AS n FROM readings GROUP BY 1")
-    }
-    for row in await conn.fetch(_METER_ACTUALS):
+    snap.readings_by_quality = await reports.readings_by_quality(conn)
+    for row in await reports.meters_answered(conn):
         if row["answered"]:
             snap.meters_with_actual += 1
         else:
             snap.meters_without_actual.append(row["name"])
-    snap.latest = await conn.fetch(_LATEST, since, latest)
-    snap.backfills = await conn.fetch(_BACKFILLS, since, 4)
-    snap.commands = await conn.fetch(_COMMANDS)
-    snap.clock_corrections = await conn.fetchval(
-        "SELECT count(*) FROM events WHERE category = 'comm' AND kind LIKE 'clock%'"
-    )
+    snap.latest = await reports.latest_readings(conn, since, latest)
+    snap.backfills = await reports.recent_backfills(conn, since, 4)
+    snap.commands = await reports.commands_with_meters(conn)
+    snap.clock_corrections = await reports.clock_corrections(conn)
     health = getattr(engine, "health", None)
     snap.quarantined = health.quarantined_count() if health is not None else 0
     return snap

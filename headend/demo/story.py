@@ -21,6 +21,8 @@ import asyncpg
 from headend.billing.payments import record_payment
 from headend.billing.service import bill_due_prepaid
 from headend.control.service import run_pass
+from headend.store import reports
+from headend.store.accounts import create_prepaid_account
 
 TARIFF = "demo-flat"
 PRICE_PER_KWH = Decimal("1.00")
@@ -31,32 +33,9 @@ CASHIER = "demo-cashier"
 
 async def create_story_account(conn: asyncpg.Connection, account: str) -> None:
     """A flat tariff and a prepaid account with a small opening balance (before the inventory import)."""
-    async with conn.transaction():
-        tariff_id = await conn.fetchval(
-            "INSERT INTO tariffs (name, kind) VALUES ($1, 'flat') RETURNING id", TARIFF
-        )
-        await conn.execute(
-            "INSERT INTO tariff_prices (tariff_id, register, price, effective_from)"
-            " VALUES ($1, 'total', $2, '2000-01-01T00:00:00Z')",
-            tariff_id,
-            PRICE_PER_KWH,
-        )
-        account_id = await conn.fetchval(
-            "INSERT INTO accounts (number, name, kind, tariff_id, credit_limit)"
-            " VALUES ($1, 'Demo customer', 'prepaid', $2, 0) RETURNING id",
-            account,
-            tariff_id,
-        )
-        await conn.execute(
-            "INSERT INTO ledger (account_id, kind, amount, idempotency_key, details)"
-            " VALUES ($1, 'adjustment', $2, $3, '{\"opening\": true}'::jsonb)",
-            account_id,
-            OPENING_BALANCE,
-            f"opening:{account}",
-        )
-        await conn.execute(
-            "INSERT INTO balances (account_id, balance) VALUES ($1, $2)", account_id, OPENING_BALANCE
-        )
+    await create_prepaid_account(
+        conn, account, "Demo customer", tariff=TARIFF, price_per_kwh=PRICE_PER_KWH, opening=OPENING_BALANCE
+    )
 
 
 @dataclass
@@ -101,16 +80,13 @@ class FeeControlStory:
             if period.amount is None:
                 self._say(f"billing deferred: {period.error}")
                 continue
-            balance = await conn.fetchval(
-                "SELECT balance FROM balances b JOIN accounts a ON a.id = b.account_id WHERE a.number = $1",
-                self.account,
-            )
-            self.state.balance = Decimal(balance)
+            balance = await reports.account_balance(conn, self.account) or Decimal(0)
+            self.state.balance = balance
             self._say(f"billed {period.amount:.2f} CNY up to {period.end:%H:%M:%S}; balance {balance:.2f}")
 
     async def _record_outcome(self, command_id: int, end_state: str) -> None:
         async with self.engine.pool.acquire() as conn:
-            action = await conn.fetchval("SELECT action FROM commands WHERE id = $1", command_id)
+            action = await reports.command_action(conn, command_id)
         self._say(f"command {command_id} ({action}): {end_state}")
         if action == "disconnect":
             self.state.disconnect = end_state

@@ -1,7 +1,7 @@
 """Meter drivers: one interface over DL/T 645 (2007, 1997) and Modbus meters.
 
 ``make_driver(protocol, channel, address, model, secrets)`` builds the driver the engine and the CLI
-use: ``read(quantities)``, ``read_profile(start, end)``, ``read_clock()``, ``sync_clock(now)``,
+use: ``read(quantities)``, ``read_profile(start, end)``, ``read_clock()``, ``set_clock(broadcast=...)``,
 ``relay_state()``, ``switch(action, operator=...)``. ``secrets`` is a ``Credentials``, an object
 with ``credentials_for(address)``, or None.
 """
@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from headend.drivers.base import (
-    ClockResult,
     Credentials,
     DriverError,
     EventRecord,
@@ -46,7 +45,7 @@ def make_driver(
 ) -> Dlt645Driver | ModbusDriver:
     """The driver for one meter on ``channel``."""
     if protocol == "modbus":
-        return ModbusDriver(channel, int(address), model=model or "eastron_sdm120")
+        return ModbusDriver(channel, int(address), model=model or "eastron_sdm120", **options)
     if protocol in EDITIONS:
         return Dlt645Driver(
             channel,
@@ -60,7 +59,6 @@ def make_driver(
 
 
 __all__ = [
-    "ClockResult",
     "Credentials",
     "Dlt645Driver",
     "DriverError",

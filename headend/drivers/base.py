@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -113,17 +113,6 @@ class SwitchResult:
             "state": self.state.to_json() if self.state else None,
             "evidence": self.evidence,
         }
-
-
-@dataclass(slots=True)
-class ClockResult:
-    """A clock check (and correction) of one meter."""
-
-    meter_time: datetime  # UTC
-    drift: timedelta  # meter minus true time
-    action: str  # none | broadcast | write | skipped
-    reason: str = ""
-    drift_after: timedelta | None = None
 
 
 @lru_cache(maxsize=256)

@@ -13,7 +13,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from headend.drivers.base import (
-    ClockResult,
     Credentials,
     DriverError,
     EventRecord,
@@ -50,7 +49,6 @@ EVENT_SOURCES = {
     "relay_trip": ("1D000001", "1D00FF"),
     "relay_close": ("1E000001", "1E00FF"),
 }
-BROADCAST_LIMIT = timedelta(minutes=5)
 READ_FUNCTIONS = (0x11, 0x12, 0x01, 0x02)  # replies carry the DI of the request
 PROFILE_BATCH = 8
 CLOCK_OPERATOR = "00000000"
@@ -69,6 +67,8 @@ class Dlt645Driver:
         credentials: Credentials | None = None,
         utc_offset: timedelta = timedelta(hours=8),
         turnaround_s: float | None = None,
+        confirm_timeout_s: float = 30.0,
+        confirm_poll_s: float = 1.0,
     ) -> None:
         self.channel = channel
         self.address = address
@@ -85,6 +85,8 @@ class Dlt645Driver:
         self.credentials = credentials
         self.utc_offset = utc_offset
         self.turnaround_s = turnaround_s
+        self.confirm_timeout_s = confirm_timeout_s  # relay read-back window after a switch
+        self.confirm_poll_s = confirm_poll_s
         self.last_rtt_s: float | None = None
         self.unsupported: dict[str, str] = {}
         self._wire_address = address_to_wire(address)
@@ -286,50 +288,30 @@ class Dlt645Driver:
         clock: time = await self.read_di(time_di)
         return self._utc(datetime.combine(day, clock))
 
-    async def sync_clock(
-        self,
-        now: datetime | None = None,
-        *,
-        threshold: timedelta = timedelta(seconds=30),
-        interval: timedelta = timedelta(minutes=15),
-        guard: timedelta = timedelta(seconds=60),
-    ) -> ClockResult:
-        """Correct the clock if it is off by more than ``threshold``: broadcast 0x08 within ±5 min,
-        else an addressed write with the password; never near midnight or an interval boundary."""
-        meter_time = await self.read_clock()
-        true = (now or datetime.now(UTC)).astimezone(UTC)
-        drift = meter_time - true
-        if abs(drift) <= threshold:
-            return ClockResult(meter_time, drift, "none")
-        local = self._local(true)
-        since_boundary = (local - datetime.min) % interval
-        if local.time() >= time(23, 55) or local.time() < time(0, 5):
-            return ClockResult(meter_time, drift, "skipped", "too close to midnight")
-        if since_boundary < guard or interval - since_boundary < guard:
-            return ClockResult(meter_time, drift, "skipped", "too close to an interval boundary")
-        if abs(drift) <= BROADCAST_LIMIT:
+    async def set_clock(self, *, broadcast: bool) -> None:
+        """Set the meter's clock to now: a broadcast 0x08 (no password) or an addressed write.
+
+        When and how to correct is the engine's clock policy (headend.engine.clock), not the driver's.
+        """
+        if broadcast:
             await self.channel.send_only(build_time_sync(self._local(datetime.now(UTC)), BROADCAST_ADDRESS))
-            action = "broadcast"
-        else:
-            credentials = self._require_credentials()
-            current = self._local(datetime.now(UTC))
-            for di, value in (
-                ("04000101", current.date()),
-                ("04000102", (current + timedelta(seconds=1)).time()),
-            ):
-                await self._request(
-                    build_write(
-                        self.address,
-                        di,
-                        value,
-                        password_level=credentials.level,
-                        password=credentials.password,
-                        operator=CLOCK_OPERATOR,
-                    )
+            return
+        credentials = self._require_credentials()
+        current = self._local(datetime.now(UTC))
+        for di, value in (
+            ("04000101", current.date()),
+            ("04000102", (current + timedelta(seconds=1)).time()),
+        ):
+            await self._request(
+                build_write(
+                    self.address,
+                    di,
+                    value,
+                    password_level=credentials.level,
+                    password=credentials.password,
+                    operator=CLOCK_OPERATOR,
                 )
-            action = "write"
-        after = await self.read_clock()
-        return ClockResult(meter_time, drift, action, drift_after=after - datetime.now(UTC))
+            )
 
     def _require_credentials(self) -> Credentials:
         if self.credentials is None:
@@ -372,7 +354,12 @@ class Dlt645Driver:
         )
 
     async def switch(
-        self, action: str, *, operator: str, confirm_timeout_s: float = 30.0, poll_s: float = 1.0
+        self,
+        action: str,
+        *,
+        operator: str,
+        confirm_timeout_s: float | None = None,
+        poll_s: float | None = None,
     ) -> SwitchResult:
         """Send 0x1C (off = trip, on = direct close, close_allowed) and confirm by reading the relay back."""
         if action not in ACTIONS:
@@ -404,7 +391,12 @@ class Dlt645Driver:
             return SwitchResult("refused", action, state, reason, evidence)
         except MeterTimeout:
             evidence["ack"] = False  # the command may still have arrived: the read-back decides
-        return await self._confirm(action, evidence, confirm_timeout_s, poll_s)
+        return await self._confirm(
+            action,
+            evidence,
+            self.confirm_timeout_s if confirm_timeout_s is None else confirm_timeout_s,
+            self.confirm_poll_s if poll_s is None else poll_s,
+        )
 
     async def _confirm(
         self, action: str, evidence: dict[str, Any], timeout_s: float, poll_s: float

@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any
 
 from headend.drivers.base import (
-    ClockResult,
     EventRecord,
     LineError,
     MeterRefused,
@@ -32,8 +31,18 @@ EXCEPTION_TEXT = {
 class ModbusDriver:
     """One Modbus meter (unit id) behind a Modbus channel."""
 
-    def __init__(self, channel: ModbusChannel | Channel, unit_id: int, *, model: str) -> None:
+    def __init__(
+        self,
+        channel: ModbusChannel | Channel,
+        unit_id: int,
+        *,
+        model: str,
+        confirm_timeout_s: float = 10.0,
+        confirm_poll_s: float = 0.5,
+    ) -> None:
         self.channel = channel
+        self.confirm_timeout_s = confirm_timeout_s  # relay read-back window after a switch
+        self.confirm_poll_s = confirm_poll_s
         self.link = channel if isinstance(channel, ModbusChannel) else RtuLink(channel)
         self.unit_id = unit_id
         self.address = str(unit_id)
@@ -77,7 +86,7 @@ class ModbusDriver:
     async def read_clock(self) -> datetime:
         raise NotSupported(f"{self.model.name} has no readable clock")
 
-    async def sync_clock(self, now: datetime | None = None, **_: Any) -> ClockResult:
+    async def set_clock(self, *, broadcast: bool) -> None:
         raise NotSupported(f"{self.model.name} has no settable clock")
 
     async def read_events(self, kinds: list[str]) -> list[EventRecord]:
@@ -98,7 +107,12 @@ class ModbusDriver:
         return self.model.relay
 
     async def switch(
-        self, action: str, *, operator: str, confirm_timeout_s: float = 10.0, poll_s: float = 0.5
+        self,
+        action: str,
+        *,
+        operator: str,
+        confirm_timeout_s: float | None = None,
+        poll_s: float | None = None,
     ) -> SwitchResult:
         """Write the relay register (the model's function, e.g. FC16 for Hiking) and read it back."""
         if action not in ("off", "on"):
@@ -123,7 +137,9 @@ class ModbusDriver:
             return SwitchResult("refused", action, None, str(exc), evidence)
         except MeterTimeout:
             evidence["ack"] = False
-        deadline = asyncio.get_running_loop().time() + confirm_timeout_s
+        timeout_s = self.confirm_timeout_s if confirm_timeout_s is None else confirm_timeout_s
+        poll_s = self.confirm_poll_s if poll_s is None else poll_s
+        deadline = asyncio.get_running_loop().time() + timeout_s
         state = None
         while True:
             try:

@@ -11,21 +11,8 @@ import asyncpg
 
 from headend.config import ReadPlan
 from headend.engine.model import MeterSpec
+from headend.store.gaps import missing_intervals
 from headend.store.reading import Reading
-
-_GAPS_SQL = """
-SELECT m.id AS meter_id, g.ts
-FROM unnest($1::int[], $2::text[]) AS m(id, gap_quantity)
-JOIN meters mt ON mt.id = m.id
-CROSS JOIN LATERAL generate_series(
-    to_timestamp(ceil(extract(epoch FROM greatest(mt.installed_at, $3)) / $5) * $5),
-    $4::timestamptz, make_interval(secs => $5)) AS g(ts)
-WHERE NOT EXISTS (
-    SELECT 1 FROM readings r
-    WHERE r.meter_id = m.id AND r.ts = g.ts
-      AND r.quantity_id = (SELECT q.id FROM quantities q WHERE q.name = m.gap_quantity))
-ORDER BY m.id, g.ts
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +40,8 @@ async def find_gaps(
 
     At most ``limit_per_meter`` newest gaps per meter are returned.
     """
-    rows = await conn.fetch(
-        _GAPS_SQL, [m.id for m in meters], [plan_for(m).gap_key for m in meters], since, upto, interval
+    rows = await missing_intervals(
+        conn, [m.id for m in meters], [plan_for(m).gap_key for m in meters], since, upto, interval
     )
     gaps: dict[int, list[datetime]] = defaultdict(list)
     for row in rows:

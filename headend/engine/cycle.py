@@ -15,16 +15,10 @@ import asyncpg
 
 from headend.engine.jobs import Job
 from headend.engine.ports import values_of
+from headend.store.cycles import upsert_read_cycle
 from headend.store.reading import Reading
 
 log = logging.getLogger(__name__)
-
-_UPSERT = """
-INSERT INTO read_cycles (channel_id, cycle_at, due, succeeded, readings, started_at, finished_at, utilisation)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-ON CONFLICT (cycle_at, channel_id) DO UPDATE SET due = EXCLUDED.due, succeeded = EXCLUDED.succeeded,
-    readings = EXCLUDED.readings, finished_at = EXCLUDED.finished_at, utilisation = EXCLUDED.utilisation
-"""
 
 
 @dataclass(slots=True)
@@ -61,8 +55,9 @@ class CycleStats:
         self.utilisation = (busy_now - self.busy_at_start) / self.interval
 
     async def store(self, conn: asyncpg.Connection) -> None:
-        await conn.execute(
-            _UPSERT,
+        """Record this cycle in ``read_cycles``."""
+        await upsert_read_cycle(
+            conn,
             self.channel_id,
             self.cycle_at,
             self.due,

@@ -1,4 +1,4 @@
-"""Meter event records (power down, relay trip/close) into the ``events`` table, without duplicates."""
+"""Meter event records (power down, relay trip/close) as drivers report them, stored without duplicates."""
 
 from __future__ import annotations
 
@@ -10,12 +10,7 @@ from datetime import datetime
 import asyncpg
 
 from headend.engine.model import MeterSpec
-
-_INSERT = """
-INSERT INTO events (category, kind, meter_id, channel_id, occurred_at, ended_at, details)
-VALUES ('meter', $1, $2, $3, $4, $5, $6::jsonb)
-ON CONFLICT (meter_id, kind, occurred_at) WHERE category = 'meter' DO NOTHING
-"""
+from headend.store.events import insert_meter_events
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +27,4 @@ async def store_events(conn: asyncpg.Connection, meter: MeterSpec, events: Itera
         (e.kind, meter.id, meter.channel_id, e.occurred_at, e.ended_at, json.dumps(e.details, default=str))
         for e in events
     ]
-    if not rows:
-        return 0
-    before = await conn.fetchval(
-        "SELECT count(*) FROM events WHERE meter_id = $1 AND category = 'meter'", meter.id
-    )
-    await conn.executemany(_INSERT, rows)
-    after = await conn.fetchval(
-        "SELECT count(*) FROM events WHERE meter_id = $1 AND category = 'meter'", meter.id
-    )
-    return after - before
+    return await insert_meter_events(conn, meter.id, rows)

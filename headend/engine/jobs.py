@@ -31,8 +31,9 @@ class Job:
 
     ``kind`` names the work for logs and metrics (``read``, ``backfill``, ``clock``, ``events``,
     ``control`` ...). ``exchanges`` estimates how many request/reply pairs the body needs; the worker
-    multiplies it by the meter's adaptive timeout to bound the job. ``skip_if_quarantined`` drops the
-    job for a quarantined meter instead of trying it.
+    multiplies it by the meter's adaptive timeout to bound the job; ``wait_s`` adds the seconds the
+    body may spend waiting between exchanges (a relay's confirmation window). ``skip_if_quarantined``
+    drops the job for a quarantined meter instead of trying it.
     """
 
     priority: Priority
@@ -41,8 +42,9 @@ class Job:
     kind: str = field(compare=False, default="read")
     body: JobBody | None = field(compare=False, default=None)
     exchanges: int = field(compare=False, default=1)
+    wait_s: float = field(compare=False, default=0.0)
     skip_if_quarantined: bool = field(compare=False, default=True)
-    future: asyncio.Future[Any] = field(compare=False, default=None)  # type: ignore[assignment]
+    future: asyncio.Future[Any] = field(compare=False, default=None)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
         if self.future is None:

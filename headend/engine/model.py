@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+
+from headend.store.inventory import enabled_channels, enabled_meters
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,28 +46,13 @@ def _channel_url(row: asyncpg.Record) -> str:
     return url or f"{row['kind']}://{row['address']}"
 
 
-async def inventory_version(conn: asyncpg.Connection) -> tuple:
-    """A cheap token that changes whenever channels or meters are added, changed or removed."""
-    row = await conn.fetchrow(
-        "SELECT (SELECT count(*) FROM channels), (SELECT max(updated_at) FROM channels),"
-        " (SELECT count(*) FROM meters), (SELECT max(updated_at) FROM meters)"
-    )
-    return tuple(row)
-
-
 async def load_inventory(conn: asyncpg.Connection) -> InventorySnapshot:
     """Enabled channels and their enabled, installed meters."""
-    await conn.set_type_codec("jsonb", encoder=str, decoder=json.loads, schema="pg_catalog")
     channels = {
-        r["id"]: ChannelSpec(r["id"], r["name"], _channel_url(r))
-        for r in await conn.fetch("SELECT id, name, kind, address, settings FROM channels WHERE enabled")
+        r["id"]: ChannelSpec(r["id"], r["name"], _channel_url(r)) for r in await enabled_channels(conn)
     }
     meters: dict[int, list[MeterSpec]] = {cid: [] for cid in channels}
-    rows = await conn.fetch(
-        "SELECT id, channel_id, protocol, address, unit_id, model, installed_at FROM meters"
-        " WHERE enabled AND removed_at IS NULL ORDER BY channel_id, id"
-    )
-    for r in rows:
+    for r in await enabled_meters(conn):
         if r["channel_id"] in meters:
             meters[r["channel_id"]].append(MeterSpec(**dict(r)))
     return InventorySnapshot(channels, meters)

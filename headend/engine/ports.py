@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
 
+from headend.config import RelayConfig
 from headend.engine.backfill import ProfileRecord
 from headend.engine.events import MeterEvent
 from headend.engine.model import ChannelSpec, MeterSpec
@@ -53,8 +54,9 @@ def _driver_errors(*names: str) -> tuple[type[BaseException], ...]:
 class DriverPort:
     """Opens channels and builds meter drivers with the real transport and driver packages."""
 
-    def __init__(self, secrets: Any = None) -> None:
+    def __init__(self, secrets: Any = None, relay: RelayConfig | None = None) -> None:
         self.secrets = secrets
+        self.relay = relay or RelayConfig()  # the drivers' confirmation window after a switch
 
     async def open_channel(self, spec: ChannelSpec) -> Any:
         from headend.transport import open_channel
@@ -69,7 +71,15 @@ class DriverPort:
         from headend.drivers import make_driver
 
         address: Any = meter.unit_id if meter.protocol == "modbus" else meter.address
-        return make_driver(meter.protocol, channel, address, meter.model, self.secrets)
+        return make_driver(
+            meter.protocol,
+            channel,
+            address,
+            meter.model,
+            self.secrets,
+            confirm_timeout_s=self.relay.confirm_timeout,
+            confirm_poll_s=self.relay.confirm_poll,
+        )
 
     def has_memory(self, meter: MeterSpec) -> bool:
         """Whether the meter keeps a load profile / daily freeze to backfill from."""

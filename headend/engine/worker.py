@@ -158,7 +158,7 @@ class ChannelWorker:
             job.future.set_exception(Quarantined(f"meter {meter.id} is quarantined"))
             return
         assert job.body is not None
-        timeout = self.health.job_limit(meter.id, job.exchanges)
+        timeout = self.health.job_limit(meter.id, job.exchanges) + job.wait_s
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:

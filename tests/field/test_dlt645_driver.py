@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import pytest
 
@@ -16,6 +17,7 @@ from headend.drivers import (
     MeterTimeout,
     make_driver,
 )
+from headend.engine.clock import ClockPolicy, check_clock
 from headend.transport import ChannelUnavailable, ChannelUrlError, open_channel, parse_channel_url
 from protocols.dlt645 import Deframer, build_read_response, decode
 from simulators import BusSpec, SimBus, start_bus
@@ -137,17 +139,21 @@ async def test_clock_sync_broadcast_and_write() -> None:
     driver = make_driver(
         "dlt645-2007", channel, bus.meters[0].address, None, GOOD, utc_offset=dt.timedelta(hours=noon)
     )
-    daily = {"interval": dt.timedelta(days=1)}  # boundaries only at local midnight, hours away
+    # boundaries only at local midnight, hours away; the policy (headend.engine.clock) decides, the
+    # driver broadcasts or writes
+    daily = ClockPolicy(
+        max_drift=30, broadcast_limit=300, boundary_interval=86400, boundary_guard=60, midnight_guard=60
+    )
     try:
-        result = await driver.sync_clock(**daily)
-        assert result.action == "broadcast" and result.drift > dt.timedelta(seconds=100)
-        assert abs(result.drift_after) < dt.timedelta(seconds=5)
+        result = await check_clock(driver, daily)
+        assert result.action == "broadcast" and result.drift_before > 100
+        assert result.drift_after is not None and abs(result.drift_after) < 5
         bus.meters[0].model.clock.jump(3600)
-        result = await driver.sync_clock(**daily)
-        assert result.action == "write" and abs(result.drift_after) < dt.timedelta(seconds=5)
+        result = await check_clock(driver, daily)
+        assert result.action == "write" and result.drift_after is not None and abs(result.drift_after) < 5
         bus.meters[0].model.clock.jump(120)
-        guarded = await driver.sync_clock(interval=dt.timedelta(minutes=15), guard=dt.timedelta(minutes=8))
-        assert guarded.action == "skipped" and "boundary" in guarded.reason
+        skipped = await check_clock(driver, replace(daily, midnight_guard=43200))  # guards the whole day
+        assert skipped.action == "skipped" and "midnight" in skipped.reason
         assert bus.requests[0x14] == 2 and bus.requests[0x08] == 1
     finally:
         await channel.close()

@@ -1,0 +1,77 @@
+"""Keeps one channel worker per enabled channel in step with the inventory in the database."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from headend.engine.context import EngineContext
+from headend.engine.model import InventorySnapshot, load_inventory
+from headend.engine.worker import ChannelWorker
+from headend.store.inventory import inventory_version
+
+log = logging.getLogger("headend.engine.engine")
+
+
+class InventorySync:
+    """``workers`` by channel id and the meter -> channel map, reloaded when the inventory changes."""
+
+    def __init__(self, ctx: EngineContext) -> None:
+        self.ctx = ctx
+        self.workers: dict[int, ChannelWorker] = {}
+        self.snapshot = InventorySnapshot({}, {})
+        self.meter_channel: dict[int, int] = {}
+        self._version: tuple[object, ...] | None = None
+        self._lock = asyncio.Lock()  # two overlapping reloads could give one bus two workers
+
+    async def reload(self) -> set[int]:
+        """Re-read channels and meters if they changed; add, update and retire workers.
+
+        Returns the ids of meters that were not in the previous inventory."""
+        async with self._lock:
+            return await self._reload()
+
+    async def _reload(self) -> set[int]:
+        ctx = self.ctx
+        async with ctx.db.acquire() as conn:
+            version = await inventory_version(conn)
+            if version == self._version:
+                return set()
+            snapshot = await load_inventory(conn)
+        self._version = version
+        for channel_id in set(self.workers) - set(snapshot.channels):
+            retired = self.workers.pop(channel_id)
+            ctx.tasks.spawn(retired.stop(), f"retire-{retired.spec.name}")
+        for channel_id, spec in snapshot.channels.items():
+            meters = snapshot.meters_by_channel.get(channel_id, [])
+            worker = self.workers.get(channel_id)
+            if worker is not None and worker.spec != spec:
+                self.workers.pop(channel_id)
+                await worker.stop()  # the same bus may be reopened below: never two owners at once
+                worker = None
+            if worker is None:
+                worker = ChannelWorker(
+                    spec, meters, ctx.port.open_channel, ctx.port.make_driver, ctx.health, ctx.metrics
+                )
+                worker.start()
+                self.workers[channel_id] = worker
+            else:
+                worker.update_meters(meters)
+        self.snapshot = snapshot
+        meter_channel = {m.id: cid for cid, ms in snapshot.meters_by_channel.items() for m in ms}
+        added = set(meter_channel) - set(self.meter_channel)
+        self.meter_channel = meter_channel
+        log.info("inventory loaded", extra={"channels": len(snapshot.channels), "meters": len(meter_channel)})
+        return added
+
+    def worker_of(self, meter_id: int) -> ChannelWorker:
+        """The worker of the meter's channel; LookupError if the meter is not enabled."""
+        channel_id = self.meter_channel.get(meter_id)
+        worker = None if channel_id is None else self.workers.get(channel_id)
+        if worker is None:
+            raise LookupError(f"meter {meter_id} is not in the enabled inventory")
+        return worker
+
+    async def stop(self) -> None:
+        """Stop every worker (each finishes its exchange in flight)."""
+        await asyncio.gather(*(w.stop() for w in self.workers.values()))
