@@ -1,7 +1,7 @@
 """A simulated Modbus bus: pymodbus 3.16 SimDevices bound live to meter models through register maps.
 
 Each meter is a :class:`simulators.meter.SimMeter` exposed through a register map from
-``config/models`` (``protocols.modbus``). Reads refresh the requested registers from the meter
+``protocols/models`` (``protocols.modbus``). Reads refresh the requested registers from the meter
 model at that moment (energy keeps growing); a write of the model's relay register with the model's
 relay write function trips or closes the relay; any other write is refused with ILLEGAL_ADDRESS,
 and the relay register written with the wrong function code with ILLEGAL_FUNCTION (the Hiking

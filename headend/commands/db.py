@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
 import asyncpg
 import typer
@@ -21,7 +22,7 @@ db_app = typer.Typer(help="Database: migrations, status, the embedded server.", 
 DsnOption = typer.Option(None, "--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server).")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(1)
 
@@ -31,7 +32,6 @@ def _dsn(explicit: str | None) -> str:
         return resolve_dsn(explicit)
     except EmbeddedPostgresError as exc:
         _fail(str(exc))
-        raise AssertionError("unreachable") from exc
 
 
 @db_app.command("migrate")
@@ -56,7 +56,10 @@ def migrate_command(
 def status_command(dsn: str | None = DsnOption) -> None:
     """Show the storage mode and applied/pending migrations; exit 1 on edited or missing files."""
     target = _dsn(dsn)
-    report = asyncio.run(status(target))
+    try:
+        report = asyncio.run(status(target))
+    except MigrationError as exc:
+        _fail(str(exc))
     console.print(f"database: {redact(target)}")
     console.print(f"storage mode: [bold]{report.mode or 'not migrated'}[/bold] — {report.mode_reason}")
     if report.timescaledb_version:

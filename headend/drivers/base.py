@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, ClassVar
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "config" / "models"
+from protocols.models import UnknownModel, load_model_data
 
 
 class DriverError(Exception):
@@ -126,12 +123,9 @@ class ClockResult:
     drift_after: timedelta | None = None
 
 
-@lru_cache(maxsize=256)
 def load_model(name: str) -> dict[str, Any]:
-    """A meter model data file from config/models (``<name>.json``), read once per process."""
-    path = MODELS_DIR / f"{name}.json"
+    """A meter model's data (:func:`protocols.models.load_model_data`); unknown names are NotSupported."""
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        known = sorted(p.stem for p in MODELS_DIR.glob("*.json"))
-        raise NotSupported(f"unknown meter model {name!r}; known: {', '.join(known)}") from None
+        return load_model_data(name)
+    except UnknownModel as exc:
+        raise NotSupported(str(exc)) from None

@@ -1,4 +1,4 @@
-"""The Modbus meter driver: register maps from config/models, batched reads, relay write + read-back."""
+"""The Modbus meter driver: register maps from protocols/models, batched reads, relay write + read-back."""
 
 from __future__ import annotations
 
