@@ -212,7 +212,9 @@ async def migrate(
             await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
 
 
-async def status(target: str | asyncpg.Connection, *, directory: Traversable = MIGRATIONS_DIR) -> MigrationStatus:
+async def status(
+    target: str | asyncpg.Connection, *, directory: Traversable = MIGRATIONS_DIR
+) -> MigrationStatus:
     """Applied and pending migrations, problems (edited/missing files) and the storage mode."""
     migrations = discover(directory)
     async with _connection(target) as conn:
