@@ -224,8 +224,9 @@ class ModbusBus:
                 devices, address=(self.spec.host, self.spec.port), framer=framer, trace_packet=self._filter
             )
         await self.server.serve_forever(background=True)
-        if transport != "pty":
-            port = self.server.transport.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        listener = self.server.transport  # a TCP server's transport is its asyncio listening server
+        if isinstance(listener, asyncio.Server):
+            port = listener.sockets[0].getsockname()[1]
             self._url = f"{transport}://{self.spec.host}:{port}"
         for fault in self.faults.spec.schedule:
             self._tasks.append(asyncio.create_task(self._scheduled(fault)))

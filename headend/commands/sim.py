@@ -14,6 +14,7 @@ import typer
 from protocols.models import UnknownModel
 from simulators import BusSpec, SimBus, start_bus
 from simulators.faults import FaultSpecError
+from simulators.modbus_server import ModbusBus
 
 sim_app = typer.Typer(
     help="Run simulated meters on a TCP serial server or a virtual serial port.", no_args_is_help=True
@@ -34,7 +35,7 @@ def _endpoint(tcp: str | None, pty: bool) -> dict[str, Any]:
 
 
 async def _run_buses(specs: list[BusSpec], as_json: bool) -> None:
-    buses: list[SimBus] = []
+    buses: list[SimBus | ModbusBus] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

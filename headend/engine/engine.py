@@ -218,8 +218,8 @@ class Engine:
             snapshot = await load_inventory(conn)
         self._version = version
         for channel_id in set(self.workers) - set(snapshot.channels):
-            worker = self.workers.pop(channel_id)
-            self._spawn(worker.stop(), f"retire-{worker.spec.name}")
+            retired = self.workers.pop(channel_id)
+            self._spawn(retired.stop(), f"retire-{retired.spec.name}")
         for channel_id, spec in snapshot.channels.items():
             meters = snapshot.meters_by_channel.get(channel_id, [])
             worker = self.workers.get(channel_id)

@@ -42,11 +42,10 @@ class Job:
     body: JobBody | None = field(compare=False, default=None)
     exchanges: int = field(compare=False, default=1)
     skip_if_quarantined: bool = field(compare=False, default=True)
-    future: asyncio.Future[Any] = field(compare=False, default=None)  # type: ignore[assignment]
+    future: asyncio.Future[Any] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.future is None:
-            self.future = asyncio.get_running_loop().create_future()
+        self.future = asyncio.get_running_loop().create_future()
 
 
 class Quarantined(RuntimeError):

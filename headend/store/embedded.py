@@ -247,11 +247,19 @@ class EmbeddedPostgres:
     def _run(self, args: list[object], *, check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = [str(a) for a in args]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
-        kwargs: dict[str, object] = {}
-        if self.user is not None:
-            kwargs = {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
         cwd = self.root if self.root.is_dir() else "/"
-        return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, check=check, **kwargs)
+        user = self.user  # run as the server user (never root); None: as ourselves
+        return subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=cwd,
+            check=check,
+            user=user.uid if user else None,
+            group=user.gid if user else None,
+            extra_groups=[] if user else None,
+        )
 
     def _chown(self, path: Path) -> None:
         if self.user is not None:
