@@ -288,7 +288,7 @@ def scan_command(
         channel = open_channel(url)
         if not isinstance(channel, Channel):
             await channel.close()
-            raise FieldError("DL/T 645 scans need a serial://, tcp:// or rfc2217:// channel URL")
+            raise FieldError("DL/T 645 scans need a serial:// or tcp:// channel URL")
         found: list[str] = []
         try:
             probes = [a.strip().rjust(12, "0") for a in candidates.split(",")] if candidates else []

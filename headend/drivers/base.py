@@ -1,11 +1,17 @@
-"""The meter driver interface shared by DL/T 645 and Modbus meters: results and errors."""
+"""The meter driver interface shared by DL/T 645 and Modbus meters: capabilities, results and errors.
+
+:class:`MeterDriver` is what the engine, the control executor and the CLI may ask of any driver;
+:class:`Capabilities` says which of its optional parts (memory, events, relay, clock) a meter of a
+given protocol and model offers, so callers decide from the driver, never from a protocol name.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
+from headend.vocabulary import ProfileSource, SwitchOperation, SwitchStatus
 from protocols.models import UnknownModel, load_model_data
 
 
@@ -59,7 +65,7 @@ class ProfileRecord:
 
     ts: datetime
     values: dict[str, float]
-    source: str  # "load_profile" | "daily_freeze"
+    source: ProfileSource
 
 
 @dataclass(slots=True)
@@ -96,8 +102,8 @@ class RelayState:
 class SwitchResult:
     """The outcome of a relay command: confirmed only by reading the state back."""
 
-    status: str  # confirmed | refused | unconfirmed | failed
-    action: str
+    status: SwitchStatus
+    action: SwitchOperation
     state: RelayState | None = None
     reason: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
@@ -121,6 +127,43 @@ class ClockResult:
     action: str  # none | broadcast | write | skipped
     reason: str = ""
     drift_after: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """The optional parts of a meter a driver can use; reads of quantities are always offered."""
+
+    memory: bool = False  # load profile / daily freeze to backfill gaps from
+    events: bool = False  # standard event records (power down, relay trip and close)
+    relay: bool = False  # remote disconnect and reconnect, confirmed by reading the relay back
+    clock: bool = False  # a clock to read and correct
+
+
+class MeterDriver(Protocol):
+    """One meter on one bus. Parts outside ``capabilities`` raise :class:`NotSupported`."""
+
+    address: str
+    capabilities: Capabilities
+    unsupported: dict[str, str]  # quantities of the last ``read`` the meter did not give, and why
+    last_rtt_s: float | None
+
+    async def read(self, quantities: list[str]) -> dict[str, float]:
+        """Canonical quantities; the ones the meter does not offer land in ``unsupported``."""
+        ...
+
+    async def read_profile(self, start: datetime, end: datetime) -> list[ProfileRecord]: ...
+
+    async def read_events(self, kinds: list[str]) -> list[EventRecord]: ...
+
+    async def read_clock(self) -> datetime: ...
+
+    async def sync_clock(self, now: datetime | None = None) -> ClockResult: ...
+
+    async def relay_state(self) -> RelayState: ...
+
+    async def switch(self, action: SwitchOperation, *, operator: str) -> SwitchResult:
+        """Operate the relay; the result is ``confirmed`` only after a read-back shows the state."""
+        ...
 
 
 def load_model(name: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from headend.drivers.base import (
+    Capabilities,
     ClockResult,
     Credentials,
     DriverError,
@@ -26,7 +27,8 @@ from headend.drivers.base import (
     SwitchResult,
     load_model,
 )
-from headend.transport import Channel, ExchangeTimeout
+from headend.transport import ExchangeTimeout, FrameBus
+from headend.vocabulary import SwitchOperation, SwitchStatus
 from protocols.dlt645 import (
     BROADCAST_ADDRESS,
     Deframer,
@@ -60,7 +62,7 @@ class Dlt645Driver:
 
     def __init__(
         self,
-        channel: Channel,
+        channel: FrameBus,
         address: str,
         *,
         edition: int = 2007,
@@ -72,6 +74,7 @@ class Dlt645Driver:
         self.channel = channel
         self.address = address
         self.edition = edition
+        self.capabilities = self.capabilities_of(edition)
         description = load_model(model or "dlt645-generic")
         editions = description.get("editions", {})
         if str(edition) not in editions:
@@ -89,6 +92,13 @@ class Dlt645Driver:
         self._wire_address = address_to_wire(address)
         # DI -> (read request, its acceptor): a meter is asked the same few DIs every cycle
         self._reads: dict[str, tuple[bytes, Callable[[bytes], bool]]] = {}
+
+    @staticmethod
+    def capabilities_of(edition: int) -> Capabilities:
+        """2007 meters keep a profile and event records and have a standard relay; 1997 only a clock."""
+        if edition == 2007:
+            return Capabilities(memory=True, events=True, relay=True, clock=True)
+        return Capabilities(clock=True)
 
     # -- exchanges ----------------------------------------------------------------------------
 
@@ -371,7 +381,7 @@ class Dlt645Driver:
         )
 
     async def switch(
-        self, action: str, *, operator: str, confirm_timeout_s: float = 30.0, poll_s: float = 1.0
+        self, action: SwitchOperation, *, operator: str, confirm_timeout_s: float = 30.0, poll_s: float = 1.0
     ) -> SwitchResult:
         """Send 0x1C (off = trip, on = direct close, close_allowed) and confirm by reading the relay back."""
         if action not in ACTIONS:
@@ -402,7 +412,7 @@ class Dlt645Driver:
         return await self._confirm(action, evidence, confirm_timeout_s, poll_s)
 
     async def _confirm(
-        self, action: str, evidence: dict[str, Any], timeout_s: float, poll_s: float
+        self, action: SwitchOperation, evidence: dict[str, Any], timeout_s: float, poll_s: float
     ) -> SwitchResult:
         deadline = asyncio.get_running_loop().time() + timeout_s
         state: RelayState | None = None
@@ -421,12 +431,12 @@ class Dlt645Driver:
                 return SwitchResult("confirmed", action, state, "", evidence)
             if asyncio.get_running_loop().time() >= deadline:
                 reason = "relay state not reached before the confirmation timeout"
-                status = "unconfirmed" if evidence.get("ack") else "failed"
+                status: SwitchStatus = "unconfirmed" if evidence.get("ack") else "failed"
                 return SwitchResult(status, action, state, reason, evidence)
             await asyncio.sleep(poll_s)
 
     @staticmethod
-    def _reached(action: str, state: RelayState) -> bool:
+    def _reached(action: SwitchOperation, state: RelayState) -> bool:
         if action == "off":
             return state.open
         if action == "on":

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from headend.drivers.base import (
+    Capabilities,
     ClockResult,
     EventRecord,
     LineError,
@@ -17,9 +18,10 @@ from headend.drivers.base import (
     RelayState,
     SwitchResult,
 )
-from headend.transport import Channel, ExchangeTimeout, ModbusChannel, ModbusError
+from headend.transport import ExchangeTimeout, FrameBus, ModbusChannel, ModbusError, RegisterBus
 from headend.transport.modbus import RtuLink
-from protocols.modbus import load_modbus_model
+from headend.vocabulary import SwitchOperation, SwitchStatus
+from protocols.modbus import ModbusModel, load_modbus_model
 
 EXCEPTION_TEXT = {
     1: "illegal function",
@@ -32,14 +34,20 @@ EXCEPTION_TEXT = {
 class ModbusDriver:
     """One Modbus meter (unit id) behind a Modbus channel."""
 
-    def __init__(self, channel: ModbusChannel | Channel, unit_id: int, *, model: str) -> None:
+    def __init__(self, channel: ModbusChannel | FrameBus, unit_id: int, *, model: str) -> None:
         self.channel = channel
-        self.link = channel if isinstance(channel, ModbusChannel) else RtuLink(channel)
+        self.link: RegisterBus = channel if isinstance(channel, ModbusChannel) else RtuLink(channel)
         self.unit_id = unit_id
         self.address = str(unit_id)
         self.model = load_modbus_model(model)
+        self.capabilities = self.capabilities_of(self.model)
         self.unsupported: dict[str, str] = {}
         self.last_rtt_s: float | None = None
+
+    @staticmethod
+    def capabilities_of(model: ModbusModel) -> Capabilities:
+        """Modbus meters are read-only registers, plus a relay where the model maps one."""
+        return Capabilities(relay=model.relay is not None)
 
     async def _call(
         self, function: int, address: int, count: int = 1, values: list[int] | None = None
@@ -98,7 +106,7 @@ class ModbusDriver:
         return self.model.relay
 
     async def switch(
-        self, action: str, *, operator: str, confirm_timeout_s: float = 10.0, poll_s: float = 0.5
+        self, action: SwitchOperation, *, operator: str, confirm_timeout_s: float = 10.0, poll_s: float = 0.5
     ) -> SwitchResult:
         """Write the relay register (the model's function, e.g. FC16 for Hiking) and read it back."""
         if action not in ("off", "on"):
@@ -132,6 +140,6 @@ class ModbusDriver:
                 evidence["read_back"] = state.raw
                 return SwitchResult("confirmed", action, state, "", evidence)
             if asyncio.get_running_loop().time() >= deadline:
-                status = "unconfirmed" if evidence.get("ack") else "failed"
+                status: SwitchStatus = "unconfirmed" if evidence.get("ack") else "failed"
                 return SwitchResult(status, action, state, "relay register did not reach the state", evidence)
             await asyncio.sleep(poll_s)

@@ -12,6 +12,7 @@ import asyncpg
 from headend.config import ReadPlan
 from headend.engine.model import MeterSpec
 from headend.store.reading import Reading
+from headend.vocabulary import ReadingQuality
 
 _GAPS_SQL = """
 SELECT m.id AS meter_id, g.ts
@@ -37,7 +38,7 @@ class ProfileRecord:
 
     ts: datetime
     values: dict[str, float]
-    quality: str = "backfilled"
+    quality: ReadingQuality = "backfilled"
 
 
 async def find_gaps(
