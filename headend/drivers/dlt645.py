@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from headend.drivers.base import (
     Capabilities,
@@ -42,7 +42,11 @@ from protocols.dlt645 import (
     build_write,
     decode,
 )
+from protocols.dlt645.errors import PayloadError
 from protocols.dlt645.link import address_to_wire
+from protocols.dlt645.records import RELAY_STATUS_DI, power_down_record, relay_status, switch_record
+
+R = TypeVar("R")
 
 ACTIONS = {"off": "trip", "on": "close", "close_allowed": "close_allowed"}
 # event kind -> (count DI, record DI without the occurrence byte)
@@ -356,29 +360,36 @@ class Dlt645Driver:
             count_di, record_di = EVENT_SOURCES[kind]
             count = int(await self.read_di(count_di))
             for occurrence in range(1, min(count, last, 10) + 1):
-                record = await self.read_di(f"{record_di}{occurrence:02X}")
+                value = await self.read_di(f"{record_di}{occurrence:02X}")
                 if kind == "power_down":
-                    end = record["end"]
-                    events.append(
-                        EventRecord(kind, self._utc(record["start"]), self._utc(end) if end else None)
-                    )
+                    outage = self._typed(power_down_record, value)
+                    end = self._utc(outage.end) if outage.end else None
+                    events.append(EventRecord(kind, self._utc(outage.start), end))
                 else:
-                    details = {k: v for k, v in record.items() if k != "time"}
-                    events.append(EventRecord(kind, self._utc(record["time"]), details=details))
+                    switched = self._typed(switch_record, value)
+                    events.append(EventRecord(kind, self._utc(switched.time), details=switched.details))
         return events
 
     async def relay_state(self) -> RelayState:
         """Status word 3: bit 4 relay open, bit 6 commanded open, bit 7 pre-trip alarm, bit 12 keep-power."""
         if self.edition != 2007:
             raise NotSupported("1997 meters have no standard relay status word")
-        word = await self.read_di("04000503")
+        word = self._typed(relay_status, await self.read_di(RELAY_STATUS_DI))
         return RelayState(
-            open=word["relay_open"],
-            command_open=word["relay_command_open"],
-            keep_power=word["keep_power"],
-            pre_trip_alarm=word["pre_trip_alarm"],
-            raw=word["raw"],
+            open=word.relay_open,
+            command_open=word.command_open,
+            keep_power=word.keep_power,
+            pre_trip_alarm=word.pre_trip_alarm,
+            raw=word.raw,
         )
+
+    @staticmethod
+    def _typed(record: Callable[[object], R], value: object) -> R:
+        """``record(value)``; a value not shaped as its DI promises is a driver error, not a crash."""
+        try:
+            return record(value)
+        except PayloadError as exc:
+            raise DriverError(str(exc)) from None
 
     async def switch(
         self, action: SwitchOperation, *, operator: str, confirm_timeout_s: float = 30.0, poll_s: float = 1.0
