@@ -65,7 +65,7 @@ class BusSpec:
     prepaid_balance: float | None = None
     clock_offsets_s: dict[int, float] = field(default_factory=dict)  # meter index -> clock error
     addresses: list[str] | None = None
-    model: str = ""  # Modbus register map from config/models (protocol="modbus")
+    model: str = ""  # Modbus register map from protocols/models (protocol="modbus")
     block_reads: bool = True  # False: the DL/T 645 meters refuse FF block reads (older meters)
     tariffs: int = 4  # DL/T 645 tariffs in use: energy blocks carry the total and this many
 

@@ -18,6 +18,7 @@ class NoData(Exception):
 
 
 REGISTER_SPAN = 1_000_000  # XXXXXX.XX registers roll over at 999999.99
+Reader = Callable[[SimMeter], Any]  # a meter's current value of one data identifier
 
 
 def _round(value: float, digits: int = 2) -> float:
@@ -72,8 +73,30 @@ def _phase_energy(m: SimMeter, phase_index: int) -> float:
     return _round(m.registers.import_kwh / m.phases) if phase_index < m.phases else 0.0
 
 
-def _fixed_2007() -> dict[str, Callable[[SimMeter], Any]]:
-    items: dict[str, Callable[[SimMeter], Any]] = {
+def _tariff(values: Callable[[SimMeter], list[float]], tariff: int) -> Reader:
+    return lambda m: values(m)[tariff]
+
+
+def _phase_of(key: str, phase: str, digits: int | None = None) -> Reader:
+    """One phase's voltage or current; ``digits`` rounds it (0: a whole number) as 1997 meters do."""
+    if digits is None:
+        return lambda m: _phase(m, key, phase)
+    if digits == 0:
+        return lambda m: round(_phase(m, key, phase))
+    return lambda m: round(_phase(m, key, phase), digits)
+
+
+def _phase_power(phase: str) -> Reader:
+    return lambda m: m.instantaneous().get(f"power_{phase}_kw", 0.0)
+
+
+def _phase_share(share: int) -> Reader:
+    """Import energy of one phase: an equal share on the phases the meter has, zero on the others."""
+    return lambda m: _round(m.registers.import_kwh / m.phases if share < m.phases else 0)
+
+
+def _fixed_2007() -> dict[str, Reader]:
+    items: dict[str, Reader] = {
         "00000000": lambda m: _round(m.registers.import_kwh + m.registers.export_kwh),
         "00010000": lambda m: _import_values(m)[0],
         "0001FF00": _import_values,
@@ -117,18 +140,16 @@ def _fixed_2007() -> dict[str, Callable[[SimMeter], Any]]:
         "00900201": lambda m: max(-(m.prepaid_balance or 0.0), 0.0),
     }
     for tariff in range(1, 5):
-        items[f"0001{tariff:02X}00"] = lambda m, t=tariff: _import_values(m)[t]
-        items[f"0002{tariff:02X}00"] = lambda m, t=tariff: _export_values(m)[t]
+        items[f"0001{tariff:02X}00"] = _tariff(_import_values, tariff)
+        items[f"0002{tariff:02X}00"] = _tariff(_export_values, tariff)
     for index, phase in enumerate("abc", start=1):
-        items[f"0201{index:02X}00"] = lambda m, p=phase: _phase(m, "voltage", p)
-        items[f"0202{index:02X}00"] = lambda m, p=phase: _phase(m, "current", p)
-        items[f"0203{index:02X}00"] = lambda m, p=phase: m.instantaneous().get(f"power_{p}_kw", 0.0)
+        items[f"0201{index:02X}00"] = _phase_of("voltage", phase)
+        items[f"0202{index:02X}00"] = _phase_of("current", phase)
+        items[f"0203{index:02X}00"] = _phase_power(phase)
     items["0201FF00"] = lambda m: [_phase(m, "voltage", p) for p in "abc"]
     items["0202FF00"] = lambda m: [_phase(m, "current", p) for p in "abc"]
     for di2, share in ((0x15, 0), (0x29, 1), (0x3D, 2)):
-        items[f"00{di2:02X}0000"] = lambda m, s=share: _round(
-            m.registers.import_kwh / m.phases if s < m.phases else 0
-        )
+        items[f"00{di2:02X}0000"] = _phase_share(share)
     return items
 
 
@@ -240,8 +261,8 @@ def value_2007(m: SimMeter, di: str, count: int = 1, start: datetime | None = No
     raise NoData
 
 
-def _fixed_1997() -> dict[str, Callable[[SimMeter], Any]]:
-    items: dict[str, Callable[[SimMeter], Any]] = {
+def _fixed_1997() -> dict[str, Reader]:
+    items: dict[str, Reader] = {
         "901F": _import_values,
         "902F": _export_values,
         "9110": lambda m: _round(m.registers.q1 + m.registers.q2),
@@ -262,12 +283,12 @@ def _fixed_1997() -> dict[str, Callable[[SimMeter], Any]]:
         "C033": lambda m: m.address,
     }
     for tariff in range(5):
-        items[f"901{tariff:X}"] = lambda m, t=tariff: _import_values(m)[t]
-        items[f"902{tariff:X}"] = lambda m, t=tariff: _export_values(m)[t]
+        items[f"901{tariff:X}"] = _tariff(_import_values, tariff)
+        items[f"902{tariff:X}"] = _tariff(_export_values, tariff)
     for index, phase in enumerate("abc", start=1):
-        items[f"B61{index}"] = lambda m, p=phase: round(_phase(m, "voltage", p))
-        items[f"B62{index}"] = lambda m, p=phase: round(_phase(m, "current", p), 2)
-        items[f"B63{index}"] = lambda m, p=phase: m.instantaneous().get(f"power_{p}_kw", 0.0)
+        items[f"B61{index}"] = _phase_of("voltage", phase, digits=0)
+        items[f"B62{index}"] = _phase_of("current", phase, digits=2)
+        items[f"B63{index}"] = _phase_power(phase)
         items[f"B65{index}"] = lambda m: m.instantaneous()["pf"]
     items["B61F"] = lambda m: [round(_phase(m, "voltage", p)) for p in "abc"]
     items["B62F"] = lambda m: [round(_phase(m, "current", p), 2) for p in "abc"]

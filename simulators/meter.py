@@ -14,7 +14,7 @@ import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from simulators.clock import MeterClock, TimeSource
@@ -153,7 +153,7 @@ class SimMeter:
         self.power_downs: deque[tuple[datetime, datetime]] = deque(maxlen=10)
         self.power_down_count = 0
         self.time_sets: deque[tuple[str, datetime, datetime]] = deque(maxlen=10)
-        self.last_broadcast_sync: datetime | None = None
+        self.last_broadcast_sync: date | None = None  # local day of the last broadcast accepted
         self.max_demand_kw = 0.0
         self.max_demand_time: datetime | None = None
         self.profile_period_s = profile_period_s

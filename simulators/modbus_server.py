@@ -1,7 +1,7 @@
 """A simulated Modbus bus: pymodbus 3.16 SimDevices bound live to meter models through register maps.
 
 Each meter is a :class:`simulators.meter.SimMeter` exposed through a register map from
-``config/models`` (``protocols.modbus``). Reads refresh the requested registers from the meter
+``protocols/models`` (``protocols.modbus``). Reads refresh the requested registers from the meter
 model at that moment (energy keeps growing); a write of the model's relay register with the model's
 relay write function trips or closes the relay; any other write is refused with ILLEGAL_ADDRESS,
 and the relay register written with the wrong function code with ILLEGAL_FUNCTION (the Hiking
@@ -224,8 +224,9 @@ class ModbusBus:
                 devices, address=(self.spec.host, self.spec.port), framer=framer, trace_packet=self._filter
             )
         await self.server.serve_forever(background=True)
-        if transport != "pty":
-            port = self.server.transport.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        listener = self.server.transport  # a TCP server's transport is its asyncio listening server
+        if isinstance(listener, asyncio.Server):
+            port = listener.sockets[0].getsockname()[1]
             self._url = f"{transport}://{self.spec.host}:{port}"
         for fault in self.faults.spec.schedule:
             self._tasks.append(asyncio.create_task(self._scheduled(fault)))

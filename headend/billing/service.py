@@ -14,11 +14,11 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 import asyncpg
 
 from headend.billing.charging import BillingError, bill_account
+from headend.services import ServiceHost
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ async def bill_due_prepaid(conn: asyncpg.Connection) -> list[BilledPeriod]:
     return periods
 
 
-async def run_pass(engine: Any) -> list[BilledPeriod]:
+async def run_pass(engine: ServiceHost) -> list[BilledPeriod]:
     """One scheduled billing pass on the engine's pool, each attempt logged; returns the attempts."""
     async with engine.pool.acquire() as conn:
         periods = await bill_due_prepaid(conn)
@@ -85,7 +85,7 @@ async def run_pass(engine: Any) -> list[BilledPeriod]:
     return periods
 
 
-async def run(engine: Any) -> None:
+async def run(engine: ServiceHost) -> None:
     """Run a billing pass every ``[billing] run_every`` until the daemon stops."""
     while True:
         try:

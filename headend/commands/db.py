@@ -42,7 +42,10 @@ def migrate_command(
 def status_command(dsn: str | None = DsnOption) -> None:
     """Show the storage mode and applied/pending migrations; exit 1 on edited or missing files."""
     target = target_dsn(dsn)
-    report = asyncio.run(status(target))
+    try:
+        report = asyncio.run(status(target))
+    except MigrationError as exc:
+        fail(str(exc))
     console.print(f"database: {redact(target)}")
     console.print(f"storage mode: [bold]{report.mode or 'not migrated'}[/bold] — {report.mode_reason}")
     if report.timescaledb_version:

@@ -54,7 +54,7 @@ Url = Annotated[
 Protocol = Annotated[str, typer.Option("--protocol", "-p", help="dlt645-2007, dlt645-1997 or modbus.")]
 Address = Annotated[str | None, typer.Option("--address", "-a", help="DL/T 645 meter address (12 digits).")]
 Unit = Annotated[int | None, typer.Option("--unit", help="Modbus unit id.")]
-Model = Annotated[str | None, typer.Option("--model", help="Meter model file in config/models.")]
+Model = Annotated[str | None, typer.Option("--model", help="Meter model file in protocols/models.")]
 Secrets = Annotated[str | None, typer.Option("--secrets", help="Secrets TOML with meter passwords.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
@@ -407,7 +407,8 @@ def scan_command(
             raise FieldError(f"--protocol must be one of {', '.join(PROTOCOLS)}")
         edition = 1997 if protocol == "dlt645-1997" else 2007
         channel = open_channel(url)
-        if isinstance(channel, ModbusChannel):
+        if not isinstance(channel, Channel):
+            await channel.close()
             raise FieldError("DL/T 645 scans need a serial:// or tcp:// channel URL")
         found: list[str] = []
         try:

@@ -140,7 +140,7 @@ def sim_dlt645(
 
 @sim_app.command("modbus")
 def sim_modbus(
-    model: Annotated[str, typer.Option(help="Register map in config/models, e.g. eastron_sdm630.")],
+    model: Annotated[str, typer.Option(help="Register map in protocols/models, e.g. eastron_sdm630.")],
     meters: Annotated[int, typer.Option(min=1, max=247, help="Meters (unit ids 1..N) on the bus.")] = 1,
     tcp: Annotated[str | None, typer.Option(help="Listen on HOST:PORT.")] = None,
     pty: Annotated[

@@ -10,8 +10,9 @@ from typing import Any, Protocol
 import asyncpg
 
 from headend.store.commands import get_command, set_state
+from headend.vocabulary import SWITCH_OPERATION, SwitchOperation
 
-DRIVER_ACTION = {"disconnect": "off", "reconnect": "on"}
+DRIVER_ACTION = SWITCH_OPERATION  # relay action -> the operation the driver performs
 RETRY_BACKOFF = timedelta(seconds=30)
 AUTOMATION_OPERATOR_CODE = "00000000"
 
@@ -24,7 +25,7 @@ def operator_code(operator: str) -> str:
 class RelayDriver(Protocol):
     """What the executor needs from a meter driver (headend.drivers)."""
 
-    async def switch(self, action: str, *, operator: str) -> Any: ...
+    async def switch(self, action: SwitchOperation, *, operator: str) -> Any: ...
 
     async def relay_state(self) -> Any: ...
 

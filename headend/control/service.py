@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo
 from headend.control.automation import run_once
 from headend.control.executor import execute
 from headend.control.safety import settings_from_config
+from headend.services import ServiceHost
+from headend.vocabulary import SwitchOperation
 
 log = logging.getLogger(__name__)
 
@@ -19,18 +21,18 @@ log = logging.getLogger(__name__)
 class EngineRelay:
     """A meter's relay reached through ``engine.control`` (the meter's bus worker, control priority)."""
 
-    def __init__(self, engine: Any, meter_id: int) -> None:
+    def __init__(self, engine: ServiceHost, meter_id: int) -> None:
         self.engine = engine
         self.meter_id = meter_id
 
-    async def switch(self, action: str, *, operator: str) -> Any:
+    async def switch(self, action: SwitchOperation, *, operator: str) -> Any:
         return await self.engine.control(self.meter_id, lambda d: d.switch(action, operator=operator))
 
     async def relay_state(self) -> Any:
         return await self.engine.control(self.meter_id, lambda d: d.relay_state())
 
 
-async def run_pass(engine: Any, now: datetime) -> list[tuple[int, str]]:
+async def run_pass(engine: ServiceHost, now: datetime) -> list[tuple[int, str]]:
     """One automation run plus one execution of every due command; returns (command id, end state).
 
     ``now`` carries the safety time zone: the quiet windows are judged on its local time."""
@@ -53,7 +55,7 @@ async def run_pass(engine: Any, now: datetime) -> list[tuple[int, str]]:
     return outcomes
 
 
-async def run(engine: Any) -> None:
+async def run(engine: ServiceHost) -> None:
     """Run a pass every ``[safety] run_every`` until the daemon stops; a failing pass is retried next time."""
     while True:
         try:

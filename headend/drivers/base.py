@@ -1,15 +1,18 @@
-"""The meter driver interface shared by DL/T 645 and Modbus meters: results and errors."""
+"""The meter driver interface shared by DL/T 645 and Modbus meters: capabilities, results and errors.
+
+:class:`MeterDriver` is what the engine, the control executor and the CLI may ask of any driver;
+:class:`Capabilities` says which of its optional parts (memory, events, relay, clock) a meter of a
+given protocol and model offers, so callers decide from the driver, never from a protocol name.
+"""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from datetime import datetime
-from functools import lru_cache
-from pathlib import Path
-from typing import Any, ClassVar
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Protocol
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "config" / "models"
+from headend.vocabulary import ProfileSource, SwitchOperation, SwitchStatus
+from protocols.models import UnknownModel, load_model_data
 
 
 class DriverError(Exception):
@@ -62,7 +65,7 @@ class ProfileRecord:
 
     ts: datetime
     values: dict[str, float]
-    source: str  # "load_profile" | "daily_freeze"
+    source: ProfileSource
 
 
 @dataclass(slots=True)
@@ -99,8 +102,8 @@ class RelayState:
 class SwitchResult:
     """The outcome of a relay command: confirmed only by reading the state back."""
 
-    status: str  # confirmed | refused | unconfirmed | failed
-    action: str
+    status: SwitchStatus
+    action: SwitchOperation
     state: RelayState | None = None
     reason: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
@@ -115,12 +118,49 @@ class SwitchResult:
         }
 
 
-@lru_cache(maxsize=256)
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """The optional parts of a meter a driver can use; reads of quantities are always offered."""
+
+    memory: bool = False  # load profile / daily freeze to backfill gaps from
+    events: bool = False  # standard event records (power down, relay trip and close)
+    relay: bool = False  # remote disconnect and reconnect, confirmed by reading the relay back
+    clock: bool = False  # a clock to read and correct
+
+
+class MeterDriver(Protocol):
+    """One meter on one bus. Parts outside ``capabilities`` raise :class:`NotSupported`."""
+
+    address: str
+    capabilities: Capabilities
+    unsupported: dict[str, str]  # quantities of the last ``read`` the meter did not give, and why
+    last_rtt_s: float | None
+    utc_offset: timedelta  # the meter's local time minus UTC (its clock and profile stamps)
+
+    async def read(self, quantities: list[str]) -> dict[str, float]:
+        """Canonical quantities; the ones the meter does not offer land in ``unsupported``."""
+        ...
+
+    async def read_profile(self, start: datetime, end: datetime) -> list[ProfileRecord]: ...
+
+    async def read_events(self, kinds: list[str]) -> list[EventRecord]: ...
+
+    async def read_clock(self) -> datetime: ...
+
+    async def set_clock(self, *, broadcast: bool) -> None:
+        """Set the meter's clock to now (a broadcast or an addressed write); the policy is the engine's."""
+        ...
+
+    async def relay_state(self) -> RelayState: ...
+
+    async def switch(self, action: SwitchOperation, *, operator: str) -> SwitchResult:
+        """Operate the relay; the result is ``confirmed`` only after a read-back shows the state."""
+        ...
+
+
 def load_model(name: str) -> dict[str, Any]:
-    """A meter model data file from config/models (``<name>.json``), read once per process."""
-    path = MODELS_DIR / f"{name}.json"
+    """A meter model's data (:func:`protocols.models.load_model_data`); unknown names are NotSupported."""
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        known = sorted(p.stem for p in MODELS_DIR.glob("*.json"))
-        raise NotSupported(f"unknown meter model {name!r}; known: {', '.join(known)}") from None
+        return load_model_data(name)
+    except UnknownModel as exc:
+        raise NotSupported(str(exc)) from None

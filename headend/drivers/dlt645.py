@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from headend.drivers.base import (
+    Capabilities,
     Credentials,
     DriverError,
     EventRecord,
@@ -25,7 +26,8 @@ from headend.drivers.base import (
     SwitchResult,
     load_model,
 )
-from headend.transport import Channel, ExchangeTimeout
+from headend.transport import ExchangeTimeout, FrameBus
+from headend.vocabulary import SwitchOperation, SwitchStatus
 from protocols.dlt645 import (
     BROADCAST_ADDRESS,
     Deframer,
@@ -39,8 +41,11 @@ from protocols.dlt645 import (
     build_write,
     decode,
 )
-from protocols.dlt645.errors import EncodeError
+from protocols.dlt645.errors import EncodeError, PayloadError
 from protocols.dlt645.link import address_to_wire, unicast_address
+from protocols.dlt645.records import RELAY_STATUS_DI, power_down_record, relay_status, switch_record
+
+R = TypeVar("R")
 
 ACTIONS = {"off": "trip", "on": "close", "close_allowed": "close_allowed"}
 # event kind -> (count DI, record DI without the occurrence byte)
@@ -59,7 +64,7 @@ class Dlt645Driver:
 
     def __init__(
         self,
-        channel: Channel,
+        channel: FrameBus,
         address: str,
         *,
         edition: int = 2007,
@@ -73,6 +78,7 @@ class Dlt645Driver:
         self.channel = channel
         self.address = address
         self.edition = edition
+        self.capabilities = self.capabilities_of(edition)
         description = load_model(model or "dlt645-generic")
         editions = description.get("editions", {})
         if str(edition) not in editions:
@@ -92,6 +98,13 @@ class Dlt645Driver:
         self._wire_address = address_to_wire(address)
         # DI -> (read request, its acceptor): a meter is asked the same few DIs every cycle
         self._reads: dict[str, tuple[bytes, Callable[[bytes], bool]]] = {}
+
+    @staticmethod
+    def capabilities_of(edition: int) -> Capabilities:
+        """2007 meters keep a profile and event records and have a standard relay; 1997 only a clock."""
+        if edition == 2007:
+            return Capabilities(memory=True, events=True, relay=True, clock=True)
+        return Capabilities(clock=True)
 
     # -- exchanges ----------------------------------------------------------------------------
 
@@ -329,33 +342,40 @@ class Dlt645Driver:
             count_di, record_di = EVENT_SOURCES[kind]
             count = int(await self.read_di(count_di))
             for occurrence in range(1, min(count, last, 10) + 1):
-                record = await self.read_di(f"{record_di}{occurrence:02X}")
+                value = await self.read_di(f"{record_di}{occurrence:02X}")
                 if kind == "power_down":
-                    end = record["end"]
-                    events.append(
-                        EventRecord(kind, self._utc(record["start"]), self._utc(end) if end else None)
-                    )
+                    outage = self._typed(power_down_record, value)
+                    end = self._utc(outage.end) if outage.end else None
+                    events.append(EventRecord(kind, self._utc(outage.start), end))
                 else:
-                    details = {k: v for k, v in record.items() if k != "time"}
-                    events.append(EventRecord(kind, self._utc(record["time"]), details=details))
+                    switched = self._typed(switch_record, value)
+                    events.append(EventRecord(kind, self._utc(switched.time), details=switched.details))
         return events
 
     async def relay_state(self) -> RelayState:
         """Status word 3: bit 4 relay open, bit 6 commanded open, bit 7 pre-trip alarm, bit 12 keep-power."""
         if self.edition != 2007:
             raise NotSupported("1997 meters have no standard relay status word")
-        word = await self.read_di("04000503")
+        word = self._typed(relay_status, await self.read_di(RELAY_STATUS_DI))
         return RelayState(
-            open=word["relay_open"],
-            command_open=word["relay_command_open"],
-            keep_power=word["keep_power"],
-            pre_trip_alarm=word["pre_trip_alarm"],
-            raw=word["raw"],
+            open=word.relay_open,
+            command_open=word.command_open,
+            keep_power=word.keep_power,
+            pre_trip_alarm=word.pre_trip_alarm,
+            raw=word.raw,
         )
+
+    @staticmethod
+    def _typed(record: Callable[[object], R], value: object) -> R:
+        """``record(value)``; a value not shaped as its DI promises is a driver error, not a crash."""
+        try:
+            return record(value)
+        except PayloadError as exc:
+            raise DriverError(str(exc)) from None
 
     async def switch(
         self,
-        action: str,
+        action: SwitchOperation,
         *,
         operator: str,
         confirm_timeout_s: float | None = None,
@@ -399,7 +419,7 @@ class Dlt645Driver:
         )
 
     async def _confirm(
-        self, action: str, evidence: dict[str, Any], timeout_s: float, poll_s: float
+        self, action: SwitchOperation, evidence: dict[str, Any], timeout_s: float, poll_s: float
     ) -> SwitchResult:
         deadline = asyncio.get_running_loop().time() + timeout_s
         state: RelayState | None = None
@@ -418,12 +438,12 @@ class Dlt645Driver:
                 return SwitchResult("confirmed", action, state, "", evidence)
             if asyncio.get_running_loop().time() >= deadline:
                 reason = "relay state not reached before the confirmation timeout"
-                status = "unconfirmed" if evidence.get("ack") else "failed"
+                status: SwitchStatus = "unconfirmed" if evidence.get("ack") else "failed"
                 return SwitchResult(status, action, state, reason, evidence)
             await asyncio.sleep(poll_s)
 
     @staticmethod
-    def _reached(action: str, state: RelayState) -> bool:
+    def _reached(action: SwitchOperation, state: RelayState) -> bool:
         if action == "off":
             return state.open
         if action == "on":

@@ -1,12 +1,13 @@
-"""The Modbus meter driver: register maps from config/models, batched reads, relay write + read-back."""
+"""The Modbus meter driver: register maps from protocols/models, batched reads, relay write + read-back."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from headend.drivers.base import (
+    Capabilities,
     EventRecord,
     LineError,
     MeterRefused,
@@ -16,9 +17,10 @@ from headend.drivers.base import (
     RelayState,
     SwitchResult,
 )
-from headend.transport import Channel, ExchangeTimeout, ModbusChannel, ModbusError
+from headend.transport import ExchangeTimeout, FrameBus, ModbusChannel, ModbusError, RegisterBus
 from headend.transport.modbus import RtuLink
-from protocols.modbus import load_modbus_model
+from headend.vocabulary import SwitchOperation, SwitchStatus
+from protocols.modbus import ModbusModel, load_modbus_model
 
 EXCEPTION_TEXT = {
     1: "illegal function",
@@ -33,7 +35,7 @@ class ModbusDriver:
 
     def __init__(
         self,
-        channel: ModbusChannel | Channel,
+        channel: ModbusChannel | FrameBus,
         unit_id: int,
         *,
         model: str,
@@ -43,12 +45,19 @@ class ModbusDriver:
         self.channel = channel
         self.confirm_timeout_s = confirm_timeout_s  # relay read-back window after a switch
         self.confirm_poll_s = confirm_poll_s
-        self.link = channel if isinstance(channel, ModbusChannel) else RtuLink(channel)
+        self.link: RegisterBus = channel if isinstance(channel, ModbusChannel) else RtuLink(channel)
         self.unit_id = unit_id
+        self.utc_offset = timedelta(0)  # Modbus meters here keep no clock
         self.address = str(unit_id)
         self.model = load_modbus_model(model)
+        self.capabilities = self.capabilities_of(self.model)
         self.unsupported: dict[str, str] = {}
         self.last_rtt_s: float | None = None
+
+    @staticmethod
+    def capabilities_of(model: ModbusModel) -> Capabilities:
+        """Modbus meters are read-only registers, plus a relay where the model maps one."""
+        return Capabilities(relay=model.relay is not None)
 
     async def _call(
         self, function: int, address: int, count: int = 1, values: list[int] | None = None
@@ -108,7 +117,7 @@ class ModbusDriver:
 
     async def switch(
         self,
-        action: str,
+        action: SwitchOperation,
         *,
         operator: str,
         confirm_timeout_s: float | None = None,
@@ -150,6 +159,6 @@ class ModbusDriver:
                 evidence["read_back"] = state.raw
                 return SwitchResult("confirmed", action, state, "", evidence)
             if asyncio.get_running_loop().time() >= deadline:
-                status = "unconfirmed" if evidence.get("ack") else "failed"
+                status: SwitchStatus = "unconfirmed" if evidence.get("ack") else "failed"
                 return SwitchResult(status, action, state, "relay register did not reach the state", evidence)
             await asyncio.sleep(poll_s)

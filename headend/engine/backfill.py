@@ -13,6 +13,7 @@ from headend.config import ReadPlan
 from headend.engine.model import MeterSpec
 from headend.store.gaps import missing_intervals
 from headend.store.reading import Reading
+from headend.vocabulary import ReadingQuality
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +25,7 @@ class ProfileRecord:
 
     ts: datetime
     values: dict[str, float]
-    quality: str = "backfilled"
+    quality: ReadingQuality = "backfilled"
 
 
 async def find_gaps(

@@ -41,6 +41,7 @@ from headend.engine.timers import Timers
 from headend.engine.timing import floor_boundary, next_boundary
 from headend.engine.worker import ChannelWorker
 from headend.metrics import EngineMetrics
+from headend.services import EngineServices, Service
 from headend.store.reading import Reading
 from headend.store.writer import ReadingWriter
 
@@ -171,8 +172,9 @@ class Engine:
 
     def _start_service(self, target: str) -> None:
         module_name, _, func_name = target.partition(":")
-        func = getattr(importlib.import_module(module_name), func_name)
-        result = func(self)
+        service: Service = getattr(importlib.import_module(module_name), func_name)
+        assert self.pool is not None, "services start once the pool is open"
+        result = service(EngineServices(self.config, self.pool, self.metrics, self.control))
         if asyncio.iscoroutine(result):
             self._services.append(asyncio.create_task(result, name=f"service-{target}"))
 

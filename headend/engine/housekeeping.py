@@ -62,6 +62,8 @@ class Housekeeping:
         )
 
     async def _clock_job(self, worker: ChannelWorker, meter: MeterSpec) -> None:
+        if not self.ctx.port.has_clock(meter):
+            return
         policy = self.policy
         job = Job(
             Priority.BACKFILL,

@@ -7,7 +7,12 @@ import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from headend.vocabulary import JobKind
+
+if TYPE_CHECKING:
+    from headend.drivers.base import MeterDriver
 
 
 class Priority(IntEnum):
@@ -21,8 +26,8 @@ class Priority(IntEnum):
 
 _sequence = itertools.count()
 
-# A job's body: given the meter's driver, do the exchanges and return a result.
-JobBody = Callable[[Any], Awaitable[Any]]
+JobBody = Callable[["MeterDriver"], Awaitable[Any]]
+"""A job's body: given the meter's driver, do the exchanges and return a result."""
 
 
 @dataclass(order=True, slots=True)
@@ -39,16 +44,15 @@ class Job:
     priority: Priority
     seq: int = field(init=False, default_factory=_sequence.__next__)
     meter_id: int = field(compare=False, default=0)
-    kind: str = field(compare=False, default="read")
+    kind: JobKind = field(compare=False, default="read")
     body: JobBody | None = field(compare=False, default=None)
     exchanges: int = field(compare=False, default=1)
     wait_s: float = field(compare=False, default=0.0)
     skip_if_quarantined: bool = field(compare=False, default=True)
-    future: asyncio.Future[Any] = field(compare=False, default=None)  # type: ignore[arg-type]
+    future: asyncio.Future[Any] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.future is None:
-            self.future = asyncio.get_running_loop().create_future()
+        self.future = asyncio.get_running_loop().create_future()
 
 
 class Quarantined(RuntimeError):

@@ -8,12 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from headend.config import RelayConfig
 from headend.engine.backfill import ProfileRecord
 from headend.engine.events import MeterEvent
 from headend.engine.model import ChannelSpec, MeterSpec
+from headend.vocabulary import ReadingQuality
+
+if TYPE_CHECKING:
+    from headend.drivers import Secrets
+    from headend.drivers.base import Capabilities, MeterDriver
+    from headend.drivers.base import ProfileRecord as DriverProfileRecord
+    from headend.transport import Bus
 
 
 def values_of(result: Any) -> dict[str, float]:
@@ -54,23 +61,21 @@ def _driver_errors(*names: str) -> tuple[type[BaseException], ...]:
 class DriverPort:
     """Opens channels and builds meter drivers with the real transport and driver packages."""
 
-    def __init__(self, secrets: Any = None, relay: RelayConfig | None = None) -> None:
+    def __init__(self, secrets: Secrets = None, relay: RelayConfig | None = None) -> None:
         self.secrets = secrets
         self.relay = relay or RelayConfig()  # the drivers' confirmation window after a switch
 
-    async def open_channel(self, spec: ChannelSpec) -> Any:
+    async def open_channel(self, spec: ChannelSpec) -> Bus:
         from headend.transport import open_channel
 
         channel = open_channel(spec.url)
-        opener = getattr(channel, "open", None)
-        if opener is not None:
-            await opener()
+        await channel.open()
         return channel
 
-    def make_driver(self, channel: Any, meter: MeterSpec) -> Any:
+    def make_driver(self, channel: Bus, meter: MeterSpec) -> MeterDriver:
         from headend.drivers import make_driver
 
-        address: Any = meter.unit_id if meter.protocol == "modbus" else meter.address
+        address = meter.unit_id if meter.protocol == "modbus" else meter.address
         return make_driver(
             meter.protocol,
             channel,
@@ -83,22 +88,30 @@ class DriverPort:
 
     def has_memory(self, meter: MeterSpec) -> bool:
         """Whether the meter keeps a load profile / daily freeze to backfill from."""
-        return meter.protocol.startswith("dlt645")
+        return self._capabilities(meter).memory
+
+    def has_clock(self, meter: MeterSpec) -> bool:
+        """Whether the meter has a clock to read and correct."""
+        return self._capabilities(meter).clock
 
     def has_events(self, meter: MeterSpec) -> bool:
-        return meter.protocol.startswith("dlt645")
+        """Whether the meter keeps standard event records."""
+        return self._capabilities(meter).events
 
-    def profile_records(self, records: Iterable[Any]) -> list[ProfileRecord]:
+    @staticmethod
+    def _capabilities(meter: MeterSpec) -> Capabilities:
+        from headend.drivers import capabilities_for
+
+        return capabilities_for(meter.protocol, meter.model)
+
+    def profile_records(self, records: Iterable[DriverProfileRecord]) -> list[ProfileRecord]:
         """Normalise a driver's ``read_profile`` result."""
         out = []
         for record in records:
-            quality = "freeze" if record.source in ("freeze", "daily_freeze") else "backfilled"
+            quality: ReadingQuality = "freeze" if record.source == "daily_freeze" else "backfilled"
             out.append(ProfileRecord(record.ts, values_of(record.values), quality))
         return out
 
-    async def read_events(self, driver: Any, kinds: list[str]) -> list[MeterEvent]:
+    async def read_events(self, driver: MeterDriver, kinds: list[str]) -> list[MeterEvent]:
         records = await driver.read_events(kinds)
-        return [
-            MeterEvent(r.kind, r.occurred_at, getattr(r, "ended_at", None), dict(getattr(r, "details", {})))
-            for r in records
-        ]
+        return [MeterEvent(r.kind, r.occurred_at, r.ended_at, dict(r.details)) for r in records]

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from headend.engine.health import HealthBook
 from headend.engine.jobs import Job, Priority, Quarantined, WorkerStopped
@@ -22,11 +22,15 @@ from headend.engine.model import ChannelSpec, MeterSpec
 from headend.engine.ports import answered_errors
 from headend.metrics import EngineMetrics
 
+if TYPE_CHECKING:
+    from headend.drivers.base import MeterDriver
+    from headend.transport import Bus
+
 log = logging.getLogger(__name__)
 
 # (channel spec) -> an open channel; (channel, meter spec) -> the meter's driver.
-ChannelOpener = Callable[[ChannelSpec], Awaitable[Any]]
-DriverMaker = Callable[[Any, MeterSpec], Any]
+ChannelOpener = Callable[[ChannelSpec], Awaitable["Bus"]]
+DriverMaker = Callable[["Bus", MeterSpec], "MeterDriver"]
 
 
 def _reason(exc: BaseException) -> str:
@@ -59,8 +63,8 @@ class ChannelWorker:
         self._heap: list[tuple[int, int, Job]] = []
         self._wakeup: asyncio.Future[None] | None = None  # set while the worker waits for a job
         self.busy_seconds = 0.0
-        self.channel: Any = None
-        self._drivers: dict[int, Any] = {}
+        self.channel: Bus | None = None
+        self._drivers: dict[int, MeterDriver] = {}
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._deadline = math.inf  # when the running job's body must have finished
@@ -129,7 +133,7 @@ class ChannelWorker:
             if asyncio.iscoroutine(result):
                 await result
 
-    async def _driver(self, meter: MeterSpec) -> Any:
+    async def _driver(self, meter: MeterSpec) -> MeterDriver:
         if self.channel is None:
             self.channel = await self._open_channel(self.spec)
         driver = self._drivers[meter.id] = self._make_driver(self.channel, meter)

@@ -14,11 +14,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 import asyncpg
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# shipped inside the package (headend/store/migrations/*.sql), found the same way from a wheel
+MIGRATIONS_DIR: Traversable = files("headend.store") / "migrations"
 LOCK_KEY = 0x68656164_0001  # "head" + 1: serialises concurrent migrate runs
 MODES = ("native", "timescale")
 _FILE_RE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)(?:\.(?P<variant>native|timescale))?\.sql$")
@@ -34,13 +36,13 @@ class Migration:
 
     version: int
     name: str
-    files: dict[str | None, Path]
+    files: dict[str | None, Traversable]
 
     @property
     def label(self) -> str:
         return f"{self.version:04d}_{self.name}"
 
-    def file_for(self, mode: str) -> tuple[str | None, Path]:
+    def file_for(self, mode: str) -> tuple[str | None, Traversable]:
         if None in self.files:
             return None, self.files[None]
         return mode, self.files[mode]
@@ -67,15 +69,21 @@ class MigrationStatus:
     problems: list[str] = field(default_factory=list)
 
 
-def checksum(path: Path) -> str:
+def checksum(path: Traversable) -> str:
     """SHA-256 of a migration file's bytes."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """The migrations in ``directory``, ordered by version; raises on malformed or inconsistent names."""
+def discover(directory: Traversable = MIGRATIONS_DIR) -> list[Migration]:
+    """The migrations in ``directory``, ordered by version; raises on malformed or inconsistent names.
+
+    No migration at all is an error too: a package missing its migrations must never look up to date.
+    """
     found: dict[int, Migration] = {}
-    for path in sorted(directory.glob("*.sql")):
+    sql_files = [p for p in directory.iterdir() if p.name.endswith(".sql")] if directory.is_dir() else []
+    if not sql_files:
+        raise MigrationError(f"no migrations found in {directory}: the installation is incomplete")
+    for path in sorted(sql_files, key=lambda p: p.name):
         match = _FILE_RE.match(path.name)
         if not match:
             raise MigrationError(f"{path.name}: expected NNNN_name.sql or NNNN_name.(native|timescale).sql")
@@ -154,7 +162,7 @@ def _verify(history: dict[int, AppliedMigration], migrations: list[Migration]) -
 
 
 async def migrate(
-    target: str | asyncpg.Connection, *, mode: str | None = None, directory: Path = MIGRATIONS_DIR
+    target: str | asyncpg.Connection, *, mode: str | None = None, directory: Traversable = MIGRATIONS_DIR
 ) -> list[str]:
     """Apply pending migrations; return the labels applied (empty when up to date).
 
@@ -211,7 +219,9 @@ async def migrate(
             await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
 
 
-async def status(target: str | asyncpg.Connection, *, directory: Path = MIGRATIONS_DIR) -> MigrationStatus:
+async def status(
+    target: str | asyncpg.Connection, *, directory: Traversable = MIGRATIONS_DIR
+) -> MigrationStatus:
     """Applied and pending migrations, problems (edited/missing files) and the storage mode."""
     migrations = discover(directory)
     async with _connection(target) as conn:

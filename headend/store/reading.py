@@ -7,7 +7,9 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-QUALITIES = ("actual", "backfilled", "freeze", "estimated", "suspect", "missing")
+from headend.vocabulary import READING_QUALITIES, ReadingQuality
+
+QUALITIES = READING_QUALITIES
 _QUALITY_SET = frozenset(QUALITIES)
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _INT4_MAX = 2**31 - 1
@@ -29,7 +31,7 @@ class Reading:
     quantity: str
     ts: datetime
     value: float | None
-    quality: str = "actual"
+    quality: ReadingQuality = "actual"  # checked again by validate(): callers may pass anything
     source: str = "poll"
 
 

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -241,7 +241,8 @@ class ReadingWriter:
             await self._changed.wait_for(lambda: bool(self._queue) or self._closing)
             if not self._queue:
                 return None
-            taken, count = [], 0
+            taken: list[_Submission] = []
+            count = 0
             while self._queue and (not taken or count + len(self._queue[0].readings) <= self.batch_size):
                 submission = self._queue.popleft()
                 taken.append(submission)
@@ -392,7 +393,7 @@ class ReadingWriter:
             self._partitions.remember(created)
         return inserted
 
-    async def _insert(self, conn: asyncpg.Connection, rows: list[tuple[object, ...]]) -> int:
+    async def _insert(self, conn: asyncpg.Connection, rows: Sequence[tuple[object, ...]]) -> int:
         """COPY straight into readings; if the batch holds a stored reading, stage and merge instead
         (and keep merging, as replays and backfills come in runs, until a batch is duplicate-free)."""
         if not self._merging:

@@ -1,9 +1,11 @@
 """Transport: one channel per physical bus (serial port or TCP serial server), one exchange at a time.
 
 ``open_channel(url)`` parses a channel URL (see :mod:`headend.transport.url`) and returns a
-:class:`~headend.transport.channel.Channel`; protocols bring their own deframer to ``exchange``.
+:class:`~headend.transport.channel.Channel` or a Modbus channel; what drivers need from either is
+typed in :mod:`headend.transport.bus`. Protocols bring their own deframer to ``exchange``.
 """
 
+from headend.transport.bus import Bus, FrameBus, RegisterBus
 from headend.transport.channel import (
     Channel,
     ChannelError,
@@ -28,6 +30,7 @@ def open_channel(url: str) -> Channel | ModbusChannel:
 
 
 __all__ = [
+    "Bus",
     "Channel",
     "ChannelConfig",
     "ChannelError",
@@ -35,8 +38,10 @@ __all__ = [
     "ChannelUnavailable",
     "ChannelUrlError",
     "ExchangeTimeout",
+    "FrameBus",
     "ModbusChannel",
     "ModbusError",
+    "RegisterBus",
     "open_channel",
     "parse_channel_url",
 ]

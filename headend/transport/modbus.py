@@ -13,7 +13,8 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 
-from headend.transport.channel import Channel, ChannelStats, ChannelUnavailable, ExchangeTimeout
+from headend.transport.bus import FrameBus
+from headend.transport.channel import ChannelStats, ChannelUnavailable, ExchangeTimeout
 from headend.transport.url import ChannelConfig
 from protocols.modbus import rtu
 
@@ -120,9 +121,10 @@ class ModbusChannel:
 
 
 class RtuLink:
-    """Modbus RTU on a raw channel (serial port or transparent serial server) shared with DL/T 645."""
+    """Modbus RTU on a raw channel (serial port or transparent serial server) shared with DL/T 645:
+    adapts a ``FrameBus`` to a ``RegisterBus``."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: FrameBus) -> None:
         self.channel = channel
         self.label = channel.label
 

@@ -184,7 +184,9 @@ PROFILE_CLASSES = {
 PROFILE_MODES = {0x00: "earliest", 0x01: "from_time", 0x02: "latest"}
 
 
-def _phase_items(base: str, name: str, fmt: Construct, unit: str, phases: tuple[int, ...]) -> dict[str, Spec]:
+def _phase_items(
+    base: str, name: str, fmt: Construct, unit: str | None, phases: tuple[int, ...]
+) -> dict[str, Spec]:
     """Items DI3 DI2 <phase> 00 for the given phase codes (0 = total, 1..3 = A..C) plus the FF block."""
     labels = {0: "total", 1: "a", 2: "b", 3: "c"}
     items: dict[str, Spec] = {f"{base}{p:02X}00": (f"{name}_{labels[p]}", fmt, unit) for p in phases}

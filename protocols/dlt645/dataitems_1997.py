@@ -74,6 +74,7 @@ def item_spec(di: str) -> Spec | None:
     if di in FIXED_1997:
         return FIXED_1997[di]
     head, low = di[:3], int(di[3], 16)
+    unit: str | None
     if head in ENERGY_REGISTERS and low in TARIFFS:
         name, unit = ENERGY_REGISTERS[head]
         return (f"{name}_{TARIFFS[low]}", GreedyRange(ENERGY) if low == 0xF else ENERGY, unit)

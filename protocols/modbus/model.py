@@ -37,7 +37,7 @@ class RelayStrategy:
 
 @dataclass(frozen=True, slots=True)
 class ModbusModel:
-    """A loaded ``config/models/<name>.json`` with ``"protocol": "modbus"``."""
+    """A loaded ``protocols/models/<name>.json`` with ``"protocol": "modbus"``."""
 
     name: str
     phases: int

@@ -12,14 +12,15 @@ from headend.config import validate_config
 from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
+from headend.services import ServiceHost
 from headend.store.writer import ReadingWriter
 
 SERVICE_CALLS: list[str] = []
 
 
-async def recording_service(engine: Engine) -> None:
-    """An in-daemon service as fee control would add one: runs until the engine stops."""
-    SERVICE_CALLS.append(f"started with {len(engine.workers)} channel(s)")
+async def recording_service(host: ServiceHost) -> None:
+    """An in-daemon service as fee control would add one: runs on the host's pool until the engine stops."""
+    SERVICE_CALLS.append(f"started with pool answering {await host.pool.fetchval('SELECT 1')}")
     try:
         await asyncio.Event().wait()
     finally:
@@ -53,7 +54,7 @@ async def test_inventory_changes_are_picked_up_while_running(pg_dsn: str, tmp_pa
     await engine.start()
     try:
         assert engine.workers == {}
-        await _wait_until(lambda: SERVICE_CALLS[-1:] == ["started with 0 channel(s)"])
+        await _wait_until(lambda: SERVICE_CALLS[-1:] == ["started with pool answering 1"])
         inv = tmp_path / "inv.toml"
         inv.write_text(
             '[[channels]]\nname = "a"\nurl = "tcp://127.0.0.1:9"\n'

@@ -76,6 +76,18 @@ async def test_status_before_migrating_lists_everything_pending(empty_dsn: str) 
     assert "would use" in report.mode_reason
 
 
+async def test_an_empty_migration_set_is_an_error_never_up_to_date(empty_dsn: str, tmp_path: Path) -> None:
+    with pytest.raises(MigrationError, match="no migrations found"):
+        await migrate(empty_dsn, directory=tmp_path)
+    with pytest.raises(MigrationError, match="no migrations found"):
+        await status(empty_dsn, directory=tmp_path / "absent")
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        assert await conn.fetchval("SELECT to_regclass('headend_migrations')") is None
+    finally:
+        await conn.close()
+
+
 async def test_tampered_migration_is_detected(empty_dsn: str, tmp_path: Path) -> None:
     directory = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, directory)

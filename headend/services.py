@@ -1,0 +1,55 @@
+"""The seam between the daemon and the services it runs (billing, fee control): what a service may use.
+
+A service is a ``module:function`` named in ``[engine] services``; the engine calls it with a
+:class:`ServiceHost` once its database pool is open and keeps the returned coroutine running until it
+stops. A service reaches meters only through ``control`` (the meter's bus worker, at top priority).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import asyncpg
+
+from headend.engine.jobs import JobBody
+
+if TYPE_CHECKING:
+    from headend.config import HeadendConfig
+    from headend.metrics import EngineMetrics
+
+
+class ServiceHost(Protocol):
+    """What the engine offers a service."""
+
+    @property
+    def config(self) -> HeadendConfig: ...
+
+    @property
+    def pool(self) -> asyncpg.Pool: ...
+
+    @property
+    def metrics(self) -> EngineMetrics: ...
+
+    async def control(self, meter_id: int, body: JobBody) -> Any:
+        """Run ``body(driver)`` for the meter at control priority; its result or its error."""
+        ...
+
+
+Service = Callable[[ServiceHost], Coroutine[Any, Any, None]]
+"""A service's entry point: runs until cancelled when the daemon stops."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineServices:
+    """The running engine as its services see it (the pool is open for as long as they run)."""
+
+    config: HeadendConfig
+    pool: asyncpg.Pool
+    metrics: EngineMetrics
+    controller: Callable[[int, JobBody], Awaitable[Any]]
+
+    async def control(self, meter_id: int, body: JobBody) -> Any:
+        """Run ``body(driver)`` for the meter at control priority."""
+        return await self.controller(meter_id, body)

@@ -1,0 +1,66 @@
+"""What the layers above need from a bus, as Protocols: the seam between transport and drivers.
+
+``Bus`` is what every channel offers (the engine opens, closes and labels it). A driver then needs
+one of two ways to talk on it: ``FrameBus`` carries raw request/reply frames (DL/T 645, Modbus RTU
+framed by the driver) and is satisfied by :class:`~headend.transport.channel.Channel`;
+``RegisterBus`` carries Modbus requests and is satisfied by
+:class:`~headend.transport.modbus.ModbusChannel` and by :class:`~headend.transport.modbus.RtuLink`,
+the adapter that puts Modbus RTU on a ``FrameBus``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from headend.transport.channel import ChannelStats, Framer
+from headend.transport.url import ChannelConfig
+
+
+class Bus(Protocol):
+    """A physical bus, one exchange at a time: opened lazily, closed by its owner."""
+
+    config: ChannelConfig
+    stats: ChannelStats
+
+    @property
+    def label(self) -> str: ...
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class FrameBus(Bus, Protocol):
+    """A bus carrying raw frames: send a request, collect the reply frame the caller accepts."""
+
+    async def exchange(
+        self,
+        request: bytes,
+        framer: Framer,
+        accept: Callable[[bytes], bool],
+        *,
+        reply_size: int = 64,
+        turnaround_s: float | None = None,
+        retries: int | None = None,
+    ) -> tuple[bytes, float]:
+        """``(frame, round_trip_s)``; raises ExchangeTimeout after the retries, ChannelUnavailable."""
+        ...
+
+    async def send_only(self, request: bytes) -> None:
+        """Send a frame that gets no reply (a broadcast)."""
+        ...
+
+
+class RegisterBus(Protocol):
+    """A bus carrying Modbus requests (function, address, unit) and returning registers or bits."""
+
+    @property
+    def label(self) -> str: ...
+
+    async def call(
+        self, function: int, address: int, *, unit: int, count: int = 1, values: list[int] | None = None
+    ) -> list[int]:
+        """One request with the bus's retries; raises ModbusError on an exception reply."""
+        ...

@@ -1,0 +1,43 @@
+"""The words the layers share, as types: relay actions, command states, reading qualities, job kinds.
+
+Each value is spelled exactly as the database stores it (the enums and CHECK constraints in
+``headend/store/migrations``), so a word crosses CLI, store, engine and driver unchanged. The one
+translation, from a command's relay action to the operation a meter's relay performs, lives here too.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, get_args
+
+RelayAction = Literal["disconnect", "reconnect"]
+"""What an operator or rule asks of a meter's supply (``commands.action``, ``headend command``)."""
+
+SwitchOperation = Literal["off", "on", "close_allowed"]
+"""What a driver's ``switch`` makes the relay do: trip, close, or allow the customer to close it."""
+
+SWITCH_OPERATION: Final[dict[RelayAction, SwitchOperation]] = {"disconnect": "off", "reconnect": "on"}
+"""The operation that carries out each relay action."""
+
+SwitchStatus = Literal["confirmed", "refused", "unconfirmed", "failed"]
+"""A driver's verdict on a switch: confirmed only by reading the relay back."""
+
+CommandState = Literal["pending", "sent", "confirmed", "failed", "cancelled", "expired"]
+"""A relay command's state (the ``command_state`` enum)."""
+
+OPEN_COMMAND_STATES: Final[tuple[CommandState, ...]] = ("pending", "sent")
+"""States of a command still in flight (at most one per meter)."""
+
+ReadingQuality = Literal["actual", "backfilled", "freeze", "estimated", "suspect", "missing"]
+"""How a stored reading came about (the ``reading_quality`` enum)."""
+
+JobKind = Literal["read", "on_demand", "backfill", "clock", "events", "control", "stop"]
+"""The work a channel worker job does (logs and metrics label jobs with it)."""
+
+ProfileSource = Literal["load_profile", "daily_freeze"]
+"""Where a record read from a meter's memory came from."""
+
+RELAY_ACTIONS: Final[tuple[RelayAction, ...]] = get_args(RelayAction)
+SWITCH_OPERATIONS: Final[tuple[SwitchOperation, ...]] = get_args(SwitchOperation)
+COMMAND_STATES: Final[tuple[CommandState, ...]] = get_args(CommandState)
+READING_QUALITIES: Final[tuple[ReadingQuality, ...]] = get_args(ReadingQuality)
+JOB_KINDS: Final[tuple[JobKind, ...]] = get_args(JobKind)
