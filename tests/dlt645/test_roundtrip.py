@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from protocols.dlt645 import (
@@ -126,7 +126,12 @@ def test_every_di_format_round_trips(edition: int, dis: list[str], data: st.Data
     assert item is not None
     value = data.draw(values_for(item.fmt))
     address = data.draw(ADDRESSES)
-    frame = decode(build_read_response(address, di, value, edition=edition))
+    try:
+        wire = build_read_response(address, di, value, edition=edition)
+    except EncodeError as exc:  # a value too long for one frame goes out in follow-ups (tested below)
+        assert "exceeds the 255-byte length field" in str(exc)
+        assume(False)
+    frame = decode(wire)
     assert (frame.edition, frame.address, frame.di, frame.name) == (edition, address, di, item.name)
     assert "value_error" not in frame.fields
     assert frame.value == value

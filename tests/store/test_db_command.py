@@ -72,7 +72,7 @@ async def test_db_policy_on_native_partitions(pg_server: PgServer) -> None:
 
         refused = headend("db", "policy", "--dsn", dsn, "--compress-after-days", "10")
         assert refused.returncode == 1
-        assert refused.stdout.strip() == (
+        assert refused.stderr.strip() == (
             "error: compression needs TimescaleDB; this database uses native partitions"
         )
         assert "Traceback" not in refused.stderr
