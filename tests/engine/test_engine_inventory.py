@@ -57,8 +57,8 @@ async def test_inventory_changes_are_picked_up_while_running(pg_dsn: str, tmp_pa
         inv = tmp_path / "inv.toml"
         inv.write_text(
             '[[channels]]\nname = "a"\nurl = "tcp://127.0.0.1:9"\n'
-            '[[meters]]\nchannel = "a"\nprotocol = "dlt645-2007"\naddress = "1"\nmodel = "m"\n'
-            '[[meters]]\nchannel = "a"\nprotocol = "dlt645-2007"\naddress = "2"\nmodel = "m"\n'
+            '[[meters]]\nchannel = "a"\nprotocol = "dlt645-2007"\naddress = "1"\nmodel = "dlt645-generic"\n'
+            '[[meters]]\nchannel = "a"\nprotocol = "dlt645-2007"\naddress = "2"\nmodel = "dlt645-generic"\n'
         )
         await import_inventory(conn, read_inventory(inv))
         await _wait_until(
