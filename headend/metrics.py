@@ -16,6 +16,12 @@ class EngineMetrics:
             "headend_read_failures", "Failed meter jobs", ["channel", "kind", "reason"], registry=r
         )
         self.timeouts = Counter("headend_timeouts", "Meter jobs that timed out", ["channel"], registry=r)
+        self.line_events = Counter(
+            "headend_line_events",
+            "Damaged or stray replies on a bus: checksum errors, noise bytes, unexpected frames",
+            ["channel", "kind"],
+            registry=r,
+        )
         self.readings = Counter(
             "headend_readings_stored", "Readings acknowledged by the writer", ["quality"], registry=r
         )

@@ -450,7 +450,13 @@ class Engine:
                 records = None
             except (Quarantined, Exception) as exc:
                 log.info(
-                    "backfill deferred", extra={"meter_id": meter.id, "gaps": len(stamps), "error": str(exc)}
+                    "backfill deferred",
+                    extra={
+                        "meter": meter.label,
+                        "meter_id": meter.id,
+                        "gaps": len(stamps),
+                        "error": str(exc),
+                    },
                 )
                 return
             history = None if records is None else self.port.profile_records(records)
@@ -460,6 +466,7 @@ class Engine:
         log.info(
             "backfilled",
             extra={
+                "meter": meter.label,
                 "meter_id": meter.id,
                 "gaps": len(stamps),
                 "readings": len(readings),
@@ -481,7 +488,8 @@ class Engine:
         """Remember that a meter cannot do ``what`` (its model or edition lacks it); say so once."""
         self._unsupported[what].add(meter.id)
         log.info(
-            f"meter does not support {what}; not asked again", extra={"meter_id": meter.id, "error": str(exc)}
+            f"meter does not support {what}; not asked again",
+            extra={"meter": meter.label, "meter_id": meter.id, "error": str(exc)},
         )
 
     async def _clock_job(self, worker: ChannelWorker, meter: MeterSpec) -> None:
@@ -499,7 +507,9 @@ class Engine:
             self._not_supported("clock", meter, exc)
             return
         except Exception as exc:
-            log.info("clock check failed", extra={"meter_id": meter.id, "error": str(exc)})
+            log.info(
+                "clock check failed", extra={"meter": meter.label, "meter_id": meter.id, "error": str(exc)}
+            )
             return
         streak = self._clock_flags[meter.id] = (
             self._clock_flags.get(meter.id, 0) + 1 if result.off_after else 0
@@ -523,7 +533,12 @@ class Engine:
         log.log(
             logging.WARNING if result.off_after else logging.INFO,
             kind,
-            extra={"meter_id": meter.id, "drift_s": result.drift_before, "after_s": result.drift_after},
+            extra={
+                "meter": meter.label,
+                "meter_id": meter.id,
+                "drift_s": result.drift_before,
+                "after_s": result.drift_after,
+            },
         )
 
     async def _events_job(self, worker: ChannelWorker, meter: MeterSpec) -> None:
@@ -543,7 +558,10 @@ class Engine:
             self._not_supported("events", meter, exc)
             return
         except Exception as exc:
-            log.info("event collection failed", extra={"meter_id": meter.id, "error": str(exc)})
+            log.info(
+                "event collection failed",
+                extra={"meter": meter.label, "meter_id": meter.id, "error": str(exc)},
+            )
             return
         assert self.pool is not None
         async with self.pool.acquire() as conn:

@@ -25,6 +25,13 @@ class MeterSpec:
     unit_id: int | None
     model: str
     installed_at: datetime
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How logs name the meter: its name and address (or unit id)."""
+        where = f"unit {self.unit_id}" if self.protocol == "modbus" else self.address
+        return f"{self.name} ({where})" if self.name else where
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +70,7 @@ async def load_inventory(conn: asyncpg.Connection) -> InventorySnapshot:
     }
     meters: dict[int, list[MeterSpec]] = {cid: [] for cid in channels}
     rows = await conn.fetch(
-        "SELECT id, channel_id, protocol, address, unit_id, model, installed_at FROM meters"
+        "SELECT id, channel_id, protocol, address, unit_id, model, installed_at, name FROM meters"
         " WHERE enabled AND removed_at IS NULL ORDER BY channel_id, id"
     )
     for r in rows:

@@ -6,13 +6,19 @@ worker, scheduler and backfill code never depend on a driver's concrete types.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Mapping
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from headend.engine.backfill import ProfileRecord
 from headend.engine.events import MeterEvent
 from headend.engine.model import ChannelSpec, MeterSpec
+
+log = logging.getLogger(__name__)
+SECRETS_RETRY_S = 60.0  # an unreadable secrets file is tried again this often
 
 
 def values_of(result: Any) -> dict[str, float]:
@@ -54,7 +60,35 @@ class DriverPort:
     """Opens channels and builds meter drivers with the real transport and driver packages."""
 
     def __init__(self, secrets: Any = None) -> None:
-        self.secrets = secrets
+        self.secrets = secrets  # a path (or None: environment only), MeterSecrets or Credentials
+        self._loaded: Any = None
+        self._failed_at = -SECRETS_RETRY_S
+
+    def credentials_source(self) -> Any:
+        """The meter secrets, loaded once; unreadable secrets cost writes only, never reads.
+
+        A missing or malformed secrets file is logged (once per retry period) and the drivers get
+        no credentials: reads go on, relay and clock writes are refused with "no password".
+        """
+        if not (self.secrets is None or isinstance(self.secrets, str | Path)):
+            return self.secrets
+        if self._loaded is not None:
+            return self._loaded
+        from headend.secrets import MeterSecrets, SecretsError
+
+        now = time.monotonic()
+        if now - self._failed_at < SECRETS_RETRY_S:
+            return MeterSecrets()
+        try:
+            self._loaded = MeterSecrets.load(self.secrets)
+        except SecretsError as exc:
+            self._failed_at = now
+            log.warning(
+                "meter secrets unavailable: meters are still read, relay and clock writes are refused",
+                extra={"error": str(exc)},
+            )
+            return MeterSecrets()
+        return self._loaded
 
     async def open_channel(self, spec: ChannelSpec) -> Any:
         from headend.transport import open_channel
@@ -67,9 +101,13 @@ class DriverPort:
 
     def make_driver(self, channel: Any, meter: MeterSpec) -> Any:
         from headend.drivers import make_driver
+        from headend.transport import check_protocol
 
+        config = getattr(channel, "config", None)
+        if config is not None:
+            check_protocol(meter.protocol, config)  # a one-line ChannelUrlError, counted as a failure
         address: Any = meter.unit_id if meter.protocol == "modbus" else meter.address
-        return make_driver(meter.protocol, channel, address, meter.model, self.secrets)
+        return make_driver(meter.protocol, channel, address, meter.model, self.credentials_source())
 
     def has_memory(self, meter: MeterSpec) -> bool:
         """Whether the meter keeps a load profile / daily freeze to backfill from."""
