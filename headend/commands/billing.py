@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
 import typer
 
+from headend import limits
 from headend.billing.charging import BillingError, bill_account
 from headend.billing.payments import PaymentError, import_csv, parse_amount, record_payment
 from headend.billing.tariff import TariffError
@@ -75,13 +77,16 @@ def import_file(path: Path, operator: str = OperatorOption, dsn: str | None = Ds
 
 
 def _registers(pairs: list[str], option: str) -> dict[str, Decimal]:
+    """``QUANTITY=KWH`` pairs as finite, non-negative register values (the shared number check)."""
     values = {}
     for pair in pairs:
-        quantity, _, text = pair.partition("=")
+        quantity, sign, text = pair.partition("=")
+        if not sign or not re.fullmatch(r"[a-z][a-z0-9_]*", quantity.strip()):
+            _fail(f"{option} {pair[:60]!r}: expected QUANTITY=KWH, e.g. energy_import_kwh=1234.56")
         try:
-            values[quantity.strip()] = Decimal(text)
-        except InvalidOperation:
-            _fail(f"{option} {pair!r}: expected QUANTITY=KWH, e.g. energy_import_kwh=1234.56")
+            values[quantity.strip()] = limits.register_kwh(text, f"{option} {quantity.strip()}")
+        except ValueError as exc:
+            _fail(str(exc))
     return values
 
 
@@ -103,6 +108,8 @@ def replace(
         when = datetime.fromisoformat(at)
     except ValueError:
         _fail(f"--at {at!r} is not an ISO date-time, e.g. 2026-11-20T10:30:00+08:00")
+    final_registers = _registers(final, "--final")
+    initial_registers = _registers(initial, "--initial")
 
     async def run() -> int:
         conn = await asyncpg.connect(resolve_dsn(dsn))
@@ -112,8 +119,8 @@ def replace(
                 old,
                 new,
                 at=when,
-                final=_registers(final, "--final"),
-                initial=_registers(initial, "--initial"),
+                final=final_registers,
+                initial=initial_registers,
                 operator=operator,
             )
         finally:

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import typer
 
+from headend import limits
 from headend.audit import audit
 from headend.control.automation import resume
 from headend.control.manual import ManualCommandError, request_command
@@ -22,6 +23,7 @@ commands_app = typer.Typer(
 )
 DsnOption = typer.Option(None, "--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server).")
 OperatorOption = typer.Option(..., "--operator", help="Operator id recorded in the audit log.")
+STATES = ("pending", "sent", "confirmed", "failed", "cancelled", "expired")  # enum command_state (0004)
 _COLUMNS = (
     "id, meter_id, action, state::text, cause, operator, approved_by, requires_approval, dry_run, attempts"
 )
@@ -30,6 +32,15 @@ _COLUMNS = (
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
+
+
+def _command_id(value: int) -> int:
+    """A command id the database can hold, else one error line."""
+    try:
+        return limits.db_id(value, "command id")
+    except ValueError as exc:
+        _fail(str(exc))
+        raise
 
 
 async def _with_conn(dsn: str | None, work: Any) -> Any:
@@ -83,6 +94,8 @@ def list_commands(
     state: str | None = typer.Option(None, help="Only this state."), dsn: str | None = DsnOption
 ) -> None:
     """Commands, newest first, as JSON lines."""
+    if state is not None and state not in STATES:
+        _fail(f"--state must be one of {', '.join(STATES)}, got {state[:40]!r}")
     rows = asyncio.run(
         _with_conn(
             dsn,
@@ -100,6 +113,7 @@ def list_commands(
 @commands_app.command("show")
 def show(command_id: int, dsn: str | None = DsnOption) -> None:
     """One command with its evidence and audit trail."""
+    _command_id(command_id)
 
     async def work(conn: asyncpg.Connection) -> tuple[Any, Any]:
         row = await conn.fetchrow(
@@ -121,6 +135,7 @@ def show(command_id: int, dsn: str | None = DsnOption) -> None:
 @commands_app.command("cancel")
 def cancel(command_id: int, operator: str = OperatorOption, dsn: str | None = DsnOption) -> None:
     """Cancel a pending command (a sent one is settled by the daemon's read-back, never cancelled blind)."""
+    _command_id(command_id)
 
     async def work(conn: asyncpg.Connection) -> str | None:
         async with conn.transaction():
@@ -152,6 +167,7 @@ def cancel(command_id: int, operator: str = OperatorOption, dsn: str | None = Ds
 @commands_app.command("approve")
 def approve(command_id: int, operator: str = OperatorOption, dsn: str | None = DsnOption) -> None:
     """Approve a bulk command as the second operator (must differ from the one who created it)."""
+    _command_id(command_id)
 
     async def work(conn: asyncpg.Connection) -> str:
         async with conn.transaction():

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from headend import limits
 from headend.store import maintenance
 from headend.store.dsn import redact, resolve_dsn
 from headend.store.embedded import EmbeddedPostgres, EmbeddedPostgresError
@@ -22,7 +23,7 @@ DsnOption = typer.Option(None, "--dsn", help="PostgreSQL DSN (default: $HEADEND_
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    typer.echo(f"error: {message}", err=True)  # one line on stderr, never wrapped to the terminal
     raise typer.Exit(1)
 
 
@@ -83,6 +84,15 @@ def policy_command(
     ),
 ) -> None:
     """Set the raw-reading retention and (TimescaleDB) the compression age."""
+    for option, value in (
+        ("--retention-days", retention_days),
+        ("--compress-after-days", compress_after_days),
+    ):
+        if value is not None:
+            try:
+                limits.days(value, option)
+            except ValueError as exc:
+                _fail(str(exc))
     target = _dsn(dsn)
 
     async def apply() -> None:

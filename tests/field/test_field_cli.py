@@ -86,14 +86,14 @@ async def test_clock_and_profile() -> None:
 
 async def test_scan_one_meter_line_and_candidates() -> None:
     async with await start_bus(BusSpec(meters=1, seed=73)) as bus:
-        code, out, _ = await headend("scan", bus.url, "--json")
+        code, out, _ = await headend("scan", bus.url, "--one-meter", "--json")
         assert code == 0 and json.loads(out)["meters"] == [bus.meters[0].address]
     async with await start_bus(BusSpec(meters=3, seed=74)) as bus:
         wanted = [m.address for m in bus.meters[:2]] + ["000000000009"]
         code, out, _ = await headend("scan", bus.url, "--candidates", ",".join(wanted), "--json")
         assert code == 0 and json.loads(out)["meters"] == sorted(wanted[:2])
     async with await start_bus(BusSpec(meters=1, seed=75, edition=1997)) as bus:
-        code, out, _ = await headend("scan", bus.url, "-p", "dlt645-1997", "--json")
+        code, out, _ = await headend("scan", bus.url, "-p", "dlt645-1997", "--one-meter", "--json")
         assert code == 0 and json.loads(out)["meters"] == [bus.meters[0].address]
 
 
