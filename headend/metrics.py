@@ -18,7 +18,7 @@ class EngineMetrics:
         self.timeouts = Counter("headend_timeouts", "Meter jobs that timed out", ["channel"], registry=r)
         self.line_events = Counter(
             "headend_line_events",
-            "Damaged or stray replies on a bus: checksum errors, noise bytes, unexpected frames",
+            "Bad replies per bus: checksum errors, noise bytes, unexpected frames, refusals",
             ["channel", "kind"],
             registry=r,
         )

@@ -40,6 +40,8 @@ class ModbusDriver:
         self.model = load_modbus_model(model)
         self.unsupported: dict[str, str] = {}
         self.last_rtt_s: float | None = None
+        self.refusals = 0
+        self.last_refusal = ""
 
     async def _call(
         self, function: int, address: int, count: int = 1, values: list[int] | None = None
@@ -51,6 +53,8 @@ class ModbusDriver:
                 raise LineError(f"checksum error or garbage on the line: {exc}") from None
             raise MeterTimeout(str(exc)) from None
         except ModbusError as exc:
+            self.refusals += 1  # Modbus exception replies, counted and logged by the engine's worker
+            self.last_refusal = f"Modbus {EXCEPTION_TEXT.get(exc.code, f'exception {exc.code}')}"
             raise MeterRefused([EXCEPTION_TEXT.get(exc.code, f"exception {exc.code}")]) from None
 
     async def read(self, quantities: list[str]) -> dict[str, float]:

@@ -32,15 +32,17 @@ DriverMaker = Callable[[Any, MeterSpec], Any]
 # channel statistics that count replies gone wrong: a damaged checksum, bytes that were no frame
 # (garbage, a truncated reply), a frame for another meter or request (wrong address, stray reply)
 LINE_EVENTS = ("checksum_errors", "noise_bytes", "unexpected_frames")
+REPLY_EVENTS = (*LINE_EVENTS, "refusals")  # + abnormal replies / Modbus exceptions (the driver's count)
 
 
 def _reason(exc: BaseException) -> str:
     return "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
 
 
-def _line_counts(channel: Any) -> tuple[int, ...]:
+def _line_counts(channel: Any, driver: Any) -> tuple[int, ...]:
+    """The channel's line-event counters and the driver's count of refusals (abnormal replies)."""
     stats = getattr(channel, "stats", None)
-    return tuple(getattr(stats, name, 0) for name in LINE_EVENTS)
+    return (*(getattr(stats, name, 0) for name in LINE_EVENTS), getattr(driver, "refusals", 0))
 
 
 class ChannelWorker:
@@ -179,9 +181,9 @@ class ChannelWorker:
         timeout = self.health.job_limit(meter.id, job.exchanges)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        line_before = _line_counts(self.channel)
+        driver = self._drivers.get(meter.id)
+        line_before = _line_counts(self.channel, driver)
         try:
-            driver = self._drivers.get(meter.id)
             if driver is None:
                 driver = await self._driver(meter)
             self._arm(loop, started + timeout)
@@ -199,7 +201,7 @@ class ChannelWorker:
         except Exception as exc:  # a meter error must never stop the worker
             elapsed = loop.time() - started
             self.busy_seconds += elapsed
-            self._line_events(meter, line_before)
+            self._line_events(meter, driver, line_before)
             self._failed(job, meter, exc)
             if isinstance(exc, ConnectionError):  # the channel itself broke: reopen on the next job
                 await self._close_channel()
@@ -208,8 +210,8 @@ class ChannelWorker:
             return
         elapsed = loop.time() - started
         self.busy_seconds += elapsed
-        if _line_counts(self.channel) != line_before:
-            self._line_events(meter, line_before)
+        if _line_counts(self.channel, driver) != line_before:
+            self._line_events(meter, driver, line_before)
         self.health.succeeded(meter.id, elapsed / max(1, job.exchanges))
         counters = self._counters.get(job.kind)
         if counters is None:
@@ -244,22 +246,25 @@ class ChannelWorker:
         else:
             self._guard = loop.call_at(deadline, self._check_deadline)
 
-    def _line_events(self, meter: MeterSpec, before: tuple[int, ...]) -> None:
-        """Count and log the damaged or stray replies seen while talking to ``meter``."""
-        if len(before) != len(LINE_EVENTS):  # the channel opened during the job: nothing before it
-            before = (0,) * len(LINE_EVENTS)
+    def _line_events(self, meter: MeterSpec, driver: Any, before: tuple[int, ...]) -> None:
+        """Count and log the damaged, stray or abnormal replies seen while talking to ``meter``.
+
+        ``before`` was taken when the job started; a channel or driver made during the job started
+        from zero.
+        """
+        after = _line_counts(self.channel, driver)
         seen = {
-            kind: now - was
-            for kind, now, was in zip(LINE_EVENTS, _line_counts(self.channel), before, strict=True)
-            if now > was
+            kind: now - was for kind, now, was in zip(REPLY_EVENTS, after, before, strict=True) if now > was
         }
         if not seen:
             return
         for kind, count in seen.items():
             self.metrics.line_events.labels(self.spec.name, kind).inc(count)
+        details = ", ".join(f"{count} {kind.replace('_', ' ')}" for kind, count in seen.items())
+        if "refusals" in seen:
+            details += f" (last: {getattr(driver, 'last_refusal', '')})"
         log.warning(
-            f"line trouble talking to meter {meter.label}: "
-            + ", ".join(f"{count} {kind.replace('_', ' ')}" for kind, count in seen.items()),
+            f"bad replies from meter {meter.label}: {details}",
             extra={"meter": meter.label, "meter_id": meter.id, "channel": self.spec.name, **seen},
         )
 
