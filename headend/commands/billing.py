@@ -74,6 +74,8 @@ def import_file(path: Path, operator: str = OperatorOption, dsn: str | None = Ds
         asyncio.run(run())
     except (PaymentError, OSError) as exc:
         _fail(str(exc))
+    except UnicodeDecodeError as exc:
+        _fail(f"{path}: not UTF-8 text (byte {exc.start})")
 
 
 def _registers(pairs: list[str], option: str) -> dict[str, Decimal]:
