@@ -41,7 +41,7 @@ def headend(*args: str) -> Outcome:
             main()
     except SystemExit as exc:
         code = exc.code
-    except Exception:  # noqa: BLE001 - the point is to see it as the user would
+    except Exception:  # what a user would see as a traceback
         err.write(traceback.format_exc())
         code = -1
     finally:

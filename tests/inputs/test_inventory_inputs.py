@@ -13,7 +13,8 @@ from tests.support.postgres import PgServer, run_sync
 STORED = (
     '[[channels]]\nname = "existing-bus"\nurl = "tcp://192.0.2.50:8899"\n'
     '[[channels]]\nname = "existing-gw"\nurl = "modbus-tcp://192.0.2.60:502"\n'
-    '[[meters]]\nchannel = "existing-bus"\nprotocol = "dlt645-2007"\naddress = "1"\nmodel = "dlt645-generic"\n'
+    '[[meters]]\nchannel = "existing-bus"\nprotocol = "dlt645-2007"\naddress = "1"\n'
+    'model = "dlt645-generic"\n'
 )
 
 
@@ -21,16 +22,19 @@ def channel(url: str, name: str = "a") -> str:
     return f'[[channels]]\nname = "{name}"\nurl = "{url}"\n'
 
 
+class Raw(str):
+    """A TOML literal written as is (a number, a datetime, nan), not as a string."""
+
+
 def meter(channel: str = "a", protocol: str = "dlt645-2007", **fields: object) -> str:
+    """A ``[[meters]]`` table; str values are TOML strings, other values (and :class:`Raw`) literals."""
     fields.setdefault("model", "eastron_sdm120" if protocol == "modbus" else "dlt645-generic")
     if protocol != "modbus":
         fields.setdefault("address", "12345678")
     body = "".join(
-        f"{key} = {value}\n"
-        if not isinstance(value, str)
-        or value[:1] in "[-0123456789"
-        and key not in ("address", "name", "model", "account", "protected_reason", "channel")
-        else f'{key} = "{value}"\n'
+        f'{key} = "{value}"\n'
+        if isinstance(value, str) and not isinstance(value, Raw)
+        else f"{key} = {value}\n"
         for key, value in fields.items()
     )
     return f'[[meters]]\nchannel = "{channel}"\nprotocol = "{protocol}"\n{body}'
@@ -116,13 +120,13 @@ CASES: list[tuple[str, str, str | bytes, str]] = [
     (
         "broadcast-with-relay",
         "i.toml",
-        TCP + meter(address="999999999999", has_relay="true"),
+        TCP + meter(address="999999999999", has_relay=Raw("true")),
         "'999999999999' is the DL/T 645 broadcast address",
     ),
     (
         "wildcard-address",
         "i.toml",
-        TCP + meter(address="AAAAAAAAAAAA", has_relay="true"),
+        TCP + meter(address="AAAAAAAAAAAA", has_relay=Raw("true")),
         "is the DL/T 645 wildcard address",
     ),
     ("non-bcd-address", "i.toml", TCP + meter(address="12AB"), "up to 12 decimal digits, got '12AB'"),
@@ -138,15 +142,25 @@ CASES: list[tuple[str, str, str | bytes, str]] = [
     ("unit-as-address", "i.toml", GW + meter(protocol="modbus", address="300"), "got 300"),
     ("modbus-no-unit", "i.toml", GW + meter(protocol="modbus"), "a Modbus meter needs unit_id (1..247)"),
     ("unit-on-dlt645", "i.toml", TCP + meter(unit_id=3), "unit_id is for Modbus meters only"),
-    ("installed-far-future", "i.toml", TCP + meter(installed_at="9999-12-31T00:00:00Z"), "is in the future"),
-    ("installed-naive", "i.toml", TCP + meter(installed_at="2026-01-01T00:00:00"), "needs a UTC offset"),
+    (
+        "installed-far-future",
+        "i.toml",
+        TCP + meter(installed_at=Raw("9999-12-31T00:00:00Z")),
+        "is in the future",
+    ),
+    ("installed-naive", "i.toml", TCP + meter(installed_at=Raw("2026-01-01T00:00:00")), "needs a UTC offset"),
     ("meter-name-100k", "i.toml", TCP + meter(name=LONG), "characters long (at most 200)"),
     ("meter-name-control", "i.toml", TCP + meter(name="bell\\u0007"), "contains control characters"),
-    ("multiplier-1e308", "i.toml", TCP + meter(multiplier="1e308"), "multiplier: must be a finite number"),
-    ("multiplier-nan", "i.toml", TCP + meter(multiplier="nan"), "multiplier: must be a finite number"),
-    ("multiplier-inf", "i.toml", TCP + meter(multiplier="inf"), "multiplier: must be a finite number"),
-    ("multiplier-zero", "i.toml", TCP + meter(multiplier="0"), "multiplier: must be a finite number above 0"),
-    ("multiplier-negative", "i.toml", TCP + meter(multiplier="-1"), "multiplier: must be a finite number"),
+    (
+        "multiplier-1e308",
+        "i.toml",
+        TCP + meter(multiplier=Raw("1e308")),
+        "multiplier: must be a finite number",
+    ),
+    ("multiplier-nan", "i.toml", TCP + meter(multiplier=Raw("nan")), "multiplier: must be a finite number"),
+    ("multiplier-inf", "i.toml", TCP + meter(multiplier=Raw("inf")), "multiplier: must be a finite number"),
+    ("multiplier-zero", "i.toml", TCP + meter(multiplier=0), "multiplier: must be a finite number above 0"),
+    ("multiplier-negative", "i.toml", TCP + meter(multiplier=-1), "multiplier: must be a finite number"),
     ("reason-not-protected", "i.toml", TCP + meter(protected_reason="x"), "protected_reason given but"),
     ("meter-unknown-field", "i.toml", TCP + meter(baud="2400"), "baud: unknown field"),
     ("duplicate-meter", "i.toml", TCP + meter() + meter(), "meters[1]: address: duplicate of meters[0]"),
@@ -227,7 +241,7 @@ def test_a_good_file_still_imports(seeded: str, tmp_path: Path) -> None:
         channel("serial:///dev/ttyUSB7?baud=9600&parity=N&bytesize=8&stopbits=2&gap_ms=20&retries=3", "s")
         + channel("rtu-over-tcp://192.0.2.70:4001", "r")
         + meter("s", "modbus", unit_id=247)
-        + meter("r", "modbus", unit_id=1, multiplier="40.0", installed_at="2026-01-01T00:00:00Z")
+        + meter("r", "modbus", unit_id=1, multiplier=40.0, installed_at=Raw("2026-01-01T00:00:00Z"))
     )
     before = run_sync(lambda: row_counts(seeded))
     outcome = headend("inventory", "import", str(path), "--dsn", seeded)
