@@ -400,6 +400,8 @@ class Channel:
                 self._send(loop, link, request, framer, accept, timeout, waiter)
             try:
                 frame = await waiter
+                if frame is None:  # timed out: what the framer holds (a truncated reply) is noise
+                    framer.reset()
             except ChannelUnavailable:
                 if self._link is link:
                     self._drop()
