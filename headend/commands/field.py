@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -19,7 +19,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from headend import limits
-from headend.drivers import DriverError, make_driver
+from headend.drivers import DriverError, ModbusDriver, make_driver
 from headend.secrets import MeterSecrets, SecretsError
 from headend.transport import (
     Channel,
@@ -96,7 +96,7 @@ def _driver(
     return channel, make_driver(protocol, channel, address.rjust(12, "0"), model, credentials)
 
 
-def _run(work: Callable[[], Awaitable[Any]]) -> Any:
+def _run(work: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     """Run the command's coroutine; turn every expected failure into one line and exit code 1."""
     try:
         return asyncio.run(work())
@@ -329,7 +329,7 @@ def scan_command(
                 " --one-meter"
             )
         edition = 1997 if protocol == "dlt645-1997" else 2007
-        channel = open_channel(url)
+        channel = Channel(parse_channel_url(url))  # DL/T 645: serial:// or tcp:// (checked above)
         found: list[str] = []
         try:
             with Progress(transient=True, disable=as_json) as progress:
@@ -382,6 +382,7 @@ async def _sweep(url: str, model: str, units: str, quiet: bool) -> list[int]:
             task = progress.add_task("sweeping unit ids", total=len(ids))
             for unit in ids:
                 driver = make_driver("modbus", channel, unit, model)
+                assert isinstance(driver, ModbusDriver)
                 try:
                     await driver.read([next(iter(driver.model.points))])
                     found.append(unit)
