@@ -43,6 +43,11 @@ class EngineMetrics:
             "headend_cycle_success_ratio_overall", "Read success rate of the last cycle", registry=r
         )
         self.quarantined = Gauge("headend_meters_quarantined", "Meters in quarantine", registry=r)
+        self.inventory_refused = Gauge(
+            "headend_inventory_refused",
+            "Stored channels and meters the daemon does not poll (logged)",
+            registry=r,
+        )
         self.writer_lag = Gauge(
             "headend_writer_lag_seconds", "Age of the oldest unwritten reading", registry=r
         )

@@ -35,6 +35,7 @@ from headend.engine.jobs import Job, JobBody, Priority, Quarantined
 from headend.engine.model import InventorySnapshot, MeterSpec, inventory_version, load_inventory
 from headend.engine.ports import DriverPort, unsupported_errors, values_of
 from headend.engine.timing import floor_boundary, next_boundary
+from headend.engine.vetting import vet
 from headend.engine.worker import ChannelWorker
 from headend.metrics import EngineMetrics
 from headend.store.reading import Reading
@@ -215,8 +216,11 @@ class Engine:
             version = await inventory_version(conn)
             if version == self._version:
                 return
-            snapshot = await load_inventory(conn)
+            snapshot, problems = vet(await load_inventory(conn))
         self._version = version
+        for problem in problems:  # logged once per inventory change, counted in a gauge
+            log.warning(problem)
+        self.metrics.inventory_refused.set(len(problems))
         for channel_id in set(self.workers) - set(snapshot.channels):
             worker = self.workers.pop(channel_id)
             self._spawn(worker.stop(), f"retire-{worker.spec.name}")
