@@ -172,6 +172,12 @@ def bill(
 ) -> None:
     """Bill every active account with a tariff for one period (once per period); exit 1 if any failed."""
     start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
+    if end <= start:
+        _fail(f"--to {end.isoformat()} must be after --from {start.isoformat()}")
+    try:
+        limits.days(due_days, "--due-days")
+    except ValueError as exc:
+        _fail(str(exc))
 
     async def run() -> int:
         conn = await asyncpg.connect(resolve_dsn(dsn))

@@ -279,6 +279,8 @@ def profile_command(
     """Read interval records from the meter's load profile (or daily freeze)."""
 
     async def work() -> dict[str, Any]:
+        if end <= start:
+            raise FieldError(f"--to {end.isoformat()} must be after --from {start.isoformat()}")
         channel, driver = _driver(url, protocol, address, unit, model, secrets)
         try:
             records = await driver.read_profile(start.replace(tzinfo=UTC), end.replace(tzinfo=UTC))

@@ -94,6 +94,29 @@ FIELD_CASES: list[tuple[str, tuple[str, ...], int, str]] = [
     ),
 ]
 
+FIELD_CASES += [
+    (
+        "profile-backwards",
+        ("profile", TCP, "-a", "1", "--from", "2026-01-02", "--to", "2026-01-01"),
+        1,
+        "--to 2026-01-01T00:00:00 must be after --from 2026-01-02T00:00:00",
+    ),
+    (
+        "sim-port",
+        ("sim", "dlt645", "--tcp", "127.0.0.1:99999"),
+        2,
+        "--tcp wants HOST:PORT with a port 0..65535",
+    ),
+    (
+        "sim-baud-zero",
+        ("sim", "dlt645", "--tcp", "127.0.0.1:0", "--baud", "0"),
+        2,
+        "--baud must be one of 300",
+    ),
+    ("sim-modbus-baud", ("sim", "modbus", "--model", "eastron_sdm120", "--pty", "--baud", "7"), 2, "got 7"),
+    ("sim-no-endpoint", ("sim", "dlt645"), 2, "give exactly one of --tcp HOST:PORT or --pty"),
+]
+
 # (case id, arguments, exit code, message); run against the module's database (``--dsn`` appended)
 DB_CASES: list[tuple[str, tuple[str, ...], int, str]] = [
     ("show-id-huge", ("commands", "show", BIG), 1, f"command id must be 1..9223372036854775807, got {BIG}"),
