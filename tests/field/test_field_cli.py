@@ -122,3 +122,37 @@ async def test_modbus_read_switch_and_unit_sweep() -> None:
         code, out, err = await headend("scan", bus.url, *args, "--units", "1-4", "--json")
         assert code == 0, err
         assert json.loads(out)["units"] == [1, 2]
+
+
+async def test_the_url_sim_pty_prints_works_as_printed_for_modbus_on_serial() -> None:
+    """``headend sim modbus --pty`` prints a serial:// URL with its line settings (8N1 at 9600); the
+    CLI reads and sweeps Modbus meters over it (RTU on a serial line, as the daemon does)."""
+    sim = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "headend.cli",
+        "sim",
+        "modbus",
+        "--model",
+        "eastron_sdm120",
+        "--meters",
+        "2",
+        "--pty",
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert sim.stdout is not None
+        url = json.loads(await asyncio.wait_for(sim.stdout.readline(), 30))["url"]
+        assert url.startswith("serial:///dev/") and url.endswith("?baud=9600&parity=N")
+        args = ("-p", "modbus", "--model", "eastron_sdm120")
+        code, out, err = await headend("read", url, *args, "--unit", "2", "energy_import_kwh", "--json")
+        assert code == 0, err
+        assert json.loads(out)["values"]["energy_import_kwh"] > 0
+        code, out, err = await headend("scan", url, *args, "--units", "1-3", "--json")
+        assert code == 0, err
+        assert json.loads(out)["units"] == [1, 2]
+    finally:
+        sim.terminate()
+        await asyncio.wait_for(sim.wait(), 30)
