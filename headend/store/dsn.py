@@ -36,7 +36,14 @@ def resolve_dsn(explicit: str | None = None) -> str:
     from_env = os.environ.get("HEADEND_DSN")
     if from_env:
         return _checked(from_env, "HEADEND_DSN")
-    return EmbeddedPostgres().start()
+    try:
+        return EmbeddedPostgres().start()
+    except OSError as exc:
+        where = "HEADEND_STATE_DIR" if os.environ.get("HEADEND_STATE_DIR") else "its state directory"
+        raise DsnError(
+            f"no --dsn or HEADEND_DSN, and the embedded server cannot use {where}: {exc.strerror or exc}"
+            f" ({exc.filename})"
+        ) from None
 
 
 def redact(dsn: str) -> str:

@@ -259,6 +259,22 @@ DB_CASES: list[tuple[str, tuple[str, ...], int, str]] = [
 ]
 
 
+DB_CASES += [
+    (
+        "bill-due-days",
+        ("billing", "bill", "--from", "2026-01-01", "--to", "2026-02-01", "--due-days", "99999999999"),
+        1,
+        "--due-days must be 0..36500 days, got 99999999999",
+    ),
+    (
+        "bill-backwards",
+        ("billing", "bill", "--from", "2026-02-01", "--to", "2026-01-01"),
+        1,
+        "--to 2026-01-01T00:00:00+00:00 must be after --from 2026-02-01T00:00:00+00:00",
+    ),
+]
+
+
 @pytest.fixture(scope="module")
 def cli_db(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Accounts A1 and A2, payment R1 of 10.50 to A1, meters Old (on A1) and New."""
@@ -284,7 +300,14 @@ def cli_db(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 @pytest.fixture(autouse=True)
 def no_meter_password(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HEADEND_METER_PASSWORD", "HEADEND_SECRETS_FILE", "HEADEND_DSN", "HEADEND_CONFIG"):
+    for name in (
+        "HEADEND_METER_PASSWORD",
+        "HEADEND_SECRETS_FILE",
+        "HEADEND_DSN",
+        "HEADEND_CONFIG",
+        "HEADEND_STATE_DIR",
+        "HEADEND_STORAGE_MODE",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -360,6 +383,22 @@ ENV_CASES: list[tuple[str, dict[str, str], tuple[str, ...], str]] = [
         {"HEADEND_METER_PASSWORD": "abc"},
         ("switch", TCP, "off", "-a", "1", "--operator", "7", "--dry-run"),
         "HEADEND_METER_PASSWORD / HEADEND_METER_PASSWORD_LEVEL: password must be 6 digits",
+    ),
+]
+
+
+ENV_CASES += [
+    (
+        "state-dir-unusable",
+        {"HEADEND_STATE_DIR": "/proc/headend-nope"},
+        ("db", "status"),
+        "the embedded server cannot use HEADEND_STATE_DIR: No such file or directory (/proc/headend-nope)",
+    ),
+    (
+        "storage-mode",
+        {"HEADEND_STORAGE_MODE": "bogus"},
+        ("db", "migrate", "--dsn", "postgresql://u@127.0.0.1:9/d"),
+        "HEADEND_STORAGE_MODE: storage mode must be one of native, timescale, not 'bogus'",
     ),
 ]
 
