@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import sys
+
+import asyncpg
 import typer
 
 from headend import __version__
@@ -36,9 +40,33 @@ def _register_commands() -> None:
 _register_commands()
 
 
+# failures to reach or use the configured database: one line naming where the DSN came from
+DATABASE_ERRORS = (
+    ConnectionError,
+    socket.gaierror,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.CannotConnectNowError,
+)
+
+
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: expected failures end as one line on stderr, exit code 1."""
+    from headend.store.dsn import DsnError, dsn_source
+    from headend.store.embedded import EmbeddedPostgresError
+
+    try:
+        app()
+    except (DsnError, EmbeddedPostgresError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except DATABASE_ERRORS as exc:
+        explicit = "--dsn" in sys.argv[1:] or any(a.startswith("--dsn=") for a in sys.argv[1:])
+        source = dsn_source("given" if explicit else None)
+        typer.echo(f"error: database from {source}: {exc or type(exc).__name__}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -6,17 +6,35 @@ names the file, the key and the reason (``headend.toml: polling.interval: must b
 
 from __future__ import annotations
 
+import math
 import re
+import socket
 import tomllib
 from datetime import date, time
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+DAY = 86400.0
+MIN_DURATION = 0.1  # shorter periods would only spin the daemon
+MAX_DURATION = 366 * DAY
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# event kinds the DL/T 645 driver can collect (headend.drivers.dlt645.EVENT_SOURCES)
+EVENT_KINDS = ("power_down", "relay_trip", "relay_close")
+# in-daemon services the project ships; nothing else is imported and called with the engine
+SERVICES = frozenset({"headend.billing.service:run", "headend.control.service:run"})
 
 
 def parse_duration(value: Any) -> float:
@@ -24,15 +42,35 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("must be a duration such as 15m, 30s or 1d")
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION_RE.match(value)
-        if match:
-            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    raise ValueError(f"must be a duration such as 15m, 30s or 1d, got {value!r}")
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION_RE.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError(f"must be a duration such as 15m, 30s or 1d, got {value!r}")
+    if not math.isfinite(seconds):
+        raise ValueError(f"must be a finite duration, got {value!r}")
+    return seconds
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+def _seconds(value: float) -> str:
+    return f"{value / DAY:g} d" if value >= DAY else f"{value:g} s"
+
+
+def bounded(low: float, high: float, *, zero: bool = False) -> AfterValidator:
+    """A check that a duration lies in [low, high] seconds (or is 0 when ``zero``)."""
+
+    def check(value: float) -> float:
+        if not (low <= value <= high or (zero and value == 0)):
+            allowed = f"0 or {_seconds(low)}" if zero else _seconds(low)
+            raise ValueError(f"must be between {allowed} and {_seconds(high)}, got {_seconds(value)}")
+        return value
+
+    return AfterValidator(check)
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), bounded(MIN_DURATION, MAX_DURATION)]
+Interval = Annotated[float, BeforeValidator(parse_duration), bounded(1.0, DAY)]
+Delay = Annotated[float, BeforeValidator(parse_duration), bounded(MIN_DURATION, MAX_DURATION, zero=True)]
 
 
 class _Section(BaseModel):
@@ -44,12 +82,12 @@ class DatabaseConfig(_Section):
 
     dsn: str = ""
     spool_dir: str = ""
-    spool_max_mb: int = Field(1024, gt=0)
+    spool_max_mb: int = Field(1024, gt=0, le=1 << 20)
 
 
 class PollingConfig(_Section):
-    interval: Duration = 900.0
-    offset: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = 5.0
+    interval: Interval = 900.0
+    offset: Delay = 5.0
     inventory_reload: Duration = 30.0
 
     @field_validator("offset")
@@ -147,7 +185,15 @@ class RelayConfig(_Section):
 class EventsConfig(_Section):
     enabled: bool = True
     collect_every: Duration = 3600.0
-    kinds: list[str] = Field(default_factory=lambda: ["power_down", "relay_trip", "relay_close"])
+    kinds: list[str] = Field(default_factory=lambda: list(EVENT_KINDS))
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, value: list[str]) -> list[str]:
+        for kind in value:
+            if kind not in EVENT_KINDS:
+                raise ValueError(f"unknown event kind {kind!r}; known: {', '.join(EVENT_KINDS)}")
+        return value
 
 
 class MetricsConfig(_Section):
@@ -156,10 +202,26 @@ class MetricsConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)
 
+    @field_validator("host")
+    @classmethod
+    def _resolvable(cls, value: str) -> str:
+        try:
+            socket.getaddrinfo(value, None, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            raise ValueError(f"cannot resolve host {value!r}") from None
+        return value
+
 
 class LoggingConfig(_Section):
     level: str = "INFO"
     format: str = Field("json", pattern="^(json|text)$")
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"unknown log level {value!r}; use {', '.join(LOG_LEVELS)}")
+        return value.upper()
 
 
 class SecretsConfig(_Section):
@@ -172,6 +234,14 @@ class EngineConfig(_Section):
     """Extra services run inside the daemon, as ``module:function`` taking the engine (see docs)."""
 
     services: list[str] = Field(default_factory=list)
+
+    @field_validator("services")
+    @classmethod
+    def _own_services(cls, value: list[str]) -> list[str]:
+        for target in value:
+            if target not in SERVICES:
+                raise ValueError(f"unknown service {target!r}; available: {', '.join(sorted(SERVICES))}")
+        return value
 
 
 class SafetyConfig(_Section):
@@ -201,7 +271,7 @@ class SafetyConfig(_Section):
 class BillingConfig(_Section):
     """Arrears notice period, postpaid bill due days, how often prepaid balances are billed."""
 
-    notice_period: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = 0.0
+    notice_period: Delay = 0.0
     due_days: int = Field(15, ge=0)
     run_every: Duration = 900.0  # scheduled prepaid billing (service headend.billing.service:run)
 

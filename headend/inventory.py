@@ -12,17 +12,19 @@ running daemon picks the change up.
 from __future__ import annotations
 
 import csv
+import io
+import math
 import re
 import tomllib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from headend import limits
 from headend.store.inventory import (
     account_ids,
     channel_ids,
@@ -31,6 +33,9 @@ from headend.store.inventory import (
     upsert_channel,
     upsert_meters,
 )
+from headend.store.inventory_checks import stored_channels
+from headend.transport.url import ChannelConfig, ChannelUrlError, check_protocol, parse_channel_url
+from protocols.models import load_model_data, model_names
 
 __all__ = [
     "Inventory",
@@ -43,6 +48,9 @@ __all__ = [
 
 CHANNEL_SCHEMES = {"serial": "serial", "tcp": "tcp", "modbus-tcp": "tcp", "rtu-over-tcp": "tcp"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+BROADCAST_ADDRESSES = {"999999999999": "broadcast", "AAAAAAAAAAAA": "wildcard"}
+MAX_INSTALL_AHEAD = timedelta(days=1)  # installed_at may be a little ahead (clock skew), never years
+MAX_FILE_BYTES = 50 << 20
 
 
 class InventoryError(ValueError):
@@ -60,6 +68,7 @@ class ChannelEntry(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
+        limits.name(value)
         if not _NAME_RE.match(value):
             raise ValueError("letters, digits and _ . : - only")
         return value
@@ -67,23 +76,22 @@ class ChannelEntry(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in CHANNEL_SCHEMES:
-            raise ValueError(f"scheme must be one of {', '.join(CHANNEL_SCHEMES)}, got {parts.scheme!r}")
-        if not (parts.netloc or parts.path):
-            raise ValueError("has no host or device")
-        if CHANNEL_SCHEMES[parts.scheme] == "tcp" and parts.port is None and parts.scheme != "modbus-tcp":
-            raise ValueError("a TCP channel needs host:port")
+        parse_channel_url(value)  # the daemon's parser: what it would refuse is refused here
         return value
 
     @property
+    def config(self) -> ChannelConfig:
+        """The parsed URL."""
+        return parse_channel_url(self.url)
+
+    @property
     def kind(self) -> str:
-        return CHANNEL_SCHEMES[urlsplit(self.url).scheme]
+        return CHANNEL_SCHEMES[self.config.scheme]
 
     @property
     def address(self) -> str:
-        parts = urlsplit(self.url)
-        return parts.netloc if self.kind == "tcp" else parts.path
+        config = self.config
+        return f"{config.host}:{config.port}" if self.kind == "tcp" else config.path
 
 
 class MeterEntry(BaseModel):
@@ -92,37 +100,74 @@ class MeterEntry(BaseModel):
     channel: str
     protocol: Literal["dlt645-2007", "dlt645-1997", "modbus"]
     address: str = ""
-    unit_id: int | None = Field(None, ge=0, le=255)
+    unit_id: int | None = None
     model: str = Field(min_length=1)
     name: str | None = None
     account: str | None = None
     protected: bool = False
     protected_reason: str | None = None
     has_relay: bool = False
-    multiplier: float = Field(1.0, gt=0)
+    multiplier: float = 1.0
     enabled: bool = True
     installed_at: datetime | None = None
+
+    @field_validator("channel", "name", "account", "protected_reason")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return None if value is None else limits.name(value, "text")
+
+    @field_validator("unit_id")
+    @classmethod
+    def _unit(cls, value: int | None) -> int | None:
+        return None if value is None else limits.unit_id(value)
+
+    @field_validator("multiplier")
+    @classmethod
+    def _multiplier(cls, value: float) -> float:
+        if not math.isfinite(value) or not 0 < value <= limits.MAX_MULTIPLIER:
+            raise ValueError(f"must be a finite number above 0 and at most {limits.MAX_MULTIPLIER:g}")
+        return value
 
     @field_validator("installed_at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return value
+        if value.tzinfo is None:
             raise ValueError("needs a UTC offset, e.g. 2026-01-01T00:00:00Z")
+        if value > datetime.now(UTC) + MAX_INSTALL_AHEAD:
+            raise ValueError(f"{value.isoformat()} is in the future")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in model_names():
+            raise ValueError(f"unknown meter model {value[:60]!r}; known: {', '.join(model_names())}")
         return value
 
     @model_validator(mode="after")
     def _address_fits_protocol(self) -> MeterEntry:
+        family = "modbus" if self.protocol == "modbus" else "dlt645"
+        model_protocol = load_model_data(self.model).get("protocol")
+        if model_protocol != family:
+            raise ValueError(
+                f"model {self.model!r} is a {model_protocol} model, not for {self.protocol} meters"
+            )
         if self.protocol == "modbus":
             if self.unit_id is None:
                 if not self.address.isdigit():
-                    raise ValueError("a Modbus meter needs unit_id (0..255)")
-                self.unit_id = int(self.address)
-                if self.unit_id > 255:
-                    raise ValueError("unit_id must be 0..255")
+                    raise ValueError("a Modbus meter needs unit_id (1..247)")
+                self.unit_id = limits.unit_id(int(self.address))
             self.address = str(self.unit_id)
         else:
+            kind = BROADCAST_ADDRESSES.get(self.address.upper().zfill(12))
+            if kind is not None:
+                raise ValueError(f"{self.address!r} is the DL/T 645 {kind} address, not a meter's")
             if not re.fullmatch(r"\d{1,12}", self.address):
-                raise ValueError(f"DL/T 645 address must be up to 12 decimal digits, got {self.address!r}")
+                raise ValueError(
+                    f"DL/T 645 address must be up to 12 decimal digits, got {self.address[:40]!r}"
+                )
             self.address = self.address.zfill(12)
             if self.unit_id is not None:
                 raise ValueError("unit_id is for Modbus meters only")
@@ -172,6 +217,9 @@ def _parse_rows(
             problems.append(
                 f"{source}: {where}: url: channel {entry.name!r} already has url {previous.url!r}"
             )
+        twin = next((c for c in channels.values() if c.name != entry.name and same_bus(c, entry)), None)
+        if twin is not None:
+            problems.append(f"{source}: {where}: url: {_same_bus_reason(entry.name, twin.name, twin.url)}")
         channels[entry.name] = entry
     meters: list[MeterEntry] = []
     seen: dict[tuple[str, str, str], str] = {}
@@ -185,20 +233,54 @@ def _parse_rows(
         if key in seen:
             problems.append(f"{source}: {where}: address: duplicate of {seen[key]}")
         seen[key] = where
+        channel = channels.get(meter.channel)
+        if channel is not None:
+            try:
+                check_protocol(meter.protocol, channel.config)
+            except ChannelUrlError as exc:
+                problems.append(f"{source}: {where}: protocol: {exc}")
         meters.append(meter)
     if problems:
         raise InventoryError("\n".join(problems))
     return Inventory(list(channels.values()), meters)
 
 
+def same_bus(one: ChannelEntry, other: ChannelEntry) -> bool:
+    """Whether two channels reach the same physical bus (same device, or same host:port)."""
+    return one.config.bus == other.config.bus
+
+
+def _same_bus_reason(name: str, other: str, other_url: str) -> str:
+    return (
+        f"channel {name!r} is the same bus as channel {other!r} ({other_url}); one bus under two names"
+        " would read and bill its meters twice"
+    )
+
+
+def _text_of(path: Path) -> str:
+    """The file's text: UTF-8, no NUL bytes, not absurdly large (binary files are refused here)."""
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise InventoryError(f"{path}: larger than {MAX_FILE_BYTES >> 20} MB")
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise InventoryError(f"{path}: binary file (NUL bytes), expected UTF-8 text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InventoryError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
 def _read_toml(path: Path) -> Inventory:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(_text_of(path))
     except tomllib.TOMLDecodeError as exc:
         raise InventoryError(f"{path}: not valid TOML: {exc}") from None
     unknown = set(data) - {"channels", "meters"}
     if unknown:
         raise InventoryError(f"{path}: {sorted(unknown)[0]}: unknown table (expected channels, meters)")
+    for table in ("channels", "meters"):
+        if not isinstance(data.get(table, []), list):
+            raise InventoryError(f"{path}: {table}: must be an array of tables ([[{table}]])")
     channel_rows = [(f"channels[{i}]", row) for i, row in enumerate(data.get("channels", []))]
     meter_rows = [(f"meters[{i}]", row) for i, row in enumerate(data.get("meters", []))]
     return _parse_rows(str(path), channel_rows, meter_rows)
@@ -219,21 +301,25 @@ def _csv_value(column: str, text: str) -> Any:
 
 
 def _read_csv(path: Path) -> Inventory:
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
+    reader = csv.DictReader(io.StringIO(_text_of(path), newline=""))
+    channel_rows: list[tuple[str, dict]] = []
+    meter_rows: list[tuple[str, dict]] = []
+    try:
         if not reader.fieldnames or "channel" not in reader.fieldnames:
             raise InventoryError(
                 f"{path}: line 1: header must name at least channel, channel_url, protocol, address, model"
             )
-        channel_rows: list[tuple[str, dict]] = []
-        meter_rows: list[tuple[str, dict]] = []
         for row in reader:
             where = f"line {reader.line_num}"
-            row = {k: v for k, v in row.items() if k is not None and v not in (None, "")}
+            if None in row:
+                raise InventoryError(f"{path}: {where}: more fields than the header names")
+            row = {k: v for k, v in row.items() if v not in (None, "")}
             url = row.pop("channel_url", None)
             if url is not None:
                 channel_rows.append((where, {"name": row.get("channel", ""), "url": url}))
             meter_rows.append((where, {k: _csv_value(k, v) for k, v in row.items()}))
+    except csv.Error as exc:
+        raise InventoryError(f"{path}: line {reader.line_num}: not valid CSV: {exc}") from None
     return _parse_rows(str(path), channel_rows, meter_rows)
 
 
@@ -249,6 +335,23 @@ def read_inventory(path: str | Path) -> Inventory:
     raise InventoryError(f"{file}: unknown format (use .toml or .csv)")
 
 
+def _stored_bus_problems(source: str, inventory: Inventory, stored: dict[str, str]) -> list[str]:
+    """Channels of this file that reach a bus already stored under another name."""
+    buses: dict[str, list[str]] = {}
+    for name, url in stored.items():
+        try:
+            buses.setdefault(parse_channel_url(url).bus, []).append(name)
+        except ChannelUrlError:
+            continue  # an old row the daemon cannot open either: not a second owner of any bus
+    problems = []
+    for i, channel in enumerate(inventory.channels):
+        others = [name for name in buses.get(channel.config.bus, []) if name != channel.name]
+        if others:
+            reason = _same_bus_reason(channel.name, others[0], stored[others[0]])
+            problems.append(f"{source}: channels[{i}]: url: {reason}")
+    return problems
+
+
 async def import_inventory(
     conn: asyncpg.Connection, inventory: Inventory, source: str = "inventory"
 ) -> ImportResult:
@@ -260,9 +363,16 @@ async def import_inventory(
             channels[ch.name] = await upsert_channel(conn, ch.name, ch.kind, ch.address, settings, ch.enabled)
         accounts = await account_ids(conn)
         problems = []
+        stored = {c.name: c.url for c in await stored_channels(conn)}
+        problems.extend(_stored_bus_problems(source, inventory, stored))
         for i, m in enumerate(inventory.meters):
             if m.channel not in channels:
                 problems.append(f"{source}: meters[{i}]: channel: no channel named {m.channel!r}")
+            elif m.channel in stored:
+                try:
+                    check_protocol(m.protocol, parse_channel_url(stored[m.channel]))
+                except ChannelUrlError as exc:
+                    problems.append(f"{source}: meters[{i}]: protocol: {exc}")
             if m.account is not None and m.account not in accounts:
                 problems.append(f"{source}: meters[{i}]: account: no account numbered {m.account!r}")
         if problems:

@@ -16,6 +16,12 @@ class EngineMetrics:
             "headend_read_failures", "Failed meter jobs", ["channel", "kind", "reason"], registry=r
         )
         self.timeouts = Counter("headend_timeouts", "Meter jobs that timed out", ["channel"], registry=r)
+        self.line_events = Counter(
+            "headend_line_events",
+            "Bad replies per bus: checksum errors, noise bytes, unexpected frames, refusals",
+            ["channel", "kind"],
+            registry=r,
+        )
         self.readings = Counter(
             "headend_readings_stored", "Readings acknowledged by the writer", ["quality"], registry=r
         )
@@ -37,6 +43,11 @@ class EngineMetrics:
             "headend_cycle_success_ratio_overall", "Read success rate of the last cycle", registry=r
         )
         self.quarantined = Gauge("headend_meters_quarantined", "Meters in quarantine", registry=r)
+        self.inventory_refused = Gauge(
+            "headend_inventory_refused",
+            "Stored channels and meters the daemon does not poll (logged)",
+            registry=r,
+        )
         self.writer_lag = Gauge(
             "headend_writer_lag_seconds", "Age of the oldest unwritten reading", registry=r
         )

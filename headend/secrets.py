@@ -49,14 +49,17 @@ class MeterSecrets:
         """From the file (if given or in ``$HEADEND_SECRETS_FILE``) and the environment."""
         default = _from_env()
         meters: dict[str, Credentials] = {}
-        path = path or os.environ.get("HEADEND_SECRETS_FILE") or None
+        where = str(path) if path else ""
+        if not path and os.environ.get("HEADEND_SECRETS_FILE"):
+            path = os.environ["HEADEND_SECRETS_FILE"]
+            where = f"HEADEND_SECRETS_FILE={path}"
         if path:
             try:
-                document = tomllib.loads(Path(path).read_text())
+                document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
             except OSError as exc:
-                raise SecretsError(f"{path}: cannot read secrets file: {exc.strerror}") from None
-            except tomllib.TOMLDecodeError as exc:
-                raise SecretsError(f"{path}: not valid TOML: {exc}") from None
+                raise SecretsError(f"{where}: cannot read secrets file: {exc.strerror or exc}") from None
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise SecretsError(f"{where}: not valid TOML: {exc}") from None
             if "default" in document:
                 default = _credentials(document["default"], f"{path}: [default]")
             for address, entry in document.get("meters", {}).items():
@@ -78,7 +81,10 @@ def _from_env() -> Credentials | None:
     password = os.environ.get("HEADEND_METER_PASSWORD")
     if not password:
         return None
+    level = os.environ.get("HEADEND_METER_PASSWORD_LEVEL", "2")
+    if not level.strip().isdigit():
+        raise SecretsError(f"HEADEND_METER_PASSWORD_LEVEL must be a digit 0..9, got {level[:20]!r}")
     return _credentials(
-        {"password": password, "password_level": int(os.environ.get("HEADEND_METER_PASSWORD_LEVEL", "2"))},
-        "HEADEND_METER_PASSWORD",
+        {"password": password, "password_level": int(level)},
+        "HEADEND_METER_PASSWORD / HEADEND_METER_PASSWORD_LEVEL",
     )

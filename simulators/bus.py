@@ -27,7 +27,7 @@ from typing import Any
 from protocols.dlt645 import Deframer
 from simulators.clock import TimeSource
 from simulators.dlt645_server import Dlt645Meter, Dlt645Responder
-from simulators.endpoints import LinePacer, PtyEndpoint, TcpEndpoint, Write
+from simulators.endpoints import LinePacer, PtyEndpoint, TcpEndpoint, Write, serial_url
 from simulators.faults import FaultInjector, FaultSpec, ScheduledFault
 from simulators.meter import SimMeter
 from simulators.modbus_server import ModbusBus
@@ -131,7 +131,10 @@ class SimBus:
 
     @property
     def url(self) -> str:
-        """Where a client connects: ``tcp://127.0.0.1:PORT`` or ``serial:///dev/pts/N``."""
+        """Where a client connects: ``tcp://127.0.0.1:PORT`` or ``serial:///dev/pts/N`` (with the
+        bus's line settings where they differ from a channel's defaults)."""
+        if isinstance(self.endpoint, PtyEndpoint):
+            return serial_url(self.endpoint.path, self.spec.baud, self.spec.frame_format[1])
         return self.endpoint.url
 
     @property

@@ -108,6 +108,14 @@ class TcpEndpoint:
             await self._server.wait_closed()
 
 
+def serial_url(path: str, baud: int, parity: str) -> str:
+    """The ``serial://`` URL a client opens as printed: line settings the channel does not default
+    to (2400 baud, even parity) are spelled out."""
+    options = [f"baud={baud}"] if baud != 2400 else []
+    options += [f"parity={parity}"] if parity != "E" else []
+    return f"serial://{path}" + (f"?{'&'.join(options)}" if options else "")
+
+
 class PtyEndpoint:
     """A pseudo-terminal: clients open ``path`` like a serial port; the bus holds the master side."""
 

@@ -31,6 +31,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from protocols.modbus import ModbusModel, load_modbus_model
 from simulators.clock import TimeSource
+from simulators.endpoints import serial_url
 from simulators.faults import FaultInjector, FaultSpec, ScheduledFault
 from simulators.meter import RelayRefused, SimMeter
 
@@ -217,7 +218,7 @@ class ModbusBus:
                 framer=FramerType.RTU,
                 trace_packet=self._filter,
             )
-            self._url = f"serial://{client_port}"
+            self._url = serial_url(client_port, self.spec.baud, "N")  # the server's framing: 8N1
         else:
             framer = FramerType.SOCKET if transport == "modbus-tcp" else FramerType.RTU
             self.server = ModbusTcpServer(

@@ -11,6 +11,7 @@ from decimal import Decimal, InvalidOperation
 import asyncpg
 
 from headend.audit import audit
+from headend.store.payment_refs import payment_by_reference
 
 CENT = Decimal("0.01")
 MAX_AMOUNT = Decimal("1e12")  # numeric(14, 2)
@@ -67,7 +68,14 @@ async def record_payment(
             operator,
             paid_at,
         )
-        if paid is not None:
+        if paid is None:
+            first = await payment_by_reference(conn, reference)
+            if first is not None and (first.account, first.amount) != (account, amount):
+                raise PaymentError(
+                    f"reference {reference!r} is already recorded as {first.amount} to account"
+                    f" {first.account!r}; a different payment needs its own reference"
+                )
+        else:
             await conn.execute(
                 """INSERT INTO ledger (account_id, kind, amount, idempotency_key, details)
                    VALUES ($1, 'payment', $2, $3, jsonb_build_object('payment_id', $4::bigint))""",

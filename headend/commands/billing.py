@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
 import typer
 
+from headend import limits
 from headend.billing.charging import BillingError, bill_account
 from headend.billing.payments import PaymentError, PaymentOutcome, import_csv, parse_amount, record_payment
 from headend.billing.tariff import TariffError
@@ -60,18 +62,23 @@ def import_file(path: Path, operator: str = OperatorOption, dsn: str | None = Ds
         done = run_with_conn(dsn, work)
     except (PaymentError, OperatorError, OSError) as exc:
         fail(str(exc))
+    except UnicodeDecodeError as exc:
+        fail(f"{path}: not UTF-8 text (byte {exc.start})")
     recorded = sum(o.recorded for o in done)
     typer.echo(f"{recorded} recorded, {len(done) - recorded} duplicates")
 
 
 def _registers(pairs: list[str], option: str) -> dict[str, Decimal]:
+    """``QUANTITY=KWH`` pairs as finite, non-negative register values (the shared number check)."""
     values = {}
     for pair in pairs:
-        quantity, _, text = pair.partition("=")
+        quantity, sign, text = pair.partition("=")
+        if not sign or not re.fullmatch(r"[a-z][a-z0-9_]*", quantity.strip()):
+            fail(f"{option} {pair[:60]!r}: expected QUANTITY=KWH, e.g. energy_import_kwh=1234.56")
         try:
-            values[quantity.strip()] = Decimal(text)
-        except InvalidOperation:
-            fail(f"{option} {pair!r}: expected QUANTITY=KWH, e.g. energy_import_kwh=1234.56")
+            values[quantity.strip()] = limits.register_kwh(text, f"{option} {quantity.strip()}")
+        except ValueError as exc:
+            fail(str(exc))
     return values
 
 
@@ -134,6 +141,12 @@ def bill(
 ) -> None:
     """Bill every active account with a tariff for one period (once per period); exit 1 if any failed."""
     start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
+    if end <= start:
+        fail(f"--to {end.isoformat()} must be after --from {start.isoformat()}")
+    try:
+        limits.days(due_days, "--due-days")
+    except ValueError as exc:
+        fail(str(exc))
 
     async def run(conn: asyncpg.Connection) -> int:
         failed = 0

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import typer
 
+from headend import limits
 from headend.commands.auth import OperatorOption, login
 from headend.commands.common import DsnOption, fail, run_with_conn
 from headend.control.automation import resume
@@ -18,11 +19,20 @@ from headend.operators import OperatorError
 from headend.store import approvals
 from headend.store import commands as command_store
 from headend.store.audit import audit_trail
+from headend.vocabulary import COMMAND_STATES
 
 commands_app = typer.Typer(
     help="Relay commands: create, list, show, cancel, approve; resume after a cap halt.",
     no_args_is_help=True,
 )
+
+
+def _command_id(value: int) -> int:
+    """A command id the database can hold, else one error line."""
+    try:
+        return limits.db_id(value, "command id")
+    except ValueError as exc:
+        fail(str(exc))
 
 
 @commands_app.command("create")
@@ -79,6 +89,8 @@ def list_commands(
     state: str | None = typer.Option(None, help="Only this state."), dsn: str | None = DsnOption
 ) -> None:
     """Commands, newest first, as JSON lines."""
+    if state is not None and state not in COMMAND_STATES:
+        fail(f"--state must be one of {', '.join(COMMAND_STATES)}, got {state[:40]!r}")
     for row in run_with_conn(dsn, lambda c: command_store.list_commands(c, state)):
         typer.echo(json.dumps(dict(row), default=str))
 
@@ -86,6 +98,7 @@ def list_commands(
 @commands_app.command("show")
 def show(command_id: int, dsn: str | None = DsnOption) -> None:
     """One command with its evidence and audit trail."""
+    _command_id(command_id)
 
     async def work(conn: asyncpg.Connection) -> tuple[Any, list[asyncpg.Record]]:
         row = await command_store.command_details(conn, command_id)
@@ -100,6 +113,7 @@ def show(command_id: int, dsn: str | None = DsnOption) -> None:
 @commands_app.command("cancel")
 def cancel(command_id: int, operator: str = OperatorOption, dsn: str | None = DsnOption) -> None:
     """Cancel a pending command (a sent one is settled by the daemon's read-back, never cancelled blind)."""
+    _command_id(command_id)
     me = login(operator)
 
     async def work(conn: asyncpg.Connection) -> None:
@@ -144,6 +158,8 @@ def approve(
     """Approve commands as the second operator: an approver who did not create them."""
     if bool(command_ids) == (batch is not None):
         fail("give command ids or --batch TOKEN (from `headend commands review`), not both")
+    for command_id in command_ids or []:
+        _command_id(command_id)
     me = login(operator)
 
     async def work(conn: asyncpg.Connection) -> list[int]:

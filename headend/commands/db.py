@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from headend import limits
 from headend.commands.common import DsnOption, fail, run_with_conn, target_dsn
 from headend.store import maintenance
 from headend.store.dsn import redact
@@ -72,6 +73,15 @@ def policy_command(
     ),
 ) -> None:
     """Set the raw-reading retention and (TimescaleDB) the compression age."""
+    for option, value in (
+        ("--retention-days", retention_days),
+        ("--compress-after-days", compress_after_days),
+    ):
+        if value is not None:
+            try:
+                limits.days(value, option)
+            except ValueError as exc:
+                fail(str(exc))
     target = target_dsn(dsn)
 
     async def apply(conn: asyncpg.Connection) -> None:

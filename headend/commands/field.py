@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from headend import limits
 from headend.commands.auth import login
 from headend.config import ClockConfig
 from headend.control.field_switch import field_switch
@@ -32,6 +33,7 @@ from headend.transport import (
     ChannelError,
     ChannelUrlError,
     ModbusChannel,
+    check_protocol,
     open_channel,
     parse_channel_url,
 )
@@ -63,21 +65,51 @@ class FieldError(Exception):
     """A failure to report as one line with a non-zero exit code."""
 
 
-def _driver(
-    url: str, protocol: str, address: str | None, unit: int | None, model: str | None, secrets: str | None
-) -> tuple[Any, Any]:
+def _checked_url(url: str, protocol: str) -> None:
+    """The channel URL is valid and fits the protocol (the daemon's rules), else one FieldError line."""
     if protocol not in PROTOCOLS:
         raise FieldError(f"--protocol must be one of {', '.join(PROTOCOLS)}")
-    channel = open_channel(url)
+    try:
+        check_protocol(protocol, parse_channel_url(url))
+    except ChannelUrlError as exc:
+        hint = "; for a Modbus meter pass --protocol modbus --unit N" if protocol != "modbus" else ""
+        raise FieldError(f"{exc}{hint}") from None
+
+
+def _secrets(path: str | None, writes: bool) -> MeterSecrets:
+    """Meter passwords; unreadable secrets stop writes only (reads need no password)."""
+    try:
+        return MeterSecrets.load(path)
+    except SecretsError:
+        if writes:
+            raise
+        return MeterSecrets()
+
+
+def _driver(
+    url: str,
+    protocol: str,
+    address: str | None,
+    unit: int | None,
+    model: str | None,
+    secrets: str | None,
+    *,
+    writes: bool = False,
+) -> tuple[Any, Any]:
+    _checked_url(url, protocol)
     if protocol == "modbus":
         if unit is None:
             raise FieldError("--unit is required for Modbus meters")
-        if not isinstance(channel, ModbusChannel):
-            raise FieldError("Modbus meters need a modbus-tcp:// or rtu-over-tcp:// channel URL")
+        limits.unit_id(unit, "--unit")
+        channel = open_channel(url)
         return channel, make_driver("modbus", channel, unit, model)
     if not address:
         raise FieldError("--address is required for DL/T 645 meters")
-    return channel, make_driver(protocol, channel, address.rjust(12, "0"), model, MeterSecrets.load(secrets))
+    if not address.isdigit() or len(address) > 12:
+        raise FieldError(f"--address must be up to 12 decimal digits, got {address[:40]!r}")
+    credentials = _secrets(secrets, writes)
+    channel = open_channel(url)
+    return channel, make_driver(protocol, channel, address.rjust(12, "0"), model, credentials)
 
 
 def check_write_target(protocol: str, address: str | None, unit: int | None) -> None:
@@ -238,7 +270,7 @@ def switch_command(
         return
 
     async def work() -> dict[str, Any]:
-        channel, driver = _driver(url, protocol, address, unit, model, secrets)
+        channel, driver = _driver(url, protocol, address, unit, model, secrets, writes=True)
         if dry_run:
             if protocol == "modbus":
                 return {
@@ -293,7 +325,7 @@ def _recorded_switch(
             raise FieldError(f"database: {exc}") from None
         try:
             await me.sign_in(conn, "operator")
-            channel, driver = _driver(url, protocol, address, unit, model, secrets)
+            channel, driver = _driver(url, protocol, address, unit, model, secrets, writes=True)
             try:
                 outcome = await field_switch(
                     conn, meter_ref, action, operator=me.operator_id, reason=str(reason), driver=driver
@@ -334,7 +366,7 @@ def clock_command(
     async def work() -> dict[str, Any]:
         if sync:
             check_write_target(protocol, address, unit)
-        channel, driver = _driver(url, protocol, address, unit, model, secrets)
+        channel, driver = _driver(url, protocol, address, unit, model, secrets, writes=sync)
         try:
             if sync:
                 result = await check_clock(driver, ClockPolicy.from_config(ClockConfig()))
@@ -368,6 +400,8 @@ def profile_command(
     """Read interval records from the meter's load profile (or daily freeze)."""
 
     async def work() -> dict[str, Any]:
+        if end <= start:
+            raise FieldError(f"--to {end.isoformat()} must be after --from {start.isoformat()}")
         channel, driver = _driver(url, protocol, address, unit, model, secrets)
         try:
             records = await driver.read_profile(start.replace(tzinfo=UTC), end.replace(tzinfo=UTC))
@@ -393,26 +427,34 @@ def scan_command(
     candidates: Annotated[str | None, typer.Option(help="Comma-separated addresses to probe.")] = None,
     model: Model = None,
     units: Annotated[str, typer.Option(help="Modbus unit ids to sweep, e.g. 1-32.")] = "1-32",
+    one_meter: Annotated[
+        bool,
+        typer.Option(
+            "--one-meter", help="The line has exactly one meter: ask it for its address (no candidates)."
+        ),
+    ] = False,
     as_json: Json = False,
 ) -> None:
-    """Find meters on a bus: 0x13 on a one-meter line, a candidate list, or a 1997 read on 99..99."""
+    """Find meters on a bus: probe a candidate list, or ask the only meter of a one-meter line."""
 
     async def work() -> dict[str, Any]:
+        _checked_url(url, protocol)
         if protocol == "modbus":
             return {
                 "protocol": protocol,
                 "units": await _sweep(url, model or "eastron_sdm120", units, as_json),
             }
-        if protocol not in PROTOCOLS:
-            raise FieldError(f"--protocol must be one of {', '.join(PROTOCOLS)}")
+        probes = _candidates(candidates)
+        if not probes and not one_meter:
+            raise FieldError(
+                "a DL/T 645 line answers 'who is there' only when it has one meter (several reply at"
+                " once and only one is heard): pass --candidates ADDR,ADDR,... or, on a one-meter line,"
+                " --one-meter"
+            )
         edition = 1997 if protocol == "dlt645-1997" else 2007
-        channel = open_channel(url)
-        if not isinstance(channel, Channel):
-            await channel.close()
-            raise FieldError("DL/T 645 scans need a serial:// or tcp:// channel URL")
+        channel = Channel(parse_channel_url(url))  # DL/T 645: serial:// or tcp:// (checked above)
         found: list[str] = []
         try:
-            probes = [a.strip().rjust(12, "0") for a in candidates.split(",")] if candidates else []
             with Progress(transient=True, disable=as_json) as progress:
                 task = progress.add_task("scanning", total=max(1, len(probes)))
                 if not probes:
@@ -440,23 +482,30 @@ def scan_command(
     _print(result, as_json, table)
 
 
+def _candidates(text: str | None) -> list[str]:
+    """``--candidates`` as 12-digit addresses (each up to 12 decimal digits)."""
+    if not text:
+        return []
+    addresses = [a.strip() for a in text.split(",")]
+    for address in addresses:
+        if not address.isdigit() or len(address) > 12:
+            raise FieldError(f"--candidates: {address[:40]!r} is not a meter address (up to 12 digits)")
+    return [a.rjust(12, "0") for a in addresses]
+
+
 async def _sweep(url: str, model: str, units: str, quiet: bool) -> list[int]:
     """Modbus unit ids that answer a read of the model's first point."""
-    first, _, last = units.partition("-")
-    try:
-        ids = range(int(first), int(last or first) + 1)
-    except ValueError:
-        raise FieldError(f"--units wants a range like 1-32, got {units!r}") from None
-    config = parse_channel_url(url)
-    if config.scheme not in ("modbus-tcp", "rtu-over-tcp"):
-        raise FieldError("Modbus sweeps need a modbus-tcp:// or rtu-over-tcp:// channel URL")
-    channel = ModbusChannel(replace(config, retries=0))  # an absent unit id is silent: do not retry it
+    ids = limits.unit_range(units)
+    config = replace(parse_channel_url(url), retries=0)  # an absent unit id is silent: do not retry it
+    gateway = config.scheme in ("modbus-tcp", "rtu-over-tcp")
+    channel: ModbusChannel | Channel = ModbusChannel(config) if gateway else Channel(config)
     found = []
     try:
         with Progress(transient=True, disable=quiet) as progress:
             task = progress.add_task("sweeping unit ids", total=len(ids))
             for unit in ids:
-                driver = ModbusDriver(channel, unit, model=model)
+                driver = make_driver("modbus", channel, unit, model)
+                assert isinstance(driver, ModbusDriver)
                 try:
                     await driver.read([next(iter(driver.model.points))])
                     found.append(unit)

@@ -40,11 +40,12 @@ def run_command(
     config: Path = typer.Option(None, "--config", "-c", help="Config file (default: $HEADEND_CONFIG)"),
 ) -> None:
     """Run the polling daemon: scheduled reads, backfill, clocks, events, metrics."""
-    path = config or (Path(os.environ["HEADEND_CONFIG"]) if os.environ.get("HEADEND_CONFIG") else None)
+    from_env = config is None and bool(os.environ.get("HEADEND_CONFIG"))
+    path = config or (Path(os.environ["HEADEND_CONFIG"]) if from_env else None)
     try:
         settings = load_config(path)
     except ConfigError as exc:
-        typer.echo(str(exc), err=True)
+        typer.echo(f"HEADEND_CONFIG: {exc}" if from_env else str(exc), err=True)
         raise typer.Exit(2) from None
     configure_logging(settings.logging.level, settings.logging.format)
     asyncio.run(run_daemon(settings))

@@ -7,10 +7,11 @@ import json
 import signal
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
+from headend.transport.url import BAUD_RATES
 from protocols.gdw1376 import Address, GDW1376Error
 from protocols.models import UnknownModel
 from simulators import BusSpec, SimBus, start_bus
@@ -26,15 +27,28 @@ sim_app = typer.Typer(
 BUS_FIELDS = set(BusSpec.__dataclass_fields__)
 
 
+def _usage(message: str) -> NoReturn:
+    """A bad option: one line on stderr, exit code 2."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
 def _endpoint(tcp: str | None, pty: bool) -> dict[str, Any]:
     if pty == bool(tcp):
-        raise typer.BadParameter("give exactly one of --tcp HOST:PORT or --pty")
+        _usage("give exactly one of --tcp HOST:PORT or --pty")
     if pty:
         return {"transport": "pty"}
     host, _, port = (tcp or "").rpartition(":")
-    if not host or not port.isdigit():
-        raise typer.BadParameter(f"--tcp wants HOST:PORT, got {tcp!r}")
+    if not host or not port.isdigit() or int(port) > 65535:
+        _usage(f"--tcp wants HOST:PORT with a port 0..65535, got {tcp!r}")
     return {"transport": "tcp", "host": host, "port": int(port)}
+
+
+def _baud(baud: int) -> int:
+    """A line speed a channel URL accepts (the simulated line is paced at it)."""
+    if baud not in BAUD_RATES:
+        _usage(f"--baud must be one of {', '.join(map(str, BAUD_RATES))}, got {baud}")
+    return baud
 
 
 async def _run_buses(specs: list[BusSpec], as_json: bool) -> None:
@@ -112,16 +126,14 @@ def sim_dlt645(
 ) -> None:
     """Run one DL/T 645 bus in the foreground until Ctrl-C / SIGTERM."""
     if edition not in (2007, 1997):
-        raise typer.BadParameter("--edition must be 2007 or 1997")
+        _usage("--edition must be 2007 or 1997")
     if profile_period % 60 or 86400 % profile_period:
-        raise typer.BadParameter(
-            f"--profile-period {profile_period}: whole minutes dividing a day, e.g. 60, 900"
-        )
+        _usage(f"--profile-period {profile_period}: whole minutes dividing a day, e.g. 60, 900")
     spec = BusSpec(
         protocol="dlt645",
         edition=edition,
         meters=meters,
-        baud=baud,
+        baud=_baud(baud),
         frame_format=frame_format,
         line_timing=line_timing,
         echo=echo,
@@ -165,7 +177,7 @@ def sim_modbus(
         protocol="modbus",
         model=model,
         meters=meters,
-        baud=baud,
+        baud=_baud(baud),
         faults=faults,
         seed=seed,
         load_scale=load_scale,

@@ -89,6 +89,8 @@ class Dlt645Driver:
         self.refused_blocks: set[str] = set()  # block reads this meter answered with an error
         self._steps: dict[tuple[str, ...], list[tuple[str | None, list[tuple[int, str]]]]] = {}
         self.credentials = credentials
+        self.refusals = 0
+        self.last_refusal = ""
         self.utc_offset = utc_offset
         self.turnaround_s = turnaround_s
         self.confirm_timeout_s = confirm_timeout_s  # relay read-back window after a switch
@@ -145,7 +147,10 @@ class Dlt645Driver:
         self.last_rtt_s = rtt
         frame = decode(raw, edition=self.edition)
         if frame.is_abnormal:
-            raise MeterRefused(frame.error_flags or [])
+            refusal = MeterRefused(frame.error_flags or [])
+            self.refusals += 1  # abnormal replies, counted and logged by the engine's worker
+            self.last_refusal = str(refusal)
+            raise refusal
         return frame
 
     async def read_di(self, di: str, *, request: bytes | None = None) -> Any:

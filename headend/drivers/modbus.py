@@ -53,6 +53,8 @@ class ModbusDriver:
         self.capabilities = self.capabilities_of(self.model)
         self.unsupported: dict[str, str] = {}
         self.last_rtt_s: float | None = None
+        self.refusals = 0
+        self.last_refusal = ""
 
     @staticmethod
     def capabilities_of(model: ModbusModel) -> Capabilities:
@@ -69,6 +71,8 @@ class ModbusDriver:
                 raise LineError(f"checksum error or garbage on the line: {exc}") from None
             raise MeterTimeout(str(exc)) from None
         except ModbusError as exc:
+            self.refusals += 1  # Modbus exception replies, counted and logged by the engine's worker
+            self.last_refusal = f"Modbus {EXCEPTION_TEXT.get(exc.code, f'exception {exc.code}')}"
             raise MeterRefused([EXCEPTION_TEXT.get(exc.code, f"exception {exc.code}")]) from None
 
     async def read(self, quantities: list[str]) -> dict[str, float]:

@@ -85,7 +85,13 @@ class Backfiller:
                 records = None
             except (Quarantined, Exception) as exc:
                 log.info(
-                    "backfill deferred", extra={"meter_id": meter.id, "gaps": len(stamps), "error": str(exc)}
+                    "backfill deferred",
+                    extra={
+                        "meter": meter.label,
+                        "meter_id": meter.id,
+                        "gaps": len(stamps),
+                        "error": str(exc),
+                    },
                 )
                 return
             history = None if records is None else ctx.port.profile_records(records)
@@ -95,6 +101,7 @@ class Backfiller:
         log.info(
             "backfilled",
             extra={
+                "meter": meter.label,
                 "meter_id": meter.id,
                 "gaps": len(stamps),
                 "readings": len(readings),

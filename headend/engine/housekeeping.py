@@ -58,7 +58,8 @@ class Housekeeping:
         """Remember that a meter cannot do ``what`` (its model or edition lacks it); say so once."""
         self._unsupported[what].add(meter.id)
         log.info(
-            f"meter does not support {what}; not asked again", extra={"meter_id": meter.id, "error": str(exc)}
+            f"meter does not support {what}; not asked again",
+            extra={"meter": meter.label, "meter_id": meter.id, "error": str(exc)},
         )
 
     async def _clock_job(self, worker: ChannelWorker, meter: MeterSpec) -> None:
@@ -78,10 +79,15 @@ class Housekeeping:
             self._not_supported("clock", meter, exc)
             return
         except Exception as exc:
-            log.info("clock check failed", extra={"meter_id": meter.id, "error": str(exc)})
+            log.info(
+                "clock check failed", extra={"meter": meter.label, "meter_id": meter.id, "error": str(exc)}
+            )
             return
         if result.action == "skipped":
-            log.info("clock correction deferred", extra={"meter_id": meter.id, "reason": result.reason})
+            log.info(
+                "clock correction deferred",
+                extra={"meter": meter.label, "meter_id": meter.id, "reason": result.reason},
+            )
         if not result.corrected:
             return
         streak = self._clock_flags[meter.id] = (
@@ -97,7 +103,12 @@ class Housekeeping:
         log.log(
             logging.WARNING if result.off_after else logging.INFO,
             kind,
-            extra={"meter_id": meter.id, "drift_s": result.drift_before, "after_s": result.drift_after},
+            extra={
+                "meter": meter.label,
+                "meter_id": meter.id,
+                "drift_s": result.drift_before,
+                "after_s": result.drift_after,
+            },
         )
 
     async def _events_job(self, worker: ChannelWorker, meter: MeterSpec) -> None:
@@ -118,7 +129,10 @@ class Housekeeping:
             self._not_supported("events", meter, exc)
             return
         except Exception as exc:
-            log.info("event collection failed", extra={"meter_id": meter.id, "error": str(exc)})
+            log.info(
+                "event collection failed",
+                extra={"meter": meter.label, "meter_id": meter.id, "error": str(exc)},
+            )
             return
         async with self.ctx.db.acquire() as conn:
             await store_events(conn, meter, records)

@@ -7,6 +7,7 @@ import logging
 
 from headend.engine.context import EngineContext
 from headend.engine.model import InventorySnapshot, load_inventory
+from headend.engine.vetting import vet
 from headend.engine.worker import ChannelWorker
 from headend.store.inventory import inventory_version
 
@@ -37,8 +38,11 @@ class InventorySync:
             version = await inventory_version(conn)
             if version == self._version:
                 return set()
-            snapshot = await load_inventory(conn)
+            snapshot, problems = vet(await load_inventory(conn))
         self._version = version
+        for problem in problems:  # logged once per inventory change, counted in a gauge
+            log.warning(problem)
+        ctx.metrics.inventory_refused.set(len(problems))
         for channel_id in set(self.workers) - set(snapshot.channels):
             retired = self.workers.pop(channel_id)
             ctx.tasks.spawn(retired.stop(), f"retire-{retired.spec.name}")

@@ -26,6 +26,13 @@ class MeterSpec:
     unit_id: int | None
     model: str
     installed_at: datetime
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How logs name the meter: its name and address (or unit id)."""
+        where = f"unit {self.unit_id}" if self.protocol == "modbus" else self.address
+        return f"{self.name} ({where})" if self.name else where
 
 
 @dataclass(frozen=True, slots=True)

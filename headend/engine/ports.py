@@ -6,8 +6,11 @@ worker, scheduler and backfill code never depend on a driver's concrete types.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Mapping
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from headend.config import RelayConfig
@@ -21,6 +24,9 @@ if TYPE_CHECKING:
     from headend.drivers.base import Capabilities, MeterDriver
     from headend.drivers.base import ProfileRecord as DriverProfileRecord
     from headend.transport import Bus
+
+log = logging.getLogger(__name__)
+SECRETS_RETRY_S = 60.0  # an unreadable secrets file is tried again this often
 
 
 def values_of(result: Any) -> dict[str, float]:
@@ -62,8 +68,36 @@ class DriverPort:
     """Opens channels and builds meter drivers with the real transport and driver packages."""
 
     def __init__(self, secrets: Secrets = None, relay: RelayConfig | None = None) -> None:
-        self.secrets = secrets
+        self.secrets = secrets  # a path (or None: environment only), MeterSecrets or Credentials
         self.relay = relay or RelayConfig()  # the drivers' confirmation window after a switch
+        self._loaded: Any = None
+        self._failed_at = -SECRETS_RETRY_S
+
+    def credentials_source(self) -> Any:
+        """The meter secrets, loaded once; unreadable secrets cost writes only, never reads.
+
+        A missing or malformed secrets file is logged (once per retry period) and the drivers get
+        no credentials: reads go on, relay and clock writes are refused with "no password".
+        """
+        if not (self.secrets is None or isinstance(self.secrets, str | Path)):
+            return self.secrets
+        if self._loaded is not None:
+            return self._loaded
+        from headend.secrets import MeterSecrets, SecretsError
+
+        now = time.monotonic()
+        if now - self._failed_at < SECRETS_RETRY_S:
+            return MeterSecrets()
+        try:
+            self._loaded = MeterSecrets.load(self.secrets)
+        except SecretsError as exc:
+            self._failed_at = now
+            log.warning(
+                "meter secrets unavailable: meters are still read, relay and clock writes are refused",
+                extra={"error": str(exc)},
+            )
+            return MeterSecrets()
+        return self._loaded
 
     async def open_channel(self, spec: ChannelSpec) -> Bus:
         from headend.transport import open_channel
@@ -74,14 +108,18 @@ class DriverPort:
 
     def make_driver(self, channel: Bus, meter: MeterSpec) -> MeterDriver:
         from headend.drivers import make_driver
+        from headend.transport import check_protocol
 
+        config = getattr(channel, "config", None)
+        if config is not None:
+            check_protocol(meter.protocol, config)  # a one-line ChannelUrlError, counted as a failure
         address = meter.unit_id if meter.protocol == "modbus" else meter.address
         return make_driver(
             meter.protocol,
             channel,
             address,
             meter.model,
-            self.secrets,
+            self.credentials_source(),
             confirm_timeout_s=self.relay.confirm_timeout,
             confirm_poll_s=self.relay.confirm_poll,
         )

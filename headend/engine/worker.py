@@ -33,8 +33,20 @@ ChannelOpener = Callable[[ChannelSpec], Awaitable["Bus"]]
 DriverMaker = Callable[["Bus", MeterSpec], "MeterDriver"]
 
 
+# channel statistics that count replies gone wrong: a damaged checksum, bytes that were no frame
+# (garbage, a truncated reply), a frame for another meter or request (wrong address, stray reply)
+LINE_EVENTS = ("checksum_errors", "noise_bytes", "unexpected_frames")
+REPLY_EVENTS = (*LINE_EVENTS, "refusals")  # + abnormal replies / Modbus exceptions (the driver's count)
+
+
 def _reason(exc: BaseException) -> str:
     return "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+
+
+def _line_counts(channel: Any, driver: Any) -> tuple[int, ...]:
+    """The channel's line-event counters and the driver's count of refusals (abnormal replies)."""
+    stats = getattr(channel, "stats", None)
+    return (*(getattr(stats, name, 0) for name in LINE_EVENTS), getattr(driver, "refusals", 0))
 
 
 class ChannelWorker:
@@ -149,7 +161,15 @@ class ChannelWorker:
             try:
                 await self._execute(job)
             except Exception as exc:  # a bug must cost one job, never the bus
-                log.exception("worker error", extra={"channel": self.spec.name, "meter_id": job.meter_id})
+                meter = self.meters.get(job.meter_id)
+                log.exception(
+                    "worker error",
+                    extra={
+                        "channel": self.spec.name,
+                        "meter_id": job.meter_id,
+                        "meter": meter.label if meter else None,
+                    },
+                )
                 if not job.future.done():
                     job.future.set_exception(exc)
 
@@ -159,14 +179,15 @@ class ChannelWorker:
             job.future.set_exception(LookupError(f"meter {job.meter_id} is not on channel {self.spec.name}"))
             return
         if job.skip_if_quarantined and self.health.quarantined(meter.id):
-            job.future.set_exception(Quarantined(f"meter {meter.id} is quarantined"))
+            job.future.set_exception(Quarantined(f"meter {meter.label} is quarantined"))
             return
         assert job.body is not None
         timeout = self.health.job_limit(meter.id, job.exchanges) + job.wait_s
         loop = asyncio.get_running_loop()
         started = loop.time()
+        driver = self._drivers.get(meter.id)
+        line_before = _line_counts(self.channel, driver)
         try:
-            driver = self._drivers.get(meter.id)
             if driver is None:
                 driver = await self._driver(meter)
             self._arm(loop, started + timeout)
@@ -184,6 +205,7 @@ class ChannelWorker:
         except Exception as exc:  # a meter error must never stop the worker
             elapsed = loop.time() - started
             self.busy_seconds += elapsed
+            self._line_events(meter, driver, line_before)
             self._failed(job, meter, exc)
             if isinstance(exc, ConnectionError):  # the channel itself broke: reopen on the next job
                 await self._close_channel()
@@ -192,6 +214,8 @@ class ChannelWorker:
             return
         elapsed = loop.time() - started
         self.busy_seconds += elapsed
+        if _line_counts(self.channel, driver) != line_before:
+            self._line_events(meter, driver, line_before)
         self.health.succeeded(meter.id, elapsed / max(1, job.exchanges))
         counters = self._counters.get(job.kind)
         if counters is None:
@@ -226,18 +250,52 @@ class ChannelWorker:
         else:
             self._guard = loop.call_at(deadline, self._check_deadline)
 
+    def _line_events(self, meter: MeterSpec, driver: Any, before: tuple[int, ...]) -> None:
+        """Count and log the damaged, stray or abnormal replies seen while talking to ``meter``.
+
+        ``before`` was taken when the job started; a channel or driver made during the job started
+        from zero.
+        """
+        after = _line_counts(self.channel, driver)
+        seen = {
+            kind: now - was for kind, now, was in zip(REPLY_EVENTS, after, before, strict=True) if now > was
+        }
+        if not seen:
+            return
+        for kind, count in seen.items():
+            self.metrics.line_events.labels(self.spec.name, kind).inc(count)
+        details = ", ".join(f"{count} {kind.replace('_', ' ')}" for kind, count in seen.items())
+        if "refusals" in seen:
+            details += f" (last: {getattr(driver, 'last_refusal', '')})"
+        log.warning(
+            f"bad replies from meter {meter.label}: {details}",
+            extra={"meter": meter.label, "meter_id": meter.id, "channel": self.spec.name, **seen},
+        )
+
     def _failed(self, job: Job, meter: MeterSpec, exc: BaseException) -> None:
         reason = _reason(exc)
         self.metrics.failures.labels(self.spec.name, job.kind, reason).inc()
         if reason == "timeout":
             self.metrics.timeouts.labels(self.spec.name).inc()
         if isinstance(exc, answered_errors()):  # the meter answered: healthy, just not able or willing
+            log.info(
+                "meter refused the request",
+                extra={
+                    "meter": meter.label,
+                    "meter_id": meter.id,
+                    "channel": self.spec.name,
+                    "kind": job.kind,
+                    "reason": reason,
+                    "error": str(exc),
+                },
+            )
             return
         if self.health.failed(meter.id, f"{reason}: {exc}"):
             state = self.health.of(meter.id)
             log.warning(
-                "meter quarantined",
+                f"meter {meter.label} quarantined",
                 extra={
+                    "meter": meter.label,
                     "meter_id": meter.id,
                     "channel": self.spec.name,
                     "failures": state.failures,
@@ -247,8 +305,9 @@ class ChannelWorker:
             )
         else:
             log.info(
-                "meter job failed",
+                f"meter {meter.label} job failed",
                 extra={
+                    "meter": meter.label,
                     "meter_id": meter.id,
                     "channel": self.spec.name,
                     "kind": job.kind,

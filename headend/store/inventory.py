@@ -108,6 +108,6 @@ async def enabled_channels(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 async def enabled_meters(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """The enabled, installed meters, by channel then id."""
     return await conn.fetch(
-        "SELECT id, channel_id, protocol, address, unit_id, model, installed_at FROM meters"
+        "SELECT id, channel_id, protocol, address, unit_id, model, installed_at, name FROM meters"
         " WHERE enabled AND removed_at IS NULL ORDER BY channel_id, id"
     )

@@ -171,7 +171,8 @@ async def migrate(
     migrations = discover(directory)
     forced = mode or os.environ.get("HEADEND_STORAGE_MODE") or None
     if forced is not None and forced not in MODES:
-        raise MigrationError(f"storage mode must be one of {', '.join(MODES)}, not {forced!r}")
+        source = "--mode" if mode else "HEADEND_STORAGE_MODE"
+        raise MigrationError(f"{source}: storage mode must be one of {', '.join(MODES)}, not {forced!r}")
     async with _connection(target) as conn:
         await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
         try:

@@ -14,7 +14,7 @@ from headend.transport.channel import (
     ExchangeTimeout,
 )
 from headend.transport.modbus import ModbusChannel, ModbusError
-from headend.transport.url import ChannelConfig, ChannelUrlError, parse_channel_url
+from headend.transport.url import ChannelConfig, ChannelUrlError, check_protocol, parse_channel_url
 
 
 def open_channel(url: str) -> Channel | ModbusChannel:
@@ -42,6 +42,7 @@ __all__ = [
     "ModbusChannel",
     "ModbusError",
     "RegisterBus",
+    "check_protocol",
     "open_channel",
     "parse_channel_url",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import termios
 import time
 import weakref
 from collections.abc import Callable
@@ -254,9 +255,13 @@ class Channel:
             )
         try:
             link = await asyncio.wait_for(self._connect(), self.connect_timeout_s)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, termios.error) as exc:
             self._failures += 1
             self._next_attempt = time.monotonic() + min(MAX_BACKOFF_S, 0.5 * 2 ** (self._failures - 1))
+            if isinstance(exc, termios.error):  # the port refused the line settings (e.g. parity)
+                c = self.config
+                reason = f"the port refuses {c.baud} baud {c.bytesize}{c.parity}{c.stopbits} ({exc.args[-1]})"
+                raise ChannelUnavailable(f"{self.label}: {reason}") from None
             reason = "port busy or missing" if self.config.scheme == "serial" else "cannot connect"
             raise ChannelUnavailable(f"{self.label}: {reason}: {exc or type(exc).__name__}") from None
         self._link = link
@@ -395,6 +400,8 @@ class Channel:
                 self._send(loop, link, request, framer, accept, timeout, waiter)
             try:
                 frame = await waiter
+                if frame is None:  # timed out: what the framer holds (a truncated reply) is noise
+                    framer.reset()
             except ChannelUnavailable:
                 if self._link is link:
                     self._drop()

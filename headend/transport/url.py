@@ -1,18 +1,33 @@
-"""Channel URLs: where a bus is and how its line is set up.
+"""Channel URLs: where a bus is and how its line is set up, validated once for the CLI, import and daemon.
 
 ``serial:///dev/ttyUSB0?baud=2400&parity=E&bytesize=8&stopbits=1``, ``tcp://10.0.0.5:8899`` (a
 transparent serial server / DTU; ``?baud=`` tells the line speed behind it for timeouts),
 ``modbus-tcp://host:502`` and ``rtu-over-tcp://host:4001``. Query options common to all:
 ``gap_ms`` (inter-frame gap), ``turnaround_ms`` (meter response allowance), ``retries``.
+:func:`check_protocol` says whether a meter protocol can run on a channel.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 SCHEMES = ("serial", "tcp", "modbus-tcp", "rtu-over-tcp")
 DEFAULT_PORTS = {"modbus-tcp": 502}
+BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200)
+MAX_RETRIES = 10
+MAX_GAP_MS = 10_000.0
+MAX_TURNAROUND_MS = 60_000.0
+MAX_URL_LENGTH = 1000
+# which channel schemes each meter protocol can use: DL/T 645 needs raw frames (serial or a
+# transparent serial server); Modbus runs on its gateways and as RTU on a raw line
+PROTOCOL_SCHEMES = {
+    "dlt645-2007": ("serial", "tcp"),
+    "dlt645-1997": ("serial", "tcp"),
+    "modbus": SCHEMES,
+}
 
 
 class ChannelUrlError(ValueError):
@@ -50,41 +65,97 @@ class ChannelConfig:
         """A short name for logs and metrics (no credentials are ever part of a channel URL)."""
         return self.path if self.scheme == "serial" else f"{self.scheme}://{self.host}:{self.port}"
 
+    @property
+    def bus(self) -> str:
+        """The physical bus: the real device path, or ``host:port`` whatever the TCP scheme."""
+        if self.scheme == "serial":
+            return os.path.realpath(self.path)
+        return f"{self.host.lower()}:{self.port}"
+
+
+def _integer(url: str, key: str, text: str, allowed: range | tuple[int, ...], hint: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ChannelUrlError(f"{key} must be a whole number, got {text!r} in {url!r}") from None
+    if value not in allowed:
+        raise ChannelUrlError(f"{key} must be {hint}, got {value} in {url!r}")
+    return value
+
+
+def _millis(url: str, key: str, text: str, maximum: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ChannelUrlError(f"{key} must be a number of milliseconds, got {text!r} in {url!r}") from None
+    if not math.isfinite(value) or not 0 <= value <= maximum:
+        raise ChannelUrlError(f"{key} must be 0..{maximum:g} ms, got {text!r} in {url!r}")
+    return value / 1000
+
+
+def _options(url: str, query: dict[str, str]) -> dict[str, int | float | str]:
+    options: dict[str, int | float | str] = {}
+    rates = ", ".join(map(str, BAUD_RATES))
+    if "baud" in query:
+        options["baud"] = _integer(url, "baud", query.pop("baud"), BAUD_RATES, f"one of {rates}")
+    if "bytesize" in query:
+        options["bytesize"] = _integer(url, "bytesize", query.pop("bytesize"), range(5, 9), "5..8")
+    if "stopbits" in query:
+        options["stopbits"] = _integer(url, "stopbits", query.pop("stopbits"), (1, 2), "1 or 2")
+    if "retries" in query:
+        limit = range(MAX_RETRIES + 1)
+        options["retries"] = _integer(url, "retries", query.pop("retries"), limit, f"0..{MAX_RETRIES}")
+    if "parity" in query:
+        options["parity"] = query.pop("parity").upper()
+        if options["parity"] not in ("N", "E", "O"):
+            raise ChannelUrlError(f"parity must be N, E or O in {url!r}")
+    if "gap_ms" in query:
+        options["gap_s"] = _millis(url, "gap_ms", query.pop("gap_ms"), MAX_GAP_MS)
+    if "turnaround_ms" in query:
+        options["turnaround_s"] = _millis(url, "turnaround_ms", query.pop("turnaround_ms"), MAX_TURNAROUND_MS)
+    if query:
+        raise ChannelUrlError(f"unknown channel options {sorted(query)} in {url!r}")
+    return options
+
 
 def parse_channel_url(url: str) -> ChannelConfig:
     """Parse and validate a channel URL; raises ChannelUrlError with the offending part."""
+    if len(url) > MAX_URL_LENGTH:
+        raise ChannelUrlError(f"channel URL is {len(url)} characters long (at most {MAX_URL_LENGTH})")
+    if not url.isprintable():
+        raise ChannelUrlError(f"channel URL contains control characters: {url!r}")
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise ChannelUrlError(
             f"unsupported channel scheme {parts.scheme!r} in {url!r}; use {', '.join(SCHEMES)}"
         )
-    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-    options: dict[str, object] = {}
     try:
-        for key, cast in (("baud", int), ("bytesize", int), ("stopbits", int), ("retries", int)):
-            if key in query:
-                options[key] = cast(query.pop(key))
-        if "parity" in query:
-            options["parity"] = query.pop("parity").upper()
-        if "gap_ms" in query:
-            options["gap_s"] = float(query.pop("gap_ms")) / 1000
-        if "turnaround_ms" in query:
-            options["turnaround_s"] = float(query.pop("turnaround_ms")) / 1000
-    except ValueError as exc:
-        raise ChannelUrlError(f"bad number in {url!r}: {exc}") from None
-    if query:
-        raise ChannelUrlError(f"unknown channel options {sorted(query)} in {url!r}")
-    if options.get("parity", "E") not in ("N", "E", "O"):
-        raise ChannelUrlError(f"parity must be N, E or O in {url!r}")
+        pairs = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise ChannelUrlError(f"malformed options {parts.query!r} in {url!r}") from None
+    query = {key: values[-1] for key, values in pairs.items()}
+    options = _options(url, query)
     if scheme == "serial":
-        if not parts.path:
+        if not parts.path or parts.netloc:
             raise ChannelUrlError(f"serial URL needs a device path, e.g. serial:///dev/ttyUSB0, got {url!r}")
         return ChannelConfig(scheme, path=parts.path, **options)  # type: ignore[arg-type]
     try:
         port = parts.port or DEFAULT_PORTS.get(scheme, 0)
     except ValueError:
-        raise ChannelUrlError(f"bad port in {url!r}") from None
+        raise ChannelUrlError(f"bad port in {url!r} (1..65535)") from None
     if not parts.hostname or not port:
         raise ChannelUrlError(f"{scheme} URL needs host and port, e.g. {scheme}://10.0.0.5:8899, got {url!r}")
     return ChannelConfig(scheme, host=parts.hostname, port=port, **options)  # type: ignore[arg-type]
+
+
+def check_protocol(protocol: str, config: ChannelConfig) -> None:
+    """Raise ChannelUrlError unless meters of ``protocol`` can be read over this channel."""
+    schemes = PROTOCOL_SCHEMES.get(protocol)
+    if schemes is None:
+        raise ChannelUrlError(f"unknown protocol {protocol!r}; use {', '.join(PROTOCOL_SCHEMES)}")
+    if config.scheme not in schemes:
+        raise ChannelUrlError(
+            f"protocol {protocol} cannot run on a {config.scheme}:// channel"
+            f" (use {', '.join(s + '://' for s in schemes)})"
+        )

@@ -72,6 +72,8 @@ class RtuDeframer:
         self._echo = bytes(request)
 
     def reset(self) -> None:
+        """Discard buffered bytes (e.g. a truncated reply, after a timeout); counted as noise."""
+        self.noise_bytes += len(self._buf)
         self._buf.clear()
 
     def feed(self, chunk: bytes) -> list[bytes]:

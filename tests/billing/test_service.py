@@ -57,7 +57,7 @@ async def test_each_pass_bills_new_readings_once_and_defers_incomplete_accounts(
             for suffix in ("a", "b") if number == "P-2" else ("a",):
                 meters[number + suffix] = await conn.fetchval(
                     "INSERT INTO meters (protocol, address, model, channel_id, account_id) VALUES "
-                    "('dlt645-2007', $1, 'm', $2, $3) RETURNING id",
+                    "('dlt645-2007', $1, 'dlt645-generic', $2, $3) RETURNING id",
                     f"{len(meters) + 1}",
                     channel,
                     account,
@@ -105,7 +105,7 @@ async def test_the_daemon_runs_the_billing_service(pg_dsn: str, tmp_path: object
         )
         meter = await conn.fetchval(
             "INSERT INTO meters (protocol, address, model, channel_id, account_id) VALUES "
-            "('dlt645-2007', '1', 'm', $1, $2) RETURNING id",
+            "('dlt645-2007', '1', 'dlt645-generic', $1, $2) RETURNING id",
             channel,
             account,
         )

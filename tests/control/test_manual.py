@@ -111,7 +111,7 @@ async def test_a_sent_command_cannot_be_cancelled_blind(pg_dsn: str) -> None:
         )
         meter = await conn.fetchval(
             "INSERT INTO meters (protocol, address, model, channel_id, has_relay) "
-            "VALUES ('dlt645-2007', '000000000001', 'm', $1, true) RETURNING id",
+            "VALUES ('dlt645-2007', '000000000001', 'dlt645-generic', $1, true) RETURNING id",
             channel,
         )
         sent = await conn.fetchval(

@@ -69,4 +69,4 @@ def test_run_command_exits_2_with_the_reason(tmp_path: Path) -> None:
         timeout=60,
     )
     assert out.returncode == 2
-    assert f"{path}: clock.max_drift: Input should be greater than 0" in out.stderr
+    assert f"{path}: clock.max_drift: must be between 0.1 s and 366 d, got -5 s" in out.stderr

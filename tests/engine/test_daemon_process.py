@@ -79,7 +79,7 @@ def test_daemon_serves_metrics_picks_up_inventory_and_stops_on_sigterm(
     inv = tmp_path / "inv.toml"
     inv.write_text(
         '[[channels]]\nname = "bus-9"\nurl = "tcp://127.0.0.1:9"\n'
-        '[[meters]]\nchannel = "bus-9"\nprotocol = "dlt645-2007"\naddress = "42"\nmodel = "m"\n'
+        '[[meters]]\nchannel = "bus-9"\nprotocol = "dlt645-2007"\naddress = "42"\nmodel = "dlt645-generic"\n'
     )
     subprocess.run(
         [sys.executable, "-m", "headend.cli", "inventory", "import", str(inv), "--dsn", pg_dsn],

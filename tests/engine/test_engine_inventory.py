@@ -8,6 +8,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+import headend.config
 from headend.config import validate_config
 from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
@@ -48,7 +49,13 @@ async def _wait_until(predicate, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_inventory_changes_are_picked_up_while_running(pg_dsn: str, tmp_path: Path) -> None:
+async def test_inventory_changes_are_picked_up_while_running(
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the service allowlist names the project's services; this test adds its own recording one
+    monkeypatch.setattr(
+        headend.config, "SERVICES", headend.config.SERVICES | {f"{__name__}:recording_service"}
+    )
     conn = await asyncpg.connect(pg_dsn)
     engine = Engine(_config(), pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
     await engine.start()
@@ -58,8 +65,8 @@ async def test_inventory_changes_are_picked_up_while_running(pg_dsn: str, tmp_pa
         inv = tmp_path / "inv.toml"
         inv.write_text(
             '[[channels]]\nname = "a"\nurl = "tcp://127.0.0.1:9"\n'
-            '[[meters]]\nchannel = "a"\nprotocol = "dlt645-2007"\naddress = "1"\nmodel = "m"\n'
-            '[[meters]]\nchannel = "a"\nprotocol = "dlt645-2007"\naddress = "2"\nmodel = "m"\n'
+            '[[meters]]\nchannel = "a"\nprotocol = "dlt645-2007"\naddress = "1"\nmodel = "dlt645-generic"\n'
+            '[[meters]]\nchannel = "a"\nprotocol = "dlt645-2007"\naddress = "2"\nmodel = "dlt645-generic"\n'
         )
         await import_inventory(conn, read_inventory(inv))
         await _wait_until(

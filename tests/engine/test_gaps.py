@@ -23,9 +23,9 @@ async def test_find_gaps_skips_stored_and_preinstallation_intervals(pg_dsn: str,
     inv = tmp_path / "inv.toml"
     inv.write_text(
         '[[channels]]\nname = "a"\nurl = "tcp://127.0.0.1:1"\n'
-        '[[meters]]\nchannel = "a"\nprotocol = "dlt645-2007"\naddress = "1"\nmodel = "m"\n'
+        '[[meters]]\nchannel = "a"\nprotocol = "dlt645-2007"\naddress = "1"\nmodel = "dlt645-generic"\n'
         "installed_at = 2026-05-04T10:00:00Z\n"
-        '[[meters]]\nchannel = "a"\nprotocol = "dlt645-2007"\naddress = "2"\nmodel = "m"\n'
+        '[[meters]]\nchannel = "a"\nprotocol = "dlt645-2007"\naddress = "2"\nmodel = "dlt645-generic"\n'
         "installed_at = 2026-05-04T11:20:00Z\n"
     )
     conn = await asyncpg.connect(pg_dsn)

@@ -47,8 +47,8 @@ async def test_reimport_updates_in_place_and_csv_merges(pg_dsn: str, tmp_path: P
         csv_path = tmp_path / "more.csv"
         csv_path.write_text(
             "channel,channel_url,protocol,address,model,name,has_relay\n"
-            "substation-3-bus-a,serial:///dev/ttyUSB0?baud=2400&parity=E,dlt645-2007,12345678,m2,Renamed,no\n"
-            "new-bus,tcp://127.0.0.1:9000,dlt645-2007,1,m2,,yes\n"
+            "substation-3-bus-a,serial:///dev/ttyUSB0?baud=2400&parity=E,dlt645-2007,12345678,dlt645-generic,Renamed,no\n"
+            "new-bus,tcp://127.0.0.1:9000,dlt645-2007,1,dlt645-generic,,yes\n"
         )
         result = await import_inventory(conn, read_inventory(csv_path))
         assert (result.channels, result.meters) == (2, 2)
@@ -56,7 +56,7 @@ async def test_reimport_updates_in_place_and_csv_merges(pg_dsn: str, tmp_path: P
         row = await conn.fetchrow(
             "SELECT name, model, has_relay, updated_at FROM meters WHERE address = '000012345678'"
         )
-        assert (row["name"], row["model"], row["has_relay"]) == ("Renamed", "m2", False)
+        assert (row["name"], row["model"], row["has_relay"]) == ("Renamed", "dlt645-generic", False)
         assert row["updated_at"] > before
     finally:
         await conn.close()
@@ -65,27 +65,29 @@ async def test_reimport_updates_in_place_and_csv_merges(pg_dsn: str, tmp_path: P
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ('[[channels]]\nname = "a"\nurl = "http://x:1"\n', "channels[0]: url: scheme must be one of"),
-        ('[[channels]]\nname = "a"\nurl = "tcp://host"\n', "channels[0]: url: a TCP channel needs host:port"),
+        ('[[channels]]\nname = "a"\nurl = "http://x:1"\n', "channels[0]: url: unsupported channel scheme"),
+        ('[[channels]]\nname = "a"\nurl = "tcp://host"\n', "channels[0]: url: tcp URL needs host and port"),
         (
-            '[[meters]]\nchannel = "a"\nprotocol = "dlt645-2007"\naddress = "12AB"\nmodel = "m"\n',
+            '[[meters]]\nchannel = "a"\nprotocol = "dlt645-2007"\naddress = "12AB"\n'
+            'model = "dlt645-generic"\n',
             "meters[0]: (row): DL/T 645 address must be up to 12 decimal digits",
         ),
         (
-            '[[meters]]\nchannel = "a"\nprotocol = "modbus"\nmodel = "m"\n',
+            '[[meters]]\nchannel = "a"\nprotocol = "modbus"\nmodel = "eastron_sdm120"\n',
             "meters[0]: (row): a Modbus meter needs unit_id",
         ),
         (
-            '[[meters]]\nchannel = "a"\nprotocol = "iec62056"\naddress = "1"\nmodel = "m"\n',
+            '[[meters]]\nchannel = "a"\nprotocol = "iec62056"\naddress = "1"\nmodel = "dlt645-generic"\n',
             "meters[0]: protocol:",
         ),
         (
-            '[[meters]]\nchannel = "a"\nprotocol = "modbus"\nunit_id = 1\nmodel = "m"\nbaud = 2400\n',
+            '[[meters]]\nchannel = "a"\nprotocol = "modbus"\nunit_id = 1\nmodel = "eastron_sdm120"\n'
+            "baud = 2400\n",
             "meters[0]: baud: unknown field",
         ),
         (
-            '[[meters]]\nchannel = "a"\nprotocol = "modbus"\nunit_id = 1\nmodel = "m"\n'
-            '[[meters]]\nchannel = "a"\nprotocol = "modbus"\nunit_id = 1\nmodel = "m"\n',
+            '[[meters]]\nchannel = "a"\nprotocol = "modbus"\nunit_id = 1\nmodel = "eastron_sdm120"\n'
+            '[[meters]]\nchannel = "a"\nprotocol = "modbus"\nunit_id = 1\nmodel = "eastron_sdm120"\n',
             "meters[1]: address: duplicate of meters[0]",
         ),
     ],
@@ -101,8 +103,8 @@ def test_bad_files_are_refused_with_location(tmp_path: Path, body: str, expected
 def test_csv_errors_name_the_line(tmp_path: Path) -> None:
     path = tmp_path / "inv.csv"
     path.write_text(
-        "channel,channel_url,protocol,address,model\nb,tcp://127.0.0.1:1,dlt645-2007,1,m\n"
-        "b,tcp://127.0.0.1:1,modbus,,m\n"
+        "channel,channel_url,protocol,address,model\nb,tcp://127.0.0.1:1,dlt645-2007,1,dlt645-generic\n"
+        "b,tcp://127.0.0.1:1,modbus,,eastron_sdm120\n"
     )
     with pytest.raises(InventoryError, match=r"inv.csv: line 3: \(row\): a Modbus meter needs unit_id"):
         read_inventory(path)
@@ -112,8 +114,8 @@ async def test_unknown_channel_or_account_rolls_back(pg_dsn: str, tmp_path: Path
     path = tmp_path / "inv.toml"
     path.write_text(
         '[[channels]]\nname = "a"\nurl = "tcp://127.0.0.1:1"\n'
-        '[[meters]]\nchannel = "zz"\nprotocol = "modbus"\nunit_id = 1\nmodel = "m"\n'
-        '[[meters]]\nchannel = "a"\nprotocol = "modbus"\nunit_id = 2\nmodel = "m"\n'
+        '[[meters]]\nchannel = "zz"\nprotocol = "modbus"\nunit_id = 1\nmodel = "eastron_sdm120"\n'
+        '[[meters]]\nchannel = "a"\nprotocol = "modbus"\nunit_id = 2\nmodel = "eastron_sdm120"\n'
         'account = "A-9"\n'
     )
     conn = await asyncpg.connect(pg_dsn)
@@ -147,7 +149,9 @@ def test_cli_import_and_list(pg_dsn: str, tmp_path: Path) -> None:
         ("substation-3-bus-a", "000012345679", True),
     ]
     bad = tmp_path / "bad.csv"
-    bad.write_text("channel,channel_url,protocol,address,model\nx,tcp://127.0.0.1:1,dlt645-2007,,m\n")
+    bad.write_text(
+        "channel,channel_url,protocol,address,model\nx,tcp://127.0.0.1:1,dlt645-2007,,dlt645-generic\n"
+    )
     refused = subprocess.run(
         [*cli, "import", str(bad), "--dsn", pg_dsn], capture_output=True, text=True, timeout=60
     )

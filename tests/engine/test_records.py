@@ -19,8 +19,8 @@ async def _two_channels(conn: asyncpg.Connection, tmp_path: Path) -> None:
     inv = tmp_path / "inv.toml"
     inv.write_text(
         '[[channels]]\nname = "a"\nurl = "tcp://127.0.0.1:1"\n[[channels]]\nname = "b"\nurl = "tcp://127.0.0.1:2"\n'
-        '[[meters]]\nchannel = "a"\nprotocol = "dlt645-2007"\naddress = "1"\nmodel = "m"\n'
-        '[[meters]]\nchannel = "b"\nprotocol = "dlt645-2007"\naddress = "2"\nmodel = "m"\n'
+        '[[meters]]\nchannel = "a"\nprotocol = "dlt645-2007"\naddress = "1"\nmodel = "dlt645-generic"\n'
+        '[[meters]]\nchannel = "b"\nprotocol = "dlt645-2007"\naddress = "2"\nmodel = "dlt645-generic"\n'
     )
     await import_inventory(conn, read_inventory(inv))
 

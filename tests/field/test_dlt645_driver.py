@@ -202,7 +202,7 @@ async def test_channel_errors_are_one_line() -> None:
     for url, message in [
         ("ftp://x", "unsupported channel scheme"),
         ("tcp://host", "needs host and port"),
-        ("serial:///dev/x?baud=fast", "bad number"),
+        ("serial:///dev/x?baud=fast", "baud must be a whole number"),
         ("serial:///dev/x?speed=1", "unknown"),
     ]:
         with pytest.raises(ChannelUrlError, match=message):

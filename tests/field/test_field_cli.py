@@ -94,14 +94,14 @@ async def test_clock_and_profile() -> None:
 
 async def test_scan_one_meter_line_and_candidates() -> None:
     async with await start_bus(BusSpec(meters=1, seed=73)) as bus:
-        code, out, _ = await headend("scan", bus.url, "--json")
+        code, out, _ = await headend("scan", bus.url, "--one-meter", "--json")
         assert code == 0 and json.loads(out)["meters"] == [bus.meters[0].address]
     async with await start_bus(BusSpec(meters=3, seed=74)) as bus:
         wanted = [m.address for m in bus.meters[:2]] + ["000000000009"]
         code, out, _ = await headend("scan", bus.url, "--candidates", ",".join(wanted), "--json")
         assert code == 0 and json.loads(out)["meters"] == sorted(wanted[:2])
     async with await start_bus(BusSpec(meters=1, seed=75, edition=1997)) as bus:
-        code, out, _ = await headend("scan", bus.url, "-p", "dlt645-1997", "--json")
+        code, out, _ = await headend("scan", bus.url, "-p", "dlt645-1997", "--one-meter", "--json")
         assert code == 0 and json.loads(out)["meters"] == [bus.meters[0].address]
 
 
@@ -176,3 +176,37 @@ async def test_switch_refuses_bad_operator_ids_and_an_unrecorded_switch_without_
         code, _, err = await headend("switch", bus.url, "off", "-a", address, "--operator", "1001")
         assert code == 1 and "give --no-record" in err
         assert bus.requests[0x1C] == 0 and not bus.meters[0].model.relay.open
+
+
+async def test_the_url_sim_pty_prints_works_as_printed_for_modbus_on_serial() -> None:
+    """``headend sim modbus --pty`` prints a serial:// URL with its line settings (8N1 at 9600); the
+    CLI reads and sweeps Modbus meters over it (RTU on a serial line, as the daemon does)."""
+    sim = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "headend.cli",
+        "sim",
+        "modbus",
+        "--model",
+        "eastron_sdm120",
+        "--meters",
+        "2",
+        "--pty",
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert sim.stdout is not None
+        url = json.loads(await asyncio.wait_for(sim.stdout.readline(), 30))["url"]
+        assert url.startswith("serial:///dev/") and url.endswith("?baud=9600&parity=N")
+        args = ("-p", "modbus", "--model", "eastron_sdm120")
+        code, out, err = await headend("read", url, *args, "--unit", "2", "energy_import_kwh", "--json")
+        assert code == 0, err
+        assert json.loads(out)["values"]["energy_import_kwh"] > 0
+        code, out, err = await headend("scan", url, *args, "--units", "1-3", "--json")
+        assert code == 0, err
+        assert json.loads(out)["units"] == [1, 2]
+    finally:
+        sim.terminate()
+        await asyncio.wait_for(sim.wait(), 30)

@@ -32,7 +32,7 @@ class RawClient:
             host, port = bus.url[len("tcp://") :].rsplit(":", 1)
             reader, writer = await asyncio.open_connection(host, int(port))
             return cls(reader, writer, None)
-        fd = os.open(bus.url[len("serial://") :], os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        fd = os.open(bus.url[len("serial://") :].partition("?")[0], os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         return cls(None, None, fd)
 
     async def _read_chunk(self, timeout: float) -> bytes:
@@ -98,7 +98,8 @@ def modbus_client(url: str, timeout: float = 0.5) -> AsyncModbusTcpClient | Asyn
     """A pymodbus client (not connected) for a Modbus bus url: modbus-tcp://, rtu-over-tcp:// or serial://."""
     scheme, rest = url.split("://", 1)
     if scheme == "serial":
-        return AsyncModbusSerialClient(rest, baudrate=9600, parity="N", timeout=timeout, retries=0)
+        path = rest.partition("?")[0]  # the line options the URL carries are the pty's: 8N1
+        return AsyncModbusSerialClient(path, baudrate=9600, parity="N", timeout=timeout, retries=0)
     host, port = rest.rsplit(":", 1)
     framer = FramerType.SOCKET if scheme == "modbus-tcp" else FramerType.RTU
     return AsyncModbusTcpClient(host, port=int(port), framer=framer, timeout=timeout, retries=0)

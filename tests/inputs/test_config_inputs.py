@@ -1,0 +1,130 @@
+"""Bad daemon configuration: ``headend run --config FILE`` refuses each with one line and exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.inputs.harness import assert_refused, headend
+
+# (case id, TOML body, message the one error line must contain)
+CASES: list[tuple[str, str, str]] = [
+    (
+        "interval-1ms",
+        '[polling]\ninterval = "1ms"\n',
+        "polling.interval: must be between 1 s and 1 d, got 0.001 s",
+    ),
+    (
+        "interval-huge",
+        '[polling]\ninterval = "99999999999999d"\n',
+        "polling.interval: must be between 1 s and 1 d",
+    ),
+    ("interval-zero", "[polling]\ninterval = 0\n", "polling.interval: must be between 1 s and 1 d, got 0 s"),
+    ("interval-negative", "[polling]\ninterval = -5\n", "polling.interval: must be between 1 s and 1 d"),
+    ("interval-word", '[polling]\ninterval = "fifteen"\n', "polling.interval: must be a duration"),
+    ("interval-bool", "[polling]\ninterval = true\n", "polling.interval: must be a duration"),
+    ("interval-nan", "[polling]\ninterval = nan\n", "polling.interval: must be a finite duration"),
+    ("interval-inf", "[polling]\ninterval = inf\n", "polling.interval: must be a finite duration"),
+    ("interval-digits", '[polling]\ninterval = "' + "9" * 400 + 's"\n', "polling.interval: must be a finite"),
+    ("offset-negative", '[polling]\noffset = "-1s"\n', "polling.offset: must be a duration"),
+    (
+        "offset-too-long",
+        '[polling]\ninterval = "10s"\noffset = "10s"\n',
+        "polling.offset: must be shorter than",
+    ),
+    (
+        "reload-1ms",
+        '[polling]\ninventory_reload = "1ms"\n',
+        "polling.inventory_reload: must be between 0.1 s",
+    ),
+    (
+        "lookback-999d",
+        '[backfill]\nlookback = "999d"\n',
+        "backfill.lookback: must be between 0.1 s and 366 d",
+    ),
+    ("max-drift-negative", "[clock]\nmax_drift = -5\n", "clock.max_drift: must be between 0.1 s and 366 d"),
+    (
+        "timeouts-inverted",
+        '[timeouts]\nminimum = "2s"\nmaximum = "1s"\n',
+        "timeouts.maximum: must be at least",
+    ),
+    ("log-level-loud", '[logging]\nlevel = "LOUD"\n', "logging.level: unknown log level 'LOUD'"),
+    ("log-format-xml", '[logging]\nformat = "xml"\n', "logging.format: String should match pattern"),
+    (
+        "metrics-host",
+        '[metrics]\nhost = "no-such-host.invalid"\n',
+        "cannot resolve host 'no-such-host.invalid'",
+    ),
+    (
+        "metrics-port",
+        "[metrics]\nport = 70000\n",
+        "metrics.port: Input should be less than or equal to 65535",
+    ),
+    (
+        "event-kind",
+        '[events]\nkinds = ["power_down", "meteor_strike"]\n',
+        "unknown event kind 'meteor_strike'",
+    ),
+    (
+        "service-os-system",
+        '[engine]\nservices = ["os:system"]\n',
+        "engine.services: unknown service 'os:system'",
+    ),
+    ("service-near-miss", '[engine]\nservices = ["headend.billing.service:nope"]\n', "unknown service"),
+    ("unknown-key", "[polling]\nintervall = 5\n", "polling.intervall: unknown key"),
+    ("unknown-section", "[turbo]\nenabled = true\n", "turbo: unknown key"),
+    ("no-default-plan", '[read_plans.x]\nquantities = ["energy"]\n', "needs a [read_plans.default] entry"),
+    (
+        "plan-name-case",
+        '[read_plans.default]\nquantities = ["Energy"]\n',
+        "quantity names are lower_snake_case",
+    ),
+    ("timezone", '[safety]\ntimezone = "Mars/Olympus"\n', "safety.timezone: unknown time zone"),
+    (
+        "spool-huge",
+        "[database]\nspool_max_mb = 1000000000000\n",
+        "database.spool_max_mb: Input should be less",
+    ),
+    (
+        "quarantine-zero",
+        "[health]\nquarantine_after = 0\n",
+        "health.quarantine_after: Input should be greater",
+    ),
+    ("due-days-negative", "[billing]\ndue_days = -1\n", "billing.due_days: Input should be greater than"),
+    ("toml-broken", "[polling\n", "not valid TOML"),
+    ("binary", "\x00\x01\x02", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_config_is_refused(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "headend.toml"
+    path.write_text(body, encoding="utf-8")
+    outcome = headend("run", "--config", str(path))
+    assert_refused(outcome, 2, f"{path}: ")
+    assert message in outcome.err
+
+
+def test_missing_config_file_names_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    assert_refused(headend("run", "--config", str(missing)), 2, f"{missing}: cannot read")
+
+
+def test_missing_config_from_the_environment_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HEADEND_CONFIG", str(tmp_path / "nope.toml"))
+    assert_refused(headend("run"), 2, f"HEADEND_CONFIG: {tmp_path / 'nope.toml'}: cannot read")
+
+
+def test_the_project_services_are_still_allowed(tmp_path: Path) -> None:
+    from headend.config import load_config
+
+    path = tmp_path / "ok.toml"
+    path.write_text(
+        '[engine]\nservices = ["headend.billing.service:run", "headend.control.service:run"]\n'
+        '[logging]\nlevel = "debug"\n[polling]\ninterval = "1d"\n'
+    )
+    config = load_config(path)
+    assert config.logging.level == "DEBUG" and config.polling.interval == 86400.0
