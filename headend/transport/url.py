@@ -4,6 +4,12 @@
 transparent serial server / DTU; ``?baud=`` tells the line speed behind it for timeouts),
 ``modbus-tcp://host:502`` and ``rtu-over-tcp://host:4001``. Query options common to all:
 ``gap_ms`` (inter-frame gap), ``turnaround_ms`` (meter response allowance), ``retries``.
+
+Q/GDW 1376.1 concentrators: ``gdw1376://0314-25394`` (a concentrator that dials in, named by its
+region-terminal address A1+A2) and ``gdw1376+tcp://host:port?address=0314-25394`` (a terminal with a
+fixed address that we connect to). There ``turnaround_ms`` is the concentrator's answer allowance
+(network round trip; default 5 s), ``baud`` the meters' line speed behind it (for AFN 10 F1) and
+``msa`` our master station address (1..127, default 1).
 """
 
 from __future__ import annotations
@@ -11,7 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-SCHEMES = ("serial", "tcp", "modbus-tcp", "rtu-over-tcp")
+from protocols.gdw1376 import Address, GDW1376Error
+
+SCHEMES = ("serial", "tcp", "modbus-tcp", "rtu-over-tcp", "gdw1376", "gdw1376+tcp")
+CONCENTRATOR_SCHEMES = ("gdw1376", "gdw1376+tcp")
+CONCENTRATOR_TURNAROUND_S = 5.0
 DEFAULT_PORTS = {"modbus-tcp": 502}
 
 
@@ -34,6 +44,8 @@ class ChannelConfig:
     gap_s: float = 0.05
     turnaround_s: float = 0.5
     retries: int = 1
+    terminal: str = ""  # gdw1376: the concentrator's region-terminal address (0314-25394)
+    msa: int = 1  # gdw1376: our master station address
 
     @property
     def bits_per_char(self) -> int:
@@ -48,6 +60,8 @@ class ChannelConfig:
     @property
     def label(self) -> str:
         """A short name for logs and metrics (no credentials are ever part of a channel URL)."""
+        if self.scheme == "gdw1376":
+            return f"gdw1376://{self.terminal}"
         return self.path if self.scheme == "serial" else f"{self.scheme}://{self.host}:{self.port}"
 
 
@@ -73,6 +87,8 @@ def parse_channel_url(url: str) -> ChannelConfig:
             options["turnaround_s"] = float(query.pop("turnaround_ms")) / 1000
     except ValueError as exc:
         raise ChannelUrlError(f"bad number in {url!r}: {exc}") from None
+    if scheme in CONCENTRATOR_SCHEMES:
+        return _concentrator(url, scheme, parts.netloc, query, options)
     if query:
         raise ChannelUrlError(f"unknown channel options {sorted(query)} in {url!r}")
     if options.get("parity", "E") not in ("N", "E", "O"):
@@ -88,3 +104,33 @@ def parse_channel_url(url: str) -> ChannelConfig:
     if not parts.hostname or not port:
         raise ChannelUrlError(f"{scheme} URL needs host and port, e.g. {scheme}://10.0.0.5:8899, got {url!r}")
     return ChannelConfig(scheme, host=parts.hostname, port=port, **options)  # type: ignore[arg-type]
+
+
+def _concentrator(
+    url: str, scheme: str, netloc: str, query: dict[str, str], options: dict[str, object]
+) -> ChannelConfig:
+    """``gdw1376://ADDRESS`` or ``gdw1376+tcp://host:port?address=ADDRESS`` (see the module docstring)."""
+    named = netloc if scheme == "gdw1376" else query.pop("address", "")
+    if "msa" in query:
+        try:
+            options["msa"] = int(query.pop("msa"))
+        except ValueError:
+            raise ChannelUrlError(f"bad number in {url!r}: msa") from None
+        if not 1 <= int(options["msa"]) <= 127:  # type: ignore[call-overload]
+            raise ChannelUrlError(f"msa must be 1..127 in {url!r}")
+    if query:
+        raise ChannelUrlError(f"unknown channel options {sorted(query)} in {url!r}")
+    if not named:
+        example = "gdw1376+tcp://10.0.0.5:9001?address=0314-25394"
+        raise ChannelUrlError(f"{scheme} URL needs the concentrator address, e.g. {example}, got {url!r}")
+    try:
+        terminal = Address.parse(named).key
+    except GDW1376Error as exc:
+        raise ChannelUrlError(f"{exc} in {url!r}") from None
+    options.setdefault("turnaround_s", CONCENTRATOR_TURNAROUND_S)
+    if scheme == "gdw1376":
+        return ChannelConfig(scheme, terminal=terminal, **options)  # type: ignore[arg-type]
+    host, _, port = netloc.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ChannelUrlError(f"{scheme} URL needs host:port, e.g. {scheme}://10.0.0.5:9001, got {url!r}")
+    return ChannelConfig(scheme, host=host.strip("[]"), port=int(port), terminal=terminal, **options)  # type: ignore[arg-type]
