@@ -3,7 +3,10 @@
 TOML: ``[[channels]]`` tables (``name``, ``url``, optional ``enabled``, ``settings``) and
 ``[[meters]]`` tables (``channel``, ``protocol``, ``address``, ``model`` and optional ``unit_id``,
 ``name``, ``account``, ``protected``, ``protected_reason``, ``has_relay``, ``multiplier``,
-``enabled``, ``installed_at``). CSV: one meter per row with the meter columns plus ``channel_url``
+``enabled``, ``installed_at``; behind a Q/GDW 1376.1 concentrator channel also ``port``, the
+concentrator's port 1..31, and optionally ``pn``, the measurement point 1..2040 — a meter without
+one keeps the Pn it was given before, or gets the lowest free one). CSV: one meter per row with
+the meter columns plus ``channel_url``
 (channels are created from the distinct ``channel``/``channel_url`` pairs). Import is an upsert
 keyed by channel name and by (channel, protocol, address, unit id); it bumps ``updated_at`` so a
 running daemon picks the change up.
@@ -24,7 +27,18 @@ from urllib.parse import urlsplit
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-CHANNEL_SCHEMES = {"serial": "serial", "tcp": "tcp", "modbus-tcp": "tcp", "rtu-over-tcp": "tcp"}
+from headend.store.concentrators import channel_kinds, duplicate_pns, stored_pns
+from headend.transport.url import ChannelUrlError, parse_channel_url
+
+CHANNEL_SCHEMES = {
+    "serial": "serial",
+    "tcp": "tcp",
+    "modbus-tcp": "tcp",
+    "rtu-over-tcp": "tcp",
+    "gdw1376": "gdw1376",
+    "gdw1376+tcp": "gdw1376",
+}
+MAX_PN = 2040
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
 
@@ -55,6 +69,12 @@ class ChannelEntry(BaseModel):
             raise ValueError(f"scheme must be one of {', '.join(CHANNEL_SCHEMES)}, got {parts.scheme!r}")
         if not (parts.netloc or parts.path):
             raise ValueError("has no host or device")
+        if CHANNEL_SCHEMES[parts.scheme] == "gdw1376":
+            try:
+                parse_channel_url(value)
+            except ChannelUrlError as exc:
+                raise ValueError(str(exc)) from None
+            return value
         if CHANNEL_SCHEMES[parts.scheme] == "tcp" and parts.port is None and parts.scheme != "modbus-tcp":
             raise ValueError("a TCP channel needs host:port")
         return value
@@ -66,6 +86,8 @@ class ChannelEntry(BaseModel):
     @property
     def address(self) -> str:
         parts = urlsplit(self.url)
+        if self.kind == "gdw1376":
+            return parse_channel_url(self.url).terminal  # the concentrator's identity (A1+A2)
         return parts.netloc if self.kind == "tcp" else parts.path
 
 
@@ -85,6 +107,13 @@ class MeterEntry(BaseModel):
     multiplier: float = Field(1.0, gt=0)
     enabled: bool = True
     installed_at: datetime | None = None
+    port: int | None = Field(None, ge=1, le=31)
+    pn: int | None = Field(None, ge=1, le=MAX_PN)
+
+    @property
+    def settings(self) -> dict[str, int]:
+        """What is stored in ``meters.settings``: the concentrator point, if any."""
+        return {} if self.port is None else {"pn": self.pn or 0, "port": self.port}
 
     @field_validator("installed_at")
     @classmethod
@@ -109,6 +138,10 @@ class MeterEntry(BaseModel):
             self.address = self.address.zfill(12)
             if self.unit_id is not None:
                 raise ValueError("unit_id is for Modbus meters only")
+        if (self.pn is not None or self.port is not None) and self.protocol == "modbus":
+            raise ValueError("pn and port are for DL/T 645 meters behind a concentrator")
+        if self.pn is not None and self.port is None:
+            raise ValueError("pn given without port")
         if self.protected_reason and not self.protected:
             raise ValueError("protected_reason given but protected is false")
         return self
@@ -241,10 +274,11 @@ RETURNING id
 
 _UPSERT_METER = """
 INSERT INTO meters (name, protocol, address, unit_id, model, channel_id, account_id, protected,
-                    protected_reason, has_relay, multiplier, enabled, installed_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($13, now()))
+                    protected_reason, has_relay, multiplier, enabled, installed_at, settings)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($13, now()), $14::jsonb)
 ON CONFLICT (channel_id, protocol, address, coalesce(unit_id, -1)) DO UPDATE SET
     name = EXCLUDED.name, model = EXCLUDED.model, account_id = EXCLUDED.account_id,
+    settings = meters.settings - 'pn' - 'port' || EXCLUDED.settings,
     protected = EXCLUDED.protected, protected_reason = EXCLUDED.protected_reason,
     has_relay = EXCLUDED.has_relay, multiplier = EXCLUDED.multiplier, enabled = EXCLUDED.enabled,
     installed_at = coalesce($13, meters.installed_at), removed_at = NULL, updated_at = now()
@@ -271,6 +305,11 @@ async def import_inventory(
                 problems.append(f"{source}: meters[{i}]: channel: no channel named {m.channel!r}")
             if m.account is not None and m.account not in accounts:
                 problems.append(f"{source}: meters[{i}]: account: no account numbered {m.account!r}")
+        kinds = {ch.name: ch.kind for ch in inventory.channels}
+        kinds.update(
+            await channel_kinds(conn, [m.channel for m in inventory.meters if m.channel not in kinds])
+        )
+        problems += await _assign_points(conn, inventory.meters, kinds, source)
         if problems:
             raise InventoryError("\n".join(problems))
         await conn.executemany(
@@ -290,11 +329,50 @@ async def import_inventory(
                     m.multiplier,
                     m.enabled,
                     m.installed_at,
+                    json.dumps(m.settings),
                 )
                 for m in inventory.meters
             ],
         )
+        duplicates = await duplicate_pns(conn)
+        if duplicates:
+            raise InventoryError(
+                "\n".join(
+                    f"{source}: channel {name!r}: pn {pn} given to more than one meter"
+                    for name, pn in duplicates
+                )
+            )
     return ImportResult(len(inventory.channels), len(inventory.meters))
+
+
+async def _assign_points(
+    conn: asyncpg.Connection, meters: list[MeterEntry], kinds: dict[str, str], source: str
+) -> list[str]:
+    """Check port/pn against the channel kind and give concentrator meters without a Pn their stored
+    one or the lowest free one; returns the problems found."""
+    problems = []
+    stored = await stored_pns(conn)
+    taken: dict[str, set[int]] = {}
+    for (channel, _address), pn in stored.items():
+        taken.setdefault(channel, set()).add(pn)
+    for i, m in enumerate(meters):
+        concentrator = kinds.get(m.channel) == "gdw1376"
+        if concentrator and m.port is None:
+            problems.append(f"{source}: meters[{i}]: port: a meter behind a concentrator needs port (1..31)")
+        elif not concentrator and m.port is not None:
+            problems.append(f"{source}: meters[{i}]: port: pn and port are only for concentrator channels")
+        elif concentrator and m.pn is not None:
+            taken.setdefault(m.channel, set()).add(m.pn)
+    for m in meters:
+        if m.port is not None and m.pn is None and kinds.get(m.channel) == "gdw1376":
+            used = taken.setdefault(m.channel, set())
+            m.pn = stored.get((m.channel, m.address)) or next(
+                p for p in range(1, MAX_PN + 2) if p not in used
+            )
+            used.add(m.pn)
+            if m.pn > MAX_PN:
+                problems.append(f"{source}: channel {m.channel!r}: no free pn for meter {m.address}")
+    return problems
 
 
 async def list_inventory(conn: asyncpg.Connection, channel: str | None = None) -> list[asyncpg.Record]:

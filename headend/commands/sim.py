@@ -219,10 +219,11 @@ async def _run_concentrators(specs: list[ConcentratorSpec], as_json: bool) -> No
             typer.echo(json.dumps(descriptions[0] if len(sims) == 1 else {"concentrators": descriptions}))
         else:
             for item in descriptions:
-                where = f"dialling {item['connect']}" if "connect" in item else f"listening on {item['listen']}"
-                typer.echo(
-                    f"concentrator {item['address']} {where}: {len(item['meters'])} meters on {item['ports']} ports"
+                where = (
+                    f"dialling {item['connect']}" if "connect" in item else f"listening on {item['listen']}"
                 )
+                meters_text = f"{len(item['meters'])} meters on {item['ports']} ports"
+                typer.echo(f"concentrator {item['address']} {where}: {meters_text}")
                 for meter in item["meters"]:
                     typer.echo(f"  p{meter['pn']} port {meter['port']} {meter['address']}")
         await stop.wait()
@@ -239,7 +240,9 @@ def sim_concentrator(
     connect: Annotated[str | None, typer.Option(help="Master station to dial, HOST:PORT.")] = None,
     listen: Annotated[
         str | None,
-        typer.Option(help="Be a fixed-address terminal: wait for the master on HOST:PORT (PORT+i for --count)."),
+        typer.Option(
+            help="Be a fixed-address terminal: wait for the master on HOST:PORT (PORT+i for --count)."
+        ),
     ] = None,
     address: Annotated[
         str, typer.Option(help="Region-terminal (0314-25394) or 8 hex digits.")

@@ -25,26 +25,52 @@ from headend.drivers.base import (
     SwitchResult,
 )
 from headend.drivers.dlt645 import Dlt645Driver
+from headend.drivers.gdw1376 import ConcentratorMeterDriver
 from headend.drivers.modbus import ModbusDriver
+from headend.transport.concentrator import ConcentratorLink
 
 EDITIONS = {"dlt645": 2007, "dlt645-2007": 2007, "dlt645-1997": 1997}
 
 
-def _credentials(secrets: Any, address: str) -> Credentials | None:
+def _secrets(secrets: Any) -> Any:
     """``secrets`` may be Credentials, a MeterSecrets, a secrets file path, or None (environment only)."""
-    if isinstance(secrets, Credentials):
-        return secrets
     if secrets is None or isinstance(secrets, str | Path):
         from headend.secrets import MeterSecrets  # headend.secrets imports drivers.base: load it lazily
 
-        secrets = MeterSecrets.load(secrets)
-    return secrets.credentials_for(address)
+        return MeterSecrets.load(secrets)
+    return secrets
+
+
+def _credentials(secrets: Any, address: str) -> Credentials | None:
+    if isinstance(secrets, Credentials):
+        return secrets
+    return _secrets(secrets).credentials_for(address)
 
 
 def make_driver(
     protocol: str, channel: Any, address: Any, model: str | None = None, secrets: Any = None, **options: Any
-) -> Dlt645Driver | ModbusDriver:
-    """The driver for one meter on ``channel``."""
+) -> Dlt645Driver | ModbusDriver | ConcentratorMeterDriver:
+    """The driver for one meter on ``channel``; behind a concentrator (a ConcentratorLink) the meter
+    needs ``pn`` and ``port`` options, and the concentrator's PW comes from ``secrets``."""
+    if isinstance(channel, ConcentratorLink):
+        if protocol not in EDITIONS or options.get("pn") is None or options.get("port") is None:
+            raise NotSupported(
+                f"a meter behind concentrator {channel.key} needs a DL/T 645 protocol, pn and port"
+            )
+        store = _secrets(secrets)
+        pw_for = getattr(store, "concentrator_pw", None)
+        if pw_for is not None:
+            channel.set_pw(pw_for(channel.key))
+        return ConcentratorMeterDriver(
+            channel,
+            str(address),
+            pn=int(options.pop("pn")),
+            port=int(options.pop("port")),
+            edition=EDITIONS[protocol],
+            model=model,
+            credentials=_credentials(store, str(address)),
+            **options,
+        )
     if protocol == "modbus":
         return ModbusDriver(channel, int(address), model=model or "eastron_sdm120")
     if protocol in EDITIONS:
@@ -61,6 +87,7 @@ def make_driver(
 
 __all__ = [
     "ClockResult",
+    "ConcentratorMeterDriver",
     "Credentials",
     "Dlt645Driver",
     "DriverError",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -124,6 +124,17 @@ class ClockResult:
     action: str  # none | broadcast | write | skipped
     reason: str = ""
     drift_after: timedelta | None = None
+
+
+def clock_write_blocked(local: datetime, interval: timedelta, guard: timedelta) -> str:
+    """Why a clock must not be set at device-local time ``local`` now ("" = it may): never within five
+    minutes of midnight (the daily freeze) nor within ``guard`` of an interval boundary."""
+    if local.time() >= time(23, 55) or local.time() < time(0, 5):
+        return "too close to midnight"
+    since_boundary = (local - datetime.min) % interval
+    if since_boundary < guard or interval - since_boundary < guard:
+        return "too close to an interval boundary"
+    return ""
 
 
 @lru_cache(maxsize=256)

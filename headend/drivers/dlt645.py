@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from headend.drivers.base import (
     ClockResult,
@@ -24,9 +24,11 @@ from headend.drivers.base import (
     ProfileRecord,
     RelayState,
     SwitchResult,
+    clock_write_blocked,
     load_model,
 )
-from headend.transport import Channel, ExchangeTimeout
+from headend.transport import ExchangeTimeout
+from headend.transport.channel import Framer
 from protocols.dlt645 import (
     BROADCAST_ADDRESS,
     Deframer,
@@ -55,12 +57,28 @@ PROFILE_BATCH = 8
 CLOCK_OPERATOR = "00000000"
 
 
+class Bus(Protocol):
+    """What the driver needs from its line: a Channel, or a concentrator forwarding its frames."""
+
+    async def exchange(
+        self,
+        request: bytes,
+        framer: Framer,
+        accept: Callable[[bytes], bool],
+        *,
+        reply_size: int = 64,
+        turnaround_s: float | None = None,
+    ) -> tuple[bytes, float]: ...
+
+    async def send_only(self, request: bytes) -> None: ...
+
+
 class Dlt645Driver:
     """One DL/T 645 meter behind a channel (see the module docstring)."""
 
     def __init__(
         self,
-        channel: Channel,
+        channel: Bus,
         address: str,
         *,
         edition: int = 2007,
@@ -300,12 +318,9 @@ class Dlt645Driver:
         drift = meter_time - true
         if abs(drift) <= threshold:
             return ClockResult(meter_time, drift, "none")
-        local = self._local(true)
-        since_boundary = (local - datetime.min) % interval
-        if local.time() >= time(23, 55) or local.time() < time(0, 5):
-            return ClockResult(meter_time, drift, "skipped", "too close to midnight")
-        if since_boundary < guard or interval - since_boundary < guard:
-            return ClockResult(meter_time, drift, "skipped", "too close to an interval boundary")
+        blocked = clock_write_blocked(self._local(true), interval, guard)
+        if blocked:
+            return ClockResult(meter_time, drift, "skipped", blocked)
         if abs(drift) <= BROADCAST_LIMIT:
             await self.channel.send_only(build_time_sync(self._local(datetime.now(UTC)), BROADCAST_ADDRESS))
             action = "broadcast"

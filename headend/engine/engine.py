@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 NEAR_CAPACITY = 0.9  # a cycle using this share of its interval is logged as a warning
 MAINTENANCE_EVERY = 3600.0  # storage upkeep (partitions ahead, daily aggregate) on the native layout
+# services every daemon runs (each idles while it has nothing to do, e.g. no concentrator channels)
+BUILTIN_SERVICES = ("headend.concentrators.service:run",)
 
 
 class Engine:
@@ -114,7 +116,7 @@ class Engine:
             upto = floor_boundary(now - timedelta(seconds=polling.offset), self.interval)
             for worker in self.workers.values():
                 self._start_backfill(worker, upto)
-        for target in self.config.engine.services:
+        for target in (*BUILTIN_SERVICES, *self.config.engine.services):
             self._start_service(target)
         log.info(
             "engine started",

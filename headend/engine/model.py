@@ -25,6 +25,8 @@ class MeterSpec:
     unit_id: int | None
     model: str
     installed_at: datetime
+    pn: int | None = None  # behind a 1376.1 concentrator: measurement point and port
+    port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +65,8 @@ async def load_inventory(conn: asyncpg.Connection) -> InventorySnapshot:
     }
     meters: dict[int, list[MeterSpec]] = {cid: [] for cid in channels}
     rows = await conn.fetch(
-        "SELECT id, channel_id, protocol, address, unit_id, model, installed_at FROM meters"
+        "SELECT id, channel_id, protocol, address, unit_id, model, installed_at,"
+        " (settings->>'pn')::int AS pn, (settings->>'port')::int AS port FROM meters"
         " WHERE enabled AND removed_at IS NULL ORDER BY channel_id, id"
     )
     for r in rows:

@@ -69,7 +69,8 @@ class DriverPort:
         from headend.drivers import make_driver
 
         address: Any = meter.unit_id if meter.protocol == "modbus" else meter.address
-        return make_driver(meter.protocol, channel, address, meter.model, self.secrets)
+        point = {"pn": meter.pn, "port": meter.port} if meter.port is not None else {}
+        return make_driver(meter.protocol, channel, address, meter.model, self.secrets, **point)
 
     def has_memory(self, meter: MeterSpec) -> bool:
         """Whether the meter keeps a load profile / daily freeze to backfill from."""

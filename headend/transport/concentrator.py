@@ -78,7 +78,9 @@ class ConcentratorTimeout(ChannelError):
     """No complete answer within the allowance, after every try."""
 
     def __init__(self, label: str, afn: int, tries: int) -> None:
-        super().__init__(f"{label}: no answer to AFN {afn:02X} after {tries} tr{'y' if tries == 1 else 'ies'}")
+        super().__init__(
+            f"{label}: no answer to AFN {afn:02X} after {tries} tr{'y' if tries == 1 else 'ies'}"
+        )
         self.tries = tries
 
 
@@ -271,7 +273,9 @@ class ConcentratorLink:
                     asyncio.open_connection(self.config.host, self.config.port), self.connect_timeout_s
                 )
             except (OSError, TimeoutError) as exc:
-                raise ConcentratorOffline(f"{self.label}: cannot connect: {exc or type(exc).__name__}") from None
+                raise ConcentratorOffline(
+                    f"{self.label}: cannot connect: {exc or type(exc).__name__}"
+                ) from None
             self._start(reader, writer)
         else:
             try:
@@ -361,7 +365,9 @@ class ConcentratorLink:
         self._maybe_read_events()
         return frames
 
-    async def _exchange(self, afn: int, units: Sequence[Unit], extra_s: float, retries: int | None) -> list[Frame]:
+    async def _exchange(
+        self, afn: int, units: Sequence[Unit], extra_s: float, retries: int | None
+    ) -> list[Frame]:
         tries = 1 + (self.config.retries if retries is None else retries)
         allowance = self.config.turnaround_s + extra_s
         pw = (self._pw or bytes(16)) if afn in PW_AFNS else None
@@ -402,9 +408,11 @@ class ConcentratorLink:
         self.stats.timeouts += 1
         raise ConcentratorTimeout(self.label, afn, tries)
 
-    async def values(self, afn: int, units: Sequence[Unit], **options: float) -> list[tuple[int, int, object]]:
+    async def values(
+        self, afn: int, units: Sequence[Unit], *, extra_s: float = 0.0, retries: int | None = None
+    ) -> list[tuple[int, int, object]]:
         """``(pn, fn, value)`` of every unit of the answer to one request, over all its frames."""
-        frames = await self.request(afn, units, **options)  # type: ignore[arg-type]
+        frames = await self.request(afn, units, extra_s=extra_s, retries=retries)
         return [item for frame in frames if frame.afn == afn for item in frame.items()]
 
     # -- events (ACD) --------------------------------------------------------------------------
