@@ -1,15 +1,19 @@
 """Field-engineer commands: read, switch, clock, profile and scan one bus, through the daemon's code path.
 
 Every command opens the channel and builds the driver exactly as the engine does
-(``headend.transport.open_channel`` + ``headend.drivers.make_driver``).
+(``headend.transport.open_channel`` + ``headend.drivers.make_driver``). Meters behind a Q/GDW 1376.1
+concentrator (``gdw1376+tcp://host:port?address=…``, or ``gdw1376://ADDRESS --listen HOST:PORT`` for
+one that dials in) need ``--port`` (the concentrator's port of the meter); with ``--pn`` energy comes
+from the concentrator's collection (AFN 0C F129), everything else is forwarded (AFN 10 F1).
+``clock`` without ``--address`` on a concentrator URL is the concentrator's own clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -18,16 +22,19 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from headend.drivers import DriverError, make_driver
+from headend.drivers import DriverError, ModbusDriver, make_driver
+from headend.drivers.gdw1376_terminal import read_terminal_clock, sync_terminal_clock
 from headend.secrets import MeterSecrets, SecretsError
 from headend.transport import (
     Channel,
     ChannelError,
     ChannelUrlError,
+    ConcentratorLink,
     ModbusChannel,
     open_channel,
     parse_channel_url,
 )
+from headend.transport.concentrator_accept import accept, parse_listen
 from protocols.dlt645 import BROADCAST_ADDRESS, Deframer, DLT645Error, build_read, build_read_address, decode
 from protocols.dlt645.frame import jsonable
 
@@ -41,6 +48,24 @@ Unit = Annotated[int | None, typer.Option("--unit", help="Modbus unit id.")]
 Model = Annotated[str | None, typer.Option("--model", help="Meter model file in config/models.")]
 Secrets = Annotated[str | None, typer.Option("--secrets", help="Secrets TOML with meter passwords.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+Port = Annotated[int | None, typer.Option("--port", help="Behind a concentrator: the meter's port (1..31).")]
+Pn = Annotated[
+    int | None, typer.Option("--pn", help="Behind a concentrator: the meter's Pn (energy read natively).")
+]
+Listen = Annotated[
+    str | None, typer.Option("--listen", help="gdw1376://ADDRESS: wait on HOST:PORT for it to dial in.")
+]
+Wait = Annotated[float, typer.Option("--wait", help="Seconds to wait for a dial-in concentrator.")]
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """How to reach a meter behind a concentrator (all None/empty on a plain bus)."""
+
+    port: int | None = None
+    pn: int | None = None
+    listen: str | None = None
+    wait: float = 60.0
 
 
 class FieldError(Exception):
@@ -48,11 +73,29 @@ class FieldError(Exception):
 
 
 def _driver(
-    url: str, protocol: str, address: str | None, unit: int | None, model: str | None, secrets: str | None
+    url: str,
+    protocol: str,
+    address: str | None,
+    unit: int | None,
+    model: str | None,
+    secrets: str | None,
+    via: Via = Via(),
 ) -> tuple[Any, Any]:
     if protocol not in PROTOCOLS:
         raise FieldError(f"--protocol must be one of {', '.join(PROTOCOLS)}")
     channel = open_channel(url)
+    if isinstance(channel, ConcentratorLink):
+        if protocol == "modbus":
+            raise FieldError("meters behind a concentrator are DL/T 645 meters")
+        if not address:
+            raise FieldError("--address is required for DL/T 645 meters")
+        if via.port is None:
+            raise FieldError("--port is required for a meter behind a concentrator")
+        store = MeterSecrets.load(secrets)
+        point = {"port": via.port, "pn": via.pn}
+        return channel, make_driver(protocol, channel, address.rjust(12, "0"), model, store, **point)
+    if via.port is not None or via.pn is not None:
+        raise FieldError("--port and --pn are for meters behind a concentrator (gdw1376 URLs)")
     if protocol == "modbus":
         if unit is None:
             raise FieldError("--unit is required for Modbus meters")
@@ -64,7 +107,18 @@ def _driver(
     return channel, make_driver(protocol, channel, address.rjust(12, "0"), model, MeterSecrets.load(secrets))
 
 
-def _run(work: Callable[[], Awaitable[Any]]) -> Any:
+async def _connect(channel: Any, via: Via) -> None:
+    """A dial-in concentrator: wait for its login on ``--listen``; anything else connects lazily."""
+    if isinstance(channel, ConcentratorLink) and not channel.outbound:
+        if via.listen is None:
+            raise FieldError(f"{channel.label} dials in: give --listen HOST:PORT to wait for it")
+        host, port = parse_listen(via.listen)
+        await accept(channel, host, port, via.wait)
+    elif via.listen is not None:
+        raise FieldError("--listen is for gdw1376://ADDRESS channels (concentrators that dial in)")
+
+
+def _run(work: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     """Run the command's coroutine; turn every expected failure into one line and exit code 1."""
     try:
         return asyncio.run(work())
@@ -109,12 +163,18 @@ def read_command(
     model: Model = None,
     secrets: Secrets = None,
     as_json: Json = False,
+    port: Port = None,
+    pn: Pn = None,
+    listen: Listen = None,
+    wait: Wait = 60.0,
 ) -> None:
     """Read quantities or raw data identifiers from one meter."""
+    via = Via(port, pn, listen, wait)
 
     async def work() -> dict[str, Any]:
-        channel, driver = _driver(url, protocol, address, unit, model, secrets)
+        channel, driver = _driver(url, protocol, address, unit, model, secrets, via)
         try:
+            await _connect(channel, via)
             names = items or list(driver.model.points if protocol == "modbus" else driver.plan)
             values: dict[str, Any] = {}
             unsupported: dict[str, str] = {}
@@ -162,12 +222,16 @@ def switch_command(
     secrets: Secrets = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the command; send nothing.")] = False,
     as_json: Json = False,
+    port: Port = None,
+    listen: Listen = None,
+    wait: Wait = 60.0,
 ) -> None:
     """Switch the relay and confirm it by reading the state back."""
     action = action.replace("-", "_")
+    via = Via(port, None, listen, wait)
 
     async def work() -> dict[str, Any]:
-        channel, driver = _driver(url, protocol, address, unit, model, secrets)
+        channel, driver = _driver(url, protocol, address, unit, model, secrets, via)
         if action not in ("off", "on", "close_allowed"):
             raise FieldError("action must be off, on or close-allowed")
         if dry_run:
@@ -190,6 +254,7 @@ def switch_command(
                 "sent": False,
             }
         try:
+            await _connect(channel, via)
             return (await driver.switch(action, operator=operator)).to_json()
         finally:
             await channel.close()
@@ -209,12 +274,19 @@ def clock_command(
     secrets: Secrets = None,
     sync: Annotated[bool, typer.Option("--sync", help="Correct the clock if it is off.")] = False,
     as_json: Json = False,
+    port: Port = None,
+    listen: Listen = None,
+    wait: Wait = 60.0,
 ) -> None:
-    """Read (and with --sync correct) the meter clock."""
+    """Read (and with --sync correct) the meter clock, or a concentrator's own clock (no --address)."""
+    via = Via(port, None, listen, wait)
 
     async def work() -> dict[str, Any]:
-        channel, driver = _driver(url, protocol, address, unit, model, secrets)
+        if address is None and parse_channel_url(url).scheme.startswith("gdw1376"):
+            return await _terminal_clock(url, secrets, via, sync)
+        channel, driver = _driver(url, protocol, address, unit, model, secrets, via)
         try:
+            await _connect(channel, via)
             if sync:
                 result = await driver.sync_clock()
                 return {
@@ -230,7 +302,34 @@ def clock_command(
             await channel.close()
 
     result = _run(work)
-    _print(result, as_json, _field_table("meter clock", result))
+    _print(result, as_json, _field_table("meter clock" if address else "clock", result))
+
+
+async def _terminal_clock(url: str, secrets: str | None, via: Via, sync: bool) -> dict[str, Any]:
+    """A concentrator's clock: AFN 0C F2, and with ``sync`` AFN 05 F31 under the meters' clock policy."""
+    link = open_channel(url)
+    assert isinstance(link, ConcentratorLink)
+    link.set_pw(MeterSecrets.load(secrets).concentrator_pw(link.key))
+    try:
+        await _connect(link, via)
+        if not sync:
+            clock = await read_terminal_clock(link)
+            return {
+                "concentrator": link.key,
+                "clock": clock,
+                "drift_s": (clock - datetime.now(UTC)).total_seconds(),
+            }
+        result = await sync_terminal_clock(link)
+        return {
+            "concentrator": link.key,
+            "clock": result.meter_time,
+            "drift_s": result.drift.total_seconds(),
+            "action": result.action,
+            "reason": result.reason,
+            "drift_after_s": result.drift_after.total_seconds() if result.drift_after else None,
+        }
+    finally:
+        await link.close()
 
 
 def profile_command(
@@ -286,6 +385,8 @@ def scan_command(
             raise FieldError(f"--protocol must be one of {', '.join(PROTOCOLS)}")
         edition = 1997 if protocol == "dlt645-1997" else 2007
         channel = open_channel(url)
+        if not isinstance(channel, Channel):
+            raise FieldError("scan needs a serial:// or tcp:// bus (DL/T 645)")
         found: list[str] = []
         try:
             probes = [a.strip().rjust(12, "0") for a in candidates.split(",")] if candidates else []
@@ -333,6 +434,7 @@ async def _sweep(url: str, model: str, units: str, quiet: bool) -> list[int]:
             task = progress.add_task("sweeping unit ids", total=len(ids))
             for unit in ids:
                 driver = make_driver("modbus", channel, unit, model)
+                assert isinstance(driver, ModbusDriver)
                 try:
                     await driver.read([next(iter(driver.model.points))])
                     found.append(unit)

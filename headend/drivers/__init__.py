@@ -51,11 +51,11 @@ def make_driver(
     protocol: str, channel: Any, address: Any, model: str | None = None, secrets: Any = None, **options: Any
 ) -> Dlt645Driver | ModbusDriver | ConcentratorMeterDriver:
     """The driver for one meter on ``channel``; behind a concentrator (a ConcentratorLink) the meter
-    needs ``pn`` and ``port`` options, and the concentrator's PW comes from ``secrets``."""
+    needs the ``port`` option (and ``pn`` for native reads); the concentrator's PW comes from ``secrets``."""
     if isinstance(channel, ConcentratorLink):
-        if protocol not in EDITIONS or options.get("pn") is None or options.get("port") is None:
+        if protocol not in EDITIONS or options.get("port") is None:
             raise NotSupported(
-                f"a meter behind concentrator {channel.key} needs a DL/T 645 protocol, pn and port"
+                f"a meter behind concentrator {channel.key} needs a DL/T 645 protocol and port"
             )
         store = _secrets(secrets)
         pw_for = getattr(store, "concentrator_pw", None)
@@ -64,7 +64,7 @@ def make_driver(
         return ConcentratorMeterDriver(
             channel,
             str(address),
-            pn=int(options.pop("pn")),
+            pn=options.pop("pn", None),
             port=int(options.pop("port")),
             edition=EDITIONS[protocol],
             model=model,

@@ -207,14 +207,15 @@ class ForwardBus:
 
 
 class ConcentratorMeterDriver:
-    """One DL/T 645 meter (measurement point ``pn`` on ``port``) behind a concentrator."""
+    """One DL/T 645 meter (measurement point ``pn`` on ``port``) behind a concentrator; without a Pn
+    everything is forwarded."""
 
     def __init__(
         self,
         link: ConcentratorLink,
         address: str,
         *,
-        pn: int,
+        pn: int | None,
         port: int,
         edition: int = 2007,
         model: str | None = None,
@@ -233,7 +234,8 @@ class ConcentratorMeterDriver:
         )
         self.plan = self.forwarded.plan
         self.batch = batch_of(link)
-        self.batch.register(pn)
+        if pn is not None:
+            self.batch.register(pn)
         self.unsupported: dict[str, str] = {}
         self.native_reads = 0
         self.fallbacks = 0  # native quantities read from the meter (stale or EE at the concentrator)
@@ -251,8 +253,11 @@ class ConcentratorMeterDriver:
         native = [q for q in quantities if q in NATIVE_QUANTITIES]
         forwarded = [q for q in quantities if q not in NATIVE_QUANTITIES]
         values: dict[str, float] = {}
-        if native:
-            reading = await self.batch.current(self.pn)
+        pn = self.pn
+        if native and pn is None:
+            forwarded = quantities
+        elif native and pn is not None:
+            reading = await self.batch.current(pn)
             if reading is not None and self._fresh(reading):
                 collected = energy_values(reading)
                 values = {q: collected[q] for q in native if q in collected}
@@ -276,15 +281,18 @@ class ConcentratorMeterDriver:
 
     async def read_profile(self, start: datetime, end: datetime) -> list[ProfileRecord]:
         """Midnight freezes (F161, batched per day) and 15-minute curve points (F101) in [start, end];
-        the meter's own load profile (forwarded) if the concentrator denies the curve."""
+        the meter's own load profile (forwarded) without a Pn or if the concentrator denies the curve."""
+        pn = self.pn
+        if pn is None:
+            return await self.forwarded.read_profile(start, end)
         records: dict[datetime, ProfileRecord] = {}
         for day, midnight in self._midnights(start, end):
-            reading = await self.batch.daily(self.pn, day)
+            reading = await self.batch.daily(pn, day)
             values = energy_values(reading) if reading is not None else {}
             if values:
                 records[midnight] = ProfileRecord(midnight, values, "daily_freeze")
         try:
-            for ts, value in await self._curve(start, end):
+            for ts, value in await self._curve(pn, start, end):
                 if ts not in records:
                     records[ts] = ProfileRecord(ts, {"energy_import_kwh": value}, "load_profile")
         except ConcentratorDenied:
@@ -307,7 +315,7 @@ class ConcentratorMeterDriver:
             midnight += timedelta(days=1)
         return out
 
-    async def _curve(self, start: datetime, end: datetime) -> list[tuple[datetime, float]]:
+    async def _curve(self, pn: int, start: datetime, end: datetime) -> list[tuple[datetime, float]]:
         local = self.link.to_local(start)
         step_s = CURVE_STEP.total_seconds()
         offset = (local - datetime.min).total_seconds() % step_s
@@ -317,7 +325,7 @@ class ConcentratorMeterDriver:
         while cursor <= last:
             count = min(CURVE_POINTS, int((last - cursor) / CURVE_STEP) + 1)
             items = await self.link.values(
-                Afn.CLASS2_DATA, [unit(self.pn, CURVE_FN, CurveRequest(cursor, CURVE_DENSITY, count))]
+                Afn.CLASS2_DATA, [unit(pn, CURVE_FN, CurveRequest(cursor, CURVE_DENSITY, count))]
             )
             for _pn, _fn, curve in items:
                 if isinstance(curve, Curve):

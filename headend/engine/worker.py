@@ -145,7 +145,7 @@ class ChannelWorker:
         for other in self.meters.values():
             try:
                 self._drivers[other.id] = self._make_driver(self.channel, other)
-            except Exception:  # noqa: BLE001 - reported by that meter's own job
+            except Exception:
                 continue
 
     async def _run(self) -> None:

@@ -144,3 +144,63 @@ async def test_lost_and_late_answers_and_a_dropped_connection_lose_no_reading_an
         else:  # the value the concentrator collected for that meter
             assert row["value"] == pytest.approx(sim.pool.collected[row["address"]].total)
     assert all(200 < row["value"] < 260 for row in voltage)
+
+
+async def test_acd_after_a_power_cut_stores_the_concentrators_power_event_once(pg_dsn: str, tmp_path: Path) -> None:
+    async with listening(meters=2, faults="power_cut=1+0.5", redial_s=0.1) as sim:
+        conn = await asyncpg.connect(pg_dsn)
+        await import_inventory(conn, read_inventory(inventory_toml(tmp_path / "inv.toml", url_of(sim), sim)))
+        engine = make_engine(engine_config(["energy_import_kwh"]), pg_dsn, tmp_path)
+        await engine.start()
+        ts = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+        async def stored() -> bool:
+            engine.run_cycle(ts)  # the answers after the cut carry ACD: the link reads AFN 0E F1
+            await engine.wait_cycles()
+            return bool(await conn.fetchval("SELECT count(*) FROM events WHERE category = 'terminal'"))
+
+        try:
+            await wait_for(stored, 30, "the terminal power event")
+            for _ in range(3):  # more cycles (and ACD-free answers) store nothing twice
+                engine.run_cycle(ts)
+                await engine.wait_cycles()
+            rows = await conn.fetch("SELECT kind, channel_id, meter_id, occurred_at, ended_at, details FROM events")
+            channel_id = await conn.fetchval("SELECT id FROM channels WHERE name = 'conc-1'")
+            reported = engine.metrics.registry.get_sample_value(
+                "headend_concentrator_events_total", {"channel": "conc-1"}
+            )
+        finally:
+            await engine.stop()
+            await conn.close()
+    assert len(rows) == 1 and sim.events_read == 1
+    row = rows[0]
+    assert row["kind"] == "terminal_power" and row["channel_id"] == channel_id and row["meter_id"] is None
+    cut = sim.events[0]
+    assert row["occurred_at"] == cut.off.replace(tzinfo=UTC) - timedelta(hours=8)
+    assert row["ended_at"] == cut.on.replace(tzinfo=UTC) - timedelta(hours=8)
+    assert reported == 1
+
+
+async def test_the_daemon_reports_a_concentrator_whose_archive_disagrees(
+    pg_dsn: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with listening(meters=4, faults="absent=#2") as sim:  # meter 2 (Pn 3) missing at the concentrator
+        conn = await asyncpg.connect(pg_dsn)
+        await import_inventory(conn, read_inventory(inventory_toml(tmp_path / "inv.toml", url_of(sim), sim)))
+        engine = make_engine(engine_config(["energy_import_kwh"]), pg_dsn, tmp_path)
+        await engine.start()
+
+        async def flagged() -> bool:
+            value = engine.metrics.registry.get_sample_value(
+                "headend_concentrator_archive_mismatch", {"channel": "conc-1"}
+            )
+            return value == 1
+
+        try:
+            await wait_for(flagged, 30, "the archive mismatch gauge")
+        finally:
+            await engine.stop()
+            await conn.close()
+    warnings = [r for r in caplog.records if "archive disagrees" in r.getMessage()]
+    assert warnings and getattr(warnings[0], "missing_pn") == [3]
+    assert getattr(warnings[0], "extra_pn") == [] and getattr(warnings[0], "different_pn") == []
