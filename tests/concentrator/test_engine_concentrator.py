@@ -74,7 +74,9 @@ async def test_backfill_after_an_outage_takes_midnight_freezes_and_curve_points(
 
         async def filled() -> bool:
             await engine.writer.flush()
-            count = await conn.fetchval("SELECT count(*) FROM readings WHERE quality IN ('freeze', 'backfilled')")
+            count = await conn.fetchval(
+                "SELECT count(*) FROM readings WHERE quality IN ('freeze', 'backfilled')"
+            )
             return bool(count >= 3 * 40)
 
         try:
@@ -135,7 +137,9 @@ async def test_lost_and_late_answers_and_a_dropped_connection_lose_no_reading_an
     # every meter at every interval, once, with its own values
     meters = {m.address: m for m in sim.pool.meters}
     assert sorted((r["address"], r["ts"]) for r in energy) == sorted((a, ts) for a in meters for ts in stamps)
-    assert sorted((r["address"], r["ts"]) for r in voltage) == sorted((a, ts) for a in meters for ts in stamps)
+    assert sorted((r["address"], r["ts"]) for r in voltage) == sorted(
+        (a, ts) for a in meters for ts in stamps
+    )
     forwarded = {sim.pool.meters[1].address, sim.pool.meters[4].address}
     for row in energy:
         if row["address"] in forwarded:  # read from the meter itself: its own register (they differ by 100s)
@@ -146,7 +150,9 @@ async def test_lost_and_late_answers_and_a_dropped_connection_lose_no_reading_an
     assert all(200 < row["value"] < 260 for row in voltage)
 
 
-async def test_acd_after_a_power_cut_stores_the_concentrators_power_event_once(pg_dsn: str, tmp_path: Path) -> None:
+async def test_acd_after_a_power_cut_stores_the_concentrators_power_event_once(
+    pg_dsn: str, tmp_path: Path
+) -> None:
     async with listening(meters=2, faults="power_cut=1+0.5", redial_s=0.1) as sim:
         conn = await asyncpg.connect(pg_dsn)
         await import_inventory(conn, read_inventory(inventory_toml(tmp_path / "inv.toml", url_of(sim), sim)))
@@ -164,7 +170,9 @@ async def test_acd_after_a_power_cut_stores_the_concentrators_power_event_once(p
             for _ in range(3):  # more cycles (and ACD-free answers) store nothing twice
                 engine.run_cycle(ts)
                 await engine.wait_cycles()
-            rows = await conn.fetch("SELECT kind, channel_id, meter_id, occurred_at, ended_at, details FROM events")
+            rows = await conn.fetch(
+                "SELECT kind, channel_id, meter_id, occurred_at, ended_at, details FROM events"
+            )
             channel_id = await conn.fetchval("SELECT id FROM channels WHERE name = 'conc-1'")
             reported = engine.metrics.registry.get_sample_value(
                 "headend_concentrator_events_total", {"channel": "conc-1"}
