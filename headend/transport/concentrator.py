@@ -392,9 +392,9 @@ class ConcentratorLink:
                 continue
             except ConcentratorOffline:
                 attempt += 1
-                if attempt >= tries or not self.outbound:
+                if attempt >= tries or not (self.outbound or self.wait_s):
                     raise
-                continue
+                continue  # reconnect (outbound) or wait up to wait_s for the concentrator to dial again
             except ConcentratorDenied:
                 self.stats.denials += 1
                 raise

@@ -1,4 +1,4 @@
-"""Shared pieces of the concentrator tests: a simulated fixed-address concentrator, its inventory, a config."""
+"""Shared pieces of the concentrator tests: a simulated fixed-address concentrator, inventory, config."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The field commands and ``headend concentrator archive`` as real processes against simulated concentrators."""
+"""The field commands and ``headend concentrator archive`` as processes against simulated concentrators."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import os
 import socket
 import sys
-from datetime import UTC, datetime, timedelta
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -125,7 +125,7 @@ async def wait_off_the_clock_guard() -> None:
     while True:
         local = datetime.now(UTC) + timedelta(hours=8)
         into = (local.minute % 15) * 60 + local.second
-        near_midnight = local.hour == 23 and local.minute >= 55 or local.hour == 0 and local.minute < 5
+        near_midnight = (local.hour == 23 and local.minute >= 55) or (local.hour == 0 and local.minute < 5)
         if 62 <= into <= 900 - 62 and not near_midnight:
             return
         await asyncio.sleep(1)
@@ -191,5 +191,5 @@ async def test_archive_diff_then_push_assigns_inventory_pns_and_confirms(pg_dsn:
 
 
 async def test_archive_command_errors_are_one_line(pg_dsn: str) -> None:
-    code, out, err = await headend("concentrator", "archive", "diff", "nope", "--dsn", pg_dsn)
+    code, _out, err = await headend("concentrator", "archive", "diff", "nope", "--dsn", pg_dsn)
     assert code == 2 and err.strip() == "error: no channel named 'nope'"

@@ -210,5 +210,5 @@ async def test_the_daemon_reports_a_concentrator_whose_archive_disagrees(
             await engine.stop()
             await conn.close()
     warnings = [r for r in caplog.records if "archive disagrees" in r.getMessage()]
-    assert warnings and getattr(warnings[0], "missing_pn") == [3]
-    assert getattr(warnings[0], "extra_pn") == [] and getattr(warnings[0], "different_pn") == []
+    assert warnings and warnings[0].missing_pn == [3]
+    assert warnings[0].extra_pn == [] and warnings[0].different_pn == []
