@@ -193,3 +193,24 @@ async def test_archive_diff_then_push_assigns_inventory_pns_and_confirms(pg_dsn:
 async def test_archive_command_errors_are_one_line(pg_dsn: str) -> None:
     code, _out, err = await headend("concentrator", "archive", "diff", "nope", "--dsn", pg_dsn)
     assert code == 2 and err.strip() == "error: no channel named 'nope'"
+
+
+async def test_sim_concentrator_listen_serves_a_master_that_connects() -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "headend.cli", "sim", "concentrator", "--listen", f"127.0.0.1:{port}",
+        "--meters", "3", "--latency-ms", "0", "--json",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        described = json.loads(await asyncio.wait_for(process.stdout.readline(), 60))
+        assert described["listen"] == f"127.0.0.1:{port}" and len(described["meters"]) == 3
+        code, out, err = await headend("clock", f"gdw1376+tcp://127.0.0.1:{port}?address={ADDRESS}", "--json")
+        assert code == 0, err
+        assert abs(json.loads(out)["drift_s"]) < 5
+    finally:
+        process.terminate()
+        await process.wait()
+    code, _out, err = await headend("sim", "concentrator", "--meters", "1")
+    assert code == 2 and "give exactly one of --connect HOST:PORT or --listen HOST:PORT" in err
