@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -18,7 +18,7 @@ from headend.inventory import import_inventory, read_inventory
 from protocols.gdw1376 import ArchiveRecord
 from simulators.bus import DEFAULT_PASSWORD
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
-from tests.concentrator.support import ADDRESS, inventory_toml, listening, url_of
+from tests.concentrator.support import ADDRESS, inventory_toml, listening, url_of, wait_off_the_clock_guard
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -119,18 +119,7 @@ async def test_switch_is_forwarded_with_the_pw_from_the_secrets_file_and_confirm
     assert PW.hex() not in out + err and PW.hex().upper() not in out + err
 
 
-async def wait_off_the_clock_guard() -> None:
-    """Wait (at most 61 s) until now is not within a minute of a 15-minute boundary or 5 of midnight
-    (UTC+8), when the clock policy refuses to set clocks."""
-    while True:
-        local = datetime.now(UTC) + timedelta(hours=8)
-        into = (local.minute % 15) * 60 + local.second
-        near_midnight = (local.hour == 23 and local.minute >= 55) or (local.hour == 0 and local.minute < 5)
-        if 62 <= into <= 900 - 62 and not near_midnight:
-            return
-        await asyncio.sleep(1)
-
-
+@pytest.mark.timeout(900)  # 10 minutes when run at midnight UTC+8, when no clock may be set
 async def test_clock_of_the_concentrator_is_read_and_set_and_a_meter_clock_is_read_through_it(
     tmp_path: Path,
 ) -> None:

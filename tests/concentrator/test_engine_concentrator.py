@@ -15,7 +15,15 @@ from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
 from headend.store.writer import ReadingWriter
 from headend.transport.concentrator import ConcentratorLink
-from tests.concentrator.support import engine_config, inventory_toml, listening, url_of, wait_for
+from simulators.bus import DEFAULT_PASSWORD
+from tests.concentrator.support import (
+    engine_config,
+    inventory_toml,
+    listening,
+    url_of,
+    wait_for,
+    wait_off_the_clock_guard,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -212,3 +220,51 @@ async def test_the_daemon_reports_a_concentrator_whose_archive_disagrees(
     warnings = [r for r in caplog.records if "archive disagrees" in r.getMessage()]
     assert warnings and warnings[0].missing_pn == [3]
     assert warnings[0].extra_pn == [] and warnings[0].different_pn == []
+
+
+async def test_a_relay_command_through_the_engine_is_forwarded_and_confirmed_by_read_back(
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HEADEND_METER_PASSWORD", DEFAULT_PASSWORD)
+    async with listening(meters=3) as sim:
+        conn = await asyncpg.connect(pg_dsn)
+        await import_inventory(conn, read_inventory(inventory_toml(tmp_path / "inv.toml", url_of(sim), sim)))
+        target = sim.pool.archive[2]
+        meter_id = await conn.fetchval("SELECT id FROM meters WHERE address = $1", target.address)
+        await conn.close()
+        engine = make_engine(engine_config(["energy_import_kwh"]), pg_dsn, tmp_path)
+        await engine.start()
+        try:
+            result = await engine.control(
+                meter_id, lambda d: d.switch("off", operator="00000007", poll_s=0.2)
+            )
+        finally:
+            await engine.stop()
+    model = next(m for m in sim.pool.meters if m.address == target.address).model
+    assert result.status == "confirmed" and result.state.open is True and model.relay.open is True
+    assert result.evidence["event_record"]["operator"] == "00000007"
+    assert all(not m.model.relay.open for m in sim.pool.meters if m.address != target.address)
+
+
+@pytest.mark.timeout(900)  # 10 minutes when run at midnight UTC+8, when no clock may be set
+async def test_the_daemon_sets_a_concentrator_clock_that_is_off(pg_dsn: str, tmp_path: Path) -> None:
+    async with listening(meters=1) as sim:
+        sim.clock.set_local(sim.clock.local() - timedelta(minutes=7))
+        conn = await asyncpg.connect(pg_dsn)
+        await import_inventory(conn, read_inventory(inventory_toml(tmp_path / "inv.toml", url_of(sim), sim)))
+        await conn.close()
+        config = engine_config(
+            ["energy_import_kwh"], clock={"enabled": True, "check_every": "1h", "max_drift": "30s"}
+        )
+        engine = make_engine(config, pg_dsn, tmp_path)
+        await wait_off_the_clock_guard(margin_s=90)  # the first check comes about 5 s after start
+        await engine.start()
+
+        async def corrected() -> bool:
+            return sim.counts["afn_05"] >= 1 and abs(sim.clock.offset.total_seconds()) < 5
+
+        try:
+            await wait_for(corrected, 30, "the concentrator clock set")
+        finally:
+            await engine.stop()
+    assert sim.counts["afn_05"] == 1
