@@ -224,19 +224,19 @@ class Engine:
             self._spawn(worker.stop(), f"retire-{worker.spec.name}")
         for channel_id, spec in snapshot.channels.items():
             meters = snapshot.meters_by_channel.get(channel_id, [])
-            worker = self.workers.get(channel_id)
-            if worker is not None and worker.spec != spec:
+            current: ChannelWorker | None = self.workers.get(channel_id)
+            if current is not None and current.spec != spec:
                 self.workers.pop(channel_id)
-                await worker.stop()  # the same bus may be reopened below: never two owners at once
-                worker = None
-            if worker is None:
+                await current.stop()  # the same bus may be reopened below: never two owners at once
+                current = None
+            if current is None:
                 worker = ChannelWorker(
                     spec, meters, self.port.open_channel, self.port.make_driver, self.health, self.metrics
                 )
                 worker.start()
                 self.workers[channel_id] = worker
             else:
-                worker.update_meters(meters)
+                current.update_meters(meters)
         self.inventory = snapshot
         meter_channel = {m.id: cid for cid, ms in snapshot.meters_by_channel.items() for m in ms}
         self._gappy |= set(meter_channel) - set(self._meter_channel)
