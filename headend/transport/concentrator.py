@@ -101,6 +101,7 @@ class LinkStats:
     multi_frame_answers: int = 0
     late_frames: int = 0  # answers to an earlier PSEQ, arriving after their request gave up
     foreign_frames: int = 0  # another terminal's address, or downlink frames
+    uploads: int = 0  # active uploads other than link tests (confirmed when CON asks for it)
     bad_frames: int = 0
     logins: int = 0
     heartbeats: int = 0
@@ -318,6 +319,11 @@ class ConcentratorLink:
         if frame.afn == Afn.LINK_TEST and frame.control.prm:
             self._link_test(stream, frame)
             return
+        if frame.control.prm:  # an active upload (answers to our requests have PRM 0)
+            self.stats.uploads += 1
+            if frame.seq.con:
+                self._write(stream, confirm(frame.address, frame.seq.seq, ALL_CONFIRMED))
+            return
         pending = self._pending
         if pending is None or pending.future.done() or not pending.offer(frame):
             self.stats.late_frames += 1
@@ -464,6 +470,24 @@ class ConcentratorLink:
     def to_local(self, utc: datetime) -> datetime:
         """A UTC time as the concentrator's naive local time."""
         return (utc.astimezone(UTC) + self.utc_offset).replace(tzinfo=None)
+
+
+def attach_transport(
+    link: ConcentratorLink, transport: asyncio.Transport, login: bytes, received: bytes = b""
+) -> None:
+    """Hand a connection the listener has identified (``login``: the raw AFN 02 F1 frame) to ``link``.
+
+    The transport's protocol is replaced by a stream the link reads; ``received`` are bytes the
+    listener got after the login frame (they are read first).
+    """
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    if received:
+        reader.feed_data(received)
+    link.attach(reader, asyncio.StreamWriter(transport, protocol, reader, loop), login=login)
 
 
 class _Moved(Exception):

@@ -11,7 +11,12 @@ from dataclasses import replace
 import pytest
 
 from headend.drivers.gdw1376 import batch_of
-from headend.transport.concentrator import ConcentratorLink, ConcentratorOffline, ConcentratorTimeout
+from headend.transport.concentrator import (
+    ConcentratorLink,
+    ConcentratorOffline,
+    ConcentratorTimeout,
+    attach_transport,
+)
 from headend.transport.concentrator_accept import accept
 from headend.transport.url import parse_channel_url
 from protocols.gdw1376 import Afn, Deframer, EnergyReading, decode, unit
@@ -148,3 +153,45 @@ async def _rebind(link: ConcentratorLink, reader: asyncio.StreamReader, writer: 
                 return
             writer.transport.abort()
             return
+
+
+class _Inbound(asyncio.Protocol):
+    """A listener's connection protocol (like headend.transport.listener.Inbound): it identifies the
+    concentrator by its login frame and hands the bare transport over."""
+
+    def __init__(self, link: ConcentratorLink) -> None:
+        self.link = link
+        self.deframer = Deframer()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        for raw in self.deframer.feed(data):
+            if decode(raw).address.key == self.link.key:
+                attach_transport(self.link, self.transport, raw)
+            else:
+                self.transport.abort()
+            return
+
+
+async def test_a_listener_holding_a_bare_transport_hands_it_over_with_attach_transport() -> None:
+    port = free_port()
+    link = ConcentratorLink(parse_channel_url(f"gdw1376://{ADDRESS}"), wait_s=10)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Inbound(link), "127.0.0.1", port)
+    spec = ConcentratorSpec(port=port, address=ADDRESS, meters=2, latency_ms=0, heartbeat_s=0.2)
+    try:
+        async with SimConcentrator(spec) as sim:
+            items = await link.values(Afn.CLASS1_DATA, [unit((1, 2), 129)])
+            await wait_for(
+                _true_when(lambda: link.stats.heartbeats >= 2), 10, "heartbeats on the handed-over link"
+            )
+    finally:
+        server.close()
+        await link.close()
+    assert [pn for pn, _fn, _v in items] == [1, 2] and sim.counts["heartbeat_failures"] == 0
+    assert link.stats.logins == 1
