@@ -20,11 +20,14 @@ The link runs on a plain asyncio stream (``StreamReader``/``StreamWriter``):
   dial-in listener must provide**: after it has decoded the concentrator's login (AFN 02 F1) and
   found the link whose :attr:`ConcentratorLink.key` equals the login's ``frame.address.key``
   (A1+A2, never the peer IP), it calls ``link.attach(reader, writer, login=raw_login_bytes)`` and
-  stops reading that stream itself. The link confirms the login, reads every later byte (the
+  stops reading that stream itself (a listener holding a bare transport calls
+  :func:`attach_transport` instead). The link confirms the login, reads every later byte (the
   heartbeats included) and closes the stream when it is replaced or closed. A newer login with the
   same A1+A2 is attached the same way: the old stream is closed, and a request in flight on it is
-  sent again on the new one (one try is not used up). :func:`headend.transport.concentrator_accept.accept`
-  is a minimal listener of that kind for the field commands (``--listen``).
+  sent again on the new one (one try is not used up). Pull style instead: a ``connector`` given to
+  the link is asked for the concentrator's connection whenever a request finds none.
+  :func:`headend.transport.concentrator_accept.accept` is a minimal listener for the field
+  commands (``--listen``).
 
 The PW for AFN 04/05/10 comes from the caller (the secrets file), never from code, and is never
 logged or shown in ``repr``.
@@ -36,7 +39,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -67,6 +70,10 @@ from protocols.gdw1376.fields import PW_AFNS
 log = logging.getLogger(__name__)
 
 EVENT_RING = 256  # EC1 / the event pointers count modulo 256
+
+# Dial-in, pull style: (concentrator key, seconds to wait) -> its identified connection and the raw
+# login frame already read from it (b"" if none); raises ConcentratorOffline when there is none.
+Connector = Callable[[str, float], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]]]
 READ_CHUNK = 4096
 
 
@@ -180,6 +187,7 @@ class ConcentratorLink:
         connect_timeout_s: float = 3.0,
         wait_s: float = 0.0,
         utc_offset: timedelta = timedelta(hours=8),
+        connector: Connector | None = None,
     ) -> None:
         self.config = config
         self.address = Address.parse(config.terminal, config.msa)
@@ -188,6 +196,7 @@ class ConcentratorLink:
         self._pw = pw
         self.connect_timeout_s = connect_timeout_s
         self.wait_s = wait_s  # dial-in: how long a request waits for the concentrator to connect
+        self.connector = connector  # dial-in: asked for a connection when none is attached
         self.utc_offset = utc_offset
         self.stats = LinkStats()
         self.events: list[TerminalEvent] = []  # read from the concentrator, not yet taken by the daemon
@@ -278,6 +287,9 @@ class ConcentratorLink:
                     f"{self.label}: cannot connect: {exc or type(exc).__name__}"
                 ) from None
             self._start(reader, writer)
+        elif self.connector is not None:
+            reader, writer, login = await self.connector(self.key, self.wait_s)  # raises ConcentratorOffline
+            self.attach(reader, writer, login)
         else:
             try:
                 await asyncio.wait_for(self._attached.wait(), self.wait_s or 0.001)

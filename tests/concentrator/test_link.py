@@ -195,3 +195,28 @@ async def test_a_listener_holding_a_bare_transport_hands_it_over_with_attach_tra
         await link.close()
     assert [pn for pn, _fn, _v in items] == [1, 2] and sim.counts["heartbeat_failures"] == 0
     assert link.stats.logins == 1
+
+
+async def test_a_dial_in_link_pulls_its_connection_from_a_connector() -> None:
+    calls: list[tuple[str, float]] = []
+    async with listening(meters=2) as sim:
+
+        async def connector(
+            key: str, wait_s: float
+        ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+            calls.append((key, wait_s))
+            if len(calls) > 1:
+                raise ConcentratorOffline(f"gdw1376://{key}: not connected")
+            reader, writer = await asyncio.open_connection("127.0.0.1", sim.bound_port)
+            return reader, writer, b""
+
+        link = ConcentratorLink(parse_channel_url(f"gdw1376://{ADDRESS}"), wait_s=2.5, connector=connector)
+        try:
+            items = await link.values(Afn.CLASS1_DATA, [unit(0, 2)])
+            sim._close()  # the connection drops: the next request asks the connector again
+            await wait_for(_true_when(lambda: not link.online), 5, "the link to notice the drop")
+            with pytest.raises(ConcentratorOffline, match="not connected"):
+                await link.values(Afn.CLASS1_DATA, [unit(0, 2)])
+        finally:
+            await link.close()
+    assert items and calls == [(ADDRESS, 2.5), (ADDRESS, 2.5)] and link.stats.logins == 1
