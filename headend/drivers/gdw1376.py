@@ -21,11 +21,8 @@ from typing import Any
 from headend.drivers.base import (
     ClockResult,
     Credentials,
-    DriverError,
     EventRecord,
     MeterRefused,
-    MeterTimeout,
-    NotSupported,
     ProfileRecord,
     RelayState,
     SwitchResult,
@@ -114,11 +111,21 @@ class PointBatch:
         except ConcentratorDenied:
             items = []  # none of these Pn is known to the concentrator
         now = time.monotonic()
+        self._prune(now)
         answered = {p: value for p, fn, value in items if fn == key[0]}
         entries = self._cache.setdefault(key, {})
         for p in chunk:
             entries[p] = (now, answered.get(p))
         return entries.pop(pn)[1]
+
+    def _prune(self, now: float) -> None:
+        """Forget values no meter took in time (e.g. of a meter removed from the inventory)."""
+        for key in list(self._cache):
+            fresh = {p: e for p, e in self._cache[key].items() if now - e[0] < BATCH_TTL_S}
+            if fresh:
+                self._cache[key] = fresh
+            else:
+                del self._cache[key]
 
 
 def _units(pns: list[int], fn: int, day: date | None = None) -> list[Unit]:
@@ -222,7 +229,9 @@ class ConcentratorMeterDriver:
         credentials: Credentials | None = None,
         utc_offset: timedelta = timedelta(hours=8),
         max_age: timedelta = timedelta(minutes=15),
+        **dlt645_options: float | None,
     ) -> None:
+        """``dlt645_options`` go to the forwarded DL/T 645 driver (e.g. ``turnaround_s``)."""
         self.link = link
         self.address = address
         self.pn = pn
@@ -230,7 +239,13 @@ class ConcentratorMeterDriver:
         self.max_age = max_age
         self.bus = ForwardBus(link, port)
         self.forwarded = Dlt645Driver(
-            self.bus, address, edition=edition, model=model, credentials=credentials, utc_offset=utc_offset
+            self.bus,
+            address,
+            edition=edition,
+            model=model,
+            credentials=credentials,
+            utc_offset=utc_offset,
+            **dlt645_options,
         )
         self.plan = self.forwarded.plan
         self.batch = batch_of(link)
@@ -357,13 +372,4 @@ class ConcentratorMeterDriver:
         )
 
 
-__all__ = [
-    "ConcentratorMeterDriver",
-    "DriverError",
-    "ForwardBus",
-    "MeterTimeout",
-    "NotSupported",
-    "PointBatch",
-    "batch_of",
-    "energy_values",
-]
+__all__ = ["ConcentratorMeterDriver", "ForwardBus", "PointBatch", "batch_of", "energy_values"]
