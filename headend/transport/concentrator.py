@@ -252,17 +252,18 @@ class ConcentratorLink:
             old.close()
             if self._pending is not None and not self._pending.future.done():
                 self._pending.future.set_exception(_Moved())
-        self._start(reader, writer)
+        stream = self._start(reader, writer)
         if login:
-            self._received(self._stream, login)  # type: ignore[arg-type]
+            self._received(stream, login)
 
-    def _start(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _start(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> _Stream:
         stream = _Stream(reader, writer)
         stream.task = asyncio.create_task(self._read(stream), name=f"gdw1376-{self.key}")
         self._stream = stream
         self.stats.connects += 1
         self.last_heard = time.monotonic()
         self._attached.set()
+        return stream
 
     def _drop(self, reason: Exception) -> None:
         stream, self._stream = self._stream, None
