@@ -13,6 +13,7 @@ from typing import Any
 from headend.engine.backfill import ProfileRecord
 from headend.engine.events import MeterEvent
 from headend.engine.model import ChannelSpec, MeterSpec
+from headend.transport.concentrator import Connector
 
 
 def values_of(result: Any) -> dict[str, float]:
@@ -53,13 +54,16 @@ def _driver_errors(*names: str) -> tuple[type[BaseException], ...]:
 class DriverPort:
     """Opens channels and builds meter drivers with the real transport and driver packages."""
 
-    def __init__(self, secrets: Any = None) -> None:
+    def __init__(self, secrets: Any = None, concentrator_connector: Connector | None = None) -> None:
         self.secrets = secrets
+        # where dial-in concentrators' connections come from (the dial-in listener): see
+        # headend.transport.concentrator; without one, gdw1376:// channels wait for ``link.attach``
+        self.concentrator_connector = concentrator_connector
 
     async def open_channel(self, spec: ChannelSpec) -> Any:
         from headend.transport import open_channel
 
-        channel = open_channel(spec.url)
+        channel = open_channel(spec.url, concentrator_connector=self.concentrator_connector)
         opener = getattr(channel, "open", None)
         if opener is not None:
             await opener()
