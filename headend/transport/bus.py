@@ -13,15 +13,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from headend.transport.channel import ChannelStats, Framer
+from headend.transport.channel import Framer
 from headend.transport.url import ChannelConfig
+
+
+class LineStats(Protocol):
+    """What every bus counts (a channel's ChannelStats, a concentrator link's LinkStats)."""
+
+    frames_out: int
+    frames_in: int
+    timeouts: int
+    retries: int
+    rtt_count: int
+    rtt_total_s: float
 
 
 class Bus(Protocol):
     """A physical bus, one exchange at a time: opened lazily, closed by its owner."""
 
-    config: ChannelConfig
-    stats: ChannelStats
+    @property
+    def config(self) -> ChannelConfig: ...
+
+    @property
+    def stats(self) -> LineStats: ...
 
     @property
     def label(self) -> str: ...
