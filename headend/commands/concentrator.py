@@ -18,11 +18,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from headend.commands.common import DsnOption, fail, target_dsn
 from headend.drivers.base import DriverError
 from headend.drivers.gdw1376_terminal import ArchivePoint, diff_archive, push_archive
 from headend.secrets import MeterSecrets, SecretsError
 from headend.store.concentrators import channel_of, channel_points
-from headend.store.dsn import resolve_dsn
 from headend.transport import ChannelError, ChannelUrlError, ConcentratorLink, open_channel
 from headend.transport.concentrator_accept import accept, parse_listen
 
@@ -32,7 +32,6 @@ concentrator_app.add_typer(archive_app, name="archive")
 
 EDITIONS = {"dlt645-2007": 2007, "dlt645-1997": 1997}
 Channel = Annotated[str, typer.Argument(help="The concentrator's channel name in the inventory.")]
-Dsn = Annotated[str, typer.Option("--dsn", help="Database (default: $HEADEND_DSN or the embedded server)")]
 Listen = Annotated[str | None, typer.Option("--listen", help="Dial-in concentrator: wait on HOST:PORT.")]
 Wait = Annotated[float, typer.Option("--wait", help="Seconds to wait for a dial-in concentrator.")]
 Secrets = Annotated[str | None, typer.Option("--secrets", help="Secrets TOML with the concentrator PW.")]
@@ -90,13 +89,22 @@ async def _archive(
 
 
 def _run(
-    dsn: str, channel: str, secrets: str | None, listen: str | None, wait: float, push: bool
+    dsn: str | None, channel: str, secrets: str | None, listen: str | None, wait: float, push: bool
 ) -> dict[str, Any]:
+    database = target_dsn(dsn)
     try:
-        return asyncio.run(_archive(resolve_dsn(dsn or None), channel, secrets, listen, wait, push))
-    except (ArchiveCommandError, ChannelError, ChannelUrlError, DriverError, SecretsError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
+        return asyncio.run(_archive(database, channel, secrets, listen, wait, push))
+    except (
+        ArchiveCommandError,
+        ChannelError,
+        ChannelUrlError,
+        DriverError,
+        SecretsError,
+        ValueError,
+        OSError,
+        asyncpg.PostgresError,
+    ) as exc:
+        fail(str(exc), code=2)
 
 
 def _show(result: dict[str, Any], as_json: bool) -> None:
@@ -127,7 +135,7 @@ def _show(result: dict[str, Any], as_json: bool) -> None:
 @archive_app.command("diff")
 def diff_command(
     channel: Channel,
-    dsn: Dsn = "",
+    dsn: str | None = DsnOption,
     listen: Listen = None,
     wait: Wait = 60.0,
     secrets: Secrets = None,
@@ -140,7 +148,7 @@ def diff_command(
 @archive_app.command("push")
 def push_command(
     channel: Channel,
-    dsn: Dsn = "",
+    dsn: str | None = DsnOption,
     listen: Listen = None,
     wait: Wait = 60.0,
     secrets: Secrets = None,

@@ -1,8 +1,10 @@
 """What the layers above need from a bus, as Protocols: the seam between transport and drivers.
 
-``Bus`` is what every channel offers (the engine opens, closes and labels it). A driver then needs
+``Bus`` is what every channel offers (the engine opens, closes and labels it), a Q/GDW 1376.1
+:class:`~headend.transport.concentrator.ConcentratorLink` included. A driver then needs
 one of two ways to talk on it: ``FrameBus`` carries raw request/reply frames (DL/T 645, Modbus RTU
-framed by the driver) and is satisfied by :class:`~headend.transport.channel.Channel`;
+framed by the driver) and is satisfied by :class:`~headend.transport.channel.Channel` and by a
+concentrator's meter port (:class:`~headend.drivers.gdw1376.ForwardBus`, frames carried in AFN 10 F1);
 ``RegisterBus`` carries Modbus requests and is satisfied by
 :class:`~headend.transport.modbus.ModbusChannel` and by :class:`~headend.transport.modbus.RtuLink`,
 the adapter that puts Modbus RTU on a ``FrameBus``.

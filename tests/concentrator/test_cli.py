@@ -19,6 +19,7 @@ from protocols.gdw1376 import ArchiveRecord
 from simulators.bus import DEFAULT_PASSWORD
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
 from tests.concentrator.support import ADDRESS, inventory_toml, listening, url_of, wait_off_the_clock_guard
+from tests.support.operators import add_operators, operator_env
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -118,6 +119,41 @@ async def test_switch_is_forwarded_with_the_pw_from_the_secrets_file_and_confirm
     assert meter.model.relay.open is True
     assert result["evidence"]["event_record"]["operator"] == "00000042"
     assert PW.hex() not in out + err and PW.hex().upper() not in out + err
+
+
+async def test_recorded_switch_through_a_concentrator_is_signed_in_gated_and_confirmed(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    async with listening(meters=2, pw=PW) as sim:
+        record = sim.pool.archive[2]
+        meter = next(m for m in sim.pool.meters if m.address == record.address)
+        inventory = inventory_toml(tmp_path / "inv.toml", url_of(sim), sim)
+        inventory.write_text(
+            inventory.read_text().replace(
+                'model = "dlt645-generic"', 'model = "dlt645-generic"\nhas_relay = true'
+            )
+        )
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await import_inventory(conn, read_inventory(inventory))
+            await add_operators(conn, o1007="operator", o1008="viewer")
+            args = [
+                "switch", url_of(sim), "off", "-a", record.address, "--port", str(record.port),
+                "--secrets", str(secrets_file(tmp_path)), "--dsn", pg_dsn, "--reason", "tampered",
+            ]  # fmt: skip
+            code, _out, err = await headend(*args, "--operator", "1008", env=operator_env())
+            assert code == 1 and "does not hold the operator role" in err
+            assert (
+                meter.model.relay.open is False and await conn.fetchval("SELECT count(*) FROM commands") == 0
+            )
+            code, out, err = await headend(*args, "--operator", "1007", env=operator_env())
+            assert code == 0, err
+            assert meter.model.relay.open is True
+            row = await conn.fetchrow("SELECT cause, operator, state::text AS state FROM commands")
+            assert (row["cause"], row["operator"], row["state"]) == ("field", "1007", "confirmed")
+            assert PW.hex() not in out + err
+        finally:
+            await conn.close()
 
 
 @pytest.mark.timeout(900)  # 10 minutes when run at midnight UTC+8, when no clock may be set
