@@ -3,7 +3,10 @@
 TOML: ``[[channels]]`` tables (``name``, ``url``, optional ``enabled``, ``settings``) and
 ``[[meters]]`` tables (``channel``, ``protocol``, ``address``, ``model`` and optional ``unit_id``,
 ``name``, ``account``, ``protected``, ``protected_reason``, ``has_relay``, ``multiplier``,
-``enabled``, ``installed_at``). CSV: one meter per row with the meter columns plus ``channel_url``
+``enabled``, ``installed_at``; behind a Q/GDW 1376.1 concentrator channel also ``port``, the
+concentrator's port 1..31, and optionally ``pn``, the measurement point 1..2040 — a meter without
+one keeps the Pn it was given before, or gets the lowest free one). CSV: one meter per row with
+the meter columns plus ``channel_url``
 (channels are created from the distinct ``channel``/``channel_url`` pairs). Import is an upsert
 keyed by channel name and by (channel, protocol, address, unit id); it bumps ``updated_at`` so a
 running daemon picks the change up.
@@ -25,6 +28,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from headend import limits
+from headend.store.concentrators import channel_kinds, duplicate_pns, stored_pns
 from headend.store.inventory import (
     account_ids,
     channel_ids,
@@ -46,7 +50,15 @@ __all__ = [
     "read_inventory",
 ]
 
-CHANNEL_SCHEMES = {"serial": "serial", "tcp": "tcp", "modbus-tcp": "tcp", "rtu-over-tcp": "tcp"}
+CHANNEL_SCHEMES = {
+    "serial": "serial",
+    "tcp": "tcp",
+    "modbus-tcp": "tcp",
+    "rtu-over-tcp": "tcp",
+    "gdw1376": "gdw1376",
+    "gdw1376+tcp": "gdw1376",
+}
+MAX_PN = 2040
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 BROADCAST_ADDRESSES = {"999999999999": "broadcast", "AAAAAAAAAAAA": "wildcard"}
 MAX_INSTALL_AHEAD = timedelta(days=1)  # installed_at may be a little ahead (clock skew), never years
@@ -91,6 +103,8 @@ class ChannelEntry(BaseModel):
     @property
     def address(self) -> str:
         config = self.config
+        if self.kind == "gdw1376":
+            return config.terminal  # the concentrator's identity (A1+A2)
         return f"{config.host}:{config.port}" if self.kind == "tcp" else config.path
 
 
@@ -110,6 +124,13 @@ class MeterEntry(BaseModel):
     multiplier: float = 1.0
     enabled: bool = True
     installed_at: datetime | None = None
+    port: int | None = Field(None, ge=1, le=31)
+    pn: int | None = Field(None, ge=1, le=MAX_PN)
+
+    @property
+    def settings(self) -> dict[str, int]:
+        """What is stored in ``meters.settings``: the concentrator point, if any."""
+        return {} if self.port is None else {"pn": self.pn or 0, "port": self.port}
 
     @field_validator("channel", "name", "account", "protected_reason")
     @classmethod
@@ -171,6 +192,10 @@ class MeterEntry(BaseModel):
             self.address = self.address.zfill(12)
             if self.unit_id is not None:
                 raise ValueError("unit_id is for Modbus meters only")
+        if (self.pn is not None or self.port is not None) and self.protocol == "modbus":
+            raise ValueError("pn and port are for DL/T 645 meters behind a concentrator")
+        if self.pn is not None and self.port is None:
+            raise ValueError("pn given without port")
         if self.protected_reason and not self.protected:
             raise ValueError("protected_reason given but protected is false")
         return self
@@ -375,6 +400,11 @@ async def import_inventory(
                     problems.append(f"{source}: meters[{i}]: protocol: {exc}")
             if m.account is not None and m.account not in accounts:
                 problems.append(f"{source}: meters[{i}]: account: no account numbered {m.account!r}")
+        kinds = {ch.name: ch.kind for ch in inventory.channels}
+        kinds.update(
+            await channel_kinds(conn, [m.channel for m in inventory.meters if m.channel not in kinds])
+        )
+        problems += await _assign_points(conn, inventory.meters, kinds, source)
         if problems:
             raise InventoryError("\n".join(problems))
         await upsert_meters(
@@ -394,11 +424,50 @@ async def import_inventory(
                     m.multiplier,
                     m.enabled,
                     m.installed_at,
+                    m.settings,
                 )
                 for m in inventory.meters
             ],
         )
+        duplicates = await duplicate_pns(conn)
+        if duplicates:
+            raise InventoryError(
+                "\n".join(
+                    f"{source}: channel {name!r}: pn {pn} given to more than one meter"
+                    for name, pn in duplicates
+                )
+            )
     return ImportResult(len(inventory.channels), len(inventory.meters))
+
+
+async def _assign_points(
+    conn: asyncpg.Connection, meters: list[MeterEntry], kinds: dict[str, str], source: str
+) -> list[str]:
+    """Check port/pn against the channel kind and give concentrator meters without a Pn their stored
+    one or the lowest free one; returns the problems found."""
+    problems = []
+    stored = await stored_pns(conn)
+    taken: dict[str, set[int]] = {}
+    for (channel, _address), pn in stored.items():
+        taken.setdefault(channel, set()).add(pn)
+    for i, m in enumerate(meters):
+        concentrator = kinds.get(m.channel) == "gdw1376"
+        if concentrator and m.port is None:
+            problems.append(f"{source}: meters[{i}]: port: a meter behind a concentrator needs port (1..31)")
+        elif not concentrator and m.port is not None:
+            problems.append(f"{source}: meters[{i}]: port: pn and port are only for concentrator channels")
+        elif concentrator and m.pn is not None:
+            taken.setdefault(m.channel, set()).add(m.pn)
+    for m in meters:
+        if m.port is not None and m.pn is None and kinds.get(m.channel) == "gdw1376":
+            used = taken.setdefault(m.channel, set())
+            m.pn = stored.get((m.channel, m.address)) or next(
+                p for p in range(1, MAX_PN + 2) if p not in used
+            )
+            used.add(m.pn)
+            if m.pn > MAX_PN:
+                problems.append(f"{source}: channel {m.channel!r}: no free pn for meter {m.address}")
+    return problems
 
 
 async def find_meter(conn: asyncpg.Connection, ref: str) -> tuple[int, str]:

@@ -57,6 +57,15 @@ class EngineMetrics:
             "headend_capacity_warnings", "Cycles a bus could not finish in time", ["channel"], registry=r
         )
         self.clock_corrections = Counter("headend_clock_corrections", "Meter clocks set", registry=r)
+        self.concentrator_archive_mismatch = Gauge(
+            "headend_concentrator_archive_mismatch",
+            "1 while a concentrator's meter archive disagrees with the inventory",
+            ["channel"],
+            registry=r,
+        )
+        self.concentrator_events = Counter(
+            "headend_concentrator_events", "Concentrator event records stored", ["channel"], registry=r
+        )
         self.fee_control_halted = Gauge(
             "headend_fee_control_halted", "1 while a cap halts automatic disconnection", registry=r
         )

@@ -30,7 +30,7 @@ OPEN_COMMAND_STATES: Final[tuple[CommandState, ...]] = ("pending", "sent")
 ReadingQuality = Literal["actual", "backfilled", "freeze", "estimated", "suspect", "missing"]
 """How a stored reading came about (the ``reading_quality`` enum)."""
 
-JobKind = Literal["read", "on_demand", "backfill", "clock", "events", "control", "stop"]
+JobKind = Literal["read", "on_demand", "backfill", "clock", "events", "archive", "control", "stop"]
 """The work a channel worker job does (logs and metrics label jobs with it)."""
 
 ProfileSource = Literal["load_profile", "daily_freeze"]

@@ -16,6 +16,10 @@ timeout, comes back; a frame sent at another baud than the meters' or not 8E1 is
 Answers larger than ``max_frame_bytes`` go out as multi-frame replies. Everything else is denied
 (AFN 00 F2). One request is served at a time, each after ``latency_ms``.
 Faults: see ``simulators.concentrator_faults``.
+
+``ConcentratorSpec(listen=True)`` makes it a terminal with a fixed address instead: it listens on
+host:port (port 0 = any; ``sim.bound_port``) for the master to connect, then logs in and heartbeats
+on that connection the same way; a newer connection replaces the older one.
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ class ConcentratorSpec:
     history_days: int = 7
     turnaround_s: float = 0.05  # the meters' answer delay
     pw: bytes | None = None  # when set, settings/controls/forwarding with another PW are denied
+    listen: bool = False  # wait for the master to connect to host:port instead of dialling it
 
 
 class SimConcentrator:
@@ -127,13 +132,20 @@ class SimConcentrator:
         self._tasks: list[asyncio.Task[None]] = []
         self._power_back = asyncio.Event()
         self._power_back.set()
+        self._server: asyncio.Server | None = None
+        self._sessions: set[asyncio.Task[None]] = set()  # listen mode: the accepted connections
+        self.bound_port = spec.port
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> SimConcentrator:
         """Collect once, then dial in (and keep redialling) in the background."""
         self.pool.collect()
-        self._tasks.append(asyncio.create_task(self._dial_loop()))
+        if self.spec.listen:
+            self._server = await asyncio.start_server(self._accepted, self.spec.host, self.spec.port)
+            self.bound_port = self._server.sockets[0].getsockname()[1]
+        else:
+            self._tasks.append(asyncio.create_task(self._dial_loop()))
         self._tasks.append(asyncio.create_task(self._collect_loop()))
         for at in self.faults.drops_at:
             self._tasks.append(asyncio.create_task(self._at(at, self._drop, "drop")))
@@ -152,6 +164,13 @@ class SimConcentrator:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for session in list(self._sessions):
+            session.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await session
         self._close()
 
     async def __aenter__(self) -> SimConcentrator:
@@ -165,7 +184,7 @@ class SimConcentrator:
         return {
             "protocol": "gdw1376",
             "address": self.address.key,
-            "connect": f"{self.spec.host}:{self.spec.port}",
+            "connect" if not self.spec.listen else "listen": f"{self.spec.host}:{self.bound_port}",
             "ports": self.spec.ports,
             "meters": [
                 {"pn": r.pn, "serial": r.serial, "address": r.address, "port": r.port}
@@ -194,6 +213,28 @@ class SimConcentrator:
                 self._close()
             self.counts["redials"] += 1
             await asyncio.sleep(self.spec.redial_s)
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Listen mode: a master connected; it replaces any older connection."""
+        if not self._power_back.is_set():
+            writer.transport.abort()
+            return
+        self._close()
+        self.counts["connections"] += 1
+        self._writer = writer
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions.add(task)
+        try:
+            await self._session(reader, writer)
+        except (ConnectionError, OSError, asyncio.CancelledError):
+            pass  # a stop cancels the session: end it quietly (the server's callback reads the result)
+        finally:
+            self._sessions.discard(task)
+            if self._writer is writer:
+                self._close()
+            else:
+                writer.transport.abort()
 
     def _close(self) -> None:
         self.logged_in.clear()

@@ -1,7 +1,11 @@
 """Field-engineer commands: read, switch, clock, profile and scan one bus, through the daemon's code path.
 
 Every command opens the channel and builds the driver exactly as the engine does
-(``headend.transport.open_channel`` + ``headend.drivers.make_driver``).
+(``headend.transport.open_channel`` + ``headend.drivers.make_driver``). Meters behind a Q/GDW 1376.1
+concentrator (``gdw1376+tcp://host:port?address=…``, or ``gdw1376://ADDRESS --listen HOST:PORT`` for
+one that dials in) need ``--port`` (the concentrator's port of the meter); with ``--pn`` energy comes
+from the concentrator's collection (AFN 0C F129), everything else is forwarded (AFN 10 F1).
+``clock`` without ``--address`` on a concentrator URL is the concentrator's own clock.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import asyncio
 import json
 import os
 from collections.abc import Callable, Coroutine
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -25,18 +29,22 @@ from headend.commands.auth import login
 from headend.config import ClockConfig
 from headend.control.field_switch import field_switch
 from headend.drivers import DriverError, ModbusDriver, make_driver
+from headend.drivers.gdw1376_terminal import TerminalClock, read_terminal_clock
 from headend.engine.clock import ClockPolicy, check_clock
 from headend.operators import OperatorError, check_operator_id
 from headend.secrets import MeterSecrets, SecretsError
 from headend.transport import (
+    CONCENTRATOR_SCHEMES,
     Channel,
     ChannelError,
     ChannelUrlError,
+    ConcentratorLink,
     ModbusChannel,
     check_protocol,
     open_channel,
     parse_channel_url,
 )
+from headend.transport.concentrator_accept import accept, parse_listen
 from protocols.dlt645 import (
     BROADCAST_ADDRESS,
     Deframer,
@@ -59,6 +67,24 @@ Unit = Annotated[int | None, typer.Option("--unit", help="Modbus unit id.")]
 Model = Annotated[str | None, typer.Option("--model", help="Meter model file in protocols/models.")]
 Secrets = Annotated[str | None, typer.Option("--secrets", help="Secrets TOML with meter passwords.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+Port = Annotated[int | None, typer.Option("--port", help="Behind a concentrator: the meter's port (1..31).")]
+Pn = Annotated[
+    int | None, typer.Option("--pn", help="Behind a concentrator: the meter's Pn (energy read natively).")
+]
+Listen = Annotated[
+    str | None, typer.Option("--listen", help="gdw1376://ADDRESS: wait on HOST:PORT for it to dial in.")
+]
+Wait = Annotated[float, typer.Option("--wait", help="Seconds to wait for a dial-in concentrator.")]
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """How to reach a meter behind a concentrator (all None/empty on a plain bus)."""
+
+    port: int | None = None
+    pn: int | None = None
+    listen: str | None = None
+    wait: float = 60.0
 
 
 class FieldError(Exception):
@@ -93,10 +119,22 @@ def _driver(
     unit: int | None,
     model: str | None,
     secrets: str | None,
+    via: Via = Via(),
     *,
     writes: bool = False,
 ) -> tuple[Any, Any]:
     _checked_url(url, protocol)
+    if parse_channel_url(url).scheme in CONCENTRATOR_SCHEMES:
+        if not address:
+            raise FieldError("--address is required for DL/T 645 meters")
+        if via.port is None:
+            raise FieldError("--port is required for a meter behind a concentrator")
+        store = _secrets(secrets, writes)
+        channel = open_channel(url)
+        point = {"port": via.port, "pn": via.pn}
+        return channel, make_driver(protocol, channel, address.rjust(12, "0"), model, store, **point)
+    if via.port is not None or via.pn is not None:
+        raise FieldError("--port and --pn are for meters behind a concentrator (gdw1376 URLs)")
     if protocol == "modbus":
         if unit is None:
             raise FieldError("--unit is required for Modbus meters")
@@ -124,6 +162,17 @@ def check_write_target(protocol: str, address: str | None, unit: int | None) -> 
             unicast_address(address)
         except EncodeError as exc:
             raise FieldError(f"--address: {exc}") from None
+
+
+async def _connect(channel: Any, via: Via) -> None:
+    """A dial-in concentrator: wait for its login on ``--listen``; anything else connects lazily."""
+    if isinstance(channel, ConcentratorLink) and not channel.outbound:
+        if via.listen is None:
+            raise FieldError(f"{channel.label} dials in: give --listen HOST:PORT to wait for it")
+        host, port = parse_listen(via.listen)
+        await accept(channel, host, port, via.wait)
+    elif via.listen is not None:
+        raise FieldError("--listen is for gdw1376://ADDRESS channels (concentrators that dial in)")
 
 
 def _run(work: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
@@ -171,12 +220,18 @@ def read_command(
     model: Model = None,
     secrets: Secrets = None,
     as_json: Json = False,
+    port: Port = None,
+    pn: Pn = None,
+    listen: Listen = None,
+    wait: Wait = 60.0,
 ) -> None:
     """Read quantities or raw data identifiers from one meter."""
+    via = Via(port, pn, listen, wait)
 
     async def work() -> dict[str, Any]:
-        channel, driver = _driver(url, protocol, address, unit, model, secrets)
+        channel, driver = _driver(url, protocol, address, unit, model, secrets, via)
         try:
+            await _connect(channel, via)
             names = items or list(driver.model.points if protocol == "modbus" else driver.plan)
             values: dict[str, Any] = {}
             unsupported: dict[str, str] = {}
@@ -236,6 +291,9 @@ def switch_command(
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the command; send nothing.")] = False,
     as_json: Json = False,
+    port: Port = None,
+    listen: Listen = None,
+    wait: Wait = 60.0,
 ) -> None:
     """Switch one meter's relay and confirm it by reading the state back.
 
@@ -243,6 +301,7 @@ def switch_command(
     gates and audit as the daemon's, run by an authenticated operator; without one, --no-record is
     required. Wildcard, broadcast and malformed addresses are always refused."""
     action = action.replace("-", "_")
+    via = Via(port, None, listen, wait)
     database = dsn or os.environ.get("HEADEND_DSN")
     try:
         if action not in ("off", "on", "close_allowed"):
@@ -265,12 +324,12 @@ def switch_command(
         raise typer.Exit(code=1) from None
     if database and not dry_run:
         _recorded_switch(
-            url, action, operator, protocol, address, unit, model, secrets, meter, reason, database
+            url, action, operator, protocol, address, unit, model, secrets, meter, reason, database, via
         )
         return
 
     async def work() -> dict[str, Any]:
-        channel, driver = _driver(url, protocol, address, unit, model, secrets, writes=True)
+        channel, driver = _driver(url, protocol, address, unit, model, secrets, via, writes=True)
         if dry_run:
             if protocol == "modbus":
                 return {
@@ -291,6 +350,7 @@ def switch_command(
                 "sent": False,
             }
         try:
+            await _connect(channel, via)
             return (await driver.switch(action, operator=operator)).to_json()
         finally:
             await channel.close()
@@ -313,6 +373,7 @@ def _recorded_switch(
     meter: str | None,
     reason: str | None,
     database: str,
+    via: Via,
 ) -> None:
     """The switch as a persisted, audited command run by the signed-in operator (field_switch)."""
     me = login(operator)
@@ -325,8 +386,9 @@ def _recorded_switch(
             raise FieldError(f"database: {exc}") from None
         try:
             await me.sign_in(conn, "operator")
-            channel, driver = _driver(url, protocol, address, unit, model, secrets, writes=True)
+            channel, driver = _driver(url, protocol, address, unit, model, secrets, via, writes=True)
             try:
+                await _connect(channel, via)
                 outcome = await field_switch(
                     conn, meter_ref, action, operator=me.operator_id, reason=str(reason), driver=driver
                 )
@@ -360,14 +422,21 @@ def clock_command(
     secrets: Secrets = None,
     sync: Annotated[bool, typer.Option("--sync", help="Correct the clock if it is off.")] = False,
     as_json: Json = False,
+    port: Port = None,
+    listen: Listen = None,
+    wait: Wait = 60.0,
 ) -> None:
-    """Read (and with --sync correct) the meter clock."""
+    """Read (and with --sync correct) the meter clock, or a concentrator's own clock (no --address)."""
+    via = Via(port, None, listen, wait)
 
     async def work() -> dict[str, Any]:
+        if address is None and parse_channel_url(url).scheme in CONCENTRATOR_SCHEMES:
+            return await _terminal_clock(url, secrets, via, sync)
         if sync:
             check_write_target(protocol, address, unit)
-        channel, driver = _driver(url, protocol, address, unit, model, secrets, writes=sync)
+        channel, driver = _driver(url, protocol, address, unit, model, secrets, via, writes=sync)
         try:
+            await _connect(channel, via)
             if sync:
                 result = await check_clock(driver, ClockPolicy.from_config(ClockConfig()))
                 return {
@@ -383,7 +452,34 @@ def clock_command(
             await channel.close()
 
     result = _run(work)
-    _print(result, as_json, _field_table("meter clock", result))
+    _print(result, as_json, _field_table("meter clock" if address else "clock", result))
+
+
+async def _terminal_clock(url: str, secrets: str | None, via: Via, sync: bool) -> dict[str, Any]:
+    """A concentrator's clock: AFN 0C F2, and with ``sync`` AFN 05 F31 under the meters' clock policy."""
+    link = open_channel(url)
+    assert isinstance(link, ConcentratorLink)
+    link.set_pw(_secrets(secrets, sync).concentrator_pw(link.key))
+    try:
+        await _connect(link, via)
+        if not sync:
+            clock = await read_terminal_clock(link)
+            return {
+                "concentrator": link.key,
+                "clock": clock,
+                "drift_s": (clock - datetime.now(UTC)).total_seconds(),
+            }
+        result = await check_clock(TerminalClock(link), ClockPolicy.from_config(ClockConfig()))
+        return {
+            "concentrator": link.key,
+            "clock": result.meter_time,
+            "drift_s": result.drift_before,
+            "action": result.action,
+            "reason": result.reason,
+            "drift_after_s": result.drift_after,
+        }
+    finally:
+        await link.close()
 
 
 def profile_command(
@@ -452,7 +548,10 @@ def scan_command(
                 " --one-meter"
             )
         edition = 1997 if protocol == "dlt645-1997" else 2007
-        channel = Channel(parse_channel_url(url))  # DL/T 645: serial:// or tcp:// (checked above)
+        config = parse_channel_url(url)
+        if config.scheme not in ("serial", "tcp"):
+            raise FieldError("scan needs a serial:// or tcp:// bus (DL/T 645)")
+        channel = Channel(config)
         found: list[str] = []
         try:
             with Progress(transient=True, disable=as_json) as progress:

@@ -213,7 +213,7 @@ def sim_fleet(
 def _host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
-        raise typer.BadParameter(f"--connect wants HOST:PORT, got {text!r}")
+        raise typer.BadParameter(f"want HOST:PORT, got {text!r}")
     return host, int(port)
 
 
@@ -231,10 +231,11 @@ async def _run_concentrators(specs: list[ConcentratorSpec], as_json: bool) -> No
             typer.echo(json.dumps(descriptions[0] if len(sims) == 1 else {"concentrators": descriptions}))
         else:
             for item in descriptions:
-                typer.echo(
-                    f"concentrator {item['address']} dialling {item['connect']}: "
-                    f"{len(item['meters'])} meters on {item['ports']} ports"
+                where = (
+                    f"dialling {item['connect']}" if "connect" in item else f"listening on {item['listen']}"
                 )
+                meters_text = f"{len(item['meters'])} meters on {item['ports']} ports"
+                typer.echo(f"concentrator {item['address']} {where}: {meters_text}")
                 for meter in item["meters"]:
                     typer.echo(f"  p{meter['pn']} port {meter['port']} {meter['address']}")
         await stop.wait()
@@ -248,7 +249,13 @@ async def _run_concentrators(specs: list[ConcentratorSpec], as_json: bool) -> No
 
 @sim_app.command("concentrator")
 def sim_concentrator(
-    connect: Annotated[str, typer.Option(help="Master station to dial, HOST:PORT.")],
+    connect: Annotated[str | None, typer.Option(help="Master station to dial, HOST:PORT.")] = None,
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            help="Be a fixed-address terminal: wait for the master on HOST:PORT (PORT+i for --count)."
+        ),
+    ] = None,
     address: Annotated[
         str, typer.Option(help="Region-terminal (0314-25394) or 8 hex digits.")
     ] = "0314-25394",
@@ -269,8 +276,11 @@ def sim_concentrator(
     ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object once started.")] = False,
 ) -> None:
-    """Run simulated Q/GDW 1376.1 concentrators that dial in to a master station, until Ctrl-C / SIGTERM."""
-    host, port = _host_port(connect)
+    """Run simulated Q/GDW 1376.1 concentrators that dial in to a master station (or, with --listen, wait
+    for it to connect), until Ctrl-C / SIGTERM."""
+    if (connect is None) == (listen is None):
+        raise typer.BadParameter("give exactly one of --connect HOST:PORT or --listen HOST:PORT")
+    host, port = _host_port(connect or listen or "")
     try:
         first = Address.parse(address)
         if first.terminal + count - 1 > 0xFFFF:
@@ -278,7 +288,8 @@ def sim_concentrator(
         specs = [
             ConcentratorSpec(
                 host=host,
-                port=port,
+                port=port + i if listen and port else port,
+                listen=listen is not None,
                 address=f"{first.region}-{first.terminal + i}",
                 meters=meters,
                 ports=ports,

@@ -1,4 +1,5 @@
-"""Meter drivers: one interface over DL/T 645 (2007, 1997) and Modbus meters.
+"""Meter drivers: one interface over DL/T 645 (2007, 1997) and Modbus meters, direct or behind a
+Q/GDW 1376.1 concentrator.
 
 ``make_driver(protocol, channel, address, model, secrets)`` builds the driver the engine and the CLI
 use; every driver is a :class:`~headend.drivers.base.MeterDriver`: ``read(quantities)``,
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from headend.drivers.base import (
     Capabilities,
@@ -29,8 +30,10 @@ from headend.drivers.base import (
     SwitchResult,
 )
 from headend.drivers.dlt645 import Dlt645Driver
+from headend.drivers.gdw1376 import ConcentratorMeterDriver
 from headend.drivers.modbus import ModbusDriver
 from headend.transport import Bus, FrameBus, ModbusChannel
+from headend.transport.concentrator import ConcentratorLink
 from protocols.modbus import load_modbus_model
 
 EDITIONS = {"dlt645": 2007, "dlt645-2007": 2007, "dlt645-1997": 1997}
@@ -43,18 +46,28 @@ class CredentialSource(Protocol):
     def credentials_for(self, address: str) -> Credentials | None: ...
 
 
+@runtime_checkable
+class PwSource(Protocol):
+    """Where concentrator PWs come from (``headend.secrets.MeterSecrets``)."""
+
+    def concentrator_pw(self, key: str) -> bytes | None: ...
+
+
 Secrets = Credentials | CredentialSource | str | Path | None
 
 
-def _credentials(secrets: Secrets, address: str) -> Credentials | None:
+def _source(secrets: Secrets) -> Credentials | CredentialSource:
     """``secrets`` may be Credentials, a MeterSecrets, a secrets file path, or None (environment only)."""
-    if isinstance(secrets, Credentials):
-        return secrets
     if secrets is None or isinstance(secrets, str | Path):
         from headend.secrets import MeterSecrets  # headend.secrets imports drivers.base: load it lazily
 
-        secrets = MeterSecrets.load(secrets)
-    return secrets.credentials_for(address)
+        return MeterSecrets.load(secrets)
+    return secrets
+
+
+def _credentials(secrets: Secrets, address: str) -> Credentials | None:
+    source = _source(secrets)
+    return source if isinstance(source, Credentials) else source.credentials_for(address)
 
 
 def make_driver(
@@ -64,11 +77,16 @@ def make_driver(
     model: str | None = None,
     secrets: Secrets = None,
     **options: Any,
-) -> Dlt645Driver | ModbusDriver:
-    """The driver for one meter on ``channel``; NotSupported when the channel cannot carry the protocol."""
+) -> MeterDriver:
+    """The driver for one meter on ``channel``; NotSupported when the channel cannot carry the protocol.
+
+    Behind a concentrator (a ConcentratorLink) the meter needs the ``port`` option (and ``pn`` for
+    native reads); the concentrator's PW comes from ``secrets``."""
     if address is None:
         needed = "a unit id" if protocol == "modbus" else "an address"
         raise NotSupported(f"a {protocol} meter needs {needed}")
+    if isinstance(channel, ConcentratorLink):
+        return _behind_concentrator(protocol, channel, str(address), model, secrets, **options)
     if protocol == "modbus":
         if not isinstance(channel, ModbusChannel | FrameBus):
             raise NotSupported(f"{channel.label} cannot carry Modbus requests")
@@ -87,6 +105,28 @@ def make_driver(
     raise NotSupported(f"no driver for protocol {protocol!r} yet (supported: {', '.join(EDITIONS)})")
 
 
+def _behind_concentrator(
+    protocol: str, link: ConcentratorLink, address: str, model: str | None, secrets: Secrets, **options: Any
+) -> ConcentratorMeterDriver:
+    """A DL/T 645 meter on a concentrator's ``port`` (Pn ``pn``); sets the link's PW from ``secrets``."""
+    port = options.pop("port", None)
+    if protocol not in EDITIONS or port is None:
+        raise NotSupported(f"a meter behind concentrator {link.key} needs a DL/T 645 protocol and port")
+    source = _source(secrets)
+    if isinstance(source, PwSource):
+        link.set_pw(source.concentrator_pw(link.key))
+    return ConcentratorMeterDriver(
+        link,
+        address,
+        pn=options.pop("pn", None),
+        port=int(port),
+        edition=EDITIONS[protocol],
+        model=model,
+        credentials=_credentials(source, address),
+        **options,
+    )
+
+
 @cache
 def capabilities_for(protocol: str, model: str | None = None) -> Capabilities:
     """What a meter of ``protocol`` and ``model`` offers beyond reads (the engine plans jobs with it)."""
@@ -99,6 +139,7 @@ def capabilities_for(protocol: str, model: str | None = None) -> Capabilities:
 
 __all__ = [
     "Capabilities",
+    "ConcentratorMeterDriver",
     "Credentials",
     "Dlt645Driver",
     "DriverError",

@@ -134,8 +134,12 @@ class MeterDriver(Protocol):
     address: str
     capabilities: Capabilities
     unsupported: dict[str, str]  # quantities of the last ``read`` the meter did not give, and why
-    last_rtt_s: float | None
     utc_offset: timedelta  # the meter's local time minus UTC (its clock and profile stamps)
+
+    @property
+    def last_rtt_s(self) -> float | None:
+        """The round trip of the last exchange (None before the first)."""
+        ...
 
     async def read(self, quantities: list[str]) -> dict[str, float]:
         """Canonical quantities; the ones the meter does not offer land in ``unsupported``."""

@@ -14,6 +14,7 @@ Hooks for other services running in the daemon (e.g. fee control):
   ``{quantity: value}`` (``store=True`` also stores them, quality ``actual``, source ``on_demand``).
 * Services named in ``[engine] services`` (``"module:function"``) are called as
   ``function(engine)`` after start-up; a returned coroutine runs as a task until shutdown.
+  The concentrator duties (:mod:`headend.concentrators.service`) always run, built in.
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ class Engine:
                 self.backfill.start(worker, upto)
         for target in self.config.engine.services:
             self._start_service(target)
+        self._start_concentrator_duties()
         log.info(
             "engine started",
             extra={
@@ -177,6 +179,14 @@ class Engine:
         result = service(EngineServices(self.config, self.pool, self.metrics, self.control))
         if asyncio.iscoroutine(result):
             self._services.append(asyncio.create_task(result, name=f"service-{target}"))
+
+    def _start_concentrator_duties(self) -> None:
+        """The concentrators' events, archive checks and clocks: built in, not an ``[engine] services``
+        entry (it idles without concentrator channels and needs the bus workers, which a service is
+        not given)."""
+        from headend.concentrators.service import run  # imports the drivers: only once running
+
+        self._services.append(asyncio.create_task(run(self), name="service-concentrators"))
 
     # -- inventory and cycles -----------------------------------------------------------------
 

@@ -27,6 +27,8 @@ class MeterSpec:
     model: str
     installed_at: datetime
     name: str | None = None
+    pn: int | None = None  # behind a 1376.1 concentrator: measurement point and port
+    port: int | None = None
 
     @property
     def label(self) -> str:

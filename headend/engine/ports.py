@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from headend.drivers.base import Capabilities, MeterDriver
     from headend.drivers.base import ProfileRecord as DriverProfileRecord
     from headend.transport import Bus
+    from headend.transport.concentrator import Connector
 
 log = logging.getLogger(__name__)
 SECRETS_RETRY_S = 60.0  # an unreadable secrets file is tried again this often
@@ -67,11 +68,19 @@ def _driver_errors(*names: str) -> tuple[type[BaseException], ...]:
 class DriverPort:
     """Opens channels and builds meter drivers with the real transport and driver packages."""
 
-    def __init__(self, secrets: Secrets = None, relay: RelayConfig | None = None) -> None:
+    def __init__(
+        self,
+        secrets: Secrets = None,
+        relay: RelayConfig | None = None,
+        concentrator_connector: Connector | None = None,
+    ) -> None:
         self.secrets = secrets  # a path (or None: environment only), MeterSecrets or Credentials
         self.relay = relay or RelayConfig()  # the drivers' confirmation window after a switch
         self._loaded: Any = None
         self._failed_at = -SECRETS_RETRY_S
+        # where dial-in concentrators' connections come from (the dial-in listener): see
+        # headend.transport.concentrator; without one, gdw1376:// channels wait for ``link.attach``
+        self.concentrator_connector = concentrator_connector
 
     def credentials_source(self) -> Any:
         """The meter secrets, loaded once; unreadable secrets cost writes only, never reads.
@@ -102,7 +111,7 @@ class DriverPort:
     async def open_channel(self, spec: ChannelSpec) -> Bus:
         from headend.transport import open_channel
 
-        channel = open_channel(spec.url)
+        channel = open_channel(spec.url, concentrator_connector=self.concentrator_connector)
         await channel.open()
         return channel
 
@@ -114,6 +123,7 @@ class DriverPort:
         if config is not None:
             check_protocol(meter.protocol, config)  # a one-line ChannelUrlError, counted as a failure
         address = meter.unit_id if meter.protocol == "modbus" else meter.address
+        point = {"pn": meter.pn, "port": meter.port} if meter.port is not None else {}
         return make_driver(
             meter.protocol,
             channel,
@@ -122,6 +132,7 @@ class DriverPort:
             self.credentials_source(),
             confirm_timeout_s=self.relay.confirm_timeout,
             confirm_poll_s=self.relay.confirm_poll,
+            **point,
         )
 
     def has_memory(self, meter: MeterSpec) -> bool:

@@ -148,8 +148,21 @@ class ChannelWorker:
     async def _driver(self, meter: MeterSpec) -> MeterDriver:
         if self.channel is None:
             self.channel = await self._open_channel(self.spec)
-        driver = self._drivers[meter.id] = self._make_driver(self.channel, meter)
+            self._make_all_drivers(self.channel)
+        driver = self._drivers.get(meter.id)
+        if driver is None:
+            driver = self._drivers[meter.id] = self._make_driver(self.channel, meter)
         return driver
+
+    def _make_all_drivers(self, channel: Bus) -> None:
+        """Every meter's driver as the channel opens: drivers behind one concentrator batch their
+        reads, so each must be known before the first read (a meter whose driver cannot be made
+        fails its own job later, not this one)."""
+        for other in self.meters.values():
+            try:
+                self._drivers[other.id] = self._make_driver(channel, other)
+            except Exception:
+                continue
 
     async def _run(self) -> None:
         while True:

@@ -17,17 +17,19 @@ RETURNING id
 
 _UPSERT_METER = """
 INSERT INTO meters (name, protocol, address, unit_id, model, channel_id, account_id, protected,
-                    protected_reason, has_relay, multiplier, enabled, installed_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($13, now()))
+                    protected_reason, has_relay, multiplier, enabled, installed_at, settings)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($13, now()), $14::jsonb)
 ON CONFLICT (channel_id, protocol, address, coalesce(unit_id, -1)) DO UPDATE SET
     name = EXCLUDED.name, model = EXCLUDED.model, account_id = EXCLUDED.account_id,
+    settings = meters.settings - 'pn' - 'port' || EXCLUDED.settings,
     protected = EXCLUDED.protected, protected_reason = EXCLUDED.protected_reason,
     has_relay = EXCLUDED.has_relay, multiplier = EXCLUDED.multiplier, enabled = EXCLUDED.enabled,
     installed_at = coalesce($13, meters.installed_at), removed_at = NULL, updated_at = now()
 """
 
 # name, protocol, address, unit id, model, channel id, account id, protected, protected reason,
-# has relay, multiplier, enabled, installed at (None: now / unchanged)
+# has relay, multiplier, enabled, installed at (None: now / unchanged), settings (the concentrator
+# point: pn and port; replaces the stored ones, other settings are kept)
 MeterRow = tuple[
     str | None,
     str,
@@ -42,6 +44,7 @@ MeterRow = tuple[
     float,
     bool,
     datetime | None,
+    dict[str, int],
 ]
 
 
@@ -65,7 +68,7 @@ async def upsert_channel(
 
 async def upsert_meters(conn: asyncpg.Connection, rows: Sequence[MeterRow]) -> None:
     """Insert or update meters by (channel, protocol, address, unit); a removed meter comes back."""
-    await conn.executemany(_UPSERT_METER, rows)
+    await conn.executemany(_UPSERT_METER, [(*row[:13], json.dumps(row[13])) for row in rows])
 
 
 async def list_inventory(conn: asyncpg.Connection, channel: str | None = None) -> list[asyncpg.Record]:
@@ -106,8 +109,9 @@ async def enabled_channels(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 
 async def enabled_meters(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    """The enabled, installed meters, by channel then id."""
+    """The enabled, installed meters, by channel then id (``pn``/``port``: behind a concentrator)."""
     return await conn.fetch(
-        "SELECT id, channel_id, protocol, address, unit_id, model, installed_at, name FROM meters"
+        "SELECT id, channel_id, protocol, address, unit_id, model, installed_at, name,"
+        " (settings->>'pn')::int AS pn, (settings->>'port')::int AS port FROM meters"
         " WHERE enabled AND removed_at IS NULL ORDER BY channel_id, id"
     )

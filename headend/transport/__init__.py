@@ -13,23 +13,37 @@ from headend.transport.channel import (
     ChannelUnavailable,
     ExchangeTimeout,
 )
+from headend.transport.concentrator import ConcentratorLink, Connector
 from headend.transport.modbus import ModbusChannel, ModbusError
-from headend.transport.url import ChannelConfig, ChannelUrlError, check_protocol, parse_channel_url
+from headend.transport.url import (
+    CONCENTRATOR_SCHEMES,
+    ChannelConfig,
+    ChannelUrlError,
+    check_protocol,
+    parse_channel_url,
+)
 
 
-def open_channel(url: str) -> Channel | ModbusChannel:
+def open_channel(
+    url: str, *, concentrator_connector: Connector | None = None
+) -> Channel | ModbusChannel | ConcentratorLink:
     """A channel for ``url`` (not yet connected: it opens on first use or with ``await channel.open()``).
 
     ``serial://`` and ``tcp://`` carry raw frames (DL/T 645); ``modbus-tcp://`` and ``rtu-over-tcp://``
-    are Modbus gateways served by pymodbus.
+    are Modbus gateways served by pymodbus; ``gdw1376+tcp://`` and ``gdw1376://`` are links to
+    Q/GDW 1376.1 concentrators (a dial-in one gets its connection from a listener: pulled through
+    ``concentrator_connector``, or pushed with ``link.attach``).
     """
     config = parse_channel_url(url)
+    if config.scheme in CONCENTRATOR_SCHEMES:
+        return ConcentratorLink(config, connector=concentrator_connector)
     if config.scheme in ("modbus-tcp", "rtu-over-tcp"):
         return ModbusChannel(config)
     return Channel(config)
 
 
 __all__ = [
+    "CONCENTRATOR_SCHEMES",
     "Bus",
     "Channel",
     "ChannelConfig",
@@ -37,6 +51,7 @@ __all__ = [
     "ChannelStats",
     "ChannelUnavailable",
     "ChannelUrlError",
+    "ConcentratorLink",
     "ExchangeTimeout",
     "FrameBus",
     "ModbusChannel",

@@ -1,8 +1,10 @@
 """What the layers above need from a bus, as Protocols: the seam between transport and drivers.
 
-``Bus`` is what every channel offers (the engine opens, closes and labels it). A driver then needs
+``Bus`` is what every channel offers (the engine opens, closes and labels it), a Q/GDW 1376.1
+:class:`~headend.transport.concentrator.ConcentratorLink` included. A driver then needs
 one of two ways to talk on it: ``FrameBus`` carries raw request/reply frames (DL/T 645, Modbus RTU
-framed by the driver) and is satisfied by :class:`~headend.transport.channel.Channel`;
+framed by the driver) and is satisfied by :class:`~headend.transport.channel.Channel` and by a
+concentrator's meter port (:class:`~headend.drivers.gdw1376.ForwardBus`, frames carried in AFN 10 F1);
 ``RegisterBus`` carries Modbus requests and is satisfied by
 :class:`~headend.transport.modbus.ModbusChannel` and by :class:`~headend.transport.modbus.RtuLink`,
 the adapter that puts Modbus RTU on a ``FrameBus``.
@@ -13,15 +15,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from headend.transport.channel import ChannelStats, Framer
+from headend.transport.channel import Framer
 from headend.transport.url import ChannelConfig
+
+
+class LineStats(Protocol):
+    """What every bus counts (a channel's ChannelStats, a concentrator link's LinkStats)."""
+
+    frames_out: int
+    frames_in: int
+    timeouts: int
+    retries: int
+    rtt_count: int
+    rtt_total_s: float
 
 
 class Bus(Protocol):
     """A physical bus, one exchange at a time: opened lazily, closed by its owner."""
 
-    config: ChannelConfig
-    stats: ChannelStats
+    @property
+    def config(self) -> ChannelConfig: ...
+
+    @property
+    def stats(self) -> LineStats: ...
 
     @property
     def label(self) -> str: ...

@@ -5,6 +5,12 @@ transparent serial server / DTU; ``?baud=`` tells the line speed behind it for t
 ``modbus-tcp://host:502`` and ``rtu-over-tcp://host:4001``. Query options common to all:
 ``gap_ms`` (inter-frame gap), ``turnaround_ms`` (meter response allowance), ``retries``.
 :func:`check_protocol` says whether a meter protocol can run on a channel.
+
+Q/GDW 1376.1 concentrators: ``gdw1376://0314-25394`` (a concentrator that dials in, named by its
+region-terminal address A1+A2) and ``gdw1376+tcp://host:port?address=0314-25394`` (a terminal with a
+fixed address that we connect to). There ``turnaround_ms`` is the concentrator's answer allowance
+(network round trip; default 5 s), ``baud`` the meters' line speed behind it (for AFN 10 F1) and
+``msa`` our master station address (1..127, default 1).
 """
 
 from __future__ import annotations
@@ -14,7 +20,11 @@ import os
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-SCHEMES = ("serial", "tcp", "modbus-tcp", "rtu-over-tcp")
+from protocols.gdw1376 import Address, GDW1376Error
+
+SCHEMES = ("serial", "tcp", "modbus-tcp", "rtu-over-tcp", "gdw1376", "gdw1376+tcp")
+CONCENTRATOR_SCHEMES = ("gdw1376", "gdw1376+tcp")
+CONCENTRATOR_TURNAROUND_S = 5.0
 DEFAULT_PORTS = {"modbus-tcp": 502}
 BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200)
 MAX_RETRIES = 10
@@ -22,11 +32,12 @@ MAX_GAP_MS = 10_000.0
 MAX_TURNAROUND_MS = 60_000.0
 MAX_URL_LENGTH = 1000
 # which channel schemes each meter protocol can use: DL/T 645 needs raw frames (serial or a
-# transparent serial server); Modbus runs on its gateways and as RTU on a raw line
+# transparent serial server, or AFN 10 F1 forwarding through a concentrator); Modbus runs on its
+# gateways and as RTU on a raw line
 PROTOCOL_SCHEMES = {
-    "dlt645-2007": ("serial", "tcp"),
-    "dlt645-1997": ("serial", "tcp"),
-    "modbus": SCHEMES,
+    "dlt645-2007": ("serial", "tcp", *CONCENTRATOR_SCHEMES),
+    "dlt645-1997": ("serial", "tcp", *CONCENTRATOR_SCHEMES),
+    "modbus": ("serial", "tcp", "modbus-tcp", "rtu-over-tcp"),
 }
 
 
@@ -49,6 +60,8 @@ class ChannelConfig:
     gap_s: float = 0.05
     turnaround_s: float = 0.5
     retries: int = 1
+    terminal: str = ""  # gdw1376: the concentrator's region-terminal address (0314-25394)
+    msa: int = 1  # gdw1376: our master station address
 
     @property
     def bits_per_char(self) -> int:
@@ -63,13 +76,18 @@ class ChannelConfig:
     @property
     def label(self) -> str:
         """A short name for logs and metrics (no credentials are ever part of a channel URL)."""
+        if self.scheme == "gdw1376":
+            return f"gdw1376://{self.terminal}"
         return self.path if self.scheme == "serial" else f"{self.scheme}://{self.host}:{self.port}"
 
     @property
     def bus(self) -> str:
-        """The physical bus: the real device path, or ``host:port`` whatever the TCP scheme."""
+        """The physical bus: the real device path, a dial-in concentrator's address, or ``host:port``
+        whatever the TCP scheme."""
         if self.scheme == "serial":
             return os.path.realpath(self.path)
+        if self.scheme == "gdw1376":
+            return self.label
         return f"{self.host.lower()}:{self.port}"
 
 
@@ -94,6 +112,7 @@ def _millis(url: str, key: str, text: str, maximum: float) -> float:
 
 
 def _options(url: str, query: dict[str, str]) -> dict[str, int | float | str]:
+    """The options common to all schemes, popped from ``query`` (what remains is scheme-specific)."""
     options: dict[str, int | float | str] = {}
     rates = ", ".join(map(str, BAUD_RATES))
     if "baud" in query:
@@ -113,8 +132,6 @@ def _options(url: str, query: dict[str, str]) -> dict[str, int | float | str]:
         options["gap_s"] = _millis(url, "gap_ms", query.pop("gap_ms"), MAX_GAP_MS)
     if "turnaround_ms" in query:
         options["turnaround_s"] = _millis(url, "turnaround_ms", query.pop("turnaround_ms"), MAX_TURNAROUND_MS)
-    if query:
-        raise ChannelUrlError(f"unknown channel options {sorted(query)} in {url!r}")
     return options
 
 
@@ -136,6 +153,10 @@ def parse_channel_url(url: str) -> ChannelConfig:
         raise ChannelUrlError(f"malformed options {parts.query!r} in {url!r}") from None
     query = {key: values[-1] for key, values in pairs.items()}
     options = _options(url, query)
+    if scheme in CONCENTRATOR_SCHEMES:
+        return _concentrator(url, scheme, parts.netloc, query, options)
+    if query:
+        raise ChannelUrlError(f"unknown channel options {sorted(query)} in {url!r}")
     if scheme == "serial":
         if not parts.path or parts.netloc:
             raise ChannelUrlError(f"serial URL needs a device path, e.g. serial:///dev/ttyUSB0, got {url!r}")
@@ -159,3 +180,28 @@ def check_protocol(protocol: str, config: ChannelConfig) -> None:
             f"protocol {protocol} cannot run on a {config.scheme}:// channel"
             f" (use {', '.join(s + '://' for s in schemes)})"
         )
+
+
+def _concentrator(
+    url: str, scheme: str, netloc: str, query: dict[str, str], options: dict[str, int | float | str]
+) -> ChannelConfig:
+    """``gdw1376://ADDRESS`` or ``gdw1376+tcp://host:port?address=ADDRESS`` (see the module docstring)."""
+    named = netloc if scheme == "gdw1376" else query.pop("address", "")
+    if "msa" in query:
+        options["msa"] = _integer(url, "msa", query.pop("msa"), range(1, 128), "1..127")
+    if query:
+        raise ChannelUrlError(f"unknown channel options {sorted(query)} in {url!r}")
+    if not named:
+        example = "gdw1376+tcp://10.0.0.5:9001?address=0314-25394"
+        raise ChannelUrlError(f"{scheme} URL needs the concentrator address, e.g. {example}, got {url!r}")
+    try:
+        terminal = Address.parse(named).key
+    except GDW1376Error as exc:
+        raise ChannelUrlError(f"{exc} in {url!r}") from None
+    options.setdefault("turnaround_s", CONCENTRATOR_TURNAROUND_S)
+    if scheme == "gdw1376":
+        return ChannelConfig(scheme, terminal=terminal, **options)  # type: ignore[arg-type]
+    host, _, port = netloc.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ChannelUrlError(f"{scheme} URL needs host:port, e.g. {scheme}://10.0.0.5:9001, got {url!r}")
+    return ChannelConfig(scheme, host=host.strip("[]"), port=int(port), terminal=terminal, **options)  # type: ignore[arg-type]

@@ -1,0 +1,234 @@
+"""Concentrator benchmark: the 1376.1 link and driver against simulated concentrators in other processes.
+
+(a) ``forward``: one concentrator (``headend sim concentrator --listen``), its meters at 2400 baud 8E1
+    with line timing, ``--latency-ms`` network delay per answer. Forwarded reads (AFN 10 F1 carrying
+    the DL/T 645 driver's read of one item) one after another through ``ConcentratorMeterDriver``:
+    achieved reads/s vs the theoretical maximum of one concentrator, 1 / (latency + line time of the
+    DL/T 645 request and reply at 2400 baud + the meter's turnaround), from the same frames. Target
+    >= 90 %.
+(b) ``freeze``: N concentrators x 32 meters (``--concentrators``, spread over ``--processes``
+    simulator processes), ``--latency-ms`` each: the daily-freeze collection (AFN 0D F161 of all 32
+    Pn of a concentrator in one request, through ``PointBatch`` as the driver's backfill uses it) of
+    every meter, all concentrators in parallel. Wall time and CPU microseconds of this process per
+    reading (total + 4 tariffs = 5 readings per meter), against the same-run baseline: decoding the
+    same answer frames alone (the codec's share).
+
+Usage: python bench/concentrator.py [--part forward|freeze|all] [--concentrators 20] [--processes 2]
+    [--latency-ms 300] [--reads 40]
+The issue's figure is 1,000 concentrators x 32 meters; that needs several simulator processes (each
+builds its meters' history at start, about 0.7 s per concentrator) and far more than this machine's
+two shared cores: run it with ``--concentrators 1000 --processes 8`` on a bigger machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+
+from headend.drivers.gdw1376 import ConcentratorMeterDriver, batch_of, energy_values
+from headend.transport.concentrator import ConcentratorLink
+from headend.transport.url import parse_channel_url
+from protocols import dlt645
+from protocols.gdw1376 import decode
+
+BAUD = 2400
+CHAR_S = 11 / BAUD  # 8E1
+METER_TURNAROUND_S = 0.05  # the simulator's meters
+REGION = "0314"
+FIRST_TERMINAL = 20000
+
+
+def free_ports(count: int) -> int:
+    """A base port with ``count`` consecutive ports that are free now."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + count < 65535 and all(_free(base + i) for i in range(count)):
+            return base
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def start_sims(
+    count: int, processes: int, latency_ms: float, meters: int
+) -> tuple[list[subprocess.Popen[str]], list[dict]]:
+    """``count`` listening concentrators in ``processes`` simulator processes; their descriptions."""
+    procs: list[subprocess.Popen[str]] = []
+    per = -(-count // processes)
+    base = free_ports(count)
+    for index in range(0, count, per):
+        n = min(per, count - index)
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable, "-m", "headend.cli", "sim", "concentrator",
+                    "--listen", f"127.0.0.1:{base + index}", "--count", str(n),
+                    "--address", f"{REGION}-{FIRST_TERMINAL + index}", "--meters", str(meters),
+                    "--latency-ms", str(latency_ms), "--heartbeat", "600", "--json",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )  # fmt: skip
+    described: list[dict] = []
+    for proc in procs:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        document = json.loads(line)
+        described += document.get("concentrators", [document])
+    return procs, described
+
+
+def stop_sims(procs: list[subprocess.Popen[str]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(timeout=30)
+
+
+def link_of(description: dict) -> ConcentratorLink:
+    url = f"gdw1376+tcp://{description['listen']}?address={description['address']}&turnaround_ms=10000"
+    return ConcentratorLink(parse_channel_url(url))
+
+
+async def forwarded(description: dict, reads: int, latency_ms: float) -> None:
+    link = link_of(description)
+    meters = description["meters"]
+    drivers = [ConcentratorMeterDriver(link, m["address"], pn=None, port=m["port"]) for m in meters]
+    await drivers[0].read(["voltage_a_v"])  # connect and log in
+    request = dlt645.build_read(meters[0]["address"], "02010100")
+    reply = dlt645.build_read_response(meters[0]["address"], "02010100", 230.0)
+    line_s = (len(request) + len(reply)) * CHAR_S
+    theory_s = latency_ms / 1000 + line_s + METER_TURNAROUND_S
+    started = time.perf_counter()
+    for index in range(reads):
+        values = await drivers[index % len(drivers)].read(["voltage_a_v"])
+        assert "voltage_a_v" in values
+    elapsed = time.perf_counter() - started
+    await link.close()
+    achieved = reads / elapsed
+    maximum = 1 / theory_s
+    print(f"(a) forwarded reads through one concentrator, {latency_ms:g} ms latency, {BAUD} baud 8E1 meters")
+    print(
+        f"    theoretical maximum {maximum:.2f} reads/s (latency {latency_ms:g} ms + line "
+        f"{line_s * 1000:.0f} ms for {len(request)}+{len(reply)} bytes + turnaround "
+        f"{METER_TURNAROUND_S * 1000:.0f} ms)"
+    )
+    print(
+        f"    achieved {achieved:.2f} reads/s over {reads} reads = {achieved / maximum:.1%} of the maximum"
+        " (target >= 90 %)"
+    )
+
+
+async def collect(links: list[ConcentratorLink], points: int, day: date) -> int:
+    """Every meter's daily freeze of ``day`` (Pn 1..points of every concentrator); returns readings."""
+
+    async def one(link: ConcentratorLink) -> int:
+        batch = batch_of(link)
+        for pn in range(1, points + 1):
+            batch.register(pn)
+        count = 0
+        for pn in range(1, points + 1):
+            reading = await batch.daily(pn, day)
+            if reading is not None:
+                count += len(energy_values(reading))
+        return count
+
+    counts = await asyncio.gather(*(one(link) for link in links))
+    return sum(counts)
+
+
+def cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def freeze(descriptions: list[dict], latency_ms: float, processes: int) -> None:
+    links = [link_of(d) for d in descriptions]
+    points = min(len(d["meters"]) for d in descriptions)
+    await asyncio.gather(*(link.open() for link in links))  # connect and log in first
+    day = (datetime.now(UTC) + timedelta(hours=8)).date() - timedelta(days=1)
+    captured: list[bytes] = []  # the answer frames, decoded again alone for the baseline
+    original = ConcentratorLink._received
+
+    def capture(self: ConcentratorLink, stream: object, raw: bytes) -> None:
+        captured.append(raw)
+        original(self, stream, raw)  # type: ignore[arg-type]
+
+    ConcentratorLink._received = capture  # type: ignore[method-assign]
+    cpu_before, wall_before = cpu_s(), time.perf_counter()
+    readings = await collect(links, points, day)
+    wall = time.perf_counter() - wall_before
+    cpu = cpu_s() - cpu_before
+    ConcentratorLink._received = original  # type: ignore[method-assign]
+    requests = sum(link.stats.requests for link in links)
+    frames = sum(link.stats.frames_in for link in links)
+    await asyncio.gather(*(link.close() for link in links))
+    decode_started = time.process_time()
+    for raw in captured:
+        decode(raw)
+    decode_cpu = time.process_time() - decode_started
+    meters = len(links) * points
+    print(
+        f"(b) daily-freeze collection: {len(links)} concentrators x {points} meters = {meters} meters, "
+        f"{latency_ms:g} ms latency, {processes} simulator process(es)"
+    )
+    print(
+        f"    wall {wall:.2f} s ({requests} AFN 0D F161 requests, {frames} frames in, "
+        f"{wall / (latency_ms / 1000):.1f}x one round trip); {readings} readings"
+    )
+    per_reading = cpu / readings * 1e6 if readings else float("nan")
+    baseline = decode_cpu / readings * 1e6 if readings else float("nan")
+    print(
+        f"    CPU {per_reading:.1f} us per reading in this process; decoding the same frames alone "
+        f"{baseline:.1f} us per reading (ratio {per_reading / baseline:.1f}x)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--part", choices=["forward", "freeze", "all"], default="all")
+    parser.add_argument("--concentrators", type=int, default=20)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--meters", type=int, default=32)
+    parser.add_argument("--latency-ms", type=float, default=300.0)
+    parser.add_argument("--reads", type=int, default=40)
+    args = parser.parse_args()
+    if args.part in ("forward", "all"):
+        procs, described = start_sims(1, 1, args.latency_ms, 8)
+        try:
+            asyncio.run(forwarded(described[0], args.reads, args.latency_ms))
+        finally:
+            stop_sims(procs)
+    if args.part in ("freeze", "all"):
+        started = time.perf_counter()
+        procs, described = start_sims(args.concentrators, args.processes, args.latency_ms, args.meters)
+        print(
+            f"    ({args.concentrators} simulated concentrators started in"
+            f" {time.perf_counter() - started:.1f} s)"
+        )
+        try:
+            asyncio.run(freeze(described, args.latency_ms, args.processes))
+        finally:
+            stop_sims(procs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""``headend concentrator archive diff|push CHANNEL``: a concentrator's meter archive vs the inventory.
+
+``diff`` queries the archive (AFN 0A F10) and prints what is missing, different or extra (exit 1
+when they disagree); ``push`` downloads the inventory's records (AFN 04 F10, PW from the secrets
+file; Pn as stored in the inventory, so each meter keeps its Pn), deletes the extra ones, and
+queries the archive again to confirm (exit 1 if it still disagrees). CHANNEL is the inventory's
+channel name; a concentrator that dials in (``gdw1376://``) is awaited on ``--listen HOST:PORT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import asyncpg
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from headend.commands.common import DsnOption, fail, target_dsn
+from headend.drivers.base import DriverError
+from headend.drivers.gdw1376_terminal import ArchivePoint, diff_archive, push_archive
+from headend.secrets import MeterSecrets, SecretsError
+from headend.store.concentrators import channel_of, channel_points
+from headend.transport import ChannelError, ChannelUrlError, ConcentratorLink, open_channel
+from headend.transport.concentrator_accept import accept, parse_listen
+
+concentrator_app = typer.Typer(help="Q/GDW 1376.1 concentrators.", no_args_is_help=True)
+archive_app = typer.Typer(help="A concentrator's meter archive vs the inventory.", no_args_is_help=True)
+concentrator_app.add_typer(archive_app, name="archive")
+
+EDITIONS = {"dlt645-2007": 2007, "dlt645-1997": 1997}
+Channel = Annotated[str, typer.Argument(help="The concentrator's channel name in the inventory.")]
+Listen = Annotated[str | None, typer.Option("--listen", help="Dial-in concentrator: wait on HOST:PORT.")]
+Wait = Annotated[float, typer.Option("--wait", help="Seconds to wait for a dial-in concentrator.")]
+Secrets = Annotated[str | None, typer.Option("--secrets", help="Secrets TOML with the concentrator PW.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+class ArchiveCommandError(Exception):
+    """A failure to report as one line (exit code 2)."""
+
+
+async def _inventory(dsn: str, channel: str) -> tuple[str, list[ArchivePoint]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        found = await channel_of(conn, channel)
+        if found is None:
+            raise ArchiveCommandError(f"no channel named {channel!r}")
+        channel_id, url = found
+        points = await channel_points(conn, channel_id)
+    finally:
+        await conn.close()
+    return url, [ArchivePoint(p.pn, p.port, p.address, EDITIONS.get(p.protocol, 2007)) for p in points]
+
+
+async def _link(
+    url: str, channel: str, secrets: str | None, listen: str | None, wait: float
+) -> ConcentratorLink:
+    link = open_channel(url)
+    if not isinstance(link, ConcentratorLink):
+        raise ArchiveCommandError(f"channel {channel!r} is not a concentrator ({url})")
+    link.set_pw(MeterSecrets.load(secrets).concentrator_pw(link.key))
+    if not link.outbound:
+        if listen is None:
+            raise ArchiveCommandError(f"{link.label} dials in: give --listen HOST:PORT to wait for it")
+        host, port = parse_listen(listen)
+        await accept(link, host, port, wait)
+    return link
+
+
+async def _archive(
+    dsn: str, channel: str, secrets: str | None, listen: str | None, wait: float, push: bool
+) -> dict[str, Any]:
+    url, points = await _inventory(dsn, channel)
+    link = await _link(url, channel, secrets, listen, wait)
+    try:
+        diff = await diff_archive(link, points)
+        result: dict[str, Any] = {"channel": channel, "concentrator": link.key, **diff.to_json()}
+        if push and not diff.agrees:
+            result["pushed"] = await push_archive(link, diff)
+            after = await diff_archive(link, points)
+            result["after"] = after.to_json()
+            result["agrees"] = after.agrees
+    finally:
+        await link.close()
+    return result
+
+
+def _run(
+    dsn: str | None, channel: str, secrets: str | None, listen: str | None, wait: float, push: bool
+) -> dict[str, Any]:
+    database = target_dsn(dsn)
+    try:
+        return asyncio.run(_archive(database, channel, secrets, listen, wait, push))
+    except (
+        ArchiveCommandError,
+        ChannelError,
+        ChannelUrlError,
+        DriverError,
+        SecretsError,
+        ValueError,
+        OSError,
+        asyncpg.PostgresError,
+    ) as exc:
+        fail(str(exc), code=2)
+
+
+def _show(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        table = Table(title=f"archive of {result['concentrator']} ({result['channel']})")
+        for column in ("state", "pn", "port", "address"):
+            table.add_column(column)
+        for state in ("missing", "extra"):
+            for record in result[state]:
+                table.add_row(state, str(record["pn"]), str(record["port"]), record["address"])
+        for pair in result["different"]:
+            wanted, found = pair["wanted"], pair["found"]
+            table.add_row(
+                "different", str(wanted["pn"]), f"{wanted['port']} (has {found['port']})", wanted["address"]
+            )
+        Console().print(table)
+        summary = "agrees" if result["agrees"] else "disagrees"
+        pushed = f"; pushed {result['pushed']} record(s)" if "pushed" in result else ""
+        typer.echo(
+            f"{result['matching']} matching record(s){pushed}; the archive {summary} with the inventory"
+        )
+    if not result["agrees"]:
+        raise typer.Exit(code=1)
+
+
+@archive_app.command("diff")
+def diff_command(
+    channel: Channel,
+    dsn: str | None = DsnOption,
+    listen: Listen = None,
+    wait: Wait = 60.0,
+    secrets: Secrets = None,
+    as_json: Json = False,
+) -> None:
+    """Compare the concentrator's meter archive (AFN 0A F10) with the inventory; exit 1 if they differ."""
+    _show(_run(dsn, channel, secrets, listen, wait, push=False), as_json)
+
+
+@archive_app.command("push")
+def push_command(
+    channel: Channel,
+    dsn: str | None = DsnOption,
+    listen: Listen = None,
+    wait: Wait = 60.0,
+    secrets: Secrets = None,
+    as_json: Json = False,
+) -> None:
+    """Download the inventory's meters to the concentrator (AFN 04 F10) and confirm by querying back."""
+    _show(_run(dsn, channel, secrets, listen, wait, push=True), as_json)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``concentrator`` to the CLI."""
+    app.add_typer(concentrator_app, name="concentrator")

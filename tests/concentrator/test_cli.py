@@ -1,0 +1,242 @@
+"""The field commands and ``headend concentrator archive`` as processes against simulated concentrators."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from headend.inventory import import_inventory, read_inventory
+from protocols.gdw1376 import ArchiveRecord
+from simulators.bus import DEFAULT_PASSWORD
+from simulators.concentrator import ConcentratorSpec, SimConcentrator
+from tests.concentrator.support import ADDRESS, inventory_toml, listening, url_of, wait_off_the_clock_guard
+from tests.support.operators import add_operators, operator_env
+
+pytestmark = pytest.mark.timeout(120)
+
+PW = bytes(range(16))
+
+
+async def headend(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run the CLI in a subprocess while this event loop keeps serving the simulated concentrator."""
+    environment = os.environ | {"HEADEND_METER_PASSWORD": DEFAULT_PASSWORD} | (env or {})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "headend.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=environment,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 90)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def secrets_file(tmp_path: Path, pw: bytes = PW) -> Path:
+    path = tmp_path / "secrets.toml"
+    path.write_text(f'[concentrators."{ADDRESS}"]\npw = "{pw.hex()}"\n')
+    return path
+
+
+async def test_read_native_energy_and_forwarded_items_from_a_fixed_address_concentrator() -> None:
+    async with listening(meters=4) as sim:
+        record = sim.pool.archive[3]
+        code, out, err = await headend(
+            "read", url_of(sim), "-a", record.address, "--port", str(record.port), "--pn", "3",
+            "energy_import_kwh", "voltage_a_v", "04000503", "--json",
+        )  # fmt: skip
+    assert code == 0, err
+    values = json.loads(out)["values"]
+    assert values["energy_import_kwh"] == pytest.approx(sim.pool.collected[record.address].total)
+    assert 200 < values["voltage_a_v"] < 260 and values["04000503"]["relay_open"] is False
+    assert sim.counts["afn_0C"] == 1 and sim.counts["forwards"] == 2
+
+
+async def test_read_a_dial_in_concentrator_through_listen() -> None:
+    port = free_port()
+    spec = ConcentratorSpec(port=port, address=ADDRESS, meters=2, latency_ms=20, redial_s=0.2)
+    async with SimConcentrator(spec) as sim:
+        record = sim.pool.archive[2]
+        code, out, err = await headend(
+            "read", f"gdw1376://{ADDRESS}", "--listen", f"127.0.0.1:{port}", "--wait", "30",
+            "-a", record.address, "--port", str(record.port), "energy_import_kwh", "--json",
+        )  # fmt: skip
+    assert code == 0, err
+    meter = next(m for m in sim.pool.meters if m.address == record.address)
+    register = meter.model.registers.import_kwh
+    assert register - 1 <= json.loads(out)["values"]["energy_import_kwh"] <= register + 0.01  # forwarded
+    assert sim.counts["logins"] >= 1 and sim.counts["forwards"] == 1
+
+
+async def test_a_dial_in_channel_without_listen_is_one_line_error() -> None:
+    code, out, err = await headend("read", f"gdw1376://{ADDRESS}", "-a", "1", "--port", "1")
+    assert code == 1 and out == ""
+    assert err.strip() == f"error: gdw1376://{ADDRESS} dials in: give --listen HOST:PORT to wait for it"
+
+
+async def test_switch_is_forwarded_with_the_pw_from_the_secrets_file_and_confirmed_by_read_back(
+    tmp_path: Path,
+) -> None:
+    async with listening(meters=2, pw=PW) as sim:
+        record = sim.pool.archive[1]
+        meter = next(m for m in sim.pool.meters if m.address == record.address)
+        args = [
+            "switch",
+            url_of(sim),
+            "off",
+            "-a",
+            record.address,
+            "--port",
+            str(record.port),
+            "--operator",
+            "42",
+            "--no-record",  # no database here: the recorded switch is tested with one below
+        ]
+        code, out, err = await headend(*args, "--json")  # no PW: the concentrator refuses to forward
+        assert code == 1 and meter.model.relay.open is False and out == ""
+        assert err.strip() == "error: meter refused: forwarding refused by the concentrator (AFN 10 denied)"
+        code, out, err = await headend(*args, "--secrets", str(secrets_file(tmp_path)), "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["status"] == "confirmed" and result["state"]["open"] is True
+    assert meter.model.relay.open is True
+    assert result["evidence"]["event_record"]["operator"] == "00000042"
+    assert PW.hex() not in out + err and PW.hex().upper() not in out + err
+
+
+async def test_recorded_switch_through_a_concentrator_is_signed_in_gated_and_confirmed(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    async with listening(meters=2, pw=PW) as sim:
+        record = sim.pool.archive[2]
+        meter = next(m for m in sim.pool.meters if m.address == record.address)
+        inventory = inventory_toml(tmp_path / "inv.toml", url_of(sim), sim)
+        inventory.write_text(
+            inventory.read_text().replace(
+                'model = "dlt645-generic"', 'model = "dlt645-generic"\nhas_relay = true'
+            )
+        )
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await import_inventory(conn, read_inventory(inventory))
+            await add_operators(conn, o1007="operator", o1008="viewer")
+            args = [
+                "switch", url_of(sim), "off", "-a", record.address, "--port", str(record.port),
+                "--secrets", str(secrets_file(tmp_path)), "--dsn", pg_dsn, "--reason", "tampered",
+            ]  # fmt: skip
+            code, _out, err = await headend(*args, "--operator", "1008", env=operator_env())
+            assert code == 1 and "does not hold the operator role" in err
+            assert (
+                meter.model.relay.open is False and await conn.fetchval("SELECT count(*) FROM commands") == 0
+            )
+            code, out, err = await headend(*args, "--operator", "1007", env=operator_env())
+            assert code == 0, err
+            assert meter.model.relay.open is True
+            row = await conn.fetchrow("SELECT cause, operator, state::text AS state FROM commands")
+            assert (row["cause"], row["operator"], row["state"]) == ("field", "1007", "confirmed")
+            assert PW.hex() not in out + err
+        finally:
+            await conn.close()
+
+
+@pytest.mark.timeout(900)  # 10 minutes when run at midnight UTC+8, when no clock may be set
+async def test_clock_of_the_concentrator_is_read_and_set_and_a_meter_clock_is_read_through_it(
+    tmp_path: Path,
+) -> None:
+    async with listening(meters=2, pw=PW) as sim:
+        code, out, err = await headend("clock", url_of(sim), "--json")
+        assert code == 0, err
+        assert abs(json.loads(out)["drift_s"]) < 5
+        sim.clock.set_local(sim.clock.local() + timedelta(minutes=10))
+        await wait_off_the_clock_guard()
+        code, out, err = await headend(
+            "clock", url_of(sim), "--sync", "--secrets", str(secrets_file(tmp_path)), "--json"
+        )
+        assert code == 0, err
+        result = json.loads(out)
+        assert result["action"] == "write" and 590 < result["drift_s"] < 610
+        assert abs(result["drift_after_s"]) < 5 and abs(sim.clock.offset.total_seconds()) < 5
+        record = sim.pool.archive[2]
+        code, out, err = await headend(
+            "clock", url_of(sim), "-a", record.address, "--port", str(record.port),
+            "--secrets", str(secrets_file(tmp_path)), "--json",
+        )  # fmt: skip
+    assert code == 0, err
+    assert abs(json.loads(out)["drift_s"]) < 5 and sim.counts["forwards"] >= 2
+
+
+async def test_archive_diff_then_push_assigns_inventory_pns_and_confirms(pg_dsn: str, tmp_path: Path) -> None:
+    async with listening(meters=4, faults="absent=#2", pw=PW) as sim:
+        sim.pool.archive[9] = ArchiveRecord(
+            serial=9, pn=9, port=1, address="000000009999"
+        )  # not in the inventory
+        moved = sim.pool.archive[4]
+        sim.pool.archive[4] = replace(moved, port=3 - moved.port)  # on the other port than the inventory says
+        conn = await asyncpg.connect(pg_dsn)
+        await import_inventory(conn, read_inventory(inventory_toml(tmp_path / "inv.toml", url_of(sim), sim)))
+        await conn.close()
+        code, out, err = await headend("concentrator", "archive", "diff", "conc-1", "--dsn", pg_dsn, "--json")
+        assert code == 1, err
+        diff = json.loads(out)
+        assert [r["pn"] for r in diff["missing"]] == [3] and [r["pn"] for r in diff["extra"]] == [9]
+        assert [d["wanted"]["pn"] for d in diff["different"]] == [4] and diff["matching"] == 2
+        code, out, err = await headend(
+            "concentrator",
+            "archive",
+            "push",
+            "conc-1",
+            "--dsn",
+            pg_dsn,
+            "--secrets",
+            str(secrets_file(tmp_path)),
+            "--json",
+        )
+        assert code == 0, err
+        pushed = json.loads(out)
+        assert pushed["pushed"] == 3 and pushed["agrees"] is True and pushed["after"]["matching"] == 4
+        archive = {r.pn: (r.address, r.port) for r in sim.pool.archive.values()}
+    wanted = {i + 1: (m.address, sim.pool.port_of[m.address]) for i, m in enumerate(sim.pool.meters)}
+    assert archive == wanted
+
+
+async def test_archive_command_errors_are_one_line(pg_dsn: str) -> None:
+    code, _out, err = await headend("concentrator", "archive", "diff", "nope", "--dsn", pg_dsn)
+    assert code == 2 and err.strip() == "error: no channel named 'nope'"
+
+
+async def test_sim_concentrator_listen_serves_a_master_that_connects() -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "headend.cli", "sim", "concentrator", "--listen", f"127.0.0.1:{port}",
+        "--meters", "3", "--latency-ms", "0", "--json",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        described = json.loads(await asyncio.wait_for(process.stdout.readline(), 60))
+        assert described["listen"] == f"127.0.0.1:{port}" and len(described["meters"]) == 3
+        code, out, err = await headend("clock", f"gdw1376+tcp://127.0.0.1:{port}?address={ADDRESS}", "--json")
+        assert code == 0, err
+        assert abs(json.loads(out)["drift_s"]) < 5
+    finally:
+        process.terminate()
+        await process.wait()
+    code, _out, err = await headend("sim", "concentrator", "--meters", "1")
+    assert code == 2 and "give exactly one of --connect HOST:PORT or --listen HOST:PORT" in err
