@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import asyncpg
@@ -27,14 +28,18 @@ class Outcome:
     err: str
 
 
-def headend(*args: str) -> Outcome:
-    """Run ``headend ARGS`` as the console script does (``headend.cli.main``), capturing its output.
+def headend(*args: str, env: Mapping[str, str] | None = None) -> Outcome:
+    """Run ``headend ARGS`` as the console script does (``headend.cli.main``), capturing its output;
+    with ``env``, the process environment is exactly ``env`` for the run (e.g. ``operator_env()``).
 
     An exception escaping ``main`` is what a user would see as a traceback: it is kept in ``err``.
     """
     out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
+    argv, environ = sys.argv, dict(os.environ)
     sys.argv = ["headend", *args]
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
     code: int | str | None = 0
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -46,6 +51,8 @@ def headend(*args: str) -> Outcome:
         code = -1
     finally:
         sys.argv = argv
+        os.environ.clear()
+        os.environ.update(environ)
     return Outcome(code if isinstance(code, int) else 1, out.getvalue(), err.getvalue())
 
 

@@ -11,14 +11,19 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from headend.store import operators as operator_store
 from tests.inputs.harness import assert_refused, headend, module_database, row_counts
+from tests.support.operators import PASSWORD, add_operators, operator_env
 from tests.support.postgres import PgServer, run_sync
 
 BIG = "99999999999999999999"
 TCP = "tcp://127.0.0.1:9"  # nothing listens: a case that got past validation would fail differently
 GW = "modbus-tcp://127.0.0.1:9"
 AT = "2026-11-20T10:30:00+08:00"
-REPLACE = ("billing", "replace", "Old", "New", "--operator", "op1", "--at", AT)
+METER = "000000000001"  # a write names one meter by its full 12-digit address
+# operators of the module's database, one per role (all sign in with PASSWORD), and one disabled
+CASHIER, ADMIN, OPERATOR, APPROVER, VIEWER, DISABLED = "1001", "1002", "1003", "1004", "1005", "1006"
+REPLACE = ("billing", "replace", "Old", "New", "--operator", ADMIN, "--at", AT)
 INVENTORY = (
     '[[channels]]\nname = "bus"\nurl = "tcp://192.0.2.80:8899"\n'
     '[[meters]]\nchannel = "bus"\nprotocol = "dlt645-2007"\naddress = "1"\nmodel = "dlt645-generic"\n'
@@ -82,13 +87,13 @@ FIELD_CASES: list[tuple[str, tuple[str, ...], int, str]] = [
     ("scan-units-huge", ("scan", GW, "-p", "modbus", "--units", f"1-{BIG}"), 1, "within 1-247"),
     (
         "switch-action",
-        ("switch", TCP, "explode", "-a", "1", "--operator", "7", "--dry-run"),
+        ("switch", TCP, "explode", "-a", METER, "--operator", "7", "--dry-run"),
         1,
         "action must be off, on or close-allowed",
     ),
     (
         "switch-no-password",
-        ("switch", TCP, "off", "-a", "1", "--operator", "7", "--dry-run"),
+        ("switch", TCP, "off", "-a", METER, "--operator", "7", "--dry-run"),
         1,
         "no password configured for meter 000000000001",
     ),
@@ -117,18 +122,59 @@ FIELD_CASES += [
     ("sim-no-endpoint", ("sim", "dlt645"), 2, "give exactly one of --tcp HOST:PORT or --pty"),
 ]
 
+# a relay write names exactly one meter and, without a database, says it goes unrecorded
+SWITCH_OFF = ("switch", TCP, "off")
+FIELD_CASES += [
+    (
+        "switch-short-address",
+        (*SWITCH_OFF, "-a", "1", "--operator", "7", "--dry-run"),
+        1,
+        "--address: address '1' must have exactly 12 decimal digits, has 1",
+    ),
+    (
+        "switch-operator-word",
+        (*SWITCH_OFF, "-a", METER, "--operator", "op1", "--dry-run"),
+        1,
+        "operator id 'op1' must be 1-8 digits",
+    ),
+    (
+        "switch-operator-blank",
+        (*SWITCH_OFF, "-a", METER, "--operator", " ", "--dry-run"),
+        1,
+        "an operator id (工号, 1-8 digits) is required",
+    ),
+    (
+        "switch-unrecorded",
+        (*SWITCH_OFF, "-a", METER, "--operator", "7"),
+        1,
+        "no database configured (--dsn or $HEADEND_DSN) to record the switch; give --no-record",
+    ),
+    (
+        "switch-no-record-with-dsn",
+        (*SWITCH_OFF, "-a", METER, "--operator", "7", "--no-record", "--dsn", "postgresql://u@127.0.0.1:9/d"),
+        1,
+        "--no-record: a database is configured, so the switch is recorded; drop the flag",
+    ),
+    (
+        "switch-recorded-no-reason",
+        (*SWITCH_OFF, "-a", METER, "--operator", "7", "--dsn", "postgresql://u@127.0.0.1:9/d"),
+        1,
+        "--reason is required: it is recorded with the command",
+    ),
+]
+
 # (case id, arguments, exit code, message); run against the module's database (``--dsn`` appended)
 DB_CASES: list[tuple[str, tuple[str, ...], int, str]] = [
     ("show-id-huge", ("commands", "show", BIG), 1, f"command id must be 1..9223372036854775807, got {BIG}"),
     ("show-id-zero", ("commands", "show", "0"), 1, "command id must be 1..9223372036854775807, got 0"),
     ("show-missing", ("commands", "show", "42"), 1, "no command 42"),
-    ("cancel-id-huge", ("commands", "cancel", BIG, "--operator", "op1"), 1, "command id must be 1.."),
-    ("approve-id-huge", ("commands", "approve", BIG, "--operator", "op1"), 1, "command id must be 1.."),
+    ("cancel-id-huge", ("commands", "cancel", BIG, "--operator", OPERATOR), 1, "command id must be 1.."),
+    ("approve-id-huge", ("commands", "approve", BIG, "--operator", APPROVER), 1, "command id must be 1.."),
     ("list-state", ("commands", "list", "--state", "bogus"), 1, "--state must be one of pending, sent"),
     ("list-state-case", ("commands", "list", "--state", "PENDING"), 1, "got 'PENDING'"),
     (
         "create-action",
-        ("commands", "create", "Old", "explode", "--operator", "o", "--reason", "r"),
+        ("commands", "create", "Old", "explode", "--operator", OPERATOR, "--reason", "r"),
         1,
         "action must be one of",
     ),
@@ -201,7 +247,7 @@ DB_CASES: list[tuple[str, tuple[str, ...], int, str]] = [
             "Old",
             "New",
             "--operator",
-            "o",
+            ADMIN,
             "--at",
             "yesterday",
             "--final",
@@ -214,45 +260,50 @@ DB_CASES: list[tuple[str, tuple[str, ...], int, str]] = [
     ),
     (
         "pay-reused-ref",
-        ("billing", "pay", "A1", "12.00", "--ref", "R1", "--operator", "op1"),
+        ("billing", "pay", "A1", "12.00", "--ref", "R1", "--operator", CASHIER),
         1,
         "reference 'R1' is already recorded as 10.50 to account 'A1'; a different payment needs its own",
     ),
     (
         "pay-reused-ref-other-account",
-        ("billing", "pay", "A2", "10.50", "--ref", "R1", "--operator", "op1"),
+        ("billing", "pay", "A2", "10.50", "--ref", "R1", "--operator", CASHIER),
         1,
         "reference 'R1' is already recorded as 10.50 to account 'A1'",
     ),
     (
         "pay-unknown-account",
-        ("billing", "pay", "A9", "1.00", "--ref", "R9", "--operator", "op1"),
+        ("billing", "pay", "A9", "1.00", "--ref", "R9", "--operator", CASHIER),
         1,
         "unknown account 'A9'",
     ),
     (
         "pay-1e400",
-        ("billing", "pay", "A1", "1e400", "--ref", "R2", "--operator", "op1"),
+        ("billing", "pay", "A1", "1e400", "--ref", "R2", "--operator", CASHIER),
         1,
         "amount '1e400' must",
     ),
-    ("pay-nan", ("billing", "pay", "A1", "NaN", "--ref", "R2", "--operator", "op1"), 1, "amount 'NaN' must"),
+    (
+        "pay-nan",
+        ("billing", "pay", "A1", "NaN", "--ref", "R2", "--operator", CASHIER),
+        1,
+        "amount 'NaN' must",
+    ),
     (
         "pay-negative",
-        ("billing", "pay", "A1", " -5", "--ref", "R2", "--operator", "op1"),
+        ("billing", "pay", "A1", " -5", "--ref", "R2", "--operator", CASHIER),
         1,
         "must be positive",
     ),
-    ("pay-zero", ("billing", "pay", "A1", "0", "--ref", "R2", "--operator", "op1"), 1, "must be positive"),
+    ("pay-zero", ("billing", "pay", "A1", "0", "--ref", "R2", "--operator", CASHIER), 1, "must be positive"),
     (
         "pay-fraction",
-        ("billing", "pay", "A1", "1.001", "--ref", "R2", "--operator", "op1"),
+        ("billing", "pay", "A1", "1.001", "--ref", "R2", "--operator", CASHIER),
         1,
         "two decimals",
     ),
     (
         "pay-word",
-        ("billing", "pay", "A1", "ten", "--ref", "R2", "--operator", "op1"),
+        ("billing", "pay", "A1", "ten", "--ref", "R2", "--operator", CASHIER),
         1,
         "'ten' is not a number",
     ),
@@ -274,10 +325,78 @@ DB_CASES += [
     ),
 ]
 
+# (case id, arguments, password given, message); sign-in refusals, run against the module's database
+PAY = ("billing", "pay", "A1", "1.00", "--ref", "R5")
+REASON = ("--reason", "r")
+REGISTERS = ("--final", "energy_import_kwh=1", "--initial", "energy_import_kwh=0")
+OPERATOR_CASES: list[tuple[str, tuple[str, ...], str, str]] = [
+    ("operator-empty", (*PAY, "--operator", ""), PASSWORD, "an operator id (工号, 1-8 digits) is required"),
+    (
+        "operator-blank",
+        (*PAY, "--operator", "   "),
+        PASSWORD,
+        "an operator id (工号, 1-8 digits) is required",
+    ),
+    ("operator-word", (*PAY, "--operator", "op1"), PASSWORD, "operator id 'op1' must be 1-8 digits"),
+    ("operator-system", (*PAY, "--operator", "system"), PASSWORD, "operator id 'system' must be 1-8 digits"),
+    ("operator-nine-digits", (*PAY, "--operator", "123456789"), PASSWORD, "'123456789' must be 1-8 digits"),
+    ("operator-negative", (*PAY, "--operator", "-7"), PASSWORD, "operator id '-7' must be 1-8 digits"),
+    ("operator-unknown", (*PAY, "--operator", "9999"), PASSWORD, "operator 9999: unknown, disabled or wrong"),
+    (
+        "operator-wrong-password",
+        (*PAY, "--operator", CASHIER),
+        "not-the-password",
+        f"operator {CASHIER}: unknown, disabled or wrong password",
+    ),
+    (
+        "operator-empty-password",
+        (*PAY, "--operator", CASHIER),
+        "",
+        f"operator {CASHIER}: unknown, disabled or wrong password",
+    ),
+    (
+        "operator-disabled",
+        (*PAY, "--operator", DISABLED),
+        PASSWORD,
+        f"operator {DISABLED}: unknown, disabled or wrong password",
+    ),
+    (
+        "pay-without-cashier",
+        (*PAY, "--operator", ADMIN),
+        PASSWORD,
+        f"operator {ADMIN} does not hold the cashier role (holds admin)",
+    ),
+    (
+        "replace-without-admin",
+        (*REPLACE[:4], "--operator", CASHIER, "--at", AT, *REGISTERS),
+        PASSWORD,
+        f"operator {CASHIER} does not hold the admin role (holds cashier)",
+    ),
+    (
+        "create-without-operator-role",
+        ("commands", "create", "Old", "disconnect", "--operator", VIEWER, *REASON),
+        PASSWORD,
+        f"operator {VIEWER} does not hold the operator role (holds viewer)",
+    ),
+    (
+        "approve-without-approver-role",
+        ("commands", "approve", "42", "--operator", OPERATOR),
+        PASSWORD,
+        f"operator {OPERATOR} does not hold the approver role (holds operator)",
+    ),
+    (
+        "switch-without-operator-role",
+        (*SWITCH_OFF, "-a", METER, "--operator", APPROVER, *REASON),
+        PASSWORD,
+        f"operator {APPROVER} does not hold the operator role (holds approver)",
+    ),
+]
+
 
 @pytest.fixture(scope="module")
 def cli_db(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Accounts A1 and A2, payment R1 of 10.50 to A1, meters Old (on A1) and New."""
+    """Accounts A1 and A2, payment R1 of 10.50 to A1, meters Old (on A1) and New; one operator per
+    role and a disabled one."""
     with module_database(pg_server) as dsn:
 
         async def seed() -> None:
@@ -286,6 +405,10 @@ def cli_db(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 await conn.execute(
                     "INSERT INTO accounts (number, kind) VALUES ('A1', 'prepaid'), ('A2', 'prepaid')"
                 )
+                roles = ("cashier", "admin", "operator", "approver", "viewer", "cashier")
+                ids = (CASHIER, ADMIN, OPERATOR, APPROVER, VIEWER, DISABLED)
+                await add_operators(conn, **{f"o{i}": role for i, role in zip(ids, roles, strict=True)})
+                await operator_store.set_active(conn, DISABLED, False, "left the company")
             finally:
                 await conn.close()
 
@@ -293,7 +416,19 @@ def cli_db(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Ite
         inventory = tmp_path_factory.mktemp("cli") / "inv.toml"
         inventory.write_text(INVENTORY)
         assert headend("inventory", "import", str(inventory), "--dsn", dsn).code == 0
-        paid = headend("billing", "pay", "A1", "10.50", "--ref", "R1", "--operator", "op1", "--dsn", dsn)
+        paid = headend(
+            "billing",
+            "pay",
+            "A1",
+            "10.50",
+            "--ref",
+            "R1",
+            "--operator",
+            CASHIER,
+            "--dsn",
+            dsn,
+            env=operator_env(),
+        )
         assert paid.code == 0, paid.err
         yield dsn
 
@@ -321,12 +456,37 @@ def test_bad_field_command_is_refused(args: tuple[str, ...], code: int, message:
 @pytest.mark.parametrize(("args", "code", "message"), [c[1:] for c in DB_CASES], ids=[c[0] for c in DB_CASES])
 def test_bad_database_command_is_refused(cli_db: str, args: tuple[str, ...], code: int, message: str) -> None:
     before = run_sync(lambda: row_counts(cli_db))
-    assert_refused(headend(*args, "--dsn", cli_db), code, message)
+    assert_refused(headend(*args, "--dsn", cli_db, env=operator_env()), code, message)
+    assert run_sync(lambda: row_counts(cli_db)) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "password", "message"), [c[1:] for c in OPERATOR_CASES], ids=[c[0] for c in OPERATOR_CASES]
+)
+def test_operator_not_signed_in_is_refused(
+    cli_db: str, args: tuple[str, ...], password: str, message: str
+) -> None:
+    before = run_sync(lambda: row_counts(cli_db))
+    outcome = headend(*args, "--dsn", cli_db, env=operator_env(password))
+    assert_refused(outcome, 1, message)
+    assert not password or password not in outcome.out + outcome.err  # never echoed
     assert run_sync(lambda: row_counts(cli_db)) == before
 
 
 def test_same_payment_again_is_idempotent(cli_db: str) -> None:
-    again = headend("billing", "pay", "A1", "10.50", "--ref", "R1", "--operator", "op1", "--dsn", cli_db)
+    again = headend(
+        "billing",
+        "pay",
+        "A1",
+        "10.50",
+        "--ref",
+        "R1",
+        "--operator",
+        CASHIER,
+        "--dsn",
+        cli_db,
+        env=operator_env(),
+    )
     assert again.code == 0 and "payment R1 already recorded; balance 10.50" in again.out
 
 
@@ -334,7 +494,9 @@ def test_payment_file_reusing_a_reference_stores_nothing(cli_db: str, tmp_path: 
     path = tmp_path / "pay.csv"
     path.write_text("account,amount,reference\nA2,4.50,F1\nA1,99.00,R1\n", encoding="utf-8")
     before = run_sync(lambda: row_counts(cli_db))
-    outcome = headend("billing", "import", str(path), "--operator", "op2", "--dsn", cli_db)
+    outcome = headend(
+        "billing", "import", str(path), "--operator", CASHIER, "--dsn", cli_db, env=operator_env()
+    )
     assert_refused(outcome, 1, "reference 'R1' is already recorded as 10.50")
     assert run_sync(lambda: row_counts(cli_db)) == before
 
@@ -342,7 +504,9 @@ def test_payment_file_reusing_a_reference_stores_nothing(cli_db: str, tmp_path: 
 def test_binary_payment_file_is_refused(cli_db: str, tmp_path: Path) -> None:
     path = tmp_path / "pay.csv"
     path.write_bytes(b"\xff\xfe\x00garbage")
-    outcome = headend("billing", "import", str(path), "--operator", "op2", "--dsn", cli_db)
+    outcome = headend(
+        "billing", "import", str(path), "--operator", CASHIER, "--dsn", cli_db, env=operator_env()
+    )
     assert_refused(outcome, 1, f"{path}: not UTF-8 text")
 
 
@@ -369,19 +533,19 @@ ENV_CASES: list[tuple[str, dict[str, str], tuple[str, ...], str]] = [
     (
         "secrets-file-missing",
         {"HEADEND_SECRETS_FILE": "/nonexistent/secrets.toml"},
-        ("switch", TCP, "off", "-a", "1", "--operator", "7", "--dry-run"),
+        ("switch", TCP, "off", "-a", METER, "--operator", "7", "--dry-run"),
         "HEADEND_SECRETS_FILE=/nonexistent/secrets.toml: cannot read secrets file",
     ),
     (
         "password-level",
         {"HEADEND_METER_PASSWORD": "123456", "HEADEND_METER_PASSWORD_LEVEL": "high"},
-        ("switch", TCP, "off", "-a", "1", "--operator", "7", "--dry-run"),
+        ("switch", TCP, "off", "-a", METER, "--operator", "7", "--dry-run"),
         "HEADEND_METER_PASSWORD_LEVEL must be a digit 0..9, got 'high'",
     ),
     (
         "password-format",
         {"HEADEND_METER_PASSWORD": "abc"},
-        ("switch", TCP, "off", "-a", "1", "--operator", "7", "--dry-run"),
+        ("switch", TCP, "off", "-a", METER, "--operator", "7", "--dry-run"),
         "HEADEND_METER_PASSWORD / HEADEND_METER_PASSWORD_LEVEL: password must be 6 digits",
     ),
 ]
