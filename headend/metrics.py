@@ -50,6 +50,12 @@ class EngineMetrics:
             "headend_fee_control_halted", "1 while a cap halts automatic disconnection", registry=r
         )
 
+        self.daemon_active = Gauge(
+            "headend_daemon_active",
+            "1 while this daemon holds the database lock (polls, runs services); 0 on standby",
+            registry=r,
+        )
+
     def serve(self, host: str, port: int) -> None:
         """Start the ``/metrics`` HTTP endpoint in a background thread."""
         start_http_server(port, addr=host, registry=self.registry)

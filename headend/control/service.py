@@ -50,7 +50,9 @@ async def run_pass(engine: ServiceHost, now: datetime) -> list[tuple[int, str]]:
         )
         outcomes = []
         for row in due:
-            state = await execute(conn, row["id"], lambda meter_id: EngineRelay(engine, meter_id))
+            state = await execute(
+                conn, row["id"], lambda meter_id: EngineRelay(engine, meter_id), due_only=True
+            )
             outcomes.append((row["id"], state))
     return outcomes
 

@@ -1,0 +1,80 @@
+"""The daemon's life on a shared database: run the engine only while this daemon is the active one.
+
+``supervise`` claims the daemon lock (:mod:`headend.leadership`) and runs the engine while it holds
+it; while another daemon holds it, this one is a hot standby (no bus polled, no service run, no
+command executed) and tries again every ``[ha] poll``. When the held lock's connection is lost, a
+daemon with ``[ha] fencing`` stops its engine at once; without fencing (a lone daemon) it keeps
+reading into the spool and stops only if another daemon has taken the lock meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from headend.config import HeadendConfig
+from headend.daemon import build_daemon, serve_metrics
+from headend.engine.engine import Engine
+from headend.leadership import Leadership
+from headend.store.migrate import migrate
+
+log = logging.getLogger("headend.run")
+
+BACKOFF_MAX = 30.0  # the longest wait between attempts to reach an unreachable database
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def _lost_or_stopped(leadership: Leadership, stop: asyncio.Event) -> bool:
+    """Wait until the lock is lost (True) or the daemon is told to stop (False)."""
+    lost = asyncio.create_task(leadership.wait_lost())
+    stopped = asyncio.create_task(stop.wait())
+    done, pending = await asyncio.wait({lost, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    return lost in done
+
+
+async def supervise(config: HeadendConfig, dsn: str, stop: asyncio.Event) -> None:
+    """Claim, run, fence and stand by until ``stop`` is set; then stop the engine and let the lock go."""
+    metrics = serve_metrics(config)
+    leadership = Leadership(dsn, config.ha, metrics)
+    engine: Engine | None = None
+    migrated = False
+    delay = config.ha.poll
+    try:
+        while not stop.is_set():
+            state = await leadership.claim()
+            if state == "active":
+                delay = config.ha.poll
+                if not migrated:
+                    await migrate(dsn)
+                    migrated = True
+                if engine is None:
+                    engine = build_daemon(config, dsn, metrics)
+                    await engine.start()
+                if not await _lost_or_stopped(leadership, stop):
+                    break
+                if config.ha.fencing:
+                    log.warning("fenced: polling and command execution stopped until the lock is held again")
+                    await engine.stop()
+                    engine = None
+                continue
+            if state == "standby":
+                delay = config.ha.poll
+                if engine is not None:
+                    log.warning("another daemon took the database lock; stopping this one's polling")
+                    await engine.stop()
+                    engine = None
+            else:
+                delay = min(2 * delay, BACKOFF_MAX)
+            await _wait(stop, delay)
+    finally:
+        if engine is not None:
+            await engine.stop()
+        await leadership.close()
