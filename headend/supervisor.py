@@ -22,6 +22,7 @@ from headend.store.migrate import migrate
 log = logging.getLogger("headend.run")
 
 BACKOFF_MAX = 30.0  # the longest wait between attempts to reach an unreachable database
+FENCED_PAUSE = 2  # standby polls a fenced daemon lets pass before it claims the lock again
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
@@ -64,6 +65,7 @@ async def supervise(config: HeadendConfig, dsn: str, stop: asyncio.Event) -> Non
                     log.warning("fenced: polling and command execution stopped until the lock is held again")
                     await engine.stop()
                     engine = None
+                    await _wait(stop, FENCED_PAUSE * config.ha.poll)  # a healthy standby claims first
                 continue
             if state == "standby":
                 delay = config.ha.poll
