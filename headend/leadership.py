@@ -1,8 +1,7 @@
 """The daemon's claim on its database: active while it holds the daemon lock on a dedicated
 connection, a hot standby while another daemon holds it, waiting while the database is unreachable.
 
-Each change of state is logged once (one line, not one per attempt) and shown in ``/metrics`` as
-``headend_daemon_active`` (1 only while this daemon holds the lock). The server releases the lock
+Each change of state is logged once (one line, not one per attempt). The server releases the lock
 the moment the holder's connection closes (its process died) or, when the holder's host went
 silent, once TCP keepalive gives up on it; the active daemon checks its own connection more often
 than that (``[ha] check``), so with ``[ha] fencing`` it stops before a standby can take over.
@@ -19,7 +18,6 @@ from typing import Literal
 import asyncpg
 
 from headend.config import HaConfig
-from headend.metrics import EngineMetrics
 from headend.store.leadership import daemon_lock_holder, ping, try_daemon_lock
 from headend.store.writer import UNAVAILABLE
 
@@ -51,14 +49,12 @@ def release_after(config: HaConfig) -> float:
 class Leadership:
     """``claim()`` tries the lock once; ``wait_lost()`` returns when the held lock's connection fails."""
 
-    def __init__(self, dsn: str, config: HaConfig, metrics: EngineMetrics) -> None:
+    def __init__(self, dsn: str, config: HaConfig) -> None:
         self.dsn = dsn
         self.config = config
-        self.metrics = metrics
         self.state: ClaimState | None = None
         self.name = f"headend {socket.gethostname()}:{os.getpid()}"
         self._conn: asyncpg.Connection | None = None
-        metrics.daemon_active.set(0)
 
     async def claim(self) -> ClaimState:
         """One attempt at the daemon lock; the resulting state (logged when it changed)."""
@@ -96,14 +92,13 @@ class Leadership:
             await asyncio.sleep(self.config.check)
 
     async def close(self) -> None:
-        """Give the lock up (closing its connection) and show this daemon as inactive."""
+        """Give the lock up (closing its connection)."""
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             try:
                 await asyncio.wait_for(conn.close(), self.config.check_timeout)
             except (*UNAVAILABLE, asyncpg.PostgresError):
                 conn.terminate()
-        self.metrics.daemon_active.set(0)
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
@@ -111,7 +106,6 @@ class Leadership:
             conn.terminate()
 
     def _become(self, state: ClaimState, details: dict[str, object]) -> ClaimState:
-        self.metrics.daemon_active.set(1 if state == "active" else 0)
         if state != self.state:
             self.state = state
             message = {

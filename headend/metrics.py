@@ -52,7 +52,7 @@ class EngineMetrics:
 
         self.daemon_active = Gauge(
             "headend_daemon_active",
-            "1 while this daemon holds the database lock (polls, runs services); 0 on standby",
+            "1 while this daemon polls its buses (it holds the database lock, or rides out an outage alone)",
             registry=r,
         )
 

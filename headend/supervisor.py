@@ -4,7 +4,9 @@
 it; while another daemon holds it, this one is a hot standby (no bus polled, no service run, no
 command executed) and tries again every ``[ha] poll``. When the held lock's connection is lost, a
 daemon with ``[ha] fencing`` stops its engine at once; without fencing (a lone daemon) it keeps
-reading into the spool and stops only if another daemon has taken the lock meanwhile.
+reading into the spool and stops only if another daemon has taken the lock meanwhile. A daemon
+without fencing that starts while the database is unreachable starts reading at once (from the
+inventory it cached last time) and claims the lock when the database answers.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from headend.daemon import build_daemon, serve_metrics
 from headend.engine.engine import Engine
 from headend.leadership import Leadership
 from headend.store.migrate import migrate
+from headend.store.writer import UNAVAILABLE
 
 log = logging.getLogger("headend.run")
 
@@ -44,27 +47,35 @@ async def _lost_or_stopped(leadership: Leadership, stop: asyncio.Event) -> bool:
 async def supervise(config: HeadendConfig, dsn: str, stop: asyncio.Event) -> None:
     """Claim, run, fence and stand by until ``stop`` is set; then stop the engine and let the lock go."""
     metrics = serve_metrics(config)
-    leadership = Leadership(dsn, config.ha, metrics)
+    metrics.daemon_active.set(0)
+    leadership = Leadership(dsn, config.ha)
     engine: Engine | None = None
     migrated = False
     delay = config.ha.poll
     try:
         while not stop.is_set():
             state = await leadership.claim()
+            metrics.daemon_active.set(0 if engine is None else 1)
             if state == "active":
                 delay = config.ha.poll
                 if not migrated:
-                    await migrate(dsn)
+                    try:
+                        await migrate(dsn)
+                    except UNAVAILABLE:  # gone again between the claim and the migration
+                        await _wait(stop, delay)
+                        continue
                     migrated = True
                 if engine is None:
                     engine = build_daemon(config, dsn, metrics)
                     await engine.start()
+                metrics.daemon_active.set(1)
                 if not await _lost_or_stopped(leadership, stop):
                     break
                 if config.ha.fencing:
                     log.warning("fenced: polling and command execution stopped until the lock is held again")
                     await engine.stop()
                     engine = None
+                    metrics.daemon_active.set(0)
                     await _wait(stop, FENCED_PAUSE * config.ha.poll)  # a healthy standby claims first
                 continue
             if state == "standby":
@@ -73,10 +84,16 @@ async def supervise(config: HeadendConfig, dsn: str, stop: asyncio.Event) -> Non
                     log.warning("another daemon took the database lock; stopping this one's polling")
                     await engine.stop()
                     engine = None
+                    metrics.daemon_active.set(0)
             else:
+                if engine is None and not config.ha.fencing:  # store and forward until it answers
+                    engine = build_daemon(config, dsn, metrics)
+                    await engine.start()
+                    metrics.daemon_active.set(1)
                 delay = min(2 * delay, BACKOFF_MAX)
             await _wait(stop, delay)
     finally:
         if engine is not None:
             await engine.stop()
+        metrics.daemon_active.set(0)
         await leadership.close()

@@ -145,3 +145,37 @@ class CountingRelay:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+
+
+class SwitchableDatabase:
+    """A TCP front for a PostgreSQL unix socket that can go away (connections refused, open ones cut)
+    and come back on the same port: a database that is unreachable, then reachable."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def up(self) -> None:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+
+    async def down(self) -> None:
+        """Refuse new connections and cut every open one."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_unix_connection(self.socket_path)
+        self._writers |= {writer, up_writer}
+        try:
+            await asyncio.gather(
+                CountingRelay._pipe(reader, up_writer), CountingRelay._pipe(up_reader, writer)
+            )
+        finally:
+            self._writers -= {writer, up_writer}
+            for w in (writer, up_writer):
+                w.transport.abort()

@@ -1,3 +1,5 @@
+-- Exactly once: a relay command is sent once per attempt; a spooled daemon event is stored once.
+--
 -- One send per attempt: the attempt counter moves only with pending -> sent, so a command already
 -- sent can never be "sent" again (sent -> sent) by a second executor or a stale view of the row.
 CREATE OR REPLACE FUNCTION commands_check_transition() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -24,3 +26,6 @@ BEGIN
     NEW.updated_at := now();
     RETURN NEW;
 END $$;
+
+-- A daemon's own event (a clock correction) replayed from the spool is stored once, like a meter's.
+CREATE UNIQUE INDEX events_comm_record_key ON events (meter_id, kind, occurred_at) WHERE category = 'comm';
