@@ -329,26 +329,32 @@ class ReadingWriter:
         self, conn: asyncpg.Connection | None, readings: list[Reading]
     ) -> asyncpg.Connection | None:
         """Write one batch to the database or the spool; return the lane's connection for reuse."""
-        if self.mode == "direct":
-            # A reused connection may have died quietly (server restart): one retry on a fresh one.
-            for fresh in (False, True) if conn is not None else (True,):
-                try:
-                    async with asyncio.timeout(self.deadline):
-                        conn = await self._connect() if fresh else conn
-                        await self._write(conn, readings)
-                    return conn
-                except UNAVAILABLE as exc:
-                    failure = exc
-                    if conn is not None:
-                        conn.terminate()
-                    conn = None
-            self._note_unavailable(failure)
-        await self._spool_or_write(readings)
+        if self.mode != "direct":
+            await self._spool_or_write(readings, try_direct=True)
+            return conn
+        # A reused connection may have died quietly (server restart): one retry on a fresh one. A
+        # deadline that passed means a hung server: straight to the spool, no second wait.
+        for fresh in (False, True) if conn is not None else (True,):
+            try:
+                async with asyncio.timeout(self.deadline):
+                    conn = await self._connect() if fresh else conn
+                    await self._write(conn, readings)
+                return conn
+            except UNAVAILABLE as exc:
+                failure = exc
+                if conn is not None:
+                    conn.terminate()
+                conn = None
+                if isinstance(exc, TimeoutError):
+                    break
+        self._note_unavailable(failure)
+        await self._spool_or_write(readings, try_direct=False)
         return conn
 
-    async def _spool_or_write(self, readings: list[Reading]) -> None:
+    async def _spool_or_write(self, readings: list[Reading], *, try_direct: bool) -> None:
+        """Spool the batch; with ``try_direct``, write it instead if the spool drained meanwhile."""
         async with self._spool_lock:
-            if self.mode == "direct":  # the spool drained while we waited for the lock
+            if try_direct and self.mode == "direct":  # the spool drained while we waited for the lock
                 conn = None
                 try:
                     async with asyncio.timeout(self.deadline):

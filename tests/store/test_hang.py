@@ -98,7 +98,8 @@ async def test_hung_server_spools_readings_and_records_in_bounded_time_and_repla
         elapsed = time.monotonic() - started
         assert writer.mode == "spooling"
         assert writer.spooled == 200 and writer.records_spooled == 3
-        assert elapsed < 3 * DEADLINE_S, f"spooling took {elapsed:.1f} s"
+        # one deadline for the first write that hangs; everything after it goes straight to the spool
+        assert elapsed < DEADLINE_S + 2.0, f"spooling took {elapsed:.1f} s"
         copy = tmp_path / "spool-copy"
         shutil.copytree(spool, copy, ignore=shutil.ignore_patterns("spool.lock"))
     await asyncio.wait_for(writer.wait_replayed(), 60)
