@@ -95,15 +95,39 @@ async def test_run_starts_without_the_database_spools_and_catches_up_with_one_li
             return cycles >= cycles_before + 4 and stamps >= stamps_before + 4
 
         await eventually(caught_up, 30, "the outage's readings and cycle statistics in the database")
+
+        # a second outage while it runs: the lock connection and the writer's connections are cut
+        stamps_mid = await conn.fetchval("SELECT count(DISTINCT ts) FROM readings WHERE quality = 'actual'")
+        await database.down()
+        await daemon.wait_logged("database lock lost", timeout=30)
+        await daemon.wait_logged("database unavailable", timeout=30, count=2)
+        polls_mid = bus.requests[0x11]
+
+        async def reading_on() -> bool:
+            return bus.requests[0x11] >= polls_mid + 3 * METERS
+
+        await eventually(reading_on, 30, "meters read through the second outage")
+        await database.up()
+        await daemon.wait_logged("spool replayed", timeout=60, count=2)
+        await daemon.wait_logged("active:", timeout=60, count=2)
+
+        async def caught_up_again() -> bool:
+            stamps = await conn.fetchval("SELECT count(DISTINCT ts) FROM readings WHERE quality = 'actual'")
+            return stamps >= stamps_mid + 3
+
+        await eventually(caught_up_again, 30, "the second outage's readings in the database")
         daemon.proc.send_signal(signal.SIGTERM)
         assert await daemon.proc.wait() == 0
 
         records = daemon.records
         assert not daemon.other_lines, daemon.other_lines[:5]  # every line is a log record
         assert [r for r in records if "exc" in r] == []  # no traceback
-        assert len(daemon.logged("database unreachable; retrying")) == 1
-        assert len(daemon.logged("database unavailable")) == 1  # the writer: spooling from then on
-        assert len(daemon.logged("spool replayed")) == 1
+        # one line per change of state and outage, however many attempts and cycles it lasted
+        assert len(daemon.logged("database unreachable; retrying")) == 2
+        assert len(daemon.logged("database lock lost")) == 1
+        assert len(daemon.logged("database unavailable")) == 2  # the writer: spooling from then on
+        assert len(daemon.logged("spool replayed")) == 2
+        assert len(daemon.logged("active:")) == 2
         assert [r["msg"] for r in records if "of capacity" in r["msg"]] == []
         assert [r for r in records if r["level"] in ("error", "critical")] == []
     finally:
