@@ -19,7 +19,9 @@ from headend.config import HeadendConfig
 from headend.daemon import build_daemon, serve_metrics
 from headend.engine.engine import Engine
 from headend.leadership import Leadership
+from headend.metrics import EngineMetrics
 from headend.store.migrate import migrate
+from headend.store.spool import SpoolError
 from headend.store.writer import UNAVAILABLE
 
 log = logging.getLogger("headend.run")
@@ -44,6 +46,17 @@ async def _lost_or_stopped(leadership: Leadership, stop: asyncio.Event) -> bool:
     return lost in done
 
 
+async def _start_engine(config: HeadendConfig, dsn: str, metrics: EngineMetrics) -> Engine | SpoolError:
+    """A started engine, or why it cannot start (its spool is held by another process)."""
+    engine = build_daemon(config, dsn, metrics)
+    try:
+        await engine.start()
+    except SpoolError as exc:
+        await engine.stop()
+        return exc
+    return engine
+
+
 async def supervise(config: HeadendConfig, dsn: str, stop: asyncio.Event) -> None:
     """Claim, run, fence and stand by until ``stop`` is set; then stop the engine and let the lock go."""
     metrics = serve_metrics(config)
@@ -52,6 +65,19 @@ async def supervise(config: HeadendConfig, dsn: str, stop: asyncio.Event) -> Non
     engine: Engine | None = None
     migrated = False
     delay = config.ha.poll
+    refused: str | None = None  # why the engine could not start, said once
+
+    async def start_engine() -> Engine | None:
+        nonlocal refused
+        started = await _start_engine(config, dsn, metrics)
+        if isinstance(started, SpoolError):
+            if str(started) != refused:
+                log.error("cannot start polling: %s", started)
+            refused = str(started)
+            return None
+        refused = None
+        return started
+
     try:
         while not stop.is_set():
             state = await leadership.claim()
@@ -66,8 +92,11 @@ async def supervise(config: HeadendConfig, dsn: str, stop: asyncio.Event) -> Non
                         continue
                     migrated = True
                 if engine is None:
-                    engine = build_daemon(config, dsn, metrics)
-                    await engine.start()
+                    engine = await start_engine()
+                if engine is None:
+                    await leadership.close()  # let a daemon that can run take over
+                    await _wait(stop, FENCED_PAUSE * config.ha.poll)
+                    continue
                 metrics.daemon_active.set(1)
                 if not await _lost_or_stopped(leadership, stop):
                     break
@@ -87,9 +116,8 @@ async def supervise(config: HeadendConfig, dsn: str, stop: asyncio.Event) -> Non
                     metrics.daemon_active.set(0)
             else:
                 if engine is None and not config.ha.fencing:  # store and forward until it answers
-                    engine = build_daemon(config, dsn, metrics)
-                    await engine.start()
-                    metrics.daemon_active.set(1)
+                    engine = await start_engine()
+                    metrics.daemon_active.set(0 if engine is None else 1)
                 delay = min(2 * delay, BACKOFF_MAX)
             await _wait(stop, delay)
     finally:

@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from headend.store.spool import Spool
 from simulators import BusSpec, start_bus
 from tests.support.daemons import CountingRelay, Daemon, eventually, free_port
 
@@ -189,3 +190,36 @@ async def test_an_active_daemon_that_loses_its_lock_connection_stops_polling_at_
         for daemon in (first, second):
             if daemon is not None:
                 await daemon.close()
+
+
+@pytest.mark.timeout(120)
+async def test_a_daemon_whose_spool_is_held_elsewhere_says_so_once_and_starts_once_it_is_free(
+    fleet: tuple[CountingRelay, datetime], pg_dsn: str, tmp_path: Path
+) -> None:
+    relay, _installed = fleet
+    holder = Spool(tmp_path / "spool-a")  # another headend process on this host holds the spool
+    holder.open()
+    daemon = await start_daemon("a", pg_dsn, tmp_path)
+    admin = await asyncpg.connect(pg_dsn)
+    lock_backends: set[int] = set()
+    try:
+        await daemon.wait_logged("cannot start polling")
+
+        async def retried_twice() -> bool:
+            pids = await admin.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE $1",
+                f"headend %:{daemon.proc.pid}",
+            )
+            lock_backends.update(r["pid"] for r in pids)
+            return len(lock_backends) >= 3  # it gave the lock up and claimed it again, twice
+
+        await eventually(retried_twice, 30, "two more claims of the lock")
+        assert len(daemon.logged("cannot start polling")) == 1
+        assert relay.opened == 0 and await daemon.metric("headend_daemon_active") == 0.0
+        holder.close()
+        await daemon.wait_logged("engine started", timeout=30)
+        assert [r for r in daemon.records if "exc" in r] == []
+    finally:
+        holder.close()
+        await admin.close()
+        await daemon.close()
