@@ -27,7 +27,6 @@ class EngineTasks:
 
     def __init__(self) -> None:
         self.stopping = False
-        self.deferred = 0  # tasks that ended because the database was unavailable (backfill, upkeep ...)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
@@ -46,7 +45,6 @@ class EngineTasks:
             return
         error = task.exception()
         if isinstance(error, UNAVAILABLE):  # the outage is logged once where it is noticed; retried later
-            self.deferred += 1
             log.debug("engine task deferred: database unavailable", extra={"task": task.get_name()})
             return
         log.error("engine task failed", exc_info=error, extra={"task": task.get_name()})
