@@ -73,6 +73,8 @@ async def supervise(config: HeadendConfig, dsn: str, stop: asyncio.Event) -> Non
         if isinstance(started, SpoolError):
             if str(started) != refused:
                 log.error("cannot start polling: %s", started)
+            else:
+                log.debug("engine start refused again: %s", started)
             refused = str(started)
             return None
         refused = None
@@ -105,7 +107,8 @@ async def supervise(config: HeadendConfig, dsn: str, stop: asyncio.Event) -> Non
                     await engine.stop()
                     engine = None
                     metrics.daemon_active.set(0)
-                    await _wait(stop, FENCED_PAUSE * config.ha.poll)  # a healthy standby claims first
+                    # a healthy standby claims first: two of its polls, each allowed a slow reply
+                    await _wait(stop, FENCED_PAUSE * (config.ha.poll + config.ha.check_timeout))
                 continue
             if state == "standby":
                 delay = config.ha.poll

@@ -22,7 +22,9 @@ POLL_S = 1.0  # [ha] poll: how often the standby tries the lock
 TAKEOVER_S = 10.0  # stated: poll + a connection attempt + engine start (1 s + 2 s + start), with margin
 
 
-def write_config(path: Path, dsn: str, spool: Path, metrics_port: int, backfill: bool) -> Path:
+def write_config(
+    path: Path, dsn: str, spool: Path, metrics_port: int, backfill: bool, level: str = "INFO"
+) -> Path:
     path.write_text(
         f'[database]\ndsn = "{dsn}"\nspool_dir = "{spool}"\n'
         '[polling]\ninterval = "1m"\noffset = "2s"\ninventory_reload = "1h"\n'
@@ -30,7 +32,7 @@ def write_config(path: Path, dsn: str, spool: Path, metrics_port: int, backfill:
         "[clock]\nenabled = false\n[events]\nenabled = false\n"
         '[timeouts]\ninitial = "1s"\nmaximum = "2s"\n'
         f'[ha]\npoll = "{POLL_S}s"\ncheck = "500ms"\ncheck_timeout = "2s"\nfencing = true\n'
-        f'[metrics]\nport = {metrics_port}\n[logging]\nformat = "json"\n'
+        f'[metrics]\nport = {metrics_port}\n[logging]\nformat = "json"\nlevel = "{level}"\n'
     )
     return path
 
@@ -76,9 +78,12 @@ async def fleet(pg_dsn: str, tmp_path: Path) -> AsyncIterator[tuple[CountingRela
         await bus.stop()
 
 
-async def start_daemon(name: str, dsn: str, tmp_path: Path, backfill: bool = True) -> Daemon:
+async def start_daemon(
+    name: str, dsn: str, tmp_path: Path, backfill: bool = True, level: str = "INFO"
+) -> Daemon:
     metrics_port = free_port()
-    config = write_config(tmp_path / f"{name}.toml", dsn, tmp_path / f"spool-{name}", metrics_port, backfill)
+    spool = tmp_path / f"spool-{name}"
+    config = write_config(tmp_path / f"{name}.toml", dsn, spool, metrics_port, backfill, level)
     return await Daemon.start(config, tmp_path / f"state-{name}", metrics_port)
 
 
@@ -183,7 +188,7 @@ async def test_an_active_daemon_that_loses_its_lock_connection_stops_polling_at_
             return sorted(actives) == [0.0, 1.0] and relay.opened - relay.open >= 1 and relay.open <= 1
 
         await eventually(exactly_one_active, TAKEOVER_S + 10, "exactly one active daemon")
-        await first.wait_logged("standby:", timeout=10)  # the healthy standby took over; the fenced one waits
+        await first.wait_logged("standby:", timeout=20)  # the healthy standby took over; the fenced one waits
         assert second.logged("active:")
     finally:
         await admin.close()
@@ -199,21 +204,10 @@ async def test_a_daemon_whose_spool_is_held_elsewhere_says_so_once_and_starts_on
     relay, _installed = fleet
     holder = Spool(tmp_path / "spool-a")  # another headend process on this host holds the spool
     holder.open()
-    daemon = await start_daemon("a", pg_dsn, tmp_path)
-    admin = await asyncpg.connect(pg_dsn)
-    lock_backends: set[int] = set()
+    daemon = await start_daemon("a", pg_dsn, tmp_path, level="DEBUG")
     try:
         await daemon.wait_logged("cannot start polling")
-
-        async def retried_twice() -> bool:
-            pids = await admin.fetch(
-                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE $1",
-                f"headend %:{daemon.proc.pid}",
-            )
-            lock_backends.update(r["pid"] for r in pids)
-            return len(lock_backends) >= 3  # it gave the lock up and claimed it again, twice
-
-        await eventually(retried_twice, 30, "two more claims of the lock")
+        await daemon.wait_logged("engine start refused again", count=2)  # debug lines: it kept trying
         assert len(daemon.logged("cannot start polling")) == 1
         assert relay.opened == 0 and await daemon.metric("headend_daemon_active") == 0.0
         holder.close()
@@ -221,5 +215,4 @@ async def test_a_daemon_whose_spool_is_held_elsewhere_says_so_once_and_starts_on
         assert [r for r in daemon.records if "exc" in r] == []
     finally:
         holder.close()
-        await admin.close()
         await daemon.close()
