@@ -2,9 +2,10 @@
 connection, a hot standby while another daemon holds it, waiting while the database is unreachable.
 
 Each change of state is logged once (one line, not one per attempt). The server releases the lock
-the moment the holder's connection closes (its process died) or, when the holder's host went
-silent, once TCP keepalive gives up on it; the active daemon checks its own connection more often
-than that (``[ha] check``), so with ``[ha] fencing`` it stops before a standby can take over.
+the moment the holder's connection closes (its process died), when the holder's host went silent
+(once TCP keepalive gives up on it) or when the holder stopped checking in (a frozen process: the
+session's idle timeout ends it); the active daemon checks its own connection more often than that
+(``[ha] check``), so with ``[ha] fencing`` it stops before a standby can take over.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Literal
 import asyncpg
 
 from headend.config import HaConfig
-from headend.store.leadership import daemon_lock_holder, ping, try_daemon_lock
+from headend.store.leadership import daemon_lock_holder, end_session_when_idle, ping, try_daemon_lock
 from headend.store.writer import UNAVAILABLE
 
 log = logging.getLogger("headend.leadership")
@@ -68,6 +69,7 @@ class Leadership:
                     timeout=timeout,
                     server_settings={"application_name": self.name, **keepalive_settings(self.config)},
                 )
+                await asyncio.wait_for(end_session_when_idle(self._conn, release_after(self.config)), timeout)
             if await asyncio.wait_for(try_daemon_lock(self._conn), timeout):
                 return self._become("active", {})
             holder = await asyncio.wait_for(daemon_lock_holder(self._conn), timeout)

@@ -30,6 +30,16 @@ async def daemon_lock_holder(conn: asyncpg.Connection) -> str | None:
     return f"{name} from {address} (backend {row['pid']})"
 
 
+async def end_session_when_idle(conn: asyncpg.Connection, seconds: float) -> bool:
+    """Have the server end this session once it sits idle ``seconds`` (a holder that stopped
+    checking in, e.g. a frozen process, loses the lock); False on a server without the setting."""
+    try:
+        await conn.execute(f"SET idle_session_timeout = {int(seconds * 1000)}")
+    except asyncpg.UndefinedObjectError:  # PostgreSQL before 14
+        return False
+    return True
+
+
 async def ping(conn: asyncpg.Connection) -> None:
     """One round trip on the connection (raises if it is gone)."""
     await conn.fetchval("SELECT 1")

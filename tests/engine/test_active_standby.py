@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -216,3 +217,32 @@ async def test_a_daemon_whose_spool_is_held_elsewhere_says_so_once_and_starts_on
     finally:
         holder.close()
         await daemon.close()
+
+
+@pytest.mark.timeout(120)
+async def test_a_frozen_active_daemon_loses_the_lock_and_fences_itself_when_it_wakes(
+    fleet: tuple[CountingRelay, datetime], pg_dsn: str, tmp_path: Path
+) -> None:
+    first = await start_daemon("a", pg_dsn, tmp_path)
+    second = None
+    try:
+        await first.wait_logged("active:")
+        second = await start_daemon("b", pg_dsn, tmp_path)
+        await second.wait_logged("standby:")
+        first.proc.send_signal(signal.SIGSTOP)  # frozen: its host still answers TCP for it
+        frozen = time.monotonic()
+        try:
+            # the server ends the silent session after release_after(...) = 16 s here, then one poll
+            await second.wait_logged("active:", timeout=40)
+            took = time.monotonic() - frozen
+        finally:
+            first.proc.send_signal(signal.SIGCONT)
+        assert took <= 16 + POLL_S + TAKEOVER_S, f"takeover took {took:.1f} s"
+        await first.wait_logged("database lock lost", timeout=10)
+        await first.wait_logged("fenced:", timeout=10)
+        await first.wait_logged("standby:", timeout=30)
+        assert await first.metric("headend_daemon_active") == 0.0
+    finally:
+        for daemon in (first, second):
+            if daemon is not None:
+                await daemon.close()
