@@ -244,6 +244,18 @@ class EngineConfig(_Section):
         return value
 
 
+class HaConfig(_Section):
+    """One active daemon per database (docs/operations.md): a standby tries the lock every ``poll``;
+    the active daemon checks its lock connection every ``check`` (a reply within ``check_timeout``).
+    ``fencing``: stop reading and executing as soon as that connection is lost (an active/standby
+    pair); without it a lone daemon keeps reading into the spool through a database outage."""
+
+    poll: Duration = 2.0
+    check: Duration = 1.0
+    check_timeout: Duration = 3.0
+    fencing: bool = False
+
+
 class SafetyConfig(_Section):
     """Automatic disconnection limits (see headend.control.safety): quiet windows, caps, approval."""
 
@@ -292,6 +304,7 @@ class HeadendConfig(_Section):
     logging: LoggingConfig = LoggingConfig()
     secrets: SecretsConfig = SecretsConfig()
     engine: EngineConfig = EngineConfig()
+    ha: HaConfig = HaConfig()
     safety: SafetyConfig = SafetyConfig()
     billing: BillingConfig = BillingConfig()
 

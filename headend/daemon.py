@@ -17,17 +17,22 @@ from headend.metrics import EngineMetrics
 from headend.store.writer import ReadingWriter
 
 
-def build_daemon(config: HeadendConfig, dsn: str) -> Engine:
-    """The daemon's engine for ``config`` on database ``dsn`` (not started; ``/metrics`` is served
-    at once when ``[metrics] port`` is set)."""
+def serve_metrics(config: HeadendConfig) -> EngineMetrics:
+    """The daemon's metrics, served on ``/metrics`` at once when ``[metrics] port`` is set."""
+    metrics = EngineMetrics()
+    if config.metrics.port:
+        metrics.serve(config.metrics.host, config.metrics.port)
+    return metrics
+
+
+def build_daemon(config: HeadendConfig, dsn: str, metrics: EngineMetrics | None = None) -> Engine:
+    """The daemon's engine for ``config`` on database ``dsn`` (not started), reporting to ``metrics``
+    (by default new ones, served per ``[metrics]``)."""
     database = config.database
     writer = ReadingWriter(
         dsn,
         spool_dir=Path(database.spool_dir) if database.spool_dir else None,
         spool_max_bytes=database.spool_max_mb << 20,
     )
-    metrics = EngineMetrics()
-    if config.metrics.port:
-        metrics.serve(config.metrics.host, config.metrics.port)
     port = DriverPort(config.secrets.file or None, config.relay)
-    return Engine(config, dsn, writer, port, metrics)
+    return Engine(config, dsn, writer, port, metrics or serve_metrics(config))

@@ -70,6 +70,12 @@ class EngineMetrics:
             "headend_fee_control_halted", "1 while a cap halts automatic disconnection", registry=r
         )
 
+        self.daemon_active = Gauge(
+            "headend_daemon_active",
+            "1 while this daemon polls its buses (it holds the database lock, or rides out an outage alone)",
+            registry=r,
+        )
+
     def serve(self, host: str, port: int) -> None:
         """Start the ``/metrics`` HTTP endpoint in a background thread."""
         start_http_server(port, addr=host, registry=self.registry)

@@ -17,23 +17,22 @@ log = logging.getLogger("headend.run")
 
 
 async def run_daemon(config: HeadendConfig) -> None:
-    """Run the engine until SIGTERM or SIGINT, then shut down cleanly."""
-    from headend.daemon import build_daemon
+    """Run the daemon (active, or a standby while another daemon is) until SIGTERM or SIGINT."""
     from headend.store.dsn import redact, resolve_dsn
-    from headend.store.migrate import migrate
+    from headend.supervisor import supervise
 
     dsn = resolve_dsn(config.database.dsn or None)
     log.info("database", extra={"dsn": redact(dsn)})
-    await migrate(dsn)
-    engine = build_daemon(config, dsn)
     stop = asyncio.Event()
+
+    def shut_down() -> None:
+        log.info("shutting down")
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await engine.start()
-    await stop.wait()
-    log.info("shutting down")
-    await engine.stop()
+        loop.add_signal_handler(sig, shut_down)
+    await supervise(config, dsn, stop)
 
 
 def run_command(

@@ -105,8 +105,8 @@ async def cancel_command(conn: asyncpg.Connection, command_id: int, operator: st
     async with conn.transaction():
         state = await commands.lock_state(conn, command_id)
         if state == "pending":
-            await commands.set_state(
-                conn, command_id, "cancelled", actor=operator, error=f"cancelled by {operator}"
+            await commands.transition(
+                conn, command_id, "pending", "cancelled", actor=operator, error=f"cancelled by {operator}"
             )
     if state is None:
         raise ManualCommandError(f"no command {command_id}")

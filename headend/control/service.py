@@ -13,6 +13,7 @@ from headend.control.automation import run_once
 from headend.control.executor import execute
 from headend.control.safety import settings_from_config
 from headend.services import ServiceHost
+from headend.store.writer import UNAVAILABLE
 from headend.vocabulary import SwitchOperation
 
 log = logging.getLogger(__name__)
@@ -50,16 +51,27 @@ async def run_pass(engine: ServiceHost, now: datetime) -> list[tuple[int, str]]:
         )
         outcomes = []
         for row in due:
-            state = await execute(conn, row["id"], lambda meter_id: EngineRelay(engine, meter_id))
+            state = await execute(
+                conn, row["id"], lambda meter_id: EngineRelay(engine, meter_id), due_only=True
+            )
             outcomes.append((row["id"], state))
     return outcomes
 
 
 async def run(engine: ServiceHost) -> None:
-    """Run a pass every ``[safety] run_every`` until the daemon stops; a failing pass is retried next time."""
+    """Run a pass every ``[safety] run_every`` until the daemon stops; a failing pass is retried next
+    time. A database outage is said once (when it starts), not once per pass."""
+    waiting = False
     while True:
         try:
             await run_pass(engine, datetime.now(ZoneInfo(engine.config.safety.timezone)))
+            waiting = False
+        except UNAVAILABLE as exc:
+            if not waiting:
+                log.warning(
+                    "fee control waits for the database", extra={"error": f"{type(exc).__name__}: {exc}"}
+                )
+            waiting = True
         except Exception:
             log.exception("fee control pass failed")
         await asyncio.sleep(engine.config.safety.run_every)

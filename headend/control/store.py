@@ -3,6 +3,6 @@ kept for the fee-control modules (automation, service)."""
 
 from __future__ import annotations
 
-from headend.store.commands import COMMAND_LIFETIME, create_command, set_state
+from headend.store.commands import COMMAND_LIFETIME, create_command, transition
 
-__all__ = ["COMMAND_LIFETIME", "create_command", "set_state"]
+__all__ = ["COMMAND_LIFETIME", "create_command", "transition"]

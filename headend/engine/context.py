@@ -17,7 +17,7 @@ from headend.engine.health import HealthBook
 from headend.engine.ports import DriverPort
 from headend.metrics import EngineMetrics
 from headend.store.reading import Reading
-from headend.store.writer import ReadingWriter
+from headend.store.writer import UNAVAILABLE, ReadingWriter
 
 log = logging.getLogger("headend.engine.engine")
 
@@ -41,8 +41,13 @@ class EngineTasks:
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("engine task failed", exc_info=task.exception(), extra={"task": task.get_name()})
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        if isinstance(error, UNAVAILABLE):  # the outage is logged once where it is noticed; retried later
+            log.debug("engine task deferred: database unavailable", extra={"task": task.get_name()})
+            return
+        log.error("engine task failed", exc_info=error, extra={"task": task.get_name()})
 
     async def drain(self) -> None:
         """Wait until every task (and any it started meanwhile) has ended."""

@@ -11,12 +11,10 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-import asyncpg
-
 from headend.engine.jobs import Job
 from headend.engine.ports import values_of
-from headend.store.cycles import upsert_read_cycle
 from headend.store.reading import Reading
+from headend.store.records import CycleRecord
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +52,9 @@ class CycleStats:
         self.finished_at = datetime.now(UTC)
         self.utilisation = (busy_now - self.busy_at_start) / self.interval
 
-    async def store(self, conn: asyncpg.Connection) -> None:
-        """Record this cycle in ``read_cycles``."""
-        await upsert_read_cycle(
-            conn,
+    def record(self) -> CycleRecord:
+        """This cycle as its ``read_cycles`` record (stored, or spooled, by the writer)."""
+        return CycleRecord(
             self.channel_id,
             self.cycle_at,
             self.due,

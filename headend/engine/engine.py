@@ -98,8 +98,17 @@ class Engine:
     # -- life cycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect, load the inventory, start workers and the timers, backfill what is missing."""
-        self.ctx.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)
+        """Load the inventory, start workers and the timers, backfill what is missing.
+
+        The database may be unreachable: the pool connects on demand (with the writer's deadlines),
+        the inventory comes from the cache and readings go to the spool until it answers."""
+        self.ctx.pool = await asyncpg.create_pool(
+            self.dsn,
+            min_size=0,
+            max_size=4,
+            timeout=self.writer.connect_timeout,
+            command_timeout=self.writer.command_timeout,
+        )
         await self.writer.start()
         await self.reload_inventory()
         polling, backfill = self.config.polling, self.config.backfill
@@ -159,7 +168,10 @@ class Engine:
         await self.ctx.tasks.drain()  # cycles, backfills and checks end quickly once their jobs are refused
         await self.writer.close()
         if self.ctx.pool is not None:
-            await self.ctx.pool.close()
+            try:
+                await asyncio.wait_for(self.ctx.pool.close(), self.writer.deadline)
+            except TimeoutError:  # a hung database: leave its connections behind
+                self.ctx.pool.terminate()
         log.info("engine stopped", extra={"written": self.writer.written, "spooled": self.writer.spooled})
 
     def _current_interval(self) -> datetime:

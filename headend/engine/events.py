@@ -7,10 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import asyncpg
-
 from headend.engine.model import MeterSpec
-from headend.store.events import insert_meter_events
+from headend.store.records import MeterEventsRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,10 +19,10 @@ class MeterEvent:
     details: dict = field(default_factory=dict)
 
 
-async def store_events(conn: asyncpg.Connection, meter: MeterSpec, events: Iterable[MeterEvent]) -> int:
-    """Insert the meter's event records; records already stored are skipped. Returns rows inserted."""
-    rows = [
+def events_record(meter: MeterSpec, events: Iterable[MeterEvent]) -> MeterEventsRecord:
+    """The meter's event records as one record for the writer (stored once, skipping known ones)."""
+    rows = tuple(
         (e.kind, meter.id, meter.channel_id, e.occurred_at, e.ended_at, json.dumps(e.details, default=str))
         for e in events
-    ]
-    return await insert_meter_events(conn, meter.id, rows)
+    )
+    return MeterEventsRecord(meter.id, rows)

@@ -9,14 +9,14 @@ from typing import Literal
 
 from headend.engine.clock import ClockPolicy, check_clock
 from headend.engine.context import EngineContext
-from headend.engine.events import store_events
+from headend.engine.events import events_record
 from headend.engine.inventory_sync import InventorySync
 from headend.engine.jobs import Job, Priority
 from headend.engine.model import MeterSpec
 from headend.engine.ports import unsupported_errors
 from headend.engine.worker import ChannelWorker
-from headend.store.events import insert_comm_event
 from headend.store.maintenance import run_maintenance
+from headend.store.records import CommEventRecord
 
 log = logging.getLogger("headend.engine.engine")
 
@@ -96,10 +96,9 @@ class Housekeeping:
         self.ctx.metrics.clock_corrections.inc()
         flagged = streak >= self.ctx.config.clock.flag_after
         kind = "clock_corrected" if not result.off_after else "clock_off" if flagged else "clock_still_off"
-        async with self.ctx.db.acquire() as conn:
-            await insert_comm_event(
-                conn, kind, meter.id, meter.channel_id, result.checked_at, result.details_json()
-            )
+        await self.ctx.writer.submit_record(
+            CommEventRecord(kind, meter.id, meter.channel_id, result.checked_at, result.details_json())
+        )
         log.log(
             logging.WARNING if result.off_after else logging.INFO,
             kind,
@@ -134,5 +133,4 @@ class Housekeeping:
                 extra={"meter": meter.label, "meter_id": meter.id, "error": str(exc)},
             )
             return
-        async with self.ctx.db.acquire() as conn:
-            await store_events(conn, meter, records)
+        await self.ctx.writer.submit_record(events_record(meter, records))

@@ -1,4 +1,5 @@
-"""Keeps one channel worker per enabled channel in step with the inventory in the database."""
+"""Keeps one channel worker per enabled channel in step with the inventory in the database (or, when
+the daemon starts while the database is unreachable, with the last inventory it cached on disk)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import asyncio
 import logging
 
 from headend.engine.context import EngineContext
+from headend.engine.inventory_cache import CACHE_NAME, load_snapshot, save_snapshot
 from headend.engine.model import InventorySnapshot, load_inventory
 from headend.engine.vetting import vet
 from headend.engine.worker import ChannelWorker
 from headend.store.inventory import inventory_version
+from headend.store.writer import UNAVAILABLE
 
 log = logging.getLogger("headend.engine.engine")
 
@@ -24,17 +27,33 @@ class InventorySync:
         self.meter_channel: dict[int, int] = {}
         self._version: tuple[object, ...] | None = None
         self._lock = asyncio.Lock()  # two overlapping reloads could give one bus two workers
+        self._loaded = False  # from the database or the cache
+        self.cache_path = ctx.writer.spool.directory / CACHE_NAME
 
     async def reload(self) -> set[int]:
         """Re-read channels and meters if they changed; add, update and retire workers.
 
-        Returns the ids of meters that were not in the previous inventory."""
+        Returns the ids of meters that were not in the previous inventory. While the database is
+        unreachable the workers keep the inventory they have; the first load of a daemon started
+        during an outage comes from the cache (written at every load from the database)."""
         async with self._lock:
-            return await self._reload()
+            try:
+                return await self._reload()
+            except UNAVAILABLE as exc:
+                if self._loaded:
+                    return set()
+                self._loaded = True
+                snapshot = await asyncio.to_thread(load_snapshot, self.cache_path)
+                if snapshot is None:
+                    return set()
+                log.warning(
+                    "database unreachable; reading the meters of the cached inventory",
+                    extra={"error": f"{type(exc).__name__}: {exc}", "cache": str(self.cache_path)},
+                )
+                return await self._apply(snapshot)
 
     async def _reload(self) -> set[int]:
-        ctx = self.ctx
-        async with ctx.db.acquire() as conn:
+        async with self.ctx.db.acquire() as conn:
             version = await inventory_version(conn)
             if version == self._version:
                 return set()
@@ -42,7 +61,16 @@ class InventorySync:
         self._version = version
         for problem in problems:  # logged once per inventory change, counted in a gauge
             log.warning(problem)
-        ctx.metrics.inventory_refused.set(len(problems))
+        self.ctx.metrics.inventory_refused.set(len(problems))
+        self._loaded = True
+        try:
+            await asyncio.to_thread(save_snapshot, self.cache_path, snapshot)
+        except OSError as exc:
+            log.warning("inventory not cached", extra={"cache": str(self.cache_path), "error": str(exc)})
+        return await self._apply(snapshot)
+
+    async def _apply(self, snapshot: InventorySnapshot) -> set[int]:
+        ctx = self.ctx
         for channel_id in set(self.workers) - set(snapshot.channels):
             retired = self.workers.pop(channel_id)
             ctx.tasks.spawn(retired.stop(), f"retire-{retired.spec.name}")

@@ -1,5 +1,5 @@
-"""Queries on relay commands: idempotent creation, guarded state changes (audited by triggers),
-look-ups for the executor, the operators' CLI and manual requests."""
+"""Queries on relay commands: idempotent creation, compare-and-set state changes (audited by triggers),
+per-command execution locks, look-ups for the executor, the operators' CLI and manual requests."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import asyncpg
 from headend.store.audit import set_actor
 
 COMMAND_LIFETIME = timedelta(hours=24)
+_EXECUTION_LOCK = 0x68650C01  # advisory lock class of "one executor per command"
 _COLUMNS = (
     "id, meter_id, action, state::text, cause, operator, approved_by, requires_approval, dry_run, attempts"
 )
@@ -53,9 +54,10 @@ async def create_command(
     return int(await conn.fetchval("SELECT id FROM commands WHERE idempotency_key = $1", idempotency_key))
 
 
-async def set_state(
+async def transition(
     conn: asyncpg.Connection,
     command_id: int,
+    expected: str,
     state: str,
     *,
     actor: str,
@@ -63,22 +65,41 @@ async def set_state(
     evidence: dict[str, Any] | None = None,
     attempts_delta: int = 0,
     next_attempt_at: datetime | None = None,
-) -> None:
-    """Move a command to ``state`` in its own transaction; the trigger rejects illegal transitions."""
+) -> bool:
+    """Compare-and-set: move the command from ``expected`` to ``state`` in its own transaction.
+
+    Returns False (nothing changed) when the command is no longer in ``expected``: another executor
+    or an operator moved it first. The trigger still rejects illegal transitions."""
     async with conn.transaction():
         await set_actor(conn, actor)
-        await conn.execute(
-            """UPDATE commands SET state = $2, last_error = coalesce($3, last_error),
-                      evidence = evidence || $4::jsonb, attempts = attempts + $5,
-                      next_attempt_at = coalesce($6, next_attempt_at)
-               WHERE id = $1""",
+        moved = await conn.fetchval(
+            """UPDATE commands SET state = $3, last_error = coalesce($4, last_error),
+                      evidence = evidence || $5::jsonb, attempts = attempts + $6,
+                      next_attempt_at = coalesce($7, next_attempt_at)
+               WHERE id = $1 AND state = $2::command_state RETURNING id""",
             command_id,
+            expected,
             state,
             error,
             json.dumps(evidence or {}, default=str),
             attempts_delta,
             next_attempt_at,
         )
+    return moved is not None
+
+
+async def claim_execution(conn: asyncpg.Connection, command_id: int) -> bool:
+    """Take the command's execution lock on this connection (False: another executor holds it).
+
+    A session advisory lock: it is released by :func:`release_execution` or when the holder's
+    connection ends (a crashed executor never blocks the command for good)."""
+    claimed: bool = await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", _EXECUTION_LOCK, command_id)
+    return claimed
+
+
+async def release_execution(conn: asyncpg.Connection, command_id: int) -> None:
+    """Give back the execution lock taken by :func:`claim_execution`."""
+    await conn.fetchval("SELECT pg_advisory_unlock($1, $2)", _EXECUTION_LOCK, command_id)
 
 
 async def get_command(conn: asyncpg.Connection, command_id: int) -> asyncpg.Record | None:

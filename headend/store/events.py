@@ -36,10 +36,12 @@ async def insert_comm_event(
     occurred_at: datetime,
     details_json: str,
 ) -> None:
-    """Record a communication event the daemon observed (e.g. a clock correction)."""
+    """Record a communication event the daemon observed (e.g. a clock correction); stored once even
+    when replayed."""
     await conn.execute(
         "INSERT INTO events (category, kind, meter_id, channel_id, occurred_at, details)"
-        " VALUES ('comm', $1, $2, $3, $4, $5::jsonb)",
+        " VALUES ('comm', $1, $2, $3, $4, $5::jsonb)"
+        " ON CONFLICT (meter_id, kind, occurred_at) WHERE category = 'comm' DO NOTHING",
         kind,
         meter_id,
         channel_id,

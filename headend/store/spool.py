@@ -1,8 +1,11 @@
-"""Append-only, fsync'd, size-bounded on-disk spool of readings for while the database is unreachable.
+"""Append-only, fsync'd, size-bounded on-disk spool of what the daemon stores, for while the
+database is unreachable: batches of readings, and the cycle, event and clock records of
+:mod:`headend.store.records`, kept in the order they were appended.
 
 The spool is a directory of numbered segment files. A segment is a sequence of records
-``b"HS" | u32 payload length | u32 crc32(payload) | payload``; a payload is one batch of readings
-as compact JSON rows ``[meter_id, quantity, ts_us, value, quality, source]``. A record counts once
+``b"HS" | u32 payload length | u32 crc32(payload) | payload``; a payload is either one batch of
+readings as compact JSON rows ``[meter_id, quantity, ts_us, value, quality, source]`` or one
+stored record as a JSON object (its ``to_json``). A record counts once
 ``append`` returns (the file and, for a new segment, the directory were fsync'd). A torn record at
 the end of the newest segment (a crash mid-append, never acknowledged) is cut off on open.
 """
@@ -20,6 +23,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from headend.store.reading import Reading
+from headend.store.records import StoredRecord, record_from_json
+
+# one spool entry: a batch of readings, or one other record the daemon stores
+SpoolEntry = list[Reading] | StoredRecord
 
 log = logging.getLogger(__name__)
 
@@ -37,22 +44,42 @@ class SpoolFullError(SpoolError):
     """Appending would exceed the spool's size bound; the readings were NOT stored."""
 
 
-def encode_batch(readings: list[Reading]) -> bytes:
-    """One spool record (header + JSON payload) for a batch of readings."""
-    rows = [
-        [r.meter_id, r.quantity, (r.ts - _EPOCH) // timedelta(microseconds=1), r.value, r.quality, r.source]
-        for r in readings
-    ]
-    payload = json.dumps(rows, separators=(",", ":")).encode()
+def encode_entry(entry: SpoolEntry) -> bytes:
+    """One spool record (header + JSON payload) for a batch of readings or a stored record."""
+    if isinstance(entry, list):
+        data: object = [
+            [
+                r.meter_id,
+                r.quantity,
+                (r.ts - _EPOCH) // timedelta(microseconds=1),
+                r.value,
+                r.quality,
+                r.source,
+            ]
+            for r in entry
+        ]
+    else:
+        data = entry.to_json()
+    payload = json.dumps(data, separators=(",", ":")).encode()
     return _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
-def decode_payload(payload: bytes) -> list[Reading]:
-    """The readings of one record's payload."""
+def decode_payload(payload: bytes) -> SpoolEntry:
+    """The readings or the record of one spool record's payload."""
+    data = json.loads(payload)
+    if isinstance(data, dict):
+        return record_from_json(data)
     return [
         Reading(meter_id, quantity, _EPOCH + timedelta(microseconds=ts_us), value, quality, source)
-        for meter_id, quantity, ts_us, value, quality, source in json.loads(payload)
+        for meter_id, quantity, ts_us, value, quality, source in data
     ]
+
+
+def describe(entry: SpoolEntry) -> str:
+    """What an entry holds, for messages: ``12 readings`` or ``1 cycle record``."""
+    if isinstance(entry, list):
+        return f"{len(entry)} readings"
+    return f"1 {str(entry.to_json()['record']).replace('_', ' ')} record"
 
 
 def _scan(data: bytes) -> tuple[list[tuple[int, int]], int]:
@@ -130,13 +157,14 @@ class Spool:
     def is_empty(self) -> bool:
         return not self.segments()
 
-    def append(self, readings: list[Reading]) -> int:
-        """Durably append one batch; return the bytes written. Blocking: run it in a thread."""
-        record = encode_batch(readings)
+    def append(self, entry: SpoolEntry) -> int:
+        """Durably append one batch of readings or one record; return the bytes written.
+        Blocking: run it in a thread."""
+        record = encode_entry(entry)
         if self.size_bytes + len(record) > self.max_bytes:
             raise SpoolFullError(
                 f"spool {self.directory} is full ({self.size_bytes} of {self.max_bytes} bytes); "
-                f"{len(readings)} readings were not stored"
+                f"{describe(entry)} not stored"
             )
         if self._tail is not None and self._tail.tell() + len(record) > self.segment_bytes:
             self.seal()
@@ -158,8 +186,8 @@ class Spool:
             self._tail = None
             self._tail_path = None
 
-    def load(self, segment: Path) -> tuple[list[list[Reading]], str | None]:
-        """The intact batches of a sealed segment, in order, and a description of any damage after them."""
+    def load(self, segment: Path) -> tuple[list[SpoolEntry], str | None]:
+        """The intact entries of a sealed segment, in order, and a description of any damage after them."""
         data = segment.read_bytes()
         payloads, end = _scan(data)
         batches = [decode_payload(data[start : start + length]) for start, length in payloads]

@@ -2,6 +2,11 @@
 
 ``submit`` returns once its readings are durable: committed in the database, or fsync'd in the
 spool when the database is unreachable. That return is the acknowledgement the engine relies on.
+``submit_record`` does the same for the daemon's other records (read cycles, meter events, clock
+records: :mod:`headend.store.records`), which share the spool and its order.
+Every database call has a deadline (``connect_timeout``, ``command_timeout``; a whole write at most
+``connect_timeout + 2 * command_timeout``): a database that hangs instead of refusing sends the
+batch to the spool within that time, never leaves it waiting in a blocked connection.
 Batches are written by a few connections ("lanes") at once: COPY straight into ``readings`` (the
 fast path) and, when a batch holds an already stored reading, COPY into a temporary staging table +
 ``INSERT ... ON CONFLICT DO NOTHING``. While the spool holds anything, new batches are appended
@@ -23,7 +28,8 @@ import asyncpg
 
 from headend.config_paths import state_dir
 from headend.store.reading import InvalidReading, Reading, validate
-from headend.store.spool import Spool, SpoolFullError
+from headend.store.records import StoredRecord
+from headend.store.spool import Spool, SpoolEntry, SpoolFullError, describe
 
 __all__ = ["InvalidReading", "Reading", "ReadingWriter", "StorageError"]
 
@@ -115,7 +121,8 @@ class ReadingWriter:
 
     Counters: ``written`` (rows inserted), ``duplicates`` (already stored, skipped), ``spooled``
     (readings appended to the spool), ``replayed`` (spooled readings later committed), ``rejected``
-    (readings refused with an error). Gauges: ``pending``, ``lag``, ``spool_bytes``, ``spool_full``,
+    (readings refused with an error); ``records_written``, ``records_spooled``, ``records_replayed``
+    for the other records. Gauges: ``pending``, ``lag``, ``spool_bytes``, ``spool_full``,
     ``mode`` (``direct`` or ``spooling``).
     """
 
@@ -130,6 +137,7 @@ class ReadingWriter:
         spool_max_bytes: int = 1 << 30,
         retry_interval: float = 2.0,
         connect_timeout: float = 5.0,
+        command_timeout: float = 10.0,
     ) -> None:
         self.dsn = dsn
         self.batch_size = batch_size
@@ -137,6 +145,8 @@ class ReadingWriter:
         self.max_pending = max_pending
         self.retry_interval = retry_interval
         self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.deadline = connect_timeout + 2 * command_timeout  # a whole write, rollback included
         self.spool = Spool(spool_dir or state_dir() / "spool", max_bytes=spool_max_bytes)
         self.mode = "direct"
         self.written = 0
@@ -144,6 +154,9 @@ class ReadingWriter:
         self.spooled = 0
         self.replayed = 0
         self.rejected = 0
+        self.records_written = 0
+        self.records_spooled = 0
+        self.records_replayed = 0
         self.spool_full = False
         self.last_error: str | None = None
         self._queue: deque[_Submission] = deque()
@@ -151,6 +164,8 @@ class ReadingWriter:
         self._in_flight = 0
         self._changed = asyncio.Condition()
         self._spool_lock = asyncio.Lock()
+        self._records_lock = asyncio.Lock()
+        self._records_conn: asyncpg.Connection | None = None
         self._quantities = _NameIds("quantities")
         self._sources = _NameIds("reading_sources")
         self._partitions: _Partitions | None = None
@@ -159,6 +174,7 @@ class ReadingWriter:
         self._tasks: list[asyncio.Task[None]] = []
         self._recovery: asyncio.Task[None] | None = None
         self._closing = False
+        self._outage_told = False
 
     # -- gauges -------------------------------------------------------------------------------
 
@@ -211,6 +227,28 @@ class ReadingWriter:
             self._changed.notify_all()
         await submission.future
 
+    async def submit_record(self, record: StoredRecord) -> None:
+        """Return once ``record`` is durable (database or spool, behind what is spooled already).
+
+        Raises :class:`SpoolFullError` or :class:`StorageError` (not stored)."""
+        if self._closing:
+            raise RuntimeError("the reading writer is closed")
+        async with self._records_lock:
+            if self.mode == "direct":
+                try:
+                    async with asyncio.timeout(self.deadline):
+                        if self._records_conn is None or self._records_conn.is_closed():
+                            self._records_conn = await self._connect()
+                        await self._store_record(self._records_conn, record)
+                    self.records_written += 1
+                    return
+                except UNAVAILABLE as exc:
+                    self._drop_records_conn()
+                    self._note_unavailable(exc)
+            async with self._spool_lock:
+                await self._append(record)
+            self.records_spooled += 1
+
     async def flush(self) -> None:
         """Wait until everything submitted so far is durable."""
         async with self._changed:
@@ -232,6 +270,7 @@ class ReadingWriter:
         await asyncio.gather(
             *self._tasks, *([self._recovery] if self._recovery else []), return_exceptions=True
         )
+        self._drop_records_conn()
         self.spool.close()
 
     # -- lanes --------------------------------------------------------------------------------
@@ -290,50 +329,68 @@ class ReadingWriter:
         self, conn: asyncpg.Connection | None, readings: list[Reading]
     ) -> asyncpg.Connection | None:
         """Write one batch to the database or the spool; return the lane's connection for reuse."""
-        if self.mode == "direct":
-            # A reused connection may have died quietly (server restart): one retry on a fresh one.
-            for fresh in (False, True) if conn is not None else (True,):
-                try:
+        if self.mode != "direct":
+            await self._spool_or_write(readings, try_direct=True)
+            return conn
+        # A reused connection may have died quietly (server restart): one retry on a fresh one. A
+        # deadline that passed means a hung server: straight to the spool, no second wait.
+        for fresh in (False, True) if conn is not None else (True,):
+            try:
+                async with asyncio.timeout(self.deadline):
                     conn = await self._connect() if fresh else conn
                     await self._write(conn, readings)
-                    return conn
-                except UNAVAILABLE as exc:
-                    failure = exc
-                    if conn is not None:
-                        conn.terminate()
-                    conn = None
-            self._note_unavailable(failure)
-        await self._spool_or_write(readings)
+                return conn
+            except UNAVAILABLE as exc:
+                failure = exc
+                if conn is not None:
+                    conn.terminate()
+                conn = None
+                if isinstance(exc, TimeoutError):
+                    break
+        self._note_unavailable(failure)
+        await self._spool_or_write(readings, try_direct=False)
         return conn
 
-    async def _spool_or_write(self, readings: list[Reading]) -> None:
+    async def _spool_or_write(self, readings: list[Reading], *, try_direct: bool) -> None:
+        """Spool the batch; with ``try_direct``, write it instead if the spool drained meanwhile."""
         async with self._spool_lock:
-            if self.mode == "direct":  # the spool drained while we waited for the lock
+            if try_direct and self.mode == "direct":  # the spool drained while we waited for the lock
                 conn = None
                 try:
-                    conn = await self._connect()
-                    await self._write(conn, readings)
+                    async with asyncio.timeout(self.deadline):
+                        conn = await self._connect()
+                        await self._write(conn, readings)
                     return
                 except UNAVAILABLE as exc:
                     self._note_unavailable(exc)
                 finally:
                     if conn is not None:
                         conn.terminate()
-            try:
-                await asyncio.to_thread(self.spool.append, readings)
-            except SpoolFullError as exc:
-                if not self.spool_full:
-                    log.error("ALARM: %s", exc)
-                self.spool_full = True
-                raise
-            self.spool_full = False
+            await self._append(readings)
             self.spooled += len(readings)
-            self._enter_spooling()
+
+    async def _append(self, entry: SpoolEntry) -> None:
+        """Append to the spool (the caller holds the spool lock) and switch to spooling."""
+        try:
+            await asyncio.to_thread(self.spool.append, entry)
+        except SpoolFullError as exc:
+            if not self.spool_full:
+                log.error("ALARM: %s", exc)
+            self.spool_full = True
+            raise
+        self.spool_full = False
+        self._enter_spooling()
 
     def _note_unavailable(self, exc: BaseException) -> None:
-        self.last_error = f"{type(exc).__name__}: {exc}"
-        if self.mode == "direct":
-            log.warning("database unavailable (%s); spooling readings", self.last_error)
+        self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if not self._outage_told:  # one line per outage, however many lanes notice it
+            self._outage_told = True
+            log.warning("database unavailable (%s); spooling", self.last_error)
+
+    def _drop_records_conn(self) -> None:
+        conn, self._records_conn = self._records_conn, None
+        if conn is not None:
+            conn.terminate()
 
     def _enter_spooling(self) -> None:
         self.mode = "spooling"
@@ -343,7 +400,9 @@ class ReadingWriter:
     # -- database -----------------------------------------------------------------------------
 
     async def _connect(self) -> asyncpg.Connection:
-        conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
+        conn = await asyncpg.connect(
+            self.dsn, timeout=self.connect_timeout, command_timeout=self.command_timeout
+        )
         try:
             await conn.execute(_STAGE_DDL)
             if not self._schema_known:
@@ -378,6 +437,15 @@ class ReadingWriter:
                 raise StorageError(f"database rejected {len(readings)} readings: {exc}") from exc
         self.written += inserted
         self.duplicates += len(readings) - inserted
+
+    async def _store_record(self, conn: asyncpg.Connection, record: StoredRecord) -> None:
+        try:
+            await record.store(conn)
+        except UNAVAILABLE:
+            raise
+        except asyncpg.PostgresError as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            raise StorageError(f"database rejected {describe(record)}: {exc}") from exc
 
     async def _write_once(self, conn: asyncpg.Connection, readings: list[Reading]) -> int:
         await self._quantities.resolve(conn, {r.quantity for r in readings})
@@ -422,28 +490,39 @@ class ReadingWriter:
             except UNAVAILABLE as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
             except Exception as exc:  # e.g. an unmigrated database: keep the spool, keep trying
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("spool replay failed; retrying")
+                error = f"{type(exc).__name__}: {exc}"
+                if error != self.last_error:  # once per distinct failure, not once per attempt
+                    log.error("spool replay failed (%s); retrying every %g s", error, self.retry_interval)
+                self.last_error = error
             finally:
                 if conn is not None:
                     conn.terminate()
             await asyncio.sleep(self.retry_interval)
 
     async def _replay(self, conn: asyncpg.Connection) -> bool:
-        """Replay sealed segments; True once the spool is empty and the mode is direct again."""
+        """Replay segments oldest first, each in its order; True once the spool is empty and the
+        mode is direct again."""
         while True:
             async with self._spool_lock:
                 segments = self.spool.segments()
                 if not segments:
                     self.mode = "direct"
+                    self._outage_told = False
                     return True
                 segment = segments[0]
                 self.spool.seal()
-            batches, damage = await asyncio.to_thread(self.spool.load, segment)
+            entries, damage = await asyncio.to_thread(self.spool.load, segment)
             try:
-                for batch in batches:
-                    await self._write(conn, batch)
-                    self.replayed += len(batch)
+                for entry in entries:
+                    async with asyncio.timeout(self.deadline):
+                        if isinstance(entry, list):
+                            await self._write(conn, entry)
+                        else:
+                            await self._store_record(conn, entry)
+                    if isinstance(entry, list):
+                        self.replayed += len(entry)
+                    else:
+                        self.records_replayed += 1
             except StorageError as exc:
                 damage = str(exc)
             async with self._spool_lock:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
 from headend.config import validate_config
 from headend.control.service import run_pass
@@ -119,3 +120,35 @@ async def test_daemon_service_runs_a_pass_every_configured_interval(pg_dsn: str,
         await engine.stop()
         await conn.close()
         await bus.stop()
+
+
+async def test_fee_control_says_a_database_outage_once_not_once_per_pass(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from headend.control.service import run
+    from headend.metrics import EngineMetrics
+    from headend.services import EngineServices
+
+    config = validate_config({"safety": {"run_every": "50ms"}}, "test")
+    unreachable = f"postgresql://postgres@/headend?host={tmp_path / 'no-server'}&port=5432"
+    pool = await asyncpg.create_pool(unreachable, min_size=0, timeout=1)
+
+    async def no_bus(meter_id: int, body: object) -> None:
+        raise AssertionError("no command can be due without a database")
+
+    service = asyncio.create_task(run(EngineServices(config, pool, EngineMetrics(), no_bus)))
+    try:
+        async with asyncio.timeout(30):
+            while sum("fee control" in r.getMessage() for r in caplog.records) < 1 or service.done():
+                await asyncio.sleep(0.05)
+            passes = 0
+            while passes < 10:  # ten more failing passes
+                await asyncio.sleep(0.05)
+                passes += 1
+    finally:
+        service.cancel()
+        await asyncio.gather(service, return_exceptions=True)
+        await pool.close()
+    lines = [r for r in caplog.records if "fee control" in r.getMessage()]
+    assert [r.getMessage() for r in lines] == ["fee control waits for the database"]
+    assert all(r.exc_info is None for r in lines)

@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncpg
 
 from headend.engine.cycle import CycleStats
-from headend.engine.events import MeterEvent, store_events
+from headend.engine.events import MeterEvent, events_record
 from headend.engine.model import load_inventory
 from headend.inventory import import_inventory, read_inventory
 
@@ -33,10 +33,10 @@ async def test_cycle_rows_and_overall_success_rate(pg_dsn: str, tmp_path: Path) 
         b = CycleStats(2, "b", T0, 900.0, busy_at_start=0.0, due=50, succeeded=50, readings=150)
         a.finish(busy_now=10.0 + 1170.0)  # 1170 s of bus time in a 900 s interval
         b.finish(busy_now=90.0)
-        await a.store(conn)
-        await b.store(conn)
+        await a.record().store(conn)
+        await b.record().store(conn)
         a.succeeded = 98  # a late result re-stores the same cycle row
-        await a.store(conn)
+        await a.record().store(conn)
         rows = await conn.fetch("SELECT channel_id, due, succeeded, utilisation FROM read_cycles ORDER BY 1")
         assert [tuple(r)[:3] for r in rows] == [(1, 100, 98), (2, 50, 50)]
         assert abs(rows[0]["utilisation"] - 1.3) < 1e-6 and abs(rows[1]["utilisation"] - 0.1) < 1e-6
@@ -60,9 +60,9 @@ async def test_meter_events_are_stored_once(pg_dsn: str, tmp_path: Path) -> None
                 "relay_trip", T0 + timedelta(hours=1), details={"operator": "OP01", "energy_kwh": 12.5}
             ),
         ]
-        assert await store_events(conn, meter, events) == 2
+        await events_record(meter, events).store(conn)
         more = [*events, MeterEvent("relay_close", T0 + timedelta(hours=2))]
-        assert await store_events(conn, meter, more) == 1
+        await events_record(meter, more).store(conn)  # the two already stored are skipped
         rows = await conn.fetch(
             "SELECT kind, channel_id, ended_at, details->>'operator' AS op FROM events "
             "WHERE meter_id = $1 ORDER BY occurred_at",

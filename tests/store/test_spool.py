@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from headend.store.records import CommEventRecord, CycleRecord, MeterEventsRecord
 from headend.store.spool import Spool, SpoolError, SpoolFullError
 from headend.store.writer import Reading
 
@@ -41,6 +42,24 @@ def test_round_trip_preserves_every_field(tmp_path: Path) -> None:
     assert first == readings and second == batch(1)
     assert first[0].ts.utcoffset() == timedelta(0)
     assert reopened.size_bytes == segment.stat().st_size > 0
+
+
+def test_records_and_readings_come_back_in_the_order_they_were_spooled(tmp_path: Path) -> None:
+    cycle = CycleRecord(3, T0, 40, 39, 117, T0, None, 0.42)
+    clock = CommEventRecord("clock_corrected", 7, 3, T0, '{"drift_s": 31.5}')
+    events = MeterEventsRecord(
+        7, (("power_down", 7, 3, T0, T0 + timedelta(minutes=2), "{}"), ("relay_trip", 7, 3, T0, None, "{}"))
+    )
+    entries = [batch(0), cycle, clock, batch(1), events]
+    spool = Spool(tmp_path)
+    spool.open()
+    for entry in entries:
+        spool.append(entry)
+    spool.close()
+    reopened = Spool(tmp_path)
+    reopened.open()
+    [segment] = reopened.segments()
+    assert reopened.load(segment) == (entries, None)
 
 
 def test_torn_tail_record_is_cut_on_open(tmp_path: Path) -> None:

@@ -23,7 +23,9 @@ def batch(n: int) -> list[Reading]:
 
 
 async def main(dsn: str, spool_dir: Path) -> None:
-    writer = ReadingWriter(dsn, spool_dir=spool_dir, retry_interval=0.2, connect_timeout=1.0)
+    writer = ReadingWriter(
+        dsn, spool_dir=spool_dir, retry_interval=0.2, connect_timeout=1.0, command_timeout=1.0
+    )
     await writer.start()
     n = 0
     while True:

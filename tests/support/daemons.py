@@ -1,0 +1,181 @@
+"""Helpers for tests that run ``headend run`` as real processes: JSON log tails, /metrics samples,
+and a counting TCP relay in front of a simulated bus (which daemon opened which bus connection)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+class Daemon:
+    """One ``headend run`` process; its JSON log lines are collected as they arrive."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, metrics_port: int) -> None:
+        self.proc = proc
+        self.metrics_port = metrics_port
+        self.records: list[dict[str, Any]] = []
+        self.other_lines: list[str] = []
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(cls, config: Path, state_dir: Path, metrics_port: int) -> Daemon:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "headend.cli",
+            "run",
+            "--config",
+            str(config),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=os.environ | {"HEADEND_STATE_DIR": str(state_dir)},
+        )
+        return cls(proc, metrics_port)
+
+    async def _read(self) -> None:
+        assert self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").strip()
+            try:
+                self.records.append(json.loads(line))
+            except json.JSONDecodeError:
+                self.other_lines.append(line)
+
+    def logged(self, message: str) -> list[dict[str, Any]]:
+        """Records whose message starts with ``message``."""
+        return [r for r in self.records if str(r.get("msg", "")).startswith(message)]
+
+    async def wait_logged(self, message: str, timeout: float = 60.0, count: int = 1) -> dict[str, Any]:
+        async def seen() -> bool:
+            if self.proc.returncode is not None:
+                raise AssertionError(f"daemon exited ({self.proc.returncode}): {self.other_lines[-5:]}")
+            return len(self.logged(message)) >= count
+
+        try:
+            await eventually(seen, timeout, f"log line {message!r}")
+        except AssertionError as exc:
+            recent = [r.get("msg") for r in self.records[-8:]] + self.other_lines[-3:]
+            raise AssertionError(f"{exc}; the daemon's last lines: {recent}") from None
+        return self.logged(message)[count - 1]
+
+    async def metric(self, name: str) -> float:
+        """The sum of a metric's samples on this daemon's /metrics (0 when it has none)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+        total = 0.0
+        for line in body.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+
+    async def close(self) -> None:
+        self.kill()
+        await self.proc.wait()
+        await self._reader
+
+
+class CountingRelay:
+    """A TCP relay in front of a bus: every connection a daemon opens to the bus is recorded."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.opened = 0
+        self.open = 0
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"tcp://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.opened += 1
+        self.open += 1
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        try:
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        finally:
+            self.open -= 1
+            for w in (writer, up_writer):
+                w.close()
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(4096):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+class SwitchableDatabase:
+    """A TCP front for a PostgreSQL unix socket that can go away (connections refused, open ones cut)
+    and come back on the same port: a database that is unreachable, then reachable."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def up(self) -> None:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+
+    async def down(self) -> None:
+        """Refuse new connections and cut every open one."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_unix_connection(self.socket_path)
+        self._writers |= {writer, up_writer}
+        try:
+            await asyncio.gather(
+                CountingRelay._pipe(reader, up_writer), CountingRelay._pipe(up_reader, writer)
+            )
+        finally:
+            self._writers -= {writer, up_writer}
+            for w in (writer, up_writer):
+                w.transport.abort()
