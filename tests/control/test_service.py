@@ -129,7 +129,7 @@ async def test_fee_control_says_a_database_outage_once_not_once_per_pass(
     from headend.metrics import EngineMetrics
     from headend.services import EngineServices
 
-    config = validate_config({"safety": {"run_every": "50ms"}}, "test")
+    config = validate_config({"safety": {"run_every": "100ms"}}, "test")
     unreachable = f"postgresql://postgres@/headend?host={tmp_path / 'no-server'}&port=5432"
     pool = await asyncpg.create_pool(unreachable, min_size=0, timeout=1)
 
@@ -142,8 +142,8 @@ async def test_fee_control_says_a_database_outage_once_not_once_per_pass(
             while sum("fee control" in r.getMessage() for r in caplog.records) < 1 or service.done():
                 await asyncio.sleep(0.05)
             passes = 0
-            while passes < 10:  # ten more failing passes
-                await asyncio.sleep(0.05)
+            while passes < 12:  # about ten more failing passes
+                await asyncio.sleep(0.1)
                 passes += 1
     finally:
         service.cancel()
