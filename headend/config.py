@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 from datetime import date, time
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -162,6 +163,9 @@ class SafetyConfig(_Section):
     approval_above: int = Field(10, ge=0)
     dry_run: bool = False
     run_every: Duration = 30.0  # fee-control pass (service headend.control.service:run)
+    reconnect_mode: str = Field("close", pattern="^(close|close_allowed)$")  # per account overrides
+    reconnect_on_mismatch: bool = False  # a paying customer's relay found open is closed again
+    pending_alarm: Duration = 900.0  # an open command older than this counts as pending too long
 
     @field_validator("timezone")
     @classmethod
@@ -174,9 +178,10 @@ class SafetyConfig(_Section):
 
 
 class BillingConfig(_Section):
-    """Arrears notice period, postpaid bill due days, how often prepaid balances are billed."""
+    """Arrears notice period and minimum amount, postpaid bill due days, how often balances are billed."""
 
-    notice_period: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = 0.0
+    notice_period: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = 3 * 86400.0
+    min_arrears: Decimal = Field(Decimal("10"), ge=0)  # never flag arrears for less than this owed
     due_days: int = Field(15, ge=0)
     run_every: Duration = 900.0  # scheduled prepaid billing (service headend.billing.service:run)
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 import asyncpg
 
 from headend.audit import audit
+from headend.billing.settlement import settle_bills
+from headend.store.billing import account_id_of
 
 CENT = Decimal("0.01")
 MAX_AMOUNT = Decimal("1e12")  # numeric(14, 2)
@@ -51,9 +53,10 @@ async def record_payment(
     source: str = "cli",
     paid_at: datetime | None = None,
 ) -> PaymentOutcome:
-    """Record a payment idempotently on ``reference``; credits the balance and audits the change."""
+    """Record a payment idempotently on ``reference``; credits the balance, settles a postpaid account's
+    bills oldest first (which clears its arrears) and audits the change."""
     async with conn.transaction():
-        acc = await conn.fetchrow("SELECT id FROM accounts WHERE number = $1", account)
+        acc = await account_id_of(conn, account)
         if acc is None:
             raise PaymentError(f"unknown account {account!r}")
         paid = await conn.fetchval(
@@ -83,6 +86,8 @@ async def record_payment(
                 acc["id"],
                 amount,
             )
+            if acc["kind"] == "postpaid":
+                await settle_bills(conn, acc["id"], paid_at or datetime.now(UTC))
             await audit(
                 conn,
                 operator,

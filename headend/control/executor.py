@@ -29,8 +29,18 @@ class RelayDriver(Protocol):
     async def relay_state(self) -> Any: ...
 
 
-def _reached(action: str, relay_open: bool) -> bool:
-    return relay_open if action == "disconnect" else not relay_open
+def driver_action(command: asyncpg.Record) -> str:
+    """What the driver is asked: off, on (direct close) or close_allowed (the customer presses the button)."""
+    if command["action"] == "reconnect" and command["reconnect_mode"] == "close_allowed":
+        return "close_allowed"
+    return DRIVER_ACTION[command["action"]]
+
+
+def _reached(action: str, state: Any) -> bool:
+    """Read-back: status bit 4 (relay open) for off/on, bit 6 (commanded open) for close-allowed."""
+    if action == "close_allowed":
+        return state.command_open is False
+    return bool(state.open) if action == "off" else not state.open
 
 
 async def execute(
@@ -51,7 +61,7 @@ async def execute(
     driver = driver_for(row["meter_id"])
     if row["state"] == "sent":
         state = await driver.relay_state()
-        if _reached(row["action"], state.open):
+        if _reached(driver_action(row), state):
             await set_state(
                 conn,
                 command_id,
@@ -78,7 +88,7 @@ async def execute(
         return "cancelled"
     await set_state(conn, command_id, "sent", actor=actor, attempts_delta=1)
     try:
-        result = await driver.switch(DRIVER_ACTION[row["action"]], operator=operator_code(row["operator"]))
+        result = await driver.switch(driver_action(row), operator=operator_code(row["operator"]))
     except Exception as exc:  # a driver error must not lose the command: retry after backoff
         await set_state(
             conn,

@@ -20,6 +20,8 @@ class SafetySettings:
     max_per_run: int = 20
     approval_above: int = 10
     dry_run: bool = False
+    reconnect_mode: str = "close"  # or "close_allowed": the customer presses the button
+    reconnect_on_mismatch: bool = False  # a paying customer's relay found open is closed again
 
 
 def settings_from_config(config: SafetyConfig) -> SafetySettings:
@@ -33,6 +35,8 @@ def settings_from_config(config: SafetyConfig) -> SafetySettings:
         max_per_run=config.max_per_run,
         approval_above=config.approval_above,
         dry_run=config.dry_run,
+        reconnect_mode=config.reconnect_mode,
+        reconnect_on_mismatch=config.reconnect_on_mismatch,
     )
 
 
@@ -43,6 +47,7 @@ class Candidate:
     meter_id: int
     action: str  # 'disconnect' | 'reconnect'
     protected: bool = False
+    hold: str | None = None  # why the meter's data is held (unresolved suspect readings)
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,9 @@ def evaluate_run(
             continue
         if candidate.protected:
             decisions.append(Decision(False, "protected", f"meter {candidate.meter_id} is protected"))
+            continue
+        if candidate.hold is not None:
+            decisions.append(Decision(False, "hold.suspect_data", f"billing data held: {candidate.hold}"))
             continue
         if window is not None:
             decisions.append(Decision(False, window, f"automatic disconnection not allowed ({window})"))

@@ -9,6 +9,7 @@ from decimal import Decimal
 import asyncpg
 
 from headend.billing.service import bill_due_prepaid
+from tests.billing.helpers import ensure_partitions
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -25,7 +26,7 @@ async def _reading(conn: asyncpg.Connection, meter: int, ts: datetime, value: fl
 
 async def _flat_tariff_and_channel(conn: asyncpg.Connection, price: str) -> tuple[int, int]:
     """Partitions, names, a flat tariff at ``price`` and a (disabled) channel: ``(tariff, channel)``."""
-    await conn.execute("SELECT headend_ensure_partitions_between($1, $2)", T0, T0 + timedelta(days=1))
+    await ensure_partitions(conn, T0, T0 + timedelta(days=1))
     await conn.execute("INSERT INTO quantities (name) VALUES ('energy_import_kwh') ON CONFLICT DO NOTHING")
     await conn.execute("INSERT INTO reading_sources (name) VALUES ('test')")
     tariff = await conn.fetchval("INSERT INTO tariffs (name, kind) VALUES ('flat', 'flat') RETURNING id")
