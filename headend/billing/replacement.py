@@ -10,6 +10,7 @@ import asyncpg
 
 from headend.audit import audit
 from headend.inventory import find_meter
+from headend.store.vee import resolve_meter_holds
 
 
 async def record_replacement(
@@ -25,7 +26,8 @@ async def record_replacement(
     """Record that meter ``new`` (name or address) replaced ``old`` at ``at``; returns the record id.
 
     The new meter takes over the old one's account; the old one leaves the account and the polling
-    inventory. Billing splits any period containing ``at`` at these register values. Audited."""
+    inventory. Billing splits any period containing ``at`` at these register values; the old meter's
+    holds are resolved. Audited."""
     if at.tzinfo is None:
         raise ValueError("the replacement time needs a UTC offset")
     if not final or set(final) != set(initial):
@@ -51,6 +53,7 @@ async def record_replacement(
             "UPDATE meters SET account_id = coalesce(account_id, $2) WHERE id = $1", new_id, account
         )
         await conn.execute("UPDATE meters SET account_id = NULL, enabled = false WHERE id = $1", old_id)
+        await resolve_meter_holds(conn, old_id, operator, f"replaced by {new_label}")
         await audit(
             conn,
             operator,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -14,13 +15,29 @@ import typer
 from headend.billing.charging import BillingError, bill_account
 from headend.billing.payments import PaymentError, import_csv, parse_amount, record_payment
 from headend.billing.tariff import TariffError
+from headend.billing.vee import HoldError, resolve_hold, validate_new
+from headend.config import ConfigError, HeadendConfig, load_config
+from headend.store.billing import billable_accounts
 from headend.store.dsn import resolve_dsn
+from headend.store.vee import open_holds
 
 billing_app = typer.Typer(
     help="Billing: payments, account status, billing runs, meter replacement.", no_args_is_help=True
 )
 DsnOption = typer.Option(None, "--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server).")
 OperatorOption = typer.Option(..., "--operator", help="Operator id recorded in the audit log.")
+ConfigOption = typer.Option(
+    None, "--config", "-c", help="Config file (default: $HEADEND_CONFIG, else defaults)."
+)
+
+
+def _config(path: Path | None) -> HeadendConfig:
+    chosen = path or (Path(os.environ["HEADEND_CONFIG"]) if os.environ.get("HEADEND_CONFIG") else None)
+    try:
+        return load_config(chosen)
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise
 
 
 def _fail(message: str) -> None:
@@ -158,21 +175,25 @@ def status(account: str | None = typer.Argument(None), dsn: str | None = DsnOpti
 def bill(
     start: datetime = typer.Option(..., "--from", help="Period start (ISO, UTC if no offset)."),
     end: datetime = typer.Option(..., "--to", help="Period end."),
-    due_days: int = typer.Option(15, help="Postpaid bills are due this many days after --to."),
+    due_days: int | None = typer.Option(
+        None, help="Postpaid bills are due this many days after --to (default: [billing] due_days)."
+    ),
+    config: Path | None = ConfigOption,
     dsn: str | None = DsnOption,
 ) -> None:
-    """Bill every active account with a tariff for one period (once per period); exit 1 if any failed."""
+    """Validate new readings, then bill every active account with a tariff for one period (once per
+    period); exit 1 if any account was not billed."""
     start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
+    days = due_days if due_days is not None else _config(config).billing.due_days
 
     async def run() -> int:
         conn = await asyncpg.connect(resolve_dsn(dsn))
         failed = 0
         try:
-            for acc in await conn.fetch(
-                "SELECT id, number FROM accounts WHERE active AND tariff_id IS NOT NULL ORDER BY number"
-            ):
+            await validate_new(conn)
+            for acc in await billable_accounts(conn):
                 try:
-                    amount = await bill_account(conn, acc["id"], start, end, due_days=due_days)
+                    amount = await bill_account(conn, acc["id"], start, end, due_days=days)
                     typer.echo(f"{acc['number']}: {amount}")
                 except (BillingError, TariffError) as exc:
                     failed += 1
@@ -183,6 +204,102 @@ def bill(
 
     if asyncio.run(run()):
         raise typer.Exit(1)
+
+
+@billing_app.command("holds")
+def holds(
+    meter: str | None = typer.Argument(None, help="Only this meter (name or address)."),
+    dsn: str | None = DsnOption,
+) -> None:
+    """Registers held for unresolved suspect data (billing and automatic disconnection wait), as JSON
+    lines with the reason."""
+    from headend.inventory import InventoryError, find_meter
+
+    async def run() -> list[dict[str, object]]:
+        conn = await asyncpg.connect(resolve_dsn(dsn))
+        try:
+            meter_id = None if meter is None else (await find_meter(conn, meter))[0]
+            return [dict(r) for r in await open_holds(conn, meter_id)]
+        finally:
+            await conn.close()
+
+    try:
+        rows = asyncio.run(run())
+    except InventoryError as exc:
+        _fail(str(exc))
+    if not rows:
+        typer.echo("no holds")
+    for row in rows:
+        typer.echo(json.dumps(row, default=str))
+
+
+@billing_app.command("resolve")
+def resolve(
+    hold: int = typer.Argument(..., help="Hold id (see `headend billing holds`)."),
+    resolution: str = typer.Argument(..., help="accepted | replaced | corrected"),
+    reason: str = typer.Option(..., "--reason", help="Why (recorded in the audit log)."),
+    final: float | None = typer.Option(None, help="replaced: the old register's final value (kWh)."),
+    initial: float | None = typer.Option(None, help="replaced: the new register's initial value (kWh)."),
+    value: float | None = typer.Option(None, help="corrected: the right value of the first suspect reading."),
+    operator: str = OperatorOption,
+    dsn: str | None = DsnOption,
+) -> None:
+    """Resolve a hold: the data is real (accepted), the meter was swapped in place (replaced: billing
+    splits there), or the first suspect reading is corrected (estimated)."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(resolve_dsn(dsn))
+        try:
+            await resolve_hold(
+                conn,
+                hold,
+                resolution,
+                operator=operator,
+                reason=reason,
+                final=final,
+                initial=initial,
+                corrected=value,
+            )
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(run())
+    except HoldError as exc:
+        _fail(str(exc))
+    typer.echo(f"hold {hold} {resolution}")
+
+
+@billing_app.command("adjust")
+def adjust_command(
+    account: str,
+    amount: str = typer.Argument(..., help="Signed: 12.50 credits the account, -12.50 debits it."),
+    ref: str = typer.Option(..., "--ref", help="Adjustment reference (idempotent)."),
+    reason: str = typer.Option(
+        ..., "--reason", help="Why (refund, correction ...), in the ledger and audit log."
+    ),
+    operator: str = OperatorOption,
+    dsn: str | None = DsnOption,
+) -> None:
+    """A ledger adjustment (refund or correction) with reason and operator, once per reference."""
+    from headend.billing.adjustments import adjust, parse_signed_amount
+
+    async def run() -> tuple[bool, Decimal]:
+        conn = await asyncpg.connect(resolve_dsn(dsn))
+        try:
+            return await adjust(
+                conn, account, parse_signed_amount(amount), reference=ref, reason=reason, operator=operator
+            )
+        finally:
+            await conn.close()
+
+    try:
+        recorded, balance = asyncio.run(run())
+    except PaymentError as exc:
+        _fail(str(exc))
+    typer.echo(
+        f"{account}: adjustment {ref} {'recorded' if recorded else 'already recorded'}; balance {balance}"
+    )
 
 
 def register(app: typer.Typer) -> None:

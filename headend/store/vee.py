@@ -233,3 +233,15 @@ async def rewind(conn: asyncpg.Connection, meter_id: int, quantity_id: int) -> N
         meter_id,
         quantity_id,
     )
+
+
+async def resolve_meter_holds(conn: asyncpg.Connection, meter_id: int, operator: str, reason: str) -> int:
+    """Resolve every open hold of a meter taken out (its replacement is recorded); returns how many."""
+    done = await conn.execute(
+        """UPDATE vee_holds SET resolved_at = now(), resolution = 'replaced', resolved_by = $2,
+                  resolution_reason = $3 WHERE meter_id = $1 AND resolved_at IS NULL""",
+        meter_id,
+        operator,
+        reason,
+    )
+    return int(done.split()[-1])

@@ -80,7 +80,8 @@ async def test_postpaid_payment_settles_bills_oldest_first_and_clears_arrears(pg
                 start + timedelta(days=45),
             )
             await conn.execute(
-                "INSERT INTO ledger (account_id, kind, amount, idempotency_key) VALUES ($1, 'charge', $2, $3)",
+                "INSERT INTO ledger (account_id, kind, amount, idempotency_key)"
+                " VALUES ($1, 'charge', $2, $3)",
                 acc,
                 -Decimal(amount),
                 f"bill:{month}",

@@ -1,0 +1,152 @@
+"""``headend accounts``: create, change, list and show accounts; assign meters with effective times."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import TypeVar
+
+import asyncpg
+import typer
+
+from headend.billing.accounts import AccountError, add_account, assign_meter, set_account
+from headend.store.accounts import accounts, assignments
+from headend.store.dsn import resolve_dsn
+
+accounts_app = typer.Typer(help="Accounts and meter-to-account assignments.", no_args_is_help=True)
+DsnOption = typer.Option(None, "--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server).")
+OperatorOption = typer.Option(..., "--operator", help="Operator id recorded in the audit log.")
+T = TypeVar("T")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _with_conn(dsn: str | None, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    async def run() -> T:
+        conn = await asyncpg.connect(resolve_dsn(dsn))
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(run())
+    except AccountError as exc:
+        _fail(str(exc))
+        raise
+
+
+def _money(text: str, option: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        _fail(f"{option} {text!r} is not an amount")
+        raise
+
+
+@accounts_app.command("add")
+def add(
+    number: str,
+    kind: str = typer.Option(..., "--kind", help="prepaid | postpaid"),
+    name: str = typer.Option("", "--name"),
+    tariff: str | None = typer.Option(None, "--tariff", help="Tariff name (see `headend tariffs list`)."),
+    credit_limit: str = typer.Option("0", "--credit-limit", help="Prepaid: arrears below -credit limit."),
+    operator: str = OperatorOption,
+    dsn: str | None = DsnOption,
+) -> None:
+    """Create an account."""
+    limit = _money(credit_limit, "--credit-limit")
+    _with_conn(
+        dsn,
+        lambda c: add_account(
+            c, number, kind, name=name, tariff=tariff, credit_limit=limit, operator=operator
+        ),
+    )
+    typer.echo(f"account {number} created")
+
+
+@accounts_app.command("set")
+def set_(
+    number: str,
+    values: list[str] = typer.Argument(
+        ...,
+        help="KEY=VALUE: name, tariff, credit_limit, grace_days, "
+        "protected, protected_reason, reconnect_mode (close|close_allowed), active",
+    ),
+    operator: str = OperatorOption,
+    dsn: str | None = DsnOption,
+) -> None:
+    """Change account settings."""
+    changes: dict[str, object] = {}
+    for pair in values:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            _fail(f"{pair!r}: expected KEY=VALUE")
+        if key in ("protected", "active"):
+            if text not in ("true", "false"):
+                _fail(f"{key} must be true or false")
+            changes[key] = text == "true"
+        elif key == "credit_limit":
+            changes[key] = _money(text, key)
+        elif key == "grace_days":
+            if not text.isdigit():
+                _fail("grace_days must be a whole number of days")
+            changes[key] = int(text)
+        else:
+            changes[key] = text
+    _with_conn(dsn, lambda c: set_account(c, number, changes, operator=operator))
+    typer.echo(f"account {number} changed")
+
+
+@accounts_app.command("list")
+def list_(dsn: str | None = DsnOption) -> None:
+    """Every account, as JSON lines."""
+    for row in _with_conn(dsn, lambda c: accounts(c)):
+        typer.echo(json.dumps(dict(row), default=str))
+
+
+@accounts_app.command("show")
+def show(number: str, dsn: str | None = DsnOption) -> None:
+    """One account with its meter assignments, as JSON."""
+
+    async def work(conn: asyncpg.Connection) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+        return await accounts(conn, number), await assignments(conn, number)
+
+    rows, history = _with_conn(dsn, work)
+    if not rows:
+        _fail(f"unknown account {number!r}")
+    typer.echo(
+        json.dumps({**dict(rows[0]), "assignments": [dict(r) for r in history]}, default=str, indent=2)
+    )
+
+
+@accounts_app.command("assign")
+def assign(
+    meter: str,
+    account: str,
+    at: str = typer.Option(
+        ..., "--from", help="Effective from, with a UTC offset, e.g. 2026-11-20T00:00:00+08:00."
+    ),
+    reason: str = typer.Option(..., "--reason", help="Why (tenant change ...), in the audit log."),
+    operator: str = OperatorOption,
+    dsn: str | None = DsnOption,
+) -> None:
+    """Assign a meter to an account from a time on; the previous account's assignment ends then."""
+    try:
+        when = datetime.fromisoformat(at)
+    except ValueError:
+        _fail(f"--from {at!r} is not an ISO date-time")
+        raise
+    _with_conn(dsn, lambda c: assign_meter(c, meter, account, at=when, operator=operator, reason=reason))
+    typer.echo(f"meter {meter} assigned to {account} from {when.isoformat()}")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``headend accounts``."""
+    app.add_typer(accounts_app, name="accounts")
