@@ -22,7 +22,8 @@ async def _accounts(conn: asyncpg.Connection, meters: dict[str, tuple[str, str]]
     await ensure_partitions(conn, T0 - timedelta(days=1), T0 + timedelta(days=2))
     tariff = await conn.fetchval("INSERT INTO tariffs (name, kind) VALUES ('flat', 'flat') RETURNING id")
     await conn.execute(
-        "INSERT INTO tariff_prices (tariff_id, register, price, effective_from) VALUES ($1, 'total', 1, '2000-01-01Z')",
+        "INSERT INTO tariff_prices (tariff_id, register, price, effective_from)"
+        " VALUES ($1, 'total', 1, '2000-01-01Z')",
         tariff,
     )
     channel = await conn.fetchval(
