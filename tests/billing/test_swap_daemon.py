@@ -51,7 +51,8 @@ async def test_unrecorded_swap_on_a_prepaid_modbus_meter_is_held_not_charged(
     conn = await asyncpg.connect(pg_dsn)
     tariff = await conn.fetchval("INSERT INTO tariffs (name, kind) VALUES ('res', 'flat') RETURNING id")
     await conn.execute(
-        "INSERT INTO tariff_prices (tariff_id, register, price, effective_from) VALUES ($1, 'total', 1, '2000-01-01Z')",
+        "INSERT INTO tariff_prices (tariff_id, register, price, effective_from)"
+        " VALUES ($1, 'total', 1, '2000-01-01Z')",
         tariff,
     )
     await conn.execute(
