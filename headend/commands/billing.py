@@ -270,7 +270,7 @@ def resolve(
     typer.echo(f"hold {hold} {resolution}")
 
 
-@billing_app.command("adjust")
+@billing_app.command("adjust", context_settings={"ignore_unknown_options": True})  # amount -12.50
 def adjust_command(
     account: str,
     amount: str = typer.Argument(..., help="Signed: 12.50 credits the account, -12.50 debits it."),
