@@ -140,7 +140,8 @@ async def test_bill_uses_configured_due_days_and_holds_are_listed_and_resolved(
         await ensure_partitions(conn, T0, T0 + timedelta(days=2))
         tariff = await conn.fetchval("INSERT INTO tariffs (name, kind) VALUES ('res', 'flat') RETURNING id")
         await conn.execute(
-            "INSERT INTO tariff_prices (tariff_id, register, price, effective_from) VALUES ($1, 'total', 1, $2)",
+            "INSERT INTO tariff_prices (tariff_id, register, price, effective_from)"
+            " VALUES ($1, 'total', 1, $2)",
             tariff,
             T0 - timedelta(days=30),
         )
