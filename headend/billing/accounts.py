@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
 
 from headend.audit import audit
+from headend.control.store import create_command
 from headend.inventory import InventoryError, find_meter
 from headend.store import accounts as store
+from headend.store import feecontrol
 
 KINDS = ("prepaid", "postpaid")
 RECONNECT_MODES = ("close", "close_allowed")
@@ -85,12 +87,36 @@ async def set_account(
         )
 
 
+async def _restore_supply(
+    conn: asyncpg.Connection, meter_id: int, label: str, assignment: int, operator: str, at: datetime
+) -> None:
+    """A meter disconnected for the previous tenant's arrears is reconnected for the new tenant (a
+    persisted command in the operator's name); a disconnect not yet sent is cancelled."""
+    await feecontrol.cancel_pending_disconnects(conn, meter_id)
+    busy = await feecontrol.open_command(conn, meter_id)
+    if busy is not None:
+        raise AccountError(
+            f"meter {label} has relay command {busy['id']} in flight; assign again once it is settled"
+        )
+    if await feecontrol.last_confirmed_action(conn, meter_id) == "disconnect":
+        await create_command(
+            conn,
+            meter_id=meter_id,
+            action="reconnect",
+            cause="tenant_change",
+            operator=operator,
+            idempotency_key=f"tenant:{assignment}",
+            now=max(at, datetime.now(UTC)),
+        )
+
+
 async def assign_meter(
     conn: asyncpg.Connection, meter: str, account: str, *, at: datetime, operator: str, reason: str
 ) -> int:
     """Assign ``meter`` to ``account`` from ``at`` on (a tenant change): the previous assignment ends at
-    ``at``, billing gives each account only its own part. Refused when ``at`` is before the time the
-    previous account has already been billed to (that needs a ledger adjustment instead)."""
+    ``at``, billing gives each account only its own part; a relay left open for the previous tenant's
+    arrears is reconnected. Refused when ``at`` is before the time the previous account has already
+    been billed to (that needs a ledger adjustment instead)."""
     if at.tzinfo is None:
         raise AccountError("the assignment time needs a UTC offset")
     try:
@@ -126,6 +152,7 @@ async def assign_meter(
             raise AccountError(f"account {account} is billed until {target['billed_until'].isoformat()}")
         assignment = await store.insert_assignment(conn, meter_id, target["id"], at, None, operator)
         await store.set_current_account(conn, meter_id, target["id"])
+        await _restore_supply(conn, meter_id, label, assignment, operator, at)
         await audit(
             conn,
             operator,

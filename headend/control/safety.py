@@ -93,14 +93,15 @@ def evaluate_run(
 ) -> list[Decision]:
     """Decide every candidate of one automatic run; raises CapExceeded when a cap would be passed.
 
-    Reconnects are never blocked by windows or protection; they do count towards nothing.
+    Reconnects are never blocked by windows, protection or holds, count towards nothing and are never
+    dry runs (a customer who pays during a dry run is reconnected).
     """
     window = window_rule(settings, now)
     decisions: list[Decision] = []
     disconnects = 0
     for candidate in candidates:
-        if candidate.action == "reconnect":
-            decisions.append(Decision(True, dry_run=settings.dry_run))
+        if candidate.action == "reconnect":  # restoring supply is never a rehearsal: dry run cuts nobody
+            decisions.append(Decision(True))
             continue
         if candidate.protected:
             decisions.append(Decision(False, "protected", f"meter {candidate.meter_id} is protected"))

@@ -206,3 +206,12 @@ async def clear_mismatch(conn: asyncpg.Connection, meter_id: int) -> None:
 async def count_mismatches(conn: asyncpg.Connection) -> int:
     """Relays in a state the command log does not explain."""
     return int(await conn.fetchval("SELECT count(*) FROM relay_mismatches"))
+
+
+async def last_confirmed_action(conn: asyncpg.Connection, meter_id: int) -> str | None:
+    """The action of the meter's last confirmed (not dry-run) command: where its relay should be."""
+    return await conn.fetchval(
+        """SELECT action FROM commands WHERE meter_id = $1 AND state = 'confirmed' AND NOT dry_run
+           ORDER BY finished_at DESC, id DESC LIMIT 1""",
+        meter_id,
+    )
