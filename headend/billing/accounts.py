@@ -111,12 +111,21 @@ async def _restore_supply(
 
 
 async def assign_meter(
-    conn: asyncpg.Connection, meter: str, account: str, *, at: datetime, operator: str, reason: str
+    conn: asyncpg.Connection,
+    meter: str,
+    account: str,
+    *,
+    at: datetime,
+    operator: str,
+    reason: str,
+    reading: Decimal | None = None,
 ) -> int:
     """Assign ``meter`` to ``account`` from ``at`` on (a tenant change): the previous assignment ends at
     ``at``, billing gives each account only its own part; a relay left open for the previous tenant's
     arrears is reconnected. Refused when ``at`` is before the time the previous account has already
-    been billed to (that needs a ledger adjustment instead)."""
+    been billed to (that needs a ledger adjustment instead). ``reading`` is the register read at the
+    move (kWh): stored as a reading at ``at`` so each tenant pays exactly its part; without it the
+    split falls on the last reading before ``at``."""
     if at.tzinfo is None:
         raise AccountError("the assignment time needs a UTC offset")
     try:
@@ -150,6 +159,8 @@ async def assign_meter(
             )
         if target["billed_until"] is not None and at < target["billed_until"]:
             raise AccountError(f"account {account} is billed until {target['billed_until'].isoformat()}")
+        if reading is not None:
+            await store.add_register_reading(conn, meter_id, at, reading, "assignment")
         assignment = await store.insert_assignment(conn, meter_id, target["id"], at, None, operator)
         await store.set_current_account(conn, meter_id, target["id"])
         await _restore_supply(conn, meter_id, label, assignment, operator, at)

@@ -134,16 +134,21 @@ def assign(
         ..., "--from", help="Effective from, with a UTC offset, e.g. 2026-11-20T00:00:00+08:00."
     ),
     reason: str = typer.Option(..., "--reason", help="Why (tenant change ...), in the audit log."),
+    reading: str | None = typer.Option(None, "--reading", help="Register at the move (kWh), read on site."),
     operator: str = OperatorOption,
     dsn: str | None = DsnOption,
 ) -> None:
     """Assign a meter to an account from a time on; the previous account's assignment ends then."""
+    value = None if reading is None else _money(reading, "--reading")
     try:
         when = datetime.fromisoformat(at)
     except ValueError:
         _fail(f"--from {at!r} is not an ISO date-time")
         raise
-    _with_conn(dsn, lambda c: assign_meter(c, meter, account, at=when, operator=operator, reason=reason))
+    _with_conn(
+        dsn,
+        lambda c: assign_meter(c, meter, account, at=when, operator=operator, reason=reason, reading=value),
+    )
     typer.echo(f"meter {meter} assigned to {account} from {when.isoformat()}")
 
 

@@ -130,3 +130,21 @@ async def assignments(conn: asyncpg.Connection, number: str) -> list[asyncpg.Rec
            WHERE a.number = $1 ORDER BY x.effective_from""",
         number,
     )
+
+
+async def add_register_reading(
+    conn: asyncpg.Connection, meter_id: int, at: datetime, value: Decimal, source: str
+) -> None:
+    """A register reading taken by a person (a move-out reading), stored like a polled one."""
+    await conn.execute("INSERT INTO reading_sources (name) VALUES ($1) ON CONFLICT DO NOTHING", source)
+    await conn.execute("INSERT INTO quantities (name) VALUES ('energy_import_kwh') ON CONFLICT DO NOTHING")
+    await conn.execute(
+        """INSERT INTO readings (meter_id, quantity_id, ts, value, source_id)
+           SELECT $1, q.id, $2, $3, s.id FROM quantities q, reading_sources s
+           WHERE q.name = 'energy_import_kwh' AND s.name = $4
+           ON CONFLICT (meter_id, quantity_id, ts) DO NOTHING""",
+        meter_id,
+        at,
+        float(value),
+        source,
+    )
