@@ -27,9 +27,21 @@ def version() -> None:
 
 def _register_commands() -> None:
     """Attach every command module to the application."""
-    from headend.commands import accounts, billing, commands, db, decode, demo, field, inventory, run, sim
+    from headend.commands import (
+        accounts,
+        billing,
+        commands,
+        db,
+        decode,
+        demo,
+        field,
+        inventory,
+        run,
+        sim,
+        tariffs,
+    )
 
-    for module in (demo, field, sim, decode, db, inventory, run, billing, accounts, commands):
+    for module in (demo, field, sim, decode, db, inventory, run, billing, accounts, tariffs, commands):
         module.register(app)
 
 

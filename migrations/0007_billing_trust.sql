@@ -90,3 +90,9 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON vee_state, vee_holds, fee_control_refusa
 -- suspect marks and corrections (readings is a hypertable in TimescaleDB mode: table-level grant)
 GRANT UPDATE ON readings TO headend_daemon, headend_billing;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO headend_daemon, headend_billing;
+
+-- Tariffs: tiered monthly blocks (阶梯电价) and time-of-use by time of day and season priced by the
+-- head-end from interval readings; ``definition`` holds the blocks or slots (see headend.billing.tariff).
+ALTER TABLE tariffs DROP CONSTRAINT tariffs_kind_check;
+ALTER TABLE tariffs ADD CONSTRAINT tariffs_kind_check CHECK (kind IN ('flat', 'tou', 'tiered'));
+ALTER TABLE tariffs ADD COLUMN definition jsonb NOT NULL DEFAULT '{}'::jsonb;

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
 from headend.billing.consumption import ConsumptionError, RegisterReading, register_delta
 from headend.billing.limits import MeterLimits, limits_of
 from headend.billing.settlement import settle_bills
-from headend.billing.tariff import Price, charge
+from headend.billing.tariff import Price, Slot, blocks_from, charge, slot_price, slots_from, tiered_charge
 from headend.store import billing as store
+from headend.store import tariffs
 from headend.store.vee import held_meters, restarts_between
 
 REGISTER_QUANTITY = {
@@ -119,6 +121,60 @@ async def usage_of(
     return usage
 
 
+async def _price(
+    conn: asyncpg.Connection, account_id: int, tariff_id: int, start: datetime, end: datetime
+) -> tuple[Decimal, Decimal]:
+    """(money, kWh) of the account's use in the period under its tariff: register prices (flat, or
+    time of use by the meter's own tariff registers), monthly blocks (tiered), or head-end time-of-use
+    slots weighted by the interval readings."""
+    definition_row = await tariffs.tariff(conn, tariff_id)
+    raw = definition_row["definition"]
+    definition = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+    if definition_row["kind"] == "tiered" or slots_from(definition):
+        used = sum((await usage_of(conn, account_id, {"total"}, start, end)).values(), Decimal(0))
+        zone = ZoneInfo(str(definition.get("timezone", "Asia/Shanghai")))
+        if definition_row["kind"] == "tiered":
+            local_end = end.astimezone(zone)
+            month = local_end.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            done = await tariffs.month_to_date_kwh(conn, account_id, month, start)
+            return tiered_charge(blocks_from(definition), done, used), used
+        return await _slot_charge(conn, account_id, slots_from(definition), zone, used, start, end), used
+    prices = [
+        Price(r["register"], r["price"], r["effective_from"])
+        for r in await store.tariff_prices(conn, tariff_id)
+    ]
+    usage = await usage_of(conn, account_id, {p.register for p in prices}, start, end)
+    return charge(prices, usage, end), sum(usage.values(), Decimal(0))
+
+
+async def _slot_charge(
+    conn: asyncpg.Connection,
+    account_id: int,
+    slots: list[Slot],
+    zone: ZoneInfo,
+    used: Decimal,
+    start: datetime,
+    end: datetime,
+) -> Decimal:
+    """``used`` kWh priced by the slots, in the proportions the interval readings show (each interval
+    at the price of its end's local time); the total is always the validated ``used``."""
+    meters = [m["id"] for m in await store.assigned_meters(conn, account_id, start, end)]
+    weighted, advance = Decimal(0), Decimal(0)
+    previous: asyncpg.Record | None = None
+    for row in await tariffs.interval_readings(conn, meters, start, end):
+        if (
+            previous is not None
+            and previous["meter_id"] == row["meter_id"]
+            and row["value"] > previous["value"]
+        ):
+            step = _kwh(row["value"]) - _kwh(previous["value"])
+            weighted += step * slot_price(slots, row["ts"].astimezone(zone))
+            advance += step
+        previous = row
+    rate = weighted / advance if advance else slot_price(slots, end.astimezone(zone))
+    return (used * rate).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
 async def bill_account(
     conn: asyncpg.Connection, account_id: int, start: datetime, end: datetime, *, due_days: int = 15
 ) -> Decimal:
@@ -130,13 +186,7 @@ async def bill_account(
     acc = await store.account_for_billing(conn, account_id)
     if acc is None or acc["tariff_id"] is None:
         raise BillingError(f"account {account_id} has no tariff; not billed")
-    prices = [
-        Price(r["register"], r["price"], r["effective_from"])
-        for r in await store.tariff_prices(conn, acc["tariff_id"])
-    ]
-    usage = await usage_of(conn, account_id, {p.register for p in prices}, start, end)
-    amount = charge(prices, usage, end)
-    kwh = sum(usage.values(), Decimal(0))
+    amount, kwh = await _price(conn, account_id, acc["tariff_id"], start, end)
     details = json.dumps({"kwh": str(kwh)})
     async with conn.transaction():
         if acc["kind"] == "postpaid":
