@@ -10,6 +10,7 @@ import asyncpg
 
 from headend.audit import audit
 from headend.inventory import find_meter
+from headend.store.billing import insert_replacement, move_account_to_new_meter
 from headend.store.vee import resolve_meter_holds
 
 
@@ -37,22 +38,10 @@ async def record_replacement(
     final_text = {k: str(v) for k, v in final.items()}
     initial_text = {k: str(v) for k, v in initial.items()}
     async with conn.transaction():
-        record_id = await conn.fetchval(
-            """INSERT INTO meter_replacements
-                   (old_meter_id, new_meter_id, replaced_at, final_kwh, initial_kwh, operator)
-               VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6) RETURNING id""",
-            old_id,
-            new_id,
-            at,
-            json.dumps(final_text),
-            json.dumps(initial_text),
-            operator,
+        record_id = await insert_replacement(
+            conn, old_id, new_id, at, json.dumps(final_text), json.dumps(initial_text), operator
         )
-        account = await conn.fetchval("SELECT account_id FROM meters WHERE id = $1", old_id)
-        await conn.execute(
-            "UPDATE meters SET account_id = coalesce(account_id, $2) WHERE id = $1", new_id, account
-        )
-        await conn.execute("UPDATE meters SET account_id = NULL, enabled = false WHERE id = $1", old_id)
+        await move_account_to_new_meter(conn, old_id, new_id)
         await resolve_meter_holds(conn, old_id, operator, f"replaced by {new_label}")
         await audit(
             conn,
@@ -63,4 +52,4 @@ async def record_replacement(
             f"replaced by {new_label}",
             {"at": at.isoformat(), "final": final_text, "initial": initial_text},
         )
-    return int(record_id)
+    return record_id

@@ -17,7 +17,7 @@ from headend.billing.payments import PaymentError, import_csv, parse_amount, rec
 from headend.billing.tariff import TariffError
 from headend.billing.vee import HoldError, resolve_hold, validate_new
 from headend.config import ConfigError, HeadendConfig, load_config
-from headend.store.billing import billable_accounts
+from headend.store.billing import account_status, billable_accounts
 from headend.store.dsn import resolve_dsn
 from headend.store.vee import open_holds
 
@@ -154,13 +154,7 @@ def status(account: str | None = typer.Argument(None), dsn: str | None = DsnOpti
     async def run() -> None:
         conn = await asyncpg.connect(resolve_dsn(dsn))
         try:
-            rows = await conn.fetch(
-                """SELECT a.number, a.kind, coalesce(b.balance, 0)::text AS balance, a.credit_limit::text,
-                          a.arrears, a.arrears_since, a.notice_sent_at, a.protected
-                   FROM accounts a LEFT JOIN balances b ON b.account_id = a.id
-                   WHERE $1::text IS NULL OR a.number = $1 ORDER BY a.number""",
-                account,
-            )
+            rows = await account_status(conn, account)
         finally:
             await conn.close()
         if account is not None and not rows:

@@ -199,3 +199,66 @@ async def due_prepaid(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Per prepaid account: where it was billed until, its first reading and how far every meter of it
     has been validated (the end of the next period)."""
     return await conn.fetch(DUE_PREPAID)
+
+
+async def insert_payment(
+    conn: asyncpg.Connection,
+    account_id: int,
+    amount: Decimal,
+    reference: str,
+    source: str,
+    operator: str,
+    paid_at: datetime | None,
+) -> int | None:
+    """A payment once per reference; its id, or None if the reference was paid already."""
+    return await conn.fetchval(
+        """INSERT INTO payments (account_id, amount, reference, source, operator, paid_at)
+           VALUES ($1, $2, $3, $4, $5, coalesce($6, now())) ON CONFLICT (reference) DO NOTHING
+           RETURNING id""",
+        account_id,
+        amount,
+        reference,
+        source,
+        operator,
+        paid_at,
+    )
+
+
+async def account_status(conn: asyncpg.Connection, number: str | None) -> list[asyncpg.Record]:
+    """Balance, arrears flag and notice of one account or all."""
+    return await conn.fetch(
+        """SELECT a.number, a.kind, coalesce(b.balance, 0)::text AS balance, a.credit_limit::text,
+                  a.arrears, a.arrears_since, a.notice_sent_at, a.protected
+           FROM accounts a LEFT JOIN balances b ON b.account_id = a.id
+           WHERE $1::text IS NULL OR a.number = $1 ORDER BY a.number""",
+        number,
+    )
+
+
+async def insert_replacement(
+    conn: asyncpg.Connection, old_id: int, new_id: int, at: datetime, final: str, initial: str, operator: str
+) -> int:
+    """A meter replacement record (final and initial registers as JSON); its id."""
+    return int(
+        await conn.fetchval(
+            """INSERT INTO meter_replacements
+                   (old_meter_id, new_meter_id, replaced_at, final_kwh, initial_kwh, operator)
+               VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6) RETURNING id""",
+            old_id,
+            new_id,
+            at,
+            final,
+            initial,
+            operator,
+        )
+    )
+
+
+async def move_account_to_new_meter(conn: asyncpg.Connection, old_id: int, new_id: int) -> None:
+    """The new meter takes the old one's account (unless it has one); the old one leaves the account and
+    the polling inventory."""
+    account = await conn.fetchval("SELECT account_id FROM meters WHERE id = $1", old_id)
+    await conn.execute(
+        "UPDATE meters SET account_id = coalesce(account_id, $2) WHERE id = $1", new_id, account
+    )
+    await conn.execute("UPDATE meters SET account_id = NULL, enabled = false WHERE id = $1", old_id)
