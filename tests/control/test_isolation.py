@@ -16,6 +16,16 @@ from headend.control.safety import SafetySettings
 from tests.control.test_automation import WEDNESDAY_NIGHT, WEDNESDAY_NOON, _fleet
 
 
+class NoDriver:
+    """A relay that must not be reached."""
+
+    async def switch(self, action: str, *, operator: str) -> None:
+        raise AssertionError("a dry run must not reach a meter")
+
+    async def relay_state(self) -> None:
+        raise AssertionError("a dry run must not reach a meter")
+
+
 async def _refusal_audits(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'command.refused'"))
 
@@ -49,10 +59,7 @@ async def test_dry_run_leaves_the_arrears_episode_open(pg_dsn: str) -> None:
         dry = await run_once(conn, SafetySettings(dry_run=True), WEDNESDAY_NOON)
         assert len(dry.commands) == 1
 
-        async def never(meter_id: int) -> None:
-            raise AssertionError("a dry run must not reach a meter")
-
-        state = await execute(conn, dry.commands[0], never, now=lambda: WEDNESDAY_NOON)  # type: ignore[arg-type]
+        state = await execute(conn, dry.commands[0], lambda _: NoDriver(), now=lambda: WEDNESDAY_NOON)
         assert state == "cancelled"
         assert (await run_once(conn, SafetySettings(dry_run=True), WEDNESDAY_NOON)).commands == []
         real = await run_once(conn, SafetySettings(), WEDNESDAY_NOON)  # dry run switched off
