@@ -184,6 +184,7 @@ class BillingConfig(_Section):
     min_arrears: Decimal = Field(Decimal("10"), ge=0)  # never flag arrears for less than this owed
     due_days: int = Field(15, ge=0)
     run_every: Duration = 900.0  # scheduled prepaid billing (service headend.billing.service:run)
+    identity_every: Duration = 86400.0  # meter number check (a different device: billing hold)
 
 
 class HeadendConfig(_Section):

@@ -96,3 +96,13 @@ GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO headend_daemon, headend_billing
 ALTER TABLE tariffs DROP CONSTRAINT tariffs_kind_check;
 ALTER TABLE tariffs ADD CONSTRAINT tariffs_kind_check CHECK (kind IN ('flat', 'tou', 'tiered'));
 ALTER TABLE tariffs ADD COLUMN definition jsonb NOT NULL DEFAULT '{}'::jsonb;
+
+-- Meter identity (DL/T 645 meter number 04 00 04 02), checked daily: a different answer means another
+-- device answers at this address (replaced); ``observed`` holds it until an operator resolves the hold.
+CREATE TABLE meter_identities (
+    meter_id   integer PRIMARY KEY REFERENCES meters(id),
+    identity   text NOT NULL,
+    observed   text,
+    checked_at timestamptz NOT NULL
+);
+GRANT SELECT, INSERT, UPDATE ON meter_identities TO headend_daemon, headend_billing;

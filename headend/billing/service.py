@@ -1,19 +1,22 @@
 """Scheduled billing: validate what was stored, then bill prepaid balances up to the validated readings.
 
 In the daemon: ``[engine] services = ["headend.billing.service:run", ...]``, every
-``[billing] run_every``. Each pass first validates the energy readings stored since the last pass
-(headend.billing.vee), then bills every active prepaid account with a tariff from where its balance
-was last billed (or its first reading, or the start of its meter assignment) up to where all its
-meters are validated. Charges are idempotent per period; a period with a missing reading or a held
-meter charges nothing, says why and is retried on the next pass.
+``[billing] run_every``. Each pass checks the meter number of meters not checked for
+``[billing] identity_every`` (a different device at the address holds the meter), validates the
+energy readings stored since the last pass (headend.billing.vee), then bills every active prepaid
+account with a tariff from where its balance was last billed (or its first reading, or the start of
+its meter assignment) up to where all its meters are validated. Charges are idempotent per period;
+a period with a missing reading or a held meter charges nothing, says why and is retried on the next
+pass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +24,7 @@ import asyncpg
 
 from headend.billing.charging import BillingError, bill_account
 from headend.billing.tariff import TariffError
-from headend.billing.vee import validate_new
+from headend.billing.vee import check_identities, validate_new
 from headend.store.billing import due_prepaid
 from headend.store.vee import count_open_holds
 
@@ -58,9 +61,22 @@ async def bill_due_prepaid(conn: asyncpg.Connection) -> list[BilledPeriod]:
     return periods
 
 
+def _meter_number(engine: Any) -> Callable[[int], Awaitable[str]]:
+    """Reads a meter's number (DL/T 645 04 00 04 02) through its bus worker."""
+
+    async def read(meter_id: int) -> str:
+        return str(await engine.control(meter_id, lambda d: d.read_di("04000402"), exchanges=1))
+
+    return read
+
+
 async def run_pass(engine: Any) -> list[BilledPeriod]:
     """One scheduled billing pass on the engine's pool, each attempt logged; returns the attempts."""
     async with engine.pool.acquire() as conn:
+        await validate_new(conn)  # the identity check holds from the last validated reading on
+        every = timedelta(seconds=engine.config.billing.identity_every)
+        for meter_id, reason in await check_identities(conn, _meter_number(engine), datetime.now(UTC), every):
+            log.warning("billing hold", extra={"meter_id": meter_id, "reason": reason})
         periods = await bill_due_prepaid(conn)
         engine.metrics.billing_holds.set(await count_open_holds(conn))
     for period in periods:

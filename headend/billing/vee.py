@@ -8,8 +8,9 @@ operator accepts the data, records a replacement or corrects it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
@@ -129,6 +130,15 @@ async def resolve_hold(
         if hold is None or hold["resolved_at"] is not None:
             raise HoldError(f"no open hold {hold_id}")
         meter_id, quantity_id, first_ts = hold["meter_id"], hold["quantity_id"], hold["first_ts"]
+        if hold["rule"] == "identity":  # the held data starts after the last reading of the old device
+            first_ts = await store.first_suspect_after(conn, meter_id, quantity_id, first_ts)
+            await store.adopt_identity(conn, meter_id)
+            if first_ts is None:
+                if resolution != "accepted":
+                    raise HoldError(f"hold {hold_id}: no reading from the new device yet; resolve it later")
+                await store.close_hold(conn, hold_id, resolution, operator, reason)
+                await audit(conn, operator, "vee.accepted", "meter", meter_id, reason, {"hold": hold_id})
+                return
         if resolution == "accepted" and hold["rule"] == "decrease":
             raise HoldError(
                 f"hold {hold_id}: a decrease is not consumption; record the replacement or a correction"
@@ -145,6 +155,8 @@ async def resolve_hold(
                 raise HoldError(f"hold {hold_id}: the suspect reading is gone")
             if resolution == "replaced":
                 old = final if final is not None else hold["previous_value"]
+                if old is None:
+                    raise HoldError(f"hold {hold_id}: give the old register's final value")
                 new = initial if initial is not None else value
                 await store.add_restart(conn, meter_id, quantity_id, first_ts, old, new, hold_id, operator)
             await store.release_suspects(conn, meter_id, quantity_id, first_ts)
@@ -159,3 +171,40 @@ async def resolve_hold(
             reason,
             {"hold": hold_id, "final": final, "initial": initial, "corrected": corrected},
         )
+
+
+async def check_identities(
+    conn: asyncpg.Connection, read_number: Callable[[int], Awaitable[str]], now: datetime, every: timedelta
+) -> list[tuple[int, str]]:
+    """Read the meter number of every DL/T 645-2007 meter not checked within ``every``; a different
+    number than the one recorded opens an ``identity`` hold (another device answers at this address).
+    A meter that does not answer is tried again on the next pass. Returns the holds opened."""
+    opened = []
+    for meter in await store.identities_due(conn, now - every):
+        register = await store.energy_register(conn, meter["id"])
+        if register is None or register["last_ts"] is None:
+            continue  # nothing validated yet: the first check waits for the first reading
+        try:
+            number = str(await read_number(meter["id"]))
+        except Exception:  # an unreachable meter is checked again next time; reads count its failures
+            continue
+        if meter["identity"] is None or number == meter["identity"]:
+            await store.save_identity(conn, meter["id"], number, None, now)
+            continue
+        reason = f"meter number changed {meter['identity']} -> {number}: meter replaced?"
+        async with conn.transaction():
+            await store.save_identity(conn, meter["id"], meter["identity"], number, now)
+            hold = await store.open_hold(
+                conn,
+                meter["id"],
+                register["quantity_id"],
+                "identity",
+                reason,
+                register["last_ts"],
+                register["last_value"],
+                None,
+            )
+            if hold is not None:
+                await audit(conn, "system", "vee.hold", "meter", meter["id"], reason, {"rule": "identity"})
+                opened.append((meter["id"], reason))
+    return opened

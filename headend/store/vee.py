@@ -245,3 +245,59 @@ async def resolve_meter_holds(conn: asyncpg.Connection, meter_id: int, operator:
         reason,
     )
     return int(done.split()[-1])
+
+
+async def identities_due(conn: asyncpg.Connection, before: datetime) -> list[asyncpg.Record]:
+    """DL/T 645-2007 meters on an account whose identity was not checked since ``before``."""
+    return await conn.fetch(
+        """SELECT m.id, i.identity FROM meters m LEFT JOIN meter_identities i ON i.meter_id = m.id
+           WHERE m.enabled AND m.account_id IS NOT NULL AND m.protocol = 'dlt645-2007'
+             AND (i.checked_at IS NULL OR i.checked_at < $1) ORDER BY m.id""",
+        before,
+    )
+
+
+async def save_identity(
+    conn: asyncpg.Connection, meter_id: int, identity: str, observed: str | None, at: datetime
+) -> None:
+    """Record the meter's identity (first check) or the check time and a different ``observed`` one."""
+    await conn.execute(
+        """INSERT INTO meter_identities (meter_id, identity, observed, checked_at) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (meter_id) DO UPDATE SET observed = $3, checked_at = $4""",
+        meter_id,
+        identity,
+        observed,
+        at,
+    )
+
+
+async def adopt_identity(conn: asyncpg.Connection, meter_id: int) -> None:
+    """After an operator resolved an identity hold: the observed identity is the meter's."""
+    await conn.execute(
+        """UPDATE meter_identities SET identity = coalesce(observed, identity), observed = NULL
+           WHERE meter_id = $1""",
+        meter_id,
+    )
+
+
+async def energy_register(conn: asyncpg.Connection, meter_id: int) -> asyncpg.Record | None:
+    """The total energy register's id and validation state of a meter (the state may be NULL)."""
+    return await conn.fetchrow(
+        """SELECT q.id AS quantity_id, s.last_ts, s.last_value FROM quantities q
+           LEFT JOIN vee_state s ON s.meter_id = $1 AND s.quantity_id = q.id
+           WHERE q.name = 'energy_import_kwh'""",
+        meter_id,
+    )
+
+
+async def first_suspect_after(
+    conn: asyncpg.Connection, meter_id: int, quantity_id: int, after: datetime
+) -> datetime | None:
+    """The first suspect reading of a register after ``after``."""
+    return await conn.fetchval(
+        """SELECT min(ts) FROM readings WHERE meter_id = $1 AND quantity_id = $2 AND ts > $3
+           AND quality = 'suspect'""",
+        meter_id,
+        quantity_id,
+        after,
+    )
