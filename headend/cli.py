@@ -31,9 +31,23 @@ def version() -> None:
 
 def _register_commands() -> None:
     """Attach every command module to the application."""
-    from headend.commands import billing, commands, db, decode, demo, field, inventory, operators, run, sim
+    from headend.commands import (
+        accounts,
+        billing,
+        commands,
+        db,
+        decode,
+        demo,
+        field,
+        inventory,
+        operators,
+        run,
+        sim,
+        tariffs,
+    )
 
-    for module in (demo, field, sim, decode, db, inventory, run, billing, commands, operators):
+    modules = (demo, field, sim, decode, db, inventory, run, billing, accounts, tariffs, commands, operators)
+    for module in modules:
         module.register(app)
 
 
