@@ -12,6 +12,7 @@ import asyncpg
 from headend.store.maintenance import ensure_partitions
 from tests.billing.helpers import add_reading
 from tests.billing.test_cli import headend
+from tests.support.operators import add_operators
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -19,6 +20,7 @@ T0 = datetime(2026, 11, 2, tzinfo=UTC)
 async def test_accounts_assignments_and_adjustments_from_the_cli(pg_dsn: str) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
+        await add_operators(conn, o2001="admin", o2002="cashier")
         await conn.execute("INSERT INTO tariffs (name, kind) VALUES ('res', 'flat')")
         channel = await conn.fetchval(
             "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id"
@@ -31,15 +33,15 @@ async def test_accounts_assignments_and_adjustments_from_the_cli(pg_dsn: str) ->
     finally:
         await conn.close()
     ok = headend(
-        pg_dsn, "accounts", "add", "A-1", "--kind", "prepaid", "--tariff", "res", "--operator", "clerk"
+        pg_dsn, "accounts", "add", "A-1", "--kind", "prepaid", "--tariff", "res", "--operator", "2001"
     )
     assert ok.returncode == 0, ok.stderr
-    dup = headend(pg_dsn, "accounts", "add", "A-1", "--kind", "prepaid", "--operator", "clerk")
+    dup = headend(pg_dsn, "accounts", "add", "A-1", "--kind", "prepaid", "--operator", "2001")
     assert dup.returncode == 1 and dup.stderr.strip() == "error: account 'A-1' exists already"
-    bad = headend(pg_dsn, "accounts", "add", "A-2", "--kind", "weekly", "--operator", "clerk")
+    bad = headend(pg_dsn, "accounts", "add", "A-2", "--kind", "weekly", "--operator", "2001")
     assert bad.returncode == 1 and "prepaid or postpaid" in bad.stderr and "Traceback" not in bad.stderr
     assert (
-        headend(pg_dsn, "accounts", "add", "A-2", "--kind", "postpaid", "--operator", "clerk").returncode == 0
+        headend(pg_dsn, "accounts", "add", "A-2", "--kind", "postpaid", "--operator", "2001").returncode == 0
     )
     changed = headend(
         pg_dsn,
@@ -49,10 +51,10 @@ async def test_accounts_assignments_and_adjustments_from_the_cli(pg_dsn: str) ->
         "reconnect_mode=close_allowed",
         "protected=true",
         "--operator",
-        "clerk",
+        "2001",
     )
     assert changed.returncode == 0, changed.stderr
-    wrong = headend(pg_dsn, "accounts", "set", "A-1", "reconnect_mode=wiggle", "--operator", "clerk")
+    wrong = headend(pg_dsn, "accounts", "set", "A-1", "reconnect_mode=wiggle", "--operator", "2001")
     assert wrong.returncode == 1 and "close or close_allowed" in wrong.stderr
     first = headend(
         pg_dsn,
@@ -65,7 +67,7 @@ async def test_accounts_assignments_and_adjustments_from_the_cli(pg_dsn: str) ->
         "--reason",
         "move in",
         "--operator",
-        "clerk",
+        "2001",
     )
     second = headend(
         pg_dsn,
@@ -78,7 +80,7 @@ async def test_accounts_assignments_and_adjustments_from_the_cli(pg_dsn: str) ->
         "--reason",
         "tenant change",
         "--operator",
-        "clerk",
+        "2001",
     )
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     shown = json.loads(headend(pg_dsn, "accounts", "show", "A-1").stdout)
@@ -98,7 +100,7 @@ async def test_accounts_assignments_and_adjustments_from_the_cli(pg_dsn: str) ->
         "--reason",
         "meter fault refund",
         "--operator",
-        "sup1",
+        "2002",
     )
     again = headend(
         pg_dsn,
@@ -111,23 +113,33 @@ async def test_accounts_assignments_and_adjustments_from_the_cli(pg_dsn: str) ->
         "--reason",
         "meter fault refund",
         "--operator",
-        "sup1",
+        "2002",
     )
     assert "recorded; balance 12.50" in refund.stdout and "already recorded; balance 12.50" in again.stdout
     debit = headend(
-        pg_dsn, "billing", "adjust", "A-1", "-2.5", "--ref", "ADJ-2", "--reason", "fee", "--operator", "sup1"
+        pg_dsn, "billing", "adjust", "A-1", "-2.5", "--ref", "ADJ-2", "--reason", "fee", "--operator", "2002"
     )
     assert "balance 10.00" in debit.stdout
     zero = headend(
-        pg_dsn, "billing", "adjust", "A-1", "0", "--ref", "ADJ-3", "--reason", "x", "--operator", "s"
+        pg_dsn, "billing", "adjust", "A-1", "0", "--ref", "ADJ-3", "--reason", "x", "--operator", "2002"
     )
     assert zero.returncode == 1 and "non-zero" in zero.stderr
+    not_cashier = headend(
+        pg_dsn, "billing", "adjust", "A-1", "99", "--ref", "ADJ-4", "--reason", "x", "--operator", "2001"
+    )  # an admin is not a cashier: adjustments are money
+    assert (
+        not_cashier.returncode == 1
+        and "cashier" in not_cashier.stderr
+        and "Traceback" not in not_cashier.stderr
+    )
+    not_admin = headend(pg_dsn, "accounts", "set", "A-1", "credit_limit=1000", "--operator", "2002")
+    assert not_admin.returncode == 1 and "admin" in not_admin.stderr
     conn = await asyncpg.connect(pg_dsn)
     try:
         row = await conn.fetchrow(
             "SELECT details->>'reason' AS reason, details->>'operator' AS op FROM ledger LIMIT 1"
         )
-        assert tuple(row) == ("meter fault refund", "sup1")
+        assert tuple(row) == ("meter fault refund", "2002")
         assert await conn.fetchval("SELECT sum(amount) FROM ledger") == Decimal("10.00")
     finally:
         await conn.close()
@@ -138,6 +150,7 @@ async def test_bill_uses_configured_due_days_and_holds_are_listed_and_resolved(
 ) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
+        await add_operators(conn, o2003="admin", o2004="cashier")
         await ensure_partitions(conn, T0, T0 + timedelta(days=2))
         tariff = await conn.fetchval("INSERT INTO tariffs (name, kind) VALUES ('res', 'flat') RETURNING id")
         await conn.execute(
@@ -180,9 +193,13 @@ async def test_bill_uses_configured_due_days_and_holds_are_listed_and_resolved(
     hold = json.loads(holds.stdout)
     assert hold["meter"] == "swap" and "500.0 -> 20.0" in hold["reason"]
     refused = headend(
-        pg_dsn, "billing", "resolve", str(hold["id"]), "accepted", "--reason", "ok", "--operator", "op"
+        pg_dsn, "billing", "resolve", str(hold["id"]), "accepted", "--reason", "ok", "--operator", "2003"
     )
     assert refused.returncode == 1 and "not consumption" in refused.stderr
+    cashier = headend(
+        pg_dsn, "billing", "resolve", str(hold["id"]), "accepted", "--reason", "ok", "--operator", "2004"
+    )
+    assert cashier.returncode == 1 and "admin" in cashier.stderr and "Traceback" not in cashier.stderr
     done = headend(
         pg_dsn,
         "billing",
@@ -196,7 +213,7 @@ async def test_bill_uses_configured_due_days_and_holds_are_listed_and_resolved(
         "--reason",
         "swapped on site",
         "--operator",
-        "tech1",
+        "2003",
     )
     assert done.returncode == 0, done.stderr
     assert headend(pg_dsn, "billing", "holds").stdout.strip() == "no holds"

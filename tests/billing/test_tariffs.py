@@ -13,6 +13,7 @@ from headend.billing.charging import bill_account
 from headend.store.maintenance import ensure_partitions
 from tests.billing.helpers import add_reading
 from tests.billing.test_cli import headend
+from tests.support.operators import add_operators
 
 CST = timezone(timedelta(hours=8))
 T0 = datetime(2026, 7, 1, 0, 0, tzinfo=CST)
@@ -38,12 +39,21 @@ async def _account(conn: asyncpg.Connection, tariff: str) -> tuple[int, int]:
 
 
 async def test_tariffs_from_the_cli_and_billing_with_them(pg_dsn: str) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await add_operators(conn, o3001="admin", o3002="cashier")
+    finally:
+        await conn.close()
     added = [
-        headend(pg_dsn, "tariffs", "add", "flat", "--kind", "flat", "--price", "total=0.56"),
+        headend(
+            pg_dsn, "tariffs", "add", "--operator", "3001", "flat", "--kind", "flat", "--price", "total=0.56"
+        ),
         headend(
             pg_dsn,
             "tariffs",
             "add",
+            "--operator",
+            "3001",
             "steps",
             "--kind",
             "tiered",
@@ -58,6 +68,8 @@ async def test_tariffs_from_the_cli_and_billing_with_them(pg_dsn: str) -> None:
             pg_dsn,
             "tariffs",
             "add",
+            "--operator",
+            "3001",
             "tou",
             "--kind",
             "tou",
@@ -69,17 +81,36 @@ async def test_tariffs_from_the_cli_and_billing_with_them(pg_dsn: str) -> None:
             "22:00-08:00=0.3",
         ),
         headend(
-            pg_dsn, "tariffs", "add", "meter-tou", "--kind", "tou", "--price", "t1=1.0", "--price", "t2=0.4"
+            pg_dsn,
+            "tariffs",
+            "add",
+            "--operator",
+            "3001",
+            "meter-tou",
+            "--kind",
+            "tou",
+            "--price",
+            "t1=1.0",
+            "--price",
+            "t2=0.4",
         ),
     ]
     assert [r.returncode for r in added] == [0, 0, 0, 0], [r.stderr for r in added]
     refused = [
-        headend(pg_dsn, "tariffs", "add", "flat", "--kind", "flat", "--price", "total=0.56"),
-        headend(pg_dsn, "tariffs", "add", "x", "--kind", "tiered", "--block", "200=0.5"),
-        headend(pg_dsn, "tariffs", "add", "y", "--kind", "tou", "--slot", "8-22=cheap"),
-        headend(pg_dsn, "tariffs", "add", "z", "--kind", "flat", "--price", "t9=1"),
+        headend(
+            pg_dsn, "tariffs", "add", "--operator", "3001", "flat", "--kind", "flat", "--price", "total=0.56"
+        ),
+        headend(
+            pg_dsn, "tariffs", "add", "--operator", "3001", "x", "--kind", "tiered", "--block", "200=0.5"
+        ),
+        headend(pg_dsn, "tariffs", "add", "--operator", "3001", "y", "--kind", "tou", "--slot", "8-22=cheap"),
+        headend(pg_dsn, "tariffs", "add", "--operator", "3001", "z", "--kind", "flat", "--price", "t9=1"),
     ]
     assert [r.returncode for r in refused] == [1, 1, 1, 1]
+    cashier = headend(
+        pg_dsn, "tariffs", "add", "--operator", "3002", "cheap", "--kind", "flat", "--price", "total=0.01"
+    )
+    assert cashier.returncode == 1 and "admin" in cashier.stderr and "Traceback" not in cashier.stderr
     assert "exists already" in refused[0].stderr and "*=PRICE" in refused[1].stderr
     assert "HH:MM-HH:MM=PRICE" in refused[2].stderr and all("Traceback" not in r.stderr for r in refused)
     names = [json.loads(line)["name"] for line in headend(pg_dsn, "tariffs", "list").stdout.splitlines()]

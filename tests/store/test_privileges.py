@@ -254,6 +254,7 @@ async def test_the_daemon_engine_runs_fee_control_under_its_login(
             "events": {"enabled": False},
             "metrics": {"port": 0},
             "safety": {"no_weekends": False, "night_start": "00:00", "night_end": "00:00"},
+            "billing": {"notice_period": 0},  # disconnect without the default notice
         },
         "test",
     )
@@ -270,10 +271,10 @@ async def test_the_daemon_engine_runs_fee_control_under_its_login(
             "INSERT INTO accounts (number, kind, credit_limit) VALUES ('A', 'prepaid', 0) RETURNING id"
         )
         await owner.execute(
-            "INSERT INTO ledger (account_id, kind, amount, idempotency_key) VALUES ($1, 'charge', -5, 's')",
+            "INSERT INTO ledger (account_id, kind, amount, idempotency_key) VALUES ($1, 'charge', -50, 's')",
             account,
-        )
-        await owner.execute("INSERT INTO balances (account_id, balance) VALUES ($1, -5)", account)
+        )  # above [billing] min_arrears
+        await owner.execute("INSERT INTO balances (account_id, balance) VALUES ($1, -50)", account)
         await owner.execute(
             "UPDATE meters SET account_id = $1 WHERE address = $2", account, bus.meters[0].address
         )
