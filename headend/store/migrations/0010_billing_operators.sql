@@ -103,9 +103,12 @@ BEGIN
     END IF;
     PERFORM headend_require_role('admin', format('writing %s', TG_TABLE_NAME));
     PERFORM headend_check_actor(NEW.operator);
-    IF TG_OP = 'UPDATE' AND (NEW.id, NEW.meter_id, NEW.account_id, NEW.effective_from, NEW.operator, NEW.created_at)
-       IS DISTINCT FROM (OLD.id, OLD.meter_id, OLD.account_id, OLD.effective_from, OLD.operator, OLD.created_at) THEN
-        RAISE EXCEPTION 'assignment %: only its end may be set', OLD.id USING ERRCODE = 'insufficient_privilege';
+    IF TG_OP = 'UPDATE' THEN  -- meter_assignments only (restarts are never updated)
+        IF (NEW.id, NEW.meter_id, NEW.account_id, NEW.effective_from, NEW.operator, NEW.created_at)
+           IS DISTINCT FROM (OLD.id, OLD.meter_id, OLD.account_id, OLD.effective_from, OLD.operator, OLD.created_at)
+        THEN
+            RAISE EXCEPTION 'assignment %: only its end may be set', OLD.id USING ERRCODE = 'insufficient_privilege';
+        END IF;
     END IF;
     RETURN NEW;
 END $$;
