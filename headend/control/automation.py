@@ -19,6 +19,7 @@ from headend.control.safety import Candidate, CapExceeded, Decision, SafetySetti
 from headend.control.store import create_command
 from headend.store import feecontrol as store
 from headend.store.feecontrol import HALT_KEY
+from headend.vocabulary import ReconnectMode
 
 SYSTEM = "system"
 __all__ = ["HALT_KEY", "SYSTEM", "RunReport", "halted_by", "resume", "run_once"]
@@ -50,7 +51,7 @@ class Wanted:
     candidate: Candidate
     key: str
     dry_run_key: str
-    mode: str = "close"
+    mode: ReconnectMode = "close"
 
 
 async def _audit(
@@ -186,9 +187,8 @@ async def _create(conn: asyncpg.Connection, wanted: Wanted, decision: Decision, 
         now=now,
         requires_approval=decision.needs_approval,
         dry_run=decision.dry_run,
+        reconnect_mode=wanted.mode,
     )
-    if wanted.mode != "close":
-        await store.set_command_mode(conn, command_id, wanted.mode)
     return command_id
 
 

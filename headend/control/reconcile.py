@@ -89,8 +89,7 @@ async def reconcile(
                 operator="system",
                 idempotency_key=key,
                 now=now,
+                reconnect_mode="close_allowed" if row["reconnect_mode"] == "close_allowed" else "close",
             )
-            if row["reconnect_mode"] == "close_allowed":
-                await store.set_command_mode(conn, command_id, "close_allowed")
             report.reconnects.append(command_id)
     return report

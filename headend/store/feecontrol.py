@@ -107,11 +107,6 @@ async def open_command(conn: asyncpg.Connection, meter_id: int) -> asyncpg.Recor
     )
 
 
-async def set_command_mode(conn: asyncpg.Connection, command_id: int, mode: str) -> None:
-    """How a reconnect closes the relay (close or close_allowed)."""
-    await conn.execute("UPDATE commands SET reconnect_mode = $2 WHERE id = $1", command_id, mode)
-
-
 async def refusals(conn: asyncpg.Connection) -> dict[int, tuple[str, str]]:
     """The refusal in force per meter: (action, rule)."""
     return {

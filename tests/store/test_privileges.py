@@ -391,6 +391,16 @@ async def test_billing_records_are_written_by_their_roles_only(pg_dsn: str, logi
         with pytest.raises(DENIED):
             await billing.execute("UPDATE readings SET value = 1 WHERE meter_id = $1", meter)
 
+        command = await owner.fetchval(
+            "INSERT INTO commands (meter_id, action, cause, operator, expires_at)"
+            " VALUES ($1, 'reconnect', 'payment', 'system', now() + interval '1 day') RETURNING id",
+            meter,
+        )
+        for conn in (billing, daemon):
+            with pytest.raises(DENIED, match="fixed at creation"):
+                await conn.execute(
+                    "UPDATE commands SET reconnect_mode = 'close_allowed' WHERE id = $1", command
+                )
         assert await reporting.fetchval("SELECT count(*) FROM vee_holds") == 1
         for statement in (
             "INSERT INTO meter_assignments (meter_id, account_id, effective_from, operator)"

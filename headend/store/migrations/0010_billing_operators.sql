@@ -131,3 +131,15 @@ CREATE TRIGGER tariff_prices_writer BEFORE INSERT OR UPDATE OR DELETE ON tariff_
     FOR EACH ROW EXECUTE FUNCTION admin_writes_guard();
 CREATE TRIGGER accounts_writer BEFORE INSERT OR UPDATE OR DELETE ON accounts
     FOR EACH ROW EXECUTE FUNCTION admin_writes_guard();
+
+-- How a reconnect closes the relay is part of what a command is: fixed at creation like its action.
+CREATE FUNCTION commands_mode_fixed() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, public AS $$
+BEGIN
+    IF NEW.reconnect_mode IS DISTINCT FROM OLD.reconnect_mode AND NOT headend_is_owner() THEN
+        RAISE EXCEPTION 'command %: its reconnect mode is fixed at creation', OLD.id
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER commands_mode_fixed BEFORE UPDATE OF reconnect_mode ON commands
+    FOR EACH ROW EXECUTE FUNCTION commands_mode_fixed();
