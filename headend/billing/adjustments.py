@@ -39,7 +39,14 @@ async def adjust(
             raise PaymentError(f"unknown account {account!r}")
         details = json.dumps({"reason": reason, "operator": operator})
         row = await store.insert_ledger(conn, acc["id"], "adjustment", amount, f"adjust:{reference}", details)
-        if row is not None:
+        if row is None:
+            first = await store.ledger_entry(conn, f"adjust:{reference}")
+            if first is not None and (first["account"], first["amount"]) != (account, amount):
+                raise PaymentError(
+                    f"reference {reference!r} is already recorded as {first['amount']} to account"
+                    f" {first['account']!r}; a different adjustment needs its own reference"
+                )
+        else:
             await store.add_to_balance(conn, acc["id"], amount)
             if acc["kind"] == "postpaid":
                 await settle_bills(conn, acc["id"], datetime.now(UTC))

@@ -239,3 +239,12 @@ async def move_account_to_new_meter(conn: asyncpg.Connection, old_id: int, new_i
         "UPDATE meters SET account_id = coalesce(account_id, $2) WHERE id = $1", new_id, account
     )
     await conn.execute("UPDATE meters SET account_id = NULL, enabled = false WHERE id = $1", old_id)
+
+
+async def ledger_entry(conn: asyncpg.Connection, idempotency_key: str) -> asyncpg.Record | None:
+    """``account`` (number) and ``amount`` of the ledger entry stored under ``idempotency_key``."""
+    return await conn.fetchrow(
+        """SELECT a.number AS account, l.amount FROM ledger l JOIN accounts a ON a.id = l.account_id
+           WHERE l.idempotency_key = $1""",
+        idempotency_key,
+    )

@@ -120,6 +120,10 @@ async def test_accounts_assignments_and_adjustments_from_the_cli(pg_dsn: str) ->
         pg_dsn, "billing", "adjust", "A-1", "-2.5", "--ref", "ADJ-2", "--reason", "fee", "--operator", "2002"
     )
     assert "balance 10.00" in debit.stdout
+    reused = headend(
+        pg_dsn, "billing", "adjust", "A-1", "-25", "--ref", "ADJ-1", "--reason", "typo", "--operator", "2002"
+    )
+    assert reused.returncode == 1 and "already recorded as 12.50" in reused.stderr
     zero = headend(
         pg_dsn, "billing", "adjust", "A-1", "0", "--ref", "ADJ-3", "--reason", "x", "--operator", "2002"
     )
