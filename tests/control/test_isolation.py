@@ -34,7 +34,7 @@ async def test_a_conflicting_command_on_one_meter_does_not_stop_the_others(pg_ds
     conn = await _fleet(pg_dsn, 3)  # A0 protected; A1, A2 in arrears
     try:
         await request_command(
-            conn, "000000000001", "reconnect", operator="op7", reason="field visit", now=WEDNESDAY_NOON
+            conn, "000000000001", "reconnect", operator="7", reason="field visit", now=WEDNESDAY_NOON
         )
         report = await run_once(conn, SafetySettings(), WEDNESDAY_NOON)
         assert [(stage, meter) for stage, meter, _ in report.failures] == [("command", "2")]

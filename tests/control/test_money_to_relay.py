@@ -124,10 +124,10 @@ async def _setup(
     for n, m in enumerate(meter for bus in buses for meter in bus.meters):
         number = f"C{n:03d}"
         kind = "prepaid" if n % 2 == 0 else "postpaid"
-        await add_account(conn, number, kind, tariff="res", operator="clerk")
+        await add_account(conn, number, kind, tariff="res", operator="9001")
         if rng.random() < 0.1:
-            await set_account(conn, number, {"protected": True}, operator="clerk")
-        await assign_meter(conn, m.address, number, at=t0 - STEP, operator="clerk", reason="move in")
+            await set_account(conn, number, {"protected": True}, operator="9001")
+        await assign_meter(conn, m.address, number, at=t0 - STEP, operator="9001", reason="move in")
         world.kinds[number] = kind
         world.used[number] = Decimal(0)
         world.postpaid_billed[number] = t0
@@ -189,7 +189,7 @@ async def _events(conn: asyncpg.Connection, world: World, t: datetime, step: int
                 conn,
                 hold["id"],
                 "replaced",
-                operator="tech",
+                operator="9002",
                 reason="swap found on site",
                 final=float(meter.swapped_from),
                 initial=float(meter.swapped_to or 0),
@@ -205,7 +205,7 @@ async def _events(conn: asyncpg.Connection, world: World, t: datetime, step: int
             world.new_accounts += 1
             number = f"N{world.new_accounts:03d}"
             kind = world.kinds[m.account]
-            await add_account(conn, number, kind, tariff="res", operator="clerk")
+            await add_account(conn, number, kind, tariff="res", operator="9001")
             if kind == "prepaid":
                 await record_payment(conn, number, Decimal(50), f"open:{number}", operator="cashier")
             try:
@@ -214,7 +214,7 @@ async def _events(conn: asyncpg.Connection, world: World, t: datetime, step: int
                     m.address,
                     number,
                     at=t - STEP / 2,
-                    operator="clerk",
+                    operator="9001",
                     reason="tenant",
                     reading=m.register,
                 )
