@@ -222,6 +222,13 @@ def resolve(
     """Resolve a hold: the data is real (accepted), the meter was swapped in place (replaced: billing
     splits there), or the first suspect reading is corrected (estimated). An operator with the admin
     role, as for recording a meter replacement."""
+    try:
+        limits.db_id(hold, "hold id")
+        for option, given in (("--final", final), ("--initial", initial), ("--value", value)):
+            if given is not None:
+                limits.finite(given, option, 0.0, float(limits.MAX_REGISTER_KWH))
+    except ValueError as exc:
+        fail(str(exc))
     admin = login(operator)
 
     async def work(conn: asyncpg.Connection) -> None:

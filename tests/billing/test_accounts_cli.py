@@ -204,6 +204,20 @@ async def test_bill_uses_configured_due_days_and_holds_are_listed_and_resolved(
         pg_dsn, "billing", "resolve", str(hold["id"]), "accepted", "--reason", "ok", "--operator", "2004"
     )
     assert cashier.returncode == 1 and "admin" in cashier.stderr and "Traceback" not in cashier.stderr
+    nan = headend(
+        pg_dsn,
+        "billing",
+        "resolve",
+        str(hold["id"]),
+        "replaced",
+        "--final",
+        "nan",
+        "--reason",
+        "x",
+        "--operator",
+        "2003",
+    )
+    assert nan.returncode == 1 and nan.stderr.startswith("error: --final must be a finite number")
     done = headend(
         pg_dsn,
         "billing",
