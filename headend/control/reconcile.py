@@ -17,6 +17,7 @@ import asyncpg
 from headend.audit import audit
 from headend.control.store import create_command
 from headend.store import feecontrol as store
+from headend.vocabulary import ReconnectMode
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,15 @@ def expected_open(action: str | None, mode: str | None, observed_open: bool) -> 
     if action == "reconnect" and mode == "close_allowed":
         return observed_open
     return False
+
+
+def _reconnect_mode(row: asyncpg.Record) -> ReconnectMode:
+    """The account's reconnect mode; Modbus relays have no close-allowed and are closed directly."""
+    return (
+        "close_allowed"
+        if row["reconnect_mode"] == "close_allowed" and row["protocol"] != "modbus"
+        else "close"
+    )
 
 
 async def reconcile(
@@ -89,7 +99,7 @@ async def reconcile(
                 operator="system",
                 idempotency_key=key,
                 now=now,
-                reconnect_mode="close_allowed" if row["reconnect_mode"] == "close_allowed" else "close",
+                reconnect_mode=_reconnect_mode(row),
             )
             report.reconnects.append(command_id)
     return report

@@ -155,7 +155,7 @@ async def relay_observations(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Per relay meter: the latest stored relay reading (1 closed, 0 open) and the latest confirmed
     command (what the relay should be), with the account's arrears flag and any hold."""
     return await conn.fetch(
-        """SELECT m.id AS meter_id, a.id AS account_id, coalesce(a.arrears, false) AS arrears,
+        """SELECT m.id AS meter_id, m.protocol, a.id AS account_id, coalesce(a.arrears, false) AS arrears,
                   a.reconnect_mode,
                   r.ts AS observed_at, r.value AS relay_closed,
                   c.action, c.reconnect_mode AS command_mode, c.finished_at,
