@@ -32,6 +32,7 @@ def version() -> None:
 def _register_commands() -> None:
     """Attach every command module to the application."""
     from headend.commands import (
+        accounts,
         billing,
         commands,
         concentrator,
@@ -43,9 +44,25 @@ def _register_commands() -> None:
         operators,
         run,
         sim,
+        tariffs,
     )
 
-    for module in (demo, field, sim, decode, db, inventory, run, billing, commands, operators, concentrator):
+    modules = (
+        demo,
+        field,
+        sim,
+        decode,
+        db,
+        inventory,
+        run,
+        billing,
+        accounts,
+        tariffs,
+        commands,
+        operators,
+        concentrator,
+    )
+    for module in modules:
         module.register(app)
 
 

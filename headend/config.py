@@ -11,6 +11,7 @@ import re
 import socket
 import tomllib
 from datetime import date, time
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -24,6 +25,8 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+
+from headend.vocabulary import ReconnectMode
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -269,6 +272,9 @@ class SafetyConfig(_Section):
     approval_above: int = Field(10, ge=0)
     dry_run: bool = False
     run_every: Duration = 30.0  # fee-control pass (service headend.control.service:run)
+    reconnect_mode: ReconnectMode = "close"  # accounts may override it
+    reconnect_on_mismatch: bool = False  # a paying customer's relay found open is closed again
+    pending_alarm: Duration = 900.0  # an open command older than this counts as pending too long
 
     @field_validator("timezone")
     @classmethod
@@ -281,11 +287,15 @@ class SafetyConfig(_Section):
 
 
 class BillingConfig(_Section):
-    """Arrears notice period, postpaid bill due days, how often prepaid balances are billed."""
+    """Arrears notice period and minimum amount, postpaid bill due days, how often balances are billed."""
 
-    notice_period: Delay = 0.0
+    notice_period: Delay = 3 * 86400.0
+    min_arrears: Decimal = Field(
+        Decimal("10"), ge=0, lt=Decimal("1e12")
+    )  # never flag arrears for less than this owed
     due_days: int = Field(15, ge=0)
     run_every: Duration = 900.0  # scheduled prepaid billing (service headend.billing.service:run)
+    identity_every: Duration = 86400.0  # meter number check (a different device: billing hold)
 
 
 class HeadendConfig(_Section):

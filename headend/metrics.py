@@ -69,6 +69,29 @@ class EngineMetrics:
         self.fee_control_halted = Gauge(
             "headend_fee_control_halted", "1 while a cap halts automatic disconnection", registry=r
         )
+        self.failed_passes = Counter(
+            "headend_service_pass_failures",
+            "Billing or fee-control passes that failed",
+            ["service"],
+            registry=r,
+        )
+        self.fee_control_failures = Counter(
+            "headend_fee_control_item_failures",
+            "Accounts or meters a fee-control pass could not handle (isolated, the pass went on)",
+            ["stage"],
+            registry=r,
+        )
+        self.commands_stuck = Gauge(
+            "headend_commands_pending_too_long",
+            "Open relay commands older than [safety] pending_alarm",
+            registry=r,
+        )
+        self.billing_holds = Gauge(
+            "headend_billing_holds", "Registers held for unresolved suspect data", registry=r
+        )
+        self.relay_mismatches = Gauge(
+            "headend_relay_mismatches", "Relays found in another state than the command log says", registry=r
+        )
 
         self.daemon_active = Gauge(
             "headend_daemon_active",

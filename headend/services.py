@@ -32,9 +32,16 @@ class ServiceHost(Protocol):
     @property
     def metrics(self) -> EngineMetrics: ...
 
-    async def control(self, meter_id: int, body: JobBody) -> Any:
-        """Run ``body(driver)`` for the meter at control priority; its result or its error."""
+    async def control(self, meter_id: int, body: JobBody, *, exchanges: int = 8) -> Any:
+        """Run ``body(driver)`` for the meter at control priority (``exchanges`` frames at most); its
+        result or its error."""
         ...
+
+
+class Controller(Protocol):
+    """The engine's ``control``: a job on the meter's bus worker at control priority."""
+
+    def __call__(self, meter_id: int, body: JobBody, *, exchanges: int = 8) -> Awaitable[Any]: ...
 
 
 Service = Callable[[ServiceHost], Coroutine[Any, Any, None]]
@@ -48,8 +55,8 @@ class EngineServices:
     config: HeadendConfig
     pool: asyncpg.Pool
     metrics: EngineMetrics
-    controller: Callable[[int, JobBody], Awaitable[Any]]
+    controller: Controller
 
-    async def control(self, meter_id: int, body: JobBody) -> Any:
+    async def control(self, meter_id: int, body: JobBody, *, exchanges: int = 8) -> Any:
         """Run ``body(driver)`` for the meter at control priority."""
-        return await self.controller(meter_id, body)
+        return await self.controller(meter_id, body, exchanges=exchanges)

@@ -18,6 +18,16 @@ SwitchOperation = Literal["off", "on", "close_allowed"]
 SWITCH_OPERATION: Final[dict[RelayAction, SwitchOperation]] = {"disconnect": "off", "reconnect": "on"}
 """The operation that carries out each relay action."""
 
+ReconnectMode = Literal["close", "close_allowed"]
+"""How a reconnect is carried out (``accounts.reconnect_mode``, ``commands.reconnect_mode``, ``[safety]
+reconnect_mode``): the head-end closes the relay, or allows the customer to close it (合闸允许)."""
+
+RECONNECT_OPERATION: Final[dict[ReconnectMode, SwitchOperation]] = {
+    "close": "on",
+    "close_allowed": "close_allowed",
+}
+"""The operation that carries out a reconnect in each mode."""
+
 SwitchStatus = Literal["confirmed", "refused", "unconfirmed", "failed"]
 """A driver's verdict on a switch: confirmed only by reading the relay back."""
 
@@ -37,6 +47,7 @@ ProfileSource = Literal["load_profile", "daily_freeze"]
 """Where a record read from a meter's memory came from."""
 
 RELAY_ACTIONS: Final[tuple[RelayAction, ...]] = get_args(RelayAction)
+RECONNECT_MODES: Final[tuple[ReconnectMode, ...]] = get_args(ReconnectMode)
 SWITCH_OPERATIONS: Final[tuple[SwitchOperation, ...]] = get_args(SwitchOperation)
 COMMAND_STATES: Final[tuple[CommandState, ...]] = get_args(CommandState)
 READING_QUALITIES: Final[tuple[ReadingQuality, ...]] = get_args(ReadingQuality)

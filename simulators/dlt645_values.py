@@ -123,7 +123,7 @@ def _fixed_2007() -> dict[str, Reader]:
         "04000102": lambda m: m.clock.local().time(),
         "0400010C": lambda m: m.clock.local(),
         "04000401": lambda m: m.address,
-        "04000402": lambda m: m.address,
+        "04000402": lambda m: m.meter_number,
         "04000409": lambda m: 1200,
         "04000501": _status_word_1,
         "04000502": lambda m: {"raw": 0},

@@ -130,6 +130,7 @@ class SimMeter:
             # DL/T 645 profile records carry minutes, not seconds
             raise ValueError(f"profile period {profile_period_s} s must be whole minutes dividing a day")
         self.address = address
+        self.meter_number = address  # DL/T 645 04 00 04 02; a swapped-in device answers with its own
         self.seed = seed
         self.source = source
         self.phases = phases

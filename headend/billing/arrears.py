@@ -1,4 +1,5 @@
-"""The arrears rule: prepaid below the credit limit, postpaid overdue past the grace period, notice first."""
+"""The arrears rule: prepaid below the credit limit, postpaid overdue past the grace period, at least a
+minimum amount owed, notice first."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from decimal import Decimal
 
 @dataclass(frozen=True)
 class AccountPosition:
-    """What the rule needs to know about one account."""
+    """What the rule needs to know about one account (``unpaid``: the postpaid amount on unpaid bills)."""
 
     kind: str  # prepaid | postpaid
     balance: Decimal
@@ -17,19 +18,25 @@ class AccountPosition:
     grace_days: int
     oldest_unpaid_due: datetime | None
     notice_sent_at: datetime | None
+    unpaid: Decimal | None = None
 
 
-def in_debt(position: AccountPosition, now: datetime) -> bool:
-    """Whether the account owes money under its kind's rule (before any notice period)."""
+def in_debt(position: AccountPosition, now: datetime, minimum: Decimal = Decimal(0)) -> bool:
+    """Whether the account owes money under its kind's rule (before any notice period): never for less
+    than ``minimum``."""
     if position.kind == "prepaid":
-        return position.balance < -position.credit_limit
+        return position.balance < -position.credit_limit and -position.balance >= minimum
     due = position.oldest_unpaid_due
+    if position.unpaid is not None and position.unpaid < minimum:
+        return False
     return due is not None and now > due + timedelta(days=position.grace_days)
 
 
-def arrears_state(position: AccountPosition, now: datetime, notice_period: timedelta) -> str:
+def arrears_state(
+    position: AccountPosition, now: datetime, notice_period: timedelta, minimum: Decimal = Decimal(0)
+) -> str:
     """'clear', 'notice' (send a warning first), 'waiting' (notice period running) or 'arrears'."""
-    if not in_debt(position, now):
+    if not in_debt(position, now, minimum):
         return "clear"
     if notice_period > timedelta(0):
         if position.notice_sent_at is None:

@@ -1,40 +1,45 @@
-"""Bill consumption from stored energy-register readings: prepaid balances go down, postpaid get bills."""
+"""Bill consumption from validated energy-register readings: prepaid balances go down, postpaid get bills."""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from headend.billing.consumption import RegisterReading, register_delta
-from headend.billing.tariff import Price, charge
+from headend.billing.consumption import ConsumptionError, RegisterReading, register_delta
+from headend.billing.limits import MeterLimits, limits_of
+from headend.billing.settlement import settle_bills
+from headend.billing.tariff import Price, Slot, blocks_from, charge, slot_price, slots_from, tiered_charge
+from headend.store import billing as store
+from headend.store import tariffs
+from headend.store.vee import held_meters, restarts_between
 
-ROLLOVER_AT = Decimal("1000000")  # 6 integer digits of a DL/T 645 energy register
 REGISTER_QUANTITY = {
     "total": "energy_import_kwh",
     **{f"t{n}": f"energy_import_t{n}_kwh" for n in range(1, 5)},
 }
 _KWH = Decimal("0.01")
+Point = tuple[datetime, Decimal]  # a register value and when it was read
 
 
 class BillingError(ValueError):
-    """A period cannot be billed yet (missing readings); nothing was charged."""
+    """A period cannot be billed yet (missing readings, held meter); nothing was charged."""
 
 
-async def _register_value(
-    conn: asyncpg.Connection, meter_id: int, quantity: str, at: datetime
-) -> Decimal | None:
-    value = await conn.fetchval(
-        """SELECT r.value FROM readings r JOIN quantities q ON q.id = r.quantity_id
-           WHERE r.meter_id = $1 AND q.name = $2 AND r.ts <= $3 AND r.value IS NOT NULL
-           ORDER BY r.ts DESC LIMIT 1""",
-        meter_id,
-        quantity,
-        at,
-    )
-    return None if value is None else Decimal(repr(value)).quantize(_KWH)
+def _kwh(value: float) -> Decimal:
+    return Decimal(repr(value)).quantize(_KWH)
+
+
+async def _value(conn: asyncpg.Connection, meter_id: int, quantity: str, at: datetime) -> Point:
+    row = await store.register_value(conn, meter_id, quantity, at)
+    if row is None:
+        raise BillingError(
+            f"meter {meter_id}: no valid {quantity} reading at or before {at.isoformat()}; not billed"
+        )
+    return row["ts"], _kwh(row["value"])
 
 
 def _swap_value(swap: asyncpg.Record, column: str, quantity: str) -> Decimal:
@@ -46,27 +51,128 @@ def _swap_value(swap: asyncpg.Record, column: str, quantity: str) -> Decimal:
     return Decimal(str(values[quantity])).quantize(_KWH)
 
 
+def _advance(meter_id: int, limits: MeterLimits, before: Point, after: Point) -> Decimal:
+    serial = str(meter_id)
+    try:
+        return register_delta(
+            RegisterReading(serial, before[1]),
+            RegisterReading(serial, after[1]),
+            rollover_at=limits.rollover_at,
+            max_advance=limits.max_advance(after[0] - before[0]),
+        )
+    except ConsumptionError as exc:
+        raise BillingError(f"meter {meter_id}: {exc}; not billed") from None
+
+
 async def _meter_delta(
     conn: asyncpg.Connection,
     meter_id: int,
+    limits: MeterLimits,
     quantity: str,
-    start: datetime | None,
-    end: datetime | None,
-    known: Decimal | None = None,
+    start: datetime | Point,
+    end: datetime | Point,
 ) -> Decimal:
-    """Register advance of one meter from ``start`` to ``end``; ``known`` stands for the missing end."""
-    before = known if start is None else await _register_value(conn, meter_id, quantity, start)
-    after = known if end is None else await _register_value(conn, meter_id, quantity, end)
-    if before is None or after is None:
-        at = start if before is None else end
-        raise BillingError(
-            f"meter {meter_id}: no {quantity} reading at or before "
-            f"{at.isoformat() if at else '?'}; not billed"
-        )
-    serial = str(meter_id)
-    return register_delta(
-        RegisterReading(serial, before), RegisterReading(serial, after), rollover_at=ROLLOVER_AT
-    )
+    """Register advance of one meter from ``start`` to ``end`` (a time, or a known (time, value) such
+    as a replacement's final or initial reading), split at in-place register restarts."""
+    first = start if isinstance(start, tuple) else await _value(conn, meter_id, quantity, start)
+    last = end if isinstance(end, tuple) else await _value(conn, meter_id, quantity, end)
+    total = Decimal(0)
+    cursor = first
+    for restart in await restarts_between(conn, meter_id, quantity, first[0], last[0]):
+        total += _advance(meter_id, limits, cursor, (restart["at"], _kwh(restart["final_value"])))
+        cursor = (restart["at"], _kwh(restart["initial_value"]))
+    return total + _advance(meter_id, limits, cursor, last)
+
+
+async def usage_of(
+    conn: asyncpg.Connection, account_id: int, registers: set[str], start: datetime, end: datetime
+) -> dict[str, Decimal]:
+    """kWh per tariff register the account used in ``[start, end]``: each meter for the part of the
+    period it was assigned to the account, times its multiplier; across a recorded replacement the old
+    meter's final reading closes its part and the new meter's initial reading opens the other."""
+    meters = await store.assigned_meters(conn, account_id, start, end)
+    held = await held_meters(conn, [m["id"] for m in meters])
+    if held:
+        meter_id, reason = next(iter(held.items()))
+        raise BillingError(f"held: meter {meter_id} has unresolved suspect data ({reason}); not billed")
+    swaps = {
+        r["new_meter_id"]: r for r in await store.swaps_into(conn, [m["id"] for m in meters], start, end)
+    }
+    usage: dict[str, Decimal] = {}
+    for meter in meters:
+        limits = limits_of(meter["protocol"], meter["settings"])
+        lo, hi = meter["from_ts"], meter["to_ts"]
+        swap = swaps.get(meter["id"]) if meter["from_ts"] == start else None
+        for register in registers:
+            quantity = REGISTER_QUANTITY[register]
+            if swap is None:
+                used = await _meter_delta(conn, meter["id"], limits, quantity, lo, hi) * meter["multiplier"]
+            else:  # replaced within the period: old meter up to its final reading, new one from its initial
+                old_limits = limits_of(swap["old_protocol"], swap["old_settings"])
+                at = swap["replaced_at"]
+                final = _swap_value(swap, "final_kwh", quantity)
+                initial = _swap_value(swap, "initial_kwh", quantity)
+                old_part = await _meter_delta(
+                    conn, swap["old_meter_id"], old_limits, quantity, lo, (at, final)
+                )
+                new_part = await _meter_delta(conn, meter["id"], limits, quantity, (at, initial), hi)
+                used = old_part * swap["old_multiplier"] + new_part * meter["multiplier"]
+            usage[register] = usage.get(register, Decimal(0)) + used
+    return usage
+
+
+async def _price(
+    conn: asyncpg.Connection, account_id: int, tariff_id: int, start: datetime, end: datetime
+) -> tuple[Decimal, Decimal]:
+    """(money, kWh) of the account's use in the period under its tariff: register prices (flat, or
+    time of use by the meter's own tariff registers), monthly blocks (tiered), or head-end time-of-use
+    slots weighted by the interval readings."""
+    definition_row = await tariffs.tariff(conn, tariff_id)
+    raw = definition_row["definition"]
+    definition = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+    if definition_row["kind"] == "tiered" or slots_from(definition):
+        used = sum((await usage_of(conn, account_id, {"total"}, start, end)).values(), Decimal(0))
+        zone = ZoneInfo(str(definition.get("timezone", "Asia/Shanghai")))
+        if definition_row["kind"] == "tiered":
+            local_end = end.astimezone(zone)
+            month = local_end.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            done = await tariffs.month_to_date_kwh(conn, account_id, month, start)
+            return tiered_charge(blocks_from(definition), done, used), used
+        return await _slot_charge(conn, account_id, slots_from(definition), zone, used, start, end), used
+    prices = [
+        Price(r["register"], r["price"], r["effective_from"])
+        for r in await store.tariff_prices(conn, tariff_id)
+    ]
+    usage = await usage_of(conn, account_id, {p.register for p in prices}, start, end)
+    return charge(prices, usage, end), sum(usage.values(), Decimal(0))
+
+
+async def _slot_charge(
+    conn: asyncpg.Connection,
+    account_id: int,
+    slots: list[Slot],
+    zone: ZoneInfo,
+    used: Decimal,
+    start: datetime,
+    end: datetime,
+) -> Decimal:
+    """``used`` kWh priced by the slots, in the proportions the interval readings show (each interval
+    at the price of its end's local time); the total is always the validated ``used``."""
+    meters = [m["id"] for m in await store.assigned_meters(conn, account_id, start, end)]
+    weighted, advance = Decimal(0), Decimal(0)
+    previous: asyncpg.Record | None = None
+    for row in await tariffs.interval_readings(conn, meters, start, end):
+        if (
+            previous is not None
+            and previous["meter_id"] == row["meter_id"]
+            and row["value"] > previous["value"]
+        ):
+            step = _kwh(row["value"]) - _kwh(previous["value"])
+            weighted += step * slot_price(slots, row["ts"].astimezone(zone))
+            advance += step
+        previous = row
+    rate = weighted / advance if advance else slot_price(slots, end.astimezone(zone))
+    return (used * rate).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
 async def bill_account(
@@ -74,80 +180,43 @@ async def bill_account(
 ) -> Decimal:
     """Charge the consumption of ``account_id`` between ``start`` and ``end`` (once per period).
 
-    Consumption is register(end) - register(start) per tariff register, rollover included, times the
-    meter multiplier; across a meter replacement in the period, the old meter's final reading closes
-    its part and the new meter's initial reading opens the other.
-    Prepaid: a ledger charge lowers the balance. Postpaid: a bill due ``due_days`` later.
-    """
-    acc = await conn.fetchrow("SELECT kind, tariff_id FROM accounts WHERE id = $1", account_id)
-    prices = [
-        Price(r["register"], r["price"], r["effective_from"])
-        for r in await conn.fetch(
-            "SELECT register, price, effective_from FROM tariff_prices WHERE tariff_id = $1", acc["tariff_id"]
-        )
-    ]
-    usage: dict[str, Decimal] = {}
-    meters = await conn.fetch("SELECT id, multiplier FROM meters WHERE account_id = $1", account_id)
-    swaps = {
-        r["new_meter_id"]: r
-        for r in await conn.fetch(
-            """SELECT r.new_meter_id, r.old_meter_id, r.replaced_at, r.final_kwh, r.initial_kwh,
-                  m.multiplier AS old_multiplier
-           FROM meter_replacements r JOIN meters m ON m.id = r.old_meter_id
-           WHERE r.new_meter_id = ANY($1::int[]) AND r.replaced_at > $2 AND r.replaced_at <= $3""",
-            [m["id"] for m in meters],
-            start,
-            end,
-        )
-    }
-    for meter in meters:
-        swap = swaps.get(meter["id"])
-        for register in {p.register for p in prices}:
-            quantity = REGISTER_QUANTITY[register]
-            if swap is None:
-                delta = await _meter_delta(conn, meter["id"], quantity, start, end)
-                used = delta * meter["multiplier"]
-            else:  # replaced within the period: old meter up to its final reading, new one from its initial
-                final = _swap_value(swap, "final_kwh", quantity)
-                initial = _swap_value(swap, "initial_kwh", quantity)
-                old_part = await _meter_delta(conn, swap["old_meter_id"], quantity, start, None, final)
-                new_part = await _meter_delta(conn, meter["id"], quantity, None, end, initial)
-                used = old_part * swap["old_multiplier"] + new_part * meter["multiplier"]
-            usage[register] = usage.get(register, Decimal(0)) + used
-    amount = charge(prices, usage, end)
-    kwh = sum(usage.values(), Decimal(0))
+    Prepaid: a ledger charge lowers the balance. Postpaid: a bill due ``due_days`` later, charged to
+    the ledger as well and settled at once from any credit. A held meter or a register decrease that
+    is not a rollover charges nothing (``BillingError``)."""
+    acc = await store.account_for_billing(conn, account_id)
+    if acc is None or acc["tariff_id"] is None:
+        raise BillingError(f"account {account_id} has no tariff; not billed")
+    amount, kwh = await _price(conn, account_id, acc["tariff_id"], start, end)
+    details = json.dumps({"kwh": str(kwh)})
     async with conn.transaction():
         if acc["kind"] == "postpaid":
-            await conn.execute(
-                """INSERT INTO bills (account_id, period_start, period_end, consumption, amount, due_at)
-                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (account_id, period_start) DO NOTHING""",
-                account_id,
-                start,
-                end,
-                kwh,
-                amount,
-                end + timedelta(days=due_days),
+            bill = await store.insert_bill(
+                conn, account_id, start, end, kwh, amount, end + timedelta(days=due_days)
             )
+            if bill is not None:
+                await store.insert_ledger(
+                    conn,
+                    account_id,
+                    "charge",
+                    -amount,
+                    f"bill:{bill}",
+                    json.dumps({"kwh": str(kwh), "bill": bill}),
+                    start,
+                    end,
+                )
+                await store.add_to_balance(conn, account_id, -amount)
+                await settle_bills(conn, account_id, end)
             return amount
-        charged = await conn.fetchval(
-            """INSERT INTO ledger (account_id, kind, amount, period_start, period_end, idempotency_key,
-                                  details)
-               VALUES ($1, 'charge', $2, $3, $4, $5, jsonb_build_object('kwh', $6::text))
-               ON CONFLICT (idempotency_key) DO NOTHING RETURNING id""",
+        charged = await store.insert_ledger(
+            conn,
             account_id,
+            "charge",
             -amount,
+            f"charge:{account_id}:{start.isoformat()}",
+            details,
             start,
             end,
-            f"charge:{account_id}:{start.isoformat()}",
-            str(kwh),
         )
         if charged is not None:
-            await conn.execute(
-                """INSERT INTO balances (account_id, balance, billed_until) VALUES ($1, $2, $3)
-                   ON CONFLICT (account_id) DO UPDATE SET balance = balances.balance + EXCLUDED.balance,
-                   billed_until = EXCLUDED.billed_until, updated_at = now()""",
-                account_id,
-                -amount,
-                end,
-            )
+            await store.add_to_balance(conn, account_id, -amount, end)
     return amount

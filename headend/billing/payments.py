@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 import asyncpg
 
 from headend.audit import audit
+from headend.billing.settlement import settle_bills
+from headend.store import billing as store
+from headend.store.accounts import account_ref
 from headend.store.payment_refs import payment_by_reference
 
 CENT = Decimal("0.01")
@@ -52,22 +56,13 @@ async def record_payment(
     source: str = "cli",
     paid_at: datetime | None = None,
 ) -> PaymentOutcome:
-    """Record a payment idempotently on ``reference``; credits the balance and audits the change."""
+    """Record a payment idempotently on ``reference``; credits the balance, settles a postpaid account's
+    bills oldest first (which clears its arrears) and audits the change."""
     async with conn.transaction():
-        acc = await conn.fetchrow("SELECT id FROM accounts WHERE number = $1", account)
+        acc = await account_ref(conn, account)
         if acc is None:
             raise PaymentError(f"unknown account {account!r}")
-        paid = await conn.fetchval(
-            """INSERT INTO payments (account_id, amount, reference, source, operator, paid_at)
-               VALUES ($1, $2, $3, $4, $5, coalesce($6, now())) ON CONFLICT (reference) DO NOTHING
-               RETURNING id""",
-            acc["id"],
-            amount,
-            reference,
-            source,
-            operator,
-            paid_at,
-        )
+        paid = await store.insert_payment(conn, acc["id"], amount, reference, source, operator, paid_at)
         if paid is None:
             first = await payment_by_reference(conn, reference)
             if first is not None and (first.account, first.amount) != (account, amount):
@@ -76,21 +71,11 @@ async def record_payment(
                     f" {first.account!r}; a different payment needs its own reference"
                 )
         else:
-            await conn.execute(
-                """INSERT INTO ledger (account_id, kind, amount, idempotency_key, details)
-                   VALUES ($1, 'payment', $2, $3, jsonb_build_object('payment_id', $4::bigint))""",
-                acc["id"],
-                amount,
-                f"payment:{reference}",
-                paid,
-            )
-            await conn.execute(
-                """INSERT INTO balances (account_id, balance) VALUES ($1, $2)
-                   ON CONFLICT (account_id) DO UPDATE
-                   SET balance = balances.balance + EXCLUDED.balance, updated_at = now()""",
-                acc["id"],
-                amount,
-            )
+            details = json.dumps({"payment_id": paid})
+            await store.insert_ledger(conn, acc["id"], "payment", amount, f"payment:{reference}", details)
+            await store.add_to_balance(conn, acc["id"], amount)
+            if acc["kind"] == "postpaid":
+                await settle_bills(conn, acc["id"], paid_at or datetime.now(UTC))
             await audit(
                 conn,
                 operator,
@@ -100,10 +85,8 @@ async def record_payment(
                 reference,
                 {"amount": str(amount), "source": source},
             )
-        balance = await conn.fetchval(
-            "SELECT coalesce((SELECT balance FROM balances WHERE account_id = $1), 0)", acc["id"]
-        )
-    return PaymentOutcome(account, reference, paid is not None, Decimal(balance))
+        balance = await store.balance_of(conn, acc["id"])
+    return PaymentOutcome(account, reference, paid is not None, balance)
 
 
 async def import_csv(

@@ -10,6 +10,8 @@ import asyncpg
 
 from headend.audit import audit
 from headend.inventory import find_meter
+from headend.store.billing import insert_replacement, move_account_to_new_meter
+from headend.store.vee import resolve_meter_holds
 
 
 async def record_replacement(
@@ -25,7 +27,8 @@ async def record_replacement(
     """Record that meter ``new`` (name or address) replaced ``old`` at ``at``; returns the record id.
 
     The new meter takes over the old one's account; the old one leaves the account and the polling
-    inventory. Billing splits any period containing ``at`` at these register values. Audited."""
+    inventory. Billing splits any period containing ``at`` at these register values; the old meter's
+    holds are resolved. Audited."""
     if at.tzinfo is None:
         raise ValueError("the replacement time needs a UTC offset")
     if not final or set(final) != set(initial):
@@ -35,22 +38,11 @@ async def record_replacement(
     final_text = {k: str(v) for k, v in final.items()}
     initial_text = {k: str(v) for k, v in initial.items()}
     async with conn.transaction():
-        record_id = await conn.fetchval(
-            """INSERT INTO meter_replacements
-                   (old_meter_id, new_meter_id, replaced_at, final_kwh, initial_kwh, operator)
-               VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6) RETURNING id""",
-            old_id,
-            new_id,
-            at,
-            json.dumps(final_text),
-            json.dumps(initial_text),
-            operator,
+        record_id = await insert_replacement(
+            conn, old_id, new_id, at, json.dumps(final_text), json.dumps(initial_text), operator
         )
-        account = await conn.fetchval("SELECT account_id FROM meters WHERE id = $1", old_id)
-        await conn.execute(
-            "UPDATE meters SET account_id = coalesce(account_id, $2) WHERE id = $1", new_id, account
-        )
-        await conn.execute("UPDATE meters SET account_id = NULL, enabled = false WHERE id = $1", old_id)
+        await move_account_to_new_meter(conn, old_id, new_id)
+        await resolve_meter_holds(conn, old_id, operator, f"replaced by {new_label}")
         await audit(
             conn,
             operator,
@@ -60,4 +52,4 @@ async def record_replacement(
             f"replaced by {new_label}",
             {"at": at.isoformat(), "final": final_text, "initial": initial_text},
         )
-    return int(record_id)
+    return record_id

@@ -1,43 +1,36 @@
-"""Scheduled prepaid billing: balances follow the stored readings, so arrears follow consumption.
+"""Scheduled billing: validate what was stored, then bill prepaid balances up to the validated readings.
 
 In the daemon: ``[engine] services = ["headend.billing.service:run", ...]``, every
-``[billing] run_every``. Each pass bills every active prepaid account with a tariff from where its
-balance was last billed (or its first reading) up to the latest interval all its meters have read.
-Charges are idempotent per period; a period with a missing register reading charges nothing and
-is retried on the next pass.
+``[billing] run_every``. Each pass checks the meter number of meters not checked for
+``[billing] identity_every`` (a different device at the address holds the meter), validates the
+energy readings stored since the last pass (headend.billing.vee), then bills every active prepaid
+account with a tariff from where its balance was last billed (or its first reading, or the start of
+its meter assignment) up to where all its meters are validated. Charges are idempotent per period;
+a period with a missing reading or a held meter charges nothing, says why and is retried on the next
+pass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
 
 from headend.billing.charging import BillingError, bill_account
+from headend.billing.tariff import TariffError
+from headend.billing.vee import check_identities, validate_new
+from headend.drivers.base import MeterDriver, NotSupported
+from headend.drivers.dlt645 import Dlt645Driver
 from headend.services import ServiceHost
+from headend.store.billing import due_prepaid
+from headend.store.vee import count_open_holds
 
 log = logging.getLogger(__name__)
-
-_DUE = """
-WITH latest AS (
-    SELECT m.account_id, m.id AS meter_id,
-           (SELECT max(r.ts) FROM readings r WHERE r.meter_id = m.id AND r.quantity_id = q.id
-                AND r.value IS NOT NULL) AS last_ts,
-           (SELECT min(r.ts) FROM readings r WHERE r.meter_id = m.id AND r.quantity_id = q.id
-                AND r.value IS NOT NULL) AS first_ts
-    FROM meters m CROSS JOIN (SELECT id FROM quantities WHERE name = 'energy_import_kwh') q
-    WHERE m.account_id IS NOT NULL
-)
-SELECT a.id, a.number, b.billed_until, max(l.first_ts) AS first_ts, min(l.last_ts) AS last_ts,
-       bool_and(l.last_ts IS NOT NULL) AS every_meter_read
-FROM accounts a JOIN latest l ON l.account_id = a.id LEFT JOIN balances b ON b.account_id = a.id
-WHERE a.active AND a.kind = 'prepaid' AND a.tariff_id IS NOT NULL
-GROUP BY a.id, a.number, b.billed_until ORDER BY a.id
-"""
 
 
 @dataclass(frozen=True)
@@ -52,25 +45,49 @@ class BilledPeriod:
 
 
 async def bill_due_prepaid(conn: asyncpg.Connection) -> list[BilledPeriod]:
-    """Bill every prepaid account's readings since it was last billed; returns what was attempted."""
+    """Validate new readings, then bill every prepaid account's readings since it was last billed."""
+    report = await validate_new(conn)
+    for meter_id, reason in report.holds:
+        log.warning("billing hold", extra={"meter_id": meter_id, "reason": reason})
     periods = []
-    for row in await conn.fetch(_DUE):
+    for row in await due_prepaid(conn):
         start, end = row["billed_until"] or row["first_ts"], row["last_ts"]
-        if not row["every_meter_read"] or start is None or end <= start:
+        if not row["every_meter_read"] or start is None or end is None or end <= start:
             continue
         try:
             amount = await bill_account(conn, row["id"], start, end)
-        except BillingError as exc:
+        except (BillingError, TariffError) as exc:
             periods.append(BilledPeriod(row["number"], start, end, None, str(exc)))
             continue
         periods.append(BilledPeriod(row["number"], start, end, amount))
     return periods
 
 
+async def _read_meter_number(driver: MeterDriver) -> str:
+    """The DL/T 645 meter number (04 00 04 02); other protocols have no standard one."""
+    if not isinstance(driver, Dlt645Driver):
+        raise NotSupported("only DL/T 645 meters report a meter number")
+    return str(await driver.read_di("04000402"))
+
+
+def _meter_number(engine: ServiceHost) -> Callable[[int], Awaitable[str]]:
+    """Reads a meter's number through its bus worker."""
+
+    async def read(meter_id: int) -> str:
+        return str(await engine.control(meter_id, _read_meter_number, exchanges=1))
+
+    return read
+
+
 async def run_pass(engine: ServiceHost) -> list[BilledPeriod]:
     """One scheduled billing pass on the engine's pool, each attempt logged; returns the attempts."""
     async with engine.pool.acquire() as conn:
+        await validate_new(conn)  # the identity check holds from the last validated reading on
+        every = timedelta(seconds=engine.config.billing.identity_every)
+        for meter_id, reason in await check_identities(conn, _meter_number(engine), datetime.now(UTC), every):
+            log.warning("billing hold", extra={"meter_id": meter_id, "reason": reason})
         periods = await bill_due_prepaid(conn)
+        engine.metrics.billing_holds.set(await count_open_holds(conn))
     for period in periods:
         log.log(
             logging.INFO if period.error is None else logging.WARNING,
@@ -86,10 +103,11 @@ async def run_pass(engine: ServiceHost) -> list[BilledPeriod]:
 
 
 async def run(engine: ServiceHost) -> None:
-    """Run a billing pass every ``[billing] run_every`` until the daemon stops."""
+    """Run a billing pass every ``[billing] run_every`` until the daemon stops; failures are counted."""
     while True:
         try:
             await run_pass(engine)
         except Exception:
+            engine.metrics.failed_passes.labels("billing").inc()
             log.exception("billing pass failed")
         await asyncio.sleep(engine.config.billing.run_every)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -15,14 +16,29 @@ from headend import limits
 from headend.billing.charging import BillingError, bill_account
 from headend.billing.payments import PaymentError, PaymentOutcome, import_csv, parse_amount, record_payment
 from headend.billing.tariff import TariffError
+from headend.billing.vee import HoldError, resolve_hold, validate_new
 from headend.commands.auth import OperatorOption, login
 from headend.commands.common import DsnOption, fail, run_with_conn
+from headend.config import ConfigError, HeadendConfig, load_config
 from headend.operators import OperatorError
 from headend.store.accounts import account_statuses, billable_accounts
+from headend.store.vee import open_holds
 
 billing_app = typer.Typer(
     help="Billing: payments, account status, billing runs, meter replacement.", no_args_is_help=True
 )
+ConfigOption = typer.Option(
+    None, "--config", "-c", help="Config file (default: $HEADEND_CONFIG, else defaults)."
+)
+
+
+def _config(path: Path | None) -> HeadendConfig:
+    """The configuration from ``--config``, else ``$HEADEND_CONFIG``, else the defaults."""
+    chosen = path or (Path(os.environ["HEADEND_CONFIG"]) if os.environ.get("HEADEND_CONFIG") else None)
+    try:
+        return load_config(chosen)
+    except ConfigError as exc:
+        fail(str(exc))
 
 
 @billing_app.command("pay")
@@ -136,23 +152,29 @@ def status(account: str | None = typer.Argument(None), dsn: str | None = DsnOpti
 def bill(
     start: datetime = typer.Option(..., "--from", help="Period start (ISO, UTC if no offset)."),
     end: datetime = typer.Option(..., "--to", help="Period end."),
-    due_days: int = typer.Option(15, help="Postpaid bills are due this many days after --to."),
+    due_days: int | None = typer.Option(
+        None, help="Postpaid bills are due this many days after --to (default: [billing] due_days)."
+    ),
+    config: Path | None = ConfigOption,
     dsn: str | None = DsnOption,
 ) -> None:
-    """Bill every active account with a tariff for one period (once per period); exit 1 if any failed."""
+    """Validate new readings, then bill every active account with a tariff for one period (once per
+    period); exit 1 if any account was not billed."""
     start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
     if end <= start:
         fail(f"--to {end.isoformat()} must be after --from {start.isoformat()}")
+    days = due_days if due_days is not None else _config(config).billing.due_days
     try:
-        limits.days(due_days, "--due-days")
+        limits.days(days, "--due-days")
     except ValueError as exc:
         fail(str(exc))
 
     async def run(conn: asyncpg.Connection) -> int:
         failed = 0
+        await validate_new(conn)
         for acc in await billable_accounts(conn):
             try:
-                amount = await bill_account(conn, acc["id"], start, end, due_days=due_days)
+                amount = await bill_account(conn, acc["id"], start, end, due_days=days)
                 typer.echo(f"{acc['number']}: {amount}")
             except (BillingError, TariffError) as exc:
                 failed += 1
@@ -161,6 +183,109 @@ def bill(
 
     if run_with_conn(dsn, run):
         raise typer.Exit(1)
+
+
+@billing_app.command("holds")
+def holds(
+    meter: str | None = typer.Argument(None, help="Only this meter (name or address)."),
+    dsn: str | None = DsnOption,
+) -> None:
+    """Registers held for unresolved suspect data (billing and automatic disconnection wait), as JSON
+    lines with the reason."""
+    from headend.inventory import InventoryError, find_meter
+
+    async def work(conn: asyncpg.Connection) -> list[dict[str, object]]:
+        meter_id = None if meter is None else (await find_meter(conn, meter))[0]
+        return [dict(r) for r in await open_holds(conn, meter_id)]
+
+    try:
+        rows = run_with_conn(dsn, work)
+    except InventoryError as exc:
+        fail(str(exc))
+    if not rows:
+        typer.echo("no holds")
+    for row in rows:
+        typer.echo(json.dumps(row, default=str))
+
+
+@billing_app.command("resolve")
+def resolve(
+    hold: int = typer.Argument(..., help="Hold id (see `headend billing holds`)."),
+    resolution: str = typer.Argument(..., help="accepted | replaced | corrected"),
+    reason: str = typer.Option(..., "--reason", help="Why (recorded in the audit log)."),
+    final: float | None = typer.Option(None, help="replaced: the old register's final value (kWh)."),
+    initial: float | None = typer.Option(None, help="replaced: the new register's initial value (kWh)."),
+    value: float | None = typer.Option(None, help="corrected: the right value of the first suspect reading."),
+    operator: str = OperatorOption,
+    dsn: str | None = DsnOption,
+) -> None:
+    """Resolve a hold: the data is real (accepted), the meter was swapped in place (replaced: billing
+    splits there), or the first suspect reading is corrected (estimated). An operator with the admin
+    role, as for recording a meter replacement."""
+    try:
+        limits.db_id(hold, "hold id")
+        for option, given in (("--final", final), ("--initial", initial), ("--value", value)):
+            if given is not None:
+                limits.finite(given, option, 0.0, float(limits.MAX_REGISTER_KWH))
+    except ValueError as exc:
+        fail(str(exc))
+    admin = login(operator)
+
+    async def work(conn: asyncpg.Connection) -> None:
+        await admin.sign_in(conn, "admin")
+        await resolve_hold(
+            conn,
+            hold,
+            resolution,
+            operator=admin.operator_id,
+            reason=reason,
+            final=final,
+            initial=initial,
+            corrected=value,
+        )
+
+    try:
+        run_with_conn(dsn, work)
+    except (HoldError, OperatorError, asyncpg.InsufficientPrivilegeError) as exc:
+        fail(str(exc))
+    typer.echo(f"hold {hold} {resolution}")
+
+
+@billing_app.command("adjust", context_settings={"ignore_unknown_options": True})  # amount -12.50
+def adjust_command(
+    account: str,
+    amount: str = typer.Argument(..., help="Signed: 12.50 credits the account, -12.50 debits it."),
+    ref: str = typer.Option(..., "--ref", help="Adjustment reference (idempotent)."),
+    reason: str = typer.Option(
+        ..., "--reason", help="Why (refund, correction ...), in the ledger and audit log."
+    ),
+    operator: str = OperatorOption,
+    dsn: str | None = DsnOption,
+) -> None:
+    """A ledger adjustment (refund or correction) with reason and operator, once per reference (an
+    operator with the cashier role)."""
+    from headend.billing.adjustments import adjust, parse_signed_amount
+
+    cashier = login(operator)
+
+    async def work(conn: asyncpg.Connection) -> tuple[bool, Decimal]:
+        await cashier.sign_in(conn, "cashier")
+        return await adjust(
+            conn,
+            account,
+            parse_signed_amount(amount),
+            reference=ref,
+            reason=reason,
+            operator=cashier.operator_id,
+        )
+
+    try:
+        recorded, balance = run_with_conn(dsn, work)
+    except (PaymentError, OperatorError, asyncpg.InsufficientPrivilegeError) as exc:
+        fail(str(exc))
+    typer.echo(
+        f"{account}: adjustment {ref} {'recorded' if recorded else 'already recorded'}; balance {balance}"
+    )
 
 
 def register(app: typer.Typer) -> None:

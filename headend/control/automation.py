@@ -1,8 +1,11 @@
 """One automatic fee-control run: update arrears flags, then create disconnect/reconnect commands through
-the safety policy; refusals and halts are written to the audit log with their rule."""
+the safety policy. Each account and meter is handled on its own (a savepoint): a failure is counted,
+logged and reported, and the rest of the run goes on. Refusals and halts are audited when they start or
+change, not on every run."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -12,30 +15,43 @@ import asyncpg
 
 from headend.audit import audit
 from headend.billing.arrears import AccountPosition, arrears_state
-from headend.control.safety import Candidate, CapExceeded, SafetySettings, evaluate_run
+from headend.control.safety import Candidate, CapExceeded, Decision, SafetySettings, evaluate_run
 from headend.control.store import create_command
+from headend.store import feecontrol as store
+from headend.store.feecontrol import HALT_KEY
+from headend.vocabulary import ReconnectMode
 
 SYSTEM = "system"
-HALT_KEY = "fee_control_halted"  # headend_settings row present while automation is halted by a cap
+__all__ = ["HALT_KEY", "SYSTEM", "RunReport", "halted_by", "resume", "run_once"]
 
-_ACCOUNTS = """
-SELECT a.id, a.number, a.kind, a.credit_limit, a.grace_days, a.arrears, a.arrears_since, a.notice_sent_at,
-       a.protected, coalesce(b.balance, 0) AS balance,
-       (SELECT min(due_at) FROM bills WHERE account_id = a.id AND paid_at IS NULL) AS oldest_unpaid_due
-FROM accounts a LEFT JOIN balances b ON b.account_id = a.id
-WHERE a.active ORDER BY a.id"""
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class RunReport:
-    """What one run did."""
+    """What one run did; ``failures`` are (stage, account or meter, error) the run went past."""
 
     flagged: list[str] = field(default_factory=list)
     cleared: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     commands: list[int] = field(default_factory=list)
     refused: list[tuple[int, str]] = field(default_factory=list)
+    failures: list[tuple[str, str, str]] = field(default_factory=list)
     halted: str | None = None
+
+
+class CommandConflict(RuntimeError):
+    """The meter already has an open command: this one waits for the next run."""
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A command automation wants: the candidate, its idempotency key and the reconnect mode."""
+
+    candidate: Candidate
+    key: str
+    dry_run_key: str
+    mode: ReconnectMode = "close"
 
 
 async def _audit(
@@ -44,73 +60,82 @@ async def _audit(
     await audit(conn, SYSTEM, action, entity, entity_id, reason, details)
 
 
-async def _update_flags(
-    conn: asyncpg.Connection, now: datetime, notice: timedelta, report: RunReport
+async def _update_flag(
+    conn: asyncpg.Connection,
+    acc: asyncpg.Record,
+    now: datetime,
+    notice: timedelta,
+    minimum: Decimal,
+    report: RunReport,
 ) -> None:
-    for acc in await conn.fetch(_ACCOUNTS):
-        position = AccountPosition(
-            acc["kind"],
-            Decimal(acc["balance"]),
-            Decimal(acc["credit_limit"]),
-            acc["grace_days"],
-            acc["oldest_unpaid_due"],
-            acc["notice_sent_at"],
-        )
-        state = arrears_state(position, now, notice)
-        evidence = {"balance": str(acc["balance"]), "oldest_unpaid_due": acc["oldest_unpaid_due"]}
-        if state == "notice":
-            await conn.execute("UPDATE accounts SET notice_sent_at = $2 WHERE id = $1", acc["id"], now)
-            await _audit(conn, "account.notice", "account", acc["number"], "arrears warning", evidence)
-            report.notices.append(acc["number"])
-        elif state == "arrears" and not acc["arrears"]:
-            await conn.execute(
-                "UPDATE accounts SET arrears = true, arrears_since = $2 WHERE id = $1", acc["id"], now
-            )
-            await _audit(conn, "account.arrears_flagged", "account", acc["number"], "arrears", evidence)
-            report.flagged.append(acc["number"])
-        elif state == "clear" and (acc["arrears"] or acc["notice_sent_at"] is not None):
-            await conn.execute(
-                "UPDATE accounts SET arrears = false, notice_sent_at = NULL WHERE id = $1", acc["id"]
-            )
-            await _audit(conn, "account.arrears_cleared", "account", acc["number"], "paid", evidence)
-            report.cleared.append(acc["number"])
-
-
-async def _candidates(conn: asyncpg.Connection) -> list[tuple[Candidate, str]]:
-    """Meters with a relay that need a command: (candidate, idempotency key of this arrears episode)."""
-    rows = await conn.fetch(
-        """SELECT m.id AS meter_id, m.protected OR a.protected AS protected, a.arrears, a.arrears_since,
-                  a.id AS acc
-           FROM meters m JOIN accounts a ON a.id = m.account_id
-           WHERE m.has_relay AND m.enabled AND a.arrears_since IS NOT NULL ORDER BY m.id"""
+    position = AccountPosition(
+        acc["kind"],
+        Decimal(acc["balance"]),
+        Decimal(acc["credit_limit"]),
+        acc["grace_days"],
+        acc["oldest_unpaid_due"],
+        acc["notice_sent_at"],
+        None if acc["unpaid"] is None else Decimal(acc["unpaid"]),
     )
-    wanted: list[tuple[Candidate, str]] = []
-    for row in rows:
+    state = arrears_state(position, now, notice, minimum)
+    evidence = {"balance": str(acc["balance"]), "oldest_unpaid_due": acc["oldest_unpaid_due"]}
+    if state == "notice":
+        await store.set_notice(conn, acc["id"], now)
+        await _audit(conn, "account.notice", "account", acc["number"], "arrears warning", evidence)
+        report.notices.append(acc["number"])
+    elif state == "arrears" and not acc["arrears"]:
+        await store.flag_arrears(conn, acc["id"], now)
+        await _audit(conn, "account.arrears_flagged", "account", acc["number"], "arrears", evidence)
+        report.flagged.append(acc["number"])
+    elif state == "clear" and (acc["arrears"] or acc["notice_sent_at"] is not None):
+        await store.clear_arrears(conn, acc["id"])
+        await _audit(conn, "account.arrears_cleared", "account", acc["number"], "paid", evidence)
+        report.cleared.append(acc["number"])
+
+
+async def _update_flags(
+    conn: asyncpg.Connection, now: datetime, notice: timedelta, minimum: Decimal, report: RunReport
+) -> None:
+    for acc in await store.account_positions(conn):
+        try:
+            async with conn.transaction():
+                await _update_flag(conn, acc, now, notice, minimum, report)
+        except (asyncpg.PostgresError, ArithmeticError) as exc:
+            report.failures.append(("flags", acc["number"], f"{type(exc).__name__}: {exc}"))
+
+
+async def _candidates(conn: asyncpg.Connection, settings: SafetySettings) -> list[Wanted]:
+    """Meters with a relay that need a command in their arrears episode (one disconnect, one reconnect
+    per episode; a dry run has keys of its own so it leaves the episode open)."""
+    wanted: list[Wanted] = []
+    for row in await store.episode_meters(conn):
         episode = f"{row['acc']}:{row['meter_id']}:{row['arrears_since'].isoformat()}"
         disconnect_key, reconnect_key = f"arrears:{episode}", f"paid:{episode}"
-        done = {
-            r["idempotency_key"]
-            for r in await conn.fetch(
-                "SELECT idempotency_key FROM commands WHERE idempotency_key = ANY($1::text[])",
-                [disconnect_key, reconnect_key],
-            )
-        }
+        dry_disconnect, dry_reconnect = f"dryrun:{disconnect_key}", f"dryrun:{reconnect_key}"
+        done = await store.existing_keys(conn, [disconnect_key, reconnect_key, dry_disconnect, dry_reconnect])
+        # Modbus relays have no close-allowed: they are closed directly
+        mode = "close" if row["protocol"] == "modbus" else row["reconnect_mode"] or settings.reconnect_mode
         if row["arrears"] and disconnect_key not in done:
-            wanted.append((Candidate(row["meter_id"], "disconnect", row["protected"]), disconnect_key))
+            if settings.dry_run and dry_disconnect in done:
+                continue
+            candidate = Candidate(row["meter_id"], "disconnect", row["protected"], row["hold"])
+            wanted.append(Wanted(candidate, disconnect_key, dry_disconnect))
         elif not row["arrears"] and disconnect_key in done and reconnect_key not in done:
-            wanted.append((Candidate(row["meter_id"], "reconnect"), reconnect_key))
+            if settings.dry_run and dry_reconnect in done:
+                continue
+            wanted.append(Wanted(Candidate(row["meter_id"], "reconnect"), reconnect_key, dry_reconnect, mode))
     return wanted
 
 
 async def halted_by(conn: asyncpg.Connection) -> str | None:
     """The cap rule that halted automatic disconnection, or None; it stays until ``resume``."""
-    return await conn.fetchval("SELECT value FROM headend_settings WHERE key = $1", HALT_KEY)
+    return await store.halted_by(conn)
 
 
 async def resume(conn: asyncpg.Connection, operator: str, reason: str) -> str | None:
     """Lift a cap halt (audited with the operator and reason); returns the rule lifted, or None."""
     async with conn.transaction():
-        rule = await conn.fetchval("DELETE FROM headend_settings WHERE key = $1 RETURNING value", HALT_KEY)
+        rule = await store.lift_halt(conn)
         if rule is not None:
             await audit(
                 conn, operator, "automation.resumed", "automation", "arrears", reason, {"halted_by": rule}
@@ -118,67 +143,96 @@ async def resume(conn: asyncpg.Connection, operator: str, reason: str) -> str | 
     return rule
 
 
+async def _refuse(
+    conn: asyncpg.Connection,
+    wanted: Wanted,
+    decision: Decision,
+    known: dict[int, tuple[str, str]],
+    now: datetime,
+    report: RunReport,
+) -> None:
+    """Record a refusal; audited only when it is new for the meter or its rule changed."""
+    meter_id, rule = wanted.candidate.meter_id, decision.rule or ""
+    report.refused.append((meter_id, rule))
+    if known.get(meter_id) == (wanted.candidate.action, rule):
+        return
+    await store.set_refusal(conn, meter_id, wanted.candidate.action, rule, now)
+    await _audit(
+        conn,
+        "command.refused",
+        "meter",
+        meter_id,
+        rule,
+        {"action": wanted.candidate.action, "reason": decision.reason},
+    )
+
+
+async def _create(conn: asyncpg.Connection, wanted: Wanted, decision: Decision, now: datetime) -> int:
+    candidate = wanted.candidate
+    if candidate.action == "reconnect":
+        await store.cancel_pending_disconnects(conn, candidate.meter_id)
+    busy = await store.open_command(conn, candidate.meter_id)
+    if busy is not None:
+        raise CommandConflict(
+            f"meter {candidate.meter_id} has open command {busy['id']} ({busy['action']}, {busy['cause']});"
+            f" the {candidate.action} waits for it"
+        )
+    command_id = await create_command(
+        conn,
+        meter_id=candidate.meter_id,
+        action=candidate.action,
+        cause="arrears" if candidate.action == "disconnect" else "payment",
+        operator=SYSTEM,
+        idempotency_key=wanted.dry_run_key if decision.dry_run else wanted.key,
+        now=now,
+        requires_approval=decision.needs_approval,
+        dry_run=decision.dry_run,
+        reconnect_mode=wanted.mode,
+    )
+    return command_id
+
+
 async def run_once(
-    conn: asyncpg.Connection, settings: SafetySettings, now: datetime, *, notice: timedelta = timedelta(0)
+    conn: asyncpg.Connection,
+    settings: SafetySettings,
+    now: datetime,
+    *,
+    notice: timedelta = timedelta(0),
+    minimum: Decimal = Decimal(0),
 ) -> RunReport:
-    """Update arrears flags and create the commands they call for, all under the safety policy.
+    """Update arrears flags (never for less than ``minimum`` owed, warning ``notice`` ahead) and create
+    the commands they call for, all under the safety policy.
 
     A cap that would be passed halts automatic disconnection and latches: later runs create
     reconnects only until an operator calls ``resume``; ``report.halted`` names the rule."""
     report = RunReport()
     async with conn.transaction():
-        await _update_flags(conn, now, notice, report)
-        wanted = await _candidates(conn)
-        sent_last_hour = await conn.fetchval(
-            "SELECT count(*) FROM commands WHERE operator = $1 AND action = 'disconnect' AND created_at > $2",
-            SYSTEM,
-            now - timedelta(hours=1),
-        )
+        await _update_flags(conn, now, notice, minimum, report)
+        wanted = await _candidates(conn, settings)
+        sent_last_hour = await store.disconnects_since(conn, SYSTEM, now - timedelta(hours=1))
         report.halted = await halted_by(conn)
         if report.halted is not None:  # latched: reconnects only, until an operator resumes
-            wanted = [w for w in wanted if w[0].action == "reconnect"]
+            wanted = [w for w in wanted if w.candidate.action == "reconnect"]
         try:
-            decisions = evaluate_run(settings, [c for c, _ in wanted], now, sent_last_hour)
+            decisions = evaluate_run(settings, [w.candidate for w in wanted], now, sent_last_hour)
         except CapExceeded as exc:
-            await conn.execute(
-                "INSERT INTO headend_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-                HALT_KEY,
-                exc.rule,
-            )
+            await store.latch_halt(conn, exc.rule)
             await _audit(conn, "automation.halted", "automation", "arrears", exc.rule, {"alarm": str(exc)})
             report.halted = exc.rule
-            wanted = [w for w in wanted if w[0].action == "reconnect"]
-            decisions = evaluate_run(settings, [c for c, _ in wanted], now, sent_last_hour)
-        for (candidate, key), decision in zip(wanted, decisions, strict=True):
-            if not decision.allowed:
-                await _audit(
-                    conn,
-                    "command.refused",
-                    "meter",
-                    candidate.meter_id,
-                    decision.rule or "",
-                    {"action": candidate.action, "reason": decision.reason},
-                )
-                report.refused.append((candidate.meter_id, decision.rule or ""))
-                continue
-            if candidate.action == "reconnect":
-                await conn.execute(
-                    "UPDATE commands SET state = 'cancelled', last_error = 'arrears cleared' "
-                    "WHERE meter_id = $1 AND action = 'disconnect' AND state = 'pending'",
-                    candidate.meter_id,
-                )
-            cause = "arrears" if candidate.action == "disconnect" else "payment"
-            report.commands.append(
-                await create_command(
-                    conn,
-                    meter_id=candidate.meter_id,
-                    action=candidate.action,
-                    cause=cause,
-                    operator=SYSTEM,
-                    idempotency_key=key,
-                    now=now,
-                    requires_approval=decision.needs_approval,
-                    dry_run=decision.dry_run,
-                )
-            )
+            wanted = [w for w in wanted if w.candidate.action == "reconnect"]
+            decisions = evaluate_run(settings, [w.candidate for w in wanted], now, sent_last_hour)
+        known = await store.refusals(conn)
+        for item, decision in zip(wanted, decisions, strict=True):
+            try:
+                async with conn.transaction():
+                    if not decision.allowed:
+                        await _refuse(conn, item, decision, known, now, report)
+                        continue
+                    report.commands.append(await _create(conn, item, decision, now))
+            except (CommandConflict, asyncpg.PostgresError) as exc:
+                report.failures.append(("command", str(item.candidate.meter_id), str(exc)))
+        refused_now = {meter for meter, _ in report.refused}
+        await store.drop_refusals(conn, [m for m in known if m not in refused_now])
+    for stage, entity, error in report.failures:
+        log.warning("fee control: %s %s skipped: %s", stage, entity, error)
     return report

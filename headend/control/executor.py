@@ -10,8 +10,9 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from headend.drivers.base import RelayState
 from headend.store.commands import claim_execution, get_command, release_execution, transition
-from headend.vocabulary import SWITCH_OPERATION, SwitchOperation
+from headend.vocabulary import RECONNECT_OPERATION, SWITCH_OPERATION, SwitchOperation
 
 DRIVER_ACTION = SWITCH_OPERATION  # relay action -> the operation the driver performs
 RETRY_BACKOFF = timedelta(seconds=30)
@@ -31,8 +32,18 @@ class RelayDriver(Protocol):
     async def relay_state(self) -> Any: ...
 
 
-def _reached(action: str, relay_open: bool) -> bool:
-    return relay_open if action == "disconnect" else not relay_open
+def driver_action(command: asyncpg.Record) -> SwitchOperation:
+    """What the driver is asked: off, on (direct close) or close_allowed (the customer presses the button)."""
+    if command["action"] == "reconnect":
+        return RECONNECT_OPERATION[command["reconnect_mode"]]
+    return DRIVER_ACTION[command["action"]]
+
+
+def _reached(action: SwitchOperation, state: RelayState) -> bool:
+    """Read-back: status bit 4 (relay open) for off/on, bit 6 (commanded open) for close-allowed."""
+    if action == "close_allowed":
+        return state.command_open is False
+    return bool(state.open) if action == "off" else not state.open
 
 
 async def execute(
@@ -88,7 +99,7 @@ async def _drive(
     if row["state"] == "sent":
         state = await driver.relay_state()
         evidence = {"resumed": True, "state": state.to_json()}
-        if _reached(row["action"], state.open):
+        if _reached(driver_action(row), state):
             return await _move(conn, row, "confirmed", actor=actor, evidence=evidence)
         error = "not confirmed after restart"
         moved = await _move(conn, row, "pending", actor=actor, error=error, evidence=evidence)
@@ -109,7 +120,7 @@ async def _drive(
     sent = await _row(conn, command_id)
     retry_at = now() + RETRY_BACKOFF * (row["attempts"] + 1)
     try:
-        result = await driver.switch(DRIVER_ACTION[row["action"]], operator=operator_code(row["operator"]))
+        result = await driver.switch(driver_action(row), operator=operator_code(row["operator"]))
     except Exception as exc:  # a driver error must not lose the command: retry after backoff
         error = f"{type(exc).__name__}: {exc}"
         return await _move(conn, sent, "pending", actor=actor, error=error, next_attempt_at=retry_at)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
 from headend.config import SafetyConfig
+from headend.vocabulary import ReconnectMode
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class SafetySettings:
     max_per_run: int = 20
     approval_above: int = 10
     dry_run: bool = False
+    reconnect_mode: ReconnectMode = "close"  # or "close_allowed": the customer presses the button
+    reconnect_on_mismatch: bool = False  # a paying customer's relay found open is closed again
 
 
 def settings_from_config(config: SafetyConfig) -> SafetySettings:
@@ -33,6 +36,8 @@ def settings_from_config(config: SafetyConfig) -> SafetySettings:
         max_per_run=config.max_per_run,
         approval_above=config.approval_above,
         dry_run=config.dry_run,
+        reconnect_mode=config.reconnect_mode,
+        reconnect_on_mismatch=config.reconnect_on_mismatch,
     )
 
 
@@ -43,6 +48,7 @@ class Candidate:
     meter_id: int
     action: str  # 'disconnect' | 'reconnect'
     protected: bool = False
+    hold: str | None = None  # why the meter's data is held (unresolved suspect readings)
 
 
 @dataclass(frozen=True)
@@ -88,17 +94,21 @@ def evaluate_run(
 ) -> list[Decision]:
     """Decide every candidate of one automatic run; raises CapExceeded when a cap would be passed.
 
-    Reconnects are never blocked by windows or protection; they do count towards nothing.
+    Reconnects are never blocked by windows, protection or holds, count towards nothing and are never
+    dry runs (a customer who pays during a dry run is reconnected).
     """
     window = window_rule(settings, now)
     decisions: list[Decision] = []
     disconnects = 0
     for candidate in candidates:
-        if candidate.action == "reconnect":
-            decisions.append(Decision(True, dry_run=settings.dry_run))
+        if candidate.action == "reconnect":  # restoring supply is never a rehearsal: dry run cuts nobody
+            decisions.append(Decision(True))
             continue
         if candidate.protected:
             decisions.append(Decision(False, "protected", f"meter {candidate.meter_id} is protected"))
+            continue
+        if candidate.hold is not None:
+            decisions.append(Decision(False, "hold.suspect_data", f"billing data held: {candidate.hold}"))
             continue
         if window is not None:
             decisions.append(Decision(False, window, f"automatic disconnection not allowed ({window})"))

@@ -1,18 +1,25 @@
 """Fee control inside the daemon (``[engine] services = ["headend.control.service:run"]``): every pass
-runs the arrears automation, then executes due commands on the meters' channel workers at top priority."""
+runs the arrears automation, executes due commands on the meters' channel workers at top priority, then
+reconciles metered relay states with the command log. A failing account, meter or command is isolated:
+counted, logged, and the pass goes on."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import asyncpg
+
 from headend.control.automation import run_once
 from headend.control.executor import execute
+from headend.control.reconcile import reconcile
 from headend.control.safety import settings_from_config
 from headend.services import ServiceHost
+from headend.store.feecontrol import commands_open_since, count_mismatches, due_commands
 from headend.store.writer import UNAVAILABLE
 from headend.vocabulary import SwitchOperation
 
@@ -33,34 +40,51 @@ class EngineRelay:
         return await self.engine.control(self.meter_id, lambda d: d.relay_state())
 
 
+async def _execute_due(engine: ServiceHost, conn: asyncpg.Connection, now: datetime) -> list[tuple[int, str]]:
+    outcomes = []
+    for command_id in await due_commands(conn, now):
+        try:
+            state = await execute(
+                conn, command_id, lambda meter_id: EngineRelay(engine, meter_id), due_only=True
+            )
+        except Exception as exc:  # one meter's failure must not stop the others' commands
+            engine.metrics.fee_control_failures.labels("execute").inc()
+            log.error("command %s failed to execute: %s: %s", command_id, type(exc).__name__, exc)
+            continue
+        outcomes.append((command_id, state))
+    return outcomes
+
+
 async def run_pass(engine: ServiceHost, now: datetime) -> list[tuple[int, str]]:
     """One automation run plus one execution of every due command; returns (command id, end state).
 
     ``now`` carries the safety time zone: the quiet windows are judged on its local time."""
     settings = settings_from_config(engine.config.safety)
     notice = timedelta(seconds=engine.config.billing.notice_period)
+    minimum = Decimal(engine.config.billing.min_arrears)
     async with engine.pool.acquire() as conn:
-        report = await run_once(conn, settings, now, notice=notice)
+        report = await run_once(conn, settings, now, notice=notice, minimum=minimum)
+        for stage, _, _ in report.failures:
+            engine.metrics.fee_control_failures.labels(stage).inc()
         engine.metrics.fee_control_halted.set(1 if report.halted else 0)
         if report.halted:
             log.error("automatic disconnection halted by %s until `headend commands resume`", report.halted)
-        due = await conn.fetch(
-            """SELECT id FROM commands WHERE state IN ('pending', 'sent') AND next_attempt_at <= $1
-               AND (NOT requires_approval OR approved_by IS NOT NULL) ORDER BY id""",
-            now,
-        )
-        outcomes = []
-        for row in due:
-            state = await execute(
-                conn, row["id"], lambda meter_id: EngineRelay(engine, meter_id), due_only=True
-            )
-            outcomes.append((row["id"], state))
+        outcomes = await _execute_due(engine, conn, now)
+        try:
+            async with conn.transaction():
+                await reconcile(conn, now, reconnect_paying=settings.reconnect_on_mismatch)
+        except asyncpg.PostgresError as exc:
+            engine.metrics.fee_control_failures.labels("reconcile").inc()
+            log.error("relay reconciliation failed: %s", exc)
+        engine.metrics.relay_mismatches.set(await count_mismatches(conn))
+        stale = now - timedelta(seconds=engine.config.safety.pending_alarm)
+        engine.metrics.commands_stuck.set(await commands_open_since(conn, stale))
     return outcomes
 
 
 async def run(engine: ServiceHost) -> None:
-    """Run a pass every ``[safety] run_every`` until the daemon stops; a failing pass is retried next
-    time. A database outage is said once (when it starts), not once per pass."""
+    """Run a pass every ``[safety] run_every`` until the daemon stops; a failing pass is counted and
+    retried next time. A database outage is said once (when it starts), not once per pass."""
     waiting = False
     while True:
         try:
@@ -73,5 +97,6 @@ async def run(engine: ServiceHost) -> None:
                 )
             waiting = True
         except Exception:
+            engine.metrics.failed_passes.labels("fee_control").inc()
             log.exception("fee control pass failed")
         await asyncio.sleep(engine.config.safety.run_every)

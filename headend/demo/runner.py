@@ -83,6 +83,8 @@ def demo_config(options: DemoOptions, workdir: Path) -> HeadendConfig:
                 "night_end": "00:00",
                 "no_weekends": False,
             },
+            # the story disconnects as soon as the balance is negative: no notice, no minimum
+            "billing": {"notice_period": 0, "min_arrears": 0},
         },
         "demo",
     )

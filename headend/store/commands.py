@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from headend.store.audit import set_actor
+from headend.vocabulary import ReconnectMode
 
 COMMAND_LIFETIME = timedelta(hours=24)
 _EXECUTION_LOCK = 0x68650C01  # advisory lock class of "one executor per command"
@@ -30,14 +31,16 @@ async def create_command(
     requires_approval: bool = False,
     dry_run: bool = False,
     due_at: datetime | None = None,
+    reconnect_mode: ReconnectMode = "close",
 ) -> int:
     """Insert a pending command once per ``idempotency_key``; returns the id of the (existing) row.
 
-    ``due_at`` (default ``now``) is when the daemon may pick it up."""
+    ``due_at`` (default ``now``) is when the daemon may pick it up; ``reconnect_mode`` how a reconnect
+    closes the relay (fixed at creation)."""
     row = await conn.fetchrow(
         """INSERT INTO commands (meter_id, action, cause, operator, idempotency_key, requires_approval,
-                                 dry_run, next_attempt_at, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                 dry_run, next_attempt_at, expires_at, reconnect_mode)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
            ON CONFLICT (idempotency_key) DO NOTHING RETURNING id""",
         meter_id,
         action,
@@ -48,6 +51,7 @@ async def create_command(
         dry_run,
         due_at or now,
         now + COMMAND_LIFETIME,
+        reconnect_mode,
     )
     if row is not None:
         return int(row["id"])

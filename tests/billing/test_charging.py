@@ -77,7 +77,9 @@ async def test_postpaid_gets_a_bill_with_due_date(pg_dsn: str) -> None:
         assert await bill_account(conn, account, T0, T1, due_days=10) == Decimal("10.00")
         bill = await conn.fetchrow("SELECT amount, due_at FROM bills WHERE account_id = $1", account)
         assert bill["amount"] == Decimal("10.00") and bill["due_at"] == T1 + timedelta(days=10)
-        assert await conn.fetchval("SELECT count(*) FROM balances") == 0
+        # the bill is charged to the ledger (so the ledger always sums to the balance), unpaid until paid
+        assert await conn.fetchval("SELECT balance FROM balances") == Decimal("-10.00")
+        assert await conn.fetchval("SELECT paid_at FROM bills") is None
     finally:
         await conn.close()
 
@@ -133,5 +135,35 @@ async def test_a_period_across_a_meter_replacement_splits_at_final_and_initial(p
         assert tuple(audit) == ("tech9", "replaced by 2")
         with pytest.raises(asyncpg.UniqueViolationError):  # a meter is taken out once
             await record_replacement(conn, "1", "2", at=swap_at, final=final, initial=initial, operator="t9")
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [(4345.04, 1520.89), (7132.17, 7132.10)],  # an unrecorded swap; a register read back a little lower
+)
+async def test_a_decrease_far_from_the_top_is_never_billed_as_a_rollover(
+    pg_dsn: str, before: float, after: float
+) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        account = await _setup(conn, "prepaid", {"energy_import_t1_kwh": (before, after)})
+        await conn.execute("DELETE FROM tariff_prices WHERE register = 't2'")
+        with pytest.raises(BillingError, match="not a rollover"):
+            await bill_account(conn, account, T0, T1)
+        assert await conn.fetchval("SELECT count(*) FROM ledger") == 0
+    finally:
+        await conn.close()
+
+
+async def test_a_modbus_float_register_never_rolls_over(pg_dsn: str) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        account = await _setup(conn, "prepaid", {"energy_import_t1_kwh": (999990.5, 4.5)})
+        await conn.execute("DELETE FROM tariff_prices WHERE register = 't2'")
+        await conn.execute("UPDATE meters SET protocol = 'modbus', unit_id = 1")
+        with pytest.raises(BillingError, match="no wrap width"):
+            await bill_account(conn, account, T0, T1)
     finally:
         await conn.close()

@@ -41,6 +41,7 @@ async def test_arrears_and_payment_switch_a_modbus_relay(pg_dsn: str, tmp_path: 
             "events": {"enabled": False},
             "metrics": {"port": 0},
             "safety": {"no_weekends": False, "night_start": "00:00", "night_end": "00:00"},
+            "billing": {"notice_period": 0, "min_arrears": 0},  # relay mechanics, not the arrears rule
         },
         "test",
     )

@@ -48,6 +48,8 @@ def test_bulk_run_needs_approval_and_dry_run_is_carried() -> None:
     settings = SafetySettings(approval_above=2, dry_run=True)
     decisions = evaluate_run(settings, [Candidate(i, "disconnect") for i in range(3)], WEDNESDAY_NOON, 0)
     assert all(d.allowed and d.needs_approval and d.dry_run for d in decisions)
+    reconnect = evaluate_run(settings, [Candidate(9, "reconnect")], WEDNESDAY_NOON, 0)
+    assert reconnect[0].allowed and not reconnect[0].dry_run  # a paying customer is never left off
     small = evaluate_run(settings, [Candidate(1, "disconnect")], WEDNESDAY_NOON, 0)
     assert not small[0].needs_approval
 

@@ -50,6 +50,7 @@ async def test_arrears_disconnects_and_payment_reconnects_via_engine(pg_dsn: str
             "events": {"enabled": False},
             "metrics": {"port": 0},
             "safety": {"no_weekends": False, "night_start": "00:00", "night_end": "00:00"},
+            "billing": {"notice_period": 0, "min_arrears": 0},  # relay mechanics, not the arrears rule
         },
         "test",
     )
@@ -90,6 +91,7 @@ async def test_daemon_service_runs_a_pass_every_configured_interval(pg_dsn: str,
                 "night_end": "00:00",
                 "run_every": "200ms",
             },
+            "billing": {"notice_period": 0, "min_arrears": 0},
         },
         "test",
     )

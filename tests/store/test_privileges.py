@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -13,7 +13,10 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from headend.billing.accounts import add_account, assign_meter
+from headend.billing.adjustments import adjust
 from headend.billing.payments import record_payment
+from headend.billing.vee import resolve_hold, validate_new
 from headend.config import validate_config
 from headend.control.automation import HALT_KEY, resume, run_once
 from headend.control.executor import execute
@@ -28,10 +31,11 @@ from headend.operators import authenticate, hash_password
 from headend.secrets import MeterSecrets
 from headend.store import migrate as migrations
 from headend.store import operators as operator_store
-from headend.store.maintenance import run_maintenance
+from headend.store.maintenance import ensure_partitions, run_maintenance
 from headend.store.writer import Reading, ReadingWriter
 from headend.transport import open_channel
 from simulators import BusSpec, start_bus
+from tests.billing.helpers import add_reading
 from tests.support.operators import PASSWORD, add_operators
 
 WEDNESDAY_NOON = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
@@ -254,6 +258,7 @@ async def test_the_daemon_engine_runs_fee_control_under_its_login(
             "events": {"enabled": False},
             "metrics": {"port": 0},
             "safety": {"no_weekends": False, "night_start": "00:00", "night_end": "00:00"},
+            "billing": {"notice_period": 0},  # disconnect without the default notice
         },
         "test",
     )
@@ -270,10 +275,10 @@ async def test_the_daemon_engine_runs_fee_control_under_its_login(
             "INSERT INTO accounts (number, kind, credit_limit) VALUES ('A', 'prepaid', 0) RETURNING id"
         )
         await owner.execute(
-            "INSERT INTO ledger (account_id, kind, amount, idempotency_key) VALUES ($1, 'charge', -5, 's')",
+            "INSERT INTO ledger (account_id, kind, amount, idempotency_key) VALUES ($1, 'charge', -50, 's')",
             account,
-        )
-        await owner.execute("INSERT INTO balances (account_id, balance) VALUES ($1, -5)", account)
+        )  # above [billing] min_arrears
+        await owner.execute("INSERT INTO balances (account_id, balance) VALUES ($1, -50)", account)
         await owner.execute(
             "UPDATE meters SET account_id = $1 WHERE address = $2", account, bus.meters[0].address
         )
@@ -303,3 +308,113 @@ async def test_the_daemon_engine_runs_fee_control_under_its_login(
         await desk.close()
         await owner.close()
         await bus.stop()
+
+
+async def test_billing_records_are_written_by_their_roles_only(pg_dsn: str, logins: dict[str, str]) -> None:
+    """Billing's tables (0007) under the operators' rules (0008, 0010): the daemon validates and opens
+    holds but resolves nothing and changes no reading's value; a hold is resolved once by a signed-in
+    admin; adjustments are a cashier's; assignments an admin's; the ledger stays append-only."""
+    t0 = datetime(2026, 11, 2, tzinfo=UTC)
+    owner = await asyncpg.connect(pg_dsn)
+    daemon = await asyncpg.connect(logins["daemon"])
+    billing = await asyncpg.connect(logins["billing"])
+    reporting = await asyncpg.connect(logins["reporting"])
+    try:
+        await add_operators(owner, o1101="admin", o1102="cashier")
+        _, meter = await _fleet(owner, "000000000001")
+        await ensure_partitions(owner, t0 - timedelta(days=1), t0 + timedelta(days=2))
+        await add_reading(owner, meter, t0, 100.0)
+        await add_reading(owner, meter, t0 + timedelta(hours=1), 50.0)  # a swap, not a rollover
+
+        # the daemon's billing pass validates, marks the reading suspect and opens the hold
+        report = await validate_new(daemon)
+        assert [meter_id for meter_id, _ in report.holds] == [meter]
+        hold = await owner.fetchval("SELECT id FROM vee_holds WHERE resolved_at IS NULL")
+        assert await daemon.fetch("SELECT * FROM meter_assignments, register_restarts") == []
+        with pytest.raises(DENIED):  # no grant on restarts, and no operator on the daemon's connection
+            await resolve_hold(daemon, hold, "replaced", operator="1101", reason="swap", final=100, initial=0)
+        for statement in (
+            "UPDATE readings SET value = 0",
+            "DELETE FROM vee_holds",
+            "UPDATE vee_holds SET reason = 'nothing'",
+            "INSERT INTO ledger (account_id, kind, amount, idempotency_key) SELECT id, 'adjustment', 9, 'x'"
+            " FROM accounts",
+            "UPDATE accounts SET credit_limit = 1000",
+            "INSERT INTO tariffs (name, kind) VALUES ('free', 'flat')",
+        ):
+            with pytest.raises(DENIED):
+                await daemon.execute(statement)
+
+        # a cashier adjusts (ledger and balance in step) but resolves and assigns nothing
+        with pytest.raises(DENIED, match="admin role"):
+            await resolve_hold(
+                billing, hold, "replaced", operator="1102", reason="swap", final=100, initial=0
+            )
+        await authenticate(billing, "1102", PASSWORD, "cashier")
+        assert await adjust(
+            billing, "A1", Decimal("5"), reference="ADJ-1", reason="refund", operator="1102"
+        ) == (
+            True,
+            Decimal("-45.00"),
+        )
+        with pytest.raises(DENIED, match="admin role"):
+            await resolve_hold(
+                billing, hold, "replaced", operator="1102", reason="swap", final=100, initial=0
+            )
+        with pytest.raises(DENIED, match="admin role"):
+            await assign_meter(billing, "000000000001", "A1", at=t0, operator="1102", reason="move")
+        with pytest.raises(DENIED):
+            await billing.execute("UPDATE readings SET quality = 'actual'")
+        with pytest.raises(DENIED):
+            await billing.execute("UPDATE ledger SET amount = 500 WHERE idempotency_key = 'adjust:ADJ-1'")
+
+        # an admin resolves the hold once, under their own id, and moves the meter to a new tenant
+        await authenticate(billing, "1101", PASSWORD, "admin")
+        with pytest.raises(DENIED, match="cashier role"):
+            await adjust(billing, "A1", Decimal("5"), reference="ADJ-2", reason="mine", operator="1101")
+        await resolve_hold(billing, hold, "replaced", operator="1101", reason="swap", final=100, initial=0)
+        resolved = await owner.fetchrow("SELECT resolution, resolved_by FROM vee_holds WHERE id = $1", hold)
+        assert tuple(resolved) == ("replaced", "1101")
+        assert await owner.fetchval("SELECT count(*) FROM register_restarts WHERE operator = '1101'") == 1
+        with pytest.raises(DENIED, match="resolved once"):
+            await billing.execute("UPDATE vee_holds SET resolution = 'accepted' WHERE id = $1", hold)
+        await add_account(billing, "A2", "prepaid", operator="1101")
+        at = t0 + timedelta(days=1)
+        await assign_meter(
+            billing, "000000000001", "A2", at=at, operator="1101", reason="tenant change", reading=Decimal(60)
+        )
+        assert await owner.fetchval(
+            "SELECT value FROM readings WHERE meter_id = $1 AND ts = $2", meter, at
+        ) == pytest.approx(60)
+        with pytest.raises(DENIED, match="only its end"):
+            await billing.execute("UPDATE meter_assignments SET account_id = (SELECT min(id) FROM accounts)")
+        with pytest.raises(DENIED):
+            await billing.execute("UPDATE readings SET value = 1 WHERE meter_id = $1", meter)
+
+        command = await owner.fetchval(
+            "INSERT INTO commands (meter_id, action, cause, operator, expires_at)"
+            " VALUES ($1, 'reconnect', 'payment', 'system', now() + interval '1 day') RETURNING id",
+            meter,
+        )
+        for conn in (billing, daemon):
+            with pytest.raises(DENIED, match="fixed at creation"):
+                await conn.execute(
+                    "UPDATE commands SET reconnect_mode = 'close_allowed' WHERE id = $1", command
+                )
+        assert await reporting.fetchval("SELECT count(*) FROM vee_holds") == 1
+        for statement in (
+            "INSERT INTO meter_assignments (meter_id, account_id, effective_from, operator)"
+            " SELECT id, account_id, now(), '1101' FROM meters",
+            "UPDATE vee_holds SET resolved_by = NULL",
+            "SELECT headend_add_manual_reading(1, now(), 1, 'x')",
+        ):
+            with pytest.raises(DENIED):
+                await reporting.execute(statement)
+        balances = await owner.fetch(
+            "SELECT b.balance, (SELECT sum(amount) FROM ledger l WHERE l.account_id = b.account_id) AS total"
+            " FROM balances b"
+        )
+        assert all(b["balance"] == b["total"] for b in balances)
+    finally:
+        for conn in (billing, reporting, daemon, owner):
+            await conn.close()

@@ -1,0 +1,163 @@
+"""``headend accounts``: create, change, list and show accounts; assign meters with effective times."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import TypeVar
+
+import asyncpg
+import typer
+
+from headend import limits
+from headend.billing.accounts import AccountError, add_account, assign_meter, set_account
+from headend.commands.auth import OperatorOption, login
+from headend.commands.common import DsnOption, fail, run_with_conn
+from headend.operators import OperatorError
+from headend.store.accounts import accounts, assignments
+
+accounts_app = typer.Typer(help="Accounts and meter-to-account assignments.", no_args_is_help=True)
+T = TypeVar("T")
+ROLE = "admin"  # accounts, their settings and meter assignments are inventory: an admin's job
+
+
+def _with_conn(dsn: str | None, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """``work`` on one connection; a refused change is one error line."""
+    try:
+        return run_with_conn(dsn, work)
+    except (AccountError, OperatorError, asyncpg.InsufficientPrivilegeError) as exc:
+        fail(str(exc))
+
+
+def _as_admin(operator: str, dsn: str | None, work: Callable[[asyncpg.Connection, str], Awaitable[T]]) -> T:
+    """``work(conn, operator id)`` after signing in as ``operator`` with the admin role."""
+    admin = login(operator)
+
+    async def signed_in(conn: asyncpg.Connection) -> T:
+        await admin.sign_in(conn, ROLE)
+        return await work(conn, admin.operator_id)
+
+    return _with_conn(dsn, signed_in)
+
+
+def _money(text: str, option: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        fail(f"{option} {text!r} is not an amount")
+    if not value.is_finite() or abs(value) >= Decimal("1e12"):
+        fail(f"{option} {text!r} must be a finite amount below 1e12")
+    return value
+
+
+@accounts_app.command("add")
+def add(
+    number: str,
+    kind: str = typer.Option(..., "--kind", help="prepaid | postpaid"),
+    name: str = typer.Option("", "--name"),
+    tariff: str | None = typer.Option(None, "--tariff", help="Tariff name (see `headend tariffs list`)."),
+    credit_limit: str = typer.Option("0", "--credit-limit", help="Prepaid: arrears below -credit limit."),
+    operator: str = OperatorOption,
+    dsn: str | None = DsnOption,
+) -> None:
+    """Create an account (an operator with the admin role)."""
+    limit = _money(credit_limit, "--credit-limit")
+    _as_admin(
+        operator,
+        dsn,
+        lambda c, me: add_account(c, number, kind, name=name, tariff=tariff, credit_limit=limit, operator=me),
+    )
+    typer.echo(f"account {number} created")
+
+
+@accounts_app.command("set")
+def set_(
+    number: str,
+    values: list[str] = typer.Argument(
+        ...,
+        help="KEY=VALUE: name, tariff, credit_limit, grace_days, "
+        "protected, protected_reason, reconnect_mode (close|close_allowed), active",
+    ),
+    operator: str = OperatorOption,
+    dsn: str | None = DsnOption,
+) -> None:
+    """Change account settings (an operator with the admin role)."""
+    changes: dict[str, object] = {}
+    for pair in values:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            fail(f"{pair!r}: expected KEY=VALUE")
+        if key in ("protected", "active"):
+            if text not in ("true", "false"):
+                fail(f"{key} must be true or false")
+            changes[key] = text == "true"
+        elif key == "credit_limit":
+            changes[key] = _money(text, key)
+        elif key == "grace_days":
+            if not text.isdigit():
+                fail("grace_days must be a whole number of days")
+            changes[key] = int(text)
+        else:
+            changes[key] = text
+    _as_admin(operator, dsn, lambda c, me: set_account(c, number, changes, operator=me))
+    typer.echo(f"account {number} changed")
+
+
+@accounts_app.command("list")
+def list_(dsn: str | None = DsnOption) -> None:
+    """Every account, as JSON lines."""
+    for row in _with_conn(dsn, lambda c: accounts(c)):
+        typer.echo(json.dumps(dict(row), default=str))
+
+
+@accounts_app.command("show")
+def show(number: str, dsn: str | None = DsnOption) -> None:
+    """One account with its meter assignments, as JSON."""
+
+    async def work(conn: asyncpg.Connection) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+        return await accounts(conn, number), await assignments(conn, number)
+
+    rows, history = _with_conn(dsn, work)
+    if not rows:
+        fail(f"unknown account {number!r}")
+    typer.echo(
+        json.dumps({**dict(rows[0]), "assignments": [dict(r) for r in history]}, default=str, indent=2)
+    )
+
+
+@accounts_app.command("assign")
+def assign(
+    meter: str,
+    account: str,
+    at: str = typer.Option(
+        ..., "--from", help="Effective from, with a UTC offset, e.g. 2026-11-20T00:00:00+08:00."
+    ),
+    reason: str = typer.Option(..., "--reason", help="Why (tenant change ...), in the audit log."),
+    reading: str | None = typer.Option(None, "--reading", help="Register at the move (kWh), read on site."),
+    operator: str = OperatorOption,
+    dsn: str | None = DsnOption,
+) -> None:
+    """Assign a meter to an account from a time on; the previous account's assignment ends then (an
+    operator with the admin role; one that also reconnects a relay left open for the previous tenant
+    needs the operator role too)."""
+    try:
+        value = None if reading is None else limits.register_kwh(reading, "--reading")
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        when = datetime.fromisoformat(at)
+    except ValueError:
+        fail(f"--from {at!r} is not an ISO date-time")
+    _as_admin(
+        operator,
+        dsn,
+        lambda c, me: assign_meter(c, meter, account, at=when, operator=me, reason=reason, reading=value),
+    )
+    typer.echo(f"meter {meter} assigned to {account} from {when.isoformat()}")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``headend accounts``."""
+    app.add_typer(accounts_app, name="accounts")

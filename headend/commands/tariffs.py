@@ -1,0 +1,136 @@
+"""``headend tariffs``: add, list and show tariffs (flat, time of use, tiered monthly blocks)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import asyncpg
+import typer
+
+from headend.audit import audit
+from headend.billing.tariff import TariffError, parse_block, parse_slot
+from headend.commands.auth import OperatorOption, login
+from headend.commands.common import DsnOption, fail, run_with_conn
+from headend.operators import OperatorError
+from headend.store.tariffs import insert_tariff, tariffs
+
+tariffs_app = typer.Typer(
+    help="Tariffs: flat, time of use, tiered monthly blocks (阶梯电价).", no_args_is_help=True
+)
+REGISTERS = ("total", "t1", "t2", "t3", "t4")
+
+
+def _definition(
+    kind: str, prices: list[str], blocks: list[str], slots: list[str], zone: str
+) -> tuple[dict[str, object], list[tuple[str, Decimal]]]:
+    """Check the options against the kind; the stored definition and the register prices."""
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise TariffError(f"unknown time zone {zone!r}") from None
+    registers: list[tuple[str, Decimal]] = []
+    for pair in prices:
+        register, _, text = pair.partition("=")
+        try:
+            price = Decimal(text)
+        except InvalidOperation:
+            raise TariffError(f"--price {pair!r}: expected REGISTER=PRICE, e.g. total=0.56") from None
+        if register not in REGISTERS or price < 0:
+            raise TariffError(f"--price {pair!r}: register one of {', '.join(REGISTERS)}, price >= 0")
+        registers.append((register, price))
+    if kind == "flat":
+        if [r for r, _ in registers] != ["total"] or blocks or slots:
+            raise TariffError("a flat tariff takes exactly --price total=PRICE")
+        return {}, registers
+    if kind == "tiered":
+        parsed = [parse_block(b) for b in blocks]
+        if not parsed or parsed[-1].upto is not None or registers or slots:
+            raise TariffError("a tiered tariff takes --block UPTO=PRICE ..., the last one *=PRICE")
+        uppers = [b.upto for b in parsed[:-1]]
+        if any(u is None for u in uppers) or uppers != sorted(uppers):  # type: ignore[type-var]
+            raise TariffError("blocks go up: 200=..., 400=..., *=...")
+        stored = [{"upto": None if b.upto is None else str(b.upto), "price": str(b.price)} for b in parsed]
+        return {"blocks": stored, "timezone": zone}, []
+    if kind != "tou":
+        raise TariffError("kind must be flat, tou or tiered")
+    for slot in slots:
+        parse_slot(slot)
+    if bool(slots) == bool(registers) or blocks:
+        raise TariffError(
+            "a time-of-use tariff takes either --price t1=... (the meter's tariff registers) or --slot"
+        )
+    return ({"slots": slots, "timezone": zone} if slots else {}), registers
+
+
+@tariffs_app.command("add")
+def add(
+    name: str,
+    kind: str = typer.Option(..., "--kind", help="flat | tou | tiered"),
+    price: list[str] = typer.Option([], "--price", help="REGISTER=PRICE (flat: total; tou: t1..t4)."),
+    block: list[str] = typer.Option([], "--block", help="tiered: UPTO=PRICE per month, last *=PRICE."),
+    slot: list[str] = typer.Option(
+        [],
+        "--slot",
+        help="tou by time of day (and season): [MM-DD..MM-DD:]HH:MM-HH:MM=PRICE, first match wins.",
+    ),
+    timezone: str = typer.Option("Asia/Shanghai", "--timezone", help="Local time of slots and months."),
+    effective: str = typer.Option("2000-01-01T00:00:00+00:00", "--from", help="Register prices valid from."),
+    operator: str = OperatorOption,
+    dsn: str | None = DsnOption,
+) -> None:
+    """Add a tariff (an operator with the admin role; audited)."""
+    try:
+        definition, registers = _definition(kind, price, block, slot, timezone)
+        since = datetime.fromisoformat(effective)
+    except (TariffError, ValueError) as exc:
+        fail(str(exc))
+    since = since if since.tzinfo else since.replace(tzinfo=UTC)
+    admin = login(operator)
+
+    async def work(conn: asyncpg.Connection) -> None:
+        await admin.sign_in(conn, "admin")
+        async with conn.transaction():
+            await insert_tariff(conn, name, kind, definition, registers, since)
+            details = {"kind": kind, "definition": definition, "prices": {r: str(p) for r, p in registers}}
+            await audit(conn, admin.operator_id, "tariff.added", "tariff", name, "tariffs add", details)
+
+    try:
+        run_with_conn(dsn, work)
+    except asyncpg.UniqueViolationError:
+        fail(f"tariff {name!r} exists already")
+    except (OperatorError, asyncpg.InsufficientPrivilegeError) as exc:
+        fail(str(exc))
+    typer.echo(f"tariff {name} added")
+
+
+def _rows(name: str | None, dsn: str | None) -> list[dict[str, object]]:
+    """Tariffs (one, or all) with their definition and prices decoded."""
+    rows = run_with_conn(dsn, lambda conn: tariffs(conn, name))
+    return [
+        {**dict(r), "definition": json.loads(r["definition"]), "prices": json.loads(r["prices"])}
+        for r in rows
+    ]
+
+
+@tariffs_app.command("list")
+def list_(dsn: str | None = DsnOption) -> None:
+    """Every tariff, as JSON lines."""
+    for row in _rows(None, dsn):
+        typer.echo(json.dumps(row, default=str, ensure_ascii=False))
+
+
+@tariffs_app.command("show")
+def show(name: str, dsn: str | None = DsnOption) -> None:
+    """One tariff with its prices, blocks or slots, as JSON."""
+    rows = _rows(name, dsn)
+    if not rows:
+        fail(f"unknown tariff {name!r}")
+    typer.echo(json.dumps(rows[0], default=str, indent=2, ensure_ascii=False))
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``headend tariffs``."""
+    app.add_typer(tariffs_app, name="tariffs")

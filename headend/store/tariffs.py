@@ -1,0 +1,85 @@
+"""SQL of tariffs: definitions, prices, and what time-of-use and tiered pricing need from readings."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+
+import asyncpg
+
+
+async def insert_tariff(
+    conn: asyncpg.Connection,
+    name: str,
+    kind: str,
+    definition: dict[str, object],
+    prices: list[tuple[str, Decimal]],
+    effective_from: datetime,
+) -> int:
+    """A tariff with its register prices; its id."""
+    tariff_id = int(
+        await conn.fetchval(
+            "INSERT INTO tariffs (name, kind, definition) VALUES ($1, $2, $3::jsonb) RETURNING id",
+            name,
+            kind,
+            json.dumps(definition),
+        )
+    )
+    await conn.executemany(
+        "INSERT INTO tariff_prices (tariff_id, register, price, effective_from) VALUES ($1, $2, $3, $4)",
+        [(tariff_id, register, price, effective_from) for register, price in prices],
+    )
+    return tariff_id
+
+
+async def tariff(conn: asyncpg.Connection, tariff_id: int) -> asyncpg.Record:
+    """Kind and definition of a tariff."""
+    return await conn.fetchrow("SELECT kind, definition FROM tariffs WHERE id = $1", tariff_id)
+
+
+async def tariffs(conn: asyncpg.Connection, name: str | None = None) -> list[asyncpg.Record]:
+    """Tariffs (one, or all) with their register prices."""
+    return await conn.fetch(
+        """SELECT t.name, t.kind, t.currency, t.definition,
+                  coalesce(jsonb_agg(jsonb_build_object('register', p.register, 'price', p.price::text,
+                           'from', p.effective_from) ORDER BY p.register, p.effective_from)
+                           FILTER (WHERE p.register IS NOT NULL), '[]') AS prices
+           FROM tariffs t LEFT JOIN tariff_prices p ON p.tariff_id = t.id
+           WHERE $1::text IS NULL OR t.name = $1 GROUP BY t.id ORDER BY t.name""",
+        name,
+    )
+
+
+async def month_to_date_kwh(
+    conn: asyncpg.Connection, account_id: int, since: datetime, until: datetime
+) -> Decimal:
+    """kWh already charged to the account for periods ending in ``(since, until]``."""
+    value = await conn.fetchval(
+        """SELECT coalesce(sum((details->>'kwh')::numeric), 0) FROM ledger
+           WHERE account_id = $1 AND kind = 'charge' AND period_end > $2 AND period_end <= $3""",
+        account_id,
+        since,
+        until,
+    )
+    return Decimal(value)
+
+
+async def interval_readings(
+    conn: asyncpg.Connection, meter_ids: list[int], start: datetime, end: datetime
+) -> list[asyncpg.Record]:
+    """Valid total-register readings of the meters in ``[start, end]``, per meter in time order."""
+    return await conn.fetch(
+        """SELECT r.meter_id, r.ts, r.value FROM readings r JOIN quantities q ON q.id = r.quantity_id
+           WHERE r.meter_id = ANY($1::int[]) AND q.name = 'energy_import_kwh' AND r.ts BETWEEN $2 AND $3
+             AND r.value IS NOT NULL AND r.quality NOT IN ('suspect', 'missing')
+           ORDER BY r.meter_id, r.ts""",
+        meter_ids,
+        start,
+        end,
+    )
+
+
+async def tariff_id_by_name(conn: asyncpg.Connection, name: str) -> int | None:
+    """A tariff's id by name."""
+    return await conn.fetchval("SELECT id FROM tariffs WHERE name = $1", name)

@@ -1,0 +1,357 @@
+"""Property test of the money -> relay chain over a compressed simulated month (seeded random).
+
+Prepaid and postpaid accounts on simulated DL/T 645 meters (real buses over TCP, real PostgreSQL, the
+daemon's engine switching the relays): random consumption, payments, unrecorded meter swaps (some
+resolved by an operator later), tenant moves, protected customers, a dry-run period and failed reads.
+After every 12-hour step (billing pass, then one fee-control pass) the invariants must hold:
+
+* the ledger sums to each balance;
+* no account is charged more energy than its meters really used while assigned to it, and no account
+  with held (suspect) data is charged at all;
+* no disconnect of a protected meter, of an account not in arrears, or of a held meter;
+* every account not in arrears has every relay closed after the pass (a payment reconnects within one
+  control pass plus read-back);
+* no relay is open without an open arrears episode and a confirmed disconnect command.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from headend.billing.accounts import AccountError, add_account, assign_meter, set_account
+from headend.billing.charging import BillingError, bill_account
+from headend.billing.payments import record_payment
+from headend.billing.service import bill_due_prepaid
+from headend.billing.vee import resolve_hold
+from headend.config import HeadendConfig, validate_config
+from headend.control.service import run_pass
+from headend.drivers import Credentials
+from headend.engine.engine import Engine
+from headend.engine.ports import DriverPort
+from headend.inventory import import_inventory, read_inventory
+from headend.secrets import MeterSecrets
+from headend.store.maintenance import ensure_partitions
+from headend.store.writer import ReadingWriter
+from simulators import BusSpec, SimBus, start_bus
+from simulators.meter import SimMeter
+
+STEP = timedelta(hours=12)
+STEPS = 60  # 30 days
+BUSES, PER_BUS = 2, 20  # 40 meters
+DRY_RUN_STEPS = range(20, 27)
+CENT = Decimal("0.01")
+# two months by default (about 30 s each); HEADEND_PROPERTY_SEEDS="1-200" explores more
+_SPEC = os.environ.get("HEADEND_PROPERTY_SEEDS", "11-12")
+SEEDS = list(range(int(_SPEC.split("-")[0]), int(_SPEC.split("-")[-1]) + 1))
+
+
+@dataclass
+class Meter:
+    """A simulated meter with the truth the invariants compare against."""
+
+    address: str
+    sim: SimMeter
+    account: str
+    register: Decimal
+    swapped_from: Decimal | None = None  # an unrecorded swap: the old register's final value
+    swapped_to: Decimal | None = None
+
+
+@dataclass
+class World:
+    rng: random.Random
+    meters: dict[str, Meter] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+    used: dict[str, Decimal] = field(default_factory=dict)  # true kWh per account
+    postpaid_billed: dict[str, datetime] = field(default_factory=dict)
+    new_accounts: int = 0
+
+
+def _config(dry_run: bool) -> HeadendConfig:
+    return validate_config(
+        {
+            "polling": {"interval": "1h"},
+            "read_plans": {"default": {"quantities": ["frequency_hz"]}},  # the test stores the energy
+            "backfill": {"enabled": False},
+            "clock": {"enabled": False},
+            "events": {"enabled": False},
+            "metrics": {"port": 0},
+            "safety": {
+                "no_weekends": False,
+                "night_start": "00:00",
+                "night_end": "00:00",
+                "max_per_run": 1000,
+                "max_per_hour": 100000,
+                "approval_above": 1000,
+                "dry_run": dry_run,
+            },
+            "billing": {"notice_period": "12h", "min_arrears": 5},
+        },
+        "test",
+    )
+
+
+async def _setup(
+    conn: asyncpg.Connection, buses: list[SimBus], tmp_path: Path, world: World, t0: datetime
+) -> None:
+    rng = world.rng
+    inventory = tmp_path / "inv.toml"
+    text = ""
+    for b, bus in enumerate(buses):
+        text += f'[[channels]]\nname = "b{b}"\nurl = "{bus.url}"\n\n'
+        for m in bus.meters:
+            text += (
+                f'[[meters]]\nchannel = "b{b}"\nprotocol = "dlt645-2007"\naddress = "{m.address}"\n'
+                'model = "dlt645-generic"\nhas_relay = true\n\n'
+            )
+    inventory.write_text(text)
+    await import_inventory(conn, read_inventory(inventory))
+    tariff = await conn.fetchval("INSERT INTO tariffs (name, kind) VALUES ('res', 'flat') RETURNING id")
+    await conn.execute(
+        "INSERT INTO tariff_prices (tariff_id, register, price, effective_from)"
+        " VALUES ($1, 'total', 0.5, $2)",
+        tariff,
+        t0 - timedelta(days=365),
+    )
+    for n, m in enumerate(meter for bus in buses for meter in bus.meters):
+        number = f"C{n:03d}"
+        kind = "prepaid" if n % 2 == 0 else "postpaid"
+        await add_account(conn, number, kind, tariff="res", operator="9001")
+        if rng.random() < 0.1:
+            await set_account(conn, number, {"protected": True}, operator="9001")
+        await assign_meter(conn, m.address, number, at=t0 - STEP, operator="9001", reason="move in")
+        world.kinds[number] = kind
+        world.used[number] = Decimal(0)
+        world.postpaid_billed[number] = t0
+        register = Decimal(rng.randint(0, 10_000_000)) / 100
+        world.meters[m.address] = Meter(m.address, m.model, number, register)
+        if kind == "prepaid":
+            await record_payment(
+                conn, number, Decimal(rng.randint(0, 40)) + 1, f"open:{number}", operator="cashier"
+            )
+
+
+async def _store_readings(conn: asyncpg.Connection, world: World, t: datetime) -> None:
+    rows = []
+    for m in world.meters.values():
+        if world.rng.random() < 0.05:
+            continue  # a failed read: nothing stored for this interval
+        rows.append((m.address, t, float(m.register)))
+    await conn.executemany(
+        "INSERT INTO readings (meter_id, quantity_id, ts, value, source_id)"
+        " SELECT m.id, q.id, $2, $3, s.id FROM meters m, quantities q, reading_sources s"
+        " WHERE m.address = $1 AND q.name = 'energy_import_kwh' AND s.name = 'test'",
+        rows,
+    )
+
+
+def _consume(world: World) -> None:
+    for m in world.meters.values():
+        if m.sim.relay.open:
+            continue
+        kwh = Decimal(world.rng.randint(0, 600)) / 100
+        m.register += kwh
+        world.used[m.account] += kwh
+
+
+async def _events(conn: asyncpg.Connection, world: World, t: datetime, step: int) -> None:
+    rng = world.rng
+    accounts = {
+        r["number"]: r
+        for r in await conn.fetch(
+            "SELECT a.number, a.arrears, coalesce(b.balance, 0) AS balance,"
+            " (SELECT coalesce(sum(amount), 0) FROM bills"
+            "  WHERE account_id = a.id AND paid_at IS NULL) AS unpaid"
+            " FROM accounts a LEFT JOIN balances b ON b.account_id = a.id ORDER BY a.number"
+        )
+    }
+    for number, row in accounts.items():
+        if (row["arrears"] and rng.random() < 0.3) or rng.random() < 0.03:
+            owed = max(-row["balance"], row["unpaid"], Decimal(0))
+            amount = owed + Decimal(rng.randint(1, 30))
+            await record_payment(conn, number, amount, f"pay:{number}:{step}", operator="cashier")
+    holds = await conn.fetch(
+        "SELECT h.id, m.address, h.opened_at FROM vee_holds h JOIN meters m ON m.id = h.meter_id"
+        " WHERE h.resolved_at IS NULL ORDER BY h.id"
+    )
+    for hold in holds:
+        meter = world.meters[hold["address"]]
+        if meter.swapped_from is not None and rng.random() < 0.3:  # the operator finds the swap
+            await resolve_hold(
+                conn,
+                hold["id"],
+                "replaced",
+                operator="9002",
+                reason="swap found on site",
+                final=float(meter.swapped_from),
+                initial=float(meter.swapped_to or 0),
+            )
+            meter.swapped_from = meter.swapped_to = None
+    for m in world.meters.values():
+        if m.swapped_from is None and m.register > 20 and rng.random() < 0.01:  # swapped without a record
+            # the new meter reads below the old one (a new meter starts near 0); a swap to a higher
+            # register looks like consumption and needs the identity check, which is not built yet
+            m.swapped_from, m.register = m.register, Decimal(rng.randint(0, int(m.register * 50))) / 100
+            m.swapped_to = m.register
+        elif rng.random() < 0.006:  # tenant change
+            world.new_accounts += 1
+            number = f"N{world.new_accounts:03d}"
+            kind = world.kinds[m.account]
+            await add_account(conn, number, kind, tariff="res", operator="9001")
+            if kind == "prepaid":
+                await record_payment(conn, number, Decimal(50), f"open:{number}", operator="cashier")
+            try:
+                await assign_meter(
+                    conn,
+                    m.address,
+                    number,
+                    at=t - STEP / 2,
+                    operator="9001",
+                    reason="tenant",
+                    reading=m.register,
+                )
+            except AccountError:
+                continue
+            world.kinds[number], world.used[number] = kind, Decimal(0)
+            world.postpaid_billed[number] = t - STEP / 2
+            m.account = number
+
+
+async def _bill_postpaid(conn: asyncpg.Connection, world: World, t: datetime) -> None:
+    ids = dict(await conn.fetch("SELECT number, id FROM accounts WHERE kind = 'postpaid'"))
+    for number, start in world.postpaid_billed.items():
+        if world.kinds[number] != "postpaid":
+            continue
+        try:
+            await bill_account(conn, ids[number], start, t - STEP / 4, due_days=1)
+        except BillingError:
+            continue
+        world.postpaid_billed[number] = t - STEP / 4
+
+
+async def _check(
+    conn: asyncpg.Connection, world: World, last_command: int, last_ledger: int
+) -> tuple[int, int]:
+    unbalanced = await conn.fetch(
+        "SELECT a.number FROM accounts a LEFT JOIN balances b ON b.account_id = a.id"
+        " WHERE coalesce(b.balance, 0)"
+        "    <> coalesce((SELECT sum(amount) FROM ledger l WHERE l.account_id = a.id), 0)"
+    )
+    assert unbalanced == [], "ledger does not sum to the balance"
+    charged = dict(
+        await conn.fetch(
+            "SELECT a.number, sum((l.details->>'kwh')::numeric)"
+            " FROM ledger l JOIN accounts a ON a.id = l.account_id"
+            " WHERE l.kind = 'charge' GROUP BY a.number"
+        )
+    )
+    for number, kwh in charged.items():
+        assert kwh <= world.used[number] + CENT, f"{number} charged {kwh} kWh, used {world.used[number]}"
+    held = {
+        r["number"]
+        for r in await conn.fetch(
+            "SELECT DISTINCT a.number FROM vee_holds h JOIN meter_assignments x ON x.meter_id = h.meter_id"
+            " JOIN accounts a ON a.id = x.account_id WHERE h.resolved_at IS NULL"
+        )
+    }
+    new_charges = await conn.fetch(
+        "SELECT a.number, l.id FROM ledger l JOIN accounts a ON a.id = l.account_id"
+        " WHERE l.kind = 'charge' AND l.id > $1 AND l.amount <> 0",
+        last_ledger,
+    )
+    assert not {r["number"] for r in new_charges} & held, "an account with held data was charged"
+    bad = await conn.fetch(
+        "SELECT c.id FROM commands c JOIN meters m ON m.id = c.meter_id"
+        " JOIN accounts a ON a.id = m.account_id"
+        " WHERE c.id > $1 AND c.action = 'disconnect' AND NOT c.dry_run AND (m.protected OR a.protected"
+        "   OR NOT a.arrears"
+        "   OR EXISTS (SELECT 1 FROM vee_holds h WHERE h.meter_id = m.id AND h.resolved_at IS NULL))",
+        last_command,
+    )
+    assert bad == [], "a disconnect of a protected, held or paying customer"
+    state = {
+        r["address"]: r
+        for r in await conn.fetch(
+            "SELECT m.address, a.arrears, a.protected OR m.protected AS protected,"
+            " (SELECT action FROM commands c"
+            "  WHERE c.meter_id = m.id AND c.state = 'confirmed' AND NOT c.dry_run"
+            "  ORDER BY c.finished_at DESC, c.id DESC LIMIT 1) AS last_action"
+            " FROM meters m JOIN accounts a ON a.id = m.account_id"
+        )
+    }
+    for address, m in world.meters.items():
+        row = state[address]
+        if m.sim.relay.open:
+            assert row["arrears"] and row["last_action"] == "disconnect" and not row["protected"], (
+                f"relay of {address} ({m.account}) open without an arrears episode and a command"
+            )
+        elif not row["arrears"]:
+            assert not m.sim.relay.open
+    return (
+        await conn.fetchval("SELECT coalesce(max(id), 0) FROM commands"),
+        await conn.fetchval("SELECT coalesce(max(id), 0) FROM ledger"),
+    )
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("seed", SEEDS)
+async def test_money_to_relay_chain_over_a_simulated_month(pg_dsn: str, tmp_path: Path, seed: int) -> None:
+    world = World(random.Random(seed))
+    t0 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    buses = [
+        await start_bus(
+            BusSpec(
+                meters=PER_BUS, seed=seed * 10 + b, addresses=[f"{b + 1:02d}{i:010d}" for i in range(PER_BUS)]
+            )
+        )
+        for b in range(BUSES)
+    ]
+    conn = await asyncpg.connect(pg_dsn)
+    await ensure_partitions(conn, t0 - timedelta(days=2), t0 + STEPS * STEP + timedelta(days=1))
+    await conn.execute("INSERT INTO quantities (name) VALUES ('energy_import_kwh') ON CONFLICT DO NOTHING")
+    await conn.execute("INSERT INTO reading_sources (name) VALUES ('test')")
+    config = _config(False)
+    engine = Engine(
+        config,
+        pg_dsn,
+        ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
+        DriverPort(MeterSecrets(Credentials(2, "000000"))),
+    )
+    try:
+        await _setup(conn, buses, tmp_path, world, t0)
+        await _store_readings(conn, world, t0 - STEP)
+        await engine.start()
+        marks = (0, 0)
+        switched = 0
+        for step in range(STEPS):
+            t = t0 + step * STEP
+            engine.config = _config(step in DRY_RUN_STEPS)
+            await _events(conn, world, t, step)
+            _consume(world)
+            await _store_readings(conn, world, t)
+            await bill_due_prepaid(conn)
+            if step % 8 == 7:
+                await _bill_postpaid(conn, world, t)
+            switched += len(await run_pass(engine, t))
+            marks = await _check(conn, world, *marks)
+        # the month exercised what it should: disconnects, reconnects, holds, dry runs, refusals
+        counts = dict(
+            await conn.fetch("SELECT action || ':' || dry_run::text, count(*) FROM commands GROUP BY 1")
+        )
+        assert counts.get("disconnect:false", 0) > 0 and counts.get("reconnect:false", 0) > 0, counts
+        assert await conn.fetchval("SELECT count(*) FROM vee_holds") > 0
+        assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'command.refused'") > 0
+        assert switched > 0
+    finally:
+        await engine.stop()
+        await conn.close()
+        for bus in buses:
+            await bus.stop()
