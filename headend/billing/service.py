@@ -29,6 +29,7 @@ from headend.drivers.dlt645 import Dlt645Driver
 from headend.services import ServiceHost
 from headend.store.billing import due_prepaid
 from headend.store.vee import count_open_holds
+from headend.store.writer import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +104,17 @@ async def run_pass(engine: ServiceHost) -> list[BilledPeriod]:
 
 
 async def run(engine: ServiceHost) -> None:
-    """Run a billing pass every ``[billing] run_every`` until the daemon stops; failures are counted."""
+    """Run a billing pass every ``[billing] run_every`` until the daemon stops; failures are counted.
+    A database outage is said once (when it starts), not once per pass, and is not a failed pass."""
+    waiting = False
     while True:
         try:
             await run_pass(engine)
+            waiting = False
+        except UNAVAILABLE as exc:
+            if not waiting:
+                log.warning("billing waits for the database", extra={"error": f"{type(exc).__name__}: {exc}"})
+            waiting = True
         except Exception:
             engine.metrics.failed_passes.labels("billing").inc()
             log.exception("billing pass failed")

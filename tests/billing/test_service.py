@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import asyncpg
+import pytest
 
 from headend.billing.service import bill_due_prepaid
 from headend.store import maintenance
@@ -141,3 +143,37 @@ async def test_the_daemon_runs_the_billing_service(pg_dsn: str, tmp_path: object
         assert await conn.fetchval("SELECT count(*) FROM ledger WHERE kind = 'charge'") == 2
     finally:
         await conn.close()
+
+
+async def test_billing_says_a_database_outage_once_not_once_per_pass(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unreachable database is one warning for the outage, no traceback and no failed pass."""
+    from headend.billing.service import run
+    from headend.config import validate_config
+    from headend.metrics import EngineMetrics
+    from headend.services import EngineServices
+
+    config = validate_config({"billing": {"run_every": "100ms"}}, "test")
+    unreachable = f"postgresql://postgres@/headend?host={tmp_path / 'no-server'}&port=5432"
+    pool = await asyncpg.create_pool(unreachable, min_size=0, timeout=1)
+    metrics = EngineMetrics()
+
+    async def no_bus(meter_id: int, body: object) -> None:
+        raise AssertionError("no meter can be asked without a database")
+
+    service = asyncio.create_task(run(EngineServices(config, pool, metrics, no_bus)))
+    try:
+        async with asyncio.timeout(30):
+            while not any("billing waits" in r.getMessage() for r in caplog.records) and not service.done():
+                await asyncio.sleep(0.05)
+            for _ in range(12):  # about ten more passes against the dead database
+                await asyncio.sleep(0.1)
+    finally:
+        service.cancel()
+        await asyncio.gather(service, return_exceptions=True)
+        await pool.close()
+    lines = [r for r in caplog.records if r.name == "headend.billing.service"]
+    assert [r.getMessage() for r in lines] == ["billing waits for the database"]
+    assert all(r.exc_info is None for r in lines)
+    assert metrics.failed_passes.labels("billing")._value.get() == 0
