@@ -50,11 +50,15 @@ def pay(
     dsn: str | None = DsnOption,
 ) -> None:
     """Record a payment once per reference (an operator with the cashier role)."""
+    try:
+        value = parse_amount(amount)  # a bad amount is said before the password is asked
+    except PaymentError as exc:
+        fail(str(exc))
     cashier = login(operator)
 
     async def work(conn: asyncpg.Connection) -> PaymentOutcome:
         await cashier.sign_in(conn, "cashier")
-        return await record_payment(conn, account, parse_amount(amount), ref, operator=cashier.operator_id)
+        return await record_payment(conn, account, value, ref, operator=cashier.operator_id)
 
     try:
         outcome = run_with_conn(dsn, work)
@@ -109,7 +113,6 @@ def replace(
     dsn: str | None = DsnOption,
 ) -> None:
     """Record a meter replacement: billing splits the period at these register readings (admin)."""
-    admin = login(operator)
     from headend.billing.replacement import record_replacement
     from headend.inventory import InventoryError
 
@@ -119,6 +122,7 @@ def replace(
         fail(f"--at {at!r} is not an ISO date-time, e.g. 2026-11-20T10:30:00+08:00")
 
     registers = _registers(final, "--final"), _registers(initial, "--initial")
+    admin = login(operator)  # after the input checks: a typo is said before the password is asked
 
     async def work(conn: asyncpg.Connection) -> int:
         await admin.sign_in(conn, "admin")

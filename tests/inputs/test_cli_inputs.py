@@ -5,6 +5,7 @@ Field commands are refused before any bus is opened; database commands before an
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -578,3 +579,35 @@ def test_environment_errors_name_the_variable(
     outcome = headend(*args)
     assert_refused(outcome, 1, message)
     assert "s3cret" not in outcome.err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("billing", "pay", "A1", "NaN", "--ref", "R2", "--operator", CASHIER),
+        (
+            "billing",
+            "replace",
+            "Old",
+            "New",
+            "--operator",
+            ADMIN,
+            "--at",
+            "yesterday",
+            "--final",
+            "x=1",
+            "--initial",
+            "x=0",
+        ),
+    ],
+    ids=["pay-amount", "replace-at"],
+)
+def test_bad_input_is_said_before_the_password_is_asked(cli_db: str, args: tuple[str, ...]) -> None:
+    """No password in the environment and none typed: the input error comes first, not a prompt."""
+    env = {k: v for k, v in os.environ.items() if k != "HEADEND_OPERATOR_PASSWORD"}
+    outcome = headend(*args, "--dsn", cli_db, env=env)
+    assert outcome.code == 1
+    assert "password" not in (outcome.out + outcome.err).lower(), outcome
+    assert outcome.err.startswith("error: ") and (
+        "amount 'NaN'" in outcome.err or "--at 'yesterday'" in outcome.err
+    )
