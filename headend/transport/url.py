@@ -2,16 +2,20 @@
 
 ``serial:///dev/ttyUSB0?baud=2400&parity=E&bytesize=8&stopbits=1``, ``tcp://10.0.0.5:8899`` (a
 transparent serial server / DTU; ``?baud=`` tells the line speed behind it for timeouts),
-``modbus-tcp://host:502`` and ``rtu-over-tcp://host:4001``. Query options common to all:
+``modbus-tcp://host:502``, ``rtu-over-tcp://host:4001`` and ``dtu://DTU-0001?baud=2400&parity=E`` (the
+bus behind a cellular DTU that dials in to a listener and registers with that id; see
+:mod:`headend.transport.listener`). Query options common to all:
 ``gap_ms`` (inter-frame gap), ``turnaround_ms`` (meter response allowance), ``retries``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-SCHEMES = ("serial", "tcp", "modbus-tcp", "rtu-over-tcp")
+SCHEMES = ("serial", "tcp", "modbus-tcp", "rtu-over-tcp", "dtu")
+IDENTITY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 DEFAULT_PORTS = {"modbus-tcp": 502}
 
 
@@ -27,6 +31,7 @@ class ChannelConfig:
     host: str = ""
     port: int = 0
     path: str = ""
+    identity: str = ""  # dtu://: the registration id the device dials in with
     baud: int = 2400
     parity: str = "E"
     bytesize: int = 8
@@ -48,7 +53,11 @@ class ChannelConfig:
     @property
     def label(self) -> str:
         """A short name for logs and metrics (no credentials are ever part of a channel URL)."""
-        return self.path if self.scheme == "serial" else f"{self.scheme}://{self.host}:{self.port}"
+        if self.scheme == "serial":
+            return self.path
+        if self.scheme == "dtu":
+            return f"dtu://{self.identity}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
 
 def parse_channel_url(url: str) -> ChannelConfig:
@@ -81,6 +90,14 @@ def parse_channel_url(url: str) -> ChannelConfig:
         if not parts.path:
             raise ChannelUrlError(f"serial URL needs a device path, e.g. serial:///dev/ttyUSB0, got {url!r}")
         return ChannelConfig(scheme, path=parts.path, **options)  # type: ignore[arg-type]
+    if scheme == "dtu":
+        identity = parts.netloc + parts.path  # as registered: case kept, no host normalisation
+        if not IDENTITY_RE.match(identity):
+            raise ChannelUrlError(
+                f"dtu URL needs the registration id (letters, digits, _.:-, up to 64), "
+                f"e.g. dtu://DTU-0001?baud=2400, got {url!r}"
+            )
+        return ChannelConfig(scheme, identity=identity, **options)  # type: ignore[arg-type]
     try:
         port = parts.port or DEFAULT_PORTS.get(scheme, 0)
     except ValueError:

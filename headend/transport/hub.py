@@ -1,0 +1,204 @@
+"""Which identified device is connected where: the registry between the listeners and the dial-in channels.
+
+Listeners report identified connections (:meth:`DialinHub.bind`); dial-in channels ask for the
+live connection of their identity (:meth:`DialinHub.connection`). A newer connection with the
+same identity replaces the older one (the older is closed, its exchange in flight fails with
+:class:`ConnectionReplaced`). Identities that no channel expects are refused or held, as
+configured, and listed in :attr:`DialinHub.pending`. Every outcome is counted in
+:attr:`DialinHub.counts`; unknown identities are logged once per identity per hour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+from headend.transport.channel import ChannelUnavailable
+
+if TYPE_CHECKING:
+    from headend.transport.listener import Inbound
+
+log = logging.getLogger(__name__)
+
+UnknownPolicy = Literal["refuse", "hold"]
+UNKNOWN_LOG_EVERY_S = 3600.0
+HubEvent = Literal["identified", "replaced", "refused", "held", "heartbeat", "closed"]
+
+
+class ChannelOffline(ChannelUnavailable):
+    """A dial-in channel whose device has no live connection (not a failure of its meters)."""
+
+
+class ConnectionReplaced(ChannelUnavailable):
+    """The exchange's connection was replaced by a newer one with the same identity."""
+
+
+@dataclass(slots=True)
+class PendingIdentity:
+    """An identity that dialled in without a channel in the inventory."""
+
+    identity: str
+    kind: str
+    listener: str
+    peer: str
+    first_seen: datetime
+    last_seen: datetime
+    attempts: int
+    held: bool
+
+
+class DialinHub:
+    """The registry of identified connections (see the module docstring)."""
+
+    def __init__(
+        self, unknown: UnknownPolicy = "refuse", clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.unknown = unknown
+        self.clock = clock
+        self.counts: Counter[str] = Counter()
+        self.live: dict[str, Inbound] = {}
+        self.held: dict[str, Inbound] = {}
+        self.pending: dict[str, PendingIdentity] = {}
+        self.observer: Callable[[HubEvent, Inbound], None] | None = None
+        self._inventory: set[str] = set()
+        self._expected: Counter[str] = Counter()  # identities of open dial-in channels
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._logged: dict[str, float] = {}
+
+    # -- what the channels and the inventory expect --------------------------------------------
+
+    def expects(self, identity: str) -> bool:
+        """Whether a channel (open, or in the inventory) has this identity."""
+        return identity in self._inventory or identity in self._expected
+
+    def inventory_loaded(self, identities: Iterable[str]) -> None:
+        """The identities of the inventory's dial-in channels; held connections now known are bound."""
+        self._inventory = set(identities)
+        for identity in [i for i in self.held if self.expects(i)]:
+            inbound = self.held.pop(identity)
+            self.pending.pop(identity, None)
+            self._bind_known(inbound, identity)
+
+    def expect(self, identity: str) -> None:
+        """A channel for ``identity`` was opened (``forget`` undoes it)."""
+        self._expected[identity] += 1
+
+    def forget(self, identity: str) -> None:
+        self._expected[identity] -= 1
+        if self._expected[identity] <= 0:
+            del self._expected[identity]
+
+    # -- what the listeners report ------------------------------------------------------------
+
+    def bind(self, inbound: Inbound, identity: str) -> bool:
+        """An identified connection: bind it, hold it, or refuse it (False: the listener closes it)."""
+        self.counts["identified"] += 1
+        self.notify("identified", inbound)
+        if self.expects(identity):
+            self._bind_known(inbound, identity)
+            return True
+        now = datetime.now(UTC)
+        entry = self.pending.get(identity)
+        if entry is None:
+            entry = self.pending[identity] = PendingIdentity(
+                identity, inbound.kind, inbound.listener_label, inbound.peer, now, now, 0, False
+            )
+        entry.attempts += 1
+        entry.last_seen, entry.peer = now, inbound.peer
+        entry.held = self.unknown == "hold"
+        self._log_unknown(identity, inbound)
+        if entry.held:
+            self.counts["held"] += 1
+            inbound.state = "held"
+            older = self.held.get(identity)
+            self.held[identity] = inbound
+            if older is not None:
+                older.close("replaced")
+            self.notify("held", inbound)
+            return True
+        self.counts["refused_unknown"] += 1
+        self.notify("refused", inbound)
+        return False
+
+    def lost(self, inbound: Inbound) -> None:
+        """A connection closed (any reason)."""
+        identity = inbound.identity
+        if identity is None:
+            return
+        if self.live.get(identity) is inbound:
+            del self.live[identity]
+        if self.held.get(identity) is inbound:
+            del self.held[identity]
+
+    def notify(self, event: HubEvent, inbound: Inbound) -> None:
+        """Tell the observer (``headend listen`` prints these)."""
+        if self.observer is not None:
+            self.observer(event, inbound)
+
+    def _bind_known(self, inbound: Inbound, identity: str) -> None:
+        inbound.state = "bound"
+        older = self.live.get(identity)
+        self.live[identity] = inbound
+        if older is not None and older is not inbound:
+            self.counts["replaced"] += 1
+            log.warning(
+                "dial-in connection replaced",
+                extra={"identity": identity, "old_peer": older.peer, "new_peer": inbound.peer},
+            )
+            older.close("replaced")
+            self.notify("replaced", older)
+        for waiter in self._waiters.pop(identity, []):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _log_unknown(self, identity: str, inbound: Inbound) -> None:
+        now = self.clock()
+        last = self._logged.get(identity)
+        if last is not None and now - last < UNKNOWN_LOG_EVERY_S:
+            return
+        self._logged[identity] = now
+        log.warning(
+            "unknown dial-in identity",
+            extra={
+                "identity": identity,
+                "peer": inbound.peer,
+                "listener": inbound.listener_label,
+                "action": "held" if self.unknown == "hold" else "refused",
+            },
+        )
+
+    # -- what the channels ask ----------------------------------------------------------------
+
+    def online(self, identity: str) -> bool:
+        """Whether ``identity`` has a live connection."""
+        inbound = self.live.get(identity)
+        return inbound is not None and not inbound.closed
+
+    async def connection(self, identity: str, wait_s: float = 0.0) -> Inbound:
+        """The live connection of ``identity``, waiting up to ``wait_s`` for one; else ChannelOffline."""
+        deadline = self.clock() + wait_s
+        while True:
+            inbound = self.live.get(identity)
+            if inbound is not None and not inbound.closed:
+                return inbound
+            left = deadline - self.clock()
+            if left <= 0:
+                raise ChannelOffline(f"dtu://{identity}: offline (no live connection from the device)")
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(identity, []).append(waiter)
+            try:
+                await asyncio.wait_for(waiter, left)
+            except TimeoutError:
+                pass
+            finally:
+                waiters = self._waiters.get(identity)
+                if waiters is not None and waiter in waiters:
+                    waiters.remove(waiter)
+                    if not waiters:
+                        del self._waiters[identity]
