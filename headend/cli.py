@@ -27,9 +27,9 @@ def version() -> None:
 
 def _register_commands() -> None:
     """Attach every command module to the application."""
-    from headend.commands import billing, commands, db, decode, demo, field, inventory, run, sim
+    from headend.commands import billing, commands, db, decode, demo, field, inventory, listen, run, sim
 
-    for module in (demo, field, sim, decode, db, inventory, run, billing, commands):
+    for module in (demo, field, listen, sim, decode, db, inventory, run, billing, commands):
         module.register(app)
 
 

@@ -8,7 +8,7 @@ Usage (tests, demos, benchmarks and ``headend sim dtu``)::
 
 On every connect the DTU sends its registration packet (the id in ASCII by default), then a
 heartbeat packet every ``heartbeat_s``, and passes bytes between the connection and the bus. After
-a drop it redials with exponential backoff. Faults (``DtuFaults.parse``, counted in ``counts``):
+a drop it redials with exponential backoff (reset by a connection that carried requests). Faults (``DtuFaults.parse``, counted in ``counts``):
 ``drop_mid_reply=RATE`` (half a reply, then the connection drops), ``heartbeat_mid_reply=RATE``
 (a heartbeat packet between two halves of a reply), ``duplicate=S`` (S seconds after the first
 registration, a second connection registers with the same id and takes over; the old one is left
@@ -91,6 +91,7 @@ class SimDtu:
         self._task: asyncio.Task[None] | None = None
         self._side: set[asyncio.Task[None]] = set()
         self._duplicated = False
+        self._sending = asyncio.Lock()  # one packet at a time: a heartbeat never splits a reply packet
 
     @property
     def registration(self) -> bytes:
@@ -118,11 +119,13 @@ class SimDtu:
                 self.counts["dial_failed"] += 1
                 failures += 1
             else:
-                failures = 0
+                served = self.counts["requests"]
                 connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = (reader, writer)
                 while connection is not None:
                     connection = await self._session(*connection)
                 self.counts["dropped"] += 1
+                # a connection that carried requests was healthy; one dropped before any backs off
+                failures = 1 if self.counts["requests"] > served else failures + 1
             delay = min(spec.max_backoff_s, spec.backoff_s * 2 ** max(0, failures - 1))
             await asyncio.sleep(delay * (0.5 + self._rng.random()))
 
@@ -186,7 +189,9 @@ class SimDtu:
                 if not chunk:
                     return None
                 for frame in deframer.feed(chunk):
-                    await self.bus.serve(frame, self._sender(writer))
+                    self.counts["requests"] += 1
+                    async with self._sending:
+                        await self.bus.serve(frame, self._sender(writer))
         except (ConnectionError, OSError):
             return None
         finally:
@@ -226,7 +231,8 @@ class SimDtu:
         while True:
             await asyncio.sleep(self.spec.heartbeat_s)
             if self.spec.heartbeat:
-                writer.write(self.spec.heartbeat)
+                async with self._sending:
+                    await self._packet(writer, self.spec.heartbeat)
                 self.counts["heartbeats"] += 1
 
     def _sender(self, writer: asyncio.StreamWriter) -> Write:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from headend.commands.listen import Heartbeat, Listen, Wait, open_field_channel
 from headend.drivers import DriverError, make_driver
 from headend.secrets import MeterSecrets, SecretsError
 from headend.transport import (
@@ -25,7 +26,6 @@ from headend.transport import (
     ChannelError,
     ChannelUrlError,
     ModbusChannel,
-    open_channel,
     parse_channel_url,
 )
 from protocols.dlt645 import BROADCAST_ADDRESS, Deframer, DLT645Error, build_read, build_read_address, decode
@@ -33,7 +33,10 @@ from protocols.dlt645.frame import jsonable
 
 PROTOCOLS = ("dlt645-2007", "dlt645-1997", "modbus")
 Url = Annotated[
-    str, typer.Argument(help="Channel URL: serial:///dev/ttyUSB0?baud=2400&parity=E, tcp://host:port")
+    str,
+    typer.Argument(
+        help="Channel URL: serial:///dev/ttyUSB0?baud=2400&parity=E, tcp://host:port, dtu://ID + --listen"
+    ),
 ]
 Protocol = Annotated[str, typer.Option("--protocol", "-p", help="dlt645-2007, dlt645-1997 or modbus.")]
 Address = Annotated[str | None, typer.Option("--address", "-a", help="DL/T 645 meter address (12 digits).")]
@@ -47,12 +50,27 @@ class FieldError(Exception):
     """A failure to report as one line with a non-zero exit code."""
 
 
-def _driver(
-    url: str, protocol: str, address: str | None, unit: int | None, model: str | None, secrets: str | None
+@dataclass(frozen=True, slots=True)
+class DialIn:
+    """The ``--listen`` options: for ``dtu://ID``, where the device dials in and how long to wait."""
+
+    listen: str | None = None
+    wait_s: float = 60.0
+    heartbeat: str = ""
+
+
+async def _driver(
+    url: str,
+    protocol: str,
+    address: str | None,
+    unit: int | None,
+    model: str | None,
+    secrets: str | None,
+    dial_in: DialIn,
 ) -> tuple[Any, Any]:
     if protocol not in PROTOCOLS:
         raise FieldError(f"--protocol must be one of {', '.join(PROTOCOLS)}")
-    channel = open_channel(url)
+    channel = await open_field_channel(url, dial_in.listen, dial_in.wait_s, dial_in.heartbeat)
     if protocol == "modbus":
         if unit is None:
             raise FieldError("--unit is required for Modbus meters")
@@ -108,12 +126,17 @@ def read_command(
     unit: Unit = None,
     model: Model = None,
     secrets: Secrets = None,
+    listen: Listen = None,
+    wait: Wait = 60.0,
+    heartbeat: Heartbeat = "",
     as_json: Json = False,
 ) -> None:
     """Read quantities or raw data identifiers from one meter."""
 
     async def work() -> dict[str, Any]:
-        channel, driver = _driver(url, protocol, address, unit, model, secrets)
+        channel, driver = await _driver(
+            url, protocol, address, unit, model, secrets, DialIn(listen, wait, heartbeat)
+        )
         try:
             names = items or list(driver.model.points if protocol == "modbus" else driver.plan)
             values: dict[str, Any] = {}
@@ -160,6 +183,9 @@ def switch_command(
     unit: Unit = None,
     model: Model = None,
     secrets: Secrets = None,
+    listen: Listen = None,
+    wait: Wait = 60.0,
+    heartbeat: Heartbeat = "",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the command; send nothing.")] = False,
     as_json: Json = False,
 ) -> None:
@@ -167,7 +193,9 @@ def switch_command(
     action = action.replace("-", "_")
 
     async def work() -> dict[str, Any]:
-        channel, driver = _driver(url, protocol, address, unit, model, secrets)
+        channel, driver = await _driver(
+            url, protocol, address, unit, model, secrets, DialIn(listen, wait, heartbeat)
+        )
         if action not in ("off", "on", "close_allowed"):
             raise FieldError("action must be off, on or close-allowed")
         if dry_run:
@@ -207,13 +235,18 @@ def clock_command(
     unit: Unit = None,
     model: Model = None,
     secrets: Secrets = None,
+    listen: Listen = None,
+    wait: Wait = 60.0,
+    heartbeat: Heartbeat = "",
     sync: Annotated[bool, typer.Option("--sync", help="Correct the clock if it is off.")] = False,
     as_json: Json = False,
 ) -> None:
     """Read (and with --sync correct) the meter clock."""
 
     async def work() -> dict[str, Any]:
-        channel, driver = _driver(url, protocol, address, unit, model, secrets)
+        channel, driver = await _driver(
+            url, protocol, address, unit, model, secrets, DialIn(listen, wait, heartbeat)
+        )
         try:
             if sync:
                 result = await driver.sync_clock()
@@ -242,12 +275,17 @@ def profile_command(
     unit: Unit = None,
     model: Model = None,
     secrets: Secrets = None,
+    listen: Listen = None,
+    wait: Wait = 60.0,
+    heartbeat: Heartbeat = "",
     as_json: Json = False,
 ) -> None:
     """Read interval records from the meter's load profile (or daily freeze)."""
 
     async def work() -> dict[str, Any]:
-        channel, driver = _driver(url, protocol, address, unit, model, secrets)
+        channel, driver = await _driver(
+            url, protocol, address, unit, model, secrets, DialIn(listen, wait, heartbeat)
+        )
         try:
             records = await driver.read_profile(start.replace(tzinfo=UTC), end.replace(tzinfo=UTC))
         finally:
@@ -272,6 +310,9 @@ def scan_command(
     candidates: Annotated[str | None, typer.Option(help="Comma-separated addresses to probe.")] = None,
     model: Model = None,
     units: Annotated[str, typer.Option(help="Modbus unit ids to sweep, e.g. 1-32.")] = "1-32",
+    listen: Listen = None,
+    wait: Wait = 60.0,
+    heartbeat: Heartbeat = "",
     as_json: Json = False,
 ) -> None:
     """Find meters on a bus: 0x13 on a one-meter line, a candidate list, or a 1997 read on 99..99."""
@@ -285,7 +326,7 @@ def scan_command(
         if protocol not in PROTOCOLS:
             raise FieldError(f"--protocol must be one of {', '.join(PROTOCOLS)}")
         edition = 1997 if protocol == "dlt645-1997" else 2007
-        channel = open_channel(url)
+        channel = await open_field_channel(url, listen, wait, heartbeat)
         found: list[str] = []
         try:
             probes = [a.strip().rjust(12, "0") for a in candidates.split(",")] if candidates else []

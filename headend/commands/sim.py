@@ -6,13 +6,17 @@ import asyncio
 import json
 import signal
 import tomllib
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from headend.commands.listen import host_port
+from headend.transport.identify import parse_pattern
 from protocols.models import UnknownModel
 from simulators import BusSpec, SimBus, start_bus
+from simulators.dtu import DtuFaults, DtuSpec, SimDtu
 from simulators.faults import FaultSpecError
 
 sim_app = typer.Typer(
@@ -168,6 +172,108 @@ def sim_modbus(
         **endpoint,
     )
     _start([spec], as_json)
+
+
+def dtu_ids(first: str, count: int) -> list[str]:
+    """``count`` ids counting up from ``first`` (its trailing digits, kept at their width)."""
+    stem = first.rstrip("0123456789")
+    digits = first[len(stem) :]
+    if count > 1 and not digits:
+        raise typer.BadParameter(f"--id {first!r} must end in digits to number --count devices")
+    start = int(digits) if digits else 0
+    return [f"{stem}{start + n:0{len(digits)}d}" if digits else stem for n in range(count)]
+
+
+async def _run_dtus(dtus: list[SimDtu], as_json: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    for dtu in dtus:
+        await dtu.start()
+    described = [
+        {
+            "id": d.spec.identity,
+            "connect": f"{d.spec.host}:{d.spec.port}",
+            "meters": [m.address for m in d.bus.meters],
+        }
+        for d in dtus
+    ]
+    if as_json:
+        typer.echo(json.dumps(described[0] if len(described) == 1 else {"dtus": described}))
+    else:
+        for item in described:
+            typer.echo(f"DTU {item['id']} dialling {item['connect']}: {len(item['meters'])} meters")
+            for address in item["meters"]:
+                typer.echo(f"  {address}")
+    try:
+        await stop.wait()
+    finally:
+        for dtu in dtus:
+            await dtu.stop()
+        totals: Counter[str] = Counter()
+        for dtu in dtus:
+            totals.update(dtu.counts)
+        typer.echo(f"DTU counts: {dict(sorted(totals.items()))}", err=True)
+
+
+@sim_app.command("dtu")
+def sim_dtu(
+    connect: Annotated[str, typer.Option("--connect", help="The master's listener, HOST:PORT.")],
+    identity: Annotated[str, typer.Option("--id", help="Registration id (first of --count).")] = "DTU-0001",
+    meters: Annotated[int, typer.Option(min=1, help="DL/T 645 meters on the bus behind each DTU.")] = 1,
+    count: Annotated[int, typer.Option(min=1, help="DTUs to run (ids count up).")] = 1,
+    heartbeat: Annotated[
+        float, typer.Option("--heartbeat", min=0.01, help="Seconds between heartbeats.")
+    ] = 30.0,
+    heartbeat_packet: Annotated[str, typer.Option(help="Heartbeat bytes: text or hex:....")] = "HB",
+    registration: Annotated[
+        str, typer.Option(help="Registration packet (text or hex:...; {id} is the id).")
+    ] = "{id}",
+    line_timing: Annotated[
+        bool, typer.Option("--line-timing", help="Release bytes at the baud rate.")
+    ] = False,
+    baud: Annotated[int, typer.Option(help="Line speed behind the DTU.")] = 2400,
+    backoff: Annotated[
+        float, typer.Option(min=0.01, help="First redial delay after a drop (doubles).")
+    ] = 1.0,
+    faults: Annotated[
+        str,
+        typer.Option(
+            help="DTU faults: drop_mid_reply=R, heartbeat_mid_reply=R, duplicate=S, late_registration=S, "
+            "garbage_before=N."
+        ),
+    ] = "",
+    seed: Annotated[int, typer.Option(help="Seed for addresses, loads and faults.")] = 1,
+    history_days: Annotated[int, typer.Option(min=0, help="Days of load profile in memory.")] = 7,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object once started.")] = False,
+) -> None:
+    """Run simulated cellular DTUs that dial in, register, send heartbeats and carry a DL/T 645 bus."""
+    try:
+        host, port = host_port(connect)
+        dtu_faults = DtuFaults.parse(faults)
+        beat = parse_pattern(heartbeat_packet)
+        dtus = []
+        for n, dtu_id in enumerate(dtu_ids(identity, count)):
+            bus = SimBus(
+                BusSpec(
+                    meters=meters,
+                    seed=seed + n,
+                    transport="carried",
+                    baud=baud,
+                    line_timing=line_timing,
+                    history_days=history_days,
+                )
+            )
+            packet = parse_pattern(registration.replace("{id}", dtu_id))
+            spec = DtuSpec(
+                dtu_id, host, port, packet, beat, heartbeat, backoff, faults=dtu_faults, seed=seed + n
+            )
+            dtus.append(SimDtu(spec, bus))
+        asyncio.run(_run_dtus(dtus, as_json))
+    except (FaultSpecError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 @sim_app.command("fleet")
