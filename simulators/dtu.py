@@ -8,7 +8,8 @@ Usage (tests, demos, benchmarks and ``headend sim dtu``)::
 
 On every connect the DTU sends its registration packet (the id in ASCII by default), then a
 heartbeat packet every ``heartbeat_s``, and passes bytes between the connection and the bus. After
-a drop it redials with exponential backoff (reset by a connection that carried requests). Faults (``DtuFaults.parse``, counted in ``counts``):
+a drop it redials with exponential backoff (reset by a connection that carried requests).
+Faults (``DtuFaults.parse``, counted in ``counts``):
 ``drop_mid_reply=RATE`` (half a reply, then the connection drops), ``heartbeat_mid_reply=RATE``
 (a heartbeat packet between two halves of a reply), ``duplicate=S`` (S seconds after the first
 registration, a second connection registers with the same id and takes over; the old one is left
