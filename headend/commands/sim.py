@@ -18,6 +18,7 @@ from protocols.models import UnknownModel
 from simulators import BusSpec, SimBus, start_bus
 from simulators.dtu import DtuFaults, DtuSpec, SimDtu
 from simulators.faults import FaultSpecError
+from simulators.modbus_server import ModbusBus
 
 sim_app = typer.Typer(
     help="Run simulated meters on a TCP serial server or a virtual serial port.", no_args_is_help=True
@@ -38,7 +39,7 @@ def _endpoint(tcp: str | None, pty: bool) -> dict[str, Any]:
 
 
 async def _run_buses(specs: list[BusSpec], as_json: bool) -> None:
-    buses: list[SimBus] = []
+    buses: list[SimBus | ModbusBus] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
