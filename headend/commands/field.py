@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -19,7 +19,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from headend.commands.listen import Heartbeat, Listen, Wait, open_field_channel
-from headend.drivers import DriverError, make_driver
+from headend.drivers import DriverError, ModbusDriver, make_driver
 from headend.secrets import MeterSecrets, SecretsError
 from headend.transport import (
     Channel,
@@ -82,7 +82,7 @@ async def _driver(
     return channel, make_driver(protocol, channel, address.rjust(12, "0"), model, MeterSecrets.load(secrets))
 
 
-def _run(work: Callable[[], Awaitable[Any]]) -> Any:
+def _run(work: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     """Run the command's coroutine; turn every expected failure into one line and exit code 1."""
     try:
         return asyncio.run(work())
@@ -327,6 +327,9 @@ def scan_command(
             raise FieldError(f"--protocol must be one of {', '.join(PROTOCOLS)}")
         edition = 1997 if protocol == "dlt645-1997" else 2007
         channel = await open_field_channel(url, listen, wait, heartbeat)
+        if isinstance(channel, ModbusChannel):
+            await channel.close()
+            raise FieldError("DL/T 645 scans need a serial://, tcp:// or dtu:// channel URL")
         found: list[str] = []
         try:
             probes = [a.strip().rjust(12, "0") for a in candidates.split(",")] if candidates else []
@@ -374,6 +377,7 @@ async def _sweep(url: str, model: str, units: str, quiet: bool) -> list[int]:
             task = progress.add_task("sweeping unit ids", total=len(ids))
             for unit in ids:
                 driver = make_driver("modbus", channel, unit, model)
+                assert isinstance(driver, ModbusDriver)
                 try:
                     await driver.read([next(iter(driver.model.points))])
                     found.append(unit)
