@@ -27,9 +27,21 @@ def version() -> None:
 
 def _register_commands() -> None:
     """Attach every command module to the application."""
-    from headend.commands import billing, commands, db, decode, demo, field, inventory, listen, run, sim
+    from headend.commands import (
+        billing,
+        channels,
+        commands,
+        db,
+        decode,
+        demo,
+        field,
+        inventory,
+        listen,
+        run,
+        sim,
+    )
 
-    for module in (demo, field, listen, sim, decode, db, inventory, run, billing, commands):
+    for module in (demo, field, listen, sim, decode, db, inventory, channels, run, billing, commands):
         module.register(app)
 
 

@@ -24,7 +24,13 @@ from urllib.parse import urlsplit
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-CHANNEL_SCHEMES = {"serial": "serial", "tcp": "tcp", "modbus-tcp": "tcp", "rtu-over-tcp": "tcp"}
+CHANNEL_SCHEMES = {
+    "serial": "serial",
+    "tcp": "tcp",
+    "modbus-tcp": "tcp",
+    "rtu-over-tcp": "tcp",
+    "dtu": "dtu",  # address: the registration id the device dials in with
+}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
 
@@ -66,6 +72,8 @@ class ChannelEntry(BaseModel):
     @property
     def address(self) -> str:
         parts = urlsplit(self.url)
+        if self.kind == "dtu":
+            return parts.netloc + parts.path
         return parts.netloc if self.kind == "tcp" else parts.path
 
 

@@ -19,6 +19,7 @@ log = logging.getLogger("headend.run")
 async def run_daemon(config: HeadendConfig) -> None:
     """Run the engine until SIGTERM or SIGINT, then shut down cleanly."""
     from headend.engine.engine import Engine
+    from headend.engine.frontend import FrontEnd
     from headend.engine.ports import DriverPort
     from headend.metrics import EngineMetrics
     from headend.store.dsn import redact, resolve_dsn
@@ -33,7 +34,9 @@ async def run_daemon(config: HeadendConfig) -> None:
     metrics = EngineMetrics()
     if config.metrics.port:
         metrics.serve(config.metrics.host, config.metrics.port)
-    engine = Engine(config, dsn, writer, DriverPort(config.secrets.file or None), metrics)
+    front = await FrontEnd(config.listen, dsn).start() if config.listen.listeners else None
+    port = DriverPort(config.secrets.file or None, front.hub if front is not None else None)
+    engine = Engine(config, dsn, writer, port, metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -42,6 +45,8 @@ async def run_daemon(config: HeadendConfig) -> None:
     await stop.wait()
     log.info("shutting down")
     await engine.stop()
+    if front is not None:
+        await front.stop()
 
 
 def run_command(

@@ -236,6 +236,7 @@ class Engine:
             else:
                 worker.update_meters(meters)
         self.inventory = snapshot
+        self.port.inventory_loaded(snapshot.channels.values())  # dial-in identities now expected
         meter_channel = {m.id: cid for cid, ms in snapshot.meters_by_channel.items() for m in ms}
         self._gappy |= set(meter_channel) - set(self._meter_channel)
         self._meter_channel = meter_channel
@@ -389,6 +390,7 @@ class Engine:
         self.metrics.writer_pending.set(self.writer.pending)
         self.metrics.spool_bytes.set(self.writer.spool_bytes)
         self.metrics.quarantined.set(self.health.quarantined_count())
+        self.port.refresh_dialin_gauges(self.metrics, [worker.spec for worker in self.workers.values()])
 
     # -- gaps and backfill --------------------------------------------------------------------
 

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from headend.engine.backfill import ProfileRecord
 from headend.engine.events import MeterEvent
 from headend.engine.model import ChannelSpec, MeterSpec
+
+if TYPE_CHECKING:
+    from headend.metrics import EngineMetrics
+    from headend.transport.hub import DialinHub
 
 
 def values_of(result: Any) -> dict[str, float]:
@@ -36,6 +40,15 @@ def answered_errors() -> tuple[type[BaseException], ...]:
     return (NotImplementedError, *_driver_errors("MeterRefused", "NotSupported"))
 
 
+def offline_errors() -> tuple[type[BaseException], ...]:
+    """Errors meaning the bus is unreachable by design (a dial-in device not connected), not the meter."""
+    try:
+        from headend.transport import ChannelOffline
+    except ImportError:
+        return ()
+    return (ChannelOffline,)
+
+
 def unsupported_errors() -> tuple[type[BaseException], ...]:
     """Errors meaning the meter or model cannot do the request at all (e.g. keeps no load profile)."""
     return (NotImplementedError, *_driver_errors("NotSupported"))
@@ -53,17 +66,43 @@ def _driver_errors(*names: str) -> tuple[type[BaseException], ...]:
 class DriverPort:
     """Opens channels and builds meter drivers with the real transport and driver packages."""
 
-    def __init__(self, secrets: Any = None) -> None:
+    def __init__(self, secrets: Any = None, hub: DialinHub | None = None) -> None:
         self.secrets = secrets
+        self.hub = hub  # the dial-in front end's registry (``dtu://`` channels), if listening
 
     async def open_channel(self, spec: ChannelSpec) -> Any:
         from headend.transport import open_channel
 
-        channel = open_channel(spec.url)
+        channel = open_channel(spec.url, self.hub)
         opener = getattr(channel, "open", None)
         if opener is not None:
             await opener()
         return channel
+
+    def inventory_loaded(self, channels: Iterable[ChannelSpec]) -> None:
+        """Tell the dial-in front end which identities the inventory's ``dtu://`` channels have."""
+        if self.hub is not None:
+            prefix = "dtu://"
+            self.hub.inventory_loaded(
+                spec.url[len(prefix) :].partition("?")[0] for spec in channels if spec.url.startswith(prefix)
+            )
+
+    def online(self, spec: ChannelSpec) -> bool | None:
+        """Whether a dial-in channel's device is connected (None: not a dial-in channel)."""
+        if self.hub is None or not spec.url.startswith("dtu://"):
+            return None
+        return self.hub.online(spec.url[len("dtu://") :].partition("?")[0])
+
+    def refresh_dialin_gauges(self, metrics: EngineMetrics, channels: Iterable[ChannelSpec]) -> None:
+        """``headend_channel_offline`` per dial-in channel and the front end's event counts."""
+        if self.hub is None:
+            return
+        for spec in channels:
+            online = self.online(spec)
+            if online is not None:
+                metrics.channel_offline.labels(spec.name).set(0.0 if online else 1.0)
+        for event, count in list(self.hub.counts.items()):
+            metrics.dialin.labels(event).set(count)
 
     def make_driver(self, channel: Any, meter: MeterSpec) -> Any:
         from headend.drivers import make_driver

@@ -1,0 +1,20 @@
+-- Dial-in channels (cellular DTUs): a channel can be the bus behind a device that connects to a
+-- listener and registers with an identity (kind 'dtu', address = the registration id), and the
+-- identities that dialled in without a channel are kept for an operator to adopt.
+ALTER TABLE channels DROP CONSTRAINT channels_kind_check;
+ALTER TABLE channels ADD CONSTRAINT channels_kind_check CHECK (kind IN ('serial', 'tcp', 'dtu'));
+
+CREATE TABLE dialin_pending (
+    identity    text PRIMARY KEY,                  -- registration id (or login address) as received
+    kind        text NOT NULL,                     -- listener kind: 'dtu' (later 'gdw1376')
+    listener    text NOT NULL,                     -- kind@host:port of the listener it reached
+    peer        text NOT NULL,                     -- last source address:port (informative only)
+    first_seen  timestamptz NOT NULL,
+    last_seen   timestamptz NOT NULL,
+    attempts    bigint NOT NULL CHECK (attempts > 0),
+    held        boolean NOT NULL,                  -- true: kept connected ([listen] unknown = "hold")
+    CHECK (last_seen >= first_seen)
+);
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON dialin_pending TO headend_daemon;
+GRANT SELECT ON dialin_pending TO headend_billing;
