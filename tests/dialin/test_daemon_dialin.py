@@ -115,7 +115,8 @@ async def test_dial_in_channels_are_polled_offline_ones_are_not_failures_unknown
         silent_ids = [
             r["id"]
             for r in await conn.fetch(
-                "SELECT m.id FROM meters m JOIN channels c ON c.id = m.channel_id WHERE c.address = 'DTU-0081'"
+                "SELECT m.id FROM meters m JOIN channels c ON c.id = m.channel_id "
+                "WHERE c.address = 'DTU-0081'"
             )
         ]
         for meter_id in silent_ids:  # offline: no failure, no quarantine
