@@ -207,9 +207,8 @@ async def poll(buses: int, meters: int, rounds: int) -> None:
         per = {kind: cpu[kind] * 1e6 / readings[kind] for kind in cpu}
         print(f"(b) polling {buses} buses x {meters} meters, {rounds} rounds per kind, same meters both ways")
         for kind in ("tcp", "dtu"):
-            print(
-                f"    {kind}://: {per[kind]:.0f} us CPU per reading, {readings[kind] / wall[kind]:.0f} readings/s"
-            )
+            rate = readings[kind] / wall[kind]
+            print(f"    {kind}://: {per[kind]:.0f} us CPU per reading, {rate:.0f} readings/s")
         print(
             f"    ratio dtu:// / tcp:// (baseline, same run): {per['dtu'] / per['tcp']:.2f}x (target <= 1.1x)"
         )
