@@ -173,17 +173,17 @@ class SimDtu:
                 takeover = asyncio.create_task(self._duplicate(self.spec.faults.duplicate))
             deframer = Deframer()
             while True:
-                reading = asyncio.ensure_future(reader.read(4096))
-                waits: set[asyncio.Future[object]] = {reading}  # type: ignore[arg-type]
-                if takeover is not None:
-                    waits.add(takeover)  # type: ignore[arg-type]
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                if takeover is not None and takeover.done():
-                    reading.cancel()
-                    self._linger(reader, writer)  # left open for the master to close
-                    superseded = True
-                    return takeover.result()
-                chunk = reading.result()
+                if takeover is None:
+                    chunk = await reader.read(4096)
+                else:  # also watch for the duplicate connection taking over
+                    reading = asyncio.ensure_future(reader.read(4096))
+                    await asyncio.wait({reading, takeover}, return_when=asyncio.FIRST_COMPLETED)
+                    if takeover.done():
+                        reading.cancel()
+                        self._linger(reader, writer)  # left open for the master to close
+                        superseded = True
+                        return takeover.result()
+                    chunk = reading.result()
                 if not chunk and takeover is not None:  # the master closed us for the new connection
                     self.counts["superseded_closed"] += 1
                     return await takeover

@@ -4,16 +4,14 @@ The channel does not connect anywhere: it asks the :class:`~headend.transport.hu
 the live connection of its identity when an exchange needs one, and raises
 :class:`~headend.transport.hub.ChannelOffline` at once if there is none (optionally after waiting
 ``wait_s``, for the field commands). An exchange whose connection is replaced by a newer one from
-the same device is retried once on the new connection. Closing the channel leaves the device's
-connection up (the next channel for that identity uses it).
+the same device is sent again on the new connection (``_Link.moved``). Closing the channel leaves the
+device's connection up (the next channel for that identity uses it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from headend.transport.channel import Channel, Framer, _Link
-from headend.transport.hub import ConnectionReplaced, DialinHub
+from headend.transport.channel import Channel, _Link
+from headend.transport.hub import DialinHub
 from headend.transport.listener import Inbound
 from headend.transport.url import ChannelConfig
 
@@ -56,23 +54,3 @@ class DialinChannel(Channel):
         if self._expecting:
             self._expecting = False
             self.hub.forget(self.identity)
-
-    async def exchange(
-        self,
-        request: bytes,
-        framer: Framer,
-        accept: Callable[[bytes], bool],
-        *,
-        reply_size: int = 64,
-        turnaround_s: float | None = None,
-        retries: int | None = None,
-    ) -> tuple[bytes, float]:
-        """As :meth:`Channel.exchange`; once more on the new connection if the old one was replaced."""
-        try:
-            return await super().exchange(
-                request, framer, accept, reply_size=reply_size, turnaround_s=turnaround_s, retries=retries
-            )
-        except ConnectionReplaced:
-            return await super().exchange(
-                request, framer, accept, reply_size=reply_size, turnaround_s=turnaround_s, retries=retries
-            )

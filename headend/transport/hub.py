@@ -2,8 +2,8 @@
 
 Listeners report identified connections (:meth:`DialinHub.bind`); dial-in channels ask for the
 live connection of their identity (:meth:`DialinHub.connection`). A newer connection with the
-same identity replaces the older one (the older is closed, its exchange in flight fails with
-:class:`ConnectionReplaced`). Identities that no channel expects are refused or held, as
+same identity replaces the older one (the older is closed; its exchange in flight is sent again
+on the newer one). Identities that no channel expects are refused or held, as
 configured, and listed in :attr:`DialinHub.pending`. Every outcome is counted in
 :attr:`DialinHub.counts`; unknown identities are logged once per identity per hour.
 """
@@ -33,10 +33,6 @@ HubEvent = Literal["identified", "replaced", "refused", "held", "heartbeat", "cl
 
 class ChannelOffline(ChannelUnavailable):
     """A dial-in channel whose device has no live connection (not a failure of its meters)."""
-
-
-class ConnectionReplaced(ChannelUnavailable):
-    """The exchange's connection was replaced by a newer one with the same identity."""
 
 
 @dataclass(slots=True)

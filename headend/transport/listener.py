@@ -21,9 +21,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from time import monotonic
 from typing import TYPE_CHECKING, Literal
 
-from headend.transport.hub import ChannelOffline, ConnectionReplaced, DialinHub
+from headend.transport.hub import ChannelOffline, DialinHub
 from headend.transport.identify import (
     DtuIdentifier,
     HeartbeatFilter,
@@ -110,7 +111,7 @@ class Inbound(asyncio.Protocol):
         self.listener.accepted(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_rx = time.monotonic()
+        self.last_rx = monotonic()
         beats = self._filter.keepalives
         if self.state == "identifying":
             self._identify(self._filter.feed(data, True))
@@ -179,9 +180,8 @@ class Inbound(asyncio.Protocol):
         self.close_reason = reason
         link, self.link = self.link, None
         if link is not None:
-            waiter = link.waiter
-            if reason == "replaced" and waiter is not None and not waiter.done():
-                waiter.set_exception(ConnectionReplaced(f"{link.label}: connection replaced by a newer one"))
+            if reason == "replaced":
+                link.moved()  # the exchange in flight is sent again on the newer connection
             link.connection_lost(exc)
         self.hub.lost(self)
         self.listener.released(self, previous, reason)

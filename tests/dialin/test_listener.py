@@ -138,7 +138,7 @@ async def test_newer_connection_replaces_the_older_and_the_exchange_moves_over()
         await until(lambda: sim.counts["superseded_closed"] == 1)
 
 
-async def test_replacement_fails_the_exchange_in_flight_and_it_is_retried_on_the_new_connection() -> None:
+async def test_replacement_moves_the_exchange_in_flight_to_the_new_connection() -> None:
     bus = SimBus(BusSpec(meters=1, seed=3, transport="carried", turnaround_s=1.0))
     async with front_end() as (hub, listener):
         sim = await SimDtu(DtuSpec("DTU-0003", "127.0.0.1", listener.port, heartbeat=HB), bus).start()
