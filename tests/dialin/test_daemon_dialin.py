@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from headend.cli import app
-from headend.config import ConfigError, validate_config
+from headend.config import ConfigError, load_config, validate_config
 from headend.engine.engine import Engine
 from headend.engine.frontend import FrontEnd
 from headend.engine.ports import DriverPort
@@ -180,3 +180,7 @@ def test_listen_config_is_validated_with_the_key_and_reason() -> None:
     assert "headend.toml: listen.listeners.0.heartbeat: bad hex in 'hex:GG'" in lines
     assert any(line.startswith("headend.toml: listen.listeners.0.max_per_address:") for line in lines)
     assert validate_config({}, "x").listen.listeners == []  # off by default
+    example = load_config(Path(__file__).parents[2] / "config" / "headend.example.toml").listen
+    assert [(entry.address, entry.kind, entry.heartbeat) for entry in example.listeners] == [
+        ("127.0.0.1:9000", "dtu", "HB")
+    ]
