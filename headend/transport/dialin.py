@@ -33,6 +33,9 @@ class DialinChannel(Channel):
         """Whether the device has a live connection now."""
         return self.hub.online(self.identity)
 
+    async def open(self) -> None:
+        """Nothing to open: each exchange takes the identity's live connection (or finds it offline)."""
+
     async def _connect(self) -> _Link:
         inbound = await self.hub.connection(self.identity, self.wait_s)
         link = _Link(self.stats, self.label)

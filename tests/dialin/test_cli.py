@@ -100,6 +100,23 @@ async def test_read_and_scan_through_a_dtu_that_dials_in() -> None:
         )
         assert code == 0, err
         assert json.loads(out)["meters"] == sorted(addresses)
+        code, out, err = await finish(
+            await spawn(
+                "switch",
+                "dtu://DTU-0031",
+                "off",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "-a",
+                addresses[0],
+                "--operator",
+                "42",
+                "--json",
+            )
+        )
+        assert code == 0, err
+        switched = json.loads(out)
+        assert switched["status"] == "confirmed" and switched["state"]["open"] is True  # read back
     finally:
         _, _, err = await stop(sim)
     assert "'registered'" in err and "'dropped'" in err  # counts printed; it redialled between commands

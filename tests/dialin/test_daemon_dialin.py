@@ -137,6 +137,23 @@ async def test_dial_in_channels_are_polled_offline_ones_are_not_failures_unknown
         assert registry.get_sample_value("headend_channel_offline", {"channel": "dtu-0081"}) == 1.0
         assert registry.get_sample_value("headend_channel_offline", {"channel": "dtu-0080"}) == 0.0
 
+        # the DTU dials in later: the next cycle reads its meters through the same channel
+        late = SimDtu(DtuSpec("DTU-0081", "127.0.0.1", port, heartbeat=b"HB", backoff_s=0.1), silent_bus)
+        dtus.append(await late.start())
+        await until(lambda: front.hub.online("DTU-0081"))
+        engine.run_cycle(ts + timedelta(minutes=30))
+        await engine.wait_cycles()
+        await engine.writer.flush()
+        late_rows = await conn.fetchval(
+            "SELECT count(*) FROM readings r JOIN meters m ON m.id = r.meter_id "
+            "WHERE r.ts = $1 AND m.address = ANY($2::text[])",
+            ts + timedelta(minutes=30),
+            [m.address for m in silent_bus.meters],
+        )
+        assert late_rows == 2 * len(silent_bus.meters)
+        engine._refresh_gauges()
+        assert registry.get_sample_value("headend_channel_offline", {"channel": "dtu-0081"}) == 0.0
+
         await front.flush()
         result = await asyncio.to_thread(pending_cli, pg_dsn)
         assert result.exit_code == 0, result.output
