@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 UnknownPolicy = Literal["refuse", "hold"]
 UNKNOWN_LOG_EVERY_S = 3600.0
+MAX_PENDING = 10_000  # pending identities kept (and logged-at times): beyond it, refused unlisted
 HubEvent = Literal["identified", "replaced", "refused", "held", "heartbeat", "closed"]
 
 
@@ -99,6 +100,11 @@ class DialinHub:
         if self.expects(identity):
             self._bind_known(inbound, identity)
             return True
+        if identity not in self.pending and len(self.pending) >= MAX_PENDING:
+            # a flood of made-up identities must not grow memory: refused, counted, not listed
+            self.counts["refused_pending_full"] += 1
+            self.notify("refused", inbound)
+            return False
         now = datetime.now(UTC)
         entry = self.pending.get(identity)
         if entry is None:

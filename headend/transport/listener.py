@@ -257,6 +257,8 @@ class Listener:
                 )
             elif now - inbound.last_rx > spec.silent_timeout_s:
                 inbound.close("silent_timeout")
+        if len(self._cap_logged) > 1000:  # forget addresses whose cap message is due again anyway
+            self._cap_logged = {k: t for k, t in self._cap_logged.items() if now - t < CAP_LOG_EVERY_S}
         self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every(), self._sweep)
 
     def accepted(self, inbound: Inbound) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from headend.drivers import Credentials, MeterTimeout, make_driver
 from headend.transport import ChannelOffline, DialinHub, open_channel
+from headend.transport import hub as hub_module
 from headend.transport.identify import RegistrationFormat
 from headend.transport.listener import Listener, ListenerSpec
 from simulators import BusSpec, SimBus
@@ -308,3 +309,21 @@ async def test_a_stray_reply_is_never_attributed_to_another_channel() -> None:
             await wrong.read(["energy_import_kwh"])  # type: ignore[attr-defined]
         assert b.bus.requests[0x11] == 0
         assert (await driver_a.read(["energy_import_kwh"]))["energy_import_kwh"] > 0  # type: ignore[attr-defined]
+
+
+async def test_a_flood_of_made_up_identities_is_refused_without_growing_the_pending_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hub_module, "MAX_PENDING", 2)
+    async with front_end() as (hub, listener):
+        socks = []
+        for n in range(4):
+            sock = raw_connect(listener.port)
+            sock.sendall(f"FAKE-{n}".encode())
+            socks.append(sock)
+        await until(lambda: hub.counts["identified"] == 4)
+        assert len(hub.pending) == 2  # the first two to identify (connections race)
+        assert hub.counts["refused_pending_full"] == 2 and hub.counts["refused_unknown"] == 2
+        await until(lambda: all(closed_by_peer(s) for s in socks))
+        for sock in socks:
+            sock.close()
