@@ -4,7 +4,7 @@ A listener hands every byte received before identification to its kind's :class:
 and every byte after it through the connection's :class:`KeepAliveFilter`; what comes out of the
 filter is the clean byte stream of the bus behind the device. ``dtu`` (cellular DTUs: a
 registration packet, then heartbeat packets) is built in; a Q/GDW 1376.1 concentrator (login
-frame, AFN 02 heartbeats) is a second pair of classes registered in :data:`KINDS`.
+frame, AFN 02 heartbeats) is a second :class:`ListenerKind` registered in :data:`KINDS`.
 
 Heartbeat rule (DTUs send each heartbeat as a TCP packet of its own; a reply is one or more
 packets, and a heartbeat packet can come between a request and its reply or between two packets of
@@ -24,6 +24,7 @@ heartbeat exactly, which costs that reply its checksum and one retry, never a wr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
@@ -158,4 +159,11 @@ class HeartbeatFilter:
         return b""
 
 
-KINDS = ("dtu",)
+class ListenerKind(NamedTuple):
+    """What a kind of device brings to a listener: how it identifies itself, what its keep-alives are."""
+
+    identifier: Callable[[RegistrationFormat], Identifier]  # one per listener (stateless)
+    keepalive_filter: Callable[[bytes], KeepAliveFilter]  # one per connection (the listener's pattern)
+
+
+KINDS: dict[str, ListenerKind] = {"dtu": ListenerKind(DtuIdentifier, HeartbeatFilter)}

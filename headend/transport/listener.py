@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Literal
 
 from headend.transport.hub import ChannelOffline, DialinHub
 from headend.transport.identify import (
-    DtuIdentifier,
-    HeartbeatFilter,
+    KINDS,
     Identifier,
     IdentifyError,
     KeepAliveFilter,
@@ -64,13 +63,14 @@ class ListenerSpec:
 
     def identifier(self) -> Identifier:
         """The kind's identification strategy (one per listener: it holds no connection state)."""
-        if self.kind == "dtu":
-            return DtuIdentifier(self.registration)
-        raise ValueError(f"unknown listener kind {self.kind!r}")
+        kind = KINDS.get(self.kind)
+        if kind is None:
+            raise ValueError(f"unknown listener kind {self.kind!r}; known: {', '.join(KINDS)}")
+        return kind.identifier(self.registration)
 
     def keepalive_filter(self) -> KeepAliveFilter:
         """A fresh keep-alive filter for one connection."""
-        return HeartbeatFilter(self.heartbeat)
+        return KINDS[self.kind].keepalive_filter(self.heartbeat)
 
 
 class Inbound(asyncio.Protocol):
