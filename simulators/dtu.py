@@ -1,5 +1,8 @@
 """A simulated cellular DTU: dials in to a master, registers, sends heartbeats and carries a simulated bus.
 
+The bus is a DL/T 645 :class:`SimBus` with ``transport="carried"`` (requests served directly) or a
+started Modbus :class:`ModbusBus` with ``transport="rtu-over-tcp"`` (bytes relayed to its RTU server).
+
 Usage (tests, demos, benchmarks and ``headend sim dtu``)::
 
     bus = SimBus(BusSpec(meters=3, transport="carried"))
@@ -29,6 +32,7 @@ from protocols.dlt645 import Deframer
 from simulators.bus import SimBus
 from simulators.endpoints import Write
 from simulators.faults import FaultSpecError
+from simulators.modbus_server import ModbusBus
 
 RATE_FAULTS = ("drop_mid_reply", "heartbeat_mid_reply")
 TIME_FAULTS = ("duplicate", "late_registration")
@@ -83,7 +87,7 @@ class DtuSpec:
 class SimDtu:
     """A running simulated DTU (see the module docstring)."""
 
-    def __init__(self, spec: DtuSpec, bus: SimBus) -> None:
+    def __init__(self, spec: DtuSpec, bus: SimBus | ModbusBus) -> None:
         self.spec = spec
         self.bus = bus
         self.counts: Counter[str] = Counter()
@@ -164,6 +168,7 @@ class SimDtu:
         beating: asyncio.Task[None] | None = None
         superseded = False
         takeover: asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]] | None = None
+        relay: tuple[asyncio.StreamWriter, asyncio.Task[None]] | None = None
         try:
             await self._register(writer)
             self.bound.set()
@@ -172,6 +177,7 @@ class SimDtu:
                 self._duplicated = True
                 takeover = asyncio.create_task(self._duplicate(self.spec.faults.duplicate))
             deframer = Deframer()
+            relay = await self._relay(writer) if isinstance(self.bus, ModbusBus) else None
             while True:
                 if takeover is None:
                     chunk = await reader.read(4096)
@@ -189,20 +195,46 @@ class SimDtu:
                     return await takeover
                 if not chunk:
                     return None
+                bus = self.bus
+                if not isinstance(
+                    bus, SimBus
+                ):  # a Modbus bus: bytes pass through, replies come from the pump
+                    assert relay is not None
+                    self.counts["requests"] += 1
+                    relay[0].write(chunk)
+                    continue
                 for frame in deframer.feed(chunk):
                     self.counts["requests"] += 1
                     async with self._sending:
-                        await self.bus.serve(frame, self._sender(writer))
+                        await bus.serve(frame, self._sender(writer))
         except (ConnectionError, OSError):
             return None
         finally:
             self.bound.clear()
+            if relay is not None:
+                relay[0].close()
+                relay[1].cancel()
             if beating is not None:
                 beating.cancel()
             if takeover is not None and not takeover.done():
                 takeover.cancel()
             if not superseded:
                 writer.close()
+
+    async def _relay(self, writer: asyncio.StreamWriter) -> tuple[asyncio.StreamWriter, asyncio.Task[None]]:
+        """Connect to the Modbus bus's RTU-over-TCP server; a pump sends its replies to the master."""
+        host, _, port = self.bus.url.partition("://")[2].rpartition(":")
+        bus_reader, bus_writer = await asyncio.open_connection(host, int(port))
+
+        async def pump() -> None:
+            try:
+                while chunk := await bus_reader.read(4096):
+                    async with self._sending:
+                        await self._sender(writer)(chunk)
+            except (ConnectionError, OSError):
+                writer.transport.abort()  # a dropped reply drops the connection, as in the DL/T 645 path
+
+        return bus_writer, asyncio.create_task(pump())
 
     async def _duplicate(self, after_s: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         await asyncio.sleep(after_s)

@@ -25,6 +25,7 @@ from headend.transport import (
     Channel,
     ChannelError,
     ChannelUrlError,
+    DialinChannel,
     ModbusChannel,
     parse_channel_url,
 )
@@ -74,8 +75,9 @@ async def _driver(
     if protocol == "modbus":
         if unit is None:
             raise FieldError("--unit is required for Modbus meters")
-        if not isinstance(channel, ModbusChannel):
-            raise FieldError("Modbus meters need a modbus-tcp:// or rtu-over-tcp:// channel URL")
+        if not isinstance(channel, ModbusChannel | DialinChannel):
+            await channel.close()
+            raise FieldError("Modbus meters need a modbus-tcp://, rtu-over-tcp:// or dtu:// channel URL")
         return channel, make_driver("modbus", channel, unit, model)
     if not address:
         raise FieldError("--address is required for DL/T 645 meters")

@@ -16,6 +16,7 @@ from headend.commands.listen import host_port
 from headend.transport.identify import parse_pattern
 from protocols.models import UnknownModel
 from simulators import BusSpec, SimBus, start_bus
+from simulators.dlt645_server import Dlt645Meter
 from simulators.dtu import DtuFaults, DtuSpec, SimDtu
 from simulators.faults import FaultSpecError
 from simulators.modbus_server import ModbusBus
@@ -185,18 +186,20 @@ def dtu_ids(first: str, count: int) -> list[str]:
     return [f"{stem}{start + n:0{len(digits)}d}" if digits else stem for n in range(count)]
 
 
-async def _run_dtus(dtus: list[SimDtu], as_json: bool) -> None:
+async def _run_dtus(planned: list[tuple[DtuSpec, BusSpec]], as_json: bool) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    for dtu in dtus:
-        await dtu.start()
+    dtus = []
+    for spec, bus_spec in planned:
+        bus = SimBus(bus_spec) if bus_spec.protocol == "dlt645" else await ModbusBus(bus_spec).start()
+        dtus.append(await SimDtu(spec, bus).start())
     described = [
         {
             "id": d.spec.identity,
             "connect": f"{d.spec.host}:{d.spec.port}",
-            "meters": [m.address for m in d.bus.meters],
+            "meters": [m.address if isinstance(m, Dlt645Meter) else m.unit_id for m in d.bus.meters],
         }
         for d in dtus
     ]
@@ -212,6 +215,8 @@ async def _run_dtus(dtus: list[SimDtu], as_json: bool) -> None:
     finally:
         for dtu in dtus:
             await dtu.stop()
+            if isinstance(dtu.bus, ModbusBus):
+                await dtu.bus.stop()
         totals: Counter[str] = Counter()
         for dtu in dtus:
             totals.update(dtu.counts)
@@ -222,7 +227,9 @@ async def _run_dtus(dtus: list[SimDtu], as_json: bool) -> None:
 def sim_dtu(
     connect: Annotated[str, typer.Option("--connect", help="The master's listener, HOST:PORT.")],
     identity: Annotated[str, typer.Option("--id", help="Registration id (first of --count).")] = "DTU-0001",
-    meters: Annotated[int, typer.Option(min=1, help="DL/T 645 meters on the bus behind each DTU.")] = 1,
+    meters: Annotated[int, typer.Option(min=1, max=247, help="Meters on the bus behind each DTU.")] = 1,
+    protocol: Annotated[str, typer.Option(help="The bus: dlt645 or modbus (RTU).")] = "dlt645",
+    model: Annotated[str, typer.Option(help="Modbus register map in config/models.")] = "eastron_sdm120",
     count: Annotated[int, typer.Option(min=1, help="DTUs to run (ids count up).")] = 1,
     heartbeat: Annotated[
         float, typer.Option("--heartbeat", min=0.01, help="Seconds between heartbeats.")
@@ -249,30 +256,32 @@ def sim_dtu(
     history_days: Annotated[int, typer.Option(min=0, help="Days of load profile in memory.")] = 7,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object once started.")] = False,
 ) -> None:
-    """Run simulated cellular DTUs that dial in, register, send heartbeats and carry a DL/T 645 bus."""
+    """Run simulated cellular DTUs that dial in, register, send heartbeats and carry a meter bus."""
     try:
         host, port = host_port(connect)
         dtu_faults = DtuFaults.parse(faults)
         beat = parse_pattern(heartbeat_packet)
-        dtus = []
+        if protocol not in ("dlt645", "modbus"):
+            raise ValueError("--protocol must be dlt645 or modbus")
+        planned = []
         for n, dtu_id in enumerate(dtu_ids(identity, count)):
-            bus = SimBus(
-                BusSpec(
-                    meters=meters,
-                    seed=seed + n,
-                    transport="carried",
-                    baud=baud,
-                    line_timing=line_timing,
-                    history_days=history_days,
-                )
+            bus_spec = BusSpec(
+                protocol=protocol,
+                model=model if protocol == "modbus" else "",
+                meters=meters,
+                seed=seed + n,
+                transport="carried" if protocol == "dlt645" else "rtu-over-tcp",
+                baud=baud,
+                line_timing=line_timing,
+                history_days=history_days,
             )
             packet = parse_pattern(registration.replace("{id}", dtu_id))
             spec = DtuSpec(
                 dtu_id, host, port, packet, beat, heartbeat, backoff, faults=dtu_faults, seed=seed + n
             )
-            dtus.append(SimDtu(spec, bus))
-        asyncio.run(_run_dtus(dtus, as_json))
-    except (FaultSpecError, ValueError) as exc:
+            planned.append((spec, bus_spec))
+        asyncio.run(_run_dtus(planned, as_json))
+    except (FaultSpecError, ValueError, UnknownModel, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
 

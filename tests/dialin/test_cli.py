@@ -164,3 +164,35 @@ async def test_bad_listen_and_sim_options_are_one_line() -> None:
         await spawn("sim", "dtu", "--connect", "127.0.0.1:1", "--faults", "explode=1")
     )
     assert code == 2 and err.startswith("error: unknown DTU fault 'explode=1'") and "Traceback" not in err
+
+
+async def test_modbus_rtu_meters_behind_a_dtu_are_read_from_the_cli() -> None:
+    port = free_port()
+    sim = await spawn(
+        "sim", "dtu", "--connect", f"127.0.0.1:{port}", "--id", "DTU-MB01", "--protocol", "modbus",
+        "--model", "eastron_sdm120", "--meters", "2", "--backoff", "0.1", "--json",
+    )  # fmt: skip
+    try:
+        assert sim.stdout is not None
+        described = json.loads(await asyncio.wait_for(sim.stdout.readline(), 30))
+        assert described["meters"] == [1, 2]
+        code, out, err = await finish(
+            await spawn(
+                "read",
+                "dtu://DTU-MB01?baud=9600&parity=N",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "-p",
+                "modbus",
+                "--unit",
+                "2",
+                "--model",
+                "eastron_sdm120",
+                "voltage_a_v",
+                "--json",
+            )
+        )
+        assert code == 0, err
+        assert 200 < json.loads(out)["values"]["voltage_a_v"] < 260
+    finally:
+        await stop(sim)

@@ -19,6 +19,7 @@ from headend.transport.identify import RegistrationFormat
 from headend.transport.listener import Listener, ListenerSpec
 from simulators import BusSpec, SimBus
 from simulators.dtu import DtuFaults, DtuSpec, SimDtu
+from simulators.modbus_server import ModbusBus
 
 pytestmark = pytest.mark.timeout(60)
 GOOD = Credentials(2, "000000")
@@ -327,3 +328,25 @@ async def test_a_flood_of_made_up_identities_is_refused_without_growing_the_pend
         await until(lambda: all(closed_by_peer(s) for s in socks))
         for sock in socks:
             sock.close()
+
+
+async def test_a_modbus_rtu_bus_behind_a_dtu_is_read_heartbeats_mid_reply_stripped() -> None:
+    bus = await ModbusBus(
+        BusSpec(protocol="modbus", model="eastron_sdm120", meters=3, transport="rtu-over-tcp", seed=12)
+    ).start()
+    faults = DtuFaults(heartbeat_mid_reply=1.0)
+    async with front_end() as (hub, listener):
+        sim = await SimDtu(
+            DtuSpec("DTU-MB", "127.0.0.1", listener.port, heartbeat=HB, faults=faults), bus
+        ).start()
+        try:
+            channel = open_channel("dtu://DTU-MB?baud=9600&parity=N&retries=2", hub, 5.0)
+            driver = make_driver("modbus", channel, 3, "eastron_sdm120")
+            values = await driver.read(["energy_import_kwh", "voltage_a_v"])
+            meter = bus.meter(3).model
+            assert values["energy_import_kwh"] == pytest.approx(meter.registers.import_kwh, rel=1e-3)
+            assert 200 < values["voltage_a_v"] < 260
+            assert sim.counts["heartbeat_mid_reply"] >= 1 and hub.counts["heartbeats"] >= 1
+        finally:
+            await sim.stop()
+            await bus.stop()
