@@ -1,0 +1,79 @@
+"""Pure parts of the dial-in front end: ``dtu://`` URLs, registration formats and the heartbeat rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from headend.inventory import ChannelEntry
+from headend.transport import ChannelUrlError, parse_channel_url
+from headend.transport.identify import (
+    DtuIdentifier,
+    HeartbeatFilter,
+    Identification,
+    IdentifyError,
+    RegistrationFormat,
+    parse_pattern,
+)
+
+
+def test_dtu_url_keeps_the_identity_as_registered_with_the_line_options() -> None:
+    config = parse_channel_url("dtu://Dtu-0001?baud=1200&parity=N&retries=3")
+    assert (config.scheme, config.identity, config.baud, config.parity, config.retries) == (
+        "dtu", "Dtu-0001", 1200, "N", 3,
+    )  # fmt: skip
+    assert config.label == "dtu://Dtu-0001"
+    for bad in ("dtu://", "dtu://has space", "dtu://DTU-1?speed=9"):
+        with pytest.raises(ChannelUrlError):
+            parse_channel_url(bad)
+    entry = ChannelEntry(name="v", url="dtu://DTU-7?baud=2400")
+    assert (entry.kind, entry.address) == ("dtu", "DTU-7")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "stream", "found"),
+    [
+        (RegistrationFormat(), b"DTU-0001\r\n", Identification("DTU-0001", 10)),
+        (
+            RegistrationFormat(encoding="hex", length=4),
+            b"\x12\x34\xab\xcd\x68",
+            Identification("1234ABCD", 4),
+        ),
+        (RegistrationFormat(delimiter=b";"), b"860123456789012;rest", Identification("860123456789012", 16)),
+        (RegistrationFormat(prefix=b"REG", delimiter=b"\n"), b"\x00\xffREGabc\n", Identification("abc", 9)),
+        (RegistrationFormat(prefix=b"REG", length=3), b"xxREGab", None),  # needs one more byte
+    ],
+)
+def test_registration_formats(fmt: RegistrationFormat, stream: bytes, found: Identification | None) -> None:
+    assert DtuIdentifier(fmt).identify(stream) == found
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [b"\x00\x01garbage", b"bad id", b"A" * 65, b"\r\n"],
+)
+def test_malformed_registrations_are_refused(stream: bytes) -> None:
+    with pytest.raises(IdentifyError):
+        DtuIdentifier(RegistrationFormat()).identify(stream)
+
+
+def test_heartbeat_rule_removes_whole_packets_only() -> None:
+    beat = HeartbeatFilter(b"HB")
+    assert beat.feed(b"HB", identifying=False) == b""
+    assert beat.feed(b"HBHB", identifying=False) == b""
+    assert beat.feed(b"\x68HB\x16", identifying=False) == b"\x68HB\x16"  # inside data: meter data
+    assert (
+        beat.feed(b"HB\x68\x01", identifying=False) == b"HB\x68\x01"
+    )  # glued to data: left for the deframer
+    assert beat.feed(b"HBH", identifying=False) == b"HBH"
+    assert beat.keepalives == 3
+    assert beat.feed(b"HBHBDTU-1", identifying=True) == b"DTU-1"  # before the registration
+    assert beat.keepalives == 5
+    assert HeartbeatFilter(b"").feed(b"HB", identifying=False) == b"HB"  # none configured
+
+
+def test_patterns() -> None:
+    assert parse_pattern("hex:FE FE") == b"\xfe\xfe"
+    assert parse_pattern("www.usr.cn") == b"www.usr.cn"
+    for bad in ("hex:GG", "héllo"):
+        with pytest.raises(ValueError):
+            parse_pattern(bad)
