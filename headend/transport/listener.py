@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CAP_LOG_EVERY_S = 60.0
+LOG_EVERY_S = 60.0
 State = Literal["identifying", "bound", "held", "closed"]
 
 
@@ -214,7 +214,7 @@ class Listener:
         self.per_host: Counter[str] = Counter()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
-        self._cap_logged: dict[str, float] = {}
+        self._logged_at: dict[str, float] = {}
         self.port = spec.port
 
     @property
@@ -257,8 +257,8 @@ class Listener:
                 )
             elif now - inbound.last_rx > spec.silent_timeout_s:
                 inbound.close("silent_timeout")
-        if len(self._cap_logged) > 1000:  # forget addresses whose cap message is due again anyway
-            self._cap_logged = {k: t for k, t in self._cap_logged.items() if now - t < CAP_LOG_EVERY_S}
+        if len(self._logged_at) > 1000:  # forget entries whose message is due again anyway
+            self._logged_at = {k: t for k, t in self._logged_at.items() if now - t < LOG_EVERY_S}
         self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every(), self._sweep)
 
     def accepted(self, inbound: Inbound) -> None:
@@ -277,8 +277,8 @@ class Listener:
     def _refuse_cap(self, inbound: Inbound, reason: str, key: str) -> None:
         self.hub.counts[reason] += 1
         now = time.monotonic()
-        if now - self._cap_logged.get(key, -CAP_LOG_EVERY_S) >= CAP_LOG_EVERY_S:
-            self._cap_logged[key] = now
+        if now - self._logged_at.get(key, -LOG_EVERY_S) >= LOG_EVERY_S:
+            self._logged_at[key] = now
             log.warning(
                 "dial-in connection refused: cap reached",
                 extra={"listener": self.label, "peer": inbound.peer, "reason": reason},
@@ -289,11 +289,16 @@ class Listener:
             inbound.transport.abort()
 
     def reject(self, inbound: Inbound, reason: str, detail: str) -> None:
-        """Close a connection that failed to identify itself (counted and logged)."""
-        log.info(
-            "dial-in connection rejected",
-            extra={"listener": self.label, "peer": inbound.peer, "reason": reason, "detail": detail},
-        )
+        """Close a connection that failed to identify itself (counted; logged once a minute per
+        source address and reason, so a flood cannot flood the log)."""
+        key = f"{inbound.host} {reason}"
+        now = time.monotonic()
+        if now - self._logged_at.get(key, -LOG_EVERY_S) >= LOG_EVERY_S:
+            self._logged_at[key] = now
+            log.info(
+                "dial-in connection rejected",
+                extra={"listener": self.label, "peer": inbound.peer, "reason": reason, "detail": detail},
+            )
         inbound.close(reason)
 
     def released(self, inbound: Inbound, previous: State, reason: str) -> None:
