@@ -20,11 +20,10 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from time import monotonic
 from typing import TYPE_CHECKING, Literal
 
-from headend.transport.hub import ChannelOffline, DialinHub
+from headend.transport.hub import DialinHub
 from headend.transport.identify import (
     KINDS,
     Identifier,
@@ -57,10 +56,6 @@ class ListenerSpec:
     max_connections: int = 10_000
     max_per_address: int = 100
 
-    @property
-    def label(self) -> str:
-        return f"{self.kind}@{self.host}:{self.port}"
-
     def identifier(self) -> Identifier:
         """The kind's identification strategy (one per listener: it holds no connection state)."""
         kind = KINDS.get(self.kind)
@@ -87,13 +82,11 @@ class Inbound(asyncio.Protocol):
         self.identity: str | None = None
         self.state: State = "identifying"
         self.connected_at = time.monotonic()
-        self.connected_wall = datetime.now(UTC)
         self.last_rx = self.connected_at
         self.close_reason = ""
         self._buffer = b""
         self._filter = listener.spec.keepalive_filter()
         self.link: _Link | None = None  # the receiving end of the channel using this connection
-        self.stale = 0  # bytes received while bound with no channel exchange listening
 
     @property
     def closed(self) -> bool:
@@ -154,7 +147,7 @@ class Inbound(asyncio.Protocol):
             return
         link = self.link
         if link is None:
-            self.stale += len(clean)
+            self.hub.counts["unsolicited_bytes"] += len(clean)  # no channel is using the connection
             return
         link.data_received(clean)
 
@@ -314,4 +307,4 @@ class Listener:
             self.hub.notify("closed", inbound)
 
 
-__all__ = ["ChannelOffline", "Inbound", "Listener", "ListenerSpec"]
+__all__ = ["Inbound", "Listener", "ListenerSpec"]
