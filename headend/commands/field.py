@@ -198,31 +198,31 @@ def switch_command(
         channel, driver = await _driver(
             url, protocol, address, unit, model, secrets, DialIn(listen, wait, heartbeat)
         )
-        if action not in ("off", "on", "close_allowed"):
-            raise FieldError("action must be off, on or close-allowed")
-        if dry_run:
-            if protocol == "modbus":
+        try:
+            if action not in ("off", "on", "close_allowed"):
+                raise FieldError("action must be off, on or close-allowed")
+            if dry_run:
+                if protocol == "modbus":
+                    return {
+                        "status": "dry-run",
+                        "action": action,
+                        "unit": driver.unit_id,
+                        "operator": operator,
+                        "sent": False,
+                    }
+                if driver.credentials is None:
+                    raise FieldError(f"no password configured for meter {driver.address}")
                 return {
                     "status": "dry-run",
                     "action": action,
-                    "unit": driver.unit_id,
+                    "address": driver.address,
                     "operator": operator,
+                    "password_level": driver.credentials.level,
                     "sent": False,
                 }
-            if driver.credentials is None:
-                raise FieldError(f"no password configured for meter {driver.address}")
-            return {
-                "status": "dry-run",
-                "action": action,
-                "address": driver.address,
-                "operator": operator,
-                "password_level": driver.credentials.level,
-                "sent": False,
-            }
-        try:
             return (await driver.switch(action, operator=operator)).to_json()
         finally:
-            await channel.close()
+            await channel.close()  # also on a dry run: a dtu:// --listen channel stops its listener
 
     result = _run(work)
     _print(result, as_json, _field_table(f"switch {action}", result))
