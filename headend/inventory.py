@@ -267,11 +267,16 @@ async def import_inventory(
         channel_ids: dict[str, int] = {
             r["name"]: r["id"] for r in await conn.fetch("SELECT id, name FROM channels")
         }
-        for ch in inventory.channels:
+        for i, ch in enumerate(inventory.channels):
             settings = {**ch.settings, "url": ch.url}
-            channel_ids[ch.name] = await conn.fetchval(
-                _UPSERT_CHANNEL, ch.name, ch.kind, ch.address, json.dumps(settings), ch.enabled
-            )
+            try:
+                channel_ids[ch.name] = await conn.fetchval(
+                    _UPSERT_CHANNEL, ch.name, ch.kind, ch.address, json.dumps(settings), ch.enabled
+                )
+            except asyncpg.UniqueViolationError:  # channels_dtu_identity: one channel per device
+                raise InventoryError(
+                    f"{source}: channels[{i}]: url: dtu id {ch.address!r} belongs to another channel"
+                ) from None
         accounts = {r["number"]: r["id"] for r in await conn.fetch("SELECT id, number FROM accounts")}
         problems = []
         for i, m in enumerate(inventory.meters):

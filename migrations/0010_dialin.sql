@@ -3,6 +3,8 @@
 -- identities that dialled in without a channel are kept for an operator to adopt.
 ALTER TABLE channels DROP CONSTRAINT channels_kind_check;
 ALTER TABLE channels ADD CONSTRAINT channels_kind_check CHECK (kind IN ('serial', 'tcp', 'dtu'));
+-- one device, one bus, one owner: no two channels may claim the same registration id
+CREATE UNIQUE INDEX channels_dtu_identity ON channels (address) WHERE kind = 'dtu';
 
 CREATE TABLE dialin_pending (
     identity    text PRIMARY KEY,                  -- registration id (or login address) as received

@@ -18,7 +18,7 @@ from headend.config import ConfigError, load_config, validate_config
 from headend.engine.engine import Engine
 from headend.engine.frontend import FrontEnd
 from headend.engine.ports import DriverPort
-from headend.inventory import import_inventory, read_inventory
+from headend.inventory import InventoryError, import_inventory, read_inventory
 from headend.store.writer import ReadingWriter
 from simulators import BusSpec, SimBus
 from simulators.dtu import DtuSpec, SimDtu
@@ -201,3 +201,19 @@ def test_listen_config_is_validated_with_the_key_and_reason() -> None:
     assert [(entry.address, entry.kind, entry.heartbeat) for entry in example.listeners] == [
         ("127.0.0.1:9000", "dtu", "HB")
     ]
+
+
+async def test_two_channels_cannot_claim_one_dtu(pg_dsn: str, tmp_path: Path) -> None:
+    first = tmp_path / "a.toml"
+    first.write_text('[[channels]]\nname = "a"\nurl = "dtu://DTU-0100"\n')
+    second = tmp_path / "b.toml"
+    second.write_text('[[channels]]\nname = "b"\nurl = "dtu://DTU-0100?baud=1200"\n')
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await import_inventory(conn, read_inventory(first), "a.toml")
+        with pytest.raises(InventoryError, match=r"channels\[0\]: url: dtu id 'DTU-0100' belongs to another"):
+            await import_inventory(conn, read_inventory(second), "b.toml")
+        await import_inventory(conn, read_inventory(first), "a.toml")  # the same channel again: fine
+        assert await conn.fetchval("SELECT count(*) FROM channels WHERE kind = 'dtu'") == 1
+    finally:
+        await conn.close()
