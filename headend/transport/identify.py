@@ -16,7 +16,8 @@ the reply):
 * anything else passes unchanged: a heartbeat pattern inside or at the start of a chunk that
   carries other bytes too is meter data as far as the listener knows. (If it really was a
   heartbeat coalesced with a reply by TCP, it stands before the reply's frame, and the protocol's
-  deframer skips it as noise: DL/T 645 frames by length after the 0x68 sync.)
+  deframer skips it as noise: DL/T 645 frames by length after the 0x68 sync, the Modbus RTU
+  deframer looks for the unit and function with a valid CRC.)
 
 So no byte of meter data is ever removed, unless a whole packet of meter data equals the
 heartbeat exactly, which costs that reply its checksum and one retry, never a wrong value.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from headend.inventory import ChannelEntry
@@ -14,6 +16,8 @@ from headend.transport.identify import (
     RegistrationFormat,
     parse_pattern,
 )
+from protocols.dlt645 import Deframer, build_read_response
+from protocols.modbus import rtu
 
 
 def test_dtu_url_keeps_the_identity_as_registered_with_the_line_options() -> None:
@@ -77,3 +81,14 @@ def test_patterns() -> None:
     for bad in ("hex:GG", "héllo"):
         with pytest.raises(ValueError):
             parse_pattern(bad)
+
+
+def test_a_heartbeat_glued_before_a_reply_is_skipped_by_either_deframer() -> None:
+    beat = HeartbeatFilter(b"HB")
+    reply = build_read_response("000012345678", "00010000", 1234.56)
+    passed = beat.feed(b"HB" + reply, identifying=False)
+    assert passed == b"HB" + reply  # not whole heartbeats: the listener leaves it to the protocol
+    assert Deframer().feed(passed) == [reply]
+    body = bytes([7, 3, 4, 0, 1, 0, 2])
+    modbus_reply = body + struct.pack("<H", rtu.crc16(body))
+    assert rtu.RtuDeframer(7, 3, 2).feed(b"HB" + modbus_reply) == [modbus_reply]
