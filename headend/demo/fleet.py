@@ -104,7 +104,7 @@ def demo_buses(meters: int, interval_s: int, seed: int, password: str) -> list[D
             "dlt645-generic",
             BusSpec(
                 edition=2007,
-                meters=3,
+                meters=2,
                 transport="carried",
                 line_timing=True,
                 baud=2400,
