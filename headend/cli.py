@@ -31,9 +31,35 @@ def version() -> None:
 
 def _register_commands() -> None:
     """Attach every command module to the application."""
-    from headend.commands import billing, commands, db, decode, demo, field, inventory, operators, run, sim
+    from headend.commands import (
+        billing,
+        channels,
+        commands,
+        db,
+        decode,
+        demo,
+        field,
+        inventory,
+        listen,
+        operators,
+        run,
+        sim,
+    )
 
-    for module in (demo, field, sim, decode, db, inventory, run, billing, commands, operators):
+    for module in (
+        demo,
+        field,
+        listen,
+        sim,
+        decode,
+        db,
+        inventory,
+        channels,
+        run,
+        billing,
+        commands,
+        operators,
+    ):
         module.register(app)
 
 

@@ -46,7 +46,13 @@ __all__ = [
     "read_inventory",
 ]
 
-CHANNEL_SCHEMES = {"serial": "serial", "tcp": "tcp", "modbus-tcp": "tcp", "rtu-over-tcp": "tcp"}
+CHANNEL_SCHEMES = {
+    "serial": "serial",
+    "tcp": "tcp",
+    "modbus-tcp": "tcp",
+    "rtu-over-tcp": "tcp",
+    "dtu": "dtu",  # address: the registration id the device dials in with
+}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 BROADCAST_ADDRESSES = {"999999999999": "broadcast", "AAAAAAAAAAAA": "wildcard"}
 MAX_INSTALL_AHEAD = timedelta(days=1)  # installed_at may be a little ahead (clock skew), never years
@@ -91,6 +97,8 @@ class ChannelEntry(BaseModel):
     @property
     def address(self) -> str:
         config = self.config
+        if self.kind == "dtu":
+            return config.identity
         return f"{config.host}:{config.port}" if self.kind == "tcp" else config.path
 
 
@@ -358,9 +366,16 @@ async def import_inventory(
     """Upsert the channels and meters in one transaction; unknown channels or accounts are errors."""
     async with conn.transaction():
         channels = await channel_ids(conn)
-        for ch in inventory.channels:
+        for i, ch in enumerate(inventory.channels):
             settings = {**ch.settings, "url": ch.url}
-            channels[ch.name] = await upsert_channel(conn, ch.name, ch.kind, ch.address, settings, ch.enabled)
+            try:
+                channels[ch.name] = await upsert_channel(
+                    conn, ch.name, ch.kind, ch.address, settings, ch.enabled
+                )
+            except asyncpg.UniqueViolationError:  # channels_dtu_identity: one channel per device
+                raise InventoryError(
+                    f"{source}: channels[{i}]: url: dtu id {ch.address!r} belongs to another channel"
+                ) from None
         accounts = await account_ids(conn)
         problems = []
         stored = {c.name: c.url for c in await stored_channels(conn)}

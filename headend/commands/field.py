@@ -10,7 +10,7 @@ import asyncio
 import json
 import os
 from collections.abc import Callable, Coroutine
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -22,6 +22,7 @@ from rich.table import Table
 
 from headend import limits
 from headend.commands.auth import login
+from headend.commands.listen import Heartbeat, Listen, Wait, open_field_channel
 from headend.config import ClockConfig
 from headend.control.field_switch import field_switch
 from headend.drivers import DriverError, ModbusDriver, make_driver
@@ -34,7 +35,6 @@ from headend.transport import (
     ChannelUrlError,
     ModbusChannel,
     check_protocol,
-    open_channel,
     parse_channel_url,
 )
 from protocols.dlt645 import (
@@ -51,7 +51,10 @@ from protocols.dlt645.frame import jsonable
 
 PROTOCOLS = ("dlt645-2007", "dlt645-1997", "modbus")
 Url = Annotated[
-    str, typer.Argument(help="Channel URL: serial:///dev/ttyUSB0?baud=2400&parity=E, tcp://host:port")
+    str,
+    typer.Argument(
+        help="Channel URL: serial:///dev/ttyUSB0?baud=2400&parity=E, tcp://host:port, dtu://ID + --listen"
+    ),
 ]
 Protocol = Annotated[str, typer.Option("--protocol", "-p", help="dlt645-2007, dlt645-1997 or modbus.")]
 Address = Annotated[str | None, typer.Option("--address", "-a", help="DL/T 645 meter address (12 digits).")]
@@ -86,30 +89,50 @@ def _secrets(path: str | None, writes: bool) -> MeterSecrets:
         return MeterSecrets()
 
 
-def _driver(
+@dataclass(frozen=True, slots=True)
+class DialIn:
+    """The ``--listen`` options: for ``dtu://ID``, where the device dials in and how long to wait."""
+
+    listen: str | None = None
+    wait_s: float = 60.0
+    heartbeat: str = ""
+
+
+async def _driver(
     url: str,
     protocol: str,
     address: str | None,
     unit: int | None,
     model: str | None,
     secrets: str | None,
+    dial_in: DialIn,
     *,
     writes: bool = False,
 ) -> tuple[Any, Any]:
+    """The channel (for ``dtu://``, listening first) and the meter's driver; every argument is
+    checked before anything is opened."""
     _checked_url(url, protocol)
     if protocol == "modbus":
         if unit is None:
             raise FieldError("--unit is required for Modbus meters")
         limits.unit_id(unit, "--unit")
-        channel = open_channel(url)
-        return channel, make_driver("modbus", channel, unit, model)
-    if not address:
-        raise FieldError("--address is required for DL/T 645 meters")
-    if not address.isdigit() or len(address) > 12:
-        raise FieldError(f"--address must be up to 12 decimal digits, got {address[:40]!r}")
-    credentials = _secrets(secrets, writes)
-    channel = open_channel(url)
-    return channel, make_driver(protocol, channel, address.rjust(12, "0"), model, credentials)
+        target: str | int = unit
+        credentials = None
+    else:
+        if not address:
+            raise FieldError("--address is required for DL/T 645 meters")
+        if not address.isdigit() or len(address) > 12:
+            raise FieldError(f"--address must be up to 12 decimal digits, got {address[:40]!r}")
+        target = address.rjust(12, "0")
+        credentials = _secrets(secrets, writes)
+    channel = await open_field_channel(url, dial_in.listen, dial_in.wait_s, dial_in.heartbeat)
+    try:
+        if credentials is None:
+            return channel, make_driver("modbus", channel, target, model)
+        return channel, make_driver(protocol, channel, target, model, credentials)
+    except BaseException:
+        await channel.close()  # a dtu:// --listen channel stops its listener
+        raise
 
 
 def check_write_target(protocol: str, address: str | None, unit: int | None) -> None:
@@ -170,12 +193,17 @@ def read_command(
     unit: Unit = None,
     model: Model = None,
     secrets: Secrets = None,
+    listen: Listen = None,
+    wait: Wait = 60.0,
+    heartbeat: Heartbeat = "",
     as_json: Json = False,
 ) -> None:
     """Read quantities or raw data identifiers from one meter."""
 
     async def work() -> dict[str, Any]:
-        channel, driver = _driver(url, protocol, address, unit, model, secrets)
+        channel, driver = await _driver(
+            url, protocol, address, unit, model, secrets, DialIn(listen, wait, heartbeat)
+        )
         try:
             names = items or list(driver.model.points if protocol == "modbus" else driver.plan)
             values: dict[str, Any] = {}
@@ -234,6 +262,9 @@ def switch_command(
     no_record: Annotated[
         bool, typer.Option("--no-record", help="No database: switch without a command record or audit.")
     ] = False,
+    listen: Listen = None,
+    wait: Wait = 60.0,
+    heartbeat: Heartbeat = "",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the command; send nothing.")] = False,
     as_json: Json = False,
 ) -> None:
@@ -244,6 +275,7 @@ def switch_command(
     required. Wildcard, broadcast and malformed addresses are always refused."""
     action = action.replace("-", "_")
     database = dsn or os.environ.get("HEADEND_DSN")
+    dial_in = DialIn(listen, wait, heartbeat)
     try:
         if action not in ("off", "on", "close_allowed"):
             raise FieldError("action must be off, on or close-allowed")
@@ -265,35 +297,35 @@ def switch_command(
         raise typer.Exit(code=1) from None
     if database and not dry_run:
         _recorded_switch(
-            url, action, operator, protocol, address, unit, model, secrets, meter, reason, database
+            url, action, operator, protocol, address, unit, model, secrets, meter, reason, database, dial_in
         )
         return
 
     async def work() -> dict[str, Any]:
-        channel, driver = _driver(url, protocol, address, unit, model, secrets, writes=True)
-        if dry_run:
-            if protocol == "modbus":
+        channel, driver = await _driver(url, protocol, address, unit, model, secrets, dial_in, writes=True)
+        try:
+            if dry_run:
+                if protocol == "modbus":
+                    return {
+                        "status": "dry-run",
+                        "action": action,
+                        "unit": driver.unit_id,
+                        "operator": operator,
+                        "sent": False,
+                    }
+                if driver.credentials is None:
+                    raise FieldError(f"no password configured for meter {driver.address}")
                 return {
                     "status": "dry-run",
                     "action": action,
-                    "unit": driver.unit_id,
+                    "address": driver.address,
                     "operator": operator,
+                    "password_level": driver.credentials.level,
                     "sent": False,
                 }
-            if driver.credentials is None:
-                raise FieldError(f"no password configured for meter {driver.address}")
-            return {
-                "status": "dry-run",
-                "action": action,
-                "address": driver.address,
-                "operator": operator,
-                "password_level": driver.credentials.level,
-                "sent": False,
-            }
-        try:
             return (await driver.switch(action, operator=operator)).to_json()
         finally:
-            await channel.close()
+            await channel.close()  # also on a dry run: a dtu:// --listen channel stops its listener
 
     result = _run(work)
     _print(result, as_json, _field_table(f"switch {action}", result))
@@ -313,6 +345,7 @@ def _recorded_switch(
     meter: str | None,
     reason: str | None,
     database: str,
+    dial_in: DialIn,
 ) -> None:
     """The switch as a persisted, audited command run by the signed-in operator (field_switch)."""
     me = login(operator)
@@ -325,7 +358,9 @@ def _recorded_switch(
             raise FieldError(f"database: {exc}") from None
         try:
             await me.sign_in(conn, "operator")
-            channel, driver = _driver(url, protocol, address, unit, model, secrets, writes=True)
+            channel, driver = await _driver(
+                url, protocol, address, unit, model, secrets, dial_in, writes=True
+            )
             try:
                 outcome = await field_switch(
                     conn, meter_ref, action, operator=me.operator_id, reason=str(reason), driver=driver
@@ -358,6 +393,9 @@ def clock_command(
     unit: Unit = None,
     model: Model = None,
     secrets: Secrets = None,
+    listen: Listen = None,
+    wait: Wait = 60.0,
+    heartbeat: Heartbeat = "",
     sync: Annotated[bool, typer.Option("--sync", help="Correct the clock if it is off.")] = False,
     as_json: Json = False,
 ) -> None:
@@ -366,7 +404,9 @@ def clock_command(
     async def work() -> dict[str, Any]:
         if sync:
             check_write_target(protocol, address, unit)
-        channel, driver = _driver(url, protocol, address, unit, model, secrets, writes=sync)
+        channel, driver = await _driver(
+            url, protocol, address, unit, model, secrets, DialIn(listen, wait, heartbeat), writes=sync
+        )
         try:
             if sync:
                 result = await check_clock(driver, ClockPolicy.from_config(ClockConfig()))
@@ -395,6 +435,9 @@ def profile_command(
     unit: Unit = None,
     model: Model = None,
     secrets: Secrets = None,
+    listen: Listen = None,
+    wait: Wait = 60.0,
+    heartbeat: Heartbeat = "",
     as_json: Json = False,
 ) -> None:
     """Read interval records from the meter's load profile (or daily freeze)."""
@@ -402,7 +445,9 @@ def profile_command(
     async def work() -> dict[str, Any]:
         if end <= start:
             raise FieldError(f"--to {end.isoformat()} must be after --from {start.isoformat()}")
-        channel, driver = _driver(url, protocol, address, unit, model, secrets)
+        channel, driver = await _driver(
+            url, protocol, address, unit, model, secrets, DialIn(listen, wait, heartbeat)
+        )
         try:
             records = await driver.read_profile(start.replace(tzinfo=UTC), end.replace(tzinfo=UTC))
         finally:
@@ -433,6 +478,9 @@ def scan_command(
             "--one-meter", help="The line has exactly one meter: ask it for its address (no candidates)."
         ),
     ] = False,
+    listen: Listen = None,
+    wait: Wait = 60.0,
+    heartbeat: Heartbeat = "",
     as_json: Json = False,
 ) -> None:
     """Find meters on a bus: probe a candidate list, or ask the only meter of a one-meter line."""
@@ -442,7 +490,9 @@ def scan_command(
         if protocol == "modbus":
             return {
                 "protocol": protocol,
-                "units": await _sweep(url, model or "eastron_sdm120", units, as_json),
+                "units": await _sweep(
+                    url, model or "eastron_sdm120", units, as_json, DialIn(listen, wait, heartbeat)
+                ),
             }
         probes = _candidates(candidates)
         if not probes and not one_meter:
@@ -452,7 +502,10 @@ def scan_command(
                 " --one-meter"
             )
         edition = 1997 if protocol == "dlt645-1997" else 2007
-        channel = Channel(parse_channel_url(url))  # DL/T 645: serial:// or tcp:// (checked above)
+        channel = await open_field_channel(url, listen, wait, heartbeat)
+        if isinstance(channel, ModbusChannel):  # unreachable after _checked_url; narrows the type
+            await channel.close()
+            raise FieldError("DL/T 645 scans need a serial://, tcp:// or dtu:// channel URL")
         found: list[str] = []
         try:
             with Progress(transient=True, disable=as_json) as progress:
@@ -493,12 +546,16 @@ def _candidates(text: str | None) -> list[str]:
     return [a.rjust(12, "0") for a in addresses]
 
 
-async def _sweep(url: str, model: str, units: str, quiet: bool) -> list[int]:
+async def _sweep(url: str, model: str, units: str, quiet: bool, dial_in: DialIn) -> list[int]:
     """Modbus unit ids that answer a read of the model's first point."""
     ids = limits.unit_range(units)
     config = replace(parse_channel_url(url), retries=0)  # an absent unit id is silent: do not retry it
     gateway = config.scheme in ("modbus-tcp", "rtu-over-tcp")
-    channel: ModbusChannel | Channel = ModbusChannel(config) if gateway else Channel(config)
+    channel: ModbusChannel | Channel
+    if config.scheme == "dtu" or dial_in.listen:
+        channel = await open_field_channel(url, dial_in.listen, dial_in.wait_s, dial_in.heartbeat, retries=0)
+    else:
+        channel = ModbusChannel(config) if gateway else Channel(config)
     found = []
     try:
         with Progress(transient=True, disable=quiet) as progress:

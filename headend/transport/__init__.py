@@ -1,4 +1,4 @@
-"""Transport: one channel per physical bus (serial port or TCP serial server), one exchange at a time.
+"""Transport: one channel per bus (serial port, TCP serial server, dial-in device), one exchange at a time.
 
 ``open_channel(url)`` parses a channel URL (see :mod:`headend.transport.url`) and returns a
 :class:`~headend.transport.channel.Channel` or a Modbus channel; what drivers need from either is
@@ -13,19 +13,28 @@ from headend.transport.channel import (
     ChannelUnavailable,
     ExchangeTimeout,
 )
+from headend.transport.dialin import DialinChannel
+from headend.transport.hub import ChannelOffline, DialinHub
 from headend.transport.modbus import ModbusChannel, ModbusError
 from headend.transport.url import ChannelConfig, ChannelUrlError, check_protocol, parse_channel_url
 
 
-def open_channel(url: str) -> Channel | ModbusChannel:
+def open_channel(url: str, hub: DialinHub | None = None, wait_s: float = 0.0) -> Channel | ModbusChannel:
     """A channel for ``url`` (not yet connected: it opens on first use or with ``await channel.open()``).
 
     ``serial://`` and ``tcp://`` carry raw frames (DL/T 645); ``modbus-tcp://`` and ``rtu-over-tcp://``
-    are Modbus gateways served by pymodbus.
+    are Modbus gateways served by pymodbus; ``dtu://ID`` is the bus behind a device dialling in to
+    one of ``hub``'s listeners (``wait_s``: how long an exchange waits for the device to connect).
     """
     config = parse_channel_url(url)
     if config.scheme in ("modbus-tcp", "rtu-over-tcp"):
         return ModbusChannel(config)
+    if config.scheme == "dtu":
+        if hub is None:
+            raise ChannelUrlError(
+                f"{url}: dtu:// channels need a listener ([listen] in the config, or --listen)"
+            )
+        return DialinChannel(config, hub, wait_s)
     return Channel(config)
 
 
@@ -34,9 +43,12 @@ __all__ = [
     "Channel",
     "ChannelConfig",
     "ChannelError",
+    "ChannelOffline",
     "ChannelStats",
     "ChannelUnavailable",
     "ChannelUrlError",
+    "DialinChannel",
+    "DialinHub",
     "ExchangeTimeout",
     "FrameBus",
     "ModbusChannel",

@@ -2,7 +2,9 @@
 
 ``serial:///dev/ttyUSB0?baud=2400&parity=E&bytesize=8&stopbits=1``, ``tcp://10.0.0.5:8899`` (a
 transparent serial server / DTU; ``?baud=`` tells the line speed behind it for timeouts),
-``modbus-tcp://host:502`` and ``rtu-over-tcp://host:4001``. Query options common to all:
+``modbus-tcp://host:502``, ``rtu-over-tcp://host:4001`` and ``dtu://DTU-0001?baud=2400&parity=E`` (the
+bus behind a cellular DTU that dials in to a listener and registers with that id; see
+:mod:`headend.transport.listener`). Query options common to all:
 ``gap_ms`` (inter-frame gap), ``turnaround_ms`` (meter response allowance), ``retries``.
 :func:`check_protocol` says whether a meter protocol can run on a channel.
 """
@@ -11,11 +13,15 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-SCHEMES = ("serial", "tcp", "modbus-tcp", "rtu-over-tcp")
+SCHEMES = ("serial", "tcp", "modbus-tcp", "rtu-over-tcp", "dtu")
+IDENTITY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 DEFAULT_PORTS = {"modbus-tcp": 502}
+# channels whose device connects to a listener and names itself: scheme -> the listener kind
+DIALIN_SCHEMES = {"dtu": "dtu"}
 BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200)
 MAX_RETRIES = 10
 MAX_GAP_MS = 10_000.0
@@ -24,8 +30,8 @@ MAX_URL_LENGTH = 1000
 # which channel schemes each meter protocol can use: DL/T 645 needs raw frames (serial or a
 # transparent serial server); Modbus runs on its gateways and as RTU on a raw line
 PROTOCOL_SCHEMES = {
-    "dlt645-2007": ("serial", "tcp"),
-    "dlt645-1997": ("serial", "tcp"),
+    "dlt645-2007": ("serial", "tcp", "dtu"),
+    "dlt645-1997": ("serial", "tcp", "dtu"),
     "modbus": SCHEMES,
 }
 
@@ -42,6 +48,7 @@ class ChannelConfig:
     host: str = ""
     port: int = 0
     path: str = ""
+    identity: str = ""  # dtu://: the registration id the device dials in with
     baud: int = 2400
     parity: str = "E"
     bytesize: int = 8
@@ -63,13 +70,27 @@ class ChannelConfig:
     @property
     def label(self) -> str:
         """A short name for logs and metrics (no credentials are ever part of a channel URL)."""
-        return self.path if self.scheme == "serial" else f"{self.scheme}://{self.host}:{self.port}"
+        if self.scheme == "serial":
+            return self.path
+        if self.scheme == "dtu":
+            return f"dtu://{self.identity}"
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def device(self) -> tuple[str, str] | None:
+        """For a dial-in channel, the device it sits behind as the hub knows it: (listener kind,
+        identity); None for a channel that connects out."""
+        kind = DIALIN_SCHEMES.get(self.scheme)
+        return None if kind is None else (kind, self.identity)
 
     @property
     def bus(self) -> str:
-        """The physical bus: the real device path, or ``host:port`` whatever the TCP scheme."""
+        """The physical bus: the real device path, ``host:port`` whatever the TCP scheme, or the
+        registration id of the device a ``dtu://`` bus sits behind."""
         if self.scheme == "serial":
             return os.path.realpath(self.path)
+        if self.scheme == "dtu":
+            return f"dtu:{self.identity}"
         return f"{self.host.lower()}:{self.port}"
 
 
@@ -140,6 +161,14 @@ def parse_channel_url(url: str) -> ChannelConfig:
         if not parts.path or parts.netloc:
             raise ChannelUrlError(f"serial URL needs a device path, e.g. serial:///dev/ttyUSB0, got {url!r}")
         return ChannelConfig(scheme, path=parts.path, **options)  # type: ignore[arg-type]
+    if scheme == "dtu":
+        identity = parts.netloc + parts.path  # as registered: case kept, no host normalisation
+        if not IDENTITY_RE.match(identity):
+            raise ChannelUrlError(
+                f"dtu URL needs the registration id (letters, digits, _.:-, up to 64), "
+                f"e.g. dtu://DTU-0001?baud=2400, got {url!r}"
+            )
+        return ChannelConfig(scheme, identity=identity, **options)  # type: ignore[arg-type]
     try:
         port = parts.port or DEFAULT_PORTS.get(scheme, 0)
     except ValueError:
