@@ -33,6 +33,7 @@ def _register_commands() -> None:
     """Attach every command module to the application."""
     from headend.commands import (
         billing,
+        channels,
         commands,
         concentrator,
         db,
@@ -40,12 +41,27 @@ def _register_commands() -> None:
         demo,
         field,
         inventory,
+        listen,
         operators,
         run,
         sim,
     )
 
-    for module in (demo, field, sim, decode, db, inventory, run, billing, commands, operators, concentrator):
+    for module in (
+        demo,
+        field,
+        listen,
+        sim,
+        decode,
+        db,
+        inventory,
+        channels,
+        run,
+        billing,
+        commands,
+        operators,
+        concentrator,
+    ):
         module.register(app)
 
 

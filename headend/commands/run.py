@@ -25,15 +25,15 @@ async def run_daemon(config: HeadendConfig) -> None:
     dsn = resolve_dsn(config.database.dsn or None)
     log.info("database", extra={"dsn": redact(dsn)})
     await migrate(dsn)
-    engine = build_daemon(config, dsn)
+    daemon = build_daemon(config, dsn)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await engine.start()
+    await daemon.start()
     await stop.wait()
     log.info("shutting down")
-    await engine.stop()
+    await daemon.stop()
 
 
 def run_command(
