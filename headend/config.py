@@ -298,10 +298,12 @@ def _check_pattern(value: str) -> None:
 
 
 class ListenerConfig(_Section):
-    """One listening address for devices that dial in (cellular DTUs)."""
+    """One listening address for devices that dial in (cellular DTUs, or Q/GDW 1376.1 concentrators:
+    ``kind = "gdw1376"``, identified by their login frame; ``registration`` and ``heartbeat`` are
+    for DTUs only)."""
 
     address: str  # host:port; the operator chooses the public address
-    kind: Literal["dtu"] = "dtu"
+    kind: Literal["dtu", "gdw1376"] = "dtu"
     registration: RegistrationConfig = RegistrationConfig()
     heartbeat: str = ""  # the heartbeat packet: text, or hex:FE...; empty: none configured
     identify_timeout: Duration = 30.0

@@ -16,7 +16,6 @@ from typing import Annotated
 import typer
 
 from headend.transport import (
-    CONCENTRATOR_SCHEMES,
     Channel,
     ChannelConfig,
     ConcentratorLink,
@@ -26,7 +25,7 @@ from headend.transport import (
     open_channel,
     parse_channel_url,
 )
-from headend.transport.concentrator_accept import accept
+from headend.transport.concentrator_dialin import DialinConcentratorLink
 from headend.transport.hub import HubEvent
 from headend.transport.identify import KINDS, RegistrationFormat, parse_pattern
 from headend.transport.listener import Inbound, Listener, ListenerSpec
@@ -62,6 +61,18 @@ class ListeningChannel(DialinChannel):
         await self.listener.stop()
 
 
+class ListeningConcentratorLink(DialinConcentratorLink):
+    """A dial-in concentrator's link with the listener it started (the field commands' ``--listen``)."""
+
+    def __init__(self, config: ChannelConfig, hub: DialinHub, wait_s: float, listener: Listener) -> None:
+        super().__init__(config, hub, wait_s)
+        self.listener = listener
+
+    async def close(self) -> None:
+        await super().close()
+        await self.listener.stop()
+
+
 async def open_field_channel(
     url: str, listen: str | None, wait_s: float, heartbeat: str = "", retries: int | None = None
 ) -> Channel | ModbusChannel | ConcentratorLink:
@@ -78,22 +89,23 @@ async def open_field_channel(
     if not listen:
         raise ValueError(f"{config.label} dials in: give --listen HOST:PORT to wait for it")
     host, port = host_port(f"0.0.0.0{listen}" if listen.startswith(":") else listen)
-    if config.scheme in CONCENTRATOR_SCHEMES:
-        link = ConcentratorLink(config, wait_s=wait_s)
-        await accept(link, host, port, wait_s)
-        return link
-    hub = DialinHub()
-    spec = ListenerSpec(host=host, port=port, heartbeat=parse_pattern(heartbeat))
+    kind, _identity = config.device
+    hub = DialinHub()  # refuses every other device: only this channel's is expected
+    spec = ListenerSpec(host=host, port=port, kind=kind, heartbeat=parse_pattern(heartbeat))
     try:
         listener = await Listener(spec, hub).start()
     except OSError as exc:
         raise ValueError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+    if kind == "gdw1376":
+        return ListeningConcentratorLink(config, hub, wait_s, listener)
     return ListeningChannel(config, hub, wait_s, listener)
 
 
 def listen_command(
     address: Annotated[str, typer.Argument(help="HOST:PORT to listen on, e.g. 0.0.0.0:9000.")],
-    kind: Annotated[str, typer.Option("--kind", help="What dials in: dtu.")] = "dtu",
+    kind: Annotated[
+        str, typer.Option("--kind", help="What dials in: dtu, or gdw1376 (concentrators, by login).")
+    ] = "dtu",
     heartbeat: Heartbeat = "",
     id_format: Annotated[str, typer.Option("--id-format", help="Registration id: ascii or hex.")] = "ascii",
     id_length: Annotated[int, typer.Option("--id-length", min=0, help="Fixed id length in bytes.")] = 0,

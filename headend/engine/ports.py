@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from headend.drivers.base import ProfileRecord as DriverProfileRecord
     from headend.metrics import EngineMetrics
     from headend.transport import Bus
-    from headend.transport.concentrator import Connector
     from headend.transport.hub import DialinHub
 
 log = logging.getLogger(__name__)
@@ -95,14 +94,10 @@ class DriverPort:
         secrets: Secrets = None,
         relay: RelayConfig | None = None,
         hub: DialinHub | None = None,
-        concentrator_connector: Connector | None = None,
     ) -> None:
         self.secrets = secrets  # a path (or None: environment only), MeterSecrets or Credentials
         self.relay = relay or RelayConfig()  # the drivers' confirmation window after a switch
-        self.hub = hub  # the dial-in front end's registry (``dtu://`` channels), if listening
-        # where dial-in concentrators' connections come from (the dial-in listener): see
-        # headend.transport.concentrator; without one, gdw1376:// channels wait for ``link.attach``
-        self.concentrator_connector = concentrator_connector
+        self.hub = hub  # the dial-in front end's registry (dtu:// and gdw1376:// channels), if listening
         self._loaded: Any = None
         self._failed_at = -SECRETS_RETRY_S
 
@@ -135,7 +130,7 @@ class DriverPort:
     async def open_channel(self, spec: ChannelSpec) -> Bus:
         from headend.transport import open_channel
 
-        channel = open_channel(spec.url, self.hub, concentrator_connector=self.concentrator_connector)
+        channel = open_channel(spec.url, self.hub)
         await channel.open()
         return channel
 

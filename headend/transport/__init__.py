@@ -13,7 +13,8 @@ from headend.transport.channel import (
     ChannelUnavailable,
     ExchangeTimeout,
 )
-from headend.transport.concentrator import ConcentratorLink, Connector
+from headend.transport.concentrator import ConcentratorLink
+from headend.transport.concentrator_dialin import DialinConcentratorLink
 from headend.transport.dialin import DialinChannel
 from headend.transport.hub import ChannelOffline, DialinHub
 from headend.transport.modbus import ModbusChannel, ModbusError
@@ -27,11 +28,7 @@ from headend.transport.url import (
 
 
 def open_channel(
-    url: str,
-    hub: DialinHub | None = None,
-    wait_s: float = 0.0,
-    *,
-    concentrator_connector: Connector | None = None,
+    url: str, hub: DialinHub | None = None, wait_s: float = 0.0
 ) -> Channel | ModbusChannel | ConcentratorLink:
     """A channel for ``url`` (not yet connected: it opens on first use or with ``await channel.open()``).
 
@@ -39,12 +36,17 @@ def open_channel(
     are Modbus gateways served by pymodbus; ``dtu://ID`` is the bus behind a device dialling in to
     one of ``hub``'s listeners (``wait_s``: how long an exchange waits for the device to connect);
     ``gdw1376+tcp://`` and ``gdw1376://`` are links to Q/GDW 1376.1 concentrators (a dial-in one
-    gets its connection from a listener: pulled through ``concentrator_connector``, or pushed with
-    ``link.attach``).
+    gets its connections from ``hub``, whose ``gdw1376`` listeners identify it by its login).
     """
     config = parse_channel_url(url)
+    if config.scheme == "gdw1376":
+        if hub is None:
+            raise ChannelUrlError(
+                f"{url}: gdw1376:// channels need a listener ([listen] kind gdw1376, or --listen)"
+            )
+        return DialinConcentratorLink(config, hub, wait_s)
     if config.scheme in CONCENTRATOR_SCHEMES:
-        return ConcentratorLink(config, wait_s=wait_s, connector=concentrator_connector)
+        return ConcentratorLink(config, wait_s=wait_s)
     if config.scheme in ("modbus-tcp", "rtu-over-tcp"):
         return ModbusChannel(config)
     if config.scheme == "dtu":

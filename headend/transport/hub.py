@@ -69,6 +69,7 @@ class DialinHub:
         self._inventory: set[DeviceKey] = set()
         self._expected: Counter[DeviceKey] = Counter()  # devices of open dial-in channels
         self._waiters: dict[DeviceKey, list[asyncio.Future[None]]] = {}
+        self._watchers: dict[DeviceKey, Callable[[Inbound], None]] = {}
         self._logged: dict[DeviceKey, float] = {}
 
     # -- what the channels and the inventory expect --------------------------------------------
@@ -94,6 +95,16 @@ class DialinHub:
         self._expected[device] -= 1
         if self._expected[device] <= 0:
             del self._expected[device]
+
+    def watch(self, device: DeviceKey, bound: Callable[[Inbound], None]) -> None:
+        """Call ``bound`` with each connection bound to ``device`` from now on (a concentrator link
+        takes every new login at once, so it confirms it; ``unwatch`` undoes it)."""
+        self._watchers[device] = bound
+
+    def unwatch(self, device: DeviceKey, bound: Callable[[Inbound], None]) -> None:
+        """Stop calling ``bound`` (if it is still the watcher of ``device``)."""
+        if self._watchers.get(device) == bound:
+            del self._watchers[device]
 
     # -- what the listeners report ------------------------------------------------------------
 
@@ -168,6 +179,9 @@ class DialinHub:
         for waiter in self._waiters.pop(device, []):
             if not waiter.done():
                 waiter.set_result(None)
+        watcher = self._watchers.get(device)
+        if watcher is not None:
+            watcher(inbound)
 
     def _log_unknown(self, device: DeviceKey, inbound: Inbound) -> None:
         now = self.clock()

@@ -2,9 +2,11 @@
 
 A listener hands every byte received before identification to its kind's :class:`Identifier`,
 and every byte after it through the connection's :class:`KeepAliveFilter`; what comes out of the
-filter is the clean byte stream of the bus behind the device. ``dtu`` (cellular DTUs: a
-registration packet, then heartbeat packets) is built in; a Q/GDW 1376.1 concentrator (login
-frame, AFN 02 heartbeats) is a second :class:`ListenerKind` registered in :data:`KINDS`.
+filter is the clean byte stream of the bus behind the device. Two kinds are registered in
+:data:`KINDS`: ``dtu`` (cellular DTUs: a registration packet, then heartbeat packets) and
+``gdw1376`` (Q/GDW 1376.1 concentrators: the login frame, AFN 02 F1, names the terminal by its
+A1+A2; nothing is stripped afterwards, because the concentrator link confirms the login and the
+heartbeats itself, see :mod:`headend.transport.concentrator_dialin`).
 
 Heartbeat rule (DTUs send each heartbeat as a TCP packet of its own; a reply is one or more
 packets, and a heartbeat packet can come between a request and its reply or between two packets of
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
 from headend.transport.url import IDENTITY_RE
+from protocols.gdw1376 import ALL_CONFIRMED, LOGIN, Afn, Deframer, GDW1376Error, confirm, decode
 
 Encoding = Literal["ascii", "hex"]
 
@@ -160,11 +163,59 @@ class HeartbeatFilter:
         return b""
 
 
+class LoginIdentifier:
+    """A Q/GDW 1376.1 concentrator's login (AFN 02 F1, uplink): the identity is the terminal
+    address A1+A2 as :class:`~headend.transport.concentrator.ConcentratorLink` keys it
+    (``0314-25394``). Noise and FE preambles before the frame are skipped (within the byte cap);
+    any other first frame is not an identification."""
+
+    def __init__(self, _fmt: RegistrationFormat | None = None) -> None:
+        pass  # a login carries its own format: the listener's registration settings do not apply
+
+    def identify(self, buffer: bytes) -> Identification | None:
+        frames = Deframer().feed(buffer)
+        if not frames:
+            return None
+        raw = frames[0]
+        try:
+            frame = decode(raw)
+        except GDW1376Error as exc:
+            raise IdentifyError(f"undecodable first frame: {exc}") from None
+        if not (frame.up and frame.afn == Afn.LINK_TEST and any(fn == LOGIN for _p, fn, _v in frame.items())):
+            raise IdentifyError(f"first frame is not a login (AFN {frame.afn:02X})")
+        return Identification(frame.address.key, buffer.find(raw) + len(raw))
+
+
+class PassThrough:
+    """No keep-alives to strip: the concentrator link answers (and counts) the heartbeats."""
+
+    keepalives = 0
+
+    def __init__(self, _pattern: bytes = b"") -> None:
+        pass
+
+    def feed(self, chunk: bytes, identifying: bool) -> bytes:
+        return chunk
+
+
+def confirm_login(identification: bytes) -> bytes:
+    """AFN 00 F1 for a concentrator's login frame (its SEQ echoed): the listener's answer while no
+    link has taken the connection yet, so the concentrator does not drop it and log in again."""
+    frame = decode(identification[identification.find(0x68) :])
+    return confirm(frame.address, frame.seq.seq, ALL_CONFIRMED)
+
+
 class ListenerKind(NamedTuple):
-    """What a kind of device brings to a listener: how it identifies itself, what its keep-alives are."""
+    """What a kind of device brings to a listener: how it identifies itself, what its keep-alives are,
+    and what (if anything) the listener answers an identification bound to a known device with when
+    no channel has taken the connection yet."""
 
     identifier: Callable[[RegistrationFormat], Identifier]  # one per listener (stateless)
     keepalive_filter: Callable[[bytes], KeepAliveFilter]  # one per connection (the listener's pattern)
+    acknowledge: Callable[[bytes], bytes] | None = None
 
 
-KINDS: dict[str, ListenerKind] = {"dtu": ListenerKind(DtuIdentifier, HeartbeatFilter)}
+KINDS: dict[str, ListenerKind] = {
+    "dtu": ListenerKind(DtuIdentifier, HeartbeatFilter),
+    "gdw1376": ListenerKind(LoginIdentifier, PassThrough, confirm_login),
+}

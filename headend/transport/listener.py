@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from time import monotonic
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from headend.transport.hub import DialinHub
 from headend.transport.identify import (
@@ -32,13 +32,22 @@ from headend.transport.identify import (
     RegistrationFormat,
 )
 
-if TYPE_CHECKING:
-    from headend.transport.channel import _Link
-
 log = logging.getLogger(__name__)
 
 LOG_EVERY_S = 60.0
 State = Literal["identifying", "bound", "held", "closed"]
+
+
+class Receiver(Protocol):
+    """The receiving end a channel attaches to a bound connection (a dial-in channel's ``_Link``, or
+    the stream a concentrator link reads)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None: ...
+    def data_received(self, data: bytes) -> None: ...
+    def connection_lost(self, exc: Exception | None) -> None: ...
+    def moved(self) -> None: ...
+    def pause_writing(self) -> None: ...
+    def resume_writing(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +95,8 @@ class Inbound(asyncio.Protocol):
         self.close_reason = ""
         self._buffer = b""
         self._filter = listener.spec.keepalive_filter()
-        self.link: _Link | None = None  # the receiving end of the channel using this connection
+        self.identification = b""  # the bytes the device identified itself with (a 1376.1 login frame)
+        self.link: Receiver | None = None  # the receiving end of the channel using this connection
 
     @property
     def closed(self) -> bool:
@@ -132,12 +142,16 @@ class Inbound(asyncio.Protocol):
                     self, "too_many_bytes", f"{len(self._buffer)} bytes without an identification"
                 )
             return
+        self.identification = self._buffer[: found.consumed]
         rest, self._buffer = self._buffer[found.consumed :], b""
         self.identity = found.identity
         self.state = "bound"
         if not self.hub.bind(self, found.identity):
             self.close("refused_unknown")
             return
+        acknowledge = KINDS[self.kind].acknowledge
+        if acknowledge is not None and self.state == "bound" and self.link is None and self.transport:
+            self.transport.write(acknowledge(self.identification))
         if rest and self.state == "bound":
             self._forward(rest)
 
@@ -151,13 +165,13 @@ class Inbound(asyncio.Protocol):
             return
         link.data_received(clean)
 
-    def attach(self, link: _Link) -> None:
+    def attach(self, link: Receiver) -> None:
         """A dial-in channel starts using this connection."""
         assert self.transport is not None
         self.link = link
         link.connection_made(self.transport)
 
-    def detach(self, link: _Link) -> None:
+    def detach(self, link: Receiver) -> None:
         """The channel stops using this connection (the connection stays up)."""
         if self.link is link:
             self.link = None
@@ -307,4 +321,4 @@ class Listener:
             self.hub.notify("closed", inbound)
 
 
-__all__ = ["Inbound", "Listener", "ListenerSpec"]
+__all__ = ["Inbound", "Listener", "ListenerSpec", "Receiver"]

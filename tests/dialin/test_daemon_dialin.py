@@ -195,13 +195,14 @@ def test_listen_config_is_validated_with_the_key_and_reason() -> None:
     assert any(
         line.startswith("headend.toml: listen.listeners.0.address: must be host:port") for line in lines
     )
-    assert "headend.toml: listen.listeners.0.kind: Input should be 'dtu'" in lines
+    assert "headend.toml: listen.listeners.0.kind: Input should be 'dtu' or 'gdw1376'" in lines
     assert "headend.toml: listen.listeners.0.heartbeat: bad hex in 'hex:GG'" in lines
     assert any(line.startswith("headend.toml: listen.listeners.0.max_per_address:") for line in lines)
     assert validate_config({}, "x").listen.listeners == []  # off by default
     example = load_config(Path(__file__).parents[2] / "config" / "headend.example.toml").listen
     assert [(entry.address, entry.kind, entry.heartbeat) for entry in example.listeners] == [
-        ("127.0.0.1:9000", "dtu", "HB")
+        ("127.0.0.1:9000", "dtu", "HB"),
+        ("127.0.0.1:9002", "gdw1376", ""),
     ]
 
 
