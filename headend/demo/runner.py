@@ -29,7 +29,7 @@ from rich.live import Live
 
 from headend.config import HeadendConfig, validate_config
 from headend.demo.dashboard import render, status_line
-from headend.demo.fleet import STORY_ACCOUNT, DemoFleet, backlog_s, demo_buses
+from headend.demo.fleet import CONCENTRATOR_ADDRESS, STORY_ACCOUNT, DemoFleet, backlog_s, demo_buses
 from headend.demo.snapshot import take_snapshot
 from headend.demo.story import FeeControlStory, create_story_account
 from headend.demo.summary import summarise
@@ -77,8 +77,11 @@ def demo_config(options: DemoOptions, workdir: Path) -> HeadendConfig:
             "clock": {"enabled": True, "check_every": f"{2 * i}s", "max_drift": "30s"},
             "events": {"enabled": True, "collect_every": f"{4 * i}s"},
             "metrics": {"port": options.metrics_port},
-            "listen": {  # the simulated cellular DTU dials in here
-                "listeners": [{"address": "127.0.0.1:0", "heartbeat": "HB", "silent_timeout": "30s"}]
+            "listen": {  # the simulated cellular DTU dials in to the first, the concentrator to the second
+                "listeners": [
+                    {"address": "127.0.0.1:0", "heartbeat": "HB", "silent_timeout": "30s"},
+                    {"address": "127.0.0.1:0", "kind": "gdw1376", "silent_timeout": "30s"},
+                ]
             },
             # the story must be able to play at any hour of any day: no quiet windows in the demo
             "safety": {
@@ -188,11 +191,12 @@ async def _run(
         _write_secrets(workdir, password)
         daemon = build_daemon(demo_config(options, workdir), dsn)
         engine, front = daemon.engine, daemon.front
-        assert front is not None  # demo_config listens: the cellular DTU dials in here
+        assert front is not None  # demo_config listens: the cellular DTU and the concentrator dial in
         since = datetime.now(UTC)
         await daemon.start()
-        await fleet.dial_in("127.0.0.1", front.listeners[0].port)
-        await _until_online(front.hub, [bus.dial_in for bus in buses if bus.dial_in])
+        await fleet.dial_in("127.0.0.1", front.listeners[0].port, front.listeners[1].port)
+        devices = [("dtu", bus.dial_in) for bus in buses if bus.dial_in]
+        await _until_online(front.hub, [*devices, ("gdw1376", CONCENTRATOR_ADDRESS)])
         started = time.monotonic()
         story = FeeControlStory(engine, STORY_ACCOUNT, pay_after_s=max(10.0, options.interval_s / 2))
         try:
@@ -209,10 +213,11 @@ async def _run(
         await fleet.stop()
 
 
-async def _until_online(hub: DialinHub, identities: list[str], timeout_s: float = 15.0) -> None:
-    """Wait (bounded) for the demo's DTUs to dial in; a late one is just offline for a while."""
+async def _until_online(hub: DialinHub, devices: list[tuple[str, str]], timeout_s: float = 15.0) -> None:
+    """Wait (bounded) for the demo's DTUs and concentrator to dial in; a late one is just offline
+    for a while."""
     deadline = time.monotonic() + timeout_s
-    while not all(hub.online(("dtu", i)) for i in identities) and time.monotonic() < deadline:
+    while not all(hub.online(device) for device in devices) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
 
 
