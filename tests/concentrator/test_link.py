@@ -201,7 +201,8 @@ async def test_a_listener_holding_a_bare_transport_hands_it_over_with_attach_tra
     finally:
         server.close()
         await link.close()
-    assert [pn for pn, _fn, _v in items] == [1, 2] and sim.counts["heartbeat_failures"] == 0
+    assert [pn for pn, _fn, _v in items] == [1, 2]
+    assert sim.counts["heartbeat_failures"] == 0, (sim.counts, link.stats)
     assert link.stats.logins == 1
 
 
