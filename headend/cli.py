@@ -34,6 +34,7 @@ def _register_commands() -> None:
     from headend.commands import (
         accounts,
         billing,
+        channels,
         commands,
         concentrator,
         db,
@@ -41,19 +42,22 @@ def _register_commands() -> None:
         demo,
         field,
         inventory,
+        listen,
         operators,
         run,
         sim,
         tariffs,
     )
 
-    modules = (
+    for module in (
         demo,
         field,
+        listen,
         sim,
         decode,
         db,
         inventory,
+        channels,
         run,
         billing,
         accounts,
@@ -61,8 +65,7 @@ def _register_commands() -> None:
         commands,
         operators,
         concentrator,
-    )
-    for module in modules:
+    ):
         module.register(app)
 
 

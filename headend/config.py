@@ -13,7 +13,7 @@ import tomllib
 from datetime import date, time
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -298,6 +298,65 @@ class BillingConfig(_Section):
     identity_every: Duration = 86400.0  # meter number check (a different device: billing hold)
 
 
+class RegistrationConfig(_Section):
+    """A DTU's registration packet: ``length`` > 0 fixed, else ``delimiter``, else the first packet."""
+
+    encoding: Literal["ascii", "hex"] = "ascii"
+    length: int = Field(0, ge=0, le=64)
+    delimiter: str = ""  # text, or hex:0D0A
+    prefix: str = ""
+
+    @field_validator("delimiter", "prefix")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        _check_pattern(value)
+        return value
+
+
+def _check_pattern(value: str) -> None:
+    from headend.transport.identify import parse_pattern
+
+    parse_pattern(value)
+
+
+class ListenerConfig(_Section):
+    """One listening address for devices that dial in (cellular DTUs, or Q/GDW 1376.1 concentrators:
+    ``kind = "gdw1376"``, identified by their login frame; ``registration`` and ``heartbeat`` are
+    for DTUs only)."""
+
+    address: str  # host:port; the operator chooses the public address
+    kind: Literal["dtu", "gdw1376"] = "dtu"
+    registration: RegistrationConfig = RegistrationConfig()
+    heartbeat: str = ""  # the heartbeat packet: text, or hex:FE...; empty: none configured
+    identify_timeout: Duration = 30.0
+    max_bytes_before_id: int = Field(256, ge=1, le=65536)
+    silent_timeout: Duration = 300.0  # nothing received, not even a heartbeat: closed
+    max_connections: int = Field(10_000, ge=1)
+    max_per_address: int = Field(100, ge=1)
+
+    @field_validator("address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(f"must be host:port (port 0: any free port), got {value!r}")
+        return value
+
+    @field_validator("heartbeat")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        _check_pattern(value)
+        return value
+
+
+class ListenConfig(_Section):
+    """The dial-in front end; off unless ``listeners`` has entries. ``unknown``: refuse or hold."""
+
+    unknown: Literal["refuse", "hold"] = "refuse"
+    listeners: list[ListenerConfig] = Field(default_factory=list)
+    pending_flush: Duration = 10.0  # how often pending identities are written for `channels pending`
+
+
 class HeadendConfig(_Section):
     database: DatabaseConfig = DatabaseConfig()
     polling: PollingConfig = PollingConfig()
@@ -317,6 +376,7 @@ class HeadendConfig(_Section):
     ha: HaConfig = HaConfig()
     safety: SafetyConfig = SafetyConfig()
     billing: BillingConfig = BillingConfig()
+    listen: ListenConfig = ListenConfig()
 
     @field_validator("read_plans")
     @classmethod

@@ -55,6 +55,7 @@ CHANNEL_SCHEMES = {
     "tcp": "tcp",
     "modbus-tcp": "tcp",
     "rtu-over-tcp": "tcp",
+    "dtu": "dtu",  # address: the registration id the device dials in with
     "gdw1376": "gdw1376",
     "gdw1376+tcp": "gdw1376",
 }
@@ -105,6 +106,8 @@ class ChannelEntry(BaseModel):
         config = self.config
         if self.kind == "gdw1376":
             return config.terminal  # the concentrator's identity (A1+A2)
+        if self.kind == "dtu":
+            return config.identity
         return f"{config.host}:{config.port}" if self.kind == "tcp" else config.path
 
 
@@ -383,9 +386,16 @@ async def import_inventory(
     """Upsert the channels and meters in one transaction; unknown channels or accounts are errors."""
     async with conn.transaction():
         channels = await channel_ids(conn)
-        for ch in inventory.channels:
+        for i, ch in enumerate(inventory.channels):
             settings = {**ch.settings, "url": ch.url}
-            channels[ch.name] = await upsert_channel(conn, ch.name, ch.kind, ch.address, settings, ch.enabled)
+            try:
+                channels[ch.name] = await upsert_channel(
+                    conn, ch.name, ch.kind, ch.address, settings, ch.enabled
+                )
+            except asyncpg.UniqueViolationError:  # channels_dtu_identity: one channel per device
+                raise InventoryError(
+                    f"{source}: channels[{i}]: url: dtu id {ch.address!r} belongs to another channel"
+                ) from None
         accounts = await account_ids(conn)
         problems = []
         stored = {c.name: c.url for c in await stored_channels(conn)}

@@ -15,6 +15,21 @@ class EngineMetrics:
         self.failures = Counter(
             "headend_read_failures", "Failed meter jobs", ["channel", "kind", "reason"], registry=r
         )
+        self.offline_jobs = Counter(
+            "headend_offline_jobs",
+            "Meter jobs not run: the channel's dial-in device had no live connection",
+            ["channel", "kind"],
+            registry=r,
+        )
+        self.channel_offline = Gauge(
+            "headend_channel_offline",
+            "1 while a dial-in channel has no live connection",
+            ["channel"],
+            registry=r,
+        )
+        self.dialin = Gauge(
+            "headend_dialin_events", "Dial-in front end events since start, by kind", ["event"], registry=r
+        )
         self.timeouts = Counter("headend_timeouts", "Meter jobs that timed out", ["channel"], registry=r)
         self.line_events = Counter(
             "headend_line_events",

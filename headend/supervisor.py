@@ -16,8 +16,7 @@ import contextlib
 import logging
 
 from headend.config import HeadendConfig
-from headend.daemon import build_daemon, serve_metrics
-from headend.engine.engine import Engine
+from headend.daemon import Daemon, build_daemon, serve_metrics
 from headend.leadership import Leadership
 from headend.metrics import EngineMetrics
 from headend.store.migrate import migrate
@@ -46,8 +45,8 @@ async def _lost_or_stopped(leadership: Leadership, stop: asyncio.Event) -> bool:
     return lost in done
 
 
-async def _start_engine(config: HeadendConfig, dsn: str, metrics: EngineMetrics) -> Engine | SpoolError:
-    """A started engine, or why it cannot start (its spool is held by another process)."""
+async def _start_engine(config: HeadendConfig, dsn: str, metrics: EngineMetrics) -> Daemon | SpoolError:
+    """A started daemon (engine and listeners), or why it cannot start (its spool is held elsewhere)."""
     engine = build_daemon(config, dsn, metrics)
     try:
         await engine.start()
@@ -62,12 +61,12 @@ async def supervise(config: HeadendConfig, dsn: str, stop: asyncio.Event) -> Non
     metrics = serve_metrics(config)
     metrics.daemon_active.set(0)
     leadership = Leadership(dsn, config.ha)
-    engine: Engine | None = None
+    engine: Daemon | None = None
     migrated = False
     delay = config.ha.poll
     refused: str | None = None  # why the engine could not start, said once
 
-    async def start_engine() -> Engine | None:
+    async def start_engine() -> Daemon | None:
         nonlocal refused
         started = await _start_engine(config, dsn, metrics)
         if isinstance(started, SpoolError):

@@ -42,7 +42,7 @@ class BusSpec:
     protocol: str = "dlt645"
     edition: int = 2007
     meters: int = 1
-    transport: str = "tcp"  # tcp | pty
+    transport: str = "tcp"  # tcp | pty | carried (by a simulated DTU, simulators.dtu)
     host: str = "127.0.0.1"
     port: int = 0
     baud: int = 2400
@@ -121,18 +121,20 @@ class SimBus:
         self.pacer = LinePacer(spec.baud, spec.frame_format, spec.line_timing)
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
-        self.endpoint: TcpEndpoint | PtyEndpoint
+        self.endpoint: TcpEndpoint | PtyEndpoint | None = None
         if spec.transport == "tcp":
             self.endpoint = TcpEndpoint(self.serve, Deframer, spec.host, spec.port)
         elif spec.transport == "pty":
             self.endpoint = PtyEndpoint(self.serve, Deframer)
-        else:
+        elif spec.transport != "carried":
             raise ValueError(f"unsupported transport {spec.transport!r} (tcp or pty)")
 
     @property
     def url(self) -> str:
         """Where a client connects: ``tcp://127.0.0.1:PORT`` or ``serial:///dev/pts/N`` (with the
-        bus's line settings where they differ from a channel's defaults)."""
+        bus's line settings where they differ from a channel's defaults); "" when carried by a DTU."""
+        if self.endpoint is None:
+            return ""
         if isinstance(self.endpoint, PtyEndpoint):
             return serial_url(self.endpoint.path, self.spec.baud, self.spec.frame_format[1])
         return self.endpoint.url
@@ -152,7 +154,8 @@ class SimBus:
         return next(m for m in self.meters if m.address == address)
 
     async def start(self) -> SimBus:
-        await self.endpoint.start()
+        if self.endpoint is not None:
+            await self.endpoint.start()
         for fault in self.faults.spec.schedule:
             self._tasks.append(asyncio.create_task(self._scheduled(fault)))
         return self
@@ -162,7 +165,8 @@ class SimBus:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.endpoint.stop()
+        if self.endpoint is not None:
+            await self.endpoint.stop()
 
     async def __aenter__(self) -> SimBus:
         return self

@@ -19,12 +19,18 @@ from rich.console import Console
 from rich.table import Table
 
 from headend.commands.common import DsnOption, fail, target_dsn
+from headend.commands.listen import open_field_channel
 from headend.drivers.base import DriverError
 from headend.drivers.gdw1376_terminal import ArchivePoint, diff_archive, push_archive
 from headend.secrets import MeterSecrets, SecretsError
 from headend.store.concentrators import channel_of, channel_points
-from headend.transport import ChannelError, ChannelUrlError, ConcentratorLink, open_channel
-from headend.transport.concentrator_accept import accept, parse_listen
+from headend.transport import (
+    CONCENTRATOR_SCHEMES,
+    ChannelError,
+    ChannelUrlError,
+    ConcentratorLink,
+    parse_channel_url,
+)
 
 concentrator_app = typer.Typer(help="Q/GDW 1376.1 concentrators.", no_args_is_help=True)
 archive_app = typer.Typer(help="A concentrator's meter archive vs the inventory.", no_args_is_help=True)
@@ -58,15 +64,16 @@ async def _inventory(dsn: str, channel: str) -> tuple[str, list[ArchivePoint]]:
 async def _link(
     url: str, channel: str, secrets: str | None, listen: str | None, wait: float
 ) -> ConcentratorLink:
-    link = open_channel(url)
-    if not isinstance(link, ConcentratorLink):
+    config = parse_channel_url(url)
+    if config.scheme not in CONCENTRATOR_SCHEMES:
         raise ArchiveCommandError(f"channel {channel!r} is not a concentrator ({url})")
-    link.set_pw(MeterSecrets.load(secrets).concentrator_pw(link.key))
-    if not link.outbound:
-        if listen is None:
-            raise ArchiveCommandError(f"{link.label} dials in: give --listen HOST:PORT to wait for it")
-        host, port = parse_listen(listen)
-        await accept(link, host, port, wait)
+    pw = MeterSecrets.load(secrets).concentrator_pw(config.terminal)
+    try:
+        link = await open_field_channel(url, listen, wait)
+    except ValueError as exc:
+        raise ArchiveCommandError(str(exc)) from None
+    assert isinstance(link, ConcentratorLink)
+    link.set_pw(pw)
     return link
 
 

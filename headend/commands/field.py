@@ -3,7 +3,8 @@
 Every command opens the channel and builds the driver exactly as the engine does
 (``headend.transport.open_channel`` + ``headend.drivers.make_driver``). Meters behind a Q/GDW 1376.1
 concentrator (``gdw1376+tcp://host:port?address=…``, or ``gdw1376://ADDRESS --listen HOST:PORT`` for
-one that dials in) need ``--port`` (the concentrator's port of the meter); with ``--pn`` energy comes
+one that dials in, like ``dtu://ID --listen HOST:PORT`` for a DTU) need ``--port`` (the
+concentrator's port of the meter); with ``--pn`` energy comes
 from the concentrator's collection (AFN 0C F129), everything else is forwarded (AFN 10 F1).
 ``clock`` without ``--address`` on a concentrator URL is the concentrator's own clock.
 """
@@ -26,6 +27,7 @@ from rich.table import Table
 
 from headend import limits
 from headend.commands.auth import login
+from headend.commands.listen import Heartbeat, Listen, Wait, open_field_channel
 from headend.config import ClockConfig
 from headend.control.field_switch import field_switch
 from headend.drivers import DriverError, ModbusDriver, make_driver
@@ -41,10 +43,8 @@ from headend.transport import (
     ConcentratorLink,
     ModbusChannel,
     check_protocol,
-    open_channel,
     parse_channel_url,
 )
-from headend.transport.concentrator_accept import accept, parse_listen
 from protocols.dlt645 import (
     BROADCAST_ADDRESS,
     Deframer,
@@ -59,7 +59,10 @@ from protocols.dlt645.frame import jsonable
 
 PROTOCOLS = ("dlt645-2007", "dlt645-1997", "modbus")
 Url = Annotated[
-    str, typer.Argument(help="Channel URL: serial:///dev/ttyUSB0?baud=2400&parity=E, tcp://host:port")
+    str,
+    typer.Argument(
+        help="Channel URL: serial:///dev/ttyUSB0?baud=2400&parity=E, tcp://host:port, dtu://ID + --listen"
+    ),
 ]
 Protocol = Annotated[str, typer.Option("--protocol", "-p", help="dlt645-2007, dlt645-1997 or modbus.")]
 Address = Annotated[str | None, typer.Option("--address", "-a", help="DL/T 645 meter address (12 digits).")]
@@ -71,20 +74,14 @@ Port = Annotated[int | None, typer.Option("--port", help="Behind a concentrator:
 Pn = Annotated[
     int | None, typer.Option("--pn", help="Behind a concentrator: the meter's Pn (energy read natively).")
 ]
-Listen = Annotated[
-    str | None, typer.Option("--listen", help="gdw1376://ADDRESS: wait on HOST:PORT for it to dial in.")
-]
-Wait = Annotated[float, typer.Option("--wait", help="Seconds to wait for a dial-in concentrator.")]
 
 
 @dataclass(frozen=True, slots=True)
 class Via:
-    """How to reach a meter behind a concentrator (all None/empty on a plain bus)."""
+    """Where a meter sits behind a concentrator (both None on a plain bus)."""
 
     port: int | None = None
     pn: int | None = None
-    listen: str | None = None
-    wait: float = 60.0
 
 
 class FieldError(Exception):
@@ -112,17 +109,30 @@ def _secrets(path: str | None, writes: bool) -> MeterSecrets:
         return MeterSecrets()
 
 
-def _driver(
+@dataclass(frozen=True, slots=True)
+class DialIn:
+    """The ``--listen`` options: for a device that dials in (``dtu://ID``, ``gdw1376://ADDRESS``),
+    where it dials and how long to wait."""
+
+    listen: str | None = None
+    wait_s: float = 60.0
+    heartbeat: str = ""
+
+
+async def _driver(
     url: str,
     protocol: str,
     address: str | None,
     unit: int | None,
     model: str | None,
     secrets: str | None,
+    dial_in: DialIn,
     via: Via = Via(),
     *,
     writes: bool = False,
 ) -> tuple[Any, Any]:
+    """The channel (for a device that dials in, listening first) and the meter's driver; every
+    argument is checked before anything is opened."""
     _checked_url(url, protocol)
     if parse_channel_url(url).scheme in CONCENTRATOR_SCHEMES:
         if not address:
@@ -130,24 +140,32 @@ def _driver(
         if via.port is None:
             raise FieldError("--port is required for a meter behind a concentrator")
         store = _secrets(secrets, writes)
-        channel = open_channel(url)
+        link = await open_field_channel(url, dial_in.listen, dial_in.wait_s)
         point = {"port": via.port, "pn": via.pn}
-        return channel, make_driver(protocol, channel, address.rjust(12, "0"), model, store, **point)
+        return link, make_driver(protocol, link, address.rjust(12, "0"), model, store, **point)
     if via.port is not None or via.pn is not None:
         raise FieldError("--port and --pn are for meters behind a concentrator (gdw1376 URLs)")
     if protocol == "modbus":
         if unit is None:
             raise FieldError("--unit is required for Modbus meters")
         limits.unit_id(unit, "--unit")
-        channel = open_channel(url)
-        return channel, make_driver("modbus", channel, unit, model)
-    if not address:
-        raise FieldError("--address is required for DL/T 645 meters")
-    if not address.isdigit() or len(address) > 12:
-        raise FieldError(f"--address must be up to 12 decimal digits, got {address[:40]!r}")
-    credentials = _secrets(secrets, writes)
-    channel = open_channel(url)
-    return channel, make_driver(protocol, channel, address.rjust(12, "0"), model, credentials)
+        target: str | int = unit
+        credentials = None
+    else:
+        if not address:
+            raise FieldError("--address is required for DL/T 645 meters")
+        if not address.isdigit() or len(address) > 12:
+            raise FieldError(f"--address must be up to 12 decimal digits, got {address[:40]!r}")
+        target = address.rjust(12, "0")
+        credentials = _secrets(secrets, writes)
+    channel = await open_field_channel(url, dial_in.listen, dial_in.wait_s, dial_in.heartbeat)
+    try:
+        if credentials is None:
+            return channel, make_driver("modbus", channel, target, model)
+        return channel, make_driver(protocol, channel, target, model, credentials)
+    except BaseException:
+        await channel.close()  # a --listen channel stops its listener
+        raise
 
 
 def check_write_target(protocol: str, address: str | None, unit: int | None) -> None:
@@ -162,17 +180,6 @@ def check_write_target(protocol: str, address: str | None, unit: int | None) -> 
             unicast_address(address)
         except EncodeError as exc:
             raise FieldError(f"--address: {exc}") from None
-
-
-async def _connect(channel: Any, via: Via) -> None:
-    """A dial-in concentrator: wait for its login on ``--listen``; anything else connects lazily."""
-    if isinstance(channel, ConcentratorLink) and not channel.outbound:
-        if via.listen is None:
-            raise FieldError(f"{channel.label} dials in: give --listen HOST:PORT to wait for it")
-        host, port = parse_listen(via.listen)
-        await accept(channel, host, port, via.wait)
-    elif via.listen is not None:
-        raise FieldError("--listen is for gdw1376://ADDRESS channels (concentrators that dial in)")
 
 
 def _run(work: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
@@ -219,19 +226,21 @@ def read_command(
     unit: Unit = None,
     model: Model = None,
     secrets: Secrets = None,
+    listen: Listen = None,
+    wait: Wait = 60.0,
+    heartbeat: Heartbeat = "",
     as_json: Json = False,
     port: Port = None,
     pn: Pn = None,
-    listen: Listen = None,
-    wait: Wait = 60.0,
 ) -> None:
     """Read quantities or raw data identifiers from one meter."""
-    via = Via(port, pn, listen, wait)
+    via = Via(port, pn)
 
     async def work() -> dict[str, Any]:
-        channel, driver = _driver(url, protocol, address, unit, model, secrets, via)
+        channel, driver = await _driver(
+            url, protocol, address, unit, model, secrets, DialIn(listen, wait, heartbeat), via
+        )
         try:
-            await _connect(channel, via)
             names = items or list(driver.model.points if protocol == "modbus" else driver.plan)
             values: dict[str, Any] = {}
             unsupported: dict[str, str] = {}
@@ -289,11 +298,12 @@ def switch_command(
     no_record: Annotated[
         bool, typer.Option("--no-record", help="No database: switch without a command record or audit.")
     ] = False,
+    listen: Listen = None,
+    wait: Wait = 60.0,
+    heartbeat: Heartbeat = "",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the command; send nothing.")] = False,
     as_json: Json = False,
     port: Port = None,
-    listen: Listen = None,
-    wait: Wait = 60.0,
 ) -> None:
     """Switch one meter's relay and confirm it by reading the state back.
 
@@ -301,8 +311,9 @@ def switch_command(
     gates and audit as the daemon's, run by an authenticated operator; without one, --no-record is
     required. Wildcard, broadcast and malformed addresses are always refused."""
     action = action.replace("-", "_")
-    via = Via(port, None, listen, wait)
+    via = Via(port)
     database = dsn or os.environ.get("HEADEND_DSN")
+    dial_in = DialIn(listen, wait, heartbeat)
     try:
         if action not in ("off", "on", "close_allowed"):
             raise FieldError("action must be off, on or close-allowed")
@@ -324,36 +335,49 @@ def switch_command(
         raise typer.Exit(code=1) from None
     if database and not dry_run:
         _recorded_switch(
-            url, action, operator, protocol, address, unit, model, secrets, meter, reason, database, via
+            url,
+            action,
+            operator,
+            protocol,
+            address,
+            unit,
+            model,
+            secrets,
+            meter,
+            reason,
+            database,
+            dial_in,
+            via,
         )
         return
 
     async def work() -> dict[str, Any]:
-        channel, driver = _driver(url, protocol, address, unit, model, secrets, via, writes=True)
-        if dry_run:
-            if protocol == "modbus":
+        channel, driver = await _driver(
+            url, protocol, address, unit, model, secrets, dial_in, via, writes=True
+        )
+        try:
+            if dry_run:
+                if protocol == "modbus":
+                    return {
+                        "status": "dry-run",
+                        "action": action,
+                        "unit": driver.unit_id,
+                        "operator": operator,
+                        "sent": False,
+                    }
+                if driver.credentials is None:
+                    raise FieldError(f"no password configured for meter {driver.address}")
                 return {
                     "status": "dry-run",
                     "action": action,
-                    "unit": driver.unit_id,
+                    "address": driver.address,
                     "operator": operator,
+                    "password_level": driver.credentials.level,
                     "sent": False,
                 }
-            if driver.credentials is None:
-                raise FieldError(f"no password configured for meter {driver.address}")
-            return {
-                "status": "dry-run",
-                "action": action,
-                "address": driver.address,
-                "operator": operator,
-                "password_level": driver.credentials.level,
-                "sent": False,
-            }
-        try:
-            await _connect(channel, via)
             return (await driver.switch(action, operator=operator)).to_json()
         finally:
-            await channel.close()
+            await channel.close()  # also on a dry run: a dtu:// --listen channel stops its listener
 
     result = _run(work)
     _print(result, as_json, _field_table(f"switch {action}", result))
@@ -373,6 +397,7 @@ def _recorded_switch(
     meter: str | None,
     reason: str | None,
     database: str,
+    dial_in: DialIn,
     via: Via,
 ) -> None:
     """The switch as a persisted, audited command run by the signed-in operator (field_switch)."""
@@ -386,9 +411,10 @@ def _recorded_switch(
             raise FieldError(f"database: {exc}") from None
         try:
             await me.sign_in(conn, "operator")
-            channel, driver = _driver(url, protocol, address, unit, model, secrets, via, writes=True)
+            channel, driver = await _driver(
+                url, protocol, address, unit, model, secrets, dial_in, via, writes=True
+            )
             try:
-                await _connect(channel, via)
                 outcome = await field_switch(
                     conn, meter_ref, action, operator=me.operator_id, reason=str(reason), driver=driver
                 )
@@ -420,23 +446,26 @@ def clock_command(
     unit: Unit = None,
     model: Model = None,
     secrets: Secrets = None,
+    listen: Listen = None,
+    wait: Wait = 60.0,
+    heartbeat: Heartbeat = "",
     sync: Annotated[bool, typer.Option("--sync", help="Correct the clock if it is off.")] = False,
     as_json: Json = False,
     port: Port = None,
-    listen: Listen = None,
-    wait: Wait = 60.0,
 ) -> None:
     """Read (and with --sync correct) the meter clock, or a concentrator's own clock (no --address)."""
-    via = Via(port, None, listen, wait)
+    via = Via(port)
+    dial_in = DialIn(listen, wait, heartbeat)
 
     async def work() -> dict[str, Any]:
         if address is None and parse_channel_url(url).scheme in CONCENTRATOR_SCHEMES:
-            return await _terminal_clock(url, secrets, via, sync)
+            return await _terminal_clock(url, secrets, dial_in, sync)
         if sync:
             check_write_target(protocol, address, unit)
-        channel, driver = _driver(url, protocol, address, unit, model, secrets, via, writes=sync)
+        channel, driver = await _driver(
+            url, protocol, address, unit, model, secrets, dial_in, via, writes=sync
+        )
         try:
-            await _connect(channel, via)
             if sync:
                 result = await check_clock(driver, ClockPolicy.from_config(ClockConfig()))
                 return {
@@ -455,13 +484,13 @@ def clock_command(
     _print(result, as_json, _field_table("meter clock" if address else "clock", result))
 
 
-async def _terminal_clock(url: str, secrets: str | None, via: Via, sync: bool) -> dict[str, Any]:
+async def _terminal_clock(url: str, secrets: str | None, dial_in: DialIn, sync: bool) -> dict[str, Any]:
     """A concentrator's clock: AFN 0C F2, and with ``sync`` AFN 05 F31 under the meters' clock policy."""
-    link = open_channel(url)
+    pw = _secrets(secrets, sync).concentrator_pw(parse_channel_url(url).terminal)
+    link = await open_field_channel(url, dial_in.listen, dial_in.wait_s)
     assert isinstance(link, ConcentratorLink)
-    link.set_pw(_secrets(secrets, sync).concentrator_pw(link.key))
+    link.set_pw(pw)
     try:
-        await _connect(link, via)
         if not sync:
             clock = await read_terminal_clock(link)
             return {
@@ -491,6 +520,9 @@ def profile_command(
     unit: Unit = None,
     model: Model = None,
     secrets: Secrets = None,
+    listen: Listen = None,
+    wait: Wait = 60.0,
+    heartbeat: Heartbeat = "",
     as_json: Json = False,
 ) -> None:
     """Read interval records from the meter's load profile (or daily freeze)."""
@@ -498,7 +530,9 @@ def profile_command(
     async def work() -> dict[str, Any]:
         if end <= start:
             raise FieldError(f"--to {end.isoformat()} must be after --from {start.isoformat()}")
-        channel, driver = _driver(url, protocol, address, unit, model, secrets)
+        channel, driver = await _driver(
+            url, protocol, address, unit, model, secrets, DialIn(listen, wait, heartbeat)
+        )
         try:
             records = await driver.read_profile(start.replace(tzinfo=UTC), end.replace(tzinfo=UTC))
         finally:
@@ -529,6 +563,9 @@ def scan_command(
             "--one-meter", help="The line has exactly one meter: ask it for its address (no candidates)."
         ),
     ] = False,
+    listen: Listen = None,
+    wait: Wait = 60.0,
+    heartbeat: Heartbeat = "",
     as_json: Json = False,
 ) -> None:
     """Find meters on a bus: probe a candidate list, or ask the only meter of a one-meter line."""
@@ -538,7 +575,9 @@ def scan_command(
         if protocol == "modbus":
             return {
                 "protocol": protocol,
-                "units": await _sweep(url, model or "eastron_sdm120", units, as_json),
+                "units": await _sweep(
+                    url, model or "eastron_sdm120", units, as_json, DialIn(listen, wait, heartbeat)
+                ),
             }
         probes = _candidates(candidates)
         if not probes and not one_meter:
@@ -548,10 +587,10 @@ def scan_command(
                 " --one-meter"
             )
         edition = 1997 if protocol == "dlt645-1997" else 2007
-        config = parse_channel_url(url)
-        if config.scheme not in ("serial", "tcp"):
-            raise FieldError("scan needs a serial:// or tcp:// bus (DL/T 645)")
-        channel = Channel(config)
+        channel = await open_field_channel(url, listen, wait, heartbeat)
+        if not isinstance(channel, Channel):  # modbus and concentrator URLs fail _checked_url first
+            await channel.close()
+            raise FieldError("DL/T 645 scans need a serial://, tcp:// or dtu:// channel URL")
         found: list[str] = []
         try:
             with Progress(transient=True, disable=as_json) as progress:
@@ -592,12 +631,20 @@ def _candidates(text: str | None) -> list[str]:
     return [a.rjust(12, "0") for a in addresses]
 
 
-async def _sweep(url: str, model: str, units: str, quiet: bool) -> list[int]:
+async def _sweep(url: str, model: str, units: str, quiet: bool, dial_in: DialIn) -> list[int]:
     """Modbus unit ids that answer a read of the model's first point."""
     ids = limits.unit_range(units)
     config = replace(parse_channel_url(url), retries=0)  # an absent unit id is silent: do not retry it
     gateway = config.scheme in ("modbus-tcp", "rtu-over-tcp")
-    channel: ModbusChannel | Channel = ModbusChannel(config) if gateway else Channel(config)
+    channel: ModbusChannel | Channel
+    if config.scheme == "dtu" or dial_in.listen:
+        opened = await open_field_channel(url, dial_in.listen, dial_in.wait_s, dial_in.heartbeat, retries=0)
+        if isinstance(opened, ConcentratorLink):  # modbus on a concentrator fails _checked_url first
+            await opened.close()
+            raise FieldError("Modbus sweeps need a serial://, tcp://, dtu:// or Modbus gateway URL")
+        channel = opened
+    else:
+        channel = ModbusChannel(config) if gateway else Channel(config)
     found = []
     try:
         with Progress(transient=True, disable=quiet) as progress:

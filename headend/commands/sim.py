@@ -6,17 +6,22 @@ import asyncio
 import json
 import signal
 import tomllib
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 
+from headend.commands.listen import host_port
+from headend.transport.identify import parse_pattern
 from headend.transport.url import BAUD_RATES
 from protocols.gdw1376 import Address, GDW1376Error
 from protocols.models import UnknownModel
 from simulators import BusSpec, SimBus, start_bus
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
 from simulators.concentrator_faults import ConcentratorFaultError
+from simulators.dlt645_server import Dlt645Meter
+from simulators.dtu import DtuFaults, DtuSpec, SimDtu
 from simulators.faults import FaultSpecError
 from simulators.modbus_server import ModbusBus
 
@@ -184,6 +189,116 @@ def sim_modbus(
         **endpoint,
     )
     _start([spec], as_json)
+
+
+def dtu_ids(first: str, count: int) -> list[str]:
+    """``count`` ids counting up from ``first`` (its trailing digits, kept at their width)."""
+    stem = first.rstrip("0123456789")
+    digits = first[len(stem) :]
+    if count > 1 and not digits:
+        raise typer.BadParameter(f"--id {first!r} must end in digits to number --count devices")
+    start = int(digits) if digits else 0
+    return [f"{stem}{start + n:0{len(digits)}d}" if digits else stem for n in range(count)]
+
+
+async def _run_dtus(planned: list[tuple[DtuSpec, BusSpec]], as_json: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    dtus = []
+    for spec, bus_spec in planned:
+        bus = SimBus(bus_spec) if bus_spec.protocol == "dlt645" else await ModbusBus(bus_spec).start()
+        dtus.append(await SimDtu(spec, bus).start())
+    described = [
+        {
+            "id": d.spec.identity,
+            "connect": f"{d.spec.host}:{d.spec.port}",
+            "meters": [m.address if isinstance(m, Dlt645Meter) else m.unit_id for m in d.bus.meters],
+        }
+        for d in dtus
+    ]
+    if as_json:
+        typer.echo(json.dumps(described[0] if len(described) == 1 else {"dtus": described}))
+    else:
+        for item in described:
+            typer.echo(f"DTU {item['id']} dialling {item['connect']}: {len(item['meters'])} meters")
+            for address in item["meters"]:
+                typer.echo(f"  {address}")
+    try:
+        await stop.wait()
+    finally:
+        for dtu in dtus:
+            await dtu.stop()
+            if isinstance(dtu.bus, ModbusBus):
+                await dtu.bus.stop()
+        totals: Counter[str] = Counter()
+        for dtu in dtus:
+            totals.update(dtu.counts)
+        typer.echo(f"DTU counts: {dict(sorted(totals.items()))}", err=True)
+
+
+@sim_app.command("dtu")
+def sim_dtu(
+    connect: Annotated[str, typer.Option("--connect", help="The master's listener, HOST:PORT.")],
+    identity: Annotated[str, typer.Option("--id", help="Registration id (first of --count).")] = "DTU-0001",
+    meters: Annotated[int, typer.Option(min=1, max=247, help="Meters on the bus behind each DTU.")] = 1,
+    protocol: Annotated[str, typer.Option(help="The bus: dlt645 or modbus (RTU).")] = "dlt645",
+    model: Annotated[str, typer.Option(help="Modbus register map in config/models.")] = "eastron_sdm120",
+    count: Annotated[int, typer.Option(min=1, help="DTUs to run (ids count up).")] = 1,
+    heartbeat: Annotated[
+        float, typer.Option("--heartbeat", min=0.01, help="Seconds between heartbeats.")
+    ] = 30.0,
+    heartbeat_packet: Annotated[str, typer.Option(help="Heartbeat bytes: text or hex:....")] = "HB",
+    registration: Annotated[
+        str, typer.Option(help="Registration packet (text or hex:...; {id} is the id).")
+    ] = "{id}",
+    line_timing: Annotated[
+        bool, typer.Option("--line-timing", help="Release bytes at the baud rate.")
+    ] = False,
+    baud: Annotated[int, typer.Option(help="Line speed behind the DTU.")] = 2400,
+    backoff: Annotated[
+        float, typer.Option(min=0.01, help="First redial delay after a drop (doubles).")
+    ] = 1.0,
+    faults: Annotated[
+        str,
+        typer.Option(
+            help="DTU faults: drop_mid_reply=R, heartbeat_mid_reply=R, duplicate=S, late_registration=S, "
+            "garbage_before=N."
+        ),
+    ] = "",
+    seed: Annotated[int, typer.Option(help="Seed for addresses, loads and faults.")] = 1,
+    history_days: Annotated[int, typer.Option(min=0, help="Days of load profile in memory.")] = 7,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object once started.")] = False,
+) -> None:
+    """Run simulated cellular DTUs that dial in, register, send heartbeats and carry a meter bus."""
+    try:
+        host, port = host_port(connect)
+        dtu_faults = DtuFaults.parse(faults)
+        beat = parse_pattern(heartbeat_packet)
+        if protocol not in ("dlt645", "modbus"):
+            raise ValueError("--protocol must be dlt645 or modbus")
+        planned = []
+        for n, dtu_id in enumerate(dtu_ids(identity, count)):
+            bus_spec = BusSpec(
+                protocol=protocol,
+                model=model if protocol == "modbus" else "",
+                meters=meters,
+                seed=seed + n,
+                transport="carried" if protocol == "dlt645" else "rtu-over-tcp",
+                baud=baud,
+                line_timing=line_timing,
+                history_days=history_days,
+            )
+            packet = parse_pattern(registration.replace("{id}", dtu_id))
+            spec = DtuSpec(
+                dtu_id, host, port, packet, beat, heartbeat, backoff, faults=dtu_faults, seed=seed + n
+            )
+            planned.append((spec, bus_spec))
+        asyncio.run(_run_dtus(planned, as_json))
+    except (FaultSpecError, ValueError, UnknownModel, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 @sim_app.command("fleet")

@@ -29,11 +29,12 @@ from rich.live import Live
 
 from headend.config import HeadendConfig, validate_config
 from headend.demo.dashboard import render, status_line
-from headend.demo.fleet import STORY_ACCOUNT, DemoFleet, backlog_s, demo_buses
+from headend.demo.fleet import CONCENTRATOR_ADDRESS, STORY_ACCOUNT, DemoFleet, backlog_s, demo_buses
 from headend.demo.snapshot import take_snapshot
 from headend.demo.story import FeeControlStory, create_story_account
 from headend.demo.summary import summarise
 from headend.engine.logs import JsonFormatter
+from headend.transport import DialinHub
 
 log = logging.getLogger("headend.demo")
 REFRESH_S = 2.0
@@ -76,6 +77,12 @@ def demo_config(options: DemoOptions, workdir: Path) -> HeadendConfig:
             "clock": {"enabled": True, "check_every": f"{2 * i}s", "max_drift": "30s"},
             "events": {"enabled": True, "collect_every": f"{4 * i}s"},
             "metrics": {"port": options.metrics_port},
+            "listen": {  # the simulated cellular DTU dials in to the first, the concentrator to the second
+                "listeners": [
+                    {"address": "127.0.0.1:0", "heartbeat": "HB", "silent_timeout": "30s"},
+                    {"address": "127.0.0.1:0", "kind": "gdw1376", "silent_timeout": "30s"},
+                ]
+            },
             # the story must be able to play at any hour of any day: no quiet windows in the demo
             "safety": {
                 "timezone": "Asia/Shanghai",
@@ -184,15 +191,20 @@ async def _run(
         finally:
             await conn.close()
         _write_secrets(workdir, password)
-        engine = build_daemon(demo_config(options, workdir), dsn)
+        daemon = build_daemon(demo_config(options, workdir), dsn)
+        engine, front = daemon.engine, daemon.front
+        assert front is not None  # demo_config listens: the cellular DTU and the concentrator dial in
         since = datetime.now(UTC)
-        await engine.start()
+        await daemon.start()
+        await fleet.dial_in("127.0.0.1", front.listeners[0].port, front.listeners[1].port)
+        devices = [("dtu", bus.dial_in) for bus in buses if bus.dial_in]
+        await _until_online(front.hub, [*devices, ("gdw1376", CONCENTRATOR_ADDRESS)])
         started = time.monotonic()
         story = FeeControlStory(engine, STORY_ACCOUNT, pay_after_s=max(10.0, options.interval_s / 2))
         try:
             await _show(options, console, engine, story, fleet, since, started, warnings, workdir)
         finally:
-            await engine.stop()
+            await daemon.stop()
         conn = await asyncpg.connect(dsn)
         try:
             final = await take_snapshot(conn, None, since=since)
@@ -201,6 +213,14 @@ async def _run(
         return summarise(final, story.state, fleet, options.interval_s, time.monotonic() - started)
     finally:
         await fleet.stop()
+
+
+async def _until_online(hub: DialinHub, devices: list[tuple[str, str]], timeout_s: float = 15.0) -> None:
+    """Wait (bounded) for the demo's DTUs and concentrator to dial in; a late one is just offline
+    for a while."""
+    deadline = time.monotonic() + timeout_s
+    while not all(hub.online(device) for device in devices) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
 
 
 async def _show(

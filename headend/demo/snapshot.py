@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from headend.store import reports
+from headend.transport.concentrator import LinkStats
 
 
 @dataclass
@@ -60,7 +61,10 @@ def _line_counters(engine: Any) -> dict[str, tuple[int, int, int]]:
     out = {}
     for worker in list(getattr(engine, "workers", {}).values()):
         stats = getattr(worker.channel, "stats", None)
-        if stats is not None:
+        if isinstance(stats, LinkStats):  # a concentrator link: frames, not line bytes
+            bad = stats.bad_frames + stats.late_frames + stats.foreign_frames
+            out[worker.spec.name] = (stats.timeouts, bad, 0)
+        elif stats is not None:
             bad = stats.checksum_errors + stats.unexpected_frames
             out[worker.spec.name] = (stats.timeouts, bad, stats.noise_bytes)
     return out

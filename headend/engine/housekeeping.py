@@ -48,6 +48,7 @@ class Housekeeping:
         ctx.metrics.writer_pending.set(ctx.writer.pending)
         ctx.metrics.spool_bytes.set(ctx.writer.spool_bytes)
         ctx.metrics.quarantined.set(ctx.health.quarantined_count())
+        ctx.port.refresh_dialin_gauges(ctx.metrics, [w.spec for w in self.inventory.workers.values()])
 
     async def maintenance(self) -> None:
         """Storage upkeep (partitions ahead, daily aggregate)."""

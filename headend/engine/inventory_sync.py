@@ -90,6 +90,7 @@ class InventorySync:
             else:
                 worker.update_meters(meters)
         self.snapshot = snapshot
+        ctx.port.inventory_loaded(snapshot.channels.values())  # dial-in identities now expected
         meter_channel = {m.id: cid for cid, ms in snapshot.meters_by_channel.items() for m in ms}
         added = set(meter_channel) - set(self.meter_channel)
         self.meter_channel = meter_channel

@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from headend.drivers import Secrets
     from headend.drivers.base import Capabilities, MeterDriver
     from headend.drivers.base import ProfileRecord as DriverProfileRecord
+    from headend.metrics import EngineMetrics
     from headend.transport import Bus
-    from headend.transport.concentrator import Connector
+    from headend.transport.hub import DialinHub
 
 log = logging.getLogger(__name__)
 SECRETS_RETRY_S = 60.0  # an unreadable secrets file is tried again this often
@@ -51,6 +52,15 @@ def answered_errors() -> tuple[type[BaseException], ...]:
     return (NotImplementedError, *_driver_errors("MeterRefused", "NotSupported"))
 
 
+def offline_errors() -> tuple[type[BaseException], ...]:
+    """Errors meaning the bus is unreachable by design (a dial-in device not connected), not the meter."""
+    try:
+        from headend.transport import ChannelOffline
+    except ImportError:
+        return ()
+    return (ChannelOffline,)
+
+
 def unsupported_errors() -> tuple[type[BaseException], ...]:
     """Errors meaning the meter or model cannot do the request at all (e.g. keeps no load profile)."""
     return (NotImplementedError, *_driver_errors("NotSupported"))
@@ -65,6 +75,17 @@ def _driver_errors(*names: str) -> tuple[type[BaseException], ...]:
     return tuple(getattr(base, name) for name in names if hasattr(base, name))
 
 
+def _dialin_device(spec: ChannelSpec) -> tuple[str, str] | None:
+    """The (listener kind, identity) a dial-in channel's device names itself with (None: the
+    channel connects out)."""
+    from headend.transport import ChannelUrlError, parse_channel_url
+
+    try:
+        return parse_channel_url(spec.url).device
+    except ChannelUrlError:
+        return None  # vetting refuses such rows before a worker exists
+
+
 class DriverPort:
     """Opens channels and builds meter drivers with the real transport and driver packages."""
 
@@ -72,15 +93,13 @@ class DriverPort:
         self,
         secrets: Secrets = None,
         relay: RelayConfig | None = None,
-        concentrator_connector: Connector | None = None,
+        hub: DialinHub | None = None,
     ) -> None:
         self.secrets = secrets  # a path (or None: environment only), MeterSecrets or Credentials
         self.relay = relay or RelayConfig()  # the drivers' confirmation window after a switch
+        self.hub = hub  # the dial-in front end's registry (dtu:// and gdw1376:// channels), if listening
         self._loaded: Any = None
         self._failed_at = -SECRETS_RETRY_S
-        # where dial-in concentrators' connections come from (the dial-in listener): see
-        # headend.transport.concentrator; without one, gdw1376:// channels wait for ``link.attach``
-        self.concentrator_connector = concentrator_connector
 
     def credentials_source(self) -> Any:
         """The meter secrets, loaded once; unreadable secrets cost writes only, never reads.
@@ -111,9 +130,34 @@ class DriverPort:
     async def open_channel(self, spec: ChannelSpec) -> Bus:
         from headend.transport import open_channel
 
-        channel = open_channel(spec.url, concentrator_connector=self.concentrator_connector)
+        channel = open_channel(spec.url, self.hub)
         await channel.open()
         return channel
+
+    def inventory_loaded(self, channels: Iterable[ChannelSpec]) -> None:
+        """Tell the dial-in front end which identities the inventory's dial-in channels have."""
+        if self.hub is not None:
+            self.hub.inventory_loaded(
+                device for device in map(_dialin_device, channels) if device is not None
+            )
+
+    def online(self, spec: ChannelSpec) -> bool | None:
+        """Whether a dial-in channel's device is connected (None: not a dial-in channel)."""
+        device = _dialin_device(spec)
+        if self.hub is None or device is None:
+            return None
+        return self.hub.online(device)
+
+    def refresh_dialin_gauges(self, metrics: EngineMetrics, channels: Iterable[ChannelSpec]) -> None:
+        """``headend_channel_offline`` per dial-in channel and the front end's event counts."""
+        if self.hub is None:
+            return
+        for spec in channels:
+            online = self.online(spec)
+            if online is not None:
+                metrics.channel_offline.labels(spec.name).set(0.0 if online else 1.0)
+        for event, count in list(self.hub.counts.items()):
+            metrics.dialin.labels(event).set(count)
 
     def make_driver(self, channel: Bus, meter: MeterSpec) -> MeterDriver:
         from headend.drivers import make_driver

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from headend.engine.health import HealthBook
 from headend.engine.jobs import Job, Priority, Quarantined, WorkerStopped
 from headend.engine.model import ChannelSpec, MeterSpec
-from headend.engine.ports import answered_errors
+from headend.engine.ports import answered_errors, offline_errors
 from headend.metrics import EngineMetrics
 
 if TYPE_CHECKING:
@@ -286,6 +286,9 @@ class ChannelWorker:
         )
 
     def _failed(self, job: Job, meter: MeterSpec, exc: BaseException) -> None:
+        if isinstance(exc, offline_errors()):  # a dial-in device not connected: not the meter's failure
+            self.metrics.offline_jobs.labels(self.spec.name, job.kind).inc()
+            return
         reason = _reason(exc)
         self.metrics.failures.labels(self.spec.name, job.kind, reason).inc()
         if reason == "timeout":

@@ -1,4 +1,4 @@
-"""Transport: one channel per physical bus (serial port or TCP serial server), one exchange at a time.
+"""Transport: one channel per bus (serial port, TCP serial server, dial-in device), one exchange at a time.
 
 ``open_channel(url)`` parses a channel URL (see :mod:`headend.transport.url`) and returns a
 :class:`~headend.transport.channel.Channel` or a Modbus channel; what drivers need from either is
@@ -13,7 +13,10 @@ from headend.transport.channel import (
     ChannelUnavailable,
     ExchangeTimeout,
 )
-from headend.transport.concentrator import ConcentratorLink, Connector
+from headend.transport.concentrator import ConcentratorLink
+from headend.transport.concentrator_dialin import DialinConcentratorLink
+from headend.transport.dialin import DialinChannel
+from headend.transport.hub import ChannelOffline, DialinHub
 from headend.transport.modbus import ModbusChannel, ModbusError
 from headend.transport.url import (
     CONCENTRATOR_SCHEMES,
@@ -25,20 +28,33 @@ from headend.transport.url import (
 
 
 def open_channel(
-    url: str, *, concentrator_connector: Connector | None = None
+    url: str, hub: DialinHub | None = None, wait_s: float = 0.0
 ) -> Channel | ModbusChannel | ConcentratorLink:
     """A channel for ``url`` (not yet connected: it opens on first use or with ``await channel.open()``).
 
     ``serial://`` and ``tcp://`` carry raw frames (DL/T 645); ``modbus-tcp://`` and ``rtu-over-tcp://``
-    are Modbus gateways served by pymodbus; ``gdw1376+tcp://`` and ``gdw1376://`` are links to
-    Q/GDW 1376.1 concentrators (a dial-in one gets its connection from a listener: pulled through
-    ``concentrator_connector``, or pushed with ``link.attach``).
+    are Modbus gateways served by pymodbus; ``dtu://ID`` is the bus behind a device dialling in to
+    one of ``hub``'s listeners (``wait_s``: how long an exchange waits for the device to connect);
+    ``gdw1376+tcp://`` and ``gdw1376://`` are links to Q/GDW 1376.1 concentrators (a dial-in one
+    gets its connections from ``hub``, whose ``gdw1376`` listeners identify it by its login).
     """
     config = parse_channel_url(url)
+    if config.scheme == "gdw1376":
+        if hub is None:
+            raise ChannelUrlError(
+                f"{url}: gdw1376:// channels need a listener ([listen] kind gdw1376, or --listen)"
+            )
+        return DialinConcentratorLink(config, hub, wait_s)
     if config.scheme in CONCENTRATOR_SCHEMES:
-        return ConcentratorLink(config, connector=concentrator_connector)
+        return ConcentratorLink(config, wait_s=wait_s)
     if config.scheme in ("modbus-tcp", "rtu-over-tcp"):
         return ModbusChannel(config)
+    if config.scheme == "dtu":
+        if hub is None:
+            raise ChannelUrlError(
+                f"{url}: dtu:// channels need a listener ([listen] in the config, or --listen)"
+            )
+        return DialinChannel(config, hub, wait_s)
     return Channel(config)
 
 
@@ -48,10 +64,13 @@ __all__ = [
     "Channel",
     "ChannelConfig",
     "ChannelError",
+    "ChannelOffline",
     "ChannelStats",
     "ChannelUnavailable",
     "ChannelUrlError",
     "ConcentratorLink",
+    "DialinChannel",
+    "DialinHub",
     "ExchangeTimeout",
     "FrameBus",
     "ModbusChannel",

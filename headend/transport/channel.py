@@ -130,6 +130,12 @@ class _Link(asyncio.Protocol):
     def eof_received(self) -> bool:
         return False  # close our side too: the next exchange reconnects
 
+    def moved(self) -> None:
+        """The connection is being replaced by a newer one (dial-in): the exchange in flight is sent
+        again on the channel's next connection instead of failing."""
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(_REOPEN)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.waiter is not None and not self.waiter.done():
@@ -158,7 +164,7 @@ class _Link(asyncio.Protocol):
             raise ConnectionResetError("connection lost")
 
 
-_REOPEN: Any = object()  # a waiter's result: the link closed before the request went out
+_REOPEN: Any = object()  # a waiter's result: send again on a new link (closed during the gap, or moved)
 
 
 class _Slots:
@@ -415,7 +421,7 @@ class Channel:
                 self.stats.noise_bytes += framer.noise_bytes - noise_before
             if frame is not _REOPEN:
                 return frame
-            link = None  # the link closed during the gap: reconnect and send now
+            link = None  # the link closed during the gap or moved: reconnect and send now
 
     def _send(
         self,

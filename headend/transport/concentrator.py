@@ -25,9 +25,9 @@ The link runs on a plain asyncio stream (``StreamReader``/``StreamWriter``):
   heartbeats included) and closes the stream when it is replaced or closed. A newer login with the
   same A1+A2 is attached the same way: the old stream is closed, and a request in flight on it is
   sent again on the new one (one try is not used up). Pull style instead: a ``connector`` given to
-  the link is asked for the concentrator's connection whenever a request finds none.
-  :func:`headend.transport.concentrator_accept.accept` is a minimal listener for the field
-  commands (``--listen``).
+  the link is asked for the concentrator's connection whenever a request finds none. The daemon
+  and the field commands (``--listen``) do both through the shared dial-in listener:
+  :mod:`headend.transport.concentrator_dialin`.
 
 The PW for AFN 04/05/10 comes from the caller (the secrets file), never from code, and is never
 logged or shown in ``repr``.

@@ -2,7 +2,9 @@
 
 ``serial:///dev/ttyUSB0?baud=2400&parity=E&bytesize=8&stopbits=1``, ``tcp://10.0.0.5:8899`` (a
 transparent serial server / DTU; ``?baud=`` tells the line speed behind it for timeouts),
-``modbus-tcp://host:502`` and ``rtu-over-tcp://host:4001``. Query options common to all:
+``modbus-tcp://host:502``, ``rtu-over-tcp://host:4001`` and ``dtu://DTU-0001?baud=2400&parity=E`` (the
+bus behind a cellular DTU that dials in to a listener and registers with that id; see
+:mod:`headend.transport.listener`). Query options common to all:
 ``gap_ms`` (inter-frame gap), ``turnaround_ms`` (meter response allowance), ``retries``.
 :func:`check_protocol` says whether a meter protocol can run on a channel.
 
@@ -17,15 +19,19 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from protocols.gdw1376 import Address, GDW1376Error
 
-SCHEMES = ("serial", "tcp", "modbus-tcp", "rtu-over-tcp", "gdw1376", "gdw1376+tcp")
+SCHEMES = ("serial", "tcp", "modbus-tcp", "rtu-over-tcp", "dtu", "gdw1376", "gdw1376+tcp")
 CONCENTRATOR_SCHEMES = ("gdw1376", "gdw1376+tcp")
 CONCENTRATOR_TURNAROUND_S = 5.0
+IDENTITY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 DEFAULT_PORTS = {"modbus-tcp": 502}
+# channels whose device connects to a listener and names itself: scheme -> the listener kind
+DIALIN_SCHEMES = {"dtu": "dtu", "gdw1376": "gdw1376"}
 BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200)
 MAX_RETRIES = 10
 MAX_GAP_MS = 10_000.0
@@ -35,9 +41,9 @@ MAX_URL_LENGTH = 1000
 # transparent serial server, or AFN 10 F1 forwarding through a concentrator); Modbus runs on its
 # gateways and as RTU on a raw line
 PROTOCOL_SCHEMES = {
-    "dlt645-2007": ("serial", "tcp", *CONCENTRATOR_SCHEMES),
-    "dlt645-1997": ("serial", "tcp", *CONCENTRATOR_SCHEMES),
-    "modbus": ("serial", "tcp", "modbus-tcp", "rtu-over-tcp"),
+    "dlt645-2007": ("serial", "tcp", "dtu", *CONCENTRATOR_SCHEMES),
+    "dlt645-1997": ("serial", "tcp", "dtu", *CONCENTRATOR_SCHEMES),
+    "modbus": ("serial", "tcp", "modbus-tcp", "rtu-over-tcp", "dtu"),
 }
 
 
@@ -53,6 +59,7 @@ class ChannelConfig:
     host: str = ""
     port: int = 0
     path: str = ""
+    identity: str = ""  # dtu://: the registration id the device dials in with
     baud: int = 2400
     parity: str = "E"
     bytesize: int = 8
@@ -76,18 +83,28 @@ class ChannelConfig:
     @property
     def label(self) -> str:
         """A short name for logs and metrics (no credentials are ever part of a channel URL)."""
-        if self.scheme == "gdw1376":
-            return f"gdw1376://{self.terminal}"
-        return self.path if self.scheme == "serial" else f"{self.scheme}://{self.host}:{self.port}"
+        if self.scheme == "serial":
+            return self.path
+        if self.scheme in DIALIN_SCHEMES:
+            return f"{self.scheme}://{self.identity}"
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def device(self) -> tuple[str, str] | None:
+        """For a dial-in channel, the device it sits behind as the hub knows it: (listener kind,
+        identity); None for a channel that connects out."""
+        kind = DIALIN_SCHEMES.get(self.scheme)
+        return None if kind is None else (kind, self.identity)
 
     @property
     def bus(self) -> str:
-        """The physical bus: the real device path, a dial-in concentrator's address, or ``host:port``
-        whatever the TCP scheme."""
+        """The physical bus: the real device path, ``host:port`` whatever the TCP scheme, or the
+        identity of the device a dial-in bus sits behind (a DTU's registration id, a
+        concentrator's address)."""
         if self.scheme == "serial":
             return os.path.realpath(self.path)
-        if self.scheme == "gdw1376":
-            return self.label
+        if self.scheme in DIALIN_SCHEMES:
+            return f"{self.scheme}:{self.identity}"
         return f"{self.host.lower()}:{self.port}"
 
 
@@ -161,6 +178,14 @@ def parse_channel_url(url: str) -> ChannelConfig:
         if not parts.path or parts.netloc:
             raise ChannelUrlError(f"serial URL needs a device path, e.g. serial:///dev/ttyUSB0, got {url!r}")
         return ChannelConfig(scheme, path=parts.path, **options)  # type: ignore[arg-type]
+    if scheme == "dtu":
+        identity = parts.netloc + parts.path  # as registered: case kept, no host normalisation
+        if not IDENTITY_RE.match(identity):
+            raise ChannelUrlError(
+                f"dtu URL needs the registration id (letters, digits, _.:-, up to 64), "
+                f"e.g. dtu://DTU-0001?baud=2400, got {url!r}"
+            )
+        return ChannelConfig(scheme, identity=identity, **options)  # type: ignore[arg-type]
     try:
         port = parts.port or DEFAULT_PORTS.get(scheme, 0)
     except ValueError:
@@ -200,7 +225,7 @@ def _concentrator(
         raise ChannelUrlError(f"{exc} in {url!r}") from None
     options.setdefault("turnaround_s", CONCENTRATOR_TURNAROUND_S)
     if scheme == "gdw1376":
-        return ChannelConfig(scheme, terminal=terminal, **options)  # type: ignore[arg-type]
+        return ChannelConfig(scheme, identity=terminal, terminal=terminal, **options)  # type: ignore[arg-type]
     host, _, port = netloc.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ChannelUrlError(f"{scheme} URL needs host:port, e.g. {scheme}://10.0.0.5:9001, got {url!r}")

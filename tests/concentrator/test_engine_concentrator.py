@@ -4,7 +4,6 @@ archive disagreement, lost/late answers and a dropped connection."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
@@ -15,12 +14,9 @@ from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
 from headend.store.writer import ReadingWriter
-from headend.transport.concentrator import ConcentratorLink, ConcentratorOffline
-from protocols.gdw1376 import Deframer, decode
+from headend.transport.concentrator import ConcentratorLink
 from simulators.bus import DEFAULT_PASSWORD
-from simulators.concentrator import ConcentratorSpec, SimConcentrator
 from tests.concentrator.support import (
-    ADDRESS,
     engine_config,
     inventory_toml,
     listening,
@@ -273,73 +269,3 @@ async def test_the_daemon_sets_a_concentrator_clock_that_is_off(pg_dsn: str, tmp
         finally:
             await engine.stop()
     assert sim.counts["afn_05"] == 1
-
-
-class Arrivals:
-    """A stand-in for the dial-in listener: accepts connections, identifies each by its login frame
-    (A1+A2) and keeps the newest per concentrator until the engine's link asks for it."""
-
-    def __init__(self) -> None:
-        self.waiting: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]] = {}
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._accepted, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        deframer = Deframer()
-        while chunk := await reader.read(4096):
-            for raw in deframer.feed(chunk):
-                self.waiting[decode(raw).address.key] = (reader, writer, raw)
-                return
-
-    async def connector(
-        self, key: str, wait_s: float
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
-        found = self.waiting.pop(key, None)
-        if found is None:
-            raise ConcentratorOffline(f"gdw1376://{key}: not connected")
-        return found
-
-
-async def test_a_dial_in_concentrator_is_read_through_the_connection_the_listener_hands_over(
-    pg_dsn: str, tmp_path: Path
-) -> None:
-    arrivals = Arrivals()
-    port = await arrivals.start()
-    spec = ConcentratorSpec(
-        port=port, address=ADDRESS, meters=4, latency_ms=20, redial_s=0.1, login_timeout_s=5
-    )
-    async with SimConcentrator(spec) as sim:
-        conn = await asyncpg.connect(pg_dsn)
-        await import_inventory(
-            conn, read_inventory(inventory_toml(tmp_path / "inv.toml", f"gdw1376://{ADDRESS}", sim))
-        )
-        port_with_listener = DriverPort(concentrator_connector=arrivals.connector)
-        writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool")
-        engine = Engine(
-            engine_config(["energy_import_kwh", "voltage_a_v"]), pg_dsn, writer, port_with_listener
-        )
-        await engine.start()
-
-        async def arrived() -> bool:
-            return ADDRESS in arrivals.waiting
-
-        ts = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-        try:
-            await wait_for(arrived, 10, "the concentrator to dial in")
-            engine.run_cycle(ts)
-            await engine.wait_cycles()
-            await engine.writer.flush()
-            energy = await conn.fetch(ENERGY_SQL, "energy_import_kwh")
-            voltage = await conn.fetch(ENERGY_SQL, "voltage_a_v")
-        finally:
-            await engine.stop()
-            await conn.close()
-            assert arrivals.server is not None
-            arrivals.server.close()
-    collected = {address: reading.total for address, reading in sim.pool.collected.items()}
-    assert {r["address"]: r["value"] for r in energy} == pytest.approx(collected)
-    assert len(voltage) == 4 and all(r["ts"] == ts for r in energy + voltage)
-    assert sim.counts["logins"] >= 1 and sim.counts["login_failures"] == 0 and sim.counts["afn_0C"] == 1

@@ -17,7 +17,9 @@ from headend.transport.concentrator import (
     ConcentratorTimeout,
     attach_transport,
 )
-from headend.transport.concentrator_accept import accept
+from headend.transport.concentrator_dialin import DialinConcentratorLink
+from headend.transport.hub import DialinHub
+from headend.transport.listener import Listener, ListenerSpec
 from headend.transport.url import parse_channel_url
 from protocols.gdw1376 import Afn, Deframer, EnergyReading, decode, unit
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
@@ -91,20 +93,26 @@ def free_port() -> int:
 
 
 async def test_a_dial_in_concentrator_is_bound_by_its_login_not_by_whoever_connects() -> None:
-    port = free_port()
-    link = ConcentratorLink(parse_channel_url(f"gdw1376://{ADDRESS}"))
+    hub = DialinHub()  # expects only the link's terminal: another one is refused
+    listener = await Listener(ListenerSpec(port=0, kind="gdw1376"), hub).start()
+    port = listener.port
+    link = DialinConcentratorLink(parse_channel_url(f"gdw1376://{ADDRESS}"), hub, wait_s=10)
     other = SimConcentrator(
         ConcentratorSpec(port=port, address="0314-1", meters=1, latency_ms=0, redial_s=0.05)
     )
     spec = ConcentratorSpec(port=port, address=ADDRESS, meters=2, latency_ms=0, redial_s=0.05)
-    async with other:
-        await asyncio.sleep(0.3)  # the other terminal is already redialling when ours comes up
-        async with SimConcentrator(spec) as sim:
-            await accept(link, "127.0.0.1", port, 10)
-            try:
-                clock = await link.values(Afn.CLASS1_DATA, [unit(0, 2)])
-            finally:
-                await link.close()
+    try:
+        async with other:
+            await wait_for(
+                _true_when(lambda: hub.counts["refused_unknown"] >= 1), 10, "the other terminal refused"
+            )
+            async with SimConcentrator(spec) as sim:
+                try:
+                    clock = await link.values(Afn.CLASS1_DATA, [unit(0, 2)])
+                finally:
+                    await link.close()
+    finally:
+        await listener.stop()
     assert clock and link.stats.logins == 1 and sim.counts["logins"] >= 1
     assert other.logged_in.is_set() is False and other.counts["connections"] >= 1
 
@@ -193,7 +201,8 @@ async def test_a_listener_holding_a_bare_transport_hands_it_over_with_attach_tra
     finally:
         server.close()
         await link.close()
-    assert [pn for pn, _fn, _v in items] == [1, 2] and sim.counts["heartbeat_failures"] == 0
+    assert [pn for pn, _fn, _v in items] == [1, 2]
+    assert sim.counts["heartbeat_failures"] == 0, (sim.counts, link.stats)
     assert link.stats.logins == 1
 
 

@@ -80,7 +80,7 @@ def _check_demo_run(tmp_path: Path, run_dir: Path) -> None:
     code, output, summary = _run_until_story_done(tmp_path, run_dir)
     assert code == 0, output
     # every simulated meter answered and has readings; the faults leave the success rate above expectation
-    assert summary["meters"] == 4 + 4 + 3 + 1
+    assert summary["meters"] == 4 + 4 + 3 + 2 + 1 + 2  # a DTU and a concentrator dial in
     assert summary["meters_answering"] == summary["meters"] and summary["meters_without_readings"] == []
     assert summary["readings_by_quality"]["actual"] >= summary["meters"] * PLAN_EXCHANGES * 2
     for channel in summary["channels"]:
@@ -151,7 +151,14 @@ def test_dashboard_shows_channels_storage_commands_and_story(tmp_path: Path) -> 
         "Fee-control story: account balance",
     ):
         assert title in screen, screen
-    for channel in ("dtu-2007", "rs485-1997", "rs485-modbus", "gw-modbus-tcp"):
+    for channel in (
+        "dtu-2007",
+        "rs485-1997",
+        "rs485-modbus",
+        "gprs-dtu",
+        "gw-modbus-tcp",
+        "concentrator",
+    ):
         assert f"│ {channel} " in screen, screen
     assert "dtu-2007/1" in screen  # a latest reading or a backfilled gap of the first meter
     # without --data-dir the temporary database directory is gone after a clean stop

@@ -43,8 +43,8 @@ FIELD_CASES: list[tuple[str, tuple[str, ...], int, str]] = [
         "read-modbus-tcp-default-protocol",
         ("read", GW, "-a", "1"),
         1,
-        "protocol dlt645-2007 cannot run on a modbus-tcp:// channel (use serial://, tcp://, gdw1376://,"
-        " gdw1376+tcp://); for a Modbus meter pass --protocol modbus --unit N",
+        "protocol dlt645-2007 cannot run on a modbus-tcp:// channel (use serial://, tcp://, dtu://,"
+        " gdw1376://, gdw1376+tcp://); for a Modbus meter pass --protocol modbus --unit N",
     ),
     (
         "scan-modbus-tcp-default-protocol",

@@ -99,5 +99,5 @@ async def test_daemon_leaves_out_what_the_import_would_refuse(pg_dsn: str) -> No
         " 38400, 57600, 115200, got 0 in 'tcp://192.0.2.10:1?baud=0'",
         "meter NoModel (000000000003) (id 3) not polled: unknown meter model 'm'",
         "meter OnGateway (000000000004) (id 4) not polled: protocol dlt645-2007 cannot run on a modbus-tcp://"
-        " channel (use serial://, tcp://, gdw1376://, gdw1376+tcp://)",
+        " channel (use serial://, tcp://, dtu://, gdw1376://, gdw1376+tcp://)",
     ]

@@ -83,6 +83,13 @@ CASES: list[tuple[str, str, str | bytes, str]] = [
         "is the same bus as channel 'a'",
     ),
     (
+        "same-dtu-id",  # a dtu:// bus is the device it sits behind: its registration id
+        "i.toml",
+        channel("dtu://DTU-0001") + channel("dtu://DTU-0001?baud=9600", "b"),
+        "channel 'b' is the same bus as channel 'a'",
+    ),
+    ("dtu-no-id", "i.toml", channel("dtu://"), "dtu URL needs the registration id"),
+    (
         "same-bus-as-stored",
         "i.toml",
         channel("tcp://192.0.2.50:8899", "new-name"),

@@ -1,0 +1,81 @@
+"""Dial-in concentrators on the shared listener: a ``gdw1376://ADDRESS`` link fed by the hub.
+
+A listener of kind ``gdw1376`` identifies a connection by its login frame (AFN 02 F1, identity =
+A1+A2, see :class:`~headend.transport.identify.LoginIdentifier`) and the
+:class:`~headend.transport.hub.DialinHub` binds it to the device ``("gdw1376", A1+A2)`` (unknown
+terminals refused or held like unknown DTUs; a newer login replaces the older connection).
+:class:`DialinConcentratorLink` is the :class:`~headend.transport.concentrator.ConcentratorLink`
+of such a channel: it takes each connection the hub binds to its terminal at once (push, so the
+login is confirmed while the concentrator waits for it), and asks the hub for the live connection
+when a request finds none (pull; ``wait_s`` 0 in the daemon: an absent concentrator fails fast
+with :class:`~headend.transport.hub.ChannelOffline`). The link reads
+the connection as a stream that starts with the login frame, so it confirms the login and every
+later heartbeat itself; the connection stays owned by the listener (its caps, silence timeout and
+counts apply).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from headend.transport.concentrator import ConcentratorLink, _Stream
+from headend.transport.hub import DialinHub
+from headend.transport.listener import Inbound
+from headend.transport.url import ChannelConfig
+
+
+class _LinkStream(asyncio.StreamReaderProtocol):
+    """The receiving end of a listener's connection, read by a concentrator link as a stream."""
+
+    def moved(self) -> None:
+        """Nothing to do: the link itself sends a request in flight again on the newer login."""
+
+
+def _streams(inbound: Inbound) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """Attach a stream to ``inbound``; returns it with the login frame the device identified with."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(loop=loop)
+    protocol = _LinkStream(reader, loop=loop)
+    inbound.attach(protocol)  # connection_made: the reader gets the transport
+    assert inbound.transport is not None
+    return reader, asyncio.StreamWriter(inbound.transport, protocol, reader, loop), inbound.identification
+
+
+class DialinConcentratorLink(ConcentratorLink):
+    """A ``gdw1376://`` link whose connections come from a dial-in hub (see the module docstring)."""
+
+    def __init__(self, config: ChannelConfig, hub: DialinHub, wait_s: float = 0.0) -> None:
+        super().__init__(config, wait_s=wait_s)
+        if config.device is None:
+            raise ValueError(f"{config.label} is not a dial-in channel")
+        self.hub = hub
+        self.device = config.device
+        self._watching = True
+        hub.expect(self.device)
+        hub.watch(self.device, self._bound)
+
+    async def open(self) -> None:
+        """Take the terminal's connection if it is already up (its login is then confirmed at once)."""
+        if not self.online and self.hub.online(self.device):
+            self._bound(self.hub.live[self.device])
+
+    def _bound(self, inbound: Inbound) -> None:
+        if inbound.link is not None:
+            return  # already this link's connection
+        reader, writer, login = _streams(inbound)
+        self.attach(reader, writer, login)
+
+    async def _connection(self) -> _Stream:
+        """The attached connection, else the hub's live one (waiting up to ``wait_s``; raises
+        ChannelOffline). While waiting, the hub may already have pushed it through ``_bound``."""
+        if not self.online:
+            self._bound(await self.hub.connection(self.device, self.wait_s))
+        return await super()._connection()
+
+    async def close(self) -> None:
+        """Close the connection (the concentrator dials again) and stop expecting the terminal."""
+        if self._watching:
+            self._watching = False
+            self.hub.unwatch(self.device, self._bound)
+            self.hub.forget(self.device)
+        await super().close()

@@ -1,0 +1,232 @@
+"""Which identified device is connected where: the registry between the listeners and the dial-in channels.
+
+Listeners report identified connections (:meth:`DialinHub.bind`); dial-in channels ask for the
+live connection of their device (:meth:`DialinHub.connection`). A device is a :data:`DeviceKey`,
+``(listener kind, identity)``: each kind of device (a DTU's registration id, a concentrator's
+login address) names itself in its own namespace. A newer connection with the
+same identity replaces the older one (the older is closed; its exchange in flight is sent again
+on the newer one). Identities that no channel expects are refused or held, as
+configured, and listed in :attr:`DialinHub.pending`. Every outcome is counted in
+:attr:`DialinHub.counts`; unknown identities are logged once per identity per hour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+from headend.transport.channel import ChannelUnavailable
+
+if TYPE_CHECKING:
+    from headend.transport.listener import Inbound
+
+log = logging.getLogger(__name__)
+
+UnknownPolicy = Literal["refuse", "hold"]
+UNKNOWN_LOG_EVERY_S = 3600.0
+MAX_PENDING = 10_000  # pending identities kept (and logged-at times): beyond it, refused unlisted
+DeviceKey = tuple[str, str]  # (listener kind, identity as received)
+HubEvent = Literal["identified", "replaced", "refused", "held", "heartbeat", "closed"]
+
+
+class ChannelOffline(ChannelUnavailable):
+    """A dial-in channel whose device has no live connection (not a failure of its meters)."""
+
+
+@dataclass(slots=True)
+class PendingIdentity:
+    """An identity that dialled in without a channel in the inventory."""
+
+    identity: str
+    kind: str
+    listener: str
+    peer: str
+    first_seen: datetime
+    last_seen: datetime
+    attempts: int
+    held: bool
+
+
+class DialinHub:
+    """The registry of identified connections (see the module docstring)."""
+
+    def __init__(
+        self, unknown: UnknownPolicy = "refuse", clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.unknown = unknown
+        self.clock = clock
+        self.counts: Counter[str] = Counter()
+        self.live: dict[DeviceKey, Inbound] = {}
+        self.held: dict[DeviceKey, Inbound] = {}
+        self.pending: dict[DeviceKey, PendingIdentity] = {}
+        self.observer: Callable[[HubEvent, Inbound], None] | None = None
+        self._inventory: set[DeviceKey] = set()
+        self._expected: Counter[DeviceKey] = Counter()  # devices of open dial-in channels
+        self._waiters: dict[DeviceKey, list[asyncio.Future[None]]] = {}
+        self._watchers: dict[DeviceKey, Callable[[Inbound], None]] = {}
+        self._logged: dict[DeviceKey, float] = {}
+
+    # -- what the channels and the inventory expect --------------------------------------------
+
+    def expects(self, device: DeviceKey) -> bool:
+        """Whether a channel (open, or in the inventory) is the bus behind this device."""
+        return device in self._inventory or device in self._expected
+
+    def inventory_loaded(self, devices: Iterable[DeviceKey]) -> None:
+        """The devices of the inventory's dial-in channels; held connections now known are bound."""
+        self._inventory = set(devices)
+        for device in [d for d in self.held if self.expects(d)]:
+            inbound = self.held.pop(device)
+            self.pending.pop(device, None)
+            self._bind_known(inbound, device)
+
+    def expect(self, device: DeviceKey) -> None:
+        """A channel for ``device`` was opened (``forget`` undoes it)."""
+        self._expected[device] += 1
+
+    def forget(self, device: DeviceKey) -> None:
+        """A channel for ``device`` was closed."""
+        self._expected[device] -= 1
+        if self._expected[device] <= 0:
+            del self._expected[device]
+
+    def watch(self, device: DeviceKey, bound: Callable[[Inbound], None]) -> None:
+        """Call ``bound`` with each connection bound to ``device`` from now on (a concentrator link
+        takes every new login at once, so it confirms it; ``unwatch`` undoes it)."""
+        self._watchers[device] = bound
+
+    def unwatch(self, device: DeviceKey, bound: Callable[[Inbound], None]) -> None:
+        """Stop calling ``bound`` (if it is still the watcher of ``device``)."""
+        if self._watchers.get(device) == bound:
+            del self._watchers[device]
+
+    # -- what the listeners report ------------------------------------------------------------
+
+    def bind(self, inbound: Inbound, identity: str) -> bool:
+        """An identified connection: bind it, hold it, or refuse it (False: the listener closes it)."""
+        self.counts["identified"] += 1
+        self.notify("identified", inbound)
+        device = (inbound.kind, identity)
+        if self.expects(device):
+            self._bind_known(inbound, device)
+            return True
+        if device not in self.pending and len(self.pending) >= MAX_PENDING:
+            # a flood of made-up identities must not grow memory: refused, counted, not listed
+            self.counts["refused_pending_full"] += 1
+            self.notify("refused", inbound)
+            return False
+        now = datetime.now(UTC)
+        entry = self.pending.get(device)
+        if entry is None:
+            entry = self.pending[device] = PendingIdentity(
+                identity, inbound.kind, inbound.listener_label, inbound.peer, now, now, 0, False
+            )
+        entry.attempts += 1
+        entry.last_seen, entry.peer = now, inbound.peer
+        entry.held = self.unknown == "hold"
+        self._log_unknown(device, inbound)
+        if entry.held:
+            self.counts["held"] += 1
+            inbound.state = "held"
+            older = self.held.get(device)
+            self.held[device] = inbound
+            if older is not None:
+                older.close("replaced")
+            self.notify("held", inbound)
+            return True
+        self.counts["refused_unknown"] += 1
+        self.notify("refused", inbound)
+        return False
+
+    def lost(self, inbound: Inbound) -> None:
+        """A connection closed (any reason)."""
+        if inbound.identity is None:
+            return
+        device = (inbound.kind, inbound.identity)
+        if self.live.get(device) is inbound:
+            del self.live[device]
+        if self.held.get(device) is inbound:
+            del self.held[device]
+
+    def notify(self, event: HubEvent, inbound: Inbound) -> None:
+        """Tell the observer (``headend listen`` prints these)."""
+        if self.observer is not None:
+            self.observer(event, inbound)
+
+    def _bind_known(self, inbound: Inbound, device: DeviceKey) -> None:
+        inbound.state = "bound"
+        older = self.live.get(device)
+        self.live[device] = inbound
+        if older is not None and older is not inbound:
+            self.counts["replaced"] += 1
+            log.warning(
+                "dial-in connection replaced",
+                extra={
+                    "kind": device[0],
+                    "identity": device[1],
+                    "old_peer": older.peer,
+                    "new_peer": inbound.peer,
+                },
+            )
+            older.close("replaced")
+            self.notify("replaced", older)
+        for waiter in self._waiters.pop(device, []):
+            if not waiter.done():
+                waiter.set_result(None)
+        watcher = self._watchers.get(device)
+        if watcher is not None:
+            watcher(inbound)
+
+    def _log_unknown(self, device: DeviceKey, inbound: Inbound) -> None:
+        now = self.clock()
+        last = self._logged.get(device)
+        if last is not None and now - last < UNKNOWN_LOG_EVERY_S:
+            return
+        self._logged[device] = now
+        log.warning(
+            "unknown dial-in identity",
+            extra={
+                "kind": device[0],
+                "identity": device[1],
+                "peer": inbound.peer,
+                "listener": inbound.listener_label,
+                "action": "held" if self.unknown == "hold" else "refused",
+            },
+        )
+
+    # -- what the channels ask ----------------------------------------------------------------
+
+    def online(self, device: DeviceKey) -> bool:
+        """Whether ``device`` has a live connection."""
+        inbound = self.live.get(device)
+        return inbound is not None and not inbound.closed
+
+    async def connection(self, device: DeviceKey, wait_s: float = 0.0) -> Inbound:
+        """The live connection of ``device``, waiting up to ``wait_s`` for one; else ChannelOffline."""
+        deadline = self.clock() + wait_s
+        while True:
+            inbound = self.live.get(device)
+            if inbound is not None and not inbound.closed:
+                return inbound
+            left = deadline - self.clock()
+            if left <= 0:
+                kind, identity = device
+                raise ChannelOffline(f"{kind}://{identity}: offline (no live connection from the device)")
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(device, []).append(waiter)
+            try:
+                await asyncio.wait_for(waiter, left)
+            except TimeoutError:
+                pass
+            finally:
+                waiters = self._waiters.get(device)
+                if waiters is not None and waiter in waiters:
+                    waiters.remove(waiter)
+                    if not waiters:
+                        del self._waiters[device]

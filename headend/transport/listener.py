@@ -1,0 +1,324 @@
+"""The dial-in front end: a TCP listener that binds inbound connections to channels by identity, never by IP.
+
+Each accepted connection (:class:`Inbound`) first identifies itself with its kind's strategy
+(:mod:`headend.transport.identify`); then the :class:`~headend.transport.hub.DialinHub` binds it
+to the channel with that identity (or holds or refuses it). From then on every received chunk
+passes the kind's keep-alive filter and the rest goes to the receiving end of the dial-in channel
+using the connection (a clean byte stream, as from a serial server).
+
+Closed, counted and logged: more connections than the listener's or the source address's cap;
+no identification within ``identify_timeout_s``; more than ``max_bytes_before_id`` bytes before
+identifying; a malformed identification; nothing received (not even a heartbeat) for
+``silent_timeout_s`` (half-open sockets); end of stream from the peer. One timer per listener
+sweeps its connections for the timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from time import monotonic
+from typing import Literal, Protocol
+
+from headend.transport.hub import DialinHub
+from headend.transport.identify import (
+    KINDS,
+    Identifier,
+    IdentifyError,
+    KeepAliveFilter,
+    RegistrationFormat,
+)
+
+log = logging.getLogger(__name__)
+
+LOG_EVERY_S = 60.0
+State = Literal["identifying", "bound", "held", "closed"]
+
+
+class Receiver(Protocol):
+    """The receiving end a channel attaches to a bound connection (a dial-in channel's ``_Link``, or
+    the stream a concentrator link reads)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None: ...
+    def data_received(self, data: bytes) -> None: ...
+    def connection_lost(self, exc: Exception | None) -> None: ...
+    def moved(self) -> None: ...
+    def pause_writing(self) -> None: ...
+    def resume_writing(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSpec:
+    """One listening address and how devices on it identify themselves."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    kind: str = "dtu"
+    registration: RegistrationFormat = field(default_factory=RegistrationFormat)
+    heartbeat: bytes = b""
+    identify_timeout_s: float = 30.0
+    max_bytes_before_id: int = 256
+    silent_timeout_s: float = 300.0
+    max_connections: int = 10_000
+    max_per_address: int = 100
+
+    def identifier(self) -> Identifier:
+        """The kind's identification strategy (one per listener: it holds no connection state)."""
+        kind = KINDS.get(self.kind)
+        if kind is None:
+            raise ValueError(f"unknown listener kind {self.kind!r}; known: {', '.join(KINDS)}")
+        return kind.identifier(self.registration)
+
+    def keepalive_filter(self) -> KeepAliveFilter:
+        """A fresh keep-alive filter for one connection."""
+        return KINDS[self.kind].keepalive_filter(self.heartbeat)
+
+
+class Inbound(asyncio.Protocol):
+    """One accepted connection: identifying, then bound (or held) until closed."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.hub = listener.hub
+        self.kind = listener.spec.kind
+        self.listener_label = listener.label
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.host = "?"
+        self.identity: str | None = None
+        self.state: State = "identifying"
+        self.connected_at = time.monotonic()
+        self.last_rx = self.connected_at
+        self.close_reason = ""
+        self._buffer = b""
+        self._filter = listener.spec.keepalive_filter()
+        self.identification = b""  # the bytes the device identified itself with (a 1376.1 login frame)
+        self.link: Receiver | None = None  # the receiving end of the channel using this connection
+
+    @property
+    def closed(self) -> bool:
+        return self.state == "closed"
+
+    @property
+    def heartbeats(self) -> int:
+        return self._filter.keepalives
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.host = str(peer[0]) if peer else "?"
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.listener.accepted(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = monotonic()
+        beats = self._filter.keepalives
+        if self.state == "identifying":
+            self._identify(self._filter.feed(data, True))
+        elif self.state == "bound":
+            self._forward(data)
+        elif self.state == "held":
+            self._filter.feed(data, True)
+        if self._filter.keepalives != beats:
+            self.hub.counts["heartbeats"] += self._filter.keepalives - beats
+            self.hub.notify("heartbeat", self)
+
+    def _identify(self, clean: bytes) -> None:
+        spec = self.listener.spec
+        self._buffer += clean
+        if not self._buffer:
+            return
+        try:
+            found = self.listener.identifier.identify(self._buffer)
+        except IdentifyError as exc:
+            self.listener.reject(self, "malformed_id", str(exc))
+            return
+        if found is None:
+            if len(self._buffer) > spec.max_bytes_before_id:
+                self.listener.reject(
+                    self, "too_many_bytes", f"{len(self._buffer)} bytes without an identification"
+                )
+            return
+        self.identification = self._buffer[: found.consumed]
+        rest, self._buffer = self._buffer[found.consumed :], b""
+        self.identity = found.identity
+        self.state = "bound"
+        if not self.hub.bind(self, found.identity):
+            self.close("refused_unknown")
+            return
+        acknowledge = KINDS[self.kind].acknowledge
+        if acknowledge is not None and self.state == "bound" and self.link is None and self.transport:
+            self.transport.write(acknowledge(self.identification))
+        if rest and self.state == "bound":
+            self._forward(rest)
+
+    def _forward(self, data: bytes) -> None:
+        clean = self._filter.feed(data, False)
+        if not clean:
+            return
+        link = self.link
+        if link is None:
+            self.hub.counts["unsolicited_bytes"] += len(clean)  # no channel is using the connection
+            return
+        link.data_received(clean)
+
+    def attach(self, link: Receiver) -> None:
+        """A dial-in channel starts using this connection."""
+        assert self.transport is not None
+        self.link = link
+        link.connection_made(self.transport)
+
+    def detach(self, link: Receiver) -> None:
+        """The channel stops using this connection (the connection stays up)."""
+        if self.link is link:
+            self.link = None
+
+    def eof_received(self) -> bool:
+        self.close_reason = self.close_reason or "closed_by_peer"
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        previous = self.state
+        self.state = "closed"
+        reason = self.close_reason or ("closed_by_peer" if exc is None else "reset")
+        self.close_reason = reason
+        link, self.link = self.link, None
+        if link is not None:
+            if reason == "replaced":
+                link.moved()  # the exchange in flight is sent again on the newer connection
+            link.connection_lost(exc)
+        self.hub.lost(self)
+        self.listener.released(self, previous, reason)
+
+    def pause_writing(self) -> None:
+        if self.link is not None:
+            self.link.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.link is not None:
+            self.link.resume_writing()
+
+    def close(self, reason: str) -> None:
+        """Close this connection, recording why (counted when it is gone)."""
+        if self.state == "closed":
+            return
+        self.close_reason = self.close_reason or reason
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Listener:
+    """An asyncio server for one :class:`ListenerSpec` (``start`` / ``stop``)."""
+
+    def __init__(self, spec: ListenerSpec, hub: DialinHub) -> None:
+        self.spec = spec
+        self.hub = hub
+        self.identifier = spec.identifier()
+        self.connections: set[Inbound] = set()
+        self.per_host: Counter[str] = Counter()
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._logged_at: dict[str, float] = {}
+        self.port = spec.port
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.kind}@{self.spec.host}:{self.port}"
+
+    async def start(self) -> Listener:
+        """Bind and listen (port 0 picks a free port, see :attr:`port`)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: Inbound(self), self.spec.host, self.spec.port, backlog=4096
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._sweeper = loop.call_later(self._sweep_every(), self._sweep)
+        log.info("listening", extra={"listener": self.label})
+        return self
+
+    async def stop(self) -> None:
+        """Stop accepting and close every connection."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._server is not None:
+            self._server.close()
+        for inbound in list(self.connections):
+            inbound.close("shutdown")
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def _sweep_every(self) -> float:
+        spec = self.spec
+        return max(0.05, min(1.0, spec.identify_timeout_s / 4, spec.silent_timeout_s / 4))
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        spec = self.spec
+        for inbound in list(self.connections):
+            if inbound.state == "identifying" and now - inbound.connected_at > spec.identify_timeout_s:
+                self.reject(
+                    inbound, "identify_timeout", f"no identification in {spec.identify_timeout_s:g} s"
+                )
+            elif now - inbound.last_rx > spec.silent_timeout_s:
+                inbound.close("silent_timeout")
+        if len(self._logged_at) > 1000:  # forget entries whose message is due again anyway
+            self._logged_at = {k: t for k, t in self._logged_at.items() if now - t < LOG_EVERY_S}
+        self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every(), self._sweep)
+
+    def accepted(self, inbound: Inbound) -> None:
+        """A new connection: enforce the caps."""
+        counts = self.hub.counts
+        if len(self.connections) >= self.spec.max_connections:
+            self._refuse_cap(inbound, "cap_listener", self.label)
+            return
+        if self.per_host[inbound.host] >= self.spec.max_per_address:
+            self._refuse_cap(inbound, "cap_address", inbound.host)
+            return
+        counts["accepted"] += 1
+        self.connections.add(inbound)
+        self.per_host[inbound.host] += 1
+
+    def _refuse_cap(self, inbound: Inbound, reason: str, key: str) -> None:
+        self.hub.counts[reason] += 1
+        now = time.monotonic()
+        if now - self._logged_at.get(key, -LOG_EVERY_S) >= LOG_EVERY_S:
+            self._logged_at[key] = now
+            log.warning(
+                "dial-in connection refused: cap reached",
+                extra={"listener": self.label, "peer": inbound.peer, "reason": reason},
+            )
+        inbound.state = "closed"
+        inbound.close_reason = reason
+        if inbound.transport is not None:
+            inbound.transport.abort()
+
+    def reject(self, inbound: Inbound, reason: str, detail: str) -> None:
+        """Close a connection that failed to identify itself (counted; logged once a minute per
+        source address and reason, so a flood cannot flood the log)."""
+        key = f"{inbound.host} {reason}"
+        now = time.monotonic()
+        if now - self._logged_at.get(key, -LOG_EVERY_S) >= LOG_EVERY_S:
+            self._logged_at[key] = now
+            log.info(
+                "dial-in connection rejected",
+                extra={"listener": self.label, "peer": inbound.peer, "reason": reason, "detail": detail},
+            )
+        inbound.close(reason)
+
+    def released(self, inbound: Inbound, previous: State, reason: str) -> None:
+        """A connection is gone: count why, give back its cap slots."""
+        if inbound not in self.connections:
+            return
+        self.connections.discard(inbound)
+        self.per_host[inbound.host] -= 1
+        if self.per_host[inbound.host] <= 0:
+            del self.per_host[inbound.host]
+        self.hub.counts[f"closed_{reason}"] += 1
+        if previous != "identifying":
+            self.hub.notify("closed", inbound)
+
+
+__all__ = ["Inbound", "Listener", "ListenerSpec", "Receiver"]

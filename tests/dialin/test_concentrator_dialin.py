@@ -1,0 +1,148 @@
+"""Q/GDW 1376.1 concentrators on the shared dial-in listener (kind ``gdw1376``): identified by their
+login frame, bound by A1+A2, replaced by a newer login, refused when unknown, and read by the engine
+through the real listener, hub and driver port."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from headend.engine.engine import Engine
+from headend.engine.ports import DriverPort
+from headend.inventory import import_inventory, read_inventory
+from headend.store.writer import ReadingWriter
+from headend.transport import DialinHub
+from headend.transport.identify import IdentifyError, LoginIdentifier
+from headend.transport.listener import Listener, ListenerSpec
+from protocols.gdw1376 import HEARTBEAT, LOGIN, Address, link_test
+from simulators.concentrator import ConcentratorSpec, SimConcentrator
+from tests.concentrator.support import ADDRESS, engine_config, inventory_toml, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+DEVICE = ("gdw1376", ADDRESS)
+ENERGY_SQL = (
+    "SELECT m.address, r.ts, r.value FROM readings r JOIN meters m ON m.id = r.meter_id"
+    " JOIN quantities q ON q.id = r.quantity_id WHERE q.name = $1 ORDER BY m.address, r.ts"
+)
+
+
+def test_the_login_frame_names_the_terminal_by_a1_a2() -> None:
+    login = link_test(Address.parse(ADDRESS), 3, LOGIN)
+    identifier = LoginIdentifier()
+    found = identifier.identify(b"\x00noise\xfe\xfe" + login + b"\x68rest")
+    assert found is not None and found.identity == ADDRESS
+    assert found.consumed == len(b"\x00noise\xfe\xfe" + login)  # the bytes after the login are not used
+    assert identifier.identify(login[:-3]) is None  # more bytes needed
+    with pytest.raises(IdentifyError, match="not a login"):
+        identifier.identify(link_test(Address.parse(ADDRESS), 3, HEARTBEAT))
+
+
+async def _listening(hub: DialinHub) -> Listener:
+    return await Listener(ListenerSpec(port=0, kind="gdw1376", silent_timeout_s=30), hub).start()
+
+
+async def test_engine_reads_a_concentrator_bound_by_login_through_the_listener(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    hub = DialinHub()
+    listener = await _listening(hub)
+    spec = ConcentratorSpec(
+        port=listener.port, address=ADDRESS, meters=4, latency_ms=20, redial_s=60, login_timeout_s=5
+    )
+    conn = await asyncpg.connect(pg_dsn)
+    engine: Engine | None = None
+    try:
+        sim = SimConcentrator(spec)
+        inventory = inventory_toml(tmp_path / "inv.toml", f"gdw1376://{ADDRESS}", sim)
+        await import_inventory(conn, read_inventory(inventory))
+        writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool")
+        engine = Engine(
+            engine_config(["energy_import_kwh", "voltage_a_v"]), pg_dsn, writer, DriverPort(hub=hub)
+        )
+        await engine.start()  # the inventory's gdw1376:// channel: the terminal is expected
+        async with sim:  # dials in now
+
+            async def bound() -> bool:
+                return hub.online(DEVICE) and sim.logged_in.is_set()
+
+            await wait_for(bound, 20, "the concentrator's login bound and confirmed")
+            ts = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+            engine.run_cycle(ts)
+            await engine.wait_cycles()
+            await engine.writer.flush()
+            energy = await conn.fetch(ENERGY_SQL, "energy_import_kwh")
+            voltage = await conn.fetch(ENERGY_SQL, "voltage_a_v")
+            collected = {address: reading.total for address, reading in sim.pool.collected.items()}
+            assert {r["address"]: r["value"] for r in energy} == pytest.approx(collected)
+            assert len(voltage) == 4 and all(r["ts"] == ts for r in energy + voltage)
+            assert sim.counts["afn_0C"] == 1 and sim.counts["login_failures"] == 0
+
+            # a newer login of the same terminal replaces the connection; reads go to the new one
+            async with SimConcentrator(replace(spec, redial_s=60)) as newer:
+
+                async def replaced() -> bool:
+                    return hub.counts["replaced"] == 1 and newer.logged_in.is_set()
+
+                await wait_for(replaced, 20, "the newer login to replace the older connection")
+                earlier = ts - timedelta(hours=1)
+                engine.run_cycle(earlier)
+                await engine.wait_cycles()
+                await engine.writer.flush()
+                assert newer.counts["afn_0C"] == 1 and sim.counts["afn_0C"] == 1
+                again = await conn.fetch(ENERGY_SQL, "energy_import_kwh")
+                assert len([r for r in again if r["ts"] == earlier]) == 4
+
+            # an unknown terminal is refused (counted, listed as pending), never confirmed
+            stranger_key = Address.parse("0314-7").key
+            async with SimConcentrator(replace(spec, address=stranger_key, redial_s=0.2)) as stranger:
+
+                async def refused() -> bool:
+                    return hub.counts["refused_unknown"] >= 1 and ("gdw1376", stranger_key) in hub.pending
+
+                await wait_for(refused, 20, "the unknown terminal to be refused")
+                assert not stranger.logged_in.is_set()
+    finally:
+        if engine is not None:
+            await engine.stop()
+        await listener.stop()
+        await conn.close()
+
+
+async def test_a_dial_in_concentrator_that_is_not_connected_is_offline_not_a_meter_failure(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    hub = DialinHub()
+    listener = await _listening(hub)
+    spec = ConcentratorSpec(port=listener.port, address=ADDRESS, meters=2, latency_ms=20)
+    sim = SimConcentrator(spec)  # never started: only its meters are used for the inventory
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await import_inventory(
+            conn, read_inventory(inventory_toml(tmp_path / "inv.toml", f"gdw1376://{ADDRESS}", sim))
+        )
+        writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool")
+        engine = Engine(engine_config(["energy_import_kwh"]), pg_dsn, writer, DriverPort(hub=hub))
+        await engine.start()
+        try:
+            started = asyncio.get_running_loop().time()
+            engine.run_cycle(datetime.now(UTC).replace(minute=0, second=0, microsecond=0))
+            await engine.wait_cycles()
+            elapsed = asyncio.get_running_loop().time() - started
+            offline = engine.metrics.registry.get_sample_value(
+                "headend_offline_jobs_total", {"channel": "conc-1", "kind": "read"}
+            )
+            meter_ids = [r["id"] for r in await conn.fetch("SELECT id FROM meters")]
+            failures = [engine.health.of(meter_id).failures for meter_id in meter_ids]
+        finally:
+            await engine.stop()
+    finally:
+        await listener.stop()
+        await conn.close()
+    assert offline == 2 and elapsed < 5  # failed fast as offline, both meters, no timeouts waited out
+    assert failures == [0, 0]  # not the meters' failure
