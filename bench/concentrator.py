@@ -11,13 +11,19 @@
     Pn of a concentrator in one request, through ``PointBatch`` as the driver's backfill uses it) of
     every meter, all concentrators in parallel. Wall time and CPU microseconds of this process per
     reading (total + 4 tariffs = 5 readings per meter), against the same-run baseline: decoding the
-    same answer frames alone (the codec's share).
+    same answer frames alone (the codec's share). The simulators keep ``--history-days`` of load
+    profile (default 1: the freezes do not need the curves, and a day costs most of a meter's start).
+(c) ``storm``: N concentrators (``--concentrators`` over ``--processes`` simulator processes, one
+    meter each) dial in at once to one ``gdw1376`` listener in this process and log in (AFN 02 F1,
+    confirmed by the listener): time from the first login until all N are bound, CPU of this process
+    per login (accept + identification + confirmation + binding). Same-run baseline: the same number
+    of DTUs (``headend sim dtu``, registration packet) dialling in to a ``dtu`` listener.
 
-Usage: python bench/concentrator.py [--part forward|freeze|all] [--concentrators 20] [--processes 2]
-    [--latency-ms 300] [--reads 40]
-The issue's figure is 1,000 concentrators x 32 meters; that needs several simulator processes (each
-builds its meters' history at start, about 0.7 s per concentrator) and far more than this machine's
-two shared cores: run it with ``--concentrators 1000 --processes 8`` on a bigger machine.
+Usage: python bench/concentrator.py [--part forward|freeze|storm|all] [--concentrators 20]
+    [--processes 2] [--latency-ms 300] [--reads 40] [--history-days 1]
+The issue's figure is 1,000 concentrators x 32 meters: ``--part freeze --concentrators 1000
+--processes 8`` and ``--part storm --concentrators 1000 --processes 4`` (sizes and figures in
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -30,10 +36,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
 from headend.drivers.gdw1376 import ConcentratorMeterDriver, batch_of, energy_values
+from headend.transport import DialinHub
 from headend.transport.concentrator import ConcentratorLink
+from headend.transport.listener import Listener, ListenerSpec
 from headend.transport.url import parse_channel_url
 from protocols import dlt645
 from protocols.gdw1376 import decode
@@ -65,7 +74,7 @@ def _free(port: int) -> bool:
 
 
 def start_sims(
-    count: int, processes: int, latency_ms: float, meters: int
+    count: int, processes: int, latency_ms: float, meters: int, history_days: int = 7
 ) -> tuple[list[subprocess.Popen[str]], list[dict]]:
     """``count`` listening concentrators in ``processes`` simulator processes; their descriptions."""
     procs: list[subprocess.Popen[str]] = []
@@ -80,6 +89,7 @@ def start_sims(
                     "--listen", f"127.0.0.1:{base + index}", "--count", str(n),
                     "--address", f"{REGION}-{FIRST_TERMINAL + index}", "--meters", str(meters),
                     "--latency-ms", str(latency_ms), "--heartbeat", "600", "--json",
+                    "--history-days", str(history_days),
                 ],
                 stdout=subprocess.PIPE,
                 text=True,
@@ -200,16 +210,87 @@ async def freeze(descriptions: list[dict], latency_ms: float, processes: int) ->
     )
 
 
+async def spawn(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "headend.cli", "sim", *args,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def until(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark condition not reached")
+        await asyncio.sleep(0.01)
+
+
+async def storm_of(kind: str, count: int, processes: int) -> tuple[float, float, float]:
+    """``count`` devices of ``kind`` dial in at once; (s first login -> all bound, s from the
+    simulators' start, CPU us per login of this process)."""
+    hub = DialinHub()
+    if kind == "gdw1376":
+        names = [f"{REGION}-{FIRST_TERMINAL + n}" for n in range(count)]
+        spec = ListenerSpec(kind="gdw1376", max_connections=count + 100, max_per_address=count + 100)
+    else:
+        names = [f"DTU-{n:06d}" for n in range(1, count + 1)]
+        spec = ListenerSpec(heartbeat=b"HB", max_connections=count + 100, max_per_address=count + 100)
+    hub.inventory_loaded((kind, name) for name in names)
+    listener = await Listener(spec, hub).start()
+    first: list[float] = []
+    hub.observer = lambda event, _inbound: (
+        first.append(time.monotonic()) if event == "identified" and not first else None
+    )
+    per = -(-count // processes)
+    cpu_before, started = cpu_s(), time.monotonic()
+    target = f"127.0.0.1:{listener.port}"
+    sims = []
+    for index in range(0, count, per):
+        n = str(min(per, count - index))
+        if kind == "gdw1376":
+            args = ["concentrator", "--connect", target, "--address", names[index], "--count", n]
+            args += ["--meters", "1", "--history-days", "0", "--latency-ms", "0", "--heartbeat", "600"]
+        else:
+            args = ["dtu", "--connect", target, "--id", names[index], "--count", n, "--meters", "1"]
+            args += ["--heartbeat", "600", "--history-days", "0", "--backoff", "1"]
+        sims.append(await spawn(*args))
+    try:
+        await until(lambda: len(hub.live) == count, 600)
+        bound = time.monotonic()
+        cpu = cpu_s() - cpu_before
+    finally:
+        for sim in sims:
+            if sim.returncode is None:
+                sim.terminate()
+        for sim in sims:
+            await asyncio.wait_for(sim.wait(), 60)
+        await listener.stop()
+    return bound - first[0], bound - started, cpu * 1e6 / count
+
+
+async def storm(count: int, processes: int) -> None:
+    concentrators = await storm_of("gdw1376", count, processes)
+    dtus = await storm_of("dtu", count, processes)
+    print(f"(c) login storm: {count} concentrators from {processes} simulator processes dial in at once")
+    for label, (spread, total, cpu) in (("1376.1 concentrators", concentrators), ("DTUs (baseline)", dtus)):
+        print(
+            f"    {label}: all bound {spread:.2f} s after the first login ({total:.2f} s after starting "
+            f"the simulators), CPU {cpu:.0f} us per login"
+        )
+    print(f"    CPU per login, concentrator / DTU: {concentrators[2] / dtus[2]:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--part", choices=["forward", "freeze", "all"], default="all")
+    parser.add_argument("--part", choices=["forward", "freeze", "storm", "all"], default="all")
     parser.add_argument("--concentrators", type=int, default=20)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--meters", type=int, default=32)
     parser.add_argument("--latency-ms", type=float, default=300.0)
     parser.add_argument("--reads", type=int, default=40)
+    parser.add_argument("--history-days", type=int, default=1)
     args = parser.parse_args()
     if args.part in ("forward", "all"):
         procs, described = start_sims(1, 1, args.latency_ms, 8)
@@ -219,15 +300,19 @@ def main() -> None:
             stop_sims(procs)
     if args.part in ("freeze", "all"):
         started = time.perf_counter()
-        procs, described = start_sims(args.concentrators, args.processes, args.latency_ms, args.meters)
+        procs, described = start_sims(
+            args.concentrators, args.processes, args.latency_ms, args.meters, args.history_days
+        )
         print(
-            f"    ({args.concentrators} simulated concentrators started in"
-            f" {time.perf_counter() - started:.1f} s)"
+            f"    ({args.concentrators} simulated concentrators x {args.meters} meters started in"
+            f" {time.perf_counter() - started:.1f} s, {args.history_days} day(s) of load profile)"
         )
         try:
             asyncio.run(freeze(described, args.latency_ms, args.processes))
         finally:
             stop_sims(procs)
+    if args.part in ("storm", "all"):
+        asyncio.run(storm(args.concentrators, args.processes))
 
 
 if __name__ == "__main__":

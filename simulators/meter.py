@@ -10,6 +10,7 @@ an optional prepaid balance. All times in records are the meter's local time (na
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections import deque
@@ -22,6 +23,18 @@ from simulators.clock import MeterClock, TimeSource
 # Tariff per local hour: 1 sharp, 2 peak, 3 flat, 4 valley.
 TOU_BY_HOUR = [4, 4, 4, 4, 4, 4, 4, 3, 2, 2, 2, 1, 3, 3, 3, 3, 3, 2, 2, 1, 1, 2, 3, 4]
 NOMINAL_VOLTAGE = 230.0
+
+
+@functools.lru_cache(maxsize=4096)
+def _load_shape(hour: float) -> float:
+    """Relative load at a local hour of day: a morning and an evening peak (shared by all meters)."""
+    return 0.35 + 0.5 * math.exp(-(((hour - 8) / 1.5) ** 2)) + 0.9 * math.exp(-(((hour - 19.5) / 2) ** 2))
+
+
+@functools.lru_cache(maxsize=4096)
+def _solar_shape(hour: float) -> float:
+    """Relative rooftop generation at a local hour between 9 and 16 (shared by all meters)."""
+    return math.sin(math.pi * (hour - 9) / 7)
 
 
 class RelayRefused(Exception):
@@ -143,6 +156,7 @@ class SimMeter:
         self.base_kw = rng.uniform(0.2, 1.2) * (3 if phases == 3 else 1)
         self.export_kw = rng.choice((0.0, 0.0, 0.0, rng.uniform(0.5, 2.0)))
         self.pf = rng.uniform(0.92, 0.99)
+        self._tan_phi = math.tan(math.acos(self.pf))  # reactive per active power
         self.registers = Registers(import_tariffs=[0.0] + [rng.uniform(100, 3000) for _ in range(4)])
         self.relay = Relay()
         self.powered = True
@@ -180,20 +194,21 @@ class SimMeter:
 
     def power_at(self, utc: datetime) -> float:
         """Active import power (kW) drawn in the 15-minute slot containing ``utc``, before on/off."""
-        hour = self.local_hour(utc)
-        shape = (
-            0.35 + 0.5 * math.exp(-(((hour - 8) / 1.5) ** 2)) + 0.9 * math.exp(-(((hour - 19.5) / 2) ** 2))
-        )
+        return self._power(self.local_hour(utc), utc)
+
+    def _power(self, hour: float, utc: datetime) -> float:
         slot = int(utc.timestamp() // 900)
         noise = 0.8 + 0.4 * ((slot * 2654435761 + self.seed * 40503) % 1000) / 1000
-        return self.base_kw * shape * noise * self.load_scale
+        return self.base_kw * _load_shape(hour) * noise * self.load_scale
 
     def export_at(self, utc: datetime) -> float:
         """Export power (kW) from a rooftop generator, if the meter has one."""
-        hour = self.local_hour(utc)
+        return self._export(self.local_hour(utc))
+
+    def _export(self, hour: float) -> float:
         if not self.export_kw or not 9 <= hour < 16:
             return 0.0
-        return self.export_kw * math.sin(math.pi * (hour - 9) / 7) * self.load_scale
+        return self.export_kw * _solar_shape(hour) * self.load_scale
 
     @property
     def supplying(self) -> bool:
@@ -219,13 +234,14 @@ class SimMeter:
     def _add_energy(self, start: datetime, hours: float) -> float:
         if not self.supplying:
             return 0.0
-        tariff = TOU_BY_HOUR[int(self.local_hour(start)) % 24]
-        energy = self.power_at(start) * hours
-        exported = self.export_at(start) * hours
+        hour = self.local_hour(start)
+        tariff = TOU_BY_HOUR[int(hour) % 24]
+        energy = self._power(hour, start) * hours
+        exported = self._export(hour) * hours
         reg = self.registers
         reg.import_tariffs[tariff] += energy
         reg.export_tariffs[tariff] += exported
-        reg.q1 += energy * math.tan(math.acos(self.pf))
+        reg.q1 += energy * self._tan_phi
         reg.q4 += exported * 0.1
         if self.prepaid_balance is not None:
             self.prepaid_balance -= energy * self.price_per_kwh
@@ -256,7 +272,7 @@ class SimMeter:
             self.max_demand_time = self.clock.local(start)
 
     def _record_profile(self, end: datetime) -> None:
-        values = self.instantaneous(end)
+        values = self._profile_values(end)
         reg = self.registers
         self.profile.append(
             ProfileRecord(
@@ -285,6 +301,18 @@ class SimMeter:
                     export_values=[round(reg.export_kwh, 2)] + [round(v, 2) for v in reg.export_tariffs[1:]],
                 )
             )
+
+    def _profile_values(self, now: datetime) -> dict[str, float]:
+        """What a profile record keeps of ``instantaneous`` (same values, same noise drawn)."""
+        power = self.power_at(now) if self.supplying else 0.0
+        noise = self._noise
+        voltages = [round(NOMINAL_VOLTAGE + noise.uniform(-3, 3), 1) for _ in range(self.phases)]
+        noise.uniform(-0.05, 0.05)  # the frequency's draw
+        return {
+            "power_kw": round(power, 4),
+            "voltage_a_v": voltages[0],
+            "current_a_a": round(power / self.phases * 1000 / (voltages[0] * self.pf), 3),
+        }
 
     def instantaneous(self, now: datetime | None = None) -> dict[str, float]:
         """Voltage, current, powers, power factor and frequency, consistent with the load."""

@@ -389,6 +389,9 @@ def sim_concentrator(
     count: Annotated[
         int, typer.Option(min=1, help="Run this many concentrators (consecutive terminal addresses).")
     ] = 1,
+    history_days: Annotated[
+        int, typer.Option(min=0, help="Days of 15-minute load profile the meters keep (curves).")
+    ] = 7,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object once started.")] = False,
 ) -> None:
     """Run simulated Q/GDW 1376.1 concentrators that dial in to a master station (or, with --listen, wait
@@ -413,6 +416,7 @@ def sim_concentrator(
                 faults=faults,
                 seed=seed + i,
                 baud=baud,
+                history_days=history_days,
             )
             for i in range(count)
         ]

@@ -8,14 +8,16 @@ import os
 import socket
 import sys
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from headend.inventory import import_inventory, read_inventory
-from protocols.gdw1376 import ArchiveRecord
+from headend.transport.concentrator import ConcentratorLink
+from headend.transport.url import parse_channel_url
+from protocols.gdw1376 import Afn, ArchiveRecord, CurveRequest, DailyReading, unit
 from simulators.bus import DEFAULT_PASSWORD
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
 from tests.concentrator.support import ADDRESS, inventory_toml, listening, url_of, wait_off_the_clock_guard
@@ -240,3 +242,34 @@ async def test_sim_concentrator_listen_serves_a_master_that_connects() -> None:
         await process.wait()
     code, _out, err = await headend("sim", "concentrator", "--meters", "1")
     assert code == 2 and "give exactly one of --connect HOST:PORT or --listen HOST:PORT" in err
+
+
+@pytest.mark.timeout(120)
+async def test_sim_concentrator_history_days_bounds_the_curves_not_the_daily_freezes() -> None:
+    """``--history-days 1``: a curve of three days ago is all EE, while its daily freeze is there."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "headend.cli", "sim", "concentrator", "--listen", f"127.0.0.1:{port}",
+        "--meters", "1", "--latency-ms", "0", "--history-days", "1", "--json",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    link = ConcentratorLink(parse_channel_url(f"gdw1376+tcp://127.0.0.1:{port}?address={ADDRESS}"))
+    try:
+        await asyncio.wait_for(process.stdout.readline(), 60)
+        local = (datetime.now(UTC) + timedelta(hours=8)).replace(tzinfo=None, second=0, microsecond=0)
+        recent = local.replace(minute=local.minute - local.minute % 15) - timedelta(hours=2)
+        today = local.date()
+        curves = {}
+        for days_ago in (3, 0):
+            start = recent - timedelta(days=days_ago)
+            items = await link.values(Afn.CLASS2_DATA, [unit(1, 101, CurveRequest(start, 1, 4))])
+            curves[days_ago] = items[0][2].values  # type: ignore[attr-defined]
+        items = await link.values(Afn.CLASS2_DATA, [unit(1, 161, today - timedelta(days=3))])
+    finally:
+        await link.close()
+        process.terminate()
+        await process.wait()
+    assert curves[3] == (None,) * 4 and all(v is not None for v in curves[0])
+    daily = items[0][2]
+    assert isinstance(daily, DailyReading) and daily.reading.total is not None
