@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import socket
 import subprocess
@@ -168,7 +169,17 @@ def cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def freeze(descriptions: list[dict], latency_ms: float, processes: int) -> None:
+def sims_cpu_s(pids: list[int]) -> float:
+    """User + kernel CPU seconds the simulator processes have used so far."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def freeze(descriptions: list[dict], latency_ms: float, sim_pids: list[int]) -> None:
     links = [link_of(d) for d in descriptions]
     points = min(len(d["meters"]) for d in descriptions)
     await asyncio.gather(*(link.open() for link in links))  # connect and log in first
@@ -181,10 +192,11 @@ async def freeze(descriptions: list[dict], latency_ms: float, processes: int) ->
         original(self, stream, raw)  # type: ignore[arg-type]
 
     ConcentratorLink._received = capture  # type: ignore[method-assign]
-    cpu_before, wall_before = cpu_s(), time.perf_counter()
+    sims_before, cpu_before, wall_before = sims_cpu_s(sim_pids), cpu_s(), time.perf_counter()
     readings = await collect(links, points, day)
     wall = time.perf_counter() - wall_before
     cpu = cpu_s() - cpu_before
+    sims_cpu = sims_cpu_s(sim_pids) - sims_before
     ConcentratorLink._received = original  # type: ignore[method-assign]
     requests = sum(link.stats.requests for link in links)
     frames = sum(link.stats.frames_in for link in links)
@@ -196,12 +208,13 @@ async def freeze(descriptions: list[dict], latency_ms: float, processes: int) ->
     meters = len(links) * points
     print(
         f"(b) daily-freeze collection: {len(links)} concentrators x {points} meters = {meters} meters, "
-        f"{latency_ms:g} ms latency, {processes} simulator process(es)"
+        f"{latency_ms:g} ms latency, {len(sim_pids)} simulator process(es)"
     )
     print(
         f"    wall {wall:.2f} s ({requests} AFN 0D F161 requests, {frames} frames in, "
         f"{wall / (latency_ms / 1000):.1f}x one round trip); {readings} readings"
     )
+    print(f"    CPU meanwhile: this process {cpu:.2f} s, the simulator processes {sims_cpu:.2f} s")
     per_reading = cpu / readings * 1e6 if readings else float("nan")
     baseline = decode_cpu / readings * 1e6 if readings else float("nan")
     print(
@@ -308,7 +321,7 @@ def main() -> None:
             f" {time.perf_counter() - started:.1f} s, {args.history_days} day(s) of load profile)"
         )
         try:
-            asyncio.run(freeze(described, args.latency_ms, args.processes))
+            asyncio.run(freeze(described, args.latency_ms, [proc.pid for proc in procs]))
         finally:
             stop_sims(procs)
     if args.part in ("storm", "all"):
