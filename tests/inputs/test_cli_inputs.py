@@ -181,14 +181,19 @@ DB_CASES: list[tuple[str, tuple[str, ...], int, str]] = [
     ),
     (
         "policy-retention-huge",
-        ("db", "policy", "--retention-days", "99999999999"),
+        ("db", "policy", "--retention-days", "99999999999", "--operator", ADMIN),
         1,
         "--retention-days must be 0..36500 days, got 99999999999",
     ),
-    ("policy-retention-negative", ("db", "policy", "--retention-days", "-1"), 1, "--retention-days must be"),
+    (
+        "policy-retention-negative",
+        ("db", "policy", "--retention-days", "-1", "--operator", ADMIN),
+        1,
+        "--retention-days must be",
+    ),
     (
         "policy-compress-huge",
-        ("db", "policy", "--compress-after-days", "1000000000000"),
+        ("db", "policy", "--compress-after-days", "1000000000000", "--operator", ADMIN),
         1,
         "--compress-after-days must be 0..36500 days",
     ),
