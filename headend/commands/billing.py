@@ -22,6 +22,7 @@ from headend.commands.common import DsnOption, fail, run_with_conn
 from headend.config import ConfigError, HeadendConfig, load_config
 from headend.operators import OperatorError
 from headend.store.accounts import account_statuses, billable_accounts
+from headend.store.audit import audit
 from headend.store.vee import open_holds
 
 billing_app = typer.Typer(
@@ -159,11 +160,12 @@ def bill(
     due_days: int | None = typer.Option(
         None, help="Postpaid bills are due this many days after --to (default: [billing] due_days)."
     ),
+    operator: str = OperatorOption,
     config: Path | None = ConfigOption,
     dsn: str | None = DsnOption,
 ) -> None:
     """Validate new readings, then bill every active account with a tariff for one period (once per
-    period); exit 1 if any account was not billed."""
+    period; role cashier); exit 1 if any account was not billed. One audit row names the operator."""
     start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
     if end <= start:
         fail(f"--to {end.isoformat()} must be after --from {start.isoformat()}")
@@ -172,20 +174,31 @@ def bill(
         limits.days(days, "--due-days")
     except ValueError as exc:
         fail(str(exc))
+    cashier = login(operator)  # after the input checks: a typo is said before the password is asked
 
     async def run(conn: asyncpg.Connection) -> int:
+        signed_in = await cashier.sign_in(conn, "cashier")
+        billed: dict[str, str] = {}
         failed = 0
         await validate_new(conn)
         for acc in await billable_accounts(conn):
             try:
                 amount = await bill_account(conn, acc["id"], start, end, due_days=days)
+                billed[acc["number"]] = str(amount)
                 typer.echo(f"{acc['number']}: {amount}")
             except (BillingError, TariffError) as exc:
                 failed += 1
                 typer.echo(f"{acc['number']}: not billed: {exc}", err=True)
+        period = f"{start.isoformat()}/{end.isoformat()}"
+        details = {"billed": billed, "not_billed": failed, "due_days": days}
+        await audit(conn, signed_in.id, "billing.run", "billing_period", period, "billing bill", details)
         return failed
 
-    if run_with_conn(dsn, run):
+    try:
+        failed = run_with_conn(dsn, run)
+    except (OperatorError, asyncpg.InsufficientPrivilegeError) as exc:
+        fail(str(exc))
+    if failed:
         raise typer.Exit(1)
 
 

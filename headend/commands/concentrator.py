@@ -3,7 +3,8 @@
 ``diff`` queries the archive (AFN 0A F10) and prints what is missing, different or extra (exit 1
 when they disagree); ``push`` downloads the inventory's records (AFN 04 F10, PW from the secrets
 file; Pn as stored in the inventory, so each meter keeps its Pn), deletes the extra ones, and
-queries the archive again to confirm (exit 1 if it still disagrees). CHANNEL is the inventory's
+queries the archive again to confirm (exit 1 if it still disagrees); it signs in an operator with the
+``operator`` role first and audits the push under them. CHANNEL is the inventory's
 channel name; a concentrator that dials in (``gdw1376://``) is awaited on ``--listen HOST:PORT``.
 """
 
@@ -18,11 +19,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from headend.commands.auth import Login, OperatorOption, login
 from headend.commands.common import DsnOption, fail, target_dsn
 from headend.commands.listen import open_field_channel
 from headend.drivers.base import DriverError
 from headend.drivers.gdw1376_terminal import ArchivePoint, diff_archive, push_archive
+from headend.operators import OperatorError
 from headend.secrets import MeterSecrets, SecretsError
+from headend.store.audit import audit
 from headend.store.concentrators import channel_of, channel_points
 from headend.transport import (
     CONCENTRATOR_SCHEMES,
@@ -78,29 +82,49 @@ async def _link(
 
 
 async def _archive(
-    dsn: str, channel: str, secrets: str | None, listen: str | None, wait: float, push: bool
+    dsn: str, channel: str, secrets: str | None, listen: str | None, wait: float, pusher: Login | None
 ) -> dict[str, Any]:
+    """Diff the archive with the inventory; with ``pusher`` (signed in as an operator before the
+    concentrator is touched) push the differences and audit the push under them."""
     url, points = await _inventory(dsn, channel)
-    link = await _link(url, channel, secrets, listen, wait)
+    conn = await asyncpg.connect(dsn) if pusher is not None else None
     try:
-        diff = await diff_archive(link, points)
-        result: dict[str, Any] = {"channel": channel, "concentrator": link.key, **diff.to_json()}
-        if push and not diff.agrees:
-            result["pushed"] = await push_archive(link, diff)
-            after = await diff_archive(link, points)
-            result["after"] = after.to_json()
-            result["agrees"] = after.agrees
+        signed_in = await pusher.sign_in(conn, "operator") if pusher is not None and conn else None
+        link = await _link(url, channel, secrets, listen, wait)
+        try:
+            diff = await diff_archive(link, points)
+            result: dict[str, Any] = {"channel": channel, "concentrator": link.key, **diff.to_json()}
+            if signed_in is not None and conn is not None and not diff.agrees:
+                result["pushed"] = await push_archive(link, diff)
+                after = await diff_archive(link, points)
+                result["after"] = after.to_json()
+                result["agrees"] = after.agrees
+                details = {"concentrator": link.key, "pushed": result["pushed"], "agrees": after.agrees}
+                await audit(
+                    conn,
+                    signed_in.id,
+                    "concentrator.archive_pushed",
+                    "channel",
+                    channel,
+                    "archive push",
+                    details,
+                )
+        finally:
+            await link.close()
     finally:
-        await link.close()
+        if conn is not None:
+            await conn.close()
     return result
 
 
 def _run(
-    dsn: str | None, channel: str, secrets: str | None, listen: str | None, wait: float, push: bool
+    dsn: str | None, channel: str, secrets: str | None, listen: str | None, wait: float, pusher: Login | None
 ) -> dict[str, Any]:
     database = target_dsn(dsn)
     try:
-        return asyncio.run(_archive(database, channel, secrets, listen, wait, push))
+        return asyncio.run(_archive(database, channel, secrets, listen, wait, pusher))
+    except OperatorError as exc:
+        fail(str(exc))
     except (
         ArchiveCommandError,
         ChannelError,
@@ -149,20 +173,23 @@ def diff_command(
     as_json: Json = False,
 ) -> None:
     """Compare the concentrator's meter archive (AFN 0A F10) with the inventory; exit 1 if they differ."""
-    _show(_run(dsn, channel, secrets, listen, wait, push=False), as_json)
+    _show(_run(dsn, channel, secrets, listen, wait, None), as_json)
 
 
 @archive_app.command("push")
 def push_command(
     channel: Channel,
+    operator: str = OperatorOption,
     dsn: str | None = DsnOption,
     listen: Listen = None,
     wait: Wait = 60.0,
     secrets: Secrets = None,
     as_json: Json = False,
 ) -> None:
-    """Download the inventory's meters to the concentrator (AFN 04 F10) and confirm by querying back."""
-    _show(_run(dsn, channel, secrets, listen, wait, push=True), as_json)
+    """Download the inventory's meters to the concentrator (AFN 04 F10) and confirm by querying back
+    (role operator; audited)."""
+    pusher = login(operator)
+    _show(_run(dsn, channel, secrets, listen, wait, pusher), as_json)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,8 +11,11 @@ from rich.console import Console
 from rich.table import Table
 
 from headend import limits
+from headend.commands.auth import OperatorOption, login
 from headend.commands.common import DsnOption, fail, run_with_conn, target_dsn
+from headend.operators import OperatorError
 from headend.store import maintenance
+from headend.store.audit import audit
 from headend.store.dsn import redact
 from headend.store.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from headend.store.migrate import MigrationError, migrate, status
@@ -71,8 +74,9 @@ def policy_command(
     compress_after_days: int | None = typer.Option(
         None, help="TimescaleDB: compress chunks older than this."
     ),
+    operator: str = OperatorOption,
 ) -> None:
-    """Set the raw-reading retention and (TimescaleDB) the compression age."""
+    """Set the raw-reading retention and (TimescaleDB) the compression age (role admin; audited)."""
     for option, value in (
         ("--retention-days", retention_days),
         ("--compress-after-days", compress_after_days),
@@ -83,8 +87,10 @@ def policy_command(
             except ValueError as exc:
                 fail(str(exc))
     target = target_dsn(dsn)
+    admin = login(operator)  # after the input checks: a typo is said before the password is asked
 
     async def apply(conn: asyncpg.Connection) -> None:
+        signed_in = await admin.sign_in(conn, "admin")
         if retention_days is not None:
             keep = timedelta(days=retention_days) if retention_days > 0 else None
             await maintenance.set_retention(conn, keep)
@@ -92,10 +98,12 @@ def policy_command(
         if compress_after_days is not None:
             await maintenance.set_compression_after(conn, timedelta(days=compress_after_days))
             console.print(f"compression after {compress_after_days} days")
+        details = {"retention_days": retention_days, "compress_after_days": compress_after_days}
+        await audit(conn, signed_in.id, "db.policy_set", "readings", "policy", "db policy", details)
 
     try:
         run_with_conn(target, apply)
-    except RuntimeError as exc:
+    except (RuntimeError, OperatorError, asyncpg.InsufficientPrivilegeError) as exc:
         fail(str(exc))
 
 

@@ -5,12 +5,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import asyncpg
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from headend.commands.auth import OperatorOption, login
 from headend.commands.common import DsnOption, fail, run_with_conn
-from headend.inventory import InventoryError, import_inventory, list_inventory, read_inventory
+from headend.inventory import (
+    ImportResult,
+    InventoryError,
+    import_inventory,
+    list_inventory,
+    read_inventory,
+)
+from headend.operators import OperatorError
+from headend.store.audit import audit
 
 inventory_app = typer.Typer(help="Channels and meters in the database.", no_args_is_help=True)
 
@@ -18,14 +28,33 @@ inventory_app = typer.Typer(help="Channels and meters in the database.", no_args
 @inventory_app.command("import")
 def import_command(
     file: Path = typer.Argument(..., help="Inventory file (.toml or .csv)"),
+    operator: str = OperatorOption,
     dsn: str | None = DsnOption,
 ) -> None:
-    """Add or update channels and meters from a TOML or CSV file (a running daemon picks them up)."""
+    """Add or update channels and meters from a TOML or CSV file (role admin; a running daemon picks
+    them up). One audit row names the operator, the file and the counts."""
     try:
         inventory = read_inventory(file)
-        result = run_with_conn(dsn, lambda c: import_inventory(c, inventory, str(file)))
     except InventoryError as exc:
         fail(str(exc), code=2, prefix="")
+    admin = login(operator)  # after reading the file: a typo in it is said before the password is asked
+
+    async def work(conn: asyncpg.Connection) -> ImportResult:
+        signed_in = await admin.sign_in(conn, "admin")
+        async with conn.transaction():
+            result = await import_inventory(conn, inventory, str(file))
+            details = {"file": file.name, "channels": result.channels, "meters": result.meters}
+            await audit(
+                conn, signed_in.id, "inventory.imported", "inventory", file.name, "inventory import", details
+            )
+        return result
+
+    try:
+        result = run_with_conn(dsn, work)
+    except InventoryError as exc:
+        fail(str(exc), code=2, prefix="")
+    except (OperatorError, asyncpg.InsufficientPrivilegeError) as exc:
+        fail(str(exc))
     typer.echo(f"imported {result.channels} channel(s) and {result.meters} meter(s) from {file}")
 
 

@@ -190,7 +190,7 @@ async def test_bill_uses_configured_due_days_and_holds_are_listed_and_resolved(
     config = tmp_path / "headend.toml"
     config.write_text("[billing]\ndue_days = 9\n")
     period = ("--from", T0.isoformat(), "--to", (T0 + timedelta(days=1)).isoformat())
-    billed = headend(pg_dsn, "billing", "bill", *period, "--config", str(config))
+    billed = headend(pg_dsn, "billing", "bill", *period, "--config", str(config), "--operator", "2004")
     assert billed.returncode == 1 and "POST: 5.00" in billed.stdout
     assert "SWAP: not billed: held" in billed.stderr
     holds = headend(pg_dsn, "billing", "holds")
@@ -235,7 +235,7 @@ async def test_bill_uses_configured_due_days_and_holds_are_listed_and_resolved(
     )
     assert done.returncode == 0, done.stderr
     assert headend(pg_dsn, "billing", "holds").stdout.strip() == "no holds"
-    rebilled = headend(pg_dsn, "billing", "bill", *period, "--config", str(config))
+    rebilled = headend(pg_dsn, "billing", "bill", *period, "--config", str(config), "--operator", "2004")
     assert "SWAP: 23.00" in rebilled.stdout  # (503 - 500) + (20 - 0)
     conn = await asyncpg.connect(pg_dsn)
     try:

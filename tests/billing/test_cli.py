@@ -82,6 +82,7 @@ async def test_pay_import_status_and_second_operator_approval(pg_dsn: str, tmp_p
 async def test_bill_reports_accounts_it_cannot_bill(pg_dsn: str) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
+        await add_operators(conn, o61="cashier")
         tariff = await conn.fetchval("INSERT INTO tariffs (name, kind) VALUES ('f', 'flat') RETURNING id")
         await conn.execute("INSERT INTO tariff_prices VALUES ($1, 'total', 1.0, '2026-01-01')", tariff)
         account = await conn.fetchval(
@@ -98,7 +99,9 @@ async def test_bill_reports_accounts_it_cannot_bill(pg_dsn: str) -> None:
         )
     finally:
         await conn.close()
-    done = headend(pg_dsn, "billing", "bill", "--from", "2026-11-01", "--to", "2026-11-08")
+    done = headend(
+        pg_dsn, "billing", "bill", "--from", "2026-11-01", "--to", "2026-11-08", "--operator", "61"
+    )
     assert done.returncode == 1 and "B: not billed: meter" in done.stderr
 
 

@@ -199,23 +199,38 @@ async def test_archive_diff_then_push_assigns_inventory_pns_and_confirms(pg_dsn:
         diff = json.loads(out)
         assert [r["pn"] for r in diff["missing"]] == [3] and [r["pn"] for r in diff["extra"]] == [9]
         assert [d["wanted"]["pn"] for d in diff["different"]] == [4] and diff["matching"] == 2
-        code, out, err = await headend(
-            "concentrator",
-            "archive",
-            "push",
-            "conc-1",
-            "--dsn",
-            pg_dsn,
-            "--secrets",
-            str(secrets_file(tmp_path)),
-            "--json",
-        )
+        push = ("concentrator", "archive", "push", "conc-1", "--dsn", pg_dsn)
+        secrets = ("--secrets", str(secrets_file(tmp_path)), "--json")
+        conn = await asyncpg.connect(pg_dsn)
+        await add_operators(conn, o31="operator", o32="viewer,approver")
+        await conn.close()
+        untouched = dict(sim.pool.archive)
+        for operator, password, message in (
+            ("32", None, "operator 32 does not hold the operator role (holds viewer, approver)"),
+            ("31", "not-the-password", "operator 31: unknown, disabled or wrong password"),
+            ("", None, "an operator id (工号, 1-8 digits) is required"),
+        ):
+            code, out, err = await headend(
+                *push, *secrets, "--operator", operator, env=operator_env(*(password,) if password else ())
+            )
+            assert code == 1 and err.strip() == f"error: {message}", err
+        assert sim.pool.archive == untouched  # refused before the concentrator is touched
+        code, out, err = await headend(*push, *secrets, "--operator", "31", env=operator_env())
         assert code == 0, err
         pushed = json.loads(out)
         assert pushed["pushed"] == 3 and pushed["agrees"] is True and pushed["after"]["matching"] == 4
         archive = {r.pn: (r.address, r.port) for r in sim.pool.archive.values()}
     wanted = {i + 1: (m.address, sim.pool.port_of[m.address]) for i, m in enumerate(sim.pool.meters)}
     assert archive == wanted
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        audited = await conn.fetch(
+            "SELECT actor, entity_id, details FROM audit_log WHERE action = 'concentrator.archive_pushed'"
+        )
+    finally:
+        await conn.close()
+    assert [(r["actor"], r["entity_id"]) for r in audited] == [("31", "conc-1")]
+    assert json.loads(audited[0]["details"])["pushed"] == 3
 
 
 async def test_archive_command_errors_are_one_line(pg_dsn: str) -> None:

@@ -127,7 +127,7 @@ async def test_port_and_pn_are_validated_at_import(pg_dsn: str, tmp_path: Path) 
 def test_a_bad_concentrator_url_is_one_line_from_the_cli(tmp_path: Path, pg_dsn: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text('[[channels]]\nname = "c"\nurl = "gdw1376+tcp://10.0.0.5:9001"\n')
-    result = CliRunner().invoke(app, ["inventory", "import", str(path), "--dsn", pg_dsn])
+    result = CliRunner().invoke(app, ["inventory", "import", str(path), "--operator", "1", "--dsn", pg_dsn])
     assert result.exit_code == 2
     assert result.output.strip() == (
         f"{path}: channels[0]: url: gdw1376+tcp URL needs the concentrator address, e.g. "

@@ -17,8 +17,9 @@ import pytest
 
 from tests.concentrator.support import ADDRESS
 from tests.dialin.test_cli import finish, free_port, spawn, stop
-from tests.dialin.test_daemon_process import eventually, headend, metric
+from tests.dialin.test_daemon_process import eventually, metric
 from tests.engine.test_daemon_process import wait_for_log
+from tests.support.operators import import_inventory_cli
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -47,7 +48,7 @@ async def test_daemon_reads_meters_behind_a_concentrator_that_dials_in(pg_dsn: s
                 f'model = "dlt645-generic"\nport = {meter["port"]}\npn = {meter["pn"]}\n'
             )
         inventory.write_text("\n".join(lines))
-        imported = headend("inventory", "import", str(inventory), "--dsn", pg_dsn)
+        imported = import_inventory_cli(pg_dsn, inventory)
         assert imported.returncode == 0, imported.stderr
 
         config = tmp_path / "headend.toml"

@@ -20,6 +20,7 @@ from simulators import BusSpec, SimBus
 from simulators.dtu import DtuSpec, SimDtu
 from tests.dialin.test_cli import free_port
 from tests.engine.test_daemon_process import wait_for_log
+from tests.support.operators import import_inventory_cli
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -86,7 +87,7 @@ async def test_daemon_holds_an_unknown_dtu_then_binds_it_once_adopted(pg_dsn: st
             '[[meters]]\nchannel = "village"\nprotocol = "dlt645-2007"\n'
             f'address = "{bus.meters[0].address}"\nmodel = "dlt645-generic"\n'
         )
-        imported = headend("inventory", "import", str(inventory), "--dsn", pg_dsn)
+        imported = import_inventory_cli(pg_dsn, inventory)
         assert imported.returncode == 0, imported.stderr
         await eventually(lambda: pending() == [])
         await eventually(lambda: metric(metrics_port, 'headend_channel_offline{channel="village"}') == 0.0)

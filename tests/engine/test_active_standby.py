@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +14,7 @@ import pytest
 from headend.store.spool import Spool
 from simulators import BusSpec, start_bus
 from tests.support.daemons import CountingRelay, Daemon, eventually, free_port
+from tests.support.operators import import_inventory_cli
 
 METERS = 3
 INTERVAL = timedelta(minutes=1)  # the meters' load-profile period: whole minutes
@@ -57,21 +56,8 @@ async def fleet(pg_dsn: str, tmp_path: Path) -> AsyncIterator[tuple[CountingRela
             "",
         ]
     (tmp_path / "inv.toml").write_text("\n".join(lines))
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "headend.cli",
-            "inventory",
-            "import",
-            str(tmp_path / "inv.toml"),
-            "--dsn",
-            pg_dsn,
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    imported = import_inventory_cli(pg_dsn, tmp_path / "inv.toml")
+    assert imported.returncode == 0, imported.stderr
     try:
         yield relay, installed
     finally:

@@ -15,6 +15,8 @@ from typing import IO
 
 import pytest
 
+from tests.support.operators import import_inventory_cli
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -81,12 +83,8 @@ def test_daemon_serves_metrics_picks_up_inventory_and_stops_on_sigterm(
         '[[channels]]\nname = "bus-9"\nurl = "tcp://127.0.0.1:9"\n'
         '[[meters]]\nchannel = "bus-9"\nprotocol = "dlt645-2007"\naddress = "42"\nmodel = "dlt645-generic"\n'
     )
-    subprocess.run(
-        [sys.executable, "-m", "headend.cli", "inventory", "import", str(inv), "--dsn", pg_dsn],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    imported = import_inventory_cli(pg_dsn, inv)
+    assert imported.returncode == 0, imported.stderr
     loaded = wait_for_log(proc.stderr, lambda r: r["msg"] == "inventory loaded" and r["meters"] == 1)
     assert loaded["channels"] == 1
 

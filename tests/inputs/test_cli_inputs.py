@@ -181,14 +181,19 @@ DB_CASES: list[tuple[str, tuple[str, ...], int, str]] = [
     ),
     (
         "policy-retention-huge",
-        ("db", "policy", "--retention-days", "99999999999"),
+        ("db", "policy", "--retention-days", "99999999999", "--operator", ADMIN),
         1,
         "--retention-days must be 0..36500 days, got 99999999999",
     ),
-    ("policy-retention-negative", ("db", "policy", "--retention-days", "-1"), 1, "--retention-days must be"),
+    (
+        "policy-retention-negative",
+        ("db", "policy", "--retention-days", "-1", "--operator", ADMIN),
+        1,
+        "--retention-days must be",
+    ),
     (
         "policy-compress-huge",
-        ("db", "policy", "--compress-after-days", "1000000000000"),
+        ("db", "policy", "--compress-after-days", "1000000000000", "--operator", ADMIN),
         1,
         "--compress-after-days must be 0..36500 days",
     ),
@@ -314,13 +319,24 @@ DB_CASES: list[tuple[str, tuple[str, ...], int, str]] = [
 DB_CASES += [
     (
         "bill-due-days",
-        ("billing", "bill", "--from", "2026-01-01", "--to", "2026-02-01", "--due-days", "99999999999"),
+        (
+            "billing",
+            "bill",
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2026-02-01",
+            "--due-days",
+            "99999999999",
+            "--operator",
+            CASHIER,
+        ),
         1,
         "--due-days must be 0..36500 days, got 99999999999",
     ),
     (
         "bill-backwards",
-        ("billing", "bill", "--from", "2026-02-01", "--to", "2026-01-01"),
+        ("billing", "bill", "--from", "2026-02-01", "--to", "2026-01-01", "--operator", CASHIER),
         1,
         "--to 2026-01-01T00:00:00+00:00 must be after --from 2026-02-01T00:00:00+00:00",
     ),
@@ -386,6 +402,12 @@ OPERATOR_CASES: list[tuple[str, tuple[str, ...], str, str]] = [
         f"operator {OPERATOR} does not hold the approver role (holds operator)",
     ),
     (
+        "bill-without-cashier",
+        ("billing", "bill", "--from", "2026-01-01", "--to", "2026-02-01", "--operator", ADMIN),
+        PASSWORD,
+        f"operator {ADMIN} does not hold the cashier role (holds admin)",
+    ),
+    (
         "switch-without-operator-role",
         (*SWITCH_OFF, "-a", METER, "--operator", APPROVER, *REASON),
         PASSWORD,
@@ -416,7 +438,10 @@ def cli_db(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Ite
         run_sync(seed)
         inventory = tmp_path_factory.mktemp("cli") / "inv.toml"
         inventory.write_text(INVENTORY)
-        assert headend("inventory", "import", str(inventory), "--dsn", dsn).code == 0
+        imported = headend(
+            "inventory", "import", str(inventory), "--operator", ADMIN, "--dsn", dsn, env=operator_env()
+        )
+        assert imported.code == 0, imported.err
         paid = headend(
             "billing",
             "pay",

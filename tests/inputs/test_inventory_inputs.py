@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
-from tests.inputs.harness import assert_refused, headend, module_database, row_counts
+from tests.inputs.harness import Outcome, assert_refused, headend, module_database, row_counts
+from tests.support.operators import add_operators, operator_env
 from tests.support.postgres import PgServer, run_sync
+
+ADMIN = "1"
 
 STORED = (
     '[[channels]]\nname = "existing-bus"\nurl = "tcp://192.0.2.50:8899"\n'
@@ -204,10 +208,24 @@ CASES: list[tuple[str, str, str | bytes, str]] = [
 ]
 
 
+def import_file(path: Path, dsn: str) -> Outcome:
+    """``headend inventory import PATH`` signed in as the module's admin."""
+    return headend("inventory", "import", str(path), "--operator", ADMIN, "--dsn", dsn, env=operator_env())
+
+
 @pytest.fixture(scope="module")
 def inventory_db(pg_server: PgServer) -> Iterator[str]:
-    """A database holding a stored DL/T 645 bus and a Modbus gateway (for cross-checks)."""
+    """A database with an admin operator (later holding a stored DL/T 645 bus and a Modbus gateway)."""
     with module_database(pg_server) as dsn:
+
+        async def seed() -> None:
+            conn = await asyncpg.connect(dsn)
+            try:
+                await add_operators(conn, **{f"o{ADMIN}": "admin"})
+            finally:
+                await conn.close()
+
+        run_sync(seed)
         yield dsn
 
 
@@ -215,7 +233,7 @@ def inventory_db(pg_server: PgServer) -> Iterator[str]:
 def seeded(inventory_db: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("seed") / "stored.toml"
     path.write_text(STORED)
-    done = headend("inventory", "import", str(path), "--dsn", inventory_db)
+    done = import_file(path, inventory_db)
     assert done.code == 0, done.err
     return inventory_db
 
@@ -230,15 +248,13 @@ def test_bad_inventory_is_refused(
     else:
         path.write_text(content, encoding="utf-8")
     before = run_sync(lambda: row_counts(seeded))
-    outcome = headend("inventory", "import", str(path), "--dsn", seeded)
+    outcome = import_file(path, seeded)
     assert_refused(outcome, 2, message)
     assert run_sync(lambda: row_counts(seeded)) == before
 
 
 def test_missing_file_is_refused(seeded: str, tmp_path: Path) -> None:
-    assert_refused(
-        headend("inventory", "import", str(tmp_path / "nope.toml"), "--dsn", seeded), 2, "no such file"
-    )
+    assert_refused(import_file(tmp_path / "nope.toml", seeded), 2, "no such file")
 
 
 def test_a_good_file_still_imports(seeded: str, tmp_path: Path) -> None:
@@ -251,7 +267,7 @@ def test_a_good_file_still_imports(seeded: str, tmp_path: Path) -> None:
         + meter("r", "modbus", unit_id=1, multiplier=40.0, installed_at=Raw("2026-01-01T00:00:00Z"))
     )
     before = run_sync(lambda: row_counts(seeded))
-    outcome = headend("inventory", "import", str(path), "--dsn", seeded)
+    outcome = import_file(path, seeded)
     assert outcome.code == 0, outcome.err
     after = run_sync(lambda: row_counts(seeded))
     assert (after["channels"], after["meters"]) == (before["channels"] + 2, before["meters"] + 2)

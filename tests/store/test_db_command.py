@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import asyncpg
 
+from tests.support.operators import PASSWORD, add_operators
 from tests.support.postgres import PgServer
 
 
@@ -17,7 +18,7 @@ def headend(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "HEADEND_OPERATOR_PASSWORD": PASSWORD},
     )
 
 
@@ -61,16 +62,29 @@ async def test_db_policy_on_native_partitions(pg_server: PgServer) -> None:
         status = headend("db", "status", "--dsn", dsn)
         assert "storage mode: native" in status.stdout
 
-        kept = headend("db", "policy", "--dsn", dsn, "--retention-days", "400")
+        conn = await asyncpg.connect(dsn)
+        try:
+            await add_operators(conn, o1="admin", o2="cashier,operator,approver,viewer")
+        finally:
+            await conn.close()
+        missing = headend("db", "policy", "--dsn", dsn, "--retention-days", "400")
+        assert missing.returncode == 2 and "Missing option '--operator'" in missing.stderr
+        no_admin = headend("db", "policy", "--operator", "2", "--dsn", dsn, "--retention-days", "400")
+        assert no_admin.returncode == 1 and no_admin.stderr.strip() == (
+            "error: operator 2 does not hold the admin role (holds cashier, operator, approver, viewer)"
+        )
+        kept = headend("db", "policy", "--operator", "1", "--dsn", dsn, "--retention-days", "400")
         assert kept.returncode == 0 and "retention: 400 days" in kept.stdout, kept.stdout + kept.stderr
         conn = await asyncpg.connect(dsn)
         try:
             keep = await conn.fetchval("SELECT value::interval FROM headend_settings WHERE key = 'retention'")
             assert keep == timedelta(days=400)
+            audited = await conn.fetch("SELECT actor, details FROM audit_log WHERE action = 'db.policy_set'")
+            assert [r["actor"] for r in audited] == ["1"] and '"retention_days": 400' in audited[0]["details"]
         finally:
             await conn.close()
 
-        refused = headend("db", "policy", "--dsn", dsn, "--compress-after-days", "10")
+        refused = headend("db", "policy", "--operator", "1", "--dsn", dsn, "--compress-after-days", "10")
         assert refused.returncode == 1
         assert refused.stderr.strip() == (
             "error: compression needs TimescaleDB; this database uses native partitions"

@@ -140,8 +140,12 @@ async def test_the_daemon_login_migrates_nothing_runs_fee_control_and_writes_rea
         with pytest.raises(DENIED, match="not an active operator with the approver role"):
             await daemon.execute("UPDATE commands SET approved_by = '1001'")
         await owner.execute("UPDATE meters SET protected = true")
-        with pytest.raises(DENIED, match="clearing protected"):
+        with pytest.raises(DENIED, match="permission denied for table meters"):  # 0014: it only reads them
             await daemon.execute("UPDATE meters SET protected = false")
+        with pytest.raises(DENIED, match="permission denied for table channels"):
+            await daemon.execute(
+                "INSERT INTO channels (name, kind, address) VALUES ('x', 'tcp', '127.0.0.1:2')"
+            )
         with pytest.raises(DENIED, match="not the sum of its ledger"):
             await daemon.execute("UPDATE balances SET balance = 1000")
         with pytest.raises(DENIED):
@@ -187,8 +191,15 @@ async def test_billing_and_reporting_logins_cannot_forge(pg_dsn: str, logins: di
         with pytest.raises(DENIED, match="needs an authenticated operator with the admin role"):
             await operator_store.add_operator(billing, "77", "me", ["admin"], hash_password("eight-chars"))
 
+        with pytest.raises(DENIED, match=r"changing the inventory \(channels\) needs an authenticated"):
+            await billing.execute(
+                "INSERT INTO channels (name, kind, address) VALUES ('d', 'tcp', '127.0.0.1:3')"
+            )
+
         # a cashier pays; the rows carry the cashier and nobody else
         await authenticate(billing, "1001", PASSWORD, "cashier")
+        with pytest.raises(DENIED, match=r"changing the inventory \(meters\) needs .* the admin role"):
+            await billing.execute("UPDATE meters SET has_relay = false")
         outcome = await record_payment(billing, "A1", Decimal("70"), "R1", operator="1001")
         assert outcome.recorded and outcome.balance == Decimal("20")
         with pytest.raises(DENIED, match="operator authenticated on this connection"):
@@ -217,6 +228,8 @@ async def test_billing_and_reporting_logins_cannot_forge(pg_dsn: str, logins: di
             await resume(billing, "1002", "not mine to lift")
         await authenticate(billing, "1003", PASSWORD, "admin")
         await billing.execute("UPDATE accounts SET protected = false")
+        await billing.execute("UPDATE meters SET has_relay = false")  # an admin changes the inventory
+        assert await owner.fetchval("SELECT count(*) FROM meters WHERE has_relay") == 0
         assert await resume(billing, "1003", "arrears list checked") == "cap.per_run"
         assert await owner.fetchval("SELECT approved_by FROM commands WHERE id = $1", command) == "1002"
 

@@ -21,6 +21,7 @@ from headend.store import maintenance
 from headend.store.embedded import TIMESCALEDB_ENV, timescaledb_choice
 from headend.store.migrate import detect_mode
 from headend.store.writer import Reading, ReadingWriter
+from tests.support.operators import PASSWORD, add_operators
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def headend(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "HEADEND_OPERATOR_PASSWORD": PASSWORD},
     )
 
 
@@ -136,12 +137,23 @@ async def test_db_status_and_policy_commands_on_timescaledb(timescale_dsn: str) 
     conn = await asyncpg.connect(timescale_dsn)
     try:
         version = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM operators WHERE id = '1')"):
+            await add_operators(conn, o1="admin")
         status = headend("db", "status", "--dsn", timescale_dsn)
         assert status.returncode == 0, status.stdout + status.stderr
         assert "storage mode: timescale" in status.stdout and f"timescaledb: {version}" in status.stdout
 
         policy = headend(
-            "db", "policy", "--dsn", timescale_dsn, "--retention-days", "400", "--compress-after-days", "10"
+            "db",
+            "policy",
+            "--operator",
+            "1",
+            "--dsn",
+            timescale_dsn,
+            "--retention-days",
+            "400",
+            "--compress-after-days",
+            "10",
         )
         assert policy.returncode == 0, policy.stdout + policy.stderr
         assert "retention: 400 days" in policy.stdout and "compression after 10 days" in policy.stdout
@@ -149,7 +161,7 @@ async def test_db_status_and_policy_commands_on_timescaledb(timescale_dsn: str) 
         assert policies["policy_retention"]["drop_after"] == "400 days"
         assert policies["policy_compression"]["compress_after"] == "10 days"
 
-        forever = headend("db", "policy", "--dsn", timescale_dsn, "--retention-days", "0")
+        forever = headend("db", "policy", "--operator", "1", "--dsn", timescale_dsn, "--retention-days", "0")
         assert forever.returncode == 0 and "retention: forever" in forever.stdout
         assert "policy_retention" not in await _policies(conn)
     finally:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import asyncpg
 
 from headend.operators import hash_password
 from headend.store import operators as store
+from tests.support.postgres import run_sync
 
 PASSWORD = "test-password-1"  # test databases only
+INVENTORY_ADMIN = "9000"  # the admin `import_inventory_cli` signs in as
 _HASH = hash_password(PASSWORD)  # hashed once per test session: argon2 is slow on purpose
 
 
@@ -23,3 +28,28 @@ async def add_operators(conn: asyncpg.Connection, **roles: str) -> None:
 def operator_env(password: str = PASSWORD) -> dict[str, str]:
     """The environment of a CLI process that signs in with ``password`` (scripts use the same variable)."""
     return {**os.environ, "HEADEND_OPERATOR_PASSWORD": password}
+
+
+def import_inventory_cli(dsn: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """``headend inventory import PATH`` as a real process, signed in as ``INVENTORY_ADMIN`` (created as
+    an admin first if the database does not hold it)."""
+
+    async def ensure_admin() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            if not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM operators WHERE id = $1)", INVENTORY_ADMIN
+            ):
+                await add_operators(conn, **{f"o{INVENTORY_ADMIN}": "admin"})
+        finally:
+            await conn.close()
+
+    run_sync(ensure_admin)
+    command = ["inventory", "import", str(path), "--operator", INVENTORY_ADMIN, "--dsn", dsn]
+    return subprocess.run(
+        [sys.executable, "-m", "headend.cli", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=operator_env(),
+    )
