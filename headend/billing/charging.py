@@ -95,18 +95,29 @@ async def usage_of(
     if held:
         meter_id, reason = next(iter(held.items()))
         raise BillingError(f"held: meter {meter_id} has unresolved suspect data ({reason}); not billed")
-    swaps = {
-        r["new_meter_id"]: r for r in await store.swaps_into(conn, [m["id"] for m in meters], start, end)
-    }
+    ids = [m["id"] for m in meters]
+    swaps = {r["new_meter_id"]: r for r in await store.swaps_into(conn, ids, start, end)}
+    edges = await store.replacements_of(conn, ids, start, end)
     usage: dict[str, Decimal] = {}
     for meter in meters:
         limits = limits_of(meter["protocol"], meter["settings"])
         lo, hi = meter["from_ts"], meter["to_ts"]
         swap = swaps.get(meter["id"]) if meter["from_ts"] == start else None
+        # an assignment that starts (ends) at a replacement opens (closes) at its initial (final) reading
+        came = next((r for r in edges if r["new_meter_id"] == meter["id"] and r["replaced_at"] == lo), None)
+        went = next((r for r in edges if r["old_meter_id"] == meter["id"] and r["replaced_at"] == hi), None)
         for register in registers:
             quantity = REGISTER_QUANTITY[register]
             if swap is None:
-                used = await _meter_delta(conn, meter["id"], limits, quantity, lo, hi) * meter["multiplier"]
+                first: datetime | Point = (
+                    lo if came is None else (lo, _swap_value(came, "initial_kwh", quantity))
+                )
+                last: datetime | Point = (
+                    hi if went is None else (hi, _swap_value(went, "final_kwh", quantity))
+                )
+                used = (
+                    await _meter_delta(conn, meter["id"], limits, quantity, first, last) * meter["multiplier"]
+                )
             else:  # replaced within the period: old meter up to its final reading, new one from its initial
                 old_limits = limits_of(swap["old_protocol"], swap["old_settings"])
                 at = swap["replaced_at"]

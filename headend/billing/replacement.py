@@ -10,6 +10,7 @@ import asyncpg
 
 from headend.audit import audit
 from headend.inventory import find_meter
+from headend.store import accounts as assignments
 from headend.store.billing import insert_replacement, move_account_to_new_meter
 from headend.store.vee import resolve_meter_holds
 
@@ -27,8 +28,9 @@ async def record_replacement(
     """Record that meter ``new`` (name or address) replaced ``old`` at ``at``; returns the record id.
 
     The new meter takes over the old one's account; the old one leaves the account and the polling
-    inventory. Billing splits any period containing ``at`` at these register values; the old meter's
-    holds are resolved. Audited."""
+    inventory (an open assignment of the old meter ends at ``at``, one of the new meter starts there).
+    Billing splits any period containing ``at`` at these register values; the old meter's holds are
+    resolved. Audited."""
     if at.tzinfo is None:
         raise ValueError("the replacement time needs a UTC offset")
     if not final or set(final) != set(initial):
@@ -42,6 +44,10 @@ async def record_replacement(
             conn, old_id, new_id, at, json.dumps(final_text), json.dumps(initial_text), operator
         )
         await move_account_to_new_meter(conn, old_id, new_id)
+        current = await assignments.open_assignment(conn, old_id)
+        if current is not None:  # assignments bill by time: the old meter's ends, the new one's starts
+            await assignments.end_assignment(conn, current["id"], at)
+            await assignments.insert_assignment(conn, new_id, current["account_id"], at, None, operator)
         await resolve_meter_holds(conn, old_id, operator, f"replaced by {new_label}")
         await audit(
             conn,

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -40,12 +42,20 @@ class EngineRelay:
         return await self.engine.control(self.meter_id, lambda d: d.relay_state())
 
 
+def _pass_clock(start: datetime) -> Callable[[], datetime]:
+    """The pass's clock: ``start`` advanced by the time elapsed since (so the executor judges due and
+    expired commands by the same clock as the automation that scheduled them)."""
+    began = time.monotonic()
+    return lambda: start + timedelta(seconds=time.monotonic() - began)
+
+
 async def _execute_due(engine: ServiceHost, conn: asyncpg.Connection, now: datetime) -> list[tuple[int, str]]:
     outcomes = []
+    clock = _pass_clock(now)
     for command_id in await due_commands(conn, now):
         try:
             state = await execute(
-                conn, command_id, lambda meter_id: EngineRelay(engine, meter_id), due_only=True
+                conn, command_id, lambda meter_id: EngineRelay(engine, meter_id), now=clock, due_only=True
             )
         except Exception as exc:  # one meter's failure must not stop the others' commands
             engine.metrics.fee_control_failures.labels("execute").inc()

@@ -56,6 +56,21 @@ async def swaps_into(
     )
 
 
+async def replacements_of(
+    conn: asyncpg.Connection, meter_ids: list[int], start: datetime, end: datetime
+) -> list[asyncpg.Record]:
+    """Recorded replacements of or by one of ``meter_ids`` inside ``[start, end]`` (old and new meter,
+    time, final and initial registers)."""
+    return await conn.fetch(
+        """SELECT old_meter_id, new_meter_id, replaced_at, final_kwh, initial_kwh FROM meter_replacements
+           WHERE (old_meter_id = ANY($1::int[]) OR new_meter_id = ANY($1::int[]))
+             AND replaced_at >= $2 AND replaced_at <= $3""",
+        meter_ids,
+        start,
+        end,
+    )
+
+
 async def register_value(
     conn: asyncpg.Connection, meter_id: int, quantity: str, at: datetime
 ) -> asyncpg.Record | None:

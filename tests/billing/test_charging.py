@@ -139,6 +139,52 @@ async def test_a_period_across_a_meter_replacement_splits_at_final_and_initial(p
         await conn.close()
 
 
+async def test_a_replacement_of_an_assigned_meter_moves_the_assignment_and_splits_the_bill(
+    pg_dsn: str,
+) -> None:
+    from headend.billing.accounts import assign_meter
+    from headend.billing.replacement import record_replacement
+
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        # as above, but the account holds the meter through assignment rows (a tenant moved in)
+        account = await _setup(
+            conn, "prepaid", {"energy_import_t1_kwh": (500.0, 999.0), "energy_import_t2_kwh": (100.0, 999.0)}
+        )
+        await assign_meter(conn, "1", "A", at=T0 - timedelta(days=1), operator="9001", reason="move in")
+        old = await conn.fetchval("SELECT id FROM meters WHERE address = '1'")
+        await conn.execute("DELETE FROM readings WHERE meter_id = $1 AND ts = $2", old, T1)
+        new = await conn.fetchval(
+            "INSERT INTO meters (protocol, address, model, channel_id, multiplier) "
+            "SELECT 'dlt645-2007', '2', 'm', channel_id, 1 FROM meters WHERE id = $1 RETURNING id",
+            old,
+        )
+        for name, value in (("energy_import_t1_kwh", 13.5), ("energy_import_t2_kwh", 7.0)):
+            await conn.execute(
+                "INSERT INTO readings (meter_id, quantity_id, ts, value, source_id) SELECT $1, q.id, $2, $3,"
+                " (SELECT id FROM reading_sources LIMIT 1) FROM quantities q WHERE q.name = $4",
+                new,
+                T1,
+                value,
+                name,
+            )
+        swap_at = T0 + timedelta(days=3)
+        final = {"energy_import_t1_kwh": Decimal("520.0"), "energy_import_t2_kwh": Decimal("110.0")}
+        initial = {"energy_import_t1_kwh": Decimal("3.0"), "energy_import_t2_kwh": Decimal("2.0")}
+        await record_replacement(conn, "1", "2", at=swap_at, final=final, initial=initial, operator="tech9")
+        spans = await conn.fetch(
+            "SELECT meter_id, effective_from, effective_to FROM meter_assignments"
+            " WHERE account_id = $1 AND effective_to IS DISTINCT FROM $2 ORDER BY effective_from",
+            account,
+            T0 - timedelta(days=1),
+        )
+        assert [tuple(r) for r in spans] == [(old, T0 - timedelta(days=1), swap_at), (new, swap_at, None)]
+        # the old meter's part closes at its final register, the new one's opens at its initial one
+        assert await bill_account(conn, account, T0, T1) == Decimal("63.00")
+    finally:
+        await conn.close()
+
+
 @pytest.mark.parametrize(
     ("before", "after"),
     [(4345.04, 1520.89), (7132.17, 7132.10)],  # an unrecorded swap; a register read back a little lower
