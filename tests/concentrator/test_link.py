@@ -202,9 +202,9 @@ async def test_a_listener_holding_a_bare_transport_hands_it_over_with_attach_tra
         server.close()
         await link.close()
     assert [pn for pn, _fn, _v in items] == [1, 2]
-    # The link saw one login and confirmed the heartbeats of the handed-over connection. (The
-    # simulator's count of unconfirmed heartbeats is not asserted: it was non-zero in 2 of ~13 loaded
-    # runs while the link had confirmed every heartbeat it got; left for investigation.)
+    # The link saw one login and the heartbeats of the handed-over connection. (The simulator's count
+    # of unconfirmed heartbeats is not asserted: it was non-zero in 2 of ~13 loaded runs while the link
+    # counted every heartbeat; the link counts before writing its confirmation: left for investigation.)
     assert link.stats.logins == 1, (sim.counts, link.stats)
 
 
