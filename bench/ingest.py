@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+from throwaway import run_on_throwaway_server
 
-from headend.store.embedded import EmbeddedPostgres
 from headend.store.maintenance import ensure_partitions
 from headend.store.migrate import migrate
 from headend.store.writer import Reading, ReadingWriter
@@ -108,15 +106,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=20_000)
     parser.add_argument("--lanes", type=int, default=2)
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="headend-bench-"))
-    base.chmod(0o755)
-    server = EmbeddedPostgres(base / "pg")
-    try:
-        dsn = server.start()
-        asyncio.run(run(args, dsn, base / "spool"))
-    finally:
-        server.stop("fast")
-        shutil.rmtree(base, ignore_errors=True)
+    run_on_throwaway_server(run, args)
 
 
 if __name__ == "__main__":

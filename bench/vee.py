@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+from throwaway import run_on_throwaway_server
 
 from headend.billing.vee import validate_new
-from headend.store.embedded import EmbeddedPostgres
 from headend.store.migrate import migrate
 from headend.store.writer import Reading, ReadingWriter
 
@@ -87,15 +85,7 @@ def main() -> None:
     parser.add_argument("--meters", type=int, default=2_000)
     parser.add_argument("--intervals", type=int, default=48)
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="headend-bench-"))
-    base.chmod(0o755)
-    server = EmbeddedPostgres(base / "pg")
-    try:
-        dsn = server.start()
-        asyncio.run(run(args, dsn, base / "spool"))
-    finally:
-        server.stop("fast")
-        shutil.rmtree(base, ignore_errors=True)
+    run_on_throwaway_server(run, args)
 
 
 if __name__ == "__main__":
