@@ -78,19 +78,22 @@ class Leadership:
             self._drop()
             return self._become("unreachable", {"error": f"{type(exc).__name__}: {exc}"})
 
+    async def check(self) -> bool:
+        """One round trip on the lock connection; False, and the state ``lost``, when it failed."""
+        conn = self._conn
+        try:
+            if conn is None:
+                raise ConnectionError("no lock connection")
+            await asyncio.wait_for(ping(conn), self.config.check_timeout)
+        except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
+            self._drop()
+            self._become("lost", {"error": f"{type(exc).__name__}: {exc}", "fencing": self.config.fencing})
+            return False
+        return True
+
     async def wait_lost(self) -> None:
         """Return once the lock connection stops answering (checked every ``[ha] check``)."""
-        while True:
-            conn = self._conn
-            try:
-                if conn is None:
-                    raise ConnectionError("no lock connection")
-                await asyncio.wait_for(ping(conn), self.config.check_timeout)
-            except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
-                self._drop()
-                error = f"{type(exc).__name__}: {exc}"
-                self._become("lost", {"error": error, "fencing": self.config.fencing})
-                return
+        while await self.check():
             await asyncio.sleep(self.config.check)
 
     async def close(self) -> None:

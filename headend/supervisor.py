@@ -88,7 +88,9 @@ async def supervise(config: HeadendConfig, dsn: str, stop: asyncio.Event) -> Non
                 if not migrated:
                     try:
                         await migrate(dsn)
-                    except UNAVAILABLE:  # gone again between the claim and the migration
+                    except UNAVAILABLE as exc:  # gone again between the claim and the migration
+                        log.warning("schema check interrupted: %s: %s", type(exc).__name__, exc)
+                        await leadership.check()  # the lock's connection likely went with it: say so
                         await _wait(stop, delay)
                         continue
                     migrated = True

@@ -136,3 +136,51 @@ async def test_run_starts_without_the_database_spools_and_catches_up_with_one_li
         await database.down()
         await conn.close()
         await bus.stop()
+
+
+@pytest.mark.timeout(120)
+async def test_the_database_lost_while_the_schema_check_waits_is_a_lost_lock_and_recovers(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """The window between taking the daemon lock and starting to poll (the schema check, which
+    waits for any concurrent ``headend db migrate``): losing the database there is a lost lock too."""
+    from headend.store.migrate import LOCK_KEY
+
+    socket_path = tcp_dsn(pg_dsn, 0)[0]
+    database = SwitchableDatabase(socket_path)
+    dsn = tcp_dsn(pg_dsn, database.port)[1]
+    await database.up()
+    conn = await asyncpg.connect(pg_dsn)
+    metrics_port = free_port()
+    config = write_config(tmp_path / "headend.toml", dsn, tmp_path / "spool", metrics_port)
+    daemon: Daemon | None = None
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)  # a migration in progress elsewhere
+        daemon = await Daemon.start(config, tmp_path / "state", metrics_port)
+        await daemon.wait_logged("active:")
+
+        async def schema_check_waiting() -> bool:
+            waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            return bool(await conn.fetchval(waiting))
+
+        await eventually(schema_check_waiting, 30, "the daemon's schema check waiting for the migration lock")
+        await database.down()
+        lost = await daemon.wait_logged("database lock lost", timeout=30)
+        assert "error" in lost
+        assert daemon.logged("engine started") == []  # it never started polling in between
+        await daemon.wait_logged("database unreachable; retrying with backoff", timeout=30)
+
+        await database.up()
+        await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+        await daemon.wait_logged("active:", timeout=60, count=2)
+        await daemon.wait_logged("engine started", timeout=60)
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert await daemon.proc.wait() == 0
+        assert len(daemon.logged("database lock lost")) == 1
+        assert len(daemon.logged("schema check interrupted")) == 1
+        assert [r for r in daemon.records if "exc" in r] == []
+    finally:
+        if daemon is not None:
+            await daemon.close()
+        await database.down()
+        await conn.close()
