@@ -26,7 +26,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from headend import limits
-from headend.commands.auth import login
+from headend.commands.auth import Login, login
 from headend.commands.listen import Heartbeat, Listen, Wait, open_field_channel
 from headend.config import ClockConfig
 from headend.control.field_switch import field_switch
@@ -35,6 +35,7 @@ from headend.drivers.gdw1376_terminal import TerminalClock, read_terminal_clock
 from headend.engine.clock import ClockPolicy, check_clock
 from headend.operators import OperatorError, check_operator_id
 from headend.secrets import MeterSecrets, SecretsError
+from headend.store.audit import audit
 from headend.transport import (
     CONCENTRATOR_SCHEMES,
     Channel,
@@ -450,14 +451,34 @@ def clock_command(
     wait: Wait = 60.0,
     heartbeat: Heartbeat = "",
     sync: Annotated[bool, typer.Option("--sync", help="Correct the clock if it is off.")] = False,
+    operator: Annotated[
+        str | None, typer.Option("--operator", help="With --sync: your operator id (工号), signed in.")
+    ] = None,
+    dsn: Annotated[
+        str | None, typer.Option("--dsn", help="Database that audits a --sync (default: $HEADEND_DSN).")
+    ] = None,
+    no_record: Annotated[
+        bool, typer.Option("--no-record", help="No database: --sync without an audit record.")
+    ] = False,
     as_json: Json = False,
     port: Port = None,
 ) -> None:
-    """Read (and with --sync correct) the meter clock, or a concentrator's own clock (no --address)."""
+    """Read (and with --sync correct) the meter clock, or a concentrator's own clock (no --address).
+
+    --sync writes the clock: it names an operator; with a database (--dsn or $HEADEND_DSN) the operator
+    signs in and the correction is audited; without one, --no-record is required."""
     via = Via(port)
     dial_in = DialIn(listen, wait, heartbeat)
+    database = (dsn or os.environ.get("HEADEND_DSN")) if sync else None
+    try:
+        if sync:
+            _check_clock_write(operator, database, no_record)
+    except (FieldError, OperatorError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    me = login(operator) if database else None
 
-    async def work() -> dict[str, Any]:
+    async def sync_clock() -> dict[str, Any]:
         if address is None and parse_channel_url(url).scheme in CONCENTRATOR_SCHEMES:
             return await _terminal_clock(url, secrets, dial_in, sync)
         if sync:
@@ -480,8 +501,60 @@ def clock_command(
         finally:
             await channel.close()
 
+    async def work() -> dict[str, Any]:
+        if me is None or database is None:
+            return await sync_clock()
+        if address is None and unit is None:  # a concentrator's own clock
+            entity, target = "concentrator", parse_channel_url(url).terminal or url
+        else:
+            entity, target = "meter", address if address is not None else str(unit)
+        return await _audited_clock_sync(database, me, (entity, target), url, sync_clock)
+
     result = _run(work)
     _print(result, as_json, _field_table("meter clock" if address else "clock", result))
+
+
+def _check_clock_write(operator: str | None, database: str | None, no_record: bool) -> None:
+    """A clock write names its operator and is audited, or is explicitly unrecorded."""
+    if operator is None:
+        raise FieldError("--sync writes the clock: --operator is required")
+    check_operator_id(operator)
+    if database and no_record:
+        raise FieldError(
+            "--no-record: a database is configured, so the clock write is audited; drop the flag"
+        )
+    if not database and not no_record:
+        raise FieldError(
+            "no database configured (--dsn or $HEADEND_DSN) to audit the clock write;"
+            " give --no-record to write it without an audit record"
+        )
+
+
+async def _audited_clock_sync(
+    database: str,
+    me: Login,
+    target: tuple[str, str],
+    url: str,
+    sync_clock: Callable[[], Coroutine[Any, Any, dict[str, Any]]],
+) -> dict[str, Any]:
+    """Sign the operator in, correct the clock, and audit what was written (nothing when none was)
+    against ``target`` (entity, id)."""
+    try:
+        conn = await asyncpg.connect(database)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise FieldError(f"database: {exc}") from None
+    try:
+        operator = await me.sign_in(conn, "operator")
+        result = await sync_clock()
+        if result.get("action") not in ("none", "skipped"):
+            details = {"channel": url, **{k: v for k, v in result.items() if k != "reason"}}
+            entity, entity_id = target
+            await audit(conn, operator.id, "clock_set", entity, entity_id, str(result["reason"]), details)
+        return result
+    except asyncpg.PostgresError as exc:
+        raise FieldError(f"database: {exc}") from None
+    finally:
+        await conn.close()
 
 
 async def _terminal_clock(url: str, secrets: str | None, dial_in: DialIn, sync: bool) -> dict[str, Any]:

@@ -169,7 +169,15 @@ async def test_clock_of_the_concentrator_is_read_and_set_and_a_meter_clock_is_re
         sim.clock.set_local(sim.clock.local() + timedelta(minutes=10))
         await wait_off_the_clock_guard()
         code, out, err = await headend(
-            "clock", url_of(sim), "--sync", "--secrets", str(secrets_file(tmp_path)), "--json"
+            "clock",
+            url_of(sim),
+            "--sync",
+            "--secrets",
+            str(secrets_file(tmp_path)),
+            "--json",
+            "--operator",
+            "1001",
+            "--no-record",
         )
         assert code == 0, err
         result = json.loads(out)

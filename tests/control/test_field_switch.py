@@ -86,3 +86,44 @@ async def test_field_switch_is_recorded_gated_and_audited(pg_dsn: str, tmp_path:
             assert METER_PASSWORD not in out + err
         finally:
             await conn.close()
+
+
+async def test_a_field_clock_write_names_a_signed_in_operator_and_is_audited(pg_dsn: str) -> None:
+    async with await start_bus(
+        BusSpec(meters=1, seed=86, password=METER_PASSWORD, clock_offsets_s={0: 150.0})
+    ) as bus:
+        meter = bus.meters[0]
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await add_operators(conn, o1007="operator", o1008="viewer")
+            sync = ("clock", bus.url, "-a", meter.address, "--sync", "--json")
+
+            refusals = {
+                (): "--operator is required",
+                ("--operator", "1007"): "no database configured",
+                ("--operator", "1007", "--dsn", pg_dsn, "--no-record"): "a database is configured",
+                ("--operator", "1008", "--dsn", pg_dsn): "does not hold the operator role",
+                ("--operator", "ops", "--dsn", pg_dsn): "must be 1-8 digits",
+            }
+            for extra, why in refusals.items():
+                code, out, err = await headend(*sync, *extra)
+                assert code == 1 and why in err and out == "" and "Traceback" not in err, (extra, err)
+            code, _, err = await headend(*sync, "--operator", "1007", "--dsn", pg_dsn, password="nope")
+            assert code == 1 and "wrong password" in err
+            # nothing reached the meter: neither a broadcast nor an addressed write
+            assert bus.requests[0x08] == 0 and bus.requests[0x14] == 0
+            assert abs(meter.model.clock.error().total_seconds() - 150.0) < 2
+
+            code, out, err = await headend(*sync, "--operator", "1007", "--dsn", pg_dsn)
+            assert code == 0, err
+            result = json.loads(out)
+            assert result["action"] != "none" and abs(result["drift_after_s"]) < 5
+            assert abs(meter.model.clock.error().total_seconds()) < 5
+            rows = await conn.fetch(
+                "SELECT actor, action, entity_id, details::text AS details FROM audit_log"
+                " WHERE action = 'clock_set'"
+            )
+            assert [(r["actor"], r["entity_id"]) for r in rows] == [("1007", meter.address)]
+            assert 140 < json.loads(rows[0]["details"])["drift_s"] < 160
+        finally:
+            await conn.close()

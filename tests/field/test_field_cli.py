@@ -150,7 +150,9 @@ async def test_switch_and_clock_writes_to_a_wildcard_or_broadcast_switch_nothing
                     "switch", bus.url, action, "-a", address, "--operator", "1001", "--no-record"
                 )
                 assert code == 1 and out == "" and why in err and "Traceback" not in err, (address, err)
-            code, _, err = await headend("clock", bus.url, "-a", address, "--sync")
+            code, _, err = await headend(
+                "clock", bus.url, "-a", address, "--sync", "--operator", "1001", "--no-record"
+            )
             assert code == 1 and why in err
         code, _, err = await headend(
             "switch", bus.url, "off", "-p", "modbus", "--unit", "0", "--operator", "1001", "--no-record"
