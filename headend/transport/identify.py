@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
 from headend.transport.url import IDENTITY_RE
-from protocols.gdw1376 import ALL_CONFIRMED, LOGIN, Afn, Deframer, GDW1376Error, confirm, decode
+from protocols.gdw1376 import ALL_CONFIRMED, HEARTBEAT, LOGIN, Afn, Deframer, GDW1376Error, confirm, decode
 
 Encoding = Literal["ascii", "hex"]
 
@@ -205,6 +205,32 @@ def confirm_login(identification: bytes) -> bytes:
     return confirm(frame.address, frame.seq.seq, ALL_CONFIRMED)
 
 
+class LinkTestAnswerer:
+    """A concentrator connection no link has taken yet (held, or bound before its channel's first
+    request): its logins and heartbeats (AFN 02, uplink) are confirmed (AFN 00 F1, SEQ echoed) so it
+    stays connected instead of logging in again, and its heartbeats are counted. Other frames are
+    left unanswered (nothing asked for them)."""
+
+    def __init__(self) -> None:
+        self._deframer = Deframer()
+        self.heartbeats = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The confirmations to send for the link tests completed by ``chunk``."""
+        replies = []
+        for raw in self._deframer.feed(chunk):
+            try:
+                frame = decode(raw)
+            except GDW1376Error:
+                continue
+            if not (frame.up and frame.control.prm and frame.afn == Afn.LINK_TEST):
+                continue
+            if any(fn == HEARTBEAT for _pn, fn, _v in frame.items()):
+                self.heartbeats += 1
+            replies.append(confirm(frame.address, frame.seq.seq, ALL_CONFIRMED))
+        return b"".join(replies)
+
+
 class ListenerKind(NamedTuple):
     """What a kind of device brings to a listener: how it identifies itself, what its keep-alives are,
     and what (if anything) the listener answers an identification bound to a known device with when
@@ -213,9 +239,10 @@ class ListenerKind(NamedTuple):
     identifier: Callable[[RegistrationFormat], Identifier]  # one per listener (stateless)
     keepalive_filter: Callable[[bytes], KeepAliveFilter]  # one per connection (the listener's pattern)
     acknowledge: Callable[[bytes], bytes] | None = None
+    answerer: Callable[[], LinkTestAnswerer] | None = None  # keeps an untaken connection alive
 
 
 KINDS: dict[str, ListenerKind] = {
     "dtu": ListenerKind(DtuIdentifier, HeartbeatFilter),
-    "gdw1376": ListenerKind(LoginIdentifier, PassThrough, confirm_login),
+    "gdw1376": ListenerKind(LoginIdentifier, PassThrough, confirm_login, LinkTestAnswerer),
 }

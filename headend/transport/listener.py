@@ -95,6 +95,8 @@ class Inbound(asyncio.Protocol):
         self.close_reason = ""
         self._buffer = b""
         self._filter = listener.spec.keepalive_filter()
+        answerer = KINDS[self.kind].answerer
+        self._answerer = answerer() if answerer is not None else None
         self.identification = b""  # the bytes the device identified itself with (a 1376.1 login frame)
         self.link: Receiver | None = None  # the receiving end of the channel using this connection
 
@@ -104,7 +106,8 @@ class Inbound(asyncio.Protocol):
 
     @property
     def heartbeats(self) -> int:
-        return self._filter.keepalives
+        """Keep-alives seen while no link had the connection (a link counts its own)."""
+        return self._filter.keepalives + (self._answerer.heartbeats if self._answerer else 0)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -115,15 +118,15 @@ class Inbound(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = monotonic()
-        beats = self._filter.keepalives
+        beats = self.heartbeats
         if self.state == "identifying":
             self._identify(self._filter.feed(data, True))
         elif self.state == "bound":
             self._forward(data)
         elif self.state == "held":
-            self._filter.feed(data, True)
-        if self._filter.keepalives != beats:
-            self.hub.counts["heartbeats"] += self._filter.keepalives - beats
+            self._answer(self._filter.feed(data, True))
+        if self.heartbeats != beats:
+            self.hub.counts["heartbeats"] += self.heartbeats - beats
             self.hub.notify("heartbeat", self)
 
     def _identify(self, clean: bytes) -> None:
@@ -150,10 +153,13 @@ class Inbound(asyncio.Protocol):
             self.close("refused_unknown")
             return
         acknowledge = KINDS[self.kind].acknowledge
-        if acknowledge is not None and self.state == "bound" and self.link is None and self.transport:
+        untaken = self.state == "held" or (self.state == "bound" and self.link is None)
+        if acknowledge is not None and untaken and self.transport:
             self.transport.write(acknowledge(self.identification))
         if rest and self.state == "bound":
             self._forward(rest)
+        elif rest and self.state == "held":
+            self._answer(rest)
 
     def _forward(self, data: bytes) -> None:
         clean = self._filter.feed(data, False)
@@ -161,9 +167,20 @@ class Inbound(asyncio.Protocol):
             return
         link = self.link
         if link is None:
-            self.hub.counts["unsolicited_bytes"] += len(clean)  # no channel is using the connection
+            if not self._answer(clean):
+                self.hub.counts["unsolicited_bytes"] += len(clean)  # no channel is using the connection
             return
         link.data_received(clean)
+
+    def _answer(self, clean: bytes) -> bool:
+        """Confirm a concentrator's link tests while no link has the connection; False for kinds
+        without an answerer (the bytes are not understood here)."""
+        if self._answerer is None:
+            return False
+        reply = self._answerer.feed(clean)
+        if reply and self.transport is not None:
+            self.transport.write(reply)
+        return True
 
     def attach(self, link: Receiver) -> None:
         """A dial-in channel starts using this connection."""

@@ -146,3 +146,30 @@ async def test_a_dial_in_concentrator_that_is_not_connected_is_offline_not_a_met
         await conn.close()
     assert offline == 2 and elapsed < 5  # failed fast as offline, both meters, no timeouts waited out
     assert failures == [0, 0]  # not the meters' failure
+
+
+async def test_a_bound_or_held_concentrator_no_link_has_taken_yet_gets_its_heartbeats_confirmed() -> None:
+    """Between its login and the channel's first request (or while held for an operator), nobody else
+    answers the concentrator: the listener confirms its heartbeats so it neither drops the connection
+    nor logs in again."""
+    for unknown, expected in (("refuse", True), ("hold", False)):
+        hub = DialinHub(unknown=unknown)  # type: ignore[arg-type]
+        if expected:
+            hub.inventory_loaded([DEVICE])
+        listener = await _listening(hub)
+        spec = ConcentratorSpec(
+            port=listener.port, address=ADDRESS, meters=1, latency_ms=0, heartbeat_s=0.1, login_timeout_s=0.5
+        )
+        try:
+            async with SimConcentrator(spec) as sim:
+
+                async def beating() -> bool:
+                    return sim.counts["heartbeats"] >= 2 * 3  # twice the unconfirmed-heartbeat limit
+
+                await wait_for(beating, 30, f"heartbeats of a {'bound' if expected else 'held'} concentrator")
+                counts = dict(sim.counts)
+        finally:
+            await listener.stop()
+        assert counts["connections"] == 1 and counts["logins"] == 1, (unknown, counts)
+        assert counts.get("heartbeat_failures", 0) == 0 and counts.get("login_failures", 0) == 0, counts
+        assert hub.counts["heartbeats"] >= 5 and hub.counts.get("unsolicited_bytes", 0) == 0, hub.counts

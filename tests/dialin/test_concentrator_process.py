@@ -102,23 +102,27 @@ async def test_daemon_reads_meters_behind_a_concentrator_that_dials_in(pg_dsn: s
         await stop(sim)
 
 
-async def test_listen_shows_a_concentrator_by_the_address_in_its_login() -> None:
+async def test_listen_shows_a_concentrator_by_its_login_and_keeps_it_with_confirmed_heartbeats() -> None:
+    """`headend listen --kind gdw1376` confirms the login and heartbeats (a real concentrator logs in
+    again and again otherwise, and never heartbeats) and prints each heartbeat."""
     port = free_port()
     listen = await spawn("listen", f"127.0.0.1:{port}", "--kind", "gdw1376", "--json")
     sim = await spawn(
         "sim", "concentrator", "--connect", f"127.0.0.1:{port}", "--address", ADDRESS,
-        "--meters", "1", "--latency-ms", "0", "--json",
+        "--meters", "1", "--latency-ms", "0", "--heartbeat", "0.2", "--json",
     )  # fmt: skip
+    events: list[dict[str, object]] = []
     try:
         assert listen.stdout is not None
-        while True:
+        while not events or events[-1]["event"] != "heartbeat" or events[-1]["heartbeats"] != 3:
             line = await asyncio.wait_for(listen.stdout.readline(), 60)
             assert line, "listen exited early"
-            event = json.loads(line)
-            if event["event"] == "held":
-                break
+            events.append(json.loads(line))
     finally:
         await stop(sim)
         code, _, err = await stop(listen)
-    assert event["identity"] == ADDRESS and str(event["peer"]).startswith("127.0.0.1:")
+    held = [e for e in events if e["event"] == "held"]
+    assert len(held) == 1  # one connection, one login: it was confirmed
+    assert held[0]["identity"] == ADDRESS and str(held[0]["peer"]).startswith("127.0.0.1:")
+    assert [e["heartbeats"] for e in events if e["event"] == "heartbeat"] == [1, 2, 3]
     assert code == 0 and "Traceback" not in err
