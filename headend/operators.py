@@ -2,8 +2,9 @@
 
 A human actor is an operator id of 1 to 8 digits (it is also the operator code a meter records). The
 password is hashed with argon2id (argon2-cffi); to act, a connection proves it knows the password by
-sending the hash derived with the stored salt and parameters to ``headend_authenticate`` (migration
-0008), which binds the connection to the operator. The database then refuses rows written under any
+sending the hash derived with the stored salt and parameters to ``headend_sign_in`` (migrations
+0008, 0015), which binds the connection to the operator (five wrong passwords in a row lock the
+operator for 15 minutes). The database then refuses rows written under any
 other human actor on that connection. Automation acts as ``system``, a machine actor only the
 daemon's database login may write (and never an operator id, which is all digits).
 """
@@ -88,10 +89,9 @@ async def authenticate(
     refused = OperatorError(f"operator {operator_id}: unknown, disabled or wrong password")
     if params is None:
         raise refused
-    try:
-        roles = await store.authenticate(conn, operator_id, proof(params, password))
-    except asyncpg.InvalidPasswordError:
-        raise refused from None
+    roles, why = await store.sign_in(conn, operator_id, proof(params, password))
+    if why is not None:
+        raise OperatorError(f"operator {operator_id}: {why}")
     if role is not None and role not in roles:
         held = ", ".join(roles)
         raise OperatorError(f"operator {operator_id} does not hold the {role} role (holds {held})")

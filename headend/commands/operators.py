@@ -1,4 +1,4 @@
-"""``headend operators``: add, disable, passwd and list the operators who may act on the head-end."""
+"""``headend operators``: add, disable, enable, unlock, passwd and list who may act on the head-end."""
 
 from __future__ import annotations
 
@@ -130,6 +130,50 @@ def disable(
     typer.echo(f"operator {target} disabled")
 
 
+@operators_app.command("enable")
+def enable(
+    operator_id: str = typer.Argument(..., metavar="ID"),
+    reason: str = typer.Option(..., "--reason", help="Why (audited)."),
+    operator: str = OperatorOption,
+    dsn: str | None = DsnOption,
+) -> None:
+    """Enable a disabled operator again."""
+    target = _checked_id(operator_id)
+    if not reason.strip():
+        _fail("--reason must not be blank")
+    admin = login(operator)
+
+    async def work(conn: asyncpg.Connection) -> bool:
+        await admin.sign_in(conn, "admin")
+        return await store.set_active(conn, target, True, reason.strip())
+
+    if not _run(dsn, work):
+        _fail(f"no operator {target}")
+    typer.echo(f"operator {target} enabled")
+
+
+@operators_app.command("unlock")
+def unlock(
+    operator_id: str = typer.Argument(..., metavar="ID"),
+    reason: str = typer.Option(..., "--reason", help="Why (audited), e.g. who was verified how."),
+    operator: str = OperatorOption,
+    dsn: str | None = DsnOption,
+) -> None:
+    """End an operator's sign-in lock (five wrong passwords in a row lock it for 15 minutes)."""
+    target = _checked_id(operator_id)
+    if not reason.strip():
+        _fail("--reason must not be blank")
+    admin = login(operator)
+
+    async def work(conn: asyncpg.Connection) -> bool:
+        await admin.sign_in(conn, "admin")
+        return await store.unlock(conn, target, reason.strip())
+
+    if not _run(dsn, work):
+        _fail(f"no operator {target}")
+    typer.echo(f"operator {target} unlocked")
+
+
 @operators_app.command("passwd")
 def passwd(
     operator_id: str = typer.Argument(..., metavar="ID", help="Whose password (yours, or any as an admin)."),
@@ -163,6 +207,8 @@ def list_operators(dsn: str | None = DsnOption) -> None:
                     "active": record.active,
                     "created_by": record.created_by,
                     "created_at": record.created_at.isoformat(),
+                    "failed_sign_ins": record.failed_sign_ins,
+                    "locked_until": record.locked_until.isoformat() if record.locked_until else None,
                 },
                 ensure_ascii=False,
             )

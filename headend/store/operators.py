@@ -18,6 +18,8 @@ class OperatorRecord:
     active: bool
     created_by: str
     created_at: datetime
+    failed_sign_ins: int
+    locked_until: datetime | None
 
 
 async def password_params(conn: asyncpg.Connection, operator_id: str) -> str | None:
@@ -26,10 +28,18 @@ async def password_params(conn: asyncpg.Connection, operator_id: str) -> str | N
     return params
 
 
-async def authenticate(conn: asyncpg.Connection, operator_id: str, proof: str) -> list[str]:
-    """Bind ``conn`` to the operator; returns their roles. Raises ``InvalidPasswordError`` when refused."""
-    roles: list[str] = await conn.fetchval("SELECT headend_authenticate($1, $2)", operator_id, proof)
-    return roles
+async def sign_in(conn: asyncpg.Connection, operator_id: str, proof: str) -> tuple[list[str], str | None]:
+    """Bind ``conn`` to the operator: (their roles, None), or ([], why it was refused). Wrong proofs
+    are counted by the database, which locks the operator after five in a row (migration 0015)."""
+    row = await conn.fetchrow("SELECT roles, refused FROM headend_sign_in($1, $2)", operator_id, proof)
+    if row["refused"] is not None:
+        return [], str(row["refused"])
+    return list(row["roles"]), None
+
+
+async def unlock(conn: asyncpg.Connection, operator_id: str, reason: str) -> bool:
+    """End an operator's sign-in lock (an admin); False if there is no such operator."""
+    return bool(await conn.fetchval("SELECT headend_operator_unlock($1, $2)", operator_id, reason))
 
 
 async def operator_count(conn: asyncpg.Connection) -> int:
@@ -62,6 +72,7 @@ async def set_password(conn: asyncpg.Connection, operator_id: str, password_hash
 async def list_operators(conn: asyncpg.Connection) -> list[OperatorRecord]:
     """Every operator, by id."""
     rows = await conn.fetch(
-        "SELECT id, name, roles, active, created_by, created_at FROM operators ORDER BY id::bigint"
+        "SELECT id, name, roles, active, created_by, created_at, failed_sign_ins,"
+        " locked_until FROM operators ORDER BY id::bigint"
     )
     return [OperatorRecord(**dict(r)) for r in rows]

@@ -265,3 +265,76 @@ def test_passwords_are_prompted_hidden_and_never_echoed(pg_dsn: str, monkeypatch
     right = runner.invoke(app, add2, input="first-secret\nsecond-secret\nsecond-secret\n")
     assert right.exit_code == 0 and "operator 2 (Li) added" in right.output
     assert "secret" not in wrong.output + right.output
+
+
+async def test_five_wrong_passwords_lock_the_operator_until_an_admin_unlocks_or_the_lock_runs_out(
+    pg_dsn: str,
+) -> None:
+    import asyncio
+
+    from headend.operators import OperatorError, authenticate
+
+    owner = await asyncpg.connect(pg_dsn)
+    try:
+        await add_operators(owner, o1001="admin", o1002="operator")
+
+        async def attempt(password: str) -> str:
+            conn = await asyncpg.connect(pg_dsn)
+            try:
+                await authenticate(conn, "1002", password, "operator")
+                return "signed in"
+            except OperatorError as exc:
+                return str(exc)
+            finally:
+                await conn.close()
+
+        # a guesser with ten parallel connections: the database counts each, and the fifth locks
+        guesses = await asyncio.gather(*(attempt(f"guess-{n}") for n in range(10)))
+        assert guesses.count("operator 1002: unknown, disabled or wrong password") == 5, guesses
+        assert all("locked until" in g for g in guesses if "wrong password" not in g), guesses
+        locked = await owner.fetchrow("SELECT failed_sign_ins, locked_until FROM operators WHERE id = '1002'")
+        assert locked["failed_sign_ins"] == 5 and locked["locked_until"] is not None
+        assert await owner.fetchval("SELECT count(*) FROM operator_lockouts WHERE operator_id = '1002'") == 1
+        # the right password is refused while locked, through the CLI too
+        assert "locked until" in await attempt(PASSWORD)
+        cli = headend(pg_dsn, "operators", "passwd", "1002", "--operator", "1002", new="another-pw-1")
+        assert (
+            cli.returncode == 1 and "locked until" in cli.stderr and "(an admin can unlock it)" in cli.stderr
+        )
+        # an operator who is not an admin cannot unlock; an admin can, with a reason (audited)
+        refused = headend(pg_dsn, "operators", "unlock", "1002", "--reason", "x", "--operator", "1002")
+        assert refused.returncode == 1
+        unlocked = headend(
+            pg_dsn,
+            "operators",
+            "unlock",
+            "1002",
+            "--reason",
+            "called back on the duty phone",
+            "--operator",
+            "1001",
+        )
+        assert unlocked.returncode == 0, unlocked.stderr
+        trail = await owner.fetch(
+            "SELECT actor, action, reason FROM audit_log WHERE entity = 'operator' AND entity_id = '1002'"
+            " AND action = 'operator.unlocked'"
+        )
+        assert [tuple(t) for t in trail] == [("1001", "operator.unlocked", "called back on the duty phone")]
+        assert await attempt(PASSWORD) == "signed in"
+        assert await owner.fetchval("SELECT failed_sign_ins FROM operators WHERE id = '1002'") == 0
+
+        # a lock that ran out: the right password signs in and clears the count; a wrong one locks again
+        for _ in range(5):
+            await attempt("wrong-again")
+        await owner.execute("UPDATE operators SET locked_until = now() - interval '1 s' WHERE id = '1002'")
+        assert await attempt("still-wrong") == "operator 1002: unknown, disabled or wrong password"
+        assert "locked until" in await attempt(PASSWORD)
+        assert await owner.fetchval("SELECT count(*) FROM operator_lockouts WHERE operator_id = '1002'") == 3
+        await owner.execute("UPDATE operators SET locked_until = now() - interval '1 s' WHERE id = '1002'")
+        assert await attempt(PASSWORD) == "signed in"
+        row = await owner.fetchrow("SELECT failed_sign_ins, locked_until FROM operators WHERE id = '1002'")
+        assert (row["failed_sign_ins"], row["locked_until"]) == (0, None)
+        listed = [json.loads(line) for line in headend(pg_dsn, "operators", "list").stdout.splitlines()]
+        assert {o["id"]: (o["failed_sign_ins"], o["locked_until"]) for o in listed}["1002"] == (0, None)
+    finally:
+        await owner.close()

@@ -238,7 +238,8 @@ async def test_billing_and_reporting_logins_cannot_forge(pg_dsn: str, logins: di
             "INSERT INTO audit_log (actor, action) VALUES ('system', 'x')",
             "UPDATE balances SET balance = 0",
             "SELECT password_hash FROM operators",
-            "SELECT headend_authenticate('1001', 'x')",
+            "SELECT * FROM headend_sign_in('1001', 'x')",
+            "SELECT * FROM operator_lockouts",
         ):
             with pytest.raises(DENIED):
                 await reporting.execute(statement)
