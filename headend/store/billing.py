@@ -172,7 +172,7 @@ async def mark_paid(conn: asyncpg.Connection, bill_ids: list[int], at: datetime)
 
 
 DUE_PREPAID = """
-WITH q AS (SELECT id FROM quantities WHERE name = 'energy_import_kwh'),
+WITH RECURSIVE q AS (SELECT id FROM quantities WHERE name = 'energy_import_kwh'),
 links AS (
     SELECT a.account_id, a.meter_id, a.effective_from AS from_ts, a.effective_to AS to_ts
     FROM meter_assignments a
@@ -181,26 +181,48 @@ links AS (
     WHERE m.account_id IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM meter_assignments x WHERE x.meter_id = m.id)
 ),
+lineage (meter_id, member_id) AS (  -- each linked meter and the meters it replaced, however far back
+    SELECT DISTINCT meter_id, meter_id FROM links
+    UNION
+    SELECT g.meter_id, x.old_meter_id FROM lineage g JOIN meter_replacements x ON x.new_meter_id = g.member_id
+),
 reach AS (
     SELECT l.account_id, l.from_ts, l.to_ts, s.validated_until,
-           (SELECT min(r.ts) FROM readings r WHERE r.meter_id = l.meter_id AND r.quantity_id = q.id
-                AND r.value IS NOT NULL AND r.quality NOT IN ('suspect', 'missing')) AS first_ts
+           -- a link a replacement opened starts at the new meter's recorded initial register, one it
+           -- closed ends at the old meter's final register: neither waits for a reading there
+           EXISTS (SELECT 1 FROM meter_replacements x
+                   WHERE x.new_meter_id = l.meter_id AND x.replaced_at = l.from_ts) AS opened_by_swap,
+           EXISTS (SELECT 1 FROM meter_replacements x
+                   WHERE x.old_meter_id = l.meter_id AND x.replaced_at = l.to_ts) AS closed_by_swap,
+           (SELECT min(r.ts) FROM lineage g JOIN readings r ON r.meter_id = g.member_id
+             WHERE g.meter_id = l.meter_id AND r.quantity_id = q.id
+               AND r.value IS NOT NULL AND r.quality NOT IN ('suspect', 'missing')) AS first_ts
     FROM links l CROSS JOIN q LEFT JOIN vee_state s ON s.meter_id = l.meter_id AND s.quantity_id = q.id
+),
+starts AS (  -- where an account never billed begins: once every meter it holds has a reading
+    SELECT r.account_id,
+           max(greatest(r.first_ts, CASE WHEN r.opened_by_swap THEN '-infinity' ELSE r.from_ts END))
+               AS first_ts
+    FROM reach r
+    WHERE r.to_ts IS NULL OR r.first_ts < r.to_ts  -- a link that ended before its meter was read: none
+    GROUP BY r.account_id
 )
-SELECT a.id, a.number, b.billed_until,
-       max(greatest(r.first_ts, r.from_ts)) AS first_ts,
-       min(least(r.validated_until, coalesce(r.to_ts, 'infinity'))) AS last_ts,
-       bool_and(r.validated_until IS NOT NULL) AS every_meter_read
-FROM accounts a JOIN reach r ON r.account_id = a.id LEFT JOIN balances b ON b.account_id = a.id
+SELECT a.id, a.number, b.billed_until, st.first_ts,
+       -- the replaced meter's part ends at its final register: the new meter's readings bound the end
+       min(CASE WHEN r.closed_by_swap THEN 'infinity'
+                ELSE least(r.validated_until, coalesce(r.to_ts, 'infinity')) END) AS last_ts,
+       bool_and(r.validated_until IS NOT NULL OR r.closed_by_swap) AS every_meter_read
+FROM accounts a JOIN starts st ON st.account_id = a.id JOIN reach r ON r.account_id = a.id
+LEFT JOIN balances b ON b.account_id = a.id
 WHERE a.active AND a.kind = 'prepaid' AND a.tariff_id IS NOT NULL
-  AND (r.to_ts IS NULL OR r.to_ts > coalesce(b.billed_until, '-infinity'))
-GROUP BY a.id, a.number, b.billed_until ORDER BY a.id
+  AND (r.to_ts IS NULL OR r.to_ts > coalesce(b.billed_until, st.first_ts, '-infinity'))
+GROUP BY a.id, a.number, b.billed_until, st.first_ts ORDER BY a.id
 """
 
 
 async def due_prepaid(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    """Per prepaid account: where it was billed until, its first reading and how far every meter of it
-    has been validated (the end of the next period)."""
+    """Per prepaid account: where it was billed until, its first reading (across replaced meters) and
+    how far every meter of it has been validated (the end of the next period)."""
     return await conn.fetch(DUE_PREPAID)
 
 

@@ -177,3 +177,60 @@ async def test_billing_says_a_database_outage_once_not_once_per_pass(
     assert [r.getMessage() for r in lines] == ["billing waits for the database"]
     assert all(r.exc_info is None for r in lines)
     assert metrics.failed_passes.labels("billing")._value.get() == 0
+
+
+@pytest.mark.parametrize("held_by", ["meter record", "assignment"])
+async def test_a_meter_replaced_before_the_first_bill_is_billed_from_the_old_meters_first_reading(
+    pg_dsn: str, held_by: str
+) -> None:
+    """The account's first period starts at the old meter's first reading, not the new meter's: the old
+    meter's use up to its final register and the new one's from its initial register are both charged."""
+    from headend.billing.accounts import assign_meter
+    from headend.billing.replacement import record_replacement
+
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        tariff, channel = await _flat_tariff_and_channel(conn, "0.60")
+        account = await conn.fetchval(
+            "INSERT INTO accounts (number, kind, tariff_id) VALUES ('R-1', 'prepaid', $1) RETURNING id",
+            tariff,
+        )
+        old, new = [
+            await conn.fetchval(
+                "INSERT INTO meters (protocol, address, model, channel_id, account_id) VALUES "
+                "('dlt645-2007', $1, 'dlt645-generic', $2, $3) RETURNING id",
+                address,
+                channel,
+                account if address == "1" else None,
+            )
+            for address in ("1", "2")
+        ]
+        if held_by == "assignment":
+            await assign_meter(
+                conn, "1", "R-1", at=T0 - timedelta(hours=1), operator="9001", reason="move in"
+            )
+        await _reading(conn, old, T0, 100.0)
+        await _reading(conn, old, T0 + timedelta(minutes=15), 102.0)
+        await record_replacement(
+            conn,
+            "1",
+            "2",
+            at=T0 + timedelta(minutes=20),
+            final={"energy_import_kwh": Decimal("102.5")},
+            initial={"energy_import_kwh": Decimal("5.0")},
+            operator="9001",
+        )
+        await _reading(conn, new, T0 + timedelta(minutes=30), 6.0)
+        await _reading(conn, new, T0 + timedelta(minutes=45), 7.0)
+
+        billed = await bill_due_prepaid(conn)
+        # (102.5 - 100.0) + (7.0 - 5.0) = 4.5 kWh x 0.60
+        assert [(p.account, p.start, p.end, p.amount, p.error) for p in billed] == [
+            ("R-1", T0, T0 + timedelta(minutes=45), Decimal("2.70"), None)
+        ]
+        assert await bill_due_prepaid(conn) == []
+        assert await conn.fetchval("SELECT balance FROM balances WHERE account_id = $1", account) == Decimal(
+            "-2.70"
+        )
+    finally:
+        await conn.close()
