@@ -11,6 +11,7 @@ import pytest
 
 from headend.config import validate_config
 from headend.engine.engine import Engine
+from headend.engine.housekeeping import MeterCheck
 from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
 from headend.store.writer import ReadingWriter
@@ -232,9 +233,25 @@ async def test_meters_without_event_records_are_never_asked(
     )
     engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
     caplog.set_level("INFO", logger="headend.engine.engine")
+    collections: list[str] = []
+    check_all = engine.housekeeping.check_all
+
+    def counted(what: MeterCheck) -> None:  # the engine's own timer still runs the real check
+        collections.append(what)
+        check_all(what)
+
+    engine.housekeeping.check_all = counted  # type: ignore[method-assign]
+    registry = engine.metrics.registry
     try:
         await engine.start()
-        await asyncio.sleep(5)  # the first collection at the first boundary + 1 s, then every second
+        deadline = asyncio.get_running_loop().time() + 30
+        # three event collections (one a second from the first boundary) after the reads of a cycle
+        while collections.count("events") < 3 or not registry.get_sample_value(
+            "headend_job_seconds_count", {"kind": "read"}
+        ):
+            assert asyncio.get_running_loop().time() < deadline, collections
+            await asyncio.sleep(0.1)
+        await engine.wait_cycles()
     finally:
         await engine.stop()
         await conn.close()
@@ -244,7 +261,6 @@ async def test_meters_without_event_records_are_never_asked(
     assert not any(m.startswith("meter does not support events") for m in messages)
     # the driver's capabilities say 1997 meters keep no event records: no events job ever reaches the bus,
     # while the reads of the same meters do
-    registry = engine.metrics.registry
     assert registry.get_sample_value("headend_job_seconds_count", {"kind": "events"}) is None
     assert registry.get_sample_value("headend_job_seconds_count", {"kind": "read"}) >= 2
 
