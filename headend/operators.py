@@ -12,7 +12,9 @@ daemon's database login may write (and never an operator id, which is all digits
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
+import secrets
 from dataclasses import dataclass
 
 import asyncpg
@@ -95,4 +97,29 @@ async def authenticate(
     if role is not None and role not in roles:
         held = ", ".join(roles)
         raise OperatorError(f"operator {operator_id} does not hold the {role} role (holds {held})")
+    return Operator(operator_id, tuple(roles))
+
+
+def new_token() -> str:
+    """A new sign-in token for scripts: 256 random bits, URL-safe text (shown once, stored as a digest)."""
+    return "hdt_" + secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> str:
+    """What the database stores and compares for a token: its SHA-256, hex."""
+    return hashlib.sha256(token.strip().encode()).hexdigest()
+
+
+async def authenticate_token(
+    conn: asyncpg.Connection, operator_id: str, token: str, role: str | None
+) -> Operator:
+    """Bind ``conn`` to the operator a valid token belongs to, acting with the token's roles, which must
+    include ``role`` (any when None)."""
+    operator_id = check_operator_id(operator_id)
+    roles, why = await store.sign_in_token(conn, operator_id, token_digest(token))
+    if why is not None:
+        raise OperatorError(f"operator {operator_id}: {why}")
+    if role is not None and role not in roles:
+        held = ", ".join(roles) or "none the operator still holds"
+        raise OperatorError(f"the token of operator {operator_id} does not carry the {role} role ({held})")
     return Operator(operator_id, tuple(roles))

@@ -1,5 +1,6 @@
-"""Operator sign-in for CLI writes: the id from ``--operator``, the password prompted (hidden) or taken
-from ``$HEADEND_OPERATOR_PASSWORD`` for scripts; never echoed or logged."""
+"""Operator sign-in for CLI writes: the id from ``--operator``, then a sign-in token from
+``$HEADEND_OPERATOR_TOKEN`` (scripts), else the password from ``$HEADEND_OPERATOR_PASSWORD`` or a
+hidden prompt; neither is ever echoed or logged."""
 
 from __future__ import annotations
 
@@ -8,40 +9,50 @@ import os
 import asyncpg
 import typer
 
-from headend.operators import Operator, OperatorError, authenticate, check_operator_id
+from headend.operators import Operator, OperatorError, authenticate, authenticate_token, check_operator_id
 
 PASSWORD_ENV = "HEADEND_OPERATOR_PASSWORD"
+TOKEN_ENV = "HEADEND_OPERATOR_TOKEN"
 OperatorOption = typer.Option(
-    ..., "--operator", help=f"Your operator id (工号); password prompted, or ${PASSWORD_ENV} for scripts."
+    ...,
+    "--operator",
+    help=f"Your operator id (工号); password prompted, or ${TOKEN_ENV} / ${PASSWORD_ENV} for scripts.",
 )
 
 
 class Login:
-    """An operator id and password read from the command line, before any connection is opened."""
+    """An operator id with a password or a token, read before any connection is opened."""
 
-    __slots__ = ("operator_id", "password")
+    __slots__ = ("operator_id", "password", "token")
 
-    def __init__(self, operator_id: str, password: str) -> None:
+    def __init__(self, operator_id: str, password: str | None = None, token: str | None = None) -> None:
         self.operator_id = operator_id
         self.password = password
+        self.token = token
 
     def __repr__(self) -> str:
-        return f"Login({self.operator_id!r}, password=******)"
+        secret = "token=******" if self.token is not None else "password=******"
+        return f"Login({self.operator_id!r}, {secret})"
 
     async def sign_in(self, conn: asyncpg.Connection, role: str | None) -> Operator:
         """Authenticate ``conn`` as this operator holding ``role`` (any role when None; ``OperatorError``
         if refused)."""
-        return await authenticate(conn, self.operator_id, self.password, role)
+        if self.token is not None:
+            return await authenticate_token(conn, self.operator_id, self.token, role)
+        return await authenticate(conn, self.operator_id, self.password or "", role)
 
 
 def login(operator: str | None) -> Login:
-    """Check the operator id and get the password; a bad id is one error line and exit code 1."""
+    """Check the operator id and get the token or password; a bad id is one error line and exit code 1."""
     try:
         operator_id = check_operator_id(operator)
     except OperatorError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        return Login(operator_id, token=token)
     password = os.environ.get(PASSWORD_ENV)
     if password is None:
         password = typer.prompt(f"password of operator {operator_id}", hide_input=True)
-    return Login(operator_id, password)
+    return Login(operator_id, password=password)

@@ -6,13 +6,22 @@ import asyncio
 import json
 import os
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import asyncpg
 import typer
 
 from headend.commands.auth import Login, OperatorOption, login
-from headend.operators import OperatorError, check_operator_id, check_roles, hash_password
+from headend.config import parse_duration
+from headend.operators import (
+    OperatorError,
+    check_operator_id,
+    check_roles,
+    hash_password,
+    new_token,
+    token_digest,
+)
 from headend.store import operators as store
 from headend.store.dsn import resolve_dsn
 
@@ -45,6 +54,8 @@ def _run(dsn: str | None, work: Callable[[asyncpg.Connection], Awaitable[T]]) ->
         _fail(exc.args[0] if exc.args else str(exc))
     except asyncpg.UniqueViolationError:
         _fail("an operator with this id already exists")
+    except asyncpg.NoDataFoundError as exc:
+        _fail(exc.args[0] if exc.args else str(exc))
     raise AssertionError("unreachable")
 
 
@@ -213,6 +224,98 @@ def list_operators(dsn: str | None = DsnOption) -> None:
                 ensure_ascii=False,
             )
         )
+
+
+tokens_app = typer.Typer(help="Sign-in tokens for scripts ($HEADEND_OPERATOR_TOKEN).", no_args_is_help=True)
+operators_app.add_typer(tokens_app, name="token")
+MAX_TOKEN_DAYS = 366
+
+
+@tokens_app.command("add")
+def token_add(
+    operator_id: str = typer.Argument(..., metavar="ID", help="Whose token (yours, or any as an admin)."),
+    label: str = typer.Option(..., "--label", help="What the token is for, e.g. 'bank import cron'."),
+    roles: str = typer.Option(..., "--roles", help="The token's roles: a subset of the operator's."),
+    expires: str = typer.Option(
+        "90d", "--expires", help=f"Lifetime, e.g. 30d or 12h (at most {MAX_TOKEN_DAYS}d)."
+    ),
+    operator: str = OperatorOption,
+    dsn: str | None = DsnOption,
+) -> None:
+    """Make a sign-in token; it is printed once (keep it like a password) and stored as a digest only."""
+    target = _checked_id(operator_id)
+    if not label.strip():
+        _fail("--label must not be blank")
+    try:
+        role_list = check_roles(roles)
+        lifetime = timedelta(seconds=parse_duration(expires))
+    except (OperatorError, ValueError) as exc:
+        _fail(f"{exc}")
+    if not timedelta(0) < lifetime <= timedelta(days=MAX_TOKEN_DAYS):
+        _fail(f"--expires must be more than 0 and at most {MAX_TOKEN_DAYS}d, not {expires!r}")
+    me = login(operator)
+    token = new_token()
+    expires_at = datetime.now(UTC) + lifetime
+
+    async def work(conn: asyncpg.Connection) -> int:
+        await me.sign_in(conn, "admin" if me.operator_id != target else None)
+        return await store.add_token(conn, target, label.strip(), role_list, token_digest(token), expires_at)
+
+    token_id = _run(dsn, work)
+    until = f"{expires_at:%Y-%m-%d %H:%M} UTC"
+    typer.echo(f"token {token_id} for operator {target} ({', '.join(role_list)}), expires {until}:")
+    typer.echo(token)
+
+
+@tokens_app.command("revoke")
+def token_revoke(
+    token_id: int = typer.Argument(..., metavar="TOKEN", min=1, max=2**63 - 1, help="The token's number."),
+    reason: str = typer.Option(..., "--reason", help="Why (audited)."),
+    operator: str = OperatorOption,
+    dsn: str | None = DsnOption,
+) -> None:
+    """Revoke a token at once (its operator, or an admin)."""
+    if not reason.strip():
+        _fail("--reason must not be blank")
+    me = login(operator)
+
+    async def work(conn: asyncpg.Connection) -> bool:
+        await me.sign_in(conn, None)
+        return await store.revoke_token(conn, token_id, reason.strip())
+
+    if not _run(dsn, work):
+        _fail(f"no token {token_id}")
+    typer.echo(f"token {token_id} revoked")
+
+
+@tokens_app.command("list")
+def token_list(
+    operator_id: str | None = typer.Argument(
+        None, metavar="[ID]", help="Whose tokens (default: everyone's)."
+    ),
+    operator: str = OperatorOption,
+    dsn: str | None = DsnOption,
+) -> None:
+    """Tokens as JSON lines, never the tokens themselves: your own, or anyone's as an admin."""
+    target = _checked_id(operator_id) if operator_id is not None else None
+    me = login(operator)
+
+    async def work(conn: asyncpg.Connection) -> list[store.TokenRecord]:
+        await me.sign_in(conn, None)
+        return await store.list_tokens(conn, target)
+
+    for record in _run(dsn, work):
+        fields = {
+            "id": record.id,
+            "operator": record.operator_id,
+            "label": record.label,
+            "roles": record.roles,
+            "created_by": record.created_by,
+        }
+        for name in ("created_at", "expires_at", "revoked_at", "last_used_at"):
+            value = getattr(record, name)
+            fields[name] = value.isoformat() if value is not None else None
+        typer.echo(json.dumps(fields, ensure_ascii=False))
 
 
 def register(app: typer.Typer) -> None:

@@ -76,3 +76,61 @@ async def list_operators(conn: asyncpg.Connection) -> list[OperatorRecord]:
         " locked_until FROM operators ORDER BY id::bigint"
     )
     return [OperatorRecord(**dict(r)) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """A sign-in token as listed (never its digest)."""
+
+    id: int
+    operator_id: str
+    label: str
+    roles: list[str]
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+async def sign_in_token(
+    conn: asyncpg.Connection, operator_id: str, digest: str
+) -> tuple[list[str], str | None]:
+    """Bind ``conn`` to the operator of a token: (the token's roles the operator holds, None), or
+    ([], why it was refused) (migration 0016)."""
+    row = await conn.fetchrow("SELECT roles, refused FROM headend_sign_in_token($1, $2)", operator_id, digest)
+    if row["refused"] is not None:
+        return [], str(row["refused"])
+    return list(row["roles"]), None
+
+
+async def add_token(
+    conn: asyncpg.Connection,
+    operator_id: str,
+    label: str,
+    roles: list[str],
+    digest: str,
+    expires_at: datetime,
+) -> int:
+    """Store a new token's digest for ``operator_id`` (its operator or an admin); its id."""
+    return int(
+        await conn.fetchval(
+            "SELECT headend_token_add($1, $2, $3::text[], $4, $5)",
+            operator_id,
+            label,
+            roles,
+            digest,
+            expires_at,
+        )
+    )
+
+
+async def revoke_token(conn: asyncpg.Connection, token_id: int, reason: str) -> bool:
+    """Revoke a token (its operator or an admin); False if there is no such token."""
+    return bool(await conn.fetchval("SELECT headend_token_revoke($1, $2)", token_id, reason))
+
+
+async def list_tokens(conn: asyncpg.Connection, operator_id: str | None) -> list[TokenRecord]:
+    """One operator's tokens (their own, or any as an admin), or everyone's (an admin)."""
+    rows = await conn.fetch("SELECT * FROM headend_tokens($1)", operator_id)
+    return [TokenRecord(**dict(r)) for r in rows]

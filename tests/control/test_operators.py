@@ -338,3 +338,95 @@ async def test_five_wrong_passwords_lock_the_operator_until_an_admin_unlocks_or_
         assert {o["id"]: (o["failed_sign_ins"], o["locked_until"]) for o in listed}["1002"] == (0, None)
     finally:
         await owner.close()
+
+
+def headend_with_token(dsn: str, token: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI as a script runs it: signed in with ``$HEADEND_OPERATOR_TOKEN``, no password anywhere."""
+    env = {k: v for k, v in operator_env().items() if k != "HEADEND_OPERATOR_PASSWORD"}
+    env["HEADEND_OPERATOR_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "headend.cli", *args, "--dsn", dsn],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+async def test_a_script_signs_in_with_a_token_that_carries_some_roles_expires_and_can_be_revoked(
+    pg_dsn: str,
+) -> None:
+    owner = await asyncpg.connect(pg_dsn)
+    try:
+        await add_operators(owner, o1001="admin", o1003="operator,cashier")
+        made = headend(
+            pg_dsn, "operators", "token", "add", "1003", "--label", "bank import", "--roles", "cashier",
+            "--expires", "30d", "--operator", "1003",
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        token = made.stdout.split()[-1]
+        assert token.startswith("hdt_") and len(token) > 40
+        # refused before anything is stored: a role the operator lacks, a lifetime over a year
+        for roles, expires, why in (
+            ("admin", "30d", "does not hold every role"),
+            ("cashier", "400d", "at most"),
+        ):
+            refused = headend(
+                pg_dsn, "operators", "token", "add", "1003", "--label", "x", "--roles", roles,
+                "--expires", expires, "--operator", "1003",
+            )  # fmt: skip
+            assert refused.returncode == 1 and why in refused.stderr, refused.stderr
+        stored = await owner.fetch("SELECT digest, roles FROM operator_tokens")
+        assert len(stored) == 1 and token not in stored[0]["digest"] and stored[0]["roles"] == ["cashier"]
+
+        listed = headend_with_token(pg_dsn, token, "operators", "token", "list", "1003", "--operator", "1003")
+        assert listed.returncode == 0, listed.stderr
+        (record,) = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert record["label"] == "bank import" and record["last_used_at"] is not None
+        assert token not in listed.stdout + listed.stderr
+        # the token carries cashier only: a command (the operator role) is refused
+        command = headend_with_token(
+            pg_dsn, token, "commands", "create", "1", "disconnect", "--reason", "x", "--operator", "1003"
+        )
+        assert command.returncode == 1 and "does not carry the operator role" in command.stderr, (
+            command.stderr
+        )
+        # another operator's token, a wrong token: refused, and never counted towards the password lock
+        wrong = headend_with_token(pg_dsn, token, "operators", "token", "list", "--operator", "1001")
+        assert wrong.returncode == 1 and "unknown token" in wrong.stderr
+        assert await owner.fetchval("SELECT failed_sign_ins FROM operators WHERE id = '1001'") == 0
+
+        revoked = headend(
+            pg_dsn,
+            "operators",
+            "token",
+            "revoke",
+            str(record["id"]),
+            "--reason",
+            "left",
+            "--operator",
+            "1003",
+        )
+        assert revoked.returncode == 0, revoked.stderr
+        after = headend_with_token(pg_dsn, token, "operators", "token", "list", "1003", "--operator", "1003")
+        assert after.returncode == 1 and "was revoked" in after.stderr
+        trail = await owner.fetch(
+            "SELECT actor, action FROM audit_log WHERE entity = 'operator' AND entity_id = '1003' ORDER BY id"
+        )
+        assert [tuple(t) for t in trail][-2:] == [
+            ("1003", "operator.token_added"),
+            ("1003", "operator.token_revoked"),
+        ]
+
+        again = headend(
+            pg_dsn, "operators", "token", "add", "1003", "--label", "monitor", "--roles", "cashier",
+            "--operator", "1001",
+        )  # fmt: skip
+        assert again.returncode == 0, again.stderr  # an admin makes one for another operator
+        await owner.execute("UPDATE operator_tokens SET expires_at = now() WHERE label = 'monitor'")
+        late = headend_with_token(
+            pg_dsn, again.stdout.split()[-1], "operators", "token", "list", "1003", "--operator", "1003"
+        )
+        assert late.returncode == 1 and "expired at" in late.stderr
+    finally:
+        await owner.close()

@@ -27,7 +27,7 @@ from headend.drivers import Credentials, make_driver
 from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
-from headend.operators import authenticate, hash_password
+from headend.operators import authenticate, authenticate_token, hash_password, new_token, token_digest
 from headend.secrets import MeterSecrets
 from headend.store import migrate as migrations
 from headend.store import operators as operator_store
@@ -431,4 +431,38 @@ async def test_billing_records_are_written_by_their_roles_only(pg_dsn: str, logi
         assert all(b["balance"] == b["total"] for b in balances)
     finally:
         for conn in (billing, reporting, daemon, owner):
+            await conn.close()
+
+
+async def test_a_token_session_acts_with_the_tokens_roles_only_in_the_database(
+    pg_dsn: str, logins: dict[str, str]
+) -> None:
+    """The token's role subset is enforced by the database, not only by the CLI: an admin's viewer
+    token cannot add an operator even through raw SQL on the billing login."""
+    owner = await asyncpg.connect(pg_dsn)
+    await add_operators(owner, o1001="admin,viewer")
+    token = new_token()
+    expires = datetime.now(UTC) + timedelta(days=1)
+    await owner.execute(
+        "INSERT INTO operator_tokens (operator_id, label, roles, digest, created_by, expires_at)"
+        " VALUES ('1001', 'dashboard', ARRAY['viewer'], $1, 'test', $2)",
+        token_digest(token),
+        expires,
+    )
+    by_token = await asyncpg.connect(logins["billing"])
+    by_password = await asyncpg.connect(logins["billing"])
+    new_hash = hash_password("a-new-operator-pw")
+    try:
+        signed = await authenticate_token(by_token, "1001", token, None)
+        assert signed.roles == ("viewer",)
+        with pytest.raises(DENIED, match="needs an authenticated operator with the admin role"):
+            await by_token.execute("SELECT headend_operator_add('1009', 'X', ARRAY['viewer'], $1)", new_hash)
+        await authenticate(by_password, "1001", PASSWORD, "admin")
+        await by_password.execute("SELECT headend_operator_add('1009', 'X', ARRAY['viewer'], $1)", new_hash)
+        assert await owner.fetchval("SELECT created_by FROM operators WHERE id = '1009'") == "1001"
+        for statement in ("SELECT digest FROM operator_tokens", "DELETE FROM operator_tokens"):
+            with pytest.raises(DENIED):
+                await by_password.execute(statement)
+    finally:
+        for conn in (by_token, by_password, owner):
             await conn.close()
