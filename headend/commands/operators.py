@@ -119,6 +119,25 @@ def add(
     typer.echo(f"operator {new_id} ({name.strip()}) added with roles {', '.join(role_list)}")
 
 
+AdminChange = Callable[[asyncpg.Connection, str, str], Awaitable[bool]]
+
+
+def _admin_change(operator_id: str, reason: str, operator: str, dsn: str | None, change: AdminChange) -> str:
+    """Sign in as an admin and apply ``change(conn, target, reason)`` to one operator; the target id."""
+    target = _checked_id(operator_id)
+    if not reason.strip():
+        _fail("--reason must not be blank")
+    admin = login(operator)
+
+    async def work(conn: asyncpg.Connection) -> bool:
+        await admin.sign_in(conn, "admin")
+        return await change(conn, target, reason.strip())
+
+    if not _run(dsn, work):
+        _fail(f"no operator {target}")
+    return target
+
+
 @operators_app.command("disable")
 def disable(
     operator_id: str = typer.Argument(..., metavar="ID"),
@@ -127,18 +146,11 @@ def disable(
     dsn: str | None = DsnOption,
 ) -> None:
     """Disable an operator: they can no longer sign in, and their open session ends."""
-    target = _checked_id(operator_id)
-    if not reason.strip():
-        _fail("--reason must not be blank")
-    admin = login(operator)
 
-    async def work(conn: asyncpg.Connection) -> bool:
-        await admin.sign_in(conn, "admin")
-        return await store.set_active(conn, target, False, reason.strip())
+    async def change(conn: asyncpg.Connection, target: str, why: str) -> bool:
+        return await store.set_active(conn, target, False, why)
 
-    if not _run(dsn, work):
-        _fail(f"no operator {target}")
-    typer.echo(f"operator {target} disabled")
+    typer.echo(f"operator {_admin_change(operator_id, reason, operator, dsn, change)} disabled")
 
 
 @operators_app.command("enable")
@@ -149,18 +161,11 @@ def enable(
     dsn: str | None = DsnOption,
 ) -> None:
     """Enable a disabled operator again."""
-    target = _checked_id(operator_id)
-    if not reason.strip():
-        _fail("--reason must not be blank")
-    admin = login(operator)
 
-    async def work(conn: asyncpg.Connection) -> bool:
-        await admin.sign_in(conn, "admin")
-        return await store.set_active(conn, target, True, reason.strip())
+    async def change(conn: asyncpg.Connection, target: str, why: str) -> bool:
+        return await store.set_active(conn, target, True, why)
 
-    if not _run(dsn, work):
-        _fail(f"no operator {target}")
-    typer.echo(f"operator {target} enabled")
+    typer.echo(f"operator {_admin_change(operator_id, reason, operator, dsn, change)} enabled")
 
 
 @operators_app.command("unlock")
@@ -171,18 +176,7 @@ def unlock(
     dsn: str | None = DsnOption,
 ) -> None:
     """End an operator's sign-in lock (five wrong passwords in a row lock it for 15 minutes)."""
-    target = _checked_id(operator_id)
-    if not reason.strip():
-        _fail("--reason must not be blank")
-    admin = login(operator)
-
-    async def work(conn: asyncpg.Connection) -> bool:
-        await admin.sign_in(conn, "admin")
-        return await store.unlock(conn, target, reason.strip())
-
-    if not _run(dsn, work):
-        _fail(f"no operator {target}")
-    typer.echo(f"operator {target} unlocked")
+    typer.echo(f"operator {_admin_change(operator_id, reason, operator, dsn, store.unlock)} unlocked")
 
 
 @operators_app.command("passwd")

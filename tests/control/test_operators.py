@@ -15,11 +15,15 @@ from tests.support.operators import PASSWORD, add_operators, operator_env
 
 
 def headend(
-    dsn: str, *args: str, password: str = PASSWORD, new: str | None = None
+    dsn: str, *args: str, password: str = PASSWORD, new: str | None = None, token: str | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """The CLI as a process, signed in with ``password``, or with ``token`` as a script (no password)."""
     env = operator_env(password)
     if new is not None:
         env["HEADEND_NEW_OPERATOR_PASSWORD"] = new
+    if token is not None:
+        del env["HEADEND_OPERATOR_PASSWORD"]
+        env["HEADEND_OPERATOR_TOKEN"] = token
     return subprocess.run(
         [sys.executable, "-m", "headend.cli", *args, "--dsn", dsn],
         capture_output=True,
@@ -340,19 +344,6 @@ async def test_five_wrong_passwords_lock_the_operator_until_an_admin_unlocks_or_
         await owner.close()
 
 
-def headend_with_token(dsn: str, token: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """The CLI as a script runs it: signed in with ``$HEADEND_OPERATOR_TOKEN``, no password anywhere."""
-    env = {k: v for k, v in operator_env().items() if k != "HEADEND_OPERATOR_PASSWORD"}
-    env["HEADEND_OPERATOR_TOKEN"] = token
-    return subprocess.run(
-        [sys.executable, "-m", "headend.cli", *args, "--dsn", dsn],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-
-
 async def test_a_script_signs_in_with_a_token_that_carries_some_roles_expires_and_can_be_revoked(
     pg_dsn: str,
 ) -> None:
@@ -379,20 +370,29 @@ async def test_a_script_signs_in_with_a_token_that_carries_some_roles_expires_an
         stored = await owner.fetch("SELECT digest, roles FROM operator_tokens")
         assert len(stored) == 1 and token not in stored[0]["digest"] and stored[0]["roles"] == ["cashier"]
 
-        listed = headend_with_token(pg_dsn, token, "operators", "token", "list", "1003", "--operator", "1003")
+        listed = headend(pg_dsn, "operators", "token", "list", "1003", "--operator", "1003", token=token)
         assert listed.returncode == 0, listed.stderr
         (record,) = [json.loads(line) for line in listed.stdout.splitlines()]
         assert record["label"] == "bank import" and record["last_used_at"] is not None
         assert token not in listed.stdout + listed.stderr
         # the token carries cashier only: a command (the operator role) is refused
-        command = headend_with_token(
-            pg_dsn, token, "commands", "create", "1", "disconnect", "--reason", "x", "--operator", "1003"
+        command = headend(
+            pg_dsn,
+            "commands",
+            "create",
+            "1",
+            "disconnect",
+            "--reason",
+            "x",
+            "--operator",
+            "1003",
+            token=token,
         )
         assert command.returncode == 1 and "does not carry the operator role" in command.stderr, (
             command.stderr
         )
         # another operator's token, a wrong token: refused, and never counted towards the password lock
-        wrong = headend_with_token(pg_dsn, token, "operators", "token", "list", "--operator", "1001")
+        wrong = headend(pg_dsn, "operators", "token", "list", "--operator", "1001", token=token)
         assert wrong.returncode == 1 and "unknown token" in wrong.stderr
         assert await owner.fetchval("SELECT failed_sign_ins FROM operators WHERE id = '1001'") == 0
 
@@ -408,7 +408,7 @@ async def test_a_script_signs_in_with_a_token_that_carries_some_roles_expires_an
             "1003",
         )
         assert revoked.returncode == 0, revoked.stderr
-        after = headend_with_token(pg_dsn, token, "operators", "token", "list", "1003", "--operator", "1003")
+        after = headend(pg_dsn, "operators", "token", "list", "1003", "--operator", "1003", token=token)
         assert after.returncode == 1 and "was revoked" in after.stderr
         trail = await owner.fetch(
             "SELECT actor, action FROM audit_log WHERE entity = 'operator' AND entity_id = '1003' ORDER BY id"
@@ -424,8 +424,8 @@ async def test_a_script_signs_in_with_a_token_that_carries_some_roles_expires_an
         )  # fmt: skip
         assert again.returncode == 0, again.stderr  # an admin makes one for another operator
         await owner.execute("UPDATE operator_tokens SET expires_at = now() WHERE label = 'monitor'")
-        late = headend_with_token(
-            pg_dsn, again.stdout.split()[-1], "operators", "token", "list", "1003", "--operator", "1003"
+        late = headend(
+            pg_dsn, "operators", "token", "list", "1003", "--operator", "1003", token=again.stdout.split()[-1]
         )
         assert late.returncode == 1 and "expired at" in late.stderr
     finally:
