@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TypeVar
 
 import asyncpg
@@ -138,6 +139,10 @@ def _admin_change(operator_id: str, reason: str, operator: str, dsn: str | None,
     return target
 
 
+async def _set_active(conn: asyncpg.Connection, target: str, reason: str, *, active: bool) -> bool:
+    return await store.set_active(conn, target, active, reason)
+
+
 @operators_app.command("disable")
 def disable(
     operator_id: str = typer.Argument(..., metavar="ID"),
@@ -146,10 +151,7 @@ def disable(
     dsn: str | None = DsnOption,
 ) -> None:
     """Disable an operator: they can no longer sign in, and their open session ends."""
-
-    async def change(conn: asyncpg.Connection, target: str, why: str) -> bool:
-        return await store.set_active(conn, target, False, why)
-
+    change = partial(_set_active, active=False)
     typer.echo(f"operator {_admin_change(operator_id, reason, operator, dsn, change)} disabled")
 
 
@@ -161,10 +163,7 @@ def enable(
     dsn: str | None = DsnOption,
 ) -> None:
     """Enable a disabled operator again."""
-
-    async def change(conn: asyncpg.Connection, target: str, why: str) -> bool:
-        return await store.set_active(conn, target, True, why)
-
+    change = partial(_set_active, active=True)
     typer.echo(f"operator {_admin_change(operator_id, reason, operator, dsn, change)} enabled")
 
 

@@ -161,6 +161,18 @@ async def test_bootstrap_add_list_passwd_disable(pg_dsn: str) -> None:
         pg_dsn, "operators", "passwd", "2", "--operator", "2", password="new-operator-pw", new="x-pw-12345"
     )
     assert gone.returncode == 1 and "unknown, disabled or wrong password" in gone.stderr
+    back = headend(
+        pg_dsn, "operators", "enable", "2", "--reason", "came back", "--operator", "1", password=admin_pw
+    )
+    assert back.returncode == 0 and "operator 2 enabled" in back.stdout, back.stderr
+    again = headend(
+        pg_dsn, "operators", "passwd", "2", "--operator", "2", password="new-operator-pw", new="x-pw-12345"
+    )
+    assert again.returncode == 0, again.stderr
+    nobody = headend(
+        pg_dsn, "operators", "enable", "77", "--reason", "x", "--operator", "1", password=admin_pw
+    )
+    assert nobody.returncode == 1 and "no operator 77" in nobody.stderr
 
     conn = await asyncpg.connect(pg_dsn)
     try:
@@ -171,6 +183,8 @@ async def test_bootstrap_add_list_passwd_disable(pg_dsn: str) -> None:
             ("1", "operator.added", "2"),
             ("2", "operator.password_changed", "2"),
             ("1", "operator.disabled", "2"),
+            ("1", "operator.enabled", "2"),
+            ("2", "operator.password_changed", "2"),
         ]
         assert await conn.fetchval("SELECT password_hash LIKE '$argon2id$%' FROM operators WHERE id = '2'")
     finally:
