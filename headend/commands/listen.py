@@ -114,7 +114,8 @@ def listen_command(
     seconds: Annotated[float, typer.Option("--for", help="Stop after this many seconds (0: Ctrl-C).")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line and event.")] = False,
 ) -> None:
-    """Print every device that dials in: identity, peer, time, heartbeats (nothing is sent to it)."""
+    """Print every device that dials in: identity, peer, time, heartbeats (nothing is sent to it but a
+    1376.1 concentrator's login and heartbeat confirmations)."""
     try:
         if kind not in KINDS:
             raise ValueError(f"--kind must be one of {', '.join(KINDS)}")
