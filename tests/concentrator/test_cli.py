@@ -20,7 +20,8 @@ from headend.transport.url import parse_channel_url
 from protocols.gdw1376 import Afn, ArchiveRecord, CurveRequest, DailyReading, unit
 from simulators.bus import DEFAULT_PASSWORD
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
-from tests.concentrator.support import ADDRESS, inventory_toml, listening, url_of, wait_off_the_clock_guard
+from tests.concentrator.support import ADDRESS, inventory_toml, listening, url_of
+from tests.support.clock import wait_off_the_clock_guard
 from tests.support.operators import add_operators, operator_env
 
 pytestmark = pytest.mark.timeout(120)
