@@ -74,7 +74,14 @@ def demo_config(options: DemoOptions, workdir: Path) -> HeadendConfig:
                 "retry_every": f"{i}s",
                 "max_intervals_per_meter": 20,
             },
-            "clock": {"enabled": True, "check_every": f"{2 * i}s", "max_drift": "30s"},
+            # guards of seconds, not a minute: the fast clock is corrected at any hour the demo runs
+            "clock": {
+                "enabled": True,
+                "check_every": f"{2 * i}s",
+                "max_drift": "30s",
+                "boundary_guard": "5s",
+                "midnight_guard": "5s",
+            },
             "events": {"enabled": True, "collect_every": f"{4 * i}s"},
             "metrics": {"port": options.metrics_port},
             "listen": {  # the simulated cellular DTU dials in to the first, the concentrator to the second
