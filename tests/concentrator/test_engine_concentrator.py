@@ -16,14 +16,8 @@ from headend.inventory import import_inventory, read_inventory
 from headend.store.writer import ReadingWriter
 from headend.transport.concentrator import ConcentratorLink
 from simulators.bus import DEFAULT_PASSWORD
-from tests.concentrator.support import (
-    engine_config,
-    inventory_toml,
-    listening,
-    url_of,
-    wait_for,
-    wait_off_the_clock_guard,
-)
+from tests.concentrator.support import engine_config, inventory_toml, listening, url_of, wait_for
+from tests.support.clock import wait_off_the_clock_guard
 
 pytestmark = pytest.mark.timeout(120)
 
