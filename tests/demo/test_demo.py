@@ -86,7 +86,9 @@ def _check_demo_run(tmp_path: Path, run_dir: Path) -> None:
     for channel in summary["channels"]:
         assert channel["cycles"] >= 2, channel
         failure = sum(channel["fault_rates"].values()) * PLAN_EXCHANGES  # per read, before any retry
-        offline_share = 1 / channel["due"] if "offline=" in channel["faults"] else 0.0
+        # the meter that drops off for an interval misses that cycle, and the next one too when its clock
+        # or event job in the window also failed (three failures: quarantined for one backoff of 15 s)
+        offline_share = 2 / channel["due"] if "offline=" in channel["faults"] else 0.0
         assert channel["success_rate"] >= 1 - failure - offline_share, (
             channel,
             _failures(run_dir / "headend.log"),
