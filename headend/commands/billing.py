@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,8 +17,7 @@ from headend.billing.payments import PaymentError, PaymentOutcome, import_csv, p
 from headend.billing.tariff import TariffError
 from headend.billing.vee import HoldError, resolve_hold, validate_new
 from headend.commands.auth import OperatorOption, login
-from headend.commands.common import DsnOption, fail, run_with_conn
-from headend.config import ConfigError, HeadendConfig, load_config
+from headend.commands.common import ConfigOption, DsnOption, chosen_config, fail, run_with_conn
 from headend.operators import OperatorError
 from headend.store.accounts import account_statuses, billable_accounts
 from headend.store.audit import audit
@@ -28,18 +26,6 @@ from headend.store.vee import open_holds
 billing_app = typer.Typer(
     help="Billing: payments, account status, billing runs, meter replacement.", no_args_is_help=True
 )
-ConfigOption = typer.Option(
-    None, "--config", "-c", help="Config file (default: $HEADEND_CONFIG, else defaults)."
-)
-
-
-def _config(path: Path | None) -> HeadendConfig:
-    """The configuration from ``--config``, else ``$HEADEND_CONFIG``, else the defaults."""
-    chosen = path or (Path(os.environ["HEADEND_CONFIG"]) if os.environ.get("HEADEND_CONFIG") else None)
-    try:
-        return load_config(chosen)
-    except ConfigError as exc:
-        fail(str(exc))
 
 
 @billing_app.command("pay")
@@ -169,7 +155,7 @@ def bill(
     start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
     if end <= start:
         fail(f"--to {end.isoformat()} must be after --from {start.isoformat()}")
-    days = due_days if due_days is not None else _config(config).billing.due_days
+    days = due_days if due_days is not None else chosen_config(config).billing.due_days
     try:
         limits.days(days, "--due-days")
     except ValueError as exc:

@@ -4,24 +4,41 @@ error helper (a one-line message on stderr, exit code != 0, no traceback)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import NoReturn, TypeVar
 
 import asyncpg
 import typer
 
+from headend.config import ConfigError, HeadendConfig, load_config
 from headend.store.dsn import resolve_dsn
 from headend.store.embedded import EmbeddedPostgresError
 
 T = TypeVar("T")
 
 DsnOption = typer.Option(None, "--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server).")
+ConfigOption = typer.Option(
+    None, "--config", "-c", help="Config file (default: $HEADEND_CONFIG, else defaults)."
+)
 
 
 def fail(message: str, *, code: int = 1, prefix: str = "error: ") -> NoReturn:
     """Print ``message`` on stderr and exit with ``code``."""
     typer.echo(f"{prefix}{message}", err=True)
     raise typer.Exit(code)
+
+
+def chosen_config(path: Path | None) -> HeadendConfig:
+    """The configuration from ``--config``, else ``$HEADEND_CONFIG``, else the defaults (a bad file is
+    one error line)."""
+    from_env = path is None and bool(os.environ.get("HEADEND_CONFIG"))
+    chosen = path or (Path(os.environ["HEADEND_CONFIG"]) if from_env else None)
+    try:
+        return load_config(chosen)
+    except ConfigError as exc:
+        fail(f"HEADEND_CONFIG: {exc}" if from_env else str(exc))
 
 
 def target_dsn(dsn: str | None) -> str:

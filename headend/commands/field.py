@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import asyncpg
@@ -27,8 +28,8 @@ from rich.table import Table
 
 from headend import limits
 from headend.commands.auth import Login, login
+from headend.commands.common import ConfigOption, chosen_config
 from headend.commands.listen import Heartbeat, Listen, Wait, open_field_channel
-from headend.config import ClockConfig
 from headend.control.field_switch import field_switch
 from headend.drivers import DriverError, ModbusDriver, make_driver
 from headend.drivers.gdw1376_terminal import TerminalClock, read_terminal_clock
@@ -460,13 +461,15 @@ def clock_command(
     no_record: Annotated[
         bool, typer.Option("--no-record", help="No database: --sync without an audit record.")
     ] = False,
+    config: Path | None = ConfigOption,
     as_json: Json = False,
     port: Port = None,
 ) -> None:
     """Read (and with --sync correct) the meter clock, or a concentrator's own clock (no --address).
 
-    --sync writes the clock: it names an operator; with a database (--dsn or $HEADEND_DSN) the operator
-    signs in and the correction is audited; without one, --no-record is required."""
+    --sync writes the clock under the daemon's clock policy ([clock] of --config or $HEADEND_CONFIG, else
+    the defaults) and names an operator; with a database (--dsn or $HEADEND_DSN) the operator signs in
+    and the correction is audited; without one, --no-record is required."""
     via = Via(port)
     dial_in = DialIn(listen, wait, heartbeat)
     database = (dsn or os.environ.get("HEADEND_DSN")) if sync else None
@@ -476,19 +479,20 @@ def clock_command(
     except (FieldError, OperatorError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from None
+    policy = ClockPolicy.from_config(chosen_config(config).clock) if sync else None
     me = login(operator) if database else None
 
     async def sync_clock() -> dict[str, Any]:
         if address is None and parse_channel_url(url).scheme in CONCENTRATOR_SCHEMES:
-            return await _terminal_clock(url, secrets, dial_in, sync)
-        if sync:
+            return await _terminal_clock(url, secrets, dial_in, policy)
+        if policy is not None:
             check_write_target(protocol, address, unit)
         channel, driver = await _driver(
             url, protocol, address, unit, model, secrets, dial_in, via, writes=sync
         )
         try:
-            if sync:
-                result = await check_clock(driver, ClockPolicy.from_config(ClockConfig()))
+            if policy is not None:
+                result = await check_clock(driver, policy)
                 return {
                     "meter_time": result.meter_time,
                     "drift_s": result.drift_before,
@@ -557,21 +561,23 @@ async def _audited_clock_sync(
         await conn.close()
 
 
-async def _terminal_clock(url: str, secrets: str | None, dial_in: DialIn, sync: bool) -> dict[str, Any]:
-    """A concentrator's clock: AFN 0C F2, and with ``sync`` AFN 05 F31 under the meters' clock policy."""
-    pw = _secrets(secrets, sync).concentrator_pw(parse_channel_url(url).terminal)
+async def _terminal_clock(
+    url: str, secrets: str | None, dial_in: DialIn, policy: ClockPolicy | None
+) -> dict[str, Any]:
+    """A concentrator's clock: AFN 0C F2, and with a ``policy`` (a sync) AFN 05 F31 under it."""
+    pw = _secrets(secrets, policy is not None).concentrator_pw(parse_channel_url(url).terminal)
     link = await open_field_channel(url, dial_in.listen, dial_in.wait_s)
     assert isinstance(link, ConcentratorLink)
     link.set_pw(pw)
     try:
-        if not sync:
+        if policy is None:
             clock = await read_terminal_clock(link)
             return {
                 "concentrator": link.key,
                 "clock": clock,
                 "drift_s": (clock - datetime.now(UTC)).total_seconds(),
             }
-        result = await check_clock(TerminalClock(link), ClockPolicy.from_config(ClockConfig()))
+        result = await check_clock(TerminalClock(link), policy)
         return {
             "concentrator": link.key,
             "clock": result.meter_time,
