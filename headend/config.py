@@ -295,6 +295,7 @@ class BillingConfig(_Section):
     )  # never flag arrears for less than this owed
     due_days: int = Field(15, ge=0)
     run_every: Duration = 900.0  # scheduled prepaid billing (service headend.billing.service:run)
+    validate_every: Duration = 60.0  # VEE of newly stored energy readings between billing passes
     identity_every: Duration = 86400.0  # meter number check (a different device: billing hold)
 
 

@@ -1,6 +1,7 @@
 """Scheduled billing: validate what was stored, then bill prepaid balances up to the validated readings.
 
-In the daemon: ``[engine] services = ["headend.billing.service:run", ...]``, every
+In the daemon: ``[engine] services = ["headend.billing.service:run", ...]``: newly stored energy
+readings are validated every ``[billing] validate_every`` (a minute by default), balances billed every
 ``[billing] run_every``. Each pass checks the meter number of meters not checked for
 ``[billing] identity_every`` (a different device at the address holds the meter), validates the
 energy readings stored since the last pass (headend.billing.vee), then bills every active prepaid
@@ -103,19 +104,38 @@ async def run_pass(engine: ServiceHost) -> list[BilledPeriod]:
     return periods
 
 
+async def validate_pass(engine: ServiceHost) -> None:
+    """Validate the energy readings stored since the last pass (suspects marked, holds opened)."""
+    async with engine.pool.acquire() as conn:
+        report = await validate_new(conn)
+        for meter_id, reason in report.holds:
+            log.warning("billing hold", extra={"meter_id": meter_id, "reason": reason})
+        if report.holds:
+            engine.metrics.billing_holds.set(await count_open_holds(conn))
+
+
 async def run(engine: ServiceHost) -> None:
-    """Run a billing pass every ``[billing] run_every`` until the daemon stops; failures are counted.
-    A database outage is said once (when it starts), not once per pass, and is not a failed pass."""
+    """Validate new readings every ``[billing] validate_every`` and run a billing pass every
+    ``[billing] run_every`` until the daemon stops; failures are counted. A database outage is said
+    once (when it starts), not once per pass, and is not a failed pass."""
+    loop = asyncio.get_running_loop()
+    billing = engine.config.billing
     waiting = False
+    next_bill = loop.time()
     while True:
+        billing_due = loop.time() >= next_bill
         try:
-            await run_pass(engine)
+            if billing_due:
+                next_bill = loop.time() + billing.run_every
+                await run_pass(engine)
+            else:
+                await validate_pass(engine)
             waiting = False
         except UNAVAILABLE as exc:
             if not waiting:
                 log.warning("billing waits for the database", extra={"error": f"{type(exc).__name__}: {exc}"})
             waiting = True
         except Exception:
-            engine.metrics.failed_passes.labels("billing").inc()
-            log.exception("billing pass failed")
-        await asyncio.sleep(engine.config.billing.run_every)
+            engine.metrics.failed_passes.labels("billing" if billing_due else "validation").inc()
+            log.exception("billing pass failed" if billing_due else "validation pass failed")
+        await asyncio.sleep(max(0.0, min(billing.validate_every, next_bill - loop.time())))

@@ -61,7 +61,14 @@ def verdict(
 
 
 async def validate_new(conn: asyncpg.Connection) -> ValidationReport:
-    """Validate every energy reading stored since the last pass; marks suspects and opens holds."""
+    """Validate every energy reading stored since the last pass; marks suspects and opens holds (one
+    pass at a time: concurrent passes wait for each other)."""
+    async with conn.transaction():
+        await store.lock_validation(conn)
+        return await _validate_new(conn)
+
+
+async def _validate_new(conn: asyncpg.Connection) -> ValidationReport:
     report = ValidationReport()
     registers = {(r["meter_id"], r["quantity_id"]): r for r in await store.meters_to_validate(conn)}
     readings = await store.new_readings(conn)

@@ -9,6 +9,12 @@ import asyncpg
 ENERGY_REGISTERS = ["energy_import_kwh", *(f"energy_import_t{n}_kwh" for n in range(1, 5))]
 
 
+async def lock_validation(conn: asyncpg.Connection) -> None:
+    """Serialise validation passes (the daemon's service, ``headend billing bill``) until the end of
+    the current transaction: each pass sees what the previous one validated."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('headend.vee'))")
+
+
 async def meters_to_validate(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Per meter and energy register: the meter's limits and its validation state (NULL when new)."""
     return await conn.fetch(

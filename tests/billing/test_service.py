@@ -145,6 +145,62 @@ async def test_the_daemon_runs_the_billing_service(pg_dsn: str, tmp_path: object
         await conn.close()
 
 
+async def test_the_daemon_validates_new_readings_between_billing_passes(pg_dsn: str, tmp_path: Path) -> None:
+    """A reading is validated within ``[billing] validate_every`` of being stored, not only at the next
+    billing pass (an hour away here): a drop that is no rollover is suspect and holds the meter."""
+    from headend.config import validate_config
+    from headend.engine.engine import Engine
+    from headend.engine.ports import DriverPort
+    from headend.store.writer import ReadingWriter
+
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        tariff, channel = await _flat_tariff_and_channel(conn, "1.00")
+        account = await conn.fetchval(
+            "INSERT INTO accounts (number, kind, tariff_id) VALUES ('V-1', 'prepaid', $1) RETURNING id",
+            tariff,
+        )
+        meter = await conn.fetchval(
+            "INSERT INTO meters (protocol, address, model, channel_id, account_id) VALUES "
+            "('dlt645-2007', '1', 'dlt645-generic', $1, $2) RETURNING id",
+            channel,
+            account,
+        )
+        await _reading(conn, meter, T0, 10.0)
+        await _reading(conn, meter, T0 + timedelta(minutes=15), 14.0)
+        config = validate_config(
+            {
+                "engine": {"services": ["headend.billing.service:run"]},
+                "billing": {"run_every": "1h", "validate_every": "200ms"},
+                "metrics": {"port": 0},
+                "backfill": {"enabled": False},
+            },
+            "test",
+        )
+        engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+        await engine.start()
+        try:
+            async with asyncio.timeout(30):
+                while await conn.fetchval("SELECT count(*) FROM ledger WHERE kind = 'charge'") != 1:
+                    await asyncio.sleep(0.05)  # the first billing pass, at start
+                await _reading(conn, meter, T0 + timedelta(minutes=30), 3.0)  # a swapped meter?
+                while not await conn.fetchval(
+                    "SELECT count(*) FROM vee_holds WHERE meter_id = $1 AND resolved_at IS NULL", meter
+                ):
+                    await asyncio.sleep(0.05)
+        finally:
+            await engine.stop()
+        quality = await conn.fetchval(
+            "SELECT quality::text FROM readings WHERE meter_id = $1 AND ts = $2",
+            meter,
+            T0 + timedelta(minutes=30),
+        )
+        assert quality == "suspect"
+        assert await conn.fetchval("SELECT count(*) FROM ledger WHERE kind = 'charge'") == 1  # no second pass
+    finally:
+        await conn.close()
+
+
 async def test_billing_says_a_database_outage_once_not_once_per_pass(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
