@@ -11,7 +11,11 @@ import asyncpg
 import pytest
 
 from headend.billing.service import bill_due_prepaid
+from headend.config import validate_config
+from headend.engine.engine import Engine
+from headend.engine.ports import DriverPort
 from headend.store import maintenance
+from headend.store.writer import ReadingWriter
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -43,6 +47,40 @@ async def _flat_tariff_and_channel(conn: asyncpg.Connection, price: str) -> tupl
         " VALUES ('c', 'tcp', '127.0.0.1:1', false) RETURNING id"
     )
     return tariff, channel
+
+
+async def _account_read_twice(conn: asyncpg.Connection, number: str) -> tuple[int, int]:
+    """A prepaid account at 1.00 per kWh with one meter read at T0 (10.0) and 15 minutes later (14.0):
+    ``(account, meter)``."""
+    tariff, channel = await _flat_tariff_and_channel(conn, "1.00")
+    account = await conn.fetchval(
+        "INSERT INTO accounts (number, kind, tariff_id) VALUES ($1, 'prepaid', $2) RETURNING id",
+        number,
+        tariff,
+    )
+    meter = await conn.fetchval(
+        "INSERT INTO meters (protocol, address, model, channel_id, account_id) VALUES "
+        "('dlt645-2007', '1', 'dlt645-generic', $1, $2) RETURNING id",
+        channel,
+        account,
+    )
+    await _reading(conn, meter, T0, 10.0)
+    await _reading(conn, meter, T0 + timedelta(minutes=15), 14.0)
+    return account, meter
+
+
+def _billing_daemon(pg_dsn: str, tmp_path: Path, billing: dict[str, str]) -> Engine:
+    """An engine running only the billing service with these ``[billing]`` settings (not started)."""
+    config = validate_config(
+        {
+            "engine": {"services": ["headend.billing.service:run"]},
+            "billing": billing,
+            "metrics": {"port": 0},
+            "backfill": {"enabled": False},
+        },
+        "test",
+    )
+    return Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
 
 
 async def test_each_pass_bills_new_readings_once_and_defers_incomplete_accounts(pg_dsn: str) -> None:
@@ -90,40 +128,11 @@ async def test_each_pass_bills_new_readings_once_and_defers_incomplete_accounts(
         await conn.close()
 
 
-async def test_the_daemon_runs_the_billing_service(pg_dsn: str, tmp_path: object) -> None:
-    from pathlib import Path
-
-    from headend.config import validate_config
-    from headend.engine.engine import Engine
-    from headend.engine.ports import DriverPort
-    from headend.store.writer import ReadingWriter
-
+async def test_the_daemon_runs_the_billing_service(pg_dsn: str, tmp_path: Path) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
-        tariff, channel = await _flat_tariff_and_channel(conn, "1.00")
-        account = await conn.fetchval(
-            "INSERT INTO accounts (number, kind, tariff_id) VALUES ('D-1', 'prepaid', $1) RETURNING id",
-            tariff,
-        )
-        meter = await conn.fetchval(
-            "INSERT INTO meters (protocol, address, model, channel_id, account_id) VALUES "
-            "('dlt645-2007', '1', 'dlt645-generic', $1, $2) RETURNING id",
-            channel,
-            account,
-        )
-        await _reading(conn, meter, T0, 10.0)
-        await _reading(conn, meter, T0 + timedelta(minutes=15), 14.0)
-        config = validate_config(
-            {
-                "engine": {"services": ["headend.billing.service:run"]},
-                "billing": {"run_every": "200ms"},
-                "metrics": {"port": 0},
-                "backfill": {"enabled": False},
-            },
-            "test",
-        )
-        spool = Path(str(tmp_path)) / "spool"
-        engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=spool), DriverPort())
+        account, meter = await _account_read_twice(conn, "D-1")
+        engine = _billing_daemon(pg_dsn, tmp_path, {"run_every": "200ms"})
 
         async def balance_becomes(expected: str) -> Decimal:
             for _ in range(50):
@@ -148,36 +157,10 @@ async def test_the_daemon_runs_the_billing_service(pg_dsn: str, tmp_path: object
 async def test_the_daemon_validates_new_readings_between_billing_passes(pg_dsn: str, tmp_path: Path) -> None:
     """A reading is validated within ``[billing] validate_every`` of being stored, not only at the next
     billing pass (an hour away here): a drop that is no rollover is suspect and holds the meter."""
-    from headend.config import validate_config
-    from headend.engine.engine import Engine
-    from headend.engine.ports import DriverPort
-    from headend.store.writer import ReadingWriter
-
     conn = await asyncpg.connect(pg_dsn)
     try:
-        tariff, channel = await _flat_tariff_and_channel(conn, "1.00")
-        account = await conn.fetchval(
-            "INSERT INTO accounts (number, kind, tariff_id) VALUES ('V-1', 'prepaid', $1) RETURNING id",
-            tariff,
-        )
-        meter = await conn.fetchval(
-            "INSERT INTO meters (protocol, address, model, channel_id, account_id) VALUES "
-            "('dlt645-2007', '1', 'dlt645-generic', $1, $2) RETURNING id",
-            channel,
-            account,
-        )
-        await _reading(conn, meter, T0, 10.0)
-        await _reading(conn, meter, T0 + timedelta(minutes=15), 14.0)
-        config = validate_config(
-            {
-                "engine": {"services": ["headend.billing.service:run"]},
-                "billing": {"run_every": "1h", "validate_every": "200ms"},
-                "metrics": {"port": 0},
-                "backfill": {"enabled": False},
-            },
-            "test",
-        )
-        engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+        _account, meter = await _account_read_twice(conn, "V-1")
+        engine = _billing_daemon(pg_dsn, tmp_path, {"run_every": "1h", "validate_every": "200ms"})
         await engine.start()
         try:
             async with asyncio.timeout(30):
