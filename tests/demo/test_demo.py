@@ -89,7 +89,12 @@ def _check_demo_run(tmp_path: Path, run_dir: Path) -> None:
         # the meter that drops off for an interval misses that cycle, and the next one too when its clock
         # or event job in the window also failed (three failures: quarantined for one backoff of 15 s)
         offline_share = 2 / channel["due"] if "offline=" in channel["faults"] else 0.0
-        assert channel["success_rate"] >= 1 - failure - offline_share, (
+        # over some 20 reads a channel's failures scatter (binomially) around its fault rate, and a
+        # failed read can cost its meter the next cycle in quarantine: three times the rate is the bound
+        # (17/20 on the 1997 bus and on the TCP bus each failed a bound of one times the rate in CI runs),
+        # plus one read that may time out on a loaded machine
+        slack = 3 * failure + offline_share + 1 / channel["due"]
+        assert channel["success_rate"] >= 1 - slack, (
             channel,
             _failures(run_dir / "headend.log"),
         )
