@@ -11,16 +11,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 
 import asyncpg
 
-from headend.config import ListenConfig, ListenerConfig
+from headend.config import ListenConfig, ListenerConfig, ListenerTlsConfig
 from headend.store.dialin import PendingRow, save_pending
 from headend.transport.hub import DialinHub
 from headend.transport.identify import RegistrationFormat, parse_pattern
 from headend.transport.listener import Listener, ListenerSpec
+from headend.transport.url import parse_networks
 
 log = logging.getLogger(__name__)
+
+
+def tls_context(config: ListenerTlsConfig) -> ssl.SSLContext:
+    """A server context that requires a client certificate signed by ``client_ca`` (raises OSError
+    or ssl.SSLError for unreadable or mismatched files)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(config.client_ca))
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(config.cert), str(config.key))
+    return context
 
 
 def listener_spec(config: ListenerConfig) -> ListenerSpec:
@@ -43,6 +55,10 @@ def listener_spec(config: ListenerConfig) -> ListenerSpec:
         silent_timeout_s=config.silent_timeout,
         max_connections=config.max_connections,
         max_per_address=config.max_per_address,
+        allow=tuple(n for item in config.allow for n in parse_networks(item)),
+        conflict=config.conflict,
+        replace_silent_after_s=config.replace_silent_after,
+        tls=tls_context(config.tls) if config.tls is not None else None,
     )
 
 

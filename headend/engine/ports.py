@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from headend.metrics import EngineMetrics
     from headend.transport import Bus
     from headend.transport.hub import DialinHub
+    from headend.transport.url import ChannelConfig
 
 log = logging.getLogger(__name__)
 SECRETS_RETRY_S = 60.0  # an unreadable secrets file is tried again this often
@@ -75,15 +76,22 @@ def _driver_errors(*names: str) -> tuple[type[BaseException], ...]:
     return tuple(getattr(base, name) for name in names if hasattr(base, name))
 
 
-def _dialin_device(spec: ChannelSpec) -> tuple[str, str] | None:
-    """The (listener kind, identity) a dial-in channel's device names itself with (None: the
-    channel connects out)."""
+def _dialin_config(spec: ChannelSpec) -> ChannelConfig | None:
+    """The parsed URL of a dial-in channel (None: the channel connects out, or vetting refuses it)."""
     from headend.transport import ChannelUrlError, parse_channel_url
 
     try:
-        return parse_channel_url(spec.url).device
+        config = parse_channel_url(spec.url)
     except ChannelUrlError:
         return None  # vetting refuses such rows before a worker exists
+    return config if config.device is not None else None
+
+
+def _dialin_device(spec: ChannelSpec) -> tuple[str, str] | None:
+    """The (listener kind, identity) a dial-in channel's device names itself with (None: the
+    channel connects out)."""
+    config = _dialin_config(spec)
+    return config.device if config is not None else None
 
 
 class DriverPort:
@@ -137,8 +145,10 @@ class DriverPort:
     def inventory_loaded(self, channels: Iterable[ChannelSpec]) -> None:
         """Tell the dial-in front end which identities the inventory's dial-in channels have."""
         if self.hub is not None:
+            configs = [c for c in map(_dialin_config, channels) if c is not None and c.device is not None]
             self.hub.inventory_loaded(
-                device for device in map(_dialin_device, channels) if device is not None
+                (c.device for c in configs if c.device is not None),
+                {c.device: c.allow for c in configs if c.device is not None and c.allow},
             )
 
     def online(self, spec: ChannelSpec) -> bool | None:

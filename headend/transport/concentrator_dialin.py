@@ -11,17 +11,21 @@ when a request finds none (pull; ``wait_s`` 0 in the daemon: an absent concentra
 with :class:`~headend.transport.hub.ChannelOffline`). The link reads
 the connection as a stream that starts with the login frame, so it confirms the login and every
 later heartbeat itself; the connection stays owned by the listener (its caps, silence timeout and
-counts apply).
+counts apply). A request left unanswered (nothing received from the concentrator, not even a
+heartbeat) marks the connection as not answering, so a newer login may replace it; the channel's
+``allow`` networks are passed to the hub.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
-from headend.transport.concentrator import ConcentratorLink, _Stream
+from headend.transport.concentrator import ConcentratorLink, ConcentratorTimeout, _Stream
 from headend.transport.hub import DialinHub
 from headend.transport.listener import Inbound
 from headend.transport.url import ChannelConfig
+from protocols.gdw1376 import Frame, Unit
 
 
 class _LinkStream(asyncio.StreamReaderProtocol):
@@ -51,8 +55,22 @@ class DialinConcentratorLink(ConcentratorLink):
         self.hub = hub
         self.device = config.device
         self._watching = True
-        hub.expect(self.device)
+        hub.expect(self.device, config.allow)
         hub.watch(self.device, self._bound)
+
+    async def request(
+        self, afn: int, units: Sequence[Unit], *, extra_s: float = 0.0, retries: int | None = None
+    ) -> list[Frame]:
+        """As :meth:`ConcentratorLink.request`; a timeout with nothing received marks the connection."""
+        inbound = self.hub.live.get(self.device)
+        received = inbound.last_rx if inbound is not None else 0.0
+        try:
+            return await super().request(afn, units, extra_s=extra_s, retries=retries)
+        except ConcentratorTimeout:
+            silent = inbound is not None and inbound.last_rx == received
+            if silent and inbound is self.hub.live.get(self.device):
+                inbound.missed()  # type: ignore[union-attr]
+            raise
 
     async def open(self) -> None:
         """Take the terminal's connection if it is already up (its login is then confirmed at once)."""

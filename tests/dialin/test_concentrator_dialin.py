@@ -83,18 +83,20 @@ async def test_engine_reads_a_concentrator_bound_by_login_through_the_listener(
             assert len(voltage) == 4 and all(r["ts"] == ts for r in energy + voltage)
             assert sim.counts["afn_0C"] == 1 and sim.counts["login_failures"] == 0
 
-            # a newer login of the same terminal replaces the connection; reads go to the new one
-            async with SimConcentrator(replace(spec, redial_s=60)) as newer:
+            # a second login of the connected terminal while it answers is a conflict: the newcomer
+            # is closed unconfirmed, the established connection keeps getting the requests
+            async with SimConcentrator(replace(spec, redial_s=0.2)) as second:
 
-                async def replaced() -> bool:
-                    return hub.counts["replaced"] == 1 and newer.logged_in.is_set()
+                async def conflicted() -> bool:
+                    return hub.counts["conflict"] >= 2 and hub.counts["closed_conflict"] >= 2
 
-                await wait_for(replaced, 20, "the newer login to replace the older connection")
+                await wait_for(conflicted, 20, "the second login to be refused twice")
                 earlier = ts - timedelta(hours=1)
                 engine.run_cycle(earlier)
                 await engine.wait_cycles()
                 await engine.writer.flush()
-                assert newer.counts["afn_0C"] == 1 and sim.counts["afn_0C"] == 1
+                assert sim.counts["afn_0C"] == 2 and second.counts["afn_0C"] == 0
+                assert not second.logged_in.is_set() and hub.counts["replaced"] == 0
                 again = await conn.fetch(ENERGY_SQL, "energy_import_kwh")
                 assert len([r for r in again if r["ts"] == earlier]) == 4
 
