@@ -32,7 +32,7 @@ from headend.commands.common import ConfigOption, chosen_config
 from headend.commands.listen import Heartbeat, Listen, Wait, open_field_channel
 from headend.control.field_switch import field_switch
 from headend.drivers import DriverError, ModbusDriver, make_driver
-from headend.drivers.gdw1376_terminal import TerminalClock, read_terminal_clock
+from headend.drivers.gdw1376_terminal import TerminalClock, read_archive, read_terminal_clock
 from headend.engine.clock import ClockPolicy, check_clock
 from headend.operators import OperatorError, check_operator_id
 from headend.secrets import MeterSecrets, SecretsError
@@ -47,6 +47,7 @@ from headend.transport import (
     check_protocol,
     parse_channel_url,
 )
+from headend.transport.bus import VerifiedBus
 from protocols.dlt645 import (
     BROADCAST_ADDRESS,
     Deframer,
@@ -111,14 +112,63 @@ def _secrets(path: str | None, writes: bool) -> MeterSecrets:
         return MeterSecrets()
 
 
+MeterNumber = Annotated[
+    str | None,
+    typer.Option(
+        "--meter-number",
+        help="Through a DTU that dials in: the meter's number (04 00 04 02); the password goes out only"
+        " after the meter answered with it.",
+    ),
+]
+ARCHIVE_SCAN = 64  # archive serials searched for the meter when verifying a dial-in concentrator
+
+
 @dataclass(frozen=True, slots=True)
 class DialIn:
     """The ``--listen`` options: for a device that dials in (``dtu://ID``, ``gdw1376://ADDRESS``),
-    where it dials and how long to wait."""
+    where it dials, how long to wait, and the meter number that verifies a DTU before a write."""
 
     listen: str | None = None
     wait_s: float = 60.0
     heartbeat: str = ""
+    meter_number: str | None = None
+
+
+async def _verify_dial_in(channel: Any, driver: Any, dial_in: DialIn, via: Via, writes: bool) -> None:
+    """No password to a device that dialled in before it proved who it is: a concentrator's archive
+    must list the meter (address on ``--port``, at ``--pn`` if given), a DTU's meter must answer
+    ``--meter-number`` (needed for writes). Raises FieldError for other meters or a missing number."""
+    if not isinstance(channel, VerifiedBus) or not channel.verification_due:
+        return
+    if isinstance(channel, ConcentratorLink):
+        serials = [via.pn] if via.pn is not None else list(range(1, ARCHIVE_SCAN + 1))
+
+        async def listed() -> bool:
+            found = await read_archive(channel, serials)
+            return any(
+                r.address == driver.address and r.port == via.port and (via.pn is None or r.pn == via.pn)
+                for r in found.values()
+            )
+
+        if await channel.verify(listed) is False:
+            raise FieldError(
+                f"{channel.label}: its archive does not list meter {driver.address}: not trusted"
+            )
+        return
+    if dial_in.meter_number is None:
+        if writes:
+            raise FieldError(
+                f"{channel.label} dialled in: give --meter-number (the meter's 04 00 04 02) so that it"
+                " proves who it is before the password is sent"
+            )
+        return
+    number = dial_in.meter_number
+
+    async def answers() -> bool:
+        return str(await driver.read_di("04000402")) == number
+
+    if await channel.verify(answers) is False:
+        raise FieldError(f"{channel.label}: meter {driver.address} does not answer meter number {number}")
 
 
 async def _driver(
@@ -144,7 +194,13 @@ async def _driver(
         store = _secrets(secrets, writes)
         link = await open_field_channel(url, dial_in.listen, dial_in.wait_s)
         point = {"port": via.port, "pn": via.pn}
-        return link, make_driver(protocol, link, address.rjust(12, "0"), model, store, **point)
+        try:
+            meter = make_driver(protocol, link, address.rjust(12, "0"), model, store, **point)
+            await _verify_dial_in(link, meter, dial_in, via, writes)
+        except BaseException:
+            await link.close()
+            raise
+        return link, meter
     if via.port is not None or via.pn is not None:
         raise FieldError("--port and --pn are for meters behind a concentrator (gdw1376 URLs)")
     if protocol == "modbus":
@@ -164,7 +220,9 @@ async def _driver(
     try:
         if credentials is None:
             return channel, make_driver("modbus", channel, target, model)
-        return channel, make_driver(protocol, channel, target, model, credentials)
+        driver = make_driver(protocol, channel, target, model, credentials)
+        await _verify_dial_in(channel, driver, dial_in, via, writes)
+        return channel, driver
     except BaseException:
         await channel.close()  # a --listen channel stops its listener
         raise
@@ -303,6 +361,7 @@ def switch_command(
     listen: Listen = None,
     wait: Wait = 60.0,
     heartbeat: Heartbeat = "",
+    meter_number: MeterNumber = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the command; send nothing.")] = False,
     as_json: Json = False,
     port: Port = None,
@@ -315,7 +374,7 @@ def switch_command(
     action = action.replace("-", "_")
     via = Via(port)
     database = dsn or os.environ.get("HEADEND_DSN")
-    dial_in = DialIn(listen, wait, heartbeat)
+    dial_in = DialIn(listen, wait, heartbeat, meter_number)
     try:
         if action not in ("off", "on", "close_allowed"):
             raise FieldError("action must be off, on or close-allowed")
@@ -451,6 +510,7 @@ def clock_command(
     listen: Listen = None,
     wait: Wait = 60.0,
     heartbeat: Heartbeat = "",
+    meter_number: MeterNumber = None,
     sync: Annotated[bool, typer.Option("--sync", help="Correct the clock if it is off.")] = False,
     operator: Annotated[
         str | None, typer.Option("--operator", help="With --sync: your operator id (工号), signed in.")
@@ -471,7 +531,7 @@ def clock_command(
     the defaults) and names an operator; with a database (--dsn or $HEADEND_DSN) the operator signs in
     and the correction is audited; without one, --no-record is required."""
     via = Via(port)
-    dial_in = DialIn(listen, wait, heartbeat)
+    dial_in = DialIn(listen, wait, heartbeat, meter_number)
     database = (dsn or os.environ.get("HEADEND_DSN")) if sync else None
     try:
         if sync:

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SECRETS_RETRY_S = 60.0  # an unreadable secrets file is tried again this often
+IDENTITY_TRIES = 3  # meters asked for their number when verifying a dial-in connection
+METER_NUMBER_DI = "04000402"
 
 
 def values_of(result: Any) -> dict[str, float]:
@@ -169,6 +171,24 @@ class DriverPort:
         for event, count in list(self.hub.counts.items()):
             metrics.dialin.labels(event).set(count)
 
+    def verification_due(self, channel: Bus | None) -> bool:
+        """Whether ``channel``'s device dialled in on a connection not verified yet."""
+        from headend.transport.bus import VerifiedBus
+
+        return isinstance(channel, VerifiedBus) and channel.verification_due
+
+    async def verify_connection(self, channel: Bus, meters: list[tuple[MeterSpec, MeterDriver]]) -> None:
+        """Verify the meters behind a dial-in connection before it is used; raises ChannelUnverified
+        (the connection closed as an impostor) when other meters answer. See ``identity_verdict``."""
+        from headend.transport import ChannelUnverified
+        from headend.transport.bus import VerifiedBus
+
+        if not isinstance(channel, VerifiedBus):
+            return
+        verdict = await channel.verify(lambda: identity_verdict(channel, meters))
+        if verdict is False:
+            raise ChannelUnverified(f"{channel.label}: other meters answer behind this connection: closed")
+
     def make_driver(self, channel: Bus, meter: MeterSpec) -> MeterDriver:
         from headend.drivers import make_driver
         from headend.transport import check_protocol
@@ -218,3 +238,42 @@ class DriverPort:
     async def read_events(self, driver: MeterDriver, kinds: list[str]) -> list[MeterEvent]:
         records = await driver.read_events(kinds)
         return [MeterEvent(r.kind, r.occurred_at, r.ended_at, dict(r.details)) for r in records]
+
+
+async def identity_verdict(channel: Bus, meters: list[tuple[MeterSpec, MeterDriver]]) -> bool | None:
+    """Whether the meters behind ``channel`` are the inventory's: a concentrator's archive lists
+    every inventory meter at its Pn and port; behind a DTU, DL/T 645-2007 meters with a recorded
+    meter number are asked for it (04 00 04 02): one that matches verifies the connection, up to
+    ``IDENTITY_TRIES`` meters are asked; answers that all differ refuse it (one swapped meter among
+    others does not).
+    None: nothing to compare with (no recorded number, no meter answered)."""
+    from headend.drivers import EDITIONS, DriverError
+    from headend.drivers.dlt645 import Dlt645Driver
+    from headend.drivers.gdw1376_terminal import ArchivePoint, diff_archive
+    from headend.transport.concentrator import ConcentratorLink
+
+    if isinstance(channel, ConcentratorLink):
+        points = [
+            ArchivePoint(m.pn, m.port, m.address, EDITIONS.get(m.protocol, 2007))
+            for m, _driver in meters
+            if m.pn is not None and m.port is not None
+        ]
+        if not points:
+            return None
+        diff = await diff_archive(channel, points)
+        return not diff.missing and not diff.different
+    answered = asked = 0
+    for meter, driver in meters:
+        if not (meter.identity and meter.protocol == "dlt645-2007" and isinstance(driver, Dlt645Driver)):
+            continue
+        if asked >= IDENTITY_TRIES:
+            break
+        asked += 1
+        try:
+            number = str(await driver.read_di(METER_NUMBER_DI))
+        except DriverError:
+            continue  # a meter that does not answer proves nothing either way
+        if number == meter.identity:
+            return True
+        answered += 1
+    return False if answered else None

@@ -59,6 +59,11 @@ class ChannelOffline(ChannelUnavailable):
     """A dial-in channel whose device has no live connection (not a failure of its meters)."""
 
 
+class ChannelUnverified(ChannelOffline):
+    """A password-bearing request for a dial-in connection whose meters have not been verified
+    (nothing was sent), or a connection that failed the verification (closed)."""
+
+
 @dataclass(slots=True)
 class PendingIdentity:
     """An identity that dialled in without a channel in the inventory."""
@@ -182,6 +187,17 @@ class DialinHub:
             del self.live[device]
         if self.held.get(device) is inbound:
             del self.held[device]
+
+    def identity_refused(self, inbound: Inbound, reason: str) -> None:
+        """The meters behind ``inbound`` are not the inventory's: an alarm; the connection is closed."""
+        self.counts["identity_mismatch"] += 1
+        device = (inbound.kind, inbound.identity or "?")
+        log.error(
+            "dial-in connection failed the meter identity check: closed, nothing written to it",
+            extra={"kind": device[0], "identity": device[1], "peer": inbound.peer, "reason": reason},
+        )
+        inbound.close("identity_mismatch")
+        self.notify("conflict", inbound)
 
     def notify(self, event: HubEvent, inbound: Inbound) -> None:
         """Tell the observer (``headend listen`` prints these)."""

@@ -39,6 +39,7 @@ from headend.transport.identify import (
 log = logging.getLogger(__name__)
 
 LOG_EVERY_S = 60.0
+RECHECK_S = 60.0  # an identity check that could not decide is tried again after this long
 State = Literal["identifying", "bound", "held", "closed"]
 ConflictPolicy = Literal["keep", "replace"]
 
@@ -102,6 +103,8 @@ class Inbound(asyncio.Protocol):
         self.connected_at = time.monotonic()
         self.last_rx = self.connected_at
         self.unanswered = False  # a request went out and nothing came back (see ``missed``)
+        self.verified = False  # the meters behind it proved to be the inventory's (no password before)
+        self.checked_at: float | None = None  # when an identity check last could not decide
         self.certificate_name: str | None = None  # the TLS client certificate's common name
         self.close_reason = ""
         self._buffer = b""
@@ -128,6 +131,13 @@ class Inbound(asyncio.Protocol):
         if spec.conflict == "replace" or self.closed or self.unanswered:
             return False
         return now - self.last_rx < spec.replace_silent_after_s
+
+    def verification_due(self, now: float) -> bool:
+        """Whether the meters behind this open connection should be checked now: never verified, and
+        no undecided check within ``RECHECK_S``."""
+        if self.closed or self.verified:
+            return False
+        return self.checked_at is None or now - self.checked_at >= RECHECK_S
 
     def missed(self) -> None:
         """A channel's request on this connection got no byte back: it no longer keeps its device
