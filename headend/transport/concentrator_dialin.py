@@ -3,7 +3,8 @@
 A listener of kind ``gdw1376`` identifies a connection by its login frame (AFN 02 F1, identity =
 A1+A2, see :class:`~headend.transport.identify.LoginIdentifier`) and the
 :class:`~headend.transport.hub.DialinHub` binds it to the device ``("gdw1376", A1+A2)`` (unknown
-terminals refused or held like unknown DTUs; a newer login replaces the older connection).
+terminals refused or held like unknown DTUs; a newer login of a connected terminal is a conflict,
+see the hub).
 :class:`DialinConcentratorLink` is the :class:`~headend.transport.concentrator.ConcentratorLink`
 of such a channel: it takes each connection the hub binds to its terminal at once (push, so the
 login is confirmed while the concentrator waits for it), and asks the hub for the live connection
