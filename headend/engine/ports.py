@@ -244,12 +244,13 @@ async def identity_verdict(channel: Bus, meters: list[tuple[MeterSpec, MeterDriv
     """Whether the meters behind ``channel`` are the inventory's: a concentrator's archive lists
     every inventory meter at its Pn and port; behind a DTU, DL/T 645-2007 meters with a recorded
     meter number are asked for it (04 00 04 02): one that matches verifies the connection, up to
-    ``IDENTITY_TRIES`` meters are asked; answers that all differ refuse it (one swapped meter among
-    others does not).
-    None: nothing to compare with (no recorded number, no meter answered)."""
-    from headend.drivers import EDITIONS, DriverError
+    ``IDENTITY_TRIES`` meters are asked; answers (or refusals) that all differ refuse it (one
+    swapped meter among others does not); none answering raises ChannelUnverified (the job waits,
+    nothing is read). None: nothing to compare with (no meter has a recorded number)."""
+    from headend.drivers import EDITIONS, DriverError, MeterRefused
     from headend.drivers.dlt645 import Dlt645Driver
     from headend.drivers.gdw1376_terminal import ArchivePoint, diff_archive
+    from headend.transport import ChannelUnverified
     from headend.transport.concentrator import ConcentratorLink
 
     if isinstance(channel, ConcentratorLink):
@@ -271,9 +272,16 @@ async def identity_verdict(channel: Bus, meters: list[tuple[MeterSpec, MeterDriv
         asked += 1
         try:
             number = str(await driver.read_di(METER_NUMBER_DI))
+        except MeterRefused:
+            answered += 1  # it answered once (that is how its number was recorded): not this meter
+            continue
         except DriverError:
-            continue  # a meter that does not answer proves nothing either way
+            continue  # silence proves nothing either way
         if number == meter.identity:
             return True
         answered += 1
-    return False if answered else None
+    if answered:
+        return False
+    if asked:
+        raise ChannelUnverified(f"{channel.label}: no meter answered its number: the connection waits")
+    return None

@@ -167,6 +167,26 @@ async def test_no_password_reaches_an_impostor_and_it_is_closed_once_its_meters_
                 await genuine.stop()
 
 
+async def test_a_connection_whose_meters_stay_silent_is_neither_used_nor_trusted() -> None:
+    real = real_bus()
+    port = DriverPort(secrets=None)
+    async with front_end() as (hub, listener):
+        channel = open_channel("dtu://DTU-0001?retries=0&turnaround_ms=200", hub, 5.0)
+        drivers = [(m, make_driver("dlt645-2007", channel, m.address, None, GOOD)) for m in meter_specs(real)]
+        silent = raw_connect(listener.port)
+        silent.sendall(b"DTU-0001")  # registers, then answers nothing
+        try:
+            await until(lambda: hub.online(DEVICE))
+            with pytest.raises(ChannelUnverified, match="no meter answered"):
+                await port.verify_connection(channel, drivers)  # type: ignore[arg-type]
+            assert port.verification_due(channel) and not hub.live[DEVICE].closed  # asked again next job
+            unknown = [(replace(m, identity=None), d) for m, d in drivers]
+            await port.verify_connection(channel, unknown)  # type: ignore[arg-type]  # nothing to compare
+            assert not hub.live[DEVICE].verified and hub.live[DEVICE].checked_at is not None
+        finally:
+            silent.close()
+
+
 async def test_the_engine_stores_nothing_from_an_impostor_and_reads_the_real_device(
     pg_dsn: str, tmp_path: Path
 ) -> None:
