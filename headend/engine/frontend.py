@@ -2,8 +2,8 @@
 
 ``FrontEnd(config.listen, dsn)`` starts one listener per ``[[listen.listeners]]`` entry around one
 :class:`~headend.transport.hub.DialinHub` (handed to the driver port, so ``dtu://`` channels find
-their connections) and writes the hub's pending identities to ``dialin_pending`` every
-``pending_flush`` for ``headend channels pending``.
+their connections) and writes the hub's pending identities and conflicts to ``dialin_pending``
+every ``pending_flush`` for ``headend channels pending``.
 """
 
 from __future__ import annotations
@@ -99,9 +99,20 @@ class FrontEnd:
 
     async def flush(self) -> None:
         """Write the pending identities that changed since the last flush."""
+        entries = [*self.hub.pending.values(), *self.hub.conflicts.values()]
         changed = [
-            PendingRow(p.identity, p.kind, p.listener, p.peer, p.first_seen, p.last_seen, p.attempts, p.held)
-            for p in list(self.hub.pending.values())
+            PendingRow(
+                p.identity,
+                p.kind,
+                p.listener,
+                p.peer,
+                p.first_seen,
+                p.last_seen,
+                p.attempts,
+                p.held,
+                p.conflicts,
+            )
+            for p in entries
             if self._saved.get((p.kind, p.identity)) != (p.attempts, p.held)
         ]
         conn = await asyncpg.connect(self.dsn)

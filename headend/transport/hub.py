@@ -4,14 +4,15 @@ Listeners report identified connections (:meth:`DialinHub.bind`); dial-in channe
 live connection of their device (:meth:`DialinHub.connection`). A device is a :data:`DeviceKey`,
 ``(listener kind, identity)``: each kind of device (a DTU's registration id, a concentrator's
 login address) names itself in its own namespace. A newer connection with the identity of a
-device that is already connected is a conflict (an alarm: logged once a minute per device, counted,
-shown to the observer): under the listener's ``conflict = "keep"`` policy the established
-connection stays while it answers and the newcomer is closed; only an established connection that
-went silent (nothing received for the listener's ``replace_silent_after``, or a request it left
-unanswered) is replaced (closed; its exchange in flight is sent again on the newer one).
-``conflict = "replace"`` always replaces. A device whose channel names source networks
-(``allow``) is bound only from them. Identities that no channel expects are refused or held, as
-configured, and listed in :attr:`DialinHub.pending`. Every outcome is counted in
+device that is already connected is a conflict (an alarm: logged once a minute per device,
+counted, shown to the observer, kept in :attr:`DialinHub.conflicts` for ``headend channels
+pending``). Under the listener's ``conflict = "keep"`` policy the established connection stays
+while it answers and the newcomer is closed; only an established connection that went silent
+(nothing received for the listener's ``replace_silent_after``, or a request it left unanswered)
+is replaced (closed; its exchange in flight is sent again on the newer one). ``conflict =
+"replace"`` always replaces. A device whose channel names source networks (``allow``) is bound
+only from them. Identities that no channel expects are refused or held, as configured, and listed
+in :attr:`DialinHub.pending`. Every outcome is counted in
 :attr:`DialinHub.counts`; unknown identities are logged once per identity per hour.
 """
 
@@ -76,6 +77,7 @@ class PendingIdentity:
     last_seen: datetime
     attempts: int
     held: bool
+    conflicts: int = 0  # for a known device: newer connections that claimed it while it was connected
 
 
 class DialinHub:
@@ -94,6 +96,7 @@ class DialinHub:
         self._inventory: set[DeviceKey] = set()
         self._allowed: dict[DeviceKey, tuple[Network, ...]] = {}  # per-channel source networks
         self._conflict_logged: dict[DeviceKey, float] = {}
+        self.conflicts: dict[DeviceKey, PendingIdentity] = {}  # known devices claimed twice
         self._expected: Counter[DeviceKey] = Counter()  # devices of open dial-in channels
         self._waiters: dict[DeviceKey, list[asyncio.Future[None]]] = {}
         self._watchers: dict[DeviceKey, Callable[[Inbound], None]] = {}
@@ -217,6 +220,7 @@ class DialinHub:
         older = self.live.get(device)
         if older is not None and older is not inbound and not older.closed:
             self.counts["conflict"] += 1
+            self._record_conflict(device, inbound)
             keep = older.answering(self.clock())
             self._alarm(
                 "dial-in identity conflict: a second connection claims a connected device",
@@ -242,6 +246,20 @@ class DialinHub:
         if watcher is not None:
             watcher(inbound)
         return True
+
+    def _record_conflict(self, device: DeviceKey, inbound: Inbound) -> None:
+        """Count a conflict against the device (listed by ``headend channels pending``)."""
+        now = datetime.now(UTC)
+        entry = self.conflicts.get(device)
+        if entry is None:
+            if len(self.conflicts) >= MAX_PENDING:
+                return
+            entry = self.conflicts[device] = PendingIdentity(
+                device[1], device[0], inbound.listener_label, inbound.peer, now, now, 0, False
+            )
+        entry.attempts += 1
+        entry.conflicts += 1
+        entry.last_seen, entry.peer = now, inbound.peer
 
     def _alarm(
         self,

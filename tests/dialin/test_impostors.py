@@ -5,6 +5,7 @@ on 127.0.0.1 with the simulated DTUs (and, for the engine, real PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import subprocess
 from dataclasses import replace
@@ -383,3 +384,36 @@ async def test_tls_listener_binds_only_the_identity_its_client_certificate_names
 def test_listener_config_refuses_a_bad_network() -> None:
     with pytest.raises(ValueError, match=r"bad network '10\.0\.0\.1/8'"):
         ListenerConfig(address="127.0.0.1:0", allow=["10.0.0.1/8"])
+
+
+async def test_conflicts_are_listed_by_channels_pending(pg_dsn: str, tmp_path: Path) -> None:
+    from headend.engine.frontend import FrontEnd
+    from tests.dialin.test_daemon_dialin import pending_cli
+
+    real = real_bus(seed=90, meters=1)
+    conn = await asyncpg.connect(pg_dsn)
+    await import_inventory(conn, read_inventory(inventory(tmp_path / "inv.toml", {"DTU-0090": real})))
+    front = await FrontEnd(config().listen, pg_dsn).start()  # type: ignore[attr-defined]
+    device = ("dtu", "DTU-0090")
+    front.hub.inventory_loaded([device])
+    spec = DtuSpec(
+        "DTU-0090", "127.0.0.1", front.listeners[0].port, heartbeat=b"HB", heartbeat_s=0.2, backoff_s=0.1
+    )
+    genuine = await SimDtu(spec, real).start()
+    impostor: SimDtu | None = None
+    try:
+        await until(lambda: front.hub.online(device))
+        impostor = await SimDtu(spec, impostor_bus(real, seed=91)).start()
+        await until(lambda: front.hub.counts["conflict"] >= 2)
+        await front.flush()
+        result = await asyncio.to_thread(pending_cli, pg_dsn)
+        assert result.exit_code == 0, result.output
+        (row,) = json.loads(result.output)
+        assert row["identity"] == "DTU-0090" and row["status"] == "conflict" and row["conflicts"] >= 2
+        assert front.hub.counts["replaced"] == 0
+    finally:
+        if impostor is not None:
+            await impostor.stop()
+        await genuine.stop()
+        await front.stop()
+        await conn.close()
