@@ -2,7 +2,10 @@
 
 What the concentrator collects itself is read natively, several Pn per request: AFN 0C F129 (forward
 active energy now, total + tariffs) and, for backfill, AFN 0D F161 (the midnight freeze, per missed
-day) and F101 (the forward active energy curve, 15-minute points). :class:`PointBatch` asks for
+day) and the curves of a day in one multi-unit request (:data:`PROFILE_CURVES`: forward active
+energy F101, active and reactive power F81..F88, voltage and current F89..F95, power factor
+F105..F108; 15-minute points become the meter's interval quantities ``power_kw``, ``voltage_a_v``,
+``current_n_a``, ``pf`` ..., see ``protocols.gdw1376.CURVE_KINDS``). :class:`PointBatch` asks for
 every registered meter of the concentrator at once and hands each meter its value once; a value
 older than ``max_age`` (the concentrator has not collected lately) or all-EE (never collected) is
 read from the meter instead. Everything else (other quantities and DIs, the meter's clock, its
@@ -34,6 +37,7 @@ from headend.transport.concentrator import ConcentratorDenied, ConcentratorLink,
 from headend.transport.url import ChannelConfig
 from headend.vocabulary import SwitchOperation
 from protocols.gdw1376 import (
+    CURVE_KINDS,
     Afn,
     Curve,
     CurveRequest,
@@ -55,7 +59,12 @@ TARIFF_QUANTITIES = (
 NATIVE_QUANTITIES = ("energy_import_kwh", *TARIFF_QUANTITIES)
 POINTS_PER_REQUEST = 32  # Pn per batched request (4 DA groups): one answer of 1-2 frames
 BATCH_TTL_S = 120.0  # a batched value not taken by its meter within this time is asked again
-CURVE_FN = 101  # forward active energy reading curve
+PROFILE_CURVES = (  # one unit per DT group: the curves one backfill request asks for
+    (81, 82, 83, 84, 85, 86, 87, 88),
+    (89, 90, 91, 92, 93, 94, 95),
+    (101,),
+    (105, 106, 107, 108),
+)
 CURVE_DENSITY = 1  # 15-minute points
 CURVE_STEP = timedelta(minutes=15)
 CURVE_POINTS = 96  # one day per request
@@ -326,9 +335,12 @@ class ConcentratorMeterDriver:
             if values:
                 records[midnight] = ProfileRecord(midnight, values, "daily_freeze")
         try:
-            for ts, value in await self._curve(pn, start, end):
-                if ts not in records:
-                    records[ts] = ProfileRecord(ts, {"energy_import_kwh": value}, "load_profile")
+            for ts, values in (await self._curves(pn, start, end)).items():
+                if ts in records:  # the freeze keeps its energy; the curves add their quantities
+                    values = {**values, **records[ts].values}
+                    records[ts] = ProfileRecord(ts, values, records[ts].source)
+                else:
+                    records[ts] = ProfileRecord(ts, values, "load_profile")
         except ConcentratorDenied:
             for record in await self.forwarded.read_profile(start, end):
                 records.setdefault(record.ts, record)
@@ -349,24 +361,27 @@ class ConcentratorMeterDriver:
             midnight += timedelta(days=1)
         return out
 
-    async def _curve(self, pn: int, start: datetime, end: datetime) -> list[tuple[datetime, float]]:
+    async def _curves(self, pn: int, start: datetime, end: datetime) -> dict[datetime, dict[str, float]]:
+        """The 15-minute points of the :data:`PROFILE_CURVES` in [start, end], by UTC time, as the
+        meter's quantities (no-data points left out); one request per day."""
         local = self.link.to_local(start)
         step_s = CURVE_STEP.total_seconds()
         offset = (local - datetime.min).total_seconds() % step_s
         cursor = local + timedelta(seconds=step_s - offset) if offset else local
         last = self.link.to_local(end)
-        points: list[tuple[datetime, float]] = []
+        points: dict[datetime, dict[str, float]] = {}
         while cursor <= last:
             count = min(CURVE_POINTS, int((last - cursor) / CURVE_STEP) + 1)
-            items = await self.link.values(
-                Afn.CLASS2_DATA, [unit(pn, CURVE_FN, CurveRequest(cursor, CURVE_DENSITY, count))]
-            )
-            for _pn, _fn, curve in items:
-                if isinstance(curve, Curve):
-                    for index, value in enumerate(curve.values):
-                        utc = self.link.to_utc(curve.start + index * CURVE_STEP)
-                        if value is not None and utc is not None:
-                            points.append((utc, float(value)))
+            asked = CurveRequest(cursor, CURVE_DENSITY, count)
+            units = [unit(pn, fns, *(asked,) * len(fns)) for fns in PROFILE_CURVES]
+            for _pn, fn, curve in await self.link.values(Afn.CLASS2_DATA, units):
+                kind = CURVE_KINDS.get(fn)
+                if not isinstance(curve, Curve) or kind is None or kind.quantity is None:
+                    continue
+                for index, value in enumerate(curve.values):
+                    utc = self.link.to_utc(curve.start + index * CURVE_STEP)
+                    if value is not None and utc is not None:
+                        points.setdefault(utc, {})[kind.quantity] = round(float(value) * kind.factor, 6)
             cursor += count * CURVE_STEP
         return points
 

@@ -135,12 +135,15 @@ class Curve:
 
 @dataclass(frozen=True, slots=True)
 class CurveKind:
-    """What one AFN 0D curve Fn holds: its name, the format of a point and the point's unit."""
+    """What one AFN 0D curve Fn holds: its name, the format of a point and the point's unit, and the
+    interval quantity of the meter it gives (``factor`` times the point; None: not a meter quantity)."""
 
     fn: int
     name: str
     field: Field
     unit: str
+    quantity: str | None = None
+    factor: float = 1.0
 
 
 CURVE_KINDS: dict[int, CurveKind] = {
@@ -150,33 +153,33 @@ CURVE_KINDS: dict[int, CurveKind] = {
         CurveKind(74, "total-group reactive power", A2, "kvar"),
         CurveKind(75, "total-group active energy", A3, "kWh"),
         CurveKind(76, "total-group reactive energy", A3, "kvarh"),
-        CurveKind(81, "active power", A9, "kW"),
-        CurveKind(82, "phase A active power", A9, "kW"),
-        CurveKind(83, "phase B active power", A9, "kW"),
-        CurveKind(84, "phase C active power", A9, "kW"),
-        CurveKind(85, "reactive power", A9, "kvar"),
-        CurveKind(86, "phase A reactive power", A9, "kvar"),
-        CurveKind(87, "phase B reactive power", A9, "kvar"),
-        CurveKind(88, "phase C reactive power", A9, "kvar"),
-        CurveKind(89, "phase A voltage", A7, "V"),
-        CurveKind(90, "phase B voltage", A7, "V"),
-        CurveKind(91, "phase C voltage", A7, "V"),
-        CurveKind(92, "phase A current", A25, "A"),
-        CurveKind(93, "phase B current", A25, "A"),
-        CurveKind(94, "phase C current", A25, "A"),
-        CurveKind(95, "zero-sequence current", A25, "A"),
+        CurveKind(81, "active power", A9, "kW", "power_kw"),
+        CurveKind(82, "phase A active power", A9, "kW", "power_a_kw"),
+        CurveKind(83, "phase B active power", A9, "kW", "power_b_kw"),
+        CurveKind(84, "phase C active power", A9, "kW", "power_c_kw"),
+        CurveKind(85, "reactive power", A9, "kvar", "reactive_power_kvar"),
+        CurveKind(86, "phase A reactive power", A9, "kvar", "reactive_power_a_kvar"),
+        CurveKind(87, "phase B reactive power", A9, "kvar", "reactive_power_b_kvar"),
+        CurveKind(88, "phase C reactive power", A9, "kvar", "reactive_power_c_kvar"),
+        CurveKind(89, "phase A voltage", A7, "V", "voltage_a_v"),
+        CurveKind(90, "phase B voltage", A7, "V", "voltage_b_v"),
+        CurveKind(91, "phase C voltage", A7, "V", "voltage_c_v"),
+        CurveKind(92, "phase A current", A25, "A", "current_a_a"),
+        CurveKind(93, "phase B current", A25, "A", "current_b_a"),
+        CurveKind(94, "phase C current", A25, "A", "current_c_a"),
+        CurveKind(95, "zero-sequence current", A25, "A", "current_n_a"),
         CurveKind(97, "forward active energy quantity", A13, "kWh"),
         CurveKind(98, "forward reactive energy quantity", A13, "kvarh"),
         CurveKind(99, "reverse active energy quantity", A13, "kWh"),
         CurveKind(100, "reverse reactive energy quantity", A13, "kvarh"),
-        CurveKind(101, "forward active energy reading", A11, "kWh"),
+        CurveKind(101, "forward active energy reading", A11, "kWh", "energy_import_kwh"),
         CurveKind(102, "forward reactive energy reading", A11, "kvarh"),
-        CurveKind(103, "reverse active energy reading", A11, "kWh"),
+        CurveKind(103, "reverse active energy reading", A11, "kWh", "energy_export_kwh"),
         CurveKind(104, "reverse reactive energy reading", A11, "kvarh"),
-        CurveKind(105, "power factor", A5, "%"),
-        CurveKind(106, "phase A power factor", A5, "%"),
-        CurveKind(107, "phase B power factor", A5, "%"),
-        CurveKind(108, "phase C power factor", A5, "%"),
+        CurveKind(105, "power factor", A5, "%", "pf", 0.01),
+        CurveKind(106, "phase A power factor", A5, "%", "pf_a", 0.01),
+        CurveKind(107, "phase B power factor", A5, "%", "pf_b", 0.01),
+        CurveKind(108, "phase C power factor", A5, "%", "pf_c", 0.01),
         CurveKind(145, "quadrant I reactive energy reading", A11, "kvarh"),
         CurveKind(146, "quadrant IV reactive energy reading", A11, "kvarh"),
         CurveKind(147, "quadrant II reactive energy reading", A11, "kvarh"),
