@@ -93,6 +93,7 @@ class ConcentratorSpec:
     max_frame_bytes: int = 1024
     utc_offset_h: float = 8.0
     history_days: int = 7
+    three_phase: int = 0  # the first N meters are three-phase, the others single-phase
     turnaround_s: float = 0.05  # the meters' answer delay
     pw: bytes | None = None  # when set, settings/controls/forwarding with another PW are denied
     listen: bool = False  # wait for the master to connect to host:port instead of dialling it
@@ -120,6 +121,7 @@ class SimConcentrator:
             history_days=spec.history_days,
             ee_meters=self.faults.ee_meters,
             absent_meters=self.faults.absent_meters,
+            three_phase_meters=set(range(spec.three_phase)),
         )
         self.pool = MeterPool(setup, self.source, self.clock)
         self.counts: Counter[str] = Counter()

@@ -55,6 +55,7 @@ class MeterSetup:
     history_days: int = 7
     ee_meters: set[int] = field(default_factory=set)  # never collected
     absent_meters: set[int] = field(default_factory=set)  # not in the initial archive
+    three_phase_meters: set[int] = field(default_factory=set)  # the others are single-phase
 
 
 class MeterPool:
@@ -74,6 +75,7 @@ class MeterPool:
                 source=source,
                 utc_offset=timedelta(hours=setup.utc_offset_h),
                 history_days=setup.history_days,
+                phases=3 if index in setup.three_phase_meters else 1,
             )
             meter = Dlt645Meter(
                 model,
