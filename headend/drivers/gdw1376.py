@@ -26,6 +26,7 @@ from headend.drivers.base import (
     Credentials,
     EventRecord,
     MeterRefused,
+    NotSupported,
     ProfileRecord,
     RelayState,
     SwitchResult,
@@ -335,7 +336,7 @@ class ConcentratorMeterDriver:
             if values:
                 records[midnight] = ProfileRecord(midnight, values, "daily_freeze")
         try:
-            for ts, values in (await self._curves(pn, start, end)).items():
+            for ts, values in (await self.curve_points(start, end)).items():
                 if ts in records:  # the freeze keeps its energy; the curves add their quantities
                     values = {**values, **records[ts].values}
                     records[ts] = ProfileRecord(ts, values, records[ts].source)
@@ -361,9 +362,14 @@ class ConcentratorMeterDriver:
             midnight += timedelta(days=1)
         return out
 
-    async def _curves(self, pn: int, start: datetime, end: datetime) -> dict[datetime, dict[str, float]]:
-        """The 15-minute points of the :data:`PROFILE_CURVES` in [start, end], by UTC time, as the
-        meter's quantities (no-data points left out); one request per day."""
+    async def curve_points(
+        self, start: datetime, end: datetime, groups: tuple[tuple[int, ...], ...] = PROFILE_CURVES
+    ) -> dict[datetime, dict[str, float]]:
+        """The 15-minute points of the curves ``groups`` (Fn of one DT group each) in [start, end], by
+        UTC time, as the meter's quantities (no-data points left out); one request per day."""
+        pn = self.pn
+        if pn is None:
+            raise NotSupported("curves need the meter's Pn at the concentrator")
         local = self.link.to_local(start)
         step_s = CURVE_STEP.total_seconds()
         offset = (local - datetime.min).total_seconds() % step_s
@@ -373,7 +379,7 @@ class ConcentratorMeterDriver:
         while cursor <= last:
             count = min(CURVE_POINTS, int((last - cursor) / CURVE_STEP) + 1)
             asked = CurveRequest(cursor, CURVE_DENSITY, count)
-            units = [unit(pn, fns, *(asked,) * len(fns)) for fns in PROFILE_CURVES]
+            units = [unit(pn, fns, *(asked,) * len(fns)) for fns in groups]
             for _pn, fn, curve in await self.link.values(Afn.CLASS2_DATA, units):
                 kind = CURVE_KINDS.get(fn)
                 if not isinstance(curve, Curve) or kind is None or kind.quantity is None:
