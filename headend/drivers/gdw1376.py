@@ -384,10 +384,14 @@ class ConcentratorMeterDriver:
                 kind = CURVE_KINDS.get(fn)
                 if not isinstance(curve, Curve) or kind is None or kind.quantity is None:
                     continue
+                first = self.link.to_utc(curve.start)
+                if first is None:
+                    continue
+                quantity, factor = kind.quantity, kind.factor
                 for index, value in enumerate(curve.values):
-                    utc = self.link.to_utc(curve.start + index * CURVE_STEP)
-                    if value is not None and utc is not None:
-                        points.setdefault(utc, {})[kind.quantity] = round(float(value) * kind.factor, 6)
+                    if value is not None:
+                        scaled = value if factor == 1.0 else round(value * factor, 6)
+                        points.setdefault(first + index * CURVE_STEP, {})[quantity] = scaled
             cursor += count * CURVE_STEP
         return points
 
