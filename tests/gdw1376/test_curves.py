@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -198,3 +199,27 @@ def test_decode_cli_shows_every_unit_with_values_and_units_and_where_it_stopped(
         (200, None),
     ]
     assert out["stopped"]["fn"] == 200 and out["stopped"]["remaining"] == 3
+
+
+PUBLIC = json.loads((Path(__file__).with_name("data") / "gdw1376_curves_public.json").read_text())
+
+
+@pytest.mark.parametrize("entry", PUBLIC["frames"], ids=lambda e: e["meaning"][:40])
+def test_public_curve_frames_decode_completely_as_their_source_says(entry: dict[str, Any]) -> None:
+    raw = bytes.fromhex(entry["hex"])
+    frame = decode(raw)
+    assert frame.stopped is None
+    expected = (entry["address"], entry["afn"], entry["ec"])
+    assert (frame.address.key, frame.afn, list(frame.ec or ())) == expected
+    decoded = [
+        {"pn": pn, "fn": fn, "start": v.start.isoformat(), "density": v.density, "values": list(v.values)}
+        for pn, fn, v in frame.items()
+    ]
+    assert decoded == entry["units"]
+    assert encode(frame) == raw
+
+
+@pytest.mark.parametrize("entry", PUBLIC["refused"], ids=lambda e: e["meaning"][:40])
+def test_public_frames_with_non_standard_fill_are_refused_with_the_reason(entry: dict[str, Any]) -> None:
+    with pytest.raises(GDW1376Error, match=entry["error"]):
+        decode(bytes.fromhex(entry["hex"]))
