@@ -457,6 +457,7 @@ class SimConcentrator:
             if fn == 161 and asked is not None:
                 return self.pool.daily(pn, asked)
             if fn in CURVE_FNS and isinstance(asked, CurveRequest):
+                self.counts[f"curve_F{fn}"] += 1
                 return self.pool.curve(pn, fn, asked)
         elif afn == Afn.QUERY_PARAMETERS and fn == 10 and isinstance(asked, ArchiveQuery):
             return tuple(self.pool.archive[s] for s in asked.serials if s in self.pool.archive)

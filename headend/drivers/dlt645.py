@@ -8,7 +8,7 @@ reading status word 3 back; the trip/close event record is kept as evidence.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TypeVar
 
@@ -265,7 +265,9 @@ class Dlt645Driver:
     def _utc(self, local: datetime) -> datetime:
         return (local - self.utc_offset).replace(tzinfo=UTC)
 
-    async def read_profile(self, start: datetime, end: datetime) -> list[ProfileRecord]:
+    async def read_profile(
+        self, start: datetime, end: datetime, quantities: Sequence[str] | None = None
+    ) -> list[ProfileRecord]:
         """Interval energy, voltage, current, power and power factor from the load profile (06
         records, :data:`PROFILE_QUANTITIES`), else the daily freeze (05 06)."""
         if self.edition != 2007:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -71,6 +71,15 @@ CURVE_STEP = timedelta(minutes=15)
 CURVE_POINTS = 96  # one day per request
 METER_ANSWER_S = 0.5  # a DL/T 645 meter's answer allowance behind the concentrator
 FORWARD_BITS = 11  # 8E1: start + 8 data + parity + stop
+
+
+def curve_groups(quantities: Sequence[str] | None) -> tuple[tuple[int, ...], ...]:
+    """The :data:`PROFILE_CURVES` that give ``quantities`` (all of them for None)."""
+    if quantities is None:
+        return PROFILE_CURVES
+    wanted = set(quantities)
+    groups = (tuple(fn for fn in group if CURVE_KINDS[fn].quantity in wanted) for group in PROFILE_CURVES)
+    return tuple(group for group in groups if group)
 
 
 def energy_values(reading: EnergyReading) -> dict[str, float]:
@@ -323,12 +332,14 @@ class ConcentratorMeterDriver:
     async def read_di(self, di: str, *, request: bytes | None = None) -> Any:
         return await self.forwarded.read_di(di, request=request)
 
-    async def read_profile(self, start: datetime, end: datetime) -> list[ProfileRecord]:
+    async def read_profile(
+        self, start: datetime, end: datetime, quantities: Sequence[str] | None = None
+    ) -> list[ProfileRecord]:
         """Midnight freezes (F161, batched per day) and 15-minute curve points (F101) in [start, end];
         the meter's own load profile (forwarded) without a Pn or if the concentrator denies the curve."""
         pn = self.pn
         if pn is None:
-            return await self.forwarded.read_profile(start, end)
+            return await self.forwarded.read_profile(start, end, quantities)
         records: dict[datetime, ProfileRecord] = {}
         for day, midnight in self._midnights(start, end):
             reading = await self.batch.daily(pn, day)
@@ -336,14 +347,15 @@ class ConcentratorMeterDriver:
             if values:
                 records[midnight] = ProfileRecord(midnight, values, "daily_freeze")
         try:
-            for ts, values in (await self.curve_points(start, end)).items():
+            groups = curve_groups(quantities)
+            for ts, values in (await self.curve_points(start, end, groups) if groups else {}).items():
                 if ts in records:  # the freeze keeps its energy; the curves add their quantities
                     values = {**values, **records[ts].values}
                     records[ts] = ProfileRecord(ts, values, records[ts].source)
                 else:
                     records[ts] = ProfileRecord(ts, values, "load_profile")
         except ConcentratorDenied:
-            for record in await self.forwarded.read_profile(start, end):
+            for record in await self.forwarded.read_profile(start, end, quantities):
                 records.setdefault(record.ts, record)
         return sorted(records.values(), key=lambda r: r.ts)
 

@@ -97,6 +97,9 @@ async def test_a_day_of_curves_is_stored_and_a_hole_backfilled_with_the_same_val
             await conn.close()
         expected = _expected(sim)
     assert sim.counts["afn_0D"] > requests  # the hole was asked for again
+    # the plan's curves were asked, and only those (no reactive power of phases A/B, no F106/F107)
+    asked = {int(key[7:]) for key in sim.counts if key.startswith("curve_F")}
+    assert asked == {81, 83, 88, 89, 91, 92, 93, 95, 101, 105, 108}
     for rows in (first, second):
         keys = [(r["address"], r["name"], r["ts"]) for r in rows]
         assert len(keys) == len(set(keys))  # nothing stored twice
