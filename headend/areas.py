@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from headend import limits
 from headend.store.areas import (
     add_memberships,
+    area_supplied_by,
     check_memberships,
     close_membership,
     drop_membership,
@@ -91,6 +92,7 @@ async def import_areas(
     many memberships changed. Raises AreaImportError listing every problem."""
     problems: list[str] = []
     claimed: dict[str, str] = {}
+    supplies: dict[int, str] = {}
     changes = 0
     default_day = today or datetime.now(UTC).date()
     for i, area in enumerate(areas):
@@ -99,6 +101,10 @@ async def import_areas(
         if isinstance(supply, str):
             problems.append(f"{where}: supply_meter: {supply}")
             continue
+        owner = supplies.get(supply) or await area_supplied_by(conn, supply)
+        if owner is not None and owner != area.name:
+            problems.append(f"{where}: supply_meter: {area.supply_meter!r} already supplies area {owner!r}")
+        supplies[supply] = area.name
         members: list[int] = []
         for ref in area.members:
             found = await _meter_id(conn, ref)

@@ -101,3 +101,9 @@ async def members_on(conn: asyncpg.Connection, day: date) -> list[asyncpg.Record
 async def check_memberships(conn: asyncpg.Connection) -> None:
     """Run the deferred no-overlap check now (raises ExclusionViolationError / CheckViolationError)."""
     await conn.execute("SET CONSTRAINTS area_members_no_overlap IMMEDIATE")
+
+
+async def area_supplied_by(conn: asyncpg.Connection, meter_id: int) -> str | None:
+    """The name of the area whose supply meter ``meter_id`` is, if any."""
+    name: str | None = await conn.fetchval("SELECT name FROM areas WHERE supply_meter_id = $1", meter_id)
+    return name

@@ -139,6 +139,10 @@ async def test_exported_toml_imports_back_unchanged(pg_dsn: str, tmp_path: Path)
             "areas[0]: ct_ratio: must be a finite number above 0",
         ),
         (
+            _area("T1", "s1", [], "2026-11-01") + _area("T2", "s1", [], "2026-11-01"),
+            "areas[1]: supply_meter: 's1' already supplies area 'T1'",
+        ),
+        (
             _area("T1", "s1", ["c1", "c1"], "2026-11-01"),
             "areas[0]: members: Value error, meter 'c1' listed twice",
         ),
