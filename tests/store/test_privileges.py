@@ -184,7 +184,7 @@ async def test_billing_and_reporting_logins_cannot_forge(pg_dsn: str, logins: di
             await billing.execute(
                 "INSERT INTO audit_log (actor, action) VALUES ('system', 'command.approved')"
             )
-        with pytest.raises(DENIED, match="operator authenticated on this connection"):
+        with pytest.raises(DENIED, match="cancelling command .* needs an authenticated operator"):
             await billing.execute("SELECT set_config('headend.actor', '1002', false)")
             await billing.execute("UPDATE commands SET state = 'cancelled' WHERE id = $1", command)
         await billing.execute("SELECT set_config('headend.actor', '', false)")
@@ -215,7 +215,7 @@ async def test_billing_and_reporting_logins_cannot_forge(pg_dsn: str, logins: di
             await billing.execute("UPDATE commands SET approved_by = '1001' WHERE id = $1", command)
         with pytest.raises(DENIED, match="operator authenticated on this connection"):
             await billing.execute("UPDATE commands SET approved_by = '1002' WHERE id = $1", command)
-        with pytest.raises(DENIED, match="only the daemon"):
+        with pytest.raises(DENIED, match="waits for an approver"):
             await billing.execute("UPDATE commands SET state = 'sent' WHERE id = $1", command)
         with pytest.raises(DENIED, match="fixed at creation"):
             await billing.execute("UPDATE commands SET requires_approval = false WHERE id = $1", command)
