@@ -3,12 +3,9 @@ none can forge readings, audit rows, approvals, protection or balances."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -40,32 +37,6 @@ from tests.support.operators import PASSWORD, add_operators
 
 WEDNESDAY_NOON = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 DENIED = (asyncpg.InsufficientPrivilegeError,)
-
-
-def as_login(dsn: str, user: str) -> str:
-    """``dsn`` with another user (the test server trusts local connections)."""
-    parts = urlsplit(dsn)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, f"{user}@{host}", parts.path, parts.query, parts.fragment))
-
-
-@pytest.fixture
-async def logins(pg_dsn: str) -> AsyncIterator[dict[str, str]]:
-    """One login per group role, as docs/operations.md says to create them; dropped afterwards."""
-    owner = await asyncpg.connect(pg_dsn)
-    suffix = uuid.uuid4().hex[:8]
-    names = {
-        group: f"{group}_{suffix}" for group in ("headend_daemon", "headend_billing", "headend_reporting")
-    }
-    for group, name in names.items():
-        await owner.execute(f'CREATE ROLE "{name}" LOGIN IN ROLE {group}')
-    try:
-        yield {group.removeprefix("headend_"): as_login(pg_dsn, name) for group, name in names.items()}
-    finally:
-        for name in names.values():
-            await owner.execute(f'DROP OWNED BY "{name}"')
-            await owner.execute(f'DROP ROLE "{name}"')
-        await owner.close()
 
 
 async def _fleet(owner: asyncpg.Connection, address: str) -> tuple[int, int]:
@@ -184,7 +155,7 @@ async def test_billing_and_reporting_logins_cannot_forge(pg_dsn: str, logins: di
             await billing.execute(
                 "INSERT INTO audit_log (actor, action) VALUES ('system', 'command.approved')"
             )
-        with pytest.raises(DENIED, match="cancelling command .* needs an authenticated operator"):
+        with pytest.raises(DENIED, match=r"cancelling command .* needs an authenticated operator"):
             await billing.execute("SELECT set_config('headend.actor', '1002', false)")
             await billing.execute("UPDATE commands SET state = 'cancelled' WHERE id = $1", command)
         await billing.execute("SELECT set_config('headend.actor', '', false)")
