@@ -6,7 +6,7 @@ resolved by an operator later), recorded replacements by meters from stock, tena
 customers, a dry-run period, failed reads and inventory re-imports whose file has no `account` keys.
 After every 12-hour step (billing pass, then one fee-control pass) the invariants must hold:
 
-* the ledger sums to each balance;
+* the ledger sums to each balance; an account not in arrears has no ``arrears_since``;
 * no account is charged more energy than its meters really used while assigned to it, and no account
   with held (suspect) data is charged at all;
 * no disconnect of a protected meter, of an account not in arrears, or of a held meter;
@@ -338,6 +338,8 @@ async def _check(
         "    <> coalesce((SELECT sum(amount) FROM ledger l WHERE l.account_id = a.id), 0)"
     )
     assert unbalanced == [], "ledger does not sum to the balance"
+    stale = await conn.fetch("SELECT number FROM accounts WHERE NOT arrears AND arrears_since IS NOT NULL")
+    assert stale == [], "arrears_since left on an account that is not in arrears"
     charged = dict(
         await conn.fetch(
             "SELECT a.number, sum((l.details->>'kwh')::numeric)"
