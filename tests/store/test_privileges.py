@@ -3,6 +3,7 @@ none can forge readings, audit rows, approvals, protection or balances."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -33,7 +34,9 @@ from headend.store.writer import Reading, ReadingWriter
 from headend.transport import open_channel
 from simulators import BusSpec, start_bus
 from tests.billing.helpers import add_reading
+from tests.support.logins import as_login
 from tests.support.operators import PASSWORD, add_operators
+from tests.support.postgres import PgServer
 
 WEDNESDAY_NOON = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 DENIED = (asyncpg.InsufficientPrivilegeError,)
@@ -437,3 +440,36 @@ async def test_a_token_session_acts_with_the_tokens_roles_only_in_the_database(
     finally:
         for conn in (by_token, by_password, owner):
             await conn.close()
+
+
+async def test_a_schema_owner_that_is_not_a_superuser_migrates_and_desk_operators_sign_in(
+    pg_server: PgServer,
+) -> None:
+    """docs/operations.md's owner need not be a superuser, nor hold pg_read_all_settings or
+    pg_read_all_stats: it migrates its database, and an operator signs in on the desk login."""
+    suffix = uuid.uuid4().hex[:8]
+    owner_role, desk_role, database = f"owner_{suffix}", f"desk_{suffix}", f"owned_{suffix}"
+    admin = await asyncpg.connect(pg_server.admin_dsn)
+    try:
+        await admin.execute(f'CREATE ROLE "{owner_role}" LOGIN CREATEROLE')
+        await admin.execute(f'CREATE DATABASE "{database}" OWNER "{owner_role}"')
+        owner_dsn = as_login(pg_server.dsn(database), owner_role)
+        assert "0018_assignments_are_the_truth" in await migrations.migrate(owner_dsn)
+        owner = await asyncpg.connect(owner_dsn)
+        try:
+            assert not await owner.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            await owner.execute(f'CREATE ROLE "{desk_role}" LOGIN IN ROLE headend_billing')
+            await add_operators(owner, o1001="admin")
+        finally:
+            await owner.close()
+        desk = await asyncpg.connect(as_login(pg_server.dsn(database), desk_role))
+        try:
+            await authenticate(desk, "1001", PASSWORD, "admin")
+            assert await desk.fetchval("SELECT headend_current_operator()") == "1001"
+        finally:
+            await desk.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        for role in (desk_role, owner_role):
+            await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()
