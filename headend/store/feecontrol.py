@@ -47,20 +47,22 @@ async def episode_meters(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     (``arrears:<account>:<meter>:<start>``) has no reconnect yet, with the episode's start, protection,
     hold and the reconnect mode of the account."""
     return await conn.fetch(
-        """SELECT m.id AS meter_id, m.protected OR a.protected AS protected, a.arrears,
+        """WITH unreconnected AS (  -- the latest disconnect of each meter whose episode has no reconnect
+               SELECT DISTINCT ON (c.meter_id) c.meter_id,
+                      split_part(c.idempotency_key, ':', 2)::bigint AS acc,
+                      substring(c.idempotency_key FROM '^arrears:[0-9]+:[0-9]+:(.*)$')::timestamptz AS since
+               FROM commands c
+               WHERE c.action = 'disconnect' AND c.idempotency_key ~ '^arrears:[0-9]+:[0-9]+:'
+                 AND NOT EXISTS (SELECT 1 FROM commands r
+                                 WHERE r.idempotency_key = 'paid:' || substring(c.idempotency_key FROM 9))
+               ORDER BY c.meter_id, c.id DESC)
+           SELECT m.id AS meter_id, m.protected OR a.protected AS protected, a.arrears,
                   coalesce(a.arrears_since, d.since) AS arrears_since,
                   a.id AS acc, a.reconnect_mode, m.protocol,
                   (SELECT h.reason FROM vee_holds h WHERE h.meter_id = m.id AND h.resolved_at IS NULL
                    ORDER BY h.id LIMIT 1) AS hold
            FROM meters m JOIN accounts a ON a.id = m.account_id
-           LEFT JOIN LATERAL (
-               SELECT substring(c.idempotency_key FROM '^arrears:[0-9]+:[0-9]+:(.*)$')::timestamptz AS since
-               FROM commands c
-               WHERE a.arrears_since IS NULL AND c.meter_id = m.id
-                 AND c.idempotency_key LIKE 'arrears:' || a.id || ':' || m.id || ':%'
-                 AND NOT EXISTS (SELECT 1 FROM commands r
-                                 WHERE r.idempotency_key = 'paid:' || substring(c.idempotency_key FROM 9))
-               ORDER BY c.id DESC LIMIT 1) d ON true
+           LEFT JOIN unreconnected d ON d.meter_id = m.id AND d.acc = a.id AND a.arrears_since IS NULL
            WHERE m.has_relay AND m.enabled AND coalesce(a.arrears_since, d.since) IS NOT NULL
            ORDER BY m.id"""
     )
