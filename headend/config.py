@@ -103,12 +103,16 @@ class PollingConfig(_Section):
 
 
 def model_quantities(model: str | None) -> set[str]:
-    """The quantities meter ``model`` can read (None: those of every bundled model); empty when
+    """The quantities meter ``model`` can read (None: those of every bundled model and of the
+    concentrators' curves); empty when
     ``model`` is not a model (a plan named after a model path that does not load)."""
+    from protocols.gdw1376 import CURVE_KINDS
     from protocols.models import UnknownModel, load_model_data, model_names
 
     names = model_names() if model is None else [model]
     quantities: set[str] = set()
+    if model is None:  # a concentrator's curves, read for the meters behind it
+        quantities |= {kind.quantity for kind in CURVE_KINDS.values() if kind.quantity}
     for name in names:
         try:
             data = load_model_data(name)
