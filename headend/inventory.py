@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from headend import limits
 from headend.store.concentrators import channel_kinds, duplicate_pns, stored_pns
@@ -123,11 +131,11 @@ class MeterEntry(BaseModel):
     model: str = Field(min_length=1)
     name: str | None = None
     account: str | None = None
-    protected: bool = False
+    protected: StrictBool = False  # TOML true/false ("yes" in a TOML file is refused, not guessed)
     protected_reason: str | None = None
-    has_relay: bool = False
+    has_relay: StrictBool = False
     multiplier: float = 1.0
-    enabled: bool = True
+    enabled: StrictBool = True
     installed_at: datetime | None = None
     port: int | None = Field(None, ge=1, le=31)
     pn: int | None = Field(None, ge=1, le=MAX_PN)
@@ -359,10 +367,14 @@ def read_inventory(path: str | Path) -> Inventory:
     if not file.is_file():
         raise InventoryError(f"{file}: no such file")
     if file.suffix.lower() == ".csv":
-        return _read_csv(file)
-    if file.suffix.lower() == ".toml":
-        return _read_toml(file)
-    raise InventoryError(f"{file}: unknown format (use .toml or .csv)")
+        inventory = _read_csv(file)
+    elif file.suffix.lower() == ".toml":
+        inventory = _read_toml(file)
+    else:
+        raise InventoryError(f"{file}: unknown format (use .toml or .csv)")
+    if not inventory.channels and not inventory.meters:
+        raise InventoryError(f"{file}: no channels and no meters: an empty file would import nothing")
+    return inventory
 
 
 def _stored_bus_problems(source: str, inventory: Inventory, stored: dict[str, str]) -> list[str]:

@@ -35,8 +35,13 @@ async def record_replacement(
         raise ValueError("the replacement time needs a UTC offset")
     if not final or set(final) != set(initial):
         raise ValueError("give the same register quantities for the final and the initial readings")
+    unknown = sorted(q for q in final if not q.startswith("energy_"))
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: not an energy register (e.g. energy_import_kwh)")
     old_id, old_label = await find_meter(conn, old)
     new_id, new_label = await find_meter(conn, new)
+    if old_id == new_id:
+        raise ValueError(f"meter {old_label} cannot replace itself: name the meter put in")
     final_text = {k: str(v) for k, v in final.items()}
     initial_text = {k: str(v) for k, v in initial.items()}
     async with conn.transaction():
