@@ -16,6 +16,8 @@ from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
 from headend.store import maintenance
 from headend.store.writer import ReadingWriter
+from tests.support.postgres import CountingPool
+from tests.support.waiting import wait_until
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -195,23 +197,27 @@ async def test_billing_says_a_database_outage_once_not_once_per_pass(
 
     config = validate_config({"billing": {"run_every": "100ms"}}, "test")
     unreachable = f"postgresql://postgres@/headend?host={tmp_path / 'no-server'}&port=5432"
-    pool = await asyncpg.create_pool(unreachable, min_size=0, timeout=1)
+    pool = CountingPool(await asyncpg.create_pool(unreachable, min_size=0, timeout=1))
     metrics = EngineMetrics()
 
     async def no_bus(meter_id: int, body: object) -> None:
         raise AssertionError("no meter can be asked without a database")
 
-    service = asyncio.create_task(run(EngineServices(config, pool, metrics, no_bus)))
+    service = asyncio.create_task(run(EngineServices(config, pool, metrics, no_bus)))  # type: ignore[arg-type]
     try:
-        async with asyncio.timeout(30):
-            while not any("billing waits" in r.getMessage() for r in caplog.records) and not service.done():
-                await asyncio.sleep(0.05)
-            for _ in range(12):  # about ten more passes against the dead database
-                await asyncio.sleep(0.1)
+        await wait_until(
+            lambda: service.done() or any("billing waits" in r.getMessage() for r in caplog.records),
+            30,
+            "the outage warning",
+        )
+        passes = pool.acquired
+        await wait_until(
+            lambda: pool.acquired >= passes + 10, 30, "ten more passes against the dead database"
+        )
     finally:
         service.cancel()
         await asyncio.gather(service, return_exceptions=True)
-        await pool.close()
+        await pool.pool.close()
     lines = [r for r in caplog.records if r.name == "headend.billing.service"]
     assert [r.getMessage() for r in lines] == ["billing waits for the database"]
     assert all(r.exc_info is None for r in lines)

@@ -16,7 +16,8 @@ from headend.inventory import import_inventory, read_inventory
 from headend.store.writer import ReadingWriter
 from headend.transport.concentrator import ConcentratorLink
 from simulators.bus import DEFAULT_PASSWORD
-from tests.concentrator.support import engine_config, inventory_toml, listening, url_of, wait_for
+from tests.concentrator.support import engine_config, inventory_toml, listening, url_of
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -81,7 +82,7 @@ async def test_backfill_after_an_outage_takes_midnight_freezes_and_curve_points(
             return bool(count >= 3 * 40)
 
         try:
-            await wait_for(filled, 60, "backfilled readings")
+            await wait_until(filled, 60, "backfilled readings")
             rows = await conn.fetch(ENERGY_SQL, "energy_import_kwh")
         finally:
             await engine.stop()
@@ -167,7 +168,7 @@ async def test_acd_after_a_power_cut_stores_the_concentrators_power_event_once(
             return bool(await conn.fetchval("SELECT count(*) FROM events WHERE category = 'terminal'"))
 
         try:
-            await wait_for(stored, 30, "the terminal power event")
+            await wait_until(stored, 30, "the terminal power event")
             for _ in range(3):  # more cycles (and ACD-free answers) store nothing twice
                 engine.run_cycle(ts)
                 await engine.wait_cycles()
@@ -207,7 +208,7 @@ async def test_the_daemon_reports_a_concentrator_whose_archive_disagrees(
             return value == 1
 
         try:
-            await wait_for(flagged, 30, "the archive mismatch gauge")
+            await wait_until(flagged, 30, "the archive mismatch gauge")
         finally:
             await engine.stop()
             await conn.close()
@@ -256,7 +257,7 @@ async def test_the_daemon_sets_a_concentrator_clock_that_is_off(pg_dsn: str, tmp
             return sim.counts["afn_05"] >= 1 and abs(sim.clock.offset.total_seconds()) < 5
 
         try:
-            await wait_for(corrected, 30, "the concentrator clock set")
+            await wait_until(corrected, 30, "the concentrator clock set")
         finally:
             await engine.stop()
     assert sim.counts["afn_05"] == 1

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,17 +17,12 @@ from headend.inventory import import_inventory, read_inventory
 from headend.secrets import MeterSecrets
 from headend.store.writer import ReadingWriter
 from simulators import BusSpec, start_bus
+from tests.support import cli
 from tests.support.operators import add_operators, operator_env
 
 
-def headend(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "headend.cli", "commands", *args, "--dsn", dsn],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=operator_env(),
-    )
+def headend(dsn: str, *args: str) -> cli.CliResult:
+    return cli.headend("commands", *args, "--dsn", dsn, env=operator_env())
 
 
 async def test_operator_command_is_executed_by_the_daemon_and_refusals_are_precise(

@@ -19,6 +19,8 @@ from headend.inventory import import_inventory, read_inventory
 from headend.secrets import MeterSecrets
 from headend.store.writer import ReadingWriter
 from simulators import BusSpec, SimBus, start_bus
+from tests.support.postgres import CountingPool
+from tests.support.waiting import wait_until
 
 
 async def _relay_meter_in_arrears(
@@ -133,24 +135,25 @@ async def test_fee_control_says_a_database_outage_once_not_once_per_pass(
 
     config = validate_config({"safety": {"run_every": "100ms"}}, "test")
     unreachable = f"postgresql://postgres@/headend?host={tmp_path / 'no-server'}&port=5432"
-    pool = await asyncpg.create_pool(unreachable, min_size=0, timeout=1)
+    pool = CountingPool(await asyncpg.create_pool(unreachable, min_size=0, timeout=1))
 
     async def no_bus(meter_id: int, body: object) -> None:
         raise AssertionError("no command can be due without a database")
 
-    service = asyncio.create_task(run(EngineServices(config, pool, EngineMetrics(), no_bus)))
+    service = asyncio.create_task(run(EngineServices(config, pool, EngineMetrics(), no_bus)))  # type: ignore[arg-type]
     try:
-        async with asyncio.timeout(30):
-            while sum("fee control" in r.getMessage() for r in caplog.records) < 1 or service.done():
-                await asyncio.sleep(0.05)
-            passes = 0
-            while passes < 12:  # about ten more failing passes
-                await asyncio.sleep(0.1)
-                passes += 1
+        await wait_until(
+            lambda: service.done() or any("fee control" in r.getMessage() for r in caplog.records),
+            30,
+            "the outage warning",
+        )
+        assert not service.done(), service
+        passes = pool.acquired
+        await wait_until(lambda: pool.acquired >= passes + 10, 30, "ten more failing passes")
     finally:
         service.cancel()
         await asyncio.gather(service, return_exceptions=True)
-        await pool.close()
+        await pool.pool.close()
     lines = [r for r in caplog.records if "fee control" in r.getMessage()]
     assert [r.getMessage() for r in lines] == ["fee control waits for the database"]
     assert all(r.exc_info is None for r in lines)

@@ -21,7 +21,8 @@ from headend.transport.identify import IdentifyError, LoginIdentifier
 from headend.transport.listener import Listener, ListenerSpec
 from protocols.gdw1376 import HEARTBEAT, LOGIN, Address, link_test
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
-from tests.concentrator.support import ADDRESS, engine_config, inventory_toml, wait_for
+from tests.concentrator.support import ADDRESS, engine_config, inventory_toml
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -71,7 +72,7 @@ async def test_engine_reads_a_concentrator_bound_by_login_through_the_listener(
             async def bound() -> bool:
                 return hub.online(DEVICE) and sim.logged_in.is_set()
 
-            await wait_for(bound, 20, "the concentrator's login bound and confirmed")
+            await wait_until(bound, 20, "the concentrator's login bound and confirmed")
             ts = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
             engine.run_cycle(ts)
             await engine.wait_cycles()
@@ -89,7 +90,7 @@ async def test_engine_reads_a_concentrator_bound_by_login_through_the_listener(
                 async def replaced() -> bool:
                     return hub.counts["replaced"] == 1 and newer.logged_in.is_set()
 
-                await wait_for(replaced, 20, "the newer login to replace the older connection")
+                await wait_until(replaced, 20, "the newer login to replace the older connection")
                 earlier = ts - timedelta(hours=1)
                 engine.run_cycle(earlier)
                 await engine.wait_cycles()
@@ -105,7 +106,7 @@ async def test_engine_reads_a_concentrator_bound_by_login_through_the_listener(
                 async def refused() -> bool:
                     return hub.counts["refused_unknown"] >= 1 and ("gdw1376", stranger_key) in hub.pending
 
-                await wait_for(refused, 20, "the unknown terminal to be refused")
+                await wait_until(refused, 20, "the unknown terminal to be refused")
                 assert not stranger.logged_in.is_set()
     finally:
         if engine is not None:
@@ -166,7 +167,9 @@ async def test_a_bound_or_held_concentrator_no_link_has_taken_yet_gets_its_heart
                 async def beating() -> bool:
                     return sim.counts["heartbeats"] >= 2 * 3  # twice the unconfirmed-heartbeat limit
 
-                await wait_for(beating, 30, f"heartbeats of a {'bound' if expected else 'held'} concentrator")
+                await wait_until(
+                    beating, 30, f"heartbeats of a {'bound' if expected else 'held'} concentrator"
+                )
                 counts = dict(sim.counts)
         finally:
             await listener.stop()

@@ -6,20 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from tests.concentrator.support import ADDRESS
-from tests.dialin.test_cli import finish, free_port, spawn, stop
+from tests.dialin.test_cli import spawn
 from tests.dialin.test_daemon_process import eventually, metric
 from tests.engine.test_daemon_process import wait_for_log
+from tests.support import cli
+from tests.support.cli import cli_env, finish, stop
 from tests.support.operators import import_inventory_cli
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -60,12 +61,8 @@ async def test_daemon_reads_meters_behind_a_concentrator_that_dials_in(pg_dsn: s
             f'[metrics]\nport = {metrics_port}\n[logging]\nformat = "json"\n'
             f'[[listen.listeners]]\naddress = "127.0.0.1:{listen_port}"\nkind = "gdw1376"\n'
         )
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "headend.cli", "run", "--config", str(config)],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-            env=os.environ | {"HEADEND_STATE_DIR": str(tmp_path / "state")},
+        proc = cli.start(
+            "run", "--config", str(config), env=cli_env(HEADEND_STATE_DIR=str(tmp_path / "state"))
         )
         assert proc.stderr is not None
         await asyncio.to_thread(wait_for_log, proc.stderr, lambda r: r["msg"] == "engine started")

@@ -4,39 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import sys
 
 import pytest
 
 from protocols.gdw1376 import Afn, EnergyReading, unit
 from tests.gdw1376.master import MasterStation
+from tests.support import cli
 
 pytestmark = pytest.mark.timeout(60)
 
 
 async def test_cli_concentrator_dials_logs_in_and_answers() -> None:
     master = await MasterStation().start()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "headend.cli",
-        "sim",
-        "concentrator",
-        "--connect",
-        f"127.0.0.1:{master.port}",
-        "--address",
-        "03146332",
-        "--meters",
-        "4",
-        "--heartbeat",
-        "0.3",
-        "--latency-ms",
-        "10",
-        "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await cli.spawn(
+        "sim", "concentrator", "--connect", f"127.0.0.1:{master.port}", "--address", "03146332",
+        "--meters", "4", "--heartbeat", "0.3", "--latency-ms", "10", "--json",
+    )  # fmt: skip
     try:
         assert process.stdout is not None
         described = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))
@@ -49,8 +32,7 @@ async def test_cli_concentrator_dials_logs_in_and_answers() -> None:
         values = [v for _pn, _fn, v in answer.items()]
         assert len(values) == 4 and all(isinstance(v, EnergyReading) and v.collected for v in values)
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 30) == 0
+        assert (await cli.stop(process, 30)).returncode == 0
         await master.stop()
 
 
@@ -67,18 +49,8 @@ async def test_cli_concentrator_dials_logs_in_and_answers() -> None:
     ],
 )
 async def test_cli_rejects_bad_options_in_one_line(option: str, value: str, message: str) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "headend.cli",
-        "sim",
-        "concentrator",
-        "--connect",
-        "127.0.0.1:9",
-        option,
-        value,
-        stderr=asyncio.subprocess.PIPE,
+    code, _out, err = await cli.headend_async(
+        "sim", "concentrator", "--connect", "127.0.0.1:9", option, value
     )
-    _, err = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 2
-    assert err.decode().strip() == message
+    assert code == 2
+    assert err.strip() == message

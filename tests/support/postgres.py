@@ -178,3 +178,16 @@ def pg_dsn(pg_server: PgServer) -> Iterator[str]:
     name = run_sync(pg_server.create_database)
     yield pg_server.dsn(name)
     run_sync(lambda: pg_server.drop_database(name))
+
+
+class CountingPool:
+    """A pool whose ``acquire`` calls are counted: the passes a service made (each pass acquires one
+    connection), e.g. against a database that is down."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.acquired = 0
+
+    def acquire(self, *, timeout: float | None = None) -> object:
+        self.acquired += 1
+        return self.pool.acquire(timeout=timeout)
