@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -104,24 +105,21 @@ async def test_pty_rtu_conversation() -> None:
         assert 220 < values["voltage_c_v"] < 240
 
 
-async def test_corrupt_and_no_reply_faults_are_deterministic_and_counted() -> None:
-    outcomes = []
-    for _ in range(2):
-        async with running_modbus_bus(
-            model="eastron_sdm120", transport="rtu-over-tcp", faults="no_reply=0.3,corrupt=0.3", seed=4
-        ) as (bus, client):
-            run = []
-            for _ in range(12):
-                try:
-                    reply = await client.read_input_registers(0, count=2, device_id=1)
-                    run.append("ok" if not reply.isError() else "error")
-                except ModbusIOException:
-                    run.append("lost")
-            outcomes.append((run, dict(bus.fault_counts)))
-    assert outcomes[0] == outcomes[1]
-    run, counts = outcomes[0]
-    assert counts["no_reply"] > 0 and counts["corrupt"] > 0
-    assert run.count("ok") == 12 - counts["no_reply"] - counts["corrupt"]
+async def test_corrupt_and_no_reply_faults_follow_the_seeded_plan_and_are_counted() -> None:
+    async with running_modbus_bus(
+        model="eastron_sdm120", transport="rtu-over-tcp", faults="no_reply=0.3,corrupt=0.3", seed=4
+    ) as (bus, client):
+        planned = bus.faults.plan.faults_in(0, 12)  # known before the first request
+        run = []
+        for _ in range(12):
+            try:
+                reply = await client.read_input_registers(0, count=2, device_id=1)
+                run.append("ok" if not reply.isError() else "error")
+            except ModbusIOException:
+                run.append("lost")
+    assert set(planned.values()) == {"no_reply", "corrupt"}  # the seed exercises both
+    assert run == ["lost" if index in planned else "ok" for index in range(12)]  # a bad CRC is discarded
+    assert bus.fault_counts == Counter(planned.values())
 
 
 async def test_late_fault_delays_replies_past_the_client_timeout() -> None:
