@@ -6,12 +6,13 @@ import asyncio
 import datetime as dt
 import json
 import time
+from collections import Counter
 
 import pytest
 
 from protocols.dlt645 import ChecksumError, build_read, decode
 from simulators.endpoints import bits_per_char
-from simulators.faults import FaultSpec, FaultSpecError
+from simulators.faults import FaultPlan, FaultSpec, FaultSpecError
 from tests.support import cli
 from tests.support.sim import RawClient, running_bus
 from tests.support.waiting import wait_until
@@ -109,6 +110,31 @@ async def test_line_timing_releases_bytes_at_the_baud_rate(transport: str) -> No
         assert reply is not None
         minimum = (len(request) + len(client.received)) * bits_per_char("8E1") / baud + 0.03
         assert elapsed >= minimum * 0.95
+
+
+async def test_explicit_replies_get_their_faults_as_planned_before_the_first_request() -> None:
+    async with running_bus(meters=1, faults="no_reply@1,corrupt@2,garbage=0.5", seed=31) as (bus, client):
+        planned = bus.faults.plan.faults_in(0, 6)
+        assert {1: "no_reply", 2: "corrupt"}.items() <= planned.items()
+        request = build_read(bus.meters[0].address, READ)
+        answered = [await client.ask(request, timeout=0.4) is not None for _ in range(6)]
+        # dropped and corrupted replies never decode; noise before a frame is skipped
+        assert answered == [planned.get(index) not in ("no_reply", "corrupt") for index in range(6)]
+        assert "garbage" in planned.values() and bus.fault_counts == Counter(planned.values())
+        assert client.deframer.checksum_errors >= 1
+
+
+def test_fault_plan_is_per_reply_index_and_explicit_replies_parse_precisely() -> None:
+    spec = FaultSpec.parse("no_reply=0.3,corrupt=0.3,truncate@4")
+    plan = FaultPlan(spec, seed=9)
+    forwards = [plan.fault_at(index) for index in range(50)]
+    assert forwards == [plan.fault_at(index) for index in reversed(range(50))][::-1]  # no hidden state
+    assert forwards[4] == "truncate" and {"no_reply", "corrupt", None} <= set(forwards)
+    assert plan.faults_in(0, 50) == {i: kind for i, kind in enumerate(forwards) if kind}
+    with pytest.raises(FaultSpecError, match="KIND@N takes one of no_reply"):
+        FaultSpec.parse("offline@3")
+    with pytest.raises(FaultSpecError, match="N must be a reply index"):
+        FaultSpec.parse("no_reply@x")
 
 
 def test_fault_spec_errors_are_precise() -> None:

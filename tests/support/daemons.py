@@ -154,3 +154,6 @@ class SwitchableDatabase:
             self._writers -= {writer, up_writer}
             for w in (writer, up_writer):
                 w.transport.abort()
+
+
+eventually = wait_until  # the former name of tests.support.waiting.wait_until
