@@ -10,11 +10,9 @@ import pytest
 
 from headend.billing.vee import resolve_hold
 from headend.config import validate_config
-from headend.engine.engine import Engine
-from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
-from headend.store.writer import ReadingWriter
 from simulators import BusSpec, start_bus
+from tests.support.engine import engine_for
 from tests.support.waiting import wait_until
 
 
@@ -51,7 +49,7 @@ async def test_a_different_meter_number_holds_billing_until_resolved(pg_dsn: str
         },
         "test",
     )
-    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    engine = engine_for(config, pg_dsn, tmp_path)
 
     async def recorded() -> bool:
         return await conn.fetchval("SELECT identity FROM meter_identities") == meter.address

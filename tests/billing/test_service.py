@@ -13,9 +13,8 @@ import pytest
 from headend.billing.service import bill_due_prepaid
 from headend.config import validate_config
 from headend.engine.engine import Engine
-from headend.engine.ports import DriverPort
 from headend.store import maintenance
-from headend.store.writer import ReadingWriter
+from tests.support.engine import engine_for
 from tests.support.postgres import CountingPool
 from tests.support.waiting import wait_until
 
@@ -82,7 +81,7 @@ def _billing_daemon(pg_dsn: str, tmp_path: Path, billing: dict[str, str]) -> Eng
         },
         "test",
     )
-    return Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    return engine_for(config, pg_dsn, tmp_path)
 
 
 async def test_each_pass_bills_new_readings_once_and_defers_incomplete_accounts(pg_dsn: str) -> None:

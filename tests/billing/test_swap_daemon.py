@@ -13,12 +13,10 @@ import asyncpg
 import pytest
 
 from headend.config import validate_config
-from headend.engine.engine import Engine
-from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
-from headend.store.writer import ReadingWriter
 from simulators import BusSpec, start_bus
 from tests.support.cli import headend
+from tests.support.engine import engine_for
 from tests.support.waiting import wait_until
 
 
@@ -69,7 +67,7 @@ async def test_unrecorded_swap_on_a_prepaid_modbus_meter_is_held_not_charged(
         },
         "test",
     )
-    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    engine = engine_for(config, pg_dsn, tmp_path)
 
     async def billed() -> bool:
         return await conn.fetchval("SELECT count(*) FROM ledger WHERE kind = 'charge'") > 0

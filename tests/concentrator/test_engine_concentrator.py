@@ -11,12 +11,11 @@ import asyncpg
 import pytest
 
 from headend.engine.engine import Engine
-from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
-from headend.store.writer import ReadingWriter
 from headend.transport.concentrator import ConcentratorLink
 from simulators.bus import DEFAULT_PASSWORD
 from tests.concentrator.support import engine_config, inventory_toml, listening, url_of
+from tests.support.engine import engine_for
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -28,7 +27,7 @@ ENERGY_SQL = (
 
 
 def make_engine(config: object, pg_dsn: str, tmp_path: Path) -> Engine:
-    return Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())  # type: ignore[arg-type]
+    return engine_for(config, pg_dsn, tmp_path)  # type: ignore[arg-type]
 
 
 async def test_cycles_store_native_energy_and_forwarded_voltage_for_the_right_meter(

@@ -12,12 +12,11 @@ import asyncpg
 from headend.config import validate_config
 from headend.control.service import run_pass
 from headend.drivers import Credentials
-from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
 from headend.secrets import MeterSecrets
-from headend.store.writer import ReadingWriter
 from simulators import BusSpec, start_bus
+from tests.support.engine import engine_for
 from tests.support.waiting import wait_until
 
 
@@ -68,12 +67,7 @@ async def test_close_allowed_reconnect_and_relay_reconciliation(pg_dsn: str, tmp
         },
         "test",
     )
-    engine = Engine(
-        config,
-        pg_dsn,
-        ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
-        DriverPort(MeterSecrets(Credentials(2, "000000"))),
-    )
+    engine = engine_for(config, pg_dsn, tmp_path, DriverPort(MeterSecrets(Credentials(2, "000000"))))
     button, paying = (m.model for m in bus.meters)
     await engine.start()
     try:

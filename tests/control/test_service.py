@@ -13,12 +13,11 @@ import pytest
 from headend.config import validate_config
 from headend.control.service import run_pass
 from headend.drivers import Credentials
-from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
 from headend.secrets import MeterSecrets
-from headend.store.writer import ReadingWriter
 from simulators import BusSpec, SimBus, start_bus
+from tests.support.engine import engine_for
 from tests.support.postgres import CountingPool
 from tests.support.waiting import wait_until
 
@@ -56,12 +55,7 @@ async def test_arrears_disconnects_and_payment_reconnects_via_engine(pg_dsn: str
         },
         "test",
     )
-    engine = Engine(
-        config,
-        pg_dsn,
-        ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
-        DriverPort(MeterSecrets(Credentials(2, "000000"))),
-    )
+    engine = engine_for(config, pg_dsn, tmp_path, DriverPort(MeterSecrets(Credentials(2, "000000"))))
     await engine.start()
     try:
         now = datetime.now(UTC)
@@ -98,12 +92,7 @@ async def test_daemon_service_runs_a_pass_every_configured_interval(pg_dsn: str,
         "test",
     )
     assert validate_config({}, "default").safety.run_every == 30.0
-    engine = Engine(
-        config,
-        pg_dsn,
-        ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
-        DriverPort(MeterSecrets(Credentials(2, "000000"))),
-    )
+    engine = engine_for(config, pg_dsn, tmp_path, DriverPort(MeterSecrets(Credentials(2, "000000"))))
 
     async def confirmed(action: str) -> bool:
         for _ in range(50):  # 10 s: many passes at 200 ms, none at the 30 s default after the first

@@ -22,6 +22,7 @@ from headend.transport.listener import Listener, ListenerSpec
 from protocols.gdw1376 import HEARTBEAT, LOGIN, Address, link_test
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
 from tests.concentrator.support import ADDRESS, engine_config, inventory_toml
+from tests.support.engine import engine_for
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -62,10 +63,8 @@ async def test_engine_reads_a_concentrator_bound_by_login_through_the_listener(
         sim = SimConcentrator(spec)
         inventory = inventory_toml(tmp_path / "inv.toml", f"gdw1376://{ADDRESS}", sim)
         await import_inventory(conn, read_inventory(inventory))
-        writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool")
-        engine = Engine(
-            engine_config(["energy_import_kwh", "voltage_a_v"]), pg_dsn, writer, DriverPort(hub=hub)
-        )
+        config = engine_config(["energy_import_kwh", "voltage_a_v"])
+        engine = engine_for(config, pg_dsn, tmp_path, DriverPort(hub=hub))
         await engine.start()  # the inventory's gdw1376:// channel: the terminal is expected
         async with sim:  # dials in now
 

@@ -13,14 +13,13 @@ import asyncpg
 import pytest
 
 from headend.config import ConfigError, load_config, validate_config
-from headend.engine.engine import Engine
 from headend.engine.frontend import FrontEnd
 from headend.engine.ports import DriverPort
 from headend.inventory import InventoryError, import_inventory, read_inventory
-from headend.store.writer import ReadingWriter
 from simulators import BusSpec, SimBus
 from simulators.dtu import DtuSpec, SimDtu
 from tests.support.cli import CliResult, headend_in_process
+from tests.support.engine import engine_for
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -82,12 +81,7 @@ async def test_dial_in_channels_are_polled_offline_ones_are_not_failures_unknown
     settings = config()
     front = await FrontEnd(settings.listen, pg_dsn).start()  # type: ignore[attr-defined]
     port = front.listeners[0].port
-    engine = Engine(
-        settings,  # type: ignore[arg-type]
-        pg_dsn,
-        ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
-        DriverPort(hub=front.hub),
-    )
+    engine = engine_for(settings, pg_dsn, tmp_path, DriverPort(hub=front.hub))  # type: ignore[arg-type]
     await engine.start()
     dtus = [
         SimDtu(DtuSpec("DTU-0080", "127.0.0.1", port, heartbeat=b"HB", backoff_s=0.1), online_bus),

@@ -17,10 +17,8 @@ from headend.drivers import Credentials
 from headend.engine.clock import ClockPolicy
 from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
-from headend.inventory import import_inventory, read_inventory
-from headend.store.writer import ReadingWriter
 from simulators import BusSpec, SimBus, start_bus
-from tests.engine.test_engine_with_simulators import inventory_file
+from tests.support.engine import engine_for, import_buses
 from tests.support.waiting import wait_until
 
 PASSWORD = Credentials(2, "000000")  # the simulators' default level-02 password
@@ -46,9 +44,8 @@ async def _engine(
     pg_dsn: str, tmp_path: Path, bus: SimBus, config: object
 ) -> tuple[Engine, asyncpg.Connection]:
     conn = await asyncpg.connect(pg_dsn)
-    await import_inventory(conn, read_inventory(inventory_file(tmp_path / "inv.toml", {"bus": bus})))
-    writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool")
-    engine = Engine(config, pg_dsn, writer, DriverPort(PASSWORD, config.relay))  # type: ignore[attr-defined]
+    await import_buses(conn, tmp_path / "inv.toml", {"bus": bus})
+    engine = engine_for(config, pg_dsn, tmp_path, DriverPort(PASSWORD, config.relay))  # type: ignore[arg-type, attr-defined]
     await engine.start()
     return engine, conn
 

@@ -10,11 +10,9 @@ import pytest
 
 import headend.config
 from headend.config import validate_config
-from headend.engine.engine import Engine
-from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
 from headend.services import ServiceHost
-from headend.store.writer import ReadingWriter
+from tests.support.engine import engine_for
 from tests.support.waiting import wait_until
 
 SERVICE_CALLS: list[str] = []
@@ -50,7 +48,7 @@ async def test_inventory_changes_are_picked_up_while_running(
         headend.config, "SERVICES", headend.config.SERVICES | {f"{__name__}:recording_service"}
     )
     conn = await asyncpg.connect(pg_dsn)
-    engine = Engine(_config(), pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    engine = engine_for(_config(), pg_dsn, tmp_path)
     await engine.start()
     try:
         assert engine.workers == {}

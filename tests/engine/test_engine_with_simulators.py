@@ -10,12 +10,10 @@ import asyncpg
 import pytest
 
 from headend.config import validate_config
-from headend.engine.engine import Engine
 from headend.engine.housekeeping import MeterCheck
-from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
-from headend.store.writer import ReadingWriter
-from simulators import BusSpec, SimBus, start_bus
+from simulators import BusSpec, start_bus
+from tests.support.engine import engine_for, import_buses, inventory_file
 
 QUANTITIES = ["energy_import_kwh", "voltage_a_v", "power_kw"]
 
@@ -36,36 +34,14 @@ def engine_config(quantities: list[str] = QUANTITIES) -> object:
     )
 
 
-def inventory_file(path: Path, buses: dict[str, SimBus]) -> Path:
-    lines = []
-    for name, bus in buses.items():
-        url = bus.url + ("?parity=N" if bus.url.startswith("serial") else "")
-        lines += ["[[channels]]", f'name = "{name}"', f'url = "{url}"', ""]
-        for meter in bus.meters:
-            lines += [
-                "[[meters]]",
-                f'channel = "{name}"',
-                'protocol = "dlt645-2007"',
-                f'address = "{meter.address}"',
-                'model = "dlt645-generic"',
-                "",
-            ]
-    path.write_text("\n".join(lines))
-    return path
-
-
 async def test_every_reading_is_stored_once_at_its_interval_and_a_dead_meter_is_isolated(
     pg_dsn: str, tmp_path: Path
 ) -> None:
     tcp_bus = await start_bus(BusSpec(meters=4, seed=60, faults="offline=#3@0+3600"))
     pty_bus = await start_bus(BusSpec(meters=3, seed=61, transport="pty"))
     conn = await asyncpg.connect(pg_dsn)
-    await import_inventory(
-        conn, read_inventory(inventory_file(tmp_path / "inv.toml", {"tcp": tcp_bus, "pty": pty_bus}))
-    )
-    engine = Engine(
-        engine_config(), pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort()
-    )
+    await import_buses(conn, tmp_path / "inv.toml", {"tcp": tcp_bus, "pty": pty_bus})
+    engine = engine_for(engine_config(), pg_dsn, tmp_path)
     await engine.start()
     base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=6)
     stamps = [base + timedelta(hours=k) for k in range(4)]
@@ -139,7 +115,7 @@ async def test_meter_back_from_an_outage_is_backfilled_from_its_load_profile(
         },
         "test",
     )
-    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    engine = engine_for(config, pg_dsn, tmp_path)
     returning = bus.meters[0]
     now = datetime.now(UTC)
     last = now.replace(minute=(now.minute // 15) * 15, second=0, microsecond=0)
@@ -179,7 +155,7 @@ async def test_meter_back_from_an_outage_is_backfilled_from_its_load_profile(
 async def test_daemon_corrects_a_drifting_meter_clock(pg_dsn: str, tmp_path: Path) -> None:
     bus = await start_bus(BusSpec(meters=2, seed=63, clock_offsets_s={0: 150.0}))
     conn = await asyncpg.connect(pg_dsn)
-    await import_inventory(conn, read_inventory(inventory_file(tmp_path / "inv.toml", {"bus": bus})))
+    await import_buses(conn, tmp_path / "inv.toml", {"bus": bus})
     config = validate_config(
         {
             "polling": {"interval": "2s", "inventory_reload": "1h"},
@@ -199,7 +175,7 @@ async def test_daemon_corrects_a_drifting_meter_clock(pg_dsn: str, tmp_path: Pat
         },
         "test",
     )
-    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    engine = engine_for(config, pg_dsn, tmp_path)
     drifting = bus.meters[0].model
     try:
         await engine.start()
@@ -238,7 +214,7 @@ async def test_meters_without_event_records_are_never_asked(
         },
         "test",
     )
-    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    engine = engine_for(config, pg_dsn, tmp_path)
     caplog.set_level("INFO", logger="headend.engine.engine")
     collections: list[str] = []
     check_all = engine.housekeeping.check_all
@@ -290,7 +266,7 @@ async def test_a_bus_too_slow_for_its_interval_starves_no_meter(pg_dsn: str, tmp
         },
         "test",
     )
-    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    engine = engine_for(config, pg_dsn, tmp_path)
     overruns = read = 0
     try:
         await engine.start()
@@ -314,11 +290,8 @@ async def test_time_of_use_plan_uses_block_reads_where_the_meter_allows(pg_dsn: 
     modern = await start_bus(BusSpec(meters=2, seed=64))
     older = await start_bus(BusSpec(meters=2, seed=65, block_reads=False))
     conn = await asyncpg.connect(pg_dsn)
-    await import_inventory(
-        conn, read_inventory(inventory_file(tmp_path / "inv.toml", {"modern": modern, "older": older}))
-    )
-    writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool")
-    engine = Engine(engine_config(tou), pg_dsn, writer, DriverPort())
+    await import_buses(conn, tmp_path / "inv.toml", {"modern": modern, "older": older})
+    engine = engine_for(engine_config(tou), pg_dsn, tmp_path)
     await engine.start()
     stamps = [datetime(2026, 6, 1, hour, tzinfo=UTC) for hour in (1, 2)]
     try:
