@@ -4,6 +4,7 @@ archive disagreement, lost/late answers and a dropped connection."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
@@ -111,8 +112,11 @@ async def test_backfill_after_an_outage_takes_midnight_freezes_and_curve_points(
 async def test_lost_and_late_answers_and_a_dropped_connection_lose_no_reading_and_misattribute_none(
     pg_dsn: str, tmp_path: Path
 ) -> None:
-    faults = "lost=0.15,late=0.15,late_delay=0.6,drop=2,ee=#1,ee=#4"  # meters 1, 4: energy forwarded
-    async with listening(meters=6, faults=faults, seed=5) as sim:
+    # lost and late replies planned by request index from the seed, the connection dropped at 2 s;
+    # meters 1 and 4 never collected (their energy is forwarded)
+    faults = "lost=0.15,late=0.15,late_delay=0.6,drop=2,ee=#1,ee=#4"
+    seed = 6  # its plan puts late replies on native requests too (forwarded ones are allowed longer)
+    async with listening(meters=6, faults=faults, seed=seed) as sim:
         conn = await asyncpg.connect(pg_dsn)
         url = url_of(sim, turnaround_ms=400, retries=3)
         await import_inventory(conn, read_inventory(inventory_toml(tmp_path / "inv.toml", url, sim)))
@@ -133,7 +137,9 @@ async def test_lost_and_late_answers_and_a_dropped_connection_lose_no_reading_an
         finally:
             await engine.stop()
             await conn.close()
-    assert sim.faults.counts["lost"] > 0 and sim.faults.counts["late"] > 0 and sim.faults.counts["drop"] == 1
+    planned = Counter(sim.faults.fault_at(i, seed + 7) for i in range(sim.requests_served))
+    assert sim.faults.counts == {"lost": planned["lost"], "late": planned["late"], "drop": 1}
+    assert planned["lost"] > 0 and planned["late"] > 0
     assert stats.late_frames > 0 and stats.connects >= 2
     # every meter at every interval, once, with its own values
     meters = {m.address: m for m in sim.pool.meters}
