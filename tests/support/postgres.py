@@ -1,9 +1,11 @@
 """Real-PostgreSQL fixtures shared by every area.
 
-``pg_server`` (session): a throwaway cluster run by ``headend.store.embedded`` in a temp directory
-(with TimescaleDB when it is installed, unless ``HEADEND_EMBEDDED_TIMESCALEDB=off``), or the server
-``$HEADEND_TEST_DSN`` points at. ``pg_dsn`` (function): a
-fresh database cloned from a migrated template, dropped after the test.
+``pg_server`` (session, so one per xdist worker): a throwaway cluster run by
+``headend.store.embedded`` in the worker's own temp directory, listening only on a unix socket there
+(no TCP port to collide on), with TimescaleDB when it is installed unless
+``HEADEND_EMBEDDED_TIMESCALEDB=off``; or the server ``$HEADEND_TEST_DSN`` points at (the template and
+database names carry the worker's pid). ``pg_dsn`` (function): a fresh database cloned from a
+migrated template, dropped after the test.
 """
 
 from __future__ import annotations
