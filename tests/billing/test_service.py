@@ -135,19 +135,15 @@ async def test_the_daemon_runs_the_billing_service(pg_dsn: str, tmp_path: Path) 
         account, meter = await _account_read_twice(conn, "D-1")
         engine = _billing_daemon(pg_dsn, tmp_path, {"run_every": "200ms"})
 
-        async def balance_becomes(expected: str) -> Decimal:
-            for _ in range(50):
-                balance = await conn.fetchval("SELECT balance FROM balances WHERE account_id = $1", account)
-                if balance == Decimal(expected):
-                    break
-                await asyncio.sleep(0.1)
-            return balance
+        async def balance_is(expected: str) -> bool:
+            balance = await conn.fetchval("SELECT balance FROM balances WHERE account_id = $1", account)
+            return balance == Decimal(expected)
 
         await engine.start()
         try:
-            assert await balance_becomes("-4.00") == Decimal("-4.00")
+            await wait_until(lambda: balance_is("-4.00"), 10, "the balance to become -4.00")
             await _reading(conn, meter, T0 + timedelta(minutes=30), 15.0)  # arrives while the daemon runs
-            assert await balance_becomes("-5.00") == Decimal("-5.00")
+            await wait_until(lambda: balance_is("-5.00"), 10, "the balance to become -5.00")
         finally:
             await engine.stop()
         assert await conn.fetchval("SELECT count(*) FROM ledger WHERE kind = 'charge'") == 2
@@ -164,14 +160,20 @@ async def test_the_daemon_validates_new_readings_between_billing_passes(pg_dsn: 
         engine = _billing_daemon(pg_dsn, tmp_path, {"run_every": "1h", "validate_every": "200ms"})
         await engine.start()
         try:
-            async with asyncio.timeout(30):
-                while await conn.fetchval("SELECT count(*) FROM ledger WHERE kind = 'charge'") != 1:
-                    await asyncio.sleep(0.05)  # the first billing pass, at start
-                await _reading(conn, meter, T0 + timedelta(minutes=30), 3.0)  # a swapped meter?
-                while not await conn.fetchval(
-                    "SELECT count(*) FROM vee_holds WHERE meter_id = $1 AND resolved_at IS NULL", meter
-                ):
-                    await asyncio.sleep(0.05)
+
+            async def charged_once() -> bool:
+                return await conn.fetchval("SELECT count(*) FROM ledger WHERE kind = 'charge'") == 1
+
+            async def held() -> bool:
+                return bool(
+                    await conn.fetchval(
+                        "SELECT count(*) FROM vee_holds WHERE meter_id = $1 AND resolved_at IS NULL", meter
+                    )
+                )
+
+            await wait_until(charged_once, 30, "the first billing pass, at start")
+            await _reading(conn, meter, T0 + timedelta(minutes=30), 3.0)  # a swapped meter?
+            await wait_until(held, 30, "the suspect reading to hold the meter")
         finally:
             await engine.stop()
         quality = await conn.fetchval(

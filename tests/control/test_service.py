@@ -95,19 +95,20 @@ async def test_daemon_service_runs_a_pass_every_configured_interval(pg_dsn: str,
     engine = engine_for(config, pg_dsn, tmp_path, DriverPort(MeterSecrets(Credentials(2, "000000"))))
 
     async def confirmed(action: str) -> bool:
-        for _ in range(50):  # 10 s: many passes at 200 ms, none at the 30 s default after the first
-            if await conn.fetchval(
+        return bool(
+            await conn.fetchval(
                 "SELECT count(*) FROM commands WHERE action = $1 AND state = 'confirmed'", action
-            ):
-                return True
-            await asyncio.sleep(0.2)
-        return False
+            )
+        )
 
     await engine.start()
     try:
-        assert await confirmed("disconnect") and meter.model.relay.open
+        # 10 s: many passes at 200 ms, none at the 30 s default after the first
+        await wait_until(lambda: confirmed("disconnect"), 10, "a confirmed disconnect")
+        assert meter.model.relay.open
         await conn.execute("UPDATE balances SET balance = 10")  # paid while the daemon runs
-        assert await confirmed("reconnect") and not meter.model.relay.open
+        await wait_until(lambda: confirmed("reconnect"), 10, "a confirmed reconnect")
+        assert not meter.model.relay.open
         assert bus.requests[0x1C] == 2
     finally:
         await engine.stop()

@@ -21,6 +21,7 @@ from tests.support import cli
 from tests.support.cli import cli_env, finish, stop
 from tests.support.operators import import_inventory_cli
 from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -74,10 +75,10 @@ async def test_daemon_reads_meters_behind_a_concentrator_that_dials_in(pg_dsn: s
             finally:
                 await conn.close()
 
-        deadline = asyncio.get_running_loop().time() + 60
-        while set(await stored()) != {m["address"] for m in meters}:
-            assert asyncio.get_running_loop().time() < deadline, "no readings through the concentrator"
-            await asyncio.sleep(0.5)
+        async def every_meter_stored() -> bool:
+            return set(await stored()) == {m["address"] for m in meters}
+
+        await wait_until(every_meter_stored, 60, "readings of every meter through the concentrator")
         await eventually(lambda: metric(metrics_port, 'headend_channel_offline{channel="conc"}') == 0.0)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 30) == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from headend.engine.housekeeping import MeterCheck
 from headend.inventory import import_inventory, read_inventory
 from simulators import BusSpec, start_bus
 from tests.support.engine import engine_for, import_buses, inventory_file
+from tests.support.waiting import wait_until
 
 QUANTITIES = ["energy_import_kwh", "voltage_a_v", "power_kw"]
 
@@ -129,17 +129,17 @@ async def test_meter_back_from_an_outage_is_backfilled_from_its_load_profile(
         returning.model.offline = False
         engine.run_cycle(stamps[3])
         await engine.wait_cycles()
-        deadline = asyncio.get_running_loop().time() + 20
         query = (
             "SELECT r.ts, r.value, r.quality FROM readings r JOIN meters m ON m.id = r.meter_id "
             "WHERE m.address = $1 AND r.ts = ANY($2::timestamptz[]) ORDER BY r.ts"
         )
-        while True:
+
+        async def four_stored() -> bool:
             await engine.writer.flush()
-            rows = await conn.fetch(query, returning.address, stamps)
-            if len(rows) == 4 or asyncio.get_running_loop().time() > deadline:
-                break
-            await asyncio.sleep(0.2)
+            return len(await conn.fetch(query, returning.address, stamps)) == 4
+
+        await wait_until(four_stored, 20, "the three backfilled intervals and the actual one")
+        rows = await conn.fetch(query, returning.address, stamps)
         assert [r["ts"] for r in rows] == stamps
         assert [r["quality"] for r in rows] == ["backfilled"] * 3 + ["actual"]
         profile = {
@@ -180,14 +180,14 @@ async def test_daemon_corrects_a_drifting_meter_clock(pg_dsn: str, tmp_path: Pat
     try:
         await engine.start()
         # a check that falls within a guard is skipped; the next one, a second later, corrects
-        deadline = asyncio.get_running_loop().time() + 60
         query = "SELECT kind FROM events WHERE category = 'comm' AND meter_id = (SELECT id FROM meters "
         query += "WHERE address = $1)"
-        kinds: list[str] = []
-        while abs(drifting.clock.error().total_seconds()) > 5 or "clock_corrected" not in kinds:
-            assert asyncio.get_running_loop().time() < deadline, f"clock never corrected (events: {kinds})"
-            await asyncio.sleep(0.5)
+
+        async def corrected() -> bool:
             kinds = [r["kind"] for r in await conn.fetch(query, drifting.address)]
+            return abs(drifting.clock.error().total_seconds()) <= 5 and "clock_corrected" in kinds
+
+        await wait_until(corrected, 60, "the drifting clock corrected and its event stored")
         assert abs(bus.meters[1].model.clock.error().total_seconds()) < 5
     finally:
         await engine.stop()
@@ -227,13 +227,15 @@ async def test_meters_without_event_records_are_never_asked(
     registry = engine.metrics.registry
     try:
         await engine.start()
-        deadline = asyncio.get_running_loop().time() + 30
         # three event collections (one a second from the first boundary) after the reads of a cycle
-        while collections.count("events") < 3 or not registry.get_sample_value(
-            "headend_job_seconds_count", {"kind": "read"}
-        ):
-            assert asyncio.get_running_loop().time() < deadline, collections
-            await asyncio.sleep(0.1)
+        await wait_until(
+            lambda: (
+                collections.count("events") >= 3
+                and bool(registry.get_sample_value("headend_job_seconds_count", {"kind": "read"}))
+            ),
+            30,
+            "three event collections after a cycle's reads",
+        )
         await engine.wait_cycles()
     finally:
         await engine.stop()
@@ -270,13 +272,16 @@ async def test_a_bus_too_slow_for_its_interval_starves_no_meter(pg_dsn: str, tmp
     overruns = read = 0
     try:
         await engine.start()
-        deadline = asyncio.get_running_loop().time() + 60
-        while asyncio.get_running_loop().time() < deadline and (overruns < 2 or read < 6):
-            await asyncio.sleep(0.5)
+
+        async def overran_and_read() -> bool:
+            nonlocal overruns, read
             overruns = await conn.fetchval("SELECT count(*) FROM read_cycles WHERE succeeded < due")
             read = await conn.fetchval(
                 "SELECT count(DISTINCT meter_id) FROM readings WHERE quality = 'actual'"
             )
+            return overruns >= 2 and read >= 6
+
+        await wait_until(overran_and_read, 60, "two overrun cycles and every meter read")
     finally:
         await engine.stop()
         await conn.close()
