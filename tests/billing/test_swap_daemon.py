@@ -1,7 +1,8 @@
 """The issue's first scenario end to end through the daemon: a prepaid customer's Modbus meter is
 swapped without a record (4345.04 -> 1520.89). The billing and fee-control services run as configured;
 nothing above normal consumption is charged, nothing is disconnected, and the hold with its reason is
-visible in ``headend billing holds``."""
+visible in ``headend billing holds``. The daemon runs as the documented daemon login and the CLI as the
+desk login, so a grant they miss (such as reading ``meter_replacements``) fails the test."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from tests.support.waiting import wait_until
 
 @pytest.mark.timeout(120)
 async def test_unrecorded_swap_on_a_prepaid_modbus_meter_is_held_not_charged(
-    pg_dsn: str, tmp_path: Path
+    pg_dsn: str, logins: dict[str, str], tmp_path: Path
 ) -> None:
     bus = await start_bus(
         BusSpec(protocol="modbus", model="hiking_dds238_2_znsr", meters=1, transport="modbus-tcp", seed=131)
@@ -46,6 +47,11 @@ async def test_unrecorded_swap_on_a_prepaid_modbus_meter_is_held_not_charged(
         "INSERT INTO accounts (number, kind, tariff_id, credit_limit) VALUES ('P-12', 'prepaid', $1, 0)",
         tariff,
     )
+    await conn.execute(  # an opening credit, in the ledger as every balance must be
+        "INSERT INTO ledger (account_id, kind, amount, idempotency_key)"
+        " SELECT id, 'adjustment', 100, 'opening'"
+        " FROM accounts"
+    )
     await conn.execute("INSERT INTO balances (account_id, balance) SELECT id, 100 FROM accounts")
     await import_inventory(conn, read_inventory(inventory))
     config = validate_config(
@@ -67,7 +73,8 @@ async def test_unrecorded_swap_on_a_prepaid_modbus_meter_is_held_not_charged(
         },
         "test",
     )
-    engine = engine_for(config, pg_dsn, tmp_path)
+    daemon = logins["daemon"]
+    engine = engine_for(config, daemon, tmp_path)
 
     async def billed() -> bool:
         return await conn.fetchval("SELECT count(*) FROM ledger WHERE kind = 'charge'") > 0
@@ -98,7 +105,7 @@ async def test_unrecorded_swap_on_a_prepaid_modbus_meter_is_held_not_charged(
         await engine.stop()
         await conn.close()
         await bus.stop()
-    shown = headend("billing", "holds", "--dsn", pg_dsn)
+    shown = headend("billing", "holds", "--dsn", logins["billing"])
     assert shown.returncode == 0, shown.stderr
     hold = json.loads(shown.stdout.splitlines()[0])
     assert hold["meter"] == "flat-12" and hold["account"] == "P-12" and hold["rule"] == "decrease"
