@@ -18,6 +18,7 @@ Faults (``DtuFaults.parse``, counted in ``counts``):
 registration, a second connection registers with the same id and takes over; the old one is left
 for the master to close), ``late_registration=S`` (heartbeats only for S seconds after each
 connect, then the registration), ``garbage_before=N`` (N noise bytes before the registration).
+Whether reply N gets a rate fault depends only on the seed and N, never on redial timing.
 
 An impostor (:func:`impostor_bus`): a DTU registering with a real one's id in front of a bus whose
 meters answer the real meters' addresses with other values and other meter numbers (04 00 04 02).
@@ -108,7 +109,8 @@ class SimDtu:
         self.bus = bus
         self.counts: Counter[str] = Counter()
         self.bound = asyncio.Event()  # set while a registered connection is up
-        self._rng = random.Random(spec.seed)
+        self._rng = random.Random(spec.seed)  # redial jitter and garbage bytes
+        self.replies = 0  # index of the next reply: its fault depends only on the seed and the index
         self._task: asyncio.Task[None] | None = None
         self._side: set[asyncio.Task[None]] = set()
         self._duplicated = False
@@ -287,7 +289,8 @@ class SimDtu:
     def _sender(self, writer: asyncio.StreamWriter) -> Write:
         """The bus's ``send`` for one reply, with this reply's fault (if any) applied at its first write."""
         faults = self.spec.faults
-        roll = self._rng.random()
+        index, self.replies = self.replies, self.replies + 1
+        roll = random.Random(f"{self.spec.seed}:{index}").random()  # planned per reply, not by timing
         fault = ""
         if roll < faults.drop_mid_reply:
             fault = "drop_mid_reply"

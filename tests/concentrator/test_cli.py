@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,34 +18,18 @@ from protocols.gdw1376 import Afn, ArchiveRecord, CurveRequest, DailyReading, un
 from simulators.bus import DEFAULT_PASSWORD
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
 from tests.concentrator.support import ADDRESS, inventory_toml, listening, url_of
+from tests.support.cli import CliResult, cli_env, headend_async, spawn
 from tests.support.operators import add_operators, operator_env
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
 PW = bytes(range(16))
 
 
-async def headend(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run the CLI in a subprocess while this event loop keeps serving the simulated concentrator."""
-    environment = os.environ | {"HEADEND_METER_PASSWORD": DEFAULT_PASSWORD} | (env or {})
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "headend.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=environment,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 90)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+async def headend(*args: str, env: dict[str, str] | None = None) -> CliResult:
+    """The CLI as a process while this event loop keeps serving the simulated concentrator."""
+    return await headend_async(*args, env=cli_env(HEADEND_METER_PASSWORD=DEFAULT_PASSWORD) | (env or {}))
 
 
 def secrets_file(tmp_path: Path, pw: bytes = PW) -> Path:
@@ -250,10 +231,10 @@ async def test_archive_command_errors_are_one_line(pg_dsn: str) -> None:
 
 async def test_sim_concentrator_listen_serves_a_master_that_connects() -> None:
     port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "headend.cli", "sim", "concentrator", "--listen", f"127.0.0.1:{port}",
+    process = await spawn(
+        "sim", "concentrator", "--listen", f"127.0.0.1:{port}",
         "--meters", "3", "--latency-ms", "0", "--json",
-        stdout=asyncio.subprocess.PIPE,
+        stderr=None,
     )  # fmt: skip
     assert process.stdout is not None
     try:
@@ -273,10 +254,10 @@ async def test_sim_concentrator_listen_serves_a_master_that_connects() -> None:
 async def test_sim_concentrator_history_days_bounds_the_curves_not_the_daily_freezes() -> None:
     """``--history-days 1``: a curve of three days ago is all EE, while its daily freeze is there."""
     port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "headend.cli", "sim", "concentrator", "--listen", f"127.0.0.1:{port}",
+    process = await spawn(
+        "sim", "concentrator", "--listen", f"127.0.0.1:{port}",
         "--meters", "1", "--latency-ms", "0", "--history-days", "1", "--json",
-        stdout=asyncio.subprocess.PIPE,
+        stderr=None,
     )  # fmt: skip
     assert process.stdout is not None
     link = ConcentratorLink(parse_channel_url(f"gdw1376+tcp://127.0.0.1:{port}?address={ADDRESS}"))

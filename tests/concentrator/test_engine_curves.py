@@ -12,11 +12,11 @@ import asyncpg
 import pytest
 
 from headend.engine.engine import Engine
-from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
-from headend.store.writer import ReadingWriter
 from simulators.concentrator import SimConcentrator
-from tests.concentrator.support import engine_config, inventory_toml, listening, url_of, wait_for
+from tests.concentrator.support import engine_config, inventory_toml, listening, url_of
+from tests.support.engine import engine_for
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -35,8 +35,7 @@ def _engine(pg_dsn: str, tmp_path: Path, quantities: list[str]) -> Engine:
         polling={"interval": "15m", "inventory_reload": "1h"},
         backfill={"enabled": True, "lookback": "1d", "retry_every": "1h", "max_intervals_per_meter": 100},
     )
-    writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool")
-    return Engine(config, pg_dsn, writer, DriverPort())
+    return engine_for(config, pg_dsn, tmp_path)
 
 
 async def _backfill(conn: asyncpg.Connection, engine: Engine, wanted: int) -> list[asyncpg.Record]:
@@ -50,7 +49,7 @@ async def _backfill(conn: asyncpg.Connection, engine: Engine, wanted: int) -> li
 
     await engine.start()  # every meter may have gaps at start: the missed day is backfilled
     try:
-        await wait_for(stored, 120, f"{wanted} backfilled voltage points")
+        await wait_until(stored, 120, f"{wanted} backfilled voltage points")
     finally:
         await engine.stop()
     return list(await conn.fetch(ROWS_SQL, CURVES + THREE_PHASE + ["energy_import_kwh"]))

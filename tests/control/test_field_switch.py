@@ -3,35 +3,24 @@ operator on the field channel, confirmed by read-back and audited (real process,
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from pathlib import Path
 
 import asyncpg
 
 from headend.inventory import import_inventory, read_inventory
 from simulators import BusSpec, start_bus
+from tests.support.cli import CliResult, headend_async
 from tests.support.operators import add_operators, operator_env
 
 METER_PASSWORD = "271828"
 
 
-async def headend(*args: str, password: str | None = None) -> tuple[int, str, str]:
-    """The CLI in a subprocess while this loop serves the simulated bus."""
+async def headend(*args: str, password: str | None = None) -> CliResult:
+    """The CLI as a process while this loop serves the simulated bus."""
     env = operator_env(password) if password else operator_env()
     env["HEADEND_METER_PASSWORD"] = METER_PASSWORD
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "headend.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 90)
-    return process.returncode or 0, out.decode(), err.decode()
+    return await headend_async(*args, env=env)
 
 
 async def test_field_switch_is_recorded_gated_and_audited(pg_dsn: str, tmp_path: Path) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,23 +11,17 @@ from headend.config import validate_config
 from headend.control.automation import HALT_KEY
 from headend.control.service import run_pass
 from headend.drivers import Credentials
-from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
 from headend.secrets import MeterSecrets
-from headend.store.writer import ReadingWriter
 from simulators import BusSpec, start_bus
+from tests.support import cli
+from tests.support.engine import engine_for
 from tests.support.operators import add_operators, operator_env
 
 
-def headend(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "headend.cli", "commands", *args, "--dsn", dsn],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=operator_env(),
-    )
+def headend(dsn: str, *args: str) -> cli.CliResult:
+    return cli.headend("commands", *args, "--dsn", dsn, env=operator_env())
 
 
 async def test_operator_command_is_executed_by_the_daemon_and_refusals_are_precise(
@@ -58,12 +50,7 @@ async def test_operator_command_is_executed_by_the_daemon_and_refusals_are_preci
         },
         "test",
     )
-    engine = Engine(
-        config,
-        pg_dsn,
-        ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
-        DriverPort(MeterSecrets(Credentials(2, "000000"))),
-    )
+    engine = engine_for(config, pg_dsn, tmp_path, DriverPort(MeterSecrets(Credentials(2, "000000"))))
     await engine.start()
     try:
         created = headend(

@@ -43,14 +43,13 @@ from headend.billing.vee import resolve_hold
 from headend.config import HeadendConfig, validate_config
 from headend.control.service import run_pass
 from headend.drivers import Credentials
-from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
 from headend.secrets import MeterSecrets
 from headend.store.maintenance import ensure_partitions
-from headend.store.writer import ReadingWriter
 from simulators import BusSpec, SimBus, start_bus
 from simulators.meter import SimMeter
+from tests.support.engine import engine_for
 
 STEP = timedelta(hours=12)
 STEPS = 60  # 30 days
@@ -429,12 +428,7 @@ async def test_money_to_relay_chain_over_a_simulated_month(
     await conn.execute("INSERT INTO quantities (name) VALUES ('energy_import_kwh') ON CONFLICT DO NOTHING")
     await conn.execute("INSERT INTO reading_sources (name) VALUES ('test')")
     config = _config(False)
-    engine = Engine(
-        config,
-        pg_dsn,
-        ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
-        DriverPort(MeterSecrets(Credentials(2, "000000"))),
-    )
+    engine = engine_for(config, pg_dsn, tmp_path, DriverPort(MeterSecrets(Credentials(2, "000000"))))
     try:
         await _setup(conn, buses, tmp_path, world, t0)
         assert len(world.meters) == size

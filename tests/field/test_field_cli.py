@@ -4,31 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from datetime import UTC, datetime, timedelta
 
 from headend.drivers import make_driver
 from headend.transport import open_channel
 from simulators import BusSpec, start_bus
+from tests.support.cli import CliResult, cli_env, headend_async, spawn
 
 PASSWORD = "271828"
 
 
-async def headend(*args: str) -> tuple[int, str, str]:
-    """Run the CLI in a subprocess while this event loop keeps serving the simulated bus."""
-    env = {k: v for k, v in os.environ.items() if k != "HEADEND_DSN"} | {"HEADEND_METER_PASSWORD": PASSWORD}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "headend.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    return process.returncode, out.decode(), err.decode()
+async def headend(*args: str) -> CliResult:
+    """The CLI as a process while this event loop keeps serving the simulated bus (no HEADEND_DSN)."""
+    env = cli_env(drop=["HEADEND_DSN"], HEADEND_METER_PASSWORD=PASSWORD)
+    return await headend_async(*args, env=env, timeout=60)
 
 
 async def test_read_quantities_and_dis_as_json() -> None:
@@ -191,21 +180,7 @@ async def test_switch_refuses_bad_operator_ids_and_an_unrecorded_switch_without_
 async def test_the_url_sim_pty_prints_works_as_printed_for_modbus_on_serial() -> None:
     """``headend sim modbus --pty`` prints a serial:// URL with its line settings (8N1 at 9600); the
     CLI reads and sweeps Modbus meters over it (RTU on a serial line, as the daemon does)."""
-    sim = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "headend.cli",
-        "sim",
-        "modbus",
-        "--model",
-        "eastron_sdm120",
-        "--meters",
-        "2",
-        "--pty",
-        "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    sim = await spawn("sim", "modbus", "--model", "eastron_sdm120", "--meters", "2", "--pty", "--json")
     try:
         assert sim.stdout is not None
         url = json.loads(await asyncio.wait_for(sim.stdout.readline(), 30))["url"]
