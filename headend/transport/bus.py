@@ -60,8 +60,11 @@ class FrameBus(Bus, Protocol):
         reply_size: int = 64,
         turnaround_s: float | None = None,
         retries: int | None = None,
+        once: bool = False,
     ) -> tuple[bytes, float]:
-        """``(frame, round_trip_s)``; raises ExchangeTimeout after the retries, ChannelUnavailable."""
+        """``(frame, round_trip_s)``; raises ExchangeTimeout after the retries, ChannelUnavailable.
+
+        ``once``: the request goes out at most once (no retry, never re-sent after a reconnection)."""
         ...
 
     async def send_only(self, request: bytes) -> None:
