@@ -1,5 +1,6 @@
 """What the gates of a relay command read when the frame is about to go out, read with the rows it
-depends on locked: the command (``FOR UPDATE``), its meter, account and balance (``FOR SHARE``), so a
+depends on locked: the command (``FOR UPDATE``), its meter (``FOR SHARE``, through the owner's
+function ``headend_lock_command_meter``), account and balance (``FOR SHARE``), so a
 concurrent protection, reassignment or payment either commits first (and is seen) or waits for the
 ``sent`` decision to commit."""
 
@@ -60,16 +61,17 @@ async def lock_send_facts(conn: asyncpg.Connection, command_id: int, now: dateti
     """The command's gate facts with its rows locked until the transaction ends (None: no command).
 
     Must run inside the transaction that moves the command to ``sent``."""
+    if await conn.fetchval("SELECT id FROM commands WHERE id = $1 FOR UPDATE", command_id) is None:
+        return None
+    # the meter is locked by a function of the schema owner: the daemon has no write grant on meters
+    await conn.execute("SELECT headend_lock_command_meter($1)", command_id)
     row = await conn.fetchrow(
         """SELECT c.id, c.state::text AS state, c.action, c.cause, c.operator, c.requires_approval,
                   c.approved_by, c.last_error, c.account_id AS made_for, m.account_id AS assigned_to,
                   m.has_relay, m.enabled, m.protected, m.protected_reason
-           FROM commands c JOIN meters m ON m.id = c.meter_id
-           WHERE c.id = $1 FOR UPDATE OF c FOR SHARE OF m""",
+           FROM commands c JOIN meters m ON m.id = c.meter_id WHERE c.id = $1""",
         command_id,
     )
-    if row is None:
-        return None
     account = None
     if row["assigned_to"] is not None:
         account = await _lock_account(conn, row["assigned_to"])

@@ -25,3 +25,13 @@ BEGIN
 END $$;
 CREATE TRIGGER commands_account_fixed BEFORE UPDATE OF account_id ON commands
     FOR EACH ROW EXECUTE FUNCTION commands_account_fixed();
+
+-- The executor locks the meter of a command it is about to send (FOR SHARE: a protection or a
+-- reassignment in flight waits for the decision) without any write privilege on meters.
+CREATE FUNCTION headend_lock_command_meter(command_id bigint) RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, public AS $$
+BEGIN
+    PERFORM 1 FROM meters WHERE id = (SELECT meter_id FROM commands WHERE id = command_id) FOR SHARE;
+END $$;
+REVOKE EXECUTE ON FUNCTION headend_lock_command_meter(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION headend_lock_command_meter(bigint) TO headend_daemon, headend_billing;
