@@ -20,6 +20,9 @@ for the master to close), ``late_registration=S`` (heartbeats only for S seconds
 connect, then the registration), ``garbage_before=N`` (N noise bytes before the registration),
 ``drop_control_reply=N`` (the replies to the first N relay control frames (0x1C) are cut in half
 and the connection drops: the meter has switched, the master never hears it, the DTU redials).
+
+An impostor (:func:`impostor_bus`): a DTU registering with a real one's id in front of a bus whose
+meters answer the real meters' addresses with other values and other meter numbers (04 00 04 02).
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from protocols.dlt645 import Deframer
 from simulators.bus import SimBus
@@ -41,6 +45,17 @@ COUNT_FAULTS = ("garbage_before", "drop_control_reply")
 CONTROL = 0x1C  # DL/T 645-2007 relay control
 TIME_FAULTS = ("duplicate", "late_registration")
 PACKET_GAP_S = 0.02  # keeps a heartbeat in a TCP packet of its own, as a DTU's packetiser does
+
+
+def impostor_bus(real: SimBus, seed: int) -> SimBus:
+    """A bus answering the meter addresses of ``real`` with the values of ``seed`` and meter numbers
+    of its own (the real number with its first digit changed)."""
+    addresses = [m.address for m in real.meters]
+    bus = SimBus(replace(real.spec, seed=seed, addresses=addresses, transport="carried"))
+    for meter in bus.meters:
+        number = str(meter.model.meter_number)
+        meter.model.meter_number = f"{(int(number[0]) + 1) % 10}{number[1:]}"
+    return bus
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +102,7 @@ class DtuSpec:
     max_backoff_s: float = 60.0
     faults: DtuFaults = field(default_factory=DtuFaults)
     seed: int = 1
+    tls: ssl.SSLContext | None = None  # dial in over TLS with this client context (its certificate)
 
 
 class SimDtu:
@@ -124,7 +140,7 @@ class SimDtu:
         spec = self.spec
         while True:
             try:
-                reader, writer = await asyncio.open_connection(spec.host, spec.port)
+                reader, writer = await asyncio.open_connection(spec.host, spec.port, ssl=spec.tls)
             except OSError:
                 self.counts["dial_failed"] += 1
                 failures += 1
@@ -244,7 +260,7 @@ class SimDtu:
 
     async def _duplicate(self, after_s: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         await asyncio.sleep(after_s)
-        reader, writer = await asyncio.open_connection(self.spec.host, self.spec.port)
+        reader, writer = await asyncio.open_connection(self.spec.host, self.spec.port, ssl=self.spec.tls)
         await self._register(writer)
         self.counts["duplicate"] += 1
         return reader, writer

@@ -149,7 +149,9 @@ class Dlt645Driver:
         accept: Callable[[bytes], bool] | None = None,
         *,
         once: bool = False,
+        secret: bool = False,
     ) -> Frame:
+        """One exchange (``secret``: the request carries the meter password)."""
         try:
             raw, rtt = await self.channel.exchange(
                 request,
@@ -158,6 +160,7 @@ class Dlt645Driver:
                 reply_size=reply_size,
                 turnaround_s=self.turnaround_s,
                 once=once,
+                secret=secret,
             )
         except ExchangeTimeout as exc:
             if exc.noise:
@@ -352,7 +355,8 @@ class Dlt645Driver:
                     password_level=credentials.level,
                     password=credentials.password,
                     operator=CLOCK_OPERATOR,
-                )
+                ),
+                secret=True,
             )
 
     def _require_credentials(self) -> Credentials:
@@ -432,7 +436,7 @@ class Dlt645Driver:
         )
         evidence: dict[str, Any] = {"operator": operator, "expiry": expiry.isoformat()}
         try:
-            await self._request(request, once=True)  # never repeated: a lost reply is read back
+            await self._request(request, once=True, secret=True)  # never repeated: a lost reply is read back
             evidence["ack"] = True
         except MeterRefused as exc:
             # the relay may have moved all the same (a meter that trips, then answers abnormally)

@@ -220,9 +220,11 @@ class ForwardBus:
         turnaround_s: float | None = None,
         retries: int | None = None,
         once: bool = False,
+        secret: bool = False,
     ) -> tuple[bytes, float]:
         """Forward ``request`` and return the first frame of the meter's reply ``accept`` takes
-        (``once``: one forward, which the concentrator link does not repeat either)."""
+        (every forward carries the concentrator's PW: the link sends none to an unverified login,
+        whatever ``secret`` says; ``once``: one forward, which the link does not repeat either)."""
         forward, extra_s = self._forward(request, reply_size, turnaround_s or METER_ANSWER_S)
         tries = 1 if once else 1 + (self.retries if retries is None else retries)
         link_retries = 0 if once else None

@@ -322,8 +322,10 @@ class Channel:
         turnaround_s: float | None = None,
         retries: int | None = None,
         once: bool = False,
+        secret: bool = False,
     ) -> tuple[bytes, float]:
         """Send ``request`` and return ``(frame, round_trip_s)`` for the first frame ``accept`` takes.
+        (``secret``: the request carries a password; a bus we connect out to sends it as any other.)
 
         Raises ExchangeTimeout after ``retries`` + 1 tries, ChannelUnavailable if the bus is down.
         ``once`` (a relay command): the request goes out at most once, with no retry, and a connection
