@@ -13,6 +13,9 @@ late a late reply is.
 What happens to a reply depends only on the seed and the reply's index on the bus, never on what
 happened to earlier replies or on timing: :meth:`FaultPlan.fault_at` tells a test in advance which
 reply is dropped, delayed or damaged (and :meth:`FaultPlan.faults_in` lists them for a range).
+Relay control (0x1C) faults count the meter's control frames from 1: ``control_abnormal=ADDR@1+2``
+(its 1st and 2nd control frames are carried out, then answered with an abnormal reply) and
+``control_silent=ADDR@1+1`` (carried out, never answered).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 
 RATE_KINDS = ("no_reply", "late", "corrupt", "garbage", "garbage_inside", "truncate", "shift")
 SCHEDULE_KINDS = ("offline", "power_outage", "clock_jump")
+CONTROL_KINDS = ("control_abnormal", "control_silent")
 
 
 class FaultSpecError(ValueError):
@@ -50,6 +54,7 @@ class FaultSpec:
 
     rates: dict[str, float] = field(default_factory=dict)
     schedule: list[ScheduledFault] = field(default_factory=list)
+    control: list[ScheduledFault] = field(default_factory=list)  # at_s: first control frame, amount: how many
     late_delay_s: float = 3.0
     at: dict[int, str] = field(default_factory=dict)  # reply index -> rate kind (``KIND@N`` items)
 
@@ -64,14 +69,16 @@ class FaultSpec:
                 continue
             if not sep:
                 raise FaultSpecError(f"fault item {item!r} lacks '=' (or '@' for one reply)")
-            if name not in (*RATE_KINDS, *SCHEDULE_KINDS, "late_delay"):
-                known = ", ".join((*RATE_KINDS, *SCHEDULE_KINDS, "late_delay"))
+            if name not in (*RATE_KINDS, *SCHEDULE_KINDS, *CONTROL_KINDS, "late_delay"):
+                known = ", ".join((*RATE_KINDS, *SCHEDULE_KINDS, *CONTROL_KINDS, "late_delay"))
                 raise FaultSpecError(f"unknown fault {name!r}; known: {known}")
             try:
                 if name in RATE_KINDS:
                     spec.rates[name] = _rate(value)
                 elif name == "late_delay":
                     spec.late_delay_s = float(value)
+                elif name in CONTROL_KINDS:
+                    spec.control.append(_control(name, value))
                 else:
                     spec.schedule.append(_scheduled(name, value))
             except ValueError:
@@ -104,6 +111,13 @@ def _scheduled(kind: str, value: str) -> ScheduledFault:
     if not meter or not at or not amount:
         raise ValueError
     return ScheduledFault(kind, meter, float(at), float(amount))
+
+
+def _control(kind: str, value: str) -> ScheduledFault:
+    fault = _scheduled(kind, value)
+    if fault.at_s < 1 or fault.amount < 1 or not fault.at_s.is_integer() or not fault.amount.is_integer():
+        raise ValueError(value)
+    return fault
 
 
 @dataclass(slots=True)

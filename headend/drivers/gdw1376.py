@@ -219,18 +219,22 @@ class ForwardBus:
         reply_size: int = 64,
         turnaround_s: float | None = None,
         retries: int | None = None,
+        once: bool = False,
         secret: bool = False,
     ) -> tuple[bytes, float]:
         """Forward ``request`` and return the first frame of the meter's reply ``accept`` takes
         (every forward carries the concentrator's PW: the link sends none to an unverified login,
-        whatever ``secret`` says)."""
+        whatever ``secret`` says; ``once``: one forward, which the link does not repeat either)."""
         forward, extra_s = self._forward(request, reply_size, turnaround_s or METER_ANSWER_S)
-        tries = 1 + (self.retries if retries is None else retries)
+        tries = 1 if once else 1 + (self.retries if retries is None else retries)
+        link_retries = 0 if once else None
         for _ in range(tries):
             started = time.monotonic()
             self.forwards += 1
             try:
-                items = await self.link.values(Afn.FORWARD, [unit(0, 1, forward)], extra_s=extra_s)
+                items = await self.link.values(
+                    Afn.FORWARD, [unit(0, 1, forward)], extra_s=extra_s, retries=link_retries
+                )
             except ConcentratorTimeout as exc:
                 raise ExchangeTimeout(exc.tries, noise=False) from None
             except ConcentratorDenied as exc:

@@ -68,12 +68,22 @@ async def episode_meters(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     )
 
 
-async def existing_keys(conn: asyncpg.Connection, keys: list[str]) -> set[str]:
-    """Which of these idempotency keys have a command."""
+async def existing_keys(conn: asyncpg.Connection, keys: list[str]) -> dict[str, int]:
+    """Which of these idempotency keys have a command, with its attempts (0: no frame went out)."""
     rows = await conn.fetch(
-        "SELECT idempotency_key FROM commands WHERE idempotency_key = ANY($1::text[])", keys
+        "SELECT idempotency_key, attempts FROM commands WHERE idempotency_key = ANY($1::text[])", keys
     )
-    return {r["idempotency_key"] for r in rows}
+    return {r["idempotency_key"]: r["attempts"] for r in rows}
+
+
+async def cancel_unsent(conn: asyncpg.Connection, idempotency_key: str) -> bool:
+    """Cancel the command of ``idempotency_key`` if it is pending and never went out (True if it was)."""
+    cancelled = await conn.fetchval(
+        "UPDATE commands SET state = 'cancelled', last_error = 'arrears cleared' "
+        "WHERE idempotency_key = $1 AND state = 'pending' AND attempts = 0 RETURNING id",
+        idempotency_key,
+    )
+    return cancelled is not None
 
 
 async def disconnects_since(conn: asyncpg.Connection, operator: str, since: datetime) -> int:

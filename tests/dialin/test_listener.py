@@ -45,7 +45,8 @@ async def dtu(
     listener: Listener, identity: str = "DTU-0001", meters: int = 2, seed: int = 5, **options: object
 ) -> AsyncIterator[SimDtu]:
     bus = SimBus(BusSpec(meters=meters, seed=seed, transport="carried"))
-    spec = DtuSpec(identity, "127.0.0.1", listener.port, heartbeat=HB, backoff_s=0.05, **options)  # type: ignore[arg-type]
+    options = {"backoff_s": 0.05, **options}
+    spec = DtuSpec(identity, "127.0.0.1", listener.port, heartbeat=HB, **options)  # type: ignore[arg-type]
     sim = await SimDtu(spec, bus).start()
     try:
         yield sim
