@@ -5,6 +5,7 @@ hidden prompt; neither is ever echoed or logged."""
 from __future__ import annotations
 
 import os
+from typing import Annotated
 
 import asyncpg
 import typer
@@ -18,6 +19,14 @@ OperatorOption = typer.Option(
     "--operator",
     help=f"Your operator id (工号); password prompted, or ${TOKEN_ENV} / ${PASSWORD_ENV} for scripts.",
 )
+
+OperatorId = Annotated[
+    str,
+    typer.Option(
+        "--operator",
+        help=f"Your operator id (工号); password prompted, or ${TOKEN_ENV} / ${PASSWORD_ENV} for scripts.",
+    ),
+]
 
 
 class Login:

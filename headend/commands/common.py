@@ -7,7 +7,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import asyncpg
 import typer
@@ -19,6 +19,10 @@ from headend.store.embedded import EmbeddedPostgresError
 T = TypeVar("T")
 
 DsnOption = typer.Option(None, "--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server).")
+Dsn = Annotated[
+    str | None,
+    typer.Option("--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server)."),
+]
 ConfigOption = typer.Option(
     None, "--config", "-c", help="Config file (default: $HEADEND_CONFIG, else defaults)."
 )
