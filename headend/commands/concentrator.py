@@ -16,12 +16,12 @@ from typing import Annotated, Any
 
 import asyncpg
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from headend.commands.auth import Login, OperatorOption, login
 from headend.commands.common import DsnOption, fail, target_dsn
 from headend.commands.listen import open_field_channel
+from headend.commands.views import console
 from headend.drivers.base import DriverError
 from headend.drivers.gdw1376_terminal import ArchivePoint, diff_archive, push_archive
 from headend.operators import OperatorError
@@ -153,7 +153,7 @@ def _show(result: dict[str, Any], as_json: bool) -> None:
             table.add_row(
                 "different", str(wanted["pn"]), f"{wanted['port']} (has {found['port']})", wanted["address"]
             )
-        Console().print(table)
+        console().print(table)
         summary = "agrees" if result["agrees"] else "disagrees"
         pushed = f"; pushed {result['pushed']} record(s)" if "pushed" in result else ""
         typer.echo(
