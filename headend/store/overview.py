@@ -43,10 +43,11 @@ WHERE m.id = $1
 """
 
 _LATEST_READINGS = """
-SELECT DISTINCT ON (q.name) q.name AS quantity, r.ts, r.value, r.quality::text AS quality, q.unit
-FROM readings r JOIN quantities q ON q.id = r.quantity_id
-WHERE r.meter_id = $1 AND r.ts > now() - interval '30 days'
-ORDER BY q.name, r.ts DESC
+SELECT q.name AS quantity, r.ts, r.value, r.quality::text AS quality, q.unit
+FROM quantities q CROSS JOIN LATERAL (
+    SELECT ts, value, quality FROM readings
+    WHERE meter_id = $1 AND quantity_id = q.id ORDER BY ts DESC LIMIT 1) r
+ORDER BY q.name
 """
 
 _RECENT_EVENTS = """
@@ -62,7 +63,7 @@ FROM commands WHERE meter_id = $1 ORDER BY created_at DESC LIMIT $2
 
 async def meter_overview(conn: asyncpg.Connection, meter_id: int, recent: int = 5) -> Overview:
     """One meter: inventory, account, last read and contact, clock offset, relay, latest readings
-    (the last 30 days, per quantity), and its most recent events and commands."""
+    (per quantity), and its most recent events and commands."""
     row = await conn.fetchrow(_METER, meter_id)
     return Overview(
         dict(row),
@@ -78,7 +79,7 @@ _CHANNEL = """
 SELECT c.id, c.name, c.kind, c.address, c.settings->>'url' AS url, c.enabled,
        (SELECT count(*) FROM meters m WHERE m.channel_id = c.id AND m.removed_at IS NULL) AS meters,
        (SELECT max(r.received_at) FROM readings r JOIN meters m ON m.id = r.meter_id
-        WHERE m.channel_id = c.id AND r.ts > now() - interval '7 days') AS last_contact
+        WHERE m.channel_id = c.id) AS last_contact
 FROM channels c WHERE c.name = $1
 """
 
@@ -89,8 +90,7 @@ WHERE channel_id = $1 AND finished_at IS NOT NULL ORDER BY cycle_at DESC LIMIT $
 
 _CHANNEL_METERS = """
 SELECT m.name, m.protocol, m.address, m.enabled,
-       (SELECT max(r.ts) FROM readings r WHERE r.meter_id = m.id AND r.quality = 'actual'
-          AND r.ts > now() - interval '30 days') AS last_read
+       (SELECT max(r.ts) FROM readings r WHERE r.meter_id = m.id AND r.quality = 'actual') AS last_read
 FROM meters m WHERE m.channel_id = $1 AND m.removed_at IS NULL ORDER BY m.name
 """
 

@@ -24,7 +24,7 @@ FROM (
            (array_agg(r.value ORDER BY r.ts DESC) FILTER (WHERE r.value IS NOT NULL))[1] AS last_value,
            array_agg(DISTINCT r.quality::text) AS qualities, count(*) AS readings
     FROM readings r JOIN quantities q ON q.id = r.quantity_id
-    WHERE r.meter_id = $1 AND q.name = $2 AND r.ts >= $3 - interval '1 day' AND r.ts < $4
+    WHERE r.meter_id = $1 AND q.name = $2 AND r.ts >= $3::timestamptz - interval '1 day' AND r.ts < $4
     GROUP BY 1
 ) d
 ORDER BY day

@@ -72,7 +72,8 @@ async def test_same_address_on_two_channels_gets_two_names_every_command_accepts
     assert [(m["channel"], m["address"]) for m in shown] == [("bus-b", "000000000001"), ("plant-2", "7")]
     ambiguous = headend(pg_dsn, "meters", "show", "000000000001")
     assert ambiguous.returncode == 1 and ambiguous.stderr.strip() == (
-        "error: '000000000001' matches 2 meters (bus-a/000000000001, bus-b/000000000001); give the meter's name"
+        "error: '000000000001' matches 2 meters (bus-a/000000000001, bus-b/000000000001);"
+        " give the meter's name"
     )
 
     # a re-import that gives no name keeps the one given before
