@@ -13,8 +13,8 @@ import typer
 
 from headend import limits
 from headend.billing.accounts import AccountError, add_account, assign_meter, set_account
-from headend.commands.auth import OperatorOption, login
-from headend.commands.common import Dsn, DsnOption, fail, run_with_conn
+from headend.commands.auth import OperatorId, login
+from headend.commands.common import Dsn, fail, run_with_conn
 from headend.commands.timerange import TimeRangeError, time_range
 from headend.commands.views import echo_fields, echo_json, echo_table, text
 from headend.operators import OperatorError
@@ -58,12 +58,16 @@ def _money(text: str, option: str) -> Decimal:
 @accounts_app.command("add")
 def add(
     number: str,
-    kind: str = typer.Option(..., "--kind", help="prepaid | postpaid"),
-    name: str = typer.Option("", "--name"),
-    tariff: str | None = typer.Option(None, "--tariff", help="Tariff name (see `headend tariffs list`)."),
-    credit_limit: str = typer.Option("0", "--credit-limit", help="Prepaid: arrears below -credit limit."),
-    operator: str = OperatorOption,
-    dsn: str | None = DsnOption,
+    kind: Annotated[str, typer.Option("--kind", help="prepaid | postpaid")],
+    operator: OperatorId,
+    name: Annotated[str, typer.Option("--name")] = "",
+    tariff: Annotated[
+        str | None, typer.Option("--tariff", help="Tariff name (see `headend tariffs list`).")
+    ] = None,
+    credit_limit: Annotated[
+        str, typer.Option("--credit-limit", help="Prepaid: arrears below -credit limit.")
+    ] = "0",
+    dsn: Dsn = None,
 ) -> None:
     """Create an account (an operator with the admin role)."""
     limit = _money(credit_limit, "--credit-limit")
@@ -78,13 +82,15 @@ def add(
 @accounts_app.command("set")
 def set_(
     number: str,
-    values: list[str] = typer.Argument(
-        ...,
-        help="KEY=VALUE: name, tariff, credit_limit, grace_days, "
-        "protected, protected_reason, reconnect_mode (close|close_allowed), active",
-    ),
-    operator: str = OperatorOption,
-    dsn: str | None = DsnOption,
+    values: Annotated[
+        list[str],
+        typer.Argument(
+            help="KEY=VALUE: name, tariff, credit_limit, grace_days, "
+            "protected, protected_reason, reconnect_mode (close|close_allowed), active"
+        ),
+    ],
+    operator: OperatorId,
+    dsn: Dsn = None,
 ) -> None:
     """Change account settings (an operator with the admin role)."""
     changes: dict[str, object] = {}
@@ -109,14 +115,14 @@ def set_(
 
 
 @accounts_app.command("list")
-def list_(dsn: str | None = DsnOption) -> None:
+def list_(dsn: Dsn = None) -> None:
     """Every account, as JSON lines."""
     for row in _with_conn(dsn, lambda c: accounts(c)):
         typer.echo(json.dumps(dict(row), default=str))
 
 
 @accounts_app.command("show")
-def show(number: str, dsn: str | None = DsnOption) -> None:
+def show(number: str, dsn: Dsn = None) -> None:
     """One account with its meter assignments, as JSON."""
 
     async def work(conn: asyncpg.Connection) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
@@ -134,13 +140,15 @@ def show(number: str, dsn: str | None = DsnOption) -> None:
 def assign(
     meter: str,
     account: str,
-    at: str = typer.Option(
-        ..., "--from", help="Effective from, with a UTC offset, e.g. 2026-11-20T00:00:00+08:00."
-    ),
-    reason: str = typer.Option(..., "--reason", help="Why (tenant change ...), in the audit log."),
-    reading: str | None = typer.Option(None, "--reading", help="Register at the move (kWh), read on site."),
-    operator: str = OperatorOption,
-    dsn: str | None = DsnOption,
+    at: Annotated[
+        str, typer.Option("--from", help="Effective from, with a UTC offset, e.g. 2026-11-20T00:00:00+08:00.")
+    ],
+    reason: Annotated[str, typer.Option("--reason", help="Why (tenant change ...), in the audit log.")],
+    operator: OperatorId,
+    reading: Annotated[
+        str | None, typer.Option("--reading", help="Register at the move (kWh), read on site.")
+    ] = None,
+    dsn: Dsn = None,
 ) -> None:
     """Assign a meter to an account from a time on; the previous account's assignment ends then (an
     operator with the admin role; one that also reconnects a relay left open for the previous tenant

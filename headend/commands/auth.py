@@ -14,12 +14,6 @@ from headend.operators import Operator, OperatorError, authenticate, authenticat
 
 PASSWORD_ENV = "HEADEND_OPERATOR_PASSWORD"
 TOKEN_ENV = "HEADEND_OPERATOR_TOKEN"
-OperatorOption = typer.Option(
-    ...,
-    "--operator",
-    help=f"Your operator id (工号); password prompted, or ${TOKEN_ENV} / ${PASSWORD_ENV} for scripts.",
-)
-
 OperatorId = Annotated[
     str,
     typer.Option(

@@ -7,6 +7,7 @@ import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Annotated
 
 import asyncpg
 import typer
@@ -16,8 +17,8 @@ from headend.billing.charging import BillingError, bill_account
 from headend.billing.payments import PaymentError, PaymentOutcome, import_csv, parse_amount, record_payment
 from headend.billing.tariff import TariffError
 from headend.billing.vee import HoldError, resolve_hold, validate_new
-from headend.commands.auth import OperatorOption, login
-from headend.commands.common import ConfigOption, DsnOption, chosen_config, fail, run_with_conn
+from headend.commands.auth import OperatorId, login
+from headend.commands.common import ConfigPath, Dsn, chosen_config, fail, run_with_conn
 from headend.operators import OperatorError
 from headend.store.accounts import account_statuses, billable_accounts
 from headend.store.audit import audit
@@ -32,9 +33,9 @@ billing_app = typer.Typer(
 def pay(
     account: str,
     amount: str,
-    ref: str = typer.Option(..., "--ref", help="Payment reference (idempotent)."),
-    operator: str = OperatorOption,
-    dsn: str | None = DsnOption,
+    ref: Annotated[str, typer.Option("--ref", help="Payment reference (idempotent).")],
+    operator: OperatorId,
+    dsn: Dsn = None,
 ) -> None:
     """Record a payment once per reference (an operator with the cashier role)."""
     try:
@@ -56,7 +57,7 @@ def pay(
 
 
 @billing_app.command("import")
-def import_file(path: Path, operator: str = OperatorOption, dsn: str | None = DsnOption) -> None:
+def import_file(path: Path, operator: OperatorId, dsn: Dsn = None) -> None:
     """Import a CSV payment file (account,amount,reference); nothing is stored if any row is bad."""
     cashier = login(operator)
 
@@ -91,13 +92,15 @@ def _registers(pairs: list[str], option: str) -> dict[str, Decimal]:
 
 @billing_app.command("replace")
 def replace(
-    old: str = typer.Argument(..., help="Meter taken out (name or address)."),
-    new: str = typer.Argument(..., help="Meter put in (name or address), already in the inventory."),
-    at: str = typer.Option(..., "--at", help="When, with a UTC offset, e.g. 2026-11-20T10:30:00+08:00."),
-    final: list[str] = typer.Option(..., "--final", help="Old meter's register at removal: QUANTITY=KWH."),
-    initial: list[str] = typer.Option(..., "--initial", help="New meter's register: QUANTITY=KWH."),
-    operator: str = OperatorOption,
-    dsn: str | None = DsnOption,
+    old: Annotated[str, typer.Argument(help="Meter taken out (name or address).")],
+    new: Annotated[str, typer.Argument(help="Meter put in (name or address), already in the inventory.")],
+    at: Annotated[str, typer.Option("--at", help="When, with a UTC offset, e.g. 2026-11-20T10:30:00+08:00.")],
+    final: Annotated[
+        list[str], typer.Option("--final", help="Old meter's register at removal: QUANTITY=KWH.")
+    ],
+    initial: Annotated[list[str], typer.Option("--initial", help="New meter's register: QUANTITY=KWH.")],
+    operator: OperatorId,
+    dsn: Dsn = None,
 ) -> None:
     """Record a meter replacement: billing splits the period at these register readings (admin)."""
     from headend.billing.replacement import record_replacement
@@ -129,7 +132,7 @@ def replace(
 
 
 @billing_app.command("status")
-def status(account: str | None = typer.Argument(None), dsn: str | None = DsnOption) -> None:
+def status(account: Annotated[str | None, typer.Argument()] = None, dsn: Dsn = None) -> None:
     """Balance, arrears flag and notice of one account or all accounts, as JSON lines."""
 
     rows = run_with_conn(dsn, lambda c: account_statuses(c, account))
@@ -141,14 +144,15 @@ def status(account: str | None = typer.Argument(None), dsn: str | None = DsnOpti
 
 @billing_app.command("bill")
 def bill(
-    start: datetime = typer.Option(..., "--from", help="Period start (ISO, UTC if no offset)."),
-    end: datetime = typer.Option(..., "--to", help="Period end."),
-    due_days: int | None = typer.Option(
-        None, help="Postpaid bills are due this many days after --to (default: [billing] due_days)."
-    ),
-    operator: str = OperatorOption,
-    config: Path | None = ConfigOption,
-    dsn: str | None = DsnOption,
+    start: Annotated[datetime, typer.Option("--from", help="Period start (ISO, UTC if no offset).")],
+    end: Annotated[datetime, typer.Option("--to", help="Period end.")],
+    operator: OperatorId,
+    due_days: Annotated[
+        int | None,
+        typer.Option(help="Postpaid bills are due this many days after --to (default: [billing] due_days)."),
+    ] = None,
+    config: ConfigPath = None,
+    dsn: Dsn = None,
 ) -> None:
     """Validate new readings, then bill every active account with a tariff for one period (once per
     period; role cashier); exit 1 if any account was not billed. One audit row names the operator."""
@@ -190,8 +194,8 @@ def bill(
 
 @billing_app.command("holds")
 def holds(
-    meter: str | None = typer.Argument(None, help="Only this meter (name or address)."),
-    dsn: str | None = DsnOption,
+    meter: Annotated[str | None, typer.Argument(help="Only this meter (name or address).")] = None,
+    dsn: Dsn = None,
 ) -> None:
     """Registers held for unresolved suspect data (billing and automatic disconnection wait), as JSON
     lines with the reason."""
@@ -213,14 +217,20 @@ def holds(
 
 @billing_app.command("resolve")
 def resolve(
-    hold: int = typer.Argument(..., help="Hold id (see `headend billing holds`)."),
-    resolution: str = typer.Argument(..., help="accepted | replaced | corrected"),
-    reason: str = typer.Option(..., "--reason", help="Why (recorded in the audit log)."),
-    final: float | None = typer.Option(None, help="replaced: the old register's final value (kWh)."),
-    initial: float | None = typer.Option(None, help="replaced: the new register's initial value (kWh)."),
-    value: float | None = typer.Option(None, help="corrected: the right value of the first suspect reading."),
-    operator: str = OperatorOption,
-    dsn: str | None = DsnOption,
+    hold: Annotated[int, typer.Argument(help="Hold id (see `headend billing holds`).")],
+    resolution: Annotated[str, typer.Argument(help="accepted | replaced | corrected")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log).")],
+    operator: OperatorId,
+    final: Annotated[
+        float | None, typer.Option(help="replaced: the old register's final value (kWh).")
+    ] = None,
+    initial: Annotated[
+        float | None, typer.Option(help="replaced: the new register's initial value (kWh).")
+    ] = None,
+    value: Annotated[
+        float | None, typer.Option(help="corrected: the right value of the first suspect reading.")
+    ] = None,
+    dsn: Dsn = None,
 ) -> None:
     """Resolve a hold: the data is real (accepted), the meter was swapped in place (replaced: billing
     splits there), or the first suspect reading is corrected (estimated). An operator with the admin
@@ -257,13 +267,13 @@ def resolve(
 @billing_app.command("adjust", context_settings={"ignore_unknown_options": True})  # amount -12.50
 def adjust_command(
     account: str,
-    amount: str = typer.Argument(..., help="Signed: 12.50 credits the account, -12.50 debits it."),
-    ref: str = typer.Option(..., "--ref", help="Adjustment reference (idempotent)."),
-    reason: str = typer.Option(
-        ..., "--reason", help="Why (refund, correction ...), in the ledger and audit log."
-    ),
-    operator: str = OperatorOption,
-    dsn: str | None = DsnOption,
+    amount: Annotated[str, typer.Argument(help="Signed: 12.50 credits the account, -12.50 debits it.")],
+    ref: Annotated[str, typer.Option("--ref", help="Adjustment reference (idempotent).")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (refund, correction ...), in the ledger and audit log.")
+    ],
+    operator: OperatorId,
+    dsn: Dsn = None,
 ) -> None:
     """A ledger adjustment (refund or correction) with reason and operator, once per reference (an
     operator with the cashier role)."""

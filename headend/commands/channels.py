@@ -30,8 +30,10 @@ async def _pending(dsn: str) -> list[PendingRow]:
 
 @channels_app.command("pending")
 def pending_command(
-    as_json: bool = typer.Option(False, "--json", help="One JSON array."),
-    dsn: str = typer.Option("", "--dsn", help="Database (default: $HEADEND_DSN or the embedded server)"),
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
+    dsn: Annotated[
+        str, typer.Option("--dsn", help="Database (default: $HEADEND_DSN or the embedded server)")
+    ] = "",
 ) -> None:
     """Devices that dialled in with an identity no channel has (adopt one: add a dtu://ID channel)."""
     try:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 import typer
 
 from headend import limits
-from headend.commands.auth import OperatorOption, login
-from headend.commands.common import DsnOption, fail, run_with_conn
+from headend.commands.auth import OperatorId, login
+from headend.commands.common import Dsn, fail, run_with_conn
 from headend.control.automation import resume
 from headend.control.manual import ManualCommandError, cancel_command, request_command
 from headend.operators import OperatorError
@@ -37,11 +37,11 @@ def _command_id(value: int) -> int:
 
 @commands_app.command("create")
 def create(
-    meter: str = typer.Argument(..., help="Meter name or address."),
-    action: str = typer.Argument(..., help="disconnect or reconnect."),
-    operator: str = OperatorOption,
-    reason: str = typer.Option(..., "--reason", help="Why (recorded in the audit log)."),
-    dsn: str | None = DsnOption,
+    meter: Annotated[str, typer.Argument(help="Meter name or address.")],
+    action: Annotated[str, typer.Argument(help="disconnect or reconnect.")],
+    operator: OperatorId,
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log).")],
+    dsn: Dsn = None,
 ) -> None:
     """Ask the daemon to switch one meter: a persisted command it executes and confirms by read-back."""
     me = login(operator)
@@ -64,9 +64,9 @@ def create(
 
 @commands_app.command("resume")
 def resume_automation(
-    operator: str = OperatorOption,
-    reason: str = typer.Option(..., "--reason", help="Why it is safe to resume (audited)."),
-    dsn: str | None = DsnOption,
+    operator: OperatorId,
+    reason: Annotated[str, typer.Option("--reason", help="Why it is safe to resume (audited).")],
+    dsn: Dsn = None,
 ) -> None:
     """Lift a cap halt of automatic disconnection (after checking why so many were due); admin only."""
     me = login(operator)
@@ -86,7 +86,7 @@ def resume_automation(
 
 @commands_app.command("list")
 def list_commands(
-    state: str | None = typer.Option(None, help="Only this state."), dsn: str | None = DsnOption
+    state: Annotated[str | None, typer.Option(help="Only this state.")] = None, dsn: Dsn = None
 ) -> None:
     """Commands, newest first, as JSON lines."""
     if state is not None and state not in COMMAND_STATES:
@@ -96,7 +96,7 @@ def list_commands(
 
 
 @commands_app.command("show")
-def show(command_id: int, dsn: str | None = DsnOption) -> None:
+def show(command_id: int, dsn: Dsn = None) -> None:
     """One command with its evidence and audit trail."""
     _command_id(command_id)
 
@@ -111,7 +111,7 @@ def show(command_id: int, dsn: str | None = DsnOption) -> None:
 
 
 @commands_app.command("cancel")
-def cancel(command_id: int, operator: str = OperatorOption, dsn: str | None = DsnOption) -> None:
+def cancel(command_id: int, operator: OperatorId, dsn: Dsn = None) -> None:
     """Cancel a pending command (a sent one is settled by the daemon's read-back, never cancelled blind)."""
     _command_id(command_id)
     me = login(operator)
@@ -134,7 +134,7 @@ def _batch_token(rows: list[asyncpg.Record]) -> str:
 
 
 @commands_app.command("review")
-def review(dsn: str | None = DsnOption) -> None:
+def review(dsn: Dsn = None) -> None:
     """Commands awaiting a second operator, as JSON lines, then the batch token to approve them all."""
     rows = run_with_conn(dsn, approvals.awaiting_approval)
     for row in rows:
@@ -148,12 +148,17 @@ def review(dsn: str | None = DsnOption) -> None:
 
 @commands_app.command("approve")
 def approve(
-    command_ids: list[int] = typer.Argument(None, metavar="[ID]...", help="Commands to approve."),
-    batch: str | None = typer.Option(
-        None, "--batch", help="Approve the whole batch shown by `headend commands review` (its token)."
-    ),
-    operator: str = OperatorOption,
-    dsn: str | None = DsnOption,
+    operator: OperatorId,
+    command_ids: Annotated[
+        list[int] | None, typer.Argument(metavar="[ID]...", help="Commands to approve.")
+    ] = None,
+    batch: Annotated[
+        str | None,
+        typer.Option(
+            "--batch", help="Approve the whole batch shown by `headend commands review` (its token)."
+        ),
+    ] = None,
+    dsn: Dsn = None,
 ) -> None:
     """Approve commands as the second operator: an approver who did not create them."""
     if bool(command_ids) == (batch is not None):
@@ -165,7 +170,8 @@ def approve(
     async def work(conn: asyncpg.Connection) -> list[int]:
         await me.sign_in(conn, "approver")
         if batch is None:
-            return await approvals.approve(conn, sorted(set(command_ids)), me.operator_id, "second operator")
+            chosen = sorted(set(command_ids or []))
+            return await approvals.approve(conn, chosen, me.operator_id, "second operator")
         rows = await approvals.awaiting_approval(conn)
         if not rows or _batch_token(rows) != batch.strip():
             raise approvals.BatchChanged(

@@ -18,14 +18,12 @@ from headend.store.embedded import EmbeddedPostgresError
 
 T = TypeVar("T")
 
-DsnOption = typer.Option(None, "--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server).")
 Dsn = Annotated[
-    str | None,
-    typer.Option("--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server)."),
+    str | None, typer.Option("--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server).")
 ]
-ConfigOption = typer.Option(
-    None, "--config", "-c", help="Config file (default: $HEADEND_CONFIG, else defaults)."
-)
+ConfigPath = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Config file (default: $HEADEND_CONFIG, else defaults).")
+]
 
 
 def fail(message: str, *, code: int = 1, prefix: str = "error: ") -> NoReturn:

@@ -18,8 +18,8 @@ import asyncpg
 import typer
 from rich.table import Table
 
-from headend.commands.auth import Login, OperatorOption, login
-from headend.commands.common import DsnOption, fail, target_dsn
+from headend.commands.auth import Login, OperatorId, login
+from headend.commands.common import Dsn, fail, target_dsn
 from headend.commands.listen import open_field_channel
 from headend.commands.views import console
 from headend.drivers.base import DriverError
@@ -166,7 +166,7 @@ def _show(result: dict[str, Any], as_json: bool) -> None:
 @archive_app.command("diff")
 def diff_command(
     channel: Channel,
-    dsn: str | None = DsnOption,
+    dsn: Dsn = None,
     listen: Listen = None,
     wait: Wait = 60.0,
     secrets: Secrets = None,
@@ -179,8 +179,8 @@ def diff_command(
 @archive_app.command("push")
 def push_command(
     channel: Channel,
-    operator: str = OperatorOption,
-    dsn: str | None = DsnOption,
+    operator: OperatorId,
+    dsn: Dsn = None,
     listen: Listen = None,
     wait: Wait = 60.0,
     secrets: Secrets = None,

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 import asyncpg
 import typer
 from rich.table import Table
 
 from headend import limits
-from headend.commands.auth import OperatorOption, login
-from headend.commands.common import DsnOption, fail, run_with_conn, target_dsn
+from headend.commands.auth import OperatorId, login
+from headend.commands.common import Dsn, fail, run_with_conn, target_dsn
 from headend.commands.views import console as make_console
 from headend.operators import OperatorError
 from headend.store import maintenance
@@ -26,8 +27,8 @@ db_app = typer.Typer(help="Database: migrations, status, the embedded server.", 
 
 @db_app.command("migrate")
 def migrate_command(
-    dsn: str | None = DsnOption,
-    mode: str | None = typer.Option(None, help="Force 'native' or 'timescale' (default: detect)."),
+    dsn: Dsn = None,
+    mode: Annotated[str | None, typer.Option(help="Force 'native' or 'timescale' (default: detect).")] = None,
 ) -> None:
     """Apply pending migrations."""
     target = target_dsn(dsn)
@@ -43,7 +44,7 @@ def migrate_command(
 
 
 @db_app.command("status")
-def status_command(dsn: str | None = DsnOption) -> None:
+def status_command(dsn: Dsn = None) -> None:
     """Show the storage mode and applied/pending migrations; exit 1 on edited or missing files."""
     target = target_dsn(dsn)
     try:
@@ -69,12 +70,14 @@ def status_command(dsn: str | None = DsnOption) -> None:
 
 @db_app.command("policy")
 def policy_command(
-    dsn: str | None = DsnOption,
-    retention_days: int | None = typer.Option(None, help="Keep raw readings this many days (0: forever)."),
-    compress_after_days: int | None = typer.Option(
-        None, help="TimescaleDB: compress chunks older than this."
-    ),
-    operator: str = OperatorOption,
+    operator: OperatorId,
+    dsn: Dsn = None,
+    retention_days: Annotated[
+        int | None, typer.Option(help="Keep raw readings this many days (0: forever).")
+    ] = None,
+    compress_after_days: Annotated[
+        int | None, typer.Option(help="TimescaleDB: compress chunks older than this.")
+    ] = None,
 ) -> None:
     """Set the raw-reading retention and (TimescaleDB) the compression age (role admin; audited)."""
     for option, value in (
@@ -108,7 +111,7 @@ def policy_command(
 
 
 @db_app.command("maintain")
-def maintain_command(dsn: str | None = DsnOption) -> None:
+def maintain_command(dsn: Dsn = None) -> None:
     """Native-mode upkeep now: partitions ahead, daily aggregate, retention (the daemon does it too)."""
     run_with_conn(dsn, lambda c: maintenance.run_maintenance(c, datetime.now(UTC)))
     console.print("done")

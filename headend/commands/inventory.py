@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import asyncpg
 import typer
 from rich.table import Table
 
-from headend.commands.auth import OperatorOption, login
-from headend.commands.common import DsnOption, fail, run_with_conn
+from headend.commands.auth import OperatorId, login
+from headend.commands.common import Dsn, fail, run_with_conn
 from headend.commands.views import console
 from headend.inventory import (
     ImportResult,
@@ -27,9 +28,9 @@ inventory_app = typer.Typer(help="Channels and meters in the database.", no_args
 
 @inventory_app.command("import")
 def import_command(
-    file: Path = typer.Argument(..., help="Inventory file (.toml or .csv)"),
-    operator: str = OperatorOption,
-    dsn: str | None = DsnOption,
+    file: Annotated[Path, typer.Argument(help="Inventory file (.toml or .csv)")],
+    operator: OperatorId,
+    dsn: Dsn = None,
 ) -> None:
     """Add or update channels and meters from a TOML or CSV file (role admin; a running daemon picks
     them up). One audit row names the operator, the file and the counts."""
@@ -60,9 +61,9 @@ def import_command(
 
 @inventory_app.command("list")
 def list_command(
-    channel: str = typer.Option("", "--channel", help="Only this channel"),
-    as_json: bool = typer.Option(False, "--json", help="One JSON array of meters"),
-    dsn: str | None = DsnOption,
+    channel: Annotated[str, typer.Option("--channel", help="Only this channel")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array of meters")] = False,
+    dsn: Dsn = None,
 ) -> None:
     """Show channels and their meters."""
     rows = run_with_conn(dsn, lambda c: list_inventory(c, channel or None))

@@ -8,12 +8,13 @@ import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import asyncpg
 import typer
 
-from headend.commands.auth import Login, OperatorOption, login
+from headend.commands.auth import Login, OperatorId, login
+from headend.commands.common import Dsn
 from headend.config import parse_duration
 from headend.operators import (
     OperatorError,
@@ -28,7 +29,6 @@ from headend.store.dsn import resolve_dsn
 
 NEW_PASSWORD_ENV = "HEADEND_NEW_OPERATOR_PASSWORD"
 operators_app = typer.Typer(help="Operators (工号), their roles and passwords.", no_args_is_help=True)
-DsnOption = typer.Option(None, "--dsn", help="PostgreSQL DSN (default: $HEADEND_DSN, else embedded server).")
 T = TypeVar("T")
 
 
@@ -84,14 +84,19 @@ def _checked_id(text: str) -> str:
 
 @operators_app.command("add")
 def add(
-    operator_id: str = typer.Argument(..., metavar="ID", help="The new operator's id (工号, 1-8 digits)."),
-    name: str = typer.Option(..., "--name", help="Full name."),
-    roles: str = typer.Option(..., "--roles", help="Of viewer,operator,approver,cashier,admin."),
-    operator: str | None = typer.Option(None, "--operator", help="Your operator id (an admin)."),
-    bootstrap: bool = typer.Option(
-        False, "--bootstrap", help="Create the first admin (no operator exists yet; schema owner's DSN only)."
-    ),
-    dsn: str | None = DsnOption,
+    operator_id: Annotated[
+        str, typer.Argument(metavar="ID", help="The new operator's id (工号, 1-8 digits).")
+    ],
+    name: Annotated[str, typer.Option("--name", help="Full name.")],
+    roles: Annotated[str, typer.Option("--roles", help="Of viewer,operator,approver,cashier,admin.")],
+    operator: Annotated[str | None, typer.Option("--operator", help="Your operator id (an admin).")] = None,
+    bootstrap: Annotated[
+        bool,
+        typer.Option(
+            "--bootstrap", help="Create the first admin (no operator exists yet; schema owner's DSN only)."
+        ),
+    ] = False,
+    dsn: Dsn = None,
 ) -> None:
     """Add an operator (an authenticated admin; the first admin with --bootstrap)."""
     new_id = _checked_id(operator_id)
@@ -145,10 +150,10 @@ async def _set_active(conn: asyncpg.Connection, target: str, reason: str, *, act
 
 @operators_app.command("disable")
 def disable(
-    operator_id: str = typer.Argument(..., metavar="ID"),
-    reason: str = typer.Option(..., "--reason", help="Why (audited)."),
-    operator: str = OperatorOption,
-    dsn: str | None = DsnOption,
+    operator_id: Annotated[str, typer.Argument(metavar="ID")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (audited).")],
+    operator: OperatorId,
+    dsn: Dsn = None,
 ) -> None:
     """Disable an operator: they can no longer sign in, and their open session ends."""
     change = partial(_set_active, active=False)
@@ -157,10 +162,10 @@ def disable(
 
 @operators_app.command("enable")
 def enable(
-    operator_id: str = typer.Argument(..., metavar="ID"),
-    reason: str = typer.Option(..., "--reason", help="Why (audited)."),
-    operator: str = OperatorOption,
-    dsn: str | None = DsnOption,
+    operator_id: Annotated[str, typer.Argument(metavar="ID")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (audited).")],
+    operator: OperatorId,
+    dsn: Dsn = None,
 ) -> None:
     """Enable a disabled operator again."""
     change = partial(_set_active, active=True)
@@ -169,10 +174,10 @@ def enable(
 
 @operators_app.command("unlock")
 def unlock(
-    operator_id: str = typer.Argument(..., metavar="ID"),
-    reason: str = typer.Option(..., "--reason", help="Why (audited), e.g. who was verified how."),
-    operator: str = OperatorOption,
-    dsn: str | None = DsnOption,
+    operator_id: Annotated[str, typer.Argument(metavar="ID")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (audited), e.g. who was verified how.")],
+    operator: OperatorId,
+    dsn: Dsn = None,
 ) -> None:
     """End an operator's sign-in lock (five wrong passwords in a row lock it for 15 minutes)."""
     typer.echo(f"operator {_admin_change(operator_id, reason, operator, dsn, store.unlock)} unlocked")
@@ -180,9 +185,11 @@ def unlock(
 
 @operators_app.command("passwd")
 def passwd(
-    operator_id: str = typer.Argument(..., metavar="ID", help="Whose password (yours, or any as an admin)."),
-    operator: str = OperatorOption,
-    dsn: str | None = DsnOption,
+    operator_id: Annotated[
+        str, typer.Argument(metavar="ID", help="Whose password (yours, or any as an admin).")
+    ],
+    operator: OperatorId,
+    dsn: Dsn = None,
 ) -> None:
     """Set a new password: your own (any role), or another operator's as an admin."""
     target = _checked_id(operator_id)
@@ -199,7 +206,7 @@ def passwd(
 
 
 @operators_app.command("list")
-def list_operators(dsn: str | None = DsnOption) -> None:
+def list_operators(dsn: Dsn = None) -> None:
     """Operators as JSON lines (never their password hashes)."""
     for record in _run(dsn, store.list_operators):
         typer.echo(
@@ -226,14 +233,16 @@ MAX_TOKEN_DAYS = 366
 
 @tokens_app.command("add")
 def token_add(
-    operator_id: str = typer.Argument(..., metavar="ID", help="Whose token (yours, or any as an admin)."),
-    label: str = typer.Option(..., "--label", help="What the token is for, e.g. 'bank import cron'."),
-    roles: str = typer.Option(..., "--roles", help="The token's roles: a subset of the operator's."),
-    expires: str = typer.Option(
-        "90d", "--expires", help=f"Lifetime, e.g. 30d or 12h (at most {MAX_TOKEN_DAYS}d)."
-    ),
-    operator: str = OperatorOption,
-    dsn: str | None = DsnOption,
+    operator_id: Annotated[
+        str, typer.Argument(metavar="ID", help="Whose token (yours, or any as an admin).")
+    ],
+    label: Annotated[str, typer.Option("--label", help="What the token is for, e.g. 'bank import cron'.")],
+    roles: Annotated[str, typer.Option("--roles", help="The token's roles: a subset of the operator's.")],
+    operator: OperatorId,
+    expires: Annotated[
+        str, typer.Option("--expires", help=f"Lifetime, e.g. 30d or 12h (at most {MAX_TOKEN_DAYS}d).")
+    ] = "90d",
+    dsn: Dsn = None,
 ) -> None:
     """Make a sign-in token; it is printed once (keep it like a password) and stored as a digest only."""
     target = _checked_id(operator_id)
@@ -262,10 +271,12 @@ def token_add(
 
 @tokens_app.command("revoke")
 def token_revoke(
-    token_id: int = typer.Argument(..., metavar="TOKEN", min=1, max=2**63 - 1, help="The token's number."),
-    reason: str = typer.Option(..., "--reason", help="Why (audited)."),
-    operator: str = OperatorOption,
-    dsn: str | None = DsnOption,
+    token_id: Annotated[
+        int, typer.Argument(metavar="TOKEN", min=1, max=2**63 - 1, help="The token's number.")
+    ],
+    reason: Annotated[str, typer.Option("--reason", help="Why (audited).")],
+    operator: OperatorId,
+    dsn: Dsn = None,
 ) -> None:
     """Revoke a token at once (its operator, or an admin)."""
     if not reason.strip():
@@ -283,11 +294,11 @@ def token_revoke(
 
 @tokens_app.command("list")
 def token_list(
-    operator_id: str | None = typer.Argument(
-        None, metavar="[ID]", help="Whose tokens (default: everyone's)."
-    ),
-    operator: str = OperatorOption,
-    dsn: str | None = DsnOption,
+    operator: OperatorId,
+    operator_id: Annotated[
+        str | None, typer.Argument(metavar="[ID]", help="Whose tokens (default: everyone's).")
+    ] = None,
+    dsn: Dsn = None,
 ) -> None:
     """Tokens as JSON lines, never the tokens themselves: your own, or anyone's as an admin."""
     target = _checked_id(operator_id) if operator_id is not None else None

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -36,7 +37,9 @@ async def run_daemon(config: HeadendConfig) -> None:
 
 
 def run_command(
-    config: Path = typer.Option(None, "--config", "-c", help="Config file (default: $HEADEND_CONFIG)"),
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Config file (default: $HEADEND_CONFIG)")
+    ] = None,
 ) -> None:
     """Run the polling daemon: scheduled reads, backfill, clocks, events, metrics."""
     from_env = config is None and bool(os.environ.get("HEADEND_CONFIG"))

@@ -13,8 +13,8 @@ import typer
 
 from headend.audit import audit
 from headend.billing.tariff import TariffError, coverage_gaps, parse_block, parse_slot
-from headend.commands.auth import OperatorId, OperatorOption, login
-from headend.commands.common import Dsn, DsnOption, fail, run_with_conn
+from headend.commands.auth import OperatorId, login
+from headend.commands.common import Dsn, fail, run_with_conn
 from headend.operators import OperatorError
 from headend.store.tariffs import (
     insert_prices,
@@ -77,22 +77,32 @@ def _definition(
 @tariffs_app.command("add")
 def add(
     name: str,
-    kind: str = typer.Option(..., "--kind", help="flat | tou | tiered"),
-    price: list[str] = typer.Option([], "--price", help="REGISTER=PRICE (flat: total; tou: t1..t4)."),
-    block: list[str] = typer.Option([], "--block", help="tiered: UPTO=PRICE per month, last *=PRICE."),
-    slot: list[str] = typer.Option(
-        [],
-        "--slot",
-        help="tou by time of day (and season): [MM-DD..MM-DD:]HH:MM-HH:MM=PRICE, first match wins.",
-    ),
-    timezone: str = typer.Option("Asia/Shanghai", "--timezone", help="Local time of slots and months."),
-    effective: str = typer.Option("2000-01-01T00:00:00+00:00", "--from", help="Register prices valid from."),
-    operator: str = OperatorOption,
-    dsn: str | None = DsnOption,
+    kind: Annotated[str, typer.Option("--kind", help="flat | tou | tiered")],
+    operator: OperatorId,
+    price: Annotated[
+        list[str] | None, typer.Option("--price", help="REGISTER=PRICE (flat: total; tou: t1..t4).")
+    ] = None,
+    block: Annotated[
+        list[str] | None, typer.Option("--block", help="tiered: UPTO=PRICE per month, last *=PRICE.")
+    ] = None,
+    slot: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--slot",
+            help="tou by time of day (and season): [MM-DD..MM-DD:]HH:MM-HH:MM=PRICE, first match wins.",
+        ),
+    ] = None,
+    timezone: Annotated[
+        str, typer.Option("--timezone", help="Local time of slots and months.")
+    ] = "Asia/Shanghai",
+    effective: Annotated[
+        str, typer.Option("--from", help="Register prices valid from.")
+    ] = "2000-01-01T00:00:00+00:00",
+    dsn: Dsn = None,
 ) -> None:
     """Add a tariff (an operator with the admin role; audited)."""
     try:
-        definition, registers = _definition(kind, price, block, slot, timezone)
+        definition, registers = _definition(kind, price or [], block or [], slot or [], timezone)
         since = datetime.fromisoformat(effective)
     except (TariffError, ValueError) as exc:
         fail(str(exc))
@@ -123,10 +133,12 @@ def set_(
     ],
     operator: OperatorId,
     price: Annotated[
-        list[str], typer.Option("--price", help="REGISTER=PRICE, every register of the tariff.")
-    ] = [],  # noqa: B006
-    block: Annotated[list[str], typer.Option("--block", help="tiered: the new UPTO=PRICE blocks.")] = [],  # noqa: B006
-    slot: Annotated[list[str], typer.Option("--slot", help="tou: the new set of slots.")] = [],  # noqa: B006
+        list[str] | None, typer.Option("--price", help="REGISTER=PRICE, every register of the tariff.")
+    ] = None,
+    block: Annotated[
+        list[str] | None, typer.Option("--block", help="tiered: the new UPTO=PRICE blocks.")
+    ] = None,
+    slot: Annotated[list[str] | None, typer.Option("--slot", help="tou: the new set of slots.")] = None,
     dsn: Dsn = None,
 ) -> None:
     """Revise a tariff's prices, blocks or slots from a time on (admin; audited). Billing charges each
@@ -150,7 +162,7 @@ def set_(
             if row["kind"] == "tou" and bool(stored.get("slots")) != bool(slot):
                 how = "--slot (the new set of slots)" if stored.get("slots") else "--price for its registers"
                 raise TariffError(f"tariff {name!r} is revised with {how}")
-            definition, registers = _definition(row["kind"], price, block, slot, zone)
+            definition, registers = _definition(row["kind"], price or [], block or [], slot or [], zone)
             charged = await last_charged_end(conn, row["id"])
             if charged is not None and since < charged:
                 raise TariffError(
@@ -198,14 +210,14 @@ def _rows(name: str | None, dsn: str | None) -> list[dict[str, object]]:
 
 
 @tariffs_app.command("list")
-def list_(dsn: str | None = DsnOption) -> None:
+def list_(dsn: Dsn = None) -> None:
     """Every tariff, as JSON lines."""
     for row in _rows(None, dsn):
         typer.echo(json.dumps(row, default=str, ensure_ascii=False))
 
 
 @tariffs_app.command("show")
-def show(name: str, dsn: str | None = DsnOption) -> None:
+def show(name: str, dsn: Dsn = None) -> None:
     """One tariff with its prices, blocks or slots, as JSON."""
     rows = _rows(name, dsn)
     if not rows:

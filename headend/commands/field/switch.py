@@ -1,0 +1,197 @@
+"""``headend switch``: one meter's relay, confirmed by a read-back; with a database a persisted,
+audited command run by the signed-in operator."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import asyncpg
+import typer
+
+from headend.commands.auth import login
+from headend.commands.field.shared import (
+    Address,
+    DialIn,
+    FieldError,
+    Json,
+    Model,
+    Port,
+    Protocol,
+    Secrets,
+    Unit,
+    Url,
+    Via,
+    check_write_target,
+    field_table,
+    open_driver,
+    print_result,
+    run_field,
+)
+from headend.commands.listen import Heartbeat, Listen, Wait
+from headend.control.field_switch import field_switch
+from headend.operators import OperatorError, check_operator_id
+
+
+def switch_command(
+    url: Url,
+    action: Annotated[str, typer.Argument(help="off, on or close-allowed")],
+    operator: Annotated[
+        str, typer.Option("--operator", help="Your operator id (工号, 1-8 digits; the meter records it).")
+    ],
+    protocol: Protocol = "dlt645-2007",
+    address: Address = None,
+    unit: Unit = None,
+    model: Model = None,
+    secrets: Secrets = None,
+    meter: Annotated[
+        str | None, typer.Option("--meter", help="Inventory name of the meter (default: its address/unit).")
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why (audited; needed with a database).")
+    ] = None,
+    dsn: Annotated[
+        str | None, typer.Option("--dsn", help="Database that records the command (default: $HEADEND_DSN).")
+    ] = None,
+    no_record: Annotated[
+        bool, typer.Option("--no-record", help="No database: switch without a command record or audit.")
+    ] = False,
+    listen: Listen = None,
+    wait: Wait = 60.0,
+    heartbeat: Heartbeat = "",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the command; send nothing.")] = False,
+    as_json: Json = False,
+    port: Port = None,
+) -> None:
+    """Switch one meter's relay and confirm it by reading the state back.
+
+    With a database (--dsn or $HEADEND_DSN) the switch is a persisted command under the same safety
+    gates and audit as the daemon's, run by an authenticated operator; without one, --no-record is
+    required. Wildcard, broadcast and malformed addresses are always refused."""
+    action = action.replace("-", "_")
+    via = Via(port)
+    database = dsn or os.environ.get("HEADEND_DSN")
+    dial_in = DialIn(listen, wait, heartbeat)
+    try:
+        if action not in ("off", "on", "close_allowed"):
+            raise FieldError("action must be off, on or close-allowed")
+        operator = check_operator_id(operator)
+        check_write_target(protocol, address, unit)
+        if database and no_record:
+            raise FieldError(
+                "--no-record: a database is configured, so the switch is recorded; drop the flag"
+            )
+        if not database and not no_record and not dry_run:
+            raise FieldError(
+                "no database configured (--dsn or $HEADEND_DSN) to record the switch;"
+                " give --no-record to switch without a command record"
+            )
+        if database and not dry_run and not (reason or "").strip():
+            raise FieldError("--reason is required: it is recorded with the command")
+    except (FieldError, OperatorError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    if database and not dry_run:
+        _recorded_switch(
+            url,
+            action,
+            operator,
+            protocol,
+            address,
+            unit,
+            model,
+            secrets,
+            meter,
+            reason,
+            database,
+            dial_in,
+            via,
+        )
+        return
+
+    async def work() -> dict[str, Any]:
+        channel, driver = await open_driver(
+            url, protocol, address, unit, model, secrets, dial_in, via, writes=True
+        )
+        try:
+            if dry_run:
+                if protocol == "modbus":
+                    return {
+                        "status": "dry-run",
+                        "action": action,
+                        "unit": driver.unit_id,
+                        "operator": operator,
+                        "sent": False,
+                    }
+                if driver.credentials is None:
+                    raise FieldError(f"no password configured for meter {driver.address}")
+                return {
+                    "status": "dry-run",
+                    "action": action,
+                    "address": driver.address,
+                    "operator": operator,
+                    "password_level": driver.credentials.level,
+                    "sent": False,
+                }
+            return (await driver.switch(action, operator=operator)).to_json()
+        finally:
+            await channel.close()  # also on a dry run: a dtu:// --listen channel stops its listener
+
+    result = run_field(work)
+    print_result(result, as_json, field_table(f"switch {action}", result))
+    if result["status"] not in ("confirmed", "dry-run"):
+        raise typer.Exit(code=1)
+
+
+def _recorded_switch(
+    url: str,
+    action: str,
+    operator: str,
+    protocol: str,
+    address: str | None,
+    unit: int | None,
+    model: str | None,
+    secrets: str | None,
+    meter: str | None,
+    reason: str | None,
+    database: str,
+    dial_in: DialIn,
+    via: Via,
+) -> None:
+    """The switch as a persisted, audited command run by the signed-in operator (field_switch)."""
+    me = login(operator)
+    meter_ref = meter or (str(unit) if protocol == "modbus" else str(address))
+
+    async def work() -> dict[str, Any]:
+        try:
+            conn = await asyncpg.connect(database)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise FieldError(f"database: {exc}") from None
+        try:
+            await me.sign_in(conn, "operator")
+            channel, driver = await open_driver(
+                url, protocol, address, unit, model, secrets, dial_in, via, writes=True
+            )
+            try:
+                outcome = await field_switch(
+                    conn, meter_ref, action, operator=me.operator_id, reason=str(reason), driver=driver
+                )
+            finally:
+                await channel.close()
+        except asyncpg.PostgresError as exc:
+            raise FieldError(str(exc)) from None
+        finally:
+            await conn.close()
+        return {
+            "command": outcome.command_id,
+            "state": outcome.state,
+            "error": outcome.last_error,
+            "evidence": outcome.evidence,
+        }
+
+    result = run_field(work)
+    print_result(result, False, field_table(f"switch {action}: command {result['command']}", result))
+    if result["state"] != "confirmed":
+        command = result["command"]
+        typer.echo(f"command {command} is {result['state']}: see `headend commands show {command}`", err=True)
+        raise typer.Exit(code=1)
