@@ -29,6 +29,10 @@ MAX_BACKOFF_S = 30.0
 TIMER_SLACK_S = 0.005
 
 
+FrameTap = Callable[[str, bytes], None]
+"""Told of each frame: ``("tx", request)``, ``("rx", reply)``, ``("timeout", b"")`` (field ``--trace``)."""
+
+
 class ChannelError(Exception):
     """Base of transport errors."""
 
@@ -223,6 +227,7 @@ class Channel:
         self._expiry: asyncio.TimerHandle | None = None  # armed at or before the deadline
         self._failures = 0
         self._next_attempt = 0.0
+        self.tap: FrameTap | None = None  # sees every frame sent ("tx") and every reply taken ("rx")
 
     @property
     def label(self) -> str:
@@ -327,6 +332,8 @@ class Channel:
                     if attempt:
                         stats.retries += 1
                     frame = await self._attempt(loop, request, framer, accept, timeout)
+                    if self.tap is not None:
+                        self.tap("rx" if frame is not None else "timeout", frame or b"")
                     if frame is not None:
                         rtt = loop.time() - self._sent_at
                         stats.rtt_count += 1
@@ -347,6 +354,8 @@ class Channel:
             await self._wait_gap(loop)
             link = await self._ensure_open()
             self._write(link, request)
+            if self.tap is not None:
+                self.tap("tx", request)
             await self._drain(link)
             await asyncio.sleep(len(request) * self.config.char_time + self.config.gap_s)
             self._last_activity = loop.time()
@@ -450,6 +459,8 @@ class Channel:
                 return
             self.stats.bytes_out += len(request)
             self.stats.frames_out += 1
+            if self.tap is not None:
+                self.tap("tx", request)
             self._counted = (framer.checksum_errors, framer.noise_bytes)
             self._sent_at = loop.time()
             self._listen(loop, waiter, self._sent_at + timeout)

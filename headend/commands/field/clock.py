@@ -22,6 +22,7 @@ from headend.commands.field.shared import (
     Port,
     Protocol,
     Secrets,
+    Trace,
     Unit,
     Url,
     Via,
@@ -66,6 +67,7 @@ def clock_command(
     ] = False,
     config: ConfigPath = None,
     as_json: Json = False,
+    trace: Trace = False,
     port: Port = None,
 ) -> None:
     """Read (and with --sync correct) the meter clock, or a concentrator's own clock (no --address).
@@ -91,7 +93,7 @@ def clock_command(
         if policy is not None:
             check_write_target(protocol, address, unit)
         channel, driver = await open_driver(
-            url, protocol, address, unit, model, secrets, dial_in, via, writes=sync
+            url, protocol, address, unit, model, secrets, dial_in, via, writes=sync, trace=trace
         )
         try:
             if policy is not None:

@@ -17,6 +17,7 @@ from headend.commands.field.shared import (
     Port,
     Protocol,
     Secrets,
+    Trace,
     Unit,
     Url,
     Via,
@@ -43,6 +44,7 @@ def read_command(
     wait: Wait = 60.0,
     heartbeat: Heartbeat = "",
     as_json: Json = False,
+    trace: Trace = False,
     port: Port = None,
     pn: Pn = None,
 ) -> None:
@@ -51,7 +53,7 @@ def read_command(
 
     async def work() -> dict[str, Any]:
         channel, driver = await open_driver(
-            url, protocol, address, unit, model, secrets, DialIn(listen, wait, heartbeat), via
+            url, protocol, address, unit, model, secrets, DialIn(listen, wait, heartbeat), via, trace=trace
         )
         try:
             names = items or list(driver.model.points if protocol == "modbus" else driver.plan)

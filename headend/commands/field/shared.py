@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from headend import limits
+from headend.commands.field.trace import attach
 from headend.commands.listen import open_field_channel
 from headend.drivers import DriverError, make_driver
 from headend.secrets import MeterSecrets, SecretsError
@@ -44,6 +45,9 @@ Unit = Annotated[int | None, typer.Option("--unit", help="Modbus unit id.")]
 Model = Annotated[str | None, typer.Option("--model", help="Meter model file in protocols/models.")]
 Secrets = Annotated[str | None, typer.Option("--secrets", help="Secrets TOML with meter passwords.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+Trace = Annotated[
+    bool, typer.Option("--trace", help="Print every frame sent and received on stderr (time, hex, meaning).")
+]
 Port = Annotated[int | None, typer.Option("--port", help="Behind a concentrator: the meter's port (1..31).")]
 Pn = Annotated[
     int | None, typer.Option("--pn", help="Behind a concentrator: the meter's Pn (energy read natively).")
@@ -104,9 +108,10 @@ async def open_driver(
     via: Via = Via(),
     *,
     writes: bool = False,
+    trace: bool = False,
 ) -> tuple[Any, Any]:
     """The channel (for a device that dials in, listening first) and the meter's driver; every
-    argument is checked before anything is opened."""
+    argument is checked before anything is opened. With ``trace`` every frame is printed on stderr."""
     checked_url(url, protocol)
     if parse_channel_url(url).scheme in CONCENTRATOR_SCHEMES:
         if not address:
@@ -115,6 +120,8 @@ async def open_driver(
             raise FieldError("--port is required for a meter behind a concentrator")
         store = meter_secrets(secrets, writes)
         link = await open_field_channel(url, dial_in.listen, dial_in.wait_s)
+        if trace:
+            typer.echo("--trace: a concentrator's frames are not traced", err=True)
         point = {"port": via.port, "pn": via.pn}
         return link, make_driver(protocol, link, address.rjust(12, "0"), model, store, **point)
     if via.port is not None or via.pn is not None:
@@ -133,6 +140,8 @@ async def open_driver(
         target = address.rjust(12, "0")
         credentials = meter_secrets(secrets, writes)
     channel = await open_field_channel(url, dial_in.listen, dial_in.wait_s, dial_in.heartbeat)
+    if trace:
+        attach(channel, protocol)
     try:
         if credentials is None:
             return channel, make_driver("modbus", channel, target, model)

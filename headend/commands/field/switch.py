@@ -19,6 +19,7 @@ from headend.commands.field.shared import (
     Port,
     Protocol,
     Secrets,
+    Trace,
     Unit,
     Url,
     Via,
@@ -61,6 +62,7 @@ def switch_command(
     heartbeat: Heartbeat = "",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the command; send nothing.")] = False,
     as_json: Json = False,
+    trace: Trace = False,
     port: Port = None,
 ) -> None:
     """Switch one meter's relay and confirm it by reading the state back.
@@ -106,12 +108,14 @@ def switch_command(
             database,
             dial_in,
             via,
+            as_json=as_json,
+            trace=trace,
         )
         return
 
     async def work() -> dict[str, Any]:
         channel, driver = await open_driver(
-            url, protocol, address, unit, model, secrets, dial_in, via, writes=True
+            url, protocol, address, unit, model, secrets, dial_in, via, writes=True, trace=trace
         )
         try:
             if dry_run:
@@ -157,6 +161,9 @@ def _recorded_switch(
     database: str,
     dial_in: DialIn,
     via: Via,
+    *,
+    as_json: bool,
+    trace: bool,
 ) -> None:
     """The switch as a persisted, audited command run by the signed-in operator (field_switch)."""
     me = login(operator)
@@ -170,7 +177,7 @@ def _recorded_switch(
         try:
             await me.sign_in(conn, "operator")
             channel, driver = await open_driver(
-                url, protocol, address, unit, model, secrets, dial_in, via, writes=True
+                url, protocol, address, unit, model, secrets, dial_in, via, writes=True, trace=trace
             )
             try:
                 outcome = await field_switch(
@@ -190,7 +197,7 @@ def _recorded_switch(
         }
 
     result = run_field(work)
-    print_result(result, False, field_table(f"switch {action}: command {result['command']}", result))
+    print_result(result, as_json, field_table(f"switch {action}: command {result['command']}", result))
     if result["state"] != "confirmed":
         command = result["command"]
         typer.echo(f"command {command} is {result['state']}: see `headend commands show {command}`", err=True)
