@@ -556,6 +556,13 @@ ENV_CASES: list[tuple[str, dict[str, str], tuple[str, ...], str]] = [
         "error: database from HEADEND_DSN:",
     ),
     (
+        "dsn-server-stopped",  # the socket of a stopped (embedded) server is gone: said in words
+        {"HEADEND_DSN": "postgresql://postgres@/headend?host=/nonexistent/headend-pg&port=5432"},
+        ("commands", "list"),
+        "error: database from HEADEND_DSN: no server is running at its socket (start the embedded one with"
+        " `headend db start`)",
+    ),
+    (
         "dsn-password-redacted",
         {"HEADEND_DSN": "mysql://u:s3cret@h/db"},
         ("billing", "status"),
