@@ -119,7 +119,7 @@ def clock_command(
             entity, target = "meter", address if address is not None else str(unit)
         return await _audited_clock_sync(database, me, (entity, target), url, sync_clock)
 
-    result = run_field(work)
+    result = run_field(work, protocol)
     print_result(result, as_json, field_table("meter clock" if address else "clock", result))
 
 

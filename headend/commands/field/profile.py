@@ -58,7 +58,7 @@ def profile_command(
             "records": [{"ts": r.ts, "source": r.source, **r.values} for r in records],
         }
 
-    result = run_field(work)
+    result = run_field(work, protocol)
     table = Table(title=f"profile of {result['address']}")
     for column in ("ts", "source", "energy_import_kwh"):
         table.add_column(column)

@@ -79,7 +79,7 @@ def read_command(
         finally:
             await channel.close()
 
-    result = run_field(work)
+    result = run_field(work, protocol)
     table = Table(title=f"meter {result['address']}")
     table.add_column("item")
     table.add_column("value")

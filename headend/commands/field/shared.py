@@ -16,7 +16,7 @@ from rich.table import Table
 from headend import limits
 from headend.commands.field.trace import attach
 from headend.commands.listen import open_field_channel
-from headend.drivers import DriverError, make_driver
+from headend.drivers import DriverError, MeterTimeout, make_driver
 from headend.secrets import MeterSecrets, SecretsError
 from headend.transport import (
     CONCENTRATOR_SCHEMES,
@@ -165,10 +165,29 @@ def check_write_target(protocol: str, address: str | None, unit: int | None) -> 
             raise FieldError(f"--address: {exc}") from None
 
 
-def run_field(work: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    """Run the command's coroutine; turn every expected failure into one line and exit code 1."""
+def timeout_hint(protocol: str) -> str:
+    """What to try when a meter does not answer."""
+    if protocol == "modbus":
+        return (
+            "check --unit (headend scan --units 1-247 finds them) and the line settings in the URL"
+            " (?baud=9600&parity=N)"
+        )
+    other = "dlt645-1997" if protocol == "dlt645-2007" else "dlt645-2007"
+    return (
+        f"try the other edition (--protocol {other}), check the address (headend scan finds it) and the"
+        " line settings in the URL (?baud=2400&parity=E)"
+    )
+
+
+def run_field(work: Callable[[], Coroutine[Any, Any, Any]], protocol: str | None = None) -> Any:
+    """Run the command's coroutine; turn every expected failure into one line and exit code 1 (a
+    meter that does not answer: with what to try, when the protocol is known)."""
     try:
         return asyncio.run(work())
+    except MeterTimeout as exc:
+        hint = f"; {timeout_hint(protocol)}" if protocol else ""
+        typer.echo(f"error: {exc}{hint}", err=True)
+        raise typer.Exit(code=1) from None
     except (
         FieldError,
         DriverError,

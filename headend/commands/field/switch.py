@@ -141,7 +141,7 @@ def switch_command(
         finally:
             await channel.close()  # also on a dry run: a dtu:// --listen channel stops its listener
 
-    result = run_field(work)
+    result = run_field(work, protocol)
     print_result(result, as_json, field_table(f"switch {action}", result))
     if result["status"] not in ("confirmed", "dry-run"):
         raise typer.Exit(code=1)
@@ -196,7 +196,7 @@ def _recorded_switch(
             "evidence": outcome.evidence,
         }
 
-    result = run_field(work)
+    result = run_field(work, protocol)
     print_result(result, as_json, field_table(f"switch {action}: command {result['command']}", result))
     if result["state"] != "confirmed":
         command = result["command"]
