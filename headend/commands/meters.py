@@ -58,7 +58,11 @@ def show(
             "open VEE holds": meter["open_holds"],
         }
     )
-    echo_table("latest readings", ("quantity", "ts", "value", "unit", "quality"), lists["latest"])
+    latest = [
+        {**r, "value": ("closed" if r["value"] else "open")} if r["quantity"] == "relay" else r
+        for r in lists["latest"]
+    ]  # the relay quantity is stored as 1.0 (closed) / 0.0 (open)
+    echo_table("latest readings", ("quantity", "ts", "value", "unit", "quality"), latest)
     echo_table("recent events", ("occurred_at", "category", "kind", "details"), lists["events"])
     echo_table(
         "recent commands",

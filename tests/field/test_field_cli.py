@@ -143,6 +143,11 @@ async def test_modbus_read_switch_and_unit_sweep() -> None:
         )
         assert code == 0, err
         assert json.loads(out)["status"] == "confirmed" and bus.meters[0].model.relay.open
+        code, out, err = await headend("read", bus.url, *args, "--unit", "1", "relay")
+        rows = [line.replace("│", " ").split() for line in out.splitlines() if " relay " in line]
+        assert code == 0 and rows == [["relay", "open"]], err
+        code, out, _ = await headend("read", bus.url, *args, "--unit", "2", "relay")
+        assert code == 0 and "closed" in out
         code, out, err = await headend("scan", bus.url, *args, "--units", "1-4", "--json")
         assert code == 0, err
         assert json.loads(out)["units"] == [1, 2]

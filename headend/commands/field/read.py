@@ -84,7 +84,11 @@ def read_command(
     table.add_column("item")
     table.add_column("value")
     for name, value in result["values"].items():
-        table.add_row(name, json.dumps(jsonable(value)) if isinstance(value, dict | list) else str(value))
+        if name == "relay":  # stored as 1.0 (closed) / 0.0 (open): said in words
+            shown = "closed" if value else "open"
+        else:
+            shown = json.dumps(jsonable(value)) if isinstance(value, dict | list) else str(value)
+        table.add_row(name, shown)
     for name, reason in result["unsupported"].items():
         table.add_row(name, f"[red]{reason}[/red]")
     print_result(result, as_json, table)
