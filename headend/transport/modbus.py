@@ -7,6 +7,7 @@ keeps one exchange at a time with the inter-frame gap. Retries are the channel's
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from pymodbus import FramerType
@@ -17,6 +18,11 @@ from headend.transport.bus import FrameBus
 from headend.transport.channel import ChannelStats, ChannelUnavailable, ExchangeTimeout, FrameTap
 from headend.transport.url import ChannelConfig
 from protocols.modbus import rtu
+
+# pymodbus's own log lines (frame dumps, "No response received after 0 retries") never reach the
+# user's terminal or the daemon's log: its failures come back as exceptions, said once in our words
+logging.getLogger("pymodbus").addHandler(logging.NullHandler())
+logging.getLogger("pymodbus").propagate = False
 
 
 class ModbusError(Exception):

@@ -148,6 +148,16 @@ async def test_modbus_read_switch_and_unit_sweep() -> None:
         assert code == 0 and rows == [["relay", "open"]], err
         code, out, _ = await headend("read", bus.url, *args, "--unit", "2", "relay")
         assert code == 0 and "closed" in out
+        code, out, err = await headend("read", bus.url, *args, "--unit", "9", "energy_import_kwh")
+        assert (
+            code == 1
+            and out == ""
+            and err.splitlines()
+            == [  # no pymodbus lines, said once
+                "error: timeout after 2 tries; check --unit (headend scan --units 1-247 finds them) and the"
+                " line settings in the URL (?baud=9600&parity=N)"
+            ]
+        )
         code, out, err = await headend("scan", bus.url, *args, "--units", "1-4", "--json")
         assert code == 0, err
         assert json.loads(out)["units"] == [1, 2]
