@@ -36,6 +36,8 @@ from headend.store.inventory import (
     installed_names,
     list_inventory,
     meters_named,
+    named_assignments,
+    open_first_assignment,
     upsert_channel,
     upsert_meters,
 )
@@ -435,7 +437,6 @@ async def import_inventory(
                 m.unit_id,
                 m.model,
                 channels[m.channel],
-                accounts.get(m.account) if m.account else None,
                 m.protected,
                 m.protected_reason,
                 m.has_relay,
@@ -452,6 +453,7 @@ async def import_inventory(
             if exc.constraint_name != "meters_name_installed":
                 raise
             raise InventoryError(f"{source}: meters: name: {exc.detail}") from None
+        await _assign_named_accounts(conn, inventory.meters, channels, accounts, source)
         duplicates = await duplicate_pns(conn)
         if duplicates:
             raise InventoryError(
@@ -477,6 +479,42 @@ def _name_problems(
                 f" on channel {channel!r}"
             )
     return problems
+
+
+async def _assign_named_accounts(
+    conn: asyncpg.Connection,
+    meters: list[MeterEntry],
+    channels: dict[str, int],
+    accounts: dict[str, int],
+    source: str,
+) -> None:
+    """The ``account`` keys of the file against the assignment rows (the only truth): a meter without
+    assignments gets its first one; one already assigned to that account is left alone; any other
+    account is refused (moving a meter is `headend accounts assign`). A meter the file names without
+    an account keeps its assignment."""
+    named = [(i, m) for i, m in enumerate(meters) if m.account is not None]
+    if not named:
+        return
+    keys = [(channels[m.channel], m.protocol, m.address, m.unit_id) for _, m in named]
+    problems = []
+    for row in await named_assignments(conn, keys):
+        i, m = named[row["ord"] - 1]
+        if row["open_account"] == m.account:
+            continue
+        if row["open_account"] is not None:
+            problems.append(
+                f"{source}: meters[{i}]: account: meter {row['label']} is assigned to account"
+                f" {row['open_account']}, not {m.account} (move it with `headend accounts assign`)"
+            )
+        elif row["last_account"] is not None:
+            problems.append(
+                f"{source}: meters[{i}]: account: meter {row['label']} left account {row['last_account']};"
+                f" assign it to {m.account} with `headend accounts assign`"
+            )
+        else:
+            await open_first_assignment(conn, row["meter_id"], accounts[str(m.account)])
+    if problems:
+        raise InventoryError("\n".join(problems))
 
 
 async def _assign_points(

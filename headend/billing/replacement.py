@@ -11,7 +11,7 @@ import asyncpg
 from headend.audit import audit
 from headend.inventory import find_meter
 from headend.store import accounts as assignments
-from headend.store.billing import insert_replacement, move_account_to_new_meter
+from headend.store.billing import insert_replacement, retire_meter
 from headend.store.vee import resolve_meter_holds
 
 
@@ -43,11 +43,12 @@ async def record_replacement(
         record_id = await insert_replacement(
             conn, old_id, new_id, at, json.dumps(final_text), json.dumps(initial_text), operator
         )
-        await move_account_to_new_meter(conn, old_id, new_id)
+        await retire_meter(conn, old_id)
         current = await assignments.open_assignment(conn, old_id)
         if current is not None:  # assignments bill by time: the old meter's ends, the new one's starts
             await assignments.end_assignment(conn, current["id"], at)
-            await assignments.insert_assignment(conn, new_id, current["account_id"], at, None, operator)
+            if await assignments.open_assignment(conn, new_id) is None:  # unless it has its own account
+                await assignments.insert_assignment(conn, new_id, current["account_id"], at, None, operator)
         await resolve_meter_holds(conn, old_id, operator, f"replaced by {new_label}")
         await audit(
             conn,
