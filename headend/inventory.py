@@ -38,8 +38,10 @@ from pydantic import (
 from headend import limits
 from headend.store.concentrators import channel_kinds, duplicate_pns, stored_pns
 from headend.store.inventory import (
+    MeterRow,
     account_ids,
     channel_ids,
+    installed_names,
     list_inventory,
     meters_named,
     named_assignments,
@@ -261,6 +263,7 @@ def _parse_rows(
         channels[entry.name] = entry
     meters: list[MeterEntry] = []
     seen: dict[tuple[str, str, str], str] = {}
+    names: dict[str, str] = {}
     for where, row in meter_rows:
         try:
             meter = MeterEntry.model_validate(row)
@@ -271,6 +274,12 @@ def _parse_rows(
         if key in seen:
             problems.append(f"{source}: {where}: address: duplicate of {seen[key]}")
         seen[key] = where
+        if meter.name is not None and meter.name in names:
+            problems.append(
+                f"{source}: {where}: name: {meter.name!r} is also the name of {names[meter.name]}"
+            )
+        if meter.name is not None:
+            names.setdefault(meter.name, where)
         channel = channels.get(meter.channel)
         if channel is not None:
             try:
@@ -429,29 +438,33 @@ async def import_inventory(
             await channel_kinds(conn, [m.channel for m in inventory.meters if m.channel not in kinds])
         )
         problems += await _assign_points(conn, inventory.meters, kinds, source)
+        problems += _name_problems(source, inventory.meters, await installed_names(conn))
         if problems:
             raise InventoryError("\n".join(problems))
-        await upsert_meters(
-            conn,
-            [
-                (
-                    m.name,
-                    m.protocol,
-                    m.address,
-                    m.unit_id,
-                    m.model,
-                    channels[m.channel],
-                    m.protected,
-                    m.protected_reason,
-                    m.has_relay,
-                    m.multiplier,
-                    m.enabled,
-                    m.installed_at,
-                    m.settings,
-                )
-                for m in inventory.meters
-            ],
-        )
+        rows: list[MeterRow] = [
+            (
+                m.name,
+                m.protocol,
+                m.address,
+                m.unit_id,
+                m.model,
+                channels[m.channel],
+                m.protected,
+                m.protected_reason,
+                m.has_relay,
+                m.multiplier,
+                m.enabled,
+                m.installed_at,
+                m.settings,
+            )
+            for m in inventory.meters
+        ]
+        try:
+            await upsert_meters(conn, rows)
+        except asyncpg.UniqueViolationError as exc:  # a generated channel/address name given to another
+            if exc.constraint_name != "meters_name_installed":
+                raise
+            raise InventoryError(f"{source}: meters: name: {exc.detail}") from None
         await _assign_named_accounts(conn, inventory.meters, channels, accounts, source)
         duplicates = await duplicate_pns(conn)
         if duplicates:
@@ -462,6 +475,22 @@ async def import_inventory(
                 )
             )
     return ImportResult(len(inventory.channels), len(inventory.meters))
+
+
+def _name_problems(
+    source: str, meters: list[MeterEntry], installed: dict[str, tuple[str, str, str]]
+) -> list[str]:
+    """Names of this file that an installed meter other than the named one already has."""
+    problems = []
+    for i, m in enumerate(meters):
+        holder = installed.get(m.name or "")
+        if holder is not None and holder != (m.channel, m.protocol, m.address):
+            channel, protocol, address = holder
+            problems.append(
+                f"{source}: meters[{i}]: name: {m.name!r} is the name of the {protocol} meter {address}"
+                f" on channel {channel!r}"
+            )
+    return problems
 
 
 async def _assign_named_accounts(
@@ -531,10 +560,14 @@ async def _assign_points(
 
 
 async def find_meter(conn: asyncpg.Connection, ref: str) -> tuple[int, str]:
-    """``(id, label)`` of the one meter named or addressed ``ref``; InventoryError if none or several."""
+    """``(id, name)`` of the meter named ``ref`` (the installed one before a removed one), else of the
+    one meter addressed ``ref`` or ``channel/ref``; InventoryError if none or several."""
     rows = await meters_named(conn, ref)
     if not rows:
         raise InventoryError(f"no meter named or addressed {ref!r}")
+    named = [r for r in rows if r["exact"]]
+    if len(named) == 1 or (named and named[0]["installed"]):  # names are unique among installed meters
+        return int(named[0]["id"]), str(named[0]["label"])
     if len(rows) > 1:
         names = ", ".join(r["label"] for r in rows)
         raise InventoryError(f"{ref!r} matches {len(rows)} meters ({names}); give the meter's name")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import tty
 from collections import Counter
@@ -37,6 +38,9 @@ from simulators.meter import RelayRefused, SimMeter
 if TYPE_CHECKING:
     from simulators.bus import BusSpec
 
+# pymodbus's frame dumps never reach the terminal of `headend sim modbus` (or a test's output)
+logging.getLogger("pymodbus").addHandler(logging.NullHandler())
+logging.getLogger("pymodbus").propagate = False
 MODBUS_TRANSPORTS = ("modbus-tcp", "rtu-over-tcp", "pty")
 OPERATOR = "MODBUS00"
 

@@ -20,7 +20,7 @@ INSERT INTO meters (name, protocol, address, unit_id, model, channel_id, protect
                     protected_reason, has_relay, multiplier, enabled, installed_at, settings)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, coalesce($12, now()), $13::jsonb)
 ON CONFLICT (channel_id, protocol, address, coalesce(unit_id, -1)) DO UPDATE SET
-    name = EXCLUDED.name, model = EXCLUDED.model,
+    name = coalesce($1, meters.name), model = EXCLUDED.model,
     settings = meters.settings - 'pn' - 'port' || EXCLUDED.settings,
     protected = EXCLUDED.protected, protected_reason = EXCLUDED.protected_reason,
     has_relay = EXCLUDED.has_relay, multiplier = EXCLUDED.multiplier, enabled = EXCLUDED.enabled,
@@ -126,10 +126,23 @@ async def list_inventory(conn: asyncpg.Connection, channel: str | None = None) -
     )
 
 
+async def installed_names(conn: asyncpg.Connection) -> dict[str, tuple[str, str, str]]:
+    """``(channel, protocol, address)`` of every installed meter by name."""
+    rows = await conn.fetch(
+        "SELECT m.name, c.name AS channel, m.protocol, m.address FROM meters m"
+        " JOIN channels c ON c.id = m.channel_id WHERE m.removed_at IS NULL"
+    )
+    return {r["name"]: (r["channel"], r["protocol"], r["address"]) for r in rows}
+
+
 async def meters_named(conn: asyncpg.Connection, ref: str) -> list[asyncpg.Record]:
-    """``id`` and ``label`` of the meters named or addressed ``ref``."""
+    """``id``, ``label`` (the name), ``exact`` (named ``ref``) and ``installed`` of the meters named
+    ``ref`` or addressed ``ref`` or ``channel/ref``; exact names first, installed meters first."""
     return await conn.fetch(
-        "SELECT id, coalesce(name, address) AS label FROM meters WHERE name = $1 OR address = $1 ORDER BY id",
+        """SELECT m.id, m.name AS label, m.name = $1 AS exact, m.removed_at IS NULL AS installed
+           FROM meters m JOIN channels c ON c.id = m.channel_id
+           WHERE m.name = $1 OR m.address = $1 OR c.name || '/' || m.address = $1
+           ORDER BY m.name = $1 DESC, m.removed_at IS NULL DESC, m.id""",
         ref,
     )
 

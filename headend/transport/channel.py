@@ -29,6 +29,10 @@ MAX_BACKOFF_S = 30.0
 TIMER_SLACK_S = 0.005
 
 
+FrameTap = Callable[[str, bytes], None]
+"""Told of each frame: ``("tx", request)``, ``("rx", reply)``, ``("timeout", b"")`` (field ``--trace``)."""
+
+
 class ChannelError(Exception):
     """Base of transport errors."""
 
@@ -233,6 +237,7 @@ class Channel:
         self._failures = 0
         self._next_attempt = 0.0
         self._written = False  # whether the current attempt's request went out
+        self.tap: FrameTap | None = None  # sees every frame sent ("tx") and every reply taken ("rx")
 
     @property
     def label(self) -> str:
@@ -342,6 +347,8 @@ class Channel:
                     if attempt:
                         stats.retries += 1
                     frame = await self._attempt(loop, request, framer, accept, timeout, once)
+                    if self.tap is not None:
+                        self.tap("rx" if frame is not None else "timeout", frame or b"")
                     if frame is not None:
                         rtt = loop.time() - self._sent_at
                         stats.rtt_count += 1
@@ -362,6 +369,8 @@ class Channel:
             await self._wait_gap(loop)
             link = await self._ensure_open()
             self._write(link, request)
+            if self.tap is not None:
+                self.tap("tx", request)
             await self._drain(link)
             await asyncio.sleep(len(request) * self.config.char_time + self.config.gap_s)
             self._last_activity = loop.time()
@@ -472,6 +481,8 @@ class Channel:
             self._written = True
             self.stats.bytes_out += len(request)
             self.stats.frames_out += 1
+            if self.tap is not None:
+                self.tap("tx", request)
             self._counted = (framer.checksum_errors, framer.noise_bytes)
             self._sent_at = loop.time()
             self._listen(loop, waiter, self._sent_at + timeout)

@@ -190,7 +190,8 @@ async def test_archive_diff_then_push_assigns_inventory_pns_and_confirms(pg_dsn:
         diff = json.loads(out)
         assert [r["pn"] for r in diff["missing"]] == [3] and [r["pn"] for r in diff["extra"]] == [9]
         assert [d["wanted"]["pn"] for d in diff["different"]] == [4] and diff["matching"] == 2
-        push = ("concentrator", "archive", "push", "conc-1", "--dsn", pg_dsn)
+        asked = ("concentrator", "archive", "push", "conc-1", "--dsn", pg_dsn)
+        push = (*asked, "--yes")
         secrets = ("--secrets", str(secrets_file(tmp_path)), "--json")
         conn = await asyncpg.connect(pg_dsn)
         await add_operators(conn, o31="operator", o32="viewer,approver")
@@ -206,6 +207,17 @@ async def test_archive_diff_then_push_assigns_inventory_pns_and_confirms(pg_dsn:
             )
             assert code == 1 and err.strip() == f"error: {message}", err
         assert sim.pool.archive == untouched  # refused before the concentrator is touched
+        # no terminal to ask on and no --yes: refused; --dry-run shows what would be written and deleted
+        code, out, err = await headend(*asked, *secrets, "--operator", "31", env=operator_env())
+        assert code == 1 and err.strip() == (
+            "error: archive push rewrites the concentrator's archive:"
+            " give --yes (see it first with --dry-run)"
+        )
+        code, out, err = await headend(*asked, *secrets, "--operator", "31", "--dry-run")
+        assert code == 1 and json.loads(out)["plan"] == (
+            "the push writes 2 record(s) and deletes 1: pn 9 (000000009999)"
+        ), err
+        assert sim.pool.archive == untouched
         code, out, err = await headend(*push, *secrets, "--operator", "31", env=operator_env())
         assert code == 0, err
         pushed = json.loads(out)

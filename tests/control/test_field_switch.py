@@ -52,13 +52,16 @@ async def test_field_switch_is_recorded_gated_and_audited(pg_dsn: str, tmp_path:
             assert code == 1 and "wildcard" in err
             assert bus.requests[0x1C] == 0 and await conn.fetchval("SELECT count(*) FROM commands") == 0
 
-            code, out, err = await headend(*switch, "-a", served.address, "--operator", "1007")
+            code, out, err = await headend(*switch, "-a", served.address, "--operator", "1007", "--json")
             assert code == 0, err
+            printed = json.loads(out)  # --json with a database is JSON too
+            assert printed["state"] == "confirmed" and printed["evidence"]["state"]["open"] is True
             assert served.model.relay.open and not protected.model.relay.open and bus.requests[0x1C] == 1
             row = await conn.fetchrow(
                 "SELECT id, cause, operator, state::text AS state, evidence::text AS evidence FROM commands"
             )
             assert (row["cause"], row["operator"], row["state"]) == ("field", "1007", "confirmed")
+            assert printed["command"] == row["id"]
             evidence = json.loads(row["evidence"])
             assert evidence["state"]["open"] is True
             assert evidence["evidence"]["event_record"]["operator"] == "00001007"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -108,15 +109,23 @@ async def test_a_sent_command_cannot_be_cancelled_blind(pg_dsn: str) -> None:
         )
         await conn.execute("UPDATE commands SET state = 'sent' WHERE id = $1", sent)
         for nobody, why in (("", "is required"), (" ", "is required"), ("op2", "1-8 digits")):
-            blank = headend(pg_dsn, "cancel", str(sent), "--operator", nobody)
+            blank = headend(pg_dsn, "cancel", str(sent), "--operator", nobody, "--reason", "wrong meter")
             assert blank.returncode == 1 and why in blank.stderr and "Traceback" not in blank.stderr
-        refused = headend(pg_dsn, "cancel", str(sent), "--operator", "2")
+        refused = headend(pg_dsn, "cancel", str(sent), "--operator", "2", "--reason", "wrong meter")
         assert refused.returncode == 1 and "settles it by reading the relay back" in refused.stderr
         assert await conn.fetchval("SELECT state::text FROM commands WHERE id = $1", sent) == "sent"
         await conn.execute("UPDATE commands SET state = 'pending' WHERE id = $1", sent)
-        cancelled = headend(pg_dsn, "cancel", str(sent), "--operator", "2")
+        unexplained = [
+            headend(pg_dsn, "cancel", str(sent), "--operator", "2"),
+            headend(pg_dsn, "cancel", str(sent), "--operator", "2", "--reason", " "),
+        ]
+        assert [r.returncode for r in unexplained] == [2, 1] and "--reason" in unexplained[1].stderr
+        cancelled = headend(pg_dsn, "cancel", str(sent), "--operator", "2", "--reason", "wrong meter")
         assert cancelled.returncode == 0, cancelled.stderr
         assert await conn.fetchval("SELECT state::text FROM commands WHERE id = $1", sent) == "cancelled"
+        shown = json.loads(headend(pg_dsn, "show", str(sent)).stdout)
+        assert shown["evidence"] == {"cancelled": {"by": "2", "reason": "wrong meter"}}  # an object
+        assert shown["last_error"] == "cancelled by 2: wrong meter"
     finally:
         await conn.close()
 

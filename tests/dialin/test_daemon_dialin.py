@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -170,7 +171,7 @@ async def test_dial_in_channels_are_polled_offline_ones_are_not_failures_unknown
         await conn.close()
 
 
-def test_listen_config_is_validated_with_the_key_and_reason() -> None:
+def test_listen_config_is_validated_with_the_key_and_reason(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as error:
         validate_config(
             {
@@ -192,8 +193,13 @@ def test_listen_config_is_validated_with_the_key_and_reason() -> None:
     assert "headend.toml: listen.listeners.0.heartbeat: bad hex in 'hex:GG'" in lines
     assert any(line.startswith("headend.toml: listen.listeners.0.max_per_address:") for line in lines)
     assert validate_config({}, "x").listen.listeners == []  # off by default
-    example = load_config(Path(__file__).parents[2] / "config" / "headend.example.toml").listen
-    assert [(entry.address, entry.kind, entry.heartbeat) for entry in example.listeners] == [
+    example_path = Path(__file__).parents[2] / "config" / "headend.example.toml"
+    assert load_config(example_path).listen.listeners == []  # the example keeps the README's default
+    enabled = tmp_path / "listening.toml"  # its commented-out listeners, enabled as its comment says
+    enabled.write_text(re.sub(r"^#(?=[\[a-z])", "", example_path.read_text(), flags=re.MULTILINE))
+    assert [
+        (entry.address, entry.kind, entry.heartbeat) for entry in load_config(enabled).listen.listeners
+    ] == [
         ("127.0.0.1:9000", "dtu", "HB"),
         ("127.0.0.1:9002", "gdw1376", ""),
     ]

@@ -322,3 +322,45 @@ async def test_time_of_use_plan_uses_block_reads_where_the_meter_allows(pg_dsn: 
     finally:
         await engine.stop()
         await conn.close()
+
+
+async def test_overall_success_is_the_last_complete_cycles_figure(pg_dsn: str, tmp_path: Path) -> None:
+    """A fast bus finishes its cycle long before a slow one: the overall success gauge never shows the
+    slow bus's meters, still being read, as failures (every meter answers: it only ever reads 1.0)."""
+    fast = await start_bus(BusSpec(meters=2, seed=66))
+    slow = await start_bus(BusSpec(meters=2, seed=67, line_timing=True, baud=1200, turnaround_s=0.2))
+    conn = await asyncpg.connect(pg_dsn)
+    inventory = inventory_file(tmp_path / "inv.toml", {"fast": fast, "slow": slow})
+    inventory.write_text(inventory.read_text().replace(slow.url, slow.url + "?baud=1200"))
+    await import_inventory(conn, read_inventory(inventory))
+    config = validate_config(
+        {
+            "polling": {"interval": "3s", "offset": "0s", "inventory_reload": "1h"},
+            "read_plans": {"default": {"quantities": ["energy_import_kwh"]}},
+            "backfill": {"enabled": False},
+            "clock": {"enabled": False},
+            "events": {"enabled": False},
+            "metrics": {"port": 0},
+        },
+        "test",
+    )
+    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    registry = engine.metrics.registry
+    seen: list[float] = []
+    try:
+        await engine.start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 40
+        while await conn.fetchval("SELECT count(*) FROM read_cycles WHERE finished_at IS NOT NULL") < 4:
+            assert loop.time() < deadline, seen
+            value = registry.get_sample_value("headend_cycle_success_ratio_overall")
+            if value or seen:
+                seen.append(value)
+            await asyncio.sleep(0.01)
+        await engine.wait_cycles()
+    finally:
+        await engine.stop()
+        await conn.close()
+        await fast.stop()
+        await slow.stop()
+    assert seen and set(seen) == {1.0}

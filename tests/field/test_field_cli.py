@@ -105,7 +105,15 @@ async def test_scan_one_meter_line_and_candidates() -> None:
 async def test_errors_are_one_line_with_non_zero_exit() -> None:
     async with await start_bus(BusSpec(meters=1, seed=76, faults="no_reply=1")) as bus:
         code, out, err = await headend("read", bus.url, "-a", bus.meters[0].address, "energy_import_kwh")
-        assert code == 1 and out == "" and err.strip() == "error: timeout after 2 tries"
+        hint = "try the other edition (--protocol dlt645-1997), check the address (headend scan finds it)"
+        assert (
+            code == 1
+            and out == ""
+            and err.strip()
+            == (
+                f"error: timeout after 2 tries; {hint} and the line settings in the URL (?baud=2400&parity=E)"
+            )
+        )
     code, _, err = await headend("read", "ftp://nowhere", "-a", "1")
     assert code == 1 and err.startswith("error: unsupported channel scheme")
     code, _, err = await headend("read", "tcp://127.0.0.1:1", "-a", "1")
@@ -124,6 +132,21 @@ async def test_modbus_read_switch_and_unit_sweep() -> None:
         )
         assert code == 0, err
         assert json.loads(out)["status"] == "confirmed" and bus.meters[0].model.relay.open
+        code, out, err = await headend("read", bus.url, *args, "--unit", "1", "relay")
+        rows = [line.replace("│", " ").split() for line in out.splitlines() if " relay " in line]
+        assert code == 0 and rows == [["relay", "open"]], err
+        code, out, _ = await headend("read", bus.url, *args, "--unit", "2", "relay")
+        assert code == 0 and "closed" in out
+        code, out, err = await headend("read", bus.url, *args, "--unit", "9", "energy_import_kwh")
+        assert (
+            code == 1
+            and out == ""
+            and err.splitlines()
+            == [  # no pymodbus lines, said once
+                "error: timeout after 2 tries; check --unit (headend scan --units 1-247 finds them) and the"
+                " line settings in the URL (?baud=9600&parity=N)"
+            ]
+        )
         code, out, err = await headend("scan", bus.url, *args, "--units", "1-4", "--json")
         assert code == 0, err
         assert json.loads(out)["units"] == [1, 2]

@@ -192,3 +192,26 @@ async def test_three_phase_values_are_consistent() -> None:
         for label in "abc":
             apparent = values[f"voltage_{label}_v"] * values[f"current_{label}_a"] / 1000
             assert values[f"power_{label}_kw"] == pytest.approx(apparent * values["pf"], rel=0.01)
+
+
+async def test_headend_sim_fleet_modbus_bus_with_its_defaults(tmp_path: Path) -> None:
+    """A ``[[bus]]`` with only ``protocol = "modbus"`` runs: Modbus TCP, the SDM120 model."""
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text('[[bus]]\nprotocol = "modbus"\nmeters = 2\n\n[[bus]]\nmeters = 1\n')
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "headend.cli", "sim", "fleet", str(fleet), "--json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        modbus, dlt645 = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))["buses"]
+        assert (modbus["model"], modbus["meters"]) == ("eastron_sdm120", [1, 2])
+        assert modbus["url"].startswith("modbus-tcp://") and dlt645["url"].startswith("tcp://")
+        client = modbus_client(modbus["url"])
+        await client.connect()
+        values = await read_all(client, "eastron_sdm120", 2)
+        client.close()
+        assert 220 < values["voltage_a_v"] < 240
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 15) == 0
