@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -344,7 +345,7 @@ async def test_overall_success_is_the_last_complete_cycles_figure(pg_dsn: str, t
         },
         "test",
     )
-    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    engine = engine_for(config, pg_dsn, tmp_path)
     registry = engine.metrics.registry
     seen: list[float] = []
     try:

@@ -198,10 +198,7 @@ async def test_headend_sim_fleet_modbus_bus_with_its_defaults(tmp_path: Path) ->
     """A ``[[bus]]`` with only ``protocol = "modbus"`` runs: Modbus TCP, the SDM120 model."""
     fleet = tmp_path / "fleet.toml"
     fleet.write_text('[[bus]]\nprotocol = "modbus"\nmeters = 2\n\n[[bus]]\nmeters = 1\n')
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "headend.cli", "sim", "fleet", str(fleet), "--json",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    process = await cli.spawn("sim", "fleet", str(fleet), "--json")
     try:
         assert process.stdout is not None
         modbus, dlt645 = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))["buses"]
@@ -213,5 +210,4 @@ async def test_headend_sim_fleet_modbus_bus_with_its_defaults(tmp_path: Path) ->
         client.close()
         assert 220 < values["voltage_a_v"] < 240
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 15) == 0
+        assert (await cli.stop(process)).returncode == 0
