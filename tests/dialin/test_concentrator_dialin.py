@@ -81,7 +81,8 @@ async def test_engine_reads_a_concentrator_bound_by_login_through_the_listener(
             collected = {address: reading.total for address, reading in sim.pool.collected.items()}
             assert {r["address"]: r["value"] for r in energy} == pytest.approx(collected)
             assert len(voltage) == 4 and all(r["ts"] == ts for r in energy + voltage)
-            assert sim.counts["afn_0C"] == 1 and sim.counts["login_failures"] == 0
+            # one batched F129 (energy) and one batched F25 (voltage) for all four meters
+            assert sim.counts["afn_0C"] == 2 and sim.counts["login_failures"] == 0
 
             # a newer login of the same terminal replaces the connection; reads go to the new one
             async with SimConcentrator(replace(spec, redial_s=60)) as newer:
@@ -94,7 +95,7 @@ async def test_engine_reads_a_concentrator_bound_by_login_through_the_listener(
                 engine.run_cycle(earlier)
                 await engine.wait_cycles()
                 await engine.writer.flush()
-                assert newer.counts["afn_0C"] == 1 and sim.counts["afn_0C"] == 1
+                assert newer.counts["afn_0C"] == 2 and sim.counts["afn_0C"] == 2
                 again = await conn.fetch(ENERGY_SQL, "energy_import_kwh")
                 assert len([r for r in again if r["ts"] == earlier]) == 4
 
