@@ -143,8 +143,14 @@ class Dlt645Driver:
         return accept
 
     async def _request(
-        self, request: bytes, reply_size: int = 64, accept: Callable[[bytes], bool] | None = None
+        self,
+        request: bytes,
+        reply_size: int = 64,
+        accept: Callable[[bytes], bool] | None = None,
+        *,
+        secret: bool = False,
     ) -> Frame:
+        """One exchange (``secret``: the request carries the meter password)."""
         try:
             raw, rtt = await self.channel.exchange(
                 request,
@@ -152,6 +158,7 @@ class Dlt645Driver:
                 accept or self._acceptor(request),
                 reply_size=reply_size,
                 turnaround_s=self.turnaround_s,
+                secret=secret,
             )
         except ExchangeTimeout as exc:
             if exc.noise:
@@ -346,7 +353,8 @@ class Dlt645Driver:
                     password_level=credentials.level,
                     password=credentials.password,
                     operator=CLOCK_OPERATOR,
-                )
+                ),
+                secret=True,
             )
 
     def _require_credentials(self) -> Credentials:
@@ -426,7 +434,7 @@ class Dlt645Driver:
         )
         evidence: dict[str, Any] = {"operator": operator, "expiry": expiry.isoformat()}
         try:
-            await self._request(request)
+            await self._request(request, secret=True)
             evidence["ack"] = True
         except MeterRefused as exc:
             state = await self.relay_state()

@@ -266,8 +266,11 @@ class ForwardBus:
         reply_size: int = 64,
         turnaround_s: float | None = None,
         retries: int | None = None,
+        secret: bool = False,
     ) -> tuple[bytes, float]:
-        """Forward ``request`` and return the first frame of the meter's reply ``accept`` takes."""
+        """Forward ``request`` and return the first frame of the meter's reply ``accept`` takes
+        (every forward carries the concentrator's PW: the link sends none to an unverified login,
+        whatever ``secret`` says)."""
         forward, extra_s = self._forward(request, reply_size, turnaround_s or METER_ANSWER_S)
         tries = 1 + (self.retries if retries is None else retries)
         for _ in range(tries):

@@ -13,6 +13,9 @@ region-terminal address A1+A2) and ``gdw1376+tcp://host:port?address=0314-25394`
 fixed address that we connect to). There ``turnaround_ms`` is the concentrator's answer allowance
 (network round trip; default 5 s), ``baud`` the meters' line speed behind it (for AFN 10 F1) and
 ``msa`` our master station address (1..127, default 1).
+
+Dial-in channels (``dtu://``, ``gdw1376://``) take ``allow=10.64.0.0/16,10.65.0.0/16``: the source
+networks (CIDR) the device may connect from; a connection naming it from elsewhere is refused.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from urllib.parse import parse_qs, urlsplit
 
 from protocols.gdw1376 import Address, GDW1376Error
@@ -69,6 +73,7 @@ class ChannelConfig:
     retries: int = 1
     terminal: str = ""  # gdw1376: the concentrator's region-terminal address (0314-25394)
     msa: int = 1  # gdw1376: our master station address
+    allow: tuple[IPv4Network | IPv6Network, ...] = ()  # dial-in: source networks accepted (empty: any)
 
     @property
     def bits_per_char(self) -> int:
@@ -152,6 +157,28 @@ def _options(url: str, query: dict[str, str]) -> dict[str, int | float | str]:
     return options
 
 
+def parse_networks(text: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """``10.64.0.0/16,fd00::/8``: networks in CIDR notation; raises ValueError naming a bad one."""
+    networks = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            networks.append(ip_network(item))
+        except ValueError as exc:
+            raise ValueError(f"bad network {item!r}: {exc}") from None
+    if not networks:
+        raise ValueError("no network given (CIDR, e.g. 10.64.0.0/16)")
+    return tuple(networks)
+
+
+def _allow(url: str, query: dict[str, str], options: dict[str, object]) -> None:
+    """Pop a dial-in channel's ``allow`` option into ``options``."""
+    if "allow" in query:
+        try:
+            options["allow"] = parse_networks(query.pop("allow"))
+        except ValueError as exc:
+            raise ChannelUrlError(f"allow: {exc} in {url!r}") from None
+
+
 def parse_channel_url(url: str) -> ChannelConfig:
     """Parse and validate a channel URL; raises ChannelUrlError with the offending part."""
     if len(url) > MAX_URL_LENGTH:
@@ -169,7 +196,9 @@ def parse_channel_url(url: str) -> ChannelConfig:
     except ValueError:
         raise ChannelUrlError(f"malformed options {parts.query!r} in {url!r}") from None
     query = {key: values[-1] for key, values in pairs.items()}
-    options = _options(url, query)
+    options: dict[str, object] = dict(_options(url, query))
+    if scheme in DIALIN_SCHEMES:
+        _allow(url, query, options)
     if scheme in CONCENTRATOR_SCHEMES:
         return _concentrator(url, scheme, parts.netloc, query, options)
     if query:
@@ -208,7 +237,7 @@ def check_protocol(protocol: str, config: ChannelConfig) -> None:
 
 
 def _concentrator(
-    url: str, scheme: str, netloc: str, query: dict[str, str], options: dict[str, int | float | str]
+    url: str, scheme: str, netloc: str, query: dict[str, str], options: dict[str, object]
 ) -> ChannelConfig:
     """``gdw1376://ADDRESS`` or ``gdw1376+tcp://host:port?address=ADDRESS`` (see the module docstring)."""
     named = netloc if scheme == "gdw1376" else query.pop("address", "")
