@@ -1,7 +1,8 @@
 """DL/T 645 meters behind a Q/GDW 1376.1 concentrator: the same driver interface as a meter on a bus.
 
 What the concentrator collects itself is read natively, several Pn per request: AFN 0C F129 (forward
-active energy now, total + tariffs) and, for backfill, AFN 0D F161 (the midnight freeze, per missed
+active energy now, total + tariffs), AFN 0C F25 (power, power factor, voltage and current now:
+:data:`SNAPSHOT_QUANTITIES`) and, for backfill, AFN 0D F161 (the midnight freeze, per missed
 day) and the curves of a day in one multi-unit request (:data:`PROFILE_CURVES`: forward active
 energy F101, the energy quantity of each interval F97..F100, active and reactive power F81..F88,
 voltage and current F89..F95, power factor F105..F108; 15-minute points become the meter's interval
