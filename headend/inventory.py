@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from headend import limits
 from headend.store.concentrators import channel_kinds, duplicate_pns, stored_pns
@@ -34,6 +42,8 @@ from headend.store.inventory import (
     channel_ids,
     list_inventory,
     meters_named,
+    named_assignments,
+    open_first_assignment,
     upsert_channel,
     upsert_meters,
 )
@@ -121,11 +131,11 @@ class MeterEntry(BaseModel):
     model: str = Field(min_length=1)
     name: str | None = None
     account: str | None = None
-    protected: bool = False
+    protected: StrictBool = False  # TOML true/false ("yes" in a TOML file is refused, not guessed)
     protected_reason: str | None = None
-    has_relay: bool = False
+    has_relay: StrictBool = False
     multiplier: float = 1.0
-    enabled: bool = True
+    enabled: StrictBool = True
     installed_at: datetime | None = None
     port: int | None = Field(None, ge=1, le=31)
     pn: int | None = Field(None, ge=1, le=MAX_PN)
@@ -357,10 +367,14 @@ def read_inventory(path: str | Path) -> Inventory:
     if not file.is_file():
         raise InventoryError(f"{file}: no such file")
     if file.suffix.lower() == ".csv":
-        return _read_csv(file)
-    if file.suffix.lower() == ".toml":
-        return _read_toml(file)
-    raise InventoryError(f"{file}: unknown format (use .toml or .csv)")
+        inventory = _read_csv(file)
+    elif file.suffix.lower() == ".toml":
+        inventory = _read_toml(file)
+    else:
+        raise InventoryError(f"{file}: unknown format (use .toml or .csv)")
+    if not inventory.channels and not inventory.meters:
+        raise InventoryError(f"{file}: no channels and no meters: an empty file would import nothing")
+    return inventory
 
 
 def _stored_bus_problems(source: str, inventory: Inventory, stored: dict[str, str]) -> list[str]:
@@ -427,7 +441,6 @@ async def import_inventory(
                     m.unit_id,
                     m.model,
                     channels[m.channel],
-                    accounts.get(m.account) if m.account else None,
                     m.protected,
                     m.protected_reason,
                     m.has_relay,
@@ -439,6 +452,7 @@ async def import_inventory(
                 for m in inventory.meters
             ],
         )
+        await _assign_named_accounts(conn, inventory.meters, channels, accounts, source)
         duplicates = await duplicate_pns(conn)
         if duplicates:
             raise InventoryError(
@@ -448,6 +462,42 @@ async def import_inventory(
                 )
             )
     return ImportResult(len(inventory.channels), len(inventory.meters))
+
+
+async def _assign_named_accounts(
+    conn: asyncpg.Connection,
+    meters: list[MeterEntry],
+    channels: dict[str, int],
+    accounts: dict[str, int],
+    source: str,
+) -> None:
+    """The ``account`` keys of the file against the assignment rows (the only truth): a meter without
+    assignments gets its first one; one already assigned to that account is left alone; any other
+    account is refused (moving a meter is `headend accounts assign`). A meter the file names without
+    an account keeps its assignment."""
+    named = [(i, m) for i, m in enumerate(meters) if m.account is not None]
+    if not named:
+        return
+    keys = [(channels[m.channel], m.protocol, m.address, m.unit_id) for _, m in named]
+    problems = []
+    for row in await named_assignments(conn, keys):
+        i, m = named[row["ord"] - 1]
+        if row["open_account"] == m.account:
+            continue
+        if row["open_account"] is not None:
+            problems.append(
+                f"{source}: meters[{i}]: account: meter {row['label']} is assigned to account"
+                f" {row['open_account']}, not {m.account} (move it with `headend accounts assign`)"
+            )
+        elif row["last_account"] is not None:
+            problems.append(
+                f"{source}: meters[{i}]: account: meter {row['label']} left account {row['last_account']};"
+                f" assign it to {m.account} with `headend accounts assign`"
+            )
+        else:
+            await open_first_assignment(conn, row["meter_id"], accounts[str(m.account)])
+    if problems:
+        raise InventoryError("\n".join(problems))
 
 
 async def _assign_points(

@@ -2,10 +2,12 @@
 
 A spec is a comma-separated list, e.g.
 ``no_reply=0.05,late=0.02,corrupt=0.02,garbage=0.02,garbage_inside=0.01,truncate=0.01`` (rates per
-reply) plus schedules relative to the bus start: ``offline=ADDR@10+30`` (no answers from second 10
-for 30 s), ``power_outage=ADDR@20+15`` (no answers, no consumption, a power-down record),
-``clock_jump=ADDR@5:+600`` (the meter clock jumps by +600 s). ``ADDR`` is a meter address, ``#N``
-(the N-th meter, from 0) or ``*`` (all meters). ``late_delay=3`` sets how late a late reply is.
+reply; ``shift`` moves 1..9 units between two bytes of a DL/T 645 reply's data field, a corruption
+its additive checksum cannot see) plus schedules relative to the bus start:
+``offline=ADDR@10+30`` (no answers from second 10 for 30 s), ``power_outage=ADDR@20+15`` (no
+answers, no consumption, a power-down record), ``clock_jump=ADDR@5:+600`` (the meter clock jumps by
++600 s). ``ADDR`` is a meter address, ``#N`` (the N-th meter, from 0) or ``*`` (all meters).
+``late_delay=3`` sets how late a late reply is.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-RATE_KINDS = ("no_reply", "late", "corrupt", "garbage", "garbage_inside", "truncate")
+RATE_KINDS = ("no_reply", "late", "corrupt", "garbage", "garbage_inside", "truncate", "shift")
 SCHEDULE_KINDS = ("offline", "power_outage", "clock_jump")
 
 
@@ -119,6 +121,8 @@ class FaultInjector:
             damaged = bytearray(reply)
             damaged[-2] ^= 0xFF  # the checksum byte (DL/T 645) / CRC byte (Modbus RTU)
             return ReplyFault(bytes(damaged))
+        if kind == "shift":
+            return ReplyFault(self._shift(reply))
         if kind == "garbage":
             noise = bytes(rng.choice((0x00, 0x16, 0x68, 0xAA, 0xFF, rng.randrange(256))) for _ in range(5))
             return ReplyFault(noise + reply)
@@ -127,3 +131,16 @@ class FaultInjector:
         if kind == "garbage_inside":
             return ReplyFault(reply[:cut] + bytes(rng.randrange(256) for _ in range(3)) + reply[cut:])
         return ReplyFault(reply[:cut])
+
+    def _shift(self, reply: bytes) -> bytes:
+        """Move 1..9 between two bytes of the data field: the byte sum (the DL/T 645 checksum) holds."""
+        start = len(reply) - len(reply.lstrip(b"\xfe")) + 10  # 68 A0..A5 68 C L, then the data
+        end = len(reply) - 2  # CS 16
+        if end - start < 2:
+            return reply
+        up, down = self._rng.sample(range(start, end), 2)
+        amount = self._rng.randint(1, 9)
+        damaged = bytearray(reply)
+        damaged[up] = (damaged[up] + amount) & 0xFF
+        damaged[down] = (damaged[down] - amount) & 0xFF
+        return bytes(damaged)

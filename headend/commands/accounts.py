@@ -52,6 +52,17 @@ def _money(text: str, option: str) -> Decimal:
     return value
 
 
+def _credit_limit(text: str, option: str) -> Decimal:
+    """A credit limit: an amount of zero or more (arrears start below minus this)."""
+    value = _money(text, option)
+    if value < 0:
+        fail(f"{option} {text}: must be zero or positive (arrears start below minus the limit)")
+    return value
+
+
+MAX_NUMBER = 64  # an account number as printed on a bill
+
+
 @accounts_app.command("add")
 def add(
     number: str,
@@ -67,7 +78,9 @@ def add(
     dsn: Dsn = None,
 ) -> None:
     """Create an account (an operator with the admin role)."""
-    limit = _money(credit_limit, "--credit-limit")
+    if not number.strip() or number != number.strip() or len(number) > MAX_NUMBER:
+        fail(f"account number {number[:40]!r} must be 1..{MAX_NUMBER} characters without surrounding spaces")
+    limit = _credit_limit(credit_limit, "--credit-limit")
     _as_admin(
         operator,
         dsn,
@@ -100,7 +113,7 @@ def set_(
                 fail(f"{key} must be true or false")
             changes[key] = text == "true"
         elif key == "credit_limit":
-            changes[key] = _money(text, key)
+            changes[key] = _credit_limit(text, key)
         elif key == "grace_days":
             if not text.isdigit():
                 fail("grace_days must be a whole number of days")

@@ -24,6 +24,9 @@ tariffs_app = typer.Typer(
 REGISTERS = ("total", "t1", "t2", "t3", "t4")
 
 
+MAX_PRICE = Decimal(1_000_000)  # tariff_prices.price is numeric(12, 6)
+
+
 def _definition(
     kind: str, prices: list[str], blocks: list[str], slots: list[str], zone: str
 ) -> tuple[dict[str, object], list[tuple[str, Decimal]]]:
@@ -39,7 +42,11 @@ def _definition(
             price = Decimal(text)
         except InvalidOperation:
             raise TariffError(f"--price {pair!r}: expected REGISTER=PRICE, e.g. total=0.56") from None
-        if register not in REGISTERS or price < 0:
+        if not price.is_finite() or not 0 <= price < MAX_PRICE:
+            raise TariffError(
+                f"--price {pair[:60]}: price must be a finite amount from 0 to below {MAX_PRICE}"
+            )
+        if register not in REGISTERS:
             raise TariffError(f"--price {pair!r}: register one of {', '.join(REGISTERS)}, price >= 0")
         registers.append((register, price))
     if kind == "flat":

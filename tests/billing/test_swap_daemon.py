@@ -1,7 +1,8 @@
 """The issue's first scenario end to end through the daemon: a prepaid customer's Modbus meter is
 swapped without a record (4345.04 -> 1520.89). The billing and fee-control services run as configured;
 nothing above normal consumption is charged, nothing is disconnected, and the hold with its reason is
-visible in ``headend billing holds``."""
+visible in ``headend billing holds``. The daemon runs as the documented daemon login and the CLI as the
+desk login, so a grant they miss (such as reading ``meter_replacements``) fails the test."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ async def _until(check: Callable[[], Awaitable[bool]], seconds: float = 40.0) ->
 
 @pytest.mark.timeout(120)
 async def test_unrecorded_swap_on_a_prepaid_modbus_meter_is_held_not_charged(
-    pg_dsn: str, tmp_path: Path
+    pg_dsn: str, logins: dict[str, str], tmp_path: Path
 ) -> None:
     bus = await start_bus(
         BusSpec(protocol="modbus", model="hiking_dds238_2_znsr", meters=1, transport="modbus-tcp", seed=131)
@@ -59,6 +60,11 @@ async def test_unrecorded_swap_on_a_prepaid_modbus_meter_is_held_not_charged(
         "INSERT INTO accounts (number, kind, tariff_id, credit_limit) VALUES ('P-12', 'prepaid', $1, 0)",
         tariff,
     )
+    await conn.execute(  # an opening credit, in the ledger as every balance must be
+        "INSERT INTO ledger (account_id, kind, amount, idempotency_key)"
+        " SELECT id, 'adjustment', 100, 'opening'"
+        " FROM accounts"
+    )
     await conn.execute("INSERT INTO balances (account_id, balance) SELECT id, 100 FROM accounts")
     await import_inventory(conn, read_inventory(inventory))
     config = validate_config(
@@ -80,7 +86,8 @@ async def test_unrecorded_swap_on_a_prepaid_modbus_meter_is_held_not_charged(
         },
         "test",
     )
-    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    daemon = logins["daemon"]
+    engine = Engine(config, daemon, ReadingWriter(daemon, spool_dir=tmp_path / "spool"), DriverPort())
 
     async def billed() -> bool:
         return await conn.fetchval("SELECT count(*) FROM ledger WHERE kind = 'charge'") > 0
@@ -112,7 +119,7 @@ async def test_unrecorded_swap_on_a_prepaid_modbus_meter_is_held_not_charged(
         await conn.close()
         await bus.stop()
     shown = subprocess.run(
-        [sys.executable, "-m", "headend.cli", "billing", "holds", "--dsn", pg_dsn],
+        [sys.executable, "-m", "headend.cli", "billing", "holds", "--dsn", logins["billing"]],
         capture_output=True,
         text=True,
         timeout=60,

@@ -3,16 +3,18 @@
 Prepaid and postpaid accounts on simulated DL/T 645 meters (real buses over TCP, real PostgreSQL, the
 daemon's engine switching the relays): random consumption, payments, unrecorded meter swaps (some
 resolved by an operator later), recorded replacements by meters from stock, tenant moves, protected
-customers, a dry-run period and failed reads.
+customers, a dry-run period, failed reads and inventory re-imports whose file has no `account` keys.
 After every 12-hour step (billing pass, then one fee-control pass) the invariants must hold:
 
-* the ledger sums to each balance;
+* the ledger sums to each balance; an account not in arrears has no ``arrears_since``;
 * no account is charged more energy than its meters really used while assigned to it, and no account
   with held (suspect) data is charged at all;
 * no disconnect of a protected meter, of an account not in arrears, or of a held meter;
 * every account not in arrears has every relay closed after the pass (a payment reconnects within one
   control pass plus read-back);
 * no relay is open without an open arrears episode and a confirmed disconnect command.
+* every meter in service has exactly its tenant's open assignment, and the account fee control reads
+  for it is that assignment's, whatever happened to the inventory.
 
 At the end the test says how often each kind of event occurred and requires every kind at least once
 (a month in which no relay was switched proves nothing). The buses run with a 2 ms line gap so the
@@ -96,6 +98,7 @@ class World:
     bus_of: dict[str, str] = field(default_factory=dict)  # meter address -> bus
     new_accounts: int = 0
     counts: Counter[str] = field(default_factory=Counter)  # what the month exercised
+    files: Path = Path()  # where re-imported inventory files are written
 
 
 def _config(dry_run: bool) -> HeadendConfig:
@@ -227,6 +230,9 @@ async def _events(conn: asyncpg.Connection, world: World, t: datetime, step: int
             )
             meter.swapped_from = meter.swapped_to = None
             world.counts["unrecorded swap resolved"] += 1
+    if rng.random() < 0.1:  # the inventory re-imported to name the meters (no account keys)
+        await _reimport(conn, world, step)
+        world.counts["inventory re-import"] += 1
     for m in list(world.meters.values()):
         spares = world.spares[world.bus_of[m.address]]
         # (a replacement before a prepaid account's first bill leaves it unbilled: a known gap)
@@ -268,6 +274,18 @@ async def _events(conn: asyncpg.Connection, world: World, t: datetime, step: int
             world.postpaid_billed[number] = t - STEP / 2
             m.account = number
             world.counts["tenant move"] += 1
+
+
+async def _reimport(conn: asyncpg.Connection, world: World, step: int) -> None:
+    """The meters in service re-imported with names and without `account` keys."""
+    text = "".join(
+        f'[[meters]]\nchannel = "{world.bus_of[a]}"\nname = "m{step}-{a}"\nprotocol = "dlt645-2007"\n'
+        f'address = "{a}"\nmodel = "dlt645-generic"\nhas_relay = true\n\n'
+        for a in world.meters
+    )
+    path = world.files / f"reimport-{step}.toml"
+    path.write_text(text)
+    await import_inventory(conn, read_inventory(path), path.name)
 
 
 async def _replace(
@@ -320,6 +338,8 @@ async def _check(
         "    <> coalesce((SELECT sum(amount) FROM ledger l WHERE l.account_id = a.id), 0)"
     )
     assert unbalanced == [], "ledger does not sum to the balance"
+    stale = await conn.fetch("SELECT number FROM accounts WHERE NOT arrears AND arrears_since IS NOT NULL")
+    assert stale == [], "arrears_since left on an account that is not in arrears"
     charged = dict(
         await conn.fetch(
             "SELECT a.number, sum((l.details->>'kwh')::numeric)"
@@ -351,6 +371,15 @@ async def _check(
         last_command,
     )
     assert bad == [], "a disconnect of a protected, held or paying customer"
+    assigned = dict(
+        await conn.fetch(
+            "SELECT m.address, a.number FROM meters m"
+            " JOIN meter_assignments x ON x.meter_id = m.id AND x.effective_to IS NULL"
+            " JOIN accounts a ON a.id = x.account_id AND a.id = m.account_id"
+        )
+    )
+    for address, m in world.meters.items():
+        assert assigned.get(address) == m.account, f"{address} is not billed and controlled as {m.account}'s"
     state = {
         r["address"]: r
         for r in await conn.fetch(
@@ -380,7 +409,7 @@ async def _check(
 async def test_money_to_relay_chain_over_a_simulated_month(
     pg_dsn: str, tmp_path: Path, seed: int, size: int
 ) -> None:
-    world = World(random.Random(seed))
+    world = World(random.Random(seed), files=tmp_path)
     t0 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     per_bus = [min(PER_BUS, size - b * PER_BUS) for b in range(-(-size // PER_BUS))]
     buses: list[SimBus] = []
@@ -457,6 +486,7 @@ async def test_money_to_relay_chain_over_a_simulated_month(
             "recorded replacement",
             "tenant move",
             "failed read",
+            "inventory re-import",
             "protected account",
             "dry-run pass",
             "disconnect command",

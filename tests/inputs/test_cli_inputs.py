@@ -342,6 +342,77 @@ DB_CASES += [
     ),
 ]
 
+DB_CASES += [
+    (
+        "tariff-price-nan",
+        ("tariffs", "add", "T-nan", "--kind", "flat", "--price", "total=NaN", "--operator", ADMIN),
+        1,
+        "--price total=NaN: price must be a finite",
+    ),
+    (
+        "tariff-price-huge",
+        ("tariffs", "add", "T-huge", "--kind", "flat", "--price", "total=1e20", "--operator", ADMIN),
+        1,
+        "--price total=1e20: price must be",
+    ),
+    (
+        "account-number-empty",
+        ("accounts", "add", "", "--kind", "prepaid", "--operator", ADMIN),
+        1,
+        "account number",
+    ),
+    (
+        "account-credit-limit-negative",
+        ("accounts", "add", "A7", "--kind", "prepaid", "--credit-limit", "-5", "--operator", ADMIN),
+        1,
+        "--credit-limit -5: must be zero or positive",
+    ),
+    (
+        "pay-reference-huge",
+        ("billing", "pay", "A1", "1.00", "--ref", "R" * 10_000, "--operator", CASHIER),
+        1,
+        "--ref: a payment reference has at most",
+    ),
+    (
+        "replace-same-meter",
+        (
+            "billing",
+            "replace",
+            "Old",
+            "Old",
+            "--operator",
+            ADMIN,
+            "--at",
+            AT,
+            *("--final", "energy_import_kwh=1", "--initial", "energy_import_kwh=0"),
+        ),
+        1,
+        "meter Old cannot replace itself",
+    ),
+    (
+        "replace-unknown-meter",
+        (
+            "billing",
+            "replace",
+            "Old",
+            "Nobody",
+            "--operator",
+            ADMIN,
+            "--at",
+            AT,
+            *("--final", "energy_import_kwh=1", "--initial", "energy_import_kwh=0"),
+        ),
+        1,
+        "Nobody",
+    ),
+    (
+        "replace-unknown-register",
+        (*REPLACE, "--final", "bogus_kwh=1", "--initial", "bogus_kwh=0"),
+        1,
+        "bogus_kwh: not an energy register",
+    ),
+]
+
 # (case id, arguments, password given, message); sign-in refusals, run against the module's database
 PAY = ("billing", "pay", "A1", "1.00", "--ref", "R5")
 REASON = ("--reason", "r")

@@ -19,6 +19,7 @@ from headend.engine.ports import DriverPort
 from headend.engine.worker import ChannelWorker
 from headend.metrics import EngineMetrics
 from simulators import BusSpec, start_bus
+from tests.support.daemons import Daemon, free_port
 
 
 @pytest.mark.timeout(60)
@@ -96,3 +97,41 @@ async def test_cli_reads_without_the_secrets_file() -> None:
         out, err = await asyncio.wait_for(process.communicate(), 60)
         assert process.returncode == 0, err.decode()
         assert '"energy_import_kwh"' in out.decode()
+
+
+# (case id, secrets file content (None: the path is a directory), what the start-up warning says)
+STARTUP_CASES: list[tuple[str, str | None, str]] = [
+    ("path-is-directory", None, "cannot read secrets file: Is a directory"),
+    ("password-letters", '[default]\npassword = "12345a"\n', "password must be 6 digits"),
+    ("password-five-digits", '[meters.000000000001]\npassword = "12345"\n', "password must be 6 digits"),
+    ("password-level-99", '[default]\npassword = "123456"\npassword_level = 99\n', "password_level 0..9"),
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("content", "message"), [c[1:] for c in STARTUP_CASES], ids=[c[0] for c in STARTUP_CASES]
+)
+async def test_unusable_secrets_are_warned_about_at_start(
+    tmp_path: Path, content: str | None, message: str
+) -> None:
+    """Said once when the daemon starts (before any meter is read), never with the password."""
+    secrets = tmp_path / "secrets"
+    if content is None:
+        secrets.mkdir()
+    else:
+        secrets.write_text(content)
+    config = tmp_path / "headend.toml"
+    config.write_text(
+        f'[database]\ndsn = "postgresql://nobody@127.0.0.1:{free_port()}/none"\n'
+        f'spool_dir = "{tmp_path / "spool"}"\n[secrets]\nfile = "{secrets}"\n'
+        '[metrics]\nport = 0\n[logging]\nformat = "json"\n'
+    )
+    daemon = await Daemon.start(config, tmp_path / "state", 0)
+    try:
+        record = await daemon.wait_logged("meter secrets unusable", 30)
+        assert message in record["msg"] and "relay and clock writes are refused" in record["msg"]
+        assert "12345" not in record["msg"] and record["level"] == "warning"
+        assert len(daemon.logged("meter secrets unusable")) == 1
+    finally:
+        await daemon.close()

@@ -184,11 +184,16 @@ async def test_billing_migration_applies_to_a_database_already_on_the_operators_
     older = tmp_path / "older"
     older.mkdir()
     for path in MIGRATIONS_DIR.glob("*.sql"):
-        if not path.name.startswith(("0007_", "0013_")):
+        if not path.name.startswith(("0007_", "0013_", "0017_", "0018_")):  # 0017/0018 build on 0013
             shutil.copy(path, older / path.name)
     applied = await migrate(empty_dsn, directory=older)
     assert "0008_operators" in applied and "0007_billing_trust" not in applied
-    assert await migrate(empty_dsn) == ["0007_billing_trust", "0013_billing_operators"]
+    assert await migrate(empty_dsn) == [
+        "0007_billing_trust",
+        "0013_billing_operators",
+        "0017_guarded_writes",
+        "0018_assignments_are_the_truth",
+    ]
     conn = await asyncpg.connect(empty_dsn)
     try:
         triggers = await conn.fetch(
