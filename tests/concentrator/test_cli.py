@@ -49,7 +49,43 @@ async def test_read_native_energy_and_forwarded_items_from_a_fixed_address_conce
     values = json.loads(out)["values"]
     assert values["energy_import_kwh"] == pytest.approx(sim.pool.collected[record.address].total)
     assert 200 < values["voltage_a_v"] < 260 and values["04000503"]["relay_open"] is False
-    assert sim.counts["afn_0C"] == 1 and sim.counts["forwards"] == 2
+    # energy from F129 and the voltage from F25 (two AFN 0C requests); only the DI is forwarded
+    assert sim.counts["afn_0C"] == 2 and sim.counts["forwards"] == 1
+
+
+async def test_live_power_voltage_and_current_come_from_one_f25_record_not_forwarded() -> None:
+    async with listening(meters=2, three_phase=1) as sim:
+        record = sim.pool.archive[1]  # meter #0: three-phase
+        model = sim.pool.meters[0].model
+        code, out, err = await headend(
+            "read", url_of(sim), "-a", record.address, "--port", str(record.port), "--pn", "1",
+            "power_kw", "power_b_kw", "reactive_power_kvar", "pf", "pf_c", "voltage_a_v", "voltage_c_v",
+            "current_a_a", "current_b_a", "--json",
+        )  # fmt: skip
+        single = sim.pool.archive[2]  # meter #1: single-phase
+        code_1, out_1, err_1 = await headend(
+            "read", url_of(sim), "-a", single.address, "--port", str(single.port), "--pn", "2",
+            "voltage_a_v", "voltage_b_v", "--json",
+        )  # fmt: skip
+    assert code == 0, err
+    assert code_1 == 0, err_1
+    # a fresh record's EE phase is what the meter does not measure: said so, not forwarded
+    assert 200 < json.loads(out_1)["values"]["voltage_a_v"] < 260
+    assert json.loads(out_1)["unsupported"] == {
+        "voltage_b_v": "not measured by the meter (EE in the concentrator's AFN 0C F25)"
+    }
+    values = json.loads(out)["values"]
+    assert sim.pool.meters[0].address == record.address and model.phases == 3
+    assert values["pf"] == values["pf_c"] == pytest.approx(model.pf, abs=1e-3)  # F25's % as a fraction
+    assert all(200 < values[q] < 260 for q in ("voltage_a_v", "voltage_c_v"))
+    # the phase power is a third of the total, the reactive power follows the power factor
+    assert values["power_b_kw"] == pytest.approx(values["power_kw"] / 3, abs=1e-3)
+    tan_phi = (1 / model.pf**2 - 1) ** 0.5
+    assert values["reactive_power_kvar"] == pytest.approx(values["power_kw"] * tan_phi, abs=2e-3)
+    assert values["current_a_a"] > 0 and values["current_b_a"] > 0
+    # AFN 0C F25 answered all (`headend read` asks one quantity at a time: 9 + 2 F25 requests, where
+    # the engine asks one per cycle); nothing went to a meter through AFN 10
+    assert sim.counts["afn_0C"] == 11 and sim.counts["forwards"] == 0
 
 
 async def test_read_a_dial_in_concentrator_through_listen() -> None:

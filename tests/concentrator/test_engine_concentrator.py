@@ -53,9 +53,10 @@ async def test_cycles_store_native_energy_and_forwarded_voltage_for_the_right_me
         assert {r["address"]: r["value"] for r in energy} == pytest.approx(collected)
         assert all(r["ts"] == ts and r["quality"] == "actual" for r in energy + voltage)
         assert len(voltage) == 8 and all(200 < r["value"] < 260 for r in voltage)
-        # energy of all 8 meters came from one batched AFN 0C F129; voltages were forwarded one by one
-        assert sim.counts["afn_0C"] == 1
-        assert sim.counts["forwards"] == 8
+        # energy of all 8 meters came from one batched AFN 0C F129 and their voltages from one batched
+        # AFN 0C F25: nothing was forwarded to a meter
+        assert sim.counts["afn_0C"] == 2
+        assert sim.counts["forwards"] == 0
 
 
 async def test_backfill_after_an_outage_takes_midnight_freezes_and_curve_points(

@@ -81,7 +81,8 @@ async def test_engine_reads_a_concentrator_bound_by_login_through_the_listener(
             collected = {address: reading.total for address, reading in sim.pool.collected.items()}
             assert {r["address"]: r["value"] for r in energy} == pytest.approx(collected)
             assert len(voltage) == 4 and all(r["ts"] == ts for r in energy + voltage)
-            assert sim.counts["afn_0C"] == 1 and sim.counts["login_failures"] == 0
+            # one batched F129 (energy) and one batched F25 (voltage) for all four meters
+            assert sim.counts["afn_0C"] == 2 and sim.counts["login_failures"] == 0
 
             # a second login of the connected terminal while it answers is a conflict: the newcomer
             # is closed unconfirmed, the established connection keeps getting the requests
@@ -95,7 +96,8 @@ async def test_engine_reads_a_concentrator_bound_by_login_through_the_listener(
                 engine.run_cycle(earlier)
                 await engine.wait_cycles()
                 await engine.writer.flush()
-                assert sim.counts["afn_0C"] == 2 and second.counts["afn_0C"] == 0
+                # the second cycle's F129 and F25 went to the established connection
+                assert sim.counts["afn_0C"] == 4 and second.counts["afn_0C"] == 0
                 assert not second.logged_in.is_set() and hub.counts["replaced"] == 0
                 again = await conn.fetch(ENERGY_SQL, "energy_import_kwh")
                 assert len([r for r in again if r["ts"] == earlier]) == 4
