@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 
@@ -31,7 +31,6 @@ from headend.store.areas import (
     upsert_area,
 )
 from headend.store.areas import list_areas as stored_areas
-from headend.store.inventory import meters_named
 
 MAX_RATIO = 100_000.0
 
@@ -77,19 +76,28 @@ class AreaImportError(ValueError):
     """Areas that cannot be imported; ``str()`` is ``source: areas[i]: field: reason`` lines."""
 
 
-async def _meter_id(conn: asyncpg.Connection, ref: str) -> int | str:
-    """The id of the one meter named or addressed ``ref``, else the reason why not."""
-    rows = await meters_named(conn, ref)
-    if len(rows) == 1:
-        return int(rows[0]["id"])
-    return f"no meter named or addressed {ref!r}" if not rows else f"{ref!r} matches {len(rows)} meters"
+MeterFinder = Callable[[asyncpg.Connection, str], Awaitable[tuple[int, str]]]
+
+
+async def _meter_id(conn: asyncpg.Connection, find: MeterFinder, ref: str) -> int | str:
+    """The id of the meter ``ref`` names, else the reason why not."""
+    try:
+        meter_id, _name = await find(conn, ref)
+    except ValueError as exc:
+        return str(exc)
+    return meter_id
 
 
 async def import_areas(
-    conn: asyncpg.Connection, areas: Sequence[AreaEntry], source: str, today: date | None = None
+    conn: asyncpg.Connection,
+    areas: Sequence[AreaEntry],
+    source: str,
+    find: MeterFinder,
+    today: date | None = None,
 ) -> int:
-    """Upsert the areas and move their memberships (inside the caller's transaction); returns how
-    many memberships changed. Raises AreaImportError listing every problem."""
+    """Upsert the areas and move their memberships (inside the caller's transaction; ``find``
+    resolves a meter reference the way every command does); returns how many memberships changed.
+    Raises AreaImportError listing every problem."""
     problems: list[str] = []
     claimed: dict[str, str] = {}
     supplies: dict[int, str] = {}
@@ -97,7 +105,7 @@ async def import_areas(
     default_day = today or datetime.now(UTC).date()
     for i, area in enumerate(areas):
         where = f"{source}: areas[{i}]"
-        supply = await _meter_id(conn, area.supply_meter)
+        supply = await _meter_id(conn, find, area.supply_meter)
         if isinstance(supply, str):
             problems.append(f"{where}: supply_meter: {supply}")
             continue
@@ -107,7 +115,7 @@ async def import_areas(
         supplies[supply] = area.name
         members: list[int] = []
         for ref in area.members:
-            found = await _meter_id(conn, ref)
+            found = await _meter_id(conn, find, ref)
             if isinstance(found, str):
                 problems.append(f"{where}: members: {found}")
             elif found == supply:

@@ -44,7 +44,9 @@ def _register_commands() -> None:
         inventory,
         lineloss,
         listen,
+        meters,
         operators,
+        readings,
         run,
         sim,
         tariffs,
@@ -59,6 +61,8 @@ def _register_commands() -> None:
         db,
         inventory,
         lineloss,
+        meters,
+        readings,
         channels,
         run,
         billing,
@@ -96,10 +100,17 @@ def main() -> None:
     except (DsnError, EmbeddedPostgresError) as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    except DATABASE_ERRORS as exc:
+    except (*DATABASE_ERRORS, FileNotFoundError) as exc:
+        if isinstance(exc, FileNotFoundError) and exc.filename is not None:
+            raise  # a file the command was given: its own error, not the database's
         explicit = "--dsn" in sys.argv[1:] or any(a.startswith("--dsn=") for a in sys.argv[1:])
         source = dsn_source("given" if explicit else None)
-        typer.echo(f"error: database from {source}: {exc or type(exc).__name__}", err=True)
+        said = (
+            "no server is running at its socket (start the embedded one with `headend db start`)"
+            if isinstance(exc, FileNotFoundError)  # a unix socket that is not there: a stopped server
+            else exc or type(exc).__name__
+        )
+        typer.echo(f"error: database from {source}: {said}", err=True)
         sys.exit(1)
 
 

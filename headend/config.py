@@ -102,6 +102,28 @@ class PollingConfig(_Section):
         return value
 
 
+def model_quantities(model: str | None) -> set[str]:
+    """The quantities meter ``model`` can read (None: those of every bundled model and of the
+    concentrators' curves); empty when
+    ``model`` is not a model (a plan named after a model path that does not load)."""
+    from protocols.gdw1376 import CURVE_KINDS
+    from protocols.models import UnknownModel, load_model_data, model_names
+
+    names = model_names() if model is None else [model]
+    quantities: set[str] = set()
+    if model is None:  # a concentrator's curves, read for the meters behind it
+        quantities |= {kind.quantity for kind in CURVE_KINDS.values() if kind.quantity}
+    for name in names:
+        try:
+            data = load_model_data(name)
+        except (UnknownModel, OSError, ValueError):
+            continue
+        quantities |= set(data.get("points", {}))
+        for plan in data.get("editions", {}).values():
+            quantities |= set(plan)
+    return quantities
+
+
 class ReadPlan(_Section):
     """What a scheduled read asks a meter for; ``gap_quantity`` decides whether an interval is missing."""
 
@@ -400,6 +422,24 @@ class ListenConfig(_Section):
     listeners: list[ListenerConfig] = Field(default_factory=list)
     pending_flush: Duration = 10.0  # how often pending identities are written for `channels pending`
 
+    @field_validator("listeners")
+    @classmethod
+    def _distinct_ports(cls, value: list[ListenerConfig]) -> list[ListenerConfig]:
+        wildcard = ("0.0.0.0", "::", "[::]", "")
+        for i, first in enumerate(value):
+            for second in value[i + 1 :]:
+                (host_a, _, port_a), (host_b, _, port_b) = (
+                    first.address.rpartition(":"),
+                    second.address.rpartition(":"),
+                )
+                if (
+                    int(port_a)
+                    and port_a == port_b
+                    and (host_a == host_b or {host_a, host_b} & set(wildcard))
+                ):
+                    raise ValueError(f"{first.address} and {second.address} both listen on port {port_a}")
+        return value
+
 
 class HeadendConfig(_Section):
     database: DatabaseConfig = DatabaseConfig()
@@ -428,6 +468,11 @@ class HeadendConfig(_Section):
     def _has_default(cls, value: dict[str, ReadPlan]) -> dict[str, ReadPlan]:
         if "default" not in value:
             raise ValueError("needs a [read_plans.default] entry for meters whose model has no plan")
+        for model, plan in value.items():
+            known = model_quantities(model) | model_quantities(None)
+            unknown = [q for q in plan.quantities if q not in known]
+            if unknown:
+                raise ValueError(f"{model}: unknown quantity {unknown[0]!r} (no meter model reads it)")
         return value
 
     def plan_for(self, model: str) -> ReadPlan:

@@ -26,16 +26,28 @@ from pathlib import Path
 from typing import Any, Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from headend import limits
 from headend.areas import AreaEntry, AreaImportError, import_areas
 from headend.store.concentrators import channel_kinds, duplicate_pns, stored_pns
 from headend.store.inventory import (
+    MeterRow,
     account_ids,
     channel_ids,
+    installed_names,
     list_inventory,
     meters_named,
+    named_assignments,
+    open_first_assignment,
     upsert_channel,
     upsert_meters,
 )
@@ -123,11 +135,11 @@ class MeterEntry(BaseModel):
     model: str = Field(min_length=1)
     name: str | None = None
     account: str | None = None
-    protected: bool = False
+    protected: StrictBool = False  # TOML true/false ("yes" in a TOML file is refused, not guessed)
     protected_reason: str | None = None
-    has_relay: bool = False
+    has_relay: StrictBool = False
     multiplier: float = 1.0
-    enabled: bool = True
+    enabled: StrictBool = True
     installed_at: datetime | None = None
     port: int | None = Field(None, ge=1, le=31)
     pn: int | None = Field(None, ge=1, le=MAX_PN)
@@ -247,9 +259,11 @@ def _parse_rows(
             areas.append(AreaEntry.model_validate(row))
         except ValidationError as exc:
             problems += _errors(source, where, exc)
-    names = [a.name for a in areas]
+    area_names = [a.name for a in areas]
     problems += [
-        f"{source}: areas: name: {n!r} given twice" for n in sorted(set(names)) if names.count(n) > 1
+        f"{source}: areas: name: {n!r} given twice"
+        for n in sorted(set(area_names))
+        if area_names.count(n) > 1
     ]
     channels: dict[str, ChannelEntry] = {}
     for where, row in channel_rows:
@@ -269,6 +283,7 @@ def _parse_rows(
         channels[entry.name] = entry
     meters: list[MeterEntry] = []
     seen: dict[tuple[str, str, str], str] = {}
+    names: dict[str, str] = {}
     for where, row in meter_rows:
         try:
             meter = MeterEntry.model_validate(row)
@@ -279,6 +294,12 @@ def _parse_rows(
         if key in seen:
             problems.append(f"{source}: {where}: address: duplicate of {seen[key]}")
         seen[key] = where
+        if meter.name is not None and meter.name in names:
+            problems.append(
+                f"{source}: {where}: name: {meter.name!r} is also the name of {names[meter.name]}"
+            )
+        if meter.name is not None:
+            names.setdefault(meter.name, where)
         channel = channels.get(meter.channel)
         if channel is not None:
             try:
@@ -378,10 +399,14 @@ def read_inventory(path: str | Path) -> Inventory:
     if not file.is_file():
         raise InventoryError(f"{file}: no such file")
     if file.suffix.lower() == ".csv":
-        return _read_csv(file)
-    if file.suffix.lower() == ".toml":
-        return _read_toml(file)
-    raise InventoryError(f"{file}: unknown format (use .toml or .csv)")
+        inventory = _read_csv(file)
+    elif file.suffix.lower() == ".toml":
+        inventory = _read_toml(file)
+    else:
+        raise InventoryError(f"{file}: unknown format (use .toml or .csv)")
+    if not inventory.channels and not inventory.meters and not inventory.areas:
+        raise InventoryError(f"{file}: no channels and no meters: an empty file would import nothing")
+    return inventory
 
 
 def _stored_bus_problems(source: str, inventory: Inventory, stored: dict[str, str]) -> list[str]:
@@ -436,30 +461,34 @@ async def import_inventory(
             await channel_kinds(conn, [m.channel for m in inventory.meters if m.channel not in kinds])
         )
         problems += await _assign_points(conn, inventory.meters, kinds, source)
+        problems += _name_problems(source, inventory.meters, await installed_names(conn))
         if problems:
             raise InventoryError("\n".join(problems))
-        await upsert_meters(
-            conn,
-            [
-                (
-                    m.name,
-                    m.protocol,
-                    m.address,
-                    m.unit_id,
-                    m.model,
-                    channels[m.channel],
-                    accounts.get(m.account) if m.account else None,
-                    m.protected,
-                    m.protected_reason,
-                    m.has_relay,
-                    m.multiplier,
-                    m.enabled,
-                    m.installed_at,
-                    m.settings,
-                )
-                for m in inventory.meters
-            ],
-        )
+        rows: list[MeterRow] = [
+            (
+                m.name,
+                m.protocol,
+                m.address,
+                m.unit_id,
+                m.model,
+                channels[m.channel],
+                m.protected,
+                m.protected_reason,
+                m.has_relay,
+                m.multiplier,
+                m.enabled,
+                m.installed_at,
+                m.settings,
+            )
+            for m in inventory.meters
+        ]
+        try:
+            await upsert_meters(conn, rows)
+        except asyncpg.UniqueViolationError as exc:  # a generated channel/address name given to another
+            if exc.constraint_name != "meters_name_installed":
+                raise
+            raise InventoryError(f"{source}: meters: name: {exc.detail}") from None
+        await _assign_named_accounts(conn, inventory.meters, channels, accounts, source)
         duplicates = await duplicate_pns(conn)
         if duplicates:
             raise InventoryError(
@@ -469,10 +498,62 @@ async def import_inventory(
                 )
             )
         try:
-            moves = await import_areas(conn, inventory.areas, source)
+            moves = await import_areas(conn, inventory.areas, source, find_meter)
         except AreaImportError as exc:
             raise InventoryError(str(exc)) from None
     return ImportResult(len(inventory.channels), len(inventory.meters), len(inventory.areas), moves)
+
+
+def _name_problems(
+    source: str, meters: list[MeterEntry], installed: dict[str, tuple[str, str, str]]
+) -> list[str]:
+    """Names of this file that an installed meter other than the named one already has."""
+    problems = []
+    for i, m in enumerate(meters):
+        holder = installed.get(m.name or "")
+        if holder is not None and holder != (m.channel, m.protocol, m.address):
+            channel, protocol, address = holder
+            problems.append(
+                f"{source}: meters[{i}]: name: {m.name!r} is the name of the {protocol} meter {address}"
+                f" on channel {channel!r}"
+            )
+    return problems
+
+
+async def _assign_named_accounts(
+    conn: asyncpg.Connection,
+    meters: list[MeterEntry],
+    channels: dict[str, int],
+    accounts: dict[str, int],
+    source: str,
+) -> None:
+    """The ``account`` keys of the file against the assignment rows (the only truth): a meter without
+    assignments gets its first one; one already assigned to that account is left alone; any other
+    account is refused (moving a meter is `headend accounts assign`). A meter the file names without
+    an account keeps its assignment."""
+    named = [(i, m) for i, m in enumerate(meters) if m.account is not None]
+    if not named:
+        return
+    keys = [(channels[m.channel], m.protocol, m.address, m.unit_id) for _, m in named]
+    problems = []
+    for row in await named_assignments(conn, keys):
+        i, m = named[row["ord"] - 1]
+        if row["open_account"] == m.account:
+            continue
+        if row["open_account"] is not None:
+            problems.append(
+                f"{source}: meters[{i}]: account: meter {row['label']} is assigned to account"
+                f" {row['open_account']}, not {m.account} (move it with `headend accounts assign`)"
+            )
+        elif row["last_account"] is not None:
+            problems.append(
+                f"{source}: meters[{i}]: account: meter {row['label']} left account {row['last_account']};"
+                f" assign it to {m.account} with `headend accounts assign`"
+            )
+        else:
+            await open_first_assignment(conn, row["meter_id"], accounts[str(m.account)])
+    if problems:
+        raise InventoryError("\n".join(problems))
 
 
 async def _assign_points(
@@ -506,10 +587,14 @@ async def _assign_points(
 
 
 async def find_meter(conn: asyncpg.Connection, ref: str) -> tuple[int, str]:
-    """``(id, label)`` of the one meter named or addressed ``ref``; InventoryError if none or several."""
+    """``(id, name)`` of the meter named ``ref`` (the installed one before a removed one), else of the
+    one meter addressed ``ref`` or ``channel/ref``; InventoryError if none or several."""
     rows = await meters_named(conn, ref)
     if not rows:
         raise InventoryError(f"no meter named or addressed {ref!r}")
+    named = [r for r in rows if r["exact"]]
+    if len(named) == 1 or (named and named[0]["installed"]):  # names are unique among installed meters
+        return int(named[0]["id"]), str(named[0]["label"])
     if len(rows) > 1:
         names = ", ".join(r["label"] for r in rows)
         raise InventoryError(f"{ref!r} matches {len(rows)} meters ({names}); give the meter's name")

@@ -68,6 +68,15 @@ class EngineMetrics:
         )
         self.writer_pending = Gauge("headend_writer_pending", "Readings not yet durable", registry=r)
         self.spool_bytes = Gauge("headend_spool_bytes", "Bytes held in the on-disk spool", registry=r)
+        self.spool_full = Gauge(
+            "headend_spool_full", "1 while the spool's disk (or size bound) refuses writes", registry=r
+        )
+        self.spool_held = Gauge(
+            "headend_spool_held_readings", "Readings held in memory while the spool is full", registry=r
+        )
+        self.spool_quarantined = Gauge(
+            "headend_spool_quarantined", "Damaged spool stretches set aside since start", registry=r
+        )
         self.capacity_warnings = Counter(
             "headend_capacity_warnings", "Cycles a bus could not finish in time", ["channel"], registry=r
         )

@@ -137,7 +137,7 @@ async def assign_meter(
         target = await store.account_ref(conn, account)
         if target is None:
             raise AccountError(f"unknown account {account!r}")
-        row = await store.lock_meter(conn, meter_id)
+        await store.lock_meter(conn, meter_id)
         current = await store.open_assignment(conn, meter_id)
         if current is not None:
             previous_billed = current["billed_until"]
@@ -146,11 +146,6 @@ async def assign_meter(
                     f"meter {label} is assigned since {current['effective_from']:%Y-%m-%d %H:%M}"
                 )
             await store.end_assignment(conn, current["id"], at)
-        elif row["account_id"] is not None and not await store.has_assignments(conn, meter_id):
-            previous_billed = row["billed_until"]
-            await store.insert_assignment(
-                conn, meter_id, row["account_id"], datetime.min.replace(tzinfo=at.tzinfo), at, operator
-            )
         else:
             previous_billed = None
         if previous_billed is not None and at < previous_billed:
@@ -163,7 +158,6 @@ async def assign_meter(
         if reading is not None:
             await store.add_register_reading(conn, meter_id, at, reading, "assignment")
         assignment = await store.insert_assignment(conn, meter_id, target["id"], at, None, operator)
-        await store.set_current_account(conn, meter_id, target["id"])
         await _restore_supply(conn, meter_id, label, assignment, operator, at)
         await audit(
             conn,

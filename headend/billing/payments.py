@@ -35,6 +35,19 @@ class PaymentOutcome:
     balance: Decimal
 
 
+MAX_REFERENCE = 200  # characters of a payment reference (a bank or counter transaction id)
+
+
+def check_reference(reference: str) -> str:
+    """A payment reference: 1..MAX_REFERENCE printable characters."""
+    if not reference.strip() or len(reference) > MAX_REFERENCE or not reference.isprintable():
+        raise PaymentError(
+            f"a payment reference has at most {MAX_REFERENCE} printable characters, not empty;"
+            f" got {len(reference)} characters"
+        )
+    return reference
+
+
 def parse_amount(text: str) -> Decimal:
     """A positive money amount with at most two decimals, from text (never via float)."""
     try:
@@ -97,7 +110,8 @@ async def import_csv(
     parsed: list[tuple[str, Decimal, str]] = []
     for line, row in enumerate(rows, start=2):
         try:
-            parsed.append((row["account"].strip(), parse_amount(row["amount"]), row["reference"].strip()))
+            reference = check_reference(row["reference"].strip())
+            parsed.append((row["account"].strip(), parse_amount(row["amount"]), reference))
         except (KeyError, AttributeError):
             raise PaymentError(f"line {line}: columns account,amount,reference are required") from None
         except PaymentError as exc:

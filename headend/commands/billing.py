@@ -14,7 +14,14 @@ import typer
 
 from headend import limits
 from headend.billing.charging import BillingError, bill_account
-from headend.billing.payments import PaymentError, PaymentOutcome, import_csv, parse_amount, record_payment
+from headend.billing.payments import (
+    PaymentError,
+    PaymentOutcome,
+    check_reference,
+    import_csv,
+    parse_amount,
+    record_payment,
+)
 from headend.billing.tariff import TariffError
 from headend.billing.vee import HoldError, resolve_hold, validate_new
 from headend.commands.auth import OperatorId, login
@@ -42,6 +49,10 @@ def pay(
         value = parse_amount(amount)  # a bad amount is said before the password is asked
     except PaymentError as exc:
         fail(str(exc))
+    try:
+        check_reference(ref)
+    except PaymentError as exc:
+        fail(f"--ref: {exc}")
     cashier = login(operator)
 
     async def work(conn: asyncpg.Connection) -> PaymentOutcome:

@@ -10,12 +10,12 @@ from typing import Annotated
 
 import asyncpg
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from headend.areas import area_views, areas_json, areas_toml
 from headend.commands.auth import OperatorId, login
 from headend.commands.common import Dsn, fail, run_with_conn
+from headend.commands.views import console
 from headend.inventory import (
     ImportResult,
     InventoryError,
@@ -89,12 +89,12 @@ def list_command(
     if as_json:
         typer.echo(json.dumps([dict(r) for r in rows]))
         return
-    table = Table("channel", "url", "meter", "protocol", "address", "model", "relay", "protected", "enabled")
+    table = Table("name", "channel", "url", "protocol", "address", "model", "relay", "protected", "enabled")
     for r in rows:
         table.add_row(
+            r["name"],
             r["channel"],
             r["url"] or "",
-            str(r["id"]),
             r["protocol"],
             r["address"],
             r["model"],
@@ -102,7 +102,7 @@ def list_command(
             "yes" if r["protected"] else "",
             "yes" if r["enabled"] and r["channel_enabled"] else "no",
         )
-    Console().print(table)
+    console().print(table)
     typer.echo(f"{len(rows)} meter(s)")
 
 
@@ -138,7 +138,7 @@ def areas_command(
                 f"{v.loss_limit_pct:g}",
                 ", ".join(v.members),
             )
-        Console().print(table)
+        console().print(table)
         typer.echo(f"{len(views)} area(s) on {day}")
 
 

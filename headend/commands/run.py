@@ -13,6 +13,7 @@ import typer
 
 from headend.config import ConfigError, HeadendConfig, load_config
 from headend.engine.logs import configure_logging
+from headend.preflight import StartupError, check_startup, secrets_problem
 
 log = logging.getLogger("headend.run")
 
@@ -46,10 +47,20 @@ def run_command(
     path = config or (Path(os.environ["HEADEND_CONFIG"]) if from_env else None)
     try:
         settings = load_config(path)
+        check_startup(settings)
     except ConfigError as exc:
         typer.echo(f"HEADEND_CONFIG: {exc}" if from_env else str(exc), err=True)
         raise typer.Exit(2) from None
+    except StartupError as exc:
+        where = f"HEADEND_CONFIG: {path}: " if from_env else f"{path}: " if path else ""
+        typer.echo(f"{where}{exc}", err=True)
+        raise typer.Exit(2) from None
     configure_logging(settings.logging.level, settings.logging.format)
+    problem = secrets_problem(settings)
+    if problem is not None:
+        log.warning(
+            f"meter secrets unusable ({problem}): meters are still read, relay and clock writes are refused"
+        )
     asyncio.run(run_daemon(settings))
 
 

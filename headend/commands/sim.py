@@ -16,7 +16,7 @@ from headend.commands.listen import host_port
 from headend.transport.identify import parse_pattern
 from headend.transport.url import BAUD_RATES
 from protocols.gdw1376 import Address, GDW1376Error
-from protocols.models import UnknownModel
+from protocols.models import UnknownModel, load_model_data
 from simulators import BusSpec, SimBus, start_bus
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
 from simulators.concentrator_faults import ConcentratorFaultError
@@ -318,11 +318,34 @@ def sim_fleet(
         if unknown:
             typer.echo(f"error: {file}: bus[{index}]: unknown keys {sorted(unknown)}", err=True)
             raise typer.Exit(code=2)
-        specs.append(BusSpec(**table))
+        try:
+            specs.append(_fleet_bus(table))
+        except (UnknownModel, TypeError, ValueError) as exc:
+            typer.echo(f"error: {file}: bus[{index}]: {exc}", err=True)
+            raise typer.Exit(code=2) from None
     if not specs:
         typer.echo(f"error: {file}: no [[bus]] tables", err=True)
         raise typer.Exit(code=2)
     _start(specs, as_json)
+
+
+FLEET_MODBUS_MODEL = "eastron_sdm120"
+
+
+def _fleet_bus(table: dict[str, Any]) -> BusSpec:
+    """A ``[[bus]]`` table as a bus: a Modbus bus defaults to Modbus TCP, the SDM120 model and the
+    model's own line settings (a DL/T 645 bus to a TCP serial server at 2400 baud 8E1)."""
+    if table.get("protocol") == "modbus":
+        model = str(table.get("model") or FLEET_MODBUS_MODEL)
+        defaults = load_model_data(model).get("defaults", {})
+        table = {
+            "transport": "modbus-tcp",
+            "baud": defaults.get("baud", 9600),
+            "frame_format": defaults.get("frame_format", "8N1"),
+            **table,
+            "model": model,
+        }
+    return BusSpec(**table)
 
 
 def _host_port(text: str) -> tuple[str, int]:

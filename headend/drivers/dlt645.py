@@ -3,11 +3,19 @@
 Every request goes through the channel's exchange (one at a time per bus, timeouts, retries, echo
 suppression). Multi-frame replies are read to the end. Relay switching is confirmed only by
 reading status word 3 back; the trip/close event record is kept as evidence.
+
+The one-byte additive checksum misses corruptions that move value between bytes, so a read is
+believed only when the redundancy the meter gives agrees: the reply's DI and length match the
+request, every digit is BCD, an energy block's total equals the sum of its tariffs (within one
+digit per tariff) and every energy register can follow its last accepted value (the VEE bound,
+:mod:`headend.drivers.plausibility`). A reply that fails is read again; the second reply is taken
+when it passes or says exactly the same, else the quantities are discarded (``discarded``, logged).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TypeVar
@@ -26,7 +34,8 @@ from headend.drivers.base import (
     SwitchResult,
     load_model,
 )
-from headend.transport import ExchangeTimeout, FrameBus
+from headend.drivers.plausibility import RegisterGuard
+from headend.transport import ChannelUnavailable, ExchangeTimeout, FrameBus
 from headend.vocabulary import SwitchOperation, SwitchStatus
 from protocols.dlt645 import (
     BROADCAST_ADDRESS,
@@ -46,6 +55,7 @@ from protocols.dlt645.link import address_to_wire, unicast_address
 from protocols.dlt645.records import RELAY_STATUS_DI, power_down_record, relay_status, switch_record
 
 R = TypeVar("R")
+log = logging.getLogger(__name__)
 
 ACTIONS = {"off": "trip", "on": "close", "close_allowed": "close_allowed"}
 # event kind -> (count DI, record DI without the occurrence byte)
@@ -110,6 +120,11 @@ class Dlt645Driver:
         self.confirm_poll_s = confirm_poll_s
         self.last_rtt_s: float | None = None
         self.unsupported: dict[str, str] = {}
+        self.guard = RegisterGuard.for_protocol(f"dlt645-{edition}")  # last accepted energy registers
+        self.discarded: dict[str, str] = {}  # quantities of the last read not believed, and why
+        self.discards = 0
+        self.unbalanced_blocks: set[str] = set()  # energy blocks whose total the meter keeps apart
+        self._gap: float | None = None  # total minus the sum of tariffs of the last energy block read
         self._wire_address = address_to_wire(address)
         # DI -> (read request, its acceptor): a meter is asked the same few DIs every cycle
         self._reads: dict[str, tuple[bytes, Callable[[bytes], bool]]] = {}
@@ -148,6 +163,7 @@ class Dlt645Driver:
         reply_size: int = 64,
         accept: Callable[[bytes], bool] | None = None,
         *,
+        once: bool = False,
         secret: bool = False,
     ) -> Frame:
         """One exchange (``secret``: the request carries the meter password)."""
@@ -158,6 +174,7 @@ class Dlt645Driver:
                 accept or self._acceptor(request),
                 reply_size=reply_size,
                 turnaround_s=self.turnaround_s,
+                once=once,
                 secret=secret,
             )
         except ExchangeTimeout as exc:
@@ -205,12 +222,62 @@ class Dlt645Driver:
         """
         values: dict[str, float] = {}
         self.unsupported = {}
+        self.discarded = {}
         for block, positions in self._plan_steps(quantities):
-            if block is None:
-                await self._read_item(positions[0][1], values)
-            else:
-                await self._read_block(block, positions, values)
+            values |= await self._read_believed(block, positions)
+        for quantity, value in values.items():
+            self.guard.accept(quantity, value)
         return values
+
+    async def _read_believed(self, block: str | None, positions: list[tuple[int, str]]) -> dict[str, float]:
+        """One request's quantities, read again when they fail a check (module docstring)."""
+        self._gap = None
+        got, doubt = await self._read_step(block, positions)
+        if doubt is None:
+            return got
+        first_gap, self._gap = self._gap, None
+        try:
+            again, second_doubt = await self._read_step(block, positions)
+        except DriverError:
+            again, second_doubt = {}, "no second reply"
+        if block is not None and self._same_gap(first_gap, self._gap):
+            self.unbalanced_blocks.add(block)  # the meter keeps its total apart: not checked again
+            second_doubt = self._register_doubt(again)
+        if again and (again == got or second_doubt is None):
+            return again
+        self.discards += 1
+        for quantity in got:
+            self.discarded[quantity] = doubt
+        log.warning(
+            "meter %s: reply not believed, read twice (%s; then %s); %s not stored",
+            self.address,
+            doubt,
+            second_doubt,
+            ", ".join(got),
+        )
+        return {}
+
+    @staticmethod
+    def _same_gap(first: float | None, second: float | None) -> bool:
+        """Two reads of an energy block miss their tariff sum by the same amount (within rounding):
+        the meter's own accounting (e.g. a tariff it does not report), not a corrupted reply."""
+        return first is not None and second is not None and abs(first - second) <= 0.05
+
+    def _register_doubt(self, values: dict[str, float]) -> str | None:
+        """The first energy register in ``values`` that cannot follow its last accepted value."""
+        return next((d for d in (self.guard.doubt(q, v) for q, v in values.items()) if d), None)
+
+    async def _read_step(
+        self, block: str | None, positions: list[tuple[int, str]]
+    ) -> tuple[dict[str, float], str | None]:
+        """The values of one step of the plan and the first doubt about them (None: believable)."""
+        values: dict[str, float] = {}
+        doubt = None
+        if block is None:
+            await self._read_item(positions[0][1], values)
+        else:
+            doubt = await self._read_block(block, positions, values)
+        return values, doubt or self._register_doubt(values)
 
     async def _read_item(self, quantity: str, values: dict[str, float]) -> None:
         """Read one quantity into ``values``, or note why it cannot be read."""
@@ -241,9 +308,13 @@ class Dlt645Driver:
         self._steps[key] = steps
         return steps
 
-    async def _read_block(self, di: str, positions: list[tuple[int, str]], values: dict[str, float]) -> None:
-        """Read one block into ``values``; what it does not deliver is read item by item."""
+    async def _read_block(
+        self, di: str, positions: list[tuple[int, str]], values: dict[str, float]
+    ) -> str | None:
+        """Read one block into ``values``; what it does not deliver is read item by item. Returns
+        why an energy block is not believable (its total is not the sum of its tariffs), else None."""
         missing = positions
+        doubt = None
         try:
             items = await self.read_di(di)
         except MeterRefused:
@@ -253,12 +324,26 @@ class Dlt645Driver:
             pass  # an undecodable block this time: the items may still read
         else:
             if isinstance(items, list):
+                doubt = self._total_doubt(di, items)
                 missing = [(i, q) for i, q in positions if i >= len(items)]
                 for index, quantity in positions:
                     if index < len(items):
                         values[quantity] = self._canonical(quantity, items[index])
         for _index, quantity in missing:
             await self._read_item(quantity, values)
+        return doubt
+
+    def _total_doubt(self, di: str, items: list[Any]) -> str | None:
+        """An energy block (2007 ``00 xx FF yy``, 1997 ``9xxF``) lists the total, then each tariff:
+        the total must be their sum, give or take one 0.01 digit per tariff."""
+        energy = di[:2] == "00" and di[4:6] == "FF" if self.edition == 2007 else di[0] == "9" and di[3] == "F"
+        if not energy or len(items) < 2 or di in self.unbalanced_blocks:
+            return None
+        total, tariffs = float(items[0]), [float(v) for v in items[1:]]
+        self._gap = total - sum(tariffs)
+        if abs(self._gap) <= 0.01 * len(tariffs) + 1e-6:
+            return None
+        return f"block {di}: total {total:.2f} is not the sum of its tariffs {sum(tariffs):.2f}"
 
     @staticmethod
     def _canonical(quantity: str, value: Any) -> float:
@@ -434,14 +519,18 @@ class Dlt645Driver:
         )
         evidence: dict[str, Any] = {"operator": operator, "expiry": expiry.isoformat()}
         try:
-            await self._request(request, secret=True)
+            await self._request(request, once=True, secret=True)  # never repeated: a lost reply is read back
             evidence["ack"] = True
         except MeterRefused as exc:
-            state = await self.relay_state()
-            reason = "keep-power active" if state.keep_power and action == "off" else str(exc)
-            return SwitchResult("refused", action, state, reason, evidence)
-        except MeterTimeout:
+            # the relay may have moved all the same (a meter that trips, then answers abnormally)
+            evidence["ack"], evidence["abnormal_reply"] = False, str(exc)
+            state = await self._read_back()
+            if state is not None and not self._reached(action, state):
+                reason = "keep-power active" if state.keep_power and action == "off" else str(exc)
+                return SwitchResult("refused", action, state, reason, evidence)
+        except MeterTimeout as exc:
             evidence["ack"] = False  # the command may still have arrived: the read-back decides
+            evidence["no_reply"] = str(exc)
         return await self._confirm(
             action,
             evidence,
@@ -455,10 +544,7 @@ class Dlt645Driver:
         deadline = asyncio.get_running_loop().time() + timeout_s
         state: RelayState | None = None
         while True:
-            try:
-                state = await self.relay_state()
-            except (MeterTimeout, LineError):
-                state = None
+            state = await self._read_back()
             if state is not None and self._reached(action, state):
                 record_di = "1D00FF01" if action == "off" else "1E00FF01"
                 if action != "close_allowed":
@@ -472,6 +558,14 @@ class Dlt645Driver:
                 status: SwitchStatus = "unconfirmed" if evidence.get("ack") else "failed"
                 return SwitchResult(status, action, state, reason, evidence)
             await asyncio.sleep(poll_s)
+
+    async def _read_back(self) -> RelayState | None:
+        """The relay state, or None when it cannot be read now (no answer, a damaged reply, or a
+        dial-in device that is redialling)."""
+        try:
+            return await self.relay_state()
+        except (MeterTimeout, LineError, ChannelUnavailable):
+            return None
 
     @staticmethod
     def _reached(action: SwitchOperation, state: RelayState) -> bool:

@@ -15,6 +15,8 @@ from headend.engine.jobs import Job
 from headend.engine.ports import values_of
 from headend.store.reading import Reading
 from headend.store.records import CycleRecord
+from headend.store.spool import SpoolFullError
+from headend.store.writer import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,14 @@ class CycleRun:
     async def _write(self, readings: list[Reading], meters: int) -> None:
         try:
             await self._submit(readings)
+        except SpoolFullError:  # the writer said so once for the whole episode
+            return
+        except StorageError as exc:
+            log.error(
+                "readings not stored",
+                extra={"channel": self.stats.channel, "readings": len(readings), "error": str(exc)},
+            )
+            return
         except Exception:
             log.exception(
                 "readings not stored", extra={"channel": self.stats.channel, "readings": len(readings)}

@@ -47,6 +47,9 @@ class Housekeeping:
         ctx.metrics.writer_lag.set(ctx.writer.lag)
         ctx.metrics.writer_pending.set(ctx.writer.pending)
         ctx.metrics.spool_bytes.set(ctx.writer.spool_bytes)
+        ctx.metrics.spool_full.set(int(ctx.writer.spool_full))
+        ctx.metrics.spool_held.set(ctx.writer.held)
+        ctx.metrics.spool_quarantined.set(ctx.writer.spool_quarantined)
         ctx.metrics.quarantined.set(ctx.health.quarantined_count())
         ctx.port.refresh_dialin_gauges(ctx.metrics, [w.spec for w in self.inventory.workers.values()])
 

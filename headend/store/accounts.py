@@ -60,13 +60,9 @@ async def account_ref(conn: asyncpg.Connection, number: str) -> asyncpg.Record |
     )
 
 
-async def lock_meter(conn: asyncpg.Connection, meter_id: int) -> asyncpg.Record:
-    """The meter row (locked for the assignment change) with its current account."""
-    return await conn.fetchrow(
-        """SELECT m.id, m.account_id, b.billed_until FROM meters m
-           LEFT JOIN balances b ON b.account_id = m.account_id WHERE m.id = $1 FOR UPDATE OF m""",
-        meter_id,
-    )
+async def lock_meter(conn: asyncpg.Connection, meter_id: int) -> None:
+    """Lock the meter row for an assignment change (one change of its account at a time)."""
+    await conn.execute("SELECT 1 FROM meters WHERE id = $1 FOR UPDATE", meter_id)
 
 
 async def open_assignment(conn: asyncpg.Connection, meter_id: int) -> asyncpg.Record | None:
@@ -76,13 +72,6 @@ async def open_assignment(conn: asyncpg.Connection, meter_id: int) -> asyncpg.Re
            LEFT JOIN balances b ON b.account_id = a.account_id
            WHERE a.meter_id = $1 AND a.effective_to IS NULL""",
         meter_id,
-    )
-
-
-async def has_assignments(conn: asyncpg.Connection, meter_id: int) -> bool:
-    """Whether the meter has assignment rows (else it bills to meters.account_id over all time)."""
-    return bool(
-        await conn.fetchval("SELECT EXISTS (SELECT 1 FROM meter_assignments WHERE meter_id = $1)", meter_id)
     )
 
 
@@ -110,13 +99,6 @@ async def insert_assignment(
             end,
             operator,
         )
-    )
-
-
-async def set_current_account(conn: asyncpg.Connection, meter_id: int, account_id: int | None) -> None:
-    """The account the meter belongs to now (fee control and manual commands look here)."""
-    await conn.execute(
-        "UPDATE meters SET account_id = $2, updated_at = now() WHERE id = $1", meter_id, account_id
     )
 
 

@@ -24,16 +24,13 @@ async def assigned_meters(
     conn: asyncpg.Connection, account_id: int, start: datetime, end: datetime
 ) -> list[asyncpg.Record]:
     """The account's meters in ``[start, end]``, each with the part of the period it was assigned
-    (``from_ts``, ``to_ts``); a meter without assignment rows counts for the whole period."""
+    (``from_ts``, ``to_ts``): the assignment rows are the only record of which account a meter bills to."""
     return await conn.fetch(
         """SELECT m.id, m.multiplier, m.protocol, m.settings,
                   greatest(a.effective_from, $2) AS from_ts,
                   least(coalesce(a.effective_to, 'infinity'), $3) AS to_ts
            FROM meter_assignments a JOIN meters m ON m.id = a.meter_id
            WHERE a.account_id = $1 AND a.effective_from < $3 AND coalesce(a.effective_to, 'infinity') > $2
-           UNION ALL
-           SELECT m.id, m.multiplier, m.protocol, m.settings, $2, $3 FROM meters m
-           WHERE m.account_id = $1 AND NOT EXISTS (SELECT 1 FROM meter_assignments a WHERE a.meter_id = m.id)
            ORDER BY 1, 5""",
         account_id,
         start,
@@ -176,10 +173,6 @@ WITH RECURSIVE q AS (SELECT id FROM quantities WHERE name = 'energy_import_kwh')
 links AS (
     SELECT a.account_id, a.meter_id, a.effective_from AS from_ts, a.effective_to AS to_ts
     FROM meter_assignments a
-    UNION ALL
-    SELECT m.account_id, m.id, '-infinity'::timestamptz, NULL FROM meters m
-    WHERE m.account_id IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM meter_assignments x WHERE x.meter_id = m.id)
 ),
 lineage (meter_id, member_id) AS (  -- each linked meter and the meters it replaced, however far back
     SELECT DISTINCT meter_id, meter_id FROM links
@@ -268,14 +261,9 @@ async def insert_replacement(
     )
 
 
-async def move_account_to_new_meter(conn: asyncpg.Connection, old_id: int, new_id: int) -> None:
-    """The new meter takes the old one's account (unless it has one); the old one leaves the account and
-    the polling inventory."""
-    account = await conn.fetchval("SELECT account_id FROM meters WHERE id = $1", old_id)
-    await conn.execute(
-        "UPDATE meters SET account_id = coalesce(account_id, $2) WHERE id = $1", new_id, account
-    )
-    await conn.execute("UPDATE meters SET account_id = NULL, enabled = false WHERE id = $1", old_id)
+async def retire_meter(conn: asyncpg.Connection, meter_id: int) -> None:
+    """A replaced meter leaves the polling inventory (its assignment ends with the replacement)."""
+    await conn.execute("UPDATE meters SET enabled = false WHERE id = $1", meter_id)
 
 
 async def ledger_entry(conn: asyncpg.Connection, idempotency_key: str) -> asyncpg.Record | None:

@@ -34,29 +34,56 @@ async def flag_arrears(conn: asyncpg.Connection, account_id: int, at: datetime) 
 
 
 async def clear_arrears(conn: asyncpg.Connection, account_id: int) -> None:
-    """Close the arrears flag and the notice (the episode's start stays for its reconnect)."""
-    await conn.execute("UPDATE accounts SET arrears = false, notice_sent_at = NULL WHERE id = $1", account_id)
+    """Close the arrears flag, its start and the notice (the episode's reconnect is found from its
+    disconnect command's key, see :func:`episode_meters`)."""
+    await conn.execute(
+        "UPDATE accounts SET arrears = false, arrears_since = NULL, notice_sent_at = NULL WHERE id = $1",
+        account_id,
+    )
 
 
 async def episode_meters(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    """Meters with a relay on accounts that have had an arrears episode, with protection, hold and the
-    reconnect mode of the account."""
+    """Meters with a relay on accounts in an arrears episode, or paid since one whose disconnect
+    (``arrears:<account>:<meter>:<start>``) has no reconnect yet, with the episode's start, protection,
+    hold and the reconnect mode of the account."""
     return await conn.fetch(
-        """SELECT m.id AS meter_id, m.protected OR a.protected AS protected, a.arrears, a.arrears_since,
+        """WITH unreconnected AS (  -- the latest disconnect of each meter whose episode has no reconnect
+               SELECT DISTINCT ON (c.meter_id) c.meter_id,
+                      split_part(c.idempotency_key, ':', 2)::bigint AS acc,
+                      substring(c.idempotency_key FROM '^arrears:[0-9]+:[0-9]+:(.*)$')::timestamptz AS since
+               FROM commands c
+               WHERE c.action = 'disconnect' AND c.idempotency_key ~ '^arrears:[0-9]+:[0-9]+:'
+                 AND NOT EXISTS (SELECT 1 FROM commands r
+                                 WHERE r.idempotency_key = 'paid:' || substring(c.idempotency_key FROM 9))
+               ORDER BY c.meter_id, c.id DESC)
+           SELECT m.id AS meter_id, m.protected OR a.protected AS protected, a.arrears,
+                  coalesce(a.arrears_since, d.since) AS arrears_since,
                   a.id AS acc, a.reconnect_mode, m.protocol,
                   (SELECT h.reason FROM vee_holds h WHERE h.meter_id = m.id AND h.resolved_at IS NULL
                    ORDER BY h.id LIMIT 1) AS hold
            FROM meters m JOIN accounts a ON a.id = m.account_id
-           WHERE m.has_relay AND m.enabled AND a.arrears_since IS NOT NULL ORDER BY m.id"""
+           LEFT JOIN unreconnected d ON d.meter_id = m.id AND d.acc = a.id AND a.arrears_since IS NULL
+           WHERE m.has_relay AND m.enabled AND coalesce(a.arrears_since, d.since) IS NOT NULL
+           ORDER BY m.id"""
     )
 
 
-async def existing_keys(conn: asyncpg.Connection, keys: list[str]) -> set[str]:
-    """Which of these idempotency keys have a command."""
+async def existing_keys(conn: asyncpg.Connection, keys: list[str]) -> dict[str, int]:
+    """Which of these idempotency keys have a command, with its attempts (0: no frame went out)."""
     rows = await conn.fetch(
-        "SELECT idempotency_key FROM commands WHERE idempotency_key = ANY($1::text[])", keys
+        "SELECT idempotency_key, attempts FROM commands WHERE idempotency_key = ANY($1::text[])", keys
     )
-    return {r["idempotency_key"] for r in rows}
+    return {r["idempotency_key"]: r["attempts"] for r in rows}
+
+
+async def cancel_unsent(conn: asyncpg.Connection, idempotency_key: str) -> bool:
+    """Cancel the command of ``idempotency_key`` if it is pending and never went out (True if it was)."""
+    cancelled = await conn.fetchval(
+        "UPDATE commands SET state = 'cancelled', last_error = 'arrears cleared' "
+        "WHERE idempotency_key = $1 AND state = 'pending' AND attempts = 0 RETURNING id",
+        idempotency_key,
+    )
+    return cancelled is not None
 
 
 async def disconnects_since(conn: asyncpg.Connection, operator: str, since: datetime) -> int:

@@ -16,18 +16,33 @@ RETURNING id
 """
 
 _UPSERT_METER = """
-INSERT INTO meters (name, protocol, address, unit_id, model, channel_id, account_id, protected,
+INSERT INTO meters (name, protocol, address, unit_id, model, channel_id, protected,
                     protected_reason, has_relay, multiplier, enabled, installed_at, settings)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($13, now()), $14::jsonb)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, coalesce($12, now()), $13::jsonb)
 ON CONFLICT (channel_id, protocol, address, coalesce(unit_id, -1)) DO UPDATE SET
-    name = EXCLUDED.name, model = EXCLUDED.model, account_id = EXCLUDED.account_id,
+    name = coalesce($1, meters.name), model = EXCLUDED.model,
     settings = meters.settings - 'pn' - 'port' || EXCLUDED.settings,
     protected = EXCLUDED.protected, protected_reason = EXCLUDED.protected_reason,
     has_relay = EXCLUDED.has_relay, multiplier = EXCLUDED.multiplier, enabled = EXCLUDED.enabled,
-    installed_at = coalesce($13, meters.installed_at), removed_at = NULL, updated_at = now()
+    installed_at = coalesce($12, meters.installed_at), removed_at = NULL, updated_at = now()
 """
 
-# name, protocol, address, unit id, model, channel id, account id, protected, protected reason,
+# The assignments of the meters an import names with an account: the open one's account number and
+# the latest one's (an ended history), by the meter's key in the file.
+_NAMED_ASSIGNMENTS = """
+SELECT k.ord, m.id AS meter_id, coalesce(m.name, m.address) AS label,
+       (SELECT a.number FROM meter_assignments x JOIN accounts a ON a.id = x.account_id
+        WHERE x.meter_id = m.id AND x.effective_to IS NULL) AS open_account,
+       (SELECT a.number FROM meter_assignments x JOIN accounts a ON a.id = x.account_id
+        WHERE x.meter_id = m.id ORDER BY x.effective_from DESC LIMIT 1) AS last_account
+FROM unnest($1::int[], $2::text[], $3::text[], $4::int[]) WITH ORDINALITY AS k(channel_id, protocol, address,
+                                                                              unit_id, ord)
+JOIN meters m ON m.channel_id = k.channel_id AND m.protocol = k.protocol AND m.address = k.address
+             AND coalesce(m.unit_id, -1) = coalesce(k.unit_id, -1)
+ORDER BY k.ord
+"""
+
+# name, protocol, address, unit id, model, channel id, protected, protected reason,
 # has relay, multiplier, enabled, installed at (None: now / unchanged), settings (the concentrator
 # point: pn and port; replaces the stored ones, other settings are kept)
 MeterRow = tuple[
@@ -37,7 +52,6 @@ MeterRow = tuple[
     int | None,
     str,
     int,
-    int | None,
     bool,
     str | None,
     bool,
@@ -68,7 +82,34 @@ async def upsert_channel(
 
 async def upsert_meters(conn: asyncpg.Connection, rows: Sequence[MeterRow]) -> None:
     """Insert or update meters by (channel, protocol, address, unit); a removed meter comes back."""
-    await conn.executemany(_UPSERT_METER, [(*row[:13], json.dumps(row[13])) for row in rows])
+    await conn.executemany(_UPSERT_METER, [(*row[:12], json.dumps(row[12])) for row in rows])
+
+
+# channel id, protocol, address, unit id: how an import names a stored meter
+MeterKey = tuple[int, str, str, int | None]
+
+
+async def named_assignments(conn: asyncpg.Connection, keys: Sequence[MeterKey]) -> list[asyncpg.Record]:
+    """For each stored meter of ``keys`` (in order): ``ord`` (1-based position in ``keys``),
+    ``meter_id``, ``label``, ``open_account`` and ``last_account`` (account numbers, or None)."""
+    return await conn.fetch(
+        _NAMED_ASSIGNMENTS,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        [k[3] for k in keys],
+    )
+
+
+async def open_first_assignment(conn: asyncpg.Connection, meter_id: int, account_id: int) -> None:
+    """The first assignment of a meter named with an account by an import: over all time (as such a
+    meter always billed), under the signed-in operator (the schema owner: ``system``)."""
+    await conn.execute(
+        """INSERT INTO meter_assignments (meter_id, account_id, effective_from, operator)
+           VALUES ($1, $2, '0001-01-01 00:00:00+00', coalesce(headend_current_operator(), 'system'))""",
+        meter_id,
+        account_id,
+    )
 
 
 async def list_inventory(conn: asyncpg.Connection, channel: str | None = None) -> list[asyncpg.Record]:
@@ -85,10 +126,23 @@ async def list_inventory(conn: asyncpg.Connection, channel: str | None = None) -
     )
 
 
+async def installed_names(conn: asyncpg.Connection) -> dict[str, tuple[str, str, str]]:
+    """``(channel, protocol, address)`` of every installed meter by name."""
+    rows = await conn.fetch(
+        "SELECT m.name, c.name AS channel, m.protocol, m.address FROM meters m"
+        " JOIN channels c ON c.id = m.channel_id WHERE m.removed_at IS NULL"
+    )
+    return {r["name"]: (r["channel"], r["protocol"], r["address"]) for r in rows}
+
+
 async def meters_named(conn: asyncpg.Connection, ref: str) -> list[asyncpg.Record]:
-    """``id`` and ``label`` of the meters named or addressed ``ref``."""
+    """``id``, ``label`` (the name), ``exact`` (named ``ref``) and ``installed`` of the meters named
+    ``ref`` or addressed ``ref`` or ``channel/ref``; exact names first, installed meters first."""
     return await conn.fetch(
-        "SELECT id, coalesce(name, address) AS label FROM meters WHERE name = $1 OR address = $1 ORDER BY id",
+        """SELECT m.id, m.name AS label, m.name = $1 AS exact, m.removed_at IS NULL AS installed
+           FROM meters m JOIN channels c ON c.id = m.channel_id
+           WHERE m.name = $1 OR m.address = $1 OR c.name || '/' || m.address = $1
+           ORDER BY m.name = $1 DESC, m.removed_at IS NULL DESC, m.id""",
         ref,
     )
 

@@ -134,8 +134,13 @@ async def detect_mode(conn: asyncpg.Connection) -> tuple[str, str]:
     )
     if installed is None and available is None:
         return "native", "the timescaledb extension is not available on this server"
-    preload = await conn.fetchval("SELECT current_setting('shared_preload_libraries')")
-    if "timescaledb" not in preload:
+    try:
+        preloaded = "timescaledb" in await conn.fetchval("SELECT current_setting('shared_preload_libraries')")
+    except asyncpg.InsufficientPrivilegeError:
+        # a schema owner that is not a superuser (nor in pg_read_all_settings) cannot read the setting;
+        # the extension can only have been created in this database if the server preloads it
+        preloaded = installed is not None
+    if not preloaded:
         return "native", "timescaledb is available but not in shared_preload_libraries"
     license_ = await conn.fetchval("SELECT current_setting('timescaledb.license', true)")
     if license_ == "apache":

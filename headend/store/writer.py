@@ -2,6 +2,9 @@
 
 ``submit`` returns once its readings are durable: committed in the database, or fsync'd in the
 spool when the database is unreachable. That return is the acknowledgement the engine relies on.
+When the spool's disk refuses writes too (full, over quota) the batch waits, unacknowledged, in a
+bounded buffer in memory (``hold_readings``) that goes to the spool or the database, in order, as
+soon as either takes it; only a batch beyond that bound is refused. Both are said once per episode.
 ``submit_record`` does the same for the daemon's other records (read cycles, meter events, clock
 records: :mod:`headend.store.records`), which share the spool and its order.
 Every database call has a deadline (``connect_timeout``, ``command_timeout``; a whole write at most
@@ -29,7 +32,7 @@ import asyncpg
 from headend.config_paths import state_dir
 from headend.store.reading import InvalidReading, Reading, validate
 from headend.store.records import StoredRecord
-from headend.store.spool import Spool, SpoolEntry, SpoolFullError, describe
+from headend.store.spool import Spool, SpoolEntry, SpoolFullError, describe, entry_size
 
 __all__ = ["InvalidReading", "Reading", "ReadingWriter", "StorageError"]
 
@@ -67,6 +70,24 @@ class _Submission:
     readings: list[Reading]
     future: asyncio.Future[None]
     enqueued: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class _Held:
+    """An entry neither the database nor the spool's disk took yet; its submitters still wait."""
+
+    entry: SpoolEntry
+    futures: list[asyncio.Future[None]]
+    size: int = 0
+
+    def settle(self, error: BaseException | None) -> None:
+        for future in self.futures:
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
 
 
 class _NameIds:
@@ -122,8 +143,9 @@ class ReadingWriter:
     Counters: ``written`` (rows inserted), ``duplicates`` (already stored, skipped), ``spooled``
     (readings appended to the spool), ``replayed`` (spooled readings later committed), ``rejected``
     (readings refused with an error); ``records_written``, ``records_spooled``, ``records_replayed``
-    for the other records. Gauges: ``pending``, ``lag``, ``spool_bytes``, ``spool_full``,
-    ``mode`` (``direct`` or ``spooling``).
+    for the other records; ``spool_quarantined`` (damaged spool stretches set aside). Gauges:
+    ``pending``, ``lag``, ``spool_bytes``, ``spool_full`` (the disk refuses the spool), ``held``
+    (readings waiting in memory for it), ``mode`` (``direct`` or ``spooling``).
     """
 
     def __init__(
@@ -135,6 +157,7 @@ class ReadingWriter:
         lanes: int = 2,
         max_pending: int = 200_000,
         spool_max_bytes: int = 1 << 30,
+        hold_readings: int | None = None,
         retry_interval: float = 2.0,
         connect_timeout: float = 5.0,
         command_timeout: float = 10.0,
@@ -143,6 +166,7 @@ class ReadingWriter:
         self.batch_size = batch_size
         self.lane_count = lanes
         self.max_pending = max_pending
+        self.hold_readings = max_pending if hold_readings is None else hold_readings
         self.retry_interval = retry_interval
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
@@ -158,6 +182,9 @@ class ReadingWriter:
         self.records_spooled = 0
         self.records_replayed = 0
         self.spool_full = False
+        self.held = 0
+        self._held: deque[_Held] = deque()
+        self._refusal_told = False
         self.last_error: str | None = None
         self._queue: deque[_Submission] = deque()
         self._queued = 0
@@ -180,8 +207,8 @@ class ReadingWriter:
 
     @property
     def pending(self) -> int:
-        """Readings submitted but not yet durable."""
-        return self._queued + self._in_flight
+        """Readings submitted but not yet durable (queued, being written, held in memory)."""
+        return self._queued + self._in_flight + self.held
 
     @property
     def lag(self) -> float:
@@ -191,6 +218,10 @@ class ReadingWriter:
     @property
     def spool_bytes(self) -> int:
         return self.spool.size_bytes
+
+    @property
+    def spool_quarantined(self) -> int:
+        return self.spool.quarantined
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -245,8 +276,11 @@ class ReadingWriter:
                 except UNAVAILABLE as exc:
                     self._drop_records_conn()
                     self._note_unavailable(exc)
+            future = asyncio.get_running_loop().create_future()
             async with self._spool_lock:
-                await self._append(record)
+                durable = await self._append(record, [future])
+            if not durable:
+                await future
             self.records_spooled += 1
 
     async def flush(self) -> None:
@@ -260,8 +294,20 @@ class ReadingWriter:
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:
-        """Flush, stop the lanes and the recovery task, release the spool."""
-        await self.flush()
+        """Flush, stop the lanes and the recovery task, release the spool. What is still held in
+        memory (the spool's disk full, the database down) is lost: said, and its submitters fail."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.pending == self.held)
+        async with self._spool_lock:
+            await self._spool_held()
+            if self._held:
+                log.error(
+                    "ALARM: %d readings held in memory are lost at shutdown: the spool's disk is full",
+                    self.held,
+                )
+            error = SpoolFullError("the writer closed while the spool's disk was full; not stored")
+            while self._held:
+                self._release(self._held.popleft(), error)
         self._closing = True
         async with self._changed:
             self._changed.notify_all()
@@ -290,17 +336,13 @@ class ReadingWriter:
             self._in_flight += count
             return taken
 
-    async def _done(self, taken: list[_Submission], error: BaseException | None) -> None:
+    async def _done(
+        self, taken: list[_Submission], futures: list[asyncio.Future[None]], error: BaseException | None
+    ) -> None:
         async with self._changed:
             self._in_flight -= sum(len(s.readings) for s in taken)
             self._changed.notify_all()
-        for submission in taken:
-            if submission.future.done():
-                continue
-            if error is None:
-                submission.future.set_result(None)
-            else:
-                submission.future.set_exception(error)
+        _Held([], futures).settle(error)
 
     async def _lane(self, index: int) -> None:
         conn: asyncpg.Connection | None = None
@@ -310,9 +352,12 @@ class ReadingWriter:
                 if taken is None:
                     return
                 readings = [r for s in taken for r in s.readings]
+                futures = [s.future for s in taken]
                 error: BaseException | None = None
                 try:
-                    conn = await self._deliver(conn, readings)
+                    conn, durable = await self._deliver(conn, readings, futures)
+                    if not durable:  # held in memory: the recovery task settles these submissions
+                        futures = []
                 except (SpoolFullError, StorageError) as exc:
                     self.rejected += len(readings)
                     error = exc
@@ -320,18 +365,18 @@ class ReadingWriter:
                     log.exception("reading writer lane %d: unexpected error", index)
                     self.rejected += len(readings)
                     error = StorageError(f"unexpected error writing {len(readings)} readings: {exc!r}")
-                await self._done(taken, error)
+                await self._done(taken, futures, error)
         finally:
             if conn is not None:
                 conn.terminate()
 
     async def _deliver(
-        self, conn: asyncpg.Connection | None, readings: list[Reading]
-    ) -> asyncpg.Connection | None:
-        """Write one batch to the database or the spool; return the lane's connection for reuse."""
+        self, conn: asyncpg.Connection | None, readings: list[Reading], futures: list[asyncio.Future[None]]
+    ) -> tuple[asyncpg.Connection | None, bool]:
+        """Write one batch to the database or the spool; return the lane's connection for reuse and
+        whether the batch is durable (False: held in memory, ``futures`` are settled later)."""
         if self.mode != "direct":
-            await self._spool_or_write(readings, try_direct=True)
-            return conn
+            return conn, await self._spool_or_write(readings, futures, try_direct=True)
         # A reused connection may have died quietly (server restart): one retry on a fresh one. A
         # deadline that passed means a hung server: straight to the spool, no second wait.
         for fresh in (False, True) if conn is not None else (True,):
@@ -339,7 +384,7 @@ class ReadingWriter:
                 async with asyncio.timeout(self.deadline):
                     conn = await self._connect() if fresh else conn
                     await self._write(conn, readings)
-                return conn
+                return conn, True
             except UNAVAILABLE as exc:
                 failure = exc
                 if conn is not None:
@@ -348,11 +393,13 @@ class ReadingWriter:
                 if isinstance(exc, TimeoutError):
                     break
         self._note_unavailable(failure)
-        await self._spool_or_write(readings, try_direct=False)
-        return conn
+        return conn, await self._spool_or_write(readings, futures, try_direct=False)
 
-    async def _spool_or_write(self, readings: list[Reading], *, try_direct: bool) -> None:
-        """Spool the batch; with ``try_direct``, write it instead if the spool drained meanwhile."""
+    async def _spool_or_write(
+        self, readings: list[Reading], futures: list[asyncio.Future[None]], *, try_direct: bool
+    ) -> bool:
+        """Spool the batch; with ``try_direct``, write it instead if the spool drained meanwhile.
+        False: held in memory, see :meth:`_append`."""
         async with self._spool_lock:
             if try_direct and self.mode == "direct":  # the spool drained while we waited for the lock
                 conn = None
@@ -360,26 +407,84 @@ class ReadingWriter:
                     async with asyncio.timeout(self.deadline):
                         conn = await self._connect()
                         await self._write(conn, readings)
-                    return
+                    return True
                 except UNAVAILABLE as exc:
                     self._note_unavailable(exc)
                 finally:
                     if conn is not None:
                         conn.terminate()
-            await self._append(readings)
-            self.spooled += len(readings)
+            durable = await self._append(readings, futures)
+            if durable:
+                self.spooled += len(readings)
+            return durable
 
-    async def _append(self, entry: SpoolEntry) -> None:
-        """Append to the spool (the caller holds the spool lock) and switch to spooling."""
-        try:
-            await asyncio.to_thread(self.spool.append, entry)
-        except SpoolFullError as exc:
-            if not self.spool_full:
-                log.error("ALARM: %s", exc)
-            self.spool_full = True
-            raise
-        self.spool_full = False
+    async def _append(self, entry: SpoolEntry, futures: list[asyncio.Future[None]]) -> bool:
+        """Append to the spool (the caller holds the spool lock) and switch to spooling. True once
+        durable; False when the spool refused it and it is held in memory behind what is held
+        already (nothing overtakes it); :class:`SpoolFullError` when the memory bound is reached."""
         self._enter_spooling()
+        if not self._held:
+            try:
+                await asyncio.to_thread(self.spool.append, entry)
+                return True
+            except SpoolFullError as exc:
+                self.last_error = str(exc)
+                if not self.spool_full:
+                    log.error(
+                        "ALARM: %s; holding up to %d readings in memory until it takes writes again",
+                        exc,
+                        self.hold_readings,
+                    )
+                self.spool_full = True
+        size = entry_size(entry)
+        if self.held + size > self.hold_readings:
+            error = SpoolFullError(
+                f"spool full and {self.held} readings held in memory (the bound); {describe(entry)} "
+                "not stored"
+            )
+            if not self._refusal_told:
+                self._refusal_told = True
+                log.error("ALARM: %s, nor any more until the spool takes writes again", error)
+            raise error
+        self._held.append(_Held(entry, futures, size))
+        async with self._changed:
+            self.held += size
+        return False
+
+    def _release(self, held: _Held, error: BaseException | None) -> None:
+        """``held`` left memory (durable, refused or lost): settle its submitters."""
+        self.held -= held.size
+        held.settle(error)
+        self._changed_soon()
+
+    def _changed_soon(self) -> None:
+        """Wake waiters on ``_changed`` (pending fell) from code that does not hold it."""
+
+        async def notify() -> None:
+            async with self._changed:
+                self._changed.notify_all()
+
+        asyncio.get_running_loop().create_task(notify())
+
+    async def _spool_held(self) -> None:
+        """Move held entries into the spool, oldest first, while its disk takes them (the caller
+        holds the spool lock); say once when it does again."""
+        while self._held:
+            held = self._held[0]
+            try:
+                await asyncio.to_thread(self.spool.append, held.entry)
+            except SpoolFullError:
+                return
+            self._held.popleft()
+            if isinstance(held.entry, list):
+                self.spooled += held.size
+            else:
+                self.records_spooled += 1
+            self._release(held, None)
+        if self.spool_full:
+            self.spool_full = False
+            self._refusal_told = False
+            log.warning("spool takes writes again; nothing is held in memory")
 
     def _note_unavailable(self, exc: BaseException) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -489,6 +594,8 @@ class ReadingWriter:
                     return
             except UNAVAILABLE as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                async with self._spool_lock:
+                    await self._spool_held()
             except Exception as exc:  # e.g. an unmigrated database: keep the spool, keep trying
                 error = f"{type(exc).__name__}: {exc}"
                 if error != self.last_error:  # once per distinct failure, not once per attempt
@@ -506,14 +613,18 @@ class ReadingWriter:
             async with self._spool_lock:
                 segments = self.spool.segments()
                 if not segments:
+                    if self._held:
+                        await self._write_held(conn)
+                        continue
                     self.mode = "direct"
                     self._outage_told = False
                     return True
                 segment = segments[0]
                 self.spool.seal()
-            entries, damage = await asyncio.to_thread(self.spool.load, segment)
+            contents = await asyncio.to_thread(self.spool.load, segment)
+            damage: str | None = None
             try:
-                for entry in entries:
+                for entry in contents.entries:
                     async with asyncio.timeout(self.deadline):
                         if isinstance(entry, list):
                             await self._write(conn, entry)
@@ -525,6 +636,8 @@ class ReadingWriter:
                         self.records_replayed += 1
             except StorageError as exc:
                 damage = str(exc)
+            if contents.damage:  # the damaged stretches are in quarantine/, the rest is stored
+                self.last_error = "; ".join(contents.damage)
             async with self._spool_lock:
                 if damage is None:
                     self.spool.remove(segment)
@@ -532,3 +645,23 @@ class ReadingWriter:
                 target = self.spool.reject(segment)
             self.last_error = damage
             log.error("ALARM: spool segment kept in %s, it cannot be replayed fully: %s", target, damage)
+
+    async def _write_held(self, conn: asyncpg.Connection) -> None:
+        """Store the oldest held entry (the spool is empty, the caller holds the spool lock)."""
+        held = self._held[0]
+        error: BaseException | None = None
+        try:
+            async with asyncio.timeout(self.deadline):
+                if isinstance(held.entry, list):
+                    await self._write(conn, held.entry)
+                else:
+                    await self._store_record(conn, held.entry)
+        except StorageError as exc:
+            error = exc
+            self.rejected += held.size
+        self._held.popleft()
+        self._release(held, error)
+        if not self._held and self.spool_full:
+            self.spool_full = False
+            self._refusal_told = False
+            log.warning("held readings stored; nothing is held in memory")

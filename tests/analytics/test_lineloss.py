@@ -18,8 +18,10 @@ import asyncpg
 import pytest
 
 from simulators.bus import BusSpec, SimBus, start_bus
-from tests.support.daemons import Daemon, eventually, free_port
+from tests.support.daemons import Daemon
 from tests.support.operators import import_inventory_cli
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 ZONE = ZoneInfo("Asia/Shanghai")  # the [analytics] default and the simulators' UTC+8
 
@@ -102,7 +104,7 @@ async def backfilled(pg_dsn: str, tmp_path: Path):
         return stored == 8
 
     try:
-        await eventually(both_midnights_stored, 120, "the four meters' registers at both midnights")
+        await wait_until(both_midnights_stored, 120, "the four meters' registers at both midnights")
         yield bus, config, day, lo, hi
     finally:
         await conn.close()

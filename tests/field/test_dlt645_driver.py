@@ -297,7 +297,13 @@ async def test_short_block_from_a_two_tariff_meter(edition: int) -> None:
         assert set(values) == {"energy_import_kwh", "energy_import_t1_kwh", "energy_import_t2_kwh"}
         # the block carried total, t1 and t2; t3 and t4 were asked singly and refused
         assert set(driver.unsupported) == {"energy_import_t3_kwh", "energy_import_t4_kwh"}
-        assert driver.channel.stats.frames_out == 3 and driver.refused_blocks == set()
+        assert driver.refused_blocks == set()
+        # its total (all four tariffs) is not t1 + t2: the block (and the single t3, t4) was read
+        # twice, the same both
+        # times, and is believed from now on without the sum check
+        assert driver.channel.stats.frames_out == 6 and len(driver.unbalanced_blocks) == 1
+        assert set(await driver.read(TOU_AND_PHASES[:5])) == set(values)
+        assert driver.channel.stats.frames_out == 9
 
 
 async def test_undecodable_block_falls_back_to_single_items() -> None:

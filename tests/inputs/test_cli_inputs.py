@@ -169,7 +169,12 @@ DB_CASES: list[tuple[str, tuple[str, ...], int, str]] = [
     ("show-id-huge", ("commands", "show", BIG), 1, f"command id must be 1..9223372036854775807, got {BIG}"),
     ("show-id-zero", ("commands", "show", "0"), 1, "command id must be 1..9223372036854775807, got 0"),
     ("show-missing", ("commands", "show", "42"), 1, "no command 42"),
-    ("cancel-id-huge", ("commands", "cancel", BIG, "--operator", OPERATOR), 1, "command id must be 1.."),
+    (
+        "cancel-id-huge",
+        ("commands", "cancel", BIG, "--operator", OPERATOR, "--reason", "r"),
+        1,
+        "command id must be 1..",
+    ),
     ("approve-id-huge", ("commands", "approve", BIG, "--operator", APPROVER), 1, "command id must be 1.."),
     ("list-state", ("commands", "list", "--state", "bogus"), 1, "--state must be one of pending, sent"),
     ("list-state-case", ("commands", "list", "--state", "PENDING"), 1, "got 'PENDING'"),
@@ -339,6 +344,77 @@ DB_CASES += [
         ("billing", "bill", "--from", "2026-02-01", "--to", "2026-01-01", "--operator", CASHIER),
         1,
         "--to 2026-01-01T00:00:00+00:00 must be after --from 2026-02-01T00:00:00+00:00",
+    ),
+]
+
+DB_CASES += [
+    (
+        "tariff-price-nan",
+        ("tariffs", "add", "T-nan", "--kind", "flat", "--price", "total=NaN", "--operator", ADMIN),
+        1,
+        "--price total=NaN: price must be a finite",
+    ),
+    (
+        "tariff-price-huge",
+        ("tariffs", "add", "T-huge", "--kind", "flat", "--price", "total=1e20", "--operator", ADMIN),
+        1,
+        "--price total=1e20: price must be",
+    ),
+    (
+        "account-number-empty",
+        ("accounts", "add", "", "--kind", "prepaid", "--operator", ADMIN),
+        1,
+        "account number",
+    ),
+    (
+        "account-credit-limit-negative",
+        ("accounts", "add", "A7", "--kind", "prepaid", "--credit-limit", "-5", "--operator", ADMIN),
+        1,
+        "--credit-limit -5: must be zero or positive",
+    ),
+    (
+        "pay-reference-huge",
+        ("billing", "pay", "A1", "1.00", "--ref", "R" * 10_000, "--operator", CASHIER),
+        1,
+        "--ref: a payment reference has at most",
+    ),
+    (
+        "replace-same-meter",
+        (
+            "billing",
+            "replace",
+            "Old",
+            "Old",
+            "--operator",
+            ADMIN,
+            "--at",
+            AT,
+            *("--final", "energy_import_kwh=1", "--initial", "energy_import_kwh=0"),
+        ),
+        1,
+        "meter Old cannot replace itself",
+    ),
+    (
+        "replace-unknown-meter",
+        (
+            "billing",
+            "replace",
+            "Old",
+            "Nobody",
+            "--operator",
+            ADMIN,
+            "--at",
+            AT,
+            *("--final", "energy_import_kwh=1", "--initial", "energy_import_kwh=0"),
+        ),
+        1,
+        "Nobody",
+    ),
+    (
+        "replace-unknown-register",
+        (*REPLACE, "--final", "bogus_kwh=1", "--initial", "bogus_kwh=0"),
+        1,
+        "bogus_kwh: not an energy register",
     ),
 ]
 
@@ -549,6 +625,13 @@ ENV_CASES: list[tuple[str, dict[str, str], tuple[str, ...], str]] = [
         {"HEADEND_DSN": "postgresql://u@127.0.0.1:9/db"},
         ("commands", "list"),
         "error: database from HEADEND_DSN:",
+    ),
+    (
+        "dsn-server-stopped",  # the socket of a stopped (embedded) server is gone: said in words
+        {"HEADEND_DSN": "postgresql://postgres@/headend?host=/nonexistent/headend-pg&port=5432"},
+        ("commands", "list"),
+        "error: database from HEADEND_DSN: no server is running at its socket (start the embedded one with"
+        " `headend db start`)",
     ),
     (
         "dsn-password-redacted",

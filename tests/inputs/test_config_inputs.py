@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,27 @@ CASES: list[tuple[str, str, str]] = [
         "health.quarantine_after: Input should be greater",
     ),
     ("due-days-negative", "[billing]\ndue_days = -1\n", "billing.due_days: Input should be greater than"),
+    (
+        "plan-unknown-quantity",
+        '[read_plans.default]\nquantities = ["energy_import_kwh", "energy_bogus_kwh"]\n',
+        "read_plans: default: unknown quantity 'energy_bogus_kwh'",
+    ),
+    ("spool-dir-proc", '[database]\nspool_dir = "/proc/headend-spool"\n', "database.spool_dir: cannot use"),
+    (
+        "spool-dir-file",
+        '[database]\nspool_dir = "/proc/version"\n',
+        "spool_dir: /proc/version is not a directory",
+    ),
+    (
+        "listeners-one-port",
+        '[[listen.listeners]]\naddress = "127.0.0.1:9911"\n[[listen.listeners]]\naddress = "0.0.0.0:9911"\n',
+        "127.0.0.1:9911 and 0.0.0.0:9911 both listen on port 9911",
+    ),
+    (
+        "listener-foreign-address",  # an address this host does not have
+        '[[listen.listeners]]\naddress = "192.0.2.1:9911"\n',
+        "listen.listeners[0]: cannot listen on 192.0.2.1:9911: Cannot assign requested address",
+    ),
     ("toml-broken", "[polling\n", "not valid TOML"),
     ("binary", "\x00\x01\x02", "not valid TOML"),
 ]
@@ -104,6 +126,24 @@ def test_bad_config_is_refused(tmp_path: Path, body: str, message: str) -> None:
     outcome = headend("run", "--config", str(path))
     assert_refused(outcome, 2, f"{path}: ")
     assert message in outcome.err
+
+
+@pytest.mark.parametrize("section", ["metrics", "listener"])
+def test_a_port_in_use_is_refused(tmp_path: Path, section: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        body = (
+            f"[metrics]\nport = {port}\n"
+            if section == "metrics"
+            else f'[metrics]\nport = 0\n[[listen.listeners]]\naddress = "127.0.0.1:{port}"\n'
+        )
+        path = tmp_path / "headend.toml"
+        path.write_text(body)
+        outcome = headend("run", "--config", str(path))
+    what = "metrics" if section == "metrics" else "listen.listeners[0]"
+    assert_refused(outcome, 2, f"{path}: {what}: cannot listen on 127.0.0.1:{port}: Address already in use")
 
 
 def test_missing_config_file_names_the_file(tmp_path: Path) -> None:

@@ -205,6 +205,11 @@ CASES: list[tuple[str, str, str | bytes, str]] = [
     ("toml-unknown-table", "i.toml", "[[sensors]]\nname = 1\n", "sensors: unknown table"),
     ("toml-channels-not-array", "i.toml", 'channels = "x"\n', "channels: must be an array of tables"),
     ("unknown-format", "i.txt", "x", "unknown format (use .toml or .csv)"),
+    ("has-relay-word", "i.toml", TCP + meter(has_relay="yes"), "has_relay: Input should be a valid boolean"),
+    ("empty-toml", "i.toml", "", "no channels and no meters"),
+    ("empty-csv", "i.csv", "", "line 1: header must name at least channel"),
+    ("header-only-csv", "i.csv", "channel,channel_url,protocol,address,model\n", "no channels and no meters"),
+    ("blank-toml", "i.toml", "# nothing here\n\n", "no channels and no meters"),
 ]
 
 

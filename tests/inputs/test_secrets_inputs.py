@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +17,9 @@ from headend.engine.ports import DriverPort
 from headend.engine.worker import ChannelWorker
 from headend.metrics import EngineMetrics
 from simulators import BusSpec, start_bus
+from tests.support.cli import cli_env, headend_async
+from tests.support.daemons import Daemon
+from tests.support.ports import free_port
 
 
 @pytest.mark.timeout(60)
@@ -77,22 +78,46 @@ async def test_daemon_reads_every_meter_without_secrets(
 
 async def test_cli_reads_without_the_secrets_file() -> None:
     async with await start_bus(BusSpec(meters=1, seed=92)) as bus:
-        env = os.environ | {"HEADEND_SECRETS_FILE": "/nonexistent/secrets.toml"}
-        env.pop("HEADEND_METER_PASSWORD", None)
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "headend.cli",
-            "read",
-            bus.url,
-            "-a",
-            bus.meters[0].address,
-            "energy_import_kwh",
-            "--json",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-        assert process.returncode == 0, err.decode()
-        assert '"energy_import_kwh"' in out.decode()
+        env = cli_env(drop=["HEADEND_METER_PASSWORD"], HEADEND_SECRETS_FILE="/nonexistent/secrets.toml")
+        args = ("read", bus.url, "-a", bus.meters[0].address, "energy_import_kwh", "--json")
+        code, out, err = await headend_async(*args, env=env, timeout=60)
+        assert code == 0, err
+        assert '"energy_import_kwh"' in out
+
+
+# (case id, secrets file content (None: the path is a directory), what the start-up warning says)
+STARTUP_CASES: list[tuple[str, str | None, str]] = [
+    ("path-is-directory", None, "cannot read secrets file: Is a directory"),
+    ("password-letters", '[default]\npassword = "12345a"\n', "password must be 6 digits"),
+    ("password-five-digits", '[meters.000000000001]\npassword = "12345"\n', "password must be 6 digits"),
+    ("password-level-99", '[default]\npassword = "123456"\npassword_level = 99\n', "password_level 0..9"),
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("content", "message"), [c[1:] for c in STARTUP_CASES], ids=[c[0] for c in STARTUP_CASES]
+)
+async def test_unusable_secrets_are_warned_about_at_start(
+    tmp_path: Path, content: str | None, message: str
+) -> None:
+    """Said once when the daemon starts (before any meter is read), never with the password."""
+    secrets = tmp_path / "secrets"
+    if content is None:
+        secrets.mkdir()
+    else:
+        secrets.write_text(content)
+    config = tmp_path / "headend.toml"
+    config.write_text(
+        f'[database]\ndsn = "postgresql://nobody@127.0.0.1:{free_port()}/none"\n'
+        f'spool_dir = "{tmp_path / "spool"}"\n[secrets]\nfile = "{secrets}"\n'
+        '[metrics]\nport = 0\n[logging]\nformat = "json"\n'
+    )
+    daemon = await Daemon.start(config, tmp_path / "state", 0)
+    try:
+        record = await daemon.wait_logged("meter secrets unusable", 30)
+        assert message in record["msg"] and "relay and clock writes are refused" in record["msg"]
+        assert "12345" not in record["msg"] and record["level"] == "warning"
+        assert len(daemon.logged("meter secrets unusable")) == 1
+    finally:
+        await daemon.close()

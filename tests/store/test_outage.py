@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -20,6 +19,7 @@ from headend.store.spool import SpoolFullError
 from headend.store.writer import Reading, ReadingWriter
 from tests.store import writer_child
 from tests.support.postgres import throwaway_cluster, with_database
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,12 +45,6 @@ async def outage_dsn(cluster: EmbeddedPostgres, request: pytest.FixtureRequest) 
     dsn = with_database(cluster.dsn("postgres"), name)
     await migrate(dsn)
     return dsn
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
 
 
 async def stored_keys(dsn: str) -> list[tuple[int, object, float]]:
@@ -140,12 +134,12 @@ async def test_killed_writer_loses_nothing_acknowledged(
 async def test_full_spool_refuses_and_raises_the_alarm(tmp_path: Path) -> None:
     unreachable = f"postgresql://postgres@/headend?host={tmp_path / 'no-server'}&port=5432"
     writer = ReadingWriter(
-        unreachable, spool_dir=tmp_path / "spool", spool_max_bytes=20_000, retry_interval=10
-    )
+        unreachable, spool_dir=tmp_path / "spool", spool_max_bytes=20_000, hold_readings=0, retry_interval=10
+    )  # no memory buffer: what the spool refuses is refused at once
     await writer.start()
     await writer.submit(writer_child.batch(0))  # ~6 kB: fits
     await writer.submit(writer_child.batch(1))
-    with pytest.raises(SpoolFullError, match=r"spool .* is full"):
+    with pytest.raises(SpoolFullError, match=r"spool full and 0 readings held in memory"):
         for n in range(2, 10):
             await writer.submit(writer_child.batch(n))
     assert writer.spool_full and writer.rejected == 100

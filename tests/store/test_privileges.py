@@ -4,11 +4,9 @@ none can forge readings, audit rows, approvals, protection or balances."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -36,36 +34,12 @@ from headend.store.writer import Reading, ReadingWriter
 from headend.transport import open_channel
 from simulators import BusSpec, start_bus
 from tests.billing.helpers import add_reading
+from tests.support.logins import as_login
 from tests.support.operators import PASSWORD, add_operators
+from tests.support.postgres import PgServer
 
 WEDNESDAY_NOON = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 DENIED = (asyncpg.InsufficientPrivilegeError,)
-
-
-def as_login(dsn: str, user: str) -> str:
-    """``dsn`` with another user (the test server trusts local connections)."""
-    parts = urlsplit(dsn)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, f"{user}@{host}", parts.path, parts.query, parts.fragment))
-
-
-@pytest.fixture
-async def logins(pg_dsn: str) -> AsyncIterator[dict[str, str]]:
-    """One login per group role, as docs/operations.md says to create them; dropped afterwards."""
-    owner = await asyncpg.connect(pg_dsn)
-    suffix = uuid.uuid4().hex[:8]
-    names = {
-        group: f"{group}_{suffix}" for group in ("headend_daemon", "headend_billing", "headend_reporting")
-    }
-    for group, name in names.items():
-        await owner.execute(f'CREATE ROLE "{name}" LOGIN IN ROLE {group}')
-    try:
-        yield {group.removeprefix("headend_"): as_login(pg_dsn, name) for group, name in names.items()}
-    finally:
-        for name in names.values():
-            await owner.execute(f'DROP OWNED BY "{name}"')
-            await owner.execute(f'DROP ROLE "{name}"')
-        await owner.close()
 
 
 async def _fleet(owner: asyncpg.Connection, address: str) -> tuple[int, int]:
@@ -184,7 +158,7 @@ async def test_billing_and_reporting_logins_cannot_forge(pg_dsn: str, logins: di
             await billing.execute(
                 "INSERT INTO audit_log (actor, action) VALUES ('system', 'command.approved')"
             )
-        with pytest.raises(DENIED, match="operator authenticated on this connection"):
+        with pytest.raises(DENIED, match=r"cancelling command .* needs an authenticated operator"):
             await billing.execute("SELECT set_config('headend.actor', '1002', false)")
             await billing.execute("UPDATE commands SET state = 'cancelled' WHERE id = $1", command)
         await billing.execute("SELECT set_config('headend.actor', '', false)")
@@ -215,7 +189,7 @@ async def test_billing_and_reporting_logins_cannot_forge(pg_dsn: str, logins: di
             await billing.execute("UPDATE commands SET approved_by = '1001' WHERE id = $1", command)
         with pytest.raises(DENIED, match="operator authenticated on this connection"):
             await billing.execute("UPDATE commands SET approved_by = '1002' WHERE id = $1", command)
-        with pytest.raises(DENIED, match="only the daemon"):
+        with pytest.raises(DENIED, match="waits for an approver"):
             await billing.execute("UPDATE commands SET state = 'sent' WHERE id = $1", command)
         with pytest.raises(DENIED, match="fixed at creation"):
             await billing.execute("UPDATE commands SET requires_approval = false WHERE id = $1", command)
@@ -466,3 +440,36 @@ async def test_a_token_session_acts_with_the_tokens_roles_only_in_the_database(
     finally:
         for conn in (by_token, by_password, owner):
             await conn.close()
+
+
+async def test_a_schema_owner_that_is_not_a_superuser_migrates_and_desk_operators_sign_in(
+    pg_server: PgServer,
+) -> None:
+    """docs/operations.md's owner need not be a superuser, nor hold pg_read_all_settings or
+    pg_read_all_stats: it migrates its database, and an operator signs in on the desk login."""
+    suffix = uuid.uuid4().hex[:8]
+    owner_role, desk_role, database = f"owner_{suffix}", f"desk_{suffix}", f"owned_{suffix}"
+    admin = await asyncpg.connect(pg_server.admin_dsn)
+    try:
+        await admin.execute(f'CREATE ROLE "{owner_role}" LOGIN CREATEROLE')
+        await admin.execute(f'CREATE DATABASE "{database}" OWNER "{owner_role}"')
+        owner_dsn = as_login(pg_server.dsn(database), owner_role)
+        assert "0018_assignments_are_the_truth" in await migrations.migrate(owner_dsn)
+        owner = await asyncpg.connect(owner_dsn)
+        try:
+            assert not await owner.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            await owner.execute(f'CREATE ROLE "{desk_role}" LOGIN IN ROLE headend_billing')
+            await add_operators(owner, o1001="admin")
+        finally:
+            await owner.close()
+        desk = await asyncpg.connect(as_login(pg_server.dsn(database), desk_role))
+        try:
+            await authenticate(desk, "1001", PASSWORD, "admin")
+            assert await desk.fetchval("SELECT headend_current_operator()") == "1001"
+        finally:
+            await desk.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        for role in (desk_role, owner_role):
+            await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()

@@ -1,14 +1,17 @@
-"""The on-disk spool: round trip, torn tails, corruption, size bound, single owner."""
+"""The on-disk spool: round trip, torn tails, corruption quarantined record by record, size bound,
+single owner."""
 
 from __future__ import annotations
 
+import struct
+import zlib
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from headend.store.records import CommEventRecord, CycleRecord, MeterEventsRecord
-from headend.store.spool import Spool, SpoolError, SpoolFullError
+from headend.store.spool import SegmentContents, Spool, SpoolError, SpoolFullError
 from headend.store.writer import Reading
 
 T0 = datetime(2026, 5, 4, 12, 0, 0, 123456, tzinfo=UTC)
@@ -37,8 +40,9 @@ def test_round_trip_preserves_every_field(tmp_path: Path) -> None:
     reopened = Spool(tmp_path)
     reopened.open()
     [segment] = reopened.segments()
-    (first, second), damage = reopened.load(segment)
-    assert damage is None
+    contents = reopened.load(segment)
+    (first, second), damage = contents.entries, contents.damage
+    assert damage == []
     assert first == readings and second == batch(1)
     assert first[0].ts.utcoffset() == timedelta(0)
     assert reopened.size_bytes == segment.stat().st_size > 0
@@ -59,10 +63,10 @@ def test_records_and_readings_come_back_in_the_order_they_were_spooled(tmp_path:
     reopened = Spool(tmp_path)
     reopened.open()
     [segment] = reopened.segments()
-    assert reopened.load(segment) == (entries, None)
+    assert reopened.load(segment).entries == entries
 
 
-def test_torn_tail_record_is_cut_on_open(tmp_path: Path) -> None:
+def test_torn_tail_record_is_set_aside_on_open(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     spool.open()
     spool.append(batch(0))
@@ -75,24 +79,72 @@ def test_torn_tail_record_is_cut_on_open(tmp_path: Path) -> None:
     reopened = Spool(tmp_path)
     reopened.open()
     assert segment.stat().st_size == intact
-    assert reopened.load(segment) == ([batch(0), batch(1)], None)
+    assert reopened.load(segment) == SegmentContents([batch(0), batch(1)], [])
+    [kept] = (tmp_path / "quarantine").glob("*.bad")
+    assert kept.read_bytes() == b"HS\x00\x10\x00\x00garbage" and reopened.quarantined == 1
+    assert "torn record" in (tmp_path / "quarantine" / "reasons.txt").read_text()
 
 
-def test_damage_inside_a_segment_keeps_the_intact_prefix(tmp_path: Path) -> None:
+def spool_of(tmp_path: Path, count: int) -> tuple[Path, list[int]]:
+    """A sealed one-segment spool of ``count`` batches and the offset of each record."""
+    spool = Spool(tmp_path)
+    spool.open()
+    offsets = []
+    for n in range(count):
+        offsets.append(spool.size_bytes)
+        spool.append(batch(n))
+    spool.close()
+    [segment] = spool.segments()
+    return segment, offsets
+
+
+@pytest.mark.parametrize("where", ["payload", "length", "magic"])
+def test_a_corrupt_record_costs_itself_only(tmp_path: Path, where: str) -> None:
+    """One flipped byte in the newest segment, anywhere in a record: the 71 acknowledged batches
+    around it are kept, the damaged one is quarantined with its reason, counted, logged once."""
+    segment, offsets = spool_of(tmp_path, 72)
+    data = bytearray(segment.read_bytes())
+    hit = offsets[40] + {"payload": 20, "length": 3, "magic": 0}[where]
+    data[hit] ^= 0x5A
+    segment.write_bytes(bytes(data))
+    reopened = Spool(tmp_path)
+    reopened.open()  # the newest segment: no longer cut after the damage
+    assert segment.stat().st_size == len(data)
+    contents = reopened.load(segment)
+    assert contents.entries == [batch(n) for n in range(72) if n != 40]
+    [kept] = (tmp_path / "quarantine").glob("*.bad")
+    assert kept.read_bytes() == bytes(data[offsets[40] : offsets[41]])
+    assert contents.damage == [
+        f"{segment.name}: {offsets[41] - offsets[40]} bytes at {offsets[40]} quarantined (checksum mismatch)"
+    ]
+    assert reopened.load(segment).entries == contents.entries  # loading again quarantines nothing new
+    assert reopened.quarantined == 1
+    reasons = (tmp_path / "quarantine" / "reasons.txt").read_text().splitlines()
+    size = offsets[41] - offsets[40]
+    assert reasons == [f"{kept.name}: {size} bytes of {segment.name} at {offsets[40]}: checksum mismatch"]
+
+
+def test_an_undecodable_record_is_quarantined_too(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     spool.open()
     spool.append(batch(0))
-    second_record = spool.size_bytes
+    spool.append(CommEventRecord("clock_corrected", 7, 3, T0, "{}"))
     spool.append(batch(1))
-    spool.append(batch(2))
     spool.close()
     [segment] = spool.segments()
-    data = bytearray(segment.read_bytes())
-    data[second_record + 20] ^= 0xFF  # flip a byte in the second payload
-    segment.write_bytes(bytes(data))
-    batches, damage = Spool(tmp_path).load(segment)
-    assert batches == [batch(0)]
-    assert damage is not None and f"damaged record at byte {second_record} of {len(data)}" in damage
+    data = segment.read_bytes().replace(b'"comm_event"', b'"comm_evenX"')
+    payload = data[data.index(b'{"record"') :].split(b"]]", 1)[0]
+    payload = payload[: payload.rindex(b"}") + 1]
+    start = data.index(payload) - 10
+    header = b"HS" + struct.pack("<II", len(payload), zlib.crc32(payload))  # a well-checksummed bad record
+    segment.write_bytes(data[:start] + header + data[start + 10 :])
+    reopened = Spool(tmp_path)
+    reopened.open()
+    contents = reopened.load(segment)
+    assert contents.entries == [batch(0), batch(1)]
+    assert ["undecodable payload: unknown spooled record 'comm_evenX'" in d for d in contents.damage] == [
+        True
+    ]
 
 
 def test_size_bound_refuses_without_writing(tmp_path: Path) -> None:

@@ -159,16 +159,19 @@ async def test_submit_after_close_is_refused(pg_dsn: str, tmp_path: Path) -> Non
         await writer.submit(grid(range(1, 2), 1))
 
 
-async def test_spool_left_by_a_previous_run_is_replayed_and_damage_is_kept_aside(
+async def test_spool_left_by_a_previous_run_is_replayed_and_damage_is_quarantined(
     pg_dsn: str, tmp_path: Path
 ) -> None:
+    """A flipped byte in one record of a spooled segment costs that record only: the records before
+    and after it are stored, the damaged one is set aside in quarantine/ and counted."""
     spool = Spool(tmp_path / "spool")
     spool.open()
     spool.append(grid(range(1, 11), 2))
     second_record = spool.size_bytes
     spool.append(grid(range(11, 21), 2))
+    spool.append(grid(range(21, 31), 2))
     spool.seal()
-    spool.append(grid(range(21, 31), 2))  # a second, intact segment
+    spool.append(grid(range(31, 41), 2))  # a second, intact segment
     spool.close()
     first = spool.segments()[0]
     data = bytearray(first.read_bytes())
@@ -181,9 +184,10 @@ async def test_spool_left_by_a_previous_run_is_replayed_and_damage_is_kept_aside
     await asyncio.wait_for(writer.wait_replayed(), 30)
     await writer.close()
     meters = sorted({r["meter_id"] for r in await fetch_all(pg_dsn)})
-    assert meters == [*range(1, 11), *range(21, 31)]
-    assert [p.name for p in (tmp_path / "spool" / "rejected").iterdir()] == [first.name]
-    assert writer.replayed == 40 and writer.spool_bytes == 0 and "damaged record" in (writer.last_error or "")
+    assert meters == [*range(1, 11), *range(21, 41)]
+    assert list((tmp_path / "spool" / "rejected").iterdir()) == []
+    assert len(list((tmp_path / "spool" / "quarantine").glob("*.bad"))) == writer.spool_quarantined == 1
+    assert writer.replayed == 60 and writer.spool_bytes == 0 and "quarantined" in (writer.last_error or "")
 
 
 async def test_lanes_creating_the_same_new_partition_concurrently(pg_dsn: str, tmp_path: Path) -> None:

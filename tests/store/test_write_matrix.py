@@ -1,0 +1,501 @@
+"""One declaration of who may write what on the tables that decide money or a relay (login × table ×
+operation × signed-in operator role), tried cell by cell against the real database as the documented
+logins: every allowed cell succeeds, every other one is refused by the database (issue 21)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from headend.control.manual import request_command
+from headend.operators import authenticate
+from headend.store.approvals import approve
+from tests.support.operators import PASSWORD, add_operators
+
+ME = "coalesce(headend_current_operator(), '1009')"  # the signed-in operator, or someone else
+AS_ME = "SELECT set_config('headend.actor', coalesce(headend_current_operator(), 'system'), true)"
+LEDGER = "INSERT INTO ledger (account_id, kind, amount, idempotency_key) VALUES "
+
+
+@dataclass(frozen=True)
+class Write:
+    """One operation on one table, as statements run in one transaction."""
+
+    table: str
+    operation: str
+    statements: tuple[str, ...]
+
+
+# Who is connected: (login, role of the signed-in operator or None).
+Principal = tuple[str, str | None]
+DAEMON: Principal = ("daemon", None)
+DESK: Principal = ("billing", None)
+ROLES = ("viewer", "operator", "approver", "cashier", "admin")
+PRINCIPALS: tuple[Principal, ...] = (DAEMON, DESK, *(("billing", r) for r in ROLES), ("reporting", None))
+
+
+def desk(*roles: str) -> frozenset[Principal]:
+    return frozenset(("billing", r) for r in roles)
+
+
+NOBODY: frozenset[Principal] = frozenset()
+
+# The declaration: each write and exactly who may do it (docs/safety.md, "Who may write what").
+MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
+    (
+        Write(
+            "bills",
+            "issue with its ledger charge",
+            (
+                "WITH b AS (INSERT INTO bills"
+                " (account_id, period_start, period_end, consumption, amount, due_at)"
+                " VALUES (:paying, '2026-06-01', '2026-07-01', 10, 5, '2026-07-02') RETURNING id, amount)"
+                " INSERT INTO ledger (account_id, kind, amount, idempotency_key)"
+                " SELECT :paying, 'charge', -amount, 'bill:' || id FROM b",
+            ),
+        ),
+        {DAEMON} | desk("cashier"),
+    ),
+    (
+        Write(
+            "bills",
+            "issue an overdue bill without a charge",
+            (
+                "INSERT INTO bills (account_id, period_start, period_end, consumption, amount, due_at)"
+                " VALUES (:paying, '2025-01-01', '2025-02-01', 10, 500, '2025-02-02')",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "bills",
+            "settle a bill the money covers",
+            ("UPDATE bills SET paid_at = now() WHERE id = :covered",),
+        ),
+        {DAEMON} | desk("cashier"),
+    ),
+    (
+        Write("bills", "settle a bill without money", ("UPDATE bills SET paid_at = now() WHERE id = :owed",)),
+        NOBODY,
+    ),
+    (
+        Write("bills", "un-pay a settled bill", ("UPDATE bills SET paid_at = NULL WHERE id = :settled",)),
+        NOBODY,
+    ),
+    (Write("bills", "change an amount", ("UPDATE bills SET amount = 1 WHERE id = :owed",)), NOBODY),
+    (
+        Write(
+            "ledger",
+            "charge (a debit)",
+            (LEDGER + "(:paying, 'charge', -1, 'c')",),
+        ),
+        {DAEMON} | desk("cashier"),
+    ),
+    (
+        Write(
+            "ledger",
+            "positive charge (a credit)",
+            (LEDGER + "(:paying, 'charge', 5, 'c')",),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "ledger",
+            "adjustment",
+            (LEDGER + "(:paying, 'adjustment', 5, 'a')",),
+        ),
+        desk("cashier"),
+    ),
+    (Write("ledger", "rewrite", ("UPDATE ledger SET amount = 1000",)), NOBODY),
+    (
+        Write(
+            "payments",
+            "record under the signed-in operator",
+            (
+                "INSERT INTO payments (account_id, amount, reference, operator)"
+                f" VALUES (:owing, 5, 'P9', {ME})",
+            ),
+        ),
+        desk("cashier"),
+    ),
+    (
+        Write(
+            "balances",
+            "move billed_until",
+            ("UPDATE balances SET billed_until = '2030-01-01' WHERE account_id = :paying",),
+        ),
+        {DAEMON} | desk("cashier"),
+    ),
+    (
+        Write("balances", "set a balance", ("UPDATE balances SET balance = 1000 WHERE account_id = :owing",)),
+        NOBODY,
+    ),
+    (
+        Write(
+            "accounts", "raise a credit limit", ("UPDATE accounts SET credit_limit = 1000 WHERE id = :owing",)
+        ),
+        desk("admin"),
+    ),
+    (
+        Write("accounts", "clear arrears", ("UPDATE accounts SET arrears = false WHERE id = :owing",)),
+        {DAEMON} | desk("admin"),
+    ),
+    (
+        Write(
+            "meters",
+            "move a meter's account",
+            ("UPDATE meters SET account_id = :owing WHERE id = :assigned",),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "meter_assignments",
+            "assign a meter",
+            (
+                "INSERT INTO meter_assignments (meter_id, account_id, effective_from, operator)"
+                f" VALUES (:spare, :owing, now(), {ME})",
+            ),
+        ),
+        desk("admin"),
+    ),
+    (
+        Write(
+            "meter_replacements",
+            "record a replacement",
+            (
+                "INSERT INTO meter_replacements"
+                " (old_meter_id, new_meter_id, replaced_at, final_kwh, initial_kwh, operator)"
+                f" VALUES (:assigned, :spare, now(), '{{}}', '{{}}', {ME})",
+            ),
+        ),
+        desk("admin"),
+    ),
+    (
+        Write("meter_replacements", "read", ("SELECT count(*) FROM meter_replacements",)),
+        frozenset(PRINCIPALS),
+    ),
+    (
+        Write(
+            "tariff_prices",
+            "add a price",
+            (
+                "INSERT INTO tariff_prices (tariff_id, register, price, effective_from)"
+                " VALUES (:tariff, 'total', 0, '2020-01-01')",
+            ),
+        ),
+        desk("admin"),
+    ),
+    (
+        Write(
+            "commands",
+            "create a manual disconnect",
+            (
+                AS_ME,
+                "INSERT INTO commands (meter_id, action, cause, operator, expires_at)"
+                f" VALUES (:spare, 'disconnect', 'manual', {ME}, now() + interval '1 day')",
+            ),
+        ),
+        desk("operator"),
+    ),
+    (
+        Write(
+            "commands",
+            "create an automatic disconnect",
+            (
+                "INSERT INTO commands (meter_id, action, cause, operator, expires_at)"
+                " VALUES (:spare, 'disconnect', 'arrears', 'system', now() + interval '1 day')",
+            ),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "commands",
+            "postpone a reconnect",
+            ("UPDATE commands SET next_attempt_at = now() + interval '1 year' WHERE id = :reconnect",),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "commands",
+            "cancel a reconnect",
+            (AS_ME, "UPDATE commands SET state = 'cancelled' WHERE id = :reconnect"),
+        ),
+        {DAEMON} | desk("operator", "admin"),
+    ),
+    (
+        Write(
+            "commands",
+            "cancel a command awaiting approval",
+            (AS_ME, "UPDATE commands SET state = 'cancelled' WHERE id = :waiting"),
+        ),
+        {DAEMON} | desk("operator", "admin"),
+    ),
+    (
+        Write("commands", "approve", (AS_ME, f"UPDATE commands SET approved_by = {ME} WHERE id = :waiting")),
+        desk("approver"),
+    ),
+    (
+        Write(
+            "commands",
+            "send before approval",
+            ("UPDATE commands SET state = 'sent', attempts = 1 WHERE id = :waiting",),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "commands",
+            "send",
+            (
+                "SELECT set_config('headend.actor', 'executor', true)",
+                "UPDATE commands SET state = 'sent', attempts = 1 WHERE id = :reconnect",
+            ),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "commands",
+            "confirm with invented evidence",
+            (AS_ME, "UPDATE commands SET state = 'confirmed', evidence = '{\"ok\": true}' WHERE id = :field"),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "commands",
+            "confirm with a read-back showing the relay open",
+            (
+                "SELECT set_config('headend.actor', 'executor', true)",
+                "UPDATE commands SET state = 'confirmed', evidence = '{\"state\": {\"open\": true}}'"
+                " WHERE id = :field",
+            ),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "audit_log",
+            "write under 'admin'",
+            ("INSERT INTO audit_log (actor, action) VALUES ('admin', 'x')",),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "audit_log",
+            "write under 'system'",
+            ("INSERT INTO audit_log (actor, action) VALUES ('system', 'x')",),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "audit_log",
+            "write under the signed-in operator",
+            (f"INSERT INTO audit_log (actor, action) VALUES ({ME}, 'x')",),
+        ),
+        desk(*ROLES),
+    ),
+    (Write("audit_log", "rewrite", ("UPDATE audit_log SET actor = 'x'",)), NOBODY),
+)
+
+OPERATORS = {role: str(1001 + i) for i, role in enumerate(ROLES)}  # 1001 viewer ... 1005 admin
+
+
+async def _seed(owner: asyncpg.Connection) -> dict[str, int]:
+    """Accounts, meters, bills and commands the matrix writes to; their ids by name."""
+    await add_operators(
+        owner, **{f"o{op}": role for role, op in OPERATORS.items()}, o1009="operator,approver"
+    )
+    ids: dict[str, int] = {}
+    ids["tariff"] = await owner.fetchval("INSERT INTO tariffs (name, kind) VALUES ('t', 'flat') RETURNING id")
+    channel = await owner.fetchval(
+        "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id"
+    )
+    for name, kind in (("paying", "postpaid"), ("owing", "postpaid")):
+        ids[name] = await owner.fetchval(
+            "INSERT INTO accounts (number, kind) VALUES ($1, $2) RETURNING id", name, kind
+        )
+    # paying: a bill of 30, charged and paid for (balance 0); owing: a bill of 50, charged, no money
+    for key, account, amount, paid, month in (
+        ("covered", "paying", 30, 30, 1),
+        ("owed", "owing", 50, 0, 2),
+        ("settled", "owing", 20, 20, 3),
+    ):
+        ids[key] = await owner.fetchval(
+            "INSERT INTO bills (account_id, period_start, period_end, consumption, amount, due_at, paid_at)"
+            " VALUES ($1, make_timestamptz(2026, $3, 1, 0, 0, 0, 'UTC'),"
+            " make_timestamptz(2026, $3, 28, 0, 0, 0, 'UTC'), 1, $2,"
+            " make_timestamptz(2026, $3, 28, 0, 0, 0, 'UTC'),"
+            " CASE WHEN $4 THEN now() END) RETURNING id",
+            ids[account],
+            amount,
+            month,
+            key == "settled",
+        )
+        await owner.execute(
+            "INSERT INTO ledger (account_id, kind, amount, idempotency_key) VALUES ($1, 'charge', $2, $3)",
+            ids[account],
+            -amount,
+            f"bill:{ids[key]}",
+        )
+        if paid:
+            await owner.execute(
+                LEDGER + "($1, 'payment', $2, $3)",
+                ids[account],
+                paid,
+                f"pay:{ids[key]}",
+            )
+    for name in ("paying", "owing"):
+        await owner.execute(
+            "INSERT INTO balances (account_id, balance)"
+            " SELECT $1, sum(amount) FROM ledger WHERE account_id = $1",
+            ids[name],
+        )
+    await owner.execute(
+        "UPDATE accounts SET arrears = true, arrears_since = now() WHERE id = $1", ids["owing"]
+    )
+    for name, address, account in (("assigned", "000000000001", "paying"), ("spare", "000000000002", None)):
+        ids[name] = await owner.fetchval(
+            "INSERT INTO meters (protocol, address, model, channel_id, account_id, has_relay)"
+            " VALUES ('dlt645-2007', $1, 'dlt645-generic', $2, $3, true) RETURNING id",
+            address,
+            channel,
+            ids[account] if account else None,
+        )
+    extra = await owner.fetchval(
+        "INSERT INTO meters (protocol, address, model, channel_id, has_relay)"
+        " VALUES ('dlt645-2007', '000000000003', 'dlt645-generic', $1, true) RETURNING id",
+        channel,
+    )
+    ids["reconnect"] = await owner.fetchval(
+        "INSERT INTO commands (meter_id, action, cause, operator, expires_at)"
+        " VALUES ($1, 'reconnect', 'payment', 'system', now() + interval '1 day') RETURNING id",
+        ids["assigned"],
+    )
+    ids["waiting"] = await owner.fetchval(
+        "INSERT INTO commands (meter_id, action, cause, operator, requires_approval, expires_at)"
+        " VALUES ($1, 'disconnect', 'arrears', 'system', true, now() + interval '1 day') RETURNING id",
+        extra,
+    )
+    field_meter = await owner.fetchval(
+        "INSERT INTO meters (protocol, address, model, channel_id, has_relay)"
+        " VALUES ('dlt645-2007', '000000000004', 'dlt645-generic', $1, true) RETURNING id",
+        channel,
+    )
+    ids["field"] = await owner.fetchval(
+        "INSERT INTO commands (meter_id, action, cause, operator, state, attempts, expires_at)"
+        " VALUES ($1, 'disconnect', 'field', '1002', 'sent', 1, now() + interval '1 day') RETURNING id",
+        field_meter,
+    )
+    return ids
+
+
+@pytest.fixture
+async def principals(
+    pg_dsn: str, logins: dict[str, str]
+) -> AsyncIterator[tuple[dict[Principal, asyncpg.Connection], dict[str, int]]]:
+    owner = await asyncpg.connect(pg_dsn)
+    conns: dict[Principal, asyncpg.Connection] = {}
+    try:
+        ids = await _seed(owner)
+        for login, role in PRINCIPALS:
+            conn = await asyncpg.connect(logins[login])
+            conns[(login, role)] = conn
+            if role is not None:
+                await authenticate(conn, OPERATORS[role], PASSWORD, role)
+        yield conns, ids
+    finally:
+        for conn in conns.values():
+            await conn.close()
+        await owner.close()
+
+
+class _Undo(Exception):
+    """Rolls an allowed write back so that every cell starts from the same rows."""
+
+
+async def _try(conn: asyncpg.Connection, write: Write, ids: dict[str, int]) -> str | None:
+    """None if the write went through (then undone), else the refusal."""
+    try:
+        async with conn.transaction():
+            await conn.execute("SET CONSTRAINTS ALL IMMEDIATE")  # deferred money checks fire per statement
+            for statement in write.statements:
+                for name, value in sorted(ids.items(), key=lambda kv: -len(kv[0])):
+                    statement = statement.replace(f":{name}", str(value))
+                await conn.execute(statement)
+            raise _Undo
+    except _Undo:
+        return None
+    except asyncpg.InsufficientPrivilegeError as exc:
+        return str(exc)
+
+
+def test_the_declaration_names_every_principal_it_allows() -> None:
+    for write, allowed in MATRIX:
+        assert allowed <= set(PRINCIPALS), write
+
+
+async def test_every_cell_of_the_declaration_against_the_database(
+    principals: tuple[dict[Principal, asyncpg.Connection], dict[str, int]],
+) -> None:
+    conns, ids = principals
+    wrong = []
+    for write, allowed in MATRIX:
+        for principal in PRINCIPALS:
+            refusal = await _try(conns[principal], write, ids)
+            if (refusal is None) != (principal in allowed):
+                verdict = "allowed" if refusal is None else f"refused ({refusal})"
+                wrong.append(f"{write.table}: {write.operation} by {principal}: {verdict}")
+    assert wrong == []
+
+
+async def test_one_operator_cannot_create_and_execute_disconnects_in_a_row_without_an_approver(
+    pg_dsn: str, logins: dict[str, str]
+) -> None:
+    """The two-person rule of automation holds for manual disconnects: beyond ten by one operator in an
+    hour each waits for an approver, and the daemon login cannot send it before the approval."""
+    owner = await asyncpg.connect(pg_dsn)
+    desk = await asyncpg.connect(logins["billing"])
+    daemon = await asyncpg.connect(logins["daemon"])
+    try:
+        await add_operators(owner, o1002="operator", o1003="approver")
+        channel = await owner.fetchval(
+            "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id"
+        )
+        await owner.executemany(
+            "INSERT INTO meters (protocol, address, model, channel_id, has_relay)"
+            " VALUES ('dlt645-2007', $1, 'dlt645-generic', $2, true)",
+            [(f"{n:012d}", channel) for n in range(1, 16)],
+        )
+        await authenticate(desk, "1002", PASSWORD, "operator")
+        now = datetime.now(UTC)
+        created = [
+            await request_command(desk, f"{n:012d}", "disconnect", operator="1002", reason="visit", now=now)
+            for n in range(1, 16)
+        ]
+        waiting = await owner.fetch(
+            "SELECT id FROM commands WHERE requires_approval AND approved_by IS NULL ORDER BY id"
+        )
+        assert [r["id"] for r in waiting] == created[10:]
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="waits for an approver"):
+            await daemon.execute(
+                "UPDATE commands SET state = 'sent', attempts = 1 WHERE id = $1", created[10]
+            )
+        await authenticate(desk, "1003", PASSWORD, "approver")
+        assert await approve(desk, created[10:11], "1003", "checked") == created[10:11]
+        await daemon.execute("SELECT set_config('headend.actor', 'executor', false)")
+        await daemon.execute("UPDATE commands SET state = 'sent', attempts = 1 WHERE id = $1", created[10])
+    finally:
+        for conn in (daemon, desk, owner):
+            await conn.close()
