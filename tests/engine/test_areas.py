@@ -11,7 +11,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.support.operators import add_operators, import_inventory_cli, operator_env
+from headend.operators import authenticate
+from tests.support.operators import PASSWORD, add_operators, import_inventory_cli, operator_env
 
 METERS = """
 [[channels]]
@@ -206,4 +207,43 @@ async def test_the_database_refuses_overlaps_and_non_admins(pg_dsn: str, tmp_pat
     )
     assert done.returncode != 0
     assert "admin" in done.stderr and "Traceback" not in done.stderr
+    assert await _memberships(pg_dsn) == [("c1", "T1", "2026-11-01", None)]
+
+
+async def test_least_privilege_logins_on_areas(pg_dsn: str, tmp_path: Path, logins: dict[str, str]) -> None:
+    """The daemon and reporting logins may read areas, never write them; the desk login writes them only
+    for a signed-in admin. Everyone may refresh line losses (derived figures), nobody writes them directly."""
+    text = METERS.format(meters=_meters("s1", "c1")) + _area("T1", "s1", ["c1"], "2026-11-01")
+    assert import_inventory_cli(pg_dsn, _write(tmp_path, "one.toml", text)).returncode == 0
+    owner = await asyncpg.connect(pg_dsn)
+    await add_operators(owner, o1001="operator", o1002="admin")
+    await owner.close()
+    for name in ("daemon", "reporting"):
+        conn = await asyncpg.connect(logins[name])
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM areas") == 1
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("UPDATE areas SET loss_limit_pct = 50")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(
+                    "INSERT INTO line_losses (area_id, day, meters, inputs) VALUES (1, '2026-11-02', 1, '')"
+                )
+            assert await conn.fetchval(
+                "SELECT headend_line_loss_refresh('2026-11-02', '2026-11-01T16:00Z', '2026-11-02T16:00Z')"
+            ) in (0, 1)
+        finally:
+            await conn.close()
+    desk = await asyncpg.connect(logins["billing"])
+    try:
+        await authenticate(desk, "1001", PASSWORD, "operator")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="admin"):
+            await desk.execute("UPDATE areas SET loss_limit_pct = 50")
+    finally:
+        await desk.close()
+    desk = await asyncpg.connect(logins["billing"])
+    try:
+        await authenticate(desk, "1002", PASSWORD, "admin")
+        assert await desk.execute("UPDATE areas SET loss_limit_pct = 50") == "UPDATE 1"
+    finally:
+        await desk.close()
     assert await _memberships(pg_dsn) == [("c1", "T1", "2026-11-01", None)]
