@@ -9,8 +9,9 @@ import asyncpg
 import typer
 
 from headend import __version__
+from headend.commands.app import CommandGroup
 
-app = typer.Typer(
+app = CommandGroup(
     name="headend",
     help="Head-end system for DL/T 645 and Modbus electricity meters.",
     no_args_is_help=True,

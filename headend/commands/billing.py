@@ -17,6 +17,7 @@ from headend.billing.charging import BillingError, bill_account
 from headend.billing.payments import PaymentError, PaymentOutcome, import_csv, parse_amount, record_payment
 from headend.billing.tariff import TariffError
 from headend.billing.vee import HoldError, resolve_hold, validate_new
+from headend.commands.app import CommandGroup
 from headend.commands.auth import OperatorId, login
 from headend.commands.common import ConfigPath, Dsn, chosen_config, fail, run_with_conn
 from headend.operators import OperatorError
@@ -24,7 +25,7 @@ from headend.store.accounts import account_statuses, billable_accounts
 from headend.store.audit import audit
 from headend.store.vee import open_holds
 
-billing_app = typer.Typer(
+billing_app = CommandGroup(
     help="Billing: payments, account status, billing runs, meter replacement.", no_args_is_help=True
 )
 

@@ -11,10 +11,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from headend.commands.app import CommandGroup
 from headend.store.dialin import PendingRow, list_pending
 from headend.store.dsn import resolve_dsn
 
-channels_app = typer.Typer(help="Channels as the daemon sees them.", no_args_is_help=True)
+channels_app = CommandGroup(help="Channels as the daemon sees them.", no_args_is_help=True)
 
 
 async def _pending(dsn: str) -> list[PendingRow]:
