@@ -15,10 +15,10 @@ from decimal import Decimal
 
 import asyncpg
 
-from headend.audit import audit
 from headend.billing.consumption import is_rollover
 from headend.billing.limits import MeterLimits, limits_of
 from headend.store import vee as store
+from headend.store.audit import audit
 
 RESOLUTIONS = ("accepted", "replaced", "corrected")
 

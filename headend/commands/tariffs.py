@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import asyncpg
 import typer
 
-from headend.audit import audit
 from headend.billing.tariff import TariffError, parse_block, parse_slot
 from headend.commands.app import CommandGroup
 from headend.commands.auth import OperatorId, login
 from headend.commands.common import Dsn, fail, run_with_conn
 from headend.operators import OperatorError
+from headend.store.audit import audit
 from headend.store.tariffs import insert_tariff, tariffs
 
 tariffs_app = CommandGroup(

@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 from headend.drivers.base import (
     Capabilities,
-    Credentials,
     DriverError,
     EventRecord,
     LineError,
@@ -26,6 +25,7 @@ from headend.drivers.base import (
     SwitchResult,
     load_model,
 )
+from headend.secrets import Credentials
 from headend.transport import ExchangeTimeout, FrameBus
 from headend.vocabulary import SwitchOperation, SwitchStatus
 from protocols.dlt645 import (

@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from headend.concentrators.service import run as concentrator_duties
 from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
@@ -27,7 +28,13 @@ ENERGY_SQL = (
 
 
 def make_engine(config: object, pg_dsn: str, tmp_path: Path) -> Engine:
-    return Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())  # type: ignore[arg-type]
+    return Engine(
+        config,
+        pg_dsn,
+        ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
+        DriverPort(),
+        duties=[concentrator_duties],
+    )  # type: ignore[arg-type]
 
 
 async def test_cycles_store_native_energy_and_forwarded_voltage_for_the_right_meter(
