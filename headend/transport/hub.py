@@ -133,7 +133,7 @@ class DialinHub:
         self._log_unknown(device, inbound)
         if entry.held:
             self.counts["held"] += 1
-            inbound.state = "held"
+            inbound.move_to("held")
             older = self.held.get(device)
             self.held[device] = inbound
             if older is not None:
@@ -160,7 +160,7 @@ class DialinHub:
             self.observer(event, inbound)
 
     def _bind_known(self, inbound: Inbound, device: DeviceKey) -> None:
-        inbound.state = "bound"
+        inbound.move_to("bound")
         older = self.live.get(device)
         self.live[device] = inbound
         if older is not None and older is not inbound:
