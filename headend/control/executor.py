@@ -12,7 +12,7 @@ import asyncpg
 
 from headend.drivers.base import RelayState
 from headend.store.commands import claim_execution, get_command, release_execution, transition
-from headend.vocabulary import RECONNECT_OPERATION, SWITCH_OPERATION, SwitchOperation
+from headend.vocabulary import RECONNECT_OPERATION, SWITCH_OPERATION, CommandState, SwitchOperation
 
 DRIVER_ACTION = SWITCH_OPERATION  # relay action -> the operation the driver performs
 RETRY_BACKOFF = timedelta(seconds=30)
@@ -77,7 +77,7 @@ async def _row(conn: asyncpg.Connection, command_id: int) -> asyncpg.Record:
     return row
 
 
-async def _move(conn: asyncpg.Connection, row: asyncpg.Record, state: str, **changes: Any) -> str:
+async def _move(conn: asyncpg.Connection, row: asyncpg.Record, state: CommandState, **changes: Any) -> str:
     """Compare-and-set from the row's state to ``state``; the state the command is in afterwards."""
     if await transition(conn, row["id"], row["state"], state, **changes):
         return state

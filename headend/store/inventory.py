@@ -8,6 +8,8 @@ from datetime import datetime
 
 import asyncpg
 
+from headend.store.results import rows
+
 _UPSERT_CHANNEL = """
 INSERT INTO channels (name, kind, address, settings, enabled) VALUES ($1, $2, $3, $4::jsonb, $5)
 ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, address = EXCLUDED.address,
@@ -73,7 +75,8 @@ async def upsert_meters(conn: asyncpg.Connection, rows: Sequence[MeterRow]) -> N
 
 async def list_inventory(conn: asyncpg.Connection, channel: str | None = None) -> list[asyncpg.Record]:
     """Meters with their channel, in channel then address order (optionally one channel only)."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         """
         SELECT c.name AS channel, c.settings->>'url' AS url, c.enabled AS channel_enabled, m.id, m.name,
                m.protocol, m.address, m.unit_id, m.model, m.protected, m.has_relay, m.enabled
@@ -87,7 +90,8 @@ async def list_inventory(conn: asyncpg.Connection, channel: str | None = None) -
 
 async def meters_named(conn: asyncpg.Connection, ref: str) -> list[asyncpg.Record]:
     """``id`` and ``label`` of the meters named or addressed ``ref``."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         "SELECT id, coalesce(name, address) AS label FROM meters WHERE name = $1 OR address = $1 ORDER BY id",
         ref,
     )
@@ -105,13 +109,14 @@ async def inventory_version(conn: asyncpg.Connection) -> tuple[object, ...]:
 async def enabled_channels(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """``id, name, kind, address, settings`` (a dict) of the enabled channels."""
     await conn.set_type_codec("jsonb", encoder=str, decoder=json.loads, schema="pg_catalog")
-    return await conn.fetch("SELECT id, name, kind, address, settings FROM channels WHERE enabled")
+    return await rows(conn, "SELECT id, name, kind, address, settings FROM channels WHERE enabled")
 
 
 async def enabled_meters(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """The enabled, installed meters, by channel then id (``pn``/``port``: behind a concentrator)."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         "SELECT id, channel_id, protocol, address, unit_id, model, installed_at, name,"
         " (settings->>'pn')::int AS pn, (settings->>'port')::int AS port FROM meters"
-        " WHERE enabled AND removed_at IS NULL ORDER BY channel_id, id"
+        " WHERE enabled AND removed_at IS NULL ORDER BY channel_id, id",
     )

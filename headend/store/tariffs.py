@@ -8,6 +8,8 @@ from decimal import Decimal
 
 import asyncpg
 
+from headend.store.results import row, rows
+
 
 async def insert_tariff(
     conn: asyncpg.Connection,
@@ -35,12 +37,13 @@ async def insert_tariff(
 
 async def tariff(conn: asyncpg.Connection, tariff_id: int) -> asyncpg.Record:
     """Kind and definition of a tariff."""
-    return await conn.fetchrow("SELECT kind, definition FROM tariffs WHERE id = $1", tariff_id)
+    return await row(conn, "SELECT kind, definition FROM tariffs WHERE id = $1", tariff_id)
 
 
 async def tariffs(conn: asyncpg.Connection, name: str | None = None) -> list[asyncpg.Record]:
     """Tariffs (one, or all) with their register prices."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         """SELECT t.name, t.kind, t.currency, t.definition,
                   coalesce(jsonb_agg(jsonb_build_object('register', p.register, 'price', p.price::text,
                            'from', p.effective_from) ORDER BY p.register, p.effective_from)
@@ -69,7 +72,8 @@ async def interval_readings(
     conn: asyncpg.Connection, meter_ids: list[int], start: datetime, end: datetime
 ) -> list[asyncpg.Record]:
     """Valid total-register readings of the meters in ``[start, end]``, per meter in time order."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         """SELECT r.meter_id, r.ts, r.value FROM readings r JOIN quantities q ON q.id = r.quantity_id
            WHERE r.meter_id = ANY($1::int[]) AND q.name = 'energy_import_kwh' AND r.ts BETWEEN $2 AND $3
              AND r.value IS NOT NULL AND r.quality NOT IN ('suspect', 'missing')
@@ -82,4 +86,5 @@ async def interval_readings(
 
 async def tariff_id_by_name(conn: asyncpg.Connection, name: str) -> int | None:
     """A tariff's id by name."""
-    return await conn.fetchval("SELECT id FROM tariffs WHERE name = $1", name)
+    found: int | None = await conn.fetchval("SELECT id FROM tariffs WHERE name = $1", name)
+    return found

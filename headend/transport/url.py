@@ -21,6 +21,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
+from typing import TypedDict
 from urllib.parse import parse_qs, urlsplit
 
 from protocols.gdw1376 import Address, GDW1376Error
@@ -128,9 +129,22 @@ def _millis(url: str, key: str, text: str, maximum: float) -> float:
     return value / 1000
 
 
-def _options(url: str, query: dict[str, str]) -> dict[str, int | float | str]:
+class UrlOptions(TypedDict, total=False):
+    """The query options of a channel URL, as ``ChannelConfig`` fields (each only when given)."""
+
+    baud: int
+    bytesize: int
+    stopbits: int
+    retries: int
+    parity: str
+    gap_s: float
+    turnaround_s: float
+    msa: int
+
+
+def _options(url: str, query: dict[str, str]) -> UrlOptions:
     """The options common to all schemes, popped from ``query`` (what remains is scheme-specific)."""
-    options: dict[str, int | float | str] = {}
+    options: UrlOptions = {}
     rates = ", ".join(map(str, BAUD_RATES))
     if "baud" in query:
         options["baud"] = _integer(url, "baud", query.pop("baud"), BAUD_RATES, f"one of {rates}")
@@ -177,7 +191,7 @@ def parse_channel_url(url: str) -> ChannelConfig:
     if scheme == "serial":
         if not parts.path or parts.netloc:
             raise ChannelUrlError(f"serial URL needs a device path, e.g. serial:///dev/ttyUSB0, got {url!r}")
-        return ChannelConfig(scheme, path=parts.path, **options)  # type: ignore[arg-type]
+        return ChannelConfig(scheme, path=parts.path, **options)
     if scheme == "dtu":
         identity = parts.netloc + parts.path  # as registered: case kept, no host normalisation
         if not IDENTITY_RE.match(identity):
@@ -185,14 +199,14 @@ def parse_channel_url(url: str) -> ChannelConfig:
                 f"dtu URL needs the registration id (letters, digits, _.:-, up to 64), "
                 f"e.g. dtu://DTU-0001?baud=2400, got {url!r}"
             )
-        return ChannelConfig(scheme, identity=identity, **options)  # type: ignore[arg-type]
+        return ChannelConfig(scheme, identity=identity, **options)
     try:
         port = parts.port or DEFAULT_PORTS.get(scheme, 0)
     except ValueError:
         raise ChannelUrlError(f"bad port in {url!r} (1..65535)") from None
     if not parts.hostname or not port:
         raise ChannelUrlError(f"{scheme} URL needs host and port, e.g. {scheme}://10.0.0.5:8899, got {url!r}")
-    return ChannelConfig(scheme, host=parts.hostname, port=port, **options)  # type: ignore[arg-type]
+    return ChannelConfig(scheme, host=parts.hostname, port=port, **options)
 
 
 def check_protocol(protocol: str, config: ChannelConfig) -> None:
@@ -208,7 +222,7 @@ def check_protocol(protocol: str, config: ChannelConfig) -> None:
 
 
 def _concentrator(
-    url: str, scheme: str, netloc: str, query: dict[str, str], options: dict[str, int | float | str]
+    url: str, scheme: str, netloc: str, query: dict[str, str], options: UrlOptions
 ) -> ChannelConfig:
     """``gdw1376://ADDRESS`` or ``gdw1376+tcp://host:port?address=ADDRESS`` (see the module docstring)."""
     named = netloc if scheme == "gdw1376" else query.pop("address", "")
@@ -225,8 +239,8 @@ def _concentrator(
         raise ChannelUrlError(f"{exc} in {url!r}") from None
     options.setdefault("turnaround_s", CONCENTRATOR_TURNAROUND_S)
     if scheme == "gdw1376":
-        return ChannelConfig(scheme, identity=terminal, terminal=terminal, **options)  # type: ignore[arg-type]
+        return ChannelConfig(scheme, identity=terminal, terminal=terminal, **options)
     host, _, port = netloc.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ChannelUrlError(f"{scheme} URL needs host:port, e.g. {scheme}://10.0.0.5:9001, got {url!r}")
-    return ChannelConfig(scheme, host=host.strip("[]"), port=int(port), terminal=terminal, **options)  # type: ignore[arg-type]
+    return ChannelConfig(scheme, host=host.strip("[]"), port=int(port), terminal=terminal, **options)

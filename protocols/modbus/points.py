@@ -57,7 +57,7 @@ class Point:
         if len(registers) != self.count:
             raise PointError(f"{self.name}: needs {self.count} registers, got {len(registers)}")
         words = registers if self.word_order == "big" else list(reversed(registers))
-        raw = struct.unpack(">" + TYPES[self.type][0], struct.pack(f">{self.count}H", *words))[0]
+        raw: float = struct.unpack(">" + TYPES[self.type][0], struct.pack(f">{self.count}H", *words))[0]
         return raw * self.scale if self.scale != 1 else raw
 
     def encode(self, value: float) -> list[int]:
