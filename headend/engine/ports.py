@@ -9,23 +9,28 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from headend.config import RelayConfig
+from headend.drivers import Secrets, capabilities_for, make_driver
+from headend.drivers.base import Capabilities, MeterDriver, MeterRefused, NotSupported
+from headend.drivers.base import ProfileRecord as DriverProfileRecord
 from headend.engine.backfill import ProfileRecord
 from headend.engine.events import MeterEvent
 from headend.engine.model import ChannelSpec, MeterSpec
+from headend.metrics import EngineMetrics
+from headend.secrets import MeterSecrets, SecretsError
+from headend.transport import (
+    Bus,
+    ChannelOffline,
+    ChannelUrlError,
+    check_protocol,
+    open_channel,
+    parse_channel_url,
+)
+from headend.transport.hub import DialinHub
 from headend.vocabulary import ReadingQuality
-
-if TYPE_CHECKING:
-    from headend.drivers import Secrets
-    from headend.drivers.base import Capabilities, MeterDriver
-    from headend.drivers.base import ProfileRecord as DriverProfileRecord
-    from headend.metrics import EngineMetrics
-    from headend.transport import Bus
-    from headend.transport.hub import DialinHub
 
 log = logging.getLogger(__name__)
 SECRETS_RETRY_S = 60.0  # an unreadable secrets file is tried again this often
@@ -49,37 +54,22 @@ def values_of(result: Any) -> dict[str, float]:
 
 def answered_errors() -> tuple[type[BaseException], ...]:
     """Errors meaning the meter answered (refusal, unsupported request): no mark against its health."""
-    return (NotImplementedError, *_driver_errors("MeterRefused", "NotSupported"))
+    return (NotImplementedError, MeterRefused, NotSupported)
 
 
 def offline_errors() -> tuple[type[BaseException], ...]:
     """Errors meaning the bus is unreachable by design (a dial-in device not connected), not the meter."""
-    try:
-        from headend.transport import ChannelOffline
-    except ImportError:
-        return ()
     return (ChannelOffline,)
 
 
 def unsupported_errors() -> tuple[type[BaseException], ...]:
     """Errors meaning the meter or model cannot do the request at all (e.g. keeps no load profile)."""
-    return (NotImplementedError, *_driver_errors("NotSupported"))
-
-
-@cache
-def _driver_errors(*names: str) -> tuple[type[BaseException], ...]:
-    try:
-        from headend.drivers import base
-    except ImportError:  # the engine also runs (e.g. inventory-only) without the drivers package
-        return ()
-    return tuple(getattr(base, name) for name in names if hasattr(base, name))
+    return (NotImplementedError, NotSupported)
 
 
 def _dialin_device(spec: ChannelSpec) -> tuple[str, str] | None:
     """The (listener kind, identity) a dial-in channel's device names itself with (None: the
     channel connects out)."""
-    from headend.transport import ChannelUrlError, parse_channel_url
-
     try:
         return parse_channel_url(spec.url).device
     except ChannelUrlError:
@@ -111,8 +101,6 @@ class DriverPort:
             return self.secrets
         if self._loaded is not None:
             return self._loaded
-        from headend.secrets import MeterSecrets, SecretsError
-
         now = time.monotonic()
         if now - self._failed_at < SECRETS_RETRY_S:
             return MeterSecrets()
@@ -128,8 +116,6 @@ class DriverPort:
         return self._loaded
 
     async def open_channel(self, spec: ChannelSpec) -> Bus:
-        from headend.transport import open_channel
-
         channel = open_channel(spec.url, self.hub)
         await channel.open()
         return channel
@@ -160,9 +146,6 @@ class DriverPort:
             metrics.dialin.labels(event).set(count)
 
     def make_driver(self, channel: Bus, meter: MeterSpec) -> MeterDriver:
-        from headend.drivers import make_driver
-        from headend.transport import check_protocol
-
         config = getattr(channel, "config", None)
         if config is not None:
             check_protocol(meter.protocol, config)  # a one-line ChannelUrlError, counted as a failure
@@ -193,8 +176,6 @@ class DriverPort:
 
     @staticmethod
     def _capabilities(meter: MeterSpec) -> Capabilities:
-        from headend.drivers import capabilities_for
-
         return capabilities_for(meter.protocol, meter.model)
 
     def profile_records(self, records: Iterable[DriverProfileRecord]) -> list[ProfileRecord]:
