@@ -9,7 +9,26 @@ import asyncpg
 import typer
 
 from headend import __version__
+from headend.commands import (
+    accounts,
+    billing,
+    channels,
+    commands,
+    concentrator,
+    db,
+    decode,
+    demo,
+    field,
+    inventory,
+    listen,
+    operators,
+    run,
+    sim,
+    tariffs,
+)
 from headend.commands.app import CommandGroup
+from headend.store.dsn import DsnError, dsn_source
+from headend.store.embedded import EmbeddedPostgresError
 
 app = CommandGroup(
     name="headend",
@@ -32,23 +51,6 @@ def version() -> None:
 
 def _register_commands() -> None:
     """Attach every command module to the application."""
-    from headend.commands import (
-        accounts,
-        billing,
-        channels,
-        commands,
-        concentrator,
-        db,
-        decode,
-        demo,
-        field,
-        inventory,
-        listen,
-        operators,
-        run,
-        sim,
-        tariffs,
-    )
 
     for module in (
         demo,
@@ -87,8 +89,6 @@ DATABASE_ERRORS = (
 
 def main() -> None:
     """Console-script entry point: expected failures end as one line on stderr, exit code 1."""
-    from headend.store.dsn import DsnError, dsn_source
-    from headend.store.embedded import EmbeddedPostgresError
 
     try:
         app()
