@@ -13,17 +13,24 @@
     reading (total + 4 tariffs = 5 readings per meter), against the same-run baseline: decoding the
     same answer frames alone (the codec's share). The simulators keep ``--history-days`` of load
     profile (default 1: the freezes do not need the curves, and a day costs most of a meter's start).
+(d) ``curves``: N concentrators x 32 meters as in (b): a day of 15-minute power (F81), voltage
+    (F89..F91) and current (F92..F94) curves of every meter, one multi-unit AFN 0D request per
+    meter (``ConcentratorMeterDriver.curve_points``, as the backfill asks), all concentrators in
+    parallel. Wall time and CPU microseconds of this process per point turned into a meter quantity
+    (decoded, converted, ready for the writer; the database write is not part of it), against the
+    same-run baseline: decoding the same answer frames alone. The simulators' meters are
+    single-phase, so phases B and C come back as no-data (EE) and are not counted as points.
 (c) ``storm``: N concentrators (``--concentrators`` over ``--processes`` simulator processes, one
     meter each) dial in at once to one ``gdw1376`` listener in this process and log in (AFN 02 F1,
     confirmed by the listener): time from the first login until all N are bound, CPU of this process
     per login (accept + identification + confirmation + binding). Same-run baseline: the same number
     of DTUs (``headend sim dtu``, registration packet) dialling in to a ``dtu`` listener.
 
-Usage: python bench/concentrator.py [--part forward|freeze|storm|all] [--concentrators 20]
+Usage: python bench/concentrator.py [--part forward|freeze|curves|storm|all] [--concentrators 20]
     [--processes 2] [--latency-ms 300] [--reads 40] [--history-days 1]
 The issue's figure is 1,000 concentrators x 32 meters: ``--part freeze --concentrators 1000
---processes 8`` and ``--part storm --concentrators 1000 --processes 4`` (sizes and figures in
-docs/benchmarks.md).
+--processes 8`` (``--part curves`` the same) and ``--part storm --concentrators 1000 --processes 4``
+(sizes and figures in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -223,6 +230,59 @@ async def freeze(descriptions: list[dict], latency_ms: float, sim_pids: list[int
     )
 
 
+BENCH_CURVES = ((81,), (89, 90, 91, 92, 93, 94))  # power, voltage and current per phase
+
+
+async def curves(descriptions: list[dict], latency_ms: float, sim_pids: list[int]) -> None:
+    links = [link_of(d) for d in descriptions]
+    await asyncio.gather(*(link.open() for link in links))
+    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=20)
+    start = end - timedelta(days=1) + timedelta(minutes=15)
+    captured: list[bytes] = []
+    original = ConcentratorLink._received
+
+    def capture(self: ConcentratorLink, stream: object, raw: bytes) -> None:
+        captured.append(raw)
+        original(self, stream, raw)  # type: ignore[arg-type]
+
+    async def one(link: ConcentratorLink, meters: list[dict]) -> int:
+        count = 0
+        for pn, meter in enumerate(meters, start=1):
+            driver = ConcentratorMeterDriver(link, meter["address"], pn=pn, port=meter["port"])
+            points = await driver.curve_points(start, end, BENCH_CURVES)
+            count += sum(len(values) for values in points.values())
+        return count
+
+    ConcentratorLink._received = capture  # type: ignore[method-assign]
+    sims_before, cpu_before, wall_before = sims_cpu_s(sim_pids), cpu_s(), time.perf_counter()
+    pairs = zip(links, descriptions, strict=True)
+    counts = await asyncio.gather(*(one(link, d["meters"]) for link, d in pairs))
+    wall = time.perf_counter() - wall_before
+    cpu = cpu_s() - cpu_before
+    sims_cpu = sims_cpu_s(sim_pids) - sims_before
+    ConcentratorLink._received = original  # type: ignore[method-assign]
+    requests = sum(link.stats.requests for link in links)
+    await asyncio.gather(*(link.close() for link in links))
+    decode_started = time.process_time()
+    for raw in captured:
+        decode(raw)
+    decode_cpu = time.process_time() - decode_started
+    points = sum(counts)
+    meters = sum(len(d["meters"]) for d in descriptions)
+    print(
+        f"(d) a day of 15-minute power, voltage and current curves: {len(links)} concentrators, "
+        f"{meters} meters, {latency_ms:g} ms latency, {len(sim_pids)} simulator process(es)"
+    )
+    print(f"    wall {wall:.2f} s ({requests} AFN 0D requests, {len(captured)} frames in); {points} points")
+    print(f"    CPU meanwhile: this process {cpu:.2f} s, the simulator processes {sims_cpu:.2f} s")
+    per_point = cpu / points * 1e6 if points else float("nan")
+    baseline = decode_cpu / points * 1e6 if points else float("nan")
+    print(
+        f"    CPU {per_point:.1f} us per point in this process; decoding the same frames alone "
+        f"{baseline:.1f} us per point (ratio {per_point / baseline:.1f}x)"
+    )
+
+
 async def spawn(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "headend.cli", "sim", *args,
@@ -297,7 +357,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--part", choices=["forward", "freeze", "storm", "all"], default="all")
+    parser.add_argument("--part", choices=["forward", "freeze", "curves", "storm", "all"], default="all")
     parser.add_argument("--concentrators", type=int, default=20)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--meters", type=int, default=32)
@@ -322,6 +382,14 @@ def main() -> None:
         )
         try:
             asyncio.run(freeze(described, args.latency_ms, [proc.pid for proc in procs]))
+        finally:
+            stop_sims(procs)
+    if args.part in ("curves", "all"):
+        procs, described = start_sims(
+            args.concentrators, args.processes, args.latency_ms, args.meters, max(1, args.history_days)
+        )
+        try:
+            asyncio.run(curves(described, args.latency_ms, [proc.pid for proc in procs]))
         finally:
             stop_sims(procs)
     if args.part in ("storm", "all"):

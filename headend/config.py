@@ -320,6 +320,15 @@ def _check_pattern(value: str) -> None:
     parse_pattern(value)
 
 
+class ListenerTlsConfig(_Section):
+    """TLS on a dial-in listener: our certificate and key, and the CA that signs the devices' client
+    certificates (required; a device's certificate common name must be the identity it sends)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path
+
+
 class ListenerConfig(_Section):
     """One listening address for devices that dial in (cellular DTUs, or Q/GDW 1376.1 concentrators:
     ``kind = "gdw1376"``, identified by their login frame; ``registration`` and ``heartbeat`` are
@@ -333,7 +342,20 @@ class ListenerConfig(_Section):
     max_bytes_before_id: int = Field(256, ge=1, le=65536)
     silent_timeout: Duration = 300.0  # nothing received, not even a heartbeat: closed
     max_connections: int = Field(10_000, ge=1)
-    max_per_address: int = Field(100, ge=1)
+    max_per_address: int = Field(100, ge=1)  # connections still identifying, per source address
+    allow: list[str] = Field(default_factory=list)  # source networks (CIDR); empty: any
+    conflict: Literal["keep", "replace"] = "keep"  # a second connection with a connected identity
+    replace_silent_after: Duration = 120.0  # an established connection silent this long is replaced
+    tls: ListenerTlsConfig | None = None
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        from headend.transport.url import parse_networks
+
+        for item in value:
+            parse_networks(item)
+        return value
 
     @field_validator("address")
     @classmethod

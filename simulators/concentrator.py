@@ -8,11 +8,12 @@ Usage (tests, ``headend sim concentrator``)::
     sim.counts             # Counter: logins, heartbeats, requests by AFN, denials, redials
     await sim.stop()
 
-It answers AFN 0C F2 / F129, AFN 0D F161 / F101..F104, AFN 0E F1/F2 (ERC 14 after a power cut,
-with ACD and EC on every uplink answer until the master has read the events), AFN 0A F10, AFN 04
-F10 (kept archive), AFN 05 F31 (its clock), and AFN 10 F1 (the DL/T 645 frame goes to the meter on
-that port with line timing at the requested baud; the meter's reply, or nothing after the frame
-timeout, comes back; a frame sent at another baud than the meters' or not 8E1 is not understood).
+It answers AFN 0C F2 / F25 / F129, AFN 0D F161 and the curves (F81..F108, F145..F148), AFN 0E
+F1/F2 (ERC 14 after a power cut, with ACD and EC on every uplink answer until the master has read
+the events), AFN 0A F10, AFN 04 F10 (kept archive), AFN 05 F31 (its clock), and AFN 10 F1 (the
+DL/T 645 frame goes to the meter on that port with line timing at the requested baud; the meter's
+reply, or nothing after the frame timeout, comes back; a frame sent at another baud than the
+meters' or not 8E1 is not understood).
 Answers larger than ``max_frame_bytes`` go out as multi-frame replies. Everything else is denied
 (AFN 00 F2). One request is served at a time, each after ``latency_ms``.
 Faults: see ``simulators.concentrator_faults``.
@@ -58,7 +59,7 @@ from protocols.gdw1376 import (
     link_test,
     response_frames,
 )
-from protocols.gdw1376.data import ARCHIVE_BAUDS, CURVE_FNS
+from protocols.gdw1376.data import ARCHIVE_BAUDS, CURVE_FNS, SNAPSHOT_FN
 from simulators.clock import MeterClock, TimeSource
 from simulators.concentrator_faults import ConcentratorFaults
 from simulators.concentrator_meters import MeterPool, MeterSetup
@@ -92,6 +93,7 @@ class ConcentratorSpec:
     max_frame_bytes: int = 1024
     utc_offset_h: float = 8.0
     history_days: int = 7
+    three_phase: int = 0  # the first N meters are three-phase, the others single-phase
     turnaround_s: float = 0.05  # the meters' answer delay
     pw: bytes | None = None  # when set, settings/controls/forwarding with another PW are denied
     listen: bool = False  # wait for the master to connect to host:port instead of dialling it
@@ -119,6 +121,7 @@ class SimConcentrator:
             history_days=spec.history_days,
             ee_meters=self.faults.ee_meters,
             absent_meters=self.faults.absent_meters,
+            three_phase_meters=set(range(spec.three_phase)),
         )
         self.pool = MeterPool(setup, self.source, self.clock)
         self.counts: Counter[str] = Counter()
@@ -448,10 +451,13 @@ class SimConcentrator:
                 return self.clock.local()
             if fn == 129:
                 return self.pool.current(pn)
+            if fn == SNAPSHOT_FN:
+                return self.pool.snapshot(pn)
         elif afn == Afn.CLASS2_DATA:
             if fn == 161 and asked is not None:
                 return self.pool.daily(pn, asked)
             if fn in CURVE_FNS and isinstance(asked, CurveRequest):
+                self.counts[f"curve_F{fn}"] += 1
                 return self.pool.curve(pn, fn, asked)
         elif afn == Afn.QUERY_PARAMETERS and fn == 10 and isinstance(asked, ArchiveQuery):
             return tuple(self.pool.archive[s] for s in asked.serials if s in self.pool.archive)

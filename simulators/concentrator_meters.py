@@ -3,8 +3,11 @@
 Meters are the bus simulator's DL/T 645 meters (``SimMeter`` models behind a ``Dlt645Responder``
 per port; addresses from the seed, level-02 password ``HEADEND_SIM_PASSWORD`` or the simulator
 default). The concentrator collects them itself over DL/T 645 (a block read of 0001FF00 through the
-port's responder) for AFN 0C F129; daily freezes (AFN 0D F161) and energy curves (F101..F104) come
+port's responder) for AFN 0C F129; daily freezes (AFN 0D F161) and the curves (energy F101..F104;
+power, voltage, current and power factor F81..F95, F105..F108, from the quantities each load-profile
+record keeps; EE where the meter does not measure one, e.g. phase B of a single-phase meter) come
 from each meter's own freeze and load-profile records, so past days are deterministic from the seed.
+AFN 0C F25 is the meter's instantaneous values now.
 
 Daily freeze convention: Td_d = D is the meter's freeze taken at local 00:00 that ends day D
 (i.e. 00:00 of D + 1), read by the concentrator a few minutes later (verify against a vendor).
@@ -19,11 +22,20 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from protocols import dlt645
-from protocols.gdw1376 import ArchiveRecord, Curve, CurveRequest, DailyReading, EnergyReading, PayloadError
+from protocols.gdw1376 import (
+    CURVE_KINDS,
+    ArchiveRecord,
+    Curve,
+    CurveRequest,
+    DailyReading,
+    EnergyReading,
+    PayloadError,
+    PhaseSnapshot,
+)
 from simulators.bus import DEFAULT_PASSWORD, meter_addresses
 from simulators.clock import MeterClock, TimeSource
 from simulators.dlt645_server import Dlt645Meter, Dlt645Responder, Reply
-from simulators.meter import SimMeter
+from simulators.meter import ProfileRecord, SimMeter
 
 ENERGY_BLOCK = "0001FF00"  # forward active energy, total and tariffs
 CURVE_FIELDS = {101: ("import_kwh",), 102: ("q1", "q2"), 103: ("export_kwh",), 104: ("q3", "q4")}
@@ -43,6 +55,7 @@ class MeterSetup:
     history_days: int = 7
     ee_meters: set[int] = field(default_factory=set)  # never collected
     absent_meters: set[int] = field(default_factory=set)  # not in the initial archive
+    three_phase_meters: set[int] = field(default_factory=set)  # the others are single-phase
 
 
 class MeterPool:
@@ -62,6 +75,7 @@ class MeterPool:
                 source=source,
                 utc_offset=timedelta(hours=setup.utc_offset_h),
                 history_days=setup.history_days,
+                phases=3 if index in setup.three_phase_meters else 1,
             )
             meter = Dlt645Meter(
                 model,
@@ -136,6 +150,37 @@ class MeterPool:
             return None
         return self.collected.get(record.address) or self.no_data()
 
+    def snapshot(self, pn: int) -> PhaseSnapshot | None:
+        """AFN 0C F25 of ``pn``: the meter's power, power factor, voltage and current now (EE for
+        what it does not measure, e.g. phases B and C of a single-phase meter)."""
+        found = self._model(pn)
+        if found is None:
+            return None
+        _record, model = found
+        now = model.instantaneous() if model is not None else {}
+
+        def phases(name: str, scale: float = 1.0) -> Triple:
+            a, b, c = (now.get(name.format(x)) for x in "abc")
+            return _scaled(a, scale), _scaled(b, scale), _scaled(c, scale)
+
+        three = model is not None and model.phases == 3
+        shares: Triple = (1 / 3, 1 / 3, 1 / 3) if three else (1.0, None, None)
+        pf = _scaled(now.get("pf"), 100)
+        return PhaseSnapshot(
+            read_at=model.clock.local().replace(second=0, microsecond=0) if model is not None else None,
+            active_kw=now.get("power_kw"),
+            active_phase_kw=phases("power_{}_kw"),
+            reactive_kvar=now.get("reactive_kvar"),
+            reactive_phase_kvar=_times(shares, now.get("reactive_kvar")),
+            power_factor=pf,
+            power_factor_phase=(pf, pf if three else None, pf if three else None),
+            voltage_v=phases("voltage_{}_v"),
+            current_a=phases("current_{}_a"),
+            zero_sequence_a=None,
+            apparent_kva=now.get("apparent_kva"),
+            apparent_phase_kva=_times(shares, now.get("apparent_kva")),
+        )
+
     def _model(self, pn: int) -> tuple[ArchiveRecord, SimMeter | None] | None:
         record = self.record_of(pn)
         if record is None:
@@ -172,12 +217,34 @@ class MeterPool:
             return Curve(request.start, request.density, (None,) * request.points)
         _record, model = found
         by_time = {r.time: r for r in model.profile} if model is not None else {}
-        names = CURVE_FIELDS[fn]
         values: list[float | None] = []
         for i in range(request.points):
             point = by_time.get(request.start + i * step)
-            values.append(None if point is None else round(sum(getattr(point, n) for n in names), 2))
+            values.append(None if point is None else _curve_point(point, fn))
         return Curve(request.start, request.density, tuple(values))
+
+
+Triple = tuple[float | None, float | None, float | None]
+
+
+def _scaled(value: float | None, scale: float) -> float | None:
+    return None if value is None else round(value * scale, 4)
+
+
+def _times(shares: Triple, total: float | None) -> Triple:
+    """``total`` split by the phase shares (None where a phase is not measured)."""
+    a, b, c = (None if s is None or total is None else round(s * total, 4) for s in shares)
+    return a, b, c
+
+
+def _curve_point(point: ProfileRecord, fn: int) -> float | None:
+    """The value of curve ``fn`` in a load-profile record (None: the meter does not measure it)."""
+    if fn in CURVE_FIELDS:
+        return round(sum(getattr(point, n) for n in CURVE_FIELDS[fn]), 2)
+    kind = CURVE_KINDS[fn]
+    if kind.quantity is None or kind.quantity not in point.curves:
+        return None
+    return round(point.curves[kind.quantity] / kind.factor, 4)
 
 
 def _block_values(replies: list[Reply]) -> list[float] | None:

@@ -157,17 +157,31 @@ FIXED_2007 = _fixed_2007()
 
 
 def _profile_record(record: ProfileRecord, cls: int) -> dict[str, Any]:
+    """One 06 record of ``cls`` (0 = all): classes 1..3 (voltage, current, power, power factor) from
+    the quantities the record keeps, 0 for a phase a single-phase meter does not have."""
     values: dict[str, Any] = {"time": record.time}
+    curves = record.curves
     if cls in (0, 1):
         values.update(
             voltage_a_v=record.voltage_v,
-            voltage_b_v=0.0,
-            voltage_c_v=0.0,
+            voltage_b_v=curves.get("voltage_b_v", 0.0),
+            voltage_c_v=curves.get("voltage_c_v", 0.0),
             current_a_a=record.current_a,
-            current_b_a=0.0,
-            current_c_a=0.0,
+            current_b_a=curves.get("current_b_a", 0.0),
+            current_c_a=curves.get("current_c_a", 0.0),
             frequency_hz=50.0,
         )
+    if cls in (0, 2) and "reactive_power_kvar" in curves:
+        for kind, total, unit in (("active", "power_kw", "kw"), ("reactive", "reactive_power_kvar", "kvar")):
+            values[f"{kind}_power_total_{unit}"] = curves[total]
+            for phase in "abc":
+                name = f"power_{phase}_kw" if kind == "active" else f"reactive_power_{phase}_kvar"
+                single = curves[total] if phase == "a" else 0.0
+                values[f"{kind}_power_{phase}_{unit}"] = curves.get(name, single)
+    if cls in (0, 3) and "pf" in curves:
+        values["pf_total"] = curves["pf"]
+        for phase in "abc":
+            values[f"pf_{phase}"] = curves.get(f"pf_{phase}", curves["pf"] if phase == "a" else 0.0)
     if cls in (0, 4):
         values.update(
             energy_import_kwh=record.import_kwh,
@@ -189,7 +203,7 @@ def profile_records(
     m: SimMeter, cls: int, mode: int, count: int, start: datetime | None
 ) -> list[dict[str, Any]]:
     """Load-profile records for a 06 request: earliest (0), from a time (1) or latest (2)."""
-    if cls not in (0, 1, 4, 5):
+    if cls not in (0, 1, 2, 3, 4, 5):
         raise NoData
     m.advance()
     records = list(m.profile)

@@ -18,6 +18,9 @@ Faults (``DtuFaults.parse``, counted in ``counts``):
 registration, a second connection registers with the same id and takes over; the old one is left
 for the master to close), ``late_registration=S`` (heartbeats only for S seconds after each
 connect, then the registration), ``garbage_before=N`` (N noise bytes before the registration).
+
+An impostor (:func:`impostor_bus`): a DTU registering with a real one's id in front of a bus whose
+meters answer the real meters' addresses with other values and other meter numbers (04 00 04 02).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from protocols.dlt645 import Deframer
 from simulators.bus import SimBus
@@ -37,6 +41,17 @@ from simulators.modbus_server import ModbusBus
 RATE_FAULTS = ("drop_mid_reply", "heartbeat_mid_reply")
 TIME_FAULTS = ("duplicate", "late_registration")
 PACKET_GAP_S = 0.02  # keeps a heartbeat in a TCP packet of its own, as a DTU's packetiser does
+
+
+def impostor_bus(real: SimBus, seed: int) -> SimBus:
+    """A bus answering the meter addresses of ``real`` with the values of ``seed`` and meter numbers
+    of its own (the real number with its first digit changed)."""
+    addresses = [m.address for m in real.meters]
+    bus = SimBus(replace(real.spec, seed=seed, addresses=addresses, transport="carried"))
+    for meter in bus.meters:
+        number = str(meter.model.meter_number)
+        meter.model.meter_number = f"{(int(number[0]) + 1) % 10}{number[1:]}"
+    return bus
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +97,7 @@ class DtuSpec:
     max_backoff_s: float = 60.0
     faults: DtuFaults = field(default_factory=DtuFaults)
     seed: int = 1
+    tls: ssl.SSLContext | None = None  # dial in over TLS with this client context (its certificate)
 
 
 class SimDtu:
@@ -119,7 +135,7 @@ class SimDtu:
         spec = self.spec
         while True:
             try:
-                reader, writer = await asyncio.open_connection(spec.host, spec.port)
+                reader, writer = await asyncio.open_connection(spec.host, spec.port, ssl=spec.tls)
             except OSError:
                 self.counts["dial_failed"] += 1
                 failures += 1
@@ -238,7 +254,7 @@ class SimDtu:
 
     async def _duplicate(self, after_s: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         await asyncio.sleep(after_s)
-        reader, writer = await asyncio.open_connection(self.spec.host, self.spec.port)
+        reader, writer = await asyncio.open_connection(self.spec.host, self.spec.port, ssl=self.spec.tls)
         await self._register(writer)
         self.counts["duplicate"] += 1
         return reader, writer

@@ -110,6 +110,7 @@ class ProfileRecord:
     power_kw: float
     voltage_v: float
     current_a: float
+    curves: dict[str, float] = field(default_factory=dict)  # every interval quantity of the slot
 
 
 @dataclass(slots=True)
@@ -308,6 +309,7 @@ class SimMeter:
                 power_kw=values["power_kw"],
                 voltage_v=values["voltage_a_v"],
                 current_a=values["current_a_a"],
+                curves=values,
             )
         )
 
@@ -325,16 +327,33 @@ class SimMeter:
             )
 
     def _profile_values(self, now: datetime) -> dict[str, float]:
-        """What a profile record keeps of ``instantaneous`` (same values, same noise drawn)."""
+        """What a profile record keeps of ``instantaneous`` (same values, same noise drawn): power,
+        reactive power, voltage, current and power factor, per phase and total, and the
+        zero-sequence (neutral) current of a three-phase meter."""
         power = self.power_at(now) if self.supplying else 0.0
         noise = self._noise
         voltages = [round(NOMINAL_VOLTAGE + noise.uniform(-3, 3), 1) for _ in range(self.phases)]
         noise.uniform(-0.05, 0.05)  # the frequency's draw
-        return {
+        per_phase = power / self.phases
+        currents = [round(per_phase * 1000 / (v * self.pf), 3) for v in voltages]
+        pf = round(self.pf if power else 1.0, 3)
+        values = {
             "power_kw": round(power, 4),
-            "voltage_a_v": voltages[0],
-            "current_a_a": round(power / self.phases * 1000 / (voltages[0] * self.pf), 3),
+            "reactive_power_kvar": round(power * self._tan_phi, 4),
+            "pf": pf,
         }
+        for index, label in enumerate("abc"[: self.phases]):
+            values[f"voltage_{label}_v"] = voltages[index]
+            values[f"current_{label}_a"] = currents[index]
+            if self.phases == 3:
+                values[f"power_{label}_kw"] = round(per_phase, 4)
+                values[f"reactive_power_{label}_kvar"] = round(per_phase * self._tan_phi, 4)
+                values[f"pf_{label}"] = pf
+        if self.phases == 3:  # phasors 120 degrees apart: the residue of unequal currents
+            real = currents[0] - (currents[1] + currents[2]) / 2
+            imaginary = (currents[1] - currents[2]) * math.sqrt(3) / 2
+            values["current_n_a"] = round(math.hypot(real, imaginary), 3)
+        return values
 
     def instantaneous(self, now: datetime | None = None) -> dict[str, float]:
         """Voltage, current, powers, power factor and frequency, consistent with the load."""

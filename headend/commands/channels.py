@@ -26,6 +26,12 @@ async def _pending(dsn: str) -> list[PendingRow]:
         await conn.close()
 
 
+def _status(row: PendingRow) -> str:
+    if row.conflicts:
+        return "conflict"
+    return "held" if row.held else "refused"
+
+
 @channels_app.command("pending")
 def pending_command(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
@@ -33,7 +39,9 @@ def pending_command(
         str, typer.Option("--dsn", help="Database (default: $HEADEND_DSN or the embedded server)")
     ] = "",
 ) -> None:
-    """Devices that dialled in with an identity no channel has (adopt one: add a dtu://ID channel)."""
+    """Devices that dialled in with an identity no channel has (adopt one: add a dtu://ID channel),
+    and conflicts: connections that claimed a device while it was connected (an impostor, or the
+    device redialling over a lingering connection)."""
     try:
         rows = asyncio.run(_pending(resolve_dsn(dsn or None)))
     except (OSError, asyncpg.PostgresError) as exc:
@@ -51,7 +59,8 @@ def pending_command(
                         "first_seen": r.first_seen.isoformat(),
                         "last_seen": r.last_seen.isoformat(),
                         "attempts": r.attempts,
-                        "status": "held" if r.held else "refused",
+                        "status": _status(r),
+                        "conflicts": r.conflicts,
                     }
                     for r in rows
                 ]
@@ -69,7 +78,7 @@ def pending_command(
             r.first_seen.isoformat(timespec="seconds"),
             r.last_seen.isoformat(timespec="seconds"),
             str(r.attempts),
-            "held" if r.held else "refused",
+            _status(r),
         )
     Console().print(table)
     typer.echo(f"{len(rows)} pending identit{'y' if len(rows) == 1 else 'ies'}")

@@ -87,11 +87,30 @@ def _gdw_table(data: dict[str, Any]) -> Table:
         if key in data:
             table.add_row(key, json.dumps(data[key]) if isinstance(data[key], dict) else str(data[key]))
     for item in data["units"]:
-        table.add_row(f"p{item['pn']} F{item['fn']}", json.dumps(item["value"], ensure_ascii=False))
+        label = f"p{item['pn']} F{item['fn']}" + (f" {item['name']}" if item["name"] else "")
+        table.add_row(label, _shown(item["value"], item["unit"]))
     for key in ("pw", "ec", "tp"):
         if data[key] is not None:
             table.add_row(key, json.dumps(data[key]))
+    if data["stopped"] is not None:
+        stop = data["stopped"]
+        table.add_row(
+            "stopped",
+            f"unit {stop['unit'] + 1} (p{stop['pn']} {stop['name']}) at byte {stop['offset']}: "
+            f"Fn not decoded, {stop['remaining']} bytes left undecoded",
+        )
     return table
+
+
+def _shown(value: Any, unit: str | None) -> str:
+    """A unit's value for the table: a curve as its points with their unit, anything else as JSON."""
+    if isinstance(value, dict) and value.get("type") == "Curve":
+        minutes = gdw1376.DENSITY_MINUTES.get(value["density"])
+        every = f"every {minutes} min" if minutes else f"density code {value['density']}"
+        points = ", ".join("-" if v is None else f"{v:g}" for v in value["values"])
+        return f"from {value['start']} {every}: {points}" + (f" {unit}" if unit else "")
+    shown = json.dumps(value, ensure_ascii=False)
+    return f"{shown} {unit}" if unit else shown
 
 
 def _print_gdw(raw: bytes, as_json: bool) -> None:

@@ -393,6 +393,10 @@ def sim_concentrator(
     history_days: Annotated[
         int, typer.Option(min=0, help="Days of 15-minute load profile the meters keep (curves).")
     ] = 7,
+    three_phase: Annotated[
+        int,
+        typer.Option(min=0, help="The first N meters are three-phase (phase B/C and neutral curves)."),
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object once started.")] = False,
 ) -> None:
     """Run simulated Q/GDW 1376.1 concentrators that dial in to a master station (or, with --listen, wait
@@ -418,6 +422,7 @@ def sim_concentrator(
                 seed=seed + i,
                 baud=baud,
                 history_days=history_days,
+                three_phase=three_phase,
             )
             for i in range(count)
         ]

@@ -7,6 +7,7 @@ given protocol and model offers, so callers decide from the driver, never from a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
@@ -134,7 +135,12 @@ class MeterDriver(Protocol):
         """Canonical quantities; the ones the meter does not offer land in ``unsupported``."""
         ...
 
-    async def read_profile(self, start: datetime, end: datetime) -> list[ProfileRecord]: ...
+    async def read_profile(
+        self, start: datetime, end: datetime, quantities: Sequence[str] | None = None
+    ) -> list[ProfileRecord]:
+        """Records in [start, end]; ``quantities`` is what the caller wants (None: everything the
+        meter keeps); a driver may give more, and reads less when that saves exchanges."""
+        ...
 
     async def read_events(self, kinds: list[str]) -> list[EventRecord]: ...
 

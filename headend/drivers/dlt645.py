@@ -8,7 +8,7 @@ reading status word 3 back; the trip/close event record is kept as evidence.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TypeVar
 
@@ -56,6 +56,19 @@ EVENT_SOURCES = {
 }
 READ_FUNCTIONS = (0x11, 0x12, 0x01, 0x02)  # replies carry the DI of the request
 PROFILE_BATCH = 8
+# 06 record field -> the meter's interval quantity (the same names as a concentrator's curves)
+PROFILE_QUANTITIES = {
+    "energy_import_kwh": "energy_import_kwh",
+    "energy_export_kwh": "energy_export_kwh",
+    **{f"voltage_{p}_v": f"voltage_{p}_v" for p in "abc"},
+    **{f"current_{p}_a": f"current_{p}_a" for p in "abc"},
+    "active_power_total_kw": "power_kw",
+    **{f"active_power_{p}_kw": f"power_{p}_kw" for p in "abc"},
+    "reactive_power_total_kvar": "reactive_power_kvar",
+    **{f"reactive_power_{p}_kvar": f"reactive_power_{p}_kvar" for p in "abc"},
+    "pf_total": "pf",
+    **{f"pf_{p}": f"pf_{p}" for p in "abc"},
+}
 CLOCK_OPERATOR = "00000000"
 
 
@@ -130,8 +143,14 @@ class Dlt645Driver:
         return accept
 
     async def _request(
-        self, request: bytes, reply_size: int = 64, accept: Callable[[bytes], bool] | None = None
+        self,
+        request: bytes,
+        reply_size: int = 64,
+        accept: Callable[[bytes], bool] | None = None,
+        *,
+        secret: bool = False,
     ) -> Frame:
+        """One exchange (``secret``: the request carries the meter password)."""
         try:
             raw, rtt = await self.channel.exchange(
                 request,
@@ -139,6 +158,7 @@ class Dlt645Driver:
                 accept or self._acceptor(request),
                 reply_size=reply_size,
                 turnaround_s=self.turnaround_s,
+                secret=secret,
             )
         except ExchangeTimeout as exc:
             if exc.noise:
@@ -252,8 +272,11 @@ class Dlt645Driver:
     def _utc(self, local: datetime) -> datetime:
         return (local - self.utc_offset).replace(tzinfo=UTC)
 
-    async def read_profile(self, start: datetime, end: datetime) -> list[ProfileRecord]:
-        """Interval energy from the load profile (06 records), else the daily freeze (05 06)."""
+    async def read_profile(
+        self, start: datetime, end: datetime, quantities: Sequence[str] | None = None
+    ) -> list[ProfileRecord]:
+        """Interval energy, voltage, current, power and power factor from the load profile (06
+        records, :data:`PROFILE_QUANTITIES`), else the daily freeze (05 06)."""
         if self.edition != 2007:
             raise NotSupported("1997 meters have no load profile")
         try:
@@ -275,9 +298,11 @@ class Dlt645Driver:
                 raise
             fresh = [r for r in batch if cursor <= r["time"] <= stop and "energy_import_kwh" in r]
             for record in fresh:
-                values = {"energy_import_kwh": record["energy_import_kwh"]}
-                if "energy_export_kwh" in record:
-                    values["energy_export_kwh"] = record["energy_export_kwh"]
+                values = {
+                    quantity: float(record[field])
+                    for field, quantity in PROFILE_QUANTITIES.items()
+                    if record.get(field) is not None
+                }
                 records.append(ProfileRecord(self._utc(record["time"]), values, "load_profile"))
             if not fresh or len(batch) < PROFILE_BATCH:
                 break
@@ -328,7 +353,8 @@ class Dlt645Driver:
                     password_level=credentials.level,
                     password=credentials.password,
                     operator=CLOCK_OPERATOR,
-                )
+                ),
+                secret=True,
             )
 
     def _require_credentials(self) -> Credentials:
@@ -408,7 +434,7 @@ class Dlt645Driver:
         )
         evidence: dict[str, Any] = {"operator": operator, "expiry": expiry.isoformat()}
         try:
-            await self._request(request)
+            await self._request(request, secret=True)
             evidence["ack"] = True
         except MeterRefused as exc:
             state = await self.relay_state()

@@ -2,7 +2,10 @@
 
 What the concentrator collects itself is read natively, several Pn per request: AFN 0C F129 (forward
 active energy now, total + tariffs) and, for backfill, AFN 0D F161 (the midnight freeze, per missed
-day) and F101 (the forward active energy curve, 15-minute points). :class:`PointBatch` asks for
+day) and the curves of a day in one multi-unit request (:data:`PROFILE_CURVES`: forward active
+energy F101, active and reactive power F81..F88, voltage and current F89..F95, power factor
+F105..F108; 15-minute points become the meter's interval quantities ``power_kw``, ``voltage_a_v``,
+``current_n_a``, ``pf`` ..., see ``protocols.gdw1376.CURVE_KINDS``). :class:`PointBatch` asks for
 every registered meter of the concentrator at once and hands each meter its value once; a value
 older than ``max_age`` (the concentrator has not collected lately) or all-EE (never collected) is
 read from the meter instead. Everything else (other quantities and DIs, the meter's clock, its
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -22,6 +25,7 @@ from headend.drivers.base import (
     Capabilities,
     EventRecord,
     MeterRefused,
+    NotSupported,
     ProfileRecord,
     RelayState,
     SwitchResult,
@@ -34,6 +38,7 @@ from headend.transport.concentrator import ConcentratorDenied, ConcentratorLink,
 from headend.transport.url import ChannelConfig
 from headend.vocabulary import SwitchOperation
 from protocols.gdw1376 import (
+    CURVE_KINDS,
     Afn,
     Curve,
     CurveRequest,
@@ -55,12 +60,26 @@ TARIFF_QUANTITIES = (
 NATIVE_QUANTITIES = ("energy_import_kwh", *TARIFF_QUANTITIES)
 POINTS_PER_REQUEST = 32  # Pn per batched request (4 DA groups): one answer of 1-2 frames
 BATCH_TTL_S = 120.0  # a batched value not taken by its meter within this time is asked again
-CURVE_FN = 101  # forward active energy reading curve
+PROFILE_CURVES = (  # one unit per DT group: the curves one backfill request asks for
+    (81, 82, 83, 84, 85, 86, 87, 88),
+    (89, 90, 91, 92, 93, 94, 95),
+    (101,),
+    (105, 106, 107, 108),
+)
 CURVE_DENSITY = 1  # 15-minute points
 CURVE_STEP = timedelta(minutes=15)
 CURVE_POINTS = 96  # one day per request
 METER_ANSWER_S = 0.5  # a DL/T 645 meter's answer allowance behind the concentrator
 FORWARD_BITS = 11  # 8E1: start + 8 data + parity + stop
+
+
+def curve_groups(quantities: Sequence[str] | None) -> tuple[tuple[int, ...], ...]:
+    """The :data:`PROFILE_CURVES` that give ``quantities`` (all of them for None)."""
+    if quantities is None:
+        return PROFILE_CURVES
+    wanted = set(quantities)
+    groups = (tuple(fn for fn in group if CURVE_KINDS[fn].quantity in wanted) for group in PROFILE_CURVES)
+    return tuple(group for group in groups if group)
 
 
 def energy_values(reading: EnergyReading) -> dict[str, float]:
@@ -200,8 +219,11 @@ class ForwardBus:
         reply_size: int = 64,
         turnaround_s: float | None = None,
         retries: int | None = None,
+        secret: bool = False,
     ) -> tuple[bytes, float]:
-        """Forward ``request`` and return the first frame of the meter's reply ``accept`` takes."""
+        """Forward ``request`` and return the first frame of the meter's reply ``accept`` takes
+        (every forward carries the concentrator's PW: the link sends none to an unverified login,
+        whatever ``secret`` says)."""
         forward, extra_s = self._forward(request, reply_size, turnaround_s or METER_ANSWER_S)
         tries = 1 + (self.retries if retries is None else retries)
         for _ in range(tries):
@@ -313,12 +335,14 @@ class ConcentratorMeterDriver:
     async def read_di(self, di: str, *, request: bytes | None = None) -> Any:
         return await self.forwarded.read_di(di, request=request)
 
-    async def read_profile(self, start: datetime, end: datetime) -> list[ProfileRecord]:
+    async def read_profile(
+        self, start: datetime, end: datetime, quantities: Sequence[str] | None = None
+    ) -> list[ProfileRecord]:
         """Midnight freezes (F161, batched per day) and 15-minute curve points (F101) in [start, end];
         the meter's own load profile (forwarded) without a Pn or if the concentrator denies the curve."""
         pn = self.pn
         if pn is None:
-            return await self.forwarded.read_profile(start, end)
+            return await self.forwarded.read_profile(start, end, quantities)
         records: dict[datetime, ProfileRecord] = {}
         for day, midnight in self._midnights(start, end):
             reading = await self.batch.daily(pn, day)
@@ -326,11 +350,15 @@ class ConcentratorMeterDriver:
             if values:
                 records[midnight] = ProfileRecord(midnight, values, "daily_freeze")
         try:
-            for ts, value in await self._curve(pn, start, end):
-                if ts not in records:
-                    records[ts] = ProfileRecord(ts, {"energy_import_kwh": value}, "load_profile")
+            groups = curve_groups(quantities)
+            for ts, values in (await self.curve_points(start, end, groups) if groups else {}).items():
+                if ts in records:  # the freeze keeps its energy; the curves add their quantities
+                    values = {**values, **records[ts].values}
+                    records[ts] = ProfileRecord(ts, values, records[ts].source)
+                else:
+                    records[ts] = ProfileRecord(ts, values, "load_profile")
         except ConcentratorDenied:
-            for record in await self.forwarded.read_profile(start, end):
+            for record in await self.forwarded.read_profile(start, end, quantities):
                 records.setdefault(record.ts, record)
         return sorted(records.values(), key=lambda r: r.ts)
 
@@ -349,24 +377,36 @@ class ConcentratorMeterDriver:
             midnight += timedelta(days=1)
         return out
 
-    async def _curve(self, pn: int, start: datetime, end: datetime) -> list[tuple[datetime, float]]:
+    async def curve_points(
+        self, start: datetime, end: datetime, groups: tuple[tuple[int, ...], ...] = PROFILE_CURVES
+    ) -> dict[datetime, dict[str, float]]:
+        """The 15-minute points of the curves ``groups`` (Fn of one DT group each) in [start, end], by
+        UTC time, as the meter's quantities (no-data points left out); one request per day."""
+        pn = self.pn
+        if pn is None:
+            raise NotSupported("curves need the meter's Pn at the concentrator")
         local = self.link.to_local(start)
         step_s = CURVE_STEP.total_seconds()
         offset = (local - datetime.min).total_seconds() % step_s
         cursor = local + timedelta(seconds=step_s - offset) if offset else local
         last = self.link.to_local(end)
-        points: list[tuple[datetime, float]] = []
+        points: dict[datetime, dict[str, float]] = {}
         while cursor <= last:
             count = min(CURVE_POINTS, int((last - cursor) / CURVE_STEP) + 1)
-            items = await self.link.values(
-                Afn.CLASS2_DATA, [unit(pn, CURVE_FN, CurveRequest(cursor, CURVE_DENSITY, count))]
-            )
-            for _pn, _fn, curve in items:
-                if isinstance(curve, Curve):
-                    for index, value in enumerate(curve.values):
-                        utc = self.link.to_utc(curve.start + index * CURVE_STEP)
-                        if value is not None and utc is not None:
-                            points.append((utc, float(value)))
+            asked = CurveRequest(cursor, CURVE_DENSITY, count)
+            units = [unit(pn, fns, *(asked,) * len(fns)) for fns in groups]
+            for _pn, fn, curve in await self.link.values(Afn.CLASS2_DATA, units):
+                kind = CURVE_KINDS.get(fn)
+                if not isinstance(curve, Curve) or kind is None or kind.quantity is None:
+                    continue
+                first = self.link.to_utc(curve.start)
+                if first is None:
+                    continue
+                quantity, factor = kind.quantity, kind.factor
+                for index, value in enumerate(curve.values):
+                    if value is not None:
+                        scaled = value if factor == 1.0 else round(value * factor, 6)
+                        points.setdefault(first + index * CURVE_STEP, {})[quantity] = scaled
             cursor += count * CURVE_STEP
         return points
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -93,7 +94,9 @@ class ModbusDriver:
             values["relay"] = 1.0 if closed else 0.0
         return values
 
-    async def read_profile(self, start: datetime, end: datetime) -> list[ProfileRecord]:
+    async def read_profile(
+        self, start: datetime, end: datetime, quantities: Sequence[str] | None = None
+    ) -> list[ProfileRecord]:
         raise NotSupported(f"{self.model.name} keeps no load profile")
 
     async def read_clock(self) -> datetime:

@@ -76,7 +76,7 @@ class Backfiller:
                 Priority.BACKFILL,
                 meter_id=meter.id,
                 kind="backfill",
-                body=lambda d: d.read_profile(min(stamps), end),
+                body=lambda d: d.read_profile(min(stamps), end, plan.quantities),
                 exchanges=4 + len(stamps),
             )
             try:

@@ -2,8 +2,8 @@
 
 ``FrontEnd(config.listen, dsn)`` starts one listener per ``[[listen.listeners]]`` entry around one
 :class:`~headend.transport.hub.DialinHub` (handed to the driver port, so ``dtu://`` channels find
-their connections) and writes the hub's pending identities to ``dialin_pending`` every
-``pending_flush`` for ``headend channels pending``.
+their connections) and writes the hub's pending identities and conflicts to ``dialin_pending``
+every ``pending_flush`` for ``headend channels pending``.
 """
 
 from __future__ import annotations
@@ -11,16 +11,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 
 import asyncpg
 
-from headend.config import ListenConfig, ListenerConfig
+from headend.config import ListenConfig, ListenerConfig, ListenerTlsConfig
 from headend.store.dialin import PendingRow, save_pending
 from headend.transport.hub import DialinHub
 from headend.transport.identify import RegistrationFormat, parse_pattern
 from headend.transport.listener import Listener, ListenerSpec
+from headend.transport.url import parse_networks
 
 log = logging.getLogger(__name__)
+
+
+def tls_context(config: ListenerTlsConfig) -> ssl.SSLContext:
+    """A server context that requires a client certificate signed by ``client_ca`` (raises OSError
+    or ssl.SSLError for unreadable or mismatched files)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(config.client_ca))
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(config.cert), str(config.key))
+    return context
 
 
 def listener_spec(config: ListenerConfig) -> ListenerSpec:
@@ -43,6 +55,10 @@ def listener_spec(config: ListenerConfig) -> ListenerSpec:
         silent_timeout_s=config.silent_timeout,
         max_connections=config.max_connections,
         max_per_address=config.max_per_address,
+        allow=tuple(n for item in config.allow for n in parse_networks(item)),
+        conflict=config.conflict,
+        replace_silent_after_s=config.replace_silent_after,
+        tls=tls_context(config.tls) if config.tls is not None else None,
     )
 
 
@@ -83,9 +99,20 @@ class FrontEnd:
 
     async def flush(self) -> None:
         """Write the pending identities that changed since the last flush."""
+        entries = [*self.hub.pending.values(), *self.hub.conflicts.values()]
         changed = [
-            PendingRow(p.identity, p.kind, p.listener, p.peer, p.first_seen, p.last_seen, p.attempts, p.held)
-            for p in list(self.hub.pending.values())
+            PendingRow(
+                p.identity,
+                p.kind,
+                p.listener,
+                p.peer,
+                p.first_seen,
+                p.last_seen,
+                p.attempts,
+                p.held,
+                p.conflicts,
+            )
+            for p in entries
             if self._saved.get((p.kind, p.identity)) != (p.attempts, p.held)
         ]
         conn = await asyncpg.connect(self.dsn)

@@ -83,7 +83,13 @@ class InventorySync:
                 worker = None
             if worker is None:
                 worker = ChannelWorker(
-                    spec, meters, ctx.port.open_channel, ctx.port.make_driver, ctx.health, ctx.metrics
+                    spec,
+                    meters,
+                    ctx.port.open_channel,
+                    ctx.port.make_driver,
+                    ctx.health,
+                    ctx.metrics,
+                    ctx.port,
                 )
                 worker.start()
                 self.workers[channel_id] = worker

@@ -29,6 +29,7 @@ class MeterSpec:
     name: str | None = None
     pn: int | None = None  # behind a 1376.1 concentrator: measurement point and port
     port: int | None = None
+    identity: str | None = None  # the DL/T 645 meter number recorded for it (04 00 04 02)
 
     @property
     def label(self) -> str:

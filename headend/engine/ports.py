@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from headend.config import RelayConfig
-from headend.drivers import Secrets, capabilities_for, make_driver
+from headend.drivers import EDITIONS, DriverError, Secrets, capabilities_for, make_driver
 from headend.drivers.base import Capabilities, MeterDriver, MeterRefused, NotSupported
 from headend.drivers.base import ProfileRecord as DriverProfileRecord
+from headend.drivers.dlt645 import Dlt645Driver
+from headend.drivers.gdw1376_terminal import ArchivePoint, diff_archive
 from headend.engine.backfill import ProfileRecord
 from headend.engine.events import MeterEvent
 from headend.engine.model import ChannelSpec, MeterSpec
@@ -24,16 +26,22 @@ from headend.secrets import MeterSecrets, SecretsError
 from headend.transport import (
     Bus,
     ChannelOffline,
+    ChannelUnverified,
     ChannelUrlError,
     check_protocol,
     open_channel,
     parse_channel_url,
 )
+from headend.transport.bus import VerifiedBus
+from headend.transport.concentrator import ConcentratorLink
 from headend.transport.hub import DialinHub
+from headend.transport.url import ChannelConfig
 from headend.vocabulary import ReadingQuality
 
 log = logging.getLogger(__name__)
 SECRETS_RETRY_S = 60.0  # an unreadable secrets file is tried again this often
+IDENTITY_TRIES = 3  # meters asked for their number when verifying a dial-in connection
+METER_NUMBER_DI = "04000402"
 
 
 def values_of(result: Any) -> dict[str, float]:
@@ -67,13 +75,20 @@ def unsupported_errors() -> tuple[type[BaseException], ...]:
     return (NotImplementedError, NotSupported)
 
 
+def _dialin_config(spec: ChannelSpec) -> ChannelConfig | None:
+    """The parsed URL of a dial-in channel (None: the channel connects out, or vetting refuses it)."""
+    try:
+        config = parse_channel_url(spec.url)
+    except ChannelUrlError:
+        return None  # vetting refuses such rows before a worker exists
+    return config if config.device is not None else None
+
+
 def _dialin_device(spec: ChannelSpec) -> tuple[str, str] | None:
     """The (listener kind, identity) a dial-in channel's device names itself with (None: the
     channel connects out)."""
-    try:
-        return parse_channel_url(spec.url).device
-    except ChannelUrlError:
-        return None  # vetting refuses such rows before a worker exists
+    config = _dialin_config(spec)
+    return config.device if config is not None else None
 
 
 class DriverPort:
@@ -123,8 +138,10 @@ class DriverPort:
     def inventory_loaded(self, channels: Iterable[ChannelSpec]) -> None:
         """Tell the dial-in front end which identities the inventory's dial-in channels have."""
         if self.hub is not None:
+            configs = [c for c in map(_dialin_config, channels) if c is not None and c.device is not None]
             self.hub.inventory_loaded(
-                device for device in map(_dialin_device, channels) if device is not None
+                (c.device for c in configs if c.device is not None),
+                {c.device: c.allow for c in configs if c.device is not None and c.allow},
             )
 
     def online(self, spec: ChannelSpec) -> bool | None:
@@ -144,6 +161,21 @@ class DriverPort:
                 metrics.channel_offline.labels(spec.name).set(0.0 if online else 1.0)
         for event, count in list(self.hub.counts.items()):
             metrics.dialin.labels(event).set(count)
+
+    def verification_due(self, channel: Bus | None) -> bool:
+        """Whether ``channel``'s device dialled in on a connection not verified yet."""
+
+        return isinstance(channel, VerifiedBus) and channel.verification_due
+
+    async def verify_connection(self, channel: Bus, meters: list[tuple[MeterSpec, MeterDriver]]) -> None:
+        """Verify the meters behind a dial-in connection before it is used; raises ChannelUnverified
+        (the connection closed as an impostor) when other meters answer. See ``identity_verdict``."""
+
+        if not isinstance(channel, VerifiedBus):
+            return
+        verdict = await channel.verify(lambda: identity_verdict(channel, meters))
+        if verdict is False:
+            raise ChannelUnverified(f"{channel.label}: other meters answer behind this connection: closed")
 
     def make_driver(self, channel: Bus, meter: MeterSpec) -> MeterDriver:
         config = getattr(channel, "config", None)
@@ -189,3 +221,45 @@ class DriverPort:
     async def read_events(self, driver: MeterDriver, kinds: list[str]) -> list[MeterEvent]:
         records = await driver.read_events(kinds)
         return [MeterEvent(r.kind, r.occurred_at, r.ended_at, dict(r.details)) for r in records]
+
+
+async def identity_verdict(channel: Bus, meters: list[tuple[MeterSpec, MeterDriver]]) -> bool | None:
+    """Whether the meters behind ``channel`` are the inventory's: a concentrator's archive lists
+    every inventory meter at its Pn and port; behind a DTU, DL/T 645-2007 meters with a recorded
+    meter number are asked for it (04 00 04 02): one that matches verifies the connection, up to
+    ``IDENTITY_TRIES`` meters are asked; answers (or refusals) that all differ refuse it (one
+    swapped meter among others does not); none answering raises ChannelUnverified (the job waits,
+    nothing is read). None: nothing to compare with (no meter has a recorded number)."""
+
+    if isinstance(channel, ConcentratorLink):
+        points = [
+            ArchivePoint(m.pn, m.port, m.address, EDITIONS.get(m.protocol, 2007))
+            for m, _driver in meters
+            if m.pn is not None and m.port is not None
+        ]
+        if not points:
+            return None
+        diff = await diff_archive(channel, points)
+        return not diff.missing and not diff.different
+    answered = asked = 0
+    for meter, driver in meters:
+        if not (meter.identity and meter.protocol == "dlt645-2007" and isinstance(driver, Dlt645Driver)):
+            continue
+        if asked >= IDENTITY_TRIES:
+            break
+        asked += 1
+        try:
+            number = str(await driver.read_di(METER_NUMBER_DI))
+        except MeterRefused:
+            answered += 1  # it answered once (that is how its number was recorded): not this meter
+            continue
+        except DriverError:
+            continue  # silence proves nothing either way
+        if number == meter.identity:
+            return True
+        answered += 1
+    if answered:
+        return False
+    if asked:
+        raise ChannelUnverified(f"{channel.label}: no meter answered its number: the connection waits")
+    return None

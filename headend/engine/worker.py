@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from headend.engine.health import HealthBook
 from headend.engine.jobs import Job, Priority, Quarantined, WorkerStopped
@@ -31,6 +31,15 @@ log = logging.getLogger(__name__)
 # (channel spec) -> an open channel; (channel, meter spec) -> the meter's driver.
 ChannelOpener = Callable[[ChannelSpec], Awaitable["Bus"]]
 DriverMaker = Callable[["Bus", MeterSpec], "MeterDriver"]
+VERIFY_EXCHANGES = 4  # the time a connection's identity check may add to the job that runs it
+
+
+class ConnectionVerifier(Protocol):
+    """Verifies the meters behind a dial-in bus's new connection (the engine's ``DriverPort``)."""
+
+    def verification_due(self, channel: Bus | None) -> bool: ...
+
+    async def verify_connection(self, channel: Bus, meters: list[tuple[MeterSpec, MeterDriver]]) -> None: ...
 
 
 # channel statistics that count replies gone wrong: a damaged checksum, bytes that were no frame
@@ -67,8 +76,10 @@ class ChannelWorker:
         make_driver: DriverMaker,
         health: HealthBook,
         metrics: EngineMetrics,
+        verifier: ConnectionVerifier | None = None,
     ) -> None:
         self.spec = spec
+        self.verifier = verifier  # dial-in buses: each new connection verified before a job uses it
         self.meters = {m.id: m for m in meters}
         self._open_channel = open_channel
         self._make_driver = make_driver
@@ -167,6 +178,14 @@ class ChannelWorker:
             except Exception:
                 continue
 
+    def _meter_drivers(self) -> list[tuple[MeterSpec, MeterDriver]]:
+        """The worker's meters with their drivers (those that could be made), by meter id."""
+        return [
+            (m, self._drivers[m.id])
+            for m in sorted(self.meters.values(), key=lambda m: m.id)
+            if m.id in self._drivers
+        ]
+
     async def _run(self) -> None:
         while True:
             job = await self._get()
@@ -206,8 +225,14 @@ class ChannelWorker:
         try:
             if driver is None:
                 driver = await self._driver(meter)
+            verifier = self.verifier
+            due = verifier is not None and verifier.verification_due(self.channel)
+            if due:
+                timeout += self.health.job_limit(meter.id, VERIFY_EXCHANGES)
             self._arm(loop, started + timeout)
             try:
+                if due and verifier is not None and self.channel is not None:
+                    await verifier.verify_connection(self.channel, self._meter_drivers())
                 result = await job.body(driver)
             except asyncio.CancelledError:
                 task = asyncio.current_task()

@@ -113,10 +113,12 @@ async def enabled_channels(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 
 async def enabled_meters(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    """The enabled, installed meters, by channel then id (``pn``/``port``: behind a concentrator)."""
+    """The enabled, installed meters, by channel then id (``pn``/``port``: behind a concentrator;
+    ``identity``: the DL/T 645 meter number recorded for it, if any)."""
     return await rows(
         conn,
-        "SELECT id, channel_id, protocol, address, unit_id, model, installed_at, name,"
-        " (settings->>'pn')::int AS pn, (settings->>'port')::int AS port FROM meters"
-        " WHERE enabled AND removed_at IS NULL ORDER BY channel_id, id",
+        "SELECT m.id, m.channel_id, m.protocol, m.address, m.unit_id, m.model, m.installed_at, m.name,"
+        " (m.settings->>'pn')::int AS pn, (m.settings->>'port')::int AS port, i.identity"
+        " FROM meters m LEFT JOIN meter_identities i ON i.meter_id = m.id"
+        " WHERE m.enabled AND m.removed_at IS NULL ORDER BY m.channel_id, m.id",
     )

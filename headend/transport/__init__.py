@@ -16,7 +16,7 @@ from headend.transport.channel import (
 from headend.transport.concentrator import ConcentratorLink
 from headend.transport.concentrator_dialin import DialinConcentratorLink
 from headend.transport.dialin import DialinChannel
-from headend.transport.hub import ChannelOffline, DialinHub
+from headend.transport.hub import ChannelOffline, ChannelUnverified, DialinHub
 from headend.transport.modbus import ModbusChannel, ModbusError
 from headend.transport.url import (
     CONCENTRATOR_SCHEMES,
@@ -67,6 +67,7 @@ __all__ = [
     "ChannelOffline",
     "ChannelStats",
     "ChannelUnavailable",
+    "ChannelUnverified",
     "ChannelUrlError",
     "ConcentratorLink",
     "DialinChannel",

@@ -12,7 +12,7 @@ the adapter that puts Modbus RTU on a ``FrameBus``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
 from headend.transport.channel import Framer
@@ -60,12 +60,36 @@ class FrameBus(Bus, Protocol):
         reply_size: int = 64,
         turnaround_s: float | None = None,
         retries: int | None = None,
+        secret: bool = False,
     ) -> tuple[bytes, float]:
-        """``(frame, round_trip_s)``; raises ExchangeTimeout after the retries, ChannelUnavailable."""
+        """``(frame, round_trip_s)``; raises ExchangeTimeout after the retries, ChannelUnavailable.
+
+        ``secret``: the request carries a password; a dial-in bus sends it only on a connection
+        whose meters were verified (else ChannelUnverified, nothing sent)."""
         ...
 
     async def send_only(self, request: bytes) -> None:
         """Send a frame that gets no reply (a broadcast)."""
+        ...
+
+
+IdentityCheck = Callable[[], Awaitable[bool | None]]
+
+
+@runtime_checkable
+class VerifiedBus(Bus, Protocol):
+    """A bus whose device dials in: the meters behind each new connection are verified against the
+    inventory before a password goes to it (``verify`` runs the check on the live connection)."""
+
+    @property
+    def verification_due(self) -> bool:
+        """Whether the live connection has not been verified yet."""
+        ...
+
+    async def verify(self, check: IdentityCheck) -> bool | None:
+        """Run ``check`` (True: the inventory's meters answered, False: other meters, None: cannot
+        tell) on the live connection and record the verdict on it: True marks it verified, False
+        closes it as an impostor. A connection replaced during the check records nothing."""
         ...
 
 

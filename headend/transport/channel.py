@@ -311,8 +311,10 @@ class Channel:
         reply_size: int = 64,
         turnaround_s: float | None = None,
         retries: int | None = None,
+        secret: bool = False,
     ) -> tuple[bytes, float]:
         """Send ``request`` and return ``(frame, round_trip_s)`` for the first frame ``accept`` takes.
+        (``secret``: the request carries a password; a bus we connect out to sends it as any other.)
 
         Raises ExchangeTimeout after ``retries`` + 1 tries, ChannelUnavailable if the bus is down.
         """

@@ -274,6 +274,10 @@ class ConcentratorLink:
         if pending is not None and not pending.future.done():
             pending.future.set_exception(reason)
 
+    def _check_pw_allowed(self) -> None:
+        """Raise if the PW must not go to the current connection (a terminal we connect out to:
+        always allowed; see the dial-in link)."""
+
     async def _connection(self) -> _Stream:
         stream = self._stream
         if stream is not None and not stream.closed:
@@ -395,6 +399,8 @@ class ConcentratorLink:
         attempt = 0
         while attempt < tries:
             stream = await self._connection()
+            if pw is not None:
+                self._check_pw_allowed()
             pseq = self._next_pseq()
             pending = _Pending(pseq, afn, loop.create_future())
             self._pending = pending

@@ -3,7 +3,8 @@
 A listener of kind ``gdw1376`` identifies a connection by its login frame (AFN 02 F1, identity =
 A1+A2, see :class:`~headend.transport.identify.LoginIdentifier`) and the
 :class:`~headend.transport.hub.DialinHub` binds it to the device ``("gdw1376", A1+A2)`` (unknown
-terminals refused or held like unknown DTUs; a newer login replaces the older connection).
+terminals refused or held like unknown DTUs; a newer login of a connected terminal is a conflict,
+see the hub).
 :class:`DialinConcentratorLink` is the :class:`~headend.transport.concentrator.ConcentratorLink`
 of such a channel: it takes each connection the hub binds to its terminal at once (push, so the
 login is confirmed while the concentrator waits for it), and asks the hub for the live connection
@@ -11,17 +12,25 @@ when a request finds none (pull; ``wait_s`` 0 in the daemon: an absent concentra
 with :class:`~headend.transport.hub.ChannelOffline`). The link reads
 the connection as a stream that starts with the login frame, so it confirms the login and every
 later heartbeat itself; the connection stays owned by the listener (its caps, silence timeout and
-counts apply).
+counts apply). A request left unanswered (nothing received from the concentrator, not even a
+heartbeat) marks the connection as not answering, so a newer login may replace it; the channel's
+``allow`` networks are passed to the hub. No PW (AFN 04/05/10, hence no forwarded meter password
+either) goes to a login before the engine verified it (the concentrator's archive against the
+inventory, ``verify``): such a request raises :class:`~headend.transport.hub.ChannelUnverified`
+with nothing sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from time import monotonic
 
-from headend.transport.concentrator import ConcentratorLink, _Stream
-from headend.transport.hub import DialinHub
+from headend.transport.concentrator import ConcentratorLink, ConcentratorTimeout, _Stream
+from headend.transport.hub import ChannelUnverified, DialinHub
 from headend.transport.listener import Inbound
 from headend.transport.url import ChannelConfig
+from protocols.gdw1376 import Frame, Unit
 
 
 class _LinkStream(asyncio.StreamReaderProtocol):
@@ -51,8 +60,26 @@ class DialinConcentratorLink(ConcentratorLink):
         self.hub = hub
         self.device = config.device
         self._watching = True
-        hub.expect(self.device)
+        self._inbound: Inbound | None = None  # the connection the link reads now
+        hub.expect(self.device, config.allow)
         hub.watch(self.device, self._bound)
+
+    async def request(
+        self, afn: int, units: Sequence[Unit], *, extra_s: float = 0.0, retries: int | None = None
+    ) -> list[Frame]:
+        """As :meth:`ConcentratorLink.request`; a timeout with nothing received marks the connection."""
+        inbound = self.hub.live.get(self.device)
+        received = inbound.last_rx if inbound is not None else 0.0
+        try:
+            return await super().request(afn, units, extra_s=extra_s, retries=retries)
+        except ConcentratorTimeout:
+            if (
+                inbound is not None
+                and inbound.last_rx == received
+                and inbound is self.hub.live.get(self.device)
+            ):
+                inbound.missed()
+            raise
 
     async def open(self) -> None:
         """Take the terminal's connection if it is already up (its login is then confirmed at once)."""
@@ -63,7 +90,34 @@ class DialinConcentratorLink(ConcentratorLink):
         if inbound.link is not None:
             return  # already this link's connection
         reader, writer, login = _streams(inbound)
+        self._inbound = inbound
         self.attach(reader, writer, login)
+
+    def _check_pw_allowed(self) -> None:
+        inbound = self._inbound
+        if inbound is None or not inbound.verified:
+            self.hub.counts["secret_refused_unverified"] += 1
+            raise ChannelUnverified(f"{self.label}: this login is not verified: no PW sent")
+
+    @property
+    def verification_due(self) -> bool:
+        """Whether the terminal's live connection (or the next, if none is up) is not verified yet."""
+        inbound = self.hub.live.get(self.device)
+        return inbound is None or inbound.closed or inbound.verification_due(monotonic())
+
+    async def verify(self, check: Callable[[], Awaitable[bool | None]]) -> bool | None:
+        """Run ``check`` on the live connection and record its verdict there (see ``VerifiedBus``)."""
+        target = await self.hub.connection(self.device, self.wait_s)  # raises ChannelOffline
+        verdict = await check()
+        if self._inbound is not target or target.closed:
+            return None
+        if verdict:
+            target.verified = True
+        elif verdict is None:
+            target.checked_at = monotonic()
+        else:
+            self.hub.identity_refused(target, "the concentrator's archive is not the inventory's")
+        return verdict
 
     async def _connection(self) -> _Stream:
         """The attached connection, else the hub's live one (waiting up to ``wait_s``; raises

@@ -4,14 +4,25 @@ The channel does not connect anywhere: it asks the :class:`~headend.transport.hu
 the live connection of its identity when an exchange needs one, and raises
 :class:`~headend.transport.hub.ChannelOffline` at once if there is none (optionally after waiting
 ``wait_s``, for the field commands). An exchange whose connection is replaced by a newer one from
-the same device is sent again on the new connection (``_Link.moved``). Closing the channel leaves the
+the same device is sent again on the new connection (``_Link.moved``). A request left without any
+reply marks the connection as not answering (``Inbound.missed``): a newer connection from the
+device may then replace it.
+
+No password goes to a connection before the meters behind it were verified: a ``secret`` exchange
+is refused (:class:`~headend.transport.hub.ChannelUnverified`, nothing sent) while the connection
+it would use is unverified, also when it moves to a newer connection mid-exchange. ``verify``
+records the verdict of an identity check (the engine's, see ``VerifiedBus``) on the connection it
+ran on. Closing the channel leaves the
 device's connection up (the next channel for that identity uses it).
 """
 
 from __future__ import annotations
 
-from headend.transport.channel import Channel, _Link
-from headend.transport.hub import DialinHub
+from collections.abc import Awaitable, Callable
+from time import monotonic
+
+from headend.transport.channel import Channel, ExchangeTimeout, Framer, _Link
+from headend.transport.hub import ChannelUnverified, DialinHub
 from headend.transport.listener import Inbound
 from headend.transport.url import ChannelConfig
 
@@ -27,8 +38,9 @@ class DialinChannel(Channel):
         self.device = config.device
         self.wait_s = wait_s
         self._inbound: Inbound | None = None
+        self._secrets = 0  # password-bearing exchanges in progress: no unverified connection is taken
         self._expecting = True
-        hub.expect(self.device)
+        hub.expect(self.device, config.allow)
 
     @property
     def online(self) -> bool:
@@ -38,8 +50,69 @@ class DialinChannel(Channel):
     async def open(self) -> None:
         """Nothing to open: each exchange takes the identity's live connection (or finds it offline)."""
 
+    async def exchange(
+        self,
+        request: bytes,
+        framer: Framer,
+        accept: Callable[[bytes], bool],
+        *,
+        reply_size: int = 64,
+        turnaround_s: float | None = None,
+        retries: int | None = None,
+        secret: bool = False,
+    ) -> tuple[bytes, float]:
+        """As :meth:`Channel.exchange`; a timeout with nothing received marks the connection, a
+        ``secret`` request goes only to a verified one."""
+        inbound = self.hub.live.get(self.device)
+        received = inbound.last_rx if inbound is not None else 0.0
+        if secret:
+            attached = self._inbound
+            self._require_verified(attached if attached is not None and not attached.closed else inbound)
+            self._secrets += 1
+        try:
+            return await super().exchange(
+                request, framer, accept, reply_size=reply_size, turnaround_s=turnaround_s, retries=retries
+            )
+        except ExchangeTimeout:
+            used = self._inbound
+            if used is not None and used is inbound and used.last_rx == received:
+                used.missed()
+            raise
+        finally:
+            if secret:
+                self._secrets -= 1
+
+    def _require_verified(self, inbound: Inbound | None) -> None:
+        if inbound is not None and not inbound.verified:
+            self.hub.counts["secret_refused_unverified"] += 1
+            raise ChannelUnverified(
+                f"{self.label}: the meters behind this connection are not verified: no password sent"
+            )
+
+    @property
+    def verification_due(self) -> bool:
+        """Whether the device's live connection (or the next, if none is up) is not verified yet."""
+        inbound = self.hub.live.get(self.device)
+        return inbound is None or inbound.closed or inbound.verification_due(monotonic())
+
+    async def verify(self, check: Callable[[], Awaitable[bool | None]]) -> bool | None:
+        """Run ``check`` on the live connection and record its verdict there (see ``VerifiedBus``)."""
+        target = await self.hub.connection(self.device, self.wait_s)  # raises ChannelOffline
+        verdict = await check()
+        if self._inbound is not target or target.closed:
+            return None  # the connection changed during the check: checked again on the next job
+        if verdict:
+            target.verified = True
+        elif verdict is None:
+            target.checked_at = monotonic()
+        else:
+            self.hub.identity_refused(target, "other meters answer behind this connection")
+        return verdict
+
     async def _connect(self) -> _Link:
         inbound = await self.hub.connection(self.device, self.wait_s)
+        if self._secrets:
+            self._require_verified(inbound)
         link = _Link(self.stats, self.label)
         inbound.attach(link)
         self._inbound = inbound

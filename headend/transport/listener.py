@@ -6,7 +6,11 @@ to the channel with that identity (or holds or refuses it). From then on every r
 passes the kind's keep-alive filter and the rest goes to the receiving end of the dial-in channel
 using the connection (a clean byte stream, as from a serial server).
 
-Closed, counted and logged: more connections than the listener's or the source address's cap;
+Closed, counted and logged: a source address outside the listener's ``allow`` networks; more
+connections than the listener's cap; a connection still identifying when ``max_per_address`` others
+from its source address are identifying too (the oldest of them is closed, so idle connections from
+a carrier NAT cannot keep a real device out; identified connections do not count against the cap);
+a TLS client certificate whose common name is not the identity it sends;
 no identification within ``identify_timeout_s``; more than ``max_bytes_before_id`` bytes before
 identifying; a malformed identification; nothing received (not even a heartbeat) for
 ``silent_timeout_s`` (half-open sockets); end of stream from the peer. One timer per listener
@@ -17,13 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import Literal, Protocol
 
-from headend.transport.hub import DialinHub
+from headend.transport.hub import DialinHub, Network, address_in
 from headend.transport.identify import (
     KINDS,
     Identifier,
@@ -35,7 +39,9 @@ from headend.transport.identify import (
 log = logging.getLogger(__name__)
 
 LOG_EVERY_S = 60.0
+RECHECK_S = 60.0  # an identity check that could not decide is tried again after this long
 State = Literal["identifying", "bound", "held", "closed"]
+ConflictPolicy = Literal["keep", "replace"]
 TRANSITIONS: dict[State, frozenset[State]] = {
     "identifying": frozenset({"bound", "held", "closed"}),
     "held": frozenset({"bound", "closed"}),  # an identity the inventory now expects is adopted
@@ -74,7 +80,11 @@ class ListenerSpec:
     max_bytes_before_id: int = 256
     silent_timeout_s: float = 300.0
     max_connections: int = 10_000
-    max_per_address: int = 100
+    max_per_address: int = 100  # connections still identifying, per source address
+    allow: tuple[Network, ...] = ()  # source networks accepted (empty: any)
+    conflict: ConflictPolicy = "keep"  # a second connection with a connected identity (see hub)
+    replace_silent_after_s: float = 120.0  # an established connection silent this long is replaced
+    tls: ssl.SSLContext | None = None  # TLS with client certificates: the CN must be the identity
 
     def identifier(self) -> Identifier:
         """The kind's identification strategy (one per listener: it holds no connection state)."""
@@ -103,6 +113,10 @@ class Inbound(asyncio.Protocol):
         self._state: State = "identifying"
         self.connected_at = time.monotonic()
         self.last_rx = self.connected_at
+        self.unanswered = False  # a request went out and nothing came back (see ``missed``)
+        self.verified = False  # the meters behind it proved to be the inventory's (no password before)
+        self.checked_at: float | None = None  # when an identity check last could not decide
+        self.certificate_name: str | None = None  # the TLS client certificate's common name
         self.close_reason = ""
         self._buffer = b""
         self._filter = listener.spec.keepalive_filter()
@@ -131,15 +145,38 @@ class Inbound(asyncio.Protocol):
         """Keep-alives seen while no link had the connection (a link counts its own)."""
         return self._filter.keepalives + (self._answerer.heartbeats if self._answerer else 0)
 
+    def answering(self, now: float) -> bool:
+        """Whether this established connection keeps its device against a newer one (the
+        listener's conflict policy): it is open, received something (a reply, a heartbeat) within
+        ``replace_silent_after_s`` and left no request unanswered since."""
+        spec = self.listener.spec
+        if spec.conflict == "replace" or self.closed or self.unanswered:
+            return False
+        return now - self.last_rx < spec.replace_silent_after_s
+
+    def verification_due(self, now: float) -> bool:
+        """Whether the meters behind this open connection should be checked now: never verified, and
+        no undecided check within ``RECHECK_S``."""
+        if self.closed or self.verified:
+            return False
+        return self.checked_at is None or now - self.checked_at >= RECHECK_S
+
+    def missed(self) -> None:
+        """A channel's request on this connection got no byte back: it no longer keeps its device
+        against a newer connection (until it sends something again)."""
+        self.unanswered = True
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.host = str(peer[0]) if peer else "?"
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.certificate_name = _common_name(transport.get_extra_info("peercert"))
         self.listener.accepted(self)
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = monotonic()
+        self.unanswered = False
         beats = self.heartbeats
         if self.state == "identifying":
             self._identify(self._filter.feed(data, True))
@@ -167,9 +204,15 @@ class Inbound(asyncio.Protocol):
                     self, "too_many_bytes", f"{len(self._buffer)} bytes without an identification"
                 )
             return
+        if spec.tls is not None and found.identity != self.certificate_name:
+            self.listener.reject(
+                self, "certificate_mismatch", f"certificate {self.certificate_name!r} sent {found.identity!r}"
+            )
+            return
         self.identification = self._buffer[: found.consumed]
         rest, self._buffer = self._buffer[found.consumed :], b""
         self.identity = found.identity
+        self.listener.identified(self)
         if not self.hub.bind(self, found.identity):  # the hub moves it to bound or held
             self.close("refused_unknown")
             return
@@ -249,6 +292,17 @@ class Inbound(asyncio.Protocol):
             self.transport.close()
 
 
+def _common_name(certificate: object) -> str | None:
+    """The subject common name of a peer certificate as ``ssl`` decodes it (None without one)."""
+    if not isinstance(certificate, dict):
+        return None
+    for rdn in certificate.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
 class Listener:
     """An asyncio server for one :class:`ListenerSpec` (``start`` / ``stop``)."""
 
@@ -257,7 +311,7 @@ class Listener:
         self.hub = hub
         self.identifier = spec.identifier()
         self.connections: set[Inbound] = set()
-        self.per_host: Counter[str] = Counter()
+        self.identifying: dict[str, dict[Inbound, None]] = {}  # per source address, oldest first
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._logged_at: dict[str, float] = {}
@@ -271,7 +325,12 @@ class Listener:
         """Bind and listen (port 0 picks a free port, see :attr:`port`)."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: Inbound(self), self.spec.host, self.spec.port, backlog=4096
+            lambda: Inbound(self),
+            self.spec.host,
+            self.spec.port,
+            backlog=4096,
+            ssl=self.spec.tls,
+            ssl_handshake_timeout=self.spec.identify_timeout_s if self.spec.tls is not None else None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._sweeper = loop.call_later(self._sweep_every(), self._sweep)
@@ -308,25 +367,51 @@ class Listener:
         self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every(), self._sweep)
 
     def accepted(self, inbound: Inbound) -> None:
-        """A new connection: enforce the caps."""
+        """A new connection: enforce the source networks and the caps."""
         counts = self.hub.counts
+        if self.spec.allow and not address_in(inbound.host, self.spec.allow):
+            self._refuse_cap(inbound, "refused_source", inbound.host)
+            return
         if len(self.connections) >= self.spec.max_connections:
             self._refuse_cap(inbound, "cap_listener", self.label)
             return
-        if self.per_host[inbound.host] >= self.spec.max_per_address:
-            self._refuse_cap(inbound, "cap_address", inbound.host)
-            return
+        waiting = self.identifying.setdefault(inbound.host, {})
+        if len(waiting) >= self.spec.max_per_address:
+            oldest = next(iter(waiting))
+            self._forget_identifying(oldest)
+            counts["cap_address"] += 1
+            self._log_once(inbound.host, "dial-in connection closed: too many identifying", oldest)
+            oldest.close("cap_address")
+            waiting = self.identifying.setdefault(inbound.host, {})
         counts["accepted"] += 1
         self.connections.add(inbound)
-        self.per_host[inbound.host] += 1
+        waiting[inbound] = None
+
+    def identified(self, inbound: Inbound) -> None:
+        """``inbound`` identified itself: it no longer counts against its address's cap."""
+        self._forget_identifying(inbound)
+
+    def _forget_identifying(self, inbound: Inbound) -> None:
+        waiting = self.identifying.get(inbound.host)
+        if waiting is None:
+            return
+        waiting.pop(inbound, None)
+        if not waiting:
+            del self.identifying[inbound.host]
+
+    def _log_once(self, key: str, message: str, inbound: Inbound) -> None:
+        now = time.monotonic()
+        if now - self._logged_at.get(key, -LOG_EVERY_S) >= LOG_EVERY_S:
+            self._logged_at[key] = now
+            log.warning(message, extra={"listener": self.label, "peer": inbound.peer})
 
     def _refuse_cap(self, inbound: Inbound, reason: str, key: str) -> None:
         self.hub.counts[reason] += 1
         now = time.monotonic()
-        if now - self._logged_at.get(key, -LOG_EVERY_S) >= LOG_EVERY_S:
-            self._logged_at[key] = now
+        if now - self._logged_at.get(f"{key} {reason}", -LOG_EVERY_S) >= LOG_EVERY_S:
+            self._logged_at[f"{key} {reason}"] = now
             log.warning(
-                "dial-in connection refused: cap reached",
+                "dial-in connection refused",
                 extra={"listener": self.label, "peer": inbound.peer, "reason": reason},
             )
         inbound.move_to("closed")
@@ -352,9 +437,7 @@ class Listener:
         if inbound not in self.connections:
             return
         self.connections.discard(inbound)
-        self.per_host[inbound.host] -= 1
-        if self.per_host[inbound.host] <= 0:
-            del self.per_host[inbound.host]
+        self._forget_identifying(inbound)
         self.hub.counts[f"closed_{reason}"] += 1
         if previous != "identifying":
             self.hub.notify("closed", inbound)

@@ -13,6 +13,9 @@ region-terminal address A1+A2) and ``gdw1376+tcp://host:port?address=0314-25394`
 fixed address that we connect to). There ``turnaround_ms`` is the concentrator's answer allowance
 (network round trip; default 5 s), ``baud`` the meters' line speed behind it (for AFN 10 F1) and
 ``msa`` our master station address (1..127, default 1).
+
+Dial-in channels (``dtu://``, ``gdw1376://``) take ``allow=10.64.0.0/16,10.65.0.0/16``: the source
+networks (CIDR) the device may connect from; a connection naming it from elsewhere is refused.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import TypedDict
 from urllib.parse import parse_qs, urlsplit
 
@@ -70,6 +74,7 @@ class ChannelConfig:
     retries: int = 1
     terminal: str = ""  # gdw1376: the concentrator's region-terminal address (0314-25394)
     msa: int = 1  # gdw1376: our master station address
+    allow: tuple[IPv4Network | IPv6Network, ...] = ()  # dial-in: source networks accepted (empty: any)
 
     @property
     def bits_per_char(self) -> int:
@@ -140,6 +145,7 @@ class UrlOptions(TypedDict, total=False):
     gap_s: float
     turnaround_s: float
     msa: int
+    allow: tuple[IPv4Network | IPv6Network, ...]
 
 
 def _options(url: str, query: dict[str, str]) -> UrlOptions:
@@ -166,6 +172,28 @@ def _options(url: str, query: dict[str, str]) -> UrlOptions:
     return options
 
 
+def parse_networks(text: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """``10.64.0.0/16,fd00::/8``: networks in CIDR notation; raises ValueError naming a bad one."""
+    networks = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            networks.append(ip_network(item))
+        except ValueError as exc:
+            raise ValueError(f"bad network {item!r}: {exc}") from None
+    if not networks:
+        raise ValueError("no network given (CIDR, e.g. 10.64.0.0/16)")
+    return tuple(networks)
+
+
+def _allow(url: str, query: dict[str, str], options: UrlOptions) -> None:
+    """Pop a dial-in channel's ``allow`` option into ``options``."""
+    if "allow" in query:
+        try:
+            options["allow"] = parse_networks(query.pop("allow"))
+        except ValueError as exc:
+            raise ChannelUrlError(f"allow: {exc} in {url!r}") from None
+
+
 def parse_channel_url(url: str) -> ChannelConfig:
     """Parse and validate a channel URL; raises ChannelUrlError with the offending part."""
     if len(url) > MAX_URL_LENGTH:
@@ -184,6 +212,8 @@ def parse_channel_url(url: str) -> ChannelConfig:
         raise ChannelUrlError(f"malformed options {parts.query!r} in {url!r}") from None
     query = {key: values[-1] for key, values in pairs.items()}
     options = _options(url, query)
+    if scheme in DIALIN_SCHEMES:
+        _allow(url, query, options)
     if scheme in CONCENTRATOR_SCHEMES:
         return _concentrator(url, scheme, parts.netloc, query, options)
     if query:

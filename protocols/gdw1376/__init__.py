@@ -25,10 +25,13 @@ from protocols.gdw1376.builders import (
     response_frames,
 )
 from protocols.gdw1376.data import (
+    CURVE_KINDS,
+    DENSITY_MINUTES,
     ArchiveQuery,
     ArchiveRecord,
     ConfirmItem,
     Curve,
+    CurveKind,
     CurveRequest,
     DailyReading,
     EnergyReading,
@@ -36,6 +39,7 @@ from protocols.gdw1376.data import (
     EventRequest,
     ForwardReply,
     ForwardRequest,
+    PhaseSnapshot,
     PowerEvent,
     RawData,
     RawEvent,
@@ -51,13 +55,15 @@ from protocols.gdw1376.errors import (
     TruncatedFrame,
 )
 from protocols.gdw1376.fields import ALL_POINTS, Afn, Control, Function, Seq, Tp
-from protocols.gdw1376.frame import Frame, Unit, decode, encode, unit
+from protocols.gdw1376.frame import Frame, Stop, Unit, decode, encode, unit
 from protocols.gdw1376.link import Deframer, looks_like_frame, parse_link
 
 __all__ = [
     "ALL_CONFIRMED",
     "ALL_DENIED",
     "ALL_POINTS",
+    "CURVE_KINDS",
+    "DENSITY_MINUTES",
     "HEARTBEAT",
     "LOGIN",
     "LOGOUT",
@@ -70,6 +76,7 @@ __all__ = [
     "ConfirmItem",
     "Control",
     "Curve",
+    "CurveKind",
     "CurveRequest",
     "DailyReading",
     "Deframer",
@@ -84,10 +91,12 @@ __all__ = [
     "Function",
     "GDW1376Error",
     "PayloadError",
+    "PhaseSnapshot",
     "PowerEvent",
     "RawData",
     "RawEvent",
     "Seq",
+    "Stop",
     "Timeout",
     "Tp",
     "TruncatedFrame",

@@ -13,8 +13,15 @@ against with the search tools (facts only; the code here is our own):
 - AFN 0C F2 / AFN 05 F31 (A.1): dl_3761 dissector AFN 05 branch (6-byte time before PW).
 - AFN 0C F129, AFN 0D F161 (Td_d, A.15 read time, M, (M+1) × A.14): Kaitai ``afn12_f129`` and
   ``positive_indication`` with ``td_d: a20``.
-- AFN 0D F101..F104 (Td_c = A.15 start, density, points; A.11 points): reference note, not confirmed
-  by a second source ("verify" there).
+- AFN 0D curves (Td_c = A.15 start, density, points; then one value per point): the Fn numbers,
+  names and value widths of F73..F76, F81..F95, F97..F108 and F145..F148 from the AFN 0D curve
+  storage layout of gdgly/NUC97X_JS (``ADDR_AFN0DF73`` … ``ADDR_AFN0DF148``: 2/3/4 bytes per point)
+  and the Fn list of the PLMS-style C# verification tool ``CurveData_376`` (F81..F108 names); the
+  Td_c downlink from the JS 1376.1 frame notes (``Fn81`` … ``Fn95``: 5-byte A.15, density m, points n).
+- AFN 0C F25 (A.15 read time, total/A/B/C active power A.9, total/A/B/C reactive power A.9, total/
+  A/B/C power factor A.5, A/B/C voltage A.7, A/B/C current A.25, zero-sequence current A.25, total/
+  A/B/C apparent power A.9 = 67 bytes): the PLMS Java ``AFN0C/F25`` field order (its 2004 layout
+  with 2-byte currents), and the 67-byte record of gdgly/NUC97X_JS (``MC(0xEE,ADDR_AFN0CF25,67*…)``).
 - AFN 0E F1/F2 (EC1, EC2, Pm, Pn, then ERC, Le, data): reference note; ERC 14 = off time, on time
   (two A.15, Le 10), or the 2014 layout with an attribute byte first (Le 11): gdgly/NUC97X_JS
   Terminal_AFN0E_Event.c reads the power-on time at record offset 8 (ERC, Le, flags, off, on).
@@ -53,7 +60,7 @@ from construct import (
 
 from protocols.gdw1376.errors import EncodeError, PayloadError
 from protocols.gdw1376.fields import da_bytes, dt_bytes, fn_set, pn_set
-from protocols.gdw1376.formats import A1, A11, A14, A15, A20, Digits
+from protocols.gdw1376.formats import A1, A2, A3, A5, A7, A9, A11, A13, A14, A15, A20, A25, Digits, Field
 
 # --- records -------------------------------------------------------------------------------------
 
@@ -119,11 +126,87 @@ DENSITY_MINUTES = {1: 15, 2: 30, 3: 60, 254: 5, 255: 1}
 
 @dataclass(frozen=True, slots=True)
 class Curve:
-    """AFN 0D F101..F104 uplink: the Td_c and one A.11 value per point (None = no data)."""
+    """An AFN 0D curve uplink: the Td_c and one value per point (None = no data)."""
 
     start: dt.datetime
     density: int
     values: tuple[float | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CurveKind:
+    """What one AFN 0D curve Fn holds: its name, the format of a point and the point's unit, and the
+    interval quantity of the meter it gives (``factor`` times the point; None: not a meter quantity)."""
+
+    fn: int
+    name: str
+    field: Field
+    unit: str
+    quantity: str | None = None
+    factor: float = 1.0
+
+
+CURVE_KINDS: dict[int, CurveKind] = {
+    k.fn: k
+    for k in (
+        CurveKind(73, "total-group active power", A2, "kW"),
+        CurveKind(74, "total-group reactive power", A2, "kvar"),
+        CurveKind(75, "total-group active energy", A3, "kWh"),
+        CurveKind(76, "total-group reactive energy", A3, "kvarh"),
+        CurveKind(81, "active power", A9, "kW", "power_kw"),
+        CurveKind(82, "phase A active power", A9, "kW", "power_a_kw"),
+        CurveKind(83, "phase B active power", A9, "kW", "power_b_kw"),
+        CurveKind(84, "phase C active power", A9, "kW", "power_c_kw"),
+        CurveKind(85, "reactive power", A9, "kvar", "reactive_power_kvar"),
+        CurveKind(86, "phase A reactive power", A9, "kvar", "reactive_power_a_kvar"),
+        CurveKind(87, "phase B reactive power", A9, "kvar", "reactive_power_b_kvar"),
+        CurveKind(88, "phase C reactive power", A9, "kvar", "reactive_power_c_kvar"),
+        CurveKind(89, "phase A voltage", A7, "V", "voltage_a_v"),
+        CurveKind(90, "phase B voltage", A7, "V", "voltage_b_v"),
+        CurveKind(91, "phase C voltage", A7, "V", "voltage_c_v"),
+        CurveKind(92, "phase A current", A25, "A", "current_a_a"),
+        CurveKind(93, "phase B current", A25, "A", "current_b_a"),
+        CurveKind(94, "phase C current", A25, "A", "current_c_a"),
+        CurveKind(95, "zero-sequence current", A25, "A", "current_n_a"),
+        CurveKind(97, "forward active energy quantity", A13, "kWh"),
+        CurveKind(98, "forward reactive energy quantity", A13, "kvarh"),
+        CurveKind(99, "reverse active energy quantity", A13, "kWh"),
+        CurveKind(100, "reverse reactive energy quantity", A13, "kvarh"),
+        CurveKind(101, "forward active energy reading", A11, "kWh", "energy_import_kwh"),
+        CurveKind(102, "forward reactive energy reading", A11, "kvarh"),
+        CurveKind(103, "reverse active energy reading", A11, "kWh", "energy_export_kwh"),
+        CurveKind(104, "reverse reactive energy reading", A11, "kvarh"),
+        CurveKind(105, "power factor", A5, "%", "pf", 0.01),
+        CurveKind(106, "phase A power factor", A5, "%", "pf_a", 0.01),
+        CurveKind(107, "phase B power factor", A5, "%", "pf_b", 0.01),
+        CurveKind(108, "phase C power factor", A5, "%", "pf_c", 0.01),
+        CurveKind(145, "quadrant I reactive energy reading", A11, "kvarh"),
+        CurveKind(146, "quadrant IV reactive energy reading", A11, "kvarh"),
+        CurveKind(147, "quadrant II reactive energy reading", A11, "kvarh"),
+        CurveKind(148, "quadrant III reactive energy reading", A11, "kvarh"),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseSnapshot:
+    """AFN 0C F25: power, power factor (%), voltage and current of a measuring point now (None = EE).
+
+    The per-phase tuples are (A, B, C); the totals are separate fields.
+    """
+
+    read_at: dt.datetime | None
+    active_kw: float | None
+    active_phase_kw: tuple[float | None, float | None, float | None]
+    reactive_kvar: float | None
+    reactive_phase_kvar: tuple[float | None, float | None, float | None]
+    power_factor: float | None
+    power_factor_phase: tuple[float | None, float | None, float | None]
+    voltage_v: tuple[float | None, float | None, float | None]
+    current_a: tuple[float | None, float | None, float | None]
+    zero_sequence_a: float | None
+    apparent_kva: float | None
+    apparent_phase_kva: tuple[float | None, float | None, float | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,11 +378,60 @@ CURVE_REQUEST = RecordAdapter(
     lambda r: {"start": r.start, "density": r.density, "points": r.points},
 )
 
-CURVE = RecordAdapter(
-    Struct("start" / A15, "density" / Int8ul, "points" / Int8ul, "values" / Array(this.points, A11)),
-    lambda c: Curve(c.start, c.density, tuple(c["values"])),
-    lambda r: {"start": r.start, "density": r.density, "points": len(r.values), "values": list(r.values)},
+
+def curve_declaration(field: Field) -> Construct:
+    """Td_c, then ``points`` values of ``field``."""
+    return RecordAdapter(
+        Struct("start" / A15, "density" / Int8ul, "points" / Int8ul, "values" / Array(this.points, field)),
+        lambda c: Curve(c.start, c.density, tuple(c["values"])),
+        _curve_fields,
+    )
+
+
+def _curve_fields(r: Curve) -> dict[str, Any]:
+    if len(r.values) > 255:
+        raise EncodeError(f"{len(r.values)} curve points do not fit the point-count byte")
+    return {"start": r.start, "density": r.density, "points": len(r.values), "values": list(r.values)}
+
+
+PHASES = ("a", "b", "c")
+SNAPSHOT = RecordAdapter(
+    Struct(
+        "read_at" / A15,
+        "active" / Array(4, A9),
+        "reactive" / Array(4, A9),
+        "pf" / Array(4, A5),
+        "voltage" / Array(3, A7),
+        "current" / Array(3, A25),
+        "zero" / A25,
+        "apparent" / Array(4, A9),
+    ),
+    lambda c: PhaseSnapshot(
+        c.read_at,
+        c.active[0],
+        tuple(c.active[1:]),
+        c.reactive[0],
+        tuple(c.reactive[1:]),
+        c.pf[0],
+        tuple(c.pf[1:]),
+        tuple(c.voltage),
+        tuple(c.current),
+        c.zero,
+        c.apparent[0],
+        tuple(c.apparent[1:]),
+    ),
+    lambda r: {
+        "read_at": r.read_at,
+        "active": [r.active_kw, *r.active_phase_kw],
+        "reactive": [r.reactive_kvar, *r.reactive_phase_kvar],
+        "pf": [r.power_factor, *r.power_factor_phase],
+        "voltage": list(r.voltage_v),
+        "current": list(r.current_a),
+        "zero": r.zero_sequence_a,
+        "apparent": [r.apparent_kva, *r.apparent_phase_kva],
+    },
 )
+SNAPSHOT_LEN = 67
 
 EVENT_REQUEST = RecordAdapter(
     Struct("start" / Int8ul, "end" / Int8ul),
@@ -600,6 +732,27 @@ def _content_at(buf: bytes, pos: int, end: int) -> tuple[bytes, int]:
     return bytes(buf[pos + 2 : stop]), stop
 
 
+def curve_fast_path(field: Field) -> tuple[FastDecode, FastEncode]:
+    """The hand-written (decode, encode) of a curve of ``field`` points (same layout as the declaration)."""
+    width = field.nbytes
+    value_of, bytes_of = field.value_of, field.bytes_of
+
+    def decode(buf: bytes, pos: int, end: int) -> tuple[Curve, int]:
+        _need(buf, pos, end, 7)
+        start = A15.value_of(bytes(buf[pos : pos + 5]))
+        stop = pos + 7 + width * buf[pos + 6]
+        _need(buf, pos, end, stop - pos)
+        values = tuple(value_of(bytes(buf[i : i + width])) for i in range(pos + 7, stop, width))
+        return Curve(start, buf[pos + 5], values), stop
+
+    def encode(r: Curve) -> bytes:
+        fields = _curve_fields(r)
+        head = A15.bytes_of(r.start) + bytes((_byte(r.density, "density"), fields["points"]))
+        return head + b"".join(bytes_of(v) for v in r.values)
+
+    return decode, encode
+
+
 def _forward_request_at(buf: bytes, pos: int, end: int) -> tuple[ForwardRequest, int]:
     _need(buf, pos, end, 4)
     port, line, frame_timeout, byte_timeout = buf[pos : pos + 4]
@@ -731,7 +884,8 @@ REST = Rest()
 CLOCK = Declared(A1, dt.datetime)
 ENERGY_CODEC = Declared(ENERGY, EnergyReading, (_energy_at, _energy_bytes))
 DAY_CODEC = Declared(A20, dt.date)
-CURVE_FNS = (101, 102, 103, 104)
+CURVE_FNS = tuple(CURVE_KINDS)
+SNAPSHOT_FN = 25
 
 CODECS: dict[tuple[int, bool, int], Codec] = {
     (0x00, False, 1): EMPTY,
@@ -750,6 +904,8 @@ CODECS: dict[tuple[int, bool, int], Codec] = {
     (0x0C, False, 2): EMPTY,
     (0x0C, True, 2): CLOCK,
     (0x0C, False, 129): EMPTY,
+    (0x0C, False, SNAPSHOT_FN): EMPTY,
+    (0x0C, True, SNAPSHOT_FN): Declared(SNAPSHOT, PhaseSnapshot),
     (0x0C, True, 129): ENERGY_CODEC,
     (0x0D, False, 161): DAY_CODEC,
     (0x0D, True, 161): Declared(DAILY, DailyReading, (_daily_at, _daily_bytes)),
@@ -762,11 +918,37 @@ CODECS: dict[tuple[int, bool, int], Codec] = {
     ),
     (0x10, True, 1): Declared(FORWARD_REPLY, ForwardReply, (_forward_reply_at, _forward_reply_bytes)),
 }
-for _fn in CURVE_FNS:
-    CODECS[(0x0D, False, _fn)] = Declared(CURVE_REQUEST, CurveRequest)
-    CODECS[(0x0D, True, _fn)] = Declared(CURVE, Curve)
+CURVE_REQUEST_CODEC = Declared(CURVE_REQUEST, CurveRequest)
+for _kind in CURVE_KINDS.values():
+    CODECS[(0x0D, False, _kind.fn)] = CURVE_REQUEST_CODEC
+    CODECS[(0x0D, True, _kind.fn)] = Declared(
+        curve_declaration(_kind.field), Curve, curve_fast_path(_kind.field)
+    )
 
 
 def codec_for(afn: int, up: bool, fn: int) -> Codec:
     """The codec of one data unit kind (``REST`` for kinds this codec does not know)."""
     return CODECS.get((afn, up, fn), REST)
+
+
+def known(afn: int, up: bool, fn: int) -> bool:
+    """Whether this codec decodes the data of (afn, direction, fn)."""
+    return (afn, up, fn) in CODECS
+
+
+UNIT_NAMES: dict[tuple[int, int], tuple[str, str | None]] = {
+    (0x02, 1): ("login", None),
+    (0x02, 2): ("logout", None),
+    (0x02, 3): ("heartbeat", None),
+    (0x10, 1): ("transparent forwarding", None),
+    (0x0C, 2): ("terminal clock", None),
+    (0x0C, SNAPSHOT_FN): ("power, power factor, voltage and current now", None),
+    (0x0C, 129): ("forward active energy reading now", "kWh"),
+    (0x0D, 161): ("daily frozen forward active energy reading", "kWh"),
+    **{(0x0D, k.fn): (f"{k.name} curve", k.unit) for k in CURVE_KINDS.values()},
+}
+
+
+def unit_name(afn: int, fn: int) -> tuple[str | None, str | None]:
+    """The name and the unit of the values of (afn, fn), where this codec knows them."""
+    return UNIT_NAMES.get((afn, fn), (None, None))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from protocols.gdw1376.address import Address
-from protocols.gdw1376.data import codec_for
+from protocols.gdw1376.data import codec_for, known, unit_name
 from protocols.gdw1376.errors import EncodeError, PayloadError
 from protocols.gdw1376.fields import (
     PW_AFNS,
@@ -60,6 +60,32 @@ def unit(pn: int | tuple[int, ...], fn: int | tuple[int, ...], *values: Any) -> 
     return Unit(pns, fns, values)
 
 
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Where decoding had to stop: the first unit whose Fn this codec does not know while bytes
+    remained. Its data and everything after it are kept undivided as ``RawData`` of that unit."""
+
+    afn: int
+    unit: int  # index of the unit in the frame, from 0
+    pn: int
+    fn: int
+    offset: int  # of the unknown unit's data, counted from C (the first byte of the user data)
+    remaining: int  # bytes left undecoded from there to the AUX
+
+    @property
+    def name(self) -> str:
+        """The unit's name where it is known (``AFN 0C F26`` otherwise)."""
+        label = f"AFN {self.afn:02X} F{self.fn}"
+        known_name = unit_name(self.afn, self.fn)[0]
+        return f"{label} ({known_name})" if known_name else label
+
+    def __str__(self) -> str:
+        return (
+            f"stopped at unit {self.unit + 1} (p{self.pn} {self.name}), byte {self.offset}: "
+            f"Fn not decoded, {self.remaining} bytes left undecoded"
+        )
+
+
 @dataclass(slots=True)
 class Frame:
     """A decoded frame. ``units`` carry typed values (see ``protocols.gdw1376.data``)."""
@@ -73,6 +99,7 @@ class Frame:
     ec: tuple[int, int] | None = None
     tp: Tp | None = None
     protocol: int = PROTOCOL_1376
+    stopped: Stop | None = None  # None: every unit decoded
 
     @property
     def up(self) -> bool:
@@ -114,10 +141,26 @@ class Frame:
             "afn_name": self.afn_name,
             "seq": {"seq": self.seq.seq, "fir": self.seq.fir, "fin": self.seq.fin, "con": self.seq.con},
             "units": [
-                {"pn": pn, "fn": fn, "value": jsonable(value)}
+                {
+                    "pn": pn,
+                    "fn": fn,
+                    "name": unit_name(self.afn, fn)[0],
+                    "unit": unit_name(self.afn, fn)[1],
+                    "value": jsonable(value),
+                }
                 for u in self.units
                 for pn, fn, value in u.items()
             ],
+            "stopped": None
+            if self.stopped is None
+            else {
+                "unit": self.stopped.unit,
+                "pn": self.stopped.pn,
+                "fn": self.stopped.fn,
+                "name": self.stopped.name,
+                "offset": self.stopped.offset,
+                "remaining": self.stopped.remaining,
+            },
             "pw": self.pw.hex().upper() if self.pw is not None else None,
             "ec": list(self.ec) if self.ec else None,
             "tp": jsonable(self.tp),
@@ -165,12 +208,13 @@ def decode(raw: bytes) -> Frame:
     pw = data[end : end + pw_len] if pw_len else None
     ec = (data[end], data[end + 1]) if ec_len else None
     tp = Tp.from_bytes(data[end + pw_len + ec_len :]) if tp_len else None
-    units = decode_units(data, FIXED_LEN, end, afn, control.up)
-    return Frame(control, address, afn, seq, units, pw, ec, tp, link.protocol)
+    units, stopped = decode_units(data, FIXED_LEN, end, afn, control.up)
+    return Frame(control, address, afn, seq, units, pw, ec, tp, link.protocol, stopped)
 
 
-def decode_units(data: bytes, pos: int, end: int, afn: int, up: bool) -> list[Unit]:
-    """Split the unit area into DA/DT units and decode their data."""
+def decode_units(data: bytes, pos: int, end: int, afn: int, up: bool) -> tuple[list[Unit], Stop | None]:
+    """Split the unit area into DA/DT units and decode their data, up to the first unknown Fn that
+    has bytes after it (then the rest stays undivided and the ``Stop`` says where)."""
     units: list[Unit] = []
     while pos < end:
         if end - pos < 4:
@@ -179,11 +223,15 @@ def decode_units(data: bytes, pos: int, end: int, afn: int, up: bool) -> list[Un
         fns = fn_set(data[pos + 2 : pos + 4])
         pos += 4
         values = []
-        for _pn, fn in itertools.product(pns, fns):
+        for pn, fn in itertools.product(pns, fns):
+            if pos < end and not known(afn, up, fn):
+                values.append(codec_for(afn, up, fn).decode(data, pos, end)[0])
+                units.append(Unit(pns, fns, tuple(values)))
+                return units, Stop(afn, len(units) - 1, pn, fn, pos, end - pos)
             value, pos = codec_for(afn, up, fn).decode(data, pos, end)
             values.append(value)
         units.append(Unit(pns, fns, tuple(values)))
-    return units
+    return units, None
 
 
 def encode_unit(afn: int, up: bool, u: Unit) -> bytes:

@@ -111,8 +111,11 @@ async def test_backfill_after_an_outage_takes_midnight_freezes_and_curve_points(
             else:
                 assert quality == "backfilled"
                 assert value == pytest.approx(profile[ts.replace(tzinfo=None)], abs=0.01)
-    # the freezes of one day came for all three meters in one AFN 0D request, the curves per meter
+    # the freezes of one day came for all three meters in one AFN 0D request, the curves per meter;
+    # an energy-only plan asks the energy curve alone
     assert sim.counts["afn_0D"] < 3 * 2 + 3 * 3
+    asked = {key for key in sim.counts if key.startswith("curve_F")}
+    assert asked == {"curve_F101"}
 
 
 async def test_lost_and_late_answers_and_a_dropped_connection_lose_no_reading_and_misattribute_none(

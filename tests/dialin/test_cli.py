@@ -113,6 +113,8 @@ async def test_read_and_scan_through_a_dtu_that_dials_in() -> None:
                 f"127.0.0.1:{port}",
                 "-a",
                 addresses[0],
+                "--meter-number",
+                addresses[0],  # the simulated meters' number is their address
                 "--operator",
                 "42",
                 "--no-record",
@@ -232,7 +234,16 @@ async def test_switch_through_a_dtu_is_a_recorded_command_of_a_signed_in_operato
         assert code == 1 and "broadcast" in err
         assert bus.requests[0x1C] == 0 and await conn.fetchval("SELECT count(*) FROM commands") == 0
 
+        # no password to a device that has not proved who it is: no number, or a wrong one
         code, _, err = await finish(await spawn(*recorded, "-a", meter.address, env=env))
+        assert code == 1 and "--meter-number" in err and "Traceback" not in err
+        wrong = ("--meter-number", "000000000001")
+        code, _, err = await finish(await spawn(*recorded, "-a", meter.address, *wrong, env=env))
+        assert code == 1 and "does not answer meter number 000000000001" in err
+        assert bus.requests[0x1C] == 0 and await conn.fetchval("SELECT count(*) FROM commands") == 0
+
+        number = ("--meter-number", meter.address)
+        code, _, err = await finish(await spawn(*recorded, "-a", meter.address, *number, env=env))
         assert code == 0, err
         assert meter.model.relay.open and bus.requests[0x1C] == 1
         row = await conn.fetchrow("SELECT cause, operator, state::text AS state FROM commands")

@@ -23,6 +23,7 @@ from headend.transport.listener import Listener, ListenerSpec
 from protocols.gdw1376 import HEARTBEAT, LOGIN, Address, link_test
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
 from tests.concentrator.support import ADDRESS, engine_config, inventory_toml, wait_for
+from tests.dialin.test_listener import until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -88,18 +89,20 @@ async def test_engine_reads_a_concentrator_bound_by_login_through_the_listener(
             assert len(voltage) == 4 and all(r["ts"] == ts for r in energy + voltage)
             assert sim.counts["afn_0C"] == 1 and sim.counts["login_failures"] == 0
 
-            # a newer login of the same terminal replaces the connection; reads go to the new one
-            async with SimConcentrator(replace(spec, redial_s=60)) as newer:
+            # a second login of the connected terminal while it answers is a conflict: the newcomer
+            # is closed unconfirmed, the established connection keeps getting the requests
+            async with SimConcentrator(replace(spec, redial_s=0.2)) as second:
 
-                async def replaced() -> bool:
-                    return hub.counts["replaced"] == 1 and newer.logged_in.is_set()
+                async def conflicted() -> bool:
+                    return hub.counts["conflict"] >= 2 and hub.counts["closed_conflict"] >= 2
 
-                await wait_for(replaced, 20, "the newer login to replace the older connection")
+                await wait_for(conflicted, 20, "the second login to be refused twice")
                 earlier = ts - timedelta(hours=1)
                 engine.run_cycle(earlier)
                 await engine.wait_cycles()
                 await engine.writer.flush()
-                assert newer.counts["afn_0C"] == 1 and sim.counts["afn_0C"] == 1
+                assert sim.counts["afn_0C"] == 2 and second.counts["afn_0C"] == 0
+                assert not second.logged_in.is_set() and hub.counts["replaced"] == 0
                 again = await conn.fetch(ENERGY_SQL, "energy_import_kwh")
                 assert len([r for r in again if r["ts"] == earlier]) == 4
 
@@ -184,3 +187,48 @@ async def test_a_bound_or_held_concentrator_no_link_has_taken_yet_gets_its_heart
         assert counts["connections"] == 1 and counts["logins"] == 1, (unknown, counts)
         assert counts.get("heartbeat_failures", 0) == 0 and counts.get("login_failures", 0) == 0, counts
         assert hub.counts["heartbeats"] >= 5 and hub.counts.get("unsolicited_bytes", 0) == 0, hub.counts
+
+
+async def test_an_impostor_concentrator_is_closed_by_its_archive_before_any_request(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    hub = DialinHub()
+    listener = await _listening(hub)
+    spec = ConcentratorSpec(port=listener.port, address=ADDRESS, meters=3, latency_ms=20, redial_s=0.3)
+    real = SimConcentrator(spec)
+    conn = await asyncpg.connect(pg_dsn)
+    await import_inventory(
+        conn, read_inventory(inventory_toml(tmp_path / "inv.toml", f"gdw1376://{ADDRESS}", real))
+    )
+    engine = Engine(
+        engine_config(["energy_import_kwh"]),
+        pg_dsn,
+        ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
+        DriverPort(hub=hub),
+    )
+    await engine.start()
+    try:
+        # same terminal address, other meters: it logs in while the real one is away
+        async with SimConcentrator(replace(spec, seed=99)) as impostor:
+            await until(lambda: hub.online(DEVICE), 20)
+            ts = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+            engine.run_cycle(ts)
+            await engine.wait_cycles()
+            await engine.writer.flush()
+            assert hub.counts["identity_mismatch"] >= 1
+            assert impostor.counts["afn_0C"] == 0 and impostor.counts["forwards"] == 0  # archive read only
+            assert await conn.fetchval("SELECT count(*) FROM readings") == 0
+        await until(lambda: not hub.online(DEVICE), 20)
+        async with real:
+            await until(lambda: hub.online(DEVICE), 20)
+            engine.run_cycle(ts)
+            await engine.wait_cycles()
+            await engine.writer.flush()
+            energy = await conn.fetch(ENERGY_SQL, "energy_import_kwh")
+            collected = {address: reading.total for address, reading in real.pool.collected.items()}
+            assert {r["address"]: r["value"] for r in energy} == pytest.approx(collected)
+            assert hub.live[DEVICE].verified
+    finally:
+        await engine.stop()
+        await listener.stop()
+        await conn.close()

@@ -129,7 +129,8 @@ async def test_drop_mid_reply_is_retried_after_the_redial() -> None:
 
 async def test_newer_connection_replaces_the_older_and_the_exchange_moves_over() -> None:
     faults = DtuFaults(duplicate=0.3)
-    async with front_end() as (hub, listener), dtu(listener, faults=faults) as sim:
+    replacing = replace(SPEC, conflict="replace")
+    async with front_end(replacing) as (hub, listener), dtu(listener, faults=faults) as sim:
         _channel, driver = driver_for(hub, sim)
         await driver.read(["energy_import_kwh"])  # type: ignore[attr-defined]
         first = hub.live["dtu", "DTU-0001"]
@@ -142,7 +143,7 @@ async def test_newer_connection_replaces_the_older_and_the_exchange_moves_over()
 
 async def test_replacement_moves_the_exchange_in_flight_to_the_new_connection() -> None:
     bus = SimBus(BusSpec(meters=1, seed=3, transport="carried", turnaround_s=1.0))
-    async with front_end() as (hub, listener):
+    async with front_end(replace(SPEC, conflict="replace")) as (hub, listener):
         sim = await SimDtu(DtuSpec("DTU-0003", "127.0.0.1", listener.port, heartbeat=HB), bus).start()
         try:
             channel = open_channel("dtu://DTU-0003?retries=0&turnaround_ms=3000", hub, 5.0)
@@ -283,18 +284,17 @@ async def test_half_open_socket_is_closed_after_the_silent_timeout() -> None:
         sock.close()
 
 
-async def test_connect_flood_from_one_address_is_capped() -> None:
-    spec = replace(SPEC, max_per_address=5, max_connections=8)
+async def test_connect_flood_from_one_address_keeps_only_the_newest_identifying_connections() -> None:
+    spec = replace(SPEC, max_per_address=5)
     async with front_end(spec) as (hub, listener):
         socks = [raw_connect(listener.port) for _ in range(20)]
-        await until(lambda: hub.counts["accepted"] + hub.counts["cap_address"] == 20)
-        assert hub.counts["accepted"] == 5 and len(listener.connections) == 5
+        await until(lambda: hub.counts["accepted"] + hub.counts["cap_listener"] == 20)
+        await until(lambda: hub.counts["closed_cap_address"] == 15)
+        assert hub.counts["accepted"] == 20 and hub.counts["cap_address"] == 15
+        assert len(listener.connections) == 5 and hub.counts["cap_listener"] == 0
         for sock in socks:
             sock.close()
-        await until(lambda: not listener.connections)
-        again = raw_connect(listener.port)  # slots are given back
-        await until(lambda: hub.counts["accepted"] == 6)
-        again.close()
+        await until(lambda: not listener.connections and not listener.identifying)
 
 
 async def test_a_stray_reply_is_never_attributed_to_another_channel() -> None:

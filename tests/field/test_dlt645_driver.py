@@ -78,6 +78,24 @@ async def test_load_profile_backfill_records_in_utc() -> None:
         assert {r.source for r in records} == {"load_profile"}
 
 
+async def test_load_profile_gives_the_curve_quantities_a_concentrator_gives() -> None:
+    """Voltage, current, power and power factor per phase come from the 06 records (classes 1..3),
+    named and valued as a concentrator's curves of the same meter; the neutral current is not in
+    the 06 block, so only the concentrator has it."""
+    async with meter_on_bus(seed=48, phases=3) as (bus, driver):
+        model = bus.meters[0].model
+        wanted = list(model.profile)[-12:]
+        start = (wanted[0].time - dt.timedelta(hours=8)).replace(tzinfo=dt.UTC)
+        end = (wanted[-1].time - dt.timedelta(hours=8)).replace(tzinfo=dt.UTC)
+        records = await driver.read_profile(start, end)
+    assert len(records) == len(wanted)
+    for record, kept in zip(records, wanted, strict=True):
+        curves = {q: v for q, v in record.values.items() if not q.startswith("energy_")}
+        assert set(curves) == set(kept.curves) - {"current_n_a"}
+        assert curves == pytest.approx({q: kept.curves[q] for q in curves}, abs=1e-3)
+        assert "power_b_kw" in curves and curves["voltage_c_v"] > 200
+
+
 async def test_profile_falls_back_to_daily_freeze() -> None:
     async with meter_on_bus(seed=43, history_days=0) as (bus, driver):
         model = bus.meters[0].model

@@ -27,7 +27,8 @@ def test_json_of_a_login_with_preamble_and_spaces() -> None:
         "0314-25394",
         "LINK_TEST",
     )
-    assert out["units"] == [{"pn": 0, "fn": 1, "value": None}]
+    assert out["units"] == [{"pn": 0, "fn": 1, "name": "login", "unit": None, "value": None}]
+    assert out["stopped"] is None
 
 
 def test_forwarded_meter_reply_is_decoded_inside() -> None:

@@ -9,14 +9,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols.gdw1376 import DailyReading, ForwardReply, GDW1376Error
+from protocols.gdw1376 import Curve, DailyReading, ForwardReply, GDW1376Error
 from protocols.gdw1376.data import CODECS, Declared
-from tests.gdw1376.strategies import DAYS, ENERGY, FORWARD_REQUEST
+from tests.gdw1376.strategies import DAYS, ENERGY, FORWARD_REQUEST, MINUTES
+
+
+def _curve(scale: int, low: int, high: int) -> st.SearchStrategy[Curve]:
+    point = st.none() | st.integers(low, high).map(lambda n: n / scale)
+    return st.builds(Curve, MINUTES, st.integers(0, 255), st.lists(point, max_size=8).map(tuple))
+
 
 FAST = {
     "energy": (CODECS[(0x0C, True, 129)], ENERGY),
     "daily": (CODECS[(0x0D, True, 161)], st.builds(DailyReading, DAYS, ENERGY)),
     "forward_request": (CODECS[(0x10, False, 1)], FORWARD_REQUEST),
+    "power_curve": (CODECS[(0x0D, True, 81)], _curve(10_000, -799_999, 799_999)),
+    "voltage_curve": (CODECS[(0x0D, True, 89)], _curve(10, 0, 9_999)),
+    "current_curve": (CODECS[(0x0D, True, 92)], _curve(1000, -799_999, 799_999)),
+    "power_factor_curve": (CODECS[(0x0D, True, 105)], _curve(10, -7_999, 7_999)),
+    "energy_curve": (CODECS[(0x0D, True, 101)], _curve(100, 0, 99_999_999)),
     "forward_reply": (
         CODECS[(0x10, True, 1)],
         st.builds(ForwardReply, st.integers(0, 255), st.binary(max_size=40)),

@@ -6,10 +6,11 @@ import asyncio
 import json
 import signal
 import sys
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from protocols.gdw1376 import Afn, EnergyReading, unit
+from protocols.gdw1376 import Afn, Curve, CurveRequest, EnergyReading, PhaseSnapshot, unit
 from tests.gdw1376.master import MasterStation
 
 pytestmark = pytest.mark.timeout(60)
@@ -33,6 +34,10 @@ async def test_cli_concentrator_dials_logs_in_and_answers() -> None:
         "0.3",
         "--latency-ms",
         "10",
+        "--history-days",
+        "1",
+        "--three-phase",
+        "1",
         "--json",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -48,6 +53,21 @@ async def test_cli_concentrator_dials_logs_in_and_answers() -> None:
         (answer,) = await connection.ask(Afn.CLASS1_DATA, [unit((1, 2, 3, 4), 129)])
         values = [v for _pn, _fn, v in answer.items()]
         assert len(values) == 4 and all(isinstance(v, EnergyReading) and v.collected for v in values)
+        # curves of voltage and current per phase: p1 is three-phase, p2 single-phase (B, C: EE)
+        local = datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=8)
+        start = local.replace(minute=local.minute // 15 * 15, second=0, microsecond=0) - timedelta(hours=2)
+        fns = (89, 90, 91, 92, 93, 94, 95)
+        asked = (CurveRequest(start, 1, 4),) * len(fns)
+        answers = await connection.ask(Afn.CLASS2_DATA, [unit(1, fns, *asked), unit(2, fns, *asked)])
+        curves = {(pn, fn): v for a in answers for pn, fn, v in a.items()}
+        assert all(isinstance(v, Curve) and len(v.values) == 4 for v in curves.values())
+        assert all(200 < v < 260 for fn in (89, 90, 91) for v in curves[(1, fn)].values)
+        assert all(v is not None and v >= 0 for v in curves[(1, 95)].values)
+        assert all(200 < v < 260 for v in curves[(2, 89)].values)
+        assert curves[(2, 90)].values == (None,) * 4 and curves[(2, 95)].values == (None,) * 4
+        (now,) = await connection.ask(Afn.CLASS1_DATA, [unit(1, 25)])
+        snapshot = now.value(25, 1)
+        assert isinstance(snapshot, PhaseSnapshot) and all(200 < v < 260 for v in snapshot.voltage_v)
     finally:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0

@@ -18,6 +18,7 @@ from headend.commands.field.shared import (
     DialIn,
     FieldError,
     Json,
+    MeterNumber,
     Model,
     Port,
     Protocol,
@@ -54,6 +55,7 @@ def clock_command(
     listen: Listen = None,
     wait: Wait = 60.0,
     heartbeat: Heartbeat = "",
+    meter_number: MeterNumber = None,
     sync: Annotated[bool, typer.Option("--sync", help="Correct the clock if it is off.")] = False,
     operator: Annotated[
         str | None, typer.Option("--operator", help="With --sync: your operator id (工号), signed in.")
@@ -74,7 +76,7 @@ def clock_command(
     the defaults) and names an operator; with a database (--dsn or $HEADEND_DSN) the operator signs in
     and the correction is audited; without one, --no-record is required."""
     via = Via(port)
-    dial_in = DialIn(listen, wait, heartbeat)
+    dial_in = DialIn(listen, wait, heartbeat, meter_number)
     database = (dsn or os.environ.get("HEADEND_DSN")) if sync else None
     try:
         if sync:

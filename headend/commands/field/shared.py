@@ -16,14 +16,17 @@ from rich.table import Table
 from headend import limits
 from headend.commands.listen import open_field_channel
 from headend.drivers import DriverError, make_driver
+from headend.drivers.gdw1376_terminal import read_archive
 from headend.secrets import MeterSecrets, SecretsError
 from headend.transport import (
     CONCENTRATOR_SCHEMES,
     ChannelError,
     ChannelUrlError,
+    ConcentratorLink,
     check_protocol,
     parse_channel_url,
 )
+from headend.transport.bus import VerifiedBus
 from protocols.dlt645 import (
     DLT645Error,
     EncodeError,
@@ -83,14 +86,63 @@ def meter_secrets(path: str | None, writes: bool) -> MeterSecrets:
         return MeterSecrets()
 
 
+MeterNumber = Annotated[
+    str | None,
+    typer.Option(
+        "--meter-number",
+        help="Through a DTU that dials in: the meter's number (04 00 04 02); the password goes out only"
+        " after the meter answered with it.",
+    ),
+]
+ARCHIVE_SCAN = 64  # archive serials searched for the meter when verifying a dial-in concentrator
+
+
 @dataclass(frozen=True, slots=True)
 class DialIn:
     """The ``--listen`` options: for a device that dials in (``dtu://ID``, ``gdw1376://ADDRESS``),
-    where it dials and how long to wait."""
+    where it dials, how long to wait, and the meter number that verifies a DTU before a write."""
 
     listen: str | None = None
     wait_s: float = 60.0
     heartbeat: str = ""
+    meter_number: str | None = None
+
+
+async def verify_dial_in(channel: Any, driver: Any, dial_in: DialIn, via: Via, writes: bool) -> None:
+    """No password to a device that dialled in before it proved who it is: a concentrator's archive
+    must list the meter (address on ``--port``, at ``--pn`` if given), a DTU's meter must answer
+    ``--meter-number`` (needed for writes). Raises FieldError for other meters or a missing number."""
+    if not isinstance(channel, VerifiedBus) or not channel.verification_due:
+        return
+    if isinstance(channel, ConcentratorLink):
+        serials = [via.pn] if via.pn is not None else list(range(1, ARCHIVE_SCAN + 1))
+
+        async def listed() -> bool:
+            found = await read_archive(channel, serials)
+            return any(
+                r.address == driver.address and r.port == via.port and (via.pn is None or r.pn == via.pn)
+                for r in found.values()
+            )
+
+        if await channel.verify(listed) is False:
+            raise FieldError(
+                f"{channel.label}: its archive does not list meter {driver.address}: not trusted"
+            )
+        return
+    if dial_in.meter_number is None:
+        if writes:
+            raise FieldError(
+                f"{channel.label} dialled in: give --meter-number (the meter's 04 00 04 02) so that it"
+                " proves who it is before the password is sent"
+            )
+        return
+    number = dial_in.meter_number
+
+    async def answers() -> bool:
+        return str(await driver.read_di("04000402")) == number
+
+    if await channel.verify(answers) is False:
+        raise FieldError(f"{channel.label}: meter {driver.address} does not answer meter number {number}")
 
 
 async def open_driver(
@@ -116,7 +168,13 @@ async def open_driver(
         store = meter_secrets(secrets, writes)
         link = await open_field_channel(url, dial_in.listen, dial_in.wait_s)
         point = {"port": via.port, "pn": via.pn}
-        return link, make_driver(protocol, link, address.rjust(12, "0"), model, store, **point)
+        try:
+            meter = make_driver(protocol, link, address.rjust(12, "0"), model, store, **point)
+            await verify_dial_in(link, meter, dial_in, via, writes)
+        except BaseException:
+            await link.close()
+            raise
+        return link, meter
     if via.port is not None or via.pn is not None:
         raise FieldError("--port and --pn are for meters behind a concentrator (gdw1376 URLs)")
     if protocol == "modbus":
@@ -136,7 +194,9 @@ async def open_driver(
     try:
         if credentials is None:
             return channel, make_driver("modbus", channel, target, model)
-        return channel, make_driver(protocol, channel, target, model, credentials)
+        driver = make_driver(protocol, channel, target, model, credentials)
+        await verify_dial_in(channel, driver, dial_in, via, writes)
+        return channel, driver
     except BaseException:
         await channel.close()  # a --listen channel stops its listener
         raise

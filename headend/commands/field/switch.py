@@ -15,6 +15,7 @@ from headend.commands.field.shared import (
     DialIn,
     FieldError,
     Json,
+    MeterNumber,
     Model,
     Port,
     Protocol,
@@ -59,6 +60,7 @@ def switch_command(
     listen: Listen = None,
     wait: Wait = 60.0,
     heartbeat: Heartbeat = "",
+    meter_number: MeterNumber = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the command; send nothing.")] = False,
     as_json: Json = False,
     port: Port = None,
@@ -71,7 +73,7 @@ def switch_command(
     action = action.replace("-", "_")
     via = Via(port)
     database = dsn or os.environ.get("HEADEND_DSN")
-    dial_in = DialIn(listen, wait, heartbeat)
+    dial_in = DialIn(listen, wait, heartbeat, meter_number)
     try:
         if action not in ("off", "on", "close_allowed"):
             raise FieldError("action must be off, on or close-allowed")
