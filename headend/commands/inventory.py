@@ -10,6 +10,7 @@ import asyncpg
 import typer
 from rich.table import Table
 
+from headend.commands.app import CommandGroup
 from headend.commands.auth import OperatorId, login
 from headend.commands.common import Dsn, fail, run_with_conn
 from headend.commands.views import console
@@ -23,7 +24,7 @@ from headend.inventory import (
 from headend.operators import OperatorError
 from headend.store.audit import audit
 
-inventory_app = typer.Typer(help="Channels and meters in the database.", no_args_is_help=True)
+inventory_app = CommandGroup(help="Channels and meters in the database.", no_args_is_help=True)
 
 
 @inventory_app.command("import")
