@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
 )
 
+from headend.transport.identify import parse_pattern
 from headend.vocabulary import ReconnectMode
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
@@ -358,7 +359,6 @@ class RegistrationConfig(_Section):
 
 
 def _check_pattern(value: str) -> None:
-    from headend.transport.identify import parse_pattern
 
     parse_pattern(value)
 

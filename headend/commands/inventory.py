@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from headend.areas import area_views, areas_json, areas_toml
+from headend.commands.app import CommandGroup
 from headend.commands.auth import OperatorId, login
 from headend.commands.common import Dsn, fail, run_with_conn
 from headend.commands.views import console
@@ -35,7 +36,7 @@ class AreaFormat(StrEnum):
     toml = "toml"
 
 
-inventory_app = typer.Typer(help="Channels and meters in the database.", no_args_is_help=True)
+inventory_app = CommandGroup(help="Channels and meters in the database.", no_args_is_help=True)
 
 
 @inventory_app.command("import")

@@ -7,6 +7,8 @@ from datetime import date
 
 import asyncpg
 
+from headend.store.results import rows
+
 _UPSERT_AREA = """
 INSERT INTO areas (name, supply_meter_id, ct_ratio, pt_ratio, loss_limit_pct) VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (name) DO UPDATE SET supply_meter_id = EXCLUDED.supply_meter_id, ct_ratio = EXCLUDED.ct_ratio,
@@ -25,21 +27,23 @@ async def upsert_area(
 
 async def open_memberships(conn: asyncpg.Connection, meter_ids: list[int]) -> dict[int, asyncpg.Record]:
     """The open (current) membership of each of ``meter_ids`` that has one: ``area_id, valid_from``."""
-    rows = await conn.fetch(
+    found = await rows(
+        conn,
         "SELECT meter_id, area_id, valid_from FROM area_members"
         " WHERE meter_id = ANY($1::int[]) AND valid_to IS NULL FOR UPDATE",
         meter_ids,
     )
-    return {r["meter_id"]: r for r in rows}
+    return {r["meter_id"]: r for r in found}
 
 
 async def open_members_of(conn: asyncpg.Connection, area_id: int) -> dict[int, date]:
     """``meter_id -> valid_from`` of the open memberships of one area."""
-    rows = await conn.fetch(
+    found = await rows(
+        conn,
         "SELECT meter_id, valid_from FROM area_members WHERE area_id = $1 AND valid_to IS NULL FOR UPDATE",
         area_id,
     )
-    return {r["meter_id"]: r["valid_from"] for r in rows}
+    return {r["meter_id"]: r["valid_from"] for r in found}
 
 
 async def close_membership(conn: asyncpg.Connection, meter_id: int, valid_from: date, until: date) -> None:
@@ -79,7 +83,8 @@ async def add_memberships(conn: asyncpg.Connection, area_id: int, meter_ids: lis
 
 async def list_areas(conn: asyncpg.Connection, name: str | None = None) -> list[asyncpg.Record]:
     """Areas with their supply meter's label, by name (optionally one area)."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         "SELECT a.id, a.name, coalesce(m.name, m.address) AS supply_meter, a.ct_ratio, a.pt_ratio,"
         " a.loss_limit_pct FROM areas a JOIN meters m ON m.id = a.supply_meter_id"
         " WHERE $1::text IS NULL OR a.name = $1 ORDER BY a.name",
@@ -89,7 +94,8 @@ async def list_areas(conn: asyncpg.Connection, name: str | None = None) -> list[
 
 async def members_on(conn: asyncpg.Connection, day: date) -> list[asyncpg.Record]:
     """``area, meter, valid_from`` of every membership in force on ``day``, by area then meter."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         "SELECT a.name AS area, coalesce(m.name, m.address) AS meter, am.valid_from"
         " FROM area_members am JOIN areas a ON a.id = am.area_id JOIN meters m ON m.id = am.meter_id"
         " WHERE am.valid_from <= $1 AND (am.valid_to IS NULL OR am.valid_to > $1)"

@@ -6,6 +6,8 @@ from datetime import date, datetime
 
 import asyncpg
 
+from headend.store.results import rows
+
 
 async def refresh_day(conn: asyncpg.Connection, day: date, lo: datetime, hi: datetime) -> int:
     """Compute every area's loss for ``day`` (registers at ``lo`` and ``hi``) in the database; returns
@@ -17,7 +19,8 @@ async def refresh_day(conn: asyncpg.Connection, day: date, lo: datetime, hi: dat
 async def daily_losses(conn: asyncpg.Connection, day: date, area: str | None) -> list[asyncpg.Record]:
     """``area, supply_kwh, customers_kwh, loss_kwh, loss_pct, meters, missing`` (meter labels) of the
     areas' computed losses on ``day``, by area name."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         """
         SELECT a.name AS area, l.supply_kwh, l.customers_kwh, l.loss_kwh, l.loss_pct, l.meters,
                ARRAY(SELECT coalesce(m.name, m.address) FROM unnest(l.missing) AS x(id)
@@ -36,7 +39,8 @@ async def monthly_losses(
 ) -> list[asyncpg.Record]:
     """Per area, the sums of its complete days in ``[first, after)`` and the days not complete
     (``incomplete_days``: computed incomplete or not computed at all), by area name."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         """
         SELECT a.name AS area, sum(l.supply_kwh) AS supply_kwh, sum(l.customers_kwh) AS customers_kwh,
                sum(l.loss_kwh) AS loss_kwh,

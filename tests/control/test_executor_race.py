@@ -9,8 +9,8 @@ import asyncpg
 import pytest
 
 from headend.control.executor import RelayDriver, execute
-from headend.control.store import create_command, transition
 from headend.drivers import Credentials, make_driver
+from headend.store.commands import create_command, transition
 from headend.transport import open_channel
 from headend.vocabulary import SwitchOperation
 from simulators import BusSpec, start_bus
