@@ -63,7 +63,7 @@ async def test_two_executors_send_each_command_exactly_once(pg_dsn: str) -> None
                     meter_id=meter_id,
                     action="disconnect",
                     cause="manual",
-                    operator="7",
+                    operator=str(meter_id),  # one each: no operator reaches the two-person threshold
                     idempotency_key=f"race:{meter_id}",
                     now=now,
                 )
