@@ -80,7 +80,7 @@ async def test_a_different_meter_number_holds_billing_until_resolved(pg_dsn: str
         hold = await conn.fetchval("SELECT id FROM vee_holds")
         await resolve_hold(conn, hold, "replaced", operator="tech3", reason="replaced on site")
         assert await conn.fetchval("SELECT identity FROM meter_identities") == "880000000001"
-        await wait_until(billed_after_hold, 40, "billing to resume once the operator recorded the swap")
+        await wait_until(billed_after_hold, 90, "billing to resume once the operator recorded the swap")
     finally:
         await engine.stop()
         await conn.close()

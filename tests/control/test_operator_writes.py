@@ -89,7 +89,13 @@ async def test_inventory_import_needs_a_signed_in_admin_and_is_audited(pg_dsn: s
     finally:
         await conn.close()
     assert [(r["actor"], r["entity_id"]) for r in rows] == [("11", "inv.toml")]
-    assert json.loads(rows[0]["details"]) == {"file": "inv.toml", "channels": 1, "meters": 1}
+    assert json.loads(rows[0]["details"]) == {
+        "file": "inv.toml",
+        "channels": 1,
+        "meters": 1,
+        "areas": 0,
+        "moves": 0,
+    }
 
 
 async def test_billing_run_needs_a_signed_in_cashier_and_is_audited(pg_dsn: str) -> None:
