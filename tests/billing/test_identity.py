@@ -16,7 +16,7 @@ from tests.support.engine import engine_for
 from tests.support.waiting import wait_until
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)
 async def test_a_different_meter_number_holds_billing_until_resolved(pg_dsn: str, tmp_path: Path) -> None:
     bus = await start_bus(BusSpec(meters=1, seed=141))
     meter = bus.meters[0]
