@@ -218,3 +218,22 @@ async def test_the_url_sim_pty_prints_works_as_printed_for_modbus_on_serial() ->
     finally:
         sim.terminate()
         await asyncio.wait_for(sim.wait(), 30)
+
+
+async def test_the_url_sim_dlt645_pty_prints_works_as_printed() -> None:
+    """``headend sim dlt645 --pty`` prints its line settings (9600 baud, even parity by default); a pty
+    cannot carry parity, so the channel opens a pty without it and the printed URL reads the meter."""
+    sim = await spawn("sim", "dlt645", "--pty", "--baud", "9600", "--seed", "91", "--json")
+    try:
+        assert sim.stdout is not None
+        printed = json.loads(await asyncio.wait_for(sim.stdout.readline(), 30))
+        url, address = printed["url"], printed["meters"][0]
+        assert url.startswith("serial:///dev/") and url.endswith("?baud=9600")  # parity E: the default
+        code, out, err = await headend("read", url, "-a", address, "energy_import_kwh", "--json")
+        assert code == 0, err
+        assert json.loads(out)["values"]["energy_import_kwh"] > 0
+        code, out, err = await headend("read", url, "-a", address, "energy_import_kwh", "--json")
+        assert code == 0, err  # a second open of the same pty (its settings already changed once)
+    finally:
+        sim.terminate()
+        await asyncio.wait_for(sim.wait(), 30)
