@@ -189,14 +189,14 @@ async def test_switch_and_clock_writes_to_a_wildcard_or_broadcast_switch_nothing
             await channel.close()
 
 
-async def test_switch_refuses_bad_operator_ids_and_an_unrecorded_switch_without_no_record() -> None:
+async def test_switch_refuses_bad_operator_ids_and_a_recorded_switch_without_a_reason() -> None:
     async with await start_bus(BusSpec(meters=1, seed=79, password=PASSWORD)) as bus:
         address = bus.meters[0].address
         for operator, why in (("", "is required"), ("  ", "is required"), ("ops1", "must be 1-8 digits")):
             code, _, err = await headend("switch", bus.url, "off", "-a", address, "--operator", operator)
             assert code == 1 and why in err
         code, _, err = await headend("switch", bus.url, "off", "-a", address, "--operator", "1001")
-        assert code == 1 and "give --no-record" in err
+        assert code == 1 and "--reason is required" in err and "--no-record switches without" in err
         assert bus.requests[0x1C] == 0 and not bus.meters[0].model.relay.open
 
 
