@@ -34,6 +34,7 @@ from headend.commands.field.shared import (
     print_result,
     run_field,
 )
+from headend.commands.field.trace import attach
 from headend.commands.listen import Heartbeat, Listen, Wait, open_field_channel
 from headend.drivers.gdw1376_terminal import TerminalClock, read_terminal_clock
 from headend.engine.clock import ClockPolicy, check_clock
@@ -90,7 +91,7 @@ def clock_command(
 
     async def sync_clock() -> dict[str, Any]:
         if address is None and parse_channel_url(url).scheme in CONCENTRATOR_SCHEMES:
-            return await _terminal_clock(url, secrets, dial_in, policy)
+            return await _terminal_clock(url, secrets, dial_in, policy, trace)
         if policy is not None:
             check_write_target(protocol, address, unit)
         channel, driver = await open_driver(
@@ -164,13 +165,15 @@ async def _audited_clock_sync(
 
 
 async def _terminal_clock(
-    url: str, secrets: str | None, dial_in: DialIn, policy: ClockPolicy | None
+    url: str, secrets: str | None, dial_in: DialIn, policy: ClockPolicy | None, trace: bool
 ) -> dict[str, Any]:
     """A concentrator's clock: AFN 0C F2, and with a ``policy`` (a sync) AFN 05 F31 under it."""
     pw = meter_secrets(secrets, policy is not None).concentrator_pw(parse_channel_url(url).terminal)
     link = await open_field_channel(url, dial_in.listen, dial_in.wait_s)
     assert isinstance(link, ConcentratorLink)
     link.set_pw(pw)
+    if trace:
+        attach(link, "gdw1376")
     try:
         if policy is None:
             clock = await read_terminal_clock(link)
