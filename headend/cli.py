@@ -9,8 +9,31 @@ import asyncpg
 import typer
 
 from headend import __version__
+from headend.commands import (
+    accounts,
+    billing,
+    channels,
+    commands,
+    concentrator,
+    db,
+    decode,
+    demo,
+    field,
+    inventory,
+    lineloss,
+    listen,
+    meters,
+    operators,
+    readings,
+    run,
+    sim,
+    tariffs,
+)
+from headend.commands.app import CommandGroup
+from headend.store.dsn import DsnError, dsn_source
+from headend.store.embedded import EmbeddedPostgresError
 
-app = typer.Typer(
+app = CommandGroup(
     name="headend",
     help="Head-end system for DL/T 645 and Modbus electricity meters.",
     no_args_is_help=True,
@@ -31,25 +54,6 @@ def version() -> None:
 
 def _register_commands() -> None:
     """Attach every command module to the application."""
-    from headend.commands import (
-        accounts,
-        billing,
-        channels,
-        commands,
-        concentrator,
-        db,
-        decode,
-        demo,
-        field,
-        inventory,
-        listen,
-        meters,
-        operators,
-        readings,
-        run,
-        sim,
-        tariffs,
-    )
 
     for module in (
         demo,
@@ -59,6 +63,7 @@ def _register_commands() -> None:
         decode,
         db,
         inventory,
+        lineloss,
         meters,
         readings,
         channels,
@@ -90,8 +95,6 @@ DATABASE_ERRORS = (
 
 def main() -> None:
     """Console-script entry point: expected failures end as one line on stderr, exit code 1."""
-    from headend.store.dsn import DsnError, dsn_source
-    from headend.store.embedded import EmbeddedPostgresError
 
     try:
         app()

@@ -7,7 +7,8 @@ TOML: ``[[channels]]`` tables (``name``, ``url``, optional ``enabled``, ``settin
 concentrator's port 1..31, and optionally ``pn``, the measurement point 1..2040 — a meter without
 one keeps the Pn it was given before, or gets the lowest free one). CSV: one meter per row with
 the meter columns plus ``channel_url``
-(channels are created from the distinct ``channel``/``channel_url`` pairs). Import is an upsert
+(channels are created from the distinct ``channel``/``channel_url`` pairs). TOML files may also hold
+``[[areas]]``, transformer areas (see :mod:`headend.areas`). Import is an upsert
 keyed by channel name and by (channel, protocol, address, unit id); it bumps ``updated_at`` so a
 running daemon picks the change up.
 """
@@ -19,7 +20,7 @@ import io
 import math
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,7 @@ from pydantic import (
 )
 
 from headend import limits
+from headend.areas import AreaEntry, AreaImportError, import_areas
 from headend.store.concentrators import channel_kinds, duplicate_pns, stored_pns
 from headend.store.inventory import (
     MeterRow,
@@ -220,12 +222,15 @@ class MeterEntry(BaseModel):
 class Inventory:
     channels: list[ChannelEntry]
     meters: list[MeterEntry]
+    areas: list[AreaEntry] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
 class ImportResult:
     channels: int
     meters: int
+    areas: int = 0
+    moves: int = 0
 
 
 def _errors(source: str, where: str, exc: ValidationError) -> list[str]:
@@ -242,9 +247,24 @@ def _errors(source: str, where: str, exc: ValidationError) -> list[str]:
 
 
 def _parse_rows(
-    source: str, channel_rows: list[tuple[str, dict]], meter_rows: list[tuple[str, dict]]
+    source: str,
+    channel_rows: list[tuple[str, dict]],
+    meter_rows: list[tuple[str, dict]],
+    area_rows: list[tuple[str, dict]] | None = None,
 ) -> Inventory:
     problems: list[str] = []
+    areas: list[AreaEntry] = []
+    for where, row in area_rows or []:
+        try:
+            areas.append(AreaEntry.model_validate(row))
+        except ValidationError as exc:
+            problems += _errors(source, where, exc)
+    area_names = [a.name for a in areas]
+    problems += [
+        f"{source}: areas: name: {n!r} given twice"
+        for n in sorted(set(area_names))
+        if area_names.count(n) > 1
+    ]
     channels: dict[str, ChannelEntry] = {}
     for where, row in channel_rows:
         try:
@@ -289,7 +309,7 @@ def _parse_rows(
         meters.append(meter)
     if problems:
         raise InventoryError("\n".join(problems))
-    return Inventory(list(channels.values()), meters)
+    return Inventory(list(channels.values()), meters, areas)
 
 
 def same_bus(one: ChannelEntry, other: ChannelEntry) -> bool:
@@ -322,15 +342,18 @@ def _read_toml(path: Path) -> Inventory:
         data = tomllib.loads(_text_of(path))
     except tomllib.TOMLDecodeError as exc:
         raise InventoryError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(data) - {"channels", "meters"}
+    unknown = set(data) - {"channels", "meters", "areas"}
     if unknown:
-        raise InventoryError(f"{path}: {sorted(unknown)[0]}: unknown table (expected channels, meters)")
-    for table in ("channels", "meters"):
+        raise InventoryError(
+            f"{path}: {sorted(unknown)[0]}: unknown table (expected channels, meters, areas)"
+        )
+    for table in ("channels", "meters", "areas"):
         if not isinstance(data.get(table, []), list):
             raise InventoryError(f"{path}: {table}: must be an array of tables ([[{table}]])")
     channel_rows = [(f"channels[{i}]", row) for i, row in enumerate(data.get("channels", []))]
     meter_rows = [(f"meters[{i}]", row) for i, row in enumerate(data.get("meters", []))]
-    return _parse_rows(str(path), channel_rows, meter_rows)
+    area_rows = [(f"areas[{i}]", row) for i, row in enumerate(data.get("areas", []))]
+    return _parse_rows(str(path), channel_rows, meter_rows, area_rows)
 
 
 _CSV_BOOLS = {"protected", "has_relay", "enabled"}
@@ -381,7 +404,7 @@ def read_inventory(path: str | Path) -> Inventory:
         inventory = _read_toml(file)
     else:
         raise InventoryError(f"{file}: unknown format (use .toml or .csv)")
-    if not inventory.channels and not inventory.meters:
+    if not inventory.channels and not inventory.meters and not inventory.areas:
         raise InventoryError(f"{file}: no channels and no meters: an empty file would import nothing")
     return inventory
 
@@ -474,7 +497,11 @@ async def import_inventory(
                     for name, pn in duplicates
                 )
             )
-    return ImportResult(len(inventory.channels), len(inventory.meters))
+        try:
+            moves = await import_areas(conn, inventory.areas, source, find_meter)
+        except AreaImportError as exc:
+            raise InventoryError(str(exc)) from None
+    return ImportResult(len(inventory.channels), len(inventory.meters), len(inventory.areas), moves)
 
 
 def _name_problems(

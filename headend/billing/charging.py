@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from headend.billing.consumption import ConsumptionError, RegisterReading, register_delta
-from headend.billing.limits import MeterLimits, limits_of
 from headend.billing.settlement import settle_bills
 from headend.billing.tariff import (
     Price,
@@ -23,6 +22,7 @@ from headend.billing.tariff import (
     slots_from,
     tiered_charge,
 )
+from headend.register_limits import MeterLimits, limits_of
 from headend.store import billing as store
 from headend.store import tariffs
 from headend.store.vee import held_meters, restarts_between

@@ -13,6 +13,7 @@ import typer
 
 from headend import limits
 from headend.billing.accounts import AccountError, add_account, assign_meter, set_account
+from headend.commands.app import CommandGroup
 from headend.commands.auth import OperatorId, login
 from headend.commands.common import Dsn, fail, run_with_conn
 from headend.commands.timerange import TimeRangeError, time_range
@@ -21,7 +22,7 @@ from headend.operators import OperatorError
 from headend.store.accounts import accounts, assignments
 from headend.store.overview import account_statement
 
-accounts_app = typer.Typer(help="Accounts and meter-to-account assignments.", no_args_is_help=True)
+accounts_app = CommandGroup(help="Accounts and meter-to-account assignments.", no_args_is_help=True)
 T = TypeVar("T")
 ROLE = "admin"  # accounts, their settings and meter assignments are inventory: an admin's job
 

@@ -11,13 +11,14 @@ import asyncpg
 import typer
 from rich.table import Table
 
+from headend.commands.app import CommandGroup
 from headend.commands.common import Dsn, fail, run_with_conn
 from headend.commands.views import console, echo_fields, echo_json, echo_table
 from headend.store.dialin import PendingRow, list_pending
 from headend.store.dsn import resolve_dsn
 from headend.store.overview import channel_overview
 
-channels_app = typer.Typer(help="Channels as the daemon sees them.", no_args_is_help=True)
+channels_app = CommandGroup(help="Channels as the daemon sees them.", no_args_is_help=True)
 
 
 async def _pending(dsn: str) -> list[PendingRow]:

@@ -11,6 +11,7 @@ import asyncpg
 import typer
 
 from headend import limits
+from headend.commands.app import CommandGroup
 from headend.commands.auth import OperatorId, login
 from headend.commands.common import Dsn, fail, run_with_conn
 from headend.control.automation import resume
@@ -21,7 +22,7 @@ from headend.store import commands as command_store
 from headend.store.audit import audit_trail
 from headend.vocabulary import COMMAND_STATES
 
-commands_app = typer.Typer(
+commands_app = CommandGroup(
     help="Relay commands: create, list, show, cancel, approve; resume after a cap halt.",
     no_args_is_help=True,
 )

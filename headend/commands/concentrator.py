@@ -20,6 +20,7 @@ import asyncpg
 import typer
 from rich.table import Table
 
+from headend.commands.app import CommandGroup
 from headend.commands.auth import Login, OperatorId, login
 from headend.commands.common import Dsn, fail, target_dsn
 from headend.commands.listen import open_field_channel
@@ -38,8 +39,8 @@ from headend.transport import (
     parse_channel_url,
 )
 
-concentrator_app = typer.Typer(help="Q/GDW 1376.1 concentrators.", no_args_is_help=True)
-archive_app = typer.Typer(help="A concentrator's meter archive vs the inventory.", no_args_is_help=True)
+concentrator_app = CommandGroup(help="Q/GDW 1376.1 concentrators.", no_args_is_help=True)
+archive_app = CommandGroup(help="A concentrator's meter archive vs the inventory.", no_args_is_help=True)
 concentrator_app.add_typer(archive_app, name="archive")
 
 EDITIONS = {"dlt645-2007": 2007, "dlt645-1997": 1997}

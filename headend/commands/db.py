@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from headend import limits
+from headend.commands.app import CommandGroup
 from headend.commands.auth import OperatorId, login
 from headend.commands.common import Dsn, fail, run_with_conn, target_dsn
 from headend.commands.views import console as make_console
@@ -23,7 +24,7 @@ from headend.store.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from headend.store.migrate import MigrationError, migrate, status
 
 console = make_console()
-db_app = typer.Typer(help="Database: migrations, status, the embedded server.", no_args_is_help=True)
+db_app = CommandGroup(help="Database: migrations, status, the embedded server.", no_args_is_help=True)
 
 
 @db_app.command("migrate")

@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from headend.commands.app import CommandGroup
 from headend.commands.listen import host_port
 from headend.transport.identify import parse_pattern
 from headend.transport.url import BAUD_RATES
@@ -25,7 +26,7 @@ from simulators.dtu import DtuFaults, DtuSpec, SimDtu
 from simulators.faults import FaultSpecError
 from simulators.modbus_server import ModbusBus
 
-sim_app = typer.Typer(
+sim_app = CommandGroup(
     help="Run simulated meters on a TCP serial server or a virtual serial port.", no_args_is_help=True
 )
 
@@ -244,7 +245,7 @@ def sim_dtu(
     identity: Annotated[str, typer.Option("--id", help="Registration id (first of --count).")] = "DTU-0001",
     meters: Annotated[int, typer.Option(min=1, max=247, help="Meters on the bus behind each DTU.")] = 1,
     protocol: Annotated[str, typer.Option(help="The bus: dlt645 or modbus (RTU).")] = "dlt645",
-    model: Annotated[str, typer.Option(help="Modbus register map in config/models.")] = "eastron_sdm120",
+    model: Annotated[str, typer.Option(help="Modbus register map in protocols/models.")] = "eastron_sdm120",
     count: Annotated[int, typer.Option(min=1, help="DTUs to run (ids count up).")] = 1,
     heartbeat: Annotated[
         float, typer.Option("--heartbeat", min=0.01, help="Seconds between heartbeats.")

@@ -11,12 +11,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import asyncpg
 import typer
 
-from headend.audit import audit
 from headend.billing.tariff import TariffError, coverage_gaps, parse_block, parse_slot
+from headend.commands.app import CommandGroup
 from headend.commands.auth import OperatorId, login
 from headend.commands.common import Dsn, fail, run_with_conn
 from headend.commands.views import time_text
 from headend.operators import OperatorError
+from headend.store.audit import audit
 from headend.store.tariffs import (
     insert_prices,
     insert_revision,
@@ -26,7 +27,7 @@ from headend.store.tariffs import (
     tariffs,
 )
 
-tariffs_app = typer.Typer(
+tariffs_app = CommandGroup(
     help="Tariffs: flat, time of use, tiered monthly blocks (阶梯电价).", no_args_is_help=True
 )
 REGISTERS = ("total", "t1", "t2", "t3", "t4")

@@ -13,11 +13,11 @@ from typing import Any
 
 import asyncpg
 
-from headend.audit import audit
 from headend.billing.arrears import AccountPosition, arrears_state
 from headend.control.safety import Candidate, CapExceeded, Decision, SafetySettings, evaluate_run
-from headend.control.store import create_command
 from headend.store import feecontrol as store
+from headend.store.audit import audit
+from headend.store.commands import create_command
 from headend.store.feecontrol import HALT_KEY
 from headend.vocabulary import ReconnectMode
 

@@ -17,7 +17,7 @@ from headend.control.send_gates import check_send
 from headend.drivers.base import RelayState
 from headend.store.commands import claim_execution, get_command, release_execution, transition
 from headend.store.send_gates import lock_send_facts, note_waiting
-from headend.vocabulary import RECONNECT_OPERATION, SWITCH_OPERATION, SwitchOperation
+from headend.vocabulary import RECONNECT_OPERATION, SWITCH_OPERATION, CommandState, SwitchOperation
 
 DRIVER_ACTION = SWITCH_OPERATION  # relay action -> the operation the driver performs
 RETRY_BACKOFF = timedelta(seconds=30)
@@ -85,7 +85,7 @@ async def _row(conn: asyncpg.Connection, command_id: int) -> asyncpg.Record:
     return row
 
 
-async def _move(conn: asyncpg.Connection, row: asyncpg.Record, state: str, **changes: Any) -> str:
+async def _move(conn: asyncpg.Connection, row: asyncpg.Record, state: CommandState, **changes: Any) -> str:
     """Compare-and-set from the row's state to ``state``; the state the command is in afterwards."""
     if await transition(conn, row["id"], row["state"], state, **changes):
         return state
@@ -173,7 +173,7 @@ async def _switch(
         return await _move(conn, sent, "failed", actor=actor, error=error, evidence=evidence)
     error = result.reason or result.status
     # read back and not reached: a fresh attempt after the backoff; not read back: stays sent
-    state = "pending" if result.state is not None else "sent"
+    state: CommandState = "pending" if result.state is not None else "sent"
     return await _move(
         conn, sent, state, actor=actor, error=error, evidence=evidence, next_attempt_at=retry_at
     )

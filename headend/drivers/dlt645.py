@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 
 from headend.drivers.base import (
     Capabilities,
-    Credentials,
     DriverError,
     EventRecord,
     LineError,
@@ -35,6 +34,7 @@ from headend.drivers.base import (
     load_model,
 )
 from headend.drivers.plausibility import RegisterGuard
+from headend.secrets import Credentials
 from headend.transport import ChannelUnavailable, ExchangeTimeout, FrameBus
 from headend.vocabulary import SwitchOperation, SwitchStatus
 from protocols.dlt645 import (

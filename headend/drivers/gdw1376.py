@@ -25,7 +25,6 @@ from typing import Any
 
 from headend.drivers.base import (
     Capabilities,
-    Credentials,
     EventRecord,
     MeterRefused,
     NotSupported,
@@ -34,6 +33,7 @@ from headend.drivers.base import (
     SwitchResult,
 )
 from headend.drivers.dlt645 import Dlt645Driver
+from headend.secrets import Credentials
 from headend.transport.bus import LineStats
 from headend.transport.channel import ExchangeTimeout, Framer
 from headend.transport.concentrator import ConcentratorDenied, ConcentratorLink, ConcentratorTimeout

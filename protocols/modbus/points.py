@@ -58,7 +58,7 @@ class Point:
         if len(registers) != self.count:
             raise PointError(f"{self.name}: needs {self.count} registers, got {len(registers)}")
         words = registers if self.word_order == "big" else list(reversed(registers))
-        raw = struct.unpack(">" + TYPES[self.type][0], struct.pack(f">{self.count}H", *words))[0]
+        raw: float = struct.unpack(">" + TYPES[self.type][0], struct.pack(f">{self.count}H", *words))[0]
         if TYPES[self.type][0] == "f":  # a float32 holds 7 significant digits, no more
             return float(f"{float(f'{raw:.7g}') * self.scale:.7g}")
         return round(raw * self.scale, self.decimals) if self.scale != 1 else raw

@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 
 from headend.control.executor import execute
-from headend.control.store import create_command
 from headend.drivers import Credentials, make_driver
+from headend.store.commands import create_command
 from headend.transport import open_channel
 from simulators import BusSpec, SimBus, start_bus
 

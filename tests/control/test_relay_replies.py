@@ -13,14 +13,15 @@ import asyncpg
 import pytest
 
 from headend.control.executor import execute
-from headend.control.store import create_command
 from headend.drivers import Credentials, make_driver
 from headend.engine.ports import DriverPort
+from headend.store.commands import create_command
 from headend.transport import open_channel
 from simulators import BusSpec, SimBus, start_bus
 from simulators.dtu import DtuFaults, SimDtu
 from tests.dialin.test_impostors import meter_specs
-from tests.dialin.test_listener import dtu, front_end, until
+from tests.dialin.test_listener import dtu, front_end
+from tests.support.waiting import wait_until
 
 NOW = datetime.now(UTC)
 GOOD = Credentials(2, "000000")
@@ -99,7 +100,7 @@ async def _verified_dtu_driver(hub: object, sim: SimDtu, wait_s: float) -> tuple
         "dlt645-2007", channel, address, None, GOOD, confirm_timeout_s=1.0, confirm_poll_s=0.1
     )
     verified = [(meter_specs(sim.bus)[0], driver)]
-    await until(lambda: hub.online(("dtu", sim.spec.identity)))  # type: ignore[attr-defined]
+    await wait_until(lambda: hub.online(("dtu", sim.spec.identity)))  # type: ignore[attr-defined]
     await DriverPort(secrets=None).verify_connection(channel, verified)  # type: ignore[arg-type]
     return channel, driver
 
@@ -136,7 +137,7 @@ async def test_an_unknown_outcome_is_read_back_before_anything_is_sent_again(pg_
             query = "SELECT attempts, next_attempt_at FROM commands WHERE id = $1"
             row = await conn.fetchrow(query, command_id)
             assert row["attempts"] == 1 and row["next_attempt_at"] > NOW
-            await until(lambda: hub.online(("dtu", sim.spec.identity)))
+            await wait_until(lambda: hub.online(("dtu", sim.spec.identity)))
             later = row["next_attempt_at"] + timedelta(seconds=1)
             state = await execute(conn, command_id, lambda _: driver, now=lambda: later, due_only=True)
             assert state == "confirmed"  # read back first: the relay is open, nothing sent again

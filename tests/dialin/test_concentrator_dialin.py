@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from headend.concentrators.service import run as concentrator_duties
 from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
@@ -131,7 +132,13 @@ async def test_a_dial_in_concentrator_that_is_not_connected_is_offline_not_a_met
             conn, read_inventory(inventory_toml(tmp_path / "inv.toml", f"gdw1376://{ADDRESS}", sim))
         )
         writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool")
-        engine = Engine(engine_config(["energy_import_kwh"]), pg_dsn, writer, DriverPort(hub=hub))
+        engine = Engine(
+            engine_config(["energy_import_kwh"]),
+            pg_dsn,
+            writer,
+            DriverPort(hub=hub),
+            duties=[concentrator_duties],
+        )
         await engine.start()
         try:
             started = asyncio.get_running_loop().time()

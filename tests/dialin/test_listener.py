@@ -16,7 +16,7 @@ from headend.drivers import Credentials, MeterTimeout, make_driver
 from headend.transport import ChannelOffline, DialinHub, open_channel
 from headend.transport import hub as hub_module
 from headend.transport.identify import RegistrationFormat
-from headend.transport.listener import Listener, ListenerSpec
+from headend.transport.listener import TRANSITIONS, Listener, ListenerSpec, StateError
 from simulators import BusSpec, SimBus
 from simulators.dtu import DtuFaults, DtuSpec, SimDtu
 from simulators.modbus_server import ModbusBus
@@ -342,3 +342,26 @@ async def test_a_modbus_rtu_bus_behind_a_dtu_is_read_heartbeats_mid_reply_stripp
         finally:
             await sim.stop()
             await bus.stop()
+
+
+async def test_the_connection_owns_its_state_and_refuses_transitions_the_table_forbids() -> None:
+    async with front_end(unknown="hold") as (hub, listener), dtu(listener, identity="DTU-0042") as sim:
+        device = ("dtu", "DTU-0042")
+        await wait_until(lambda: device in hub.held)
+        inbound = hub.held[device]
+        assert inbound.state == "held"
+        with pytest.raises(StateError, match="held cannot become identifying"):
+            inbound.move_to("identifying")
+        assert inbound.state == "held"  # a refused move changes nothing
+        hub.inventory_loaded([device])  # the inventory now has its channel: the hub asks for bound
+        await wait_until(lambda: hub.online(device))
+        assert inbound.state == "bound"
+        for refused in ("held", "identifying", "bound"):
+            with pytest.raises(StateError):
+                inbound.move_to(refused)  # type: ignore[arg-type]
+        assert inbound.state == "bound"
+        await sim.stop()
+        await wait_until(lambda: inbound.state == "closed")
+        with pytest.raises(StateError, match="closed cannot become bound"):
+            inbound.move_to("bound")
+    assert TRANSITIONS["closed"] == frozenset()

@@ -78,7 +78,7 @@ async def test_inventory_changes_are_picked_up_while_running(
             "UPDATE channels SET settings = jsonb_set(settings, '{url}', '\"tcp://127.0.0.1:10\"'),"
             " updated_at = now()"
         )
-        await wait_until(lambda: next(iter(engine.workers.values())).spec.url == "tcp://127.0.0.1:10")
+        await wait_until(lambda: [w.spec.url for w in engine.workers.values()] == ["tcp://127.0.0.1:10"])
         assert next(iter(engine.workers.values())) is not worker  # a new worker owns the changed bus
 
         await conn.execute("UPDATE channels SET enabled = false, updated_at = now()")

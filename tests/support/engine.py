@@ -8,6 +8,7 @@ from pathlib import Path
 
 import asyncpg
 
+from headend.concentrators.service import run as concentrator_duties
 from headend.config import HeadendConfig
 from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
@@ -41,6 +42,8 @@ async def import_buses(conn: asyncpg.Connection, path: Path, buses: Mapping[str,
 
 
 def engine_for(config: HeadendConfig, dsn: str, tmp_path: Path, driver: DriverPort | None = None) -> Engine:
-    """An engine (not started) on ``dsn`` whose writer spools to ``tmp_path/spool``."""
+    """An engine (not started) on ``dsn`` whose writer spools to ``tmp_path/spool``, with the built-in
+    duties the daemon gives it (the concentrators')."""
     writer = ReadingWriter(dsn, spool_dir=tmp_path / "spool")
-    return Engine(config, dsn, writer, driver if driver is not None else DriverPort())
+    port = driver if driver is not None else DriverPort()
+    return Engine(config, dsn, writer, port, duties=[concentrator_duties])
