@@ -105,7 +105,7 @@ FIELD_CASES += [
         "profile-backwards",
         ("profile", TCP, "-a", "1", "--from", "2026-01-02", "--to", "2026-01-01"),
         1,
-        "--to 2026-01-01T00:00:00 must be after --from 2026-01-02T00:00:00",
+        "--to 2026-01-01T00:00:00+00:00 must be after --from 2026-01-02T00:00:00+00:00",
     ),
     (
         "sim-port",
