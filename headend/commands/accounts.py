@@ -17,7 +17,7 @@ from headend.commands.app import CommandGroup
 from headend.commands.auth import OperatorId, login
 from headend.commands.common import Dsn, fail, run_with_conn
 from headend.commands.timerange import TimeRangeError, time_range
-from headend.commands.views import echo_fields, echo_json, echo_table, text
+from headend.commands.views import echo_fields, echo_json, echo_table, money, text, time_text
 from headend.operators import OperatorError
 from headend.store.accounts import accounts, assignments
 from headend.store.overview import account_statement
@@ -180,7 +180,7 @@ def assign(
         dsn,
         lambda c, me: assign_meter(c, meter, account, at=when, operator=me, reason=reason, reading=value),
     )
-    typer.echo(f"meter {meter} assigned to {account} from {when.isoformat()}")
+    typer.echo(f"meter {meter} assigned to {account} from {time_text(when)}")
 
 
 @accounts_app.command("statement")
@@ -215,15 +215,16 @@ def statement(
             "name": found.fields["name"],
             "kind": found.fields["kind"],
             "period": f"{text(first)} .. {text(last)}",
-            "opening balance": found.fields["opening"],
-            "closing balance": balance,
+            "opening balance": money(str(found.fields["opening"])),
+            "closing balance": money(balance),
         }
     )
-    echo_table("ledger", ("at", "kind", "amount", "balance", "kwh", "reference"), entries)
+    ledger = [{**e, "amount": money(str(e["amount"])), "balance": money(str(e["balance"]))} for e in entries]
+    echo_table("ledger", ("at", "kind", "amount", "balance", "kwh", "reference"), ledger)
     echo_table(
         "bills",
         ("id", "period_start", "period_end", "consumption", "amount", "due_at", "paid_at"),
-        found.lists["bills"],
+        [{**b, "amount": money(str(b["amount"]))} for b in found.lists["bills"]],
     )
 
 

@@ -29,6 +29,7 @@ from headend.billing.vee import HoldError, resolve_hold, validate_new
 from headend.commands.app import CommandGroup
 from headend.commands.auth import OperatorId, login
 from headend.commands.common import ConfigPath, Dsn, chosen_config, fail, run_with_conn
+from headend.commands.views import money, time_text
 from headend.inventory import InventoryError, find_meter
 from headend.operators import OperatorError
 from headend.store.accounts import account_statuses, billable_accounts
@@ -68,7 +69,7 @@ def pay(
     except (PaymentError, OperatorError) as exc:
         fail(str(exc))
     word = "recorded" if outcome.recorded else "already recorded"
-    typer.echo(f"{account}: payment {ref} {word}; balance {outcome.balance}")
+    typer.echo(f"{account}: payment {ref} {word}; balance {money(outcome.balance)}")
 
 
 @billing_app.command("import")
@@ -141,7 +142,7 @@ def replace(
             if not isinstance(exc, asyncpg.UniqueViolationError)
             else f"meter {old} or {new} already has a replacement record"
         )
-    typer.echo(f"replacement {record} recorded: {new} replaces {old} at {when.isoformat()}")
+    typer.echo(f"replacement {record} recorded: {new} replaces {old} at {time_text(when)}")
 
 
 @billing_app.command("status")
@@ -171,7 +172,7 @@ def bill(
     period; role cashier); exit 1 if any account was not billed. One audit row names the operator."""
     start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
     if end <= start:
-        fail(f"--to {end.isoformat()} must be after --from {start.isoformat()}")
+        fail(f"--to {time_text(end)} must be after --from {time_text(start)}")
     days = due_days if due_days is not None else chosen_config(config).billing.due_days
     try:
         limits.days(days, "--due-days")
@@ -187,8 +188,8 @@ def bill(
         for acc in await billable_accounts(conn):
             try:
                 amount = await bill_account(conn, acc["id"], start, end, due_days=days)
-                billed[acc["number"]] = str(amount)
-                typer.echo(f"{acc['number']}: {amount}")
+                billed[acc["number"]] = money(amount)
+                typer.echo(f"{acc['number']}: {money(amount)}")
             except (BillingError, TariffError) as exc:
                 failed += 1
                 typer.echo(f"{acc['number']}: not billed: {exc}", err=True)
@@ -308,7 +309,8 @@ def adjust_command(
     except (PaymentError, OperatorError, asyncpg.InsufficientPrivilegeError) as exc:
         fail(str(exc))
     typer.echo(
-        f"{account}: adjustment {ref} {'recorded' if recorded else 'already recorded'}; balance {balance}"
+        f"{account}: adjustment {ref} {'recorded' if recorded else 'already recorded'};"
+        f" balance {money(balance)}"
     )
 
 

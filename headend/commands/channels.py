@@ -113,6 +113,7 @@ def show_command(
             "last contact": found.fields["last_contact"],
             f"success (last {len(cycles)} cycles)": f"{succeeded}/{due}" if due else None,
             "utilisation (last cycle)": cycles[0]["utilisation"] if cycles else None,
+            "timeouts (24 h)": found.fields["timeouts_24h"],
         }
     )
     echo_table("meters", ("name", "protocol", "address", "enabled", "last_read"), found.lists["meter_list"])

@@ -15,6 +15,7 @@ from headend.commands.app import CommandGroup
 from headend.commands.auth import OperatorId, login
 from headend.commands.common import Dsn, fail, run_with_conn, target_dsn
 from headend.commands.views import console as make_console
+from headend.commands.views import time_text
 from headend.operators import OperatorError
 from headend.store import maintenance
 from headend.store.audit import audit
@@ -58,7 +59,7 @@ def status_command(dsn: Dsn = None) -> None:
         console.print(f"timescaledb: {report.timescaledb_version}")
     table = Table("migration", "variant", "applied at", "checksum")
     for m in report.applied:
-        applied_at = m.applied_at.strftime("%Y-%m-%d %H:%M:%S")
+        applied_at = time_text(m.applied_at)
         table.add_row(f"{m.version:04d}_{m.name}", m.variant or "shared", applied_at, m.checksum[:12])
     for label in report.pending:
         table.add_row(label, "", "[yellow]pending[/yellow]", "")

@@ -7,6 +7,7 @@ Also where the field commands start a listener for a device that dials in (``dtu
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import signal
 from dataclasses import replace
@@ -95,6 +96,12 @@ async def open_field_channel(
     try:
         listener = await Listener(spec, hub).start()
     except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ValueError(
+                f"cannot listen on {listen}: the port is in use, most likely by a running daemon"
+                " (headend run) that holds this device's connection; a field command reaches the device"
+                " only while nothing else listens there"
+            ) from None
         raise ValueError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
     if kind == "gdw1376":
         return ListeningConcentratorLink(config, hub, wait_s, listener)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import asyncpg
 import typer
 
 from headend.commands.common import Dsn, fail, run_with_conn
-from headend.commands.views import echo_fields, echo_json, echo_table
+from headend.commands.views import echo_fields, echo_json, echo_table, time_text
 from headend.inventory import InventoryError, find_meter
 from headend.store.overview import Overview, meter_overview
 
@@ -56,6 +57,7 @@ def show(
             "relay": meter["relay"],
             "protected": meter["protected_reason"] if meter["protected"] else False,
             "open VEE holds": meter["open_holds"],
+            "quarantine": _quarantine(meter),
         }
     )
     latest = [
@@ -69,6 +71,15 @@ def show(
         ("id", "action", "state", "cause", "operator", "created_at", "last_error"),
         lists["commands"],
     )
+
+
+def _quarantine(meter: dict[str, object]) -> str:
+    """``no``, or until when the daemon skips the meter, after how many failures and the last error."""
+    until = meter["quarantined_until"]
+    if not isinstance(until, datetime):
+        return "no"
+    failures, error = meter["quarantine_failures"], meter["quarantine_error"]
+    return f"until {time_text(until)} after {failures} failures ({error})"
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,7 @@ from headend.billing.tariff import TariffError, coverage_gaps, parse_block, pars
 from headend.commands.app import CommandGroup
 from headend.commands.auth import OperatorId, login
 from headend.commands.common import Dsn, fail, run_with_conn
+from headend.commands.views import time_text
 from headend.operators import OperatorError
 from headend.store.audit import audit
 from headend.store.tariffs import (
@@ -174,7 +175,7 @@ def set_(
             charged = await last_charged_end(conn, row["id"])
             if charged is not None and since < charged:
                 raise TariffError(
-                    f"--from {since.isoformat()} is before {charged.isoformat()}, the end of a period"
+                    f"--from {time_text(since)} is before {time_text(charged)}, the end of a period"
                     " already charged on this tariff; a revision only applies from then on"
                 )
             if registers:
@@ -197,10 +198,10 @@ def set_(
     except TariffError as exc:
         fail(str(exc))
     except asyncpg.UniqueViolationError:
-        fail(f"tariff {name!r} already has a revision from {since.isoformat()}")
+        fail(f"tariff {name!r} already has a revision from {time_text(since)}")
     except (OperatorError, asyncpg.InsufficientPrivilegeError) as exc:
         fail(str(exc))
-    typer.echo(f"tariff {name} revised from {since.isoformat()}")
+    typer.echo(f"tariff {name} revised from {time_text(since)}")
 
 
 def _rows(name: str | None, dsn: str | None) -> list[dict[str, object]]:

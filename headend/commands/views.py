@@ -1,17 +1,19 @@
-"""Plain-text and JSON output of what the ``show``-style commands read: times with their UTC offset,
-money and kWh as stored, no wrapping (the output goes into pipes and files as printed)."""
+"""Plain-text and JSON output of what the commands print: times with their UTC offset (:func:`time_text`),
+amounts and balances with two decimals (:func:`money`), kWh as stored, no wrapping (the output goes
+into pipes and files as printed)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal
 
 import typer
 from rich.console import Console
 
 PIPE_WIDTH = 1 << 14  # into a pipe or a file: no wrapping, lines as long as they are
+CENT = Decimal("0.01")
 
 
 def console(*, stderr: bool = False) -> Console:
@@ -21,12 +23,24 @@ def console(*, stderr: bool = False) -> Console:
     return probe if probe.is_terminal else Console(stderr=stderr, width=PIPE_WIDTH, soft_wrap=True)
 
 
+def time_text(value: datetime) -> str:
+    """A time as every command prints it: ISO 8601 to the second with its offset (a time without one
+    is UTC, as the commands read it)."""
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat(timespec="seconds")
+
+
+def money(value: Decimal | int | str) -> str:
+    """An amount or balance as every command prints it: two decimals, rounded half away from zero as
+    the database stores it (``12.50``, ``-3.00``; never ``48.0000`` or ``1E+2``)."""
+    return f"{Decimal(value).quantize(CENT, rounding=ROUND_HALF_UP):f}"
+
+
 def text(value: object) -> str:
     """One value as shown: times to the second with their offset, None as ``-``."""
     if value is None:
         return "-"
     if isinstance(value, datetime):
-        return value.isoformat(timespec="seconds")
+        return time_text(value)
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):

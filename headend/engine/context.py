@@ -17,6 +17,7 @@ from headend.engine.health import HealthBook
 from headend.engine.ports import DriverPort
 from headend.metrics import EngineMetrics
 from headend.store.reading import Reading
+from headend.store.records import CommEventRecord
 from headend.store.writer import UNAVAILABLE, ReadingWriter
 
 log = logging.getLogger("headend.engine.engine")
@@ -73,6 +74,11 @@ class EngineContext:
         if self.pool is None:
             raise RuntimeError("the engine is not started")
         return self.pool
+
+    def store_comm_event(self, record: CommEventRecord) -> None:
+        """Store a worker's communication event in the background (an outage defers it, logged once)."""
+        if not self.tasks.stopping:
+            self.tasks.spawn(self.writer.submit_record(record), name=f"comm-event-{record.kind}")
 
     async def submit(self, readings: list[Reading]) -> None:
         """Hand readings to the writer and count them by quality."""

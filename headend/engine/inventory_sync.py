@@ -90,6 +90,7 @@ class InventorySync:
                     ctx.health,
                     ctx.metrics,
                     ctx.port,
+                    ctx.store_comm_event,
                 )
                 worker.start()
                 self.workers[channel_id] = worker

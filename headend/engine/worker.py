@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import json
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from headend.engine.health import HealthBook
@@ -21,6 +23,7 @@ from headend.engine.jobs import Job, Priority, Quarantined, WorkerStopped
 from headend.engine.model import ChannelSpec, MeterSpec
 from headend.engine.ports import answered_errors, offline_errors
 from headend.metrics import EngineMetrics
+from headend.store.records import CommEventRecord
 
 if TYPE_CHECKING:
     from headend.drivers.base import MeterDriver
@@ -60,6 +63,10 @@ def _line_counts(channel: Any, driver: Any) -> tuple[int, ...]:
     return (*(getattr(stats, name, 0) for name in LINE_EVENTS), getattr(driver, "refusals", 0))
 
 
+CommEventSink = Callable[[CommEventRecord], None]
+"""Takes a communication event of a meter (timeout, quarantined, quarantine_ended) to be stored."""
+
+
 class ChannelWorker:
     """Owns one bus: exactly one job (hence one exchange) in flight at a time.
 
@@ -77,8 +84,10 @@ class ChannelWorker:
         health: HealthBook,
         metrics: EngineMetrics,
         verifier: ConnectionVerifier | None = None,
+        comm_events: CommEventSink | None = None,
     ) -> None:
         self.spec = spec
+        self.comm_events = comm_events  # told of timeouts and quarantines, to be stored
         self.verifier = verifier  # dial-in buses: each new connection verified before a job uses it
         self.meters = {m.id: m for m in meters}
         self._open_channel = open_channel
@@ -257,7 +266,10 @@ class ChannelWorker:
         self.busy_seconds += elapsed
         if _line_counts(self.channel, driver) != line_before:
             self._line_events(meter, driver, line_before)
+        was_quarantined = self.health.of(meter.id).quarantines > 0
         self.health.succeeded(meter.id, elapsed / max(1, job.exchanges))
+        if was_quarantined:
+            self._comm_event(meter, "quarantine_ended", {"job": job.kind})
         counters = self._counters.get(job.kind)
         if counters is None:
             counters = self._counters[job.kind] = (
@@ -313,6 +325,11 @@ class ChannelWorker:
             extra={"meter": meter.label, "meter_id": meter.id, "channel": self.spec.name, **seen},
         )
 
+    def _comm_event(self, meter: MeterSpec, kind: str, details: dict[str, object]) -> None:
+        if self.comm_events is not None:
+            at = datetime.now(UTC)
+            self.comm_events(CommEventRecord(kind, meter.id, meter.channel_id, at, json.dumps(details)))
+
     def _failed(self, job: Job, meter: MeterSpec, exc: BaseException) -> None:
         if isinstance(exc, offline_errors()):  # a dial-in device not connected: not the meter's failure
             self.metrics.offline_jobs.labels(self.spec.name, job.kind).inc()
@@ -321,6 +338,7 @@ class ChannelWorker:
         self.metrics.failures.labels(self.spec.name, job.kind, reason).inc()
         if reason == "timeout":
             self.metrics.timeouts.labels(self.spec.name).inc()
+            self._comm_event(meter, "timeout", {"job": job.kind, "error": str(exc)})
         if isinstance(exc, answered_errors()):  # the meter answered: healthy, just not able or willing
             log.info(
                 "meter refused the request",
@@ -336,6 +354,9 @@ class ChannelWorker:
             return
         if self.health.failed(meter.id, f"{reason}: {exc}"):
             state = self.health.of(meter.id)
+            until = datetime.now(UTC) + timedelta(seconds=state.quarantined_until - time.monotonic())
+            details = {"failures": state.failures, "until": until.isoformat(), "error": f"{reason}: {exc}"}
+            self._comm_event(meter, "quarantined", details)
             log.warning(
                 f"meter {meter.label} quarantined",
                 extra={

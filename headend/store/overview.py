@@ -23,20 +23,32 @@ class Overview:
         return {**self.fields, **self.lists}
 
 
+NO_CONTACT_KINDS = ("timeout", "quarantined", "quarantine_ended")  # the meter did not answer
+"""Communication events the daemon stores that are no contact with the meter."""
+
 _METER = """
 SELECT m.id, m.name, m.protocol, m.address, m.unit_id, m.model, m.enabled, m.has_relay, m.protected,
        m.protected_reason, m.installed_at, m.removed_at, c.name AS channel,
        a.number AS account,
        (SELECT max(r.ts) FROM readings r WHERE r.meter_id = m.id AND r.quality = 'actual') AS last_read,
        greatest((SELECT max(r.received_at) FROM readings r WHERE r.meter_id = m.id),
-                (SELECT max(e.received_at) FROM events e WHERE e.meter_id = m.id)) AS last_contact,
+                (SELECT max(e.received_at) FROM events e
+                 WHERE e.meter_id = m.id AND e.kind NOT IN (SELECT unnest($2::text[])))) AS last_contact,
        (SELECT (e.details->>'drift_s')::float FROM events e
         WHERE e.meter_id = m.id AND e.kind LIKE 'clock%' ORDER BY e.occurred_at DESC LIMIT 1)
            AS clock_offset_s,
        (SELECT k.action FROM commands k WHERE k.meter_id = m.id AND k.state = 'confirmed' AND NOT k.dry_run
         ORDER BY k.finished_at DESC LIMIT 1) AS last_relay_action,
-       (SELECT count(*) FROM vee_holds h WHERE h.meter_id = m.id AND h.resolved_at IS NULL) AS open_holds
-FROM meters m JOIN channels c ON c.id = m.channel_id
+       (SELECT count(*) FROM vee_holds h WHERE h.meter_id = m.id AND h.resolved_at IS NULL) AS open_holds,
+       q.quarantined_until, q.quarantine_failures, q.quarantine_error
+FROM meters m
+LEFT JOIN LATERAL (
+    SELECT (e.details->>'until')::timestamptz AS quarantined_until,
+           (e.details->>'failures')::int AS quarantine_failures, e.details->>'error' AS quarantine_error
+    FROM events e WHERE e.meter_id = m.id AND e.category = 'comm'
+      AND e.kind IN ('quarantined', 'quarantine_ended')
+    ORDER BY e.occurred_at DESC, e.id DESC LIMIT 1) q ON q.quarantined_until > now()
+JOIN channels c ON c.id = m.channel_id
 LEFT JOIN meter_assignments ma ON ma.meter_id = m.id AND ma.effective_to IS NULL
 LEFT JOIN accounts a ON a.id = coalesce(ma.account_id, m.account_id)
 WHERE m.id = $1
@@ -64,7 +76,7 @@ FROM commands WHERE meter_id = $1 ORDER BY created_at DESC LIMIT $2
 async def meter_overview(conn: asyncpg.Connection, meter_id: int, recent: int = 5) -> Overview:
     """One meter: inventory, account, last read and contact, clock offset, relay, latest readings
     (per quantity), and its most recent events and commands."""
-    row = await conn.fetchrow(_METER, meter_id)
+    row = await conn.fetchrow(_METER, meter_id, list(NO_CONTACT_KINDS))
     return Overview(
         dict(row),
         {
@@ -79,7 +91,9 @@ _CHANNEL = """
 SELECT c.id, c.name, c.kind, c.address, c.settings->>'url' AS url, c.enabled,
        (SELECT count(*) FROM meters m WHERE m.channel_id = c.id AND m.removed_at IS NULL) AS meters,
        (SELECT max(r.received_at) FROM readings r JOIN meters m ON m.id = r.meter_id
-        WHERE m.channel_id = c.id) AS last_contact
+        WHERE m.channel_id = c.id) AS last_contact,
+       (SELECT count(*) FROM events e WHERE e.channel_id = c.id AND e.category = 'comm'
+        AND e.kind = 'timeout' AND e.occurred_at > now() - interval '24 hours') AS timeouts_24h
 FROM channels c WHERE c.name = $1
 """
 

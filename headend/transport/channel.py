@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
+from headend.transport.serial_line import open_parity
 from headend.transport.url import ChannelConfig
 
 MAX_BACKOFF_S = 30.0
@@ -304,7 +305,7 @@ class Channel:
                 config.path,
                 baudrate=config.baud,
                 bytesize=config.bytesize,
-                parity=config.parity,  # pyserial uses "N", "E", "O" too
+                parity=open_parity(config.path, config.parity),  # pyserial uses "N", "E", "O" too
                 stopbits=config.stopbits,
                 exclusive=True,
             )

@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from headend.transport.channel import ChannelError, ChannelUnavailable
+from headend.transport.channel import ChannelError, ChannelUnavailable, FrameTap
 from headend.transport.url import ChannelConfig
 from protocols.gdw1376 import (
     ALL_CONFIRMED,
@@ -202,6 +202,7 @@ class ConcentratorLink:
         self.events: list[TerminalEvent] = []  # read from the concentrator, not yet taken by the daemon
         self.event_pointer = 0  # the next important-event record to read (AFN 0E F1 Pm)
         self.last_heard = 0.0
+        self.tap: FrameTap | None = None  # sees every frame written ("tx"), received ("rx"), timed out
         self._lock = asyncio.Lock()
         self._pseq = 0
         self._pending: _Pending | None = None
@@ -322,6 +323,8 @@ class ConcentratorLink:
 
     def _received(self, stream: _Stream, raw: bytes) -> None:
         self.last_heard = time.monotonic()
+        if self.tap is not None:
+            self.tap("rx", raw)
         try:
             frame = decode(raw)
         except GDW1376Error:
@@ -363,6 +366,8 @@ class ConcentratorLink:
             stream.close()
             return
         self.stats.frames_out += 1
+        if self.tap is not None:
+            self.tap("tx", data)
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -411,6 +416,8 @@ class ConcentratorLink:
             except _Moved:
                 continue  # the concentrator logged in again on a new connection: send it there
             except TimeoutError:
+                if self.tap is not None:
+                    self.tap("timeout", b"")
                 attempt += 1
                 if attempt < tries:
                     self.stats.retries += 1

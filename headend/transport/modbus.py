@@ -16,6 +16,7 @@ from pymodbus.exceptions import ConnectionException, ModbusIOException
 
 from headend.transport.bus import FrameBus
 from headend.transport.channel import ChannelStats, ChannelUnavailable, ExchangeTimeout, FrameTap
+from headend.transport.serial_line import open_parity
 from headend.transport.url import ChannelConfig
 from protocols.modbus import rtu
 
@@ -49,7 +50,7 @@ class ModbusChannel:
                 framer=FramerType.RTU,
                 baudrate=config.baud,
                 bytesize=config.bytesize,
-                parity=config.parity,
+                parity=open_parity(config.path, config.parity),
                 stopbits=config.stopbits,
                 timeout=timeout,
                 retries=0,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -149,3 +150,49 @@ async def test_meter_channel_and_account_views(pg_dsn: str) -> None:
     assert "closing balance: -28.00" in " ".join(printed.split())
     missing = headend(pg_dsn, "accounts", "statement", "B9", "--from", "2026-03-01", "--to", "2026-04-01")
     assert missing.returncode == 1 and missing.stderr.strip() == "error: unknown account 'B9'"
+
+
+OFFSET_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[+-]\d\d:\d\d)?")
+
+
+async def test_times_carry_their_offset_and_money_two_decimals_across_commands(pg_dsn: str) -> None:
+    """One way to print a time (ISO 8601 to the second with its offset) and an amount (two decimals)
+    in billing bill / pay, tariffs set, accounts assign and statement, and db status."""
+    await _fleet(pg_dsn)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await add_operators(conn, o5002="admin")
+    finally:
+        await conn.close()
+    day2 = ("--from", "2026-03-03T00:00:00+08:00", "--to", "2026-03-04T00:00:00+08:00")
+    billed = headend(pg_dsn, "billing", "bill", *day2, "--operator", "5001")
+    assert billed.returncode == 0, billed.stderr
+    assert billed.stdout.splitlines() == ["A7: 48.00"]  # 96 kWh x 0.5, not 48.000
+    paid = headend(pg_dsn, "billing", "pay", "A7", "20.5", "--ref", "r-2", "--operator", "5001")
+    assert paid.stdout.strip() == "A7: payment r-2 recorded; balance -75.50", paid.stderr
+    revised = headend(
+        pg_dsn, "tariffs", "set", "flat", "--from", "2026-03-05T00:00:00.000+08:00", "--price", "total=0.55",
+        "--operator", "5002",
+    )  # fmt: skip
+    assert revised.stdout.strip() == "tariff flat revised from 2026-03-05T00:00:00+08:00", revised.stderr
+    assigned = headend(
+        pg_dsn, "accounts", "assign", "bus-a/000000000001", "A7", "--from", "2026-03-06T00:00:00+08:00",
+        "--reason", "re-signed", "--operator", "5002",
+    )  # fmt: skip
+    assert assigned.stdout.strip().endswith("from 2026-03-06T00:00:00+08:00"), assigned.stderr
+
+    printed = headend(pg_dsn, "accounts", "statement", "A7", "--from", "2026-03-01", "--to", "2030-01-01")
+    lines = printed.stdout.splitlines()
+    ledger = lines[lines.index("ledger:") + 2 : lines.index("ledger:") + 5]
+    assert [line.split()[1:4] for line in ledger] == [
+        ["charge", "-48.00", "-48.00"],
+        ["charge", "-48.00", "-96.00"],
+        ["payment", "20.50", "-75.50"],
+    ]
+    for line in ledger:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", line.split()[0]), line
+    assert "closing balance: -75.50" in " ".join(printed.stdout.split())
+
+    status = headend(pg_dsn, "db", "status")
+    applied = [m for line in status.stdout.splitlines() if "_" in line for m in OFFSET_TIME.findall(line)]
+    assert applied and all(re.search(r"[+-]\d\d:\d\d$", m) for m in applied), status.stdout

@@ -327,3 +327,32 @@ async def test_sim_concentrator_history_days_bounds_the_curves_not_the_daily_fre
     assert curves[3] == (None,) * 4 and all(v is not None for v in curves[0])
     daily = items[0][2]
     assert isinstance(daily, DailyReading) and daily.reading.total is not None
+
+
+async def test_archive_push_to_a_concentrator_whose_port_the_daemon_holds_says_so(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """A dial-in concentrator's port already listened on (as a running daemon does) is said in one
+    line; nothing is asked of anyone."""
+    port = free_port()
+    inventory = tmp_path / "inv.toml"
+    inventory.write_text(f'[[channels]]\nname = "conc-1"\nurl = "gdw1376://{ADDRESS}"\n')
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await import_inventory(conn, read_inventory(inventory))
+    finally:
+        await conn.close()
+    holder = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", port)
+    try:
+        code, out, err = await headend(
+            "concentrator", "archive", "diff", "conc-1", "--listen", f"127.0.0.1:{port}", "--dsn", pg_dsn
+        )
+    finally:
+        holder.close()
+        await holder.wait_closed()
+    assert code == 2 and out == ""
+    assert err.strip() == (
+        f"error: cannot listen on 127.0.0.1:{port}: the port is in use, most likely by a running daemon"
+        " (headend run) that holds this device's connection; a field command reaches the device only"
+        " while nothing else listens there"
+    )

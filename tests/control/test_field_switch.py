@@ -4,11 +4,14 @@ operator on the field channel, confirmed by read-back and audited (real process,
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import asyncpg
 
 from headend.inventory import import_inventory, read_inventory
+from headend.store.embedded import THROWAWAY_SETTINGS, EmbeddedPostgres
 from simulators import BusSpec, start_bus
 from tests.support.cli import CliResult, headend_async
 from tests.support.operators import add_operators, operator_env
@@ -98,7 +101,6 @@ async def test_a_field_clock_write_names_a_signed_in_operator_and_is_audited(
 
             refusals = {
                 (): "--operator is required",
-                ("--operator", "1007"): "no database configured",
                 ("--operator", "1007", "--dsn", pg_dsn, "--no-record"): "a database is configured",
                 ("--operator", "1008", "--dsn", pg_dsn): "does not hold the operator role",
                 ("--operator", "ops", "--dsn", pg_dsn): "must be 1-8 digits",
@@ -126,3 +128,48 @@ async def test_a_field_clock_write_names_a_signed_in_operator_and_is_audited(
             assert 140 < json.loads(rows[0]["details"])["drift_s"] < 160
         finally:
             await conn.close()
+
+
+async def test_switch_and_clock_sync_without_a_dsn_use_the_embedded_server() -> None:
+    """No --dsn and no $HEADEND_DSN: like every database command, switch and clock --sync record into
+    the embedded server of $HEADEND_STATE_DIR (started here first with fast, throwaway settings)."""
+    state = Path(tempfile.mkdtemp(prefix="headend-emb-"))
+    state.chmod(0o755)  # the unprivileged server user traverses it
+    embedded = EmbeddedPostgres(state / "postgres", settings=THROWAWAY_SETTINGS)
+    env = operator_env() | {"HEADEND_STATE_DIR": str(state), "HEADEND_METER_PASSWORD": METER_PASSWORD}
+    env.pop("HEADEND_DSN", None)
+    try:
+        dsn = embedded.start()
+        code, _, err = await headend_async("db", "migrate", env=env)
+        assert code == 0, err
+        async with await start_bus(
+            BusSpec(meters=1, seed=87, password=METER_PASSWORD, clock_offsets_s={0: 150.0})
+        ) as bus:
+            meter = bus.meters[0]
+            inventory = state / "inv.toml"
+            inventory.write_text(
+                f'[[channels]]\nname = "b"\nurl = "{bus.url}"\n\n'
+                f'[[meters]]\nchannel = "b"\nprotocol = "dlt645-2007"\naddress = "{meter.address}"\n'
+                'model = "dlt645-generic"\nhas_relay = true\n'
+            )
+            config = state / "headend.toml"
+            config.write_text('[clock]\nboundary_guard = "1s"\nmidnight_guard = "1s"\n')
+            conn = await asyncpg.connect(dsn)
+            try:
+                await import_inventory(conn, read_inventory(inventory))
+                await add_operators(conn, o1007="operator")
+                switch = ("switch", bus.url, "off", "-a", meter.address, "--operator", "1007")
+                code, out, err = await headend_async(*switch, "--reason", "meter tampered", "--json", env=env)
+                assert code == 0, err
+                assert json.loads(out)["state"] == "confirmed" and meter.model.relay.open
+                sync = ("clock", bus.url, "-a", meter.address, "--sync", "--operator", "1007")
+                code, out, err = await headend_async(*sync, "--config", str(config), "--json", env=env)
+                assert code == 0, err
+                assert abs(meter.model.clock.error().total_seconds()) < 5
+                assert await conn.fetchval("SELECT operator FROM commands WHERE cause = 'field'") == "1007"
+                assert await conn.fetchval("SELECT actor FROM audit_log WHERE action = 'clock_set'") == "1007"
+            finally:
+                await conn.close()
+    finally:
+        embedded.stop("immediate")
+        shutil.rmtree(state, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from headend.config import validate_config
 from headend.engine.housekeeping import MeterCheck
 from headend.inventory import import_inventory, read_inventory
 from simulators import BusSpec, start_bus
+from tests.support.cli import headend
 from tests.support.engine import engine_for, import_buses, inventory_file
 from tests.support.waiting import wait_until
 
@@ -365,3 +367,45 @@ async def test_overall_success_is_the_last_complete_cycles_figure(pg_dsn: str, t
         await fast.stop()
         await slow.stop()
     assert seen and set(seen) == {1.0}
+
+
+async def test_quarantine_and_timeouts_are_stored_for_meters_show_and_channels_show(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """The engine stores each timeout and the quarantine that follows the second one as communication
+    events; ``meters show`` says until when the meter is skipped and ``channels show`` counts them."""
+    bus = await start_bus(BusSpec(meters=2, seed=63, faults="offline=#1@0+3600"))
+    conn = await asyncpg.connect(pg_dsn)
+    await import_buses(conn, tmp_path / "inv.toml", {"tcp": bus})
+    engine = engine_for(engine_config(), pg_dsn, tmp_path)
+    await engine.start()
+    base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    dead, alive = bus.meters[1].address, bus.meters[0].address
+    try:
+        for k in range(3):  # two timeouts, then the meter is skipped (quarantined for 1 h)
+            engine.run_cycle(base + timedelta(hours=k))
+            await engine.wait_cycles()
+
+        async def stored() -> bool:
+            kinds = await conn.fetch("SELECT kind FROM events WHERE category = 'comm' ORDER BY id")
+            return [r["kind"] for r in kinds] == ["timeout", "timeout", "quarantined"]
+
+        await wait_until(stored, 30, "two timeouts and a quarantine stored")
+    finally:
+        await engine.stop()
+        await conn.close()
+        await bus.stop()
+    shown = headend("meters", "show", f"tcp/{dead}", "--json", "--dsn", pg_dsn)
+    assert shown.returncode == 0, shown.stderr
+    meter = json.loads(shown.stdout)
+    until = datetime.fromisoformat(meter["quarantined_until"])
+    assert timedelta(minutes=55) < until - datetime.now(UTC) <= timedelta(hours=1)
+    assert meter["quarantine_failures"] == 2 and meter["quarantine_error"].startswith("timeout")
+    assert meter["last_contact"] is None  # a timeout is no contact
+    text = " ".join(headend("meters", "show", f"tcp/{dead}", "--dsn", pg_dsn).stdout.split())
+    assert f"quarantine: until {until.isoformat(timespec='seconds')} after 2 failures" in text
+    healthy = headend("meters", "show", f"tcp/{alive}", "--dsn", pg_dsn).stdout
+    assert "quarantine: no" in " ".join(healthy.split())
+    channel = json.loads(headend("channels", "show", "tcp", "--json", "--dsn", pg_dsn).stdout)
+    assert channel["timeouts_24h"] == 2
+    assert sorted(e["kind"] for e in channel["errors"]) == ["quarantined", "timeout", "timeout"]

@@ -189,14 +189,14 @@ async def test_switch_and_clock_writes_to_a_wildcard_or_broadcast_switch_nothing
             await channel.close()
 
 
-async def test_switch_refuses_bad_operator_ids_and_an_unrecorded_switch_without_no_record() -> None:
+async def test_switch_refuses_bad_operator_ids_and_a_recorded_switch_without_a_reason() -> None:
     async with await start_bus(BusSpec(meters=1, seed=79, password=PASSWORD)) as bus:
         address = bus.meters[0].address
         for operator, why in (("", "is required"), ("  ", "is required"), ("ops1", "must be 1-8 digits")):
             code, _, err = await headend("switch", bus.url, "off", "-a", address, "--operator", operator)
             assert code == 1 and why in err
         code, _, err = await headend("switch", bus.url, "off", "-a", address, "--operator", "1001")
-        assert code == 1 and "give --no-record" in err
+        assert code == 1 and "--reason is required" in err and "--no-record switches without" in err
         assert bus.requests[0x1C] == 0 and not bus.meters[0].model.relay.open
 
 
@@ -215,6 +215,25 @@ async def test_the_url_sim_pty_prints_works_as_printed_for_modbus_on_serial() ->
         code, out, err = await headend("scan", url, *args, "--units", "1-3", "--json")
         assert code == 0, err
         assert json.loads(out)["units"] == [1, 2]
+    finally:
+        sim.terminate()
+        await asyncio.wait_for(sim.wait(), 30)
+
+
+async def test_the_url_sim_dlt645_pty_prints_works_as_printed() -> None:
+    """``headend sim dlt645 --pty`` prints its line settings (9600 baud, even parity by default); a pty
+    cannot carry parity, so the channel opens a pty without it and the printed URL reads the meter."""
+    sim = await spawn("sim", "dlt645", "--pty", "--baud", "9600", "--seed", "91", "--json")
+    try:
+        assert sim.stdout is not None
+        printed = json.loads(await asyncio.wait_for(sim.stdout.readline(), 30))
+        url, address = printed["url"], printed["meters"][0]
+        assert url.startswith("serial:///dev/") and url.endswith("?baud=9600")  # parity E: the default
+        code, out, err = await headend("read", url, "-a", address, "energy_import_kwh", "--json")
+        assert code == 0, err
+        assert json.loads(out)["values"]["energy_import_kwh"] > 0
+        code, out, err = await headend("read", url, "-a", address, "energy_import_kwh", "--json")
+        assert code == 0, err  # a second open of the same pty (its settings already changed once)
     finally:
         sim.terminate()
         await asyncio.wait_for(sim.wait(), 30)

@@ -8,6 +8,7 @@ import re
 from datetime import datetime
 
 from simulators import BusSpec, start_bus
+from tests.concentrator.support import ADDRESS, listening, url_of
 from tests.field.test_field_cli import headend
 
 LINE = re.compile(r"^(\S+) (>>|<<|!!) ([0-9A-F ]+|-)  (.*)$")
@@ -64,3 +65,44 @@ async def test_modbus_read_traces_the_adus() -> None:
         assert [d for d, _, _ in frames] == [">>", "<<"]
         assert re.fullmatch(r"transaction \d+, unit 1, function 0x04", frames[0][2]), frames[0][2]
         assert re.fullmatch(r"transaction \d+, unit 1, function 0x04", frames[1][2]), frames[1][2]
+
+
+async def test_scan_traces_each_probe_and_its_reply_or_silence() -> None:
+    async with await start_bus(BusSpec(meters=1, seed=92)) as bus:
+        present, absent = bus.meters[0].address, "000000000099"
+        code, out, err = await headend(
+            "scan", bus.url, "--candidates", f"{present},{absent}", "--json", "--trace"
+        )
+        assert code == 0, err
+        assert json.loads(out)["meters"] == [present]
+        frames = _frames(err)
+        assert [d for d, _, _ in frames] == [">>", "<<", ">>", "!!"]  # a probe is not retried
+        assert frames[0][2].startswith(f"address {present}, function 0x11, request, DI 00010000")
+        assert frames[1][2].startswith(f"address {present}, function 0x11, response, DI 00010000")
+        assert frames[2][2].startswith(f"address {absent}, function 0x11, request")
+        assert frames[3][1:] == ("-", "no reply in time")
+        assert bus.requests[0x11] == 2  # both probes reached the bus; only one meter answered
+
+
+async def test_concentrator_read_traces_the_1376_frames_and_the_forwarded_dlt645_inside() -> None:
+    async with listening(meters=4) as sim:
+        record = sim.pool.archive[3]
+        code, out, err = await headend(
+            "read", url_of(sim), "-a", record.address, "--port", str(record.port), "--pn", "3",
+            "energy_import_kwh", "04000503", "--json", "--trace",
+        )  # fmt: skip
+        assert code == 0, err
+        assert json.loads(out)["values"]["04000503"]["relay_open"] is False
+        frames = _frames(err)
+        requests = [m for d, _, m in frames if d == ">>" and ("AFN 0C" in m or "AFN 10" in m)]
+        assert len(requests) == sim.counts["afn_0C"] + sim.counts["forwards"] == 2
+        forwarded = [(d, h, m) for d, h, m in frames if "AFN 10" in m]
+        assert [d for d, _, _ in forwarded] == [">>", "<<"]
+        (_, _, asked), (_, answer, answered) = forwarded
+        assert f"terminal {ADDRESS}, down, AFN 10" in asked and "p0 F1" in asked
+        assert f"port {record.port}: [address {record.address}, function 0x11, request, DI 04000503" in asked
+        assert f"terminal {ADDRESS}, up, AFN 10" in answered
+        assert f"[address {record.address}, function 0x11, response, DI 04000503" in answered
+        code, decoded, err = await headend("decode", answer, "--json")  # as printed
+        assert code == 0, err
+        assert json.loads(decoded)["forwarded"][0]["dlt645"]["address"] == record.address

@@ -105,7 +105,7 @@ FIELD_CASES += [
         "profile-backwards",
         ("profile", TCP, "-a", "1", "--from", "2026-01-02", "--to", "2026-01-01"),
         1,
-        "--to 2026-01-01T00:00:00 must be after --from 2026-01-02T00:00:00",
+        "--to 2026-01-01T00:00:00+00:00 must be after --from 2026-01-02T00:00:00+00:00",
     ),
     (
         "sim-port",
@@ -145,10 +145,10 @@ FIELD_CASES += [
         "an operator id (工号, 1-8 digits) is required",
     ),
     (
-        "switch-unrecorded",
+        "switch-recorded-no-reason-no-dsn",
         (*SWITCH_OFF, "-a", METER, "--operator", "7"),
         1,
-        "no database configured (--dsn or $HEADEND_DSN) to record the switch; give --no-record",
+        "--reason is required: it is recorded with the command (--no-record switches without a command",
     ),
     (
         "switch-no-record-with-dsn",
@@ -665,6 +665,18 @@ ENV_CASES += [
         "state-dir-unusable",
         {"HEADEND_STATE_DIR": "/proc/headend-nope"},
         ("db", "status"),
+        "the embedded server cannot use HEADEND_STATE_DIR: No such file or directory (/proc/headend-nope)",
+    ),
+    (  # switch and clock --sync find the database as every command does: the embedded server here
+        "switch-state-dir-unusable",
+        {"HEADEND_STATE_DIR": "/proc/headend-nope"},
+        (*SWITCH_OFF, "-a", METER, "--operator", "7", "--reason", "tampered"),
+        "the embedded server cannot use HEADEND_STATE_DIR: No such file or directory (/proc/headend-nope)",
+    ),
+    (
+        "clock-sync-state-dir-unusable",
+        {"HEADEND_STATE_DIR": "/proc/headend-nope"},
+        ("clock", TCP, "-a", METER, "--sync", "--operator", "7"),
         "the embedded server cannot use HEADEND_STATE_DIR: No such file or directory (/proc/headend-nope)",
     ),
     (

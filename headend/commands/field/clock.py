@@ -12,7 +12,7 @@ import asyncpg
 import typer
 
 from headend.commands.auth import Login, login
-from headend.commands.common import ConfigPath, chosen_config
+from headend.commands.common import ConfigPath, Dsn, chosen_config, target_dsn
 from headend.commands.field.shared import (
     Address,
     DialIn,
@@ -34,6 +34,7 @@ from headend.commands.field.shared import (
     print_result,
     run_field,
 )
+from headend.commands.field.trace import attach
 from headend.commands.listen import Heartbeat, Listen, Wait, open_field_channel
 from headend.drivers.gdw1376_terminal import TerminalClock, read_terminal_clock
 from headend.engine.clock import ClockPolicy, check_clock
@@ -61,9 +62,7 @@ def clock_command(
     operator: Annotated[
         str | None, typer.Option("--operator", help="With --sync: your operator id (工号), signed in.")
     ] = None,
-    dsn: Annotated[
-        str | None, typer.Option("--dsn", help="Database that audits a --sync (default: $HEADEND_DSN).")
-    ] = None,
+    dsn: Dsn = None,
     no_record: Annotated[
         bool, typer.Option("--no-record", help="No database: --sync without an audit record.")
     ] = False,
@@ -75,23 +74,24 @@ def clock_command(
     """Read (and with --sync correct) the meter clock, or a concentrator's own clock (no --address).
 
     --sync writes the clock under the daemon's clock policy ([clock] of --config or $HEADEND_CONFIG, else
-    the defaults) and names an operator; with a database (--dsn or $HEADEND_DSN) the operator signs in
-    and the correction is audited; without one, --no-record is required."""
+    the defaults) and names an operator, who signs in to the database every command uses (--dsn, else
+    $HEADEND_DSN, else the embedded server) where the correction is audited; --no-record writes it
+    without an audit record."""
     via = Via(port)
     dial_in = DialIn(listen, wait, heartbeat, meter_number)
-    database = (dsn or os.environ.get("HEADEND_DSN")) if sync else None
     try:
         if sync:
-            _check_clock_write(operator, database, no_record)
+            _check_clock_write(operator, bool(dsn or os.environ.get("HEADEND_DSN")), no_record)
     except (FieldError, OperatorError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from None
     policy = ClockPolicy.from_config(chosen_config(config).clock) if sync else None
+    database = target_dsn(dsn) if sync and not no_record else None  # the embedded server by default
     me = login(operator) if database else None
 
     async def sync_clock() -> dict[str, Any]:
         if address is None and parse_channel_url(url).scheme in CONCENTRATOR_SCHEMES:
-            return await _terminal_clock(url, secrets, dial_in, policy)
+            return await _terminal_clock(url, secrets, dial_in, policy, trace)
         if policy is not None:
             check_write_target(protocol, address, unit)
         channel, driver = await open_driver(
@@ -125,19 +125,15 @@ def clock_command(
     print_result(result, as_json, field_table("meter clock" if address else "clock", result))
 
 
-def _check_clock_write(operator: str | None, database: str | None, no_record: bool) -> None:
-    """A clock write names its operator and is audited, or is explicitly unrecorded."""
+def _check_clock_write(operator: str | None, dsn_given: bool, no_record: bool) -> None:
+    """A clock write names its operator and is audited, or is explicitly unrecorded (and then no
+    database is named)."""
     if operator is None:
         raise FieldError("--sync writes the clock: --operator is required")
     check_operator_id(operator)
-    if database and no_record:
+    if dsn_given and no_record:
         raise FieldError(
             "--no-record: a database is configured, so the clock write is audited; drop the flag"
-        )
-    if not database and not no_record:
-        raise FieldError(
-            "no database configured (--dsn or $HEADEND_DSN) to audit the clock write;"
-            " give --no-record to write it without an audit record"
         )
 
 
@@ -169,13 +165,15 @@ async def _audited_clock_sync(
 
 
 async def _terminal_clock(
-    url: str, secrets: str | None, dial_in: DialIn, policy: ClockPolicy | None
+    url: str, secrets: str | None, dial_in: DialIn, policy: ClockPolicy | None, trace: bool
 ) -> dict[str, Any]:
     """A concentrator's clock: AFN 0C F2, and with a ``policy`` (a sync) AFN 05 F31 under it."""
     pw = meter_secrets(secrets, policy is not None).concentrator_pw(parse_channel_url(url).terminal)
     link = await open_field_channel(url, dial_in.listen, dial_in.wait_s)
     assert isinstance(link, ConcentratorLink)
     link.set_pw(pw)
+    if trace:
+        attach(link, "gdw1376")
     try:
         if policy is None:
             clock = await read_terminal_clock(link)

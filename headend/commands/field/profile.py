@@ -24,6 +24,7 @@ from headend.commands.field.shared import (
     run_field,
 )
 from headend.commands.listen import Heartbeat, Listen, Wait
+from headend.commands.views import time_text
 
 
 def profile_command(
@@ -45,7 +46,7 @@ def profile_command(
 
     async def work() -> dict[str, Any]:
         if end <= start:
-            raise FieldError(f"--to {end.isoformat()} must be after --from {start.isoformat()}")
+            raise FieldError(f"--to {time_text(end)} must be after --from {time_text(start)}")
         channel, driver = await open_driver(
             url, protocol, address, unit, model, secrets, DialIn(listen, wait, heartbeat), trace=trace
         )
@@ -63,5 +64,5 @@ def profile_command(
     for column in ("ts", "source", "energy_import_kwh"):
         table.add_column(column)
     for record in result["records"]:
-        table.add_row(record["ts"].isoformat(), record["source"], str(record.get("energy_import_kwh")))
+        table.add_row(time_text(record["ts"]), record["source"], str(record.get("energy_import_kwh")))
     print_result(result, as_json, table)

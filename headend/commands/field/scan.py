@@ -16,11 +16,13 @@ from headend.commands.field.shared import (
     Json,
     Model,
     Protocol,
+    Trace,
     Url,
     checked_url,
     print_result,
     run_field,
 )
+from headend.commands.field.trace import attach
 from headend.commands.listen import Heartbeat, Listen, Wait, open_field_channel
 from headend.drivers import DriverError, ModbusDriver, make_driver
 from headend.transport import (
@@ -55,6 +57,7 @@ def scan_command(
     wait: Wait = 60.0,
     heartbeat: Heartbeat = "",
     as_json: Json = False,
+    trace: Trace = False,
 ) -> None:
     """Find meters on a bus: probe a candidate list, or ask the only meter of a one-meter line."""
 
@@ -64,7 +67,7 @@ def scan_command(
             return {
                 "protocol": protocol,
                 "units": await _sweep(
-                    url, model or "eastron_sdm120", units, as_json, DialIn(listen, wait, heartbeat)
+                    url, model or "eastron_sdm120", units, as_json, DialIn(listen, wait, heartbeat), trace
                 ),
             }
         probes = _candidates(candidates)
@@ -79,6 +82,8 @@ def scan_command(
         if not isinstance(channel, Channel):  # modbus and concentrator URLs fail checked_url first
             await channel.close()
             raise FieldError("DL/T 645 scans need a serial://, tcp:// or dtu:// channel URL")
+        if trace:
+            attach(channel, protocol)
         found: list[str] = []
         try:
             with Progress(transient=True, disable=as_json) as progress:
@@ -119,8 +124,8 @@ def _candidates(text: str | None) -> list[str]:
     return [a.rjust(12, "0") for a in addresses]
 
 
-async def _sweep(url: str, model: str, units: str, quiet: bool, dial_in: DialIn) -> list[int]:
-    """Modbus unit ids that answer a read of the model's first point."""
+async def _sweep(url: str, model: str, units: str, quiet: bool, dial_in: DialIn, trace: bool) -> list[int]:
+    """Modbus unit ids that answer a read of the model's first point (``trace``: every ADU printed)."""
     ids = limits.unit_range(units)
     config = replace(parse_channel_url(url), retries=0)  # an absent unit id is silent: do not retry it
     gateway = config.scheme in ("modbus-tcp", "rtu-over-tcp")
@@ -133,6 +138,8 @@ async def _sweep(url: str, model: str, units: str, quiet: bool, dial_in: DialIn)
         channel = opened
     else:
         channel = ModbusChannel(config) if gateway else Channel(config)
+    if trace:
+        attach(channel, "modbus")
     found = []
     try:
         with Progress(transient=True, disable=quiet) as progress:

@@ -173,7 +173,7 @@ async def open_driver(
         store = meter_secrets(secrets, writes)
         link = await open_field_channel(url, dial_in.listen, dial_in.wait_s)
         if trace:
-            typer.echo("--trace: a concentrator's frames are not traced", err=True)
+            attach(link, protocol)
         point = {"port": via.port, "pn": via.pn}
         try:
             meter = make_driver(protocol, link, address.rjust(12, "0"), model, store, **point)

@@ -10,6 +10,7 @@ import asyncpg
 import typer
 
 from headend.commands.auth import login
+from headend.commands.common import Dsn, target_dsn
 from headend.commands.field.shared import (
     Address,
     DialIn,
@@ -52,9 +53,7 @@ def switch_command(
     reason: Annotated[
         str | None, typer.Option("--reason", help="Why (audited; needed with a database).")
     ] = None,
-    dsn: Annotated[
-        str | None, typer.Option("--dsn", help="Database that records the command (default: $HEADEND_DSN).")
-    ] = None,
+    dsn: Dsn = None,
     no_record: Annotated[
         bool, typer.Option("--no-record", help="No database: switch without a command record or audit.")
     ] = False,
@@ -69,33 +68,33 @@ def switch_command(
 ) -> None:
     """Switch one meter's relay and confirm it by reading the state back.
 
-    With a database (--dsn or $HEADEND_DSN) the switch is a persisted command under the same safety
-    gates and audit as the daemon's, run by an authenticated operator; without one, --no-record is
-    required. Wildcard, broadcast and malformed addresses are always refused."""
+    The switch is a persisted command under the same safety gates and audit as the daemon's, run by an
+    authenticated operator, in the database every command uses (--dsn, else $HEADEND_DSN, else the
+    embedded server); --no-record switches without one. Wildcard, broadcast and malformed addresses
+    are always refused."""
     action = action.replace("-", "_")
     via = Via(port)
-    database = dsn or os.environ.get("HEADEND_DSN")
+    recorded = not (no_record or dry_run)
     dial_in = DialIn(listen, wait, heartbeat, meter_number)
     try:
         if action not in ("off", "on", "close_allowed"):
             raise FieldError("action must be off, on or close-allowed")
         operator = check_operator_id(operator)
         check_write_target(protocol, address, unit)
-        if database and no_record:
+        if no_record and (dsn or os.environ.get("HEADEND_DSN")):
             raise FieldError(
                 "--no-record: a database is configured, so the switch is recorded; drop the flag"
             )
-        if not database and not no_record and not dry_run:
+        if recorded and not (reason or "").strip():
             raise FieldError(
-                "no database configured (--dsn or $HEADEND_DSN) to record the switch;"
-                " give --no-record to switch without a command record"
+                "--reason is required: it is recorded with the command"
+                " (--no-record switches without a command record)"
             )
-        if database and not dry_run and not (reason or "").strip():
-            raise FieldError("--reason is required: it is recorded with the command")
     except (FieldError, OperatorError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from None
-    if database and not dry_run:
+    if recorded:
+        database = target_dsn(dsn)  # --dsn, else $HEADEND_DSN, else the embedded server
         _recorded_switch(
             url,
             action,

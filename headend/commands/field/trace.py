@@ -1,6 +1,8 @@
 """``--trace`` of the field commands: every frame sent and received on stderr, one line each: the time
 (UTC, milliseconds), the direction, the bytes in hex and what the frame says (the stdout of
-``--json`` stays one JSON object). A frame printed here can be given to ``headend decode`` as is."""
+``--json`` stays one JSON object). On a concentrator link the Q/GDW 1376.1 frames are printed, a DL/T
+645 frame forwarded inside AFN 10 F1 summarised with them. A frame printed here can be given to
+``headend decode`` as is."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ from datetime import UTC, datetime
 import typer
 
 from headend.transport.channel import Channel, FrameTap
+from headend.transport.concentrator import ConcentratorLink
 from headend.transport.modbus import ModbusChannel
+from protocols import gdw1376
 from protocols.dlt645 import DLT645Error, decode
 
 ARROWS = {"tx": ">>", "rx": "<<", "timeout": "!!"}
@@ -46,9 +50,33 @@ def modbus_summary(frame: bytes) -> str:
     return f"{head}, function 0x{function:02X}"
 
 
+def gdw1376_summary(frame: bytes) -> str:
+    """What a 1376.1 frame says: terminal, direction, AFN, SEQ, its units, and a forwarded DL/T 645
+    frame (AFN 10 F1) summarised inside."""
+    try:
+        decoded = gdw1376.decode(frame)
+    except (gdw1376.GDW1376Error, ValueError) as exc:
+        return f"not a valid 1376.1 frame ({exc})"
+    parts = [
+        f"terminal {decoded.address.key}",
+        "up" if decoded.up else "down",
+        f"AFN {decoded.afn:02X} {decoded.afn_name}",
+        f"SEQ {decoded.seq.seq}",
+    ]
+    items = list(decoded.items())
+    if items:
+        parts.append(" ".join(f"p{pn} F{fn}" for pn, fn, _ in items))
+    for _pn, _fn, value in items:
+        if isinstance(value, gdw1376.ForwardRequest | gdw1376.ForwardReply):
+            inner = dlt645_summary(value.content) if value.content else "no reply from the meter"
+            parts.append(f"port {value.port}: [{inner}]")
+    return ", ".join(parts)
+
+
 def frame_printer(protocol: str) -> FrameTap:
-    """A tap that prints each frame of ``protocol`` on stderr."""
-    summary = modbus_summary if protocol == "modbus" else dlt645_summary
+    """A tap that prints each frame of ``protocol`` (``modbus``, ``gdw1376`` or DL/T 645) on stderr."""
+    summaries = {"modbus": modbus_summary, "gdw1376": gdw1376_summary}
+    summary = summaries.get(protocol, dlt645_summary)
 
     def tap(direction: str, frame: bytes) -> None:
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -58,10 +86,6 @@ def frame_printer(protocol: str) -> FrameTap:
     return tap
 
 
-def attach(channel: object, protocol: str) -> bool:
-    """Print the frames of ``channel`` from now on; False for a link that carries them inside other
-    frames (a concentrator), which is not traced."""
-    if not isinstance(channel, Channel | ModbusChannel):
-        return False
-    channel.tap = frame_printer(protocol)
-    return True
+def attach(channel: Channel | ModbusChannel | ConcentratorLink, protocol: str) -> None:
+    """Print the frames of ``channel`` from now on (a concentrator link's: its 1376.1 frames)."""
+    channel.tap = frame_printer("gdw1376" if isinstance(channel, ConcentratorLink) else protocol)
