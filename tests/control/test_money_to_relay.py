@@ -459,7 +459,7 @@ async def _check(
     )
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize(("seed", "size"), CASES)
 async def test_money_to_relay_chain_over_a_simulated_month(
     pg_dsn: str, tmp_path: Path, seed: int, size: int
