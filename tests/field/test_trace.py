@@ -9,9 +9,9 @@ from datetime import datetime
 
 from simulators import BusSpec, start_bus
 from tests.concentrator.support import ADDRESS, listening, url_of
-from tests.field.test_field_cli import headend
+from tests.field.test_field_cli import PASSWORD, headend
 
-LINE = re.compile(r"^(\S+) (>>|<<|!!) ([0-9A-F ]+|-)  (.*)$")
+LINE = re.compile(r"^(\S+) (>>|<<|!!) ([0-9A-F* ]+|-)  (.*)$")  # ** : a password byte
 
 
 def _frames(stderr: str) -> list[tuple[str, str, str]]:
@@ -98,7 +98,8 @@ async def test_concentrator_read_traces_the_1376_frames_and_the_forwarded_dlt645
         assert len(requests) == sim.counts["afn_0C"] + sim.counts["forwards"] == 2
         forwarded = [(d, h, m) for d, h, m in frames if "AFN 10" in m]
         assert [d for d, _, _ in forwarded] == [">>", "<<"]
-        (_, _, asked), (_, answer, answered) = forwarded
+        (_, request, asked), (_, answer, answered) = forwarded
+        assert request.endswith(" ".join(["**"] * 16) + " " + request.split()[-2] + " 16")  # the PW, hidden
         assert f"terminal {ADDRESS}, down, AFN 10" in asked and "p0 F1" in asked
         assert f"port {record.port}: [address {record.address}, function 0x11, request, DI 04000503" in asked
         assert f"terminal {ADDRESS}, up, AFN 10" in answered
@@ -106,3 +107,26 @@ async def test_concentrator_read_traces_the_1376_frames_and_the_forwarded_dlt645
         code, decoded, err = await headend("decode", answer, "--json")  # as printed
         assert code == 0, err
         assert json.loads(decoded)["forwarded"][0]["dlt645"]["address"] == record.address
+
+
+def _encoded_password(level: int, password: str) -> str:
+    """The password field as it travels in a DL/T 645 frame: level and the BCD digits, low byte first,
+    each byte plus 0x33, in the trace's hex."""
+    digits = bytes.fromhex(password)[::-1]
+    return " ".join(f"{(b + 0x33) & 0xFF:02X}" for b in (level, *digits))
+
+
+async def test_a_traced_switch_never_prints_the_password() -> None:
+    """The 0x1C frame is traced with its password bytes as ``**``; the switch itself still works."""
+    async with await start_bus(BusSpec(meters=1, seed=93, password=PASSWORD)) as bus:
+        address = bus.meters[0].address
+        code, out, err = await headend(
+            "switch", bus.url, "off", "-a", address, "--operator", "42", "--no-record", "--json", "--trace"
+        )
+        assert code == 0, err
+        assert json.loads(out)["status"] == "confirmed"
+        control = [h for d, h, said in _frames(err.replace("**", "00")) if "function 0x1C, request" in said]
+        assert len(control) == 1 and bus.requests[0x1C] == 1
+        shown = [line for line in err.splitlines() if "function 0x1C, request" in line]
+        assert shown[0].count("**") == 4  # level and three password bytes
+        assert _encoded_password(2, PASSWORD) not in err and PASSWORD not in out + err
