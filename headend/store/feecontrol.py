@@ -7,6 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
+MANUAL_APPROVAL_KEY = "safety.manual_approval_above"  # the database's two-person threshold (0033)
 HALT_KEY = "fee_control_halted"  # headend_settings row present while automation is halted by a cap
 
 
@@ -91,6 +92,17 @@ async def disconnects_since(conn: asyncpg.Connection, operator: str, since: date
 async def halted_by(conn: asyncpg.Connection) -> str | None:
     """The latched cap rule, or None."""
     return await conn.fetchval("SELECT value FROM headend_settings WHERE key = $1", HALT_KEY)
+
+
+async def publish_manual_approval_above(conn: asyncpg.Connection, above: int) -> None:
+    """Make ``[safety] manual_approval_above`` the database's two-person threshold for manual disconnects."""
+    await conn.execute(
+        """INSERT INTO headend_settings (key, value) VALUES ($1, $2)
+           ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+           WHERE headend_settings.value IS DISTINCT FROM EXCLUDED.value""",
+        MANUAL_APPROVAL_KEY,
+        str(above),
+    )
 
 
 async def latch_halt(conn: asyncpg.Connection, rule: str) -> None:

@@ -29,6 +29,7 @@ from headend.operators import authenticate, authenticate_token, hash_password, n
 from headend.secrets import MeterSecrets
 from headend.store import migrate as migrations
 from headend.store import operators as operator_store
+from headend.store.approvals import approve
 from headend.store.maintenance import ensure_partitions, run_maintenance
 from headend.store.writer import Reading, ReadingWriter
 from headend.transport import open_channel
@@ -258,7 +259,7 @@ async def test_the_daemon_engine_runs_fee_control_under_its_login(
     )
     try:
         await import_inventory(owner, read_inventory(inventory))
-        await add_operators(owner, o1007="operator")
+        await add_operators(owner, o1007="operator", o1008="approver")
         account = await owner.fetchval(
             "INSERT INTO accounts (number, kind, credit_limit) VALUES ('A', 'prepaid', 0) RETURNING id"
         )
@@ -279,6 +280,9 @@ async def test_the_daemon_engine_runs_fee_control_under_its_login(
         command = await request_command(
             desk, bus.meters[1].address, "disconnect", operator="1007", reason="site visit", now=now
         )
+        assert await run_pass(engine, datetime.now(UTC)) == []  # waits for a second operator
+        await authenticate(desk, "1008", PASSWORD, "approver")
+        assert await approve(desk, [command], "1008", "checked") == [command]
         assert await run_pass(engine, datetime.now(UTC)) == [(command, "confirmed")]
         assert bus.meters[1].model.relay.open
         trail = await owner.fetch(
@@ -288,6 +292,7 @@ async def test_the_daemon_engine_runs_fee_control_under_its_login(
         assert [tuple(t) for t in trail] == [
             ("1007", "command.pending"),
             ("1007", "command.requested"),
+            ("1008", "command.approved"),
             ("executor", "command.sent"),
             ("executor", "command.confirmed"),
         ]
