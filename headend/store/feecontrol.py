@@ -62,7 +62,8 @@ async def episode_meters(conn: asyncpg.Connection) -> list[asyncpg.Record]:
                   a.id AS acc, a.reconnect_mode, m.protocol,
                   (SELECT h.reason FROM vee_holds h WHERE h.meter_id = m.id AND h.resolved_at IS NULL
                    ORDER BY h.id LIMIT 1) AS hold
-           FROM meters m JOIN accounts a ON a.id = m.account_id
+           FROM meters m JOIN meter_assignments x ON x.meter_id = m.id AND x.effective_to IS NULL
+           JOIN accounts a ON a.id = x.account_id
            LEFT JOIN unreconnected d ON d.meter_id = m.id AND d.acc = a.id AND a.arrears_since IS NULL
            WHERE m.has_relay AND m.enabled AND coalesce(a.arrears_since, d.since) IS NOT NULL
            ORDER BY m.id"""
@@ -192,7 +193,8 @@ async def relay_observations(conn: asyncpg.Connection) -> list[asyncpg.Record]:
                           AND h.resolved_at IS NULL) AS held,
                   x.expected_open AS known_expected, x.observed_open AS known_observed
            FROM meters m
-           LEFT JOIN accounts a ON a.id = m.account_id
+           LEFT JOIN meter_assignments ma ON ma.meter_id = m.id AND ma.effective_to IS NULL
+           LEFT JOIN accounts a ON a.id = ma.account_id
            JOIN LATERAL (SELECT rd.ts, rd.value FROM readings rd JOIN quantities q ON q.id = rd.quantity_id
                          WHERE rd.meter_id = m.id AND q.name = 'relay' AND rd.value IS NOT NULL
                          ORDER BY rd.ts DESC LIMIT 1) r ON true

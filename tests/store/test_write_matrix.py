@@ -15,6 +15,7 @@ from headend.control.manual import request_command
 from headend.operators import authenticate
 from headend.store.approvals import approve
 from headend.store.feecontrol import publish_manual_approval_above
+from tests.billing.helpers import assign_from_start
 from tests.support.operators import PASSWORD, add_operators
 
 ME = "coalesce(headend_current_operator(), '1009')"  # the signed-in operator, or someone else
@@ -149,9 +150,9 @@ MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
     ),
     (
         Write(
-            "meters",
-            "move a meter's account",
-            ("UPDATE meters SET account_id = :owing WHERE id = :assigned",),
+            "meter_assignments",
+            "move an open assignment to another account",
+            ("UPDATE meter_assignments SET account_id = :owing WHERE meter_id = :assigned",),
         ),
         NOBODY,
     ),
@@ -455,12 +456,12 @@ async def _seed(owner: asyncpg.Connection) -> dict[str, int]:
     )
     for name, address, account in (("assigned", "000000000001", "paying"), ("spare", "000000000002", None)):
         ids[name] = await owner.fetchval(
-            "INSERT INTO meters (protocol, address, model, channel_id, account_id, has_relay)"
-            " VALUES ('dlt645-2007', $1, 'dlt645-generic', $2, $3, true) RETURNING id",
+            "INSERT INTO meters (protocol, address, model, channel_id, has_relay)"
+            " VALUES ('dlt645-2007', $1, 'dlt645-generic', $2, true) RETURNING id",
             address,
             channel,
-            ids[account] if account else None,
         )
+        await assign_from_start(owner, ids[name], ids[account] if account else None)
     extra = await owner.fetchval(
         "INSERT INTO meters (protocol, address, model, channel_id, has_relay)"
         " VALUES ('dlt645-2007', '000000000003', 'dlt645-generic', $1, true) RETURNING id",
