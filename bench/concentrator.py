@@ -20,13 +20,19 @@
     (decoded, converted, ready for the writer; the database write is not part of it), against the
     same-run baseline: decoding the same answer frames alone. The simulators' meters are
     single-phase, so phases B and C come back as no-data (EE) and are not counted as points.
+(e) ``live``: one concentrator, ``--meters`` meters at 2400 baud 8E1 with line timing, ``--latency-ms``:
+    one polling cycle of an instantaneous read plan (power, voltage A..C, current A..C, power factor)
+    for every meter, read as the engine reads (one ``read`` per meter) two ways: forwarded DL/T 645
+    reads (AFN 10 F1; the plan costs the driver one item read each for power and power factor and a
+    block read each for voltage and current) and AFN 0C F25 batched over the concentrator's Pn. Link
+    requests, frames in, and wall time per cycle; the meter line time the forwarding occupies.
 (c) ``storm``: N concentrators (``--concentrators`` over ``--processes`` simulator processes, one
     meter each) dial in at once to one ``gdw1376`` listener in this process and log in (AFN 02 F1,
     confirmed by the listener): time from the first login until all N are bound, CPU of this process
     per login (accept + identification + confirmation + binding). Same-run baseline: the same number
     of DTUs (``headend sim dtu``, registration packet) dialling in to a ``dtu`` listener.
 
-Usage: python bench/concentrator.py [--part forward|freeze|curves|storm|all] [--concentrators 20]
+Usage: python bench/concentrator.py [--part forward|freeze|curves|live|storm|all] [--concentrators 20]
     [--processes 2] [--latency-ms 300] [--reads 40] [--history-days 1]
 The issue's figure is 1,000 concentrators x 32 meters: ``--part freeze --concentrators 1000
 --processes 8`` (``--part curves`` the same) and ``--part storm --concentrators 1000 --processes 4``
@@ -53,7 +59,7 @@ from headend.transport.concentrator import ConcentratorLink
 from headend.transport.listener import Listener, ListenerSpec
 from headend.transport.url import parse_channel_url
 from protocols import dlt645
-from protocols.gdw1376 import decode
+from protocols.gdw1376 import Afn, decode, unit
 
 BAUD = 2400
 CHAR_S = 11 / BAUD  # 8E1
@@ -283,6 +289,38 @@ async def curves(descriptions: list[dict], latency_ms: float, sim_pids: list[int
     )
 
 
+LIVE_PLAN = ["power_kw", "voltage_a_v", "voltage_b_v", "voltage_c_v", "current_a_a", "current_b_a"]
+LIVE_PLAN += ["current_c_a", "pf"]
+
+
+async def live(description: dict, latency_ms: float) -> None:
+    """One cycle of LIVE_PLAN for every meter: forwarded, then from AFN 0C F25."""
+    meters = description["meters"]
+    print(
+        f"(e) one cycle of an instantaneous plan ({len(LIVE_PLAN)} quantities) for {len(meters)} meters"
+        f" of one concentrator, {latency_ms:g} ms latency, {BAUD} baud 8E1 meters"
+    )
+    for label, with_pn in (("forwarded (AFN 10 F1)", False), ("AFN 0C F25", True)):
+        link = link_of(description)
+        drivers = [
+            ConcentratorMeterDriver(link, m["address"], pn=pn if with_pn else None, port=m["port"])
+            for pn, m in enumerate(meters, start=1)
+        ]
+        await link.values(Afn.CLASS1_DATA, [unit(0, 2)])  # connect and log in (AFN 0C F2: the clock)
+        requests, frames_in = link.stats.requests, link.stats.frames_in
+        started = time.perf_counter()
+        for driver in drivers:
+            values = await driver.read(LIVE_PLAN)
+            assert {"power_kw", "voltage_a_v", "current_a_a", "pf"} <= set(values)
+        wall = time.perf_counter() - started
+        forwards = sum(driver.bus.forwards for driver in drivers)
+        await link.close()
+        print(
+            f"    {label}: {link.stats.requests - requests} requests, {link.stats.frames_in - frames_in}"
+            f" frames in, {forwards} forwarded DL/T 645 exchanges, wall {wall:.2f} s per cycle"
+        )
+
+
 async def spawn(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "headend.cli", "sim", *args,
@@ -357,7 +395,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--part", choices=["forward", "freeze", "curves", "storm", "all"], default="all")
+    parser.add_argument(
+        "--part", choices=["forward", "freeze", "curves", "live", "storm", "all"], default="all"
+    )
     parser.add_argument("--concentrators", type=int, default=20)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--meters", type=int, default=32)
@@ -390,6 +430,12 @@ def main() -> None:
         )
         try:
             asyncio.run(curves(described, args.latency_ms, [proc.pid for proc in procs]))
+        finally:
+            stop_sims(procs)
+    if args.part in ("live", "all"):
+        procs, described = start_sims(1, 1, args.latency_ms, args.meters)
+        try:
+            asyncio.run(live(described[0], args.latency_ms))
         finally:
             stop_sims(procs)
     if args.part in ("storm", "all"):

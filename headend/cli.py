@@ -9,8 +9,31 @@ import asyncpg
 import typer
 
 from headend import __version__
+from headend.commands import (
+    accounts,
+    billing,
+    channels,
+    commands,
+    concentrator,
+    db,
+    decode,
+    demo,
+    field,
+    inventory,
+    lineloss,
+    listen,
+    meters,
+    operators,
+    readings,
+    run,
+    sim,
+    tariffs,
+)
+from headend.commands.app import CommandGroup
+from headend.store.dsn import DsnError, dsn_source
+from headend.store.embedded import EmbeddedPostgresError
 
-app = typer.Typer(
+app = CommandGroup(
     name="headend",
     help="Head-end system for DL/T 645 and Modbus electricity meters.",
     no_args_is_help=True,
@@ -31,23 +54,6 @@ def version() -> None:
 
 def _register_commands() -> None:
     """Attach every command module to the application."""
-    from headend.commands import (
-        accounts,
-        billing,
-        channels,
-        commands,
-        concentrator,
-        db,
-        decode,
-        demo,
-        field,
-        inventory,
-        listen,
-        operators,
-        run,
-        sim,
-        tariffs,
-    )
 
     for module in (
         demo,
@@ -57,6 +63,9 @@ def _register_commands() -> None:
         decode,
         db,
         inventory,
+        lineloss,
+        meters,
+        readings,
         channels,
         run,
         billing,
@@ -86,18 +95,23 @@ DATABASE_ERRORS = (
 
 def main() -> None:
     """Console-script entry point: expected failures end as one line on stderr, exit code 1."""
-    from headend.store.dsn import DsnError, dsn_source
-    from headend.store.embedded import EmbeddedPostgresError
 
     try:
         app()
     except (DsnError, EmbeddedPostgresError) as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    except DATABASE_ERRORS as exc:
+    except (*DATABASE_ERRORS, FileNotFoundError) as exc:
+        if isinstance(exc, FileNotFoundError) and exc.filename is not None:
+            raise  # a file the command was given: its own error, not the database's
         explicit = "--dsn" in sys.argv[1:] or any(a.startswith("--dsn=") for a in sys.argv[1:])
         source = dsn_source("given" if explicit else None)
-        typer.echo(f"error: database from {source}: {exc or type(exc).__name__}", err=True)
+        said = (
+            "no server is running at its socket (start the embedded one with `headend db start`)"
+            if isinstance(exc, FileNotFoundError)  # a unix socket that is not there: a stopped server
+            else exc or type(exc).__name__
+        )
+        typer.echo(f"error: database from {source}: {said}", err=True)
         sys.exit(1)
 
 

@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
 )
 
+from headend.transport.identify import parse_pattern
 from headend.vocabulary import ReconnectMode
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
@@ -309,6 +310,27 @@ class SafetyConfig(_Section):
         return value
 
 
+class AnalyticsConfig(_Section):
+    """Analytics over the stored readings (see headend.analytics): the zone whose midnights bound a
+    day (the meters' daily freezes; the drivers' default meter time is UTC+8)."""
+
+    timezone: str = "Asia/Shanghai"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The time zone itself."""
+        return ZoneInfo(self.timezone)
+
+
 class BillingConfig(_Section):
     """Arrears notice period and minimum amount, postpaid bill due days, how often balances are billed."""
 
@@ -338,7 +360,6 @@ class RegistrationConfig(_Section):
 
 
 def _check_pattern(value: str) -> None:
-    from headend.transport.identify import parse_pattern
 
     parse_pattern(value)
 
@@ -441,6 +462,7 @@ class HeadendConfig(_Section):
     safety: SafetyConfig = SafetyConfig()
     billing: BillingConfig = BillingConfig()
     listen: ListenConfig = ListenConfig()
+    analytics: AnalyticsConfig = AnalyticsConfig()
 
     @field_validator("read_plans")
     @classmethod

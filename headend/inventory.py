@@ -7,7 +7,8 @@ TOML: ``[[channels]]`` tables (``name``, ``url``, optional ``enabled``, ``settin
 concentrator's port 1..31, and optionally ``pn``, the measurement point 1..2040 — a meter without
 one keeps the Pn it was given before, or gets the lowest free one). CSV: one meter per row with
 the meter columns plus ``channel_url``
-(channels are created from the distinct ``channel``/``channel_url`` pairs). Import is an upsert
+(channels are created from the distinct ``channel``/``channel_url`` pairs). TOML files may also hold
+``[[areas]]``, transformer areas (see :mod:`headend.areas`). Import is an upsert
 keyed by channel name and by (channel, protocol, address, unit id); it bumps ``updated_at`` so a
 running daemon picks the change up.
 """
@@ -19,7 +20,7 @@ import io
 import math
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -36,10 +37,13 @@ from pydantic import (
 )
 
 from headend import limits
+from headend.areas import AreaEntry, AreaImportError, import_areas
 from headend.store.concentrators import channel_kinds, duplicate_pns, stored_pns
 from headend.store.inventory import (
+    MeterRow,
     account_ids,
     channel_ids,
+    installed_names,
     list_inventory,
     meters_named,
     named_assignments,
@@ -218,12 +222,15 @@ class MeterEntry(BaseModel):
 class Inventory:
     channels: list[ChannelEntry]
     meters: list[MeterEntry]
+    areas: list[AreaEntry] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
 class ImportResult:
     channels: int
     meters: int
+    areas: int = 0
+    moves: int = 0
 
 
 def _errors(source: str, where: str, exc: ValidationError) -> list[str]:
@@ -240,9 +247,24 @@ def _errors(source: str, where: str, exc: ValidationError) -> list[str]:
 
 
 def _parse_rows(
-    source: str, channel_rows: list[tuple[str, dict]], meter_rows: list[tuple[str, dict]]
+    source: str,
+    channel_rows: list[tuple[str, dict]],
+    meter_rows: list[tuple[str, dict]],
+    area_rows: list[tuple[str, dict]] | None = None,
 ) -> Inventory:
     problems: list[str] = []
+    areas: list[AreaEntry] = []
+    for where, row in area_rows or []:
+        try:
+            areas.append(AreaEntry.model_validate(row))
+        except ValidationError as exc:
+            problems += _errors(source, where, exc)
+    area_names = [a.name for a in areas]
+    problems += [
+        f"{source}: areas: name: {n!r} given twice"
+        for n in sorted(set(area_names))
+        if area_names.count(n) > 1
+    ]
     channels: dict[str, ChannelEntry] = {}
     for where, row in channel_rows:
         try:
@@ -261,6 +283,7 @@ def _parse_rows(
         channels[entry.name] = entry
     meters: list[MeterEntry] = []
     seen: dict[tuple[str, str, str], str] = {}
+    names: dict[str, str] = {}
     for where, row in meter_rows:
         try:
             meter = MeterEntry.model_validate(row)
@@ -271,6 +294,12 @@ def _parse_rows(
         if key in seen:
             problems.append(f"{source}: {where}: address: duplicate of {seen[key]}")
         seen[key] = where
+        if meter.name is not None and meter.name in names:
+            problems.append(
+                f"{source}: {where}: name: {meter.name!r} is also the name of {names[meter.name]}"
+            )
+        if meter.name is not None:
+            names.setdefault(meter.name, where)
         channel = channels.get(meter.channel)
         if channel is not None:
             try:
@@ -280,7 +309,7 @@ def _parse_rows(
         meters.append(meter)
     if problems:
         raise InventoryError("\n".join(problems))
-    return Inventory(list(channels.values()), meters)
+    return Inventory(list(channels.values()), meters, areas)
 
 
 def same_bus(one: ChannelEntry, other: ChannelEntry) -> bool:
@@ -313,15 +342,18 @@ def _read_toml(path: Path) -> Inventory:
         data = tomllib.loads(_text_of(path))
     except tomllib.TOMLDecodeError as exc:
         raise InventoryError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(data) - {"channels", "meters"}
+    unknown = set(data) - {"channels", "meters", "areas"}
     if unknown:
-        raise InventoryError(f"{path}: {sorted(unknown)[0]}: unknown table (expected channels, meters)")
-    for table in ("channels", "meters"):
+        raise InventoryError(
+            f"{path}: {sorted(unknown)[0]}: unknown table (expected channels, meters, areas)"
+        )
+    for table in ("channels", "meters", "areas"):
         if not isinstance(data.get(table, []), list):
             raise InventoryError(f"{path}: {table}: must be an array of tables ([[{table}]])")
     channel_rows = [(f"channels[{i}]", row) for i, row in enumerate(data.get("channels", []))]
     meter_rows = [(f"meters[{i}]", row) for i, row in enumerate(data.get("meters", []))]
-    return _parse_rows(str(path), channel_rows, meter_rows)
+    area_rows = [(f"areas[{i}]", row) for i, row in enumerate(data.get("areas", []))]
+    return _parse_rows(str(path), channel_rows, meter_rows, area_rows)
 
 
 _CSV_BOOLS = {"protected", "has_relay", "enabled"}
@@ -372,7 +404,7 @@ def read_inventory(path: str | Path) -> Inventory:
         inventory = _read_toml(file)
     else:
         raise InventoryError(f"{file}: unknown format (use .toml or .csv)")
-    if not inventory.channels and not inventory.meters:
+    if not inventory.channels and not inventory.meters and not inventory.areas:
         raise InventoryError(f"{file}: no channels and no meters: an empty file would import nothing")
     return inventory
 
@@ -429,29 +461,33 @@ async def import_inventory(
             await channel_kinds(conn, [m.channel for m in inventory.meters if m.channel not in kinds])
         )
         problems += await _assign_points(conn, inventory.meters, kinds, source)
+        problems += _name_problems(source, inventory.meters, await installed_names(conn))
         if problems:
             raise InventoryError("\n".join(problems))
-        await upsert_meters(
-            conn,
-            [
-                (
-                    m.name,
-                    m.protocol,
-                    m.address,
-                    m.unit_id,
-                    m.model,
-                    channels[m.channel],
-                    m.protected,
-                    m.protected_reason,
-                    m.has_relay,
-                    m.multiplier,
-                    m.enabled,
-                    m.installed_at,
-                    m.settings,
-                )
-                for m in inventory.meters
-            ],
-        )
+        rows: list[MeterRow] = [
+            (
+                m.name,
+                m.protocol,
+                m.address,
+                m.unit_id,
+                m.model,
+                channels[m.channel],
+                m.protected,
+                m.protected_reason,
+                m.has_relay,
+                m.multiplier,
+                m.enabled,
+                m.installed_at,
+                m.settings,
+            )
+            for m in inventory.meters
+        ]
+        try:
+            await upsert_meters(conn, rows)
+        except asyncpg.UniqueViolationError as exc:  # a generated channel/address name given to another
+            if exc.constraint_name != "meters_name_installed":
+                raise
+            raise InventoryError(f"{source}: meters: name: {exc.detail}") from None
         await _assign_named_accounts(conn, inventory.meters, channels, accounts, source)
         duplicates = await duplicate_pns(conn)
         if duplicates:
@@ -461,7 +497,27 @@ async def import_inventory(
                     for name, pn in duplicates
                 )
             )
-    return ImportResult(len(inventory.channels), len(inventory.meters))
+        try:
+            moves = await import_areas(conn, inventory.areas, source, find_meter)
+        except AreaImportError as exc:
+            raise InventoryError(str(exc)) from None
+    return ImportResult(len(inventory.channels), len(inventory.meters), len(inventory.areas), moves)
+
+
+def _name_problems(
+    source: str, meters: list[MeterEntry], installed: dict[str, tuple[str, str, str]]
+) -> list[str]:
+    """Names of this file that an installed meter other than the named one already has."""
+    problems = []
+    for i, m in enumerate(meters):
+        holder = installed.get(m.name or "")
+        if holder is not None and holder != (m.channel, m.protocol, m.address):
+            channel, protocol, address = holder
+            problems.append(
+                f"{source}: meters[{i}]: name: {m.name!r} is the name of the {protocol} meter {address}"
+                f" on channel {channel!r}"
+            )
+    return problems
 
 
 async def _assign_named_accounts(
@@ -531,10 +587,14 @@ async def _assign_points(
 
 
 async def find_meter(conn: asyncpg.Connection, ref: str) -> tuple[int, str]:
-    """``(id, label)`` of the one meter named or addressed ``ref``; InventoryError if none or several."""
+    """``(id, name)`` of the meter named ``ref`` (the installed one before a removed one), else of the
+    one meter addressed ``ref`` or ``channel/ref``; InventoryError if none or several."""
     rows = await meters_named(conn, ref)
     if not rows:
         raise InventoryError(f"no meter named or addressed {ref!r}")
+    named = [r for r in rows if r["exact"]]
+    if len(named) == 1 or (named and named[0]["installed"]):  # names are unique among installed meters
+        return int(named[0]["id"]), str(named[0]["label"])
     if len(rows) > 1:
         names = ", ".join(r["label"] for r in rows)
         raise InventoryError(f"{ref!r} matches {len(rows)} meters ({names}); give the meter's name")

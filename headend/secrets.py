@@ -23,11 +23,22 @@ from __future__ import annotations
 
 import os
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from headend.drivers.base import Credentials
 from protocols.gdw1376 import Address, GDW1376Error
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Meter password and level for writes and relay control; never printed."""
+
+    level: int
+    password: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"level {self.level:02d} password ******"
 
 
 class SecretsError(ValueError):

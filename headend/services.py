@@ -9,15 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import asyncpg
 
-from headend.engine.jobs import JobBody
+from headend.drivers.base import MeterDriver
 
 if TYPE_CHECKING:
     from headend.config import HeadendConfig
     from headend.metrics import EngineMetrics
+
+
+T = TypeVar("T")
+
+JobBody = Callable[[MeterDriver], Awaitable[T]]
+"""A job's body: given the meter's driver, do the exchanges and return a result (of type ``T``)."""
 
 
 class ServiceHost(Protocol):
@@ -32,7 +38,7 @@ class ServiceHost(Protocol):
     @property
     def metrics(self) -> EngineMetrics: ...
 
-    async def control(self, meter_id: int, body: JobBody, *, exchanges: int = 8) -> Any:
+    async def control(self, meter_id: int, body: JobBody[T], *, exchanges: int = 8) -> T:
         """Run ``body(driver)`` for the meter at control priority (``exchanges`` frames at most); its
         result or its error."""
         ...
@@ -41,7 +47,7 @@ class ServiceHost(Protocol):
 class Controller(Protocol):
     """The engine's ``control``: a job on the meter's bus worker at control priority."""
 
-    def __call__(self, meter_id: int, body: JobBody, *, exchanges: int = 8) -> Awaitable[Any]: ...
+    def __call__(self, meter_id: int, body: JobBody[T], *, exchanges: int = 8) -> Awaitable[T]: ...
 
 
 Service = Callable[[ServiceHost], Coroutine[Any, Any, None]]
@@ -57,6 +63,6 @@ class EngineServices:
     metrics: EngineMetrics
     controller: Controller
 
-    async def control(self, meter_id: int, body: JobBody, *, exchanges: int = 8) -> Any:
+    async def control(self, meter_id: int, body: JobBody[T], *, exchanges: int = 8) -> T:
         """Run ``body(driver)`` for the meter at control priority."""
         return await self.controller(meter_id, body, exchanges=exchanges)

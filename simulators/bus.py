@@ -118,6 +118,11 @@ class SimBus:
             )
         self.responder = Dlt645Responder(self.meters, seed=spec.seed)
         self.faults = FaultInjector(FaultSpec.parse(spec.faults), seed=spec.seed + 1)
+        for fault in self.faults.spec.control:
+            first = int(fault.at_s)
+            for meter in self._select(fault.meter):
+                meter.control_faults.append((fault.kind, first, first + int(fault.amount) - 1))
+                meter.fault_counts = self.faults.counts
         self.pacer = LinePacer(spec.baud, spec.frame_format, spec.line_timing)
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []

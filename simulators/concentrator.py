@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import random
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
@@ -128,7 +127,7 @@ class SimConcentrator:
         self.events: list[PowerEvent] = []  # important events; pointer = index mod 256
         self.events_read = 0  # events the master has read (ACD clears when all are read)
         self.logged_in = asyncio.Event()
-        self._rng = random.Random(spec.seed + 7)
+        self.requests_served = 0  # index of the next request's reply in the fault plan
         self._pseq = itertools.count()
         self._pending: dict[int, asyncio.Future[bool]] = {}
         self._writer: asyncio.StreamWriter | None = None
@@ -367,7 +366,8 @@ class SimConcentrator:
             except GDW1376Error:  # a value this concentrator cannot put in a frame
                 self.counts["answer_errors"] += 1
                 replies = self._deny(request)
-            fault = self.faults.reply_fault(self._rng)
+            fault = self.faults.reply_fault(self.requests_served, self.spec.seed + 7)
+            self.requests_served += 1
             if fault == "lost":
                 continue
             delay = self.spec.latency_ms / 1000 + (self.faults.late_delay_s if fault == "late" else 0.0)

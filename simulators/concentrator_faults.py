@@ -6,7 +6,11 @@ A spec is a comma-separated list: ``lost=0.1`` (rate of requests whose reply is 
 on the open connection at 20 s; repeatable), ``power_cut=10+20`` (the concentrator and its meters
 lose mains at 10 s for 20 s: the connection drops, ERC 14 is raised on return), ``ee=#3`` (meter 3,
 from 0, is never collected: its values are all EE), ``absent=#5`` (meter 5 is missing from the
-archive). ``#N`` selectors may be repeated (``ee=#1,ee=#2``).
+archive). ``#N`` selectors may be repeated (``ee=#1,ee=#2``). ``lost@N`` / ``late@N``: the reply to
+request N (counted from 0) is lost / late.
+
+Whether a reply is lost or late depends only on the seed and the request's index, never on timing
+or on earlier requests: :meth:`ConcentratorFaults.fault_at` tells a test in advance.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class ConcentratorFaults:
     power_cuts: list[tuple[float, float]] = field(default_factory=list)  # (at, duration)
     ee_meters: set[int] = field(default_factory=set)
     absent_meters: set[int] = field(default_factory=set)
+    at: dict[int, str] = field(default_factory=dict)  # request index -> lost | late
     counts: Counter[str] = field(default_factory=Counter)
 
     @classmethod
@@ -44,9 +49,14 @@ class ConcentratorFaults:
         faults = cls()
         for item in filter(None, (part.strip() for part in text.split(","))):
             name, sep, value = item.partition("=")
+            kind, at, index = item.partition("@")
+            if not sep and at and kind in RATE_KINDS and index.isdigit():
+                faults.at[int(index)] = kind
+                continue
             if not sep or name not in KNOWN:
                 raise ConcentratorFaultError(
-                    f"fault item {item!r}: want NAME=VALUE, NAME one of {', '.join(KNOWN)}"
+                    f"fault item {item!r}: want NAME=VALUE, NAME one of {', '.join(KNOWN)}, "
+                    "or lost@N / late@N"
                 )
             try:
                 faults._add(name, value)
@@ -76,11 +86,20 @@ class ConcentratorFaults:
                 raise ValueError(value)
             (self.ee_meters if name == "ee" else self.absent_meters).add(int(value[1:]))
 
-    def reply_fault(self, rng: random.Random) -> str | None:
-        """``lost``, ``late`` or None for the next reply (counted)."""
+    def fault_at(self, index: int, seed: int) -> str | None:
+        """``lost``, ``late`` or None for the reply to request ``index`` under ``seed`` (not counted)."""
+        if index in self.at:
+            return self.at[index]
+        rng = random.Random(f"{seed}:{index}")
         for kind in RATE_KINDS:
             rate = self.rates.get(kind)
             if rate and rng.random() < rate:
-                self.counts[kind] += 1
                 return kind
         return None
+
+    def reply_fault(self, index: int, seed: int) -> str | None:
+        """:meth:`fault_at`, counted: the fault the reply to request ``index`` gets now."""
+        kind = self.fault_at(index, seed)
+        if kind is not None:
+            self.counts[kind] += 1
+        return kind

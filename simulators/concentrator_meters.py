@@ -3,10 +3,11 @@
 Meters are the bus simulator's DL/T 645 meters (``SimMeter`` models behind a ``Dlt645Responder``
 per port; addresses from the seed, level-02 password ``HEADEND_SIM_PASSWORD`` or the simulator
 default). The concentrator collects them itself over DL/T 645 (a block read of 0001FF00 through the
-port's responder) for AFN 0C F129; daily freezes (AFN 0D F161) and the curves (energy F101..F104;
-power, voltage, current and power factor F81..F95, F105..F108, from the quantities each load-profile
-record keeps; EE where the meter does not measure one, e.g. phase B of a single-phase meter) come
-from each meter's own freeze and load-profile records, so past days are deterministic from the seed.
+port's responder) for AFN 0C F129; daily freezes (AFN 0D F161) and the curves (energy F101..F104
+and each interval's increase of them F97..F100, the point at an interval's end; power, voltage,
+current and power factor F81..F95, F105..F108, from the quantities each load-profile record keeps;
+EE where the meter does not measure one, e.g. phase B of a single-phase meter) come from each
+meter's own freeze and load-profile records, so past days are deterministic from the seed.
 AFN 0C F25 is the meter's instantaneous values now.
 
 Daily freeze convention: Td_d = D is the meter's freeze taken at local 00:00 that ends day D
@@ -39,6 +40,7 @@ from simulators.meter import ProfileRecord, SimMeter
 
 ENERGY_BLOCK = "0001FF00"  # forward active energy, total and tariffs
 CURVE_FIELDS = {101: ("import_kwh",), 102: ("q1", "q2"), 103: ("export_kwh",), 104: ("q3", "q4")}
+QUANTITY_OF_READING = {97: 101, 98: 102, 99: 103, 100: 104}  # interval energy = reading difference
 
 
 @dataclass(slots=True)
@@ -207,7 +209,7 @@ class MeterPool:
         return DailyReading(day, self.no_data())
 
     def curve(self, pn: int, fn: int, request: CurveRequest) -> Curve | None:
-        """AFN 0D F101..F104 of ``pn``: one point per step from the meter's load profile (None = EE)."""
+        """AFN 0D curve ``fn`` of ``pn``: one point per step from the meter's load profile (None = EE)."""
         found = self._model(pn)
         if found is None:
             return None
@@ -219,8 +221,12 @@ class MeterPool:
         by_time = {r.time: r for r in model.profile} if model is not None else {}
         values: list[float | None] = []
         for i in range(request.points):
-            point = by_time.get(request.start + i * step)
-            values.append(None if point is None else _curve_point(point, fn))
+            at = request.start + i * step
+            if fn in QUANTITY_OF_READING:
+                values.append(_interval_energy(by_time.get(at - step), by_time.get(at), fn))
+            else:
+                point = by_time.get(at)
+                values.append(None if point is None else _curve_point(point, fn))
         return Curve(request.start, request.density, tuple(values))
 
 
@@ -245,6 +251,16 @@ def _curve_point(point: ProfileRecord, fn: int) -> float | None:
     if kind.quantity is None or kind.quantity not in point.curves:
         return None
     return round(point.curves[kind.quantity] / kind.factor, 4)
+
+
+def _interval_energy(before: ProfileRecord | None, end: ProfileRecord | None, fn: int) -> float | None:
+    """F97..F100 at an interval's end: the energy reading's increase over the interval (None: a record
+    of either end missing)."""
+    if before is None or end is None:
+        return None
+    reading = QUANTITY_OF_READING[fn]
+    first, last = _curve_point(before, reading), _curve_point(end, reading)
+    return None if first is None or last is None else round(last - first, 4)
 
 
 def _block_values(replies: list[Reply]) -> list[float] | None:

@@ -46,6 +46,9 @@ class Dlt645Meter:
     jitter_s: float = 0.0
     block_reads: bool = True  # False: an older meter that refuses FF block DIs of energy and variables
     tariffs: int = 4  # tariffs in use: energy blocks carry the total and this many; higher ones refused
+    control_faults: list[tuple[str, int, int]] = field(default_factory=list)  # (kind, first, last) frame
+    controls: int = 0  # relay control frames received so far
+    fault_counts: Counter[str] = field(default_factory=Counter)  # control faults injected
 
     @property
     def address(self) -> str:
@@ -64,6 +67,15 @@ class Dlt645Meter:
         if _energy_tariff(di, edition) in _BLOCK_POSITIONS and isinstance(value, list):
             return value[: 1 + self.tariffs]
         return value
+
+    def control_fault(self) -> str | None:
+        """Count one relay control frame; the fault scheduled for it (``control_*``), if any."""
+        self.controls += 1
+        for kind, first, last in self.control_faults:
+            if first <= self.controls <= last:
+                self.fault_counts[kind] += 1
+                return kind
+        return None
 
     def password_ok(self, frame: Frame) -> bool:
         level = frame.fields.get("password_level")
@@ -270,7 +282,16 @@ class Dlt645Responder:
             meter.model.max_demand_time = None
         return self._ok(meter, frame)
 
-    def remote_control(self, meter: Dlt645Meter, frame: Frame) -> bytes:
+    def remote_control(self, meter: Dlt645Meter, frame: Frame) -> bytes | None:
+        fault = meter.control_fault()
+        reply = self._control(meter, frame)
+        if fault == "control_silent":
+            return None
+        if fault == "control_abnormal":
+            return self._abnormal(meter, frame, "other")
+        return reply
+
+    def _control(self, meter: Dlt645Meter, frame: Frame) -> bytes:
         if frame.fields.get("encrypted") or not meter.password_ok(frame):
             return self._refused(meter, frame)
         model = meter.model

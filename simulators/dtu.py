@@ -17,7 +17,10 @@ Faults (``DtuFaults.parse``, counted in ``counts``):
 (a heartbeat packet between two halves of a reply), ``duplicate=S`` (S seconds after the first
 registration, a second connection registers with the same id and takes over; the old one is left
 for the master to close), ``late_registration=S`` (heartbeats only for S seconds after each
-connect, then the registration), ``garbage_before=N`` (N noise bytes before the registration).
+connect, then the registration), ``garbage_before=N`` (N noise bytes before the registration),
+``drop_control_reply=N`` (the replies to the first N relay control frames (0x1C) are cut in half
+and the connection drops: the meter has switched, the master never hears it, the DTU redials).
+Whether reply N gets a rate fault depends only on the seed and N, never on redial timing.
 
 An impostor (:func:`impostor_bus`): a DTU registering with a real one's id in front of a bus whose
 meters answer the real meters' addresses with other values and other meter numbers (04 00 04 02).
@@ -39,6 +42,8 @@ from simulators.faults import FaultSpecError
 from simulators.modbus_server import ModbusBus
 
 RATE_FAULTS = ("drop_mid_reply", "heartbeat_mid_reply")
+COUNT_FAULTS = ("garbage_before", "drop_control_reply")
+CONTROL = 0x1C  # DL/T 645-2007 relay control
 TIME_FAULTS = ("duplicate", "late_registration")
 PACKET_GAP_S = 0.02  # keeps a heartbeat in a TCP packet of its own, as a DTU's packetiser does
 
@@ -63,12 +68,13 @@ class DtuFaults:
     duplicate: float | None = None
     late_registration: float | None = None
     garbage_before: int = 0
+    drop_control_reply: int = 0
 
     @classmethod
     def parse(cls, text: str) -> DtuFaults:
         """Parse ``name=value,...``; raises FaultSpecError naming the offending item."""
         values: dict[str, float | int] = {}
-        known = (*RATE_FAULTS, *TIME_FAULTS, "garbage_before")
+        known = (*RATE_FAULTS, *TIME_FAULTS, *COUNT_FAULTS)
         for item in filter(None, (part.strip() for part in text.split(","))):
             name, sep, value = item.partition("=")
             if not sep or name not in known:
@@ -79,7 +85,7 @@ class DtuFaults:
                 raise FaultSpecError(f"bad value in DTU fault item {item!r}") from None
             if number < 0 or (name in RATE_FAULTS and number > 1):
                 raise FaultSpecError(f"out of range in DTU fault item {item!r}")
-            values[name] = int(number) if name == "garbage_before" else number
+            values[name] = int(number) if name in COUNT_FAULTS else number
         return cls(**values)  # type: ignore[arg-type]
 
 
@@ -108,7 +114,8 @@ class SimDtu:
         self.bus = bus
         self.counts: Counter[str] = Counter()
         self.bound = asyncio.Event()  # set while a registered connection is up
-        self._rng = random.Random(spec.seed)
+        self._rng = random.Random(spec.seed)  # redial jitter and garbage bytes
+        self.replies = 0  # index of the next reply: its fault depends only on the seed and the index
         self._task: asyncio.Task[None] | None = None
         self._side: set[asyncio.Task[None]] = set()
         self._duplicated = False
@@ -221,8 +228,9 @@ class SimDtu:
                     continue
                 for frame in deframer.feed(chunk):
                     self.counts["requests"] += 1
+                    control = frame.lstrip(b"\xfe")[8] & 0x1F == CONTROL
                     async with self._sending:
-                        await bus.serve(frame, self._sender(writer))
+                        await bus.serve(frame, self._sender(writer, control=control))
         except (ConnectionError, OSError):
             return None
         finally:
@@ -284,12 +292,15 @@ class SimDtu:
                     await self._packet(writer, self.spec.heartbeat)
                 self.counts["heartbeats"] += 1
 
-    def _sender(self, writer: asyncio.StreamWriter) -> Write:
+    def _sender(self, writer: asyncio.StreamWriter, *, control: bool = False) -> Write:
         """The bus's ``send`` for one reply, with this reply's fault (if any) applied at its first write."""
         faults = self.spec.faults
-        roll = self._rng.random()
+        index, self.replies = self.replies, self.replies + 1
+        roll = random.Random(f"{self.spec.seed}:{index}").random()  # planned per reply, not by timing
         fault = ""
-        if roll < faults.drop_mid_reply:
+        if control and self.counts["drop_control_reply"] < faults.drop_control_reply:
+            fault = "drop_control_reply"
+        elif roll < faults.drop_mid_reply:
             fault = "drop_mid_reply"
         elif roll < faults.drop_mid_reply + faults.heartbeat_mid_reply and self.spec.heartbeat:
             fault = "heartbeat_mid_reply"
@@ -306,7 +317,7 @@ class SimDtu:
             self.counts[kind] += 1
             writer.write(data[:half])
             await writer.drain()
-            if kind == "drop_mid_reply":
+            if kind in ("drop_mid_reply", "drop_control_reply"):
                 await asyncio.sleep(PACKET_GAP_S)
                 writer.transport.abort()
                 raise ConnectionResetError("fault: connection dropped mid-reply")

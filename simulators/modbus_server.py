@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
-import random
 import tty
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -32,12 +32,15 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from protocols.modbus import ModbusModel, load_modbus_model
 from simulators.clock import TimeSource
 from simulators.endpoints import serial_url
-from simulators.faults import FaultInjector, FaultSpec, ScheduledFault
+from simulators.faults import FaultInjector, FaultPlan, FaultSpec, ScheduledFault
 from simulators.meter import RelayRefused, SimMeter
 
 if TYPE_CHECKING:
     from simulators.bus import BusSpec
 
+# pymodbus's frame dumps never reach the terminal of `headend sim modbus` (or a test's output)
+logging.getLogger("pymodbus").addHandler(logging.NullHandler())
+logging.getLogger("pymodbus").propagate = False
 MODBUS_TRANSPORTS = ("modbus-tcp", "rtu-over-tcp", "pty")
 OPERATOR = "MODBUS00"
 
@@ -137,9 +140,13 @@ class ModbusBus:
                 f"unsupported Modbus transport {spec.transport!r} ({', '.join(MODBUS_TRANSPORTS)})"
             )
         fault_spec = FaultSpec.parse(spec.faults)
-        self._late_rate = fault_spec.rates.pop("late", 0.0)  # delayed in the device action, not on the wire
+        # ``late`` delays the device action, not the frame on the wire: planned per request
+        late = FaultSpec(rates={"late": fault_spec.rates.pop("late", 0.0)})
+        late.at = {i: k for i, k in fault_spec.at.items() if k == "late"}
+        fault_spec.at = {i: k for i, k in fault_spec.at.items() if k != "late"}
+        self._late_plan = FaultPlan(late, spec.seed + 2)
         self._late_delay_s = fault_spec.late_delay_s
-        self._late_rng = random.Random(spec.seed + 2)
+        self._requests_seen = 0
         self.spec = spec
         self.regmap = load_modbus_model(spec.model or "eastron_sdm120")
         self.source = TimeSource(speed=spec.speed)
@@ -188,7 +195,9 @@ class ModbusBus:
 
     async def _maybe_late(self) -> None:
         """The ``late`` fault: hold the reply back by ``late_delay`` seconds (counted)."""
-        if self._late_rate and self._late_rng.random() < self._late_rate:
+        index = self._requests_seen
+        self._requests_seen += 1
+        if self._late_plan.fault_at(index) == "late":
             self.faults.counts["late"] += 1
             await asyncio.sleep(self._late_delay_s)
 

@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import asyncpg
 
-from headend.audit import audit
 from headend.inventory import InventoryError, find_meter
 from headend.store import accounts as store
 from headend.store import feecontrol
+from headend.store.audit import audit
 from headend.store.commands import create_command
 from headend.store.tariffs import tariff_id_by_name
 from headend.vocabulary import RECONNECT_MODES

@@ -8,11 +8,11 @@ from decimal import Decimal, InvalidOperation
 
 import asyncpg
 
-from headend.audit import audit
 from headend.billing.payments import CENT, MAX_AMOUNT, PaymentError
 from headend.billing.settlement import settle_bills
 from headend.store import billing as store
 from headend.store.accounts import account_ref
+from headend.store.audit import audit
 
 
 def parse_signed_amount(text: str) -> Decimal:

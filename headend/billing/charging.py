@@ -5,14 +5,24 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import asyncpg
 
 from headend.billing.consumption import ConsumptionError, RegisterReading, register_delta
-from headend.billing.limits import MeterLimits, limits_of
 from headend.billing.settlement import settle_bills
-from headend.billing.tariff import Price, Slot, blocks_from, charge, slot_price, slots_from, tiered_charge
+from headend.billing.tariff import (
+    Price,
+    Slot,
+    TariffError,
+    blocks_from,
+    charge,
+    slot_price,
+    slots_from,
+    tiered_charge,
+)
+from headend.register_limits import MeterLimits, limits_of
 from headend.store import billing as store
 from headend.store import tariffs
 from headend.store.vee import held_meters, restarts_between
@@ -132,30 +142,69 @@ async def usage_of(
     return usage
 
 
+def _decoded(raw: object) -> dict[str, object]:
+    return json.loads(raw) if isinstance(raw, str) else dict(raw or {})  # type: ignore[call-overload]
+
+
 async def _price(
     conn: asyncpg.Connection, account_id: int, tariff_id: int, start: datetime, end: datetime
 ) -> tuple[Decimal, Decimal]:
-    """(money, kWh) of the account's use in the period under its tariff: register prices (flat, or
-    time of use by the meter's own tariff registers), monthly blocks (tiered), or head-end time-of-use
-    slots weighted by the interval readings."""
-    definition_row = await tariffs.tariff(conn, tariff_id)
-    raw = definition_row["definition"]
-    definition = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
-    if definition_row["kind"] == "tiered" or slots_from(definition):
-        used = sum((await usage_of(conn, account_id, {"total"}, start, end)).values(), Decimal(0))
-        zone = ZoneInfo(str(definition.get("timezone", "Asia/Shanghai")))
-        if definition_row["kind"] == "tiered":
-            local_end = end.astimezone(zone)
-            month = local_end.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-            done = await tariffs.month_to_date_kwh(conn, account_id, month, start)
-            return tiered_charge(blocks_from(definition), done, used), used
-        return await _slot_charge(conn, account_id, slots_from(definition), zone, used, start, end), used
+    """(money, kWh) of the account's use in the period under its tariff, split where a revision of the
+    tariff takes effect: each part at the prices, slots or blocks in force in it."""
+    row = await tariffs.tariff(conn, tariff_id)
+    revised = [
+        (r["effective_from"], _decoded(r["definition"])) for r in await tariffs.revisions(conn, tariff_id)
+    ]
     prices = [
         Price(r["register"], r["price"], r["effective_from"])
         for r in await store.tariff_prices(conn, tariff_id)
     ]
+    cuts = {t for t, _ in revised} | {p.effective_from for p in prices}
+    edges = [start, *sorted(t for t in cuts if start < t < end), end]
+    money, used = Decimal(0), Decimal(0)
+    earlier: list[tuple[datetime, Decimal]] = []  # (end, kWh) of the parts priced already
+    for part_start, part_end in pairwise(edges):
+        definition = _decoded(row["definition"])
+        for since, revision in revised:
+            if since <= part_start:
+                definition = revision
+        try:
+            part_money, part_kwh = await _price_part(
+                conn, account_id, row["kind"], definition, prices, part_start, part_end, earlier
+            )
+        except TariffError as exc:
+            raise BillingError(f"account {account_id}: {exc}; not billed") from None
+        earlier.append((part_end, part_kwh))
+        money, used = money + part_money, used + part_kwh
+    return money, used
+
+
+async def _price_part(
+    conn: asyncpg.Connection,
+    account_id: int,
+    kind: str,
+    definition: dict[str, object],
+    prices: list[Price],
+    start: datetime,
+    end: datetime,
+    earlier: list[tuple[datetime, Decimal]],
+) -> tuple[Decimal, Decimal]:
+    """(money, kWh) of a part of a period in which one definition and one set of prices are in force:
+    register prices (flat, or time of use by the meter's own tariff registers), monthly blocks (tiered,
+    counting the kWh of ``earlier`` parts of this month), or head-end time-of-use slots weighted by the
+    interval readings."""
+    if kind == "tiered" or slots_from(definition):
+        used = sum((await usage_of(conn, account_id, {"total"}, start, end)).values(), Decimal(0))
+        zone = ZoneInfo(str(definition.get("timezone", "Asia/Shanghai")))
+        if kind == "tiered":
+            local_end = end.astimezone(zone)
+            month = local_end.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            done = await tariffs.month_to_date_kwh(conn, account_id, month, start)
+            done += sum((kwh for until, kwh in earlier if until > month), Decimal(0))
+            return tiered_charge(blocks_from(definition), done, used), used
+        return await _slot_charge(conn, account_id, slots_from(definition), zone, used, start, end), used
     usage = await usage_of(conn, account_id, {p.register for p in prices}, start, end)
-    return charge(prices, usage, end), sum(usage.values(), Decimal(0))
+    return charge(prices, usage, start), sum(usage.values(), Decimal(0))
 
 
 async def _slot_charge(

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from headend.register_limits import is_rollover
+
 
 class ConsumptionError(ValueError):
     """The two readings cannot be turned into a consumption (e.g. a decrease that is not a rollover)."""
@@ -21,15 +23,6 @@ class RegisterReading:
 
     meter_serial: str
     value: Decimal
-
-
-def is_rollover(
-    previous: Decimal, current: Decimal, rollover_at: Decimal | None, max_advance: Decimal
-) -> bool:
-    """Whether ``previous`` -> ``current`` (a decrease) is the register wrapping past its top."""
-    if rollover_at is None or not Decimal(0) <= current < rollover_at or not previous < rollover_at:
-        return False
-    return rollover_at - previous + current <= max_advance
 
 
 def register_delta(

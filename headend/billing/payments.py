@@ -11,10 +11,10 @@ from decimal import Decimal, InvalidOperation
 
 import asyncpg
 
-from headend.audit import audit
 from headend.billing.settlement import settle_bills
 from headend.store import billing as store
 from headend.store.accounts import account_ref
+from headend.store.audit import audit
 from headend.store.payment_refs import payment_by_reference
 
 CENT = Decimal("0.01")

@@ -8,9 +8,9 @@ from decimal import Decimal
 
 import asyncpg
 
-from headend.audit import audit
 from headend.inventory import find_meter
 from headend.store import accounts as assignments
+from headend.store.audit import audit
 from headend.store.billing import insert_replacement, retire_meter
 from headend.store.vee import resolve_meter_holds
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 CENT = Decimal("0.01")
@@ -90,6 +90,58 @@ def slot_price(slots: list[Slot], local: datetime) -> Decimal:
         if _in_season(slot, local) and _in_window(slot, local.time()):
             return slot.price
     raise TariffError(f"no time-of-use slot covers {local.isoformat()}")
+
+
+def _minutes(moment: time) -> int:
+    return moment.hour * 60 + moment.minute
+
+
+def _uncovered_minutes(slots: list[Slot]) -> tuple[int, ...]:
+    """Minutes of the day (0..1439) no slot of ``slots`` covers."""
+    covered = [False] * 1440
+    for slot in slots:
+        start, end = _minutes(slot.start), _minutes(slot.end)
+        span = range(start, end) if start < end else [*range(start, 1440), *range(0, end)]
+        for minute in span:
+            covered[minute] = True
+    return tuple(m for m, hit in enumerate(covered) if not hit)
+
+
+def _runs(values: list[int], size: int) -> list[tuple[int, int]]:
+    """Consecutive runs ``(first, last)`` of sorted integers in ``0..size-1``, a run through the end
+    and one from 0 joined (as a wrap past midnight or the new year)."""
+    runs: list[tuple[int, int]] = []
+    for value in values:
+        if runs and runs[-1][1] == value - 1:
+            runs[-1] = (runs[-1][0], value)
+        else:
+            runs.append((value, value))
+    if len(runs) > 1 and runs[0][0] == 0 and runs[-1][1] == size - 1:
+        runs = [*runs[1:-1], (runs[-1][0], runs[0][1])]
+    return runs
+
+
+def coverage_gaps(slots: list[Slot]) -> str | None:
+    """Which hours of which days no slot covers, as ``HH:MM-HH:MM[, ...] [on MM-DD..MM-DD]``; None
+    when every minute of every day of the year has a price."""
+    year = [date(2024, 1, 1) + timedelta(days=n) for n in range(366)]  # a leap year: 02-29 too
+    gaps: dict[tuple[int, ...], list[int]] = {}
+    for n, day in enumerate(year):
+        moment = datetime(day.year, day.month, day.day)
+        missing = _uncovered_minutes([s for s in slots if _in_season(s, moment)])
+        if missing:
+            gaps.setdefault(missing, []).append(n)
+    if not gaps:
+        return None
+    missing, days = next(iter(gaps.items()))
+    hours = ", ".join(
+        f"{a // 60:02d}:{a % 60:02d}-{(b + 1) // 60 % 24:02d}:{(b + 1) % 60:02d}"
+        for a, b in _runs(list(missing), 1440)
+    )
+    if len(days) == len(year):
+        return hours
+    seasons = ", ".join(f"{year[a]:%m-%d}..{year[b]:%m-%d}" for a, b in _runs(days, len(year)))
+    return f"{hours} on {seasons}"
 
 
 def _month_day(text: str) -> tuple[int, int]:

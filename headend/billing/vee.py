@@ -15,10 +15,9 @@ from decimal import Decimal
 
 import asyncpg
 
-from headend.audit import audit
-from headend.billing.consumption import is_rollover
-from headend.billing.limits import MeterLimits, limits_of
+from headend.register_limits import MeterLimits, is_rollover, limits_of
 from headend.store import vee as store
+from headend.store.audit import audit
 
 RESOLUTIONS = ("accepted", "replaced", "corrected")
 

@@ -13,12 +13,16 @@ import typer
 
 from headend import limits
 from headend.billing.accounts import AccountError, add_account, assign_meter, set_account
+from headend.commands.app import CommandGroup
 from headend.commands.auth import OperatorId, login
 from headend.commands.common import Dsn, fail, run_with_conn
+from headend.commands.timerange import TimeRangeError, time_range
+from headend.commands.views import echo_fields, echo_json, echo_table, text
 from headend.operators import OperatorError
 from headend.store.accounts import accounts, assignments
+from headend.store.overview import account_statement
 
-accounts_app = typer.Typer(help="Accounts and meter-to-account assignments.", no_args_is_help=True)
+accounts_app = CommandGroup(help="Accounts and meter-to-account assignments.", no_args_is_help=True)
 T = TypeVar("T")
 ROLE = "admin"  # accounts, their settings and meter assignments are inventory: an admin's job
 
@@ -177,6 +181,50 @@ def assign(
         lambda c, me: assign_meter(c, meter, account, at=when, operator=me, reason=reason, reading=value),
     )
     typer.echo(f"meter {meter} assigned to {account} from {when.isoformat()}")
+
+
+@accounts_app.command("statement")
+def statement(
+    number: Annotated[str, typer.Argument(help="The account number.")],
+    start: Annotated[str, typer.Option("--from", help="From (a date: local midnight; or a time).")],
+    end: Annotated[str, typer.Option("--to", help="Up to, not including.")],
+    zone: Annotated[str, typer.Option("--timezone", help="Local time of dates.")] = "Asia/Shanghai",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+    dsn: Dsn = None,
+) -> None:
+    """The ledger of a period: opening balance, every charge, payment and adjustment with the running
+    balance, the closing balance, and the period's bills. Amounts in the account's currency, 2 places."""
+    try:
+        first, last, _ = time_range(start, end, zone)
+    except TimeRangeError as exc:
+        fail(str(exc))
+    found = run_with_conn(dsn, lambda c: account_statement(c, number, first, last))
+    if found is None:
+        fail(f"unknown account {number!r}")
+    balance = Decimal(str(found.fields["opening"]))
+    entries = []
+    for entry in found.lists["entries"]:
+        balance += Decimal(str(entry["amount"]))
+        entries.append({**entry, "balance": balance})
+    if as_json:
+        echo_json({**found.fields, "entries": entries, "closing": balance, "bills": found.lists["bills"]})
+        return
+    echo_fields(
+        {
+            "account": found.fields["number"],
+            "name": found.fields["name"],
+            "kind": found.fields["kind"],
+            "period": f"{text(first)} .. {text(last)}",
+            "opening balance": found.fields["opening"],
+            "closing balance": balance,
+        }
+    )
+    echo_table("ledger", ("at", "kind", "amount", "balance", "kwh", "reference"), entries)
+    echo_table(
+        "bills",
+        ("id", "period_start", "period_end", "consumption", "amount", "due_at", "paid_at"),
+        found.lists["bills"],
+    )
 
 
 def register(app: typer.Typer) -> None:

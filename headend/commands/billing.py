@@ -13,6 +13,7 @@ import asyncpg
 import typer
 
 from headend import limits
+from headend.billing.adjustments import adjust, parse_signed_amount
 from headend.billing.charging import BillingError, bill_account
 from headend.billing.payments import (
     PaymentError,
@@ -22,16 +23,19 @@ from headend.billing.payments import (
     parse_amount,
     record_payment,
 )
+from headend.billing.replacement import record_replacement
 from headend.billing.tariff import TariffError
 from headend.billing.vee import HoldError, resolve_hold, validate_new
+from headend.commands.app import CommandGroup
 from headend.commands.auth import OperatorId, login
 from headend.commands.common import ConfigPath, Dsn, chosen_config, fail, run_with_conn
+from headend.inventory import InventoryError, find_meter
 from headend.operators import OperatorError
 from headend.store.accounts import account_statuses, billable_accounts
 from headend.store.audit import audit
 from headend.store.vee import open_holds
 
-billing_app = typer.Typer(
+billing_app = CommandGroup(
     help="Billing: payments, account status, billing runs, meter replacement.", no_args_is_help=True
 )
 
@@ -114,8 +118,6 @@ def replace(
     dsn: Dsn = None,
 ) -> None:
     """Record a meter replacement: billing splits the period at these register readings (admin)."""
-    from headend.billing.replacement import record_replacement
-    from headend.inventory import InventoryError
 
     try:
         when = datetime.fromisoformat(at)
@@ -210,7 +212,6 @@ def holds(
 ) -> None:
     """Registers held for unresolved suspect data (billing and automatic disconnection wait), as JSON
     lines with the reason."""
-    from headend.inventory import InventoryError, find_meter
 
     async def work(conn: asyncpg.Connection) -> list[dict[str, object]]:
         meter_id = None if meter is None else (await find_meter(conn, meter))[0]
@@ -288,7 +289,6 @@ def adjust_command(
 ) -> None:
     """A ledger adjustment (refund or correction) with reason and operator, once per reference (an
     operator with the cashier role)."""
-    from headend.billing.adjustments import adjust, parse_signed_amount
 
     cashier = login(operator)
 

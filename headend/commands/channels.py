@@ -1,4 +1,5 @@
-"""``headend channels pending``: identities that dialled in without a channel in the inventory."""
+"""``headend channels pending`` (identities that dialled in without a channel in the inventory) and
+``headend channels show NAME``."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from typing import Annotated
 
 import asyncpg
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from headend.commands.app import CommandGroup
+from headend.commands.common import Dsn, fail, run_with_conn
+from headend.commands.views import console, echo_fields, echo_json, echo_table
 from headend.store.dialin import PendingRow, list_pending
 from headend.store.dsn import resolve_dsn
+from headend.store.overview import channel_overview
 
-channels_app = typer.Typer(help="Channels as the daemon sees them.", no_args_is_help=True)
+channels_app = CommandGroup(help="Channels as the daemon sees them.", no_args_is_help=True)
 
 
 async def _pending(dsn: str) -> list[PendingRow]:
@@ -79,8 +83,41 @@ def pending_command(
             str(r.attempts),
             _status(r),
         )
-    Console().print(table)
+    console().print(table)
     typer.echo(f"{len(rows)} pending identit{'y' if len(rows) == 1 else 'ies'}")
+
+
+@channels_app.command("show")
+def show_command(
+    name: Annotated[str, typer.Argument(help="The channel's name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+    dsn: Dsn = None,
+) -> None:
+    """One channel: its URL, meters (last successful read of each), last contact, the success and
+    utilisation of its last complete read cycles, and its recent communication events."""
+    found = run_with_conn(dsn, lambda c: channel_overview(c, name))
+    if found is None:
+        fail(f"unknown channel {name!r}")
+    if as_json:
+        echo_json(found.to_json())
+        return
+    cycles = found.lists["cycles"]
+    due = sum(int(str(c["due"])) for c in cycles)
+    succeeded = sum(int(str(c["succeeded"])) for c in cycles)
+    echo_fields(
+        {
+            "channel": found.fields["name"],
+            "url": found.fields["url"],
+            "enabled": found.fields["enabled"],
+            "meters": found.fields["meters"],
+            "last contact": found.fields["last_contact"],
+            f"success (last {len(cycles)} cycles)": f"{succeeded}/{due}" if due else None,
+            "utilisation (last cycle)": cycles[0]["utilisation"] if cycles else None,
+        }
+    )
+    echo_table("meters", ("name", "protocol", "address", "enabled", "last_read"), found.lists["meter_list"])
+    echo_table("cycles", ("cycle_at", "due", "succeeded", "readings", "utilisation"), cycles)
+    echo_table("errors", ("occurred_at", "kind", "details"), found.lists["errors"])
 
 
 def register(app: typer.Typer) -> None:

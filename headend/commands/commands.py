@@ -11,6 +11,7 @@ import asyncpg
 import typer
 
 from headend import limits
+from headend.commands.app import CommandGroup
 from headend.commands.auth import OperatorId, login
 from headend.commands.common import Dsn, fail, run_with_conn
 from headend.control.automation import resume
@@ -21,7 +22,7 @@ from headend.store import commands as command_store
 from headend.store.audit import audit_trail
 from headend.vocabulary import COMMAND_STATES
 
-commands_app = typer.Typer(
+commands_app = CommandGroup(
     help="Relay commands: create, list, show, cancel, approve; resume after a cap halt.",
     no_args_is_help=True,
 )
@@ -116,18 +117,29 @@ def show(command_id: int, dsn: Dsn = None) -> None:
     row, trail = run_with_conn(dsn, work)
     if row is None:
         fail(f"no command {command_id}")
-    typer.echo(json.dumps({**dict(row), "audit": [dict(t) for t in trail]}, default=str, indent=2))
+    command = {
+        **dict(row),
+        "evidence": json.loads(row["evidence"]) if isinstance(row["evidence"], str) else row["evidence"],
+    }
+    typer.echo(json.dumps({**command, "audit": [dict(t) for t in trail]}, default=str, indent=2))
 
 
 @commands_app.command("cancel")
-def cancel(command_id: int, operator: OperatorId, dsn: Dsn = None) -> None:
+def cancel(
+    command_id: int,
+    operator: OperatorId,
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept with the command and audited).")],
+    dsn: Dsn = None,
+) -> None:
     """Cancel a pending command (a sent one is settled by the daemon's read-back, never cancelled blind)."""
     _command_id(command_id)
+    if not reason.strip():
+        fail("--reason must say why the command is cancelled")
     me = login(operator)
 
     async def work(conn: asyncpg.Connection) -> None:
         await me.sign_in(conn, "operator")
-        await cancel_command(conn, command_id, me.operator_id)
+        await cancel_command(conn, command_id, me.operator_id, reason.strip())
 
     try:
         run_with_conn(dsn, work)

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import asyncpg
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from headend.commands.app import CommandGroup
 from headend.commands.auth import Login, OperatorId, login
 from headend.commands.common import Dsn, fail, target_dsn
 from headend.commands.listen import open_field_channel
+from headend.commands.views import console
 from headend.drivers.base import DriverError
-from headend.drivers.gdw1376_terminal import ArchivePoint, diff_archive, push_archive
+from headend.drivers.gdw1376_terminal import ArchiveDiff, ArchivePoint, diff_archive, push_archive
 from headend.operators import OperatorError
 from headend.secrets import MeterSecrets, SecretsError
 from headend.store.audit import audit
@@ -36,8 +39,8 @@ from headend.transport import (
     parse_channel_url,
 )
 
-concentrator_app = typer.Typer(help="Q/GDW 1376.1 concentrators.", no_args_is_help=True)
-archive_app = typer.Typer(help="A concentrator's meter archive vs the inventory.", no_args_is_help=True)
+concentrator_app = CommandGroup(help="Q/GDW 1376.1 concentrators.", no_args_is_help=True)
+archive_app = CommandGroup(help="A concentrator's meter archive vs the inventory.", no_args_is_help=True)
 concentrator_app.add_typer(archive_app, name="archive")
 
 EDITIONS = {"dlt645-2007": 2007, "dlt645-1997": 1997}
@@ -81,11 +84,27 @@ async def _link(
     return link
 
 
+def _plan(diff: ArchiveDiff) -> str:
+    """What a push would change, in one line."""
+    deleted = ", ".join(f"pn {r.pn} ({r.address})" for r in diff.extra) or "none"
+    return (
+        f"the push writes {len(diff.missing) + len(diff.different)} record(s) and deletes"
+        f" {len(diff.extra)}: {deleted}"
+    )
+
+
 async def _archive(
-    dsn: str, channel: str, secrets: str | None, listen: str | None, wait: float, pusher: Login | None
+    dsn: str,
+    channel: str,
+    secrets: str | None,
+    listen: str | None,
+    wait: float,
+    pusher: Login | None,
+    confirm: Callable[[str], bool] | None = None,
 ) -> dict[str, Any]:
     """Diff the archive with the inventory; with ``pusher`` (signed in as an operator before the
-    concentrator is touched) push the differences and audit the push under them."""
+    concentrator is touched) push the differences, once ``confirm`` (given the plan) agrees, and
+    audit the push under them."""
     url, points = await _inventory(dsn, channel)
     conn = await asyncpg.connect(dsn) if pusher is not None else None
     try:
@@ -94,6 +113,10 @@ async def _archive(
         try:
             diff = await diff_archive(link, points)
             result: dict[str, Any] = {"channel": channel, "concentrator": link.key, **diff.to_json()}
+            if not diff.agrees:
+                result["plan"] = _plan(diff)
+            if confirm is not None and not diff.agrees and not confirm(result["plan"]):
+                raise ArchiveCommandError("archive push declined; nothing was written")
             if signed_in is not None and conn is not None and not diff.agrees:
                 result["pushed"] = await push_archive(link, diff)
                 after = await diff_archive(link, points)
@@ -118,11 +141,17 @@ async def _archive(
 
 
 def _run(
-    dsn: str | None, channel: str, secrets: str | None, listen: str | None, wait: float, pusher: Login | None
+    dsn: str | None,
+    channel: str,
+    secrets: str | None,
+    listen: str | None,
+    wait: float,
+    pusher: Login | None,
+    confirm: Callable[[str], bool] | None = None,
 ) -> dict[str, Any]:
     database = target_dsn(dsn)
     try:
-        return asyncio.run(_archive(database, channel, secrets, listen, wait, pusher))
+        return asyncio.run(_archive(database, channel, secrets, listen, wait, pusher, confirm))
     except OperatorError as exc:
         fail(str(exc))
     except (
@@ -153,7 +182,9 @@ def _show(result: dict[str, Any], as_json: bool) -> None:
             table.add_row(
                 "different", str(wanted["pn"]), f"{wanted['port']} (has {found['port']})", wanted["address"]
             )
-        Console().print(table)
+        console().print(table)
+        if "plan" in result and "pushed" not in result:
+            typer.echo(result["plan"])
         summary = "agrees" if result["agrees"] else "disagrees"
         pushed = f"; pushed {result['pushed']} record(s)" if "pushed" in result else ""
         typer.echo(
@@ -185,11 +216,26 @@ def push_command(
     wait: Wait = 60.0,
     secrets: Secrets = None,
     as_json: Json = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Push without asking (scripts; no terminal).")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what the push would write and delete; change nothing.")
+    ] = False,
 ) -> None:
-    """Download the inventory's meters to the concentrator (AFN 04 F10) and confirm by querying back
-    (role operator; audited)."""
+    """Download the inventory's meters to the concentrator (AFN 04 F10), deleting the records the
+    inventory does not have, and confirm by querying back (role operator; audited). Shows what it
+    will write and delete and asks first (or --yes); --dry-run only shows it."""
+    if dry_run:
+        _show(_run(dsn, channel, secrets, listen, wait, None), as_json)
+        return
+    if not yes and not sys.stdin.isatty():
+        fail("archive push rewrites the concentrator's archive: give --yes (see it first with --dry-run)")
     pusher = login(operator)
-    _show(_run(dsn, channel, secrets, listen, wait, pusher), as_json)
+
+    def confirm(plan: str) -> bool:
+        typer.echo(plan, err=True)
+        return yes or typer.confirm("push?", default=False, err=True)
+
+    _show(_run(dsn, channel, secrets, listen, wait, pusher, confirm), as_json)
 
 
 def register(app: typer.Typer) -> None:

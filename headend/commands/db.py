@@ -8,12 +8,13 @@ from typing import Annotated
 
 import asyncpg
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from headend import limits
+from headend.commands.app import CommandGroup
 from headend.commands.auth import OperatorId, login
 from headend.commands.common import Dsn, fail, run_with_conn, target_dsn
+from headend.commands.views import console as make_console
 from headend.operators import OperatorError
 from headend.store import maintenance
 from headend.store.audit import audit
@@ -21,8 +22,8 @@ from headend.store.dsn import redact
 from headend.store.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from headend.store.migrate import MigrationError, migrate, status
 
-console = Console()
-db_app = typer.Typer(help="Database: migrations, status, the embedded server.", no_args_is_help=True)
+console = make_console()
+db_app = CommandGroup(help="Database: migrations, status, the embedded server.", no_args_is_help=True)
 
 
 @db_app.command("migrate")

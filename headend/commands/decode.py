@@ -12,9 +12,9 @@ import re
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from headend.commands.views import console
 from protocols import gdw1376
 from protocols.dlt645 import DLT645Error, Frame, decode, parse_link
 
@@ -121,14 +121,14 @@ def _print_gdw(raw: bytes, as_json: bool) -> None:
         data["forwarded"] = forwarded
         typer.echo(json.dumps(data, ensure_ascii=False))
         return
-    console = Console()
-    console.print(_gdw_table(data))
+    out = console()
+    out.print(_gdw_table(data))
     for entry in forwarded:
         if "dlt645" in entry:
-            console.print(f"forwarded on port {entry['port']}:")
-            console.print(_table(decode(_content(frame, entry["pn"]))))
+            out.print(f"forwarded on port {entry['port']}:")
+            out.print(_table(decode(_content(frame, entry["pn"]))))
         else:
-            console.print(f"forwarded on port {entry['port']}: not a DL/T 645 frame ({entry['error']})")
+            out.print(f"forwarded on port {entry['port']}: not a DL/T 645 frame ({entry['error']})")
 
 
 def _content(frame: gdw1376.Frame, pn: int) -> bytes:
@@ -157,7 +157,7 @@ def decode_command(
     if as_json:
         typer.echo(json.dumps(frame.to_json(), ensure_ascii=False))
     else:
-        Console().print(_table(frame))
+        console().print(_table(frame))
 
 
 def register(app: typer.Typer) -> None:

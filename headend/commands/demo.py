@@ -10,6 +10,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from headend.demo.runner import DemoOptions, run_demo
+from headend.demo.summary import summary_text
+from headend.store.embedded import EmbeddedPostgresError
+
 
 def demo_command(
     meters: Annotated[
@@ -34,9 +38,6 @@ def demo_command(
     ] = None,
 ) -> None:
     """Run simulated buses, the daemon on an embedded database, a live dashboard and a fee-control story."""
-    from headend.demo.runner import DemoOptions, run_demo
-    from headend.demo.summary import summary_text
-    from headend.store.embedded import EmbeddedPostgresError
 
     if interval > 0 and 86400 % interval:
         raise typer.BadParameter(f"--interval {interval} must divide a day (e.g. 10, 15, 20, 30, 60)")

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import asyncpg
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from headend.areas import area_views, areas_json, areas_toml
+from headend.commands.app import CommandGroup
 from headend.commands.auth import OperatorId, login
 from headend.commands.common import Dsn, fail, run_with_conn
+from headend.commands.views import console
 from headend.inventory import (
     ImportResult,
     InventoryError,
@@ -23,7 +27,16 @@ from headend.inventory import (
 from headend.operators import OperatorError
 from headend.store.audit import audit
 
-inventory_app = typer.Typer(help="Channels and meters in the database.", no_args_is_help=True)
+
+class AreaFormat(StrEnum):
+    """What ``headend inventory areas`` prints."""
+
+    table = "table"
+    json = "json"
+    toml = "toml"
+
+
+inventory_app = CommandGroup(help="Channels and meters in the database.", no_args_is_help=True)
 
 
 @inventory_app.command("import")
@@ -44,7 +57,13 @@ def import_command(
         signed_in = await admin.sign_in(conn, "admin")
         async with conn.transaction():
             result = await import_inventory(conn, inventory, str(file))
-            details = {"file": file.name, "channels": result.channels, "meters": result.meters}
+            details = {
+                "file": file.name,
+                "channels": result.channels,
+                "meters": result.meters,
+                "areas": result.areas,
+                "moves": result.moves,
+            }
             await audit(
                 conn, signed_in.id, "inventory.imported", "inventory", file.name, "inventory import", details
             )
@@ -56,7 +75,8 @@ def import_command(
         fail(str(exc), code=2, prefix="")
     except (OperatorError, asyncpg.InsufficientPrivilegeError) as exc:
         fail(str(exc))
-    typer.echo(f"imported {result.channels} channel(s) and {result.meters} meter(s) from {file}")
+    areas = f", {result.areas} area(s) ({result.moves} membership change(s))" if result.areas else ""
+    typer.echo(f"imported {result.channels} channel(s) and {result.meters} meter(s){areas} from {file}")
 
 
 @inventory_app.command("list")
@@ -70,12 +90,12 @@ def list_command(
     if as_json:
         typer.echo(json.dumps([dict(r) for r in rows]))
         return
-    table = Table("channel", "url", "meter", "protocol", "address", "model", "relay", "protected", "enabled")
+    table = Table("name", "channel", "url", "protocol", "address", "model", "relay", "protected", "enabled")
     for r in rows:
         table.add_row(
+            r["name"],
             r["channel"],
             r["url"] or "",
-            str(r["id"]),
             r["protocol"],
             r["address"],
             r["model"],
@@ -83,8 +103,44 @@ def list_command(
             "yes" if r["protected"] else "",
             "yes" if r["enabled"] and r["channel_enabled"] else "no",
         )
-    Console().print(table)
+    console().print(table)
     typer.echo(f"{len(rows)} meter(s)")
+
+
+@inventory_app.command("areas")
+def areas_command(
+    area: Annotated[str, typer.Option("--area", help="Only this area")] = "",
+    at: Annotated[
+        datetime | None,
+        typer.Option("--at", formats=["%Y-%m-%d"], help="Members on this date (default today UTC)"),
+    ] = None,
+    output: Annotated[
+        AreaFormat, typer.Option("--format", help="table, json, or toml (re-importable [[areas]])")
+    ] = AreaFormat.table,
+    dsn: Dsn = None,
+) -> None:
+    """Show transformer areas with their supply meter, ratios, loss limit and customer meters."""
+    day = at.date() if at is not None else datetime.now(UTC).date()
+    views = run_with_conn(dsn, lambda c: area_views(c, day, area or None))
+    if area and not views:
+        fail(f"no area named {area!r}")
+    if output is AreaFormat.json:
+        typer.echo(areas_json(views))
+    elif output is AreaFormat.toml:
+        typer.echo(areas_toml(views), nl=False)
+    else:
+        table = Table("area", "supply meter", "CT", "PT", "loss limit %", "customers")
+        for v in views:
+            table.add_row(
+                v.name,
+                v.supply_meter,
+                f"{v.ct_ratio:g}",
+                f"{v.pt_ratio:g}",
+                f"{v.loss_limit_pct:g}",
+                ", ".join(v.members),
+            )
+        console().print(table)
+        typer.echo(f"{len(views)} area(s) on {day}")
 
 
 def register(app: typer.Typer) -> None:

@@ -13,6 +13,7 @@ from typing import Annotated, TypeVar
 import asyncpg
 import typer
 
+from headend.commands.app import CommandGroup
 from headend.commands.auth import Login, OperatorId, login
 from headend.commands.common import Dsn
 from headend.config import parse_duration
@@ -28,7 +29,7 @@ from headend.store import operators as store
 from headend.store.dsn import resolve_dsn
 
 NEW_PASSWORD_ENV = "HEADEND_NEW_OPERATOR_PASSWORD"
-operators_app = typer.Typer(help="Operators (工号), their roles and passwords.", no_args_is_help=True)
+operators_app = CommandGroup(help="Operators (工号), their roles and passwords.", no_args_is_help=True)
 T = TypeVar("T")
 
 
@@ -226,7 +227,7 @@ def list_operators(dsn: Dsn = None) -> None:
         )
 
 
-tokens_app = typer.Typer(help="Sign-in tokens for scripts ($HEADEND_OPERATOR_TOKEN).", no_args_is_help=True)
+tokens_app = CommandGroup(help="Sign-in tokens for scripts ($HEADEND_OPERATOR_TOKEN).", no_args_is_help=True)
 operators_app.add_typer(tokens_app, name="token")
 MAX_TOKEN_DAYS = 366
 

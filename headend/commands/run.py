@@ -14,14 +14,14 @@ import typer
 from headend.config import ConfigError, HeadendConfig, load_config
 from headend.engine.logs import configure_logging
 from headend.preflight import StartupError, check_startup, secrets_problem
+from headend.store.dsn import redact, resolve_dsn
+from headend.supervisor import supervise
 
 log = logging.getLogger("headend.run")
 
 
 async def run_daemon(config: HeadendConfig) -> None:
     """Run the daemon (active, or a standby while another daemon is) until SIGTERM or SIGINT."""
-    from headend.store.dsn import redact, resolve_dsn
-    from headend.supervisor import supervise
 
     dsn = resolve_dsn(config.database.dsn or None)
     log.info("database", extra={"dsn": redact(dsn)})

@@ -12,11 +12,12 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from headend.commands.app import CommandGroup
 from headend.commands.listen import host_port
 from headend.transport.identify import parse_pattern
 from headend.transport.url import BAUD_RATES
 from protocols.gdw1376 import Address, GDW1376Error
-from protocols.models import UnknownModel
+from protocols.models import UnknownModel, load_model_data
 from simulators import BusSpec, SimBus, start_bus
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
 from simulators.concentrator_faults import ConcentratorFaultError
@@ -25,7 +26,7 @@ from simulators.dtu import DtuFaults, DtuSpec, SimDtu
 from simulators.faults import FaultSpecError
 from simulators.modbus_server import ModbusBus
 
-sim_app = typer.Typer(
+sim_app = CommandGroup(
     help="Run simulated meters on a TCP serial server or a virtual serial port.", no_args_is_help=True
 )
 
@@ -244,7 +245,7 @@ def sim_dtu(
     identity: Annotated[str, typer.Option("--id", help="Registration id (first of --count).")] = "DTU-0001",
     meters: Annotated[int, typer.Option(min=1, max=247, help="Meters on the bus behind each DTU.")] = 1,
     protocol: Annotated[str, typer.Option(help="The bus: dlt645 or modbus (RTU).")] = "dlt645",
-    model: Annotated[str, typer.Option(help="Modbus register map in config/models.")] = "eastron_sdm120",
+    model: Annotated[str, typer.Option(help="Modbus register map in protocols/models.")] = "eastron_sdm120",
     count: Annotated[int, typer.Option(min=1, help="DTUs to run (ids count up).")] = 1,
     heartbeat: Annotated[
         float, typer.Option("--heartbeat", min=0.01, help="Seconds between heartbeats.")
@@ -318,11 +319,34 @@ def sim_fleet(
         if unknown:
             typer.echo(f"error: {file}: bus[{index}]: unknown keys {sorted(unknown)}", err=True)
             raise typer.Exit(code=2)
-        specs.append(BusSpec(**table))
+        try:
+            specs.append(_fleet_bus(table))
+        except (UnknownModel, TypeError, ValueError) as exc:
+            typer.echo(f"error: {file}: bus[{index}]: {exc}", err=True)
+            raise typer.Exit(code=2) from None
     if not specs:
         typer.echo(f"error: {file}: no [[bus]] tables", err=True)
         raise typer.Exit(code=2)
     _start(specs, as_json)
+
+
+FLEET_MODBUS_MODEL = "eastron_sdm120"
+
+
+def _fleet_bus(table: dict[str, Any]) -> BusSpec:
+    """A ``[[bus]]`` table as a bus: a Modbus bus defaults to Modbus TCP, the SDM120 model and the
+    model's own line settings (a DL/T 645 bus to a TCP serial server at 2400 baud 8E1)."""
+    if table.get("protocol") == "modbus":
+        model = str(table.get("model") or FLEET_MODBUS_MODEL)
+        defaults = load_model_data(model).get("defaults", {})
+        table = {
+            "transport": "modbus-tcp",
+            "baud": defaults.get("baud", 9600),
+            "frame_format": defaults.get("frame_format", "8N1"),
+            **table,
+            "model": model,
+        }
+    return BusSpec(**table)
 
 
 def _host_port(text: str) -> tuple[str, int]:

@@ -11,14 +11,22 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import asyncpg
 import typer
 
-from headend.audit import audit
-from headend.billing.tariff import TariffError, parse_block, parse_slot
+from headend.billing.tariff import TariffError, coverage_gaps, parse_block, parse_slot
+from headend.commands.app import CommandGroup
 from headend.commands.auth import OperatorId, login
 from headend.commands.common import Dsn, fail, run_with_conn
 from headend.operators import OperatorError
-from headend.store.tariffs import insert_tariff, tariffs
+from headend.store.audit import audit
+from headend.store.tariffs import (
+    insert_prices,
+    insert_revision,
+    insert_tariff,
+    last_charged_end,
+    tariff_by_name,
+    tariffs,
+)
 
-tariffs_app = typer.Typer(
+tariffs_app = CommandGroup(
     help="Tariffs: flat, time of use, tiered monthly blocks (阶梯电价).", no_args_is_help=True
 )
 REGISTERS = ("total", "t1", "t2", "t3", "t4")
@@ -64,12 +72,13 @@ def _definition(
         return {"blocks": stored, "timezone": zone}, []
     if kind != "tou":
         raise TariffError("kind must be flat, tou or tiered")
-    for slot in slots:
-        parse_slot(slot)
+    gaps = coverage_gaps([parse_slot(slot) for slot in slots])
     if bool(slots) == bool(registers) or blocks:
         raise TariffError(
             "a time-of-use tariff takes either --price t1=... (the meter's tariff registers) or --slot"
         )
+    if slots and gaps:
+        raise TariffError(f"the slots leave {gaps} without a price; add a --slot for those hours")
     return ({"slots": slots, "timezone": zone} if slots else {}), registers
 
 
@@ -124,11 +133,86 @@ def add(
     typer.echo(f"tariff {name} added")
 
 
+@tariffs_app.command("set")
+def set_(
+    name: str,
+    effective: Annotated[
+        str, typer.Option("--from", help="When the revision takes effect (ISO 8601, with its offset).")
+    ],
+    operator: OperatorId,
+    price: Annotated[
+        list[str] | None, typer.Option("--price", help="REGISTER=PRICE, every register of the tariff.")
+    ] = None,
+    block: Annotated[
+        list[str] | None, typer.Option("--block", help="tiered: the new UPTO=PRICE blocks.")
+    ] = None,
+    slot: Annotated[list[str] | None, typer.Option("--slot", help="tou: the new set of slots.")] = None,
+    dsn: Dsn = None,
+) -> None:
+    """Revise a tariff's prices, blocks or slots from a time on (admin; audited). Billing charges each
+    part of a period at what is in force in it; a revision may not reach back into a charged period."""
+    try:
+        since = datetime.fromisoformat(effective)
+    except ValueError:
+        fail(f"--from {effective!r}: expected an ISO 8601 time, e.g. 2026-08-01T00:00:00+08:00")
+    if since.tzinfo is None:
+        fail(f"--from {effective!r}: give its UTC offset, e.g. +08:00")
+    admin = login(operator)
+
+    async def work(conn: asyncpg.Connection) -> None:
+        await admin.sign_in(conn, "admin")
+        async with conn.transaction():
+            row = await tariff_by_name(conn, name)
+            if row is None:
+                raise TariffError(f"unknown tariff {name!r}")
+            stored = json.loads(row["definition"])
+            zone = str(stored.get("timezone", "Asia/Shanghai"))
+            if row["kind"] == "tou" and bool(stored.get("slots")) != bool(slot):
+                how = "--slot (the new set of slots)" if stored.get("slots") else "--price for its registers"
+                raise TariffError(f"tariff {name!r} is revised with {how}")
+            definition, registers = _definition(row["kind"], price or [], block or [], slot or [], zone)
+            charged = await last_charged_end(conn, row["id"])
+            if charged is not None and since < charged:
+                raise TariffError(
+                    f"--from {since.isoformat()} is before {charged.isoformat()}, the end of a period"
+                    " already charged on this tariff; a revision only applies from then on"
+                )
+            if registers:
+                if sorted(r for r, _ in registers) != sorted(row["registers"]):
+                    raise TariffError(
+                        f"give a price for each of the registers {', '.join(sorted(row['registers']))}"
+                    )
+                await insert_prices(conn, row["id"], registers, since)
+            else:
+                await insert_revision(conn, row["id"], definition, since)
+            details = {
+                "from": since.isoformat(),
+                "definition": definition,
+                "prices": {r: str(p) for r, p in registers},
+            }
+            await audit(conn, admin.operator_id, "tariff.revised", "tariff", name, "tariffs set", details)
+
+    try:
+        run_with_conn(dsn, work)
+    except TariffError as exc:
+        fail(str(exc))
+    except asyncpg.UniqueViolationError:
+        fail(f"tariff {name!r} already has a revision from {since.isoformat()}")
+    except (OperatorError, asyncpg.InsufficientPrivilegeError) as exc:
+        fail(str(exc))
+    typer.echo(f"tariff {name} revised from {since.isoformat()}")
+
+
 def _rows(name: str | None, dsn: str | None) -> list[dict[str, object]]:
     """Tariffs (one, or all) with their definition and prices decoded."""
     rows = run_with_conn(dsn, lambda conn: tariffs(conn, name))
     return [
-        {**dict(r), "definition": json.loads(r["definition"]), "prices": json.loads(r["prices"])}
+        {
+            **dict(r),
+            "definition": json.loads(r["definition"]),
+            "prices": json.loads(r["prices"]),
+            "revisions": json.loads(r["revisions"]),
+        }
         for r in rows
     ]
 

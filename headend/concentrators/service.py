@@ -223,5 +223,5 @@ class ConcentratorDuties:
 
 
 async def run(engine: ConcentratorHost) -> None:
-    """The duties' entry point (started by the engine itself)."""
+    """The duties' entry point (given to the engine by the composition root, headend/daemon.py)."""
     await ConcentratorDuties(engine).run()

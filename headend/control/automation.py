@@ -13,11 +13,11 @@ from typing import Any
 
 import asyncpg
 
-from headend.audit import audit
 from headend.billing.arrears import AccountPosition, arrears_state
 from headend.control.safety import Candidate, CapExceeded, Decision, SafetySettings, evaluate_run
-from headend.control.store import create_command
 from headend.store import feecontrol as store
+from headend.store.audit import audit
+from headend.store.commands import create_command
 from headend.store.feecontrol import HALT_KEY
 from headend.vocabulary import ReconnectMode
 
@@ -106,7 +106,8 @@ async def _update_flags(
 
 async def _candidates(conn: asyncpg.Connection, settings: SafetySettings) -> list[Wanted]:
     """Meters with a relay that need a command in their arrears episode (one disconnect, one reconnect
-    per episode; a dry run has keys of its own so it leaves the episode open)."""
+    per episode; a dry run has keys of its own so it leaves the episode open). A paid episode whose
+    disconnect never went out gets no reconnect: its pending disconnect is cancelled instead."""
     wanted: list[Wanted] = []
     for row in await store.episode_meters(conn):
         episode = f"{row['acc']}:{row['meter_id']}:{row['arrears_since'].isoformat()}"
@@ -121,6 +122,9 @@ async def _candidates(conn: asyncpg.Connection, settings: SafetySettings) -> lis
             candidate = Candidate(row["meter_id"], "disconnect", row["protected"], row["hold"])
             wanted.append(Wanted(candidate, disconnect_key, dry_disconnect))
         elif not row["arrears"] and disconnect_key in done and reconnect_key not in done:
+            if done[disconnect_key] == 0:  # the disconnect never went out: nothing to close again
+                await store.cancel_unsent(conn, disconnect_key)
+                continue
             if settings.dry_run and dry_reconnect in done:
                 continue
             wanted.append(Wanted(Candidate(row["meter_id"], "reconnect"), reconnect_key, dry_reconnect, mode))

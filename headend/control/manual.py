@@ -99,14 +99,21 @@ async def request_command(
     return command_id
 
 
-async def cancel_command(conn: asyncpg.Connection, command_id: int, operator: str) -> None:
-    """Cancel a pending command; ManualCommandError if there is none or it is past pending (a sent
-    command is settled by the daemon's read-back, never cancelled blind)."""
+async def cancel_command(conn: asyncpg.Connection, command_id: int, operator: str, reason: str) -> None:
+    """Cancel a pending command, keeping who and why in its evidence; ManualCommandError if there is
+    none or it is past pending (a sent command is settled by the daemon's read-back, never cancelled
+    blind)."""
     async with conn.transaction():
         state = await commands.lock_state(conn, command_id)
         if state == "pending":
             await commands.transition(
-                conn, command_id, "pending", "cancelled", actor=operator, error=f"cancelled by {operator}"
+                conn,
+                command_id,
+                "pending",
+                "cancelled",
+                actor=operator,
+                error=f"cancelled by {operator}: {reason}",
+                evidence={"cancelled": {"by": operator, "reason": reason}},
             )
     if state is None:
         raise ManualCommandError(f"no command {command_id}")

@@ -14,9 +14,9 @@ from datetime import datetime
 
 import asyncpg
 
-from headend.audit import audit
-from headend.control.store import create_command
 from headend.store import feecontrol as store
+from headend.store.audit import audit
+from headend.store.commands import create_command
 from headend.vocabulary import ReconnectMode
 
 log = logging.getLogger(__name__)

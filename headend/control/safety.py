@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 
 from headend.config import SafetyConfig
 from headend.vocabulary import ReconnectMode
@@ -23,10 +24,11 @@ class SafetySettings:
     dry_run: bool = False
     reconnect_mode: ReconnectMode = "close"  # or "close_allowed": the customer presses the button
     reconnect_on_mismatch: bool = False  # a paying customer's relay found open is closed again
+    min_arrears: Decimal = Decimal(0)  # [billing] min_arrears: an automatic disconnect goes out only above it
 
 
-def settings_from_config(config: SafetyConfig) -> SafetySettings:
-    """SafetySettings from the ``[safety]`` section of headend.toml."""
+def settings_from_config(config: SafetyConfig, min_arrears: Decimal = Decimal(0)) -> SafetySettings:
+    """SafetySettings from the ``[safety]`` section of headend.toml (and ``[billing] min_arrears``)."""
     return SafetySettings(
         night_start=config.night_start,
         night_end=config.night_end,
@@ -38,6 +40,7 @@ def settings_from_config(config: SafetyConfig) -> SafetySettings:
         dry_run=config.dry_run,
         reconnect_mode=config.reconnect_mode,
         reconnect_on_mismatch=config.reconnect_on_mismatch,
+        min_arrears=min_arrears,
     )
 
 

@@ -19,7 +19,7 @@ import asyncpg
 from headend.control.automation import run_once
 from headend.control.executor import execute
 from headend.control.reconcile import reconcile
-from headend.control.safety import settings_from_config
+from headend.control.safety import SafetySettings, settings_from_config
 from headend.services import ServiceHost
 from headend.store.feecontrol import (
     commands_open_since,
@@ -54,13 +54,20 @@ def _pass_clock(start: datetime) -> Callable[[], datetime]:
     return lambda: start + timedelta(seconds=time.monotonic() - began)
 
 
-async def _execute_due(engine: ServiceHost, conn: asyncpg.Connection, now: datetime) -> list[tuple[int, str]]:
+async def _execute_due(
+    engine: ServiceHost, conn: asyncpg.Connection, now: datetime, settings: SafetySettings
+) -> list[tuple[int, str]]:
     outcomes = []
     clock = _pass_clock(now)
     for command_id in await due_commands(conn, now):
         try:
             state = await execute(
-                conn, command_id, lambda meter_id: EngineRelay(engine, meter_id), now=clock, due_only=True
+                conn,
+                command_id,
+                lambda meter_id: EngineRelay(engine, meter_id),
+                now=clock,
+                due_only=True,
+                settings=settings,
             )
         except Exception as exc:  # one meter's failure must not stop the others' commands
             engine.metrics.fee_control_failures.labels("execute").inc()
@@ -74,9 +81,9 @@ async def run_pass(engine: ServiceHost, now: datetime) -> list[tuple[int, str]]:
     """One automation run plus one execution of every due command; returns (command id, end state).
 
     ``now`` carries the safety time zone: the quiet windows are judged on its local time."""
-    settings = settings_from_config(engine.config.safety)
-    notice = timedelta(seconds=engine.config.billing.notice_period)
     minimum = Decimal(engine.config.billing.min_arrears)
+    settings = settings_from_config(engine.config.safety, minimum)
+    notice = timedelta(seconds=engine.config.billing.notice_period)
     async with engine.pool.acquire() as conn:
         await publish_manual_approval_above(conn, engine.config.safety.manual_approval_above)
         report = await run_once(conn, settings, now, notice=notice, minimum=minimum)
@@ -85,7 +92,7 @@ async def run_pass(engine: ServiceHost, now: datetime) -> list[tuple[int, str]]:
         engine.metrics.fee_control_halted.set(1 if report.halted else 0)
         if report.halted:
             log.error("automatic disconnection halted by %s until `headend commands resume`", report.halted)
-        outcomes = await _execute_due(engine, conn, now)
+        outcomes = await _execute_due(engine, conn, now, settings)
         try:
             async with conn.transaction():
                 await reconcile(conn, now, reconnect_paying=settings.reconnect_on_mismatch)

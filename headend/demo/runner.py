@@ -28,12 +28,16 @@ from rich.console import Console
 from rich.live import Live
 
 from headend.config import HeadendConfig, validate_config
+from headend.daemon import build_daemon
 from headend.demo.dashboard import render, status_line
 from headend.demo.fleet import CONCENTRATOR_ADDRESS, STORY_ACCOUNT, DemoFleet, backlog_s, demo_buses
 from headend.demo.snapshot import take_snapshot
 from headend.demo.story import FeeControlStory, create_story_account
 from headend.demo.summary import summarise
 from headend.engine.logs import JsonFormatter
+from headend.inventory import import_inventory
+from headend.store.embedded import EmbeddedPostgres
+from headend.store.migrate import migrate
 from headend.transport import DialinHub
 
 log = logging.getLogger("headend.demo")
@@ -154,7 +158,6 @@ def _write_secrets(workdir: Path, password: str) -> Path:
 
 async def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
     """Run the demo until ``duration_s`` or a signal; returns the summary (see ``summarise``)."""
-    from headend.store.embedded import EmbeddedPostgres
 
     workdir = _workdir(options)
     keep = options.data_dir is not None
@@ -180,9 +183,6 @@ async def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
 async def _run(
     options: DemoOptions, console: Console, dsn: str, workdir: Path, warnings: WarningBuffer
 ) -> dict[str, Any]:
-    from headend.daemon import build_daemon
-    from headend.inventory import import_inventory
-    from headend.store.migrate import migrate
 
     await migrate(dsn)
     password = f"{secrets.randbelow(10**6):06d}"  # this run's meter password, known to meters and head-end

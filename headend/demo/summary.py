@@ -16,6 +16,7 @@ def summarise(
     """Meters, readings, success rate, backfill and command outcomes of a finished demo run."""
     quality = snap.readings_by_quality
     faults = {bus.channel: bus.spec.faults for bus in fleet.buses}
+    injectors = {name: sim.faults for name, sim in fleet.running.items()}  # the concentrator has none
     return {
         "duration_s": round(duration_s, 1),
         "interval_s": interval_s,
@@ -41,6 +42,9 @@ def summarise(
                 "readings": ch.readings,
                 "faults": faults.get(ch.name, ""),
                 "fault_rates": fault_rates(faults.get(ch.name, "")),
+                # replies the simulator sent (or dropped) and the planned faults it injected into them
+                "replies": injectors[ch.name].replies if ch.name in injectors else None,
+                "faults_injected": dict(injectors[ch.name].counts) if ch.name in injectors else {},
             }
             for ch in snap.channels
         ],

@@ -17,7 +17,6 @@ from typing import Any, Protocol, runtime_checkable
 
 from headend.drivers.base import (
     Capabilities,
-    Credentials,
     DriverError,
     EventRecord,
     LineError,
@@ -32,6 +31,7 @@ from headend.drivers.base import (
 from headend.drivers.dlt645 import Dlt645Driver
 from headend.drivers.gdw1376 import ConcentratorMeterDriver
 from headend.drivers.modbus import ModbusDriver
+from headend.secrets import Credentials, MeterSecrets
 from headend.transport import Bus, FrameBus, ModbusChannel
 from headend.transport.concentrator import ConcentratorLink
 from protocols.modbus import load_modbus_model
@@ -59,8 +59,6 @@ Secrets = Credentials | CredentialSource | str | Path | None
 def _source(secrets: Secrets) -> Credentials | CredentialSource:
     """``secrets`` may be Credentials, a MeterSecrets, a secrets file path, or None (environment only)."""
     if secrets is None or isinstance(secrets, str | Path):
-        from headend.secrets import MeterSecrets  # headend.secrets imports drivers.base: load it lazily
-
         return MeterSecrets.load(secrets)
     return secrets
 

@@ -49,17 +49,6 @@ class NotSupported(DriverError):
     """The meter or its model does not offer this quantity or function."""
 
 
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """Meter password and level for writes and relay control; never printed."""
-
-    level: int
-    password: str = field(repr=False)
-
-    def __str__(self) -> str:
-        return f"level {self.level:02d} password ******"
-
-
 @dataclass(slots=True)
 class ProfileRecord:
     """An interval read from the meter's memory: interval end (UTC), values, and where it came from."""

@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 
 from headend.drivers.base import (
     Capabilities,
-    Credentials,
     DriverError,
     EventRecord,
     LineError,
@@ -35,7 +34,8 @@ from headend.drivers.base import (
     load_model,
 )
 from headend.drivers.plausibility import RegisterGuard
-from headend.transport import ExchangeTimeout, FrameBus
+from headend.secrets import Credentials
+from headend.transport import ChannelUnavailable, ExchangeTimeout, FrameBus
 from headend.vocabulary import SwitchOperation, SwitchStatus
 from protocols.dlt645 import (
     BROADCAST_ADDRESS,
@@ -163,6 +163,7 @@ class Dlt645Driver:
         reply_size: int = 64,
         accept: Callable[[bytes], bool] | None = None,
         *,
+        once: bool = False,
         secret: bool = False,
     ) -> Frame:
         """One exchange (``secret``: the request carries the meter password)."""
@@ -173,6 +174,7 @@ class Dlt645Driver:
                 accept or self._acceptor(request),
                 reply_size=reply_size,
                 turnaround_s=self.turnaround_s,
+                once=once,
                 secret=secret,
             )
         except ExchangeTimeout as exc:
@@ -517,14 +519,18 @@ class Dlt645Driver:
         )
         evidence: dict[str, Any] = {"operator": operator, "expiry": expiry.isoformat()}
         try:
-            await self._request(request, secret=True)
+            await self._request(request, once=True, secret=True)  # never repeated: a lost reply is read back
             evidence["ack"] = True
         except MeterRefused as exc:
-            state = await self.relay_state()
-            reason = "keep-power active" if state.keep_power and action == "off" else str(exc)
-            return SwitchResult("refused", action, state, reason, evidence)
-        except MeterTimeout:
+            # the relay may have moved all the same (a meter that trips, then answers abnormally)
+            evidence["ack"], evidence["abnormal_reply"] = False, str(exc)
+            state = await self._read_back()
+            if state is not None and not self._reached(action, state):
+                reason = "keep-power active" if state.keep_power and action == "off" else str(exc)
+                return SwitchResult("refused", action, state, reason, evidence)
+        except MeterTimeout as exc:
             evidence["ack"] = False  # the command may still have arrived: the read-back decides
+            evidence["no_reply"] = str(exc)
         return await self._confirm(
             action,
             evidence,
@@ -538,10 +544,7 @@ class Dlt645Driver:
         deadline = asyncio.get_running_loop().time() + timeout_s
         state: RelayState | None = None
         while True:
-            try:
-                state = await self.relay_state()
-            except (MeterTimeout, LineError):
-                state = None
+            state = await self._read_back()
             if state is not None and self._reached(action, state):
                 record_di = "1D00FF01" if action == "off" else "1E00FF01"
                 if action != "close_allowed":
@@ -555,6 +558,14 @@ class Dlt645Driver:
                 status: SwitchStatus = "unconfirmed" if evidence.get("ack") else "failed"
                 return SwitchResult(status, action, state, reason, evidence)
             await asyncio.sleep(poll_s)
+
+    async def _read_back(self) -> RelayState | None:
+        """The relay state, or None when it cannot be read now (no answer, a damaged reply, or a
+        dial-in device that is redialling)."""
+        try:
+            return await self.relay_state()
+        except (MeterTimeout, LineError, ChannelUnavailable):
+            return None
 
     @staticmethod
     def _reached(action: SwitchOperation, state: RelayState) -> bool:

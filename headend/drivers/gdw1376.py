@@ -1,11 +1,13 @@
 """DL/T 645 meters behind a Q/GDW 1376.1 concentrator: the same driver interface as a meter on a bus.
 
 What the concentrator collects itself is read natively, several Pn per request: AFN 0C F129 (forward
-active energy now, total + tariffs) and, for backfill, AFN 0D F161 (the midnight freeze, per missed
+active energy now, total + tariffs), AFN 0C F25 (power, power factor, voltage and current now:
+:data:`SNAPSHOT_QUANTITIES`) and, for backfill, AFN 0D F161 (the midnight freeze, per missed
 day) and the curves of a day in one multi-unit request (:data:`PROFILE_CURVES`: forward active
-energy F101, active and reactive power F81..F88, voltage and current F89..F95, power factor
-F105..F108; 15-minute points become the meter's interval quantities ``power_kw``, ``voltage_a_v``,
-``current_n_a``, ``pf`` ..., see ``protocols.gdw1376.CURVE_KINDS``). :class:`PointBatch` asks for
+energy F101, the energy quantity of each interval F97..F100, active and reactive power F81..F88,
+voltage and current F89..F95, power factor F105..F108; 15-minute points become the meter's interval
+quantities ``power_kw``, ``voltage_a_v``, ``current_n_a``, ``pf``, ``energy_import_interval_kwh``
+..., see ``protocols.gdw1376.CURVE_KINDS``). :class:`PointBatch` asks for
 every registered meter of the concentrator at once and hands each meter its value once; a value
 older than ``max_age`` (the concentrator has not collected lately) or all-EE (never collected) is
 read from the meter instead. Everything else (other quantities and DIs, the meter's clock, its
@@ -23,7 +25,6 @@ from typing import Any
 
 from headend.drivers.base import (
     Capabilities,
-    Credentials,
     EventRecord,
     MeterRefused,
     NotSupported,
@@ -32,6 +33,7 @@ from headend.drivers.base import (
     SwitchResult,
 )
 from headend.drivers.dlt645 import Dlt645Driver
+from headend.secrets import Credentials
 from headend.transport.bus import LineStats
 from headend.transport.channel import ExchangeTimeout, Framer
 from headend.transport.concentrator import ConcentratorDenied, ConcentratorLink, ConcentratorTimeout
@@ -46,6 +48,7 @@ from protocols.gdw1376 import (
     EnergyReading,
     ForwardReply,
     ForwardRequest,
+    PhaseSnapshot,
     Timeout,
     Unit,
     unit,
@@ -58,12 +61,33 @@ TARIFF_QUANTITIES = (
     "energy_import_t4_kwh",
 )
 NATIVE_QUANTITIES = ("energy_import_kwh", *TARIFF_QUANTITIES)
+SNAPSHOT_QUANTITIES = (  # AFN 0C F25: one record per Pn instead of 4-5 forwarded DL/T 645 reads
+    "power_kw",
+    "power_a_kw",
+    "power_b_kw",
+    "power_c_kw",
+    "reactive_power_kvar",
+    "reactive_power_a_kvar",
+    "reactive_power_b_kvar",
+    "reactive_power_c_kvar",
+    "pf",
+    "pf_a",
+    "pf_b",
+    "pf_c",
+    "voltage_a_v",
+    "voltage_b_v",
+    "voltage_c_v",
+    "current_a_a",
+    "current_b_a",
+    "current_c_a",
+    "current_n_a",
+)
 POINTS_PER_REQUEST = 32  # Pn per batched request (4 DA groups): one answer of 1-2 frames
 BATCH_TTL_S = 120.0  # a batched value not taken by its meter within this time is asked again
 PROFILE_CURVES = (  # one unit per DT group: the curves one backfill request asks for
     (81, 82, 83, 84, 85, 86, 87, 88),
     (89, 90, 91, 92, 93, 94, 95),
-    (101,),
+    (97, 98, 99, 100, 101),
     (105, 106, 107, 108),
 )
 CURVE_DENSITY = 1  # 15-minute points
@@ -80,6 +104,25 @@ def curve_groups(quantities: Sequence[str] | None) -> tuple[tuple[int, ...], ...
     wanted = set(quantities)
     groups = (tuple(fn for fn in group if CURVE_KINDS[fn].quantity in wanted) for group in PROFILE_CURVES)
     return tuple(group for group in groups if group)
+
+
+def snapshot_values(snapshot: PhaseSnapshot) -> dict[str, float]:
+    """The canonical quantities of an F25 record (EE fields left out; power factor as a fraction)."""
+    pf = tuple(
+        None if v is None else round(v / 100, 4)
+        for v in (snapshot.power_factor, *snapshot.power_factor_phase)
+    )
+    fields = (
+        snapshot.active_kw,
+        *snapshot.active_phase_kw,
+        snapshot.reactive_kvar,
+        *snapshot.reactive_phase_kvar,
+        *pf,
+        *snapshot.voltage_v,
+        *snapshot.current_a,
+        snapshot.zero_sequence_a,
+    )
+    return {q: float(v) for q, v in zip(SNAPSHOT_QUANTITIES, fields, strict=True) if v is not None}
 
 
 def energy_values(reading: EnergyReading) -> dict[str, float]:
@@ -111,6 +154,11 @@ class PointBatch:
         value = await self._get((129, None), pn, lambda pns: _units(pns, 129))
         return value if isinstance(value, EnergyReading) else None
 
+    async def snapshot(self, pn: int) -> PhaseSnapshot | None:
+        """AFN 0C F25 of ``pn`` (None: the concentrator has no such Pn)."""
+        value = await self._get((25, None), pn, lambda pns: _units(pns, 25))
+        return value if isinstance(value, PhaseSnapshot) else None
+
     async def daily(self, pn: int, day: date) -> EnergyReading | None:
         """AFN 0D F161 of ``pn`` for ``day`` (None: no such Pn)."""
         value = await self._get((161, day), pn, lambda pns: _units(pns, 161, day))
@@ -127,7 +175,7 @@ class PointBatch:
         start = ordered.index(pn)
         chunk = ordered[start : start + POINTS_PER_REQUEST]
         self.requests += 1
-        afn = Afn.CLASS1_DATA if key[0] == 129 else Afn.CLASS2_DATA
+        afn = Afn.CLASS1_DATA if key[1] is None else Afn.CLASS2_DATA  # now (0C) or a day's (0D)
         try:
             items = await self.link.values(afn, build(chunk))
         except ConcentratorDenied:
@@ -219,18 +267,22 @@ class ForwardBus:
         reply_size: int = 64,
         turnaround_s: float | None = None,
         retries: int | None = None,
+        once: bool = False,
         secret: bool = False,
     ) -> tuple[bytes, float]:
         """Forward ``request`` and return the first frame of the meter's reply ``accept`` takes
         (every forward carries the concentrator's PW: the link sends none to an unverified login,
-        whatever ``secret`` says)."""
+        whatever ``secret`` says; ``once``: one forward, which the link does not repeat either)."""
         forward, extra_s = self._forward(request, reply_size, turnaround_s or METER_ANSWER_S)
-        tries = 1 + (self.retries if retries is None else retries)
+        tries = 1 if once else 1 + (self.retries if retries is None else retries)
+        link_retries = 0 if once else None
         for _ in range(tries):
             started = time.monotonic()
             self.forwards += 1
             try:
-                items = await self.link.values(Afn.FORWARD, [unit(0, 1, forward)], extra_s=extra_s)
+                items = await self.link.values(
+                    Afn.FORWARD, [unit(0, 1, forward)], extra_s=extra_s, retries=link_retries
+                )
             except ConcentratorTimeout as exc:
                 raise ExchangeTimeout(exc.tries, noise=False) from None
             except ConcentratorDenied as exc:
@@ -305,31 +357,50 @@ class ConcentratorMeterDriver:
         return self.forwarded.last_rtt_s
 
     async def read(self, quantities: list[str]) -> dict[str, float]:
-        """Energy from the concentrator's collection (F129) when fresh, the rest forwarded."""
-        native = [q for q in quantities if q in NATIVE_QUANTITIES]
-        forwarded = [q for q in quantities if q not in NATIVE_QUANTITIES]
+        """Energy (F129) and power / power factor / voltage / current (F25) from the concentrator's
+        collection when fresh, the rest (and what is stale, EE or not there) forwarded. A fresh F25
+        record's EE fields are what the meter does not measure (phases B and C of a single-phase
+        meter): reported unsupported, not forwarded."""
+        energy = [q for q in quantities if q in NATIVE_QUANTITIES]
+        phases = [q for q in quantities if q in SNAPSHOT_QUANTITIES]
+        forwarded = [q for q in quantities if q not in NATIVE_QUANTITIES and q not in SNAPSHOT_QUANTITIES]
         values: dict[str, float] = {}
+        not_measured: dict[str, str] = {}
         pn = self.pn
-        if native and pn is None:
+        if pn is None:
             forwarded = quantities
-        elif native and pn is not None:
-            reading = await self.batch.current(pn)
-            if reading is not None and self._fresh(reading):
-                collected = energy_values(reading)
-                values = {q: collected[q] for q in native if q in collected}
-                self.native_reads += 1
-            missing = [q for q in native if q not in values]
+        else:
+            if energy:
+                reading = await self.batch.current(pn)
+                fresh = reading is not None and self._fresh(reading.read_at)
+                values.update(self._native(energy, energy_values(reading) if reading and fresh else {}))
+            if phases:
+                snapshot = await self.batch.snapshot(pn)
+                fresh = snapshot is not None and self._fresh(snapshot.read_at)
+                collected = snapshot_values(snapshot) if snapshot and fresh else {}
+                values.update(self._native(phases, collected))
+                if collected:  # the meter answered its collection: an EE field is not measured
+                    reason = "not measured by the meter (EE in the concentrator's AFN 0C F25)"
+                    not_measured = {q: reason for q in phases if q not in collected}
+            missing = [q for q in energy + phases if q not in values and q not in not_measured]
             if missing:
                 self.fallbacks += 1
                 forwarded = missing + forwarded
-        self.unsupported = {}
+        self.unsupported = dict(not_measured)
         if forwarded:
             values.update(await self.forwarded.read(forwarded))
-            self.unsupported = dict(self.forwarded.unsupported)
+            self.unsupported.update(self.forwarded.unsupported)
         return values
 
-    def _fresh(self, reading: EnergyReading) -> bool:
-        read_at = self.link.to_utc(reading.read_at)
+    def _native(self, wanted: list[str], collected: dict[str, float]) -> dict[str, float]:
+        """The ``wanted`` quantities the concentrator has (counted as a native read when any)."""
+        found = {q: collected[q] for q in wanted if q in collected}
+        if found:
+            self.native_reads += 1
+        return found
+
+    def _fresh(self, local_read_at: datetime | None) -> bool:
+        read_at = self.link.to_utc(local_read_at)
         return read_at is not None and datetime.now(UTC) - read_at <= self.max_age
 
     async def read_di(self, di: str, *, request: bytes | None = None) -> Any:
@@ -437,4 +508,11 @@ class ConcentratorMeterDriver:
         )
 
 
-__all__ = ["ConcentratorMeterDriver", "ForwardBus", "PointBatch", "batch_of", "energy_values"]
+__all__ = [
+    "ConcentratorMeterDriver",
+    "ForwardBus",
+    "PointBatch",
+    "batch_of",
+    "energy_values",
+    "snapshot_values",
+]

@@ -1,5 +1,5 @@
 """Whether a meter's cumulative energy register can really read what a reply says: the last value
-accepted from it and the VEE bound (``headend.billing.limits``: the register may not decrease unless
+accepted from it and the VEE bound (``headend.register_limits``: the register may not decrease unless
 it wraps, nor advance faster than the meter's rating allows). A reply that fails is re-read before
 anything is stored; see :class:`headend.drivers.dlt645.Dlt645Driver`."""
 
@@ -10,8 +10,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 
-from headend.billing.consumption import is_rollover
-from headend.billing.limits import MeterLimits, limits_of
+from headend.register_limits import MeterLimits, is_rollover, limits_of
 
 
 def is_register(quantity: str) -> bool:

@@ -51,13 +51,18 @@ async def find_gaps(
 
 
 def gap_readings(
-    meter_id: int, plan: ReadPlan, gaps: list[datetime], records: Iterable[ProfileRecord] | None
+    meter_id: int,
+    plan: ReadPlan,
+    gaps: list[datetime],
+    records: Iterable[ProfileRecord] | None,
+    settled_before: datetime | None = None,
 ) -> list[Reading]:
     """Readings filling ``gaps`` from ``records``; ``missing`` markers where nothing can fill them.
 
     ``records=None`` means the meter keeps no history (markers for every gap). With records, gaps
-    after the newest record stay open (the meter may not have stored them yet).
-    """
+    after the newest record stay open (the meter may not have stored them yet), unless they are
+    before ``settled_before`` (a profile period ago): a record the meter has not stored by then it
+    never will (e.g. one-minute reads between 15-minute profile records)."""
     wanted = set(plan.quantities)
     if records is None:
         return [Reading(meter_id, q, ts, None, "missing", "backfill") for ts in gaps for q in plan.quantities]
@@ -73,6 +78,6 @@ def gap_readings(
                 for q, v in record.values.items()
                 if q in wanted and v is not None
             ]
-        elif newest is not None and ts < newest:
+        elif (newest is not None and ts < newest) or (settled_before is not None and ts < settled_before):
             out += [Reading(meter_id, q, ts, None, "missing", "backfill") for q in plan.quantities]
     return out

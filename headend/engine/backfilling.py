@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from headend.engine.backfill import find_gaps, gap_readings
 from headend.engine.context import EngineContext
@@ -95,7 +95,8 @@ class Backfiller:
                 )
                 return
             history = None if records is None else ctx.port.profile_records(records)
-            readings = gap_readings(meter.id, plan, stamps, history)
+            settled = datetime.now(UTC) - timedelta(seconds=ctx.config.clock.boundary_interval)
+            readings = gap_readings(meter.id, plan, stamps, history, settled)
         await ctx.submit(readings)
         self.gappy.discard(meter.id)
         log.info(

@@ -122,9 +122,13 @@ class Cycles:
         self._on_finished(worker, stats.cycle_at)
 
     def _update_overall_success(self, ts: datetime) -> None:
+        """The overall success gauge: the cycle at ``ts`` once every channel has finished it (a
+        channel still reading would count its unread meters as failures)."""
         due = succeeded = 0
         for stats, _jobs, _task in self._cycles.values():
             if stats.cycle_at == ts:
+                if stats.finished_at is None:
+                    return
                 due += stats.due
                 succeeded += stats.succeeded
         if due:

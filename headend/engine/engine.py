@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -35,20 +36,25 @@ from headend.engine.health import HealthBook
 from headend.engine.heap import HeapKeeper
 from headend.engine.housekeeping import Housekeeping
 from headend.engine.inventory_sync import InventorySync
-from headend.engine.jobs import Job, JobBody, Priority
+from headend.engine.jobs import Job, Priority
 from headend.engine.model import InventorySnapshot
 from headend.engine.ports import DriverPort, values_of
 from headend.engine.timers import Timers
 from headend.engine.timing import floor_boundary, next_boundary
 from headend.engine.worker import ChannelWorker
 from headend.metrics import EngineMetrics
-from headend.services import EngineServices, Service
+from headend.services import EngineServices, JobBody, Service
 from headend.store.reading import Reading
 from headend.store.writer import ReadingWriter
 
 log = logging.getLogger(__name__)
 
 MAINTENANCE_EVERY = 3600.0  # storage upkeep (partitions ahead, daily aggregate) on the native layout
+
+T = TypeVar("T")
+
+Duty = Callable[["Engine"], Coroutine[Any, Any, None]]
+"""A built-in duty: runs, given the started engine, until cancelled when it stops."""
 
 
 class Engine:
@@ -61,8 +67,11 @@ class Engine:
         writer: ReadingWriter,
         port: DriverPort,
         metrics: EngineMetrics | None = None,
+        *,
+        duties: Sequence[Duty] = (),
     ) -> None:
         self.config = config
+        self.duties = tuple(duties)
         self.dsn = dsn
         self.writer = writer
         self.port = port
@@ -147,7 +156,7 @@ class Engine:
                 self.backfill.start(worker, upto)
         for target in self.config.engine.services:
             self._start_service(target)
-        self._start_concentrator_duties()
+        self._start_duties()
         log.info(
             "engine started",
             extra={
@@ -192,13 +201,13 @@ class Engine:
         if asyncio.iscoroutine(result):
             self._services.append(asyncio.create_task(result, name=f"service-{target}"))
 
-    def _start_concentrator_duties(self) -> None:
-        """The concentrators' events, archive checks and clocks: built in, not an ``[engine] services``
-        entry (it idles without concentrator channels and needs the bus workers, which a service is
-        not given)."""
-        from headend.concentrators.service import run  # imports the drivers: only once running
-
-        self._services.append(asyncio.create_task(run(self), name="service-concentrators"))
+    def _start_duties(self) -> None:
+        """The built-in duties the composition root gave the engine (the concentrators' events,
+        archive checks and clocks): not ``[engine] services`` entries, as they need the bus workers,
+        which a service is not given."""
+        for duty in self.duties:
+            name = f"duty-{duty.__module__}.{duty.__qualname__}"
+            self._services.append(asyncio.create_task(duty(self), name=name))
 
     # -- inventory and cycles -----------------------------------------------------------------
 
@@ -216,7 +225,7 @@ class Engine:
 
     # -- hooks for other services -------------------------------------------------------------
 
-    async def control(self, meter_id: int, body: JobBody, *, exchanges: int = 8) -> Any:
+    async def control(self, meter_id: int, body: JobBody[T], *, exchanges: int = 8) -> T:
         """Run ``body(driver)`` for a meter at top priority (relay commands); returns its result.
 
         Its time limit is the drivers' relay confirmation window (``[relay]``, the one the port gives

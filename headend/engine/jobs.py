@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from typing import Generic, TypeVar
 
+from headend.services import JobBody
 from headend.vocabulary import JobKind
 
-if TYPE_CHECKING:
-    from headend.drivers.base import MeterDriver
+T = TypeVar("T")
 
 
 class Priority(IntEnum):
@@ -26,13 +25,10 @@ class Priority(IntEnum):
 
 _sequence = itertools.count()
 
-JobBody = Callable[["MeterDriver"], Awaitable[Any]]
-"""A job's body: given the meter's driver, do the exchanges and return a result."""
-
 
 @dataclass(order=True, slots=True)
-class Job:
-    """One unit of bus work for one meter; ``future`` resolves with the body's result or error.
+class Job(Generic[T]):
+    """One unit of bus work for one meter; ``future`` resolves with the body's result (a ``T``) or error.
 
     ``kind`` names the work for logs and metrics (``read``, ``backfill``, ``clock``, ``events``,
     ``control`` ...). ``exchanges`` estimates how many request/reply pairs the body needs; the worker
@@ -45,11 +41,11 @@ class Job:
     seq: int = field(init=False, default_factory=_sequence.__next__)
     meter_id: int = field(compare=False, default=0)
     kind: JobKind = field(compare=False, default="read")
-    body: JobBody | None = field(compare=False, default=None)
+    body: JobBody[T] | None = field(compare=False, default=None)
     exchanges: int = field(compare=False, default=1)
     wait_s: float = field(compare=False, default=0.0)
     skip_if_quarantined: bool = field(compare=False, default=True)
-    future: asyncio.Future[Any] = field(init=False, compare=False)
+    future: asyncio.Future[T] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         self.future = asyncio.get_running_loop().create_future()

@@ -9,24 +9,34 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from headend.config import RelayConfig
+from headend.drivers import EDITIONS, DriverError, Secrets, capabilities_for, make_driver
+from headend.drivers.base import Capabilities, MeterDriver, MeterRefused, NotSupported
+from headend.drivers.base import ProfileRecord as DriverProfileRecord
+from headend.drivers.dlt645 import Dlt645Driver
+from headend.drivers.gdw1376_terminal import ArchivePoint, diff_archive
 from headend.engine.backfill import ProfileRecord
 from headend.engine.events import MeterEvent
 from headend.engine.model import ChannelSpec, MeterSpec
+from headend.metrics import EngineMetrics
+from headend.secrets import MeterSecrets, SecretsError
+from headend.transport import (
+    Bus,
+    ChannelOffline,
+    ChannelUnverified,
+    ChannelUrlError,
+    check_protocol,
+    open_channel,
+    parse_channel_url,
+)
+from headend.transport.bus import VerifiedBus
+from headend.transport.concentrator import ConcentratorLink
+from headend.transport.hub import DialinHub
+from headend.transport.url import ChannelConfig
 from headend.vocabulary import ReadingQuality
-
-if TYPE_CHECKING:
-    from headend.drivers import Secrets
-    from headend.drivers.base import Capabilities, MeterDriver
-    from headend.drivers.base import ProfileRecord as DriverProfileRecord
-    from headend.metrics import EngineMetrics
-    from headend.transport import Bus
-    from headend.transport.hub import DialinHub
-    from headend.transport.url import ChannelConfig
 
 log = logging.getLogger(__name__)
 SECRETS_RETRY_S = 60.0  # an unreadable secrets file is tried again this often
@@ -52,36 +62,21 @@ def values_of(result: Any) -> dict[str, float]:
 
 def answered_errors() -> tuple[type[BaseException], ...]:
     """Errors meaning the meter answered (refusal, unsupported request): no mark against its health."""
-    return (NotImplementedError, *_driver_errors("MeterRefused", "NotSupported"))
+    return (NotImplementedError, MeterRefused, NotSupported)
 
 
 def offline_errors() -> tuple[type[BaseException], ...]:
     """Errors meaning the bus is unreachable by design (a dial-in device not connected), not the meter."""
-    try:
-        from headend.transport import ChannelOffline
-    except ImportError:
-        return ()
     return (ChannelOffline,)
 
 
 def unsupported_errors() -> tuple[type[BaseException], ...]:
     """Errors meaning the meter or model cannot do the request at all (e.g. keeps no load profile)."""
-    return (NotImplementedError, *_driver_errors("NotSupported"))
-
-
-@cache
-def _driver_errors(*names: str) -> tuple[type[BaseException], ...]:
-    try:
-        from headend.drivers import base
-    except ImportError:  # the engine also runs (e.g. inventory-only) without the drivers package
-        return ()
-    return tuple(getattr(base, name) for name in names if hasattr(base, name))
+    return (NotImplementedError, NotSupported)
 
 
 def _dialin_config(spec: ChannelSpec) -> ChannelConfig | None:
     """The parsed URL of a dial-in channel (None: the channel connects out, or vetting refuses it)."""
-    from headend.transport import ChannelUrlError, parse_channel_url
-
     try:
         config = parse_channel_url(spec.url)
     except ChannelUrlError:
@@ -121,8 +116,6 @@ class DriverPort:
             return self.secrets
         if self._loaded is not None:
             return self._loaded
-        from headend.secrets import MeterSecrets, SecretsError
-
         now = time.monotonic()
         if now - self._failed_at < SECRETS_RETRY_S:
             return MeterSecrets()
@@ -138,8 +131,6 @@ class DriverPort:
         return self._loaded
 
     async def open_channel(self, spec: ChannelSpec) -> Bus:
-        from headend.transport import open_channel
-
         channel = open_channel(spec.url, self.hub)
         await channel.open()
         return channel
@@ -173,15 +164,12 @@ class DriverPort:
 
     def verification_due(self, channel: Bus | None) -> bool:
         """Whether ``channel``'s device dialled in on a connection not verified yet."""
-        from headend.transport.bus import VerifiedBus
 
         return isinstance(channel, VerifiedBus) and channel.verification_due
 
     async def verify_connection(self, channel: Bus, meters: list[tuple[MeterSpec, MeterDriver]]) -> None:
         """Verify the meters behind a dial-in connection before it is used; raises ChannelUnverified
         (the connection closed as an impostor) when other meters answer. See ``identity_verdict``."""
-        from headend.transport import ChannelUnverified
-        from headend.transport.bus import VerifiedBus
 
         if not isinstance(channel, VerifiedBus):
             return
@@ -190,9 +178,6 @@ class DriverPort:
             raise ChannelUnverified(f"{channel.label}: other meters answer behind this connection: closed")
 
     def make_driver(self, channel: Bus, meter: MeterSpec) -> MeterDriver:
-        from headend.drivers import make_driver
-        from headend.transport import check_protocol
-
         config = getattr(channel, "config", None)
         if config is not None:
             check_protocol(meter.protocol, config)  # a one-line ChannelUrlError, counted as a failure
@@ -223,8 +208,6 @@ class DriverPort:
 
     @staticmethod
     def _capabilities(meter: MeterSpec) -> Capabilities:
-        from headend.drivers import capabilities_for
-
         return capabilities_for(meter.protocol, meter.model)
 
     def profile_records(self, records: Iterable[DriverProfileRecord]) -> list[ProfileRecord]:
@@ -247,11 +230,6 @@ async def identity_verdict(channel: Bus, meters: list[tuple[MeterSpec, MeterDriv
     ``IDENTITY_TRIES`` meters are asked; answers (or refusals) that all differ refuse it (one
     swapped meter among others does not); none answering raises ChannelUnverified (the job waits,
     nothing is read). None: nothing to compare with (no meter has a recorded number)."""
-    from headend.drivers import EDITIONS, DriverError, MeterRefused
-    from headend.drivers.dlt645 import Dlt645Driver
-    from headend.drivers.gdw1376_terminal import ArchivePoint, diff_archive
-    from headend.transport import ChannelUnverified
-    from headend.transport.concentrator import ConcentratorLink
 
     if isinstance(channel, ConcentratorLink):
         points = [

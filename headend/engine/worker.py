@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from headend.engine.health import HealthBook
 from headend.engine.jobs import Job, Priority, Quarantined, WorkerStopped
@@ -46,6 +46,8 @@ class ConnectionVerifier(Protocol):
 # (garbage, a truncated reply), a frame for another meter or request (wrong address, stray reply)
 LINE_EVENTS = ("checksum_errors", "noise_bytes", "unexpected_frames")
 REPLY_EVENTS = (*LINE_EVENTS, "refusals")  # + abnormal replies / Modbus exceptions (the driver's count)
+
+T = TypeVar("T")
 
 
 def _reason(exc: BaseException) -> str:
@@ -111,7 +113,8 @@ class ChannelWorker:
         """Jobs waiting (the ``headend_queue_depth`` gauge reads it when scraped)."""
         return len(self._heap)
 
-    def submit(self, job: Job) -> asyncio.Future[Any]:
+    def submit(self, job: Job[T]) -> asyncio.Future[T]:
+        """Queue ``job``; its future resolves with the body's result (or fails at once when stopping)."""
         if self._stopping:
             job.future.set_exception(WorkerStopped(f"channel {self.spec.name} is stopping"))
         else:

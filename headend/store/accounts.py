@@ -10,6 +10,8 @@ from decimal import Decimal
 
 import asyncpg
 
+from headend.store.results import row, rows
+
 ACCOUNT_COLUMNS = """a.number, a.name, a.kind, t.name AS tariff, a.credit_limit::text, a.grace_days,
     a.protected, a.protected_reason, a.reconnect_mode, a.active, a.arrears, a.arrears_since, a.notice_sent_at,
     coalesce(b.balance, 0)::text AS balance, b.billed_until"""
@@ -35,7 +37,7 @@ async def insert_account(
 async def update_account(conn: asyncpg.Connection, number: str, changes: dict[str, object]) -> bool:
     """Set the given columns (names from a fixed list of the caller) of an account; False if unknown."""
     columns = ", ".join(f"{column} = ${n}" for n, column in enumerate(changes, start=2))
-    done = await conn.execute(
+    done: str = await conn.execute(
         f"UPDATE accounts SET {columns}, updated_at = now() WHERE number = $1", number, *changes.values()
     )
     return done != "UPDATE 0"
@@ -43,7 +45,8 @@ async def update_account(conn: asyncpg.Connection, number: str, changes: dict[st
 
 async def accounts(conn: asyncpg.Connection, number: str | None = None) -> list[asyncpg.Record]:
     """Accounts with tariff name and balance (one, or all)."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         f"""SELECT {ACCOUNT_COLUMNS} FROM accounts a LEFT JOIN tariffs t ON t.id = a.tariff_id
             LEFT JOIN balances b ON b.account_id = a.id
             WHERE $1::text IS NULL OR a.number = $1 ORDER BY a.number""",
@@ -53,7 +56,8 @@ async def accounts(conn: asyncpg.Connection, number: str | None = None) -> list[
 
 async def account_ref(conn: asyncpg.Connection, number: str) -> asyncpg.Record | None:
     """``id``, ``kind`` and ``billed_until`` of an account by number."""
-    return await conn.fetchrow(
+    return await row(
+        conn,
         """SELECT a.id, a.kind, b.billed_until FROM accounts a LEFT JOIN balances b ON b.account_id = a.id
            WHERE a.number = $1""",
         number,
@@ -67,7 +71,8 @@ async def lock_meter(conn: asyncpg.Connection, meter_id: int) -> None:
 
 async def open_assignment(conn: asyncpg.Connection, meter_id: int) -> asyncpg.Record | None:
     """The meter's current assignment row, if it has any."""
-    return await conn.fetchrow(
+    return await row(
+        conn,
         """SELECT a.id, a.account_id, a.effective_from, b.billed_until FROM meter_assignments a
            LEFT JOIN balances b ON b.account_id = a.account_id
            WHERE a.meter_id = $1 AND a.effective_to IS NULL""",
@@ -104,7 +109,8 @@ async def insert_assignment(
 
 async def assignments(conn: asyncpg.Connection, number: str) -> list[asyncpg.Record]:
     """The assignment history of an account's meters."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         """SELECT coalesce(m.name, m.address) AS meter, x.effective_from, x.effective_to, x.operator
            FROM meter_assignments x JOIN meters m ON m.id = x.meter_id JOIN accounts a ON a.id = x.account_id
            WHERE a.number = $1 ORDER BY x.effective_from""",
@@ -124,7 +130,8 @@ async def add_register_reading(
 
 async def account_statuses(conn: asyncpg.Connection, number: str | None = None) -> list[asyncpg.Record]:
     """Balance (text), credit limit, arrears flag and notice of one account or all, by number."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         """SELECT a.number, a.kind, coalesce(b.balance, 0)::text AS balance, a.credit_limit::text,
                   a.arrears, a.arrears_since, a.notice_sent_at, a.protected
            FROM accounts a LEFT JOIN balances b ON b.account_id = a.id
@@ -135,8 +142,8 @@ async def account_statuses(conn: asyncpg.Connection, number: str | None = None) 
 
 async def billable_accounts(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """``id, number`` of every active account with a tariff, by number."""
-    return await conn.fetch(
-        "SELECT id, number FROM accounts WHERE active AND tariff_id IS NOT NULL ORDER BY number"
+    return await rows(
+        conn, "SELECT id, number FROM accounts WHERE active AND tariff_id IS NOT NULL ORDER BY number"
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from headend.audit import audit
+from headend.store.audit import audit
 
 _AWAITING = """
 SELECT c.id, c.meter_id, coalesce(m.name, m.address) AS meter, c.action, c.cause, c.operator, c.created_at

@@ -7,6 +7,8 @@ from typing import Any
 
 import asyncpg
 
+from headend.store.results import rows
+
 
 async def audit(
     conn: asyncpg.Connection,
@@ -32,7 +34,8 @@ async def audit(
 
 async def audit_trail(conn: asyncpg.Connection, entity: str, entity_id: object) -> list[asyncpg.Record]:
     """``at, actor, action, reason`` of every audit entry about one entity, oldest first."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         "SELECT at, actor, action, reason FROM audit_log WHERE entity = $1 AND entity_id = $2 ORDER BY id",
         entity,
         str(entity_id),

@@ -7,16 +7,18 @@ from decimal import Decimal
 
 import asyncpg
 
+from headend.store.results import row, rows
+
 
 async def account_for_billing(conn: asyncpg.Connection, account_id: int) -> asyncpg.Record | None:
     """Kind and tariff of an account."""
-    return await conn.fetchrow("SELECT id, number, kind, tariff_id FROM accounts WHERE id = $1", account_id)
+    return await row(conn, "SELECT id, number, kind, tariff_id FROM accounts WHERE id = $1", account_id)
 
 
 async def tariff_prices(conn: asyncpg.Connection, tariff_id: int) -> list[asyncpg.Record]:
     """Every price row of a tariff."""
-    return await conn.fetch(
-        "SELECT register, price, effective_from FROM tariff_prices WHERE tariff_id = $1", tariff_id
+    return await rows(
+        conn, "SELECT register, price, effective_from FROM tariff_prices WHERE tariff_id = $1", tariff_id
     )
 
 
@@ -25,7 +27,8 @@ async def assigned_meters(
 ) -> list[asyncpg.Record]:
     """The account's meters in ``[start, end]``, each with the part of the period it was assigned
     (``from_ts``, ``to_ts``): the assignment rows are the only record of which account a meter bills to."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         """SELECT m.id, m.multiplier, m.protocol, m.settings,
                   greatest(a.effective_from, $2) AS from_ts,
                   least(coalesce(a.effective_to, 'infinity'), $3) AS to_ts
@@ -42,7 +45,8 @@ async def swaps_into(
     conn: asyncpg.Connection, meter_ids: list[int], start: datetime, end: datetime
 ) -> list[asyncpg.Record]:
     """Recorded replacements with one of ``meter_ids`` as the new meter, inside ``(start, end]``."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         """SELECT r.new_meter_id, r.old_meter_id, r.replaced_at, r.final_kwh, r.initial_kwh,
                   m.multiplier AS old_multiplier, m.protocol AS old_protocol, m.settings AS old_settings
            FROM meter_replacements r JOIN meters m ON m.id = r.old_meter_id
@@ -58,7 +62,8 @@ async def replacements_of(
 ) -> list[asyncpg.Record]:
     """Recorded replacements of or by one of ``meter_ids`` inside ``[start, end]`` (old and new meter,
     time, final and initial registers)."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         """SELECT old_meter_id, new_meter_id, replaced_at, final_kwh, initial_kwh FROM meter_replacements
            WHERE (old_meter_id = ANY($1::int[]) OR new_meter_id = ANY($1::int[]))
              AND replaced_at >= $2 AND replaced_at <= $3""",
@@ -72,7 +77,8 @@ async def register_value(
     conn: asyncpg.Connection, meter_id: int, quantity: str, at: datetime
 ) -> asyncpg.Record | None:
     """The latest valid (not suspect) reading of a register at or before ``at``: ``ts``, ``value``."""
-    return await conn.fetchrow(
+    return await row(
+        conn,
         """SELECT r.ts, r.value FROM readings r JOIN quantities q ON q.id = r.quantity_id
            WHERE r.meter_id = $1 AND q.name = $2 AND r.ts <= $3 AND r.value IS NOT NULL
              AND r.quality NOT IN ('suspect', 'missing')
@@ -93,7 +99,7 @@ async def insert_bill(
     due_at: datetime,
 ) -> int | None:
     """A postpaid bill, once per (account, period start); its id, or None if it existed."""
-    return await conn.fetchval(
+    found: int | None = await conn.fetchval(
         """INSERT INTO bills (account_id, period_start, period_end, consumption, amount, due_at)
            VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (account_id, period_start) DO NOTHING RETURNING id""",
         account_id,
@@ -103,6 +109,7 @@ async def insert_bill(
         amount,
         due_at,
     )
+    return found
 
 
 async def insert_ledger(
@@ -116,7 +123,7 @@ async def insert_ledger(
     end: datetime | None = None,
 ) -> int | None:
     """A ledger row once per idempotency ``key`` (``details`` is JSON); its id, or None if it existed."""
-    return await conn.fetchval(
+    found: int | None = await conn.fetchval(
         """INSERT INTO ledger (account_id, kind, amount, period_start, period_end, idempotency_key, details)
            VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
            ON CONFLICT (idempotency_key) DO NOTHING RETURNING id""",
@@ -128,13 +135,14 @@ async def insert_ledger(
         key,
         details,
     )
+    return found
 
 
 async def add_to_balance(
     conn: asyncpg.Connection, account_id: int, amount: Decimal, billed_until: datetime | None = None
 ) -> Decimal:
     """Add ``amount`` to the balance (and move ``billed_until`` when given); returns the new balance."""
-    return await conn.fetchval(
+    found: Decimal = await conn.fetchval(
         """INSERT INTO balances (account_id, balance, billed_until) VALUES ($1, $2, $3)
            ON CONFLICT (account_id) DO UPDATE SET balance = balances.balance + EXCLUDED.balance,
            billed_until = coalesce(EXCLUDED.billed_until, balances.billed_until), updated_at = now()
@@ -143,6 +151,7 @@ async def add_to_balance(
         amount,
         billed_until,
     )
+    return found
 
 
 async def balance_of(conn: asyncpg.Connection, account_id: int) -> Decimal:
@@ -156,7 +165,8 @@ async def balance_of(conn: asyncpg.Connection, account_id: int) -> Decimal:
 
 async def unpaid_bills(conn: asyncpg.Connection, account_id: int) -> list[asyncpg.Record]:
     """Unpaid bills, oldest first (locked for settlement)."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         """SELECT id, amount FROM bills WHERE account_id = $1 AND paid_at IS NULL
            ORDER BY period_start, id FOR UPDATE""",
         account_id,
@@ -216,7 +226,7 @@ GROUP BY a.id, a.number, b.billed_until, st.first_ts ORDER BY a.id
 async def due_prepaid(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Per prepaid account: where it was billed until, its first reading (across replaced meters) and
     how far every meter of it has been validated (the end of the next period)."""
-    return await conn.fetch(DUE_PREPAID)
+    return await rows(conn, DUE_PREPAID)
 
 
 async def insert_payment(
@@ -229,7 +239,7 @@ async def insert_payment(
     paid_at: datetime | None,
 ) -> int | None:
     """A payment once per reference; its id, or None if the reference was paid already."""
-    return await conn.fetchval(
+    found: int | None = await conn.fetchval(
         """INSERT INTO payments (account_id, amount, reference, source, operator, paid_at)
            VALUES ($1, $2, $3, $4, $5, coalesce($6, now())) ON CONFLICT (reference) DO NOTHING
            RETURNING id""",
@@ -240,6 +250,7 @@ async def insert_payment(
         operator,
         paid_at,
     )
+    return found
 
 
 async def insert_replacement(
@@ -268,7 +279,8 @@ async def retire_meter(conn: asyncpg.Connection, meter_id: int) -> None:
 
 async def ledger_entry(conn: asyncpg.Connection, idempotency_key: str) -> asyncpg.Record | None:
     """``account`` (number) and ``amount`` of the ledger entry stored under ``idempotency_key``."""
-    return await conn.fetchrow(
+    return await row(
+        conn,
         """SELECT a.number AS account, l.amount FROM ledger l JOIN accounts a ON a.id = l.account_id
            WHERE l.idempotency_key = $1""",
         idempotency_key,

@@ -10,7 +10,8 @@ from typing import Any
 import asyncpg
 
 from headend.store.audit import set_actor
-from headend.vocabulary import ReconnectMode
+from headend.store.results import row, rows
+from headend.vocabulary import CommandState, ReconnectMode
 
 COMMAND_LIFETIME = timedelta(hours=24)
 _EXECUTION_LOCK = 0x68650C01  # advisory lock class of "one executor per command"
@@ -61,8 +62,8 @@ async def create_command(
 async def transition(
     conn: asyncpg.Connection,
     command_id: int,
-    expected: str,
-    state: str,
+    expected: CommandState,
+    state: CommandState,
     *,
     actor: str,
     error: str | None = None,
@@ -108,21 +109,21 @@ async def release_execution(conn: asyncpg.Connection, command_id: int) -> None:
 
 async def get_command(conn: asyncpg.Connection, command_id: int) -> asyncpg.Record | None:
     """The whole command row (the executor's view)."""
-    return await conn.fetchrow("SELECT * FROM commands WHERE id = $1", command_id)
+    return await row(conn, "SELECT * FROM commands WHERE id = $1", command_id)
 
 
 async def list_commands(conn: asyncpg.Connection, state: str | None = None) -> list[asyncpg.Record]:
     """Commands (optionally in one state), newest first."""
-    return await conn.fetch(
-        f"SELECT {_COLUMNS} FROM commands WHERE $1::text IS NULL OR state::text = $1 ORDER BY id DESC", state
+    return await rows(
+        conn,
+        f"SELECT {_COLUMNS} FROM commands WHERE $1::text IS NULL OR state::text = $1 ORDER BY id DESC",
+        state,
     )
 
 
 async def command_details(conn: asyncpg.Connection, command_id: int) -> asyncpg.Record | None:
     """One command with its evidence and last error."""
-    return await conn.fetchrow(
-        f"SELECT {_COLUMNS}, evidence, last_error FROM commands WHERE id = $1", command_id
-    )
+    return await row(conn, f"SELECT {_COLUMNS}, evidence, last_error FROM commands WHERE id = $1", command_id)
 
 
 async def lock_state(conn: asyncpg.Connection, command_id: int) -> str | None:
@@ -135,14 +136,15 @@ async def lock_state(conn: asyncpg.Connection, command_id: int) -> str | None:
 
 async def open_command_of(conn: asyncpg.Connection, meter_id: int) -> asyncpg.Record | None:
     """``id, action`` of the meter's pending or sent command, if any."""
-    return await conn.fetchrow(
-        "SELECT id, action FROM commands WHERE meter_id = $1 AND state IN ('pending', 'sent')", meter_id
+    return await row(
+        conn, "SELECT id, action FROM commands WHERE meter_id = $1 AND state IN ('pending', 'sent')", meter_id
     )
 
 
 async def relay_meter(conn: asyncpg.Connection, meter_id: int) -> asyncpg.Record | None:
     """What a relay request must know of a meter: label, relay, enabled, protection (own or account's)."""
-    return await conn.fetchrow(
+    return await row(
+        conn,
         """SELECT m.id, coalesce(m.name, m.address) AS label, m.has_relay, m.enabled,
                   m.protected OR coalesce(a.protected, false) AS protected,
                   coalesce(m.protected_reason, a.protected_reason) AS protected_reason

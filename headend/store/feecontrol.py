@@ -7,20 +7,23 @@ from datetime import datetime
 
 import asyncpg
 
+from headend.store.results import row, rows
+
 MANUAL_APPROVAL_KEY = "safety.manual_approval_above"  # the database's two-person threshold (0033)
 HALT_KEY = "fee_control_halted"  # headend_settings row present while automation is halted by a cap
 
 
 async def account_positions(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Every active account with its balance, flags and unpaid bills."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         """SELECT a.id, a.number, a.kind, a.credit_limit, a.grace_days, a.arrears, a.arrears_since,
                   a.notice_sent_at, a.protected, coalesce(b.balance, 0) AS balance,
                   u.oldest_unpaid_due, u.unpaid
            FROM accounts a LEFT JOIN balances b ON b.account_id = a.id
            LEFT JOIN LATERAL (SELECT min(due_at) AS oldest_unpaid_due, sum(amount) AS unpaid FROM bills
                               WHERE account_id = a.id AND paid_at IS NULL) u ON true
-           WHERE a.active ORDER BY a.id"""
+           WHERE a.active ORDER BY a.id""",
     )
 
 
@@ -47,7 +50,8 @@ async def episode_meters(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Meters with a relay on accounts in an arrears episode, or paid since one whose disconnect
     (``arrears:<account>:<meter>:<start>``) has no reconnect yet, with the episode's start, protection,
     hold and the reconnect mode of the account."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         """WITH unreconnected AS (  -- the latest disconnect of each meter whose episode has no reconnect
                SELECT DISTINCT ON (c.meter_id) c.meter_id,
                       split_part(c.idempotency_key, ':', 2)::bigint AS acc,
@@ -66,16 +70,26 @@ async def episode_meters(conn: asyncpg.Connection) -> list[asyncpg.Record]:
            JOIN accounts a ON a.id = x.account_id
            LEFT JOIN unreconnected d ON d.meter_id = m.id AND d.acc = a.id AND a.arrears_since IS NULL
            WHERE m.has_relay AND m.enabled AND coalesce(a.arrears_since, d.since) IS NOT NULL
-           ORDER BY m.id"""
+           ORDER BY m.id""",
     )
 
 
-async def existing_keys(conn: asyncpg.Connection, keys: list[str]) -> set[str]:
-    """Which of these idempotency keys have a command."""
+async def existing_keys(conn: asyncpg.Connection, keys: list[str]) -> dict[str, int]:
+    """Which of these idempotency keys have a command, with its attempts (0: no frame went out)."""
     rows = await conn.fetch(
-        "SELECT idempotency_key FROM commands WHERE idempotency_key = ANY($1::text[])", keys
+        "SELECT idempotency_key, attempts FROM commands WHERE idempotency_key = ANY($1::text[])", keys
     )
-    return {r["idempotency_key"] for r in rows}
+    return {r["idempotency_key"]: r["attempts"] for r in rows}
+
+
+async def cancel_unsent(conn: asyncpg.Connection, idempotency_key: str) -> bool:
+    """Cancel the command of ``idempotency_key`` if it is pending and never went out (True if it was)."""
+    cancelled = await conn.fetchval(
+        "UPDATE commands SET state = 'cancelled', last_error = 'arrears cleared' "
+        "WHERE idempotency_key = $1 AND state = 'pending' AND attempts = 0 RETURNING id",
+        idempotency_key,
+    )
+    return cancelled is not None
 
 
 async def disconnects_since(conn: asyncpg.Connection, operator: str, since: datetime) -> int:
@@ -92,7 +106,8 @@ async def disconnects_since(conn: asyncpg.Connection, operator: str, since: date
 
 async def halted_by(conn: asyncpg.Connection) -> str | None:
     """The latched cap rule, or None."""
-    return await conn.fetchval("SELECT value FROM headend_settings WHERE key = $1", HALT_KEY)
+    found: str | None = await conn.fetchval("SELECT value FROM headend_settings WHERE key = $1", HALT_KEY)
+    return found
 
 
 async def publish_manual_approval_above(conn: asyncpg.Connection, above: int) -> None:
@@ -117,7 +132,10 @@ async def latch_halt(conn: asyncpg.Connection, rule: str) -> None:
 
 async def lift_halt(conn: asyncpg.Connection) -> str | None:
     """Lift a halt; returns the rule lifted."""
-    return await conn.fetchval("DELETE FROM headend_settings WHERE key = $1 RETURNING value", HALT_KEY)
+    found: str | None = await conn.fetchval(
+        "DELETE FROM headend_settings WHERE key = $1 RETURNING value", HALT_KEY
+    )
+    return found
 
 
 async def cancel_pending_disconnects(conn: asyncpg.Connection, meter_id: int) -> None:
@@ -131,7 +149,8 @@ async def cancel_pending_disconnects(conn: asyncpg.Connection, meter_id: int) ->
 
 async def open_command(conn: asyncpg.Connection, meter_id: int) -> asyncpg.Record | None:
     """The meter's open (pending or sent) command, if any."""
-    return await conn.fetchrow(
+    return await row(
+        conn,
         "SELECT id, action, cause FROM commands WHERE meter_id = $1 AND state IN ('pending', 'sent')",
         meter_id,
     )
@@ -184,7 +203,8 @@ async def commands_open_since(conn: asyncpg.Connection, before: datetime) -> int
 async def relay_observations(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Per relay meter: the latest stored relay reading (1 closed, 0 open) and the latest confirmed
     command (what the relay should be), with the account's arrears flag and any hold."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         """SELECT m.id AS meter_id, m.protocol, a.id AS account_id, coalesce(a.arrears, false) AS arrears,
                   a.reconnect_mode,
                   r.ts AS observed_at, r.value AS relay_closed,
@@ -205,7 +225,7 @@ async def relay_observations(conn: asyncpg.Connection) -> list[asyncpg.Record]:
            WHERE m.has_relay AND m.enabled
              AND NOT EXISTS (SELECT 1 FROM commands o WHERE o.meter_id = m.id
                              AND o.state IN ('pending', 'sent'))
-           ORDER BY m.id"""
+           ORDER BY m.id""",
     )
 
 
@@ -236,8 +256,9 @@ async def count_mismatches(conn: asyncpg.Connection) -> int:
 
 async def last_confirmed_action(conn: asyncpg.Connection, meter_id: int) -> str | None:
     """The action of the meter's last confirmed (not dry-run) command: where its relay should be."""
-    return await conn.fetchval(
+    found: str | None = await conn.fetchval(
         """SELECT action FROM commands WHERE meter_id = $1 AND state = 'confirmed' AND NOT dry_run
            ORDER BY finished_at DESC, id DESC LIMIT 1""",
         meter_id,
     )
+    return found

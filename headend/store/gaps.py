@@ -7,6 +7,8 @@ from datetime import datetime
 
 import asyncpg
 
+from headend.store.results import rows
+
 _GAPS_SQL = """
 SELECT m.id AS meter_id, g.ts
 FROM unnest($1::int[], $2::text[]) AS m(id, gap_quantity)
@@ -32,4 +34,4 @@ async def missing_intervals(
 ) -> list[asyncpg.Record]:
     """``(meter_id, ts)`` of every interval in ``[since, upto]`` (not before installation) where the
     meter's gap quantity has no reading, by meter then time."""
-    return await conn.fetch(_GAPS_SQL, list(meter_ids), list(gap_quantities), since, upto, interval)
+    return await rows(conn, _GAPS_SQL, list(meter_ids), list(gap_quantities), since, upto, interval)

@@ -8,6 +8,8 @@ from datetime import datetime
 
 import asyncpg
 
+from headend.store.results import rows
+
 _UPSERT_CHANNEL = """
 INSERT INTO channels (name, kind, address, settings, enabled) VALUES ($1, $2, $3, $4::jsonb, $5)
 ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, address = EXCLUDED.address,
@@ -20,7 +22,7 @@ INSERT INTO meters (name, protocol, address, unit_id, model, channel_id, protect
                     protected_reason, has_relay, multiplier, enabled, installed_at, settings)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, coalesce($12, now()), $13::jsonb)
 ON CONFLICT (channel_id, protocol, address, coalesce(unit_id, -1)) DO UPDATE SET
-    name = EXCLUDED.name, model = EXCLUDED.model,
+    name = coalesce($1, meters.name), model = EXCLUDED.model,
     settings = meters.settings - 'pn' - 'port' || EXCLUDED.settings,
     protected = EXCLUDED.protected, protected_reason = EXCLUDED.protected_reason,
     has_relay = EXCLUDED.has_relay, multiplier = EXCLUDED.multiplier, enabled = EXCLUDED.enabled,
@@ -92,7 +94,8 @@ MeterKey = tuple[int, str, str, int | None]
 async def named_assignments(conn: asyncpg.Connection, keys: Sequence[MeterKey]) -> list[asyncpg.Record]:
     """For each stored meter of ``keys`` (in order): ``ord`` (1-based position in ``keys``),
     ``meter_id``, ``label``, ``open_account`` and ``last_account`` (account numbers, or None)."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         _NAMED_ASSIGNMENTS,
         [k[0] for k in keys],
         [k[1] for k in keys],
@@ -114,7 +117,8 @@ async def open_first_assignment(conn: asyncpg.Connection, meter_id: int, account
 
 async def list_inventory(conn: asyncpg.Connection, channel: str | None = None) -> list[asyncpg.Record]:
     """Meters with their channel, in channel then address order (optionally one channel only)."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         """
         SELECT c.name AS channel, c.settings->>'url' AS url, c.enabled AS channel_enabled, m.id, m.name,
                m.protocol, m.address, m.unit_id, m.model, m.protected, m.has_relay, m.enabled
@@ -126,10 +130,24 @@ async def list_inventory(conn: asyncpg.Connection, channel: str | None = None) -
     )
 
 
+async def installed_names(conn: asyncpg.Connection) -> dict[str, tuple[str, str, str]]:
+    """``(channel, protocol, address)`` of every installed meter by name."""
+    rows = await conn.fetch(
+        "SELECT m.name, c.name AS channel, m.protocol, m.address FROM meters m"
+        " JOIN channels c ON c.id = m.channel_id WHERE m.removed_at IS NULL"
+    )
+    return {r["name"]: (r["channel"], r["protocol"], r["address"]) for r in rows}
+
+
 async def meters_named(conn: asyncpg.Connection, ref: str) -> list[asyncpg.Record]:
-    """``id`` and ``label`` of the meters named or addressed ``ref``."""
-    return await conn.fetch(
-        "SELECT id, coalesce(name, address) AS label FROM meters WHERE name = $1 OR address = $1 ORDER BY id",
+    """``id``, ``label`` (the name), ``exact`` (named ``ref``) and ``installed`` of the meters named
+    ``ref`` or addressed ``ref`` or ``channel/ref``; exact names first, installed meters first."""
+    return await rows(
+        conn,
+        """SELECT m.id, m.name AS label, m.name = $1 AS exact, m.removed_at IS NULL AS installed
+           FROM meters m JOIN channels c ON c.id = m.channel_id
+           WHERE m.name = $1 OR m.address = $1 OR c.name || '/' || m.address = $1
+           ORDER BY m.name = $1 DESC, m.removed_at IS NULL DESC, m.id""",
         ref,
     )
 
@@ -146,15 +164,16 @@ async def inventory_version(conn: asyncpg.Connection) -> tuple[object, ...]:
 async def enabled_channels(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """``id, name, kind, address, settings`` (a dict) of the enabled channels."""
     await conn.set_type_codec("jsonb", encoder=str, decoder=json.loads, schema="pg_catalog")
-    return await conn.fetch("SELECT id, name, kind, address, settings FROM channels WHERE enabled")
+    return await rows(conn, "SELECT id, name, kind, address, settings FROM channels WHERE enabled")
 
 
 async def enabled_meters(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """The enabled, installed meters, by channel then id (``pn``/``port``: behind a concentrator;
     ``identity``: the DL/T 645 meter number recorded for it, if any)."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         "SELECT m.id, m.channel_id, m.protocol, m.address, m.unit_id, m.model, m.installed_at, m.name,"
         " (m.settings->>'pn')::int AS pn, (m.settings->>'port')::int AS port, i.identity"
         " FROM meters m LEFT JOIN meter_identities i ON i.meter_id = m.id"
-        " WHERE m.enabled AND m.removed_at IS NULL ORDER BY m.channel_id, m.id"
+        " WHERE m.enabled AND m.removed_at IS NULL ORDER BY m.channel_id, m.id",
     )

@@ -12,13 +12,15 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from headend.store.results import rows
+
 # The native refresh recomputes this far behind its watermark (the backfill window).
 DAILY_LOOKBACK = timedelta(days=7)
 
 
 async def storage_mode(conn: asyncpg.Connection) -> str:
     """``timescale`` or ``native``, as recorded by the migrations."""
-    mode = await conn.fetchval("SELECT value FROM headend_settings WHERE key = 'storage_mode'")
+    mode: str | None = await conn.fetchval("SELECT value FROM headend_settings WHERE key = 'storage_mode'")
     if mode is None:
         raise RuntimeError("database is not migrated: run `headend db migrate`")
     return mode
@@ -28,7 +30,8 @@ async def ensure_partitions(conn: asyncpg.Connection, start: datetime, end: date
     """Native mode: create the partitions covering [start, end]; returns how many were new."""
     if await storage_mode(conn) != "native":
         return 0  # TimescaleDB creates chunks itself
-    return await conn.fetchval("SELECT headend_ensure_partitions_between($1, $2)", start, end)
+    found: int = await conn.fetchval("SELECT headend_ensure_partitions_between($1, $2)", start, end)
+    return found
 
 
 async def detach_partitions_before(
@@ -111,7 +114,8 @@ async def daily_values(
     conn: asyncpg.Connection, meter_ids: Sequence[int], quantity: str, start: datetime, end: datetime
 ) -> list[asyncpg.Record]:
     """Daily first/last/min/max per meter for one quantity over [start, end), from either mode."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         "SELECT d.meter_id, d.day, d.first_value, d.last_value, d.min_value, d.max_value, d.readings"
         " FROM readings_daily d JOIN quantities q ON q.id = d.quantity_id"
         " WHERE d.meter_id = ANY($1::int[]) AND q.name = $2 AND d.day >= $3 AND d.day < $4"

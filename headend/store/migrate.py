@@ -123,7 +123,8 @@ async def _history(conn: asyncpg.Connection) -> dict[int, AppliedMigration]:
 async def _recorded_mode(conn: asyncpg.Connection) -> str | None:
     if await conn.fetchval("SELECT to_regclass('headend_settings')") is None:
         return None
-    return await conn.fetchval("SELECT value FROM headend_settings WHERE key = 'storage_mode'")
+    found: str | None = await conn.fetchval("SELECT value FROM headend_settings WHERE key = 'storage_mode'")
+    return found
 
 
 async def detect_mode(conn: asyncpg.Connection) -> tuple[str, str]:

@@ -8,6 +8,8 @@ from decimal import Decimal
 
 import asyncpg
 
+from headend.store.results import rows
+
 _CHANNEL_CYCLES = """
 SELECT c.name, (SELECT count(*) FROM meters m WHERE m.channel_id = c.id AND m.enabled) AS meters,
        count(rc.cycle_at) FILTER (WHERE rc.finished_at IS NOT NULL) AS cycles,
@@ -47,7 +49,7 @@ FROM commands c JOIN meters m ON m.id = c.meter_id ORDER BY c.id
 
 async def channel_cycles(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Per channel: enabled meters, finished cycles, due, succeeded, readings, latest utilisation."""
-    return await conn.fetch(_CHANNEL_CYCLES)
+    return await rows(conn, _CHANNEL_CYCLES)
 
 
 async def readings_by_quality(conn: asyncpg.Connection) -> dict[str, int]:
@@ -58,22 +60,22 @@ async def readings_by_quality(conn: asyncpg.Connection) -> dict[str, int]:
 
 async def meters_answered(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Each enabled meter's name and whether it has any actual reading."""
-    return await conn.fetch(_METER_ACTUALS)
+    return await rows(conn, _METER_ACTUALS)
 
 
 async def latest_readings(conn: asyncpg.Connection, since: datetime, limit: int) -> list[asyncpg.Record]:
     """The newest readings received after ``since``."""
-    return await conn.fetch(_LATEST, since, limit)
+    return await rows(conn, _LATEST, since, limit)
 
 
 async def recent_backfills(conn: asyncpg.Connection, since: datetime, limit: int) -> list[asyncpg.Record]:
     """Per meter, the intervals backfilled (profile or freeze) after ``since``, most recent first."""
-    return await conn.fetch(_BACKFILLS, since, limit)
+    return await rows(conn, _BACKFILLS, since, limit)
 
 
 async def commands_with_meters(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Every relay command with its meter's name, oldest first."""
-    return await conn.fetch(_COMMANDS)
+    return await rows(conn, _COMMANDS)
 
 
 async def clock_corrections(conn: asyncpg.Connection) -> int:

@@ -104,7 +104,7 @@ def _intact_length(data: bytes, pos: int) -> int | None:
     start = pos + _HEADER.size
     if magic != _MAGIC or start + length > len(data) or zlib.crc32(data[start : start + length]) != crc:
         return None
-    return length
+    return int(length)
 
 
 def scan(data: bytes) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:

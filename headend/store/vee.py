@@ -6,6 +6,8 @@ from datetime import datetime
 
 import asyncpg
 
+from headend.store.results import row, rows
+
 ENERGY_REGISTERS = ["energy_import_kwh", *(f"energy_import_t{n}_kwh" for n in range(1, 5))]
 
 
@@ -17,7 +19,8 @@ async def lock_validation(conn: asyncpg.Connection) -> None:
 
 async def meters_to_validate(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Per meter and energy register: the meter's limits and its validation state (NULL when new)."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         """SELECT m.id AS meter_id, m.protocol, m.settings, m.multiplier, q.id AS quantity_id,
                   s.validated_until, s.last_ts, s.last_value,
                   EXISTS (SELECT 1 FROM vee_holds h WHERE h.meter_id = m.id AND h.quantity_id = q.id
@@ -31,7 +34,8 @@ async def meters_to_validate(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 async def new_readings(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Energy readings stored after each register's validation watermark, in time order per register."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         """SELECT r.meter_id, r.quantity_id, r.ts, r.value
            FROM readings r JOIN quantities q ON q.id = r.quantity_id
            LEFT JOIN vee_state s ON s.meter_id = r.meter_id AND s.quantity_id = r.quantity_id
@@ -81,7 +85,7 @@ async def open_hold(
     value: float | None,
 ) -> int | None:
     """Open a hold on a register (none if one is open already); returns its id, or None."""
-    return await conn.fetchval(
+    found: int | None = await conn.fetchval(
         """INSERT INTO vee_holds (meter_id, quantity_id, rule, reason, first_ts, previous_value, value)
            VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (meter_id, quantity_id) WHERE resolved_at IS NULL
            DO NOTHING RETURNING id""",
@@ -93,11 +97,13 @@ async def open_hold(
         previous_value,
         value,
     )
+    return found
 
 
 async def open_holds(conn: asyncpg.Connection, meter: int | None = None) -> list[asyncpg.Record]:
     """Unresolved holds (of one meter, or all), with the meter label, register and account."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         """SELECT h.id, h.meter_id, coalesce(m.name, m.address) AS meter, q.name AS quantity, h.rule,
                   h.reason, h.first_ts, h.previous_value, h.value, h.opened_at, a.number AS account
            FROM vee_holds h JOIN meters m ON m.id = h.meter_id JOIN quantities q ON q.id = h.quantity_id
@@ -162,12 +168,13 @@ async def set_baseline(
 
 async def reading_at(conn: asyncpg.Connection, meter_id: int, quantity_id: int, ts: datetime) -> float | None:
     """The stored value of one reading."""
-    return await conn.fetchval(
+    found: float | None = await conn.fetchval(
         "SELECT value FROM readings WHERE meter_id = $1 AND quantity_id = $2 AND ts = $3",
         meter_id,
         quantity_id,
         ts,
     )
+    return found
 
 
 async def add_restart(
@@ -198,7 +205,8 @@ async def restarts_between(
     conn: asyncpg.Connection, meter_id: int, quantity: str, start: datetime, end: datetime
 ) -> list[asyncpg.Record]:
     """Register restarts of one meter's register with ``start < at <= end``, in time order."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         """SELECT r.at, r.final_value, r.initial_value FROM register_restarts r
            JOIN quantities q ON q.id = r.quantity_id
            WHERE r.meter_id = $1 AND q.name = $2 AND r.at > $3 AND r.at <= $4 ORDER BY r.at""",
@@ -211,7 +219,7 @@ async def restarts_between(
 
 async def hold_by_id(conn: asyncpg.Connection, hold_id: int) -> asyncpg.Record | None:
     """One hold."""
-    return await conn.fetchrow("SELECT * FROM vee_holds WHERE id = $1", hold_id)
+    return await row(conn, "SELECT * FROM vee_holds WHERE id = $1", hold_id)
 
 
 async def count_open_holds(conn: asyncpg.Connection) -> int:
@@ -256,7 +264,8 @@ async def resolve_meter_holds(conn: asyncpg.Connection, meter_id: int, operator:
 
 async def identities_due(conn: asyncpg.Connection, before: datetime) -> list[asyncpg.Record]:
     """DL/T 645-2007 meters on an account whose identity was not checked since ``before``."""
-    return await conn.fetch(
+    return await rows(
+        conn,
         """SELECT m.id, i.identity FROM meters m LEFT JOIN meter_identities i ON i.meter_id = m.id
            WHERE m.enabled AND m.protocol = 'dlt645-2007'
              AND EXISTS (SELECT 1 FROM meter_assignments x WHERE x.meter_id = m.id AND x.effective_to IS NULL)
@@ -290,7 +299,8 @@ async def adopt_identity(conn: asyncpg.Connection, meter_id: int) -> None:
 
 async def energy_register(conn: asyncpg.Connection, meter_id: int) -> asyncpg.Record | None:
     """The total energy register's id and validation state of a meter (the state may be NULL)."""
-    return await conn.fetchrow(
+    return await row(
+        conn,
         """SELECT q.id AS quantity_id, s.last_ts, s.last_value FROM quantities q
            LEFT JOIN vee_state s ON s.meter_id = $1 AND s.quantity_id = q.id
            WHERE q.name = 'energy_import_kwh'""",
@@ -302,10 +312,11 @@ async def first_suspect_after(
     conn: asyncpg.Connection, meter_id: int, quantity_id: int, after: datetime
 ) -> datetime | None:
     """The first suspect reading of a register after ``after``."""
-    return await conn.fetchval(
+    found: datetime | None = await conn.fetchval(
         """SELECT min(ts) FROM readings WHERE meter_id = $1 AND quantity_id = $2 AND ts > $3
            AND quality = 'suspect'""",
         meter_id,
         quantity_id,
         after,
     )
+    return found

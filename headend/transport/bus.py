@@ -60,10 +60,12 @@ class FrameBus(Bus, Protocol):
         reply_size: int = 64,
         turnaround_s: float | None = None,
         retries: int | None = None,
+        once: bool = False,
         secret: bool = False,
     ) -> tuple[bytes, float]:
         """``(frame, round_trip_s)``; raises ExchangeTimeout after the retries, ChannelUnavailable.
 
+        ``once``: the request goes out at most once (no retry, never re-sent after a reconnection).
         ``secret``: the request carries a password; a dial-in bus sends it only on a connection
         whose meters were verified (else ChannelUnverified, nothing sent)."""
         ...

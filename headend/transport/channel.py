@@ -29,6 +29,10 @@ MAX_BACKOFF_S = 30.0
 TIMER_SLACK_S = 0.005
 
 
+FrameTap = Callable[[str, bytes], None]
+"""Told of each frame: ``("tx", request)``, ``("rx", reply)``, ``("timeout", b"")`` (field ``--trace``)."""
+
+
 class ChannelError(Exception):
     """Base of transport errors."""
 
@@ -45,6 +49,15 @@ class ExchangeTimeout(ChannelError):
         super().__init__(f"timeout after {tries} tr{'y' if tries == 1 else 'ies'}{detail}")
         self.tries = tries
         self.noise = noise
+
+
+class ReplyLost(ExchangeTimeout):
+    """A request sent at most once (``once``) lost its reply: the connection was closed or replaced
+    by a redial after the request went out. Whether it arrived is for a read-back to tell."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(1, noise=False)
+        self.args = (f"reply lost: {why} after the request went out (not sent again)",)
 
 
 class Framer(Protocol):
@@ -223,6 +236,8 @@ class Channel:
         self._expiry: asyncio.TimerHandle | None = None  # armed at or before the deadline
         self._failures = 0
         self._next_attempt = 0.0
+        self._written = False  # whether the current attempt's request went out
+        self.tap: FrameTap | None = None  # sees every frame sent ("tx") and every reply taken ("rx")
 
     @property
     def label(self) -> str:
@@ -311,14 +326,17 @@ class Channel:
         reply_size: int = 64,
         turnaround_s: float | None = None,
         retries: int | None = None,
+        once: bool = False,
         secret: bool = False,
     ) -> tuple[bytes, float]:
         """Send ``request`` and return ``(frame, round_trip_s)`` for the first frame ``accept`` takes.
         (``secret``: the request carries a password; a bus we connect out to sends it as any other.)
 
         Raises ExchangeTimeout after ``retries`` + 1 tries, ChannelUnavailable if the bus is down.
+        ``once`` (a relay command): the request goes out at most once, with no retry, and a connection
+        closed or replaced after it went out raises :class:`ReplyLost` instead of sending it again.
         """
-        tries = 1 + (self.config.retries if retries is None else retries)
+        tries = 1 if once else 1 + (self.config.retries if retries is None else retries)
         timeout = self.timeout_for(len(request), reply_size, turnaround_s)
         stats = self.stats
         loop = asyncio.get_running_loop()
@@ -328,7 +346,9 @@ class Channel:
                 for attempt in range(tries):
                     if attempt:
                         stats.retries += 1
-                    frame = await self._attempt(loop, request, framer, accept, timeout)
+                    frame = await self._attempt(loop, request, framer, accept, timeout, once)
+                    if self.tap is not None:
+                        self.tap("rx" if frame is not None else "timeout", frame or b"")
                     if frame is not None:
                         rtt = loop.time() - self._sent_at
                         stats.rtt_count += 1
@@ -349,6 +369,8 @@ class Channel:
             await self._wait_gap(loop)
             link = await self._ensure_open()
             self._write(link, request)
+            if self.tap is not None:
+                self.tap("tx", request)
             await self._drain(link)
             await asyncio.sleep(len(request) * self.config.char_time + self.config.gap_s)
             self._last_activity = loop.time()
@@ -389,6 +411,7 @@ class Channel:
         framer: Framer,
         accept: Callable[[bytes], bool],
         timeout: float,
+        once: bool = False,
     ) -> bytes | None:
         """One try: the request goes out at the end of the gap (from a timer callback, so this task
         wakes only for the outcome), then the reply, a timeout or a lost link resolves the waiter."""
@@ -396,6 +419,7 @@ class Channel:
         link = self._link
         while True:
             waiter: asyncio.Future[Any] = loop.create_future()
+            self._written = False
             self._counted = (framer.checksum_errors, framer.noise_bytes)
             if link is not None and not link.closed and gap_end > loop.time():
                 _slots_of(loop).call_at(
@@ -413,6 +437,8 @@ class Channel:
             except ChannelUnavailable:
                 if self._link is link:
                     self._drop()
+                if once and self._written:
+                    raise ReplyLost("connection closed") from None
                 raise
             finally:
                 self._waiter = None
@@ -423,6 +449,8 @@ class Channel:
                 self.stats.noise_bytes += framer.noise_bytes - noise_before
             if frame is not _REOPEN:
                 return frame
+            if once and self._written:
+                raise ReplyLost("connection replaced")
             link = None  # the link closed during the gap or moved: reconnect and send now
 
     def _send(
@@ -450,8 +478,11 @@ class Channel:
             except (OSError, ConnectionError) as exc:
                 waiter.set_exception(ChannelUnavailable(f"{self.label}: connection lost: {exc}"))
                 return
+            self._written = True
             self.stats.bytes_out += len(request)
             self.stats.frames_out += 1
+            if self.tap is not None:
+                self.tap("tx", request)
             self._counted = (framer.checksum_errors, framer.noise_bytes)
             self._sent_at = loop.time()
             self._listen(loop, waiter, self._sent_at + timeout)

@@ -59,10 +59,11 @@ class DialinChannel(Channel):
         reply_size: int = 64,
         turnaround_s: float | None = None,
         retries: int | None = None,
+        once: bool = False,
         secret: bool = False,
     ) -> tuple[bytes, float]:
         """As :meth:`Channel.exchange`; a timeout with nothing received marks the connection, a
-        ``secret`` request goes only to a verified one."""
+        ``secret`` request goes only to a verified one (``once``: never re-sent on a redial)."""
         inbound = self.hub.live.get(self.device)
         received = inbound.last_rx if inbound is not None else 0.0
         if secret:
@@ -71,7 +72,13 @@ class DialinChannel(Channel):
             self._secrets += 1
         try:
             return await super().exchange(
-                request, framer, accept, reply_size=reply_size, turnaround_s=turnaround_s, retries=retries
+                request,
+                framer,
+                accept,
+                reply_size=reply_size,
+                turnaround_s=turnaround_s,
+                retries=retries,
+                once=once,
             )
         except ExchangeTimeout:
             used = self._inbound

@@ -170,7 +170,7 @@ class DialinHub:
         self._log_unknown(device, inbound)
         if entry.held:
             self.counts["held"] += 1
-            inbound.state = "held"
+            inbound.move_to("held")
             older = self.held.get(device)
             self.held[device] = inbound
             if older is not None:
@@ -233,7 +233,7 @@ class DialinHub:
             if keep:
                 inbound.close_reason = "conflict"
                 return False
-        inbound.state = "bound"
+        inbound.move_to("bound")
         self.live[device] = inbound
         if older is not None and older is not inbound:
             self.counts["replaced"] += 1

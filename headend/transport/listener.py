@@ -42,6 +42,17 @@ LOG_EVERY_S = 60.0
 RECHECK_S = 60.0  # an identity check that could not decide is tried again after this long
 State = Literal["identifying", "bound", "held", "closed"]
 ConflictPolicy = Literal["keep", "replace"]
+TRANSITIONS: dict[State, frozenset[State]] = {
+    "identifying": frozenset({"bound", "held", "closed"}),
+    "held": frozenset({"bound", "closed"}),  # an identity the inventory now expects is adopted
+    "bound": frozenset({"closed"}),
+    "closed": frozenset(),
+}
+"""The states a connection may move to from each state; :meth:`Inbound.move_to` refuses the rest."""
+
+
+class StateError(RuntimeError):
+    """A connection was asked to move to a state its current one does not allow."""
 
 
 class Receiver(Protocol):
@@ -99,7 +110,7 @@ class Inbound(asyncio.Protocol):
         self.peer = "?"
         self.host = "?"
         self.identity: str | None = None
-        self.state: State = "identifying"
+        self._state: State = "identifying"
         self.connected_at = time.monotonic()
         self.last_rx = self.connected_at
         self.unanswered = False  # a request went out and nothing came back (see ``missed``)
@@ -115,8 +126,19 @@ class Inbound(asyncio.Protocol):
         self.link: Receiver | None = None  # the receiving end of the channel using this connection
 
     @property
+    def state(self) -> State:
+        """Where the connection is: identifying, bound (to a channel's device), held, or closed."""
+        return self._state
+
+    def move_to(self, state: State) -> None:
+        """Move to ``state`` if :data:`TRANSITIONS` allows it from the current one, else StateError."""
+        if state not in TRANSITIONS[self._state]:
+            raise StateError(f"{self.peer}: a connection {self._state} cannot become {state}")
+        self._state = state
+
+    @property
     def closed(self) -> bool:
-        return self.state == "closed"
+        return self._state == "closed"
 
     @property
     def heartbeats(self) -> int:
@@ -190,9 +212,8 @@ class Inbound(asyncio.Protocol):
         self.identification = self._buffer[: found.consumed]
         rest, self._buffer = self._buffer[found.consumed :], b""
         self.identity = found.identity
-        self.state = "bound"
         self.listener.identified(self)
-        if not self.hub.bind(self, found.identity):
+        if not self.hub.bind(self, found.identity):  # the hub moves it to bound or held
             self.close("refused_unknown")
             return
         acknowledge = KINDS[self.kind].acknowledge
@@ -241,8 +262,9 @@ class Inbound(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        previous = self.state
-        self.state = "closed"
+        previous = self._state
+        if previous != "closed":
+            self.move_to("closed")
         reason = self.close_reason or ("closed_by_peer" if exc is None else "reset")
         self.close_reason = reason
         link, self.link = self.link, None
@@ -392,7 +414,7 @@ class Listener:
                 "dial-in connection refused",
                 extra={"listener": self.label, "peer": inbound.peer, "reason": reason},
             )
-        inbound.state = "closed"
+        inbound.move_to("closed")
         inbound.close_reason = reason
         if inbound.transport is not None:
             inbound.transport.abort()

@@ -7,6 +7,7 @@ keeps one exchange at a time with the inter-frame gap. Retries are the channel's
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from pymodbus import FramerType
@@ -14,9 +15,14 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 
 from headend.transport.bus import FrameBus
-from headend.transport.channel import ChannelStats, ChannelUnavailable, ExchangeTimeout
+from headend.transport.channel import ChannelStats, ChannelUnavailable, ExchangeTimeout, FrameTap
 from headend.transport.url import ChannelConfig
 from protocols.modbus import rtu
+
+# pymodbus's own log lines (frame dumps, "No response received after 0 retries") never reach the
+# user's terminal or the daemon's log: its failures come back as exceptions, said once in our words
+logging.getLogger("pymodbus").addHandler(logging.NullHandler())
+logging.getLogger("pymodbus").propagate = False
 
 
 class ModbusError(Exception):
@@ -35,6 +41,7 @@ class ModbusChannel:
         self.stats = ChannelStats()
         self._lock = asyncio.Lock()
         self._last = 0.0
+        self.tap: FrameTap | None = None  # sees every ADU sent ("tx") and received ("rx")
         timeout = config.turnaround_s + 0.3
         if config.scheme == "serial":
             self.client: AsyncModbusTcpClient | AsyncModbusSerialClient = AsyncModbusSerialClient(
@@ -46,6 +53,7 @@ class ModbusChannel:
                 stopbits=config.stopbits,
                 timeout=timeout,
                 retries=0,
+                trace_packet=self._trace,
             )
         else:
             framer = FramerType.SOCKET if config.scheme == "modbus-tcp" else FramerType.RTU
@@ -57,7 +65,14 @@ class ModbusChannel:
                 retries=0,
                 reconnect_delay=0.5,
                 reconnect_delay_max=30,
+                trace_packet=self._trace,
             )
+
+    def _trace(self, sending: bool, packet: bytes) -> bytes:
+        """pymodbus's packet hook: tell the tap, change nothing."""
+        if self.tap is not None:
+            self.tap("tx" if sending else "rx", packet)
+        return packet
 
     @property
     def label(self) -> str:

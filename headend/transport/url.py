@@ -25,6 +25,7 @@ import os
 import re
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import TypedDict
 from urllib.parse import parse_qs, urlsplit
 
 from protocols.gdw1376 import Address, GDW1376Error
@@ -133,9 +134,23 @@ def _millis(url: str, key: str, text: str, maximum: float) -> float:
     return value / 1000
 
 
-def _options(url: str, query: dict[str, str]) -> dict[str, int | float | str]:
+class UrlOptions(TypedDict, total=False):
+    """The query options of a channel URL, as ``ChannelConfig`` fields (each only when given)."""
+
+    baud: int
+    bytesize: int
+    stopbits: int
+    retries: int
+    parity: str
+    gap_s: float
+    turnaround_s: float
+    msa: int
+    allow: tuple[IPv4Network | IPv6Network, ...]
+
+
+def _options(url: str, query: dict[str, str]) -> UrlOptions:
     """The options common to all schemes, popped from ``query`` (what remains is scheme-specific)."""
-    options: dict[str, int | float | str] = {}
+    options: UrlOptions = {}
     rates = ", ".join(map(str, BAUD_RATES))
     if "baud" in query:
         options["baud"] = _integer(url, "baud", query.pop("baud"), BAUD_RATES, f"one of {rates}")
@@ -170,7 +185,7 @@ def parse_networks(text: str) -> tuple[IPv4Network | IPv6Network, ...]:
     return tuple(networks)
 
 
-def _allow(url: str, query: dict[str, str], options: dict[str, object]) -> None:
+def _allow(url: str, query: dict[str, str], options: UrlOptions) -> None:
     """Pop a dial-in channel's ``allow`` option into ``options``."""
     if "allow" in query:
         try:
@@ -196,7 +211,7 @@ def parse_channel_url(url: str) -> ChannelConfig:
     except ValueError:
         raise ChannelUrlError(f"malformed options {parts.query!r} in {url!r}") from None
     query = {key: values[-1] for key, values in pairs.items()}
-    options: dict[str, object] = dict(_options(url, query))
+    options = _options(url, query)
     if scheme in DIALIN_SCHEMES:
         _allow(url, query, options)
     if scheme in CONCENTRATOR_SCHEMES:
@@ -206,7 +221,7 @@ def parse_channel_url(url: str) -> ChannelConfig:
     if scheme == "serial":
         if not parts.path or parts.netloc:
             raise ChannelUrlError(f"serial URL needs a device path, e.g. serial:///dev/ttyUSB0, got {url!r}")
-        return ChannelConfig(scheme, path=parts.path, **options)  # type: ignore[arg-type]
+        return ChannelConfig(scheme, path=parts.path, **options)
     if scheme == "dtu":
         identity = parts.netloc + parts.path  # as registered: case kept, no host normalisation
         if not IDENTITY_RE.match(identity):
@@ -214,14 +229,14 @@ def parse_channel_url(url: str) -> ChannelConfig:
                 f"dtu URL needs the registration id (letters, digits, _.:-, up to 64), "
                 f"e.g. dtu://DTU-0001?baud=2400, got {url!r}"
             )
-        return ChannelConfig(scheme, identity=identity, **options)  # type: ignore[arg-type]
+        return ChannelConfig(scheme, identity=identity, **options)
     try:
         port = parts.port or DEFAULT_PORTS.get(scheme, 0)
     except ValueError:
         raise ChannelUrlError(f"bad port in {url!r} (1..65535)") from None
     if not parts.hostname or not port:
         raise ChannelUrlError(f"{scheme} URL needs host and port, e.g. {scheme}://10.0.0.5:8899, got {url!r}")
-    return ChannelConfig(scheme, host=parts.hostname, port=port, **options)  # type: ignore[arg-type]
+    return ChannelConfig(scheme, host=parts.hostname, port=port, **options)
 
 
 def check_protocol(protocol: str, config: ChannelConfig) -> None:
@@ -237,7 +252,7 @@ def check_protocol(protocol: str, config: ChannelConfig) -> None:
 
 
 def _concentrator(
-    url: str, scheme: str, netloc: str, query: dict[str, str], options: dict[str, object]
+    url: str, scheme: str, netloc: str, query: dict[str, str], options: UrlOptions
 ) -> ChannelConfig:
     """``gdw1376://ADDRESS`` or ``gdw1376+tcp://host:port?address=ADDRESS`` (see the module docstring)."""
     named = netloc if scheme == "gdw1376" else query.pop("address", "")
@@ -254,8 +269,8 @@ def _concentrator(
         raise ChannelUrlError(f"{exc} in {url!r}") from None
     options.setdefault("turnaround_s", CONCENTRATOR_TURNAROUND_S)
     if scheme == "gdw1376":
-        return ChannelConfig(scheme, identity=terminal, terminal=terminal, **options)  # type: ignore[arg-type]
+        return ChannelConfig(scheme, identity=terminal, terminal=terminal, **options)
     host, _, port = netloc.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ChannelUrlError(f"{scheme} URL needs host:port, e.g. {scheme}://10.0.0.5:9001, got {url!r}")
-    return ChannelConfig(scheme, host=host.strip("[]"), port=int(port), terminal=terminal, **options)  # type: ignore[arg-type]
+    return ChannelConfig(scheme, host=host.strip("[]"), port=int(port), terminal=terminal, **options)

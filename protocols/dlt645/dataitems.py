@@ -63,7 +63,7 @@ class DataItem:
     def encode(self, value: Any) -> bytes:
         """Encode a value of this item into its data bytes (before +0x33)."""
         try:
-            data = self._build(value)
+            data: bytes = self._build(value)
         except EncodeError:
             raise
         except (ConstructError, ValueError, KeyError, TypeError, IndexError) as exc:

@@ -55,11 +55,13 @@ CLASS_KEYS = {cls: [name for name, _ in fields] for cls, fields in CLASS_FIELDS.
 
 
 def _decode_class(cls: int, raw: bytes) -> dict[str, Any]:
-    return plain(CLASS_STRUCTS[cls].parse(raw))
+    decoded: dict[str, Any] = plain(CLASS_STRUCTS[cls].parse(raw))
+    return decoded
 
 
 def _encode_class(cls: int, record: dict[str, Any]) -> bytes:
-    return CLASS_STRUCTS[cls].build({k: record[k] for k in CLASS_KEYS[cls]})
+    data: bytes = CLASS_STRUCTS[cls].build({k: record[k] for k in CLASS_KEYS[cls]})
+    return data
 
 
 def decode_all_classes(raw: bytes) -> list[dict[str, Any]]:

@@ -79,7 +79,7 @@ class Reading(Field):
 
     def __init__(self, nbytes: int, decimals: int) -> None:
         super().__init__(nbytes)
-        self.scale = 10**decimals
+        self.scale: int = 10**decimals
         self.limit = 10 ** (2 * nbytes)
 
     def decode_bytes(self, raw: bytes) -> float:

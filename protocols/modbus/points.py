@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from decimal import Decimal
 
 # type -> (struct code, registers)
 TYPES: dict[str, tuple[str, int]] = {
@@ -57,8 +58,15 @@ class Point:
         if len(registers) != self.count:
             raise PointError(f"{self.name}: needs {self.count} registers, got {len(registers)}")
         words = registers if self.word_order == "big" else list(reversed(registers))
-        raw = struct.unpack(">" + TYPES[self.type][0], struct.pack(f">{self.count}H", *words))[0]
-        return raw * self.scale if self.scale != 1 else raw
+        raw: float = struct.unpack(">" + TYPES[self.type][0], struct.pack(f">{self.count}H", *words))[0]
+        if TYPES[self.type][0] == "f":  # a float32 holds 7 significant digits, no more
+            return float(f"{float(f'{raw:.7g}') * self.scale:.7g}")
+        return round(raw * self.scale, self.decimals) if self.scale != 1 else raw
+
+    @property
+    def decimals(self) -> int:
+        """Decimal places an integer point resolves (scale 0.01: 2; scale 1 or 10: 0)."""
+        return max(0, -Decimal(repr(self.scale)).normalize().as_tuple().exponent)  # type: ignore[operator]
 
     def encode(self, value: float) -> list[int]:
         """Registers holding ``value`` (rounded to the point's resolution for integer types)."""

@@ -137,7 +137,7 @@ async def test_a_period_across_a_meter_replacement_splits_at_final_and_initial(p
         # (never the raw register jump 500 -> 13.5 of two different devices)
         assert await bill_account(conn, account, T0, T1) == Decimal("63.00")
         audit = await conn.fetchrow("SELECT actor, reason FROM audit_log WHERE action = 'meter.replaced'")
-        assert tuple(audit) == ("tech9", "replaced by 2")
+        assert tuple(audit) == ("tech9", "replaced by c/2")  # the generated name: channel/address
         with pytest.raises(asyncpg.UniqueViolationError):  # a meter is taken out once
             await record_replacement(conn, "1", "2", at=swap_at, final=final, initial=initial, operator="t9")
     finally:

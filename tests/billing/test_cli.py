@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
 
 from tests.billing.helpers import assign_from_start
+from tests.support import cli
 from tests.support.operators import PASSWORD, add_operators, operator_env
 
 
-def headend(dsn: str, *args: str, password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "headend.cli", *args, "--dsn", dsn],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=operator_env(password),
-    )
+def headend(dsn: str, *args: str, password: str = PASSWORD) -> cli.CliResult:
+    return cli.headend(*args, "--dsn", dsn, env=operator_env(password))
 
 
 async def test_pay_import_status_and_second_operator_approval(pg_dsn: str, tmp_path: Path) -> None:

@@ -3,8 +3,6 @@ meter number 04 00 04 02 differs) holds billing until an operator records the re
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -12,20 +10,10 @@ import pytest
 
 from headend.billing.vee import resolve_hold
 from headend.config import validate_config
-from headend.engine.engine import Engine
-from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
-from headend.store.writer import ReadingWriter
 from simulators import BusSpec, start_bus
-
-
-async def _until(check: Callable[[], Awaitable[bool]], seconds: float = 40.0) -> bool:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline:
-        if await check():
-            return True
-        await asyncio.sleep(0.2)
-    return False
+from tests.support.engine import engine_for
+from tests.support.waiting import wait_until
 
 
 @pytest.mark.timeout(120)
@@ -61,7 +49,7 @@ async def test_a_different_meter_number_holds_billing_until_resolved(pg_dsn: str
         },
         "test",
     )
-    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    engine = engine_for(config, pg_dsn, tmp_path)
 
     async def recorded() -> bool:
         return await conn.fetchval("SELECT identity FROM meter_identities") == meter.address
@@ -82,17 +70,17 @@ async def test_a_different_meter_number_holds_billing_until_resolved(pg_dsn: str
 
     await engine.start()
     try:
-        assert await _until(recorded)
+        await wait_until(recorded, 40, "recorded")
         meter.model.meter_number = "880000000001"  # another device now answers at this address
-        assert await _until(held)
+        await wait_until(held, 40, "held")
         reason = await conn.fetchval("SELECT reason FROM vee_holds")
         assert f"meter number changed {meter.address} -> 880000000001" in reason
-        assert await _until(suspect_readings)
+        await wait_until(suspect_readings, 40, "suspect readings")
         assert not await billed_after_hold()  # nothing is billed from the new device's readings
         hold = await conn.fetchval("SELECT id FROM vee_holds")
         await resolve_hold(conn, hold, "replaced", operator="tech3", reason="replaced on site")
         assert await conn.fetchval("SELECT identity FROM meter_identities") == "880000000001"
-        assert await _until(billed_after_hold)  # billing resumes once the operator has recorded it
+        await wait_until(billed_after_hold, 40, "billing to resume once the operator recorded the swap")
     finally:
         await engine.stop()
         await conn.close()

@@ -13,10 +13,11 @@ import pytest
 from headend.billing.service import bill_due_prepaid
 from headend.config import validate_config
 from headend.engine.engine import Engine
-from headend.engine.ports import DriverPort
 from headend.store import maintenance
-from headend.store.writer import ReadingWriter
 from tests.billing.helpers import assign_from_start
+from tests.support.engine import engine_for
+from tests.support.postgres import CountingPool
+from tests.support.waiting import wait_until
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -81,7 +82,7 @@ def _billing_daemon(pg_dsn: str, tmp_path: Path, billing: dict[str, str]) -> Eng
         },
         "test",
     )
-    return Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    return engine_for(config, pg_dsn, tmp_path)
 
 
 async def test_each_pass_bills_new_readings_once_and_defers_incomplete_accounts(pg_dsn: str) -> None:
@@ -135,19 +136,15 @@ async def test_the_daemon_runs_the_billing_service(pg_dsn: str, tmp_path: Path) 
         account, meter = await _account_read_twice(conn, "D-1")
         engine = _billing_daemon(pg_dsn, tmp_path, {"run_every": "200ms"})
 
-        async def balance_becomes(expected: str) -> Decimal:
-            for _ in range(50):
-                balance = await conn.fetchval("SELECT balance FROM balances WHERE account_id = $1", account)
-                if balance == Decimal(expected):
-                    break
-                await asyncio.sleep(0.1)
-            return balance
+        async def balance_is(expected: str) -> bool:
+            balance = await conn.fetchval("SELECT balance FROM balances WHERE account_id = $1", account)
+            return balance == Decimal(expected)
 
         await engine.start()
         try:
-            assert await balance_becomes("-4.00") == Decimal("-4.00")
+            await wait_until(lambda: balance_is("-4.00"), 10, "the balance to become -4.00")
             await _reading(conn, meter, T0 + timedelta(minutes=30), 15.0)  # arrives while the daemon runs
-            assert await balance_becomes("-5.00") == Decimal("-5.00")
+            await wait_until(lambda: balance_is("-5.00"), 10, "the balance to become -5.00")
         finally:
             await engine.stop()
         assert await conn.fetchval("SELECT count(*) FROM ledger WHERE kind = 'charge'") == 2
@@ -164,14 +161,20 @@ async def test_the_daemon_validates_new_readings_between_billing_passes(pg_dsn: 
         engine = _billing_daemon(pg_dsn, tmp_path, {"run_every": "1h", "validate_every": "200ms"})
         await engine.start()
         try:
-            async with asyncio.timeout(30):
-                while await conn.fetchval("SELECT count(*) FROM ledger WHERE kind = 'charge'") != 1:
-                    await asyncio.sleep(0.05)  # the first billing pass, at start
-                await _reading(conn, meter, T0 + timedelta(minutes=30), 3.0)  # a swapped meter?
-                while not await conn.fetchval(
-                    "SELECT count(*) FROM vee_holds WHERE meter_id = $1 AND resolved_at IS NULL", meter
-                ):
-                    await asyncio.sleep(0.05)
+
+            async def charged_once() -> bool:
+                return await conn.fetchval("SELECT count(*) FROM ledger WHERE kind = 'charge'") == 1
+
+            async def held() -> bool:
+                return bool(
+                    await conn.fetchval(
+                        "SELECT count(*) FROM vee_holds WHERE meter_id = $1 AND resolved_at IS NULL", meter
+                    )
+                )
+
+            await wait_until(charged_once, 30, "the first billing pass, at start")
+            await _reading(conn, meter, T0 + timedelta(minutes=30), 3.0)  # a swapped meter?
+            await wait_until(held, 30, "the suspect reading to hold the meter")
         finally:
             await engine.stop()
         quality = await conn.fetchval(
@@ -196,23 +199,27 @@ async def test_billing_says_a_database_outage_once_not_once_per_pass(
 
     config = validate_config({"billing": {"run_every": "100ms"}}, "test")
     unreachable = f"postgresql://postgres@/headend?host={tmp_path / 'no-server'}&port=5432"
-    pool = await asyncpg.create_pool(unreachable, min_size=0, timeout=1)
+    pool = CountingPool(await asyncpg.create_pool(unreachable, min_size=0, timeout=1))
     metrics = EngineMetrics()
 
     async def no_bus(meter_id: int, body: object) -> None:
         raise AssertionError("no meter can be asked without a database")
 
-    service = asyncio.create_task(run(EngineServices(config, pool, metrics, no_bus)))
+    service = asyncio.create_task(run(EngineServices(config, pool, metrics, no_bus)))  # type: ignore[arg-type]
     try:
-        async with asyncio.timeout(30):
-            while not any("billing waits" in r.getMessage() for r in caplog.records) and not service.done():
-                await asyncio.sleep(0.05)
-            for _ in range(12):  # about ten more passes against the dead database
-                await asyncio.sleep(0.1)
+        await wait_until(
+            lambda: service.done() or any("billing waits" in r.getMessage() for r in caplog.records),
+            30,
+            "the outage warning",
+        )
+        passes = pool.acquired
+        await wait_until(
+            lambda: pool.acquired >= passes + 10, 30, "ten more passes against the dead database"
+        )
     finally:
         service.cancel()
         await asyncio.gather(service, return_exceptions=True)
-        await pool.close()
+        await pool.pool.close()
     lines = [r for r in caplog.records if r.name == "headend.billing.service"]
     assert [r.getMessage() for r in lines] == ["billing waits for the database"]
     assert all(r.exc_info is None for r in lines)

@@ -6,11 +6,7 @@ desk login, so a grant they miss (such as reading ``meter_replacements``) fails 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import subprocess
-import sys
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,20 +14,11 @@ import asyncpg
 import pytest
 
 from headend.config import validate_config
-from headend.engine.engine import Engine
-from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
-from headend.store.writer import ReadingWriter
 from simulators import BusSpec, start_bus
-
-
-async def _until(check: Callable[[], Awaitable[bool]], seconds: float = 40.0) -> bool:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline:
-        if await check():
-            return True
-        await asyncio.sleep(0.2)
-    return False
+from tests.support.cli import headend
+from tests.support.engine import engine_for
+from tests.support.waiting import wait_until
 
 
 @pytest.mark.timeout(120)
@@ -87,28 +74,28 @@ async def test_unrecorded_swap_on_a_prepaid_modbus_meter_is_held_not_charged(
         "test",
     )
     daemon = logins["daemon"]
-    engine = Engine(config, daemon, ReadingWriter(daemon, spool_dir=tmp_path / "spool"), DriverPort())
+    engine = engine_for(config, daemon, tmp_path)
 
     async def billed() -> bool:
         return await conn.fetchval("SELECT count(*) FROM ledger WHERE kind = 'charge'") > 0
 
-    async def held_and_passed() -> (
-        bool
-    ):  # the hold, and two more readings validated (and passes run) after it
-        return bool(
+    async def suspect_after_hold(count: int) -> bool:
+        return (
             await conn.fetchval(
                 "SELECT count(*) FROM readings r JOIN vee_holds h ON h.meter_id = r.meter_id"
                 " AND h.quantity_id = r.quantity_id WHERE r.ts > h.first_ts AND r.quality = 'suspect'"
             )
-            >= 2
+            >= count
         )
 
     await engine.start()
     try:
-        assert await _until(billed)  # normal consumption is billed before the swap
+        await wait_until(billed, 40, "billed")  # normal consumption is billed before the swap
         meter.model.registers.import_tariffs[1:] = [1520.89, 0.0, 0.0, 0.0]  # swapped, nobody told billing
-        assert await _until(held_and_passed)
-        await asyncio.sleep(1.0)  # a few more billing and fee-control passes (300 ms) over the held data
+        # the hold, then readings validated after it: each marked by a billing pass (every 300 ms, with
+        # fee-control passes alongside) that then bills; three of them are passes over the held data
+        await wait_until(lambda: suspect_after_hold(2), 40, "two readings validated after the hold")
+        await wait_until(lambda: suspect_after_hold(3), 40, "another pass over the held data")
         charged = await conn.fetchval("SELECT sum(amount) FROM ledger WHERE kind = 'charge'")
         assert Decimal("-1.00") < charged <= 0  # normal consumption only: a few watt-hours
         assert await conn.fetchval("SELECT balance FROM balances") == 100 + charged
@@ -118,12 +105,7 @@ async def test_unrecorded_swap_on_a_prepaid_modbus_meter_is_held_not_charged(
         await engine.stop()
         await conn.close()
         await bus.stop()
-    shown = subprocess.run(
-        [sys.executable, "-m", "headend.cli", "billing", "holds", "--dsn", logins["billing"]],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    shown = headend("billing", "holds", "--dsn", logins["billing"])
     assert shown.returncode == 0, shown.stderr
     hold = json.loads(shown.stdout.splitlines()[0])
     assert hold["meter"] == "flat-12" and hold["account"] == "P-12" and hold["rule"] == "decrease"

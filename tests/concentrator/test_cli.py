@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,34 +18,18 @@ from protocols.gdw1376 import Afn, ArchiveRecord, CurveRequest, DailyReading, un
 from simulators.bus import DEFAULT_PASSWORD
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
 from tests.concentrator.support import ADDRESS, inventory_toml, listening, url_of
+from tests.support.cli import CliResult, cli_env, headend_async, spawn
 from tests.support.operators import add_operators, operator_env
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
 PW = bytes(range(16))
 
 
-async def headend(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run the CLI in a subprocess while this event loop keeps serving the simulated concentrator."""
-    environment = os.environ | {"HEADEND_METER_PASSWORD": DEFAULT_PASSWORD} | (env or {})
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "headend.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=environment,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 90)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+async def headend(*args: str, env: dict[str, str] | None = None) -> CliResult:
+    """The CLI as a process while this event loop keeps serving the simulated concentrator."""
+    return await headend_async(*args, env=cli_env(HEADEND_METER_PASSWORD=DEFAULT_PASSWORD) | (env or {}))
 
 
 def secrets_file(tmp_path: Path, pw: bytes = PW) -> Path:
@@ -68,7 +49,43 @@ async def test_read_native_energy_and_forwarded_items_from_a_fixed_address_conce
     values = json.loads(out)["values"]
     assert values["energy_import_kwh"] == pytest.approx(sim.pool.collected[record.address].total)
     assert 200 < values["voltage_a_v"] < 260 and values["04000503"]["relay_open"] is False
-    assert sim.counts["afn_0C"] == 1 and sim.counts["forwards"] == 2
+    # energy from F129 and the voltage from F25 (two AFN 0C requests); only the DI is forwarded
+    assert sim.counts["afn_0C"] == 2 and sim.counts["forwards"] == 1
+
+
+async def test_live_power_voltage_and_current_come_from_one_f25_record_not_forwarded() -> None:
+    async with listening(meters=2, three_phase=1) as sim:
+        record = sim.pool.archive[1]  # meter #0: three-phase
+        model = sim.pool.meters[0].model
+        code, out, err = await headend(
+            "read", url_of(sim), "-a", record.address, "--port", str(record.port), "--pn", "1",
+            "power_kw", "power_b_kw", "reactive_power_kvar", "pf", "pf_c", "voltage_a_v", "voltage_c_v",
+            "current_a_a", "current_b_a", "--json",
+        )  # fmt: skip
+        single = sim.pool.archive[2]  # meter #1: single-phase
+        code_1, out_1, err_1 = await headend(
+            "read", url_of(sim), "-a", single.address, "--port", str(single.port), "--pn", "2",
+            "voltage_a_v", "voltage_b_v", "--json",
+        )  # fmt: skip
+    assert code == 0, err
+    assert code_1 == 0, err_1
+    # a fresh record's EE phase is what the meter does not measure: said so, not forwarded
+    assert 200 < json.loads(out_1)["values"]["voltage_a_v"] < 260
+    assert json.loads(out_1)["unsupported"] == {
+        "voltage_b_v": "not measured by the meter (EE in the concentrator's AFN 0C F25)"
+    }
+    values = json.loads(out)["values"]
+    assert sim.pool.meters[0].address == record.address and model.phases == 3
+    assert values["pf"] == values["pf_c"] == pytest.approx(model.pf, abs=1e-3)  # F25's % as a fraction
+    assert all(200 < values[q] < 260 for q in ("voltage_a_v", "voltage_c_v"))
+    # the phase power is a third of the total, the reactive power follows the power factor
+    assert values["power_b_kw"] == pytest.approx(values["power_kw"] / 3, abs=1e-3)
+    tan_phi = (1 / model.pf**2 - 1) ** 0.5
+    assert values["reactive_power_kvar"] == pytest.approx(values["power_kw"] * tan_phi, abs=2e-3)
+    assert values["current_a_a"] > 0 and values["current_b_a"] > 0
+    # AFN 0C F25 answered all (`headend read` asks one quantity at a time: 9 + 2 F25 requests, where
+    # the engine asks one per cycle); nothing went to a meter through AFN 10
+    assert sim.counts["afn_0C"] == 11 and sim.counts["forwards"] == 0
 
 
 async def test_read_a_dial_in_concentrator_through_listen() -> None:
@@ -209,7 +226,8 @@ async def test_archive_diff_then_push_assigns_inventory_pns_and_confirms(pg_dsn:
         diff = json.loads(out)
         assert [r["pn"] for r in diff["missing"]] == [3] and [r["pn"] for r in diff["extra"]] == [9]
         assert [d["wanted"]["pn"] for d in diff["different"]] == [4] and diff["matching"] == 2
-        push = ("concentrator", "archive", "push", "conc-1", "--dsn", pg_dsn)
+        asked = ("concentrator", "archive", "push", "conc-1", "--dsn", pg_dsn)
+        push = (*asked, "--yes")
         secrets = ("--secrets", str(secrets_file(tmp_path)), "--json")
         conn = await asyncpg.connect(pg_dsn)
         await add_operators(conn, o31="operator", o32="viewer,approver")
@@ -225,6 +243,17 @@ async def test_archive_diff_then_push_assigns_inventory_pns_and_confirms(pg_dsn:
             )
             assert code == 1 and err.strip() == f"error: {message}", err
         assert sim.pool.archive == untouched  # refused before the concentrator is touched
+        # no terminal to ask on and no --yes: refused; --dry-run shows what would be written and deleted
+        code, out, err = await headend(*asked, *secrets, "--operator", "31", env=operator_env())
+        assert code == 1 and err.strip() == (
+            "error: archive push rewrites the concentrator's archive:"
+            " give --yes (see it first with --dry-run)"
+        )
+        code, out, err = await headend(*asked, *secrets, "--operator", "31", "--dry-run")
+        assert code == 1 and json.loads(out)["plan"] == (
+            "the push writes 2 record(s) and deletes 1: pn 9 (000000009999)"
+        ), err
+        assert sim.pool.archive == untouched
         code, out, err = await headend(*push, *secrets, "--operator", "31", env=operator_env())
         assert code == 0, err
         pushed = json.loads(out)
@@ -250,10 +279,10 @@ async def test_archive_command_errors_are_one_line(pg_dsn: str) -> None:
 
 async def test_sim_concentrator_listen_serves_a_master_that_connects() -> None:
     port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "headend.cli", "sim", "concentrator", "--listen", f"127.0.0.1:{port}",
+    process = await spawn(
+        "sim", "concentrator", "--listen", f"127.0.0.1:{port}",
         "--meters", "3", "--latency-ms", "0", "--json",
-        stdout=asyncio.subprocess.PIPE,
+        stderr=None,
     )  # fmt: skip
     assert process.stdout is not None
     try:
@@ -273,10 +302,10 @@ async def test_sim_concentrator_listen_serves_a_master_that_connects() -> None:
 async def test_sim_concentrator_history_days_bounds_the_curves_not_the_daily_freezes() -> None:
     """``--history-days 1``: a curve of three days ago is all EE, while its daily freeze is there."""
     port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "headend.cli", "sim", "concentrator", "--listen", f"127.0.0.1:{port}",
+    process = await spawn(
+        "sim", "concentrator", "--listen", f"127.0.0.1:{port}",
         "--meters", "1", "--latency-ms", "0", "--history-days", "1", "--json",
-        stdout=asyncio.subprocess.PIPE,
+        stderr=None,
     )  # fmt: skip
     assert process.stdout is not None
     link = ConcentratorLink(parse_channel_url(f"gdw1376+tcp://127.0.0.1:{port}?address={ADDRESS}"))

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from typer.testing import CliRunner
 
-from headend.cli import app
 from headend.inventory import InventoryError, import_inventory, read_inventory
 from headend.transport.url import ChannelUrlError, parse_channel_url
+from tests.support.cli import headend_in_process
 
 CHANNELS = """
 [[channels]]
@@ -127,9 +126,9 @@ async def test_port_and_pn_are_validated_at_import(pg_dsn: str, tmp_path: Path) 
 def test_a_bad_concentrator_url_is_one_line_from_the_cli(tmp_path: Path, pg_dsn: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text('[[channels]]\nname = "c"\nurl = "gdw1376+tcp://10.0.0.5:9001"\n')
-    result = CliRunner().invoke(app, ["inventory", "import", str(path), "--operator", "1", "--dsn", pg_dsn])
-    assert result.exit_code == 2
-    assert result.output.strip() == (
+    result = headend_in_process("inventory", "import", str(path), "--operator", "1", "--dsn", pg_dsn)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == (
         f"{path}: channels[0]: url: gdw1376+tcp URL needs the concentrator address, e.g. "
         "gdw1376+tcp://10.0.0.5:9001?address=0314-25394, got 'gdw1376+tcp://10.0.0.5:9001'"
     )

@@ -4,7 +4,6 @@ matching against late answers, re-login on a new connection with a request in fl
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
@@ -23,7 +22,9 @@ from headend.transport.listener import Listener, ListenerSpec
 from headend.transport.url import parse_channel_url
 from protocols.gdw1376 import Afn, Deframer, EnergyReading, decode, unit
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
-from tests.concentrator.support import ADDRESS, listening, url_of, wait_for
+from tests.concentrator.support import ADDRESS, listening, url_of
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,7 +54,7 @@ async def test_heartbeats_are_confirmed_while_the_link_owns_the_connection() -> 
             async def beating() -> bool:
                 return link.stats.heartbeats >= 3
 
-            await wait_for(beating, 10, "three heartbeats")
+            await wait_until(beating, 10, "three heartbeats")
         finally:
             await link.close()
     assert link.stats.logins == 1 and sim.counts["heartbeat_failures"] == 0
@@ -86,12 +87,6 @@ async def test_a_concentrator_that_is_down_is_offline_not_a_hang() -> None:
         await dial_in.values(Afn.CLASS1_DATA, [unit(0, 2)])
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def test_a_dial_in_concentrator_is_bound_by_its_login_not_by_whoever_connects() -> None:
     hub = DialinHub()  # expects only the link's terminal: another one is refused
     listener = await Listener(ListenerSpec(port=0, kind="gdw1376"), hub).start()
@@ -103,7 +98,7 @@ async def test_a_dial_in_concentrator_is_bound_by_its_login_not_by_whoever_conne
     spec = ConcentratorSpec(port=port, address=ADDRESS, meters=2, latency_ms=0, redial_s=0.05)
     try:
         async with other:
-            await wait_for(
+            await wait_until(
                 _true_when(lambda: hub.counts["refused_unknown"] >= 1), 10, "the other terminal refused"
             )
             async with SimConcentrator(spec) as sim:
@@ -126,7 +121,7 @@ async def test_a_redial_during_a_request_sends_it_again_on_the_new_connection() 
         async with SimConcentrator(spec) as sim:
             await asyncio.wait_for(sim.logged_in.wait(), 10)
             asking = asyncio.create_task(link.values(Afn.CLASS1_DATA, [unit(1, 129)]))
-            await wait_for(
+            await wait_until(
                 _true_when(lambda: sim.counts["afn_0C"] == 1), 10, "the request at the concentrator"
             )
             sim._close()  # the modem loses the connection before answering; it redials
@@ -134,7 +129,7 @@ async def test_a_redial_during_a_request_sends_it_again_on_the_new_connection() 
             # a newer login of the same concentrator replaces a connection that still looks alive
             replacement = SimConcentrator(replace(spec, latency_ms=0))
             async with replacement:
-                await wait_for(_true_when(lambda: link.stats.replaced >= 1), 10, "the replacement")
+                await wait_until(_true_when(lambda: link.stats.replaced >= 1), 10, "the replacement")
                 again = await link.values(Afn.CLASS1_DATA, [unit(2, 129)])
     finally:
         server.close()
@@ -195,7 +190,7 @@ async def test_a_listener_holding_a_bare_transport_hands_it_over_with_attach_tra
     try:
         async with SimConcentrator(spec) as sim:
             items = await link.values(Afn.CLASS1_DATA, [unit((1, 2), 129)])
-            await wait_for(
+            await wait_until(
                 _true_when(lambda: link.stats.heartbeats >= 2), 10, "heartbeats on the handed-over link"
             )
     finally:
@@ -225,7 +220,7 @@ async def test_a_dial_in_link_pulls_its_connection_from_a_connector() -> None:
         try:
             items = await link.values(Afn.CLASS1_DATA, [unit(0, 2)])
             sim._close()  # the connection drops: the next request asks the connector again
-            await wait_for(_true_when(lambda: not link.online), 5, "the link to notice the drop")
+            await wait_until(_true_when(lambda: not link.online), 5, "the link to notice the drop")
             with pytest.raises(ConcentratorOffline, match="not connected"):
                 await link.values(Afn.CLASS1_DATA, [unit(0, 2)])
         finally:

@@ -55,10 +55,11 @@ async def test_flag_creates_one_disconnect_and_payment_reconnects(pg_dsn: str) -
         )
         await record_payment(conn, "A1", Decimal("100.00"), "PAY-1", operator="op1")
         await conn.execute("INSERT INTO headend_settings (key, value) VALUES ($1, 'cap.per_hour')", HALT_KEY)
-        third = await run_once(conn, SafetySettings(), WEDNESDAY_NIGHT)  # reconnects ignore windows and halts
-        assert third.cleared == ["A1"] and len(third.commands) == 1 and third.halted == "cap.per_hour"
+        third = await run_once(conn, SafetySettings(), WEDNESDAY_NIGHT)
+        # the disconnect never went out: it is cancelled, and no needless close follows
+        assert third.cleared == ["A1"] and third.commands == [] and third.halted == "cap.per_hour"
         states = dict(await conn.fetch("SELECT action, state::text FROM commands"))
-        assert states == {"disconnect": "cancelled", "reconnect": "pending"}
+        assert states == {"disconnect": "cancelled"}
     finally:
         await conn.close()
 

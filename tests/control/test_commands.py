@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 
 from headend.control.executor import execute
-from headend.control.store import create_command
 from headend.drivers import Credentials, make_driver
+from headend.store.commands import create_command
 from headend.transport import open_channel
 from simulators import BusSpec, SimBus, start_bus
 
@@ -52,8 +52,8 @@ async def test_creation_is_idempotent_and_audited(pg_dsn: str) -> None:
             conn,
             meter_id=meter_id,
             action="disconnect",
-            cause="arrears",
-            operator="system",
+            cause="manual",
+            operator="7",
             idempotency_key="arrears:1:flag",
             now=NOW,
         )
@@ -61,8 +61,8 @@ async def test_creation_is_idempotent_and_audited(pg_dsn: str) -> None:
             conn,
             meter_id=meter_id,
             action="disconnect",
-            cause="arrears",
-            operator="system",
+            cause="manual",
+            operator="7",
             idempotency_key="arrears:1:flag",
             now=NOW,
         )
@@ -104,8 +104,8 @@ async def test_crash_between_sent_and_confirmed_resumes_without_resending(pg_dsn
             conn,
             meter_id=meter_id,
             action="disconnect",
-            cause="arrears",
-            operator="system",
+            cause="manual",
+            operator="7",
             idempotency_key="arrears:9",
             now=NOW,
         )
@@ -130,8 +130,8 @@ async def test_crash_before_bytes_went_out_retries_exactly_once(pg_dsn: str) -> 
             conn,
             meter_id=meter_id,
             action="disconnect",
-            cause="arrears",
-            operator="system",
+            cause="manual",
+            operator="7",
             idempotency_key="arrears:10",
             now=NOW,
         )
@@ -155,8 +155,8 @@ async def test_keep_power_refusal_fails_the_command_with_the_reason(pg_dsn: str)
             conn,
             meter_id=meter_id,
             action="disconnect",
-            cause="arrears",
-            operator="system",
+            cause="manual",
+            operator="7",
             idempotency_key="arrears:11",
             now=NOW,
         )
@@ -177,8 +177,8 @@ async def test_expired_command_is_never_sent(pg_dsn: str) -> None:
             conn,
             meter_id=meter_id,
             action="disconnect",
-            cause="arrears",
-            operator="system",
+            cause="manual",
+            operator="7",
             idempotency_key="arrears:12",
             now=NOW,
         )

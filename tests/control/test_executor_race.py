@@ -9,8 +9,8 @@ import asyncpg
 import pytest
 
 from headend.control.executor import RelayDriver, execute
-from headend.control.store import create_command, transition
 from headend.drivers import Credentials, make_driver
+from headend.store.commands import create_command, transition
 from headend.transport import open_channel
 from headend.vocabulary import SwitchOperation
 from simulators import BusSpec, start_bus
@@ -62,8 +62,8 @@ async def test_two_executors_send_each_command_exactly_once(pg_dsn: str) -> None
                     setup,
                     meter_id=meter_id,
                     action="disconnect",
-                    cause="arrears",
-                    operator="system",
+                    cause="manual",
+                    operator=str(meter_id),  # one each: no operator reaches the two-person threshold
                     idempotency_key=f"race:{meter_id}",
                     now=now,
                 )
@@ -107,8 +107,8 @@ async def test_a_stale_compare_and_set_changes_nothing_and_a_second_send_is_refu
             conn,
             meter_id=meter_id,
             action="disconnect",
-            cause="arrears",
-            operator="system",
+            cause="manual",
+            operator="7",
             idempotency_key="cas:1",
             now=datetime.now(UTC),
         )

@@ -3,35 +3,24 @@ operator on the field channel, confirmed by read-back and audited (real process,
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from pathlib import Path
 
 import asyncpg
 
 from headend.inventory import import_inventory, read_inventory
 from simulators import BusSpec, start_bus
+from tests.support.cli import CliResult, headend_async
 from tests.support.operators import add_operators, operator_env
 
 METER_PASSWORD = "271828"
 
 
-async def headend(*args: str, password: str | None = None) -> tuple[int, str, str]:
-    """The CLI in a subprocess while this loop serves the simulated bus."""
+async def headend(*args: str, password: str | None = None) -> CliResult:
+    """The CLI as a process while this loop serves the simulated bus."""
     env = operator_env(password) if password else operator_env()
     env["HEADEND_METER_PASSWORD"] = METER_PASSWORD
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "headend.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 90)
-    return process.returncode or 0, out.decode(), err.decode()
+    return await headend_async(*args, env=env)
 
 
 async def test_field_switch_is_recorded_gated_and_audited(pg_dsn: str, tmp_path: Path) -> None:
@@ -63,13 +52,16 @@ async def test_field_switch_is_recorded_gated_and_audited(pg_dsn: str, tmp_path:
             assert code == 1 and "wildcard" in err
             assert bus.requests[0x1C] == 0 and await conn.fetchval("SELECT count(*) FROM commands") == 0
 
-            code, out, err = await headend(*switch, "-a", served.address, "--operator", "1007")
+            code, out, err = await headend(*switch, "-a", served.address, "--operator", "1007", "--json")
             assert code == 0, err
+            printed = json.loads(out)  # --json with a database is JSON too
+            assert printed["state"] == "confirmed" and printed["evidence"]["state"]["open"] is True
             assert served.model.relay.open and not protected.model.relay.open and bus.requests[0x1C] == 1
             row = await conn.fetchrow(
                 "SELECT id, cause, operator, state::text AS state, evidence::text AS evidence FROM commands"
             )
             assert (row["cause"], row["operator"], row["state"]) == ("field", "1007", "confirmed")
+            assert printed["command"] == row["id"]
             evidence = json.loads(row["evidence"])
             assert evidence["state"]["open"] is True
             assert evidence["evidence"]["event_record"]["operator"] == "00001007"

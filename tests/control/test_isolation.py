@@ -41,14 +41,13 @@ async def test_a_conflicting_command_on_one_meter_does_not_stop_the_others(pg_ds
         assert "open command" in report.failures[0][2]
         created = await conn.fetch("SELECT meter_id, action FROM commands WHERE operator = 'system'")
         assert [tuple(r) for r in created] == [(3, "disconnect")]  # A2 was not held up by A1's conflict
-        # A2 pays while A1's conflict persists: A2's reconnect is created in the very next run
+        # A2 pays while A1's conflict persists: A2's unsent disconnect is cancelled in the very next run
+        # (and, as it never went out, no reconnect follows)
         await record_payment(conn, "A2", Decimal("100.00"), "PAY-2", operator="cashier")
         again = await run_once(conn, SafetySettings(), WEDNESDAY_NOON)
-        assert len(again.failures) == 1 and again.cleared == ["A2"] and len(again.commands) == 1
-        assert (
-            await conn.fetchval("SELECT count(*) FROM commands WHERE meter_id = 3 AND action = 'reconnect'")
-            == 1
-        )
+        assert len(again.failures) == 1 and again.cleared == ["A2"] and again.commands == []
+        rows = await conn.fetch("SELECT action, state::text FROM commands WHERE meter_id = 3")
+        assert [tuple(r) for r in rows] == [("disconnect", "cancelled")]
     finally:
         await conn.close()
 

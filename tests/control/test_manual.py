@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,23 +12,17 @@ from headend.config import validate_config
 from headend.control.automation import HALT_KEY
 from headend.control.service import run_pass
 from headend.drivers import Credentials
-from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
 from headend.secrets import MeterSecrets
-from headend.store.writer import ReadingWriter
 from simulators import BusSpec, start_bus
+from tests.support import cli
+from tests.support.engine import engine_for
 from tests.support.operators import add_operators, operator_env
 
 
-def headend(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "headend.cli", "commands", *args, "--dsn", dsn],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=operator_env(),
-    )
+def headend(dsn: str, *args: str) -> cli.CliResult:
+    return cli.headend("commands", *args, "--dsn", dsn, env=operator_env())
 
 
 async def test_operator_command_is_executed_by_the_daemon_and_refusals_are_precise(
@@ -58,12 +51,7 @@ async def test_operator_command_is_executed_by_the_daemon_and_refusals_are_preci
         },
         "test",
     )
-    engine = Engine(
-        config,
-        pg_dsn,
-        ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
-        DriverPort(MeterSecrets(Credentials(2, "000000"))),
-    )
+    engine = engine_for(config, pg_dsn, tmp_path, DriverPort(MeterSecrets(Credentials(2, "000000"))))
     await engine.start()
     try:
         created = headend(
@@ -130,15 +118,23 @@ async def test_a_sent_command_cannot_be_cancelled_blind(pg_dsn: str) -> None:
         )
         await conn.execute("UPDATE commands SET state = 'sent' WHERE id = $1", sent)
         for nobody, why in (("", "is required"), (" ", "is required"), ("op2", "1-8 digits")):
-            blank = headend(pg_dsn, "cancel", str(sent), "--operator", nobody)
+            blank = headend(pg_dsn, "cancel", str(sent), "--operator", nobody, "--reason", "wrong meter")
             assert blank.returncode == 1 and why in blank.stderr and "Traceback" not in blank.stderr
-        refused = headend(pg_dsn, "cancel", str(sent), "--operator", "2")
+        refused = headend(pg_dsn, "cancel", str(sent), "--operator", "2", "--reason", "wrong meter")
         assert refused.returncode == 1 and "settles it by reading the relay back" in refused.stderr
         assert await conn.fetchval("SELECT state::text FROM commands WHERE id = $1", sent) == "sent"
         await conn.execute("UPDATE commands SET state = 'pending' WHERE id = $1", sent)
-        cancelled = headend(pg_dsn, "cancel", str(sent), "--operator", "2")
+        unexplained = [
+            headend(pg_dsn, "cancel", str(sent), "--operator", "2"),
+            headend(pg_dsn, "cancel", str(sent), "--operator", "2", "--reason", " "),
+        ]
+        assert [r.returncode for r in unexplained] == [2, 1] and "--reason" in unexplained[1].stderr
+        cancelled = headend(pg_dsn, "cancel", str(sent), "--operator", "2", "--reason", "wrong meter")
         assert cancelled.returncode == 0, cancelled.stderr
         assert await conn.fetchval("SELECT state::text FROM commands WHERE id = $1", sent) == "cancelled"
+        shown = json.loads(headend(pg_dsn, "show", str(sent)).stdout)
+        assert shown["evidence"] == {"cancelled": {"by": "2", "reason": "wrong meter"}}  # an object
+        assert shown["last_error"] == "cancelled by 2: wrong meter"
     finally:
         await conn.close()
 

@@ -9,11 +9,9 @@ import asyncpg
 
 from headend.config import validate_config
 from headend.control.service import run_pass
-from headend.engine.engine import Engine
-from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
-from headend.store.writer import ReadingWriter
 from simulators import BusSpec, start_bus
+from tests.support.engine import engine_for
 
 
 async def test_arrears_and_payment_switch_a_modbus_relay(pg_dsn: str, tmp_path: Path) -> None:
@@ -45,7 +43,7 @@ async def test_arrears_and_payment_switch_a_modbus_relay(pg_dsn: str, tmp_path: 
         },
         "test",
     )
-    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    engine = engine_for(config, pg_dsn, tmp_path)
     await engine.start()
     try:
         assert [state for _, state in await run_pass(engine, datetime.now(UTC))] == ["confirmed"]

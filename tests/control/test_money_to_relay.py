@@ -10,6 +10,10 @@ After every 12-hour step (billing pass, then one fee-control pass) the invariant
 * no account is charged more energy than its meters really used while assigned to it, and no account
   with held (suspect) data is charged at all;
 * no disconnect of a protected meter, of an account not in arrears, or of a held meter;
+* every 0x1C frame a meter received is an attempt of a persisted command (per meter, frames counted at
+  the simulator equal the attempts of its commands), and a command refused by a gate when it was about
+  to go out (in an approval period its customer becomes protected, held or pays while it waits) sent
+  no frame;
 * every account not in arrears has every relay closed after the pass (a payment reconnects within one
   control pass plus read-back);
 * no relay is open without an open arrears episode and a confirmed disconnect command.
@@ -43,20 +47,24 @@ from headend.billing.vee import resolve_hold
 from headend.config import HeadendConfig, validate_config
 from headend.control.service import run_pass
 from headend.drivers import Credentials
-from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
 from headend.secrets import MeterSecrets
+from headend.store.approvals import approve
 from headend.store.maintenance import ensure_partitions
-from headend.store.writer import ReadingWriter
 from simulators import BusSpec, SimBus, start_bus
+from simulators.dlt645_server import Dlt645Meter
 from simulators.meter import SimMeter
+from tests.support.engine import engine_for
+from tests.support.operators import add_operators
 
 STEP = timedelta(hours=12)
 STEPS = 60  # 30 days
 PER_BUS = 60  # meters on one simulated bus (fewer on a small run)
 SPARES = 4  # spare meters in stock on each bus, for recorded replacements
 DRY_RUN_STEPS = range(20, 27)
+APPROVAL_STEPS = range(36, 42)  # every automatic command waits for an approver until the next step
+APPROVER = "9004"
 CENT = Decimal("0.01")
 
 
@@ -96,12 +104,14 @@ class World:
     postpaid_billed: dict[str, datetime] = field(default_factory=dict)
     spares: dict[str, list[tuple[str, SimMeter]]] = field(default_factory=dict)  # per bus, in stock
     bus_of: dict[str, str] = field(default_factory=dict)  # meter address -> bus
+    sims: dict[str, Dlt645Meter] = field(default_factory=dict)  # every simulated meter, spares too
+    refused_at_send: set[int] = field(default_factory=set)  # commands a send-time gate refused
     new_accounts: int = 0
     counts: Counter[str] = field(default_factory=Counter)  # what the month exercised
     files: Path = Path()  # where re-imported inventory files are written
 
 
-def _config(dry_run: bool) -> HeadendConfig:
+def _config(dry_run: bool, approval: bool = False) -> HeadendConfig:
     return validate_config(
         {
             "polling": {"interval": "1h"},
@@ -116,7 +126,7 @@ def _config(dry_run: bool) -> HeadendConfig:
                 "night_end": "00:00",
                 "max_per_run": 1000,
                 "max_per_hour": 100000,
-                "approval_above": 1000,
+                "approval_above": 0 if approval else 1000,
                 "dry_run": dry_run,
             },
             "billing": {"notice_period": "12h", "min_arrears": 5},
@@ -141,10 +151,12 @@ async def _setup(
                 'model = "dlt645-generic"\nhas_relay = true\n\n'
             )
             world.bus_of[m.address] = f"b{b}"
+            world.sims[m.address] = m
         in_service += bus.meters[:-SPARES]
         world.spares[f"b{b}"] = [(m.address, m.model) for m in bus.meters[-SPARES:]]
     inventory.write_text(text)
     await import_inventory(conn, read_inventory(inventory))
+    await add_operators(conn, **{f"o{APPROVER}": "approver"})
     tariff = await conn.fetchval("INSERT INTO tariffs (name, kind) VALUES ('res', 'flat') RETURNING id")
     await conn.execute(
         "INSERT INTO tariff_prices (tariff_id, register, price, effective_from)"
@@ -317,6 +329,48 @@ async def _replace(
     world.counts["recorded replacement"] += 1
 
 
+async def _approve_waiting(conn: asyncpg.Connection, world: World) -> None:
+    """An approver approves every command waiting for approval; before that, some customers whose
+    disconnect waits become protected (the gate at send time must refuse those)."""
+    waiting = await conn.fetch(
+        "SELECT c.id, c.action, a.number FROM commands c"
+        " JOIN meter_assignments x ON x.meter_id = c.meter_id AND x.effective_to IS NULL"
+        " JOIN accounts a ON a.id = x.account_id"
+        " WHERE c.state = 'pending' AND c.requires_approval AND c.approved_by IS NULL ORDER BY c.id"
+    )
+    for row in waiting:
+        if row["action"] == "disconnect" and world.rng.random() < 0.5:
+            await set_account(conn, row["number"], {"protected": True}, operator="9001")
+            world.counts["protected while waiting"] += 1
+    if waiting:
+        await approve(conn, [r["id"] for r in waiting], APPROVER, "arrears list checked")
+
+
+async def _check_frames(conn: asyncpg.Connection, world: World, before: dict[str, int]) -> None:
+    """Every 0x1C frame a meter received is an attempt of its commands; a command refused at send
+    time (new this pass) has no attempt and its meter received no frame during the pass."""
+    attempts = dict(
+        await conn.fetch(
+            "SELECT m.address, coalesce(sum(c.attempts), 0) FROM meters m"
+            " LEFT JOIN commands c ON c.meter_id = m.id GROUP BY m.address"
+        )
+    )
+    for address, sim in world.sims.items():
+        assert sim.controls == attempts[address], (
+            f"{address}: {sim.controls} frames, {attempts[address]} attempts"
+        )
+    refused = await conn.fetch(
+        "SELECT c.id, m.address, c.attempts FROM commands c JOIN meters m ON m.id = c.meter_id"
+        " WHERE c.last_error LIKE 'refused at send:%'"
+    )
+    for row in refused:
+        if row["id"] in world.refused_at_send:
+            continue
+        world.refused_at_send.add(row["id"])
+        world.counts["refused at send"] += 1
+        assert row["attempts"] == 0 and world.sims[row["address"]].controls == before[row["address"]]
+
+
 async def _bill_postpaid(conn: asyncpg.Connection, world: World, t: datetime) -> None:
     ids = dict(await conn.fetch("SELECT number, id FROM accounts WHERE kind = 'postpaid'"))
     for number, start in world.postpaid_billed.items():
@@ -387,19 +441,21 @@ async def _check(
             "SELECT m.address, a.arrears, a.protected OR m.protected AS protected,"
             " (SELECT action FROM commands c"
             "  WHERE c.meter_id = m.id AND c.state = 'confirmed' AND NOT c.dry_run"
-            "  ORDER BY c.finished_at DESC, c.id DESC LIMIT 1) AS last_action"
+            "  ORDER BY c.finished_at DESC, c.id DESC LIMIT 1) AS last_action,"
+            " EXISTS (SELECT 1 FROM commands c WHERE c.meter_id = m.id AND c.action = 'reconnect'"
+            "  AND c.state = 'pending' AND c.requires_approval AND c.approved_by IS NULL) AS unapproved"
             " FROM meters m JOIN meter_assignments x ON x.meter_id = m.id AND x.effective_to IS NULL"
             " JOIN accounts a ON a.id = x.account_id"
         )
     }
     for address, m in world.meters.items():
         row = state[address]
-        if m.sim.relay.open:
+        if m.sim.relay.open and row["unapproved"]:  # paid in an approval period: its reconnect waits
+            assert row["last_action"] == "disconnect"
+        elif m.sim.relay.open:
             assert row["arrears"] and row["last_action"] == "disconnect" and not row["protected"], (
                 f"relay of {address} ({m.account}) open without an arrears episode and a command"
             )
-        elif not row["arrears"]:
-            assert not m.sim.relay.open
     return (
         await conn.fetchval("SELECT coalesce(max(id), 0) FROM commands"),
         await conn.fetchval("SELECT coalesce(max(id), 0) FROM ledger"),
@@ -431,12 +487,7 @@ async def test_money_to_relay_chain_over_a_simulated_month(
     await conn.execute("INSERT INTO quantities (name) VALUES ('energy_import_kwh') ON CONFLICT DO NOTHING")
     await conn.execute("INSERT INTO reading_sources (name) VALUES ('test')")
     config = _config(False)
-    engine = Engine(
-        config,
-        pg_dsn,
-        ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
-        DriverPort(MeterSecrets(Credentials(2, "000000"))),
-    )
+    engine = engine_for(config, pg_dsn, tmp_path, DriverPort(MeterSecrets(Credentials(2, "000000"))))
     try:
         await _setup(conn, buses, tmp_path, world, t0)
         assert len(world.meters) == size
@@ -446,16 +497,19 @@ async def test_money_to_relay_chain_over_a_simulated_month(
         switched = 0
         for step in range(STEPS):
             t = t0 + step * STEP
-            engine.config = _config(step in DRY_RUN_STEPS)
+            engine.config = _config(step in DRY_RUN_STEPS, step in APPROVAL_STEPS)
             world.counts["dry-run pass"] += step in DRY_RUN_STEPS
             await _events(conn, world, t, step)
+            await _approve_waiting(conn, world)
             _consume(world)
             await _store_readings(conn, world, t)
             await bill_due_prepaid(conn)
             if step % 8 == 7:
                 await _bill_postpaid(conn, world, t)
+            before = {address: sim.controls for address, sim in world.sims.items()}
             switched += sum(state == "confirmed" for _, state in await run_pass(engine, t))
             marks = await _check(conn, world, *marks)
+            await _check_frames(conn, world, before)
         # billing goes on across a recorded replacement: each prepaid account billed past it
         stuck = await conn.fetch(
             "SELECT a.number FROM meter_replacements r JOIN meter_assignments x"
@@ -497,6 +551,8 @@ async def test_money_to_relay_chain_over_a_simulated_month(
             "hold",
             "refusal audited",
             "relay switched",
+            "protected while waiting",
+            "refused at send",
         )
         assert all(world.counts[name] > 0 for name in expected), world.counts
     finally:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
 
+from tests.support import cli
 from tests.support.operators import PASSWORD, add_operators, operator_env
 
 INVENTORY = (
@@ -21,19 +21,12 @@ INVENTORY = (
 BILL = ("billing", "bill", "--from", "2026-11-01", "--to", "2026-11-08")
 
 
-def headend(dsn: str, *args: str, password: str | None = PASSWORD) -> subprocess.CompletedProcess[str]:
+def headend(dsn: str, *args: str, password: str | None = PASSWORD) -> cli.CliResult:
     """``headend ARGS --dsn DSN``; ``password`` None: no password in the environment, stdin closed."""
     env = operator_env(password) if password is not None else operator_env()
     if password is None:
         del env["HEADEND_OPERATOR_PASSWORD"]
-    return subprocess.run(
-        [sys.executable, "-m", "headend.cli", *args, "--dsn", dsn],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
+    return cli.headend(*args, "--dsn", dsn, env=env, stdin_closed=True)
 
 
 async def counts(dsn: str) -> list[int]:

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import asyncpg
 import pytest
-from typer.testing import CliRunner
 
-from headend.cli import app
+from tests.support import cli
+from tests.support.cli import headend_prompted
 from tests.support.operators import PASSWORD, add_operators, operator_env
 
 
 def headend(
     dsn: str, *args: str, password: str = PASSWORD, new: str | None = None, token: str | None = None
-) -> subprocess.CompletedProcess[str]:
+) -> cli.CliResult:
     """The CLI as a process, signed in with ``password``, or with ``token`` as a script (no password)."""
     env = operator_env(password)
     if new is not None:
@@ -24,13 +22,7 @@ def headend(
     if token is not None:
         del env["HEADEND_OPERATOR_PASSWORD"]
         env["HEADEND_OPERATOR_TOKEN"] = token
-    return subprocess.run(
-        [sys.executable, "-m", "headend.cli", *args, "--dsn", dsn],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    return cli.headend(*args, "--dsn", dsn, env=env)
 
 
 async def test_bootstrap_add_list_passwd_disable(pg_dsn: str) -> None:
@@ -272,17 +264,16 @@ async def _commands_more(conn: asyncpg.Connection, operator: str, address: str =
 def test_passwords_are_prompted_hidden_and_never_echoed(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HEADEND_OPERATOR_PASSWORD", raising=False)
     monkeypatch.delenv("HEADEND_NEW_OPERATOR_PASSWORD", raising=False)
-    runner = CliRunner()
     add = ["operators", "add", "1", "--name", "Wang Li", "--roles", "admin", "--bootstrap", "--dsn", pg_dsn]
-    mismatch = runner.invoke(app, add, input="first-secret\nother-secret\nfirst-secret\nfirst-secret\n")
-    assert mismatch.exit_code == 0, mismatch.output
-    assert "do not match" in mismatch.output and "secret" not in mismatch.output
+    mismatch = headend_prompted(*add, input="first-secret\nother-secret\nfirst-secret\nfirst-secret\n")
+    assert mismatch.returncode == 0, mismatch.stdout
+    assert "do not match" in mismatch.stdout and "secret" not in mismatch.stdout
     add2 = ["operators", "add", "2", "--name", "Li", "--roles", "cashier", "--operator", "1", "--dsn", pg_dsn]
-    wrong = runner.invoke(app, add2, input="other-secret\nsecond-secret\nsecond-secret\n")
-    assert wrong.exit_code == 1 and "operator 1: unknown, disabled or wrong password" in wrong.output
-    right = runner.invoke(app, add2, input="first-secret\nsecond-secret\nsecond-secret\n")
-    assert right.exit_code == 0 and "operator 2 (Li) added" in right.output
-    assert "secret" not in wrong.output + right.output
+    wrong = headend_prompted(*add2, input="other-secret\nsecond-secret\nsecond-secret\n")
+    assert wrong.returncode == 1 and "operator 1: unknown, disabled or wrong password" in wrong.stdout
+    right = headend_prompted(*add2, input="first-secret\nsecond-secret\nsecond-secret\n")
+    assert right.returncode == 0 and "operator 2 (Li) added" in right.stdout
+    assert "secret" not in wrong.stdout + right.stdout
 
 
 async def test_five_wrong_passwords_lock_the_operator_until_an_admin_unlocks_or_the_lock_runs_out(

@@ -4,8 +4,6 @@ button); a relay tripped in the field on a paying customer is alarmed once and c
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,22 +12,13 @@ import asyncpg
 from headend.config import validate_config
 from headend.control.service import run_pass
 from headend.drivers import Credentials
-from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
 from headend.secrets import MeterSecrets
-from headend.store.writer import ReadingWriter
 from simulators import BusSpec, start_bus
 from tests.billing.helpers import assign_from_start
-
-
-async def _until(check: Callable[[], Awaitable[bool]], seconds: float = 20.0) -> bool:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline:
-        if await check():
-            return True
-        await asyncio.sleep(0.1)
-    return False
+from tests.support.engine import engine_for
+from tests.support.waiting import wait_until
 
 
 async def test_close_allowed_reconnect_and_relay_reconciliation(pg_dsn: str, tmp_path: Path) -> None:
@@ -79,12 +68,7 @@ async def test_close_allowed_reconnect_and_relay_reconciliation(pg_dsn: str, tmp
         },
         "test",
     )
-    engine = Engine(
-        config,
-        pg_dsn,
-        ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
-        DriverPort(MeterSecrets(Credentials(2, "000000"))),
-    )
+    engine = engine_for(config, pg_dsn, tmp_path, DriverPort(MeterSecrets(Credentials(2, "000000"))))
     button, paying = (m.model for m in bus.meters)
     await engine.start()
     try:
@@ -112,7 +96,7 @@ async def test_close_allowed_reconnect_and_relay_reconciliation(pg_dsn: str, tmp
             )
             return value == 0.0
 
-        assert await _until(metered_open)
+        await wait_until(metered_open, 20, "metered open")
         await run_pass(engine, datetime.now(UTC))  # the mismatch is found; a reconnect is created
         mismatch = await conn.fetchrow("SELECT expected_open, observed_open FROM relay_mismatches")
         assert tuple(mismatch) == (False, True)

@@ -13,13 +13,14 @@ import pytest
 from headend.config import validate_config
 from headend.control.service import run_pass
 from headend.drivers import Credentials
-from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
 from headend.secrets import MeterSecrets
-from headend.store.writer import ReadingWriter
 from simulators import BusSpec, SimBus, start_bus
 from tests.billing.helpers import assign_from_start
+from tests.support.engine import engine_for
+from tests.support.postgres import CountingPool
+from tests.support.waiting import wait_until
 
 
 async def _relay_meter_in_arrears(
@@ -58,12 +59,7 @@ async def test_arrears_disconnects_and_payment_reconnects_via_engine(pg_dsn: str
         },
         "test",
     )
-    engine = Engine(
-        config,
-        pg_dsn,
-        ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
-        DriverPort(MeterSecrets(Credentials(2, "000000"))),
-    )
+    engine = engine_for(config, pg_dsn, tmp_path, DriverPort(MeterSecrets(Credentials(2, "000000"))))
     await engine.start()
     try:
         now = datetime.now(UTC)
@@ -100,27 +96,23 @@ async def test_daemon_service_runs_a_pass_every_configured_interval(pg_dsn: str,
         "test",
     )
     assert validate_config({}, "default").safety.run_every == 30.0
-    engine = Engine(
-        config,
-        pg_dsn,
-        ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
-        DriverPort(MeterSecrets(Credentials(2, "000000"))),
-    )
+    engine = engine_for(config, pg_dsn, tmp_path, DriverPort(MeterSecrets(Credentials(2, "000000"))))
 
     async def confirmed(action: str) -> bool:
-        for _ in range(50):  # 10 s: many passes at 200 ms, none at the 30 s default after the first
-            if await conn.fetchval(
+        return bool(
+            await conn.fetchval(
                 "SELECT count(*) FROM commands WHERE action = $1 AND state = 'confirmed'", action
-            ):
-                return True
-            await asyncio.sleep(0.2)
-        return False
+            )
+        )
 
     await engine.start()
     try:
-        assert await confirmed("disconnect") and meter.model.relay.open
+        # 10 s: many passes at 200 ms, none at the 30 s default after the first
+        await wait_until(lambda: confirmed("disconnect"), 10, "a confirmed disconnect")
+        assert meter.model.relay.open
         await conn.execute("UPDATE balances SET balance = 10")  # paid while the daemon runs
-        assert await confirmed("reconnect") and not meter.model.relay.open
+        await wait_until(lambda: confirmed("reconnect"), 10, "a confirmed reconnect")
+        assert not meter.model.relay.open
         assert bus.requests[0x1C] == 2
     finally:
         await engine.stop()
@@ -137,24 +129,25 @@ async def test_fee_control_says_a_database_outage_once_not_once_per_pass(
 
     config = validate_config({"safety": {"run_every": "100ms"}}, "test")
     unreachable = f"postgresql://postgres@/headend?host={tmp_path / 'no-server'}&port=5432"
-    pool = await asyncpg.create_pool(unreachable, min_size=0, timeout=1)
+    pool = CountingPool(await asyncpg.create_pool(unreachable, min_size=0, timeout=1))
 
     async def no_bus(meter_id: int, body: object) -> None:
         raise AssertionError("no command can be due without a database")
 
-    service = asyncio.create_task(run(EngineServices(config, pool, EngineMetrics(), no_bus)))
+    service = asyncio.create_task(run(EngineServices(config, pool, EngineMetrics(), no_bus)))  # type: ignore[arg-type]
     try:
-        async with asyncio.timeout(30):
-            while sum("fee control" in r.getMessage() for r in caplog.records) < 1 or service.done():
-                await asyncio.sleep(0.05)
-            passes = 0
-            while passes < 12:  # about ten more failing passes
-                await asyncio.sleep(0.1)
-                passes += 1
+        await wait_until(
+            lambda: service.done() or any("fee control" in r.getMessage() for r in caplog.records),
+            30,
+            "the outage warning",
+        )
+        assert not service.done(), service
+        passes = pool.acquired
+        await wait_until(lambda: pool.acquired >= passes + 10, 30, "ten more failing passes")
     finally:
         service.cancel()
         await asyncio.gather(service, return_exceptions=True)
-        await pool.close()
+        await pool.pool.close()
     lines = [r for r in caplog.records if "fee control" in r.getMessage()]
     assert [r.getMessage() for r in lines] == ["fee control waits for the database"]
     assert all(r.exc_info is None for r in lines)

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
-import sys
 from pathlib import Path
 
 import asyncpg
@@ -16,39 +12,16 @@ import pytest
 from headend.inventory import import_inventory, read_inventory
 from simulators import BusSpec, SimBus
 from simulators.bus import meter_addresses
+from tests.support import cli
+from tests.support.cli import cli_env, finish, stop
 from tests.support.operators import add_operators, operator_env
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def spawn(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "headend.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env or os.environ | {"HEADEND_METER_PASSWORD": "000000"},
-    )
-
-
-async def finish(process: asyncio.subprocess.Process, timeout: float = 60) -> tuple[int, str, str]:
-    out, err = await asyncio.wait_for(process.communicate(), timeout)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
-async def stop(process: asyncio.subprocess.Process) -> tuple[int, str, str]:
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-    return await finish(process, 20)
+    return await cli.spawn(*args, env=env or cli_env(HEADEND_METER_PASSWORD="000000"))
 
 
 async def test_read_and_scan_through_a_dtu_that_dials_in() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from headend.concentrators.service import run as concentrator_duties
 from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
@@ -21,8 +22,9 @@ from headend.transport.identify import IdentifyError, LoginIdentifier
 from headend.transport.listener import Listener, ListenerSpec
 from protocols.gdw1376 import HEARTBEAT, LOGIN, Address, link_test
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
-from tests.concentrator.support import ADDRESS, engine_config, inventory_toml, wait_for
-from tests.dialin.test_listener import until
+from tests.concentrator.support import ADDRESS, engine_config, inventory_toml
+from tests.support.engine import engine_for
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -62,17 +64,15 @@ async def test_engine_reads_a_concentrator_bound_by_login_through_the_listener(
         sim = SimConcentrator(spec)
         inventory = inventory_toml(tmp_path / "inv.toml", f"gdw1376://{ADDRESS}", sim)
         await import_inventory(conn, read_inventory(inventory))
-        writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool")
-        engine = Engine(
-            engine_config(["energy_import_kwh", "voltage_a_v"]), pg_dsn, writer, DriverPort(hub=hub)
-        )
+        config = engine_config(["energy_import_kwh", "voltage_a_v"])
+        engine = engine_for(config, pg_dsn, tmp_path, DriverPort(hub=hub))
         await engine.start()  # the inventory's gdw1376:// channel: the terminal is expected
         async with sim:  # dials in now
 
             async def bound() -> bool:
                 return hub.online(DEVICE) and sim.logged_in.is_set()
 
-            await wait_for(bound, 20, "the concentrator's login bound and confirmed")
+            await wait_until(bound, 20, "the concentrator's login bound and confirmed")
             ts = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
             engine.run_cycle(ts)
             await engine.wait_cycles()
@@ -82,7 +82,8 @@ async def test_engine_reads_a_concentrator_bound_by_login_through_the_listener(
             collected = {address: reading.total for address, reading in sim.pool.collected.items()}
             assert {r["address"]: r["value"] for r in energy} == pytest.approx(collected)
             assert len(voltage) == 4 and all(r["ts"] == ts for r in energy + voltage)
-            assert sim.counts["afn_0C"] == 1 and sim.counts["login_failures"] == 0
+            # one batched F129 (energy) and one batched F25 (voltage) for all four meters
+            assert sim.counts["afn_0C"] == 2 and sim.counts["login_failures"] == 0
 
             # a second login of the connected terminal while it answers is a conflict: the newcomer
             # is closed unconfirmed, the established connection keeps getting the requests
@@ -91,12 +92,13 @@ async def test_engine_reads_a_concentrator_bound_by_login_through_the_listener(
                 async def conflicted() -> bool:
                     return hub.counts["conflict"] >= 2 and hub.counts["closed_conflict"] >= 2
 
-                await wait_for(conflicted, 20, "the second login to be refused twice")
+                await wait_until(conflicted, 20, "the second login to be refused twice")
                 earlier = ts - timedelta(hours=1)
                 engine.run_cycle(earlier)
                 await engine.wait_cycles()
                 await engine.writer.flush()
-                assert sim.counts["afn_0C"] == 2 and second.counts["afn_0C"] == 0
+                # the second cycle's F129 and F25 went to the established connection
+                assert sim.counts["afn_0C"] == 4 and second.counts["afn_0C"] == 0
                 assert not second.logged_in.is_set() and hub.counts["replaced"] == 0
                 again = await conn.fetch(ENERGY_SQL, "energy_import_kwh")
                 assert len([r for r in again if r["ts"] == earlier]) == 4
@@ -108,7 +110,7 @@ async def test_engine_reads_a_concentrator_bound_by_login_through_the_listener(
                 async def refused() -> bool:
                     return hub.counts["refused_unknown"] >= 1 and ("gdw1376", stranger_key) in hub.pending
 
-                await wait_for(refused, 20, "the unknown terminal to be refused")
+                await wait_until(refused, 20, "the unknown terminal to be refused")
                 assert not stranger.logged_in.is_set()
     finally:
         if engine is not None:
@@ -130,7 +132,13 @@ async def test_a_dial_in_concentrator_that_is_not_connected_is_offline_not_a_met
             conn, read_inventory(inventory_toml(tmp_path / "inv.toml", f"gdw1376://{ADDRESS}", sim))
         )
         writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool")
-        engine = Engine(engine_config(["energy_import_kwh"]), pg_dsn, writer, DriverPort(hub=hub))
+        engine = Engine(
+            engine_config(["energy_import_kwh"]),
+            pg_dsn,
+            writer,
+            DriverPort(hub=hub),
+            duties=[concentrator_duties],
+        )
         await engine.start()
         try:
             started = asyncio.get_running_loop().time()
@@ -169,7 +177,9 @@ async def test_a_bound_or_held_concentrator_no_link_has_taken_yet_gets_its_heart
                 async def beating() -> bool:
                     return sim.counts["heartbeats"] >= 2 * 3  # twice the unconfirmed-heartbeat limit
 
-                await wait_for(beating, 30, f"heartbeats of a {'bound' if expected else 'held'} concentrator")
+                await wait_until(
+                    beating, 30, f"heartbeats of a {'bound' if expected else 'held'} concentrator"
+                )
                 counts = dict(sim.counts)
         finally:
             await listener.stop()
@@ -199,7 +209,7 @@ async def test_an_impostor_concentrator_is_closed_by_its_archive_before_any_requ
     try:
         # same terminal address, other meters: it logs in while the real one is away
         async with SimConcentrator(replace(spec, seed=99)) as impostor:
-            await until(lambda: hub.online(DEVICE), 20)
+            await wait_until(lambda: hub.online(DEVICE), 20)
             ts = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
             engine.run_cycle(ts)
             await engine.wait_cycles()
@@ -207,9 +217,9 @@ async def test_an_impostor_concentrator_is_closed_by_its_archive_before_any_requ
             assert hub.counts["identity_mismatch"] >= 1
             assert impostor.counts["afn_0C"] == 0 and impostor.counts["forwards"] == 0  # archive read only
             assert await conn.fetchval("SELECT count(*) FROM readings") == 0
-        await until(lambda: not hub.online(DEVICE), 20)
+        await wait_until(lambda: not hub.online(DEVICE), 20)
         async with real:
-            await until(lambda: hub.online(DEVICE), 20)
+            await wait_until(lambda: hub.online(DEVICE), 20)
             engine.run_cycle(ts)
             await engine.wait_cycles()
             await engine.writer.flush()

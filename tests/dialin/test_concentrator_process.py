@@ -6,20 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from tests.concentrator.support import ADDRESS
-from tests.dialin.test_cli import finish, free_port, spawn, stop
+from tests.dialin.test_cli import spawn
 from tests.dialin.test_daemon_process import eventually, metric
 from tests.engine.test_daemon_process import wait_for_log
+from tests.support import cli
+from tests.support.cli import cli_env, finish, stop
 from tests.support.operators import import_inventory_cli
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -60,12 +62,8 @@ async def test_daemon_reads_meters_behind_a_concentrator_that_dials_in(pg_dsn: s
             f'[metrics]\nport = {metrics_port}\n[logging]\nformat = "json"\n'
             f'[[listen.listeners]]\naddress = "127.0.0.1:{listen_port}"\nkind = "gdw1376"\n'
         )
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "headend.cli", "run", "--config", str(config)],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-            env=os.environ | {"HEADEND_STATE_DIR": str(tmp_path / "state")},
+        proc = cli.start(
+            "run", "--config", str(config), env=cli_env(HEADEND_STATE_DIR=str(tmp_path / "state"))
         )
         assert proc.stderr is not None
         await asyncio.to_thread(wait_for_log, proc.stderr, lambda r: r["msg"] == "engine started")
@@ -77,10 +75,10 @@ async def test_daemon_reads_meters_behind_a_concentrator_that_dials_in(pg_dsn: s
             finally:
                 await conn.close()
 
-        deadline = asyncio.get_running_loop().time() + 60
-        while set(await stored()) != {m["address"] for m in meters}:
-            assert asyncio.get_running_loop().time() < deadline, "no readings through the concentrator"
-            await asyncio.sleep(0.5)
+        async def every_meter_stored() -> bool:
+            return set(await stored()) == {m["address"] for m in meters}
+
+        await wait_until(every_meter_stored, 60, "readings of every meter through the concentrator")
         await eventually(lambda: metric(metrics_port, 'headend_channel_offline{channel="conc"}') == 0.0)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 30) == 0

@@ -6,23 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
-from typer.testing import CliRunner, Result
 
-from headend.cli import app
 from headend.config import ConfigError, load_config, validate_config
-from headend.engine.engine import Engine
 from headend.engine.frontend import FrontEnd
 from headend.engine.ports import DriverPort
 from headend.inventory import InventoryError, import_inventory, read_inventory
-from headend.store.writer import ReadingWriter
 from simulators import BusSpec, SimBus
 from simulators.dtu import DtuSpec, SimDtu
-from tests.dialin.test_listener import until
+from tests.support.cli import CliResult, headend_in_process
+from tests.support.engine import engine_for
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,9 +47,9 @@ def config(unknown: str = "refuse") -> object:
     )
 
 
-def pending_cli(dsn: str) -> Result:
+def pending_cli(dsn: str) -> CliResult:
     """``headend channels pending --json`` (in a thread: the CLI runs its own event loop)."""
-    return CliRunner().invoke(app, ["channels", "pending", "--json", "--dsn", dsn])
+    return headend_in_process("channels", "pending", "--json", "--dsn", dsn)
 
 
 def inventory(path: Path, buses: dict[str, SimBus]) -> Path:
@@ -83,12 +82,7 @@ async def test_dial_in_channels_are_polled_offline_ones_are_not_failures_unknown
     settings = config()
     front = await FrontEnd(settings.listen, pg_dsn).start()  # type: ignore[attr-defined]
     port = front.listeners[0].port
-    engine = Engine(
-        settings,  # type: ignore[arg-type]
-        pg_dsn,
-        ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
-        DriverPort(hub=front.hub),
-    )
+    engine = engine_for(settings, pg_dsn, tmp_path, DriverPort(hub=front.hub))  # type: ignore[arg-type]
     await engine.start()
     dtus = [
         SimDtu(DtuSpec("DTU-0080", "127.0.0.1", port, heartbeat=b"HB", backoff_s=0.1), online_bus),
@@ -100,7 +94,7 @@ async def test_dial_in_channels_are_polled_offline_ones_are_not_failures_unknown
     for dtu in dtus:
         await dtu.start()
     try:
-        await until(
+        await wait_until(
             lambda: front.hub.online(("dtu", "DTU-0080")) and front.hub.counts["refused_unknown"] >= 1
         )
         ts = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
@@ -142,7 +136,7 @@ async def test_dial_in_channels_are_polled_offline_ones_are_not_failures_unknown
         # the DTU dials in later: the next cycle reads its meters through the same channel
         late = SimDtu(DtuSpec("DTU-0081", "127.0.0.1", port, heartbeat=b"HB", backoff_s=0.1), silent_bus)
         dtus.append(await late.start())
-        await until(lambda: front.hub.online(("dtu", "DTU-0081")))
+        await wait_until(lambda: front.hub.online(("dtu", "DTU-0081")))
         engine.run_cycle(ts + timedelta(minutes=30))
         await engine.wait_cycles()
         await engine.writer.flush()
@@ -158,8 +152,8 @@ async def test_dial_in_channels_are_polled_offline_ones_are_not_failures_unknown
 
         await front.flush()
         result = await asyncio.to_thread(pending_cli, pg_dsn)
-        assert result.exit_code == 0, result.output
-        pending = json.loads(result.output)
+        assert result.returncode == 0, result.stderr
+        pending = json.loads(result.stdout)
         assert [p["identity"] for p in pending] == ["DTU-9999"]
         assert pending[0]["status"] == "refused" and pending[0]["attempts"] >= 1
         assert pending[0]["peer"].startswith("127.0.0.1:")
@@ -168,7 +162,7 @@ async def test_dial_in_channels_are_polled_offline_ones_are_not_failures_unknown
             "INSERT INTO channels (name, kind, address, settings) VALUES ('adopted', 'dtu', 'DTU-9999', '{}')"
         )
         result = await asyncio.to_thread(pending_cli, pg_dsn)
-        assert json.loads(result.output) == []
+        assert json.loads(result.stdout) == []
     finally:
         for dtu in dtus:
             await dtu.stop()
@@ -177,7 +171,7 @@ async def test_dial_in_channels_are_polled_offline_ones_are_not_failures_unknown
         await conn.close()
 
 
-def test_listen_config_is_validated_with_the_key_and_reason() -> None:
+def test_listen_config_is_validated_with_the_key_and_reason(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as error:
         validate_config(
             {
@@ -199,8 +193,13 @@ def test_listen_config_is_validated_with_the_key_and_reason() -> None:
     assert "headend.toml: listen.listeners.0.heartbeat: bad hex in 'hex:GG'" in lines
     assert any(line.startswith("headend.toml: listen.listeners.0.max_per_address:") for line in lines)
     assert validate_config({}, "x").listen.listeners == []  # off by default
-    example = load_config(Path(__file__).parents[2] / "config" / "headend.example.toml").listen
-    assert [(entry.address, entry.kind, entry.heartbeat) for entry in example.listeners] == [
+    example_path = Path(__file__).parents[2] / "config" / "headend.example.toml"
+    assert load_config(example_path).listen.listeners == []  # the example keeps the README's default
+    enabled = tmp_path / "listening.toml"  # its commented-out listeners, enabled as its comment says
+    enabled.write_text(re.sub(r"^#(?=[\[a-z])", "", example_path.read_text(), flags=re.MULTILINE))
+    assert [
+        (entry.address, entry.kind, entry.heartbeat) for entry in load_config(enabled).listen.listeners
+    ] == [
         ("127.0.0.1:9000", "dtu", "HB"),
         ("127.0.0.1:9002", "gdw1376", ""),
     ]

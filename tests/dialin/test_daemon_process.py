@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -18,17 +14,14 @@ import pytest
 
 from simulators import BusSpec, SimBus
 from simulators.dtu import DtuSpec, SimDtu
-from tests.dialin.test_cli import free_port
 from tests.engine.test_daemon_process import wait_for_log
+from tests.support import cli
+from tests.support.cli import cli_env, headend
 from tests.support.operators import import_inventory_cli
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def headend(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "headend.cli", *args], capture_output=True, text=True, timeout=60, check=False
-    )
 
 
 def metric(port: int, sample: str) -> float | None:
@@ -42,11 +35,8 @@ def metric(port: int, sample: str) -> float | None:
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Poll ``check`` (in a thread: it may run a CLI) until true, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(check):
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.2)
+    """Wait until ``check`` holds, run in a thread (it may run a CLI or read /metrics)."""
+    await wait_until(lambda: asyncio.to_thread(check), timeout, "the condition", interval=0.2)
 
 
 async def test_daemon_holds_an_unknown_dtu_then_binds_it_once_adopted(pg_dsn: str, tmp_path: Path) -> None:
@@ -59,13 +49,7 @@ async def test_daemon_holds_an_unknown_dtu_then_binds_it_once_adopted(pg_dsn: st
         '[listen]\nunknown = "hold"\npending_flush = "200ms"\n'
         f'[[listen.listeners]]\naddress = "127.0.0.1:{listen_port}"\nheartbeat = "HB"\n'
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "headend.cli", "run", "--config", str(config)],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env=os.environ | {"HEADEND_STATE_DIR": str(tmp_path / "state")},
-    )
+    proc = cli.start("run", "--config", str(config), env=cli_env(HEADEND_STATE_DIR=str(tmp_path / "state")))
     bus = SimBus(BusSpec(meters=1, seed=90, transport="carried"))
     dtu = SimDtu(DtuSpec("DTU-ADOPT", "127.0.0.1", listen_port, heartbeat=b"HB", backoff_s=0.2), bus)
     try:

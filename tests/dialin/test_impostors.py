@@ -28,7 +28,8 @@ from headend.transport import ChannelUnverified, open_channel
 from simulators import BusSpec, SimBus
 from simulators.dtu import DtuSpec, SimDtu, impostor_bus
 from tests.dialin.test_daemon_dialin import config, inventory
-from tests.dialin.test_listener import HB, SPEC, front_end, raw_connect, until
+from tests.dialin.test_listener import HB, SPEC, front_end, raw_connect
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 PASSWORD = "271828"
@@ -63,10 +64,10 @@ async def test_an_impostor_never_displaces_a_device_that_answers(caplog: pytest.
         fake = impostor_bus(real, seed=77)
         impostor: SimDtu | None = None
         try:
-            await until(lambda: hub.online(DEVICE))
+            await wait_until(lambda: hub.online(DEVICE))
             established = hub.live[DEVICE]
             impostor = await SimDtu(dtu_spec(listener.port), fake).start()
-            await until(lambda: hub.counts["conflict"] >= 5)  # it keeps redialling: refused every time
+            await wait_until(lambda: hub.counts["conflict"] >= 5)  # it keeps redialling: refused every time
             for _ in range(5):
                 values = await driver.read(["energy_import_kwh"])  # type: ignore[attr-defined]
                 assert values["energy_import_kwh"] == pytest.approx(
@@ -88,12 +89,12 @@ async def test_a_silent_established_connection_is_replaced_and_a_missed_request_
         hub.inventory_loaded([DEVICE])
         stale = raw_connect(listener.port)
         stale.sendall(b"DTU-0001")  # registers, then never says anything again (a half-open socket)
-        await until(lambda: hub.online(DEVICE))
+        await wait_until(lambda: hub.online(DEVICE))
         first = hub.live[DEVICE]
         real = real_bus()
         genuine = await SimDtu(dtu_spec(listener.port), real).start()
         try:
-            await until(lambda: hub.counts["replaced"] == 1 and hub.live[DEVICE] is not first)
+            await wait_until(lambda: hub.counts["replaced"] == 1 and hub.live[DEVICE] is not first)
             assert first.closed and first.close_reason == "replaced" and hub.counts["conflict"] >= 1
         finally:
             await genuine.stop()
@@ -105,16 +106,16 @@ async def test_a_silent_established_connection_is_replaced_and_a_missed_request_
         driver = make_driver("dlt645-2007", channel, real.meters[0].address, None, GOOD)
         stale = raw_connect(listener.port)
         stale.sendall(b"DTU-0001")
-        await until(lambda: hub.online(DEVICE))
+        await wait_until(lambda: hub.online(DEVICE))
         first = hub.live[DEVICE]
         genuine = await SimDtu(dtu_spec(listener.port), real).start()
         try:
-            await until(lambda: hub.counts["conflict"] >= 1)
+            await wait_until(lambda: hub.counts["conflict"] >= 1)
             assert hub.live[DEVICE] is first  # the newcomer waits: the established one answers so far
             with pytest.raises(Exception, match=r"no reply|timeout|Timeout"):
                 await driver.read(["energy_import_kwh"])  # type: ignore[attr-defined]
             assert first.unanswered
-            await until(lambda: hub.counts["replaced"] == 1)  # its next redial takes over
+            await wait_until(lambda: hub.counts["replaced"] == 1)  # its next redial takes over
             values = await driver.read(["energy_import_kwh"])  # type: ignore[attr-defined]
             assert values["energy_import_kwh"] > 0
         finally:
@@ -132,7 +133,7 @@ async def test_no_password_reaches_an_impostor_and_it_is_closed_once_its_meters_
         impostor = await SimDtu(dtu_spec(listener.port), fake).start()  # the real DTU is offline
         genuine: SimDtu | None = None
         try:
-            await until(lambda: hub.online(DEVICE))
+            await wait_until(lambda: hub.online(DEVICE))
             # unverified: the relay and clock writes are refused before a byte leaves
             with pytest.raises(ChannelUnverified, match="no password sent"):
                 await driver._request(b"\x68" + bytes(15), secret=True)  # type: ignore[attr-defined]
@@ -152,9 +153,9 @@ async def test_no_password_reaches_an_impostor_and_it_is_closed_once_its_meters_
             assert sum(fake.requests.values()) == 2  # two meter numbers asked, nothing else
 
             await impostor.stop()
-            await until(lambda: not hub.online(DEVICE))
+            await wait_until(lambda: not hub.online(DEVICE))
             genuine = await SimDtu(dtu_spec(listener.port), real).start()
-            await until(lambda: hub.online(DEVICE))
+            await wait_until(lambda: hub.online(DEVICE))
             assert port.verification_due(channel)  # type: ignore[arg-type]
             await port.verify_connection(channel, drivers)  # type: ignore[arg-type]
             assert not port.verification_due(channel)  # type: ignore[arg-type]
@@ -177,7 +178,7 @@ async def test_a_connection_whose_meters_stay_silent_is_neither_used_nor_trusted
         silent = raw_connect(listener.port)
         silent.sendall(b"DTU-0001")  # registers, then answers nothing
         try:
-            await until(lambda: hub.online(DEVICE))
+            await wait_until(lambda: hub.online(DEVICE))
             with pytest.raises(ChannelUnverified, match="no meter answered"):
                 await port.verify_connection(channel, drivers)  # type: ignore[arg-type]
             assert port.verification_due(channel) and not hub.live[DEVICE].closed  # asked again next job
@@ -218,7 +219,7 @@ async def test_the_engine_stores_nothing_from_an_impostor_and_reads_the_real_dev
     genuine: SimDtu | None = None
     device = ("dtu", "DTU-0080")
     try:
-        await until(lambda: front.hub.online(device))
+        await wait_until(lambda: front.hub.online(device))
         ts = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
         engine.run_cycle(ts)
         await engine.wait_cycles()
@@ -228,9 +229,9 @@ async def test_the_engine_stores_nothing_from_an_impostor_and_reads_the_real_dev
         assert fake.requests[0x11] >= 1 and set(fake.requests) == {0x11}  # meter numbers only
 
         await impostor.stop()
-        await until(lambda: not front.hub.online(device))  # the impostor's last connection is gone
+        await wait_until(lambda: not front.hub.online(device))  # the impostor's last connection is gone
         genuine = await SimDtu(spec, real).start()
-        await until(lambda: front.hub.online(device))
+        await wait_until(lambda: front.hub.online(device))
         engine.run_cycle(ts + timedelta(minutes=30))
         await engine.wait_cycles()
         await engine.writer.flush()
@@ -257,13 +258,13 @@ async def test_idle_connections_from_one_nat_address_do_not_keep_the_real_dtu_ou
     async with front_end(replace(SPEC, identify_timeout_s=30.0)) as (hub, listener):
         hub.inventory_loaded([DEVICE])
         idle = [raw_connect(listener.port) for _ in range(100)]  # as many as max_per_address
-        await until(lambda: hub.counts["accepted"] == 100)
+        await wait_until(lambda: hub.counts["accepted"] == 100)
         real = real_bus()
         genuine = await SimDtu(dtu_spec(listener.port), real).start()
         try:
-            await until(lambda: hub.online(DEVICE), timeout=5.0)
+            await wait_until(lambda: hub.online(DEVICE), timeout=5.0)
             idle += [raw_connect(listener.port) for _ in range(100)]  # more while it is connected
-            await until(lambda: hub.counts["accepted"] == 201)
+            await wait_until(lambda: hub.counts["accepted"] == 201)
             channel = open_channel("dtu://DTU-0001?retries=1&turnaround_ms=300", hub, 0.0)
             driver = make_driver("dlt645-2007", channel, real.meters[0].address, None, GOOD)
             values = await driver.read(["energy_import_kwh"])  # type: ignore[attr-defined]
@@ -280,18 +281,18 @@ async def test_source_networks_of_the_listener_and_of_the_channel() -> None:
     outside = (ip_network("10.64.0.0/16"),)
     async with front_end(replace(SPEC, allow=outside)) as (hub, listener):
         sock = raw_connect(listener.port)
-        await until(lambda: hub.counts["refused_source"] == 1)
+        await wait_until(lambda: hub.counts["refused_source"] == 1)
         assert not listener.connections
         sock.close()
     async with front_end(replace(SPEC, allow=(ip_network("127.0.0.0/8"),))) as (hub, listener):
         channel = open_channel("dtu://DTU-0001?allow=10.64.0.0/16", hub, 0.0)
         genuine = await SimDtu(dtu_spec(listener.port), real_bus()).start()
         try:
-            await until(lambda: hub.counts["refused_source"] >= 2)
+            await wait_until(lambda: hub.counts["refused_source"] >= 2)
             assert not hub.online(DEVICE)  # named by its id, but from a network its channel does not allow
             await channel.close()  # type: ignore[attr-defined]
             hub.inventory_loaded([DEVICE], {DEVICE: (ip_network("127.0.0.1/32"),)})
-            await until(lambda: hub.online(DEVICE))
+            await wait_until(lambda: hub.online(DEVICE))
         finally:
             await genuine.stop()
 
@@ -350,7 +351,7 @@ async def test_tls_listener_binds_only_the_identity_its_client_certificate_names
         driver = make_driver("dlt645-2007", channel, real.meters[0].address, None, GOOD)
         genuine = await SimDtu(dtu_spec(listener.port, tls=_client(tmp_path, "DTU-0001")), real).start()
         try:
-            await until(lambda: hub.online(DEVICE))
+            await wait_until(lambda: hub.online(DEVICE))
             values = await driver.read(["energy_import_kwh"])  # type: ignore[attr-defined]
             assert values["energy_import_kwh"] == pytest.approx(
                 real.meters[0].model.registers.import_kwh, abs=0.02
@@ -362,7 +363,7 @@ async def test_tls_listener_binds_only_the_identity_its_client_certificate_names
             )
             writer.write(b"DTU-0001")
             await writer.drain()
-            await until(lambda: hub.counts["closed_certificate_mismatch"] == 1)
+            await wait_until(lambda: hub.counts["closed_certificate_mismatch"] == 1)
             writer.close()
             # a certificate of another CA, and none at all, fail the handshake: nothing is accepted
             accepted = hub.counts["accepted"]
@@ -402,13 +403,13 @@ async def test_conflicts_are_listed_by_channels_pending(pg_dsn: str, tmp_path: P
     genuine = await SimDtu(spec, real).start()
     impostor: SimDtu | None = None
     try:
-        await until(lambda: front.hub.online(device))
+        await wait_until(lambda: front.hub.online(device))
         impostor = await SimDtu(spec, impostor_bus(real, seed=91)).start()
-        await until(lambda: front.hub.counts["conflict"] >= 2)
+        await wait_until(lambda: front.hub.counts["conflict"] >= 2)
         await front.flush()
         result = await asyncio.to_thread(pending_cli, pg_dsn)
-        assert result.exit_code == 0, result.output
-        (row,) = json.loads(result.output)
+        assert result.returncode == 0, result.stderr
+        (row,) = json.loads(result.stdout)
         assert row["identity"] == "DTU-0090" and row["status"] == "conflict" and row["conflicts"] >= 2
         assert front.hub.counts["replaced"] == 0
     finally:

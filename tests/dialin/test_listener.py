@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
@@ -16,25 +16,16 @@ from headend.drivers import Credentials, MeterTimeout, make_driver
 from headend.transport import ChannelOffline, DialinHub, open_channel
 from headend.transport import hub as hub_module
 from headend.transport.identify import RegistrationFormat
-from headend.transport.listener import Listener, ListenerSpec
+from headend.transport.listener import TRANSITIONS, Listener, ListenerSpec, StateError
 from simulators import BusSpec, SimBus
 from simulators.dtu import DtuFaults, DtuSpec, SimDtu
 from simulators.modbus_server import ModbusBus
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 GOOD = Credentials(2, "000000")
 HB = b"<3HB>"
 SPEC = ListenerSpec(heartbeat=HB, identify_timeout_s=2.0, silent_timeout_s=5.0)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for ``condition`` with a deadline (no fixed sleeps gate an assertion)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 @asynccontextmanager
@@ -54,7 +45,8 @@ async def dtu(
     listener: Listener, identity: str = "DTU-0001", meters: int = 2, seed: int = 5, **options: object
 ) -> AsyncIterator[SimDtu]:
     bus = SimBus(BusSpec(meters=meters, seed=seed, transport="carried"))
-    spec = DtuSpec(identity, "127.0.0.1", listener.port, heartbeat=HB, backoff_s=0.05, **options)  # type: ignore[arg-type]
+    options = {"backoff_s": 0.05, **options}
+    spec = DtuSpec(identity, "127.0.0.1", listener.port, heartbeat=HB, **options)  # type: ignore[arg-type]
     sim = await SimDtu(spec, bus).start()
     try:
         yield sim
@@ -134,11 +126,11 @@ async def test_newer_connection_replaces_the_older_and_the_exchange_moves_over()
         _channel, driver = driver_for(hub, sim)
         await driver.read(["energy_import_kwh"])  # type: ignore[attr-defined]
         first = hub.live["dtu", "DTU-0001"]
-        await until(lambda: hub.counts["replaced"] == 1)
+        await wait_until(lambda: hub.counts["replaced"] == 1)
         assert first.closed and first.close_reason == "replaced"
         values = await driver.read(["energy_import_kwh"])  # type: ignore[attr-defined]
         assert values["energy_import_kwh"] > 0 and hub.live["dtu", "DTU-0001"] is not first
-        await until(lambda: sim.counts["superseded_closed"] == 1)
+        await wait_until(lambda: sim.counts["superseded_closed"] == 1)
 
 
 async def test_replacement_moves_the_exchange_in_flight_to_the_new_connection() -> None:
@@ -149,7 +141,7 @@ async def test_replacement_moves_the_exchange_in_flight_to_the_new_connection() 
             channel = open_channel("dtu://DTU-0003?retries=0&turnaround_ms=3000", hub, 5.0)
             driver = make_driver("dlt645-2007", channel, bus.meters[0].address, None, GOOD)
             reading = asyncio.create_task(driver.read(["energy_import_kwh"]))
-            await until(lambda: bus.requests[0x11] == 1)  # the request is out, the meter is thinking
+            await wait_until(lambda: bus.requests[0x11] == 1)  # the request is out, the meter is thinking
             old = hub.live["dtu", "DTU-0003"]
             twin = await SimDtu(
                 DtuSpec("DTU-0003", "127.0.0.1", listener.port, heartbeat=HB),
@@ -178,11 +170,11 @@ async def test_offline_channel_fails_fast_and_comes_online_when_the_device_dials
         assert not channel.online  # type: ignore[attr-defined]
         sim = await SimDtu(DtuSpec("DTU-0042", "127.0.0.1", listener.port, heartbeat=HB), bus).start()
         try:
-            await until(lambda: hub.online(("dtu", "DTU-0042")))
+            await wait_until(lambda: hub.online(("dtu", "DTU-0042")))
             assert (await driver.read(["energy_import_kwh"]))["energy_import_kwh"] > 0
         finally:
             await sim.stop()
-        await until(lambda: not hub.online(("dtu", "DTU-0042")))
+        await wait_until(lambda: not hub.online(("dtu", "DTU-0042")))
 
 
 async def test_late_registration_after_heartbeats_binds() -> None:
@@ -196,7 +188,7 @@ async def test_late_registration_after_heartbeats_binds() -> None:
 async def test_unknown_identity_is_refused_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="headend.transport.hub")
     async with front_end() as (hub, listener), dtu(listener, "DTU-STRANGER") as sim:
-        await until(lambda: hub.counts["refused_unknown"] >= 3)  # it keeps redialling
+        await wait_until(lambda: hub.counts["refused_unknown"] >= 3)  # it keeps redialling
         assert not hub.online(("dtu", "DTU-STRANGER")) and sim.counts["dropped"] >= 2
         entry = hub.pending["dtu", "DTU-STRANGER"]
         assert entry.attempts >= 3 and not entry.held and entry.kind == "dtu"
@@ -206,7 +198,7 @@ async def test_unknown_identity_is_refused_counted_and_logged_once(caplog: pytes
 
 async def test_unknown_identity_is_held_and_bound_once_adopted() -> None:
     async with front_end(unknown="hold") as (hub, listener), dtu(listener, "DTU-NEW") as sim:
-        await until(lambda: ("dtu", "DTU-NEW") in hub.held)
+        await wait_until(lambda: ("dtu", "DTU-NEW") in hub.held)
         assert hub.pending["dtu", "DTU-NEW"].held and not hub.online(("dtu", "DTU-NEW"))
         hub.inventory_loaded([("dtu", "DTU-NEW")])  # the operator adopted it into the inventory
         assert hub.online(("dtu", "DTU-NEW")) and ("dtu", "DTU-NEW") not in hub.pending
@@ -264,7 +256,7 @@ async def test_bad_openings_are_closed_and_counted() -> None:
         malformed = raw_connect(listener.port)
         malformed.sendall(b"REG:bad id with spaces\n")
         silent = raw_connect(listener.port)  # never identifies
-        await until(lambda: all(closed_by_peer(s) for s in (garbage, oversized, malformed, silent)))
+        await wait_until(lambda: all(closed_by_peer(s) for s in (garbage, oversized, malformed, silent)))
         counts = hub.counts
         assert counts["closed_too_many_bytes"] == 1 and counts["closed_malformed_id"] == 2
         assert counts["closed_identify_timeout"] == 1 and not hub.live and not listener.connections
@@ -278,8 +270,8 @@ async def test_half_open_socket_is_closed_after_the_silent_timeout() -> None:
         hub.expect(("dtu", "DTU-0001"))
         sock = raw_connect(listener.port)
         sock.sendall(b"DTU-0001")
-        await until(lambda: hub.online(("dtu", "DTU-0001")))
-        await until(lambda: closed_by_peer(sock))  # the device went away without a FIN
+        await wait_until(lambda: hub.online(("dtu", "DTU-0001")))
+        await wait_until(lambda: closed_by_peer(sock))  # the device went away without a FIN
         assert hub.counts["closed_silent_timeout"] == 1 and not hub.online(("dtu", "DTU-0001"))
         sock.close()
 
@@ -288,13 +280,13 @@ async def test_connect_flood_from_one_address_keeps_only_the_newest_identifying_
     spec = replace(SPEC, max_per_address=5)
     async with front_end(spec) as (hub, listener):
         socks = [raw_connect(listener.port) for _ in range(20)]
-        await until(lambda: hub.counts["accepted"] + hub.counts["cap_listener"] == 20)
-        await until(lambda: hub.counts["closed_cap_address"] == 15)
+        await wait_until(lambda: hub.counts["accepted"] + hub.counts["cap_listener"] == 20)
+        await wait_until(lambda: hub.counts["closed_cap_address"] == 15)
         assert hub.counts["accepted"] == 20 and hub.counts["cap_address"] == 15
         assert len(listener.connections) == 5 and hub.counts["cap_listener"] == 0
         for sock in socks:
             sock.close()
-        await until(lambda: not listener.connections and not listener.identifying)
+        await wait_until(lambda: not listener.connections and not listener.identifying)
 
 
 async def test_a_stray_reply_is_never_attributed_to_another_channel() -> None:
@@ -322,10 +314,10 @@ async def test_a_flood_of_made_up_identities_is_refused_without_growing_the_pend
             sock = raw_connect(listener.port)
             sock.sendall(f"FAKE-{n}".encode())
             socks.append(sock)
-        await until(lambda: hub.counts["identified"] == 4)
+        await wait_until(lambda: hub.counts["identified"] == 4)
         assert len(hub.pending) == 2  # the first two to identify (connections race)
         assert hub.counts["refused_pending_full"] == 2 and hub.counts["refused_unknown"] == 2
-        await until(lambda: all(closed_by_peer(s) for s in socks))
+        await wait_until(lambda: all(closed_by_peer(s) for s in socks))
         for sock in socks:
             sock.close()
 
@@ -350,3 +342,26 @@ async def test_a_modbus_rtu_bus_behind_a_dtu_is_read_heartbeats_mid_reply_stripp
         finally:
             await sim.stop()
             await bus.stop()
+
+
+async def test_the_connection_owns_its_state_and_refuses_transitions_the_table_forbids() -> None:
+    async with front_end(unknown="hold") as (hub, listener), dtu(listener, identity="DTU-0042") as sim:
+        device = ("dtu", "DTU-0042")
+        await wait_until(lambda: device in hub.held)
+        inbound = hub.held[device]
+        assert inbound.state == "held"
+        with pytest.raises(StateError, match="held cannot become identifying"):
+            inbound.move_to("identifying")
+        assert inbound.state == "held"  # a refused move changes nothing
+        hub.inventory_loaded([device])  # the inventory now has its channel: the hub asks for bound
+        await wait_until(lambda: hub.online(device))
+        assert inbound.state == "bound"
+        for refused in ("held", "identifying", "bound"):
+            with pytest.raises(StateError):
+                inbound.move_to(refused)  # type: ignore[arg-type]
+        assert inbound.state == "bound"
+        await sim.stop()
+        await wait_until(lambda: inbound.state == "closed")
+        with pytest.raises(StateError, match="closed cannot become bound"):
+            inbound.move_to("bound")
+    assert TRANSITIONS["closed"] == frozenset()

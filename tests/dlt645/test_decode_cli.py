@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
+from tests.support.cli import CliResult, headend
 
-def run_decode(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "headend.cli", "decode", *args], capture_output=True, text=True, timeout=60
-    )
+
+def run_decode(*args: str) -> CliResult:
+    return headend("decode", *args)
 
 
 def test_json_output_of_a_read_reply_with_spaces_and_preamble() -> None:

@@ -13,8 +13,9 @@ import pytest
 
 from headend.store.spool import Spool
 from simulators import BusSpec, start_bus
-from tests.support.daemons import CountingRelay, Daemon, eventually, free_port
+from tests.support.daemons import CountingRelay, Daemon, free_port
 from tests.support.operators import import_inventory_cli
+from tests.support.waiting import wait_until
 
 METERS = 3
 INTERVAL = timedelta(minutes=1)  # the meters' load-profile period: whole minutes
@@ -106,7 +107,7 @@ async def test_one_daemon_polls_the_standby_takes_over_after_kill_and_backfills_
         async def first_cycle() -> bool:
             return bool(await conn.fetchval("SELECT count(*) FROM read_cycles WHERE succeeded = $1", METERS))
 
-        await eventually(first_cycle, 90, "the active daemon's first read cycle")
+        await wait_until(first_cycle, 90, "the active daemon's first read cycle")
         assert relay.opened == 1  # only the active daemon ever opened the bus
         assert await first.metric("headend_daemon_active") == 1.0
         assert await second.metric("headend_daemon_active") == 0.0
@@ -126,12 +127,12 @@ async def test_one_daemon_polls_the_standby_takes_over_after_kill_and_backfills_
         async def second_polls() -> bool:
             return await second.metric("headend_daemon_active") == 1.0
 
-        await eventually(second_polls, 10, "the new active daemon's engine")
+        await wait_until(second_polls, 10, "the new active daemon's engine")
 
         async def no_holes() -> bool:
             return await holes(conn, installed, latest) == 0
 
-        await eventually(no_holes, 60, "every interval read or backfilled after the takeover")
+        await wait_until(no_holes, 60, "every interval read or backfilled after the takeover")
         assert relay.opened == 2  # the new active daemon's own bus connection
         backfilled = await conn.fetchval("SELECT count(*) FROM readings WHERE quality = 'backfilled'")
         assert backfilled >= missed
@@ -158,7 +159,7 @@ async def test_an_active_daemon_that_loses_its_lock_connection_stops_polling_at_
         async def first_on_the_bus() -> bool:
             return relay.open == 1
 
-        await eventually(first_on_the_bus, 30, "the active daemon's bus connection")
+        await wait_until(first_on_the_bus, 30, "the active daemon's bus connection")
         terminated = await admin.fetchval(
             "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE application_name LIKE $1) t",
@@ -174,7 +175,7 @@ async def test_an_active_daemon_that_loses_its_lock_connection_stops_polling_at_
             # the fenced daemon closed its bus connection; the new active one opens its own when it reads
             return sorted(actives) == [0.0, 1.0] and relay.opened - relay.open >= 1 and relay.open <= 1
 
-        await eventually(exactly_one_active, TAKEOVER_S + 10, "exactly one active daemon")
+        await wait_until(exactly_one_active, TAKEOVER_S + 10, "exactly one active daemon")
         await first.wait_logged("standby:", timeout=20)  # the healthy standby took over; the fenced one waits
         assert second.logged("active:")
     finally:

@@ -6,7 +6,6 @@ control job's time limit follows the drivers' relay confirmation window (``[rela
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from pathlib import Path
 
@@ -18,10 +17,9 @@ from headend.drivers import Credentials
 from headend.engine.clock import ClockPolicy
 from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
-from headend.inventory import import_inventory, read_inventory
-from headend.store.writer import ReadingWriter
 from simulators import BusSpec, SimBus, start_bus
-from tests.engine.test_engine_with_simulators import inventory_file
+from tests.support.engine import engine_for, import_buses
+from tests.support.waiting import wait_until
 
 PASSWORD = Credentials(2, "000000")  # the simulators' default level-02 password
 
@@ -46,9 +44,8 @@ async def _engine(
     pg_dsn: str, tmp_path: Path, bus: SimBus, config: object
 ) -> tuple[Engine, asyncpg.Connection]:
     conn = await asyncpg.connect(pg_dsn)
-    await import_inventory(conn, read_inventory(inventory_file(tmp_path / "inv.toml", {"bus": bus})))
-    writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool")
-    engine = Engine(config, pg_dsn, writer, DriverPort(PASSWORD, config.relay))  # type: ignore[attr-defined]
+    await import_buses(conn, tmp_path / "inv.toml", {"bus": bus})
+    engine = engine_for(config, pg_dsn, tmp_path, DriverPort(PASSWORD, config.relay))  # type: ignore[arg-type, attr-defined]
     await engine.start()
     return engine, conn
 
@@ -58,13 +55,6 @@ def _clock_checks(engine: Engine) -> float:
         "headend_reads_total", {"channel": "bus", "kind": "clock"}
     )
     return value or 0.0
-
-
-async def _wait_for(condition: object, what: str, seconds: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not await condition():  # type: ignore[operator]
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 @pytest.mark.timeout(120)
@@ -86,7 +76,7 @@ async def test_only_a_clock_beyond_max_drift_is_corrected(pg_dsn: str, tmp_path:
         async def corrected() -> bool:
             return abs(fast.clock.error().total_seconds()) < 5 and _clock_checks(engine) >= 4
 
-        await _wait_for(corrected, "meter 1's clock to be corrected")
+        await wait_until(corrected, 60, "meter 1's clock to be corrected")
         rows = await conn.fetch(
             "SELECT m.address, e.kind, e.details->>'action' AS action FROM events e "
             "JOIN meters m ON m.id = e.meter_id WHERE e.category = 'comm'"
@@ -117,7 +107,7 @@ async def test_a_correction_the_policy_defers_is_not_counted(
         async def checked() -> bool:
             return _clock_checks(engine) >= 3
 
-        await _wait_for(checked, "three clock checks")
+        await wait_until(checked, 60, "three clock checks")
         assert bus.requests[0x08] == 0 and bus.requests[0x14] == 0
         assert 115 < bus.meters[0].model.clock.error().total_seconds() < 125
         assert await conn.fetchval("SELECT count(*) FROM events WHERE category = 'comm'") == 0

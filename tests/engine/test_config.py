@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from headend.config import ConfigError, load_config, parse_duration
+from tests.support.cli import headend
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,11 +61,6 @@ def test_broken_toml_and_missing_file(tmp_path: Path) -> None:
 def test_run_command_exits_2_with_the_reason(tmp_path: Path) -> None:
     path = tmp_path / "headend.toml"
     path.write_text("[clock]\nmax_drift = -5\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "headend.cli", "run", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = headend("run", "--config", str(path))
     assert out.returncode == 2
     assert f"{path}: clock.max_drift: must be between 0.1 s and 366 d, got -5 s" in out.stderr

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -15,13 +11,10 @@ from typing import IO
 
 import pytest
 
+from tests.support import cli
+from tests.support.cli import cli_env
 from tests.support.operators import import_inventory_cli
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.ports import free_port
 
 
 def wait_for_log(stream: IO[str], predicate, timeout: float = 30.0) -> dict:
@@ -53,14 +46,7 @@ def daemon(pg_dsn: str, tmp_path: Path):
     port = free_port()
     config = tmp_path / "headend.toml"
     write_config(config, pg_dsn, tmp_path / "spool", port)
-    env = os.environ | {"HEADEND_STATE_DIR": str(tmp_path / "state")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "headend.cli", "run", "--config", str(config)],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
+    proc = cli.start("run", "--config", str(config), env=cli_env(HEADEND_STATE_DIR=str(tmp_path / "state")))
     try:
         yield proc, port
     finally:

@@ -12,7 +12,8 @@ import asyncpg
 import pytest
 
 from simulators import BusSpec, start_bus
-from tests.support.daemons import Daemon, SwitchableDatabase, eventually, free_port
+from tests.support.daemons import Daemon, SwitchableDatabase, free_port
+from tests.support.waiting import wait_until
 
 METERS = 4
 
@@ -80,7 +81,7 @@ async def test_run_starts_without_the_database_spools_and_catches_up_with_one_li
         async def spooled_cycles() -> bool:
             return bus.requests[0x11] >= polls_before + 4 * METERS and any((tmp_path / "spool").glob("*.seg"))
 
-        await eventually(spooled_cycles, 60, "meters read into the spool during the outage")
+        await wait_until(spooled_cycles, 60, "meters read into the spool during the outage")
         assert await daemon.metric("headend_daemon_active") == 1.0  # reading alone, through the outage
         # nothing reached the database: all of it is in the spool
         assert await conn.fetchval("SELECT count(*) FROM read_cycles") == cycles_before
@@ -94,7 +95,7 @@ async def test_run_starts_without_the_database_spools_and_catches_up_with_one_li
             stamps = await conn.fetchval("SELECT count(DISTINCT ts) FROM readings WHERE quality = 'actual'")
             return cycles >= cycles_before + 4 and stamps >= stamps_before + 4
 
-        await eventually(caught_up, 30, "the outage's readings and cycle statistics in the database")
+        await wait_until(caught_up, 30, "the outage's readings and cycle statistics in the database")
 
         # a second outage while it runs: the lock connection and the writer's connections are cut
         stamps_mid = await conn.fetchval("SELECT count(DISTINCT ts) FROM readings WHERE quality = 'actual'")
@@ -106,7 +107,7 @@ async def test_run_starts_without_the_database_spools_and_catches_up_with_one_li
         async def reading_on() -> bool:
             return bus.requests[0x11] >= polls_mid + 3 * METERS
 
-        await eventually(reading_on, 30, "meters read through the second outage")
+        await wait_until(reading_on, 30, "meters read through the second outage")
         await database.up()
         await daemon.wait_logged("spool replayed", timeout=60, count=2)
         await daemon.wait_logged("active:", timeout=60, count=2)
@@ -115,7 +116,7 @@ async def test_run_starts_without_the_database_spools_and_catches_up_with_one_li
             stamps = await conn.fetchval("SELECT count(DISTINCT ts) FROM readings WHERE quality = 'actual'")
             return stamps >= stamps_mid + 3
 
-        await eventually(caught_up_again, 30, "the second outage's readings in the database")
+        await wait_until(caught_up_again, 30, "the second outage's readings in the database")
         daemon.proc.send_signal(signal.SIGTERM)
         assert await daemon.proc.wait() == 0
 
@@ -163,7 +164,7 @@ async def test_the_database_lost_while_the_schema_check_waits_is_a_lost_lock_and
             waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
             return bool(await conn.fetchval(waiting))
 
-        await eventually(schema_check_waiting, 30, "the daemon's schema check waiting for the migration lock")
+        await wait_until(schema_check_waiting, 30, "the daemon's schema check waiting for the migration lock")
         await database.down()
         lost = await daemon.wait_logged("database lock lost", timeout=30)
         assert "error" in lost

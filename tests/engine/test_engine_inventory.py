@@ -10,11 +10,10 @@ import pytest
 
 import headend.config
 from headend.config import validate_config
-from headend.engine.engine import Engine
-from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
 from headend.services import ServiceHost
-from headend.store.writer import ReadingWriter
+from tests.support.engine import engine_for
+from tests.support.waiting import wait_until
 
 SERVICE_CALLS: list[str] = []
 
@@ -41,14 +40,6 @@ def _config() -> object:
     )
 
 
-async def _wait_until(predicate, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.05)
-
-
 async def test_inventory_changes_are_picked_up_while_running(
     pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -57,11 +48,11 @@ async def test_inventory_changes_are_picked_up_while_running(
         headend.config, "SERVICES", headend.config.SERVICES | {f"{__name__}:recording_service"}
     )
     conn = await asyncpg.connect(pg_dsn)
-    engine = Engine(_config(), pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    engine = engine_for(_config(), pg_dsn, tmp_path)
     await engine.start()
     try:
         assert engine.workers == {}
-        await _wait_until(lambda: SERVICE_CALLS[-1:] == ["started with pool answering 1"])
+        await wait_until(lambda: SERVICE_CALLS[-1:] == ["started with pool answering 1"])
         inv = tmp_path / "inv.toml"
         inv.write_text(
             '[[channels]]\nname = "a"\nurl = "tcp://127.0.0.1:9"\n'
@@ -69,7 +60,7 @@ async def test_inventory_changes_are_picked_up_while_running(
             '[[meters]]\nchannel = "a"\nprotocol = "dlt645-2007"\naddress = "2"\nmodel = "dlt645-generic"\n'
         )
         await import_inventory(conn, read_inventory(inv))
-        await _wait_until(
+        await wait_until(
             lambda: len(engine.workers) == 1 and len(next(iter(engine.workers.values())).meters) == 2
         )
         worker = next(iter(engine.workers.values()))
@@ -78,7 +69,7 @@ async def test_inventory_changes_are_picked_up_while_running(
         await conn.execute(
             "UPDATE meters SET enabled = false, updated_at = now() WHERE address = '000000000001'"
         )
-        await _wait_until(lambda: [m.address for m in worker.meters.values()] == ["000000000002"])
+        await wait_until(lambda: [m.address for m in worker.meters.values()] == ["000000000002"])
         with pytest.raises(LookupError, match="not in the enabled inventory"):
             disabled = await conn.fetchval("SELECT id FROM meters WHERE address = '000000000001'")
             await engine.read_now(disabled, ["energy_import_kwh"])
@@ -87,11 +78,11 @@ async def test_inventory_changes_are_picked_up_while_running(
             "UPDATE channels SET settings = jsonb_set(settings, '{url}', '\"tcp://127.0.0.1:10\"'),"
             " updated_at = now()"
         )
-        await _wait_until(lambda: next(iter(engine.workers.values())).spec.url == "tcp://127.0.0.1:10")
+        await wait_until(lambda: [w.spec.url for w in engine.workers.values()] == ["tcp://127.0.0.1:10"])
         assert next(iter(engine.workers.values())) is not worker  # a new worker owns the changed bus
 
         await conn.execute("UPDATE channels SET enabled = false, updated_at = now()")
-        await _wait_until(lambda: engine.workers == {})
+        await wait_until(lambda: engine.workers == {})
     finally:
         await engine.stop()
         await conn.close()

@@ -10,12 +10,11 @@ import asyncpg
 import pytest
 
 from headend.config import validate_config
-from headend.engine.engine import Engine
 from headend.engine.housekeeping import MeterCheck
-from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
-from headend.store.writer import ReadingWriter
-from simulators import BusSpec, SimBus, start_bus
+from simulators import BusSpec, start_bus
+from tests.support.engine import engine_for, import_buses, inventory_file
+from tests.support.waiting import wait_until
 
 QUANTITIES = ["energy_import_kwh", "voltage_a_v", "power_kw"]
 
@@ -36,36 +35,14 @@ def engine_config(quantities: list[str] = QUANTITIES) -> object:
     )
 
 
-def inventory_file(path: Path, buses: dict[str, SimBus]) -> Path:
-    lines = []
-    for name, bus in buses.items():
-        url = bus.url + ("?parity=N" if bus.url.startswith("serial") else "")
-        lines += ["[[channels]]", f'name = "{name}"', f'url = "{url}"', ""]
-        for meter in bus.meters:
-            lines += [
-                "[[meters]]",
-                f'channel = "{name}"',
-                'protocol = "dlt645-2007"',
-                f'address = "{meter.address}"',
-                'model = "dlt645-generic"',
-                "",
-            ]
-    path.write_text("\n".join(lines))
-    return path
-
-
 async def test_every_reading_is_stored_once_at_its_interval_and_a_dead_meter_is_isolated(
     pg_dsn: str, tmp_path: Path
 ) -> None:
     tcp_bus = await start_bus(BusSpec(meters=4, seed=60, faults="offline=#3@0+3600"))
     pty_bus = await start_bus(BusSpec(meters=3, seed=61, transport="pty"))
     conn = await asyncpg.connect(pg_dsn)
-    await import_inventory(
-        conn, read_inventory(inventory_file(tmp_path / "inv.toml", {"tcp": tcp_bus, "pty": pty_bus}))
-    )
-    engine = Engine(
-        engine_config(), pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort()
-    )
+    await import_buses(conn, tmp_path / "inv.toml", {"tcp": tcp_bus, "pty": pty_bus})
+    engine = engine_for(engine_config(), pg_dsn, tmp_path)
     await engine.start()
     base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=6)
     stamps = [base + timedelta(hours=k) for k in range(4)]
@@ -139,7 +116,7 @@ async def test_meter_back_from_an_outage_is_backfilled_from_its_load_profile(
         },
         "test",
     )
-    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    engine = engine_for(config, pg_dsn, tmp_path)
     returning = bus.meters[0]
     now = datetime.now(UTC)
     last = now.replace(minute=(now.minute // 15) * 15, second=0, microsecond=0)
@@ -153,17 +130,17 @@ async def test_meter_back_from_an_outage_is_backfilled_from_its_load_profile(
         returning.model.offline = False
         engine.run_cycle(stamps[3])
         await engine.wait_cycles()
-        deadline = asyncio.get_running_loop().time() + 20
         query = (
             "SELECT r.ts, r.value, r.quality FROM readings r JOIN meters m ON m.id = r.meter_id "
             "WHERE m.address = $1 AND r.ts = ANY($2::timestamptz[]) ORDER BY r.ts"
         )
-        while True:
+
+        async def four_stored() -> bool:
             await engine.writer.flush()
-            rows = await conn.fetch(query, returning.address, stamps)
-            if len(rows) == 4 or asyncio.get_running_loop().time() > deadline:
-                break
-            await asyncio.sleep(0.2)
+            return len(await conn.fetch(query, returning.address, stamps)) == 4
+
+        await wait_until(four_stored, 20, "the three backfilled intervals and the actual one")
+        rows = await conn.fetch(query, returning.address, stamps)
         assert [r["ts"] for r in rows] == stamps
         assert [r["quality"] for r in rows] == ["backfilled"] * 3 + ["actual"]
         profile = {
@@ -179,7 +156,7 @@ async def test_meter_back_from_an_outage_is_backfilled_from_its_load_profile(
 async def test_daemon_corrects_a_drifting_meter_clock(pg_dsn: str, tmp_path: Path) -> None:
     bus = await start_bus(BusSpec(meters=2, seed=63, clock_offsets_s={0: 150.0}))
     conn = await asyncpg.connect(pg_dsn)
-    await import_inventory(conn, read_inventory(inventory_file(tmp_path / "inv.toml", {"bus": bus})))
+    await import_buses(conn, tmp_path / "inv.toml", {"bus": bus})
     config = validate_config(
         {
             "polling": {"interval": "2s", "inventory_reload": "1h"},
@@ -199,19 +176,19 @@ async def test_daemon_corrects_a_drifting_meter_clock(pg_dsn: str, tmp_path: Pat
         },
         "test",
     )
-    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    engine = engine_for(config, pg_dsn, tmp_path)
     drifting = bus.meters[0].model
     try:
         await engine.start()
         # a check that falls within a guard is skipped; the next one, a second later, corrects
-        deadline = asyncio.get_running_loop().time() + 60
         query = "SELECT kind FROM events WHERE category = 'comm' AND meter_id = (SELECT id FROM meters "
         query += "WHERE address = $1)"
-        kinds: list[str] = []
-        while abs(drifting.clock.error().total_seconds()) > 5 or "clock_corrected" not in kinds:
-            assert asyncio.get_running_loop().time() < deadline, f"clock never corrected (events: {kinds})"
-            await asyncio.sleep(0.5)
+
+        async def corrected() -> bool:
             kinds = [r["kind"] for r in await conn.fetch(query, drifting.address)]
+            return abs(drifting.clock.error().total_seconds()) <= 5 and "clock_corrected" in kinds
+
+        await wait_until(corrected, 60, "the drifting clock corrected and its event stored")
         assert abs(bus.meters[1].model.clock.error().total_seconds()) < 5
     finally:
         await engine.stop()
@@ -238,7 +215,7 @@ async def test_meters_without_event_records_are_never_asked(
         },
         "test",
     )
-    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    engine = engine_for(config, pg_dsn, tmp_path)
     caplog.set_level("INFO", logger="headend.engine.engine")
     collections: list[str] = []
     check_all = engine.housekeeping.check_all
@@ -251,13 +228,15 @@ async def test_meters_without_event_records_are_never_asked(
     registry = engine.metrics.registry
     try:
         await engine.start()
-        deadline = asyncio.get_running_loop().time() + 30
         # three event collections (one a second from the first boundary) after the reads of a cycle
-        while collections.count("events") < 3 or not registry.get_sample_value(
-            "headend_job_seconds_count", {"kind": "read"}
-        ):
-            assert asyncio.get_running_loop().time() < deadline, collections
-            await asyncio.sleep(0.1)
+        await wait_until(
+            lambda: (
+                collections.count("events") >= 3
+                and bool(registry.get_sample_value("headend_job_seconds_count", {"kind": "read"}))
+            ),
+            30,
+            "three event collections after a cycle's reads",
+        )
         await engine.wait_cycles()
     finally:
         await engine.stop()
@@ -290,17 +269,20 @@ async def test_a_bus_too_slow_for_its_interval_starves_no_meter(pg_dsn: str, tmp
         },
         "test",
     )
-    engine = Engine(config, pg_dsn, ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"), DriverPort())
+    engine = engine_for(config, pg_dsn, tmp_path)
     overruns = read = 0
     try:
         await engine.start()
-        deadline = asyncio.get_running_loop().time() + 60
-        while asyncio.get_running_loop().time() < deadline and (overruns < 2 or read < 6):
-            await asyncio.sleep(0.5)
+
+        async def overran_and_read() -> bool:
+            nonlocal overruns, read
             overruns = await conn.fetchval("SELECT count(*) FROM read_cycles WHERE succeeded < due")
             read = await conn.fetchval(
                 "SELECT count(DISTINCT meter_id) FROM readings WHERE quality = 'actual'"
             )
+            return overruns >= 2 and read >= 6
+
+        await wait_until(overran_and_read, 60, "two overrun cycles and every meter read")
     finally:
         await engine.stop()
         await conn.close()
@@ -314,11 +296,8 @@ async def test_time_of_use_plan_uses_block_reads_where_the_meter_allows(pg_dsn: 
     modern = await start_bus(BusSpec(meters=2, seed=64))
     older = await start_bus(BusSpec(meters=2, seed=65, block_reads=False))
     conn = await asyncpg.connect(pg_dsn)
-    await import_inventory(
-        conn, read_inventory(inventory_file(tmp_path / "inv.toml", {"modern": modern, "older": older}))
-    )
-    writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool")
-    engine = Engine(engine_config(tou), pg_dsn, writer, DriverPort())
+    await import_buses(conn, tmp_path / "inv.toml", {"modern": modern, "older": older})
+    engine = engine_for(engine_config(tou), pg_dsn, tmp_path)
     await engine.start()
     stamps = [datetime(2026, 6, 1, hour, tzinfo=UTC) for hour in (1, 2)]
     try:
@@ -344,3 +323,45 @@ async def test_time_of_use_plan_uses_block_reads_where_the_meter_allows(pg_dsn: 
     finally:
         await engine.stop()
         await conn.close()
+
+
+async def test_overall_success_is_the_last_complete_cycles_figure(pg_dsn: str, tmp_path: Path) -> None:
+    """A fast bus finishes its cycle long before a slow one: the overall success gauge never shows the
+    slow bus's meters, still being read, as failures (every meter answers: it only ever reads 1.0)."""
+    fast = await start_bus(BusSpec(meters=2, seed=66))
+    slow = await start_bus(BusSpec(meters=2, seed=67, line_timing=True, baud=1200, turnaround_s=0.2))
+    conn = await asyncpg.connect(pg_dsn)
+    inventory = inventory_file(tmp_path / "inv.toml", {"fast": fast, "slow": slow})
+    inventory.write_text(inventory.read_text().replace(slow.url, slow.url + "?baud=1200"))
+    await import_inventory(conn, read_inventory(inventory))
+    config = validate_config(
+        {
+            "polling": {"interval": "3s", "offset": "0s", "inventory_reload": "1h"},
+            "read_plans": {"default": {"quantities": ["energy_import_kwh"]}},
+            "backfill": {"enabled": False},
+            "clock": {"enabled": False},
+            "events": {"enabled": False},
+            "metrics": {"port": 0},
+        },
+        "test",
+    )
+    engine = engine_for(config, pg_dsn, tmp_path)
+    registry = engine.metrics.registry
+    seen: list[float] = []
+    try:
+        await engine.start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 40
+        while await conn.fetchval("SELECT count(*) FROM read_cycles WHERE finished_at IS NOT NULL") < 4:
+            assert loop.time() < deadline, seen
+            value = registry.get_sample_value("headend_cycle_success_ratio_overall")
+            if value or seen:
+                seen.append(value)
+            await asyncio.sleep(0.01)
+        await engine.wait_cycles()
+    finally:
+        await engine.stop()
+        await conn.close()
+        await fast.stop()
+        await slow.stop()
+    assert seen and set(seen) == {1.0}

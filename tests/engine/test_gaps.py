@@ -73,3 +73,18 @@ def test_gap_readings_from_profile_freeze_and_no_memory() -> None:
         (gaps[1], "energy_import_kwh", "missing", None),
         (gaps[1], "power_kw", "missing", None),
     ]
+
+
+def test_a_gap_the_profile_never_filled_is_missing_once_a_profile_period_has_passed() -> None:
+    """One-minute reads, a 15-minute profile: a minute the DTU was offline has no record now and never
+    will; once a profile period has passed it is stored as ``missing`` (newer minutes stay open)."""
+    minute = timedelta(minutes=1)
+    gaps = [T0 + 3 * minute, T0 + 4 * minute, T0 + 20 * minute]
+    out = gap_readings(9, PLAN, gaps, [], settled_before=T0 + 16 * minute)
+    assert [(r.ts, r.quantity, r.quality, r.value) for r in out] == [
+        (gaps[0], "energy_import_kwh", "missing", None),
+        (gaps[0], "power_kw", "missing", None),
+        (gaps[1], "energy_import_kwh", "missing", None),
+        (gaps[1], "power_kw", "missing", None),
+    ]
+    assert gap_readings(9, PLAN, gaps, []) == []  # without the settle time: all left open (as before)

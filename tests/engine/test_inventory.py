@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from headend.inventory import InventoryError, import_inventory, list_inventory, read_inventory
+from tests.support.cli import headend
 from tests.support.operators import INVENTORY_ADMIN, import_inventory_cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,13 +130,10 @@ async def test_unknown_channel_or_account_rolls_back(pg_dsn: str, tmp_path: Path
 
 
 def test_cli_import_and_list(pg_dsn: str, tmp_path: Path) -> None:
-    cli = [sys.executable, "-m", "headend.cli", "inventory"]
     out = import_inventory_cli(pg_dsn, REPO / "config" / "inventory.example.csv")
     assert out.returncode == 0, out.stderr
     assert "imported 2 channel(s) and 3 meter(s)" in out.stdout
-    listed = subprocess.run(
-        [*cli, "list", "--dsn", pg_dsn, "--json"], capture_output=True, text=True, timeout=60
-    )
+    listed = headend("inventory", "list", "--dsn", pg_dsn, "--json")
     meters = json.loads(listed.stdout)
     assert [(m["channel"], m["address"], m["protected"]) for m in meters] == [
         ("plant-gateway", "7", False),
@@ -148,11 +144,6 @@ def test_cli_import_and_list(pg_dsn: str, tmp_path: Path) -> None:
     bad.write_text(
         "channel,channel_url,protocol,address,model\nx,tcp://127.0.0.1:1,dlt645-2007,,dlt645-generic\n"
     )
-    refused = subprocess.run(
-        [*cli, "import", str(bad), "--operator", INVENTORY_ADMIN, "--dsn", pg_dsn],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    refused = headend("inventory", "import", str(bad), "--operator", INVENTORY_ADMIN, "--dsn", pg_dsn)
     assert refused.returncode == 2
     assert f"{bad}: line 2: (row): DL/T 645 address must be up to 12 decimal digits" in refused.stderr

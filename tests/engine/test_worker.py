@@ -100,10 +100,11 @@ async def test_stop_fails_queued_jobs_and_a_cancelled_job_is_skipped() -> None:
         dropped.cancel()
         worker.start()
         await first
-        await asyncio.sleep(0.05)
-        assert ran == [1]
+        after = worker.submit(Job(Priority.SCHEDULED, meter_id=3, body=lambda d: body(d, 3)))
+        await after  # queued behind the cancelled job: had that one run, it would be in ``ran`` first
+        assert ran == [1, 3]
         await worker.stop()
-        late = worker.submit(Job(Priority.SCHEDULED, meter_id=3, body=lambda d: body(d, 3)))
+        late = worker.submit(Job(Priority.SCHEDULED, meter_id=4, body=lambda d: body(d, 4)))
         with pytest.raises(RuntimeError, match="stopping"):
             await late
     finally:

@@ -8,6 +8,7 @@ import pytest
 
 from headend.transport import ExchangeTimeout, open_channel
 from protocols.dlt645 import Deframer, build_read, build_read_response
+from tests.support.waiting import wait_until
 
 ADDRESS = "000000000161"
 DI = "00010000"
@@ -35,7 +36,8 @@ async def test_stale_bytes_are_noise_and_a_closed_link_is_reopened() -> None:
     try:
         frame, rtt = await channel.exchange(request, Deframer(), lambda raw: True)
         assert frame.endswith(b"\x16") and rtt < 1
-        await asyncio.sleep(0.2)  # garbage arrives, then the server closes
+        link = channel._link  # the garbage arrives, then the server closes: the channel sees both
+        await wait_until(lambda: link is not None and link.closed, 5, "the channel to see the link closed")
         frame, _ = await channel.exchange(request, Deframer(), lambda raw: True)
         assert len(connections) == 2
         assert channel.stats.noise_bytes == 3 and channel.stats.frames_in == 2

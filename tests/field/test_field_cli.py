@@ -4,31 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from datetime import UTC, datetime, timedelta
 
 from headend.drivers import make_driver
 from headend.transport import open_channel
 from simulators import BusSpec, start_bus
+from tests.support.cli import CliResult, cli_env, headend_async, spawn
 
 PASSWORD = "271828"
 
 
-async def headend(*args: str) -> tuple[int, str, str]:
-    """Run the CLI in a subprocess while this event loop keeps serving the simulated bus."""
-    env = {k: v for k, v in os.environ.items() if k != "HEADEND_DSN"} | {"HEADEND_METER_PASSWORD": PASSWORD}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "headend.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    return process.returncode, out.decode(), err.decode()
+async def headend(*args: str) -> CliResult:
+    """The CLI as a process while this event loop keeps serving the simulated bus (no HEADEND_DSN)."""
+    env = cli_env(drop=["HEADEND_DSN"], HEADEND_METER_PASSWORD=PASSWORD)
+    return await headend_async(*args, env=env, timeout=60)
 
 
 async def test_read_quantities_and_dis_as_json() -> None:
@@ -116,7 +105,15 @@ async def test_scan_one_meter_line_and_candidates() -> None:
 async def test_errors_are_one_line_with_non_zero_exit() -> None:
     async with await start_bus(BusSpec(meters=1, seed=76, faults="no_reply=1")) as bus:
         code, out, err = await headend("read", bus.url, "-a", bus.meters[0].address, "energy_import_kwh")
-        assert code == 1 and out == "" and err.strip() == "error: timeout after 2 tries"
+        hint = "try the other edition (--protocol dlt645-1997), check the address (headend scan finds it)"
+        assert (
+            code == 1
+            and out == ""
+            and err.strip()
+            == (
+                f"error: timeout after 2 tries; {hint} and the line settings in the URL (?baud=2400&parity=E)"
+            )
+        )
     code, _, err = await headend("read", "ftp://nowhere", "-a", "1")
     assert code == 1 and err.startswith("error: unsupported channel scheme")
     code, _, err = await headend("read", "tcp://127.0.0.1:1", "-a", "1")
@@ -135,6 +132,21 @@ async def test_modbus_read_switch_and_unit_sweep() -> None:
         )
         assert code == 0, err
         assert json.loads(out)["status"] == "confirmed" and bus.meters[0].model.relay.open
+        code, out, err = await headend("read", bus.url, *args, "--unit", "1", "relay")
+        rows = [line.replace("│", " ").split() for line in out.splitlines() if " relay " in line]
+        assert code == 0 and rows == [["relay", "open"]], err
+        code, out, _ = await headend("read", bus.url, *args, "--unit", "2", "relay")
+        assert code == 0 and "closed" in out
+        code, out, err = await headend("read", bus.url, *args, "--unit", "9", "energy_import_kwh")
+        assert (
+            code == 1
+            and out == ""
+            and err.splitlines()
+            == [  # no pymodbus lines, said once
+                "error: timeout after 2 tries; check --unit (headend scan --units 1-247 finds them) and the"
+                " line settings in the URL (?baud=9600&parity=N)"
+            ]
+        )
         code, out, err = await headend("scan", bus.url, *args, "--units", "1-4", "--json")
         assert code == 0, err
         assert json.loads(out)["units"] == [1, 2]
@@ -191,21 +203,7 @@ async def test_switch_refuses_bad_operator_ids_and_an_unrecorded_switch_without_
 async def test_the_url_sim_pty_prints_works_as_printed_for_modbus_on_serial() -> None:
     """``headend sim modbus --pty`` prints a serial:// URL with its line settings (8N1 at 9600); the
     CLI reads and sweeps Modbus meters over it (RTU on a serial line, as the daemon does)."""
-    sim = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "headend.cli",
-        "sim",
-        "modbus",
-        "--model",
-        "eastron_sdm120",
-        "--meters",
-        "2",
-        "--pty",
-        "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    sim = await spawn("sim", "modbus", "--model", "eastron_sdm120", "--meters", "2", "--pty", "--json")
     try:
         assert sim.stdout is not None
         url = json.loads(await asyncio.wait_for(sim.stdout.readline(), 30))["url"]

@@ -5,7 +5,6 @@ collects the (multi-frame) answers."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ from protocols.gdw1376 import (
     confirm,
     decode,
 )
+from tests.support.waiting import wait_until
 
 
 class MasterConnection:
@@ -57,10 +57,7 @@ class MasterConnection:
         await self.writer.drain()
 
     async def wait_link_tests(self, count: int, timeout: float = 5.0) -> list[Frame]:
-        deadline = time.monotonic() + timeout
-        while len(self.link_tests) < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        assert len(self.link_tests) >= count, f"{len(self.link_tests)} link tests, wanted {count}"
+        await wait_until(lambda: len(self.link_tests) >= count, timeout, f"{count} link tests")
         return self.link_tests
 
     async def send(self, afn: int, units: Sequence[Unit], *, pw: bytes | None = None) -> int:

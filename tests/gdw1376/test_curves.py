@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from protocols.gdw1376 import (
 )
 from protocols.gdw1376.data import CODECS, Declared
 from protocols.gdw1376.formats import A2, A3, A5, A7, A9, A13, A25
+from tests.support import cli
 
 START = dt.datetime(2024, 5, 1, 0, 15)
 ADDRESS = Address.parse("0314-25394")
@@ -163,14 +162,8 @@ def test_decode_cli_shows_every_unit_with_values_and_units_and_where_it_stopped(
         ],
     ).hex()
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "headend.cli", "decode", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={"COLUMNS": "200", "PATH": ""},
-        )
+    def run(*args: str) -> cli.CliResult:
+        return cli.headend("decode", *args, env={"COLUMNS": "200", "PATH": ""})
 
     table = run(raw)
     assert table.returncode == 0, table.stderr

@@ -4,17 +4,15 @@ forwarded DL/T 645 frame decoded inside."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.support.cli import CliResult, headend
 
 CORPUS = json.loads((Path(__file__).with_name("data") / "gdw1376_frames_public.json").read_text())
 
 
-def run_decode(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "headend.cli", "decode", *args], capture_output=True, text=True, timeout=60
-    )
+def run_decode(*args: str) -> CliResult:
+    return headend("decode", *args)
 
 
 def test_json_of_a_login_with_preamble_and_spaces() -> None:

@@ -4,44 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from protocols.gdw1376 import Afn, Curve, CurveRequest, EnergyReading, PhaseSnapshot, unit
 from tests.gdw1376.master import MasterStation
+from tests.support import cli
 
 pytestmark = pytest.mark.timeout(60)
 
 
 async def test_cli_concentrator_dials_logs_in_and_answers() -> None:
     master = await MasterStation().start()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "headend.cli",
-        "sim",
-        "concentrator",
-        "--connect",
-        f"127.0.0.1:{master.port}",
-        "--address",
-        "03146332",
-        "--meters",
-        "4",
-        "--heartbeat",
-        "0.3",
-        "--latency-ms",
-        "10",
-        "--history-days",
-        "1",
-        "--three-phase",
-        "1",
-        "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await cli.spawn(
+        "sim", "concentrator", "--connect", f"127.0.0.1:{master.port}", "--address", "03146332",
+        "--meters", "4", "--heartbeat", "0.3", "--latency-ms", "10",
+        "--history-days", "1", "--three-phase", "1", "--json",
+    )  # fmt: skip
     try:
         assert process.stdout is not None
         described = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))
@@ -69,8 +49,7 @@ async def test_cli_concentrator_dials_logs_in_and_answers() -> None:
         snapshot = now.value(25, 1)
         assert isinstance(snapshot, PhaseSnapshot) and all(200 < v < 260 for v in snapshot.voltage_v)
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 30) == 0
+        assert (await cli.stop(process, 30)).returncode == 0
         await master.stop()
 
 
@@ -87,18 +66,8 @@ async def test_cli_concentrator_dials_logs_in_and_answers() -> None:
     ],
 )
 async def test_cli_rejects_bad_options_in_one_line(option: str, value: str, message: str) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "headend.cli",
-        "sim",
-        "concentrator",
-        "--connect",
-        "127.0.0.1:9",
-        option,
-        value,
-        stderr=asyncio.subprocess.PIPE,
+    code, _out, err = await cli.headend_async(
+        "sim", "concentrator", "--connect", "127.0.0.1:9", option, value
     )
-    _, err = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 2
-    assert err.decode().strip() == message
+    assert code == 2
+    assert err.strip() == message

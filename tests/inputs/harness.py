@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import io
-import os
-import sys
-import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import asyncpg
 
-from headend.cli import main
+from tests.support.cli import headend_in_process
 from tests.support.postgres import PgServer, run_sync
 
 # rows whose count must not change when an input is refused
@@ -29,31 +25,8 @@ class Outcome:
 
 
 def headend(*args: str, env: Mapping[str, str] | None = None) -> Outcome:
-    """Run ``headend ARGS`` as the console script does (``headend.cli.main``), capturing its output;
-    with ``env``, the process environment is exactly ``env`` for the run (e.g. ``operator_env()``).
-
-    An exception escaping ``main`` is what a user would see as a traceback: it is kept in ``err``.
-    """
-    out, err = io.StringIO(), io.StringIO()
-    argv, environ = sys.argv, dict(os.environ)
-    sys.argv = ["headend", *args]
-    if env is not None:
-        os.environ.clear()
-        os.environ.update(env)
-    code: int | str | None = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-    except SystemExit as exc:
-        code = exc.code
-    except Exception:  # what a user would see as a traceback
-        err.write(traceback.format_exc())
-        code = -1
-    finally:
-        sys.argv = argv
-        os.environ.clear()
-        os.environ.update(environ)
-    return Outcome(code if isinstance(code, int) else 1, out.getvalue(), err.getvalue())
+    """Run ``headend ARGS`` in this process as the console script does (see ``tests.support.cli``)."""
+    return Outcome(*headend_in_process(*args, env=env))
 
 
 def assert_refused(outcome: Outcome, code: int, message: str) -> None:

@@ -169,7 +169,12 @@ DB_CASES: list[tuple[str, tuple[str, ...], int, str]] = [
     ("show-id-huge", ("commands", "show", BIG), 1, f"command id must be 1..9223372036854775807, got {BIG}"),
     ("show-id-zero", ("commands", "show", "0"), 1, "command id must be 1..9223372036854775807, got 0"),
     ("show-missing", ("commands", "show", "42"), 1, "no command 42"),
-    ("cancel-id-huge", ("commands", "cancel", BIG, "--operator", OPERATOR), 1, "command id must be 1.."),
+    (
+        "cancel-id-huge",
+        ("commands", "cancel", BIG, "--operator", OPERATOR, "--reason", "r"),
+        1,
+        "command id must be 1..",
+    ),
     ("approve-id-huge", ("commands", "approve", BIG, "--operator", APPROVER), 1, "command id must be 1.."),
     ("list-state", ("commands", "list", "--state", "bogus"), 1, "--state must be one of pending, sent"),
     ("list-state-case", ("commands", "list", "--state", "PENDING"), 1, "got 'PENDING'"),
@@ -620,6 +625,13 @@ ENV_CASES: list[tuple[str, dict[str, str], tuple[str, ...], str]] = [
         {"HEADEND_DSN": "postgresql://u@127.0.0.1:9/db"},
         ("commands", "list"),
         "error: database from HEADEND_DSN:",
+    ),
+    (
+        "dsn-server-stopped",  # the socket of a stopped (embedded) server is gone: said in words
+        {"HEADEND_DSN": "postgresql://postgres@/headend?host=/nonexistent/headend-pg&port=5432"},
+        ("commands", "list"),
+        "error: database from HEADEND_DSN: no server is running at its socket (start the embedded one with"
+        " `headend db start`)",
     ),
     (
         "dsn-password-redacted",

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +17,9 @@ from headend.engine.ports import DriverPort
 from headend.engine.worker import ChannelWorker
 from headend.metrics import EngineMetrics
 from simulators import BusSpec, start_bus
-from tests.support.daemons import Daemon, free_port
+from tests.support.cli import cli_env, headend_async
+from tests.support.daemons import Daemon
+from tests.support.ports import free_port
 
 
 @pytest.mark.timeout(60)
@@ -78,25 +78,11 @@ async def test_daemon_reads_every_meter_without_secrets(
 
 async def test_cli_reads_without_the_secrets_file() -> None:
     async with await start_bus(BusSpec(meters=1, seed=92)) as bus:
-        env = os.environ | {"HEADEND_SECRETS_FILE": "/nonexistent/secrets.toml"}
-        env.pop("HEADEND_METER_PASSWORD", None)
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "headend.cli",
-            "read",
-            bus.url,
-            "-a",
-            bus.meters[0].address,
-            "energy_import_kwh",
-            "--json",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-        assert process.returncode == 0, err.decode()
-        assert '"energy_import_kwh"' in out.decode()
+        env = cli_env(drop=["HEADEND_METER_PASSWORD"], HEADEND_SECRETS_FILE="/nonexistent/secrets.toml")
+        args = ("read", bus.url, "-a", bus.meters[0].address, "energy_import_kwh", "--json")
+        code, out, err = await headend_async(*args, env=env, timeout=60)
+        assert code == 0, err
+        assert '"energy_import_kwh"' in out
 
 
 # (case id, secrets file content (None: the path is a directory), what the start-up warning says)

@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import signal
-import sys
 import time
+from collections import Counter
 
 import pytest
 
 from protocols.dlt645 import ChecksumError, build_read, decode
 from simulators.endpoints import bits_per_char
-from simulators.faults import FaultSpec, FaultSpecError
+from simulators.faults import FaultPlan, FaultSpec, FaultSpecError
+from tests.support import cli
 from tests.support.sim import RawClient, running_bus
+from tests.support.waiting import wait_until
 
 READ = "00010000"
 
@@ -58,22 +59,23 @@ async def test_damaged_frames_never_decode(kind: str) -> None:
 
 
 async def test_offline_period_then_answers_again() -> None:
-    async with running_bus(meters=2, faults="offline=#0@0+0.5", seed=25) as (bus, client):
-        await asyncio.sleep(0.05)
+    async with running_bus(meters=2, faults="offline=#0@0+1.5", seed=25) as (bus, client):
         dead, alive = bus.meters
+        await wait_until(lambda: dead.model.offline, 5, "the offline period to start")
         assert await client.ask(build_read(dead.address, READ), timeout=0.2) is None
         assert await client.ask(build_read(alive.address, READ)) is not None
-        await asyncio.sleep(0.6)
+        await wait_until(lambda: not dead.model.offline, 5, "the offline period to end")
         assert await client.ask(build_read(dead.address, READ)) is not None
         assert bus.fault_counts["offline"] == 1
 
 
 async def test_power_outage_leaves_a_power_down_record() -> None:
-    async with running_bus(meters=1, faults="power_outage=*@0+0.4", seed=26) as (bus, client):
-        await asyncio.sleep(0.05)
-        address = bus.meters[0].address
-        assert await client.ask(build_read(address, READ), timeout=0.2) is None
-        await asyncio.sleep(0.5)
+    async with running_bus(meters=1, faults="power_outage=*@0+1.5", seed=26) as (bus, client):
+        model = bus.meters[0].model
+        await wait_until(lambda: not model.powered, 5, "the outage to start")
+        assert await client.ask(build_read(model.address, READ), timeout=0.2) is None
+        await wait_until(lambda: model.powered, 5, "the power to return")
+        address = model.address
         assert (await client.ask(build_read(address, "03110000"))).value == 1
         record = await client.ask(build_read(address, "03110001"))
         assert record.value["start"] <= record.value["end"]
@@ -81,8 +83,9 @@ async def test_power_outage_leaves_a_power_down_record() -> None:
 
 async def test_clock_jump() -> None:
     async with running_bus(meters=1, faults="clock_jump=#0@0:+600", seed=27) as (bus, _):
-        await asyncio.sleep(0.1)
-        assert bus.meters[0].model.clock.error() >= dt.timedelta(seconds=599)
+        clock = bus.meters[0].model.clock
+        await wait_until(lambda: clock.error() >= dt.timedelta(seconds=599), 5, "the clock jump")
+        assert bus.fault_counts["clock_jump"] == 1
 
 
 async def test_echo_comes_back_before_the_reply() -> None:
@@ -109,6 +112,31 @@ async def test_line_timing_releases_bytes_at_the_baud_rate(transport: str) -> No
         assert elapsed >= minimum * 0.95
 
 
+async def test_explicit_replies_get_their_faults_as_planned_before_the_first_request() -> None:
+    async with running_bus(meters=1, faults="no_reply@1,corrupt@2,garbage=0.5", seed=31) as (bus, client):
+        planned = bus.faults.plan.faults_in(0, 6)
+        assert {1: "no_reply", 2: "corrupt"}.items() <= planned.items()
+        request = build_read(bus.meters[0].address, READ)
+        answered = [await client.ask(request, timeout=0.4) is not None for _ in range(6)]
+        # dropped and corrupted replies never decode; noise before a frame is skipped
+        assert answered == [planned.get(index) not in ("no_reply", "corrupt") for index in range(6)]
+        assert "garbage" in planned.values() and bus.fault_counts == Counter(planned.values())
+        assert client.deframer.checksum_errors >= 1
+
+
+def test_fault_plan_is_per_reply_index_and_explicit_replies_parse_precisely() -> None:
+    spec = FaultSpec.parse("no_reply=0.3,corrupt=0.3,truncate@4")
+    plan = FaultPlan(spec, seed=9)
+    forwards = [plan.fault_at(index) for index in range(50)]
+    assert forwards == [plan.fault_at(index) for index in reversed(range(50))][::-1]  # no hidden state
+    assert forwards[4] == "truncate" and {"no_reply", "corrupt", None} <= set(forwards)
+    assert plan.faults_in(0, 50) == {i: kind for i, kind in enumerate(forwards) if kind}
+    with pytest.raises(FaultSpecError, match="KIND@N takes one of no_reply"):
+        FaultSpec.parse("offline@3")
+    with pytest.raises(FaultSpecError, match="N must be a reply index"):
+        FaultSpec.parse("no_reply@x")
+
+
 def test_fault_spec_errors_are_precise() -> None:
     assert FaultSpec.parse("no_reply=0.5,offline=#1@10+30").schedule[0].amount == 30
     with pytest.raises(FaultSpecError, match="unknown fault 'smoke'"):
@@ -119,22 +147,8 @@ def test_fault_spec_errors_are_precise() -> None:
 
 
 async def test_headend_sim_command_prints_json_serves_and_stops_on_sigterm() -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "headend.cli",
-        "sim",
-        "dlt645",
-        "--meters",
-        "2",
-        "--tcp",
-        "127.0.0.1:0",
-        "--seed",
-        "30",
-        "--no-block-reads",
-        "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    process = await cli.spawn(
+        "sim", "dlt645", "--meters", "2", "--tcp", "127.0.0.1:0", "--seed", "30", "--no-block-reads", "--json"
     )
     try:
         line = await asyncio.wait_for(process.stdout.readline(), 30)
@@ -151,5 +165,4 @@ async def test_headend_sim_command_prints_json_serves_and_stops_on_sigterm() -> 
         assert refused is not None and refused.is_abnormal
         await client.close()
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 15) == 0
+        assert (await cli.stop(process, 15)).returncode == 0

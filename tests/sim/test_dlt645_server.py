@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 
 import pytest
@@ -26,6 +25,7 @@ from protocols.dlt645 import (
     decode,
 )
 from tests.support.sim import running_bus
+from tests.support.waiting import wait_until
 
 PW = {"password_level": 2, "password": "000000"}
 
@@ -184,7 +184,11 @@ async def test_open_relay_stops_consumption() -> None:
         model = bus.meters[0].model
         expiry = model.clock.local() + dt.timedelta(minutes=5)
         before = (await client.ask(build_read(model.address, "00010000"))).value
-        await asyncio.sleep(0.5)  # >= 0.02 kWh at the lowest night load x 3600: visible at 0.01 kWh
+
+        async def grown() -> bool:  # the register shows 0.01 kWh steps
+            return (await client.ask(build_read(model.address, "00010000"))).value > before
+
+        await wait_until(grown, 10, "the energy register to advance")
         await client.ask(build_control(model.address, "trip", **PW, operator="1", expiry=expiry))
         tripped = (await client.ask(build_read(model.address, "00010000"))).value
         assert tripped > before

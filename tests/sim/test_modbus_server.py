@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,9 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
 from protocols.modbus import load_modbus_model
+from tests.support import cli
 from tests.support.sim import modbus_client, running_modbus_bus
+from tests.support.waiting import wait_until
 
 MODELS = ["eastron_sdm630", "eastron_sdm120", "chint_dtsu666", "hiking_dds238_2_znsr"]
 
@@ -90,9 +91,11 @@ async def test_energy_grows_with_load_scale() -> None:
         client,
     ):
         first = (await read_all(client, "eastron_sdm120", 1))["energy_import_kwh"]
-        await asyncio.sleep(0.5)
-        second = (await read_all(client, "eastron_sdm120", 1))["energy_import_kwh"]
-        assert second > first
+
+        async def grown() -> bool:
+            return (await read_all(client, "eastron_sdm120", 1))["energy_import_kwh"] > first
+
+        await wait_until(grown, 10, "the energy register to advance")
 
 
 async def test_pty_rtu_conversation() -> None:
@@ -102,24 +105,21 @@ async def test_pty_rtu_conversation() -> None:
         assert 220 < values["voltage_c_v"] < 240
 
 
-async def test_corrupt_and_no_reply_faults_are_deterministic_and_counted() -> None:
-    outcomes = []
-    for _ in range(2):
-        async with running_modbus_bus(
-            model="eastron_sdm120", transport="rtu-over-tcp", faults="no_reply=0.3,corrupt=0.3", seed=4
-        ) as (bus, client):
-            run = []
-            for _ in range(12):
-                try:
-                    reply = await client.read_input_registers(0, count=2, device_id=1)
-                    run.append("ok" if not reply.isError() else "error")
-                except ModbusIOException:
-                    run.append("lost")
-            outcomes.append((run, dict(bus.fault_counts)))
-    assert outcomes[0] == outcomes[1]
-    run, counts = outcomes[0]
-    assert counts["no_reply"] > 0 and counts["corrupt"] > 0
-    assert run.count("ok") == 12 - counts["no_reply"] - counts["corrupt"]
+async def test_corrupt_and_no_reply_faults_follow_the_seeded_plan_and_are_counted() -> None:
+    async with running_modbus_bus(
+        model="eastron_sdm120", transport="rtu-over-tcp", faults="no_reply=0.3,corrupt=0.3", seed=4
+    ) as (bus, client):
+        planned = bus.faults.plan.faults_in(0, 12)  # known before the first request
+        run = []
+        for _ in range(12):
+            try:
+                reply = await client.read_input_registers(0, count=2, device_id=1)
+                run.append("ok" if not reply.isError() else "error")
+            except ModbusIOException:
+                run.append("lost")
+    assert set(planned.values()) == {"no_reply", "corrupt"}  # the seed exercises both
+    assert run == ["lost" if index in planned else "ok" for index in range(12)]  # a bad CRC is discarded
+    assert bus.fault_counts == Counter(planned.values())
 
 
 async def test_late_fault_delays_replies_past_the_client_timeout() -> None:
@@ -134,11 +134,9 @@ async def test_late_fault_delays_replies_past_the_client_timeout() -> None:
 
 
 async def test_headend_sim_modbus_command_serves_and_stops_on_sigterm() -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "headend.cli", "sim", "modbus", "--model", "hiking_dds238_2_znsr",
-        "--meters", "2", "--tcp", "127.0.0.1:0", "--json",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    process = await cli.spawn(
+        "sim", "modbus", "--model", "hiking_dds238_2_znsr", "--meters", "2", "--tcp", "127.0.0.1:0", "--json"
+    )
     try:
         assert process.stdout is not None
         info = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))
@@ -149,17 +147,12 @@ async def test_headend_sim_modbus_command_serves_and_stops_on_sigterm() -> None:
             assert (await client.read_holding_registers(0x1A, count=1, device_id=2)).registers == [0]
             assert (await client.read_holding_registers(0x1A, count=1, device_id=1)).registers == [1]
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 15) == 0
+        assert (await cli.stop(process, 15)).returncode == 0
 
 
 async def test_headend_sim_modbus_unknown_model_is_a_precise_error() -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "headend.cli", "sim", "modbus", "--model", "nope", "--tcp", "127.0.0.1:0",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _out, err = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 2 and b"unknown meter model 'nope'" in err
+    code, _out, err = await cli.headend_async("sim", "modbus", "--model", "nope", "--tcp", "127.0.0.1:0")
+    assert code == 2 and "unknown meter model 'nope'" in err
 
 
 async def test_keep_power_refuses_a_trip_with_device_failure() -> None:
@@ -176,10 +169,7 @@ async def test_headend_sim_fleet_runs_modbus_buses(tmp_path: Path) -> None:
         '[[bus]]\nprotocol = "modbus"\nmodel = "eastron_sdm630"\ntransport = "modbus-tcp"\nmeters = 2\n\n'
         '[[bus]]\nprotocol = "modbus"\nmodel = "chint_dtsu666"\ntransport = "rtu-over-tcp"\nmeters = 1\n'
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "headend.cli", "sim", "fleet", str(fleet), "--json",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    process = await cli.spawn("sim", "fleet", str(fleet), "--json")
     try:
         assert process.stdout is not None
         buses = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))["buses"]
@@ -191,8 +181,7 @@ async def test_headend_sim_fleet_runs_modbus_buses(tmp_path: Path) -> None:
             client.close()
             assert 220 < values["voltage_b_v"] < 240
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 15) == 0
+        assert (await cli.stop(process, 15)).returncode == 0
 
 
 async def test_three_phase_values_are_consistent() -> None:
@@ -203,3 +192,22 @@ async def test_three_phase_values_are_consistent() -> None:
         for label in "abc":
             apparent = values[f"voltage_{label}_v"] * values[f"current_{label}_a"] / 1000
             assert values[f"power_{label}_kw"] == pytest.approx(apparent * values["pf"], rel=0.01)
+
+
+async def test_headend_sim_fleet_modbus_bus_with_its_defaults(tmp_path: Path) -> None:
+    """A ``[[bus]]`` with only ``protocol = "modbus"`` runs: Modbus TCP, the SDM120 model."""
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text('[[bus]]\nprotocol = "modbus"\nmeters = 2\n\n[[bus]]\nmeters = 1\n')
+    process = await cli.spawn("sim", "fleet", str(fleet), "--json")
+    try:
+        assert process.stdout is not None
+        modbus, dlt645 = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))["buses"]
+        assert (modbus["model"], modbus["meters"]) == ("eastron_sdm120", [1, 2])
+        assert modbus["url"].startswith("modbus-tcp://") and dlt645["url"].startswith("tcp://")
+        client = modbus_client(modbus["url"])
+        await client.connect()
+        values = await read_all(client, "eastron_sdm120", 2)
+        client.close()
+        assert 220 < values["voltage_a_v"] < 240
+    finally:
+        assert (await cli.stop(process)).returncode == 0

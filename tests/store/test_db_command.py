@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import timedelta
 
 import asyncpg
 
+from tests.support import cli
 from tests.support.operators import PASSWORD, add_operators
 from tests.support.postgres import PgServer
 
 
-def headend(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "headend.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "HEADEND_OPERATOR_PASSWORD": PASSWORD},
-    )
+def headend(*args: str) -> cli.CliResult:
+    """The CLI with a bare environment: no DSN or state directory of the machine's own."""
+    env = {"PATH": "/usr/bin:/bin", "COLUMNS": "200", "HEADEND_OPERATOR_PASSWORD": PASSWORD}
+    return cli.headend(*args, env=env)
 
 
 async def test_db_migrate_then_status_then_rerun(pg_server: PgServer) -> None:

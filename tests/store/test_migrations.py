@@ -179,12 +179,12 @@ async def test_concurrent_migrate_runs_apply_each_migration_once(empty_dsn: str)
 async def test_billing_migration_applies_to_a_database_already_on_the_operators_schema(
     empty_dsn: str, tmp_path: Path
 ) -> None:
-    """A database migrated without the billing migrations (0007, 0013) gets them on the next migrate,
-    and ends with the same guards as a fresh one."""
+    """A database migrated without the billing migrations (0007, 0013, and 0024 that builds on 0013's
+    guard) gets them on the next migrate, and ends with the same guards as a fresh one."""
     older = tmp_path / "older"
     older.mkdir()
     for path in MIGRATIONS_DIR.glob("*.sql"):
-        if not path.name.startswith(("0007_", "0013_", "0017_", "0018_", "0033_", "0034_")):  # build on 0013
+        if not path.name.startswith(("0007_", "0013_", "0017_", "0018_", "0024_", "0033_", "0034_")):
             shutil.copy(path, older / path.name)
     applied = await migrate(empty_dsn, directory=older)
     assert "0008_operators" in applied and "0007_billing_trust" not in applied
@@ -193,6 +193,7 @@ async def test_billing_migration_applies_to_a_database_already_on_the_operators_
         "0013_billing_operators",
         "0017_guarded_writes",
         "0018_assignments_are_the_truth",
+        "0024_tariff_revisions",
         "0033_manual_approval_and_guarded_records",
         "0034_meters_lose_their_account_copy",
     ]

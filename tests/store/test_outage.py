@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -20,6 +19,7 @@ from headend.store.spool import SpoolFullError
 from headend.store.writer import Reading, ReadingWriter
 from tests.store import writer_child
 from tests.support.postgres import throwaway_cluster, with_database
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,12 +45,6 @@ async def outage_dsn(cluster: EmbeddedPostgres, request: pytest.FixtureRequest) 
     dsn = with_database(cluster.dsn("postgres"), name)
     await migrate(dsn)
     return dsn
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
 
 
 async def stored_keys(dsn: str) -> list[tuple[int, object, float]]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from headend.store import maintenance
 from headend.store.embedded import TIMESCALEDB_ENV, timescaledb_choice
 from headend.store.migrate import detect_mode
 from headend.store.writer import Reading, ReadingWriter
+from tests.support import cli
 from tests.support.operators import PASSWORD, add_operators
 
 
@@ -43,14 +42,10 @@ async def timescale_dsn(pg_dsn: str) -> str:
     pytest.skip(f"needs TimescaleDB: {reason} (see README, Tests)")
 
 
-def headend(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "headend.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "HEADEND_OPERATOR_PASSWORD": PASSWORD},
-    )
+def headend(*args: str) -> cli.CliResult:
+    """The CLI with a bare environment: no DSN or state directory of the machine's own."""
+    env = {"PATH": "/usr/bin:/bin", "COLUMNS": "200", "HEADEND_OPERATOR_PASSWORD": PASSWORD}
+    return cli.headend(*args, env=env)
 
 
 async def _policies(conn: asyncpg.Connection) -> dict[str, dict[str, str]]:

@@ -5,30 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import sys
-import time
 import urllib.request
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(0.2)
+from tests.support import cli
+from tests.support.cli import cli_env
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 
 class Daemon:
@@ -43,17 +27,8 @@ class Daemon:
 
     @classmethod
     async def start(cls, config: Path, state_dir: Path, metrics_port: int) -> Daemon:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "headend.cli",
-            "run",
-            "--config",
-            str(config),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env=os.environ | {"HEADEND_STATE_DIR": str(state_dir)},
-        )
+        env = cli_env(HEADEND_STATE_DIR=str(state_dir))
+        proc = await cli.spawn("run", "--config", str(config), env=env, stdout=asyncio.subprocess.DEVNULL)
         return cls(proc, metrics_port)
 
     async def _read(self) -> None:
@@ -76,7 +51,7 @@ class Daemon:
             return len(self.logged(message)) >= count
 
         try:
-            await eventually(seen, timeout, f"log line {message!r}")
+            await wait_until(seen, timeout, f"log line {message!r}", interval=0.1)
         except AssertionError as exc:
             recent = [r.get("msg") for r in self.records[-8:]] + self.other_lines[-3:]
             raise AssertionError(f"{exc}; the daemon's last lines: {recent}") from None
@@ -179,3 +154,6 @@ class SwitchableDatabase:
             self._writers -= {writer, up_writer}
             for w in (writer, up_writer):
                 w.transport.abort()
+
+
+eventually = wait_until  # the former name of tests.support.waiting.wait_until

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
 
 from headend.operators import hash_password
 from headend.store import operators as store
+from tests.support.cli import CliResult, headend
 from tests.support.postgres import run_sync
 
 PASSWORD = "test-password-1"  # test databases only
@@ -30,7 +29,7 @@ def operator_env(password: str = PASSWORD) -> dict[str, str]:
     return {**os.environ, "HEADEND_OPERATOR_PASSWORD": password}
 
 
-def import_inventory_cli(dsn: str, path: Path) -> subprocess.CompletedProcess[str]:
+def import_inventory_cli(dsn: str, path: Path) -> CliResult:
     """``headend inventory import PATH`` as a real process, signed in as ``INVENTORY_ADMIN`` (created as
     an admin first if the database does not hold it)."""
 
@@ -46,10 +45,4 @@ def import_inventory_cli(dsn: str, path: Path) -> subprocess.CompletedProcess[st
 
     run_sync(ensure_admin)
     command = ["inventory", "import", str(path), "--operator", INVENTORY_ADMIN, "--dsn", dsn]
-    return subprocess.run(
-        [sys.executable, "-m", "headend.cli", *command],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=operator_env(),
-    )
+    return headend(*command, env=operator_env())

@@ -1,9 +1,11 @@
 """Real-PostgreSQL fixtures shared by every area.
 
-``pg_server`` (session): a throwaway cluster run by ``headend.store.embedded`` in a temp directory
-(with TimescaleDB when it is installed, unless ``HEADEND_EMBEDDED_TIMESCALEDB=off``), or the server
-``$HEADEND_TEST_DSN`` points at. ``pg_dsn`` (function): a
-fresh database cloned from a migrated template, dropped after the test.
+``pg_server`` (session, so one per xdist worker): a throwaway cluster run by
+``headend.store.embedded`` in the worker's own temp directory, listening only on a unix socket there
+(no TCP port to collide on), with TimescaleDB when it is installed unless
+``HEADEND_EMBEDDED_TIMESCALEDB=off``; or the server ``$HEADEND_TEST_DSN`` points at (the template and
+database names carry the worker's pid). ``pg_dsn`` (function): a fresh database cloned from a
+migrated template, dropped after the test.
 """
 
 from __future__ import annotations
@@ -178,3 +180,16 @@ def pg_dsn(pg_server: PgServer) -> Iterator[str]:
     name = run_sync(pg_server.create_database)
     yield pg_server.dsn(name)
     run_sync(lambda: pg_server.drop_database(name))
+
+
+class CountingPool:
+    """A pool whose ``acquire`` calls are counted: the passes a service made (each pass acquires one
+    connection), e.g. against a database that is down."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.acquired = 0
+
+    def acquire(self, *, timeout: float | None = None) -> object:
+        self.acquired += 1
+        return self.pool.acquire(timeout=timeout)

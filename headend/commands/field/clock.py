@@ -23,6 +23,7 @@ from headend.commands.field.shared import (
     Port,
     Protocol,
     Secrets,
+    Trace,
     Unit,
     Url,
     Via,
@@ -68,6 +69,7 @@ def clock_command(
     ] = False,
     config: ConfigPath = None,
     as_json: Json = False,
+    trace: Trace = False,
     port: Port = None,
 ) -> None:
     """Read (and with --sync correct) the meter clock, or a concentrator's own clock (no --address).
@@ -93,7 +95,7 @@ def clock_command(
         if policy is not None:
             check_write_target(protocol, address, unit)
         channel, driver = await open_driver(
-            url, protocol, address, unit, model, secrets, dial_in, via, writes=sync
+            url, protocol, address, unit, model, secrets, dial_in, via, writes=sync, trace=trace
         )
         try:
             if policy is not None:
@@ -119,7 +121,7 @@ def clock_command(
             entity, target = "meter", address if address is not None else str(unit)
         return await _audited_clock_sync(database, me, (entity, target), url, sync_clock)
 
-    result = run_field(work)
+    result = run_field(work, protocol)
     print_result(result, as_json, field_table("meter clock" if address else "clock", result))
 
 

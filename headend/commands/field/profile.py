@@ -16,6 +16,7 @@ from headend.commands.field.shared import (
     Model,
     Protocol,
     Secrets,
+    Trace,
     Unit,
     Url,
     open_driver,
@@ -38,6 +39,7 @@ def profile_command(
     wait: Wait = 60.0,
     heartbeat: Heartbeat = "",
     as_json: Json = False,
+    trace: Trace = False,
 ) -> None:
     """Read interval records from the meter's load profile (or daily freeze)."""
 
@@ -45,7 +47,7 @@ def profile_command(
         if end <= start:
             raise FieldError(f"--to {end.isoformat()} must be after --from {start.isoformat()}")
         channel, driver = await open_driver(
-            url, protocol, address, unit, model, secrets, DialIn(listen, wait, heartbeat)
+            url, protocol, address, unit, model, secrets, DialIn(listen, wait, heartbeat), trace=trace
         )
         try:
             records = await driver.read_profile(start.replace(tzinfo=UTC), end.replace(tzinfo=UTC))
@@ -56,7 +58,7 @@ def profile_command(
             "records": [{"ts": r.ts, "source": r.source, **r.values} for r in records],
         }
 
-    result = run_field(work)
+    result = run_field(work, protocol)
     table = Table(title=f"profile of {result['address']}")
     for column in ("ts", "source", "energy_import_kwh"):
         table.add_column(column)

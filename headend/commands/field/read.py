@@ -17,6 +17,7 @@ from headend.commands.field.shared import (
     Port,
     Protocol,
     Secrets,
+    Trace,
     Unit,
     Url,
     Via,
@@ -43,6 +44,7 @@ def read_command(
     wait: Wait = 60.0,
     heartbeat: Heartbeat = "",
     as_json: Json = False,
+    trace: Trace = False,
     port: Port = None,
     pn: Pn = None,
 ) -> None:
@@ -51,7 +53,7 @@ def read_command(
 
     async def work() -> dict[str, Any]:
         channel, driver = await open_driver(
-            url, protocol, address, unit, model, secrets, DialIn(listen, wait, heartbeat), via
+            url, protocol, address, unit, model, secrets, DialIn(listen, wait, heartbeat), via, trace=trace
         )
         try:
             names = items or list(driver.model.points if protocol == "modbus" else driver.plan)
@@ -77,12 +79,16 @@ def read_command(
         finally:
             await channel.close()
 
-    result = run_field(work)
+    result = run_field(work, protocol)
     table = Table(title=f"meter {result['address']}")
     table.add_column("item")
     table.add_column("value")
     for name, value in result["values"].items():
-        table.add_row(name, json.dumps(jsonable(value)) if isinstance(value, dict | list) else str(value))
+        if name == "relay":  # stored as 1.0 (closed) / 0.0 (open): said in words
+            shown = "closed" if value else "open"
+        else:
+            shown = json.dumps(jsonable(value)) if isinstance(value, dict | list) else str(value)
+        table.add_row(name, shown)
     for name, reason in result["unsupported"].items():
         table.add_row(name, f"[red]{reason}[/red]")
     print_result(result, as_json, table)

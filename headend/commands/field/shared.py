@@ -14,8 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from headend import limits
+from headend.commands.field.trace import attach
 from headend.commands.listen import open_field_channel
-from headend.drivers import DriverError, make_driver
+from headend.drivers import DriverError, MeterTimeout, make_driver
 from headend.drivers.gdw1376_terminal import read_archive
 from headend.secrets import MeterSecrets, SecretsError
 from headend.transport import (
@@ -47,6 +48,9 @@ Unit = Annotated[int | None, typer.Option("--unit", help="Modbus unit id.")]
 Model = Annotated[str | None, typer.Option("--model", help="Meter model file in protocols/models.")]
 Secrets = Annotated[str | None, typer.Option("--secrets", help="Secrets TOML with meter passwords.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+Trace = Annotated[
+    bool, typer.Option("--trace", help="Print every frame sent and received on stderr (time, hex, meaning).")
+]
 Port = Annotated[int | None, typer.Option("--port", help="Behind a concentrator: the meter's port (1..31).")]
 Pn = Annotated[
     int | None, typer.Option("--pn", help="Behind a concentrator: the meter's Pn (energy read natively).")
@@ -156,9 +160,10 @@ async def open_driver(
     via: Via = Via(),
     *,
     writes: bool = False,
+    trace: bool = False,
 ) -> tuple[Any, Any]:
     """The channel (for a device that dials in, listening first) and the meter's driver; every
-    argument is checked before anything is opened."""
+    argument is checked before anything is opened. With ``trace`` every frame is printed on stderr."""
     checked_url(url, protocol)
     if parse_channel_url(url).scheme in CONCENTRATOR_SCHEMES:
         if not address:
@@ -167,6 +172,8 @@ async def open_driver(
             raise FieldError("--port is required for a meter behind a concentrator")
         store = meter_secrets(secrets, writes)
         link = await open_field_channel(url, dial_in.listen, dial_in.wait_s)
+        if trace:
+            typer.echo("--trace: a concentrator's frames are not traced", err=True)
         point = {"port": via.port, "pn": via.pn}
         try:
             meter = make_driver(protocol, link, address.rjust(12, "0"), model, store, **point)
@@ -191,6 +198,8 @@ async def open_driver(
         target = address.rjust(12, "0")
         credentials = meter_secrets(secrets, writes)
     channel = await open_field_channel(url, dial_in.listen, dial_in.wait_s, dial_in.heartbeat)
+    if trace:
+        attach(channel, protocol)
     try:
         if credentials is None:
             return channel, make_driver("modbus", channel, target, model)
@@ -216,10 +225,29 @@ def check_write_target(protocol: str, address: str | None, unit: int | None) -> 
             raise FieldError(f"--address: {exc}") from None
 
 
-def run_field(work: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    """Run the command's coroutine; turn every expected failure into one line and exit code 1."""
+def timeout_hint(protocol: str) -> str:
+    """What to try when a meter does not answer."""
+    if protocol == "modbus":
+        return (
+            "check --unit (headend scan --units 1-247 finds them) and the line settings in the URL"
+            " (?baud=9600&parity=N)"
+        )
+    other = "dlt645-1997" if protocol == "dlt645-2007" else "dlt645-2007"
+    return (
+        f"try the other edition (--protocol {other}), check the address (headend scan finds it) and the"
+        " line settings in the URL (?baud=2400&parity=E)"
+    )
+
+
+def run_field(work: Callable[[], Coroutine[Any, Any, Any]], protocol: str | None = None) -> Any:
+    """Run the command's coroutine; turn every expected failure into one line and exit code 1 (a
+    meter that does not answer: with what to try, when the protocol is known)."""
     try:
         return asyncio.run(work())
+    except MeterTimeout as exc:
+        hint = f"; {timeout_hint(protocol)}" if protocol else ""
+        typer.echo(f"error: {exc}{hint}", err=True)
+        raise typer.Exit(code=1) from None
     except (
         FieldError,
         DriverError,

@@ -20,6 +20,7 @@ from headend.commands.field.shared import (
     Port,
     Protocol,
     Secrets,
+    Trace,
     Unit,
     Url,
     Via,
@@ -63,6 +64,7 @@ def switch_command(
     meter_number: MeterNumber = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the command; send nothing.")] = False,
     as_json: Json = False,
+    trace: Trace = False,
     port: Port = None,
 ) -> None:
     """Switch one meter's relay and confirm it by reading the state back.
@@ -108,12 +110,14 @@ def switch_command(
             database,
             dial_in,
             via,
+            as_json=as_json,
+            trace=trace,
         )
         return
 
     async def work() -> dict[str, Any]:
         channel, driver = await open_driver(
-            url, protocol, address, unit, model, secrets, dial_in, via, writes=True
+            url, protocol, address, unit, model, secrets, dial_in, via, writes=True, trace=trace
         )
         try:
             if dry_run:
@@ -139,7 +143,7 @@ def switch_command(
         finally:
             await channel.close()  # also on a dry run: a dtu:// --listen channel stops its listener
 
-    result = run_field(work)
+    result = run_field(work, protocol)
     print_result(result, as_json, field_table(f"switch {action}", result))
     if result["status"] not in ("confirmed", "dry-run"):
         raise typer.Exit(code=1)
@@ -159,6 +163,9 @@ def _recorded_switch(
     database: str,
     dial_in: DialIn,
     via: Via,
+    *,
+    as_json: bool,
+    trace: bool,
 ) -> None:
     """The switch as a persisted, audited command run by the signed-in operator (field_switch)."""
     me = login(operator)
@@ -172,7 +179,7 @@ def _recorded_switch(
         try:
             await me.sign_in(conn, "operator")
             channel, driver = await open_driver(
-                url, protocol, address, unit, model, secrets, dial_in, via, writes=True
+                url, protocol, address, unit, model, secrets, dial_in, via, writes=True, trace=trace
             )
             try:
                 outcome = await field_switch(
@@ -191,8 +198,8 @@ def _recorded_switch(
             "evidence": outcome.evidence,
         }
 
-    result = run_field(work)
-    print_result(result, False, field_table(f"switch {action}: command {result['command']}", result))
+    result = run_field(work, protocol)
+    print_result(result, as_json, field_table(f"switch {action}: command {result['command']}", result))
     if result["state"] != "confirmed":
         command = result["command"]
         typer.echo(f"command {command} is {result['state']}: see `headend commands show {command}`", err=True)

@@ -15,3 +15,20 @@ DROP FUNCTION meters_account_recorded();
 DROP TRIGGER meters_account_guard ON meters;
 DROP FUNCTION meters_account_guard();
 ALTER TABLE meters DROP COLUMN account_id;
+
+-- A command records the account of its meter's open assignment (0020 read the dropped copy), and the
+-- executor's lock covers that assignment too: a reassignment in flight waits for the send decision.
+CREATE OR REPLACE FUNCTION commands_account_of_meter() RETURNS trigger LANGUAGE plpgsql
+    SET search_path = pg_catalog, public AS $$
+BEGIN
+    NEW.account_id := (SELECT account_id FROM meter_assignments WHERE meter_id = NEW.meter_id AND effective_to IS NULL);
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION headend_lock_command_meter(command_id bigint) RETURNS void LANGUAGE plpgsql
+    SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+BEGIN
+    PERFORM 1 FROM meters WHERE id = (SELECT meter_id FROM commands WHERE id = command_id) FOR SHARE;
+    PERFORM 1 FROM meter_assignments
+     WHERE meter_id = (SELECT meter_id FROM commands WHERE id = command_id) AND effective_to IS NULL FOR SHARE;
+END $$;

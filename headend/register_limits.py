@@ -44,3 +44,12 @@ def limits_of(protocol: str, settings: str | dict[str, object] | None) -> MeterL
         / 1000
     )
     return MeterLimits(rollover, kw)
+
+
+def is_rollover(
+    previous: Decimal, current: Decimal, rollover_at: Decimal | None, max_advance: Decimal
+) -> bool:
+    """Whether ``previous`` -> ``current`` (a decrease) is the register wrapping past its top."""
+    if rollover_at is None or not Decimal(0) <= current < rollover_at or not previous < rollover_at:
+        return False
+    return rollover_at - previous + current <= max_advance

@@ -1,0 +1,155 @@
+"""Read-only queries behind ``meters show``, ``channels show`` and ``accounts statement``: what an
+operator asks about one meter, one channel or one account, without writing SQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+
+Row = dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """One entity's fields and its named lists of rows (latest readings, events, cycles, ...)."""
+
+    fields: Row
+    lists: dict[str, list[Row]] = field(default_factory=dict)
+
+    def to_json(self) -> Row:
+        """The fields with each list under its name."""
+        return {**self.fields, **self.lists}
+
+
+_METER = """
+SELECT m.id, m.name, m.protocol, m.address, m.unit_id, m.model, m.enabled, m.has_relay, m.protected,
+       m.protected_reason, m.installed_at, m.removed_at, c.name AS channel,
+       a.number AS account,
+       (SELECT max(r.ts) FROM readings r WHERE r.meter_id = m.id AND r.quality = 'actual') AS last_read,
+       greatest((SELECT max(r.received_at) FROM readings r WHERE r.meter_id = m.id),
+                (SELECT max(e.received_at) FROM events e WHERE e.meter_id = m.id)) AS last_contact,
+       (SELECT (e.details->>'drift_s')::float FROM events e
+        WHERE e.meter_id = m.id AND e.kind LIKE 'clock%' ORDER BY e.occurred_at DESC LIMIT 1)
+           AS clock_offset_s,
+       (SELECT k.action FROM commands k WHERE k.meter_id = m.id AND k.state = 'confirmed' AND NOT k.dry_run
+        ORDER BY k.finished_at DESC LIMIT 1) AS last_relay_action,
+       (SELECT count(*) FROM vee_holds h WHERE h.meter_id = m.id AND h.resolved_at IS NULL) AS open_holds
+FROM meters m JOIN channels c ON c.id = m.channel_id
+LEFT JOIN meter_assignments ma ON ma.meter_id = m.id AND ma.effective_to IS NULL
+LEFT JOIN accounts a ON a.id = ma.account_id
+WHERE m.id = $1
+"""
+
+_LATEST_READINGS = """
+SELECT q.name AS quantity, r.ts, r.value, r.quality::text AS quality, q.unit
+FROM quantities q CROSS JOIN LATERAL (
+    SELECT ts, value, quality FROM readings
+    WHERE meter_id = $1 AND quantity_id = q.id ORDER BY ts DESC LIMIT 1) r
+ORDER BY q.name
+"""
+
+_RECENT_EVENTS = """
+SELECT occurred_at, category, kind, details::text AS details FROM events
+WHERE meter_id = $1 ORDER BY occurred_at DESC LIMIT $2
+"""
+
+_RECENT_COMMANDS = """
+SELECT id, action, state::text AS state, cause, operator, created_at, finished_at, last_error
+FROM commands WHERE meter_id = $1 ORDER BY created_at DESC LIMIT $2
+"""
+
+
+async def meter_overview(conn: asyncpg.Connection, meter_id: int, recent: int = 5) -> Overview:
+    """One meter: inventory, account, last read and contact, clock offset, relay, latest readings
+    (per quantity), and its most recent events and commands."""
+    row = await conn.fetchrow(_METER, meter_id)
+    return Overview(
+        dict(row),
+        {
+            "latest": [dict(r) for r in await conn.fetch(_LATEST_READINGS, meter_id)],
+            "events": [dict(r) for r in await conn.fetch(_RECENT_EVENTS, meter_id, recent)],
+            "commands": [dict(r) for r in await conn.fetch(_RECENT_COMMANDS, meter_id, recent)],
+        },
+    )
+
+
+_CHANNEL = """
+SELECT c.id, c.name, c.kind, c.address, c.settings->>'url' AS url, c.enabled,
+       (SELECT count(*) FROM meters m WHERE m.channel_id = c.id AND m.removed_at IS NULL) AS meters,
+       (SELECT max(r.received_at) FROM readings r JOIN meters m ON m.id = r.meter_id
+        WHERE m.channel_id = c.id) AS last_contact
+FROM channels c WHERE c.name = $1
+"""
+
+_CHANNEL_CYCLES = """
+SELECT cycle_at, due, succeeded, readings, utilisation FROM read_cycles
+WHERE channel_id = $1 AND finished_at IS NOT NULL ORDER BY cycle_at DESC LIMIT $2
+"""
+
+_CHANNEL_METERS = """
+SELECT m.name, m.protocol, m.address, m.enabled,
+       (SELECT max(r.ts) FROM readings r WHERE r.meter_id = m.id AND r.quality = 'actual') AS last_read
+FROM meters m WHERE m.channel_id = $1 AND m.removed_at IS NULL ORDER BY m.name
+"""
+
+_CHANNEL_ERRORS = """
+SELECT occurred_at, kind, details::text AS details FROM events
+WHERE channel_id = $1 AND category = 'comm' ORDER BY occurred_at DESC LIMIT $2
+"""
+
+
+async def channel_overview(conn: asyncpg.Connection, name: str, recent: int = 10) -> Overview | None:
+    """One channel: its settings, meters (with their last successful read), the last complete read
+    cycles (success and utilisation) and its recent communication events; None if unknown."""
+    row = await conn.fetchrow(_CHANNEL, name)
+    if row is None:
+        return None
+    return Overview(
+        dict(row),
+        {
+            "cycles": [dict(r) for r in await conn.fetch(_CHANNEL_CYCLES, row["id"], recent)],
+            "meter_list": [dict(r) for r in await conn.fetch(_CHANNEL_METERS, row["id"])],
+            "errors": [dict(r) for r in await conn.fetch(_CHANNEL_ERRORS, row["id"], recent)],
+        },
+    )
+
+
+_ACCOUNT = "SELECT id, number, name, kind FROM accounts WHERE number = $1"
+
+_OPENING = """
+SELECT coalesce(sum(amount), 0) FROM ledger
+WHERE account_id = $1 AND coalesce(period_end, created_at) < $2
+"""
+
+_ENTRIES = """
+SELECT coalesce(period_end, created_at) AS at, kind, amount, idempotency_key AS reference,
+       period_start, period_end, details->>'kwh' AS kwh
+FROM ledger WHERE account_id = $1 AND coalesce(period_end, created_at) >= $2
+  AND coalesce(period_end, created_at) < $3
+ORDER BY coalesce(period_end, created_at), id
+"""
+
+_BILLS = """
+SELECT id, period_start, period_end, consumption, amount, due_at, paid_at FROM bills
+WHERE account_id = $1 AND period_end > $2 AND period_start < $3 ORDER BY period_start
+"""
+
+
+async def account_statement(
+    conn: asyncpg.Connection, number: str, start: datetime, end: datetime
+) -> Overview | None:
+    """An account's ledger in ``[start, end)`` (charges at their period's end, payments and
+    adjustments when recorded), the opening balance before it, and the bills of the period; None if
+    the account is unknown."""
+    account = await conn.fetchrow(_ACCOUNT, number)
+    if account is None:
+        return None
+    return Overview(
+        {**dict(account), "opening": await conn.fetchval(_OPENING, account["id"], start)},
+        {
+            "entries": [dict(r) for r in await conn.fetch(_ENTRIES, account["id"], start, end)],
+            "bills": [dict(r) for r in await conn.fetch(_BILLS, account["id"], start, end)],
+        },
+    )
