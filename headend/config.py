@@ -293,6 +293,7 @@ class SafetyConfig(_Section):
     max_per_hour: int = Field(50, ge=0)
     max_per_run: int = Field(20, ge=0)
     approval_above: int = Field(10, ge=0)
+    manual_approval_above: int = Field(0, ge=0)  # an operator's disconnects per hour before each waits
     dry_run: bool = False
     run_every: Duration = 30.0  # fee-control pass (service headend.control.service:run)
     reconnect_mode: ReconnectMode = "close"  # accounts may override it

@@ -47,16 +47,25 @@ def create(
     """Ask the daemon to switch one meter: a persisted command it executes and confirms by read-back."""
     me = login(operator)
 
-    async def work(conn: asyncpg.Connection) -> int:
+    async def work(conn: asyncpg.Connection) -> tuple[int, list[str] | None]:
         await me.sign_in(conn, "operator")
-        return await request_command(
+        command_id = await request_command(
             conn, meter, action, operator=me.operator_id, reason=reason, now=datetime.now(UTC)
         )
+        return command_id, await approvals.approval_of(conn, command_id)
 
     try:
-        command_id = run_with_conn(dsn, work)
+        command_id, approvers = run_with_conn(dsn, work)
     except (ManualCommandError, OperatorError) as exc:
         fail(str(exc))
+    if approvers is not None:
+        who = ", ".join(approvers) if approvers else "nobody yet: add an operator with the approver role"
+        typer.echo(
+            f"command {command_id} created ({action} {meter}); it waits for approval by another operator "
+            f"holding the approver role (may approve: {who}): headend commands approve {command_id} "
+            "--operator ID; then the daemon executes it and confirms it by read-back"
+        )
+        return
     typer.echo(
         f"command {command_id} created ({action} {meter}); the daemon executes it and confirms it by "
         f"read-back: headend commands show {command_id}"

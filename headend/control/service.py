@@ -21,7 +21,12 @@ from headend.control.executor import execute
 from headend.control.reconcile import reconcile
 from headend.control.safety import SafetySettings, settings_from_config
 from headend.services import ServiceHost
-from headend.store.feecontrol import commands_open_since, count_mismatches, due_commands
+from headend.store.feecontrol import (
+    commands_open_since,
+    count_mismatches,
+    due_commands,
+    publish_manual_approval_above,
+)
 from headend.store.writer import UNAVAILABLE
 from headend.vocabulary import SwitchOperation
 
@@ -80,6 +85,7 @@ async def run_pass(engine: ServiceHost, now: datetime) -> list[tuple[int, str]]:
     settings = settings_from_config(engine.config.safety, minimum)
     notice = timedelta(seconds=engine.config.billing.notice_period)
     async with engine.pool.acquire() as conn:
+        await publish_manual_approval_above(conn, engine.config.safety.manual_approval_above)
         report = await run_once(conn, settings, now, notice=notice, minimum=minimum)
         for stage, _, _ in report.failures:
             engine.metrics.fee_control_failures.labels(stage).inc()

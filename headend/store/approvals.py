@@ -18,6 +18,22 @@ async def awaiting_approval(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return list(await conn.fetch(_AWAITING))
 
 
+async def approval_of(conn: asyncpg.Connection, command_id: int) -> list[str] | None:
+    """None when command ``command_id`` needs no approver, else who may approve it: the active
+    operators holding ``approver`` other than its creator (``id (name)``), possibly none yet."""
+    row = await conn.fetchrow(
+        """SELECT c.requires_approval AND c.approved_by IS NULL AS waits,
+                  array(SELECT o.id || ' (' || o.name || ')' FROM operators o
+                        WHERE o.active AND 'approver' = ANY (o.roles) AND o.id IS DISTINCT FROM c.operator
+                        ORDER BY o.id) AS approvers
+           FROM commands c WHERE c.id = $1""",
+        command_id,
+    )
+    if row is None or not row["waits"]:
+        return None
+    return list(row["approvers"])
+
+
 class BatchChanged(RuntimeError):
     """Some commands of the batch are no longer awaiting approval; nothing was approved."""
 

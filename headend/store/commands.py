@@ -148,6 +148,7 @@ async def relay_meter(conn: asyncpg.Connection, meter_id: int) -> asyncpg.Record
         """SELECT m.id, coalesce(m.name, m.address) AS label, m.has_relay, m.enabled,
                   m.protected OR coalesce(a.protected, false) AS protected,
                   coalesce(m.protected_reason, a.protected_reason) AS protected_reason
-           FROM meters m LEFT JOIN accounts a ON a.id = m.account_id WHERE m.id = $1""",
+           FROM meters m LEFT JOIN meter_assignments x ON x.meter_id = m.id AND x.effective_to IS NULL
+           LEFT JOIN accounts a ON a.id = x.account_id WHERE m.id = $1""",
         meter_id,
     )

@@ -9,6 +9,7 @@ import asyncpg
 
 from headend.store.results import row, rows
 
+MANUAL_APPROVAL_KEY = "safety.manual_approval_above"  # the database's two-person threshold (0033)
 HALT_KEY = "fee_control_halted"  # headend_settings row present while automation is halted by a cap
 
 
@@ -65,7 +66,8 @@ async def episode_meters(conn: asyncpg.Connection) -> list[asyncpg.Record]:
                   a.id AS acc, a.reconnect_mode, m.protocol,
                   (SELECT h.reason FROM vee_holds h WHERE h.meter_id = m.id AND h.resolved_at IS NULL
                    ORDER BY h.id LIMIT 1) AS hold
-           FROM meters m JOIN accounts a ON a.id = m.account_id
+           FROM meters m JOIN meter_assignments x ON x.meter_id = m.id AND x.effective_to IS NULL
+           JOIN accounts a ON a.id = x.account_id
            LEFT JOIN unreconnected d ON d.meter_id = m.id AND d.acc = a.id AND a.arrears_since IS NULL
            WHERE m.has_relay AND m.enabled AND coalesce(a.arrears_since, d.since) IS NOT NULL
            ORDER BY m.id""",
@@ -106,6 +108,17 @@ async def halted_by(conn: asyncpg.Connection) -> str | None:
     """The latched cap rule, or None."""
     found: str | None = await conn.fetchval("SELECT value FROM headend_settings WHERE key = $1", HALT_KEY)
     return found
+
+
+async def publish_manual_approval_above(conn: asyncpg.Connection, above: int) -> None:
+    """Make ``[safety] manual_approval_above`` the database's two-person threshold for manual disconnects."""
+    await conn.execute(
+        """INSERT INTO headend_settings (key, value) VALUES ($1, $2)
+           ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+           WHERE headend_settings.value IS DISTINCT FROM EXCLUDED.value""",
+        MANUAL_APPROVAL_KEY,
+        str(above),
+    )
 
 
 async def latch_halt(conn: asyncpg.Connection, rule: str) -> None:
@@ -200,7 +213,8 @@ async def relay_observations(conn: asyncpg.Connection) -> list[asyncpg.Record]:
                           AND h.resolved_at IS NULL) AS held,
                   x.expected_open AS known_expected, x.observed_open AS known_observed
            FROM meters m
-           LEFT JOIN accounts a ON a.id = m.account_id
+           LEFT JOIN meter_assignments ma ON ma.meter_id = m.id AND ma.effective_to IS NULL
+           LEFT JOIN accounts a ON a.id = ma.account_id
            JOIN LATERAL (SELECT rd.ts, rd.value FROM readings rd JOIN quantities q ON q.id = rd.quantity_id
                          WHERE rd.meter_id = m.id AND q.name = 'relay' AND rd.value IS NOT NULL
                          ORDER BY rd.ts DESC LIMIT 1) r ON true

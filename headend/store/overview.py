@@ -50,7 +50,7 @@ LEFT JOIN LATERAL (
     ORDER BY e.occurred_at DESC, e.id DESC LIMIT 1) q ON q.quarantined_until > now()
 JOIN channels c ON c.id = m.channel_id
 LEFT JOIN meter_assignments ma ON ma.meter_id = m.id AND ma.effective_to IS NULL
-LEFT JOIN accounts a ON a.id = coalesce(ma.account_id, m.account_id)
+LEFT JOIN accounts a ON a.id = ma.account_id
 WHERE m.id = $1
 """
 

@@ -67,7 +67,9 @@ async def lock_send_facts(conn: asyncpg.Connection, command_id: int, now: dateti
     await conn.execute("SELECT headend_lock_command_meter($1)", command_id)
     row = await conn.fetchrow(
         """SELECT c.id, c.state::text AS state, c.action, c.cause, c.operator, c.requires_approval,
-                  c.approved_by, c.last_error, c.account_id AS made_for, m.account_id AS assigned_to,
+                  c.approved_by, c.last_error, c.account_id AS made_for,
+                  (SELECT x.account_id FROM meter_assignments x
+                   WHERE x.meter_id = m.id AND x.effective_to IS NULL) AS assigned_to,
                   m.has_relay, m.enabled, m.protected, m.protected_reason
            FROM commands c JOIN meters m ON m.id = c.meter_id WHERE c.id = $1""",
         command_id,

@@ -107,7 +107,8 @@ async def open_holds(conn: asyncpg.Connection, meter: int | None = None) -> list
         """SELECT h.id, h.meter_id, coalesce(m.name, m.address) AS meter, q.name AS quantity, h.rule,
                   h.reason, h.first_ts, h.previous_value, h.value, h.opened_at, a.number AS account
            FROM vee_holds h JOIN meters m ON m.id = h.meter_id JOIN quantities q ON q.id = h.quantity_id
-           LEFT JOIN accounts a ON a.id = m.account_id
+           LEFT JOIN meter_assignments x ON x.meter_id = m.id AND x.effective_to IS NULL
+           LEFT JOIN accounts a ON a.id = x.account_id
            WHERE h.resolved_at IS NULL AND ($1::int IS NULL OR h.meter_id = $1) ORDER BY h.id""",
         meter,
     )
@@ -266,7 +267,8 @@ async def identities_due(conn: asyncpg.Connection, before: datetime) -> list[asy
     return await rows(
         conn,
         """SELECT m.id, i.identity FROM meters m LEFT JOIN meter_identities i ON i.meter_id = m.id
-           WHERE m.enabled AND m.account_id IS NOT NULL AND m.protocol = 'dlt645-2007'
+           WHERE m.enabled AND m.protocol = 'dlt645-2007'
+             AND EXISTS (SELECT 1 FROM meter_assignments x WHERE x.meter_id = m.id AND x.effective_to IS NULL)
              AND (i.checked_at IS NULL OR i.checked_at < $1) ORDER BY m.id""",
         before,
     )

@@ -21,3 +21,14 @@ async def add_reading(
         value,
         quantity,
     )
+
+
+async def assign_from_start(conn: asyncpg.Connection, meter: int, account: int | None) -> None:
+    """As the schema owner: the meter's first assignment, to ``account`` over all time (none if None)."""
+    if account is not None:
+        await conn.execute(
+            "INSERT INTO meter_assignments (meter_id, account_id, effective_from, operator)"
+            " VALUES ($1, $2, '0001-01-01 00:00:00+00', 'system')",
+            meter,
+            account,
+        )

@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 
 from headend.store.maintenance import ensure_partitions
-from tests.billing.helpers import add_reading
+from tests.billing.helpers import add_reading, assign_from_start
 from tests.billing.test_cli import headend
 from tests.support.operators import add_operators
 
@@ -175,13 +175,13 @@ async def test_bill_uses_configured_due_days_and_holds_are_listed_and_resolved(
             )
             ids.append(
                 await conn.fetchval(
-                    "INSERT INTO meters (name, protocol, address, model, channel_id, account_id)"
-                    " VALUES ($1, 'dlt645-2007', $1, 'm', $2, $3) RETURNING id",
+                    "INSERT INTO meters (name, protocol, address, model, channel_id)"
+                    " VALUES ($1, 'dlt645-2007', $1, 'm', $2) RETURNING id",
                     number.lower(),
                     channel,
-                    account,
                 )
             )
+            await assign_from_start(conn, ids[-1], account)
         for meter, values in zip(ids, ((10.0, 15.0), (500.0, 20.0)), strict=True):
             await add_reading(conn, meter, T0, values[0])
             await add_reading(conn, meter, T0 + timedelta(days=1), values[1])

@@ -1,13 +1,16 @@
 """Which account a meter belongs to is its assignment rows alone (issue 22): an inventory re-import
 through the CLI, on the desk login, never changes an assignment it does not mention, refuses one that
-contradicts it, and no login writes the meter's account column directly."""
+contradicts it; the meter carries no copy of its account, and `billing holds` names the account of its
+open assignment."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import asyncpg
-import pytest
 
 from tests.support.operators import INVENTORY_ADMIN, add_operators, import_inventory_cli
 from tests.support.postgres import run_sync
@@ -27,11 +30,8 @@ async def _state(dsn: str) -> list[tuple[object, ...]]:
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch(
-            "SELECT a.number, x.operator, x.effective_to, (SELECT n.number FROM accounts n"
-            " WHERE n.id = m.account_id) AS column_account"
-            " FROM meter_assignments x JOIN accounts a ON a.id = x.account_id"
-            " JOIN meters m ON m.id = x.meter_id"
-            " ORDER BY x.id"
+            "SELECT a.number, x.operator, x.effective_to"
+            " FROM meter_assignments x JOIN accounts a ON a.id = x.account_id ORDER BY x.id"
         )
         return [tuple(r) for r in rows]
     finally:
@@ -53,7 +53,7 @@ def test_a_reimport_never_changes_an_assignment(pg_dsn: str, logins: dict[str, s
     desk = logins["billing"]
     first = import_inventory_cli(desk, _inventory(tmp_path / "first.toml", "A1"))
     assert first.returncode == 0, first.stderr
-    assigned = [("A1", INVENTORY_ADMIN, None, "A1")]
+    assigned = [("A1", INVENTORY_ADMIN, None)]
     assert run_sync(lambda: _state(pg_dsn)) == assigned
 
     # the same file without account keys (say, to rename meters): the assignment stays, billed and cut
@@ -68,15 +68,31 @@ def test_a_reimport_never_changes_an_assignment(pg_dsn: str, logins: dict[str, s
     assert "meter flat-1 is assigned to account A1, not A2" in moved.stderr
     assert run_sync(lambda: _state(pg_dsn)) == assigned
 
-    async def write_the_column() -> None:
-        conn = await asyncpg.connect(desk)
+    async def hold_the_meter() -> None:
+        conn = await asyncpg.connect(pg_dsn)
         try:
-            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="follows its assignments"):
-                await conn.execute(
-                    "UPDATE meters SET account_id = (SELECT id FROM accounts WHERE number = 'A2')"
-                )
+            assert not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.columns"
+                " WHERE table_name = 'meters' AND column_name = 'account_id')"
+            )  # no second copy on the meter that could drift
+            await conn.execute(
+                "INSERT INTO quantities (name) VALUES ('energy_import_kwh') ON CONFLICT DO NOTHING"
+            )
+            await conn.execute(
+                "INSERT INTO vee_holds (meter_id, quantity_id, rule, reason, first_ts)"
+                " SELECT m.id, q.id, 'jump', 'seeded', now() FROM meters m, quantities q"
+                " WHERE q.name = 'energy_import_kwh'"
+            )
         finally:
             await conn.close()
 
-    run_sync(write_the_column)
-    assert run_sync(lambda: _state(pg_dsn)) == assigned
+    run_sync(hold_the_meter)
+    held = subprocess.run(
+        [sys.executable, "-m", "headend.cli", "billing", "holds", "--dsn", desk],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert held.returncode == 0, held.stderr
+    [row] = [json.loads(line) for line in held.stdout.splitlines()]
+    assert (row["meter"], row["account"]) == ("flat-1", "A1")

@@ -10,6 +10,7 @@ import pytest
 
 from headend.billing.charging import BillingError, bill_account
 from headend.store import maintenance
+from tests.billing.helpers import assign_from_start
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 T1 = T0 + timedelta(days=7)
@@ -32,11 +33,11 @@ async def _setup(conn: asyncpg.Connection, kind: str, registers: dict[str, tuple
         "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id"
     )
     meter = await conn.fetchval(
-        "INSERT INTO meters (protocol, address, model, channel_id, account_id, multiplier) "
-        "VALUES ('dlt645-2007', '1', 'm', $1, $2, 2) RETURNING id",
+        "INSERT INTO meters (protocol, address, model, channel_id, multiplier) "
+        "VALUES ('dlt645-2007', '1', 'm', $1, 2) RETURNING id",
         channel,
-        account,
     )
+    await assign_from_start(conn, meter, account)
     source = await conn.fetchval("INSERT INTO reading_sources (name) VALUES ('test') RETURNING id")
     for name, (before, after) in registers.items():
         quantity = await conn.fetchval(
@@ -104,7 +105,7 @@ async def test_a_period_across_a_meter_replacement_splits_at_final_and_initial(p
         account = await _setup(
             conn, "prepaid", {"energy_import_t1_kwh": (500.0, 999.0), "energy_import_t2_kwh": (100.0, 999.0)}
         )
-        old = await conn.fetchval("SELECT id FROM meters WHERE account_id = $1", account)
+        old = await conn.fetchval("SELECT meter_id FROM meter_assignments WHERE account_id = $1", account)
         await conn.execute("DELETE FROM readings WHERE meter_id = $1 AND ts = $2", old, T1)
         new = await conn.fetchval(
             "INSERT INTO meters (protocol, address, model, channel_id, multiplier) "
@@ -125,8 +126,12 @@ async def test_a_period_across_a_meter_replacement_splits_at_final_and_initial(p
         final = {"energy_import_t1_kwh": Decimal("520.0"), "energy_import_t2_kwh": Decimal("110.0")}
         initial = {"energy_import_t1_kwh": Decimal("3.0"), "energy_import_t2_kwh": Decimal("2.0")}
         await record_replacement(conn, "1", "2", at=swap_at, final=final, initial=initial, operator="tech9")
-        assert await conn.fetchval("SELECT account_id FROM meters WHERE id = $1", new) == account
-        retired = await conn.fetchrow("SELECT account_id, enabled FROM meters WHERE id = $1", old)
+        open_account = (
+            "(SELECT x.account_id FROM meter_assignments x"
+            " WHERE x.meter_id = meters.id AND x.effective_to IS NULL)"
+        )
+        assert await conn.fetchval(f"SELECT {open_account} FROM meters WHERE id = $1", new) == account
+        retired = await conn.fetchrow(f"SELECT {open_account}, enabled FROM meters WHERE id = $1", old)
         assert tuple(retired) == (None, False)
         # t1: ((520 - 500) x 2 + (13.5 - 3.0)) x 1.00 = 50.50; t2: ((110 - 100) x 2 + (7 - 2)) x 0.50 = 12.50
         # (never the raw register jump 500 -> 13.5 of two different devices)

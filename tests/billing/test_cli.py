@@ -7,6 +7,7 @@ from pathlib import Path
 
 import asyncpg
 
+from tests.billing.helpers import assign_from_start
 from tests.support import cli
 from tests.support.operators import PASSWORD, add_operators, operator_env
 
@@ -84,12 +85,12 @@ async def test_bill_reports_accounts_it_cannot_bill(pg_dsn: str) -> None:
         channel = await conn.fetchval(
             "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id"
         )
-        await conn.execute(
-            "INSERT INTO meters (protocol, address, model, channel_id, account_id) "
-            "VALUES ('dlt645-2007', '2', 'm', $1, $2)",
+        meter = await conn.fetchval(
+            "INSERT INTO meters (protocol, address, model, channel_id) "
+            "VALUES ('dlt645-2007', '2', 'm', $1) RETURNING id",
             channel,
-            account,
         )
+        await assign_from_start(conn, meter, account)
     finally:
         await conn.close()
     done = headend(
@@ -109,13 +110,13 @@ async def test_meter_replacement_is_recorded_with_precise_refusals(pg_dsn: str) 
             "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1') RETURNING id"
         )
         for address, owner in (("000000000011", account), ("000000000012", None)):
-            await conn.execute(
-                "INSERT INTO meters (protocol, address, model, channel_id, account_id) "
-                "VALUES ('dlt645-2007', $1, 'm', $2, $3)",
+            meter = await conn.fetchval(
+                "INSERT INTO meters (protocol, address, model, channel_id) "
+                "VALUES ('dlt645-2007', $1, 'm', $2) RETURNING id",
                 address,
                 channel,
-                owner,
             )
+            await assign_from_start(conn, meter, owner)
         args = ["billing", "replace", "000000000011", "000000000012", "--operator", "51"]
         naive = headend(
             pg_dsn,
@@ -150,7 +151,11 @@ async def test_meter_replacement_is_recorded_with_precise_refusals(pg_dsn: str) 
             "energy_import_kwh=0.1",
         )
         assert done.returncode == 0, done.stderr
-        moved = await conn.fetchval("SELECT address FROM meters WHERE account_id = $1", account)
+        moved = await conn.fetchval(
+            "SELECT m.address FROM meters m JOIN meter_assignments x ON x.meter_id = m.id"
+            " WHERE x.account_id = $1 AND x.effective_to IS NULL",
+            account,
+        )
         assert moved == "000000000012"
         row = await conn.fetchrow("SELECT final_kwh::text, replaced_at FROM meter_replacements")
         assert row["final_kwh"] == '{"energy_import_kwh": "520.4"}'

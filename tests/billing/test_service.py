@@ -14,6 +14,7 @@ from headend.billing.service import bill_due_prepaid
 from headend.config import validate_config
 from headend.engine.engine import Engine
 from headend.store import maintenance
+from tests.billing.helpers import assign_from_start
 from tests.support.engine import engine_for
 from tests.support.postgres import CountingPool
 from tests.support.waiting import wait_until
@@ -60,11 +61,11 @@ async def _account_read_twice(conn: asyncpg.Connection, number: str) -> tuple[in
         tariff,
     )
     meter = await conn.fetchval(
-        "INSERT INTO meters (protocol, address, model, channel_id, account_id) VALUES "
-        "('dlt645-2007', '1', 'dlt645-generic', $1, $2) RETURNING id",
+        "INSERT INTO meters (protocol, address, model, channel_id) VALUES "
+        "('dlt645-2007', '1', 'dlt645-generic', $1) RETURNING id",
         channel,
-        account,
     )
+    await assign_from_start(conn, meter, account)
     await _reading(conn, meter, T0, 10.0)
     await _reading(conn, meter, T0 + timedelta(minutes=15), 14.0)
     return account, meter
@@ -97,12 +98,12 @@ async def test_each_pass_bills_new_readings_once_and_defers_incomplete_accounts(
             )
             for suffix in ("a", "b") if number == "P-2" else ("a",):
                 meters[number + suffix] = await conn.fetchval(
-                    "INSERT INTO meters (protocol, address, model, channel_id, account_id) VALUES "
-                    "('dlt645-2007', $1, 'dlt645-generic', $2, $3) RETURNING id",
+                    "INSERT INTO meters (protocol, address, model, channel_id) VALUES "
+                    "('dlt645-2007', $1, 'dlt645-generic', $2) RETURNING id",
                     f"{len(meters) + 1}",
                     channel,
-                    account,
                 )
+                await assign_from_start(conn, meters[number + suffix], account)
         await conn.execute("INSERT INTO accounts (number, kind) VALUES ('POST', 'postpaid')")
         await _reading(conn, meters["P-1a"], T0, 100.0)
         await _reading(conn, meters["P-1a"], T0 + timedelta(minutes=15), 102.5)
@@ -243,14 +244,14 @@ async def test_a_meter_replaced_before_the_first_bill_is_billed_from_the_old_met
         )
         old, new = [
             await conn.fetchval(
-                "INSERT INTO meters (protocol, address, model, channel_id, account_id) VALUES "
-                "('dlt645-2007', $1, 'dlt645-generic', $2, $3) RETURNING id",
+                "INSERT INTO meters (protocol, address, model, channel_id) VALUES "
+                "('dlt645-2007', $1, 'dlt645-generic', $2) RETURNING id",
                 address,
                 channel,
-                account if address == "1" else None,
             )
             for address in ("1", "2")
         ]
+        await assign_from_start(conn, old, account)
         if held_by == "assignment":
             await assign_meter(
                 conn, "1", "R-1", at=T0 - timedelta(hours=1), operator="9001", reason="move in"

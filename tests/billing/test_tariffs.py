@@ -11,7 +11,7 @@ import asyncpg
 
 from headend.billing.charging import bill_account
 from headend.store.maintenance import ensure_partitions
-from tests.billing.helpers import add_reading
+from tests.billing.helpers import add_reading, assign_from_start
 from tests.billing.test_cli import headend
 from tests.support.operators import add_operators
 
@@ -29,12 +29,12 @@ async def _account(conn: asyncpg.Connection, tariff: str) -> tuple[int, int]:
         tariff,
     )
     meter = await conn.fetchval(
-        "INSERT INTO meters (protocol, address, model, channel_id, account_id)"
-        " VALUES ('dlt645-2007', $1, 'm', $2, $3) RETURNING id",
+        "INSERT INTO meters (protocol, address, model, channel_id)"
+        " VALUES ('dlt645-2007', $1, 'm', $2) RETURNING id",
         tariff,
         channel,
-        account,
     )
+    await assign_from_start(conn, meter, account)
     return account, meter
 
 

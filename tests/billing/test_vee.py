@@ -12,7 +12,7 @@ import pytest
 from headend.billing.service import bill_due_prepaid
 from headend.billing.vee import HoldError, resolve_hold, validate_new
 from headend.store.maintenance import ensure_partitions
-from tests.billing.helpers import add_reading
+from tests.billing.helpers import add_reading, assign_from_start
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 Q = timedelta(minutes=15)
@@ -38,16 +38,16 @@ async def _accounts(conn: asyncpg.Connection, meters: dict[str, tuple[str, str]]
             tariff,
         )
         ids[name] = await conn.fetchval(
-            "INSERT INTO meters (name, protocol, address, unit_id, model, channel_id, account_id, settings)"
-            " VALUES ($1, $2, $3, $4, 'm', $5, $6, $7::jsonb) RETURNING id",
+            "INSERT INTO meters (name, protocol, address, unit_id, model, channel_id, settings)"
+            " VALUES ($1, $2, $3, $4, 'm', $5, $6::jsonb) RETURNING id",
             name,
             protocol,
             str(n),
             n if protocol == "modbus" else None,
             channel,
-            account,
             settings,
         )
+        await assign_from_start(conn, ids[name], account)
     return ids
 
 

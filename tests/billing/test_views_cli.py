@@ -14,7 +14,7 @@ import asyncpg
 
 from headend.billing.charging import bill_account
 from headend.store.maintenance import ensure_partitions
-from tests.billing.helpers import add_reading
+from tests.billing.helpers import add_reading, assign_from_start
 from tests.billing.test_cli import headend
 from tests.support.operators import add_operators
 
@@ -41,11 +41,11 @@ async def _fleet(dsn: str) -> tuple[int, int]:
             tariff,
         )
         meter = await conn.fetchval(
-            "INSERT INTO meters (protocol, address, model, channel_id, account_id, has_relay)"
-            " VALUES ('dlt645-2007', '000000000001', 'dlt645-generic', $1, $2, true) RETURNING id",
+            "INSERT INTO meters (protocol, address, model, channel_id, has_relay)"
+            " VALUES ('dlt645-2007', '000000000001', 'dlt645-generic', $1, true) RETURNING id",
             channel,
-            account,
         )
+        await assign_from_start(conn, meter, account)
         for n in range(2 * 96 + 1):
             if n != 5:
                 await add_reading(conn, meter, T0 + timedelta(minutes=15 * n), 100.0 + n)

@@ -10,6 +10,7 @@ import asyncpg
 from headend.billing.payments import record_payment
 from headend.control.automation import HALT_KEY, resume, run_once
 from headend.control.safety import SafetySettings
+from tests.billing.helpers import assign_from_start
 
 WEDNESDAY_NOON = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 WEDNESDAY_NIGHT = datetime(2026, 11, 18, 23, 0, tzinfo=UTC)
@@ -28,13 +29,13 @@ async def _fleet(dsn: str, accounts: int) -> asyncpg.Connection:
             n == 0,
         )
         await conn.execute("INSERT INTO balances (account_id, balance) VALUES ($1, -50)", acc)
-        await conn.execute(
-            "INSERT INTO meters (protocol, address, model, channel_id, account_id, has_relay) "
-            "VALUES ('dlt645-2007', $1, 'dlt645-generic', $2, $3, true)",
+        meter = await conn.fetchval(
+            "INSERT INTO meters (protocol, address, model, channel_id, has_relay) "
+            "VALUES ('dlt645-2007', $1, 'dlt645-generic', $2, true) RETURNING id",
             f"{n:012d}",
             channel,
-            acc,
         )
+        await assign_from_start(conn, meter, acc)
     return conn
 
 

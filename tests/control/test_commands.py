@@ -83,9 +83,9 @@ async def test_disconnect_confirmed_with_evidence(pg_dsn: str) -> None:
             conn,
             meter_id=meter_id,
             action="disconnect",
-            cause="manual",
-            operator="00000007",
-            idempotency_key="manual:1",
+            cause="arrears",
+            operator="system",
+            idempotency_key="arrears:1",
             now=NOW,
         )
         assert await execute(conn, cid, lambda _: driver) == "confirmed"

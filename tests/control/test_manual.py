@@ -39,7 +39,7 @@ async def test_operator_command_is_executed_by_the_daemon_and_refusals_are_preci
         'model = "dlt645-generic"\nhas_relay = true\nprotected = true\nprotected_reason = "dialysis"\n'
     )
     conn = await asyncpg.connect(pg_dsn)
-    await add_operators(conn, o7="operator")
+    await add_operators(conn, o7="operator,approver", o8="approver")
     await import_inventory(conn, read_inventory(inventory))
     config = validate_config(
         {
@@ -59,10 +59,19 @@ async def test_operator_command_is_executed_by_the_daemon_and_refusals_are_preci
         )
         assert created.returncode == 0, created.stderr
         command_id = int(created.stdout.split()[1])
+        # a manual disconnect waits for a second operator by default; the creator is not among them
+        assert "waits for approval" in created.stdout and "may approve: 8 (" in created.stdout
+        assert "7 (" not in created.stdout
         # nothing is switched by the request itself: the daemon does it, confirmed by read-back
         assert not served.model.relay.open and bus.requests[0x1C] == 0
         again = headend(pg_dsn, "create", served.address, "reconnect", "--operator", "7", "--reason", "x")
         assert again.returncode == 1 and f"already has open command {command_id}" in again.stderr
+        assert await run_pass(engine, datetime.now(UTC)) == []  # not sent before its approval
+        assert bus.requests[0x1C] == 0
+        own = headend(pg_dsn, "approve", str(command_id), "--operator", "7")
+        assert own.returncode == 1
+        approved = headend(pg_dsn, "approve", str(command_id), "--operator", "8")
+        assert approved.returncode == 0, approved.stderr
         assert [state for _, state in await run_pass(engine, datetime.now(UTC))] == ["confirmed"]
         assert served.model.relay.open and bus.requests[0x1C] == 1
         row = await conn.fetchrow(

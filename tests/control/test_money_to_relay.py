@@ -333,8 +333,9 @@ async def _approve_waiting(conn: asyncpg.Connection, world: World) -> None:
     """An approver approves every command waiting for approval; before that, some customers whose
     disconnect waits become protected (the gate at send time must refuse those)."""
     waiting = await conn.fetch(
-        "SELECT c.id, c.action, a.number FROM commands c JOIN meters m ON m.id = c.meter_id"
-        " JOIN accounts a ON a.id = m.account_id"
+        "SELECT c.id, c.action, a.number FROM commands c"
+        " JOIN meter_assignments x ON x.meter_id = c.meter_id AND x.effective_to IS NULL"
+        " JOIN accounts a ON a.id = x.account_id"
         " WHERE c.state = 'pending' AND c.requires_approval AND c.approved_by IS NULL ORDER BY c.id"
     )
     for row in waiting:
@@ -417,7 +418,8 @@ async def _check(
     assert not {r["number"] for r in new_charges} & held, "an account with held data was charged"
     bad = await conn.fetch(
         "SELECT c.id FROM commands c JOIN meters m ON m.id = c.meter_id"
-        " JOIN accounts a ON a.id = m.account_id"
+        " JOIN meter_assignments x ON x.meter_id = m.id AND x.effective_to IS NULL"
+        " JOIN accounts a ON a.id = x.account_id"
         " WHERE c.id > $1 AND c.action = 'disconnect' AND NOT c.dry_run AND (m.protected OR a.protected"
         "   OR NOT a.arrears"
         "   OR EXISTS (SELECT 1 FROM vee_holds h WHERE h.meter_id = m.id AND h.resolved_at IS NULL))",
@@ -428,7 +430,7 @@ async def _check(
         await conn.fetch(
             "SELECT m.address, a.number FROM meters m"
             " JOIN meter_assignments x ON x.meter_id = m.id AND x.effective_to IS NULL"
-            " JOIN accounts a ON a.id = x.account_id AND a.id = m.account_id"
+            " JOIN accounts a ON a.id = x.account_id"
         )
     )
     for address, m in world.meters.items():
@@ -442,7 +444,8 @@ async def _check(
             "  ORDER BY c.finished_at DESC, c.id DESC LIMIT 1) AS last_action,"
             " EXISTS (SELECT 1 FROM commands c WHERE c.meter_id = m.id AND c.action = 'reconnect'"
             "  AND c.state = 'pending' AND c.requires_approval AND c.approved_by IS NULL) AS unapproved"
-            " FROM meters m JOIN accounts a ON a.id = m.account_id"
+            " FROM meters m JOIN meter_assignments x ON x.meter_id = m.id AND x.effective_to IS NULL"
+            " JOIN accounts a ON a.id = x.account_id"
         )
     }
     for address, m in world.meters.items():

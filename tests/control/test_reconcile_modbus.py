@@ -9,7 +9,7 @@ import asyncpg
 
 from headend.control.reconcile import reconcile
 from headend.store.maintenance import ensure_partitions
-from tests.billing.helpers import add_reading
+from tests.billing.helpers import add_reading, assign_from_start
 
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 
@@ -28,14 +28,14 @@ async def test_a_paying_customers_open_relay_is_reconnected_in_the_mode_its_mete
         meters = {}
         for protocol, address, unit in (("dlt645-2007", "000000000001", None), ("modbus", "1", 1)):
             meters[protocol] = await conn.fetchval(
-                "INSERT INTO meters (protocol, address, unit_id, model, channel_id, account_id, has_relay)"
-                " VALUES ($1, $2, $3, 'm', $4, $5, true) RETURNING id",
+                "INSERT INTO meters (protocol, address, unit_id, model, channel_id, has_relay)"
+                " VALUES ($1, $2, $3, 'm', $4, true) RETURNING id",
                 protocol,
                 address,
                 unit,
                 channel,
-                account,
             )
+            await assign_from_start(conn, meters[protocol], account)
             await add_reading(conn, meters[protocol], NOW - timedelta(minutes=5), 0.0, quantity="relay")
 
         report = await reconcile(conn, NOW, reconnect_paying=True)

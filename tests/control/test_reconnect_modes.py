@@ -16,6 +16,7 @@ from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
 from headend.secrets import MeterSecrets
 from simulators import BusSpec, start_bus
+from tests.billing.helpers import assign_from_start
 from tests.support.engine import engine_for
 from tests.support.waiting import wait_until
 
@@ -44,10 +45,10 @@ async def test_close_allowed_reconnect_and_relay_reconciliation(pg_dsn: str, tmp
         "INSERT INTO balances (account_id, balance) SELECT id, 50 FROM accounts WHERE number = 'PAYING'"
     )
     for meter, number in zip(bus.meters, ("BUTTON", "PAYING"), strict=True):
-        await conn.execute(
-            "UPDATE meters SET account_id = (SELECT id FROM accounts WHERE number = $2) WHERE address = $1",
-            meter.address,
-            number,
+        await assign_from_start(
+            conn,
+            await conn.fetchval("SELECT id FROM meters WHERE address = $1", meter.address),
+            await conn.fetchval("SELECT id FROM accounts WHERE number = $1", number),
         )
     config = validate_config(
         {

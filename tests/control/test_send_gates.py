@@ -29,6 +29,7 @@ from headend.store.approvals import approve
 from headend.store.writer import ReadingWriter
 from headend.transport import open_channel
 from simulators import BusSpec, SimBus, start_bus
+from tests.billing.helpers import assign_from_start
 from tests.support.operators import add_operators
 
 DAY = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
@@ -91,7 +92,8 @@ async def fleet(pg_dsn: str, tmp_path: Path, meters: int, seed: int) -> AsyncIte
                 f"A{n}",
             )
             await conn.execute("INSERT INTO balances (account_id, balance) VALUES ($1, -50)", acc)
-            await conn.execute("UPDATE meters SET account_id = $1 WHERE address = $2", acc, meter.address)
+            meter_id = await conn.fetchval("SELECT id FROM meters WHERE address = $1", meter.address)
+            await assign_from_start(conn, meter_id, acc)
             accounts.append(acc)
         await engine.start()
         yield Fleet(bus, conn, engine, accounts)
@@ -195,10 +197,18 @@ async def test_a_manual_disconnect_of_a_meter_that_changed_account_is_refused(
         command_id = await request_command(
             conn, bus.meters[0].address, "disconnect", operator="1002", reason="tampering", now=DAY
         )
+        await add_operators(conn, o1003="approver")  # a manual disconnect waits for a second operator
+        await conn.execute("UPDATE commands SET approved_by = '1003' WHERE id = $1", command_id)
         new_tenant = await conn.fetchval(
             "INSERT INTO accounts (number, kind, credit_limit) VALUES ('B', 'prepaid', 0) RETURNING id"
         )
-        await conn.execute("UPDATE meters SET account_id = $1", new_tenant)  # moved before it went out
+        await conn.execute(  # moved before it went out
+            "WITH ended AS (UPDATE meter_assignments SET effective_to = now() WHERE effective_to IS NULL"
+            " RETURNING meter_id) INSERT INTO meter_assignments"
+            " (meter_id, account_id, effective_from, operator)"
+            " SELECT meter_id, $1, now() + interval '1 microsecond', 'system' FROM ended",
+            new_tenant,
+        )
         assert await run_pass(f.engine, DAY) == [(command_id, "cancelled")]
         row = await _command_of(conn, bus.meters[0].address)
         assert row["last_error"].startswith("refused at send: unassigned: the meter left account")

@@ -17,6 +17,7 @@ from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
 from headend.secrets import MeterSecrets
 from simulators import BusSpec, SimBus, start_bus
+from tests.billing.helpers import assign_from_start
 from tests.support.engine import engine_for
 from tests.support.postgres import CountingPool
 from tests.support.waiting import wait_until
@@ -37,7 +38,10 @@ async def _relay_meter_in_arrears(
     await import_inventory(conn, read_inventory(inventory))
     await conn.execute("INSERT INTO accounts (number, kind, credit_limit) VALUES ('A', 'prepaid', 0)")
     await conn.execute("INSERT INTO balances (account_id, balance) SELECT id, -5 FROM accounts")
-    await conn.execute("UPDATE meters SET has_relay = true, account_id = (SELECT id FROM accounts)")
+    await conn.execute("UPDATE meters SET has_relay = true")
+    await assign_from_start(
+        conn, await conn.fetchval("SELECT id FROM meters"), await conn.fetchval("SELECT id FROM accounts")
+    )
     return bus, meter, conn
 
 

@@ -184,9 +184,7 @@ async def test_billing_migration_applies_to_a_database_already_on_the_operators_
     older = tmp_path / "older"
     older.mkdir()
     for path in MIGRATIONS_DIR.glob("*.sql"):
-        if not path.name.startswith(
-            ("0007_", "0013_", "0017_", "0018_", "0024_")
-        ):  # 0017/0018/0024 build on 0013
+        if not path.name.startswith(("0007_", "0013_", "0017_", "0018_", "0024_", "0033_", "0034_")):
             shutil.copy(path, older / path.name)
     applied = await migrate(empty_dsn, directory=older)
     assert "0008_operators" in applied and "0007_billing_trust" not in applied
@@ -196,6 +194,8 @@ async def test_billing_migration_applies_to_a_database_already_on_the_operators_
         "0017_guarded_writes",
         "0018_assignments_are_the_truth",
         "0024_tariff_revisions",
+        "0033_manual_approval_and_guarded_records",
+        "0034_meters_lose_their_account_copy",
     ]
     conn = await asyncpg.connect(empty_dsn)
     try:

@@ -29,11 +29,12 @@ from headend.operators import authenticate, authenticate_token, hash_password, n
 from headend.secrets import MeterSecrets
 from headend.store import migrate as migrations
 from headend.store import operators as operator_store
+from headend.store.approvals import approve
 from headend.store.maintenance import ensure_partitions, run_maintenance
 from headend.store.writer import Reading, ReadingWriter
 from headend.transport import open_channel
 from simulators import BusSpec, start_bus
-from tests.billing.helpers import add_reading
+from tests.billing.helpers import add_reading, assign_from_start
 from tests.support.logins import as_login
 from tests.support.operators import PASSWORD, add_operators
 from tests.support.postgres import PgServer
@@ -56,12 +57,12 @@ async def _fleet(owner: asyncpg.Connection, address: str) -> tuple[int, int]:
     )
     await owner.execute("INSERT INTO balances (account_id, balance) VALUES ($1, -50)", account)
     meter = await owner.fetchval(
-        "INSERT INTO meters (protocol, address, model, channel_id, account_id, has_relay) "
-        "VALUES ('dlt645-2007', $1, 'dlt645-generic', $2, $3, true) RETURNING id",
+        "INSERT INTO meters (protocol, address, model, channel_id, has_relay) "
+        "VALUES ('dlt645-2007', $1, 'dlt645-generic', $2, true) RETURNING id",
         address,
         channel,
-        account,
     )
+    await assign_from_start(owner, meter, account)
     return account, meter
 
 
@@ -258,7 +259,7 @@ async def test_the_daemon_engine_runs_fee_control_under_its_login(
     )
     try:
         await import_inventory(owner, read_inventory(inventory))
-        await add_operators(owner, o1007="operator")
+        await add_operators(owner, o1007="operator", o1008="approver")
         account = await owner.fetchval(
             "INSERT INTO accounts (number, kind, credit_limit) VALUES ('A', 'prepaid', 0) RETURNING id"
         )
@@ -267,8 +268,10 @@ async def test_the_daemon_engine_runs_fee_control_under_its_login(
             account,
         )  # above [billing] min_arrears
         await owner.execute("INSERT INTO balances (account_id, balance) VALUES ($1, -50)", account)
-        await owner.execute(
-            "UPDATE meters SET account_id = $1 WHERE address = $2", account, bus.meters[0].address
+        await assign_from_start(
+            owner,
+            await owner.fetchval("SELECT id FROM meters WHERE address = $1", bus.meters[0].address),
+            account,
         )
         await engine.start()
         now = datetime.now(UTC)
@@ -279,6 +282,9 @@ async def test_the_daemon_engine_runs_fee_control_under_its_login(
         command = await request_command(
             desk, bus.meters[1].address, "disconnect", operator="1007", reason="site visit", now=now
         )
+        assert await run_pass(engine, datetime.now(UTC)) == []  # waits for a second operator
+        await authenticate(desk, "1008", PASSWORD, "approver")
+        assert await approve(desk, [command], "1008", "checked") == [command]
         assert await run_pass(engine, datetime.now(UTC)) == [(command, "confirmed")]
         assert bus.meters[1].model.relay.open
         trail = await owner.fetch(
@@ -288,6 +294,7 @@ async def test_the_daemon_engine_runs_fee_control_under_its_login(
         assert [tuple(t) for t in trail] == [
             ("1007", "command.pending"),
             ("1007", "command.requested"),
+            ("1008", "command.approved"),
             ("executor", "command.sent"),
             ("executor", "command.confirmed"),
         ]
@@ -392,7 +399,7 @@ async def test_billing_records_are_written_by_their_roles_only(pg_dsn: str, logi
         assert await reporting.fetchval("SELECT count(*) FROM vee_holds") == 1
         for statement in (
             "INSERT INTO meter_assignments (meter_id, account_id, effective_from, operator)"
-            " SELECT id, account_id, now(), '1101' FROM meters",
+            " SELECT meter_id, account_id, now(), '1101' FROM meter_assignments",
             "UPDATE vee_holds SET resolved_by = NULL",
             "SELECT headend_add_manual_reading(1, now(), 1, 'x')",
         ):

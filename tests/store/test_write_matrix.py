@@ -14,6 +14,8 @@ import pytest
 from headend.control.manual import request_command
 from headend.operators import authenticate
 from headend.store.approvals import approve
+from headend.store.feecontrol import publish_manual_approval_above
+from tests.billing.helpers import assign_from_start
 from tests.support.operators import PASSWORD, add_operators
 
 ME = "coalesce(headend_current_operator(), '1009')"  # the signed-in operator, or someone else
@@ -148,9 +150,9 @@ MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
     ),
     (
         Write(
-            "meters",
-            "move a meter's account",
-            ("UPDATE meters SET account_id = :owing WHERE id = :assigned",),
+            "meter_assignments",
+            "move an open assignment to another account",
+            ("UPDATE meter_assignments SET account_id = :owing WHERE meter_id = :assigned",),
         ),
         NOBODY,
     ),
@@ -284,6 +286,93 @@ MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
     ),
     (
         Write(
+            "vee_holds",
+            "open a hold",
+            (
+                "INSERT INTO vee_holds (meter_id, quantity_id, rule, reason, first_ts)"
+                " VALUES (:spare, :energy, 'jump', 'x', now())",
+            ),
+        ),
+        {DAEMON} | desk("cashier", "admin"),
+    ),
+    (
+        Write(
+            "vee_holds",
+            "name a resolver on an open hold",
+            (f"UPDATE vee_holds SET resolved_by = {ME}, resolution_reason = 'ok' WHERE id = :hold",),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "vee_holds",
+            "resolve a hold",
+            (
+                "UPDATE vee_holds SET resolved_at = now(), resolution = 'accepted',"
+                f" resolved_by = {ME}, resolution_reason = 'checked' WHERE id = :hold",
+            ),
+        ),
+        desk("admin"),
+    ),
+    (
+        Write(
+            "vee_state",
+            "move the validated mark",
+            ("UPDATE vee_state SET validated_until = '2030-01-01' WHERE meter_id = :assigned",),
+        ),
+        {DAEMON} | desk("cashier", "admin"),
+    ),
+    (
+        Write(
+            "fee_control_refusals",
+            "record a refusal",
+            (
+                "INSERT INTO fee_control_refusals (meter_id, action, rule, since)"
+                " VALUES (:spare, 'disconnect', 'protected', now())",
+            ),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write("fee_control_refusals", "clear refusals", ("DELETE FROM fee_control_refusals",)),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "relay_mismatches",
+            "record a mismatch",
+            (
+                "INSERT INTO relay_mismatches (meter_id, expected_open, observed_open, observed_at)"
+                " VALUES (:spare, false, true, now())",
+            ),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write("relay_mismatches", "clear a mismatch", ("DELETE FROM relay_mismatches",)),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "meter_identities",
+            "record a meter number",
+            (
+                "INSERT INTO meter_identities (meter_id, identity, checked_at)"
+                " VALUES (:spare, '000000000002', now())",
+            ),
+        ),
+        {DAEMON} | desk("admin"),
+    ),
+    (
+        Write(
+            "meter_identities",
+            "replace a recorded meter number",
+            ("UPDATE meter_identities SET identity = '999999999999' WHERE meter_id = :assigned",),
+        ),
+        {DAEMON} | desk("admin"),
+    ),
+    (
+        Write(
             "audit_log",
             "write under 'admin'",
             ("INSERT INTO audit_log (actor, action) VALUES ('admin', 'x')",),
@@ -367,16 +456,46 @@ async def _seed(owner: asyncpg.Connection) -> dict[str, int]:
     )
     for name, address, account in (("assigned", "000000000001", "paying"), ("spare", "000000000002", None)):
         ids[name] = await owner.fetchval(
-            "INSERT INTO meters (protocol, address, model, channel_id, account_id, has_relay)"
-            " VALUES ('dlt645-2007', $1, 'dlt645-generic', $2, $3, true) RETURNING id",
+            "INSERT INTO meters (protocol, address, model, channel_id, has_relay)"
+            " VALUES ('dlt645-2007', $1, 'dlt645-generic', $2, true) RETURNING id",
             address,
             channel,
-            ids[account] if account else None,
         )
+        await assign_from_start(owner, ids[name], ids[account] if account else None)
     extra = await owner.fetchval(
         "INSERT INTO meters (protocol, address, model, channel_id, has_relay)"
         " VALUES ('dlt645-2007', '000000000003', 'dlt645-generic', $1, true) RETURNING id",
         channel,
+    )
+    ids["energy"] = await owner.fetchval(
+        "INSERT INTO quantities (name) VALUES ('energy_import_kwh')"
+        " ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id"
+    )
+    ids["hold"] = await owner.fetchval(
+        "INSERT INTO vee_holds (meter_id, quantity_id, rule, reason, first_ts)"
+        " VALUES ($1, $2, 'jump', 'seeded', now()) RETURNING id",
+        ids["assigned"],
+        ids["energy"],
+    )
+    await owner.execute(
+        "INSERT INTO vee_state (meter_id, quantity_id, validated_until, last_ts, last_value)"
+        " VALUES ($1, $2, now(), now(), 1)",
+        ids["assigned"],
+        ids["energy"],
+    )
+    await owner.execute(
+        "INSERT INTO meter_identities (meter_id, identity, checked_at) VALUES ($1, '000000000001', now())",
+        ids["assigned"],
+    )
+    await owner.execute(
+        "INSERT INTO fee_control_refusals (meter_id, action, rule, since)"
+        " VALUES ($1, 'disconnect', 'protected', now())",
+        ids["assigned"],
+    )
+    await owner.execute(
+        "INSERT INTO relay_mismatches (meter_id, expected_open, observed_open, observed_at)"
+        " VALUES ($1, true, false, now())",
+        ids["assigned"],
     )
     ids["reconnect"] = await owner.fetchval(
         "INSERT INTO commands (meter_id, action, cause, operator, expires_at)"
@@ -463,8 +582,9 @@ async def test_every_cell_of_the_declaration_against_the_database(
 async def test_one_operator_cannot_create_and_execute_disconnects_in_a_row_without_an_approver(
     pg_dsn: str, logins: dict[str, str]
 ) -> None:
-    """The two-person rule of automation holds for manual disconnects: beyond ten by one operator in an
-    hour each waits for an approver, and the daemon login cannot send it before the approval."""
+    """The two-person rule of automation holds for manual disconnects: by default each one waits for an
+    approver, and the daemon login cannot send it before the approval; where the daemon published
+    [safety] manual_approval_above = 10, beyond ten by one operator in an hour each waits."""
     owner = await asyncpg.connect(pg_dsn)
     desk = await asyncpg.connect(logins["billing"])
     daemon = await asyncpg.connect(logins["daemon"])
@@ -476,10 +596,15 @@ async def test_one_operator_cannot_create_and_execute_disconnects_in_a_row_witho
         await owner.executemany(
             "INSERT INTO meters (protocol, address, model, channel_id, has_relay)"
             " VALUES ('dlt645-2007', $1, 'dlt645-generic', $2, true)",
-            [(f"{n:012d}", channel) for n in range(1, 16)],
+            [(f"{n:012d}", channel) for n in range(1, 17)],
         )
         await authenticate(desk, "1002", PASSWORD, "operator")
         now = datetime.now(UTC)
+        first = await request_command(
+            desk, "000000000016", "disconnect", operator="1002", reason="v", now=now
+        )
+        assert await owner.fetchval("SELECT requires_approval FROM commands WHERE id = $1", first)
+        await publish_manual_approval_above(daemon, 10)  # the first counts towards the ten
         created = [
             await request_command(desk, f"{n:012d}", "disconnect", operator="1002", reason="visit", now=now)
             for n in range(1, 16)
@@ -487,15 +612,13 @@ async def test_one_operator_cannot_create_and_execute_disconnects_in_a_row_witho
         waiting = await owner.fetch(
             "SELECT id FROM commands WHERE requires_approval AND approved_by IS NULL ORDER BY id"
         )
-        assert [r["id"] for r in waiting] == created[10:]
+        assert [r["id"] for r in waiting] == [first, *created[9:]]
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="waits for an approver"):
-            await daemon.execute(
-                "UPDATE commands SET state = 'sent', attempts = 1 WHERE id = $1", created[10]
-            )
+            await daemon.execute("UPDATE commands SET state = 'sent', attempts = 1 WHERE id = $1", created[9])
         await authenticate(desk, "1003", PASSWORD, "approver")
-        assert await approve(desk, created[10:11], "1003", "checked") == created[10:11]
+        assert await approve(desk, created[9:10], "1003", "checked") == created[9:10]
         await daemon.execute("SELECT set_config('headend.actor', 'executor', false)")
-        await daemon.execute("UPDATE commands SET state = 'sent', attempts = 1 WHERE id = $1", created[10])
+        await daemon.execute("UPDATE commands SET state = 'sent', attempts = 1 WHERE id = $1", created[9])
     finally:
         for conn in (daemon, desk, owner):
             await conn.close()
