@@ -12,6 +12,7 @@ import pytest
 from headend.control.executor import execute
 from headend.drivers import Credentials, make_driver
 from headend.store.commands import create_command
+from headend.store.feecontrol import publish_manual_approval_above
 from headend.transport import open_channel
 from simulators import BusSpec, SimBus, start_bus
 
@@ -30,6 +31,7 @@ async def meter_with_db(dsn: str) -> AsyncIterator[tuple[asyncpg.Connection, Sim
     driver = make_driver("dlt645-2007", channel, address, None, Credentials(2, "000000"))
     conn = await asyncpg.connect(dsn)
     try:
+        await publish_manual_approval_above(conn, 1000)  # executor mechanics, not the two-person rule
         channel_id = await conn.fetchval(
             "INSERT INTO channels (name, kind, address) VALUES ('bus1', 'tcp', '127.0.0.1:1') RETURNING id"
         )
@@ -83,9 +85,9 @@ async def test_disconnect_confirmed_with_evidence(pg_dsn: str) -> None:
             conn,
             meter_id=meter_id,
             action="disconnect",
-            cause="arrears",
-            operator="system",
-            idempotency_key="arrears:1",
+            cause="manual",
+            operator="00000007",
+            idempotency_key="manual:1",
             now=NOW,
         )
         assert await execute(conn, cid, lambda _: driver) == "confirmed"

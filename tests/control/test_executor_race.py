@@ -11,6 +11,7 @@ import pytest
 from headend.control.executor import RelayDriver, execute
 from headend.drivers import Credentials, make_driver
 from headend.store.commands import create_command, transition
+from headend.store.feecontrol import publish_manual_approval_above
 from headend.transport import open_channel
 from headend.vocabulary import SwitchOperation
 from simulators import BusSpec, start_bus
@@ -41,6 +42,7 @@ async def test_two_executors_send_each_command_exactly_once(pg_dsn: str) -> None
     channels = [open_channel(bus.url + "?retries=1&turnaround_ms=300") for _ in range(2)]
     setup, first, second = [await asyncpg.connect(pg_dsn) for _ in range(3)]
     try:
+        await publish_manual_approval_above(setup, 1000)  # the race, not the two-person rule
         channel_id = await setup.fetchval(
             "INSERT INTO channels (name, kind, address) VALUES ('bus1', 'tcp', '127.0.0.1:1') RETURNING id"
         )

@@ -16,6 +16,7 @@ from headend.control.executor import execute
 from headend.drivers import Credentials, make_driver
 from headend.engine.ports import DriverPort
 from headend.store.commands import create_command
+from headend.store.feecontrol import publish_manual_approval_above
 from headend.transport import open_channel
 from simulators import BusSpec, SimBus, start_bus
 from simulators.dtu import DtuFaults, SimDtu
@@ -28,7 +29,9 @@ GOOD = Credentials(2, "000000")
 
 
 async def _disconnect(conn: asyncpg.Connection, address: str, key: str) -> int:
-    """A meter row for ``address`` and a pending manual disconnect of it."""
+    """A meter row for ``address`` and a pending manual disconnect of it (one person may send it: these
+    tests are about the reply, not the two-person rule)."""
+    await publish_manual_approval_above(conn, 1000)
     channel_id = await conn.fetchval(
         "INSERT INTO channels (name, kind, address) VALUES ($1, 'tcp', '127.0.0.1:1') RETURNING id", key
     )
