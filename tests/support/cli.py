@@ -12,6 +12,11 @@
 
 Every runner returns a :class:`CliResult` (``returncode, stdout, stderr``; unpacks as a tuple).
 ``env`` replaces the process environment when given (e.g. ``operator_env()``); ``cli_env`` builds one.
+
+Every runner runs the command under the login docs/operations.md says runs it
+(:func:`documented_login`): a superuser DSN in ``--dsn``, ``$HEADEND_DSN`` or the ``--config`` file
+(``$HEADEND_CONFIG``) is turned into that login's, so ``pg_dsn`` can be passed as a user passes theirs
+and a missing grant fails the test. ``as_owner=True`` keeps the superuser, for a test that says why.
 """
 
 from __future__ import annotations
@@ -23,13 +28,16 @@ import os
 import signal
 import subprocess
 import sys
+import tomllib
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 from typer.testing import CliRunner
 
 from headend.cli import app, main
+from tests.support.logins import DAEMON_LOGIN, DESK_LOGIN, instead_of_superuser
 
 COMMAND = (sys.executable, "-m", "headend.cli")
 
@@ -50,12 +58,67 @@ def cli_env(
     return env | extra
 
 
+def documented_login(args: Sequence[str]) -> str | None:
+    """The login docs/operations.md says runs ``headend ARGS``: the schema owner's (None) for ``db``
+    and the bootstrap operator, the daemon's for ``run``, ``listen`` and ``billing bill``, else the
+    desk's (the operators' CLI)."""
+    command = tuple(args[:2])
+    if command[:1] == ("db",) or (command[:1] == ("operators",) and "--bootstrap" in args):
+        return None
+    if command[:1] in (("run",), ("listen",)) or command == ("billing", "bill"):
+        return DAEMON_LOGIN
+    return DESK_LOGIN
+
+
+def _as(login: str | None, dsn: str) -> str:
+    return dsn if login is None else instead_of_superuser(login, dsn)
+
+
+def _config_under(login: str | None, path: Path) -> None:
+    """Turn a superuser ``[database] dsn`` of the config file at ``path`` into ``login``'s."""
+    try:
+        text = path.read_text()
+        dsn = tomllib.loads(text).get("database", {}).get("dsn")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return  # the command itself reports what is wrong with the file
+    if isinstance(dsn, str) and _as(login, dsn) != dsn:
+        path.write_text(text.replace(f'"{dsn}"', f'"{_as(login, dsn)}"'))
+
+
+def as_documented_login(
+    args: Sequence[str], env: Mapping[str, str] | None, as_owner: bool = False
+) -> tuple[list[str], dict[str, str] | None]:
+    """``args`` and ``env`` with every superuser DSN they give ``headend`` (``--dsn``,
+    ``$HEADEND_DSN``, the config file's) turned into the documented login's (``as_owner``: kept)."""
+    login = None if as_owner else documented_login(args)
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg.startswith("--dsn="):
+            out[i] = "--dsn=" + _as(login, arg.removeprefix("--dsn="))
+        elif i > 0 and out[i - 1] == "--dsn":
+            out[i] = _as(login, arg)
+        elif i > 0 and out[i - 1] == "--config":
+            _config_under(login, Path(arg))
+    base = os.environ if env is None else env
+    if "--config" not in out and base.get("HEADEND_CONFIG"):
+        _config_under(login, Path(base["HEADEND_CONFIG"]))
+    dsn = base.get("HEADEND_DSN")
+    if dsn is not None and _as(login, dsn) != dsn:
+        env = {**base, "HEADEND_DSN": _as(login, dsn)}
+    return out, None if env is None else dict(env)
+
+
 def headend(
-    *args: str, env: Mapping[str, str] | None = None, timeout: float = 60, stdin_closed: bool = False
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+    stdin_closed: bool = False,
+    as_owner: bool = False,
 ) -> CliResult:
     """``headend ARGS`` as a process; waits for it (``stdin_closed``: stdin is /dev/null)."""
+    argv, env = as_documented_login(args, env, as_owner)
     done = subprocess.run(
-        [*COMMAND, *args],
+        [*COMMAND, *argv],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -66,11 +129,12 @@ def headend(
     return CliResult(done.returncode, done.stdout, done.stderr)
 
 
-def start(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+def start(*args: str, env: Mapping[str, str] | None = None, as_owner: bool = False) -> subprocess.Popen[str]:
     """``headend ARGS`` (a daemon: ``run``) started as a blocking-API process: stderr piped as text,
     stdout discarded; not waited for."""
+    argv, env = as_documented_login(args, env, as_owner)
     return subprocess.Popen(
-        [*COMMAND, *args],
+        [*COMMAND, *argv],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -83,12 +147,12 @@ async def spawn(
     env: Mapping[str, str] | None = None,
     stdout: int | None = asyncio.subprocess.PIPE,
     stderr: int | None = asyncio.subprocess.PIPE,
+    as_owner: bool = False,
 ) -> asyncio.subprocess.Process:
     """``headend ARGS`` started as a process, stdout and stderr piped unless said otherwise (None
     inherits the test's, ``asyncio.subprocess.DEVNULL`` discards); not waited for."""
-    return await asyncio.create_subprocess_exec(
-        *COMMAND, *args, stdout=stdout, stderr=stderr, env=None if env is None else dict(env)
-    )
+    argv, env = as_documented_login(args, env, as_owner)
+    return await asyncio.create_subprocess_exec(*COMMAND, *argv, stdout=stdout, stderr=stderr, env=env)
 
 
 async def finish(process: asyncio.subprocess.Process, timeout: float = 60) -> CliResult:
@@ -105,18 +169,21 @@ async def stop(process: asyncio.subprocess.Process, timeout: float = 20) -> CliR
     return await finish(process, timeout)
 
 
-async def headend_async(*args: str, env: Mapping[str, str] | None = None, timeout: float = 90) -> CliResult:
+async def headend_async(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 90, as_owner: bool = False
+) -> CliResult:
     """``headend ARGS`` as a process, awaited without blocking this event loop."""
-    return await finish(await spawn(*args, env=env), timeout)
+    return await finish(await spawn(*args, env=env, as_owner=as_owner), timeout)
 
 
-def headend_in_process(*args: str, env: Mapping[str, str] | None = None) -> CliResult:
+def headend_in_process(*args: str, env: Mapping[str, str] | None = None, as_owner: bool = False) -> CliResult:
     """``headend ARGS`` through ``headend.cli.main`` in this process, output captured; with ``env``
     the environment is exactly ``env`` for the run. An exception escaping ``main`` (what a user would
     see as a traceback) is kept in ``stderr`` with exit code -1."""
     out, err = io.StringIO(), io.StringIO()
     argv, environ = sys.argv, dict(os.environ)
-    sys.argv = ["headend", *args]
+    args_given, env = as_documented_login(args, env, as_owner)
+    sys.argv = ["headend", *args_given]
     if env is not None:
         os.environ.clear()
         os.environ.update(env)
@@ -137,8 +204,9 @@ def headend_in_process(*args: str, env: Mapping[str, str] | None = None) -> CliR
     return CliResult(status, out.getvalue(), err.getvalue())
 
 
-def headend_prompted(*args: str, input: str) -> CliResult:
+def headend_prompted(*args: str, input: str, as_owner: bool = False) -> CliResult:
     """``headend ARGS`` in this process answering its prompts (hidden ones too) with ``input`` lines;
     stdout and stderr come out mixed in ``stdout``, as a terminal shows them."""
-    result = CliRunner().invoke(app, list(args), input=input)
+    argv, env = as_documented_login(args, None, as_owner)
+    result = CliRunner().invoke(app, argv, input=input, env=env)
     return CliResult(result.exit_code, result.output, "")

@@ -15,6 +15,7 @@ from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
 from headend.store.writer import ReadingWriter
 from simulators import SimBus
+from tests.support.logins import DAEMON_LOGIN, instead_of_superuser
 
 
 def inventory_file(path: Path, buses: Mapping[str, SimBus]) -> Path:
@@ -43,7 +44,8 @@ async def import_buses(conn: asyncpg.Connection, path: Path, buses: Mapping[str,
 
 def engine_for(config: HeadendConfig, dsn: str, tmp_path: Path, driver: DriverPort | None = None) -> Engine:
     """An engine (not started) on ``dsn`` whose writer spools to ``tmp_path/spool``, with the built-in
-    duties the daemon gives it (the concentrators')."""
+    duties the daemon gives it (the concentrators'); a superuser ``dsn`` runs as the daemon's login."""
+    dsn = instead_of_superuser(DAEMON_LOGIN, dsn)
     writer = ReadingWriter(dsn, spool_dir=tmp_path / "spool")
     port = driver if driver is not None else DriverPort()
     return Engine(config, dsn, writer, port, duties=[concentrator_duties])

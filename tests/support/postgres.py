@@ -5,7 +5,9 @@
 (no TCP port to collide on), with TimescaleDB when it is installed unless
 ``HEADEND_EMBEDDED_TIMESCALEDB=off``; or the server ``$HEADEND_TEST_DSN`` points at (the template and
 database names carry the worker's pid). ``pg_dsn`` (function): a fresh database cloned from a
-migrated template, dropped after the test.
+migrated template, dropped after the test. ``pg_dsn`` names the superuser that owns the schema: setup
+that no login may write seeds through it; the daemon, the engine and the CLI run under the documented
+logins of ``tests/support/logins.py``, which the server holds once the template is migrated.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pytest
 
 from headend.store.embedded import THROWAWAY_SETTINGS, EmbeddedPostgres, EmbeddedPostgresError
 from headend.store.migrate import migrate
+from tests.support.logins import create_documented_logins
 
 T = TypeVar("T")
 _counter = itertools.count()
@@ -80,6 +83,11 @@ class PgServer:
         await self._admin(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
         await self._admin(f'CREATE DATABASE "{self.template}"')
         await migrate(self.dsn(self.template))
+        admin = await asyncpg.connect(self.admin_dsn)
+        try:
+            await create_documented_logins(admin)
+        finally:
+            await admin.close()
         await self._admin(f'ALTER DATABASE "{self.template}" WITH ALLOW_CONNECTIONS false IS_TEMPLATE true')
         await self._disconnect_others(self.template)
         self._template_ready = True
