@@ -16,6 +16,7 @@ from headend.engine.engine import Engine
 from headend.store import maintenance
 from tests.billing.helpers import assign_from_start
 from tests.support.engine import engine_for
+from tests.support.logins import daemon_dsn
 from tests.support.postgres import CountingPool
 from tests.support.waiting import wait_until
 
@@ -87,6 +88,7 @@ def _billing_daemon(pg_dsn: str, tmp_path: Path, billing: dict[str, str]) -> Eng
 
 async def test_each_pass_bills_new_readings_once_and_defers_incomplete_accounts(pg_dsn: str) -> None:
     conn = await asyncpg.connect(pg_dsn)
+    daemon = await asyncpg.connect(daemon_dsn(pg_dsn))  # the billing pass runs as the daemon's login
     try:
         tariff, channel = await _flat_tariff_and_channel(conn, "0.60")
         meters = {}
@@ -110,11 +112,11 @@ async def test_each_pass_bills_new_readings_once_and_defers_incomplete_accounts(
         await _reading(conn, meters["P-2a"], T0, 50.0)
         await _reading(conn, meters["P-2a"], T0 + timedelta(minutes=15), 51.0)
 
-        first = await bill_due_prepaid(conn)
+        first = await bill_due_prepaid(daemon)
         assert [(p.account, p.amount) for p in first] == [("P-1", Decimal("1.50"))]  # 2.5 kWh x 0.60
-        assert await bill_due_prepaid(conn) == []  # nothing new: never charged twice
+        assert await bill_due_prepaid(daemon) == []  # nothing new: never charged twice
         await _reading(conn, meters["P-1a"], T0 + timedelta(minutes=30), 103.5)
-        second = await bill_due_prepaid(conn)
+        second = await bill_due_prepaid(daemon)
         assert [(p.account, p.start, p.amount) for p in second] == [
             ("P-1", T0 + timedelta(minutes=15), Decimal("0.60"))
         ]
@@ -124,9 +126,10 @@ async def test_each_pass_bills_new_readings_once_and_defers_incomplete_accounts(
         # P-2 is billed once its second meter has readings covering the period
         await _reading(conn, meters["P-2b"], T0, 10.0)
         await _reading(conn, meters["P-2b"], T0 + timedelta(minutes=15), 11.0)
-        third = await bill_due_prepaid(conn)
+        third = await bill_due_prepaid(daemon)
         assert [(p.account, p.amount) for p in third] == [("P-2", Decimal("1.20"))]  # (1 + 1) kWh x 0.60
     finally:
+        await daemon.close()
         await conn.close()
 
 
@@ -236,6 +239,7 @@ async def test_a_meter_replaced_before_the_first_bill_is_billed_from_the_old_met
     from headend.billing.replacement import record_replacement
 
     conn = await asyncpg.connect(pg_dsn)
+    daemon = await asyncpg.connect(daemon_dsn(pg_dsn))  # the billing pass runs as the daemon's login
     try:
         tariff, channel = await _flat_tariff_and_channel(conn, "0.60")
         account = await conn.fetchval(
@@ -270,14 +274,15 @@ async def test_a_meter_replaced_before_the_first_bill_is_billed_from_the_old_met
         await _reading(conn, new, T0 + timedelta(minutes=30), 6.0)
         await _reading(conn, new, T0 + timedelta(minutes=45), 7.0)
 
-        billed = await bill_due_prepaid(conn)
+        billed = await bill_due_prepaid(daemon)
         # (102.5 - 100.0) + (7.0 - 5.0) = 4.5 kWh x 0.60
         assert [(p.account, p.start, p.end, p.amount, p.error) for p in billed] == [
             ("R-1", T0, T0 + timedelta(minutes=45), Decimal("2.70"), None)
         ]
-        assert await bill_due_prepaid(conn) == []
+        assert await bill_due_prepaid(daemon) == []
         assert await conn.fetchval("SELECT balance FROM balances WHERE account_id = $1", account) == Decimal(
             "-2.70"
         )
     finally:
+        await daemon.close()
         await conn.close()

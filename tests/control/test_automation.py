@@ -39,13 +39,15 @@ async def _fleet(dsn: str, accounts: int) -> asyncpg.Connection:
     return conn
 
 
-async def test_flag_creates_one_disconnect_and_payment_reconnects(pg_dsn: str) -> None:
+async def test_flag_creates_one_disconnect_and_payment_reconnects(
+    pg_dsn: str, daemon_conn: asyncpg.Connection
+) -> None:
     conn = await _fleet(pg_dsn, 2)
     try:
-        first = await run_once(conn, SafetySettings(), WEDNESDAY_NOON)
+        first = await run_once(daemon_conn, SafetySettings(), WEDNESDAY_NOON)
         assert sorted(first.flagged) == ["A0", "A1"] and len(first.commands) == 1
         assert first.refused == [(1, "protected")]
-        second = await run_once(conn, SafetySettings(), WEDNESDAY_NOON)
+        second = await run_once(daemon_conn, SafetySettings(), WEDNESDAY_NOON)
         assert second.commands == [] and await conn.fetchval("SELECT count(*) FROM commands") == 1
         assert (
             await conn.fetchval(
@@ -55,7 +57,7 @@ async def test_flag_creates_one_disconnect_and_payment_reconnects(pg_dsn: str) -
         )
         await record_payment(conn, "A1", Decimal("100.00"), "PAY-1", operator="op1")
         await conn.execute("INSERT INTO headend_settings (key, value) VALUES ($1, 'cap.per_hour')", HALT_KEY)
-        third = await run_once(conn, SafetySettings(), WEDNESDAY_NIGHT)
+        third = await run_once(daemon_conn, SafetySettings(), WEDNESDAY_NIGHT)
         # the disconnect never went out: it is cancelled, and no needless close follows
         assert third.cleared == ["A1"] and third.commands == [] and third.halted == "cap.per_hour"
         states = dict(await conn.fetch("SELECT action, state::text FROM commands"))
@@ -64,17 +66,17 @@ async def test_flag_creates_one_disconnect_and_payment_reconnects(pg_dsn: str) -
         await conn.close()
 
 
-async def test_window_refusal_and_cap_halt(pg_dsn: str) -> None:
+async def test_window_refusal_and_cap_halt(pg_dsn: str, daemon_conn: asyncpg.Connection) -> None:
     conn = await _fleet(pg_dsn, 4)
     try:
-        night = await run_once(conn, SafetySettings(), WEDNESDAY_NIGHT)
+        night = await run_once(daemon_conn, SafetySettings(), WEDNESDAY_NIGHT)
         assert [rule for _, rule in night.refused] == [
             "protected",
             "window.night",
             "window.night",
             "window.night",
         ]
-        halted = await run_once(conn, SafetySettings(max_per_run=2), WEDNESDAY_NOON)
+        halted = await run_once(daemon_conn, SafetySettings(max_per_run=2), WEDNESDAY_NOON)
         assert halted.halted == "cap.per_run" and halted.commands == []
         assert await conn.fetchval("SELECT count(*) FROM commands") == 0
         assert (
@@ -82,12 +84,12 @@ async def test_window_refusal_and_cap_halt(pg_dsn: str) -> None:
             == "cap.per_run"
         )
         # the halt is latched: a later run within the caps still disconnects nobody until resumed
-        latched = await run_once(conn, SafetySettings(approval_above=2), WEDNESDAY_NOON)
+        latched = await run_once(daemon_conn, SafetySettings(approval_above=2), WEDNESDAY_NOON)
         assert latched.halted == "cap.per_run" and latched.commands == []
         assert await resume(conn, "op1", "checked the arrears list") == "cap.per_run"
         assert await resume(conn, "op1", "again") is None
         assert await conn.fetchval("SELECT actor FROM audit_log WHERE action = 'automation.resumed'") == "op1"
-        bulk = await run_once(conn, SafetySettings(approval_above=2), WEDNESDAY_NOON)
+        bulk = await run_once(daemon_conn, SafetySettings(approval_above=2), WEDNESDAY_NOON)
         assert len(bulk.commands) == 3
         assert await conn.fetchval("SELECT bool_and(requires_approval) FROM commands")
     finally:

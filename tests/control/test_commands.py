@@ -79,7 +79,7 @@ async def test_creation_is_idempotent_and_audited(pg_dsn: str) -> None:
             await conn.execute("UPDATE commands SET state = 'confirmed' WHERE id = $1", first)
 
 
-async def test_disconnect_confirmed_with_evidence(pg_dsn: str) -> None:
+async def test_disconnect_confirmed_with_evidence(pg_dsn: str, daemon_conn: asyncpg.Connection) -> None:
     async with meter_with_db(pg_dsn) as (conn, bus, driver, meter_id):
         cid = await create_command(
             conn,
@@ -90,7 +90,7 @@ async def test_disconnect_confirmed_with_evidence(pg_dsn: str) -> None:
             idempotency_key="manual:1",
             now=NOW,
         )
-        assert await execute(conn, cid, lambda _: driver) == "confirmed"
+        assert await execute(daemon_conn, cid, lambda _: driver) == "confirmed"
         row = await conn.fetchrow("SELECT * FROM commands WHERE id = $1", cid)
         assert row["sent_at"] is not None and bus.meters[0].model.relay.open
         assert bus.requests[0x1C] == 1
@@ -100,7 +100,9 @@ async def test_disconnect_confirmed_with_evidence(pg_dsn: str) -> None:
         assert [r["s"] for r in states] == ["pending", "sent", "confirmed"]
 
 
-async def test_crash_between_sent_and_confirmed_resumes_without_resending(pg_dsn: str) -> None:
+async def test_crash_between_sent_and_confirmed_resumes_without_resending(
+    pg_dsn: str, daemon_conn: asyncpg.Connection
+) -> None:
     async with meter_with_db(pg_dsn) as (conn, bus, driver, meter_id):
         cid = await create_command(
             conn,
@@ -118,15 +120,17 @@ async def test_crash_between_sent_and_confirmed_resumes_without_resending(pg_dsn
                 raise ProcessDied
 
         with pytest.raises(ProcessDied):
-            await execute(conn, cid, lambda _: DiesAfterSend())
+            await execute(daemon_conn, cid, lambda _: DiesAfterSend())
         assert await conn.fetchval("SELECT state::text FROM commands WHERE id = $1", cid) == "sent"
-        assert await execute(conn, cid, lambda _: driver) == "confirmed"
+        assert await execute(daemon_conn, cid, lambda _: driver) == "confirmed"
         assert bus.requests[0x1C] == 1
         row = await conn.fetchrow("SELECT evidence FROM commands WHERE id = $1", cid)
         assert '"resumed": true' in row["evidence"]
 
 
-async def test_crash_before_bytes_went_out_retries_exactly_once(pg_dsn: str) -> None:
+async def test_crash_before_bytes_went_out_retries_exactly_once(
+    pg_dsn: str, daemon_conn: asyncpg.Connection
+) -> None:
     async with meter_with_db(pg_dsn) as (conn, bus, driver, meter_id):
         cid = await create_command(
             conn,
@@ -143,14 +147,16 @@ async def test_crash_before_bytes_went_out_retries_exactly_once(pg_dsn: str) -> 
                 raise ProcessDied
 
         with pytest.raises(ProcessDied):
-            await execute(conn, cid, lambda _: DiesBeforeSend())
+            await execute(daemon_conn, cid, lambda _: DiesBeforeSend())
         assert bus.requests[0x1C] == 0
         # read back: relay still closed, so the command goes back to pending and is sent once
-        assert await execute(conn, cid, lambda _: driver) == "confirmed"
+        assert await execute(daemon_conn, cid, lambda _: driver) == "confirmed"
         assert bus.requests[0x1C] == 1 and bus.meters[0].model.relay.open
 
 
-async def test_keep_power_refusal_fails_the_command_with_the_reason(pg_dsn: str) -> None:
+async def test_keep_power_refusal_fails_the_command_with_the_reason(
+    pg_dsn: str, daemon_conn: asyncpg.Connection
+) -> None:
     async with meter_with_db(pg_dsn) as (conn, bus, driver, meter_id):
         bus.meters[0].model.relay.keep_power = True
         cid = await create_command(
@@ -162,7 +168,7 @@ async def test_keep_power_refusal_fails_the_command_with_the_reason(pg_dsn: str)
             idempotency_key="arrears:11",
             now=NOW,
         )
-        assert await execute(conn, cid, lambda _: driver) == "failed"
+        assert await execute(daemon_conn, cid, lambda _: driver) == "failed"
         row = await conn.fetchrow("SELECT last_error, evidence FROM commands WHERE id = $1", cid)
         assert row["last_error"] == "refused: keep-power active" and not bus.meters[0].model.relay.open
         assert (
@@ -173,7 +179,7 @@ async def test_keep_power_refusal_fails_the_command_with_the_reason(pg_dsn: str)
         )
 
 
-async def test_expired_command_is_never_sent(pg_dsn: str) -> None:
+async def test_expired_command_is_never_sent(pg_dsn: str, daemon_conn: asyncpg.Connection) -> None:
     async with meter_with_db(pg_dsn) as (conn, bus, driver, meter_id):
         cid = await create_command(
             conn,
@@ -185,5 +191,5 @@ async def test_expired_command_is_never_sent(pg_dsn: str) -> None:
             now=NOW,
         )
         later = NOW + timedelta(days=2)
-        assert await execute(conn, cid, lambda _: driver, now=lambda: later) == "expired"
+        assert await execute(daemon_conn, cid, lambda _: driver, now=lambda: later) == "expired"
         assert bus.requests[0x1C] == 0

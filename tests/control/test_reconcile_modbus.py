@@ -14,7 +14,9 @@ from tests.billing.helpers import add_reading, assign_from_start
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 
 
-async def test_a_paying_customers_open_relay_is_reconnected_in_the_mode_its_meter_has(pg_dsn: str) -> None:
+async def test_a_paying_customers_open_relay_is_reconnected_in_the_mode_its_meter_has(
+    pg_dsn: str, daemon_conn: asyncpg.Connection
+) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
         await ensure_partitions(conn, NOW - timedelta(days=1), NOW)
@@ -38,7 +40,7 @@ async def test_a_paying_customers_open_relay_is_reconnected_in_the_mode_its_mete
             await assign_from_start(conn, meters[protocol], account)
             await add_reading(conn, meters[protocol], NOW - timedelta(minutes=5), 0.0, quantity="relay")
 
-        report = await reconcile(conn, NOW, reconnect_paying=True)
+        report = await reconcile(daemon_conn, NOW, reconnect_paying=True)
 
         assert sorted(report.alarmed) == sorted(meters.values())
         modes = await conn.fetch("SELECT meter_id, action, reconnect_mode FROM commands ORDER BY meter_id")

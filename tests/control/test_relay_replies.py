@@ -70,9 +70,11 @@ async def faulty_meter(
         await bus.stop()
 
 
-async def test_a_meter_that_trips_but_answers_abnormally_is_confirmed_by_the_read_back(pg_dsn: str) -> None:
+async def test_a_meter_that_trips_but_answers_abnormally_is_confirmed_by_the_read_back(
+    pg_dsn: str, daemon_conn: asyncpg.Connection
+) -> None:
     async with faulty_meter(pg_dsn, "control_abnormal=#0@1+1") as (conn, bus, driver, command_id):
-        assert await execute(conn, command_id, lambda _: driver) == "confirmed"
+        assert await execute(daemon_conn, command_id, lambda _: driver) == "confirmed"
         assert bus.meters[0].model.relay.open and bus.requests[0x1C] == 1
         assert bus.fault_counts["control_abnormal"] == 1
         evidence = await conn.fetchval("SELECT evidence FROM commands WHERE id = $1", command_id)
@@ -80,16 +82,20 @@ async def test_a_meter_that_trips_but_answers_abnormally_is_confirmed_by_the_rea
         assert '"open": true' in evidence
 
 
-async def test_a_refusal_that_left_the_relay_closed_still_fails(pg_dsn: str) -> None:
-    async with faulty_meter(pg_dsn, "") as (conn, bus, driver, command_id):
+async def test_a_refusal_that_left_the_relay_closed_still_fails(
+    pg_dsn: str, daemon_conn: asyncpg.Connection
+) -> None:
+    async with faulty_meter(pg_dsn, "") as (_conn, bus, driver, command_id):
         bus.meters[0].model.relay.keep_power = True  # the meter refuses and does not trip
-        assert await execute(conn, command_id, lambda _: driver) == "failed"
+        assert await execute(daemon_conn, command_id, lambda _: driver) == "failed"
         assert not bus.meters[0].model.relay.open and bus.requests[0x1C] == 1
 
 
-async def test_a_lost_reply_on_a_tcp_bus_is_read_back_not_sent_again(pg_dsn: str) -> None:
+async def test_a_lost_reply_on_a_tcp_bus_is_read_back_not_sent_again(
+    pg_dsn: str, daemon_conn: asyncpg.Connection
+) -> None:
     async with faulty_meter(pg_dsn, "control_silent=#0@1+1") as (conn, bus, driver, command_id):
-        assert await execute(conn, command_id, lambda _: driver) == "confirmed"
+        assert await execute(daemon_conn, command_id, lambda _: driver) == "confirmed"
         assert bus.requests[0x1C] == 1  # the channel's two retries do not repeat a relay command
         assert bus.fault_counts["control_silent"] == 1 and bus.meters[0].model.relay.open
         assert await conn.fetchval("SELECT attempts FROM commands WHERE id = $1", command_id) == 1
@@ -109,14 +115,16 @@ async def _verified_dtu_driver(hub: object, sim: SimDtu, wait_s: float) -> tuple
 
 
 @pytest.mark.timeout(90)
-async def test_a_dtu_that_redials_mid_exchange_gets_one_frame_and_a_read_back(pg_dsn: str) -> None:
+async def test_a_dtu_that_redials_mid_exchange_gets_one_frame_and_a_read_back(
+    pg_dsn: str, daemon_conn: asyncpg.Connection
+) -> None:
     faults = DtuFaults(drop_control_reply=1)
     async with front_end() as (hub, listener), dtu(listener, meters=1, seed=7, faults=faults) as sim:
         channel, driver = await _verified_dtu_driver(hub, sim, 5.0)
         conn = await asyncpg.connect(pg_dsn)
         try:
             command_id = await _disconnect(conn, sim.bus.meters[0].address, "dtu:1")
-            assert await execute(conn, command_id, lambda _: driver) == "confirmed"
+            assert await execute(daemon_conn, command_id, lambda _: driver) == "confirmed"
             assert sim.counts["drop_control_reply"] == 1 and sim.counts["connects"] >= 2  # it redialled
             assert sim.bus.requests[0x1C] == 1 and sim.bus.meters[0].model.relay.open
         finally:
@@ -125,7 +133,9 @@ async def test_a_dtu_that_redials_mid_exchange_gets_one_frame_and_a_read_back(pg
 
 
 @pytest.mark.timeout(90)
-async def test_an_unknown_outcome_is_read_back_before_anything_is_sent_again(pg_dsn: str) -> None:
+async def test_an_unknown_outcome_is_read_back_before_anything_is_sent_again(
+    pg_dsn: str, daemon_conn: asyncpg.Connection
+) -> None:
     faults = DtuFaults(drop_control_reply=1)
     async with (
         front_end() as (hub, listener),
@@ -136,13 +146,13 @@ async def test_an_unknown_outcome_is_read_back_before_anything_is_sent_again(pg_
         conn = await asyncpg.connect(pg_dsn)
         try:
             command_id = await _disconnect(conn, sim.bus.meters[0].address, "dtu:2")
-            assert await execute(conn, command_id, lambda _: driver) == "sent"
+            assert await execute(daemon_conn, command_id, lambda _: driver) == "sent"
             query = "SELECT attempts, next_attempt_at FROM commands WHERE id = $1"
             row = await conn.fetchrow(query, command_id)
             assert row["attempts"] == 1 and row["next_attempt_at"] > NOW
             await wait_until(lambda: hub.online(("dtu", sim.spec.identity)))
             later = row["next_attempt_at"] + timedelta(seconds=1)
-            state = await execute(conn, command_id, lambda _: driver, now=lambda: later, due_only=True)
+            state = await execute(daemon_conn, command_id, lambda _: driver, now=lambda: later, due_only=True)
             assert state == "confirmed"  # read back first: the relay is open, nothing sent again
             assert sim.bus.requests[0x1C] == 1 and sim.bus.meters[0].model.relay.open
             evidence = await conn.fetchval("SELECT evidence FROM commands WHERE id = $1", command_id)

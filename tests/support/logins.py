@@ -105,3 +105,14 @@ async def logins(pg_dsn: str) -> AsyncIterator[dict[str, str]]:
             await owner.execute(f'DROP OWNED BY "{name}"')
             await owner.execute(f'DROP ROLE "{name}"')
         await owner.close()
+
+
+@pytest.fixture
+async def daemon_conn(pg_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the test database as ``headend_app``, for a daemon duty a test calls itself
+    (a fee-control run, the executor, a billing pass) while it seeds through ``pg_dsn``."""
+    conn = await asyncpg.connect(daemon_dsn(pg_dsn))
+    try:
+        yield conn
+    finally:
+        await conn.close()
