@@ -30,6 +30,7 @@ from headend.store.writer import ReadingWriter
 from headend.transport import open_channel
 from simulators import BusSpec, SimBus, start_bus
 from tests.billing.helpers import assign_from_start
+from tests.support.logins import daemon_dsn
 from tests.support.operators import add_operators
 
 DAY = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
@@ -78,8 +79,8 @@ async def fleet(pg_dsn: str, tmp_path: Path, meters: int, seed: int) -> AsyncIte
     conn = await asyncpg.connect(pg_dsn)
     engine = Engine(
         CONFIG,
-        pg_dsn,
-        ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
+        daemon_dsn(pg_dsn),
+        ReadingWriter(daemon_dsn(pg_dsn), spool_dir=tmp_path / "spool"),
         DriverPort(MeterSecrets(Credentials(2, "000000"))),
     )
     try:

@@ -24,6 +24,7 @@ from protocols.gdw1376 import HEARTBEAT, LOGIN, Address, link_test
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
 from tests.concentrator.support import ADDRESS, engine_config, inventory_toml
 from tests.support.engine import engine_for
+from tests.support.logins import daemon_dsn
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -131,10 +132,10 @@ async def test_a_dial_in_concentrator_that_is_not_connected_is_offline_not_a_met
         await import_inventory(
             conn, read_inventory(inventory_toml(tmp_path / "inv.toml", f"gdw1376://{ADDRESS}", sim))
         )
-        writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool")
+        writer = ReadingWriter(daemon_dsn(pg_dsn), spool_dir=tmp_path / "spool")
         engine = Engine(
             engine_config(["energy_import_kwh"]),
-            pg_dsn,
+            daemon_dsn(pg_dsn),
             writer,
             DriverPort(hub=hub),
             duties=[concentrator_duties],
@@ -201,8 +202,8 @@ async def test_an_impostor_concentrator_is_closed_by_its_archive_before_any_requ
     )
     engine = Engine(
         engine_config(["energy_import_kwh"]),
-        pg_dsn,
-        ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
+        daemon_dsn(pg_dsn),
+        ReadingWriter(daemon_dsn(pg_dsn), spool_dir=tmp_path / "spool"),
         DriverPort(hub=hub),
     )
     await engine.start()

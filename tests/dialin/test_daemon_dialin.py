@@ -21,6 +21,7 @@ from simulators import BusSpec, SimBus
 from simulators.dtu import DtuSpec, SimDtu
 from tests.support.cli import CliResult, headend_in_process
 from tests.support.engine import engine_for
+from tests.support.logins import daemon_dsn
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -80,7 +81,7 @@ async def test_dial_in_channels_are_polled_offline_ones_are_not_failures_unknown
         read_inventory(inventory(tmp_path / "inv.toml", {"DTU-0080": online_bus, "DTU-0081": silent_bus})),
     )
     settings = config()
-    front = await FrontEnd(settings.listen, pg_dsn).start()  # type: ignore[attr-defined]
+    front = await FrontEnd(settings.listen, daemon_dsn(pg_dsn)).start()  # type: ignore[attr-defined]
     port = front.listeners[0].port
     engine = engine_for(settings, pg_dsn, tmp_path, DriverPort(hub=front.hub))  # type: ignore[arg-type]
     await engine.start()

@@ -29,6 +29,7 @@ from simulators import BusSpec, SimBus
 from simulators.dtu import DtuSpec, SimDtu, impostor_bus
 from tests.dialin.test_daemon_dialin import config, inventory
 from tests.dialin.test_listener import HB, SPEC, front_end, raw_connect
+from tests.support.logins import daemon_dsn
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -205,12 +206,12 @@ async def test_the_engine_stores_nothing_from_an_impostor_and_reads_the_real_dev
     settings = config()
     from headend.engine.frontend import FrontEnd
 
-    front = await FrontEnd(settings.listen, pg_dsn).start()  # type: ignore[attr-defined]
+    front = await FrontEnd(settings.listen, daemon_dsn(pg_dsn)).start()  # type: ignore[attr-defined]
     listen_port = front.listeners[0].port
     engine = Engine(
         settings,  # type: ignore[arg-type]
-        pg_dsn,
-        ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool"),
+        daemon_dsn(pg_dsn),
+        ReadingWriter(daemon_dsn(pg_dsn), spool_dir=tmp_path / "spool"),
         DriverPort(hub=front.hub),
     )
     await engine.start()
@@ -394,7 +395,7 @@ async def test_conflicts_are_listed_by_channels_pending(pg_dsn: str, tmp_path: P
     real = real_bus(seed=90, meters=1)
     conn = await asyncpg.connect(pg_dsn)
     await import_inventory(conn, read_inventory(inventory(tmp_path / "inv.toml", {"DTU-0090": real})))
-    front = await FrontEnd(config().listen, pg_dsn).start()  # type: ignore[attr-defined]
+    front = await FrontEnd(config().listen, daemon_dsn(pg_dsn)).start()  # type: ignore[attr-defined]
     device = ("dtu", "DTU-0090")
     front.hub.inventory_loaded([device])
     spec = DtuSpec(

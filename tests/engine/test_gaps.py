@@ -13,6 +13,7 @@ from headend.engine.model import load_inventory
 from headend.inventory import import_inventory, read_inventory
 from headend.store.reading import Reading
 from headend.store.writer import ReadingWriter
+from tests.support.logins import daemon_dsn
 
 T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 STEP = timedelta(minutes=15)
@@ -29,7 +30,7 @@ async def test_find_gaps_skips_stored_and_preinstallation_intervals(pg_dsn: str,
         "installed_at = 2026-05-04T11:20:00Z\n"
     )
     conn = await asyncpg.connect(pg_dsn)
-    writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool")
+    writer = ReadingWriter(daemon_dsn(pg_dsn), spool_dir=tmp_path / "spool")
     try:
         await import_inventory(conn, read_inventory(inv))
         meters = (await load_inventory(conn)).meters_by_channel[1]

@@ -10,6 +10,7 @@ import pytest
 
 from headend.store import maintenance
 from headend.store.writer import Reading, ReadingWriter
+from tests.support.logins import daemon_dsn
 from tests.support.operators import add_operators
 
 DAY = datetime(2026, 3, 2, tzinfo=UTC)
@@ -132,7 +133,7 @@ async def test_daily_aggregate_and_consumption_in_either_mode(
         Reading(1, "energy_import_kwh", DAY + timedelta(hours=8), None, "missing"),
         Reading(1, "voltage_a_v", DAY, 230.0),
     ]
-    writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool")
+    writer = ReadingWriter(daemon_dsn(pg_dsn), spool_dir=tmp_path / "spool")
     await writer.start()
     await writer.submit(readings)
     await maintenance.refresh_daily(conn, DAY, DAY + timedelta(days=3))

@@ -12,6 +12,7 @@ import pytest
 
 from headend.store.spool import Spool
 from headend.store.writer import InvalidReading, Reading, ReadingWriter
+from tests.support.logins import daemon_dsn
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
@@ -28,7 +29,7 @@ def grid(
 
 @pytest.fixture
 async def writer(pg_dsn: str, tmp_path: Path):
-    w = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool")
+    w = ReadingWriter(daemon_dsn(pg_dsn), spool_dir=tmp_path / "spool")
     await w.start()
     yield w
     await w.close()
@@ -118,7 +119,9 @@ async def test_invalid_reading_is_refused_and_nothing_of_its_batch_is_stored(
 
 
 async def test_backpressure_bounds_pending_readings(pg_dsn: str, tmp_path: Path) -> None:
-    writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool", max_pending=1_000, batch_size=500)
+    writer = ReadingWriter(
+        daemon_dsn(pg_dsn), spool_dir=tmp_path / "spool", max_pending=1_000, batch_size=500
+    )
     await writer.start()
     peak = 0
 
@@ -152,7 +155,7 @@ async def test_far_past_and_future_intervals_get_storage(writer: ReadingWriter, 
 
 
 async def test_submit_after_close_is_refused(pg_dsn: str, tmp_path: Path) -> None:
-    writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool")
+    writer = ReadingWriter(daemon_dsn(pg_dsn), spool_dir=tmp_path / "spool")
     await writer.start()
     await writer.close()
     with pytest.raises(RuntimeError, match="closed"):
@@ -178,7 +181,7 @@ async def test_spool_left_by_a_previous_run_is_replayed_and_damage_is_quarantine
     data[second_record + 30] ^= 0xFF
     first.write_bytes(bytes(data))
 
-    writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool", retry_interval=0.1)
+    writer = ReadingWriter(daemon_dsn(pg_dsn), spool_dir=tmp_path / "spool", retry_interval=0.1)
     await writer.start()
     assert writer.mode == "spooling"
     await asyncio.wait_for(writer.wait_replayed(), 30)
@@ -191,7 +194,7 @@ async def test_spool_left_by_a_previous_run_is_replayed_and_damage_is_quarantine
 
 
 async def test_lanes_creating_the_same_new_partition_concurrently(pg_dsn: str, tmp_path: Path) -> None:
-    writer = ReadingWriter(pg_dsn, spool_dir=tmp_path / "spool", lanes=4, batch_size=100)
+    writer = ReadingWriter(daemon_dsn(pg_dsn), spool_dir=tmp_path / "spool", lanes=4, batch_size=100)
     await writer.start()
     week = datetime(2040, 1, 2, tzinfo=UTC)
     batches = [grid(range(100 * k + 1, 100 * k + 101), 1, week + timedelta(hours=k)) for k in range(8)]
