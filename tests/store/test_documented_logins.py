@@ -5,6 +5,7 @@ runner fell back to the superuser, a missing grant would pass unseen; these test
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -13,9 +14,10 @@ from headend.config import validate_config
 from tests.support.cli import headend
 from tests.support.daemons import Daemon
 from tests.support.engine import engine_for
-from tests.support.logins import DAEMON_LOGIN, DESK_LOGIN
+from tests.support.logins import DAEMON_LOGIN, DESK_LOGIN, as_login
 from tests.support.operators import add_operators, operator_env
 from tests.support.ports import free_port
+from tests.support.postgres import PgServer
 from tests.support.waiting import wait_until
 
 SESSIONS = """
@@ -109,3 +111,31 @@ async def test_operator_commands_write_as_the_desk_and_billing_runs_as_the_daemo
         (DAEMON_LOGIN, False),
     }
     assert any(login == DAEMON_LOGIN for _, login, _ in writers), writers
+
+
+async def test_db_migrate_runs_as_an_owner_that_is_not_a_superuser(pg_server: PgServer) -> None:
+    """docs/operations.md: the login that owns the database (CREATEROLE, no superuser) runs
+    ``headend db migrate``; only the TimescaleDB extension, where the server preloads it, is a
+    superuser's to create first."""
+    suffix = uuid.uuid4().hex[:8]
+    owner_role, database = f"owner_{suffix}", f"owned_{suffix}"
+    admin = await asyncpg.connect(pg_server.admin_dsn)
+    try:
+        await admin.execute(f'CREATE ROLE "{owner_role}" LOGIN CREATEROLE')
+        await admin.execute(f'CREATE DATABASE "{database}" OWNER "{owner_role}"')
+        if "timescaledb" in await admin.fetchval("SELECT current_setting('shared_preload_libraries')"):
+            in_database = await asyncpg.connect(pg_server.dsn(database))
+            try:
+                await in_database.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            finally:
+                await in_database.close()
+        owner_dsn = as_login(pg_server.dsn(database), owner_role)
+        migrated = headend("db", "migrate", "--dsn", owner_dsn)
+        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        assert "applied 0037_documented_logins_grants" in migrated.stdout
+        assert headend("db", "migrate", "--dsn", owner_dsn).stdout.strip() == "up to date"
+        assert not await admin.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = $1", owner_role)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.execute(f'DROP ROLE IF EXISTS "{owner_role}"')
+        await admin.close()
