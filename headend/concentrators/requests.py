@@ -125,6 +125,9 @@ class ArchiveRequests:
                     await self.pass_once()
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                     log.warning("archive requests not looked at", extra={"error": str(exc)})
+                except Exception:  # never the end of the service: logged with its traceback, retried
+                    self.engine.metrics.failed_passes.labels("archive_requests").inc()
+                    log.exception("archive requests pass failed")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_every)
                 self._wake.clear()

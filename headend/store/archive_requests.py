@@ -52,7 +52,8 @@ class ArchiveRequest:
 
 
 def _json(value: object) -> object:
-    return None if value is None else json.loads(str(value))
+    """A jsonb column's value (text, or already decoded where the connection has a jsonb codec)."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def _request(record: asyncpg.Record) -> ArchiveRequest:
