@@ -5,7 +5,9 @@ when they disagree); ``push`` downloads the inventory's records (AFN 04 F10, PW 
 file; Pn as stored in the inventory, so each meter keeps its Pn), deletes the extra ones, and
 queries the archive again to confirm (exit 1 if it still disagrees); it signs in an operator with the
 ``operator`` role first and audits the push under them. CHANNEL is the inventory's
-channel name; a concentrator that dials in (``gdw1376://``) is awaited on ``--listen HOST:PORT``.
+channel name; a concentrator that dials in (``gdw1376://``) is awaited on ``--listen HOST:PORT``, and
+without ``--listen`` ``push`` goes through the running daemon that holds its connection
+(:mod:`headend.commands.archive_requests`).
 """
 
 from __future__ import annotations

@@ -51,6 +51,8 @@ from headend.transport.concentrator import ConcentratorLink
 log = logging.getLogger(__name__)
 
 POLL_EVERY_S = 1.0
+CONNECT_TIMEOUT_S = 10.0
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 EXPIRED = "the concentrator was not connected (or not verified) before the request expired: nothing sent"
 INTERRUPTED = "the daemon stopped while working this request: see the archive with --dry-run"
 
@@ -115,16 +117,24 @@ class ArchiveRequests:
         self._wake = asyncio.Event()
         self._working: dict[int, asyncio.Task[None]] = {}
         self._listener: asyncpg.Connection | None = None
+        self._recovered = False
+        self._unreachable = False
 
     async def run(self) -> None:
         try:
-            await self._recover()
             while True:
                 await self._keep_listening()
                 try:
+                    if not self._recovered:
+                        await self._recover()
                     await self.pass_once()
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                    log.warning("archive requests not looked at", extra={"error": str(exc)})
+                    if self._unreachable:
+                        self._unreachable = False
+                        log.info("archive requests looked at again")
+                except DATABASE_ERRORS as exc:
+                    if not self._unreachable:  # once per outage
+                        self._unreachable = True
+                        log.warning("archive requests not looked at", extra={"error": str(exc)})
                 except Exception:  # never the end of the service: logged with its traceback, retried
                     self.engine.metrics.failed_passes.labels("archive_requests").inc()
                     log.exception("archive requests pass failed")
@@ -138,22 +148,22 @@ class ArchiveRequests:
                 self._listener.terminate()
 
     async def _recover(self) -> None:
-        try:
-            for request_id in await fail_interrupted(self.engine.pool, INTERRUPTED):
-                self._count(request_id, "failed", INTERRUPTED)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            log.warning("archive requests not recovered", extra={"error": str(exc)})
+        """Fail what a predecessor left running (once, when the database first answers)."""
+        for request_id in await fail_interrupted(self.engine.pool, INTERRUPTED):
+            self._count(request_id, "failed", INTERRUPTED)
+        self._recovered = True
 
     async def _keep_listening(self) -> None:
         """A connection of its own that LISTENs (reopened when lost; polling covers the gap)."""
         if self._listener is not None and not self._listener.is_closed():
             return
+        self._listener = None
         try:
-            self._listener = await asyncpg.connect(self.engine.dsn)
-            await listen(self._listener, lambda *_args: self._wake.set())
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            self._listener = None
-            log.info("archive requests polled only", extra={"error": str(exc)})
+            listener = await asyncpg.connect(self.engine.dsn, timeout=CONNECT_TIMEOUT_S)
+            await listen(listener, lambda *_args: self._wake.set())
+        except DATABASE_ERRORS:
+            return  # polled meanwhile; the pass says the database is unreachable
+        self._listener = listener
 
     async def pass_once(self) -> None:
         """Expire the overdue requests; start each waiting one whose concentrator is connected."""
@@ -200,14 +210,26 @@ class ArchiveRequests:
             result = str(exc)
         except Exception as exc:  # the link's or the worker's one line, recorded as the result
             result = str(exc) or type(exc).__name__
-        try:
-            await finish_request(self.engine.pool, request.id, state, result, outcome)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            log.error(
-                "archive request outcome not recorded", extra={"request": request.id, "error": str(exc)}
-            )
-            return
+        await self._record(request.id, state, result, outcome)
         self._count(request.id, state, result, channel=request.channel, kind=request.kind)
+
+    async def _record(
+        self, request_id: int, state: Literal["done", "failed"], result: str, outcome: Outcome | None
+    ) -> None:
+        """Record the outcome, retried while the database does not answer (the request stays running)."""
+        said = False
+        while True:
+            try:
+                await finish_request(self.engine.pool, request_id, state, result, outcome)
+                return
+            except DATABASE_ERRORS as exc:
+                if not said:
+                    said = True
+                    log.warning(
+                        "archive request outcome not recorded yet",
+                        extra={"request": request_id, "error": str(exc)},
+                    )
+            await asyncio.sleep(self.poll_every)
 
     def _count(self, request_id: int, state: str, result: str, **details: object) -> None:
         self.engine.metrics.archive_requests.labels(state).inc()
