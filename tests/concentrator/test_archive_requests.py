@@ -2,7 +2,8 @@
 (``headend run`` as a process, the simulated concentrator dialling in to its listener, the CLI as a
 process): a dry run read while the concentrator is still offline is answered once it dials in and
 sends nothing; a viewer is refused; the push rewrites the simulator's archive, read back; a push of
-rows the archive no longer matches writes nothing; with no daemon the request expires in one line.
+rows the archive no longer matches writes nothing; a request for a concentrator gone offline
+expires; with no daemon the request expires in one line.
 The database refuses a request from a viewer and from a session nobody signed in to."""
 
 from __future__ import annotations
@@ -137,6 +138,24 @@ async def test_push_through_the_daemon_that_holds_the_dial_in_connection(pg_dsn:
             assert sim.counts["afn_04"] == 1
             archive = {r.pn: r.address for r in sim.pool.archive.values()}
             assert archive == {i + 1: m.address for i, m in enumerate(sim.pool.meters[:3])}
+
+        # the concentrator gone: a request waits for it, then expires (the daemon or the command
+        # marks it, whichever looks first), nothing sent
+        async def offline() -> bool:
+            return await daemon.metric('headend_channel_offline{channel="conc-1"}') == 1
+
+        await wait_until(offline, 60, "the concentrator's connection to be gone")
+        code, out, err = await headend(pg_dsn, *PUSH, "--operator", "31", "--yes", "--wait", "3")
+        last = (await requests_of(pg_dsn))[-1]
+        assert code == 2 and out == "" and (last["kind"], last["state"]) == ("read", "expired")
+        assert err.strip() in (
+            f"error: archive request {last['id']} expired: the concentrator was not connected (or not"
+            " verified) before the request expired: nothing sent",
+            f"error: no daemon took archive request {last['id']} for 'conc-1' within 3 s (is headend run"
+            " running, with a listener this concentrator dials in to, and has it dialled in?): the request"
+            " expired, nothing was sent",
+        ), err
+        assert sim.counts["afn_04"] == 1
         assert await daemon.metric('headend_archive_requests_total{state="done"}') == 3
         assert await daemon.metric('headend_archive_requests_total{state="failed"}') == 1
         trail = await conn.fetch(
