@@ -101,11 +101,11 @@ async def _ask(
     operator: Operator,
     wanted: list[ArchiveRow],
     wait: float,
+    notified: asyncio.Event,
     changes: tuple[list[ArchiveRow], list[ArchiveRow]] | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """Insert one request, wait for it; its id and the daemon's outcome (one line if it was not done)."""
-    notified = asyncio.Event()
-    await listen(conn, lambda *_args: notified.set())
+    """Insert one request, wait for it; its id and the daemon's outcome (one line if it was not done).
+    ``notified`` is set on each notification of the requests' channel on ``conn``."""
     request_id = await insert_request(conn, channel_id, operator.id, wanted, wait, changes)
     request = await _outcome(conn, channel, request_id, wait, notified)
     if request.state != "done" or request.outcome is None:
@@ -127,7 +127,9 @@ async def push_through_daemon(
         operator = await sign_in(conn)
         channel_id, _url, points = await inventory_of(conn, channel)
         wanted = [p.to_row() for p in points]
-        request_id, read = await _ask(conn, channel, channel_id, operator, wanted, wait)
+        notified = asyncio.Event()
+        await listen(conn, lambda *_args: notified.set())
+        request_id, read = await _ask(conn, channel, channel_id, operator, wanted, wait, notified)
         writes, deletes = read.pop("writes"), read.pop("deletes")
         assert isinstance(writes, list) and isinstance(deletes, list)
         result: dict[str, Any] = {"channel": channel, "request": request_id, **read}
@@ -138,7 +140,9 @@ async def push_through_daemon(
             return result
         if not confirm(result["plan"]):
             raise ArchiveCommandError("archive push declined; nothing was written")
-        request_id, pushed = await _ask(conn, channel, channel_id, operator, wanted, wait, (writes, deletes))
+        request_id, pushed = await _ask(
+            conn, channel, channel_id, operator, wanted, wait, notified, (writes, deletes)
+        )
         result |= {"request": request_id, "pushed": pushed["pushed"], "after": pushed["after"]}
         result["agrees"] = pushed["agrees"]
         return result

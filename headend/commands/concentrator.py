@@ -45,6 +45,7 @@ concentrator_app = CommandGroup(help="Q/GDW 1376.1 concentrators.", no_args_is_h
 archive_app = CommandGroup(help="A concentrator's meter archive vs the inventory.", no_args_is_help=True)
 concentrator_app.add_typer(archive_app, name="archive")
 
+MAX_REQUEST_WAIT_S = 86400.0  # an archive request expires within a day (migration 0040)
 Channel = Annotated[str, typer.Argument(help="The concentrator's channel name in the inventory.")]
 Listen = Annotated[str | None, typer.Option("--listen", help="Dial-in concentrator: wait on HOST:PORT.")]
 Wait = Annotated[
@@ -166,9 +167,10 @@ def _through_daemon(dsn: str | None, channel: str, listen: str | None) -> bool:
 
     url = _run(dsn, url_of)
     try:
-        return parse_channel_url(url).device is not None
+        config = parse_channel_url(url)
     except ChannelUrlError:
         return False
+    return config.device is not None and config.scheme in CONCENTRATOR_SCHEMES
 
 
 def _show(result: dict[str, Any], as_json: bool) -> None:
@@ -230,6 +232,8 @@ def push_command(
     will write and delete and asks first (or --yes); --dry-run only shows it. A concentrator that
     dials in is reached through the running daemon unless --listen is given."""
     daemon = _through_daemon(dsn, channel, listen)
+    if daemon and not 0 < wait <= MAX_REQUEST_WAIT_S:
+        fail(f"--wait: more than 0 and at most {MAX_REQUEST_WAIT_S:g} s for a request to the daemon", code=2)
     if dry_run and not daemon:
         _show(_run(dsn, lambda database: _archive(database, channel, secrets, listen, wait, None)), as_json)
         return

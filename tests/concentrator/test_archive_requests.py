@@ -186,6 +186,11 @@ async def test_with_no_daemon_the_request_expires_in_one_line_and_nothing_is_sen
         await add_operators(conn, o31="operator")
     finally:
         await conn.close()
+    code, out, err = await headend(pg_dsn, *PUSH, "--operator", "31", "--yes", "--wait", "0")
+    assert code == 2 and err.strip() == (
+        "error: --wait: more than 0 and at most 86400 s for a request to the daemon"
+    )
+    assert await requests_of(pg_dsn) == []
     code, out, err = await headend(pg_dsn, *PUSH, "--operator", "31", "--yes", "--wait", "2")
     requests = await requests_of(pg_dsn)
     assert code == 2 and out == ""
