@@ -3,7 +3,8 @@
 process): a dry run read while the concentrator is still offline is answered once it dials in and
 sends nothing; a viewer is refused; the push rewrites the simulator's archive, read back; a push of
 rows the archive no longer matches writes nothing; a request for a concentrator gone offline
-expires; with no daemon the request expires in one line.
+expires; with no daemon the request expires in one line; a starting daemon fails what its
+predecessor left running and expires what nobody took.
 The database refuses a request from a viewer and from a session nobody signed in to."""
 
 from __future__ import annotations
@@ -15,14 +16,19 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from headend.concentrators.requests import EXPIRED, INTERRUPTED
+from headend.engine.ports import DriverPort
+from headend.inventory import import_inventory, read_inventory
 from headend.operators import authenticate
 from headend.store.archive_requests import get_request, insert_request
+from headend.transport import DialinHub
 from protocols.gdw1376 import ArchiveRecord
 from simulators.bus import DEFAULT_PASSWORD
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
-from tests.concentrator.support import ADDRESS, inventory_toml
+from tests.concentrator.support import ADDRESS, engine_config, inventory_toml
 from tests.support.cli import CliResult, cli_env, headend_async
 from tests.support.daemons import Daemon
+from tests.support.engine import engine_for
 from tests.support.operators import PASSWORD, add_operators, import_inventory_cli, operator_env
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
@@ -225,3 +231,40 @@ async def test_the_database_refuses_a_request_from_a_viewer_and_from_nobody(
     finally:
         await desk.close()
         await owner.close()
+
+
+async def test_a_starting_daemon_fails_what_its_predecessor_left_running_and_expires_the_overdue(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """The engine's built-in service (as the daemon composes it): a request found running was cut off
+    with its daemon (failed, saying so); one nobody took before its expiry is marked expired."""
+    sim = SimConcentrator(ConcentratorSpec(port=free_port(), address=ADDRESS, meters=2))  # never started
+    conn = await asyncpg.connect(pg_dsn)
+    engine = None
+    try:
+        await import_inventory(
+            conn, read_inventory(inventory_toml(tmp_path / "inv.toml", f"gdw1376://{ADDRESS}", sim))
+        )
+        await add_operators(conn, o31="operator")
+        channel = await conn.fetchval("SELECT id FROM channels WHERE name = 'conc-1'")
+        cut_off = await insert_request(conn, channel, "31", [], 60)
+        await conn.execute("UPDATE archive_requests SET state = 'running' WHERE id = $1", cut_off)
+        overdue = await insert_request(conn, channel, "31", [], 1)
+        config = engine_config(["energy_import_kwh"])
+        engine = engine_for(config, pg_dsn, tmp_path, DriverPort(hub=DialinHub()))
+        await engine.start()
+
+        async def both_final() -> bool:
+            found = [await get_request(conn, i) for i in (cut_off, overdue)]
+            return all(r is not None and r.final for r in found)
+
+        await wait_until(both_final, 30, "both requests finished by the starting daemon")
+        states = [await get_request(conn, i) for i in (cut_off, overdue)]
+        assert [(r.state, r.result) for r in states if r is not None] == [
+            ("failed", INTERRUPTED),
+            ("expired", EXPIRED),
+        ]
+    finally:
+        if engine is not None:
+            await engine.stop()
+        await conn.close()
