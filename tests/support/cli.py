@@ -37,7 +37,7 @@ from typing import NamedTuple
 from typer.testing import CliRunner
 
 from headend.cli import app, main
-from tests.support.logins import DAEMON_LOGIN, DESK_LOGIN, instead_of_superuser
+from tests.support.logins import DAEMON_LOGIN, DESK_LOGIN, REPORT_LOGIN, instead_of_superuser
 
 COMMAND = (sys.executable, "-m", "headend.cli")
 
@@ -60,13 +60,16 @@ def cli_env(
 
 def documented_login(args: Sequence[str]) -> str | None:
     """The login docs/operations.md says runs ``headend ARGS``: the schema owner's (None) for ``db``
-    and the bootstrap operator, the daemon's for ``run``, ``listen`` and ``billing bill``, else the
-    desk's (the operators' CLI)."""
+    and the bootstrap operator, the daemon's for ``run``, ``listen`` and ``billing bill``, the
+    reporting login's for the exports (``readings``, ``lineloss``), else the desk's (the operators'
+    CLI)."""
     command = tuple(args[:2])
     if command[:1] == ("db",) or (command[:1] == ("operators",) and "--bootstrap" in args):
         return None
     if command[:1] in (("run",), ("listen",)) or command == ("billing", "bill"):
         return DAEMON_LOGIN
+    if command[:1] in (("readings",), ("lineloss",)):
+        return REPORT_LOGIN
     return DESK_LOGIN
 
 
