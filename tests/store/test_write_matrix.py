@@ -242,6 +242,43 @@ MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
         {DAEMON} | desk("operator", "admin"),
     ),
     (
+        Write(
+            "commands",
+            "cancel, recording who and why in its evidence",
+            (
+                AS_ME,
+                "UPDATE commands SET state = 'cancelled', evidence = evidence ||"
+                f" jsonb_build_object('cancelled', jsonb_build_object('by', {ME}, 'reason', 'x'))"
+                " WHERE id = :reconnect",
+            ),
+        ),
+        {DAEMON} | desk("operator", "admin"),
+    ),
+    (
+        Write(
+            "commands",
+            "cancel, naming another operator in its evidence",
+            (
+                AS_ME,
+                "UPDATE commands SET state = 'cancelled', evidence = evidence ||"
+                ' \'{"cancelled": {"by": "1009", "reason": "x"}}\' WHERE id = :reconnect',
+            ),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "commands",
+            "cancel with a read-back in its evidence",
+            (
+                AS_ME,
+                "UPDATE commands SET state = 'cancelled', evidence = evidence ||"
+                ' \'{"state": {"open": true}}\' WHERE id = :reconnect',
+            ),
+        ),
+        {DAEMON},
+    ),
+    (
         Write("commands", "approve", (AS_ME, f"UPDATE commands SET approved_by = {ME} WHERE id = :waiting")),
         desk("approver"),
     ),
