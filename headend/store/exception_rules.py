@@ -23,7 +23,7 @@ def _q(name: str) -> str:
 
 
 def _window(seconds: str) -> str:
-    return f"r.ts > $1 - make_interval(secs => {seconds}) AND r.ts <= $1"
+    return f"r.ts > $1::timestamptz - make_interval(secs => {seconds}) AND r.ts <= $1"
 
 
 _IMPORT, _EXPORT = _q("energy_import_kwh"), _q("energy_export_kwh")
@@ -71,7 +71,7 @@ METER_STOPPED = RuleQuery(
                 WHERE r.quantity_id IN ({_CURRENTS}) AND {_GOOD} AND {_window("$3")} GROUP BY r.meter_id)
     SELECT s.meter_id AS subject,
            jsonb_build_object('import_change_kwh', s.change, 'readings', s.n,
-                              'mean_current_a', round(c.current_a::numeric, 3), 'window_s', $3) AS evidence
+                              'mean_current_a', round(c.current_a::numeric, 3), 'window_s', $3::float8) AS evidence
     FROM span s JOIN flowing c USING (meter_id)
     WHERE s.quantity_id = {_IMPORT} AND s.n >= 2 AND s.change <= $5 AND c.current_a >= $4
       AND NOT EXISTS (SELECT 1 FROM span x WHERE x.meter_id = s.meter_id AND x.quantity_id = {_EXPORT}
@@ -86,7 +86,7 @@ REVERSE_ENERGY = RuleQuery(
     f"""
     WITH {_SPANS}
     SELECT x.meter_id AS subject,
-           jsonb_build_object('export_change_kwh', x.change, 'import_change_kwh', i.change, 'window_s', $3)
+           jsonb_build_object('export_change_kwh', x.change, 'import_change_kwh', i.change, 'window_s', $3::float8)
                AS evidence
     FROM span x JOIN span i ON i.meter_id = x.meter_id AND i.quantity_id = {_IMPORT}
     WHERE x.quantity_id = {_EXPORT} AND x.n >= 2 AND x.change >= $4 AND i.n >= 2 AND i.change <= $5
@@ -129,24 +129,28 @@ CURRENT_IMBALANCE = RuleQuery(
     """,
 )
 
+# the register's growth from the first to the last reading (a register going backwards is no spike)
+_GROWTH = """(array_agg(value ORDER BY ts DESC))[1] - (array_agg(value ORDER BY ts))[1] AS kwh,
+             extract(epoch FROM max(ts) - min(ts)) AS secs"""
+
 # $3 recent window, $4 history, $5 factor, $6 minimum kWh: the recent consumption rate above the factor
-# times the meter's own rate over the history before it
+# times the meter's own rate over the history before it (a history without growth: no judgement)
 CONSUMPTION_SPIKE = RuleQuery(
     "consumption_spike",
     "meter",
     f"""
     WITH e AS (SELECT r.meter_id, r.ts, r.value FROM readings r
                WHERE r.quantity_id = {_IMPORT} AND {_GOOD} AND {_window("$4")}),
-    recent AS (SELECT meter_id, max(value) - min(value) AS kwh, extract(epoch FROM max(ts) - min(ts)) AS secs
-               FROM e WHERE ts > $1 - make_interval(secs => $3) GROUP BY meter_id HAVING count(*) >= 2),
-    past AS (SELECT meter_id, max(value) - min(value) AS kwh, extract(epoch FROM max(ts) - min(ts)) AS secs
-             FROM e WHERE ts <= $1 - make_interval(secs => $3) GROUP BY meter_id HAVING count(*) >= 2)
+    recent AS (SELECT meter_id, {_GROWTH} FROM e WHERE ts > $1::timestamptz - make_interval(secs => $3)
+               GROUP BY meter_id HAVING count(*) >= 2),
+    past AS (SELECT meter_id, {_GROWTH} FROM e WHERE ts <= $1::timestamptz - make_interval(secs => $3)
+             GROUP BY meter_id HAVING count(*) >= 2)
     SELECT r.meter_id AS subject,
            jsonb_build_object('recent_kwh', round(r.kwh::numeric, 3), 'recent_s', r.secs,
                               'usual_kwh', round((p.kwh / p.secs * r.secs)::numeric, 3), 'history_s', p.secs)
                AS evidence
     FROM recent r JOIN past p USING (meter_id)
-    WHERE r.secs > 0 AND p.secs > 0 AND r.kwh >= $6 AND r.kwh / r.secs > $5 * p.kwh / p.secs
+    WHERE r.secs > 0 AND p.secs > 0 AND p.kwh > 0 AND r.kwh >= $6 AND r.kwh / r.secs > $5 * p.kwh / p.secs
     """,
 )
 
@@ -161,7 +165,7 @@ CLOCK_OFFSET = RuleQuery(
                  details ->> 'action' AS action
           FROM events
           WHERE category = 'comm' AND kind IN ('clock_corrected', 'clock_still_off', 'clock_off')
-            AND meter_id IS NOT NULL AND occurred_at > $1 - make_interval(secs => $3) AND occurred_at <= $1
+            AND meter_id IS NOT NULL AND occurred_at > $1::timestamptz - make_interval(secs => $3) AND occurred_at <= $1
           ORDER BY meter_id, occurred_at DESC) c
     WHERE abs(drift) > $4
     """,
@@ -177,7 +181,7 @@ TAMPER = RuleQuery(
                AS evidence
     FROM events
     WHERE category = 'meter' AND kind = ANY ($4::text[]) AND meter_id IS NOT NULL
-      AND occurred_at > $1 - make_interval(secs => $3) AND occurred_at <= $1
+      AND occurred_at > $1::timestamptz - make_interval(secs => $3) AND occurred_at <= $1
     GROUP BY meter_id
     """,
 )
@@ -189,9 +193,9 @@ NO_READ = RuleQuery(
     f"""
     SELECT m.id AS subject,
            jsonb_build_object('last_read', (SELECT max(r.ts) FROM readings r WHERE r.meter_id = m.id
-                                            AND r.ts <= $1 AND {_GOOD}), 'window_s', $3) AS evidence
+                                            AND r.ts <= $1 AND {_GOOD}), 'window_s', $3::float8) AS evidence
     FROM meters m
-    WHERE m.enabled AND m.removed_at IS NULL AND m.installed_at <= $1 - make_interval(secs => $3)
+    WHERE m.enabled AND m.removed_at IS NULL AND m.installed_at <= $1::timestamptz - make_interval(secs => $3)
       AND NOT EXISTS (SELECT 1 FROM readings r WHERE r.meter_id = m.id AND {_GOOD} AND {_window("$3")})
     """,
 )

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import asyncpg
 
+from headend.store.audit import set_actor
 from headend.store.exception_rules import RuleQuery
 from headend.store.results import row, rows
 from headend.vocabulary import ExceptionRule, ExceptionState
@@ -35,7 +36,7 @@ cleared AS (
 closed AS (
     UPDATE exceptions e SET state = 'auto_closed', closed_at = $1
     WHERE e.rule = '{rule}' AND e.{column} IS NOT NULL AND e.state IN {active} AND e.clear_since IS NOT NULL
-      AND e.clear_since <= $1 - make_interval(secs => $2)
+      AND e.clear_since <= $1::timestamptz - make_interval(secs => $2)
       AND NOT EXISTS (SELECT 1 FROM firing f WHERE f.subject = e.{column})
     RETURNING e.id)
 SELECT (SELECT count(*) FROM opened) AS opened, (SELECT count(*) FROM seen) AS seen,
@@ -59,9 +60,11 @@ async def apply_rule(
     clear_after_s: float,
     params: tuple[object, ...],
 ) -> RuleOutcome:
-    """Run one rule over what is stored at ``now`` and bring its exceptions up to date."""
+    """Run one rule over what is stored at ``now`` and bring its exceptions up to date (in the caller's
+    transaction; audited as ``system``)."""
     column = "meter_id" if query.subject == "meter" else "area_id"
     sql = _PASS.format(firing=query.firing, rule=query.rule, column=column, active=ACTIVE)
+    await set_actor(conn, "system")
     found = await conn.fetchrow(sql, now, clear_after_s, *params)
     assert found is not None
     return RuleOutcome(found["opened"], found["seen"], found["closed"])
