@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from headend.analytics.exceptions import counts, run_rules
 from headend.engine.engine import Engine
+from headend.store.exceptions import RuleOutcome
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +34,18 @@ async def run(engine: Engine) -> None:
             metrics.exception_passes.labels("failed").inc()
             log.error("exception rules pass failed", extra={"error": f"{type(exc).__name__}: {exc}"})
             continue
-        metrics.exception_passes.labels("ok").inc()
         for (rule, state), n in by_state.items():
             metrics.exceptions.labels(rule, state).set(n)
+        done = {r: o for r, o in outcomes.items() if isinstance(o, RuleOutcome)}
+        for rule, error in outcomes.items():
+            if isinstance(error, str):
+                log.error("exception rule failed", extra={"rule": rule, "error": error})
+        metrics.exception_passes.labels("ok" if len(done) == len(outcomes) else "rule_failed").inc()
         log.info(
             "exception rules pass",
             extra={
-                "opened": {r: o.opened for r, o in outcomes.items() if o.opened},
-                "seen": {r: o.seen for r, o in outcomes.items() if o.seen},
-                "auto_closed": {r: o.closed for r, o in outcomes.items() if o.closed},
+                "opened": {r: o.opened for r, o in done.items() if o.opened},
+                "seen": {r: o.seen for r, o in done.items() if o.seen},
+                "auto_closed": {r: o.closed for r, o in done.items() if o.closed},
             },
         )

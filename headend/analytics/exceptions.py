@@ -38,18 +38,22 @@ def rule_params(rule: ExceptionRule, cfg: ExceptionsConfig, today: date) -> tupl
 
 async def run_rules(
     conn: asyncpg.Connection, cfg: ExceptionsConfig, zone: ZoneInfo, now: datetime
-) -> dict[ExceptionRule, RuleOutcome]:
-    """One pass of the configured rules at ``now``; what each did. The area rules read the line losses
-    of the last ``area_days`` days (analytics zone), refreshed first."""
+) -> dict[ExceptionRule, RuleOutcome | str]:
+    """One pass of the configured rules at ``now``: what each did, or why it failed (the others still
+    ran). The area rules read the line losses of the last ``area_days`` days (analytics zone),
+    refreshed first."""
     today = now.astimezone(zone).date()
     if any(RULES[rule].subject == "area" for rule in cfg.rules):
         await refresh(conn, [today - timedelta(days=n) for n in range(cfg.area_days, 0, -1)], zone)
-    outcomes: dict[ExceptionRule, RuleOutcome] = {}
+    outcomes: dict[ExceptionRule, RuleOutcome | str] = {}
     for rule in cfg.rules:
-        async with conn.transaction():
-            outcomes[rule] = await apply_rule(
-                conn, RULES[rule], now, cfg.auto_close_after, rule_params(rule, cfg, today)
-            )
+        try:
+            async with conn.transaction():
+                outcomes[rule] = await apply_rule(
+                    conn, RULES[rule], now, cfg.auto_close_after, rule_params(rule, cfg, today)
+                )
+        except asyncpg.PostgresError as exc:  # one rule failing must not stop the others
+            outcomes[rule] = f"{type(exc).__name__}: {exc}"
     return outcomes
 
 

@@ -57,11 +57,13 @@ REGISTER_BACKWARDS = RuleQuery(
 )
 
 _SPANS = f"""
-    span AS (SELECT r.meter_id, r.quantity_id, count(*) AS n, max(r.value) - min(r.value) AS change
+    span AS (SELECT r.meter_id, r.quantity_id, count(*) AS n, max(r.value) - min(r.value) AS change,
+                    extract(epoch FROM max(r.ts) - min(r.ts)) AS span_s
              FROM readings r WHERE r.quantity_id IN ({_IMPORT}, {_EXPORT}) AND {_GOOD} AND {_window("$3")}
              GROUP BY r.meter_id, r.quantity_id)"""
 
-# $3 window, $4 minimum mean current A, $5 flat kWh: neither register moves while current flows
+# $3 window, $4 minimum mean current A, $5 flat kWh: neither register moves while current flows (flat
+# over at least half the window: two close readings prove nothing)
 METER_STOPPED = RuleQuery(
     "meter_stopped",
     "meter",
@@ -71,25 +73,28 @@ METER_STOPPED = RuleQuery(
                 WHERE r.quantity_id IN ({_CURRENTS}) AND {_GOOD} AND {_window("$3")} GROUP BY r.meter_id)
     SELECT s.meter_id AS subject,
            jsonb_build_object('import_change_kwh', s.change, 'readings', s.n,
-                              'mean_current_a', round(c.current_a::numeric, 3), 'window_s', $3::float8) AS evidence
+                              'mean_current_a', round(c.current_a::numeric, 3), 'window_s', $3::float8)
+               AS evidence
     FROM span s JOIN flowing c USING (meter_id)
-    WHERE s.quantity_id = {_IMPORT} AND s.n >= 2 AND s.change <= $5 AND c.current_a >= $4
+    WHERE s.quantity_id = {_IMPORT} AND s.span_s >= $3 / 2 AND s.change <= $5 AND c.current_a >= $4
       AND NOT EXISTS (SELECT 1 FROM span x WHERE x.meter_id = s.meter_id AND x.quantity_id = {_EXPORT}
                       AND x.change > $5)
     """,
 )
 
 # $3 window, $4 minimum export kWh, $5 flat kWh: energy registers as export while import stays flat
+# (over at least half the window)
 REVERSE_ENERGY = RuleQuery(
     "reverse_energy",
     "meter",
     f"""
     WITH {_SPANS}
     SELECT x.meter_id AS subject,
-           jsonb_build_object('export_change_kwh', x.change, 'import_change_kwh', i.change, 'window_s', $3::float8)
+           jsonb_build_object('export_change_kwh', x.change, 'import_change_kwh', i.change,
+                              'window_s', $3::float8)
                AS evidence
     FROM span x JOIN span i ON i.meter_id = x.meter_id AND i.quantity_id = {_IMPORT}
-    WHERE x.quantity_id = {_EXPORT} AND x.n >= 2 AND x.change >= $4 AND i.n >= 2 AND i.change <= $5
+    WHERE x.quantity_id = {_EXPORT} AND x.change >= $4 AND i.span_s >= $3 / 2 AND i.change <= $5
     """,
 )
 
@@ -165,7 +170,8 @@ CLOCK_OFFSET = RuleQuery(
                  details ->> 'action' AS action
           FROM events
           WHERE category = 'comm' AND kind IN ('clock_corrected', 'clock_still_off', 'clock_off')
-            AND meter_id IS NOT NULL AND occurred_at > $1::timestamptz - make_interval(secs => $3) AND occurred_at <= $1
+            AND meter_id IS NOT NULL AND occurred_at > $1::timestamptz - make_interval(secs => $3)
+            AND occurred_at <= $1
           ORDER BY meter_id, occurred_at DESC) c
     WHERE abs(drift) > $4
     """,
@@ -229,7 +235,7 @@ NEGATIVE_LOSS = RuleQuery(
     SELECT area_id AS subject,
            jsonb_build_object('day', day, 'loss_kwh', round(loss_kwh::numeric, 3),
                               'supply_kwh', round(supply_kwh::numeric, 3)) AS evidence
-    FROM latest WHERE loss_kwh < -$4
+    FROM latest WHERE loss_kwh < -($4::float8)
     """,
 )
 
