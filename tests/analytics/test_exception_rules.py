@@ -12,6 +12,7 @@ import asyncpg
 from headend.analytics.exceptions import counts, run_rules
 from headend.config import ExceptionsConfig
 from headend.store.exceptions import RuleOutcome
+from headend.store.maintenance import ensure_partitions
 from tests.billing.helpers import add_reading
 
 NOW = datetime(2026, 6, 10, 4, 0, tzinfo=UTC)
@@ -51,6 +52,7 @@ async def _seed(owner: asyncpg.Connection) -> dict[str, int]:
             channel,
         )
     s = timedelta(seconds=1)
+    await ensure_partitions(owner, NOW - timedelta(days=1), NOW + timedelta(days=1))  # a no-op on TimescaleDB
     series = {
         ("back", "energy_import_kwh"): [(-40, 100.0), (-20, 90.0)],
         ("stop", "energy_import_kwh"): [(-50, 50.0), (-20, 50.0)],

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from headend.store.maintenance import ensure_partitions
 from simulators.bus import BusSpec, SimBus, start_bus
 from simulators.conditions import MeterCondition
 from simulators.meter import Registers
@@ -81,6 +82,8 @@ async def _seed_areas(conn: asyncpg.Connection, today: date) -> None:
     'neg' gives its customer 4 % more than its supply; 'ok' loses 5 % throughout."""
     ids = {r["name"]: r["id"] for r in await conn.fetch("SELECT name, id FROM meters")}
     first = today - timedelta(days=HISTORY_DAYS + 1)
+    start = datetime.combine(first, time(0), ZONE).astimezone(UTC)
+    await ensure_partitions(conn, start - timedelta(days=1), start + timedelta(days=HISTORY_DAYS + 2))
     for n in range(HISTORY_DAYS + 1):  # the midnights from the first day's start to the latest day's end
         at = datetime.combine(first + timedelta(days=n), time(0), ZONE).astimezone(UTC)
         for name, (supply, customer) in AREAS.items():

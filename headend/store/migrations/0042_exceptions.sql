@@ -128,10 +128,11 @@ CREATE TRIGGER exceptions_guard BEFORE INSERT OR UPDATE OR DELETE ON exceptions
     FOR EACH ROW EXECUTE FUNCTION exceptions_guard();
 
 -- The audit trail: the opening and every change of state, under who did it: the signed-in operator, else
--- the transaction's headend.actor ('system' for the daemon's rules pass), else the login.
+-- the transaction's headend.actor ('system' for the daemon's rules pass), else 'system' for a daemon login,
+-- else the login (the schema owner).
 CREATE FUNCTION exceptions_audit() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, public AS $$
 DECLARE who text := coalesce(headend_current_operator(), nullif(current_setting('headend.actor', true), ''),
-                             session_user::text);
+                             CASE WHEN headend_is_daemon() THEN 'system' ELSE session_user::text END);
 BEGIN
     IF TG_OP = 'INSERT' OR NEW.state IS DISTINCT FROM OLD.state THEN
         INSERT INTO audit_log (actor, action, entity, entity_id, reason, details)
