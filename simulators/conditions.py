@@ -1,10 +1,13 @@
 """Conditions a simulated meter can be put in so that the head-end's exception rules have something to
 find: a stopped register (current flows, energy stays), reversed wiring (the load counts as export),
-a lost phase (its voltage and current near zero) and current imbalance between phases.
+a lost phase (its voltage and current near zero), current imbalance between phases, and a bypass (a
+share of the load drawn around the meter: its registers count the rest, which raises the loss of the
+meter's transformer area).
 
 A condition is named by a spec string, per meter index on a bus (``BusSpec.conditions``, ``headend sim
 dlt645 --condition 0:stopped``): ``stopped``, ``reversed``, ``lost_phase=b``, ``imbalance=0.6``
-(phase a carries 1 + x times its share, phase c 1 - x); several joined with ``+``. They apply from the
+(phase a carries 1 + x times its share, phase c 1 - x), ``bypass=0.3`` (that share not registered);
+several joined with ``+``. They apply from the
 moment they are set (a meter's history stays as it was).
 """
 
@@ -21,6 +24,7 @@ class MeterCondition:
     reversed: bool = False
     lost_phase: str = ""
     imbalance: float = 0.0
+    bypass: float = 0.0
 
     @classmethod
     def parse(cls, spec: str) -> MeterCondition:
@@ -32,11 +36,12 @@ class MeterCondition:
                 fields[name] = True
             elif name == "lost_phase" and value in ("a", "b", "c"):
                 fields["lost_phase"] = value
-            elif name == "imbalance" and _fraction(value) is not None:
-                fields["imbalance"] = _fraction(value)
+            elif name in ("imbalance", "bypass") and _fraction(value) is not None:
+                fields[name] = _fraction(value)
             else:
                 raise ValueError(
-                    f"unknown meter condition {part!r}: stopped, reversed, lost_phase=a|b|c or imbalance=0..1"
+                    f"unknown meter condition {part!r}: stopped, reversed, lost_phase=a|b|c, imbalance=0..1"
+                    " or bypass=0..1"
                 )
         return cls(**fields)  # type: ignore[arg-type]
 

@@ -263,18 +263,19 @@ class SimMeter:
         tariff = TOU_BY_HOUR[int(hour) % 24]
         energy = self._power(hour, start) * hours
         exported = self._export(hour) * hours
-        if self.condition.stopped:  # the load draws current; no register moves
-            return energy
+        if self.condition.stopped:  # the load draws current; no register (nor the demand) moves
+            return 0.0
         if self.condition.reversed:  # the load's energy counts as export
             exported, energy = exported + energy, 0.0
+        registered = energy * (1 - self.condition.bypass)  # a bypass: the rest is drawn around the meter
         reg = self.registers
-        reg.import_tariffs[tariff] += energy
+        reg.import_tariffs[tariff] += registered
         reg.export_tariffs[tariff] += exported
-        reg.q1 += energy * self._tan_phi
+        reg.q1 += registered * self._tan_phi
         reg.q4 += exported * 0.1
         if self.prepaid_balance is not None:
-            self.prepaid_balance -= energy * self.price_per_kwh
-        return energy
+            self.prepaid_balance -= registered * self.price_per_kwh
+        return registered
 
     def advance(self, now: datetime | None = None) -> None:
         """Integrate consumption up to ``now`` (UTC), recording profile and freeze records on the way."""

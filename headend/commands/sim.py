@@ -134,7 +134,7 @@ def sim_dlt645(
         typer.Option(
             "--condition",
             help="INDEX:SPEC puts meter INDEX (from 0) in a condition: stopped, reversed, lost_phase=a|b|c,"
-            " imbalance=0..1 (joined with +). Repeatable.",
+            " imbalance=0..1, bypass=0..1 (joined with +). Repeatable.",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object once listening.")] = False,
