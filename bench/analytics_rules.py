@@ -1,13 +1,14 @@
 """Exception rules benchmark: one rules pass in SQL over a day of 96 intervals against the same
 computation done row by row in Python, in the same run, with the findings compared.
 
-``bench_rules(conn, meters, areas)`` seeds a migrated database (one connection, schema owner): the
-meters in ``areas`` transformer areas, import and export registers at the 97 quarter-hour instants of
-one day (both midnights included, so the areas' line losses compute), the phase voltages and currents
-of the day's last interval, and a few meters in each condition (stopped, reversed wiring, backwards,
-lost phase, imbalance, spike). It prints the seeding time, the SQL pass of the six reading rules, the
-row-by-row baseline of the same six rules and their ratio, and the full pass (all twelve rules, the
-line-loss refresh of the day included). Do not run it at full size on a shared machine.
+``bench_rules(conn, meters, areas)`` seeds a migrated database holding no meters yet (one connection,
+schema owner; meter ids 1..meters, area ids 1..areas, the day 2026-06-01 in Asia/Shanghai): the
+meters in ``areas`` transformer areas, import and export registers at the 97 quarter-hour instants
+of the day (both midnights included, so the areas' line losses compute), the phase voltages and
+currents of the day's last interval, and a few meters in each condition (stopped, reversed wiring,
+backwards, lost phase, imbalance, spike). It prints the seeding time, the SQL pass of the six reading
+rules, the row-by-row baseline of the same six rules and their ratio, and the full pass (all twelve
+rules, the line-loss refresh of the day included). Do not run it at full size on a shared machine.
 
 Usage: python bench/analytics_rules.py [--meters 2000] [--areas 20]
 """
