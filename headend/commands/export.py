@@ -13,14 +13,15 @@ import sys
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated, BinaryIO, TextIO
 
 import asyncpg
 import typer
 
+from headend.analytics.export import DAILY_COLUMNS, INTERVAL_COLUMNS, Row, daily_rows, interval_rows
 from headend.commands.app import CommandGroup
 from headend.commands.common import ConfigPath, Dsn, chosen_config, fail, run_with_conn
-from headend.store.export import DAILY_COLUMNS, INTERVAL_COLUMNS, export_meters, quantity_id, stream_export
+from headend.store.export import copy_daily_csv, export_meters, quantity_id
 from headend.store.lineloss import area_exists
 
 export_app = CommandGroup(help="Exports for other systems (billing, CIS).", no_args_is_help=True)
@@ -34,14 +35,9 @@ class ExportFormat(StrEnum):
     json = "json"
 
 
-def cell(value: object) -> object:
-    """One exported value: kWh rounded to 6 decimals (registers × multipliers carry no more), days and
-    times in ISO 8601, None as empty (CSV) or null (JSON)."""
-    if isinstance(value, float):
-        return round(value, 6)
-    if isinstance(value, date | datetime):
-        return value.isoformat()
-    return value
+def _plain(value: object) -> object:
+    """Days and times in ISO 8601; everything else as it is."""
+    return value.isoformat() if isinstance(value, date | datetime) else value
 
 
 class _Writer:
@@ -57,11 +53,11 @@ class _Writer:
         else:
             self.out.write("[")
 
-    def row(self, values: list[object]) -> None:
+    def row(self, values: Row) -> None:
         if self.style is ExportFormat.csv:
-            self._csv.writerow(["" if v is None else v for v in values])
+            self._csv.writerow(values)  # None is written as an empty field
         else:
-            item = json.dumps(dict(zip(self.columns, values, strict=True)), ensure_ascii=False)
+            item = json.dumps(dict(zip(self.columns, map(_plain, values), strict=True)), ensure_ascii=False)
             self.out.write(("\n" if self.count == 0 else ",\n") + item)
         self.count += 1
 
@@ -72,18 +68,33 @@ class _Writer:
 
 
 class _Progress:
-    """``export: M/N meters, R rows`` on stderr each time another tenth of the meters is done."""
+    """``export: P% (R rows)`` on stderr each time another tenth of the work is done."""
 
     def __init__(self, total: int) -> None:
-        self.total, self.meter, self.shown = total, 0, 0
+        self.total, self.shown = total, 0
 
-    def up_to(self, done: int, rows: int) -> None:
-        """Meters 1 … ``done`` are written (``rows`` rows so far)."""
-        self.meter = done + 1
+    def __call__(self, done: int, rows: int) -> None:
+        """``done`` of ``total`` units (meters or rows) are written, ``rows`` rows so far."""
         step = done * PROGRESS_STEPS // self.total if self.total else PROGRESS_STEPS
         if step > self.shown:
             self.shown = step
-            typer.echo(f"export: {done}/{self.total} meters, {rows} rows", err=True)
+            typer.echo(f"export: {step * 100 // PROGRESS_STEPS}% ({rows} rows)", err=True)
+
+
+class _CopySink:
+    """COPY's CSV chunks to a binary stream, counting rows (lines after the header) for progress."""
+
+    def __init__(self, out: BinaryIO, progress: _Progress) -> None:
+        self.out, self.progress, self.lines = out, progress, 0
+
+    async def __call__(self, chunk: bytes) -> None:
+        self.out.write(chunk)
+        self.lines += chunk.count(b"\n")
+        self.progress(self.rows, self.rows)
+
+    @property
+    def rows(self) -> int:
+        return max(self.lines - 1, 0)
 
 
 @export_app.command("readings")
@@ -100,7 +111,9 @@ def export_readings(
     style: Annotated[ExportFormat, typer.Option("--format", help="csv or json.")] = ExportFormat.csv,
     meters: Annotated[
         list[str] | None,
-        typer.Option("--meter", help="Only this meter (name, address or channel/address); repeat."),
+        typer.Option(
+            "--meter", metavar="NAME", help="Only this meter (name, address or channel/address); repeat."
+        ),
     ] = None,
     area: Annotated[str, typer.Option("--area", help="Only this transformer area's meters.")] = "",
     output: Annotated[
@@ -111,40 +124,56 @@ def export_readings(
     dsn: Dsn = None,
 ) -> None:
     """Each meter's daily registers for the period: the register at each local midnight (its daily
-    freeze) and the day's consumption, both multiplied by the meter's CT × PT multiplier, with the
-    register's quality and the consumption's (valid, estimated, suspect, or missing when a register
-    is absent). ``--intervals``: every stored interval reading instead. Rows in meter then time
-    order, so the same request gives the same bytes; progress on stderr."""
+    freeze) and the day's consumption, both multiplied by the meter's CT × PT multiplier (an area's
+    supply meter: the area's CT and PT ratios), with the register's quality and the consumption's
+    (valid, estimated, suspect, or missing when a register is absent). ``--intervals``: every stored
+    interval reading instead. Rows in meter then time order, so the same request gives the same
+    bytes; progress on stderr."""
     first, after = start.date(), end.date()
     if after <= first:
         fail(f"--to {after} is not after --from {first}", code=2)
-    zone = chosen_config(config).analytics.timezone
+    zone = chosen_config(config).analytics.zone
     last = after - timedelta(days=1)
 
     async def work(conn: asyncpg.Connection) -> int:
         if area and not await area_exists(conn, area):
             fail(f"no area named {area!r}")
-        chosen = await export_meters(conn, first, last, zone, meters, area or None)
+        chosen = await export_meters(conn, first, last, str(zone), meters, area or None)
         if meters and not chosen:
             fail(f"no meter matches {', '.join(meters)}")
         qid = await quantity_id(conn, quantity)
         if qid is None:
             fail(f"no readings of {quantity!r} are stored")
+        if style is ExportFormat.csv and not intervals:
+            return await _copy_csv(conn, [m.id for m in chosen], qid)
         columns = INTERVAL_COLUMNS if intervals else DAILY_COLUMNS
         target = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
-        writer, report = _Writer(target, style, columns), _Progress(len(chosen))
+        writer = _Writer(target, style, columns)
+        progress = _Progress(len(chosen))
+        rows = (interval_rows if intervals else daily_rows)(
+            conn, chosen, qid, first, last, zone, lambda done: progress(done, writer.count)
+        )
         try:
             writer.start()
-            async for row in stream_export(conn, chosen, first, last, zone, qid, intervals=intervals):
-                if report.meter != row["n"]:
-                    report.up_to(row["n"] - 1, writer.count)
-                writer.row([cell(row[c]) for c in columns])
+            async for row in rows:
+                writer.row(row)
             writer.finish()
         finally:
             if output:
                 target.close()
-        report.up_to(len(chosen), writer.count)
         return writer.count
+
+    async def _copy_csv(conn: asyncpg.Connection, ids: list[int], qid: int) -> int:
+        """The daily CSV formatted by the server and copied out as it comes."""
+        target = output.open("wb") if output else sys.stdout.buffer
+        sink = _CopySink(target, _Progress(len(ids) * ((last - first).days + 1)))
+        try:
+            await copy_daily_csv(conn, ids, first, last, str(zone), qid, sink)
+            target.flush()
+        finally:
+            if output:
+                target.close()
+        return sink.rows
 
     count = run_with_conn(dsn, work)
     typer.echo(f"exported {count} rows", err=True)

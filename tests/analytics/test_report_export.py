@@ -27,7 +27,7 @@ def _headend(dsn: str, config: Path, *args: str) -> subprocess.CompletedProcess[
     )
 
 
-async def test_daily_report_sections(backfilled, pg_dsn: str) -> None:  # noqa: F811
+async def test_daily_report_sections(backfilled, pg_dsn: str, logins: dict[str, str]) -> None:  # noqa: F811
     bus, config, day, lo, hi = backfilled
     conn = await asyncpg.connect(pg_dsn)
     try:
@@ -104,6 +104,12 @@ async def test_daily_report_sections(backfilled, pg_dsn: str) -> None:  # noqa: 
             }
         ]
 
+        # the reporting login sees the same report
+        as_reporting = _headend(
+            logins["reporting"], config, "report", "daily", "--date", day.isoformat(), "--format", "json"
+        )
+        assert as_reporting.returncode == 0, as_reporting.stderr
+        assert json.loads(as_reporting.stdout) == report
         table = _headend(pg_dsn, config, "report", "daily", "--date", day.isoformat())
         assert table.returncode == 0, table.stderr
         assert "Meters without the day's freeze" in table.stdout and "never-read" in table.stdout
@@ -122,7 +128,11 @@ async def test_daily_report_sections(backfilled, pg_dsn: str) -> None:  # noqa: 
         await conn.close()
 
 
-async def test_export_applies_multipliers_and_repeats_byte_for_byte(backfilled, pg_dsn: str) -> None:  # noqa: F811
+async def test_export_applies_multipliers_and_repeats_byte_for_byte(
+    backfilled,  # noqa: F811
+    pg_dsn: str,
+    logins: dict[str, str],
+) -> None:
     bus, config, day, lo, hi = backfilled
     args = ("export", "readings", "--from", day.isoformat(), "--to", (day + timedelta(days=1)).isoformat())
     first = _headend(pg_dsn, config, *args)
@@ -139,13 +149,24 @@ async def test_export_applies_multipliers_and_repeats_byte_for_byte(backfilled, 
     assert rows["c1"]["consumption_quality"] == "valid"
     assert (rows["never-read"]["register_kwh"], rows["never-read"]["register_quality"]) == ("", "missing")
     assert rows["never-read"]["consumption_quality"] == "missing"
-    assert first.stderr.splitlines()[-2:] == ["export: 5/5 meters, 5 rows", "exported 5 rows"]
+    assert first.stderr.splitlines()[-2:] == ["export: 100% (5 rows)", "exported 5 rows"]
 
     again = _headend(pg_dsn, config, *args)
     assert again.stdout == first.stdout
+    # the reporting login (read only) gets the same bytes
+    assert _headend(logins["reporting"], config, *args).stdout == first.stdout
     as_json = _headend(pg_dsn, config, *args, "--format", "json")
     assert _headend(pg_dsn, config, *args, "--format", "json").stdout == as_json.stdout
-    assert [r["meter"] for r in json.loads(as_json.stdout)] == [r["meter"] for r in rows.values()]
+    # the JSON rows (written row by row) say what the CSV rows (formatted by the server) say
+    for item in json.loads(as_json.stdout):
+        line = rows[item["meter"]]
+        assert (item["day"], item["register_quality"], item["consumption_quality"]) == (
+            line["day"],
+            line["register_quality"],
+            line["consumption_quality"],
+        )
+        for column in ("multiplier", "register_kwh", "consumption_kwh"):
+            assert item[column] == (float(line[column]) if line[column] else None), column
 
     # a suspect register is flagged, and so is the consumption that uses it
     conn = await asyncpg.connect(pg_dsn)
@@ -168,6 +189,8 @@ async def test_export_applies_multipliers_and_repeats_byte_for_byte(backfilled, 
     assert sorted(by_meter) == ["c1", "c2"]
     assert (by_meter["c1"]["register_quality"], by_meter["c1"]["consumption_quality"]) == (kept, "suspect")
     assert by_meter["c2"]["consumption_quality"] == "valid"
+    flagged_json = _headend(pg_dsn, config, *args, "--meter", "c1", "--format", "json")
+    assert [r["consumption_quality"] for r in json.loads(flagged_json.stdout)] == ["suspect"]
 
 
 def _peak_rss_kb(dsn: str, config: Path, *args: str) -> tuple[int, str]:
@@ -245,8 +268,9 @@ async def test_a_year_of_intervals_streams_in_flat_memory(pg_dsn: str, tmp_path:
     rows = 5 * 365 * 96
     lines = progress.splitlines()
     assert lines[-2] == f"exported {rows} rows"
-    assert [line.split(" meters")[0] for line in lines if line.startswith("export:")] == [
-        f"export: {n}/5" for n in range(1, 6)
+    assert [line.split(" (")[0] for line in lines if line.startswith("export:")] == [
+        f"export: {n}%" for n in range(20, 101, 20)
     ]
+    assert lines[-3] == f"export: 100% ({rows} rows)"
     # 175,200 rows (~20 MB of records if held at once): the peak grows by well under that
     assert large - small < 12_000, (small, large)
