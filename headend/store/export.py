@@ -43,7 +43,8 @@ ORDER BY meter_id, ts
 """
 
 
-# The daily export as CSV rows formatted by the server (COPY): per chosen meter (in the order of $1)
+# The daily export as CSV rows formatted by the server (COPY): per chosen meter (by id: the order
+# export_meters gives, and the one the merge join with the registers yields without a sort)
 # and local day $2 … $3, the register at the day's opening midnight and the consumption to the next
 # (the next stored register, when it is at the day's end), × the factor, rounded to 6 decimals.
 _DAILY_CSV = """
@@ -52,9 +53,9 @@ WITH days AS (
            ($2::date + n + 1)::timestamp AT TIME ZONE $4 AS hi
     FROM generate_series(0, $3::date - $2::date) AS n
 ), chosen AS MATERIALIZED (
-    SELECT c.n AS place, c.id, coalesce(m.name, m.address) AS meter, m.address,
+    SELECT c.id, coalesce(m.name, m.address) AS meter, m.address,
            coalesce(a.ct_ratio * a.pt_ratio, m.multiplier::float8) AS factor
-    FROM unnest($1::int[]) WITH ORDINALITY AS c(id, n) JOIN meters m ON m.id = c.id
+    FROM unnest($1::int[]) AS c(id) JOIN meters m ON m.id = c.id
     LEFT JOIN areas a ON a.supply_meter_id = m.id
 ), regs AS (
     SELECT r.meter_id, r.ts, r.value, r.quality,
@@ -77,7 +78,7 @@ SELECT c.meter, c.address, d.day, c.factor AS multiplier,
             ELSE 'valid' END AS consumption_quality
 FROM chosen c CROSS JOIN days d
 LEFT JOIN regs r ON r.meter_id = c.id AND r.ts = d.lo
-ORDER BY c.place, d.n
+ORDER BY c.id, d.lo
 """
 
 

@@ -274,3 +274,22 @@ async def test_a_year_of_intervals_streams_in_flat_memory(pg_dsn: str, tmp_path:
     assert lines[-3] == f"export: 100% ({rows} rows)"
     # 175,200 rows (~20 MB of records if held at once): the peak grows by well under that
     assert large - small < 12_000, (small, large)
+
+
+def test_bad_requests_are_one_line(pg_dsn: str, tmp_path: Path) -> None:
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    export = ("export", "readings", "--from", "2026-11-02", "--to")
+    backwards = _headend(pg_dsn, config, *export, "2026-11-01")
+    assert (
+        backwards.returncode == 2
+        and backwards.stderr.strip() == "error: --to 2026-11-01 is not after --from 2026-11-02"
+    )
+    nowhere = _headend(pg_dsn, config, *export, "2026-11-03", "--area", "nowhere")
+    assert nowhere.returncode == 1 and nowhere.stderr.strip() == "error: no area named 'nowhere'"
+    nobody = _headend(pg_dsn, config, *export, "2026-11-03", "--meter", "no-such-meter")
+    assert nobody.returncode == 1 and nobody.stderr.strip() == "error: no meter matches no-such-meter"
+    bad_date = _headend(pg_dsn, config, "report", "daily", "--date", "2026-13-01")
+    assert bad_date.returncode == 2 and "--date" in bad_date.stderr
+    for done in (backwards, nowhere, nobody, bad_date):
+        assert "Traceback" not in done.stderr and done.stdout == ""
