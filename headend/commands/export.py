@@ -1,6 +1,7 @@
 """``headend export readings``: daily registers (or interval readings) of many meters for a billing /
-CIS system, multipliers applied, with quality flags, as CSV or JSON; streamed from a server-side
-cursor with progress on stderr, and byte-identical when the same request is repeated.
+CIS system, multipliers applied, with quality flags, as CSV or JSON; streamed (the daily CSV formatted
+by the server and copied out, the rest from one server-side cursor) with progress on stderr, and
+byte-identical when the same request is repeated.
 
 (``headend readings NAME`` shows one meter; typer cannot give a command with an argument
 subcommands as well, so the export is its own group: ``headend export readings``.)"""
