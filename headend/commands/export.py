@@ -22,7 +22,7 @@ import typer
 from headend.analytics.export import DAILY_COLUMNS, INTERVAL_COLUMNS, Row, daily_rows, interval_rows
 from headend.commands.app import CommandGroup
 from headend.commands.common import ConfigPath, Dsn, chosen_config, fail, run_with_conn
-from headend.store.export import copy_daily_csv, export_meters, quantity_id
+from headend.store.export import copy_daily_csv, count_meters, export_meters, quantity_id
 from headend.store.lineloss import area_exists
 
 export_app = CommandGroup(help="Exports for other systems (billing, CIS).", no_args_is_help=True)
@@ -139,20 +139,21 @@ def export_readings(
     async def work(conn: asyncpg.Connection) -> int:
         if area and not await area_exists(conn, area):
             fail(f"no area named {area!r}")
-        chosen = await export_meters(conn, first, last, str(zone), meters, area or None)
+        chosen = await count_meters(conn, first, last, str(zone), meters, area or None)
         if meters and not chosen:
             fail(f"no meter matches {', '.join(meters)}")
         qid = await quantity_id(conn, quantity)
         if qid is None:
             fail(f"no readings of {quantity!r} are stored")
         if style is ExportFormat.csv and not intervals:
-            return await _copy_csv(conn, [m.id for m in chosen], qid)
+            return await _copy_csv(conn, chosen, qid)
+        listed = await export_meters(conn, first, last, str(zone), meters, area or None)
         columns = INTERVAL_COLUMNS if intervals else DAILY_COLUMNS
         target = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
         writer = _Writer(target, style, columns)
-        progress = _Progress(len(chosen))
+        progress = _Progress(len(listed))
         rows = (interval_rows if intervals else daily_rows)(
-            conn, chosen, qid, first, last, zone, lambda done: progress(done, writer.count)
+            conn, listed, qid, first, last, zone, lambda done: progress(done, writer.count)
         )
         try:
             writer.start()
@@ -164,12 +165,12 @@ def export_readings(
                 target.close()
         return writer.count
 
-    async def _copy_csv(conn: asyncpg.Connection, ids: list[int], qid: int) -> int:
+    async def _copy_csv(conn: asyncpg.Connection, chosen: int, qid: int) -> int:
         """The daily CSV formatted by the server and copied out as it comes."""
         target = output.open("wb") if output else sys.stdout.buffer
-        sink = _CopySink(target, _Progress(len(ids) * ((last - first).days + 1)))
+        sink = _CopySink(target, _Progress(chosen * ((last - first).days + 1)))
         try:
-            await copy_daily_csv(conn, ids, first, last, str(zone), qid, sink)
+            await copy_daily_csv(conn, first, last, str(zone), meters, area or None, qid, sink)
             target.flush()
         finally:
             if output:

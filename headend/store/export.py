@@ -14,11 +14,11 @@ import asyncpg
 # ones (name, address or channel/address) or one area's members and supply meter. The factor: an
 # area's supply meter, the area's CT × PT ratios (as line loss uses them); any other meter, its own
 # multiplier.
-_METERS = """
+# Parameters: $1 first day, $2 last day, $3 time zone, $4 names (or NULL), $5 area (or NULL).
+_CHOSEN = """
 SELECT m.id, coalesce(m.name, m.address) AS meter, m.address,
-       coalesce((SELECT a.ct_ratio * a.pt_ratio FROM areas a WHERE a.supply_meter_id = m.id),
-                m.multiplier::float8) AS factor
-FROM meters m JOIN channels c ON c.id = m.channel_id
+       coalesce(a.ct_ratio * a.pt_ratio, m.multiplier::float8) AS factor
+FROM meters m JOIN channels c ON c.id = m.channel_id LEFT JOIN areas a ON a.supply_meter_id = m.id
 WHERE m.installed_at < ($2::date + 1)::timestamp AT TIME ZONE $3
   AND (m.removed_at IS NULL OR m.removed_at > $1::date::timestamp AT TIME ZONE $3)
   AND ($4::text[] IS NULL OR m.name = ANY($4) OR m.address = ANY($4) OR c.name || '/' || m.address = ANY($4))
@@ -26,8 +26,9 @@ WHERE m.installed_at < ($2::date + 1)::timestamp AT TIME ZONE $3
         SELECT a.supply_meter_id FROM areas a WHERE a.name = $5
         UNION SELECT am.meter_id FROM area_members am JOIN areas a ON a.id = am.area_id
               WHERE a.name = $5 AND am.valid_from <= $2 AND (am.valid_to IS NULL OR am.valid_to > $1)))
-ORDER BY m.id
 """
+_METERS = _CHOSEN + "ORDER BY m.id"
+_COUNT = f"SELECT count(*) FROM ({_CHOSEN}) x"
 # Few meters: their ids are looked up; many: the id range is scanned in index order and the caller
 # skips the meters it did not choose (one pass instead of a lookup per meter and chunk).
 FEW_METERS = 1000
@@ -45,26 +46,21 @@ ORDER BY meter_id, ts
 
 # The daily export as CSV rows formatted by the server (COPY): per chosen meter (by id: the order
 # export_meters gives, and the one the merge join with the registers yields without a sort)
-# and local day $2 … $3, the register at the day's opening midnight and the consumption to the next
+# and local day $1 … $2, the register at the day's opening midnight and the consumption to the next
 # (the next stored register, when it is at the day's end), × the factor, rounded to 6 decimals.
-_DAILY_CSV = """
+_DAILY_CSV = f"""
 WITH days AS (
-    SELECT n, $2::date + n AS day, ($2::date + n)::timestamp AT TIME ZONE $4 AS lo,
-           ($2::date + n + 1)::timestamp AT TIME ZONE $4 AS hi
-    FROM generate_series(0, $3::date - $2::date) AS n
-), chosen AS MATERIALIZED (
-    SELECT c.id, coalesce(m.name, m.address) AS meter, m.address,
-           coalesce(a.ct_ratio * a.pt_ratio, m.multiplier::float8) AS factor
-    FROM unnest($1::int[]) AS c(id) JOIN meters m ON m.id = c.id
-    LEFT JOIN areas a ON a.supply_meter_id = m.id
-), regs AS (
+    SELECT n, $1::date + n AS day, ($1::date + n)::timestamp AT TIME ZONE $3 AS lo,
+           ($1::date + n + 1)::timestamp AT TIME ZONE $3 AS hi
+    FROM generate_series(0, $2::date - $1::date) AS n
+), chosen AS MATERIALIZED ({_CHOSEN}), regs AS (
     SELECT r.meter_id, r.ts, r.value, r.quality,
            lead(r.ts) OVER w AS next_ts, lead(r.value) OVER w AS next_value,
            lead(r.quality) OVER w AS next_quality
     FROM readings r
-    WHERE r.quantity_id = $5 AND r.value IS NOT NULL
+    WHERE r.quantity_id = $6 AND r.value IS NOT NULL
       AND r.ts = ANY(ARRAY(SELECT lo FROM days UNION ALL SELECT max(hi) FROM days))
-      AND {meters}
+      AND r.meter_id IN (SELECT id FROM chosen)
     WINDOW w AS (PARTITION BY r.meter_id ORDER BY r.ts)
 )
 SELECT c.meter, c.address, d.day, c.factor AS multiplier,
@@ -124,23 +120,37 @@ async def _stream(conn: asyncpg.Connection, query: str, args: list[object]) -> A
             yield row
 
 
-async def copy_daily_csv(
+async def count_meters(
     conn: asyncpg.Connection,
-    ids: Sequence[int],
     first: date,
     last: date,
     zone: str,
+    names: Sequence[str] | None,
+    area: str | None,
+) -> int:
+    """How many meters :func:`export_meters` would give."""
+    found: int = await conn.fetchval(_COUNT, first, last, zone, list(names) if names else None, area)
+    return found
+
+
+async def copy_daily_csv(
+    conn: asyncpg.Connection,
+    first: date,
+    last: date,
+    zone: str,
+    names: Sequence[str] | None,
+    area: str | None,
     quantity: int,
     sink: Callable[[bytes], Awaitable[None]],
 ) -> None:
-    """The daily export of ``ids`` as CSV with a header, streamed to ``sink`` chunk by chunk."""
-    clause, extra = _meters_clause(ids, 6)
-    query = _DAILY_CSV.replace("{meters}", clause.replace("meter_id", "r.meter_id"))
+    """The daily export of the meters :func:`export_meters` gives, as CSV with a header, formatted
+    by the server and streamed to ``sink`` chunk by chunk (nothing of it is held here)."""
+    chosen = list(names) if names else None
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         await conn.execute("SET LOCAL jit = off")
-        await conn.execute("SET LOCAL work_mem = '64MB'")  # the final sort stays in memory longer
+        await conn.execute("SET LOCAL work_mem = '64MB'")  # the window's sort stays in memory longer
         await conn.copy_from_query(
-            query, list(ids), first, last, zone, quantity, *extra, output=sink, format="csv", header=True
+            _DAILY_CSV, first, last, zone, chosen, area, quantity, output=sink, format="csv", header=True
         )
 
 
