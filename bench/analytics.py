@@ -15,8 +15,8 @@ meter lacks the day's closing freeze (漏抄), every 997th has it stored as give
   its peak resident memory), against a bare server-side cursor over the same registers (the floor).
 
 Both computations' results are compared; a difference stops the run. ``--part rules`` (or ``all``)
-also calls ``bench_rules(conn, day=..., zone=..., meters=...)`` of bench/analytics_rules.py when that
-file exists (an async function returning the lines to print).
+also runs ``bench_rules(conn, meters, areas)`` of bench/analytics_rules.py, when that file exists, on
+a second database of the same server (it seeds its own day and prints its own figures).
 
 Usage: python bench/analytics.py [--meters 100000] [--areas 1000] [--channels 100] [--days 30]
        [--part all|lineloss|report|export|rules]
@@ -33,6 +33,7 @@ import time
 from collections import Counter, defaultdict
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -265,6 +266,22 @@ def rules_hook() -> object | None:
     return getattr(module, "bench_rules", None)
 
 
+async def bench_rules_hook(conn: asyncpg.Connection, dsn: str, args: argparse.Namespace) -> None:
+    """The rules pass of bench/analytics_rules.py on a fresh database of this server."""
+    hook = rules_hook()
+    if hook is None:
+        print("rules: bench/analytics_rules.py not present, skipped")
+        return
+    await conn.execute("CREATE DATABASE analytics_rules")
+    rules_dsn = urlunsplit(urlsplit(dsn)._replace(path="/analytics_rules"))
+    await migrate(rules_dsn)
+    rules_conn = await asyncpg.connect(rules_dsn)
+    try:
+        await hook(rules_conn, args.meters, args.areas)  # type: ignore[operator]
+    finally:
+        await rules_conn.close()
+
+
 async def bench_lineloss(conn: asyncpg.Connection, lo: datetime, hi: datetime) -> float:
     started = time.perf_counter()
     await refresh(conn, [DAY], ZONE)
@@ -369,12 +386,7 @@ async def run(args: argparse.Namespace, dsn: str, spool: Path) -> None:
     if args.part in ("all", "report"):
         analytics += await bench_report(conn, lo, hi)
     if args.part in ("all", "rules"):
-        hook = rules_hook()
-        if hook is None:
-            print("rules: bench/analytics_rules.py not present, skipped")
-        else:
-            for line in await hook(conn, day=DAY, zone=ZONE, meters=args.meters):  # type: ignore[operator]
-                print(line)
+        await bench_rules_hook(conn, dsn, args)
     if args.part == "all":
         print(f"{'the day in SQL (line loss + report)':44s} {analytics:8.2f} s")
     if args.part in ("all", "export"):

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from headend.transport.identify import parse_pattern
-from headend.vocabulary import ReconnectMode
+from headend.vocabulary import EXCEPTION_RULES, ExceptionRule, ReconnectMode
 from protocols.dlt645.events import EVENT_KINDS
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
@@ -120,7 +120,7 @@ def model_quantities(model: str | None) -> set[str]:
             data = load_model_data(name)
         except (UnknownModel, OSError, ValueError):
             continue
-        quantities |= set(data.get("points", {}))
+        quantities |= set(data.get("points", {})) | set(data.get("curves", {}))
         for plan in data.get("editions", {}).values():
             quantities |= set(plan)
     return quantities
@@ -335,6 +335,51 @@ class AnalyticsConfig(_Section):
         return ZoneInfo(self.timezone)
 
 
+class ExceptionsConfig(_Section):
+    """The exception rules the active daemon runs after each read cycle (docs/exceptions.md): which,
+    their thresholds, and how long a condition stays clear before its exception closes by itself."""
+
+    enabled: bool = False
+    rules: list[ExceptionRule] = Field(default_factory=lambda: list(EXCEPTION_RULES))
+    auto_close_after: Delay = 3600.0  # a condition clear this long closes its exception
+    window: Duration = 3600.0  # how far back the reading rules look (backwards, stopped, reverse, phases)
+    flat_kwh: float = Field(0.0, ge=0)  # a register moving no more than this is flat
+    min_current_a: float = Field(0.5, ge=0)  # a stopped meter: the mean current at least this
+    reverse_min_kwh: float = Field(0.1, gt=0)  # reverse energy: export grew at least this, import flat
+    register_tolerance_kwh: float = Field(0.0, ge=0)  # going backwards by more than this
+    voltage_loss_v: float = Field(100.0, gt=0)  # a phase below this has lost its voltage
+    imbalance_pct: float = Field(50.0, gt=0, le=100)
+    imbalance_min_a: float = Field(1.0, ge=0)  # below this largest phase current, no imbalance
+    spike_window: Duration = 3600.0
+    spike_history: Duration = 7 * DAY
+    spike_factor: float = Field(4.0, gt=1)
+    spike_min_kwh: float = Field(1.0, ge=0)
+    clock_offset: Duration = 300.0  # a clock check finding the clock further off than this
+    clock_window: Duration = DAY
+    tamper_kinds: list[str] = Field(
+        default_factory=lambda: [
+            "meter_cover_open",
+            "terminal_cover_open",
+            "magnetic_interference",
+            "meter_clear",
+        ]
+    )
+    tamper_window: Duration = DAY
+    no_read_after: Duration = 3 * DAY
+    area_days: int = Field(3, ge=1, le=60)  # an area's latest complete day at most this many days back
+    negative_loss_kwh: float = Field(0.0, ge=0)  # customers above the supply by more than this
+    loss_jump_points: float = Field(5.0, gt=0)  # percentage points away from the 30-day median
+    loss_jump_min_days: int = Field(7, ge=1, le=30)
+
+    @field_validator("spike_history")
+    @classmethod
+    def _history_longer(cls, value: float, info: Any) -> float:
+        window = info.data.get("spike_window")
+        if window is not None and value <= window:
+            raise ValueError("must be longer than spike_window")
+        return value
+
+
 class BillingConfig(_Section):
     """Arrears notice period and minimum amount, postpaid bill due days, how often balances are billed."""
 
@@ -467,6 +512,7 @@ class HeadendConfig(_Section):
     billing: BillingConfig = BillingConfig()
     listen: ListenConfig = ListenConfig()
     analytics: AnalyticsConfig = AnalyticsConfig()
+    exceptions: ExceptionsConfig = ExceptionsConfig()
 
     @field_validator("read_plans")
     @classmethod

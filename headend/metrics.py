@@ -87,6 +87,12 @@ class EngineMetrics:
             ["channel"],
             registry=r,
         )
+        self.archive_requests = Counter(
+            "headend_archive_requests",
+            "Archive requests the daemon finished, by their final state (done, failed, expired)",
+            ["state"],
+            registry=r,
+        )
         self.concentrator_events = Counter(
             "headend_concentrator_events", "Concentrator event records stored", ["channel"], registry=r
         )
@@ -97,6 +103,18 @@ class EngineMetrics:
             "headend_service_pass_failures",
             "Billing or fee-control passes that failed",
             ["service"],
+            registry=r,
+        )
+        self.exceptions = Gauge(
+            "headend_exceptions",
+            "Exceptions by rule and state (after the latest rules pass)",
+            ["rule", "state"],
+            registry=r,
+        )
+        self.exception_passes = Counter(
+            "headend_exception_passes",
+            "Exception rules passes after read cycles, by outcome",
+            ["outcome"],
             registry=r,
         )
         self.fee_control_failures = Counter(

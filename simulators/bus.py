@@ -27,6 +27,7 @@ from typing import Any
 from protocols.dlt645 import Deframer
 from protocols.dlt645.events import EVENT_SOURCES
 from simulators.clock import TimeSource
+from simulators.conditions import MeterCondition
 from simulators.dlt645_server import Dlt645Meter, Dlt645Responder
 from simulators.endpoints import LinePacer, PtyEndpoint, TcpEndpoint, Write, serial_url
 from simulators.faults import FaultInjector, FaultSpec, ScheduledFault
@@ -65,6 +66,7 @@ class BusSpec:
     trip_delay_s: float = 0.0
     prepaid_balance: float | None = None
     clock_offsets_s: dict[int, float] = field(default_factory=dict)  # meter index -> clock error
+    conditions: dict[int, str] = field(default_factory=dict)  # meter index -> simulators.conditions spec
     addresses: list[str] | None = None
     model: str = ""  # Modbus register map from protocols/models (protocol="modbus")
     block_reads: bool = True  # False: the DL/T 645 meters refuse FF block reads (older meters)
@@ -105,6 +107,7 @@ class SimBus:
                 history_days=spec.history_days,
                 profile_period_s=spec.profile_period_s,
             )
+            model.condition = MeterCondition.parse(spec.conditions.get(index, ""))
             self.meters.append(
                 Dlt645Meter(
                     model,

@@ -19,6 +19,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from simulators.clock import MeterClock, TimeSource
+from simulators.conditions import MeterCondition
 
 # Tariff per local hour: 1 sharp, 2 peak, 3 flat, 4 valley.
 TOU_BY_HOUR = [4, 4, 4, 4, 4, 4, 4, 3, 2, 2, 2, 1, 3, 3, 3, 3, 3, 2, 2, 1, 1, 2, 3, 4]
@@ -165,6 +166,7 @@ class SimMeter:
         self.relay = Relay()
         self.powered = True
         self.offline = False  # communication lost (the meter still measures)
+        self.condition = MeterCondition()  # stopped, reversed wiring, lost phase ... (from when it is set)
         self.trips: deque[SwitchRecord] = deque(maxlen=10)
         self.closes: deque[SwitchRecord] = deque(maxlen=10)
         self.trip_count = 0
@@ -267,14 +269,19 @@ class SimMeter:
         tariff = TOU_BY_HOUR[int(hour) % 24]
         energy = self._power(hour, start) * hours
         exported = self._export(hour) * hours
+        if self.condition.stopped:  # the load draws current; no register (nor the demand) moves
+            return 0.0
+        if self.condition.reversed:  # the load's energy counts as export
+            exported, energy = exported + energy, 0.0
+        registered = energy * (1 - self.condition.bypass)  # a bypass: the rest is drawn around the meter
         reg = self.registers
-        reg.import_tariffs[tariff] += energy
+        reg.import_tariffs[tariff] += registered
         reg.export_tariffs[tariff] += exported
-        reg.q1 += energy * self._tan_phi
+        reg.q1 += registered * self._tan_phi
         reg.q4 += exported * 0.1
         if self.prepaid_balance is not None:
-            self.prepaid_balance -= energy * self.price_per_kwh
-        return energy
+            self.prepaid_balance -= registered * self.price_per_kwh
+        return registered
 
     def advance(self, now: datetime | None = None) -> None:
         """Integrate consumption up to ``now`` (UTC), recording profile and freeze records on the way."""
@@ -359,7 +366,7 @@ class SimMeter:
             real = currents[0] - (currents[1] + currents[2]) / 2
             imaginary = (currents[1] - currents[2]) * math.sqrt(3) / 2
             values["current_n_a"] = round(math.hypot(real, imaginary), 3)
-        return values
+        return self.condition.shape(values)
 
     def instantaneous(self, now: datetime | None = None) -> dict[str, float]:
         """Voltage, current, powers, power factor and frequency, consistent with the load."""
@@ -381,7 +388,7 @@ class SimMeter:
             values[f"voltage_{label}_v"] = voltages[index]
             values[f"current_{label}_a"] = currents[index]
             values[f"power_{label}_kw"] = round(per_phase, 4)
-        return values
+        return self.condition.shape(values)
 
     # -- relay --------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """``headend report daily``: one local day of collection as the operations desk reviews it each
 morning: collection success per channel (a concentrator is a channel of kind gdw1376) and per area,
 the meters that missed the day's freeze (漏抄) with the reason, re-collection results, line loss per
-area and fee-control actions, each section computed in SQL (headend.store.daily_report)."""
+area, exceptions opened and closed, and fee-control actions, each section computed in SQL
+(headend.store.daily_report)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ TITLES = {
     "areas": "Collection and line loss per area",
     "missed": "Meters without the day's freeze (漏抄)",
     "backfill": "Re-collection (补抄) of the day's intervals",
+    "exceptions": "Exceptions per rule (opened, closed, active at the day's end)",
     "fee_control": "Fee-control actions",
 }
 
@@ -63,8 +65,9 @@ def daily(
 ) -> None:
     """One day's collection report: success per channel and per area, the meters that missed the
     day's freeze (the register at the midnight that closes the day) with the reason, the day's
-    intervals recovered or given up by backfill, line loss per area (refreshed first) and the
-    fee-control commands and refusals of the day."""
+    intervals recovered or given up by backfill, line loss per area (refreshed first), exceptions
+    opened, resolved and closed automatically per rule, and the fee-control commands and refusals
+    of the day."""
     zone = chosen_config(config).analytics.zone
     chosen = day.date() if day else datetime.now(UTC).astimezone(zone).date() - timedelta(days=1)
     lo, hi = boundaries(chosen, zone)

@@ -21,6 +21,8 @@ from protocols.models import UnknownModel, load_model_data
 from simulators import BusSpec, SimBus, start_bus
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
 from simulators.concentrator_faults import ConcentratorFaultError
+from simulators.concentrator_groups import parse_groups
+from simulators.conditions import MeterCondition
 from simulators.dlt645_server import Dlt645Meter
 from simulators.dtu import DtuFaults, DtuSpec, SimDtu
 from simulators.faults import FaultSpecError
@@ -128,11 +130,20 @@ def sim_dlt645(
     block_reads: Annotated[
         bool, typer.Option(help="Answer FF block reads (--no-block-reads: an older meter refusing them).")
     ] = True,
+    condition: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--condition",
+            help="INDEX:SPEC puts meter INDEX (from 0) in a condition: stopped, reversed, lost_phase=a|b|c,"
+            " imbalance=0..1, bypass=0..1 (joined with +). Repeatable.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object once listening.")] = False,
 ) -> None:
     """Run one DL/T 645 bus in the foreground until Ctrl-C / SIGTERM."""
     if edition not in (2007, 1997):
         _usage("--edition must be 2007 or 1997")
+    conditions = _conditions(condition or [], meters)
     if profile_period % 60 or 86400 % profile_period:
         _usage(f"--profile-period {profile_period}: whole minutes dividing a day, e.g. 60, 900")
     spec = BusSpec(
@@ -151,9 +162,25 @@ def sim_dlt645(
         history_days=history_days,
         profile_period_s=profile_period,
         block_reads=block_reads,
+        conditions=conditions,
         **_endpoint(tcp, pty),
     )
     _start([spec], as_json)
+
+
+def _conditions(given: list[str], meters: int) -> dict[int, str]:
+    """``--condition INDEX:SPEC`` options by meter index, each checked (one line if one is wrong)."""
+    out: dict[int, str] = {}
+    for item in given:
+        index, _, spec = item.partition(":")
+        if not index.isdigit() or int(index) >= meters:
+            _usage(f"--condition {item}: INDEX:SPEC with INDEX a meter from 0 to {meters - 1}")
+        try:
+            MeterCondition.parse(spec)
+        except ValueError as exc:
+            _usage(f"--condition {item}: {exc}")
+        out[int(index)] = spec
+    return out
 
 
 @sim_app.command("modbus")
@@ -420,6 +447,10 @@ def sim_concentrator(
         int,
         typer.Option(min=0, help="The first N meters are three-phase (phase B/C and neutral curves)."),
     ] = 0,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="TOML file with [[total_groups]] (number, members): the AFN 04 F14 configuration."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object once started.")] = False,
 ) -> None:
     """Run simulated Q/GDW 1376.1 concentrators that dial in to a master station (or, with --listen, wait
@@ -428,6 +459,7 @@ def sim_concentrator(
         raise typer.BadParameter("give exactly one of --connect HOST:PORT or --listen HOST:PORT")
     host, port = _host_port(connect or listen or "")
     try:
+        groups = () if config is None else parse_groups(_toml(config), str(config))
         first = Address.parse(address)
         if first.terminal + count - 1 > 0xFFFF:
             raise typer.BadParameter(f"--count {count} runs past terminal address 65535")
@@ -446,6 +478,7 @@ def sim_concentrator(
                 baud=baud,
                 history_days=history_days,
                 three_phase=three_phase,
+                total_groups=groups,
             )
             for i in range(count)
         ]
@@ -453,6 +486,16 @@ def sim_concentrator(
     except (ConcentratorFaultError, GDW1376Error, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
+
+
+def _toml(path: Path) -> dict[str, Any]:
+    """A simulator config file; ValueError with one line when it cannot be read."""
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not TOML: {exc}") from None
 
 
 def register(app: typer.Typer) -> None:

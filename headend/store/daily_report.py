@@ -106,12 +106,24 @@ FROM fee_control_refusals WHERE since >= $1 AND since < $2 GROUP BY action, rule
 ORDER BY 1, 2, 3, 4
 """
 
-SECTIONS = ("channels", "areas", "missed", "backfill", "fee_control")
+# 异常: per rule, exceptions opened that day, resolved / closed automatically that day, active at its end.
+_EXCEPTIONS = """
+SELECT rule,
+       count(*) FILTER (WHERE first_seen >= $1 AND first_seen < $2) AS opened,
+       count(*) FILTER (WHERE state = 'resolved' AND closed_at >= $1 AND closed_at < $2) AS resolved,
+       count(*) FILTER (WHERE state = 'auto_closed' AND closed_at >= $1 AND closed_at < $2) AS auto_closed,
+       count(*) FILTER (WHERE closed_at IS NULL OR closed_at >= $2) AS active_at_end
+FROM exceptions WHERE first_seen < $2 AND (closed_at IS NULL OR closed_at >= $1)
+GROUP BY rule ORDER BY rule
+"""
+
+SECTIONS = ("channels", "areas", "missed", "backfill", "exceptions", "fee_control")
 _QUERIES = {
     "channels": _CHANNELS,
     "areas": _AREAS,
     "missed": _MISSED,
     "backfill": _BACKFILL,
+    "exceptions": _EXCEPTIONS,
     "fee_control": _FEE_CONTROL,
 }
 
@@ -156,5 +168,6 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "missed": ("meter", "channel", "area", "reason", "last_read"),
     "backfill": ("channel", "meters", "recovered", "given_up"),
+    "exceptions": ("rule", "opened", "resolved", "auto_closed", "active_at_end"),
     "fee_control": ("what", "action", "reason", "outcome", "count"),
 }

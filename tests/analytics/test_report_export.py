@@ -36,6 +36,24 @@ async def test_daily_report_sections(backfilled, pg_dsn: str, logins: dict[str, 
             " SELECT id, 'disconnect', 'protected', $1 FROM meters WHERE name = 'c1'",
             lo + timedelta(hours=9),
         )
+        # one tamper exception opened that day and still open, one opened the day before and closed
+        # automatically in it (opened, then closed, as the daemon does)
+        await conn.execute(
+            "INSERT INTO exceptions (rule, meter_id, first_seen, last_seen)"
+            " SELECT 'tamper', id, $1, $1 FROM meters WHERE name = 'c2'",
+            lo + timedelta(hours=3),
+        )
+        await conn.execute(
+            "INSERT INTO exceptions (rule, meter_id, first_seen, last_seen)"
+            " SELECT 'no_read', id, $1, $1 FROM meters WHERE name = 'c1'",
+            lo - timedelta(hours=5),
+        )
+        await conn.execute(
+            "UPDATE exceptions SET state = 'auto_closed', clear_since = $1, closed_at = $2"
+            " WHERE rule = 'no_read'",
+            lo + timedelta(hours=1),
+            lo + timedelta(hours=2),
+        )
         shown = _headend(pg_dsn, config, "report", "daily", "--date", day.isoformat(), "--format", "json")
         assert shown.returncode == 0, shown.stderr
         report = json.loads(shown.stdout)
@@ -94,6 +112,10 @@ async def test_daily_report_sections(backfilled, pg_dsn: str, logins: dict[str, 
             hi,
         )
         assert report["backfill"] == [{"channel": "bus", "meters": 4, "recovered": stored, "given_up": 0}]
+        assert report["exceptions"] == [
+            {"rule": "no_read", "opened": 0, "resolved": 0, "auto_closed": 1, "active_at_end": 0},
+            {"rule": "tamper", "opened": 1, "resolved": 0, "auto_closed": 0, "active_at_end": 1},
+        ]
         assert report["fee_control"] == [
             {
                 "what": "refused",
@@ -120,6 +142,7 @@ async def test_daily_report_sections(backfilled, pg_dsn: str, logins: dict[str, 
             "# areas",
             "# missed",
             "# backfill",
+            "# exceptions",
             "# fee_control",
         ]
         missed = list(csv.DictReader(io.StringIO(blocks[2].split("\n", 1)[1])))

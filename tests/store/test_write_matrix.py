@@ -373,6 +373,109 @@ MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
     ),
     (
         Write(
+            "exceptions",
+            "open a rule's finding",
+            (
+                "INSERT INTO exceptions (rule, meter_id, first_seen, last_seen)"
+                " VALUES ('no_read', :spare, now(), now())",
+            ),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "exceptions",
+            "count a finding seen again",
+            ("UPDATE exceptions SET count = count + 1, last_seen = now() WHERE id = :opened",),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "exceptions",
+            "acknowledge as the signed-in operator",
+            (
+                "UPDATE exceptions SET state = 'acknowledged', acknowledged_at = now(),"
+                f" acknowledged_by = {ME} WHERE id = :opened",
+            ),
+        ),
+        desk("operator", "admin"),
+    ),
+    (
+        Write(
+            "exceptions",
+            "acknowledge in someone else's name",
+            (
+                "UPDATE exceptions SET state = 'acknowledged', acknowledged_at = now(),"
+                " acknowledged_by = '1009' WHERE id = :opened",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "exceptions",
+            "dispatch to a crew",
+            (
+                "UPDATE exceptions SET state = 'dispatched', dispatched_to = 'crew 3', dispatched_at = now(),"
+                f" dispatched_by = {ME} WHERE id = :acked",
+            ),
+        ),
+        desk("operator", "admin"),
+    ),
+    (
+        Write(
+            "exceptions",
+            "resolve with a note",
+            (
+                "UPDATE exceptions SET state = 'resolved', note = 'meter replaced', closed_at = now(),"
+                f" resolved_by = {ME} WHERE id = :acked",
+            ),
+        ),
+        desk("operator", "admin"),
+    ),
+    (
+        Write(
+            "exceptions",
+            "resolve without a note",
+            (
+                "UPDATE exceptions SET state = 'resolved', closed_at = now(),"
+                f" resolved_by = {ME} WHERE id = :acked",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "exceptions",
+            "resolve one nobody acknowledged",
+            (
+                "UPDATE exceptions SET state = 'resolved', note = 'x', closed_at = now(),"
+                f" resolved_by = {ME} WHERE id = :opened",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "exceptions",
+            "close by itself once clear",
+            ("UPDATE exceptions SET state = 'auto_closed', closed_at = now() WHERE id = :cleared",),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "exceptions",
+            "close one still seen",
+            ("UPDATE exceptions SET state = 'auto_closed', closed_at = now() WHERE id = :opened",),
+        ),
+        NOBODY,
+    ),
+    (Write("exceptions", "delete", ("DELETE FROM exceptions WHERE id = :opened",)), NOBODY),
+    (Write("exceptions", "read", ("SELECT count(*) FROM exceptions",)), frozenset(PRINCIPALS)),
+    (
+        Write(
             "audit_log",
             "write under 'admin'",
             ("INSERT INTO audit_log (actor, action) VALUES ('admin', 'x')",),
@@ -396,6 +499,64 @@ MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
         desk(*ROLES),
     ),
     (Write("audit_log", "rewrite", ("UPDATE audit_log SET actor = 'x'",)), NOBODY),
+    (
+        Write(
+            "archive_requests",
+            "ask the daemon to read or push a concentrator's archive",
+            (
+                "INSERT INTO archive_requests (channel_id, kind, requested_by, wanted, expires_at)"
+                f" VALUES (:channel, 'read', {ME}, '[]', now() + interval '1 minute')",
+            ),
+        ),
+        desk("operator"),
+    ),
+    (
+        Write(
+            "archive_requests",
+            "ask in another operator's name",
+            (
+                "INSERT INTO archive_requests (channel_id, kind, requested_by, wanted, expires_at)"
+                " VALUES (:channel, 'read', '1009', '[]', now() + interval '1 minute')",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "archive_requests",
+            "claim a request",
+            ("UPDATE archive_requests SET state = 'running' WHERE id = :archive_request",),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "archive_requests",
+            "expire a request nobody took",
+            ("UPDATE archive_requests SET state = 'expired', result = 'x' WHERE id = :archive_request",),
+        ),
+        {DAEMON} | desk("operator"),  # its requester, 1002
+    ),
+    (
+        Write(
+            "archive_requests",
+            "record a request's outcome",
+            ("UPDATE archive_requests SET state = 'done', result = 'x' WHERE id = :archive_running",),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "archive_requests",
+            "change the records a request writes",
+            ("UPDATE archive_requests SET wanted = '[{}]', state = 'running' WHERE id = :archive_request",),
+        ),
+        NOBODY,
+    ),
+    (
+        Write("archive_requests", "delete a request", ("DELETE FROM archive_requests",)),
+        NOBODY,
+    ),
 )
 
 OPERATORS = {role: str(1001 + i) for i, role in enumerate(ROLES)}  # 1001 viewer ... 1005 admin
@@ -497,6 +658,21 @@ async def _seed(owner: asyncpg.Connection) -> dict[str, int]:
         " VALUES ($1, true, false, now())",
         ids["assigned"],
     )
+    for key, rule in (("opened", "tamper"), ("acked", "no_read"), ("cleared", "meter_stopped")):
+        ids[key] = await owner.fetchval(
+            "INSERT INTO exceptions (rule, meter_id, first_seen, last_seen) VALUES ($1, $2, now(), now())"
+            " RETURNING id",
+            rule,
+            ids["assigned"],
+        )
+    await owner.execute(
+        "UPDATE exceptions SET state = 'acknowledged', acknowledged_by = '1002', acknowledged_at = now()"
+        " WHERE id = $1",
+        ids["acked"],
+    )
+    await owner.execute(
+        "UPDATE exceptions SET clear_since = now() - interval '2 hours' WHERE id = $1", ids["cleared"]
+    )
     ids["reconnect"] = await owner.fetchval(
         "INSERT INTO commands (meter_id, action, cause, operator, expires_at)"
         " VALUES ($1, 'reconnect', 'payment', 'system', now() + interval '1 day') RETURNING id",
@@ -517,6 +693,14 @@ async def _seed(owner: asyncpg.Connection) -> dict[str, int]:
         " VALUES ($1, 'disconnect', 'field', '1002', 'sent', 1, now() + interval '1 day') RETURNING id",
         field_meter,
     )
+    ids["channel"] = channel
+    for name in ("archive_request", "archive_running"):
+        ids[name] = await owner.fetchval(
+            "INSERT INTO archive_requests (channel_id, kind, requested_by, wanted, expires_at)"
+            " VALUES ($1, 'read', '1002', '[]', now() + interval '1 day') RETURNING id",
+            channel,
+        )
+    await owner.execute("UPDATE archive_requests SET state = 'running' WHERE id = $1", ids["archive_running"])
     return ids
 
 
