@@ -28,6 +28,7 @@ from pydantic import (
 
 from headend.transport.identify import parse_pattern
 from headend.vocabulary import EXCEPTION_RULES, ExceptionRule, ReconnectMode
+from protocols.dlt645.events import EVENT_KINDS
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -36,7 +37,7 @@ MIN_DURATION = 0.1  # shorter periods would only spin the daemon
 MAX_DURATION = 366 * DAY
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # event kinds the DL/T 645 driver can collect (headend.drivers.dlt645.EVENT_SOURCES)
-EVENT_KINDS = ("power_down", "relay_trip", "relay_close")
+DEFAULT_EVENT_KINDS = ("power_down", "relay_trip", "relay_close")
 # in-daemon services the project ships; nothing else is imported and called with the engine
 SERVICES = frozenset({"headend.billing.service:run", "headend.control.service:run"})
 
@@ -209,9 +210,12 @@ class RelayConfig(_Section):
 
 
 class EventsConfig(_Section):
+    """Event collection: every ``collect_every``, the new records of ``kinds`` (any of
+    protocols.dlt645.events.EVENT_KINDS; the default three cost two exchanges a meter)."""
+
     enabled: bool = True
     collect_every: Duration = 3600.0
-    kinds: list[str] = Field(default_factory=lambda: list(EVENT_KINDS))
+    kinds: list[str] = Field(default_factory=lambda: list(DEFAULT_EVENT_KINDS))
 
     @field_validator("kinds")
     @classmethod
@@ -353,7 +357,12 @@ class ExceptionsConfig(_Section):
     clock_offset: Duration = 300.0  # a clock check finding the clock further off than this
     clock_window: Duration = DAY
     tamper_kinds: list[str] = Field(
-        default_factory=lambda: ["cover_open", "terminal_cover_open", "magnetic", "meter_clear"]
+        default_factory=lambda: [
+            "meter_cover_open",
+            "terminal_cover_open",
+            "magnetic_interference",
+            "meter_clear",
+        ]
     )
     tamper_window: Duration = DAY
     no_read_after: Duration = 3 * DAY

@@ -25,6 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 from protocols.dlt645 import Deframer
+from protocols.dlt645.events import EVENT_SOURCES
 from simulators.clock import TimeSource
 from simulators.conditions import MeterCondition
 from simulators.dlt645_server import Dlt645Meter, Dlt645Responder
@@ -166,6 +167,8 @@ class SimBus:
             await self.endpoint.start()
         for fault in self.faults.spec.schedule:
             self._tasks.append(asyncio.create_task(self._scheduled(fault)))
+        for fault in self.faults.spec.events:
+            self._tasks.append(asyncio.create_task(self._meter_event(fault)))
         return self
 
     async def stop(self) -> None:
@@ -231,6 +234,27 @@ class SimBus:
                 meter.model.offline = False
             else:
                 meter.model.power_on()
+
+    async def _meter_event(self, fault: ScheduledFault) -> None:
+        """A planned meter event: a programming / clear record at once, a condition for its duration."""
+        await asyncio.sleep(fault.at_s)
+        targets = [m.model for m in self._select(fault.meter)]
+        self.faults.counts[fault.kind] += 1
+        source = EVENT_SOURCES.get(fault.kind)
+        if source is not None and source.layout == "stamp":
+            for meter in targets:
+                meter.record_stamp(fault.kind)
+            return
+        starts = [meter.clock.local() for meter in targets]
+        if source is None:  # a status-word condition
+            for meter in targets:
+                setattr(meter, fault.kind, True)
+        await asyncio.sleep(fault.amount)
+        for meter, start in zip(targets, starts, strict=True):
+            if source is None:
+                setattr(meter, fault.kind, False)
+            else:
+                meter.record_span(fault.kind, start, meter.clock.local())
 
     def _select(self, selector: str) -> list[Dlt645Meter]:
         if selector == "*":

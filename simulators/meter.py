@@ -174,6 +174,12 @@ class SimMeter:
         self.power_downs: deque[tuple[datetime, datetime]] = deque(maxlen=10)
         self.power_down_count = 0
         self.time_sets: deque[tuple[str, datetime, datetime]] = deque(maxlen=10)
+        # other event records by kind (protocols.dlt645.events), newest first: (start, end) of a
+        # condition, or (time, operator) of a programming / clear; and how many happened
+        self.spans: dict[str, deque[tuple[datetime, datetime]]] = {}
+        self.stamps: dict[str, deque[tuple[datetime, str]]] = {}
+        self.event_counts: dict[str, int] = {}
+        self.clock_battery_low = False
         self.last_broadcast_sync: date | None = None  # local day of the last broadcast accepted
         self.max_demand_kw = 0.0
         self.max_demand_time: datetime | None = None
@@ -453,6 +459,16 @@ class SimMeter:
             self.powered = True
             self.power_down_count += 1
             self.power_downs.appendleft((self._power_down_start or self.clock.local(), self.clock.local()))
+
+    def record_span(self, kind: str, start: datetime, end: datetime) -> None:
+        """A condition (cover open, loss of voltage ...) that lasted from ``start`` to ``end`` (local)."""
+        self.spans.setdefault(kind, deque(maxlen=10)).appendleft((start, end))
+        self.event_counts[kind] = self.event_counts.get(kind, 0) + 1
+
+    def record_stamp(self, kind: str, operator: str = "00000000") -> None:
+        """A programming, meter clear or event clear now, by ``operator``."""
+        self.stamps.setdefault(kind, deque(maxlen=10)).appendleft((self.clock.local(), operator))
+        self.event_counts[kind] = self.event_counts.get(kind, 0) + 1
 
     def set_clock(self, value: datetime, operator: str = "00000000") -> None:
         """Set the local clock (a 0x14 write or time sync), with a time-set record."""

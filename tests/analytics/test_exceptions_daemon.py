@@ -121,7 +121,8 @@ async def test_each_rule_opens_its_exception_from_what_the_daemon_stored(pg_dsn:
         await _seed_areas(conn, now.astimezone(ZONE).date())
         await conn.execute(
             "INSERT INTO events (category, kind, meter_id, occurred_at, details)"
-            " SELECT 'meter', 'cover_open', id, now() - interval '1 hour', '{}' FROM meters WHERE name = 'm8'"
+            " SELECT 'meter', 'meter_cover_open', id, now() - interval '1 hour', '{}'"
+            " FROM meters WHERE name = 'm8'"
         )
         metrics_port = free_port()
         config = _config(tmp_path / "headend.toml", pg_dsn, tmp_path, metrics_port)
