@@ -61,14 +61,14 @@ def cli_env(
 def documented_login(args: Sequence[str]) -> str | None:
     """The login docs/operations.md says runs ``headend ARGS``: the schema owner's (None) for ``db``
     and the bootstrap operator, the daemon's for ``run``, ``listen`` and ``billing bill``, the
-    reporting login's for the exports (``readings``, ``lineloss``), else the desk's (the operators'
-    CLI)."""
+    reporting login's for reports and exports (``readings``, ``lineloss``, ``report``, ``export``),
+    else the desk's (the operators' CLI)."""
     command = tuple(args[:2])
     if command[:1] == ("db",) or (command[:1] == ("operators",) and "--bootstrap" in args):
         return None
     if command[:1] in (("run",), ("listen",)) or command == ("billing", "bill"):
         return DAEMON_LOGIN
-    if command[:1] in (("readings",), ("lineloss",)):
+    if command[:1] in (("readings",), ("lineloss",), ("export",), ("report",)):
         return REPORT_LOGIN
     return DESK_LOGIN
 
