@@ -119,7 +119,7 @@ def model_quantities(model: str | None) -> set[str]:
             data = load_model_data(name)
         except (UnknownModel, OSError, ValueError):
             continue
-        quantities |= set(data.get("points", {}))
+        quantities |= set(data.get("points", {})) | set(data.get("curves", {}))
         for plan in data.get("editions", {}).values():
             quantities |= set(plan)
     return quantities

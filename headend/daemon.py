@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from headend.concentrators.requests import run as archive_requests
 from headend.concentrators.service import run as concentrator_duties
 from headend.config import HeadendConfig
 from headend.engine.engine import Engine
@@ -67,5 +68,12 @@ def build_daemon(config: HeadendConfig, dsn: str, metrics: EngineMetrics | None 
     )
     front = FrontEnd(config.listen, dsn) if config.listen.listeners else None
     port = DriverPort(config.secrets.file or None, config.relay, front.hub if front is not None else None)
-    engine = Engine(config, dsn, writer, port, metrics or serve_metrics(config), duties=[concentrator_duties])
+    engine = Engine(
+        config,
+        dsn,
+        writer,
+        port,
+        metrics or serve_metrics(config),
+        duties=[concentrator_duties, archive_requests],
+    )
     return Daemon(engine, front)

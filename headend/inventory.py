@@ -5,7 +5,9 @@ TOML: ``[[channels]]`` tables (``name``, ``url``, optional ``enabled``, ``settin
 ``name``, ``account``, ``protected``, ``protected_reason``, ``has_relay``, ``multiplier``,
 ``enabled``, ``installed_at``; behind a Q/GDW 1376.1 concentrator channel also ``port``, the
 concentrator's port 1..31, and optionally ``pn``, the measurement point 1..2040 — a meter without
-one keeps the Pn it was given before, or gets the lowest free one). CSV: one meter per row with
+one keeps the Pn it was given before, or gets the lowest free one). A concentrator's total group is a
+meter of protocol ``gdw1376-group``, model ``gdw1376-total-group``, address = its group number 1..8
+(:mod:`headend.drivers.gdw1376_group`). CSV: one meter per row with
 the meter columns plus ``channel_url``
 (channels are created from the distinct ``channel``/``channel_url`` pairs). TOML files may also hold
 ``[[areas]]``, transformer areas (see :mod:`headend.areas`). Import is an upsert
@@ -74,6 +76,8 @@ CHANNEL_SCHEMES = {
     "gdw1376+tcp": "gdw1376",
 }
 MAX_PN = 2040
+GROUP_PROTOCOL = "gdw1376-group"  # a concentrator's total group (headend.drivers.gdw1376_group)
+MODEL_FAMILIES = ("modbus", GROUP_PROTOCOL)  # the model's protocol is the meter's; else "dlt645"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 BROADCAST_ADDRESSES = {"999999999999": "broadcast", "AAAAAAAAAAAA": "wildcard"}
 MAX_INSTALL_AHEAD = timedelta(days=1)  # installed_at may be a little ahead (clock skew), never years
@@ -129,7 +133,7 @@ class MeterEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     channel: str
-    protocol: Literal["dlt645-2007", "dlt645-1997", "modbus"]
+    protocol: Literal["dlt645-2007", "dlt645-1997", "modbus", "gdw1376-group"]
     address: str = ""
     unit_id: int | None = None
     model: str = Field(min_length=1)
@@ -186,13 +190,18 @@ class MeterEntry(BaseModel):
 
     @model_validator(mode="after")
     def _address_fits_protocol(self) -> MeterEntry:
-        family = "modbus" if self.protocol == "modbus" else "dlt645"
+        family = self.protocol if self.protocol in MODEL_FAMILIES else "dlt645"
         model_protocol = load_model_data(self.model).get("protocol")
         if model_protocol != family:
             raise ValueError(
                 f"model {self.model!r} is a {model_protocol} model, not for {self.protocol} meters"
             )
-        if self.protocol == "modbus":
+        if self.protocol == GROUP_PROTOCOL:
+            if not re.fullmatch(r"[1-8]", self.address):
+                raise ValueError(f"a total group's address is its number 1..8, got {self.address[:40]!r}")
+            if self.port is not None or self.pn is not None or self.unit_id is not None or self.has_relay:
+                raise ValueError("a total group has no port, pn, unit_id or relay")
+        elif self.protocol == "modbus":
             if self.unit_id is None:
                 if not self.address.isdigit():
                     raise ValueError("a Modbus meter needs unit_id (1..247)")
@@ -568,6 +577,8 @@ async def _assign_points(
         taken.setdefault(channel, set()).add(pn)
     for i, m in enumerate(meters):
         concentrator = kinds.get(m.channel) == "gdw1376"
+        if m.protocol == GROUP_PROTOCOL:
+            continue  # a total group: its number is its address (its channel checked with the protocol)
         if concentrator and m.port is None:
             problems.append(f"{source}: meters[{i}]: port: a meter behind a concentrator needs port (1..31)")
         elif not concentrator and m.port is not None:

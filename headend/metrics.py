@@ -87,6 +87,12 @@ class EngineMetrics:
             ["channel"],
             registry=r,
         )
+        self.archive_requests = Counter(
+            "headend_archive_requests",
+            "Archive requests the daemon finished, by their final state (done, failed, expired)",
+            ["state"],
+            registry=r,
+        )
         self.concentrator_events = Counter(
             "headend_concentrator_events", "Concentrator event records stored", ["channel"], registry=r
         )

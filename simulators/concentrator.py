@@ -8,9 +8,11 @@ Usage (tests, ``headend sim concentrator``)::
     sim.counts             # Counter: logins, heartbeats, requests by AFN, denials, redials
     await sim.stop()
 
-It answers AFN 0C F2 / F25 / F129, AFN 0D F161 and the curves (F81..F108, F145..F148), AFN 0E
+It answers AFN 0C F2 / F25 / F129, AFN 0D F161 and the curves (F81..F108, F145..F148; the
+total-group curves F73..F76 of the groups configured, ``simulators.concentrator_groups``), AFN 0E
 F1/F2 (ERC 14 after a power cut, with ACD and EC on every uplink answer until the master has read
-the events), AFN 0A F10, AFN 04 F10 (kept archive), AFN 05 F31 (its clock), and AFN 10 F1 (the
+the events), AFN 0A F10, AFN 04 F10 (kept archive), AFN 04 / 0A F14 (total groups), AFN 05 F31 (its
+clock), and AFN 10 F1 (the
 DL/T 645 frame goes to the meter on that port with line timing at the requested baud; the meter's
 reply, or nothing after the frame timeout, comes back; a frame sent at another baud than the
 meters' or not 8E1 is not understood).
@@ -52,15 +54,17 @@ from protocols.gdw1376 import (
     Frame,
     GDW1376Error,
     PowerEvent,
+    TotalGroup,
     Unit,
     confirm,
     decode,
     link_test,
     response_frames,
 )
-from protocols.gdw1376.data import ARCHIVE_BAUDS, CURVE_FNS, SNAPSHOT_FN
+from protocols.gdw1376.data import ARCHIVE_BAUDS, CURVE_FNS, SNAPSHOT_FN, TOTAL_GROUPS_FN
 from simulators.clock import MeterClock, TimeSource
 from simulators.concentrator_faults import ConcentratorFaults
+from simulators.concentrator_groups import GROUP_CURVE_FNS, TotalGroups
 from simulators.concentrator_meters import MeterPool, MeterSetup
 from simulators.endpoints import bits_per_char
 
@@ -96,6 +100,7 @@ class ConcentratorSpec:
     turnaround_s: float = 0.05  # the meters' answer delay
     pw: bytes | None = None  # when set, settings/controls/forwarding with another PW are denied
     listen: bool = False  # wait for the master to connect to host:port instead of dialling it
+    total_groups: tuple[TotalGroup, ...] = ()  # the AFN 04 F14 configuration it starts with
 
 
 class SimConcentrator:
@@ -123,6 +128,7 @@ class SimConcentrator:
             three_phase_meters=set(range(spec.three_phase)),
         )
         self.pool = MeterPool(setup, self.source, self.clock)
+        self.groups = TotalGroups(spec.total_groups)
         self.counts: Counter[str] = Counter()
         self.events: list[PowerEvent] = []  # important events; pointer = index mod 256
         self.events_read = 0  # events the master has read (ACD clears when all are read)
@@ -191,6 +197,10 @@ class SimConcentrator:
             "meters": [
                 {"pn": r.pn, "serial": r.serial, "address": r.address, "port": r.port}
                 for r in sorted(self.pool.archive.values(), key=lambda r: r.pn)
+            ],
+            "total_groups": [
+                {"number": g.number, "members": [m.pn for m in g.members]}
+                for g in self.groups.configuration()
             ],
         }
 
@@ -408,13 +418,19 @@ class SimConcentrator:
         )
 
     def _apply(self, request: Frame) -> bool:
-        """AFN 04 F10 (archive) and AFN 05 F31 (clock); False for anything else."""
+        """AFN 04 F10 (archive), AFN 04 F14 (total groups) and AFN 05 F31 (clock); False for anything
+        else (or a group number out of range)."""
         items = list(request.items())
         if not items:
             return False
         for _pn, fn, value in items:
             if request.afn == Afn.SET_PARAMETERS and fn == 10 and isinstance(value, tuple):
                 self.pool.store_archive(value)
+            elif request.afn == Afn.SET_PARAMETERS and fn == TOTAL_GROUPS_FN and isinstance(value, tuple):
+                try:
+                    self.groups.store(value)
+                except ValueError:
+                    return False
             elif request.afn == Afn.CONTROL and fn == 31:
                 self.clock.set_local(value)
             else:
@@ -456,11 +472,16 @@ class SimConcentrator:
         elif afn == Afn.CLASS2_DATA:
             if fn == 161 and asked is not None:
                 return self.pool.daily(pn, asked)
+            if fn in GROUP_CURVE_FNS and isinstance(asked, CurveRequest):  # Pn = a group number
+                self.counts[f"curve_F{fn}"] += 1
+                return self.groups.curve(pn, fn, asked, self.pool.profile_of)
             if fn in CURVE_FNS and isinstance(asked, CurveRequest):
                 self.counts[f"curve_F{fn}"] += 1
                 return self.pool.curve(pn, fn, asked)
         elif afn == Afn.QUERY_PARAMETERS and fn == 10 and isinstance(asked, ArchiveQuery):
             return tuple(self.pool.archive[s] for s in asked.serials if s in self.pool.archive)
+        elif afn == Afn.QUERY_PARAMETERS and fn == TOTAL_GROUPS_FN and pn == 0:
+            return self.groups.configuration()
         elif afn == Afn.CLASS3_DATA and fn == 1 and isinstance(asked, EventRequest):
             return self._event_records(asked)
         elif afn == Afn.CLASS3_DATA and fn == 2 and isinstance(asked, EventRequest):

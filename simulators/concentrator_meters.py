@@ -208,6 +208,13 @@ class MeterPool:
                 return DailyReading(day, EnergyReading(read_at, values[0], tuple(values[1:])))
         return DailyReading(day, self.no_data())
 
+    def profile_of(self, pn: int) -> dict[dt.datetime, ProfileRecord] | None:
+        """The load-profile records of ``pn``'s meter by local time (None: no such Pn or no data)."""
+        found = self._model(pn)
+        if found is None or found[1] is None:
+            return None
+        return {r.time: r for r in found[1].profile}
+
     def curve(self, pn: int, fn: int, request: CurveRequest) -> Curve | None:
         """AFN 0D curve ``fn`` of ``pn``: one point per step from the meter's load profile (None = EE)."""
         found = self._model(pn)

@@ -5,7 +5,9 @@ when they disagree); ``push`` downloads the inventory's records (AFN 04 F10, PW 
 file; Pn as stored in the inventory, so each meter keeps its Pn), deletes the extra ones, and
 queries the archive again to confirm (exit 1 if it still disagrees); it signs in an operator with the
 ``operator`` role first and audits the push under them. CHANNEL is the inventory's
-channel name; a concentrator that dials in (``gdw1376://``) is awaited on ``--listen HOST:PORT``.
+channel name; a concentrator that dials in (``gdw1376://``) is awaited on ``--listen HOST:PORT``, and
+without ``--listen`` ``push`` goes through the running daemon that holds its connection
+(:mod:`headend.commands.archive_requests`).
 """
 
 from __future__ import annotations
@@ -13,24 +15,24 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable
-from typing import Annotated, Any
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
 
 import asyncpg
 import typer
 from rich.table import Table
 
 from headend.commands.app import CommandGroup
+from headend.commands.archive_requests import ArchiveCommandError, inventory_of, plan, push_through_daemon
 from headend.commands.auth import Login, OperatorId, login
 from headend.commands.common import Dsn, fail, target_dsn
 from headend.commands.listen import open_field_channel
 from headend.commands.views import console
 from headend.drivers.base import DriverError
 from headend.drivers.gdw1376_terminal import ArchiveDiff, ArchivePoint, diff_archive, push_archive
-from headend.operators import OperatorError
+from headend.operators import Operator, OperatorError
 from headend.secrets import MeterSecrets, SecretsError
 from headend.store.audit import audit
-from headend.store.concentrators import channel_of, channel_points
 from headend.transport import (
     CONCENTRATOR_SCHEMES,
     ChannelError,
@@ -43,29 +45,26 @@ concentrator_app = CommandGroup(help="Q/GDW 1376.1 concentrators.", no_args_is_h
 archive_app = CommandGroup(help="A concentrator's meter archive vs the inventory.", no_args_is_help=True)
 concentrator_app.add_typer(archive_app, name="archive")
 
-EDITIONS = {"dlt645-2007": 2007, "dlt645-1997": 1997}
+MAX_REQUEST_WAIT_S = 86400.0  # an archive request expires within a day (migration 0040)
 Channel = Annotated[str, typer.Argument(help="The concentrator's channel name in the inventory.")]
 Listen = Annotated[str | None, typer.Option("--listen", help="Dial-in concentrator: wait on HOST:PORT.")]
-Wait = Annotated[float, typer.Option("--wait", help="Seconds to wait for a dial-in concentrator.")]
+Wait = Annotated[
+    float,
+    typer.Option(
+        "--wait", help="Seconds to wait for a dial-in concentrator (on --listen, or for the daemon)."
+    ),
+]
 Secrets = Annotated[str | None, typer.Option("--secrets", help="Secrets TOML with the concentrator PW.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
-
-
-class ArchiveCommandError(Exception):
-    """A failure to report as one line (exit code 2)."""
 
 
 async def _inventory(dsn: str, channel: str) -> tuple[str, list[ArchivePoint]]:
     conn = await asyncpg.connect(dsn)
     try:
-        found = await channel_of(conn, channel)
-        if found is None:
-            raise ArchiveCommandError(f"no channel named {channel!r}")
-        channel_id, url = found
-        points = await channel_points(conn, channel_id)
+        _channel_id, url, points = await inventory_of(conn, channel)
     finally:
         await conn.close()
-    return url, [ArchivePoint(p.pn, p.port, p.address, EDITIONS.get(p.protocol, 2007)) for p in points]
+    return url, points
 
 
 async def _link(
@@ -85,12 +84,7 @@ async def _link(
 
 
 def _plan(diff: ArchiveDiff) -> str:
-    """What a push would change, in one line."""
-    deleted = ", ".join(f"pn {r.pn} ({r.address})" for r in diff.extra) or "none"
-    return (
-        f"the push writes {len(diff.missing) + len(diff.different)} record(s) and deletes"
-        f" {len(diff.extra)}: {deleted}"
-    )
+    return plan(len(diff.missing) + len(diff.different), [(r.pn, r.address) for r in diff.extra])
 
 
 async def _archive(
@@ -140,18 +134,14 @@ async def _archive(
     return result
 
 
-def _run(
-    dsn: str | None,
-    channel: str,
-    secrets: str | None,
-    listen: str | None,
-    wait: float,
-    pusher: Login | None,
-    confirm: Callable[[str], bool] | None = None,
-) -> dict[str, Any]:
+T = TypeVar("T")
+
+
+def _run(dsn: str | None, work: Callable[[str], Coroutine[Any, Any, T]]) -> T:
+    """``work(database)`` with its failures as one line."""
     database = target_dsn(dsn)
     try:
-        return asyncio.run(_archive(database, channel, secrets, listen, wait, pusher, confirm))
+        return asyncio.run(work(database))
     except OperatorError as exc:
         fail(str(exc))
     except (
@@ -165,6 +155,22 @@ def _run(
         asyncpg.PostgresError,
     ) as exc:
         fail(str(exc), code=2)
+
+
+def _through_daemon(dsn: str | None, channel: str, listen: str | None) -> bool:
+    """Whether a push goes through the daemon: the concentrator dials in and no --listen is given."""
+    if listen is not None:
+        return False
+
+    async def url_of(database: str) -> str:
+        return (await _inventory(database, channel))[0]
+
+    url = _run(dsn, url_of)
+    try:
+        config = parse_channel_url(url)
+    except ChannelUrlError:
+        return False
+    return config.device is not None and config.scheme in CONCENTRATOR_SCHEMES
 
 
 def _show(result: dict[str, Any], as_json: bool) -> None:
@@ -204,7 +210,7 @@ def diff_command(
     as_json: Json = False,
 ) -> None:
     """Compare the concentrator's meter archive (AFN 0A F10) with the inventory; exit 1 if they differ."""
-    _show(_run(dsn, channel, secrets, listen, wait, None), as_json)
+    _show(_run(dsn, lambda database: _archive(database, channel, secrets, listen, wait, None)), as_json)
 
 
 @archive_app.command("push")
@@ -223,11 +229,15 @@ def push_command(
 ) -> None:
     """Download the inventory's meters to the concentrator (AFN 04 F10), deleting the records the
     inventory does not have, and confirm by querying back (role operator; audited). Shows what it
-    will write and delete and asks first (or --yes); --dry-run only shows it."""
-    if dry_run:
-        _show(_run(dsn, channel, secrets, listen, wait, None), as_json)
+    will write and delete and asks first (or --yes); --dry-run only shows it. A concentrator that
+    dials in is reached through the running daemon unless --listen is given."""
+    daemon = _through_daemon(dsn, channel, listen)
+    if daemon and not 0 < wait <= MAX_REQUEST_WAIT_S:
+        fail(f"--wait: more than 0 and at most {MAX_REQUEST_WAIT_S:g} s for a request to the daemon", code=2)
+    if dry_run and not daemon:
+        _show(_run(dsn, lambda database: _archive(database, channel, secrets, listen, wait, None)), as_json)
         return
-    if not yes and not sys.stdin.isatty():
+    if not dry_run and not yes and not sys.stdin.isatty():
         fail("archive push rewrites the concentrator's archive: give --yes (see it first with --dry-run)")
     pusher = login(operator)
 
@@ -235,7 +245,20 @@ def push_command(
         typer.echo(plan, err=True)
         return yes or typer.confirm("push?", default=False, err=True)
 
-    _show(_run(dsn, channel, secrets, listen, wait, pusher, confirm), as_json)
+    if daemon:
+
+        async def sign_in(conn: asyncpg.Connection) -> Operator:
+            return await pusher.sign_in(conn, "operator")
+
+        def through(database: str) -> Coroutine[Any, Any, dict[str, Any]]:
+            return push_through_daemon(database, channel, sign_in, wait, None if dry_run else confirm)
+
+        _show(_run(dsn, through), as_json)
+        return
+    _show(
+        _run(dsn, lambda database: _archive(database, channel, secrets, listen, wait, pusher, confirm)),
+        as_json,
+    )
 
 
 def register(app: typer.Typer) -> None:

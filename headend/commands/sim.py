@@ -21,6 +21,7 @@ from protocols.models import UnknownModel, load_model_data
 from simulators import BusSpec, SimBus, start_bus
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
 from simulators.concentrator_faults import ConcentratorFaultError
+from simulators.concentrator_groups import parse_groups
 from simulators.dlt645_server import Dlt645Meter
 from simulators.dtu import DtuFaults, DtuSpec, SimDtu
 from simulators.faults import FaultSpecError
@@ -420,6 +421,10 @@ def sim_concentrator(
         int,
         typer.Option(min=0, help="The first N meters are three-phase (phase B/C and neutral curves)."),
     ] = 0,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="TOML file with [[total_groups]] (number, members): the AFN 04 F14 configuration."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object once started.")] = False,
 ) -> None:
     """Run simulated Q/GDW 1376.1 concentrators that dial in to a master station (or, with --listen, wait
@@ -428,6 +433,7 @@ def sim_concentrator(
         raise typer.BadParameter("give exactly one of --connect HOST:PORT or --listen HOST:PORT")
     host, port = _host_port(connect or listen or "")
     try:
+        groups = () if config is None else parse_groups(_toml(config), str(config))
         first = Address.parse(address)
         if first.terminal + count - 1 > 0xFFFF:
             raise typer.BadParameter(f"--count {count} runs past terminal address 65535")
@@ -446,6 +452,7 @@ def sim_concentrator(
                 baud=baud,
                 history_days=history_days,
                 three_phase=three_phase,
+                total_groups=groups,
             )
             for i in range(count)
         ]
@@ -453,6 +460,16 @@ def sim_concentrator(
     except (ConcentratorFaultError, GDW1376Error, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
+
+
+def _toml(path: Path) -> dict[str, Any]:
+    """A simulator config file; ValueError with one line when it cannot be read."""
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not TOML: {exc}") from None
 
 
 def register(app: typer.Typer) -> None:

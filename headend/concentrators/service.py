@@ -77,6 +77,33 @@ def archive_points(worker: ChannelWorker) -> list[ArchivePoint]:
     ]
 
 
+async def on_link(
+    worker: ChannelWorker,
+    kind: JobKind,
+    body: Callable[[ConcentratorLink], Awaitable[T]],
+    exchanges: int = 8,
+) -> T:
+    """Run ``body(link)`` as one backfill-priority job on the concentrator's worker (after the job in
+    flight; a dial-in connection is verified first, see ``ChannelWorker``)."""
+
+    async def on_driver(driver: MeterDriver) -> T:
+        if not isinstance(driver, ConcentratorMeterDriver):
+            raise TypeError(f"{worker.spec.name}: not a meter behind a concentrator")
+        return await body(driver.link)
+
+    first = min(worker.meters)
+    job = Job(
+        Priority.BACKFILL,
+        meter_id=first,
+        kind=kind,
+        body=on_driver,
+        exchanges=exchanges,
+        skip_if_quarantined=False,
+    )
+    result: T = await worker.submit(job)
+    return result
+
+
 def event_row(event: TerminalEvent) -> TerminalEventRow:
     details: dict[str, object] = {"erc": event.erc}
     if event.raw:
@@ -151,29 +178,12 @@ class ConcentratorDuties:
             extra={"channel": worker.spec.name, "read": len(events), "stored": stored},
         )
 
-    async def _on_worker(
-        self, worker: ChannelWorker, kind: JobKind, body: Callable[[ConcentratorLink], Awaitable[T]]
-    ) -> T:
-        """Run ``body(link)`` as one job on the concentrator's worker (after the job in flight)."""
-
-        async def on_link(driver: MeterDriver) -> T:
-            if not isinstance(driver, ConcentratorMeterDriver):
-                raise TypeError(f"{worker.spec.name}: not a meter behind a concentrator")
-            return await body(driver.link)
-
-        first = min(worker.meters)
-        job = Job(
-            Priority.BACKFILL, meter_id=first, kind=kind, body=on_link, exchanges=8, skip_if_quarantined=False
-        )
-        result: T = await worker.submit(job)
-        return result
-
     async def check_archive(self, worker: ChannelWorker) -> ArchiveDiff | None:
         """Compare the concentrator's archive with the inventory; log and flag a disagreement."""
         points = archive_points(worker)
         name = worker.spec.name
         try:
-            diff = await self._on_worker(worker, "archive", lambda link: diff_archive(link, points))
+            diff = await on_link(worker, "archive", lambda link: diff_archive(link, points))
         except Exception as exc:
             log.info("concentrator archive not checked", extra={"channel": name, "error": str(exc)})
             return None
@@ -199,11 +209,11 @@ class ConcentratorDuties:
         """Read the concentrator's clock and set it under the clock policy."""
         policy = ClockPolicy.from_config(self.engine.config.clock)
 
-        async def on_link(link: ConcentratorLink) -> ClockResult:
+        async def clock_of(link: ConcentratorLink) -> ClockResult:
             return await check_clock(TerminalClock(link), policy)
 
         try:
-            result = await self._on_worker(worker, "clock", on_link)
+            result = await on_link(worker, "clock", clock_of)
         except Exception as exc:
             log.info("concentrator clock not checked", extra={"channel": worker.spec.name, "error": str(exc)})
             return None

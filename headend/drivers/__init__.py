@@ -30,6 +30,7 @@ from headend.drivers.base import (
 )
 from headend.drivers.dlt645 import Dlt645Driver
 from headend.drivers.gdw1376 import ConcentratorMeterDriver
+from headend.drivers.gdw1376_group import GROUP_PROTOCOL, ConcentratorGroupDriver
 from headend.drivers.modbus import ModbusDriver
 from headend.secrets import Credentials, MeterSecrets
 from headend.transport import Bus, FrameBus, ModbusChannel
@@ -83,6 +84,12 @@ def make_driver(
     if address is None:
         needed = "a unit id" if protocol == "modbus" else "an address"
         raise NotSupported(f"a {protocol} meter needs {needed}")
+    if protocol == GROUP_PROTOCOL:
+        if not isinstance(channel, ConcentratorLink) or not str(address).isdigit():
+            raise NotSupported(
+                f"a total group is a group number on a concentrator channel, not {channel.label}"
+            )
+        return ConcentratorGroupDriver(channel, int(address))
     if isinstance(channel, ConcentratorLink):
         return _behind_concentrator(protocol, channel, str(address), model, secrets, **options)
     if protocol == "modbus":
@@ -132,11 +139,14 @@ def capabilities_for(protocol: str, model: str | None = None) -> Capabilities:
         return ModbusDriver.capabilities_of(load_modbus_model(model or DEFAULT_MODBUS_MODEL))
     if protocol in EDITIONS:
         return Dlt645Driver.capabilities_of(EDITIONS[protocol])
+    if protocol == GROUP_PROTOCOL:
+        return ConcentratorGroupDriver.capabilities
     raise NotSupported(f"no driver for protocol {protocol!r} yet (supported: {', '.join(EDITIONS)})")
 
 
 __all__ = [
     "Capabilities",
+    "ConcentratorGroupDriver",
     "ConcentratorMeterDriver",
     "Credentials",
     "Dlt645Driver",

@@ -79,7 +79,29 @@ PROFILE_QUANTITIES = {
     "pf_total": "pf",
     **{f"pf_{p}": f"pf_{p}" for p in "abc"},
 }
+# 06 class 4 register -> the quantity of its increase over one interval, stored at the interval's end
+# (a concentrator's AFN 0D F97..F100 energy-quantity curves)
+PROFILE_INTERVAL_QUANTITIES = {
+    "energy_import_kwh": "energy_import_interval_kwh",
+    "combined_reactive_1_kvarh": "reactive_import_interval_kvarh",
+    "energy_export_kwh": "energy_export_interval_kwh",
+    "combined_reactive_2_kvarh": "reactive_export_interval_kvarh",
+}
+PROFILE_INTERVAL = timedelta(minutes=15)
 CLOCK_OPERATOR = "00000000"
+
+
+def interval_increase(before: dict[str, Any] | None, end: dict[str, Any]) -> dict[str, float]:
+    """The interval quantities of the 06 record ``end``: each class 4 register's increase since
+    ``before``, the record one :data:`PROFILE_INTERVAL` earlier (none without it, or for a register
+    either record lacks)."""
+    if before is None or end["time"] - before["time"] != PROFILE_INTERVAL:
+        return {}
+    return {
+        quantity: round(float(end[field]) - float(before[field]), 4)
+        for field, quantity in PROFILE_INTERVAL_QUANTITIES.items()
+        if end.get(field) is not None and before.get(field) is not None
+    }
 
 
 class Dlt645Driver:
@@ -360,8 +382,9 @@ class Dlt645Driver:
     async def read_profile(
         self, start: datetime, end: datetime, quantities: Sequence[str] | None = None
     ) -> list[ProfileRecord]:
-        """Interval energy, voltage, current, power and power factor from the load profile (06
-        records, :data:`PROFILE_QUANTITIES`), else the daily freeze (05 06)."""
+        """Energy registers, voltage, current, power and power factor from the load profile (06
+        records, :data:`PROFILE_QUANTITIES`) with each interval's energy quantities
+        (:data:`PROFILE_INTERVAL_QUANTITIES`), else the daily freeze (05 06)."""
         if self.edition != 2007:
             raise NotSupported("1997 meters have no load profile")
         try:
@@ -370,9 +393,13 @@ class Dlt645Driver:
             return await self._daily_freeze(start, end)
 
     async def _load_profile(self, start: datetime, end: datetime) -> list[ProfileRecord]:
+        """06 records in [start, end], read from one interval earlier so that the first record's
+        interval quantities have the register values they grew from."""
         records: list[ProfileRecord] = []
-        cursor = self._local(start)
+        first = self._local(start)
+        cursor = first - PROFILE_INTERVAL
         stop = self._local(end)
+        previous: dict[str, Any] | None = None
         while cursor <= stop:
             request = build_read_profile(self.address, "06000001", PROFILE_BATCH, cursor)
             try:
@@ -383,12 +410,15 @@ class Dlt645Driver:
                 raise
             fresh = [r for r in batch if cursor <= r["time"] <= stop and "energy_import_kwh" in r]
             for record in fresh:
-                values = {
-                    quantity: float(record[field])
-                    for field, quantity in PROFILE_QUANTITIES.items()
-                    if record.get(field) is not None
-                }
-                records.append(ProfileRecord(self._utc(record["time"]), values, "load_profile"))
+                if record["time"] >= first:
+                    values = {
+                        quantity: float(record[field])
+                        for field, quantity in PROFILE_QUANTITIES.items()
+                        if record.get(field) is not None
+                    }
+                    values.update(interval_increase(previous, record))
+                    records.append(ProfileRecord(self._utc(record["time"]), values, "load_profile"))
+                previous = record
             if not fresh or len(batch) < PROFILE_BATCH:
                 break
             cursor = fresh[-1]["time"] + timedelta(minutes=1)

@@ -90,6 +90,9 @@ PROFILE_CURVES = (  # one unit per DT group: the curves one backfill request ask
     (97, 98, 99, 100, 101),
     (105, 106, 107, 108),
 )
+METER_CURVE_QUANTITIES = {  # Fn -> the meter quantity of its points and their factor
+    fn: (kind.quantity, kind.factor) for fn, kind in CURVE_KINDS.items() if kind.quantity is not None
+}
 CURVE_DENSITY = 1  # 15-minute points
 CURVE_STEP = timedelta(minutes=15)
 CURVE_POINTS = 96  # one day per request
@@ -304,6 +307,43 @@ class ForwardBus:
         await self.link.values(Afn.FORWARD, [unit(0, 1, forward)], extra_s=extra_s, retries=0)
 
 
+async def read_curves(
+    link: ConcentratorLink,
+    pn: int,
+    start: datetime,
+    end: datetime,
+    groups: tuple[tuple[int, ...], ...],
+    quantities: dict[int, tuple[str, float]],
+) -> dict[datetime, dict[str, float]]:
+    """The 15-minute points in [start, end] of the AFN 0D curves ``groups`` (Fn of one DT group each)
+    of ``pn``, by UTC time, as ``quantities`` (Fn -> name, factor; no-data points left out); one
+    multi-unit request per day."""
+    local = link.to_local(start)
+    step_s = CURVE_STEP.total_seconds()
+    offset = (local - datetime.min).total_seconds() % step_s
+    cursor = local + timedelta(seconds=step_s - offset) if offset else local
+    last = link.to_local(end)
+    points: dict[datetime, dict[str, float]] = {}
+    while cursor <= last:
+        count = min(CURVE_POINTS, int((last - cursor) / CURVE_STEP) + 1)
+        asked = CurveRequest(cursor, CURVE_DENSITY, count)
+        units = [unit(pn, fns, *(asked,) * len(fns)) for fns in groups]
+        for _pn, fn, curve in await link.values(Afn.CLASS2_DATA, units):
+            named = quantities.get(fn)
+            if not isinstance(curve, Curve) or named is None:
+                continue
+            first = link.to_utc(curve.start)
+            if first is None:
+                continue
+            quantity, factor = named
+            for index, value in enumerate(curve.values):
+                if value is not None:
+                    scaled = value if factor == 1.0 else round(value * factor, 6)
+                    points.setdefault(first + index * CURVE_STEP, {})[quantity] = scaled
+        cursor += count * CURVE_STEP
+    return points
+
+
 class ConcentratorMeterDriver:
     """One DL/T 645 meter (measurement point ``pn`` on ``port``) behind a concentrator; without a Pn
     everything is forwarded."""
@@ -456,30 +496,7 @@ class ConcentratorMeterDriver:
         pn = self.pn
         if pn is None:
             raise NotSupported("curves need the meter's Pn at the concentrator")
-        local = self.link.to_local(start)
-        step_s = CURVE_STEP.total_seconds()
-        offset = (local - datetime.min).total_seconds() % step_s
-        cursor = local + timedelta(seconds=step_s - offset) if offset else local
-        last = self.link.to_local(end)
-        points: dict[datetime, dict[str, float]] = {}
-        while cursor <= last:
-            count = min(CURVE_POINTS, int((last - cursor) / CURVE_STEP) + 1)
-            asked = CurveRequest(cursor, CURVE_DENSITY, count)
-            units = [unit(pn, fns, *(asked,) * len(fns)) for fns in groups]
-            for _pn, fn, curve in await self.link.values(Afn.CLASS2_DATA, units):
-                kind = CURVE_KINDS.get(fn)
-                if not isinstance(curve, Curve) or kind is None or kind.quantity is None:
-                    continue
-                first = self.link.to_utc(curve.start)
-                if first is None:
-                    continue
-                quantity, factor = kind.quantity, kind.factor
-                for index, value in enumerate(curve.values):
-                    if value is not None:
-                        scaled = value if factor == 1.0 else round(value * factor, 6)
-                        points.setdefault(first + index * CURVE_STEP, {})[quantity] = scaled
-            cursor += count * CURVE_STEP
-        return points
+        return await read_curves(self.link, pn, start, end, groups, METER_CURVE_QUANTITIES)
 
     async def read_clock(self) -> datetime:
         return await self.forwarded.read_clock()
@@ -514,5 +531,6 @@ __all__ = [
     "PointBatch",
     "batch_of",
     "energy_values",
+    "read_curves",
     "snapshot_values",
 ]

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from headend.drivers.base import DriverError
+from headend.store.archive_requests import ArchiveRow
 from headend.transport.concentrator import ConcentratorLink
 from protocols.gdw1376 import Afn, ArchiveQuery, ArchiveRecord, unit
 
@@ -59,6 +60,13 @@ class ArchivePoint:
     address: str
     edition: int = 2007
 
+    def to_row(self) -> ArchiveRow:
+        return {"pn": self.pn, "port": self.port, "address": self.address, "edition": self.edition}
+
+    @classmethod
+    def from_row(cls, row: ArchiveRow) -> ArchivePoint:
+        return cls(int(row["pn"]), int(row["port"]), str(row["address"]), int(row["edition"]))
+
     def record(self, baud: int) -> ArchiveRecord:
         return ArchiveRecord(
             serial=self.pn,
@@ -83,6 +91,11 @@ class ArchiveDiff:
     def agrees(self) -> bool:
         return not (self.missing or self.different or self.extra)
 
+    def changes(self) -> tuple[list[ArchiveRow], list[ArchiveRow]]:
+        """What a push sends, as rows: the records it writes, and the records it deletes."""
+        writes = [record_row(r) for r in (*self.missing, *(w for w, _f in self.different))]
+        return writes, [record_row(r) for r in self.extra]
+
     def to_json(self) -> dict[str, Any]:
         def brief(record: ArchiveRecord) -> dict[str, Any]:
             return {
@@ -99,6 +112,18 @@ class ArchiveDiff:
             "different": [{"wanted": brief(w), "found": brief(f)} for w, f in self.different],
             "extra": [brief(r) for r in self.extra],
         }
+
+
+def record_row(record: ArchiveRecord) -> ArchiveRow:
+    """An archive record as a request row (what the operator is shown and agrees to)."""
+    return {
+        "serial": record.serial,
+        "pn": record.pn,
+        "port": record.port,
+        "address": record.address,
+        "protocol": record.protocol,
+        "baud": record.baud,
+    }
 
 
 def _same(wanted: ArchiveRecord, found: ArchiveRecord) -> bool:

@@ -14,6 +14,7 @@ from headend.transport.url import ChannelConfig, ChannelUrlError, check_protocol
 from protocols.models import load_model_data, model_names
 
 BROADCAST_ADDRESSES = ("999999999999", "AAAAAAAAAAAA")
+MODEL_FAMILIES = ("modbus", "gdw1376-group")  # the model's protocol is the meter's; else "dlt645"
 
 
 def meter_problem(meter: MeterSpec, channel: ChannelConfig) -> str | None:
@@ -28,7 +29,7 @@ def meter_problem(meter: MeterSpec, channel: ChannelConfig) -> str | None:
         return f"{meter.address} is a DL/T 645 broadcast address, not a meter's"
     if meter.model not in model_names():
         return f"unknown meter model {meter.model!r}"
-    family = "modbus" if meter.protocol == "modbus" else "dlt645"
+    family = meter.protocol if meter.protocol in MODEL_FAMILIES else "dlt645"
     if load_model_data(meter.model).get("protocol") != family:
         return f"model {meter.model!r} is not a {family} model"
     return None

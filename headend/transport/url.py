@@ -50,6 +50,7 @@ PROTOCOL_SCHEMES = {
     "dlt645-2007": ("serial", "tcp", "dtu", *CONCENTRATOR_SCHEMES),
     "dlt645-1997": ("serial", "tcp", "dtu", *CONCENTRATOR_SCHEMES),
     "modbus": ("serial", "tcp", "modbus-tcp", "rtu-over-tcp", "dtu"),
+    "gdw1376-group": CONCENTRATOR_SCHEMES,  # a concentrator's total group (headend.drivers.gdw1376_group)
 }
 
 

@@ -10,6 +10,11 @@ against with the search tools (facts only; the code here is our own):
   18..46 and the D7..D5 baud / D4..D0 port split with 1..7 = 600..19200), and the concentrator
   firmware gdgly/NUC97X_JS STM32F4xx/Terminal/Terminal_AFN0E_Event.c (Pn at record offset 2, port
   = offset 4 & 0x1F).
+- AFN 04 / 0A F14 total-group configuration (count of groups; per group its number, count of
+  members and one byte per member: D5..D0 = Pn - 1, D6 = reverse direction, D7 = subtract): the
+  concentrator firmware gdgly/NUC97X_JS, which keeps a group as number, count, 64 member bytes and
+  sums its members' power and energy with these bits (``Terminal_AFN0CF17_F18_Computer``,
+  ``Terminal_TotalEnergy_Computer``: ``&0x3f`` point, ``&0x40`` reverse, ``&0x80`` subtract).
 - AFN 0C F2 / AFN 05 F31 (A.1): dl_3761 dissector AFN 05 branch (6-byte time before PW).
 - AFN 0C F129, AFN 0D F161 (Td_d, A.15 read time, M, (M+1) × A.14): Kaitai ``afn12_f129`` and
   ``positive_indication`` with ``td_d: a20``.
@@ -327,6 +332,26 @@ class ArchiveQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupMember:
+    """One measuring point of a total group: forward or ``reverse`` direction, added or ``subtract``ed."""
+
+    pn: int
+    reverse: bool = False
+    subtract: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TotalGroup:
+    """One total group (总加组) of the AFN 04 / 0A F14 configuration: its number and members."""
+
+    number: int
+    members: tuple[GroupMember, ...]
+
+
+MAX_GROUP_MEMBER_PN = 64  # a member byte holds Pn - 1 in six bits
+
+
+@dataclass(frozen=True, slots=True)
 class RawData:
     """Data of a unit this codec does not know (the rest of the unit area, undivided)."""
 
@@ -603,6 +628,32 @@ ARCHIVE_QUERY = RecordAdapter(
     PrefixedArray(Int16ul, Int16ul),
     lambda c: ArchiveQuery(tuple(c)),
     lambda r: list(r.serials),
+)
+
+
+def _member_fields(m: GroupMember) -> dict[str, Any]:
+    if not 1 <= m.pn <= MAX_GROUP_MEMBER_PN:
+        raise EncodeError(f"total-group member Pn {m.pn} not in 1..{MAX_GROUP_MEMBER_PN}")
+    return {"subtract": m.subtract, "reverse": m.reverse, "point": m.pn - 1}
+
+
+GROUP_MEMBER = RecordAdapter(
+    BitStruct("subtract" / Flag, "reverse" / Flag, "point" / BitsInteger(6)),
+    lambda c: GroupMember(c.point + 1, c.reverse, c.subtract),
+    _member_fields,
+)
+
+TOTAL_GROUPS = RecordAdapter(
+    PrefixedArray(
+        Int8ul,
+        RecordAdapter(
+            Struct("number" / Int8ul, "members" / PrefixedArray(Int8ul, GROUP_MEMBER)),
+            lambda c: TotalGroup(c.number, tuple(c.members)),
+            lambda r: {"number": r.number, "members": list(r.members)},
+        ),
+    ),
+    tuple,
+    list,
 )
 
 CONFIRM_ITEM = Struct("da" / Bytes(2), "dt" / Bytes(2), "err" / Int8ul)
@@ -886,6 +937,7 @@ ENERGY_CODEC = Declared(ENERGY, EnergyReading, (_energy_at, _energy_bytes))
 DAY_CODEC = Declared(A20, dt.date)
 CURVE_FNS = tuple(CURVE_KINDS)
 SNAPSHOT_FN = 25
+TOTAL_GROUPS_FN = 14
 
 CODECS: dict[tuple[int, bool, int], Codec] = {
     (0x00, False, 1): EMPTY,
@@ -898,9 +950,12 @@ CODECS: dict[tuple[int, bool, int], Codec] = {
     (0x02, True, 2): LinkData(),
     (0x02, True, 3): LinkData(),
     (0x04, False, 10): Declared(ARCHIVE, tuple),
+    (0x04, False, TOTAL_GROUPS_FN): Declared(TOTAL_GROUPS, tuple),
     (0x05, False, 31): CLOCK,
     (0x0A, False, 10): Declared(ARCHIVE_QUERY, ArchiveQuery),
     (0x0A, True, 10): Declared(ARCHIVE, tuple),
+    (0x0A, False, TOTAL_GROUPS_FN): EMPTY,
+    (0x0A, True, TOTAL_GROUPS_FN): Declared(TOTAL_GROUPS, tuple),
     (0x0C, False, 2): EMPTY,
     (0x0C, True, 2): CLOCK,
     (0x0C, False, 129): EMPTY,
@@ -942,6 +997,8 @@ UNIT_NAMES: dict[tuple[int, int], tuple[str, str | None]] = {
     (0x02, 3): ("heartbeat", None),
     (0x10, 1): ("transparent forwarding", None),
     (0x0C, 2): ("terminal clock", None),
+    (0x04, TOTAL_GROUPS_FN): ("total-group configuration", None),
+    (0x0A, TOTAL_GROUPS_FN): ("total-group configuration", None),
     (0x0C, SNAPSHOT_FN): ("power, power factor, voltage and current now", None),
     (0x0C, 129): ("forward active energy reading now", "kWh"),
     (0x0D, 161): ("daily frozen forward active energy reading", "kWh"),

@@ -21,11 +21,13 @@ from protocols.gdw1376 import (
     ForwardReply,
     ForwardRequest,
     Frame,
+    GroupMember,
     PowerEvent,
     RawData,
     RawEvent,
     Seq,
     Timeout,
+    TotalGroup,
     Tp,
     Unit,
     UnitConfirmation,
@@ -80,6 +82,17 @@ ARCHIVE_RECORD = st.builds(
     user_major=st.integers(0, 15),
     user_minor=st.integers(0, 15),
 )
+TOTAL_GROUPS = st.lists(
+    st.builds(
+        TotalGroup,
+        number=st.integers(0, 255),
+        members=st.lists(
+            st.builds(GroupMember, pn=st.integers(1, 64), reverse=st.booleans(), subtract=st.booleans()),
+            max_size=8,
+        ).map(tuple),
+    ),
+    max_size=3,
+).map(tuple)
 EVENT = st.builds(
     PowerEvent, off=st.none() | MINUTES, on=st.none() | MINUTES, flags=st.none() | st.integers(0, 255)
 ) | st.builds(RawEvent, erc=st.integers(0, 255).filter(lambda e: e != 14), data=st.binary(max_size=20))
@@ -106,10 +119,13 @@ LINK_DATA = (
 
 # (afn, up) -> Fn -> strategy of one value; units may repeat a value per Pn.
 VALUES: dict[tuple[int, bool], dict[int, st.SearchStrategy[Any]]] = {
-    (0x04, False): {10: st.lists(ARCHIVE_RECORD, max_size=3).map(tuple)},
+    (0x04, False): {10: st.lists(ARCHIVE_RECORD, max_size=3).map(tuple), 14: TOTAL_GROUPS},
     (0x05, False): {31: SECONDS},
-    (0x0A, False): {10: st.lists(st.integers(0, 0xFFFF), max_size=5).map(lambda s: ArchiveQuery(tuple(s)))},
-    (0x0A, True): {10: st.lists(ARCHIVE_RECORD, max_size=3).map(tuple)},
+    (0x0A, False): {
+        10: st.lists(st.integers(0, 0xFFFF), max_size=5).map(lambda s: ArchiveQuery(tuple(s))),
+        14: st.none(),
+    },
+    (0x0A, True): {10: st.lists(ARCHIVE_RECORD, max_size=3).map(tuple), 14: TOTAL_GROUPS},
     (0x0C, False): {2: st.none(), 129: st.none()},
     (0x0C, True): {2: SECONDS, 129: ENERGY},
     (0x0D, False): {

@@ -5,10 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from protocols.gdw1376 import Afn, Curve, CurveRequest, EnergyReading, PhaseSnapshot, unit
+from protocols.gdw1376 import (
+    Afn,
+    Curve,
+    CurveRequest,
+    EnergyReading,
+    GroupMember,
+    PhaseSnapshot,
+    TotalGroup,
+    unit,
+)
 from tests.gdw1376.master import MasterStation
 from tests.support import cli
 
@@ -71,3 +81,53 @@ async def test_cli_rejects_bad_options_in_one_line(option: str, value: str, mess
     )
     assert code == 2
     assert err.strip() == message
+
+
+async def test_cli_concentrator_takes_its_total_groups_from_a_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "sim.toml"
+    config.write_text(
+        "[[total_groups]]\nnumber = 1\nmembers = [1, 2, { pn = 3, subtract = true }]\n"
+        "[[total_groups]]\nnumber = 3\nmembers = [{ pn = 4, reverse = true }]\n"
+    )
+    master = await MasterStation().start()
+    process = await cli.spawn(
+        "sim", "concentrator", "--connect", f"127.0.0.1:{master.port}", "--meters", "4",
+        "--latency-ms", "10", "--history-days", "1", "--config", str(config), "--json",
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        described = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))
+        assert described["total_groups"] == [
+            {"number": 1, "members": [1, 2, 3]},
+            {"number": 3, "members": [4]},
+        ]
+        connection = await master.next_connection(30)
+        await connection.wait_link_tests(1)
+        (answer,) = await connection.ask(Afn.QUERY_PARAMETERS, [unit(0, 14)])
+        assert answer.value(14) == (
+            TotalGroup(1, (GroupMember(1), GroupMember(2), GroupMember(3, subtract=True))),
+            TotalGroup(3, (GroupMember(4, reverse=True),)),
+        )
+    finally:
+        assert (await cli.stop(process, 30)).returncode == 0
+        await master.stop()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[[total_groups]]\nnumber = 9\nmembers = [1]\n", "total_groups #1: number must be 1..8"),
+        ("[[total_groups]]\nnumber = 1\nmembers = [65]\n", "total_groups #1: member pn must be 1..64"),
+        ("[[groups]]\nnumber = 1\n", "unknown key 'groups' (expected [[total_groups]])"),
+        ("number = [", "not TOML: "),
+    ],
+)
+async def test_cli_refuses_a_bad_config_file_in_one_line(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "sim.toml"
+    config.write_text(text)
+    code, _out, err = await cli.headend_async(
+        "sim", "concentrator", "--connect", "127.0.0.1:9", "--config", str(config)
+    )
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert err.strip().startswith(f"error: {config}: {message}")

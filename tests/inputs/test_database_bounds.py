@@ -24,6 +24,9 @@ CASES = [
     ("multiplier-huge", None, "dlt645-2007", "000000000001", None, "9999999", "meters_multiplier_range"),
     ("name-long", "x" * 201, "dlt645-2007", "000000000001", None, "1", "meters_name_length"),
     ("broadcast", None, "dlt645-2007", "999999999999", None, "1", "meters_not_broadcast"),
+    ("group-nine", None, "gdw1376-group", "9", None, "1", "meters_group_number"),
+    ("group-meter-address", None, "gdw1376-group", "000000000001", None, "1", "meters_group_number"),
+    ("unknown-protocol", None, "dlt698", "000000000001", None, "1", "meters_protocol_check"),
 ]
 
 

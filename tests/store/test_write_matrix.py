@@ -396,6 +396,64 @@ MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
         desk(*ROLES),
     ),
     (Write("audit_log", "rewrite", ("UPDATE audit_log SET actor = 'x'",)), NOBODY),
+    (
+        Write(
+            "archive_requests",
+            "ask the daemon to read or push a concentrator's archive",
+            (
+                "INSERT INTO archive_requests (channel_id, kind, requested_by, wanted, expires_at)"
+                f" VALUES (:channel, 'read', {ME}, '[]', now() + interval '1 minute')",
+            ),
+        ),
+        desk("operator"),
+    ),
+    (
+        Write(
+            "archive_requests",
+            "ask in another operator's name",
+            (
+                "INSERT INTO archive_requests (channel_id, kind, requested_by, wanted, expires_at)"
+                " VALUES (:channel, 'read', '1009', '[]', now() + interval '1 minute')",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "archive_requests",
+            "claim a request",
+            ("UPDATE archive_requests SET state = 'running' WHERE id = :archive_request",),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "archive_requests",
+            "expire a request nobody took",
+            ("UPDATE archive_requests SET state = 'expired', result = 'x' WHERE id = :archive_request",),
+        ),
+        {DAEMON} | desk("operator"),  # its requester, 1002
+    ),
+    (
+        Write(
+            "archive_requests",
+            "record a request's outcome",
+            ("UPDATE archive_requests SET state = 'done', result = 'x' WHERE id = :archive_running",),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "archive_requests",
+            "change the records a request writes",
+            ("UPDATE archive_requests SET wanted = '[{}]', state = 'running' WHERE id = :archive_request",),
+        ),
+        NOBODY,
+    ),
+    (
+        Write("archive_requests", "delete a request", ("DELETE FROM archive_requests",)),
+        NOBODY,
+    ),
 )
 
 OPERATORS = {role: str(1001 + i) for i, role in enumerate(ROLES)}  # 1001 viewer ... 1005 admin
@@ -517,6 +575,14 @@ async def _seed(owner: asyncpg.Connection) -> dict[str, int]:
         " VALUES ($1, 'disconnect', 'field', '1002', 'sent', 1, now() + interval '1 day') RETURNING id",
         field_meter,
     )
+    ids["channel"] = channel
+    for name in ("archive_request", "archive_running"):
+        ids[name] = await owner.fetchval(
+            "INSERT INTO archive_requests (channel_id, kind, requested_by, wanted, expires_at)"
+            " VALUES ($1, 'read', '1002', '[]', now() + interval '1 day') RETURNING id",
+            channel,
+        )
+    await owner.execute("UPDATE archive_requests SET state = 'running' WHERE id = $1", ids["archive_running"])
     return ids
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import asyncpg
 
+from headend.concentrators.requests import run as archive_requests
 from headend.concentrators.service import run as concentrator_duties
 from headend.config import HeadendConfig
 from headend.engine.engine import Engine
@@ -46,4 +47,4 @@ def engine_for(config: HeadendConfig, dsn: str, tmp_path: Path, driver: DriverPo
     duties the daemon gives it (the concentrators')."""
     writer = ReadingWriter(dsn, spool_dir=tmp_path / "spool")
     port = driver if driver is not None else DriverPort()
-    return Engine(config, dsn, writer, port, duties=[concentrator_duties])
+    return Engine(config, dsn, writer, port, duties=[concentrator_duties, archive_requests])
