@@ -27,7 +27,8 @@ from pydantic import (
 )
 
 from headend.transport.identify import parse_pattern
-from headend.vocabulary import ReconnectMode
+from headend.vocabulary import EXCEPTION_RULES, ExceptionRule, ReconnectMode
+from protocols.dlt645.events import EVENT_KINDS
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -36,7 +37,7 @@ MIN_DURATION = 0.1  # shorter periods would only spin the daemon
 MAX_DURATION = 366 * DAY
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # event kinds the DL/T 645 driver can collect (headend.drivers.dlt645.EVENT_SOURCES)
-EVENT_KINDS = ("power_down", "relay_trip", "relay_close")
+DEFAULT_EVENT_KINDS = ("power_down", "relay_trip", "relay_close")
 # in-daemon services the project ships; nothing else is imported and called with the engine
 SERVICES = frozenset({"headend.billing.service:run", "headend.control.service:run"})
 
@@ -209,9 +210,12 @@ class RelayConfig(_Section):
 
 
 class EventsConfig(_Section):
+    """Event collection: every ``collect_every``, the new records of ``kinds`` (any of
+    protocols.dlt645.events.EVENT_KINDS; the default three cost two exchanges a meter)."""
+
     enabled: bool = True
     collect_every: Duration = 3600.0
-    kinds: list[str] = Field(default_factory=lambda: list(EVENT_KINDS))
+    kinds: list[str] = Field(default_factory=lambda: list(DEFAULT_EVENT_KINDS))
 
     @field_validator("kinds")
     @classmethod
@@ -329,6 +333,51 @@ class AnalyticsConfig(_Section):
     def zone(self) -> ZoneInfo:
         """The time zone itself."""
         return ZoneInfo(self.timezone)
+
+
+class ExceptionsConfig(_Section):
+    """The exception rules the active daemon runs after each read cycle (docs/exceptions.md): which,
+    their thresholds, and how long a condition stays clear before its exception closes by itself."""
+
+    enabled: bool = False
+    rules: list[ExceptionRule] = Field(default_factory=lambda: list(EXCEPTION_RULES))
+    auto_close_after: Delay = 3600.0  # a condition clear this long closes its exception
+    window: Duration = 3600.0  # how far back the reading rules look (backwards, stopped, reverse, phases)
+    flat_kwh: float = Field(0.0, ge=0)  # a register moving no more than this is flat
+    min_current_a: float = Field(0.5, ge=0)  # a stopped meter: the mean current at least this
+    reverse_min_kwh: float = Field(0.1, gt=0)  # reverse energy: export grew at least this, import flat
+    register_tolerance_kwh: float = Field(0.0, ge=0)  # going backwards by more than this
+    voltage_loss_v: float = Field(100.0, gt=0)  # a phase below this has lost its voltage
+    imbalance_pct: float = Field(50.0, gt=0, le=100)
+    imbalance_min_a: float = Field(1.0, ge=0)  # below this largest phase current, no imbalance
+    spike_window: Duration = 3600.0
+    spike_history: Duration = 7 * DAY
+    spike_factor: float = Field(4.0, gt=1)
+    spike_min_kwh: float = Field(1.0, ge=0)
+    clock_offset: Duration = 300.0  # a clock check finding the clock further off than this
+    clock_window: Duration = DAY
+    tamper_kinds: list[str] = Field(
+        default_factory=lambda: [
+            "meter_cover_open",
+            "terminal_cover_open",
+            "magnetic_interference",
+            "meter_clear",
+        ]
+    )
+    tamper_window: Duration = DAY
+    no_read_after: Duration = 3 * DAY
+    area_days: int = Field(3, ge=1, le=60)  # an area's latest complete day at most this many days back
+    negative_loss_kwh: float = Field(0.0, ge=0)  # customers above the supply by more than this
+    loss_jump_points: float = Field(5.0, gt=0)  # percentage points away from the 30-day median
+    loss_jump_min_days: int = Field(7, ge=1, le=30)
+
+    @field_validator("spike_history")
+    @classmethod
+    def _history_longer(cls, value: float, info: Any) -> float:
+        window = info.data.get("spike_window")
+        if window is not None and value <= window:
+            raise ValueError("must be longer than spike_window")
+        return value
 
 
 class BillingConfig(_Section):
@@ -463,6 +512,7 @@ class HeadendConfig(_Section):
     billing: BillingConfig = BillingConfig()
     listen: ListenConfig = ListenConfig()
     analytics: AnalyticsConfig = AnalyticsConfig()
+    exceptions: ExceptionsConfig = ExceptionsConfig()
 
     @field_validator("read_plans")
     @classmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from headend.analytics.exception_duty import run as exception_duty
 from headend.concentrators.requests import run as archive_requests
 from headend.concentrators.service import run as concentrator_duties
 from headend.config import HeadendConfig
@@ -74,6 +75,6 @@ def build_daemon(config: HeadendConfig, dsn: str, metrics: EngineMetrics | None 
         writer,
         port,
         metrics or serve_metrics(config),
-        duties=[concentrator_duties, archive_requests],
+        duties=[concentrator_duties, archive_requests, exception_duty],
     )
     return Daemon(engine, front)

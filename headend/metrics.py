@@ -105,6 +105,18 @@ class EngineMetrics:
             ["service"],
             registry=r,
         )
+        self.exceptions = Gauge(
+            "headend_exceptions",
+            "Exceptions by rule and state (after the latest rules pass)",
+            ["rule", "state"],
+            registry=r,
+        )
+        self.exception_passes = Counter(
+            "headend_exception_passes",
+            "Exception rules passes after read cycles, by outcome",
+            ["outcome"],
+            registry=r,
+        )
         self.fee_control_failures = Counter(
             "headend_fee_control_item_failures",
             "Accounts or meters a fee-control pass could not handle (isolated, the pass went on)",

@@ -46,9 +46,30 @@ JobKind = Literal["read", "on_demand", "backfill", "clock", "events", "archive",
 ProfileSource = Literal["load_profile", "daily_freeze"]
 """Where a record read from a meter's memory came from."""
 
+ExceptionRule = Literal[
+    "register_backwards",
+    "meter_stopped",
+    "reverse_energy",
+    "voltage_loss",
+    "current_imbalance",
+    "consumption_spike",
+    "clock_offset",
+    "tamper",
+    "no_read",
+    "loss_above_limit",
+    "negative_loss",
+    "loss_jump",
+]
+"""What an exception's rule found (the ``exceptions.rule`` check of migration 0042)."""
+
+ExceptionState = Literal["open", "acknowledged", "dispatched", "resolved", "auto_closed"]
+"""Where an exception is in its life (``exceptions.state``)."""
+
 RELAY_ACTIONS: Final[tuple[RelayAction, ...]] = get_args(RelayAction)
 RECONNECT_MODES: Final[tuple[ReconnectMode, ...]] = get_args(ReconnectMode)
 SWITCH_OPERATIONS: Final[tuple[SwitchOperation, ...]] = get_args(SwitchOperation)
 COMMAND_STATES: Final[tuple[CommandState, ...]] = get_args(CommandState)
 READING_QUALITIES: Final[tuple[ReadingQuality, ...]] = get_args(ReadingQuality)
 JOB_KINDS: Final[tuple[JobKind, ...]] = get_args(JobKind)
+EXCEPTION_RULES: Final[tuple[ExceptionRule, ...]] = get_args(ExceptionRule)
+EXCEPTION_STATES: Final[tuple[ExceptionState, ...]] = get_args(ExceptionState)

@@ -25,7 +25,9 @@ from datetime import timedelta
 from typing import Any
 
 from protocols.dlt645 import Deframer
+from protocols.dlt645.events import EVENT_SOURCES
 from simulators.clock import TimeSource
+from simulators.conditions import MeterCondition
 from simulators.dlt645_server import Dlt645Meter, Dlt645Responder
 from simulators.endpoints import LinePacer, PtyEndpoint, TcpEndpoint, Write, serial_url
 from simulators.faults import FaultInjector, FaultSpec, ScheduledFault
@@ -64,6 +66,7 @@ class BusSpec:
     trip_delay_s: float = 0.0
     prepaid_balance: float | None = None
     clock_offsets_s: dict[int, float] = field(default_factory=dict)  # meter index -> clock error
+    conditions: dict[int, str] = field(default_factory=dict)  # meter index -> simulators.conditions spec
     addresses: list[str] | None = None
     model: str = ""  # Modbus register map from protocols/models (protocol="modbus")
     block_reads: bool = True  # False: the DL/T 645 meters refuse FF block reads (older meters)
@@ -104,6 +107,7 @@ class SimBus:
                 history_days=spec.history_days,
                 profile_period_s=spec.profile_period_s,
             )
+            model.condition = MeterCondition.parse(spec.conditions.get(index, ""))
             self.meters.append(
                 Dlt645Meter(
                     model,
@@ -163,6 +167,8 @@ class SimBus:
             await self.endpoint.start()
         for fault in self.faults.spec.schedule:
             self._tasks.append(asyncio.create_task(self._scheduled(fault)))
+        for fault in self.faults.spec.events:
+            self._tasks.append(asyncio.create_task(self._meter_event(fault)))
         return self
 
     async def stop(self) -> None:
@@ -228,6 +234,27 @@ class SimBus:
                 meter.model.offline = False
             else:
                 meter.model.power_on()
+
+    async def _meter_event(self, fault: ScheduledFault) -> None:
+        """A planned meter event: a programming / clear record at once, a condition for its duration."""
+        await asyncio.sleep(fault.at_s)
+        targets = [m.model for m in self._select(fault.meter)]
+        self.faults.counts[fault.kind] += 1
+        source = EVENT_SOURCES.get(fault.kind)
+        if source is not None and source.layout == "stamp":
+            for meter in targets:
+                meter.record_stamp(fault.kind)
+            return
+        starts = [meter.clock.local() for meter in targets]
+        if source is None:  # a status-word condition
+            for meter in targets:
+                setattr(meter, fault.kind, True)
+        await asyncio.sleep(fault.amount)
+        for meter, start in zip(targets, starts, strict=True):
+            if source is None:
+                setattr(meter, fault.kind, False)
+            else:
+                meter.record_span(fault.kind, start, meter.clock.local())
 
     def _select(self, selector: str) -> list[Dlt645Meter]:
         if selector == "*":

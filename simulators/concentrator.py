@@ -54,6 +54,7 @@ from protocols.gdw1376 import (
     Frame,
     GDW1376Error,
     PowerEvent,
+    RawEvent,
     TotalGroup,
     Unit,
     confirm,
@@ -61,6 +62,7 @@ from protocols.gdw1376 import (
     link_test,
     response_frames,
 )
+from protocols.gdw1376.alarms import alarm_record
 from protocols.gdw1376.data import ARCHIVE_BAUDS, CURVE_FNS, SNAPSHOT_FN, TOTAL_GROUPS_FN
 from simulators.clock import MeterClock, TimeSource
 from simulators.concentrator_faults import ConcentratorFaults
@@ -130,7 +132,7 @@ class SimConcentrator:
         self.pool = MeterPool(setup, self.source, self.clock)
         self.groups = TotalGroups(spec.total_groups)
         self.counts: Counter[str] = Counter()
-        self.events: list[PowerEvent] = []  # important events; pointer = index mod 256
+        self.events: list[PowerEvent | RawEvent] = []  # important events; pointer = index mod 256
         self.events_read = 0  # events the master has read (ACD clears when all are read)
         self.logged_in = asyncio.Event()
         self.requests_served = 0  # index of the next request's reply in the fault plan
@@ -159,6 +161,8 @@ class SimConcentrator:
             self._tasks.append(asyncio.create_task(self._at(at, self._drop, "drop")))
         for at in self.faults.relogins_at:
             self._tasks.append(asyncio.create_task(self._at(at, self._relogin, "relogin")))
+        for index, at, duration, kind in self.faults.alarms:
+            self._tasks.append(asyncio.create_task(self._alarm(index, at, duration, kind)))
         for at, duration in self.faults.power_cuts:
             self._tasks.append(
                 asyncio.create_task(self._at(at, lambda d=duration: self._power_cut(d), "power_cut"))
@@ -346,6 +350,19 @@ class SimConcentrator:
     async def _relogin(self) -> None:
         if self._writer is not None:
             await self._login()
+
+    async def _alarm(self, index: int, at: float, duration: float, kind: str) -> None:
+        """Meter ``index``'s condition ``kind`` from ``at`` for ``duration`` s: two ERC records."""
+        await asyncio.sleep(at)
+        self.faults.counts["alarm"] += 1
+        pn = index + 1  # the archive's Pn of meter ``index``
+        for started in (True, False):
+            erc, data = alarm_record(
+                kind, pn, self.clock.local().replace(second=0, microsecond=0), started=started
+            )
+            self.events.append(RawEvent(erc, data))
+            if started:
+                await asyncio.sleep(duration)
 
     async def _power_cut(self, duration: float) -> None:
         off = self.clock.local().replace(second=0)

@@ -6,8 +6,10 @@ A spec is a comma-separated list: ``lost=0.1`` (rate of requests whose reply is 
 on the open connection at 20 s; repeatable), ``power_cut=10+20`` (the concentrator and its meters
 lose mains at 10 s for 20 s: the connection drops, ERC 14 is raised on return), ``ee=#3`` (meter 3,
 from 0, is never collected: its values are all EE), ``absent=#5`` (meter 5 is missing from the
-archive). ``#N`` selectors may be repeated (``ee=#1,ee=#2``). ``lost@N`` / ``late@N``: the reply to
-request N (counted from 0) is lost / late.
+archive), ``alarm=#2@5+3:meter_cover_open`` (meter 2's cover is open from 5 s for 3 s: an ERC record
+when it opens and one when it closes; any kind of protocols.gdw1376.alarms). ``#N`` selectors may
+be repeated (``ee=#1,ee=#2``). ``lost@N`` / ``late@N``: the reply to request N (counted from 0) is
+lost / late.
 
 Whether a reply is lost or late depends only on the seed and the request's index, never on timing
 or on earlier requests: :meth:`ConcentratorFaults.fault_at` tells a test in advance.
@@ -18,11 +20,14 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
+
+from protocols.gdw1376.alarms import alarm_record
 
 RATE_KINDS = ("lost", "late")
 TIMED_KINDS = ("drop", "relogin")
 METER_KINDS = ("ee", "absent")
-KNOWN = (*RATE_KINDS, *TIMED_KINDS, *METER_KINDS, "power_cut", "late_delay")
+KNOWN = (*RATE_KINDS, *TIMED_KINDS, *METER_KINDS, "power_cut", "alarm", "late_delay")
 
 
 class ConcentratorFaultError(ValueError):
@@ -40,6 +45,7 @@ class ConcentratorFaults:
     power_cuts: list[tuple[float, float]] = field(default_factory=list)  # (at, duration)
     ee_meters: set[int] = field(default_factory=set)
     absent_meters: set[int] = field(default_factory=set)
+    alarms: list[tuple[int, float, float, str]] = field(default_factory=list)  # (meter, at, duration, kind)
     at: dict[int, str] = field(default_factory=dict)  # request index -> lost | late
     counts: Counter[str] = field(default_factory=Counter)
 
@@ -76,6 +82,14 @@ class ConcentratorFaults:
             self.drops_at.append(float(value))
         elif name == "relogin":
             self.relogins_at.append(float(value))
+        elif name == "alarm":
+            where, _, kind = value.partition(":")
+            meter, _, when = where.partition("@")
+            at, plus, duration = when.partition("+")
+            alarm_record(kind, 1, datetime(2000, 1, 1))  # a kind no ERC carries: ValueError
+            if not meter.startswith("#") or not plus:
+                raise ValueError(value)
+            self.alarms.append((int(meter[1:]), float(at), float(duration), kind))
         elif name == "power_cut":
             at, plus, duration = value.partition("+")
             if not plus:

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from protocols.dlt645.events import EVENT_SOURCES
+from simulators.faults import METER_EVENT_FAULTS
 from simulators.meter import DailyFreeze, ProfileRecord, SimMeter, SwitchRecord
 
 
@@ -48,7 +50,11 @@ def _status_word_3(m: SimMeter) -> dict[str, Any]:
 
 
 def _status_word_1(m: SimMeter) -> dict[str, Any]:
-    return {"raw": 0, "overdraft": m.prepaid_balance is not None and m.prepaid_balance < 0}
+    return {
+        "raw": 0,
+        "overdraft": m.prepaid_balance is not None and m.prepaid_balance < 0,
+        "clock_battery_low": m.clock_battery_low,
+    }
 
 
 def _phase(m: SimMeter, key: str, phase: str) -> float:
@@ -88,6 +94,11 @@ def _phase_of(key: str, phase: str, digits: int | None = None) -> Reader:
 
 def _phase_power(phase: str) -> Reader:
     return lambda m: m.instantaneous().get(f"power_{phase}_kw", 0.0)
+
+
+def _phase_pf(phase: str) -> Reader:
+    """A phase's power factor: the meter's on the phases it has, zero on the others."""
+    return lambda m: m.instantaneous()["pf"] if phase == "a" or m.phases == 3 else 0.0
 
 
 def _phase_share(share: int) -> Reader:
@@ -146,6 +157,7 @@ def _fixed_2007() -> dict[str, Reader]:
         items[f"0201{index:02X}00"] = _phase_of("voltage", phase)
         items[f"0202{index:02X}00"] = _phase_of("current", phase)
         items[f"0203{index:02X}00"] = _phase_power(phase)
+        items[f"0206{index:02X}00"] = _phase_pf(phase)
     items["0201FF00"] = lambda m: [_phase(m, "voltage", p) for p in "abc"]
     items["0202FF00"] = lambda m: [_phase(m, "current", p) for p in "abc"]
     for di2, share in ((0x15, 0), (0x29, 1), (0x3D, 2)):
@@ -253,12 +265,38 @@ def _events(m: SimMeter, di3: int, di1: int, index: int) -> Any:
     raise NoData
 
 
+# record DI (without the occurrence byte) -> (event kind, what the DI holds)
+_EVENT_DIS: dict[str, tuple[str, str]] = {}
+for _kind, _source in EVENT_SOURCES.items():
+    if _source.layout in ("span", "stamp") and _kind != "power_down":
+        _EVENT_DIS[_source.record] = (_kind, _source.layout)
+    elif _source.layout == "split":
+        _EVENT_DIS[_source.record] = (_kind, "start")
+        _EVENT_DIS[_source.end] = (_kind, "end")
+_EVENT_COUNTS = {s.count_di: k for k, s in EVENT_SOURCES.items() if k in METER_EVENT_FAULTS}
+
+
+def _event_record(m: SimMeter, kind: str, held: str, index: int) -> Any:
+    if held == "stamp":
+        time, operator = _occurrence(m.stamps.get(kind, ()), index)
+        return {"time": time, "operator": operator}
+    start, end = _occurrence(m.spans.get(kind, ()), index)
+    if held == "span":
+        return {"start": start, "end": end}
+    return start if held == "start" else end
+
+
 def value_2007(m: SimMeter, di: str, count: int = 1, start: datetime | None = None) -> Any:
     """The value a 2007 meter reports for ``di`` (``count``/``start``: load-profile parameters)."""
     m.advance()
     getter = FIXED_2007.get(di)
     if getter is not None:
         return getter(m)
+    if di in _EVENT_COUNTS:
+        return m.event_counts.get(_EVENT_COUNTS[di], 0)
+    if di[:6] in _EVENT_DIS:
+        kind, held = _EVENT_DIS[di[:6]]
+        return _event_record(m, kind, held, int(di[6:], 16))
     di3, di2, di1, di0 = bytes.fromhex(di)
     if di3 == 0x06 and di1 == 0x00:
         return profile_records(m, di2, di0, count, start)

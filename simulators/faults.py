@@ -8,7 +8,10 @@ its additive checksum cannot see), ``KIND@N`` (reply N of the bus, counted from 
 answers from second 10 for 30 s), ``power_outage=ADDR@20+15`` (no answers, no consumption, a
 power-down record), ``clock_jump=ADDR@5:+600`` (the meter clock jumps by +600 s). ``ADDR`` is a
 meter address, ``#N`` (the N-th meter, from 0) or ``*`` (all meters). ``late_delay=3`` sets how
-late a late reply is.
+late a late reply is. Meter events (DL/T 645 buses): ``KIND=ADDR@AT+DURATION`` with KIND one of
+:data:`METER_EVENT_FAULTS` (``meter_cover_open=#0@5+20``: the cover is open from second 5 for 20 s,
+then its record holds both times; ``programming=#1@3+0``: a programming record at second 3;
+``clock_battery_low=#0@2+60``: status word 1 flags the clock battery for 60 s).
 
 What happens to a reply depends only on the seed and the reply's index on the bus, never on what
 happened to earlier replies or on timing: :meth:`FaultPlan.fault_at` tells a test in advance which
@@ -24,9 +27,15 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
+from protocols.dlt645.events import EVENT_KINDS
+
 RATE_KINDS = ("no_reply", "late", "corrupt", "garbage", "garbage_inside", "truncate", "shift")
 SCHEDULE_KINDS = ("offline", "power_outage", "clock_jump")
 CONTROL_KINDS = ("control_abnormal", "control_silent")
+# event records a meter keeps that a fault plan can make happen (power downs come from power_outage,
+# relay records from switching)
+METER_EVENT_FAULTS = tuple(k for k in EVENT_KINDS if k not in ("power_down", "relay_trip", "relay_close"))
+ITEM_KINDS = (*RATE_KINDS, *SCHEDULE_KINDS, *CONTROL_KINDS, *METER_EVENT_FAULTS, "late_delay")
 
 
 class FaultSpecError(ValueError):
@@ -55,6 +64,7 @@ class FaultSpec:
     rates: dict[str, float] = field(default_factory=dict)
     schedule: list[ScheduledFault] = field(default_factory=list)
     control: list[ScheduledFault] = field(default_factory=list)  # at_s: first control frame, amount: how many
+    events: list[ScheduledFault] = field(default_factory=list)  # meter events (DL/T 645 buses)
     late_delay_s: float = 3.0
     at: dict[int, str] = field(default_factory=dict)  # reply index -> rate kind (``KIND@N`` items)
 
@@ -69,8 +79,8 @@ class FaultSpec:
                 continue
             if not sep:
                 raise FaultSpecError(f"fault item {item!r} lacks '=' (or '@' for one reply)")
-            if name not in (*RATE_KINDS, *SCHEDULE_KINDS, *CONTROL_KINDS, "late_delay"):
-                known = ", ".join((*RATE_KINDS, *SCHEDULE_KINDS, *CONTROL_KINDS, "late_delay"))
+            if name not in ITEM_KINDS:
+                known = ", ".join(ITEM_KINDS)
                 raise FaultSpecError(f"unknown fault {name!r}; known: {known}")
             try:
                 if name in RATE_KINDS:
@@ -79,6 +89,8 @@ class FaultSpec:
                     spec.late_delay_s = float(value)
                 elif name in CONTROL_KINDS:
                     spec.control.append(_control(name, value))
+                elif name in METER_EVENT_FAULTS:
+                    spec.events.append(_scheduled(name, value))
                 else:
                     spec.schedule.append(_scheduled(name, value))
             except ValueError:

@@ -19,6 +19,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from simulators.clock import MeterClock, TimeSource
+from simulators.conditions import MeterCondition
 
 # Tariff per local hour: 1 sharp, 2 peak, 3 flat, 4 valley.
 TOU_BY_HOUR = [4, 4, 4, 4, 4, 4, 4, 3, 2, 2, 2, 1, 3, 3, 3, 3, 3, 2, 2, 1, 1, 2, 3, 4]
@@ -165,6 +166,7 @@ class SimMeter:
         self.relay = Relay()
         self.powered = True
         self.offline = False  # communication lost (the meter still measures)
+        self.condition = MeterCondition()  # stopped, reversed wiring, lost phase ... (from when it is set)
         self.trips: deque[SwitchRecord] = deque(maxlen=10)
         self.closes: deque[SwitchRecord] = deque(maxlen=10)
         self.trip_count = 0
@@ -172,6 +174,12 @@ class SimMeter:
         self.power_downs: deque[tuple[datetime, datetime]] = deque(maxlen=10)
         self.power_down_count = 0
         self.time_sets: deque[tuple[str, datetime, datetime]] = deque(maxlen=10)
+        # other event records by kind (protocols.dlt645.events), newest first: (start, end) of a
+        # condition, or (time, operator) of a programming / clear; and how many happened
+        self.spans: dict[str, deque[tuple[datetime, datetime]]] = {}
+        self.stamps: dict[str, deque[tuple[datetime, str]]] = {}
+        self.event_counts: dict[str, int] = {}
+        self.clock_battery_low = False
         self.last_broadcast_sync: date | None = None  # local day of the last broadcast accepted
         self.max_demand_kw = 0.0
         self.max_demand_time: datetime | None = None
@@ -261,14 +269,19 @@ class SimMeter:
         tariff = TOU_BY_HOUR[int(hour) % 24]
         energy = self._power(hour, start) * hours
         exported = self._export(hour) * hours
+        if self.condition.stopped:  # the load draws current; no register (nor the demand) moves
+            return 0.0
+        if self.condition.reversed:  # the load's energy counts as export
+            exported, energy = exported + energy, 0.0
+        registered = energy * (1 - self.condition.bypass)  # a bypass: the rest is drawn around the meter
         reg = self.registers
-        reg.import_tariffs[tariff] += energy
+        reg.import_tariffs[tariff] += registered
         reg.export_tariffs[tariff] += exported
-        reg.q1 += energy * self._tan_phi
+        reg.q1 += registered * self._tan_phi
         reg.q4 += exported * 0.1
         if self.prepaid_balance is not None:
-            self.prepaid_balance -= energy * self.price_per_kwh
-        return energy
+            self.prepaid_balance -= registered * self.price_per_kwh
+        return registered
 
     def advance(self, now: datetime | None = None) -> None:
         """Integrate consumption up to ``now`` (UTC), recording profile and freeze records on the way."""
@@ -353,7 +366,7 @@ class SimMeter:
             real = currents[0] - (currents[1] + currents[2]) / 2
             imaginary = (currents[1] - currents[2]) * math.sqrt(3) / 2
             values["current_n_a"] = round(math.hypot(real, imaginary), 3)
-        return values
+        return self.condition.shape(values)
 
     def instantaneous(self, now: datetime | None = None) -> dict[str, float]:
         """Voltage, current, powers, power factor and frequency, consistent with the load."""
@@ -375,7 +388,7 @@ class SimMeter:
             values[f"voltage_{label}_v"] = voltages[index]
             values[f"current_{label}_a"] = currents[index]
             values[f"power_{label}_kw"] = round(per_phase, 4)
-        return values
+        return self.condition.shape(values)
 
     # -- relay --------------------------------------------------------------------------------
 
@@ -446,6 +459,16 @@ class SimMeter:
             self.powered = True
             self.power_down_count += 1
             self.power_downs.appendleft((self._power_down_start or self.clock.local(), self.clock.local()))
+
+    def record_span(self, kind: str, start: datetime, end: datetime) -> None:
+        """A condition (cover open, loss of voltage ...) that lasted from ``start`` to ``end`` (local)."""
+        self.spans.setdefault(kind, deque(maxlen=10)).appendleft((start, end))
+        self.event_counts[kind] = self.event_counts.get(kind, 0) + 1
+
+    def record_stamp(self, kind: str, operator: str = "00000000") -> None:
+        """A programming, meter clear or event clear now, by ``operator``."""
+        self.stamps.setdefault(kind, deque(maxlen=10)).appendleft((self.clock.local(), operator))
+        self.event_counts[kind] = self.event_counts.get(kind, 0) + 1
 
     def set_clock(self, value: datetime, operator: str = "00000000") -> None:
         """Set the local clock (a 0x14 write or time sync), with a time-set record."""

@@ -22,6 +22,7 @@ from simulators import BusSpec, SimBus, start_bus
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
 from simulators.concentrator_faults import ConcentratorFaultError
 from simulators.concentrator_groups import parse_groups
+from simulators.conditions import MeterCondition
 from simulators.dlt645_server import Dlt645Meter
 from simulators.dtu import DtuFaults, DtuSpec, SimDtu
 from simulators.faults import FaultSpecError
@@ -129,11 +130,20 @@ def sim_dlt645(
     block_reads: Annotated[
         bool, typer.Option(help="Answer FF block reads (--no-block-reads: an older meter refusing them).")
     ] = True,
+    condition: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--condition",
+            help="INDEX:SPEC puts meter INDEX (from 0) in a condition: stopped, reversed, lost_phase=a|b|c,"
+            " imbalance=0..1, bypass=0..1 (joined with +). Repeatable.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object once listening.")] = False,
 ) -> None:
     """Run one DL/T 645 bus in the foreground until Ctrl-C / SIGTERM."""
     if edition not in (2007, 1997):
         _usage("--edition must be 2007 or 1997")
+    conditions = _conditions(condition or [], meters)
     if profile_period % 60 or 86400 % profile_period:
         _usage(f"--profile-period {profile_period}: whole minutes dividing a day, e.g. 60, 900")
     spec = BusSpec(
@@ -152,9 +162,25 @@ def sim_dlt645(
         history_days=history_days,
         profile_period_s=profile_period,
         block_reads=block_reads,
+        conditions=conditions,
         **_endpoint(tcp, pty),
     )
     _start([spec], as_json)
+
+
+def _conditions(given: list[str], meters: int) -> dict[int, str]:
+    """``--condition INDEX:SPEC`` options by meter index, each checked (one line if one is wrong)."""
+    out: dict[int, str] = {}
+    for item in given:
+        index, _, spec = item.partition(":")
+        if not index.isdigit() or int(index) >= meters:
+            _usage(f"--condition {item}: INDEX:SPEC with INDEX a meter from 0 to {meters - 1}")
+        try:
+            MeterCondition.parse(spec)
+        except ValueError as exc:
+            _usage(f"--condition {item}: {exc}")
+        out[int(index)] = spec
+    return out
 
 
 @sim_app.command("modbus")

@@ -17,6 +17,7 @@ work runs as backfill-priority jobs on the concentrator's worker: never beside a
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -34,6 +35,7 @@ from headend.engine.jobs import Job, Priority
 from headend.engine.worker import ChannelWorker
 from headend.metrics import EngineMetrics
 from headend.store.concentrators import TerminalEventRow, insert_terminal_events
+from headend.store.events import close_meter_event, insert_meter_events
 from headend.transport.concentrator import ConcentratorLink, TerminalEvent
 from headend.transport.url import CONCENTRATOR_SCHEMES
 from headend.vocabulary import JobKind
@@ -75,6 +77,21 @@ def archive_points(worker: ChannelWorker) -> list[ArchivePoint]:
         for m in worker.meters.values()
         if m.pn is not None and m.port is not None
     ]
+
+
+async def store_meter_alarm(
+    conn: asyncpg.Connection, meter_id: int, channel_id: int, event: TerminalEvent
+) -> int:
+    """A meter alarm of the concentrator as the meter's own event: a start stored once, an end
+    closing the meter's open event of that kind; returns events stored."""
+    alarm, at = event.alarm, event.occurred_at
+    if alarm is None or at is None:
+        return 0
+    if not alarm.started:
+        await close_meter_event(conn, meter_id, alarm.kind, at)
+        return 0
+    details = json.dumps({"erc": event.erc, "pn": alarm.pn, "raw": event.raw.hex().upper()})
+    return await insert_meter_events(conn, meter_id, [(alarm.kind, meter_id, channel_id, at, None, details)])
 
 
 async def on_link(
@@ -170,8 +187,13 @@ class ConcentratorDuties:
         events = link.take_events()
         if not events:
             return
+        by_pn = {m.pn: m.id for m in worker.meters.values() if m.pn is not None}
+        own = [e for e in events if e.alarm is None or e.alarm.pn not in by_pn]
         async with self.engine.pool.acquire() as conn:
-            stored = await insert_terminal_events(conn, channel_id, [event_row(e) for e in events])
+            stored = await insert_terminal_events(conn, channel_id, [event_row(e) for e in own])
+            for event in events:
+                if event.alarm is not None and event.alarm.pn in by_pn:
+                    stored += await store_meter_alarm(conn, by_pn[event.alarm.pn], channel_id, event)
         self.engine.metrics.concentrator_events.labels(worker.spec.name).inc(stored)
         log.info(
             "concentrator events stored",

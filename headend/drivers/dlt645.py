@@ -51,19 +51,21 @@ from protocols.dlt645 import (
     decode,
 )
 from protocols.dlt645.errors import EncodeError, PayloadError
+from protocols.dlt645.events import EVENT_SOURCES, STATUS_EVENTS, EventSource
 from protocols.dlt645.link import address_to_wire, unicast_address
-from protocols.dlt645.records import RELAY_STATUS_DI, power_down_record, relay_status, switch_record
+from protocols.dlt645.records import (
+    RELAY_STATUS_DI,
+    event_time,
+    power_down_record,
+    relay_status,
+    stamp_record,
+    switch_record,
+)
 
 R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 ACTIONS = {"off": "trip", "on": "close", "close_allowed": "close_allowed"}
-# event kind -> (count DI, record DI without the occurrence byte)
-EVENT_SOURCES = {
-    "power_down": ("03110000", "031100"),
-    "relay_trip": ("1D000001", "1D00FF"),
-    "relay_close": ("1E000001", "1E00FF"),
-}
 READ_FUNCTIONS = (0x11, 0x12, 0x01, 0x02)  # replies carry the DI of the request
 PROFILE_BATCH = 8
 # 06 record field -> the meter's interval quantity (the same names as a concentrator's curves)
@@ -129,6 +131,10 @@ class Dlt645Driver:
         if str(edition) not in editions:
             raise NotSupported(f"meter model {model!r} has no DL/T 645-{edition} read plan")
         self.plan: dict[str, str] = dict(editions[str(edition)])
+        # the event kinds this model keeps (a model file's "events" list per edition; default: all)
+        kept = description.get("events", {}).get(str(edition))
+        self.event_kinds: frozenset[str] | None = None if kept is None else frozenset(kept)
+        self._event_counts: dict[str, int] = {}  # kind -> the meter's occurrence count last read
         # block DI -> the quantity at each position of its value list (None: a position not read)
         self.blocks: dict[str, list[str | None]] = description.get("blocks", {}).get(str(edition), {})
         self.refused_blocks: set[str] = set()  # block reads this meter answered with an error
@@ -478,25 +484,51 @@ class Dlt645Driver:
         return self.credentials
 
     async def read_events(self, kinds: list[str], *, last: int = 3) -> list[EventRecord]:
-        """The latest ``last`` records of each event kind the meter keeps (2007 only)."""
+        """The records of each event kind the meter (and its model) keeps that are new since the
+        last call: the occurrence count is read first and only the records it added are fetched
+        (at most ``last``; all ``last`` on the first call, the store skips those already seen).
+        Status-word kinds (clock battery low) give one record of the condition now (2007 only)."""
         if self.edition != 2007:
             raise NotSupported("1997 meters keep no standard event records")
         events: list[EventRecord] = []
         for kind in kinds:
-            if kind not in EVENT_SOURCES:
+            if self.event_kinds is not None and kind not in self.event_kinds:
                 continue
-            count_di, record_di = EVENT_SOURCES[kind]
-            count = int(await self.read_di(count_di))
-            for occurrence in range(1, min(count, last, 10) + 1):
-                value = await self.read_di(f"{record_di}{occurrence:02X}")
-                if kind == "power_down":
-                    outage = self._typed(power_down_record, value)
-                    end = self._utc(outage.end) if outage.end else None
-                    events.append(EventRecord(kind, self._utc(outage.start), end))
-                else:
-                    switched = self._typed(switch_record, value)
-                    events.append(EventRecord(kind, self._utc(switched.time), details=switched.details))
+            if kind in STATUS_EVENTS:
+                events.append(await self._status_event(kind))
+            elif kind in EVENT_SOURCES:
+                events += await self._new_records(kind, EVENT_SOURCES[kind], last)
         return events
+
+    async def _new_records(self, kind: str, source: EventSource, last: int) -> list[EventRecord]:
+        count = int(await self.read_di(source.count_di))
+        seen = self._event_counts.get(kind)
+        fresh = count - seen if seen is not None and count >= seen else count  # fewer: the meter was cleared
+        records = []
+        for occurrence in range(1, min(fresh, last, 10) + 1):
+            values = [await self.read_di(di) for di in source.record_dis(occurrence)]
+            record = self._event_record(kind, source, values)
+            record.details["sequence"] = count - occurrence + 1
+            records.append(record)
+        self._event_counts[kind] = count
+        return records
+
+    def _event_record(self, kind: str, source: EventSource, values: list[object]) -> EventRecord:
+        if source.layout == "split":
+            start, end = (self._typed(event_time, v) for v in values)
+            return EventRecord(kind, self._utc(start), self._utc(end))
+        if source.layout == "span":
+            span = self._typed(power_down_record, values[0])
+            return EventRecord(kind, self._utc(span.start), self._utc(span.end) if span.end else None)
+        stamped = self._typed(stamp_record if source.layout == "stamp" else switch_record, values[0])
+        return EventRecord(kind, self._utc(stamped.time), details=dict(stamped.details))
+
+    async def _status_event(self, kind: str) -> EventRecord:
+        di, bit = STATUS_EVENTS[kind]
+        word = await self.read_di(di)
+        if not isinstance(word, dict) or not isinstance(word.get(bit), bool):
+            raise DriverError(f"status word {di}: bit {bit} missing")
+        return EventRecord(kind, datetime.now(UTC), details={"active": word[bit]})
 
     async def relay_state(self) -> RelayState:
         """Status word 3: bit 4 relay open, bit 6 commanded open, bit 7 pre-trip alarm, bit 12 keep-power."""

@@ -40,6 +40,7 @@ class Cycles:
         self._on_finished = on_finished
         self._cycles: dict[int, tuple[CycleStats, list[Job], asyncio.Task[None]]] = {}
         self._unread: dict[int, list[int]] = {}  # channel -> meters an overrun cycle never reached
+        self.recorded = asyncio.Event()  # set each time a channel's cycle has been recorded
 
     def run(self, ts: datetime) -> None:
         """Queue every due meter's read plan for interval ``ts`` on every channel."""
@@ -120,6 +121,7 @@ class Cycles:
         except Exception as exc:  # a full spool or a refused row: this cycle's statistics only
             log.error("read cycle not recorded", extra={"channel": worker.spec.name, "error": str(exc)})
         self._on_finished(worker, stats.cycle_at)
+        self.recorded.set()
 
     def _update_overall_success(self, ts: datetime) -> None:
         """The overall success gauge: the cycle at ``ts`` once every channel has finished it (a

@@ -65,6 +65,7 @@ from protocols.gdw1376 import (
     decode,
     unit,
 )
+from protocols.gdw1376.alarms import MeterAlarm, meter_alarms
 from protocols.gdw1376.fields import PW_AFNS
 
 log = logging.getLogger(__name__)
@@ -127,9 +128,12 @@ class TerminalEvent:
     occurred_at: datetime | None
     ended_at: datetime | None = None
     raw: bytes = b""
+    alarm: MeterAlarm | None = None  # a meter's condition the record reports (ERC 10, 37, 38, 40)
 
     @property
     def kind(self) -> str:
+        if self.alarm is not None:
+            return self.alarm.kind
         return "terminal_power" if self.erc == 14 else f"terminal_erc{self.erc}"
 
 
@@ -473,14 +477,18 @@ class ConcentratorLink:
                 return
             for _pn, _fn, value in items:
                 if isinstance(value, EventRecords):
-                    self.events += [self._event(r) for r in value.records]
+                    self.events += [e for r in value.records for e in self._events_of(r)]
                     self.stats.events_read += len(value.records)
                     self.event_pointer = value.end % EVENT_RING
 
-    def _event(self, record: PowerEvent | RawEvent) -> TerminalEvent:
+    def _events_of(self, record: PowerEvent | RawEvent) -> list[TerminalEvent]:
+        """The terminal's power record, each meter alarm of a mapped ERC, or the record kept raw."""
         if isinstance(record, PowerEvent):
-            return TerminalEvent(14, self.to_utc(record.off), self.to_utc(record.on))
-        return TerminalEvent(record.erc, None, raw=record.data)
+            return [TerminalEvent(14, self.to_utc(record.off), self.to_utc(record.on))]
+        alarms = meter_alarms(record.erc, record.data)
+        if not alarms:
+            return [TerminalEvent(record.erc, None, raw=record.data)]
+        return [TerminalEvent(record.erc, self.to_utc(a.at), raw=record.data, alarm=a) for a in alarms]
 
     def take_events(self) -> list[TerminalEvent]:
         """The events read so far, handed over once."""

@@ -135,6 +135,16 @@ SWITCH_FIELDS: dict[int, Spec] = {
 }
 POWER_DOWN_RECORD = Struct("start" / DATETIME6, "end" / DATETIME6)
 TIME_SET_RECORD = Struct("operator" / OPERATOR, "before" / DATETIME6, "after" / DATETIME6)
+STAMP_RECORD = Struct("time" / DATETIME6, "operator" / OPERATOR)  # programming, meter / event clear
+SPAN_EVENTS = {
+    "03300D": "meter_cover_open",
+    "03300E": "terminal_cover_open",
+    "033500": "magnetic_interference",
+}
+STAMP_EVENTS = {"033000": "programming", "033001": "meter_clear", "033003": "event_clear"}
+SPLIT_EVENTS = {0x10: "voltage_loss", 0x13: "phase_failure", 0x1B: "reverse_power"}
+SPLIT_PHASES = {0x00: "", 0x01: "_a", 0x02: "_b", 0x03: "_c"}
+SPLIT_FIELDS = {0x01: "start", 0x25: "end"}
 VARIABLES_SNAPSHOT = Struct(
     *(
         f"{kind}_power_{phase}" / Bcd(3, 4, signed=True)
@@ -243,6 +253,9 @@ def _fixed_items() -> dict[str, Spec]:
             "03300200": ("demand_clear_count", COUNT3, None),
             "03300300": ("event_clear_count", COUNT3, None),
             "03300400": ("time_set_count", COUNT3, None),
+            "03300D00": ("meter_cover_open_count", COUNT3, None),
+            "03300E00": ("terminal_cover_open_count", COUNT3, None),
+            "03350000": ("magnetic_interference_count", COUNT3, None),
         }
     )
     for n in range(1, 8):
@@ -259,6 +272,10 @@ def _fixed_items() -> dict[str, Spec]:
     for n in range(1, 11):
         items[f"031100{n:02X}"] = (f"power_down_record_last_{n}", POWER_DOWN_RECORD, None)
         items[f"033004{n:02X}"] = (f"time_set_record_last_{n}", TIME_SET_RECORD, None)
+        for prefix, kind in SPAN_EVENTS.items():
+            items[f"{prefix}{n:02X}"] = (f"{kind}_record_last_{n}", POWER_DOWN_RECORD, None)
+        for prefix, kind in STAMP_EVENTS.items():
+            items[f"{prefix}{n:02X}"] = (f"{kind}_record_last_{n}", STAMP_RECORD, None)
     return items
 
 
@@ -304,6 +321,19 @@ def _switch_event(di3: int, di1: int, di0: int, di2: int) -> Spec | None:
     return (f"{kind}_{name}_last_{di0}", fmt, unit)
 
 
+def _phase_event(di3: int, di2: int, di1: int, di0: int) -> Spec | None:
+    """Loss of voltage (10), phase failure (13), reverse power (1B): phase by DI2 (00 the meter),
+    count at DI1 00 / DI0 01, the n-th latest start (DI1 01) and end (DI1 25) time by DI0."""
+    if di2 not in SPLIT_PHASES:
+        return None
+    kind = SPLIT_EVENTS[di3] + SPLIT_PHASES[di2]
+    if di1 == 0x00:
+        return (f"{kind}_count", COUNT3, None) if di0 == 0x01 else None
+    if di1 not in SPLIT_FIELDS or not 1 <= di0 <= 0x0A:
+        return None
+    return (f"{kind}_{SPLIT_FIELDS[di1]}_last_{di0}", DATETIME6, None)
+
+
 def _freeze(di2: int, di1: int, di0: int) -> Spec | None:
     """Freeze data (DI3 05): kind by DI2, sub-item by DI1, occurrence by DI0."""
     if di2 == 0x04:
@@ -331,6 +361,8 @@ def family_item(di: str) -> Spec | None:
         return _energy_or_demand(di3, di2, di1, di0)
     if di3 in (0x1D, 0x1E):
         return _switch_event(di3, di1, di0, di2)
+    if di3 in SPLIT_EVENTS:
+        return _phase_event(di3, di2, di1, di0)
     if di3 == 0x05:
         return _freeze(di2, di1, di0)
     if di3 == 0x06:

@@ -89,6 +89,20 @@ def power_down_record(value: object) -> PowerDownRecord:
     return PowerDownRecord(start, end)
 
 
+def stamp_record(value: object) -> SwitchRecord:
+    """The decoded value of a programming / meter clear / event clear record: its time and operator."""
+    record = _mapping(value, "event record")
+    details = {k: v for k, v in record.items() if k != "time"}
+    return SwitchRecord(_time(record, "time", "event record"), details)
+
+
+def event_time(value: object) -> datetime:
+    """The decoded value of a start or end time DI of an event record."""
+    if not isinstance(value, datetime):
+        raise PayloadError(f"event time: expected a time, got {type(value).__name__}")
+    return value
+
+
 def switch_record(value: object) -> SwitchRecord:
     """The decoded value of a relay trip or close record as a :class:`SwitchRecord`."""
     record = _mapping(value, "switch record")

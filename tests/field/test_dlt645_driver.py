@@ -58,6 +58,21 @@ async def test_read_quantities(transport: str) -> None:
         assert driver.last_rtt_s is not None and driver.channel.stats.frames_in == 3
 
 
+async def test_per_phase_power_and_power_factor_for_the_rules() -> None:
+    async with meter_on_bus(meters=1, seed=42, phases=3) as (bus, driver):
+        names = [
+            f"{q}_{p}{unit}"
+            for q, unit in (("voltage", "_v"), ("current", "_a"), ("power", "_kw"), ("pf", ""))
+            for p in "abc"
+        ]
+        values = await driver.read(names)
+        now = bus.meters[0].model.instantaneous()
+        assert driver.unsupported == {}
+        for phase in "abc":
+            assert values[f"power_{phase}_kw"] == pytest.approx(now[f"power_{phase}_kw"], abs=0.01)
+            assert values[f"pf_{phase}"] == pytest.approx(now["pf"], abs=0.001)
+
+
 async def test_1997_meter_reads_and_has_no_relay_word() -> None:
     async with meter_on_bus(edition=1997, seed=41) as (_, driver):
         values = await driver.read(["energy_import_kwh", "voltage_a_v"])

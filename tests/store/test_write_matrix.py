@@ -373,6 +373,109 @@ MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
     ),
     (
         Write(
+            "exceptions",
+            "open a rule's finding",
+            (
+                "INSERT INTO exceptions (rule, meter_id, first_seen, last_seen)"
+                " VALUES ('no_read', :spare, now(), now())",
+            ),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "exceptions",
+            "count a finding seen again",
+            ("UPDATE exceptions SET count = count + 1, last_seen = now() WHERE id = :opened",),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "exceptions",
+            "acknowledge as the signed-in operator",
+            (
+                "UPDATE exceptions SET state = 'acknowledged', acknowledged_at = now(),"
+                f" acknowledged_by = {ME} WHERE id = :opened",
+            ),
+        ),
+        desk("operator", "admin"),
+    ),
+    (
+        Write(
+            "exceptions",
+            "acknowledge in someone else's name",
+            (
+                "UPDATE exceptions SET state = 'acknowledged', acknowledged_at = now(),"
+                " acknowledged_by = '1009' WHERE id = :opened",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "exceptions",
+            "dispatch to a crew",
+            (
+                "UPDATE exceptions SET state = 'dispatched', dispatched_to = 'crew 3', dispatched_at = now(),"
+                f" dispatched_by = {ME} WHERE id = :acked",
+            ),
+        ),
+        desk("operator", "admin"),
+    ),
+    (
+        Write(
+            "exceptions",
+            "resolve with a note",
+            (
+                "UPDATE exceptions SET state = 'resolved', note = 'meter replaced', closed_at = now(),"
+                f" resolved_by = {ME} WHERE id = :acked",
+            ),
+        ),
+        desk("operator", "admin"),
+    ),
+    (
+        Write(
+            "exceptions",
+            "resolve without a note",
+            (
+                "UPDATE exceptions SET state = 'resolved', closed_at = now(),"
+                f" resolved_by = {ME} WHERE id = :acked",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "exceptions",
+            "resolve one nobody acknowledged",
+            (
+                "UPDATE exceptions SET state = 'resolved', note = 'x', closed_at = now(),"
+                f" resolved_by = {ME} WHERE id = :opened",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "exceptions",
+            "close by itself once clear",
+            ("UPDATE exceptions SET state = 'auto_closed', closed_at = now() WHERE id = :cleared",),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "exceptions",
+            "close one still seen",
+            ("UPDATE exceptions SET state = 'auto_closed', closed_at = now() WHERE id = :opened",),
+        ),
+        NOBODY,
+    ),
+    (Write("exceptions", "delete", ("DELETE FROM exceptions WHERE id = :opened",)), NOBODY),
+    (Write("exceptions", "read", ("SELECT count(*) FROM exceptions",)), frozenset(PRINCIPALS)),
+    (
+        Write(
             "audit_log",
             "write under 'admin'",
             ("INSERT INTO audit_log (actor, action) VALUES ('admin', 'x')",),
@@ -554,6 +657,21 @@ async def _seed(owner: asyncpg.Connection) -> dict[str, int]:
         "INSERT INTO relay_mismatches (meter_id, expected_open, observed_open, observed_at)"
         " VALUES ($1, true, false, now())",
         ids["assigned"],
+    )
+    for key, rule in (("opened", "tamper"), ("acked", "no_read"), ("cleared", "meter_stopped")):
+        ids[key] = await owner.fetchval(
+            "INSERT INTO exceptions (rule, meter_id, first_seen, last_seen) VALUES ($1, $2, now(), now())"
+            " RETURNING id",
+            rule,
+            ids["assigned"],
+        )
+    await owner.execute(
+        "UPDATE exceptions SET state = 'acknowledged', acknowledged_by = '1002', acknowledged_at = now()"
+        " WHERE id = $1",
+        ids["acked"],
+    )
+    await owner.execute(
+        "UPDATE exceptions SET clear_since = now() - interval '2 hours' WHERE id = $1", ids["cleared"]
     )
     ids["reconnect"] = await owner.fetchval(
         "INSERT INTO commands (meter_id, action, cause, operator, expires_at)"

@@ -57,13 +57,14 @@ class Daemon:
             raise AssertionError(f"{exc}; the daemon's last lines: {recent}") from None
         return self.logged(message)[count - 1]
 
-    async def metric(self, name: str) -> float:
-        """The sum of a metric's samples on this daemon's /metrics (0 when it has none)."""
+    async def metric(self, name: str, labels: str = "") -> float:
+        """The sum of a metric's samples on this daemon's /metrics whose labels contain ``labels``
+        (e.g. ``kind="events"``; 0 when it has none)."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
         total = 0.0
         for line in body.splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
+            if (line.startswith(name + " ") or line.startswith(name + "{")) and labels in line:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
