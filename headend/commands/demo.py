@@ -10,8 +10,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from headend.demo.runner import DemoOptions, run_demo
-from headend.demo.summary import summary_text
 from headend.store.embedded import EmbeddedPostgresError
 
 
@@ -41,6 +39,10 @@ def demo_command(
 
     if interval > 0 and 86400 % interval:
         raise typer.BadParameter(f"--interval {interval} must divide a day (e.g. 10, 15, 20, 30, 60)")
+    # the daemon, its engine, drivers and simulators load when the demo runs, not for every command
+    from headend.demo.runner import DemoOptions, run_demo
+    from headend.demo.summary import summary_text
+
     console = Console()
     options = DemoOptions(
         meters=meters,

@@ -12,16 +12,15 @@ from typing import Annotated
 import typer
 
 from headend.config import ConfigError, HeadendConfig, load_config
-from headend.engine.logs import configure_logging
-from headend.preflight import StartupError, check_startup, secrets_problem
 from headend.store.dsn import redact, resolve_dsn
-from headend.supervisor import supervise
 
 log = logging.getLogger("headend.run")
 
 
 async def run_daemon(config: HeadendConfig) -> None:
     """Run the daemon (active, or a standby while another daemon is) until SIGTERM or SIGINT."""
+
+    from headend.supervisor import supervise  # the daemon loads when it runs, not for every command
 
     dsn = resolve_dsn(config.database.dsn or None)
     log.info("database", extra={"dsn": redact(dsn)})
@@ -43,6 +42,9 @@ def run_command(
     ] = None,
 ) -> None:
     """Run the polling daemon: scheduled reads, backfill, clocks, events, metrics."""
+    from headend.engine.logs import configure_logging
+    from headend.preflight import StartupError, check_startup, secrets_problem
+
     from_env = config is None and bool(os.environ.get("HEADEND_CONFIG"))
     path = config or (Path(os.environ["HEADEND_CONFIG"]) if from_env else None)
     try:

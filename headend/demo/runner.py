@@ -70,7 +70,9 @@ def demo_config(options: DemoOptions, workdir: Path) -> HeadendConfig:
             "secrets": {"file": str(workdir / SECRETS_FILE)},
             "polling": {"interval": f"{i}s", "offset": "1s", "inventory_reload": "1h"},
             "read_plans": {"default": {"quantities": plan, "gap_quantity": "energy_import_kwh"}},
-            "timeouts": {"initial": "2s", "minimum": "1s", "maximum": "5s"},  # job budget per exchange
+            # replies come from simulators in this process, within milliseconds of the line time: a
+            # timeout of at least 3 s only ever fires on a planned fault, never on a loaded machine
+            "timeouts": {"initial": "3s", "minimum": "3s", "maximum": "6s"},
             "health": {"quarantine_after": 3, "backoff": f"{i}s", "backoff_max": f"{4 * i}s"},
             "backfill": {
                 "enabled": True,

@@ -117,6 +117,7 @@ class Engine:
             max_size=4,
             timeout=self.writer.connect_timeout,
             command_timeout=self.writer.command_timeout,
+            server_settings={"jit": "off"},  # short statements: compiling them costs more than running
         )
         await self.writer.start()
         await self.reload_inventory()

@@ -197,9 +197,14 @@ reach AS (
                    WHERE x.new_meter_id = l.meter_id AND x.replaced_at = l.from_ts) AS opened_by_swap,
            EXISTS (SELECT 1 FROM meter_replacements x
                    WHERE x.old_meter_id = l.meter_id AND x.replaced_at = l.to_ts) AS closed_by_swap,
-           (SELECT min(r.ts) FROM lineage g JOIN readings r ON r.meter_id = g.member_id
-             WHERE g.meter_id = l.meter_id AND r.quantity_id = q.id
-               AND r.value IS NOT NULL AND r.quality NOT IN ('suspect', 'missing')) AS first_ts
+           -- the first good reading of each member: one walk up the (meter, quantity, ts) key,
+           -- never a scan of every reading (a join here re-read all readings per link)
+           (SELECT min(f.ts) FROM lineage g CROSS JOIN LATERAL (
+                SELECT r.ts FROM readings r
+                WHERE r.meter_id = g.member_id AND r.quantity_id = q.id
+                  AND r.value IS NOT NULL AND r.quality NOT IN ('suspect', 'missing')
+                ORDER BY r.ts LIMIT 1) f
+             WHERE g.meter_id = l.meter_id) AS first_ts
     FROM links l CROSS JOIN q LEFT JOIN vee_state s ON s.meter_id = l.meter_id AND s.quantity_id = q.id
 ),
 starts AS (  -- where an account never billed begins: once every meter it holds has a reading

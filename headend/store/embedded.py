@@ -52,6 +52,9 @@ DEFAULT_SETTINGS: dict[str, str] = {
     "checkpoint_timeout": "15min",
     "wal_compression": "on",
     "max_connections": "100",
+    # short OLTP statements: compiling one whose estimate is high (billing's lineage walk) costs
+    # most of a second per run, far more than executing it
+    "jit": "off",
 }
 
 # For throwaway test clusters only: nothing survives a machine crash, which tests never need.

@@ -3,59 +3,71 @@
 ``open_channel(url)`` parses a channel URL (see :mod:`headend.transport.url`) and returns a
 :class:`~headend.transport.channel.Channel` or a Modbus channel; what drivers need from either is
 typed in :mod:`headend.transport.bus`. Protocols bring their own deframer to ``exchange``.
+
+The names below load their module on first use (``headend.transport.url`` alone, for a command that
+only checks a URL, does not load pymodbus or the dial-in hub).
 """
 
-from headend.transport.bus import Bus, FrameBus, RegisterBus
-from headend.transport.channel import (
-    Channel,
-    ChannelError,
-    ChannelStats,
-    ChannelUnavailable,
-    ExchangeTimeout,
-)
-from headend.transport.concentrator import ConcentratorLink
-from headend.transport.concentrator_dialin import DialinConcentratorLink
-from headend.transport.dialin import DialinChannel
-from headend.transport.hub import ChannelOffline, ChannelUnverified, DialinHub
-from headend.transport.modbus import ModbusChannel, ModbusError
-from headend.transport.url import (
-    CONCENTRATOR_SCHEMES,
-    ChannelConfig,
-    ChannelUrlError,
-    check_protocol,
-    parse_channel_url,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from headend.transport.bus import Bus, FrameBus, RegisterBus
+    from headend.transport.channel import (
+        Channel,
+        ChannelError,
+        ChannelStats,
+        ChannelUnavailable,
+        ExchangeTimeout,
+    )
+    from headend.transport.concentrator import ConcentratorLink
+    from headend.transport.concentrator_dialin import DialinConcentratorLink
+    from headend.transport.dialin import DialinChannel
+    from headend.transport.hub import ChannelOffline, ChannelUnverified, DialinHub
+    from headend.transport.modbus import ModbusChannel, ModbusError
+    from headend.transport.opening import open_channel
+    from headend.transport.url import (
+        CONCENTRATOR_SCHEMES,
+        ChannelConfig,
+        ChannelUrlError,
+        check_protocol,
+        parse_channel_url,
+    )
+
+_HOMES: dict[str, str] = {
+    "Bus": "headend.transport.bus",
+    "FrameBus": "headend.transport.bus",
+    "RegisterBus": "headend.transport.bus",
+    "Channel": "headend.transport.channel",
+    "ChannelError": "headend.transport.channel",
+    "ChannelStats": "headend.transport.channel",
+    "ChannelUnavailable": "headend.transport.channel",
+    "ExchangeTimeout": "headend.transport.channel",
+    "ConcentratorLink": "headend.transport.concentrator",
+    "DialinConcentratorLink": "headend.transport.concentrator_dialin",
+    "DialinChannel": "headend.transport.dialin",
+    "ChannelOffline": "headend.transport.hub",
+    "ChannelUnverified": "headend.transport.hub",
+    "DialinHub": "headend.transport.hub",
+    "ModbusChannel": "headend.transport.modbus",
+    "ModbusError": "headend.transport.modbus",
+    "open_channel": "headend.transport.opening",
+    "CONCENTRATOR_SCHEMES": "headend.transport.url",
+    "ChannelConfig": "headend.transport.url",
+    "ChannelUrlError": "headend.transport.url",
+    "check_protocol": "headend.transport.url",
+    "parse_channel_url": "headend.transport.url",
+}
 
 
-def open_channel(
-    url: str, hub: DialinHub | None = None, wait_s: float = 0.0
-) -> Channel | ModbusChannel | ConcentratorLink:
-    """A channel for ``url`` (not yet connected: it opens on first use or with ``await channel.open()``).
-
-    ``serial://`` and ``tcp://`` carry raw frames (DL/T 645); ``modbus-tcp://`` and ``rtu-over-tcp://``
-    are Modbus gateways served by pymodbus; ``dtu://ID`` is the bus behind a device dialling in to
-    one of ``hub``'s listeners (``wait_s``: how long an exchange waits for the device to connect);
-    ``gdw1376+tcp://`` and ``gdw1376://`` are links to Q/GDW 1376.1 concentrators (a dial-in one
-    gets its connections from ``hub``, whose ``gdw1376`` listeners identify it by its login).
-    """
-    config = parse_channel_url(url)
-    if config.scheme == "gdw1376":
-        if hub is None:
-            raise ChannelUrlError(
-                f"{url}: gdw1376:// channels need a listener ([listen] kind gdw1376, or --listen)"
-            )
-        return DialinConcentratorLink(config, hub, wait_s)
-    if config.scheme in CONCENTRATOR_SCHEMES:
-        return ConcentratorLink(config, wait_s=wait_s)
-    if config.scheme in ("modbus-tcp", "rtu-over-tcp"):
-        return ModbusChannel(config)
-    if config.scheme == "dtu":
-        if hub is None:
-            raise ChannelUrlError(
-                f"{url}: dtu:// channels need a listener ([listen] in the config, or --listen)"
-            )
-        return DialinChannel(config, hub, wait_s)
-    return Channel(config)
+def __getattr__(name: str) -> object:
+    """``name`` from the module that defines it, imported on first use."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)
 
 
 __all__ = [
@@ -71,6 +83,7 @@ __all__ = [
     "ChannelUrlError",
     "ConcentratorLink",
     "DialinChannel",
+    "DialinConcentratorLink",
     "DialinHub",
     "ExchangeTimeout",
     "FrameBus",

@@ -31,8 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
+import protocols.gdw1376 as gdw  # its codec loads on first use, not with the configuration
 from headend.transport.url import IDENTITY_RE
-from protocols.gdw1376 import ALL_CONFIRMED, HEARTBEAT, LOGIN, Afn, Deframer, GDW1376Error, confirm, decode
 
 Encoding = Literal["ascii", "hex"]
 
@@ -173,15 +173,19 @@ class LoginIdentifier:
         pass  # a login carries its own format: the listener's registration settings do not apply
 
     def identify(self, buffer: bytes) -> Identification | None:
-        frames = Deframer().feed(buffer)
+        frames = gdw.Deframer().feed(buffer)
         if not frames:
             return None
         raw = frames[0]
         try:
-            frame = decode(raw)
-        except GDW1376Error as exc:
+            frame = gdw.decode(raw)
+        except gdw.GDW1376Error as exc:
             raise IdentifyError(f"undecodable first frame: {exc}") from None
-        if not (frame.up and frame.afn == Afn.LINK_TEST and any(fn == LOGIN for _p, fn, _v in frame.items())):
+        if not (
+            frame.up
+            and frame.afn == gdw.Afn.LINK_TEST
+            and any(fn == gdw.LOGIN for _p, fn, _v in frame.items())
+        ):
             raise IdentifyError(f"first frame is not a login (AFN {frame.afn:02X})")
         return Identification(frame.address.key, buffer.find(raw) + len(raw))
 
@@ -201,8 +205,8 @@ class PassThrough:
 def confirm_login(identification: bytes) -> bytes:
     """AFN 00 F1 for a concentrator's login frame (its SEQ echoed): the listener's answer while no
     link has taken the connection yet, so the concentrator does not drop it and log in again."""
-    frame = decode(identification[identification.find(0x68) :])
-    return confirm(frame.address, frame.seq.seq, ALL_CONFIRMED)
+    frame = gdw.decode(identification[identification.find(0x68) :])
+    return gdw.confirm(frame.address, frame.seq.seq, gdw.ALL_CONFIRMED)
 
 
 class LinkTestAnswerer:
@@ -212,7 +216,7 @@ class LinkTestAnswerer:
     left unanswered (nothing asked for them)."""
 
     def __init__(self) -> None:
-        self._deframer = Deframer()
+        self._deframer = gdw.Deframer()
         self.heartbeats = 0
 
     def feed(self, chunk: bytes) -> bytes:
@@ -220,14 +224,14 @@ class LinkTestAnswerer:
         replies = []
         for raw in self._deframer.feed(chunk):
             try:
-                frame = decode(raw)
-            except GDW1376Error:
+                frame = gdw.decode(raw)
+            except gdw.GDW1376Error:
                 continue
-            if not (frame.up and frame.control.prm and frame.afn == Afn.LINK_TEST):
+            if not (frame.up and frame.control.prm and frame.afn == gdw.Afn.LINK_TEST):
                 continue
-            if any(fn == HEARTBEAT for _pn, fn, _v in frame.items()):
+            if any(fn == gdw.HEARTBEAT for _pn, fn, _v in frame.items()):
                 self.heartbeats += 1
-            replies.append(confirm(frame.address, frame.seq.seq, ALL_CONFIRMED))
+            replies.append(gdw.confirm(frame.address, frame.seq.seq, gdw.ALL_CONFIRMED))
         return b"".join(replies)
 
 

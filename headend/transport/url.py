@@ -28,7 +28,8 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import TypedDict
 from urllib.parse import parse_qs, urlsplit
 
-from protocols.gdw1376 import Address, GDW1376Error
+from protocols.gdw1376.address import Address
+from protocols.gdw1376.errors import GDW1376Error
 
 SCHEMES = ("serial", "tcp", "modbus-tcp", "rtu-over-tcp", "dtu", "gdw1376", "gdw1376+tcp")
 CONCENTRATOR_SCHEMES = ("gdw1376", "gdw1376+tcp")

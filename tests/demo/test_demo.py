@@ -117,10 +117,9 @@ def test_demo_reads_every_meter_backfills_and_plays_the_fee_control_story(tmp_pa
             assert channel["faults_injected"]["offline"] == 1
             assert channel["due"] - channel["succeeded"] <= 3, (channel, failures)
         else:
-            # every planned fault is absorbed by the retry; what the plan cannot fix is the machine: a
-            # read of a line-timed simulator that shares two loaded cores with the daemon can still
-            # time out (seen on the 1997 pty bus with another suite running beside it)
-            assert channel["due"] - channel["succeeded"] <= 2, (channel, failures)
+            # every planned fault is absorbed by the retry, and the demo's reply timeouts (at least
+            # 3 s) leave a loaded machine no room for an unplanned one: every read succeeds
+            assert channel["succeeded"] == channel["due"], (channel, failures)
     # gaps since installation were filled from the DL/T 645-2007 meters' load profiles
     assert summary["backfilled"] > 0
     assert summary["clock_corrections"] >= 1
