@@ -83,9 +83,7 @@ def register(app: typer.Typer) -> None:
         settings = chosen_config(config).web
         host, port = _host_port(listen)
         if not _is_local(host) and not allow_remote:
-            fail(
-                f"--listen {listen}: not a loopback address; add --allow-remote to serve beyond this machine"
-            )
+            fail(f"--listen {listen}: not a loopback address; add --allow-remote to serve other machines")
         desk_dsn = settings.desk_dsn or os.environ.get(DESK_ENV, "")
         report_dsn = settings.report_dsn or os.environ.get(REPORT_ENV, "")
         if not desk_dsn or not report_dsn:
