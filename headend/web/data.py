@@ -97,7 +97,8 @@ async def meter(conn: asyncpg.Connection, name: str, day: date, zone: ZoneInfo) 
     curve = await console.load_curve(conn, meter_id, start, end)
     points = [Point(r.ts.astimezone(zone), r.kw, r.quality) for r in curve if r.kw is not None]
     bars_start, _ = day_bounds(day - timedelta(days=13), zone)
-    bars = await console.daily_consumption(conn, meter_id, bars_start, end, zone.key)
+    known = dict(await console.daily_consumption(conn, meter_id, bars_start, end, zone.key))
+    bars = [(d, known.get(d)) for d in (day - timedelta(days=13 - i) for i in range(14))]
     data: Row = {
         "meter": fields,
         "latest": found.lists["latest"],

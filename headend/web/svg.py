@@ -9,8 +9,8 @@ from datetime import date, datetime
 
 from markupsafe import Markup, escape
 
-WIDTH, HEIGHT = 720, 240
-LEFT, RIGHT, TOP, BOTTOM = 48, 12, 12, 28
+WIDTH, HEIGHT = 960, 260
+LEFT, RIGHT, TOP, BOTTOM = 48, 24, 12, 28
 
 
 @dataclass(frozen=True, slots=True)
