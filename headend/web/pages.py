@@ -107,7 +107,8 @@ async def signout(request: Request, me: Signed, csrf: Csrf = "") -> Response:
 async def choose_language(language: str, next: str = "/") -> Response:
     if language not in LANGUAGES:
         language = LANGUAGES[0]
-    target = next if next.startswith("/") and not next.startswith("//") else "/"
+    local = next.startswith("/") and next[1:2] not in ("/", "\\") and "\n" not in next and "\r" not in next
+    target = next if local else "/"  # back to a page of the console, never to another host
     response = _back(target)
     response.set_cookie(LANG_COOKIE, language, max_age=365 * 86400, samesite="strict", path="/")
     return response

@@ -156,6 +156,14 @@ def test_pages_carry_security_headers_and_need_a_session(pg_dsn: str, tmp_path: 
         assert "<script" not in page.text and "style=" not in page.text
         assert anonymous.get("/").status_code == 303 and anonymous.get("/").headers["location"] == "/signin"
         assert anonymous.get("/api/overview").status_code == 401
+        for target, location in (
+            ("/commands", "/commands"),
+            ("//evil.example", "/"),
+            ("/\\evil.example", "/"),
+        ):
+            switched = anonymous.get("/lang/en", params={"next": target})
+            assert switched.headers["location"] == location  # never to another host
+            assert switched.headers["set-cookie"].startswith("headend_lang=en;")
         schema = anonymous.get("/api/openapi.json").json()
         assert {
             "/api/overview",
