@@ -4,20 +4,20 @@ session cookie (then each write carries the session's CSRF token in ``X-CSRF-Tok
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Path, Query
-from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, Field
 
 from headend.web import actions, data
 from headend.web.deps import Reader, Signed
 from headend.web.identity import CSRF_HEADER
+from headend.web.schemas import CommandOut, CommandsOut, MeterOut, OverviewOut
 
 router = APIRouter(prefix="/api")
 CommandId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 CsrfHeader = Annotated[str | None, Header(alias=CSRF_HEADER)]
-Json = dict[str, Any]
+Json = dict[str, object]
 
 
 class Me(BaseModel):
@@ -62,14 +62,13 @@ async def me(signed: Signed) -> Me:
     return Me(operator_id=signed.who.operator_id, roles=list(signed.who.roles), csrf=signed.who.csrf)
 
 
-@router.get("/overview")
+@router.get("/overview", response_model=OverviewOut)
 async def overview(signed: Signed, conn: Reader) -> Json:
     """Collection success today per channel, meters not read today with why, fee-control state."""
-    found: Json = jsonable_encoder(await data.overview(conn, signed.console.zone))
-    return found
+    return await data.overview(conn, signed.console.zone)
 
 
-@router.get("/meters/{name:path}")
+@router.get("/meters/{name:path}", response_model=MeterOut)
 async def meter(
     name: str, signed: Signed, conn: Reader, day: Annotated[str | None, Query(max_length=20)] = None
 ) -> Json:
@@ -77,11 +76,10 @@ async def meter(
     entry per reading), daily consumption, events and commands."""
     zone = signed.console.zone
     page = await data.meter(conn, name, data.parse_day(day, zone), zone)
-    found: Json = jsonable_encoder(page.data)
-    return found
+    return page.data
 
 
-@router.get("/commands")
+@router.get("/commands", response_model=CommandsOut)
 async def commands(
     signed: Signed,
     conn: Reader,
@@ -89,15 +87,13 @@ async def commands(
     meter: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Json:
     """Commands, newest first, optionally of one state and one meter."""
-    found: Json = jsonable_encoder(await data.commands(conn, state or None, (meter or "").strip() or None))
-    return found
+    return await data.commands(conn, state or None, (meter or "").strip() or None)
 
 
-@router.get("/commands/{command_id}")
+@router.get("/commands/{command_id}", response_model=CommandOut)
 async def command(command_id: CommandId, signed: Signed, conn: Reader) -> Json:
     """One command with its read-back evidence, its approval and its audit trail."""
-    found: Json = jsonable_encoder(await data.command(conn, command_id))
-    return found
+    return await data.command(conn, command_id)
 
 
 @router.post("/commands", response_model=Created, status_code=201)

@@ -278,3 +278,14 @@ def test_a_sign_in_token_works_as_bearer_with_its_own_roles(pg_dsn: str, tmp_pat
             "/api/commands", params={"meter": "flat-2"}, headers={"authorization": f"Bearer {token}"}
         )
         assert [c["id"] for c in listed.json()["commands"]] == [created.json()["id"]]
+        detail = client.get(
+            f"/api/commands/{created.json()['id']}", headers={"authorization": f"Bearer {token}"}
+        )
+        command = detail.json()
+        assert (command["state"], command["operator"], command["awaiting_approval"]) == ("pending", "2", True)
+        assert command["may_approve"] == ["3 (operator 3)"]
+        assert ("2", "command.requested", "requested by CIS") in [
+            (a["actor"], a["action"], a["reason"]) for a in command["audit"]
+        ]
+        schema = client.get("/api/openapi.json").json()["components"]["schemas"]
+        assert {"OverviewOut", "MeterOut", "CommandsOut", "CommandOut", "CommandRequest"} <= set(schema)
