@@ -167,6 +167,12 @@ async def test_the_console_in_a_browser(pg_dsn: str, tmp_path: Path) -> None:
         with running_console(pg_dsn, tmp_path) as url:
             page = Page(driver, url, shots)
             await asyncio.to_thread(page.sign_in, "7")
+            assert page.ids("collection", "fee-control", "not-read") == {
+                "collection",
+                "fee-control",
+                "not-read",
+            }
+            page.shot("overview")
 
             def meter_page() -> list[str]:
                 if page.ids("load-curve"):  # looking again: reload
