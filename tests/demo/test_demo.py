@@ -23,9 +23,10 @@ SEED, METERS, INTERVAL_S = 7, 4, 15  # the demo's default seed
 
 
 def _failures(log: Path) -> str:
-    """The daemon log's failed jobs and warnings, for an assertion message."""
+    """The daemon log's failed and refused jobs, warnings and errors, for an assertion message."""
     lines = log.read_text().splitlines() if log.exists() else []
-    return "\n".join(line for line in lines if "failed" in line or '"warning"' in line)
+    marks = ("failed", "refused", '"warning"', '"error"')
+    return "\n".join(line for line in lines if any(mark in line for mark in marks))
 
 
 def _run_until_story_done(tmp_path: Path, run_dir: Path, seed: int = SEED) -> tuple[int, str, dict]:
