@@ -44,6 +44,8 @@ class ConnectionVerifier(Protocol):
 
     async def verify_connection(self, channel: Bus, meters: list[tuple[MeterSpec, MeterDriver]]) -> None: ...
 
+    def unverified(self, channel: Bus | None) -> bool: ...
+
 
 # channel statistics that count replies gone wrong: a damaged checksum, bytes that were no frame
 # (garbage, a truncated reply), a frame for another meter or request (wrong address, stray reply)
@@ -278,6 +280,9 @@ class ChannelWorker:
             )
         counters[0].inc()
         counters[1].observe(elapsed)
+        if self.verifier is not None and self.verifier.unverified(self.channel):
+            job.unverified = True  # nothing verified who answered: its readings are stored as suspect
+            self.metrics.unverified_jobs.labels(self.spec.name, job.kind).inc()
         if not job.future.done():
             job.future.set_result(result)
 
