@@ -201,6 +201,11 @@ class DriverPort:
         """The grants claimed by a connection since the last call: (grant id, peer), to record."""
         return self.hub.trusts.take_claims() if self.hub is not None else []
 
+    def verify_again(self, channel: Bus | None) -> None:
+        """Have the next job check ``channel``'s unverified connection again (the inventory changed)."""
+        if isinstance(channel, VerifiedBus):
+            channel.verify_again()
+
     def requeue_trust_claims(self, claims: list[tuple[int, str]]) -> None:
         """Claims that could not be recorded yet: returned for the next call of ``trust_claims``."""
         if self.hub is not None:

@@ -182,3 +182,21 @@ async def enabled_meters(conn: asyncpg.Connection) -> list[asyncpg.Record]:
         " FROM meters m LEFT JOIN meter_identities i ON i.meter_id = m.id"
         " WHERE m.enabled AND m.removed_at IS NULL ORDER BY m.channel_id, m.id",
     )
+
+
+async def recorded_numbers(conn: asyncpg.Connection, ref: str) -> list[tuple[str, str | None]]:
+    """``(label, meter number)`` of the installed DL/T 645-2007 meters named or addressed ``ref`` (or
+    ``channel/ref``): the inventory's stated ``meter_number``, else the one learned on first use."""
+    found = await rows(
+        conn,
+        """SELECT coalesce(m.name, c.name || '/' || m.address) AS label,
+                  coalesce(m.meter_number, i.identity) AS number
+           FROM meters m JOIN channels c ON c.id = m.channel_id
+           LEFT JOIN meter_identities i ON i.meter_id = m.id
+           WHERE m.removed_at IS NULL AND m.protocol = 'dlt645-2007'
+             AND (m.name = $1 OR m.address = $1 OR c.name || '/' || m.address = $1
+                  OR ($1 ~ '^[0-9]{1,12}$' AND m.address = lpad($1, 12, '0')))
+           ORDER BY m.name = $1 DESC, m.id""",
+        ref,
+    )
+    return [(str(r["label"]), r["number"]) for r in found]

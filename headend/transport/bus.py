@@ -93,6 +93,10 @@ class VerifiedBus(Bus, Protocol):
         """Whether the connection in use now was verified (readings from any other are suspect)."""
         ...
 
+    def verify_again(self) -> None:
+        """Have the next check run on the live connection now if it is not verified."""
+        ...
+
     async def verify(self, check: IdentityCheck, undecided: str = "") -> bool | None:
         """Run ``check`` (True: the inventory's meters answered, False: other meters, None: cannot
         tell, for the reason ``undecided``) on the live connection and record the verdict on it: True

@@ -112,7 +112,8 @@ class DialinConcentratorLink(ConcentratorLink):
         return inbound is not None and not inbound.closed and inbound.verified
 
     def verify_again(self) -> None:
-        """Have the next job check the live login again (its archive was just rewritten)."""
+        """Have the next job check the live login again (its archive was rewritten, or the inventory
+        changed)."""
         inbound = self._inbound
         if inbound is not None and not inbound.verified:
             inbound.checked_at = None

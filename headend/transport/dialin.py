@@ -110,6 +110,12 @@ class DialinChannel(Channel):
             inbound = self.hub.live.get(self.device)
         return inbound is not None and not inbound.closed and inbound.verified
 
+    def verify_again(self) -> None:
+        """Have the next job check the live connection now if it is not verified (see ``VerifiedBus``)."""
+        inbound = self.hub.live.get(self.device)
+        if inbound is not None and not inbound.verified:
+            inbound.checked_at = None
+
     async def verify(self, check: Callable[[], Awaitable[bool | None]], undecided: str = "") -> bool | None:
         """Run ``check`` on the live connection and record its verdict there (see ``VerifiedBus``)."""
         target = await self.hub.connection(self.device, self.wait_s)  # raises ChannelOffline
