@@ -277,6 +277,17 @@ async def identities_due(conn: asyncpg.Connection, before: datetime) -> list[asy
     )
 
 
+async def current_identity(conn: asyncpg.Connection, meter_id: int) -> str | None:
+    """The meter's recorded identity (the inventory's stated number, else the learned one), its
+    ``meter_identities`` row locked until the end of the transaction (resolving a hold updates it)."""
+    learned = await conn.fetchval(
+        "SELECT identity FROM meter_identities WHERE meter_id = $1 FOR UPDATE", meter_id
+    )
+    stated = await conn.fetchval("SELECT meter_number FROM meters WHERE id = $1", meter_id)
+    found = stated if stated is not None else learned
+    return None if found is None else str(found)
+
+
 async def save_identity(
     conn: asyncpg.Connection, meter_id: int, identity: str, observed: str | None, at: datetime
 ) -> None:
