@@ -18,7 +18,7 @@ import pytest
 from simulators import BusSpec, SimBus
 from simulators.dtu import DtuSpec, SimDtu, impostor_bus
 from tests.dialin.test_cli import spawn
-from tests.support.cli import cli_env, finish
+from tests.support.cli import cli_env, finish, headend_in_process
 from tests.support.daemons import Daemon
 from tests.support.operators import add_operators, import_inventory_cli, operator_env
 from tests.support.ports import free_port
@@ -205,3 +205,32 @@ async def test_switch_and_clock_sync_verify_the_number_the_inventory_records(
     finally:
         await dtu.stop()
         await conn.close()
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        (
+            'meter_number = "12345678901"',
+            "the 12 digits of the nameplate, got '12345678901'",
+        ),
+        (
+            'meter_number = "12345678901X"',
+            "the 12 digits of the nameplate, got '12345678901X'",
+        ),
+        ('protocol = "dlt645-1997"\nmeter_number = "123456789012"', "meter_number is the DL/T 645-2007"),
+    ],
+)
+def test_a_bad_meter_number_is_one_line_and_nothing_is_imported(
+    pg_dsn: str, tmp_path: Path, line: str, said: str
+) -> None:
+    inventory = tmp_path / "inv.toml"
+    protocol = "" if "protocol" in line else 'protocol = "dlt645-2007"\n'
+    inventory.write_text(
+        '[[channels]]\nname = "d"\nurl = "dtu://DTU-1"\n[[meters]]\nchannel = "d"\n'
+        f'{protocol}address = "1"\nmodel = "dlt645-generic"\n{line}\n'
+    )
+    result = headend_in_process("inventory", "import", str(inventory), "--operator", "1", "--dsn", pg_dsn)
+    assert result.returncode == 2 and result.stdout == ""
+    (error,) = result.stderr.strip().splitlines()
+    assert error.startswith(f"{inventory}: meters[0]: ") and said in error
