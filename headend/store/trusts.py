@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import asyncpg
+
 from headend.store.results import Queryable
 
 MAX_WINDOW = timedelta(minutes=30)  # the database refuses a longer grant
@@ -30,8 +32,18 @@ _COLUMNS = """t.id, t.channel_id, c.name AS channel, t.granted_by, t.reason, t.g
               t.used_at IS NOT NULL AS used, t.used_peer"""
 
 
-def _grant(r: object) -> TrustGrant:
-    return TrustGrant(*(r[i] for i in range(9)))  # type: ignore[index]
+def _grant(r: asyncpg.Record) -> TrustGrant:
+    return TrustGrant(
+        int(r["id"]),
+        int(r["channel_id"]),
+        str(r["channel"]),
+        str(r["granted_by"]),
+        str(r["reason"]),
+        r["granted_at"],
+        r["expires_at"],
+        bool(r["used"]),
+        r["used_peer"],
+    )
 
 
 async def grant_trust(
