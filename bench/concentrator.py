@@ -49,7 +49,6 @@ import asyncio
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import time
@@ -79,39 +78,21 @@ REGION = "0314"
 FIRST_TERMINAL = 20000
 
 
-def free_ports(count: int) -> int:
-    """A base port with ``count`` consecutive ports that are free now."""
-    while True:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + count < 65535 and all(_free(base + i) for i in range(count)):
-            return base
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def start_sims(
     count: int, processes: int, latency_ms: float, meters: int, history_days: int = 7
 ) -> tuple[list[subprocess.Popen[str]], list[dict]]:
-    """``count`` listening concentrators in ``processes`` simulator processes; their descriptions."""
+    """``count`` listening concentrators in ``processes`` simulator processes; their descriptions (each
+    simulator binds a port of the system's choosing and reports it: no probing that a test running
+    beside the bench could race)."""
     procs: list[subprocess.Popen[str]] = []
     per = -(-count // processes)
-    base = free_ports(count)
     for index in range(0, count, per):
         n = min(per, count - index)
         procs.append(
             subprocess.Popen(
                 [
                     sys.executable, "-m", "headend.cli", "sim", "concentrator",
-                    "--listen", f"127.0.0.1:{base + index}", "--count", str(n),
+                    "--listen", "127.0.0.1:0", "--count", str(n),
                     "--address", f"{REGION}-{FIRST_TERMINAL + index}", "--meters", str(meters),
                     "--latency-ms", str(latency_ms), "--heartbeat", "600", "--json",
                     "--history-days", str(history_days),
