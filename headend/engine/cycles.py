@@ -56,7 +56,7 @@ class Cycles:
             if previous is not None and not previous[2].done():
                 self._overrun(worker, previous[0], previous[1])
             stats = CycleStats(channel_id, worker.spec.name, ts, self.interval, worker.busy_seconds)
-            jobs = [self._read_job(m) for m in self._cycle_order(channel_id, worker)]
+            jobs = [self._read_job(m, ts) for m in self._cycle_order(channel_id, worker)]
             run = CycleRun(stats, jobs, self.ctx.submit, self._on_failure)
             for job in jobs:
                 worker.submit(job)
@@ -74,8 +74,8 @@ class Cycles:
         first = {m.id for m in unread}
         return unread + [m for m in worker.meters.values() if m.id not in first]
 
-    def _read_job(self, meter: MeterSpec) -> Job:
-        quantities = self.ctx.config.plan_for(meter.model).quantities
+    def _read_job(self, meter: MeterSpec, ts: datetime) -> Job:
+        quantities = self.ctx.config.plan_for(meter.model).quantities_at(ts, self.interval)
 
         async def read(driver: MeterDriver) -> dict[str, float]:
             values = await driver.read(list(quantities))
