@@ -43,6 +43,12 @@ class EngineMetrics:
             ["channel", "kind"],
             registry=r,
         )
+        self.went_back = Counter(
+            "headend_registers_went_back",
+            "Energy registers read below their last accepted value and not stored (kept as events)",
+            ["channel"],
+            registry=r,
+        )
         self.readings = Counter(
             "headend_readings_stored", "Readings acknowledged by the writer", ["quality"], registry=r
         )
