@@ -65,7 +65,13 @@ from protocols.dlt645.records import (
 R = TypeVar("R")
 log = logging.getLogger(__name__)
 
-ACTIONS = {"off": "trip", "on": "close", "close_allowed": "close_allowed"}
+ACTIONS = {
+    "off": "trip",
+    "on": "close",
+    "close_allowed": "close_allowed",
+    "alarm": "alarm",
+    "alarm_release": "alarm_release",
+}
 READ_FUNCTIONS = (0x11, 0x12, 0x01, 0x02)  # replies carry the DI of the request
 PROFILE_BATCH = 8
 # 06 record field -> the meter's interval quantity (the same names as a concentrator's curves)
@@ -559,7 +565,8 @@ class Dlt645Driver:
         confirm_timeout_s: float | None = None,
         poll_s: float | None = None,
     ) -> SwitchResult:
-        """Send 0x1C (off = trip, on = direct close, close_allowed) and confirm by reading the relay back."""
+        """Send 0x1C (off = trip, on = direct close, close_allowed, alarm = 2A, alarm_release = 2B) and
+        confirm by reading status word 3 back (bit 4, bit 6 for close-allowed, bit 7 for the alarm)."""
         if action not in ACTIONS:
             raise ValueError(f"unknown relay action {action!r}; use {', '.join(ACTIONS)}")
         try:
@@ -609,7 +616,7 @@ class Dlt645Driver:
             state = await self._read_back()
             if state is not None and self._reached(action, state):
                 record_di = "1D00FF01" if action == "off" else "1E00FF01"
-                if action != "close_allowed":
+                if action in ("off", "on"):
                     try:
                         evidence["event_record"] = await self.read_di(record_di)
                     except DriverError as exc:
@@ -631,6 +638,8 @@ class Dlt645Driver:
 
     @staticmethod
     def _reached(action: SwitchOperation, state: RelayState) -> bool:
+        if action in ("alarm", "alarm_release"):
+            return state.pre_trip_alarm is (action == "alarm")
         if action == "off":
             return state.open
         if action == "on":
