@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from headend.drivers.base import (
@@ -97,6 +98,9 @@ PROFILE_INTERVAL_QUANTITIES = {
 }
 PROFILE_INTERVAL = timedelta(minutes=15)
 CLOCK_OPERATOR = "00000000"
+ALARM_THRESHOLD_DIS = ("04001001", "04001002")  # prepaid alarm amounts 1 and 2, XXXXXX.XX yuan
+MAX_AMOUNT = Decimal("999999.99")
+CENT = Decimal("0.01")
 
 
 def interval_increase(before: dict[str, Any] | None, end: dict[str, Any]) -> dict[str, float]:
@@ -484,6 +488,43 @@ class Dlt645Driver:
                 secret=True,
             )
 
+    async def read_alarm_thresholds(self) -> tuple[Decimal, Decimal]:
+        """A money-prepaid meter's alarm amounts 1 and 2 (04 00 10 01 / 02, yuan): below the first the
+        meter warns its customer, below the second it warns harder (State Grid 备案 layout)."""
+        if self.edition != 2007:
+            raise NotSupported("1997 meters keep no prepaid alarm amounts")
+        first = await self.read_di(ALARM_THRESHOLD_DIS[0])
+        second = await self.read_di(ALARM_THRESHOLD_DIS[1])
+        return _yuan(first), _yuan(second)
+
+    async def write_alarm_thresholds(self, first: Decimal, second: Decimal, *, operator: str) -> None:
+        """Write alarm amounts 1 and 2 with the configured password, then read both back: a value the
+        meter does not hold afterwards is a DriverError; a refusal is MeterRefused with its reason.
+
+        A parameter campaign decides which meters get which amounts; this writes one meter."""
+        if not Decimal(0) <= second <= first <= MAX_AMOUNT:
+            raise ValueError(
+                f"alarm amounts must be 0 <= second <= first <= {MAX_AMOUNT}, got {first}, {second}"
+            )
+        if self.edition != 2007:
+            raise NotSupported("1997 meters keep no prepaid alarm amounts")
+        credentials = self._require_credentials()
+        for di, amount in zip(ALARM_THRESHOLD_DIS, (first, second), strict=True):
+            request = build_write(
+                self.address,
+                di,
+                amount.quantize(CENT),
+                password_level=credentials.level,
+                password=credentials.password,
+                operator=operator,
+            )
+            await self._request(request, secret=True)
+        held = await self.read_alarm_thresholds()
+        if held != (first.quantize(CENT), second.quantize(CENT)):
+            raise DriverError(
+                f"meter {self.address} holds alarm amounts {held[0]}, {held[1]} after the write"
+            )
+
     def _require_credentials(self) -> Credentials:
         if self.credentials is None:
             raise NotSupported(f"no password configured for meter {self.address}")
@@ -645,3 +686,10 @@ class Dlt645Driver:
         if action == "on":
             return not state.open
         return state.command_open is False
+
+
+def _yuan(value: object) -> Decimal:
+    """A BCD money amount as decoded (a float of two decimals) in yuan, exactly."""
+    if not isinstance(value, int | float):
+        raise DriverError(f"alarm amount {value!r} is not a number")
+    return Decimal(str(value)).quantize(CENT)
