@@ -266,6 +266,7 @@ async def relay_observations(conn: asyncpg.Connection) -> list[asyncpg.Record]:
                          ORDER BY rd.ts DESC LIMIT 1) r ON true
            LEFT JOIN LATERAL (SELECT action, reconnect_mode, finished_at FROM commands
                               WHERE meter_id = m.id AND state = 'confirmed'
+                                AND action IN ('disconnect', 'reconnect')
                               ORDER BY finished_at DESC LIMIT 1) c ON true
            LEFT JOIN relay_mismatches x ON x.meter_id = m.id
            WHERE m.has_relay AND m.enabled
@@ -301,9 +302,10 @@ async def count_mismatches(conn: asyncpg.Connection) -> int:
 
 
 async def last_confirmed_action(conn: asyncpg.Connection, meter_id: int) -> str | None:
-    """The action of the meter's last confirmed (not dry-run) command: where its relay should be."""
+    """The action of the meter's last confirmed (not dry-run) disconnect or reconnect: where its relay is."""
     found: str | None = await conn.fetchval(
         """SELECT action FROM commands WHERE meter_id = $1 AND state = 'confirmed' AND NOT dry_run
+           AND action IN ('disconnect', 'reconnect')
            ORDER BY finished_at DESC, id DESC LIMIT 1""",
         meter_id,
     )
