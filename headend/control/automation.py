@@ -156,14 +156,15 @@ async def _alarm_candidates(conn: asyncpg.Connection, settings: SafetySettings) 
     """Pre-trip alarms (one per notice episode of an account asking for them; none in a dry run) and
     their releases: once the account is out of its notice period (paid), or the meter was cut and
     restored since the alarm, or it is on another account. An alarm that never went out is cancelled
-    instead of released."""
+    instead of released; an operator's alarm is left to operators."""
     wanted: list[Wanted] = []
     for row in await store.alarm_meters(conn):
         meter = row["meter_id"]
         key = None
         if row["notice_sent_at"] is not None and alarm_wanted(settings, row["alarm_before_cut"]):
             key = f"alarm:{row['acc']}:{meter}:{row['notice_sent_at'].isoformat()}"
-        if row["last_action"] == "alarm" and (key != row["last_key"] or row["restored_since"]):
+        ours = row["last_action"] == "alarm" and row["last_cause"] == "notice"  # an operator's stays theirs
+        if ours and (key != row["last_key"] or row["restored_since"]):
             if row["last_attempts"] == 0:  # never went out: nothing sounds
                 await store.cancel_unsent(conn, row["last_key"])
             elif row["last_state"] not in ("pending", "sent"):

@@ -142,7 +142,7 @@ async def publish_alarm_before_cut(conn: asyncpg.Connection, on: bool) -> None:
 async def alarm_meters(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """DL/T 645-2007 relay meters on an account in its notice period or with a pre-trip alarm that went
     out: the account's notice time and alarm override, protection, hold, the meter's last alarm-kind
-    command (``last_*``: id, action, state, key, attempts, account, confirmation time) and whether a
+    command (``last_*``: id, action, state, key, attempts, cause, account, confirmation time) and whether a
     reconnect was confirmed after that alarm (the meter was cut and restored)."""
     return await rows(
         conn,
@@ -151,7 +151,7 @@ async def alarm_meters(conn: asyncpg.Connection) -> list[asyncpg.Record]:
                   (SELECT h.reason FROM vee_holds h WHERE h.meter_id = m.id AND h.resolved_at IS NULL
                    ORDER BY h.id LIMIT 1) AS hold,
                   l.id AS last_id, l.action AS last_action, l.state::text AS last_state,
-                  l.idempotency_key AS last_key, l.attempts AS last_attempts,
+                  l.idempotency_key AS last_key, l.attempts AS last_attempts, l.cause AS last_cause,
                   l.account_id AS last_account, l.confirmed_at AS last_confirmed_at,
                   EXISTS (SELECT 1 FROM commands r WHERE r.meter_id = m.id AND r.action = 'reconnect'
                           AND r.state = 'confirmed' AND r.id > l.id) AS restored_since
