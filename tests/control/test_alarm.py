@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from headend.billing.accounts import AccountError, add_account, set_account
 from headend.config import validate_config
 from headend.control.executor import execute
 from headend.control.manual import ManualCommandError, request_command
@@ -320,5 +321,26 @@ async def test_an_alarm_for_a_modbus_meter_is_refused_in_one_line(pg_dsn: str, t
             "error: meter breaker-7 (modbus) has no pre-trip alarm: alarm is not supported"
         ]
         assert await conn.fetchval("SELECT count(*) FROM commands") == 0
+    finally:
+        await conn.close()
+
+
+async def test_an_account_asks_for_the_alarm_refuses_it_or_follows_the_policy(pg_dsn: str) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await add_operators(conn, o9001="admin")
+        await add_account(conn, "A-1", "prepaid", operator="9001")
+        seen = []
+        for value in ("true", "false", "policy"):
+            await set_account(conn, "A-1", {"alarm_before_cut": value}, operator="9001")
+            seen.append(await conn.fetchval("SELECT alarm_before_cut FROM accounts WHERE number = 'A-1'"))
+        assert seen == [True, False, None]
+        with pytest.raises(AccountError, match="alarm_before_cut must be true, false or policy"):
+            await set_account(conn, "A-1", {"alarm_before_cut": "sometimes"}, operator="9001")
+        audited = await conn.fetch(
+            "SELECT details->>'alarm_before_cut' AS v FROM audit_log"
+            " WHERE action = 'account.changed' ORDER BY id"
+        )
+        assert [a["v"] for a in audited] == ["true", "false", "policy"]
     finally:
         await conn.close()
