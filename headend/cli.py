@@ -31,6 +31,7 @@ from headend.commands import (
     run,
     sim,
     tariffs,
+    web,
 )
 from headend.commands.app import CommandGroup
 from headend.store.dsn import DsnError, dsn_source
@@ -80,6 +81,7 @@ def _register_commands() -> None:
         commands,
         operators,
         concentrator,
+        web,
     ):
         module.register(app)
 

@@ -492,6 +492,32 @@ class ListenConfig(_Section):
         return value
 
 
+class WebConfig(_Section):
+    """``headend web``: the desk login's DSN (writes, each bound to the signed-in operator) and the
+    reporting login's (reads); sessions end after ``session_idle`` without a request or
+    ``session_max`` after sign-in; ``secure_cookies`` when served behind TLS; times shown in
+    ``timezone``."""
+
+    desk_dsn: str = ""
+    report_dsn: str = ""
+    session_idle: Duration = 1800.0
+    session_max: Duration = Field(43200.0, le=86400.0)
+    secure_cookies: bool = False
+    timezone: str = "Asia/Shanghai"
+    pool_size: int = Field(10, ge=1, le=200)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
 class HeadendConfig(_Section):
     database: DatabaseConfig = DatabaseConfig()
     polling: PollingConfig = PollingConfig()
@@ -514,6 +540,7 @@ class HeadendConfig(_Section):
     listen: ListenConfig = ListenConfig()
     analytics: AnalyticsConfig = AnalyticsConfig()
     exceptions: ExceptionsConfig = ExceptionsConfig()
+    web: WebConfig = WebConfig()
 
     @field_validator("read_plans")
     @classmethod

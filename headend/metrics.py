@@ -27,6 +27,12 @@ class EngineMetrics:
             ["channel"],
             registry=r,
         )
+        self.unverified_jobs = Counter(
+            "headend_unverified_jobs",
+            "Meter jobs run on a dial-in connection nothing verified (their readings stored as suspect)",
+            ["channel", "kind"],
+            registry=r,
+        )
         self.dialin = Gauge(
             "headend_dialin_events", "Dial-in front end events since start, by kind", ["event"], registry=r
         )
