@@ -325,6 +325,7 @@ class SafetyConfig(_Section):
     run_every: Duration = 30.0  # fee-control pass (service headend.control.service:run)
     reconnect_mode: ReconnectMode = "close"  # accounts may override it
     reconnect_on_mismatch: bool = False  # a paying customer's relay found open is closed again
+    alarm_before_cut: bool = False  # warn with the meter's alarm (0x1C 2A) first; accounts may override it
     pending_alarm: Duration = 900.0  # an open command older than this counts as pending too long
 
     @field_validator("timezone")

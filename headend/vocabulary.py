@@ -9,13 +9,23 @@ from __future__ import annotations
 
 from typing import Final, Literal, get_args
 
-RelayAction = Literal["disconnect", "reconnect"]
-"""What an operator or rule asks of a meter's supply (``commands.action``, ``headend command``)."""
+RelayAction = Literal["disconnect", "reconnect", "alarm", "alarm_release"]
+"""What an operator or rule asks of a meter's relay (``commands.action``, ``headend command``): cut or
+restore the supply, or sound / silence the meter's pre-trip alarm (the warning before a cut)."""
 
-SwitchOperation = Literal["off", "on", "close_allowed"]
-"""What a driver's ``switch`` makes the relay do: trip, close, or allow the customer to close it."""
+AlarmAction = Literal["alarm", "alarm_release"]
+"""The relay actions that only warn (0x1C 2A / 2B): the supply is not switched."""
 
-SWITCH_OPERATION: Final[dict[RelayAction, SwitchOperation]] = {"disconnect": "off", "reconnect": "on"}
+SwitchOperation = Literal["off", "on", "close_allowed", "alarm", "alarm_release"]
+"""What a driver's ``switch`` makes the relay do: trip, close, allow the customer to close it, or
+sound / silence the pre-trip alarm (status word 3 bit 7)."""
+
+SWITCH_OPERATION: Final[dict[RelayAction, SwitchOperation]] = {
+    "disconnect": "off",
+    "reconnect": "on",
+    "alarm": "alarm",
+    "alarm_release": "alarm_release",
+}
 """The operation that carries out each relay action."""
 
 ReconnectMode = Literal["close", "close_allowed"]
@@ -66,6 +76,7 @@ ExceptionState = Literal["open", "acknowledged", "dispatched", "resolved", "auto
 """Where an exception is in its life (``exceptions.state``)."""
 
 RELAY_ACTIONS: Final[tuple[RelayAction, ...]] = get_args(RelayAction)
+ALARM_ACTIONS: Final[tuple[AlarmAction, ...]] = get_args(AlarmAction)
 RECONNECT_MODES: Final[tuple[ReconnectMode, ...]] = get_args(ReconnectMode)
 SWITCH_OPERATIONS: Final[tuple[SwitchOperation, ...]] = get_args(SwitchOperation)
 COMMAND_STATES: Final[tuple[CommandState, ...]] = get_args(CommandState)

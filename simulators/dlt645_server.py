@@ -31,6 +31,7 @@ MAX_READ_DATA = 200
 SYNC_LIMIT = timedelta(minutes=5)
 NO_SYNC_AFTER = time(23, 55)
 NO_SYNC_BEFORE = time(0, 5)
+ALARM_AMOUNTS = ("04001001", "04001002")  # a money-prepaid meter's alarm amounts 1 and 2, writable
 WRITABLE_CLOCK = {"04000101", "04000102", "0400010C", "C010", "C011"}
 
 
@@ -48,6 +49,7 @@ class Dlt645Meter:
     tariffs: int = 4  # tariffs in use: energy blocks carry the total and this many; higher ones refused
     control_faults: list[tuple[str, int, int]] = field(default_factory=list)  # (kind, first, last) frame
     controls: int = 0  # relay control frames received so far
+    control_actions: Counter[str] = field(default_factory=Counter)  # those frames by N1 (trip, alarm, ...)
     fault_counts: Counter[str] = field(default_factory=Counter)  # control faults injected
 
     @property
@@ -224,6 +226,9 @@ class Dlt645Responder:
         if not meter.password_ok(frame):
             return self._refused(meter, frame)
         di = frame.di or ""
+        if di in ALARM_AMOUNTS and meter.model.prepaid_balance is not None and frame.value is not None:
+            meter.model.alarm_amounts[ALARM_AMOUNTS.index(di)] = float(frame.value)
+            return self._ok(meter, frame)
         if di not in WRITABLE_CLOCK or "value_error" in frame.fields or frame.value is None:
             return self._abnormal(meter, frame, "other" if frame.edition == 2007 else "illegal_data")
         model = meter.model
@@ -284,6 +289,7 @@ class Dlt645Responder:
 
     def remote_control(self, meter: Dlt645Meter, frame: Frame) -> bytes | None:
         fault = meter.control_fault()
+        meter.control_actions[str(frame.fields.get("action", "encrypted"))] += 1
         reply = self._control(meter, frame)
         if fault == "control_silent":
             return None

@@ -149,6 +149,8 @@ def _fixed_2007() -> dict[str, Reader]:
         "1E000001": lambda m: m.close_count,
         "00900200": lambda m: max(m.prepaid_balance or 0.0, 0.0),
         "00900201": lambda m: max(-(m.prepaid_balance or 0.0), 0.0),
+        "04001001": lambda m: m.alarm_amounts[0],
+        "04001002": lambda m: m.alarm_amounts[1],
     }
     for tariff in range(1, 5):
         items[f"0001{tariff:02X}00"] = _tariff(_import_values, tariff)

@@ -156,6 +156,7 @@ class SimMeter:
         self.load_scale = 1.0  # history is pre-filled at the natural rate; ``load_scale`` applies from now on
         self.trip_delay = timedelta(seconds=trip_delay_s)
         self.prepaid_balance = prepaid_balance
+        self.alarm_amounts = [20.0, 10.0]  # prepaid alarm amounts 1 and 2 (04 00 10 01 / 02), yuan
         self.price_per_kwh = price_per_kwh
         rng = random.Random(seed)
         self.base_kw = rng.uniform(0.2, 1.2) * (3 if phases == 3 else 1)

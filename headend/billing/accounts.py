@@ -24,6 +24,7 @@ SETTABLE = {
     "protected",
     "protected_reason",
     "reconnect_mode",
+    "alarm_before_cut",
     "active",
 }
 
@@ -72,6 +73,11 @@ async def set_account(
     if changes.get("reconnect_mode") not in (None, *RECONNECT_MODES):
         raise AccountError("reconnect_mode must be close or close_allowed")
     columns = dict(changes)
+    if "alarm_before_cut" in columns:
+        alarm = columns["alarm_before_cut"]
+        if alarm not in (True, False, None, "true", "false", "policy"):
+            raise AccountError("alarm_before_cut must be true, false or policy (the configured [safety] one)")
+        columns["alarm_before_cut"] = {"true": True, "false": False, "policy": None}.get(str(alarm), alarm)
     async with conn.transaction():
         if "tariff" in columns:
             columns["tariff_id"] = await _tariff(conn, str(columns.pop("tariff")))

@@ -100,7 +100,8 @@ def set_(
         list[str],
         typer.Argument(
             help="KEY=VALUE: name, tariff, credit_limit, grace_days, "
-            "protected, protected_reason, reconnect_mode (close|close_allowed), active"
+            "protected, protected_reason, reconnect_mode (close|close_allowed), "
+            "alarm_before_cut (true|false|policy), active"
         ),
     ],
     operator: OperatorId,

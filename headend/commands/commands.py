@@ -39,12 +39,18 @@ def _command_id(value: int) -> int:
 @commands_app.command("create")
 def create(
     meter: Annotated[str, typer.Argument(help="Meter name or address.")],
-    action: Annotated[str, typer.Argument(help="disconnect or reconnect.")],
+    action: Annotated[
+        str,
+        typer.Argument(
+            help="disconnect, reconnect, alarm (the meter's pre-trip alarm, 0x1C 2A) or alarm_release (2B)."
+        ),
+    ],
     operator: OperatorId,
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log).")],
     dsn: Dsn = None,
 ) -> None:
-    """Ask the daemon to switch one meter: a persisted command it executes and confirms by read-back."""
+    """Ask the daemon to switch one meter (or sound / silence its pre-trip alarm): a persisted command it
+    executes and confirms by read-back."""
     me = login(operator)
 
     async def work(conn: asyncpg.Connection) -> tuple[int, list[str] | None]:

@@ -19,9 +19,11 @@ from headend.store import feecontrol as store
 from headend.store.audit import audit
 from headend.store.commands import create_command
 from headend.store.feecontrol import HALT_KEY
-from headend.vocabulary import ReconnectMode
+from headend.vocabulary import ALARM_ACTIONS, ReconnectMode
 
 SYSTEM = "system"
+RESTORING = ("reconnect", "alarm_release")  # never held by a halt, a window, protection or a hold
+CAUSES = {"disconnect": "arrears", "reconnect": "payment", "alarm": "notice", "alarm_release": "notice_over"}
 __all__ = ["HALT_KEY", "SYSTEM", "RunReport", "halted_by", "resume", "run_once"]
 
 log = logging.getLogger(__name__)
@@ -104,7 +106,25 @@ async def _update_flags(
             report.failures.append(("flags", acc["number"], f"{type(exc).__name__}: {exc}"))
 
 
-async def _candidates(conn: asyncpg.Connection, settings: SafetySettings) -> list[Wanted]:
+def alarm_wanted(settings: SafetySettings, override: bool | None) -> bool:
+    """Whether an account is warned by its meters' pre-trip alarm before a cut (its own setting, else
+    the policy)."""
+    return settings.alarm_before_cut if override is None else override
+
+
+def _unwarned(row: asyncpg.Record, settings: SafetySettings, now: datetime) -> str | None:
+    """Why the meter's pre-trip alarm does not allow its automatic disconnect yet (None: it does, or the
+    account asks for no alarm, or the meter has none: only DL/T 645-2007 meters sound one)."""
+    if row["protocol"] != "dlt645-2007" or not alarm_wanted(settings, row["alarm_before_cut"]):
+        return None
+    if row["warned_action"] != "alarm" or row["warned_at"] is None:
+        return "no confirmed pre-trip alarm on the meter yet"
+    if row["warned_at"] + settings.notice > now:
+        return f"the pre-trip alarm confirmed at {row['warned_at'].isoformat()} sounds a notice period first"
+    return None
+
+
+async def _candidates(conn: asyncpg.Connection, settings: SafetySettings, now: datetime) -> list[Wanted]:
     """Meters with a relay that need a command in their arrears episode (one disconnect, one reconnect
     per episode; a dry run has keys of its own so it leaves the episode open). A paid episode whose
     disconnect never went out gets no reconnect: its pending disconnect is cancelled instead."""
@@ -119,7 +139,8 @@ async def _candidates(conn: asyncpg.Connection, settings: SafetySettings) -> lis
         if row["arrears"] and disconnect_key not in done:
             if settings.dry_run and dry_disconnect in done:
                 continue
-            candidate = Candidate(row["meter_id"], "disconnect", row["protected"], row["hold"])
+            unwarned = None if settings.dry_run else _unwarned(row, settings, now)
+            candidate = Candidate(row["meter_id"], "disconnect", row["protected"], row["hold"], unwarned)
             wanted.append(Wanted(candidate, disconnect_key, dry_disconnect))
         elif not row["arrears"] and disconnect_key in done and reconnect_key not in done:
             if done[disconnect_key] == 0:  # the disconnect never went out: nothing to close again
@@ -128,6 +149,37 @@ async def _candidates(conn: asyncpg.Connection, settings: SafetySettings) -> lis
             if settings.dry_run and dry_reconnect in done:
                 continue
             wanted.append(Wanted(Candidate(row["meter_id"], "reconnect"), reconnect_key, dry_reconnect, mode))
+    return wanted + await _alarm_candidates(conn, settings)
+
+
+async def _alarm_candidates(conn: asyncpg.Connection, settings: SafetySettings) -> list[Wanted]:
+    """Pre-trip alarms (one per notice episode of an account asking for them; none in a dry run) and
+    their releases: once the account is out of its notice period (paid), or the meter was cut and
+    restored since the alarm, or it is on another account. An alarm that never went out is cancelled
+    instead of released; an operator's alarm is left to operators."""
+    wanted: list[Wanted] = []
+    for row in await store.alarm_meters(conn):
+        meter = row["meter_id"]
+        key = None
+        if row["notice_sent_at"] is not None and alarm_wanted(settings, row["alarm_before_cut"]):
+            key = f"alarm:{row['acc']}:{meter}:{row['notice_sent_at'].isoformat()}"
+        ours = row["last_action"] == "alarm" and row["last_cause"] == "notice"  # an operator's stays theirs
+        if ours and (key != row["last_key"] or row["restored_since"]):
+            if row["last_attempts"] == 0:  # never went out: nothing sounds
+                await store.cancel_unsent(conn, row["last_key"])
+            elif row["last_state"] not in ("pending", "sent"):
+                release = f"alarm_release:{row['last_id']}"
+                wanted.append(Wanted(Candidate(meter, "alarm_release"), release, f"dryrun:{release}"))
+            continue
+        if key is None or settings.dry_run or (row["last_key"] == key and row["last_action"] == "alarm"):
+            continue
+        if row["last_action"] == "alarm_release" and row["last_state"] in ("pending", "sent"):
+            continue  # the previous alarm is still being released
+        if (await store.existing_keys(conn, [key])).get(key) is not None:
+            continue  # this episode's alarm was sounded and released already (the meter was restored)
+        if row["protected"] or row["hold"] is not None:
+            continue  # never cut while so: the disconnect's refusal says why, once
+        wanted.append(Wanted(Candidate(meter, "alarm"), key, f"dryrun:{key}"))
     return wanted
 
 
@@ -171,12 +223,16 @@ async def _refuse(
     )
 
 
-async def _create(conn: asyncpg.Connection, wanted: Wanted, decision: Decision, now: datetime) -> int:
+async def _create(conn: asyncpg.Connection, wanted: Wanted, decision: Decision, now: datetime) -> int | None:
+    """Create the wanted command; None for an alarm-kind one whose meter has another command open (it
+    waits for the next run, quietly: an alarm follows a reconnect, a disconnect follows its alarm)."""
     candidate = wanted.candidate
     if candidate.action == "reconnect":
         await store.cancel_pending_disconnects(conn, candidate.meter_id)
     busy = await store.open_command(conn, candidate.meter_id)
     if busy is not None:
+        if candidate.action in ALARM_ACTIONS:
+            return None
         raise CommandConflict(
             f"meter {candidate.meter_id} has open command {busy['id']} ({busy['action']}, {busy['cause']});"
             f" the {candidate.action} waits for it"
@@ -185,7 +241,7 @@ async def _create(conn: asyncpg.Connection, wanted: Wanted, decision: Decision, 
         conn,
         meter_id=candidate.meter_id,
         action=candidate.action,
-        cause="arrears" if candidate.action == "disconnect" else "payment",
+        cause=CAUSES[candidate.action],
         operator=SYSTEM,
         idempotency_key=wanted.dry_run_key if decision.dry_run else wanted.key,
         now=now,
@@ -212,18 +268,18 @@ async def run_once(
     report = RunReport()
     async with conn.transaction():
         await _update_flags(conn, now, notice, minimum, report)
-        wanted = await _candidates(conn, settings)
+        wanted = await _candidates(conn, settings, now)
         sent_last_hour = await store.disconnects_since(conn, SYSTEM, now - timedelta(hours=1))
         report.halted = await halted_by(conn)
         if report.halted is not None:  # latched: reconnects only, until an operator resumes
-            wanted = [w for w in wanted if w.candidate.action == "reconnect"]
+            wanted = [w for w in wanted if w.candidate.action in RESTORING]
         try:
             decisions = evaluate_run(settings, [w.candidate for w in wanted], now, sent_last_hour)
         except CapExceeded as exc:
             await store.latch_halt(conn, exc.rule)
             await _audit(conn, "automation.halted", "automation", "arrears", exc.rule, {"alarm": str(exc)})
             report.halted = exc.rule
-            wanted = [w for w in wanted if w.candidate.action == "reconnect"]
+            wanted = [w for w in wanted if w.candidate.action in RESTORING]
             decisions = evaluate_run(settings, [w.candidate for w in wanted], now, sent_last_hour)
         known = await store.refusals(conn)
         for item, decision in zip(wanted, decisions, strict=True):
@@ -232,7 +288,9 @@ async def run_once(
                     if not decision.allowed:
                         await _refuse(conn, item, decision, known, now, report)
                         continue
-                    report.commands.append(await _create(conn, item, decision, now))
+                    created = await _create(conn, item, decision, now)
+                    if created is not None:
+                        report.commands.append(created)
             except (CommandConflict, asyncpg.PostgresError) as exc:
                 report.failures.append(("command", str(item.candidate.meter_id), str(exc)))
         refused_now = {meter for meter, _ in report.refused}

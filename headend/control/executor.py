@@ -46,7 +46,10 @@ def driver_action(command: asyncpg.Record) -> SwitchOperation:
 
 
 def _reached(action: SwitchOperation, state: RelayState) -> bool:
-    """Read-back: status bit 4 (relay open) for off/on, bit 6 (commanded open) for close-allowed."""
+    """Read-back: status bit 4 (relay open) for off/on, bit 6 (commanded open) for close-allowed, bit 7
+    (pre-trip alarm) for the alarm and its release."""
+    if action in ("alarm", "alarm_release"):
+        return state.pre_trip_alarm is (action == "alarm")
     if action == "close_allowed":
         return state.command_open is False
     return bool(state.open) if action == "off" else not state.open
@@ -111,7 +114,7 @@ async def _drive(
         state = await driver.relay_state()
         evidence = {"resumed": True, "state": state.to_json()}
         if _reached(driver_action(row), state):
-            return await _move(conn, row, "confirmed", actor=actor, evidence=evidence)
+            return await _move(conn, row, "confirmed", actor=actor, evidence=evidence, confirmed_at=now())
         error = "not confirmed at read-back"
         moved = await _move(conn, row, "pending", actor=actor, error=error, evidence=evidence)
         if moved != "pending":
@@ -127,7 +130,7 @@ async def _drive(
     if moved != "sent":
         return moved  # waiting, refused or cancelled meanwhile: nothing goes out
     sent = await _row(conn, command_id)
-    return await _switch(conn, sent, driver, actor, now() + RETRY_BACKOFF * sent["attempts"])
+    return await _switch(conn, sent, driver, actor, now, RETRY_BACKOFF * sent["attempts"])
 
 
 async def _gate_and_send(
@@ -154,12 +157,18 @@ async def _current(conn: asyncpg.Connection, command_id: int) -> str:
 
 
 async def _switch(
-    conn: asyncpg.Connection, sent: asyncpg.Record, driver: RelayDriver, actor: str, retry_at: datetime
+    conn: asyncpg.Connection,
+    sent: asyncpg.Record,
+    driver: RelayDriver,
+    actor: str,
+    now: Callable[[], datetime],
+    backoff: timedelta,
 ) -> str:
     """Send the frame once and settle the command by what the relay read back says.
 
     Without a read-back (the driver failed, the reply and every read-back were lost) the command stays
-    ``sent`` until ``retry_at``: its next attempt reads the relay back before anything is sent again."""
+    ``sent`` for ``backoff``: its next attempt reads the relay back before anything is sent again."""
+    retry_at = now() + backoff
     try:
         result = await driver.switch(driver_action(sent), operator=operator_code(sent["operator"]))
     except Exception as exc:  # a driver error must not lose the command: read back at the next attempt
@@ -167,7 +176,7 @@ async def _switch(
         return await _move(conn, sent, "sent", actor=actor, error=error, next_attempt_at=retry_at)
     evidence = result.to_json()
     if result.status == "confirmed":
-        return await _move(conn, sent, "confirmed", actor=actor, evidence=evidence)
+        return await _move(conn, sent, "confirmed", actor=actor, evidence=evidence, confirmed_at=now())
     if result.status == "refused":
         error = f"refused: {result.reason}"
         return await _move(conn, sent, "failed", actor=actor, error=error, evidence=evidence)

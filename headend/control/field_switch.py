@@ -18,7 +18,7 @@ from headend.control.manual import ManualCommandError, request_command
 from headend.store.field_commands import CommandOutcome, command_outcome
 
 FIELD_HOLD = timedelta(minutes=10)
-ACTIONS = {"off": "disconnect", "on": "reconnect"}
+ACTIONS = {"off": "disconnect", "on": "reconnect", "alarm": "alarm", "alarm_release": "alarm_release"}
 
 
 async def field_switch(
@@ -34,7 +34,7 @@ async def field_switch(
 
     ``conn`` must be authenticated as ``operator``; refusals raise ``ManualCommandError``."""
     if action not in ACTIONS:
-        raise ManualCommandError(f"a recorded switch is off or on, not {action!r}")
+        raise ManualCommandError(f"a recorded switch is off, on, alarm or alarm-release, not {action!r}")
     now = datetime.now(UTC)
     command_id = await request_command(
         conn,

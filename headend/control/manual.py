@@ -17,8 +17,9 @@ from headend.inventory import InventoryError, find_meter
 from headend.store import commands
 from headend.store.audit import audit, set_actor
 from headend.store.commands import create_command, open_command_of, relay_meter
+from headend.vocabulary import ALARM_ACTIONS, RELAY_ACTIONS
 
-ACTIONS = ("disconnect", "reconnect")
+ACTIONS = RELAY_ACTIONS
 
 
 class ManualCommandError(ValueError):
@@ -52,8 +53,8 @@ async def request_command(
     ``cause`` ``field`` with a late ``due_at`` is a field switch the engineer's process executes itself.
 
     Refused (``ManualCommandError``): unknown or ambiguous meter, no relay, disabled meter, a
-    disconnect of a protected customer, a meter that already has an open command, no operator or
-    no reason."""
+    disconnect or alarm of a protected customer, an alarm on a meter that has none (only DL/T 645-2007
+    meters sound one), a meter that already has an open command, no operator or no reason."""
     if action not in ACTIONS:
         raise ManualCommandError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
     if not operator.strip() or not reason.strip():
@@ -63,7 +64,11 @@ async def request_command(
         raise ManualCommandError(f"meter {row['label']} has no relay")
     if not row["enabled"]:
         raise ManualCommandError(f"meter {row['label']} is disabled")
-    if action == "disconnect" and row["protected"]:
+    if action in ALARM_ACTIONS and row["protocol"] != "dlt645-2007":
+        raise ManualCommandError(
+            f"meter {row['label']} ({row['protocol']}) has no pre-trip alarm: {action} is not supported"
+        )
+    if action in ("disconnect", "alarm") and row["protected"]:
         why = f" ({row['protected_reason']})" if row["protected_reason"] else ""
         raise ManualCommandError(f"meter {row['label']} is protected{why}: it is not disconnected remotely")
     open_command = await open_command_of(conn, row["id"])

@@ -25,10 +25,15 @@ class SafetySettings:
     reconnect_mode: ReconnectMode = "close"  # or "close_allowed": the customer presses the button
     reconnect_on_mismatch: bool = False  # a paying customer's relay found open is closed again
     min_arrears: Decimal = Decimal(0)  # [billing] min_arrears: an automatic disconnect goes out only above it
+    alarm_before_cut: bool = False  # the meter's pre-trip alarm first (accounts may override it)
+    notice: timedelta = timedelta(0)  # [billing] notice_period: a confirmed alarm sounds this long first
 
 
-def settings_from_config(config: SafetyConfig, min_arrears: Decimal = Decimal(0)) -> SafetySettings:
-    """SafetySettings from the ``[safety]`` section of headend.toml (and ``[billing] min_arrears``)."""
+def settings_from_config(
+    config: SafetyConfig, min_arrears: Decimal = Decimal(0), notice: timedelta = timedelta(0)
+) -> SafetySettings:
+    """SafetySettings from the ``[safety]`` section of headend.toml (and ``[billing] min_arrears`` and
+    ``notice_period``)."""
     return SafetySettings(
         night_start=config.night_start,
         night_end=config.night_end,
@@ -41,6 +46,8 @@ def settings_from_config(config: SafetyConfig, min_arrears: Decimal = Decimal(0)
         reconnect_mode=config.reconnect_mode,
         reconnect_on_mismatch=config.reconnect_on_mismatch,
         min_arrears=min_arrears,
+        alarm_before_cut=config.alarm_before_cut,
+        notice=notice,
     )
 
 
@@ -49,9 +56,10 @@ class Candidate:
     """A meter automation wants to switch."""
 
     meter_id: int
-    action: str  # 'disconnect' | 'reconnect'
+    action: str  # 'disconnect' | 'reconnect' | 'alarm' | 'alarm_release'
     protected: bool = False
     hold: str | None = None  # why the meter's data is held (unresolved suspect readings)
+    unwarned: str | None = None  # a disconnect: why the pre-trip alarm does not allow it yet
 
 
 @dataclass(frozen=True)
@@ -97,14 +105,17 @@ def evaluate_run(
 ) -> list[Decision]:
     """Decide every candidate of one automatic run; raises CapExceeded when a cap would be passed.
 
-    Reconnects are never blocked by windows, protection or holds, count towards nothing and are never
-    dry runs (a customer who pays during a dry run is reconnected).
+    Reconnects and alarm releases are never blocked by windows, protection or holds, count towards
+    nothing and are never dry runs (a customer who pays during a dry run is reconnected). An alarm is
+    refused like a disconnect for a protected or held meter, otherwise made (the quiet windows and the
+    halt hold it at send time) and counts towards no disconnect cap; a disconnect whose pre-trip alarm
+    is not confirmed a notice period ago is refused by rule ``alarm``.
     """
     window = window_rule(settings, now)
     decisions: list[Decision] = []
     disconnects = 0
     for candidate in candidates:
-        if candidate.action == "reconnect":  # restoring supply is never a rehearsal: dry run cuts nobody
+        if candidate.action in ("reconnect", "alarm_release"):  # restoring is never a rehearsal
             decisions.append(Decision(True))
             continue
         if candidate.protected:
@@ -113,8 +124,14 @@ def evaluate_run(
         if candidate.hold is not None:
             decisions.append(Decision(False, "hold.suspect_data", f"billing data held: {candidate.hold}"))
             continue
+        if candidate.action == "alarm":  # the quiet windows hold it when it is about to go out
+            decisions.append(Decision(True))
+            continue
         if window is not None:
             decisions.append(Decision(False, window, f"automatic disconnection not allowed ({window})"))
+            continue
+        if candidate.unwarned is not None:
+            decisions.append(Decision(False, "alarm", candidate.unwarned))
             continue
         disconnects += 1
         if disconnects > settings.max_per_run:

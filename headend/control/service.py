@@ -25,6 +25,7 @@ from headend.store.feecontrol import (
     commands_open_since,
     count_mismatches,
     due_commands,
+    publish_alarm_before_cut,
     publish_manual_approval_above,
 )
 from headend.store.writer import UNAVAILABLE
@@ -82,10 +83,11 @@ async def run_pass(engine: ServiceHost, now: datetime) -> list[tuple[int, str]]:
 
     ``now`` carries the safety time zone: the quiet windows are judged on its local time."""
     minimum = Decimal(engine.config.billing.min_arrears)
-    settings = settings_from_config(engine.config.safety, minimum)
     notice = timedelta(seconds=engine.config.billing.notice_period)
+    settings = settings_from_config(engine.config.safety, minimum, notice)
     async with engine.pool.acquire() as conn:
         await publish_manual_approval_above(conn, engine.config.safety.manual_approval_above)
+        await publish_alarm_before_cut(conn, engine.config.safety.alarm_before_cut)
         report = await run_once(conn, settings, now, notice=notice, minimum=minimum)
         for stage, _, _ in report.failures:
             engine.metrics.fee_control_failures.labels(stage).inc()

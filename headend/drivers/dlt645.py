@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from headend.drivers.base import (
@@ -65,7 +66,13 @@ from protocols.dlt645.records import (
 R = TypeVar("R")
 log = logging.getLogger(__name__)
 
-ACTIONS = {"off": "trip", "on": "close", "close_allowed": "close_allowed"}
+ACTIONS = {
+    "off": "trip",
+    "on": "close",
+    "close_allowed": "close_allowed",
+    "alarm": "alarm",
+    "alarm_release": "alarm_release",
+}
 READ_FUNCTIONS = (0x11, 0x12, 0x01, 0x02)  # replies carry the DI of the request
 PROFILE_BATCH = 8
 # 06 record field -> the meter's interval quantity (the same names as a concentrator's curves)
@@ -91,6 +98,9 @@ PROFILE_INTERVAL_QUANTITIES = {
 }
 PROFILE_INTERVAL = timedelta(minutes=15)
 CLOCK_OPERATOR = "00000000"
+ALARM_THRESHOLD_DIS = ("04001001", "04001002")  # prepaid alarm amounts 1 and 2, XXXXXX.XX yuan
+MAX_AMOUNT = Decimal("999999.99")
+CENT = Decimal("0.01")
 
 
 def interval_increase(before: dict[str, Any] | None, end: dict[str, Any]) -> dict[str, float]:
@@ -491,6 +501,43 @@ class Dlt645Driver:
                 secret=True,
             )
 
+    async def read_alarm_thresholds(self) -> tuple[Decimal, Decimal]:
+        """A money-prepaid meter's alarm amounts 1 and 2 (04 00 10 01 / 02, yuan): below the first the
+        meter warns its customer, below the second it warns harder (State Grid 备案 layout)."""
+        if self.edition != 2007:
+            raise NotSupported("1997 meters keep no prepaid alarm amounts")
+        first = await self.read_di(ALARM_THRESHOLD_DIS[0])
+        second = await self.read_di(ALARM_THRESHOLD_DIS[1])
+        return _yuan(first), _yuan(second)
+
+    async def write_alarm_thresholds(self, first: Decimal, second: Decimal, *, operator: str) -> None:
+        """Write alarm amounts 1 and 2 with the configured password, then read both back: a value the
+        meter does not hold afterwards is a DriverError; a refusal is MeterRefused with its reason.
+
+        A parameter campaign decides which meters get which amounts; this writes one meter."""
+        if not Decimal(0) <= second <= first <= MAX_AMOUNT:
+            raise ValueError(
+                f"alarm amounts must be 0 <= second <= first <= {MAX_AMOUNT}, got {first}, {second}"
+            )
+        if self.edition != 2007:
+            raise NotSupported("1997 meters keep no prepaid alarm amounts")
+        credentials = self._require_credentials()
+        for di, amount in zip(ALARM_THRESHOLD_DIS, (first, second), strict=True):
+            request = build_write(
+                self.address,
+                di,
+                amount.quantize(CENT),
+                password_level=credentials.level,
+                password=credentials.password,
+                operator=operator,
+            )
+            await self._request(request, secret=True)
+        held = await self.read_alarm_thresholds()
+        if held != (first.quantize(CENT), second.quantize(CENT)):
+            raise DriverError(
+                f"meter {self.address} holds alarm amounts {held[0]}, {held[1]} after the write"
+            )
+
     def _require_credentials(self) -> Credentials:
         if self.credentials is None:
             raise NotSupported(f"no password configured for meter {self.address}")
@@ -572,7 +619,8 @@ class Dlt645Driver:
         confirm_timeout_s: float | None = None,
         poll_s: float | None = None,
     ) -> SwitchResult:
-        """Send 0x1C (off = trip, on = direct close, close_allowed) and confirm by reading the relay back."""
+        """Send 0x1C (off = trip, on = direct close, close_allowed, alarm = 2A, alarm_release = 2B) and
+        confirm by reading status word 3 back (bit 4, bit 6 for close-allowed, bit 7 for the alarm)."""
         if action not in ACTIONS:
             raise ValueError(f"unknown relay action {action!r}; use {', '.join(ACTIONS)}")
         try:
@@ -622,7 +670,7 @@ class Dlt645Driver:
             state = await self._read_back()
             if state is not None and self._reached(action, state):
                 record_di = "1D00FF01" if action == "off" else "1E00FF01"
-                if action != "close_allowed":
+                if action in ("off", "on"):
                     try:
                         evidence["event_record"] = await self.read_di(record_di)
                     except DriverError as exc:
@@ -644,8 +692,17 @@ class Dlt645Driver:
 
     @staticmethod
     def _reached(action: SwitchOperation, state: RelayState) -> bool:
+        if action in ("alarm", "alarm_release"):
+            return state.pre_trip_alarm is (action == "alarm")
         if action == "off":
             return state.open
         if action == "on":
             return not state.open
         return state.command_open is False
+
+
+def _yuan(value: object) -> Decimal:
+    """A BCD money amount as decoded (a float of two decimals) in yuan, exactly."""
+    if not isinstance(value, int | float):
+        raise DriverError(f"alarm amount {value!r} is not a number")
+    return Decimal(str(value)).quantize(CENT)

@@ -13,7 +13,8 @@ import asyncpg
 from headend.store.results import row, rows
 
 ACCOUNT_COLUMNS = """a.number, a.name, a.kind, t.name AS tariff, a.credit_limit::text, a.grace_days,
-    a.protected, a.protected_reason, a.reconnect_mode, a.active, a.arrears, a.arrears_since, a.notice_sent_at,
+    a.protected, a.protected_reason, a.reconnect_mode, a.alarm_before_cut, a.active, a.arrears,
+    a.arrears_since, a.notice_sent_at,
     coalesce(b.balance, 0)::text AS balance, b.billed_until"""
 
 

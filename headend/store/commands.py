@@ -70,17 +70,20 @@ async def transition(
     evidence: dict[str, Any] | None = None,
     attempts_delta: int = 0,
     next_attempt_at: datetime | None = None,
+    confirmed_at: datetime | None = None,
 ) -> bool:
     """Compare-and-set: move the command from ``expected`` to ``state`` in its own transaction.
 
     Returns False (nothing changed) when the command is no longer in ``expected``: another executor
-    or an operator moved it first. The trigger still rejects illegal transitions."""
+    or an operator moved it first. The trigger still rejects illegal transitions. ``confirmed_at`` is
+    the executor's time of a confirmation (the clock the notice period is judged on)."""
     async with conn.transaction():
         await set_actor(conn, actor)
         moved = await conn.fetchval(
             """UPDATE commands SET state = $3, last_error = coalesce($4, last_error),
                       evidence = evidence || $5::jsonb, attempts = attempts + $6,
-                      next_attempt_at = coalesce($7, next_attempt_at)
+                      next_attempt_at = coalesce($7, next_attempt_at),
+                      confirmed_at = coalesce($8, confirmed_at)
                WHERE id = $1 AND state = $2::command_state RETURNING id""",
             command_id,
             expected,
@@ -89,6 +92,7 @@ async def transition(
             json.dumps(evidence or {}, default=str),
             attempts_delta,
             next_attempt_at,
+            confirmed_at,
         )
     return moved is not None
 
@@ -142,10 +146,11 @@ async def open_command_of(conn: asyncpg.Connection, meter_id: int) -> asyncpg.Re
 
 
 async def relay_meter(conn: asyncpg.Connection, meter_id: int) -> asyncpg.Record | None:
-    """What a relay request must know of a meter: label, relay, enabled, protection (own or account's)."""
+    """What a relay request must know of a meter: label, relay, enabled, protocol, protection (own or
+    account's)."""
     return await row(
         conn,
-        """SELECT m.id, coalesce(m.name, m.address) AS label, m.has_relay, m.enabled,
+        """SELECT m.id, coalesce(m.name, m.address) AS label, m.has_relay, m.enabled, m.protocol,
                   m.protected OR coalesce(a.protected, false) AS protected,
                   coalesce(m.protected_reason, a.protected_reason) AS protected_reason
            FROM meters m LEFT JOIN meter_assignments x ON x.meter_id = m.id AND x.effective_to IS NULL

@@ -10,6 +10,7 @@ import asyncpg
 from headend.store.results import row, rows
 
 MANUAL_APPROVAL_KEY = "safety.manual_approval_above"  # the database's two-person threshold (0033)
+ALARM_POLICY_KEY = "safety.alarm_before_cut"  # the policy the database's alarm-before-cut guard reads (0058)
 HALT_KEY = "fee_control_halted"  # headend_settings row present while automation is halted by a cap
 
 
@@ -49,7 +50,8 @@ async def clear_arrears(conn: asyncpg.Connection, account_id: int) -> None:
 async def episode_meters(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Meters with a relay on accounts in an arrears episode, or paid since one whose disconnect
     (``arrears:<account>:<meter>:<start>``) has no reconnect yet, with the episode's start, protection,
-    hold and the reconnect mode of the account."""
+    hold, the reconnect mode and alarm override of the account, and the meter's last confirmed
+    alarm-kind command for the account (``warned_action``, ``warned_at``)."""
     return await rows(
         conn,
         """WITH unreconnected AS (  -- the latest disconnect of each meter whose episode has no reconnect
@@ -63,11 +65,16 @@ async def episode_meters(conn: asyncpg.Connection) -> list[asyncpg.Record]:
                ORDER BY c.meter_id, c.id DESC)
            SELECT m.id AS meter_id, m.protected OR a.protected AS protected, a.arrears,
                   coalesce(a.arrears_since, d.since) AS arrears_since,
-                  a.id AS acc, a.reconnect_mode, m.protocol,
+                  a.id AS acc, a.reconnect_mode, m.protocol, a.alarm_before_cut,
+                  w.action AS warned_action, w.confirmed_at AS warned_at,
                   (SELECT h.reason FROM vee_holds h WHERE h.meter_id = m.id AND h.resolved_at IS NULL
                    ORDER BY h.id LIMIT 1) AS hold
            FROM meters m JOIN meter_assignments x ON x.meter_id = m.id AND x.effective_to IS NULL
            JOIN accounts a ON a.id = x.account_id
+           LEFT JOIN LATERAL (SELECT c.action, c.confirmed_at FROM commands c  -- the alarm in force
+                              WHERE c.meter_id = m.id AND c.account_id = a.id AND c.state = 'confirmed'
+                                AND c.action IN ('alarm', 'alarm_release')
+                              ORDER BY c.confirmed_at DESC NULLS LAST, c.id DESC LIMIT 1) w ON true
            LEFT JOIN unreconnected d ON d.meter_id = m.id AND d.acc = a.id AND a.arrears_since IS NULL
            WHERE m.has_relay AND m.enabled AND coalesce(a.arrears_since, d.since) IS NOT NULL
            ORDER BY m.id""",
@@ -118,6 +125,45 @@ async def publish_manual_approval_above(conn: asyncpg.Connection, above: int) ->
            WHERE headend_settings.value IS DISTINCT FROM EXCLUDED.value""",
         MANUAL_APPROVAL_KEY,
         str(above),
+    )
+
+
+async def publish_alarm_before_cut(conn: asyncpg.Connection, on: bool) -> None:
+    """Make ``[safety] alarm_before_cut`` the policy the database's guard reads (accounts override it)."""
+    await conn.execute(
+        """INSERT INTO headend_settings (key, value) VALUES ($1, $2)
+           ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+           WHERE headend_settings.value IS DISTINCT FROM EXCLUDED.value""",
+        ALARM_POLICY_KEY,
+        "true" if on else "false",
+    )
+
+
+async def alarm_meters(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """DL/T 645-2007 relay meters on an account in its notice period or with a pre-trip alarm that went
+    out: the account's notice time and alarm override, protection, hold, the meter's last alarm-kind
+    command (``last_*``: id, action, state, key, attempts, cause, account, confirmation time) and whether a
+    reconnect was confirmed after that alarm (the meter was cut and restored)."""
+    return await rows(
+        conn,
+        """SELECT m.id AS meter_id, a.id AS acc, a.notice_sent_at, a.alarm_before_cut,
+                  m.protected OR coalesce(a.protected, false) AS protected,
+                  (SELECT h.reason FROM vee_holds h WHERE h.meter_id = m.id AND h.resolved_at IS NULL
+                   ORDER BY h.id LIMIT 1) AS hold,
+                  l.id AS last_id, l.action AS last_action, l.state::text AS last_state,
+                  l.idempotency_key AS last_key, l.attempts AS last_attempts, l.cause AS last_cause,
+                  l.account_id AS last_account, l.confirmed_at AS last_confirmed_at,
+                  EXISTS (SELECT 1 FROM commands r WHERE r.meter_id = m.id AND r.action = 'reconnect'
+                          AND r.state = 'confirmed' AND r.id > l.id) AS restored_since
+           FROM meters m
+           LEFT JOIN meter_assignments x ON x.meter_id = m.id AND x.effective_to IS NULL
+           LEFT JOIN accounts a ON a.id = x.account_id
+           LEFT JOIN LATERAL (SELECT c.* FROM commands c WHERE c.meter_id = m.id
+                              AND c.action IN ('alarm', 'alarm_release') AND NOT c.dry_run
+                              ORDER BY c.id DESC LIMIT 1) l ON true
+           WHERE m.has_relay AND m.enabled AND m.protocol = 'dlt645-2007'
+             AND (a.notice_sent_at IS NOT NULL OR l.action = 'alarm')
+           ORDER BY m.id""",
     )
 
 
@@ -220,6 +266,7 @@ async def relay_observations(conn: asyncpg.Connection) -> list[asyncpg.Record]:
                          ORDER BY rd.ts DESC LIMIT 1) r ON true
            LEFT JOIN LATERAL (SELECT action, reconnect_mode, finished_at FROM commands
                               WHERE meter_id = m.id AND state = 'confirmed'
+                                AND action IN ('disconnect', 'reconnect')
                               ORDER BY finished_at DESC LIMIT 1) c ON true
            LEFT JOIN relay_mismatches x ON x.meter_id = m.id
            WHERE m.has_relay AND m.enabled
@@ -255,9 +302,10 @@ async def count_mismatches(conn: asyncpg.Connection) -> int:
 
 
 async def last_confirmed_action(conn: asyncpg.Connection, meter_id: int) -> str | None:
-    """The action of the meter's last confirmed (not dry-run) command: where its relay should be."""
+    """The action of the meter's last confirmed (not dry-run) disconnect or reconnect: where its relay is."""
     found: str | None = await conn.fetchval(
         """SELECT action FROM commands WHERE meter_id = $1 AND state = 'confirmed' AND NOT dry_run
+           AND action IN ('disconnect', 'reconnect')
            ORDER BY finished_at DESC, id DESC LIMIT 1""",
         meter_id,
     )

@@ -38,7 +38,7 @@ SELECT m.id, m.name, m.protocol, m.address, m.unit_id, m.model, m.enabled, m.has
         WHERE e.meter_id = m.id AND e.kind LIKE 'clock%' ORDER BY e.occurred_at DESC LIMIT 1)
            AS clock_offset_s,
        (SELECT k.action FROM commands k WHERE k.meter_id = m.id AND k.state = 'confirmed' AND NOT k.dry_run
-        ORDER BY k.finished_at DESC LIMIT 1) AS last_relay_action,
+        AND k.action IN ('disconnect', 'reconnect') ORDER BY k.finished_at DESC LIMIT 1) AS last_relay_action,
        (SELECT count(*) FROM vee_holds h WHERE h.meter_id = m.id AND h.resolved_at IS NULL) AS open_holds,
        q.quarantined_until, q.quarantine_failures, q.quarantine_error
 FROM meters m

@@ -31,6 +31,7 @@ class AccountFacts:
     unpaid: Decimal | None
     protected: bool
     protected_reason: str | None
+    alarm_before_cut: bool | None = None  # the account's own alarm policy (None: the configured one)
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,10 @@ class SendFacts:
     meter_protected_reason: str | None
     hold: str | None  # why the meter's data is held (an unresolved VEE hold), if it is
     account: AccountFacts | None
-    automatic_sent_last_hour: int  # automatic disconnects that went out in the hour before ``now``
+    automatic_sent_last_hour: int  # automatic disconnects (alarms: alarms) that went out in the last hour
     halted_by: str | None  # the latched cap halt of automatic disconnection, if any
+    protocol: str = "dlt645-2007"
+    alarm_confirmed_at: datetime | None = None  # the pre-trip alarm in force on the meter for its account
 
 
 async def lock_send_facts(conn: asyncpg.Connection, command_id: int, now: datetime) -> SendFacts | None:
@@ -70,7 +73,7 @@ async def lock_send_facts(conn: asyncpg.Connection, command_id: int, now: dateti
                   c.approved_by, c.last_error, c.account_id AS made_for,
                   (SELECT x.account_id FROM meter_assignments x
                    WHERE x.meter_id = m.id AND x.effective_to IS NULL) AS assigned_to,
-                  m.has_relay, m.enabled, m.protected, m.protected_reason
+                  m.has_relay, m.enabled, m.protected, m.protected_reason, m.protocol
            FROM commands c JOIN meters m ON m.id = c.meter_id WHERE c.id = $1""",
         command_id,
     )
@@ -82,10 +85,20 @@ async def lock_send_facts(conn: asyncpg.Connection, command_id: int, now: dateti
            WHERE c.id = $1 AND h.resolved_at IS NULL ORDER BY h.id LIMIT 1""",
         command_id,
     )
+    counted = "alarm" if row["action"] == "alarm" else "disconnect"
     sent_last_hour = await conn.fetchval(
-        """SELECT count(*) FROM commands WHERE operator = 'system' AND action = 'disconnect'
+        """SELECT count(*) FROM commands WHERE operator = 'system' AND action = $2
            AND NOT dry_run AND sent_at > $1""",
         now - _HOUR,
+        counted,
+    )
+    alarm = await conn.fetchrow(
+        """SELECT w.action, w.confirmed_at FROM commands w JOIN commands c ON c.meter_id = w.meter_id
+           WHERE c.id = $1 AND w.account_id = $2 AND w.state = 'confirmed'
+             AND w.action IN ('alarm', 'alarm_release')
+           ORDER BY w.confirmed_at DESC NULLS LAST, w.id DESC LIMIT 1""",
+        command_id,
+        row["assigned_to"],
     )
     halted = await conn.fetchval("SELECT value FROM headend_settings WHERE key = $1", HALT_KEY)
     return SendFacts(
@@ -107,13 +120,17 @@ async def lock_send_facts(conn: asyncpg.Connection, command_id: int, now: dateti
         account=account,
         automatic_sent_last_hour=int(sent_last_hour),
         halted_by=halted,
+        protocol=row["protocol"],
+        alarm_confirmed_at=alarm["confirmed_at"]
+        if alarm is not None and alarm["action"] == "alarm"
+        else None,
     )
 
 
 async def _lock_account(conn: asyncpg.Connection, account_id: int) -> AccountFacts:
     """The account and its balance locked (a payment in flight commits first), then its unpaid bills."""
     acc = await conn.fetchrow(
-        """SELECT kind, arrears, credit_limit, grace_days, protected, protected_reason
+        """SELECT kind, arrears, credit_limit, grace_days, protected, protected_reason, alarm_before_cut
            FROM accounts WHERE id = $1 FOR SHARE""",
         account_id,
     )
@@ -133,6 +150,7 @@ async def _lock_account(conn: asyncpg.Connection, account_id: int) -> AccountFac
         unpaid=None if bills["unpaid"] is None else Decimal(bills["unpaid"]),
         protected=acc["protected"],
         protected_reason=acc["protected_reason"],
+        alarm_before_cut=acc["alarm_before_cut"],
     )
 
 

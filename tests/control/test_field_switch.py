@@ -79,6 +79,26 @@ async def test_field_switch_is_recorded_gated_and_audited(pg_dsn: str, tmp_path:
                 ("1007", "command.confirmed"),
             ]
             assert METER_PASSWORD not in out + err
+
+            # the pre-trip alarm the same way: recorded, confirmed by status word 3 bit 7
+            warn = ("switch", bus.url, "alarm", "--dsn", pg_dsn, "--reason", "warned on site")
+            code, out, err = await headend(*warn, "-a", served.address, "--operator", "1007", "--json")
+            assert code == 0, err
+            assert json.loads(out)["evidence"]["state"]["pre_trip_alarm"] is True and served.model.relay.alarm
+            quiet = ("switch", bus.url, "alarm-release", "--dsn", pg_dsn, "--reason", "paid on site")
+            code, out, err = await headend(*quiet, "-a", served.address, "--operator", "1007", "--json")
+            assert code == 0, err
+            assert not served.model.relay.alarm and dict(served.control_actions) == {
+                "trip": 1,
+                "alarm": 1,
+                "alarm_release": 1,
+            }
+            kinds = await conn.fetch("SELECT action, cause, state::text FROM commands ORDER BY id")
+            assert [tuple(k) for k in kinds] == [
+                ("disconnect", "field", "confirmed"),
+                ("alarm", "field", "confirmed"),
+                ("alarm_release", "field", "confirmed"),
+            ]
         finally:
             await conn.close()
 

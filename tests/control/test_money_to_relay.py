@@ -18,7 +18,11 @@ After every 12-hour step (billing pass, then one fee-control pass) the invariant
   control pass plus read-back);
 * no relay is open without an open arrears episode and a confirmed disconnect command.
 * every meter in service has exactly its tenant's open assignment, and the account fee control reads
-  for it is that assignment's, whatever happened to the inventory.
+  for it is that assignment's, whatever happened to the inventory;
+* where the policy asks for the meter's pre-trip alarm (some accounts always, every account in the
+  alarm period of the month, none in the dry-run period), no trip frame reaches a meter unless its alarm
+  bit has been set since a pass at least the notice period earlier, with a confirmed alarm command
+  behind it; an account out of its notice has its meters' alarms released after the pass.
 
 At the end the test says how often each kind of event occurred and requires every kind at least once
 (a month in which no relay was switched proves nothing). The buses run with a 2 ms line gap so the
@@ -63,6 +67,8 @@ STEPS = 60  # 30 days
 PER_BUS = 60  # meters on one simulated bus (fewer on a small run)
 SPARES = 4  # spare meters in stock on each bus, for recorded replacements
 DRY_RUN_STEPS = range(20, 27)
+ALARM_STEPS = range(44, 54)  # the policy asks every account for the pre-trip alarm (steps 44..53)
+NOTICE = timedelta(hours=12)
 APPROVAL_STEPS = range(36, 42)  # every automatic command waits for an approver until the next step
 APPROVER = "9004"
 CENT = Decimal("0.01")
@@ -106,12 +112,14 @@ class World:
     bus_of: dict[str, str] = field(default_factory=dict)  # meter address -> bus
     sims: dict[str, Dlt645Meter] = field(default_factory=dict)  # every simulated meter, spares too
     refused_at_send: set[int] = field(default_factory=set)  # commands a send-time gate refused
+    alarm_since: dict[str, datetime] = field(default_factory=dict)  # meter -> the pass its alarm sounded
+    sounding: set[str] = field(default_factory=set)  # alarms on paying customers, released next pass
     new_accounts: int = 0
     counts: Counter[str] = field(default_factory=Counter)  # what the month exercised
     files: Path = Path()  # where re-imported inventory files are written
 
 
-def _config(dry_run: bool, approval: bool = False) -> HeadendConfig:
+def _config(dry_run: bool, approval: bool = False, alarms: bool = False) -> HeadendConfig:
     return validate_config(
         {
             "polling": {"interval": "1h"},
@@ -128,6 +136,7 @@ def _config(dry_run: bool, approval: bool = False) -> HeadendConfig:
                 "max_per_hour": 100000,
                 "approval_above": 0 if approval else 1000,
                 "dry_run": dry_run,
+                "alarm_before_cut": alarms,
             },
             "billing": {"notice_period": "12h", "min_arrears": 5},
         },
@@ -171,6 +180,9 @@ async def _setup(
         if rng.random() < 0.1:
             await set_account(conn, number, {"protected": True}, operator="9001")
             world.counts["protected account"] += 1
+        if rng.random() < 0.3:  # this customer is warned by the meter before any cut
+            await set_account(conn, number, {"alarm_before_cut": True}, operator="9001")
+            world.counts["account asking for the alarm"] += 1
         await assign_meter(conn, m.address, number, at=t0 - STEP, operator="9001", reason="move in")
         world.kinds[number] = kind
         world.used[number] = Decimal(0)
@@ -371,6 +383,50 @@ async def _check_frames(conn: asyncpg.Connection, world: World, before: dict[str
         assert row["attempts"] == 0 and world.sims[row["address"]].controls == before[row["address"]]
 
 
+async def _check_alarms(
+    conn: asyncpg.Connection, world: World, t: datetime, policy: bool, trips_before: dict[str, int]
+) -> None:
+    """No trip frame without the meter's alarm sounding since a pass a notice period before, where the
+    account (or the policy) asks for it; the alarm bit of a meter whose account is out of its notice
+    (and not waiting for a command) is off after the pass, or the next one after its reconnect."""
+    accounts = {
+        r["address"]: r
+        for r in await conn.fetch(
+            "SELECT m.address, a.alarm_before_cut, a.notice_sent_at, m.protected OR a.protected AS protected,"
+            " (SELECT max(c.confirmed_at) FROM commands c WHERE c.meter_id = m.id AND c.action = 'alarm'"
+            "  AND c.state = 'confirmed') AS alarm_confirmed,"
+            " EXISTS (SELECT 1 FROM commands c WHERE c.meter_id = m.id AND c.state IN ('pending', 'sent'))"
+            "  AS busy"
+            " FROM meters m JOIN meter_assignments x ON x.meter_id = m.id AND x.effective_to IS NULL"
+            " JOIN accounts a ON a.id = x.account_id"
+        )
+    }
+    sounding: set[str] = set()
+    for address, sim in world.sims.items():
+        row = accounts.get(address)
+        tripped = sim.control_actions["trip"] > trips_before[address]
+        asks = row is not None and (policy if row["alarm_before_cut"] is None else row["alarm_before_cut"])
+        if tripped and asks:
+            since = world.alarm_since.get(address)
+            assert since is not None and since <= t - NOTICE and sim.model.relay.alarm, (
+                f"{address} tripped at {t} without an alarm sounding since {t - NOTICE} (since {since})"
+            )
+            assert row["alarm_confirmed"] is not None and row["alarm_confirmed"] <= t - NOTICE
+            world.counts["cut after the alarm"] += 1
+        if sim.model.relay.alarm:
+            world.alarm_since.setdefault(address, t)
+        else:
+            world.alarm_since.pop(address, None)
+        idle = row is not None and row["notice_sent_at"] is None and not row["busy"]
+        if idle and not sim.model.relay.open and sim.model.relay.alarm:
+            # a reconnect settled in this pass: its alarm release follows in the next one
+            assert address not in world.sounding, f"{address}: alarm left sounding on a paying customer"
+            sounding.add(address)
+    world.sounding = sounding
+    world.counts["alarm frame"] = sum(s.control_actions["alarm"] for s in world.sims.values())
+    world.counts["alarm release frame"] = sum(s.control_actions["alarm_release"] for s in world.sims.values())
+
+
 async def _bill_postpaid(conn: asyncpg.Connection, world: World, t: datetime) -> None:
     ids = dict(await conn.fetch("SELECT number, id FROM accounts WHERE kind = 'postpaid'"))
     for number, start in world.postpaid_billed.items():
@@ -439,8 +495,8 @@ async def _check(
         r["address"]: r
         for r in await conn.fetch(
             "SELECT m.address, a.arrears, a.protected OR m.protected AS protected,"
-            " (SELECT action FROM commands c"
-            "  WHERE c.meter_id = m.id AND c.state = 'confirmed' AND NOT c.dry_run"
+            " (SELECT action FROM commands c WHERE c.action IN ('disconnect', 'reconnect')"
+            "  AND c.meter_id = m.id AND c.state = 'confirmed' AND NOT c.dry_run"
             "  ORDER BY c.finished_at DESC, c.id DESC LIMIT 1) AS last_action,"
             " EXISTS (SELECT 1 FROM commands c WHERE c.meter_id = m.id AND c.action = 'reconnect'"
             "  AND c.state = 'pending' AND c.requires_approval AND c.approved_by IS NULL) AS unapproved"
@@ -497,7 +553,7 @@ async def test_money_to_relay_chain_over_a_simulated_month(
         switched = 0
         for step in range(STEPS):
             t = t0 + step * STEP
-            engine.config = _config(step in DRY_RUN_STEPS, step in APPROVAL_STEPS)
+            engine.config = _config(step in DRY_RUN_STEPS, step in APPROVAL_STEPS, step in ALARM_STEPS)
             world.counts["dry-run pass"] += step in DRY_RUN_STEPS
             await _events(conn, world, t, step)
             await _approve_waiting(conn, world)
@@ -507,9 +563,11 @@ async def test_money_to_relay_chain_over_a_simulated_month(
             if step % 8 == 7:
                 await _bill_postpaid(conn, world, t)
             before = {address: sim.controls for address, sim in world.sims.items()}
+            trips = {address: sim.control_actions["trip"] for address, sim in world.sims.items()}
             switched += sum(state == "confirmed" for _, state in await run_pass(engine, t))
             marks = await _check(conn, world, *marks)
             await _check_frames(conn, world, before)
+            await _check_alarms(conn, world, t, step in ALARM_STEPS, trips)
         # billing goes on across a recorded replacement: each prepaid account billed past it
         stuck = await conn.fetch(
             "SELECT a.number FROM meter_replacements r JOIN meter_assignments x"
@@ -553,6 +611,12 @@ async def test_money_to_relay_chain_over_a_simulated_month(
             "relay switched",
             "protected while waiting",
             "refused at send",
+            "account asking for the alarm",
+            "alarm command",
+            "alarm_release command",
+            "cut after the alarm",
+            "alarm frame",
+            "alarm release frame",
         )
         assert all(world.counts[name] > 0 for name in expected), world.counts
     finally:

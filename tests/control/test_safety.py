@@ -34,6 +34,27 @@ def test_protected_refused_and_reconnect_never_blocked_by_window() -> None:
     ]
 
 
+def test_alarms_are_made_at_night_and_count_towards_no_cap_and_an_unwarned_cut_is_refused() -> None:
+    night = datetime(2026, 11, 18, 22, 0)
+    candidates = [
+        Candidate(1, "alarm"),
+        Candidate(2, "alarm", protected=True),
+        Candidate(3, "alarm_release", protected=True),
+        Candidate(4, "disconnect", unwarned="no confirmed pre-trip alarm on the meter yet"),
+    ]
+    decisions = evaluate_run(SafetySettings(max_per_run=0), candidates, night, sent_last_hour=0)
+    assert [(d.allowed, d.rule) for d in decisions] == [
+        (True, None),  # the quiet windows hold it at send time
+        (False, "protected"),
+        (True, None),
+        (False, "window.night"),
+    ]
+    by_day = evaluate_run(SafetySettings(), candidates[3:], WEDNESDAY_NOON, sent_last_hour=0)
+    assert [(d.allowed, d.rule, d.reason) for d in by_day] == [
+        (False, "alarm", "no confirmed pre-trip alarm on the meter yet")
+    ]
+
+
 def test_caps_halt_the_run() -> None:
     settings = SafetySettings(max_per_run=2, max_per_hour=5)
     with pytest.raises(CapExceeded) as run_cap:

@@ -90,7 +90,7 @@ FIELD_CASES: list[tuple[str, tuple[str, ...], int, str]] = [
         "switch-action",
         ("switch", TCP, "explode", "-a", METER, "--operator", "7", "--dry-run"),
         1,
-        "action must be off, on or close-allowed",
+        "action must be off, on, close-allowed, alarm or alarm-release",
     ),
     (
         "switch-no-password",

@@ -180,11 +180,11 @@ async def test_billing_migration_applies_to_a_database_already_on_the_operators_
     empty_dsn: str, tmp_path: Path
 ) -> None:
     """A database migrated without the billing migrations (0007, 0013, and 0024 that builds on 0013's
-    guard) gets them on the next migrate, and ends with the same guards as a fresh one."""
+    guard, 0058 on 0017's) gets them on the next migrate, and ends with the same guards as a fresh one."""
     older = tmp_path / "older"
     older.mkdir()
     for path in MIGRATIONS_DIR.glob("*.sql"):
-        if not path.name.startswith(("0007_", "0013_", "0017_", "0018_", "0024_", "0033_", "0034_")):
+        if not path.name.startswith(("0007_", "0013_", "0017_", "0018_", "0024_", "0033_", "0034_", "0058_")):
             shutil.copy(path, older / path.name)
     applied = await migrate(empty_dsn, directory=older)
     assert "0008_operators" in applied and "0007_billing_trust" not in applied
@@ -196,6 +196,7 @@ async def test_billing_migration_applies_to_a_database_already_on_the_operators_
         "0024_tariff_revisions",
         "0033_manual_approval_and_guarded_records",
         "0034_meters_lose_their_account_copy",
+        "0058_pre_trip_alarm",
     ]
     conn = await asyncpg.connect(empty_dsn)
     try:

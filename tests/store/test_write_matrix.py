@@ -323,6 +323,75 @@ MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
     ),
     (
         Write(
+            "commands",
+            "create an automatic pre-trip alarm",
+            (
+                "INSERT INTO commands (meter_id, action, cause, operator, expires_at)"
+                " VALUES (:spare, 'alarm', 'notice', 'system', now() + interval '1 day')",
+            ),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "commands",
+            "create a manual alarm release",
+            (
+                AS_ME,
+                "INSERT INTO commands (meter_id, action, cause, operator, expires_at)"
+                f" VALUES (:spare, 'alarm_release', 'manual', {ME}, now() + interval '1 day')",
+            ),
+        ),
+        desk("operator"),
+    ),
+    (
+        Write(
+            "commands",
+            "confirm an alarm with a read-back showing the alarm on",
+            (
+                "SELECT set_config('headend.actor', 'executor', true)",
+                "UPDATE commands SET state = 'confirmed', confirmed_at = now(),"
+                ' evidence = \'{"state": {"open": false, "pre_trip_alarm": true}}\' WHERE id = :alarm_sent',
+            ),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "commands",
+            "confirm an alarm with a read-back showing the alarm off",
+            (
+                "SELECT set_config('headend.actor', 'executor', true)",
+                "UPDATE commands SET state = 'confirmed',"
+                ' evidence = \'{"state": {"open": true, "pre_trip_alarm": false}}\' WHERE id = :alarm_sent',
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "commands",
+            "date an alarm's confirmation without confirming it",
+            (
+                "SELECT set_config('headend.actor', 'executor', true)",
+                "UPDATE commands SET confirmed_at = now() - interval '30 days' WHERE id = :alarm_sent",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "commands",
+            "send an automatic disconnect of a customer never warned by the meter's alarm",
+            (
+                "SELECT set_config('headend.actor', 'executor', true)",
+                "UPDATE commands SET state = 'sent', attempts = 1 WHERE id = :unwarned",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
             "vee_holds",
             "open a hold",
             (
@@ -784,6 +853,30 @@ async def _seed(owner: asyncpg.Connection) -> dict[str, int]:
         "INSERT INTO commands (meter_id, action, cause, operator, state, attempts, expires_at)"
         " VALUES ($1, 'disconnect', 'field', '1002', 'sent', 1, now() + interval '1 day') RETURNING id",
         field_meter,
+    )
+    alarm_meter, unwarned_meter = [
+        await owner.fetchval(
+            "INSERT INTO meters (protocol, address, model, channel_id, has_relay)"
+            " VALUES ('dlt645-2007', $1, 'dlt645-generic', $2, true) RETURNING id",
+            address,
+            channel,
+        )
+        for address in ("000000000005", "000000000006")
+    ]
+    ids["alarm_sent"] = await owner.fetchval(
+        "INSERT INTO commands (meter_id, action, cause, operator, state, attempts, expires_at)"
+        " VALUES ($1, 'alarm', 'notice', 'system', 'sent', 1, now() + interval '1 day') RETURNING id",
+        alarm_meter,
+    )
+    warned = await owner.fetchval(
+        "INSERT INTO accounts (number, kind, arrears, arrears_since, alarm_before_cut)"
+        " VALUES ('warned', 'prepaid', true, now(), true) RETURNING id"
+    )
+    await assign_from_start(owner, unwarned_meter, warned)
+    ids["unwarned"] = await owner.fetchval(
+        "INSERT INTO commands (meter_id, action, cause, operator, expires_at)"
+        " VALUES ($1, 'disconnect', 'arrears', 'system', now() + interval '1 day') RETURNING id",
+        unwarned_meter,
     )
     ids["channel"] = channel
     for name in ("archive_request", "archive_running"):

@@ -39,7 +39,9 @@ from headend.operators import OperatorError, check_operator_id
 
 def switch_command(
     url: Url,
-    action: Annotated[str, typer.Argument(help="off, on or close-allowed")],
+    action: Annotated[
+        str, typer.Argument(help="off, on, close-allowed, alarm or alarm-release (the pre-trip alarm)")
+    ],
     operator: Annotated[
         str, typer.Option("--operator", help="Your operator id (工号, 1-8 digits; the meter records it).")
     ],
@@ -67,7 +69,8 @@ def switch_command(
     trace: Trace = False,
     port: Port = None,
 ) -> None:
-    """Switch one meter's relay and confirm it by reading the state back.
+    """Switch one meter's relay (or sound / silence its pre-trip alarm) and confirm it by reading the
+    state back.
 
     The switch is a persisted command under the same safety gates and audit as the daemon's, run by an
     authenticated operator, in the database every command uses (--dsn, else $HEADEND_DSN, else the
@@ -78,8 +81,8 @@ def switch_command(
     recorded = not (no_record or dry_run)
     dial_in = DialIn(listen, wait, heartbeat, meter_number)
     try:
-        if action not in ("off", "on", "close_allowed"):
-            raise FieldError("action must be off, on or close-allowed")
+        if action not in ("off", "on", "close_allowed", "alarm", "alarm_release"):
+            raise FieldError("action must be off, on, close-allowed, alarm or alarm-release")
         operator = check_operator_id(operator)
         check_write_target(protocol, address, unit)
         if no_record and (dsn or os.environ.get("HEADEND_DSN")):
