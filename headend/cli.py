@@ -28,6 +28,7 @@ from headend.commands import (
     operators,
     readings,
     report,
+    requests,
     run,
     sim,
     tariffs,
@@ -80,6 +81,7 @@ def _register_commands() -> None:
         commands,
         operators,
         concentrator,
+        requests,
     ):
         module.register(app)
 
