@@ -2,8 +2,9 @@
 
 A ``read`` is one job at on-demand priority reading the quantities asked for (the meter's read plan
 when none), through the driver's own read and its plausibility checks, stored by the engine's
-writer as a scheduled read is (quality ``actual``, source ``on_demand``, at the second it was read,
-so a scheduled reading of the interval is never displaced). A ``recollect`` finds the range's closed
+writer as a scheduled read is (quality ``actual``, source ``on_demand``, at the moment it was read,
+never an interval's own time: a scheduled reading of the interval is never displaced, nor is the
+on-demand one dropped beside it). A ``recollect`` finds the range's closed
 intervals holding no reading (as the backfill passes do), reads the meter's load profile / freezes
 one day of them per job and stores what it finds (``backfilled`` / ``freeze``) or ``missing``
 markers where the meter will never have it (:func:`headend.engine.backfill.gap_readings`); intervals
@@ -86,7 +87,9 @@ async def read_meter(
     )
     await turn()
     values = values_of(await worker.submit(job))
-    at = datetime.now(UTC).replace(microsecond=0)
+    at = datetime.now(UTC)
+    if floor_boundary(at, host.config.polling.interval) == at:  # an interval's own time is the cycle's
+        at += timedelta(microseconds=1)
     await host.store([Reading(meter.id, q, at, v, "actual", "on_demand") for q, v in values.items()])
     absent = [q for q in names if q not in values]
     said = f"read {len(values)} value(s) of meter {meter.label}"
