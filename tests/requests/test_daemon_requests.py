@@ -104,8 +104,11 @@ async def station(pg_dsn: str, tmp_path: Path) -> AsyncIterator[Station]:
     bus = await start_bus(BusSpec(meters=3, seed=2323, turnaround_s=0.01))
     quiet = await start_bus(BusSpec(meters=1, seed=2324))  # a bus without the silent meter
     inventory = inventory_file(tmp_path / "inv.toml", {"bus": bus})
+    installed = (datetime.now(UTC) - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
     inventory.write_text(
-        inventory.read_text()
+        inventory.read_text().replace(
+            'model = "dlt645-generic"\n', f'model = "dlt645-generic"\ninstalled_at = {installed}\n'
+        )
         + f'\n[[channels]]\nname = "quiet"\nurl = "{quiet.url}"\n'
         + f'\n[[meters]]\nchannel = "quiet"\nprotocol = "dlt645-2007"\naddress = "{SILENT}"\n'
         'model = "dlt645-generic"\n'
