@@ -9,7 +9,8 @@
 - a flood of requests does not stop the scheduled cycles (every interval's poll readings are stored);
 - a meter that does not answer fails with the reason, then as quarantined;
 - a request in flight when the daemon stops is failed by the next daemon at start, and one nobody
-  took in time is expired.
+  took in time is expired;
+- a standby daemon works no request.
 """
 
 from __future__ import annotations
@@ -208,6 +209,12 @@ async def test_unanswered_requests_stay_bounds_refuse_and_a_starting_daemon_answ
     )
     code, out, err = await station.headend("requests", "show", "1", "--json")
     assert code == 0 and json.loads(out)["state"] == "requested"
+    code, out, err = await station.headend("requests", "cancel", "1", "--operator", "52")
+    assert (code, err) == (
+        1,
+        "error: cancelling meter request 1 of operator 51 needs an authenticated operator"
+        " with the admin role\n",
+    )
 
     daemon = await station.daemon(
         station.config("[requests]\nper_operator = 1\nper_channel = 2\nmax_range_days = 2\n")
@@ -389,3 +396,22 @@ async def test_a_request_cut_off_is_failed_and_one_nobody_took_expires_at_the_ne
     finally:
         await desk.close()
         await daemon.close()
+
+
+async def test_a_standby_daemon_does_not_work_requests(station: Station) -> None:
+    active = await station.daemon(station.config('[ha]\npoll = "1s"\n'))
+    config = station.config('[ha]\npoll = "1s"\n')
+    port = int(config.read_text().split("[metrics]\nport = ", 1)[1].split("\n", 1)[0])
+    standby = await Daemon.start(config, station.tmp_path / "standby-state", port)
+    try:
+        await standby.wait_logged("standby:")
+        for operator in ("51", "52", "53"):
+            code, out, err = await station.headend(
+                "meters", "read", station.addresses[0], "--operator", operator, "--json"
+            )
+            assert code == 0 and json.loads(out)["state"] == "done", err
+        assert len(active.logged("meter request done")) == 3
+        assert standby.logged("meter request") == [] and standby.logged("engine started") == []
+    finally:
+        await standby.close()
+        await active.close()
