@@ -35,7 +35,7 @@ from headend.engine.model import MeterSpec
 from headend.engine.ports import DriverPort
 from headend.engine.worker import ChannelWorker
 from headend.metrics import EngineMetrics
-from headend.requests.work import Outcome, PartlyDone, read_meter, recollect
+from headend.requests.work import Outcome, PartlyDone, failure_reason, read_meter, recollect
 from headend.store.meter_requests import (
     MeterRequest,
     Result,
@@ -287,7 +287,7 @@ class MeterRequests:
         except PartlyDone as exc:
             reason, counts = str(exc), exc.counts
         except Exception as exc:  # the job's or the writer's one line, recorded as the reason
-            reason = _reason(exc)
+            reason = failure_reason(exc)
         await self._record(request.id, state, reason, result, counts)
         self._count(request.id, request.kind, state, reason, meter=request.meter, channel=request.channel)
 
@@ -318,13 +318,6 @@ class MeterRequests:
         self.engine.metrics.meter_requests.labels(kind, state).inc()
         level = logging.INFO if state == "done" else logging.WARNING
         log.log(level, f"meter request {state}", extra={"request": request_id, "reason": reason, **details})
-
-
-def _reason(exc: BaseException) -> str:
-    """One line for a failed job: a timeout says so, else the error's own words."""
-    if isinstance(exc, TimeoutError):
-        return f"the meter did not answer in time (timeout{': ' + str(exc) if str(exc) else ''})"
-    return str(exc) or type(exc).__name__
 
 
 async def run(engine: RequestHost) -> None:

@@ -21,7 +21,7 @@ from typing import Protocol
 import asyncpg
 
 from headend.config import HeadendConfig
-from headend.drivers.base import MeterDriver
+from headend.drivers.base import MeterDriver, MeterTimeout
 from headend.drivers.base import ProfileRecord as DriverProfileRecord
 from headend.engine.backfill import find_gaps, gap_readings
 from headend.engine.jobs import Job, Priority
@@ -32,6 +32,8 @@ from headend.engine.worker import ChannelWorker
 from headend.services import JobBody
 from headend.store.meter_requests import Result, marked_missing
 from headend.store.reading import Reading
+from headend.transport.channel import ExchangeTimeout
+from headend.transport.concentrator import ConcentratorTimeout
 
 DAY_S = 86400.0
 MAX_INTERVALS = 10**6  # no cap on a re-collection's gaps: the database bounds its range
@@ -71,6 +73,15 @@ class PartlyDone(Exception):
     def __init__(self, reason: str, counts: tuple[int, int]) -> None:
         super().__init__(reason)
         self.counts = counts
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line for a failed job: no answer says so (the line's or the job's time limit), else the
+    error's own words."""
+    said = str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError | ExchangeTimeout | MeterTimeout | ConcentratorTimeout):
+        return f"the meter did not answer in time ({'job time limit' if said == 'TimeoutError' else said})"
+    return said
 
 
 async def read_meter(
@@ -153,8 +164,7 @@ async def recollect(
             except unsupported_errors():  # this meter keeps no profile after all: markers
                 records = None
             except Exception as exc:
-                reason = str(exc) or type(exc).__name__
-                raise PartlyDone(reason, (filled, marked + len(stamps) - filled)) from exc
+                raise PartlyDone(failure_reason(exc), (filled, marked + len(stamps) - filled)) from exc
             history = None if records is None else host.port.profile_records(records)
             readings = gap_readings(meter.id, plan, chunk, history, settled)
             await host.store(readings)

@@ -7,7 +7,8 @@
   per-channel bounds refuse in one line each; a daemon that starts answers what waited;
 - a re-collection fills a range's gap from the meter's load profile, with the values the profile holds;
 - a flood of requests does not stop the scheduled cycles (every interval's poll readings are stored);
-- a meter that does not answer fails with the reason, then as quarantined;
+- a meter that does not answer fails with the reason (a re-collection with what it filled and what is
+  still missing), then as quarantined;
 - a request in flight when the daemon stops is failed by the next daemon at start, and one nobody
   took in time is expired;
 - a standby daemon works no request.
@@ -105,14 +106,14 @@ async def station(pg_dsn: str, tmp_path: Path) -> AsyncIterator[Station]:
     bus = await start_bus(BusSpec(meters=3, seed=2323, turnaround_s=0.01))
     quiet = await start_bus(BusSpec(meters=1, seed=2324))  # a bus without the silent meter
     inventory = inventory_file(tmp_path / "inv.toml", {"bus": bus})
-    installed = (datetime.now(UTC) - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    installed = (datetime.now(UTC) - timedelta(days=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
     inventory.write_text(
         inventory.read_text().replace(
             'model = "dlt645-generic"\n', f'model = "dlt645-generic"\ninstalled_at = {installed}\n'
         )
         + f'\n[[channels]]\nname = "quiet"\nurl = "{quiet.url}"\n'
         + f'\n[[meters]]\nchannel = "quiet"\nprotocol = "dlt645-2007"\naddress = "{SILENT}"\n'
-        'model = "dlt645-generic"\n'
+        f'model = "dlt645-generic"\ninstalled_at = {installed}\n'
     )
     imported = import_inventory_cli(pg_dsn, inventory)
     assert imported.returncode == 0, imported.stderr
@@ -331,22 +332,33 @@ async def test_a_flood_of_requests_does_not_stop_the_scheduled_cycles(station: S
 async def test_a_meter_that_does_not_answer_fails_with_the_reason_then_as_quarantined(
     station: Station,
 ) -> None:
-    daemon = await station.daemon(station.config('[health]\nquarantine_after = 1\nbackoff = "1h"\n'))
+    daemon = await station.daemon(station.config('[health]\nquarantine_after = 2\nbackoff = "1h"\n'))
+    today = datetime.now(UTC).date()
+    span = ("--from", str(today - timedelta(days=3)), "--to", str(today - timedelta(days=1)))
     try:
+        # a re-collection of two days (two 1-day intervals): the first profile job times out
+        code, out, err = await station.headend(
+            "meters", "recollect", SILENT, "--operator", "51", *span, "--timezone", "UTC", "--json"
+        )
+        assert code == 1
+        answer = json.loads(out)
+        assert (answer["state"], answer["filled"], answer["missing"]) == ("failed", 0, 2), answer
+        assert answer["reason"].startswith("the meter did not answer in time ("), answer
+        assert err == f"error: recollect request 1 for meter {name(SILENT)} failed: {answer['reason']}\n"
         code, out, err = await station.headend("meters", "read", SILENT, "--operator", "51")
         assert code == 1 and out == ""
         assert err.startswith(
-            f"error: read request 1 for meter {name(SILENT)} failed:"
-            " the meter did not answer in time (timeout"
+            f"error: read request 2 for meter {name(SILENT)} failed: the meter did not answer in time ("
         ), err
         code, out, err = await station.headend("meters", "read", SILENT, "--operator", "51", "--json")
         assert code == 1
         answer = json.loads(out)
         assert answer["state"] == "failed"
         assert answer["reason"].startswith(f"meter {label(SILENT)} is quarantined until "), answer
-        assert "after 1 failed exchanges (last: timeout" in answer["reason"]
-        assert err == f"error: read request 2 for meter {name(SILENT)} failed: {answer['reason']}\n"
+        assert "after 2 failed exchanges (last: " in answer["reason"]
+        assert err == f"error: read request 3 for meter {name(SILENT)} failed: {answer['reason']}\n"
         assert await daemon.metric("headend_meter_requests_total", 'kind="read",state="failed"') == 2
+        assert await daemon.metric("headend_meter_requests_total", 'kind="recollect",state="failed"') == 1
     finally:
         await daemon.close()
 
