@@ -155,10 +155,12 @@ class MeterRequests:
                         self._unreachable = False
                         log.info("meter requests looked at again")
                 except DATABASE_ERRORS as exc:
+                    self._full_pass = True  # what was notified meanwhile is looked at on the next sweep
                     if not self._unreachable:  # once per outage
                         self._unreachable = True
                         log.warning("meter requests not looked at", extra={"error": str(exc)})
                 except Exception:  # never the end of the duty: logged with its traceback, retried
+                    self._full_pass = True
                     self.engine.metrics.failed_passes.labels("meter_requests").inc()
                     log.exception("meter requests pass failed")
                 with contextlib.suppress(TimeoutError):
