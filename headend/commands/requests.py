@@ -15,6 +15,7 @@ from typing import Annotated
 import asyncpg
 import typer
 
+from headend import limits
 from headend.commands.app import CommandGroup
 from headend.commands.auth import Login, OperatorId, login
 from headend.commands.common import Dsn, fail, run_with_conn
@@ -48,6 +49,14 @@ MeterName = Annotated[str, typer.Argument(help="The meter's name (or its address
 
 class RequestError(Exception):
     """A request that could not be made or looked at: one line."""
+
+
+def _request_id(value: int) -> int:
+    """A request id the database can hold, else one error line."""
+    try:
+        return limits.db_id(value, "request id")
+    except ValueError as exc:
+        fail(str(exc))
 
 
 def _check_wait(wait: float) -> None:
@@ -217,6 +226,7 @@ def show_command(
     dsn: Dsn = None,
 ) -> None:
     """One meter request: what was asked, by whom, its state, reason and result."""
+    request_id = _request_id(request_id)
     found = run_with_conn(dsn, lambda conn: get_request(conn, request_id))
     if found is None:
         fail(f"no meter request {request_id}")
@@ -241,6 +251,7 @@ def cancel_command(
     dsn: Dsn = None,
 ) -> None:
     """Cancel a request the daemon has not taken yet (its requester, or an admin)."""
+    request_id = _request_id(request_id)
     who = login(operator)
 
     async def work(conn: asyncpg.Connection) -> str:
