@@ -17,9 +17,12 @@
     (F89..F91) and current (F92..F94) curves of every meter, one multi-unit AFN 0D request per
     meter (``ConcentratorMeterDriver.curve_points``, as the backfill asks), all concentrators in
     parallel. Wall time and CPU microseconds of this process per point turned into a meter quantity
-    (decoded, converted, ready for the writer; the database write is not part of it), against the
-    same-run baseline: decoding the same answer frames alone. The simulators' meters are
-    single-phase, so phases B and C come back as no-data (EE) and are not counted as points.
+    (decoded, converted, ready for the writer), against the same-run baseline: decoding the same
+    answer frames alone. With ``--store`` every meter's points also go through the daemon's
+    ``ReadingWriter`` into a throwaway embedded PostgreSQL as they arrive (as the backfill stores
+    them: quality ``backfilled``): wall and CPU then include the write, and the database server's
+    CPU per stored point is printed beside it. The simulators' meters are single-phase, so phases B
+    and C come back as no-data (EE) and are not counted as points.
 (e) ``live``: one concentrator, ``--meters`` meters at 2400 baud 8E1 with line timing, ``--latency-ms``:
     one polling cycle of an instantaneous read plan (power, voltage A..C, current A..C, power factor)
     for every meter, read as the engine reads (one ``read`` per meter) two ways: forwarded DL/T 645
@@ -33,7 +36,7 @@
     of DTUs (``headend sim dtu``, registration packet) dialling in to a ``dtu`` listener.
 
 Usage: python bench/concentrator.py [--part forward|freeze|curves|live|storm|all] [--concentrators 20]
-    [--processes 2] [--latency-ms 300] [--reads 40] [--history-days 1]
+    [--processes 2] [--latency-ms 300] [--reads 40] [--history-days 1] [--store]
 The issue's figure is 1,000 concentrators x 32 meters: ``--part freeze --concentrators 1000
 --processes 8`` (``--part curves`` the same) and ``--part storm --concentrators 1000 --processes 4``
 (sizes and figures in docs/benchmarks.md).
@@ -46,14 +49,21 @@ import asyncio
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+from throwaway import run_on_throwaway_server
 
 from headend.drivers.gdw1376 import ConcentratorMeterDriver, batch_of, energy_values
+from headend.store.migrate import migrate
+from headend.store.reading import Reading
+from headend.store.writer import ReadingWriter
 from headend.transport import DialinHub
 from headend.transport.concentrator import ConcentratorLink
 from headend.transport.listener import Listener, ListenerSpec
@@ -68,39 +78,21 @@ REGION = "0314"
 FIRST_TERMINAL = 20000
 
 
-def free_ports(count: int) -> int:
-    """A base port with ``count`` consecutive ports that are free now."""
-    while True:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + count < 65535 and all(_free(base + i) for i in range(count)):
-            return base
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def start_sims(
     count: int, processes: int, latency_ms: float, meters: int, history_days: int = 7
 ) -> tuple[list[subprocess.Popen[str]], list[dict]]:
-    """``count`` listening concentrators in ``processes`` simulator processes; their descriptions."""
+    """``count`` listening concentrators in ``processes`` simulator processes; their descriptions (each
+    simulator binds a port of the system's choosing and reports it: no probing that a test running
+    beside the bench could race)."""
     procs: list[subprocess.Popen[str]] = []
     per = -(-count // processes)
-    base = free_ports(count)
     for index in range(0, count, per):
         n = min(per, count - index)
         procs.append(
             subprocess.Popen(
                 [
                     sys.executable, "-m", "headend.cli", "sim", "concentrator",
-                    "--listen", f"127.0.0.1:{base + index}", "--count", str(n),
+                    "--listen", "127.0.0.1:0", "--count", str(n),
                     "--address", f"{REGION}-{FIRST_TERMINAL + index}", "--meters", str(meters),
                     "--latency-ms", str(latency_ms), "--heartbeat", "600", "--json",
                     "--history-days", str(history_days),
@@ -239,33 +231,107 @@ async def freeze(descriptions: list[dict], latency_ms: float, sim_pids: list[int
 BENCH_CURVES = ((81,), (89, 90, 91, 92, 93, 94))  # power, voltage and current per phase
 
 
-async def curves(descriptions: list[dict], latency_ms: float, sim_pids: list[int]) -> None:
+@dataclass(frozen=True, slots=True)
+class Store:
+    """Where ``--store`` writes the curves: a throwaway server's superuser DSN and a spool directory."""
+
+    dsn: str
+    spool: Path
+
+
+async def register_meters(dsn: str, descriptions: list[dict]) -> tuple[dict[tuple[int, int], int], int]:
+    """A channel per concentrator and a meter per Pn: ``{(concentrator index, pn): meter id}``, and the
+    server's postmaster pid (for its CPU)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        ids: dict[tuple[int, int], int] = {}
+        for index, description in enumerate(descriptions):
+            channel = await conn.fetchval(
+                "INSERT INTO channels (name, kind, address) VALUES ($1, 'tcp', $2) RETURNING id",
+                f"conc-{index}",
+                description["listen"],
+            )
+            for pn, meter in enumerate(description["meters"], start=1):
+                ids[(index, pn)] = await conn.fetchval(
+                    "INSERT INTO meters (name, protocol, address, model, channel_id)"
+                    " VALUES ($1, 'dlt645-2007', $2, 'dlt645-generic', $3) RETURNING id",
+                    f"conc-{index}/{pn}",
+                    meter["address"],
+                    channel,
+                )
+        data = Path(await conn.fetchval("SHOW data_directory"))
+    finally:
+        await conn.close()
+    return ids, int((data / "postmaster.pid").read_text().split()[0])
+
+
+def server_cpu_s(postmaster: int) -> float:
+    """CPU seconds of a PostgreSQL server: the postmaster, its exited children and its live ones."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        pid, ppid = int(entry), int(fields[1])
+        if pid == postmaster:
+            ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        elif ppid == postmaster:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def curves(
+    descriptions: list[dict], latency_ms: float, sim_pids: list[int], store: Store | None = None
+) -> None:
     links = [link_of(d) for d in descriptions]
     await asyncio.gather(*(link.open() for link in links))
     end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=20)
     start = end - timedelta(days=1) + timedelta(minutes=15)
     captured: list[bytes] = []
     original = ConcentratorLink._received
+    writer: ReadingWriter | None = None
+    meter_ids: dict[tuple[int, int], int] = {}
+    postmaster = 0
+    if store is not None:
+        meter_ids, postmaster = await register_meters(store.dsn, descriptions)
+        writer = ReadingWriter(store.dsn, spool_dir=store.spool)
+        await writer.start()
 
     def capture(self: ConcentratorLink, stream: object, raw: bytes) -> None:
         captured.append(raw)
         original(self, stream, raw)  # type: ignore[arg-type]
 
-    async def one(link: ConcentratorLink, meters: list[dict]) -> int:
+    async def one(index: int, link: ConcentratorLink, meters: list[dict]) -> int:
         count = 0
         for pn, meter in enumerate(meters, start=1):
             driver = ConcentratorMeterDriver(link, meter["address"], pn=pn, port=meter["port"])
             points = await driver.curve_points(start, end, BENCH_CURVES)
             count += sum(len(values) for values in points.values())
+            if writer is not None:  # stored as the backfill stores a concentrator's curves
+                meter_id = meter_ids[(index, pn)]
+                await writer.submit(
+                    Reading(meter_id, quantity, ts, value, "backfilled", "profile")
+                    for ts, values in points.items()
+                    for quantity, value in values.items()
+                )
         return count
 
     ConcentratorLink._received = capture  # type: ignore[method-assign]
+    server_before = server_cpu_s(postmaster) if postmaster else 0.0
     sims_before, cpu_before, wall_before = sims_cpu_s(sim_pids), cpu_s(), time.perf_counter()
-    pairs = zip(links, descriptions, strict=True)
-    counts = await asyncio.gather(*(one(link, d["meters"]) for link, d in pairs))
+    counts = await asyncio.gather(
+        *(one(i, link, d["meters"]) for i, (link, d) in enumerate(zip(links, descriptions, strict=True)))
+    )
+    if writer is not None:
+        await writer.close()
     wall = time.perf_counter() - wall_before
     cpu = cpu_s() - cpu_before
     sims_cpu = sims_cpu_s(sim_pids) - sims_before
+    server_cpu = server_cpu_s(postmaster) - server_before if postmaster else 0.0
     ConcentratorLink._received = original  # type: ignore[method-assign]
     requests = sum(link.stats.requests for link in links)
     await asyncio.gather(*(link.close() for link in links))
@@ -275,9 +341,10 @@ async def curves(descriptions: list[dict], latency_ms: float, sim_pids: list[int
     decode_cpu = time.process_time() - decode_started
     points = sum(counts)
     meters = sum(len(d["meters"]) for d in descriptions)
+    stored = "" if writer is None else ", each stored through the ReadingWriter"
     print(
         f"(d) a day of 15-minute power, voltage and current curves: {len(links)} concentrators, "
-        f"{meters} meters, {latency_ms:g} ms latency, {len(sim_pids)} simulator process(es)"
+        f"{meters} meters, {latency_ms:g} ms latency, {len(sim_pids)} simulator process(es){stored}"
     )
     print(f"    wall {wall:.2f} s ({requests} AFN 0D requests, {len(captured)} frames in); {points} points")
     print(f"    CPU meanwhile: this process {cpu:.2f} s, the simulator processes {sims_cpu:.2f} s")
@@ -287,6 +354,12 @@ async def curves(descriptions: list[dict], latency_ms: float, sim_pids: list[int
         f"    CPU {per_point:.1f} us per point in this process; decoding the same frames alone "
         f"{baseline:.1f} us per point (ratio {per_point / baseline:.1f}x)"
     )
+    if writer is not None:
+        assert writer.written + writer.duplicates == points and writer.spooled == 0, (writer.written, points)
+        print(
+            f"    stored {writer.written} rows; the database server's CPU {server_cpu:.2f} s ="
+            f" {server_cpu / points * 1e6:.1f} us per stored point"
+        )
 
 
 LIVE_PLAN = ["power_kw", "voltage_a_v", "voltage_b_v", "voltage_c_v", "current_a_a", "current_b_a"]
@@ -404,6 +477,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=300.0)
     parser.add_argument("--reads", type=int, default=40)
     parser.add_argument("--history-days", type=int, default=1)
+    parser.add_argument("--store", action="store_true", help="curves: also store every point (see (d))")
     args = parser.parse_args()
     if args.part in ("forward", "all"):
         procs, described = start_sims(1, 1, args.latency_ms, 8)
@@ -428,8 +502,17 @@ def main() -> None:
         procs, described = start_sims(
             args.concentrators, args.processes, args.latency_ms, args.meters, max(1, args.history_days)
         )
+        pids = [proc.pid for proc in procs]
         try:
-            asyncio.run(curves(described, args.latency_ms, [proc.pid for proc in procs]))
+            if args.store:
+
+                async def stored(_args: argparse.Namespace, dsn: str, spool: Path) -> None:
+                    await migrate(dsn)
+                    await curves(described, args.latency_ms, pids, Store(dsn, spool))
+
+                run_on_throwaway_server(stored, args)
+            else:
+                asyncio.run(curves(described, args.latency_ms, pids))
         finally:
             stop_sims(procs)
     if args.part in ("live", "all"):

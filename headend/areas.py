@@ -24,6 +24,7 @@ from headend.store.areas import (
     check_memberships,
     close_membership,
     drop_membership,
+    installed_ids_by_name,
     members_on,
     move_membership,
     open_members_of,
@@ -79,8 +80,13 @@ class AreaImportError(ValueError):
 MeterFinder = Callable[[asyncpg.Connection, str], Awaitable[tuple[int, str]]]
 
 
-async def _meter_id(conn: asyncpg.Connection, find: MeterFinder, ref: str) -> int | str:
-    """The id of the meter ``ref`` names, else the reason why not."""
+async def _meter_id(
+    conn: asyncpg.Connection, find: MeterFinder, ref: str, known: dict[str, int]
+) -> int | str:
+    """The id of the meter ``ref`` names (``known``: the installed meters named by the file's
+    references, looked up at once), else the reason why not."""
+    if ref in known:  # what ``find`` answers for the name of an installed meter, without a query each
+        return known[ref]
     try:
         meter_id, _name = await find(conn, ref)
     except ValueError as exc:
@@ -103,9 +109,10 @@ async def import_areas(
     supplies: dict[int, str] = {}
     changes = 0
     default_day = today or datetime.now(UTC).date()
+    known = await installed_ids_by_name(conn, [ref for a in areas for ref in (a.supply_meter, *a.members)])
     for i, area in enumerate(areas):
         where = f"{source}: areas[{i}]"
-        supply = await _meter_id(conn, find, area.supply_meter)
+        supply = await _meter_id(conn, find, area.supply_meter, known)
         if isinstance(supply, str):
             problems.append(f"{where}: supply_meter: {supply}")
             continue
@@ -115,7 +122,7 @@ async def import_areas(
         supplies[supply] = area.name
         members: list[int] = []
         for ref in area.members:
-            found = await _meter_id(conn, find, ref)
+            found = await _meter_id(conn, find, ref, known)
             if isinstance(found, str):
                 problems.append(f"{where}: members: {found}")
             elif found == supply:

@@ -32,6 +32,7 @@ from headend.commands import (
     run,
     sim,
     tariffs,
+    web,
 )
 from headend.commands.app import CommandGroup
 from headend.store.dsn import DsnError, dsn_source
@@ -82,6 +83,7 @@ def _register_commands() -> None:
         operators,
         concentrator,
         requests,
+        web,
     ):
         module.register(app)
 

@@ -10,7 +10,7 @@ import math
 import re
 import socket
 import tomllib
-from datetime import date, time
+from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from headend.transport.identify import parse_pattern
@@ -127,18 +128,40 @@ def model_quantities(model: str | None) -> set[str]:
 
 
 class ReadPlan(_Section):
-    """What a scheduled read asks a meter for; ``gap_quantity`` decides whether an interval is missing."""
+    """What a scheduled read asks a meter for; ``gap_quantity`` decides whether an interval is missing.
+    ``instantaneous`` quantities (per-phase voltage, current ... for the exception rules) are read at
+    their own ``instantaneous_interval``: in the first cycle of each such interval (0: every cycle)."""
 
     quantities: list[str] = Field(min_length=1)
     gap_quantity: str = ""
+    instantaneous: list[str] = Field(default_factory=list)
+    instantaneous_interval: Delay = 0.0
 
-    @field_validator("quantities")
+    @field_validator("quantities", "instantaneous")
     @classmethod
     def _names(cls, value: list[str]) -> list[str]:
         for name in value:
             if not re.match(r"^[a-z][a-z0-9_]*$", name):
                 raise ValueError(f"quantity names are lower_snake_case, got {name!r}")
         return value
+
+    @model_validator(mode="after")
+    def _apart(self) -> ReadPlan:
+        both = [q for q in self.instantaneous if q in self.quantities]
+        if both:
+            raise ValueError(f"{both[0]!r} is in both quantities and instantaneous")
+        return self
+
+    def quantities_at(self, ts: datetime, cycle: float) -> list[str]:
+        """What the read of the cycle at ``ts`` (cycles ``cycle`` seconds apart) asks for: the
+        instantaneous quantities too in the first cycle of each of their intervals."""
+        every = self.instantaneous_interval
+        if not self.instantaneous:
+            return self.quantities
+        at = ts.timestamp()
+        if every <= cycle or at // every != (at - cycle) // every:
+            return [*self.quantities, *self.instantaneous]
+        return self.quantities
 
     @property
     def gap_key(self) -> str:
@@ -503,6 +526,32 @@ class ListenConfig(_Section):
         return value
 
 
+class WebConfig(_Section):
+    """``headend web``: the desk login's DSN (writes, each bound to the signed-in operator) and the
+    reporting login's (reads); sessions end after ``session_idle`` without a request or
+    ``session_max`` after sign-in; ``secure_cookies`` when served behind TLS; times shown in
+    ``timezone``."""
+
+    desk_dsn: str = ""
+    report_dsn: str = ""
+    session_idle: Duration = 1800.0
+    session_max: Duration = Field(43200.0, le=86400.0)
+    secure_cookies: bool = False
+    timezone: str = "Asia/Shanghai"
+    pool_size: int = Field(10, ge=1, le=200)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
 class HeadendConfig(_Section):
     database: DatabaseConfig = DatabaseConfig()
     polling: PollingConfig = PollingConfig()
@@ -526,6 +575,7 @@ class HeadendConfig(_Section):
     listen: ListenConfig = ListenConfig()
     analytics: AnalyticsConfig = AnalyticsConfig()
     exceptions: ExceptionsConfig = ExceptionsConfig()
+    web: WebConfig = WebConfig()
 
     @field_validator("read_plans")
     @classmethod
@@ -534,7 +584,7 @@ class HeadendConfig(_Section):
             raise ValueError("needs a [read_plans.default] entry for meters whose model has no plan")
         for model, plan in value.items():
             known = model_quantities(model) | model_quantities(None)
-            unknown = [q for q in plan.quantities if q not in known]
+            unknown = [q for q in [*plan.quantities, *plan.instantaneous] if q not in known]
             if unknown:
                 raise ValueError(f"{model}: unknown quantity {unknown[0]!r} (no meter model reads it)")
         return value

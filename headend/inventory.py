@@ -3,7 +3,9 @@
 TOML: ``[[channels]]`` tables (``name``, ``url``, optional ``enabled``, ``settings``) and
 ``[[meters]]`` tables (``channel``, ``protocol``, ``address``, ``model`` and optional ``unit_id``,
 ``name``, ``account``, ``protected``, ``protected_reason``, ``has_relay``, ``multiplier``,
-``enabled``, ``installed_at``; behind a Q/GDW 1376.1 concentrator channel also ``port``, the
+``enabled``, ``installed_at``, ``meter_number`` (表号, the 12-digit DL/T 645-2007 meter number from
+the nameplate: the recorded identity a dial-in connection is verified against; kept when a later
+import omits it); behind a Q/GDW 1376.1 concentrator channel also ``port``, the
 concentrator's port 1..31, and optionally ``pn``, the measurement point 1..2040 — a meter without
 one keeps the Pn it was given before, or gets the lowest free one). A concentrator's total group is a
 meter of protocol ``gdw1376-group``, model ``gdw1376-total-group``, address = its group number 1..8
@@ -147,6 +149,7 @@ class MeterEntry(BaseModel):
     installed_at: datetime | None = None
     port: int | None = Field(None, ge=1, le=31)
     pn: int | None = Field(None, ge=1, le=MAX_PN)
+    meter_number: str | None = None
 
     @property
     def settings(self) -> dict[str, int]:
@@ -224,6 +227,13 @@ class MeterEntry(BaseModel):
             raise ValueError("pn given without port")
         if self.protected_reason and not self.protected:
             raise ValueError("protected_reason given but protected is false")
+        if self.meter_number is not None:
+            if self.protocol != "dlt645-2007":
+                raise ValueError("meter_number is the DL/T 645-2007 meter number (04 00 04 02)")
+            if not re.fullmatch(r"\d{12}", self.meter_number):
+                raise ValueError(
+                    f"meter_number must be the 12 digits of the nameplate, got {self.meter_number[:40]!r}"
+                )
         return self
 
 
@@ -488,6 +498,7 @@ async def import_inventory(
                 m.enabled,
                 m.installed_at,
                 m.settings,
+                m.meter_number,
             )
             for m in inventory.meters
         ]

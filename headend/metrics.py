@@ -27,6 +27,12 @@ class EngineMetrics:
             ["channel"],
             registry=r,
         )
+        self.unverified_jobs = Counter(
+            "headend_unverified_jobs",
+            "Meter jobs run on a dial-in connection nothing verified (their readings stored as suspect)",
+            ["channel", "kind"],
+            registry=r,
+        )
         self.dialin = Gauge(
             "headend_dialin_events", "Dial-in front end events since start, by kind", ["event"], registry=r
         )
@@ -35,6 +41,12 @@ class EngineMetrics:
             "headend_line_events",
             "Bad replies per bus: checksum errors, noise bytes, unexpected frames, refusals",
             ["channel", "kind"],
+            registry=r,
+        )
+        self.went_back = Counter(
+            "headend_registers_went_back",
+            "Energy registers read below their last accepted value and not stored (kept as events)",
+            ["channel"],
             registry=r,
         )
         self.readings = Counter(

@@ -243,7 +243,10 @@ class SimBus:
         source = EVENT_SOURCES.get(fault.kind)
         if source is not None and source.layout == "stamp":
             for meter in targets:
-                meter.record_stamp(fault.kind)
+                if fault.kind == "meter_clear":  # the registers go back to zero
+                    meter.clear()
+                else:
+                    meter.record_stamp(fault.kind)
             return
         starts = [meter.clock.local() for meter in targets]
         if source is None:  # a status-word condition

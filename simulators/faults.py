@@ -11,6 +11,7 @@ meter address, ``#N`` (the N-th meter, from 0) or ``*`` (all meters). ``late_del
 late a late reply is. Meter events (DL/T 645 buses): ``KIND=ADDR@AT+DURATION`` with KIND one of
 :data:`METER_EVENT_FAULTS` (``meter_cover_open=#0@5+20``: the cover is open from second 5 for 20 s,
 then its record holds both times; ``programming=#1@3+0``: a programming record at second 3;
+``meter_clear=#2@8+0``: at second 8 the meter's energy registers go back to zero, with its clear record;
 ``clock_battery_low=#0@2+60``: status word 1 flags the clock battery for 60 s).
 
 What happens to a reply depends only on the seed and the reply's index on the bus, never on what

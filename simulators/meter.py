@@ -465,6 +465,14 @@ class SimMeter:
         self.spans.setdefault(kind, deque(maxlen=10)).appendleft((start, end))
         self.event_counts[kind] = self.event_counts.get(kind, 0) + 1
 
+    def clear(self, operator: str = "00000000") -> None:
+        """A meter clear (电表清零): the energy registers (and the demand) start again from zero, with
+        its record."""
+        self.advance()
+        self.registers = Registers()
+        self.max_demand_kw, self.max_demand_time = 0.0, None
+        self.record_stamp("meter_clear", operator)
+
     def record_stamp(self, kind: str, operator: str = "00000000") -> None:
         """A programming, meter clear or event clear now, by ``operator``."""
         self.stamps.setdefault(kind, deque(maxlen=10)).appendleft((self.clock.local(), operator))

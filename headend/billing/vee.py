@@ -194,12 +194,15 @@ async def check_identities(
             number = str(await read_number(meter["id"]))
         except Exception:  # an unreachable meter is checked again next time; reads count its failures
             continue
-        if meter["identity"] is None or number == meter["identity"]:
-            await store.save_identity(conn, meter["id"], number, None, now)
-            continue
-        reason = f"meter number changed {meter['identity']} -> {number}: meter replaced?"
         async with conn.transaction():
-            await store.save_identity(conn, meter["id"], meter["identity"], number, now)
+            # compared with the identity as it is now (locked): an operator who resolved a hold while
+            # the meter was read has recorded the new number, which is then no change
+            recorded = await store.current_identity(conn, meter["id"])
+            if recorded is None or number == recorded:
+                await store.save_identity(conn, meter["id"], number, None, now)
+                continue
+            reason = f"meter number changed {recorded} -> {number}: meter replaced?"
+            await store.save_identity(conn, meter["id"], recorded, number, now)
             hold = await store.open_hold(
                 conn,
                 meter["id"],

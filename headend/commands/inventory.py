@@ -90,7 +90,8 @@ def list_command(
     if as_json:
         typer.echo(json.dumps([dict(r) for r in rows]))
         return
-    table = Table("name", "channel", "url", "protocol", "address", "model", "relay", "protected", "enabled")
+    columns = ("name", "channel", "url", "protocol", "address", "meter number", "model", "relay", "protected")
+    table = Table(*columns, "enabled")
     for r in rows:
         table.add_row(
             r["name"],
@@ -98,6 +99,7 @@ def list_command(
             r["url"] or "",
             r["protocol"],
             r["address"],
+            r["meter_number"] or "",
             r["model"],
             "yes" if r["has_relay"] else "",
             "yes" if r["protected"] else "",

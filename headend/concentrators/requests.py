@@ -11,7 +11,10 @@ diff between the request's inventory records and the archive (AFN 0A F10); a ``p
 sends the rows the operator was shown (AFN 04 F10) only while the archive still differs exactly so,
 then queries it back: done when it agrees, failed otherwise. Requests not claimed before they expire
 are marked expired (nothing sent); a request found running at start was its predecessor's, cut off:
-failed. Each final state is counted (``headend_archive_requests_total{state}``) and logged.
+failed. The operators' grants that trust a concentrator's next login for its archive request only
+(``headend channels trust``, :mod:`headend.transport.trust`) are handed to the port on every pass, and
+the login that claimed one is recorded; a push that reads back agreeing has that login checked again
+the ordinary way. Each final state is counted (``headend_archive_requests_total{state}``) and logged.
 """
 
 from __future__ import annotations
@@ -46,7 +49,9 @@ from headend.store.archive_requests import (
     listen,
     waiting_requests,
 )
+from headend.store.trusts import lasting_trusts, record_trust_used
 from headend.transport.concentrator import ConcentratorLink
+from headend.transport.concentrator_dialin import DialinConcentratorLink
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +110,8 @@ async def work(request: ArchiveRequest, link: ConcentratorLink) -> tuple[str, Ou
     outcome |= {"pushed": pushed, "after": after.to_json(), "agrees": after.agrees}
     if not after.agrees:
         raise RequestFailed(f"pushed {pushed} record(s), but the archive still disagrees with the inventory")
+    if isinstance(link, DialinConcentratorLink):
+        link.verify_again()  # a login trusted for this push is now verified (or closed) the ordinary way
     return f"pushed {pushed} record(s); the archive agrees with the inventory", outcome
 
 
@@ -167,6 +174,7 @@ class ArchiveRequests:
 
     async def pass_once(self) -> None:
         """Expire the overdue requests; start each waiting one whose concentrator is connected."""
+        await self._sync_trusts()
         for request_id in await expire_overdue(self.engine.pool, EXPIRED):
             self._count(request_id, "expired", EXPIRED)
         for request in await waiting_requests(self.engine.pool):
@@ -177,6 +185,21 @@ class ArchiveRequests:
             task = asyncio.create_task(self._run(request), name=f"archive-request-{request.id}")
             self._working[request.id] = task
             task.add_done_callback(self._forget)
+
+    async def _sync_trusts(self) -> None:
+        """Record the operators' grants that a connection claimed; hand the lasting ones to the port."""
+        port = self.engine.port
+        claims = port.trust_claims()
+        for index, (trust_id, peer) in enumerate(claims):
+            try:
+                recorded = await record_trust_used(self.engine.pool, trust_id, peer)
+            except DATABASE_ERRORS:
+                port.requeue_trust_claims(claims[index:])
+                raise
+            log.info("trust used", extra={"trust": trust_id, "peer": peer, "recorded": recorded})
+        specs = {worker.spec.id: worker.spec for worker in self.engine.workers.values()}
+        grants = await lasting_trusts(self.engine.pool)
+        port.load_trusts((specs[g.channel_id], g) for g in grants if g.channel_id in specs)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         for request_id, working in list(self._working.items()):

@@ -250,6 +250,10 @@ class DemoFleet:
                         account=STORY_ACCOUNT if story else None,
                         has_relay=story or bus.model == "hiking_dds238_2_znsr",
                         installed_at=installed_at,
+                        # the nameplate number a meter behind a DTU proves itself with (else suspect)
+                        meter_number=str(meter.model.meter_number)
+                        if bus.dial_in and bus.protocol == "dlt645-2007"
+                        else None,
                     )
                 )
         if self.concentrator is not None:

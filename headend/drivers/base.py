@@ -124,6 +124,9 @@ class MeterDriver(Protocol):
     address: str
     capabilities: Capabilities
     unsupported: dict[str, str]  # quantities of the last ``read`` the meter did not give, and why
+    # energy registers of the last ``read`` not believed because they read below their last accepted
+    # value: quantity -> (that value, the value read); never in the result
+    went_back: dict[str, tuple[float, float]]
     utc_offset: timedelta  # the meter's local time minus UTC (its clock and profile stamps)
 
     @property

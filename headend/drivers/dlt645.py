@@ -150,6 +150,7 @@ class Dlt645Driver:
         self.unsupported: dict[str, str] = {}
         self.guard = RegisterGuard.for_protocol(f"dlt645-{edition}")  # last accepted energy registers
         self.discarded: dict[str, str] = {}  # quantities of the last read not believed, and why
+        self.went_back: dict[str, tuple[float, float]] = {}  # of those: registers read lower (last, read)
         self.discards = 0
         self.unbalanced_blocks: set[str] = set()  # energy blocks whose total the meter keeps apart
         self._gap: float | None = None  # total minus the sum of tariffs of the last energy block read
@@ -251,6 +252,7 @@ class Dlt645Driver:
         values: dict[str, float] = {}
         self.unsupported = {}
         self.discarded = {}
+        self.went_back = {}
         for block, positions in self._plan_steps(quantities):
             values |= await self._read_believed(block, positions)
         for quantity, value in values.items():
@@ -276,6 +278,7 @@ class Dlt645Driver:
         self.discards += 1
         for quantity in got:
             self.discarded[quantity] = doubt
+        self._note_went_back(got, again)
         log.warning(
             "meter %s: reply not believed, read twice (%s; then %s); %s not stored",
             self.address,
@@ -284,6 +287,16 @@ class Dlt645Driver:
             ", ".join(got),
         )
         return {}
+
+    def _note_went_back(self, got: dict[str, float], again: dict[str, float]) -> None:
+        """Registers of a discarded step that every reply (one when the second failed) read below
+        their last accepted value: the engine keeps them as findings, never as readings."""
+        for quantity, value in got.items():
+            previous = self.guard.fell_from(quantity, value)
+            second = again.get(quantity)
+            if previous is None or (second is not None and self.guard.fell_from(quantity, second) is None):
+                continue
+            self.went_back[quantity] = (previous, value if second is None else second)
 
     @staticmethod
     def _same_gap(first: float | None, second: float | None) -> bool:

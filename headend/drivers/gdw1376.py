@@ -385,6 +385,7 @@ class ConcentratorMeterDriver:
         if pn is not None:
             self.batch.register(pn)
         self.unsupported: dict[str, str] = {}
+        self.went_back: dict[str, tuple[float, float]] = {}  # no register guard here
         self.native_reads = 0
         self.fallbacks = 0  # native quantities read from the meter (stale or EE at the concentrator)
 

@@ -55,6 +55,7 @@ class ConcentratorGroupDriver:
         self.address = str(number)
         self.utc_offset: timedelta = link.utc_offset
         self.unsupported: dict[str, str] = {}
+        self.went_back: dict[str, tuple[float, float]] = {}  # no register guard here
 
     @property
     def last_rtt_s(self) -> float | None:

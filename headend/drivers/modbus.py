@@ -53,6 +53,7 @@ class ModbusDriver:
         self.model = load_modbus_model(model)
         self.capabilities = self.capabilities_of(self.model)
         self.unsupported: dict[str, str] = {}
+        self.went_back: dict[str, tuple[float, float]] = {}  # no register guard here
         self.last_rtt_s: float | None = None
         self.refusals = 0
         self.last_refusal = ""

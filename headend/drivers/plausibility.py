@@ -48,6 +48,19 @@ class RegisterGuard:
             )
         return None
 
+    def fell_from(self, quantity: str, value: float) -> float | None:
+        """The last accepted value of ``quantity`` when ``value`` is below it and no wrap explains it
+        (the register went backwards); None otherwise."""
+        last = self._last.get(quantity)
+        if last is None or not is_register(quantity):
+            return None
+        at, before = last
+        after = Decimal(repr(value))
+        allowed = self.limits.max_advance(timedelta(seconds=max(self.clock() - at, 0.0)))
+        if after < before and not is_rollover(before, after, self.limits.rollover_at, allowed):
+            return float(before)
+        return None
+
     def accept(self, quantity: str, value: float) -> None:
         """``value`` was stored: later values of ``quantity`` must be able to follow it."""
         if is_register(quantity):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from headend.engine.backfill import find_gaps, gap_readings
@@ -97,6 +98,8 @@ class Backfiller:
             history = None if records is None else ctx.port.profile_records(records)
             settled = datetime.now(UTC) - timedelta(seconds=ctx.config.clock.boundary_interval)
             readings = gap_readings(meter.id, plan, stamps, history, settled)
+            if job.unverified:  # read through a dial-in connection nothing verified
+                readings = [replace(r, quality="suspect") if r.value is not None else r for r in readings]
         await ctx.submit(readings)
         self.gappy.discard(meter.id)
         log.info(

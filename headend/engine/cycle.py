@@ -17,6 +17,7 @@ from headend.store.reading import Reading
 from headend.store.records import CycleRecord
 from headend.store.spool import SpoolFullError
 from headend.store.writer import StorageError
+from headend.vocabulary import ReadingQuality
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +95,12 @@ class CycleRun:
         self._all_done = asyncio.Event()
         stats.due = len(jobs)
         for job in jobs:
-            job.future.add_done_callback(partial(self._job_done, job.meter_id))
+            job.future.add_done_callback(partial(self._job_done, job))
         if not jobs:
             self._all_done.set()
 
-    def _job_done(self, meter_id: int, future: asyncio.Future[Any]) -> None:
+    def _job_done(self, job: Job, future: asyncio.Future[Any]) -> None:
+        meter_id = job.meter_id
         stats = self.stats
         stats.done += 1
         values = None
@@ -111,7 +113,10 @@ class CycleRun:
             self._on_failure(meter_id)
         else:
             ts = stats.cycle_at
-            self._buffer += [Reading(meter_id, q, ts, v, "actual", "poll") for q, v in values.items()]
+            quality: ReadingQuality = (
+                "suspect" if job.unverified else "actual"
+            )  # a dial-in connection nothing verified
+            self._buffer += [Reading(meter_id, q, ts, v, quality, "poll") for q, v in values.items()]
             self._buffer_meters += 1
             if len(self._buffer) >= self.CHUNK:
                 self._flush()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from headend.engine.context import EngineContext
 from headend.engine.cycle import CycleRun, CycleStats
@@ -15,6 +17,10 @@ from headend.engine.inventory_sync import InventorySync
 from headend.engine.jobs import Job, Priority
 from headend.engine.model import MeterSpec
 from headend.engine.worker import ChannelWorker
+from headend.store.records import CommEventRecord
+
+if TYPE_CHECKING:
+    from headend.drivers.base import MeterDriver
 
 log = logging.getLogger("headend.engine.engine")
 
@@ -50,7 +56,7 @@ class Cycles:
             if previous is not None and not previous[2].done():
                 self._overrun(worker, previous[0], previous[1])
             stats = CycleStats(channel_id, worker.spec.name, ts, self.interval, worker.busy_seconds)
-            jobs = [self._read_job(m) for m in self._cycle_order(channel_id, worker)]
+            jobs = [self._read_job(m, ts) for m in self._cycle_order(channel_id, worker)]
             run = CycleRun(stats, jobs, self.ctx.submit, self._on_failure)
             for job in jobs:
                 worker.submit(job)
@@ -68,14 +74,30 @@ class Cycles:
         first = {m.id for m in unread}
         return unread + [m for m in worker.meters.values() if m.id not in first]
 
-    def _read_job(self, meter: MeterSpec) -> Job:
-        quantities = self.ctx.config.plan_for(meter.model).quantities
-        return Job(
-            Priority.SCHEDULED,
-            meter_id=meter.id,
-            kind="read",
-            body=lambda d: d.read(list(quantities)),
-            exchanges=len(quantities),
+    def _read_job(self, meter: MeterSpec, ts: datetime) -> Job:
+        quantities = self.ctx.config.plan_for(meter.model).quantities_at(ts, self.interval)
+
+        async def read(driver: MeterDriver) -> dict[str, float]:
+            values = await driver.read(list(quantities))
+            if driver.went_back:
+                self._went_back(meter, driver.went_back)
+            return values
+
+        return Job(Priority.SCHEDULED, meter_id=meter.id, kind="read", body=read, exchanges=len(quantities))
+
+    def _went_back(self, meter: MeterSpec, registers: dict[str, tuple[float, float]]) -> None:
+        """Registers the driver read below their last accepted value and did not return: kept as one
+        ``register_went_back`` event (the ``register_backwards`` rule's input), never as readings."""
+        channel = self.inventory.workers[meter.channel_id].spec.name
+        details = {q: {"previous": previous, "value": value} for q, (previous, value) in registers.items()}
+        at = datetime.now(UTC)
+        self.ctx.store_comm_event(
+            CommEventRecord("register_went_back", meter.id, meter.channel_id, at, json.dumps(details))
+        )
+        self.ctx.metrics.went_back.labels(channel).inc(len(registers))
+        log.warning(
+            f"meter {meter.label}: {', '.join(registers)} read below the last accepted value, not stored",
+            extra={"meter": meter.label, "meter_id": meter.id, "channel": channel, "registers": details},
         )
 
     def _overrun(self, worker: ChannelWorker, stats: CycleStats, jobs: list[Job]) -> None:

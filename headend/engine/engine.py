@@ -46,6 +46,7 @@ from headend.metrics import EngineMetrics
 from headend.services import EngineServices, JobBody, Service
 from headend.store.reading import Reading
 from headend.store.writer import ReadingWriter
+from headend.vocabulary import ReadingQuality
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,8 @@ class Engine:
         values = values_of(await self.sync.worker_of(meter_id).submit(job))
         if store:
             ts = floor_boundary(datetime.now(UTC), self.interval)
+            quality: ReadingQuality = "suspect" if job.unverified else "actual"
             await self.ctx.submit(
-                [Reading(meter_id, q, ts, v, "actual", "on_demand") for q, v in values.items()]
+                [Reading(meter_id, q, ts, v, quality, "on_demand") for q, v in values.items()]
             )
         return values

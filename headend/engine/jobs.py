@@ -34,7 +34,9 @@ class Job(Generic[T]):
     ``control`` ...). ``exchanges`` estimates how many request/reply pairs the body needs; the worker
     multiplies it by the meter's adaptive timeout to bound the job; ``wait_s`` adds the seconds the
     body may spend waiting between exchanges (a relay's confirmation window). ``skip_if_quarantined``
-    drops the job for a quarantined meter instead of trying it.
+    drops the job for a quarantined meter instead of trying it. ``unverified`` is set by the worker
+    before the future resolves when the body ran on a dial-in connection nothing verified: what it
+    read is stored as ``suspect``.
     """
 
     priority: Priority
@@ -46,6 +48,7 @@ class Job(Generic[T]):
     wait_s: float = field(compare=False, default=0.0)
     skip_if_quarantined: bool = field(compare=False, default=True)
     future: asyncio.Future[T] = field(init=False, compare=False)
+    unverified: bool = field(init=False, compare=False, default=False)  # ran on an unverified connection
 
     def __post_init__(self) -> None:
         self.future = asyncio.get_running_loop().create_future()

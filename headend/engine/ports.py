@@ -23,6 +23,7 @@ from headend.engine.events import MeterEvent
 from headend.engine.model import ChannelSpec, MeterSpec
 from headend.metrics import EngineMetrics
 from headend.secrets import MeterSecrets, SecretsError
+from headend.store.trusts import TrustGrant
 from headend.transport import (
     Bus,
     ChannelOffline,
@@ -35,6 +36,7 @@ from headend.transport import (
 from headend.transport.bus import VerifiedBus
 from headend.transport.concentrator import ConcentratorLink
 from headend.transport.hub import DialinHub
+from headend.transport.trust import Trust
 from headend.transport.url import ChannelConfig
 from headend.vocabulary import ReadingQuality
 
@@ -173,9 +175,41 @@ class DriverPort:
 
         if not isinstance(channel, VerifiedBus):
             return
-        verdict = await channel.verify(lambda: identity_verdict(channel, meters))
+        verdict = await channel.verify(lambda: identity_verdict(channel, meters), undecided_reason(channel))
         if verdict is False:
             raise ChannelUnverified(f"{channel.label}: other meters answer behind this connection: closed")
+
+    def unverified(self, channel: Bus | None) -> bool:
+        """Whether ``channel`` is a dial-in bus whose connection in use was not verified: what was
+        read through it is stored as suspect (nothing verified who answered)."""
+        return isinstance(channel, VerifiedBus) and not channel.verified
+
+    def load_trusts(self, grants: Iterable[tuple[ChannelSpec, TrustGrant]]) -> None:
+        """The operators' lasting grants (``headend channels trust``) of the dial-in channels."""
+        if self.hub is None:
+            return
+        trusts = []
+        for spec, grant in grants:
+            device = _dialin_device(spec)
+            if device is not None:
+                trusts.append(
+                    Trust(grant.id, device, grant.granted_by, grant.reason, grant.expires_at, grant.used)
+                )
+        self.hub.trusts.load(trusts)
+
+    def trust_claims(self) -> list[tuple[int, str]]:
+        """The grants claimed by a connection since the last call: (grant id, peer), to record."""
+        return self.hub.trusts.take_claims() if self.hub is not None else []
+
+    def verify_again(self, channel: Bus | None) -> None:
+        """Have the next job check ``channel``'s unverified connection again (the inventory changed)."""
+        if isinstance(channel, VerifiedBus):
+            channel.verify_again()
+
+    def requeue_trust_claims(self, claims: list[tuple[int, str]]) -> None:
+        """Claims that could not be recorded yet: returned for the next call of ``trust_claims``."""
+        if self.hub is not None:
+            self.hub.trusts.claims[:0] = claims
 
     def make_driver(self, channel: Bus, meter: MeterSpec) -> MeterDriver:
         config = getattr(channel, "config", None)
@@ -221,6 +255,15 @@ class DriverPort:
     async def read_events(self, driver: MeterDriver, kinds: list[str]) -> list[MeterEvent]:
         records = await driver.read_events(kinds)
         return [MeterEvent(r.kind, r.occurred_at, r.ended_at, dict(r.details)) for r in records]
+
+
+def undecided_reason(channel: Bus) -> str:
+    """Why a check that cannot decide leaves ``channel``'s connection unverified."""
+    device = getattr(channel, "device", None)
+    name = device[1] if isinstance(device, tuple) else channel.label
+    if isinstance(channel, ConcentratorLink):
+        return f"no meter behind concentrator {name} has a pn and port to find in its archive"
+    return f"no meter behind DTU {name} has a recorded meter number (inventory meter_number)"
 
 
 async def identity_verdict(channel: Bus, meters: list[tuple[MeterSpec, MeterDriver]]) -> bool | None:

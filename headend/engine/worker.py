@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -44,6 +44,10 @@ class ConnectionVerifier(Protocol):
 
     async def verify_connection(self, channel: Bus, meters: list[tuple[MeterSpec, MeterDriver]]) -> None: ...
 
+    def unverified(self, channel: Bus | None) -> bool: ...
+
+    def verify_again(self, channel: Bus | None) -> None: ...
+
 
 # channel statistics that count replies gone wrong: a damaged checksum, bytes that were no frame
 # (garbage, a truncated reply), a frame for another meter or request (wrong address, stray reply)
@@ -61,6 +65,11 @@ def _line_counts(channel: Any, driver: Any) -> tuple[int, ...]:
     """The channel's line-event counters and the driver's count of refusals (abnormal replies)."""
     stats = getattr(channel, "stats", None)
     return (*(getattr(stats, name, 0) for name in LINE_EVENTS), getattr(driver, "refusals", 0))
+
+
+def _identities(meters: Iterable[MeterSpec]) -> set[tuple[int, str | None, int | None, int | None]]:
+    """What identifies each meter behind a dial-in device: its recorded number, its Pn and port."""
+    return {(m.id, m.identity, m.pn, m.port) for m in meters}
 
 
 CommEventSink = Callable[[CommEventRecord], None]
@@ -119,6 +128,8 @@ class ChannelWorker:
         for meter_id, old in self.meters.items():
             if new.get(meter_id) != old:
                 self._drivers.pop(meter_id, None)
+        if self.verifier is not None and _identities(meters) != _identities(self.meters.values()):
+            self.verifier.verify_again(self.channel)  # what identifies the meters changed: check again
         self.meters = new
 
     def queue_size(self) -> int:
@@ -307,6 +318,9 @@ class ChannelWorker:
             )
         counters[0].inc()
         counters[1].observe(elapsed)
+        if self.verifier is not None and self.verifier.unverified(self.channel):
+            job.unverified = True  # nothing verified who answered: its readings are stored as suspect
+            self.metrics.unverified_jobs.labels(self.spec.name, job.kind).inc()
         if not job.future.done():
             job.future.set_result(result)
 

@@ -81,6 +81,14 @@ async def add_memberships(conn: asyncpg.Connection, area_id: int, meter_ids: lis
     )
 
 
+async def installed_ids_by_name(conn: asyncpg.Connection, names: list[str]) -> dict[str, int]:
+    """``name -> id`` of the installed meters among ``names`` (names are unique among them)."""
+    found = await rows(
+        conn, "SELECT name, id FROM meters WHERE name = ANY($1::text[]) AND removed_at IS NULL", names
+    )
+    return {r["name"]: r["id"] for r in found}
+
+
 async def list_areas(conn: asyncpg.Connection, name: str | None = None) -> list[asyncpg.Record]:
     """Areas with their supply meter's label, by name (optionally one area)."""
     return await rows(

@@ -40,17 +40,28 @@ class RuleQuery:
     firing: str
 
 
-# $3 window, $4 tolerance kWh: the latest reading below the one before it by more than the tolerance
+# $3 window, $4 tolerance kWh: the latest import register below the one before it by more than the
+# tolerance: a stored reading below the stored one before it, or a reply the driver read below its last
+# accepted value and did not store (a ``register_went_back`` event of the daemon, ``stored`` false)
 REGISTER_BACKWARDS = RuleQuery(
     "register_backwards",
     "meter",
     f"""
     SELECT DISTINCT ON (meter_id) meter_id AS subject,
-           jsonb_build_object('ts', ts, 'value', value, 'previous_ts', previous_ts, 'previous', previous)
+           jsonb_build_object('ts', ts, 'value', value, 'previous_ts', previous_ts, 'previous', previous,
+                              'stored', stored)
                AS evidence
-    FROM (SELECT r.meter_id, r.ts, r.value, lag(r.value) OVER w AS previous, lag(r.ts) OVER w AS previous_ts
-          FROM readings r WHERE r.quantity_id = {_IMPORT} AND {_GOOD} AND {_window("$3")}
-          WINDOW w AS (PARTITION BY r.meter_id ORDER BY r.ts)) s
+    FROM (SELECT meter_id, ts, value, previous, previous_ts, true AS stored
+          FROM (SELECT r.meter_id, r.ts, r.value, lag(r.value) OVER w AS previous,
+                       lag(r.ts) OVER w AS previous_ts
+                FROM readings r WHERE r.quantity_id = {_IMPORT} AND {_GOOD} AND {_window("$3")}
+                WINDOW w AS (PARTITION BY r.meter_id ORDER BY r.ts)) s
+          UNION ALL
+          SELECT meter_id, occurred_at, (details #>> '{{energy_import_kwh,value}}')::float8,
+                 (details #>> '{{energy_import_kwh,previous}}')::float8, NULL, false
+          FROM events
+          WHERE category = 'comm' AND kind = 'register_went_back' AND details ? 'energy_import_kwh'
+            AND occurred_at > $1::timestamptz - make_interval(secs => $3) AND occurred_at <= $1) b
     WHERE value < previous - $4
     ORDER BY meter_id, ts DESC
     """,

@@ -19,14 +19,15 @@ RETURNING id
 
 _UPSERT_METER = """
 INSERT INTO meters (name, protocol, address, unit_id, model, channel_id, protected,
-                    protected_reason, has_relay, multiplier, enabled, installed_at, settings)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, coalesce($12, now()), $13::jsonb)
+                    protected_reason, has_relay, multiplier, enabled, installed_at, settings, meter_number)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, coalesce($12, now()), $13::jsonb, $14)
 ON CONFLICT (channel_id, protocol, address, coalesce(unit_id, -1)) DO UPDATE SET
     name = coalesce($1, meters.name), model = EXCLUDED.model,
     settings = meters.settings - 'pn' - 'port' || EXCLUDED.settings,
     protected = EXCLUDED.protected, protected_reason = EXCLUDED.protected_reason,
     has_relay = EXCLUDED.has_relay, multiplier = EXCLUDED.multiplier, enabled = EXCLUDED.enabled,
-    installed_at = coalesce($12, meters.installed_at), removed_at = NULL, updated_at = now()
+    installed_at = coalesce($12, meters.installed_at), removed_at = NULL, updated_at = now(),
+    meter_number = coalesce($14, meters.meter_number)
 """
 
 # The assignments of the meters an import names with an account: the open one's account number and
@@ -46,7 +47,7 @@ ORDER BY k.ord
 
 # name, protocol, address, unit id, model, channel id, protected, protected reason,
 # has relay, multiplier, enabled, installed at (None: now / unchanged), settings (the concentrator
-# point: pn and port; replaces the stored ones, other settings are kept)
+# point: pn and port; replaces the stored ones, other settings are kept), meter number (None: unchanged)
 MeterRow = tuple[
     str | None,
     str,
@@ -61,6 +62,7 @@ MeterRow = tuple[
     bool,
     datetime | None,
     dict[str, int],
+    str | None,
 ]
 
 
@@ -84,7 +86,7 @@ async def upsert_channel(
 
 async def upsert_meters(conn: asyncpg.Connection, rows: Sequence[MeterRow]) -> None:
     """Insert or update meters by (channel, protocol, address, unit); a removed meter comes back."""
-    await conn.executemany(_UPSERT_METER, [(*row[:12], json.dumps(row[12])) for row in rows])
+    await conn.executemany(_UPSERT_METER, [(*row[:12], json.dumps(row[12]), row[13]) for row in rows])
 
 
 # channel id, protocol, address, unit id: how an import names a stored meter
@@ -121,7 +123,8 @@ async def list_inventory(conn: asyncpg.Connection, channel: str | None = None) -
         conn,
         """
         SELECT c.name AS channel, c.settings->>'url' AS url, c.enabled AS channel_enabled, m.id, m.name,
-               m.protocol, m.address, m.unit_id, m.model, m.protected, m.has_relay, m.enabled
+               m.protocol, m.address, m.unit_id, m.model, m.protected, m.has_relay, m.enabled,
+               m.meter_number
         FROM meters m JOIN channels c ON c.id = m.channel_id
         WHERE m.removed_at IS NULL AND ($1::text IS NULL OR c.name = $1)
         ORDER BY c.name, m.protocol, m.address
@@ -169,11 +172,31 @@ async def enabled_channels(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 async def enabled_meters(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """The enabled, installed meters, by channel then id (``pn``/``port``: behind a concentrator;
-    ``identity``: the DL/T 645 meter number recorded for it, if any)."""
+    ``identity``: the DL/T 645 meter number recorded for it, if any: the inventory's ``meter_number``,
+    else the one the billing pass learned on first use)."""
     return await rows(
         conn,
         "SELECT m.id, m.channel_id, m.protocol, m.address, m.unit_id, m.model, m.installed_at, m.name,"
-        " (m.settings->>'pn')::int AS pn, (m.settings->>'port')::int AS port, i.identity"
+        " (m.settings->>'pn')::int AS pn, (m.settings->>'port')::int AS port,"
+        " coalesce(m.meter_number, i.identity) AS identity"
         " FROM meters m LEFT JOIN meter_identities i ON i.meter_id = m.id"
         " WHERE m.enabled AND m.removed_at IS NULL ORDER BY m.channel_id, m.id",
     )
+
+
+async def recorded_numbers(conn: asyncpg.Connection, ref: str) -> list[tuple[str, str | None]]:
+    """``(label, meter number)`` of the installed DL/T 645-2007 meters named or addressed ``ref`` (or
+    ``channel/ref``): the inventory's stated ``meter_number``, else the one learned on first use."""
+    found = await rows(
+        conn,
+        """SELECT coalesce(m.name, c.name || '/' || m.address) AS label,
+                  coalesce(m.meter_number, i.identity) AS number
+           FROM meters m JOIN channels c ON c.id = m.channel_id
+           LEFT JOIN meter_identities i ON i.meter_id = m.id
+           WHERE m.removed_at IS NULL AND m.protocol = 'dlt645-2007'
+             AND (m.name = $1 OR m.address = $1 OR c.name || '/' || m.address = $1
+                  OR ($1 ~ '^[0-9]{1,12}$' AND m.address = lpad($1, 12, '0')))
+           ORDER BY m.name = $1 DESC, m.id""",
+        ref,
+    )
+    return [(str(r["label"]), r["number"]) for r in found]

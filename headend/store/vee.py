@@ -263,15 +263,29 @@ async def resolve_meter_holds(conn: asyncpg.Connection, meter_id: int, operator:
 
 
 async def identities_due(conn: asyncpg.Connection, before: datetime) -> list[asyncpg.Record]:
-    """DL/T 645-2007 meters on an account whose identity was not checked since ``before``."""
+    """DL/T 645-2007 meters on an account whose identity was not checked since ``before``: ``id``,
+    ``identity`` (the inventory's stated ``meter_number``, else the recorded one, else None) and
+    ``stated`` (whether the inventory states it)."""
     return await rows(
         conn,
-        """SELECT m.id, i.identity FROM meters m LEFT JOIN meter_identities i ON i.meter_id = m.id
+        """SELECT m.id, coalesce(m.meter_number, i.identity) AS identity, m.meter_number IS NOT NULL AS stated
+           FROM meters m LEFT JOIN meter_identities i ON i.meter_id = m.id
            WHERE m.enabled AND m.protocol = 'dlt645-2007'
              AND EXISTS (SELECT 1 FROM meter_assignments x WHERE x.meter_id = m.id AND x.effective_to IS NULL)
              AND (i.checked_at IS NULL OR i.checked_at < $1) ORDER BY m.id""",
         before,
     )
+
+
+async def current_identity(conn: asyncpg.Connection, meter_id: int) -> str | None:
+    """The meter's recorded identity (the inventory's stated number, else the learned one), its
+    ``meter_identities`` row locked until the end of the transaction (resolving a hold updates it)."""
+    learned = await conn.fetchval(
+        "SELECT identity FROM meter_identities WHERE meter_id = $1 FOR UPDATE", meter_id
+    )
+    stated = await conn.fetchval("SELECT meter_number FROM meters WHERE id = $1", meter_id)
+    found = stated if stated is not None else learned
+    return None if found is None else str(found)
 
 
 async def save_identity(
@@ -280,7 +294,8 @@ async def save_identity(
     """Record the meter's identity (first check) or the check time and a different ``observed`` one."""
     await conn.execute(
         """INSERT INTO meter_identities (meter_id, identity, observed, checked_at) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (meter_id) DO UPDATE SET observed = $3, checked_at = $4""",
+           ON CONFLICT (meter_id) DO UPDATE SET observed = $3, checked_at = $4,
+               identity = CASE WHEN $3 IS NULL THEN $2 ELSE meter_identities.identity END""",
         meter_id,
         identity,
         observed,
@@ -289,7 +304,14 @@ async def save_identity(
 
 
 async def adopt_identity(conn: asyncpg.Connection, meter_id: int) -> None:
-    """After an operator resolved an identity hold: the observed identity is the meter's."""
+    """After an operator resolved an identity hold as a replacement: the observed identity is the
+    meter's, also as the inventory's stated ``meter_number`` where it states one (the resolving admin
+    records it)."""
+    await conn.execute(
+        """UPDATE meters m SET meter_number = i.observed, updated_at = now() FROM meter_identities i
+           WHERE m.id = $1 AND i.meter_id = m.id AND m.meter_number IS NOT NULL AND i.observed IS NOT NULL""",
+        meter_id,
+    )
     await conn.execute(
         """UPDATE meter_identities SET identity = coalesce(observed, identity), observed = NULL
            WHERE meter_id = $1""",

@@ -88,10 +88,21 @@ class VerifiedBus(Bus, Protocol):
         """Whether the live connection has not been verified yet."""
         ...
 
-    async def verify(self, check: IdentityCheck) -> bool | None:
+    @property
+    def verified(self) -> bool:
+        """Whether the connection in use now was verified (readings from any other are suspect)."""
+        ...
+
+    def verify_again(self) -> None:
+        """Have the next check run on the live connection now if it is not verified."""
+        ...
+
+    async def verify(self, check: IdentityCheck, undecided: str = "") -> bool | None:
         """Run ``check`` (True: the inventory's meters answered, False: other meters, None: cannot
-        tell) on the live connection and record the verdict on it: True marks it verified, False
-        closes it as an impostor. A connection replaced during the check records nothing."""
+        tell, for the reason ``undecided``) on the live connection and record the verdict on it: True
+        marks it verified, False closes it as an impostor (unless an operator's grant covers it, see
+        ``headend.transport.trust``: then None). A connection replaced during the check records
+        nothing."""
         ...
 
 

@@ -279,9 +279,9 @@ class ConcentratorLink:
         if pending is not None and not pending.future.done():
             pending.future.set_exception(reason)
 
-    def _check_pw_allowed(self) -> None:
-        """Raise if the PW must not go to the current connection (a terminal we connect out to:
-        always allowed; see the dial-in link)."""
+    def _check_pw_allowed(self, afn: int, units: Sequence[Unit]) -> None:
+        """Raise if the PW of request ``afn`` with ``units`` must not go to the current connection (a
+        terminal we connect out to: always allowed; see the dial-in link)."""
 
     async def _connection(self) -> _Stream:
         stream = self._stream
@@ -409,7 +409,7 @@ class ConcentratorLink:
         while attempt < tries:
             stream = await self._connection()
             if pw is not None:
-                self._check_pw_allowed()
+                self._check_pw_allowed(afn, units)
             pseq = self._next_pseq()
             pending = _Pending(pseq, afn, loop.create_future())
             self._pending = pending

@@ -102,7 +102,21 @@ class DialinChannel(Channel):
         inbound = self.hub.live.get(self.device)
         return inbound is None or inbound.closed or inbound.verification_due(monotonic())
 
-    async def verify(self, check: Callable[[], Awaitable[bool | None]]) -> bool | None:
+    @property
+    def verified(self) -> bool:
+        """Whether the connection this channel uses now (else the device's live one) was verified."""
+        inbound = self._inbound
+        if inbound is None or inbound.closed:
+            inbound = self.hub.live.get(self.device)
+        return inbound is not None and not inbound.closed and inbound.verified
+
+    def verify_again(self) -> None:
+        """Have the next job check the live connection now if it is not verified (see ``VerifiedBus``)."""
+        inbound = self.hub.live.get(self.device)
+        if inbound is not None and not inbound.verified:
+            inbound.checked_at = None
+
+    async def verify(self, check: Callable[[], Awaitable[bool | None]], undecided: str = "") -> bool | None:
         """Run ``check`` on the live connection and record its verdict there (see ``VerifiedBus``)."""
         target = await self.hub.connection(self.device, self.wait_s)  # raises ChannelOffline
         verdict = await check()
@@ -112,6 +126,7 @@ class DialinChannel(Channel):
             target.verified = True
         elif verdict is None:
             target.checked_at = monotonic()
+            self.hub.identity_undecided(target, undecided or "nothing to compare the meters with")
         else:
             self.hub.identity_refused(target, "other meters answer behind this connection")
         return verdict

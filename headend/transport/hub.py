@@ -29,6 +29,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_address
 from typing import TYPE_CHECKING, Literal
 
 from headend.transport.channel import ChannelUnavailable
+from headend.transport.trust import TrustBook
 
 if TYPE_CHECKING:
     from headend.transport.listener import Inbound
@@ -101,6 +102,7 @@ class DialinHub:
         self._waiters: dict[DeviceKey, list[asyncio.Future[None]]] = {}
         self._watchers: dict[DeviceKey, Callable[[Inbound], None]] = {}
         self._logged: dict[DeviceKey, float] = {}
+        self.trusts = TrustBook()  # operators' grants for one connection's archive request
 
     # -- what the channels and the inventory expect --------------------------------------------
 
@@ -190,6 +192,19 @@ class DialinHub:
             del self.live[device]
         if self.held.get(device) is inbound:
             del self.held[device]
+
+    def identity_undecided(self, inbound: Inbound, reason: str) -> None:
+        """Nothing could verify the meters behind ``inbound`` (``reason``): no password goes to it and
+        its readings are stored as suspect; said once per connection, counted."""
+        if inbound.undecided is not None:
+            return
+        inbound.undecided = reason
+        self.counts["unverified"] += 1
+        log.warning(
+            "dial-in connection not verified: no password goes to it, its readings are stored as suspect",
+            extra={"kind": inbound.kind, "identity": inbound.identity, "peer": inbound.peer}
+            | {"reason": reason},
+        )
 
     def identity_refused(self, inbound: Inbound, reason: str) -> None:
         """The meters behind ``inbound`` are not the inventory's: an alarm; the connection is closed."""

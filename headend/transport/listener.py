@@ -116,6 +116,7 @@ class Inbound(asyncio.Protocol):
         self.unanswered = False  # a request went out and nothing came back (see ``missed``)
         self.verified = False  # the meters behind it proved to be the inventory's (no password before)
         self.checked_at: float | None = None  # when an identity check last could not decide
+        self.undecided: str | None = None  # why no check could verify it (said once)
         self.certificate_name: str | None = None  # the TLS client certificate's common name
         self.close_reason = ""
         self._buffer = b""

@@ -8,8 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -18,6 +16,7 @@ import asyncpg
 import pytest
 
 from simulators.bus import BusSpec, SimBus, start_bus
+from tests.support import cli
 from tests.support.daemons import Daemon
 from tests.support.operators import import_inventory_cli
 from tests.support.ports import free_port
@@ -64,13 +63,8 @@ def _config(path: Path, dsn: str, tmp_path: Path, metrics_port: int) -> Path:
     return path
 
 
-def _lineloss(dsn: str, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "headend.cli", "lineloss", "--config", str(config), "--dsn", dsn, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def _lineloss(dsn: str, config: Path, *args: str) -> cli.CliResult:
+    return cli.headend("lineloss", "--config", str(config), "--dsn", dsn, *args)
 
 
 def _register(bus: SimBus, index: int, at: datetime) -> float:

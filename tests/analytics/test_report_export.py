@@ -8,8 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,13 +16,11 @@ import pytest
 
 from headend.store.maintenance import ensure_partitions
 from tests.analytics.test_lineloss import ZONE, _register, backfilled  # noqa: F401
-from tests.support.cli import COMMAND
+from tests.support import cli
 
 
-def _headend(dsn: str, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*COMMAND, *args, "--config", str(config), "--dsn", dsn], capture_output=True, text=True, timeout=120
-    )
+def _headend(dsn: str, config: Path, *args: str) -> cli.CliResult:
+    return cli.headend(*args, "--config", str(config), "--dsn", dsn, timeout=120)
 
 
 async def test_daily_report_sections(backfilled, pg_dsn: str, logins: dict[str, str]) -> None:  # noqa: F811
@@ -218,17 +214,11 @@ async def test_export_applies_multipliers_and_repeats_byte_for_byte(
 
 def _peak_rss_kb(dsn: str, config: Path, *args: str) -> tuple[int, str]:
     """Run the export in a fresh interpreter; its peak resident memory (kB) and its stderr."""
-    script = (
-        "import resource, runpy, sys\n"
-        f"sys.argv = ['headend', *{list(args)!r}, '--config', {str(config)!r}, '--dsn', {dsn!r},"
-        " '-o', '/dev/null']\n"
-        "try:\n    runpy.run_module('headend.cli', run_name='__main__')\n"
-        "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    done, peak_kb = cli.headend_peak_rss(
+        *args, "--config", str(config), "--dsn", dsn, "-o", "/dev/null", timeout=300
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    return int(done.stderr.splitlines()[-1]), done.stderr
+    return peak_kb, done.stderr
 
 
 async def test_a_year_of_intervals_streams_in_flat_memory(pg_dsn: str, tmp_path: Path) -> None:
@@ -290,11 +280,11 @@ async def test_a_year_of_intervals_streams_in_flat_memory(pg_dsn: str, tmp_path:
     )
     rows = 5 * 365 * 96
     lines = progress.splitlines()
-    assert lines[-2] == f"exported {rows} rows"
+    assert lines[-1] == f"exported {rows} rows"
     assert [line.split(" (")[0] for line in lines if line.startswith("export:")] == [
         f"export: {n}%" for n in range(20, 101, 20)
     ]
-    assert lines[-3] == f"export: 100% ({rows} rows)"
+    assert lines[-2] == f"export: 100% ({rows} rows)"
     # 175,200 rows (~20 MB of records if held at once): the peak grows by well under that
     assert large - small < 12_000, (small, large)
 

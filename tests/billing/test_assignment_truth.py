@@ -6,12 +6,11 @@ open assignment."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
 
+from tests.support import cli
 from tests.support.operators import INVENTORY_ADMIN, add_operators, import_inventory_cli
 from tests.support.postgres import run_sync
 
@@ -87,12 +86,7 @@ def test_a_reimport_never_changes_an_assignment(pg_dsn: str, logins: dict[str, s
             await conn.close()
 
     run_sync(hold_the_meter)
-    held = subprocess.run(
-        [sys.executable, "-m", "headend.cli", "billing", "holds", "--dsn", desk],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    held = cli.headend("billing", "holds", "--dsn", desk)
     assert held.returncode == 0, held.stderr
     [row] = [json.loads(line) for line in held.stdout.splitlines()]
     assert (row["meter"], row["account"]) == ("flat-1", "A1")

@@ -4,14 +4,13 @@ database's refusals, and ``headend inventory areas`` exporting TOML that imports
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from headend.operators import authenticate
+from tests.support import cli
 from tests.support.operators import PASSWORD, add_operators, import_inventory_cli, operator_env
 
 METERS = """
@@ -38,14 +37,8 @@ def _area(name: str, supply: str, members: list[str], effective: str, **extra: o
     return "\n".join(lines) + "\n"
 
 
-def _headend(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "headend.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=operator_env(),
-    )
+def _headend(*args: str) -> cli.CliResult:
+    return cli.headend(*args, env=operator_env())
 
 
 async def _memberships(dsn: str) -> list[tuple[str, str, str, str | None]]:

@@ -1,4 +1,5 @@
-"""The built wheel, installed in a fresh venv away from the checkout, carries its migrations and models."""
+"""The built wheel, installed in a fresh venv away from the checkout, carries its migrations, models and
+the console's templates."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ names = model_names()
 assert "dlt645-generic" in names and "eastron_sdm630" in names, names
 assert load_modbus_model("eastron_sdm630").points
 assert load_model("dlt645-generic")["editions"]
+import headend.web
+web = pathlib.Path(headend.web.__file__).parent  # the console's templates and static files
+assert (web / "templates" / "meter.html").is_file() and (web / "static" / "console.css").is_file()
 print(len(labels), len(names))
 """
 

@@ -596,6 +596,61 @@ MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
     ),
     (
         Write(
+            "channel_trusts",
+            "trust a dial-in device's next login for its archive request",
+            (
+                "INSERT INTO channel_trusts (channel_id, granted_by, reason, expires_at)"
+                f" VALUES (:channel, {ME}, 'replacement', now() + interval '10 minutes')",
+            ),
+        ),
+        desk("admin"),
+    ),
+    (
+        Write(
+            "channel_trusts",
+            "trust in another operator's name",
+            (
+                "INSERT INTO channel_trusts (channel_id, granted_by, reason, expires_at)"
+                " VALUES (:channel, '1009', 'replacement', now() + interval '10 minutes')",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "channel_trusts",
+            "record the login that used a grant",
+            ("UPDATE channel_trusts SET used_at = now(), used_peer = '127.0.0.1:9' WHERE id = :trust",),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "channel_trusts",
+            "revoke an unused grant",
+            (f"UPDATE channel_trusts SET revoked_at = now(), revoked_by = {ME} WHERE id = :trust",),
+        ),
+        desk("admin"),
+    ),
+    (
+        Write(
+            "channel_trusts",
+            "lengthen or re-word a grant",
+            ("UPDATE channel_trusts SET expires_at = expires_at + interval '1 day' WHERE id = :trust",),
+        ),
+        NOBODY,
+    ),
+    (Write("channel_trusts", "delete a grant", ("DELETE FROM channel_trusts",)), NOBODY),
+    (
+        Write(
+            "meters",
+            "state a meter's number (the identity dial-in verification compares)",
+            ("UPDATE meters SET meter_number = '123456789012' WHERE id = :assigned",),
+        ),
+        desk("admin"),
+    ),
+    (
+        Write(
             "meter_requests",
             "ask the daemon to read a meter now",
             (
@@ -814,6 +869,11 @@ async def _seed(owner: asyncpg.Connection) -> dict[str, int]:
             ids["spare"],
         )
     await owner.execute("UPDATE meter_requests SET state = 'running' WHERE id = $1", ids["meter_running"])
+    ids["trust"] = await owner.fetchval(
+        "INSERT INTO channel_trusts (channel_id, granted_by, reason, expires_at)"
+        " VALUES ($1, '1005', 'replacement', now() + interval '10 minutes') RETURNING id",
+        channel,
+    )
     return ids
 
 

@@ -132,14 +132,37 @@ def headend(
     return CliResult(done.returncode, done.stdout, done.stderr)
 
 
-def start(*args: str, env: Mapping[str, str] | None = None, as_owner: bool = False) -> subprocess.Popen[str]:
-    """``headend ARGS`` (a daemon: ``run``) started as a blocking-API process: stderr piped as text,
-    stdout discarded; not waited for."""
+def headend_peak_rss(*args: str, timeout: float = 60, as_owner: bool = False) -> tuple[CliResult, int]:
+    """``headend ARGS`` in a fresh interpreter that reports its own peak resident memory (kB) once the
+    command returned: the result (that report left out of ``stderr``) and the peak."""
+    argv, env = as_documented_login(args, None, as_owner)
+    script = (
+        "import resource, runpy, sys\n"
+        f"sys.argv = ['headend', *{argv!r}]\n"
+        "code = 0\n"
+        "try:\n    runpy.run_module('headend.cli', run_name='__main__')\n"
+        "except SystemExit as exc:\n    code = exc.code or 0\n"
+        "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    *rest, last = done.stderr.splitlines() or [""]
+    peak = int(last.split()[1]) if last.startswith("peak_rss_kb ") else 0
+    return CliResult(done.returncode, done.stdout, "\n".join(rest)), peak
+
+
+def start(
+    *args: str, env: Mapping[str, str] | None = None, as_owner: bool = False, merged: bool = False
+) -> subprocess.Popen[str]:
+    """``headend ARGS`` (a daemon: ``run``; ``demo``) started as a blocking-API process: stderr piped as
+    text, stdout discarded (``merged``: both piped together as ``stdout``); not waited for."""
     argv, env = as_documented_login(args, env, as_owner)
     return subprocess.Popen(
         [*COMMAND, *argv],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE if merged else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if merged else subprocess.PIPE,
         text=True,
         env=None if env is None else dict(env),
     )

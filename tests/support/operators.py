@@ -29,7 +29,7 @@ def operator_env(password: str = PASSWORD) -> dict[str, str]:
     return {**os.environ, "HEADEND_OPERATOR_PASSWORD": password}
 
 
-def import_inventory_cli(dsn: str, path: Path) -> CliResult:
+def import_inventory_cli(dsn: str, path: Path, timeout: float = 60) -> CliResult:
     """``headend inventory import PATH`` as a real process, signed in as ``INVENTORY_ADMIN`` (created as
     an admin first if the database does not hold it)."""
 
@@ -45,4 +45,4 @@ def import_inventory_cli(dsn: str, path: Path) -> CliResult:
 
     run_sync(ensure_admin)
     command = ["inventory", "import", str(path), "--operator", INVENTORY_ADMIN, "--dsn", dsn]
-    return headend(*command, env=operator_env())
+    return headend(*command, env=operator_env(), timeout=timeout)

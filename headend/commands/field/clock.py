@@ -32,6 +32,7 @@ from headend.commands.field.shared import (
     meter_secrets,
     open_driver,
     print_result,
+    recorded_dial_in,
     run_field,
 )
 from headend.commands.field.trace import attach
@@ -89,13 +90,13 @@ def clock_command(
     database = target_dsn(dsn) if sync and not no_record else None  # the embedded server by default
     me = login(operator) if database else None
 
-    async def sync_clock() -> dict[str, Any]:
+    async def sync_clock(checked: DialIn = dial_in) -> dict[str, Any]:
         if address is None and parse_channel_url(url).scheme in CONCENTRATOR_SCHEMES:
-            return await _terminal_clock(url, secrets, dial_in, policy, trace)
+            return await _terminal_clock(url, secrets, checked, policy, trace)
         if policy is not None:
             check_write_target(protocol, address, unit)
         channel, driver = await open_driver(
-            url, protocol, address, unit, model, secrets, dial_in, via, writes=sync, trace=trace
+            url, protocol, address, unit, model, secrets, checked, via, writes=sync, trace=trace
         )
         try:
             if policy is not None:
@@ -119,7 +120,7 @@ def clock_command(
             entity, target = "concentrator", parse_channel_url(url).terminal or url
         else:
             entity, target = "meter", address if address is not None else str(unit)
-        return await _audited_clock_sync(database, me, (entity, target), url, sync_clock)
+        return await _audited_clock_sync(database, me, (entity, target), url, dial_in, sync_clock)
 
     result = run_field(work, protocol)
     print_result(result, as_json, field_table("meter clock" if address else "clock", result))
@@ -142,20 +143,23 @@ async def _audited_clock_sync(
     me: Login,
     target: tuple[str, str],
     url: str,
-    sync_clock: Callable[[], Coroutine[Any, Any, dict[str, Any]]],
+    dial_in: DialIn,
+    sync_clock: Callable[[DialIn], Coroutine[Any, Any, dict[str, Any]]],
 ) -> dict[str, Any]:
-    """Sign the operator in, correct the clock, and audit what was written (nothing when none was)
-    against ``target`` (entity, id)."""
+    """Sign the operator in, correct the clock (a meter behind a DTU that dials in first answers the
+    number the inventory records for it), and audit what was written (nothing when none was) against
+    ``target`` (entity, id)."""
     try:
         conn = await asyncpg.connect(database)
     except (OSError, asyncpg.PostgresError) as exc:
         raise FieldError(f"database: {exc}") from None
     try:
         operator = await me.sign_in(conn, "operator")
-        result = await sync_clock()
+        entity, entity_id = target
+        checked = await recorded_dial_in(conn, dial_in, entity_id) if entity == "meter" else dial_in
+        result = await sync_clock(checked)
         if result.get("action") not in ("none", "skipped"):
             details = {"channel": url, **{k: v for k, v in result.items() if k != "reason"}}
-            entity, entity_id = target
             await audit(conn, operator.id, "clock_set", entity, entity_id, str(result["reason"]), details)
         return result
     except asyncpg.PostgresError as exc:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
+import asyncpg
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -19,6 +20,7 @@ from headend.commands.listen import open_field_channel
 from headend.drivers import DriverError, MeterTimeout, make_driver
 from headend.drivers.gdw1376_terminal import read_archive
 from headend.secrets import MeterSecrets, SecretsError
+from headend.store.inventory import recorded_numbers
 from headend.transport import (
     CONCENTRATOR_SCHEMES,
     ChannelError,
@@ -110,6 +112,28 @@ class DialIn:
     wait_s: float = 60.0
     heartbeat: str = ""
     meter_number: str | None = None
+
+
+async def recorded_dial_in(conn: asyncpg.Connection, dial_in: DialIn, meter: str) -> DialIn:
+    """``dial_in`` with the meter number the inventory records for ``meter`` (name or address): with a
+    database that number, not only one typed with ``--meter-number``, must answer before a password
+    goes to a DTU that dialled in. A typed number that differs from it is refused (FieldError)."""
+    if dial_in.listen is None:
+        return dial_in
+    found = await recorded_numbers(conn, meter)
+    numbers = {number for _label, number in found if number is not None}
+    if len(numbers) > 1:
+        labels = ", ".join(label for label, _number in found)
+        raise FieldError(f"{meter!r} names several meters ({labels}): give --meter NAME")
+    if not numbers:
+        return dial_in
+    recorded = numbers.pop()
+    if dial_in.meter_number is not None and dial_in.meter_number != recorded:
+        raise FieldError(
+            f"--meter-number {dial_in.meter_number} is not the number the inventory records for meter"
+            f" {found[0][0]} ({recorded}): nothing sent"
+        )
+    return replace(dial_in, meter_number=recorded)
 
 
 async def verify_dial_in(channel: Any, driver: Any, dial_in: DialIn, via: Via, writes: bool) -> None:

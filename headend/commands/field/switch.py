@@ -29,6 +29,7 @@ from headend.commands.field.shared import (
     field_table,
     open_driver,
     print_result,
+    recorded_dial_in,
     run_field,
 )
 from headend.commands.listen import Heartbeat, Listen, Wait
@@ -177,8 +178,9 @@ def _recorded_switch(
             raise FieldError(f"database: {exc}") from None
         try:
             await me.sign_in(conn, "operator")
+            checked = await recorded_dial_in(conn, dial_in, meter_ref)
             channel, driver = await open_driver(
-                url, protocol, address, unit, model, secrets, dial_in, via, writes=True, trace=trace
+                url, protocol, address, unit, model, secrets, checked, via, writes=True, trace=trace
             )
             try:
                 outcome = await field_switch(

@@ -1,0 +1,171 @@
+"""Read-only queries behind the web console's overview, meter and command pages (run under the
+reporting login): collection today per channel, meters not read today and why, fee-control state, a
+meter's load curve and daily consumption, commands filtered."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from headend.store.feecontrol import halted_by
+
+Row = dict[str, object]
+
+_COLLECTION = """
+SELECT c.name AS channel, c.enabled,
+       count(m.id) AS meters,
+       count(m.id) FILTER (WHERE EXISTS (
+           SELECT 1 FROM readings r WHERE r.meter_id = m.id AND r.ts >= $1 AND r.ts < $2
+              AND r.value IS NOT NULL)) AS read
+FROM channels c
+LEFT JOIN meters m ON m.channel_id = c.id AND m.enabled AND m.removed_at IS NULL
+GROUP BY c.id ORDER BY c.name
+"""
+
+# why a meter has no reading today, first match wins: disabled channel, quarantine, open VEE hold, the
+# last communication event today (no reply), else not read yet
+_NOT_READ = """
+SELECT m.name, c.name AS channel,
+       CASE WHEN NOT c.enabled THEN 'channel_disabled'
+            WHEN q.until > now() THEN 'quarantined'
+            WHEN EXISTS (SELECT 1 FROM vee_holds h WHERE h.meter_id = m.id AND h.resolved_at IS NULL)
+                THEN 'held'
+            WHEN e.kind IS NOT NULL THEN 'no_reply'
+            ELSE 'not_read_yet' END AS reason,
+       e.occurred_at AS last_error_at
+FROM meters m
+JOIN channels c ON c.id = m.channel_id
+LEFT JOIN LATERAL (
+    SELECT (x.details->>'until')::timestamptz AS until FROM events x
+    WHERE x.meter_id = m.id AND x.category = 'comm' AND x.kind IN ('quarantined', 'quarantine_ended')
+    ORDER BY x.occurred_at DESC, x.id DESC LIMIT 1) q ON true
+LEFT JOIN LATERAL (
+    SELECT x.kind, x.occurred_at FROM events x
+    WHERE x.meter_id = m.id AND x.category = 'comm' AND x.kind = 'timeout' AND x.occurred_at >= $1
+    ORDER BY x.occurred_at DESC LIMIT 1) e ON true
+WHERE m.enabled AND m.removed_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM readings r WHERE r.meter_id = m.id AND r.ts >= $1 AND r.ts < $2
+                     AND r.value IS NOT NULL)
+ORDER BY c.name, m.name LIMIT $3
+"""
+
+_IN_FLIGHT = """
+SELECT state::text AS state, count(*) AS commands,
+       count(*) FILTER (WHERE requires_approval AND approved_by IS NULL) AS awaiting_approval
+FROM commands WHERE state IN ('pending', 'sent') GROUP BY state ORDER BY state
+"""
+
+_OPEN_HOLDS = "SELECT count(*) FROM vee_holds WHERE resolved_at IS NULL"
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """The fleet today: per channel collection, meters not read with why, fee control."""
+
+    collection: list[Row]
+    not_read: list[Row]
+    halted_by: str | None
+    in_flight: list[Row]
+    open_holds: int
+
+
+async def overview(conn: asyncpg.Connection, start: datetime, end: datetime, limit: int = 200) -> Overview:
+    """Collection in ``[start, end)`` (today, local) and the fee-control state now."""
+    return Overview(
+        [dict(r) for r in await conn.fetch(_COLLECTION, start, end)],
+        [dict(r) for r in await conn.fetch(_NOT_READ, start, end, limit)],
+        await halted_by(conn),
+        [dict(r) for r in await conn.fetch(_IN_FLIGHT)],
+        int(await conn.fetchval(_OPEN_HOLDS)),
+    )
+
+
+# average demand between consecutive energy readings (kW), with the reading before the day for the first
+_LOAD_CURVE = """
+WITH r AS (
+    SELECT ts, value, quality::text AS quality FROM readings
+    WHERE meter_id = $1 AND quantity_id = (SELECT id FROM quantities WHERE name = 'energy_import_kwh')
+      AND ts >= $2::timestamptz - interval '1 day' AND ts < $3 AND value IS NOT NULL
+), d AS (
+    SELECT ts, value, quality,
+           (value - lag(value) OVER w) / nullif(extract(epoch FROM ts - lag(ts) OVER w) / 3600, 0) AS kw
+    FROM r WINDOW w AS (ORDER BY ts)
+)
+SELECT ts, value AS kwh, kw, quality FROM d WHERE ts >= $2 ORDER BY ts
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CurveReading:
+    """One stored energy reading: the register, the average demand since the reading before it (None
+    for the first one ever) and its quality."""
+
+    ts: datetime
+    kwh: float
+    kw: float | None
+    quality: str
+
+
+async def load_curve(
+    conn: asyncpg.Connection, meter_id: int, start: datetime, end: datetime
+) -> list[CurveReading]:
+    """Each stored energy reading in ``[start, end)``, oldest first."""
+    return [
+        CurveReading(r["ts"], float(r["kwh"]), None if r["kw"] is None else float(r["kw"]), r["quality"])
+        for r in await conn.fetch(_LOAD_CURVE, meter_id, start, end)
+    ]
+
+
+_DAILY = """
+SELECT day, last_value - lag(last_value) OVER (ORDER BY day) AS kwh FROM (
+    SELECT (r.ts AT TIME ZONE $4)::date AS day, (array_agg(r.value ORDER BY r.ts DESC))[1] AS last_value
+    FROM readings r
+    WHERE r.meter_id = $1 AND r.value IS NOT NULL
+      AND r.quantity_id = (SELECT id FROM quantities WHERE name = 'energy_import_kwh')
+      AND r.ts >= $2::timestamptz - interval '1 day' AND r.ts < $3
+    GROUP BY 1) d
+ORDER BY day
+"""
+
+
+async def daily_consumption(
+    conn: asyncpg.Connection, meter_id: int, start: datetime, end: datetime, zone: str
+) -> list[tuple[date, float | None]]:
+    """Per local day in ``[start, end)``: the energy register's growth since the day before (None
+    when the day before has no reading)."""
+    first = start.astimezone(ZoneInfo(zone)).date()
+    rows = await conn.fetch(_DAILY, meter_id, start, end, zone)
+    return [(r["day"], None if r["kwh"] is None else float(r["kwh"])) for r in rows if r["day"] >= first]
+
+
+_COMMANDS = """
+SELECT k.id, m.name AS meter, k.action, k.state::text AS state, k.cause, k.operator, k.approved_by,
+       k.requires_approval, k.created_at, k.finished_at, k.last_error
+FROM commands k JOIN meters m ON m.id = k.meter_id
+WHERE ($1::text IS NULL OR k.state::text = $1) AND ($2::text IS NULL OR m.name = $2 OR m.address = $2)
+ORDER BY k.id DESC LIMIT $3
+"""
+
+
+async def commands(
+    conn: asyncpg.Connection, state: str | None, meter: str | None, limit: int = 200
+) -> list[Row]:
+    """Commands, newest first, optionally of one state and one meter (name or address)."""
+    return [dict(r) for r in await conn.fetch(_COMMANDS, state, meter, limit)]
+
+
+_COMMAND = """
+SELECT k.id, m.name AS meter, m.address, k.action, k.state::text AS state, k.cause, k.operator,
+       k.approved_by, k.requires_approval, k.created_at, k.sent_at, k.finished_at, k.attempts,
+       k.last_error, k.evidence::text AS evidence
+FROM commands k JOIN meters m ON m.id = k.meter_id WHERE k.id = $1
+"""
+
+
+async def command(conn: asyncpg.Connection, command_id: int) -> Row | None:
+    """One command with its meter's name and its evidence (JSON text)."""
+    row = await conn.fetchrow(_COMMAND, command_id)
+    return None if row is None else dict(row)

@@ -1,0 +1,123 @@
+"""The JSON API: the same data as the pages, and the same writes. A client authenticates with the
+session cookie (then each write carries the session's CSRF token in ``X-CSRF-Token``) or with
+``Authorization: Bearer <token>`` (a ``headend operators token``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Path, Query
+from pydantic import BaseModel, Field
+
+from headend.web import actions, data
+from headend.web.deps import Reader, Signed
+from headend.web.identity import CSRF_HEADER
+from headend.web.schemas import CommandOut, CommandsOut, MeterOut, OverviewOut
+
+router = APIRouter(prefix="/api")
+CommandId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+CsrfHeader = Annotated[str | None, Header(alias=CSRF_HEADER)]
+Json = dict[str, object]
+
+
+class Me(BaseModel):
+    """The signed-in operator."""
+
+    operator_id: str
+    roles: list[str]
+    csrf: str | None = Field(description="Send as X-CSRF-Token with every write signed by the cookie.")
+
+
+class CommandRequest(BaseModel):
+    """A manual relay command for one meter."""
+
+    meter: str = Field(min_length=1, max_length=100, description="Meter name or address.")
+    action: Literal["disconnect", "reconnect"]
+    reason: str = Field(min_length=1, max_length=500, description="Why (kept in the audit log).")
+
+
+class CancelRequest(BaseModel):
+    """Why a pending command is cancelled."""
+
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class Created(BaseModel):
+    """A command created: its id, and whether it waits for a second operator's approval."""
+
+    id: int
+    awaiting_approval: bool
+
+
+class Done(BaseModel):
+    """A command after an approval or a cancellation."""
+
+    id: int
+    state: str
+
+
+@router.get("/me", response_model=Me)
+async def me(signed: Signed) -> Me:
+    """Who the request acts for."""
+    return Me(operator_id=signed.who.operator_id, roles=list(signed.who.roles), csrf=signed.who.csrf)
+
+
+@router.get("/overview", response_model=OverviewOut)
+async def overview(signed: Signed, conn: Reader) -> Json:
+    """Collection success today per channel, meters not read today with why, fee-control state."""
+    return await data.overview(conn, signed.console.zone)
+
+
+@router.get("/meters/{name:path}", response_model=MeterOut)
+async def meter(
+    name: str, signed: Signed, conn: Reader, day: Annotated[str | None, Query(max_length=20)] = None
+) -> Json:
+    """A meter: identity, latest readings with quality, relay, clock offset, the day's load curve (one
+    entry per reading), daily consumption, events and commands."""
+    zone = signed.console.zone
+    page = await data.meter(conn, name, data.parse_day(day, zone), zone)
+    return page.data
+
+
+@router.get("/commands", response_model=CommandsOut)
+async def commands(
+    signed: Signed,
+    conn: Reader,
+    state: Annotated[str | None, Query(max_length=20)] = None,
+    meter: Annotated[str | None, Query(max_length=100)] = None,
+) -> Json:
+    """Commands, newest first, optionally of one state and one meter."""
+    return await data.commands(conn, state or None, (meter or "").strip() or None)
+
+
+@router.get("/commands/{command_id}", response_model=CommandOut)
+async def command(command_id: CommandId, signed: Signed, conn: Reader) -> Json:
+    """One command with its read-back evidence, its approval and its audit trail."""
+    return await data.command(conn, command_id)
+
+
+@router.post("/commands", response_model=Created, status_code=201)
+async def create_command(body: CommandRequest, signed: Signed, csrf: CsrfHeader = None) -> Created:
+    """Ask the daemon to switch a meter (operator role): a persisted command it executes under its
+    gates and confirms by reading the relay back."""
+    signed.who.check_csrf(csrf)
+    command_id, waits = await actions.create_command(
+        signed.conn, signed.who, body.meter, body.action, body.reason
+    )
+    return Created(id=command_id, awaiting_approval=waits)
+
+
+@router.post("/commands/{command_id}/approve", response_model=Done)
+async def approve(command_id: CommandId, signed: Signed, csrf: CsrfHeader = None) -> Done:
+    """Approve as the second operator (approver role; not the command's creator)."""
+    signed.who.check_csrf(csrf)
+    await actions.approve_command(signed.conn, signed.who, command_id)
+    return Done(id=command_id, state="pending")
+
+
+@router.post("/commands/{command_id}/cancel", response_model=Done)
+async def cancel(command_id: CommandId, body: CancelRequest, signed: Signed, csrf: CsrfHeader = None) -> Done:
+    """Cancel a pending command with a reason (operator role)."""
+    signed.who.check_csrf(csrf)
+    await actions.cancel(signed.conn, signed.who, command_id, body.reason)
+    return Done(id=command_id, state="cancelled")

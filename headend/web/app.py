@@ -1,0 +1,166 @@
+"""The console's ASGI application: pools, security headers, error pages, and the routes of
+``pages`` (HTML) and ``api`` (JSON, documented at /api/openapi.json)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from headend.config import WebConfig
+from headend.web import i18n
+from headend.web.actions import Refused
+from headend.web.data import BadRequest, NotFound
+from headend.web.identity import LANG_COOKIE, SESSION_COOKIE, Forbidden, NotSignedIn, Principal
+
+HERE = Path(__file__).parent
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cross-origin-opener-policy": "same-origin",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Console:
+    """What every request uses: the settings, the desk and reporting pools, the templates."""
+
+    config: WebConfig
+    desk: asyncpg.Pool
+    report: asyncpg.Pool
+    templates: Jinja2Templates
+    zone: ZoneInfo
+
+    def local(self, value: object) -> str:
+        """A time in the station's zone, to the second; other values as text; None as empty."""
+        if value is None:
+            return ""
+        if isinstance(value, datetime):
+            return value.astimezone(self.zone).strftime("%Y-%m-%d %H:%M:%S")
+        return str(value)
+
+    def page(
+        self,
+        request: Request,
+        name: str,
+        who: Principal | None,
+        context: Mapping[str, object] | None = None,
+        status: int = 200,
+    ) -> Response:
+        """Render template ``name`` in the browser's language."""
+        language = i18n.chosen(request.cookies.get(LANG_COOKIE))
+        return self.templates.TemplateResponse(
+            request,
+            name,
+            {
+                "t": i18n.translator(language),
+                "lang": language,
+                "who": who,
+                "local": self.local,
+                "path": request.url.path,
+                **(context or {}),
+            },
+            status_code=status,
+        )
+
+
+def console_of(request: Request) -> Console:
+    """The console state of the running application."""
+    state: Console = request.app.state.console
+    return state
+
+
+def create_app(config: WebConfig, desk_dsn: str, report_dsn: str) -> FastAPI:
+    """The application; its pools open on startup and close on shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings = {"jit": "off", "application_name": "headend web"}
+        desk = await asyncpg.create_pool(
+            desk_dsn, min_size=1, max_size=config.pool_size, server_settings=settings
+        )
+        report = await asyncpg.create_pool(
+            report_dsn, min_size=1, max_size=config.pool_size, server_settings=settings
+        )
+        templates = Jinja2Templates(directory=HERE / "templates")
+        app.state.console = Console(config, desk, report, templates, ZoneInfo(config.timezone))
+        try:
+            yield
+        finally:
+            await desk.close()
+            await report.close()
+
+    app = FastAPI(
+        title="headend console API",
+        version="1",
+        openapi_url="/api/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        if not request.url.path.startswith("/static/"):
+            response.headers["cache-control"] = "no-store"
+        return response
+
+    def wants_json(request: Request) -> bool:
+        return request.url.path.startswith("/api/")
+
+    def refusal(request: Request, status: int, message: str) -> Response:
+        if wants_json(request):
+            return JSONResponse({"detail": message}, status_code=status)
+        context = {"code": status, "message": message}
+        return console_of(request).page(request, "error.html", None, context, status)
+
+    @app.exception_handler(NotSignedIn)
+    async def not_signed_in(request: Request, exc: NotSignedIn) -> Response:
+        if wants_json(request):
+            return JSONResponse({"detail": str(exc)}, status_code=401, headers={"www-authenticate": "Bearer"})
+        response = RedirectResponse("/signin", status_code=303)
+        if request.cookies.get(SESSION_COOKIE):
+            response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> Response:
+        return refusal(request, 403, str(exc))
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> Response:
+        return refusal(request, 404, str(exc))
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, exc: BadRequest) -> Response:
+        return refusal(request, 400, str(exc))
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> Response:
+        return refusal(request, 409, str(exc))
+
+    from headend.web import api, pages
+
+    app.include_router(pages.router)
+    app.include_router(api.router)
+    return app

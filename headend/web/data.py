@@ -1,0 +1,134 @@
+"""What each page shows, gathered from the reporting login's connection: the same dictionaries are
+rendered as HTML and returned as JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from headend.inventory import InventoryError, find_meter
+from headend.store import approvals, console
+from headend.store.audit import audit_trail
+from headend.store.overview import meter_overview
+from headend.vocabulary import COMMAND_STATES
+from headend.web.svg import Point
+
+Row = dict[str, object]
+RELAY_STATE = {"disconnect": "open", "reconnect": "closed"}
+
+
+class NotFound(LookupError):
+    """What a page asks for does not exist; the message says what."""
+
+
+class BadRequest(ValueError):
+    """A query parameter that cannot be used; the message says why."""
+
+
+def day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """Local midnight of ``day`` and of the day after, in ``zone``."""
+    start = datetime.combine(day, time(0), zone)
+    return start, datetime.combine(day + timedelta(days=1), time(0), zone)
+
+
+def parse_day(text: str | None, zone: ZoneInfo) -> date:
+    """``YYYY-MM-DD``, or today in ``zone``."""
+    if not text:
+        return datetime.now(zone).date()
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"day must be YYYY-MM-DD, got {text[:20]!r}") from None
+
+
+def _rate(read: object, meters: object) -> float | None:
+    """The share of meters read (None without meters)."""
+    if not isinstance(read, int) or not isinstance(meters, int) or meters == 0:
+        return None
+    return read / meters
+
+
+async def overview(conn: asyncpg.Connection, zone: ZoneInfo) -> Row:
+    """Collection today per channel, meters not read today with why, fee-control state."""
+    today = datetime.now(zone).date()
+    start, end = day_bounds(today, zone)
+    found = await console.overview(conn, start, end)
+    collection = [{**c, "rate": _rate(c["read"], c["meters"])} for c in found.collection]
+    return {
+        "day": today,
+        "collection": collection,
+        "not_read": found.not_read,
+        "fee_control": {
+            "halted": found.halted_by is not None,
+            "halted_by": found.halted_by,
+            "in_flight": found.in_flight,
+            "open_holds": found.open_holds,
+        },
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class MeterPage:
+    """A meter's data and its chart points (the points also appear in ``data["load_curve"]``)."""
+
+    data: Row
+    points: list[Point]
+    bars: list[tuple[date, float | None]]
+    day_start: datetime
+    day_end: datetime
+
+
+async def meter(conn: asyncpg.Connection, name: str, day: date, zone: ZoneInfo) -> MeterPage:
+    """Identity, channel, account, latest readings, relay, clock offset, the day's load curve, the
+    daily consumption of the 14 days up to it, events and command history."""
+    try:
+        meter_id, _ = await find_meter(conn, name)
+    except InventoryError as exc:
+        raise NotFound(str(exc)) from None
+    found = await meter_overview(conn, meter_id, recent=20)
+    fields = dict(found.fields)
+    action = fields.pop("last_relay_action")
+    fields["relay"] = "none" if not fields["has_relay"] else RELAY_STATE.get(str(action), "unknown")
+    start, end = day_bounds(day, zone)
+    curve = await console.load_curve(conn, meter_id, start, end)
+    points = [Point(r.ts.astimezone(zone), r.kw, r.quality) for r in curve if r.kw is not None]
+    bars_start, _ = day_bounds(day - timedelta(days=13), zone)
+    known = dict(await console.daily_consumption(conn, meter_id, bars_start, end, zone.key))
+    bars = [(d, known.get(d)) for d in (day - timedelta(days=13 - i) for i in range(14))]
+    data: Row = {
+        "meter": fields,
+        "latest": found.lists["latest"],
+        "day": day,
+        "load_curve": [asdict(r) for r in curve],
+        "daily": [{"day": d, "kwh": v} for d, v in bars],
+        "events": found.lists["events"],
+        "commands": found.lists["commands"],
+    }
+    return MeterPage(data, points, bars, start, end)
+
+
+async def commands(conn: asyncpg.Connection, state: str | None, meter_ref: str | None) -> Row:
+    """Commands, newest first, filtered by state and meter."""
+    if state is not None and state not in COMMAND_STATES:
+        raise BadRequest(f"state must be one of {', '.join(COMMAND_STATES)}, got {state[:40]!r}")
+    return {"state": state, "meter": meter_ref, "commands": await console.commands(conn, state, meter_ref)}
+
+
+async def command(conn: asyncpg.Connection, command_id: int) -> Row:
+    """One command, its read-back evidence, who may approve it and its audit trail."""
+    row = await console.command(conn, command_id)
+    if row is None:
+        raise NotFound(f"no command {command_id}")
+    evidence = row.pop("evidence")
+    awaiting = await approvals.approval_of(conn, command_id)
+    return {
+        **row,
+        "evidence": json.loads(evidence) if isinstance(evidence, str) else evidence,
+        "awaiting_approval": awaiting is not None,
+        "may_approve": awaiting or [],
+        "audit": [dict(r) for r in await audit_trail(conn, "command", command_id)],
+    }

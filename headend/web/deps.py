@@ -1,0 +1,41 @@
+"""Per-request dependencies: the signed-in operator on a bound desk connection, and a reporting
+connection for reads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, Request
+
+from headend.web.app import Console, console_of
+from headend.web.identity import SESSION_COOKIE, Principal, resolve, unbound_after
+
+
+@dataclass(frozen=True, slots=True)
+class Acting:
+    """The request's operator and the desk connection bound to them for this request."""
+
+    who: Principal
+    conn: asyncpg.Connection
+    console: Console
+
+
+async def acting(request: Request) -> AsyncIterator[Acting]:
+    """Bind a pooled desk connection to the request's operator; unbound before it goes back."""
+    console = console_of(request)
+    async with console.desk.acquire() as conn, unbound_after(conn):
+        who = await resolve(conn, request.cookies.get(SESSION_COOKIE), request.headers.get("authorization"))
+        yield Acting(who, conn, console)
+
+
+async def reading(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the reporting login."""
+    async with console_of(request).report.acquire() as conn:
+        yield conn
+
+
+Signed = Annotated[Acting, Depends(acting)]
+Reader = Annotated[asyncpg.Connection, Depends(reading)]

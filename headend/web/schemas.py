@@ -1,0 +1,176 @@
+"""The JSON API's response documents (what /api/openapi.json describes)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ChannelCollection(_Out):
+    """A channel's enabled meters and how many have a reading today (rate: None without meters)."""
+
+    channel: str
+    enabled: bool
+    meters: int
+    read: int
+    rate: float | None
+
+
+class NotRead(_Out):
+    """An enabled meter without a reading today, and the first reason that applies."""
+
+    name: str | None
+    channel: str
+    reason: Literal["channel_disabled", "quarantined", "held", "no_reply", "not_read_yet"]
+    last_error_at: datetime | None
+
+
+class InFlight(_Out):
+    """Open commands in one state, and how many of them wait for an approver."""
+
+    state: str
+    commands: int
+    awaiting_approval: int
+
+
+class FeeControl(_Out):
+    """Whether automatic disconnection is halted (by which cap), commands in flight, open VEE holds."""
+
+    halted: bool
+    halted_by: str | None
+    in_flight: list[InFlight]
+    open_holds: int
+
+
+class OverviewOut(_Out):
+    """The fleet today (the station's local day)."""
+
+    day: date
+    collection: list[ChannelCollection]
+    not_read: list[NotRead]
+    fee_control: FeeControl
+
+
+class MeterFields(_Out):
+    """A meter's identity and state; ``relay``: open, closed, unknown (no confirmed command) or none."""
+
+    id: int
+    name: str | None
+    protocol: str
+    address: str
+    model: str
+    enabled: bool
+    has_relay: bool
+    protected: bool
+    protected_reason: str | None
+    channel: str
+    account: str | None
+    last_read: datetime | None
+    last_contact: datetime | None
+    clock_offset_s: float | None
+    relay: Literal["open", "closed", "unknown", "none"]
+    open_holds: int
+    quarantined_until: datetime | None
+
+
+class Latest(_Out):
+    """The newest reading of one quantity."""
+
+    quantity: str
+    ts: datetime
+    value: float | None
+    quality: str
+    unit: str | None
+
+
+class CurvePoint(_Out):
+    """A stored energy reading of the day and the average demand (kW) since the reading before it."""
+
+    ts: datetime
+    kwh: float
+    kw: float | None
+    quality: str
+
+
+class Daily(_Out):
+    """A local day's consumption (None: no reading that day or the day before)."""
+
+    day: date
+    kwh: float | None
+
+
+class Event(_Out):
+    """A meter or communication event (details: JSON text)."""
+
+    occurred_at: datetime
+    category: str
+    kind: str
+    details: str
+
+
+class CommandRow(_Out):
+    """A relay command as listed."""
+
+    id: int
+    action: str
+    state: str
+    cause: str
+    operator: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    last_error: str | None
+
+
+class MeterOut(_Out):
+    """One meter and the day asked for."""
+
+    meter: MeterFields
+    latest: list[Latest]
+    day: date
+    load_curve: list[CurvePoint]
+    daily: list[Daily]
+    events: list[Event]
+    commands: list[CommandRow]
+
+
+class CommandListed(CommandRow):
+    """A relay command with its meter and approval."""
+
+    meter: str | None
+    approved_by: str | None
+    requires_approval: bool
+
+
+class CommandsOut(_Out):
+    """Commands, newest first, and the filter applied."""
+
+    state: str | None
+    meter: str | None
+    commands: list[CommandListed]
+
+
+class AuditEntry(_Out):
+    """Who did what to the command, when and why."""
+
+    at: datetime
+    actor: str
+    action: str
+    reason: str | None
+
+
+class CommandOut(CommandListed):
+    """One command: its read-back evidence, who may approve it, its audit trail."""
+
+    address: str
+    sent_at: datetime | None
+    attempts: int
+    evidence: dict[str, object] | None
+    awaiting_approval: bool
+    may_approve: list[str]
+    audit: list[AuditEntry]
