@@ -28,6 +28,7 @@ from headend.commands import (
     operators,
     readings,
     report,
+    requests,
     run,
     sim,
     tariffs,
@@ -81,6 +82,7 @@ def _register_commands() -> None:
         commands,
         operators,
         concentrator,
+        requests,
         web,
     ):
         module.register(app)

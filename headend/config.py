@@ -297,6 +297,18 @@ class EngineConfig(_Section):
         return value
 
 
+class RequestsConfig(_Section):
+    """Bounds on the desk's meter requests (on-demand reads, re-collections), published by the daemon
+    for the database to enforce: open requests per operator and per channel, the longest re-collection;
+    ``sweep_every``: how often the daemon looks for expired requests and for requests waiting on a
+    dial-in device to connect (new requests arrive by NOTIFY)."""
+
+    per_operator: int = Field(5, ge=1, le=1000)
+    per_channel: int = Field(20, ge=1, le=10000)
+    max_range_days: int = Field(31, ge=1, le=366)
+    sweep_every: Duration = 5.0
+
+
 class HaConfig(_Section):
     """One active daemon per database (docs/operations.md): a standby tries the lock every ``poll``;
     the active daemon checks its lock connection every ``check`` (a reply within ``check_timeout``).
@@ -558,6 +570,7 @@ class HeadendConfig(_Section):
     secrets: SecretsConfig = SecretsConfig()
     engine: EngineConfig = EngineConfig()
     ha: HaConfig = HaConfig()
+    requests: RequestsConfig = RequestsConfig()
     safety: SafetyConfig = SafetyConfig()
     billing: BillingConfig = BillingConfig()
     listen: ListenConfig = ListenConfig()

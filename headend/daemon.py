@@ -4,7 +4,8 @@ Both ``headend run`` and ``headend demo`` get their daemon here, so the two wire
 the reading writer and its spool (``[database]``), the metrics (``[metrics]``), the dial-in front
 end (``[listen]``: listeners and their hub, none when no listener is configured), the driver port
 with the meter secrets, the relay confirmation window and the hub (``[secrets]``, ``[relay]``), and
-the engine with its jobs and services (``[engine] services``).
+the engine with its jobs, built-in duties (concentrators, archive and meter requests, exceptions) and
+services (``[engine] services``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from headend.engine.engine import Engine
 from headend.engine.frontend import FrontEnd
 from headend.engine.ports import DriverPort
 from headend.metrics import EngineMetrics
+from headend.requests.duty import run as meter_requests
 from headend.store.writer import ReadingWriter
 
 
@@ -75,6 +77,6 @@ def build_daemon(config: HeadendConfig, dsn: str, metrics: EngineMetrics | None 
         writer,
         port,
         metrics or serve_metrics(config),
-        duties=[concentrator_duties, archive_requests, exception_duty],
+        duties=[concentrator_duties, archive_requests, meter_requests, exception_duty],
     )
     return Daemon(engine, front)

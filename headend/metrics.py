@@ -105,6 +105,12 @@ class EngineMetrics:
             ["state"],
             registry=r,
         )
+        self.meter_requests = Counter(
+            "headend_meter_requests",
+            "Meter requests (on-demand reads, re-collections) the daemon finished, by kind and final state",
+            ["kind", "state"],
+            registry=r,
+        )
         self.concentrator_events = Counter(
             "headend_concentrator_events", "Concentrator event records stored", ["channel"], registry=r
         )

@@ -104,6 +104,9 @@ class ChannelWorker:
         self.health = health
         self.metrics = metrics
         self._heap: list[tuple[int, int, Job]] = []
+        self._queued = [0] * len(Priority)  # jobs waiting, by priority
+        self._ran = [0] * len(Priority)  # jobs taken off the queue, by priority
+        self._turns: list[asyncio.Future[None]] = []  # waiting for the next job to be taken
         self._wakeup: asyncio.Future[None] | None = None  # set while the worker waits for a job
         self.busy_seconds = 0.0
         self.channel: Bus | None = None
@@ -141,8 +144,34 @@ class ChannelWorker:
             self._put(job)
         return job.future
 
+    def queued(self, priority: Priority) -> int:
+        """Jobs of ``priority`` waiting."""
+        return self._queued[priority]
+
+    def ran(self, priority: Priority) -> int:
+        """Jobs of ``priority`` taken off the queue so far (run, or dropped as cancelled)."""
+        return self._ran[priority]
+
+    async def turn_of(self, priority: Priority, since: int) -> None:
+        """Return once a job of ``priority`` was taken after :meth:`ran` counted ``since``, or none of
+        them waits (a service yielding the bus to the schedule: one of its jobs between two scheduled)."""
+        while self._ran[priority] == since and self._queued[priority] > 0 and not self._stopping:
+            turn = asyncio.get_running_loop().create_future()
+            self._turns.append(turn)
+            await turn
+
+    def _taken(self, job: Job) -> Job:
+        self._queued[job.priority] -= 1
+        self._ran[job.priority] += 1
+        turns, self._turns = self._turns, []
+        for turn in turns:
+            if not turn.done():
+                turn.set_result(None)
+        return job
+
     def _put(self, job: Job) -> None:
         heapq.heappush(self._heap, (job.priority, job.seq, job))
+        self._queued[job.priority] += 1
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
@@ -154,7 +183,7 @@ class ChannelWorker:
                 await self._wakeup
             finally:
                 self._wakeup = None
-        return heapq.heappop(self._heap)[2]
+        return self._taken(heapq.heappop(self._heap)[2])
 
     async def stop(self) -> None:
         """Finish the job in flight, drop the queued ones, close the channel."""
@@ -163,7 +192,7 @@ class ChannelWorker:
         if self._task is not None:
             await self._task
         while self._heap:
-            job = heapq.heappop(self._heap)[2]
+            job = self._taken(heapq.heappop(self._heap)[2])
             if not job.future.done():
                 job.future.set_exception(WorkerStopped(f"channel {self.spec.name} stopped"))
         if self._guard is not None:

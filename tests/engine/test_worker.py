@@ -14,6 +14,7 @@ from headend.engine.model import ChannelSpec, MeterSpec
 from headend.engine.ports import DriverPort
 from headend.engine.worker import ChannelWorker
 from headend.metrics import EngineMetrics
+from headend.requests.duty import Turns
 from simulators import start_bus
 from simulators.bus import BusSpec
 
@@ -128,6 +129,34 @@ async def test_a_lost_reply_and_the_channels_retry_fit_in_the_job_time_limit() -
         assert set(values) == set(quantities)
         assert bus.requests[0x11] == 6  # five reads, one of them sent twice
         assert health.of(1).failures == 0
+    finally:
+        await worker.stop()
+        await bus.stop()
+
+
+async def test_a_service_taking_turns_runs_one_job_between_two_scheduled_ones() -> None:
+    """The meter requests' share of a bus (headend.requests.duty.Turns over ``turn_of``): a stream of
+    on-demand jobs alternates with the scheduled ones waiting, and runs back to back once none waits."""
+    worker, bus, _metrics = await worker_on_bus(seed=71)
+    order: list[str] = []
+
+    def job(priority: Priority, name: str) -> Job:
+        async def body(driver: object) -> dict[str, float]:
+            order.append(name)
+            return await driver.read(["energy_import_kwh"])  # type: ignore[attr-defined]
+
+        return Job(priority, meter_id=1 + len(name) % 3, kind="read", body=body)
+
+    try:
+        scheduled = [worker.submit(job(Priority.SCHEDULED, f"s{i}")) for i in range(3)]
+        worker.start()
+        turns = Turns(worker)
+        for i in range(5):
+            await turns()
+            await worker.submit(job(Priority.ON_DEMAND, f"r{i}"))
+        await asyncio.gather(*scheduled)
+        assert order == ["r0", "s0", "r1", "s1", "r2", "s2", "r3", "r4"]
+        assert (worker.queued(Priority.SCHEDULED), worker.ran(Priority.SCHEDULED)) == (0, 3)
     finally:
         await worker.stop()
         await bus.stop()

@@ -12,7 +12,16 @@ from tests.support.cli import headend_in_process
 from tests.support.postgres import PgServer, run_sync
 
 # rows whose count must not change when an input is refused
-TABLES = ("channels", "meters", "accounts", "payments", "ledger", "meter_replacements", "commands")
+TABLES = (
+    "channels",
+    "meters",
+    "accounts",
+    "payments",
+    "ledger",
+    "meter_replacements",
+    "commands",
+    "meter_requests",
+)
 
 
 @dataclass(frozen=True)

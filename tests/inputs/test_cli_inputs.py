@@ -166,6 +166,49 @@ FIELD_CASES += [
 
 # (case id, arguments, exit code, message); run against the module's database (``--dsn`` appended)
 DB_CASES: list[tuple[str, tuple[str, ...], int, str]] = [
+    (
+        "requests-show-huge",
+        ("requests", "show", BIG),
+        1,
+        f"request id must be 1..9223372036854775807, got {BIG}",
+    ),
+    ("requests-show-missing", ("requests", "show", "42"), 1, "no meter request 42"),
+    (
+        "requests-cancel-zero",
+        ("requests", "cancel", "0", "--operator", OPERATOR),
+        1,
+        "request id must be 1..",
+    ),
+    (
+        "requests-list-state",
+        ("requests", "list", "--state", "bogus"),
+        2,
+        "--state: one of requested, running",
+    ),
+    (
+        "meters-read-unknown",
+        ("meters", "read", "nobody", "--operator", OPERATOR),
+        1,
+        "no meter named or addressed",
+    ),
+    (
+        "meters-read-wait",
+        ("meters", "read", "Old", "--operator", OPERATOR, "--wait", "-1"),
+        2,
+        "--wait: between 0",
+    ),
+    (
+        "meters-recollect-backwards",
+        ("meters", "recollect", "Old", "--operator", OPERATOR, "--from", "2026-11-02", "--to", "2026-11-01"),
+        2,
+        "--to '2026-11-01' is not after --from '2026-11-02'",
+    ),
+    (
+        "meters-recollect-date",
+        ("meters", "recollect", "Old", "--operator", OPERATOR, "--from", "yesterday", "--to", "2026-11-01"),
+        2,
+        "--from 'yesterday': expected a date",
+    ),
     ("show-id-huge", ("commands", "show", BIG), 1, f"command id must be 1..9223372036854775807, got {BIG}"),
     ("show-id-zero", ("commands", "show", "0"), 1, "command id must be 1..9223372036854775807, got 0"),
     ("show-missing", ("commands", "show", "42"), 1, "no command 42"),

@@ -718,6 +718,75 @@ MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
         ),
         desk("admin"),
     ),
+    (
+        Write(
+            "meter_requests",
+            "ask the daemon to read a meter now",
+            (
+                "INSERT INTO meter_requests (meter_id, kind, requested_by, expires_at)"
+                f" VALUES (:spare, 'read', {ME}, now() + interval '1 minute')",
+            ),
+        ),
+        desk("operator"),
+    ),
+    (
+        Write(
+            "meter_requests",
+            "ask in another operator's name",
+            (
+                "INSERT INTO meter_requests (meter_id, kind, requested_by, expires_at)"
+                " VALUES (:spare, 'read', '1009', now() + interval '1 minute')",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "meter_requests",
+            "cancel a request nobody took",
+            ("UPDATE meter_requests SET state = 'cancelled', reason = 'x' WHERE id = :meter_request",),
+        ),
+        desk("operator", "admin"),  # its requester, 1002, or an admin
+    ),
+    (
+        Write(
+            "meter_requests",
+            "claim a request",
+            ("UPDATE meter_requests SET state = 'running' WHERE id = :meter_request",),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "meter_requests",
+            "expire a request nobody took",
+            ("UPDATE meter_requests SET state = 'expired', reason = 'x' WHERE id = :meter_request",),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "meter_requests",
+            "record a request's answer",
+            (
+                "UPDATE meter_requests SET state = 'done', reason = 'x', result = '{}'"
+                " WHERE id = :meter_running",
+            ),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "meter_requests",
+            "change what a request asks",
+            (
+                "UPDATE meter_requests SET quantities = '{relay}', state = 'running'"
+                " WHERE id = :meter_request",
+            ),
+        ),
+        NOBODY,
+    ),
+    (Write("meter_requests", "delete a request", ("DELETE FROM meter_requests",)), NOBODY),
 )
 
 OPERATORS = {role: str(1001 + i) for i, role in enumerate(ROLES)}  # 1001 viewer ... 1005 admin
@@ -886,6 +955,13 @@ async def _seed(owner: asyncpg.Connection) -> dict[str, int]:
             channel,
         )
     await owner.execute("UPDATE archive_requests SET state = 'running' WHERE id = $1", ids["archive_running"])
+    for name in ("meter_request", "meter_running"):
+        ids[name] = await owner.fetchval(
+            "INSERT INTO meter_requests (meter_id, kind, requested_by, expires_at)"
+            " VALUES ($1, 'read', '1002', now() + interval '1 day') RETURNING id",
+            ids["spare"],
+        )
+    await owner.execute("UPDATE meter_requests SET state = 'running' WHERE id = $1", ids["meter_running"])
     ids["trust"] = await owner.fetchval(
         "INSERT INTO channel_trusts (channel_id, granted_by, reason, expires_at)"
         " VALUES ($1, '1005', 'replacement', now() + interval '10 minutes') RETURNING id",
