@@ -3,12 +3,15 @@ refuses what the operator's roles do not allow), with the same services the CLI 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import asyncpg
 
 from headend.control.manual import ACTIONS, ManualCommandError, cancel_command, request_command
+from headend.inventory import InventoryError, find_meter
 from headend.store import approvals
+from headend.store.meter_requests import create_read_request, create_recollect_request
 from headend.web.identity import Forbidden, Principal
 
 
@@ -67,3 +70,35 @@ async def cancel(conn: asyncpg.Connection, who: Principal, command_id: int, reas
         raise Refused(str(exc)) from None
     except asyncpg.InsufficientPrivilegeError as exc:
         raise Forbidden(str(exc)) from None
+
+
+async def ask_read(conn: asyncpg.Connection, who: Principal, meter: str) -> int:
+    """An on-demand read (点抄) of the meter's read plan that the daemon answers (operator role; the
+    database also bounds it per operator and per channel); the request's id."""
+    who.require("operator")
+    return await _request(conn, meter, lambda meter_id: create_read_request(conn, meter_id, who.operator_id))
+
+
+async def ask_recollect(
+    conn: asyncpg.Connection, who: Principal, meter: str, since: datetime, until: datetime
+) -> int:
+    """A re-collection (补抄) of the meter's empty intervals in [since, until) (operator role); its id."""
+    who.require("operator")
+    if until <= since:
+        raise Refused("the range must end after it starts")
+    return await _request(
+        conn, meter, lambda meter_id: create_recollect_request(conn, meter_id, who.operator_id, since, until)
+    )
+
+
+async def _request(conn: asyncpg.Connection, meter: str, insert: Callable[[int], Awaitable[int]]) -> int:
+    try:
+        meter_id, _label = await find_meter(conn, meter.strip())
+    except InventoryError as exc:
+        raise Refused(str(exc)) from None
+    try:
+        return await insert(meter_id)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise Forbidden(str(exc)) from None
+    except asyncpg.PostgresError as exc:  # a bound of [requests], said by the database in one line
+        raise Refused(str(exc).splitlines()[0]) from None

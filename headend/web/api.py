@@ -4,6 +4,7 @@ session cookie (then each write carries the session's CSRF token in ``X-CSRF-Tok
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Path, Query
@@ -12,10 +13,11 @@ from pydantic import BaseModel, Field
 from headend.web import actions, data
 from headend.web.deps import Reader, Signed
 from headend.web.identity import CSRF_HEADER
-from headend.web.schemas import CommandOut, CommandsOut, MeterOut, OverviewOut
+from headend.web.schemas import CommandOut, CommandsOut, MeterOut, MeterRequestOut, OverviewOut
 
 router = APIRouter(prefix="/api")
 CommandId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+RequestId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 CsrfHeader = Annotated[str | None, Header(alias=CSRF_HEADER)]
 Json = dict[str, object]
 
@@ -66,6 +68,40 @@ async def me(signed: Signed) -> Me:
 async def overview(signed: Signed, conn: Reader) -> Json:
     """Collection success today per channel, meters not read today with why, fee-control state."""
     return await data.overview(conn, signed.console.zone)
+
+
+class RecollectRequest(BaseModel):
+    """A range of a meter's intervals to re-collect: [since, until)."""
+
+    since: datetime
+    until: datetime
+
+
+class Asked(BaseModel):
+    """A meter request made: its id (follow it at ``/api/requests/{id}``)."""
+
+    id: int
+
+
+@router.post("/meters/{name:path}/read", response_model=Asked, status_code=201)
+async def read_now(name: str, signed: Signed, csrf: CsrfHeader = None) -> Asked:
+    """Read the meter now (点抄; operator role): the daemon owning its channel answers at once and stores
+    the values as readings. Bounded per operator and per channel by the database."""
+    signed.who.check_csrf(csrf)
+    return Asked(id=await actions.ask_read(signed.conn, signed.who, name))
+
+
+@router.post("/meters/{name:path}/recollect", response_model=Asked, status_code=201)
+async def recollect(name: str, body: RecollectRequest, signed: Signed, csrf: CsrfHeader = None) -> Asked:
+    """Re-collect (补抄) the meter's empty intervals in [since, until) from its memory (operator role)."""
+    signed.who.check_csrf(csrf)
+    return Asked(id=await actions.ask_recollect(signed.conn, signed.who, name, body.since, body.until))
+
+
+@router.get("/requests/{request_id}", response_model=MeterRequestOut)
+async def meter_request(request_id: RequestId, signed: Signed, conn: Reader) -> Json:
+    """A meter request with the daemon's answer once it came (``request.final``), or why it failed."""
+    return await data.meter_request(conn, request_id)
 
 
 @router.get("/meters/{name:path}", response_model=MeterOut)

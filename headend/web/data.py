@@ -13,6 +13,7 @@ import asyncpg
 from headend.inventory import InventoryError, find_meter
 from headend.store import approvals, console
 from headend.store.audit import audit_trail
+from headend.store.meter_requests import get_request
 from headend.store.overview import meter_overview
 from headend.vocabulary import COMMAND_STATES
 from headend.web.svg import Point
@@ -131,4 +132,20 @@ async def command(conn: asyncpg.Connection, command_id: int) -> Row:
         "awaiting_approval": awaiting is not None,
         "may_approve": awaiting or [],
         "audit": [dict(r) for r in await audit_trail(conn, "command", command_id)],
+    }
+
+
+async def meter_request(conn: asyncpg.Connection, request_id: int) -> Row:
+    """An on-demand read or re-collection: its state, the daemon's answer (the values read, or what
+    a re-collection filled and left missing) or why it failed."""
+    found = await get_request(conn, request_id)
+    if found is None:
+        raise NotFound(f"no meter request {request_id}")
+    result = found.result or {}
+    values = result.get("values")
+    shown = [{"quantity": q, "value": v} for q, v in values.items()] if isinstance(values, dict) else []
+    return {
+        "request": {**found.to_json(), "final": found.final},
+        "read_at": result.get("read_at"),
+        "values": shown,
     }

@@ -30,6 +30,7 @@ from headend.web.svg import daily_bars, load_curve
 
 router = APIRouter(include_in_schema=False)
 CommandId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+RequestId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Csrf = Annotated[str, Form(alias=CSRF_FIELD)]
 
 
@@ -123,6 +124,35 @@ async def overview_page(request: Request, me: Signed, conn: Reader) -> Response:
 @router.get("/meters")
 async def find_meter_page(name: Annotated[str, Query(max_length=100)], me: Signed) -> Response:
     return _back("/meters/" + quote(name.strip(), safe=""))
+
+
+@router.post("/meters/{name:path}/read")
+async def read_meter_now(name: str, me: Signed, csrf: Csrf = "") -> Response:
+    me.who.check_csrf(csrf)
+    request_id = await actions.ask_read(me.conn, me.who, name)
+    return _back(f"/requests/{request_id}")
+
+
+@router.post("/meters/{name:path}/recollect")
+async def recollect_meter(
+    name: str,
+    me: Signed,
+    start: Annotated[str, Form(alias="from", max_length=20)],
+    end: Annotated[str, Form(alias="to", max_length=20)],
+    csrf: Csrf = "",
+) -> Response:
+    me.who.check_csrf(csrf)
+    zone = me.console.zone
+    since, _ = data.day_bounds(data.parse_day(start, zone), zone)
+    until, _ = data.day_bounds(data.parse_day(end, zone), zone)
+    request_id = await actions.ask_recollect(me.conn, me.who, name, since, until)
+    return _back(f"/requests/{request_id}")
+
+
+@router.get("/requests/{request_id}")
+async def request_page(request: Request, request_id: RequestId, me: Signed, conn: Reader) -> Response:
+    found = await data.meter_request(conn, request_id)
+    return me.console.page(request, "request.html", me.who, found)
 
 
 @router.get("/meters/{name:path}")

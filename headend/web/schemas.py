@@ -174,3 +174,40 @@ class CommandOut(CommandListed):
     awaiting_approval: bool
     may_approve: list[str]
     audit: list[AuditEntry]
+
+
+class RequestedValue(BaseModel):
+    """One value an on-demand read returned (also stored as a reading)."""
+
+    quantity: str
+    value: float | None
+
+
+class MeterRequestState(BaseModel):
+    """A meter request as stored."""
+
+    id: int
+    meter: str
+    channel: str
+    kind: str
+    requested_by: str
+    quantities: list[str] | None
+    range_from: datetime | None
+    range_to: datetime | None
+    state: str
+    reason: str | None
+    filled: int | None
+    missing: int | None
+    requested_at: datetime
+    expires_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    final: bool
+
+
+class MeterRequestOut(BaseModel):
+    """An on-demand read or re-collection with the daemon's answer."""
+
+    request: MeterRequestState
+    read_at: str | None
+    values: list[RequestedValue]

@@ -58,7 +58,7 @@ async def _seed(pg_dsn: str) -> int:
 
 
 def _state(pg_dsn: str) -> tuple[object, ...]:
-    """Everything a write endpoint could change: commands and the audit log."""
+    """Everything a write endpoint could change: commands, the audit log, meter requests."""
 
     async def read() -> tuple[object, ...]:
         conn = await asyncpg.connect(pg_dsn)
@@ -67,7 +67,10 @@ def _state(pg_dsn: str) -> tuple[object, ...]:
                 "SELECT id, state::text, approved_by, evidence::text FROM commands ORDER BY id"
             )
             audits = await conn.fetchval("SELECT count(*) FROM audit_log WHERE action LIKE 'command.%'")
-            return (tuple(tuple(r) for r in commands), audits)
+            requests = await conn.fetch(
+                "SELECT id, kind, requested_by, state, range_from, range_to FROM meter_requests ORDER BY id"
+            )
+            return (tuple(tuple(r) for r in commands), audits, tuple(tuple(r) for r in requests))
         finally:
             await conn.close()
 
@@ -93,6 +96,8 @@ def _api(path: str, body: dict[str, str] | None) -> Post:
     return post
 
 
+RANGE = {"from": "2026-12-01", "to": "2026-12-02"}  # a re-collection's form fields
+
 # every write endpoint: (name, how to post it, the one role that may, the status it then gets)
 WRITES: list[tuple[str, Post, str, int]] = [
     ("form create", _form("/commands", meter="flat-2", action="disconnect", reason="tamper"), "2", 303),
@@ -106,6 +111,18 @@ WRITES: list[tuple[str, Post, str, int]] = [
     ("api approve", _api("/api/commands/{id}/approve", None), "3", 200),
     ("form cancel", _form("/commands/{id}/cancel", reason="wrong meter"), "2", 303),
     ("api cancel", _api("/api/commands/{id}/cancel", {"reason": "wrong meter"}), "2", 200),
+    ("form read now", _form("/meters/flat-1/read"), "2", 303),
+    ("api read now", _api("/api/meters/flat-1/read", None), "2", 201),
+    ("form recollect", _form("/meters/flat-1/recollect", **RANGE), "2", 303),
+    (
+        "api recollect",
+        _api(
+            "/api/meters/flat-1/recollect",
+            {"since": "2026-12-01T00:00:00+08:00", "until": "2026-12-02T00:00:00+08:00"},
+        ),
+        "2",
+        201,
+    ),
 ]
 
 
