@@ -594,6 +594,37 @@ MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
         Write("archive_requests", "delete a request", ("DELETE FROM archive_requests",)),
         NOBODY,
     ),
+    (
+        Write(
+            "tou_parameter_sets",
+            "add a version under the signed-in operator",
+            (
+                "INSERT INTO tou_parameter_sets (name, version, definition, created_by)"
+                f" VALUES ('tou', 2, '{{}}', {ME})",
+            ),
+        ),
+        desk("admin"),
+    ),
+    (
+        Write(
+            "tou_parameter_sets",
+            "add a version in another operator's name",
+            (
+                "INSERT INTO tou_parameter_sets (name, version, definition, created_by)"
+                " VALUES ('tou', 2, '{}', '1009')",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "tou_parameter_sets",
+            "change a version campaigns name",
+            ("UPDATE tou_parameter_sets SET definition = '{\"x\": 1}' WHERE id = :param_set",),
+        ),
+        NOBODY,
+    ),
+    (Write("tou_parameter_sets", "delete a version", ("DELETE FROM tou_parameter_sets",)), NOBODY),
 )
 
 OPERATORS = {role: str(1001 + i) for i, role in enumerate(ROLES)}  # 1001 viewer ... 1005 admin
@@ -731,6 +762,10 @@ async def _seed(owner: asyncpg.Connection) -> dict[str, int]:
         field_meter,
     )
     ids["channel"] = channel
+    ids["param_set"] = await owner.fetchval(
+        "INSERT INTO tou_parameter_sets (name, version, definition, created_by)"
+        " VALUES ('tou', 1, '{}', '1005') RETURNING id"
+    )
     for name in ("archive_request", "archive_running"):
         ids[name] = await owner.fetchval(
             "INSERT INTO archive_requests (channel_id, kind, requested_by, wanted, expires_at)"
