@@ -89,6 +89,11 @@ class MeterTou:
                 self.switch[di] = None
                 self._days.clear()
 
+    def run_set(self, number: int) -> None:
+        """Run set ``number`` (1 or 2) from now on, as if the meter had switched to it."""
+        self.active_seasons = self.active_tables = number
+        self._days.clear()
+
     def tariff_at(self, local: datetime) -> int:
         """The tariff register (1..4) energy goes to at the meter's local time ``local``."""
         if self.switch[SEASON_SWITCH] is not None or self.switch[TABLE_SWITCH] is not None:
