@@ -299,6 +299,20 @@ def _move(name: str, operator: str | None, dsn: str | None, state: str, verb: st
     typer.echo(f"campaign {name} {state}")
 
 
+@campaign_app.command("dry-run")
+def campaign_dry_run(name: str, operator: OperatorId, dsn: Dsn = None) -> None:
+    """Ask the daemon to read every target's current parameters and record what a write would
+    change (nothing is written; `show` gives each meter's finding)."""
+
+    async def work(conn: asyncpg.Connection, me: str) -> None:
+        campaign_id = _campaign_id(await campaigns_store.campaign(conn, name), name)
+        await campaigns_store.ask_dry_run(conn, campaign_id)
+        await audit(conn, me, "params.campaign_dry_run", "campaign", name, "params campaign dry-run", {})
+
+    _operator_work(dsn, operator, "operator", work)
+    typer.echo(f"campaign {name}: dry run asked; the daemon reads every meter (see params campaign show)")
+
+
 @campaign_app.command("start")
 def campaign_start(name: str, operator: OperatorId, dsn: Dsn = None) -> None:
     """Start (or resume) an approved campaign: the daemon owning each meter's channel runs it."""
@@ -338,7 +352,15 @@ def campaign_show(name: str, dsn: Dsn = None) -> None:
         if found is None:
             return None
         meters = await campaigns_store.campaign_meters(conn, int(found["id"]))
-        return _campaign_record(found) | {"meters": [dict(m) for m in meters]}
+        listed = [
+            dict(m)
+            | {
+                "dry_run": None if m["dry_run"] is None else json.loads(m["dry_run"]),
+                "dry_run_at": None if m["dry_run_at"] is None else m["dry_run_at"].isoformat(),
+            }
+            for m in meters
+        ]
+        return _campaign_record(found) | {"meters": listed}
 
     shown = run_with_conn(dsn, work)
     if shown is None:

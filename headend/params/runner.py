@@ -1,6 +1,7 @@
 """The in-daemon campaign runner (``[engine] services = ["headend.params.runner:run"]``).
 
-Every ``POLL_S`` it takes the due meters of running campaigns and, for each, counts an attempt in the
+A dry run (asked from the CLI) reads the same items and records what a write would change, writing
+nothing. Every ``POLL_S`` it takes the due meters of running campaigns and, for each, counts an attempt in the
 database first (refused unless the campaign is approved and running), then runs one job on the
 meter's bus worker: read status word 3 to find the standby set, read every item the set and switch
 time need, write each that differs once (tables and counts first, the switch times last), and read
@@ -26,6 +27,7 @@ from headend.drivers.dlt645 import Dlt645Driver
 from headend.params.tou import SEASON_SWITCH, TABLE_SWITCH, comparable, item_diff, parse_set
 from headend.services import ServiceHost
 from headend.store import campaigns as store
+from protocols.dlt645 import lookup
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0
@@ -58,14 +60,21 @@ async def _read(driver: Dlt645Driver, di: str) -> Any:
         raise
 
 
-async def attempt(driver: MeterDriver, definition: dict[str, Any], switch_at: datetime) -> Outcome:
-    """One attempt at one meter (the body of its bus-worker job)."""
+class PlanError(Exception):
+    """The meter cannot take the campaign (one line, the reason)."""
+
+
+async def plan(
+    driver: MeterDriver, definition: dict[str, Any], switch_at: datetime
+) -> tuple[Dlt645Driver, dict[str, Any], dict[str, tuple[Any, Any]]]:
+    """Read what the meter holds for its standby set: the driver, the items wanted and those that
+    differ (item -> (current, wanted)). Reads only."""
     if not isinstance(driver, Dlt645Driver) or driver.edition != 2007:
-        return Outcome("failed", "only DL/T 645-2007 meters take time-of-use parameters")
+        raise PlanError("only DL/T 645-2007 meters take time-of-use parameters")
     status = await driver.read_di(STATUS_WORD_3)
     tables_second, seasons_second = bool(status["time_slot_table_2"]), bool(status["time_zone_table_2"])
     if tables_second != seasons_second:
-        return Outcome("failed", "the meter runs season and daily tables of different sets")
+        raise PlanError("the meter runs season and daily tables of different sets")
     standby = 1 if tables_second else 2
     local_switch = driver.meter_time(switch_at)
     wanted = parse_set(definition).meter_items(standby) | {
@@ -73,14 +82,36 @@ async def attempt(driver: MeterDriver, definition: dict[str, Any], switch_at: da
         TABLE_SWITCH: local_switch,
     }
     current = {di: await _read(driver, di) for di in wanted}
-    changes = _ordered(list(item_diff(current, wanted)))
+    return driver, wanted, item_diff(current, wanted)
+
+
+async def dry_run(driver: MeterDriver, definition: dict[str, Any], switch_at: datetime) -> dict[str, Any]:
+    """What a write would change at one meter: item name -> [current, wanted] (JSON-ready)."""
+    try:
+        _, _, differs = await plan(driver, definition, switch_at)
+    except PlanError as exc:
+        return {"error": str(exc)}
+    named = {}
+    for di, (current, wanted) in differs.items():
+        item = lookup(di)
+        named[f"{di} {item.name if item else ''}".strip()] = [current, wanted]
+    return named
+
+
+async def attempt(driver: MeterDriver, definition: dict[str, Any], switch_at: datetime) -> Outcome:
+    """One attempt at one meter (the body of its bus-worker job)."""
+    try:
+        meter, wanted, differs = await plan(driver, definition, switch_at)
+    except PlanError as exc:
+        return Outcome("failed", str(exc))
+    changes = _ordered(list(differs))
     if not changes:
         return Outcome("skipped")
     for di in changes:
-        await driver.write_item(di, wanted[di], operator=OPERATOR_CODE)
-    differs = [di for di in changes if comparable(di, await _read(driver, di)) != wanted[di]]
-    if differs:
-        return Outcome("failed", f"read back differs: {', '.join(differs)}")
+        await meter.write_item(di, wanted[di], operator=OPERATOR_CODE)
+    unlike = [di for di in changes if comparable(di, await _read(meter, di)) != wanted[di]]
+    if unlike:
+        return Outcome("failed", f"read back differs: {', '.join(unlike)}")
     return Outcome("verified")
 
 
@@ -118,11 +149,28 @@ async def _one(host: ServiceHost, due: asyncpg.Record) -> None:
     )
 
 
+async def _dry(host: ServiceHost, due: asyncpg.Record) -> None:
+    definition = json.loads(due["definition"])
+    try:
+        finding = await host.control(
+            int(due["meter_id"]), lambda driver: dry_run(driver, definition, due["switch_at"]), exchanges=60
+        )
+    except (DriverError, OSError) as exc:
+        finding = {"error": str(exc)}
+    async with host.pool.acquire() as conn:
+        await store.record_dry_run(
+            conn, int(due["campaign_id"]), int(due["meter_id"]), json.dumps(finding, default=str)
+        )
+
+
 async def run(host: ServiceHost) -> None:
-    """Run due campaign meters until cancelled (the daemon stops)."""
+    """Run due campaign meters (and dry runs) until cancelled (the daemon stops)."""
     while True:
         async with host.pool.acquire() as conn:
+            dry = await store.due_dry_runs(conn, BATCH)
             due = await store.due_meters(conn, BATCH)
+        if dry:
+            await asyncio.gather(*(_dry(host, d) for d in dry))
         if due:
             await asyncio.gather(*(_one(host, d) for d in due))
         async with host.pool.acquire() as conn:

@@ -13,7 +13,8 @@ from headend.store.results import Queryable, row, rows
 
 CAMPAIGN = (
     "c.id, c.name, c.state, c.switch_at, c.max_attempts, c.created_by, c.created_at, c.approved_by,"
-    " c.approved_at, s.name AS set_name, s.version AS set_version, s.definition::text AS definition"
+    " c.approved_at, c.dry_run_requested_at, s.name AS set_name, s.version AS set_version,"
+    " s.definition::text AS definition"
 )
 
 
@@ -95,7 +96,8 @@ async def campaign_meters(conn: Queryable, campaign_id: int) -> list[asyncpg.Rec
     """``meter_id, address, channel, state, reason, attempts`` of a campaign's meters."""
     return await rows(
         conn,
-        "SELECT x.meter_id, m.address, c.name AS channel, x.state, x.reason, x.attempts"
+        "SELECT x.meter_id, m.address, c.name AS channel, x.state, x.reason, x.attempts,"
+        " x.dry_run::text AS dry_run, x.dry_run_at"
         " FROM tou_campaign_meters x JOIN meters m ON m.id = x.meter_id"
         " JOIN channels c ON c.id = m.channel_id WHERE x.campaign_id = $1 ORDER BY m.address",
         campaign_id,
@@ -178,3 +180,33 @@ async def finish_settled(conn: asyncpg.Connection) -> list[str]:
         " RETURNING c.name",
     )
     return [str(r["name"]) for r in done]
+
+
+async def ask_dry_run(conn: asyncpg.Connection, campaign_id: int) -> None:
+    """Ask the daemon to read every target and record what a write would change."""
+    await conn.execute("UPDATE tou_campaigns SET dry_run_requested_at = now() WHERE id = $1", campaign_id)
+
+
+async def due_dry_runs(conn: Queryable, limit: int) -> list[asyncpg.Record]:
+    """Meters whose campaign asked for a dry run since their last one (columns as :func:`due_meters`)."""
+    return await rows(
+        conn,
+        "SELECT x.campaign_id, c.name, x.meter_id, x.attempts, c.max_attempts, c.switch_at,"
+        " s.definition::text AS definition FROM tou_campaign_meters x"
+        " JOIN tou_campaigns c ON c.id = x.campaign_id JOIN tou_parameter_sets s ON s.id = c.set_id"
+        " WHERE c.dry_run_requested_at IS NOT NULL AND c.state NOT IN ('done', 'cancelled')"
+        " AND (x.dry_run_at IS NULL OR x.dry_run_at < c.dry_run_requested_at)"
+        " ORDER BY x.campaign_id, x.meter_id LIMIT $1",
+        limit,
+    )
+
+
+async def record_dry_run(conn: asyncpg.Connection, campaign_id: int, meter_id: int, finding: str) -> None:
+    """What a dry run found at a meter (JSON text)."""
+    await conn.execute(
+        "UPDATE tou_campaign_meters SET dry_run = $3::jsonb, dry_run_at = now()"
+        " WHERE campaign_id = $1 AND meter_id = $2",
+        campaign_id,
+        meter_id,
+        finding,
+    )

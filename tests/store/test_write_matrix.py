@@ -705,6 +705,25 @@ MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
     (Write("tou_campaigns", "delete a campaign", ("DELETE FROM tou_campaigns",)), NOBODY),
     (
         Write(
+            "tou_campaigns",
+            "ask for a dry run of a draft",
+            ("UPDATE tou_campaigns SET dry_run_requested_at = now() WHERE id = :draft_campaign",),
+        ),
+        desk("operator"),
+    ),
+    (
+        Write(
+            "tou_campaign_meters",
+            "record what a dry run found (reads only), campaign not running",
+            (
+                "UPDATE tou_campaign_meters SET dry_run = '{}', dry_run_at = now()"
+                " WHERE campaign_id = :draft_campaign",
+            ),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
             "tou_campaign_meters",
             "add a meter to a draft",
             ("INSERT INTO tou_campaign_meters (campaign_id, meter_id) VALUES (:draft_campaign, :spare)",),

@@ -14,6 +14,7 @@ CREATE TABLE tou_campaigns (
     created_at  timestamptz NOT NULL DEFAULT now(),
     approved_by text,
     approved_at timestamptz,
+    dry_run_requested_at timestamptz,  -- an operator asked the daemon to read and compare, no writes
     CHECK ((approved_by IS NULL) = (approved_at IS NULL)),
     CHECK (approved_by IS DISTINCT FROM created_by),
     CHECK (state IN ('draft', 'cancelled') OR approved_by IS NOT NULL)
@@ -28,6 +29,8 @@ CREATE TABLE tou_campaign_meters (
     attempts    integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     next_try_at timestamptz NOT NULL DEFAULT '-infinity',
     updated_at  timestamptz NOT NULL DEFAULT now(),
+    dry_run     jsonb,        -- what a write would change (item -> [current, wanted]) or {"error": ...}
+    dry_run_at  timestamptz,
     PRIMARY KEY (campaign_id, meter_id),
     CHECK ((state = 'failed') = (reason IS NOT NULL))
 );
@@ -38,7 +41,8 @@ GRANT SELECT ON tou_campaigns, tou_campaign_meters TO headend_daemon, headend_bi
 GRANT INSERT, UPDATE ON tou_campaigns TO headend_billing;
 GRANT UPDATE (state) ON tou_campaigns TO headend_daemon;
 GRANT INSERT ON tou_campaign_meters TO headend_billing;
-GRANT UPDATE (state, reason, attempts, next_try_at, updated_at) ON tou_campaign_meters TO headend_daemon;
+GRANT UPDATE (state, reason, attempts, next_try_at, updated_at, dry_run, dry_run_at) ON tou_campaign_meters
+    TO headend_daemon;
 GRANT USAGE ON SEQUENCE tou_campaigns_id_seq TO headend_billing;
 REVOKE DELETE, TRUNCATE ON tou_campaigns, tou_campaign_meters FROM PUBLIC, headend_daemon, headend_billing;
 
@@ -66,6 +70,15 @@ BEGIN
        IS DISTINCT FROM (OLD.name, OLD.set_id, OLD.switch_at, OLD.max_attempts, OLD.created_by, OLD.created_at) THEN
         RAISE EXCEPTION 'campaign %: what it writes, where and when is fixed at creation', OLD.name
             USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NEW.dry_run_requested_at IS DISTINCT FROM OLD.dry_run_requested_at THEN
+        PERFORM headend_require_role('operator', 'asking for a campaign dry run');
+        IF OLD.state IN ('done', 'cancelled') OR NEW.state IS DISTINCT FROM OLD.state
+           OR NEW.approved_by IS DISTINCT FROM OLD.approved_by THEN
+            RAISE EXCEPTION 'campaign %: a dry run is asked alone, of a campaign not finished', OLD.name
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        RETURN NEW;
     END IF;
     IF NEW.approved_by IS DISTINCT FROM OLD.approved_by THEN
         me := headend_require_role('approver', 'approving a parameter campaign');
@@ -122,6 +135,10 @@ BEGIN
     END IF;
     IF NOT headend_is_daemon() THEN
         RAISE EXCEPTION 'only the daemon records what happened at a meter' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF (NEW.state, NEW.reason, NEW.attempts, NEW.next_try_at) IS NOT DISTINCT FROM
+       (OLD.state, OLD.reason, OLD.attempts, OLD.next_try_at) THEN
+        RETURN NEW;  -- a dry run's finding (reads only), whatever the campaign's state
     END IF;
     IF campaign_state <> 'running' THEN
         RAISE EXCEPTION 'campaign %: not running (%), no meter of it is touched', NEW.campaign_id, campaign_state
