@@ -319,6 +319,12 @@ def campaign_start(name: str, operator: OperatorId, dsn: Dsn = None) -> None:
     _move(name, operator, dsn, "running", "start")
 
 
+@campaign_app.command("resume")
+def campaign_resume(name: str, operator: OperatorId, dsn: Dsn = None) -> None:
+    """Resume a paused campaign (the same as ``start``)."""
+    _move(name, operator, dsn, "running", "resume")
+
+
 @campaign_app.command("pause")
 def campaign_pause(name: str, operator: OperatorId, dsn: Dsn = None) -> None:
     """Pause a running campaign (meters in the middle of an attempt finish it)."""

@@ -61,6 +61,7 @@ async def test_two_people_and_the_moves_a_state_allows(pg_dsn: str, tmp_path: Pa
     assert "operator role" in _error(headend(pg_dsn, *base, "start", "c", "--operator", "5202"))
     assert headend(pg_dsn, *base, "start", "c", "--operator", "5201").stdout.strip() == "campaign c running"
     assert headend(pg_dsn, *base, "pause", "c", "--operator", "5201").stdout.strip() == "campaign c paused"
+    assert headend(pg_dsn, *base, "resume", "c", "--operator", "5201").stdout.strip() == "campaign c running"
     assert (
         headend(pg_dsn, *base, "cancel", "c", "--operator", "5201").stdout.strip() == "campaign c cancelled"
     )
