@@ -130,9 +130,7 @@ async def _one(host: ServiceHost, due: asyncpg.Record) -> None:
         outcome = await host.control(
             meter_id, lambda driver: attempt(driver, definition, due["switch_at"]), exchanges=80
         )
-    except MeterRefused as exc:
-        outcome = Outcome("failed", str(exc))
-    except NotSupported as exc:
+    except (MeterRefused, NotSupported, LookupError) as exc:  # LookupError: not in the enabled inventory
         outcome = Outcome("failed", str(exc))
     except (MeterTimeout, DriverError, OSError) as exc:
         if number >= int(due["max_attempts"]):
@@ -155,7 +153,7 @@ async def _dry(host: ServiceHost, due: asyncpg.Record) -> None:
         finding = await host.control(
             int(due["meter_id"]), lambda driver: dry_run(driver, definition, due["switch_at"]), exchanges=60
         )
-    except (DriverError, OSError) as exc:
+    except (DriverError, LookupError, OSError) as exc:
         finding = {"error": str(exc)}
     async with host.pool.acquire() as conn:
         await store.record_dry_run(
@@ -163,17 +161,26 @@ async def _dry(host: ServiceHost, due: asyncpg.Record) -> None:
         )
 
 
+async def _pass(host: ServiceHost) -> None:
+    """One pass: the due dry runs, the due meters, then the campaigns now settled."""
+    async with host.pool.acquire() as conn:
+        dry = await store.due_dry_runs(conn, BATCH)
+        due = await store.due_meters(conn, BATCH)
+    results = await asyncio.gather(
+        *(_dry(host, d) for d in dry), *(_one(host, d) for d in due), return_exceptions=True
+    )
+    for failure in (r for r in results if isinstance(r, Exception)):
+        log.error("campaign job failed: %s", failure)  # the meter stays due and is tried again
+    async with host.pool.acquire() as conn:
+        for name in await store.finish_settled(conn):
+            log.info("campaign done", extra={"campaign": name})
+
+
 async def run(host: ServiceHost) -> None:
     """Run due campaign meters (and dry runs) until cancelled (the daemon stops)."""
     while True:
-        async with host.pool.acquire() as conn:
-            dry = await store.due_dry_runs(conn, BATCH)
-            due = await store.due_meters(conn, BATCH)
-        if dry:
-            await asyncio.gather(*(_dry(host, d) for d in dry))
-        if due:
-            await asyncio.gather(*(_one(host, d) for d in due))
-        async with host.pool.acquire() as conn:
-            for name in await store.finish_settled(conn):
-                log.info("campaign done", extra={"campaign": name})
+        try:
+            await _pass(host)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            log.warning("campaign pass skipped: %s", exc)  # the database is away: try again next poll
         await asyncio.sleep(POLL_S)
