@@ -40,7 +40,9 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # event kinds the DL/T 645 driver can collect (headend.drivers.dlt645.EVENT_SOURCES)
 DEFAULT_EVENT_KINDS = ("power_down", "relay_trip", "relay_close")
 # in-daemon services the project ships; nothing else is imported and called with the engine
-SERVICES = frozenset({"headend.billing.service:run", "headend.control.service:run"})
+SERVICES = frozenset(
+    {"headend.billing.service:run", "headend.control.service:run", "headend.params.runner:run"}
+)
 
 
 def parse_duration(value: Any) -> float:

@@ -19,6 +19,12 @@ class TimeSource:
         elapsed = (time.time() - self._origin_wall) * self.speed
         return self._origin + timedelta(seconds=elapsed)
 
+    def advance(self, seconds: float) -> None:
+        """Move simulated time forward by ``seconds`` at once (tests: hours pass without waiting)."""
+        if seconds < 0:
+            raise ValueError("simulated time only moves forward")
+        self._origin += timedelta(seconds=seconds)
+
 
 class MeterClock:
     """A meter's local clock: UTC + time zone + offset, drifting by ``drift_ppm``.

@@ -26,6 +26,7 @@ from protocols.dlt645 import functions as fc
 from protocols.dlt645.link import address_to_wire
 from simulators.dlt645_values import NoData, value_1997, value_2007
 from simulators.meter import RelayRefused, SimMeter
+from simulators.tou import SEASON_SWITCH, TABLE_SWITCH, TouRefused
 
 MAX_READ_DATA = 200
 SYNC_LIMIT = timedelta(minutes=5)
@@ -229,6 +230,8 @@ class Dlt645Responder:
         if di in ALARM_AMOUNTS and meter.model.prepaid_balance is not None and frame.value is not None:
             meter.model.alarm_amounts[ALARM_AMOUNTS.index(di)] = float(frame.value)
             return self._ok(meter, frame)
+        if frame.edition == 2007 and meter.model.tou.owns(di):
+            return self._write_tou(meter, frame, di)
         if di not in WRITABLE_CLOCK or "value_error" in frame.fields or frame.value is None:
             return self._abnormal(meter, frame, "other" if frame.edition == 2007 else "illegal_data")
         model = meter.model
@@ -241,6 +244,19 @@ class Dlt645Responder:
         else:
             new = datetime.combine(value, current.time())
         model.set_clock(new, frame.fields.get("operator", "00000000"))
+        return self._ok(meter, frame)
+
+    def _write_tou(self, meter: Dlt645Meter, frame: Frame, di: str) -> bytes:
+        """A time-of-use item: energy up to now stays under the schedule it was used in."""
+        if "value_error" in frame.fields or (frame.value is None and di not in (SEASON_SWITCH, TABLE_SWITCH)):
+            return self._abnormal(meter, frame, "other")
+        model = meter.model
+        model.advance()
+        try:
+            model.tou.write(di, frame.value)
+        except TouRefused as exc:
+            return self._abnormal(meter, frame, exc.flag)
+        model.record_stamp("programming", frame.fields.get("operator", "00000000"))
         return self._ok(meter, frame)
 
     def write_address(self, meter: Dlt645Meter, frame: Frame) -> bytes | None:

@@ -41,6 +41,8 @@ def _status_word_3(m: SimMeter) -> dict[str, Any]:
     relay = m.relay
     return {
         "raw": 0,
+        "time_slot_table_2": m.tou.active_tables == 2,
+        "time_zone_table_2": m.tou.active_seasons == 2,
         "relay_open": relay.open,
         "relay_command_open": relay.command_open,
         "pre_trip_alarm": relay.alarm,
@@ -291,6 +293,11 @@ def _event_record(m: SimMeter, kind: str, held: str, index: int) -> Any:
 def value_2007(m: SimMeter, di: str, count: int = 1, start: datetime | None = None) -> Any:
     """The value a 2007 meter reports for ``di`` (``count``/``start``: load-profile parameters)."""
     m.advance()
+    if m.tou.owns(di):
+        value = m.tou.read(di)
+        if value is None:
+            raise NoData
+        return value
     getter = FIXED_2007.get(di)
     if getter is not None:
         return getter(m)

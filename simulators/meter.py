@@ -1,9 +1,10 @@
 """A protocol-independent electricity meter model.
 
 Energy registers grow from a daily load shape with per-meter, per-interval noise (deterministic from
-the seed), split into four tariff registers by a time-of-use table; reactive energy follows the
-power factor. The meter keeps load-profile records (every 15 minutes unless configured) and daily
-freeze records in memory (pre-filled at start-up, so a head-end can backfill at once), a relay
+the seed), split into four tariff registers by the meter's time-of-use schedule at its own clock
+(``simulators.tou``: two sets and the switch between them); reactive energy follows the power
+factor. The meter keeps load-profile records (every 15 minutes unless configured) and daily freeze
+records in memory (pre-filled at start-up, so a head-end can backfill at once), a relay
 with the DL/T 645 remote control semantics, event records, a drifting clock, power-down periods and
 an optional prepaid balance. All times in records are the meter's local time (naive).
 """
@@ -20,9 +21,8 @@ from typing import Any
 
 from simulators.clock import MeterClock, TimeSource
 from simulators.conditions import MeterCondition
+from simulators.tou import MeterTou
 
-# Tariff per local hour: 1 sharp, 2 peak, 3 flat, 4 valley.
-TOU_BY_HOUR = [4, 4, 4, 4, 4, 4, 4, 3, 2, 2, 2, 1, 3, 3, 3, 3, 3, 2, 2, 1, 1, 2, 3, 4]
 NOMINAL_VOLTAGE = 230.0
 
 
@@ -190,6 +190,7 @@ class SimMeter:
         self._noise = random.Random(seed ^ 0x5EED)
         self._power_down_start: datetime | None = None
         self._pending_operator = "00000000"
+        self.tou = MeterTou()
         now = source.now()
         first_local_midnight = ((now + utc_offset) - timedelta(days=freeze_days)).replace(
             hour=0, minute=0, second=0, microsecond=0
@@ -244,11 +245,12 @@ class SimMeter:
             reg = self.registers
             imports, exports = reg.import_tariffs, reg.export_tariffs
             offset, seed_term, scale = self.clock.utc_offset, self.seed * 40503, self.load_scale
+            tariff_at, midnight = self.tou.tariff_at, self.clock.local(self._t)  # the meter's own time
             for step in _HOURS:
                 start = self._t + step
                 local = start + offset
                 hour = local.hour + local.minute / 60 + local.second / 3600
-                tariff = TOU_BY_HOUR[int(hour) % 24]
+                tariff = tariff_at(midnight + step)
                 slot = int(start.timestamp() // 900)
                 noise = 0.8 + 0.4 * ((slot * 2654435761 + seed_term) % 1000) / 1000
                 energy = self.base_kw * _load_shape(hour) * noise * scale
@@ -267,7 +269,7 @@ class SimMeter:
         if not self.supplying:
             return 0.0
         hour = self.local_hour(start)
-        tariff = TOU_BY_HOUR[int(hour) % 24]
+        tariff = self.tou.tariff_at(self.clock.local(start))
         energy = self._power(hour, start) * hours
         exported = self._export(hour) * hours
         if self.condition.stopped:  # the load draws current; no register (nor the demand) moves

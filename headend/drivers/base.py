@@ -34,6 +34,9 @@ class MeterRefused(DriverError):
         "other": "not allowed now",
         "illegal_data": "illegal data",
         "baud": "baud rate cannot be changed",
+        "year_zones": "too many seasons",
+        "day_slots": "too many daily tables or switch points",
+        "tariffs": "too many tariffs",
     }
 
     def __init__(self, flags: list[str]) -> None:

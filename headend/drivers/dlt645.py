@@ -402,6 +402,10 @@ class Dlt645Driver:
             return 0.0 if value["relay_open"] else 1.0  # 1 = closed (supply on), as Modbus relay registers
         return float(value)
 
+    def meter_time(self, utc: datetime) -> datetime:
+        """A UTC time as the meter's local time (what its time items carry)."""
+        return self._local(utc)
+
     def _local(self, utc: datetime) -> datetime:
         return (utc.astimezone(UTC) + self.utc_offset).replace(tzinfo=None)
 
@@ -537,6 +541,21 @@ class Dlt645Driver:
             raise DriverError(
                 f"meter {self.address} holds alarm amounts {held[0]}, {held[1]} after the write"
             )
+
+    async def write_item(self, di: str, value: Any, *, operator: str) -> None:
+        """Write one parameter item with the meter's password (one frame; a refusal is ``MeterRefused``)."""
+        credentials = self._require_credentials()
+        await self._request(
+            build_write(
+                self.address,
+                di,
+                value,
+                password_level=credentials.level,
+                password=credentials.password,
+                operator=operator,
+            ),
+            secret=True,
+        )
 
     def _require_credentials(self) -> Credentials:
         if self.credentials is None:

@@ -10,6 +10,7 @@ from construct import Construct, GreedyRange, Struct
 
 from protocols.dlt645.formats import Ascii, BaudWord, Bcd, BitWord, Digits, Opaque, Raw, Timestamp
 from protocols.dlt645.profile import ProfileRecords
+from protocols.dlt645.tou import tou_items
 
 Spec = tuple[str, Construct, str | None]
 
@@ -269,6 +270,7 @@ def _fixed_items() -> dict[str, Spec]:
         start=1,
     ):
         items[f"040010{n:02X}"] = (label, Bcd(4, 2), "yuan")
+    items.update(tou_items())
     for n in range(1, 11):
         items[f"031100{n:02X}"] = (f"power_down_record_last_{n}", POWER_DOWN_RECORD, None)
         items[f"033004{n:02X}"] = (f"time_set_record_last_{n}", TIME_SET_RECORD, None)

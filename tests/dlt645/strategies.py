@@ -28,6 +28,7 @@ from protocols.dlt645.formats import (
     Timestamp,
 )
 from protocols.dlt645.profile import CLASS_FIELDS, ProfileRecords
+from protocols.dlt645.tou import HolidayEntry, SeasonEntry, SlotEntry, Table
 
 ADDRESSES = st.text("0123456789", min_size=12, max_size=12)
 UNICAST_ADDRESSES = ADDRESSES.filter(lambda a: a != "999999999999")  # writes never go to the broadcast
@@ -102,6 +103,24 @@ def values_for(fmt: Construct) -> st.SearchStrategy[Any]:
         return st.binary(max_size=60)
     if isinstance(fmt, ProfileRecords):
         return profile_values(fmt)
+    if isinstance(fmt, SeasonEntry):
+        return st.builds(
+            lambda m, d, t: {"start": f"{m:02d}-{d:02d}", "table": t},
+            st.integers(1, 12),
+            st.integers(1, 31),
+            st.integers(1, 8),
+        )
+    if isinstance(fmt, SlotEntry):
+        return st.builds(
+            lambda h, m, t: {"start": f"{h:02d}:{m:02d}", "tariff": t},
+            st.integers(0, 23),
+            st.integers(0, 59),
+            st.integers(1, 63),
+        )
+    if isinstance(fmt, HolidayEntry):
+        return st.fixed_dictionaries({"date": DATETIMES.map(lambda d: d.date()), "table": st.integers(1, 8)})
+    if isinstance(fmt, Table):
+        return st.lists(values_for(fmt.subcon), min_size=1, max_size=fmt.limit)
     if isinstance(fmt, Struct):
         return st.fixed_dictionaries({sub.name: values_for(sub.subcon) for sub in fmt.subcons})
     if isinstance(fmt, GreedyRange):

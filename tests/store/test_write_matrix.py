@@ -665,6 +665,176 @@ MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
     ),
     (
         Write(
+            "tou_parameter_sets",
+            "add a version under the signed-in operator",
+            (
+                "INSERT INTO tou_parameter_sets (name, version, definition, created_by)"
+                f" VALUES ('tou', 2, '{{}}', {ME})",
+            ),
+        ),
+        desk("admin"),
+    ),
+    (
+        Write(
+            "tou_parameter_sets",
+            "add a version in another operator's name",
+            (
+                "INSERT INTO tou_parameter_sets (name, version, definition, created_by)"
+                " VALUES ('tou', 2, '{}', '1009')",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "tou_parameter_sets",
+            "change a version campaigns name",
+            ("UPDATE tou_parameter_sets SET definition = '{\"x\": 1}' WHERE id = :param_set",),
+        ),
+        NOBODY,
+    ),
+    (Write("tou_parameter_sets", "delete a version", ("DELETE FROM tou_parameter_sets",)), NOBODY),
+    (
+        Write(
+            "tou_campaigns",
+            "create a draft under the signed-in operator",
+            (
+                "INSERT INTO tou_campaigns (name, set_id, switch_at, created_by)"
+                f" VALUES ('c9', :param_set, now(), {ME})",
+            ),
+        ),
+        desk("operator"),
+    ),
+    (
+        Write(
+            "tou_campaigns",
+            "create a campaign approved at creation",
+            (
+                "INSERT INTO tou_campaigns"
+                " (name, set_id, switch_at, created_by, state, approved_by, approved_at)"
+                f" VALUES ('c9', :param_set, now(), {ME}, 'approved', '1009', now())",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "tou_campaigns",
+            "approve someone else's draft under the signed-in approver",
+            (
+                f"UPDATE tou_campaigns SET state = 'approved', approved_by = {ME}, approved_at = now()"
+                " WHERE id = :draft_campaign",
+            ),
+        ),
+        desk("approver"),
+    ),
+    (
+        Write(
+            "tou_campaigns",
+            "approve in another operator's name",
+            (
+                "UPDATE tou_campaigns SET state = 'approved', approved_by = '1009', approved_at = now()"
+                " WHERE id = :draft_campaign",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "tou_campaigns",
+            "start an approved campaign",
+            ("UPDATE tou_campaigns SET state = 'running' WHERE id = :approved_campaign",),
+        ),
+        desk("operator"),
+    ),
+    (
+        Write(
+            "tou_campaigns",
+            "start a draft",
+            ("UPDATE tou_campaigns SET state = 'running' WHERE id = :draft_campaign",),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "tou_campaigns",
+            "change what an approved campaign writes",
+            ("UPDATE tou_campaigns SET switch_at = now() WHERE id = :approved_campaign",),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "tou_campaigns",
+            "finish a running campaign",
+            ("UPDATE tou_campaigns SET state = 'done' WHERE id = :running_campaign",),
+        ),
+        {DAEMON},
+    ),
+    (Write("tou_campaigns", "delete a campaign", ("DELETE FROM tou_campaigns",)), NOBODY),
+    (
+        Write(
+            "tou_campaigns",
+            "ask for a dry run of a draft",
+            ("UPDATE tou_campaigns SET dry_run_requested_at = now() WHERE id = :draft_campaign",),
+        ),
+        desk("operator"),
+    ),
+    (
+        Write(
+            "tou_campaign_meters",
+            "record what a dry run found (reads only), campaign not running",
+            (
+                "UPDATE tou_campaign_meters SET dry_run = '{}', dry_run_at = now()"
+                " WHERE campaign_id = :draft_campaign",
+            ),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "tou_campaign_meters",
+            "add a meter to a draft",
+            ("INSERT INTO tou_campaign_meters (campaign_id, meter_id) VALUES (:draft_campaign, :spare)",),
+        ),
+        desk("operator"),
+    ),
+    (
+        Write(
+            "tou_campaign_meters",
+            "add a meter to an approved campaign",
+            ("INSERT INTO tou_campaign_meters (campaign_id, meter_id) VALUES (:approved_campaign, :spare)",),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "tou_campaign_meters",
+            "record an attempt at a meter of a running campaign",
+            (
+                "UPDATE tou_campaign_meters SET attempts = attempts + 1, state = 'verified'"
+                " WHERE campaign_id = :running_campaign",
+            ),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "tou_campaign_meters",
+            "record an attempt at a meter of a campaign not running",
+            (
+                "UPDATE tou_campaign_meters SET attempts = attempts + 1"
+                " WHERE campaign_id = :approved_campaign",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write("tou_campaign_meters", "delete a campaign's meters", ("DELETE FROM tou_campaign_meters",)),
+        NOBODY,
+    ),
+    (
+        Write(
             "channel_trusts",
             "trust a dial-in device's next login for its archive request",
             (
@@ -948,6 +1118,29 @@ async def _seed(owner: asyncpg.Connection) -> dict[str, int]:
         unwarned_meter,
     )
     ids["channel"] = channel
+    ids["param_set"] = await owner.fetchval(
+        "INSERT INTO tou_parameter_sets (name, version, definition, created_by)"
+        " VALUES ('tou', 1, '{}', '1005') RETURNING id"
+    )
+    for name, state, approver in (
+        ("draft_campaign", "draft", None),
+        ("approved_campaign", "approved", "1003"),
+        ("running_campaign", "running", "1003"),
+    ):
+        ids[name] = await owner.fetchval(
+            "INSERT INTO tou_campaigns (name, set_id, switch_at, created_by, state, approved_by, approved_at)"
+            " VALUES ($1, $2, now(), '1002', $3, $4::text, CASE WHEN $4::text IS NOT NULL THEN now() END)"
+            " RETURNING id",
+            name,
+            ids["param_set"],
+            state,
+            approver,
+        )
+        await owner.execute(
+            "INSERT INTO tou_campaign_meters (campaign_id, meter_id) VALUES ($1, $2)",
+            ids[name],
+            ids["assigned"],
+        )
     for name in ("archive_request", "archive_running"):
         ids[name] = await owner.fetchval(
             "INSERT INTO archive_requests (channel_id, kind, requested_by, wanted, expires_at)"

@@ -1,0 +1,186 @@
+"""The in-daemon campaign runner (``[engine] services = ["headend.params.runner:run"]``).
+
+A dry run (asked from the CLI) reads the same items and records what a write would change, writing
+nothing. Every ``POLL_S`` it takes the due meters of running campaigns and, for each, counts an attempt in the
+database first (refused unless the campaign is approved and running), then runs one job on the
+meter's bus worker: read status word 3 to find the standby set, read every item the set and switch
+time need, write each that differs once (tables and counts first, the switch times last), and read
+every written item back. Outcomes: ``verified``, ``skipped`` (already correct), ``failed`` with the
+reason (a refusal decoded from the error word, a read-back that differs, no answer after the last
+attempt); no answer retries after ``RETRY_BASE_S`` × 2^(attempt − 1). A campaign whose meters are all
+settled is ``done``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from headend.drivers.base import DriverError, MeterDriver, MeterRefused, MeterTimeout, NotSupported
+from headend.drivers.dlt645 import Dlt645Driver
+from headend.params.tou import SEASON_SWITCH, TABLE_SWITCH, comparable, item_diff, parse_set
+from headend.services import ServiceHost
+from headend.store import campaigns as store
+from protocols.dlt645 import lookup
+
+log = logging.getLogger(__name__)
+POLL_S = 1.0
+RETRY_BASE_S = 2.0
+BATCH = 200
+OPERATOR_CODE = "00000025"  # the operator code written with campaign frames (issue 25)
+STATUS_WORD_3 = "04000503"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one attempt at a meter came to (``retry``: try again later, the state kept)."""
+
+    state: str
+    reason: str | None = None
+    retry: bool = False
+
+
+def _ordered(dis: list[str]) -> list[str]:
+    """Tables and counts first, the switch times last: a meter never switches to a half-written set."""
+    return sorted(dis, key=lambda di: (di in (SEASON_SWITCH, TABLE_SWITCH), di))
+
+
+async def _read(driver: Dlt645Driver, di: str) -> Any:
+    try:
+        return await driver.read_di(di)
+    except MeterRefused as exc:
+        if exc.flags == ["no_data"]:
+            return None  # e.g. a holiday never written
+        raise
+
+
+class PlanError(Exception):
+    """The meter cannot take the campaign (one line, the reason)."""
+
+
+async def plan(
+    driver: MeterDriver, definition: dict[str, Any], switch_at: datetime
+) -> tuple[Dlt645Driver, dict[str, Any], dict[str, tuple[Any, Any]]]:
+    """Read what the meter holds for its standby set: the driver, the items wanted and those that
+    differ (item -> (current, wanted)). Reads only."""
+    if not isinstance(driver, Dlt645Driver) or driver.edition != 2007:
+        raise PlanError("only DL/T 645-2007 meters take time-of-use parameters")
+    status = await driver.read_di(STATUS_WORD_3)
+    tables_second, seasons_second = bool(status["time_slot_table_2"]), bool(status["time_zone_table_2"])
+    if tables_second != seasons_second:
+        raise PlanError("the meter runs season and daily tables of different sets")
+    standby = 1 if tables_second else 2
+    local_switch = driver.meter_time(switch_at)
+    wanted = parse_set(definition).meter_items(standby) | {
+        SEASON_SWITCH: local_switch,
+        TABLE_SWITCH: local_switch,
+    }
+    current = {di: await _read(driver, di) for di in wanted}
+    return driver, wanted, item_diff(current, wanted)
+
+
+async def dry_run(driver: MeterDriver, definition: dict[str, Any], switch_at: datetime) -> dict[str, Any]:
+    """What a write would change at one meter: item name -> [current, wanted] (JSON-ready)."""
+    try:
+        _, _, differs = await plan(driver, definition, switch_at)
+    except PlanError as exc:
+        return {"error": str(exc)}
+    named = {}
+    for di, (current, wanted) in differs.items():
+        item = lookup(di)
+        named[f"{di} {item.name if item else ''}".strip()] = [current, wanted]
+    return named
+
+
+async def attempt(driver: MeterDriver, definition: dict[str, Any], switch_at: datetime) -> Outcome:
+    """One attempt at one meter (the body of its bus-worker job)."""
+    try:
+        meter, wanted, differs = await plan(driver, definition, switch_at)
+    except PlanError as exc:
+        return Outcome("failed", str(exc))
+    changes = _ordered(list(differs))
+    if not changes:
+        return Outcome("skipped")
+    for di in changes:
+        await meter.write_item(di, wanted[di], operator=OPERATOR_CODE)
+    unlike = [di for di in changes if comparable(di, await _read(meter, di)) != wanted[di]]
+    if unlike:
+        return Outcome("failed", f"read back differs: {', '.join(unlike)}")
+    return Outcome("verified")
+
+
+async def _one(host: ServiceHost, due: asyncpg.Record) -> None:
+    campaign_id, meter_id = int(due["campaign_id"]), int(due["meter_id"])
+    async with host.pool.acquire() as conn:
+        number = await store.begin_attempt(conn, campaign_id, meter_id)
+    if number is None:
+        return  # paused or cancelled meanwhile: nothing is sent
+    if number > int(due["max_attempts"]):  # attempts cut short (a daemon stopped mid-attempt)
+        async with host.pool.acquire() as conn:
+            await store.record(conn, campaign_id, meter_id, "failed", f"gave up after {number - 1} attempts")
+        return
+    definition = json.loads(due["definition"])
+    try:
+        outcome = await host.control(
+            meter_id, lambda driver: attempt(driver, definition, due["switch_at"]), exchanges=80
+        )
+    except (MeterRefused, NotSupported, LookupError) as exc:  # LookupError: not in the enabled inventory
+        outcome = Outcome("failed", str(exc))
+    except (MeterTimeout, DriverError, OSError) as exc:
+        if number >= int(due["max_attempts"]):
+            outcome = Outcome("failed", f"no answer after {number} attempts: {exc}")
+        else:
+            outcome = Outcome("pending", retry=True)
+    retry_in = RETRY_BASE_S * 2 ** (number - 1) if outcome.retry else None
+    async with host.pool.acquire() as conn:
+        await store.record(conn, campaign_id, meter_id, outcome.state, outcome.reason, retry_in)
+    log.info(
+        "campaign meter %s",
+        outcome.state,
+        extra={"campaign": due["name"], "meter_id": meter_id, "attempt": number, "reason": outcome.reason},
+    )
+
+
+async def _dry(host: ServiceHost, due: asyncpg.Record) -> None:
+    definition = json.loads(due["definition"])
+    try:
+        finding = await host.control(
+            int(due["meter_id"]), lambda driver: dry_run(driver, definition, due["switch_at"]), exchanges=60
+        )
+    except (DriverError, LookupError, OSError) as exc:
+        finding = {"error": str(exc)}
+    async with host.pool.acquire() as conn:
+        await store.record_dry_run(
+            conn, int(due["campaign_id"]), int(due["meter_id"]), json.dumps(finding, default=str)
+        )
+
+
+async def _pass(host: ServiceHost) -> None:
+    """One pass: the due dry runs, the due meters, then the campaigns now settled."""
+    async with host.pool.acquire() as conn:
+        dry = await store.due_dry_runs(conn, BATCH)
+        due = await store.due_meters(conn, BATCH)
+    results = await asyncio.gather(
+        *(_dry(host, d) for d in dry), *(_one(host, d) for d in due), return_exceptions=True
+    )
+    for failure in (r for r in results if isinstance(r, Exception)):
+        log.error("campaign job failed: %s", failure)  # the meter stays due and is tried again
+    async with host.pool.acquire() as conn:
+        for name in await store.finish_settled(conn):
+            log.info("campaign done", extra={"campaign": name})
+
+
+async def run(host: ServiceHost) -> None:
+    """Run due campaign meters (and dry runs) until cancelled (the daemon stops)."""
+    while True:
+        try:
+            await _pass(host)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            log.warning("campaign pass skipped: %s", exc)  # the database is away: try again next poll
+        await asyncio.sleep(POLL_S)
