@@ -144,8 +144,9 @@ async def meter_request(conn: asyncpg.Connection, request_id: int) -> Row:
     result = found.result or {}
     values = result.get("values")
     shown = [{"quantity": q, "value": v} for q, v in values.items()] if isinstance(values, dict) else []
+    read_at = result.get("read_at")
     return {
-        "request": {**found.to_json(), "final": found.final},
-        "read_at": result.get("read_at"),
+        "request": {**{name: getattr(found, name) for name in found.__slots__}, "final": found.final},
+        "read_at": datetime.fromisoformat(read_at) if isinstance(read_at, str) else None,
         "values": shown,
     }

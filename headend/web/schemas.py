@@ -209,5 +209,5 @@ class MeterRequestOut(BaseModel):
     """An on-demand read or re-collection with the daemon's answer."""
 
     request: MeterRequestState
-    read_at: str | None
+    read_at: datetime | None
     values: list[RequestedValue]

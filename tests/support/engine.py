@@ -14,6 +14,7 @@ from headend.config import HeadendConfig
 from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
+from headend.requests.duty import run as meter_requests
 from headend.store.writer import ReadingWriter
 from simulators import SimBus
 from tests.support.logins import DAEMON_LOGIN, instead_of_superuser
@@ -43,10 +44,19 @@ async def import_buses(conn: asyncpg.Connection, path: Path, buses: Mapping[str,
     await import_inventory(conn, read_inventory(inventory_file(path, buses)))
 
 
-def engine_for(config: HeadendConfig, dsn: str, tmp_path: Path, driver: DriverPort | None = None) -> Engine:
+def engine_for(
+    config: HeadendConfig,
+    dsn: str,
+    tmp_path: Path,
+    driver: DriverPort | None = None,
+    *,
+    answers_requests: bool = False,
+) -> Engine:
     """An engine (not started) on ``dsn`` whose writer spools to ``tmp_path/spool``, with the built-in
-    duties the daemon gives it (the concentrators'); a superuser ``dsn`` runs as the daemon's login."""
+    duties the daemon gives it (the concentrators'; ``answers_requests``: also the meter requests',
+    which holds a connection of its own); a superuser ``dsn`` runs as the daemon's login."""
     dsn = instead_of_superuser(DAEMON_LOGIN, dsn)
     writer = ReadingWriter(dsn, spool_dir=tmp_path / "spool")
     port = driver if driver is not None else DriverPort()
-    return Engine(config, dsn, writer, port, duties=[concentrator_duties, archive_requests])
+    duties = [concentrator_duties, archive_requests] + ([meter_requests] if answers_requests else [])
+    return Engine(config, dsn, writer, port, duties=duties)

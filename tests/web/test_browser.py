@@ -98,6 +98,13 @@ class Page:
     def state(self) -> str:
         return str(self.driver.find_element(By.ID, "command-state").get_attribute("data-state"))
 
+    def data_state(self, element_id: str) -> str:
+        """The element's ``data-state`` ("" while the page is being replaced, e.g. by its refresh)."""
+        try:
+            return str(self.driver.find_element(By.ID, element_id).get_attribute("data-state"))
+        except (NoSuchElementException, StaleElementReferenceException):
+            return ""
+
     def shot(self, name: str) -> Path:
         path = self.shots / f"{name}.png"
         assert self.driver.save_screenshot(str(path))
@@ -143,7 +150,8 @@ async def _engine_and_meter(pg_dsn: str, tmp_path: Path, bus: SimBus, midnight: 
         },
         "test",
     )
-    engine = engine_for(config, pg_dsn, tmp_path, DriverPort(MeterSecrets(Credentials(2, "000000"))))
+    port = DriverPort(MeterSecrets(Credentials(2, "000000")))
+    engine = engine_for(config, pg_dsn, tmp_path, port, answers_requests=True)
     return conn, engine, meter
 
 
@@ -199,6 +207,27 @@ async def test_the_console_in_a_browser(pg_dsn: str, tmp_path: Path) -> None:
             assert bars and bars[-1].get_attribute("data-day") == now.date().isoformat()
             page.shot("meter-zh")
 
+            # operator 7 reads the meter now (点抄): the daemon's request duty answers, the request's
+            # page refreshes itself until the value arrives, and the value is stored as a reading
+            def read_now() -> None:
+                driver.find_element(By.ID, "read-now").click()
+                wait_until_sync(lambda: bool(page.ids("request-state")), 10, "the request page")
+                wait_until_sync(lambda: page.data_state("request-state") == "done", 30, "the daemon's answer")
+
+            await asyncio.to_thread(read_now)
+            value_cell = '#request-values td[data-quantity="energy_import_kwh"]'
+            shown = driver.find_element(By.CSS_SELECTOR, value_cell)
+            stored = await conn.fetchval(
+                "SELECT r.value FROM readings r JOIN meters m ON m.id = r.meter_id"
+                " JOIN reading_sources s ON s.id = r.source_id AND s.name = 'on_demand'"
+                " JOIN quantities q ON q.id = r.quantity_id AND q.name = 'energy_import_kwh'"
+                " WHERE m.address = $1",
+                meter.address,
+            )
+            assert stored is not None and float(shown.text) == stored
+            page.shot("read-now")
+            await asyncio.to_thread(page.open, "/meters/flat-12")
+
             # operator 7 asks for a disconnect: a persisted command waiting for a second operator
             def create_disconnect() -> str:
                 Select(driver.find_element(By.ID, "command-action")).select_by_value("disconnect")
@@ -251,7 +280,7 @@ async def test_the_console_in_a_browser(pg_dsn: str, tmp_path: Path) -> None:
             await asyncio.to_thread(page.sign_out)
             await asyncio.to_thread(page.sign_in, "9")
             await asyncio.to_thread(page.open, "/meters/flat-12")
-            assert not page.ids("relay-actions") and page.ids("load-curve")
+            assert not page.ids("relay-actions", "read-now", "recollect") and page.ids("load-curve")
             await asyncio.to_thread(page.open, f"/commands/{reconnect}")
             assert page.state() == "pending" and not page.ids("approve", "cancel")
             await asyncio.to_thread(page.open, "/commands")

@@ -306,3 +306,25 @@ def test_a_sign_in_token_works_as_bearer_with_its_own_roles(pg_dsn: str, tmp_pat
         ]
         schema = client.get("/api/openapi.json").json()["components"]["schemas"]
         assert {"OverviewOut", "MeterOut", "CommandsOut", "CommandOut", "CommandRequest"} <= set(schema)
+
+
+def test_a_meter_request_is_followed_by_its_id(pg_dsn: str, tmp_path: Path) -> None:
+    run_sync(lambda: _seed(pg_dsn))
+    with running_console(pg_dsn, tmp_path) as url:
+        client = signed_in(url, "2")
+        asked = client.post("/api/meters/flat-1/read", headers={"x-csrf-token": csrf_of(client)})
+        assert asked.status_code == 201, asked.text
+        shown = client.get(f"/api/requests/{asked.json()['id']}").json()
+        assert {k: shown["request"][k] for k in ("meter", "kind", "requested_by", "state", "final")} == {
+            "meter": "flat-1",
+            "kind": "read",
+            "requested_by": "2",
+            "state": "requested",  # no daemon runs here: it waits, and its page refreshes itself
+            "final": False,
+        }
+        assert shown["values"] == [] and shown["read_at"] is None
+        page = client.get(f"/requests/{asked.json()['id']}")
+        assert page.status_code == 200 and 'http-equiv="refresh"' in page.text
+        assert client.get("/api/requests/999999").status_code == 404
+        unknown = client.post("/api/meters/nobody/read", headers={"x-csrf-token": csrf_of(client)})
+        assert unknown.status_code == 409 and "nobody" in unknown.json()["detail"]
