@@ -1,6 +1,7 @@
 """The exception rules pass: each configured rule run in SQL over what is stored (one set-based
-statement per rule: open, count, mark clear, auto-close), after the areas' recent line losses are
-brought up to date; the counts per rule and state for the metric."""
+statement per rule: open, count, mark clear, auto-close), after one summary of the readings' window
+is built and the areas' recent line losses are brought up to date; the counts per rule and state for
+the metric."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ import asyncpg
 from headend.analytics.lineloss import refresh
 from headend.config import ExceptionsConfig
 from headend.store.exception_rules import RULES
-from headend.store.exceptions import RuleOutcome, apply_rule, counts_by_rule_and_state
+from headend.store.exceptions import (
+    RuleOutcome,
+    apply_rule,
+    counts_by_rule_and_state,
+    drop_window_summary,
+    summarise_window,
+)
 from headend.vocabulary import EXCEPTION_RULES, EXCEPTION_STATES, ExceptionRule, ExceptionState
 
 
@@ -23,9 +30,9 @@ def rule_params(rule: ExceptionRule, cfg: ExceptionsConfig, today: date) -> tupl
         "register_backwards": (cfg.window, cfg.register_tolerance_kwh),
         "meter_stopped": (cfg.window, cfg.min_current_a, cfg.flat_kwh),
         "reverse_energy": (cfg.window, cfg.reverse_min_kwh, cfg.flat_kwh),
-        "voltage_loss": (cfg.window, cfg.voltage_loss_v),
-        "current_imbalance": (cfg.window, cfg.imbalance_pct, cfg.imbalance_min_a),
-        "consumption_spike": (cfg.spike_window, cfg.spike_history, cfg.spike_factor, cfg.spike_min_kwh),
+        "voltage_loss": (cfg.voltage_loss_v,),
+        "current_imbalance": (cfg.imbalance_pct, cfg.imbalance_min_a),
+        "consumption_spike": (cfg.spike_factor, cfg.spike_min_kwh),
         "clock_offset": (cfg.clock_window, cfg.clock_offset),
         "tamper": (cfg.tamper_window, cfg.tamper_kinds),
         "no_read": (cfg.no_read_after,),
@@ -40,20 +47,34 @@ async def run_rules(
     conn: asyncpg.Connection, cfg: ExceptionsConfig, zone: ZoneInfo, now: datetime
 ) -> dict[ExceptionRule, RuleOutcome | str]:
     """One pass of the configured rules at ``now``: what each did, or why it failed (the others still
-    ran). The area rules read the line losses of the last ``area_days`` days (analytics zone),
-    refreshed first."""
+    ran). The reading rules read one summary of the window per meter and quantity, built first; the
+    area rules read the line losses of the last ``area_days`` days (analytics zone), refreshed first."""
     today = now.astimezone(zone).date()
     if any(RULES[rule].subject == "area" for rule in cfg.rules):
         await refresh(conn, [today - timedelta(days=n) for n in range(cfg.area_days, 0, -1)], zone)
     outcomes: dict[ExceptionRule, RuleOutcome | str] = {}
-    for rule in cfg.rules:
+    summary_failed: str | None = None
+    if any(RULES[rule].reads_window for rule in cfg.rules):
         try:
-            async with conn.transaction():
-                outcomes[rule] = await apply_rule(
-                    conn, RULES[rule], now, cfg.auto_close_after, rule_params(rule, cfg, today)
-                )
-        except asyncpg.PostgresError as exc:  # one rule failing must not stop the others
-            outcomes[rule] = f"{type(exc).__name__}: {exc}"
+            await summarise_window(
+                conn, now, cfg.window, cfg.spike_window, cfg.spike_history, cfg.register_tolerance_kwh
+            )
+        except asyncpg.PostgresError as exc:  # the reading rules fail with it, the others still run
+            summary_failed = f"{type(exc).__name__}: {exc}"
+    try:
+        for rule in cfg.rules:
+            if summary_failed is not None and RULES[rule].reads_window:
+                outcomes[rule] = summary_failed
+                continue
+            try:
+                async with conn.transaction():
+                    outcomes[rule] = await apply_rule(
+                        conn, RULES[rule], now, cfg.auto_close_after, rule_params(rule, cfg, today)
+                    )
+            except asyncpg.PostgresError as exc:  # one rule failing must not stop the others
+                outcomes[rule] = f"{type(exc).__name__}: {exc}"
+    finally:
+        await drop_window_summary(conn)
     return outcomes
 
 

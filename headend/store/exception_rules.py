@@ -3,7 +3,9 @@ holds now (``subject``, ``evidence``), set-based; :mod:`headend.store.exceptions
 auto-closes the exceptions from that selection in the same statement.
 
 Every query takes ``$1`` (the pass's time, UTC) and its own thresholds from ``$3`` on (``$2`` is the
-auto-close delay of the surrounding statement); windows are in seconds.
+auto-close delay of the surrounding statement); windows are in seconds. The reading rules do not scan
+the readings themselves: they read the window summary that one pass (``WINDOW_SUMMARY``) builds per
+rules run.
 """
 
 from __future__ import annotations
@@ -38,11 +40,61 @@ class RuleQuery:
     rule: ExceptionRule
     subject: Subject
     firing: str
+    reads_window: bool = False  # reads the pass's window summary (``WINDOW_SUMMARY``), built first
 
+
+# The window summary: ONE set-based pass over the readings the six reading rules look at, per meter and
+# quantity (a temp table, built at the start of a rules pass and dropped at its end); each reading rule
+# then reads this summary instead of scanning the readings itself. $1 the pass's time, $2 window, $3
+# spike window, $4 spike history (seconds), $5 register tolerance kWh. Over the rules' ``window``: the
+# count, min / max / sum of the values, the first time, and the time of the latest drop of a register
+# below the reading before it (both in the window) by more than the tolerance; the last time and value
+# (the window ends at $1, so the last reading is the window's when the count is not 0). Over the spike
+# history of the import register, split at the spike window: the first time and value after the cut,
+# the first and last time and value before it. One sort per meter and quantity serves all: each
+# reading knows the times of its neighbours, so the first and last rows of each span are picked by a
+# flag, not by a second ordering (readings are unique per meter, quantity and time, so a span has two
+# readings or more when its first and last times differ).
+WINDOW_SUMMARY_TABLE = "exception_window"
+WINDOW_SUMMARY = f"""
+CREATE TEMP TABLE {WINDOW_SUMMARY_TABLE} AS
+SELECT meter_id, quantity_id,
+       count(*) FILTER (WHERE w) AS n, min(value) FILTER (WHERE w) AS vmin,
+       max(value) FILTER (WHERE w) AS vmax, sum(value) FILTER (WHERE w) AS total,
+       min(ts) FILTER (WHERE w) AS first_ts, max(ts) AS last_ts,
+       max(value) FILTER (WHERE last) AS last_value, max(ts) FILTER (WHERE dropped) AS drop_ts,
+       min(ts) FILTER (WHERE recent) AS recent_first_ts,
+       max(value) FILTER (WHERE recent_first) AS recent_first,
+       min(ts) FILTER (WHERE past) AS past_first_ts, max(value) FILTER (WHERE past_first) AS past_first,
+       max(ts) FILTER (WHERE past) AS past_last_ts, max(value) FILTER (WHERE past_last) AS past_last
+FROM (SELECT meter_id, quantity_id, ts, value, w, next_ts IS NULL AS last,
+             w AND prev_ts > $1::timestamptz - make_interval(secs => $2) AND value < prev - $5 AS dropped,
+             spiky AND ts > cut AS recent,
+             spiky AND ts > cut AND (prev_ts IS NULL OR prev_ts <= cut) AS recent_first,
+             spiky AND ts <= cut AS past,
+             spiky AND ts <= cut
+                 AND (prev_ts IS NULL OR prev_ts <= since) AS past_first,
+             spiky AND ts <= cut AND (next_ts IS NULL OR next_ts > cut) AS past_last
+      FROM (SELECT r.meter_id, r.quantity_id, r.ts, r.value,
+                   r.ts > $1::timestamptz - make_interval(secs => $2) AS w,
+                   r.quantity_id = {_IMPORT} AND r.ts > $1::timestamptz - make_interval(secs => $4) AS spiky,
+                   $1::timestamptz - make_interval(secs => $3) AS cut,
+                   $1::timestamptz - make_interval(secs => $4) AS since,
+                   lag(r.value) OVER o AS prev, lag(r.ts) OVER o AS prev_ts, lead(r.ts) OVER o AS next_ts
+            FROM readings r
+            WHERE r.quantity_id IN ({_IMPORT}, {_EXPORT}, {_CURRENTS}, {_VOLTAGES}) AND {_GOOD}
+              AND r.ts <= $1 AND (r.ts > $1::timestamptz - make_interval(secs => $2)
+                                  OR (r.quantity_id = {_IMPORT}
+                                      AND r.ts > $1::timestamptz - make_interval(secs => $4)))
+            WINDOW o AS (PARTITION BY r.meter_id, r.quantity_id ORDER BY r.ts)) a) s
+GROUP BY meter_id, quantity_id
+"""
+_W = WINDOW_SUMMARY_TABLE
 
 # $3 window, $4 tolerance kWh: the latest import register below the one before it by more than the
-# tolerance: a stored reading below the stored one before it, or a reply the driver read below its last
-# accepted value and did not store (a ``register_went_back`` event of the daemon, ``stored`` false)
+# tolerance: a stored reading below the stored one before it (the summary's latest drop, its values
+# looked up by key), or a reply the driver read below its last accepted value and did not store (a
+# ``register_went_back`` event of the daemon, ``stored`` false)
 REGISTER_BACKWARDS = RuleQuery(
     "register_backwards",
     "meter",
@@ -51,27 +103,32 @@ REGISTER_BACKWARDS = RuleQuery(
            jsonb_build_object('ts', ts, 'value', value, 'previous_ts', previous_ts, 'previous', previous,
                               'stored', stored)
                AS evidence
-    FROM (SELECT meter_id, ts, value, previous, previous_ts, true AS stored
-          FROM (SELECT r.meter_id, r.ts, r.value, lag(r.value) OVER w AS previous,
-                       lag(r.ts) OVER w AS previous_ts
-                FROM readings r WHERE r.quantity_id = {_IMPORT} AND {_GOOD} AND {_window("$3")}
-                WINDOW w AS (PARTITION BY r.meter_id ORDER BY r.ts)) s
+    FROM (SELECT s.meter_id, s.drop_ts AS ts, d.value, p.value AS previous, p.ts AS previous_ts,
+                 true AS stored
+          FROM {_W} s
+          JOIN readings d ON d.meter_id = s.meter_id AND d.quantity_id = s.quantity_id AND d.ts = s.drop_ts
+          CROSS JOIN LATERAL (SELECT r.ts, r.value FROM readings r
+                              WHERE r.meter_id = s.meter_id AND r.quantity_id = s.quantity_id
+                                AND r.ts < s.drop_ts AND {_GOOD}
+                              ORDER BY r.ts DESC LIMIT 1) p
+          WHERE s.quantity_id = {_IMPORT} AND s.drop_ts IS NOT NULL
           UNION ALL
           SELECT meter_id, occurred_at, (details #>> '{{energy_import_kwh,value}}')::float8,
                  (details #>> '{{energy_import_kwh,previous}}')::float8, NULL, false
           FROM events
           WHERE category = 'comm' AND kind = 'register_went_back' AND details ? 'energy_import_kwh'
-            AND occurred_at > $1::timestamptz - make_interval(secs => $3) AND occurred_at <= $1) b
-    WHERE value < previous - $4
+            AND occurred_at > $1::timestamptz - make_interval(secs => $3) AND occurred_at <= $1
+            AND (details #>> '{{energy_import_kwh,value}}')::float8
+                < (details #>> '{{energy_import_kwh,previous}}')::float8 - $4) b
     ORDER BY meter_id, ts DESC
     """,
+    reads_window=True,
 )
 
 _SPANS = f"""
-    span AS (SELECT r.meter_id, r.quantity_id, count(*) AS n, max(r.value) - min(r.value) AS change,
-                    extract(epoch FROM max(r.ts) - min(r.ts)) AS span_s
-             FROM readings r WHERE r.quantity_id IN ({_IMPORT}, {_EXPORT}) AND {_GOOD} AND {_window("$3")}
-             GROUP BY r.meter_id, r.quantity_id)"""
+    span AS (SELECT meter_id, quantity_id, n, vmax - vmin AS change,
+                    extract(epoch FROM last_ts - first_ts) AS span_s
+             FROM {_W} WHERE quantity_id IN ({_IMPORT}, {_EXPORT}) AND n > 0)"""
 
 # $3 window, $4 minimum mean current A, $5 flat kWh: neither register moves while current flows (flat
 # over at least half the window: two close readings prove nothing)
@@ -80,8 +137,8 @@ METER_STOPPED = RuleQuery(
     "meter",
     f"""
     WITH {_SPANS},
-    flowing AS (SELECT r.meter_id, avg(r.value) AS current_a FROM readings r
-                WHERE r.quantity_id IN ({_CURRENTS}) AND {_GOOD} AND {_window("$3")} GROUP BY r.meter_id)
+    flowing AS (SELECT meter_id, sum(total) / sum(n)::float8 AS current_a FROM {_W}
+                WHERE quantity_id IN ({_CURRENTS}) AND n > 0 GROUP BY meter_id)
     SELECT s.meter_id AS subject,
            jsonb_build_object('import_change_kwh', s.change, 'readings', s.n,
                               'mean_current_a', round(c.current_a::numeric, 3), 'window_s', $3::float8)
@@ -91,6 +148,7 @@ METER_STOPPED = RuleQuery(
       AND NOT EXISTS (SELECT 1 FROM span x WHERE x.meter_id = s.meter_id AND x.quantity_id = {_EXPORT}
                       AND x.change > $5)
     """,
+    reads_window=True,
 )
 
 # $3 window, $4 minimum export kWh, $5 flat kWh: energy registers as export while import stays flat
@@ -107,67 +165,68 @@ REVERSE_ENERGY = RuleQuery(
     FROM span x JOIN span i ON i.meter_id = x.meter_id AND i.quantity_id = {_IMPORT}
     WHERE x.quantity_id = {_EXPORT} AND x.change >= $4 AND i.span_s >= $3 / 2 AND i.change <= $5
     """,
+    reads_window=True,
 )
 
 _LATEST_PHASES = """
-    latest AS (SELECT DISTINCT ON (r.meter_id, r.quantity_id) r.meter_id, q.name, r.value, r.ts
-               FROM readings r JOIN quantities q ON q.id = r.quantity_id
-               WHERE r.quantity_id IN ({ids}) AND {good} AND {window}
-               ORDER BY r.meter_id, r.quantity_id, r.ts DESC)"""
+    latest AS (SELECT s.meter_id, q.name, s.last_value AS value, s.last_ts AS ts
+               FROM {table} s JOIN quantities q ON q.id = s.quantity_id
+               WHERE s.quantity_id IN ({ids}) AND s.n > 0)"""  # phases are summarised over the window only
 
-# $3 window, $4 volts: a phase's latest voltage below the threshold (失压 / 断相)
+# $3 volts: a phase's latest voltage in the window below the threshold (失压 / 断相)
 VOLTAGE_LOSS = RuleQuery(
     "voltage_loss",
     "meter",
     f"""
-    WITH {_LATEST_PHASES.format(ids=_VOLTAGES, good=_GOOD, window=_window("$3"))}
+    WITH {_LATEST_PHASES.format(ids=_VOLTAGES, table=_W)}
     SELECT meter_id AS subject,
            jsonb_build_object('volts', jsonb_object_agg(name, value), 'ts', max(ts),
-                              'lost', jsonb_agg(name ORDER BY name) FILTER (WHERE value < $4)) AS evidence
-    FROM latest GROUP BY meter_id HAVING min(value) < $4
+                              'lost', jsonb_agg(name ORDER BY name) FILTER (WHERE value < $3)) AS evidence
+    FROM latest GROUP BY meter_id HAVING min(value) < $3
     """,
+    reads_window=True,
 )
 
-# $3 window, $4 imbalance %, $5 minimum current A: the three latest phase currents apart by more than
-# the threshold, relative to the largest
+# $3 imbalance %, $4 minimum current A: the three latest phase currents in the window apart by more
+# than the threshold, relative to the largest
 CURRENT_IMBALANCE = RuleQuery(
     "current_imbalance",
     "meter",
     f"""
-    WITH {_LATEST_PHASES.format(ids=_CURRENTS, good=_GOOD, window=_window("$3"))}
+    WITH {_LATEST_PHASES.format(ids=_CURRENTS, table=_W)}
     SELECT meter_id AS subject,
            jsonb_build_object('amps', jsonb_object_agg(name, value), 'ts', max(ts),
                               'imbalance_pct',
                               round((100 * (max(value) - min(value)) / max(value))::numeric, 1))
                AS evidence
     FROM latest GROUP BY meter_id
-    HAVING count(*) = 3 AND max(value) >= $5 AND 100 * (max(value) - min(value)) / max(value) > $4
+    HAVING count(*) = 3 AND max(value) >= $4 AND 100 * (max(value) - min(value)) / max(value) > $3
     """,
+    reads_window=True,
 )
 
-# the register's growth from the first to the last reading (a register going backwards is no spike)
-_GROWTH = """(array_agg(value ORDER BY ts DESC))[1] - (array_agg(value ORDER BY ts))[1] AS kwh,
-             extract(epoch FROM max(ts) - min(ts)) AS secs"""
-
-# $3 recent window, $4 history, $5 factor, $6 minimum kWh: the recent consumption rate above the factor
-# times the meter's own rate over the history before it (a history without growth: no judgement)
+# $3 factor, $4 minimum kWh: the import register's growth over the recent window (first to last
+# reading; a register going backwards is no spike) at a rate above the factor times the meter's own
+# rate over the history before it (a history without growth: no judgement)
 CONSUMPTION_SPIKE = RuleQuery(
     "consumption_spike",
     "meter",
     f"""
-    WITH e AS (SELECT r.meter_id, r.ts, r.value FROM readings r
-               WHERE r.quantity_id = {_IMPORT} AND {_GOOD} AND {_window("$4")}),
-    recent AS (SELECT meter_id, {_GROWTH} FROM e WHERE ts > $1::timestamptz - make_interval(secs => $3)
-               GROUP BY meter_id HAVING count(*) >= 2),
-    past AS (SELECT meter_id, {_GROWTH} FROM e WHERE ts <= $1::timestamptz - make_interval(secs => $3)
-             GROUP BY meter_id HAVING count(*) >= 2)
-    SELECT r.meter_id AS subject,
-           jsonb_build_object('recent_kwh', round(r.kwh::numeric, 3), 'recent_s', r.secs,
-                              'usual_kwh', round((p.kwh / p.secs * r.secs)::numeric, 3), 'history_s', p.secs)
+    WITH g AS (SELECT meter_id, last_value - recent_first AS kwh,
+                      extract(epoch FROM last_ts - recent_first_ts) AS secs,
+                      past_last - past_first AS past_kwh,
+                      extract(epoch FROM past_last_ts - past_first_ts) AS past_secs
+               FROM {_W} WHERE quantity_id = {_IMPORT} AND recent_first_ts < last_ts
+                 AND past_first_ts < past_last_ts)
+    SELECT meter_id AS subject,
+           jsonb_build_object('recent_kwh', round(kwh::numeric, 3), 'recent_s', secs,
+                              'usual_kwh', round((past_kwh / past_secs * secs)::numeric, 3),
+                              'history_s', past_secs)
                AS evidence
-    FROM recent r JOIN past p USING (meter_id)
-    WHERE r.secs > 0 AND p.secs > 0 AND p.kwh > 0 AND r.kwh >= $6 AND r.kwh / r.secs > $5 * p.kwh / p.secs
+    FROM g
+    WHERE secs > 0 AND past_secs > 0 AND past_kwh > 0 AND kwh >= $4 AND kwh / secs > $3 * past_kwh / past_secs
     """,
+    reads_window=True,
 )
 
 # $3 window, $4 seconds: the latest clock check in the window found the clock further off than policy

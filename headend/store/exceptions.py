@@ -9,7 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from headend.store.audit import set_actor
-from headend.store.exception_rules import RuleQuery
+from headend.store.exception_rules import WINDOW_SUMMARY, WINDOW_SUMMARY_TABLE, RuleQuery
 from headend.store.results import row, rows
 from headend.vocabulary import ExceptionRule, ExceptionState
 
@@ -68,6 +68,26 @@ async def apply_rule(
     found = await conn.fetchrow(sql, now, clear_after_s, *params)
     assert found is not None
     return RuleOutcome(found["opened"], found["seen"], found["closed"])
+
+
+async def summarise_window(
+    conn: asyncpg.Connection,
+    now: datetime,
+    window_s: float,
+    spike_window_s: float,
+    spike_history_s: float,
+    tolerance_kwh: float,
+) -> None:
+    """Build the window summary the reading rules read (one pass over the readings; a temp table of
+    this connection, replacing the previous pass's), then give the planner its statistics."""
+    await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{WINDOW_SUMMARY_TABLE}")
+    await conn.execute(WINDOW_SUMMARY, now, window_s, spike_window_s, spike_history_s, tolerance_kwh)
+    await conn.execute(f"ANALYZE pg_temp.{WINDOW_SUMMARY_TABLE}")
+
+
+async def drop_window_summary(conn: asyncpg.Connection) -> None:
+    """Drop the window summary (the connection goes back to a pool)."""
+    await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{WINDOW_SUMMARY_TABLE}")
 
 
 async def counts_by_rule_and_state(
