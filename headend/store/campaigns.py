@@ -94,6 +94,16 @@ async def campaigns(conn: Queryable) -> list[asyncpg.Record]:
     )
 
 
+async def counts(conn: Queryable, campaign_id: int) -> dict[str, int]:
+    """How many of a campaign's meters are in each state."""
+    found = await rows(
+        conn,
+        "SELECT state, count(*) AS n FROM tou_campaign_meters WHERE campaign_id = $1 GROUP BY state",
+        campaign_id,
+    )
+    return {str(r["state"]): int(r["n"]) for r in found}
+
+
 async def campaign_meters(conn: Queryable, campaign_id: int) -> list[asyncpg.Record]:
     """``meter_id, address, channel, state, reason, attempts`` of a campaign's meters."""
     return await rows(

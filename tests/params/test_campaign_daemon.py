@@ -104,7 +104,9 @@ async def test_a_campaign_runs_in_the_daemon_two_people_verified_or_failed(
         await wait_until(all_read, 60, "the dry run of every meter")
         findings = {
             m["address"]: m["dry_run"]
-            for m in json.loads(headend(pg_dsn, "params", "campaign", "show", "c1").stdout)["meters"]
+            for m in json.loads(headend(pg_dsn, "params", "campaign", "show", "c1", "--json").stdout)[
+                "meters"
+            ]
         }
         addresses = [m.address for m in bus.meters]
         assert findings[addresses[1]]["04010001 first_set_daily_table_1"] == [
@@ -138,7 +140,7 @@ async def test_a_campaign_runs_in_the_daemon_two_people_verified_or_failed(
             return await conn.fetchval("SELECT state FROM tou_campaigns WHERE name = 'c1'") == "done"
 
         await wait_until(finished, 60, "the campaign done")
-        shown = json.loads(headend(pg_dsn, "params", "campaign", "show", "c1").stdout)
+        shown = json.loads(headend(pg_dsn, "params", "campaign", "show", "c1", "--json").stdout)
         states = {m["address"]: (m["state"], m["reason"], m["attempts"]) for m in shown["meters"]}
         assert states == {
             addresses[0]: ("verified", None, 2),

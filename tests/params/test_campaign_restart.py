@@ -5,6 +5,7 @@ lands by a seeded fault: the simulated meter stops answering right after its las
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from pathlib import Path
@@ -65,7 +66,7 @@ async def test_a_daemon_killed_mid_campaign_leaves_nothing_written_twice(pg_dsn:
             return await conn.fetchval("SELECT count(dry_run_at) FROM tou_campaign_meters") == 2
 
         await wait_until(all_read, 60, "the dry run of every meter")
-        shown = json.loads(headend(pg_dsn, "params", "campaign", "show", "c2").stdout)["meters"]
+        shown = json.loads(headend(pg_dsn, "params", "campaign", "show", "c2", "--json").stdout)["meters"]
         changes = {m["address"]: len(m["dry_run"]) for m in shown}
         assert all(n > 2 for n in changes.values()), changes
         # meter 0 acknowledges every write it needs, then stops answering: its read-back waits
@@ -86,10 +87,15 @@ async def test_a_daemon_killed_mid_campaign_leaves_nothing_written_twice(pg_dsn:
         models[0].offline = False
         daemons.append(await Daemon.start(config, tmp_path / "state", port))
 
-        async def finished() -> bool:
-            return await conn.fetchval("SELECT state FROM tou_campaigns WHERE name = 'c2'") == "done"
-
-        await wait_until(finished, 60, "the campaign done after the restart")
+        # the progress redrawn (plain text, not a terminal) until the campaign is done
+        watched = await asyncio.to_thread(
+            headend, pg_dsn, "params", "campaign", "show", "c2", "--watch", "--every", "0.2"
+        )
+        assert watched.returncode == 0, watched.stderr
+        lines = watched.stdout.splitlines()
+        assert lines[0] == "campaign c2: running"
+        assert lines[-3:] == ["campaign c2: done", f"[{'#' * 30}] 2/2 meters settled (100%)",
+                              "pending 0  written 0  verified 2  skipped 0  failed 0"]  # fmt: skip
         assert await state_of(0) == ("verified", None, 2)
         assert await state_of(1) == ("verified", None, 1)
         # every item that differed was written exactly once, across the kill and the new attempt
