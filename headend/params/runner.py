@@ -26,6 +26,7 @@ import asyncpg
 
 from headend.drivers.base import DriverError, MeterDriver, MeterRefused, MeterTimeout, NotSupported
 from headend.drivers.dlt645 import Dlt645Driver
+from headend.params.progress import STATES
 from headend.params.tou import SEASON_SWITCH, TABLE_SWITCH, comparable, item_diff, parse_set
 from headend.params.windows import is_open, next_open, parse_window
 from headend.services import ServiceHost
@@ -231,6 +232,20 @@ async def _pass(host: ServiceHost) -> None:
     async with host.pool.acquire() as conn:
         for name in await store.finish_settled(conn):
             log.info("campaign done", extra={"campaign": name})
+        counts = await store.open_counts(conn)
+    _publish(host, counts)
+
+
+def _publish(host: ServiceHost, counts: list[asyncpg.Record]) -> None:
+    """``headend_campaign_meters{campaign,state}`` of the open campaigns (every state, 0 included)."""
+    gauge = host.metrics.campaign_meters
+    gauge.clear()
+    by_name: dict[str, dict[str, int]] = {}
+    for r in counts:
+        by_name.setdefault(str(r["name"]), {})[str(r["state"])] = int(r["n"])
+    for name, found in by_name.items():
+        for state in STATES:
+            gauge.labels(campaign=name, state=state).set(found.get(state, 0))
 
 
 async def run(host: ServiceHost) -> None:

@@ -104,6 +104,16 @@ async def counts(conn: Queryable, campaign_id: int) -> dict[str, int]:
     return {str(r["state"]): int(r["n"]) for r in found}
 
 
+async def open_counts(conn: Queryable) -> list[asyncpg.Record]:
+    """``name, state, n``: the meters per state of every running or paused campaign."""
+    return await rows(
+        conn,
+        "SELECT c.name, x.state, count(*) AS n FROM tou_campaigns c"
+        " JOIN tou_campaign_meters x ON x.campaign_id = c.id WHERE c.state IN ('running', 'paused')"
+        " GROUP BY c.name, x.state",
+    )
+
+
 async def campaign_meters(conn: Queryable, campaign_id: int) -> list[asyncpg.Record]:
     """``meter_id, address, channel, state, reason, attempts`` of a campaign's meters."""
     return await rows(

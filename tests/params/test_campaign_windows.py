@@ -58,6 +58,12 @@ async def test_a_campaign_waits_out_the_peak_reading_window(pg_dsn: str, tmp_pat
         found = await conn.fetch("SELECT next_try_at, attempts, state FROM tou_campaign_meters")
         assert [(r["next_try_at"], r["attempts"], r["state"]) for r in found] == [(opening, 0, "pending")] * 2
         assert all("programming" not in m.model.event_counts for m in bus.meters)
+
+        async def published() -> bool:
+            return await daemon.metric("headend_campaign_meters", 'campaign="c3",state="pending"') == 2
+
+        await wait_until(published, 30, "the campaign's meters in the daemon's metrics")
+        assert await daemon.metric("headend_campaign_meters", 'campaign="c3"') == 2  # every other state 0
     finally:
         await conn.close()
         if daemon is not None:
