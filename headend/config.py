@@ -311,6 +311,34 @@ class RequestsConfig(_Section):
     sweep_every: Duration = 5.0
 
 
+class CampaignsConfig(_Section):
+    """Parameter campaigns in the daemon (headend.params.runner): the zone of the windows' local
+    times, the peak reading windows in which no campaign writes (the midnight freeze 23:55-00:10 is
+    closed always) and ``pace``: campaign jobs per bus in each pass of the runner (one after another; the
+    bus's scheduled reads take their turns between passes)."""
+
+    timezone: str = "Asia/Shanghai"
+    peak_reading: list[str] = Field(default_factory=lambda: ["00:10-01:00"])
+    pace: int = Field(2, ge=1, le=100)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("peak_reading")
+    @classmethod
+    def _windows(cls, value: list[str]) -> list[str]:
+        for text in value:
+            if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", text):
+                raise ValueError(f"peak reading window {text!r}: expected HH:MM-HH:MM")
+        return value
+
+
 class HaConfig(_Section):
     """One active daemon per database (docs/operations.md): a standby tries the lock every ``poll``;
     the active daemon checks its lock connection every ``check`` (a reply within ``check_timeout``).
@@ -573,6 +601,7 @@ class HeadendConfig(_Section):
     engine: EngineConfig = EngineConfig()
     ha: HaConfig = HaConfig()
     requests: RequestsConfig = RequestsConfig()
+    campaigns: CampaignsConfig = CampaignsConfig()
     safety: SafetyConfig = SafetyConfig()
     billing: BillingConfig = BillingConfig()
     listen: ListenConfig = ListenConfig()

@@ -152,6 +152,12 @@ class EngineMetrics:
         self.relay_mismatches = Gauge(
             "headend_relay_mismatches", "Relays found in another state than the command log says", registry=r
         )
+        self.campaign_meters = Gauge(
+            "headend_campaign_meters",
+            "Meters of running or paused parameter campaigns, by state",
+            ["campaign", "state"],
+            registry=r,
+        )
 
         self.daemon_active = Gauge(
             "headend_daemon_active",

@@ -52,6 +52,7 @@ class Dlt645Meter:
     controls: int = 0  # relay control frames received so far
     control_actions: Counter[str] = field(default_factory=Counter)  # those frames by N1 (trip, alarm, ...)
     fault_counts: Counter[str] = field(default_factory=Counter)  # control faults injected
+    offline_after_programming: int | None = None  # the meter stops answering after this many writes
 
     @property
     def address(self) -> str:
@@ -257,6 +258,8 @@ class Dlt645Responder:
         except TouRefused as exc:
             return self._abnormal(meter, frame, exc.flag)
         model.record_stamp("programming", frame.fields.get("operator", "00000000"))
+        if meter.offline_after_programming == model.event_counts.get("programming"):
+            model.offline = True  # a planned fault: this write is acknowledged, nothing after it
         return self._ok(meter, frame)
 
     def write_address(self, meter: Dlt645Meter, frame: Frame) -> bytes | None:

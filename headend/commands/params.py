@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +19,9 @@ from headend.commands.auth import OperatorId, login
 from headend.commands.common import Dsn, fail, run_with_conn
 from headend.operators import OperatorError
 from headend.params.from_tariff import set_from_slots
+from headend.params.progress import progress_lines
 from headend.params.tou import ParamError, TouSet, item_diff, parse_set
+from headend.params.windows import WindowError, parse_window
 from headend.store import campaigns as campaigns_store
 from headend.store.audit import audit
 from headend.store.param_sets import add_version, latest_versions, set_version
@@ -225,9 +229,21 @@ def campaign_create(
         str | None, typer.Option("--channel", help="Every DL/T 645-2007 meter of a channel.")
     ] = None,
     max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, max=10, help="Tries per meter.")] = 3,
+    window: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--window",
+            help="HH:MM-HH:MM local time in which writes may run (repeatable; none: any time outside"
+            " the midnight freeze and the peak reading windows).",
+        ),
+    ] = None,
     dsn: Dsn = None,
 ) -> None:
     """Create a campaign as a draft (an operator; audited): a different approver approves it."""
+    try:
+        windows = [str(parse_window(w)) for w in window or []]
+    except WindowError as exc:
+        fail(f"--window: {exc}")
     try:
         switch = datetime.fromisoformat(switch_at)
     except ValueError:
@@ -253,11 +269,12 @@ def campaign_create(
             if missing:
                 raise ParamError(f"unknown meter {missing[0]!r}")
             ids = list(dict.fromkeys(by_key[m] for m in wanted))
-        await campaigns_store.create(conn, name, int(found["id"]), switch, max_attempts, me, ids)
+        await campaigns_store.create(conn, name, int(found["id"]), switch, max_attempts, me, ids, windows)
         details = {
             "set": f"{set_name}@{found['version']}",
             "switch_at": switch.isoformat(),
             "meters": len(ids),
+            "windows": windows,
         }
         await audit(conn, me, "params.campaign_created", "campaign", name, "params campaign create", details)
         return len(ids)
@@ -344,15 +361,13 @@ def _campaign_record(found: asyncpg.Record) -> dict[str, Any]:
         "set": f"{found['set_name']}@{found['set_version']}",
         "switch_at": found["switch_at"].isoformat(),
         "max_attempts": found["max_attempts"],
+        "windows": list(found["windows"]),
         "created_by": found["created_by"],
         "approved_by": found["approved_by"],
     }
 
 
-@campaign_app.command("show")
-def campaign_show(name: str, dsn: Dsn = None) -> None:
-    """A campaign and the state of each of its meters, as JSON."""
-
+def _shown(dsn: str | None, name: str) -> dict[str, Any]:
     async def work(conn: asyncpg.Connection) -> dict[str, Any] | None:
         found = await campaigns_store.campaign(conn, name)
         if found is None:
@@ -366,12 +381,40 @@ def campaign_show(name: str, dsn: Dsn = None) -> None:
             }
             for m in meters
         ]
-        return _campaign_record(found) | {"meters": listed}
+        counts = await campaigns_store.counts(conn, int(found["id"]))
+        return _campaign_record(found) | {"counts": counts, "meters": listed}
 
     shown = run_with_conn(dsn, work)
     if shown is None:
         fail(f"no campaign {name!r}")
-    typer.echo(json.dumps(shown, indent=2, ensure_ascii=False))
+    return shown
+
+
+@campaign_app.command("show")
+def campaign_show(
+    name: str,
+    as_json: Annotated[bool, typer.Option("--json", help="The campaign and each meter, as JSON.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Redraw until the campaign is done.")] = False,
+    every: Annotated[float, typer.Option("--every", min=0.2, help="Seconds between redraws.")] = 2.0,
+    dsn: Dsn = None,
+) -> None:
+    """A campaign's progress: meters in each state and a progress bar (``--json``: every meter)."""
+    if as_json:
+        typer.echo(json.dumps(_shown(dsn, name), indent=2, ensure_ascii=False))
+        return
+    tty = sys.stdout.isatty()
+    last: list[str] = []
+    while True:
+        shown = _shown(dsn, name)
+        lines = progress_lines(name, shown["state"], shown["counts"])
+        if lines != last:
+            if watch and tty:
+                typer.echo("\x1b[H\x1b[2J", nl=False)  # redraw in place on a terminal
+            typer.echo("\n".join(lines))
+            last = lines
+        if not watch or shown["state"] in ("done", "cancelled"):
+            return
+        time.sleep(every)
 
 
 @campaign_app.command("list")

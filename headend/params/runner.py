@@ -16,15 +16,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
 from headend.drivers.base import DriverError, MeterDriver, MeterRefused, MeterTimeout, NotSupported
 from headend.drivers.dlt645 import Dlt645Driver
+from headend.params.progress import STATES
 from headend.params.tou import SEASON_SWITCH, TABLE_SWITCH, comparable, item_diff, parse_set
+from headend.params.windows import is_open, next_open, parse_window
 from headend.services import ServiceHost
 from headend.store import campaigns as store
 from protocols.dlt645 import lookup
@@ -35,6 +39,7 @@ RETRY_BASE_S = 2.0
 BATCH = 200
 OPERATOR_CODE = "00000025"  # the operator code written with campaign frames (issue 25)
 STATUS_WORD_3 = "04000503"
+NEVER = timedelta(days=365)  # a campaign whose windows never open waits this long between looks
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,25 +103,55 @@ async def dry_run(driver: MeterDriver, definition: dict[str, Any], switch_at: da
     return named
 
 
-async def attempt(driver: MeterDriver, definition: dict[str, Any], switch_at: datetime) -> Outcome:
-    """One attempt at one meter (the body of its bus-worker job)."""
+async def attempt(
+    driver: MeterDriver,
+    definition: dict[str, Any],
+    switch_at: datetime,
+    written: Callable[[], Awaitable[None]] | None = None,
+    was_written: bool = False,
+) -> Outcome:
+    """One attempt at one meter (the body of its bus-worker job); ``written`` is awaited once every
+    change is acknowledged, before the read-back (the meter's ``written`` state). A meter already
+    ``written`` (a daemon stopped before its read-back) that now holds every item is verified: the
+    plan's reads are its read-back."""
     try:
         meter, wanted, differs = await plan(driver, definition, switch_at)
     except PlanError as exc:
         return Outcome("failed", str(exc))
     changes = _ordered(list(differs))
     if not changes:
-        return Outcome("skipped")
+        return Outcome("verified" if was_written else "skipped")
     for di in changes:
         await meter.write_item(di, wanted[di], operator=OPERATOR_CODE)
+    if written is not None:
+        await written()
     unlike = [di for di in changes if comparable(di, await _read(meter, di)) != wanted[di]]
     if unlike:
         return Outcome("failed", f"read back differs: {', '.join(unlike)}")
     return Outcome("verified")
 
 
+def _opening(host: ServiceHost, due: asyncpg.Record) -> datetime | None:
+    """None when the meter's campaign may write now, else when it next may (UTC; far off when its
+    windows never open outside the closed times)."""
+    settings = host.config.campaigns
+    local = datetime.now(ZoneInfo(settings.timezone))
+    windows = [parse_window(w) for w in due["windows"]]
+    closed = [parse_window(w) for w in settings.peak_reading]
+    if is_open(local, windows, closed):
+        return None
+    opening = next_open(local, windows, closed)
+    return (opening or local + NEVER).astimezone(UTC)
+
+
 async def _one(host: ServiceHost, due: asyncpg.Record) -> None:
     campaign_id, meter_id = int(due["campaign_id"]), int(due["meter_id"])
+    opening = _opening(host, due)
+    if opening is not None:  # outside its windows: nothing counted, nothing sent
+        async with host.pool.acquire() as conn:
+            await store.defer(conn, campaign_id, meter_id, opening)
+        log.info("campaign meter deferred", extra={"campaign": due["name"], "meter_id": meter_id})
+        return
     async with host.pool.acquire() as conn:
         number = await store.begin_attempt(conn, campaign_id, meter_id)
     if number is None:
@@ -126,9 +161,19 @@ async def _one(host: ServiceHost, due: asyncpg.Record) -> None:
             await store.record(conn, campaign_id, meter_id, "failed", f"gave up after {number - 1} attempts")
         return
     definition = json.loads(due["definition"])
+    was_written = due["state"] == "written"
+
+    async def written() -> None:  # a daemon stopped after this finds the items already right
+        nonlocal was_written
+        was_written = True
+        async with host.pool.acquire() as conn:
+            await store.record(conn, campaign_id, meter_id, "written")
+
     try:
         outcome = await host.control(
-            meter_id, lambda driver: attempt(driver, definition, due["switch_at"]), exchanges=80
+            meter_id,
+            lambda driver: attempt(driver, definition, due["switch_at"], written, was_written),
+            exchanges=80,
         )
     except (MeterRefused, NotSupported, LookupError) as exc:  # LookupError: not in the enabled inventory
         outcome = Outcome("failed", str(exc))
@@ -136,7 +181,7 @@ async def _one(host: ServiceHost, due: asyncpg.Record) -> None:
         if number >= int(due["max_attempts"]):
             outcome = Outcome("failed", f"no answer after {number} attempts: {exc}")
         else:
-            outcome = Outcome("pending", retry=True)
+            outcome = Outcome("written" if was_written else "pending", retry=True)
     retry_in = RETRY_BASE_S * 2 ** (number - 1) if outcome.retry else None
     async with host.pool.acquire() as conn:
         await store.record(conn, campaign_id, meter_id, outcome.state, outcome.reason, retry_in)
@@ -161,19 +206,46 @@ async def _dry(host: ServiceHost, due: asyncpg.Record) -> None:
         )
 
 
+async def _paced(host: ServiceHost, due: list[asyncpg.Record]) -> None:
+    """One bus's share of a pass, one meter after another: an attempt is counted only when its job
+    is next on the bus, and the scheduled reads take their turns between passes."""
+    for d in due:
+        await _one(host, d)
+
+
 async def _pass(host: ServiceHost) -> None:
     """One pass: the due dry runs, the due meters, then the campaigns now settled."""
     async with host.pool.acquire() as conn:
         dry = await store.due_dry_runs(conn, BATCH)
         due = await store.due_meters(conn, BATCH)
+    by_bus: dict[int, list[asyncpg.Record]] = {}
+    for d in due:
+        by_bus.setdefault(int(d["channel_id"]), []).append(d)
+    pace = host.config.campaigns.pace
     results = await asyncio.gather(
-        *(_dry(host, d) for d in dry), *(_one(host, d) for d in due), return_exceptions=True
+        *(_dry(host, d) for d in dry),
+        *(_paced(host, meters[:pace]) for meters in by_bus.values()),
+        return_exceptions=True,
     )
     for failure in (r for r in results if isinstance(r, Exception)):
         log.error("campaign job failed: %s", failure)  # the meter stays due and is tried again
     async with host.pool.acquire() as conn:
         for name in await store.finish_settled(conn):
             log.info("campaign done", extra={"campaign": name})
+        counts = await store.open_counts(conn)
+    _publish(host, counts)
+
+
+def _publish(host: ServiceHost, counts: list[asyncpg.Record]) -> None:
+    """``headend_campaign_meters{campaign,state}`` of the open campaigns (every state, 0 included)."""
+    gauge = host.metrics.campaign_meters
+    gauge.clear()
+    by_name: dict[str, dict[str, int]] = {}
+    for r in counts:
+        by_name.setdefault(str(r["name"]), {})[str(r["state"])] = int(r["n"])
+    for name, found in by_name.items():
+        for state in STATES:
+            gauge.labels(campaign=name, state=state).set(found.get(state, 0))
 
 
 async def run(host: ServiceHost) -> None:

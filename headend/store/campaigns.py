@@ -13,7 +13,7 @@ from headend.store.results import Queryable, row, rows
 
 CAMPAIGN = (
     "c.id, c.name, c.state, c.switch_at, c.max_attempts, c.created_by, c.created_at, c.approved_by,"
-    " c.approved_at, c.dry_run_requested_at, s.name AS set_name, s.version AS set_version,"
+    " c.approved_at, c.dry_run_requested_at, c.windows, s.name AS set_name, s.version AS set_version,"
     " s.definition::text AS definition"
 )
 
@@ -52,17 +52,19 @@ async def create(
     max_attempts: int,
     operator: str,
     meter_ids: Sequence[int],
+    windows: Sequence[str] = (),
 ) -> int:
-    """A draft campaign with its meters (pending); its id."""
+    """A draft campaign with its meters (pending) and its write windows; its id."""
     campaign_id = int(
         await conn.fetchval(
-            "INSERT INTO tou_campaigns (name, set_id, switch_at, max_attempts, created_by)"
-            " VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            "INSERT INTO tou_campaigns (name, set_id, switch_at, max_attempts, created_by, windows)"
+            " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
             name,
             set_id,
             switch_at,
             max_attempts,
             operator,
+            list(windows),
         )
     )
     await conn.executemany(
@@ -89,6 +91,26 @@ async def campaigns(conn: Queryable) -> list[asyncpg.Record]:
         f"SELECT {CAMPAIGN}, (SELECT coalesce(jsonb_object_agg(state, n), '{{}}')::text FROM"
         " (SELECT state, count(*) AS n FROM tou_campaign_meters WHERE campaign_id = c.id GROUP BY state) x)"
         " AS counts FROM tou_campaigns c JOIN tou_parameter_sets s ON s.id = c.set_id ORDER BY c.id",
+    )
+
+
+async def counts(conn: Queryable, campaign_id: int) -> dict[str, int]:
+    """How many of a campaign's meters are in each state."""
+    found = await rows(
+        conn,
+        "SELECT state, count(*) AS n FROM tou_campaign_meters WHERE campaign_id = $1 GROUP BY state",
+        campaign_id,
+    )
+    return {str(r["state"]): int(r["n"]) for r in found}
+
+
+async def open_counts(conn: Queryable) -> list[asyncpg.Record]:
+    """``name, state, n``: the meters per state of every running or paused campaign."""
+    return await rows(
+        conn,
+        "SELECT c.name, x.state, count(*) AS n FROM tou_campaigns c"
+        " JOIN tou_campaign_meters x ON x.campaign_id = c.id WHERE c.state IN ('running', 'paused')"
+        " GROUP BY c.name, x.state",
     )
 
 
@@ -121,12 +143,13 @@ async def move(conn: asyncpg.Connection, campaign_id: int, state: str) -> None:
 
 
 async def due_meters(conn: Queryable, limit: int) -> list[asyncpg.Record]:
-    """Meters of running campaigns to try now: ``campaign_id, name, meter_id, attempts, max_attempts,
-    switch_at, definition``, oldest try first."""
+    """Meters of running campaigns to try now: ``campaign_id, name, meter_id, channel_id, state,
+    attempts, max_attempts, switch_at, windows, definition``, oldest try first."""
     return await rows(
         conn,
-        "SELECT x.campaign_id, c.name, x.meter_id, x.attempts, c.max_attempts, c.switch_at,"
-        " s.definition::text AS definition FROM tou_campaign_meters x"
+        "SELECT x.campaign_id, c.name, x.meter_id, m.channel_id, x.state, x.attempts, c.max_attempts,"
+        " c.switch_at, c.windows, s.definition::text AS definition FROM tou_campaign_meters x"
+        " JOIN meters m ON m.id = x.meter_id"
         " JOIN tou_campaigns c ON c.id = x.campaign_id JOIN tou_parameter_sets s ON s.id = c.set_id"
         " WHERE c.state = 'running' AND x.state IN ('pending', 'written') AND x.next_try_at <= now()"
         " ORDER BY x.next_try_at, x.campaign_id, x.meter_id LIMIT $1",
@@ -170,6 +193,16 @@ async def record(
     )
 
 
+async def defer(conn: asyncpg.Connection, campaign_id: int, meter_id: int, until: datetime) -> None:
+    """Try a meter no sooner than ``until`` (its campaign's next window), no attempt counted."""
+    await conn.execute(
+        "UPDATE tou_campaign_meters SET next_try_at = $3 WHERE campaign_id = $1 AND meter_id = $2",
+        campaign_id,
+        meter_id,
+        until,
+    )
+
+
 async def finish_settled(conn: asyncpg.Connection) -> list[str]:
     """Mark done every running campaign whose meters are all settled; their names."""
     done = await rows(
@@ -188,7 +221,8 @@ async def ask_dry_run(conn: asyncpg.Connection, campaign_id: int) -> None:
 
 
 async def due_dry_runs(conn: Queryable, limit: int) -> list[asyncpg.Record]:
-    """Meters whose campaign asked for a dry run since their last one (columns as :func:`due_meters`)."""
+    """Meters whose campaign asked for a dry run since their last one: ``campaign_id, name, meter_id,
+    attempts, max_attempts, switch_at, definition``."""
     return await rows(
         conn,
         "SELECT x.campaign_id, c.name, x.meter_id, x.attempts, c.max_attempts, c.switch_at,"

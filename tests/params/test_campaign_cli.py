@@ -65,7 +65,11 @@ async def test_two_people_and_the_moves_a_state_allows(pg_dsn: str, tmp_path: Pa
     assert (
         headend(pg_dsn, *base, "cancel", "c", "--operator", "5201").stdout.strip() == "campaign c cancelled"
     )
-    shown = json.loads(headend(pg_dsn, *base, "show", "c").stdout)
+    progress = ["campaign c: cancelled", f"[{'.' * 30}] 0/2 meters settled (0%)",
+                "pending 2  written 0  verified 0  skipped 0  failed 0"]  # fmt: skip
+    assert headend(pg_dsn, *base, "show", "c").stdout.splitlines() == progress
+    assert headend(pg_dsn, *base, "show", "c", "--watch").stdout.splitlines() == progress  # over already
+    shown = json.loads(headend(pg_dsn, *base, "show", "c", "--json").stdout)
     assert (shown["state"], shown["set"], shown["created_by"], shown["approved_by"]) == (
         "cancelled",
         "w@1",
@@ -89,6 +93,8 @@ async def test_bad_input_is_one_line(pg_dsn: str, tmp_path: Path) -> None:
         (*create, "--set", "w@7", *at, "--channel", "line1"): "no parameter set 'w@7'",
         (*create, "--set", "w", "--switch-at", "2027-01-01", "--channel", "line1"): "give its UTC offset",
         (*create, "--set", "w", "--switch-at", "soon", "--channel", "line1"): "expected an ISO 8601 time",
+        (*create, "--set", "w", *at, "--channel", "line1", "--window", "9-17"):
+            "--window: window '9-17': expected HH:MM-HH:MM, e.g. 09:00-17:00",
         ("params", "campaign", "approve", "nothing", "--operator", "5202"): "no campaign 'nothing'",
         ("params", "campaign", "create", "v", "--set", "w", *at, "--channel", "line1", "--operator", "5204"):
             "operator role",

@@ -28,7 +28,13 @@ def headend(dsn: str, *args: str) -> cli.CliResult:
     return cli.headend(*args, "--dsn", dsn, env=operator_env(PASSWORD))
 
 
-def _config(tmp_path: Path, dsn: str, port: int) -> Path:
+def zone_at(hour: int) -> str:
+    """A fixed-offset zone whose local hour is now ``hour`` (the campaign windows' clock in a test)."""
+    offset = (hour - dt.datetime.now(dt.UTC).hour + 12) % 24 - 12  # -12..11 hours east of UTC
+    return "Etc/GMT" + (f"{-offset:+d}" if offset else "")
+
+
+def _config(tmp_path: Path, dsn: str, port: int, campaigns: str = "") -> Path:
     secrets = tmp_path / "secrets.toml"
     secrets.write_text(f'[default]\npassword_level = 2\npassword = "{METER_PASSWORD}"\n')
     path = tmp_path / "headend.toml"
@@ -40,6 +46,7 @@ def _config(tmp_path: Path, dsn: str, port: int) -> Path:
         '[timeouts]\ninitial = "1s"\nmaximum = "2s"\n'
         f'[secrets]\nfile = "{secrets}"\n'
         '[engine]\nservices = ["headend.params.runner:run"]\n'
+        f'[campaigns]\ntimezone = "{zone_at(12)}"\n{campaigns}'
         f'[metrics]\nport = {port}\n[logging]\nformat = "json"\n'
     )
     return path
@@ -97,7 +104,9 @@ async def test_a_campaign_runs_in_the_daemon_two_people_verified_or_failed(
         await wait_until(all_read, 60, "the dry run of every meter")
         findings = {
             m["address"]: m["dry_run"]
-            for m in json.loads(headend(pg_dsn, "params", "campaign", "show", "c1").stdout)["meters"]
+            for m in json.loads(headend(pg_dsn, "params", "campaign", "show", "c1", "--json").stdout)[
+                "meters"
+            ]
         }
         addresses = [m.address for m in bus.meters]
         assert findings[addresses[1]]["04010001 first_set_daily_table_1"] == [
@@ -131,7 +140,7 @@ async def test_a_campaign_runs_in_the_daemon_two_people_verified_or_failed(
             return await conn.fetchval("SELECT state FROM tou_campaigns WHERE name = 'c1'") == "done"
 
         await wait_until(finished, 60, "the campaign done")
-        shown = json.loads(headend(pg_dsn, "params", "campaign", "show", "c1").stdout)
+        shown = json.loads(headend(pg_dsn, "params", "campaign", "show", "c1", "--json").stdout)
         states = {m["address"]: (m["state"], m["reason"], m["attempts"]) for m in shown["meters"]}
         assert states == {
             addresses[0]: ("verified", None, 2),
