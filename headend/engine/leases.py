@@ -1,0 +1,115 @@
+"""This daemon's share of the channels when several daemons run on one database (``[cluster]``).
+
+Every ``renew`` the daemon renews its membership, works out which enabled channels rendezvous
+hashing gives it among the live members (the highest hash of member and channel wins, so a daemon
+joining or leaving moves only its own share), lets go of the leases it holds but is no longer given
+and takes or renews the ones it is given. A lease held by another live daemon is not taken: that
+daemon lets it go at its next renewal, or it expires. The epochs held are what the daemon names when
+it sends a relay frame (the database refuses a ``sent`` under any other, migration 0065). When the
+database stops answering for longer than a lease, the daemon gives up every channel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterable
+
+import asyncpg
+
+from headend.config import ClusterConfig
+from headend.store.cluster import (
+    enabled_channels,
+    leave,
+    live_members,
+    release_lease,
+    renew_member,
+    take_lease,
+)
+from headend.store.writer import UNAVAILABLE
+
+log = logging.getLogger("headend.cluster")
+
+
+def rendezvous(channel_id: int, members: Iterable[str]) -> str | None:
+    """The member rendezvous hashing gives ``channel_id`` (None without members)."""
+
+    def score(member: str) -> bytes:
+        return hashlib.sha256(f"{member}\x00{channel_id}".encode()).digest()
+
+    return max(members, key=score, default=None)
+
+
+class Leases:
+    """The channels this daemon holds, with their epochs; ``renew()`` is one pass (see module doc)."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.host = socket.gethostname()
+        self.member = f"{self.host}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.held: dict[int, int] = {}
+        self._renewed = time.monotonic()
+
+    def owns(self, channel_id: int) -> bool:
+        """Whether this daemon holds the channel's lease."""
+        return channel_id in self.held
+
+    def lease_of(self, channel_id: int) -> tuple[str, int] | None:
+        """(this daemon, epoch) for a held channel, None otherwise."""
+        epoch = self.held.get(channel_id)
+        return None if epoch is None else (self.member, epoch)
+
+    async def renew(self, pool: asyncpg.Pool) -> bool:
+        """One renewal pass; whether the set of held channels changed."""
+        before = dict(self.held)
+        try:
+            async with pool.acquire() as conn:
+                await self._renew(conn)
+            self._renewed = time.monotonic()
+        except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
+            if self.held and time.monotonic() - self._renewed >= self.config.lease:
+                log.warning(
+                    "cluster leases lapsed: the database did not answer for a lease; reading no channel",
+                    extra={"member": self.member, "error": f"{type(exc).__name__}: {exc}"},
+                )
+                self.held.clear()
+        changed = set(before) != set(self.held)
+        if changed:
+            log.info(
+                "cluster channels changed",
+                extra={
+                    "member": self.member,
+                    "channels": sorted(self.held),
+                    "taken": sorted(set(self.held) - set(before)),
+                    "released": sorted(set(before) - set(self.held)),
+                },
+            )
+        return changed
+
+    async def _renew(self, conn: asyncpg.Connection) -> None:
+        ttl = self.config.lease
+        await renew_member(conn, self.member, self.host, os.getpid(), ttl)
+        members = await live_members(conn)
+        given = {c for c in await enabled_channels(conn) if rendezvous(c, members) == self.member}
+        for channel_id in set(self.held) - given:
+            await release_lease(conn, channel_id, self.member)
+            del self.held[channel_id]
+        for channel_id in sorted(given):
+            epoch = await take_lease(conn, channel_id, self.member, ttl)
+            if epoch is None:
+                self.held.pop(channel_id, None)
+            else:
+                self.held[channel_id] = epoch
+
+    async def leave(self, pool: asyncpg.Pool) -> None:
+        """Let every lease go and leave the membership (a clean shutdown: the others take over at once)."""
+        self.held.clear()
+        try:
+            async with pool.acquire() as conn:
+                await leave(conn, self.member)
+        except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
+            log.warning("cluster leave failed; the leases expire by themselves", extra={"error": str(exc)})
