@@ -200,8 +200,15 @@ class Engine:
     async def _renew_leases(self) -> None:
         """One lease renewal; workers started for channels taken, stopped for channels let go."""
         assert self.leases is not None
-        if await self.leases.renew(self.ctx.db):
-            self.backfill.gappy |= await self.sync.reapply()
+        if not await self.leases.renew(self.ctx.db):
+            return
+        before = set(self.workers)
+        self.backfill.gappy |= await self.sync.reapply()
+        await self.leases.release_stopped(self.ctx.db)
+        if self.config.backfill.enabled:  # a channel taken over: what its last owner missed, at once
+            upto = self._current_interval() - timedelta(seconds=self.interval)
+            for channel_id in set(self.workers) - before:
+                self.backfill.start(self.workers[channel_id], upto)
 
     def lease_of(self, meter_id: int) -> tuple[str, int] | None:
         """The lease (member, epoch) under which this daemon acts for the meter's channel; None when it

@@ -86,9 +86,12 @@ class InventorySync:
             channels = {cid: spec for cid, spec in full.channels.items() if owns(cid)}
             owned = {cid: ms for cid, ms in full.meters_by_channel.items() if cid in channels}
             snapshot = InventorySnapshot(channels, owned)
-        for channel_id in set(self.workers) - set(snapshot.channels):
-            retired = self.workers.pop(channel_id)
-            ctx.tasks.spawn(retired.stop(), f"retire-{retired.spec.name}")
+        retiring = [self.workers.pop(cid) for cid in set(self.workers) - set(snapshot.channels)]
+        if self.owns is None:
+            for retired in retiring:
+                ctx.tasks.spawn(retired.stop(), f"retire-{retired.spec.name}")
+        else:  # a channel given up: stopped before its lease is let go (never two masters on a bus)
+            await asyncio.gather(*(retired.stop() for retired in retiring))
         for channel_id, spec in snapshot.channels.items():
             meters = snapshot.meters_by_channel.get(channel_id, [])
             worker = self.workers.get(channel_id)

@@ -1,23 +1,25 @@
 """This daemon's share of the channels when several daemons run on one database (``[cluster]``).
 
-Every ``renew`` the daemon renews its membership, works out which enabled channels rendezvous
-hashing gives it among the live members (the highest hash of member and channel wins, so a daemon
-joining or leaving moves only its own share), lets go of the leases it holds but is no longer given
-and takes or renews the ones it is given. A lease held by another live daemon is not taken: that
-daemon lets it go at its next renewal, or it expires. The epochs held are what the daemon names when
-it sends a relay frame (the database refuses a ``sent`` under any other, migration 0065). When the
-database stops answering for longer than a lease, the daemon gives up every channel.
+Every ``renew`` the daemon renews its membership, works out which enabled channels rendezvous hashing
+with bounded load gives it among the live members (:func:`assignment`: a daemon joining or leaving moves
+about its own share, no daemon reads more than its fair share), lets go of the leases it holds but is no
+longer given and takes or renews the ones it is given. A lease held by another live daemon is not taken:
+that daemon lets it go at its next renewal, or it expires. The epochs held are what the daemon names
+when it sends a relay frame (the database refuses a ``sent`` under any other, migration 0065). A lease
+given up is released only once the channel's worker has stopped. When the database stops answering for
+half a lease, the daemon gives up every channel (before another daemon may take them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import secrets
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import asyncpg
 
@@ -35,13 +37,28 @@ from headend.store.writer import UNAVAILABLE
 log = logging.getLogger("headend.cluster")
 
 
-def rendezvous(channel_id: int, members: Iterable[str]) -> str | None:
-    """The member rendezvous hashing gives ``channel_id`` (None without members)."""
+def _score(member: str, channel_id: int) -> bytes:
+    return hashlib.sha256(f"{member}\x00{channel_id}".encode()).digest()
 
-    def score(member: str) -> bytes:
-        return hashlib.sha256(f"{member}\x00{channel_id}".encode()).digest()
 
-    return max(members, key=score, default=None)
+def assignment(channels: Iterable[int], members: Sequence[str]) -> dict[int, str]:
+    """Which member reads each channel: rendezvous hashing with bounded load. Channels in id order
+    go to the highest-ranked member (hash of member and channel) that has fewer than its fair share
+    ``ceil(channels / members)``; so no member reads more than its share, and a member joining or
+    leaving moves little more than its share."""
+    ordered = sorted(channels)
+    if not members:
+        return {}
+    share = math.ceil(len(ordered) / len(members))
+    load = dict.fromkeys(members, 0)
+    given: dict[int, str] = {}
+    for channel_id in ordered:
+        for member in sorted(members, key=lambda m: _score(m, channel_id), reverse=True):
+            if load[member] < share:
+                given[channel_id] = member
+                load[member] += 1
+                break
+    return given
 
 
 class Leases:
@@ -52,6 +69,7 @@ class Leases:
         self.host = socket.gethostname()
         self.member = f"{self.host}:{os.getpid()}:{secrets.token_hex(3)}"
         self.held: dict[int, int] = {}
+        self._releasing: set[int] = set()
         self._renewed = time.monotonic()
 
     def owns(self, channel_id: int) -> bool:
@@ -71,7 +89,7 @@ class Leases:
                 await self._renew(conn)
             self._renewed = time.monotonic()
         except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
-            if self.held and time.monotonic() - self._renewed >= self.config.lease:
+            if self.held and time.monotonic() - self._renewed >= self.config.lease / 2:
                 log.warning(
                     "cluster leases lapsed: the database did not answer for a lease; reading no channel",
                     extra={"member": self.member, "error": f"{type(exc).__name__}: {exc}"},
@@ -94,16 +112,30 @@ class Leases:
         ttl = self.config.lease
         await renew_member(conn, self.member, self.host, os.getpid(), ttl)
         members = await live_members(conn)
-        given = {c for c in await enabled_channels(conn) if rendezvous(c, members) == self.member}
+        assigned = assignment(await enabled_channels(conn), members)
+        given = {c for c, member in assigned.items() if member == self.member}
         for channel_id in set(self.held) - given:
-            await release_lease(conn, channel_id, self.member)
             del self.held[channel_id]
+            self._releasing.add(channel_id)  # let go once its worker has stopped (release_stopped)
         for channel_id in sorted(given):
             epoch = await take_lease(conn, channel_id, self.member, ttl)
             if epoch is None:
                 self.held.pop(channel_id, None)
             else:
                 self.held[channel_id] = epoch
+
+    async def release_stopped(self, pool: asyncpg.Pool) -> None:
+        """Let go of the leases given up at the last renewal, whose workers have stopped since (the
+        next owner never talks to the bus while this daemon still does)."""
+        if not self._releasing:
+            return
+        try:
+            async with pool.acquire() as conn:
+                for channel_id in sorted(self._releasing):
+                    await release_lease(conn, channel_id, self.member)
+        except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
+            log.warning("cluster release failed; the leases expire by themselves", extra={"error": str(exc)})
+        self._releasing.clear()
 
     async def leave(self, pool: asyncpg.Pool) -> None:
         """Let every lease go and leave the membership (a clean shutdown: the others take over at once)."""
