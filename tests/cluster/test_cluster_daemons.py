@@ -5,6 +5,7 @@ not taken from the daemons' own report."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import pytest
 
 from headend.engine.leases import assignment
 from simulators import BusSpec, SimBus, start_bus
+from tests.support import cli
 from tests.support.daemons import CountingRelay, Daemon, free_port
 from tests.support.operators import import_inventory_cli
 from tests.support.waiting import wait_until
@@ -167,6 +169,14 @@ async def test_daemons_share_the_buses_a_joiner_takes_its_share_a_killed_ones_bu
         after = {r["name"]: (pid_of(r["owner"]), r["epoch"]) for r in rows}
         expected = {name: epoch + (name in orphaned) for name, (_, epoch) in shared.items()}
         assert after == {name: (second.proc.pid, epoch) for name, epoch in expected.items()}
+        # what an operator sees: the survivor holds every channel, the killed daemon is not alive
+        shown = await cli.headend_async("cluster", "status", "--json", "--soon", "1", "--dsn", pg_dsn)
+        assert shown.returncode == 0, shown.stderr
+        status = json.loads(shown.stdout)
+        members = {m["pid"]: (m["alive"], m["channels"]) for m in status["members"]}
+        assert members == {first.proc.pid: (False, 0), second.proc.pid: (True, BUSES)}
+        assert sorted(row["channel"] for row in status["leases"]) == sorted(fleet.relays)
+        assert status["expiring"] == []  # renewed every RENEW_S, each runs LEASE_S: never within 1 s
     finally:
         for daemon in daemons:
             await daemon.close()
