@@ -1,13 +1,13 @@
 """This daemon's share of the channels when several daemons run on one database (``[cluster]``).
 
-Every ``renew`` the daemon renews its membership, works out which enabled channels rendezvous hashing
-with bounded load gives it among the live members (:func:`assignment`: a daemon joining or leaving moves
-about its own share, no daemon reads more than its fair share), lets go of the leases it holds but is no
-longer given and takes or renews the ones it is given. A lease held by another live daemon is not taken:
-that daemon lets it go at its next renewal, or it expires. The epochs held are what the daemon names
-when it sends a relay frame (the database refuses a ``sent`` under any other, migration 0065). A lease
-given up is released only once the channel's worker has stopped. When the database stops answering for
-half a lease, the daemon gives up every channel (before another daemon may take them).
+Every ``renew`` the daemon renews its membership, works out which enabled channels sticky rendezvous
+hashing with bounded load gives it among the live members (:func:`assignment`: a daemon joining or
+leaving moves about its own share, no daemon reads more than its fair share), lets go of the leases it
+holds but is no longer given and takes or renews the ones it is given. A lease held by another live
+daemon is not taken: that daemon lets it go at its next renewal, or it expires. The epochs held are what
+the daemon names when it sends a relay frame (the database refuses a ``sent`` under any other, migration
+0065). A lease given up is released only once the channel's worker has stopped. When the database stops
+answering for half a lease, the daemon gives up every channel (before another daemon may take them).
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import asyncpg
 
 from headend.config import ClusterConfig
 from headend.store.cluster import (
     enabled_channels,
+    lease_owners,
     leave,
     live_members,
     release_lease,
@@ -41,18 +42,32 @@ def _score(member: str, channel_id: int) -> bytes:
     return hashlib.sha256(f"{member}\x00{channel_id}".encode()).digest()
 
 
-def assignment(channels: Iterable[int], members: Sequence[str]) -> dict[int, str]:
-    """Which member reads each channel: rendezvous hashing with bounded load. Channels in id order
-    go to the highest-ranked member (hash of member and channel) that has fewer than its fair share
-    ``ceil(channels / members)``; so no member reads more than its share, and a member joining or
-    leaving moves little more than its share."""
+def assignment(channels: Iterable[int], members: Sequence[str], owners: Mapping[int, str]) -> dict[int, str]:
+    """Which member reads each channel: sticky rendezvous hashing with bounded load.
+
+    Every member reads at most its fair share ``ceil(channels / members)``. A channel stays with its
+    current owner (``owners``: the live leases) while that owner is a member within its share (an owner
+    above it keeps its highest-ranked channels); the other channels, in id order, go to the
+    highest-ranked member (hash of member and channel) with room. So a daemon joining takes about its
+    share from the others, and a daemon leaving gives only its own channels to the others."""
     ordered = sorted(channels)
     if not members:
         return {}
     share = math.ceil(len(ordered) / len(members))
-    load = dict.fromkeys(members, 0)
     given: dict[int, str] = {}
+    kept: dict[str, list[int]] = {m: [] for m in members}
     for channel_id in ordered:
+        owner = owners.get(channel_id)
+        if owner in kept:
+            kept[owner].append(channel_id)
+    for member, held in kept.items():
+        held.sort(key=lambda c: _score(member, c), reverse=True)
+        for channel_id in held[:share]:
+            given[channel_id] = member
+    load = {m: min(len(held), share) for m, held in kept.items()}
+    for channel_id in ordered:
+        if channel_id in given:
+            continue
         for member in sorted(members, key=lambda m: _score(m, channel_id), reverse=True):
             if load[member] < share:
                 given[channel_id] = member
@@ -112,7 +127,7 @@ class Leases:
         ttl = self.config.lease
         await renew_member(conn, self.member, self.host, os.getpid(), ttl)
         members = await live_members(conn)
-        assigned = assignment(await enabled_channels(conn), members)
+        assigned = assignment(await enabled_channels(conn), members, await lease_owners(conn))
         given = {c for c, member in assigned.items() if member == self.member}
         for channel_id in set(self.held) - given:
             del self.held[channel_id]

@@ -52,6 +52,14 @@ async def enabled_channels(conn: asyncpg.Connection) -> list[int]:
     return [int(r["id"]) for r in await rows(conn, "SELECT id FROM channels WHERE enabled ORDER BY id")]
 
 
+async def lease_owners(conn: asyncpg.Connection) -> dict[int, str]:
+    """The owner of every channel whose lease has not expired."""
+    found = await rows(
+        conn, "SELECT channel_id, owner FROM channel_leases WHERE expires_at > clock_timestamp()"
+    )
+    return {int(r["channel_id"]): str(r["owner"]) for r in found}
+
+
 async def take_lease(conn: asyncpg.Connection, channel_id: int, member: str, ttl: float) -> int | None:
     """Take or renew a channel's lease; its epoch, or None while another daemon holds it."""
     ttl_interval = timedelta(seconds=ttl)

@@ -1,4 +1,4 @@
-"""Several ``headend run`` processes with ``[cluster] enabled`` on one database and simulated buses:
+"""Three ``headend run`` processes with ``[cluster] enabled`` on one database and simulated buses:
 which daemon talks to which bus is counted at the sockets (the process holding each connection),
 not taken from the daemons' own report."""
 
@@ -83,27 +83,31 @@ def pid_of(member: str) -> int:
 async def settled(conn: asyncpg.Connection, daemons: list[Daemon]) -> dict[str, tuple[int, int]] | None:
     """{channel: (owner pid, epoch)} once every channel is leased to the daemon rendezvous hashing
     gives it among exactly ``daemons``; None before."""
-    members = [r["member"] for r in await conn.fetch("SELECT member FROM cluster_members")]
+    query = "SELECT member FROM cluster_members WHERE expires_at > clock_timestamp()"
+    members = [r["member"] for r in await conn.fetch(query)]
     if sorted(pid_of(m) for m in members) != sorted(d.proc.pid for d in daemons):
         return None
     leases = await conn.fetch(
         """SELECT c.id, c.name, l.owner, l.epoch FROM channels c
            LEFT JOIN channel_leases l ON l.channel_id = c.id AND l.expires_at > clock_timestamp()"""
     )
-    given = assignment([r["id"] for r in leases], members)
+    owners = {r["id"]: r["owner"] for r in leases if r["owner"] is not None}
+    given = assignment([r["id"] for r in leases], members, owners)
     if any(r["owner"] is None or r["owner"] != given[r["id"]] for r in leases):
         return None
     return {r["name"]: (pid_of(r["owner"]), r["epoch"]) for r in leases}
 
 
-async def wait_settled(conn: asyncpg.Connection, daemons: list[Daemon]) -> dict[str, tuple[int, int]]:
+async def wait_settled(
+    conn: asyncpg.Connection, daemons: list[Daemon], timeout: float = 30
+) -> dict[str, tuple[int, int]]:
     found: dict[str, tuple[int, int]] = {}
 
     async def done() -> bool:
         found.update(await settled(conn, daemons) or {})
         return bool(found) and await settled(conn, daemons) == found
 
-    await wait_until(done, 30, "every channel leased to its rendezvous owner")
+    await wait_until(done, timeout, "every channel leased to its rendezvous owner")
     return found
 
 
@@ -133,6 +137,14 @@ async def test_daemons_share_the_buses_a_joiner_takes_its_share_a_killed_ones_bu
         assert 0 < len(moved) <= math.ceil(BUSES / 2) + 1
         assert all(shared[name] == alone[name] for name in set(shared) - moved)  # same owner, same epoch
         assert all(shared[name][1] == alone[name][1] + 1 for name in moved)
+        # a third joins: again only its share moves, all to it
+        third = await start_member("c", pg_dsn, tmp_path)
+        daemons.append(third)
+        before, shared = shared, await wait_settled(conn, daemons)
+        moved = {name for name in shared if shared[name][0] != before[name][0]}
+        assert all(shared[name] == (third.proc.pid, before[name][1] + 1) for name in moved)
+        assert 0 < len(moved) <= math.ceil(BUSES / 3) + 1
+        assert all(shared[name] == before[name] for name in set(shared) - moved)
         # every bus is read by exactly one daemon, its lease holder (counted at the sockets)
         mark = {name: dict(relay.sent) for name, relay in fleet.relays.items()}
 
@@ -146,35 +158,35 @@ async def test_daemons_share_the_buses_a_joiner_takes_its_share_a_killed_ones_bu
         await asyncio.sleep(2 * INTERVAL_S)  # more cycles: a second reader would show in them
         talkers = talkers_since(fleet, mark)
         assert talkers == {name: {shared[name][0]} for name in shared}
-        # kill -9 the first daemon: the second takes its channels (next epoch) and reads them in time
+        # kill -9 the first daemon: the others take its channels (next epoch) and read them in time
         orphaned = {name for name, (pid, _) in shared.items() if pid == first.proc.pid}
         assert orphaned
         first.kill()
         await first.proc.wait()
         killed_at = asyncio.get_running_loop().time()
         mark = {name: dict(relay.sent) for name, relay in fleet.relays.items()}
+        survivors = [second, third]
+        after = await wait_settled(conn, survivors, TAKEOVER_S)
 
         async def orphans_read() -> bool:
             return all(
-                fleet.relays[name].sent.get(second.proc.pid, 0) > mark[name].get(second.proc.pid, 0)
+                fleet.relays[name].sent.get(after[name][0], 0) > mark[name].get(after[name][0], 0)
                 for name in orphaned
             )
 
-        await wait_until(orphans_read, TAKEOVER_S, "the killed daemon's buses read by the survivor")
+        await wait_until(orphans_read, TAKEOVER_S, "the killed daemon's buses read by the survivors")
         took = asyncio.get_running_loop().time() - killed_at
         assert took <= TAKEOVER_S
-        rows = await conn.fetch(
-            "SELECT c.name, l.owner, l.epoch FROM channel_leases l JOIN channels c ON c.id = l.channel_id"
-        )
-        after = {r["name"]: (pid_of(r["owner"]), r["epoch"]) for r in rows}
-        expected = {name: epoch + (name in orphaned) for name, (_, epoch) in shared.items()}
-        assert after == {name: (second.proc.pid, epoch) for name, epoch in expected.items()}
-        # what an operator sees: the survivor holds every channel, the killed daemon is not alive
+        assert all(after[name][1] == shared[name][1] + 1 for name in orphaned)
+        assert all(after[name] == shared[name] for name in set(shared) - orphaned)
+        # what an operator sees: the survivors hold every channel, the killed daemon is not alive
         shown = await cli.headend_async("cluster", "status", "--json", "--soon", "1", "--dsn", pg_dsn)
         assert shown.returncode == 0, shown.stderr
         status = json.loads(shown.stdout)
         members = {m["pid"]: (m["alive"], m["channels"]) for m in status["members"]}
-        assert members == {first.proc.pid: (False, 0), second.proc.pid: (True, BUSES)}
+        held = {d.proc.pid: sum(1 for pid, _ in after.values() if pid == d.proc.pid) for d in survivors}
+        assert members == {first.proc.pid: (False, 0), **{pid: (True, n) for pid, n in held.items()}}
+        assert sum(held.values()) == BUSES and max(held.values()) <= math.ceil(BUSES / 2)
         assert sorted(row["channel"] for row in status["leases"]) == sorted(fleet.relays)
         assert status["expiring"] == []  # renewed every RENEW_S, each runs LEASE_S: never within 1 s
     finally:
