@@ -88,6 +88,7 @@ class Engine:
         self.timers = Timers()
         self._services: list[asyncio.Task[Any]] = []
         self.leases = Leases(config.cluster) if config.cluster.enabled else None
+        self._renewing = False
         if self.leases is not None:
             self.sync.owns = self.leases.owns
 
@@ -200,8 +201,19 @@ class Engine:
     async def _renew_leases(self) -> None:
         """One lease renewal; workers started for channels taken, stopped for channels let go."""
         assert self.leases is not None
-        if not await self.leases.renew(self.ctx.db):
+        if self._renewing:  # a slow database: the renewal in flight covers this one
             return
+        self._renewing = True
+        try:
+            if not await self.leases.renew(self.ctx.db):
+                return
+            await self._follow_leases()
+        finally:
+            self._renewing = False
+
+    async def _follow_leases(self) -> None:
+        """Workers started for the channels taken, stopped for those let go (then released)."""
+        assert self.leases is not None
         before = set(self.workers)
         self.backfill.gappy |= await self.sync.reapply()
         await self.leases.release_stopped(self.ctx.db)
