@@ -137,19 +137,24 @@ class CountingRelay:
         self.peers.append(pid)
         up_reader, up_writer = await asyncio.open_connection(*self.target)
         try:
-            await asyncio.gather(self._pipe(reader, up_writer, pid), self._pipe(up_reader, writer))
+            await asyncio.gather(self._pipe(reader, up_writer, self.sent, pid), self._pipe(up_reader, writer))
         finally:
             self.open -= 1
             for w in (writer, up_writer):
                 w.close()
 
+    @staticmethod
     async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, requests_of: int | None = -1
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        sent: dict[int | None, int] | None = None,
+        requests_of: int | None = None,
     ) -> None:
+        """Copy ``reader`` to ``writer``; with ``sent``, count the bytes under ``requests_of``."""
         try:
             while data := await reader.read(4096):
-                if requests_of != -1:
-                    self.sent[requests_of] = self.sent.get(requests_of, 0) + len(data)
+                if sent is not None:
+                    sent[requests_of] = sent.get(requests_of, 0) + len(data)
                 writer.write(data)
                 await writer.drain()
         except ConnectionError:
