@@ -351,6 +351,23 @@ class HaConfig(_Section):
     fencing: bool = False
 
 
+class ClusterConfig(_Section):
+    """Several daemons share the channels through leases in the database (docs/scaling.md): each
+    renews its membership and leases every ``renew``; a lease lasts ``lease`` (the take-over bound
+    after a daemon dies is about ``lease + renew``). Off: one daemon (or an active/standby pair)
+    reads every channel."""
+
+    enabled: bool = False
+    renew: Duration = 2.0
+    lease: Duration = 8.0
+
+    @model_validator(mode="after")
+    def _lease_outlasts_renewals(self) -> ClusterConfig:
+        if self.lease < 2 * self.renew:
+            raise ValueError("[cluster] lease must be at least twice renew")
+        return self
+
+
 class SafetyConfig(_Section):
     """Automatic disconnection limits (see headend.control.safety): quiet windows, caps, approval."""
 
@@ -600,6 +617,7 @@ class HeadendConfig(_Section):
     secrets: SecretsConfig = SecretsConfig()
     engine: EngineConfig = EngineConfig()
     ha: HaConfig = HaConfig()
+    cluster: ClusterConfig = ClusterConfig()
     requests: RequestsConfig = RequestsConfig()
     campaigns: CampaignsConfig = CampaignsConfig()
     safety: SafetyConfig = SafetyConfig()

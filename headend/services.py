@@ -26,6 +26,16 @@ JobBody = Callable[[MeterDriver], Awaitable[T]]
 """A job's body: given the meter's driver, do the exchanges and return a result (of type ``T``)."""
 
 
+LeaseOf = Callable[[int], "tuple[str, int] | None"]
+"""The channel lease (member, epoch) a daemon acts under for a meter: None when another daemon holds
+the meter's channel, ``("", 0)`` outside a cluster (nothing to fence)."""
+
+
+def no_cluster(meter_id: int) -> tuple[str, int] | None:
+    """Outside a cluster every meter is this daemon's, with nothing to fence."""
+    return ("", 0)
+
+
 class ServiceHost(Protocol):
     """What the engine offers a service."""
 
@@ -37,6 +47,9 @@ class ServiceHost(Protocol):
 
     @property
     def metrics(self) -> EngineMetrics: ...
+
+    @property
+    def lease_of(self) -> LeaseOf: ...
 
     async def control(self, meter_id: int, body: JobBody[T], *, exchanges: int = 8) -> T:
         """Run ``body(driver)`` for the meter at control priority (``exchanges`` frames at most); its
@@ -62,6 +75,7 @@ class EngineServices:
     pool: asyncpg.Pool
     metrics: EngineMetrics
     controller: Controller
+    lease_of: LeaseOf = no_cluster
 
     async def control(self, meter_id: int, body: JobBody[T], *, exchanges: int = 8) -> T:
         """Run ``body(driver)`` for the meter at control priority."""

@@ -7,6 +7,9 @@ daemon with ``[ha] fencing`` stops its engine at once; without fencing (a lone d
 reading into the spool and stops only if another daemon has taken the lock meanwhile. A daemon
 without fencing that starts while the database is unreachable starts reading at once (from the
 inventory it cached last time) and claims the lock when the database answers.
+
+With ``[cluster] enabled`` there is no daemon lock: every daemon runs its engine, which reads only
+the channels whose leases it holds (:mod:`headend.engine.leases`, docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -56,9 +59,37 @@ async def _start_engine(config: HeadendConfig, dsn: str, metrics: EngineMetrics)
     return engine
 
 
+async def _run_member(config: HeadendConfig, dsn: str, stop: asyncio.Event, metrics: EngineMetrics) -> None:
+    """A cluster member: migrate (once the database answers), run the engine until ``stop``."""
+    delay = config.cluster.renew
+    while not stop.is_set():
+        try:
+            await migrate(dsn)
+            break
+        except UNAVAILABLE as exc:
+            log.warning("database unreachable; retrying: %s: %s", type(exc).__name__, exc)
+            await _wait(stop, delay)
+            delay = min(2 * delay, BACKOFF_MAX)
+    if stop.is_set():
+        return
+    started = await _start_engine(config, dsn, metrics)
+    if isinstance(started, SpoolError):
+        log.error("cannot start polling: %s", started)
+        return
+    metrics.daemon_active.set(1)
+    try:
+        await stop.wait()
+    finally:
+        await started.stop()
+        metrics.daemon_active.set(0)
+
+
 async def supervise(config: HeadendConfig, dsn: str, stop: asyncio.Event) -> None:
     """Claim, run, fence and stand by until ``stop`` is set; then stop the engine and let the lock go."""
     metrics = serve_metrics(config)
+    if config.cluster.enabled:
+        await _run_member(config, dsn, stop, metrics)
+        return
     metrics.daemon_active.set(0)
     leadership = Leadership(dsn, config.ha)
     engine: Daemon | None = None

@@ -15,6 +15,8 @@ import asyncpg
 from headend.control.safety import SafetySettings
 from headend.control.send_gates import check_send
 from headend.drivers.base import RelayState
+from headend.services import LeaseOf, no_cluster
+from headend.store.cluster import set_fence
 from headend.store.commands import claim_execution, get_command, release_execution, transition
 from headend.store.send_gates import lock_send_facts, note_waiting
 from headend.vocabulary import RECONNECT_OPERATION, SWITCH_OPERATION, CommandState, SwitchOperation
@@ -64,6 +66,7 @@ async def execute(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     due_only: bool = False,
     settings: SafetySettings = DEFAULT_SETTINGS,
+    lease_of: LeaseOf = no_cluster,
 ) -> str:
     """Drive one command to its next state; returns the state it ends in.
 
@@ -71,11 +74,12 @@ async def execute(
     holds it, the command is left alone and its current state returned). Every state change is a
     compare-and-set from the state just read, so no command is sent twice for one attempt.
     ``due_only`` leaves a pending command whose next attempt is not due yet; ``settings`` are the
-    ``[safety]`` rules the gates apply when the frame is about to go out."""
+    ``[safety]`` rules the gates apply when the frame is about to go out. ``lease_of`` names the
+    channel lease this daemon sends under (a command on another daemon's channel is left to it)."""
     if not await claim_execution(conn, command_id):
         return str((await _row(conn, command_id))["state"])
     try:
-        return await _drive(conn, command_id, driver_for, actor, now, due_only, settings)
+        return await _drive(conn, command_id, driver_for, actor, now, due_only, settings, lease_of)
     finally:
         if not conn.is_closed():
             await release_execution(conn, command_id)
@@ -103,8 +107,12 @@ async def _drive(
     now: Callable[[], datetime],
     due_only: bool,
     settings: SafetySettings,
+    lease_of: LeaseOf,
 ) -> str:
     row = await _row(conn, command_id)
+    lease = lease_of(row["meter_id"])
+    if lease is None:
+        return str(row["state"])  # another daemon's channel: its owner executes the command
     if row["expires_at"] <= now() and row["state"] in ("pending", "sent"):
         return await _move(conn, row, "expired", actor=actor, error="expired before confirmation")
     if due_only and row["next_attempt_at"] > now():
@@ -126,7 +134,7 @@ async def _drive(
         return "pending"
     if row["dry_run"]:
         return await _move(conn, row, "cancelled", actor=actor, error="dry run: nothing sent")
-    moved = await _gate_and_send(conn, row, actor, now(), settings)
+    moved = await _gate_and_send(conn, row, actor, now(), settings, lease)
     if moved != "sent":
         return moved  # waiting, refused or cancelled meanwhile: nothing goes out
     sent = await _row(conn, command_id)
@@ -134,10 +142,18 @@ async def _drive(
 
 
 async def _gate_and_send(
-    conn: asyncpg.Connection, row: asyncpg.Record, actor: str, at: datetime, settings: SafetySettings
+    conn: asyncpg.Connection,
+    row: asyncpg.Record,
+    actor: str,
+    at: datetime,
+    settings: SafetySettings,
+    lease: tuple[str, int],
 ) -> str:
-    """Check every gate and move the command to ``sent`` in one transaction (see the module doc)."""
+    """Check every gate and move the command to ``sent`` in one transaction (see the module doc); in a
+    cluster the transaction names the channel lease it acts under (the database checks it is current)."""
     async with conn.transaction():
+        if lease[0]:
+            await set_fence(conn, *lease)
         facts = await lock_send_facts(conn, row["id"], at)
         if facts is None or facts.state != "pending":
             return await _current(conn, row["id"])

@@ -69,6 +69,7 @@ async def _execute_due(
                 now=clock,
                 due_only=True,
                 settings=settings,
+                lease_of=engine.lease_of,
             )
         except Exception as exc:  # one meter's failure must not stop the others' commands
             engine.metrics.fee_control_failures.labels("execute").inc()

@@ -37,6 +37,7 @@ from headend.engine.heap import HeapKeeper
 from headend.engine.housekeeping import Housekeeping
 from headend.engine.inventory_sync import InventorySync
 from headend.engine.jobs import Job, Priority
+from headend.engine.leases import Leases
 from headend.engine.model import InventorySnapshot
 from headend.engine.ports import DriverPort, values_of
 from headend.engine.timers import Timers
@@ -86,6 +87,10 @@ class Engine:
         self.housekeeping = Housekeeping(self.ctx, self.sync)
         self.timers = Timers()
         self._services: list[asyncio.Task[Any]] = []
+        self.leases = Leases(config.cluster) if config.cluster.enabled else None
+        self._renewing = False
+        if self.leases is not None:
+            self.sync.owns = self.leases.owns
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -121,6 +126,8 @@ class Engine:
             server_settings={"jit": "off"},  # short statements: compiling them costs more than running
         )
         await self.writer.start()
+        if self.leases is not None:
+            await self.leases.renew(self.ctx.pool)
         await self.reload_inventory()
         polling, backfill = self.config.polling, self.config.backfill
         now = datetime.now(UTC)
@@ -142,6 +149,10 @@ class Engine:
             now + half,
             lambda: tasks.spawn(self.housekeeping.maintenance(), "maintenance"),
         )
+        if self.leases is not None:
+            renew = self.config.cluster.renew
+            first_renewal = now + timedelta(seconds=renew)
+            timers.every("leases", renew, first_renewal, lambda: tasks.spawn(self._renew_leases(), "leases"))
         if backfill.enabled:
             retry = timedelta(seconds=backfill.retry_every)
             timers.every("backfill", backfill.retry_every, now + retry, self._backfill_all)
@@ -176,6 +187,8 @@ class Engine:
             task.cancel()
         await asyncio.gather(*self._services, return_exceptions=True)
         await self.sync.stop()
+        if self.leases is not None and self.ctx.pool is not None:
+            await self.leases.leave(self.ctx.pool)  # exchanges in flight done: the next owner starts now
         await self.ctx.tasks.drain()  # cycles, backfills and checks end quickly once their jobs are refused
         await self.writer.close()
         if self.ctx.pool is not None:
@@ -184,6 +197,38 @@ class Engine:
             except TimeoutError:  # a hung database: leave its connections behind
                 self.ctx.pool.terminate()
         log.info("engine stopped", extra={"written": self.writer.written, "spooled": self.writer.spooled})
+
+    async def _renew_leases(self) -> None:
+        """One lease renewal; workers started for channels taken, stopped for channels let go."""
+        assert self.leases is not None
+        if self._renewing:  # a slow database: the renewal in flight covers this one
+            return
+        self._renewing = True
+        try:
+            if not await self.leases.renew(self.ctx.db):
+                return
+            await self._follow_leases()
+        finally:
+            self._renewing = False
+
+    async def _follow_leases(self) -> None:
+        """Workers started for the channels taken, stopped for those let go (then released)."""
+        assert self.leases is not None
+        before = set(self.workers)
+        self.backfill.gappy |= await self.sync.reapply()
+        await self.leases.release_stopped(self.ctx.db)
+        if self.config.backfill.enabled:  # a channel taken over: what its last owner missed, at once
+            upto = self._current_interval() - timedelta(seconds=self.interval)
+            for channel_id in set(self.workers) - before:
+                self.backfill.start(self.workers[channel_id], upto)
+
+    def lease_of(self, meter_id: int) -> tuple[str, int] | None:
+        """The lease (member, epoch) under which this daemon acts for the meter's channel; None when it
+        holds none (another daemon's meter). Outside a cluster: ``("", 0)``, nothing to fence."""
+        if self.leases is None:
+            return ("", 0)
+        channel_id = self.sync.meter_channel.get(meter_id)
+        return None if channel_id is None else self.leases.lease_of(channel_id)
 
     def _current_interval(self) -> datetime:
         offset = timedelta(seconds=self.config.polling.offset)
@@ -199,7 +244,7 @@ class Engine:
         module_name, _, func_name = target.partition(":")
         service: Service = getattr(importlib.import_module(module_name), func_name)
         assert self.pool is not None, "services start once the pool is open"
-        result = service(EngineServices(self.config, self.pool, self.metrics, self.control))
+        result = service(EngineServices(self.config, self.pool, self.metrics, self.control, self.lease_of))
         if asyncio.iscoroutine(result):
             self._services.append(asyncio.create_task(result, name=f"service-{target}"))
 

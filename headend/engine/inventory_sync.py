@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from headend.engine.context import EngineContext
 from headend.engine.inventory_cache import CACHE_NAME, load_snapshot, save_snapshot
@@ -24,6 +25,8 @@ class InventorySync:
         self.ctx = ctx
         self.workers: dict[int, ChannelWorker] = {}
         self.snapshot = InventorySnapshot({}, {})
+        self.full = InventorySnapshot({}, {})  # before ``owns`` (the snapshot is what this daemon reads)
+        self.owns: Callable[[int], bool] | None = None  # a cluster member: the channels it holds
         self.meter_channel: dict[int, int] = {}
         self._version: tuple[object, ...] | None = None
         self._lock = asyncio.Lock()  # two overlapping reloads could give one bus two workers
@@ -69,11 +72,26 @@ class InventorySync:
             log.warning("inventory not cached", extra={"cache": str(self.cache_path), "error": str(exc)})
         return await self._apply(snapshot)
 
-    async def _apply(self, snapshot: InventorySnapshot) -> set[int]:
+    async def reapply(self) -> set[int]:
+        """Apply the last inventory again (the channels ``owns`` admits changed); new meters' ids."""
+        async with self._lock:
+            return await self._apply(self.full)
+
+    async def _apply(self, full: InventorySnapshot) -> set[int]:
         ctx = self.ctx
-        for channel_id in set(self.workers) - set(snapshot.channels):
-            retired = self.workers.pop(channel_id)
-            ctx.tasks.spawn(retired.stop(), f"retire-{retired.spec.name}")
+        self.full = full
+        snapshot = full
+        if self.owns is not None:
+            owns = self.owns
+            channels = {cid: spec for cid, spec in full.channels.items() if owns(cid)}
+            owned = {cid: ms for cid, ms in full.meters_by_channel.items() if cid in channels}
+            snapshot = InventorySnapshot(channels, owned)
+        retiring = [self.workers.pop(cid) for cid in set(self.workers) - set(snapshot.channels)]
+        if self.owns is None:
+            for retired in retiring:
+                ctx.tasks.spawn(retired.stop(), f"retire-{retired.spec.name}")
+        else:  # a channel given up: stopped before its lease is let go (never two masters on a bus)
+            await asyncio.gather(*(retired.stop() for retired in retiring))
         for channel_id, spec in snapshot.channels.items():
             meters = snapshot.meters_by_channel.get(channel_id, [])
             worker = self.workers.get(channel_id)

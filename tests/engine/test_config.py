@@ -38,6 +38,7 @@ def test_durations(text: object, seconds: float) -> None:
         ('[read_plans.x]\nquantities = ["energy"]\n', "read_plans: needs a [read_plans.default] entry"),
         ('[read_plans.default]\nquantities = ["Energy"]\n', "read_plans.default.quantities: quantity names"),
         ('[timeouts]\nminimum = "2s"\nmaximum = "1s"\n', "timeouts.maximum: must be at least"),
+        ('[cluster]\nrenew = "5s"\nlease = "8s"\n', "cluster: [cluster] lease must be at least twice renew"),
     ],
 )
 def test_bad_values_name_file_key_and_reason(tmp_path: Path, body: str, expected: str) -> None:

@@ -882,6 +882,44 @@ MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
     (Write("channel_trusts", "delete a grant", ("DELETE FROM channel_trusts",)), NOBODY),
     (
         Write(
+            "channel_leases",
+            "take or renew a channel's lease (through the function, as a cluster member)",
+            ("SELECT headend_lease_take(:channel, 'host:1:aa', interval '5 seconds')",),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "channel_leases",
+            "write a lease directly (another owner or epoch)",
+            (
+                "INSERT INTO channel_leases (channel_id, owner, epoch, taken_at, expires_at)"
+                " VALUES (:channel, 'host:1:aa', 9, now(), now() + interval '1 hour')",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "cluster_members",
+            "announce or renew a cluster member (through the function)",
+            ("SELECT headend_cluster_renew('host:1:aa', 'host', 1, interval '5 seconds')",),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "cluster_members",
+            "write a member directly",
+            (
+                "INSERT INTO cluster_members (member, host, pid, expires_at)"
+                " VALUES ('host:1:aa', 'host', 1, now() + interval '1 hour')",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
             "meters",
             "state a meter's number (the identity dial-in verification compares)",
             ("UPDATE meters SET meter_number = '123456789012' WHERE id = :assigned",),

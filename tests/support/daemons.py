@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -78,13 +79,44 @@ class Daemon:
         await self._reader
 
 
+def socket_owner(local: tuple[str, int], remote: tuple[str, int]) -> int | None:
+    """The process holding the 127.0.0.1 TCP socket ``local`` -> ``remote`` (from /proc: the socket's
+    inode in /proc/net/tcp, then the process with that inode among its descriptors)."""
+
+    def hex_of(address: tuple[str, int]) -> str:
+        return f"0100007F:{address[1]:04X}"
+
+    inode = None
+    with open("/proc/net/tcp", encoding="ascii") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == hex_of(local) and fields[2] == hex_of(remote):
+                inode = fields[9]
+    if inode is None:
+        return None
+    wanted = f"socket:[{inode}]"
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) == wanted:
+                    return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
 class CountingRelay:
-    """A TCP relay in front of a bus: every connection a daemon opens to the bus is recorded."""
+    """A TCP relay in front of a bus: every connection a daemon opens to the bus is recorded, with the
+    process that opened it (``peers``) and the request bytes each process sent (``sent``)."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.opened = 0
         self.open = 0
+        self.peers: list[int | None] = []
+        self.sent: dict[int | None, int] = {}
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
 
@@ -99,18 +131,30 @@ class CountingRelay:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.opened += 1
         self.open += 1
+        peer = writer.get_extra_info("peername")[:2]
+        here = writer.get_extra_info("sockname")[:2]
+        pid = await asyncio.to_thread(socket_owner, peer, here)
+        self.peers.append(pid)
         up_reader, up_writer = await asyncio.open_connection(*self.target)
         try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            await asyncio.gather(self._pipe(reader, up_writer, self.sent, pid), self._pipe(up_reader, writer))
         finally:
             self.open -= 1
             for w in (writer, up_writer):
                 w.close()
 
     @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        sent: dict[int | None, int] | None = None,
+        requests_of: int | None = None,
+    ) -> None:
+        """Copy ``reader`` to ``writer``; with ``sent``, count the bytes under ``requests_of``."""
         try:
             while data := await reader.read(4096):
+                if sent is not None:
+                    sent[requests_of] = sent.get(requests_of, 0) + len(data)
                 writer.write(data)
                 await writer.drain()
         except ConnectionError:
