@@ -13,7 +13,15 @@ from pydantic import BaseModel, Field
 from headend.web import actions, data
 from headend.web.deps import Reader, Signed
 from headend.web.identity import CSRF_HEADER
-from headend.web.schemas import CommandOut, CommandsOut, MeterOut, MeterRequestOut, OverviewOut
+from headend.web.schemas import (
+    AccountOut,
+    AccountsOut,
+    CommandOut,
+    CommandsOut,
+    MeterOut,
+    MeterRequestOut,
+    OverviewOut,
+)
 
 router = APIRouter(prefix="/api")
 CommandId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -157,3 +165,51 @@ async def cancel(command_id: CommandId, body: CancelRequest, signed: Signed, csr
     signed.who.check_csrf(csrf)
     await actions.cancel(signed.conn, signed.who, command_id, body.reason)
     return Done(id=command_id, state="cancelled")
+
+
+class PaymentRequest(BaseModel):
+    """A payment to record: the amount (decimal text, two places at most) and its reference."""
+
+    amount: str = Field(min_length=1, max_length=20, description="e.g. 120.50")
+    reference: str = Field(
+        min_length=1, max_length=200, description="Recorded once: a retry changes nothing."
+    )
+
+
+class PaymentDone(BaseModel):
+    """The payment's outcome: ``recorded`` is False when its reference was already recorded."""
+
+    account: str
+    reference: str
+    recorded: bool
+    balance: str
+
+
+@router.get("/accounts", response_model=AccountsOut)
+async def accounts(signed: Signed, conn: Reader) -> Json:
+    """Every account's balance and arrears state, and the arrears list."""
+    return await data.accounts(conn)
+
+
+@router.get("/accounts/{number}", response_model=AccountOut)
+async def account(
+    number: str,
+    signed: Signed,
+    conn: Reader,
+    start: Annotated[str | None, Query(alias="from", max_length=20)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=20)] = None,
+) -> Json:
+    """An account: settings, balance, the ledger of local days [from, to] (default: the last 90 days)
+    with the running balance, the period's bills, the newest payments."""
+    first, last = data.period(start, end, signed.console.zone)
+    return await data.account(conn, number, first, last, signed.console.zone)
+
+
+@router.post("/accounts/{number}/payments", response_model=PaymentDone, status_code=201)
+async def pay(number: str, body: PaymentRequest, signed: Signed, csrf: CsrfHeader = None) -> PaymentDone:
+    """Record a payment (cashier role), once per reference, as ``headend billing pay`` does."""
+    signed.who.check_csrf(csrf)
+    done = await actions.record_payment(signed.conn, signed.who, number, body.amount, body.reference)
+    return PaymentDone(
+        account=done.account, reference=done.reference, recorded=done.recorded, balance=str(done.balance)
+    )

@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import asyncpg
 
 from headend.inventory import InventoryError, find_meter
-from headend.store import approvals, console
+from headend.store import approvals, console, console_accounts
+from headend.store.accounts import account_statuses
+from headend.store.accounts import accounts as account_list
 from headend.store.audit import audit_trail
 from headend.store.meter_requests import get_request
-from headend.store.overview import meter_overview
+from headend.store.overview import account_statement, meter_overview
 from headend.vocabulary import COMMAND_STATES
 from headend.web.svg import Point
 
@@ -44,6 +47,19 @@ def parse_day(text: str | None, zone: ZoneInfo) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise BadRequest(f"day must be YYYY-MM-DD, got {text[:20]!r}") from None
+
+
+def period(first: str | None, last: str | None, zone: ZoneInfo, days: int = 90) -> tuple[date, date]:
+    """Local days ``[first, last]`` from ``YYYY-MM-DD`` texts; by default the ``days`` up to today."""
+    end = parse_day(last, zone)
+    if not 1970 <= end.year <= 9999 - 1:
+        raise BadRequest(f"day {end} is outside 1970..9998")
+    start = parse_day(first, zone) if first else end - timedelta(days=days - 1)
+    if end < start:
+        raise BadRequest("the period must end on or after its first day")
+    if (end - start).days > 3660:
+        raise BadRequest("the period is at most ten years")
+    return start, end
 
 
 def _rate(read: object, meters: object) -> float | None:
@@ -149,4 +165,42 @@ async def meter_request(conn: asyncpg.Connection, request_id: int) -> Row:
         "request": {**{name: getattr(found, name) for name in found.__slots__}, "final": found.final},
         "read_at": datetime.fromisoformat(read_at) if isinstance(read_at, str) else None,
         "values": shown,
+    }
+
+
+async def accounts(conn: asyncpg.Connection) -> Row:
+    """Every account's balance and arrears flag, and the accounts in arrears (the arrears list)."""
+    listed = [dict(r) for r in await account_statuses(conn)]
+    return {"accounts": listed, "arrears": [a for a in listed if a["arrears"]]}
+
+
+async def account(conn: asyncpg.Connection, number: str, first: date, last: date, zone: ZoneInfo) -> Row:
+    """An account's settings and balance, its ledger of local days ``[first, last]`` with the running
+    balance, that period's bills, and its newest payments."""
+    found = await account_list(conn, number)
+    if not found:
+        raise NotFound(f"unknown account {number!r}")
+    start, _ = day_bounds(first, zone)
+    _, end = day_bounds(last, zone)
+    statement = await account_statement(conn, number, start, end)
+    if statement is None:
+        raise NotFound(f"unknown account {number!r}")
+    balance = Decimal(str(statement.fields["opening"]))
+    ledger = []
+    for entry in statement.lists["entries"]:
+        balance += Decimal(str(entry["amount"]))
+        ledger.append({**entry, "amount": str(entry["amount"]), "balance": str(balance)})
+    bills = [
+        {**b, "amount": str(b["amount"]), "consumption": str(b["consumption"])}
+        for b in statement.lists["bills"]
+    ]
+    return {
+        "account": dict(found[0]),
+        "first": first,
+        "last": last,
+        "opening": str(statement.fields["opening"]),
+        "closing": str(balance),
+        "ledger": ledger,
+        "bills": bills,
+        "payments": await console_accounts.payments(conn, number),
     }

@@ -217,3 +217,38 @@ async def cancel_command(
     me.who.check_csrf(csrf)
     await actions.cancel(me.conn, me.who, command_id, reason)
     return _back(f"/commands/{command_id}")
+
+
+@router.get("/accounts")
+async def accounts_page(request: Request, me: Signed, conn: Reader) -> Response:
+    found = await data.accounts(conn)
+    return me.console.page(request, "accounts.html", me.who, found)
+
+
+@router.get("/accounts/{number}")
+async def account_page(
+    request: Request,
+    number: str,
+    me: Signed,
+    conn: Reader,
+    start: Annotated[str | None, Query(alias="from", max_length=20)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=20)] = None,
+    paid: Annotated[str | None, Query(max_length=20)] = None,
+) -> Response:
+    first, last = data.period(start, end, me.console.zone)
+    found = await data.account(conn, number, first, last, me.console.zone)
+    return me.console.page(request, "account.html", me.who, {**found, "paid": paid})
+
+
+@router.post("/accounts/{number}/payments")
+async def pay(
+    number: str,
+    me: Signed,
+    amount: Annotated[str, Form(max_length=20)],
+    reference: Annotated[str, Form(max_length=200)],
+    csrf: Csrf = "",
+) -> Response:
+    me.who.check_csrf(csrf)
+    done = await actions.record_payment(me.conn, me.who, number, amount, reference)
+    word = "recorded" if done.recorded else "already"
+    return _back(f"/accounts/{quote(number, safe='')}?paid={word}")

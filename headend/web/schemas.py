@@ -211,3 +211,89 @@ class MeterRequestOut(BaseModel):
     request: MeterRequestState
     read_at: datetime | None
     values: list[RequestedValue]
+
+
+class AccountStatus(_Out):
+    """An account's balance and arrears state (amounts as decimal text in the account's currency)."""
+
+    number: str
+    kind: str
+    balance: str
+    credit_limit: str
+    arrears: bool
+    arrears_since: datetime | None
+    notice_sent_at: datetime | None
+    protected: bool
+
+
+class AccountsOut(_Out):
+    """Every account, and the accounts in arrears."""
+
+    accounts: list[AccountStatus]
+    arrears: list[AccountStatus]
+
+
+class AccountFields(_Out):
+    """An account's settings and balance."""
+
+    number: str
+    name: str | None
+    kind: str
+    tariff: str | None
+    credit_limit: str
+    grace_days: int | None
+    protected: bool
+    reconnect_mode: str | None
+    active: bool
+    arrears: bool
+    arrears_since: datetime | None
+    balance: str
+    billed_until: datetime | None
+
+
+class LedgerEntry(_Out):
+    """A ledger entry with the running balance after it."""
+
+    at: datetime
+    kind: str
+    amount: str
+    balance: str
+    reference: str | None
+    kwh: str | None
+
+
+class BillOut(_Out):
+    """A bill of the period."""
+
+    id: int
+    period_start: datetime
+    period_end: datetime
+    consumption: str
+    amount: str
+    due_at: datetime | None
+    paid_at: datetime | None
+
+
+class PaymentListed(_Out):
+    """A payment recorded (its reference is unique: recorded once)."""
+
+    id: int
+    amount: str
+    reference: str
+    source: str
+    operator: str | None
+    paid_at: datetime
+
+
+class AccountOut(_Out):
+    """An account, its ledger of local days [first, last] between the opening and closing balance,
+    the period's bills and its newest payments."""
+
+    account: AccountFields
+    first: date
+    last: date
+    opening: str
+    closing: str
+    ledger: list[LedgerEntry]
+    bills: list[BillOut]
+    payments: list[PaymentListed]
