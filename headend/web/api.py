@@ -16,6 +16,8 @@ from headend.web.identity import CSRF_HEADER
 from headend.web.schemas import (
     AccountOut,
     AccountsOut,
+    ChannelOut,
+    ChannelsOut,
     CommandOut,
     CommandsOut,
     MeterOut,
@@ -213,3 +215,16 @@ async def pay(number: str, body: PaymentRequest, signed: Signed, csrf: CsrfHeade
     return PaymentDone(
         account=done.account, reference=done.reference, recorded=done.recorded, balance=str(done.balance)
     )
+
+
+@router.get("/channels", response_model=ChannelsOut)
+async def channels(signed: Signed, conn: Reader) -> Json:
+    """Every channel's health, and the dial-in devices pending adoption."""
+    return await data.channels(conn)
+
+
+@router.get("/channels/{name}", response_model=ChannelOut)
+async def channel(name: str, signed: Signed, conn: Reader) -> Json:
+    """One channel: last contact, success and utilisation of its last read cycles, meters, line
+    errors, quarantined meters."""
+    return await data.channel(conn, name)

@@ -12,12 +12,13 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from headend.inventory import InventoryError, find_meter
-from headend.store import approvals, console, console_accounts
+from headend.store import approvals, console, console_accounts, console_channels
 from headend.store.accounts import account_statuses
 from headend.store.accounts import accounts as account_list
 from headend.store.audit import audit_trail
+from headend.store.dialin import PendingRow, list_pending
 from headend.store.meter_requests import get_request
-from headend.store.overview import account_statement, meter_overview
+from headend.store.overview import account_statement, channel_overview, meter_overview
 from headend.vocabulary import COMMAND_STATES
 from headend.web.svg import Point
 
@@ -203,4 +204,41 @@ async def account(conn: asyncpg.Connection, number: str, first: date, last: date
         "ledger": ledger,
         "bills": bills,
         "payments": await console_accounts.payments(conn, number),
+    }
+
+
+def _pending(row: PendingRow) -> Row:
+    """A dial-in identity no channel has: held for adoption, refused, or in conflict."""
+    status = "conflict" if row.conflicts else "held" if row.held else "refused"
+    fields = ("identity", "kind", "listener", "peer", "first_seen", "last_seen", "attempts", "conflicts")
+    return {**{name: getattr(row, name) for name in fields}, "status": status}
+
+
+async def channels(conn: asyncpg.Connection) -> Row:
+    """Every channel's health (meters, last contact, timeouts, quarantined meters, last read cycle) and
+    the dial-in devices pending adoption (what ``headend channels pending`` lists)."""
+    return {
+        "channels": await console_channels.channels(conn),
+        "pending": [_pending(r) for r in await list_pending(conn)],
+    }
+
+
+async def channel(conn: asyncpg.Connection, name: str) -> Row:
+    """One channel as ``headend channels show`` has it (settings, last contact, the success and
+    utilisation of its last read cycles, meters, communication errors) and its quarantined meters."""
+    found = await channel_overview(conn, name, recent=20)
+    if found is None:
+        raise NotFound(f"unknown channel {name!r}")
+    fields = dict(found.fields)
+    fields.pop("id", None)
+    cycles = found.lists["cycles"]
+    due = sum(int(str(c["due"])) for c in cycles)
+    succeeded = sum(int(str(c["succeeded"])) for c in cycles)
+    return {
+        "channel": fields,
+        "success": {"cycles": len(cycles), "due": due, "succeeded": succeeded, "rate": _rate(succeeded, due)},
+        "cycles": cycles,
+        "meters": found.lists["meter_list"],
+        "errors": found.lists["errors"],
+        "quarantined": await console_channels.quarantined(conn, name),
     }

@@ -252,3 +252,15 @@ async def pay(
     done = await actions.record_payment(me.conn, me.who, number, amount, reference)
     word = "recorded" if done.recorded else "already"
     return _back(f"/accounts/{quote(number, safe='')}?paid={word}")
+
+
+@router.get("/channels")
+async def channels_page(request: Request, me: Signed, conn: Reader) -> Response:
+    found = await data.channels(conn)
+    return me.console.page(request, "channels.html", me.who, found)
+
+
+@router.get("/channels/{name}")
+async def channel_page(request: Request, name: str, me: Signed, conn: Reader) -> Response:
+    found = await data.channel(conn, name)
+    return me.console.page(request, "channel.html", me.who, found)

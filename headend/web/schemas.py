@@ -297,3 +297,113 @@ class AccountOut(_Out):
     ledger: list[LedgerEntry]
     bills: list[BillOut]
     payments: list[PaymentListed]
+
+
+class ChannelListed(_Out):
+    """A channel's health: meters, last contact, timeouts in 24 h, meters quarantined now, and its last
+    complete read cycle (due, succeeded, utilisation: busy time over the interval, 1.3 = 130 %)."""
+
+    name: str
+    kind: str
+    url: str | None
+    enabled: bool
+    meters: int
+    last_contact: datetime | None
+    timeouts_24h: int
+    quarantined: int
+    last_cycle_at: datetime | None
+    last_cycle_due: int | None
+    last_cycle_succeeded: int | None
+    last_cycle_utilisation: float | None
+
+
+class PendingDevice(_Out):
+    """A device that dialled in with an identity no channel has (adopt it: add a dtu://ID channel)."""
+
+    identity: str
+    kind: str
+    listener: str
+    peer: str
+    first_seen: datetime
+    last_seen: datetime
+    attempts: int
+    conflicts: int
+    status: Literal["held", "refused", "conflict"]
+
+
+class ChannelsOut(_Out):
+    """Every channel, and the dial-in devices pending adoption."""
+
+    channels: list[ChannelListed]
+    pending: list[PendingDevice]
+
+
+class ChannelFields(_Out):
+    """A channel's settings, last contact and timeouts in the last 24 hours."""
+
+    name: str
+    kind: str
+    address: str | None
+    url: str | None
+    enabled: bool
+    meters: int
+    last_contact: datetime | None
+    timeouts_24h: int
+
+
+class Success(_Out):
+    """Meters read of those due over the last complete read cycles (rate: None without any due)."""
+
+    cycles: int
+    due: int
+    succeeded: int
+    rate: float | None
+
+
+class Cycle(_Out):
+    """A complete read cycle."""
+
+    cycle_at: datetime
+    due: int
+    succeeded: int
+    readings: int
+    utilisation: float | None
+
+
+class ChannelMeter(_Out):
+    """A meter of the channel and its last successful read."""
+
+    name: str | None
+    protocol: str
+    address: str
+    enabled: bool
+    last_read: datetime | None
+
+
+class LineError(_Out):
+    """A communication event of the channel (timeout, bad frame, quarantine ...)."""
+
+    occurred_at: datetime
+    kind: str
+    details: str | None
+
+
+class Quarantined(_Out):
+    """A meter quarantined now (skipped until ``until`` after repeated failures)."""
+
+    name: str | None
+    address: str
+    since: datetime
+    until: datetime
+
+
+class ChannelOut(_Out):
+    """One channel: settings, success and utilisation of its last cycles, meters, line errors, and
+    its quarantined meters."""
+
+    channel: ChannelFields
+    success: Success
+    cycles: list[Cycle]
+    meters: list[ChannelMeter]
+    errors: list[LineError]
+    quarantined: list[Quarantined]
