@@ -16,6 +16,7 @@ from headend.web.identity import CSRF_HEADER
 from headend.web.schemas import (
     AccountOut,
     AccountsOut,
+    AuditOut,
     ChannelOut,
     ChannelsOut,
     CommandOut,
@@ -228,3 +229,20 @@ async def channel(name: str, signed: Signed, conn: Reader) -> Json:
     """One channel: last contact, success and utilisation of its last read cycles, meters, line
     errors, quarantined meters."""
     return await data.channel(conn, name)
+
+
+@router.get("/audit", response_model=AuditOut)
+async def audit(
+    signed: Signed,
+    conn: Reader,
+    operator: Annotated[str | None, Query(max_length=20)] = None,
+    action: Annotated[str | None, Query(max_length=100)] = None,
+    meter: Annotated[str | None, Query(max_length=100)] = None,
+    start: Annotated[str | None, Query(alias="from", max_length=20)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=20)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> Json:
+    """The audit log, newest first: filter by operator, action (or a prefix such as ``command.``),
+    meter (its own entries and its commands'), local days [from, to]. Every entry: ``/audit.csv``."""
+    which = await data.audit_filter(conn, operator, action, meter, start, end, signed.console.zone)
+    return await data.audit(conn, which, limit)

@@ -12,10 +12,11 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from headend.inventory import InventoryError, find_meter
-from headend.store import approvals, console, console_accounts, console_channels
+from headend.store import approvals, console, console_accounts, console_audit, console_channels
 from headend.store.accounts import account_statuses
 from headend.store.accounts import accounts as account_list
 from headend.store.audit import audit_trail
+from headend.store.console_audit import AuditFilter
 from headend.store.dialin import PendingRow, list_pending
 from headend.store.meter_requests import get_request
 from headend.store.overview import account_statement, channel_overview, meter_overview
@@ -242,3 +243,32 @@ async def channel(conn: asyncpg.Connection, name: str) -> Row:
         "errors": found.lists["errors"],
         "quarantined": await console_channels.quarantined(conn, name),
     }
+
+
+async def audit_filter(
+    conn: asyncpg.Connection,
+    operator: str | None,
+    action: str | None,
+    meter_ref: str | None,
+    first: str | None,
+    last: str | None,
+    zone: ZoneInfo,
+) -> AuditFilter:
+    """The audit entries asked for: an operator, an action (or a prefix such as ``command.``), a meter
+    (name or address), local days ``[first, last]``; an empty field means any."""
+    meter_id = None
+    if meter_ref:
+        try:
+            meter_id, _ = await find_meter(conn, meter_ref)
+        except InventoryError as exc:
+            raise NotFound(str(exc)) from None
+    since = day_bounds(parse_day(first, zone), zone)[0] if first else None
+    until = day_bounds(parse_day(last, zone), zone)[1] if last else None
+    if since is not None and until is not None and until <= since:
+        raise BadRequest("the period must end on or after its first day")
+    return AuditFilter(operator or None, action or None, meter_id, since, until)
+
+
+async def audit(conn: asyncpg.Connection, which: AuditFilter, limit: int) -> Row:
+    """The newest ``limit`` audit entries that match, newest first."""
+    return {"entries": await console_audit.entries(conn, which, limit), "limit": limit}

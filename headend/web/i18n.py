@@ -169,6 +169,10 @@ _LABELS: dict[str, tuple[str, str]] = {  # key: (zh, en)
     "readings": ("读数", "Readings"),
     "line_errors": ("通信错误", "Line errors"),
     "quarantined_meters": ("隔离中的电表", "Quarantined meters"),
+    "audit_log": ("审计日志", "Audit log"),
+    "entity": ("对象", "Entity"),
+    "export_csv": ("导出 CSV", "Export CSV"),
+    "newest_shown": ("显示最新条数", "newest shown:"),
 }
 
 

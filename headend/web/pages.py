@@ -9,13 +9,14 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Path, Query, Request, Response
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 
 from headend.operators import OperatorError, authenticate
 from headend.store import web_sessions
 from headend.web import actions, data
 from headend.web.app import console_of
 from headend.web.deps import Reader, Signed
+from headend.web.export import audit_csv
 from headend.web.i18n import LANGUAGES
 from headend.web.identity import (
     CSRF_FIELD,
@@ -264,3 +265,47 @@ async def channels_page(request: Request, me: Signed, conn: Reader) -> Response:
 async def channel_page(request: Request, name: str, me: Signed, conn: Reader) -> Response:
     found = await data.channel(conn, name)
     return me.console.page(request, "channel.html", me.who, found)
+
+
+Operator = Annotated[str | None, Query(max_length=20)]
+Action = Annotated[str | None, Query(max_length=100)]
+MeterRef = Annotated[str | None, Query(max_length=100)]
+Day = Annotated[str | None, Query(max_length=20)]
+
+
+@router.get("/audit")
+async def audit_page(
+    request: Request,
+    me: Signed,
+    conn: Reader,
+    operator: Operator = None,
+    action: Action = None,
+    meter: MeterRef = None,
+    start: Annotated[str | None, Query(alias="from", max_length=20)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=20)] = None,
+) -> Response:
+    zone = me.console.zone
+    which = await data.audit_filter(conn, operator, action, meter, start, end, zone)
+    found = await data.audit(conn, which, 200)
+    asked = {"operator": operator, "action": action, "meter": meter, "from": start, "to": end}
+    query = "&".join(f"{k}={quote(v, safe='')}" for k, v in asked.items() if v)
+    return me.console.page(request, "audit.html", me.who, {**found, "asked": asked, "query": query})
+
+
+@router.get("/audit.csv")
+async def audit_export(
+    me: Signed,
+    conn: Reader,
+    operator: Operator = None,
+    action: Action = None,
+    meter: MeterRef = None,
+    start: Annotated[str | None, Query(alias="from", max_length=20)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=20)] = None,
+) -> Response:
+    zone = me.console.zone
+    which = await data.audit_filter(conn, operator, action, meter, start, end, zone)
+    return StreamingResponse(
+        audit_csv(me.console.report, which, zone),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": 'attachment; filename="audit.csv"'},
+    )

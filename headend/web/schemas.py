@@ -407,3 +407,23 @@ class ChannelOut(_Out):
     meters: list[ChannelMeter]
     errors: list[LineError]
     quarantined: list[Quarantined]
+
+
+class AuditRow(_Out):
+    """An audit entry: who did what to which entity, why, with details (JSON text)."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    entity: str | None
+    entity_id: str | None
+    reason: str | None
+    details: str
+
+
+class AuditOut(_Out):
+    """The newest matching audit entries (at most ``limit``), newest first."""
+
+    entries: list[AuditRow]
+    limit: int
