@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Path, Query
 from pydantic import BaseModel, Field
 
-from headend.web import actions, data
+from headend.web import actions, data, operator_admin
 from headend.web.deps import Reader, Signed
 from headend.web.identity import CSRF_HEADER
 from headend.web.schemas import (
@@ -246,3 +246,85 @@ async def audit(
     meter (its own entries and its commands'), local days [from, to]. Every entry: ``/audit.csv``."""
     which = await data.audit_filter(conn, operator, action, meter, start, end, signed.console.zone)
     return await data.audit(conn, which, limit)
+
+
+class OperatorListed(BaseModel):
+    """An operator (never the password hash)."""
+
+    id: str
+    name: str
+    roles: list[str]
+    active: bool
+    created_by: str
+    created_at: datetime
+    failed_sign_ins: int
+    locked_until: datetime | None
+
+
+class NewOperator(BaseModel):
+    """An operator to add; a blank password is generated and returned once."""
+
+    id: str = Field(min_length=1, max_length=20, description="工号, 1-8 digits.")
+    name: str = Field(min_length=1, max_length=200)
+    roles: list[Literal["viewer", "operator", "approver", "cashier", "admin"]] = Field(min_length=1)
+    password: str = Field(default="", max_length=200)
+
+
+class ActiveChange(BaseModel):
+    """Enable or disable an operator, with a reason (audited)."""
+
+    active: bool
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class NewPassword(BaseModel):
+    """A password to set; blank: one is generated and returned once."""
+
+    password: str = Field(default="", max_length=200)
+
+
+class Secret(BaseModel):
+    """The operator changed, and the generated password (shown this once) when none was given."""
+
+    id: str
+    password: str | None
+
+
+OperatorPath = Annotated[str, Path(max_length=20)]
+
+
+@router.get("/operators", response_model=list[OperatorListed])
+async def list_operators(signed: Signed) -> list[OperatorListed]:
+    """Every operator (admin role)."""
+    found = await operator_admin.operators(signed.conn, signed.who)
+    return [OperatorListed(**{name: getattr(r, name) for name in r.__slots__}) for r in found]
+
+
+@router.post("/operators", response_model=Secret, status_code=201)
+async def add_operator(body: NewOperator, signed: Signed, csrf: CsrfHeader = None) -> Secret:
+    """Add an operator (admin role), as ``headend operators add``."""
+    signed.who.check_csrf(csrf)
+    shown = await operator_admin.add(
+        signed.conn, signed.who, body.id, body.name, ",".join(body.roles), body.password
+    )
+    return Secret(id=body.id, password=shown)
+
+
+@router.post("/operators/{operator_id}/active", response_model=Secret)
+async def set_active(
+    operator_id: OperatorPath, body: ActiveChange, signed: Signed, csrf: CsrfHeader = None
+) -> Secret:
+    """Enable or disable an operator (admin role), as ``headend operators enable|disable``."""
+    signed.who.check_csrf(csrf)
+    await operator_admin.set_active(signed.conn, signed.who, operator_id, body.active, body.reason)
+    return Secret(id=operator_id, password=None)
+
+
+@router.post("/operators/{operator_id}/password", response_model=Secret)
+async def reset_password(
+    operator_id: OperatorPath, body: NewPassword, signed: Signed, csrf: CsrfHeader = None
+) -> Secret:
+    """Set another operator's password (admin role), as ``headend operators passwd``."""
+    signed.who.check_csrf(csrf)
+    shown = await operator_admin.reset_password(signed.conn, signed.who, operator_id, body.password)
+    return Secret(id=operator_id, password=shown)

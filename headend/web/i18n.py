@@ -173,6 +173,15 @@ _LABELS: dict[str, tuple[str, str]] = {  # key: (zh, en)
     "entity": ("对象", "Entity"),
     "export_csv": ("导出 CSV", "Export CSV"),
     "newest_shown": ("显示最新条数", "newest shown:"),
+    "operators": ("操作员", "Operators"),
+    "failed_sign_ins": ("登录失败次数", "Failed sign-ins"),
+    "locked_until": ("锁定至", "Locked until"),
+    "disable": ("停用", "Disable"),
+    "enable": ("启用", "Enable"),
+    "reset_password": ("重置密码", "Reset password"),
+    "password_blank": ("留空则自动生成", "blank: generated"),
+    "password_once": ("新密码只显示这一次，操作员", "The new password, shown this once, of operator"),
+    "add_operator": ("新增操作员", "Add operator"),
 }
 
 

@@ -13,7 +13,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 
 from headend.operators import OperatorError, authenticate
 from headend.store import web_sessions
-from headend.web import actions, data
+from headend.web import actions, data, operator_admin
 from headend.web.app import console_of
 from headend.web.deps import Reader, Signed
 from headend.web.export import audit_csv
@@ -309,3 +309,67 @@ async def audit_export(
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": 'attachment; filename="audit.csv"'},
     )
+
+
+OperatorPath = Annotated[str, Path(max_length=20)]
+
+
+async def _operators_page(request: Request, me: Signed, secret: tuple[str, str] | None = None) -> Response:
+    listed = await operator_admin.operators(me.conn, me.who)
+    context = {"operators": listed, "secret": secret}
+    return me.console.page(request, "operators.html", me.who, context)
+
+
+@router.get("/operators")
+async def operators_page(request: Request, me: Signed) -> Response:
+    return await _operators_page(request, me)
+
+
+@router.post("/operators")
+async def add_operator(
+    request: Request,
+    me: Signed,
+    operator_id: Annotated[str, Form(alias="id", max_length=20)],
+    name: Annotated[str, Form(max_length=200)],
+    roles: Annotated[str, Form(max_length=100)],
+    password: Annotated[str, Form(max_length=200)] = "",
+    csrf: Csrf = "",
+) -> Response:
+    me.who.check_csrf(csrf)
+    shown = await operator_admin.add(me.conn, me.who, operator_id, name, roles, password)
+    if shown is None:
+        return _back("/operators")
+    return await _operators_page(request, me, (operator_id.strip(), shown))
+
+
+@router.post("/operators/{operator_id}/disable")
+async def disable_operator(
+    operator_id: OperatorPath, me: Signed, reason: Annotated[str, Form(max_length=500)] = "", csrf: Csrf = ""
+) -> Response:
+    me.who.check_csrf(csrf)
+    await operator_admin.set_active(me.conn, me.who, operator_id, False, reason)
+    return _back("/operators")
+
+
+@router.post("/operators/{operator_id}/enable")
+async def enable_operator(
+    operator_id: OperatorPath, me: Signed, reason: Annotated[str, Form(max_length=500)] = "", csrf: Csrf = ""
+) -> Response:
+    me.who.check_csrf(csrf)
+    await operator_admin.set_active(me.conn, me.who, operator_id, True, reason)
+    return _back("/operators")
+
+
+@router.post("/operators/{operator_id}/password")
+async def reset_password(
+    request: Request,
+    operator_id: OperatorPath,
+    me: Signed,
+    password: Annotated[str, Form(max_length=200)] = "",
+    csrf: Csrf = "",
+) -> Response:
+    me.who.check_csrf(csrf)
+    shown = await operator_admin.reset_password(me.conn, me.who, operator_id, password)
+    if shown is None:
+        return _back("/operators")
+    return await _operators_page(request, me, (operator_id, shown))
