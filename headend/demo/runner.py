@@ -29,6 +29,7 @@ from rich.live import Live
 
 from headend.config import HeadendConfig, validate_config
 from headend.daemon import build_daemon
+from headend.demo.console import start_console
 from headend.demo.dashboard import render, status_line
 from headend.demo.fleet import CONCENTRATOR_ADDRESS, STORY_ACCOUNT, DemoFleet, backlog_s, demo_buses
 from headend.demo.snapshot import take_snapshot
@@ -208,11 +209,19 @@ async def _run(
         await fleet.dial_in("127.0.0.1", front.listeners[0].port, front.listeners[1].port)
         devices = [("dtu", bus.dial_in) for bus in buses if bus.dial_in]
         await _until_online(front.hub, [*devices, ("gdw1376", CONCENTRATOR_ADDRESS)])
+        web = await start_console(dsn)
+        console.print(
+            f"web console: {web.url} (sign in as operator {web.operator_id}, password {web.password};"
+            " this run only)",
+            soft_wrap=True,
+            highlight=False,
+        )
         started = time.monotonic()
         story = FeeControlStory(engine, STORY_ACCOUNT, pay_after_s=max(10.0, options.interval_s / 2))
         try:
             await _show(options, console, engine, story, fleet, since, started, warnings, workdir)
         finally:
+            await web.stop()
             await daemon.stop()
         conn = await asyncpg.connect(dsn)
         try:

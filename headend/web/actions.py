@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from headend.billing import payments
+from headend.billing.payments import PaymentError, PaymentOutcome, check_reference, parse_amount
 from headend.control.manual import ACTIONS, ManualCommandError, cancel_command, request_command
 from headend.inventory import InventoryError, find_meter
 from headend.store import approvals
@@ -102,3 +104,21 @@ async def _request(conn: asyncpg.Connection, meter: str, insert: Callable[[int],
         raise Forbidden(str(exc)) from None
     except asyncpg.PostgresError as exc:  # a bound of [requests], said by the database in one line
         raise Refused(str(exc).splitlines()[0]) from None
+
+
+async def record_payment(
+    conn: asyncpg.Connection, who: Principal, account: str, amount: str, reference: str
+) -> PaymentOutcome:
+    """A payment to ``account`` (cashier role), recorded once per reference as ``headend billing pay``
+    does; a reference already recorded for the same account and amount changes nothing."""
+    who.require("cashier")
+    try:
+        value = parse_amount(amount)
+        check_reference(reference.strip())
+        return await payments.record_payment(
+            conn, account, value, reference.strip(), operator=who.operator_id, source="web"
+        )
+    except PaymentError as exc:
+        raise Refused(str(exc)) from None
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise Forbidden(str(exc)) from None

@@ -6,15 +6,20 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import asyncpg
 
 from headend.inventory import InventoryError, find_meter
-from headend.store import approvals, console
+from headend.store import approvals, console, console_accounts, console_audit, console_channels
+from headend.store.accounts import account_statuses
+from headend.store.accounts import accounts as account_list
 from headend.store.audit import audit_trail
+from headend.store.console_audit import AuditFilter
+from headend.store.dialin import PendingRow, list_pending
 from headend.store.meter_requests import get_request
-from headend.store.overview import meter_overview
+from headend.store.overview import account_statement, channel_overview, meter_overview
 from headend.vocabulary import COMMAND_STATES
 from headend.web.svg import Point
 
@@ -44,6 +49,19 @@ def parse_day(text: str | None, zone: ZoneInfo) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise BadRequest(f"day must be YYYY-MM-DD, got {text[:20]!r}") from None
+
+
+def period(first: str | None, last: str | None, zone: ZoneInfo, days: int = 90) -> tuple[date, date]:
+    """Local days ``[first, last]`` from ``YYYY-MM-DD`` texts; by default the ``days`` up to today."""
+    end = parse_day(last, zone)
+    if not 1970 <= end.year <= 9999 - 1:
+        raise BadRequest(f"day {end} is outside 1970..9998")
+    start = parse_day(first, zone) if first else end - timedelta(days=days - 1)
+    if end < start:
+        raise BadRequest("the period must end on or after its first day")
+    if (end - start).days > 3660:
+        raise BadRequest("the period is at most ten years")
+    return start, end
 
 
 def _rate(read: object, meters: object) -> float | None:
@@ -150,3 +168,107 @@ async def meter_request(conn: asyncpg.Connection, request_id: int) -> Row:
         "read_at": datetime.fromisoformat(read_at) if isinstance(read_at, str) else None,
         "values": shown,
     }
+
+
+async def accounts(conn: asyncpg.Connection) -> Row:
+    """Every account's balance and arrears flag, and the accounts in arrears (the arrears list)."""
+    listed = [dict(r) for r in await account_statuses(conn)]
+    return {"accounts": listed, "arrears": [a for a in listed if a["arrears"]]}
+
+
+async def account(conn: asyncpg.Connection, number: str, first: date, last: date, zone: ZoneInfo) -> Row:
+    """An account's settings and balance, its ledger of local days ``[first, last]`` with the running
+    balance, that period's bills, and its newest payments."""
+    found = await account_list(conn, number)
+    if not found:
+        raise NotFound(f"unknown account {number!r}")
+    start, _ = day_bounds(first, zone)
+    _, end = day_bounds(last, zone)
+    statement = await account_statement(conn, number, start, end)
+    if statement is None:
+        raise NotFound(f"unknown account {number!r}")
+    balance = Decimal(str(statement.fields["opening"]))
+    ledger = []
+    for entry in statement.lists["entries"]:
+        balance += Decimal(str(entry["amount"]))
+        ledger.append({**entry, "amount": str(entry["amount"]), "balance": str(balance)})
+    bills = [
+        {**b, "amount": str(b["amount"]), "consumption": str(b["consumption"])}
+        for b in statement.lists["bills"]
+    ]
+    return {
+        "account": dict(found[0]),
+        "first": first,
+        "last": last,
+        "opening": str(statement.fields["opening"]),
+        "closing": str(balance),
+        "ledger": ledger,
+        "bills": bills,
+        "payments": await console_accounts.payments(conn, number),
+    }
+
+
+def _pending(row: PendingRow) -> Row:
+    """A dial-in identity no channel has: held for adoption, refused, or in conflict."""
+    status = "conflict" if row.conflicts else "held" if row.held else "refused"
+    fields = ("identity", "kind", "listener", "peer", "first_seen", "last_seen", "attempts", "conflicts")
+    return {**{name: getattr(row, name) for name in fields}, "status": status}
+
+
+async def channels(conn: asyncpg.Connection) -> Row:
+    """Every channel's health (meters, last contact, timeouts, quarantined meters, last read cycle) and
+    the dial-in devices pending adoption (what ``headend channels pending`` lists)."""
+    return {
+        "channels": await console_channels.channels(conn),
+        "pending": [_pending(r) for r in await list_pending(conn)],
+    }
+
+
+async def channel(conn: asyncpg.Connection, name: str) -> Row:
+    """One channel as ``headend channels show`` has it (settings, last contact, the success and
+    utilisation of its last read cycles, meters, communication errors) and its quarantined meters."""
+    found = await channel_overview(conn, name, recent=20)
+    if found is None:
+        raise NotFound(f"unknown channel {name!r}")
+    fields = dict(found.fields)
+    fields.pop("id", None)
+    cycles = found.lists["cycles"]
+    due = sum(int(str(c["due"])) for c in cycles)
+    succeeded = sum(int(str(c["succeeded"])) for c in cycles)
+    return {
+        "channel": fields,
+        "success": {"cycles": len(cycles), "due": due, "succeeded": succeeded, "rate": _rate(succeeded, due)},
+        "cycles": cycles,
+        "meters": found.lists["meter_list"],
+        "errors": found.lists["errors"],
+        "quarantined": await console_channels.quarantined(conn, name),
+    }
+
+
+async def audit_filter(
+    conn: asyncpg.Connection,
+    operator: str | None,
+    action: str | None,
+    meter_ref: str | None,
+    first: str | None,
+    last: str | None,
+    zone: ZoneInfo,
+) -> AuditFilter:
+    """The audit entries asked for: an operator, an action (or a prefix such as ``command.``), a meter
+    (name or address), local days ``[first, last]``; an empty field means any."""
+    meter_id = None
+    if meter_ref:
+        try:
+            meter_id, _ = await find_meter(conn, meter_ref)
+        except InventoryError as exc:
+            raise NotFound(str(exc)) from None
+    since = day_bounds(parse_day(first, zone), zone)[0] if first else None
+    until = day_bounds(parse_day(last, zone), zone)[1] if last else None
+    if since is not None and until is not None and until <= since:
+        raise BadRequest("the period must end on or after its first day")
+    return AuditFilter(operator or None, action or None, meter_id, since, until)
+
+
+async def audit(conn: asyncpg.Connection, which: AuditFilter, limit: int) -> Row:
+    """The newest ``limit`` audit entries that match, newest first."""
+    return {"entries": await console_audit.entries(conn, which, limit), "limit": limit}

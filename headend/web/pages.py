@@ -9,13 +9,14 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Path, Query, Request, Response
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 
 from headend.operators import OperatorError, authenticate
 from headend.store import web_sessions
-from headend.web import actions, data
+from headend.web import actions, data, operator_admin
 from headend.web.app import console_of
 from headend.web.deps import Reader, Signed
+from headend.web.export import audit_csv
 from headend.web.i18n import LANGUAGES
 from headend.web.identity import (
     CSRF_FIELD,
@@ -217,3 +218,158 @@ async def cancel_command(
     me.who.check_csrf(csrf)
     await actions.cancel(me.conn, me.who, command_id, reason)
     return _back(f"/commands/{command_id}")
+
+
+@router.get("/accounts")
+async def accounts_page(request: Request, me: Signed, conn: Reader) -> Response:
+    found = await data.accounts(conn)
+    return me.console.page(request, "accounts.html", me.who, found)
+
+
+@router.get("/accounts/{number}")
+async def account_page(
+    request: Request,
+    number: str,
+    me: Signed,
+    conn: Reader,
+    start: Annotated[str | None, Query(alias="from", max_length=20)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=20)] = None,
+    paid: Annotated[str | None, Query(max_length=20)] = None,
+) -> Response:
+    first, last = data.period(start, end, me.console.zone)
+    found = await data.account(conn, number, first, last, me.console.zone)
+    return me.console.page(request, "account.html", me.who, {**found, "paid": paid})
+
+
+@router.post("/accounts/{number}/payments")
+async def pay(
+    number: str,
+    me: Signed,
+    amount: Annotated[str, Form(max_length=20)],
+    reference: Annotated[str, Form(max_length=200)],
+    csrf: Csrf = "",
+) -> Response:
+    me.who.check_csrf(csrf)
+    done = await actions.record_payment(me.conn, me.who, number, amount, reference)
+    word = "recorded" if done.recorded else "already"
+    return _back(f"/accounts/{quote(number, safe='')}?paid={word}")
+
+
+@router.get("/channels")
+async def channels_page(request: Request, me: Signed, conn: Reader) -> Response:
+    found = await data.channels(conn)
+    return me.console.page(request, "channels.html", me.who, found)
+
+
+@router.get("/channels/{name}")
+async def channel_page(request: Request, name: str, me: Signed, conn: Reader) -> Response:
+    found = await data.channel(conn, name)
+    return me.console.page(request, "channel.html", me.who, found)
+
+
+Operator = Annotated[str | None, Query(max_length=20)]
+Action = Annotated[str | None, Query(max_length=100)]
+MeterRef = Annotated[str | None, Query(max_length=100)]
+Day = Annotated[str | None, Query(max_length=20)]
+
+
+@router.get("/audit")
+async def audit_page(
+    request: Request,
+    me: Signed,
+    conn: Reader,
+    operator: Operator = None,
+    action: Action = None,
+    meter: MeterRef = None,
+    start: Annotated[str | None, Query(alias="from", max_length=20)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=20)] = None,
+) -> Response:
+    zone = me.console.zone
+    which = await data.audit_filter(conn, operator, action, meter, start, end, zone)
+    found = await data.audit(conn, which, 200)
+    asked = {"operator": operator, "action": action, "meter": meter, "from": start, "to": end}
+    query = "&".join(f"{k}={quote(v, safe='')}" for k, v in asked.items() if v)
+    return me.console.page(request, "audit.html", me.who, {**found, "asked": asked, "query": query})
+
+
+@router.get("/audit.csv")
+async def audit_export(
+    me: Signed,
+    conn: Reader,
+    operator: Operator = None,
+    action: Action = None,
+    meter: MeterRef = None,
+    start: Annotated[str | None, Query(alias="from", max_length=20)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=20)] = None,
+) -> Response:
+    zone = me.console.zone
+    which = await data.audit_filter(conn, operator, action, meter, start, end, zone)
+    return StreamingResponse(
+        audit_csv(me.console.report, which, zone),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": 'attachment; filename="audit.csv"'},
+    )
+
+
+OperatorPath = Annotated[str, Path(max_length=20)]
+
+
+async def _operators_page(request: Request, me: Signed, secret: tuple[str, str] | None = None) -> Response:
+    listed = await operator_admin.operators(me.conn, me.who)
+    context = {"operators": listed, "secret": secret}
+    return me.console.page(request, "operators.html", me.who, context)
+
+
+@router.get("/operators")
+async def operators_page(request: Request, me: Signed) -> Response:
+    return await _operators_page(request, me)
+
+
+@router.post("/operators")
+async def add_operator(
+    request: Request,
+    me: Signed,
+    operator_id: Annotated[str, Form(alias="id", max_length=20)],
+    name: Annotated[str, Form(max_length=200)],
+    roles: Annotated[str, Form(max_length=100)],
+    password: Annotated[str, Form(max_length=200)] = "",
+    csrf: Csrf = "",
+) -> Response:
+    me.who.check_csrf(csrf)
+    shown = await operator_admin.add(me.conn, me.who, operator_id, name, roles, password)
+    if shown is None:
+        return _back("/operators")
+    return await _operators_page(request, me, (operator_id.strip(), shown))
+
+
+@router.post("/operators/{operator_id}/disable")
+async def disable_operator(
+    operator_id: OperatorPath, me: Signed, reason: Annotated[str, Form(max_length=500)] = "", csrf: Csrf = ""
+) -> Response:
+    me.who.check_csrf(csrf)
+    await operator_admin.set_active(me.conn, me.who, operator_id, False, reason)
+    return _back("/operators")
+
+
+@router.post("/operators/{operator_id}/enable")
+async def enable_operator(
+    operator_id: OperatorPath, me: Signed, reason: Annotated[str, Form(max_length=500)] = "", csrf: Csrf = ""
+) -> Response:
+    me.who.check_csrf(csrf)
+    await operator_admin.set_active(me.conn, me.who, operator_id, True, reason)
+    return _back("/operators")
+
+
+@router.post("/operators/{operator_id}/password")
+async def reset_password(
+    request: Request,
+    operator_id: OperatorPath,
+    me: Signed,
+    password: Annotated[str, Form(max_length=200)] = "",
+    csrf: Csrf = "",
+) -> Response:
+    me.who.check_csrf(csrf)
+    shown = await operator_admin.reset_password(me.conn, me.who, operator_id, password)
+    if shown is None:
+        return _back("/operators")
+    return await _operators_page(request, me, (operator_id, shown))

@@ -211,3 +211,219 @@ class MeterRequestOut(BaseModel):
     request: MeterRequestState
     read_at: datetime | None
     values: list[RequestedValue]
+
+
+class AccountStatus(_Out):
+    """An account's balance and arrears state (amounts as decimal text in the account's currency)."""
+
+    number: str
+    kind: str
+    balance: str
+    credit_limit: str
+    arrears: bool
+    arrears_since: datetime | None
+    notice_sent_at: datetime | None
+    protected: bool
+
+
+class AccountsOut(_Out):
+    """Every account, and the accounts in arrears."""
+
+    accounts: list[AccountStatus]
+    arrears: list[AccountStatus]
+
+
+class AccountFields(_Out):
+    """An account's settings and balance."""
+
+    number: str
+    name: str | None
+    kind: str
+    tariff: str | None
+    credit_limit: str
+    grace_days: int | None
+    protected: bool
+    reconnect_mode: str | None
+    active: bool
+    arrears: bool
+    arrears_since: datetime | None
+    balance: str
+    billed_until: datetime | None
+
+
+class LedgerEntry(_Out):
+    """A ledger entry with the running balance after it."""
+
+    at: datetime
+    kind: str
+    amount: str
+    balance: str
+    reference: str | None
+    kwh: str | None
+
+
+class BillOut(_Out):
+    """A bill of the period."""
+
+    id: int
+    period_start: datetime
+    period_end: datetime
+    consumption: str
+    amount: str
+    due_at: datetime | None
+    paid_at: datetime | None
+
+
+class PaymentListed(_Out):
+    """A payment recorded (its reference is unique: recorded once)."""
+
+    id: int
+    amount: str
+    reference: str
+    source: str
+    operator: str | None
+    paid_at: datetime
+
+
+class AccountOut(_Out):
+    """An account, its ledger of local days [first, last] between the opening and closing balance,
+    the period's bills and its newest payments."""
+
+    account: AccountFields
+    first: date
+    last: date
+    opening: str
+    closing: str
+    ledger: list[LedgerEntry]
+    bills: list[BillOut]
+    payments: list[PaymentListed]
+
+
+class ChannelListed(_Out):
+    """A channel's health: meters, last contact, timeouts in 24 h, meters quarantined now, and its last
+    complete read cycle (due, succeeded, utilisation: busy time over the interval, 1.3 = 130 %)."""
+
+    name: str
+    kind: str
+    url: str | None
+    enabled: bool
+    meters: int
+    last_contact: datetime | None
+    timeouts_24h: int
+    quarantined: int
+    last_cycle_at: datetime | None
+    last_cycle_due: int | None
+    last_cycle_succeeded: int | None
+    last_cycle_utilisation: float | None
+
+
+class PendingDevice(_Out):
+    """A device that dialled in with an identity no channel has (adopt it: add a dtu://ID channel)."""
+
+    identity: str
+    kind: str
+    listener: str
+    peer: str
+    first_seen: datetime
+    last_seen: datetime
+    attempts: int
+    conflicts: int
+    status: Literal["held", "refused", "conflict"]
+
+
+class ChannelsOut(_Out):
+    """Every channel, and the dial-in devices pending adoption."""
+
+    channels: list[ChannelListed]
+    pending: list[PendingDevice]
+
+
+class ChannelFields(_Out):
+    """A channel's settings, last contact and timeouts in the last 24 hours."""
+
+    name: str
+    kind: str
+    address: str | None
+    url: str | None
+    enabled: bool
+    meters: int
+    last_contact: datetime | None
+    timeouts_24h: int
+
+
+class Success(_Out):
+    """Meters read of those due over the last complete read cycles (rate: None without any due)."""
+
+    cycles: int
+    due: int
+    succeeded: int
+    rate: float | None
+
+
+class Cycle(_Out):
+    """A complete read cycle."""
+
+    cycle_at: datetime
+    due: int
+    succeeded: int
+    readings: int
+    utilisation: float | None
+
+
+class ChannelMeter(_Out):
+    """A meter of the channel and its last successful read."""
+
+    name: str | None
+    protocol: str
+    address: str
+    enabled: bool
+    last_read: datetime | None
+
+
+class LineError(_Out):
+    """A communication event of the channel (timeout, bad frame, quarantine ...)."""
+
+    occurred_at: datetime
+    kind: str
+    details: str | None
+
+
+class Quarantined(_Out):
+    """A meter quarantined now (skipped until ``until`` after repeated failures)."""
+
+    name: str | None
+    address: str
+    since: datetime
+    until: datetime
+
+
+class ChannelOut(_Out):
+    """One channel: settings, success and utilisation of its last cycles, meters, line errors, and
+    its quarantined meters."""
+
+    channel: ChannelFields
+    success: Success
+    cycles: list[Cycle]
+    meters: list[ChannelMeter]
+    errors: list[LineError]
+    quarantined: list[Quarantined]
+
+
+class AuditRow(_Out):
+    """An audit entry: who did what to which entity, why, with details (JSON text)."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    entity: str | None
+    entity_id: str | None
+    reason: str | None
+    details: str
+
+
+class AuditOut(_Out):
+    """The newest matching audit entries (at most ``limit``), newest first."""
+
+    entries: list[AuditRow]
+    limit: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import tempfile
@@ -10,12 +11,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 
 from headend.demo.fleet import DemoBus, demo_buses
+from headend.operators import ROLES
 from simulators.faults import RATE_KINDS, FaultPlan, FaultSpec
 from tests.support import cli
 from tests.support.cli import cli_env
+from tests.support.web import sign_in
 
 DEMO_TIMEOUT_S = 240
 PLAN_EXCHANGES = 5  # quantities per scheduled read in the demo's read plan
@@ -27,6 +31,24 @@ def _failures(log: Path) -> str:
     lines = log.read_text().splitlines() if log.exists() else []
     marks = ("failed", "refused", '"warning"', '"error"')
     return "\n".join(line for line in lines if any(mark in line for mark in marks))
+
+
+CONSOLE_LINE = re.compile(
+    r"web console: (http://127\.0\.0\.1:\d+/) \(sign in as operator (\d+), password (\S+);"
+)
+
+
+def _check_console(line: str) -> None:
+    """The printed URL serves the sign-in page, and the printed login signs in with every role."""
+    found = CONSOLE_LINE.match(line)
+    assert found, line
+    url, operator, password = found.groups()
+    page = httpx.get(url + "signin", timeout=10)
+    assert page.status_code == 200 and 'name="signin"' in page.text
+    client = httpx.Client(base_url=url.rstrip("/"), timeout=10)
+    assert sign_in(client, operator, password).status_code == 303
+    me = client.get("/api/me").json()
+    assert me["operator_id"] == operator and set(me["roles"]) == set(ROLES)
 
 
 def _run_until_story_done(tmp_path: Path, run_dir: Path, seed: int = SEED) -> tuple[int, str, dict]:
@@ -55,6 +77,8 @@ def _run_until_story_done(tmp_path: Path, run_dir: Path, seed: int = SEED) -> tu
         for line in proc.stdout:
             output.append(line)
             status_lines += line.startswith("[")
+            if line.startswith("web console: "):
+                _check_console(line)
             # a status line every 10 s: 6 lines span three 15 s cycles, so two whole cycles of every
             # meter are stored even with the one that is offline for a cycle
             if "reconnect confirmed" in line and status_lines >= 6:
@@ -68,6 +92,7 @@ def _run_until_story_done(tmp_path: Path, run_dir: Path, seed: int = SEED) -> tu
             proc.kill()
     text = "".join(output)
     assert summary_file.exists(), text
+    assert sum(line.startswith("web console: ") for line in output) == 1, text  # and _check_console ran
     return proc.returncode, text, json.loads(summary_file.read_text())
 
 

@@ -45,6 +45,7 @@ async def _seed(pg_dsn: str) -> int:
                 channel,
                 name,
             )
+        await conn.execute("INSERT INTO accounts (number, name, kind) VALUES ('A-1', 'Flat one', 'prepaid')")
         meter = await conn.fetchval("SELECT id FROM meters WHERE name = 'flat-1'")
         return int(
             await conn.fetchval(
@@ -58,7 +59,8 @@ async def _seed(pg_dsn: str) -> int:
 
 
 def _state(pg_dsn: str) -> tuple[object, ...]:
-    """Everything a write endpoint could change: commands, the audit log, meter requests."""
+    """Everything a write endpoint could change: commands, the audit log, meter requests, payments,
+    the ledger and balances, operators (and their password hashes)."""
 
     async def read() -> tuple[object, ...]:
         conn = await asyncpg.connect(pg_dsn)
@@ -70,7 +72,21 @@ def _state(pg_dsn: str) -> tuple[object, ...]:
             requests = await conn.fetch(
                 "SELECT id, kind, requested_by, state, range_from, range_to FROM meter_requests ORDER BY id"
             )
-            return (tuple(tuple(r) for r in commands), audits, tuple(tuple(r) for r in requests))
+            money = await conn.fetchrow(
+                "SELECT (SELECT count(*) FROM payments) AS payments, (SELECT count(*) FROM ledger) AS ledger,"
+                " (SELECT coalesce(sum(balance), 0)::text FROM balances) AS balances,"
+                " (SELECT count(*) FROM audit_log WHERE action LIKE 'payment.%') AS audits"
+            )
+            people = await conn.fetch(
+                "SELECT id, name, roles, active, md5(password_hash) FROM operators ORDER BY id"
+            )
+            return (
+                tuple(tuple(r) for r in commands),
+                audits,
+                tuple(tuple(r) for r in requests),
+                tuple(money),
+                tuple(tuple(r) for r in people),
+            )
         finally:
             await conn.close()
 
@@ -88,7 +104,7 @@ def _form(path: str, **fields: str) -> Post:
     return post
 
 
-def _api(path: str, body: dict[str, str] | None) -> Post:
+def _api(path: str, body: dict[str, object] | None) -> Post:
     def post(client: httpx.Client, command: int, csrf: str | None) -> httpx.Response:
         headers = {} if csrf is None else {"x-csrf-token": csrf}
         return client.post(path.format(id=command), json=body, headers=headers)
@@ -121,6 +137,24 @@ WRITES: list[tuple[str, Post, str, int]] = [
             {"since": "2026-12-01T00:00:00+08:00", "until": "2026-12-02T00:00:00+08:00"},
         ),
         "2",
+        201,
+    ),
+    (
+        "form add operator",
+        _form("/operators", id="77", name="New", roles="viewer", password="pass-word-77"),
+        "6",
+        303,
+    ),
+    ("api add operator", _api("/api/operators", {"id": "77", "name": "New", "roles": ["viewer"]}), "6", 201),
+    ("form disable operator", _form("/operators/5/disable", reason="left"), "6", 303),
+    ("api disable operator", _api("/api/operators/5/active", {"active": False, "reason": "left"}), "6", 200),
+    ("form reset password", _form("/operators/5/password"), "6", 200),
+    ("api reset password", _api("/api/operators/5/password", {"password": "pass-word-55"}), "6", 200),
+    ("form payment", _form("/accounts/A-1/payments", amount="120.50", reference="BANK-1"), "4", 303),
+    (
+        "api payment",
+        _api("/api/accounts/A-1/payments", {"amount": "120.50", "reference": "BANK-1"}),
+        "4",
         201,
     ),
 ]
