@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from headend.engine.jobs import Job
+from headend.engine.jobs import Job, WorkerStopped
 from headend.engine.ports import values_of
 from headend.store.reading import Reading
 from headend.store.records import CycleRecord
@@ -39,6 +39,7 @@ class CycleStats:
     started_mono: float = field(default_factory=time.monotonic)
     finished_at: datetime | None = None
     utilisation: float = 0.0
+    interrupted: bool = False  # its channel's worker stopped (shutdown) before every job ran
 
     @property
     def success_rate(self) -> float | None:
@@ -104,13 +105,17 @@ class CycleRun:
         stats = self.stats
         stats.done += 1
         values = None
-        if not future.cancelled() and future.exception() is None:
+        stopped = not future.cancelled() and isinstance(future.exception(), WorkerStopped)
+        if stopped:
+            stats.interrupted = True  # dropped by a stopping worker: not the meter's failure
+        elif not future.cancelled() and future.exception() is None:
             try:
                 values = values_of(future.result())
             except TypeError as exc:
                 log.warning("unusable read result", extra={"meter_id": meter_id, "error": str(exc)})
         if values is None:
-            self._on_failure(meter_id)
+            if not stopped:
+                self._on_failure(meter_id)
         else:
             ts = stats.cycle_at
             quality: ReadingQuality = (

@@ -127,6 +127,13 @@ class Cycles:
     async def _channel_cycle(self, worker: ChannelWorker, run: CycleRun) -> None:
         await run.wait()
         stats = run.stats
+        if stats.interrupted:  # a shutdown cut it short: what was read is stored, no cycle to count
+            log.info(
+                "read cycle cut short by the channel's stop: not recorded",
+                extra={"channel": worker.spec.name, "cycle_at": stats.cycle_at.isoformat()},
+            )
+            self.recorded.set()
+            return
         stats.finish(worker.busy_seconds)
         metrics = self.ctx.metrics
         metrics.utilisation.labels(worker.spec.name).set(stats.utilisation)

@@ -409,3 +409,27 @@ async def test_quarantine_and_timeouts_are_stored_for_meters_show_and_channels_s
     channel = json.loads(headend("channels", "show", "tcp", "--json", "--dsn", pg_dsn).stdout)
     assert channel["timeouts_24h"] == 2
     assert sorted(e["kind"] for e in channel["errors"]) == ["quarantined", "timeout", "timeout"]
+
+
+async def test_a_cycle_cut_short_by_the_stop_is_not_counted_as_failed_reads(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    # 8 line-timed meters at 1200 baud: one cycle takes seconds, so the stop lands in the middle of it
+    bus = await start_bus(BusSpec(meters=8, seed=62, line_timing=True, baud=1200))
+    conn = await asyncpg.connect(pg_dsn)
+    await import_buses(conn, tmp_path / "inv.toml", {"slow": bus})
+    engine = engine_for(engine_config(), pg_dsn, tmp_path)
+    await engine.start()
+    ts = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    try:
+        engine.run_cycle(ts)
+        await wait_until(lambda: bus.requests[0x11] >= 2 * len(QUANTITIES), 30, "the first meters read")
+        await engine.stop()  # the worker finishes its job in flight and drops the queued ones
+        assert bus.requests[0x11] < 8 * len(QUANTITIES)  # it did stop in the middle
+        # the readings taken are stored; the cycle is not recorded as one with failed reads
+        assert await conn.fetchval("SELECT count(*) FROM read_cycles") == 0
+        read = await conn.fetchval("SELECT count(DISTINCT meter_id) FROM readings WHERE ts = $1", ts)
+        assert 2 <= read < 8
+    finally:
+        await conn.close()
+        await bus.stop()
