@@ -102,10 +102,15 @@ async def test_a_frozen_member_woken_after_its_lease_sends_no_relay_frame(
         released = await frozen.wait_logged("cluster channels changed", count=2, timeout=30)
         assert released["released"] and not released["channels"]
         assert bus.requests[0x1C] == 1  # no second frame
+
+        async def stored() -> bool:  # the owners' readings reached the database (the check is not vacuous)
+            return bool(await conn.fetchval("SELECT count(*) FROM readings") > 0)
+
+        await wait_until(stored, 30, "readings stored by the channel's owners")
         duplicates = await conn.fetchval(
             "SELECT count(*) - count(DISTINCT (meter_id, quantity_id, ts)) FROM readings"
         )
-        assert duplicates == 0 and await conn.fetchval("SELECT count(*) FROM readings") > 0
+        assert duplicates == 0
         assert await lease() == (other.proc.pid, 2)
     finally:
         for daemon in daemons:
