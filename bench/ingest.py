@@ -7,6 +7,8 @@ synchronous_commit on: every acknowledged batch is committed to disk). Phases:
 * ``replay``     the same readings again (all duplicates: staging + ON CONFLICT DO NOTHING path)
 * ``mixed``      batches where 10% of readings are already stored (staging + ON CONFLICT path)
 * ``baseline``   executemany(INSERT ... ON CONFLICT DO NOTHING), the naive idempotent insert
+* ``untracked``  fresh intervals again with the readings trigger of the rules' hourly summary disabled
+                 (migration 0070), to show what that trigger costs the fast path in the same run
 
 Usage: python bench/ingest.py [--meters 2500] [--intervals 100] [--batch 20000] [--lanes 2]
 """
@@ -79,14 +81,18 @@ async def run(args: argparse.Namespace, dsn: str, spool: Path) -> None:
     later = make_readings(args.meters, args.intervals, T0 + timedelta(days=10))
     mixed = [new[i] if i % 10 == 0 else r for i, r in enumerate(later)]  # every batch holds 10% stored ones
     baseline = make_readings(args.meters, max(1, args.intervals // 5), T0 + timedelta(days=40))
+    untracked = make_readings(args.meters, args.intervals, T0 + timedelta(days=20))
 
-    results = {
-        "writer new (COPY fast path)": await through_writer(dsn, spool, new, args.batch, args.lanes),
-        "writer replay (100% duplicates)": await through_writer(dsn, spool, new, args.batch, args.lanes),
-        "writer mixed (10% duplicates)": await through_writer(dsn, spool, mixed, args.batch, args.lanes),
-    }
-    base = await naive_executemany(dsn, baseline)
     conn = await asyncpg.connect(dsn)
+    results = {"writer new (COPY fast path)": await through_writer(dsn, spool, new, args.batch, args.lanes)}
+    await conn.execute("ALTER TABLE readings DISABLE TRIGGER reading_hours_inserted")
+    results["writer new, summary trigger off"] = await through_writer(
+        dsn, spool, untracked, args.batch, args.lanes
+    )
+    await conn.execute("ALTER TABLE readings ENABLE TRIGGER reading_hours_inserted")
+    results["writer replay (100% duplicates)"] = await through_writer(dsn, spool, new, args.batch, args.lanes)
+    results["writer mixed (10% duplicates)"] = await through_writer(dsn, spool, mixed, args.batch, args.lanes)
+    base = await naive_executemany(dsn, baseline)
     mode = await conn.fetchval("SELECT value FROM headend_settings WHERE key = 'storage_mode'")
     version = await conn.fetchval("SHOW server_version")
     await conn.close()

@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from headend.store.reading_hours import GOOD, hour_end_sql
 from headend.vocabulary import ExceptionRule
 
 Subject = Literal["meter", "area"]
 
-_GOOD = "r.quality IN ('actual', 'backfilled', 'freeze')"  # estimated, suspect and missing never count
+_GOOD = GOOD
 
 
 def _q(name: str) -> str:
@@ -43,50 +44,75 @@ class RuleQuery:
     reads_window: bool = False  # reads the pass's window summary (``WINDOW_SUMMARY``), built first
 
 
-# The window summary: ONE set-based pass over the readings the six reading rules look at, per meter and
-# quantity (a temp table, built at the start of a rules pass and dropped at its end); each reading rule
-# then reads this summary instead of scanning the readings itself. $1 the pass's time, $2 window, $3
-# spike window, $4 spike history (seconds), $5 register tolerance kWh. Over the rules' ``window``: the
-# count, min / max / sum of the values, the first time, and the time of the latest drop of a register
-# below the reading before it (both in the window) by more than the tolerance; the last time and value
-# (the window ends at $1, so the last reading is the window's when the count is not 0). Over the spike
-# history of the import register, split at the spike window: the first time and value after the cut,
-# the first and last time and value before it. One sort per meter and quantity serves all: each
-# reading knows the times of its neighbours, so the first and last rows of each span are picked by a
-# flag, not by a second ordering (readings are unique per meter, quantity and time, so a span has two
-# readings or more when its first and last times differ).
+# The window summary: per meter and quantity, what the six reading rules need of the readings (a temp
+# table, built at the start of a rules pass and dropped at its end); each reading rule then reads this
+# summary instead of scanning the readings itself. $1 the pass's time, $2 window, $3 spike window, $4
+# spike history (seconds), $5 register tolerance kWh. Over the rules' ``window``: the count, min / max /
+# sum of the values, the first time, and the time of the latest drop of a register below the reading
+# before it (both in the window) by more than the tolerance; the last time and value (the window ends
+# at $1, so the last reading is the window's when the count is not 0). Over the spike history of the
+# import register, split at the spike window: the first time and value after the cut, the first and
+# last time and value before it.
+#
+# It is built from *segments*, not from every reading: the hours of the incremental hourly summary
+# (``reading_hours``, :mod:`headend.store.reading_hours`, brought up to date first) that lie wholly on
+# one side of each boundary of the pass (window start, spike history start, cut, the pass's time), and
+# the single readings of the few hours that hold a boundary (from ``readings``). A segment is wholly
+# inside or outside every span, so each flag of a reading becomes a flag of its segment; each segment
+# knows its neighbours' last / first reading, so the first and last readings of each span and the
+# drops between segments are picked as before, and the drops inside an hour come from the summary.
+# Segments are ordered by ``pos`` (an hour's end, a reading's time): no reading of a boundary hour
+# lies between two other hours, so that order is the readings' order.
 WINDOW_SUMMARY_TABLE = "exception_window"
+_A = "$1::timestamptz - make_interval(secs => $2)"  # the window's start
+_SINCE = "$1::timestamptz - make_interval(secs => $4)"  # the spike history's start
+_CUT = "$1::timestamptz - make_interval(secs => $3)"  # the spike window's start
 WINDOW_SUMMARY = f"""
 CREATE TEMP TABLE {WINDOW_SUMMARY_TABLE} AS
+WITH edge AS (SELECT DISTINCT {hour_end_sql("p")} AS e FROM unnest(ARRAY[{_A}, {_SINCE}, {_CUT}, $1]) p
+              WHERE p <> {hour_end_sql("p")}),
+seg AS (SELECT h.meter_id, h.quantity_id, h.n, h.total, h.vmin, h.vmax, h.first_ts, h.first_value,
+               h.last_ts, h.last_value,
+               CASE WHEN h.drops_at IS NOT NULL THEN
+                   (SELECT max(d.at) FROM unnest(h.drops_at, h.drops_prev, h.drops_value) d(at, prev, value)
+                    WHERE d.value < d.prev - $5) END AS inner_drop, h.hour_end AS pos
+        FROM reading_hours h
+        WHERE h.quantity_id IN ({_IMPORT}, {_EXPORT}, {_CURRENTS}, {_VOLTAGES}) AND h.hour_end <= $1
+          AND h.hour_end > least({_A}, {_SINCE}) AND h.hour_end NOT IN (SELECT e FROM edge)
+          AND (h.hour_end - interval '1 hour' >= {_A}
+               OR (h.quantity_id = {_IMPORT} AND h.hour_end - interval '1 hour' >= {_SINCE}))
+        UNION ALL
+        SELECT r.meter_id, r.quantity_id, 1, r.value, r.value, r.value, r.ts, r.value, r.ts, r.value,
+               NULL, r.ts
+        FROM edge JOIN readings r ON r.ts > edge.e - interval '1 hour' AND r.ts <= edge.e
+        WHERE r.quantity_id IN ({_IMPORT}, {_EXPORT}, {_CURRENTS}, {_VOLTAGES}) AND {_GOOD}
+          AND r.ts <= $1 AND (r.ts > {_A} OR (r.quantity_id = {_IMPORT} AND r.ts > {_SINCE})))
 SELECT meter_id, quantity_id,
-       count(*) FILTER (WHERE w) AS n, min(value) FILTER (WHERE w) AS vmin,
-       max(value) FILTER (WHERE w) AS vmax, sum(value) FILTER (WHERE w) AS total,
-       min(ts) FILTER (WHERE w) AS first_ts, max(ts) AS last_ts,
-       max(value) FILTER (WHERE last) AS last_value, max(ts) FILTER (WHERE dropped) AS drop_ts,
-       min(ts) FILTER (WHERE recent) AS recent_first_ts,
-       max(value) FILTER (WHERE recent_first) AS recent_first,
-       min(ts) FILTER (WHERE past) AS past_first_ts, max(value) FILTER (WHERE past_first) AS past_first,
-       max(ts) FILTER (WHERE past) AS past_last_ts, max(value) FILTER (WHERE past_last) AS past_last
-FROM (SELECT meter_id, quantity_id, ts, value, w, next_ts IS NULL AS last,
-             w AND prev_ts > $1::timestamptz - make_interval(secs => $2) AND value < prev - $5 AS dropped,
-             spiky AND ts > cut AS recent,
-             spiky AND ts > cut AND (prev_ts IS NULL OR prev_ts <= cut) AS recent_first,
-             spiky AND ts <= cut AS past,
-             spiky AND ts <= cut
-                 AND (prev_ts IS NULL OR prev_ts <= since) AS past_first,
-             spiky AND ts <= cut AND (next_ts IS NULL OR next_ts > cut) AS past_last
-      FROM (SELECT r.meter_id, r.quantity_id, r.ts, r.value,
-                   r.ts > $1::timestamptz - make_interval(secs => $2) AS w,
-                   r.quantity_id = {_IMPORT} AND r.ts > $1::timestamptz - make_interval(secs => $4) AS spiky,
-                   $1::timestamptz - make_interval(secs => $3) AS cut,
-                   $1::timestamptz - make_interval(secs => $4) AS since,
-                   lag(r.value) OVER o AS prev, lag(r.ts) OVER o AS prev_ts, lead(r.ts) OVER o AS next_ts
-            FROM readings r
-            WHERE r.quantity_id IN ({_IMPORT}, {_EXPORT}, {_CURRENTS}, {_VOLTAGES}) AND {_GOOD}
-              AND r.ts <= $1 AND (r.ts > $1::timestamptz - make_interval(secs => $2)
-                                  OR (r.quantity_id = {_IMPORT}
-                                      AND r.ts > $1::timestamptz - make_interval(secs => $4)))
-            WINDOW o AS (PARTITION BY r.meter_id, r.quantity_id ORDER BY r.ts)) a) s
+       coalesce(sum(n) FILTER (WHERE w), 0) AS n, min(vmin) FILTER (WHERE w) AS vmin,
+       max(vmax) FILTER (WHERE w) AS vmax, sum(total) FILTER (WHERE w) AS total,
+       min(first_ts) FILTER (WHERE w) AS first_ts, max(last_ts) AS last_ts,
+       max(last_value) FILTER (WHERE last) AS last_value, max(drop_ts) AS drop_ts,
+       min(first_ts) FILTER (WHERE recent) AS recent_first_ts,
+       max(first_value) FILTER (WHERE recent_first) AS recent_first,
+       min(first_ts) FILTER (WHERE past) AS past_first_ts,
+       max(first_value) FILTER (WHERE past_first) AS past_first,
+       max(last_ts) FILTER (WHERE past) AS past_last_ts, max(last_value) FILTER (WHERE past_last) AS past_last
+FROM (SELECT meter_id, quantity_id, n, total, vmin, vmax, first_ts, first_value, last_ts, last_value, w,
+             next_ts IS NULL AS last,
+             CASE WHEN w THEN greatest(
+                 inner_drop,
+                 CASE WHEN prev_ts > {_A} AND first_value < prev - $5 THEN first_ts END) END AS drop_ts,
+             spiky AND first_ts > cut AS recent,
+             spiky AND first_ts > cut AND (prev_ts IS NULL OR prev_ts <= cut) AS recent_first,
+             spiky AND last_ts <= cut AS past,
+             spiky AND last_ts <= cut AND (prev_ts IS NULL OR prev_ts <= since) AS past_first,
+             spiky AND last_ts <= cut AND (next_ts IS NULL OR next_ts > cut) AS past_last
+      FROM (SELECT seg.*, first_ts > {_A} AS w, quantity_id = {_IMPORT} AND first_ts > {_SINCE} AS spiky,
+                   {_CUT} AS cut, {_SINCE} AS since,
+                   lag(last_value) OVER o AS prev, lag(last_ts) OVER o AS prev_ts,
+                   lead(first_ts) OVER o AS next_ts
+            FROM seg
+            WINDOW o AS (PARTITION BY meter_id, quantity_id ORDER BY pos)) a) s
 GROUP BY meter_id, quantity_id
 """
 _W = WINDOW_SUMMARY_TABLE

@@ -4,12 +4,13 @@ statement), the listings, and the operators' compare-and-set transitions (the da
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
 from headend.store.audit import set_actor
 from headend.store.exception_rules import WINDOW_SUMMARY, WINDOW_SUMMARY_TABLE, RuleQuery
+from headend.store.reading_hours import fold, hour_start
 from headend.store.results import row, rows
 from headend.vocabulary import ExceptionRule, ExceptionState
 
@@ -78,10 +79,14 @@ async def summarise_window(
     spike_history_s: float,
     tolerance_kwh: float,
 ) -> None:
-    """Build the window summary the reading rules read (one pass over the readings; a temp table of
-    this connection, replacing the previous pass's), then give the planner its statistics."""
+    """Bring the hourly summary up to date (the hours the pass reaches back to), build the window
+    summary the reading rules read from it (a temp table of this connection, replacing the previous
+    pass's), then give the planner its statistics."""
+    await fold(conn, hour_start(now - timedelta(seconds=max(window_s, spike_history_s))))
     await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{WINDOW_SUMMARY_TABLE}")
-    await conn.execute(WINDOW_SUMMARY, now, window_s, spike_window_s, spike_history_s, tolerance_kwh)
+    async with conn.transaction():
+        await conn.execute("SET LOCAL work_mem = '64MB'")  # its sorts and groups stay in memory
+        await conn.execute(WINDOW_SUMMARY, now, window_s, spike_window_s, spike_history_s, tolerance_kwh)
     await conn.execute(f"ANALYZE pg_temp.{WINDOW_SUMMARY_TABLE}")
 
 

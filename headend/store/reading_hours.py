@@ -1,0 +1,114 @@
+"""The reading rules' hourly summary (migration 0070): per meter, summarised quantity and UTC hour
+``(hour_end - 1 h, hour_end]``, the count, sum, min / max, first and last usable reading and the
+decreases between consecutive readings of the hour. ``fold`` brings it up to date: it recomputes, from
+the readings, exactly the hours the readings trigger marked dirty since the previous fold (a late or
+re-qualified reading is folded in exactly once: recomputing is idempotent, and the log rows it
+deletes are the ones its snapshot sees), keeps the hours from ``need`` on and drops older ones.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime
+
+import asyncpg
+
+SUMMARISED = (
+    "energy_import_kwh",
+    "energy_export_kwh",
+    *(f"{kind}_{phase}_{unit}" for kind, unit in (("current", "a"), ("voltage", "v")) for phase in "abc"),
+)
+GOOD = "r.quality IN ('actual', 'backfilled', 'freeze')"  # estimated, suspect and missing never count
+_QUANTITIES = f"(SELECT id FROM quantities WHERE name IN ({', '.join(repr(q) for q in SUMMARISED)}))"
+_ALL_METERS = (-(2**31), 2**31 - 1)
+
+
+def hour_end_sql(expr: str) -> str:
+    """SQL: the end of the summary hour holding the instant ``expr`` (an instant on the hour ends its
+    hour)."""
+    return (
+        f"(date_bin('1 hour', ({expr}) - interval '1 microsecond', timestamptz '2000-01-01 00:00:00+00')"
+        " + interval '1 hour')"
+    )
+
+
+# $1 the first hour kept: the stretch from it to the hours kept so far (if it is earlier) is summarised
+_KEEP = """
+INSERT INTO reading_hours_dirty (lo, hi)
+SELECT $1, kept_from FROM reading_hours_kept WHERE $1::timestamptz < kept_from
+"""
+
+_HOURS = f"""
+WITH d AS (DELETE FROM reading_hours_dirty RETURNING lo, hi, meter_lo, meter_hi)
+SELECT DISTINCT h.e, coalesce(d.meter_lo, $2) AS mlo, coalesce(d.meter_hi, $3) AS mhi
+FROM d CROSS JOIN LATERAL generate_series({hour_end_sql("greatest(d.lo, $1)")}, {hour_end_sql("d.hi")},
+                                   interval '1 hour') h(e)
+WHERE h.e > $1
+"""
+
+_DROP = """
+DELETE FROM reading_hours h USING unnest($1::timestamptz[], $2::integer[], $3::integer[]) k(e, mlo, mhi)
+WHERE h.hour_end = k.e AND h.meter_id BETWEEN k.mlo AND k.mhi
+"""
+
+_FILL = f"""
+INSERT INTO reading_hours (meter_id, quantity_id, hour_end, n, total, vmin, vmax, first_ts, first_value,
+                           last_ts, last_value, drops_at, drops_prev, drops_value)
+SELECT meter_id, quantity_id, e, count(*), sum(value), min(value), max(value),
+       min(ts), max(value) FILTER (WHERE first), max(ts), max(value) FILTER (WHERE last),
+       array_agg(ts) FILTER (WHERE value < prev), array_agg(prev) FILTER (WHERE value < prev),
+       array_agg(value) FILTER (WHERE value < prev)
+FROM (SELECT meter_id, quantity_id, e, ts, value,
+             CASE WHEN prev_ts > e - interval '1 hour' THEN prev END AS prev,
+             prev_ts IS NULL OR prev_ts <= e - interval '1 hour' AS first,
+             next_ts IS NULL OR next_ts > e AS last
+      FROM (SELECT r.meter_id, r.quantity_id, k.e, r.ts, r.value,
+                   lag(r.value) OVER o AS prev, lag(r.ts) OVER o AS prev_ts, lead(r.ts) OVER o AS next_ts
+            FROM readings r
+            JOIN unnest($1::timestamptz[], $2::integer[], $3::integer[]) k(e, mlo, mhi)
+              ON k.e = {hour_end_sql("r.ts")} AND r.meter_id BETWEEN k.mlo AND k.mhi
+            WHERE r.ts > $4::timestamptz - interval '1 hour' AND r.ts <= $5
+              AND r.quantity_id IN {_QUANTITIES} AND {GOOD}
+            WINDOW o AS (PARTITION BY r.meter_id, r.quantity_id ORDER BY r.ts)) x) y
+GROUP BY meter_id, quantity_id, e
+"""
+
+
+def _disjoint(rows: list[asyncpg.Record]) -> tuple[list[datetime], list[int], list[int]]:
+    """Per hour, the dirty meter ranges merged, so that no reading is summarised twice."""
+    by_hour: dict[datetime, list[tuple[int, int]]] = defaultdict(list)
+    for r in rows:
+        by_hour[r["e"]].append((r["mlo"], r["mhi"]))
+    merged: list[tuple[datetime, int, int]] = []
+    for end, ranges in sorted(by_hour.items()):
+        ranges.sort()
+        lo, hi = ranges[0]
+        for a, b in ranges[1:]:
+            if a > hi + 1:
+                merged.append((end, lo, hi))
+                lo = a
+            hi = max(hi, b)
+        merged.append((end, lo, hi))
+    return [m[0] for m in merged], [m[1] for m in merged], [m[2] for m in merged]
+
+
+async def fold(conn: asyncpg.Connection, need: datetime) -> int:
+    """Bring the summary of the hours starting at ``need`` (on the hour) or later up to date, in one
+    transaction; return how many hour × meter ranges were recomputed."""
+    assert need == hour_start(need), need
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('headend.reading_hours'))")
+        await conn.execute(_KEEP, need)
+        await conn.execute("UPDATE reading_hours_kept SET kept_from = $1", need)
+        ends, los, his = _disjoint(await conn.fetch(_HOURS, need, *_ALL_METERS))
+        await conn.execute("DELETE FROM reading_hours WHERE hour_end <= $1", need)
+        if ends:
+            await conn.execute(_DROP, ends, los, his)
+            await conn.execute("SET LOCAL work_mem = '64MB'")  # the sort of a rebuild stays in memory
+            await conn.execute(_FILL, ends, los, his, ends[0], ends[-1])
+    return len(ends)
+
+
+def hour_start(ts: datetime) -> datetime:
+    """The start of the UTC hour holding ``ts`` (``ts`` itself when on the hour)."""
+    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)

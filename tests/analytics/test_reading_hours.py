@@ -1,0 +1,170 @@
+"""The reading rules' hourly summary kept up to date incrementally (migration 0070,
+headend/store/reading_hours.py): after every kind of change a seeded plan makes (readings in order, a
+late reading for an old interval, a reading marked suspect, a pass reaching further back, hours
+pruned), the window summary the pass builds from the summary's hours and the boundary hours' readings
+is row for row the one the previous statement computed from every reading (kept here as the
+reference), at pass times on and off the hour; and the incremental summary equals a rebuild."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from headend.store.exceptions import drop_window_summary, summarise_window
+from headend.store.maintenance import ensure_partitions
+from headend.store.reading_hours import fold, hour_start
+
+T0 = datetime(2026, 6, 10, 0, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+QUANTITIES = ("energy_import_kwh", "energy_export_kwh", "current_a_a", "current_b_a", "voltage_a_v")
+
+
+def _q(name: str) -> str:
+    return f"(SELECT id FROM quantities WHERE name = '{name}')"
+
+
+_GOOD = "r.quality IN ('actual', 'backfilled', 'freeze')"
+_IMPORT, _EXPORT = _q("energy_import_kwh"), _q("energy_export_kwh")
+_CURRENTS = ", ".join(_q(f"current_{p}_a") for p in "abc")
+_VOLTAGES = ", ".join(_q(f"voltage_{p}_v") for p in "abc")
+
+# The window summary as session 8 computed it: from every reading of the window, at each pass.
+FROM_EVERY_READING = f"""
+CREATE TEMP TABLE reference_window AS
+SELECT meter_id, quantity_id,
+       count(*) FILTER (WHERE w) AS n, min(value) FILTER (WHERE w) AS vmin,
+       max(value) FILTER (WHERE w) AS vmax, sum(value) FILTER (WHERE w) AS total,
+       min(ts) FILTER (WHERE w) AS first_ts, max(ts) AS last_ts,
+       max(value) FILTER (WHERE last) AS last_value, max(ts) FILTER (WHERE dropped) AS drop_ts,
+       min(ts) FILTER (WHERE recent) AS recent_first_ts,
+       max(value) FILTER (WHERE recent_first) AS recent_first,
+       min(ts) FILTER (WHERE past) AS past_first_ts, max(value) FILTER (WHERE past_first) AS past_first,
+       max(ts) FILTER (WHERE past) AS past_last_ts, max(value) FILTER (WHERE past_last) AS past_last
+FROM (SELECT meter_id, quantity_id, ts, value, w, next_ts IS NULL AS last,
+             w AND prev_ts > $1::timestamptz - make_interval(secs => $2) AND value < prev - $5 AS dropped,
+             spiky AND ts > cut AS recent,
+             spiky AND ts > cut AND (prev_ts IS NULL OR prev_ts <= cut) AS recent_first,
+             spiky AND ts <= cut AS past,
+             spiky AND ts <= cut
+                 AND (prev_ts IS NULL OR prev_ts <= since) AS past_first,
+             spiky AND ts <= cut AND (next_ts IS NULL OR next_ts > cut) AS past_last
+      FROM (SELECT r.meter_id, r.quantity_id, r.ts, r.value,
+                   r.ts > $1::timestamptz - make_interval(secs => $2) AS w,
+                   r.quantity_id = {_IMPORT} AND r.ts > $1::timestamptz - make_interval(secs => $4) AS spiky,
+                   $1::timestamptz - make_interval(secs => $3) AS cut,
+                   $1::timestamptz - make_interval(secs => $4) AS since,
+                   lag(r.value) OVER o AS prev, lag(r.ts) OVER o AS prev_ts, lead(r.ts) OVER o AS next_ts
+            FROM readings r
+            WHERE r.quantity_id IN ({_IMPORT}, {_EXPORT}, {_CURRENTS}, {_VOLTAGES}) AND {_GOOD}
+              AND r.ts <= $1 AND (r.ts > $1::timestamptz - make_interval(secs => $2)
+                                  OR (r.quantity_id = {_IMPORT}
+                                      AND r.ts > $1::timestamptz - make_interval(secs => $4)))
+            WINDOW o AS (PARTITION BY r.meter_id, r.quantity_id ORDER BY r.ts)) a) s
+GROUP BY meter_id, quantity_id
+"""
+
+_COLUMNS = (
+    "meter_id, quantity_id, n, vmin, vmax, total, first_ts, last_ts, last_value, drop_ts, recent_first_ts,"
+    " recent_first, past_first_ts, past_first, past_last_ts, past_last"
+)
+
+
+def _plan(rng: random.Random, meters: int) -> list[tuple[int, str, datetime, float, str]]:
+    """Readings every 15 minutes over a day and a half, registers mostly rising with a few drops,
+    phases every half hour, some gaps and some readings not usable (estimated, suspect)."""
+    rows = []
+    for m in range(1, meters + 1):
+        for q in QUANTITIES:
+            value = rng.uniform(0, 100)
+            for i in range(0, 36 * 4):
+                if rng.random() < 0.1 or (q.startswith(("current", "voltage")) and i % 2):
+                    continue
+                if q.startswith("energy"):
+                    value += rng.choice((0.0, 0.5, 1.0, 1.0, 2.0, -3.0 if rng.random() < 0.05 else 0.5))
+                else:
+                    value = rng.uniform(0, 240)
+                quality = (
+                    "actual" if rng.random() < 0.9 else rng.choice(("estimated", "backfilled", "suspect"))
+                )
+                rows.append((m, q, T0 + i * 15 * MINUTE, round(value, 3), quality))
+    return rows
+
+
+async def _store(owner: asyncpg.Connection, rows: list[tuple[int, str, datetime, float, str]]) -> None:
+    await owner.executemany(
+        "INSERT INTO readings (meter_id, quantity_id, ts, value, quality, source_id)"
+        " SELECT $1, q.id, $3, $4, $5::reading_quality, s.id FROM quantities q, reading_sources s"
+        " WHERE q.name = $2 AND s.name = 'test'",
+        rows,
+    )
+
+
+async def _compare(daemon: asyncpg.Connection, owner: asyncpg.Connection, at: datetime) -> int:
+    """The pass's window summary at ``at`` against the reference; returns how many rows matched."""
+    params = (at, 3 * 3600.0, 3600.0, 12 * 3600.0, 0.5)
+    await summarise_window(daemon, *params)
+    ours = await daemon.fetch(f"SELECT {_COLUMNS} FROM exception_window ORDER BY 1, 2")
+    await drop_window_summary(daemon)
+    await owner.execute("DROP TABLE IF EXISTS reference_window")
+    await owner.execute(FROM_EVERY_READING, *params)
+    reference = await owner.fetch(f"SELECT {_COLUMNS} FROM reference_window ORDER BY 1, 2")
+    assert len(ours) == len(reference) > 0
+    for a, b in zip(ours, reference, strict=True):
+        got, want = dict(a), dict(b)
+        assert abs(got.pop("total") - want.pop("total")) < 1e-6, (at, got, want)  # summed per hour first
+        assert got == want, (at, got, want)
+    return len(ours)
+
+
+async def _summary(owner: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await owner.fetch("SELECT * FROM reading_hours ORDER BY meter_id, quantity_id, hour_end")
+
+
+async def test_the_summary_gives_what_every_reading_gave(pg_dsn: str, logins: dict[str, str]) -> None:
+    rng = random.Random(24)
+    owner = await asyncpg.connect(pg_dsn)
+    daemon = await asyncpg.connect(logins["daemon"])
+    try:
+        await ensure_partitions(owner, T0 - timedelta(days=1), T0 + timedelta(days=3))
+        await owner.executemany("INSERT INTO quantities (name) VALUES ($1)", [(q,) for q in QUANTITIES])
+        await owner.execute("INSERT INTO reading_sources (name) VALUES ('test')")
+        rows = _plan(rng, 4)
+        rng.shuffle(rows)
+        late, rows = rows[:40], rows[40:]
+        early = [r for r in rows if r[2] < T0 + timedelta(hours=20)]
+        await _store(owner, early)
+        for at in (T0 + timedelta(hours=18), T0 + timedelta(hours=19, minutes=7)):
+            await _compare(daemon, owner, at)
+
+        await _store(owner, [r for r in rows if r[2] >= T0 + timedelta(hours=20)])
+        await _store(owner, late)  # late readings, old intervals among them
+        await owner.execute(
+            "UPDATE readings SET quality = 'suspect' WHERE ts = $1 OR ts = $2",
+            T0 + timedelta(hours=30, minutes=15),
+            T0 + timedelta(hours=31),
+        )
+        dirty = await owner.fetchval("SELECT count(*) FROM reading_hours_dirty")
+        assert dirty >= 3  # the inserts and the update each said what they touched
+        for at in (
+            T0 + timedelta(hours=31, minutes=22, seconds=30),
+            T0 + timedelta(hours=33),
+            T0 + timedelta(hours=35, minutes=59),
+            T0 + timedelta(hours=12, minutes=40),  # further back than the summary kept: folded first
+        ):
+            await _compare(daemon, owner, at)
+        assert await owner.fetchval("SELECT count(*) FROM reading_hours_dirty") == 0
+
+        incremental = await _summary(owner)
+        await owner.execute("DELETE FROM reading_hours")
+        await owner.execute(
+            "INSERT INTO reading_hours_dirty (lo, hi) VALUES ($1, $2)",
+            T0 - timedelta(hours=1),
+            T0 + timedelta(days=2),
+        )
+        await fold(daemon, hour_start(T0))
+        assert await _summary(owner) == [r for r in incremental if r["hour_end"] > T0]
+    finally:
+        await daemon.close()
+        await owner.close()
