@@ -28,6 +28,8 @@ from throwaway import run_on_throwaway_server
 
 from headend.analytics.exceptions import run_rules
 from headend.config import ExceptionsConfig
+from headend.store.exception_rules import WINDOW_SUMMARY_FROM_READINGS
+from headend.store.exceptions import drop_window_summary, summarise_window
 from headend.store.maintenance import ensure_partitions
 from headend.store.migrate import migrate
 from headend.store.reading_hours import fold, hour_start
@@ -228,6 +230,16 @@ async def bench_rules(
         for rule in READING_RULES
     }
 
+    params = (NOW, CFG.window, CFG.spike_window, CFG.spike_history, CFG.register_tolerance_kwh)
+    began = time.perf_counter()
+    await summarise_window(conn, *params)  # nothing left to fold: the window summary alone
+    from_hours = time.perf_counter() - began
+    await drop_window_summary(conn)
+    began = time.perf_counter()
+    await conn.execute(WINDOW_SUMMARY_FROM_READINGS.format(table="bench_window"), *params)
+    from_readings = time.perf_counter() - began
+    await conn.execute("DROP TABLE bench_window")
+
     began = time.perf_counter()
     baseline = await _row_by_row(conn)
     python = time.perf_counter() - began
@@ -246,6 +258,8 @@ async def bench_rules(
     print(f"findings: {', '.join(f'{r} {len(opened[r])}' for r in READING_RULES)} (SQL and Python agree)")
     print(f"{'the last cycle stored (COPY)':42s} {stored:8.2f} s  ({len(last_cycle):,} readings)")
     print(f"{'six reading rules, SQL pass (incr.)':42s} {sql:8.2f} s  {python / sql:6.1f}x the baseline")
+    print(f"{'  its window summary, from the hours':42s} {from_hours:8.2f} s")
+    print(f"{'  the same from every reading (before)':42s} {from_readings:8.2f} s")
     print(f"{'the hourly summary rebuilt (the whole day)':42s} {rebuild:8.2f} s")
     print(f"{'rebuild + pass (from nothing)':42s} {rebuild + sql:8.2f} s  {python / (rebuild + sql):6.1f}x")
     print(f"{'the same, row by row in Python':42s} {python:8.2f} s  (baseline)")
@@ -255,6 +269,8 @@ async def bench_rules(
         "stored_s": stored,
         "rebuild_s": rebuild,
         "sql_s": sql,
+        "window_from_hours_s": from_hours,
+        "window_from_readings_s": from_readings,
         "python_s": python,
         "all_rules_s": whole,
     }

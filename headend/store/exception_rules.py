@@ -115,6 +115,44 @@ FROM (SELECT meter_id, quantity_id, n, total, vmin, vmax, first_ts, first_value,
             WINDOW o AS (PARTITION BY meter_id, quantity_id ORDER BY pos)) a) s
 GROUP BY meter_id, quantity_id
 """
+# The same window summary computed from every reading of the window at each pass (session 8's
+# statement, before the hourly summary): the reference ``tests/analytics/test_reading_hours.py``
+# compares the incremental one against row for row, and ``bench/analytics_rules.py`` times; not used
+# by the pass. ``{table}``: the temporary table it creates.
+WINDOW_SUMMARY_FROM_READINGS = f"""
+CREATE TEMP TABLE {{table}} AS
+SELECT meter_id, quantity_id,
+       count(*) FILTER (WHERE w) AS n, min(value) FILTER (WHERE w) AS vmin,
+       max(value) FILTER (WHERE w) AS vmax, sum(value) FILTER (WHERE w) AS total,
+       min(ts) FILTER (WHERE w) AS first_ts, max(ts) AS last_ts,
+       max(value) FILTER (WHERE last) AS last_value, max(ts) FILTER (WHERE dropped) AS drop_ts,
+       min(ts) FILTER (WHERE recent) AS recent_first_ts,
+       max(value) FILTER (WHERE recent_first) AS recent_first,
+       min(ts) FILTER (WHERE past) AS past_first_ts, max(value) FILTER (WHERE past_first) AS past_first,
+       max(ts) FILTER (WHERE past) AS past_last_ts, max(value) FILTER (WHERE past_last) AS past_last
+FROM (SELECT meter_id, quantity_id, ts, value, w, next_ts IS NULL AS last,
+             w AND prev_ts > $1::timestamptz - make_interval(secs => $2) AND value < prev - $5 AS dropped,
+             spiky AND ts > cut AS recent,
+             spiky AND ts > cut AND (prev_ts IS NULL OR prev_ts <= cut) AS recent_first,
+             spiky AND ts <= cut AS past,
+             spiky AND ts <= cut
+                 AND (prev_ts IS NULL OR prev_ts <= since) AS past_first,
+             spiky AND ts <= cut AND (next_ts IS NULL OR next_ts > cut) AS past_last
+      FROM (SELECT r.meter_id, r.quantity_id, r.ts, r.value,
+                   r.ts > $1::timestamptz - make_interval(secs => $2) AS w,
+                   r.quantity_id = {_IMPORT} AND r.ts > $1::timestamptz - make_interval(secs => $4) AS spiky,
+                   $1::timestamptz - make_interval(secs => $3) AS cut,
+                   $1::timestamptz - make_interval(secs => $4) AS since,
+                   lag(r.value) OVER o AS prev, lag(r.ts) OVER o AS prev_ts, lead(r.ts) OVER o AS next_ts
+            FROM readings r
+            WHERE r.quantity_id IN ({_IMPORT}, {_EXPORT}, {_CURRENTS}, {_VOLTAGES}) AND {_GOOD}
+              AND r.ts <= $1 AND (r.ts > $1::timestamptz - make_interval(secs => $2)
+                                  OR (r.quantity_id = {_IMPORT}
+                                      AND r.ts > $1::timestamptz - make_interval(secs => $4)))
+            WINDOW o AS (PARTITION BY r.meter_id, r.quantity_id ORDER BY r.ts)) a) s
+GROUP BY meter_id, quantity_id
+"""
+
 _W = WINDOW_SUMMARY_TABLE
 
 # $3 window, $4 tolerance kWh: the latest import register below the one before it by more than the

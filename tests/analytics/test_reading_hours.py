@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from headend.store.exception_rules import WINDOW_SUMMARY_FROM_READINGS
 from headend.store.exceptions import drop_window_summary, summarise_window
 from headend.store.maintenance import ensure_partitions
 from headend.store.reading_hours import fold, hour_start
@@ -20,50 +21,6 @@ T0 = datetime(2026, 6, 10, 0, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
 QUANTITIES = ("energy_import_kwh", "energy_export_kwh", "current_a_a", "current_b_a", "voltage_a_v")
 
-
-def _q(name: str) -> str:
-    return f"(SELECT id FROM quantities WHERE name = '{name}')"
-
-
-_GOOD = "r.quality IN ('actual', 'backfilled', 'freeze')"
-_IMPORT, _EXPORT = _q("energy_import_kwh"), _q("energy_export_kwh")
-_CURRENTS = ", ".join(_q(f"current_{p}_a") for p in "abc")
-_VOLTAGES = ", ".join(_q(f"voltage_{p}_v") for p in "abc")
-
-# The window summary as session 8 computed it: from every reading of the window, at each pass.
-FROM_EVERY_READING = f"""
-CREATE TEMP TABLE reference_window AS
-SELECT meter_id, quantity_id,
-       count(*) FILTER (WHERE w) AS n, min(value) FILTER (WHERE w) AS vmin,
-       max(value) FILTER (WHERE w) AS vmax, sum(value) FILTER (WHERE w) AS total,
-       min(ts) FILTER (WHERE w) AS first_ts, max(ts) AS last_ts,
-       max(value) FILTER (WHERE last) AS last_value, max(ts) FILTER (WHERE dropped) AS drop_ts,
-       min(ts) FILTER (WHERE recent) AS recent_first_ts,
-       max(value) FILTER (WHERE recent_first) AS recent_first,
-       min(ts) FILTER (WHERE past) AS past_first_ts, max(value) FILTER (WHERE past_first) AS past_first,
-       max(ts) FILTER (WHERE past) AS past_last_ts, max(value) FILTER (WHERE past_last) AS past_last
-FROM (SELECT meter_id, quantity_id, ts, value, w, next_ts IS NULL AS last,
-             w AND prev_ts > $1::timestamptz - make_interval(secs => $2) AND value < prev - $5 AS dropped,
-             spiky AND ts > cut AS recent,
-             spiky AND ts > cut AND (prev_ts IS NULL OR prev_ts <= cut) AS recent_first,
-             spiky AND ts <= cut AS past,
-             spiky AND ts <= cut
-                 AND (prev_ts IS NULL OR prev_ts <= since) AS past_first,
-             spiky AND ts <= cut AND (next_ts IS NULL OR next_ts > cut) AS past_last
-      FROM (SELECT r.meter_id, r.quantity_id, r.ts, r.value,
-                   r.ts > $1::timestamptz - make_interval(secs => $2) AS w,
-                   r.quantity_id = {_IMPORT} AND r.ts > $1::timestamptz - make_interval(secs => $4) AS spiky,
-                   $1::timestamptz - make_interval(secs => $3) AS cut,
-                   $1::timestamptz - make_interval(secs => $4) AS since,
-                   lag(r.value) OVER o AS prev, lag(r.ts) OVER o AS prev_ts, lead(r.ts) OVER o AS next_ts
-            FROM readings r
-            WHERE r.quantity_id IN ({_IMPORT}, {_EXPORT}, {_CURRENTS}, {_VOLTAGES}) AND {_GOOD}
-              AND r.ts <= $1 AND (r.ts > $1::timestamptz - make_interval(secs => $2)
-                                  OR (r.quantity_id = {_IMPORT}
-                                      AND r.ts > $1::timestamptz - make_interval(secs => $4)))
-            WINDOW o AS (PARTITION BY r.meter_id, r.quantity_id ORDER BY r.ts)) a) s
-GROUP BY meter_id, quantity_id
-"""
 
 _COLUMNS = (
     "meter_id, quantity_id, n, vmin, vmax, total, first_ts, last_ts, last_value, drop_ts, recent_first_ts,"
@@ -108,7 +65,7 @@ async def _compare(daemon: asyncpg.Connection, owner: asyncpg.Connection, at: da
     ours = await daemon.fetch(f"SELECT {_COLUMNS} FROM exception_window ORDER BY 1, 2")
     await drop_window_summary(daemon)
     await owner.execute("DROP TABLE IF EXISTS reference_window")
-    await owner.execute(FROM_EVERY_READING, *params)
+    await owner.execute(WINDOW_SUMMARY_FROM_READINGS.format(table="reference_window"), *params)
     reference = await owner.fetch(f"SELECT {_COLUMNS} FROM reference_window ORDER BY 1, 2")
     assert len(ours) == len(reference) > 0
     for a, b in zip(ours, reference, strict=True):
