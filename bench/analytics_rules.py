@@ -222,6 +222,8 @@ async def bench_rules(
     began = time.perf_counter()
     outcomes = await run_rules(conn, CFG, ZONE, NOW)
     sql = time.perf_counter() - began
+    folded = await conn.fetchval("SELECT count(*) FROM reading_hours WHERE hour_end = $1", NOW)
+    assert folded == meters * 8, folded  # the pass folded the last hour in
     assert all(not isinstance(o, str) for o in outcomes.values()), outcomes
     opened = {
         rule: {
@@ -245,6 +247,11 @@ async def bench_rules(
     python = time.perf_counter() - began
     assert baseline == opened, {r: (len(baseline[r]), len(opened[r])) for r in READING_RULES}
 
+    await conn.execute("INSERT INTO reading_hours_dirty (lo, hi) VALUES ($1, $1)", NOW)
+    began = time.perf_counter()
+    await fold(conn, hour_start(NOW - timedelta(seconds=max(CFG.window, CFG.spike_history))))
+    fold_hour = time.perf_counter() - began
+
     full = CFG.model_copy(update={"rules": list(ExceptionsConfig().rules), "area_days": 1})
     began = time.perf_counter()
     await run_rules(conn, full, ZONE, NOW + timedelta(minutes=1))
@@ -258,6 +265,7 @@ async def bench_rules(
     print(f"findings: {', '.join(f'{r} {len(opened[r])}' for r in READING_RULES)} (SQL and Python agree)")
     print(f"{'the last cycle stored (COPY)':42s} {stored:8.2f} s  ({len(last_cycle):,} readings)")
     print(f"{'six reading rules, SQL pass (incr.)':42s} {sql:8.2f} s  {python / sql:6.1f}x the baseline")
+    print(f"{'  its fold of the last hour (every meter)':42s} {fold_hour:8.2f} s")
     print(f"{'  its window summary, from the hours':42s} {from_hours:8.2f} s")
     print(f"{'  the same from every reading (before)':42s} {from_readings:8.2f} s")
     print(f"{'the hourly summary rebuilt (the whole day)':42s} {rebuild:8.2f} s")
@@ -269,6 +277,7 @@ async def bench_rules(
         "stored_s": stored,
         "rebuild_s": rebuild,
         "sql_s": sql,
+        "fold_hour_s": fold_hour,
         "window_from_hours_s": from_hours,
         "window_from_readings_s": from_readings,
         "python_s": python,
