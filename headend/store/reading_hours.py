@@ -92,6 +92,17 @@ def _disjoint(rows: list[asyncpg.Record]) -> tuple[list[datetime], list[int], li
     return [m[0] for m in merged], [m[1] for m in merged], [m[2] for m in merged]
 
 
+def _runs(ends: list[datetime]) -> list[tuple[int, int]]:
+    """The slices of ``ends`` (sorted, repeated per meter range) whose hours follow each other."""
+    runs: list[tuple[int, int]] = []
+    start = 0
+    for i in range(1, len(ends) + 1):
+        if i == len(ends) or (ends[i] - ends[i - 1]).total_seconds() > 3600:
+            runs.append((start, i))
+            start = i
+    return runs
+
+
 async def fold(conn: asyncpg.Connection, need: datetime) -> int:
     """Bring the summary of the hours starting at ``need`` (on the hour) or later up to date, in one
     transaction; return how many hour × meter ranges were recomputed."""
@@ -105,7 +116,8 @@ async def fold(conn: asyncpg.Connection, need: datetime) -> int:
         if ends:
             await conn.execute(_DROP, ends, los, his)
             await conn.execute("SET LOCAL work_mem = '64MB'")  # the sort of a rebuild stays in memory
-            await conn.execute(_FILL, ends, los, his, ends[0], ends[-1])
+            for a, b in _runs(ends):  # one scan per run of consecutive hours, not one over the gaps
+                await conn.execute(_FILL, ends[a:b], los[a:b], his[a:b], ends[a], ends[b - 1])
     return len(ends)
 
 
