@@ -41,6 +41,7 @@ from throwaway import run_on_throwaway_server
 
 from headend.analytics.lineloss import boundaries, refresh
 from headend.store.daily_report import report_sections
+from headend.store.export import _DAILY_CSV
 from headend.store.maintenance import ensure_partitions
 from headend.store.migrate import migrate
 
@@ -342,6 +343,15 @@ async def bench_export(conn: asyncpg.Connection, dsn: str, args: argparse.Namesp
         ):
             rows += 1
     floor = seconds(started)
+    if args.explain:  # where the export's time goes: the plan of its COPY query, run
+        quantity = await conn.fetchval("SELECT id FROM quantities WHERE name = 'energy_import_kwh'")
+        async with conn.transaction(readonly=True):
+            await conn.execute("SET LOCAL jit = off")
+            await conn.execute("SET LOCAL work_mem = '64MB'")
+            plan = await conn.fetch(
+                f"EXPLAIN (ANALYZE, BUFFERS) {_DAILY_CSV}", first, DAY, str(ZONE), None, None, quantity
+            )
+        print("\n".join(r[0] for r in plan))
     config = work / "bench.toml"
     config.write_text("")
     out = work / "export.csv"
@@ -400,6 +410,7 @@ def main() -> None:
     parser.add_argument("--areas", type=int, default=1_000)
     parser.add_argument("--channels", type=int, default=100)
     parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--explain", action="store_true", help="print the export query's plan, run")
     parser.add_argument("--part", choices=("all", "lineloss", "report", "export", "rules"), default="all")
     args = parser.parse_args()
     run_on_throwaway_server(run, args)
