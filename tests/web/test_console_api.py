@@ -46,6 +46,8 @@ async def _seed(pg_dsn: str) -> int:
                 name,
             )
         await conn.execute("INSERT INTO accounts (number, name, kind) VALUES ('A-1', 'Flat one', 'prepaid')")
+        until = datetime.now(UTC) + timedelta(days=1)  # token 1, for the token revocation
+        await operator_store.add_token(conn, "2", "script", ["operator"], token_digest(new_token()), until)
         meter = await conn.fetchval("SELECT id FROM meters WHERE name = 'flat-1'")
         return int(
             await conn.fetchval(
@@ -59,8 +61,8 @@ async def _seed(pg_dsn: str) -> int:
 
 
 def _state(pg_dsn: str) -> tuple[object, ...]:
-    """Everything a write endpoint could change: commands, the audit log, meter requests, payments,
-    the ledger and balances, operators (and their password hashes)."""
+    """Everything a write endpoint could change: tokens, commands, the audit log, meter requests,
+    payments, the ledger and balances, operators (and their password hashes)."""
 
     async def read() -> tuple[object, ...]:
         conn = await asyncpg.connect(pg_dsn)
@@ -80,7 +82,11 @@ def _state(pg_dsn: str) -> tuple[object, ...]:
             people = await conn.fetch(
                 "SELECT id, name, roles, active, md5(password_hash) FROM operators ORDER BY id"
             )
+            tokens = await conn.fetch(
+                "SELECT id, operator_id, scopes, revoked_at IS NOT NULL FROM operator_tokens ORDER BY id"
+            )
             return (
+                tuple(tuple(r) for r in tokens),
                 tuple(tuple(r) for r in commands),
                 audits,
                 tuple(tuple(r) for r in requests),
@@ -157,6 +163,20 @@ WRITES: list[tuple[str, Post, str, int]] = [
         "4",
         201,
     ),
+    (
+        "form create token",
+        _form("/operators/tokens", operator="4", label="bank", scope="payments:write", days="30"),
+        "6",
+        200,
+    ),
+    (
+        "api create token",
+        _api("/api/tokens", {"operator": "4", "label": "bank", "scopes": ["payments:write"]}),
+        "6",
+        201,
+    ),
+    ("form revoke token", _form("/operators/tokens/1/revoke", reason="left"), "6", 303),
+    ("api revoke token", _api("/api/tokens/1/revoke", {"reason": "left"}), "6", 200),
 ]
 
 
