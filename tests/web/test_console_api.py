@@ -164,6 +164,18 @@ WRITES: list[tuple[str, Post, str, int]] = [
         201,
     ),
     (
+        "api v1 payment batch",
+        _api("/api/v1/payments", {"payments": [{"account": "A-1", "amount": "5.00", "reference": "B-9"}]}),
+        "4",
+        200,
+    ),
+    (
+        "api v1 command",
+        _api("/api/v1/commands", {"meter": "flat-2", "action": "disconnect", "reason": "x"}),
+        "2",
+        201,
+    ),
+    (
         "form create token",
         _form("/operators/tokens", operator="4", label="bank", scope="payments:write", days="30"),
         "6",
