@@ -4,9 +4,10 @@ tests where the process boundary is not the point."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
+import httpx
 from fastapi.testclient import TestClient
 
 from headend.config import WebConfig
@@ -25,3 +26,13 @@ def console_in_process(pg_dsn: str) -> Iterator[TestClient]:
 def bearer(token: str) -> dict[str, str]:
     """The header of a request signed with ``token``."""
     return {"authorization": f"Bearer {token}"}
+
+
+@asynccontextmanager
+async def console_in_loop(pg_dsn: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The same, on the test's own event loop (beside an engine the test drives)."""
+    app = create_app(WebConfig(pool_size=2), desk_dsn(pg_dsn), report_dsn(pg_dsn))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            yield client

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -20,11 +21,20 @@ import pytest
 from fastapi.testclient import TestClient
 
 from headend.billing import payments
+from headend.config import validate_config
+from headend.control.service import run_pass
+from headend.drivers import Credentials
+from headend.engine.ports import DriverPort
+from headend.inventory import import_inventory, read_inventory
 from headend.operators import authenticate_token, new_token, token_digest
+from headend.secrets import MeterSecrets
+from headend.store import api_tokens
 from headend.store import operators as operator_store
 from headend.store.maintenance import ensure_partitions
+from simulators import BusSpec, start_bus
 from tests.support.cli import headend_in_process
-from tests.support.console_app import bearer, console_in_process
+from tests.support.console_app import bearer, console_in_loop, console_in_process
+from tests.support.engine import engine_for
 from tests.support.logins import desk_dsn
 from tests.support.operators import PASSWORD, add_operators, operator_env
 from tests.support.postgres import run_sync
@@ -555,3 +565,64 @@ def test_a_command_request_waits_for_another_approver_and_shows_its_outcome(
     )
     unknown = console.get("/api/v1/commands/999999", headers=bearer(reader))
     assert unknown.status_code == 404
+
+
+async def test_a_requested_disconnect_is_confirmed_by_read_back_on_a_simulated_meter(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """The whole way: the CIS requests, an approver approves, the daemon's engine switches the
+    simulated meter under its gates and reads the relay back; the API shows the evidence."""
+    bus = await start_bus(BusSpec(meters=1, seed=23))
+    meter = bus.meters[0]
+    inventory = tmp_path / "inv.toml"
+    inventory.write_text(
+        f'[[channels]]\nname = "b"\nurl = "{bus.url}"\n\n'
+        f'[[meters]]\nchannel = "b"\nprotocol = "dlt645-2007"\naddress = "{meter.address}"\n'
+        'model = "dlt645-generic"\nname = "flat-9"\nhas_relay = true\n'
+    )
+    conn = await asyncpg.connect(pg_dsn)
+    await add_operators(conn, o2="operator", o3="approver", o6="admin")
+    await import_inventory(conn, read_inventory(inventory))
+    approver = new_token()
+    until = datetime.now(UTC) + timedelta(days=1)
+    await operator_store.add_token(conn, "3", "approve", ["approver"], token_digest(approver), until)
+    config = validate_config(
+        {
+            "polling": {"interval": "1h"},
+            "backfill": {"enabled": False},
+            "clock": {"enabled": False},
+            "events": {"enabled": False},
+            "metrics": {"port": 0},
+        },
+        "test",
+    )
+    engine = engine_for(config, pg_dsn, tmp_path, DriverPort(MeterSecrets(Credentials(2, "000000"))))
+    await engine.start()
+    try:
+        async with console_in_loop(pg_dsn) as client:
+            cis = new_token()
+            await api_tokens.add_scoped_token(
+                conn, "2", "cis", ["commands:read", "commands:write"], token_digest(cis), until
+            )
+            made = await client.post(
+                "/api/v1/commands",
+                json={"meter": meter.address, "action": "disconnect", "reason": "arrears per CIS"},
+                headers=bearer(cis),
+            )
+            assert made.status_code == 201, made.text
+            command_id = made.json()["id"]
+            assert await run_pass(engine, datetime.now(UTC)) == []  # not sent before its approval
+            approved = await client.post(f"/api/commands/{command_id}/approve", headers=bearer(approver))
+            assert approved.status_code == 200, approved.text
+            assert [s for _, s in await run_pass(engine, datetime.now(UTC))] == ["confirmed"]
+            assert meter.model.relay.open
+            shown = (await client.get(f"/api/v1/commands/{command_id}", headers=bearer(cis))).json()
+    finally:
+        await engine.stop()
+        await conn.close()
+        await bus.stop()
+    assert (shown["state"], shown["operator"], shown["approved_by"]) == ("confirmed", "2", "3")
+    evidence = shown["evidence"]
+    assert (evidence["status"], evidence["state"]["open"]) == ("confirmed", True)  # status word 3 read back
+    assert evidence["evidence"]["event_record"]["operator"] == "00000002"  # the meter's own record
+    assert [a["action"] for a in shown["audit"]][-1] == "command.confirmed"

@@ -47,10 +47,11 @@ BEGIN
     END IF;
     INSERT INTO operator_tokens (operator_id, label, roles, scopes, digest, created_by, expires_at)
     VALUES (p_operator, btrim(p_label), need,
-            ARRAY(SELECT DISTINCT s FROM unnest(p_scopes) AS s ORDER BY s), p_digest, me, p_expires_at)
+            ARRAY(SELECT DISTINCT s FROM unnest(p_scopes) AS s ORDER BY s), p_digest, coalesce(me, session_user::text),
+            p_expires_at)
     RETURNING id INTO new_id;
     INSERT INTO audit_log (actor, action, entity, entity_id, reason, details)
-    VALUES (me, 'operator.token_added', 'operator', p_operator, btrim(p_label),
+    VALUES (coalesce(me, session_user::text), 'operator.token_added', 'operator', p_operator, btrim(p_label),
             jsonb_build_object('token', new_id, 'roles', to_jsonb(need), 'scopes', to_jsonb(p_scopes),
                                'expires_at', p_expires_at));
     RETURN new_id;
