@@ -236,11 +236,25 @@ class PaymentResults(BaseModel):
     refused: int
 
 
-BATCH_BODY = {
+def _inlined(node: object, defs: dict[str, object]) -> object:
+    """A JSON schema with its ``$defs`` references written in place (an OpenAPI request body given by
+    hand cannot point into the model's own ``$defs``)."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            return _inlined(defs[ref.rsplit("/", 1)[-1]], defs)
+        return {k: _inlined(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inlined(v, defs) for v in node]
+    return node
+
+
+_BATCH_SCHEMA = PaymentBatch.model_json_schema()
+BATCH_BODY: dict[str, object] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/PaymentBatch"}},
+            "application/json": {"schema": _inlined(_BATCH_SCHEMA, _BATCH_SCHEMA.get("$defs", {}))},
             "text/csv": {"schema": {"type": "string", "description": ",".join(COLUMNS) + " with a header"}},
         },
     }

@@ -449,6 +449,10 @@ def test_readings_and_daily_registers_are_paged_as_the_cli_export_gives_them(
         "/api/v1/commands/{command_id}",
         "/api/tokens",
     } <= set(schema["paths"])
+    refs = set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(schema)))
+    assert refs <= set(schema["components"]["schemas"])  # every reference resolves
+    batch = schema["paths"]["/api/v1/payments"]["post"]["requestBody"]["content"]
+    assert set(batch) == {"application/json", "text/csv"}
 
 
 def test_a_payment_batch_is_recorded_once_per_reference(pg_dsn: str, console: TestClient) -> None:
