@@ -260,15 +260,13 @@ def test_scoped_tokens_narrow_the_role_and_end_when_revoked_or_expired(
     ]
 
 
-async def _sign_in_tokens(pg_dsn: str, tokens: dict[str, str]) -> None:
-    """Unscoped sign-in tokens with the approver role (made over the owner's connection)."""
+async def _sign_in_tokens(pg_dsn: str, tokens: dict[str, str], role: str = "approver") -> None:
+    """Unscoped sign-in tokens with ``role`` (made over the owner's connection)."""
     conn = await asyncpg.connect(pg_dsn)
     try:
         for operator, token in tokens.items():
             until = datetime.now(UTC) + timedelta(days=1)
-            await operator_store.add_token(
-                conn, operator, "approve", ["approver"], token_digest(token), until
-            )
+            await operator_store.add_token(conn, operator, role, [role], token_digest(token), until)
     finally:
         await conn.close()
 
@@ -281,7 +279,7 @@ async def _add(pg_dsn: str, **roles: str) -> None:
         await conn.close()
 
 
-def test_the_operators_page_lists_creates_and_revokes_tokens(console: TestClient) -> None:
+def test_the_operators_page_lists_creates_and_revokes_tokens(pg_dsn: str, console: TestClient) -> None:
     csrf = console.get("/api/me").json()["csrf"]
     page = console.get("/operators")
     assert 'href="/operators/tokens"' in page.text
@@ -305,6 +303,14 @@ def test_the_operators_page_lists_creates_and_revokes_tokens(console: TestClient
     out = console.post("/operators/tokens/1/revoke", data={"reason": "left", "csrf": csrf})
     assert out.status_code == 303 and out.headers["location"] == "/operators/tokens"
     assert console.get("/api/tokens").json()[0]["revoked_at"] is not None
+    assert "接口令牌" in listing and "创建令牌" in listing  # Chinese by default, English when chosen
+    console.cookies.set("headend_lang", "en")
+    assert "Create token" in console.get("/operators/tokens").text
+    viewer = new_token()
+    run_sync(lambda: _sign_in_tokens(pg_dsn, {"1": viewer}, "viewer"))
+    for path in ("/operators/tokens", "/api/tokens"):
+        refused = console.get(path, headers=bearer(viewer))
+        assert refused.status_code == 403 and "does not hold the admin role" in refused.text
 
 
 def _pages(
