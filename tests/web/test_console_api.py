@@ -15,7 +15,9 @@ import pytest
 
 from headend.operators import new_token, token_digest
 from headend.store import operators as operator_store
-from tests.support.operators import add_operators
+from headend.web.identity import SESSION_COOKIE
+from tests.support.console_app import console_in_process
+from tests.support.operators import PASSWORD, add_operators
 from tests.support.postgres import run_sync
 from tests.support.web import csrf_of, running_console, sign_in, signed_in
 
@@ -192,32 +194,44 @@ WRITES: list[tuple[str, Post, str, int]] = [
 ]
 
 
+def _session(client: httpx.Client, operator: str) -> str:
+    """Sign ``client`` in as ``operator`` (as a browser does); the session cookie it then holds."""
+    client.cookies.clear()
+    response = sign_in(client, operator, PASSWORD)
+    assert response.status_code == 303, response.text[:300]
+    return str(client.cookies[SESSION_COOKIE])
+
+
+def _as(client: httpx.Client, session: str) -> httpx.Client:
+    """``client`` carrying only the session cookie ``session``."""
+    client.cookies.clear()
+    client.cookies.set(SESSION_COOKIE, session)
+    return client
+
+
 @pytest.mark.parametrize(("name", "post", "allowed", "status"), WRITES, ids=[w[0] for w in WRITES])
 def test_a_write_is_refused_without_its_role_or_the_csrf_token(
-    pg_dsn: str, tmp_path: Path, name: str, post: Post, allowed: str, status: int
+    pg_dsn: str, name: str, post: Post, allowed: str, status: int
 ) -> None:
+    """In this process (the real application and database; the process itself is tested below)."""
     command = run_sync(lambda: _seed(pg_dsn))
     before = _state(pg_dsn)
-    with running_console(pg_dsn, tmp_path) as url:
+    with console_in_process(pg_dsn) as client:
         for operator in ("1", "2", "3", "4", "6"):
             if operator == allowed:
                 continue
-            client = signed_in(url, operator)
+            _session(client, operator)
             refused = post(client, command, csrf_of(client))
             assert refused.status_code == 403, (operator, refused.text[:300])
             assert _state(pg_dsn) == before
-        client = signed_in(url, allowed)
-        for forged in (
-            None,
-            "",
-            "0" * 64,
-            csrf_of(signed_in(url, allowed)),
-        ):  # none, empty, made up, another session's
-            response = post(client, command, forged)
+        other = csrf_of(_as(client, _session(client, allowed)))  # another session's
+        session = _session(client, allowed)
+        for forged in (None, "", "0" * 64, other):  # none, empty, made up, another session's
+            response = post(_as(client, session), command, forged)
             assert response.status_code == 403, (forged, response.text[:300])
             assert "CSRF" in response.text
             assert _state(pg_dsn) == before
-        done = post(client, command, csrf_of(client))
+        done = post(_as(client, session), command, csrf_of(client))
         assert done.status_code == status, done.text[:300]
         assert _state(pg_dsn) != before
 
