@@ -243,9 +243,10 @@ async def as_json(page: Page) -> AsyncIterator[str]:
 
 
 async def as_csv(page: Page) -> AsyncIterator[str]:
-    """A header line, then one line per row (an absent value: an empty field)."""
+    """A header line, then one line per row (an absent value: an empty field), lines ended as the CLI
+    export ends them."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(page.columns)
     async for row in page.rows:
         writer.writerow(row)

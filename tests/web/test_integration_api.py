@@ -196,6 +196,27 @@ def test_scoped_tokens_narrow_the_role_and_end_when_revoked_or_expired(
         pg_dsn,
         env=operator_env(),
     )
+    both = headend_in_process(
+        "operators",
+        "token",
+        "add",
+        "7",
+        "--label",
+        "x",
+        "--roles",
+        "cashier",
+        "--scope",
+        "payments:write",
+        "--operator",
+        "6",
+        "--dsn",
+        pg_dsn,
+        env=operator_env(),
+    )
+    assert (both.returncode, both.stderr) == (
+        1,
+        "error: give either --roles (a sign-in token) or --scope (an API token)\n",
+    )
     assert (unknown.returncode, unknown.stdout) == (1, "")
     assert unknown.stderr == (
         "error: scopes must be a subset of readings:read, commands:read, payments:write, commands:write,"
@@ -375,6 +396,9 @@ def test_readings_and_daily_registers_are_paged_as_the_cli_export_gives_them(
         f"/api/v1/meters/{M1}/readings.csv", params={**period, "limit": 50}, headers=bearer(token)
     )
     assert as_csv.headers["content-type"].startswith("text/csv")
+    assert as_csv.text.startswith(
+        f"meter,address,ts,multiplier,value_kwh,quality\nflat-1,{M1},2026-11-02T00:00:00+08:00,"
+    )
     assert as_csv.content == suffixed.content  # the same request gives the same bytes
     assert as_csv.headers["x-next-cursor"] == suffixed.headers["x-next-cursor"]
     table = list(csv.DictReader(io.StringIO(as_csv.text)))
