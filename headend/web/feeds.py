@@ -20,7 +20,13 @@ import asyncpg
 
 from headend.analytics.export import DAILY_COLUMNS, INTERVAL_COLUMNS, Row, daily_rows, kwh
 from headend.inventory import InventoryError, find_meter
-from headend.store.export import ExportMeter, export_meters, quantity_id, readings_between
+from headend.store.export import (
+    ExportMeter,
+    export_meters,
+    export_meters_after,
+    quantity_id,
+    readings_between,
+)
 from headend.web.data import BadRequest, NotFound
 
 MAX_DAYS = 3660  # a period of at most ten years
@@ -203,11 +209,11 @@ async def fleet_daily(
     qid = await _quantity(conn, quantity)
     query = _fingerprint("daily", day, qid)
     after = _after(cursor, query)
-    if after is not None and not isinstance(after, int):
+    if after is not None and (
+        not isinstance(after, int) or isinstance(after, bool) or not 0 <= after < 2**31
+    ):
         raise BadRequest("the cursor is not one this API gave")
-    meters = [
-        m for m in await export_meters(conn, day, day, zone.key, None, None) if after is None or m.id > after
-    ]
+    meters = await export_meters_after(conn, day, zone.key, after, limit + 1)
     page = meters[:limit]
     following = _cursor(query, page[-1].id) if len(meters) > limit else None
     return Page(DAILY_COLUMNS, _daily(pool, page, qid, day, day, zone), following)
