@@ -35,7 +35,7 @@ from simulators import BusSpec, start_bus
 from tests.support.cli import headend_in_process
 from tests.support.console_app import bearer, console_in_loop, console_in_process
 from tests.support.engine import engine_for
-from tests.support.logins import desk_dsn
+from tests.support.logins import desk_dsn, report_dsn
 from tests.support.operators import PASSWORD, add_operators, operator_env
 from tests.support.postgres import run_sync
 from tests.support.web import sign_in
@@ -250,6 +250,24 @@ def test_scoped_tokens_narrow_the_role_and_end_when_revoked_or_expired(
             await conn.close()
 
     assert "cashier" in run_sync(database_refuses)
+
+    async def reporting_may_not() -> None:  # the reporting login neither signs in nor makes tokens
+        conn = await asyncpg.connect(report_dsn(pg_dsn))
+        try:
+            for query, args in (
+                ("SELECT headend_sign_in_api($1)", ("0" * 64,)),
+                (
+                    "SELECT headend_token_add_scoped('7', 'x', '{readings:read}', $1,"
+                    " now() + interval '1 day')",
+                    ("0" * 64,),
+                ),
+            ):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.execute(query, *args)
+        finally:
+            await conn.close()
+
+    run_sync(reporting_may_not)
     assert _money(pg_dsn) == before
 
     revoked = console.post(
