@@ -123,3 +123,22 @@ async def authenticate_token(
         held = ", ".join(roles) or "none the operator still holds"
         raise OperatorError(f"the token of operator {operator_id} does not carry the {role} role ({held})")
     return Operator(operator_id, tuple(roles))
+
+
+# What an API token may be scoped to, and the role each scope's writes need (None: a read).
+SCOPES: dict[str, str | None] = {
+    "readings:read": None,
+    "commands:read": None,
+    "payments:write": "cashier",
+    "commands:write": "operator",
+}
+
+
+def check_scopes(texts: list[str]) -> list[str]:
+    """Scopes, each one of ``SCOPES`` (comma-separated or one per item), without repeats, sorted."""
+    scopes = sorted({s.strip() for text in texts for s in text.split(",") if s.strip()})
+    unknown = [s for s in scopes if s not in SCOPES]
+    if not scopes or unknown:
+        given = ", ".join(unknown) or "none"
+        raise OperatorError(f"scopes must be a subset of {', '.join(SCOPES)}, got {given}")
+    return scopes

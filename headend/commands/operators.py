@@ -18,13 +18,16 @@ from headend.commands.auth import Login, OperatorId, login
 from headend.commands.common import Dsn
 from headend.config import parse_duration
 from headend.operators import (
+    SCOPES,
     OperatorError,
     check_operator_id,
     check_roles,
+    check_scopes,
     hash_password,
     new_token,
     token_digest,
 )
+from headend.store import api_tokens
 from headend.store import operators as store
 from headend.store.dsn import resolve_dsn
 
@@ -238,19 +241,34 @@ def token_add(
         str, typer.Argument(metavar="ID", help="Whose token (yours, or any as an admin).")
     ],
     label: Annotated[str, typer.Option("--label", help="What the token is for, e.g. 'bank import cron'.")],
-    roles: Annotated[str, typer.Option("--roles", help="The token's roles: a subset of the operator's.")],
     operator: OperatorId,
+    roles: Annotated[
+        str, typer.Option("--roles", help="The token's roles: a subset of the operator's (or --scope).")
+    ] = "",
+    scopes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scope",
+            metavar="SCOPE",
+            help=f"An API token's scope (admin only; repeat): {', '.join(SCOPES)}. Its roles are the ones"
+            " the scopes need.",
+        ),
+    ] = None,
     expires: Annotated[
         str, typer.Option("--expires", help=f"Lifetime, e.g. 30d or 12h (at most {MAX_TOKEN_DAYS}d).")
     ] = "90d",
     dsn: Dsn = None,
 ) -> None:
-    """Make a sign-in token; it is printed once (keep it like a password) and stored as a digest only."""
+    """Make a sign-in token (``--roles``) or a scoped API token (``--scope``); it is printed once (keep
+    it like a password) and stored as a digest only."""
     target = _checked_id(operator_id)
     if not label.strip():
         _fail("--label must not be blank")
+    if bool(roles.strip()) == bool(scopes):
+        _fail("give either --roles (a sign-in token) or --scope (an API token)")
     try:
-        role_list = check_roles(roles)
+        role_list = check_roles(roles) if roles.strip() else []
+        scope_list = check_scopes(scopes) if scopes else []
         lifetime = timedelta(seconds=parse_duration(expires))
     except (OperatorError, ValueError) as exc:
         _fail(f"{exc}")
@@ -261,13 +279,22 @@ def token_add(
     expires_at = datetime.now(UTC) + lifetime
 
     async def work(conn: asyncpg.Connection) -> int:
+        if scope_list:
+            await me.sign_in(conn, "admin")
+            return await api_tokens.add_scoped_token(
+                conn, target, label.strip(), scope_list, token_digest(token), expires_at
+            )
         await me.sign_in(conn, "admin" if me.operator_id != target else None)
         return await store.add_token(conn, target, label.strip(), role_list, token_digest(token), expires_at)
 
     token_id = _run(dsn, work)
     until = f"{expires_at:%Y-%m-%d %H:%M} UTC"
-    typer.echo(f"token {token_id} for operator {target} ({', '.join(role_list)}), expires {until}:")
+    what = f"scopes {', '.join(scope_list)}" if scope_list else ", ".join(role_list)
+    typer.echo(f"token {token_id} for operator {target} ({what}), expires {until}:")
     typer.echo(token)
+
+
+tokens_app.command("create", hidden=True)(token_add)  # the same command under the name the API docs use
 
 
 @tokens_app.command("revoke")
@@ -315,6 +342,7 @@ def token_list(
             "operator": record.operator_id,
             "label": record.label,
             "roles": record.roles,
+            "scopes": record.scopes,
             "created_by": record.created_by,
         }
         for name in ("created_at", "expires_at", "revoked_at", "last_used_at"):

@@ -171,3 +171,13 @@ def readings_between(
     """``meter_id, ts, value, quality`` of the readings in ``[start, end)`` (as :func:`registers_at`)."""
     clause, extra = _meters_clause(ids, 4)
     return _stream(conn, _BETWEEN.format(meters=clause), [quantity, start, end, *extra])
+
+
+async def export_meters_after(
+    conn: asyncpg.Connection, day: date, zone: str, after: int | None, limit: int
+) -> list[ExportMeter]:
+    """Up to ``limit`` meters of the export of local ``day`` (all meters) with an id above ``after``,
+    by id: a keyset page of the integration API."""
+    query = _CHOSEN + "AND ($6::int IS NULL OR m.id > $6) ORDER BY m.id LIMIT $7"
+    found = await conn.fetch(query, day, day, zone, None, None, after, limit)
+    return [ExportMeter(r["id"], r["meter"], r["address"], r["factor"]) for r in found]

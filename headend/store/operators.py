@@ -86,6 +86,7 @@ class TokenRecord:
     operator_id: str
     label: str
     roles: list[str]
+    scopes: list[str] | None
     created_by: str
     created_at: datetime
     expires_at: datetime

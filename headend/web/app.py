@@ -159,8 +159,11 @@ def create_app(config: WebConfig, desk_dsn: str, report_dsn: str) -> FastAPI:
     async def refused(request: Request, exc: Refused) -> Response:
         return refusal(request, 409, str(exc))
 
-    from headend.web import api, pages
+    from headend.web import api, integration, pages, tokens
 
+    app.include_router(tokens.pages)
     app.include_router(pages.router)
+    app.include_router(tokens.api)
+    app.include_router(integration.router)
     app.include_router(api.router)
     return app

@@ -11,7 +11,9 @@ import asyncpg
 from fastapi import Depends, Request
 
 from headend.web.app import Console, console_of
-from headend.web.identity import SESSION_COOKIE, Principal, resolve, unbound_after
+from headend.web.identity import SESSION_COOKIE, Forbidden, Principal, resolve, unbound_after
+
+SCOPED_PREFIX = "/api/v1/"  # the integration API: the only place a scoped token is let in
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +30,8 @@ async def acting(request: Request) -> AsyncIterator[Acting]:
     console = console_of(request)
     async with console.desk.acquire() as conn, unbound_after(conn):
         who = await resolve(conn, request.cookies.get(SESSION_COOKIE), request.headers.get("authorization"))
+        if who.scopes is not None and not request.url.path.startswith(SCOPED_PREFIX):
+            raise Forbidden(f"a scoped API token is for {SCOPED_PREFIX} only")
         yield Acting(who, conn, console)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from headend.operators import token_digest
-from headend.store import web_sessions
+from headend.store import api_tokens, web_sessions
 
 SESSION_COOKIE = "headend_session"
 SIGNIN_COOKIE = "headend_signin"  # double-submit value of the sign-in form
@@ -33,11 +33,13 @@ class Forbidden(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The operator a request acts for; ``csrf`` is None for a bearer token (no ambient cookie)."""
+    """The operator a request acts for; ``csrf`` is None for a bearer token (no ambient cookie);
+    ``scopes`` are a scoped API token's (None: a session or an unscoped token, limited by roles only)."""
 
     operator_id: str
     roles: tuple[str, ...]
     csrf: str | None
+    scopes: tuple[str, ...] | None = None
 
     def holds(self, role: str) -> bool:
         return role in self.roles
@@ -46,6 +48,14 @@ class Principal:
         """Forbidden unless the operator (or the token) holds ``role``."""
         if role not in self.roles:
             raise Forbidden(f"operator {self.operator_id} does not hold the {role} role")
+
+    def require_scope(self, scope: str) -> None:
+        """Forbidden unless the request's token carries ``scope`` (a session or an unscoped token may
+        do what its roles allow)."""
+        if self.scopes is not None and scope not in self.scopes:
+            raise Forbidden(
+                f"the token does not carry the {scope} scope (it carries {', '.join(self.scopes)})"
+            )
 
     def check_csrf(self, sent: str | None) -> None:
         """Forbidden unless a cookie-signed request carries its session's CSRF token."""
@@ -72,16 +82,16 @@ async def resolve(conn: asyncpg.Connection, cookie: str | None, authorization: s
     """Bind ``conn`` to the request's operator (bearer token first, else the session cookie)."""
     scheme, _, credential = (authorization or "").partition(" ")
     if scheme.lower() == "bearer" and credential.strip():
-        binding = await web_sessions.sign_in_bearer(conn, token_digest(credential))
-        csrf = None
-    elif cookie:
-        binding = await web_sessions.sign_in_web(conn, digest(cookie))
-        csrf = csrf_token(cookie)
-    else:
+        token = await api_tokens.sign_in_api(conn, token_digest(credential))
+        if token.refused is not None or token.operator_id is None:
+            raise NotSignedIn(token.refused or "not signed in")
+        return Principal(token.operator_id, token.roles, None, token.scopes)
+    if not cookie:
         raise NotSignedIn("not signed in")
+    binding = await web_sessions.sign_in_web(conn, digest(cookie))
     if binding.refused is not None or binding.operator_id is None:
         raise NotSignedIn(binding.refused or "not signed in")
-    return Principal(binding.operator_id, binding.roles, csrf)
+    return Principal(binding.operator_id, binding.roles, csrf_token(cookie))
 
 
 @asynccontextmanager

@@ -15,7 +15,9 @@ import pytest
 
 from headend.operators import new_token, token_digest
 from headend.store import operators as operator_store
-from tests.support.operators import add_operators
+from headend.web.identity import SESSION_COOKIE
+from tests.support.console_app import console_in_process
+from tests.support.operators import PASSWORD, add_operators
 from tests.support.postgres import run_sync
 from tests.support.web import csrf_of, running_console, sign_in, signed_in
 
@@ -46,6 +48,8 @@ async def _seed(pg_dsn: str) -> int:
                 name,
             )
         await conn.execute("INSERT INTO accounts (number, name, kind) VALUES ('A-1', 'Flat one', 'prepaid')")
+        until = datetime.now(UTC) + timedelta(days=1)  # token 1, for the token revocation
+        await operator_store.add_token(conn, "2", "script", ["operator"], token_digest(new_token()), until)
         meter = await conn.fetchval("SELECT id FROM meters WHERE name = 'flat-1'")
         return int(
             await conn.fetchval(
@@ -59,8 +63,8 @@ async def _seed(pg_dsn: str) -> int:
 
 
 def _state(pg_dsn: str) -> tuple[object, ...]:
-    """Everything a write endpoint could change: commands, the audit log, meter requests, payments,
-    the ledger and balances, operators (and their password hashes)."""
+    """Everything a write endpoint could change: tokens, commands, the audit log, meter requests,
+    payments, the ledger and balances, operators (and their password hashes)."""
 
     async def read() -> tuple[object, ...]:
         conn = await asyncpg.connect(pg_dsn)
@@ -80,7 +84,11 @@ def _state(pg_dsn: str) -> tuple[object, ...]:
             people = await conn.fetch(
                 "SELECT id, name, roles, active, md5(password_hash) FROM operators ORDER BY id"
             )
+            tokens = await conn.fetch(
+                "SELECT id, operator_id, scopes, revoked_at IS NOT NULL FROM operator_tokens ORDER BY id"
+            )
             return (
+                tuple(tuple(r) for r in tokens),
                 tuple(tuple(r) for r in commands),
                 audits,
                 tuple(tuple(r) for r in requests),
@@ -157,35 +165,73 @@ WRITES: list[tuple[str, Post, str, int]] = [
         "4",
         201,
     ),
+    (
+        "api v1 payment batch",
+        _api("/api/v1/payments", {"payments": [{"account": "A-1", "amount": "5.00", "reference": "B-9"}]}),
+        "4",
+        200,
+    ),
+    (
+        "api v1 command",
+        _api("/api/v1/commands", {"meter": "flat-2", "action": "disconnect", "reason": "x"}),
+        "2",
+        201,
+    ),
+    (
+        "form create token",
+        _form("/operators/tokens", operator="4", label="bank", scope="payments:write", days="30"),
+        "6",
+        200,
+    ),
+    (
+        "api create token",
+        _api("/api/tokens", {"operator": "4", "label": "bank", "scopes": ["payments:write"]}),
+        "6",
+        201,
+    ),
+    ("form revoke token", _form("/operators/tokens/1/revoke", reason="left"), "6", 303),
+    ("api revoke token", _api("/api/tokens/1/revoke", {"reason": "left"}), "6", 200),
 ]
+
+
+def _session(client: httpx.Client, operator: str) -> str:
+    """Sign ``client`` in as ``operator`` (as a browser does); the session cookie it then holds."""
+    client.cookies.clear()
+    response = sign_in(client, operator, PASSWORD)
+    assert response.status_code == 303, response.text[:300]
+    return str(client.cookies[SESSION_COOKIE])
+
+
+def _as(client: httpx.Client, session: str) -> httpx.Client:
+    """``client`` carrying only the session cookie ``session``."""
+    client.cookies.clear()
+    client.cookies.set(SESSION_COOKIE, session)
+    return client
 
 
 @pytest.mark.parametrize(("name", "post", "allowed", "status"), WRITES, ids=[w[0] for w in WRITES])
 def test_a_write_is_refused_without_its_role_or_the_csrf_token(
-    pg_dsn: str, tmp_path: Path, name: str, post: Post, allowed: str, status: int
+    pg_dsn: str, name: str, post: Post, allowed: str, status: int
 ) -> None:
+    """In this process (the real application and database; the process itself is tested below)."""
     command = run_sync(lambda: _seed(pg_dsn))
     before = _state(pg_dsn)
-    with running_console(pg_dsn, tmp_path) as url:
+    with console_in_process(pg_dsn) as client:
         for operator in ("1", "2", "3", "4", "6"):
             if operator == allowed:
                 continue
-            client = signed_in(url, operator)
+            _session(client, operator)
             refused = post(client, command, csrf_of(client))
             assert refused.status_code == 403, (operator, refused.text[:300])
             assert _state(pg_dsn) == before
-        client = signed_in(url, allowed)
-        for forged in (
-            None,
-            "",
-            "0" * 64,
-            csrf_of(signed_in(url, allowed)),
-        ):  # none, empty, made up, another session's
-            response = post(client, command, forged)
+        other = csrf_of(_as(client, _session(client, allowed)))  # another session's
+        session = _session(client, allowed)
+        for forged in (None, "", "0" * 64, other):  # none, empty, made up, another session's
+            response = post(_as(client, session), command, forged)
             assert response.status_code == 403, (forged, response.text[:300])
             assert "CSRF" in response.text
             assert _state(pg_dsn) == before
-        done = post(client, command, csrf_of(client))
+        done = post(_as(client, session), command, csrf_of(client))
         assert done.status_code == status, done.text[:300]
         assert _state(pg_dsn) != before
 
