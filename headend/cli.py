@@ -1,50 +1,66 @@
-"""The ``headend`` command line: a thin typer application that wires up the command modules."""
+"""The ``headend`` command line: a thin typer application naming the command modules, each imported
+only when one of its commands runs."""
 
 from __future__ import annotations
 
 import socket
 import sys
+from collections.abc import Mapping
+from typing import ClassVar
 
 import asyncpg
 import typer
 
 from headend import __version__
-from headend.commands import (
-    accounts,
-    billing,
-    channels,
-    cluster,
-    commands,
-    concentrator,
-    db,
-    decode,
-    demo,
-    exceptions,
-    export,
-    field,
-    inventory,
-    lineloss,
-    listen,
-    meters,
-    operators,
-    params,
-    readings,
-    report,
-    requests,
-    run,
-    sim,
-    tariffs,
-    web,
-)
 from headend.commands.app import CommandGroup
+from headend.commands.lazy import LazyCommands
 from headend.store.dsn import DsnError, dsn_source
 from headend.store.embedded import EmbeddedPostgresError
+
+
+class HeadendCommands(LazyCommands):
+    """Every top-level command and the modules under headend/commands/ that register it, in the order
+    ``headend --help`` lists them."""
+
+    command_modules: ClassVar[Mapping[str, str]] = {
+        "demo": "demo",
+        "read": "field",
+        "switch": "field",
+        "clock": "field",
+        "profile": "field",
+        "scan": "field",
+        "listen": "listen",
+        "sim": "sim",
+        "decode": "decode",
+        "db": "db",
+        "inventory": "inventory",
+        "lineloss": "lineloss",
+        "exceptions": "exceptions",
+        "export": "export",
+        "meters": "meters",
+        "readings": "readings",
+        "report": "report",
+        "channels": "channels",
+        "cluster": "cluster",
+        "run": "run",
+        "billing": "billing",
+        "accounts": "accounts",
+        "tariffs": "tariffs",
+        "params": "params",
+        "commands": "commands",
+        "operators": "operators",
+        "concentrator": "concentrator",
+        "requests": "requests",
+        "web": "web",
+    }
+
 
 app = CommandGroup(
     name="headend",
     help="Head-end system for DL/T 645 and Modbus electricity meters.",
     no_args_is_help=True,
     add_completion=False,
+    cls=HeadendCommands,
 )
 
 
@@ -57,42 +73,6 @@ def root() -> None:
 def version() -> None:
     """Print the headend version."""
     typer.echo(__version__)
-
-
-def _register_commands() -> None:
-    """Attach every command module to the application."""
-
-    for module in (
-        demo,
-        field,
-        listen,
-        sim,
-        decode,
-        db,
-        inventory,
-        lineloss,
-        exceptions,
-        export,
-        meters,
-        readings,
-        report,
-        channels,
-        cluster,
-        run,
-        billing,
-        accounts,
-        tariffs,
-        params,
-        commands,
-        operators,
-        concentrator,
-        requests,
-        web,
-    ):
-        module.register(app)
-
-
-_register_commands()
 
 
 # failures to reach or use the configured database: one line naming where the DSN came from

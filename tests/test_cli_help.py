@@ -20,7 +20,10 @@ def _commands(
 ) -> list[tuple[tuple[str, ...], TyperCommand | TyperGroup]]:
     """Every command and group under ``group`` with its path of names."""
     found: list[tuple[tuple[str, ...], TyperCommand | TyperGroup]] = [(path, group)]
-    for name, command in sorted(group.commands.items()):
+    context = typer.Context(group)
+    for name in sorted(group.list_commands(context)):
+        command = group.get_command(context, name)
+        assert isinstance(command, TyperCommand | TyperGroup), name
         if isinstance(command, TyperGroup):
             found += _commands(command, (*path, name))
         else:

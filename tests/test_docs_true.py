@@ -74,8 +74,8 @@ def command_exists(text: str) -> str | None:
         options: set[str] = set()
         for word in line:
             options |= {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
-            if isinstance(command, TyperGroup) and word in command.commands:
-                command = command.commands[word]  # type: ignore[assignment]
+            if isinstance(command, TyperGroup) and word in command.list_commands(typer.Context(command)):
+                command = command.get_command(typer.Context(command), word)  # type: ignore[assignment]
                 continue
             if isinstance(command, TyperGroup) and not word.startswith("-"):
                 return f"no command {word!r} in `headend {' '.join(line)}`"

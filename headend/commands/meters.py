@@ -9,6 +9,7 @@ import asyncpg
 import typer
 
 from headend.commands.common import Dsn, fail, run_with_conn
+from headend.commands.requests import read, recollect
 from headend.commands.views import echo_fields, echo_json, echo_table, time_text
 from headend.inventory import InventoryError, find_meter
 from headend.store.overview import Overview, meter_overview
@@ -83,5 +84,7 @@ def _quarantine(meter: dict[str, object]) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    """Attach ``headend meters``."""
+    """Attach ``headend meters`` (``read`` and ``recollect`` are requests to the daemon)."""
+    meters_app.command("read")(read)
+    meters_app.command("recollect")(recollect)
     app.add_typer(meters_app, name="meters")

@@ -19,7 +19,6 @@ from headend import limits
 from headend.commands.app import CommandGroup
 from headend.commands.auth import Login, OperatorId, login
 from headend.commands.common import Dsn, fail, run_with_conn
-from headend.commands.meters import meters_app
 from headend.commands.timerange import TimeRangeError, time_range
 from headend.commands.views import echo_fields, echo_json, echo_table, text
 from headend.inventory import InventoryError, find_meter
@@ -274,7 +273,5 @@ def cancel_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Attach ``headend requests`` (``meters read`` and ``meters recollect`` join ``headend meters``)."""
-    meters_app.command("read")(read)
-    meters_app.command("recollect")(recollect)
+    """Attach ``headend requests`` (its ``read`` and ``recollect`` are ``headend meters``' commands)."""
     app.add_typer(requests_app, name="requests")

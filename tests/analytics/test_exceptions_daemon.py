@@ -14,6 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import pytest
 
 from headend.store.maintenance import ensure_partitions
 from simulators.bus import BusSpec, SimBus, start_bus
@@ -102,6 +103,7 @@ async def _active(conn: asyncpg.Connection) -> set[tuple[str, str]]:
     return {(r["rule"], r["subject"]) for r in found}
 
 
+@pytest.mark.long(seconds=60)
 async def test_each_rule_opens_its_exception_from_what_the_daemon_stored(pg_dsn: str, tmp_path: Path) -> None:
     bus = await start_bus(
         BusSpec(

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import asyncpg
+import pytest
 
 from headend.billing.charging import bill_account
 from headend.store.maintenance import ensure_partitions
@@ -57,6 +58,7 @@ async def test_time_of_use_slots_must_cover_every_hour(pg_dsn: str) -> None:
     assert listed == ["whole"]
 
 
+@pytest.mark.long(seconds=25)
 async def test_a_revision_prices_each_part_of_the_period_at_what_is_in_force(pg_dsn: str) -> None:
     await _admin(pg_dsn)
     add = ("add", "--operator", "4001")

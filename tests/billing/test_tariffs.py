@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import asyncpg
+import pytest
 
 from headend.billing.charging import bill_account
 from headend.store.maintenance import ensure_partitions
@@ -38,6 +39,7 @@ async def _account(conn: asyncpg.Connection, tariff: str) -> tuple[int, int]:
     return account, meter
 
 
+@pytest.mark.long(seconds=25)
 async def test_tariffs_from_the_cli_and_billing_with_them(pg_dsn: str) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:

@@ -119,6 +119,7 @@ def talkers_since(fleet: Fleet, mark: dict[str, dict[int | None, int]]) -> dict[
     }
 
 
+@pytest.mark.long(seconds=30)
 async def test_daemons_share_the_buses_a_joiner_takes_its_share_a_killed_ones_buses_are_taken_over(
     pg_dsn: str, tmp_path: Path, fleet: Fleet
 ) -> None:

@@ -69,6 +69,7 @@ async def requests_of(dsn: str) -> list[asyncpg.Record]:
         await conn.close()
 
 
+@pytest.mark.long(seconds=28)
 async def test_push_through_the_daemon_that_holds_the_dial_in_connection(pg_dsn: str, tmp_path: Path) -> None:
     listen_port, metrics_port = free_port(), free_port()
     spec = ConcentratorSpec(

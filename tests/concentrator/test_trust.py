@@ -32,6 +32,7 @@ async def headend(dsn: str, *args: str) -> CliResult:
     return await headend_async(*args, "--dsn", dsn, env=environment, timeout=150)
 
 
+@pytest.mark.long(seconds=65)
 async def test_an_admin_trusts_a_replacement_concentrator_for_its_archive_push_only(
     pg_dsn: str, tmp_path: Path
 ) -> None:

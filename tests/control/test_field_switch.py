@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from headend.inventory import import_inventory, read_inventory
 from headend.store.embedded import THROWAWAY_SETTINGS, EmbeddedPostgres
@@ -26,6 +27,7 @@ async def headend(*args: str, password: str | None = None) -> CliResult:
     return await headend_async(*args, env=env)
 
 
+@pytest.mark.long(seconds=25)
 async def test_field_switch_is_recorded_gated_and_audited(pg_dsn: str, tmp_path: Path) -> None:
     async with await start_bus(BusSpec(meters=2, seed=84, password=METER_PASSWORD)) as bus:
         served, protected = bus.meters

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from headend.config import validate_config
 from headend.control.automation import HALT_KEY
@@ -99,6 +100,7 @@ async def test_operator_command_is_executed_by_the_daemon_and_refusals_are_preci
         await bus.stop()
 
 
+@pytest.mark.long(seconds=25)
 async def test_a_sent_command_cannot_be_cancelled_blind(pg_dsn: str) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:

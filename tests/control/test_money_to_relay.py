@@ -41,6 +41,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from _pytest.mark import ParameterSet
 
 from headend.billing.accounts import AccountError, add_account, assign_meter, set_account
 from headend.billing.charging import BillingError, bill_account
@@ -74,13 +75,16 @@ APPROVER = "9004"
 CENT = Decimal("0.01")
 
 
-def _cases(spec: str) -> list[tuple[int, int]]:
-    """(seed, meters) from ``"11-12,13:240"``: seed ranges, each optionally ``:meters`` (default 40)."""
+def _cases(spec: str) -> list[ParameterSet]:
+    """(seed, meters) from ``"11-12,13:240"``: seed ranges, each optionally ``:meters`` (default 40);
+    each marked long by its size (tests/conftest.py starts the longest first)."""
     cases = []
     for item in spec.split(","):
         seeds, _, meters = item.strip().partition(":")
         first, _, last = seeds.partition("-")
-        cases += [(seed, int(meters or 40)) for seed in range(int(first), int(last or first) + 1)]
+        size = int(meters or 40)
+        mark = pytest.mark.long(seconds=size // 6)
+        cases += [pytest.param(seed, size, marks=mark) for seed in range(int(first), int(last or first) + 1)]
     return cases
 
 

@@ -25,6 +25,7 @@ def headend(
     return cli.headend(*args, "--dsn", dsn, env=env)
 
 
+@pytest.mark.long(seconds=40)
 async def test_bootstrap_add_list_passwd_disable(pg_dsn: str) -> None:
     admin_pw, ops_pw = "first-admin-pw", "operator-pw-2"
     not_admin = headend(

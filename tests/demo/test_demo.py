@@ -118,6 +118,7 @@ def _planned(bus: DemoBus, replies: int) -> dict[int, str]:
     return FaultPlan(FaultSpec.parse(bus.spec.faults), bus.spec.seed + 1).faults_in(0, replies)
 
 
+@pytest.mark.long(seconds=70)
 def test_demo_reads_every_meter_backfills_and_plays_the_fee_control_story(tmp_path: Path) -> None:
     code, output, summary, failures = _demo_run(tmp_path)
     assert code == 0, output
@@ -198,6 +199,7 @@ def test_demo_refuses_bad_options_before_starting_anything(tmp_path: Path) -> No
     assert (used / "something").read_text() == "x"
 
 
+@pytest.mark.long(seconds=20)
 def test_dashboard_shows_channels_storage_commands_and_story(tmp_path: Path) -> None:
     args = ("demo", "--dashboard", "--duration", "5", "--meters", "2", "--interval", "5")
     env = cli_env(COLUMNS="160", HEADEND_STATE_DIR=str(tmp_path / "state"))

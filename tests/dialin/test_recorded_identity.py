@@ -158,6 +158,7 @@ async def test_readings_of_an_unverified_dtu_are_suspect_until_the_inventory_sta
         await conn.close()
 
 
+@pytest.mark.long(seconds=25)
 async def test_switch_and_clock_sync_verify_the_number_the_inventory_records(
     pg_dsn: str, tmp_path: Path
 ) -> None:

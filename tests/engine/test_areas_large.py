@@ -34,6 +34,7 @@ def _areas(path: Path, effective: str, moved: int = 0) -> Path:
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.long(seconds=50)
 async def test_a_hundred_thousand_memberships_import_in_one_transaction(pg_dsn: str, tmp_path: Path) -> None:
     conn = await asyncpg.connect(pg_dsn)  # the meters seeded by the schema owner, the areas imported
     try:

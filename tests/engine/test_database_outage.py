@@ -39,6 +39,7 @@ def write_config(path: Path, dsn: str, spool: Path, metrics_port: int) -> Path:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.long(seconds=30)
 async def test_run_starts_without_the_database_spools_and_catches_up_with_one_line_per_change(
     pg_dsn: str, tmp_path: Path
 ) -> None:

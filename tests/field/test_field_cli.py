@@ -6,6 +6,8 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from headend.drivers import make_driver
 from headend.transport import open_channel
 from simulators import BusSpec, start_bus
@@ -162,6 +164,7 @@ NOT_ONE_METER = {
 }
 
 
+@pytest.mark.long(seconds=35)
 async def test_switch_and_clock_writes_to_a_wildcard_or_broadcast_switch_nothing() -> None:
     async with await start_bus(BusSpec(meters=3, seed=78, password=PASSWORD)) as bus:
         for address, why in NOT_ONE_METER.items():

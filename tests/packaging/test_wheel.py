@@ -15,6 +15,8 @@ import pytest
 
 from tests.support.postgres import PgServer
 
+pytestmark = pytest.mark.xdist_group("wheel")  # its module fixture is built once, on one worker
+
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "headend", "protocols", "simulators")
 

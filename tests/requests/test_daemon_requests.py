@@ -293,6 +293,7 @@ async def test_a_recollection_fills_a_gap_from_the_meters_profile(station: Stati
         await daemon.close()
 
 
+@pytest.mark.long(seconds=30)
 async def test_a_flood_of_requests_does_not_stop_the_scheduled_cycles(station: Station) -> None:
     daemon = await station.daemon(
         station.config("[requests]\nper_operator = 12\nper_channel = 12\n", interval="2s")

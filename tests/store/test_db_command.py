@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import asyncpg
+import pytest
 
 from tests.support import cli
 from tests.support.operators import PASSWORD, add_operators
@@ -17,6 +18,7 @@ def headend(*args: str) -> cli.CliResult:
     return cli.headend(*args, env=env)
 
 
+@pytest.mark.long(seconds=35)
 async def test_db_migrate_then_status_then_rerun(pg_server: PgServer) -> None:
     admin = await asyncpg.connect(pg_server.admin_dsn)
     await admin.execute('DROP DATABASE IF EXISTS "headend_cli" WITH (FORCE)')
@@ -45,6 +47,7 @@ async def test_db_migrate_then_status_then_rerun(pg_server: PgServer) -> None:
         await admin.close()
 
 
+@pytest.mark.long(seconds=35)
 async def test_db_policy_on_native_partitions(pg_server: PgServer) -> None:
     """Forced native even where TimescaleDB is preloaded: retention is recorded, compression refused."""
     admin = await asyncpg.connect(pg_server.admin_dsn)

@@ -21,6 +21,8 @@ from tests.store import writer_child
 from tests.support.postgres import throwaway_cluster, with_database
 from tests.support.waiting import wait_until
 
+pytestmark = pytest.mark.xdist_group("outage")  # its module fixture is built once, on one worker
+
 REPO = Path(__file__).resolve().parents[2]
 
 
