@@ -42,10 +42,16 @@ Elected = Callable[[], "tuple[str, int] | None"]
 """The services' lease (member, epoch) while this daemon is the elected one of a cluster; None while
 another daemon is; ``("", 0)`` outside a cluster (always elected, nothing to fence)."""
 
+
+class LeaseMoved(Exception):
+    """A write to a meter refused: this daemon does not hold the current lease of its channel (the
+    database said so, or the daemon holds no lease for it). Not the meter's failure."""
+
+
 WriteFence = Callable[[int], Awaitable[None]]
-"""Awaited right before a clock or parameter write frame for a meter: raises (the database refuses,
-asyncpg.InsufficientPrivilegeError; LookupError when this daemon holds no lease for the meter's
-channel) unless this daemon holds the channel's current lease. Nothing to check outside a cluster."""
+"""Awaited right before a clock or parameter write frame for a meter: raises :class:`LeaseMoved`
+unless this daemon holds the channel's current lease (checked by the database). Nothing to check
+outside a cluster."""
 
 
 def no_cluster(meter_id: int) -> tuple[str, int] | None:

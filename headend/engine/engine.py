@@ -44,7 +44,7 @@ from headend.engine.timers import Timers
 from headend.engine.timing import floor_boundary, next_boundary
 from headend.engine.worker import ChannelWorker
 from headend.metrics import EngineMetrics
-from headend.services import EngineServices, JobBody, Service
+from headend.services import EngineServices, JobBody, LeaseMoved, Service
 from headend.store.cluster import check_write_fence
 from headend.store.reading import Reading
 from headend.store.writer import UNAVAILABLE, ReadingWriter
@@ -214,9 +214,12 @@ class Engine:
         if lease == ("", 0):
             return
         if lease is None:
-            raise LookupError(f"meter {meter_id}: its channel is another daemon's")
-        async with self.ctx.db.acquire() as conn:
-            await check_write_fence(conn, meter_id, *lease)
+            raise LeaseMoved(f"meter {meter_id}: write not sent: its channel is another daemon's")
+        try:
+            async with self.ctx.db.acquire() as conn:
+                await check_write_fence(conn, meter_id, *lease)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise LeaseMoved(str(exc)) from None
 
     def _dialin_bound(self, device: tuple[str, str]) -> None:
         """A dial-in device connected here: take its channel's lease (next epoch), start its worker."""

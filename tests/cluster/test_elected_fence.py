@@ -16,13 +16,16 @@ import pytest
 from headend.config import validate_config
 from headend.control.service import run_pass
 from headend.drivers import Credentials
+from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
 from headend.secrets import MeterSecrets
+from headend.services import LeaseMoved
 from headend.store.cluster import check_write_fence, set_service_fence
 from simulators import BusSpec, start_bus
 from tests.billing.helpers import assign_from_start
-from tests.support.engine import engine_for
+from tests.support.engine import engine_for, import_buses
+from tests.support.waiting import wait_until
 
 OTHER = "other:2:bb"
 LEDGER = "INSERT INTO ledger (account_id, kind, amount, idempotency_key) VALUES ($1, 'charge', -1, $2)"
@@ -86,7 +89,7 @@ async def test_an_ex_leader_commits_no_automatic_command_and_the_elected_one_doe
         # a clock or parameter write for the meter: accepted under the current channel lease only
         await engine.write_fence(meter_id)
         await conn.execute("UPDATE channel_leases SET owner = $1, epoch = epoch + 1", OTHER)
-        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="write not sent"):
+        with pytest.raises(LeaseMoved, match="write not sent: the channel lease is held by other"):
             await engine.write_fence(meter_id)
     finally:
         await engine.stop()
@@ -146,3 +149,62 @@ async def test_the_database_refuses_fenced_writes_under_a_moved_lease(pg_dsn: st
         assert await conn.fetchval("SELECT count(*) FROM bills") == 0
     finally:
         await conn.close()
+
+
+def _clock_attempts(engine: Engine) -> float:
+    """Clock checks done or failed on the test's bus."""
+    total = 0.0
+    for family in engine.metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name in ("headend_reads_total", "headend_read_failures_total"):
+                total += sample.value if sample.labels.get("kind") == "clock" else 0.0
+    return total
+
+
+@pytest.mark.timeout(120)
+async def test_a_member_whose_lease_moved_writes_no_clock(pg_dsn: str, tmp_path: Path) -> None:
+    bus = await start_bus(BusSpec(meters=1, seed=2690, clock_offsets_s={0: 120.0}))
+    conn = await asyncpg.connect(pg_dsn)
+    await import_buses(conn, tmp_path / "inv.toml", {"bus": bus})
+    clock = {
+        "check_every": "1s",
+        "max_drift": "60s",
+        "broadcast_limit": "10s",  # an addressed write, not a broadcast
+        "boundary_guard": "1s",
+        "midnight_guard": "1s",
+    }
+    config = validate_config(
+        {
+            "polling": {"interval": "2s", "inventory_reload": "1h"},  # clock checks start mid-interval
+            "read_plans": {"default": {"quantities": ["energy_import_kwh"]}},
+            "backfill": {"enabled": False},
+            "clock": clock,
+            "events": {"enabled": False},
+            "metrics": {"port": 0},
+            "timeouts": {"initial": "200ms", "minimum": "100ms", "maximum": "300ms"},
+            "cluster": {"enabled": True, "renew": "1h", "lease": "3h"},  # renewed only when the test says
+        },
+        "test",
+    )
+    engine = engine_for(config, pg_dsn, tmp_path, DriverPort(MeterSecrets(Credentials(2, "000000"))))
+    await engine.start()
+    model = bus.meters[0].model
+    try:
+        assert engine.leases is not None
+        # taken over while this member was frozen, before its first clock check (half an interval on)
+        await conn.execute("UPDATE channel_leases SET owner = $1, epoch = 2", OTHER)
+        await wait_until(lambda: _clock_attempts(engine) >= 2, 30, "two clock checks")
+        assert bus.requests[0x08] == 0 and bus.requests[0x14] == 0  # no broadcast, no write
+        assert model.clock.error().total_seconds() > 100
+        meter_id = await conn.fetchval("SELECT id FROM meters")
+        assert engine.health.of(meter_id).failures == 0  # refused by the fence: not the meter's fault
+        # the other member left: this one takes the lease back (next epoch) and corrects the clock
+        await conn.execute("UPDATE channel_leases SET expires_at = clock_timestamp()")
+        await engine.leases.renew(engine.pool)
+        assert engine.lease_of(await conn.fetchval("SELECT id FROM meters")) == (engine.leases.member, 3)
+        await wait_until(lambda: abs(model.clock.error().total_seconds()) < 5, 30, "the clock corrected")
+        assert bus.requests[0x14] == 2  # one write: date and time
+    finally:
+        await engine.stop()
+        await conn.close()
+        await bus.stop()
