@@ -145,6 +145,17 @@ async def moves_since(conn: asyncpg.Connection, seconds: float) -> list[Move]:
     return [Move(**dict(r)) for r in found]
 
 
+async def meters_held(conn: asyncpg.Connection) -> dict[str, int]:
+    """How many enabled meters each daemon reads through the live leases it holds."""
+    found = await rows(
+        conn,
+        """SELECT l.owner, count(m.id) AS meters FROM channel_leases l
+           LEFT JOIN meters m ON m.channel_id = l.channel_id AND m.enabled
+           WHERE l.expires_at > clock_timestamp() GROUP BY l.owner""",
+    )
+    return {str(r["owner"]): int(r["meters"]) for r in found}
+
+
 async def services_lease(conn: asyncpg.Connection) -> tuple[str, int, datetime] | None:
     """The elected services' lease (owner, epoch, expiry), None before any election."""
     r = await conn.fetchrow("SELECT owner, epoch, expires_at FROM service_leases WHERE name = 'services'")
