@@ -33,7 +33,7 @@ from headend.store.cluster import (
     release_lease,
     renew_member,
     seize_lease,
-    take_lease,
+    take_leases,
     take_service,
 )
 from headend.store.writer import UNAVAILABLE
@@ -167,20 +167,15 @@ class Leases:
         for channel_id in set(self.held) - given - self.dialin:
             del self.held[channel_id]
             self._releasing.add(channel_id)  # let go once its worker has stopped (release_stopped)
-        for channel_id in sorted(self.dialin):
-            epoch = await take_lease(conn, channel_id, self.member, ttl) if channel_id in channels else None
-            if epoch is None:  # seized by the daemon the device connected to since (or disabled)
-                self.dialin.discard(channel_id)
-                self.held.pop(channel_id, None)
-                self.lost.add(channel_id)
-            else:
-                self.held[channel_id] = epoch
-        for channel_id in sorted(given):
-            epoch = await take_lease(conn, channel_id, self.member, ttl)
-            if epoch is None:
-                self.held.pop(channel_id, None)
-            else:
-                self.held[channel_id] = epoch
+        dialin = {c for c in self.dialin if c in channels}
+        taken = await take_leases(conn, sorted(given | dialin), self.member, ttl)
+        for channel_id in sorted(self.dialin - set(taken)):  # seized by the member the device connected to
+            self.dialin.discard(channel_id)
+            self.held.pop(channel_id, None)
+            self.lost.add(channel_id)
+        for channel_id in given - set(taken):  # another live member's still
+            self.held.pop(channel_id, None)
+        self.held.update(taken)
         self.service_epoch = await take_service(conn, self.member, ttl)
 
     async def seize(self, pool: asyncpg.Pool, channel_id: int) -> bool:

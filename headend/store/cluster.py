@@ -71,6 +71,23 @@ async def take_lease(conn: asyncpg.Connection, channel_id: int, member: str, ttl
     return None if epoch is None else int(epoch)
 
 
+async def take_leases(
+    conn: asyncpg.Connection, channel_ids: list[int], member: str, ttl: float
+) -> dict[int, int]:
+    """Take or renew many leases in one statement: the epoch of each channel taken (a channel missing
+    is held by another live daemon)."""
+    if not channel_ids:
+        return {}
+    found = await rows(
+        conn,
+        "SELECT channel, lease_epoch FROM headend_lease_take_many($1::integer[], $2, $3)",
+        sorted(channel_ids),
+        member,
+        timedelta(seconds=ttl),
+    )
+    return {int(r["channel"]): int(r["lease_epoch"]) for r in found}
+
+
 async def seize_lease(conn: asyncpg.Connection, channel_id: int, member: str, ttl: float) -> int:
     """Take a dial-in channel's lease whoever holds it (its device connected to ``member``); the epoch."""
     ttl_interval = timedelta(seconds=ttl)

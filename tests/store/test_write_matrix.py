@@ -921,6 +921,14 @@ MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
     (
         Write(
             "channel_leases",
+            "take or renew many leases in one statement (through the function, as a cluster member)",
+            ("SELECT * FROM headend_lease_take_many(ARRAY[:channel], 'host:1:aa', interval '5 seconds')",),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "channel_leases",
             "take a dial-in device's channel lease on its connection (through the function)",
             ("SELECT headend_lease_seize(:channel, 'host:1:bb', interval '5 seconds')",),
         ),

@@ -3,6 +3,7 @@
 -- * Dial-in take-over: the daemon a device connects to takes the device's channel lease at once with
 --   the next epoch, even while another daemon holds it (headend_lease_seize); the other sees the epoch
 --   moved at its next renewal and lets go (drops its connection).
+-- * A renewal takes all its leases in one statement (headend_lease_take_many).
 -- * Lease moves are recorded (lease_moves, by trigger: every new epoch, with the previous owner and
 --   why) for `headend cluster status` (moves in the last hour); kept 7 days.
 -- * Services that must run once (billing, VEE, fee-control automation, storage upkeep) run on the
@@ -42,6 +43,24 @@ BEGIN
 END $$;
 CREATE TRIGGER channel_leases_record_move AFTER INSERT OR UPDATE ON channel_leases
     FOR EACH ROW EXECUTE FUNCTION channel_leases_record_move();
+
+-- Take or renew many leases in one statement (a renewal of hundreds of channels): the channels taken
+-- with their epochs; a channel missing from the result is held by another live daemon.
+CREATE FUNCTION headend_lease_take_many(channels integer[], me text, ttl interval)
+RETURNS TABLE (channel integer, lease_epoch bigint) LANGUAGE sql SECURITY DEFINER
+    SET search_path = pg_catalog, public AS $$
+    INSERT INTO channel_leases AS l (channel_id, owner, epoch, taken_at, expires_at)
+    SELECT c, me, 1, clock_timestamp(), clock_timestamp() + ttl FROM unnest(channels) AS c ORDER BY c
+    ON CONFLICT (channel_id) DO UPDATE SET
+        owner = EXCLUDED.owner,
+        epoch = CASE WHEN l.owner = EXCLUDED.owner AND l.expires_at > clock_timestamp()
+                     THEN l.epoch ELSE l.epoch + 1 END,
+        taken_at = CASE WHEN l.owner = EXCLUDED.owner AND l.expires_at > clock_timestamp()
+                        THEN l.taken_at ELSE clock_timestamp() END,
+        expires_at = EXCLUDED.expires_at
+    WHERE l.owner = EXCLUDED.owner OR l.expires_at <= clock_timestamp()
+    RETURNING l.channel_id, l.epoch;
+$$;
 
 -- A dial-in device connected to `me`: its channel's lease is `me`'s from now on (the next epoch unless
 -- `me` already holds it live); returns the epoch.
@@ -145,9 +164,11 @@ BEGIN
     END IF;
 END $$;
 
+REVOKE ALL ON FUNCTION headend_lease_take_many(integer[], text, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION headend_lease_seize(integer, text, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION headend_service_take(text, text, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION headend_write_fence(integer, text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION headend_lease_take_many(integer[], text, interval) TO headend_daemon;
 GRANT EXECUTE ON FUNCTION headend_lease_seize(integer, text, interval) TO headend_daemon;
 GRANT EXECUTE ON FUNCTION headend_service_take(text, text, interval) TO headend_daemon;
 GRANT EXECUTE ON FUNCTION headend_write_fence(integer, text, bigint) TO headend_daemon;
