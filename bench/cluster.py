@@ -40,8 +40,9 @@ from throwaway import run_on_throwaway_server
 from headend.inventory import import_inventory, read_inventory
 from headend.store.migrate import migrate
 
-RENEW_S = 1.0
-LEASE_S = 4.0
+RENEW_S = 2.0  # the defaults of [cluster]
+LEASE_S = 8.0
+SETTLE_S = 180.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -120,7 +121,8 @@ async def settled(conn: asyncpg.Connection, pids: set[int], channels: int) -> No
     """Wait until every channel is leased to one of ``pids`` (live), each within its fair share, and
     no lease moved for three renewals."""
     share = math.ceil(channels / len(pids))
-    while True:
+    deadline = time.monotonic() + SETTLE_S
+    while time.monotonic() < deadline:
         rows = await conn.fetch(
             "SELECT owner, count(*) AS n FROM channel_leases"
             " WHERE expires_at > clock_timestamp() GROUP BY owner"
@@ -133,6 +135,7 @@ async def settled(conn: asyncpg.Connection, pids: set[int], channels: int) -> No
         if set(held) == pids and sum(held.values()) == channels and max(held.values()) <= share and quiet:
             return
         await asyncio.sleep(0.5)
+    print(f"not settled within {SETTLE_S:g} s: leases held {held}", flush=True)
 
 
 async def measure(conn: asyncpg.Connection, pids: list[int], window: float) -> tuple[float, float]:
@@ -205,7 +208,7 @@ async def run(args: argparse.Namespace, dsn: str, spool: Path) -> None:
             )
         ]
         victim.kill()
-        victim.wait()
+        await asyncio.to_thread(victim.wait)
         killed = time.monotonic()
         killed_at = await conn.fetchval("SELECT clock_timestamp()")
         leased = read = None
@@ -243,7 +246,7 @@ async def run(args: argparse.Namespace, dsn: str, spool: Path) -> None:
         )
         since = await conn.fetchval("SELECT clock_timestamp()")
         leaving.send_signal(signal.SIGTERM)
-        leaving.wait()
+        await asyncio.to_thread(leaving.wait)
         await settled(conn, {p.pid for p in daemons.values()}, args.channels)
         report["leave"] = {"held": int(count), "moves": await moves_since(conn, since)}
         print(json.dumps(report), flush=True)
