@@ -159,6 +159,30 @@ class EngineMetrics:
             registry=r,
         )
 
+        self.cluster_channels = Gauge(
+            "headend_cluster_channels",
+            "Channel leases this cluster member holds ([cluster] enabled)",
+            ["daemon"],
+            registry=r,
+        )
+        self.cluster_elected = Gauge(
+            "headend_cluster_elected",
+            "1 while this cluster member holds the services' lease (billing, VEE, fee control, upkeep)",
+            ["daemon"],
+            registry=r,
+        )
+        self.cluster_renew_failures = Counter(
+            "headend_cluster_renew_failures",
+            "Lease renewals that did not reach the database",
+            ["daemon"],
+            registry=r,
+        )
+        self.cluster_moves = Counter(
+            "headend_cluster_moves",
+            "Channel leases this member took or let go, by direction (taken, released, seized, lost)",
+            ["daemon", "direction"],
+            registry=r,
+        )
         self.daemon_active = Gauge(
             "headend_daemon_active",
             "1 while this daemon polls its buses (it holds the database lock, or rides out an outage alone)",

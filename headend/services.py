@@ -3,6 +3,13 @@
 A service is a ``module:function`` named in ``[engine] services``; the engine calls it with a
 :class:`ServiceHost` once its database pool is open and keeps the returned coroutine running until it
 stops. A service reaches meters only through ``control`` (the meter's bus worker, at top priority).
+
+In a cluster (``[cluster] enabled``) every daemon runs the services: a service that must run once
+(billing, VEE, fee-control automation) works only while ``elected()`` names a lease, and names it on
+its connection (``headend.store.cluster.set_service_fence``) so that the database refuses its writes
+once the election has moved; the execution of a meter's commands and writes stays with the owner of
+the meter's channel (``lease_of``), and a clock or parameter write awaits ``write_fence(meter)`` right
+before its frame.
 """
 
 from __future__ import annotations
@@ -31,9 +38,34 @@ LeaseOf = Callable[[int], "tuple[str, int] | None"]
 the meter's channel, ``("", 0)`` outside a cluster (nothing to fence)."""
 
 
+Elected = Callable[[], "tuple[str, int] | None"]
+"""The services' lease (member, epoch) while this daemon is the elected one of a cluster; None while
+another daemon is; ``("", 0)`` outside a cluster (always elected, nothing to fence)."""
+
+
+class LeaseMoved(Exception):
+    """A write to a meter refused: this daemon does not hold the current lease of its channel (the
+    database said so, or the daemon holds no lease for it). Not the meter's failure."""
+
+
+WriteFence = Callable[[int], Awaitable[None]]
+"""Awaited right before a clock or parameter write frame for a meter: raises :class:`LeaseMoved`
+unless this daemon holds the channel's current lease (checked by the database). Nothing to check
+outside a cluster."""
+
+
 def no_cluster(meter_id: int) -> tuple[str, int] | None:
     """Outside a cluster every meter is this daemon's, with nothing to fence."""
     return ("", 0)
+
+
+def always_elected() -> tuple[str, int] | None:
+    """Outside a cluster this daemon runs every service, with nothing to fence."""
+    return ("", 0)
+
+
+async def no_fence(meter_id: int) -> None:
+    """Outside a cluster no write is fenced."""
 
 
 class ServiceHost(Protocol):
@@ -50,6 +82,12 @@ class ServiceHost(Protocol):
 
     @property
     def lease_of(self) -> LeaseOf: ...
+
+    @property
+    def elected(self) -> Elected: ...
+
+    @property
+    def write_fence(self) -> WriteFence: ...
 
     async def control(self, meter_id: int, body: JobBody[T], *, exchanges: int = 8) -> T:
         """Run ``body(driver)`` for the meter at control priority (``exchanges`` frames at most); its
@@ -76,6 +114,8 @@ class EngineServices:
     metrics: EngineMetrics
     controller: Controller
     lease_of: LeaseOf = no_cluster
+    elected: Elected = always_elected
+    write_fence: WriteFence = no_fence
 
     async def control(self, meter_id: int, body: JobBody[T], *, exchanges: int = 8) -> T:
         """Run ``body(driver)`` for the meter at control priority."""

@@ -29,6 +29,7 @@ from headend.drivers.base import MeterDriver, NotSupported
 from headend.drivers.dlt645 import Dlt645Driver
 from headend.services import ServiceHost
 from headend.store.billing import due_prepaid
+from headend.store.cluster import set_service_fence
 from headend.store.vee import count_open_holds
 from headend.store.writer import UNAVAILABLE
 
@@ -81,9 +82,23 @@ def _meter_number(engine: ServiceHost) -> Callable[[int], Awaitable[str]]:
     return read
 
 
+async def _fenced(engine: ServiceHost, conn: asyncpg.Connection) -> bool:
+    """Whether this daemon runs the pass (the elected one of a cluster, or a lone daemon); in a
+    cluster, the connection names the services' lease (the database refuses bills once it moved)."""
+    lease = engine.elected()
+    if lease is None:
+        return False
+    if lease != ("", 0):
+        await set_service_fence(conn, *lease)
+    return True
+
+
 async def run_pass(engine: ServiceHost) -> list[BilledPeriod]:
-    """One scheduled billing pass on the engine's pool, each attempt logged; returns the attempts."""
+    """One scheduled billing pass on the engine's pool, each attempt logged; returns the attempts
+    (none on a cluster member that is not the elected one)."""
     async with engine.pool.acquire() as conn:
+        if not await _fenced(engine, conn):
+            return []
         await validate_new(conn)  # the identity check holds from the last validated reading on
         every = timedelta(seconds=engine.config.billing.identity_every)
         for meter_id, reason in await check_identities(conn, _meter_number(engine), datetime.now(UTC), every):
@@ -107,6 +122,8 @@ async def run_pass(engine: ServiceHost) -> list[BilledPeriod]:
 async def validate_pass(engine: ServiceHost) -> None:
     """Validate the energy readings stored since the last pass (suspects marked, holds opened)."""
     async with engine.pool.acquire() as conn:
+        if not await _fenced(engine, conn):
+            return
         report = await validate_new(conn)
         for meter_id, reason in report.holds:
             log.warning("billing hold", extra={"meter_id": meter_id, "reason": reason})

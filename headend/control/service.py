@@ -21,6 +21,7 @@ from headend.control.executor import execute
 from headend.control.reconcile import reconcile
 from headend.control.safety import SafetySettings, settings_from_config
 from headend.services import ServiceHost
+from headend.store.cluster import set_service_fence
 from headend.store.feecontrol import (
     commands_open_since,
     count_mismatches,
@@ -89,16 +90,24 @@ async def run_pass(engine: ServiceHost, now: datetime) -> list[tuple[int, str]]:
     async with engine.pool.acquire() as conn:
         await publish_manual_approval_above(conn, engine.config.safety.manual_approval_above)
         await publish_alarm_before_cut(conn, engine.config.safety.alarm_before_cut)
-        report = await run_once(conn, settings, now, notice=notice, minimum=minimum)
-        for stage, _, _ in report.failures:
-            engine.metrics.fee_control_failures.labels(stage).inc()
-        engine.metrics.fee_control_halted.set(1 if report.halted else 0)
-        if report.halted:
-            log.error("automatic disconnection halted by %s until `headend commands resume`", report.halted)
+        lease = engine.elected()  # the automation runs once (the elected daemon); execution per channel
+        if lease is not None:
+            if lease != ("", 0):
+                await set_service_fence(conn, *lease)  # its commands refused once the election moved
+            report = await run_once(conn, settings, now, notice=notice, minimum=minimum)
+            for stage, _, _ in report.failures:
+                engine.metrics.fee_control_failures.labels(stage).inc()
+            engine.metrics.fee_control_halted.set(1 if report.halted else 0)
+            if report.halted:
+                log.error(
+                    "automatic disconnection halted by %s until `headend commands resume`",
+                    report.halted,
+                )
         outcomes = await _execute_due(engine, conn, now, settings)
         try:
-            async with conn.transaction():
-                await reconcile(conn, now, reconnect_paying=settings.reconnect_on_mismatch)
+            if lease is not None:
+                async with conn.transaction():
+                    await reconcile(conn, now, reconnect_paying=settings.reconnect_on_mismatch)
         except asyncpg.PostgresError as exc:
             engine.metrics.fee_control_failures.labels("reconcile").inc()
             log.error("relay reconciliation failed: %s", exc)

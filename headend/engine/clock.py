@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
@@ -98,13 +99,18 @@ async def _drift(driver: ClockDriver) -> tuple[datetime, float]:
     return meter_time, meter_time.timestamp() - (before + after) / 2
 
 
-async def check_clock(driver: ClockDriver, policy: ClockPolicy) -> ClockResult:
-    """Read the clock; correct it as ``policy`` decides and read it back."""
+async def check_clock(
+    driver: ClockDriver, policy: ClockPolicy, fence: Callable[[], Awaitable[None]] | None = None
+) -> ClockResult:
+    """Read the clock; correct it as ``policy`` decides (after ``fence``, which raises when this daemon
+    may not write to the meter: a cluster lease moved) and read it back."""
     checked_at = datetime.now(UTC)
     meter_time, drift = await _drift(driver)
     action, reason = policy.decide(drift, (checked_at + driver.utc_offset).replace(tzinfo=None))
     if action in ("none", "skipped"):
         return ClockResult(checked_at, meter_time, drift, action, reason, None, False)
+    if fence is not None:
+        await fence()
     await driver.set_clock(broadcast=action == "broadcast")
     _, after = await _drift(driver)
     return ClockResult(checked_at, meter_time, drift, action, reason, after, abs(after) > policy.max_drift)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +67,7 @@ class EngineContext:
     writer: ReadingWriter
     tasks: EngineTasks = field(default_factory=EngineTasks)
     pool: asyncpg.Pool | None = None
+    write_fence: Callable[[int], Awaitable[None]] | None = None  # a cluster member's (headend.services)
 
     @property
     def db(self) -> asyncpg.Pool:

@@ -39,14 +39,15 @@ from headend.engine.inventory_sync import InventorySync
 from headend.engine.jobs import Job, Priority
 from headend.engine.leases import Leases
 from headend.engine.model import InventorySnapshot
-from headend.engine.ports import DriverPort, values_of
+from headend.engine.ports import DriverPort, dialin_device, values_of
 from headend.engine.timers import Timers
 from headend.engine.timing import floor_boundary, next_boundary
 from headend.engine.worker import ChannelWorker
 from headend.metrics import EngineMetrics
-from headend.services import EngineServices, JobBody, Service
+from headend.services import EngineServices, JobBody, LeaseMoved, Service
+from headend.store.cluster import check_write_fence
 from headend.store.reading import Reading
-from headend.store.writer import ReadingWriter
+from headend.store.writer import UNAVAILABLE, ReadingWriter
 from headend.vocabulary import ReadingQuality
 
 log = logging.getLogger(__name__)
@@ -87,10 +88,14 @@ class Engine:
         self.housekeeping = Housekeeping(self.ctx, self.sync)
         self.timers = Timers()
         self._services: list[asyncio.Task[Any]] = []
-        self.leases = Leases(config.cluster) if config.cluster.enabled else None
+        self.leases = Leases(config.cluster, self.metrics) if config.cluster.enabled else None
         self._renewing = False
+        self._services_wanted: list[str] = []
         if self.leases is not None:
             self.sync.owns = self.leases.owns
+            self.ctx.write_fence = self.write_fence
+            if port.hub is not None:  # a device connecting here: its channel is this daemon's
+                port.hub.on_bound = self._dialin_bound
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -143,12 +148,7 @@ class Engine:
             lambda: tasks.spawn(self.reload_inventory(), "inventory"),
         )
         timers.every("gauges", min(5.0, self.interval), now, self.housekeeping.refresh_gauges)
-        timers.every(
-            "maintenance",
-            MAINTENANCE_EVERY,
-            now + half,
-            lambda: tasks.spawn(self.housekeeping.maintenance(), "maintenance"),
-        )
+        timers.every("maintenance", MAINTENANCE_EVERY, now + half, self._maintenance)
         if self.leases is not None:
             renew = self.config.cluster.renew
             first_renewal = now + timedelta(seconds=renew)
@@ -198,6 +198,46 @@ class Engine:
                 self.ctx.pool.terminate()
         log.info("engine stopped", extra={"written": self.writer.written, "spooled": self.writer.spooled})
 
+    def _maintenance(self) -> None:
+        """Storage upkeep, on the elected daemon only in a cluster."""
+        if self.elected() is not None:
+            self.ctx.tasks.spawn(self.housekeeping.maintenance(), "maintenance")
+
+    def elected(self) -> tuple[str, int] | None:
+        """The services' lease this daemon runs the once-only services under (see headend.services)."""
+        return ("", 0) if self.leases is None else self.leases.elected()
+
+    async def write_fence(self, meter_id: int) -> None:
+        """Right before a clock or parameter write frame: the database refuses unless this daemon holds
+        the meter's channel lease at its current epoch (nothing to check outside a cluster)."""
+        lease = self.lease_of(meter_id)
+        if lease == ("", 0):
+            return
+        if lease is None:
+            raise LeaseMoved(f"meter {meter_id}: write not sent: its channel is another daemon's")
+        try:
+            async with self.ctx.db.acquire() as conn:
+                await check_write_fence(conn, meter_id, *lease)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise LeaseMoved(str(exc)) from None
+
+    def _dialin_bound(self, device: tuple[str, str]) -> None:
+        """A dial-in device connected here: take its channel's lease (next epoch), start its worker."""
+        for channel_id, spec in self.sync.full.channels.items():
+            if dialin_device(spec) == device:
+                self.ctx.tasks.spawn(self._seize(channel_id), f"seize-{spec.name}")
+                return
+
+    async def _seize(self, channel_id: int) -> None:
+        assert self.leases is not None
+        try:
+            fresh = await self.leases.seize(self.ctx.db, channel_id)
+        except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
+            log.warning("dial-in channel not taken", extra={"channel_id": channel_id, "error": str(exc)})
+            return
+        if fresh or channel_id not in self.workers:
+            await self._follow_leases()
+
     async def _renew_leases(self) -> None:
         """One lease renewal; workers started for channels taken, stopped for channels let go."""
         assert self.leases is not None
@@ -217,6 +257,13 @@ class Engine:
         before = set(self.workers)
         self.backfill.gappy |= await self.sync.reapply()
         await self.leases.release_stopped(self.ctx.db)
+        hub = self.port.hub
+        for channel_id in sorted(self.leases.lost):  # seized by the daemon the device connected to
+            spec = self.sync.full.channels.get(channel_id)
+            device = None if spec is None else dialin_device(spec)
+            if hub is not None and device is not None and channel_id not in self.workers:
+                hub.drop(device, "moved")
+        self.leases.lost.clear()
         if self.config.backfill.enabled:  # a channel taken over: what its last owner missed, at once
             upto = self._current_interval() - timedelta(seconds=self.interval)
             for channel_id in set(self.workers) - before:
@@ -244,7 +291,17 @@ class Engine:
         module_name, _, func_name = target.partition(":")
         service: Service = getattr(importlib.import_module(module_name), func_name)
         assert self.pool is not None, "services start once the pool is open"
-        result = service(EngineServices(self.config, self.pool, self.metrics, self.control, self.lease_of))
+        result = service(
+            EngineServices(
+                self.config,
+                self.pool,
+                self.metrics,
+                self.control,
+                self.lease_of,
+                self.elected,
+                self.write_fence,
+            )
+        )
         if asyncio.iscoroutine(result):
             self._services.append(asyncio.create_task(result, name=f"service-{target}"))
 

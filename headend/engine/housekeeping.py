@@ -70,11 +70,13 @@ class Housekeeping:
         if not self.ctx.port.has_clock(meter):
             return
         policy = self.policy
+        fence = self.ctx.write_fence
+        guard = None if fence is None else (lambda: fence(meter.id))
         job = Job(
             Priority.BACKFILL,
             meter_id=meter.id,
             kind="clock",
-            body=lambda d: check_clock(d, policy),
+            body=lambda d: check_clock(d, policy, guard),
             exchanges=5,  # date + time, the write (two) or broadcast, date + time read back
         )
         try:

@@ -115,7 +115,8 @@ class InventorySync:
             else:
                 worker.update_meters(meters)
         self.snapshot = snapshot
-        ctx.port.inventory_loaded(snapshot.channels.values())  # dial-in identities now expected
+        # dial-in identities now expected (in a cluster every channel's: a device may connect to any member)
+        ctx.port.inventory_loaded(full.channels.values())
         meter_channel = {m.id: cid for cid, ms in snapshot.meters_by_channel.items() for m in ms}
         added = set(meter_channel) - set(self.meter_channel)
         self.meter_channel = meter_channel

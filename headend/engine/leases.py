@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import asyncpg
 
 from headend.config import ClusterConfig
+from headend.metrics import EngineMetrics
 from headend.store.cluster import (
     enabled_channels,
     lease_owners,
@@ -31,7 +32,9 @@ from headend.store.cluster import (
     live_members,
     release_lease,
     renew_member,
-    take_lease,
+    seize_lease,
+    take_leases,
+    take_service,
 )
 from headend.store.writer import UNAVAILABLE
 
@@ -77,13 +80,18 @@ def assignment(channels: Iterable[int], members: Sequence[str], owners: Mapping[
 
 
 class Leases:
-    """The channels this daemon holds, with their epochs; ``renew()`` is one pass (see module doc)."""
+    """The channels this daemon holds, with their epochs, and whether it is the elected one for the
+    services that run once; ``renew()`` is one pass (see module doc)."""
 
-    def __init__(self, config: ClusterConfig) -> None:
+    def __init__(self, config: ClusterConfig, metrics: EngineMetrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics or EngineMetrics()
         self.host = socket.gethostname()
         self.member = f"{self.host}:{os.getpid()}:{secrets.token_hex(3)}"
         self.held: dict[int, int] = {}
+        self.dialin: set[int] = set()  # held dial-in channels: taken on connection, kept while renewed
+        self.lost: set[int] = set()  # dial-in channels another daemon seized since the last look
+        self.service_epoch: int | None = None  # the services' lease, while this daemon is elected
         self._releasing: set[int] = set()
         self._renewed = time.monotonic()
 
@@ -96,48 +104,97 @@ class Leases:
         epoch = self.held.get(channel_id)
         return None if epoch is None else (self.member, epoch)
 
+    def elected(self) -> tuple[str, int] | None:
+        """(this daemon, epoch) of the services' lease while this daemon holds it, None otherwise."""
+        return None if self.service_epoch is None else (self.member, self.service_epoch)
+
+    def _count(self, direction: str, n: int) -> None:
+        if n:
+            self.metrics.cluster_moves.labels(daemon=self.member, direction=direction).inc(n)
+
     async def renew(self, pool: asyncpg.Pool) -> bool:
-        """One renewal pass; whether the set of held channels changed."""
-        before = dict(self.held)
+        """One renewal pass; whether the set of held channels or the election changed."""
+        before, elected = dict(self.held), self.service_epoch
         try:
             async with pool.acquire() as conn:
                 await self._renew(conn)
             self._renewed = time.monotonic()
         except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
-            if self.held and time.monotonic() - self._renewed >= self.config.lease / 2:
+            self.metrics.cluster_renew_failures.labels(daemon=self.member).inc()
+            lapsed = time.monotonic() - self._renewed >= self.config.lease / 2
+            if (self.held or self.service_epoch) and lapsed:
                 log.warning(
                     "cluster leases lapsed: the database did not answer for a lease; reading no channel",
                     extra={"member": self.member, "error": f"{type(exc).__name__}: {exc}"},
                 )
                 self.held.clear()
-        changed = set(before) != set(self.held)
-        if changed:
+                self.dialin.clear()
+                self.service_epoch = None
+        taken, released = set(self.held) - set(before), set(before) - set(self.held)
+        self._count("taken", len(taken))
+        self._count("released", len(released - self.lost))
+        self._count("lost", len(released & self.lost))
+        self._publish()
+        if taken or released:
             log.info(
                 "cluster channels changed",
                 extra={
                     "member": self.member,
                     "channels": sorted(self.held),
-                    "taken": sorted(set(self.held) - set(before)),
-                    "released": sorted(set(before) - set(self.held)),
+                    "taken": sorted(taken),
+                    "released": sorted(released),
                 },
             )
-        return changed
+        if (elected is None) != (self.service_epoch is None):
+            log.info(
+                "cluster services elected here" if self.service_epoch else "cluster services elsewhere",
+                extra={"member": self.member, "epoch": self.service_epoch},
+            )
+        return bool(taken or released) or (elected is None) != (self.service_epoch is None)
+
+    def _publish(self) -> None:
+        self.metrics.cluster_channels.labels(daemon=self.member).set(len(self.held))
+        self.metrics.cluster_elected.labels(daemon=self.member).set(1 if self.service_epoch else 0)
 
     async def _renew(self, conn: asyncpg.Connection) -> None:
         ttl = self.config.lease
         await renew_member(conn, self.member, self.host, os.getpid(), ttl)
         members = await live_members(conn)
-        assigned = assignment(await enabled_channels(conn), members, await lease_owners(conn))
+        channels = await enabled_channels(conn)
+        polled = [c for c, dialin in channels.items() if not dialin]
+        assigned = assignment(polled, members, await lease_owners(conn))
         given = {c for c, member in assigned.items() if member == self.member}
-        for channel_id in set(self.held) - given:
+        for channel_id in set(self.held) - given - self.dialin:
             del self.held[channel_id]
             self._releasing.add(channel_id)  # let go once its worker has stopped (release_stopped)
-        for channel_id in sorted(given):
-            epoch = await take_lease(conn, channel_id, self.member, ttl)
-            if epoch is None:
-                self.held.pop(channel_id, None)
-            else:
-                self.held[channel_id] = epoch
+        dialin = {c for c in self.dialin if c in channels}
+        taken = await take_leases(conn, sorted(given | dialin), self.member, ttl)
+        for channel_id in sorted(self.dialin - set(taken)):  # seized by the member the device connected to
+            self.dialin.discard(channel_id)
+            self.held.pop(channel_id, None)
+            self.lost.add(channel_id)
+        for channel_id in given - set(taken):  # another live member's still
+            self.held.pop(channel_id, None)
+        self.held.update(taken)
+        self.service_epoch = await take_service(conn, self.member, ttl)
+
+    async def seize(self, pool: asyncpg.Pool, channel_id: int) -> bool:
+        """A dial-in channel's device connected here: take its lease with the next epoch (the daemon
+        that held it lets go at its next renewal); whether this daemon did not hold it already."""
+        async with pool.acquire() as conn:
+            epoch = await seize_lease(conn, channel_id, self.member, self.config.lease)
+        fresh = self.held.get(channel_id) != epoch
+        self.held[channel_id] = epoch
+        self.dialin.add(channel_id)
+        self.lost.discard(channel_id)
+        if fresh:
+            self._count("seized", 1)
+            self._publish()
+            log.info(
+                "cluster dial-in channel taken on connection",
+                extra={"member": self.member, "channel_id": channel_id, "epoch": epoch},
+            )
+        return fresh
 
     async def release_stopped(self, pool: asyncpg.Pool) -> None:
         """Let go of the leases given up at the last renewal, whose workers have stopped since (the
@@ -155,6 +212,8 @@ class Leases:
     async def leave(self, pool: asyncpg.Pool) -> None:
         """Let every lease go and leave the membership (a clean shutdown: the others take over at once)."""
         self.held.clear()
+        self.dialin.clear()
+        self.service_epoch = None
         try:
             async with pool.acquire() as conn:
                 await leave(conn, self.member)

@@ -86,7 +86,7 @@ def _dialin_config(spec: ChannelSpec) -> ChannelConfig | None:
     return config if config.device is not None else None
 
 
-def _dialin_device(spec: ChannelSpec) -> tuple[str, str] | None:
+def dialin_device(spec: ChannelSpec) -> tuple[str, str] | None:
     """The (listener kind, identity) a dial-in channel's device names itself with (None: the
     channel connects out)."""
     config = _dialin_config(spec)
@@ -148,7 +148,7 @@ class DriverPort:
 
     def online(self, spec: ChannelSpec) -> bool | None:
         """Whether a dial-in channel's device is connected (None: not a dial-in channel)."""
-        device = _dialin_device(spec)
+        device = dialin_device(spec)
         if self.hub is None or device is None:
             return None
         return self.hub.online(device)
@@ -190,7 +190,7 @@ class DriverPort:
             return
         trusts = []
         for spec, grant in grants:
-            device = _dialin_device(spec)
+            device = dialin_device(spec)
             if device is not None:
                 trusts.append(
                     Trust(grant.id, device, grant.granted_by, grant.reason, grant.expires_at, grant.used)

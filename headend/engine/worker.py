@@ -23,6 +23,7 @@ from headend.engine.jobs import Job, Priority, Quarantined, WorkerStopped
 from headend.engine.model import ChannelSpec, MeterSpec
 from headend.engine.ports import answered_errors, offline_errors
 from headend.metrics import EngineMetrics
+from headend.services import LeaseMoved
 from headend.store.records import CommEventRecord
 
 if TYPE_CHECKING:
@@ -376,6 +377,12 @@ class ChannelWorker:
     def _failed(self, job: Job, meter: MeterSpec, exc: BaseException) -> None:
         if isinstance(exc, offline_errors()):  # a dial-in device not connected: not the meter's failure
             self.metrics.offline_jobs.labels(self.spec.name, job.kind).inc()
+            return
+        if isinstance(exc, LeaseMoved):  # another daemon holds the channel now: not the meter's failure
+            self.metrics.failures.labels(self.spec.name, job.kind, "lease_moved").inc()
+            log.info(
+                "write not sent: the channel's lease moved", extra={"meter": meter.label, "error": str(exc)}
+            )
             return
         reason = _reason(exc)
         self.metrics.failures.labels(self.spec.name, job.kind, reason).inc()

@@ -1,5 +1,6 @@
-"""Queries for daemons sharing the channels (migration 0065): membership, channel leases with
-epochs, and the fencing settings a sending transaction names its lease by."""
+"""Queries for daemons sharing the channels (migrations 0065, 0074): membership, channel leases with
+epochs (taken by rendezvous assignment or seized by a dial-in connection), the elected services'
+lease, lease moves, and the fences a side effect names its lease by."""
 
 from __future__ import annotations
 
@@ -47,9 +48,12 @@ async def live_members(conn: asyncpg.Connection) -> list[str]:
     return [str(r["member"]) for r in found]
 
 
-async def enabled_channels(conn: asyncpg.Connection) -> list[int]:
-    """Every enabled channel's id (the ones to share)."""
-    return [int(r["id"]) for r in await rows(conn, "SELECT id FROM channels WHERE enabled ORDER BY id")]
+async def enabled_channels(conn: asyncpg.Connection) -> dict[int, bool]:
+    """Every enabled channel's id (the ones to share), with whether its device dials in."""
+    found = await rows(
+        conn, "SELECT id, kind IN ('dtu', 'gdw1376') AS dialin FROM channels WHERE enabled ORDER BY id"
+    )
+    return {int(r["id"]): bool(r["dialin"]) for r in found}
 
 
 async def lease_owners(conn: asyncpg.Connection) -> dict[int, str]:
@@ -64,6 +68,37 @@ async def take_lease(conn: asyncpg.Connection, channel_id: int, member: str, ttl
     """Take or renew a channel's lease; its epoch, or None while another daemon holds it."""
     ttl_interval = timedelta(seconds=ttl)
     epoch = await conn.fetchval("SELECT headend_lease_take($1, $2, $3)", channel_id, member, ttl_interval)
+    return None if epoch is None else int(epoch)
+
+
+async def take_leases(
+    conn: asyncpg.Connection, channel_ids: list[int], member: str, ttl: float
+) -> dict[int, int]:
+    """Take or renew many leases in one statement: the epoch of each channel taken (a channel missing
+    is held by another live daemon)."""
+    if not channel_ids:
+        return {}
+    found = await rows(
+        conn,
+        "SELECT channel, lease_epoch FROM headend_lease_take_many($1::integer[], $2, $3)",
+        sorted(channel_ids),
+        member,
+        timedelta(seconds=ttl),
+    )
+    return {int(r["channel"]): int(r["lease_epoch"]) for r in found}
+
+
+async def seize_lease(conn: asyncpg.Connection, channel_id: int, member: str, ttl: float) -> int:
+    """Take a dial-in channel's lease whoever holds it (its device connected to ``member``); the epoch."""
+    ttl_interval = timedelta(seconds=ttl)
+    epoch = await conn.fetchval("SELECT headend_lease_seize($1, $2, $3)", channel_id, member, ttl_interval)
+    return int(epoch)
+
+
+async def take_service(conn: asyncpg.Connection, member: str, ttl: float) -> int | None:
+    """Take or renew the elected services' lease; its epoch, or None while another daemon holds it."""
+    ttl_interval = timedelta(seconds=ttl)
+    epoch = await conn.fetchval("SELECT headend_service_take('services', $1, $2)", member, ttl_interval)
     return None if epoch is None else int(epoch)
 
 
@@ -84,6 +119,64 @@ async def set_fence(conn: asyncpg.Connection, owner: str, epoch: int) -> None:
         owner,
         str(epoch),
     )
+
+
+async def set_service_fence(conn: asyncpg.Connection, owner: str, epoch: int) -> None:
+    """Name the services' lease this session writes under (bills, ledger, automatic commands are
+    refused unless it is current); a pooled connection forgets it when released (RESET ALL)."""
+    await conn.execute(
+        "SELECT set_config('headend.service_owner', $1, false),"
+        " set_config('headend.service_epoch', $2, false)",
+        owner,
+        str(epoch),
+    )
+
+
+async def check_write_fence(conn: asyncpg.Connection, meter_id: int, owner: str, epoch: int) -> None:
+    """Right before a clock or parameter write frame: raises asyncpg.InsufficientPrivilegeError unless
+    ``owner`` holds the meter's channel lease at ``epoch`` (a channel with no lease is not fenced)."""
+    await conn.execute("SELECT headend_write_fence($1, $2, $3)", meter_id, owner, epoch)
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A lease's change of epoch in ``lease_moves`` (first take, hand-over, take-over, dial-in)."""
+
+    channel: str
+    from_owner: str | None
+    to_owner: str
+    epoch: int
+    reason: str
+    at: datetime
+
+
+async def moves_since(conn: asyncpg.Connection, seconds: float) -> list[Move]:
+    """The lease moves of the last ``seconds``, oldest first."""
+    found = await rows(
+        conn,
+        """SELECT c.name AS channel, m.from_owner, m.to_owner, m.epoch, m.reason, m.at
+           FROM lease_moves m JOIN channels c ON c.id = m.channel_id
+           WHERE m.at > clock_timestamp() - $1::interval ORDER BY m.at, m.id""",
+        timedelta(seconds=seconds),
+    )
+    return [Move(**dict(r)) for r in found]
+
+
+async def meters_held(conn: asyncpg.Connection) -> dict[str, int]:
+    """How many enabled meters each daemon reads through the live leases it holds."""
+    found = await rows(
+        conn,
+        """SELECT l.owner, count(m.id) AS meters FROM channel_leases l
+           LEFT JOIN meters m ON m.channel_id = l.channel_id AND m.enabled
+           WHERE l.expires_at > clock_timestamp() GROUP BY l.owner""",
+    )
+    return {str(r["owner"]): int(r["meters"]) for r in found}
+
+
+async def services_lease(conn: asyncpg.Connection) -> tuple[str, int, datetime] | None:
+    """The elected services' lease (owner, epoch, expiry), None before any election."""
+    r = await conn.fetchrow("SELECT owner, epoch, expires_at FROM service_leases WHERE name = 'services'")
+    return None if r is None else (str(r["owner"]), int(r["epoch"]), r["expires_at"])
 
 
 async def members(conn: asyncpg.Connection) -> list[Member]:

@@ -101,6 +101,7 @@ class DialinHub:
         self._expected: Counter[DeviceKey] = Counter()  # devices of open dial-in channels
         self._waiters: dict[DeviceKey, list[asyncio.Future[None]]] = {}
         self._watchers: dict[DeviceKey, Callable[[Inbound], None]] = {}
+        self.on_bound: Callable[[DeviceKey], None] | None = None  # a cluster member takes the lease
         self._logged: dict[DeviceKey, float] = {}
         self.trusts = TrustBook()  # operators' grants for one connection's archive request
 
@@ -193,6 +194,12 @@ class DialinHub:
         if self.held.get(device) is inbound:
             del self.held[device]
 
+    def drop(self, device: DeviceKey, reason: str) -> None:
+        """Close the device's live connection (another daemon holds its channel now)."""
+        inbound = self.live.pop(device, None)
+        if inbound is not None and not inbound.closed:
+            inbound.close(reason)
+
     def identity_undecided(self, inbound: Inbound, reason: str) -> None:
         """Nothing could verify the meters behind ``inbound`` (``reason``): no password goes to it and
         its readings are stored as suspect; said once per connection, counted."""
@@ -260,6 +267,8 @@ class DialinHub:
         watcher = self._watchers.get(device)
         if watcher is not None:
             watcher(inbound)
+        if self.on_bound is not None:
+            self.on_bound(device)
         return True
 
     def _record_conflict(self, device: DeviceKey, inbound: Inbound) -> None:

@@ -920,6 +920,52 @@ MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
     ),
     (
         Write(
+            "channel_leases",
+            "take or renew many leases in one statement (through the function, as a cluster member)",
+            ("SELECT * FROM headend_lease_take_many(ARRAY[:channel], 'host:1:aa', interval '5 seconds')",),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "channel_leases",
+            "take a dial-in device's channel lease on its connection (through the function)",
+            ("SELECT headend_lease_seize(:channel, 'host:1:bb', interval '5 seconds')",),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "service_leases",
+            "take or renew the elected services' lease (through the function)",
+            ("SELECT headend_service_take('services', 'host:1:aa', interval '5 seconds')",),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "service_leases",
+            "write the services' lease directly",
+            (
+                "INSERT INTO service_leases (name, owner, epoch, taken_at, expires_at)"
+                " VALUES ('services', 'host:1:aa', 9, now(), now() + interval '1 hour')",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "lease_moves",
+            "write a lease move directly",
+            (
+                "INSERT INTO lease_moves (channel_id, to_owner, epoch, reason)"
+                " VALUES (:channel, 'host:1:aa', 9, 'taken')",
+            ),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
             "meters",
             "state a meter's number (the identity dial-in verification compares)",
             ("UPDATE meters SET meter_number = '123456789012' WHERE id = :assigned",),
