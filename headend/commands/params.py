@@ -226,7 +226,8 @@ def campaign_create(
         list[str] | None, typer.Option("--meter", help="A target meter (address or name).")
     ] = None,
     channel: Annotated[
-        str | None, typer.Option("--channel", help="Every DL/T 645-2007 meter of a channel.")
+        list[str] | None,
+        typer.Option("--channel", help="Every DL/T 645-2007 meter of a channel (repeatable)."),
     ] = None,
     max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, max=10, help="Tries per meter.")] = 3,
     window: Annotated[
@@ -258,10 +259,13 @@ def campaign_create(
         found = await set_version(conn, set_name, version)
         if found is None:
             raise ParamError(f"no parameter set {parameter_set!r}")
-        if channel is not None:
-            ids = await campaigns_store.meters_on_channel(conn, channel)
-            if not ids:
-                raise ParamError(f"channel {channel!r} has no DL/T 645-2007 meters")
+        if channel:
+            ids = []
+            for one in dict.fromkeys(channel):
+                found_ids = await campaigns_store.meters_on_channel(conn, one)
+                if not found_ids:
+                    raise ParamError(f"channel {one!r} has no DL/T 645-2007 meters")
+                ids += [i for i in found_ids if i not in ids]
         else:
             wanted = list(dict.fromkeys(meter or []))
             by_key = await campaigns_store.meters_by_address(conn, wanted)

@@ -9,6 +9,11 @@ every written item back. Outcomes: ``verified``, ``skipped`` (already correct), 
 reason (a refusal decoded from the error word, a read-back that differs, no answer after the last
 attempt); no answer retries after ``RETRY_BASE_S`` × 2^(attempt − 1). A campaign whose meters are all
 settled is ``done``.
+
+Meters behind a dial-in DTU and behind a Q/GDW 1376.1 concentrator take the same DL/T 645 frames
+through the channel the daemon owns for them: the DTU's connection (a frame carrying the meter
+password goes only to a connection whose meters were verified; an unverified one fails the meter with
+the reason, nothing sent) or AFN 10 F1 forwarding, each forward with its own timeout.
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ import asyncpg
 
 from headend.drivers.base import DriverError, MeterDriver, MeterRefused, MeterTimeout, NotSupported
 from headend.drivers.dlt645 import Dlt645Driver
+from headend.drivers.gdw1376 import ConcentratorMeterDriver
 from headend.params.progress import STATES
 from headend.params.tou import SEASON_SWITCH, TABLE_SWITCH, comparable, item_diff, parse_set
 from headend.params.windows import is_open, next_open, parse_window
 from headend.services import ServiceHost
 from headend.store import campaigns as store
+from headend.transport import ChannelError, ChannelUnverified
 from protocols.dlt645 import lookup
 
 log = logging.getLogger(__name__)
@@ -73,7 +80,10 @@ async def plan(
     driver: MeterDriver, definition: dict[str, Any], switch_at: datetime
 ) -> tuple[Dlt645Driver, dict[str, Any], dict[str, tuple[Any, Any]]]:
     """Read what the meter holds for its standby set: the driver, the items wanted and those that
-    differ (item -> (current, wanted)). Reads only."""
+    differ (item -> (current, wanted)). Reads only. A meter behind a concentrator is reached by
+    forwarding its own DL/T 645 frames."""
+    if isinstance(driver, ConcentratorMeterDriver):
+        driver = driver.forwarded
     if not isinstance(driver, Dlt645Driver) or driver.edition != 2007:
         raise PlanError("only DL/T 645-2007 meters take time-of-use parameters")
     status = await driver.read_di(STATUS_WORD_3)
@@ -177,7 +187,9 @@ async def _one(host: ServiceHost, due: asyncpg.Record) -> None:
         )
     except (MeterRefused, NotSupported, LookupError) as exc:  # LookupError: not in the enabled inventory
         outcome = Outcome("failed", str(exc))
-    except (MeterTimeout, DriverError, OSError) as exc:
+    except ChannelUnverified as exc:  # a dial-in device that has not proved who it is: no password sent
+        outcome = Outcome("failed", str(exc))
+    except (MeterTimeout, DriverError, ChannelError, OSError) as exc:  # ChannelError: e.g. DTU offline
         if number >= int(due["max_attempts"]):
             outcome = Outcome("failed", f"no answer after {number} attempts: {exc}")
         else:
@@ -198,7 +210,7 @@ async def _dry(host: ServiceHost, due: asyncpg.Record) -> None:
         finding = await host.control(
             int(due["meter_id"]), lambda driver: dry_run(driver, definition, due["switch_at"]), exchanges=60
         )
-    except (DriverError, LookupError, OSError) as exc:
+    except (DriverError, LookupError, ChannelError, OSError) as exc:
         finding = {"error": str(exc)}
     async with host.pool.acquire() as conn:
         await store.record_dry_run(
