@@ -17,6 +17,7 @@ from headend.billing.tariff import TariffError, slots_from
 from headend.commands.app import CommandGroup
 from headend.commands.auth import OperatorId, login
 from headend.commands.common import Dsn, fail, run_with_conn
+from headend.commands.params_check import check
 from headend.operators import OperatorError
 from headend.params.from_tariff import set_from_slots
 from headend.params.progress import progress_lines
@@ -38,6 +39,7 @@ set_app = CommandGroup(
     no_args_is_help=True,
 )
 params_app.add_typer(set_app, name="set")
+params_app.command("check")(check)
 
 
 def _read_file(path: Path) -> TouSet:

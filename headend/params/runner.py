@@ -14,6 +14,9 @@ Meters behind a dial-in DTU and behind a Q/GDW 1376.1 concentrator take the same
 through the channel the daemon owns for them: the DTU's connection (a frame carrying the meter
 password goes only to a connection whose meters were verified; an unverified one fails the meter with
 the reason, nothing sent) or AFN 10 F1 forwarding, each forward with its own timeout.
+
+The runner also reads back the active schedule of the meters ``headend params check --read`` asks
+for (reads only, :mod:`headend.params.check`), recorded in ``tou_checks``.
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ import asyncpg
 from headend.drivers.base import DriverError, MeterDriver, MeterRefused, MeterTimeout, NotSupported
 from headend.drivers.dlt645 import Dlt645Driver
 from headend.drivers.gdw1376 import ConcentratorMeterDriver
+from headend.params.check import CheckError, read_schedule
 from headend.params.progress import STATES
 from headend.params.tou import SEASON_SWITCH, TABLE_SWITCH, comparable, item_diff, parse_set
 from headend.params.windows import is_open, next_open, parse_window
 from headend.services import ServiceHost
 from headend.store import campaigns as store
+from headend.store import tou_checks
 from headend.transport import ChannelError, ChannelUnverified
 from protocols.dlt645 import lookup
 
@@ -218,6 +223,22 @@ async def _dry(host: ServiceHost, due: asyncpg.Record) -> None:
         )
 
 
+async def _check(host: ServiceHost, due: asyncpg.Record) -> None:
+    """Read back one meter's active schedule for ``headend params check`` (reads only)."""
+    meter_id = int(due["meter_id"])
+    expected = parse_set(json.loads(due["definition"]))
+    active: int | None = None
+    items: str | None = None
+    error: str | None = None
+    try:
+        active, found = await host.control(meter_id, lambda d: read_schedule(d, expected), exchanges=60)
+        items = json.dumps(found)
+    except (CheckError, DriverError, LookupError, ChannelError, OSError) as exc:
+        error = str(exc) or type(exc).__name__
+    async with host.pool.acquire() as conn:
+        await tou_checks.record_check(conn, meter_id, active, items, error)
+
+
 async def _paced(host: ServiceHost, due: list[asyncpg.Record]) -> None:
     """One bus's share of a pass, one meter after another: an attempt is counted only when its job
     is next on the bus, and the scheduled reads take their turns between passes."""
@@ -226,9 +247,10 @@ async def _paced(host: ServiceHost, due: list[asyncpg.Record]) -> None:
 
 
 async def _pass(host: ServiceHost) -> None:
-    """One pass: the due dry runs, the due meters, then the campaigns now settled."""
+    """One pass: the due dry runs and schedule checks, the due meters, then the campaigns now settled."""
     async with host.pool.acquire() as conn:
         dry = await store.due_dry_runs(conn, BATCH)
+        checks = await tou_checks.due_checks(conn, BATCH)
         due = await store.due_meters(conn, BATCH)
     by_bus: dict[int, list[asyncpg.Record]] = {}
     for d in due:
@@ -236,6 +258,7 @@ async def _pass(host: ServiceHost) -> None:
     pace = host.config.campaigns.pace
     results = await asyncio.gather(
         *(_dry(host, d) for d in dry),
+        *(_check(host, c) for c in checks),
         *(_paced(host, meters[:pace]) for meters in by_bus.values()),
         return_exceptions=True,
     )
