@@ -96,7 +96,7 @@ async def plan(
     if tables_second != seasons_second:
         raise PlanError("the meter runs season and daily tables of different sets")
     standby = 1 if tables_second else 2
-    local_switch = driver.meter_time(switch_at)
+    local_switch = driver.meter_time(switch_at).replace(second=0, microsecond=0)  # the meter keeps minutes
     wanted = parse_set(definition).meter_items(standby) | {
         SEASON_SWITCH: local_switch,
         TABLE_SWITCH: local_switch,
