@@ -251,15 +251,14 @@ async def _pass(host: ServiceHost) -> None:
     async with host.pool.acquire() as conn:
         dry = await store.due_dry_runs(conn, BATCH)
         checks = await tou_checks.due_checks(conn, BATCH)
-        due = await store.due_meters(conn, BATCH)
+        due = await store.due_meters(conn, host.config.campaigns.pace)
     by_bus: dict[int, list[asyncpg.Record]] = {}
     for d in due:
         by_bus.setdefault(int(d["channel_id"]), []).append(d)
-    pace = host.config.campaigns.pace
     results = await asyncio.gather(
         *(_dry(host, d) for d in dry),
         *(_check(host, c) for c in checks),
-        *(_paced(host, meters[:pace]) for meters in by_bus.values()),
+        *(_paced(host, meters) for meters in by_bus.values()),
         return_exceptions=True,
     )
     for failure in (r for r in results if isinstance(r, Exception)):
