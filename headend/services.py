@@ -51,16 +51,21 @@ class ServiceHost(Protocol):
     @property
     def lease_of(self) -> LeaseOf: ...
 
-    async def control(self, meter_id: int, body: JobBody[T], *, exchanges: int = 8) -> T:
+    async def control(
+        self, meter_id: int, body: JobBody[T], *, exchanges: int = 8, background: bool = False
+    ) -> T:
         """Run ``body(driver)`` for the meter at control priority (``exchanges`` frames at most); its
-        result or its error."""
+        result or its error. ``background``: after the bus's scheduled reads instead (parameter
+        campaigns: the regular reads stay on time)."""
         ...
 
 
 class Controller(Protocol):
     """The engine's ``control``: a job on the meter's bus worker at control priority."""
 
-    def __call__(self, meter_id: int, body: JobBody[T], *, exchanges: int = 8) -> Awaitable[T]: ...
+    def __call__(
+        self, meter_id: int, body: JobBody[T], *, exchanges: int = 8, background: bool = False
+    ) -> Awaitable[T]: ...
 
 
 Service = Callable[[ServiceHost], Coroutine[Any, Any, None]]
@@ -77,6 +82,8 @@ class EngineServices:
     controller: Controller
     lease_of: LeaseOf = no_cluster
 
-    async def control(self, meter_id: int, body: JobBody[T], *, exchanges: int = 8) -> T:
-        """Run ``body(driver)`` for the meter at control priority."""
-        return await self.controller(meter_id, body, exchanges=exchanges)
+    async def control(
+        self, meter_id: int, body: JobBody[T], *, exchanges: int = 8, background: bool = False
+    ) -> T:
+        """Run ``body(driver)`` for the meter at control priority (``background``: after the reads)."""
+        return await self.controller(meter_id, body, exchanges=exchanges, background=background)

@@ -189,6 +189,7 @@ async def _one(host: ServiceHost, due: asyncpg.Record) -> None:
             meter_id,
             lambda driver: attempt(driver, definition, due["switch_at"], written, was_written),
             exchanges=80,
+            background=True,
         )
     except (MeterRefused, NotSupported, LookupError) as exc:  # LookupError: not in the enabled inventory
         outcome = Outcome("failed", str(exc))
@@ -213,7 +214,10 @@ async def _dry(host: ServiceHost, due: asyncpg.Record) -> None:
     definition = json.loads(due["definition"])
     try:
         finding = await host.control(
-            int(due["meter_id"]), lambda driver: dry_run(driver, definition, due["switch_at"]), exchanges=60
+            int(due["meter_id"]),
+            lambda driver: dry_run(driver, definition, due["switch_at"]),
+            exchanges=60,
+            background=True,
         )
     except (DriverError, LookupError, ChannelError, OSError) as exc:
         finding = {"error": str(exc)}
@@ -231,7 +235,9 @@ async def _check(host: ServiceHost, due: asyncpg.Record) -> None:
     items: str | None = None
     error: str | None = None
     try:
-        active, found = await host.control(meter_id, lambda d: read_schedule(d, expected), exchanges=60)
+        active, found = await host.control(
+            meter_id, lambda d: read_schedule(d, expected), exchanges=60, background=True
+        )
         items = json.dumps(found)
     except (CheckError, DriverError, LookupError, ChannelError, OSError) as exc:
         error = str(exc) or type(exc).__name__
