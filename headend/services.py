@@ -89,16 +89,21 @@ class ServiceHost(Protocol):
     @property
     def write_fence(self) -> WriteFence: ...
 
-    async def control(self, meter_id: int, body: JobBody[T], *, exchanges: int = 8) -> T:
+    async def control(
+        self, meter_id: int, body: JobBody[T], *, exchanges: int = 8, background: bool = False
+    ) -> T:
         """Run ``body(driver)`` for the meter at control priority (``exchanges`` frames at most); its
-        result or its error."""
+        result or its error. ``background``: after the bus's scheduled reads instead (parameter
+        campaigns: the regular reads stay on time)."""
         ...
 
 
 class Controller(Protocol):
     """The engine's ``control``: a job on the meter's bus worker at control priority."""
 
-    def __call__(self, meter_id: int, body: JobBody[T], *, exchanges: int = 8) -> Awaitable[T]: ...
+    def __call__(
+        self, meter_id: int, body: JobBody[T], *, exchanges: int = 8, background: bool = False
+    ) -> Awaitable[T]: ...
 
 
 Service = Callable[[ServiceHost], Coroutine[Any, Any, None]]
@@ -117,6 +122,8 @@ class EngineServices:
     elected: Elected = always_elected
     write_fence: WriteFence = no_fence
 
-    async def control(self, meter_id: int, body: JobBody[T], *, exchanges: int = 8) -> T:
-        """Run ``body(driver)`` for the meter at control priority."""
-        return await self.controller(meter_id, body, exchanges=exchanges)
+    async def control(
+        self, meter_id: int, body: JobBody[T], *, exchanges: int = 8, background: bool = False
+    ) -> T:
+        """Run ``body(driver)`` for the meter at control priority (``background``: after the reads)."""
+        return await self.controller(meter_id, body, exchanges=exchanges, background=background)

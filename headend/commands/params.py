@@ -17,6 +17,7 @@ from headend.billing.tariff import TariffError, slots_from
 from headend.commands.app import CommandGroup
 from headend.commands.auth import OperatorId, login
 from headend.commands.common import Dsn, fail, run_with_conn
+from headend.commands.params_check import check
 from headend.operators import OperatorError
 from headend.params.from_tariff import set_from_slots
 from headend.params.progress import progress_lines
@@ -38,6 +39,7 @@ set_app = CommandGroup(
     no_args_is_help=True,
 )
 params_app.add_typer(set_app, name="set")
+params_app.command("check")(check)
 
 
 def _read_file(path: Path) -> TouSet:
@@ -214,6 +216,32 @@ def _operator_work(
         fail(str(exc))
 
 
+def _repeatable(flag: str, help_text: str) -> Any:
+    return typer.Option(flag, help=f"{help_text} (repeatable).")
+
+
+async def _resolve(
+    conn: asyncpg.Connection, meters: list[str], groups: list[tuple[str, str]]
+) -> list[tuple[int, str]]:
+    """The target meters, each with the first selector that named it: the listed meters first, then
+    every installed DL/T 645-2007 meter of each group (raises ParamError naming an empty group)."""
+    chosen: dict[int, str] = {}
+    wanted = list(dict.fromkeys(meters))
+    by_key = await campaigns_store.meters_by_address(conn, wanted)
+    missing = [m for m in wanted if m not in by_key]
+    if missing:
+        raise ParamError(f"unknown meter {missing[0]!r}")
+    for key in wanted:
+        chosen.setdefault(by_key[key], f"meter {key}")
+    for kind, value in groups:
+        ids = await campaigns_store.meters_selected(conn, kind, value)
+        if not ids:
+            raise ParamError(f"{kind} {value!r} has no installed DL/T 645-2007 meters")
+        for meter_id in ids:
+            chosen.setdefault(meter_id, f"{kind} {value}")
+    return list(chosen.items())
+
+
 @campaign_app.command("create")
 def campaign_create(
     name: str,
@@ -222,11 +250,19 @@ def campaign_create(
         str, typer.Option("--switch-at", help="When meters switch to the set (ISO 8601 with its offset).")
     ],
     operator: OperatorId,
-    meter: Annotated[
-        list[str] | None, typer.Option("--meter", help="A target meter (address or name).")
-    ] = None,
+    meter: Annotated[list[str] | None, _repeatable("--meter", "A target meter (address or name)")] = None,
     channel: Annotated[
-        str | None, typer.Option("--channel", help="Every DL/T 645-2007 meter of a channel.")
+        list[str] | None, _repeatable("--channel", "Every DL/T 645-2007 meter of a channel")
+    ] = None,
+    concentrator: Annotated[
+        list[str] | None,
+        _repeatable("--concentrator", "Every meter behind a concentrator (its channel name or address)"),
+    ] = None,
+    area: Annotated[
+        list[str] | None, _repeatable("--area", "Every current member meter of a transformer area")
+    ] = None,
+    model: Annotated[
+        list[str] | None, _repeatable("--model", "Every installed DL/T 645-2007 meter of a model")
     ] = None,
     max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, max=10, help="Tries per meter.")] = 3,
     window: Annotated[
@@ -237,9 +273,15 @@ def campaign_create(
             " the midnight freeze and the peak reading windows).",
         ),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="List the meters the targets resolve to now; create nothing."),
+    ] = False,
     dsn: Dsn = None,
 ) -> None:
-    """Create a campaign as a draft (an operator; audited): a different approver approves it."""
+    """Create a campaign as a draft (an operator; audited): a different approver approves it. The
+    targets (meters, channels, concentrators, areas, models; together, each meter once) are resolved
+    now and kept with the campaign: a later inventory change does not alter it."""
     try:
         windows = [str(parse_window(w)) for w in window or []]
     except WindowError as exc:
@@ -250,40 +292,45 @@ def campaign_create(
         fail(f"--switch-at {switch_at!r}: expected an ISO 8601 time, e.g. 2027-01-01T00:00:00+08:00")
     if switch.tzinfo is None:
         fail(f"--switch-at {switch_at!r}: give its UTC offset, e.g. +08:00")
-    if bool(meter) == bool(channel):
-        fail("give the targets: --meter ADDRESS ... or --channel NAME")
+    given = {"channel": channel, "concentrator": concentrator, "area": area, "model": model}
+    groups = [(kind, value) for kind, values in given.items() for value in dict.fromkeys(values or [])]
+    if not meter and not groups:
+        fail("give the targets: --meter ADDRESS, --channel, --concentrator, --area or --model NAME ...")
+    targets = {k: list(dict.fromkeys(v)) for k, v in ({"meter": meter} | given).items() if v}
     set_name, version = _spec(parameter_set)
 
-    async def work(conn: asyncpg.Connection, me: str) -> int:
+    async def work(conn: asyncpg.Connection, me: str) -> list[dict[str, Any]] | int:
         found = await set_version(conn, set_name, version)
         if found is None:
             raise ParamError(f"no parameter set {parameter_set!r}")
-        if channel is not None:
-            ids = await campaigns_store.meters_on_channel(conn, channel)
-            if not ids:
-                raise ParamError(f"channel {channel!r} has no DL/T 645-2007 meters")
-        else:
-            wanted = list(dict.fromkeys(meter or []))
-            by_key = await campaigns_store.meters_by_address(conn, wanted)
-            missing = [m for m in wanted if m not in by_key]
-            if missing:
-                raise ParamError(f"unknown meter {missing[0]!r}")
-            ids = list(dict.fromkeys(by_key[m] for m in wanted))
-        await campaigns_store.create(conn, name, int(found["id"]), switch, max_attempts, me, ids, windows)
+        chosen = await _resolve(conn, meter or [], groups)
+        if dry_run:
+            listed = await campaigns_store.target_rows(conn, [m for m, _ in chosen])
+            return [dict(r) | {"selected_by": by} for r, (_, by) in zip(listed, chosen, strict=True)]
+        await campaigns_store.create(
+            conn, name, int(found["id"]), switch, max_attempts, me, chosen, windows, json.dumps(targets)
+        )
         details = {
             "set": f"{set_name}@{found['version']}",
             "switch_at": switch.isoformat(),
-            "meters": len(ids),
+            "meters": len(chosen),
+            "targets": targets,
             "windows": windows,
         }
         await audit(conn, me, "params.campaign_created", "campaign", name, "params campaign create", details)
-        return len(ids)
+        return len(chosen)
 
     try:
-        count = _operator_work(dsn, operator, "operator", work)
+        outcome = _operator_work(dsn, operator, "operator", work)
     except asyncpg.UniqueViolationError:
         fail(f"campaign {name!r} exists already")
-    typer.echo(f"campaign {name} created with {count} meters; a different approver approves it")
+    if isinstance(outcome, list):
+        for target in outcome:
+            shown = (target["address"], target["channel"], target["model"] or "-", target["selected_by"])
+            typer.echo("  ".join(shown))
+        typer.echo(f"campaign {name} would target {len(outcome)} meters (dry run: nothing created)")
+        return
+    typer.echo(f"campaign {name} created with {outcome} meters; a different approver approves it")
 
 
 def _campaign_id(conn_record: asyncpg.Record | None, name: str) -> int:
@@ -362,6 +409,7 @@ def _campaign_record(found: asyncpg.Record) -> dict[str, Any]:
         "switch_at": found["switch_at"].isoformat(),
         "max_attempts": found["max_attempts"],
         "windows": list(found["windows"]),
+        "targets": json.loads(found["targets"]),
         "created_by": found["created_by"],
         "approved_by": found["approved_by"],
     }

@@ -329,8 +329,12 @@ class Engine:
 
     # -- hooks for other services -------------------------------------------------------------
 
-    async def control(self, meter_id: int, body: JobBody[T], *, exchanges: int = 8) -> T:
+    async def control(
+        self, meter_id: int, body: JobBody[T], *, exchanges: int = 8, background: bool = False
+    ) -> T:
         """Run ``body(driver)`` for a meter at top priority (relay commands); returns its result.
+        ``background``: after the bus's scheduled reads instead, beside backfill (parameter
+        campaigns, which must not hold the regular reads back).
 
         Its time limit is the drivers' relay confirmation window (``[relay]``, the one the port gives
         every driver) plus one poll, on top of the exchanges' own margins: a slow relay is confirmed,
@@ -338,7 +342,7 @@ class Engine:
         """
         relay = self.port.relay
         job = Job(
-            Priority.CONTROL,
+            Priority.BACKFILL if background else Priority.CONTROL,
             meter_id=meter_id,
             kind="control",
             body=body,

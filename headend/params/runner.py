@@ -9,6 +9,14 @@ every written item back. Outcomes: ``verified``, ``skipped`` (already correct), 
 reason (a refusal decoded from the error word, a read-back that differs, no answer after the last
 attempt); no answer retries after ``RETRY_BASE_S`` × 2^(attempt − 1). A campaign whose meters are all
 settled is ``done``.
+
+Meters behind a dial-in DTU and behind a Q/GDW 1376.1 concentrator take the same DL/T 645 frames
+through the channel the daemon owns for them: the DTU's connection (a frame carrying the meter
+password goes only to a connection whose meters were verified; an unverified one fails the meter with
+the reason, nothing sent) or AFN 10 F1 forwarding, each forward with its own timeout.
+
+The runner also reads back the active schedule of the meters ``headend params check --read`` asks
+for (reads only, :mod:`headend.params.check`), recorded in ``tou_checks``.
 """
 
 from __future__ import annotations
@@ -26,11 +34,15 @@ import asyncpg
 
 from headend.drivers.base import DriverError, MeterDriver, MeterRefused, MeterTimeout, NotSupported
 from headend.drivers.dlt645 import Dlt645Driver
+from headend.drivers.gdw1376 import ConcentratorMeterDriver
+from headend.params.check import CheckError, read_schedule
 from headend.params.progress import STATES
 from headend.params.tou import SEASON_SWITCH, TABLE_SWITCH, comparable, item_diff, parse_set
 from headend.params.windows import is_open, next_open, parse_window
 from headend.services import ServiceHost
 from headend.store import campaigns as store
+from headend.store import tou_checks
+from headend.transport import ChannelError, ChannelUnverified
 from protocols.dlt645 import lookup
 
 log = logging.getLogger(__name__)
@@ -73,7 +85,10 @@ async def plan(
     driver: MeterDriver, definition: dict[str, Any], switch_at: datetime
 ) -> tuple[Dlt645Driver, dict[str, Any], dict[str, tuple[Any, Any]]]:
     """Read what the meter holds for its standby set: the driver, the items wanted and those that
-    differ (item -> (current, wanted)). Reads only."""
+    differ (item -> (current, wanted)). Reads only. A meter behind a concentrator is reached by
+    forwarding its own DL/T 645 frames."""
+    if isinstance(driver, ConcentratorMeterDriver):
+        driver = driver.forwarded
     if not isinstance(driver, Dlt645Driver) or driver.edition != 2007:
         raise PlanError("only DL/T 645-2007 meters take time-of-use parameters")
     status = await driver.read_di(STATUS_WORD_3)
@@ -81,7 +96,7 @@ async def plan(
     if tables_second != seasons_second:
         raise PlanError("the meter runs season and daily tables of different sets")
     standby = 1 if tables_second else 2
-    local_switch = driver.meter_time(switch_at)
+    local_switch = driver.meter_time(switch_at).replace(second=0, microsecond=0)  # the meter keeps minutes
     wanted = parse_set(definition).meter_items(standby) | {
         SEASON_SWITCH: local_switch,
         TABLE_SWITCH: local_switch,
@@ -174,10 +189,13 @@ async def _one(host: ServiceHost, due: asyncpg.Record) -> None:
             meter_id,
             lambda driver: attempt(driver, definition, due["switch_at"], written, was_written),
             exchanges=80,
+            background=True,
         )
     except (MeterRefused, NotSupported, LookupError) as exc:  # LookupError: not in the enabled inventory
         outcome = Outcome("failed", str(exc))
-    except (MeterTimeout, DriverError, OSError) as exc:
+    except ChannelUnverified as exc:  # a dial-in device that has not proved who it is: no password sent
+        outcome = Outcome("failed", str(exc))
+    except (MeterTimeout, DriverError, ChannelError, OSError) as exc:  # ChannelError: e.g. DTU offline
         if number >= int(due["max_attempts"]):
             outcome = Outcome("failed", f"no answer after {number} attempts: {exc}")
         else:
@@ -196,14 +214,35 @@ async def _dry(host: ServiceHost, due: asyncpg.Record) -> None:
     definition = json.loads(due["definition"])
     try:
         finding = await host.control(
-            int(due["meter_id"]), lambda driver: dry_run(driver, definition, due["switch_at"]), exchanges=60
+            int(due["meter_id"]),
+            lambda driver: dry_run(driver, definition, due["switch_at"]),
+            exchanges=60,
+            background=True,
         )
-    except (DriverError, LookupError, OSError) as exc:
+    except (DriverError, LookupError, ChannelError, OSError) as exc:
         finding = {"error": str(exc)}
     async with host.pool.acquire() as conn:
         await store.record_dry_run(
             conn, int(due["campaign_id"]), int(due["meter_id"]), json.dumps(finding, default=str)
         )
+
+
+async def _check(host: ServiceHost, due: asyncpg.Record) -> None:
+    """Read back one meter's active schedule for ``headend params check`` (reads only)."""
+    meter_id = int(due["meter_id"])
+    expected = parse_set(json.loads(due["definition"]))
+    active: int | None = None
+    items: str | None = None
+    error: str | None = None
+    try:
+        active, found = await host.control(
+            meter_id, lambda d: read_schedule(d, expected), exchanges=60, background=True
+        )
+        items = json.dumps(found)
+    except (CheckError, DriverError, LookupError, ChannelError, OSError) as exc:
+        error = str(exc) or type(exc).__name__
+    async with host.pool.acquire() as conn:
+        await tou_checks.record_check(conn, meter_id, active, items, error)
 
 
 async def _paced(host: ServiceHost, due: list[asyncpg.Record]) -> None:
@@ -214,17 +253,18 @@ async def _paced(host: ServiceHost, due: list[asyncpg.Record]) -> None:
 
 
 async def _pass(host: ServiceHost) -> None:
-    """One pass: the due dry runs, the due meters, then the campaigns now settled."""
+    """One pass: the due dry runs and schedule checks, the due meters, then the campaigns now settled."""
     async with host.pool.acquire() as conn:
         dry = await store.due_dry_runs(conn, BATCH)
-        due = await store.due_meters(conn, BATCH)
+        checks = await tou_checks.due_checks(conn, BATCH)
+        due = await store.due_meters(conn, host.config.campaigns.pace)
     by_bus: dict[int, list[asyncpg.Record]] = {}
     for d in due:
         by_bus.setdefault(int(d["channel_id"]), []).append(d)
-    pace = host.config.campaigns.pace
     results = await asyncio.gather(
         *(_dry(host, d) for d in dry),
-        *(_paced(host, meters[:pace]) for meters in by_bus.values()),
+        *(_check(host, c) for c in checks),
+        *(_paced(host, meters) for meters in by_bus.values()),
         return_exceptions=True,
     )
     for failure in (r for r in results if isinstance(r, Exception)):

@@ -14,7 +14,7 @@ from headend.store.results import Queryable, row, rows
 CAMPAIGN = (
     "c.id, c.name, c.state, c.switch_at, c.max_attempts, c.created_by, c.created_at, c.approved_by,"
     " c.approved_at, c.dry_run_requested_at, c.windows, s.name AS set_name, s.version AS set_version,"
-    " s.definition::text AS definition"
+    " s.definition::text AS definition, c.targets::text AS targets"
 )
 
 
@@ -33,15 +33,42 @@ async def meters_by_address(conn: asyncpg.Connection, addresses: Sequence[str]) 
     return ids
 
 
-async def meters_on_channel(conn: asyncpg.Connection, channel: str) -> list[int]:
-    """Ids of the DL/T 645-2007 meters of a channel (empty for an unknown channel)."""
-    found = await rows(
-        conn,
-        "SELECT m.id FROM meters m JOIN channels c ON c.id = m.channel_id"
-        " WHERE c.name = $1 AND m.protocol = 'dlt645-2007' ORDER BY m.id",
-        channel,
-    )
+_TARGETABLE = "m.protocol = 'dlt645-2007' AND m.removed_at IS NULL"
+
+_SELECTORS = {
+    "channel": "SELECT m.id FROM meters m JOIN channels c ON c.id = m.channel_id WHERE c.name = $1",
+    "concentrator": "SELECT m.id FROM meters m JOIN channels c ON c.id = m.channel_id"
+    " WHERE c.kind = 'gdw1376' AND (c.name = $1 OR c.address = $1)",
+    "area": "SELECT m.id FROM meters m JOIN area_members a ON a.meter_id = m.id"
+    " JOIN areas r ON r.id = a.area_id WHERE r.name = $1"
+    " AND a.valid_from <= current_date AND (a.valid_to IS NULL OR a.valid_to > current_date)",
+    "model": "SELECT m.id FROM meters m WHERE m.model = $1",
+}
+SELECTORS = tuple(_SELECTORS)
+"""The kinds of group a campaign may target besides a list of meters."""
+
+
+async def meters_selected(conn: Queryable, kind: str, value: str) -> list[int]:
+    """Ids of the installed DL/T 645-2007 meters of a group (``kind`` one of ``SELECTORS``: a
+    channel by name, a concentrator by channel name or terminal address, a transformer area's current
+    members, a model), today's inventory; empty when there are none."""
+    found = await rows(conn, f"{_SELECTORS[kind]} AND {_TARGETABLE} ORDER BY m.id", value)
     return [int(r["id"]) for r in found]
+
+
+async def meters_on_channel(conn: Queryable, channel: str) -> list[int]:
+    """Ids of the installed DL/T 645-2007 meters of a channel (empty for an unknown channel)."""
+    return await meters_selected(conn, "channel", channel)
+
+
+async def target_rows(conn: Queryable, meter_ids: Sequence[int]) -> list[asyncpg.Record]:
+    """``id, address, model, channel`` of meters, in the order of ``meter_ids``."""
+    return await rows(
+        conn,
+        "SELECT m.id, m.address, m.model, c.name AS channel FROM unnest($1::int[]) WITH ORDINALITY t(id, n)"
+        " JOIN meters m ON m.id = t.id JOIN channels c ON c.id = m.channel_id ORDER BY t.n",
+        list(meter_ids),
+    )
 
 
 async def create(
@@ -51,25 +78,28 @@ async def create(
     switch_at: datetime,
     max_attempts: int,
     operator: str,
-    meter_ids: Sequence[int],
+    meters: Sequence[tuple[int, str | None]],
     windows: Sequence[str] = (),
+    targets: str = "{}",
 ) -> int:
-    """A draft campaign with its meters (pending) and its write windows; its id."""
+    """A draft campaign with its meters (pending; each ``(meter_id, selected_by)``), its write windows
+    and the selection that gave the meters (``targets``: JSON text); its id."""
     campaign_id = int(
         await conn.fetchval(
-            "INSERT INTO tou_campaigns (name, set_id, switch_at, max_attempts, created_by, windows)"
-            " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            "INSERT INTO tou_campaigns (name, set_id, switch_at, max_attempts, created_by, windows, targets)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) RETURNING id",
             name,
             set_id,
             switch_at,
             max_attempts,
             operator,
             list(windows),
+            targets,
         )
     )
     await conn.executemany(
-        "INSERT INTO tou_campaign_meters (campaign_id, meter_id) VALUES ($1, $2)",
-        [(campaign_id, m) for m in meter_ids],
+        "INSERT INTO tou_campaign_meters (campaign_id, meter_id, selected_by) VALUES ($1, $2, $3)",
+        [(campaign_id, m, selected_by) for m, selected_by in meters],
     )
     return campaign_id
 
@@ -115,10 +145,11 @@ async def open_counts(conn: Queryable) -> list[asyncpg.Record]:
 
 
 async def campaign_meters(conn: Queryable, campaign_id: int) -> list[asyncpg.Record]:
-    """``meter_id, address, channel, state, reason, attempts`` of a campaign's meters."""
+    """``meter_id, address, channel, selected_by, state, reason, attempts, dry_run, dry_run_at`` of a
+    campaign's meters."""
     return await rows(
         conn,
-        "SELECT x.meter_id, m.address, c.name AS channel, x.state, x.reason, x.attempts,"
+        "SELECT x.meter_id, m.address, c.name AS channel, x.selected_by, x.state, x.reason, x.attempts,"
         " x.dry_run::text AS dry_run, x.dry_run_at"
         " FROM tou_campaign_meters x JOIN meters m ON m.id = x.meter_id"
         " JOIN channels c ON c.id = m.channel_id WHERE x.campaign_id = $1 ORDER BY m.address",
@@ -142,18 +173,21 @@ async def move(conn: asyncpg.Connection, campaign_id: int, state: str) -> None:
     await conn.execute("UPDATE tou_campaigns SET state = $2 WHERE id = $1", campaign_id, state)
 
 
-async def due_meters(conn: Queryable, limit: int) -> list[asyncpg.Record]:
-    """Meters of running campaigns to try now: ``campaign_id, name, meter_id, channel_id, state,
-    attempts, max_attempts, switch_at, windows, definition``, oldest try first."""
+async def due_meters(conn: Queryable, per_channel: int) -> list[asyncpg.Record]:
+    """Meters of running campaigns to try now, at most ``per_channel`` of each channel (every bus
+    gets its share, however many meters other buses have due): ``campaign_id, name, meter_id,
+    channel_id, state, attempts, max_attempts, switch_at, windows, definition``, oldest try first."""
     return await rows(
         conn,
-        "SELECT x.campaign_id, c.name, x.meter_id, m.channel_id, x.state, x.attempts, c.max_attempts,"
-        " c.switch_at, c.windows, s.definition::text AS definition FROM tou_campaign_meters x"
-        " JOIN meters m ON m.id = x.meter_id"
+        "SELECT * FROM (SELECT x.campaign_id, c.name, x.meter_id, m.channel_id, x.state, x.attempts,"
+        " c.max_attempts, c.switch_at, c.windows, s.definition::text AS definition, x.next_try_at,"
+        " row_number() OVER (PARTITION BY m.channel_id"
+        "  ORDER BY x.next_try_at, x.campaign_id, x.meter_id) AS turn"
+        " FROM tou_campaign_meters x JOIN meters m ON m.id = x.meter_id"
         " JOIN tou_campaigns c ON c.id = x.campaign_id JOIN tou_parameter_sets s ON s.id = c.set_id"
-        " WHERE c.state = 'running' AND x.state IN ('pending', 'written') AND x.next_try_at <= now()"
-        " ORDER BY x.next_try_at, x.campaign_id, x.meter_id LIMIT $1",
-        limit,
+        " WHERE c.state = 'running' AND x.state IN ('pending', 'written') AND x.next_try_at <= now()) d"
+        " WHERE turn <= $1 ORDER BY next_try_at, campaign_id, meter_id",
+        per_channel,
     )
 
 

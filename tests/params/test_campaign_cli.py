@@ -87,9 +87,9 @@ async def test_bad_input_is_one_line(pg_dsn: str, tmp_path: Path) -> None:
     create = ("params", "campaign", "create", "x", "--operator", "5201")
     at = ("--switch-at", "2027-01-01T00:00:00+08:00")
     cases = {
-        (*create, "--set", "w", *at): "give the targets: --meter ADDRESS ... or --channel NAME",
+        (*create, "--set", "w", *at): "give the targets: --meter ADDRESS, --channel, --concentrator,",
         (*create, "--set", "w", *at, "--meter", "999999999999"): "unknown meter '999999999999'",
-        (*create, "--set", "w", *at, "--channel", "nowhere"): "channel 'nowhere' has no DL/T 645-2007 meters",
+        (*create, "--set", "w", *at, "--channel", "nowhere"): "channel 'nowhere' has no installed DL/T",
         (*create, "--set", "w@7", *at, "--channel", "line1"): "no parameter set 'w@7'",
         (*create, "--set", "w", "--switch-at", "2027-01-01", "--channel", "line1"): "give its UTC offset",
         (*create, "--set", "w", "--switch-at", "soon", "--channel", "line1"): "expected an ISO 8601 time",

@@ -771,6 +771,22 @@ MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
         ),
         {DAEMON},
     ),
+    (
+        Write(
+            "tou_campaigns",
+            "change the targets an approved campaign was created with",
+            ('UPDATE tou_campaigns SET targets = \'{"model": ["x"]}\' WHERE id = :approved_campaign',),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "tou_campaign_meters",
+            "change why a meter is in a running campaign",
+            ("UPDATE tou_campaign_meters SET selected_by = 'model x' WHERE campaign_id = :running_campaign",),
+        ),
+        NOBODY,
+    ),
     (Write("tou_campaigns", "delete a campaign", ("DELETE FROM tou_campaigns",)), NOBODY),
     (
         Write(
