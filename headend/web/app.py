@@ -159,8 +159,10 @@ def create_app(config: WebConfig, desk_dsn: str, report_dsn: str) -> FastAPI:
     async def refused(request: Request, exc: Refused) -> Response:
         return refusal(request, 409, str(exc))
 
-    from headend.web import api, pages
+    from headend.web import api, billing_routes, pages
 
     app.include_router(pages.router)
     app.include_router(api.router)
+    app.include_router(billing_routes.pages)
+    app.include_router(billing_routes.api)
     return app

@@ -47,6 +47,26 @@ async def _seed(pg_dsn: str) -> int:
             )
         await conn.execute("INSERT INTO accounts (number, name, kind) VALUES ('A-1', 'Flat one', 'prepaid')")
         meter = await conn.fetchval("SELECT id FROM meters WHERE name = 'flat-1'")
+        energy = await conn.fetchval(
+            "INSERT INTO quantities (name) VALUES ('energy_import_kwh') RETURNING id"
+        )
+        source = await conn.fetchval("INSERT INTO reading_sources (name) VALUES ('poll') RETURNING id")
+        suspect = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+        await conn.execute(  # hold 1: a jump, its suspect reading stored
+            "INSERT INTO readings (meter_id, quantity_id, ts, value, quality, source_id)"
+            " VALUES ($1, $2, $3, 900.0, 'suspect', $4)",
+            meter,
+            energy,
+            suspect,
+            source,
+        )
+        await conn.execute(
+            "INSERT INTO vee_holds (id, meter_id, quantity_id, rule, reason, first_ts, previous_value, value)"
+            " VALUES (1, $1, $2, 'jump', 'jump', $3, 100.0, 900.0)",
+            meter,
+            energy,
+            suspect,
+        )
         return int(
             await conn.fetchval(
                 "INSERT INTO commands (meter_id, action, cause, operator, requires_approval, expires_at) "
@@ -60,7 +80,7 @@ async def _seed(pg_dsn: str) -> int:
 
 def _state(pg_dsn: str) -> tuple[object, ...]:
     """Everything a write endpoint could change: commands, the audit log, meter requests, payments,
-    the ledger and balances, operators (and their password hashes)."""
+    the ledger and balances, operators (and their password hashes), VEE holds and their notes."""
 
     async def read() -> tuple[object, ...]:
         conn = await asyncpg.connect(pg_dsn)
@@ -80,7 +100,13 @@ def _state(pg_dsn: str) -> tuple[object, ...]:
             people = await conn.fetch(
                 "SELECT id, name, roles, active, md5(password_hash) FROM operators ORDER BY id"
             )
+            holds = await conn.fetch(
+                "SELECT id, resolution, resolved_by,"
+                " (SELECT count(*) FROM vee_hold_notes n WHERE n.hold_id = h.id),"
+                " (SELECT count(*) FROM audit_log WHERE action LIKE 'vee.%') FROM vee_holds h ORDER BY id"
+            )
             return (
+                tuple(tuple(r) for r in holds),
                 tuple(tuple(r) for r in commands),
                 audits,
                 tuple(tuple(r) for r in requests),
@@ -157,6 +183,15 @@ WRITES: list[tuple[str, Post, str, int]] = [
         "4",
         201,
     ),
+    ("form release hold", _form("/vee/1/release", resolution="accepted", reason="heat pump"), "6", 303),
+    (
+        "api release hold",
+        _api("/api/vee/1/release", {"resolution": "accepted", "reason": "heat pump"}),
+        "6",
+        200,
+    ),
+    ("form keep hold", _form("/vee/1/keep", note="call the tenant"), "6", 303),
+    ("api keep hold", _api("/api/vee/1/keep", {"note": "call the tenant"}), "6", 200),
 ]
 
 
