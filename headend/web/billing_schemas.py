@@ -104,7 +104,7 @@ class TariffsOut(_Out):
 class Rate(_Out):
     """The price of one register (total, t1..t4) per kWh."""
 
-    register: str
+    register_: str = Field(alias="register")
     price: str
 
 
