@@ -113,7 +113,7 @@ async def prepare(conn: asyncpg.Connection, now: datetime) -> None:
 
 
 async def sign_in(url: str, operator: str) -> httpx.AsyncClient:
-    client = httpx.AsyncClient(base_url=url, timeout=120)
+    client = httpx.AsyncClient(base_url=url, timeout=900)
     form = await client.get("/signin")
     match = SIGNIN_FIELD.search(form.text)
     if match is None:
