@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from headend.inventory import InventoryError, find_meter
 from headend.web import data
-from headend.web.deps import Reader, Signed
+from headend.web.deps import Signed
 from headend.web.export import readings_csv
 
 router = APIRouter()
@@ -20,7 +20,6 @@ router = APIRouter()
 @router.get("/readings.csv", response_class=StreamingResponse)
 async def readings_export(
     me: Signed,
-    conn: Reader,
     meter: Annotated[str, Query(min_length=1, max_length=100, description="Meter name or address.")],
     start: Annotated[str | None, Query(alias="from", max_length=20, description="First local day.")] = None,
     end: Annotated[str | None, Query(alias="to", max_length=20, description="Last local day.")] = None,
@@ -30,10 +29,13 @@ async def readings_export(
     station's zone), ``value``, ``consumption`` since the reading before, ``quality``."""
     zone = me.console.zone
     first, last = data.period(start, end, zone)
-    try:
-        meter_id, _ = await find_meter(conn, meter.strip())
-    except InventoryError as exc:
-        raise data.NotFound(str(exc)) from None
+    # the lookup's connection goes back before the rows stream on another one (a request holding one
+    # while it waits for a second could exhaust the pool under as many concurrent exports)
+    async with me.console.report.acquire() as conn:
+        try:
+            meter_id, _ = await find_meter(conn, meter.strip())
+        except InventoryError as exc:
+            raise data.NotFound(str(exc)) from None
     since, _ = data.day_bounds(first, zone)
     _, until = data.day_bounds(last, zone)
     name = quote(f"{meter.strip()}_{first}_{last}.csv", safe="")
