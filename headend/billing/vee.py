@@ -179,6 +179,21 @@ async def resolve_hold(
         )
 
 
+async def keep_hold(conn: asyncpg.Connection, hold_id: int, *, operator: str, note: str) -> None:
+    """Keep a hold open with a note saying why (audited as ``vee.noted``): billing and automatic
+    disconnection of the register still wait for its resolution."""
+    if not operator.strip() or not note.strip():
+        raise HoldError("keeping a hold needs an operator and a note")
+    if len(note.strip()) > 500:
+        raise HoldError("a note is at most 500 characters")
+    async with conn.transaction():
+        hold = await store.hold_by_id(conn, hold_id)
+        if hold is None or hold["resolved_at"] is not None:
+            raise HoldError(f"no open hold {hold_id}")
+        await store.add_note(conn, hold_id, operator, note.strip())
+        await audit(conn, operator, "vee.noted", "meter", hold["meter_id"], note.strip(), {"hold": hold_id})
+
+
 async def check_identities(
     conn: asyncpg.Connection, read_number: Callable[[int], Awaitable[str]], now: datetime, every: timedelta
 ) -> list[tuple[int, str]]:

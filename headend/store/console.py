@@ -1,11 +1,11 @@
 """Read-only queries behind the web console's overview, meter and command pages (run under the
 reporting login): collection today per channel, meters not read today and why, fee-control state, a
-meter's load curve and daily consumption, commands filtered."""
+meter's load curve and its consumption per day, week or month, commands filtered."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -119,26 +119,44 @@ async def load_curve(
     ]
 
 
-_DAILY = """
-SELECT day, last_value - lag(last_value) OVER (ORDER BY day) AS kwh FROM (
-    SELECT (r.ts AT TIME ZONE $4)::date AS day, (array_agg(r.value ORDER BY r.ts DESC))[1] AS last_value
-    FROM readings r
-    WHERE r.meter_id = $1 AND r.value IS NOT NULL
-      AND r.quantity_id = (SELECT id FROM quantities WHERE name = 'energy_import_kwh')
-      AND r.ts >= $2::timestamptz - interval '1 day' AND r.ts < $3
-    GROUP BY 1) d
-ORDER BY day
+# The energy register's growth per local day, week (from Monday) or month, from the hourly aggregate
+# (TimescaleDB's continuous aggregate or its native twin): each period's last value less the last
+# value of the period just before (None when that one has none). $2 is the start of the period before
+# the first one shown, $3 the end of the last one; $4 the station's zone, $5 day | week | month.
+_CONSUMPTION = """
+WITH p AS (
+    SELECT date_trunc($5, h.hour AT TIME ZONE $4) AS period,
+           (array_agg(h.last_value ORDER BY h.hour DESC))[1] AS v
+    FROM readings_hourly h
+    WHERE h.meter_id = $1 AND h.quantity_id = (SELECT id FROM quantities WHERE name = 'energy_import_kwh')
+      AND h.hour >= $2 AND h.hour < $3 AND h.last_value IS NOT NULL
+    GROUP BY 1
+)
+SELECT period::date AS start,
+       CASE WHEN lag(period) OVER w = period - ('1 ' || $5)::interval THEN v - lag(v) OVER w END AS kwh
+FROM p WINDOW w AS (ORDER BY period) ORDER BY period
 """
 
+PERIODS = ("day", "week", "month")
 
-async def daily_consumption(
-    conn: asyncpg.Connection, meter_id: int, start: datetime, end: datetime, zone: str
+
+async def consumption(
+    conn: asyncpg.Connection, meter_id: int, start: datetime, end: datetime, zone: str, period: str
 ) -> list[tuple[date, float | None]]:
-    """Per local day in ``[start, end)``: the energy register's growth since the day before (None
-    when the day before has no reading)."""
-    first = start.astimezone(ZoneInfo(zone)).date()
-    rows = await conn.fetch(_DAILY, meter_id, start, end, zone)
-    return [(r["day"], None if r["kwh"] is None else float(r["kwh"])) for r in rows if r["day"] >= first]
+    """Per local ``period`` (day, week or month) starting in ``[start, end)``: its first day and the
+    energy register's growth over it; ``start`` is a period's first local midnight (the period before
+    it is read too, for the first one's growth)."""
+    if period not in PERIODS:
+        raise ValueError(f"period must be one of {', '.join(PERIODS)}")
+    local = start.astimezone(ZoneInfo(zone)).replace(tzinfo=None)
+    before = (local - _STEP[period]).replace(day=1) if period == "month" else local - _STEP[period]
+    since = before.replace(tzinfo=ZoneInfo(zone))
+    rows = await conn.fetch(_CONSUMPTION, meter_id, since, end, zone, period)
+    first = local.date()
+    return [(r["start"], None if r["kwh"] is None else float(r["kwh"])) for r in rows if r["start"] >= first]
+
+
+_STEP = {"day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=1)}
 
 
 _COMMANDS = """

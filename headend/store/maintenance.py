@@ -1,6 +1,7 @@
 """One query and maintenance layer over both storage modes (TimescaleDB and native partitions).
 
-Callers never branch on the mode: ``readings_daily`` and ``daily_consumption`` exist in both, and
+Callers never branch on the mode: ``readings_daily``, ``readings_hourly`` and ``daily_consumption``
+exist in both, and
 the functions here do whatever the active mode needs (policies run inside TimescaleDB; the daemon
 calls :func:`run_maintenance` periodically for the native layout).
 """
@@ -75,18 +76,18 @@ async def set_compression_after(conn: asyncpg.Connection, age: timedelta) -> Non
 
 
 async def refresh_daily(conn: asyncpg.Connection, start: datetime, end: datetime) -> None:
-    """Recompute the daily aggregate for [start, end) (e.g. after a large backfill).
+    """Recompute the daily and hourly aggregates for [start, end) (e.g. after a large backfill).
 
     TimescaleDB refuses this inside a transaction block; call it on a connection without one.
     """
     if await storage_mode(conn) == "timescale":
-        await conn.execute(
-            "CALL refresh_continuous_aggregate('readings_daily', $1::timestamptz, $2::timestamptz)",
-            start,
-            end,
-        )
+        for view in ("readings_daily", "readings_hourly"):
+            await conn.execute(
+                f"CALL refresh_continuous_aggregate('{view}', $1::timestamptz, $2::timestamptz)", start, end
+            )
     else:
         await conn.execute("SELECT headend_refresh_daily($1, $2)", start, end)
+        await conn.execute("SELECT headend_refresh_hourly($1, $2)", start, end)
 
 
 async def run_maintenance(conn: asyncpg.Connection, now: datetime) -> None:
@@ -104,7 +105,15 @@ async def run_maintenance(conn: asyncpg.Connection, now: datetime) -> None:
     else:
         start = mark - DAILY_LOOKBACK
     if start < today:
-        await refresh_daily(conn, start, today)
+        await conn.execute("SELECT headend_refresh_daily($1, $2)", start, today)
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    mark = await conn.fetchval("SELECT nullif(headend_hourly_watermark(), '-infinity')")
+    if mark is None:  # never refreshed: start at the oldest reading
+        start = await conn.fetchval("SELECT coalesce(min(ts), $1) FROM readings", hour)
+    else:
+        start = mark - DAILY_LOOKBACK
+    if start < hour:
+        await conn.execute("SELECT headend_refresh_hourly($1, $2)", start, hour)
     keep = await conn.fetchval("SELECT value::interval FROM headend_settings WHERE key = 'retention'")
     if keep is not None:
         await detach_partitions_before(conn, now - keep, drop=True)

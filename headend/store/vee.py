@@ -222,6 +222,13 @@ async def hold_by_id(conn: asyncpg.Connection, hold_id: int) -> asyncpg.Record |
     return await row(conn, "SELECT * FROM vee_holds WHERE id = $1", hold_id)
 
 
+async def add_note(conn: asyncpg.Connection, hold_id: int, operator: str, note: str) -> None:
+    """A note by ``operator`` on an open hold, which stays open."""
+    await conn.execute(
+        "INSERT INTO vee_hold_notes (hold_id, operator, note) VALUES ($1, $2, $3)", hold_id, operator, note
+    )
+
+
 async def count_open_holds(conn: asyncpg.Connection) -> int:
     """How many registers are held."""
     return int(await conn.fetchval("SELECT count(*) FROM vee_holds WHERE resolved_at IS NULL"))

@@ -117,12 +117,17 @@ async def meter_request(request_id: RequestId, signed: Signed, conn: Reader) -> 
 
 @router.get("/meters/{name:path}", response_model=MeterOut)
 async def meter(
-    name: str, signed: Signed, conn: Reader, day: Annotated[str | None, Query(max_length=20)] = None
+    name: str,
+    signed: Signed,
+    conn: Reader,
+    day: Annotated[str | None, Query(max_length=20)] = None,
+    period: Annotated[Literal["day", "week", "month"], Query()] = "day",
 ) -> Json:
     """A meter: identity, latest readings with quality, relay, clock offset, the day's load curve (one
-    entry per reading), daily consumption, events and commands."""
+    entry per reading), consumption per day, week or month (``period``) up to the day, events and
+    commands."""
     zone = signed.console.zone
-    page = await data.meter(conn, name, data.parse_day(day, zone), zone)
+    page = await data.meter(conn, name, data.parse_day(day, zone), zone, period)
     return page.data
 
 

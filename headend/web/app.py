@@ -94,8 +94,11 @@ def create_app(config: WebConfig, desk_dsn: str, report_dsn: str) -> FastAPI:
         desk = await asyncpg.create_pool(
             desk_dsn, min_size=1, max_size=config.pool_size, server_settings=settings
         )
+        # the reads plan once per pooled connection (a prepared statement's generic plan): planning a
+        # query over a year of TimescaleDB chunks costs more than running it (bench/console.py)
+        generic = {**settings, "plan_cache_mode": "force_generic_plan"}
         report = await asyncpg.create_pool(
-            report_dsn, min_size=1, max_size=config.pool_size, server_settings=settings
+            report_dsn, min_size=1, max_size=config.pool_size, server_settings=generic
         )
         templates = Jinja2Templates(directory=HERE / "templates")
         app.state.console = Console(config, desk, report, templates, ZoneInfo(config.timezone))
@@ -159,11 +162,14 @@ def create_app(config: WebConfig, desk_dsn: str, report_dsn: str) -> FastAPI:
     async def refused(request: Request, exc: Refused) -> Response:
         return refusal(request, 409, str(exc))
 
-    from headend.web import api, integration, pages, tokens
+    from headend.web import api, billing_routes, export_routes, integration, pages, tokens
 
     app.include_router(tokens.pages)
     app.include_router(pages.router)
     app.include_router(tokens.api)
     app.include_router(integration.router)
     app.include_router(api.router)
+    app.include_router(billing_routes.pages)
+    app.include_router(billing_routes.api)
+    app.include_router(export_routes.router)
     return app

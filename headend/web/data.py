@@ -97,13 +97,35 @@ class MeterPage:
     data: Row
     points: list[Point]
     bars: list[tuple[date, float | None]]
+    period: str
     day_start: datetime
     day_end: datetime
 
 
-async def meter(conn: asyncpg.Connection, name: str, day: date, zone: ZoneInfo) -> MeterPage:
+BARS = {"day": 14, "week": 12, "month": 12}  # how many periods the consumption chart shows
+
+
+def first_days(day: date, period: str) -> list[date]:
+    """The first days of the ``BARS[period]`` local days, weeks (from Monday) or months up to ``day``."""
+    if period not in BARS:
+        raise BadRequest(f"period must be one of {', '.join(BARS)}, got {period[:20]!r}")
+    count = BARS[period]
+    if period == "day":
+        return [day - timedelta(days=count - 1 - i) for i in range(count)]
+    if period == "week":
+        monday = day - timedelta(days=day.weekday())
+        return [monday - timedelta(weeks=count - 1 - i) for i in range(count)]
+    months = [(day.year * 12 + day.month - 1) - (count - 1 - i) for i in range(count)]
+    return [date(m // 12, m % 12 + 1, 1) for m in months]
+
+
+async def meter(
+    conn: asyncpg.Connection, name: str, day: date, zone: ZoneInfo, period: str = "day"
+) -> MeterPage:
     """Identity, channel, account, latest readings, relay, clock offset, the day's load curve, the
-    daily consumption of the 14 days up to it, events and command history."""
+    consumption of the 14 days, 12 weeks or 12 months up to it (``period``), events and command
+    history."""
+    starts = first_days(day, period)
     try:
         meter_id, _ = await find_meter(conn, name)
     except InventoryError as exc:
@@ -115,19 +137,19 @@ async def meter(conn: asyncpg.Connection, name: str, day: date, zone: ZoneInfo) 
     start, end = day_bounds(day, zone)
     curve = await console.load_curve(conn, meter_id, start, end)
     points = [Point(r.ts.astimezone(zone), r.kw, r.quality) for r in curve if r.kw is not None]
-    bars_start, _ = day_bounds(day - timedelta(days=13), zone)
-    known = dict(await console.daily_consumption(conn, meter_id, bars_start, end, zone.key))
-    bars = [(d, known.get(d)) for d in (day - timedelta(days=13 - i) for i in range(14))]
+    bars_start, _ = day_bounds(starts[0], zone)
+    known = dict(await console.consumption(conn, meter_id, bars_start, end, zone.key, period))
+    bars = [(d, known.get(d)) for d in starts]
     data: Row = {
         "meter": fields,
         "latest": found.lists["latest"],
         "day": day,
         "load_curve": [asdict(r) for r in curve],
-        "daily": [{"day": d, "kwh": v} for d, v in bars],
+        "consumption": {"period": period, "bars": [{"start": d, "kwh": v} for d, v in bars]},
         "events": found.lists["events"],
         "commands": found.lists["commands"],
     }
-    return MeterPage(data, points, bars, start, end)
+    return MeterPage(data, points, bars, period, start, end)
 
 
 async def commands(conn: asyncpg.Connection, state: str | None, meter_ref: str | None) -> Row:

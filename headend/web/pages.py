@@ -163,11 +163,13 @@ async def meter_page(
     me: Signed,
     conn: Reader,
     day: Annotated[str | None, Query(max_length=20)] = None,
+    period: Annotated[str, Query(max_length=10)] = "day",
 ) -> Response:
-    page = await data.meter(conn, name, data.parse_day(day, me.console.zone), me.console.zone)
+    page = await data.meter(conn, name, data.parse_day(day, me.console.zone), me.console.zone, period)
     charts = {
         "curve_svg": load_curve(page.points, page.day_start, page.day_end),
-        "bars_svg": daily_bars(page.bars),
+        "bars_svg": daily_bars(page.bars, period=page.period),
+        "period": page.period,
         "points": len(page.points),
     }
     return me.console.page(request, "meter.html", me.who, {**page.data, **charts})

@@ -98,11 +98,20 @@ class CurvePoint(_Out):
     quality: str
 
 
-class Daily(_Out):
-    """A local day's consumption (None: no reading that day or the day before)."""
+class Bar(_Out):
+    """A local day's, week's or month's consumption, by its first day (None: no reading in it or in
+    the one before)."""
 
-    day: date
+    start: date
     kwh: float | None
+
+
+class Consumption(_Out):
+    """The energy register's growth per local day (14), week from Monday (12) or month (12) up to the
+    day asked for, from the hourly aggregate (TimescaleDB's continuous aggregate or its native twin)."""
+
+    period: Literal["day", "week", "month"]
+    bars: list[Bar]
 
 
 class Event(_Out):
@@ -134,7 +143,7 @@ class MeterOut(_Out):
     latest: list[Latest]
     day: date
     load_curve: list[CurvePoint]
-    daily: list[Daily]
+    consumption: Consumption
     events: list[Event]
     commands: list[CommandRow]
 

@@ -84,8 +84,17 @@ def load_curve(points: Sequence[Point], start: datetime, end: datetime, unit: st
     )
 
 
-def daily_bars(days: Sequence[tuple[date, float | None]], unit: str = "kWh") -> Markup:
-    """One ``rect.bar`` per day with a known consumption, labelled by day of month."""
+def _tick(day: date, period: str) -> str:
+    """A bar's label: the day of month, a week's Monday as MM-DD, a month as YYYY-MM."""
+    if period == "month":
+        return f"{day.year}-{day.month:02d}"
+    if period == "week":
+        return f"{day.month:02d}-{day.day:02d}"
+    return str(day.day)
+
+
+def daily_bars(days: Sequence[tuple[date, float | None]], unit: str = "kWh", period: str = "day") -> Markup:
+    """One ``rect.bar`` per period (day, week or month, by its first day) with a known consumption."""
     known = [(d, v) for d, v in days if v is not None]
     top = _nice_max(max((v for _, v in known), default=0.0))
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
@@ -94,8 +103,9 @@ def daily_bars(days: Sequence[tuple[date, float | None]], unit: str = "kWh") -> 
     for i, (day, value) in enumerate(days):
         x = LEFT + slot * i
         middle = x + slot / 2
+        label = _tick(day, period)
         parts.append(
-            f'<text class="tick" x="{middle:.1f}" y="{HEIGHT - 8}" text-anchor="middle">{day.day}</text>'
+            f'<text class="tick" x="{middle:.1f}" y="{HEIGHT - 8}" text-anchor="middle">{label}</text>'
         )
         if value is None:
             continue
@@ -108,5 +118,5 @@ def daily_bars(days: Sequence[tuple[date, float | None]], unit: str = "kWh") -> 
     body = "".join(parts)
     return Markup(
         f'<svg class="chart daily-bars" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-        f'data-days="{len(known)}" xmlns="http://www.w3.org/2000/svg">{body}</svg>'
+        f'data-period="{escape(period)}" data-days="{len(known)}" xmlns="http://www.w3.org/2000/svg">{body}</svg>'
     )

@@ -136,12 +136,15 @@ async def test_readings_layout_matches_the_servers_capabilities(pg_dsn: str) -> 
                 "SELECT hypertable_name, compression_enabled FROM timescaledb_information.hypertables"
             )
             assert [tuple(h) for h in hypertables] == [("readings", True)]
-            caggs = await conn.fetch("SELECT view_name FROM timescaledb_information.continuous_aggregates")
-            assert [c["view_name"] for c in caggs] == ["readings_daily"]
+            caggs = await conn.fetch(
+                "SELECT view_name FROM timescaledb_information.continuous_aggregates ORDER BY view_name"
+            )
+            assert [c["view_name"] for c in caggs] == ["readings_daily", "readings_hourly"]
         else:
             assert await conn.fetchval("SELECT relkind FROM pg_class WHERE relname='readings'") == b"p"
             assert await conn.fetchval("SELECT count(*) FROM readings_partitions") >= 7
-            assert await conn.fetchval("SELECT relkind FROM pg_class WHERE relname='readings_daily'") == b"v"
+            for view in ("readings_daily", "readings_hourly"):
+                assert await conn.fetchval("SELECT relkind FROM pg_class WHERE relname = $1", view) == b"v"
     finally:
         await conn.close()
 
@@ -180,11 +183,14 @@ async def test_billing_migration_applies_to_a_database_already_on_the_operators_
     empty_dsn: str, tmp_path: Path
 ) -> None:
     """A database migrated without the billing migrations (0007, 0013, and 0024 that builds on 0013's
-    guard, 0058 on 0017's) gets them on the next migrate, and ends with the same guards as a fresh one."""
+    guard, 0058 on 0017's, 0069 on 0007's holds) gets them on the next migrate, and ends with the same
+    guards as a fresh one."""
     older = tmp_path / "older"
     older.mkdir()
     for path in MIGRATIONS_DIR.glob("*.sql"):
-        if not path.name.startswith(("0007_", "0013_", "0017_", "0018_", "0024_", "0033_", "0034_", "0058_")):
+        if not path.name.startswith(
+            ("0007_", "0013_", "0017_", "0018_", "0024_", "0033_", "0034_", "0058_", "0069_")
+        ):
             shutil.copy(path, older / path.name)
     applied = await migrate(empty_dsn, directory=older)
     assert "0008_operators" in applied and "0007_billing_trust" not in applied
@@ -197,6 +203,7 @@ async def test_billing_migration_applies_to_a_database_already_on_the_operators_
         "0033_manual_approval_and_guarded_records",
         "0034_meters_lose_their_account_copy",
         "0058_pre_trip_alarm",
+        "0069_vee_hold_notes",
     ]
     conn = await asyncpg.connect(empty_dsn)
     try:

@@ -422,6 +422,31 @@ MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
     ),
     (
         Write(
+            "vee_hold_notes",
+            "keep an open hold with a note",
+            (f"INSERT INTO vee_hold_notes (hold_id, operator, note) VALUES (:hold, {ME}, 'call them')",),
+        ),
+        desk("admin"),
+    ),
+    (
+        Write(
+            "vee_hold_notes",
+            "a note in another operator's name",
+            ("INSERT INTO vee_hold_notes (hold_id, operator, note) VALUES (:hold, '1009', 'x')",),
+        ),
+        NOBODY,
+    ),
+    (
+        Write(
+            "vee_hold_notes",
+            "rewrite a note",
+            ("UPDATE vee_hold_notes SET note = 'nothing to see' WHERE id = :note",),
+        ),
+        NOBODY,
+    ),
+    (Write("vee_hold_notes", "remove a note", ("DELETE FROM vee_hold_notes WHERE id = :note",)), NOBODY),
+    (
+        Write(
             "vee_state",
             "move the validated mark",
             ("UPDATE vee_state SET validated_until = '2030-01-01' WHERE meter_id = :assigned",),
@@ -1137,6 +1162,10 @@ async def _seed(owner: asyncpg.Connection) -> dict[str, int]:
         " VALUES ($1, $2, 'jump', 'seeded', now()) RETURNING id",
         ids["assigned"],
         ids["energy"],
+    )
+    ids["note"] = await owner.fetchval(
+        "INSERT INTO vee_hold_notes (hold_id, operator, note) VALUES ($1, '1005', 'seen') RETURNING id",
+        ids["hold"],
     )
     await owner.execute(
         "INSERT INTO vee_state (meter_id, quantity_id, validated_until, last_ts, last_value)"

@@ -51,6 +51,26 @@ async def _seed(pg_dsn: str) -> int:
         until = datetime.now(UTC) + timedelta(days=1)  # token 1, for the token revocation
         await operator_store.add_token(conn, "2", "script", ["operator"], token_digest(new_token()), until)
         meter = await conn.fetchval("SELECT id FROM meters WHERE name = 'flat-1'")
+        energy = await conn.fetchval(
+            "INSERT INTO quantities (name) VALUES ('energy_import_kwh') RETURNING id"
+        )
+        source = await conn.fetchval("INSERT INTO reading_sources (name) VALUES ('poll') RETURNING id")
+        suspect = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+        await conn.execute(  # hold 1: a jump, its suspect reading stored
+            "INSERT INTO readings (meter_id, quantity_id, ts, value, quality, source_id)"
+            " VALUES ($1, $2, $3, 900.0, 'suspect', $4)",
+            meter,
+            energy,
+            suspect,
+            source,
+        )
+        await conn.execute(
+            "INSERT INTO vee_holds (id, meter_id, quantity_id, rule, reason, first_ts, previous_value, value)"
+            " VALUES (1, $1, $2, 'jump', 'jump', $3, 100.0, 900.0)",
+            meter,
+            energy,
+            suspect,
+        )
         return int(
             await conn.fetchval(
                 "INSERT INTO commands (meter_id, action, cause, operator, requires_approval, expires_at) "
@@ -64,7 +84,8 @@ async def _seed(pg_dsn: str) -> int:
 
 def _state(pg_dsn: str) -> tuple[object, ...]:
     """Everything a write endpoint could change: tokens, commands, the audit log, meter requests,
-    payments, the ledger and balances, operators (and their password hashes)."""
+    payments, the ledger and balances, operators (and their password hashes), VEE holds and their
+    notes."""
 
     async def read() -> tuple[object, ...]:
         conn = await asyncpg.connect(pg_dsn)
@@ -87,8 +108,14 @@ def _state(pg_dsn: str) -> tuple[object, ...]:
             tokens = await conn.fetch(
                 "SELECT id, operator_id, scopes, revoked_at IS NOT NULL FROM operator_tokens ORDER BY id"
             )
+            holds = await conn.fetch(
+                "SELECT id, resolution, resolved_by,"
+                " (SELECT count(*) FROM vee_hold_notes n WHERE n.hold_id = h.id),"
+                " (SELECT count(*) FROM audit_log WHERE action LIKE 'vee.%') FROM vee_holds h ORDER BY id"
+            )
             return (
                 tuple(tuple(r) for r in tokens),
+                tuple(tuple(r) for r in holds),
                 tuple(tuple(r) for r in commands),
                 audits,
                 tuple(tuple(r) for r in requests),
@@ -191,6 +218,15 @@ WRITES: list[tuple[str, Post, str, int]] = [
     ),
     ("form revoke token", _form("/operators/tokens/1/revoke", reason="left"), "6", 303),
     ("api revoke token", _api("/api/tokens/1/revoke", {"reason": "left"}), "6", 200),
+    ("form release hold", _form("/vee/1/release", resolution="accepted", reason="heat pump"), "6", 303),
+    (
+        "api release hold",
+        _api("/api/vee/1/release", {"resolution": "accepted", "reason": "heat pump"}),
+        "6",
+        200,
+    ),
+    ("form keep hold", _form("/vee/1/keep", note="call the tenant"), "6", 303),
+    ("api keep hold", _api("/api/vee/1/keep", {"note": "call the tenant"}), "6", 200),
 ]
 
 

@@ -142,8 +142,34 @@ def test_the_overview_and_a_meter_as_json_and_as_pages(pg_dsn: str, tmp_path: Pa
             (DAY + Q, 1.0, "backfilled"),
             (DAY + 2 * Q, 0.0, "actual"),
         ]
-        assert meter["daily"][-2:] == [{"day": "2026-05-03", "kwh": None}, {"day": "2026-05-04", "kwh": 0.75}]
-        assert len(meter["daily"]) == 14 and [d["kwh"] for d in meter["daily"][:-1]] == [None] * 13
+        daily = meter["consumption"]["bars"]
+        assert meter["consumption"]["period"] == "day"
+        assert daily[-2:] == [{"start": "2026-05-03", "kwh": None}, {"start": "2026-05-04", "kwh": 0.75}]
+        assert len(daily) == 14 and [d["kwh"] for d in daily[:-1]] == [None] * 13
+        weekly = client.get("/api/meters/m-read", params={"day": "2026-05-06", "period": "week"}).json()
+        assert weekly["consumption"]["bars"][-2:] == [
+            {"start": "2026-04-27", "kwh": None},  # no reading in the week before
+            {"start": "2026-05-04", "kwh": 0.75},
+        ]
+        html = client.get("/meters/m-read", params={"day": "2026-05-06", "period": "month"}).text
+        assert 'data-period="month"' in html and "月用电量" in html and ">2026-05</text>" in html
+        assert 'data-days="0"' in html and '<rect class="bar"' not in html  # April has no reading
+        exported = client.get(
+            "/readings.csv", params={"meter": "m-read", "from": "2026-05-03", "to": "2026-05-04"}
+        )
+        assert exported.headers["content-type"] == "text/csv; charset=utf-8"
+        assert exported.text.splitlines() == [
+            "ts,value,consumption,quality",
+            "2026-05-03T23:45:00+08:00,100.0,,actual",
+            "2026-05-04T00:00:00+08:00,100.5,0.5,actual",
+            "2026-05-04T00:15:00+08:00,100.75,0.25,backfilled",
+            "2026-05-04T00:30:00+08:00,100.75,0.0,actual",
+            "2026-05-04T00:45:00+08:00,,,missing",
+        ]
+        assert 'href="/readings.csv?meter=m-read&amp;from=2026-05-06&amp;to=2026-05-06"' in html
+        assert client.get("/readings.csv", params={"meter": "nobody"}).status_code == 404
+        assert client.get("/api/meters/m-read", params={"period": "year"}).status_code == 422
+        assert client.get("/meters/m-read", params={"period": "year"}).status_code == 400
         html = client.get("/meters/m-read", params={"day": "2026-05-04"}).text
         drawn = re.findall(r'<circle class="point q-(\w+)"[^>]*data-ts="([^"]+)" data-kw="([^"]+)"', html)
         assert [(q, datetime.fromisoformat(ts), float(kw)) for q, ts, kw in drawn] == [
