@@ -6,8 +6,11 @@ leaving moves about its own share, no daemon reads more than its fair share), le
 holds but is no longer given and takes or renews the ones it is given. A lease held by another live
 daemon is not taken: that daemon lets it go at its next renewal, or it expires. The epochs held are what
 the daemon names when it sends a relay frame (the database refuses a ``sent`` under any other, migration
-0065). A lease given up is released only once the channel's worker has stopped. When the database stops
-answering for half a lease, the daemon gives up every channel (before another daemon may take them).
+0065). A dial-in channel's lease is taken when its device connects here (:meth:`Leases.seize`),
+unless another member has the device connected; each renewal restates which held dial-in channels
+have their device connected here. A lease given up is released only once the channel's worker has
+stopped. When the database stops answering for half a lease, the daemon gives up every channel
+(before another daemon may take them).
 """
 
 from __future__ import annotations
