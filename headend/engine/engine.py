@@ -241,11 +241,13 @@ class Engine:
         """A dial-in device connected here: take its channel's lease (next epoch), start its worker;
         another member with the device connected keeps it (this connection is a conflict)."""
         channel_id = self._dialin_channel(device)
-        if channel_id is not None:
+        if channel_id is not None and not self.ctx.tasks.stopping:
             self.ctx.tasks.spawn(self._seize(channel_id, inbound), f"seize-{device[1]}")
 
     def _dialin_lost(self, device: tuple[str, str]) -> None:
         """A dial-in device's connection here closed: its lease says so (another member may take it)."""
+        if self.ctx.tasks.stopping:  # the engine leaves the cluster: its leases go anyway
+            return
         channel_id = self._dialin_channel(device)
         if channel_id is not None and self.leases is not None and self.leases.owns(channel_id):
             self.ctx.tasks.spawn(self.leases.disconnected(self.ctx.db, channel_id), f"hung-up-{device[1]}")

@@ -209,10 +209,9 @@ class DialinHub:
         conflict as a second connection here (counted, listed, logged); ``inbound`` is closed and the
         holder keeps its connection."""
         device = (inbound.kind, inbound.identity or "?")
-        if self.live.get(device) is inbound:
-            del self.live[device]
-        if inbound.closed:
-            return
+        if self.live.get(device) is not inbound:
+            return  # closed or replaced meanwhile: a newer connection makes its own claim
+        del self.live[device]
         self.counts["conflict"] += 1
         self._record_conflict(device, inbound)
         self._alarm(
