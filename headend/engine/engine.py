@@ -24,7 +24,7 @@ import importlib
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 
@@ -49,6 +49,9 @@ from headend.store.cluster import check_write_fence
 from headend.store.reading import Reading
 from headend.store.writer import UNAVAILABLE, ReadingWriter
 from headend.vocabulary import ReadingQuality
+
+if TYPE_CHECKING:
+    from headend.transport.listener import Inbound
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,8 @@ class Engine:
             self.ctx.write_fence = self.write_fence
             if port.hub is not None:  # a device connecting here: its channel is this daemon's
                 port.hub.on_bound = self._dialin_bound
+                port.hub.on_lost = self._dialin_lost
+                self.leases.connected = self._dialin_connected
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -221,21 +226,44 @@ class Engine:
         except asyncpg.InsufficientPrivilegeError as exc:
             raise LeaseMoved(str(exc)) from None
 
-    def _dialin_bound(self, device: tuple[str, str]) -> None:
-        """A dial-in device connected here: take its channel's lease (next epoch), start its worker."""
+    def _dialin_channel(self, device: tuple[str, str]) -> int | None:
         for channel_id, spec in self.sync.full.channels.items():
             if dialin_device(spec) == device:
-                self.ctx.tasks.spawn(self._seize(channel_id), f"seize-{spec.name}")
-                return
+                return channel_id
+        return None
 
-    async def _seize(self, channel_id: int) -> None:
+    def _dialin_connected(self, channel_id: int) -> bool:
+        """Whether a dial-in channel's device has a live connection here."""
+        spec = self.sync.full.channels.get(channel_id)
+        return spec is not None and bool(self.port.online(spec))
+
+    def _dialin_bound(self, device: tuple[str, str], inbound: Inbound) -> None:
+        """A dial-in device connected here: take its channel's lease (next epoch), start its worker;
+        another member with the device connected keeps it (this connection is a conflict)."""
+        channel_id = self._dialin_channel(device)
+        if channel_id is not None and not self.ctx.tasks.stopping:
+            self.ctx.tasks.spawn(self._seize(channel_id, inbound), f"seize-{device[1]}")
+
+    def _dialin_lost(self, device: tuple[str, str]) -> None:
+        """A dial-in device's connection here closed: its lease says so (another member may take it)."""
+        if self.ctx.tasks.stopping:  # the engine leaves the cluster: its leases go anyway
+            return
+        channel_id = self._dialin_channel(device)
+        if channel_id is not None and self.leases is not None and self.leases.owns(channel_id):
+            self.ctx.tasks.spawn(self.leases.disconnected(self.ctx.db, channel_id), f"hung-up-{device[1]}")
+
+    async def _seize(self, channel_id: int, inbound: Inbound) -> None:
         assert self.leases is not None
         try:
-            fresh = await self.leases.seize(self.ctx.db, channel_id)
+            claim = await self.leases.seize(self.ctx.db, channel_id)
         except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
             log.warning("dial-in channel not taken", extra={"channel_id": channel_id, "error": str(exc)})
             return
-        if fresh or channel_id not in self.workers:
+        if not claim.taken:
+            if self.port.hub is not None:
+                self.port.hub.connected_elsewhere(inbound, claim.holder)
+            return
+        if claim.fresh or channel_id not in self.workers:
             await self._follow_leases()
 
     async def _renew_leases(self) -> None:

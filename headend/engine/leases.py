@@ -6,8 +6,11 @@ leaving moves about its own share, no daemon reads more than its fair share), le
 holds but is no longer given and takes or renews the ones it is given. A lease held by another live
 daemon is not taken: that daemon lets it go at its next renewal, or it expires. The epochs held are what
 the daemon names when it sends a relay frame (the database refuses a ``sent`` under any other, migration
-0065). A lease given up is released only once the channel's worker has stopped. When the database stops
-answering for half a lease, the daemon gives up every channel (before another daemon may take them).
+0065). A dial-in channel's lease is taken when its device connects here (:meth:`Leases.seize`),
+unless another member has the device connected; each renewal restates which held dial-in channels
+have their device connected here. A lease given up is released only once the channel's worker has
+stopped. When the database stops answering for half a lease, the daemon gives up every channel
+(before another daemon may take them).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -27,6 +31,7 @@ from headend.config import ClusterConfig
 from headend.metrics import EngineMetrics
 from headend.store.cluster import (
     enabled_channels,
+    lease_disconnected,
     lease_owners,
     leave,
     live_members,
@@ -79,6 +84,16 @@ def assignment(channels: Iterable[int], members: Sequence[str], owners: Mapping[
     return given
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A dial-in connection's claim on its channel's lease: taken (``fresh``: not held here before),
+    or refused because ``holder``, another member, has the device connected."""
+
+    taken: bool
+    fresh: bool = False
+    holder: str = ""
+
+
 class Leases:
     """The channels this daemon holds, with their epochs, and whether it is the elected one for the
     services that run once; ``renew()`` is one pass (see module doc)."""
@@ -92,6 +107,7 @@ class Leases:
         self.dialin: set[int] = set()  # held dial-in channels: taken on connection, kept while renewed
         self.lost: set[int] = set()  # dial-in channels another daemon seized since the last look
         self.service_epoch: int | None = None  # the services' lease, while this daemon is elected
+        self.connected: Callable[[int], bool] = lambda channel_id: False  # its device connected here
         self._releasing: set[int] = set()
         self._renewed = time.monotonic()
 
@@ -168,7 +184,8 @@ class Leases:
             del self.held[channel_id]
             self._releasing.add(channel_id)  # let go once its worker has stopped (release_stopped)
         dialin = {c for c in self.dialin if c in channels}
-        taken = await take_leases(conn, sorted(given | dialin), self.member, ttl)
+        here = {c for c in dialin if self.connected(c)}
+        taken = await take_leases(conn, sorted(given | dialin), self.member, ttl, here)
         for channel_id in sorted(self.dialin - set(taken)):  # seized by the member the device connected to
             self.dialin.discard(channel_id)
             self.held.pop(channel_id, None)
@@ -178,11 +195,15 @@ class Leases:
         self.held.update(taken)
         self.service_epoch = await take_service(conn, self.member, ttl)
 
-    async def seize(self, pool: asyncpg.Pool, channel_id: int) -> bool:
+    async def seize(self, pool: asyncpg.Pool, channel_id: int) -> Claim:
         """A dial-in channel's device connected here: take its lease with the next epoch (the daemon
-        that held it lets go at its next renewal); whether this daemon did not hold it already."""
+        that held it lets go at its next renewal), unless another member holds it with the device
+        connected (then this connection is a conflict)."""
         async with pool.acquire() as conn:
-            epoch = await seize_lease(conn, channel_id, self.member, self.config.lease)
+            seized = await seize_lease(conn, channel_id, self.member, self.config.lease)
+        epoch = seized.epoch
+        if epoch is None:
+            return Claim(taken=False, holder=seized.holder)
         fresh = self.held.get(channel_id) != epoch
         self.held[channel_id] = epoch
         self.dialin.add(channel_id)
@@ -194,7 +215,20 @@ class Leases:
                 "cluster dial-in channel taken on connection",
                 extra={"member": self.member, "channel_id": channel_id, "epoch": epoch},
             )
-        return fresh
+        return Claim(taken=True, fresh=fresh)
+
+    async def disconnected(self, pool: asyncpg.Pool, channel_id: int) -> None:
+        """The device of a held dial-in channel hung up here: its lease says so at once (the next
+        renewal restates it if this write is lost)."""
+        if channel_id not in self.held:
+            return
+        try:
+            async with pool.acquire() as conn:
+                await lease_disconnected(conn, channel_id, self.member)
+        except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
+            log.warning(
+                "cluster disconnection not recorded", extra={"channel_id": channel_id, "error": str(exc)}
+            )
 
     async def release_stopped(self, pool: asyncpg.Pool) -> None:
         """Let go of the leases given up at the last renewal, whose workers have stopped since (the

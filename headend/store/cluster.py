@@ -1,6 +1,7 @@
-"""Queries for daemons sharing the channels (migrations 0065, 0074): membership, channel leases with
-epochs (taken by rendezvous assignment or seized by a dial-in connection), the elected services'
-lease, lease moves, and the fences a side effect names its lease by."""
+"""Queries for daemons sharing the channels (migrations 0065, 0074, 0075): membership, channel leases
+with epochs (taken by rendezvous assignment, or seized by a dial-in connection unless another member
+has the device connected), the elected services' lease, lease moves, and the fences a side effect
+names its lease by."""
 
 from __future__ import annotations
 
@@ -72,27 +73,48 @@ async def take_lease(conn: asyncpg.Connection, channel_id: int, member: str, ttl
 
 
 async def take_leases(
-    conn: asyncpg.Connection, channel_ids: list[int], member: str, ttl: float
+    conn: asyncpg.Connection, channel_ids: list[int], member: str, ttl: float, connected: set[int]
 ) -> dict[int, int]:
-    """Take or renew many leases in one statement: the epoch of each channel taken (a channel missing
-    is held by another live daemon)."""
+    """Take or renew many leases in one statement, saying which of them have their device connected to
+    ``member`` now: the epoch of each channel taken (a channel missing is held by another live daemon)."""
     if not channel_ids:
         return {}
     found = await rows(
         conn,
-        "SELECT channel, lease_epoch FROM headend_lease_take_many($1::integer[], $2, $3)",
+        "SELECT channel, lease_epoch FROM headend_lease_take_many($1::integer[], $2::integer[], $3, $4)",
         sorted(channel_ids),
+        sorted(connected),
         member,
         timedelta(seconds=ttl),
     )
     return {int(r["channel"]): int(r["lease_epoch"]) for r in found}
 
 
-async def seize_lease(conn: asyncpg.Connection, channel_id: int, member: str, ttl: float) -> int:
-    """Take a dial-in channel's lease whoever holds it (its device connected to ``member``); the epoch."""
+@dataclass(frozen=True, slots=True)
+class Seized:
+    """The outcome of a dial-in connection's claim on its channel's lease: the epoch taken, or None
+    while ``holder`` (another member) holds it with the device connected."""
+
+    epoch: int | None
+    holder: str
+
+
+async def seize_lease(conn: asyncpg.Connection, channel_id: int, member: str, ttl: float) -> Seized:
+    """Take a dial-in channel's lease for ``member`` (its device connected there), unless another
+    member holds it live with the device connected (migration 0075)."""
     ttl_interval = timedelta(seconds=ttl)
-    epoch = await conn.fetchval("SELECT headend_lease_seize($1, $2, $3)", channel_id, member, ttl_interval)
-    return int(epoch)
+    row = await conn.fetchrow(
+        "SELECT lease_epoch, holder FROM headend_lease_seize($1, $2, $3)", channel_id, member, ttl_interval
+    )
+    if row is None:  # the channel is gone (deleted meanwhile): nothing held, nobody to name
+        return Seized(None, "")
+    epoch = row["lease_epoch"]
+    return Seized(None if epoch is None else int(epoch), str(row["holder"]))
+
+
+async def lease_disconnected(conn: asyncpg.Connection, channel_id: int, member: str) -> None:
+    """The device's connection to ``member`` closed: its lease no longer keeps the device there."""
+    await conn.execute("SELECT headend_lease_disconnected($1, $2)", channel_id, member)
 
 
 async def take_service(conn: asyncpg.Connection, member: str, ttl: float) -> int | None:

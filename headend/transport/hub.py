@@ -10,10 +10,11 @@ pending``). Under the listener's ``conflict = "keep"`` policy the established co
 while it answers and the newcomer is closed; only an established connection that went silent
 (nothing received for the listener's ``replace_silent_after``, or a request it left unanswered)
 is replaced (closed; its exchange in flight is sent again on the newer one). ``conflict =
-"replace"`` always replaces. A device whose channel names source networks (``allow``) is bound
-only from them. Identities that no channel expects are refused or held, as configured, and listed
-in :attr:`DialinHub.pending`. Every outcome is counted in
-:attr:`DialinHub.counts`; unknown identities are logged once per identity per hour.
+"replace"`` always replaces. In a cluster, a connection whose device another member has connected
+is the same conflict (:meth:`DialinHub.connected_elsewhere`, whatever the policy). A device whose
+channel names source networks (``allow``) is bound only from them. Identities that no channel
+expects are refused or held, as configured, and listed in :attr:`DialinHub.pending`. Every outcome
+is counted in :attr:`DialinHub.counts`; unknown identities are logged once per identity per hour.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ class DialinHub:
         self._expected: Counter[DeviceKey] = Counter()  # devices of open dial-in channels
         self._waiters: dict[DeviceKey, list[asyncio.Future[None]]] = {}
         self._watchers: dict[DeviceKey, Callable[[Inbound], None]] = {}
-        self.on_bound: Callable[[DeviceKey], None] | None = None  # a cluster member takes the lease
+        self.on_bound: Callable[[DeviceKey, Inbound], None] | None = None  # a cluster member takes the lease
+        self.on_lost: Callable[[DeviceKey], None] | None = None  # ... and says the device hung up
         self._logged: dict[DeviceKey, float] = {}
         self.trusts = TrustBook()  # operators' grants for one connection's archive request
 
@@ -191,6 +193,8 @@ class DialinHub:
         device = (inbound.kind, inbound.identity)
         if self.live.get(device) is inbound:
             del self.live[device]
+            if self.on_lost is not None:
+                self.on_lost(device)
         if self.held.get(device) is inbound:
             del self.held[device]
 
@@ -199,6 +203,26 @@ class DialinHub:
         inbound = self.live.pop(device, None)
         if inbound is not None and not inbound.closed:
             inbound.close(reason)
+
+    def connected_elsewhere(self, inbound: Inbound, holder: str) -> None:
+        """Another cluster member (``holder``) has this connection's device connected: the same
+        conflict as a second connection here (counted, listed, logged); ``inbound`` is closed and the
+        holder keeps its connection."""
+        device = (inbound.kind, inbound.identity or "?")
+        if self.live.get(device) is not inbound:
+            return  # closed or replaced meanwhile: a newer connection makes its own claim
+        del self.live[device]
+        self.counts["conflict"] += 1
+        self._record_conflict(device, inbound)
+        self._alarm(
+            "dial-in identity conflict: a second connection claims a connected device",
+            device,
+            inbound,
+            None,
+            f"kept the established connection on cluster member {holder}",
+        )
+        self.notify("conflict", inbound)
+        inbound.close("conflict")
 
     def identity_undecided(self, inbound: Inbound, reason: str) -> None:
         """Nothing could verify the meters behind ``inbound`` (``reason``): no password goes to it and
@@ -268,7 +292,7 @@ class DialinHub:
         if watcher is not None:
             watcher(inbound)
         if self.on_bound is not None:
-            self.on_bound(device)
+            self.on_bound(device, inbound)
         return True
 
     def _record_conflict(self, device: DeviceKey, inbound: Inbound) -> None:

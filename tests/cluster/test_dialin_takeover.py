@@ -1,7 +1,10 @@
 """Dial-in take-over (issue 26): a DTU connects to whichever of two ``headend run`` cluster members its
-network sends it to. The member it connects to takes the channel's lease with the next epoch and
-reads through it; the member that held it lets go at its next renewal and closes its stale
-connection. Who reads is counted at the simulated DTUs (the requests each connection carried)."""
+network sends it to. While the member holding its channel has it connected, a second connection with
+its identity at the other member (an impostor) is a conflict there: closed, counted, listed by
+``channels pending``; the lease does not move. Once the device's connection is gone, the member it
+connects to takes the channel's lease with the next epoch and reads through it; the member that held
+it lets go at its next renewal. Who reads is counted at the simulated DTUs (the requests each
+connection carried)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from pathlib import Path
 
 import asyncpg
 
+from headend.store.dialin import list_pending
 from simulators import BusSpec, SimBus
 from simulators.dtu import DtuSpec, SimDtu
 from tests.support.daemons import Daemon, free_port
@@ -31,7 +35,7 @@ async def start_member(name: str, dsn: str, tmp_path: Path, listen_port: int) ->
         "[backfill]\nenabled = false\n[clock]\nenabled = false\n[events]\nenabled = false\n"
         '[timeouts]\ninitial = "1s"\nmaximum = "2s"\n'
         f'[cluster]\nenabled = true\nrenew = "{RENEW_S}s"\nlease = "{LEASE_S}s"\n'
-        f'[[listen.listeners]]\naddress = "127.0.0.1:{listen_port}"\n'
+        f'[listen]\npending_flush = "0.5s"\n[[listen.listeners]]\naddress = "127.0.0.1:{listen_port}"\n'
         f'[metrics]\nport = {metrics_port}\n[logging]\nformat = "json"\n'
     )
     return await Daemon.start(config, tmp_path / f"state-{name}", metrics_port)
@@ -41,7 +45,7 @@ def pid_of(member: str) -> int:
     return int(member.split(":")[-2])
 
 
-async def test_a_dtu_that_reconnects_to_another_member_moves_its_channel_there(
+async def test_an_impostor_at_another_member_is_a_conflict_and_the_device_moves_once_it_hung_up(
     pg_dsn: str, tmp_path: Path
 ) -> None:
     bus = SimBus(BusSpec(meters=1, seed=2670, transport="carried"))
@@ -59,7 +63,10 @@ async def test_a_dtu_that_reconnects_to_another_member_moves_its_channel_there(
     # the first connection's redial waits long: only the network's switch brings the device to b
     old = SimDtu(DtuSpec(IDENTITY, "127.0.0.1", ports["a"], backoff_s=60.0), bus)
     new = SimDtu(DtuSpec(IDENTITY, "127.0.0.1", ports["b"], backoff_s=60.0), bus)
-    lease_query = "SELECT owner, epoch FROM channel_leases"
+    # an impostor: the same registration id, other meters behind it, from the same allowed network
+    others = SimBus(BusSpec(meters=1, seed=9, transport="carried"))
+    impostor = SimDtu(DtuSpec(IDENTITY, "127.0.0.1", ports["b"], backoff_s=60.0), others)
+    lease_query = "SELECT owner, epoch, connected FROM channel_leases"
     try:
         await first.wait_logged("engine started", 30)
         await second.wait_logged("engine started", 30)
@@ -72,17 +79,47 @@ async def test_a_dtu_that_reconnects_to_another_member_moves_its_channel_there(
 
         await wait_until(lambda: held_by(first), 20, "the lease taken by the member the DTU connected to")
         await wait_until(lambda: old.counts["requests"] > 0, 20, "a read through the first connection")
-        epoch = (await conn.fetchrow(lease_query))["epoch"]
-        # the network sends the device to the other member; the first connection stays up (stale)
+        lease = await conn.fetchrow(lease_query)
+        epoch = lease["epoch"]
+        assert lease["connected"] is True
+
+        await impostor.start()
+        await wait_until(lambda: impostor.counts["dropped"] == 1, 10, "the impostor's connection closed")
+        await wait_until(
+            lambda: second.metric("headend_dialin_events", 'event="conflict"'), 5, "the conflict counted at b"
+        )
+        assert await second.metric("headend_dialin_events", 'event="conflict"') == 1
+        assert await first.metric("headend_dialin_events", 'event="conflict"') == 0
+
+        async def listed() -> list[tuple[str, int]]:
+            return [(r.identity, r.conflicts) for r in await list_pending(conn)]
+
+        await wait_until(listed, 5, "the conflict listed by `channels pending`")
+        assert await listed() == [(IDENTITY, 1)]
+        before = old.counts["requests"]
+        await wait_until(lambda: old.counts["requests"] > before + 1, 4 * INTERVAL_S + 5, "reads through a")
+        lease = await conn.fetchrow(lease_query)
+        assert (pid_of(lease["owner"]), lease["epoch"], lease["connected"]) == (first.proc.pid, epoch, True)
+        assert old.counts["dropped"] == 0
+        assert impostor.counts["requests"] == 0
+        assert await second.metric("headend_cluster_moves_total", 'direction="seized"') == 0
+
+        # the device hangs up at a and the network sends it to b
+        await old.stop()
+
+        async def hung_up() -> bool:
+            return (await conn.fetchrow(lease_query))["connected"] is False
+
+        await wait_until(hung_up, 5, "a's lease saying the device hung up")
+        stale_requests = old.counts["requests"]
         await new.start()
         await wait_until(lambda: held_by(second), 20, "the lease taken by the member it connected to now")
         assert (await conn.fetchrow(lease_query))["epoch"] == epoch + 1
-        await wait_until(lambda: old.counts["dropped"] == 1, 4 * RENEW_S + 5, "the stale connection closed")
-        await old.stop()
-        stale_requests = old.counts["requests"]
         before = new.counts["requests"]
         await wait_until(lambda: new.counts["requests"] > before + 1, 6 * INTERVAL_S + 5, "reads through b")
         assert old.counts["requests"] == stale_requests
+        lost = 'direction="lost"'
+        await wait_until(lambda: first.metric("headend_cluster_moves_total", lost), 4 * RENEW_S + 5, "a gone")
         moves = await conn.fetch("SELECT from_owner, to_owner, epoch, reason FROM lease_moves ORDER BY id")
         assert [(r["reason"], r["epoch"]) for r in moves] == [("first", epoch), ("seized", epoch + 1)]
         assert pid_of(moves[1]["from_owner"]) == first.proc.pid
@@ -93,6 +130,7 @@ async def test_a_dtu_that_reconnects_to_another_member_moves_its_channel_there(
     finally:
         await old.stop()
         await new.stop()
+        await impostor.stop()
         await first.close()
         await second.close()
         await conn.close()

@@ -16,7 +16,7 @@ from headend.drivers import Credentials, MeterTimeout, make_driver
 from headend.transport import ChannelOffline, DialinHub, open_channel
 from headend.transport import hub as hub_module
 from headend.transport.identify import RegistrationFormat
-from headend.transport.listener import TRANSITIONS, Listener, ListenerSpec, StateError
+from headend.transport.listener import TRANSITIONS, Inbound, Listener, ListenerSpec, StateError
 from simulators import BusSpec, SimBus
 from simulators.dtu import DtuFaults, DtuSpec, SimDtu
 from simulators.modbus_server import ModbusBus
@@ -365,3 +365,26 @@ async def test_the_connection_owns_its_state_and_refuses_transitions_the_table_f
         with pytest.raises(StateError, match="closed cannot become bound"):
             inbound.move_to("bound")
     assert TRANSITIONS["closed"] == frozenset()
+
+
+async def test_a_connection_whose_device_another_cluster_member_has_is_closed_as_a_conflict() -> None:
+    device = ("dtu", "DTU-0001")
+    bound: list[Inbound] = []
+    lost: list[tuple[str, str]] = []
+    async with front_end() as (hub, listener):
+        hub.expect(device)
+        hub.on_bound = lambda _device, inbound: bound.append(inbound)
+        hub.on_lost = lost.append
+        async with dtu(listener, backoff_s=60.0) as sim:
+            await wait_until(lambda: len(bound) == 1, 5, "the connection bound")
+            hub.connected_elsewhere(bound[0], "host:1:aa")  # the member's claim on the lease refused
+            await wait_until(lambda: sim.counts["dropped"] == 1, 5, "the connection closed")
+            assert bound[0].close_reason == "conflict" and not hub.online(device)
+            assert (hub.counts["conflict"], hub.conflicts[device].conflicts) == (1, 1)
+            hub.connected_elsewhere(bound[0], "host:1:aa")  # no longer the live one: not counted again
+            assert hub.counts["conflict"] == 1
+            assert lost == []  # not a connection this member had the device on
+        async with dtu(listener, backoff_s=60.0):
+            await wait_until(lambda: len(bound) == 2 and hub.online(device), 5, "the device connected")
+        await wait_until(lambda: lost == [device], 5, "its hang-up reported")
+        assert hub.counts["conflict"] == 1

@@ -963,7 +963,10 @@ MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
         Write(
             "channel_leases",
             "take or renew many leases in one statement (through the function, as a cluster member)",
-            ("SELECT * FROM headend_lease_take_many(ARRAY[:channel], 'host:1:aa', interval '5 seconds')",),
+            (
+                "SELECT * FROM headend_lease_take_many(ARRAY[:channel], ARRAY[:channel], 'host:1:aa',"
+                " interval '5 seconds')",
+            ),
         ),
         {DAEMON},
     ),
@@ -971,9 +974,25 @@ MATRIX: tuple[tuple[Write, frozenset[Principal]], ...] = (
         Write(
             "channel_leases",
             "take a dial-in device's channel lease on its connection (through the function)",
-            ("SELECT headend_lease_seize(:channel, 'host:1:bb', interval '5 seconds')",),
+            ("SELECT * FROM headend_lease_seize(:channel, 'host:1:bb', interval '5 seconds')",),
         ),
         {DAEMON},
+    ),
+    (
+        Write(
+            "channel_leases",
+            "say a dial-in device's connection closed (through the function)",
+            ("SELECT headend_lease_disconnected(:channel, 'host:1:bb')",),
+        ),
+        {DAEMON},
+    ),
+    (
+        Write(
+            "channel_leases",
+            "mark a lease's device connected directly",
+            ("UPDATE channel_leases SET connected = true",),
+        ),
+        NOBODY,
     ),
     (
         Write(
