@@ -39,7 +39,7 @@ from headend.params.check import CheckError, read_schedule
 from headend.params.progress import STATES
 from headend.params.tou import SEASON_SWITCH, TABLE_SWITCH, comparable, item_diff, parse_set
 from headend.params.windows import is_open, next_open, parse_window
-from headend.services import ServiceHost
+from headend.services import LeaseMoved, ServiceHost
 from headend.store import campaigns as store
 from headend.store import tou_checks
 from headend.transport import ChannelError, ChannelUnverified
@@ -124,11 +124,13 @@ async def attempt(
     switch_at: datetime,
     written: Callable[[], Awaitable[None]] | None = None,
     was_written: bool = False,
+    fence: Callable[[], Awaitable[None]] | None = None,
 ) -> Outcome:
     """One attempt at one meter (the body of its bus-worker job); ``written`` is awaited once every
-    change is acknowledged, before the read-back (the meter's ``written`` state). A meter already
-    ``written`` (a daemon stopped before its read-back) that now holds every item is verified: the
-    plan's reads are its read-back."""
+    change is acknowledged, before the read-back (the meter's ``written`` state); ``fence`` right
+    before the first write frame (in a cluster it raises ``LeaseMoved`` unless this daemon holds the
+    channel's current lease). A meter already ``written`` (a daemon stopped before its read-back)
+    that now holds every item is verified: the plan's reads are its read-back."""
     try:
         meter, wanted, differs = await plan(driver, definition, switch_at)
     except PlanError as exc:
@@ -136,6 +138,8 @@ async def attempt(
     changes = _ordered(list(differs))
     if not changes:
         return Outcome("verified" if was_written else "skipped")
+    if fence is not None:
+        await fence()
     for di in changes:
         await meter.write_item(di, wanted[di], operator=OPERATOR_CODE)
     if written is not None:
@@ -187,7 +191,9 @@ async def _one(host: ServiceHost, due: asyncpg.Record) -> None:
     try:
         outcome = await host.control(
             meter_id,
-            lambda driver: attempt(driver, definition, due["switch_at"], written, was_written),
+            lambda driver: attempt(
+                driver, definition, due["switch_at"], written, was_written, lambda: host.write_fence(meter_id)
+            ),
             exchanges=80,
             background=True,
         )
@@ -195,6 +201,9 @@ async def _one(host: ServiceHost, due: asyncpg.Record) -> None:
         outcome = Outcome("failed", str(exc))
     except ChannelUnverified as exc:  # a dial-in device that has not proved who it is: no password sent
         outcome = Outcome("failed", str(exc))
+    except LeaseMoved as exc:  # another daemon holds the channel now: no frame sent, the meter stays due
+        log.info("campaign meter left to its channel's owner: %s", exc)
+        outcome = Outcome("written" if was_written else "pending", retry=True)
     except (MeterTimeout, DriverError, ChannelError, OSError) as exc:  # ChannelError: e.g. DTU offline
         if number >= int(due["max_attempts"]):
             outcome = Outcome("failed", f"no answer after {number} attempts: {exc}")
@@ -252,12 +261,20 @@ async def _paced(host: ServiceHost, due: list[asyncpg.Record]) -> None:
         await _one(host, d)
 
 
+def _held(host: ServiceHost, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
+    """The rows whose meter's channel this daemon holds (every row outside a cluster)."""
+    return [r for r in rows if host.lease_of(int(r["meter_id"])) is not None]
+
+
 async def _pass(host: ServiceHost) -> None:
     """One pass: the due dry runs and schedule checks, the due meters, then the campaigns now settled."""
     async with host.pool.acquire() as conn:
         dry = await store.due_dry_runs(conn, BATCH)
         checks = await tou_checks.due_checks(conn, BATCH)
         due = await store.due_meters(conn, host.config.campaigns.pace)
+    # in a cluster each daemon takes only the meters of the channels it holds (the others' owners
+    # take theirs); outside one every meter is this daemon's
+    dry, checks, due = (_held(host, rows) for rows in (dry, checks, due))
     by_bus: dict[int, list[asyncpg.Record]] = {}
     for d in due:
         by_bus.setdefault(int(d["channel_id"]), []).append(d)
