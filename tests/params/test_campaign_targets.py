@@ -1,7 +1,8 @@
 """Campaign targets by model, concentrator and transformer area (beside meters and channels): resolved
 when the campaign is created, each meter once with the selector that named it, shown by a dry run
 that creates nothing, and kept: a later inventory change (a meter leaving the area, a new meter of
-the model) does not alter the campaign. Through ``headend.cli.main`` in the test's process."""
+the model) does not alter the campaign. Through the CLI's entry point in the test's process
+(``headend_in_process``)."""
 
 from __future__ import annotations
 
