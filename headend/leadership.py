@@ -69,10 +69,14 @@ class Leadership:
                     timeout=timeout,
                     server_settings={"application_name": self.name, **keepalive_settings(self.config)},
                 )
-                await asyncio.wait_for(end_session_when_idle(self._conn, release_after(self.config)), timeout)
-            if await asyncio.wait_for(try_daemon_lock(self._conn), timeout):
+                async with asyncio.timeout(timeout):
+                    await end_session_when_idle(self._conn, release_after(self.config))
+            async with asyncio.timeout(timeout):
+                locked = await try_daemon_lock(self._conn)
+            if locked:
                 return self._become("active", {})
-            holder = await asyncio.wait_for(daemon_lock_holder(self._conn), timeout)
+            async with asyncio.timeout(timeout):
+                holder = await daemon_lock_holder(self._conn)
             return self._become("standby", {"active_daemon": holder, "poll_s": self.config.poll})
         except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
             self._drop()
@@ -84,7 +88,8 @@ class Leadership:
         try:
             if conn is None:
                 raise ConnectionError("no lock connection")
-            await asyncio.wait_for(ping(conn), self.config.check_timeout)
+            async with asyncio.timeout(self.config.check_timeout):
+                await ping(conn)
         except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
             self._drop()
             self._become("lost", {"error": f"{type(exc).__name__}: {exc}", "fencing": self.config.fencing})
@@ -101,7 +106,8 @@ class Leadership:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             try:
-                await asyncio.wait_for(conn.close(), self.config.check_timeout)
+                async with asyncio.timeout(self.config.check_timeout):
+                    await conn.close()
             except (*UNAVAILABLE, asyncpg.PostgresError):
                 conn.terminate()
 

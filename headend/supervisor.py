@@ -34,7 +34,8 @@ FENCED_PAUSE = 2  # standby polls a fenced daemon lets pass before it claims the
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+        async with asyncio.timeout(seconds):
+            await stop.wait()
 
 
 async def _lost_or_stopped(leadership: Leadership, stop: asyncio.Event) -> bool:

@@ -275,9 +275,10 @@ class SimConcentrator:
         finally:
             for task in helpers:
                 task.cancel()
-            for task in helpers:
-                with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
-                    await task
+            # their ends (cancelled, or a dropped connection) are results here; a stop that cancels
+            # this session while it waits for them still ends it (suppressing CancelledError around
+            # each await swallowed that cancellation, and the dial loop redialled forever)
+            await asyncio.gather(*helpers, return_exceptions=True)
 
     def _received(self, raw: bytes, requests: asyncio.Queue[Frame]) -> None:
         try:
@@ -308,7 +309,11 @@ class SimConcentrator:
         self._pending[seq] = future
         await self._send(link_test(self.address, seq, fn))
         try:
-            return await asyncio.wait_for(future, timeout)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation of this task
+            # that arrives as the confirmation does (a stop while the connection closes), and the
+            # task then ignores every later cancel
+            async with asyncio.timeout(timeout):
+                return await future
         except TimeoutError:
             return False
         finally:

@@ -91,7 +91,8 @@ async def _outcome(
                 f" {wait + RUNNING_GRACE_S:g} s; see it again with --dry-run"
             )
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(notified.wait(), LOOK_EVERY_S)
+            async with asyncio.timeout(LOOK_EVERY_S):
+                await notified.wait()
 
 
 async def _ask(

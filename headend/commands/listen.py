@@ -179,7 +179,8 @@ async def _listen(spec: ListenerSpec, seconds: float, as_json: bool) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         if seconds:
-            await asyncio.wait_for(stop.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await stop.wait()
         else:
             await stop.wait()
     except TimeoutError:

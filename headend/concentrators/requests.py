@@ -146,7 +146,8 @@ class ArchiveRequests:
                     self.engine.metrics.failed_passes.labels("archive_requests").inc()
                     log.exception("archive requests pass failed")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_every)
+                    async with asyncio.timeout(self.poll_every):
+                        await self._wake.wait()
                 self._wake.clear()
         finally:
             for task in self._working.values():

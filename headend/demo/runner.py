@@ -297,12 +297,14 @@ async def _show(
             if deadline is not None and time.monotonic() >= deadline:
                 # end on a whole cycle: the one in flight finishes (a signal cuts it short)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(engine.wait_cycles(), options.interval_s)
+                    async with asyncio.timeout(options.interval_s):
+                        await engine.wait_cycles()
                 if live is not None:
                     await show_dashboard(live)  # the screen left behind shows the finished cycle
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), REFRESH_S)
+                async with asyncio.timeout(REFRESH_S):
+                    await stop.wait()
     finally:
         if live is not None:
             live.stop()

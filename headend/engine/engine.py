@@ -198,7 +198,8 @@ class Engine:
         await self.writer.close()
         if self.ctx.pool is not None:
             try:
-                await asyncio.wait_for(self.ctx.pool.close(), self.writer.deadline)
+                async with asyncio.timeout(self.writer.deadline):
+                    await self.ctx.pool.close()
             except TimeoutError:  # a hung database: leave its connections behind
                 self.ctx.pool.terminate()
         log.info("engine stopped", extra={"written": self.writer.written, "spooled": self.writer.spooled})

@@ -164,7 +164,8 @@ class MeterRequests:
                     self.engine.metrics.failed_passes.labels("meter_requests").inc()
                     log.exception("meter requests pass failed")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.sweep_every)
+                    async with asyncio.timeout(self.sweep_every):
+                        await self._wake.wait()
                 self._wake.clear()
         finally:
             for task in self._lanes.values():

@@ -209,7 +209,8 @@ async def wait_request(conn: asyncpg.Connection, request_id: int, timeout: float
             if request.final or left <= 0:
                 return request
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), left)
+                async with asyncio.timeout(left):
+                    await changed.wait()
     finally:
         await conn.remove_listener(CHANNEL, notified)
 

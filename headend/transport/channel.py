@@ -276,7 +276,8 @@ class Channel:
                 f"{self.label}: reconnect backoff, next try in {self._next_attempt - now:.1f} s"
             )
         try:
-            link = await asyncio.wait_for(self._connect(), self.connect_timeout_s)
+            async with asyncio.timeout(self.connect_timeout_s):
+                link = await self._connect()
         except (OSError, TimeoutError, termios.error) as exc:
             self._failures += 1
             self._next_attempt = time.monotonic() + min(MAX_BACKOFF_S, 0.5 * 2 ** (self._failures - 1))

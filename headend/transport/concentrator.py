@@ -289,9 +289,8 @@ class ConcentratorLink:
             return stream
         if self.outbound:
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.config.host, self.config.port), self.connect_timeout_s
-                )
+                async with asyncio.timeout(self.connect_timeout_s):
+                    reader, writer = await asyncio.open_connection(self.config.host, self.config.port)
             except (OSError, TimeoutError) as exc:
                 raise ConcentratorOffline(
                     f"{self.label}: cannot connect: {exc or type(exc).__name__}"
@@ -302,7 +301,8 @@ class ConcentratorLink:
             self.attach(reader, writer, login)
         else:
             try:
-                await asyncio.wait_for(self._attached.wait(), self.wait_s or 0.001)
+                async with asyncio.timeout(self.wait_s or 0.001):
+                    await self._attached.wait()
             except TimeoutError:
                 raise ConcentratorOffline(f"{self.label}: concentrator not connected") from None
         assert self._stream is not None
@@ -416,7 +416,8 @@ class ConcentratorLink:
             sent = loop.time()
             self._write(stream, build_request(self.address, afn, units, pseq, pw=pw))
             try:
-                frames = await asyncio.wait_for(pending.future, allowance)
+                async with asyncio.timeout(allowance):
+                    frames = await pending.future
             except _Moved:
                 continue  # the concentrator logged in again on a new connection: send it there
             except TimeoutError:

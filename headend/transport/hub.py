@@ -375,7 +375,8 @@ class DialinHub:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(device, []).append(waiter)
             try:
-                await asyncio.wait_for(waiter, left)
+                async with asyncio.timeout(left):
+                    await waiter
             except TimeoutError:
                 pass
             finally:
