@@ -300,7 +300,7 @@ class Channel:
         if config.scheme == "serial":
             import serial_asyncio_fast
 
-            await serial_asyncio_fast.create_serial_connection(
+            transport, _ = await serial_asyncio_fast.create_serial_connection(
                 loop,
                 lambda: link,
                 config.path,
@@ -310,6 +310,9 @@ class Channel:
                 stopbits=config.stopbits,
                 exclusive=True,
             )
+            # the serial transport calls connection_made at the loop's next turn: the link has its
+            # transport when this returns, not one turn later
+            link.transport = link.transport or transport
         else:
             await loop.create_connection(lambda: link, config.host, config.port)
         return link
