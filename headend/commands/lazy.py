@@ -1,8 +1,8 @@
 """The root command group that imports a command's module only when that command runs.
 
 ``headend read`` should not pay for importing billing, the console or the simulators: each top-level
-name maps to the command modules that register it, imported (and registered, once each) the first
-time click asks for that name. ``headend --help`` lists every name and so imports every module.
+name maps to the command module that registers it, imported (and registered, once) the first time
+click asks for that name. ``headend --help`` lists every name and so imports every module.
 """
 
 from __future__ import annotations
