@@ -564,19 +564,26 @@ class Dlt645Driver:
 
     async def read_events(self, kinds: list[str], *, last: int = 3) -> list[EventRecord]:
         """The records of each event kind the meter (and its model) keeps that are new since the
-        last call: the occurrence count is read first and only the records it added are fetched
-        (at most ``last``; all ``last`` on the first call, the store skips those already seen).
+        last call that returned: the occurrence count is read first and only the records it added
+        are fetched (at most ``last``; all ``last`` on the first call, the store skips those already
+        seen). A call that fails part-way leaves the counts as they were, so nothing it read is lost.
         Status-word kinds (clock battery low) give one record of the condition now (2007 only)."""
         if self.edition != 2007:
             raise NotSupported("1997 meters keep no standard event records")
         events: list[EventRecord] = []
-        for kind in kinds:
-            if self.event_kinds is not None and kind not in self.event_kinds:
-                continue
-            if kind in STATUS_EVENTS:
-                events.append(await self._status_event(kind))
-            elif kind in EVENT_SOURCES:
-                events += await self._new_records(kind, EVENT_SOURCES[kind], last)
+        counts_before = dict(self._event_counts)
+        try:
+            for kind in kinds:
+                if self.event_kinds is not None and kind not in self.event_kinds:
+                    continue
+                if kind in STATUS_EVENTS:
+                    events.append(await self._status_event(kind))
+                elif kind in EVENT_SOURCES:
+                    events += await self._new_records(kind, EVENT_SOURCES[kind], last)
+        except BaseException:
+            # the records read so far are dropped with the failure: the next call reads them again
+            self._event_counts = counts_before
+            raise
         return events
 
     async def _new_records(self, kind: str, source: EventSource, last: int) -> list[EventRecord]:

@@ -92,7 +92,16 @@ async def test_each_planned_event_is_stored_once_with_the_meters_times(pg_dsn: s
         async def all_recorded() -> bool:
             return len(_expected(bus)) == want and len(await conn.fetch(query)) >= want
 
-        await wait_until(all_recorded, 90, "every planned event record stored")
+        try:
+            await wait_until(all_recorded, 90, "every planned event record stored")
+        except AssertionError as exc:
+            found = await conn.fetch(query)
+            stored = {(r["address"], r["kind"], r["occurred_at"], r["ended_at"]) for r in found}
+            notes = [r for r in daemon.records if r.get("level") in ("warning", "error") or "event" in str(r)]
+            raise AssertionError(
+                f"{exc}: missing {sorted(_expected(bus) - stored)}, extra {sorted(stored - _expected(bus))},"
+                f" the daemon's notes {notes[-20:]}"
+            ) from None
         # two more collections of all three meters: nothing is stored twice
         jobs = await daemon.metric("headend_job_seconds_count", 'kind="events"')
 

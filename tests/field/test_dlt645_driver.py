@@ -138,6 +138,18 @@ async def test_switch_off_on_is_confirmed_by_read_back_with_evidence() -> None:
         assert events[0].details["operator"] == "00001234" and events[0].occurred_at.tzinfo is dt.UTC
 
 
+async def test_event_records_read_before_a_timeout_are_returned_by_the_next_collection() -> None:
+    # replies 0 and 1: the programming count and its record; 2 and 3 (both tries of the cover's
+    # count) go unanswered, so the first collection fails after reading the programming record
+    faults = "programming=#0@0+0,meter_cover_open=#0@0+0,no_reply@2,no_reply@3"
+    kinds = ["programming", "meter_cover_open"]
+    async with meter_on_bus(seed=47, faults=faults) as (_, driver):
+        with pytest.raises(MeterTimeout):
+            await driver.read_events(kinds)
+        assert sorted(e.kind for e in await driver.read_events(kinds)) == sorted(kinds)
+        assert await driver.read_events(kinds) == []  # and once returned, not again
+
+
 async def test_close_allowed_waits_for_the_customer() -> None:
     async with meter_on_bus(seed=45) as (bus, driver):
         await driver.switch("off", operator="1", poll_s=0.1)
