@@ -1,7 +1,8 @@
-"""A utility's whole inventory of transformer areas in one import: 1,000 areas of 100 customer meters
-each (100,000 memberships in one transaction) through ``headend inventory import`` under the desk
-login, then a second import that moves a tenth of them to the next area on a later date. The
-database still refuses a meter in two areas at once."""
+"""A utility's inventory of transformer areas in one import: 100 areas of 100 customer meters each
+(10,000 memberships in one transaction, more than PostgreSQL's shared lock table holds, which a lock
+per meter used to exhaust) through ``headend inventory import`` under the desk login, then a second
+import that moves a tenth of them to the next area on a later date. The database still refuses a meter
+in two areas at once. The 100,000-membership figure is bench/areas_import.py's."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from tests.support.operators import import_inventory_cli
 
-AREAS, PER_AREA, MOVED = 1000, 100, 10
+AREAS, PER_AREA, MOVED = 100, 100, 10
 CUSTOMERS = AREAS * PER_AREA
 
 
@@ -33,9 +34,7 @@ def _areas(path: Path, effective: str, moved: int = 0) -> Path:
     return path
 
 
-@pytest.mark.timeout(900)
-@pytest.mark.long(seconds=50)
-async def test_a_hundred_thousand_memberships_import_in_one_transaction(pg_dsn: str, tmp_path: Path) -> None:
+async def test_ten_thousand_memberships_import_in_one_transaction(pg_dsn: str, tmp_path: Path) -> None:
     conn = await asyncpg.connect(pg_dsn)  # the meters seeded by the schema owner, the areas imported
     try:
         await conn.execute("INSERT INTO channels (name, kind, address) VALUES ('bus', 'tcp', '127.0.0.1:9')")
