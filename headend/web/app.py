@@ -162,7 +162,7 @@ def create_app(config: WebConfig, desk_dsn: str, report_dsn: str) -> FastAPI:
     async def refused(request: Request, exc: Refused) -> Response:
         return refusal(request, 409, str(exc))
 
-    from headend.web import api, billing_routes, export_routes, integration, pages, tokens
+    from headend.web import api, billing_routes, campaign_routes, export_routes, integration, pages, tokens
 
     app.include_router(tokens.pages)
     app.include_router(pages.router)
@@ -171,5 +171,7 @@ def create_app(config: WebConfig, desk_dsn: str, report_dsn: str) -> FastAPI:
     app.include_router(api.router)
     app.include_router(billing_routes.pages)
     app.include_router(billing_routes.api)
+    app.include_router(campaign_routes.pages)
+    app.include_router(campaign_routes.api)
     app.include_router(export_routes.router)
     return app
