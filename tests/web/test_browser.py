@@ -7,6 +7,7 @@ Screenshots are saved in the test's directory."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -28,8 +29,10 @@ from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
 from headend.secrets import MeterSecrets
 from simulators import BusSpec, SimBus, start_bus
+from tests.params.test_param_sets import WINTER
+from tests.support.cli import headend_in_process
 from tests.support.engine import engine_for
-from tests.support.operators import PASSWORD, add_operators
+from tests.support.operators import PASSWORD, add_operators, operator_env
 from tests.support.waiting import wait_until, wait_until_sync
 from tests.support.web import running_console, signed_in
 
@@ -132,7 +135,7 @@ async def _engine_and_meter(pg_dsn: str, tmp_path: Path, bus: SimBus, midnight: 
         f'model = "dlt645-generic"\nname = "flat-12"\nhas_relay = true\ninstalled_at = "{installed}"\n'
     )
     conn = await asyncpg.connect(pg_dsn)
-    await add_operators(conn, o7="operator", o8="approver", o9="viewer")
+    await add_operators(conn, o6="admin", o7="operator", o8="approver", o9="viewer")
     await import_inventory(conn, read_inventory(inventory))
     config = validate_config(
         {
@@ -286,6 +289,25 @@ async def test_the_console_in_a_browser(pg_dsn: str, tmp_path: Path) -> None:
             await asyncio.to_thread(page.open, "/commands")
             assert not page.ids("new-command")
             page.shot("viewer-commands")
+
+            # a time-of-use campaign made with the CLI (approved, not started): the viewer follows it
+            set_file = tmp_path / "set.json"
+            set_file.write_text(json.dumps(WINTER))
+            for step in (
+                ("params", "set", "add", "w", "--file", str(set_file), "--operator", "6"),
+                ("params", "campaign", "create", "winter", "--set", "w", "--switch-at",
+                 "2030-01-01T00:00:00+08:00", "--meter", "flat-12", "--operator", "7"),
+                ("params", "campaign", "approve", "winter", "--operator", "8"),
+            ):  # fmt: skip
+                done = await asyncio.to_thread(headend_in_process, *step, "--dsn", pg_dsn, env=operator_env())
+                assert done.returncode == 0, (step, done.stderr)
+            await asyncio.to_thread(page.open, "/campaigns")
+            driver.find_element(By.CSS_SELECTOR, '#campaigns a[href="/campaigns/winter"]').click()
+            await asyncio.to_thread(wait_until_sync, lambda: bool(page.ids("campaign-meters")), 10, "it")
+            assert "flat-12" in page.text("campaign-meters") and "0/1" in page.text("progress")
+            page.shot("viewer-campaign")
+            await asyncio.to_thread(page.open, "/campaigns")
+            page.shot("viewer-campaigns")
             viewer_cookie = str(driver.get_cookie("headend_session")["value"])  # type: ignore[index]
 
             def forge(client: httpx.Client, with_csrf: bool) -> int:

@@ -131,6 +131,11 @@ def test_a_viewer_follows_campaign_progress(pg_dsn: str, tmp_path: Path) -> None
         page = client.get("/campaigns")
         assert page.status_code == 200 and 'id="nav-campaigns"' in page.text
         assert 'href="/campaigns/c1"' in page.text and "4/7 (57 %)" in page.text and "0/2 (0 %)" in page.text
+        bar = (
+            'class="p-verified" x="0.00" y="0" width="57.14"',
+            'class="p-failed" x="85.71" y="0" width="28.57"',
+        )
+        assert all(rect in page.text for rect in bar)  # the settled share by state, then the written
         assert "<script" not in page.text and "style=" not in page.text  # nothing the CSP would block
         detail = client.get("/campaigns/c1")
         assert detail.status_code == 200 and "no answer after 3 attempts" in detail.text
