@@ -47,6 +47,18 @@ async def entries(conn: asyncpg.Connection, which: AuditFilter, limit: int = 200
     return [dict(r) for r in await conn.fetch(query, *which.arguments(), limit)]
 
 
+async def newest_id(conn: asyncpg.Connection) -> int:
+    """The id of the newest audit entry (0 when there is none): where an export stops."""
+    return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM audit_log"))
+
+
+async def after(conn: asyncpg.Connection, which: AuditFilter, last: int, upto: int, limit: int) -> list[Row]:
+    """Up to ``limit`` matching entries with ids in ``(last, upto]``, oldest first: one page of an
+    export that holds no connection between its pages (the log is append-only, ids only grow)."""
+    query = f"{_SELECT} FROM audit_log a {_WHERE} AND a.id > $6 AND a.id <= $7 ORDER BY a.id LIMIT $8"
+    return [dict(r) for r in await conn.fetch(query, *which.arguments(), last, upto, limit)]
+
+
 async def stream(conn: asyncpg.Connection, which: AuditFilter, batch: int = 1000) -> AsyncIterator[Row]:
     """Every matching entry, oldest first, read through a cursor ``batch`` rows at a time."""
     query = f"{_SELECT} FROM audit_log a {_WHERE} ORDER BY a.id"

@@ -42,4 +42,7 @@ async def reading(request: Request) -> AsyncIterator[asyncpg.Connection]:
 
 
 Signed = Annotated[Acting, Depends(acting)]
+SignedOnce = Annotated[Acting, Depends(acting, scope="function")]
+"""The operator checked, and the desk connection given back as the route returns, before its response
+is sent: for a streamed response (``Signed`` holds it until the last byte, as slow as the client)."""
 Reader = Annotated[asyncpg.Connection, Depends(reading)]

@@ -15,7 +15,7 @@ from headend.operators import OperatorError, authenticate
 from headend.store import web_sessions
 from headend.web import actions, data, operator_admin
 from headend.web.app import console_of
-from headend.web.deps import Reader, Signed
+from headend.web.deps import Reader, Signed, SignedOnce
 from headend.web.export import audit_csv
 from headend.web.i18n import LANGUAGES
 from headend.web.identity import (
@@ -296,8 +296,7 @@ async def audit_page(
 
 @router.get("/audit.csv")
 async def audit_export(
-    me: Signed,
-    conn: Reader,
+    me: SignedOnce,
     operator: Operator = None,
     action: Action = None,
     meter: MeterRef = None,
@@ -305,7 +304,11 @@ async def audit_export(
     end: Annotated[str | None, Query(alias="to", max_length=20)] = None,
 ) -> Response:
     zone = me.console.zone
-    which = await data.audit_filter(conn, operator, action, meter, start, end, zone)
+    # no pooled connection held while the response is sent (a ``Reader`` or ``Signed`` one would be,
+    # until the last byte, as slow as the client): the desk one goes back as this returns, the
+    # filter's lookup gives its own back, and the export takes one per page
+    async with me.console.report.acquire() as conn:
+        which = await data.audit_filter(conn, operator, action, meter, start, end, zone)
     return StreamingResponse(
         audit_csv(me.console.report, which, zone),
         media_type="text/csv; charset=utf-8",
