@@ -36,6 +36,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 import traceback
@@ -126,8 +127,13 @@ class _Zygote:
     def __init__(self) -> None:
         self.process: subprocess.Popen[bytes] | None = None
         self.socket = Path()
+        self._starting = threading.Lock()  # headend_async runs commands from several threads
 
     def _ready(self) -> Path:
+        with self._starting:
+            return self._start_once()
+
+    def _start_once(self) -> Path:
         if self.process is None or self.process.poll() is not None:
             self.socket = Path(tempfile.mkdtemp(prefix="headend-zygote-")) / "socket"
             self.process = subprocess.Popen(
@@ -146,7 +152,7 @@ class _Zygote:
         if self.process is not None:
             self.process.kill()
             self.process.wait()
-        shutil.rmtree(self.socket.parent, ignore_errors=True)
+            shutil.rmtree(self.socket.parent, ignore_errors=True)
 
     def run(self, argv: Sequence[str], env: Mapping[str, str] | None, timeout: float) -> CliResult:
         """``headend ARGV`` in a child forked by the warm process; stdin is /dev/null."""

@@ -96,8 +96,10 @@ def serve(path: Path) -> None:
     """Accept requests on ``path`` until stdin closes; fork a child for each."""
     _preload()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
+    binding = path.with_name(path.name + ".binding")
+    listener.bind(str(binding))
     listener.listen(64)
+    binding.rename(path)  # the path appears only once connections are accepted
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, "accept")
     selector.register(sys.stdin, selectors.EVENT_READ, "stdin")
