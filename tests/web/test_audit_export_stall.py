@@ -36,7 +36,7 @@ from tests.support.waiting import wait_until
 
 ENTRIES = 3000  # several pages and CSV chunks
 DOWNLOADS = 3  # more than the pool's connections
-READINGS = 3000  # three pages of the export (1000 a query), two CSV chunks
+READINGS = 3000  # more than one CSV chunk
 STATION = ZoneInfo("Asia/Shanghai")  # the console's default zone
 FIRST = datetime(2026, 3, 1, tzinfo=STATION)  # the first local day exported
 Q = timedelta(minutes=15)
@@ -165,8 +165,8 @@ async def test_stalled_audit_downloads_do_not_starve_the_console(pg_dsn: str) ->
 def _readings(meter: int) -> list[Reading]:
     """``READINGS`` quarter-hours from ``FIRST``: a register growing by tenths (inexact in binary, so
     a consumption is the float difference), a gap every 97th, one going back (a negative consumption),
-    and at the pages' edges: the 1000th with a value (the 1001st's consumption is taken from it) and the
-    2000th missing (the 2001st has none)."""
+    and at the edges of 1000-reading pages: the 1000th with a value (the 1001st's consumption is taken
+    from it) and the 2000th missing (the 2001st has none)."""
     rows, value = [], 1000.0
     for n in range(READINGS):
         value += 0.1
@@ -236,7 +236,7 @@ async def test_stalled_readings_downloads_do_not_starve_the_console(pg_dsn: str,
         pages = ("/api/overview", "/api/meters/m-csv", "/api/audit")
         downloads = await _stalled_then_read(app, client, session, "/readings.csv", query, pages)
         meter = await app.state.console.report.fetchval("SELECT id FROM meters WHERE name = 'm-csv'")
-        for page in (103, READINGS):  # 30 pages (the first ends at a gap), one page: the same bytes
+        for page in (1000, 103, READINGS):  # 3 pages, 30 (the first ends at a gap), 1: the same bytes
             parts = readings_csv(
                 app.state.console.report,
                 meter,
