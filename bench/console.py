@@ -68,10 +68,11 @@ async def build(conn: asyncpg.Connection, args: argparse.Namespace, now: datetim
         " FROM generate_series(1, $1) c",
         args.channels,
     )
+    # in order: m1 is meter 1, the one with a year (the export and the bare cursor read the same rows)
     await conn.execute(
         "INSERT INTO meters (name, protocol, address, model, channel_id)"
         " SELECT 'm' || n, 'dlt645-2007', lpad(n::text, 12, '0'), 'dlt645-generic', c.id"
-        " FROM generate_series(1, $1) n JOIN channels c ON c.name = 'ch' || (1 + (n - 1) % $2)",
+        " FROM generate_series(1, $1) n JOIN channels c ON c.name = 'ch' || (1 + (n - 1) % $2) ORDER BY n",
         args.meters,
         args.channels,
     )

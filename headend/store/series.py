@@ -1,5 +1,7 @@
 """A meter's readings of one quantity over a time range, streamed from a server-side cursor: each
-interval with its consumption, or each local day's last value and consumption (``headend readings``)."""
+interval with its consumption, or each local day's last value and consumption (``headend readings``);
+or one page of the intervals at a time (the console's export, which holds no connection between
+pages)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,15 @@ SELECT ts, value, value - lag(value) OVER (ORDER BY ts) AS consumption, quality:
 FROM readings r JOIN quantities q ON q.id = r.quantity_id
 WHERE r.meter_id = $1 AND q.name = $2 AND r.ts >= $3 AND r.ts < $4
 ORDER BY ts
+"""
+
+_INTERVAL_PAGE = """
+SELECT ts, value, value - lag(value, 1, $5::double precision) OVER (ORDER BY ts) AS consumption,
+       quality::text AS quality
+FROM readings r JOIN quantities q ON q.id = r.quantity_id
+WHERE r.meter_id = $1 AND q.name = $2 AND r.ts >= $3 AND r.ts < $4
+ORDER BY ts
+LIMIT $6
 """
 
 _DAYS = """
@@ -52,3 +63,19 @@ async def stream_readings(
         async for row in cursor:
             if first_day is None or row["day"] >= first_day:
                 yield row
+
+
+async def readings_page(
+    conn: asyncpg.Connection,
+    meter_id: int,
+    quantity: str,
+    since: datetime,
+    end: datetime,
+    previous: float | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Up to ``limit`` rows ``ts, value, consumption, quality`` of ``[since, end)``, by time: one page
+    of the intervals of ``stream_readings``. ``previous`` is the value of the row before ``since`` in
+    the whole range (None for the first page, or when that row had none): the first row's consumption
+    is taken from it, as the unpaged window would."""
+    return list(await conn.fetch(_INTERVAL_PAGE, meter_id, quantity, since, end, previous, limit))

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from headend.inventory import InventoryError, find_meter
 from headend.web import data
-from headend.web.deps import Signed
+from headend.web.deps import SignedOnce
 from headend.web.export import readings_csv
 
 router = APIRouter()
@@ -19,7 +19,7 @@ router = APIRouter()
 
 @router.get("/readings.csv", response_class=StreamingResponse)
 async def readings_export(
-    me: Signed,
+    me: SignedOnce,
     meter: Annotated[str, Query(min_length=1, max_length=100, description="Meter name or address.")],
     start: Annotated[str | None, Query(alias="from", max_length=20, description="First local day.")] = None,
     end: Annotated[str | None, Query(alias="to", max_length=20, description="Last local day.")] = None,
@@ -29,8 +29,9 @@ async def readings_export(
     station's zone), ``value``, ``consumption`` since the reading before, ``quality``."""
     zone = me.console.zone
     first, last = data.period(start, end, zone)
-    # the lookup's connection goes back before the rows stream on another one (a request holding one
-    # while it waits for a second could exhaust the pool under as many concurrent exports)
+    # no pooled connection held while the response is sent (a ``Signed`` or ``Reader`` one would be,
+    # until the last byte, as slow as the client): the desk one goes back as this returns, the
+    # lookup's goes back here, and the export takes one per page
     async with me.console.report.acquire() as conn:
         try:
             meter_id, _ = await find_meter(conn, meter.strip())

@@ -1,6 +1,8 @@
-"""``/audit.csv`` holds no pooled connection while its client reads: three downloads whose clients
-stop reading at the first chunk (more than the console's two connections per pool) leave the other
-pages answering, and each download, once read on, is whole (every entry, oldest first, once).
+"""``/audit.csv`` and ``/readings.csv`` hold no pooled connection while their client reads: three
+downloads whose clients stop reading at the first chunk (more than the console's two connections per
+pool) leave the other pages answering, and each download, once read on, is whole (every audit entry,
+oldest first, once; every reading with its consumption, exactly as one unpaged query computes it,
+across the pages of the export).
 
 The application is driven through ASGI in this process: a download's ``send`` stands for a client
 that does not read, as a full socket makes the server's send wait."""
@@ -10,29 +12,44 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
+from fastapi import FastAPI
 
 from headend.config import WebConfig
+from headend.store.reading import Reading
+from headend.store.writer import ReadingWriter
 from headend.web.app import create_app
+from headend.web.export import FORMULA_START, readings_csv
 from headend.web.identity import SESSION_COOKIE
-from tests.support.logins import desk_dsn, report_dsn
+from tests.support.logins import daemon_dsn, desk_dsn, report_dsn
 from tests.support.operators import PASSWORD, add_operators
 from tests.support.waiting import wait_until
 
 ENTRIES = 3000  # several pages and CSV chunks
 DOWNLOADS = 3  # more than the pool's connections
+READINGS = 3000  # more than one CSV chunk
+STATION = ZoneInfo("Asia/Shanghai")  # the console's default zone
+FIRST = datetime(2026, 3, 1, tzinfo=STATION)  # the first local day exported
+Q = timedelta(minutes=15)
 
 Message = MutableMapping[str, Any]
 
 
 class StalledDownload:
-    """A GET of ``/audit.csv`` whose client stops reading at the first body chunk until ``resume``."""
+    """A GET of ``path`` whose client stops reading at the first body chunk until ``reading`` is set."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], session: str) -> None:
+    def __init__(
+        self, app: Callable[..., Awaitable[None]], session: str, path: str = "/audit.csv", query: str = ""
+    ) -> None:
         self.stalled = asyncio.Event()
         self.reading = asyncio.Event()
         self.body = bytearray()
@@ -44,9 +61,9 @@ class StalledDownload:
             "http_version": "1.1",
             "method": "GET",
             "scheme": "http",
-            "path": "/audit.csv",
-            "raw_path": b"/audit.csv",
-            "query_string": b"",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
             "root_path": "",
             "headers": [(b"host", b"127.0.0.1"), (b"cookie", cookie)],
             "client": ("127.0.0.1", 50000),
@@ -72,7 +89,7 @@ class StalledDownload:
         self.body += message.get("body", b"")
 
 
-async def _seed(dsn: str) -> None:
+async def _seed_audit(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await add_operators(conn, o1="viewer")
@@ -86,8 +103,9 @@ async def _seed(dsn: str) -> None:
         await conn.close()
 
 
-async def test_stalled_audit_downloads_do_not_starve_the_console(pg_dsn: str) -> None:
-    await _seed(pg_dsn)
+@asynccontextmanager
+async def _console(pg_dsn: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient, str]]:
+    """The console with two connections per pool, in this process, and a viewer's session."""
     app = create_app(WebConfig(pool_size=2), desk_dsn(pg_dsn), report_dsn(pg_dsn))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -97,28 +115,43 @@ async def test_stalled_audit_downloads_do_not_starve_the_console(pg_dsn: str) ->
             fields = {"operator": "1", "password": PASSWORD, "signin": signin}
             done = await client.post("/signin", data=fields)  # a viewer, as a browser signs in
             assert done.status_code == 303, done.text[:300]
-            session = str(done.cookies[SESSION_COOKIE])
-            downloads = [StalledDownload(app, session) for _ in range(DOWNLOADS)]
-            try:
-                await wait_until(
-                    lambda: all(d.stalled.is_set() for d in downloads), 20, "every download's first chunk"
-                )
-                async with asyncio.timeout(10):  # each page takes a connection of both pools
-                    for path in ("/api/overview", "/api/audit", "/api/campaigns"):
-                        answered = await client.get(path)
-                        assert answered.status_code == 200, (path, answered.text[:300])
-                for download in downloads:
-                    download.reading.set()
-                async with asyncio.timeout(20):
-                    await asyncio.gather(*(d.task for d in downloads))
-            finally:  # a failure leaves downloads waiting for a connection: end them and the pools
-                tasks = [d.task for d in downloads]
-                for task in tasks:
-                    task.cancel()
-                await asyncio.wait(tasks, timeout=5)
-                if any(task.cancelled() for task in tasks):  # their connections are not given back
-                    app.state.console.desk.terminate()
-                    app.state.console.report.terminate()
+            yield app, client, str(done.cookies[SESSION_COOKIE])
+
+
+async def _stalled_then_read(
+    app: FastAPI, client: httpx.AsyncClient, session: str, path: str, query: str, pages: tuple[str, ...]
+) -> list[StalledDownload]:
+    """``DOWNLOADS`` downloads of ``path`` stalled at their first chunk while ``pages`` must answer
+    within 10 s; then each read to its end."""
+    downloads = [StalledDownload(app, session, path, query) for _ in range(DOWNLOADS)]
+    try:
+        await wait_until(
+            lambda: all(d.stalled.is_set() for d in downloads), 20, "every download's first chunk"
+        )
+        async with asyncio.timeout(10):  # each page takes a connection of both pools
+            for page in pages:
+                answered = await client.get(page)
+                assert answered.status_code == 200, (page, answered.text[:300])
+        for download in downloads:
+            download.reading.set()
+        async with asyncio.timeout(20):
+            await asyncio.gather(*(d.task for d in downloads))
+    finally:  # a failure leaves downloads waiting for a connection: end them and the pools
+        tasks = [d.task for d in downloads]
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=5)
+        if any(task.cancelled() for task in tasks):  # their connections are not given back
+            app.state.console.desk.terminate()
+            app.state.console.report.terminate()
+    return downloads
+
+
+async def test_stalled_audit_downloads_do_not_starve_the_console(pg_dsn: str) -> None:
+    await _seed_audit(pg_dsn)
+    async with _console(pg_dsn) as (app, client, session):
+        pages = ("/api/overview", "/api/audit", "/api/campaigns")
+        downloads = await _stalled_then_read(app, client, session, "/audit.csv", "", pages)
     for download in downloads:
         assert download.status == 200
         lines = list(csv.reader(io.StringIO(download.body.decode())))
@@ -127,3 +160,93 @@ async def test_stalled_audit_downloads_do_not_starve_the_console(pg_dsn: str) ->
         assert ids == sorted(set(ids))  # oldest first, each once
         runs = [row[5] for row in lines[1:] if row[3] == "billing.run"]
         assert runs == [str(n) for n in range(1, ENTRIES + 1)]
+
+
+def _readings(meter: int) -> list[Reading]:
+    """``READINGS`` quarter-hours from ``FIRST``: a register growing by tenths (inexact in binary, so
+    a consumption is the float difference), a gap every 97th, one going back (a negative consumption),
+    and at the edges of 1000-reading pages: the 1000th with a value (the 1001st's consumption is taken
+    from it) and the 2000th missing (the 2001st has none)."""
+    rows, value = [], 1000.0
+    for n in range(READINGS):
+        value += 0.1
+        if n == 1500:
+            value -= 0.7
+        if n % 97 == 5 or n == 1999:
+            rows.append(Reading(meter, "energy_import_kwh", FIRST + n * Q, None, "missing", "backfill"))
+        elif n % 3 == 1:
+            rows.append(Reading(meter, "energy_import_kwh", FIRST + n * Q, value, "backfilled", "profile"))
+        else:
+            rows.append(Reading(meter, "energy_import_kwh", FIRST + n * Q, value))
+    return rows
+
+
+async def _seed_readings(pg_dsn: str, spool: Path) -> list[Reading]:
+    """A viewer, the meter ``m-csv`` with ``_readings`` and one reading on each side of its days."""
+    conn = await asyncpg.connect(pg_dsn)
+    writer = ReadingWriter(daemon_dsn(pg_dsn), spool_dir=spool)
+    try:
+        await add_operators(conn, o1="viewer")
+        channel = await conn.fetchval(
+            "INSERT INTO channels (name, kind, address) VALUES ('bus-a', 'tcp', '127.0.0.1:1') RETURNING id"
+        )
+        meter = await conn.fetchval(
+            "INSERT INTO meters (protocol, address, model, channel_id, name) "
+            "VALUES ('dlt645-2007', '000000000001', 'dlt645-generic', $1, 'm-csv') RETURNING id",
+            channel,
+        )
+        readings = _readings(meter)
+        end = datetime.combine(readings[-1].ts.date() + timedelta(days=1), FIRST.timetz())
+        outside = [
+            Reading(meter, "energy_import_kwh", FIRST - Q, 990.0),
+            Reading(meter, "energy_import_kwh", end, 2000.0),
+        ]
+        await writer.start()
+        await writer.submit(readings + outside)
+        await writer.flush()
+    finally:
+        await writer.close()
+        await conn.close()
+    return readings
+
+
+def _expected(readings: list[Reading]) -> str:
+    """The CSV computed here: the first reading has no consumption (the one before the first day is
+    not counted), each other one its value less the one before, when both have one."""
+
+    def cell(text: str) -> str:
+        return "'" + text if text.startswith(FORMULA_START) else text
+
+    lines, previous = ["ts,value,consumption,quality"], None
+    for r in readings:
+        used = "" if r.value is None or previous is None else cell(str(r.value - previous))
+        shown = "" if r.value is None else str(r.value)
+        lines.append(f"{r.ts.astimezone(STATION).isoformat()},{shown},{used},{r.quality}")
+        previous = r.value
+    return "\r\n".join(lines) + "\r\n"
+
+
+async def test_stalled_readings_downloads_do_not_starve_the_console(pg_dsn: str, tmp_path: Path) -> None:
+    readings = await _seed_readings(pg_dsn, tmp_path / "spool")
+    expected = _expected(readings)
+    assert "'-" in expected and ",,,missing" in expected  # what the rows are for
+    last = readings[-1].ts.date().isoformat()
+    query = urlencode({"meter": "m-csv", "from": FIRST.date().isoformat(), "to": last})
+    async with _console(pg_dsn) as (app, client, session):
+        pages = ("/api/overview", "/api/meters/m-csv", "/api/audit")
+        downloads = await _stalled_then_read(app, client, session, "/readings.csv", query, pages)
+        meter = await app.state.console.report.fetchval("SELECT id FROM meters WHERE name = 'm-csv'")
+        for page in (1000, 103, READINGS):  # 3 pages, 30 (the first ends at a gap), 1: the same bytes
+            parts = readings_csv(
+                app.state.console.report,
+                meter,
+                "energy_import_kwh",
+                FIRST,
+                readings[-1].ts + Q,
+                STATION,
+                page,
+            )
+            assert "".join([part async for part in parts]) == expected, page
+    for download in downloads:
+        assert download.status == 200
+        assert download.body.decode() == expected
