@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import selectors
-import signal
 import socket
 import sys
 import traceback
@@ -45,9 +44,7 @@ def _preload() -> None:
 def _run_child(request: dict[str, object], fds: list[int]) -> None:
     """In the forked child: become the command's process and run ``headend.cli.main``; never returns."""
     code = 1
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
-            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+    try:  # the signal dispositions are the interpreter's own: the warm process sets none
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
