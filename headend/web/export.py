@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -15,37 +15,34 @@ from headend.store import console_audit, series
 from headend.store.console_audit import AuditFilter
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run such a cell as a formula
-CHUNK = 65536
+CHUNK = 65536  # characters of a streamed response per chunk sent
 AUDIT_PAGE = 1000  # audit entries per query of an export
-TICK = timedelta(microseconds=1)  # the resolution of a stored time
+ONE_MICROSECOND = timedelta(microseconds=1)  # timestamptz's resolution: "after t" is ">= t + 1 µs"
 
 
-async def audit_csv(
+def audit_csv(
     pool: asyncpg.Pool, which: AuditFilter, zone: ZoneInfo, page: int = AUDIT_PAGE
 ) -> AsyncIterator[str]:
     """A header line, then one line per matching entry up to the newest when the export starts, oldest
     first; times in ``zone`` with their offset; a text cell that a spreadsheet would take for a formula
     starts with a quote. Each page of ``page`` entries is read on a pooled connection given back before
     its lines are sent: a client reading slowly (or not at all) holds no connection of the pool."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(console_audit.COLUMNS)
+    return _csv(console_audit.COLUMNS, _audit_pages(pool, which, page), zone)
+
+
+async def _audit_pages(
+    pool: asyncpg.Pool, which: AuditFilter, page: int
+) -> AsyncIterator[list[asyncpg.Record]]:
     async with pool.acquire() as conn:
         upto = await console_audit.newest_id(conn)
     last = 0
     while True:
         async with pool.acquire() as conn:
             rows = await console_audit.after(conn, which, last, upto, page)
-        for row in rows:
-            writer.writerow([_cell(row[c], zone) for c in console_audit.COLUMNS])
+        yield rows
         if len(rows) < page:
-            break
+            return
         last = int(str(rows[-1]["id"]))
-        if buffer.tell() >= CHUNK:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
 
 
 READING_COLUMNS = ("ts", "value", "consumption", "quality")
@@ -55,7 +52,7 @@ READING_COLUMNS = ("ts", "value", "consumption", "quality")
 READINGS_PAGE = 5000
 
 
-async def readings_csv(
+def readings_csv(
     pool: asyncpg.Pool,
     meter_id: int,
     quantity: str,
@@ -69,24 +66,45 @@ async def readings_csv(
     prints), times in ``zone``. Each page of ``page`` readings is read on a pooled connection given
     back before its lines are sent (the next page starts after the last one's time and takes its value
     for the first consumption): a client reading slowly (or not at all) holds no connection."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(READING_COLUMNS)
+    return _csv(READING_COLUMNS, _reading_pages(pool, meter_id, quantity, start, end, page), zone)
+
+
+async def _reading_pages(
+    pool: asyncpg.Pool, meter_id: int, quantity: str, start: datetime, end: datetime, page: int
+) -> AsyncIterator[list[asyncpg.Record]]:
     since, previous = start, None
     while True:
         async with pool.acquire() as conn:
             rows = await series.readings_page(conn, meter_id, quantity, since, end, previous, page)
-        for row in rows:
-            writer.writerow([_cell(row[c], zone) for c in READING_COLUMNS])
+        yield rows
         if len(rows) < page:
-            break
-        since = rows[-1]["ts"] + TICK  # after the last one: times are whole microseconds
+            return
+        since = rows[-1]["ts"] + ONE_MICROSECOND  # after the last one
         previous = rows[-1]["value"]
+
+
+async def _csv(
+    columns: Sequence[str], pages: AsyncIterator[list[asyncpg.Record]], zone: ZoneInfo
+) -> AsyncIterator[str]:
+    """The header, then each page's rows, in chunks of about ``CHUNK`` characters (each page is read
+    before any of its lines is sent, and nothing is read while a chunk is being sent)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(columns)
+    async for rows in pages:
+        for row in rows:
+            writer.writerow([_cell(row[c], zone) for c in columns])
         if buffer.tell() >= CHUNK:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
+            yield drain(buffer)
     yield buffer.getvalue()
+
+
+def drain(buffer: io.StringIO) -> str:
+    """What ``buffer`` holds, leaving it empty."""
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text
 
 
 def _cell(value: object, zone: ZoneInfo) -> str:

@@ -28,10 +28,9 @@ from headend.store.export import (
     readings_between,
 )
 from headend.web.data import BadRequest, NotFound
+from headend.web.export import CHUNK, ONE_MICROSECOND, drain
 
 MAX_DAYS = 3660  # a period of at most ten years
-ONE_MICROSECOND = timedelta(microseconds=1)  # timestamptz's resolution: "after t" is ">= t + 1 µs"
-CHUNK = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +242,7 @@ async def as_json(page: Page) -> AsyncIterator[str]:
         buffer.write(("\n" if first else ",\n") + item)
         first = False
         if buffer.tell() >= CHUNK:
-            yield _drain(buffer)
+            yield drain(buffer)
     buffer.write("\n]}\n" if not first else "]}\n")
     yield buffer.getvalue()
 
@@ -257,12 +256,5 @@ async def as_csv(page: Page) -> AsyncIterator[str]:
     async for row in page.rows:
         writer.writerow(row)
         if buffer.tell() >= CHUNK:
-            yield _drain(buffer)
+            yield drain(buffer)
     yield buffer.getvalue()
-
-
-def _drain(buffer: io.StringIO) -> str:
-    text = buffer.getvalue()
-    buffer.seek(0)
-    buffer.truncate()
-    return text
