@@ -6,7 +6,6 @@ and the role behind it, and every write runs under the token's operator in the d
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -48,12 +47,7 @@ def _send(request: Request, page: Page, csv: bool) -> Response:
         headers["link"] = f'<{nxt.path}?{nxt.query}>; rel="next"'
     if csv:
         return StreamingResponse(feeds.as_csv(page), media_type=CSV, headers=headers)
-    return StreamingResponse(_json(page), media_type="application/json", headers=headers)
-
-
-async def _json(page: Page) -> AsyncIterator[str]:
-    async for chunk in feeds.as_json(page):
-        yield chunk
+    return StreamingResponse(feeds.as_json(page), media_type="application/json", headers=headers)
 
 
 async def _readings(
