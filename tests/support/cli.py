@@ -37,7 +37,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import tomllib
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
@@ -48,6 +47,7 @@ from typer.testing import CliRunner
 
 from headend.cli import app, main
 from tests.support.logins import DAEMON_LOGIN, DESK_LOGIN, REPORT_LOGIN, instead_of_superuser
+from tests.support.waiting import wait_until_sync
 
 COMMAND = (sys.executable, "-m", "headend.cli")
 
@@ -128,6 +128,7 @@ class _Zygote:
         self.process: subprocess.Popen[bytes] | None = None
         self.socket = Path()
         self._starting = threading.Lock()  # headend_async runs commands from several threads
+        atexit.register(self.close)
 
     def _ready(self) -> Path:
         with self._starting:
@@ -136,15 +137,15 @@ class _Zygote:
     def _start_once(self) -> Path:
         if self.process is None or self.process.poll() is not None:
             self.socket = Path(tempfile.mkdtemp(prefix="headend-zygote-")) / "socket"
-            self.process = subprocess.Popen(
+            process = subprocess.Popen(
                 [sys.executable, "-m", "tests.support.zygote", str(self.socket)], stdin=subprocess.PIPE
             )
-            atexit.register(self.close)
-            deadline = time.monotonic() + 60
-            while not self.socket.exists():
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the warm headend did not start ({self.process.poll()})")
-                time.sleep(0.01)
+            self.process = process
+            wait_until_sync(
+                lambda: self.socket.exists() or process.poll() is not None, 60, "the warm headend's socket"
+            )
+            if process.poll() is not None:
+                raise RuntimeError(f"the warm headend exited ({process.returncode}) before it served")
         return self.socket
 
     def close(self) -> None:
