@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from headend.params.progress import SETTLED, STATES
+from headend.params.progress import STATES, settled_share
 from headend.store import console_campaigns
 from headend.web.data import NotFound
 
@@ -18,9 +18,8 @@ def _progress(found: Row) -> Row:
     """The campaign with its ``counts`` by state, ``settled`` (verified, skipped, failed) and the
     settled ``share`` (1.0 for a campaign without meters), as ``headend params campaign show``."""
     counts = {s: int(str(found.pop(s))) for s in STATES}
-    total = int(str(found["total"]))
-    settled = sum(counts[s] for s in SETTLED)
-    return {**found, "counts": counts, "settled": settled, "share": settled / total if total else 1.0}
+    settled, share = settled_share(counts)
+    return {**found, "counts": counts, "settled": settled, "share": share}
 
 
 async def campaigns(conn: asyncpg.Connection) -> Row:
