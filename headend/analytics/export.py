@@ -109,13 +109,18 @@ async def interval_rows(
         if n > shown:
             progress(n)
             shown = n
-        value = row["value"]
-        yield (
-            meter.name,
-            meter.address,
-            row["ts"].astimezone(zone).isoformat(),
-            meter.factor,
-            None if value is None else kwh(value * meter.factor),
-            row["quality"],
-        )
+        yield interval_row(meter, row, zone)
     progress(len(meters))
+
+
+def interval_row(meter: ExportMeter, row: asyncpg.Record, zone: ZoneInfo) -> Row:
+    """One stored reading as an ``INTERVAL_COLUMNS`` row: its local time, × the meter's factor."""
+    value = row["value"]
+    return (
+        meter.name,
+        meter.address,
+        row["ts"].astimezone(zone).isoformat(),
+        meter.factor,
+        None if value is None else kwh(value * meter.factor),
+        row["quality"],
+    )

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from headend.analytics.export import DAILY_COLUMNS, INTERVAL_COLUMNS, Row, daily_rows, kwh
+from headend.analytics.export import DAILY_COLUMNS, INTERVAL_COLUMNS, Row, daily_rows, interval_row
 from headend.inventory import InventoryError, find_meter
 from headend.store.export import (
     ExportMeter,
@@ -167,15 +167,7 @@ async def _interval_rows(
 ) -> AsyncIterator[Row]:
     """The rows as ``headend export readings --intervals`` gives them."""
     for row in rows:
-        value = row["value"]
-        yield (
-            meter.name,
-            meter.address,
-            row["ts"].astimezone(zone).isoformat(),
-            meter.factor,
-            None if value is None else kwh(value * meter.factor),
-            row["quality"],
-        )
+        yield interval_row(meter, row, zone)
 
 
 async def meter_daily(
