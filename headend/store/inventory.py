@@ -17,17 +17,28 @@ ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, address = EXCLUDED.addres
 RETURNING id
 """
 
-_UPSERT_METER = """
+# One statement per call (the admin check runs once per statement, migration 0087). $15 and $16: the
+# rows state their name and their installation time (each replaces the stored one) or do not (a new
+# meter gets the default name and now, an existing one keeps its own), which the update cannot tell
+# from what the insert attempt filled in.
+_UPSERT_METERS = """
 INSERT INTO meters (name, protocol, address, unit_id, model, channel_id, protected,
                     protected_reason, has_relay, multiplier, enabled, installed_at, settings, meter_number)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, coalesce($12, now()), $13::jsonb, $14)
+SELECT x.name, x.protocol, x.address, x.unit_id, x.model, x.channel_id, x.protected, x.protected_reason,
+       x.has_relay, x.multiplier, x.enabled, coalesce(x.installed_at, now()), x.settings::jsonb,
+       x.meter_number
+FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::text[], $6::int[], $7::bool[],
+            $8::text[], $9::bool[], $10::numeric[], $11::bool[], $12::timestamptz[], $13::text[], $14::text[])
+     AS x(name, protocol, address, unit_id, model, channel_id, protected, protected_reason, has_relay,
+          multiplier, enabled, installed_at, settings, meter_number)
 ON CONFLICT (channel_id, protocol, address, coalesce(unit_id, -1)) DO UPDATE SET
-    name = coalesce($1, meters.name), model = EXCLUDED.model,
+    name = CASE WHEN $15 THEN EXCLUDED.name ELSE meters.name END, model = EXCLUDED.model,
     settings = meters.settings - 'pn' - 'port' || EXCLUDED.settings,
     protected = EXCLUDED.protected, protected_reason = EXCLUDED.protected_reason,
     has_relay = EXCLUDED.has_relay, multiplier = EXCLUDED.multiplier, enabled = EXCLUDED.enabled,
-    installed_at = coalesce($12, meters.installed_at), removed_at = NULL, updated_at = now(),
-    meter_number = coalesce($14, meters.meter_number)
+    installed_at = CASE WHEN $16 THEN EXCLUDED.installed_at ELSE meters.installed_at END,
+    removed_at = NULL, updated_at = now(),
+    meter_number = coalesce(EXCLUDED.meter_number, meters.meter_number)
 """
 
 # The assignments of the meters an import names with an account: the open one's account number and
@@ -85,8 +96,15 @@ async def upsert_channel(
 
 
 async def upsert_meters(conn: asyncpg.Connection, rows: Sequence[MeterRow]) -> None:
-    """Insert or update meters by (channel, protocol, address, unit); a removed meter comes back."""
-    await conn.executemany(_UPSERT_METER, [(*row[:12], json.dumps(row[12]), row[13]) for row in rows])
+    """Insert or update meters by (channel, protocol, address, unit); a removed meter comes back. The
+    rows name each meter once (one statement cannot update a row twice)."""
+    batches: dict[tuple[bool, bool], list[tuple[object, ...]]] = {}
+    for row in rows:
+        stated = (row[0] is not None, row[11] is not None)
+        batches.setdefault(stated, []).append((*row[:12], json.dumps(row[12]), row[13]))
+    for (name_stated, installed_stated), batch in batches.items():
+        columns = [list(column) for column in zip(*batch, strict=True)]
+        await conn.execute(_UPSERT_METERS, *columns, name_stated, installed_stated)
 
 
 # channel id, protocol, address, unit id: how an import names a stored meter

@@ -147,3 +147,75 @@ def test_cli_import_and_list(pg_dsn: str, tmp_path: Path) -> None:
     refused = headend("inventory", "import", str(bad), "--operator", INVENTORY_ADMIN, "--dsn", pg_dsn)
     assert refused.returncode == 2
     assert f"{bad}: line 2: (row): DL/T 645 address must be up to 12 decimal digits" in refused.stderr
+
+
+async def test_a_reimport_mixing_stated_and_unstated_names_and_dates_updates_each_meter(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """The import upserts its meters in one statement per kind of row (migration 0087 checks the admin
+    once per statement): a name or installation date the file states replaces the stored one, one it
+    leaves out keeps it, other columns follow the file, a removed meter comes back, under the desk
+    login."""
+
+    def meter(address: str, extra: str = "") -> str:
+        return (
+            f'[[meters]]\nchannel = "bus"\nprotocol = "dlt645-2007"\naddress = "{address}"\n'
+            f'model = "dlt645-generic"\n{extra}'
+        )
+
+    channel = '[[channels]]\nname = "bus"\nurl = "tcp://127.0.0.1:9"\n'
+    first = tmp_path / "first.toml"
+    first.write_text(
+        "\n".join(
+            [
+                channel,
+                meter("1", 'name = "kept"\ninstalled_at = 2026-01-01T00:00:00+08:00\n'),
+                meter("2", 'name = "renamed-later"\ninstalled_at = 2026-02-01T00:00:00+08:00\n'),
+                meter("3", 'meter_number = "000000000333"\nmultiplier = 2\n'),
+                meter("4"),
+            ]
+        )
+    )
+    assert import_inventory_cli(pg_dsn, first).returncode == 0
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        before = {
+            r["address"]: r
+            for r in await conn.fetch("SELECT address, name, installed_at, meter_number FROM meters")
+        }
+        await conn.execute("UPDATE meters SET removed_at = now() WHERE address = '000000000004'")
+        second = tmp_path / "second.toml"
+        second.write_text(
+            "\n".join(
+                [
+                    channel,
+                    meter("1", "multiplier = 5\n"),
+                    meter("2", 'name = "new-name"\n'),
+                    meter("3", "installed_at = 2026-03-01T00:00:00+08:00\nhas_relay = true\n"),
+                    meter("4", 'name = "back"\n'),
+                    meter("5"),
+                ]
+            )
+        )
+        assert import_inventory_cli(pg_dsn, second).returncode == 0
+        after = {
+            r["address"][-1]: (
+                r["name"], r["installed_at"] == before.get(r["address"], {}).get("installed_at"),
+                r["meter_number"], float(r["multiplier"]), r["has_relay"], r["removed_at"] is None,
+            )
+            for r in await conn.fetch(
+                "SELECT address, name, installed_at, meter_number, multiplier, has_relay, removed_at"
+                " FROM meters"
+            )
+        }  # fmt: skip
+        installed_3 = await conn.fetchval("SELECT installed_at FROM meters WHERE address = '000000000003'")
+    finally:
+        await conn.close()
+    assert after == {
+        "1": ("kept", True, None, 5.0, False, True),
+        "2": ("new-name", True, None, 1.0, False, True),
+        "3": ("bus/000000000003", False, "000000000333", 1.0, True, True),
+        "4": ("back", True, None, 1.0, False, True),
+        "5": ("bus/000000000005", False, None, 1.0, False, True),
+    }
+    assert installed_3.isoformat() == "2026-02-28T16:00:00+00:00"
