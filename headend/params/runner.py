@@ -5,15 +5,17 @@ nothing. Every ``POLL_S`` it takes the due meters of running campaigns and, for 
 database first (refused unless the campaign is approved and running), then runs one job on the
 meter's bus worker: read status word 3 to find the standby set, read every item the set and switch
 time need, write each that differs once (tables and counts first, the switch times last), and read
-every written item back. Outcomes: ``verified``, ``skipped`` (already correct), ``failed`` with the
-reason (a refusal decoded from the error word, a read-back that differs, no answer after the last
-attempt); no answer retries after ``RETRY_BASE_S`` × 2^(attempt − 1). A campaign whose meters are all
-settled is ``done``.
+every written item back. A write frame goes out at most once: one whose reply is lost ends the
+attempt, and the next attempt's reads show which items it changed. Outcomes: ``verified``,
+``skipped`` (already correct), ``failed`` with the reason (a refusal decoded from the error word, a
+read-back that differs, no answer after the last attempt); no answer retries after ``RETRY_BASE_S``
+× 2^(attempt − 1). A campaign whose meters are all settled is ``done``.
 
 Meters behind a dial-in DTU and behind a Q/GDW 1376.1 concentrator take the same DL/T 645 frames
 through the channel the daemon owns for them: the DTU's connection (a frame carrying the meter
 password goes only to a connection whose meters were verified; an unverified one fails the meter with
-the reason, nothing sent) or AFN 10 F1 forwarding, each forward with its own timeout.
+the reason, nothing sent) or AFN 10 F1 forwarding, each forward with its own timeout. A meter whose
+DTU is not connected is not attempted (no attempt counted): it stays due until the DTU dials in.
 
 The runner also reads back the active schedule of the meters ``headend params check --read`` asks
 for (reads only, :mod:`headend.params.check`), recorded in ``tou_checks``.
@@ -170,6 +172,8 @@ async def _one(host: ServiceHost, due: asyncpg.Record) -> None:
         async with host.pool.acquire() as conn:
             await store.defer(conn, campaign_id, meter_id, opening)
         log.info("campaign meter deferred", extra={"campaign": due["name"], "meter_id": meter_id})
+        return
+    if not host.reachable(meter_id):  # its DTU is not connected: nothing counted, tried when it is
         return
     async with host.pool.acquire() as conn:
         number = await store.begin_attempt(conn, campaign_id, meter_id)
