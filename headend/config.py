@@ -314,8 +314,8 @@ class RequestsConfig(_Section):
 class CampaignsConfig(_Section):
     """Parameter campaigns in the daemon (headend.params.runner): the zone of the windows' local
     times, the peak reading windows in which no campaign writes (the midnight freeze 23:55-00:10 is
-    closed always) and ``pace``: campaign jobs per bus in each pass of the runner (one after another; the
-    bus's scheduled reads take their turns between passes)."""
+    closed always) and ``pace``: the due campaign meters a bus's lane takes at a time (one after another;
+    the bus's scheduled reads go ahead of each)."""
 
     timezone: str = "Asia/Shanghai"
     peak_reading: list[str] = Field(default_factory=lambda: ["00:10-01:00"])

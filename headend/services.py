@@ -54,6 +54,16 @@ unless this daemon holds the channel's current lease (checked by the database). 
 outside a cluster."""
 
 
+Reachable = Callable[[int], bool]
+"""Whether a meter's channel can take a job now: False only for a dial-in channel whose device has no
+live connection here (a job would fail at once, nothing sent)."""
+
+
+def always_reachable(meter_id: int) -> bool:
+    """Without dial-in channels every meter's channel is reached on demand."""
+    return True
+
+
 def no_cluster(meter_id: int) -> tuple[str, int] | None:
     """Outside a cluster every meter is this daemon's, with nothing to fence."""
     return ("", 0)
@@ -89,6 +99,9 @@ class ServiceHost(Protocol):
     @property
     def write_fence(self) -> WriteFence: ...
 
+    @property
+    def reachable(self) -> Reachable: ...
+
     async def control(
         self, meter_id: int, body: JobBody[T], *, exchanges: int = 8, background: bool = False
     ) -> T:
@@ -121,6 +134,7 @@ class EngineServices:
     lease_of: LeaseOf = no_cluster
     elected: Elected = always_elected
     write_fence: WriteFence = no_fence
+    reachable: Reachable = always_reachable
 
     async def control(
         self, meter_id: int, body: JobBody[T], *, exchanges: int = 8, background: bool = False

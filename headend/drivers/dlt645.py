@@ -543,7 +543,9 @@ class Dlt645Driver:
             )
 
     async def write_item(self, di: str, value: Any, *, operator: str) -> None:
-        """Write one parameter item with the meter's password (one frame; a refusal is ``MeterRefused``)."""
+        """Write one parameter item with the meter's password: one frame, sent at most once (a lost
+        reply is ``MeterTimeout``, never a second write: the caller reads the item back); a refusal
+        is ``MeterRefused``."""
         credentials = self._require_credentials()
         await self._request(
             build_write(
@@ -554,6 +556,7 @@ class Dlt645Driver:
                 password=credentials.password,
                 operator=operator,
             ),
+            once=True,
             secret=True,
         )
 

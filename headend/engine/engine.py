@@ -306,6 +306,12 @@ class Engine:
         channel_id = self.sync.meter_channel.get(meter_id)
         return None if channel_id is None else self.leases.lease_of(channel_id)
 
+    def reachable(self, meter_id: int) -> bool:
+        """False only when the meter's channel is a dial-in one whose device is not connected here."""
+        channel_id = self.sync.meter_channel.get(meter_id)
+        spec = None if channel_id is None else self.sync.full.channels.get(channel_id)
+        return spec is None or self.port.online(spec) is not False
+
     def _current_interval(self) -> datetime:
         offset = timedelta(seconds=self.config.polling.offset)
         return floor_boundary(datetime.now(UTC) - offset, self.interval)
@@ -329,6 +335,7 @@ class Engine:
                 self.lease_of,
                 self.elected,
                 self.write_fence,
+                self.reachable,
             )
         )
         if asyncio.iscoroutine(result):

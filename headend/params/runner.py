@@ -1,19 +1,22 @@
 """The in-daemon campaign runner (``[engine] services = ["headend.params.runner:run"]``).
 
 A dry run (asked from the CLI) reads the same items and records what a write would change, writing
-nothing. Every ``POLL_S`` it takes the due meters of running campaigns and, for each, counts an attempt in the
-database first (refused unless the campaign is approved and running), then runs one job on the
-meter's bus worker: read status word 3 to find the standby set, read every item the set and switch
-time need, write each that differs once (tables and counts first, the switch times last), and read
-every written item back. Outcomes: ``verified``, ``skipped`` (already correct), ``failed`` with the
-reason (a refusal decoded from the error word, a read-back that differs, no answer after the last
-attempt); no answer retries after ``RETRY_BASE_S`` × 2^(attempt − 1). A campaign whose meters are all
-settled is ``done``.
+nothing. Every ``POLL_S`` it starts a lane for each bus with meters of running campaigns due (and
+none running): the lane takes them one after another, ``pace`` at a time, until none is due. For
+each meter it counts an attempt in the database first (refused unless the campaign is approved and
+running), then runs one job on the meter's bus worker: read status word 3 to find the standby set,
+read every item the set and switch time need, write each that differs once (tables and counts first,
+the switch times last), and read every written item back. A write frame goes out at most once: one
+whose reply is lost ends the attempt, and the next attempt's reads show which items it changed.
+Outcomes: ``verified``, ``skipped`` (already correct), ``failed`` with the reason (a refusal decoded
+from the error word, a read-back that differs, no answer after the last attempt); no answer retries
+after ``RETRY_BASE_S`` × 2^(attempt − 1). A campaign whose meters are all settled is ``done``.
 
 Meters behind a dial-in DTU and behind a Q/GDW 1376.1 concentrator take the same DL/T 645 frames
 through the channel the daemon owns for them: the DTU's connection (a frame carrying the meter
 password goes only to a connection whose meters were verified; an unverified one fails the meter with
-the reason, nothing sent) or AFN 10 F1 forwarding, each forward with its own timeout.
+the reason, nothing sent) or AFN 10 F1 forwarding, each forward with its own timeout. A meter whose
+DTU is not connected is not attempted (no attempt counted): it stays due until the DTU dials in.
 
 The runner also reads back the active schedule of the meters ``headend params check --read`` asks
 for (reads only, :mod:`headend.params.check`), recorded in ``tou_checks``.
@@ -171,6 +174,8 @@ async def _one(host: ServiceHost, due: asyncpg.Record) -> None:
             await store.defer(conn, campaign_id, meter_id, opening)
         log.info("campaign meter deferred", extra={"campaign": due["name"], "meter_id": meter_id})
         return
+    if not host.reachable(meter_id):  # its DTU is not connected: nothing counted, tried when it is
+        return
     async with host.pool.acquire() as conn:
         number = await store.begin_attempt(conn, campaign_id, meter_id)
     if number is None:
@@ -254,11 +259,22 @@ async def _check(host: ServiceHost, due: asyncpg.Record) -> None:
         await tou_checks.record_check(conn, meter_id, active, items, error)
 
 
-async def _paced(host: ServiceHost, due: list[asyncpg.Record]) -> None:
-    """One bus's share of a pass, one meter after another: an attempt is counted only when its job
-    is next on the bus, and the scheduled reads take their turns between passes."""
-    for d in due:
-        await _one(host, d)
+async def _lane(host: ServiceHost, due: list[asyncpg.Record]) -> None:
+    """One bus's campaign meters, one after another, for as long as it has any due: ``pace`` taken at
+    a time and the next ``pace`` as soon as those are done, with no wait for the other buses or the
+    next pass. An attempt is counted only when its job is next on the bus, and the bus's scheduled
+    reads go ahead of it. Ends when nothing is due, or the bus's DTU is not connected."""
+    channel_id = int(due[0]["channel_id"])
+    try:
+        while due and host.reachable(int(due[0]["meter_id"])):
+            for d in due:
+                await _one(host, d)
+            async with host.pool.acquire() as conn:
+                due = _held(host, await store.due_meters(conn, host.config.campaigns.pace, channel_id))
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        log.warning("campaign lane stopped: %s", exc)  # the database is away: a later pass starts it again
+    except Exception as exc:
+        log.error("campaign job failed: %s", exc)  # the meter stays due and is tried again
 
 
 def _held(host: ServiceHost, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
@@ -266,8 +282,9 @@ def _held(host: ServiceHost, rows: list[asyncpg.Record]) -> list[asyncpg.Record]
     return [r for r in rows if host.lease_of(int(r["meter_id"])) is not None]
 
 
-async def _pass(host: ServiceHost) -> None:
-    """One pass: the due dry runs and schedule checks, the due meters, then the campaigns now settled."""
+async def _pass(host: ServiceHost, lanes: dict[int, asyncio.Task[None]]) -> None:
+    """One pass: a lane started for every bus with meters due and none running, the due dry runs and
+    schedule checks, then the campaigns now settled."""
     async with host.pool.acquire() as conn:
         dry = await store.due_dry_runs(conn, BATCH)
         checks = await tou_checks.due_checks(conn, BATCH)
@@ -278,11 +295,17 @@ async def _pass(host: ServiceHost) -> None:
     by_bus: dict[int, list[asyncpg.Record]] = {}
     for d in due:
         by_bus.setdefault(int(d["channel_id"]), []).append(d)
+    for channel_id, meters in by_bus.items():
+        if channel_id in lanes:
+            continue
+
+        def ended(_: asyncio.Task[None], channel_id: int = channel_id) -> None:
+            lanes.pop(channel_id, None)
+
+        lanes[channel_id] = asyncio.create_task(_lane(host, meters), name=f"campaign-lane-{channel_id}")
+        lanes[channel_id].add_done_callback(ended)
     results = await asyncio.gather(
-        *(_dry(host, d) for d in dry),
-        *(_check(host, c) for c in checks),
-        *(_paced(host, meters) for meters in by_bus.values()),
-        return_exceptions=True,
+        *(_dry(host, d) for d in dry), *(_check(host, c) for c in checks), return_exceptions=True
     )
     for failure in (r for r in results if isinstance(r, Exception)):
         log.error("campaign job failed: %s", failure)  # the meter stays due and is tried again
@@ -307,9 +330,16 @@ def _publish(host: ServiceHost, counts: list[asyncpg.Record]) -> None:
 
 async def run(host: ServiceHost) -> None:
     """Run due campaign meters (and dry runs) until cancelled (the daemon stops)."""
-    while True:
-        try:
-            await _pass(host)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            log.warning("campaign pass skipped: %s", exc)  # the database is away: try again next poll
-        await asyncio.sleep(POLL_S)
+    lanes: dict[int, asyncio.Task[None]] = {}  # channel id -> its running lane
+    try:
+        while True:
+            try:
+                await _pass(host, lanes)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                log.warning("campaign pass skipped: %s", exc)  # the database is away: try again next poll
+            await asyncio.sleep(POLL_S)
+    finally:
+        running = list(lanes.values())
+        for lane in running:
+            lane.cancel()
+        await asyncio.gather(*running, return_exceptions=True)

@@ -173,10 +173,13 @@ async def move(conn: asyncpg.Connection, campaign_id: int, state: str) -> None:
     await conn.execute("UPDATE tou_campaigns SET state = $2 WHERE id = $1", campaign_id, state)
 
 
-async def due_meters(conn: Queryable, per_channel: int) -> list[asyncpg.Record]:
+async def due_meters(
+    conn: Queryable, per_channel: int, channel_id: int | None = None
+) -> list[asyncpg.Record]:
     """Meters of running campaigns to try now, at most ``per_channel`` of each channel (every bus
-    gets its share, however many meters other buses have due): ``campaign_id, name, meter_id,
-    channel_id, state, attempts, max_attempts, switch_at, windows, definition``, oldest try first."""
+    gets its share, however many meters other buses have due; only ``channel_id``'s when given):
+    ``campaign_id, name, meter_id, channel_id, state, attempts, max_attempts, switch_at, windows,
+    definition``, oldest try first."""
     return await rows(
         conn,
         "SELECT * FROM (SELECT x.campaign_id, c.name, x.meter_id, m.channel_id, x.state, x.attempts,"
@@ -185,9 +188,11 @@ async def due_meters(conn: Queryable, per_channel: int) -> list[asyncpg.Record]:
         "  ORDER BY x.next_try_at, x.campaign_id, x.meter_id) AS turn"
         " FROM tou_campaign_meters x JOIN meters m ON m.id = x.meter_id"
         " JOIN tou_campaigns c ON c.id = x.campaign_id JOIN tou_parameter_sets s ON s.id = c.set_id"
-        " WHERE c.state = 'running' AND x.state IN ('pending', 'written') AND x.next_try_at <= now()) d"
+        " WHERE c.state = 'running' AND x.state IN ('pending', 'written') AND x.next_try_at <= now()"
+        "  AND ($2::bigint IS NULL OR m.channel_id = $2::bigint)) d"
         " WHERE turn <= $1 ORDER BY next_try_at, campaign_id, meter_id",
         per_channel,
+        channel_id,
     )
 
 

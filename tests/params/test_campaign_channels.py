@@ -4,7 +4,14 @@ and a Q/GDW 1376.1 concentrator (the same DL/T 645 frames forwarded in AFN 10 F1
 the campaign runner in the test's loop, beside the simulators and the dial-in listener. The direct,
 verified-DTU and concentrator meters end verified and, after the switch time, put their energy into
 the register the new schedule names; the unverified DTU's meter fails with the reason and no frame
-carrying the meter password reaches it (write frames counted at its simulated bus)."""
+carrying the meter password reaches it (write frames counted at its simulated bus).
+
+The verified DTU's meter and the concentrator's meter drop offline in the middle of their writes (a
+planned fault: each acknowledges its 2nd / 1st write and answers nothing after it), so their first
+attempt ends unanswered; they come back before the retry, which writes only what the first did not.
+Each ends verified after two attempts, every item changed exactly once at the meter, and exactly
+one write frame more than the items reached it: the one left unanswered, never repeated in its
+attempt."""
 
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ from headend.inventory import import_inventory, read_inventory
 from protocols.dlt645.tou import daily_table_di
 from simulators import BusSpec, SimBus, start_bus
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
+from simulators.dlt645_server import Dlt645Meter
 from simulators.dtu import DtuSpec, SimDtu
 from simulators.meter import SimMeter
 from tests.dialin.test_listener import HB, front_end
@@ -80,6 +88,29 @@ def _config() -> object:
     )
 
 
+async def _back_after_first_try(
+    conn: asyncpg.Connection, planned: dict[str, tuple[Dlt645Meter, int]]
+) -> None:
+    """Each meter (address -> meter, writes it took) answers again once its first attempt is recorded
+    unanswered with a retry due later, having taken the writes planned before it dropped offline."""
+    waiting = dict(planned)
+
+    async def all_back() -> bool:
+        found = await conn.fetch(
+            "SELECT m.address FROM tou_campaign_meters x JOIN meters m ON m.id = x.meter_id"
+            " WHERE m.address = ANY($1::text[]) AND x.state = 'pending' AND x.attempts = 1"
+            " AND x.next_try_at > now()",
+            list(waiting),
+        )
+        for r in found:
+            meter, written = waiting.pop(r["address"])
+            assert meter.model.event_counts["programming"] == written  # the fault landed mid-writes
+            meter.model.offline = False
+        return not waiting
+
+    await wait_until(all_back, 30, "the first attempts unanswered")
+
+
 def _grown(model: SimMeter, advance: object) -> list[float]:
     before = list(model.registers.import_tariffs[1:])
     advance()  # type: ignore[operator]
@@ -97,6 +128,9 @@ async def test_one_campaign_over_a_direct_bus_dtus_and_a_concentrator(pg_dsn: st
         ConcentratorSpec(port=0, listen=True, meters=1, ports=1, latency_ms=5, line_timing=False, seed=25)
     )
     await conc.start()
+    dtu_bus = dtu_buses["DTU-2511"]
+    dtu_bus.meters[0].offline_after_programming = 2  # acknowledges its 2nd write, then silent
+    conc.pool.meters[0].offline_after_programming = 1  # acknowledges its 1st write, then silent
     models = {
         "direct": direct.meters[0].model,
         "dtu": dtu_buses["DTU-2511"].meters[0].model,
@@ -141,6 +175,8 @@ async def test_one_campaign_over_a_direct_bus_dtus_and_a_concentrator(pg_dsn: st
             async def finished() -> bool:
                 return await conn.fetchval("SELECT state FROM tou_campaigns WHERE name = 'c'") == "done"
 
+            dropping = {m.address: (m, n) for m, n in ((dtu_bus.meters[0], 2), (conc.pool.meters[0], 1))}
+            await _back_after_first_try(conn, dropping)
             await wait_until(finished, 60, "the campaign done")
             found = await conn.fetch(
                 "SELECT c.name, x.state, x.reason, x.attempts FROM tou_campaign_meters x"
@@ -148,14 +184,23 @@ async def test_one_campaign_over_a_direct_bus_dtus_and_a_concentrator(pg_dsn: st
             )
             assert {r["name"]: (r["state"], r["reason"], r["attempts"]) for r in found} == {
                 "direct": ("verified", None, 1),
-                "dtu-2511": ("verified", None, 1),
+                "dtu-2511": ("verified", None, 2),
                 "dtu-2512": (
                     "failed",
                     "dtu://DTU-2512: the meters behind this connection are not verified: no password sent",
                     1,
                 ),
-                "conc": ("verified", None, 1),
+                "conc": ("verified", None, 2),
             }
+            # every item changed once at each meter; one write frame more reached the two that
+            # dropped offline (the unanswered one, not repeated), none more
+            changed = models["direct"].event_counts["programming"]
+            assert changed > 2 and direct.requests[WRITE] == changed
+            for key in ("dtu", "conc"):
+                assert models[key].event_counts["programming"] == changed, key
+            assert dtu_bus.requests[WRITE] == changed + 1
+            port = conc.pool.port_of[conc.pool.meters[0].address]
+            assert conc.pool.responders[port].requests[WRITE] == changed + 1
             assert dtu_buses["DTU-2512"].requests[WRITE] == 0  # no frame with the password reached it
             assert hub.counts["secret_refused_unverified"] >= 1
             assert conc.counts["forwards"] > 0

@@ -97,7 +97,9 @@ async def test_the_runner_writes_only_under_its_channel_lease(pg_dsn: str, tmp_p
             lease_of=lambda meter_id: None if meter_id == elsewhere else ("d1", 7),
             write_fence=fence,
         )
-        await runner._pass(host)
+        lanes: dict[int, asyncio.Task[None]] = {}
+        await runner._pass(host, lanes)  # the bus's lane started: its three meters, one after another
+        await asyncio.gather(*lanes.values())
 
         found = await conn.fetch("SELECT meter_id, state, attempts FROM tou_campaign_meters")
         assert {r["meter_id"]: (r["state"], r["attempts"]) for r in found} == {
