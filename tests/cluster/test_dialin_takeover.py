@@ -3,7 +3,8 @@ network sends it to. While the member holding its channel has it connected (its 
 a second connection with its identity at the other member (an impostor) is a conflict there: closed,
 counted, listed by ``channels pending``; the lease does not move. While the device has no connection
 anywhere, a connection with its identity must prove it (its meter answers with the recorded number)
-before its member takes the lease: an impostor is closed and the lease stays where it was. The real
+before its member takes the lease: an impostor (or a connection whose meters stay silent) is closed
+and the lease stays where it was. The real
 device connecting to the other member moves the lease there with the next epoch; the member that
 held it lets go at its next renewal. A connection that goes quiet without closing (half-open) keeps
 the device only for ``replace_silent_after``: the device dialling the first member again gets the
@@ -81,11 +82,13 @@ async def test_an_impostor_is_refused_and_the_device_moves_once_it_hung_up_or_we
     old = dtu(bus, ports["a"])
     new = dtu(bus, ports["b"])
     # an impostor: the same registration id, other meters behind it, from the same allowed network
-    impostor = dtu(SimBus(BusSpec(meters=1, seed=9, transport="carried")), ports["b"])
+    others = SimBus(BusSpec(meters=1, seed=9, transport="carried"))
+    impostor = dtu(others, ports["b"])
+    silent = dtu(others, ports["b"])  # the same: nothing answers the real meter's address
     # one whose meter answers the real address, with another meter number
     lookalike = dtu(impostor_bus(bus, seed=11), ports["b"])
     back = dtu(bus, ports["a"])  # the device again at a, while its connection at b is half-open
-    devices = (old, new, impostor, lookalike, back)
+    devices = (old, new, impostor, silent, lookalike, back)
     lease_query = "SELECT owner, epoch, connected FROM channel_leases"
 
     async def lease() -> tuple[int, int, bool]:
@@ -141,6 +144,11 @@ async def test_an_impostor_is_refused_and_the_device_moves_once_it_hung_up_or_we
         mismatch = 'event="identity_mismatch"'
         await wait_until(lambda: second.metric("headend_dialin_events", mismatch), 5, "the mismatch at b")
         assert lookalike.counts["requests"] == 1  # its meter number, nothing else
+        assert await lease() == (first.proc.pid, epoch, False)
+        await silent.start()  # nothing answers behind it: not proven either
+        await wait_until(lambda: silent.counts["dropped"] == 1, 15, "the unproven connection closed")
+        unproven = 'event="closed_unproven"'
+        await wait_until(lambda: second.metric("headend_dialin_events", unproven), 5, "counted at b")
         assert await lease() == (first.proc.pid, epoch, False)
         assert await second.metric("headend_cluster_moves_total", 'direction="seized"') == 0
 
