@@ -22,6 +22,11 @@ connect, then the registration), ``garbage_before=N`` (N noise bytes before the 
 and the connection drops: the meter has switched, the master never hears it, the DTU redials).
 Whether reply N gets a rate fault depends only on the seed and N, never on redial timing.
 
+``mute()`` makes the connection half-open as seen from the master (the device's network path is
+gone without a FIN): the DTU keeps its socket open but sends nothing more, neither replies nor
+heartbeats (requests still arriving are counted, not served), and does not redial once the master
+closes it.
+
 An impostor (:func:`impostor_bus`): a DTU registering with a real one's id in front of a bus whose
 meters answer the real meters' addresses with other values and other meter numbers (04 00 04 02).
 """
@@ -120,6 +125,7 @@ class SimDtu:
         self._side: set[asyncio.Task[None]] = set()
         self._duplicated = False
         self._sending = asyncio.Lock()  # one packet at a time: a heartbeat never splits a reply packet
+        self.muted = False  # see ``mute``
 
     @property
     def registration(self) -> bytes:
@@ -128,6 +134,10 @@ class SimDtu:
     async def start(self) -> SimDtu:
         self._task = asyncio.create_task(self._run(), name=f"dtu-{self.spec.identity}")
         return self
+
+    def mute(self) -> None:
+        """From now on send nothing and keep the socket open (see the module docstring)."""
+        self.muted = True
 
     async def stop(self) -> None:
         tasks = [t for t in (self._task, *self._side) if t is not None]
@@ -152,6 +162,8 @@ class SimDtu:
                 while connection is not None:
                     connection = await self._session(*connection)
                 self.counts["dropped"] += 1
+                if self.muted:
+                    return
                 # a connection that carried requests was healthy; one dropped before any backs off
                 failures = 1 if self.counts["requests"] > served else failures + 1
             delay = min(spec.max_backoff_s, spec.backoff_s * 2 ** max(0, failures - 1))
@@ -219,6 +231,9 @@ class SimDtu:
                 if not chunk:
                     return None
                 bus = self.bus
+                if self.muted:
+                    self.counts["requests"] += len(deframer.feed(chunk)) if isinstance(bus, SimBus) else 1
+                    continue
                 if not isinstance(
                     bus, SimBus
                 ):  # a Modbus bus: bytes pass through, replies come from the pump
@@ -287,7 +302,7 @@ class SimDtu:
     async def _beat(self, writer: asyncio.StreamWriter) -> None:
         while True:
             await asyncio.sleep(self.spec.heartbeat_s)
-            if self.spec.heartbeat:
+            if self.spec.heartbeat and not self.muted:
                 async with self._sending:
                     await self._packet(writer, self.spec.heartbeat)
                 self.counts["heartbeats"] += 1

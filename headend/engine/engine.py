@@ -236,7 +236,7 @@ class Engine:
     def _dialin_connected(self, channel_id: int) -> bool:
         """Whether a dial-in channel's device has a live connection here."""
         spec = self.sync.full.channels.get(channel_id)
-        return spec is not None and bool(self.port.online(spec))
+        return spec is not None and self.port.alive(spec)
 
     def _dialin_bound(self, device: tuple[str, str], inbound: Inbound) -> None:
         """A dial-in device connected here: take its channel's lease (next epoch), start its worker;
@@ -254,8 +254,19 @@ class Engine:
             self.ctx.tasks.spawn(self.leases.disconnected(self.ctx.db, channel_id), f"hung-up-{device[1]}")
 
     async def _seize(self, channel_id: int, inbound: Inbound) -> None:
+        """Claim a dial-in channel for the connection bound here: refused while another member holds
+        it with the device connected (a conflict); a claim that would move the lease here (a new
+        epoch) waits until the connection proved its identity (``_proven``)."""
         assert self.leases is not None
         try:
+            holding = await self.leases.holding(self.ctx.db, channel_id)
+            if holding is None or holding.owner != self.leases.member:
+                if holding is not None and holding.connected:
+                    if self.port.hub is not None:
+                        self.port.hub.connected_elsewhere(inbound, holding.owner)
+                    return
+                if not await self._proven(channel_id, inbound):
+                    return
             claim = await self.leases.seize(self.ctx.db, channel_id)
         except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
             log.warning("dial-in channel not taken", extra={"channel_id": channel_id, "error": str(exc)})
@@ -266,6 +277,18 @@ class Engine:
             return
         if claim.fresh or channel_id not in self.workers:
             await self._follow_leases()
+
+    async def _proven(self, channel_id: int, inbound: Inbound) -> bool:
+        """Whether the meters behind a new connection are the channel's (or nothing can tell), before
+        its claim moves the lease here; a connection not proven is closed (its redial tries again)."""
+        full = self.sync.full
+        spec = full.channels.get(channel_id)
+        if spec is None:
+            return False
+        if await self.port.prove_identity(spec, full.meters_by_channel.get(channel_id, [])):
+            return not inbound.closed
+        inbound.close("unproven")
+        return False
 
     async def _renew_leases(self) -> None:
         """One lease renewal; workers started for channels taken, stopped for channels let go."""

@@ -7,10 +7,11 @@ holds but is no longer given and takes or renews the ones it is given. A lease h
 daemon is not taken: that daemon lets it go at its next renewal, or it expires. The epochs held are what
 the daemon names when it sends a relay frame (the database refuses a ``sent`` under any other, migration
 0065). A dial-in channel's lease is taken when its device connects here (:meth:`Leases.seize`),
-unless another member has the device connected; each renewal restates which held dial-in channels
-have their device connected here. A lease given up is released only once the channel's worker has
-stopped. When the database stops answering for half a lease, the daemon gives up every channel
-(before another daemon may take them).
+unless another member has the device connected (the engine first has a connection that would move the
+lease prove its identity, see :meth:`Leases.holding`); each renewal restates which held dial-in
+channels have their device connected here on a connection that still answers. A lease given up is
+released only once the channel's worker has stopped. When the database stops answering for half a
+lease, the daemon gives up every channel (before another daemon may take them).
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ import asyncpg
 from headend.config import ClusterConfig
 from headend.metrics import EngineMetrics
 from headend.store.cluster import (
+    Holding,
     enabled_channels,
     lease_disconnected,
     lease_owners,
     leave,
+    live_holding,
     live_members,
     release_lease,
     renew_member,
@@ -194,6 +197,12 @@ class Leases:
             self.held.pop(channel_id, None)
         self.held.update(taken)
         self.service_epoch = await take_service(conn, self.member, ttl)
+
+    async def holding(self, pool: asyncpg.Pool, channel_id: int) -> Holding | None:
+        """Who holds a dial-in channel's lease now (None: nobody): a connection here that would move
+        it to this daemon (a new epoch) must first prove its identity."""
+        async with pool.acquire() as conn:
+            return await live_holding(conn, channel_id)
 
     async def seize(self, pool: asyncpg.Pool, channel_id: int) -> Claim:
         """A dial-in channel's device connected here: take its lease with the next epoch (the daemon

@@ -6,6 +6,7 @@ worker, scheduler and backfill code never depend on a driver's concrete types.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -27,6 +28,7 @@ from headend.store.trusts import TrustGrant
 from headend.transport import (
     Bus,
     ChannelOffline,
+    ChannelUnavailable,
     ChannelUnverified,
     ChannelUrlError,
     check_protocol,
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 SECRETS_RETRY_S = 60.0  # an unreadable secrets file is tried again this often
 IDENTITY_TRIES = 3  # meters asked for their number when verifying a dial-in connection
 METER_NUMBER_DI = "04000402"
+PROVE_LIMIT_S = 60.0  # a new dial-in connection's identity check before a cluster member claims it
 
 
 def values_of(result: Any) -> dict[str, float]:
@@ -152,6 +155,38 @@ class DriverPort:
         if self.hub is None or device is None:
             return None
         return self.hub.online(device)
+
+    def alive(self, spec: ChannelSpec) -> bool:
+        """Whether a dial-in channel's device is connected here on a connection that still answers
+        (``Inbound.alive``): what a cluster member states in the channel's lease."""
+        device = dialin_device(spec)
+        return self.hub is not None and device is not None and self.hub.alive(device)
+
+    async def prove_identity(self, spec: ChannelSpec, meters: list[MeterSpec]) -> bool:
+        """Check the meters behind a dial-in channel's new connection before a cluster member claims
+        the channel's lease for it (no worker uses it yet). True: verified, or nothing can verify it
+        (no meter has a recorded number or archive point: taken unverified, as a single daemon takes
+        it). False: other meters answer (the connection is closed as an impostor), none answers, or
+        the connection is gone. Nothing password-bearing is sent (see ``identity_verdict``). A
+        concentrator's login is not checked here (True): its link closes the connection when it lets
+        go, so its archive is checked by the channel's worker once the lease is taken."""
+        device = dialin_device(spec)
+        if device is None or device[0] != "dtu":
+            return True
+        channel = await self.open_channel(spec)
+        try:
+            drivers = [(meter, self.make_driver(channel, meter)) for meter in meters]
+            async with asyncio.timeout(PROVE_LIMIT_S):
+                await self.verify_connection(channel, drivers)
+        except (ChannelUnavailable, ChannelUrlError, ConnectionError, DriverError, TimeoutError) as exc:
+            log.warning(
+                "dial-in connection not proven: its channel's lease stays where it is",
+                extra={"channel": spec.name, "error": f"{type(exc).__name__}: {exc}"},
+            )
+            return False
+        finally:
+            await channel.close()
+        return True
 
     def refresh_dialin_gauges(self, metrics: EngineMetrics, channels: Iterable[ChannelSpec]) -> None:
         """``headend_channel_offline`` per dial-in channel and the front end's event counts."""

@@ -37,6 +37,24 @@ class Lease:
     expires_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """Who holds a channel's lease (not expired), and whether with its device connected."""
+
+    owner: str
+    connected: bool
+
+
+async def live_holding(conn: asyncpg.Connection, channel_id: int) -> Holding | None:
+    """The live holder of a channel's lease; None when nobody holds it (no row, or expired)."""
+    row = await conn.fetchrow(
+        "SELECT owner, connected FROM channel_leases"
+        " WHERE channel_id = $1 AND expires_at > clock_timestamp()",
+        channel_id,
+    )
+    return None if row is None else Holding(str(row["owner"]), bool(row["connected"]))
+
+
 async def renew_member(conn: asyncpg.Connection, member: str, host: str, pid: int, ttl: float) -> None:
     """Announce or renew this daemon's membership for ``ttl`` seconds."""
     ttl_interval = timedelta(seconds=ttl)

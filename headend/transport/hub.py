@@ -361,6 +361,12 @@ class DialinHub:
         inbound = self.live.get(device)
         return inbound is not None and not inbound.closed
 
+    def alive(self, device: DeviceKey) -> bool:
+        """Whether ``device`` has a live connection that still answers (``Inbound.alive``): what a
+        cluster member states as the device connected to it."""
+        inbound = self.live.get(device)
+        return inbound is not None and inbound.alive(self.clock())
+
     async def connection(self, device: DeviceKey, wait_s: float = 0.0) -> Inbound:
         """The live connection of ``device``, waiting up to ``wait_s`` for one; else ChannelOffline."""
         deadline = self.clock() + wait_s

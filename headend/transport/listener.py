@@ -146,14 +146,17 @@ class Inbound(asyncio.Protocol):
         """Keep-alives seen while no link had the connection (a link counts its own)."""
         return self._filter.keepalives + (self._answerer.heartbeats if self._answerer else 0)
 
-    def answering(self, now: float) -> bool:
-        """Whether this established connection keeps its device against a newer one (the
-        listener's conflict policy): it is open, received something (a reply, a heartbeat) within
-        ``replace_silent_after_s`` and left no request unanswered since."""
-        spec = self.listener.spec
-        if spec.conflict == "replace" or self.closed or self.unanswered:
+    def alive(self, now: float) -> bool:
+        """Whether this established connection still answers: it is open, received something (a
+        reply, a heartbeat) within ``replace_silent_after_s`` and left no request unanswered since."""
+        if self.closed or self.unanswered:
             return False
-        return now - self.last_rx < spec.replace_silent_after_s
+        return now - self.last_rx < self.listener.spec.replace_silent_after_s
+
+    def answering(self, now: float) -> bool:
+        """Whether this established connection keeps its device against a newer one here (the
+        listener's conflict policy ``keep`` and :meth:`alive`)."""
+        return self.listener.spec.conflict != "replace" and self.alive(now)
 
     def verification_due(self, now: float) -> bool:
         """Whether the meters behind this open connection should be checked now: never verified, and

@@ -1,20 +1,27 @@
 """Dial-in take-over (issue 26): a DTU connects to whichever of two ``headend run`` cluster members its
-network sends it to. While the member holding its channel has it connected, a second connection with
-its identity at the other member (an impostor) is a conflict there: closed, counted, listed by
-``channels pending``; the lease does not move. Once the device's connection is gone, the member it
-connects to takes the channel's lease with the next epoch and reads through it; the member that held
-it lets go at its next renewal. Who reads is counted at the simulated DTUs (the requests each
-connection carried)."""
+network sends it to. While the member holding its channel has it connected (its connection answers),
+a second connection with its identity at the other member (an impostor) is a conflict there: closed,
+counted, listed by ``channels pending``; the lease does not move. While the device has no connection
+anywhere, a connection with its identity must prove it (its meter answers with the recorded number)
+before its member takes the lease: an impostor (or a connection whose meters stay silent) is closed
+and the lease stays where it was. The real
+device connecting to the other member moves the lease there with the next epoch; the member that
+held it lets go at its next renewal. A connection that goes quiet without closing (half-open) keeps
+the device only for ``replace_silent_after``: the device dialling the first member again gets the
+lease there long before ``silent_timeout``, and the quiet connection is closed and read no more.
+Who reads is counted at the simulated DTUs (the requests each connection carried)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from headend.store.dialin import list_pending
 from simulators import BusSpec, SimBus
-from simulators.dtu import DtuSpec, SimDtu
+from simulators.dtu import DtuSpec, SimDtu, impostor_bus
 from tests.support.daemons import Daemon, free_port
 from tests.support.operators import import_inventory_cli
 from tests.support.waiting import wait_until
@@ -23,6 +30,8 @@ RENEW_S = 0.5
 LEASE_S = 3.0
 INTERVAL_S = 1.0
 IDENTITY = "DTU-MOVE"
+QUIET_S = 3.0  # replace_silent_after: a connection quiet this long no longer keeps the device
+HEARTBEAT_S = 0.5
 
 
 async def start_member(name: str, dsn: str, tmp_path: Path, listen_port: int) -> Daemon:
@@ -36,6 +45,7 @@ async def start_member(name: str, dsn: str, tmp_path: Path, listen_port: int) ->
         '[timeouts]\ninitial = "1s"\nmaximum = "2s"\n'
         f'[cluster]\nenabled = true\nrenew = "{RENEW_S}s"\nlease = "{LEASE_S}s"\n'
         f'[listen]\npending_flush = "0.5s"\n[[listen.listeners]]\naddress = "127.0.0.1:{listen_port}"\n'
+        f'heartbeat = "HB"\nreplace_silent_after = "{QUIET_S}s"\nsilent_timeout = "1h"\n'
         f'[metrics]\nport = {metrics_port}\n[logging]\nformat = "json"\n'
     )
     return await Daemon.start(config, tmp_path / f"state-{name}", metrics_port)
@@ -45,28 +55,46 @@ def pid_of(member: str) -> int:
     return int(member.split(":")[-2])
 
 
-async def test_an_impostor_at_another_member_is_a_conflict_and_the_device_moves_once_it_hung_up(
+def dtu(bus: SimBus, port: int, *, backoff_s: float = 60.0) -> SimDtu:
+    """A DTU dialling ``port`` with heartbeats (a long backoff: only the test moves it elsewhere)."""
+    spec = DtuSpec(IDENTITY, "127.0.0.1", port, heartbeat=b"HB", heartbeat_s=HEARTBEAT_S, backoff_s=backoff_s)
+    return SimDtu(spec, bus)
+
+
+@pytest.mark.long(seconds=35)
+async def test_an_impostor_is_refused_and_the_device_moves_once_it_hung_up_or_went_quiet(
     pg_dsn: str, tmp_path: Path
 ) -> None:
     bus = SimBus(BusSpec(meters=1, seed=2670, transport="carried"))
+    meter = bus.meters[0]
     inventory = tmp_path / "inv.toml"
     inventory.write_text(
         f'[[channels]]\nname = "village"\nurl = "dtu://{IDENTITY}?baud=2400"\n'
         '[[meters]]\nchannel = "village"\nprotocol = "dlt645-2007"\n'
-        f'address = "{bus.meters[0].address}"\nmodel = "dlt645-generic"\n'
+        f'address = "{meter.address}"\nmodel = "dlt645-generic"\n'
+        f'meter_number = "{meter.model.meter_number}"\n'
     )
     assert import_inventory_cli(pg_dsn, inventory).returncode == 0
     conn = await asyncpg.connect(pg_dsn)
     ports = {"a": free_port(), "b": free_port()}
     first = await start_member("a", pg_dsn, tmp_path, ports["a"])
     second = await start_member("b", pg_dsn, tmp_path, ports["b"])
-    # the first connection's redial waits long: only the network's switch brings the device to b
-    old = SimDtu(DtuSpec(IDENTITY, "127.0.0.1", ports["a"], backoff_s=60.0), bus)
-    new = SimDtu(DtuSpec(IDENTITY, "127.0.0.1", ports["b"], backoff_s=60.0), bus)
+    old = dtu(bus, ports["a"])
+    new = dtu(bus, ports["b"])
     # an impostor: the same registration id, other meters behind it, from the same allowed network
     others = SimBus(BusSpec(meters=1, seed=9, transport="carried"))
-    impostor = SimDtu(DtuSpec(IDENTITY, "127.0.0.1", ports["b"], backoff_s=60.0), others)
+    impostor = dtu(others, ports["b"])
+    silent = dtu(others, ports["b"])  # the same: nothing answers the real meter's address
+    # one whose meter answers the real address, with another meter number
+    lookalike = dtu(impostor_bus(bus, seed=11), ports["b"])
+    back = dtu(bus, ports["a"])  # the device again at a, while its connection at b is half-open
+    devices = (old, new, impostor, silent, lookalike, back)
     lease_query = "SELECT owner, epoch, connected FROM channel_leases"
+
+    async def lease() -> tuple[int, int, bool]:
+        row = await conn.fetchrow(lease_query)
+        return pid_of(row["owner"]), row["epoch"], row["connected"]
+
     try:
         await first.wait_logged("engine started", 30)
         await second.wait_logged("engine started", 30)
@@ -74,15 +102,15 @@ async def test_an_impostor_at_another_member_is_a_conflict_and_the_device_moves_
         await old.start()
 
         async def held_by(daemon: Daemon) -> bool:
-            lease = await conn.fetchrow(lease_query)
-            return lease is not None and pid_of(lease["owner"]) == daemon.proc.pid
+            row = await conn.fetchrow(lease_query)
+            return row is not None and pid_of(row["owner"]) == daemon.proc.pid
 
         await wait_until(lambda: held_by(first), 20, "the lease taken by the member the DTU connected to")
-        await wait_until(lambda: old.counts["requests"] > 0, 20, "a read through the first connection")
-        lease = await conn.fetchrow(lease_query)
-        epoch = lease["epoch"]
-        assert lease["connected"] is True
+        await wait_until(lambda: old.counts["requests"] > 1, 20, "a read through the first connection")
+        epoch = (await lease())[1]
+        assert await lease() == (first.proc.pid, epoch, True)
 
+        # 1. the device connected and answering at a: an impostor at b is a conflict there
         await impostor.start()
         await wait_until(lambda: impostor.counts["dropped"] == 1, 10, "the impostor's connection closed")
         await wait_until(
@@ -98,13 +126,12 @@ async def test_an_impostor_at_another_member_is_a_conflict_and_the_device_moves_
         assert await listed() == [(IDENTITY, 1)]
         before = old.counts["requests"]
         await wait_until(lambda: old.counts["requests"] > before + 1, 4 * INTERVAL_S + 5, "reads through a")
-        lease = await conn.fetchrow(lease_query)
-        assert (pid_of(lease["owner"]), lease["epoch"], lease["connected"]) == (first.proc.pid, epoch, True)
+        assert await lease() == (first.proc.pid, epoch, True)
         assert old.counts["dropped"] == 0
         assert impostor.counts["requests"] == 0
         assert await second.metric("headend_cluster_moves_total", 'direction="seized"') == 0
 
-        # the device hangs up at a and the network sends it to b
+        # 2. the device hangs up at a: a look-alike at b must prove its identity first, and fails
         await old.stop()
 
         async def hung_up() -> bool:
@@ -112,25 +139,65 @@ async def test_an_impostor_at_another_member_is_a_conflict_and_the_device_moves_
 
         await wait_until(hung_up, 5, "a's lease saying the device hung up")
         stale_requests = old.counts["requests"]
+        await lookalike.start()
+        await wait_until(lambda: lookalike.counts["dropped"] == 1, 10, "the look-alike's connection closed")
+        mismatch = 'event="identity_mismatch"'
+        await wait_until(lambda: second.metric("headend_dialin_events", mismatch), 5, "the mismatch at b")
+        assert lookalike.counts["requests"] == 1  # its meter number, nothing else
+        assert await lease() == (first.proc.pid, epoch, False)
+        await silent.start()  # nothing answers behind it: not proven either
+        await wait_until(lambda: silent.counts["dropped"] == 1, 15, "the unproven connection closed")
+        unproven = 'event="closed_unproven"'
+        await wait_until(lambda: second.metric("headend_dialin_events", unproven), 5, "counted at b")
+        assert await lease() == (first.proc.pid, epoch, False)
+        assert await second.metric("headend_cluster_moves_total", 'direction="seized"') == 0
+
+        # 3. the network sends the real device to b: proven, it takes the lease with the next epoch
         await new.start()
         await wait_until(lambda: held_by(second), 20, "the lease taken by the member it connected to now")
-        assert (await conn.fetchrow(lease_query))["epoch"] == epoch + 1
+        assert (await lease())[1] == epoch + 1
         before = new.counts["requests"]
         await wait_until(lambda: new.counts["requests"] > before + 1, 6 * INTERVAL_S + 5, "reads through b")
         assert old.counts["requests"] == stale_requests
-        lost = 'direction="lost"'
-        await wait_until(lambda: first.metric("headend_cluster_moves_total", lost), 4 * RENEW_S + 5, "a gone")
-        moves = await conn.fetch("SELECT from_owner, to_owner, epoch, reason FROM lease_moves ORDER BY id")
-        assert [(r["reason"], r["epoch"]) for r in moves] == [("first", epoch), ("seized", epoch + 1)]
-        assert pid_of(moves[1]["from_owner"]) == first.proc.pid
+
+        async def lost(daemon: Daemon) -> float:
+            return await daemon.metric("headend_cluster_moves_total", 'direction="lost"')
+
+        await wait_until(lambda: lost(first), 4 * RENEW_S + 5, "a letting go")
         assert await second.metric("headend_cluster_moves_total", 'direction="seized"') == 1
-        assert await first.metric("headend_cluster_moves_total", 'direction="lost"') == 1
         assert await first.metric("headend_cluster_channels") == 0
         assert await second.metric("headend_cluster_channels") == 1
+
+        # 4. its connection at b goes quiet without closing; within replace_silent_after (and a
+        # renewal) b's lease no longer says connected, and the device dialling a is taken there
+        loop = asyncio.get_running_loop()
+        new.mute()
+        muted_at = loop.time()
+        await wait_until(hung_up, QUIET_S + 4 * RENEW_S + 5, "b's lease saying its connection went quiet")
+        await back.start()
+        await wait_until(lambda: held_by(first), 20, "the lease taken by a again")
+        assert (await lease())[1] == epoch + 2
+        await wait_until(lambda: back.counts["requests"] > 1, 4 * INTERVAL_S + 5, "reads through a again")
+        assert loop.time() - muted_at < 20  # silent_timeout is an hour
+        await wait_until(lambda: lost(second), 4 * RENEW_S + 5, "b letting go")
+        await wait_until(lambda: new.counts["dropped"] == 1, 5, "b closing the quiet connection")
+        unheard = new.counts["requests"]
+        before = back.counts["requests"]
+        await wait_until(lambda: back.counts["requests"] > before + 2, 6 * INTERVAL_S + 5, "reads through a")
+        assert new.counts["requests"] == unheard  # b reads it no more
+        assert await second.metric("headend_cluster_channels") == 0
+        assert await first.metric("headend_cluster_channels") == 1
+
+        moves = await conn.fetch("SELECT from_owner, to_owner, epoch, reason FROM lease_moves ORDER BY id")
+        assert [(r["reason"], r["epoch"]) for r in moves] == [
+            ("first", epoch),
+            ("seized", epoch + 1),
+            ("seized", epoch + 2),
+        ]
+        assert [pid_of(r["to_owner"]) for r in moves] == [first.proc.pid, second.proc.pid, first.proc.pid]
     finally:
-        await old.stop()
-        await new.stop()
-        await impostor.stop()
+        for device in devices:
+            await device.stop()
         await first.close()
         await second.close()
         await conn.close()
