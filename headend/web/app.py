@@ -11,6 +11,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import jinja2
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -85,6 +86,20 @@ def console_of(request: Request) -> Console:
     return state
 
 
+async def _reads_only(conn: asyncpg.Connection) -> None:
+    """A reporting connection goes back to the pool as it is: asyncpg rolls back an open transaction
+    first, and the reads leave no other session state (no session settings, cursors outside a
+    transaction, listeners or advisory locks), so the default reset query would only cost a round
+    trip per request."""
+
+
+def _templates() -> jinja2.Environment:
+    """The pages' templates, escaped as Starlette's default environment escapes them; read once (they
+    ship with the package), not checked for changes at every render."""
+    loader = jinja2.FileSystemLoader(HERE / "templates")
+    return jinja2.Environment(loader=loader, autoescape=jinja2.select_autoescape(), auto_reload=False)
+
+
 def create_app(config: WebConfig, desk_dsn: str, report_dsn: str) -> FastAPI:
     """The application; its pools open on startup and close on shutdown."""
 
@@ -98,9 +113,9 @@ def create_app(config: WebConfig, desk_dsn: str, report_dsn: str) -> FastAPI:
         # query over a year of TimescaleDB chunks costs more than running it (bench/console.py)
         generic = {**settings, "plan_cache_mode": "force_generic_plan"}
         report = await asyncpg.create_pool(
-            report_dsn, min_size=1, max_size=config.pool_size, server_settings=generic
+            report_dsn, min_size=1, max_size=config.pool_size, server_settings=generic, reset=_reads_only
         )
-        templates = Jinja2Templates(directory=HERE / "templates")
+        templates = Jinja2Templates(env=_templates())
         app.state.console = Console(config, desk, report, templates, ZoneInfo(config.timezone))
         try:
             yield

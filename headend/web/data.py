@@ -135,10 +135,11 @@ async def meter(
     action = fields.pop("last_relay_action")
     fields["relay"] = "none" if not fields["has_relay"] else RELAY_STATE.get(str(action), "unknown")
     start, end = day_bounds(day, zone)
-    curve = await console.load_curve(conn, meter_id, start, end)
-    points = [Point(r.ts.astimezone(zone), r.kw, r.quality) for r in curve if r.kw is not None]
     bars_start, _ = day_bounds(starts[0], zone)
-    known = dict(await console.consumption(conn, meter_id, bars_start, end, zone.key, period))
+    async with console.custom_plans(conn):  # both are bounded in time
+        curve = await console.load_curve(conn, meter_id, start, end)
+        known = dict(await console.consumption(conn, meter_id, bars_start, end, zone.key, period))
+    points = [Point(r.ts.astimezone(zone), r.kw, r.quality) for r in curve if r.kw is not None]
     bars = [(d, known.get(d)) for d in starts]
     data: Row = {
         "meter": fields,

@@ -46,3 +46,6 @@ SignedOnce = Annotated[Acting, Depends(acting, scope="function")]
 """The operator checked, and the desk connection given back as the route returns, before its response
 is sent: for a streamed response (``Signed`` holds it until the last byte, as slow as the client)."""
 Reader = Annotated[asyncpg.Connection, Depends(reading)]
+ReaderOnce = Annotated[asyncpg.Connection, Depends(reading, scope="function")]
+"""A reporting connection given back as the route returns (as ``SignedOnce``): a streamed response
+reads what it sends before it returns."""

@@ -1,7 +1,9 @@
 """The integration API's readings feeds, as the readings export (``headend export readings``) gives
 them: a meter's interval readings and daily registers for a period, and the fleet's daily registers
 of one day; multipliers applied, quality flags kept. Paged by an opaque keyset cursor (the last key
-given, never an offset), rendered as JSON or CSV chunk by chunk; the same request gives the same bytes."""
+given, never an offset), read whole (a page is bounded) on a connection the route gives back before the
+response goes out, then rendered as JSON or CSV chunk by chunk: a client reading slowly (or not at all)
+holds no pooled connection. The same request gives the same bytes."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -35,10 +37,10 @@ MAX_DAYS = 3660  # a period of at most ten years
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """A page of rows: the columns, the rows (an async stream), the cursor of the next page or None."""
+    """A page of rows: the columns, the rows (read), the cursor of the next page or None."""
 
     columns: tuple[str, ...]
-    rows: AsyncIterator[Row]
+    rows: list[Row]
     next: str | None
 
 
@@ -117,11 +119,6 @@ async def _quantity(conn: asyncpg.Connection, name: str) -> int:
     return found
 
 
-async def _none() -> AsyncIterator[Row]:
-    return
-    yield ()  # an async generator that yields nothing
-
-
 async def interval_page(
     conn: asyncpg.Connection,
     ref: str,
@@ -133,11 +130,11 @@ async def interval_page(
     zone: ZoneInfo,
 ) -> Page:
     """Up to ``limit`` of the meter's stored readings in the local days ``first`` … ``last``, by time,
-    after the cursor's; read here (a page is bounded), rendered as the caller streams it."""
+    after the cursor's."""
     meter = await _meter(conn, ref, first, last, zone)
     qid = await _quantity(conn, quantity)
     if meter is None:
-        return Page(INTERVAL_COLUMNS, _none(), None)
+        return Page(INTERVAL_COLUMNS, [], None)
     query = _fingerprint("readings", meter.id, first, last, qid)
     after = _after(cursor, query)
     start = datetime.combine(first, time(0), zone)
@@ -159,19 +156,10 @@ async def interval_page(
     more = len(taken) > limit
     taken = taken[:limit]
     following = _cursor(query, taken[-1]["ts"].isoformat()) if more else None
-    return Page(INTERVAL_COLUMNS, _interval_rows(meter, taken, zone), following)
-
-
-async def _interval_rows(
-    meter: ExportMeter, rows: Sequence[asyncpg.Record], zone: ZoneInfo
-) -> AsyncIterator[Row]:
-    """The rows as ``headend export readings --intervals`` gives them."""
-    for row in rows:
-        yield interval_row(meter, row, zone)
+    return Page(INTERVAL_COLUMNS, [interval_row(meter, row, zone) for row in taken], following)
 
 
 async def meter_daily(
-    pool: asyncpg.Pool,
     conn: asyncpg.Connection,
     ref: str,
     first: date,
@@ -180,15 +168,14 @@ async def meter_daily(
     zone: ZoneInfo,
 ) -> Page:
     """The meter's daily registers of the local days ``first`` … ``last`` (one page: a period is
-    bounded), streamed from the export's cursor on a connection of ``pool``."""
+    bounded)."""
     meter = await _meter(conn, ref, first, last, zone)
     qid = await _quantity(conn, quantity)
     chosen = [] if meter is None else [meter]
-    return Page(DAILY_COLUMNS, _daily(pool, chosen, qid, first, last, zone), None)
+    return Page(DAILY_COLUMNS, await _daily(conn, chosen, qid, first, last, zone), None)
 
 
 async def fleet_daily(
-    pool: asyncpg.Pool,
     conn: asyncpg.Connection,
     day: date,
     quantity: str,
@@ -207,17 +194,15 @@ async def fleet_daily(
     meters = await export_meters_after(conn, day, zone.key, after, limit + 1)
     page = meters[:limit]
     following = _cursor(query, page[-1].id) if len(meters) > limit else None
-    return Page(DAILY_COLUMNS, _daily(pool, page, qid, day, day, zone), following)
+    return Page(DAILY_COLUMNS, await _daily(conn, page, qid, day, day, zone), following)
 
 
 async def _daily(
-    pool: asyncpg.Pool, meters: list[ExportMeter], qid: int, first: date, last: date, zone: ZoneInfo
-) -> AsyncIterator[Row]:
+    conn: asyncpg.Connection, meters: list[ExportMeter], qid: int, first: date, last: date, zone: ZoneInfo
+) -> list[Row]:
     if not meters:
-        return
-    async with pool.acquire() as conn:
-        async for row in daily_rows(conn, meters, qid, first, last, zone, lambda _done: None):
-            yield row
+        return []
+    return [row async for row in daily_rows(conn, meters, qid, first, last, zone, lambda _done: None)]
 
 
 def _plain(value: object) -> object:
@@ -229,7 +214,7 @@ async def as_json(page: Page) -> AsyncIterator[str]:
     """``{"next": cursor, "columns": [...], "rows": [{...}, ...]}``, one row a line."""
     yield json.dumps({"next": page.next, "columns": list(page.columns)})[:-1] + ', "rows": ['
     buffer, first = io.StringIO(), True
-    async for row in page.rows:
+    for row in page.rows:
         item = json.dumps(dict(zip(page.columns, map(_plain, row), strict=True)), ensure_ascii=False)
         buffer.write(("\n" if first else ",\n") + item)
         first = False
@@ -245,7 +230,7 @@ async def as_csv(page: Page) -> AsyncIterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(page.columns)
-    async for row in page.rows:
+    for row in page.rows:
         writer.writerow(row)
         if buffer.tell() >= CHUNK:
             yield drain(buffer)

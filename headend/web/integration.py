@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from headend.web import actions, data, feeds
-from headend.web.deps import Reader, Signed
+from headend.web.deps import Reader, ReaderOnce, Signed, SignedOnce
 from headend.web.feeds import Page
 from headend.web.identity import CSRF_HEADER
 from headend.web.payment_import import COLUMNS, MAX_ROWS, PaymentRow, RowOutcome, record_batch, rows_of_csv
@@ -52,8 +52,8 @@ def _send(request: Request, page: Page, csv: bool) -> Response:
 
 async def _readings(
     request: Request,
-    signed: Signed,
-    conn: Reader,
+    signed: SignedOnce,
+    conn: ReaderOnce,
     ref: str,
     start: str | None,
     end: str | None,
@@ -72,8 +72,8 @@ async def _readings(
 async def meter_readings(
     request: Request,
     address: MeterRef,
-    signed: Signed,
-    conn: Reader,
+    signed: SignedOnce,
+    conn: ReaderOnce,
     start: Annotated[str | None, Query(alias="from", max_length=20, description="First local day.")] = None,
     end: Annotated[str | None, Query(alias="to", max_length=20, description="Day after the last.")] = None,
     quantity: Quantity = "energy_import_kwh",
@@ -89,8 +89,8 @@ async def meter_readings(
 async def meter_readings_csv(
     request: Request,
     address: MeterRef,
-    signed: Signed,
-    conn: Reader,
+    signed: SignedOnce,
+    conn: ReaderOnce,
     start: Annotated[str | None, Query(alias="from", max_length=20)] = None,
     end: Annotated[str | None, Query(alias="to", max_length=20)] = None,
     quantity: Quantity = "energy_import_kwh",
@@ -102,8 +102,8 @@ async def meter_readings_csv(
 
 async def _meter_daily(
     request: Request,
-    signed: Signed,
-    conn: Reader,
+    signed: SignedOnce,
+    conn: ReaderOnce,
     ref: str,
     start: str | None,
     end: str | None,
@@ -113,7 +113,7 @@ async def _meter_daily(
     signed.who.require_scope("readings:read")
     first, last = feeds.days(start, end)
     zone = signed.console.zone
-    page = await feeds.meter_daily(signed.console.report, conn, ref, first, last, quantity, zone)
+    page = await feeds.meter_daily(conn, ref, first, last, quantity, zone)
     return _send(request, page, _wants_csv(request, csv))
 
 
@@ -121,8 +121,8 @@ async def _meter_daily(
 async def meter_daily(
     request: Request,
     address: MeterRef,
-    signed: Signed,
-    conn: Reader,
+    signed: SignedOnce,
+    conn: ReaderOnce,
     start: Annotated[str | None, Query(alias="from", max_length=20, description="First local day.")] = None,
     end: Annotated[str | None, Query(alias="to", max_length=20, description="Day after the last.")] = None,
     quantity: Quantity = "energy_import_kwh",
@@ -137,8 +137,8 @@ async def meter_daily(
 async def meter_daily_csv(
     request: Request,
     address: MeterRef,
-    signed: Signed,
-    conn: Reader,
+    signed: SignedOnce,
+    conn: ReaderOnce,
     start: Annotated[str | None, Query(alias="from", max_length=20)] = None,
     end: Annotated[str | None, Query(alias="to", max_length=20)] = None,
     quantity: Quantity = "energy_import_kwh",
@@ -148,8 +148,8 @@ async def meter_daily_csv(
 
 async def _fleet(
     request: Request,
-    signed: Signed,
-    conn: Reader,
+    signed: SignedOnce,
+    conn: ReaderOnce,
     day: str | None,
     quantity: str,
     cursor: str | None,
@@ -158,17 +158,15 @@ async def _fleet(
 ) -> Response:
     signed.who.require_scope("readings:read")
     zone = signed.console.zone
-    page = await feeds.fleet_daily(
-        signed.console.report, conn, feeds.day_of(day), quantity, cursor, limit, zone
-    )
+    page = await feeds.fleet_daily(conn, feeds.day_of(day), quantity, cursor, limit, zone)
     return _send(request, page, _wants_csv(request, csv))
 
 
 @router.get("/daily", responses=PAGED)
 async def fleet_daily(
     request: Request,
-    signed: Signed,
-    conn: Reader,
+    signed: SignedOnce,
+    conn: ReaderOnce,
     day: Annotated[str | None, Query(alias="date", max_length=20, description="The local day.")] = None,
     quantity: Quantity = "energy_import_kwh",
     cursor: Cursor = None,
@@ -182,8 +180,8 @@ async def fleet_daily(
 @router.get("/daily.csv", include_in_schema=False)
 async def fleet_daily_csv(
     request: Request,
-    signed: Signed,
-    conn: Reader,
+    signed: SignedOnce,
+    conn: ReaderOnce,
     day: Annotated[str | None, Query(alias="date", max_length=20)] = None,
     quantity: Quantity = "energy_import_kwh",
     cursor: Cursor = None,

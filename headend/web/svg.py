@@ -70,12 +70,14 @@ def load_curve(points: Sequence[Point], start: datetime, end: datetime, unit: st
     if len(coords) > 1:
         line = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
         parts.append(f'<polyline class="curve" points="{line}"/>')
+    shown_unit = escape(unit)
+    qualities = {q: escape(q) for q in {p.quality for p in points}}  # a few kinds for many points
     for p, (x, y) in zip(points, coords, strict=True):
-        at = p.ts.strftime("%H:%M")
+        quality = qualities[p.quality]
         parts.append(
-            f'<circle class="point q-{escape(p.quality)}" cx="{x:.1f}" cy="{y:.1f}" r="2.5" '
+            f'<circle class="point q-{quality}" cx="{x:.1f}" cy="{y:.1f}" r="2.5" '
             f'data-ts="{escape(p.ts.isoformat())}" data-kw="{p.kw:.4f}">'
-            f"<title>{at} {p.kw:.3f} {escape(unit)} ({escape(p.quality)})</title></circle>"
+            f"<title>{p.ts:%H:%M} {p.kw:.3f} {shown_unit} ({quality})</title></circle>"
         )
     body = "".join(parts)
     return Markup(

@@ -1,8 +1,9 @@
-"""``/audit.csv`` and ``/readings.csv`` hold no pooled connection while their client reads: three
-downloads whose clients stop reading at the first chunk (more than the console's two connections per
-pool) leave the other pages answering, and each download, once read on, is whole (every audit entry,
-oldest first, once; every reading with its consumption, exactly as one unpaged query computes it,
-across the pages of the export).
+"""``/audit.csv``, ``/readings.csv`` and the integration API's feeds (``/api/v1``) hold no pooled
+connection while their client reads: three downloads whose clients stop reading at the first chunk
+(more than the console's two connections per pool) leave the other pages answering, and each
+download, once read on, is whole (every audit entry, oldest first, once; every reading with its
+consumption, exactly as one unpaged query computes it, across the pages of the export; every interval
+reading and daily register as computed here from the stored readings, across the feed's pages).
 
 The application is driven through ASGI in this process: a download's ``send`` stands for a client
 that does not read, as a full socket makes the server's send wait."""
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -40,6 +42,9 @@ READINGS = 3000  # more than one CSV chunk
 STATION = ZoneInfo("Asia/Shanghai")  # the console's default zone
 FIRST = datetime(2026, 3, 1, tzinfo=STATION)  # the first local day exported
 Q = timedelta(minutes=15)
+FLAGGED = {960: "estimated", 1248: "suspect"}  # the readings at the 11th and 14th local midnights
+CLOSING = 2000.0  # the register at the midnight closing the last day exported
+ADDRESS = "000000000001"  # m-csv's
 
 Message = MutableMapping[str, Any]
 
@@ -119,11 +124,15 @@ async def _console(pg_dsn: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClien
 
 
 async def _stalled_then_read(
-    app: FastAPI, client: httpx.AsyncClient, session: str, path: str, query: str, pages: tuple[str, ...]
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    session: str,
+    targets: list[tuple[str, str]],
+    pages: tuple[str, ...],
 ) -> list[StalledDownload]:
-    """``DOWNLOADS`` downloads of ``path`` stalled at their first chunk while ``pages`` must answer
+    """Downloads of ``targets`` (path, query) stalled at their first chunk while ``pages`` must answer
     within 10 s; then each read to its end."""
-    downloads = [StalledDownload(app, session, path, query) for _ in range(DOWNLOADS)]
+    downloads = [StalledDownload(app, session, path, query) for path, query in targets]
     try:
         await wait_until(
             lambda: all(d.stalled.is_set() for d in downloads), 20, "every download's first chunk"
@@ -151,7 +160,7 @@ async def test_stalled_audit_downloads_do_not_starve_the_console(pg_dsn: str) ->
     await _seed_audit(pg_dsn)
     async with _console(pg_dsn) as (app, client, session):
         pages = ("/api/overview", "/api/audit", "/api/campaigns")
-        downloads = await _stalled_then_read(app, client, session, "/audit.csv", "", pages)
+        downloads = await _stalled_then_read(app, client, session, [("/audit.csv", "")] * DOWNLOADS, pages)
     for download in downloads:
         assert download.status == 200
         lines = list(csv.reader(io.StringIO(download.body.decode())))
@@ -166,7 +175,8 @@ def _readings(meter: int) -> list[Reading]:
     """``READINGS`` quarter-hours from ``FIRST``: a register growing by tenths (inexact in binary, so
     a consumption is the float difference), a gap every 97th, one going back (a negative consumption),
     and at the edges of 1000-reading pages: the 1000th with a value (the 1001st's consumption is taken
-    from it) and the 2000th missing (the 2001st has none)."""
+    from it) and the 2000th missing (the 2001st has none); two local midnights' registers estimated
+    and suspect (the daily registers' flags)."""
     rows, value = [], 1000.0
     for n in range(READINGS):
         value += 0.1
@@ -174,6 +184,8 @@ def _readings(meter: int) -> list[Reading]:
             value -= 0.7
         if n % 97 == 5 or n == 1999:
             rows.append(Reading(meter, "energy_import_kwh", FIRST + n * Q, None, "missing", "backfill"))
+        elif n in FLAGGED:
+            rows.append(Reading(meter, "energy_import_kwh", FIRST + n * Q, value, FLAGGED[n], "profile"))
         elif n % 3 == 1:
             rows.append(Reading(meter, "energy_import_kwh", FIRST + n * Q, value, "backfilled", "profile"))
         else:
@@ -182,7 +194,8 @@ def _readings(meter: int) -> list[Reading]:
 
 
 async def _seed_readings(pg_dsn: str, spool: Path) -> list[Reading]:
-    """A viewer, the meter ``m-csv`` with ``_readings`` and one reading on each side of its days."""
+    """A viewer, the meter ``m-csv`` (installed a month before) with ``_readings`` and one reading on
+    each side of its days."""
     conn = await asyncpg.connect(pg_dsn)
     writer = ReadingWriter(daemon_dsn(pg_dsn), spool_dir=spool)
     try:
@@ -191,15 +204,17 @@ async def _seed_readings(pg_dsn: str, spool: Path) -> list[Reading]:
             "INSERT INTO channels (name, kind, address) VALUES ('bus-a', 'tcp', '127.0.0.1:1') RETURNING id"
         )
         meter = await conn.fetchval(
-            "INSERT INTO meters (protocol, address, model, channel_id, name) "
-            "VALUES ('dlt645-2007', '000000000001', 'dlt645-generic', $1, 'm-csv') RETURNING id",
+            "INSERT INTO meters (protocol, address, model, channel_id, name, installed_at) "
+            "VALUES ('dlt645-2007', $1, 'dlt645-generic', $2, 'm-csv', $3) RETURNING id",
+            ADDRESS,
             channel,
+            FIRST - timedelta(days=30),
         )
         readings = _readings(meter)
         end = datetime.combine(readings[-1].ts.date() + timedelta(days=1), FIRST.timetz())
         outside = [
             Reading(meter, "energy_import_kwh", FIRST - Q, 990.0),
-            Reading(meter, "energy_import_kwh", end, 2000.0),
+            Reading(meter, "energy_import_kwh", end, CLOSING),
         ]
         await writer.start()
         await writer.submit(readings + outside)
@@ -234,7 +249,9 @@ async def test_stalled_readings_downloads_do_not_starve_the_console(pg_dsn: str,
     query = urlencode({"meter": "m-csv", "from": FIRST.date().isoformat(), "to": last})
     async with _console(pg_dsn) as (app, client, session):
         pages = ("/api/overview", "/api/meters/m-csv", "/api/audit")
-        downloads = await _stalled_then_read(app, client, session, "/readings.csv", query, pages)
+        downloads = await _stalled_then_read(
+            app, client, session, [("/readings.csv", query)] * DOWNLOADS, pages
+        )
         meter = await app.state.console.report.fetchval("SELECT id FROM meters WHERE name = 'm-csv'")
         for page in (1000, 103, READINGS):  # 3 pages, 30 (the first ends at a gap), 1: the same bytes
             parts = readings_csv(
@@ -250,3 +267,113 @@ async def test_stalled_readings_downloads_do_not_starve_the_console(pg_dsn: str,
     for download in downloads:
         assert download.status == 200
         assert download.body.decode() == expected
+
+
+def _intervals(readings: list[Reading]) -> list[dict[str, object]]:
+    """The interval feed's rows computed here: each stored reading × the multiplier (1), rounded to
+    6 decimals, at its local time."""
+    return [
+        {
+            "meter": "m-csv",
+            "address": ADDRESS,
+            "ts": r.ts.astimezone(STATION).isoformat(),
+            "multiplier": 1.0,
+            "value_kwh": None if r.value is None else round(r.value, 6),
+            "quality": r.quality,
+        }
+        for r in readings
+    ]
+
+
+def _registers(readings: list[Reading]) -> list[dict[str, object]]:
+    """The daily feed's rows computed here: per local day, the register at its opening midnight and
+    the growth to the next (the closing midnight's register ends the last day), flagged as the worse of
+    the two (estimated or suspect), missing without either."""
+    stored = {r.ts: (r.value, r.quality) for r in readings if r.value is not None}
+    last = readings[-1].ts.astimezone(STATION).date()
+    stored[datetime.combine(last + timedelta(days=1), FIRST.timetz())] = (CLOSING, "actual")
+    rows: list[dict[str, object]] = []
+    day = FIRST.date()
+    while day <= last:
+        start = stored.get(datetime.combine(day, FIRST.timetz()))
+        end = stored.get(datetime.combine(day + timedelta(days=1), FIRST.timetz()))
+        flagged = [q for _v, q in (start, end) if _v is not None and q in ("estimated", "suspect")]
+        both = start is not None and end is not None
+        rows.append(
+            {
+                "meter": "m-csv",
+                "address": ADDRESS,
+                "day": day.isoformat(),
+                "multiplier": 1.0,
+                "register_kwh": None if start is None else round(start[0], 6),
+                "register_quality": "missing" if start is None else start[1],
+                "consumption_kwh": round(end[0] - start[0], 6) if start and end else None,
+                "consumption_quality": "missing" if not both else (flagged or ["valid"])[0],
+            }
+        )
+        day += timedelta(days=1)
+    return rows
+
+
+def _as_csv(rows: list[dict[str, object]]) -> str:
+    """The rows as the feed's CSV computed here: a header, an absent value an empty field."""
+    lines = [",".join(rows[0])]
+    lines += [",".join("" if v is None else str(v) for v in row.values()) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+async def _walk(client: httpx.AsyncClient, path: str, params: dict[str, str]) -> tuple[list[object], int]:
+    """Every row of a paged feed (JSON rows, or CSV lines without the header), following the cursor,
+    and how many pages it took."""
+    rows: list[object] = []
+    cursor, pages = None, 0
+    while True:
+        page = await client.get(path, params={**params, **({"cursor": cursor} if cursor else {})})
+        assert page.status_code == 200, page.text[:300]
+        pages += 1
+        cursor = page.headers.get("x-next-cursor")
+        if path.endswith(".csv"):
+            rows += page.text.splitlines(keepends=True)[1:]
+        else:
+            assert page.json()["next"] == cursor
+            rows += page.json()["rows"]
+        if cursor is None:
+            return rows, pages
+
+
+async def test_stalled_api_feeds_do_not_starve_the_console(pg_dsn: str, tmp_path: Path) -> None:
+    readings = await _seed_readings(pg_dsn, tmp_path / "spool")
+    intervals, registers = _intervals(readings), _registers(readings)
+    assert {r["consumption_quality"] for r in registers} == {"valid", "estimated", "suspect"}
+    assert "suspect" in {r["register_quality"] for r in registers}
+    assert intervals[1999]["value_kwh"] is None
+    period = {
+        "from": FIRST.date().isoformat(),
+        "to": (readings[-1].ts.date() + timedelta(days=1)).isoformat(),
+    }
+    whole = urlencode({**period, "limit": READINGS})
+    fleet_day = "2026-03-14"  # the suspect register's day
+    targets = [
+        ("/api/v1/meters/m-csv/readings", whole),
+        (f"/api/v1/meters/{ADDRESS}/readings.csv", whole),
+        ("/api/v1/meters/m-csv/daily.csv", urlencode(period)),
+        ("/api/v1/daily", urlencode({"date": fleet_day})),
+    ]
+    async with _console(pg_dsn) as (app, client, session):
+        pages = ("/api/overview", "/api/meters/m-csv", "/api/audit")
+        downloads = await _stalled_then_read(app, client, session, targets, pages)
+        for limit, count in ((1000, 3), (READINGS - 1, 2)):  # a page ends at the missing 2000th
+            walked = await _walk(client, "/api/v1/meters/m-csv/readings", {**period, "limit": str(limit)})
+            assert walked == (intervals, count), limit
+            lines = await _walk(client, "/api/v1/meters/m-csv/readings.csv", {**period, "limit": str(limit)})
+            assert (_as_csv(intervals).splitlines(keepends=True)[1:], count) == lines, limit
+    readings_json, readings_csv_, daily_csv, fleet = downloads
+    assert all(d.status == 200 for d in downloads)
+    assert json.loads(readings_json.body) == {
+        "next": None,
+        "columns": list(intervals[0]),
+        "rows": intervals,
+    }
+    assert readings_csv_.body.decode() == _as_csv(intervals)
+    assert daily_csv.body.decode() == _as_csv(registers)
+    assert json.loads(fleet.body)["rows"] == [r for r in registers if r["day"] == fleet_day]
