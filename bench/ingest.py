@@ -9,8 +9,6 @@ synchronous_commit on: every acknowledged batch is committed to disk). Phases:
 * ``baseline``   executemany(INSERT ... ON CONFLICT DO NOTHING), the naive idempotent insert
 * ``untracked``  fresh intervals again with the readings trigger of the rules' hourly summary disabled
                  (migration 0070) dropped, to show what that trigger costs the fast path in the same run
-* ``unreceipted`` fresh intervals again with the trigger keeping each meter's newest receipt
-                 (migration 0082) dropped instead, to show what that one costs
 
 Usage: python bench/ingest.py [--meters 2500] [--intervals 100] [--batch 20000] [--lanes 2]
 """
@@ -84,7 +82,6 @@ async def run(args: argparse.Namespace, dsn: str, spool: Path) -> None:
     mixed = [new[i] if i % 10 == 0 else r for i, r in enumerate(later)]  # every batch holds 10% stored ones
     baseline = make_readings(args.meters, max(1, args.intervals // 5), T0 + timedelta(days=40))
     untracked = make_readings(args.meters, args.intervals, T0 + timedelta(days=20))
-    unreceipted = make_readings(args.meters, args.intervals, T0 + timedelta(days=30))
 
     conn = await asyncpg.connect(dsn)
     results = {"writer new (COPY fast path)": await through_writer(dsn, spool, new, args.batch, args.lanes)}
@@ -95,14 +92,6 @@ async def run(args: argparse.Namespace, dsn: str, spool: Path) -> None:
     await conn.execute(
         "CREATE TRIGGER reading_hours_inserted AFTER INSERT ON readings REFERENCING NEW TABLE AS touched"
         " FOR EACH STATEMENT EXECUTE FUNCTION reading_hours_touched()"
-    )
-    await conn.execute("DROP TRIGGER meter_last_received_inserted ON readings")
-    results["writer new, receipt trigger off"] = await through_writer(
-        dsn, spool, unreceipted, args.batch, args.lanes
-    )
-    await conn.execute(
-        "CREATE TRIGGER meter_last_received_inserted AFTER INSERT ON readings REFERENCING NEW TABLE AS"
-        " touched FOR EACH STATEMENT EXECUTE FUNCTION meter_last_received_touched()"
     )
     results["writer replay (100% duplicates)"] = await through_writer(dsn, spool, new, args.batch, args.lanes)
     results["writer mixed (10% duplicates)"] = await through_writer(dsn, spool, mixed, args.batch, args.lanes)

@@ -18,7 +18,7 @@ LEFT JOIN LATERAL (
 _CHANNELS = f"""
 SELECT c.name, c.kind, c.settings->>'url' AS url, c.enabled,
        (SELECT count(*) FROM meters m WHERE m.channel_id = c.id AND m.removed_at IS NULL) AS meters,
-       (SELECT max(k.received_at) FROM meter_last_received k JOIN meters m ON m.id = k.meter_id
+       (SELECT max(r.received_at) FROM readings r JOIN meters m ON m.id = r.meter_id
         WHERE m.channel_id = c.id) AS last_contact,
        (SELECT count(*) FROM events e WHERE e.channel_id = c.id AND e.category = 'comm'
         AND e.kind = 'timeout' AND e.occurred_at > now() - interval '24 hours') AS timeouts_24h,

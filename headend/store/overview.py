@@ -31,7 +31,7 @@ SELECT m.id, m.name, m.protocol, m.address, m.unit_id, m.model, m.enabled, m.has
        m.protected_reason, m.installed_at, m.removed_at, c.name AS channel,
        a.number AS account,
        (SELECT max(r.ts) FROM readings r WHERE r.meter_id = m.id AND r.quality = 'actual') AS last_read,
-       greatest((SELECT k.received_at FROM meter_last_received k WHERE k.meter_id = m.id),
+       greatest((SELECT max(r.received_at) FROM readings r WHERE r.meter_id = m.id),
                 (SELECT max(e.received_at) FROM events e
                  WHERE e.meter_id = m.id AND e.kind NOT IN (SELECT unnest($2::text[])))) AS last_contact,
        (SELECT (e.details->>'drift_s')::float FROM events e
@@ -90,7 +90,7 @@ async def meter_overview(conn: asyncpg.Connection, meter_id: int, recent: int = 
 _CHANNEL = """
 SELECT c.id, c.name, c.kind, c.address, c.settings->>'url' AS url, c.enabled,
        (SELECT count(*) FROM meters m WHERE m.channel_id = c.id AND m.removed_at IS NULL) AS meters,
-       (SELECT max(k.received_at) FROM meter_last_received k JOIN meters m ON m.id = k.meter_id
+       (SELECT max(r.received_at) FROM readings r JOIN meters m ON m.id = r.meter_id
         WHERE m.channel_id = c.id) AS last_contact,
        (SELECT count(*) FROM events e WHERE e.channel_id = c.id AND e.category = 'comm'
         AND e.kind = 'timeout' AND e.occurred_at > now() - interval '24 hours') AS timeouts_24h
