@@ -26,6 +26,7 @@ import asyncio
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -254,6 +255,12 @@ async def run(args: argparse.Namespace, dsn: str, spool: Path) -> None:
         for proc in daemons.values():
             proc.kill()
             proc.wait()
+        if args.logs is not None:  # the daemons' warnings and every lease move, for a look afterwards
+            args.logs.mkdir(parents=True, exist_ok=True)
+            for log in base.glob("*.log"):
+                shutil.copy(log, args.logs / log.name)
+            moves = await conn.fetch("SELECT * FROM lease_moves ORDER BY at")
+            (args.logs / "lease_moves.json").write_text(json.dumps([dict(m) for m in moves], default=str))
         await conn.close()
         fleet.stop()
 
@@ -268,6 +275,7 @@ def main() -> None:
     parser.add_argument("--sims", type=int, default=2)
     parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument("--interval", type=float, default=5.0)
+    parser.add_argument("--logs", type=Path, help="copy the daemons' logs and the lease moves here")
     run_on_throwaway_server(run, parser.parse_args())
 
 
