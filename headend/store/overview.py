@@ -4,9 +4,11 @@ operator asks about one meter, one channel or one account, without writing SQL."
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
+
+from headend.store.console import custom_plans
 
 Row = dict[str, object]
 
@@ -30,10 +32,9 @@ _METER = """
 SELECT m.id, m.name, m.protocol, m.address, m.unit_id, m.model, m.enabled, m.has_relay, m.protected,
        m.protected_reason, m.installed_at, m.removed_at, c.name AS channel,
        a.number AS account,
-       (SELECT max(r.ts) FROM readings r WHERE r.meter_id = m.id AND r.quality = 'actual') AS last_read,
-       greatest((SELECT max(r.received_at) FROM readings r WHERE r.meter_id = m.id),
-                (SELECT max(e.received_at) FROM events e
-                 WHERE e.meter_id = m.id AND e.kind NOT IN (SELECT unnest($2::text[])))) AS last_contact,
+       $3::timestamptz AS last_read,
+       greatest($4::timestamptz, (SELECT max(e.received_at) FROM events e
+        WHERE e.meter_id = m.id AND e.kind NOT IN (SELECT unnest($2::text[])))) AS last_contact,
        (SELECT (e.details->>'drift_s')::float FROM events e
         WHERE e.meter_id = m.id AND e.kind LIKE 'clock%' ORDER BY e.occurred_at DESC LIMIT 1)
            AS clock_offset_s,
@@ -54,11 +55,27 @@ LEFT JOIN accounts a ON a.id = ma.account_id
 WHERE m.id = $1
 """
 
+RECENT = timedelta(days=7)
+"""The meter's readings are looked for in intervals this recent first (planned for that range, so only
+its chunks or partitions are touched), and over the whole range only for what is not found there."""
+
+EVER = datetime(1, 1, 1, tzinfo=UTC)
+"""The lower bound that is the whole range of the readings."""
+
+# the newest actual reading and the newest receipt of the meter's readings of intervals since $2
+_READ_AND_RECEIPT = """
+SELECT (SELECT max(ts) FROM readings WHERE meter_id = $1 AND ts >= $2 AND quality = 'actual') AS last_read,
+       (SELECT max(received_at) FROM readings WHERE meter_id = $1 AND ts >= $2) AS last_received
+"""
+
+# per quantity ($3: those listed, or every one if NULL), the meter's newest reading since $2 (ts NULL:
+# none)
 _LATEST_READINGS = """
-SELECT q.name AS quantity, r.ts, r.value, r.quality::text AS quality, q.unit
-FROM quantities q CROSS JOIN LATERAL (
+SELECT q.id, q.name AS quantity, r.ts, r.value, r.quality::text AS quality, q.unit
+FROM quantities q LEFT JOIN LATERAL (
     SELECT ts, value, quality FROM readings
-    WHERE meter_id = $1 AND quantity_id = q.id ORDER BY ts DESC LIMIT 1) r
+    WHERE meter_id = $1 AND quantity_id = q.id AND ts >= $2 ORDER BY ts DESC LIMIT 1) r ON true
+WHERE $3::smallint[] IS NULL OR q.id = ANY($3::smallint[])
 ORDER BY q.name
 """
 
@@ -75,12 +92,30 @@ FROM commands WHERE meter_id = $1 ORDER BY created_at DESC LIMIT $2
 
 async def meter_overview(conn: asyncpg.Connection, meter_id: int, recent: int = 5) -> Overview:
     """One meter: inventory, account, last read and contact, clock offset, relay, latest readings
-    (per quantity), and its most recent events and commands."""
-    row = await conn.fetchrow(_METER, meter_id, list(NO_CONTACT_KINDS))
+    (per quantity), and its most recent events and commands.
+
+    The readings are looked for in the last ``RECENT`` first, and over the whole range only when
+    nothing is found there: the last read and the latest reading of each quantity are exact. Last
+    contact is the newest receipt of the readings found that way (and of the events): a reading
+    received after them for an interval older than ``RECENT`` (a re-collection of a range further
+    back, an import) counts only when the meter has no reading in the last ``RECENT``."""
+    since = datetime.now(UTC) - RECENT
+    async with custom_plans(conn):  # bounded in time
+        read = await conn.fetchrow(_READ_AND_RECEIPT, meter_id, since)
+        latest = await conn.fetch(_LATEST_READINGS, meter_id, since, None)
+    if read["last_read"] is None or read["last_received"] is None:
+        read = await conn.fetchrow(_READ_AND_RECEIPT, meter_id, EVER)
+    missing = [r["id"] for r in latest if r["ts"] is None]
+    if missing:  # quantities without a recent reading (or none at all: the meter does not read them)
+        older = {r["id"]: r for r in await conn.fetch(_LATEST_READINGS, meter_id, EVER, missing)}
+        latest = [older.get(r["id"], r) for r in latest]  # in the database's order of the names
+    row = await conn.fetchrow(
+        _METER, meter_id, list(NO_CONTACT_KINDS), read["last_read"], read["last_received"]
+    )
     return Overview(
         dict(row),
         {
-            "latest": [dict(r) for r in await conn.fetch(_LATEST_READINGS, meter_id)],
+            "latest": [{k: v for k, v in r.items() if k != "id"} for r in latest if r["ts"] is not None],
             "events": [dict(r) for r in await conn.fetch(_RECENT_EVENTS, meter_id, recent)],
             "commands": [dict(r) for r in await conn.fetch(_RECENT_COMMANDS, meter_id, recent)],
         },
