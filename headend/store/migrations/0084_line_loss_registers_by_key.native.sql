@@ -1,10 +1,11 @@
--- The line-loss refresh (0031) reads each member's two boundary registers by key (meter, quantity,
--- instant: the readings' primary key), two index lookups per meter, whatever the planner's statistics
--- say. Joined as tables instead, the plan followed the statistics: the closing midnight's freezes are
--- new when the refresh runs, so the planner saw none at that instant, and chose a nested loop over a
--- materialised scan of them for every member (at 20,000 meters, 55 s instead of half a second;
--- quadratic in the meters); with fresh statistics it read the boundary partitions whole (native
--- layout: a week of every reading). Same inputs, same figures, same fingerprint.
+-- The line-loss refresh (0031), native layout (no index on time alone): it reads each member's two
+-- boundary registers by key (meter, quantity, instant: the readings' primary key), two lookups per
+-- meter, whatever the planner's statistics say. Joined as tables instead, the plan followed the
+-- statistics: the closing midnight's freezes are new when the refresh runs, so the planner saw none
+-- at that instant and chose a nested loop over a materialised scan of them for every member (at
+-- 20,000 meters, 55 s instead of half a second; quadratic in the meters); with fresh statistics it
+-- read the boundary partitions whole (a week of every reading). Same inputs, same figures, same
+-- fingerprint. (TimescaleDB: 0084_*.timescale.sql.)
 
 CREATE OR REPLACE FUNCTION headend_line_loss_refresh(p_day date, p_lo timestamptz, p_hi timestamptz)
 RETURNS integer
