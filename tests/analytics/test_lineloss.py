@@ -199,10 +199,11 @@ def test_bad_requests_are_one_line(pg_dsn: str, tmp_path: Path) -> None:
     assert "Traceback" not in unknown.stderr + both.stderr + refused.stderr
 
 
-async def test_refresh_reads_each_register_by_key_whatever_the_statistics(pg_dsn: str) -> None:
+async def test_refresh_scans_no_readings_partition_whatever_the_statistics(pg_dsn: str) -> None:
     """The refresh run as in the daemon, just after the closing midnight's registers arrived (the
     planner's statistics have not seen them): every area's figures as computed here, and no readings
-    partition or chunk scanned whole (each register read by key; migration 0084)."""
+    partition or chunk scanned whole (migration 0084: by key in the native layout, from the chunks'
+    time index in TimescaleDB)."""
     day = date(2026, 3, 10)
     lo = datetime.combine(day, datetime.min.time(), ZONE).astimezone(UTC)
     hi = lo + timedelta(days=1)
