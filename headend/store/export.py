@@ -30,12 +30,14 @@ WHERE m.installed_at < ($2::date + 1)::timestamp AT TIME ZONE $3
 _METERS = _CHOSEN + "ORDER BY m.id"
 _COUNT = f"SELECT count(*) FROM ({_CHOSEN}) x"
 # Few meters: their ids are looked up; many: the id range is scanned in index order and the caller
-# skips the meters it did not choose (one pass instead of a lookup per meter and chunk).
+# skips the meters it did not choose (one pass instead of a lookup per meter and chunk). The registers
+# at given instants: one scan per instant (as the daily CSV below, for the same reason).
 FEW_METERS = 1000
 _AT = """
-SELECT meter_id, ts, value, quality::text AS quality FROM readings
-WHERE quantity_id = $1 AND ts = ANY($2::timestamptz[]) AND {meters}
-ORDER BY meter_id, ts
+SELECT r.meter_id, r.ts, r.value, r.quality::text AS quality
+FROM unnest($2::timestamptz[]) t(at)
+CROSS JOIN LATERAL (SELECT * FROM readings WHERE quantity_id = $1 AND ts = t.at AND {meters} OFFSET 0) r
+ORDER BY r.meter_id, r.ts
 """
 _BETWEEN = """
 SELECT meter_id, ts, value, quality::text AS quality FROM readings
@@ -48,8 +50,10 @@ ORDER BY meter_id, ts
 # export_meters gives, and the one the merge join with the registers yields without a sort)
 # and local day $1 … $2, the register at the day's opening midnight and the consumption to the next
 # (the next stored register, when it is at the day's end), × the factor, rounded to 6 decimals. The
-# registers are read for the chosen meters' id range in one pass (a lookup per meter and chunk costs
-# far more); the join keeps the chosen ones.
+# registers are read for the chosen meters' id range (a lookup per meter and chunk costs far more),
+# one index scan per midnight in the chunk holding it (``OFFSET 0`` keeps that loop): with
+# ``ts = ANY(midnights)`` instead, each chunk's scan was repeated for every midnight of the period,
+# over the day's intervals too. The join keeps the chosen meters.
 _DAILY_CSV = f"""
 WITH days AS (
     SELECT n, $1::date + n AS day, ($1::date + n)::timestamp AT TIME ZONE $3 AS lo,
@@ -59,10 +63,12 @@ WITH days AS (
     SELECT r.meter_id, r.ts, r.value, r.quality,
            lead(r.ts) OVER w AS next_ts, lead(r.value) OVER w AS next_value,
            lead(r.quality) OVER w AS next_quality
-    FROM readings r
-    WHERE r.quantity_id = $6 AND r.value IS NOT NULL
-      AND r.ts = ANY(ARRAY(SELECT lo FROM days UNION ALL SELECT max(hi) FROM days))
-      AND r.meter_id BETWEEN (SELECT min(id) FROM chosen) AND (SELECT max(id) FROM chosen)
+    FROM (SELECT lo AS at FROM days UNION ALL SELECT max(hi) FROM days) t
+    CROSS JOIN LATERAL (
+        SELECT r.meter_id, r.ts, r.value, r.quality FROM readings r
+        WHERE r.ts = t.at AND r.quantity_id = $6 AND r.value IS NOT NULL
+          AND r.meter_id BETWEEN (SELECT min(id) FROM chosen) AND (SELECT max(id) FROM chosen)
+        OFFSET 0) r
     WINDOW w AS (PARTITION BY r.meter_id ORDER BY r.ts)
 )
 SELECT c.meter, c.address, d.day, c.factor AS multiplier,

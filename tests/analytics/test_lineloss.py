@@ -8,13 +8,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
 
+from headend.store.maintenance import ensure_partitions
 from simulators.bus import BusSpec, SimBus, start_bus
 from tests.support import cli
 from tests.support.daemons import Daemon
@@ -196,3 +197,93 @@ def test_bad_requests_are_one_line(pg_dsn: str, tmp_path: Path) -> None:
     refused = _lineloss(pg_dsn, bad_zone)
     assert refused.returncode == 1 and "unknown time zone 'Mars/Olympus'" in refused.stderr
     assert "Traceback" not in unknown.stderr + both.stderr + refused.stderr
+
+
+async def test_refresh_scans_no_readings_partition_whatever_the_statistics(pg_dsn: str) -> None:
+    """The refresh run as in the daemon, just after the closing midnight's registers arrived (the
+    planner's statistics have not seen them): every area's figures as computed here, and no readings
+    partition or chunk scanned whole (migration 0084: by key in the native layout, from the chunks'
+    time index in TimescaleDB)."""
+    day = date(2026, 3, 10)
+    lo = datetime.combine(day, datetime.min.time(), ZONE).astimezone(UTC)
+    hi = lo + timedelta(days=1)
+    per_area, areas = 60, 3
+    factor = {m: 1.0 + m % 3 for m in range(1, areas * per_area + 1)}  # a customer's multiplier
+
+    def register(meter: int, at: datetime) -> float:
+        return round(1000.0 + meter + (0.1 + meter % 7 * 0.05) * (at - lo).total_seconds() / 3600, 3)
+
+    owner = await asyncpg.connect(pg_dsn)
+    try:
+        await owner.execute("INSERT INTO quantities (name) VALUES ('energy_import_kwh')")
+        await owner.execute("INSERT INTO reading_sources (name) VALUES ('test')")
+        await owner.execute("INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:1')")
+        await owner.executemany(
+            "INSERT INTO meters (id, name, protocol, address, model, channel_id, installed_at, multiplier)"
+            " SELECT $1::int, 'm' || $1::int, 'dlt645-2007', lpad($1::int::text, 12, '0'), 'dlt645-generic',"
+            " (SELECT id FROM channels), '2020-01-01', $2",
+            list(factor.items()),
+        )
+        supplies = [a * per_area + 1 for a in range(areas)]
+        await owner.executemany(
+            "INSERT INTO areas (id, name, supply_meter_id, ct_ratio, pt_ratio)"
+            " VALUES ($1::int, 'A' || $1::int, $2, 20, 1.5)",
+            [(a + 1, s) for a, s in enumerate(supplies)],
+        )
+        # customers: in force that day, but in area 3 one that left the day before and one that joins after
+        left, joins = supplies[2] + 1, supplies[2] + 2
+        spans: dict[int, tuple[date, date | None]] = {
+            m: (date(2020, 1, 1), None) for m in factor if m not in supplies
+        }
+        spans[left], spans[joins] = (date(2020, 1, 1), day), (day + timedelta(days=1), None)
+        await owner.executemany(
+            "INSERT INTO area_members (meter_id, area_id, valid_from, valid_to) VALUES ($1, $2, $3, $4)",
+            [(m, (m - 1) // per_area + 1, start, end) for m, (start, end) in spans.items()],
+        )
+        await ensure_partitions(owner, lo - timedelta(days=1), hi + timedelta(days=1))
+        stamps = [lo - timedelta(days=1) + n * timedelta(minutes=15) for n in range(1, 2 * 96)]
+        # area 2: a customer's closing register only estimated (never counts: the area is incomplete)
+        estimated = supplies[1] + 5
+        rows = [(m, t, register(m, t), "actual") for m in factor for t in stamps]
+        closing = [(m, hi, register(m, hi), "estimated" if m == estimated else "freeze") for m in factor]
+        store = (
+            "INSERT INTO readings (meter_id, quantity_id, ts, value, quality, source_id)"
+            " SELECT m, q.id, t, v, k::reading_quality, s.id"
+            " FROM unnest($1::int[], $2::timestamptz[], $3::float8[], $4::text[]) x(m, t, v, k),"
+            " quantities q, reading_sources s"
+        )
+        await owner.execute(store, *(list(c) for c in zip(*rows, strict=True)))
+        await owner.execute("ANALYZE readings")
+        await owner.execute(store, *(list(c) for c in zip(*closing, strict=True)))  # after the statistics
+
+        whole_scans = (  # this backend's scans not yet reported, so compared before and after
+            "SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_xact_user_tables"
+            " WHERE relid = 'readings'::regclass"
+            " OR relid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'readings'::regclass)"
+        )
+        async with owner.transaction():
+            before = await owner.fetchval(whole_scans)
+            written = await owner.fetchval("SELECT headend_line_loss_refresh($1, $2, $3)", day, lo, hi)
+            scanned = await owner.fetchval(whole_scans) - before
+        assert written == areas
+        assert scanned == 0
+
+        got = {r["area_id"]: r for r in await owner.fetch("SELECT * FROM line_losses WHERE day = $1", day)}
+        for a, supply in enumerate(supplies, start=1):
+            customers = [
+                m
+                for m, (start, end) in spans.items()
+                if (m - 1) // per_area + 1 == a and start <= day and (end is None or end > day)
+            ]
+            assert got[a]["meters"] == len(customers) + 1
+            if a == 2:
+                assert list(got[a]["missing"]) == [estimated] and got[a]["loss_kwh"] is None
+                continue
+            supply_kwh = (register(supply, hi) - register(supply, lo)) * 20 * 1.5
+            customers_kwh = sum((register(m, hi) - register(m, lo)) * factor[m] for m in customers)
+            assert list(got[a]["missing"]) == []
+            assert got[a]["supply_kwh"] == pytest.approx(supply_kwh, rel=1e-12)
+            assert got[a]["customers_kwh"] == pytest.approx(customers_kwh, rel=1e-12)
+            assert got[a]["loss_pct"] == pytest.approx(100 * (supply_kwh - customers_kwh) / supply_kwh)
+    finally:
+        await owner.close()

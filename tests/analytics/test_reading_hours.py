@@ -106,6 +106,8 @@ async def test_the_summary_gives_what_every_reading_gave(pg_dsn: str, logins: di
         assert dirty >= 3  # the inserts and the update each said what they touched
         for at in (
             T0 + timedelta(hours=31, minutes=22, seconds=30),
+            T0 + timedelta(hours=31, minutes=15),  # every boundary on a reading inside its hour
+            T0 + timedelta(hours=31, seconds=40),  # just after a cycle: the boundaries between hours
             T0 + timedelta(hours=33),
             T0 + timedelta(hours=35, minutes=59),
             T0 + timedelta(hours=12, minutes=40),  # further back than the summary kept: folded first
