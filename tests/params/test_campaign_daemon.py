@@ -28,6 +28,17 @@ def headend(dsn: str, *args: str) -> cli.CliResult:
     return cli.headend(*args, "--dsn", dsn, env=operator_env(PASSWORD))
 
 
+def all_day_sharp(path: Path) -> Path:
+    """A parameter set file at ``path``: one season, one daily table, all day in tariff 1 (sharp)."""
+    path.write_text(
+        json.dumps(
+            {"seasons": [{"start": "01-01", "table": 1}], "daily_tables": [[{"start": "00:00", "tariff": 1}]],
+             "tariffs": 4}
+        )
+    )  # fmt: skip
+    return path
+
+
 def zone_at(hour: int) -> str:
     """A fixed-offset zone whose local hour is now ``hour`` (the campaign windows' clock in a test)."""
     offset = (hour - dt.datetime.now(dt.UTC).hour + 12) % 24 - 12  # -12..11 hours east of UTC
@@ -68,11 +79,7 @@ async def test_a_campaign_runs_in_the_daemon_two_people_verified_or_failed(
     bus.meters[1].model.tou.run_set(2)
     bus.meters[2].passwords = {2: "000001"}  # not the password the secrets file gives
     new = 1  # the new schedule: all day sharp
-    set_file = tmp_path / "set.json"
-    set_file.write_text(
-        json.dumps({"seasons": [{"start": "01-01", "table": 1}],
-                    "daily_tables": [[{"start": "00:00", "tariff": new}]], "tariffs": 4})
-    )  # fmt: skip
+    set_file = all_day_sharp(tmp_path / "set.json")
     conn = await asyncpg.connect(pg_dsn)
     daemon = None
     try:

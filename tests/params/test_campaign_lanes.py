@@ -8,7 +8,6 @@ bus, the second and third would wait for it."""
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import asyncpg
@@ -20,7 +19,7 @@ from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
 from protocols.dlt645.tou import daily_table_di
 from simulators import BusSpec, SimBus, start_bus
-from tests.params.test_campaign_daemon import zone_at
+from tests.params.test_campaign_daemon import all_day_sharp, zone_at
 from tests.support.cli import CliResult, headend_in_process
 from tests.support.engine import engine_for
 from tests.support.operators import add_operators, operator_env
@@ -51,11 +50,7 @@ async def test_a_bus_with_a_silent_meter_holds_no_other_bus_back(pg_dsn: str, tm
     silent.meters[0].model.offline = True
     for meter in quick.meters:
         meter.model.tou.write(daily_table_di(1, 1), [{"start": "00:00", "tariff": 3}])
-    set_file = tmp_path / "set.json"
-    set_file.write_text(
-        json.dumps({"seasons": [{"start": "01-01", "table": 1}],
-                    "daily_tables": [[{"start": "00:00", "tariff": 1}]], "tariffs": 4})
-    )  # fmt: skip
+    set_file = all_day_sharp(tmp_path / "set.json")
     conn = await asyncpg.connect(pg_dsn)
     engine = None
     try:

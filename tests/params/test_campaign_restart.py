@@ -14,7 +14,7 @@ import asyncpg
 
 from protocols.dlt645.tou import daily_table_di
 from simulators.bus import BusSpec, start_bus
-from tests.params.test_campaign_daemon import METER_PASSWORD, _config, headend
+from tests.params.test_campaign_daemon import METER_PASSWORD, _config, all_day_sharp, headend
 from tests.support.daemons import Daemon
 from tests.support.engine import inventory_file
 from tests.support.operators import add_operators, import_inventory_cli
@@ -26,11 +26,7 @@ async def test_a_daemon_killed_mid_campaign_leaves_nothing_written_twice(pg_dsn:
     bus = await start_bus(BusSpec(meters=2, seed=2502, password=METER_PASSWORD))
     for meter in bus.meters:
         meter.model.tou.write(daily_table_di(1, 1), [{"start": "00:00", "tariff": 3}])
-    set_file = tmp_path / "set.json"
-    set_file.write_text(
-        json.dumps({"seasons": [{"start": "01-01", "table": 1}],
-                    "daily_tables": [[{"start": "00:00", "tariff": 1}]], "tariffs": 4})
-    )  # fmt: skip
+    set_file = all_day_sharp(tmp_path / "set.json")
     conn = await asyncpg.connect(pg_dsn)
     daemons: list[Daemon] = []
     addresses = [m.address for m in bus.meters]

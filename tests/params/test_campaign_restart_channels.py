@@ -20,7 +20,7 @@ from protocols.dlt645.tou import daily_table_di
 from simulators import BusSpec, SimBus
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
 from simulators.dtu import DtuSpec, SimDtu
-from tests.params.test_campaign_daemon import METER_PASSWORD, _config, headend
+from tests.params.test_campaign_daemon import METER_PASSWORD, _config, all_day_sharp, headend
 from tests.support.daemons import Daemon
 from tests.support.operators import add_operators, import_inventory_cli
 from tests.support.ports import free_port
@@ -57,11 +57,7 @@ async def test_a_daemon_killed_mid_campaign_over_a_dtu_and_a_concentrator(
     conc_meter.passwords = {2: METER_PASSWORD}  # the other keeps a password the secrets file does not give
     for meter in (dtu_meter, conc_meter, refusing):
         meter.model.tou.write(daily_table_di(1, 1), [{"start": "00:00", "tariff": 3}])
-    set_file = tmp_path / "set.json"
-    set_file.write_text(
-        json.dumps({"seasons": [{"start": "01-01", "table": 1}],
-                    "daily_tables": [[{"start": "00:00", "tariff": 1}]], "tariffs": 4})
-    )  # fmt: skip
+    set_file = all_day_sharp(tmp_path / "set.json")
     conn = await asyncpg.connect(pg_dsn)
     daemons: list[Daemon] = []
     dtu = None

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from simulators.bus import BusSpec, start_bus
-from tests.params.test_campaign_daemon import METER_PASSWORD, _config, headend, zone_at
+from tests.params.test_campaign_daemon import METER_PASSWORD, _config, all_day_sharp, headend, zone_at
 from tests.support.daemons import Daemon
 from tests.support.engine import inventory_file
 from tests.support.operators import add_operators, import_inventory_cli
@@ -22,11 +22,7 @@ from tests.support.waiting import wait_until
 
 async def test_a_campaign_waits_out_the_peak_reading_window(pg_dsn: str, tmp_path: Path) -> None:
     bus = await start_bus(BusSpec(meters=2, seed=2503, password=METER_PASSWORD))
-    set_file = tmp_path / "set.json"
-    set_file.write_text(
-        json.dumps({"seasons": [{"start": "01-01", "table": 1}],
-                    "daily_tables": [[{"start": "00:00", "tariff": 1}]], "tariffs": 4})
-    )  # fmt: skip
+    set_file = all_day_sharp(tmp_path / "set.json")
     conn = await asyncpg.connect(pg_dsn)
     daemon = None
     try:
