@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from headend.transport.channel import (
         Channel,
         ChannelError,
+        ChannelOffline,
         ChannelStats,
         ChannelUnavailable,
         ExchangeTimeout,
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from headend.transport.concentrator import ConcentratorLink
     from headend.transport.concentrator_dialin import DialinConcentratorLink
     from headend.transport.dialin import DialinChannel
-    from headend.transport.hub import ChannelOffline, ChannelUnverified, DialinHub
+    from headend.transport.hub import ChannelUnverified, DialinHub
     from headend.transport.modbus import ModbusChannel, ModbusError
     from headend.transport.opening import open_channel
     from headend.transport.url import (
@@ -48,7 +49,7 @@ _HOMES: dict[str, str] = {
     "ConcentratorLink": "headend.transport.concentrator",
     "DialinConcentratorLink": "headend.transport.concentrator_dialin",
     "DialinChannel": "headend.transport.dialin",
-    "ChannelOffline": "headend.transport.hub",
+    "ChannelOffline": "headend.transport.channel",
     "ChannelUnverified": "headend.transport.hub",
     "DialinHub": "headend.transport.hub",
     "ModbusChannel": "headend.transport.modbus",

@@ -42,6 +42,10 @@ class ChannelUnavailable(ChannelError):
     """The port cannot be opened or the serial server cannot be reached."""
 
 
+class ChannelOffline(ChannelUnavailable):
+    """A dial-in channel whose device has no live connection (not a failure of its meters)."""
+
+
 class ExchangeTimeout(ChannelError):
     """No acceptable reply within the timeout, after every try."""
 

@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from headend.transport.channel import ChannelError, ChannelUnavailable, FrameTap
+from headend.transport.channel import ChannelError, ChannelOffline, ChannelUnavailable, FrameTap
 from headend.transport.url import ChannelConfig
 from protocols.gdw1376 import (
     ALL_CONFIRMED,
@@ -80,6 +80,11 @@ READ_CHUNK = 4096
 
 class ConcentratorOffline(ChannelUnavailable):
     """The concentrator has no connection (dial-in not connected, or it cannot be reached)."""
+
+
+class ConcentratorGone(ConcentratorOffline, ChannelOffline):
+    """A dial-in concentrator's connection closed or was lost: the device went offline, which is not a
+    failure of its meters (they are not quarantined for it)."""
 
 
 class ConcentratorTimeout(ChannelError):
@@ -246,7 +251,7 @@ class ConcentratorLink:
             self._event_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._event_task
-        self._drop(ConcentratorOffline(f"{self.label}: closed"))
+        self._drop(self._offline("closed"))
 
     def attach(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, login: bytes = b"") -> None:
         """Take over a connection of this concentrator (identified by its login; see the module docstring)."""
@@ -269,6 +274,14 @@ class ConcentratorLink:
         self.last_heard = time.monotonic()
         self._attached.set()
         return stream
+
+    def _offline(self, what: str) -> ConcentratorOffline:
+        """The error of a request whose connection went: the device's going offline when it dials in."""
+        return (
+            ConcentratorOffline(f"{self.label}: {what}")
+            if self.outbound
+            else ConcentratorGone(f"{self.label}: {what}")
+        )
 
     def _drop(self, reason: Exception) -> None:
         stream, self._stream = self._stream, None
@@ -319,7 +332,7 @@ class ConcentratorLink:
         finally:
             self.stats.bad_frames += deframer.checksum_errors
             if self._stream is stream:
-                self._drop(ConcentratorOffline(f"{self.label}: connection lost"))
+                self._drop(self._offline("connection lost"))
             else:
                 stream.close()
 

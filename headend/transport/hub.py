@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_address
 from typing import TYPE_CHECKING, Literal
 
-from headend.transport.channel import ChannelUnavailable
+from headend.transport.channel import ChannelOffline
 from headend.transport.trust import TrustBook
 
 if TYPE_CHECKING:
@@ -56,10 +56,6 @@ def address_in(host: str, networks: Iterable[Network]) -> bool:
     if isinstance(mapped, IPv4Address):
         address = mapped
     return any(address in network for network in networks)
-
-
-class ChannelOffline(ChannelUnavailable):
-    """A dial-in channel whose device has no live connection (not a failure of its meters)."""
 
 
 class ChannelUnverified(ChannelOffline):

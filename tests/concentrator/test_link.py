@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 
 from headend.drivers.gdw1376 import batch_of
+from headend.engine.ports import offline_errors
 from headend.transport.concentrator import (
     ConcentratorLink,
     ConcentratorOffline,
@@ -226,3 +227,29 @@ async def test_a_dial_in_link_pulls_its_connection_from_a_connector() -> None:
         finally:
             await link.close()
     assert items and calls == [(ADDRESS, 2.5), (ADDRESS, 2.5)] and link.stats.logins == 1
+
+
+async def test_a_dial_in_concentrator_hanging_up_mid_request_is_offline_not_a_meter_failure() -> None:
+    """The worker does not count such a failure against the meter (no quarantine): the device went."""
+    requests = asyncio.Queue[bytes]()
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await requests.put(await reader.read(4096))  # the request arrives, then the device hangs up
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    async def connector(key: str, wait_s: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return reader, writer, b""
+
+    link = ConcentratorLink(parse_channel_url(f"gdw1376://{ADDRESS}"), wait_s=1, connector=connector)
+    try:
+        with pytest.raises(ConcentratorOffline, match="connection lost") as failed:
+            await link.values(Afn.CLASS1_DATA, [unit(0, 2)])
+    finally:
+        server.close()
+        await link.close()
+    assert decode(await requests.get()).afn == Afn.CLASS1_DATA
+    assert isinstance(failed.value, offline_errors())
