@@ -25,6 +25,7 @@ claims the channel, then the channel's worker reads that same connection).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from time import monotonic
 
@@ -44,6 +45,15 @@ class _LinkStream(asyncio.StreamReaderProtocol):
         """Nothing to do: the link itself sends a request in flight again on the newer login."""
 
 
+class _LinkWriter(asyncio.StreamWriter):
+    """The writing end of a listener's connection: the link writes and closes through it, but the
+    connection is the listener's, so a writer collected after its link released the connection leaves
+    it up (``StreamWriter``'s finalizer would close it)."""
+
+    def __del__(self) -> None:
+        """Nothing: the listener, or the link's ``close``, ends the connection."""
+
+
 def _streams(inbound: Inbound) -> tuple[_LinkStream, asyncio.StreamReader, asyncio.StreamWriter, bytes]:
     """Attach a stream to ``inbound``; returns it (the receiver attached, its reader and writer) with
     the login frame the device identified with."""
@@ -52,7 +62,7 @@ def _streams(inbound: Inbound) -> tuple[_LinkStream, asyncio.StreamReader, async
     protocol = _LinkStream(reader, loop=loop)
     inbound.attach(protocol)  # connection_made: the reader gets the transport
     assert inbound.transport is not None
-    writer = asyncio.StreamWriter(inbound.transport, protocol, reader, loop)
+    writer = _LinkWriter(inbound.transport, protocol, reader, loop)
     return protocol, reader, writer, inbound.identification
 
 
@@ -168,11 +178,14 @@ class DialinConcentratorLink(ConcentratorLink):
         heartbeats until a link takes it again), and stop expecting the terminal: a cluster member's
         identity check before it claims the channel, whose worker then reads the same connection."""
         self._stop_watching()
-        inbound, receiver = self._inbound, self._receiver
+        inbound, receiver, stream = self._inbound, self._receiver, self._stream
         self._inbound = self._receiver = None
         if inbound is not None and receiver is not None:
             inbound.detach(receiver)  # its bytes go to the listener again
         await self._stop(leave_up=True)
+        if stream is not None and stream.task is not None:  # it reads nothing more once this returns
+            with contextlib.suppress(asyncio.CancelledError):
+                await stream.task
 
     def _stop_watching(self) -> None:
         if self._watching:
