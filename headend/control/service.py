@@ -75,6 +75,8 @@ async def _execute_due(
         except Exception as exc:  # one meter's failure must not stop the others' commands
             engine.metrics.fee_control_failures.labels("execute").inc()
             log.error("command %s failed to execute: %s: %s", command_id, type(exc).__name__, exc)
+            if conn.is_closed():  # the server ended the session: the next pass takes the rest
+                break
             continue
         outcomes.append((command_id, state))
     return outcomes
@@ -104,6 +106,8 @@ async def run_pass(engine: ServiceHost, now: datetime) -> list[tuple[int, str]]:
                     report.halted,
                 )
         outcomes = await _execute_due(engine, conn, now, settings)
+        if conn.is_closed():  # a fenced transaction held idle for a lease (migration 0085): rolled back
+            return outcomes
         try:
             if lease is not None:
                 async with conn.transaction():

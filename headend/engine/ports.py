@@ -27,8 +27,8 @@ from headend.secrets import MeterSecrets, SecretsError
 from headend.store.trusts import TrustGrant
 from headend.transport import (
     Bus,
+    ChannelError,
     ChannelOffline,
-    ChannelUnavailable,
     ChannelUnverified,
     ChannelUrlError,
     check_protocol,
@@ -37,6 +37,7 @@ from headend.transport import (
 )
 from headend.transport.bus import VerifiedBus
 from headend.transport.concentrator import ConcentratorLink
+from headend.transport.concentrator_dialin import DialinConcentratorLink
 from headend.transport.hub import DialinHub
 from headend.transport.trust import Trust
 from headend.transport.url import ChannelConfig
@@ -167,25 +168,27 @@ class DriverPort:
         the channel's lease for it (no worker uses it yet). True: verified, or nothing can verify it
         (no meter has a recorded number or archive point: taken unverified, as a single daemon takes
         it). False: other meters answer (the connection is closed as an impostor), none answers, or
-        the connection is gone. Nothing password-bearing is sent (see ``identity_verdict``). A
-        concentrator's login is not checked here (True): its link closes the connection when it lets
-        go, so its archive is checked by the channel's worker once the lease is taken."""
-        device = dialin_device(spec)
-        if device is None or device[0] != "dtu":
+        the connection is gone. Nothing password-bearing is sent (see ``identity_verdict``): behind a
+        DTU the meters' numbers, from a concentrator its archive (AFN 0A F10), over the connection the
+        channel's worker then reads (a concentrator's link releases it still logged in)."""
+        if dialin_device(spec) is None:
             return True
         channel = await self.open_channel(spec)
         try:
             drivers = [(meter, self.make_driver(channel, meter)) for meter in meters]
             async with asyncio.timeout(PROVE_LIMIT_S):
                 await self.verify_connection(channel, drivers)
-        except (ChannelUnavailable, ChannelUrlError, ConnectionError, DriverError, TimeoutError) as exc:
+        except (ChannelError, ChannelUrlError, ConnectionError, DriverError, TimeoutError) as exc:
             log.warning(
                 "dial-in connection not proven: its channel's lease stays where it is",
                 extra={"channel": spec.name, "error": f"{type(exc).__name__}: {exc}"},
             )
             return False
         finally:
-            await channel.close()
+            if isinstance(channel, DialinConcentratorLink):
+                await channel.release()
+            else:
+                await channel.close()  # a DTU's channel leaves the device's connection up
         return True
 
     def refresh_dialin_gauges(self, metrics: EngineMetrics, channels: Iterable[ChannelSpec]) -> None:

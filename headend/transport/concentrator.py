@@ -178,11 +178,18 @@ class _Stream:
         self.closed = False
 
     def close(self) -> None:
+        """Stop reading and abort the connection (once; nothing after ``leave``)."""
+        if self.closed:
+            return
+        self.leave()
+        with contextlib.suppress(Exception):
+            self.writer.transport.abort()
+
+    def leave(self) -> None:
+        """Stop reading and leave the connection up (a dial-in listener takes its bytes again)."""
         self.closed = True
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
-        with contextlib.suppress(Exception):
-            self.writer.transport.abort()
 
 
 class ConcentratorLink:
@@ -246,12 +253,16 @@ class ConcentratorLink:
 
     async def close(self) -> None:
         """Close the connection and stop reading events; a request in flight fails."""
+        await self._stop(leave_up=False)
+
+    async def _stop(self, *, leave_up: bool) -> None:
+        """Stop reading events and the connection, which is closed unless ``leave_up``."""
         self._closing = True
         if self._event_task is not None:
             self._event_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._event_task
-        self._drop(self._offline("closed"))
+        self._drop(self._offline("closed"), leave_up=leave_up)
 
     def attach(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, login: bytes = b"") -> None:
         """Take over a connection of this concentrator (identified by its login; see the module docstring)."""
@@ -283,10 +294,12 @@ class ConcentratorLink:
             else ConcentratorGone(f"{self.label}: {what}")
         )
 
-    def _drop(self, reason: Exception) -> None:
+    def _drop(self, reason: Exception, *, leave_up: bool = False) -> None:
         stream, self._stream = self._stream, None
         self._attached.clear()
-        if stream is not None:
+        if stream is not None and leave_up:
+            stream.leave()
+        elif stream is not None:
             stream.close()
         pending = self._pending
         if pending is not None and not pending.future.done():

@@ -17,12 +17,15 @@ heartbeat) marks the connection as not answering, so a newer login may replace i
 ``allow`` networks are passed to the hub. No PW (AFN 04/05/10, hence no forwarded meter password
 either) goes to a login before the engine verified it (the concentrator's archive against the
 inventory, ``verify``): such a request raises :class:`~headend.transport.hub.ChannelUnverified`
-with nothing sent.
+with nothing sent. ``close`` closes the connection (the concentrator dials again); ``release`` leaves
+it up, logged in and verified as it was, for the next link (a cluster member checks a login before it
+claims the channel, then the channel's worker reads that same connection).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from time import monotonic
 
@@ -42,14 +45,25 @@ class _LinkStream(asyncio.StreamReaderProtocol):
         """Nothing to do: the link itself sends a request in flight again on the newer login."""
 
 
-def _streams(inbound: Inbound) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
-    """Attach a stream to ``inbound``; returns it with the login frame the device identified with."""
+class _LinkWriter(asyncio.StreamWriter):
+    """The writing end of a listener's connection: the link writes and closes through it, but the
+    connection is the listener's, so a writer collected after its link released the connection leaves
+    it up (``StreamWriter``'s finalizer would close it)."""
+
+    def __del__(self) -> None:
+        """Nothing: the listener, or the link's ``close``, ends the connection."""
+
+
+def _streams(inbound: Inbound) -> tuple[_LinkStream, asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """Attach a stream to ``inbound``; returns it (the receiver attached, its reader and writer) with
+    the login frame the device identified with."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(loop=loop)
     protocol = _LinkStream(reader, loop=loop)
     inbound.attach(protocol)  # connection_made: the reader gets the transport
     assert inbound.transport is not None
-    return reader, asyncio.StreamWriter(inbound.transport, protocol, reader, loop), inbound.identification
+    writer = _LinkWriter(inbound.transport, protocol, reader, loop)
+    return protocol, reader, writer, inbound.identification
 
 
 class DialinConcentratorLink(ConcentratorLink):
@@ -63,6 +77,7 @@ class DialinConcentratorLink(ConcentratorLink):
         self.device = config.device
         self._watching = True
         self._inbound: Inbound | None = None  # the connection the link reads now
+        self._receiver: _LinkStream | None = None  # what the link attached to it
         hub.expect(self.device, config.allow)
         hub.watch(self.device, self._bound)
 
@@ -91,7 +106,7 @@ class DialinConcentratorLink(ConcentratorLink):
     def _bound(self, inbound: Inbound) -> None:
         if inbound.link is not None:
             return  # already this link's connection
-        reader, writer, login = _streams(inbound)
+        self._receiver, reader, writer, login = _streams(inbound)
         self._inbound = inbound
         self.attach(reader, writer, login)
 
@@ -155,8 +170,25 @@ class DialinConcentratorLink(ConcentratorLink):
 
     async def close(self) -> None:
         """Close the connection (the concentrator dials again) and stop expecting the terminal."""
+        self._stop_watching()
+        await super().close()
+
+    async def release(self) -> None:
+        """Stop using the terminal's connection but leave it up, logged in (its listener confirms the
+        heartbeats until a link takes it again), and stop expecting the terminal: a cluster member's
+        identity check before it claims the channel, whose worker then reads the same connection."""
+        self._stop_watching()
+        inbound, receiver, stream = self._inbound, self._receiver, self._stream
+        self._inbound = self._receiver = None
+        if inbound is not None and receiver is not None:
+            inbound.detach(receiver)  # its bytes go to the listener again
+        await self._stop(leave_up=True)
+        if stream is not None and stream.task is not None:  # it reads nothing more once this returns
+            with contextlib.suppress(asyncio.CancelledError):
+                await stream.task
+
+    def _stop_watching(self) -> None:
         if self._watching:
             self._watching = False
             self.hub.unwatch(self.device, self._bound)
             self.hub.forget(self.device)
-        await super().close()

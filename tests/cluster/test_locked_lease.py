@@ -3,15 +3,19 @@
 wakes, and the other member's renewal, which takes that lease and its own in one statement, used to
 wait with it (and give up its own channels after half a lease). Now the locked lease and the locked
 services' lease are skipped, the member's other leases are taken at once, and the skipped ones are
-taken at the first renewal after the lock is gone, with the next epoch."""
+taken at the first renewal after the lock is gone, with the next epoch. Such a transaction is bounded
+(migration 0085): idle for its holder's lease (a frozen member), the server ends its session and rolls
+it back, and the lease moves at the next renewal."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import asyncpg
+import pytest
 
-from headend.store.cluster import check_write_fence, take_leases, take_service
+from headend.store.cluster import check_write_fence, renew_member, take_leases, take_service
 from tests.support.logins import daemon_dsn
 from tests.support.waiting import wait_until
 
@@ -36,6 +40,7 @@ async def test_a_renewal_skips_the_leases_a_frozen_members_transaction_holds_loc
             " VALUES ('dlt645-2007', '000000000001', 'dlt645-generic', $1) RETURNING id",
             locked,
         )
+        await renew_member(frozen, FROZEN, "fep-1", 101, 30)  # its fenced transactions may idle 30 s
         assert await take_leases(frozen, [locked], FROZEN, 0.5, set()) == {locked: 1}
         assert await take_service(frozen, FROZEN, 0.5) == 1
 
@@ -70,6 +75,49 @@ async def test_a_renewal_skips_the_leases_a_frozen_members_transaction_holds_loc
             assert await take_service(other, OTHER, 30) == 2
         assert await take_leases(frozen, [locked], FROZEN, 0.5, set()) == {}
         assert await take_service(frozen, FROZEN, 0.5) is None
+    finally:
+        for conn in (frozen, other, owner):
+            await conn.close()
+
+
+async def test_a_fenced_transaction_idle_for_its_holders_lease_loses_its_session(pg_dsn: str) -> None:
+    owner = await asyncpg.connect(pg_dsn)
+    frozen = await asyncpg.connect(daemon_dsn(pg_dsn))
+    other = await asyncpg.connect(daemon_dsn(pg_dsn))
+    try:
+        channel = await owner.fetchval(
+            "INSERT INTO channels (name, kind, address) VALUES ('c', 'tcp', '127.0.0.1:9') RETURNING id"
+        )
+        meter = await owner.fetchval(
+            "INSERT INTO meters (protocol, address, model, channel_id)"
+            " VALUES ('dlt645-2007', '000000000001', 'dlt645-generic', $1) RETURNING id",
+            channel,
+        )
+        await renew_member(frozen, FROZEN, "fep-1", 101, 1.0)  # a member whose lease is 1 s
+        assert await take_leases(frozen, [channel], FROZEN, 1.0, set()) == {channel: 1}
+        fenced = frozen.transaction()
+        await fenced.start()
+        await check_write_fence(frozen, meter, FROZEN, 1)  # passed: the lease locked, then nothing more
+        assert await frozen.fetchval("SHOW idle_in_transaction_session_timeout") == "1s"
+        pid = frozen.get_server_pid()
+        await wait_until(
+            lambda: owner.fetchval("SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)", pid),
+            10,
+            "the server ending the idle fenced transaction's session",
+        )
+        assert await take_leases(other, [channel], OTHER, 30, set()) == {channel: 2}
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError)):
+            await fenced.commit()  # woken: its write is refused
+        async with other.transaction():  # a lower timeout a session has is kept
+            await other.execute("SET LOCAL idle_in_transaction_session_timeout = 200")
+            await check_write_fence(other, meter, OTHER, 2)
+            assert await other.fetchval("SHOW idle_in_transaction_session_timeout") == "200ms"
+        async with other.transaction():  # and the bound ends with the transaction
+            await check_write_fence(other, meter, OTHER, 2)  # no membership: the 30 s its lease has left
+            setting = "SELECT current_setting('idle_in_transaction_session_timeout')::interval"
+            bound = await other.fetchval(setting)
+            assert timedelta(seconds=25) < bound <= timedelta(seconds=30)
+        assert await other.fetchval("SHOW idle_in_transaction_session_timeout") == "0"
     finally:
         for conn in (frozen, other, owner):
             await conn.close()

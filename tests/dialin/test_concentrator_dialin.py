@@ -13,11 +13,13 @@ import asyncpg
 import pytest
 
 from headend.concentrators.service import run as concentrator_duties
+from headend.drivers.gdw1376_terminal import read_archive
 from headend.engine.engine import Engine
 from headend.engine.ports import DriverPort
 from headend.inventory import import_inventory, read_inventory
 from headend.store.writer import ReadingWriter
-from headend.transport import DialinHub
+from headend.transport import DialinHub, parse_channel_url
+from headend.transport.concentrator_dialin import DialinConcentratorLink
 from headend.transport.identify import IdentifyError, LoginIdentifier
 from headend.transport.listener import Listener, ListenerSpec
 from protocols.gdw1376 import HEARTBEAT, LOGIN, Address, link_test
@@ -232,3 +234,31 @@ async def test_an_impostor_concentrator_is_closed_by_its_archive_before_any_requ
         await engine.stop()
         await listener.stop()
         await conn.close()
+
+
+async def test_a_released_link_leaves_the_login_up_for_the_next_link() -> None:
+    """A cluster member checks a login before it claims the channel (``DialinConcentratorLink.release``):
+    the connection stays up and logged in, the listener confirms its heartbeats, and the next link
+    (the channel's worker) reads through it."""
+    hub = DialinHub()
+    hub.inventory_loaded([DEVICE])
+    listener = await _listening(hub)
+    spec = ConcentratorSpec(port=listener.port, address=ADDRESS, meters=2, latency_ms=0, heartbeat_s=0.2)
+    config = parse_channel_url(f"gdw1376://{ADDRESS}")
+    try:
+        async with SimConcentrator(replace(spec, redial_s=60)) as sim:
+            await wait_until(lambda: hub.online(DEVICE) and sim.logged_in.is_set(), 20, "the login")
+            check = DialinConcentratorLink(config, hub)
+            await check.open()
+            assert sorted(await read_archive(check, [1, 2, 3])) == [1, 2]
+            await check.release()
+            beats = sim.counts["heartbeats"]
+            await wait_until(lambda: sim.counts["heartbeats"] > beats + 2, 10, "heartbeats after the release")
+            worker = DialinConcentratorLink(config, hub)
+            await worker.open()
+            assert sorted(await read_archive(worker, [1, 2, 3])) == [1, 2]
+            await worker.close()
+            counts = sim.counts
+            assert (counts["connections"], counts["redials"], counts["heartbeat_failures"]) == (1, 0, 0)
+    finally:
+        await listener.stop()
