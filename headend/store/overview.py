@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from headend.store.console import custom_plans
+from headend.store.plans import custom_plans, plan_generically
 
 Row = dict[str, object]
 
@@ -62,10 +62,12 @@ its chunks or partitions are touched), and over the whole range only for what is
 EVER = datetime(1, 1, 1, tzinfo=UTC)
 """The lower bound that is the whole range of the readings."""
 
-# the newest actual reading and the newest receipt of the meter's readings of intervals since $2
+# the newest actual reading and the newest receipt of the meter's readings of intervals since $2, in
+# one pass over them (the meter's key; a max(ts) of its own was planned as a walk down the time index
+# of every meter's readings, which past thousands of meters costs several milliseconds)
 _READ_AND_RECEIPT = """
-SELECT (SELECT max(ts) FROM readings WHERE meter_id = $1 AND ts >= $2 AND quality = 'actual') AS last_read,
-       (SELECT max(received_at) FROM readings WHERE meter_id = $1 AND ts >= $2) AS last_received
+SELECT max(ts) FILTER (WHERE quality = 'actual') AS last_read, max(received_at) AS last_received
+FROM readings WHERE meter_id = $1 AND ts >= $2
 """
 
 # per quantity ($3: those listed, or every one if NULL), the meter's newest reading since $2 (ts NULL:
@@ -92,7 +94,16 @@ FROM commands WHERE meter_id = $1 ORDER BY created_at DESC LIMIT $2
 
 async def meter_overview(conn: asyncpg.Connection, meter_id: int, recent: int = 5) -> Overview:
     """One meter: inventory, account, last read and contact, clock offset, relay, latest readings
-    (per quantity), and its most recent events and commands.
+    (per quantity), and its most recent events and commands (``meter_overview_in`` in a transaction
+    of its own)."""
+    async with custom_plans(conn):
+        return await meter_overview_in(conn, meter_id, recent)
+
+
+async def meter_overview_in(conn: asyncpg.Connection, meter_id: int, recent: int = 5) -> Overview:
+    """``meter_overview`` inside the caller's read-only transaction planning for parameters (its reads
+    then see one snapshot, and a page reading more runs one transaction), which it leaves planning
+    generically.
 
     The readings are looked for in the last ``RECENT`` first, and over the whole range only when
     nothing is found there: the last read and the latest reading of each quantity are exact. Last
@@ -100,9 +111,9 @@ async def meter_overview(conn: asyncpg.Connection, meter_id: int, recent: int = 
     received after them for an interval older than ``RECENT`` (a re-collection of a range further
     back, an import) counts only when the meter has no reading in the last ``RECENT``."""
     since = datetime.now(UTC) - RECENT
-    async with custom_plans(conn):  # bounded in time
-        read = await conn.fetchrow(_READ_AND_RECEIPT, meter_id, since)
-        latest = await conn.fetch(_LATEST_READINGS, meter_id, since, None)
+    read = await conn.fetchrow(_READ_AND_RECEIPT, meter_id, since)
+    latest = await conn.fetch(_LATEST_READINGS, meter_id, since, None)
+    await plan_generically(conn)
     if read["last_read"] is None or read["last_received"] is None:
         read = await conn.fetchrow(_READ_AND_RECEIPT, meter_id, EVER)
     missing = [r["id"] for r in latest if r["ts"] is None]
