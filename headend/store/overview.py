@@ -136,11 +136,18 @@ async def meter_overview_in(conn: asyncpg.Connection, meter_id: int, recent: int
 _CHANNEL = """
 SELECT c.id, c.name, c.kind, c.address, c.settings->>'url' AS url, c.enabled,
        (SELECT count(*) FROM meters m WHERE m.channel_id = c.id AND m.removed_at IS NULL) AS meters,
-       (SELECT max(r.received_at) FROM readings r JOIN meters m ON m.id = r.meter_id
-        WHERE m.channel_id = c.id) AS last_contact,
+       $2::timestamptz AS last_contact,
        (SELECT count(*) FROM events e WHERE e.channel_id = c.id AND e.category = 'comm'
         AND e.kind = 'timeout' AND e.occurred_at > now() - interval '24 hours') AS timeouts_24h
-FROM channels c WHERE c.name = $1
+FROM channels c WHERE c.id = $1
+"""
+
+_CHANNEL_ID = "SELECT id FROM channels WHERE name = $1"
+
+# the newest receipt of a reading, of an interval since $2, of a meter of the channel (removed ones too)
+_CHANNEL_CONTACT = """
+SELECT max(r.received_at) FROM readings r JOIN meters m ON m.id = r.meter_id
+WHERE m.channel_id = $1 AND r.ts >= $2
 """
 
 _CHANNEL_CYCLES = """
@@ -148,10 +155,18 @@ SELECT cycle_at, due, succeeded, readings, utilisation FROM read_cycles
 WHERE channel_id = $1 AND finished_at IS NOT NULL ORDER BY cycle_at DESC LIMIT $2
 """
 
+# the channel's installed meters ($3: those listed, or all if NULL) with their newest actual reading of
+# an interval since $2: per quantity the station knows, the newest of the meter's key (an index probe
+# each, stopping at the first actual one)
 _CHANNEL_METERS = """
-SELECT m.name, m.protocol, m.address, m.enabled,
-       (SELECT max(r.ts) FROM readings r WHERE r.meter_id = m.id AND r.quality = 'actual') AS last_read
-FROM meters m WHERE m.channel_id = $1 AND m.removed_at IS NULL ORDER BY m.name
+SELECT m.id, m.name, m.protocol, m.address, m.enabled,
+       (SELECT max(x.ts) FROM quantities q CROSS JOIN LATERAL (
+            SELECT r.ts FROM readings r
+            WHERE r.meter_id = m.id AND r.quantity_id = q.id AND r.ts >= $2 AND r.quality = 'actual'
+            ORDER BY r.ts DESC LIMIT 1) x) AS last_read
+FROM meters m
+WHERE m.channel_id = $1 AND m.removed_at IS NULL AND ($3::int[] IS NULL OR m.id = ANY($3::int[]))
+ORDER BY m.name
 """
 
 _CHANNEL_ERRORS = """
@@ -162,18 +177,36 @@ WHERE channel_id = $1 AND category = 'comm' ORDER BY occurred_at DESC LIMIT $2
 
 async def channel_overview(conn: asyncpg.Connection, name: str, recent: int = 10) -> Overview | None:
     """One channel: its settings, meters (with their last successful read), the last complete read
-    cycles (success and utilisation) and its recent communication events; None if unknown."""
-    row = await conn.fetchrow(_CHANNEL, name)
-    if row is None:
-        return None
-    return Overview(
-        dict(row),
-        {
-            "cycles": [dict(r) for r in await conn.fetch(_CHANNEL_CYCLES, row["id"], recent)],
-            "meter_list": [dict(r) for r in await conn.fetch(_CHANNEL_METERS, row["id"])],
-            "errors": [dict(r) for r in await conn.fetch(_CHANNEL_ERRORS, row["id"], recent)],
-        },
-    )
+    cycles (success and utilisation) and its recent communication events; None if unknown.
+
+    As ``meter_overview``, the readings are looked for in the last ``RECENT`` first, and over the
+    whole range only for what is not found there: each meter's last read is exact. Last contact is the
+    newest receipt of a reading of the channel's meters found that way: a reading received later for
+    an interval older than ``RECENT`` counts only when the channel has no reading in the last
+    ``RECENT``."""
+    since = datetime.now(UTC) - RECENT
+    async with custom_plans(conn):
+        channel_id = await conn.fetchval(_CHANNEL_ID, name)
+        if channel_id is None:
+            return None
+        contact = await conn.fetchval(_CHANNEL_CONTACT, channel_id, since)
+        meters = await conn.fetch(_CHANNEL_METERS, channel_id, since, None)
+        await plan_generically(conn)
+        if contact is None:
+            contact = await conn.fetchval(_CHANNEL_CONTACT, channel_id, EVER)
+        missing = [m["id"] for m in meters if m["last_read"] is None]
+        if missing:  # not read in the last RECENT (or never)
+            older = {m["id"]: m for m in await conn.fetch(_CHANNEL_METERS, channel_id, EVER, missing)}
+            meters = [older.get(m["id"], m) for m in meters]
+        row = await conn.fetchrow(_CHANNEL, channel_id, contact)
+        return Overview(
+            dict(row),
+            {
+                "cycles": [dict(r) for r in await conn.fetch(_CHANNEL_CYCLES, channel_id, recent)],
+                "meter_list": [{k: v for k, v in m.items() if k != "id"} for m in meters],
+                "errors": [dict(r) for r in await conn.fetch(_CHANNEL_ERRORS, channel_id, recent)],
+            },
+        )
 
 
 _ACCOUNT = "SELECT id, number, name, kind FROM accounts WHERE number = $1"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -115,6 +116,17 @@ def _templates() -> jinja2.Environment:
     ship with the package), not checked for changes at every render."""
     loader = jinja2.FileSystemLoader(HERE / "templates")
     return jinja2.Environment(loader=loader, autoescape=jinja2.select_autoescape(), auto_reload=False)
+
+
+WORKER_ENV = "HEADEND_WEB_WORKER"
+"""The settings of a ``headend web --workers`` process (``WebConfig`` as JSON, its DSNs resolved), left
+by the parent process in the environment its workers inherit."""
+
+
+def worker_app() -> FastAPI:
+    """The application of one ``headend web --workers`` process, from ``$HEADEND_WEB_WORKER``."""
+    config = WebConfig.model_validate_json(os.environ[WORKER_ENV])
+    return create_app(config, config.desk_dsn, config.report_dsn)
 
 
 def create_app(config: WebConfig, desk_dsn: str, report_dsn: str) -> FastAPI:
