@@ -4,7 +4,7 @@ rendered as HTML and returned as JSON."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -147,7 +147,8 @@ async def meter(
         "meter": fields,
         "latest": found.lists["latest"],
         "day": day,
-        "load_curve": [asdict(r) for r in curve],
+        # as dataclasses.asdict gives, without its deep copy of every value
+        "load_curve": [{"ts": r.ts, "kwh": r.kwh, "kw": r.kw, "quality": r.quality} for r in curve],
         "consumption": {"period": period, "bars": [{"start": d, "kwh": v} for d, v in bars]},
         "events": found.lists["events"],
         "commands": found.lists["commands"],
