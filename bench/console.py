@@ -16,6 +16,9 @@ signed in with its own session) send ``--requests`` requests each, all at once:
 - export ``/readings.csv`` of the first meter's year (35,040 rows), against the same rows fetched by
   a bare server-side cursor (the database floor), under ``--users`` concurrent exports.
 
+For the pages it also prints the CPU each request cost the web server's processes and the database
+server's (from /proc): unlike the latencies, not moved by what else runs on a shared machine.
+
 Usage: python bench/console.py [--meters 10000] [--days 90] [--channels 100] [--users 20]
        [--requests 10] [--mode both|timescale|native] [--workers 1]
        [--no-export]
@@ -144,6 +147,38 @@ async def load(clients: list[httpx.AsyncClient], paths: list[list[str]]) -> list
     return [t for times in found for t in times]
 
 
+def cpu_seconds(root: int) -> float:
+    """CPU seconds (user and system) of process ``root``, of the children it reaped, and of its
+    children now running: what the web server's or the database server's processes spent."""
+
+    def stat(pid: int | str) -> list[str]:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    own = stat(root)
+    total = sum(int(v) for v in own[11:15])  # utime, stime, cutime, cstime
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = stat(entry)
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(fields[1]) == root:
+                total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+async def measured(
+    clients: list[httpx.AsyncClient], paths: list[list[str]], servers: tuple[int, int]
+) -> tuple[list[float], tuple[float, float]]:
+    """``load``, and the CPU milliseconds per request of the web server and the database server."""
+    before = [cpu_seconds(pid) for pid in servers]
+    took = await load(clients, paths)
+    spent = [cpu_seconds(pid) - b for pid, b in zip(servers, before, strict=True)]
+    return took, (spent[0] * 1000 / len(took), spent[1] * 1000 / len(took))
+
+
 def p(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -197,7 +232,7 @@ async def exports(clients: list[httpx.AsyncClient], dsn: str, now: datetime) -> 
     report("the same export alone", alone, bare_alone, "bare cursor alone", 1.0)
 
 
-async def run(args: argparse.Namespace, dsn: str, spool: Path) -> None:
+async def run(args: argparse.Namespace, dsn: str, spool: Path, postmaster: Path) -> None:
     await migrate(dsn)
     conn = await asyncpg.connect(dsn)
     now = datetime.now(UTC)
@@ -257,12 +292,20 @@ async def run(args: argparse.Namespace, dsn: str, spool: Path) -> None:
 
         await load(clients, each(lambda: "/static/console.css"))  # warm up
         await load(clients, each(lambda: f"/meters/m{rng.randint(1, args.meters)}"))
-        floor = await load(clients, each(lambda: "/static/console.css"))
-        meter = await load(clients, each(lambda: f"/meters/m{rng.randint(1, args.meters)}"))
-        overview = await load(clients, each(lambda: "/"))
+        servers = (process.pid, int(postmaster.read_text().split()[0]))
+        floor, floor_cpu = await measured(clients, each(lambda: "/static/console.css"), servers)
+        pages = each(lambda: f"/meters/m{rng.randint(1, args.meters)}")
+        meter, meter_cpu = await measured(clients, pages, servers)
+        overview, overview_cpu = await measured(clients, each(lambda: "/"), servers)
         print(f"  {args.users} users at once, {n} requests each")
         report("meter page", meter, floor, "static page", 0.25)
         report("overview", overview, floor, "static page", 1.0)
+        for name, (web, database) in (
+            ("static page", floor_cpu),
+            ("meter page", meter_cpu),
+            ("overview", overview_cpu),
+        ):
+            print(f"  CPU per request, {name + ':':13s} web {web:6.1f} ms, database {database:6.1f} ms")
         if not args.no_export:
             await exports(clients, dsn, now)
         for client in clients:
@@ -283,7 +326,7 @@ def on_throwaway_server(args: argparse.Namespace) -> None:
     server = EmbeddedPostgres(base / "pg", settings={"max_locks_per_transaction": str(args.max_locks)})
     try:
         dsn = server.start()
-        asyncio.run(run(args, dsn, base / "spool"))
+        asyncio.run(run(args, dsn, base / "spool", server.data_dir / "postmaster.pid"))
     finally:
         server.stop("fast")
         shutil.rmtree(base, ignore_errors=True)
