@@ -7,8 +7,8 @@ embedded PostgreSQL server): ``--meters`` meters on ``--channels`` channels with
 row); the first meter has a whole year. TimescaleDB chunks older than 30 days are compressed (the
 policy's age, done now rather than waited for) and both aggregates are refreshed, as the daemon's
 upkeep and TimescaleDB's policies leave them. Then ``headend web`` runs as a process of its own
-(uvicorn, the desk and reporting logins) and ``--users`` clients (httpx, each signed in with its
-own session) send ``--requests`` requests each, all at once:
+(uvicorn, ``--workers`` processes, the desk and reporting logins) and ``--users`` clients (httpx, each
+signed in with its own session) send ``--requests`` requests each, all at once:
 
 - meter page ``/meters/NAME`` of a random meter (load curve, 14 daily bars, events, commands),
   against the static stylesheet under the same load (the HTTP and session floor);
@@ -16,8 +16,12 @@ own session) send ``--requests`` requests each, all at once:
 - export ``/readings.csv`` of the first meter's year (35,040 rows), against the same rows fetched by
   a bare server-side cursor (the database floor), under ``--users`` concurrent exports.
 
+For the pages it also prints the CPU each request cost the web server's processes and the database
+server's (from /proc): unlike the latencies, not moved by what else runs on a shared machine.
+
 Usage: python bench/console.py [--meters 10000] [--days 90] [--channels 100] [--users 20]
-       [--requests 10] [--mode both|timescale|native]
+       [--requests 10] [--mode both|timescale|native] [--workers 1]
+       [--no-export]
 """
 
 from __future__ import annotations
@@ -143,6 +147,38 @@ async def load(clients: list[httpx.AsyncClient], paths: list[list[str]]) -> list
     return [t for times in found for t in times]
 
 
+def cpu_seconds(root: int) -> float:
+    """CPU seconds (user and system) of process ``root``, of the children it reaped, and of its
+    children now running: what the web server's or the database server's processes spent."""
+
+    def stat(pid: int | str) -> list[str]:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    own = stat(root)
+    total = sum(int(v) for v in own[11:15])  # utime, stime, cutime, cstime
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = stat(entry)
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(fields[1]) == root:
+                total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+async def measured(
+    clients: list[httpx.AsyncClient], paths: list[list[str]], servers: tuple[int, int]
+) -> tuple[list[float], tuple[float, float]]:
+    """``load``, and the CPU milliseconds per request of the web server and the database server."""
+    before = [cpu_seconds(pid) for pid in servers]
+    took = await load(clients, paths)
+    spent = [cpu_seconds(pid) - b for pid, b in zip(servers, before, strict=True)]
+    return took, (spent[0] * 1000 / len(took), spent[1] * 1000 / len(took))
+
+
 def p(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -181,7 +217,22 @@ async def bare_export(dsn: str, users: int, since: datetime, until: datetime) ->
     return list(await asyncio.gather(*(one() for _ in range(users))))
 
 
-async def run(args: argparse.Namespace, dsn: str, spool: Path) -> None:
+async def exports(clients: list[httpx.AsyncClient], dsn: str, now: datetime) -> None:
+    """The first meter's year as CSV, every client at once and then one alone, against bare cursors."""
+    today = now.date()
+    first = today - timedelta(days=364)
+    export_path = f"/readings.csv?meter=m1&from={first}&to={today}"
+    took = await load(clients, [[export_path] for _ in clients])
+    since = datetime.combine(first, datetime.min.time(), UTC) - timedelta(hours=8)
+    bare = await bare_export(as_login(dsn, REPORT_LOGIN), len(clients), since, now + timedelta(days=1))
+    rows = len((await clients[0].get(export_path)).text.splitlines()) - 1
+    report(f"export, one meter-year ({rows:,} rows)", took, bare, "bare cursor", 1.0)
+    alone = await load(clients[:1], [[export_path] * 3])
+    bare_alone = await bare_export(as_login(dsn, REPORT_LOGIN), 1, since, now + timedelta(days=1))
+    report("the same export alone", alone, bare_alone, "bare cursor alone", 1.0)
+
+
+async def run(args: argparse.Namespace, dsn: str, spool: Path, postmaster: Path) -> None:
     await migrate(dsn)
     conn = await asyncpg.connect(dsn)
     now = datetime.now(UTC)
@@ -217,6 +268,7 @@ async def run(args: argparse.Namespace, dsn: str, spool: Path) -> None:
         f"127.0.0.1:{port}",
         "--config",
         str(config),
+        *(["--workers", str(args.workers)] if args.workers > 1 else []),
     ]
     log = spool / "web.log"
     process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
@@ -240,23 +292,22 @@ async def run(args: argparse.Namespace, dsn: str, spool: Path) -> None:
 
         await load(clients, each(lambda: "/static/console.css"))  # warm up
         await load(clients, each(lambda: f"/meters/m{rng.randint(1, args.meters)}"))
-        floor = await load(clients, each(lambda: "/static/console.css"))
-        meter = await load(clients, each(lambda: f"/meters/m{rng.randint(1, args.meters)}"))
-        overview = await load(clients, each(lambda: "/"))
-        today = now.date()
-        first = today - timedelta(days=364)
-        export_path = f"/readings.csv?meter=m1&from={first}&to={today}"
-        exports = await load(clients, [[export_path] for _ in clients])
-        since = datetime.combine(first, datetime.min.time(), UTC) - timedelta(hours=8)
-        bare = await bare_export(as_login(dsn, REPORT_LOGIN), args.users, since, now + timedelta(days=1))
-        rows = len((await clients[0].get(export_path)).text.splitlines()) - 1
-        print(f"  {args.users} users at once, {n} requests each (exports: one each, {rows:,} rows)")
+        servers = (process.pid, int(postmaster.read_text().split()[0]))
+        floor, floor_cpu = await measured(clients, each(lambda: "/static/console.css"), servers)
+        pages = each(lambda: f"/meters/m{rng.randint(1, args.meters)}")
+        meter, meter_cpu = await measured(clients, pages, servers)
+        overview, overview_cpu = await measured(clients, each(lambda: "/"), servers)
+        print(f"  {args.users} users at once, {n} requests each")
         report("meter page", meter, floor, "static page", 0.25)
         report("overview", overview, floor, "static page", 1.0)
-        report("export, one meter-year (CSV)", exports, bare, "bare cursor", 1.0)
-        alone = await load(clients[:1], [[export_path] * 3])
-        bare_alone = await bare_export(as_login(dsn, REPORT_LOGIN), 1, since, now + timedelta(days=1))
-        report("the same export alone", alone, bare_alone, "bare cursor alone", 1.0)
+        for name, (web, database) in (
+            ("static page", floor_cpu),
+            ("meter page", meter_cpu),
+            ("overview", overview_cpu),
+        ):
+            print(f"  CPU per request, {name + ':':13s} web {web:6.1f} ms, database {database:6.1f} ms")
+        if not args.no_export:
+            await exports(clients, dsn, now)
         for client in clients:
             await client.aclose()
     except SystemExit:
@@ -275,7 +326,7 @@ def on_throwaway_server(args: argparse.Namespace) -> None:
     server = EmbeddedPostgres(base / "pg", settings={"max_locks_per_transaction": str(args.max_locks)})
     try:
         dsn = server.start()
-        asyncio.run(run(args, dsn, base / "spool"))
+        asyncio.run(run(args, dsn, base / "spool", server.data_dir / "postmaster.pid"))
     finally:
         server.stop("fast")
         shutil.rmtree(base, ignore_errors=True)
@@ -291,6 +342,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--requests", type=int, default=10)
     parser.add_argument("--mode", choices=("both", "timescale", "native"), default="both")
+    parser.add_argument("--workers", type=int, default=1, help="headend web --workers")
+    parser.add_argument("--no-export", action="store_true", help="measure the pages only")
     parser.add_argument("--max-locks", type=int, default=1024, help="the server's max_locks_per_transaction")
     args = parser.parse_args()
     with open("/proc/loadavg") as f:

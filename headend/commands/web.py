@@ -72,6 +72,15 @@ def register(app: typer.Typer) -> None:
                 help="Serve on a non-loopback address (behind a TLS reverse proxy: docs/operations.md).",
             ),
         ] = False,
+        workers: Annotated[
+            int,
+            typer.Option(
+                "--workers",
+                min=1,
+                max=64,
+                help="Processes serving the one listening socket (each with its own pools of pool_size).",
+            ),
+        ] = 1,
         config: ConfigPath = None,
     ) -> None:
         """The web console and its JSON API (OpenAPI at /api/openapi.json): overview, meters,
@@ -79,7 +88,8 @@ def register(app: typer.Typer) -> None:
 
         Connects with the desk login ([web] desk_dsn, or $HEADEND_WEB_DESK_DSN) for writes, each bound to
         the signed-in operator, and the reporting login ([web] report_dsn, or $HEADEND_WEB_REPORT_DSN) for
-        reads; never with the schema owner's or the daemon's."""
+        reads; never with the schema owner's or the daemon's. ``--workers N`` serves the listening
+        socket from N processes (the console is stateless: any of them serves any request)."""
         settings = chosen_config(config).web
         host, port = _host_port(listen)
         if not _is_local(host) and not allow_remote:
@@ -94,10 +104,32 @@ def register(app: typer.Typer) -> None:
 
         import uvicorn
 
-        from headend.web.app import create_app
+        from headend.web.app import WORKER_ENV, create_app
 
-        application = create_app(settings, desk_dsn, report_dsn)
         typer.echo(f"headend web: http://{listen}/ (API /api/openapi.json)")
+        if workers == 1:
+            application = create_app(settings, desk_dsn, report_dsn)
+            uvicorn.run(
+                application,
+                host=host,
+                port=port,
+                log_level="warning",
+                proxy_headers=False,
+                server_header=False,
+            )
+            return
+        # each worker is a fresh interpreter (spawned) that builds the application from these settings;
+        # the console keeps no state in a process (sessions and sign-in tokens are in the database, the
+        # sign-in form's value in a cookie), so any worker serves any request
+        resolved = settings.model_copy(update={"desk_dsn": desk_dsn, "report_dsn": report_dsn})
+        os.environ[WORKER_ENV] = resolved.model_dump_json()
         uvicorn.run(
-            application, host=host, port=port, log_level="warning", proxy_headers=False, server_header=False
+            "headend.web.app:worker_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="warning",
+            proxy_headers=False,
+            server_header=False,
         )

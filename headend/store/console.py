@@ -4,8 +4,6 @@ meter's load curve and its consumption per day, week or month, commands filtered
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -13,6 +11,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from headend.store.feecontrol import halted_by
+from headend.store.plans import custom_plans
 
 Row = dict[str, object]
 
@@ -81,18 +80,6 @@ class Overview:
     halted_by: str | None
     in_flight: list[Row]
     open_holds: int
-
-
-@asynccontextmanager
-async def custom_plans(conn: asyncpg.Connection) -> AsyncIterator[None]:
-    """A read-only transaction whose statements are planned for their parameters. The console's
-    reporting connections plan generically (once per connection: planning a query without a time bound
-    over a year of TimescaleDB chunks costs more than running it), but a query bounded in time planned
-    so touches only the chunks or partitions of its range: its first run on a connection takes 25–60 ms
-    instead of 300–400 ms, and later runs no longer (bench/console.py)."""
-    async with conn.transaction(readonly=True):
-        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        yield
 
 
 async def overview(conn: asyncpg.Connection, start: datetime, end: datetime, limit: int = 200) -> Overview:

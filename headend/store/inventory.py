@@ -165,9 +165,13 @@ async def meters_named(conn: asyncpg.Connection, ref: str) -> list[asyncpg.Recor
     ``ref`` or addressed ``ref`` or ``channel/ref``; exact names first, installed meters first."""
     return await rows(
         conn,
+        # the first condition only lets the indexes on name and address find the candidates (the
+        # address of a channel/address is the text after one of its slashes), the second decides
         """SELECT m.id, m.name AS label, m.name = $1 AS exact, m.removed_at IS NULL AS installed
            FROM meters m JOIN channels c ON c.id = m.channel_id
-           WHERE m.name = $1 OR m.address = $1 OR c.name || '/' || m.address = $1
+           WHERE (m.name = $1 OR m.address = $1 OR m.address = ANY (ARRAY(SELECT substr($1, i + 1)
+                    FROM generate_series(1, length($1)) i WHERE substr($1, i, 1) = '/')))
+             AND (m.name = $1 OR m.address = $1 OR c.name || '/' || m.address = $1)
            ORDER BY m.name = $1 DESC, m.removed_at IS NULL DESC, m.id""",
         ref,
     )

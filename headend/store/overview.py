@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from headend.store.console import custom_plans
+from headend.store.plans import custom_plans, plan_generically
 
 Row = dict[str, object]
 
@@ -62,10 +62,12 @@ its chunks or partitions are touched), and over the whole range only for what is
 EVER = datetime(1, 1, 1, tzinfo=UTC)
 """The lower bound that is the whole range of the readings."""
 
-# the newest actual reading and the newest receipt of the meter's readings of intervals since $2
+# the newest actual reading and the newest receipt of the meter's readings of intervals since $2, in
+# one pass over them (the meter's key; a max(ts) of its own was planned as a walk down the time index
+# of every meter's readings, which past thousands of meters costs several milliseconds)
 _READ_AND_RECEIPT = """
-SELECT (SELECT max(ts) FROM readings WHERE meter_id = $1 AND ts >= $2 AND quality = 'actual') AS last_read,
-       (SELECT max(received_at) FROM readings WHERE meter_id = $1 AND ts >= $2) AS last_received
+SELECT max(ts) FILTER (WHERE quality = 'actual') AS last_read, max(received_at) AS last_received
+FROM readings WHERE meter_id = $1 AND ts >= $2
 """
 
 # per quantity ($3: those listed, or every one if NULL), the meter's newest reading since $2 (ts NULL:
@@ -92,7 +94,16 @@ FROM commands WHERE meter_id = $1 ORDER BY created_at DESC LIMIT $2
 
 async def meter_overview(conn: asyncpg.Connection, meter_id: int, recent: int = 5) -> Overview:
     """One meter: inventory, account, last read and contact, clock offset, relay, latest readings
-    (per quantity), and its most recent events and commands.
+    (per quantity), and its most recent events and commands (``meter_overview_in`` in a transaction
+    of its own)."""
+    async with custom_plans(conn):
+        return await meter_overview_in(conn, meter_id, recent)
+
+
+async def meter_overview_in(conn: asyncpg.Connection, meter_id: int, recent: int = 5) -> Overview:
+    """``meter_overview`` inside the caller's read-only transaction planning for parameters (its reads
+    then see one snapshot, and a page reading more runs one transaction), which it leaves planning
+    generically.
 
     The readings are looked for in the last ``RECENT`` first, and over the whole range only when
     nothing is found there: the last read and the latest reading of each quantity are exact. Last
@@ -100,9 +111,9 @@ async def meter_overview(conn: asyncpg.Connection, meter_id: int, recent: int = 
     received after them for an interval older than ``RECENT`` (a re-collection of a range further
     back, an import) counts only when the meter has no reading in the last ``RECENT``."""
     since = datetime.now(UTC) - RECENT
-    async with custom_plans(conn):  # bounded in time
-        read = await conn.fetchrow(_READ_AND_RECEIPT, meter_id, since)
-        latest = await conn.fetch(_LATEST_READINGS, meter_id, since, None)
+    read = await conn.fetchrow(_READ_AND_RECEIPT, meter_id, since)
+    latest = await conn.fetch(_LATEST_READINGS, meter_id, since, None)
+    await plan_generically(conn)
     if read["last_read"] is None or read["last_received"] is None:
         read = await conn.fetchrow(_READ_AND_RECEIPT, meter_id, EVER)
     missing = [r["id"] for r in latest if r["ts"] is None]
@@ -125,11 +136,18 @@ async def meter_overview(conn: asyncpg.Connection, meter_id: int, recent: int = 
 _CHANNEL = """
 SELECT c.id, c.name, c.kind, c.address, c.settings->>'url' AS url, c.enabled,
        (SELECT count(*) FROM meters m WHERE m.channel_id = c.id AND m.removed_at IS NULL) AS meters,
-       (SELECT max(r.received_at) FROM readings r JOIN meters m ON m.id = r.meter_id
-        WHERE m.channel_id = c.id) AS last_contact,
+       $2::timestamptz AS last_contact,
        (SELECT count(*) FROM events e WHERE e.channel_id = c.id AND e.category = 'comm'
         AND e.kind = 'timeout' AND e.occurred_at > now() - interval '24 hours') AS timeouts_24h
-FROM channels c WHERE c.name = $1
+FROM channels c WHERE c.id = $1
+"""
+
+_CHANNEL_ID = "SELECT id FROM channels WHERE name = $1"
+
+# the newest receipt of a reading, of an interval since $2, of a meter of the channel (removed ones too)
+_CHANNEL_CONTACT = """
+SELECT max(r.received_at) FROM readings r JOIN meters m ON m.id = r.meter_id
+WHERE m.channel_id = $1 AND r.ts >= $2
 """
 
 _CHANNEL_CYCLES = """
@@ -137,10 +155,18 @@ SELECT cycle_at, due, succeeded, readings, utilisation FROM read_cycles
 WHERE channel_id = $1 AND finished_at IS NOT NULL ORDER BY cycle_at DESC LIMIT $2
 """
 
+# the channel's installed meters ($3: those listed, or all if NULL) with their newest actual reading of
+# an interval since $2: per quantity the station knows, the newest of the meter's key (an index probe
+# each, stopping at the first actual one)
 _CHANNEL_METERS = """
-SELECT m.name, m.protocol, m.address, m.enabled,
-       (SELECT max(r.ts) FROM readings r WHERE r.meter_id = m.id AND r.quality = 'actual') AS last_read
-FROM meters m WHERE m.channel_id = $1 AND m.removed_at IS NULL ORDER BY m.name
+SELECT m.id, m.name, m.protocol, m.address, m.enabled,
+       (SELECT max(x.ts) FROM quantities q CROSS JOIN LATERAL (
+            SELECT r.ts FROM readings r
+            WHERE r.meter_id = m.id AND r.quantity_id = q.id AND r.ts >= $2 AND r.quality = 'actual'
+            ORDER BY r.ts DESC LIMIT 1) x) AS last_read
+FROM meters m
+WHERE m.channel_id = $1 AND m.removed_at IS NULL AND ($3::int[] IS NULL OR m.id = ANY($3::int[]))
+ORDER BY m.name
 """
 
 _CHANNEL_ERRORS = """
@@ -151,18 +177,36 @@ WHERE channel_id = $1 AND category = 'comm' ORDER BY occurred_at DESC LIMIT $2
 
 async def channel_overview(conn: asyncpg.Connection, name: str, recent: int = 10) -> Overview | None:
     """One channel: its settings, meters (with their last successful read), the last complete read
-    cycles (success and utilisation) and its recent communication events; None if unknown."""
-    row = await conn.fetchrow(_CHANNEL, name)
-    if row is None:
-        return None
-    return Overview(
-        dict(row),
-        {
-            "cycles": [dict(r) for r in await conn.fetch(_CHANNEL_CYCLES, row["id"], recent)],
-            "meter_list": [dict(r) for r in await conn.fetch(_CHANNEL_METERS, row["id"])],
-            "errors": [dict(r) for r in await conn.fetch(_CHANNEL_ERRORS, row["id"], recent)],
-        },
-    )
+    cycles (success and utilisation) and its recent communication events; None if unknown.
+
+    As ``meter_overview``, the readings are looked for in the last ``RECENT`` first, and over the
+    whole range only for what is not found there: each meter's last read is exact. Last contact is the
+    newest receipt of a reading of the channel's meters found that way: a reading received later for
+    an interval older than ``RECENT`` counts only when the channel has no reading in the last
+    ``RECENT``."""
+    since = datetime.now(UTC) - RECENT
+    async with custom_plans(conn):
+        channel_id = await conn.fetchval(_CHANNEL_ID, name)
+        if channel_id is None:
+            return None
+        contact = await conn.fetchval(_CHANNEL_CONTACT, channel_id, since)
+        meters = await conn.fetch(_CHANNEL_METERS, channel_id, since, None)
+        await plan_generically(conn)
+        if contact is None:
+            contact = await conn.fetchval(_CHANNEL_CONTACT, channel_id, EVER)
+        missing = [m["id"] for m in meters if m["last_read"] is None]
+        if missing:  # not read in the last RECENT (or never)
+            older = {m["id"]: m for m in await conn.fetch(_CHANNEL_METERS, channel_id, EVER, missing)}
+            meters = [older.get(m["id"], m) for m in meters]
+        row = await conn.fetchrow(_CHANNEL, channel_id, contact)
+        return Overview(
+            dict(row),
+            {
+                "cycles": [dict(r) for r in await conn.fetch(_CHANNEL_CYCLES, channel_id, recent)],
+                "meter_list": [{k: v for k, v in m.items() if k != "id"} for m in meters],
+                "errors": [dict(r) for r in await conn.fetch(_CHANNEL_ERRORS, channel_id, recent)],
+            },
+        )
 
 
 _ACCOUNT = "SELECT id, number, name, kind FROM accounts WHERE number = $1"

@@ -76,9 +76,9 @@ async def me(signed: Signed) -> Me:
 
 
 @router.get("/overview", response_model=OverviewOut)
-async def overview(signed: Signed, conn: Reader) -> Json:
+async def overview(signed: Signed) -> Json:
     """Collection success today per channel, meters not read today with why, fee-control state."""
-    return await data.overview(conn, signed.console.zone)
+    return await signed.console.overview()
 
 
 class RecollectRequest(BaseModel):

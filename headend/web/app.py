@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -18,9 +19,10 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from headend.config import WebConfig
-from headend.web import i18n
+from headend.web import data, i18n
 from headend.web.actions import Refused
 from headend.web.data import BadRequest, NotFound
+from headend.web.flight import SingleFlight
 from headend.web.identity import LANG_COOKIE, SESSION_COOKIE, Forbidden, NotSignedIn, Principal
 
 HERE = Path(__file__).parent
@@ -39,13 +41,29 @@ SECURITY_HEADERS = {
 
 @dataclass(frozen=True, slots=True)
 class Console:
-    """What every request uses: the settings, the desk and reporting pools, the templates."""
+    """What every request uses: the settings, the desk and reporting pools, the templates, and the
+    overview being read (if any)."""
 
     config: WebConfig
     desk: asyncpg.Pool
     report: asyncpg.Pool
     templates: Jinja2Templates
     zone: ZoneInfo
+    overviews: SingleFlight[date, data.Row]
+
+    async def overview(self) -> data.Row:
+        """Today's overview (``data.overview``), read on a reporting connection of its own. The
+        requests that ask while it is being read share that reading (it is the same for every user: the
+        station's day and zone, no per-user filter; each renders it in its own language), so its
+        figures are at most one reading's duration older than the request; one arriving after it
+        finished reads anew. Shared between requests: read it, never change it."""
+        today = datetime.now(self.zone).date()
+
+        async def read() -> data.Row:
+            async with self.report.acquire() as conn:
+                return await data.overview(conn, self.zone, today)
+
+        return await self.overviews.run(today, read)
 
     def local(self, value: object) -> str:
         """A time in the station's zone, to the second; other values as text; None as empty."""
@@ -100,6 +118,17 @@ def _templates() -> jinja2.Environment:
     return jinja2.Environment(loader=loader, autoescape=jinja2.select_autoescape(), auto_reload=False)
 
 
+WORKER_ENV = "HEADEND_WEB_WORKER"
+"""The settings of a ``headend web --workers`` process (``WebConfig`` as JSON, its DSNs resolved), left
+by the parent process in the environment its workers inherit."""
+
+
+def worker_app() -> FastAPI:
+    """The application of one ``headend web --workers`` process, from ``$HEADEND_WEB_WORKER``."""
+    config = WebConfig.model_validate_json(os.environ[WORKER_ENV])
+    return create_app(config, config.desk_dsn, config.report_dsn)
+
+
 def create_app(config: WebConfig, desk_dsn: str, report_dsn: str) -> FastAPI:
     """The application; its pools open on startup and close on shutdown."""
 
@@ -116,7 +145,9 @@ def create_app(config: WebConfig, desk_dsn: str, report_dsn: str) -> FastAPI:
             report_dsn, min_size=1, max_size=config.pool_size, server_settings=generic, reset=_reads_only
         )
         templates = Jinja2Templates(env=_templates())
-        app.state.console = Console(config, desk, report, templates, ZoneInfo(config.timezone))
+        app.state.console = Console(
+            config, desk, report, templates, ZoneInfo(config.timezone), SingleFlight()
+        )
         try:
             yield
         finally:

@@ -4,7 +4,7 @@ rendered as HTML and returned as JSON."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -19,7 +19,8 @@ from headend.store.audit import audit_trail
 from headend.store.console_audit import AuditFilter
 from headend.store.dialin import PendingRow, list_pending
 from headend.store.meter_requests import get_request
-from headend.store.overview import account_statement, channel_overview, meter_overview
+from headend.store.overview import account_statement, channel_overview, meter_overview_in
+from headend.store.plans import plan_for_parameters
 from headend.vocabulary import COMMAND_STATES
 from headend.web.svg import Point
 
@@ -71,9 +72,9 @@ def _rate(read: object, meters: object) -> float | None:
     return read / meters
 
 
-async def overview(conn: asyncpg.Connection, zone: ZoneInfo) -> Row:
-    """Collection today per channel, meters not read today with why, fee-control state."""
-    today = datetime.now(zone).date()
+async def overview(conn: asyncpg.Connection, zone: ZoneInfo, today: date) -> Row:
+    """Collection on ``today`` (local) per channel, meters not read that day with why, fee-control
+    state now."""
     start, end = day_bounds(today, zone)
     found = await console.overview(conn, start, end)
     collection = [{**c, "rate": _rate(c["read"], c["meters"])} for c in found.collection]
@@ -126,26 +127,28 @@ async def meter(
     consumption of the 14 days, 12 weeks or 12 months up to it (``period``), events and command
     history."""
     starts = first_days(day, period)
-    try:
-        meter_id, _ = await find_meter(conn, name)
-    except InventoryError as exc:
-        raise NotFound(str(exc)) from None
-    found = await meter_overview(conn, meter_id, recent=20)
+    start, end = day_bounds(day, zone)
+    bars_start, _ = day_bounds(starts[0], zone)
+    async with conn.transaction(readonly=True):  # one snapshot
+        try:
+            meter_id, _ = await find_meter(conn, name)
+        except InventoryError as exc:
+            raise NotFound(str(exc)) from None
+        await plan_for_parameters(conn)  # the curve, the bars and the recent readings: bounded in time
+        curve = await console.load_curve(conn, meter_id, start, end)
+        known = dict(await console.consumption(conn, meter_id, bars_start, end, zone.key, period))
+        found = await meter_overview_in(conn, meter_id, recent=20)
     fields = dict(found.fields)
     action = fields.pop("last_relay_action")
     fields["relay"] = "none" if not fields["has_relay"] else RELAY_STATE.get(str(action), "unknown")
-    start, end = day_bounds(day, zone)
-    bars_start, _ = day_bounds(starts[0], zone)
-    async with console.custom_plans(conn):  # both are bounded in time
-        curve = await console.load_curve(conn, meter_id, start, end)
-        known = dict(await console.consumption(conn, meter_id, bars_start, end, zone.key, period))
     points = [Point(r.ts.astimezone(zone), r.kw, r.quality) for r in curve if r.kw is not None]
     bars = [(d, known.get(d)) for d in starts]
     data: Row = {
         "meter": fields,
         "latest": found.lists["latest"],
         "day": day,
-        "load_curve": [asdict(r) for r in curve],
+        # as dataclasses.asdict gives, without its deep copy of every value
+        "load_curve": [{"ts": r.ts, "kwh": r.kwh, "kw": r.kw, "quality": r.quality} for r in curve],
         "consumption": {"period": period, "bars": [{"start": d, "kwh": v} for d, v in bars]},
         "events": found.lists["events"],
         "commands": found.lists["commands"],

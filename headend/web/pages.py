@@ -117,8 +117,8 @@ async def choose_language(language: str, next: str = "/") -> Response:
 
 
 @router.get("/")
-async def overview_page(request: Request, me: Signed, conn: Reader) -> Response:
-    found = await data.overview(conn, me.console.zone)
+async def overview_page(request: Request, me: Signed) -> Response:
+    found = await me.console.overview()
     return me.console.page(request, "overview.html", me.who, found)
 
 

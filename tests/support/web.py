@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -46,9 +46,18 @@ def _answers(url: str) -> bool:
 @contextmanager
 def running_console(pg_dsn: str, tmp_path: Path, **settings: str | int | bool) -> Iterator[str]:
     """``headend web`` serving the test database; yields its base URL; stopped after the block."""
+    with console_process(pg_dsn, tmp_path, (), **settings) as (url, _):
+        yield url
+
+
+@contextmanager
+def console_process(
+    pg_dsn: str, tmp_path: Path, options: Sequence[str], **settings: str | int | bool
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """``headend web OPTIONS`` serving the test database; yields its base URL and its process."""
     config = console_config(tmp_path / "web.toml", pg_dsn, **settings)
     port = free_port()
-    process = cli.start("web", "--listen", f"127.0.0.1:{port}", "--config", str(config))
+    process = cli.start("web", "--listen", f"127.0.0.1:{port}", "--config", str(config), *options)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_sync(lambda: _answers(url) or process.poll() is not None, 30, "the console to answer")
@@ -56,7 +65,7 @@ def running_console(pg_dsn: str, tmp_path: Path, **settings: str | int | bool) -
             raise AssertionError(
                 f"headend web exited {process.returncode}: {process.stderr and process.stderr.read()}"
             )
-        yield url
+        yield url, process
     finally:
         process.terminate()
         try:
