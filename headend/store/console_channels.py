@@ -18,8 +18,9 @@ LEFT JOIN LATERAL (
 _CHANNELS = f"""
 SELECT c.name, c.kind, c.settings->>'url' AS url, c.enabled,
        (SELECT count(*) FROM meters m WHERE m.channel_id = c.id AND m.removed_at IS NULL) AS meters,
-       (SELECT max(r.received_at) FROM readings r JOIN meters m ON m.id = r.meter_id
-        WHERE m.channel_id = c.id) AS last_contact,
+       (SELECT k.finished_at FROM read_cycles k
+        WHERE k.channel_id = c.id AND k.succeeded > 0 AND k.finished_at IS NOT NULL
+        ORDER BY k.cycle_at DESC LIMIT 1) AS last_contact,
        (SELECT count(*) FROM events e WHERE e.channel_id = c.id AND e.category = 'comm'
         AND e.kind = 'timeout' AND e.occurred_at > now() - interval '24 hours') AS timeouts_24h,
        (SELECT count(*) FROM meters m {_QUARANTINE}
@@ -43,7 +44,11 @@ ORDER BY m.name
 
 async def channels(conn: asyncpg.Connection) -> list[Row]:
     """Every channel: meters, last contact, timeouts in 24 h, meters quarantined now, and its last
-    complete read cycle (due, succeeded, utilisation)."""
+    complete read cycle (due, succeeded, utilisation).
+
+    Last contact here is the end of the channel's last read cycle that read a meter, which the daemon
+    records per cycle: the newest receipt of a reading (the channel page's, ``channel_overview``) needs
+    a scan of the channel's readings, which for every channel at once reads the whole table."""
     return [dict(r) for r in await conn.fetch(_CHANNELS)]
 
 

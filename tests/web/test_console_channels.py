@@ -68,6 +68,12 @@ async def _seed(pg_dsn: str) -> None:
                 ok,
                 busy,
             )
+        await conn.execute(  # bus-b's one cycle read nothing: no contact
+            "INSERT INTO read_cycles (channel_id, cycle_at, due, succeeded, started_at, finished_at)"
+            " SELECT id, $1::timestamptz, 2, 0, $1::timestamptz, $1::timestamptz + interval '1 minute'"
+            " FROM channels WHERE name = 'bus-b'",
+            NOW - timedelta(minutes=5),
+        )
         await save_pending(
             conn,
             [PendingRow("DTU0042", "dtu", "0.0.0.0:9000", "10.0.0.7:5555", NOW, NOW, 4, True)],
@@ -91,7 +97,11 @@ def test_channel_health_quarantine_and_pending_devices(pg_dsn: str, tmp_path: Pa
             1,
             0.5,
         )
-        assert by_name["bus-b"]["enabled"] is False and by_name["bus-b"]["last_cycle_at"] is None
+        # last contact: the end of the last cycle that read a meter (bus-a's 15 minutes ago: 1 of 2)
+        assert datetime.fromisoformat(bus["last_contact"]) == NOW - timedelta(minutes=14)
+        other = by_name["bus-b"]
+        assert other["enabled"] is False and other["last_contact"] is None
+        assert datetime.fromisoformat(other["last_cycle_at"]) == NOW - timedelta(minutes=5)
         assert [(p["identity"], p["status"], p["attempts"]) for p in listed.json()["pending"]] == [
             ("DTU0042", "held", 4)
         ]
