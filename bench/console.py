@@ -13,6 +13,8 @@ signed in with its own session) send ``--requests`` requests each, all at once:
 - meter page ``/meters/NAME`` of a random meter (load curve, 14 daily bars, events, commands),
   against the static stylesheet under the same load (the HTTP and session floor);
 - overview ``/`` (collection today per channel, meters not read today), against the same floor;
+- the channels list ``/channels`` and a channel page ``/channels/NAME`` (100 meters at the defaults),
+  three requests of one user each (no target in the issue);
 - export ``/readings.csv`` of the first meter's year (35,040 rows), against the same rows fetched by
   a bare server-side cursor (the database floor), under ``--users`` concurrent exports.
 
@@ -306,6 +308,12 @@ async def run(args: argparse.Namespace, dsn: str, spool: Path, postmaster: Path)
             ("overview", overview_cpu),
         ):
             print(f"  CPU per request, {name + ':':13s} web {web:6.1f} ms, database {database:6.1f} ms")
+        # the channel pages, no target in the issue: one user, as an operator opens them
+        listed, _ = await measured(clients[:1], [["/channels"] * 3], servers)
+        one = [[f"/channels/ch{rng.randint(1, args.channels)}" for _ in range(3)]]
+        channel, _ = await measured(clients[:1], one, servers)
+        for name, times in (("channels list", listed), ("channel page", channel)):
+            print(f"  {name}, one user: {', '.join(f'{t * 1000:.0f}' for t in times)} ms")
         if not args.no_export:
             await exports(clients, dsn, now)
         for client in clients:
