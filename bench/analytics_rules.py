@@ -219,7 +219,7 @@ async def bench_rules(
     seeded = time.perf_counter() - began
 
     began = time.perf_counter()
-    await fold(conn, hour_start(NOW - timedelta(seconds=max(CFG.window, CFG.spike_history))))
+    await fold(conn, hour_start(NOW - timedelta(seconds=max(CFG.window, CFG.spike_history))), NOW)
     rebuild = time.perf_counter() - began
 
     began = time.perf_counter()
@@ -256,7 +256,7 @@ async def bench_rules(
 
     await conn.execute("INSERT INTO reading_hours_dirty (lo, hi) VALUES ($1, $1)", NOW)
     began = time.perf_counter()
-    await fold(conn, hour_start(NOW - timedelta(seconds=max(CFG.window, CFG.spike_history))))
+    await fold(conn, hour_start(NOW - timedelta(seconds=max(CFG.window, CFG.spike_history))), NOW)
     fold_hour = time.perf_counter() - began
 
     await conn.execute("INSERT INTO reading_hours_dirty (lo, hi) VALUES ($1, $1)", NOW)
