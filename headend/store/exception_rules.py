@@ -117,7 +117,8 @@ seg AS (SELECT {_segment("b", "block_end")}
         UNION ALL
         SELECT {_segment("h", "hour_end")}
         FROM reading_hours h
-        WHERE h.hour_end IN (SELECT e FROM hr) AND h.quantity_id IN ({_QUANTITY_IDS}) AND h.last_ts <= $1
+        WHERE h.hour_end = ANY (ARRAY(SELECT e FROM hr))  -- by the time index, not a scan of every hour
+          AND h.quantity_id IN ({_QUANTITY_IDS}) AND h.last_ts <= $1
           AND (h.first_ts > {_A} OR (h.quantity_id = {_IMPORT} AND h.first_ts > {_SINCE}))
           AND NOT {_split("h")}
         UNION ALL
@@ -126,7 +127,8 @@ seg AS (SELECT {_segment("b", "block_end")}
         FROM reading_hours h
         JOIN readings r ON r.meter_id = h.meter_id AND r.quantity_id = h.quantity_id
                        AND r.ts > h.hour_end - interval '1 hour' AND r.ts <= h.hour_end
-        WHERE h.hour_end IN (SELECT e FROM edge) AND h.quantity_id IN ({_QUANTITY_IDS}) AND {_split("h")}
+        WHERE h.hour_end = ANY (ARRAY(SELECT e FROM edge)) AND h.quantity_id IN ({_QUANTITY_IDS})
+          AND {_split("h")}
           AND {_GOOD} AND r.ts <= $1 AND (r.ts > {_A} OR (r.quantity_id = {_IMPORT} AND r.ts > {_SINCE})))
 SELECT meter_id, quantity_id,
        coalesce(sum(n) FILTER (WHERE w), 0) AS n, min(vmin) FILTER (WHERE w) AS vmin,
