@@ -9,9 +9,9 @@ currents of the day's last interval, and a few meters in each condition (stopped
 backwards, lost phase, imbalance, spike). It prints the seeding time, the SQL pass of the six reading
 rules, the row-by-row baseline of the same six rules and their ratio, and the full pass (all twelve
 rules, the line-loss refresh of the day included). The timed pass runs 40 s after the day's last
-instant, as the daemon runs one just after a cycle (its window starts between two readings, so the
-window summary reads the single readings of the hours holding its boundaries); the same pass at the
-cycle's own instant (every boundary on the hour: hours only) is timed too. Do not run it at full size
+instant, as the daemon runs one just after a cycle (its window starts between two readings of an hour,
+read whole or reading by reading as the boundary splits it or not); the same pass at the cycle's own
+instant (every boundary on the hour) is timed too. Do not run it at full size
 on a shared machine.
 
 Usage: python bench/analytics_rules.py [--meters 2000] [--areas 20]

@@ -1,9 +1,10 @@
 """The reading rules' hourly summary kept up to date incrementally (migration 0070,
 headend/store/reading_hours.py): after every kind of change a seeded plan makes (readings in order, a
 late reading for an old interval, a reading marked suspect, a pass reaching further back, hours
-pruned), the window summary the pass builds from the summary's hours and the boundary hours' readings
-is row for row the one the previous statement computed from every reading (kept here as the
-reference), at pass times on and off the hour; and the incremental summary equals a rebuild."""
+pruned), the window summary the pass builds from the summary's six-hour blocks, its hours and the split
+boundary hours' readings is row for row the one the previous statement computed from every reading
+(kept here as the reference), at pass times on and off the hour, for windows of hours and of a day; and
+the incremental summary and its blocks equal a rebuild."""
 
 from __future__ import annotations
 
