@@ -9,9 +9,9 @@ currents of the day's last interval, and a few meters in each condition (stopped
 backwards, lost phase, imbalance, spike). It prints the seeding time, the SQL pass of the six reading
 rules, the row-by-row baseline of the same six rules and their ratio, and the full pass (all twelve
 rules, the line-loss refresh of the day included). The timed pass runs 40 s after the day's last
-instant, as the daemon runs one just after a cycle (its window starts between two readings, so the
-window summary reads the single readings of the hours holding its boundaries); the same pass at the
-cycle's own instant (every boundary on the hour: hours only) is timed too. Do not run it at full size
+instant, as the daemon runs one just after a cycle (its window starts between two readings of an hour,
+read whole or reading by reading as the boundary splits it or not); the same pass at the cycle's own
+instant (every boundary on the hour) is timed too. Do not run it at full size
 on a shared machine.
 
 Usage: python bench/analytics_rules.py [--meters 2000] [--areas 20]
@@ -219,7 +219,7 @@ async def bench_rules(
     seeded = time.perf_counter() - began
 
     began = time.perf_counter()
-    await fold(conn, hour_start(NOW - timedelta(seconds=max(CFG.window, CFG.spike_history))))
+    await fold(conn, hour_start(NOW - timedelta(seconds=max(CFG.window, CFG.spike_history))), NOW)
     rebuild = time.perf_counter() - began
 
     began = time.perf_counter()
@@ -256,7 +256,7 @@ async def bench_rules(
 
     await conn.execute("INSERT INTO reading_hours_dirty (lo, hi) VALUES ($1, $1)", NOW)
     began = time.perf_counter()
-    await fold(conn, hour_start(NOW - timedelta(seconds=max(CFG.window, CFG.spike_history))))
+    await fold(conn, hour_start(NOW - timedelta(seconds=max(CFG.window, CFG.spike_history))), NOW)
     fold_hour = time.perf_counter() - began
 
     await conn.execute("INSERT INTO reading_hours_dirty (lo, hi) VALUES ($1, $1)", NOW)

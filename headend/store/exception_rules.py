@@ -54,39 +54,82 @@ class RuleQuery:
 # import register, split at the spike window: the first time and value after the cut, the first and
 # last time and value before it.
 #
-# It is built from *segments*, not from every reading: the hours of the incremental hourly summary
-# (``reading_hours``, :mod:`headend.store.reading_hours`, brought up to date first) that lie wholly on
-# one side of each boundary of the pass (window start, spike history start, cut, the pass's time), and
-# the single readings of the few hours that hold a boundary (from ``readings``). A segment is wholly
-# inside or outside every span, so each flag of a reading becomes a flag of its segment; each segment
-# knows its neighbours' last / first reading, so the first and last readings of each span and the
-# drops between segments are picked as before, and the drops inside an hour come from the summary.
-# Segments are ordered by ``pos`` (an hour's end, a reading's time): no reading of a boundary hour
-# lies between two other hours, so that order is the readings' order.
+# It is built from *segments*, not from every reading: the six-hour blocks (``reading_blocks``, the
+# level above the hours, built by the same fold) that ended and hold no boundary of the pass (window
+# start, spike history start, cut, the pass's time), the hours of the incremental hourly summary
+# (``reading_hours``, :mod:`headend.store.reading_hours`, brought up to date first) of the other blocks
+# that lie wholly on one side of each boundary, and the single readings of the few hours that hold a
+# boundary (from ``readings``). A segment is wholly inside or outside every span, so each flag of a
+# reading becomes a flag of its segment; each segment knows its neighbours' last / first reading, so
+# the first and last readings of each span and the drops between segments are picked as before, and
+# the drops inside an hour or a block come from the summary. Segments are ordered by ``pos`` (a block's
+# or an hour's end, a reading's time): no reading of a boundary hour lies between two other hours, nor
+# an hour between two blocks, so that order is the readings' order.
 WINDOW_SUMMARY_TABLE = "exception_window"
 _A = "$1::timestamptz - make_interval(secs => $2)"  # the window's start
 _SINCE = "$1::timestamptz - make_interval(secs => $4)"  # the spike history's start
 _CUT = "$1::timestamptz - make_interval(secs => $3)"  # the spike window's start
+_QUANTITY_IDS = f"{_IMPORT}, {_EXPORT}, {_CURRENTS}, {_VOLTAGES}"
+_BLOCK = "interval '6 hours'"
+
+
+def _inner_drop(t: str) -> str:
+    """SQL: the latest drop inside an hour or block row ``t`` by more than the tolerance ($5)."""
+    return f"""CASE WHEN {t}.drops_at IS NOT NULL THEN
+        (SELECT max(d.at) FROM unnest({t}.drops_at, {t}.drops_prev, {t}.drops_value) d(at, prev, value)
+         WHERE d.value < d.prev - $5) END"""
+
+
+def _segment(t: str, end: str) -> str:
+    """SQL: the columns of a segment from an hour or block row ``t``."""
+    return (
+        f"{t}.meter_id, {t}.quantity_id, {t}.n, {t}.total, {t}.vmin, {t}.vmax, {t}.first_ts, {t}.first_value,"
+        f" {t}.last_ts, {t}.last_value, {_inner_drop(t)} AS inner_drop, {t}.{end} AS pos"
+    )
+
+
+def _split(t: str) -> str:
+    """SQL: a boundary of the pass (for the import register, also the spike history's start and the
+    cut) falls between two readings of the hour row ``t``: its readings are read one by one."""
+    return f"""({t}.first_ts <= {_A} AND {_A} < {t}.last_ts OR {t}.first_ts <= $1 AND $1 < {t}.last_ts
+         OR {t}.quantity_id = {_IMPORT} AND ({t}.first_ts <= {_SINCE} AND {_SINCE} < {t}.last_ts
+                                            OR {t}.first_ts <= {_CUT} AND {_CUT} < {t}.last_ts))"""
+
+
 WINDOW_SUMMARY = f"""
 CREATE TEMP TABLE {WINDOW_SUMMARY_TABLE} AS
 WITH edge AS (SELECT DISTINCT {hour_end_sql("p")} AS e FROM unnest(ARRAY[{_A}, {_SINCE}, {_CUT}, $1]) p
               WHERE p <> {hour_end_sql("p")}),
-seg AS (SELECT h.meter_id, h.quantity_id, h.n, h.total, h.vmin, h.vmax, h.first_ts, h.first_value,
-               h.last_ts, h.last_value,
-               CASE WHEN h.drops_at IS NOT NULL THEN
-                   (SELECT max(d.at) FROM unnest(h.drops_at, h.drops_prev, h.drops_value) d(at, prev, value)
-                    WHERE d.value < d.prev - $5) END AS inner_drop, h.hour_end AS pos
+blk AS (SELECT e FROM reading_hours_kept k,
+               generate_series({hour_end_sql(f"least({_A}, {_SINCE})", "6 hours")} + {_BLOCK},
+                               least(k.blocks_to, $1), {_BLOCK}) e
+        WHERE e - {_BLOCK} >= k.kept_from
+          AND NOT EXISTS (SELECT 1 FROM unnest(ARRAY[{_A}, {_SINCE}, {_CUT}, $1]) p
+                          WHERE p > e - {_BLOCK} AND p < e)),
+hr AS (SELECT e FROM generate_series({hour_end_sql(f"least({_A}, {_SINCE})")}, {hour_end_sql("$1")},
+                                      interval '1 hour') e
+       WHERE {hour_end_sql("e", "6 hours")} NOT IN (SELECT e FROM blk)),  -- the hours not read as blocks
+seg AS (SELECT {_segment("b", "block_end")}
+        FROM reading_blocks b
+        WHERE b.block_end IN (SELECT e FROM blk) AND b.quantity_id IN ({_QUANTITY_IDS})
+          AND (b.block_end - {_BLOCK} >= {_A}
+               OR (b.quantity_id = {_IMPORT} AND b.block_end - {_BLOCK} >= {_SINCE}))
+        UNION ALL
+        SELECT {_segment("h", "hour_end")}
         FROM reading_hours h
-        WHERE h.quantity_id IN ({_IMPORT}, {_EXPORT}, {_CURRENTS}, {_VOLTAGES}) AND h.hour_end <= $1
-          AND h.hour_end > least({_A}, {_SINCE}) AND h.hour_end NOT IN (SELECT e FROM edge)
-          AND (h.hour_end - interval '1 hour' >= {_A}
-               OR (h.quantity_id = {_IMPORT} AND h.hour_end - interval '1 hour' >= {_SINCE}))
+        WHERE h.hour_end = ANY (ARRAY(SELECT e FROM hr))  -- by the time index, not a scan of every hour
+          AND h.quantity_id IN ({_QUANTITY_IDS}) AND h.last_ts <= $1
+          AND (h.first_ts > {_A} OR (h.quantity_id = {_IMPORT} AND h.first_ts > {_SINCE}))
+          AND NOT {_split("h")}
         UNION ALL
         SELECT r.meter_id, r.quantity_id, 1, r.value, r.value, r.value, r.ts, r.value, r.ts, r.value,
                NULL, r.ts
-        FROM edge JOIN readings r ON r.ts > edge.e - interval '1 hour' AND r.ts <= edge.e
-        WHERE r.quantity_id IN ({_IMPORT}, {_EXPORT}, {_CURRENTS}, {_VOLTAGES}) AND {_GOOD}
-          AND r.ts <= $1 AND (r.ts > {_A} OR (r.quantity_id = {_IMPORT} AND r.ts > {_SINCE})))
+        FROM reading_hours h
+        JOIN readings r ON r.meter_id = h.meter_id AND r.quantity_id = h.quantity_id
+                       AND r.ts > h.hour_end - interval '1 hour' AND r.ts <= h.hour_end
+        WHERE h.hour_end = ANY (ARRAY(SELECT e FROM edge)) AND h.quantity_id IN ({_QUANTITY_IDS})
+          AND {_split("h")}
+          AND {_GOOD} AND r.ts <= $1 AND (r.ts > {_A} OR (r.quantity_id = {_IMPORT} AND r.ts > {_SINCE})))
 SELECT meter_id, quantity_id,
        coalesce(sum(n) FILTER (WHERE w), 0) AS n, min(vmin) FILTER (WHERE w) AS vmin,
        max(vmax) FILTER (WHERE w) AS vmax, sum(total) FILTER (WHERE w) AS total,
@@ -232,21 +275,25 @@ REVERSE_ENERGY = RuleQuery(
     reads_window=True,
 )
 
-_LATEST_PHASES = """
-    latest AS (SELECT s.meter_id, q.name, s.last_value AS value, s.last_ts AS ts
-               FROM {table} s JOIN quantities q ON q.id = s.quantity_id
-               WHERE s.quantity_id IN ({ids}) AND s.n > 0)"""  # phases are summarised over the window only
+# The latest value of each phase in the window (phases are summarised over the window only), with its
+# name: built only for the meters a rule selected first, so that the evidence is not built for every
+# meter.
+_PHASES = """
+    FROM {table} s JOIN quantities q ON q.id = s.quantity_id
+    WHERE s.quantity_id IN ({ids}) AND s.n > 0 AND s.meter_id IN (SELECT meter_id FROM hit)
+    GROUP BY s.meter_id"""
 
 # $3 volts: a phase's latest voltage in the window below the threshold (失压 / 断相)
 VOLTAGE_LOSS = RuleQuery(
     "voltage_loss",
     "meter",
     f"""
-    WITH {_LATEST_PHASES.format(ids=_VOLTAGES, table=_W)}
-    SELECT meter_id AS subject,
-           jsonb_build_object('volts', jsonb_object_agg(name, value), 'ts', max(ts),
-                              'lost', jsonb_agg(name ORDER BY name) FILTER (WHERE value < $3)) AS evidence
-    FROM latest GROUP BY meter_id HAVING min(value) < $3
+    WITH hit AS (SELECT meter_id FROM {_W} WHERE quantity_id IN ({_VOLTAGES}) AND n > 0 AND last_value < $3)
+    SELECT s.meter_id AS subject,
+           jsonb_build_object('volts', jsonb_object_agg(q.name, s.last_value), 'ts', max(s.last_ts),
+                              'lost', jsonb_agg(q.name ORDER BY q.name) FILTER (WHERE s.last_value < $3))
+               AS evidence
+    {_PHASES.format(ids=_VOLTAGES, table=_W)}
     """,
     reads_window=True,
 )
@@ -257,14 +304,16 @@ CURRENT_IMBALANCE = RuleQuery(
     "current_imbalance",
     "meter",
     f"""
-    WITH {_LATEST_PHASES.format(ids=_CURRENTS, table=_W)}
-    SELECT meter_id AS subject,
-           jsonb_build_object('amps', jsonb_object_agg(name, value), 'ts', max(ts),
+    WITH hit AS (SELECT meter_id FROM {_W} WHERE quantity_id IN ({_CURRENTS}) AND n > 0 GROUP BY meter_id
+                 HAVING count(*) = 3 AND max(last_value) >= $4
+                    AND 100 * (max(last_value) - min(last_value)) / max(last_value) > $3)
+    SELECT s.meter_id AS subject,
+           jsonb_build_object('amps', jsonb_object_agg(q.name, s.last_value), 'ts', max(s.last_ts),
                               'imbalance_pct',
-                              round((100 * (max(value) - min(value)) / max(value))::numeric, 1))
+                              round((100 * (max(s.last_value) - min(s.last_value))
+                                     / max(s.last_value))::numeric, 1))
                AS evidence
-    FROM latest GROUP BY meter_id
-    HAVING count(*) = 3 AND max(value) >= $4 AND 100 * (max(value) - min(value)) / max(value) > $3
+    {_PHASES.format(ids=_CURRENTS, table=_W)}
     """,
     reads_window=True,
 )

@@ -82,7 +82,7 @@ async def summarise_window(
     """Bring the hourly summary up to date (the hours the pass reaches back to), build the window
     summary the reading rules read from it (a temp table of this connection, replacing the previous
     pass's), then give the planner its statistics."""
-    await fold(conn, hour_start(now - timedelta(seconds=max(window_s, spike_history_s))))
+    await fold(conn, hour_start(now - timedelta(seconds=max(window_s, spike_history_s))), now)
     await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{WINDOW_SUMMARY_TABLE}")
     async with conn.transaction():
         await conn.execute("SET LOCAL work_mem = '64MB'")  # its sorts and groups stay in memory

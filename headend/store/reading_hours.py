@@ -3,13 +3,15 @@
 decreases between consecutive readings of the hour. ``fold`` brings it up to date: it recomputes, from
 the readings, exactly the hours the readings trigger marked dirty since the previous fold (a late or
 re-qualified reading is folded in exactly once: recomputing is idempotent, and the log rows it
-deletes are the ones its snapshot sees), keeps the hours from ``need`` on and drops older ones.
+deletes are the ones its snapshot sees), keeps the hours from ``need`` on and drops older ones. It then
+rebuilds, from the hours, the six-hour blocks (migration 0081) holding an hour it recomputed and builds
+the blocks that have ended since the previous fold.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -21,14 +23,15 @@ SUMMARISED = (
 GOOD = "r.quality IN ('actual', 'backfilled', 'freeze')"  # estimated, suspect and missing never count
 _QUANTITIES = f"(SELECT id FROM quantities WHERE name IN ({', '.join(repr(q) for q in SUMMARISED)}))"
 _ALL_METERS = (-(2**31), 2**31 - 1)
+BLOCK = timedelta(hours=6)
 
 
-def hour_end_sql(expr: str) -> str:
-    """SQL: the end of the summary hour holding the instant ``expr`` (an instant on the hour ends its
-    hour)."""
+def hour_end_sql(expr: str, step: str = "1 hour") -> str:
+    """SQL: the end of the summary hour (or ``step``, e.g. a block's ``6 hours``) holding the instant
+    ``expr`` (an instant on the hour ends its hour)."""
     return (
-        f"(date_bin('1 hour', ({expr}) - interval '1 microsecond', timestamptz '2000-01-01 00:00:00+00')"
-        " + interval '1 hour')"
+        f"(date_bin('{step}', ({expr}) - interval '1 microsecond', timestamptz '2000-01-01 00:00:00+00')"
+        f" + interval '{step}')"
     )
 
 
@@ -73,12 +76,48 @@ FROM (SELECT meter_id, quantity_id, e, ts, value,
 GROUP BY meter_id, quantity_id, e
 """
 
+# The blocks: $1 the first block end wholly kept, $2 the end of the latest block ended. Returns the
+# latest block end built (blocks_to, moved forward to $2) and the block ends that ended since the
+# previous fold (every meter's block to build).
+_BLOCKS_TO = """
+WITH old AS (SELECT blocks_to FROM reading_hours_kept),
+up AS (UPDATE reading_hours_kept SET blocks_to = greatest(blocks_to, $2) RETURNING blocks_to)
+SELECT (SELECT blocks_to FROM up) AS upto,
+       array(SELECT generate_series(greatest(old.blocks_to + interval '6 hours', $1), $2, interval '6 hours')
+             FROM old) AS ended
+"""
 
-def _disjoint(rows: list[asyncpg.Record]) -> tuple[list[datetime], list[int], list[int]]:
-    """Per hour, the dirty meter ranges merged, so that no reading is summarised twice."""
+_DROP_BLOCKS = """
+DELETE FROM reading_blocks b USING unnest($1::timestamptz[], $2::integer[], $3::integer[]) k(e, mlo, mhi)
+WHERE b.block_end = k.e AND b.meter_id BETWEEN k.mlo AND k.mhi
+"""
+
+# A block from its hours: the drops between two of its hours (an hour's first reading below the last
+# of the hour before it) join the hours' own, in time order.
+_FILL_BLOCKS = """
+INSERT INTO reading_blocks (meter_id, quantity_id, block_end, n, total, vmin, vmax, first_ts, first_value,
+                            last_ts, last_value, drops_at, drops_prev, drops_value)
+SELECT meter_id, quantity_id, e, sum(n), sum(total), min(vmin), max(vmax),
+       min(first_ts), max(first_value) FILTER (WHERE prev IS NULL), max(last_ts),
+       max(last_value) FILTER (WHERE last),
+       reading_drops_cat(CASE WHEN first_value < prev THEN ARRAY[first_ts] END || drops_at ORDER BY hour_end),
+       reading_drops_cat(CASE WHEN first_value < prev THEN ARRAY[prev] END || drops_prev ORDER BY hour_end),
+       reading_drops_cat(CASE WHEN first_value < prev THEN ARRAY[first_value] END || drops_value
+                         ORDER BY hour_end)
+FROM (SELECT h.*, k.e, lag(h.last_value) OVER o AS prev, lead(h.hour_end) OVER o IS NULL AS last
+      FROM reading_hours h
+      JOIN unnest($1::timestamptz[], $2::integer[], $3::integer[]) k(e, mlo, mhi)
+        ON h.hour_end > k.e - interval '6 hours' AND h.hour_end <= k.e AND h.meter_id BETWEEN k.mlo AND k.mhi
+      WINDOW o AS (PARTITION BY h.meter_id, h.quantity_id, k.e ORDER BY h.hour_end)) x
+GROUP BY meter_id, quantity_id, e
+"""
+
+
+def _disjoint(rows: list[tuple[datetime, int, int]]) -> tuple[list[datetime], list[int], list[int]]:
+    """Per hour (or block), the dirty meter ranges merged, so that no reading is summarised twice."""
     by_hour: dict[datetime, list[tuple[int, int]]] = defaultdict(list)
-    for r in rows:
-        by_hour[r["e"]].append((r["mlo"], r["mhi"]))
+    for end, mlo, mhi in rows:
+        by_hour[end].append((mlo, mhi))
     merged: list[tuple[datetime, int, int]] = []
     for end, ranges in sorted(by_hour.items()):
         ranges.sort()
@@ -103,22 +142,55 @@ def _runs(ends: list[datetime]) -> list[tuple[int, int]]:
     return runs
 
 
-async def fold(conn: asyncpg.Connection, need: datetime) -> int:
-    """Bring the summary of the hours starting at ``need`` (on the hour) or later up to date, in one
-    transaction; return how many hour × meter ranges were recomputed."""
+async def fold(conn: asyncpg.Connection, need: datetime, now: datetime) -> int:
+    """Bring the summary of the hours starting at ``need`` (on the hour) or later up to date, and the
+    blocks ended by ``now``, in one transaction; return how many hour × meter ranges were recomputed."""
     assert need == hour_start(need), need
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('headend.reading_hours'))")
         await conn.execute(_KEEP, need)
         await conn.execute("UPDATE reading_hours_kept SET kept_from = $1", need)
-        ends, los, his = _disjoint(await conn.fetch(_HOURS, need, *_ALL_METERS))
+        ends, los, his = _disjoint(
+            [(r["e"], r["mlo"], r["mhi"]) for r in await conn.fetch(_HOURS, need, *_ALL_METERS)]
+        )
         await conn.execute("DELETE FROM reading_hours WHERE hour_end <= $1", need)
         if ends:
             await conn.execute(_DROP, ends, los, his)
             await conn.execute("SET LOCAL work_mem = '64MB'")  # the sort of a rebuild stays in memory
             for a, b in _runs(ends):  # one scan per run of consecutive hours, not one over the gaps
                 await conn.execute(_FILL, ends[a:b], los[a:b], his[a:b], ends[a], ends[b - 1])
+        await _fold_blocks(conn, need, now, list(zip(ends, los, his, strict=True)))
     return len(ends)
+
+
+async def _fold_blocks(
+    conn: asyncpg.Connection, need: datetime, now: datetime, hours: list[tuple[datetime, int, int]]
+) -> None:
+    """Rebuild the ended blocks holding a refolded hour, build the blocks ended since the previous
+    fold, drop the blocks not wholly kept."""
+    first = block_end(need) + BLOCK  # the first block starting at ``need`` or later
+    done = await conn.fetchrow(_BLOCKS_TO, first, _block_floor(now))
+    assert done is not None
+    todo = [(block_end(e), lo, hi) for e, lo, hi in hours if first <= block_end(e) <= done["upto"]]
+    todo += [(e, *_ALL_METERS) for e in done["ended"]]
+    await conn.execute("DELETE FROM reading_blocks WHERE block_end < $1", first)
+    if todo:
+        ends, los, his = _disjoint(todo)
+        await conn.execute(_DROP_BLOCKS, ends, los, his)
+        await conn.execute(_FILL_BLOCKS, ends, los, his)
+
+
+def block_end(ts: datetime) -> datetime:
+    """The end of the six-hour UTC block holding the instant ``ts`` (an instant on a block's end ends
+    its block)."""
+    floor = _block_floor(ts)
+    return floor if floor == ts else floor + BLOCK
+
+
+def _block_floor(ts: datetime) -> datetime:
+    """The latest block end at or before ``ts``."""
+    ts = ts.astimezone(UTC)
+    return ts.replace(hour=ts.hour - ts.hour % 6, minute=0, second=0, microsecond=0)
 
 
 def hour_start(ts: datetime) -> datetime:

@@ -4,6 +4,7 @@ conditions have left the windows the exceptions are marked clear and then closed
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -126,6 +127,26 @@ async def test_each_rule_finds_its_meter_then_counts_then_closes(pg_dsn: str, lo
         first = await _pass(daemon, NOW)
         assert sum(o.opened for o in first) == len(found)
         assert await _states(daemon) == {(rule, name, "open", 1) for rule, name in found}
+        phases = {
+            r["rule"]: json.loads(r["evidence"])
+            for r in await daemon.fetch(
+                "SELECT rule, evidence::text FROM exceptions"
+                " WHERE rule IN ('voltage_loss', 'current_imbalance')"
+            )
+        }
+        at = (NOW - timedelta(seconds=20)).isoformat()
+        assert phases == {
+            "voltage_loss": {
+                "volts": {"voltage_a_v": 230.0, "voltage_b_v": 0.5, "voltage_c_v": 229.0},
+                "ts": at,
+                "lost": ["voltage_b_v"],
+            },
+            "current_imbalance": {
+                "amps": {"current_a_a": 5.0, "current_b_a": 0.0, "current_c_a": 5.0},
+                "ts": at,
+                "imbalance_pct": 100.0,
+            },
+        }
         second = await _pass(daemon, NOW)
         assert sum(o.seen for o in second) == len(found) and not any(o.opened for o in second)
         assert await _states(daemon) == {(rule, name, "open", 2) for rule, name in found}

@@ -1,9 +1,10 @@
 """The reading rules' hourly summary kept up to date incrementally (migration 0070,
 headend/store/reading_hours.py): after every kind of change a seeded plan makes (readings in order, a
 late reading for an old interval, a reading marked suspect, a pass reaching further back, hours
-pruned), the window summary the pass builds from the summary's hours and the boundary hours' readings
-is row for row the one the previous statement computed from every reading (kept here as the
-reference), at pass times on and off the hour; and the incremental summary equals a rebuild."""
+pruned), the window summary the pass builds from the summary's six-hour blocks, its hours and the split
+boundary hours' readings is row for row the one the previous statement computed from every reading
+(kept here as the reference), at pass times on and off the hour, for windows of hours and of a day; and
+the incremental summary and its blocks equal a rebuild."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from headend.store.maintenance import ensure_partitions
 from headend.store.reading_hours import fold, hour_start
 
 T0 = datetime(2026, 6, 10, 0, 0, tzinfo=UTC)
-MINUTE = timedelta(minutes=1)
+MINUTE, HOUR = timedelta(minutes=1), timedelta(hours=1)
 QUANTITIES = ("energy_import_kwh", "energy_export_kwh", "current_a_a", "current_b_a", "voltage_a_v")
 
 
@@ -58,9 +59,15 @@ async def _store(owner: asyncpg.Connection, rows: list[tuple[int, str, datetime,
     )
 
 
-async def _compare(daemon: asyncpg.Connection, owner: asyncpg.Connection, at: datetime) -> int:
+async def _compare(
+    daemon: asyncpg.Connection,
+    owner: asyncpg.Connection,
+    at: datetime,
+    window_h: float = 3,
+    history_h: float = 12,
+) -> int:
     """The pass's window summary at ``at`` against the reference; returns how many rows matched."""
-    params = (at, 3 * 3600.0, 3600.0, 12 * 3600.0, 0.5)
+    params = (at, window_h * 3600, 3600.0, history_h * 3600, 0.5)
     await summarise_window(daemon, *params)
     ours = await daemon.fetch(f"SELECT {_COLUMNS} FROM exception_window ORDER BY 1, 2")
     await drop_window_summary(daemon)
@@ -75,8 +82,8 @@ async def _compare(daemon: asyncpg.Connection, owner: asyncpg.Connection, at: da
     return len(ours)
 
 
-async def _summary(owner: asyncpg.Connection) -> list[asyncpg.Record]:
-    return await owner.fetch("SELECT * FROM reading_hours ORDER BY meter_id, quantity_id, hour_end")
+async def _summary(owner: asyncpg.Connection, table: str = "reading_hours") -> list[asyncpg.Record]:
+    return await owner.fetch(f"SELECT * FROM {table} ORDER BY 1, 2, 3")
 
 
 async def test_the_summary_gives_what_every_reading_gave(pg_dsn: str, logins: dict[str, str]) -> None:
@@ -110,20 +117,32 @@ async def test_the_summary_gives_what_every_reading_gave(pg_dsn: str, logins: di
             T0 + timedelta(hours=31, seconds=40),  # just after a cycle: the boundaries between hours
             T0 + timedelta(hours=33),
             T0 + timedelta(hours=35, minutes=59),
-            T0 + timedelta(hours=12, minutes=40),  # further back than the summary kept: folded first
         ):
             await _compare(daemon, owner, at)
+        for at in (  # day-long windows: the six-hour blocks read instead of their hours
+            T0 + timedelta(hours=30),  # every boundary on a block's end
+            T0 + timedelta(hours=31, seconds=40),
+            T0 + timedelta(hours=35, minutes=15),
+        ):
+            await _compare(daemon, owner, at, window_h=24, history_h=30)
+        assert await owner.fetchval(
+            "SELECT count(*) FROM reading_blocks WHERE block_end = $1", T0 + 30 * HOUR
+        )
+        await _compare(daemon, owner, T0 + timedelta(hours=12, minutes=40))  # further back than kept: folded
         assert await owner.fetchval("SELECT count(*) FROM reading_hours_dirty") == 0
 
-        incremental = await _summary(owner)
+        incremental, blocks = await _summary(owner), await _summary(owner, "reading_blocks")
+        assert {b["block_end"] for b in blocks} == {T0 + n * HOUR for n in (6, 12, 18, 24, 30)}
         await owner.execute("DELETE FROM reading_hours")
+        await owner.execute("DELETE FROM reading_blocks")
         await owner.execute(
             "INSERT INTO reading_hours_dirty (lo, hi) VALUES ($1, $2)",
             T0 - timedelta(hours=1),
             T0 + timedelta(days=2),
         )
-        await fold(daemon, hour_start(T0))
+        await fold(daemon, hour_start(T0), T0 + timedelta(hours=35, minutes=59))
         assert await _summary(owner) == [r for r in incremental if r["hour_end"] > T0]
+        assert await _summary(owner, "reading_blocks") == blocks  # the blocks equal their hours
     finally:
         await daemon.close()
         await owner.close()
