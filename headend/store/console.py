@@ -99,11 +99,13 @@ async def overview(conn: asyncpg.Connection, start: datetime, end: datetime, lim
 
 
 # average demand between consecutive energy readings (kW), with the reading before the day for the first
+# ($4: a day before $2, given as a value so that a plan for the parameters prunes the partitions or
+# chunks outside the range; `$2 - interval` is only known when the statement runs)
 _LOAD_CURVE = """
 WITH r AS (
     SELECT ts, value, quality::text AS quality FROM readings
     WHERE meter_id = $1 AND quantity_id = (SELECT id FROM quantities WHERE name = 'energy_import_kwh')
-      AND ts >= $2::timestamptz - interval '1 day' AND ts < $3 AND value IS NOT NULL
+      AND ts >= $4 AND ts < $3 AND value IS NOT NULL
 ), d AS (
     SELECT ts, value, quality,
            (value - lag(value) OVER w) / nullif(extract(epoch FROM ts - lag(ts) OVER w) / 3600, 0) AS kw
@@ -130,7 +132,7 @@ async def load_curve(
     """Each stored energy reading in ``[start, end)``, oldest first."""
     return [
         CurveReading(r["ts"], float(r["kwh"]), None if r["kw"] is None else float(r["kw"]), r["quality"])
-        for r in await conn.fetch(_LOAD_CURVE, meter_id, start, end)
+        for r in await conn.fetch(_LOAD_CURVE, meter_id, start, end, start - timedelta(days=1))
     ]
 
 

@@ -144,10 +144,12 @@ FROM channels c WHERE c.id = $1
 
 _CHANNEL_ID = "SELECT id FROM channels WHERE name = $1"
 
-# the newest receipt of a reading, of an interval since $2, of a meter of the channel (removed ones too)
+# the newest receipt of a reading, of an interval since $2, of a meter of the channel (removed ones too),
+# meter by meter (each its own key's range: joined, the planner scanned the range of every meter)
 _CHANNEL_CONTACT = """
-SELECT max(r.received_at) FROM readings r JOIN meters m ON m.id = r.meter_id
-WHERE m.channel_id = $1 AND r.ts >= $2
+SELECT max(x.received) FROM meters m CROSS JOIN LATERAL (
+    SELECT max(r.received_at) AS received FROM readings r WHERE r.meter_id = m.id AND r.ts >= $2) x
+WHERE m.channel_id = $1
 """
 
 _CHANNEL_CYCLES = """

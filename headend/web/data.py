@@ -134,9 +134,11 @@ async def meter(
             meter_id, _ = await find_meter(conn, name)
         except InventoryError as exc:
             raise NotFound(str(exc)) from None
-        await plan_for_parameters(conn)  # the curve, the bars and the recent readings: bounded in time
-        curve = await console.load_curve(conn, meter_id, start, end)
+        # the bars read the hourly aggregate, whose part past its watermark is only bounded when the
+        # statement runs: a plan for the parameters would plan every partition or chunk at each page
         known = dict(await console.consumption(conn, meter_id, bars_start, end, zone.key, period))
+        await plan_for_parameters(conn)  # the curve and the recent readings: bounded in time
+        curve = await console.load_curve(conn, meter_id, start, end)
         found = await meter_overview_in(conn, meter_id, recent=20)
     fields = dict(found.fields)
     action = fields.pop("last_relay_action")
