@@ -16,33 +16,17 @@ import asyncpg
 import pytest
 
 from simulators.concentrator import ConcentratorSpec, SimConcentrator
+from tests.cluster.test_dialin_takeover import INTERVAL_S, RENEW_S, start_member
 from tests.concentrator.support import ADDRESS
 from tests.support.daemons import Daemon, free_port
 from tests.support.operators import import_inventory_cli
 from tests.support.waiting import wait_until
 
-RENEW_S = 0.5
-LEASE_S = 3.0
-INTERVAL_S = 1.0
 READ_AFN = "afn_0C"  # the energy readings (class 1 data)
 ARCHIVE_AFN = "afn_0A"  # the archive the check reads
 
 
-async def start_member(name: str, dsn: str, tmp_path: Path, listen_port: int) -> Daemon:
-    metrics_port = free_port()
-    config = tmp_path / f"{name}.toml"
-    config.write_text(
-        f'[database]\ndsn = "{dsn}"\nspool_dir = "{tmp_path / f"spool-{name}"}"\n'
-        f'[polling]\ninterval = "{INTERVAL_S}s"\noffset = "0s"\ninventory_reload = "1h"\n'
-        '[read_plans.default]\nquantities = ["energy_import_kwh"]\n'
-        "[backfill]\nenabled = false\n[clock]\nenabled = false\n[events]\nenabled = false\n"
-        '[timeouts]\ninitial = "1s"\nmaximum = "2s"\n'
-        f'[cluster]\nenabled = true\nrenew = "{RENEW_S}s"\nlease = "{LEASE_S}s"\n'
-        f'[listen]\npending_flush = "0.5s"\n[[listen.listeners]]\naddress = "127.0.0.1:{listen_port}"\n'
-        'kind = "gdw1376"\nreplace_silent_after = "3s"\nsilent_timeout = "1h"\n'
-        f'[metrics]\nport = {metrics_port}\n[logging]\nformat = "json"\n'
-    )
-    return await Daemon.start(config, tmp_path / f"state-{name}", metrics_port)
+CONCENTRATOR_LISTENER = 'kind = "gdw1376"\nreplace_silent_after = "3s"\n'
 
 
 def concentrator(port: int, seed: int) -> SimConcentrator:
@@ -81,8 +65,8 @@ async def test_a_concentrator_proves_its_archive_before_its_login_moves_the_leas
     )
     assert import_inventory_cli(pg_dsn, inventory).returncode == 0
     conn = await asyncpg.connect(pg_dsn)
-    first = await start_member("a", pg_dsn, tmp_path, ports["a"])
-    second = await start_member("b", pg_dsn, tmp_path, ports["b"])
+    first = await start_member("a", pg_dsn, tmp_path, ports["a"], CONCENTRATOR_LISTENER)
+    second = await start_member("b", pg_dsn, tmp_path, ports["b"], CONCENTRATOR_LISTENER)
     devices = (real, impostor, lookalike, moved)
     lease_query = "SELECT owner, epoch, connected FROM channel_leases"
 

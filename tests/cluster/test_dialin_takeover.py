@@ -34,7 +34,15 @@ QUIET_S = 3.0  # replace_silent_after: a connection quiet this long no longer ke
 HEARTBEAT_S = 0.5
 
 
-async def start_member(name: str, dsn: str, tmp_path: Path, listen_port: int) -> Daemon:
+DTU_LISTENER = f'heartbeat = "HB"\nreplace_silent_after = "{QUIET_S}s"\n'
+"""The listener's own lines for DTUs (``start_member``'s ``listener``)."""
+
+
+async def start_member(
+    name: str, dsn: str, tmp_path: Path, listen_port: int, listener: str = DTU_LISTENER
+) -> Daemon:
+    """A cluster member (lease ``LEASE_S``, polling every ``INTERVAL_S``) listening on ``listen_port``
+    with ``listener``'s lines (kind, heartbeat, quiet time)."""
     metrics_port = free_port()
     config = tmp_path / f"{name}.toml"
     config.write_text(
@@ -45,7 +53,7 @@ async def start_member(name: str, dsn: str, tmp_path: Path, listen_port: int) ->
         '[timeouts]\ninitial = "1s"\nmaximum = "2s"\n'
         f'[cluster]\nenabled = true\nrenew = "{RENEW_S}s"\nlease = "{LEASE_S}s"\n'
         f'[listen]\npending_flush = "0.5s"\n[[listen.listeners]]\naddress = "127.0.0.1:{listen_port}"\n'
-        f'heartbeat = "HB"\nreplace_silent_after = "{QUIET_S}s"\nsilent_timeout = "1h"\n'
+        f'{listener}silent_timeout = "1h"\n'
         f'[metrics]\nport = {metrics_port}\n[logging]\nformat = "json"\n'
     )
     return await Daemon.start(config, tmp_path / f"state-{name}", metrics_port)
