@@ -16,7 +16,8 @@ signed in with its own session) send ``--requests`` requests each, all at once:
 - the channels list ``/channels`` and a channel page ``/channels/NAME`` (100 meters at the defaults),
   three requests of one user each (no target in the issue);
 - export ``/readings.csv`` of the first meter's year (35,040 rows), against the same rows fetched by
-  a bare server-side cursor (the database floor), under ``--users`` concurrent exports.
+  a bare server-side cursor (the database floor), under ``--users`` concurrent exports and alone;
+  then one user's export while the other users open meter pages, against the export alone.
 
 For the pages it also prints the CPU each request cost the web server's processes and the database
 server's (from /proc): unlike the latencies, not moved by what else runs on a shared machine.
@@ -219,8 +220,9 @@ async def bare_export(dsn: str, users: int, since: datetime, until: datetime) ->
     return list(await asyncio.gather(*(one() for _ in range(users))))
 
 
-async def exports(clients: list[httpx.AsyncClient], dsn: str, now: datetime) -> None:
-    """The first meter's year as CSV, every client at once and then one alone, against bare cursors."""
+async def exports(clients: list[httpx.AsyncClient], dsn: str, now: datetime, meters: list[list[str]]) -> None:
+    """The first meter's year as CSV, every client at once, then one alone against a bare cursor, then
+    one user's while the others open ``meters`` pages (a control room's day) against the export alone."""
     today = now.date()
     first = today - timedelta(days=364)
     export_path = f"/readings.csv?meter=m1&from={first}&to={today}"
@@ -232,6 +234,18 @@ async def exports(clients: list[httpx.AsyncClient], dsn: str, now: datetime) -> 
     alone = await load(clients[:1], [[export_path] * 3])
     bare_alone = await bare_export(as_login(dsn, REPORT_LOGIN), 1, since, now + timedelta(days=1))
     report("the same export alone", alone, bare_alone, "bare cursor alone", 1.0)
+    done = asyncio.Event()
+
+    async def browse(client: httpx.AsyncClient, mine: list[str]) -> None:
+        while not done.is_set():
+            for path in mine:
+                (await client.get(path)).raise_for_status()
+
+    browsing = asyncio.gather(*(browse(c, m) for c, m in zip(clients[1:], meters[1:], strict=True)))
+    mixed = await load(clients[:1], [[export_path] * 3])
+    done.set()
+    await browsing
+    report(f"export, {len(clients) - 1} others browsing", mixed, alone, "export alone", 1.0)
 
 
 async def run(args: argparse.Namespace, dsn: str, spool: Path, postmaster: Path) -> None:
@@ -315,7 +329,7 @@ async def run(args: argparse.Namespace, dsn: str, spool: Path, postmaster: Path)
         for name, times in (("channels list", listed), ("channel page", channel)):
             print(f"  {name}, one user: {', '.join(f'{t * 1000:.0f}' for t in times)} ms")
         if not args.no_export:
-            await exports(clients, dsn, now)
+            await exports(clients, dsn, now, each(lambda: f"/meters/m{rng.randint(1, args.meters)}"))
         for client in clients:
             await client.aclose()
     except SystemExit:

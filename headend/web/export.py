@@ -13,6 +13,7 @@ import asyncpg
 
 from headend.store import console_audit, series
 from headend.store.console_audit import AuditFilter
+from headend.store.plans import custom_plans
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run such a cell as a formula
 CHUNK = 65536  # characters of a streamed response per chunk sent
@@ -46,10 +47,12 @@ async def _audit_pages(
 
 
 READING_COLUMNS = ("ts", "value", "consumption", "quality")
-# readings per query of an export: each query starts over every chunk or partition of the range (a
-# generic plan: about 15 ms a query over a year, bench/console.py), so fewer, larger pages; 5000 is
-# about 250 kB of CSV
-READINGS_PAGE = 5000
+READINGS_PAGE = 5000  # readings per query of an export at most: about 250 kB of CSV
+# the time a page's query covers at first: each query reads only the chunks or partitions of its window
+# (planned for it), and the window follows the meter's density (a page that filled sets the next
+# window to what it covered; a window that did not fill doubles it), so that a meter-year reads each
+# chunk about once, whatever its interval
+FIRST_WINDOW = timedelta(days=7)
 
 
 def readings_csv(
@@ -63,24 +66,29 @@ def readings_csv(
 ) -> AsyncIterator[str]:
     """A header line, then each stored reading of the meter's ``quantity`` in ``[start, end)`` with
     its growth since the reading before and its quality (what ``headend readings --format csv``
-    prints), times in ``zone``. Each page of ``page`` readings is read on a pooled connection given
-    back before its lines are sent (the next page starts after the last one's time and takes its value
-    for the first consumption): a client reading slowly (or not at all) holds no connection."""
+    prints), times in ``zone``. Each page of at most ``page`` readings is read on a pooled connection
+    given back before its lines are sent (the next page starts after the last one's time and takes its
+    value for the first consumption): a client reading slowly (or not at all) holds no connection."""
     return _lines(READING_COLUMNS, _reading_pages(pool, meter_id, quantity, start, end, page), zone)
 
 
 async def _reading_pages(
     pool: asyncpg.Pool, meter_id: int, quantity: str, start: datetime, end: datetime, page: int
 ) -> AsyncIterator[list[asyncpg.Record]]:
-    since, previous = start, None
-    while True:
-        async with pool.acquire() as conn:
-            rows = await series.readings_page(conn, meter_id, quantity, since, end, previous, page)
-        yield rows
-        if len(rows) < page:
-            return
-        since = rows[-1]["ts"] + ONE_MICROSECOND  # after the last one
-        previous = rows[-1]["value"]
+    since, previous, window = start, None, FIRST_WINDOW
+    while since < end:
+        until = min(end, since + window)
+        async with pool.acquire() as conn, custom_plans(conn):
+            rows = await series.readings_page(conn, meter_id, quantity, since, until, previous, page)
+        if rows:
+            yield rows
+            previous = rows[-1]["value"]
+        if len(rows) < page:  # the window is done
+            since, window = until, window * 2
+        else:
+            covered = rows[-1]["ts"] - since
+            since = rows[-1]["ts"] + ONE_MICROSECOND  # after the last one
+            window = max(covered, ONE_MICROSECOND)
 
 
 async def _csv(

@@ -264,6 +264,18 @@ async def test_stalled_readings_downloads_do_not_starve_the_console(pg_dsn: str,
                 page,
             )
             assert "".join([part async for part in parts]) == expected, page
+        # from a month before: two empty windows, then the reading before the first day and the rest
+        before = Reading(meter, "energy_import_kwh", FIRST - Q, 990.0)
+        parts = readings_csv(
+            app.state.console.report,
+            meter,
+            "energy_import_kwh",
+            FIRST - timedelta(days=30),
+            readings[-1].ts + Q,
+            STATION,
+            103,
+        )
+        assert "".join([part async for part in parts]) == _expected([before, *readings])
     for download in downloads:
         assert download.status == 200
         assert download.body.decode() == expected
