@@ -57,6 +57,7 @@ CFG = ExceptionsConfig(
 )
 READING_COLUMNS = ["meter_id", "quantity_id", "ts", "value", "quality", "source_id"]
 CONDITIONS = ("stopped", "reversed", "backwards", "lost_phase", "imbalance", "spike")
+SEED_BATCH = 5000  # meters generated and copied at a time
 
 
 def _condition(meter: int) -> str:
@@ -64,9 +65,10 @@ def _condition(meter: int) -> str:
     return CONDITIONS[(meter // 97) % len(CONDITIONS)] if meter % 97 == 0 else ""
 
 
-def _rows(meters: int, qids: dict[str, int], source: int) -> list[tuple[object, ...]]:
+def _rows(first: int, last: int, qids: dict[str, int], source: int) -> list[tuple[object, ...]]:
+    """The day's readings of meters ``first..last``."""
     rows: list[tuple[object, ...]] = []
-    for m in range(1, meters + 1):
+    for m in range(first, last + 1):
         condition = _condition(m)
         rate = 0.2 + (m % 7) * 0.1  # kWh per interval
         imported = exported = 1000.0 + m % 500
@@ -131,75 +133,88 @@ async def _seed(conn: asyncpg.Connection, meters: int, areas: int) -> list[tuple
         areas,
     )
     await ensure_partitions(conn, DAY_START, NOW)
-    rows = _rows(meters, qids, source)
-    await conn.copy_records_to_table(
-        "readings", records=[r for r in rows if r[2] < NOW], columns=READING_COLUMNS
-    )
+    last_cycle: list[tuple[object, ...]] = []
+    for first in range(1, meters + 1, SEED_BATCH):  # a batch of meters at a time: memory stays flat
+        rows = _rows(first, min(meters, first + SEED_BATCH - 1), qids, source)
+        await conn.copy_records_to_table(
+            "readings", records=[r for r in rows if r[2] < NOW], columns=READING_COLUMNS
+        )
+        last_cycle += [r for r in rows if r[2] >= NOW]
     await conn.execute("ANALYZE readings")
-    return [r for r in rows if r[2] >= NOW]
+    return last_cycle
 
 
 async def _row_by_row(conn: asyncpg.Connection) -> dict[str, set[int]]:
-    """The six reading rules, each reading fetched and judged in Python."""
-    cfg, start = CFG, NOW - timedelta(seconds=CFG.window)
-    series: dict[tuple[int, str], list[tuple[datetime, float]]] = defaultdict(list)
+    """The six reading rules, each reading fetched and judged in Python, a meter at a time as its
+    readings arrive (in meter order: memory holds one meter's day)."""
+    found: dict[str, set[int]] = {rule: set() for rule in READING_RULES}
+    meter: int | None = None
+    series: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
     async with conn.transaction():
         async for r in conn.cursor(
             "SELECT r.meter_id, q.name, r.ts, r.value"
             " FROM readings r JOIN quantities q ON q.id = r.quantity_id"
             " WHERE r.ts > $1 AND r.ts <= $2 AND r.quality IN ('actual', 'backfilled', 'freeze')"
             " ORDER BY r.meter_id, q.name, r.ts",
-            start,
+            NOW - timedelta(seconds=CFG.window),
             NOW,
             prefetch=50_000,
         ):
-            series[(r["meter_id"], r["name"])].append((r["ts"], r["value"]))
-    found: dict[str, set[int]] = {rule: set() for rule in READING_RULES}
-    meters = {m for m, _ in series}
-    half = cfg.window / 2
-    for m in meters:
-        imp, exp = series.get((m, "energy_import_kwh"), []), series.get((m, "energy_export_kwh"), [])
-
-        def change(points: list[tuple[datetime, float]]) -> float:
-            return max(v for _, v in points) - min(v for _, v in points)
-
-        def span(points: list[tuple[datetime, float]]) -> float:
-            return (points[-1][0] - points[0][0]).total_seconds()
-
-        if any(b < a - cfg.register_tolerance_kwh for (_, a), (_, b) in itertools.pairwise(imp)):
-            found["register_backwards"].add(m)
-        currents = [v for p in "abc" for _, v in series.get((m, f"current_{p}_a"), [])]
-        flat_import = bool(imp) and span(imp) >= half and change(imp) <= cfg.flat_kwh
-        flowing = bool(currents) and sum(currents) / len(currents) >= cfg.min_current_a
-        if flat_import and flowing and (not exp or change(exp) <= cfg.flat_kwh):
-            found["meter_stopped"].add(m)
-        if flat_import and exp and change(exp) >= cfg.reverse_min_kwh:
-            found["reverse_energy"].add(m)
-        volts = [series[(m, f"voltage_{p}_v")][-1][1] for p in "abc" if (m, f"voltage_{p}_v") in series]
-        if volts and min(volts) < cfg.voltage_loss_v:
-            found["voltage_loss"].add(m)
-        amps = [series[(m, f"current_{p}_a")][-1][1] for p in "abc" if (m, f"current_{p}_a") in series]
-        if (
-            len(amps) == 3
-            and max(amps) >= cfg.imbalance_min_a
-            and 100 * (max(amps) - min(amps)) / max(amps) > cfg.imbalance_pct
-        ):
-            found["current_imbalance"].add(m)
-        cut = NOW - timedelta(seconds=cfg.spike_window)
-        recent = [p for p in imp if p[0] > cut]
-        past = [p for p in imp if p[0] <= cut and p[0] > NOW - timedelta(seconds=cfg.spike_history)]
-        if len(recent) >= 2 and len(past) >= 2:
-            r_kwh, r_s = recent[-1][1] - recent[0][1], span(recent)
-            p_kwh, p_s = past[-1][1] - past[0][1], span(past)
-            if (
-                r_s > 0
-                and p_s > 0
-                and p_kwh > 0
-                and r_kwh >= cfg.spike_min_kwh
-                and r_kwh / r_s > cfg.spike_factor * p_kwh / p_s
-            ):
-                found["consumption_spike"].add(m)
+            if r["meter_id"] != meter:
+                if meter is not None:
+                    _judge(meter, series, found)
+                meter, series = r["meter_id"], defaultdict(list)
+            series[r["name"]].append((r["ts"], r["value"]))
+    if meter is not None:
+        _judge(meter, series, found)
     return found
+
+
+def _change(points: list[tuple[datetime, float]]) -> float:
+    return max(v for _, v in points) - min(v for _, v in points)
+
+
+def _span(points: list[tuple[datetime, float]]) -> float:
+    return (points[-1][0] - points[0][0]).total_seconds()
+
+
+def _judge(m: int, series: dict[str, list[tuple[datetime, float]]], found: dict[str, set[int]]) -> None:
+    """The six rules on one meter's readings of the window, by quantity name."""
+    cfg, half = CFG, CFG.window / 2
+    imp, exp = series.get("energy_import_kwh", []), series.get("energy_export_kwh", [])
+    if any(b < a - cfg.register_tolerance_kwh for (_, a), (_, b) in itertools.pairwise(imp)):
+        found["register_backwards"].add(m)
+    currents = [v for p in "abc" for _, v in series.get(f"current_{p}_a", [])]
+    flat_import = bool(imp) and _span(imp) >= half and _change(imp) <= cfg.flat_kwh
+    flowing = bool(currents) and sum(currents) / len(currents) >= cfg.min_current_a
+    if flat_import and flowing and (not exp or _change(exp) <= cfg.flat_kwh):
+        found["meter_stopped"].add(m)
+    if flat_import and exp and _change(exp) >= cfg.reverse_min_kwh:
+        found["reverse_energy"].add(m)
+    volts = [series[f"voltage_{p}_v"][-1][1] for p in "abc" if f"voltage_{p}_v" in series]
+    if volts and min(volts) < cfg.voltage_loss_v:
+        found["voltage_loss"].add(m)
+    amps = [series[f"current_{p}_a"][-1][1] for p in "abc" if f"current_{p}_a" in series]
+    if (
+        len(amps) == 3
+        and max(amps) >= cfg.imbalance_min_a
+        and 100 * (max(amps) - min(amps)) / max(amps) > cfg.imbalance_pct
+    ):
+        found["current_imbalance"].add(m)
+    cut = NOW - timedelta(seconds=cfg.spike_window)
+    recent = [p for p in imp if p[0] > cut]
+    past = [p for p in imp if p[0] <= cut and p[0] > NOW - timedelta(seconds=cfg.spike_history)]
+    if len(recent) >= 2 and len(past) >= 2:
+        r_kwh, r_s = recent[-1][1] - recent[0][1], _span(recent)
+        p_kwh, p_s = past[-1][1] - past[0][1], _span(past)
+        if (
+            r_s > 0
+            and p_s > 0
+            and p_kwh > 0
+            and r_kwh >= cfg.spike_min_kwh
+            and r_kwh / r_s > cfg.spike_factor * p_kwh / p_s
+        ):
+            found["consumption_spike"].add(m)
 
 
 async def bench_rules(
