@@ -5,7 +5,8 @@ the readings, exactly the hours the readings trigger marked dirty since the prev
 re-qualified reading is folded in exactly once: recomputing is idempotent, and the log rows it
 deletes are the ones its snapshot sees), keeps the hours from ``need`` on and drops older ones. It then
 rebuilds, from the hours, the six-hour blocks (migration 0081) holding an hour it recomputed and builds
-the blocks that have ended since the previous fold.
+the blocks that have ended since the previous fold. The three are unlogged (migration 0088): a fold
+that finds them emptied by a crash summarises every hour it keeps again.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ def hour_end_sql(expr: str, step: str = "1 hour") -> str:
         f" + interval '{step}')"
     )
 
+
+# After a crash the unlogged summary is empty, and so is reading_hours_kept (migration 0088): its row
+# is put back and every hour from $1 (the first hour kept) to $2 or the latest reading is summarised.
+_LOST = """
+WITH k AS (INSERT INTO reading_hours_kept (kept_from, blocks_to) VALUES ($1, '-infinity')
+           ON CONFLICT DO NOTHING RETURNING kept_from)
+INSERT INTO reading_hours_dirty (lo, hi)
+SELECT k.kept_from, greatest($2, (SELECT max(ts) FROM readings WHERE ts >= $1)) FROM k
+"""
 
 # $1 the first hour kept: the stretch from it to the hours kept so far (if it is earlier) is summarised
 _KEEP = """
@@ -148,6 +158,7 @@ async def fold(conn: asyncpg.Connection, need: datetime, now: datetime) -> int:
     assert need == hour_start(need), need
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('headend.reading_hours'))")
+        await conn.execute(_LOST, need, now)
         await conn.execute(_KEEP, need)
         await conn.execute("UPDATE reading_hours_kept SET kept_from = $1", need)
         ends, los, his = _disjoint(

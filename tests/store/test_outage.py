@@ -8,13 +8,16 @@ import shutil
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from headend.store.embedded import EmbeddedPostgres
+from headend.store.maintenance import ensure_partitions
 from headend.store.migrate import migrate
+from headend.store.reading_hours import fold, hour_start
 from headend.store.spool import SpoolFullError
 from headend.store.writer import Reading, ReadingWriter
 from tests.store import writer_child
@@ -147,3 +150,48 @@ async def test_full_spool_refuses_and_raises_the_alarm(tmp_path: Path) -> None:
     assert writer.spool_full and writer.rejected == 100
     assert writer.spooled >= 200 and writer.spool_bytes <= 20_000
     await writer.close()
+
+
+async def test_the_rules_summary_emptied_by_a_crash_is_summarised_again_at_the_next_fold(
+    cluster: EmbeddedPostgres, outage_dsn: str
+) -> None:
+    """The hourly summary, its blocks and what they say is kept are unlogged (migration 0088): the
+    server's crash recovery empties all three; the next fold gives back the same summary."""
+    day = datetime(2026, 6, 10, tzinfo=UTC)
+    now = day + timedelta(hours=20, seconds=40)
+    conn = await asyncpg.connect(outage_dsn)
+    try:
+        await conn.execute("SET synchronous_commit = on")  # as a real server: commits survive the crash
+        await ensure_partitions(conn, day, day + timedelta(days=1))
+        await conn.execute("INSERT INTO quantities (name) VALUES ('energy_import_kwh'), ('voltage_a_v')")
+        await conn.execute("INSERT INTO reading_sources (name) VALUES ('test')")
+        await conn.execute(
+            "INSERT INTO readings (meter_id, quantity_id, ts, value, source_id)"
+            " SELECT m, q.id, $1::timestamptz + i * interval '15 minutes',"
+            " m * 100 + i * 0.5 - (i = 40)::int * 3,"
+            " (SELECT id FROM reading_sources)"
+            " FROM generate_series(1, 3) m, generate_series(0, 80) i, quantities q",
+            day,
+        )
+        await fold(conn, hour_start(day), now)
+        hours, blocks = await _summary(conn, "reading_hours"), await _summary(conn, "reading_blocks")
+        assert len(hours) == 3 * 2 * 20 and len(blocks) == 3 * 2 * 3
+    finally:
+        await conn.close()
+
+    await asyncio.to_thread(cluster.stop, "immediate")
+    await asyncio.to_thread(cluster.start)
+    conn = await asyncpg.connect(outage_dsn)
+    try:
+        for table in ("reading_hours", "reading_blocks", "reading_hours_kept"):
+            assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0, table  # recovery emptied it
+        await fold(conn, hour_start(day), now)
+        assert await _summary(conn, "reading_hours") == hours
+        assert await _summary(conn, "reading_blocks") == blocks
+        assert await conn.fetchval("SELECT count(*) FROM reading_hours_dirty") == 0
+    finally:
+        await conn.close()
+
+
+async def _summary(conn: asyncpg.Connection, table: str) -> list[asyncpg.Record]:
+    return await conn.fetch(f"SELECT * FROM {table} ORDER BY meter_id, quantity_id, 3")
