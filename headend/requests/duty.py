@@ -187,6 +187,14 @@ class MeterRequests:
         for request_id, kind in await fail_interrupted(self.engine.pool, INTERRUPTED):
             self._count(request_id, kind, "failed", INTERRUPTED)
         self._started = True
+        log.info(
+            "meter requests taken",
+            extra={
+                "per_operator": bounds.per_operator,
+                "per_channel": bounds.per_channel,
+                "max_range_days": bounds.max_range_days,
+            },
+        )
 
     def _notified(self, _conn: object, _pid: object, _channel: object, payload: object) -> None:
         if str(payload).endswith(" requested"):

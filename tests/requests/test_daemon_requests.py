@@ -93,6 +93,7 @@ class Station:
         port = int(text.split("[metrics]\nport = ", 1)[1].split("\n", 1)[0])
         daemon = await Daemon.start(config, self.tmp_path / "state", port)
         await daemon.wait_logged("engine started")
+        await daemon.wait_logged("meter requests taken")  # its [requests] bounds are the database's
         return daemon
 
     async def headend(self, *args: str) -> CliResult:
