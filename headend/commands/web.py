@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import asyncpg
 import typer
 
 from headend.commands.common import ConfigPath, chosen_config, fail
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 DESK_ENV = "HEADEND_WEB_DESK_DSN"
 REPORT_ENV = "HEADEND_WEB_REPORT_DSN"
@@ -107,25 +110,19 @@ def register(app: typer.Typer) -> None:
         from headend.web.app import WORKER_ENV, create_app
 
         typer.echo(f"headend web: http://{listen}/ (API /api/openapi.json)")
+        application: FastAPI | str
         if workers == 1:
             application = create_app(settings, desk_dsn, report_dsn)
-            uvicorn.run(
-                application,
-                host=host,
-                port=port,
-                log_level="warning",
-                proxy_headers=False,
-                server_header=False,
-            )
-            return
-        # each worker is a fresh interpreter (spawned) that builds the application from these settings;
-        # the console keeps no state in a process (sessions and sign-in tokens are in the database, the
-        # sign-in form's value in a cookie), so any worker serves any request
-        resolved = settings.model_copy(update={"desk_dsn": desk_dsn, "report_dsn": report_dsn})
-        os.environ[WORKER_ENV] = resolved.model_dump_json()
+        else:
+            # each worker is a fresh interpreter (spawned) that builds the application from these
+            # settings; the console keeps no state in a process (sessions and sign-in tokens are in the
+            # database, the sign-in form's value in a cookie), so any worker serves any request
+            resolved = settings.model_copy(update={"desk_dsn": desk_dsn, "report_dsn": report_dsn})
+            os.environ[WORKER_ENV] = resolved.model_dump_json()
+            application = "headend.web.app:worker_app"
         uvicorn.run(
-            "headend.web.app:worker_app",
-            factory=True,
+            application,
+            factory=workers > 1,
             workers=workers,
             host=host,
             port=port,
