@@ -6,16 +6,15 @@ meter read three weeks ago, one never read and a removed one, and a channel read
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
 from asyncpg.connection import LoggedQuery
 
 from headend.store import maintenance
-from headend.store.overview import RECENT, channel_overview
+from headend.store.overview import channel_overview
+from tests.store.test_meter_overview_bounded import NOW, within_recent
 from tests.support.logins import report_dsn
-
-NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 
 # per channel, per meter: (quantity, hours before NOW of its first and last hourly reading, the last
 # one's quality); a meter named "removed-..." is removed
@@ -88,11 +87,6 @@ async def _seed(conn: asyncpg.Connection) -> None:
                 await conn.execute("UPDATE meters SET removed_at = now() WHERE id = $1", meter_id)
 
 
-def _recent(arg: object) -> bool:
-    """A statement's argument that is a bound on time within ``RECENT`` (an hour's leeway)."""
-    return isinstance(arg, datetime) and arg > NOW - RECENT - timedelta(hours=1)
-
-
 async def test_bounded_lookups_give_what_an_unbounded_scan_gives(pg_dsn: str) -> None:
     owner = await asyncpg.connect(pg_dsn)
     reader = await asyncpg.connect(
@@ -110,7 +104,7 @@ async def test_bounded_lookups_give_what_an_unbounded_scan_gives(pg_dsn: str) ->
             meters = [dict(r) for r in await owner.fetch(_REFERENCE_METERS, channel)]
             assert (found.fields["last_contact"], found.lists["meter_list"]) == (contact, meters), channel
             over_readings = [q for q in logged if "readings r" in q.query]
-            bounded = [q for q in over_readings if any(_recent(a) for a in q.args)]
+            bounded = [q for q in over_readings if any(within_recent(a) for a in q.args)]
             if channel == "lately":  # every meter read lately: no whole-range scan
                 assert over_readings and bounded == over_readings
             else:

@@ -52,7 +52,7 @@ ORDER BY q.name
 """
 
 
-def _recent(arg: object) -> bool:
+def within_recent(arg: object) -> bool:
     """A statement's argument that is a bound on time within ``RECENT`` (an hour's leeway)."""
     return isinstance(arg, datetime) and arg > NOW - RECENT - timedelta(hours=1)
 
@@ -119,7 +119,7 @@ async def test_bounded_lookups_give_what_an_unbounded_scan_gives(pg_dsn: str) ->
             got = (found.fields["last_read"], found.fields["last_contact"], found.lists["latest"])
             assert got == (whole["last_read"], whole["last_contact"], latest), meter
             over_readings = [q for q in logged if "readings" in q.query]
-            bounded = [q for q in over_readings if any(_recent(a) for a in q.args)]
+            bounded = [q for q in over_readings if any(within_recent(a) for a in q.args)]
             if meter == "recent":  # read lately in every quantity the station knows: no whole-range scan
                 assert over_readings and bounded == over_readings
             else:
